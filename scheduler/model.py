@@ -1,0 +1,294 @@
+"""The domain at the edges: Snapshot in, Decision out (pydantic, immutable).
+
+These models validate files, CRDs and wire formats with field paths in their errors. The
+allocator compiles a Snapshot into plain arrays (``scheduler.state``) before it works; it
+never loops over these objects in a hot path. Quantities are integers in base units:
+whole GPUs, MIG instances, milli-GPU, MiB, milli-CPU, seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from scheduler.catalog import MILLI_PER_GPU
+from scheduler.reasons import Outcome, Reason
+
+__all__ = [
+    "Decision",
+    "CustomGpuModel",
+    "Demand",
+    "Eviction",
+    "Gpu",
+    "MigSlice",
+    "Node",
+    "PodPlacement",
+    "PreemptionPolicy",
+    "Queue",
+    "Quota",
+    "RepartitionPlan",
+    "Snapshot",
+    "SolverStats",
+    "Taint",
+    "Toleration",
+    "Workload",
+    "WorkloadDecision",
+    "flavor_of_mig",
+]
+
+
+def _not_negative(value: int) -> int:
+    if value < 0:
+        raise ValueError("is negative")
+    return value
+
+
+def _positive(value: int) -> int:
+    if value <= 0:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _positive_weight(value: float) -> float:
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+NonNegative = Annotated[int, AfterValidator(_not_negative)]
+Positive = Annotated[int, AfterValidator(_positive)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def flavor_of_mig(profile: str) -> str:
+    """Quota flavor of a MIG profile: ``mig-<profile>``, like its Kubernetes resource."""
+    return "mig-" + profile
+
+
+class Taint(_Frozen):
+    key: str
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class Toleration(_Frozen):
+    key: str | None = None
+    """None with operator Exists tolerates every taint."""
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str = ""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+    def tolerates(self, taint: Taint) -> bool:
+        if self.effect is not None and self.effect != taint.effect:
+            return False
+        if self.key is None:
+            return self.operator == "Exists"
+        if self.key != taint.key:
+            return False
+        return self.operator == "Exists" or self.value == taint.value
+
+
+class MigSlice(_Frozen):
+    """One configured MIG instance: its profile and placement start (memory-slice units)."""
+
+    profile: str
+    start: NonNegative
+
+
+class Gpu(_Frozen):
+    index: NonNegative
+    model: str
+    """Catalog name, alias, or GFD product label of the GPU model."""
+    healthy: bool = True
+    health_reason: str = ""
+    """Why the GPU is unhealthy (XID, ECC, row remap), shown in decisions."""
+    mig: tuple[MigSlice, ...] | None = None
+    """None: not partitioned. A tuple: the configured MIG layout (may be empty)."""
+    shared: bool = False
+    """Time-sliced: the GPU may host fractional (milli-GPU) pods."""
+
+
+class Node(_Frozen):
+    name: str = Field(min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+    taints: tuple[Taint, ...] = ()
+    gpus: tuple[Gpu, ...] = ()
+    cpu_milli: NonNegative | None = None
+    """Allocatable CPU; None = not tracked (GPUs are the scarce resource)."""
+    memory_mib: NonNegative | None = None
+
+
+class Quota(_Frozen):
+    nominal: NonNegative = 0
+    borrowing_limit: NonNegative | None = None
+    """How much above nominal the queue may borrow from its cohort; None = unlimited."""
+    lending_limit: NonNegative | None = None
+    """How much of its unused nominal quota the queue lends; None = all of it."""
+
+
+class PreemptionPolicy(_Frozen):
+    """Kueue's ClusterQueue preemption knobs, with the same meanings."""
+
+    within_queue: Literal["Never", "LowerPriority", "LowerOrNewerEqualPriority"] = (
+        "LowerPriority"
+    )
+    reclaim_within_cohort: Literal["Never", "LowerPriority", "Any"] = "Any"
+
+
+class Queue(_Frozen):
+    name: str = Field(min_length=1)
+    cohort: str | None = None
+    weight: Annotated[float, AfterValidator(_positive_weight)] = 1.0
+    quota: dict[str, Quota] = Field(default_factory=dict)
+    """Per flavor: a GPU model name (whole GPUs) or ``mig-<profile>`` (instances)."""
+    namespaces: tuple[str, ...] = ()
+    """Namespaces allowed to use the queue; empty = any."""
+    preemption: PreemptionPolicy = PreemptionPolicy()
+    max_priority: int | None = None
+
+
+class Demand(_Frozen):
+    """Per-pod GPU demand: exactly one of whole GPUs, a MIG profile, memory, or a fraction."""
+
+    gpus: Positive | None = None
+    mig_profile: str | None = None
+    gpu_memory_mib: Positive | None = None
+    """Mapped by the allocator to the cheapest fitting MIG profile or whole GPU."""
+    gpu_milli: Annotated[int, Field(ge=1, lt=MILLI_PER_GPU)] | None = None
+    models: tuple[str, ...] = ()
+    """Acceptable GPU models in preference order; empty = any model."""
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> Demand:
+        kinds = [
+            k
+            for k in ("gpus", "mig_profile", "gpu_memory_mib", "gpu_milli")
+            if getattr(self, k) is not None
+        ]
+        if len(kinds) != 1:
+            given = ", ".join(kinds) or "none"
+            raise ValueError(
+                "give exactly one of gpus, mig_profile, gpu_memory_mib, gpu_milli "
+                f"(given: {given})"
+            )
+        return self
+
+
+class PodPlacement(_Frozen):
+    node: str
+    gpus: tuple[int, ...]
+    """GPU indices on the node (one for MIG and fractional pods)."""
+    mig_start: int | None = None
+    milli: int | None = None
+    """Milli-GPU taken on a shared GPU; None for whole GPUs and MIG slices."""
+
+
+class Workload(_Frozen):
+    name: str = Field(min_length=1)
+    queue: str
+    namespace: str = "default"
+    priority: int = 0
+    created: NonNegative = 0
+    """Creation time, seconds on the snapshot's clock; older first within a priority."""
+    pods: Positive = 1
+    """A workload is admitted whole: with more than one pod it is a gang."""
+    demand: Demand
+    cpu_milli: NonNegative = 0
+    memory_mib: NonNegative = 0
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: tuple[Toleration, ...] = ()
+    throughput: dict[str, float] = Field(default_factory=dict)
+    """Optional per-GPU-model speed (any unit); the allocator prefers faster models."""
+    flavor: str | None = None
+    """Set on running workloads: the flavor their quota is charged to."""
+    placement: tuple[PodPlacement, ...] | None = None
+    """Set on running workloads: where each pod runs."""
+    started: NonNegative | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.placement is not None
+
+
+class CustomGpuModel(_Frozen):
+    """A GPU model the built-in catalog lacks (e.g. P100 or a trace's anonymised G1)."""
+
+    name: str = Field(min_length=1)
+    memory_mib: Positive
+    relative_throughput: float = 1.0
+    price_per_hour: float = 1.0
+    products: tuple[str, ...] = ()
+
+
+class Snapshot(_Frozen):
+    """Everything a decision depends on. ``now`` is the clock, passed in, never read."""
+
+    gpu_models: tuple[CustomGpuModel, ...] = ()
+    """Models added to the catalog for this snapshot (no MIG)."""
+    nodes: tuple[Node, ...] = ()
+    queues: tuple[Queue, ...] = ()
+    workloads: tuple[Workload, ...] = ()
+    now: NonNegative = 0
+    prices: dict[str, float] = Field(default_factory=dict)
+    """Per-model price overrides ($/GPU-hour) on top of the catalog defaults."""
+
+
+class WorkloadDecision(_Frozen):
+    workload: str
+    queue: str
+    outcome: Outcome
+    reason: Reason
+    message: str
+    flavor: str | None = None
+    placement: tuple[PodPlacement, ...] = ()
+    position: int | None = None
+    """Rank among the queue's pending workloads (1 = next), for pending ones."""
+    victims: tuple[str, ...] = ()
+
+
+class Eviction(_Frozen):
+    workload: str
+    queue: str
+    beneficiary: str
+    reason: Reason
+    message: str
+
+
+class RepartitionPlan(_Frozen):
+    """A proposed new MIG layout for an idle GPU; never applied by the core."""
+
+    node: str
+    gpu: int
+    current: tuple[MigSlice, ...] | None
+    proposed: tuple[MigSlice, ...]
+    admits: tuple[str, ...]
+    """Pending workloads this layout would admit."""
+    benefit_gpus: float
+    """GPU-equivalents (compute slices / 7) of the work it admits."""
+    message: str
+
+
+class SolverStats(_Frozen):
+    path: Literal["ilp", "greedy", "incremental"]
+    status: str
+    objective: float
+    greedy_objective: float
+    gap_pct: float | None = None
+    wall_ms: float
+    budget_ms: float | None = None
+    workload_classes: int = 0
+    variables: int = 0
+
+
+class Decision(_Frozen):
+    workloads: tuple[WorkloadDecision, ...]
+    evictions: tuple[Eviction, ...] = ()
+    repartitions: tuple[RepartitionPlan, ...] = ()
+    stats: SolverStats
+
+    def by_workload(self) -> dict[str, WorkloadDecision]:
+        return {d.workload: d for d in self.workloads}
