@@ -1,0 +1,130 @@
+"""Resolve a workload's demand into concrete options, best first.
+
+A demand may name whole GPUs, a MIG profile, a GPU-memory need or a fraction; the
+allocator only ever deals with *options*: one flavor (what quota is charged), one kind of
+device, a per-pod amount and the GPU models that can serve it. A memory need becomes the
+cheapest fitting MIG profile or whole GPU on each acceptable model, ordered by cost, so the
+allocator's first choice is the cheapest device that does the job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from scheduler.catalog import MILLI_PER_GPU, Catalog, GpuModel
+from scheduler.model import Workload, flavor_of_mig
+
+__all__ = ["Kind", "Option", "resolve_options"]
+
+
+class Kind(IntEnum):
+    WHOLE = 0
+    MIG = 1
+    FRACTION = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    flavor: str
+    kind: Kind
+    models: tuple[str, ...]
+    """Catalog names of the GPU models that can serve this option."""
+    per_pod: int
+    """GPUs (WHOLE), instances (MIG, always 1) or milli-GPU (FRACTION) per pod."""
+    profile: str | None = None
+    cost: float = 0.0
+    """$/h per pod: ranks options; the cheapest fitting device comes first."""
+
+    @property
+    def quota_per_pod(self) -> int:
+        """Quota charged per pod in the flavor's base unit (milli-GPU or MIG instances)."""
+        if self.kind is Kind.WHOLE:
+            return self.per_pod * MILLI_PER_GPU
+        return self.per_pod
+
+    def gpu_equivalents_per_pod(self, catalog: Catalog) -> float:
+        """Size in whole-GPU units, for objectives and reports."""
+        if self.kind is Kind.WHOLE:
+            return float(self.per_pod)
+        if self.kind is Kind.FRACTION:
+            return self.per_pod / MILLI_PER_GPU
+        model = catalog[self.models[0]]
+        profile = model.mig_profile(self.profile or "")
+        assert profile is not None
+        return profile.compute_slices / model.mig_compute_slices
+
+
+def _acceptable(workload: Workload, catalog: Catalog, present: tuple[str, ...]) -> list[GpuModel]:
+    """Acceptable models in preference order; 'any' means the cluster's models, cheapest first."""
+    if workload.demand.models:
+        models = [catalog[name] for name in workload.demand.models]
+    else:
+        models = sorted((catalog[name] for name in present), key=lambda m: m.price_per_hour)
+    if workload.throughput:
+        speed = {catalog[name].name: rate for name, rate in workload.throughput.items()}
+        # Fastest first; models without a measured rate keep their order after the rest.
+        models = sorted(models, key=lambda m: -speed.get(m.name, 0.0))
+    return models
+
+
+def resolve_options(
+    workload: Workload, catalog: Catalog, present: tuple[str, ...]
+) -> tuple[Option, ...]:
+    """Options for a workload, best first. ``present`` = catalog names of models in the cluster."""
+    demand = workload.demand
+    models = _acceptable(workload, catalog, present)
+    options: list[Option] = []
+    if demand.gpus is not None:
+        options = [
+            Option(m.name, Kind.WHOLE, (m.name,), demand.gpus, cost=m.price_per_hour * demand.gpus)
+            for m in models
+        ]
+    elif demand.gpu_milli is not None:
+        options = [
+            Option(
+                m.name,
+                Kind.FRACTION,
+                (m.name,),
+                demand.gpu_milli,
+                cost=m.price_per_hour * demand.gpu_milli / MILLI_PER_GPU,
+            )
+            for m in models
+        ]
+    elif demand.mig_profile is not None:
+        serving = tuple(m.name for m in models if m.mig_profile(demand.mig_profile) is not None)
+        if serving:
+            options = [
+                Option(flavor_of_mig(demand.mig_profile), Kind.MIG, serving, 1, demand.mig_profile)
+            ]
+    elif demand.gpu_memory_mib is not None:
+        options = _memory_options(models, demand.gpu_memory_mib)
+    return tuple(options)
+
+
+def _memory_options(models: list[GpuModel], need_mib: int) -> list[Option]:
+    """Cheapest fitting MIG profile per MIG model, and whole GPUs with enough memory."""
+    by_flavor: dict[str, Option] = {}
+    for model in models:
+        fitting = [
+            p
+            for p in model.mig_profiles
+            if "+me" not in p.name and p.usable_memory_mib >= need_mib
+        ]
+        if fitting:
+            profile = min(fitting, key=lambda p: (p.compute_slices, p.memory_slices))
+            cost = model.price_per_hour * profile.compute_slices / model.mig_compute_slices
+            flavor = flavor_of_mig(profile.name)
+            known = by_flavor.get(flavor)
+            if known is None:
+                by_flavor[flavor] = Option(flavor, Kind.MIG, (model.name,), 1, profile.name, cost)
+            else:
+                by_flavor[flavor] = Option(
+                    flavor, Kind.MIG, (*known.models, model.name), 1, profile.name,
+                    min(cost, known.cost),
+                )
+        if model.memory_mib >= need_mib:
+            by_flavor.setdefault(
+                model.name, Option(model.name, Kind.WHOLE, (model.name,), 1, cost=model.price_per_hour)
+            )
+    return sorted(by_flavor.values(), key=lambda o: (o.cost, o.kind, o.flavor))

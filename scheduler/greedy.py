@@ -1,0 +1,458 @@
+"""One scheduling cycle, greedy: the fallback answer, the ILP's warm start and its realizer.
+
+The recipe (Kueue's cycle, with fair sharing):
+  1. compile the snapshot (state + quota book) and charge running workloads;
+  2. queue pending workloads per queue by priority, then age;
+  3. repeatedly take the head of the queue that is first in fair-share order — heads that
+     fit within their queue's nominal quota first, then the lowest weighted share after
+     admission — and admit it on its first option that passes quota and placement;
+  4. a head that does not fit may preempt (reclaim within the cohort, or lower priority
+     in its own queue) when its queue's policy allows; otherwise it waits with reasons;
+  5. rank what is left and explain each.
+Skipping a head that does not fit (rather than blocking its queue) is what makes the
+cycle work-conserving; taking queue heads in priority order is what keeps a lower
+priority from overtaking a higher one that fits.
+
+With ``hints`` (from the ILP) the cycle first admits the hinted workloads on their hinted
+options, in the same fair-share order, then offers the rest the remaining capacity.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from scheduler.catalog import MILLI_PER_GPU, Catalog
+from scheduler.demand import Kind, Option, resolve_options
+from scheduler.model import (
+    Decision,
+    Eviction,
+    PodPlacement,
+    Snapshot,
+    SolverStats,
+    Workload,
+    WorkloadDecision,
+)
+from scheduler.objective import Admitted, evaluate, segment_width
+from scheduler.preemption import Running, candidates_for, find_victims
+from scheduler.quota import QuotaBook, QuotaCheck, format_amount
+from scheduler.reasons import Outcome, Reason
+from scheduler.state import Allocation, ClusterState
+
+__all__ = ["Compiled", "CycleResult", "Entry", "compile_snapshot", "run_cycle", "to_decision"]
+
+
+@dataclass(slots=True)
+class Entry:
+    """A pending workload with its resolved options."""
+
+    workload: Workload
+    options: tuple[Option, ...]
+    tier: float = 0.0
+
+    @property
+    def order(self) -> tuple[int, int, str]:
+        return (-self.workload.priority, self.workload.created, self.workload.name)
+
+
+@dataclass(slots=True)
+class Compiled:
+    snapshot: Snapshot
+    catalog: Catalog
+    state: ClusterState
+    book: QuotaBook
+    running: list[Running]
+    pending: list[Entry]
+    headroom: dict[tuple[str, str], float]
+    widths: dict[tuple[str, str], float]
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What the cycle decided for one pending workload."""
+
+    entry: Entry
+    outcome: Outcome
+    reason: Reason
+    message: str
+    option: Option | None = None
+    allocation: Allocation | None = None
+    victims: list[Running] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class CycleResult:
+    outcomes: dict[str, Verdict]
+    evictions: list[tuple[Running, str, Reason, str]]
+    objective: float = 0.0
+
+
+def _gpu_eq(option: Option, catalog: Catalog) -> float:
+    return option.gpu_equivalents_per_pod(catalog)
+
+
+def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
+    """Step 1–2: state and quota book with running workloads charged; pending entries."""
+    state = ClusterState(snapshot, catalog)
+    model_flavors = frozenset(m.name for m in catalog.models)
+    book = QuotaBook(snapshot.queues, model_flavors)
+    running: list[Running] = []
+    pending: list[Entry] = []
+    for workload in snapshot.workloads:
+        if workload.running:
+            option = _running_option(workload, catalog, state)
+            allocation = state.allocation_of(workload, option)
+            state.apply_running(allocation, workload.name)
+            amount = option.quota_per_pod * workload.pods
+            book.charge(workload.queue, option.flavor, amount)
+            models = frozenset(state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
+            running.append(
+                Running(workload, allocation, option.flavor, amount,
+                        _gpu_eq(option, catalog) * workload.pods, models)
+            )
+        else:
+            pending.append(Entry(workload, resolve_options(workload, catalog, state.models_present)))
+    _assign_tiers(pending)
+    headroom: dict[tuple[str, str], float] = {}
+    widths: dict[tuple[str, str], float] = {}
+    for name, account in book.accounts.items():
+        for flavor in set(account.nominal) | {o.flavor for e in pending for o in e.options}:
+            unit = 1.0 if flavor.startswith("mig-") else float(MILLI_PER_GPU)
+            room = max(0, account.nominal.get(flavor, 0) - account.usage.get(flavor, 0))
+            headroom[(name, flavor)] = room / unit
+            assert account.cohort is not None
+            lendable = book.lendable.get((account.cohort, flavor), 0) / unit
+            widths[(name, flavor)] = segment_width(account.weight, lendable)
+    return Compiled(snapshot, catalog, state, book, running, pending, headroom, widths)
+
+
+def _running_option(workload: Workload, catalog: Catalog, state: ClusterState) -> Option:
+    """The option a running workload holds, read from its placement."""
+    assert workload.placement is not None
+    first = workload.placement[0]
+    node = state.node_index.get(first.node)
+    model = ""
+    if node is not None and first.gpus and first.gpus[0] in state.node_gpus[node]:
+        model = state.gpu_model[state.node_gpus[node][first.gpus[0]]]
+    if first.mig_start is not None:
+        profile = workload.flavor[4:] if workload.flavor and workload.flavor.startswith("mig-") else ""
+        if not profile and node is not None:
+            layout = state.gpu_mig[state.node_gpus[node][first.gpus[0]]]
+            profile = str(layout[first.mig_start][0]) if layout else ""
+        return Option("mig-" + profile, Kind.MIG, (model,), 1, profile)
+    if first.milli is not None:
+        return Option(workload.flavor or model, Kind.FRACTION, (model,), first.milli)
+    return Option(workload.flavor or model, Kind.WHOLE, (model,), len(first.gpus))
+
+
+def _assign_tiers(pending: list[Entry]) -> None:
+    """Priority rank within each queue, 0 … 1, for the objective's priority term."""
+    levels: dict[str, list[int]] = {}
+    for entry in pending:
+        levels.setdefault(entry.workload.queue, []).append(entry.workload.priority)
+    ranks = {
+        q: {p: i / max(1, len(set(ps)) - 1) for i, p in enumerate(sorted(set(ps)))}
+        for q, ps in levels.items()
+    }
+    for entry in pending:
+        entry.tier = ranks[entry.workload.queue][entry.workload.priority]
+
+
+class _Cycle:
+    def __init__(self, compiled: Compiled) -> None:
+        self.c = compiled
+        self.state = compiled.state
+        self.book = compiled.book
+        self.queues = {q.name: q for q in compiled.snapshot.queues}
+        self.outcomes: dict[str, Verdict] = {}
+        self.evictions: list[tuple[Running, str, Reason, str]] = []
+        self.running = list(compiled.running)
+        self.failed_preemption: dict[tuple[str, str, int], int] = {}
+
+    # -- step 3: fair-share order over queue heads
+    def _key(self, entry: Entry) -> tuple[int, float]:
+        option = entry.options[0] if entry.options else None
+        if option is None:
+            return (0, 0.0)
+        amount = option.quota_per_pod * entry.workload.pods
+        queue = entry.workload.queue
+        within = self.book.within_nominal(queue, option.flavor, amount)
+        return (0 if within else 1, self.book.share(queue, option.flavor, amount))
+
+    def run(self, entries: Sequence[Entry], hints: dict[str, int] | None) -> None:
+        per_queue: dict[str, deque[Entry]] = {}
+        for entry in sorted(entries, key=lambda e: (e.workload.queue, e.order)):
+            per_queue.setdefault(entry.workload.queue, deque()).append(entry)
+        heap = [(*self._key(d[0]), q) for q, d in per_queue.items()]
+        heapq.heapify(heap)
+        while heap:
+            _, _, queue = heapq.heappop(heap)
+            entries_left = per_queue[queue]
+            entry = entries_left.popleft()
+            self._admit_or_explain(entry, None if hints is None else hints.get(entry.workload.name))
+            if entries_left:
+                heapq.heappush(heap, (*self._key(entries_left[0]), queue))
+
+    # -- steps 3–4 for one workload
+    def _admit_or_explain(self, entry: Entry, hint: int | None) -> None:
+        w = entry.workload
+        options = list(entry.options)
+        if hint is not None and 0 <= hint < len(options):
+            options.insert(0, options.pop(hint))
+        if not options:
+            self.outcomes[w.name] = Verdict(
+                entry, Outcome.PENDING, Reason.NEVER_FITS,
+                f"no GPU model in the cluster can serve {_describe_demand(w)}",
+            )
+            return
+        failures: list[tuple[Reason, str]] = []
+        for option in options:
+            result = self._try_option(entry, option)
+            if isinstance(result, Allocation):
+                borrowing = self.book.borrowing(w.queue, option.flavor)
+                reason = Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED
+                self.outcomes[w.name] = Verdict(
+                    entry, Outcome.ADMIT, reason, self._admit_message(entry, option, borrowing),
+                    option, result,
+                )
+                return
+            failures.append(result)
+        for option in options:
+            if self._try_preemption(entry, option):
+                return
+        reason, message = _most_telling(failures)
+        self.outcomes[w.name] = Verdict(entry, Outcome.PENDING, reason, message)
+
+    def _try_option(self, entry: Entry, option: Option) -> Allocation | tuple[Reason, str]:
+        w = entry.workload
+        amount = option.quota_per_pod * w.pods
+        check: QuotaCheck = self.book.check(w.queue, option.flavor, amount)
+        if not check.ok:
+            return (check.reason, check.message)
+        pools = self.state.eligible_pools(w, option)
+        if not pools:
+            return (Reason.NO_MATCHING_NODES,
+                    f"no {'/'.join(option.models)} nodes match the node selector and tolerations")
+        allocation = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools)
+        if allocation is None:
+            if self.state.never_fits(option, pools):
+                return (Reason.NEVER_FITS, f"no node can ever host one pod of {_describe(option)}")
+            return (Reason.NO_CAPACITY, self._capacity_message(w, option, pools))
+        self.book.charge(w.queue, option.flavor, amount)
+        return allocation
+
+    def _try_preemption(self, entry: Entry, option: Option) -> bool:
+        w = entry.workload
+        queue = self.queues[w.queue]
+        amount = option.quota_per_pod * w.pods
+        reclaim = self.book.within_nominal(w.queue, option.flavor, amount)
+        policy = queue.preemption
+        if policy.within_queue == "Never" and (not reclaim or policy.reclaim_within_cohort == "Never"):
+            return False
+        memo = (w.queue, option.flavor, w.priority)
+        if self.failed_preemption.get(memo, 1 << 62) <= amount:
+            return False  # a smaller demand at this priority already found no victims
+        pools = self.state.eligible_pools(w, option)
+        if not pools or self.state.never_fits(option, pools):
+            return False
+        candidates = candidates_for(
+            w, option.flavor, option.models, reclaim, policy, self.running, self.book
+        )
+        if not candidates:
+            self.failed_preemption[memo] = amount
+            return False
+
+        def fits() -> bool:
+            if not self.book.check(w.queue, option.flavor, amount).ok:
+                return False
+            trial = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools)
+            if trial is None:
+                return False
+            self.state.release(trial)
+            return True
+
+        victims = find_victims(self.state, self.book, w.queue, candidates, fits)
+        if victims is None:
+            self.failed_preemption[memo] = amount
+            return False
+        for victim in victims:
+            self.state.release(victim.allocation)
+            self.book.charge(victim.workload.queue, victim.flavor, -victim.amount)
+            self.running.remove(victim)
+        allocation = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools)
+        assert allocation is not None
+        self.book.charge(w.queue, option.flavor, amount)
+        names = ", ".join(v.workload.name for v in victims)
+        freed = sum(v.gpu_eq for v in victims)
+        outcome_reason = Reason.ADMITTED_BY_PRIORITY
+        for victim in victims:
+            if victim.workload.queue == w.queue:
+                why = Reason.PREEMPTED_PRIORITY
+                text = (
+                    f"preempted by {w.name} (priority {w.priority} > {victim.workload.priority}) "
+                    f"in queue {w.queue}"
+                )
+            else:
+                why = Reason.PREEMPTED_RECLAIM
+                outcome_reason = Reason.ADMITTED_BY_RECLAIM
+                nominal = self.book.nominal(w.queue, option.flavor)
+                used = self.book.usage(w.queue, option.flavor) - amount
+                text = (
+                    f"queue {victim.workload.queue} borrows {victim.flavor}; queue {w.queue} "
+                    f"reclaims its nominal quota ({format_amount(option.flavor, used)}/"
+                    f"{format_amount(option.flavor, nominal)} used) for {w.name}"
+                )
+            self.evictions.append((victim, w.name, why, text))
+        self.outcomes[w.name] = Verdict(
+            entry, Outcome.PREEMPT, outcome_reason,
+            f"admitted on {_describe(option)} after evicting {len(victims)} workload(s) "
+            f"({freed:g} GPU-eq): {names}",
+            option, allocation, victims,
+        )
+        return True
+
+    # -- messages
+    def _admit_message(self, entry: Entry, option: Option, borrowing: bool) -> str:
+        w = entry.workload
+        used = self.book.usage(w.queue, option.flavor)
+        nominal = self.book.nominal(w.queue, option.flavor)
+        quota = (
+            f"queue {w.queue} {format_amount(option.flavor, used)}/"
+            f"{format_amount(option.flavor, nominal)} {option.flavor}"
+        )
+        tail = f", borrowing {format_amount(option.flavor, used - nominal)} from its cohort" if borrowing else ""
+        return f"admitted on {w.pods}× {_describe(option)}; {quota}{tail}"
+
+    def _capacity_message(self, w: Workload, option: Option, pools: Sequence[int]) -> str:
+        room = self.state.capacity_bound(option, pools)
+        block = self.state.max_block(option, pools)
+        unit = {Kind.WHOLE: "free GPUs on one node", Kind.FRACTION: "free milli-GPU on one GPU",
+                Kind.MIG: "free slice"}[option.kind]
+        return (
+            f"needs {w.pods}× {_describe(option)}; room for {room} such pod(s) now "
+            f"(largest block: {block} {unit})"
+        )
+
+
+def _describe(option: Option) -> str:
+    if option.kind is Kind.WHOLE:
+        return f"{option.per_pod} {option.flavor} GPU{'s' if option.per_pod > 1 else ''}"
+    if option.kind is Kind.FRACTION:
+        return f"{option.per_pod}m of a {option.flavor} GPU"
+    return f"MIG {option.profile} on {'/'.join(option.models)}"
+
+
+def _describe_demand(w: Workload) -> str:
+    d = w.demand
+    if d.gpus is not None:
+        what = f"{d.gpus} GPU(s)"
+    elif d.mig_profile is not None:
+        what = f"MIG {d.mig_profile}"
+    elif d.gpu_memory_mib is not None:
+        what = f"{d.gpu_memory_mib} MiB of GPU memory"
+    else:
+        what = f"{d.gpu_milli}m of a GPU"
+    models = f" of {', '.join(d.models)}" if d.models else ""
+    return what + models
+
+
+_TELLING = {
+    Reason.NO_CAPACITY: 0,
+    Reason.COHORT_EXHAUSTED: 1,
+    Reason.QUOTA_EXHAUSTED: 2,
+    Reason.BORROWING_LIMIT: 3,
+    Reason.NO_MATCHING_NODES: 4,
+    Reason.NO_QUOTA: 5,
+    Reason.NEVER_FITS: 6,
+}
+
+
+def _most_telling(failures: Iterable[tuple[Reason, str]]) -> tuple[Reason, str]:
+    """The failure closest to success: capacity first, then quota, then impossibilities."""
+    ranked = sorted(failures, key=lambda f: _TELLING.get(f[0], 9))
+    reason, message = ranked[0]
+    others = [m for _, m in ranked[1:]]
+    if others:
+        message += "; other options: " + "; ".join(others)
+    return reason, message
+
+
+def run_cycle(
+    compiled: Compiled, hints: dict[str, int] | None = None
+) -> CycleResult:
+    """Run steps 3–4. ``hints``: workload → option index chosen by the ILP (admit first)."""
+    cycle = _Cycle(compiled)
+    if hints is None:
+        cycle.run(compiled.pending, None)
+    else:
+        chosen = [e for e in compiled.pending if e.workload.name in hints]
+        rest = [e for e in compiled.pending if e.workload.name not in hints]
+        cycle.run(chosen, hints)
+        retry = [e for e in chosen if cycle.outcomes[e.workload.name].outcome is Outcome.PENDING]
+        cycle.run(rest + retry, None)
+    result = CycleResult(cycle.outcomes, cycle.evictions)
+    result.objective = objective_of(compiled, result)
+    return result
+
+
+def objective_of(compiled: Compiled, result: CycleResult) -> float:
+    admitted = [
+        Admitted(
+            o.entry.workload.queue,
+            o.option.flavor,
+            _gpu_eq(o.option, compiled.catalog) * o.entry.workload.pods,
+            o.entry.tier,
+        )
+        for o in result.outcomes.values()
+        if o.option is not None and o.outcome is not Outcome.PENDING
+    ]
+    evicted = sum(victim.gpu_eq for victim, *_ in result.evictions)
+    return evaluate(
+        admitted, compiled.headroom, compiled.widths, evicted,
+        compiled.state.entirely_free_gpus(),
+    )
+
+
+def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> Decision:
+    """Step 5: rank what waits and turn the cycle's outcomes into a Decision."""
+    state = compiled.state
+    decisions: list[WorkloadDecision] = []
+    waiting: dict[str, list[Verdict]] = {}
+    for outcome in result.outcomes.values():
+        if outcome.outcome is Outcome.PENDING:
+            waiting.setdefault(outcome.entry.workload.queue, []).append(outcome)
+    position: dict[str, int] = {}
+    for queue_outcomes in waiting.values():
+        for i, o in enumerate(sorted(queue_outcomes, key=lambda o: o.entry.order), start=1):
+            position[o.entry.workload.name] = i
+    for entry in sorted(compiled.pending, key=lambda e: (e.workload.queue, e.order)):
+        o = result.outcomes[entry.workload.name]
+        placement: tuple[PodPlacement, ...] = ()
+        if o.allocation is not None:
+            placement = state.placement_of(o.allocation)
+        decisions.append(
+            WorkloadDecision(
+                workload=entry.workload.name,
+                queue=entry.workload.queue,
+                outcome=o.outcome,
+                reason=o.reason,
+                message=o.message,
+                flavor=o.option.flavor if o.option is not None else None,
+                placement=placement,
+                position=position.get(entry.workload.name),
+                victims=tuple(v.workload.name for v in o.victims),
+            )
+        )
+    evictions = tuple(
+        Eviction(
+            workload=victim.workload.name,
+            queue=victim.workload.queue,
+            beneficiary=beneficiary,
+            reason=reason,
+            message=message,
+        )
+        for victim, beneficiary, reason, message in result.evictions
+    )
+    return Decision(workloads=tuple(decisions), evictions=evictions, stats=stats)

@@ -1,0 +1,178 @@
+"""Quotas, cohorts and fair share — the Kueue model platform teams already know.
+
+Per queue and flavor: a nominal quota (guaranteed), a borrowing limit (how far above
+nominal it may go) and a lending limit (how much of its unused nominal others may use).
+A cohort's members draw on each other's lendable quota: a queue's usage beyond what it
+keeps for itself (nominal − lending limit) comes out of the cohort's lendable pool.
+
+Fair share (design.md §3.2): a queue's share is its dominant borrowed fraction — over
+flavors, usage above nominal divided by the cohort's lendable quota of that flavor —
+divided by its weight; capacity beyond nominal goes to the lowest share first.
+
+Amounts are integers: milli-GPU for GPU-model flavors, instances for MIG flavors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from scheduler.catalog import MILLI_PER_GPU
+from scheduler.model import Queue
+from scheduler.reasons import Reason
+
+__all__ = ["QuotaBook", "QuotaCheck", "format_amount"]
+
+UNLIMITED = 1 << 62
+
+
+def format_amount(flavor: str, amount: int) -> str:
+    """Human form of a quota amount: GPUs for model flavors, instances for MIG."""
+    if flavor.startswith("mig-"):
+        return str(amount)
+    if amount % MILLI_PER_GPU == 0:
+        return str(amount // MILLI_PER_GPU)
+    return f"{amount / MILLI_PER_GPU:.2f}"
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaCheck:
+    ok: bool
+    reason: Reason
+    message: str
+    borrowing: bool = False
+
+
+@dataclass(slots=True)
+class _Account:
+    name: str
+    cohort: str | None
+    weight: float
+    nominal: dict[str, int]
+    borrow_limit: dict[str, int]
+    kept: dict[str, int]
+    """Nominal quota the queue never lends (nominal − lending limit)."""
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+class QuotaBook:
+    """Usage against quotas for every queue, with O(1) checks and updates."""
+
+    def __init__(self, queues: tuple[Queue, ...], model_flavors: frozenset[str]) -> None:
+        self.accounts: dict[str, _Account] = {}
+        self.lendable: dict[tuple[str, str], int] = {}
+        """(cohort, flavor) → quota the cohort's members lend in total."""
+        self.drawn: dict[tuple[str, str], int] = {}
+        """(cohort, flavor) → usage beyond members' kept quota, drawn from the lendable pool."""
+        for queue in queues:
+            nominal: dict[str, int] = {}
+            borrow: dict[str, int] = {}
+            kept: dict[str, int] = {}
+            for flavor, quota in queue.quota.items():
+                unit = MILLI_PER_GPU if flavor in model_flavors else 1
+                nominal[flavor] = quota.nominal * unit
+                borrow[flavor] = (
+                    UNLIMITED if quota.borrowing_limit is None else quota.borrowing_limit * unit
+                )
+                lend = quota.nominal if quota.lending_limit is None else quota.lending_limit
+                kept[flavor] = (quota.nominal - min(lend, quota.nominal)) * unit
+            cohort = queue.cohort if queue.cohort is not None else f"\0{queue.name}"
+            self.accounts[queue.name] = _Account(
+                queue.name, cohort, queue.weight, nominal, borrow, kept
+            )
+            for flavor, amount in nominal.items():
+                key = (cohort, flavor)
+                self.lendable[key] = self.lendable.get(key, 0) + amount - kept[flavor]
+
+    def usage(self, queue: str, flavor: str) -> int:
+        return self.accounts[queue].usage.get(flavor, 0)
+
+    def nominal(self, queue: str, flavor: str) -> int:
+        return self.accounts[queue].nominal.get(flavor, 0)
+
+    def _draw(self, account: _Account, flavor: str, usage: int) -> int:
+        return max(0, usage - account.kept.get(flavor, 0))
+
+    def check(self, queue: str, flavor: str, amount: int) -> QuotaCheck:
+        """May ``queue`` take ``amount`` more of ``flavor`` now?"""
+        account = self.accounts[queue]
+        assert account.cohort is not None
+        used = account.usage.get(flavor, 0)
+        nominal = account.nominal.get(flavor, 0)
+        after = used + amount
+        fmt = format_amount
+        key = (account.cohort, flavor)
+        lendable = self.lendable.get(key, 0)
+        standalone = account.cohort.startswith("\0")
+        if flavor not in account.nominal and (standalone or lendable == 0):
+            return QuotaCheck(
+                False, Reason.NO_QUOTA, f"queue {queue} has no quota for {flavor}"
+            )
+        if after > nominal + account.borrow_limit.get(flavor, UNLIMITED):
+            limit = account.borrow_limit.get(flavor, 0)
+            return QuotaCheck(
+                False,
+                Reason.BORROWING_LIMIT,
+                f"queue {queue} at {fmt(flavor, used)}/{fmt(flavor, nominal)} {flavor} "
+                f"(borrowing limit {fmt(flavor, limit)}); needs {fmt(flavor, amount)}",
+            )
+        drawn = self.drawn.get(key, 0)
+        new_drawn = drawn - self._draw(account, flavor, used) + self._draw(account, flavor, after)
+        if new_drawn > lendable:
+            if standalone:
+                return QuotaCheck(
+                    False,
+                    Reason.QUOTA_EXHAUSTED,
+                    f"queue {queue} at nominal {flavor} quota {fmt(flavor, used)}/"
+                    f"{fmt(flavor, nominal)}; needs {fmt(flavor, amount)}",
+                )
+            spare = max(0, lendable - drawn)
+            return QuotaCheck(
+                False,
+                Reason.COHORT_EXHAUSTED if after > nominal else Reason.QUOTA_EXHAUSTED,
+                f"queue {queue} at {fmt(flavor, used)}/{fmt(flavor, nominal)} {flavor}; "
+                f"cohort {account.cohort} lends {fmt(flavor, spare)} more; "
+                f"needs {fmt(flavor, amount)}",
+            )
+        return QuotaCheck(True, Reason.ADMITTED, "", borrowing=after > nominal)
+
+    def charge(self, queue: str, flavor: str, amount: int) -> None:
+        """Add (or with a negative amount, remove) usage."""
+        account = self.accounts[queue]
+        assert account.cohort is not None
+        used = account.usage.get(flavor, 0)
+        after = used + amount
+        key = (account.cohort, flavor)
+        self.drawn[key] = (
+            self.drawn.get(key, 0)
+            - self._draw(account, flavor, used)
+            + self._draw(account, flavor, after)
+        )
+        account.usage[flavor] = after
+
+    def within_nominal(self, queue: str, flavor: str, amount: int) -> bool:
+        account = self.accounts[queue]
+        return account.usage.get(flavor, 0) + amount <= account.nominal.get(flavor, 0)
+
+    def borrowing(self, queue: str, flavor: str) -> bool:
+        account = self.accounts[queue]
+        return account.usage.get(flavor, 0) > account.nominal.get(flavor, 0)
+
+    def same_cohort(self, a: str, b: str) -> bool:
+        return self.accounts[a].cohort == self.accounts[b].cohort
+
+    def share(self, queue: str, extra_flavor: str | None = None, extra: int = 0) -> float:
+        """Weighted dominant borrowed share, optionally as if ``extra`` more were admitted."""
+        account = self.accounts[queue]
+        assert account.cohort is not None
+        dominant = 0.0
+        flavors = set(account.usage)
+        if extra_flavor is not None:
+            flavors.add(extra_flavor)
+        for flavor in flavors:
+            used = account.usage.get(flavor, 0) + (extra if flavor == extra_flavor else 0)
+            borrowed = used - account.nominal.get(flavor, 0)
+            if borrowed <= 0:
+                continue
+            lendable = self.lendable.get((account.cohort, flavor), 0)
+            dominant = max(dominant, borrowed / lendable if lendable else float(borrowed))
+        return dominant / account.weight

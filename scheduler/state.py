@@ -1,0 +1,471 @@
+"""The cluster compiled for speed: free capacity indexed for O(1) fit checks, cheap undo.
+
+A Snapshot is compiled once into plain lists. Nodes are grouped into *pools* (same GPU
+model, labels and taints), and each pool keeps its nodes bucketed by how many whole GPUs
+they have free, split into nodes that are entirely free and nodes already in use. A fit
+check for N pods of k GPUs is then a sum over at most 2×(GPUs per node) buckets, and the
+best-fit node is the first one in the first non-empty bucket — the fragmentation rule
+("never break a whole node while a used one can take the pod; among used nodes, leave
+the smallest remainder") is the bucket search order itself, stated in ``_whole_order``.
+
+Placements are applied and undone in place (``take``/``release``), so "what if" checks
+(preemption, trial placements) cost as much as the placement itself, never a deep copy.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from scheduler.catalog import MILLI_PER_GPU, Catalog
+from scheduler.demand import Kind, Option
+from scheduler.model import Node, PodPlacement, Snapshot, Toleration, Workload
+
+__all__ = ["Allocation", "ClusterState", "PlacementError", "PodAlloc"]
+
+UNTRACKED = 1 << 62
+"""Free CPU/memory of a node whose allocatable is not tracked: never the constraint."""
+
+
+class PlacementError(ValueError):
+    """A running workload's recorded placement does not match the cluster."""
+
+
+@dataclass(frozen=True, slots=True)
+class PodAlloc:
+    node: int
+    gpus: tuple[int, ...]
+    """Global GPU ids (positions in ``ClusterState.gpu_node``)."""
+    mig_start: int | None = None
+    milli: int | None = None
+
+
+@dataclass(slots=True)
+class Allocation:
+    option: Option
+    pods: list[PodAlloc]
+    cpu_milli: int
+    memory_mib: int
+
+
+@dataclass(slots=True)
+class _Pool:
+    model: str
+    labels: dict[str, str]
+    taints: tuple[tuple[str, str, str], ...]
+    nodes: list[int] = field(default_factory=list)
+    node_size: dict[int, int] = field(default_factory=dict)
+    """Healthy non-MIG GPUs of this model per node (its size when entirely free)."""
+    whole_free: dict[int, int] = field(default_factory=dict)
+    buckets: dict[tuple[bool, int], dict[int, None]] = field(default_factory=dict)
+    """(node entirely free?, free whole GPUs) → ordered set of nodes."""
+    max_size: int = 0
+    fractions: list[tuple[int, int, int]] = field(default_factory=list)
+    """Sorted (free milli, node, gpu) of shared GPUs with free capacity."""
+    mig_free: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
+    """Profile → sorted free instances (node, gpu, start)."""
+
+
+def _tolerated(taints: tuple[tuple[str, str, str], ...], tolerations: Sequence[Toleration]) -> bool:
+    from scheduler.model import Taint
+
+    for key, value, effect in taints:
+        if effect == "PreferNoSchedule":
+            continue
+        taint = Taint(key=key, value=value, effect=effect)  # type: ignore[arg-type]
+        if not any(t.tolerates(taint) for t in tolerations):
+            return False
+    return True
+
+
+class ClusterState:
+    """Free capacity of a snapshot's nodes, mutable, with apply/undo."""
+
+    def __init__(self, snapshot: Snapshot, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.node_names: list[str] = []
+        self.node_index: dict[str, int] = {}
+        self.free_cpu: list[int] = []
+        self.free_mem: list[int] = []
+        self.gpu_node: list[int] = []
+        self.gpu_index: list[int] = []
+        self.gpu_model: list[str] = []
+        self.gpu_healthy: list[bool] = []
+        self.gpu_shared: list[bool] = []
+        self.gpu_free_milli: list[int] = []
+        """Non-MIG GPUs: free milli (1000 = entirely free). MIG GPUs: 0."""
+        self.gpu_mig: list[dict[int, list[object]] | None] = []
+        """MIG GPUs: start → [profile, used]."""
+        self.gpu_pool: list[int] = []
+        self.node_gpus: list[dict[int, int]] = []
+        """Per node: GPU index → global GPU id."""
+        self.pools: list[_Pool] = []
+        self._eligible_cache: dict[tuple[object, ...], tuple[int, ...]] = {}
+        self._compile_nodes(snapshot.nodes)
+        self.models_present: tuple[str, ...] = tuple(
+            dict.fromkeys(self.gpu_model[g] for g in range(len(self.gpu_model)))
+        )
+
+    # ----------------------------------------------------------------- compile
+    def _compile_nodes(self, nodes: Iterable[Node]) -> None:
+        pool_of: dict[tuple[object, ...], int] = {}
+        for node in nodes:
+            n = len(self.node_names)
+            self.node_names.append(node.name)
+            self.node_index[node.name] = n
+            self.free_cpu.append(UNTRACKED if node.cpu_milli is None else node.cpu_milli)
+            self.free_mem.append(UNTRACKED if node.memory_mib is None else node.memory_mib)
+            self.node_gpus.append({})
+            taints = tuple(sorted((t.key, t.value, t.effect) for t in node.taints))
+            labels_key = tuple(sorted(node.labels.items()))
+            for gpu in node.gpus:
+                model = self.catalog[gpu.model].name
+                key = (model, labels_key, taints)
+                p = pool_of.get(key)
+                if p is None:
+                    p = pool_of[key] = len(self.pools)
+                    self.pools.append(_Pool(model, dict(node.labels), taints))
+                pool = self.pools[p]
+                g = len(self.gpu_node)
+                self.gpu_node.append(n)
+                self.gpu_index.append(gpu.index)
+                self.gpu_model.append(model)
+                self.gpu_healthy.append(gpu.healthy)
+                self.gpu_shared.append(gpu.shared)
+                self.gpu_pool.append(p)
+                self.node_gpus[n][gpu.index] = g
+                if not pool.nodes or pool.nodes[-1] != n:
+                    pool.nodes.append(n)
+                    pool.node_size[n] = 0
+                    pool.whole_free[n] = 0
+                if gpu.mig is not None:
+                    self.gpu_free_milli.append(0)
+                    self.gpu_mig.append({s.start: [s.profile, False] for s in gpu.mig})
+                    if gpu.healthy:
+                        for s in gpu.mig:
+                            insort(pool.mig_free.setdefault(s.profile, []), (n, g, s.start))
+                    continue
+                self.gpu_mig.append(None)
+                self.gpu_free_milli.append(MILLI_PER_GPU if gpu.healthy else 0)
+                if gpu.healthy:
+                    pool.node_size[n] += 1
+                    pool.whole_free[n] += 1
+                    if gpu.shared:
+                        insort(pool.fractions, (MILLI_PER_GPU, n, g))
+        for pool in self.pools:
+            for n in pool.nodes:
+                size = pool.node_size[n]
+                pool.max_size = max(pool.max_size, size)
+                if size:
+                    pool.buckets.setdefault((True, size), {})[n] = None
+
+    # ------------------------------------------------------------- eligibility
+    def eligible_pools(self, workload: Workload, option: Option) -> tuple[int, ...]:
+        """Pools whose model serves the option and whose nodes the workload may land on."""
+        key = (
+            option.models,
+            tuple(sorted(workload.node_selector.items())),
+            workload.tolerations,
+        )
+        cached = self._eligible_cache.get(key)
+        if cached is not None:
+            return cached
+        result = tuple(
+            p
+            for p, pool in enumerate(self.pools)
+            if pool.model in option.models
+            and all(pool.labels.get(k) == v for k, v in workload.node_selector.items())
+            and _tolerated(pool.taints, workload.tolerations)
+        )
+        self._eligible_cache[key] = result
+        return result
+
+    # ------------------------------------------------------------ fit counting
+    def capacity_bound(self, option: Option, pools: Sequence[int]) -> int:
+        """Upper bound on how many pods of this option fit now (exact without CPU/memory)."""
+        total = 0
+        if option.kind is Kind.WHOLE:
+            k = option.per_pod
+            for p in pools:
+                for (_, free), nodes in self.pools[p].buckets.items():
+                    if free >= k:
+                        total += len(nodes) * (free // k)
+        elif option.kind is Kind.FRACTION:
+            m = option.per_pod
+            for p in pools:
+                fr = self.pools[p].fractions
+                for i in range(bisect_left(fr, (m, -1, -1)), len(fr)):
+                    total += fr[i][0] // m
+        else:
+            profile = option.profile or ""
+            for p in pools:
+                total += len(self.pools[p].mig_free.get(profile, ()))
+        return total
+
+    def max_block(self, option: Option, pools: Sequence[int]) -> int:
+        """Largest per-node free amount for the option (for pending messages)."""
+        best = 0
+        for p in pools:
+            pool = self.pools[p]
+            if option.kind is Kind.WHOLE:
+                best = max([best, *(free for (_, free), ns in pool.buckets.items() if ns)])
+            elif option.kind is Kind.FRACTION and pool.fractions:
+                best = max(best, pool.fractions[-1][0])
+            elif option.kind is Kind.MIG and pool.mig_free.get(option.profile or ""):
+                best = max(best, 1)
+        return best
+
+    def never_fits(self, option: Option, pools: Sequence[int]) -> bool:
+        """True when no node could host one pod even if the cluster were empty."""
+        if option.kind is Kind.WHOLE:
+            return all(self.pools[p].max_size < option.per_pod for p in pools)
+        if option.kind is Kind.MIG:
+            return not any(
+                self.pools[p].model in option.models
+                and any(
+                    self.gpu_mig[g] is not None
+                    and any(s[0] == option.profile for s in self.gpu_mig[g].values())  # type: ignore[union-attr]
+                    for n in self.pools[p].nodes
+                    for g in self.node_gpus[n].values()
+                    if self.gpu_pool[g] == p and self.gpu_healthy[g]
+                )
+                for p in pools
+            )
+        return not any(
+            self.gpu_shared[g] and self.gpu_healthy[g] and self.gpu_mig[g] is None
+            for p in pools
+            for n in self.pools[p].nodes
+            for g in self.node_gpus[n].values()
+            if self.gpu_pool[g] == p
+        )
+
+    # --------------------------------------------------------------- placement
+    def place(
+        self, option: Option, pods: int, cpu: int, mem: int, pools: Sequence[int]
+    ) -> Allocation | None:
+        """Place all pods (gang: all or nothing) at best-fit spots; None leaves no trace."""
+        if not pools or self.capacity_bound(option, pools) < pods:
+            return None
+        allocation = Allocation(option, [], cpu, mem)
+        for _ in range(pods):
+            pod = self._place_pod(option, cpu, mem, pools)
+            if pod is None:
+                self.release(allocation)
+                return None
+            allocation.pods.append(pod)
+        return allocation
+
+    def _fits_node(self, n: int, cpu: int, mem: int) -> bool:
+        return self.free_cpu[n] >= cpu and self.free_mem[n] >= mem
+
+    def _whole_order(self, pool: _Pool, k: int) -> Iterable[tuple[bool, int]]:
+        """Bucket search order: used nodes before entirely free ones, smallest remainder first."""
+        for entirely_free in (False, True):
+            for free in range(k, pool.max_size + 1):
+                if pool.buckets.get((entirely_free, free)):
+                    yield entirely_free, free
+
+    def _place_pod(self, option: Option, cpu: int, mem: int, pools: Sequence[int]) -> PodAlloc | None:
+        if option.kind is Kind.WHOLE:
+            k = option.per_pod
+            best: tuple[bool, int, int, int] | None = None  # (entirely free, free, pool, node)
+            for p in pools:
+                pool = self.pools[p]
+                for bucket in self._whole_order(pool, k):
+                    if best is not None and bucket >= best[:2]:
+                        break
+                    node = next((n for n in pool.buckets[bucket] if self._fits_node(n, cpu, mem)), None)
+                    if node is not None:
+                        best = (*bucket, p, node)
+                        break
+            if best is None:
+                return None
+            _, _, p, n = best
+            pool = self.pools[p]
+            gpus = tuple(
+                sorted(
+                    g
+                    for g in self.node_gpus[n].values()
+                    if self.gpu_pool[g] == p and self.gpu_free_milli[g] == MILLI_PER_GPU
+                )[:k]
+            )
+            pod = PodAlloc(n, gpus)
+        elif option.kind is Kind.FRACTION:
+            m = option.per_pod
+            found: tuple[int, int, int, int] | None = None  # (free, node, gpu, pool)
+            for p in pools:
+                fr = self.pools[p].fractions
+                for i in range(bisect_left(fr, (m, -1, -1)), len(fr)):
+                    free, n, g = fr[i]
+                    if found is not None and (free, n, g) >= found[:3]:
+                        break
+                    if self._fits_node(n, cpu, mem):
+                        found = (free, n, g, p)
+                        break
+            if found is None:
+                return None
+            pod = PodAlloc(found[1], (found[2],), milli=m)
+        else:
+            profile = option.profile or ""
+            slot: tuple[int, int, int] | None = None
+            for p in pools:
+                for entry in self.pools[p].mig_free.get(profile, ()):
+                    if slot is not None and entry >= slot:
+                        break
+                    if self._fits_node(entry[0], cpu, mem):
+                        slot = entry
+                        break
+            if slot is None:
+                return None
+            pod = PodAlloc(slot[0], (slot[1],), mig_start=slot[2])
+        self._take_pod(pod, cpu, mem)
+        return pod
+
+    # ------------------------------------------------------------ take/release
+    def _move_node(self, pool: _Pool, n: int, delta: int) -> None:
+        free = pool.whole_free[n]
+        size = pool.node_size[n]
+        if free:
+            del pool.buckets[(free == size, free)][n]
+        free += delta
+        pool.whole_free[n] = free
+        if free:
+            pool.buckets.setdefault((free == size, free), {})[n] = None
+
+    def _set_milli(self, g: int, new: int) -> None:
+        """Change a non-MIG GPU's free milli, keeping buckets and fraction lists in step."""
+        old = self.gpu_free_milli[g]
+        pool = self.pools[self.gpu_pool[g]]
+        n = self.gpu_node[g]
+        if self.gpu_shared[g]:
+            if old:
+                del pool.fractions[bisect_left(pool.fractions, (old, n, g))]
+            if new:
+                insort(pool.fractions, (new, n, g))
+        if old == MILLI_PER_GPU and new != MILLI_PER_GPU:
+            self._move_node(pool, n, -1)
+        elif new == MILLI_PER_GPU and old != MILLI_PER_GPU:
+            self._move_node(pool, n, +1)
+        self.gpu_free_milli[g] = new
+
+    def _take_pod(self, pod: PodAlloc, cpu: int, mem: int) -> None:
+        self.free_cpu[pod.node] -= cpu
+        self.free_mem[pod.node] -= mem
+        if pod.mig_start is not None:
+            g = pod.gpus[0]
+            layout = self.gpu_mig[g]
+            assert layout is not None
+            layout[pod.mig_start][1] = True
+            free = self.pools[self.gpu_pool[g]].mig_free[str(layout[pod.mig_start][0])]
+            del free[bisect_left(free, (pod.node, g, pod.mig_start))]
+        elif pod.milli is not None:
+            g = pod.gpus[0]
+            self._set_milli(g, self.gpu_free_milli[g] - pod.milli)
+        else:
+            for g in pod.gpus:
+                self._set_milli(g, 0)
+
+    def _release_pod(self, pod: PodAlloc, cpu: int, mem: int) -> None:
+        self.free_cpu[pod.node] += cpu
+        self.free_mem[pod.node] += mem
+        if pod.mig_start is not None:
+            g = pod.gpus[0]
+            layout = self.gpu_mig[g]
+            assert layout is not None
+            layout[pod.mig_start][1] = False
+            if self.gpu_healthy[g]:
+                pool = self.pools[self.gpu_pool[g]]
+                insort(
+                    pool.mig_free.setdefault(str(layout[pod.mig_start][0]), []),
+                    (pod.node, g, pod.mig_start),
+                )
+        elif not self.gpu_healthy[pod.gpus[0]]:
+            return  # capacity of an unhealthy GPU is never offered again
+        elif pod.milli is not None:
+            g = pod.gpus[0]
+            self._set_milli(g, self.gpu_free_milli[g] + pod.milli)
+        else:
+            for g in pod.gpus:
+                self._set_milli(g, MILLI_PER_GPU)
+
+    def take(self, allocation: Allocation) -> None:
+        for pod in allocation.pods:
+            self._take_pod(pod, allocation.cpu_milli, allocation.memory_mib)
+
+    def release(self, allocation: Allocation) -> None:
+        for pod in reversed(allocation.pods):
+            self._release_pod(pod, allocation.cpu_milli, allocation.memory_mib)
+
+    # ------------------------------------------------------- running workloads
+    def allocation_of(self, workload: Workload, option: Option) -> Allocation:
+        """The Allocation a running workload's recorded placement describes (not applied)."""
+        assert workload.placement is not None
+        pods = []
+        for i, placement in enumerate(workload.placement):
+            n = self.node_index.get(placement.node)
+            if n is None:
+                raise PlacementError(
+                    f"workload {workload.name} pod {i}: node {placement.node!r} is not in the cluster"
+                )
+            gpus = []
+            for index in placement.gpus:
+                g = self.node_gpus[n].get(index)
+                if g is None:
+                    raise PlacementError(
+                        f"workload {workload.name} pod {i}: node {placement.node} has no GPU {index}"
+                    )
+                gpus.append(g)
+            pods.append(PodAlloc(n, tuple(gpus), placement.mig_start, placement.milli))
+        return Allocation(option, pods, workload.cpu_milli, workload.memory_mib)
+
+    def apply_running(self, allocation: Allocation, name: str) -> None:
+        """Charge a running workload's recorded placement, checking it is possible."""
+        for pod in allocation.pods:
+            for g in pod.gpus:
+                layout = self.gpu_mig[g]
+                if pod.mig_start is not None:
+                    if layout is None or pod.mig_start not in layout:
+                        raise PlacementError(
+                            f"workload {name}: GPU {self.gpu_index[g]} on "
+                            f"{self.node_names[pod.node]} has no MIG slice at {pod.mig_start}"
+                        )
+                    if layout[pod.mig_start][1]:
+                        raise PlacementError(f"workload {name}: MIG slice used twice")
+                elif layout is not None:
+                    raise PlacementError(f"workload {name}: GPU is MIG-partitioned")
+            if pod.mig_start is None and not all(self.gpu_healthy[g] for g in pod.gpus):
+                # Running on a GPU that has since failed: charge it without re-offering.
+                for g in pod.gpus:
+                    self.gpu_free_milli[g] = 0
+                self.free_cpu[pod.node] -= allocation.cpu_milli
+                self.free_mem[pod.node] -= allocation.memory_mib
+                continue
+            need = pod.milli if pod.milli is not None else MILLI_PER_GPU
+            if pod.mig_start is None and any(self.gpu_free_milli[g] < need for g in pod.gpus):
+                raise PlacementError(f"workload {name}: GPU capacity on {self.node_names[pod.node]} used twice")
+            self._take_pod(pod, allocation.cpu_milli, allocation.memory_mib)
+
+    def placement_of(self, allocation: Allocation) -> tuple[PodPlacement, ...]:
+        return tuple(
+            PodPlacement(
+                node=self.node_names[pod.node],
+                gpus=tuple(self.gpu_index[g] for g in pod.gpus),
+                mig_start=pod.mig_start,
+                milli=pod.milli,
+            )
+            for pod in allocation.pods
+        )
+
+    # ----------------------------------------------------------------- metrics
+    def free_whole_gpus(self) -> int:
+        return sum(sum(pool.whole_free.values()) for pool in self.pools)
+
+    def entirely_free_gpus(self) -> int:
+        """Free GPUs sitting on nodes with nothing else running: room for large gangs."""
+        return sum(
+            size * len(nodes)
+            for pool in self.pools
+            for (entirely_free, size), nodes in pool.buckets.items()
+            if entirely_free
+        )
