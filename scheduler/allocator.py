@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import pulp
 
-from scheduler.catalog import MILLI_PER_GPU, Catalog, catalog_with
+from scheduler.catalog import MILLI_PER_GPU
 from scheduler.demand import Kind, Option
 from scheduler.greedy import Compiled, CycleResult, Entry, compile_snapshot, run_cycle, to_decision
 from scheduler.model import Decision, Snapshot, SolverStats
@@ -33,18 +33,10 @@ from scheduler.objective import GUARANTEE, KEEP_WHOLE, PRIORITY, SEGMENTS, borro
 from scheduler.reasons import Outcome
 from scheduler.state import ClusterState
 
-__all__ = ["catalog_for", "decide"]
+__all__ = ["decide"]
 
 OPTION_RANK_PENALTY = 0.01
 """Per GPU-eq and rank: among equal outcomes prefer the workload's earlier options."""
-
-
-def catalog_for(snapshot: Snapshot) -> Catalog:
-    extra = tuple(
-        (m.name, m.memory_mib, m.relative_throughput, m.price_per_hour, m.products)
-        for m in snapshot.gpu_models
-    )
-    return catalog_with(extra, dict(snapshot.prices))
 
 
 @dataclass(slots=True)
@@ -59,8 +51,14 @@ class _Class:
 def _class_key(entry: Entry) -> tuple[object, ...]:
     w = entry.workload
     return (
-        w.queue, w.priority, entry.options, w.pods, w.cpu_milli, w.memory_mib,
-        tuple(sorted(w.node_selector.items())), w.tolerations,
+        w.queue,
+        w.priority,
+        entry.options,
+        w.pods,
+        w.cpu_milli,
+        w.memory_mib,
+        tuple(sorted(w.node_selector.items())),
+        w.tolerations,
     )
 
 
@@ -70,13 +68,18 @@ def _classes(pending: list[Entry]) -> list[_Class]:
         if entry.options:
             groups.setdefault(_class_key(entry), []).append(entry)
     return [
-        _Class(members, members[0].options, members[0].workload.pods,
-               members[0].workload.queue, members[0].tier)
+        _Class(
+            members,
+            members[0].options,
+            members[0].workload.pods,
+            members[0].workload.queue,
+            members[0].tier,
+        )
         for members in groups.values()
     ]
 
 
-class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc,name-defined]
+class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc]
     """PuLP's HiGHS with a warm start (the greedy answer) and the MIP gap read back."""
 
     def __init__(self, start: dict[str, float], **kwargs: object) -> None:
@@ -85,7 +88,7 @@ class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc,name-defined]
         self.mip_gap: float | None = None
         self.model_status = ""
 
-    def callSolver(self, lp: pulp.LpProblem) -> None:  # noqa: N802 (PuLP's name)
+    def callSolver(self, lp: pulp.LpProblem) -> None:
         import highspy
 
         highs = lp.solverModel
@@ -123,7 +126,9 @@ def _free_blocks(state: ClusterState, model: str) -> tuple[list[int], int, int, 
             blocks.extend([free] * len(nodes))
             if not entirely_free:
                 used_node_gpus += free * len(nodes)
-    shared_milli = sum(f for pool in state.pools if pool.model == model for f, _, _ in pool.fractions)
+    shared_milli = sum(
+        f for pool in state.pools if pool.model == model for f, _, _ in pool.fractions
+    )
     total_milli = sum(
         state.gpu_free_milli[g]
         for g in range(len(state.gpu_model))
@@ -132,9 +137,7 @@ def _free_blocks(state: ClusterState, model: str) -> tuple[list[int], int, int, 
     return blocks, shared_milli, total_milli, used_node_gpus, sum(blocks)
 
 
-def _solve_ilp(
-    compiled: Compiled, greedy: CycleResult, time_limit_s: float
-) -> _Solved | None:
+def _solve_ilp(compiled: Compiled, greedy: CycleResult, time_limit_s: float) -> _Solved | None:
     state, book, catalog = compiled.state, compiled.book, compiled.catalog
     classes = _classes(compiled.pending)
     if not classes:
@@ -202,8 +205,13 @@ def _solve_ilp(
                 affine(whole_terms[(model, k)]) <= sum(b // k for b in blocks),
                 f"pods_{model}_{k}",
             )
-            big = [t for kk in sizes if kk >= k for var, pods in whole_terms[(model, kk)]
-                   for t in [(var, pods * kk)]]
+            big = [
+                t
+                for kk in sizes
+                if kk >= k
+                for var, pods in whole_terms[(model, kk)]
+                for t in [(var, pods * kk)]
+            ]
             problem += affine(big) <= sum(b for b in blocks if b >= k), f"gpus_{model}_{k}"
         whole = [(var, pods * k) for k in sizes for var, pods in whole_terms[(model, k)]]
         if whole:
@@ -246,14 +254,13 @@ def _solve_ilp(
         segments = []
         width = compiled.widths.get(key, 1.0)
         for j in range(SEGMENTS):
-            upper = None if j == SEGMENTS - 1 else width
-            seg = pulp.LpVariable(f"b_{queue}_{flavor}_{j}", 0, upper)
+            seg = pulp.LpVariable(
+                f"b_{queue}_{flavor}_{j}", 0, None if j == SEGMENTS - 1 else width
+            )
             segments.append(seg)
             objective.append((seg, borrow_slope(j)))
         objective.append((g, GUARANTEE))
-        problem += (
-            affine(terms) == pulp.lpSum([g, *segments]), f"util_{queue}_{flavor}"
-        )
+        problem += (affine(terms) == pulp.lpSum([g, *segments]), f"util_{queue}_{flavor}")
     for spill in fragment_vars:
         objective.append((spill, -KEEP_WHOLE))
     problem += affine(objective)
@@ -275,13 +282,13 @@ def _solve_ilp(
         return _Solved({}, status, None, len(problem.variables()), len(classes))
     hints: dict[str, int] = {}
     for ci, cls in enumerate(classes):
-        queue = iter(cls.members)
+        waiting = iter(cls.members)
         for oi in range(len(cls.options)):
             var = x.get((ci, oi))
             if var is None:
                 continue
             for _ in range(round(var.value() or 0)):
-                entry = next(queue, None)
+                entry = next(waiting, None)
                 if entry is not None:
                     hints[entry.workload.name] = oi
     gap = None if solver.mip_gap is None else 100.0 * solver.mip_gap
@@ -302,20 +309,20 @@ def decide(
     solution in time, or its realized answer scores lower, greedy's answer is returned.
     """
     started = clock()
-    catalog = catalog_for(snapshot)
+    catalog = snapshot.catalog()
     compiled = compile_snapshot(snapshot, catalog)
     greedy = run_cycle(compiled)
     greedy_s = clock() - started
 
     def stats(path: str, status: str, objective: float, **extra: object) -> SolverStats:
         return SolverStats(
-            path=path,  # type: ignore[arg-type]
+            path=path,
             status=status,
             objective=round(objective, 6),
             greedy_objective=round(greedy.objective, 6),
             wall_ms=round((clock() - started) * 1000.0, 3),
             budget_ms=budget_ms,
-            **extra,  # type: ignore[arg-type]
+            **extra,
         )
 
     if not use_ilp or not compiled.pending:
@@ -328,20 +335,33 @@ def decide(
     fresh = compile_snapshot(snapshot, catalog)
     solved = _solve_ilp(fresh, greedy, remaining_s)
     if solved is None:
-        return to_decision(compiled, greedy, stats("greedy", "nothing to optimize", greedy.objective))
+        return to_decision(
+            compiled, greedy, stats("greedy", "nothing to optimize", greedy.objective)
+        )
     if not solved.hints and solved.gap_pct is None:
         return to_decision(
-            compiled, greedy,
-            stats("greedy", f"ILP: {solved.status}", greedy.objective,
-                  workload_classes=solved.classes, variables=solved.variables),
+            compiled,
+            greedy,
+            stats(
+                "greedy",
+                f"ILP: {solved.status}",
+                greedy.objective,
+                workload_classes=solved.classes,
+                variables=solved.variables,
+            ),
         )
     realized = run_cycle(fresh, solved.hints)
-    extra = {"gap_pct": solved.gap_pct, "workload_classes": solved.classes,
-             "variables": solved.variables}
+    extra = {
+        "gap_pct": solved.gap_pct,
+        "workload_classes": solved.classes,
+        "variables": solved.variables,
+    }
     if realized.objective >= greedy.objective:
-        return to_decision(fresh, realized,
-                           stats("ilp", solved.status, realized.objective, **extra))
+        return to_decision(
+            fresh, realized, stats("ilp", solved.status, realized.objective, **extra)
+        )
     return to_decision(
-        compiled, greedy,
+        compiled,
+        greedy,
         stats("greedy", f"ILP ({solved.status}) realized lower", greedy.objective, **extra),
     )

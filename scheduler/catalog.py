@@ -144,9 +144,11 @@ def _profiles_from_facts(entry: dict[str, object]) -> tuple[MigProfile, ...]:
     raw_profiles = entry["profiles"]
     assert isinstance(raw_profiles, list)
     profiles = []
+    captured = {str(r["name"]): r.get("reported_memory_gib") for r in raw_profiles}
     for raw in raw_profiles:
         nominal_mib = int(raw["memory_gb"]) * 1024
-        reported = raw.get("reported_memory_gib")
+        # A "+me" variant is the same slice as its plain profile: same usable memory.
+        reported = raw.get("reported_memory_gib") or captured.get(str(raw["name"]).split("+")[0])
         usable = int(float(reported) * 1024) if reported is not None else nominal_mib * 975 // 1000
         profiles.append(
             MigProfile(
@@ -229,9 +231,7 @@ def default_catalog() -> Catalog:
                 )
             )
         else:
-            models.append(
-                GpuModel(name, mem_gib * 1024, throughput, price, products, aliases)
-            )
+            models.append(GpuModel(name, mem_gib * 1024, throughput, price, products, aliases))
     return Catalog(tuple(models))
 
 
@@ -247,7 +247,9 @@ def catalog_with(
     base = default_catalog()
     if not extra and not prices:
         return base
-    added = {name.lower(): GpuModel(name, mem, tput, price, products)
-             for name, mem, tput, price, products in extra}
+    added = {
+        name.lower(): GpuModel(name, mem, tput, price, products)
+        for name, mem, tput, price, products in extra
+    }
     models = tuple(m for m in base.models if m.name.lower() not in added) + tuple(added.values())
     return Catalog(models).with_prices(prices)

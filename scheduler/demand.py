@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog, GpuModel
+from scheduler.mig import cheapest_profile
 from scheduler.model import Workload, flavor_of_mig
 
 __all__ = ["Kind", "Option", "resolve_options"]
@@ -106,13 +107,8 @@ def _memory_options(models: list[GpuModel], need_mib: int) -> list[Option]:
     """Cheapest fitting MIG profile per MIG model, and whole GPUs with enough memory."""
     by_flavor: dict[str, Option] = {}
     for model in models:
-        fitting = [
-            p
-            for p in model.mig_profiles
-            if "+me" not in p.name and p.usable_memory_mib >= need_mib
-        ]
-        if fitting:
-            profile = min(fitting, key=lambda p: (p.compute_slices, p.memory_slices))
+        profile = cheapest_profile(model, need_mib)
+        if profile is not None:
             cost = model.price_per_hour * profile.compute_slices / model.mig_compute_slices
             flavor = flavor_of_mig(profile.name)
             known = by_flavor.get(flavor)
@@ -120,11 +116,16 @@ def _memory_options(models: list[GpuModel], need_mib: int) -> list[Option]:
                 by_flavor[flavor] = Option(flavor, Kind.MIG, (model.name,), 1, profile.name, cost)
             else:
                 by_flavor[flavor] = Option(
-                    flavor, Kind.MIG, (*known.models, model.name), 1, profile.name,
+                    flavor,
+                    Kind.MIG,
+                    (*known.models, model.name),
+                    1,
+                    profile.name,
                     min(cost, known.cost),
                 )
         if model.memory_mib >= need_mib:
             by_flavor.setdefault(
-                model.name, Option(model.name, Kind.WHOLE, (model.name,), 1, cost=model.price_per_hour)
+                model.name,
+                Option(model.name, Kind.WHOLE, (model.name,), 1, cost=model.price_per_hour),
             )
     return sorted(by_flavor.values(), key=lambda o: (o.cost, o.kind, o.flavor))

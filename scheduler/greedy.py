@@ -26,10 +26,13 @@ from dataclasses import dataclass, field
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option, resolve_options
+from scheduler.mig import IdleGpu, MigDemand, plan_repartitions
 from scheduler.model import (
     Decision,
     Eviction,
+    MigSlice,
     PodPlacement,
+    RepartitionPlan,
     Snapshot,
     SolverStats,
     Workload,
@@ -41,7 +44,16 @@ from scheduler.quota import QuotaBook, QuotaCheck, format_amount
 from scheduler.reasons import Outcome, Reason
 from scheduler.state import Allocation, ClusterState
 
-__all__ = ["Compiled", "CycleResult", "Entry", "compile_snapshot", "run_cycle", "to_decision"]
+__all__ = [
+    "Compiled",
+    "Cycle",
+    "CycleResult",
+    "Entry",
+    "Verdict",
+    "compile_snapshot",
+    "run_cycle",
+    "to_decision",
+]
 
 
 @dataclass(slots=True)
@@ -109,11 +121,19 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
             book.charge(workload.queue, option.flavor, amount)
             models = frozenset(state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
             running.append(
-                Running(workload, allocation, option.flavor, amount,
-                        _gpu_eq(option, catalog) * workload.pods, models)
+                Running(
+                    workload,
+                    allocation,
+                    option.flavor,
+                    amount,
+                    _gpu_eq(option, catalog) * workload.pods,
+                    models,
+                )
             )
         else:
-            pending.append(Entry(workload, resolve_options(workload, catalog, state.models_present)))
+            pending.append(
+                Entry(workload, resolve_options(workload, catalog, state.models_present))
+            )
     _assign_tiers(pending)
     headroom: dict[tuple[str, str], float] = {}
     widths: dict[tuple[str, str], float] = {}
@@ -137,7 +157,9 @@ def _running_option(workload: Workload, catalog: Catalog, state: ClusterState) -
     if node is not None and first.gpus and first.gpus[0] in state.node_gpus[node]:
         model = state.gpu_model[state.node_gpus[node][first.gpus[0]]]
     if first.mig_start is not None:
-        profile = workload.flavor[4:] if workload.flavor and workload.flavor.startswith("mig-") else ""
+        profile = (
+            workload.flavor[4:] if workload.flavor and workload.flavor.startswith("mig-") else ""
+        )
         if not profile and node is not None:
             layout = state.gpu_mig[state.node_gpus[node][first.gpus[0]]]
             profile = str(layout[first.mig_start][0]) if layout else ""
@@ -160,9 +182,12 @@ def _assign_tiers(pending: list[Entry]) -> None:
         entry.tier = ranks[entry.workload.queue][entry.workload.priority]
 
 
-class _Cycle:
-    def __init__(self, compiled: Compiled) -> None:
+class Cycle:
+    """Admission against one compiled snapshot; the incremental path reuses it per arrival."""
+
+    def __init__(self, compiled: Compiled, preempt: bool = True) -> None:
         self.c = compiled
+        self.preempt = preempt
         self.state = compiled.state
         self.book = compiled.book
         self.queues = {q.name: q for q in compiled.snapshot.queues}
@@ -191,39 +216,53 @@ class _Cycle:
             _, _, queue = heapq.heappop(heap)
             entries_left = per_queue[queue]
             entry = entries_left.popleft()
-            self._admit_or_explain(entry, None if hints is None else hints.get(entry.workload.name))
+            self.admit_or_explain(entry, None if hints is None else hints.get(entry.workload.name))
             if entries_left:
                 heapq.heappush(heap, (*self._key(entries_left[0]), queue))
 
     # -- steps 3–4 for one workload
-    def _admit_or_explain(self, entry: Entry, hint: int | None) -> None:
+    def admit_or_explain(self, entry: Entry, hint: int | None = None) -> Verdict:
         w = entry.workload
         options = list(entry.options)
         if hint is not None and 0 <= hint < len(options):
             options.insert(0, options.pop(hint))
         if not options:
-            self.outcomes[w.name] = Verdict(
-                entry, Outcome.PENDING, Reason.NEVER_FITS,
-                f"no GPU model in the cluster can serve {_describe_demand(w)}",
+            return self._record(
+                Verdict(
+                    entry,
+                    Outcome.PENDING,
+                    Reason.NEVER_FITS,
+                    f"no GPU model in the cluster can serve {_describe_demand(w)}",
+                )
             )
-            return
         failures: list[tuple[Reason, str]] = []
         for option in options:
             result = self._try_option(entry, option)
             if isinstance(result, Allocation):
                 borrowing = self.book.borrowing(w.queue, option.flavor)
                 reason = Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED
-                self.outcomes[w.name] = Verdict(
-                    entry, Outcome.ADMIT, reason, self._admit_message(entry, option, borrowing),
-                    option, result,
+                return self._record(
+                    Verdict(
+                        entry,
+                        Outcome.ADMIT,
+                        reason,
+                        self._admit_message(entry, option, borrowing),
+                        option,
+                        result,
+                    )
                 )
-                return
             failures.append(result)
-        for option in options:
-            if self._try_preemption(entry, option):
-                return
+        if self.preempt:
+            for option in options:
+                verdict = self._try_preemption(entry, option)
+                if verdict is not None:
+                    return self._record(verdict)
         reason, message = _most_telling(failures)
-        self.outcomes[w.name] = Verdict(entry, Outcome.PENDING, reason, message)
+        return self._record(Verdict(entry, Outcome.PENDING, reason, message))
+
+    def _record(self, verdict: Verdict) -> Verdict:
+        self.outcomes[verdict.entry.workload.name] = verdict
+        return verdict
 
     def _try_option(self, entry: Entry, option: Option) -> Allocation | tuple[Reason, str]:
         w = entry.workload
@@ -233,8 +272,10 @@ class _Cycle:
             return (check.reason, check.message)
         pools = self.state.eligible_pools(w, option)
         if not pools:
-            return (Reason.NO_MATCHING_NODES,
-                    f"no {'/'.join(option.models)} nodes match the node selector and tolerations")
+            return (
+                Reason.NO_MATCHING_NODES,
+                f"no {'/'.join(option.models)} nodes match the node selector and tolerations",
+            )
         allocation = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools)
         if allocation is None:
             if self.state.never_fits(option, pools):
@@ -243,26 +284,28 @@ class _Cycle:
         self.book.charge(w.queue, option.flavor, amount)
         return allocation
 
-    def _try_preemption(self, entry: Entry, option: Option) -> bool:
+    def _try_preemption(self, entry: Entry, option: Option) -> Verdict | None:
         w = entry.workload
         queue = self.queues[w.queue]
         amount = option.quota_per_pod * w.pods
         reclaim = self.book.within_nominal(w.queue, option.flavor, amount)
         policy = queue.preemption
-        if policy.within_queue == "Never" and (not reclaim or policy.reclaim_within_cohort == "Never"):
-            return False
+        if policy.within_queue == "Never" and (
+            not reclaim or policy.reclaim_within_cohort == "Never"
+        ):
+            return None
         memo = (w.queue, option.flavor, w.priority)
         if self.failed_preemption.get(memo, 1 << 62) <= amount:
-            return False  # a smaller demand at this priority already found no victims
+            return None  # a smaller demand at this priority already found no victims
         pools = self.state.eligible_pools(w, option)
         if not pools or self.state.never_fits(option, pools):
-            return False
+            return None
         candidates = candidates_for(
             w, option.flavor, option.models, reclaim, policy, self.running, self.book
         )
         if not candidates:
             self.failed_preemption[memo] = amount
-            return False
+            return None
 
         def fits() -> bool:
             if not self.book.check(w.queue, option.flavor, amount).ok:
@@ -276,7 +319,7 @@ class _Cycle:
         victims = find_victims(self.state, self.book, w.queue, candidates, fits)
         if victims is None:
             self.failed_preemption[memo] = amount
-            return False
+            return None
         for victim in victims:
             self.state.release(victim.allocation)
             self.book.charge(victim.workload.queue, victim.flavor, -victim.amount)
@@ -305,13 +348,16 @@ class _Cycle:
                     f"{format_amount(option.flavor, nominal)} used) for {w.name}"
                 )
             self.evictions.append((victim, w.name, why, text))
-        self.outcomes[w.name] = Verdict(
-            entry, Outcome.PREEMPT, outcome_reason,
+        return Verdict(
+            entry,
+            Outcome.PREEMPT,
+            outcome_reason,
             f"admitted on {_describe(option)} after evicting {len(victims)} workload(s) "
             f"({freed:g} GPU-eq): {names}",
-            option, allocation, victims,
+            option,
+            allocation,
+            victims,
         )
-        return True
 
     # -- messages
     def _admit_message(self, entry: Entry, option: Option, borrowing: bool) -> str:
@@ -322,14 +368,21 @@ class _Cycle:
             f"queue {w.queue} {format_amount(option.flavor, used)}/"
             f"{format_amount(option.flavor, nominal)} {option.flavor}"
         )
-        tail = f", borrowing {format_amount(option.flavor, used - nominal)} from its cohort" if borrowing else ""
+        tail = (
+            f", borrowing {format_amount(option.flavor, used - nominal)} from its cohort"
+            if borrowing
+            else ""
+        )
         return f"admitted on {w.pods}× {_describe(option)}; {quota}{tail}"
 
     def _capacity_message(self, w: Workload, option: Option, pools: Sequence[int]) -> str:
         room = self.state.capacity_bound(option, pools)
         block = self.state.max_block(option, pools)
-        unit = {Kind.WHOLE: "free GPUs on one node", Kind.FRACTION: "free milli-GPU on one GPU",
-                Kind.MIG: "free slice"}[option.kind]
+        unit = {
+            Kind.WHOLE: "free GPUs on one node",
+            Kind.FRACTION: "free milli-GPU on one GPU",
+            Kind.MIG: "free slice",
+        }[option.kind]
         return (
             f"needs {w.pods}× {_describe(option)}; room for {room} such pod(s) now "
             f"(largest block: {block} {unit})"
@@ -379,11 +432,9 @@ def _most_telling(failures: Iterable[tuple[Reason, str]]) -> tuple[Reason, str]:
     return reason, message
 
 
-def run_cycle(
-    compiled: Compiled, hints: dict[str, int] | None = None
-) -> CycleResult:
+def run_cycle(compiled: Compiled, hints: dict[str, int] | None = None) -> CycleResult:
     """Run steps 3–4. ``hints``: workload → option index chosen by the ILP (admit first)."""
-    cycle = _Cycle(compiled)
+    cycle = Cycle(compiled)
     if hints is None:
         cycle.run(compiled.pending, None)
     else:
@@ -410,7 +461,10 @@ def objective_of(compiled: Compiled, result: CycleResult) -> float:
     ]
     evicted = sum(victim.gpu_eq for victim, *_ in result.evictions)
     return evaluate(
-        admitted, compiled.headroom, compiled.widths, evicted,
+        admitted,
+        compiled.headroom,
+        compiled.widths,
+        evicted,
         compiled.state.entirely_free_gpus(),
     )
 
@@ -455,4 +509,47 @@ def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> 
         )
         for victim, beneficiary, reason, message in result.evictions
     )
-    return Decision(workloads=tuple(decisions), evictions=evictions, stats=stats)
+    return Decision(
+        workloads=tuple(decisions),
+        evictions=evictions,
+        repartitions=tuple(_repartitions(compiled, result)),
+        stats=stats,
+    )
+
+
+def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPlan]:
+    """Proposals for idle MIG-capable GPUs that would admit MIG work left waiting."""
+    waiting = sorted(
+        (v for v in result.outcomes.values() if v.outcome is Outcome.PENDING),
+        key=lambda v: (v.entry.order, v.entry.workload.queue),
+    )
+    demands = [
+        MigDemand(v.entry.workload.name, option.profile, v.entry.workload.pods)
+        for v in waiting
+        for option in v.entry.options[:1]
+        if option.kind is Kind.MIG and option.profile is not None and v.reason is Reason.NO_CAPACITY
+    ]
+    if not demands:
+        return []
+    state, catalog = compiled.state, compiled.catalog
+    idle = []
+    for g, model_name in enumerate(state.gpu_model):
+        model = catalog[model_name]
+        if not model.mig_capable or not state.gpu_healthy[g]:
+            continue
+        layout = state.gpu_mig[g]
+        if layout is None:
+            if state.gpu_free_milli[g] != MILLI_PER_GPU:
+                continue
+            current = None
+        elif any(used for _, used in layout.values()):
+            continue
+        else:
+            current = tuple(
+                MigSlice(profile=str(profile), start=start)
+                for start, (profile, _) in sorted(layout.items())
+            )
+        idle.append(
+            IdleGpu(state.node_names[state.gpu_node[g]], state.gpu_index[g], model, current)
+        )
+    return plan_repartitions(idle, demands, catalog)

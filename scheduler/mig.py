@@ -249,23 +249,23 @@ def pack_profiles(
     """
     if not model.mig_capable or layout_problems(model, base):
         return None
-    wanted: dict[str, int] = {}
+    wanted: dict[str, tuple[MigProfile, int]] = {}
     for requested in profiles:
-        if model.mig_profile(requested.name) is None:
+        profile = model.mig_profile(requested.name)
+        if profile is None:
             return None
-        wanted[requested.name] = wanted.get(requested.name, 0) + 1
-    own = {name: model.mig_profile(name) for name in wanted}
+        wanted[profile.name] = (profile, wanted.get(profile.name, (profile, 0))[1] + 1)
     groups = sorted(
-        ((p, n) for p, n in ((own[name], n) for name, n in wanted.items()) if p is not None),
-        key=lambda g: (-g[0].memory_slices, -g[0].compute_slices, g[0].name),
+        wanted.values(), key=lambda g: (-g[0].memory_slices, -g[0].compute_slices, g[0].name)
     )
 
     base_mask = 0
     base_compute = 0
     counts: dict[str, int] = {}
     for mig in base:
-        profile = model.mig_profile(mig.profile)
-        assert profile is not None  # layout_problems checked it
+        known = model.mig_profile(mig.profile)
+        assert known is not None  # layout_problems checked it
+        profile = known
         base_mask |= next(p.mask for p in profile.placements if p.start == mig.start)
         base_compute += profile.compute_slices
         counts[profile.name] = counts.get(profile.name, 0) + 1

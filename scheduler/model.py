@@ -12,12 +12,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from scheduler.catalog import MILLI_PER_GPU
+from scheduler.catalog import MILLI_PER_GPU, Catalog, catalog_with
 from scheduler.reasons import Outcome, Reason
 
 __all__ = [
-    "Decision",
     "CustomGpuModel",
+    "Decision",
     "Demand",
     "Eviction",
     "Gpu",
@@ -133,9 +133,7 @@ class Quota(_Frozen):
 class PreemptionPolicy(_Frozen):
     """Kueue's ClusterQueue preemption knobs, with the same meanings."""
 
-    within_queue: Literal["Never", "LowerPriority", "LowerOrNewerEqualPriority"] = (
-        "LowerPriority"
-    )
+    within_queue: Literal["Never", "LowerPriority", "LowerOrNewerEqualPriority"] = "LowerPriority"
     reclaim_within_cohort: Literal["Never", "LowerPriority", "Any"] = "Any"
 
 
@@ -172,8 +170,7 @@ class Demand(_Frozen):
         if len(kinds) != 1:
             given = ", ".join(kinds) or "none"
             raise ValueError(
-                "give exactly one of gpus, mig_profile, gpu_memory_mib, gpu_milli "
-                f"(given: {given})"
+                f"give exactly one of gpus, mig_profile, gpu_memory_mib, gpu_milli (given: {given})"
             )
         return self
 
@@ -236,6 +233,14 @@ class Snapshot(_Frozen):
     prices: dict[str, float] = Field(default_factory=dict)
     """Per-model price overrides ($/GPU-hour) on top of the catalog defaults."""
 
+    def catalog(self) -> Catalog:
+        """The built-in catalog with this snapshot's extra models and prices."""
+        extra = tuple(
+            (m.name, m.memory_mib, m.relative_throughput, m.price_per_hour, m.products)
+            for m in self.gpu_models
+        )
+        return catalog_with(extra, dict(self.prices))
+
 
 class WorkloadDecision(_Frozen):
     workload: str
@@ -268,7 +273,7 @@ class RepartitionPlan(_Frozen):
     admits: tuple[str, ...]
     """Pending workloads this layout would admit."""
     benefit_gpus: float
-    """GPU-equivalents (compute slices / 7) of the work it admits."""
+    """GPU-equivalents (compute slices ÷ the model's compute slices) of the work it admits."""
     message: str
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option
-from scheduler.model import Node, PodPlacement, Snapshot, Toleration, Workload
+from scheduler.model import Node, PodPlacement, Snapshot, Taint, Toleration, Workload
 
 __all__ = ["Allocation", "ClusterState", "PlacementError", "PodAlloc"]
 
@@ -53,7 +53,7 @@ class Allocation:
 class _Pool:
     model: str
     labels: dict[str, str]
-    taints: tuple[tuple[str, str, str], ...]
+    taints: tuple[Taint, ...]
     nodes: list[int] = field(default_factory=list)
     node_size: dict[int, int] = field(default_factory=dict)
     """Healthy non-MIG GPUs of this model per node (its size when entirely free)."""
@@ -67,13 +67,10 @@ class _Pool:
     """Profile → sorted free instances (node, gpu, start)."""
 
 
-def _tolerated(taints: tuple[tuple[str, str, str], ...], tolerations: Sequence[Toleration]) -> bool:
-    from scheduler.model import Taint
-
-    for key, value, effect in taints:
-        if effect == "PreferNoSchedule":
+def _tolerated(taints: tuple[Taint, ...], tolerations: Sequence[Toleration]) -> bool:
+    for taint in taints:
+        if taint.effect == "PreferNoSchedule":
             continue
-        taint = Taint(key=key, value=value, effect=effect)  # type: ignore[arg-type]
         if not any(t.tolerates(taint) for t in tolerations):
             return False
     return True
@@ -117,7 +114,7 @@ class ClusterState:
             self.free_cpu.append(UNTRACKED if node.cpu_milli is None else node.cpu_milli)
             self.free_mem.append(UNTRACKED if node.memory_mib is None else node.memory_mib)
             self.node_gpus.append({})
-            taints = tuple(sorted((t.key, t.value, t.effect) for t in node.taints))
+            taints = tuple(sorted(node.taints, key=lambda t: (t.key, t.value, t.effect)))
             labels_key = tuple(sorted(node.labels.items()))
             for gpu in node.gpus:
                 model = self.catalog[gpu.model].name
@@ -266,7 +263,9 @@ class ClusterState:
                 if pool.buckets.get((entirely_free, free)):
                     yield entirely_free, free
 
-    def _place_pod(self, option: Option, cpu: int, mem: int, pools: Sequence[int]) -> PodAlloc | None:
+    def _place_pod(
+        self, option: Option, cpu: int, mem: int, pools: Sequence[int]
+    ) -> PodAlloc | None:
         if option.kind is Kind.WHOLE:
             k = option.per_pod
             best: tuple[bool, int, int, int] | None = None  # (entirely free, free, pool, node)
@@ -275,7 +274,9 @@ class ClusterState:
                 for bucket in self._whole_order(pool, k):
                     if best is not None and bucket >= best[:2]:
                         break
-                    node = next((n for n in pool.buckets[bucket] if self._fits_node(n, cpu, mem)), None)
+                    node = next(
+                        (n for n in pool.buckets[bucket] if self._fits_node(n, cpu, mem)), None
+                    )
                     if node is not None:
                         best = (*bucket, p, node)
                         break
@@ -406,14 +407,16 @@ class ClusterState:
             n = self.node_index.get(placement.node)
             if n is None:
                 raise PlacementError(
-                    f"workload {workload.name} pod {i}: node {placement.node!r} is not in the cluster"
+                    f"workload {workload.name} pod {i}: "
+                    f"node {placement.node!r} is not in the cluster"
                 )
             gpus = []
             for index in placement.gpus:
                 g = self.node_gpus[n].get(index)
                 if g is None:
                     raise PlacementError(
-                        f"workload {workload.name} pod {i}: node {placement.node} has no GPU {index}"
+                        f"workload {workload.name} pod {i}: "
+                        f"node {placement.node} has no GPU {index}"
                     )
                 gpus.append(g)
             pods.append(PodAlloc(n, tuple(gpus), placement.mig_start, placement.milli))
@@ -443,7 +446,9 @@ class ClusterState:
                 continue
             need = pod.milli if pod.milli is not None else MILLI_PER_GPU
             if pod.mig_start is None and any(self.gpu_free_milli[g] < need for g in pod.gpus):
-                raise PlacementError(f"workload {name}: GPU capacity on {self.node_names[pod.node]} used twice")
+                raise PlacementError(
+                    f"workload {name}: GPU capacity on {self.node_names[pod.node]} used twice"
+                )
             self._take_pod(pod, allocation.cpu_milli, allocation.memory_mib)
 
     def placement_of(self, allocation: Allocation) -> tuple[PodPlacement, ...]:

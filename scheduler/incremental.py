@@ -1,0 +1,60 @@
+"""One arriving workload against the current state, in microseconds: the webhook's request path.
+
+No ILP here: the snapshot is compiled once, and each arrival is checked against quota
+and placed best-fit with the same hard constraints and the same fragmentation rule as
+the global cycle (it *is* the global cycle's admission step, without preemption —
+evictions are the controller's job). Admitted workloads are charged immediately so the
+next request sees them; ``release`` undoes one when its pods go away.
+"""
+
+from __future__ import annotations
+
+from scheduler.demand import resolve_options
+from scheduler.greedy import Cycle, Entry, Verdict, compile_snapshot
+from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision
+from scheduler.reasons import Outcome
+
+__all__ = ["IncrementalAllocator"]
+
+
+class IncrementalAllocator:
+    """Admission decisions one workload at a time against a live, mutable state."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._compiled = compile_snapshot(snapshot, snapshot.catalog())
+        self._cycle = Cycle(self._compiled, preempt=False)
+        self._admitted: dict[str, Verdict] = {}
+
+    def decide(self, workload: Workload) -> WorkloadDecision:
+        """Admit now (and charge it) or explain why it must wait."""
+        if workload.name in self._admitted:
+            raise ValueError(f"workload {workload.name} is already admitted")
+        compiled = self._compiled
+        entry = Entry(
+            workload, resolve_options(workload, compiled.catalog, compiled.state.models_present)
+        )
+        verdict = self._cycle.admit_or_explain(entry)
+        self._cycle.outcomes.pop(workload.name)  # the live path keeps only what it admitted
+        placement: tuple[PodPlacement, ...] = ()
+        if verdict.outcome is Outcome.ADMIT and verdict.allocation is not None:
+            self._admitted[workload.name] = verdict
+            placement = compiled.state.placement_of(verdict.allocation)
+        return WorkloadDecision(
+            workload=workload.name,
+            queue=workload.queue,
+            outcome=verdict.outcome,
+            reason=verdict.reason,
+            message=verdict.message,
+            flavor=verdict.option.flavor if verdict.option is not None else None,
+            placement=placement,
+        )
+
+    def release(self, name: str) -> bool:
+        """Give back what an admitted workload holds; False if it was not admitted here."""
+        verdict = self._admitted.pop(name, None)
+        if verdict is None or verdict.allocation is None or verdict.option is None:
+            return False
+        self._compiled.state.release(verdict.allocation)
+        amount = verdict.option.quota_per_pod * verdict.entry.workload.pods
+        self._compiled.book.charge(verdict.entry.workload.queue, verdict.option.flavor, -amount)
+        return True
