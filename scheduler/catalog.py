@@ -98,7 +98,7 @@ def mig_resource_name(profile: str) -> str:
 _MODELS: tuple[tuple[str, int, float, float, tuple[str, ...], tuple[str, ...], str], ...] = (
     ("T4", 16, 0.21, 0.35, ("Tesla-T4", "NVIDIA-T4"), (), ""),
     ("L4", 24, 0.39, 0.80, ("NVIDIA-L4",), (), ""),
-    ("A10G", 24, 0.40, 1.01, ("NVIDIA-A10G",), ("A10",), ""),
+    ("A10G", 24, 0.40, 1.01, ("NVIDIA-A10G",), (), ""),
     ("L40S", 48, 1.16, 1.60, ("NVIDIA-L40S",), (), ""),
     ("A30", 24, 0.53, 0.90, ("NVIDIA-A30",), (), "A30-24GB"),
     (

@@ -1,0 +1,60 @@
+# Developer entry points. Needs only python3 >= 3.11 and make: every target that runs
+# project code creates or reuses .venv first.
+#
+#   make demo    one decision on the bundled demo cluster
+#   make test    ruff, mypy (strict for scheduler), pytest — what CI runs (.ci/run)
+#   make bench   time decide() on benchmark clusters
+#   make lint    ruff and mypy only
+#   make clean   caches and build output (keeps .venv; `make distclean` removes it too)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help venv test lint demo bench clean distclean
+
+help:
+	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
+
+venv: $(STAMP)
+
+# Reinstall only when pyproject.toml changed since the last install (the stamp's mtime).
+$(STAMP): pyproject.toml
+	@if [ ! -x $(BIN)/python ]; then \
+	  $(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Apportion needs python3 >= 3.11, but $(PYTHON) is " + sys.version.split()[0] + "; run make PYTHON=python3.11 (or newer)")' && \
+	  echo "creating $(VENV) with $$($(PYTHON) --version)" && \
+	  $(PYTHON) -m venv $(VENV); \
+	fi
+	@$(BIN)/python -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "$(VENV) has python " + sys.version.split()[0] + "; Apportion needs >= 3.11: rm -rf $(VENV) and run make PYTHON=python3.11")'
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[test]'
+	@touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy scheduler
+
+# pytest exits 5 when it collected no tests; a suite that tests nothing must not pass.
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy scheduler
+	@status=0; $(BIN)/pytest -q || status=$$?; \
+	if [ $$status -eq 5 ]; then \
+	  echo "make test: FAILED: pytest collected no tests (exit 5); a run that tests nothing is not a pass" >&2; \
+	  exit 1; \
+	fi; \
+	exit $$status
+
+demo: venv
+	$(BIN)/apportion decide --default-cluster
+
+bench: venv
+	$(BIN)/python benchmarks/decide_bench.py
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

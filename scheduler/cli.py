@@ -1,0 +1,49 @@
+"""The ``apportion`` command: a thin shell that finds its subcommands through entry points.
+
+Subcommands register in the ``apportion.commands`` entry-point group (pyproject.toml), so
+the webhook's ``serve`` and the simulator's ``simulate`` plug in without the core ever
+importing them. This module and ``commands`` are the only scheduler modules that touch
+files, stdout or the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+__all__ = ["main"]
+
+
+class CommandError(Exception):
+    """A failure the user can fix; printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="apportion",
+        description="GPU capacity scheduler and fair-share admission controller.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for entry in sorted(entry_points(group="apportion.commands"), key=lambda e: e.name):
+        register = entry.load()
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except CommandError as error:
+        print(f"apportion {args.command}: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

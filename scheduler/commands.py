@@ -1,0 +1,219 @@
+"""``apportion decide`` and ``apportion catalog``: the core's commands for people and scripts.
+
+Exit codes scripts can trust: 0 success, 2 bad input (with a message naming the field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scheduler.allocator import decide
+from scheduler.catalog import default_catalog
+from scheduler.cli import CommandError
+from scheduler.loading import SnapshotError, load_snapshot_text
+from scheduler.model import Decision, PodPlacement, Snapshot
+from scheduler.reasons import Outcome
+
+__all__ = ["catalog_command", "decide_command"]
+
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+
+def decide_command(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "decide",
+        help="decide admissions for a snapshot file (or the embedded demo cluster)",
+        description=(
+            "Run one global decision over a cluster snapshot (YAML or JSON) and print "
+            "what each pending workload gets, with reasons."
+        ),
+    )
+    parser.add_argument("snapshot", nargs="?", type=Path, help="snapshot file (.yaml/.json)")
+    parser.add_argument(
+        "--default-cluster",
+        action="store_true",
+        help="use the embedded ~500-GPU demo cluster with a realistic pending queue",
+    )
+    parser.add_argument("--workloads", type=int, default=120, help="demo: pending workloads")
+    parser.add_argument("--seed", type=int, default=0, help="demo: seed of the pending queue")
+    parser.add_argument("--json", action="store_true", help="print the Decision as JSON")
+    parser.add_argument(
+        "--budget-ms", type=float, default=1000.0, help="wall-clock budget (default 1000)"
+    )
+    parser.add_argument("--greedy", action="store_true", help="skip the ILP (greedy only)")
+    parser.set_defaults(run=_run_decide)
+
+
+def catalog_command(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "catalog",
+        help="list GPU models and MIG profiles with their valid placements",
+        description="The GPU catalog: models, memory, throughput, price, MIG placements.",
+    )
+    parser.add_argument("--json", action="store_true", help="print as JSON")
+    parser.set_defaults(run=_run_catalog)
+
+
+def _load(args: argparse.Namespace) -> Snapshot:
+    if args.default_cluster == (args.snapshot is not None):
+        raise CommandError("give a SNAPSHOT file or --default-cluster (exactly one)")
+    if args.default_cluster:
+        from scheduler.defaults import demo_snapshot
+
+        if args.workloads < 0:
+            raise CommandError(f"--workloads: {args.workloads} is negative")
+        return demo_snapshot(seed=args.seed, count=args.workloads)
+    path: Path = args.snapshot
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise CommandError(f"cannot read {path}: {error.strerror}") from None
+    try:
+        return load_snapshot_text(text, source=str(path))
+    except SnapshotError as error:
+        raise CommandError(f"{path} is not a valid snapshot:\n{error}") from None
+
+
+def _run_decide(args: argparse.Namespace) -> int:
+    if args.budget_ms <= 0:
+        raise CommandError(f"--budget-ms: {args.budget_ms} must be greater than 0")
+    snapshot = _load(args)
+    decision = decide(snapshot, budget_ms=args.budget_ms, use_ilp=not args.greedy)
+    if args.json:
+        print(decision.model_dump_json(indent=2))
+    else:
+        print(render_decision(snapshot, decision))
+    return 0
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _where(placement: Sequence[PodPlacement]) -> str:
+    if not placement:
+        return ""
+    first = placement[0]
+    if first.mig_start is not None:
+        spot = f"{first.node}/gpu{first.gpus[0]}@{first.mig_start}"
+    elif first.milli is not None:
+        spot = f"{first.node}/gpu{first.gpus[0]}:{first.milli}m"
+    else:
+        spot = f"{first.node}/gpu{','.join(map(str, first.gpus))}"
+    more = len({p.node for p in placement}) - 1
+    return spot + (f" +{more} node(s)" if more > 0 else "")
+
+
+def render_decision(snapshot: Snapshot, decision: Decision) -> str:
+    """The decision as tables people read: summary per queue, then every workload."""
+    queues = {q.name: q for q in snapshot.queues}
+    counts: dict[str, list[int]] = {name: [0, 0, 0] for name in queues}
+    for d in decision.workloads:
+        counts.setdefault(d.queue, [0, 0, 0])[int(d.outcome)] += 1
+    summary = _table(
+        ["queue", "cohort", "weight", "admitted", "by preemption", "pending"],
+        [
+            [name, queues[name].cohort or "-", f"{queues[name].weight:g}", c[2], c[1], c[0]]
+            for name, c in counts.items()
+            if name in queues
+        ],
+    )
+    order = sorted(decision.workloads, key=lambda d: (-int(d.outcome), d.queue, d.position or 0))
+    outcome_names = {Outcome.ADMIT: "admit", Outcome.PREEMPT: "preempt", Outcome.PENDING: "wait"}
+    workloads = _table(
+        ["workload", "queue", "outcome", "#", "flavor", "where", "reason"],
+        [
+            [
+                d.workload, d.queue, outcome_names[d.outcome], d.position or "",
+                d.flavor or "", _where(d.placement), d.message,
+            ]
+            for d in order
+        ],
+    )
+    parts = [summary, "", workloads]
+    if decision.evictions:
+        parts += ["", _table(
+            ["evict", "queue", "for", "reason"],
+            [[e.workload, e.queue, e.beneficiary, e.message] for e in decision.evictions],
+        )]
+    if decision.repartitions:
+        parts += ["", "MIG repartition proposals (not applied):"]
+        parts += [f"  - {plan.message}" for plan in decision.repartitions]
+    s = decision.stats
+    gap = "n/a" if s.gap_pct is None else f"{s.gap_pct:.2f}%"
+    parts += [
+        "",
+        f"answered by: {s.path} ({s.status}); objective {s.objective:.2f} "
+        f"(greedy {s.greedy_objective:.2f}), gap {gap}, {s.wall_ms:.1f} ms of "
+        f"{s.budget_ms or 0:.0f} ms budget; {s.workload_classes} workload classes, "
+        f"{s.variables} variables",
+    ]
+    return "\n".join(parts)
+
+
+def _run_catalog(args: argparse.Namespace) -> int:
+    catalog = default_catalog()
+    if args.json:
+        data = [
+            {
+                "name": m.name,
+                "memory_mib": m.memory_mib,
+                "relative_throughput": m.relative_throughput,
+                "price_per_hour": m.price_per_hour,
+                "products": list(m.products),
+                "mig_inferred": m.mig_inferred,
+                "mig_profiles": [
+                    {
+                        "name": p.name,
+                        "resource": p.resource,
+                        "compute_slices": p.compute_slices,
+                        "memory_slices": p.memory_slices,
+                        "usable_memory_mib": p.usable_memory_mib,
+                        "max_count": p.max_count,
+                        "placements": [{"start": x.start, "size": x.size} for x in p.placements],
+                        "inferred": p.inferred,
+                    }
+                    for p in m.mig_profiles
+                ],
+            }
+            for m in catalog.models
+        ]
+        json.dump(data, sys.stdout, indent=2)
+        print()
+        return 0
+    print(_table(
+        ["model", "memory", "speed (A100=1)", "$/h", "MIG", "GFD product"],
+        [
+            [m.name, f"{m.memory_mib // 1024} GiB", f"{m.relative_throughput:.2f}",
+             f"{m.price_per_hour:.2f}",
+             ("inferred" if m.mig_inferred else "yes") if m.mig_capable else "-",
+             ", ".join(m.products)]
+            for m in catalog.models
+        ],
+    ))
+    for m in catalog.models:
+        if not m.mig_capable:
+            continue
+        print(f"\n{m.name} MIG profiles ({m.mig_compute_slices} compute / "
+              f"{m.mig_memory_slices} memory slices; * = placements inferred, not observed)")
+        print(_table(
+            ["profile", "resource", "compute", "memory", "usable", "max", "placements {start}:size"],
+            [
+                [p.name + ("*" if p.inferred else ""), p.resource, p.compute_slices,
+                 p.memory_slices, f"{p.usable_memory_mib / 1024:.2f} GiB", p.max_count,
+                 "{" + ",".join(str(x.start) for x in p.placements) + "}:"
+                 + str(p.placements[0].size)]
+                for p in m.mig_profiles
+            ],
+        ))
+    return 0
