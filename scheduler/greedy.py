@@ -193,7 +193,9 @@ class Cycle:
         self.queues = {q.name: q for q in compiled.snapshot.queues}
         self.outcomes: dict[str, Verdict] = {}
         self.evictions: list[tuple[Running, str, Reason, str]] = []
-        self.running = list(compiled.running)
+        self.running: dict[str, list[Running]] = {}
+        for victim in compiled.running:
+            self.running.setdefault(victim.workload.queue, []).append(victim)
         self.failed_preemption: dict[tuple[str, str, int], int] = {}
 
     # -- step 3: fair-share order over queue heads
@@ -300,8 +302,14 @@ class Cycle:
         pools = self.state.eligible_pools(w, option)
         if not pools or self.state.never_fits(option, pools):
             return None
+        queues = [w.queue]
+        if reclaim:
+            queues += [
+                q for q in self.running if q != w.queue and self.book.same_cohort(q, w.queue)
+            ]
+        nearby = [victim for q in queues for victim in self.running.get(q, ())]
         candidates = candidates_for(
-            w, option.flavor, option.models, reclaim, policy, self.running, self.book
+            w, option.flavor, option.models, reclaim, policy, nearby, self.book
         )
         if not candidates:
             self.failed_preemption[memo] = amount
@@ -323,7 +331,7 @@ class Cycle:
         for victim in victims:
             self.state.release(victim.allocation)
             self.book.charge(victim.workload.queue, victim.flavor, -victim.amount)
-            self.running.remove(victim)
+            self.running[victim.workload.queue].remove(victim)
         allocation = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools)
         assert allocation is not None
         self.book.charge(w.queue, option.flavor, amount)

@@ -99,6 +99,7 @@ class ClusterState:
         """Per node: GPU index → global GPU id."""
         self.pools: list[_Pool] = []
         self._eligible_cache: dict[tuple[object, ...], tuple[int, ...]] = {}
+        self._never_fits_cache: dict[tuple[object, ...], bool] = {}
         self._compile_nodes(snapshot.nodes)
         self.models_present: tuple[str, ...] = tuple(
             dict.fromkeys(self.gpu_model[g] for g in range(len(self.gpu_model)))
@@ -179,8 +180,9 @@ class ClusterState:
         return result
 
     # ------------------------------------------------------------ fit counting
-    def capacity_bound(self, option: Option, pools: Sequence[int]) -> int:
-        """Upper bound on how many pods of this option fit now (exact without CPU/memory)."""
+    def capacity_bound(self, option: Option, pools: Sequence[int], enough: int = 1 << 62) -> int:
+        """How many pods of this option fit now (exact without CPU/memory), counting up to
+        ``enough`` — a fit check stops as soon as the answer is known."""
         total = 0
         if option.kind is Kind.WHOLE:
             k = option.per_pod
@@ -194,6 +196,8 @@ class ClusterState:
                 fr = self.pools[p].fractions
                 for i in range(bisect_left(fr, (m, -1, -1)), len(fr)):
                     total += fr[i][0] // m
+                    if total >= enough:
+                        return total
         else:
             profile = option.profile or ""
             for p in pools:
@@ -213,8 +217,15 @@ class ClusterState:
                 best = max(best, 1)
         return best
 
-    def never_fits(self, option: Option, pools: Sequence[int]) -> bool:
+    def never_fits(self, option: Option, pools: tuple[int, ...]) -> bool:
         """True when no node could host one pod even if the cluster were empty."""
+        key = (option.kind, option.per_pod, option.profile, pools)
+        known = self._never_fits_cache.get(key)
+        if known is None:
+            known = self._never_fits_cache[key] = self._never_fits(option, pools)
+        return known
+
+    def _never_fits(self, option: Option, pools: tuple[int, ...]) -> bool:
         if option.kind is Kind.WHOLE:
             return all(self.pools[p].max_size < option.per_pod for p in pools)
         if option.kind is Kind.MIG:
@@ -242,7 +253,7 @@ class ClusterState:
         self, option: Option, pods: int, cpu: int, mem: int, pools: Sequence[int]
     ) -> Allocation | None:
         """Place all pods (gang: all or nothing) at best-fit spots; None leaves no trace."""
-        if not pools or self.capacity_bound(option, pools) < pods:
+        if not pools or self.capacity_bound(option, pools, enough=pods) < pods:
             return None
         allocation = Allocation(option, [], cpu, mem)
         for _ in range(pods):
