@@ -50,9 +50,9 @@ def candidates_for(
             if policy.within_queue == "Never":
                 continue
             lower = w.priority < preemptor.priority
-            newer_equal = (
-                w.priority == preemptor.priority
-                and (w.created, w.name) > (preemptor.created, preemptor.name)
+            newer_equal = w.priority == preemptor.priority and (w.created, w.name) > (
+                preemptor.created,
+                preemptor.name,
             )
             if lower or (policy.within_queue == "LowerOrNewerEqualPriority" and newer_equal):
                 found.append(victim)

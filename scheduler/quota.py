@@ -104,9 +104,7 @@ class QuotaBook:
         lendable = self.lendable.get(key, 0)
         standalone = account.cohort.startswith("\0")
         if flavor not in account.nominal and (standalone or lendable == 0):
-            return QuotaCheck(
-                False, Reason.NO_QUOTA, f"queue {queue} has no quota for {flavor}"
-            )
+            return QuotaCheck(False, Reason.NO_QUOTA, f"queue {queue} has no quota for {flavor}")
         if after > nominal + account.borrow_limit.get(flavor, UNLIMITED):
             limit = account.borrow_limit.get(flavor, 0)
             return QuotaCheck(
