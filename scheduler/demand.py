@@ -59,7 +59,8 @@ class Option:
 def _acceptable(workload: Workload, catalog: Catalog, present: tuple[str, ...]) -> list[GpuModel]:
     """Acceptable models in preference order; 'any' means the cluster's models, cheapest first."""
     if workload.demand.models:
-        models = [catalog[name] for name in workload.demand.models]
+        # Models the cluster does not have cannot serve it; they are not options.
+        models = [catalog[n] for n in workload.demand.models if catalog[n].name in present]
     else:
         models = sorted((catalog[name] for name in present), key=lambda m: m.price_per_hour)
     if workload.throughput:

@@ -237,7 +237,7 @@ class Cycle:
                     f"no GPU model in the cluster can serve {_describe_demand(w)}",
                 )
             )
-        failures: list[tuple[Reason, str]] = []
+        failures: list[tuple[Reason, str, str]] = []
         for option in options:
             result = self._try_option(entry, option)
             if isinstance(result, Allocation):
@@ -253,7 +253,7 @@ class Cycle:
                         result,
                     )
                 )
-            failures.append(result)
+            failures.append((*result, option.flavor))
         if self.preempt:
             for option in options:
                 verdict = self._try_preemption(entry, option)
@@ -430,13 +430,14 @@ _TELLING = {
 }
 
 
-def _most_telling(failures: Iterable[tuple[Reason, str]]) -> tuple[Reason, str]:
-    """The failure closest to success: capacity first, then quota, then impossibilities."""
+def _most_telling(failures: Iterable[tuple[Reason, str, str]]) -> tuple[Reason, str]:
+    """The failure closest to success (capacity, then quota, then impossibilities), and
+    which other options were tried — each (reason, message, flavor)."""
     ranked = sorted(failures, key=lambda f: _TELLING.get(f[0], 9))
-    reason, message = ranked[0]
-    others = [m for _, m in ranked[1:]]
+    reason, message, _ = ranked[0]
+    others = [f"{flavor} ({why})" for why, _, flavor in ranked[1:]]
     if others:
-        message += "; other options: " + "; ".join(others)
+        message += "; also tried " + ", ".join(others)
     return reason, message
 
 
