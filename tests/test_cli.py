@@ -1,0 +1,76 @@
+"""The apportion command as users run it: a real subprocess, real files, exit codes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtures" / "snapshots"
+
+
+def apportion(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_demo_prints_tables_with_reasons_and_the_answering_path():
+    result = apportion("decide", "--default-cluster", "--workloads", "60")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "queue" in out and "team-a" in out and "admit" in out
+    assert "answered by: " in out and "objective" in out
+    assert "Traceback" not in out + result.stderr
+
+
+def test_decide_json_is_a_decision():
+    result = apportion("decide", "--default-cluster", "--workloads", "30", "--json", "--greedy")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["stats"]["path"] == "greedy"
+    assert len(data["workloads"]) == 30
+    assert {w["outcome"] for w in data["workloads"]} <= {0, 1, 2}
+
+
+def test_every_valid_fixture_decides():
+    valid = sorted(p for p in FIXTURES.glob("*.yaml") if p.name != "broken.yaml")
+    assert valid, "no example snapshots found"
+    for path in valid:
+        result = apportion("decide", str(path))
+        assert result.returncode == 0, (path, result.stderr)
+
+
+def test_broken_fixture_lists_every_problem():
+    result = apportion("decide", str(FIXTURES / "broken.yaml"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "workloads[4].placement[0].node: 'gpu-c' is not a node" in result.stderr
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("queues:\n- name: a\n  quota: {H100: {nominal: -1}}\n")
+    result = apportion("decide", str(bad))
+    assert result.returncode == 2
+    assert "queues[0].quota.H100.nominal: -1 is negative" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    missing = apportion("decide", str(tmp_path / "nope.yaml"))
+    assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+    both = apportion("decide", str(bad), "--default-cluster")
+    assert both.returncode == 2 and "exactly one" in both.stderr
+
+    budget = apportion("decide", "--default-cluster", "--budget-ms", "0")
+    assert budget.returncode == 2 and "--budget-ms" in budget.stderr
+
+
+def test_catalog_lists_models_and_mig_placements():
+    result = apportion("catalog")
+    assert result.returncode == 0
+    assert "H100-80GB" in result.stdout and "{0,4}:4" in result.stdout
+    data = json.loads(apportion("catalog", "--json").stdout)
+    h100 = next(m for m in data if m["name"] == "H100-80GB")
+    assert h100["products"][0] == "NVIDIA-H100-80GB-HBM3"
+    assert any(p["name"] == "3g.40gb" and p["resource"] == "nvidia.com/mig-3g.40gb"
+               for p in h100["mig_profiles"])

@@ -1,0 +1,60 @@
+"""Demands become options: cheapest fitting device first, fastest first with throughput."""
+
+from scheduler.catalog import default_catalog
+from scheduler.demand import Kind, resolve_options
+from scheduler.model import Demand, Workload
+
+CATALOG = default_catalog()
+PRESENT = ("T4", "L40S", "A100-80GB", "H100-80GB")
+
+
+def options(**demand: object) -> list[tuple[str, Kind, int]]:
+    throughput = demand.pop("throughput", {})
+    w = Workload(name="w", queue="q", demand=Demand(**demand), throughput=throughput)
+    return [(o.flavor, o.kind, o.per_pod) for o in resolve_options(w, CATALOG, PRESENT)]
+
+
+def test_whole_gpus_in_preference_order_absent_models_dropped():
+    assert options(gpus=2, models=("H100", "B200", "A100-80GB")) == [
+        ("H100-80GB", Kind.WHOLE, 2),
+        ("A100-80GB", Kind.WHOLE, 2),
+    ]
+
+
+def test_any_model_means_cluster_models_cheapest_first():
+    assert [f for f, _, _ in options(gpus=1)] == ["T4", "L40S", "A100-80GB", "H100-80GB"]
+
+
+def test_throughput_orders_fastest_first():
+    got = options(gpus=1, models=("A100-80GB", "H100-80GB"),
+                  throughput={"A100-80GB": 1.0, "H100-80GB": 2.5})
+    assert [f for f, _, _ in got] == ["H100-80GB", "A100-80GB"]
+
+
+def test_memory_need_maps_to_cheapest_fitting_slice_or_gpu():
+    # 9 GiB: T4 (16 GiB, $0.35) is cheaper than a 1g.10gb slice of an H100 ($4.92/7).
+    assert options(gpu_memory_mib=9 * 1024, models=("H100-80GB", "T4"))[0] == (
+        "T4", Kind.WHOLE, 1)
+    # Only MIG models: the 1g.10gb slice (9.75 GiB usable) before whole GPUs.
+    assert options(gpu_memory_mib=9 * 1024, models=("H100-80GB",)) == [
+        ("mig-1g.10gb", Kind.MIG, 1),
+        ("H100-80GB", Kind.WHOLE, 1),
+    ]
+    # 10 GiB does not fit the 9.75 GiB usable in 1g.10gb: next is 1g.20gb.
+    assert options(gpu_memory_mib=10 * 1024, models=("H100-80GB",))[0][0] == "mig-1g.20gb"
+    # Larger than any GPU: nothing.
+    assert options(gpu_memory_mib=200 * 1024) == []
+
+
+def test_mig_profile_served_by_every_model_that_has_it():
+    w = Workload(name="w", queue="q", demand=Demand(mig_profile="3g.40gb"))
+    (option,) = resolve_options(w, CATALOG, PRESENT)
+    assert option.flavor == "mig-3g.40gb" and option.models == ("A100-80GB", "H100-80GB")
+    assert option.quota_per_pod == 1
+    assert option.gpu_equivalents_per_pod(CATALOG) == 3 / 7
+
+
+def test_fraction_counts_milli_against_the_model_flavor():
+    w = Workload(name="w", queue="q", demand=Demand(gpu_milli=250, models=("T4",)))
+    (option,) = resolve_options(w, CATALOG, PRESENT)
+    assert (option.flavor, option.kind, option.quota_per_pod) == ("T4", Kind.FRACTION, 250)

@@ -1,0 +1,79 @@
+"""Kueue's quota model: nominal, borrowing and lending limits, cohorts, weighted shares."""
+
+from scheduler.model import Queue, Quota
+from scheduler.quota import QuotaBook
+from scheduler.reasons import Reason
+
+MODELS = frozenset({"H100-80GB", "A100-80GB"})
+G = 1000  # milli per GPU
+
+
+def book(*queues: Queue) -> QuotaBook:
+    return QuotaBook(tuple(queues), MODELS)
+
+
+def test_standalone_queue_is_capped_at_nominal_with_numbers():
+    b = book(Queue(name="a", quota={"H100-80GB": Quota(nominal=8)}))
+    assert b.check("a", "H100-80GB", 8 * G).ok
+    b.charge("a", "H100-80GB", 8 * G)
+    check = b.check("a", "H100-80GB", 1 * G)
+    assert not check.ok and check.reason is Reason.QUOTA_EXHAUSTED
+    assert check.message == "queue a at nominal H100-80GB quota 8/8; needs 1"
+
+
+def test_no_quota_for_flavor():
+    b = book(Queue(name="a", quota={"H100-80GB": Quota(nominal=8)}))
+    check = b.check("a", "A100-80GB", G)
+    assert not check.ok and check.reason is Reason.NO_QUOTA
+
+
+def test_borrowing_from_cohort_within_limits():
+    b = book(
+        Queue(name="a", cohort="c", quota={"H100-80GB": Quota(nominal=8, borrowing_limit=4)}),
+        Queue(name="b", cohort="c", quota={"H100-80GB": Quota(nominal=8)}),
+    )
+    ok = b.check("a", "H100-80GB", 12 * G)
+    assert ok.ok and ok.borrowing
+    over = b.check("a", "H100-80GB", 13 * G)
+    assert over.reason is Reason.BORROWING_LIMIT and "borrowing limit 4" in over.message
+
+
+def test_lending_limit_keeps_part_of_the_quota_home():
+    b = book(
+        Queue(name="a", cohort="c", quota={"H100-80GB": Quota(nominal=8)}),
+        Queue(name="b", cohort="c", quota={"H100-80GB": Quota(nominal=8, lending_limit=2)}),
+    )
+    assert b.check("a", "H100-80GB", 10 * G).ok
+    check = b.check("a", "H100-80GB", 11 * G)
+    assert check.reason is Reason.COHORT_EXHAUSTED
+    assert "cohort c lends 10 more" in check.message  # own 8 + b's 2
+    # b keeps its 6 unlendable GPUs even while a borrows the 2 it lends.
+    b.charge("a", "H100-80GB", 10 * G)
+    assert b.check("b", "H100-80GB", 6 * G).ok
+    assert not b.check("b", "H100-80GB", 7 * G).ok
+
+
+def test_queue_under_nominal_is_blocked_when_its_quota_is_lent_out():
+    b = book(
+        Queue(name="a", cohort="c", quota={"H100-80GB": Quota(nominal=8)}),
+        Queue(name="b", cohort="c", quota={"H100-80GB": Quota(nominal=8)}),
+    )
+    b.charge("b", "H100-80GB", 16 * G)
+    check = b.check("a", "H100-80GB", G)
+    assert not check.ok and check.reason is Reason.QUOTA_EXHAUSTED
+    assert b.within_nominal("a", "H100-80GB", G) and b.borrowing("b", "H100-80GB")
+
+
+def test_share_is_dominant_borrowed_fraction_over_weight():
+    b = book(
+        Queue(name="a", cohort="c", weight=2, quota={"H100-80GB": Quota(nominal=4)}),
+        Queue(name="b", cohort="c", weight=1, quota={"H100-80GB": Quota(nominal=4)}),
+        Queue(name="idle", cohort="c", quota={"H100-80GB": Quota(nominal=8)}),
+    )
+    b.charge("a", "H100-80GB", 8 * G)  # borrows 4 of 16 lendable
+    b.charge("b", "H100-80GB", 8 * G)
+    assert b.share("a") == (4 / 16) / 2
+    assert b.share("b") == (4 / 16) / 1
+    assert b.share("a", "H100-80GB", 4 * G) == (8 / 16) / 2
+    b.charge("a", "H100-80GB", -8 * G)
+    assert b.usage("a", "H100-80GB") == 0 and b.share("a") == 0.0
