@@ -30,7 +30,7 @@ PACKAGES = ("scheduler", "webhook", "sim")
 IO_FRAMEWORKS = ("aiohttp", "kubernetes", "prometheus_api_client")
 DRIVERS = ("webhook", "sim")
 PULP_MODULE = "scheduler/allocator.py"
-SHELL_MODULES = frozenset({"scheduler/cli.py", "scheduler/commands.py"})
+SHELL_MODULES = frozenset({"scheduler/cli.py", "scheduler/commands.py", "scheduler/__main__.py"})
 SEEDED_RANDOM_MODULES = frozenset({"scheduler/defaults.py"})
 # The allocator's solver budget is wall-clock time by nature; it may import ``time`` for a
 # default clock (callers can inject another). No other core module may.
