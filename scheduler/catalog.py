@@ -175,7 +175,11 @@ class Catalog:
         self._by_key: dict[str, GpuModel] = {}
         for model in models:
             for key in (model.name, *model.aliases, *model.products):
-                self._by_key[key.lower()] = model
+                known = self._by_key.setdefault(key.lower(), model)
+                if known is not model:
+                    raise ValueError(
+                        f"GPU model {model.name}: name {key!r} already means {known.name}"
+                    )
 
     def get(self, name: str) -> GpuModel | None:
         """The model for a catalog name, alias or GFD product (case-insensitive)."""

@@ -48,7 +48,6 @@ __all__ = [
     "NodePool",
     "SnapshotError",
     "SnapshotFile",
-    "catalog_for",
     "load_snapshot_text",
     "snapshot_from_data",
     "validate_snapshot",
@@ -142,15 +141,6 @@ def validate_snapshot(snapshot: Snapshot) -> list[str]:
     """Every cross-reference problem of a snapshot (empty when it is consistent)."""
     catalog, problems = _checked_catalog(snapshot)
     return problems + _Checks(snapshot, catalog, {}).run()
-
-
-def catalog_for(snapshot: Snapshot) -> Catalog:
-    """The catalog a snapshot is read against: built-ins, its own models, its prices."""
-    extra = tuple(
-        (m.name, m.memory_mib, m.relative_throughput, m.price_per_hour, m.products)
-        for m in snapshot.gpu_models
-    )
-    return catalog_with(extra, snapshot.prices)
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -371,9 +361,11 @@ def _checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
                 f"use {builtin.name!r} to replace it, or another name"
             )
             continue
+        clash = False
         for j, product in enumerate(model.products):
             owner = base.get(product)
             if owner is not None and owner.name.lower() != key:
+                clash = True
                 problems.append(f"{path}.products[{j}]: {product!r} is already a product of "
                                 f"the built-in {owner.name}")
         if not (math.isfinite(model.relative_throughput) and model.relative_throughput > 0):
@@ -382,6 +374,8 @@ def _checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
         if not (math.isfinite(model.price_per_hour) and model.price_per_hour >= 0):
             problems.append(f"{path}.price_per_hour: {model.price_per_hour} must be a finite "
                             "number, 0 or more")
+        if clash:
+            continue  # adding it would make a product label ambiguous
         extra.append((model.name, model.memory_mib, model.relative_throughput,
                       model.price_per_hour, model.products))
     catalog = catalog_with(tuple(extra), {})

@@ -177,11 +177,19 @@ class Demand(_Frozen):
 
 class PodPlacement(_Frozen):
     node: str
-    gpus: tuple[int, ...]
+    gpus: tuple[NonNegative, ...] = Field(min_length=1)
     """GPU indices on the node (one for MIG and fractional pods)."""
-    mig_start: int | None = None
-    milli: int | None = None
+    mig_start: NonNegative | None = None
+    milli: Annotated[int, Field(ge=1, lt=MILLI_PER_GPU)] | None = None
     """Milli-GPU taken on a shared GPU; None for whole GPUs and MIG slices."""
+
+    @model_validator(mode="after")
+    def _one_device_kind(self) -> PodPlacement:
+        if self.mig_start is not None and self.milli is not None:
+            raise ValueError("a pod sits on a MIG slice or on a GPU share, not both")
+        if (self.mig_start is not None or self.milli is not None) and len(self.gpus) != 1:
+            raise ValueError("a MIG or fractional pod sits on exactly one GPU")
+        return self
 
 
 class Workload(_Frozen):

@@ -8,13 +8,13 @@ import pytest
 
 from scheduler.catalog import default_catalog
 from scheduler.defaults import DEMO_NOW, default_snapshot, demo_snapshot, demo_workloads
-from scheduler.loading import catalog_for, validate_snapshot
+from scheduler.loading import validate_snapshot
 from scheduler.model import Node, Snapshot, Workload, flavor_of_mig
 
 
 def capacity(snapshot: Snapshot) -> Counter[str]:
     """Physical capacity per quota flavor: whole GPUs by model, MIG instances by profile."""
-    catalog = catalog_for(snapshot)
+    catalog = snapshot.catalog()
     counts: Counter[str] = Counter()
     for node in snapshot.nodes:
         for gpu in node.gpus:
@@ -26,7 +26,7 @@ def capacity(snapshot: Snapshot) -> Counter[str]:
 
 
 def nominal(snapshot: Snapshot) -> Counter[str]:
-    catalog = catalog_for(snapshot)
+    catalog = snapshot.catalog()
     counts: Counter[str] = Counter()
     for queue in snapshot.queues:
         for flavor, quota in queue.quota.items():
@@ -189,7 +189,7 @@ def test_demo_backlog_mixes_every_kind_of_demand() -> None:
 
 def _fits_somewhere(w: Workload, snapshot: Snapshot) -> bool:
     """Some node could host one pod of ``w`` on an empty cluster."""
-    catalog = catalog_for(snapshot)
+    catalog = snapshot.catalog()
     allowed = {catalog[m].name for m in w.demand.models}
     for node in snapshot.nodes:
         if (node.cpu_milli or 0) < w.cpu_milli or (node.memory_mib or 0) < w.memory_mib:

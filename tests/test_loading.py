@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from scheduler.catalog import default_catalog
 from scheduler.loading import (
     SnapshotError,
-    catalog_for,
     load_snapshot_text,
     snapshot_from_data,
     validate_snapshot,
@@ -418,7 +417,7 @@ def test_a_replaced_builtin_model_and_custom_prices() -> None:
         "prices": {"H100": 9.5},
         "nodes": [{"name": "n", "gpus": [{"index": 0, "model": "Tesla-P100"}]}],
     }
-    catalog = catalog_for(snapshot_from_data(data))
+    catalog = snapshot_from_data(data).catalog()
     assert catalog["P100"].memory_mib == 16384
     assert (catalog["T4"].memory_mib, catalog["T4"].price_per_hour) == (15360, 0.1)
     assert catalog["H100-80GB"].price_per_hour == 9.5
@@ -616,7 +615,7 @@ def test_small_cluster_fixture() -> None:
     ]
     assert [w.name for w in snapshot.workloads if not w.running] == ["train-2", "notebook-2"]
     assert validate_snapshot(snapshot) == []
-    assert catalog_for(snapshot)["H100"].price_per_hour == 4.5
+    assert snapshot.catalog()["H100"].price_per_hour == 4.5
 
 
 def test_broken_fixture_reports_every_problem() -> None:
