@@ -94,8 +94,9 @@ def _run_decide(args: argparse.Namespace) -> int:
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -134,18 +135,26 @@ def render_decision(snapshot: Snapshot, decision: Decision) -> str:
         ["workload", "queue", "outcome", "#", "flavor", "where", "reason"],
         [
             [
-                d.workload, d.queue, outcome_names[d.outcome], d.position or "",
-                d.flavor or "", _where(d.placement), d.message,
+                d.workload,
+                d.queue,
+                outcome_names[d.outcome],
+                d.position or "",
+                d.flavor or "",
+                _where(d.placement),
+                d.message,
             ]
             for d in order
         ],
     )
     parts = [summary, "", workloads]
     if decision.evictions:
-        parts += ["", _table(
-            ["evict", "queue", "for", "reason"],
-            [[e.workload, e.queue, e.beneficiary, e.message] for e in decision.evictions],
-        )]
+        parts += [
+            "",
+            _table(
+                ["evict", "queue", "for", "reason"],
+                [[e.workload, e.queue, e.beneficiary, e.message] for e in decision.evictions],
+            ),
+        ]
     if decision.repartitions:
         parts += ["", "MIG repartition proposals (not applied):"]
         parts += [f"  - {plan.message}" for plan in decision.repartitions]
@@ -191,29 +200,55 @@ def _run_catalog(args: argparse.Namespace) -> int:
         json.dump(data, sys.stdout, indent=2)
         print()
         return 0
-    print(_table(
-        ["model", "memory", "speed (A100=1)", "$/h", "MIG", "GFD product"],
-        [
-            [m.name, f"{m.memory_mib // 1024} GiB", f"{m.relative_throughput:.2f}",
-             f"{m.price_per_hour:.2f}",
-             ("inferred" if m.mig_inferred else "yes") if m.mig_capable else "-",
-             ", ".join(m.products)]
-            for m in catalog.models
-        ],
-    ))
+    print(
+        _table(
+            ["model", "memory", "speed (A100=1)", "$/h", "MIG", "GFD product"],
+            [
+                [
+                    m.name,
+                    f"{m.memory_mib // 1024} GiB",
+                    f"{m.relative_throughput:.2f}",
+                    f"{m.price_per_hour:.2f}",
+                    ("inferred" if m.mig_inferred else "yes") if m.mig_capable else "-",
+                    ", ".join(m.products),
+                ]
+                for m in catalog.models
+            ],
+        )
+    )
     for m in catalog.models:
         if not m.mig_capable:
             continue
-        print(f"\n{m.name} MIG profiles ({m.mig_compute_slices} compute / "
-              f"{m.mig_memory_slices} memory slices; * = placements inferred, not observed)")
-        print(_table(
-            ["profile", "resource", "compute", "memory", "usable", "max", "placements {start}:size"],
-            [
-                [p.name + ("*" if p.inferred else ""), p.resource, p.compute_slices,
-                 p.memory_slices, f"{p.usable_memory_mib / 1024:.2f} GiB", p.max_count,
-                 "{" + ",".join(str(x.start) for x in p.placements) + "}:"
-                 + str(p.placements[0].size)]
-                for p in m.mig_profiles
-            ],
-        ))
+        print(
+            f"\n{m.name} MIG profiles ({m.mig_compute_slices} compute / "
+            f"{m.mig_memory_slices} memory slices; * = placements inferred, not observed)"
+        )
+        print(
+            _table(
+                [
+                    "profile",
+                    "resource",
+                    "compute",
+                    "memory",
+                    "usable",
+                    "max",
+                    "placements {start}:size",
+                ],
+                [
+                    [
+                        p.name + ("*" if p.inferred else ""),
+                        p.resource,
+                        p.compute_slices,
+                        p.memory_slices,
+                        f"{p.usable_memory_mib / 1024:.2f} GiB",
+                        p.max_count,
+                        "{"
+                        + ",".join(str(x.start) for x in p.placements)
+                        + "}:"
+                        + str(p.placements[0].size),
+                    ]
+                    for p in m.mig_profiles
+                ],
+            )
+        )
     return 0

@@ -674,14 +674,10 @@ class _Checks:
         if len(set(pod.gpus)) != len(pod.gpus):
             self.problems.append(f"{path}.gpus: {list(pod.gpus)} lists a GPU twice")
         kind = "mig" if pod.mig_start is not None else "whole" if pod.milli is None else "milli"
-        if pod.mig_start is not None and pod.milli is not None:
-            self.problems.append(f"{path}: give mig_start or milli, not both")
-        elif kind != expected:
+        # The model already rejected both kinds at once, empty gpus and milli out of range.
+        if kind != expected:
             self.problems.append(f"{path}: a {_KINDS[kind]} placement, but the demand needs "
                                  f"a {_KINDS[expected]} one")
-        elif pod.milli is not None and not 0 < pod.milli < MILLI_PER_GPU:
-            self.problems.append(f"{path}.milli: {pod.milli} is not between 1 and "
-                                 f"{MILLI_PER_GPU - 1}")
         elif len(pod.gpus) != (want := workload.demand.gpus or 1):
             self.problems.append(f"{path}.gpus: {len(pod.gpus)} GPUs for a pod that needs "
                                  f"{want}")

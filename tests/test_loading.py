@@ -556,10 +556,10 @@ def test_workload_problems(workloads: list[dict[str, Any]], expected: list[str])
          ["workloads[1].placement[0].gpus[0]: GPU 0 on node 't4' is already used by "
           "workload 'a'"]),
         ([{**fraction("w", 100), "placement": [{"node": "t4", "gpus": [0], "milli": 0}]}],
-         ["workloads[0].placement[0].milli: 0 is not between 1 and 999"]),
+         ["workloads[0].placement[0].milli: 0 is not greater than or equal to 1"]),
         ([{**fraction("w", 100),
            "placement": [{"node": "t4", "gpus": [0], "milli": 100, "mig_start": 0}]}],
-         ["workloads[0].placement[0]: give mig_start or milli, not both"]),
+         ["workloads[0].placement[0]: a pod sits on a MIG slice or on a GPU share, not both"]),
     ],
 )
 def test_running_workload_problems(workloads: list[dict[str, Any]], expected: list[str]) -> None:
