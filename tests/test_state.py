@@ -1,0 +1,124 @@
+"""The compiled state: best fit that keeps whole nodes free, exact fit counts, exact undo."""
+
+from scheduler.catalog import default_catalog
+from scheduler.demand import Kind, Option
+from scheduler.model import Demand, Gpu, MigSlice, Node, Snapshot, Taint, Toleration, Workload
+from scheduler.state import ClusterState
+
+CATALOG = default_catalog()
+
+
+def whole(k: int, model: str = "H100-80GB") -> Option:
+    return Option(model, Kind.WHOLE, (model,), k)
+
+
+def node(name: str, gpus: int, model: str = "H100-80GB", **kw: object) -> Node:
+    return Node(name=name, gpus=tuple(Gpu(index=i, model=model, **kw) for i in range(gpus)))
+
+
+def state_of(*nodes: Node) -> ClusterState:
+    return ClusterState(Snapshot(nodes=nodes), CATALOG)
+
+
+def anyone() -> Workload:
+    return Workload(name="w", queue="q", demand=Demand(gpus=1))
+
+
+def snapshot_free(state: ClusterState) -> tuple[object, ...]:
+    return (
+        list(state.gpu_free_milli),
+        # Buckets as sets: undo may leave empty buckets and re-inserts nodes at the end.
+        [{k: sorted(v) for k, v in p.buckets.items() if v} for p in state.pools],
+        [list(p.fractions) for p in state.pools],
+        [{k: list(v) for k, v in p.mig_free.items()} for p in state.pools],
+        list(state.free_cpu),
+    )
+
+
+def test_used_node_before_breaking_a_whole_one_then_smallest_remainder():
+    state = state_of(node("a", 8), node("b", 8), node("c", 4))
+    pools = state.eligible_pools(anyone(), whole(2))
+    first = state.place(whole(2), 1, 0, 0, pools)
+    # Every node is entirely free: the smallest block that fits (c, 4 GPUs) is broken.
+    assert first is not None and state.placement_of(first)[0].node == "c"
+    second = state.place(whole(2), 1, 0, 0, pools)
+    assert state.placement_of(second)[0].node == "c"  # c is used: fill it before a or b
+    third = state.place(whole(4), 1, 0, 0, pools)
+    assert state.placement_of(third)[0].node == "a"
+    fourth = state.place(whole(2), 1, 0, 0, pools)
+    assert state.placement_of(fourth)[0].node == "a"  # a has 4 left and is used; b stays whole
+    assert state.entirely_free_gpus() == 8
+
+
+def test_gang_is_all_or_nothing_and_failure_leaves_no_trace():
+    state = state_of(node("a", 8), node("b", 8))
+    pools = state.eligible_pools(anyone(), whole(8))
+    before = snapshot_free(state)
+    assert state.place(whole(8), 3, 0, 0, pools) is None
+    assert snapshot_free(state) == before
+    gang = state.place(whole(8), 2, 0, 0, pools)
+    assert gang is not None and {p.node for p in state.placement_of(gang)} == {"a", "b"}
+    state.release(gang)
+    assert snapshot_free(state) == before
+
+
+def test_fit_count_is_exact_per_node_blocks():
+    state = state_of(node("a", 8), node("b", 3))
+    pools = state.eligible_pools(anyone(), whole(2))
+    assert state.capacity_bound(whole(2), pools) == 4 + 1
+    assert state.capacity_bound(whole(4), pools) == 2
+    assert state.capacity_bound(whole(8), pools) == 1
+    assert state.never_fits(whole(16), pools)
+
+
+def test_fractions_best_fit_on_shared_gpus_only():
+    state = state_of(node("t", 2, "T4", shared=True), node("x", 2, "T4"))
+    option = Option("T4", Kind.FRACTION, ("T4",), 600)
+    pools = state.eligible_pools(anyone(), option)
+    first = state.place(option, 1, 0, 0, pools)
+    small = state.place(Option("T4", Kind.FRACTION, ("T4",), 300), 1, 0, 0, pools)
+    # 300m goes next to the 600m pod (400m left there), not onto a fresh GPU.
+    assert state.placement_of(first)[0].gpus == state.placement_of(small)[0].gpus
+    assert all(p.node == "t" for a in (first, small) for p in state.placement_of(a))
+    # The unshared node's GPUs still count as whole GPUs.
+    assert state.capacity_bound(whole(2, "T4"), state.eligible_pools(anyone(), whole(2, "T4"))) == 1
+
+
+def test_mig_slices_are_taken_and_given_back():
+    layout = (MigSlice(profile="3g.40gb", start=0), MigSlice(profile="3g.40gb", start=4))
+    state = state_of(Node(name="m", gpus=(Gpu(index=0, model="H100-80GB", mig=layout),)))
+    option = Option("mig-3g.40gb", Kind.MIG, ("H100-80GB",), 1, "3g.40gb")
+    pools = state.eligible_pools(anyone(), option)
+    both = state.place(option, 2, 0, 0, pools)
+    assert [p.mig_start for p in state.placement_of(both)] == [0, 4]
+    assert state.place(option, 1, 0, 0, pools) is None
+    state.release(both)
+    assert state.capacity_bound(option, pools) == 2
+
+
+def test_unhealthy_gpus_and_taints_and_selectors():
+    sick = Node(name="s", gpus=(Gpu(index=0, model="H100-80GB", healthy=False),
+                                Gpu(index=1, model="H100-80GB")))
+    tainted = Node(name="t", taints=(Taint(key="dedicated", value="x"),),
+                   gpus=(Gpu(index=0, model="H100-80GB"),))
+    labelled = Node(name="l", labels={"zone": "a"}, gpus=(Gpu(index=0, model="H100-80GB"),))
+    state = state_of(sick, tainted, labelled)
+    plain = Workload(name="w", queue="q", demand=Demand(gpus=1))
+    pools = state.eligible_pools(plain, whole(1))
+    assert state.capacity_bound(whole(1), pools) == 2  # s/gpu1 and l; t is tainted
+    tolerant = plain.model_copy(update={"tolerations": (Toleration(key="dedicated",
+                                                                   operator="Exists"),)})
+    assert state.capacity_bound(whole(1), state.eligible_pools(tolerant, whole(1))) == 3
+    picky = plain.model_copy(update={"node_selector": {"zone": "a"}})
+    got = state.place(whole(1), 1, 0, 0, state.eligible_pools(picky, whole(1)))
+    assert state.placement_of(got)[0].node == "l"
+
+
+def test_cpu_and_memory_constrain_the_node_choice():
+    small = Node(name="a", cpu_milli=1000, gpus=(Gpu(index=0, model="H100-80GB"),))
+    big = Node(name="b", cpu_milli=64000, gpus=tuple(Gpu(index=i, model="H100-80GB")
+                                                      for i in range(2)))
+    state = state_of(small, big)
+    pools = state.eligible_pools(anyone(), whole(1))
+    got = state.place(whole(1), 1, 8000, 0, pools)
+    assert state.placement_of(got)[0].node == "b"
