@@ -238,11 +238,10 @@ def _solve_ilp(compiled: Compiled, greedy: CycleResult, time_limit_s: float) -> 
         problem += r >= affine(terms) + (used - kept), f"drawdef_{queue}_{flavor}"
         drawn_terms.setdefault((account.cohort, flavor), []).append((r, 1.0))
     for (cohort, flavor), terms in drawn_terms.items():
-        modelled = {v.name for v, _ in terms}
         fixed = sum(
             max(0, acc.usage.get(flavor, 0) - acc.kept.get(flavor, 0))
             for q, acc in book.accounts.items()
-            if acc.cohort == cohort and f"draw_{q}_{flavor}" not in modelled
+            if acc.cohort == cohort and (q, flavor) not in quota_terms
         )
         lendable = book.lendable.get((cohort, flavor), 0)
         problem += affine(terms) <= lendable - fixed, f"cohort_{cohort}_{flavor}"

@@ -137,8 +137,9 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
     _assign_tiers(pending)
     headroom: dict[tuple[str, str], float] = {}
     widths: dict[tuple[str, str], float] = {}
+    wanted = {o.flavor for e in pending for o in e.options}
     for name, account in book.accounts.items():
-        for flavor in set(account.nominal) | {o.flavor for e in pending for o in e.options}:
+        for flavor in set(account.nominal) | wanted:
             unit = 1.0 if flavor.startswith("mig-") else float(MILLI_PER_GPU)
             room = max(0, account.nominal.get(flavor, 0) - account.usage.get(flavor, 0))
             headroom[(name, flavor)] = room / unit
@@ -278,7 +279,9 @@ class Cycle:
                 Reason.NO_MATCHING_NODES,
                 f"no {'/'.join(option.models)} nodes match the node selector and tolerations",
             )
-        allocation = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools)
+        allocation = self.state.place(
+            option, w.pods, w.cpu_milli, w.memory_mib, pools, self.state.node_filter(w)
+        )
         if allocation is None:
             if self.state.never_fits(option, pools):
                 return (Reason.NEVER_FITS, f"no node can ever host one pod of {_describe(option)}")
@@ -315,10 +318,12 @@ class Cycle:
             self.failed_preemption[memo] = amount
             return None
 
+        nodes = self.state.node_filter(w)
+
         def fits() -> bool:
             if not self.book.check(w.queue, option.flavor, amount).ok:
                 return False
-            trial = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools)
+            trial = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools, nodes)
             if trial is None:
                 return False
             self.state.release(trial)
@@ -331,8 +336,9 @@ class Cycle:
         for victim in victims:
             self.state.release(victim.allocation)
             self.book.charge(victim.workload.queue, victim.flavor, -victim.amount)
-            self.running[victim.workload.queue].remove(victim)
-        allocation = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools)
+            held = self.running[victim.workload.queue]
+            del held[next(i for i, r in enumerate(held) if r is victim)]
+        allocation = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools, nodes)
         assert allocation is not None
         self.book.charge(w.queue, option.flavor, amount)
         names = ", ".join(v.workload.name for v in victims)

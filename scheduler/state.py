@@ -98,6 +98,11 @@ class ClusterState:
         self.node_gpus: list[dict[int, int]] = []
         """Per node: GPU index → global GPU id."""
         self.pools: list[_Pool] = []
+        self.pool_label_keys = frozenset(k for w in snapshot.workloads for k in w.node_selector)
+        """Labels that tell pools apart: only those some workload selects on. Keying pools on
+        every label would make each node its own pool (hostname labels are unique)."""
+        self.node_labels: list[dict[str, str]] = []
+        self._node_filter_cache: dict[tuple[tuple[str, str], ...], frozenset[int] | None] = {}
         self._eligible_cache: dict[tuple[object, ...], tuple[int, ...]] = {}
         self._never_fits_cache: dict[tuple[object, ...], bool] = {}
         self._compile_nodes(snapshot.nodes)
@@ -115,15 +120,17 @@ class ClusterState:
             self.free_cpu.append(UNTRACKED if node.cpu_milli is None else node.cpu_milli)
             self.free_mem.append(UNTRACKED if node.memory_mib is None else node.memory_mib)
             self.node_gpus.append({})
+            self.node_labels.append(node.labels)
             taints = tuple(sorted(node.taints, key=lambda t: (t.key, t.value, t.effect)))
-            labels_key = tuple(sorted(node.labels.items()))
+            pool_labels = {k: v for k, v in node.labels.items() if k in self.pool_label_keys}
+            labels_key = tuple(sorted(pool_labels.items()))
             for gpu in node.gpus:
                 model = self.catalog[gpu.model].name
                 key = (model, labels_key, taints)
                 p = pool_of.get(key)
                 if p is None:
                     p = pool_of[key] = len(self.pools)
-                    self.pools.append(_Pool(model, dict(node.labels), taints))
+                    self.pools.append(_Pool(model, pool_labels, taints))
                 pool = self.pools[p]
                 g = len(self.gpu_node)
                 self.gpu_node.append(n)
@@ -173,11 +180,33 @@ class ClusterState:
             p
             for p, pool in enumerate(self.pools)
             if pool.model in option.models
-            and all(pool.labels.get(k) == v for k, v in workload.node_selector.items())
+            and all(
+                pool.labels.get(k) == v
+                for k, v in workload.node_selector.items()
+                if k in self.pool_label_keys
+            )
             and _tolerated(pool.taints, workload.tolerations)
         )
         self._eligible_cache[key] = result
         return result
+
+    def node_filter(self, workload: Workload) -> frozenset[int] | None:
+        """Nodes a workload may use when it selects on labels the pools do not key on (a
+        selector first seen after compilation); None when its pools already say it all."""
+        extra = tuple(
+            sorted(
+                (k, v) for k, v in workload.node_selector.items() if k not in self.pool_label_keys
+            )
+        )
+        if not extra:
+            return None
+        if extra not in self._node_filter_cache:
+            self._node_filter_cache[extra] = frozenset(
+                n
+                for n, labels in enumerate(self.node_labels)
+                if all(labels.get(k) == v for k, v in extra)
+            )
+        return self._node_filter_cache[extra]
 
     # ------------------------------------------------------------ fit counting
     def capacity_bound(self, option: Option, pools: Sequence[int], enough: int = 1 << 62) -> int:
@@ -250,22 +279,31 @@ class ClusterState:
 
     # --------------------------------------------------------------- placement
     def place(
-        self, option: Option, pods: int, cpu: int, mem: int, pools: Sequence[int]
+        self,
+        option: Option,
+        pods: int,
+        cpu: int,
+        mem: int,
+        pools: Sequence[int],
+        nodes: frozenset[int] | None = None,
     ) -> Allocation | None:
-        """Place all pods (gang: all or nothing) at best-fit spots; None leaves no trace."""
+        """Place all pods (gang: all or nothing) at best-fit spots; None leaves no trace.
+
+        ``nodes`` restricts the choice further (``node_filter``); the fit count ignores it,
+        so it only costs time for the rare workloads that need it."""
         if not pools or self.capacity_bound(option, pools, enough=pods) < pods:
             return None
         allocation = Allocation(option, [], cpu, mem)
         for _ in range(pods):
-            pod = self._place_pod(option, cpu, mem, pools)
+            pod = self._place_pod(option, cpu, mem, pools, nodes)
             if pod is None:
                 self.release(allocation)
                 return None
             allocation.pods.append(pod)
         return allocation
 
-    def _fits_node(self, n: int, cpu: int, mem: int) -> bool:
-        return self.free_cpu[n] >= cpu and self.free_mem[n] >= mem
+    def _fits_node(self, n: int, cpu: int, mem: int, nodes: frozenset[int] | None) -> bool:
+        return self.free_cpu[n] >= cpu and self.free_mem[n] >= mem and (nodes is None or n in nodes)
 
     def _whole_order(self, pool: _Pool, k: int) -> Iterable[tuple[bool, int]]:
         """Bucket search order: used nodes before entirely free ones, smallest remainder first."""
@@ -275,7 +313,12 @@ class ClusterState:
                     yield entirely_free, free
 
     def _place_pod(
-        self, option: Option, cpu: int, mem: int, pools: Sequence[int]
+        self,
+        option: Option,
+        cpu: int,
+        mem: int,
+        pools: Sequence[int],
+        nodes: frozenset[int] | None,
     ) -> PodAlloc | None:
         if option.kind is Kind.WHOLE:
             k = option.per_pod
@@ -286,7 +329,8 @@ class ClusterState:
                     if best is not None and bucket >= best[:2]:
                         break
                     node = next(
-                        (n for n in pool.buckets[bucket] if self._fits_node(n, cpu, mem)), None
+                        (n for n in pool.buckets[bucket] if self._fits_node(n, cpu, mem, nodes)),
+                        None,
                     )
                     if node is not None:
                         best = (*bucket, p, node)
@@ -312,7 +356,7 @@ class ClusterState:
                     free, n, g = fr[i]
                     if found is not None and (free, n, g) >= found[:3]:
                         break
-                    if self._fits_node(n, cpu, mem):
+                    if self._fits_node(n, cpu, mem, nodes):
                         found = (free, n, g, p)
                         break
             if found is None:
@@ -325,7 +369,7 @@ class ClusterState:
                 for entry in self.pools[p].mig_free.get(profile, ()):
                     if slot is not None and entry >= slot:
                         break
-                    if self._fits_node(entry[0], cpu, mem):
+                    if self._fits_node(entry[0], cpu, mem, nodes):
                         slot = entry
                         break
             if slot is None:

@@ -110,8 +110,15 @@ def test_unhealthy_gpus_and_taints_and_selectors():
                                                                    operator="Exists"),)})
     assert state.capacity_bound(whole(1), state.eligible_pools(tolerant, whole(1))) == 3
     picky = plain.model_copy(update={"node_selector": {"zone": "a"}})
-    got = state.place(whole(1), 1, 0, 0, state.eligible_pools(picky, whole(1)))
+    # A selector first seen after compilation: pools do not key on it, a node filter does.
+    assert state.node_filter(plain) is None
+    got = state.place(whole(1), 1, 0, 0, state.eligible_pools(picky, whole(1)),
+                      state.node_filter(picky))
     assert state.placement_of(got)[0].node == "l"
+    # Compiled with the workload in the snapshot, pools key on its label: exact counts.
+    keyed = ClusterState(Snapshot(nodes=(sick, tainted, labelled), workloads=(picky,)), CATALOG)
+    assert keyed.node_filter(picky) is None
+    assert keyed.capacity_bound(whole(1), keyed.eligible_pools(picky, whole(1))) == 1
 
 
 def test_cpu_and_memory_constrain_the_node_choice():
