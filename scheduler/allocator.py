@@ -138,7 +138,7 @@ def _free_blocks(state: ClusterState, model: str) -> tuple[list[int], int, int, 
 
 
 def _solve_ilp(compiled: Compiled, greedy: CycleResult, time_limit_s: float) -> _Solved | None:
-    state, book, catalog = compiled.state, compiled.book, compiled.catalog
+    state, book = compiled.state, compiled.book
     classes = _classes(compiled.pending)
     if not classes:
         return None
@@ -165,7 +165,7 @@ def _solve_ilp(compiled: Compiled, greedy: CycleResult, time_limit_s: float) -> 
                 continue
             var = pulp.LpVariable(f"x_{ci}_{oi}", 0, upper, cat=pulp.LpInteger)
             x[(ci, oi)] = var
-            gpu_eq = option.gpu_equivalents_per_pod(catalog) * cls.pods
+            gpu_eq = cls.members[0].size
             objective.append(
                 (var, PRIORITY * cls.tier * gpu_eq - OPTION_RANK_PENALTY * oi * gpu_eq)
             )

@@ -63,6 +63,9 @@ class Entry:
     workload: Workload
     options: tuple[Option, ...]
     tier: float = 0.0
+    size: float = 0.0
+    """GPU-equivalents of work it asks for: its smallest option, whatever it lands on, so
+    the objective values work done, not devices consumed."""
 
     @property
     def order(self) -> tuple[int, int, str]:
@@ -135,6 +138,10 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
                 Entry(workload, resolve_options(workload, catalog, state.models_present))
             )
     _assign_tiers(pending)
+    for entry in pending:
+        entry.size = entry.workload.pods * min(
+            (_gpu_eq(o, catalog) for o in entry.options), default=0.0
+        )
     headroom: dict[tuple[str, str], float] = {}
     widths: dict[tuple[str, str], float] = {}
     wanted = {o.flavor for e in pending for o in e.options}
@@ -198,10 +205,42 @@ class Cycle:
         for victim in compiled.running:
             self.running.setdefault(victim.workload.queue, []).append(victim)
         self.failed_preemption: dict[tuple[str, str, int], int] = {}
+        self.reserving: dict[str, tuple[str, int]] = {}
+        """Pending workload → (flavor, amount) it holds in the quota book until decided."""
+        self.capacity_changed = False
+        """Set when a preemption or a reservation may have made room for work already left
+        waiting: the cycle then offers it the capacity again (work conservation)."""
+
+    def reserve_all(self, entries: Sequence[Entry]) -> None:
+        for entry in entries:
+            option = self._home_option(entry)
+            if option is not None:
+                amount = option.quota_per_pod * entry.workload.pods
+                self.book.reserve(entry.workload.queue, option.flavor, amount)
+                self.reserving[entry.workload.name] = (option.flavor, amount)
+
+    def _settle(self, entry: Entry) -> None:
+        held = self.reserving.pop(entry.workload.name, None)
+        if held is not None:
+            self.book.reserve(entry.workload.queue, held[0], -held[1])
+            self.capacity_changed = True
 
     # -- step 3: fair-share order over queue heads
+    def _home_option(self, entry: Entry) -> Option | None:
+        """What the workload's guarantee is measured on: its first option that fits within
+        the queue's nominal quota, else the first the queue has any quota for, else the
+        first option."""
+        w = entry.workload
+        for option in entry.options:
+            if self.book.within_nominal(w.queue, option.flavor, option.quota_per_pod * w.pods):
+                return option
+        for option in entry.options:
+            if self.book.nominal(w.queue, option.flavor) > 0:
+                return option
+        return entry.options[0] if entry.options else None
+
     def _key(self, entry: Entry) -> tuple[int, float]:
-        option = entry.options[0] if entry.options else None
+        option = self._home_option(entry)
         if option is None:
             return (0, 0.0)
         amount = option.quota_per_pod * entry.workload.pods
@@ -210,8 +249,16 @@ class Cycle:
         return (0 if within else 1, self.book.share(queue, option.flavor, amount))
 
     def run(self, entries: Sequence[Entry], hints: dict[str, int] | None) -> None:
+        """One pass over ``entries``. With ILP hints, hinted workloads go first among those of
+        the same queue and priority — never ahead of a higher priority."""
+        chosen = hints or {}
+
+        def order(e: Entry) -> tuple[str, int, bool, int, str]:
+            w = e.workload
+            return (w.queue, -w.priority, w.name not in chosen, w.created, w.name)
+
         per_queue: dict[str, deque[Entry]] = {}
-        for entry in sorted(entries, key=lambda e: (e.workload.queue, e.order)):
+        for entry in sorted(entries, key=order):
             per_queue.setdefault(entry.workload.queue, deque()).append(entry)
         heap = [(*self._key(d[0]), q) for q, d in per_queue.items()]
         heapq.heapify(heap)
@@ -226,9 +273,18 @@ class Cycle:
     # -- steps 3–4 for one workload
     def admit_or_explain(self, entry: Entry, hint: int | None = None) -> Verdict:
         w = entry.workload
+        self._settle(entry)
         options = list(entry.options)
         if hint is not None and 0 <= hint < len(options):
             options.insert(0, options.pop(hint))
+        else:
+            # An option within the queue's nominal quota before one that would borrow.
+            pods = w.pods
+            options.sort(
+                key=lambda o: (
+                    not self.book.within_nominal(w.queue, o.flavor, o.quota_per_pod * pods)
+                )
+            )
         if not options:
             return self._record(
                 Verdict(
@@ -333,6 +389,7 @@ class Cycle:
         if victims is None:
             self.failed_preemption[memo] = amount
             return None
+        self.capacity_changed = True
         for victim in victims:
             self.state.release(victim.allocation)
             self.book.charge(victim.workload.queue, victim.flavor, -victim.amount)
@@ -448,19 +505,55 @@ def _most_telling(failures: Iterable[tuple[Reason, str, str]]) -> tuple[Reason, 
 
 
 def run_cycle(compiled: Compiled, hints: dict[str, int] | None = None) -> CycleResult:
-    """Run steps 3–4. ``hints``: workload → option index chosen by the ILP (admit first)."""
+    """Run steps 3–4. ``hints``: workload → option index chosen by the ILP."""
     cycle = Cycle(compiled)
+    cycle.reserve_all(compiled.pending)
+    cycle.capacity_changed = False
     if hints is None:
         cycle.run(compiled.pending, None)
     else:
-        chosen = [e for e in compiled.pending if e.workload.name in hints]
-        rest = [e for e in compiled.pending if e.workload.name not in hints]
-        cycle.run(chosen, hints)
-        retry = [e for e in chosen if cycle.outcomes[e.workload.name].outcome is Outcome.PENDING]
-        cycle.run(rest + retry, None)
+        first, rest = _hinted_first(compiled.pending, hints)
+        cycle.run(first, hints)
+        cycle.run(rest, None)
+    for _ in range(3):
+        # Offer room freed by preemptions or released reservations to what still waits.
+        waiting = [
+            e
+            for e in compiled.pending
+            if cycle.outcomes[e.workload.name].outcome is Outcome.PENDING
+        ]
+        if not cycle.capacity_changed or not waiting:
+            break
+        cycle.capacity_changed = False
+        before = len(waiting)
+        cycle.run(waiting, None)
+        if (
+            sum(cycle.outcomes[e.workload.name].outcome is Outcome.PENDING for e in waiting)
+            == before
+        ):
+            break
     result = CycleResult(cycle.outcomes, cycle.evictions)
     result.objective = objective_of(compiled, result)
     return result
+
+
+def _hinted_first(
+    pending: Sequence[Entry], hints: dict[str, int]
+) -> tuple[list[Entry], list[Entry]]:
+    """Split for realizing an ILP answer: the workloads it chose go first, together with any
+    workload of the same queue that outranks one of them, so no priority is overtaken."""
+    lowest: dict[str, int] = {}
+    for entry in pending:
+        if entry.workload.name in hints:
+            queue, priority = entry.workload.queue, entry.workload.priority
+            lowest[queue] = min(lowest.get(queue, priority), priority)
+    first: list[Entry] = []
+    rest: list[Entry] = []
+    for entry in pending:
+        w = entry.workload
+        outranks = w.queue in lowest and w.priority > lowest[w.queue]
+        (first if w.name in hints or outranks else rest).append(entry)
+    return first, rest
 
 
 def objective_of(compiled: Compiled, result: CycleResult) -> float:
@@ -468,7 +561,7 @@ def objective_of(compiled: Compiled, result: CycleResult) -> float:
         Admitted(
             o.entry.workload.queue,
             o.option.flavor,
-            _gpu_eq(o.option, compiled.catalog) * o.entry.workload.pods,
+            o.entry.size,
             o.entry.tier,
         )
         for o in result.outcomes.values()

@@ -63,6 +63,10 @@ class QuotaBook:
         """(cohort, flavor) → quota the cohort's members lend in total."""
         self.drawn: dict[tuple[str, str], int] = {}
         """(cohort, flavor) → usage beyond members' kept quota, drawn from the lendable pool."""
+        self.reserved: dict[tuple[str, str], int] = {}
+        """(queue, flavor) → demand of the queue's undecided pending work: nobody may borrow
+        the queue's unused nominal quota out from under it within one decision."""
+        self.members: dict[str, list[str]] = {}
         for queue in queues:
             nominal: dict[str, int] = {}
             borrow: dict[str, int] = {}
@@ -76,6 +80,7 @@ class QuotaBook:
                 lend = quota.nominal if quota.lending_limit is None else quota.lending_limit
                 kept[flavor] = (quota.nominal - min(lend, quota.nominal)) * unit
             cohort = queue.cohort if queue.cohort is not None else f"\0{queue.name}"
+            self.members.setdefault(cohort, []).append(queue.name)
             self.accounts[queue.name] = _Account(
                 queue.name, cohort, queue.weight, nominal, borrow, kept
             )
@@ -131,7 +136,37 @@ class QuotaBook:
                 f"cohort {account.cohort} lends {fmt(flavor, spare)} more; "
                 f"needs {fmt(flavor, amount)}",
             )
+        if after > nominal:
+            held = self.held_for_others(queue, flavor)
+            if new_drawn + held > lendable:
+                return QuotaCheck(
+                    False,
+                    Reason.COHORT_EXHAUSTED,
+                    f"queue {queue} at {fmt(flavor, used)}/{fmt(flavor, nominal)} {flavor}; "
+                    f"cohort {account.cohort} lends {fmt(flavor, max(0, lendable - drawn))} "
+                    f"more, of which {fmt(flavor, held)} is kept for other queues' pending "
+                    f"work within their nominal quota; needs {fmt(flavor, amount)}",
+                )
         return QuotaCheck(True, Reason.ADMITTED, "", borrowing=after > nominal)
+
+    def reserve(self, queue: str, flavor: str, amount: int) -> None:
+        """Hold (or with a negative amount, release) unused nominal quota for pending work."""
+        key = (queue, flavor)
+        self.reserved[key] = self.reserved.get(key, 0) + amount
+
+    def held_for_others(self, queue: str, flavor: str) -> int:
+        """Unused nominal quota of the other cohort members that their pending work holds."""
+        cohort = self.accounts[queue].cohort
+        assert cohort is not None
+        held = 0
+        for other in self.members[cohort]:
+            want = self.reserved.get((other, flavor), 0)
+            if other == queue or want <= 0:
+                continue
+            account = self.accounts[other]
+            unused = account.nominal.get(flavor, 0) - account.usage.get(flavor, 0)
+            held += max(0, min(want, unused))
+        return held
 
     def charge(self, queue: str, flavor: str, amount: int) -> None:
         """Add (or with a negative amount, remove) usage."""

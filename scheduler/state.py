@@ -406,44 +406,38 @@ class ClusterState:
         self.gpu_free_milli[g] = new
 
     def _take_pod(self, pod: PodAlloc, cpu: int, mem: int) -> None:
-        self.free_cpu[pod.node] -= cpu
-        self.free_mem[pod.node] -= mem
-        if pod.mig_start is not None:
-            g = pod.gpus[0]
-            layout = self.gpu_mig[g]
-            assert layout is not None
-            layout[pod.mig_start][1] = True
-            free = self.pools[self.gpu_pool[g]].mig_free[str(layout[pod.mig_start][0])]
-            del free[bisect_left(free, (pod.node, g, pod.mig_start))]
-        elif pod.milli is not None:
-            g = pod.gpus[0]
-            self._set_milli(g, self.gpu_free_milli[g] - pod.milli)
-        else:
-            for g in pod.gpus:
-                self._set_milli(g, 0)
+        self._shift_pod(pod, cpu, mem, taking=True)
 
     def _release_pod(self, pod: PodAlloc, cpu: int, mem: int) -> None:
-        self.free_cpu[pod.node] += cpu
-        self.free_mem[pod.node] += mem
-        if pod.mig_start is not None:
-            g = pod.gpus[0]
-            layout = self.gpu_mig[g]
-            assert layout is not None
-            layout[pod.mig_start][1] = False
-            if self.gpu_healthy[g]:
-                pool = self.pools[self.gpu_pool[g]]
-                insort(
-                    pool.mig_free.setdefault(str(layout[pod.mig_start][0]), []),
-                    (pod.node, g, pod.mig_start),
+        self._shift_pod(pod, cpu, mem, taking=False)
+
+    def _shift_pod(self, pod: PodAlloc, cpu: int, mem: int, taking: bool) -> None:
+        """Take or give back one pod's share. An unhealthy GPU's capacity is in no free
+        list, so a pod still running on it is charged there without touching them."""
+        sign = -1 if taking else 1
+        self.free_cpu[pod.node] += sign * cpu
+        self.free_mem[pod.node] += sign * mem
+        for g in pod.gpus:
+            if pod.mig_start is not None:
+                layout = self.gpu_mig[g]
+                assert layout is not None
+                layout[pod.mig_start][1] = taking
+                if not self.gpu_healthy[g]:
+                    continue
+                free = self.pools[self.gpu_pool[g]].mig_free.setdefault(
+                    str(layout[pod.mig_start][0]), []
                 )
-        elif not self.gpu_healthy[pod.gpus[0]]:
-            return  # capacity of an unhealthy GPU is never offered again
-        elif pod.milli is not None:
-            g = pod.gpus[0]
-            self._set_milli(g, self.gpu_free_milli[g] + pod.milli)
-        else:
-            for g in pod.gpus:
-                self._set_milli(g, MILLI_PER_GPU)
+                entry = (pod.node, g, pod.mig_start)
+                if taking:
+                    del free[bisect_left(free, entry)]
+                else:
+                    insort(free, entry)
+            elif not self.gpu_healthy[g]:
+                continue
+            elif pod.milli is not None:
+                self._set_milli(g, self.gpu_free_milli[g] + sign * pod.milli)
+            else:
+                self._set_milli(g, 0 if taking else MILLI_PER_GPU)
 
     def take(self, allocation: Allocation) -> None:
         for pod in allocation.pods:
@@ -492,15 +486,10 @@ class ClusterState:
                         raise PlacementError(f"workload {name}: MIG slice used twice")
                 elif layout is not None:
                     raise PlacementError(f"workload {name}: GPU is MIG-partitioned")
-            if pod.mig_start is None and not all(self.gpu_healthy[g] for g in pod.gpus):
-                # Running on a GPU that has since failed: charge it without re-offering.
-                for g in pod.gpus:
-                    self.gpu_free_milli[g] = 0
-                self.free_cpu[pod.node] -= allocation.cpu_milli
-                self.free_mem[pod.node] -= allocation.memory_mib
-                continue
             need = pod.milli if pod.milli is not None else MILLI_PER_GPU
-            if pod.mig_start is None and any(self.gpu_free_milli[g] < need for g in pod.gpus):
+            if pod.mig_start is None and any(
+                self.gpu_healthy[g] and self.gpu_free_milli[g] < need for g in pod.gpus
+            ):
                 raise PlacementError(
                     f"workload {name}: GPU capacity on {self.node_names[pod.node]} used twice"
                 )
