@@ -34,17 +34,33 @@ _T = TypeVar("_T")
 
 # (kind, weight): the share of each kind of workload in the backlog.
 _KINDS: tuple[tuple[str, int], ...] = (
-    ("train", 40), ("gang", 10), ("notebook", 15), ("mig", 15), ("inference", 20)
+    ("train", 40),
+    ("gang", 10),
+    ("notebook", 15),
+    ("mig", 15),
+    ("inference", 20),
 )
 
 # Which teams submit each kind, and how often.
 _SUBMITTERS: dict[str, tuple[tuple[str, int], ...]] = {
-    "train": (("team-a", 3), ("team-b", 2), ("team-c", 2), ("team-d", 1), ("team-e", 1),
-              ("team-f", 1)),
+    "train": (
+        ("team-a", 3),
+        ("team-b", 2),
+        ("team-c", 2),
+        ("team-d", 1),
+        ("team-e", 1),
+        ("team-f", 1),
+    ),
     "gang": (("team-a", 3), ("team-b", 2), ("team-d", 1)),
     "notebook": (("team-a", 1), ("team-b", 1), ("team-c", 2), ("team-e", 1)),
-    "mig": (("team-a", 1), ("team-b", 1), ("team-c", 1), ("team-d", 2), ("team-e", 1),
-            ("team-f", 1)),
+    "mig": (
+        ("team-a", 1),
+        ("team-b", 1),
+        ("team-c", 1),
+        ("team-d", 2),
+        ("team-e", 1),
+        ("team-f", 1),
+    ),
     "inference": (("team-d", 3), ("team-e", 2), ("team-f", 2)),
 }
 
@@ -82,9 +98,7 @@ def default_snapshot() -> Snapshot:
     return load_snapshot_text(text, source=_CLUSTER_FILE)
 
 
-def demo_workloads(
-    seed: int = 0, count: int = 120, now: int = DEMO_NOW
-) -> tuple[Workload, ...]:
+def demo_workloads(seed: int = 0, count: int = 120, now: int = DEMO_NOW) -> tuple[Workload, ...]:
     """A pending backlog for the default cluster, the same for the same arguments.
 
     Oldest first; every workload is pending (no flavor, no placement) and created within

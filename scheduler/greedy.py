@@ -208,8 +208,9 @@ class Cycle:
         self.reserving: dict[str, tuple[str, int]] = {}
         """Pending workload → (flavor, amount) it holds in the quota book until decided."""
         self.capacity_changed = False
-        """Set when a preemption or a reservation may have made room for work already left
-        waiting: the cycle then offers it the capacity again (work conservation)."""
+        """Set when a preemption may have made room for work already left waiting: the cycle
+        then offers it the capacity again (work conservation), as it does when a borrower
+        was turned away for a reservation that has since been released."""
 
     def reserve_all(self, entries: Sequence[Entry]) -> None:
         for entry in entries:
@@ -223,7 +224,6 @@ class Cycle:
         held = self.reserving.pop(entry.workload.name, None)
         if held is not None:
             self.book.reserve(entry.workload.queue, held[0], -held[1])
-            self.capacity_changed = True
 
     # -- step 3: fair-share order over queue heads
     def _home_option(self, entry: Entry) -> Option | None:
@@ -522,9 +522,10 @@ def run_cycle(compiled: Compiled, hints: dict[str, int] | None = None) -> CycleR
             for e in compiled.pending
             if cycle.outcomes[e.workload.name].outcome is Outcome.PENDING
         ]
-        if not cycle.capacity_changed or not waiting:
+        if not (cycle.capacity_changed or compiled.book.refused_for_reservations) or not waiting:
             break
         cycle.capacity_changed = False
+        compiled.book.refused_for_reservations = False
         before = len(waiting)
         cycle.run(waiting, None)
         if (

@@ -251,8 +251,10 @@ def _repeats(names: Sequence[Hashable]) -> list[tuple[int, int]]:
 
 
 def _already_used(section: str, names: Sequence[str], field: str = "name") -> list[str]:
-    return [f"{section}[{i}].{field}: {names[i]!r} is already used by {section}[{j}]"
-            for i, j in _repeats(names)]
+    return [
+        f"{section}[{i}].{field}: {names[i]!r} is already used by {section}[{j}]"
+        for i, j in _repeats(names)
+    ]
 
 
 def _did_you_mean(name: str, options: Iterable[str]) -> str:
@@ -275,8 +277,9 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
         elif kind == "extra_forbidden":
             problems.append(f"{path}: {_unknown_field(loc)}")
         elif kind == "invalid_key":
-            problems.append(f"{_join('', *loc[:-1]) or '(top level)'}: key {_show(value)} "
-                            "is not a string")
+            problems.append(
+                f"{_join('', *loc[:-1]) or '(top level)'}: key {_show(value)} is not a string"
+            )
         elif kind == "value_error":
             msg = msg.removeprefix("Value error, ")
             scalar = not isinstance(value, Mapping | list | tuple)
@@ -297,8 +300,9 @@ def _unknown_field(loc: tuple[int | str, ...]) -> str:
         return "unknown field"
     fields = list(owner.model_fields)
     label = "snapshot" if owner is SnapshotFile else owner.__name__
-    return (f"unknown field{_did_you_mean(str(loc[-1]), fields)} "
-            f"({label} fields: {', '.join(fields)})")
+    return (
+        f"unknown field{_did_you_mean(str(loc[-1]), fields)} ({label} fields: {', '.join(fields)})"
+    )
 
 
 def _model_at(root: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
@@ -346,8 +350,10 @@ def _checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
     base = default_catalog()
     keys = [model.name.lower() for model in snapshot.gpu_models]
     repeated = dict(_repeats(keys))
-    problems += [f"gpu_models[{i}].name: {snapshot.gpu_models[i].name!r} is already used by "
-                 f"gpu_models[{j}]" for i, j in repeated.items()]
+    problems += [
+        f"gpu_models[{i}].name: {snapshot.gpu_models[i].name!r} is already used by gpu_models[{j}]"
+        for i, j in repeated.items()
+    ]
     extra = []
     for i, model in enumerate(snapshot.gpu_models):
         path = f"gpu_models[{i}]"
@@ -366,18 +372,30 @@ def _checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
             owner = base.get(product)
             if owner is not None and owner.name.lower() != key:
                 clash = True
-                problems.append(f"{path}.products[{j}]: {product!r} is already a product of "
-                                f"the built-in {owner.name}")
+                problems.append(
+                    f"{path}.products[{j}]: {product!r} is already a product of "
+                    f"the built-in {owner.name}"
+                )
         if not (math.isfinite(model.relative_throughput) and model.relative_throughput > 0):
-            problems.append(f"{path}.relative_throughput: {model.relative_throughput} must be "
-                            "a finite number greater than 0")
+            problems.append(
+                f"{path}.relative_throughput: {model.relative_throughput} must be "
+                "a finite number greater than 0"
+            )
         if not (math.isfinite(model.price_per_hour) and model.price_per_hour >= 0):
-            problems.append(f"{path}.price_per_hour: {model.price_per_hour} must be a finite "
-                            "number, 0 or more")
+            problems.append(
+                f"{path}.price_per_hour: {model.price_per_hour} must be a finite number, 0 or more"
+            )
         if clash:
             continue  # adding it would make a product label ambiguous
-        extra.append((model.name, model.memory_mib, model.relative_throughput,
-                      model.price_per_hour, model.products))
+        extra.append(
+            (
+                model.name,
+                model.memory_mib,
+                model.relative_throughput,
+                model.price_per_hour,
+                model.products,
+            )
+        )
     catalog = catalog_with(tuple(extra), {})
     prices = {}
     for name, price in snapshot.prices.items():
@@ -399,8 +417,9 @@ def _pool_problems(pool: NodePool, path: str, catalog: Catalog) -> list[str]:
     if pool.mig_gpus is not None and pool.mig_layout is None:
         problems.append(f"{path}.mig_gpus: {pool.mig_gpus} needs a mig_layout to apply")
     if pool.mig_gpus is not None and pool.mig_gpus > pool.gpus_per_node:
-        problems.append(f"{path}.mig_gpus: {pool.mig_gpus} is more than gpus_per_node "
-                        f"({pool.gpus_per_node})")
+        problems.append(
+            f"{path}.mig_gpus: {pool.mig_gpus} is more than gpus_per_node ({pool.gpus_per_node})"
+        )
     if pool.mig_layout is not None:
         problems += _mig_layout_problems(model, pool.mig_layout, f"{path}.mig_layout", catalog)
     product = pool.labels.get(_PRODUCT_LABEL)
@@ -411,9 +430,11 @@ def _pool_problems(pool: NodePool, path: str, catalog: Catalog) -> list[str]:
             f"{model.name}, the pool's gpu_model"
         )
     if _HOSTNAME_LABEL in pool.labels:
-        problems.append(f"{_join(path, 'labels', _HOSTNAME_LABEL)}: "
-                        f"{pool.labels[_HOSTNAME_LABEL]!r} is set per node from its name; "
-                        "remove it")
+        problems.append(
+            f"{_join(path, 'labels', _HOSTNAME_LABEL)}: "
+            f"{pool.labels[_HOSTNAME_LABEL]!r} is set per node from its name; "
+            "remove it"
+        )
     return problems
 
 
@@ -425,8 +446,12 @@ def _expand_pool(pool: NodePool, catalog: Catalog) -> list[Node]:
     if pool.mig_layout is not None:
         mig_gpus = pool.gpus_per_node if pool.mig_gpus is None else pool.mig_gpus
     gpus = tuple(
-        Gpu(index=i, model=model_name, mig=pool.mig_layout if i < mig_gpus else None,
-            shared=pool.shared and i >= mig_gpus)
+        Gpu(
+            index=i,
+            model=model_name,
+            mig=pool.mig_layout if i < mig_gpus else None,
+            shared=pool.shared and i >= mig_gpus,
+        )
         for i in range(pool.gpus_per_node)
     )
     width = max(3, len(str(pool.count - 1)))
@@ -438,9 +463,16 @@ def _expand_pool(pool: NodePool, catalog: Catalog) -> list[Node]:
     nodes = []
     for n in range(pool.count):
         name = f"{pool.name}-{n:0{width}d}"
-        nodes.append(Node(name=name, labels={**generated, **pool.labels, _HOSTNAME_LABEL: name},
-                          taints=pool.taints, gpus=gpus, cpu_milli=pool.cpu_milli,
-                          memory_mib=pool.memory_mib))
+        nodes.append(
+            Node(
+                name=name,
+                labels={**generated, **pool.labels, _HOSTNAME_LABEL: name},
+                taints=pool.taints,
+                gpus=gpus,
+                cpu_milli=pool.cpu_milli,
+                memory_mib=pool.memory_mib,
+            )
+        )
     return nodes
 
 
@@ -460,34 +492,45 @@ def _mig_layout_problems(
         profile = model.mig_profile(piece.profile)
         if profile is None:
             names = ", ".join(p.name for p in model.mig_profiles)
-            problems.append(f"{where}.profile: {piece.profile!r} is not a MIG profile of "
-                            f"{model.name} (profiles: {names})")
+            problems.append(
+                f"{where}.profile: {piece.profile!r} is not a MIG profile of "
+                f"{model.name} (profiles: {names})"
+            )
             continue
         placement = next((p for p in profile.placements if p.start == piece.start), None)
         if placement is None:
             starts = ", ".join(str(p.start) for p in profile.placements)
-            problems.append(f"{where}.start: {piece.start} is not a valid start for "
-                            f"{profile.name} on {model.name} (valid: {starts})")
+            problems.append(
+                f"{where}.start: {piece.start} is not a valid start for "
+                f"{profile.name} on {model.name} (valid: {starts})"
+            )
             continue
         label = f"{profile.name}@{piece.start}"
         compute += profile.compute_slices
         counts[profile.name] += 1
         if "+me" in profile.name:
             if media is not None:
-                problems.append(f"{where}.profile: {profile.name!r} is a second media-extension "
-                                f"(+me) instance; a GPU has one (first: {path}[{media}])")
+                problems.append(
+                    f"{where}.profile: {profile.name!r} is a second media-extension "
+                    f"(+me) instance; a GPU has one (first: {path}[{media}])"
+                )
             media = k if media is None else media
         elif counts[profile.name] == profile.max_count + 1:
-            problems.append(f"{where}.profile: {profile.name!r} appears more than "
-                            f"{profile.max_count} times, its maximum on {model.name}")
+            problems.append(
+                f"{where}.profile: {profile.name!r} appears more than "
+                f"{profile.max_count} times, its maximum on {model.name}"
+            )
         for other, mask, other_label in taken:
             if mask & placement.mask:
-                problems.append(f"{where}: {label} overlaps {path}[{other}] ({other_label}) "
-                                "in memory slices")
+                problems.append(
+                    f"{where}: {label} overlaps {path}[{other}] ({other_label}) in memory slices"
+                )
         taken.append((k, placement.mask, label))
     if compute > model.mig_compute_slices:
-        problems.append(f"{path}: compute slices sum to {compute}, more than the "
-                        f"{model.mig_compute_slices} of {model.name}")
+        problems.append(
+            f"{path}: compute slices sum to {compute}, more than the "
+            f"{model.mig_compute_slices} of {model.name}"
+        )
     return problems
 
 
@@ -528,16 +571,18 @@ class _Checks:
             if pool is not None and j in self.pool_of_node:
                 continue  # two pools of one name, reported on the pool
             where = f"nodes[{i}].name" if pool is None else f"node_pools[{pool}]"
-            self.problems.append(f"{where}: node name {nodes[i].name!r} is already used by "
-                                 f"nodes[{j}]")
+            self.problems.append(
+                f"{where}: node name {nodes[i].name!r} is already used by nodes[{j}]"
+            )
         for i, node in enumerate(nodes):
             if i not in self.pool_of_node:  # a pool's GPUs were checked once, on the pool
                 self._gpus(node, f"nodes[{i}]")
 
     def _gpus(self, node: Node, path: str) -> None:
         for j, k in _repeats([gpu.index for gpu in node.gpus]):
-            self.problems.append(f"{path}.gpus[{j}].index: {node.gpus[j].index} is already "
-                                 f"used by {path}.gpus[{k}]")
+            self.problems.append(
+                f"{path}.gpus[{j}].index: {node.gpus[j].index} is already used by {path}.gpus[{k}]"
+            )
         for j, gpu in enumerate(node.gpus):
             where = f"{path}.gpus[{j}]"
             model = self.catalog.get(gpu.model)
@@ -545,10 +590,11 @@ class _Checks:
                 self.problems.append(f"{where}.model: {_unknown_model(gpu.model, self.catalog)}")
             elif gpu.mig is not None:
                 if gpu.shared:
-                    self.problems.append(f"{where}.shared: true conflicts with mig: fractional "
-                                         "pods share whole GPUs, not MIG-partitioned ones")
-                self.problems += _mig_layout_problems(model, gpu.mig, f"{where}.mig",
-                                                      self.catalog)
+                    self.problems.append(
+                        f"{where}.shared: true conflicts with mig: fractional "
+                        "pods share whole GPUs, not MIG-partitioned ones"
+                    )
+                self.problems += _mig_layout_problems(model, gpu.mig, f"{where}.mig", self.catalog)
 
     def _flavor(self, flavor: str) -> tuple[str | None, str]:
         """The canonical flavor name, or None and why not."""
@@ -556,13 +602,17 @@ class _Checks:
             profile = flavor.removeprefix("mig-")
             if profile in self.profiles:
                 return flavor, ""
-            return None, (f"{flavor!r} is not a known flavor: no GPU model has MIG profile "
-                          f"{profile!r}{_did_you_mean(profile, self.profiles)}")
+            return None, (
+                f"{flavor!r} is not a known flavor: no GPU model has MIG profile "
+                f"{profile!r}{_did_you_mean(profile, self.profiles)}"
+            )
         model = self.catalog.get(flavor)
         if model is not None:
             return model.name, ""
-        return None, (f"{flavor!r} is not a known flavor (a GPU model: "
-                      f"{', '.join(self.catalog.names())}; or mig-<profile>)")
+        return None, (
+            f"{flavor!r} is not a known flavor (a GPU model: "
+            f"{', '.join(self.catalog.names())}; or mig-<profile>)"
+        )
 
     def _queues(self) -> None:
         self.problems += _already_used("queues", [q.name for q in self.snapshot.queues])
@@ -577,18 +627,23 @@ class _Checks:
                 if flavor is None:
                     self.problems.append(f"{where}: {why}")
                 elif flavor in flavors:
-                    self.problems.append(f"{where}: {key!r} is the same flavor as "
-                                         f"{flavors[flavor]!r}")
+                    self.problems.append(
+                        f"{where}: {key!r} is the same flavor as {flavors[flavor]!r}"
+                    )
                 else:
                     flavors[flavor] = key
                 for limit in ("borrowing_limit", "lending_limit"):
                     value = getattr(quota, limit)
                     if value is not None and queue.cohort is None:
-                        self.problems.append(f"{where}.{limit}: {value} needs a cohort, and "
-                                             f"queue {queue.name!r} has none")
+                        self.problems.append(
+                            f"{where}.{limit}: {value} needs a cohort, and "
+                            f"queue {queue.name!r} has none"
+                        )
                 if quota.lending_limit is not None and quota.lending_limit > quota.nominal:
-                    self.problems.append(f"{where}.lending_limit: {quota.lending_limit} is more "
-                                         f"than the nominal quota {quota.nominal}")
+                    self.problems.append(
+                        f"{where}.lending_limit: {quota.lending_limit} is more "
+                        f"than the nominal quota {quota.nominal}"
+                    )
 
     def _workloads(self) -> None:
         self.problems += _already_used("workloads", [w.name for w in self.snapshot.workloads])
@@ -597,11 +652,14 @@ class _Checks:
             queue = self.queues.get(workload.queue)
             if queue is None:
                 known = ", ".join(self.queues) or "none"
-                self.problems.append(f"{path}.queue: {workload.queue!r} is not a queue "
-                                     f"(queues: {known})")
+                self.problems.append(
+                    f"{path}.queue: {workload.queue!r} is not a queue (queues: {known})"
+                )
             elif queue.max_priority is not None and workload.priority > queue.max_priority:
-                self.problems.append(f"{path}.priority: {workload.priority} is above the "
-                                     f"max_priority {queue.max_priority} of queue {queue.name!r}")
+                self.problems.append(
+                    f"{path}.priority: {workload.priority} is above the "
+                    f"max_priority {queue.max_priority} of queue {queue.name!r}"
+                )
             self._demand(workload, path)
             if workload.flavor is not None:
                 flavor, why = self._flavor(workload.flavor)
@@ -614,12 +672,15 @@ class _Checks:
         demand = workload.demand
         for k, name in enumerate(demand.models):
             if self.catalog.get(name) is None:
-                self.problems.append(f"{path}.demand.models[{k}]: "
-                                     f"{_unknown_model(name, self.catalog)}")
+                self.problems.append(
+                    f"{path}.demand.models[{k}]: {_unknown_model(name, self.catalog)}"
+                )
         if demand.mig_profile is not None and demand.mig_profile not in self.profiles:
-            self.problems.append(f"{path}.demand.mig_profile: {demand.mig_profile!r} is not a "
-                                 "MIG profile of any known GPU model"
-                                 f"{_did_you_mean(demand.mig_profile, self.profiles)}")
+            self.problems.append(
+                f"{path}.demand.mig_profile: {demand.mig_profile!r} is not a "
+                "MIG profile of any known GPU model"
+                f"{_did_you_mean(demand.mig_profile, self.profiles)}"
+            )
         for name, speed in workload.throughput.items():
             where = _join(path, "throughput", name)
             if self.catalog.get(name) is None:
@@ -632,29 +693,37 @@ class _Checks:
         demand = workload.demand
         flavor = self._flavor(workload.flavor)[0] if workload.flavor is not None else None
         if workload.flavor is None:
-            self.problems.append(f"{path}.flavor: is required on a running workload "
-                                 "(placement is set)")
+            self.problems.append(
+                f"{path}.flavor: is required on a running workload (placement is set)"
+            )
         if len(placement) != workload.pods:
-            self.problems.append(f"{path}.placement: {len(placement)} pod placements for "
-                                 f"{workload.pods} pods")
+            self.problems.append(
+                f"{path}.placement: {len(placement)} pod placements for {workload.pods} pods"
+            )
         mig_flavor = flavor is not None and flavor.startswith("mig-")
         if demand.mig_profile is not None:
             expected = "mig"
             wanted = flavor_of_mig(demand.mig_profile)
             if flavor is not None and flavor != wanted:
-                self.problems.append(f"{path}.flavor: {workload.flavor!r} does not match the "
-                                     f"demand's MIG profile ({wanted!r})")
+                self.problems.append(
+                    f"{path}.flavor: {workload.flavor!r} does not match the "
+                    f"demand's MIG profile ({wanted!r})"
+                )
         elif demand.gpu_memory_mib is not None:
             expected = "mig" if mig_flavor else "whole"
         else:
             expected = "whole" if demand.gpus is not None else "milli"
             if mig_flavor:
-                self.problems.append(f"{path}.flavor: {workload.flavor!r} is a MIG flavor, but "
-                                     "the demand is not for a MIG profile or GPU memory")
+                self.problems.append(
+                    f"{path}.flavor: {workload.flavor!r} is a MIG flavor, but "
+                    "the demand is not for a MIG profile or GPU memory"
+                )
         allowed = {m.name for name in demand.models if (m := self.catalog.get(name))}
         if flavor is not None and not mig_flavor and allowed and flavor not in allowed:
-            self.problems.append(f"{path}.flavor: {workload.flavor!r} is not one of the "
-                                 f"demand's models ({', '.join(demand.models)})")
+            self.problems.append(
+                f"{path}.flavor: {workload.flavor!r} is not one of the "
+                f"demand's models ({', '.join(demand.models)})"
+            )
         for p, pod in enumerate(placement):
             self._pod(workload, f"{path}.placement[{p}]", pod, expected, flavor)
 
@@ -669,18 +738,20 @@ class _Checks:
         missing = [k for k, index in enumerate(pod.gpus) if index not in gpus]
         for k in missing:
             have = ", ".join(str(i) for i in sorted(gpus)) or "none"
-            self.problems.append(f"{path}.gpus[{k}]: {pod.gpus[k]} is not a GPU index on node "
-                                 f"{pod.node!r} (indices: {have})")
+            self.problems.append(
+                f"{path}.gpus[{k}]: {pod.gpus[k]} is not a GPU index on node "
+                f"{pod.node!r} (indices: {have})"
+            )
         if len(set(pod.gpus)) != len(pod.gpus):
             self.problems.append(f"{path}.gpus: {list(pod.gpus)} lists a GPU twice")
         kind = "mig" if pod.mig_start is not None else "whole" if pod.milli is None else "milli"
         # The model already rejected both kinds at once, empty gpus and milli out of range.
         if kind != expected:
-            self.problems.append(f"{path}: a {_KINDS[kind]} placement, but the demand needs "
-                                 f"a {_KINDS[expected]} one")
+            self.problems.append(
+                f"{path}: a {_KINDS[kind]} placement, but the demand needs a {_KINDS[expected]} one"
+            )
         elif len(pod.gpus) != (want := workload.demand.gpus or 1):
-            self.problems.append(f"{path}.gpus: {len(pod.gpus)} GPUs for a pod that needs "
-                                 f"{want}")
+            self.problems.append(f"{path}.gpus: {len(pod.gpus)} GPUs for a pod that needs {want}")
         elif not missing:
             for k, index in enumerate(pod.gpus):
                 self._use(workload.name, path, k, pod, gpus[index], flavor)
@@ -694,22 +765,28 @@ class _Checks:
         what = f"GPU {gpu.index} on node {pod.node!r}"
         model = self.catalog.get(gpu.model)
         if flavor in self.model_names and model is not None and model.name != flavor:
-            self.problems.append(f"{where}: {what} is a {model.name}, not the workload's "
-                                 f"flavor {flavor}")
+            self.problems.append(
+                f"{where}: {what} is a {model.name}, not the workload's flavor {flavor}"
+            )
         if pod.mig_start is not None:
             self._slice(owner, f"{path}.mig_start", gpu, what, key, pod.mig_start, flavor)
         elif pod.milli is not None:
             self._milli(owner, f"{path}.milli", gpu, what, key, pod.milli)
         elif gpu.mig is not None:
-            self.problems.append(f"{where}: {what} is MIG-partitioned; it has no whole GPU to "
-                                 "give")
+            self.problems.append(f"{where}: {what} is MIG-partitioned; it has no whole GPU to give")
         elif (user := self.whole_users.get(key) or self.milli_users.get(key)) is not None:
             self.problems.append(f"{where}: {what} is already used by workload {user!r}")
         else:
             self.whole_users[key] = owner
 
     def _slice(
-        self, owner: str, where: str, gpu: Gpu, what: str, key: tuple[str, int], start: int,
+        self,
+        owner: str,
+        where: str,
+        gpu: Gpu,
+        what: str,
+        key: tuple[str, int],
+        start: int,
         flavor: str | None,
     ) -> None:
         if gpu.mig is None:
@@ -718,30 +795,39 @@ class _Checks:
         piece = next((s for s in gpu.mig if s.start == start), None)
         if piece is None:
             have = ", ".join(f"{s.profile}@{s.start}" for s in gpu.mig) or "none"
-            self.problems.append(f"{where}: {start} is not the start of a MIG slice on {what} "
-                                 f"(slices: {have})")
+            self.problems.append(
+                f"{where}: {start} is not the start of a MIG slice on {what} (slices: {have})"
+            )
             return
         if flavor is not None and flavor != flavor_of_mig(piece.profile):
-            self.problems.append(f"{where}: the slice at {start} on {what} is "
-                                 f"{piece.profile}, not the workload's flavor {flavor}")
+            self.problems.append(
+                f"{where}: the slice at {start} on {what} is "
+                f"{piece.profile}, not the workload's flavor {flavor}"
+            )
         if (user := self.slice_users.get((*key, start))) is not None:
-            self.problems.append(f"{where}: slice {piece.profile}@{start} on {what} is already "
-                                 f"used by workload {user!r}")
+            self.problems.append(
+                f"{where}: slice {piece.profile}@{start} on {what} is already "
+                f"used by workload {user!r}"
+            )
         self.slice_users.setdefault((*key, start), owner)
 
     def _milli(
         self, owner: str, where: str, gpu: Gpu, what: str, key: tuple[str, int], milli: int
     ) -> None:
         if gpu.mig is not None or not gpu.shared:
-            self.problems.append(f"{where}: {milli} is on {what}, which is not shared "
-                                 "(time-sliced)")
+            self.problems.append(
+                f"{where}: {milli} is on {what}, which is not shared (time-sliced)"
+            )
         if key in self.whole_users:
-            self.problems.append(f"{where}: {what} is already used whole by workload "
-                                 f"{self.whole_users[key]!r}")
+            self.problems.append(
+                f"{where}: {what} is already used whole by workload {self.whole_users[key]!r}"
+            )
         before = self.milli_used.get(key, 0)
         if before <= MILLI_PER_GPU < before + milli:
-            self.problems.append(f"{where}: {milli} takes {what} to {before + milli} milli-GPU, "
-                                 f"more than {MILLI_PER_GPU}")
+            self.problems.append(
+                f"{where}: {milli} takes {what} to {before + milli} milli-GPU, "
+                f"more than {MILLI_PER_GPU}"
+            )
         self.milli_used[key] = before + milli
         self.milli_users.setdefault(key, owner)
 

@@ -67,6 +67,8 @@ class QuotaBook:
         """(queue, flavor) → demand of the queue's undecided pending work: nobody may borrow
         the queue's unused nominal quota out from under it within one decision."""
         self.members: dict[str, list[str]] = {}
+        self.refused_for_reservations = False
+        """Set when a borrower was turned away to keep another queue's reservation."""
         for queue in queues:
             nominal: dict[str, int] = {}
             borrow: dict[str, int] = {}
@@ -139,6 +141,7 @@ class QuotaBook:
         if after > nominal:
             held = self.held_for_others(queue, flavor)
             if new_drawn + held > lendable:
+                self.refused_for_reservations = True
                 return QuotaCheck(
                     False,
                     Reason.COHORT_EXHAUSTED,
