@@ -137,7 +137,15 @@ def _free_blocks(state: ClusterState, model: str) -> tuple[list[int], int, int, 
     return blocks, shared_milli, total_milli, used_node_gpus, sum(blocks)
 
 
-def _solve_ilp(compiled: Compiled, greedy: CycleResult, time_limit_s: float) -> _Solved | None:
+MIN_SOLVE_S = 0.02
+"""Below this much solver time the ILP cannot improve on greedy: skip it."""
+
+
+def _solve_ilp(
+    compiled: Compiled, greedy: CycleResult, time_left: Callable[[], float]
+) -> _Solved | None:
+    """Build and solve the class ILP; ``time_left()`` is the solver's share of the budget,
+    read after the model is built so building counts against the budget too."""
     state, book = compiled.state, compiled.book
     classes = _classes(compiled.pending)
     if not classes:
@@ -274,7 +282,12 @@ def _solve_ilp(compiled: Compiled, greedy: CycleResult, time_limit_s: float) -> 
             counts[(ci, oi)] = counts.get((ci, oi), 0) + 1
     start = {var.name: float(counts.get(key, 0)) for key, var in x.items()}
 
-    solver = _WarmHiGHS(start, msg=False, timeLimit=max(0.05, time_limit_s), threads=1)
+    solve_s = time_left()
+    if solve_s < MIN_SOLVE_S:
+        return _Solved(
+            {}, "budget spent building the ILP", None, len(problem.variables()), len(classes)
+        )
+    solver = _WarmHiGHS(start, msg=False, timeLimit=solve_s, threads=1)
     problem.solve(solver)
     status = solver.model_status or pulp.LpStatus[problem.status]
     if problem.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
@@ -326,13 +339,18 @@ def decide(
 
     if not use_ilp or not compiled.pending:
         return to_decision(compiled, greedy, stats("greedy", "greedy only", greedy.objective))
-    remaining_s = budget_ms / 1000.0 - (clock() - started) - 1.5 * greedy_s
-    if remaining_s <= 0.01:
+    # Realizing the ILP's answer costs about one more greedy cycle: keep that in reserve.
+    deadline = started + budget_ms / 1000.0 - 1.2 * greedy_s
+
+    def time_left() -> float:
+        return deadline - clock()
+
+    if time_left() < MIN_SOLVE_S + greedy_s / 4:
         return to_decision(
             compiled, greedy, stats("greedy", "budget spent before the ILP", greedy.objective)
         )
     fresh = compile_snapshot(snapshot, catalog)
-    solved = _solve_ilp(fresh, greedy, remaining_s)
+    solved = _solve_ilp(fresh, greedy, time_left)
     if solved is None:
         return to_decision(
             compiled, greedy, stats("greedy", "nothing to optimize", greedy.objective)

@@ -596,7 +596,9 @@ def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> 
         if o.allocation is not None:
             placement = state.placement_of(o.allocation)
         decisions.append(
-            WorkloadDecision(
+            # Built from values the cycle produced and checked: skip re-validation, which
+            # costs more than the decision itself at thousands of workloads.
+            WorkloadDecision.model_construct(
                 workload=entry.workload.name,
                 queue=entry.workload.queue,
                 outcome=o.outcome,

@@ -497,7 +497,7 @@ class ClusterState:
 
     def placement_of(self, allocation: Allocation) -> tuple[PodPlacement, ...]:
         return tuple(
-            PodPlacement(
+            PodPlacement.model_construct(
                 node=self.node_names[pod.node],
                 gpus=tuple(self.gpu_index[g] for g in pod.gpus),
                 mig_start=pod.mig_start,
