@@ -171,7 +171,7 @@ def _solve_ilp(
             upper = min(n, state.capacity_bound(option, pools) // cls.pods) if pools else 0
             if upper <= 0:
                 continue
-            var = pulp.LpVariable(f"x_{ci}_{oi}", 0, upper, cat=pulp.LpInteger)
+            var = problem.add_variable(f"x_{ci}_{oi}", 0, upper, cat=pulp.LpInteger)
             x[(ci, oi)] = var
             gpu_eq = cls.members[0].size
             objective.append(
@@ -224,7 +224,7 @@ def _solve_ilp(
         whole = [(var, pods * k) for k in sizes for var, pods in whole_terms[(model, k)]]
         if whole:
             # GPUs taken from entirely free nodes beyond what used nodes can absorb.
-            spill = pulp.LpVariable(f"spill_{model}", 0)
+            spill = problem.add_variable(f"spill_{model}", 0)
             problem += spill >= affine(whole) - used_node_gpus, f"spill_{model}"
             fragment_vars.append(spill)
     for profile, terms in mig_terms.items():
@@ -241,7 +241,7 @@ def _solve_ilp(
         if limit is not None and limit < (1 << 61):
             problem += affine(terms) <= nominal + limit - used, f"borrow_{queue}_{flavor}"
         assert account.cohort is not None
-        r = pulp.LpVariable(f"draw_{queue}_{flavor}", 0)
+        r = problem.add_variable(f"draw_{queue}_{flavor}", 0)
         kept = account.kept.get(flavor, 0)
         problem += r >= affine(terms) + (used - kept), f"drawdef_{queue}_{flavor}"
         drawn_terms.setdefault((account.cohort, flavor), []).append((r, 1.0))
@@ -257,11 +257,11 @@ def _solve_ilp(
     # Utility: guarantee, then concave weighted borrowing (scheduler.objective).
     for key, terms in gpu_terms.items():
         queue, flavor = key
-        g = pulp.LpVariable(f"g_{queue}_{flavor}", 0, compiled.headroom.get(key, 0.0))
+        g = problem.add_variable(f"g_{queue}_{flavor}", 0, compiled.headroom.get(key, 0.0))
         segments = []
         width = compiled.widths.get(key, 1.0)
         for j in range(SEGMENTS):
-            seg = pulp.LpVariable(
+            seg = problem.add_variable(
                 f"b_{queue}_{flavor}_{j}", 0, None if j == SEGMENTS - 1 else width
             )
             segments.append(seg)

@@ -14,15 +14,16 @@ Placements are applied and undone in place (``take``/``release``), so "what if" 
 
 from __future__ import annotations
 
+import heapq
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option
 from scheduler.model import Node, PodPlacement, Snapshot, Taint, Toleration, Workload
 
-__all__ = ["Allocation", "ClusterState", "PlacementError", "PodAlloc"]
+__all__ = ["Allocation", "ClusterState", "NodeSet", "PlacementError", "PodAlloc"]
 
 UNTRACKED = 1 << 62
 """Free CPU/memory of a node whose allocatable is not tracked: never the constraint."""
@@ -49,6 +50,42 @@ class Allocation:
     memory_mib: int
 
 
+class NodeSet:
+    """Nodes with the same free capacity, lowest id first whatever the history.
+
+    A set plus a lazily cleaned heap: add, discard and "first" are O(log n), so the node a
+    pod lands on depends only on the current free state — undoing a placement and asking
+    again gives the same answer."""
+
+    __slots__ = ("_heap", "_members")
+
+    def __init__(self) -> None:
+        self._members: set[int] = set()
+        self._heap: list[int] = []
+
+    def add(self, node: int) -> None:
+        if node not in self._members:
+            self._members.add(node)
+            heapq.heappush(self._heap, node)
+
+    def discard(self, node: int) -> None:
+        self._members.discard(node)
+        if len(self._heap) > 2 * len(self._members) + 16:
+            self._heap = sorted(self._members)
+
+    def first(self) -> int | None:
+        heap = self._heap
+        while heap and heap[0] not in self._members:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self._members))
+
+
 @dataclass(slots=True)
 class _Pool:
     model: str
@@ -58,8 +95,8 @@ class _Pool:
     node_size: dict[int, int] = field(default_factory=dict)
     """Healthy non-MIG GPUs of this model per node (its size when entirely free)."""
     whole_free: dict[int, int] = field(default_factory=dict)
-    buckets: dict[tuple[bool, int], dict[int, None]] = field(default_factory=dict)
-    """(node entirely free?, free whole GPUs) → ordered set of nodes."""
+    buckets: dict[tuple[bool, int], NodeSet] = field(default_factory=dict)
+    """(node entirely free?, free whole GPUs) → the nodes in that state."""
     max_size: int = 0
     fractions: list[tuple[int, int, int]] = field(default_factory=list)
     """Sorted (free milli, node, gpu) of shared GPUs with free capacity."""
@@ -163,7 +200,7 @@ class ClusterState:
                 size = pool.node_size[n]
                 pool.max_size = max(pool.max_size, size)
                 if size:
-                    pool.buckets.setdefault((True, size), {})[n] = None
+                    pool.buckets.setdefault((True, size), NodeSet()).add(n)
 
     # ------------------------------------------------------------- eligibility
     def eligible_pools(self, workload: Workload, option: Option) -> tuple[int, ...]:
@@ -328,10 +365,12 @@ class ClusterState:
                 for bucket in self._whole_order(pool, k):
                     if best is not None and bucket >= best[:2]:
                         break
-                    node = next(
-                        (n for n in pool.buckets[bucket] if self._fits_node(n, cpu, mem, nodes)),
-                        None,
-                    )
+                    candidates = pool.buckets[bucket]
+                    node = candidates.first()
+                    if node is not None and not self._fits_node(node, cpu, mem, nodes):
+                        node = next(
+                            (n for n in candidates if self._fits_node(n, cpu, mem, nodes)), None
+                        )
                     if node is not None:
                         best = (*bucket, p, node)
                         break
@@ -383,11 +422,11 @@ class ClusterState:
         free = pool.whole_free[n]
         size = pool.node_size[n]
         if free:
-            del pool.buckets[(free == size, free)][n]
+            pool.buckets[(free == size, free)].discard(n)
         free += delta
         pool.whole_free[n] = free
         if free:
-            pool.buckets.setdefault((free == size, free), {})[n] = None
+            pool.buckets.setdefault((free == size, free), NodeSet()).add(n)
 
     def _set_milli(self, g: int, new: int) -> None:
         """Change a non-MIG GPU's free milli, keeping buckets and fraction lists in step."""
