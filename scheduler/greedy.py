@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
@@ -205,25 +205,14 @@ class Cycle:
         for victim in compiled.running:
             self.running.setdefault(victim.workload.queue, []).append(victim)
         self.failed_preemption: dict[tuple[str, str, int], int] = {}
-        self.reserving: dict[str, tuple[str, int]] = {}
-        """Pending workload → (flavor, amount) it holds in the quota book until decided."""
+        self.waiting: dict[str, list[Entry]] = {}
+        """Workloads this cycle left waiting, per queue, in the order they were decided."""
+        self.admitted_here: dict[str, list[Running]] = {}
+        """Admissions of this cycle per queue, in order: a queue within its nominal quota may
+        take back what a borrower got earlier in the same cycle (nothing has started yet)."""
         self.capacity_changed = False
-        """Set when a preemption may have made room for work already left waiting: the cycle
-        then offers it the capacity again (work conservation), as it does when a borrower
-        was turned away for a reservation that has since been released."""
-
-    def reserve_all(self, entries: Sequence[Entry]) -> None:
-        for entry in entries:
-            option = self._home_option(entry)
-            if option is not None:
-                amount = option.quota_per_pod * entry.workload.pods
-                self.book.reserve(entry.workload.queue, option.flavor, amount)
-                self.reserving[entry.workload.name] = (option.flavor, amount)
-
-    def _settle(self, entry: Entry) -> None:
-        held = self.reserving.pop(entry.workload.name, None)
-        if held is not None:
-            self.book.reserve(entry.workload.queue, held[0], -held[1])
+        """Set when a preemption or a take-back may have made room for work already left
+        waiting: the cycle then offers it the capacity again (work conservation)."""
 
     # -- step 3: fair-share order over queue heads
     def _home_option(self, entry: Entry) -> Option | None:
@@ -273,7 +262,6 @@ class Cycle:
     # -- steps 3–4 for one workload
     def admit_or_explain(self, entry: Entry, hint: int | None = None) -> Verdict:
         w = entry.workload
-        self._settle(entry)
         options = list(entry.options)
         if hint is not None and 0 <= hint < len(options):
             options.insert(0, options.pop(hint))
@@ -298,6 +286,7 @@ class Cycle:
         for option in options:
             result = self._try_option(entry, option)
             if isinstance(result, Allocation):
+                self._remember(entry, option, result)
                 borrowing = self.book.borrowing(w.queue, option.flavor)
                 reason = Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED
                 return self._record(
@@ -313,13 +302,15 @@ class Cycle:
             failures.append((*result, option.flavor))
         if self.preempt:
             for option in options:
-                verdict = self._try_preemption(entry, option)
+                verdict = self._make_room(entry, option)
                 if verdict is not None:
                     return self._record(verdict)
         reason, message = _most_telling(failures)
         return self._record(Verdict(entry, Outcome.PENDING, reason, message))
 
     def _record(self, verdict: Verdict) -> Verdict:
+        if verdict.outcome is Outcome.PENDING:
+            self.waiting.setdefault(verdict.entry.workload.queue, []).append(verdict.entry)
         self.outcomes[verdict.entry.workload.name] = verdict
         return verdict
 
@@ -345,61 +336,97 @@ class Cycle:
         self.book.charge(w.queue, option.flavor, amount)
         return allocation
 
-    def _try_preemption(self, entry: Entry, option: Option) -> Verdict | None:
+    def _remember(self, entry: Entry, option: Option, allocation: Allocation) -> None:
+        if not self.preempt:
+            return  # the incremental path never undoes what it admitted
         w = entry.workload
-        queue = self.queues[w.queue]
+        models = frozenset(self.state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
+        self.admitted_here.setdefault(w.queue, []).append(
+            Running(w, allocation, option.flavor, option.quota_per_pod * w.pods, entry.size, models)
+        )
+
+    def _make_room(self, entry: Entry, option: Option) -> Verdict | None:
+        """Admit by taking capacity back: first from cohort mates that borrowed it earlier in
+        this cycle (nothing has started: free to undo), then by evicting running workloads
+        the queue's preemption policy allows. None if neither makes it fit."""
+        w = entry.workload
         amount = option.quota_per_pod * w.pods
         reclaim = self.book.within_nominal(w.queue, option.flavor, amount)
-        policy = queue.preemption
-        if policy.within_queue == "Never" and (
-            not reclaim or policy.reclaim_within_cohort == "Never"
-        ):
+        policy = self.queues[w.queue].preemption
+        may_evict = policy.within_queue != "Never" or (
+            reclaim and policy.reclaim_within_cohort != "Never"
+        )
+        if not reclaim and not may_evict:
             return None
         memo = (w.queue, option.flavor, w.priority)
         if self.failed_preemption.get(memo, 1 << 62) <= amount:
-            return None  # a smaller demand at this priority already found no victims
+            return None  # a smaller demand at this priority already found no room
         pools = self.state.eligible_pools(w, option)
         if not pools or self.state.never_fits(option, pools):
             return None
-        queues = [w.queue]
+        wanted = set(option.models)
+        undo: list[Running] = []
         if reclaim:
-            queues += [
-                q for q in self.running if q != w.queue and self.book.same_cohort(q, w.queue)
+            undo = [
+                r
+                for q in self.book.cohort_mates(w.queue)
+                if self.book.borrowing(q, option.flavor)
+                for r in self.admitted_here.get(q, ())
+                if r.flavor == option.flavor or r.models & wanted
             ]
-        nearby = [victim for q in queues for victim in self.running.get(q, ())]
-        candidates = candidates_for(
-            w, option.flavor, option.models, reclaim, policy, nearby, self.book
+        evictable: list[Running] = []
+        if may_evict:
+            queues = [w.queue]
+            if reclaim:
+                queues += self.book.cohort_mates(w.queue)
+            nearby = [victim for q in queues for victim in self.running.get(q, ())]
+            evictable = candidates_for(
+                w, option.flavor, option.models, reclaim, policy, nearby, self.book
+            )
+        if not undo and not evictable:
+            self.failed_preemption[memo] = amount
+            return None
+        room = find_victims(
+            self.state, self.book, w.queue, undo, evictable, self._fits(entry, option, pools)
         )
-        if not candidates:
+        if room is None:
             self.failed_preemption[memo] = amount
             return None
-
-        nodes = self.state.node_filter(w)
-
-        def fits() -> bool:
-            if not self.book.check(w.queue, option.flavor, amount).ok:
-                return False
-            trial = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools, nodes)
-            if trial is None:
-                return False
-            self.state.release(trial)
-            return True
-
-        victims = find_victims(self.state, self.book, w.queue, candidates, fits)
-        if victims is None:
-            self.failed_preemption[memo] = amount
-            return None
+        taken_back, victims = room
         self.capacity_changed = True
+        for r in taken_back:
+            self._unadmit(r, w)
         for victim in victims:
             self.state.release(victim.allocation)
             self.book.charge(victim.workload.queue, victim.flavor, -victim.amount)
             held = self.running[victim.workload.queue]
             del held[next(i for i, r in enumerate(held) if r is victim)]
-        allocation = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools, nodes)
-        assert allocation is not None
-        self.book.charge(w.queue, option.flavor, amount)
-        names = ", ".join(v.workload.name for v in victims)
-        freed = sum(v.gpu_eq for v in victims)
+        # Room made for w goes first to what outranks it in its own queue and waits.
+        outranked_by = self._offer_to_higher_priority(w)
+        result = self._try_option(entry, option)
+        if not isinstance(result, Allocation):
+            return Verdict(
+                entry,
+                Outcome.PENDING,
+                result[0],
+                f"{result[1]}; the room it made went to higher priority "
+                f"{', '.join(outranked_by)} of its queue",
+            )
+        allocation = result
+        self._remember(entry, option, allocation)
+        note = ""
+        if taken_back:
+            names = ", ".join(r.workload.name for r in taken_back)
+            note = f"; took back quota lent in this decision from {names}"
+        if not victims:
+            return Verdict(
+                entry,
+                Outcome.ADMIT,
+                Reason.ADMITTED,
+                self._admit_message(entry, option, borrowing=False) + note,
+                option,
+                allocation,
+            )
         outcome_reason = Reason.ADMITTED_BY_PRIORITY
         for victim in victims:
             if victim.workload.queue == w.queue:
@@ -419,16 +446,81 @@ class Cycle:
                     f"{format_amount(option.flavor, nominal)} used) for {w.name}"
                 )
             self.evictions.append((victim, w.name, why, text))
+        names = ", ".join(v.workload.name for v in victims)
+        freed = sum(v.gpu_eq for v in victims)
         return Verdict(
             entry,
             Outcome.PREEMPT,
             outcome_reason,
             f"admitted on {_describe(option)} after evicting {len(victims)} workload(s) "
-            f"({freed:g} GPU-eq): {names}",
+            f"({freed:g} GPU-eq): {names}{note}",
             option,
             allocation,
             victims,
         )
+
+    def _offer_to_higher_priority(self, w: Workload) -> list[str]:
+        """Admit waiting workloads of w's queue with a higher priority that fit now."""
+        admitted = []
+        for entry in self.waiting.get(w.queue, ()):
+            h = entry.workload
+            verdict = self.outcomes.get(h.name)
+            if (
+                h.priority <= w.priority
+                or verdict is None
+                or verdict.outcome is not Outcome.PENDING
+            ):
+                continue
+            for option in entry.options:
+                result = self._try_option(entry, option)
+                if isinstance(result, Allocation):
+                    self._remember(entry, option, result)
+                    borrowing = self.book.borrowing(h.queue, option.flavor)
+                    self._record(
+                        Verdict(
+                            entry,
+                            Outcome.ADMIT,
+                            Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED,
+                            self._admit_message(entry, option, borrowing),
+                            option,
+                            result,
+                        )
+                    )
+                    admitted.append(h.name)
+                    break
+        return admitted
+
+    def _unadmit(self, r: Running, beneficiary: Workload) -> None:
+        """Undo an admission of this cycle; the workload waits again (and is retried)."""
+        self.state.release(r.allocation)
+        self.book.charge(r.workload.queue, r.flavor, -r.amount)
+        held = self.admitted_here[r.workload.queue]
+        del held[next(i for i, x in enumerate(held) if x is r)]
+        previous = self.outcomes[r.workload.name]
+        self.outcomes[r.workload.name] = Verdict(
+            previous.entry,
+            Outcome.PENDING,
+            Reason.COHORT_EXHAUSTED,
+            f"borrowed {r.flavor} taken back by {beneficiary.name}: queue "
+            f"{beneficiary.queue} is within its nominal quota",
+        )
+
+    def _fits(self, entry: Entry, option: Option, pools: tuple[int, ...]) -> Callable[[], bool]:
+        """A check that the workload would pass quota and placement now (leaves no trace)."""
+        w = entry.workload
+        amount = option.quota_per_pod * w.pods
+        nodes = self.state.node_filter(w)
+
+        def fits() -> bool:
+            if not self.book.check(w.queue, option.flavor, amount).ok:
+                return False
+            trial = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools, nodes)
+            if trial is None:
+                return False
+            self.state.release(trial)
+            return True
+
+        return fits
 
     # -- messages
     def _admit_message(self, entry: Entry, option: Option, borrowing: bool) -> str:
@@ -507,8 +599,6 @@ def _most_telling(failures: Iterable[tuple[Reason, str, str]]) -> tuple[Reason, 
 def run_cycle(compiled: Compiled, hints: dict[str, int] | None = None) -> CycleResult:
     """Run steps 3–4. ``hints``: workload → option index chosen by the ILP."""
     cycle = Cycle(compiled)
-    cycle.reserve_all(compiled.pending)
-    cycle.capacity_changed = False
     if hints is None:
         cycle.run(compiled.pending, None)
     else:
@@ -516,16 +606,15 @@ def run_cycle(compiled: Compiled, hints: dict[str, int] | None = None) -> CycleR
         cycle.run(first, hints)
         cycle.run(rest, None)
     for _ in range(3):
-        # Offer room freed by preemptions or released reservations to what still waits.
+        # Offer room freed by preemptions or take-backs to what still waits.
         waiting = [
             e
             for e in compiled.pending
             if cycle.outcomes[e.workload.name].outcome is Outcome.PENDING
         ]
-        if not (cycle.capacity_changed or compiled.book.refused_for_reservations) or not waiting:
+        if not cycle.capacity_changed or not waiting:
             break
         cycle.capacity_changed = False
-        compiled.book.refused_for_reservations = False
         before = len(waiting)
         cycle.run(waiting, None)
         if (

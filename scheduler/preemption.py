@@ -75,10 +75,17 @@ def find_victims(
     state: ClusterState,
     book: QuotaBook,
     preemptor_queue: str,
+    undo: Sequence[Running],
     candidates: Sequence[Running],
     fits: Callable[[], bool],
-) -> list[Running] | None:
-    """A minimal victim set after which ``fits()`` holds, or None. Leaves state unchanged."""
+) -> tuple[list[Running], list[Running]] | None:
+    """What to take back and whom to evict so that ``fits()`` holds; None if impossible.
+    Leaves the state unchanged.
+
+    ``undo`` (admissions of this cycle: nothing started, free to undo) goes first, lowest
+    priority first and never minimized, so a lower priority never stays while a higher one
+    of its queue goes. Then running ``candidates`` in preference order, and the evicted set
+    is made minimal by inclusion: every victim not needed is given back."""
     removed: list[Running] = []
 
     def evict(victim: Running) -> None:
@@ -89,26 +96,45 @@ def find_victims(
         state.take(victim.allocation)
         book.charge(victim.workload.queue, victim.flavor, victim.amount)
 
+    def restore_all() -> None:
+        for victim in reversed(removed):
+            restore(victim)
+
+    def eligible(victim: Running) -> bool:
+        # A reclaim victim stays eligible only while its queue still borrows the flavor.
+        return victim.workload.queue == preemptor_queue or book.borrowing(
+            victim.workload.queue, victim.flavor
+        )
+
+    for victim in sorted(undo, key=_order):
+        if eligible(victim):
+            evict(victim)
+            removed.append(victim)
+            if fits():
+                restore_all()
+                return removed, []
+    taken_back = len(removed)
     for victim in sorted(candidates, key=_order):
-        reclaiming = victim.workload.queue != preemptor_queue
-        if reclaiming and not book.borrowing(victim.workload.queue, victim.flavor):
-            continue  # earlier victims already brought its queue back within nominal
+        if not eligible(victim):
+            continue
         evict(victim)
         removed.append(victim)
         if fits():
             break
     else:
-        for victim in reversed(removed):
-            restore(victim)
+        restore_all()
         return None
-    # Give back every victim that is not needed, latest removed first.
+    evicted = removed[taken_back:]
+    # Give back every evicted workload that is not needed, latest removed first.
     needed: list[Running] = []
-    for victim in reversed(removed[:-1]):
+    for victim in reversed(evicted[:-1]):
         restore(victim)
         if not fits():
             evict(victim)
             needed.append(victim)
-    needed.append(removed[-1])
+    needed.append(evicted[-1])
     for victim in needed:
         restore(victim)
-    return sorted(needed, key=_order)
+    for victim in removed[:taken_back]:
+        restore(victim)
+    return removed[:taken_back], sorted(needed, key=_order)

@@ -63,12 +63,7 @@ class QuotaBook:
         """(cohort, flavor) → quota the cohort's members lend in total."""
         self.drawn: dict[tuple[str, str], int] = {}
         """(cohort, flavor) → usage beyond members' kept quota, drawn from the lendable pool."""
-        self.reserved: dict[tuple[str, str], int] = {}
-        """(queue, flavor) → demand of the queue's undecided pending work: nobody may borrow
-        the queue's unused nominal quota out from under it within one decision."""
         self.members: dict[str, list[str]] = {}
-        self.refused_for_reservations = False
-        """Set when a borrower was turned away to keep another queue's reservation."""
         for queue in queues:
             nominal: dict[str, int] = {}
             borrow: dict[str, int] = {}
@@ -138,38 +133,7 @@ class QuotaBook:
                 f"cohort {account.cohort} lends {fmt(flavor, spare)} more; "
                 f"needs {fmt(flavor, amount)}",
             )
-        if after > nominal:
-            held = self.held_for_others(queue, flavor)
-            if new_drawn + held > lendable:
-                self.refused_for_reservations = True
-                return QuotaCheck(
-                    False,
-                    Reason.COHORT_EXHAUSTED,
-                    f"queue {queue} at {fmt(flavor, used)}/{fmt(flavor, nominal)} {flavor}; "
-                    f"cohort {account.cohort} lends {fmt(flavor, max(0, lendable - drawn))} "
-                    f"more, of which {fmt(flavor, held)} is kept for other queues' pending "
-                    f"work within their nominal quota; needs {fmt(flavor, amount)}",
-                )
         return QuotaCheck(True, Reason.ADMITTED, "", borrowing=after > nominal)
-
-    def reserve(self, queue: str, flavor: str, amount: int) -> None:
-        """Hold (or with a negative amount, release) unused nominal quota for pending work."""
-        key = (queue, flavor)
-        self.reserved[key] = self.reserved.get(key, 0) + amount
-
-    def held_for_others(self, queue: str, flavor: str) -> int:
-        """Unused nominal quota of the other cohort members that their pending work holds."""
-        cohort = self.accounts[queue].cohort
-        assert cohort is not None
-        held = 0
-        for other in self.members[cohort]:
-            want = self.reserved.get((other, flavor), 0)
-            if other == queue or want <= 0:
-                continue
-            account = self.accounts[other]
-            unused = account.nominal.get(flavor, 0) - account.usage.get(flavor, 0)
-            held += max(0, min(want, unused))
-        return held
 
     def charge(self, queue: str, flavor: str, amount: int) -> None:
         """Add (or with a negative amount, remove) usage."""
@@ -195,6 +159,12 @@ class QuotaBook:
 
     def same_cohort(self, a: str, b: str) -> bool:
         return self.accounts[a].cohort == self.accounts[b].cohort
+
+    def cohort_mates(self, queue: str) -> list[str]:
+        """The other queues of ``queue``'s cohort."""
+        cohort = self.accounts[queue].cohort
+        assert cohort is not None
+        return [q for q in self.members[cohort] if q != queue]
 
     def share(self, queue: str, extra_flavor: str | None = None, extra: int = 0) -> float:
         """Weighted dominant borrowed share, optionally as if ``extra`` more were admitted."""
