@@ -1,0 +1,563 @@
+"""Property tests of ``decide`` and ``IncrementalAllocator`` over random small clusters.
+
+Strategy: 1–6 nodes of one GPU model each (H100-80GB, A100-80GB, L40S, T4), some H100/A100
+GPUs MIG-partitioned with valid layouts, some T4/L40S GPUs time-sliced; 1–4 queues in 0–2
+cohorts with random weights, quotas, borrowing/lending limits and preemption policies;
+running workloads made consistent by admitting them with ``decide`` on a snapshot with
+nothing running and copying the admitted placements; then pending workloads of every
+demand kind. Every property runs on both paths: greedy (``use_ilp=False``) and the ILP
+(which may still answer greedy when the ILP realized lower — that is allowed).
+
+The invariants live in ``tests/invariants.py`` and return violation strings, so a failure
+names the workload, GPU and numbers. Bugs these properties found are reduced to
+regression tests in ``tests/test_allocator.py``. ``APPORTION_PROPERTY_SCALE=10`` runs ten
+times the examples for a longer hunt.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import pytest
+from builders import mig, node, queue, snapshot, workload
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+from invariants import (
+    check_all,
+    check_capacity,
+    check_guarantees,
+    check_mig_layouts,
+    check_priority_order,
+    check_quotas,
+    check_work_conserving,
+    final_usage,
+    incremental_decision,
+)
+
+from scheduler.allocator import decide
+from scheduler.catalog import default_catalog
+from scheduler.incremental import IncrementalAllocator
+from scheduler.mig import layout_problems
+from scheduler.model import (
+    Decision,
+    Demand,
+    Gpu,
+    Node,
+    PodPlacement,
+    Queue,
+    Quota,
+    RepartitionPlan,
+    Snapshot,
+    Taint,
+    Toleration,
+    Workload,
+    WorkloadDecision,
+)
+from scheduler.reasons import Outcome, Reason
+
+CATALOG = default_catalog()
+MODELS = ("H100-80GB", "A100-80GB", "L40S", "T4")
+MIG_MODELS = ("H100-80GB", "A100-80GB")
+SHAREABLE = ("L40S", "T4")
+LAYOUTS = (
+    mig("3g.40gb@0", "2g.20gb@4", "1g.10gb@6"),
+    mig(*(f"1g.10gb@{i}" for i in range(7))),
+    mig("4g.40gb@0", "3g.40gb@4"),
+    mig("7g.80gb@0"),
+    mig("2g.20gb@0", "2g.20gb@2", "3g.40gb@4"),
+    (),
+)
+PROFILES = ("1g.10gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")
+MEMORY_MIB = (4096, 9984, 12000, 20000, 30000, 45000, 60000, 81920)
+PRIORITIES = (0, 10, 100)
+NOW = 1000
+
+for _layout in LAYOUTS:
+    for _model in MIG_MODELS:
+        assert not layout_problems(CATALOG[_model], _layout), _layout
+
+
+PATHS = {
+    "greedy": lambda s: decide(s, use_ilp=False),
+    "ilp": lambda s: decide(s, budget_ms=5000),
+}
+path_param = pytest.mark.parametrize("path", list(PATHS))
+
+
+def _decide(path: str, snap: Snapshot) -> Decision:
+    """Decide on ``path``, recording what the example exercised (--hypothesis-show-statistics)."""
+    decision = PATHS[path](snap)
+    event(f"answered by {decision.stats.path}")
+    outcomes = {d.outcome.name for d in decision.workloads}
+    event("outcomes: " + "+".join(sorted(outcomes)))
+    if decision.evictions:
+        event("evicts")
+    if decision.repartitions:
+        event("proposes repartitions")
+    if any(not g.healthy for n in snap.nodes for g in n.gpus):
+        event("has failed GPUs")
+    return decision
+
+
+SCALE = float(os.environ.get("APPORTION_PROPERTY_SCALE", "1"))
+"""Multiplies every max_examples, e.g. APPORTION_PROPERTY_SCALE=10 for a long hunt."""
+
+
+def examples(n: int) -> int:
+    return max(1, round(n * SCALE))
+
+
+SETTINGS = settings(
+    max_examples=examples(300),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+# ----------------------------------------------------------------------- strategies
+@st.composite
+def gpu_nodes(draw: st.DrawFn, count: int) -> list[Node]:
+    nodes = []
+    for n in range(count):
+        model = draw(st.sampled_from(MODELS))
+        size = draw(st.integers(1, 8))
+        gpus = []
+        for i in range(size):
+            layout = None
+            shared = False
+            if model in MIG_MODELS and draw(st.integers(0, 2)) == 0:
+                layout = draw(st.sampled_from(LAYOUTS))
+            if model in SHAREABLE:
+                shared = draw(st.booleans())
+            gpus.append(Gpu(index=i, model=model, mig=layout, shared=shared))
+        labels = {"zone": draw(st.sampled_from(("a", "b")))}
+        taints = (Taint(key="dedicated", value="ml"),) if draw(st.integers(0, 5)) == 0 else ()
+        nodes.append(Node(name=f"n{n}", labels=labels, taints=taints, gpus=tuple(gpus)))
+    return nodes
+
+
+@st.composite
+def queue_set(draw: st.DrawFn, flavors: list[str]) -> list[Queue]:
+    count = draw(st.integers(1, 4))
+    cohorts = [None, "c0", "c1"][: 1 + draw(st.integers(0, 2))]
+    queues = []
+    for i in range(count):
+        quota = {}
+        for flavor in flavors:
+            if draw(st.integers(0, 3)) == 0:
+                continue
+            top = 7 if flavor.startswith("mig-") else 8
+            nominal = draw(st.integers(0, top))
+            quota[flavor] = Quota(
+                nominal=nominal,
+                borrowing_limit=draw(st.none() | st.integers(0, 4)),
+                lending_limit=draw(st.none() | st.integers(0, nominal + 1)),
+            )
+        queues.append(
+            Queue(
+                name=f"q{i}",
+                cohort=draw(st.sampled_from(cohorts)),
+                weight=draw(st.sampled_from((0.5, 1.0, 2.0, 3.0))),
+                quota=quota,
+                preemption={
+                    "within_queue": draw(
+                        st.sampled_from(("Never", "LowerPriority", "LowerOrNewerEqualPriority"))
+                    ),
+                    "reclaim_within_cohort": draw(
+                        st.sampled_from(("Never", "LowerPriority", "Any"))
+                    ),
+                },
+            )
+        )
+    return queues
+
+
+@st.composite
+def demands(draw: st.DrawFn, present: list[str], profiles: list[str]) -> Demand:
+    """Mostly demands the cluster can serve: its models and its configured MIG profiles."""
+
+    def pick(choices: Sequence[str], fallback: Sequence[str], max_size: int) -> tuple[str, ...]:
+        pool = choices if choices and draw(st.integers(0, 9)) else fallback
+        return tuple(draw(st.lists(st.sampled_from(pool), max_size=max_size, unique=True)))
+
+    mig_present = [m for m in present if m in MIG_MODELS]
+    shared_present = [m for m in present if m in SHAREABLE]
+    kind = draw(st.sampled_from(("gpus", "gpus", "mig", "memory", "milli")))
+    if kind == "gpus":
+        return Demand(
+            gpus=draw(st.sampled_from((1, 1, 2, 2, 3, 4, 8))), models=pick(present, MODELS, 2)
+        )
+    if kind == "mig":
+        profile = draw(st.sampled_from(profiles if profiles and draw(st.booleans()) else PROFILES))
+        return Demand(mig_profile=profile, models=pick(mig_present, MIG_MODELS, 1))
+    if kind == "memory":
+        return Demand(
+            gpu_memory_mib=draw(st.sampled_from(MEMORY_MIB)), models=pick(present, MODELS, 2)
+        )
+    milli = draw(st.integers(1, 9)) * 100
+    return Demand(gpu_milli=milli, models=pick(shared_present, SHAREABLE, 1))
+
+
+@st.composite
+def workloads(
+    draw: st.DrawFn,
+    prefix: str,
+    count: int,
+    queues: list[Queue],
+    nodes: Sequence[Node],
+    priorities: Sequence[int] = PRIORITIES,
+) -> list[Workload]:
+    present = sorted({g.model for n in nodes for g in n.gpus})
+    profiles = sorted({s.profile for n in nodes for g in n.gpus for s in g.mig or ()})
+    out = []
+    for i in range(count):
+        extra: dict[str, object] = {}
+        if draw(st.integers(0, 5)) == 0:
+            extra["node_selector"] = {"zone": draw(st.sampled_from(("a", "b")))}
+        if draw(st.integers(0, 3)) == 0:
+            extra["tolerations"] = (Toleration(key="dedicated", operator="Exists"),)
+        if draw(st.integers(0, 6)) == 0:
+            extra["throughput"] = {"H100-80GB": 3.0, "A100-80GB": 1.0}
+        out.append(
+            Workload(
+                name=f"{prefix}{i}",
+                queue=draw(st.sampled_from([q.name for q in queues])),
+                priority=draw(st.sampled_from(priorities)),
+                created=draw(st.integers(0, 100)),
+                pods=draw(st.sampled_from((1, 1, 1, 2, 3))),
+                demand=draw(demands(present, profiles)),
+                **extra,  # type: ignore[arg-type]
+            )
+        )
+    return out
+
+
+def _with_running(base: Snapshot, seeds: list[Workload], started: dict[str, int]) -> Snapshot:
+    """Admit ``seeds`` on an empty cluster and record the admitted ones as running."""
+    if not seeds:
+        return base
+    seeded = decide(base.model_copy(update={"workloads": tuple(seeds)}), use_ilp=False)
+    by_name = {w.name: w for w in seeds}
+    running = [
+        by_name[d.workload].model_copy(
+            update={"flavor": d.flavor, "placement": d.placement, "started": started[d.workload]}
+        )
+        for d in seeded.workloads
+        if d.outcome is Outcome.ADMIT
+    ]
+    return base.model_copy(update={"workloads": tuple(running)})
+
+
+def _mark_unhealthy(draw: st.DrawFn, snap: Snapshot) -> Snapshot:
+    """Fail up to two GPUs (XID) after the running workloads were placed — often one that a
+    running workload sits on, which the allocator must charge but never offer again."""
+    occupied = sorted(
+        {(pod.node, g) for w in snap.workloads for pod in w.placement or () for g in pod.gpus}
+    )
+    every = [(n.name, g.index) for n in snap.nodes for g in n.gpus]
+    pool = st.sampled_from(every)
+    if occupied:
+        pool = st.sampled_from(occupied) | pool
+    failed = set(draw(st.lists(pool, max_size=2)))
+    nodes = tuple(
+        n.model_copy(
+            update={
+                "gpus": tuple(
+                    g.model_copy(update={"healthy": False, "health_reason": "XID 79"})
+                    if (n.name, g.index) in failed
+                    else g
+                    for g in n.gpus
+                )
+            }
+        )
+        for n in snap.nodes
+    )
+    return snap.model_copy(update={"nodes": nodes})
+
+
+@st.composite
+def snapshots(draw: st.DrawFn, max_pending: int = 15) -> Snapshot:
+    nodes = draw(gpu_nodes(draw(st.integers(1, 6))))
+    models = sorted({g.model for n in nodes for g in n.gpus})
+    profiles = sorted({s.profile for n in nodes for g in n.gpus for s in g.mig or ()})
+    flavors = models + [f"mig-{p}" for p in profiles]
+    queues = draw(queue_set(flavors))
+    base = Snapshot(nodes=tuple(nodes), queues=tuple(queues), now=NOW)
+    # Running work is mostly low priority, so pending work often has someone to preempt.
+    seeds = draw(workloads("r", draw(st.integers(0, 8)), queues, nodes, (0, 0, 10)))
+    started = {w.name: draw(st.integers(0, NOW)) for w in seeds}
+    snap = _mark_unhealthy(draw, _with_running(base, seeds, started))
+    pending = draw(workloads("p", draw(st.integers(1, max_pending)), queues, nodes))
+    return snap.model_copy(update={"workloads": snap.workloads + tuple(pending)})
+
+
+@st.composite
+def guarantee_snapshots(draw: st.DrawFn) -> Snapshot:
+    """Whole-GPU demands of one model, no selectors or taints, no MIG, no failed GPUs;
+    reclaim "Any" and within-queue "LowerPriority"; nominal quotas never exceed the
+    cluster's GPUs of a model, so guarantees do not compete for the same GPUs."""
+    nodes = []
+    for n in range(draw(st.integers(1, 4))):
+        model = draw(st.sampled_from(MIG_MODELS))
+        nodes.append(node(f"n{n}", model, draw(st.integers(1, 8))))
+    sizes: dict[str, int] = {}
+    for n_ in nodes:
+        sizes[n_.gpus[0].model] = sizes.get(n_.gpus[0].model, 0) + len(n_.gpus)
+    queues = []
+    left = dict(sizes)
+    for i in range(draw(st.integers(2, 4))):
+        q = queue(f"q{i}", cohort=draw(st.sampled_from(("c", "c", "c", None))))
+        q.weight(draw(st.sampled_from((1.0, 2.0))))
+        for model in sorted(sizes):
+            if draw(st.booleans()):
+                nominal = draw(st.integers(0, left[model]))
+                left[model] -= nominal
+                q.quota(
+                    model,
+                    nominal,
+                    borrowing_limit=draw(st.none() | st.integers(0, 8)),
+                    lending_limit=draw(st.none() | st.integers(0, nominal)),
+                )
+        queues.append(q.build())
+    base = snapshot(nodes=nodes, queues=queues, now=NOW)
+
+    def whole(prefix: str, count: int) -> list[Workload]:
+        return [
+            Workload(
+                name=f"{prefix}{i}",
+                queue=draw(st.sampled_from([q.name for q in queues])),
+                priority=draw(st.sampled_from(PRIORITIES)),
+                created=draw(st.integers(0, 100)),
+                pods=draw(st.sampled_from((1, 1, 2))),
+                demand=Demand(
+                    gpus=draw(st.sampled_from((1, 1, 2, 4, 8))),
+                    models=(draw(st.sampled_from(sorted(sizes))),),
+                ),
+            )
+            for i in range(count)
+        ]
+
+    seeds = whole("r", draw(st.integers(0, 6)))
+    started = {w.name: draw(st.integers(0, NOW)) for w in seeds}
+    snap = _with_running(base, seeds, started)
+    pending = whole("p", draw(st.integers(1, 8)))
+    return snap.model_copy(update={"workloads": snap.workloads + tuple(pending)})
+
+
+def _report(snap: Snapshot, decision: Decision, problems: list[str]) -> str:
+    return (
+        "\n".join(problems)
+        + f"\n--- decision ({decision.stats.path}):\n"
+        + "\n".join(
+            f"{d.workload}: {d.outcome.name} {d.reason.value} {d.flavor} {d.placement} {d.message}"
+            for d in decision.workloads
+        )
+        + f"\nevictions: {[(e.workload, e.beneficiary) for e in decision.evictions]}"
+        + f"\nsnapshot: {snap.model_dump_json(exclude_defaults=True)}"
+    )
+
+
+def _assert_none(snap: Snapshot, decision: Decision, problems: list[str]) -> None:
+    assert not problems, _report(snap, decision, problems)
+
+
+# ----------------------------------------------------------------------- properties
+@path_param
+@SETTINGS
+@given(snap=snapshots())
+def test_capacity_never_exceeded(path: str, snap: Snapshot) -> None:
+    """1. Devices used at most once, fractions ≤ 1000m on shared GPUs, slices exist, gangs whole."""
+    decision = _decide(path, snap)
+    _assert_none(snap, decision, check_capacity(snap, decision))
+
+
+@path_param
+@SETTINGS
+@given(snap=snapshots())
+def test_mig_layouts_valid(path: str, snap: Snapshot) -> None:
+    """2. Snapshot layouts and proposed repartitions are valid, for idle healthy GPUs."""
+    decision = _decide(path, snap)
+    _assert_none(snap, decision, check_mig_layouts(snap, decision))
+
+
+@path_param
+@SETTINGS
+@given(snap=snapshots())
+def test_quotas_respected(path: str, snap: Snapshot) -> None:
+    """3. Borrowing limits per queue, nominal when standalone, lendable pool per cohort."""
+    decision = _decide(path, snap)
+    _assert_none(snap, decision, check_quotas(snap, final_usage(snap, decision)))
+
+
+@path_param
+@settings(SETTINGS, max_examples=examples(400))
+@given(snap=guarantee_snapshots())
+def test_guarantees(path: str, snap: Snapshot) -> None:
+    """4. Within its nominal quota, a workload that fits (reclaiming borrowers) is admitted."""
+    decision = _decide(path, snap)
+    _assert_none(snap, decision, check_guarantees(snap, decision))
+
+
+@path_param
+@SETTINGS
+@given(snap=snapshots())
+def test_work_conserving(path: str, snap: Snapshot) -> None:
+    """5. No pending workload fits in the capacity and quota left free."""
+    decision = _decide(path, snap)
+    _assert_none(snap, decision, check_work_conserving(snap, decision))
+
+
+@path_param
+@SETTINGS
+@given(snap=snapshots())
+def test_priority_within_queue(path: str, snap: Snapshot) -> None:
+    """6. No lower priority admitted where a waiting higher priority of its queue would fit."""
+    decision = _decide(path, snap)
+    _assert_none(snap, decision, check_priority_order(snap, decision))
+
+
+def _comparable(decision: Decision) -> dict[str, object]:
+    dump = decision.model_dump()
+    stats = dict(dump["stats"])
+    stats.pop("wall_ms")
+    dump["stats"] = stats
+    return dump
+
+
+@path_param
+@settings(SETTINGS, max_examples=examples(150))
+@given(snap=snapshots())
+def test_deterministic(path: str, snap: Snapshot) -> None:
+    """7. The same snapshot gives the same Decision (but for wall time)."""
+    assert _comparable(PATHS[path](snap)) == _comparable(PATHS[path](snap))
+
+
+@SETTINGS
+@given(snap=snapshots())
+def test_ilp_never_worse_than_greedy(snap: Snapshot) -> None:
+    """8. The ILP call's objective is at least greedy's."""
+    stats = decide(snap, budget_ms=5000).stats
+    assert stats.objective >= stats.greedy_objective - 1e-6, stats
+
+
+@SETTINGS
+@given(snap=snapshots())
+def test_incremental(snap: Snapshot) -> None:
+    """9. One-by-one admission keeps capacity and quotas; release restores capacity."""
+    allocator = IncrementalAllocator(snap)
+    pending = [w for w in snap.workloads if not w.running]
+    answers = [allocator.decide(w) for w in pending]
+    as_decision = incremental_decision(answers)
+    problems = check_all(snap, as_decision)
+    problems += [
+        f"{d.workload}: incremental path answered {d.outcome.name} (never preempts)"
+        for d in answers
+        if d.outcome is Outcome.PREEMPT
+    ]
+    _assert_none(snap, as_decision, problems)
+    # Undo the admissions newest first: each re-decision faces the state it first saw.
+    by_name = {w.name: w for w in pending}
+    for answer in reversed([a for a in answers if a.outcome is Outcome.ADMIT]):
+        assert allocator.release(answer.workload)
+        again = allocator.decide(by_name[answer.workload])
+        assert (again.outcome, again.flavor, again.placement) == (
+            answer.outcome,
+            answer.flavor,
+            answer.placement,
+        ), f"{answer.workload}: first {answer.placement}, after release {again.placement}"
+        assert allocator.release(answer.workload)
+    assert not allocator.release("no-such-workload")
+    # With everything released, a fresh allocator answers the same for the first arrival.
+    assert allocator.decide(pending[0]) == IncrementalAllocator(snap).decide(pending[0])
+
+
+# ------------------------------------------------- the checkers catch what they claim
+def _admit(name: str, queue_name: str, flavor: str, *pods: PodPlacement) -> WorkloadDecision:
+    return WorkloadDecision(
+        workload=name,
+        queue=queue_name,
+        outcome=Outcome.ADMIT,
+        reason=Reason.ADMITTED,
+        message="",
+        flavor=flavor,
+        placement=pods,
+    )
+
+
+def _pending(name: str, queue_name: str) -> WorkloadDecision:
+    return WorkloadDecision(
+        workload=name,
+        queue=queue_name,
+        outcome=Outcome.PENDING,
+        reason=Reason.NO_CAPACITY,
+        message="",
+    )
+
+
+CHECKED = snapshot(
+    nodes=[
+        node("h0", "H100-80GB", 2, mig_layouts={1: mig("3g.40gb@0", "3g.40gb@4")}),
+        node("t0", "T4", 2, shared=[0]),
+    ],
+    queues=[queue("q").quota("H100-80GB", 1).quota("T4", 2).quota("mig-3g.40gb", 2)],
+    workloads=[
+        workload("r").gpus(1).queue("q").running_on("h0", 0).flavor("H100-80GB"),
+        workload("a").gpus(1).queue("q"),
+        workload("b").milli(600, "T4").queue("q"),
+        workload("c").milli(600, "T4").queue("q"),
+    ],
+)
+
+
+def test_checkers_flag_double_use_and_oversubscribed_fractions() -> None:
+    bad = incremental_decision(
+        [
+            _admit("a", "q", "H100-80GB", PodPlacement(node="h0", gpus=(0,))),
+            _admit("b", "q", "T4", PodPlacement(node="t0", gpus=(0,), milli=600)),
+            _admit("c", "q", "T4", PodPlacement(node="t0", gpus=(0,), milli=600)),
+        ]
+    )
+    problems = check_capacity(CHECKED, bad)
+    assert "h0 GPU 0 used whole by ['r', 'a']" in problems
+    assert "t0 GPU 0 fractions sum to 1200m: [('b', 600), ('c', 600)]" in problems
+    assert check_quotas(CHECKED, final_usage(CHECKED, bad)) == [
+        "queue q uses 2 H100-80GB after the decision; standalone, nominal 1"
+    ]
+
+
+def test_checkers_flag_wrong_devices_and_broken_gangs() -> None:
+    bad = incremental_decision(
+        [
+            _admit("a", "q", "H100-80GB", PodPlacement(node="h0", gpus=(1,))),
+            _admit("b", "q", "T4", PodPlacement(node="t0", gpus=(1,), milli=600)),
+            _admit("c", "q", "T4"),
+        ]
+    )
+    problems = check_capacity(CHECKED, bad)
+    assert "a pod 0 on h0 GPUs [1]: GPU 1 is MIG-partitioned, used whole" in problems
+    assert "b pod 0 on t0 GPUs [1]: fraction 600m on unshared GPU 1" in problems
+    assert "c ADMIT with 0 pod placements; workload has 1 pods" in problems
+
+
+def test_checkers_flag_waste_and_bad_layouts() -> None:
+    idle = incremental_decision([_pending("a", "q"), _pending("b", "q"), _pending("c", "q")])
+    # a fits on the free T4 (its H100 quota is used up by r); b or c on the shared T4.
+    assert [p.split(" (")[0] for p in check_work_conserving(CHECKED, idle)] == ["a", "b", "c"]
+    overlapping = idle.model_copy(
+        update={
+            "repartitions": (
+                RepartitionPlan(
+                    node="h0",
+                    gpu=1,
+                    current=mig("3g.40gb@0", "3g.40gb@4"),
+                    proposed=mig("4g.40gb@0", "3g.40gb@0"),
+                    admits=(),
+                    benefit_gpus=0.0,
+                    message="",
+                ),
+            )
+        }
+    )
+    [problem] = check_mig_layouts(CHECKED, overlapping)
+    assert "overlaps" in problem
