@@ -20,7 +20,6 @@ import json
 import math
 import re
 import types
-from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -29,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode
 
-from scheduler.catalog import MILLI_PER_GPU, Catalog, GpuModel, catalog_with, default_catalog
+from scheduler.catalog import MILLI_PER_GPU, Catalog, catalog_with, default_catalog
+from scheduler.mig import layout_problems
 from scheduler.model import (
     Gpu,
     MigSlice,
@@ -421,7 +421,7 @@ def _pool_problems(pool: NodePool, path: str, catalog: Catalog) -> list[str]:
             f"{path}.mig_gpus: {pool.mig_gpus} is more than gpus_per_node ({pool.gpus_per_node})"
         )
     if pool.mig_layout is not None:
-        problems += _mig_layout_problems(model, pool.mig_layout, f"{path}.mig_layout", catalog)
+        problems += layout_problems(model, pool.mig_layout, f"{path}.mig_layout")
     product = pool.labels.get(_PRODUCT_LABEL)
     named = catalog.get(product) if product is not None else model
     if named is not model:
@@ -474,64 +474,6 @@ def _expand_pool(pool: NodePool, catalog: Catalog) -> list[Node]:
             )
         )
     return nodes
-
-
-def _mig_layout_problems(
-    model: GpuModel, slices: Sequence[MigSlice], path: str, catalog: Catalog
-) -> list[str]:
-    if not model.mig_capable:
-        capable = ", ".join(m.name for m in catalog.models if m.mig_capable)
-        return [f"{path}: {model.name} does not support MIG (MIG-capable: {capable})"]
-    problems = []
-    taken: list[tuple[int, int, str]] = []
-    counts: Counter[str] = Counter()
-    compute = 0
-    media: int | None = None
-    for k, piece in enumerate(slices):
-        where = f"{path}[{k}]"
-        profile = model.mig_profile(piece.profile)
-        if profile is None:
-            names = ", ".join(p.name for p in model.mig_profiles)
-            problems.append(
-                f"{where}.profile: {piece.profile!r} is not a MIG profile of "
-                f"{model.name} (profiles: {names})"
-            )
-            continue
-        placement = next((p for p in profile.placements if p.start == piece.start), None)
-        if placement is None:
-            starts = ", ".join(str(p.start) for p in profile.placements)
-            problems.append(
-                f"{where}.start: {piece.start} is not a valid start for "
-                f"{profile.name} on {model.name} (valid: {starts})"
-            )
-            continue
-        label = f"{profile.name}@{piece.start}"
-        compute += profile.compute_slices
-        counts[profile.name] += 1
-        if "+me" in profile.name:
-            if media is not None:
-                problems.append(
-                    f"{where}.profile: {profile.name!r} is a second media-extension "
-                    f"(+me) instance; a GPU has one (first: {path}[{media}])"
-                )
-            media = k if media is None else media
-        elif counts[profile.name] == profile.max_count + 1:
-            problems.append(
-                f"{where}.profile: {profile.name!r} appears more than "
-                f"{profile.max_count} times, its maximum on {model.name}"
-            )
-        for other, mask, other_label in taken:
-            if mask & placement.mask:
-                problems.append(
-                    f"{where}: {label} overlaps {path}[{other}] ({other_label}) in memory slices"
-                )
-        taken.append((k, placement.mask, label))
-    if compute > model.mig_compute_slices:
-        problems.append(
-            f"{path}: compute slices sum to {compute}, more than the "
-            f"{model.mig_compute_slices} of {model.name}"
-        )
-    return problems
 
 
 # --- cross-reference checks ----------------------------------------------------------------
@@ -594,7 +536,7 @@ class _Checks:
                         f"{where}.shared: true conflicts with mig: fractional "
                         "pods share whole GPUs, not MIG-partitioned ones"
                     )
-                self.problems += _mig_layout_problems(model, gpu.mig, f"{where}.mig", self.catalog)
+                self.problems += layout_problems(model, gpu.mig, f"{where}.mig")
 
     def _flavor(self, flavor: str) -> tuple[str | None, str]:
         """The canonical flavor name, or None and why not."""

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 
-from scheduler.catalog import Catalog, GpuModel, MigProfile
+from scheduler.catalog import Catalog, GpuModel, MigProfile, default_catalog
 from scheduler.model import MigSlice, RepartitionPlan
 
 __all__ = [
@@ -58,63 +58,64 @@ def _slices_text(mask: int) -> str:
     return f"memory {noun} {', '.join(bits)}"
 
 
-def layout_problems(model: GpuModel, slices: Sequence[MigSlice]) -> list[str]:
+def layout_problems(model: GpuModel, slices: Sequence[MigSlice], path: str = "layout") -> list[str]:
     """Why a MIG layout is impossible on ``model``; empty when it is valid.
 
-    Every rule is checked and reported (not just the first), so a rejected plan or snapshot
-    says everything that is wrong with it at once.
+    Every rule is checked and reported, not just the first, each message prefixed with the
+    slice's path (``nodes[3].gpus[1].mig[2].start: …``) so a file's author finds the line.
     """
     if not model.mig_capable:
-        return [f"{model.name} does not support MIG"]
-    problems: list[str] = []
-    placed: list[tuple[int, MigSlice, int]] = []
-    compute = 0
-    media: list[str] = []
+        capable = ", ".join(m.name for m in default_catalog().models if m.mig_capable)
+        return [f"{path}: {model.name} does not support MIG (MIG-capable: {capable})"]
+    problems = []
+    taken: list[tuple[int, int, str]] = []
     counts: dict[str, int] = {}
-    for number, mig in enumerate(slices, start=1):
-        profile = model.mig_profile(mig.profile)
+    compute = 0
+    media: int | None = None
+    for k, piece in enumerate(slices):
+        where = f"{path}[{k}]"
+        profile = model.mig_profile(piece.profile)
         if profile is None:
-            known = ", ".join(p.name for p in model.mig_profiles)
+            names = ", ".join(p.name for p in model.mig_profiles)
             problems.append(
-                f"slice {number}: profile {mig.profile!r} is unknown for {model.name} "
-                f"(known: {known})"
+                f"{where}.profile: {piece.profile!r} is not a MIG profile of "
+                f"{model.name} (profiles: {names})"
             )
             continue
-        compute += profile.compute_slices
-        counts[profile.name] = counts.get(profile.name, 0) + 1
-        if _has_media(profile.name):
-            media.append(_label(mig.profile, mig.start))
-        placement = next((p for p in profile.placements if p.start == mig.start), None)
+        placement = next((p for p in profile.placements if p.start == piece.start), None)
         if placement is None:
             starts = ", ".join(str(p.start) for p in profile.placements)
             problems.append(
-                f"slice {number}: {profile.name} cannot start at memory slice {mig.start} "
-                f"on {model.name}; valid starts: {starts}"
+                f"{where}.start: {piece.start} is not a valid start for "
+                f"{profile.name} on {model.name} (valid: {starts})"
             )
             continue
-        for other_number, other, other_mask in placed:
-            common = other_mask & placement.mask
-            if common:
+        label = f"{profile.name}@{piece.start}"
+        compute += profile.compute_slices
+        counts[profile.name] = counts.get(profile.name, 0) + 1
+        if _has_media(profile.name):
+            if media is not None:
                 problems.append(
-                    f"slice {number} ({_label(mig.profile, mig.start)}) overlaps slice "
-                    f"{other_number} ({_label(other.profile, other.start)}) in "
-                    f"{_slices_text(common)}"
+                    f"{where}.profile: {profile.name!r} is a second media-extension "
+                    f"(+me) instance; a GPU has one (first: {path}[{media}])"
                 )
-        placed.append((number, mig, placement.mask))
+            media = k if media is None else media
+        elif counts[profile.name] == profile.max_count + 1:
+            problems.append(
+                f"{where}.profile: {profile.name!r} appears more than "
+                f"{profile.max_count} times, its maximum on {model.name}"
+            )
+        for other, mask, other_label in taken:
+            if mask & placement.mask:
+                problems.append(
+                    f"{where}: {label} overlaps {path}[{other}] ({other_label}) in memory slices"
+                )
+        taken.append((k, placement.mask, label))
     if compute > model.mig_compute_slices:
         problems.append(
-            f"layout uses {compute} compute slices; {model.name} has {model.mig_compute_slices}"
+            f"{path}: compute slices sum to {compute}, more than the "
+            f"{model.mig_compute_slices} of {model.name}"
         )
-    if len(media) > 1:
-        problems.append(
-            f"at most one +me instance per GPU (one set of media engines); "
-            f"found {len(media)}: {', '.join(media)}"
-        )
-    for name, count in counts.items():
-        profile = model.mig_profile(name)
-        assert profile is not None
-        if count > profile.max_count:
-            problems.append(f"{count}×{name} exceeds the maximum of {profile.max_count} per GPU")
     return problems
 
 

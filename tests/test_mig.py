@@ -151,40 +151,41 @@ def test_empty_and_full_layouts_are_valid() -> None:
 
 def test_unknown_profile_is_named_with_the_known_ones() -> None:
     (problem,) = layout_problems(H100, [s("1g.5gb", 0)])
-    assert "'1g.5gb' is unknown for H100-80GB" in problem
+    assert problem.startswith("layout[0].profile: '1g.5gb' is not a MIG profile of H100-80GB")
     assert "1g.10gb" in problem
 
 
 def test_invalid_start_lists_the_valid_starts() -> None:
-    (problem,) = layout_problems(H100, [s("3g.40gb", 2)])
-    assert "3g.40gb cannot start at memory slice 2" in problem
-    assert "valid starts: 0, 4" in problem
+    (problem,) = layout_problems(H100, [s("3g.40gb", 2)], "mig")
+    assert problem == "mig[0].start: 2 is not a valid start for 3g.40gb on H100-80GB (valid: 0, 4)"
     (problem,) = layout_problems(H100, [s("1g.10gb", 7)])
-    assert "valid starts: 0, 1, 2, 3, 4, 5, 6" in problem
+    assert "(valid: 0, 1, 2, 3, 4, 5, 6)" in problem
 
 
 def test_overlap_names_the_other_slice_and_the_memory_slices() -> None:
     (problem,) = layout_problems(H100, [s("4g.40gb", 0), s("2g.20gb", 2)])
-    assert problem == ("slice 2 (2g.20gb@2) overlaps slice 1 (4g.40gb@0) in memory slices 2, 3")
+    assert problem == "layout[1]: 2g.20gb@2 overlaps layout[0] (4g.40gb@0) in memory slices"
 
 
 def test_compute_over_the_total_is_rejected() -> None:
     problems = layout_problems(H100, [s("7g.80gb", 0), s("1g.10gb", 0)])
-    assert "layout uses 8 compute slices; H100-80GB has 7" in problems
+    assert "layout: compute slices sum to 8, more than the 7 of H100-80GB" in problems
     problems = layout_problems(A30, [s("4g.24gb", 0), s("1g.6gb", 3)])
-    assert "layout uses 5 compute slices; A30 has 4" in problems
+    assert "layout: compute slices sum to 5, more than the 4 of A30" in problems
 
 
 def test_only_one_media_instance_per_gpu() -> None:
     problems = layout_problems(H100, [s("1g.10gb+me", 0), s("1g.10gb+me", 1)])
-    assert any("at most one +me" in p and "found 2" in p for p in problems)
+    assert "layout[1].profile: '1g.10gb+me' is a second media-extension (+me) instance; " \
+        "a GPU has one (first: layout[0])" in problems
     problems = layout_problems(A30, [s("1g.6gb+me", 0), s("2g.12gb+me", 2)])
-    assert any("at most one +me" in p for p in problems)
+    assert any("second media-extension" in p for p in problems)
     assert layout_problems(H100, [s("1g.10gb+me", 0), s("1g.10gb", 1)]) == []
 
 
 def test_non_mig_model_is_rejected() -> None:
-    assert layout_problems(CATALOG["T4"], []) == ["T4 does not support MIG"]
+    (problem,) = layout_problems(CATALOG["T4"], [])
+    assert problem.startswith("layout: T4 does not support MIG (MIG-capable: A30, ")
 
 
 def test_every_problem_is_reported() -> None:
