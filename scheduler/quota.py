@@ -126,12 +126,15 @@ class QuotaBook:
                     f"{fmt(flavor, nominal)}; needs {fmt(flavor, amount)}",
                 )
             spare = max(0, lendable - drawn)
+            beyond = ""
+            if used < nominal < after:
+                beyond = f" ({fmt(flavor, after - nominal)} beyond its nominal quota)"
             return QuotaCheck(
                 False,
                 Reason.COHORT_EXHAUSTED if after > nominal else Reason.QUOTA_EXHAUSTED,
                 f"queue {queue} at {fmt(flavor, used)}/{fmt(flavor, nominal)} {flavor}; "
                 f"cohort {account.cohort} lends {fmt(flavor, spare)} more; "
-                f"needs {fmt(flavor, amount)}",
+                f"needs {fmt(flavor, amount)}{beyond}",
             )
         return QuotaCheck(True, Reason.ADMITTED, "", borrowing=after > nominal)
 
