@@ -26,8 +26,10 @@ from dataclasses import dataclass
 import pulp
 
 from scheduler.catalog import MILLI_PER_GPU
+from scheduler.compiled import Compiled, Entry, compile_snapshot
+from scheduler.decision import to_decision
 from scheduler.demand import Kind, Option
-from scheduler.greedy import Compiled, CycleResult, Entry, compile_snapshot, run_cycle, to_decision
+from scheduler.greedy import CycleResult, run_cycle
 from scheduler.model import Decision, Snapshot, SolverStats
 from scheduler.objective import GUARANTEE, KEEP_WHOLE, PRIORITY, SEGMENTS, borrow_slope
 from scheduler.reasons import Outcome

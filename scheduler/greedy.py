@@ -1,14 +1,14 @@
 """One scheduling cycle, greedy: the fallback answer, the ILP's warm start and its realizer.
 
 The recipe (Kueue's cycle, with fair sharing):
-  1. compile the snapshot (state + quota book) and charge running workloads;
+  1. compile the snapshot (``scheduler.compiled``): state, quota book, running charged;
   2. queue pending workloads per queue by priority, then age;
   3. repeatedly take the head of the queue that is first in fair-share order — heads that
      fit within their queue's nominal quota first, then the lowest weighted share after
      admission — and admit it on its first option that passes quota and placement;
   4. a head that does not fit may preempt (reclaim within the cohort, or lower priority
      in its own queue) when its queue's policy allows; otherwise it waits with reasons;
-  5. rank what is left and explain each.
+  5. rank what is left and explain each (``scheduler.decision``).
 Skipping a head that does not fit (rather than blocking its queue) is what makes the
 cycle work-conserving; taking queue heads in priority order is what keeps a lower
 priority from overtaking a higher one that fits.
@@ -24,64 +24,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from scheduler.catalog import MILLI_PER_GPU, Catalog
-from scheduler.demand import Kind, Option, resolve_options
-from scheduler.mig import IdleGpu, MigDemand, plan_repartitions
-from scheduler.model import (
-    Decision,
-    Eviction,
-    MigSlice,
-    PodPlacement,
-    RepartitionPlan,
-    Snapshot,
-    SolverStats,
-    Workload,
-    WorkloadDecision,
-)
-from scheduler.objective import Admitted, evaluate, segment_width
+from scheduler.compiled import Compiled, Entry
+from scheduler.demand import Kind, Option
+from scheduler.model import Workload
+from scheduler.objective import Admitted, evaluate
 from scheduler.preemption import Running, candidates_for, find_victims
-from scheduler.quota import QuotaBook, QuotaCheck, format_amount
+from scheduler.quota import QuotaCheck, format_amount
 from scheduler.reasons import Outcome, Reason
-from scheduler.state import Allocation, ClusterState
+from scheduler.state import Allocation
 
-__all__ = [
-    "Compiled",
-    "Cycle",
-    "CycleResult",
-    "Entry",
-    "Verdict",
-    "compile_snapshot",
-    "run_cycle",
-    "to_decision",
-]
-
-
-@dataclass(slots=True)
-class Entry:
-    """A pending workload with its resolved options."""
-
-    workload: Workload
-    options: tuple[Option, ...]
-    tier: float = 0.0
-    size: float = 0.0
-    """GPU-equivalents of work it asks for: its smallest option, whatever it lands on, so
-    the objective values work done, not devices consumed."""
-
-    @property
-    def order(self) -> tuple[int, int, str]:
-        return (-self.workload.priority, self.workload.created, self.workload.name)
-
-
-@dataclass(slots=True)
-class Compiled:
-    snapshot: Snapshot
-    catalog: Catalog
-    state: ClusterState
-    book: QuotaBook
-    running: list[Running]
-    pending: list[Entry]
-    headroom: dict[tuple[str, str], float]
-    widths: dict[tuple[str, str], float]
+__all__ = ["Cycle", "CycleResult", "Verdict", "run_cycle"]
 
 
 @dataclass(slots=True)
@@ -102,92 +54,6 @@ class CycleResult:
     outcomes: dict[str, Verdict]
     evictions: list[tuple[Running, str, Reason, str]]
     objective: float = 0.0
-
-
-def _gpu_eq(option: Option, catalog: Catalog) -> float:
-    return option.gpu_equivalents_per_pod(catalog)
-
-
-def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
-    """Step 1–2: state and quota book with running workloads charged; pending entries."""
-    state = ClusterState(snapshot, catalog)
-    model_flavors = frozenset(m.name for m in catalog.models)
-    book = QuotaBook(snapshot.queues, model_flavors)
-    running: list[Running] = []
-    pending: list[Entry] = []
-    for workload in snapshot.workloads:
-        if workload.running:
-            option = _running_option(workload, catalog, state)
-            allocation = state.allocation_of(workload, option)
-            state.apply_running(allocation, workload.name)
-            amount = option.quota_per_pod * workload.pods
-            book.charge(workload.queue, option.flavor, amount)
-            models = frozenset(state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
-            running.append(
-                Running(
-                    workload,
-                    allocation,
-                    option.flavor,
-                    amount,
-                    _gpu_eq(option, catalog) * workload.pods,
-                    models,
-                )
-            )
-        else:
-            pending.append(
-                Entry(workload, resolve_options(workload, catalog, state.models_present))
-            )
-    _assign_tiers(pending)
-    for entry in pending:
-        entry.size = entry.workload.pods * min(
-            (_gpu_eq(o, catalog) for o in entry.options), default=0.0
-        )
-    headroom: dict[tuple[str, str], float] = {}
-    widths: dict[tuple[str, str], float] = {}
-    wanted = {o.flavor for e in pending for o in e.options}
-    for name, account in book.accounts.items():
-        for flavor in set(account.nominal) | wanted:
-            unit = 1.0 if flavor.startswith("mig-") else float(MILLI_PER_GPU)
-            room = max(0, account.nominal.get(flavor, 0) - account.usage.get(flavor, 0))
-            headroom[(name, flavor)] = room / unit
-            assert account.cohort is not None
-            lendable = book.lendable.get((account.cohort, flavor), 0) / unit
-            widths[(name, flavor)] = segment_width(account.weight, lendable)
-    return Compiled(snapshot, catalog, state, book, running, pending, headroom, widths)
-
-
-def _running_option(workload: Workload, catalog: Catalog, state: ClusterState) -> Option:
-    """The option a running workload holds, read from its placement."""
-    assert workload.placement is not None
-    first = workload.placement[0]
-    node = state.node_index.get(first.node)
-    model = ""
-    if node is not None and first.gpus and first.gpus[0] in state.node_gpus[node]:
-        model = state.gpu_model[state.node_gpus[node][first.gpus[0]]]
-    if first.mig_start is not None:
-        profile = (
-            workload.flavor[4:] if workload.flavor and workload.flavor.startswith("mig-") else ""
-        )
-        if not profile and node is not None:
-            layout = state.gpu_mig[state.node_gpus[node][first.gpus[0]]]
-            profile = str(layout[first.mig_start][0]) if layout else ""
-        return Option("mig-" + profile, Kind.MIG, (model,), 1, profile)
-    if first.milli is not None:
-        return Option(workload.flavor or model, Kind.FRACTION, (model,), first.milli)
-    return Option(workload.flavor or model, Kind.WHOLE, (model,), len(first.gpus))
-
-
-def _assign_tiers(pending: list[Entry]) -> None:
-    """Priority rank within each queue, 0 … 1, for the objective's priority term."""
-    levels: dict[str, list[int]] = {}
-    for entry in pending:
-        levels.setdefault(entry.workload.queue, []).append(entry.workload.priority)
-    ranks = {
-        q: {p: i / max(1, len(set(ps)) - 1) for i, p in enumerate(sorted(set(ps)))}
-        for q, ps in levels.items()
-    }
-    for entry in pending:
-        entry.tier = ranks[entry.workload.queue][entry.workload.priority]
 
 
 class Cycle:
@@ -665,91 +531,3 @@ def objective_of(compiled: Compiled, result: CycleResult) -> float:
         evicted,
         compiled.state.entirely_free_gpus(),
     )
-
-
-def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> Decision:
-    """Step 5: rank what waits and turn the cycle's outcomes into a Decision."""
-    state = compiled.state
-    decisions: list[WorkloadDecision] = []
-    waiting: dict[str, list[Verdict]] = {}
-    for outcome in result.outcomes.values():
-        if outcome.outcome is Outcome.PENDING:
-            waiting.setdefault(outcome.entry.workload.queue, []).append(outcome)
-    position: dict[str, int] = {}
-    for queue_outcomes in waiting.values():
-        for i, o in enumerate(sorted(queue_outcomes, key=lambda o: o.entry.order), start=1):
-            position[o.entry.workload.name] = i
-    for entry in sorted(compiled.pending, key=lambda e: (e.workload.queue, e.order)):
-        o = result.outcomes[entry.workload.name]
-        placement: tuple[PodPlacement, ...] = ()
-        if o.allocation is not None:
-            placement = state.placement_of(o.allocation)
-        decisions.append(
-            # Built from values the cycle produced and checked: skip re-validation, which
-            # costs more than the decision itself at thousands of workloads.
-            WorkloadDecision.model_construct(
-                workload=entry.workload.name,
-                queue=entry.workload.queue,
-                outcome=o.outcome,
-                reason=o.reason,
-                message=o.message,
-                flavor=o.option.flavor if o.option is not None else None,
-                placement=placement,
-                position=position.get(entry.workload.name),
-                victims=tuple(v.workload.name for v in o.victims),
-            )
-        )
-    evictions = tuple(
-        Eviction(
-            workload=victim.workload.name,
-            queue=victim.workload.queue,
-            beneficiary=beneficiary,
-            reason=reason,
-            message=message,
-        )
-        for victim, beneficiary, reason, message in result.evictions
-    )
-    return Decision(
-        workloads=tuple(decisions),
-        evictions=evictions,
-        repartitions=tuple(_repartitions(compiled, result)),
-        stats=stats,
-    )
-
-
-def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPlan]:
-    """Proposals for idle MIG-capable GPUs that would admit MIG work left waiting."""
-    waiting = sorted(
-        (v for v in result.outcomes.values() if v.outcome is Outcome.PENDING),
-        key=lambda v: (v.entry.order, v.entry.workload.queue),
-    )
-    demands = [
-        MigDemand(v.entry.workload.name, option.profile, v.entry.workload.pods)
-        for v in waiting
-        for option in v.entry.options[:1]
-        if option.kind is Kind.MIG and option.profile is not None and v.reason is Reason.NO_CAPACITY
-    ]
-    if not demands:
-        return []
-    state, catalog = compiled.state, compiled.catalog
-    idle = []
-    for g, model_name in enumerate(state.gpu_model):
-        model = catalog[model_name]
-        if not model.mig_capable or not state.gpu_healthy[g]:
-            continue
-        layout = state.gpu_mig[g]
-        if layout is None:
-            if state.gpu_free_milli[g] != MILLI_PER_GPU:
-                continue
-            current = None
-        elif any(used for _, used in layout.values()):
-            continue
-        else:
-            current = tuple(
-                MigSlice(profile=str(profile), start=start)
-                for start, (profile, _) in sorted(layout.items())
-            )
-        idle.append(
-            IdleGpu(state.node_names[state.gpu_node[g]], state.gpu_index[g], model, current)
-        )
-    return plan_repartitions(idle, demands, catalog)

@@ -9,8 +9,9 @@ next request sees them; ``release`` undoes one when its pods go away.
 
 from __future__ import annotations
 
+from scheduler.compiled import Entry, compile_snapshot
 from scheduler.demand import resolve_options
-from scheduler.greedy import Cycle, Entry, Verdict, compile_snapshot
+from scheduler.greedy import Cycle, Verdict
 from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision
 from scheduler.reasons import Outcome
 

@@ -1,0 +1,130 @@
+"""A snapshot compiled for one cycle: free capacity, quotas with running work charged, and
+pending workloads with their options resolved — everything the cycle and the ILP read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from scheduler.catalog import MILLI_PER_GPU, Catalog
+from scheduler.demand import Kind, Option, resolve_options
+from scheduler.model import Snapshot, Workload
+from scheduler.objective import segment_width
+from scheduler.preemption import Running
+from scheduler.quota import QuotaBook
+from scheduler.state import ClusterState
+
+__all__ = ["Compiled", "Entry", "compile_snapshot"]
+
+
+@dataclass(slots=True)
+class Entry:
+    """A pending workload with its resolved options."""
+
+    workload: Workload
+    options: tuple[Option, ...]
+    tier: float = 0.0
+    size: float = 0.0
+    """GPU-equivalents of work it asks for: its smallest option, whatever it lands on, so
+    the objective values work done, not devices consumed."""
+
+    @property
+    def order(self) -> tuple[int, int, str]:
+        return (-self.workload.priority, self.workload.created, self.workload.name)
+
+
+@dataclass(slots=True)
+class Compiled:
+    snapshot: Snapshot
+    catalog: Catalog
+    state: ClusterState
+    book: QuotaBook
+    running: list[Running]
+    pending: list[Entry]
+    headroom: dict[tuple[str, str], float]
+    widths: dict[tuple[str, str], float]
+
+
+def _gpu_eq(option: Option, catalog: Catalog) -> float:
+    return option.gpu_equivalents_per_pod(catalog)
+
+
+def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
+    """Step 1–2: state and quota book with running workloads charged; pending entries."""
+    state = ClusterState(snapshot, catalog)
+    model_flavors = frozenset(m.name for m in catalog.models)
+    book = QuotaBook(snapshot.queues, model_flavors)
+    running: list[Running] = []
+    pending: list[Entry] = []
+    for workload in snapshot.workloads:
+        if workload.running:
+            option = _running_option(workload, catalog, state)
+            allocation = state.allocation_of(workload, option)
+            state.apply_running(allocation, workload.name)
+            amount = option.quota_per_pod * workload.pods
+            book.charge(workload.queue, option.flavor, amount)
+            models = frozenset(state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
+            running.append(
+                Running(
+                    workload,
+                    allocation,
+                    option.flavor,
+                    amount,
+                    _gpu_eq(option, catalog) * workload.pods,
+                    models,
+                )
+            )
+        else:
+            pending.append(
+                Entry(workload, resolve_options(workload, catalog, state.models_present))
+            )
+    _assign_tiers(pending)
+    for entry in pending:
+        entry.size = entry.workload.pods * min(
+            (_gpu_eq(o, catalog) for o in entry.options), default=0.0
+        )
+    headroom: dict[tuple[str, str], float] = {}
+    widths: dict[tuple[str, str], float] = {}
+    wanted = {o.flavor for e in pending for o in e.options}
+    for name, account in book.accounts.items():
+        for flavor in set(account.nominal) | wanted:
+            unit = 1.0 if flavor.startswith("mig-") else float(MILLI_PER_GPU)
+            room = max(0, account.nominal.get(flavor, 0) - account.usage.get(flavor, 0))
+            headroom[(name, flavor)] = room / unit
+            assert account.cohort is not None
+            lendable = book.lendable.get((account.cohort, flavor), 0) / unit
+            widths[(name, flavor)] = segment_width(account.weight, lendable)
+    return Compiled(snapshot, catalog, state, book, running, pending, headroom, widths)
+
+
+def _running_option(workload: Workload, catalog: Catalog, state: ClusterState) -> Option:
+    """The option a running workload holds, read from its placement."""
+    assert workload.placement is not None
+    first = workload.placement[0]
+    node = state.node_index.get(first.node)
+    model = ""
+    if node is not None and first.gpus and first.gpus[0] in state.node_gpus[node]:
+        model = state.gpu_model[state.node_gpus[node][first.gpus[0]]]
+    if first.mig_start is not None:
+        profile = (
+            workload.flavor[4:] if workload.flavor and workload.flavor.startswith("mig-") else ""
+        )
+        if not profile and node is not None:
+            layout = state.gpu_mig[state.node_gpus[node][first.gpus[0]]]
+            profile = str(layout[first.mig_start][0]) if layout else ""
+        return Option("mig-" + profile, Kind.MIG, (model,), 1, profile)
+    if first.milli is not None:
+        return Option(workload.flavor or model, Kind.FRACTION, (model,), first.milli)
+    return Option(workload.flavor or model, Kind.WHOLE, (model,), len(first.gpus))
+
+
+def _assign_tiers(pending: list[Entry]) -> None:
+    """Priority rank within each queue, 0 … 1, for the objective's priority term."""
+    levels: dict[str, list[int]] = {}
+    for entry in pending:
+        levels.setdefault(entry.workload.queue, []).append(entry.workload.priority)
+    ranks = {
+        q: {p: i / max(1, len(set(ps)) - 1) for i, p in enumerate(sorted(set(ps)))}
+        for q, ps in levels.items()
+    }
+    for entry in pending:
+        entry.tier = ranks[entry.workload.queue][entry.workload.priority]

@@ -1,0 +1,110 @@
+"""Turning a cycle's verdicts into a Decision: positions in each queue, placements by node
+and GPU index, evictions, and MIG repartition proposals for what still waits."""
+
+from __future__ import annotations
+
+from scheduler.catalog import MILLI_PER_GPU
+from scheduler.compiled import Compiled
+from scheduler.demand import Kind
+from scheduler.greedy import CycleResult, Verdict
+from scheduler.mig import IdleGpu, MigDemand, plan_repartitions
+from scheduler.model import (
+    Decision,
+    Eviction,
+    MigSlice,
+    PodPlacement,
+    RepartitionPlan,
+    SolverStats,
+    WorkloadDecision,
+)
+from scheduler.reasons import Outcome, Reason
+
+__all__ = ["to_decision"]
+
+
+def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> Decision:
+    """Step 5: rank what waits and turn the cycle's outcomes into a Decision."""
+    state = compiled.state
+    decisions: list[WorkloadDecision] = []
+    waiting: dict[str, list[Verdict]] = {}
+    for outcome in result.outcomes.values():
+        if outcome.outcome is Outcome.PENDING:
+            waiting.setdefault(outcome.entry.workload.queue, []).append(outcome)
+    position: dict[str, int] = {}
+    for queue_outcomes in waiting.values():
+        for i, o in enumerate(sorted(queue_outcomes, key=lambda o: o.entry.order), start=1):
+            position[o.entry.workload.name] = i
+    for entry in sorted(compiled.pending, key=lambda e: (e.workload.queue, e.order)):
+        o = result.outcomes[entry.workload.name]
+        placement: tuple[PodPlacement, ...] = ()
+        if o.allocation is not None:
+            placement = state.placement_of(o.allocation)
+        decisions.append(
+            # Built from values the cycle produced and checked: skip re-validation, which
+            # costs more than the decision itself at thousands of workloads.
+            WorkloadDecision.model_construct(
+                workload=entry.workload.name,
+                queue=entry.workload.queue,
+                outcome=o.outcome,
+                reason=o.reason,
+                message=o.message,
+                flavor=o.option.flavor if o.option is not None else None,
+                placement=placement,
+                position=position.get(entry.workload.name),
+                victims=tuple(v.workload.name for v in o.victims),
+            )
+        )
+    evictions = tuple(
+        Eviction(
+            workload=victim.workload.name,
+            queue=victim.workload.queue,
+            beneficiary=beneficiary,
+            reason=reason,
+            message=message,
+        )
+        for victim, beneficiary, reason, message in result.evictions
+    )
+    return Decision(
+        workloads=tuple(decisions),
+        evictions=evictions,
+        repartitions=tuple(_repartitions(compiled, result)),
+        stats=stats,
+    )
+
+
+def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPlan]:
+    """Proposals for idle MIG-capable GPUs that would admit MIG work left waiting."""
+    waiting = sorted(
+        (v for v in result.outcomes.values() if v.outcome is Outcome.PENDING),
+        key=lambda v: (v.entry.order, v.entry.workload.queue),
+    )
+    demands = [
+        MigDemand(v.entry.workload.name, option.profile, v.entry.workload.pods)
+        for v in waiting
+        for option in v.entry.options[:1]
+        if option.kind is Kind.MIG and option.profile is not None and v.reason is Reason.NO_CAPACITY
+    ]
+    if not demands:
+        return []
+    state, catalog = compiled.state, compiled.catalog
+    idle = []
+    for g, model_name in enumerate(state.gpu_model):
+        model = catalog[model_name]
+        if not model.mig_capable or not state.gpu_healthy[g]:
+            continue
+        layout = state.gpu_mig[g]
+        if layout is None:
+            if state.gpu_free_milli[g] != MILLI_PER_GPU:
+                continue
+            current = None
+        elif any(used for _, used in layout.values()):
+            continue
+        else:
+            current = tuple(
+                MigSlice(profile=str(profile), start=start)
+                for start, (profile, _) in sorted(layout.items())
+            )
+        idle.append(
+            IdleGpu(state.node_names[state.gpu_node[g]], state.gpu_index[g], model, current)
+        )
+    return plan_repartitions(idle, demands, catalog)
