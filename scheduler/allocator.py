@@ -139,6 +139,10 @@ def _free_blocks(state: ClusterState, model: str) -> tuple[list[int], int, int, 
     return blocks, shared_milli, total_milli, used_node_gpus, sum(blocks)
 
 
+MIP_GAP = 0.005
+"""Stop at a proven 0.5 % optimality gap: the last fraction of a percent costs seconds at
+10,000 GPUs and changes little once realized."""
+
 MIN_SOLVE_S = 0.02
 """Below this much solver time the ILP cannot improve on greedy: skip it."""
 
@@ -289,7 +293,7 @@ def _solve_ilp(
         return _Solved(
             {}, "budget spent building the ILP", None, len(problem.variables()), len(classes)
         )
-    solver = _WarmHiGHS(start, msg=False, timeLimit=solve_s, threads=1)
+    solver = _WarmHiGHS(start, msg=False, timeLimit=solve_s, threads=1, gapRel=MIP_GAP)
     problem.solve(solver)
     status = solver.model_status or pulp.LpStatus[problem.status]
     if problem.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
