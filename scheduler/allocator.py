@@ -19,8 +19,10 @@ This is the only module that imports PuLP.
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pulp
@@ -313,6 +315,23 @@ def _solve_ilp(
     return _Solved(hints, status, gap, len(problem.variables()), len(classes))
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a decision runs.
+
+    A decision allocates hundreds of thousands of short-lived objects and frees them in
+    order; the collector's generation-2 passes over a large heap then cost 15–40 % of the
+    wall time on a 10,000-GPU snapshot (measured: 494–695 ms vs 411–432 ms). Reference
+    counting still frees everything; the collector is restored as the caller had it."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def decide(
     snapshot: Snapshot,
     *,
@@ -326,6 +345,13 @@ def decide(
     is left of ``budget_ms`` after reserving time to realize its answer; if it finds no
     solution in time, or its realized answer scores lower, greedy's answer is returned.
     """
+    with _collector_paused():
+        return _decide(snapshot, budget_ms, use_ilp, clock)
+
+
+def _decide(
+    snapshot: Snapshot, budget_ms: float, use_ilp: bool, clock: Callable[[], float]
+) -> Decision:
     started = clock()
     catalog = snapshot.catalog()
     compiled = compile_snapshot(snapshot, catalog)
