@@ -119,10 +119,13 @@ class _Solved:
     classes: int
 
 
-def _free_blocks(state: ClusterState, model: str) -> tuple[list[int], int, int, int, int]:
-    """Per node free whole GPUs of ``model``; free milli on shared GPUs; on used nodes."""
+def _free_blocks(state: ClusterState, model: str) -> tuple[list[int], int, int, int]:
+    """Free capacity of ``model``'s non-MIG GPUs, from the pools' indexes: free whole GPUs
+    per node, free milli on shared GPUs, free milli in all, and free GPUs on used nodes."""
     blocks: list[int] = []
     used_node_gpus = 0
+    shared_milli = 0
+    partial_milli = 0
     for pool in state.pools:
         if pool.model != model:
             continue
@@ -130,15 +133,13 @@ def _free_blocks(state: ClusterState, model: str) -> tuple[list[int], int, int, 
             blocks.extend([free] * len(nodes))
             if not entirely_free:
                 used_node_gpus += free * len(nodes)
-    shared_milli = sum(
-        f for pool in state.pools if pool.model == model for f, _, _ in pool.fractions
-    )
-    total_milli = sum(
-        state.gpu_free_milli[g]
-        for g in range(len(state.gpu_model))
-        if state.gpu_model[g] == model and state.gpu_mig[g] is None
-    )
-    return blocks, shared_milli, total_milli, used_node_gpus, sum(blocks)
+        for free_milli, _, _ in pool.fractions:
+            shared_milli += free_milli
+            if free_milli < MILLI_PER_GPU:
+                partial_milli += free_milli
+    # Only shared GPUs can be partly used; every other free GPU is in a bucket.
+    total_milli = MILLI_PER_GPU * sum(blocks) + partial_milli
+    return blocks, shared_milli, total_milli, used_node_gpus
 
 
 MIP_GAP = 0.005
@@ -211,7 +212,7 @@ def _solve_ilp(
     start: dict[str, float] = {}
     fragment_vars: list[pulp.LpVariable] = []
     for model, terms in milli_terms.items():
-        blocks, shared_milli, total_milli, used_node_gpus, _ = _free_blocks(state, model)
+        blocks, shared_milli, total_milli, used_node_gpus = _free_blocks(state, model)
         problem += affine(terms) <= total_milli, f"milli_{model}"
         if model in frac_terms:
             problem += affine(frac_terms[model]) <= shared_milli, f"shared_{model}"

@@ -198,9 +198,6 @@ class Catalog:
     def mig_profile_names(self) -> set[str]:
         return {p.name for m in self.models for p in m.mig_profiles}
 
-    def models_with_profile(self, profile: str) -> list[GpuModel]:
-        return [m for m in self.models if m.mig_profile(profile) is not None]
-
     def with_prices(self, prices: dict[str, float]) -> Catalog:
         """A copy with some prices overridden (keys: any name the catalog resolves)."""
         overrides = {self[name].name: price for name, price in prices.items()}

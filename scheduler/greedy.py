@@ -13,8 +13,9 @@ Skipping a head that does not fit (rather than blocking its queue) is what makes
 cycle work-conserving; taking queue heads in priority order is what keeps a lower
 priority from overtaking a higher one that fits.
 
-With ``hints`` (from the ILP) the cycle first admits the hinted workloads on their hinted
-options, in the same fair-share order, then offers the rest the remaining capacity.
+With ``hints`` (from the ILP) the workloads the ILP chose go first, on their hinted options,
+together with anything of their queue that outranks them; then the rest, in the same
+fair-share order.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ class Cycle:
     """Admission against one compiled snapshot; the incremental path reuses it per arrival."""
 
     def __init__(self, compiled: Compiled, preempt: bool = True) -> None:
-        self.c = compiled
         self.preempt = preempt
         self.state = compiled.state
         self.book = compiled.book
@@ -81,27 +81,23 @@ class Cycle:
         waiting: the cycle then offers it the capacity again (work conservation)."""
 
     # -- step 3: fair-share order over queue heads
-    def _home_option(self, entry: Entry) -> Option | None:
-        """What the workload's guarantee is measured on: its first option that fits within
-        the queue's nominal quota, else the first the queue has any quota for, else the
-        first option."""
-        w = entry.workload
-        for option in entry.options:
-            if self.book.within_nominal(w.queue, option.flavor, option.quota_per_pod * w.pods):
-                return option
-        for option in entry.options:
-            if self.book.nominal(w.queue, option.flavor) > 0:
-                return option
-        return entry.options[0] if entry.options else None
-
     def _key(self, entry: Entry) -> tuple[int, float]:
-        option = self._home_option(entry)
-        if option is None:
+        """Fair-share rank of a queue head. Its guarantee is measured on its first option that
+        fits within the queue's nominal quota (rank 0), else on the first option the queue has
+        any quota for, else on its first option (rank 1, by share after admission)."""
+        w = entry.workload
+        if not entry.options:
             return (0, 0.0)
-        amount = option.quota_per_pod * entry.workload.pods
-        queue = entry.workload.queue
-        within = self.book.within_nominal(queue, option.flavor, amount)
-        return (0 if within else 1, self.book.share(queue, option.flavor, amount))
+        for option in entry.options:
+            amount = option.quota_per_pod * w.pods
+            if self.book.within_nominal(w.queue, option.flavor, amount):
+                return (0, self.book.share(w.queue, option.flavor, amount))
+        home = next(
+            (o for o in entry.options if self.book.nominal(w.queue, o.flavor) > 0),
+            entry.options[0],
+        )
+        amount = home.quota_per_pod * w.pods
+        return (1, self.book.share(w.queue, home.flavor, amount))
 
     def run(self, entries: Sequence[Entry], hints: dict[str, int] | None) -> None:
         """One pass over ``entries``. With ILP hints, hinted workloads go first among those of
@@ -230,7 +226,6 @@ class Cycle:
         pools = self.state.eligible_pools(w, option)
         if not pools or self.state.never_fits(option, pools):
             return None
-        wanted = set(option.models)
         undo: list[Running] = []
         if reclaim:
             undo = [
@@ -238,7 +233,7 @@ class Cycle:
                 for q in self.book.cohort_mates(w.queue)
                 if self.book.borrowing(q, option.flavor)
                 for r in self.admitted_here.get(q, ())
-                if r.flavor == option.flavor or r.models & wanted
+                if r.competes_for(option.flavor, option.models)
             ]
         evictable: list[Running] = []
         if may_evict:

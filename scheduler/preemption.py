@@ -29,6 +29,11 @@ class Running:
     gpu_eq: float
     models: frozenset[str]
 
+    def competes_for(self, flavor: str, models: Sequence[str]) -> bool:
+        """Does it hold quota of ``flavor`` or GPUs of one of ``models``: could removing it
+        make room for a workload that wants them?"""
+        return self.flavor == flavor or not self.models.isdisjoint(models)
+
 
 def candidates_for(
     preemptor: Workload,
@@ -40,11 +45,10 @@ def candidates_for(
     book: QuotaBook,
 ) -> list[Running]:
     """Running workloads the preemptor's policy allows it to evict for this flavor."""
-    wanted = set(models)
     found = []
     for victim in running:
         w = victim.workload
-        if victim.flavor != flavor and not (victim.models & wanted):
+        if not victim.competes_for(flavor, models):
             continue
         if w.queue == preemptor.queue:
             if policy.within_queue == "Never":

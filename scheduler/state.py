@@ -546,9 +546,6 @@ class ClusterState:
         )
 
     # ----------------------------------------------------------------- metrics
-    def free_whole_gpus(self) -> int:
-        return sum(sum(pool.whole_free.values()) for pool in self.pools)
-
     def entirely_free_gpus(self) -> int:
         """Free GPUs sitting on nodes with nothing else running: room for large gangs."""
         return sum(
