@@ -44,6 +44,7 @@ __all__ = [
     "SnapshotError",
     "SnapshotFile",
     "load_snapshot_text",
+    "parse_document",
     "snapshot_from_data",
     "validate_snapshot",
 ]
@@ -99,7 +100,7 @@ class SnapshotFile(Snapshot):
 
 def load_snapshot_text(text: str, source: str = "<input>") -> Snapshot:
     """Parse YAML or JSON text (``source`` names it in messages) into a checked Snapshot."""
-    return snapshot_from_data(_parse(text, source), source)
+    return snapshot_from_data(parse_document(text, source), source)
 
 
 def snapshot_from_data(data: object, source: str = "<input>") -> Snapshot:
@@ -171,7 +172,9 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return dict(pairs)
 
 
-def _parse(text: str, source: str) -> object:
+def parse_document(text: str, source: str) -> object:
+    """YAML or JSON text as plain data; SnapshotError naming line and column, or a
+    duplicate key, when it does not parse (files that wrap a snapshot use it too)."""
     json_problem = None
     if text.lstrip().startswith(("{", "[")):
         try:

@@ -1,0 +1,492 @@
+"""The live cluster as Apportion knows it: nodes, queues, namespaces, and managed pods.
+
+Fed by the controller's watches (or by files in standalone mode) and read by the webhook.
+It is a cache, never the truth: the truth is the pods' labels, annotations, gates and
+node bindings, so a restart rebuilds everything from a list of the cluster.
+
+Two kinds of state meet here:
+- *observed* pods (from the API): bound or admitted pods hold capacity; gated pods wait;
+- *intents* the webhook made before the pod is observed (it answered "admit" or "wait" a
+  few milliseconds before the API server stores the pod). An intent holds its capacity
+  until the pod shows up, or until ``intent_ttl_s`` passes without it (the create failed
+  later in admission, e.g. another webhook denied it).
+
+The incremental allocator answers the webhook; it is rebuilt from ``snapshot()`` only when
+something it cannot track itself changed (nodes, queues, pods it did not admit).
+Thread safety: one lock; every public method holds it for microseconds to milliseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.catalog import Catalog, default_catalog
+from scheduler.incremental import IncrementalAllocator
+from scheduler.model import (
+    Demand,
+    Node,
+    PodPlacement,
+    Queue,
+    Snapshot,
+    Workload,
+    WorkloadDecision,
+    flavor_of_mig,
+)
+from scheduler.reasons import Outcome
+from webhook import keys
+from webhook.kubeobjects import NodeLedger
+from webhook.pods import ManagedPod, PodAsk
+
+__all__ = [
+    "LiveCluster",
+    "Waiting",
+    "NamespacePolicy",
+]
+
+
+_RATE_WINDOW_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class NamespacePolicy:
+    enabled: bool = False
+    default_queue: str | None = None
+    shadow: bool = False
+
+    @classmethod
+    def from_labels(cls, labels: dict[str, str]) -> NamespacePolicy:
+        return cls(
+            enabled=labels.get(keys.NAMESPACE_ENABLED, "").lower() == "true",
+            default_queue=labels.get(keys.NAMESPACE_DEFAULT_QUEUE) or None,
+            shadow=labels.get(keys.NAMESPACE_MODE, "").lower() == "shadow",
+        )
+
+
+@dataclass(slots=True)
+class _Intent:
+    workload: Workload
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A workload with gated pods, as the queue view shows it."""
+
+    workload: str
+    queue: str
+    namespace: str
+    pods: int
+    pods_present: int
+    priority: int
+    created: int
+    reason: str
+    message: str
+
+
+class LiveCluster:
+    """Thread-safe cache of the cluster plus the incremental allocator the webhook uses."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        gpu_models: tuple[Any, ...] = (),
+        prices: dict[str, float] | None = None,
+        intent_ttl_s: float = 120.0,
+        all_namespaces: bool = False,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._clock = clock
+        self._base = Snapshot(gpu_models=gpu_models, prices=dict(prices or {}))
+        self.catalog: Catalog = self._base.catalog() if gpu_models or prices else default_catalog()
+        self._intent_ttl_s = intent_ttl_s
+        self.all_namespaces = all_namespaces
+        self.nodes: dict[str, Node] = {}
+        self.queues: dict[str, Queue] = {}
+        self.namespaces: dict[str, NamespacePolicy] = {}
+        self.pods: dict[tuple[str, str], ManagedPod] = {}
+        self._intents: dict[str, _Intent] = {}
+        self.job_parallelism: dict[tuple[str, str], int] = {}
+        """(namespace, Job name) → spec.parallelism: sizes gangs of Job pods."""
+        self._allocator: IncrementalAllocator | None = None
+        self._observing = False
+        """True once a watch feeds pods: intents then expire when their pod never shows."""
+        self._decisions: dict[str, WorkloadDecision] = {}
+        self._admissions: dict[str, deque[float]] = {}
+        self.generation = 0
+        """Bumped on every change the global decision cares about (the controller debounces)."""
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        self._allocator = None
+        self.generation += 1
+
+    def replace_nodes(self, nodes: Iterable[Node]) -> None:
+        with self._lock:
+            self.nodes = {n.name: n for n in nodes}
+            self._changed()
+
+    def put_node(self, node: Node) -> None:
+        with self._lock:
+            if self.nodes.get(node.name) != node:
+                self.nodes[node.name] = node
+                self._changed()
+
+    def remove_node(self, name: str) -> None:
+        with self._lock:
+            if self.nodes.pop(name, None) is not None:
+                self._changed()
+
+    def replace_queues(self, queues: Iterable[Queue]) -> None:
+        with self._lock:
+            self.queues = {q.name: q for q in queues}
+            self._changed()
+
+    def put_namespace(self, name: str, labels: dict[str, str]) -> None:
+        with self._lock:
+            self.namespaces[name] = NamespacePolicy.from_labels(labels)
+
+    def remove_namespace(self, name: str) -> None:
+        with self._lock:
+            self.namespaces.pop(name, None)
+
+    def put_job(self, namespace: str, name: str, parallelism: int | None) -> None:
+        with self._lock:
+            if parallelism is None:
+                self.job_parallelism.pop((namespace, name), None)
+            else:
+                self.job_parallelism[(namespace, name)] = parallelism
+
+    def gang_size(self, ask: PodAsk) -> int | None:
+        """The gang's declared size, else its owning Job's parallelism (when known)."""
+        if ask.gang_size is not None or ask.owner is None:
+            return ask.gang_size
+        kind, name = ask.owner
+        if kind != "Job":
+            return None
+        with self._lock:
+            return self.job_parallelism.get((ask.namespace, name))
+
+    def replace_pods(self, pods: Iterable[ManagedPod]) -> None:
+        """A full relist: the observed pods are now exactly these."""
+        with self._lock:
+            self._observing = True
+            self.pods = {(p.namespace, p.name): p for p in pods}
+            self._drop_observed_intents()
+            self._changed()
+
+    def put_pod(self, pod: ManagedPod) -> None:
+        with self._lock:
+            self._observing = True
+            key = (pod.namespace, pod.name)
+            before = self.pods.get(key)
+            self.pods[key] = pod
+            if before is not None and _capacity_view(before) == _capacity_view(pod):
+                self.generation += 1 if before.raw is not pod.raw else 0
+                return
+            intent = self._intents.get(pod.workload)
+            if intent is not None and not pod.gated and _same_place(intent, pod):
+                # The pod Apportion admitted shows up where it was placed: the allocator
+                # already holds it; the intent retires once every pod is observed admitted.
+                self._retire_if_observed(pod.workload)
+                self.generation += 1
+                return
+            self._changed()
+
+    def remove_pod(self, namespace: str, name: str) -> None:
+        with self._lock:
+            pod = self.pods.pop((namespace, name), None)
+            if pod is not None:
+                self._changed()
+
+    # -- queries -------------------------------------------------------------------------
+
+    def policy(self, namespace: str) -> NamespacePolicy:
+        with self._lock:
+            known = self.namespaces.get(namespace)
+        if known is not None:
+            return known
+        return NamespacePolicy(enabled=self.all_namespaces and not _system(namespace))
+
+    def queue_for(self, ask: PodAsk) -> str | None:
+        return ask.queue or self.policy(ask.namespace).default_queue
+
+    def now(self) -> float:
+        return self._clock()
+
+    def snapshot(self) -> Snapshot:
+        """Everything the global decision needs: running, intended and waiting workloads."""
+        with self._lock:
+            self._expire_intents()
+            return self._snapshot()
+
+    def managed_pods(self) -> list[ManagedPod]:
+        with self._lock:
+            return list(self.pods.values())
+
+    def waiting(self) -> list[Waiting]:
+        """Workloads with gated pods, complete gangs and incomplete ones alike."""
+        with self._lock:
+            grouped: dict[str, list[ManagedPod]] = {}
+            for pod in self.pods.values():
+                if pod.gated:
+                    grouped.setdefault(pod.workload, []).append(pod)
+            out = []
+            for name, pods in sorted(grouped.items()):
+                first = min(pods, key=lambda p: (p.created, p.name))
+                size = max(first.gang_size, len(pods))
+                incomplete = len(pods) < size
+                out.append(
+                    Waiting(
+                        workload=name,
+                        queue=first.queue,
+                        namespace=first.namespace,
+                        pods=size,
+                        pods_present=len(pods),
+                        priority=max(p.priority for p in pods),
+                        created=first.created,
+                        reason="GangIncomplete" if incomplete else "Pending",
+                        message=f"{len(pods)} of {size} pods exist; the gang waits for all"
+                        if incomplete
+                        else "waiting for the controller's next decision",
+                    )
+                )
+            return out
+
+    def set_last_decisions(self, decisions: Iterable[WorkloadDecision]) -> None:
+        with self._lock:
+            self._decisions = {d.workload: d for d in decisions}
+
+    def last_decisions(self) -> dict[str, WorkloadDecision]:
+        with self._lock:
+            return dict(self._decisions)
+
+    def record_admission(self, queue: str) -> None:
+        """For the wait estimate: admissions per queue over the last hour."""
+        with self._lock:
+            times = self._admissions.setdefault(queue, deque())
+            now = self._clock()
+            times.append(now)
+            while times and times[0] < now - _RATE_WINDOW_S:
+                times.popleft()
+
+    def admission_rate_per_s(self, queue: str) -> float:
+        with self._lock:
+            now = self._clock()
+            times = self._admissions.get(queue, deque())
+            recent = sum(1 for t in times if t >= now - _RATE_WINDOW_S)
+            return recent / _RATE_WINDOW_S
+
+    # -- the webhook's path --------------------------------------------------------------
+
+    def admit_now(self, workload: Workload, *, reserve: bool) -> WorkloadDecision:
+        """Admit ``workload`` now if quota and capacity allow, else say why it waits.
+
+        With ``reserve`` the admission is charged until its pod is observed (or the
+        intent expires); without (dry runs, shadow mode) nothing is kept.
+        """
+        with self._lock:
+            self._expire_intents()
+            allocator = self._current_allocator()
+            decision = allocator.decide(workload)
+            if decision.outcome is Outcome.ADMIT:
+                if reserve:
+                    self.record_admission(workload.queue)
+                    running = workload.model_copy(
+                        update={
+                            "flavor": decision.flavor,
+                            "placement": decision.placement,
+                            "started": int(self._clock()),
+                        }
+                    )
+                    self._intents[workload.name] = _Intent(
+                        running, self._clock() + self._intent_ttl_s
+                    )
+                else:
+                    allocator.release(workload.name)
+            return decision
+
+    def record_waiting(self, workload: Workload) -> None:
+        """Remember a gated workload until its pods are observed (standalone: for good)."""
+        with self._lock:
+            self._intents[workload.name] = _Intent(workload, self._clock() + self._intent_ttl_s)
+            self.generation += 1
+
+    def forget(self, workload: str) -> bool:
+        """Drop an intent (its pod was deleted before it was ever observed)."""
+        with self._lock:
+            intent = self._intents.pop(workload, None)
+            if intent is None:
+                return False
+            if intent.workload.placement is not None:
+                allocator = self._allocator
+                if allocator is None or not allocator.release(workload):
+                    self._changed()
+            return True
+
+    def note_admitted(self, workload: Workload) -> None:
+        """The controller admitted a waiting workload: hold its capacity until observed."""
+        with self._lock:
+            self.record_admission(workload.queue)
+            self._intents[workload.name] = _Intent(workload, self._clock() + self._intent_ttl_s)
+            self._changed()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _current_allocator(self) -> IncrementalAllocator:
+        if self._allocator is None:
+            snapshot = self._snapshot()
+            running_only = snapshot.model_copy(
+                update={"workloads": tuple(w for w in snapshot.workloads if w.placement)}
+            )
+            self._allocator = IncrementalAllocator(running_only)
+        return self._allocator
+
+    def _expire_intents(self) -> None:
+        if not self._observing:
+            return
+        now = self._clock()
+        expired = [name for name, i in self._intents.items() if i.expires <= now]
+        for name in expired:
+            intent = self._intents.pop(name)
+            if intent.workload.placement is not None:
+                self._allocator = None
+        if expired:
+            self.generation += 1
+
+    def _drop_observed_intents(self) -> None:
+        for name in list(self._intents):
+            self._retire_if_observed(name)
+
+    def _retire_if_observed(self, workload: str) -> None:
+        """An intent ends when its pods are observed: all admitted, or (waiting) present."""
+        intent = self._intents.get(workload)
+        if intent is None:
+            return
+        pods = [p for p in self.pods.values() if p.workload == workload]
+        if intent.workload.placement is None:
+            if pods:
+                del self._intents[workload]
+        elif len(pods) >= intent.workload.pods and not any(p.gated for p in pods):
+            del self._intents[workload]
+
+    def _snapshot(self) -> Snapshot:
+        ledgers = {name: NodeLedger.of(node) for name, node in self.nodes.items()}
+        workloads: list[Workload] = []
+        grouped: dict[str, list[ManagedPod]] = {}
+        for pod in self.pods.values():
+            grouped.setdefault(pod.workload, []).append(pod)
+        # Intents first: their placements were chosen by the allocator and must stay put;
+        # an admitted intent stands for its pods until they are all observed admitted.
+        for intent in self._intents.values():
+            name = intent.workload.name
+            if name in grouped and intent.workload.placement is None:
+                continue
+            grouped.pop(name, None)
+            if intent.workload.placement is not None:
+                placed = all(
+                    p.node in ledgers and ledgers[p.node].claim(p)
+                    for p in intent.workload.placement
+                )
+                if not placed:
+                    continue
+            workloads.append(intent.workload)
+        for name in sorted(grouped):
+            workload = _workload_of(name, grouped[name], ledgers)
+            if workload is not None:
+                workloads.append(workload)
+        return self._base.model_copy(
+            update={
+                "nodes": tuple(self.nodes[n] for n in sorted(self.nodes)),
+                "queues": tuple(self.queues[q] for q in sorted(self.queues)),
+                "workloads": tuple(workloads),
+                "now": int(self._clock()),
+            }
+        )
+
+
+def _system(namespace: str) -> bool:
+    return namespace in ("kube-system", "kube-public", "kube-node-lease") or namespace.startswith(
+        "openshift"
+    )
+
+
+def _admitted(pod: ManagedPod) -> bool:
+    return not pod.gated
+
+
+def _capacity_view(pod: ManagedPod) -> tuple[object, ...]:
+    return (pod.gated, pod.node, pod.placement, pod.workload, pod.demand)
+
+
+def _same_place(intent: _Intent, pod: ManagedPod) -> bool:
+    placement = intent.workload.placement or ()
+    return (
+        pod.placement is not None
+        and pod.placement in placement
+        and (pod.node in (None, pod.placement.node))
+    )
+
+
+def _kind_flavor(demand: Demand, node: Node | None) -> str | None:
+    if demand.mig_profile is not None:
+        return flavor_of_mig(demand.mig_profile)
+    if node is None or not node.gpus:
+        return None
+    return node.gpus[0].model
+
+
+def _workload_of(
+    name: str, pods: list[ManagedPod], ledgers: dict[str, NodeLedger]
+) -> Workload | None:
+    """A running workload (every pod admitted) or a waiting one (any pod gated)."""
+    first = min(pods, key=lambda p: (p.created, p.name))
+    base = Workload(
+        name=name,
+        queue=first.queue,
+        namespace=first.namespace,
+        priority=max(p.priority for p in pods),
+        created=first.created,
+        pods=max(first.gang_size, len(pods)),
+        demand=first.demand,
+    )
+    if any(p.gated for p in pods):
+        if len(pods) < first.gang_size:
+            return None  # an incomplete gang is reported, not decided
+        return base.model_copy(update={"pods": len(pods)})
+    placements: list[PodPlacement] = []
+    for pod in sorted(pods, key=lambda p: p.name):
+        placement = _place(pod, ledgers)
+        if placement is None:
+            return None  # not bound yet and never placed by us: nothing to account
+        placements.append(placement)
+    ledger = ledgers.get(placements[0].node)
+    flavor = pods[0].flavor or _kind_flavor(first.demand, ledger.node if ledger else None)
+    demand = first.demand
+    if demand.gpu_memory_mib is not None or (demand.mig_profile is None and demand.gpus is None):
+        return None
+    return base.model_copy(
+        update={
+            "pods": len(placements),
+            "placement": tuple(placements),
+            "flavor": flavor,
+            "started": first.created,
+        }
+    )
+
+
+def _place(pod: ManagedPod, ledgers: dict[str, NodeLedger]) -> PodPlacement | None:
+    node = pod.node or (pod.placement.node if pod.placement else None)
+    if node is None or node not in ledgers:
+        return None
+    ledger = ledgers[node]
+    if pod.placement is not None and pod.placement.node == node and ledger.claim(pod.placement):
+        return pod.placement
+    if pod.demand.mig_profile is not None:
+        return ledger.take_slice(pod.demand.mig_profile)
+    return ledger.take_whole(pod.demand.gpus or 0)
