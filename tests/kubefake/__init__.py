@@ -3,11 +3,13 @@
 from .fake import RECORDINGS, Failure, Fake, RequestRecord, running_fake
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .podrules import SPEC_FORBIDDEN, pod_update_errors
+from .status import ApiError
 from .store import ResourceType, Store
 
 __all__ = [
     "RECORDINGS",
     "SPEC_FORBIDDEN",
+    "ApiError",
     "Failure",
     "Fake",
     "PatchError",

@@ -12,8 +12,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-__all__ = ["MERGE_KEYS", "PRIMITIVE_MERGE_LISTS", "PatchError", "json_patch", "merge_patch",
-           "strategic_merge_patch"]
+__all__ = [
+    "MERGE_KEYS",
+    "PRIMITIVE_MERGE_LISTS",
+    "PatchError",
+    "json_patch",
+    "merge_patch",
+    "strategic_merge_patch",
+]
 
 
 class PatchError(Exception):

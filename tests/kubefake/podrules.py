@@ -51,9 +51,13 @@ def _toleration_errors(new: list, old: list) -> list[FieldError]:
 
     for toleration in old:
         if not any(same(toleration, t) for t in new):
-            return [FieldError("Forbidden", "spec.tolerations",
-                               "existing toleration can not be modified except its "
-                               "tolerationSeconds")]
+            return [
+                FieldError(
+                    "Forbidden",
+                    "spec.tolerations",
+                    "existing toleration can not be modified except its tolerationSeconds",
+                )
+            ]
     return []
 
 
@@ -61,28 +65,38 @@ def _node_selector_errors(new: dict | None, old: dict | None) -> list[FieldError
     new = new or {}
     for key, value in (old or {}).items():
         if new.get(key) != value:
-            return [FieldError("Invalid", "spec.nodeSelector",
-                               "only additions to spec.nodeSelector are allowed "
-                               "(no mutations or deletions)", new)]
+            return [
+                FieldError(
+                    "Invalid",
+                    "spec.nodeSelector",
+                    "only additions to spec.nodeSelector are allowed (no mutations or deletions)",
+                    new,
+                )
+            ]
     return []
 
 
 def _internal_requirements(reqs: list | None) -> list | None:
     if reqs is None:
         return None
-    return [{"Key": r.get("key", ""), "Operator": r.get("operator", ""),
-             "Values": r.get("values")} for r in reqs]
+    return [
+        {"Key": r.get("key", ""), "Operator": r.get("operator", ""), "Values": r.get("values")}
+        for r in reqs
+    ]
 
 
 def _internal_term(term: dict) -> dict:
     """How the server prints a NodeSelectorTerm: the internal type's Go field names."""
-    return {"MatchExpressions": _internal_requirements(term.get("matchExpressions")),
-            "MatchFields": _internal_requirements(term.get("matchFields"))}
+    return {
+        "MatchExpressions": _internal_requirements(term.get("matchExpressions")),
+        "MatchFields": _internal_requirements(term.get("matchFields")),
+    }
 
 
 def _required_terms(spec: dict) -> list | None:
-    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
-                .get("requiredDuringSchedulingIgnoredDuringExecution"))
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    )
     return None if required is None else (required.get("nodeSelectorTerms") or [])
 
 
@@ -93,16 +107,27 @@ def _affinity_errors(new_spec: dict, old_spec: dict) -> list[FieldError]:
     new_terms = _required_terms(new_spec) or []
     if len(new_terms) != len(old_terms):
         value = [_internal_term(t) for t in new_terms] if new_terms else None
-        return [FieldError("Invalid", _TERMS, "no additions/deletions to non-empty "
-                           "NodeSelectorTerms list are allowed", value)]
+        return [
+            FieldError(
+                "Invalid",
+                _TERMS,
+                "no additions/deletions to non-empty NodeSelectorTerms list are allowed",
+                value,
+            )
+        ]
     errors = []
     for i, (old, new) in enumerate(zip(old_terms, new_terms, strict=True)):
         for field in ("matchExpressions", "matchFields"):
             before, after = old.get(field) or [], new.get(field) or []
             if len(before) > len(after) or after[: len(before)] != before:
-                errors.append(FieldError("Invalid", f"{_TERMS}[{i}]", "only additions are "
-                                         "allowed (no mutations or deletions)",
-                                         _internal_term(new)))
+                errors.append(
+                    FieldError(
+                        "Invalid",
+                        f"{_TERMS}[{i}]",
+                        "only additions are allowed (no mutations or deletions)",
+                        _internal_term(new),
+                    )
+                )
                 break
     return errors
 
@@ -123,22 +148,30 @@ def pod_update_errors(new: dict, old: dict) -> list[FieldError]:
     errors: list[FieldError] = []
     for field in ("containers", "initContainers"):
         if len(new_spec.get(field) or []) != len(old_spec.get(field) or []):
-            return [FieldError("Forbidden", f"spec.{field}",
-                               "pod updates may not add or remove containers")]
-    errors += _gate_errors(new_spec.get("schedulingGates") or [],
-                           old_spec.get("schedulingGates") or [])
-    errors += _toleration_errors(new_spec.get("tolerations") or [],
-                                 old_spec.get("tolerations") or [])
+            return [
+                FieldError(
+                    "Forbidden", f"spec.{field}", "pod updates may not add or remove containers"
+                )
+            ]
+    errors += _gate_errors(
+        new_spec.get("schedulingGates") or [], old_spec.get("schedulingGates") or []
+    )
+    errors += _toleration_errors(
+        new_spec.get("tolerations") or [], old_spec.get("tolerations") or []
+    )
     munged = copy.deepcopy(new_spec)
     for field in ("containers", "initContainers"):
         for mine, theirs in zip(munged.get(field) or [], old_spec.get(field) or [], strict=True):
             mine["image"] = theirs.get("image")
-    for field in ("activeDeadlineSeconds", "terminationGracePeriodSeconds", "tolerations",
-                  "schedulingGates"):
+    for field in (
+        "activeDeadlineSeconds",
+        "terminationGracePeriodSeconds",
+        "tolerations",
+        "schedulingGates",
+    ):
         munged[field] = old_spec.get(field)
     if old_spec.get("schedulingGates"):
-        errors += _node_selector_errors(new_spec.get("nodeSelector"),
-                                        old_spec.get("nodeSelector"))
+        errors += _node_selector_errors(new_spec.get("nodeSelector"), old_spec.get("nodeSelector"))
         errors += _affinity_errors(new_spec, old_spec)
         munged["nodeSelector"] = old_spec.get("nodeSelector")
         old_node_affinity = (old_spec.get("affinity") or {}).get("nodeAffinity")

@@ -79,8 +79,10 @@ def _path(*keys: str) -> Callable[[dict], str]:
     return read
 
 
-_COMMON = {"metadata.name": _path("metadata", "name"),
-           "metadata.namespace": _path("metadata", "namespace")}
+_COMMON = {
+    "metadata.name": _path("metadata", "name"),
+    "metadata.namespace": _path("metadata", "namespace"),
+}
 FIELDS: dict[str, dict[str, Callable[[dict], str]]] = {
     "pods": {
         **_COMMON,
@@ -91,8 +93,10 @@ FIELDS: dict[str, dict[str, Callable[[dict], str]]] = {
         "status.podIP": _path("status", "podIP"),
         "status.nominatedNodeName": _path("status", "nominatedNodeName"),
     },
-    "nodes": {**_COMMON, "spec.unschedulable": lambda o: str(
-        bool(o.get("spec", {}).get("unschedulable"))).lower()},
+    "nodes": {
+        **_COMMON,
+        "spec.unschedulable": lambda o: str(bool(o.get("spec", {}).get("unschedulable"))).lower(),
+    },
     "namespaces": {**_COMMON, "status.phase": _path("status", "phase")},
     "events": {
         **_COMMON,

@@ -40,8 +40,9 @@ class Target:
 
 
 def _not_found_path() -> st.ApiError:
-    return st.ApiError(st.status(404, "NotFound", "the server could not find the requested "
-                                 "resource", {}))
+    return st.ApiError(
+        st.status(404, "NotFound", "the server could not find the requested resource", {})
+    )
 
 
 def parse_path(fake: Fake, path: str) -> Target:
@@ -64,8 +65,9 @@ def parse_path(fake: Fake, path: str) -> Target:
     rtype = store.resolve(group, version, rest[0])
     if rtype is None or (rtype.namespaced and len(rest) > 1):
         raise _not_found_path()
-    return Target(rtype, None, rest[1] if len(rest) > 1 else None,
-                  rest[2] if len(rest) > 2 else None)
+    return Target(
+        rtype, None, rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
+    )
 
 
 def _json(body: Any, code: int = 200) -> web.Response:
@@ -73,8 +75,12 @@ def _json(body: Any, code: int = 200) -> web.Response:
 
 
 def _success(code: int, details: dict | None = None) -> web.Response:
-    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                            "status": "Success"}
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+    }
     if details:
         body["details"] = details
     body["code"] = code
@@ -90,8 +96,9 @@ def make_app(fake: Fake) -> web.Application:
         except ValueError:
             body = raw.decode(errors="replace")
         content_type = request.headers.get("Content-Type")
-        failure = fake.record_request(request.method, request.path, dict(request.query),
-                                      content_type, body)
+        failure = fake.record_request(
+            request.method, request.path, dict(request.query), content_type, body
+        )
         if failure == "drop":
             assert request.transport is not None
             request.transport.abort()
@@ -101,8 +108,12 @@ def make_app(fake: Fake) -> web.Application:
         try:
             return await handler(request)
         except st.ApiError as error:
-            return web.Response(status=error.code, text=json.dumps(error.body),
-                                content_type="application/json", headers=error.headers)
+            return web.Response(
+                status=error.code,
+                text=json.dumps(error.body),
+                content_type="application/json",
+                headers=error.headers,
+            )
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         target = parse_path(fake, request.path)
@@ -119,8 +130,11 @@ def make_app(fake: Fake) -> web.Application:
         if target.name is None:
             if method == "POST":
                 return _create(fake, target, body)
-            raise st.ApiError(st.status(405, "MethodNotAllowed",
-                                        f"the server does not allow this method: {method}"))
+            raise st.ApiError(
+                st.status(
+                    405, "MethodNotAllowed", f"the server does not allow this method: {method}"
+                )
+            )
         return _object(fake, request, target, body)
 
     app = web.Application(middlewares=[record_and_inject], client_max_size=8 * 1024 * 1024)
@@ -131,15 +145,18 @@ def make_app(fake: Fake) -> web.Application:
 def _list(fake: Fake, request: web.Request, target: Target) -> web.Response:
     match_labels = label_selector(request.query.get("labelSelector"))
     match_fields = field_selector(request.query.get("fieldSelector"), target.rtype.plural)
-    items, rv = fake.store.list(target.rtype, target.namespace,
-                                lambda o: match_labels(o) and match_fields(o))
+    items, rv = fake.store.list(
+        target.rtype, target.namespace, lambda o: match_labels(o) and match_fields(o)
+    )
     rtype = target.rtype
-    return _json({
-        "apiVersion": rtype.api_version,
-        "kind": rtype.kind + "List",
-        "metadata": {"resourceVersion": str(rv)},
-        "items": [fake.store.list_item(rtype, obj) for obj in items],
-    })
+    return _json(
+        {
+            "apiVersion": rtype.api_version,
+            "kind": rtype.kind + "List",
+            "metadata": {"resourceVersion": str(rv)},
+            "items": [fake.store.list_item(rtype, obj) for obj in items],
+        }
+    )
 
 
 def _create(fake: Fake, target: Target, body: Any) -> web.Response:
@@ -147,8 +164,9 @@ def _create(fake: Fake, target: Target, body: Any) -> web.Response:
         raise st.bad_request("the request body must be a JSON object")
     body_ns = (body.get("metadata") or {}).get("namespace")
     if target.rtype.namespaced and body_ns and body_ns != target.namespace:
-        raise st.bad_request("the namespace of the provided object does not match the "
-                             "namespace sent on the request")
+        raise st.bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+        )
     obj = fake.store.create(target.rtype, target.namespace, body)
     return _json(fake.store.typed(target.rtype, obj), 201)
 
@@ -169,8 +187,7 @@ def _object(fake: Fake, request: web.Request, target: Target, body: Any) -> web.
     if method == "GET":
         return _json(store.typed(rtype, store.get(rtype, ns, name)))
     if method in ("PUT", "PATCH") and sub == "status":
-        return _json(store.typed(rtype, fake.write_status(rtype, ns, name, method, request,
-                                                          body)))
+        return _json(store.typed(rtype, fake.write_status(rtype, ns, name, method, request, body)))
     if method == "PUT":
         if not isinstance(body, dict):
             raise st.bad_request("the request body must be a JSON object")
@@ -182,14 +199,27 @@ def _object(fake: Fake, request: web.Request, target: Target, body: Any) -> web.
         options = body if isinstance(body, dict) else {}
         grace = options.get("gracePeriodSeconds", request.query.get("gracePeriodSeconds"))
         precondition = (options.get("preconditions") or {}).get("resourceVersion")
-        obj, gone = fake.delete(rtype, ns, name, grace=None if grace is None else int(grace),
-                                precondition_rv=precondition)
+        obj, gone = fake.delete(
+            rtype,
+            ns,
+            name,
+            grace=None if grace is None else int(grace),
+            precondition_rv=precondition,
+        )
         if not gone or rtype.plural == "pods":
             return _json(store.typed(rtype, obj))
-        return _success(200, {"name": name, **({"group": rtype.group} if rtype.group else {}),
-                              "kind": rtype.plural, "uid": obj["metadata"].get("uid")})
-    raise st.ApiError(st.status(405, "MethodNotAllowed",
-                                f"the server does not allow this method: {method}"))
+        return _success(
+            200,
+            {
+                "name": name,
+                **({"group": rtype.group} if rtype.group else {}),
+                "kind": rtype.plural,
+                "uid": obj["metadata"].get("uid"),
+            },
+        )
+    raise st.ApiError(
+        st.status(405, "MethodNotAllowed", f"the server does not allow this method: {method}")
+    )
 
 
 def _evict(fake: Fake, namespace: str | None, name: str, body: Any) -> web.Response:
@@ -201,13 +231,19 @@ def _evict(fake: Fake, namespace: str | None, name: str, body: Any) -> web.Respo
     fake.store.get(pods, namespace, name)  # 404 for a missing pod, before any PDB check
     blocked = fake.eviction_block(namespace or "", name)
     if blocked is not None:
-        fake.evictions.append({"namespace": namespace, "name": name, "allowed": False,
-                               "body": body})
+        fake.evictions.append(
+            {"namespace": namespace, "name": name, "allowed": False, "body": body}
+        )
         raise blocked
     options = body.get("deleteOptions") or {}
     grace = options.get("gracePeriodSeconds")
-    fake.delete(pods, namespace, name, grace=grace,
-                precondition_rv=(options.get("preconditions") or {}).get("resourceVersion"))
+    fake.delete(
+        pods,
+        namespace,
+        name,
+        grace=grace,
+        precondition_rv=(options.get("preconditions") or {}).get("resourceVersion"),
+    )
     fake.evictions.append({"namespace": namespace, "name": name, "allowed": True, "body": body})
     return _success(201)
 
@@ -229,8 +265,9 @@ async def _watch(fake: Fake, request: web.Request, target: Target) -> web.Stream
     def deliver(item: Any) -> None:
         loop.call_soon_threadsafe(queue.put_nowait, item)
 
-    watcher = Watcher(target.rtype, target.namespace,
-                      lambda o: match_labels(o) and match_fields(o), deliver)
+    watcher = Watcher(
+        target.rtype, target.namespace, lambda o: match_labels(o) and match_fields(o), deliver
+    )
     response = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
     try:
         backlog = fake.store.subscribe(watcher, since)
@@ -267,8 +304,14 @@ async def _watch(fake: Fake, request: web.Request, target: Target) -> web.Stream
                 break
             if isinstance(item, Bookmark):
                 if bookmarks:
-                    await send("BOOKMARK", {"kind": rtype.kind, "apiVersion": rtype.api_version,
-                                            "metadata": {"resourceVersion": str(item.rv)}})
+                    await send(
+                        "BOOKMARK",
+                        {
+                            "kind": rtype.kind,
+                            "apiVersion": rtype.api_version,
+                            "metadata": {"resourceVersion": str(item.rv)},
+                        },
+                    )
                 continue
             for kind, obj in store.translate(watcher, item):
                 await send(kind, store.typed(rtype, obj))

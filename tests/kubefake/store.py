@@ -124,11 +124,13 @@ class Store:
             raise st.not_found(rtype.group, rtype.plural, name)
         return obj
 
-    def list(self, rtype: ResourceType, namespace: str | None, match: Selector
-             ) -> tuple[list[dict], int]:
+    def list(
+        self, rtype: ResourceType, namespace: str | None, match: Selector
+    ) -> tuple[list[dict], int]:
         with self.lock:
             items = [
-                obj for (key, ns, _), obj in self.objects.items()
+                obj
+                for (key, ns, _), obj in self.objects.items()
                 if key == rtype.key and (namespace is None or ns == namespace) and match(obj)
             ]
             items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
@@ -166,8 +168,16 @@ class Store:
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
             if not meta.get("name"):
-                raise st.invalid(rtype.kind, rtype.group, "", [st.FieldError(
-                    "Required", "metadata.name", "name or generateName is required")])
+                raise st.invalid(
+                    rtype.kind,
+                    rtype.group,
+                    "",
+                    [
+                        st.FieldError(
+                            "Required", "metadata.name", "name or generateName is required"
+                        )
+                    ],
+                )
             if rtype.namespaced:
                 meta["namespace"] = namespace
             key = self._key(rtype, namespace, meta["name"])
@@ -195,8 +205,14 @@ class Store:
 
     def _store_update(self, rtype: ResourceType, old: dict, obj: dict) -> dict:
         meta, old_meta = obj.setdefault("metadata", {}), old["metadata"]
-        for immutable in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
-                          "deletionGracePeriodSeconds"):
+        for immutable in (
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+        ):
             if immutable in old_meta:
                 meta[immutable] = old_meta[immutable]
         if "generation" in old_meta:
@@ -234,26 +250,43 @@ class Store:
         with self.lock:
             old = self.get(rtype, namespace, name)
             if not (body.get("metadata") or {}).get("resourceVersion") and rtype.plural == "pods":
-                raise st.invalid(rtype.kind, rtype.group, name, [st.FieldError(
-                    "Invalid", "metadata.resourceVersion", "must be specified for an update",
-                    0)])
+                raise st.invalid(
+                    rtype.kind,
+                    rtype.group,
+                    name,
+                    [
+                        st.FieldError(
+                            "Invalid",
+                            "metadata.resourceVersion",
+                            "must be specified for an update",
+                            0,
+                        )
+                    ],
+                )
             return self._validate_and_store(rtype, old, copy.deepcopy(body))
 
-    def patch(self, rtype: ResourceType, namespace: str | None, name: str,
-              content_type: str, body: Any) -> dict:
+    def patch(
+        self, rtype: ResourceType, namespace: str | None, name: str, content_type: str, body: Any
+    ) -> dict:
         with self.lock:
             old = self.get(rtype, namespace, name)
             if content_type == JSON_PATCH:
                 if not isinstance(body, list):
-                    raise st.bad_request("json: cannot unmarshal object into Go value of type "
-                                         "jsonpatch.Patch")
+                    raise st.bad_request(
+                        "json: cannot unmarshal object into Go value of type jsonpatch.Patch"
+                    )
                 try:
                     new = json_patch(self.typed(rtype, old), body)
                 except PatchError:
                     # The real server hides the json-patch library's reason.
-                    raise st.ApiError(st.status(
-                        422, "Invalid", "the server rejected our request due to an error in "
-                        "our request", {})) from None
+                    raise st.ApiError(
+                        st.status(
+                            422,
+                            "Invalid",
+                            "the server rejected our request due to an error in our request",
+                            {},
+                        )
+                    ) from None
             elif content_type == MERGE_PATCH:
                 new = merge_patch(self.typed(rtype, old), body)
             elif content_type == STRATEGIC_PATCH and rtype.builtin:
@@ -270,8 +303,15 @@ class Store:
                 raise st.bad_request("the patch did not produce an object")
             return self._validate_and_store(rtype, old, new)
 
-    def delete(self, rtype: ResourceType, namespace: str | None, name: str, *,
-               graceful: bool = False, precondition_rv: str | None = None) -> dict:
+    def delete(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        *,
+        graceful: bool = False,
+        precondition_rv: str | None = None,
+    ) -> dict:
         """Delete; `graceful` keeps the object terminating (deletionTimestamp) until removed."""
         with self.lock:
             old = self.get(rtype, namespace, name)
@@ -328,6 +368,7 @@ class Store:
     @staticmethod
     def translate(watcher: Watcher, event: Event) -> list[tuple[str, dict]]:
         """The event as this watcher sees it: selector transitions become ADDED/DELETED."""
+
         def visible(obj: dict | None) -> bool:
             if obj is None:
                 return False
@@ -351,8 +392,7 @@ class Store:
 
 
 def _without_rv(obj: dict) -> dict:
-    return {**obj, "metadata": {k: v for k, v in obj["metadata"].items()
-                                if k != "resourceVersion"}}
+    return {**obj, "metadata": {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}}
 
 
 def validate_pod_update(new: dict, old: dict) -> None:
