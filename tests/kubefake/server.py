@@ -70,8 +70,13 @@ def parse_path(fake: Fake, path: str) -> Target:
     )
 
 
+def _dumps(body: Any) -> str:
+    """Compact, as Go's encoding/json writes it."""
+    return json.dumps(body, separators=(",", ":"))
+
+
 def _json(body: Any, code: int = 200) -> web.Response:
-    return web.Response(status=code, text=json.dumps(body), content_type="application/json")
+    return web.Response(status=code, text=_dumps(body), content_type="application/json")
 
 
 def _success(code: int, details: dict | None = None) -> web.Response:
@@ -110,7 +115,7 @@ def make_app(fake: Fake) -> web.Application:
         except st.ApiError as error:
             return web.Response(
                 status=error.code,
-                text=json.dumps(error.body),
+                text=_dumps(error.body),
                 content_type="application/json",
                 headers=error.headers,
             )
@@ -276,7 +281,7 @@ async def _watch(fake: Fake, request: web.Request, target: Target) -> web.Stream
             raise
         response.enable_chunked_encoding()
         await response.prepare(request)
-        await response.write(json.dumps({"type": "ERROR", "object": error.body}).encode() + b"\n")
+        await response.write(_dumps({"type": "ERROR", "object": error.body}).encode() + b"\n")
         await response.write_eof()
         return response
     store, rtype = fake.store, target.rtype
@@ -286,7 +291,7 @@ async def _watch(fake: Fake, request: web.Request, target: Target) -> web.Stream
         await response.prepare(request)
 
         async def send(kind: str, obj: dict) -> None:
-            line = json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+            line = _dumps({"type": kind, "object": obj}).encode() + b"\n"
             await response.write(line)
 
         for kind, obj in backlog:
