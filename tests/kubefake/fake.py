@@ -21,6 +21,7 @@ import kubernetes.client
 from aiohttp import web
 
 from . import status as st
+from .patch import json_patch, merge_patch, strategic_merge_patch
 from .server import Bookmark, make_app
 from .store import ResourceType, Store, Watcher, now
 
@@ -358,8 +359,6 @@ class Fake:
             old = self.store.get(rtype, namespace, name)
             if method == "PATCH":
                 content_type = (request.headers.get("Content-Type") or "").split(";")[0]
-                from .patch import json_patch, merge_patch, strategic_merge_patch
-
                 apply = {
                     "application/json-patch+json": json_patch,
                     "application/merge-patch+json": merge_patch,
