@@ -43,8 +43,8 @@ from webhook.pods import ManagedPod, PodAsk
 
 __all__ = [
     "LiveCluster",
-    "Waiting",
     "NamespacePolicy",
+    "Waiting",
 ]
 
 
@@ -234,7 +234,7 @@ class LiveCluster:
         with self._lock:
             grouped: dict[str, list[ManagedPod]] = {}
             for pod in self.pods.values():
-                if pod.gated:
+                if pod.gated and not pod.foreign:
                     grouped.setdefault(pod.workload, []).append(pod)
             out = []
             for name, pods in sorted(grouped.items()):
@@ -347,6 +347,29 @@ class LiveCluster:
             self._allocator = IncrementalAllocator(running_only)
         return self._allocator
 
+    def _nodes_less_foreign(self) -> dict[str, Node]:
+        """Nodes without the devices foreign pods hold (they are not Apportion's to give)."""
+        foreign = [p for p in self.pods.values() if p.foreign and p.node in self.nodes]
+        if not foreign:
+            return self.nodes
+        ledgers: dict[str, NodeLedger] = {}
+        for pod in sorted(foreign, key=lambda p: (p.namespace, p.name)):
+            assert pod.node is not None
+            ledger = ledgers.setdefault(pod.node, NodeLedger.of(self.nodes[pod.node]))
+            if pod.demand.mig_profile is not None:
+                ledger.take_slice(pod.demand.mig_profile)
+            else:
+                ledger.take_whole(min(pod.demand.gpus or 0, len(ledger.free_whole)))
+        nodes = dict(self.nodes)
+        for name, ledger in ledgers.items():
+            node = self.nodes[name]
+            whole = {g.index for g in node.gpus if g.mig is None} - set(ledger.free_whole)
+            slices = {(g.index, m.start) for g in node.gpus if g.mig is not None for m in g.mig} - {
+                s for free in ledger.free_slices.values() for s in free
+            }
+            nodes[name] = _without(node, whole, slices)
+        return nodes
+
     def _expire_intents(self) -> None:
         if not self._observing:
             return
@@ -376,11 +399,13 @@ class LiveCluster:
             del self._intents[workload]
 
     def _snapshot(self) -> Snapshot:
-        ledgers = {name: NodeLedger.of(node) for name, node in self.nodes.items()}
+        nodes = self._nodes_less_foreign()
+        ledgers = {name: NodeLedger.of(node) for name, node in nodes.items()}
         workloads: list[Workload] = []
         grouped: dict[str, list[ManagedPod]] = {}
         for pod in self.pods.values():
-            grouped.setdefault(pod.workload, []).append(pod)
+            if not pod.foreign:
+                grouped.setdefault(pod.workload, []).append(pod)
         # Intents first: their placements were chosen by the allocator and must stay put;
         # an admitted intent stands for its pods until they are all observed admitted.
         for intent in self._intents.values():
@@ -402,12 +427,24 @@ class LiveCluster:
                 workloads.append(workload)
         return self._base.model_copy(
             update={
-                "nodes": tuple(self.nodes[n] for n in sorted(self.nodes)),
+                "nodes": tuple(nodes[n] for n in sorted(nodes)),
                 "queues": tuple(self.queues[q] for q in sorted(self.queues)),
                 "workloads": tuple(workloads),
                 "now": int(self._clock()),
             }
         )
+
+
+def _without(node: Node, whole: set[int], slices: set[tuple[int, int]]) -> Node:
+    gpus = []
+    for gpu in node.gpus:
+        if gpu.mig is None:
+            if gpu.index not in whole:
+                gpus.append(gpu)
+        else:
+            kept = tuple(m for m in gpu.mig if (gpu.index, m.start) not in slices)
+            gpus.append(gpu if len(kept) == len(gpu.mig) else gpu.model_copy(update={"mig": kept}))
+    return node.model_copy(update={"gpus": tuple(gpus)})
 
 
 def _system(namespace: str) -> bool:

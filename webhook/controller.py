@@ -271,6 +271,8 @@ class Controller:
     def _pods_by_workload(self) -> dict[str, list[ManagedPod]]:
         grouped: dict[str, list[ManagedPod]] = {}
         for pod in self.cluster.managed_pods():
+            if pod.foreign:
+                continue
             grouped.setdefault(pod.workload, []).append(pod)
         for members in grouped.values():
             members.sort(key=lambda p: p.name)
@@ -288,6 +290,7 @@ class Controller:
                 raw,
                 "annotations",
                 {
+                    keys.ANNOTATION_WORKLOAD: pod.workload,
                     keys.ANNOTATION_DECISION: "admitted",
                     keys.ANNOTATION_REASON: f"{verdict.reason.value}: {verdict.message}",
                     ANNOTATION_PLACEMENT: format_placement(placement),

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
+from kubernetes.watch.watch import iter_resp_lines
 
 __all__ = ["KubeApi", "Listing", "Resource"]
 
@@ -76,18 +77,37 @@ class KubeApi:
     def watch(
         self, resource: Resource, resource_version: str, timeout_s: int, **query: Any
     ) -> Iterator[Raw]:
-        """Events ``{"type", "object"}`` from ``resource_version``; ApiException(410) when the
-        version is too old (the caller relists)."""
-        stream = watch.Watch().stream(
-            resource.list_call,
+        """Events ``{"type", "object"}`` from ``resource_version`` until the server ends the
+        stream; ``ApiException`` with the server's code (410 when the version is too old:
+        relist) on an ERROR event.
+
+        Read line by line here rather than through ``kubernetes.watch``: its raw mode
+        mishandles ERROR events, and its typed mode builds a model object per event.
+        """
+        response = resource.list_call(
             *resource.args,
+            watch=True,
             resource_version=resource_version,
             timeout_seconds=timeout_s,
             allow_watch_bookmarks=True,
-            deserialize=False,
+            _preload_content=False,
             **query,
         )
-        yield from stream
+        try:
+            for line in iter_resp_lines(response):
+                if not line.strip():
+                    continue
+                event: Raw = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise client.ApiException(
+                        status=int(status.get("code") or 500),
+                        reason=f"{status.get('reason')}: {status.get('message')}",
+                    )
+                yield event
+        finally:
+            response.close()
+            response.release_conn()
 
     # -- what the controller changes -------------------------------------------------------
 

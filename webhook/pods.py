@@ -346,6 +346,9 @@ class ManagedPod:
     node: str | None = None
     placement: PodPlacement | None = None
     flavor: str | None = None
+    foreign: bool = False
+    """A bound GPU pod Apportion did not decide (created before it was installed, or in a
+    namespace that did not opt in): its devices are simply not capacity."""
     raw: dict[str, Any] | None = field(default=None, compare=False)
     """The pod object, for the controller's patches."""
 
@@ -417,21 +420,21 @@ class PodReader:
         )
 
     def observed(self, pod: dict[str, Any]) -> ManagedPod | None:
-        """A pod Apportion decided on (it carries the workload annotation), else None.
+        """A pod holding or waiting for GPUs: one Apportion decided (it carries the workload
+        annotation), or a *foreign* bound GPU pod; None for everything else.
 
-        Terminal pods (Succeeded, Failed) hold nothing and are not returned.
+        Terminal pods (Succeeded, Failed) hold nothing and are not returned; terminating
+        ones still hold their devices until they are gone.
         """
         metadata = pod.get("metadata") or {}
-        annotations = _str_map(metadata.get("annotations"))
-        workload = annotations.get(keys.ANNOTATION_WORKLOAD)
-        if workload is None:
-            return None
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             return None
+        annotations = _str_map(metadata.get("annotations"))
+        workload = annotations.get(keys.ANNOTATION_WORKLOAD)
+        spec = pod.get("spec") or {}
         namespace = str(metadata.get("namespace") or "")
+        name = str(metadata.get("name") or "")
         ask = self.ask(pod, namespace)
-        if ask.problems or ask.queue is None:
-            return None
         gpu = ask.gpu
         if gpu.gpus:
             demand = Demand(gpus=gpu.gpus, models=ask.models)
@@ -439,20 +442,44 @@ class PodReader:
             demand = Demand(mig_profile=gpu.mig_profile, models=ask.models)
         else:
             return None
-        spec = pod.get("spec") or {}
+        node = spec.get("nodeName") or None
         gates = spec.get("schedulingGates") or []
+        gated = any(isinstance(g, dict) and g.get("name") == keys.GATE for g in gates)
+        if workload is None and gated and ask.queue is not None:
+            # Gated by Apportion without a recorded decision (e.g. by an older version):
+            # still ours to release, as a one-pod workload.
+            workload = f"{namespace}/{name}"
+        if workload is None:
+            if node is None:
+                return None
+            return ManagedPod(
+                namespace=namespace,
+                name=name,
+                workload=f"foreign:{namespace}/{name}",
+                queue="",
+                demand=demand,
+                priority=ask.priority,
+                created=0,
+                gang_size=1,
+                gated=False,
+                node=node,
+                foreign=True,
+                raw=pod,
+            )
+        if ask.problems or ask.queue is None:
+            return None
         placement_text = annotations.get(ANNOTATION_PLACEMENT)
         return ManagedPod(
             namespace=namespace,
-            name=str(metadata.get("name") or ""),
+            name=name,
             workload=workload,
             queue=ask.queue,
             demand=demand,
             priority=ask.priority,
             created=_epoch_seconds(metadata.get("creationTimestamp")),
             gang_size=ask.gang_size or 1,
-            gated=any(isinstance(g, dict) and g.get("name") == keys.GATE for g in gates),
-            node=spec.get("nodeName") or None,
+            gated=gated,
+            node=node,
             placement=parse_placement(placement_text) if placement_text else None,
             raw=pod,
         )

@@ -58,6 +58,7 @@ BUILTIN = [
     ResourceType("", "v1", "events", "Event", True),
     ResourceType("events.k8s.io", "v1", "events", "Event", True),
     ResourceType("coordination.k8s.io", "v1", "leases", "Lease", True),
+    ResourceType("batch", "v1", "jobs", "Job", True),
 ]
 
 
