@@ -266,7 +266,7 @@ def test_recorded_objects_are_what_the_fake_serves() -> None:
     """Guard: the fake's node list is the recording (the controller tests rely on it)."""
     with running_fake() as server:
         api = KubeApi(server.api_client())
-        listing = api.list(api.nodes())
+        listing = api.list_all(api.nodes())
         from kubefake import RECORDINGS
 
         recorded = json.loads((RECORDINGS / "nodelist.json").read_text())

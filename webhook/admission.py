@@ -87,6 +87,7 @@ class Admission:
         assert queue is not None
         workload = self._workload(ask, queue, req.uid)
         shadow = self.settings.mode == "shadow" or policy.shadow
+        decision: WorkloadDecision | None
         if ask.gang is not None:
             decision = _waiting(workload, Reason.NOT_SELECTED, self._gang_message(ask))
         else:

@@ -208,11 +208,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     try:
         import uvloop
 
-        runner = uvloop.run
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:  # uvloop is optional on platforms without it
-        runner = asyncio.run
+        pass
     try:
-        runner(run_server(settings, queues, stop_signals=(signal.SIGTERM, signal.SIGINT)))
+        asyncio.run(run_server(settings, queues, stop_signals=(signal.SIGTERM, signal.SIGINT)))
     except SnapshotError as error:
         raise CommandError(str(error)) from None
     except OSError as error:

@@ -67,7 +67,7 @@ class Informer:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                listing = self.api.list(self.resource)
+                listing = self.api.list_all(self.resource)
                 self._replace(listing.items)
                 self.relists += 1
                 self.synced.set()

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
@@ -69,7 +69,7 @@ class KubeApi:
     def queue_configmaps(self, namespace: str) -> Resource:
         return Resource("ConfigMap", self.core.list_namespaced_config_map, (namespace,))
 
-    def list(self, resource: Resource, **query: Any) -> Listing:
+    def list_all(self, resource: Resource, **query: Any) -> Listing:
         response = resource.list_call(*resource.args, _preload_content=False, **query)
         data = json.loads(response.data)
         return Listing(data.get("items") or [], str(data["metadata"]["resourceVersion"]))
@@ -94,7 +94,7 @@ class KubeApi:
             **query,
         )
         try:
-            for line in iter_resp_lines(response):
+            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
                 if not line.strip():
                     continue
                 event: Raw = json.loads(line)
@@ -113,7 +113,7 @@ class KubeApi:
 
     def patch_pod(self, namespace: str, name: str, patch: list[Raw]) -> Raw:
         """A JSONPatch (the only patch type that can remove one gate by index with a test)."""
-        response = self.core.patch_namespaced_pod(
+        response: Any = self.core.patch_namespaced_pod(
             name,
             namespace,
             patch,
@@ -156,7 +156,7 @@ class KubeApi:
 
     def read_lease(self, namespace: str, name: str) -> Raw | None:
         try:
-            response = self.coordination.read_namespaced_lease(
+            response: Any = self.coordination.read_namespaced_lease(
                 name, namespace, _preload_content=False
             )
         except client.ApiException as error:
@@ -167,16 +167,16 @@ class KubeApi:
         return result
 
     def create_lease(self, namespace: str, body: Raw) -> Raw:
-        response = self.coordination.create_namespaced_lease(
-            namespace, body, _preload_content=False
+        response: Any = self.coordination.create_namespaced_lease(
+            namespace, cast(Any, body), _preload_content=False
         )
         result: Raw = json.loads(response.data)
         return result
 
     def replace_lease(self, namespace: str, name: str, body: Raw) -> Raw:
         """PUT with the read resourceVersion: a 409 means another replica got there first."""
-        response = self.coordination.replace_namespaced_lease(
-            name, namespace, body, _preload_content=False
+        response: Any = self.coordination.replace_namespaced_lease(
+            name, namespace, cast(Any, body), _preload_content=False
         )
         result: Raw = json.loads(response.data)
         return result

@@ -41,9 +41,9 @@ def pending_view(cluster: LiveCluster, queue: str | None = None) -> dict[str, An
     for name, items in out.items():
         items.sort(key=lambda i: (i["position"] is None, i["position"] or 0, -i["priority"]))
         rate = cluster.admission_rate_per_s(name)
-        for rank, item in enumerate(items, start=1):
-            item["position"] = item["position"] or rank
-            item["estimated_wait_s"] = round(item["position"] / rate) if rate > 0 else None
+        for rank, row in enumerate(items, start=1):
+            row["position"] = row["position"] or rank
+            row["estimated_wait_s"] = round(row["position"] / rate) if rate > 0 else None
     if queue is not None and queue not in out:
         out[queue] = []
     return {"queues": out}

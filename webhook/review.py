@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "AdmissionRequest",
+    "Answer",
     "ReviewError",
     "allow",
     "deny",
@@ -77,7 +79,8 @@ def parse_review(body: bytes) -> AdmissionRequest:
     kind = _field(request, "kind", dict, "request")
     resource = _field(request, "resource", dict, "request")
     user = _field(request, "userInfo", dict, "request", required=False) or {}
-    groups = user.get("groups") if isinstance(user.get("groups"), list) else []
+    raw_groups = user.get("groups")
+    groups: list[Any] = raw_groups if isinstance(raw_groups, list) else []
     obj = request.get("object")
     old = request.get("oldObject")
     if obj is not None and not isinstance(obj, dict):
@@ -114,11 +117,11 @@ class Answer:
 
 
 def allow(
-    patch: tuple[dict[str, Any], ...] = (),
-    warnings: tuple[str, ...] = (),
-    audit: tuple[tuple[str, str], ...] = (),
+    patch: Sequence[dict[str, Any]] = (),
+    warnings: Sequence[str] = (),
+    audit: Sequence[tuple[str, str]] = (),
 ) -> Answer:
-    return Answer(True, patch, warnings=warnings, audit=audit)
+    return Answer(True, tuple(patch), warnings=tuple(warnings), audit=tuple(audit))
 
 
 def deny(message: str, code: int = 403, warnings: tuple[str, ...] = ()) -> Answer:

@@ -11,12 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
+from kubernetes import client, config
 
 from scheduler.defaults import default_snapshot
 from scheduler.model import Queue
 from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.controller import Controller
+from webhook.kubeapi import KubeApi
 from webhook.metrics import Metrics
 from webhook.server import CertificateReloader, Readiness, build_app, build_probe_app
 from webhook.settings import ServeSettings
@@ -49,16 +51,14 @@ class Server:
             await runner.cleanup()
 
 
-def _kube_api(settings: ServeSettings):  # type: ignore[no-untyped-def]
+def _kube_api(settings: ServeSettings) -> KubeApi | None:
     """The API client from a kubeconfig or the pod's service account; None = standalone."""
-    from kubernetes import client, config
-
-    from webhook.kubeapi import KubeApi
-
     if settings.kubeconfig is not None:
-        return KubeApi(config.new_client_from_config(config_file=str(settings.kubeconfig)))
+        return KubeApi(
+            config.new_client_from_config(config_file=str(settings.kubeconfig))  # type: ignore[no-untyped-call]
+        )
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         return None
     return KubeApi(client.ApiClient())
