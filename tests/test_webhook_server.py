@@ -6,6 +6,7 @@ import asyncio
 import base64
 import http.client
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -101,9 +102,14 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    # Log records are built (and must not break a request) at the level serve runs with.
+    logger = logging.getLogger("apportion")
+    level = logger.level
+    logger.setLevel(logging.INFO)
     server = Running(tmp_path_factory.mktemp("tls"))
     yield server
     server.close()
+    logger.setLevel(level)
 
 
 def _response(body: bytes) -> dict[str, Any]:

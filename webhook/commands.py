@@ -35,7 +35,8 @@ Subparsers = Any
 
 
 def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
+    """An environment setting; empty counts as unset (Deployments often template '')."""
+    return os.environ.get(name) or default
 
 
 def serve_command(sub: Subparsers) -> None:

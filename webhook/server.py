@@ -88,7 +88,7 @@ def _review_handler(
                     "workload": verdict.workload,
                     "operation": review.operation,
                     "dry_run": review.dry_run,
-                    "message": verdict.answer.message,
+                    "denial": verdict.answer.message,
                 },
             )
         return _json(review_response(review.uid, verdict.answer))
