@@ -396,3 +396,13 @@ def test_standalone_mode_tracks_pods_from_validate_and_delete() -> None:
     delete["request"]["oldObject"] = _pod_after(body, response)
     assert answer(webhook.validate, delete)["allowed"] is True
     assert cluster.snapshot().workloads == ()
+
+
+def test_a_retried_create_gets_the_same_admission() -> None:
+    cluster = fixture_cluster()
+    body = review(GPU_8)
+    first = _pod_after(body, answer(admission(cluster).mutate, body))
+    again = _pod_after(body, answer(admission(cluster).mutate, vary(body)))
+    key = ANNOTATION_PLACEMENT
+    assert again["metadata"]["annotations"][key] == first["metadata"]["annotations"][key]
+    assert len(cluster.snapshot().workloads) == 1

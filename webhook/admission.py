@@ -180,7 +180,7 @@ class Admission:
         return Demand(gpus=1, models=option.models)
 
     def _memory_options(self, workload: Workload) -> list[Any]:
-        present = tuple(sorted({g.model for n in self.cluster.nodes.values() for g in n.gpus}))
+        present = tuple(sorted(self.cluster.largest_nodes()))
         options = list(resolve_options(workload, self.cluster.catalog, present))
         if not self.settings.whole_gpu_fallback:
             mig = [o for o in options if o.kind is Kind.MIG]
@@ -323,21 +323,14 @@ class Admission:
 
     def _never_fits(self, ask: PodAsk) -> list[str]:
         """A request no node of this cluster can ever hold (ignoring what is in use)."""
-        nodes = list(self.cluster.nodes.values())
-        if not nodes:
+        largest = self.cluster.largest_nodes()
+        if not largest:
             return []  # nothing synced yet: never deny on an empty view
         catalog = self.cluster.catalog
-        allowed = set(ask.models)
+        models = [m for m in largest if not ask.models or m in ask.models]
         gpu = ask.gpu
         if gpu.gpus:
-            best = max(
-                (
-                    sum(1 for g in n.gpus if g.mig is None)
-                    for n in nodes
-                    if n.gpus and (not allowed or n.gpus[0].model in allowed)
-                ),
-                default=0,
-            )
+            best = max((largest[m] for m in models), default=0)
             if gpu.gpus > best:
                 where = f" of {'/'.join(ask.models)}" if ask.models else ""
                 return [
@@ -345,23 +338,12 @@ class Admission:
                     f"has {best} whole GPUs"
                 ]
         elif gpu.mig_profile is not None:
-            served = any(
-                catalog[g.model].mig_profile(gpu.mig_profile) is not None
-                for n in nodes
-                for g in n.gpus
-                if not allowed or g.model in allowed
-            )
-            if not served:
+            if not any(catalog[m].mig_profile(gpu.mig_profile) is not None for m in models):
                 return [f"no GPU in this cluster can hold a MIG {gpu.mig_profile} instance"]
-        elif gpu.memory_mib is not None:
-            fits = any(
-                catalog[g.model].memory_mib >= gpu.memory_mib
-                for n in nodes
-                for g in n.gpus
-                if not allowed or g.model in allowed
-            )
-            if not fits:
-                return [f"{gpu.memory_mib} MiB of GPU memory: no GPU in this cluster has that much"]
+        elif gpu.memory_mib is not None and not any(
+            catalog[m].memory_mib >= gpu.memory_mib for m in models
+        ):
+            return [f"{gpu.memory_mib} MiB of GPU memory: no GPU in this cluster has that much"]
         return []
 
     def _workload(self, ask: PodAsk, queue: str, uid: str) -> Workload:

@@ -36,7 +36,7 @@ from scheduler.model import (
     WorkloadDecision,
     flavor_of_mig,
 )
-from scheduler.reasons import Outcome
+from scheduler.reasons import Outcome, Reason
 from webhook import keys
 from webhook.kubeobjects import NodeLedger
 from webhook.pods import ManagedPod, PodAsk
@@ -113,6 +113,7 @@ class LiveCluster:
         self.job_parallelism: dict[tuple[str, str], int] = {}
         """(namespace, Job name) → spec.parallelism: sizes gangs of Job pods."""
         self._allocator: IncrementalAllocator | None = None
+        self._largest: dict[str, int] | None = None
         self._observing = False
         """True once a watch feeds pods: intents then expire when their pod never shows."""
         self._decisions: dict[str, WorkloadDecision] = {}
@@ -126,21 +127,40 @@ class LiveCluster:
         self._allocator = None
         self.generation += 1
 
+    def _nodes_changed(self) -> None:
+        self._largest = None
+        self._changed()
+
+    def largest_nodes(self) -> dict[str, int]:
+        """Per GPU model present: the most whole GPUs one node has (0 for all-MIG models).
+
+        What "can this ever fit" checks need; recomputed only when nodes change.
+        """
+        with self._lock:
+            if self._largest is None:
+                largest: dict[str, int] = {}
+                for node in self.nodes.values():
+                    for model in {g.model for g in node.gpus}:
+                        whole = sum(1 for g in node.gpus if g.model == model and g.mig is None)
+                        largest[model] = max(largest.get(model, 0), whole)
+                self._largest = largest
+            return self._largest
+
     def replace_nodes(self, nodes: Iterable[Node]) -> None:
         with self._lock:
             self.nodes = {n.name: n for n in nodes}
-            self._changed()
+            self._nodes_changed()
 
     def put_node(self, node: Node) -> None:
         with self._lock:
             if self.nodes.get(node.name) != node:
                 self.nodes[node.name] = node
-                self._changed()
+                self._nodes_changed()
 
     def remove_node(self, name: str) -> None:
         with self._lock:
             if self.nodes.pop(name, None) is not None:
-                self._changed()
+                self._nodes_changed()
 
     def replace_queues(self, queues: Iterable[Queue]) -> None:
         with self._lock:
@@ -292,6 +312,19 @@ class LiveCluster:
         """
         with self._lock:
             self._expire_intents()
+            held = self._intents.get(workload.name)
+            if held is not None and held.workload.placement is not None:
+                # A retried create (the API server timed out on us and called again): the
+                # same answer, not a second admission.
+                return WorkloadDecision(
+                    workload=workload.name,
+                    queue=held.workload.queue,
+                    outcome=Outcome.ADMIT,
+                    reason=Reason.ADMITTED,
+                    message="already admitted by an earlier call for this pod",
+                    flavor=held.workload.flavor,
+                    placement=held.workload.placement,
+                )
             allocator = self._current_allocator()
             decision = allocator.decide(workload)
             if decision.outcome is Outcome.ADMIT:

@@ -10,10 +10,11 @@ stack trace, never a 5xx.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 __all__ = [
     "AdmissionRequest",
@@ -65,8 +66,8 @@ def _field(data: dict[str, Any], key: str, kind: type, path: str, required: bool
 def parse_review(body: bytes) -> AdmissionRequest:
     """The request inside an AdmissionReview body, or a ReviewError naming what is wrong."""
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
         raise ReviewError(f"body is not JSON: {error}") from None
     if not isinstance(data, dict):
         raise ReviewError(f"body is a JSON {type(data).__name__}, not an AdmissionReview object")
@@ -132,7 +133,7 @@ def review_response(uid: str, answer: Answer) -> dict[str, Any]:
     """The AdmissionReview the API server expects back, echoing the request uid."""
     response: dict[str, Any] = {"uid": uid, "allowed": answer.allowed}
     if answer.patch:
-        encoded = json.dumps(list(answer.patch), separators=(",", ":")).encode()
+        encoded = orjson.dumps(list(answer.patch))
         response["patchType"] = "JSONPatch"
         response["patch"] = base64.b64encode(encoded).decode()
     if not answer.allowed:

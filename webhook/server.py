@@ -9,7 +9,6 @@ not manage is never blocked by our bug).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 import time
@@ -17,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -40,7 +40,7 @@ class Readiness:
 
 def _json(data: object, status: int = 200) -> web.Response:
     return web.Response(
-        body=json.dumps(data, separators=(",", ":")).encode(),
+        body=orjson.dumps(data),
         status=status,
         content_type="application/json",
     )
