@@ -17,11 +17,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
 from scheduler.cli import CommandError
-from scheduler.loading import SnapshotError, parse_document
-from scheduler.model import Queue
+from scheduler.loading import SnapshotError
+from webhook.queuefile import QueueFileError, load_queue_file
 from webhook.settings import (
     AdmissionSettings,
     ControllerSettings,
@@ -180,32 +178,16 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
     )
 
 
-def load_queues(path: Path) -> list[Queue]:
-    """Queues from a YAML/JSON file: a list, or a mapping with a ``queues`` list."""
-    try:
-        data = parse_document(path.read_text(encoding="utf-8"), str(path))
-    except OSError as error:
-        raise CommandError(f"--queues: cannot read {path}: {error.strerror}") from None
-    except SnapshotError as error:
-        raise CommandError(f"--queues: {error}") from None
-    if isinstance(data, dict):
-        data = data.get("queues")
-    try:
-        return TypeAdapter(list[Queue]).validate_python(data)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"queues[{'.'.join(str(p) for p in e['loc'])}]: {e['msg']}" for e in error.errors()
-        )
-        raise CommandError(f"--queues {path}: {problems}") from None
-
-
 def _run_serve(args: argparse.Namespace) -> int:
     from webhook.logs import configure_logging
     from webhook.runtime import run_server
 
     settings = _settings(args)
     configure_logging(args.log_level)
-    queues = load_queues(settings.queues_file) if settings.queues_file else None
+    try:
+        queues = load_queue_file(settings.queues_file) if settings.queues_file else None
+    except QueueFileError as error:
+        raise CommandError(f"--queues: {error}") from None
     try:
         import uvloop
 

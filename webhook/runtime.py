@@ -20,6 +20,7 @@ from webhook.cluster import LiveCluster
 from webhook.controller import Controller
 from webhook.kubeapi import KubeApi
 from webhook.metrics import Metrics
+from webhook.queuefile import watch_queue_file
 from webhook.server import CertificateReloader, Readiness, build_app, build_probe_app
 from webhook.settings import ServeSettings
 from webhook.standalone import load_cluster_file, seed_cluster
@@ -125,6 +126,12 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
         await web.TCPSite(probe, settings.server.host, settings.server.probe_port).start()
         runners.append(probe)
     tasks = [asyncio.create_task(certificates.watch(settings.server.cert_check_s))]
+    if settings.queues_file is not None:
+        tasks.append(
+            asyncio.create_task(
+                watch_queue_file(settings.queues_file, cluster, settings.server.cert_check_s)
+            )
+        )
     if controller is not None:
         tasks.append(asyncio.create_task(_track_sync(controller, readiness, metrics)))
     else:
