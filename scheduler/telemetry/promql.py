@@ -95,7 +95,7 @@ def queries(settings: TelemetrySettings) -> tuple[MetricQuery, ...]:
     def q(name: str, expr: str, unit: str) -> MetricQuery:
         return MetricQuery(name, f"max by ({by}) ({expr})", unit)
 
-    fresh = "|".join(_FRESHNESS_METRICS)
+    fresh = " or ".join(f"timestamp({m})" for m in _FRESHNESS_METRICS)
     return (
         q("util_gr", f"avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE[{window}])", "ratio 0–1"),
         q("util_gpu", f"avg_over_time(DCGM_FI_DEV_GPU_UTIL[{window}])", "percent"),
@@ -107,7 +107,8 @@ def queries(settings: TelemetrySettings) -> tuple[MetricQuery, ...]:
         q("row_remap_failure", "DCGM_FI_DEV_ROW_REMAP_FAILURE", "boolean"),
         q("temperature", "DCGM_FI_DEV_GPU_TEMP", "°C"),
         q("power", "DCGM_FI_DEV_POWER_USAGE", "W"),
-        q("sampled_at", f'timestamp({{__name__=~"{fresh}"}})', "seconds since the epoch"),
+        # timestamp() drops the metric name: one metric per operand keeps label sets unique.
+        q("sampled_at", fresh, "seconds since the epoch"),
     )
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from scheduler.model import MetricsNote, Snapshot
 from scheduler.telemetry.health import HealthState, HealthVerdict, apply_health, assess_health
 from scheduler.telemetry.idleness import IdleReport, assess_idleness, mark_idle
-from scheduler.telemetry.join import join_samples
+from scheduler.telemetry.join import JoinedRow, join_samples
 from scheduler.telemetry.promql import SampleBatch
 from scheduler.telemetry.rightsizing import ClassUsage, assess_rightsizing
 from scheduler.telemetry.samples import DeviceSample
@@ -35,6 +35,8 @@ class TelemetryReport:
     """Pass to the next ``assess``: it is how events age out across refreshes."""
     uuids: Mapping[str, tuple[str, int]]
     """GPU UUID → (node, index) learned so far; pass to the next ``assess``."""
+    devices: tuple[JoinedRow, ...]
+    """Every sample row placed on a snapshot GPU (per-GPU gauges: temperature, power, …)."""
     gpus_total: int
     gpus_fresh: int
     """Snapshot GPUs with at least one fresh sample."""
@@ -92,6 +94,8 @@ def assess(
     fallback = "decided on allocation data alone"
     if fetch_error is not None or not times:
         why = fetch_error or "no dcgm-exporter series for any snapshot GPU"
+        if fetch_error is None and failed:
+            why += f"; queries failed: {', '.join(sorted(failed))}"
         note = _note("missing", age, f"no GPU metrics ({why}); {fallback}")
     elif not fresh_gpus:
         note = _note(
@@ -116,6 +120,7 @@ def assess(
         rightsizing=sizing,
         health_state=next_state,
         uuids=joined.uuids,
+        devices=tuple(joined.rows),
         gpus_total=total,
         gpus_fresh=len(fresh_gpus),
         age_s=age,
