@@ -100,6 +100,10 @@ def test_one_query_per_metric_grouped_by_device_labels() -> None:
     assert qs[0].promql == f"{by} (avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE[600s]))"
     old = TelemetrySettings(labels=SeriesLabels(pod="pod_name", namespace="pod_namespace"))
     assert "pod_namespace, pod_name" in queries(old)[0].promql
+    job = TelemetrySettings(series_selector='job="dcgm"')
+    util = queries(job)[0].promql
+    assert 'avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE{job="dcgm"}[3600s])' in util
+    assert queries(job)[-1].promql.endswith('(timestamp(DCGM_FI_DEV_XID_ERRORS{job="dcgm"}))')
 
 
 def test_settings_reject_nonsense_with_every_problem() -> None:

@@ -35,7 +35,6 @@ from scheduler.telemetry import (
     TelemetryReport,
     TelemetrySettings,
     assess,
-    parse_vector,
     queries,
     samples_from_results,
 )
@@ -162,8 +161,11 @@ class DcgmReader:
         try:
             # Headers per call (a rotated token): pass them through the session's request.
             self._client.headers = headers
-            result = self._client.custom_query(query.promql)
-            return parse_vector(result, query.name)
+            # Rows are validated once, when all answers are merged (samples_from_results).
+            result: object = self._client.custom_query(query.promql)
+            if not isinstance(result, list):
+                raise MetricsFormatError(f"{query.name}: result is not a list")
+            return result
         except requests.exceptions.Timeout:
             raise _FetchError(
                 f"Prometheus at {where} did not answer within {self.prometheus.timeout_s:g} s"

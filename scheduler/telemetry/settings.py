@@ -24,8 +24,9 @@ class SeriesLabels:
     put the node name in another label than ``Hostname``."""
 
     node: str = "Hostname"
-    """Label holding the Kubernetes node name. dcgm-exporter's ``Hostname`` is the node name
-    only when the exporter is told it (the GPU Operator does); otherwise relabel."""
+    """Label holding the Kubernetes node name. dcgm-exporter's ``Hostname`` has been seen to
+    hold the exporter pod's name instead; then relabel the node name into a label and name
+    it here (rows still join by a GPU UUID learned earlier)."""
     gpu: str = "gpu"
     uuid: str = "UUID"
     gi_id: str = "GPU_I_ID"
@@ -66,6 +67,9 @@ class TelemetrySettings:
     rightsizing_headroom_pct: int = 10
     """Headroom over the peak memory used when naming the smallest MIG profile that fits."""
     labels: SeriesLabels = field(default_factory=SeriesLabels)
+    series_selector: str = ""
+    """Label matchers added to every metric selector, e.g. ``job="dcgm-exporter"`` when other
+    jobs export the same names; empty: all series."""
 
     def __post_init__(self) -> None:
         problems = []
