@@ -248,7 +248,13 @@ class Cycle:
             self.failed_preemption[memo] = amount
             return None
         room = find_victims(
-            self.state, self.book, w.queue, undo, evictable, self._fits(entry, option, pools)
+            self.state,
+            self.book,
+            w.queue,
+            undo,
+            evictable,
+            self._fits(entry, option, pools),
+            policy.idle_borrowed_first,
         )
         if room is None:
             self.failed_preemption[memo] = amount

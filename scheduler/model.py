@@ -21,6 +21,7 @@ __all__ = [
     "Demand",
     "Eviction",
     "Gpu",
+    "MetricsNote",
     "MigSlice",
     "Node",
     "PodPlacement",
@@ -135,6 +136,10 @@ class PreemptionPolicy(_Frozen):
 
     within_queue: Literal["Never", "LowerPriority", "LowerOrNewerEqualPriority"] = "LowerPriority"
     reclaim_within_cohort: Literal["Never", "LowerPriority", "Any"] = "Any"
+    idle_borrowed_first: bool = False
+    """When this queue must preempt, evict workloads that are both idle (GPU metrics, see
+    ``Workload.idle``) and borrowing before any other candidate: idle borrowed capacity is
+    the cheapest to take back."""
 
 
 class Queue(_Frozen):
@@ -213,6 +218,9 @@ class Workload(_Frozen):
     placement: tuple[PodPlacement, ...] | None = None
     """Set on running workloads: where each pod runs."""
     started: NonNegative | None = None
+    idle: bool = False
+    """Set on running workloads from GPU metrics (``scheduler.telemetry``): every GPU it holds
+    stayed under the idle threshold for the whole window."""
 
     @property
     def running(self) -> bool:
@@ -229,6 +237,18 @@ class CustomGpuModel(_Frozen):
     products: tuple[str, ...] = ()
 
 
+class MetricsNote(_Frozen):
+    """How fresh the GPU metrics behind a snapshot were. A decision copies it, so every
+    decision says whether it used metrics or allocation data alone (and why)."""
+
+    status: Literal["fresh", "partial", "stale", "missing"]
+    """fresh: every GPU reported recently; partial: some did not; stale: the newest data is
+    older than the staleness limit; missing: no metrics (Prometheus down, nothing scraped)."""
+    age_s: NonNegative | None = None
+    """Age of the oldest fresh sample used, seconds; None when there is none."""
+    message: str = ""
+
+
 class Snapshot(_Frozen):
     """Everything a decision depends on. ``now`` is the clock, passed in, never read."""
 
@@ -240,6 +260,8 @@ class Snapshot(_Frozen):
     now: NonNegative = 0
     prices: dict[str, float] = Field(default_factory=dict)
     """Per-model price overrides ($/GPU-hour) on top of the catalog defaults."""
+    metrics: MetricsNote | None = None
+    """What GPU metrics this snapshot's health and idleness came from; None: not used."""
 
     def catalog(self) -> Catalog:
         """The built-in catalog with this snapshot's extra models and prices."""
@@ -302,6 +324,8 @@ class Decision(_Frozen):
     evictions: tuple[Eviction, ...] = ()
     repartitions: tuple[RepartitionPlan, ...] = ()
     stats: SolverStats
+    metrics: MetricsNote | None = None
+    """The snapshot's metrics note: whether health and idleness came from fresh metrics."""
 
     def by_workload(self) -> dict[str, WorkloadDecision]:
         return {d.workload: d for d in self.workloads}
