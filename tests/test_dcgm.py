@@ -310,3 +310,51 @@ def test_stand_in_writes_series_like_dcgm_exporter() -> None:
     }
     assert any(line.startswith("DCGM_FI_PROF_GR_ENGINE_ACTIVE{") and 'GPU_I_ID="13"' in line
                for line in served)  # fmt: skip
+
+
+def test_the_webhook_decides_with_gpu_metrics(reader: DcgmReader, exporter: DcgmExporter) -> None:
+    """A GPU with a fatal XID leaves the capacity the webhook admits onto, and /metrics
+    says so; without metrics the same pod would be admitted."""
+    from prometheus_client import generate_latest
+    from webhook_support import answer, patch_of, review, vary
+
+    from scheduler.model import Queue, Quota
+    from webhook.admission import Admission
+    from webhook.cluster import LiveCluster
+    from webhook.metrics import Metrics
+    from webhook.settings import AdmissionSettings
+    from webhook.standalone import seed_cluster
+
+    live = LiveCluster(clock=time.time)
+    seed_cluster(live, cluster(), {"ml": {"apportion.io/enabled": "true"}})
+    # Quota is not the limit here: capacity is (gpu-a has GPUs 2 and 3 free, gpu-b 1).
+    live.replace_queues(
+        [
+            Queue(name=q, cohort="org", quota={"H100-80GB": Quota(nominal=8)})
+            for q in ("team-a", "team-b")
+        ]
+    )
+    webhook = Admission(live, AdmissionSettings(), standalone=True)
+    body = vary(
+        review("create-pod-gpu-1.mutate-create"),
+        namespace="ml",
+        resources={"nvidia.com/gpu": "2"},
+    )
+
+    def decision(name: str) -> str:
+        patch = patch_of(answer(webhook.mutate, vary(body, name=name)))
+        added = {op["path"]: op["value"] for op in patch}
+        annotations: dict[str, str] = added["/metadata/annotations"]
+        return annotations["apportion.io/decision"] + " " + annotations["apportion.io/reason"]
+
+    assert decision("probe").startswith("admitted")  # GPUs 2 and 3 of gpu-a
+    assert live.forget("ml/probe")  # undo the probe's admission
+    exporter.change(lambda fleet: setattr(fleet[2], "xid", 79))
+    report = until(
+        reader, lambda r: bool(r.unhealthy), snap=lambda: live.snapshot(with_telemetry=False)
+    )
+    live.set_telemetry(report)
+    assert decision("after-xid").startswith("pending InsufficientCapacity")
+    text = generate_latest(Metrics(live).registry).decode()
+    assert 'apportion_gpu_metrics_status{status="fresh"} 1.0' in text
+    assert 'apportion_unhealthy_gpus{reason="XID 79 at t=' in text

@@ -260,7 +260,22 @@ class Admission:
             observed = self.reader.observed(pod)
             if observed is not None:
                 self.cluster.put_pod(observed)
-        return Verdict(allow(warnings=ask.warnings), "allowed")
+        return Verdict(allow(warnings=self._rightsizing(ask, queue)), "allowed")
+
+    def _rightsizing(self, ask: PodAsk, queue: str | None) -> list[str]:
+        """Soft advice from GPU metrics: this queue's workloads on these GPUs use far less
+        memory than the GPUs offer (a warning the user sees; never a denial)."""
+        report = self.cluster.telemetry
+        if report is None or not ask.gpu.gpus:
+            return []
+        return [
+            f"Apportion: {usage.message}"
+            for usage in report.rightsizing
+            if usage.queue == queue
+            and usage.fits is not None
+            and (not ask.models or usage.flavor in ask.models)
+            and usage.flavor in self.cluster.largest_nodes()
+        ][:1]
 
     def _validate_update(self, req: AdmissionRequest) -> Verdict:
         new, old = req.object or {}, req.old_object or {}

@@ -37,6 +37,7 @@ from scheduler.model import (
     flavor_of_mig,
 )
 from scheduler.reasons import Outcome, Reason
+from scheduler.telemetry.report import TelemetryReport
 from webhook import keys
 from webhook.kubeobjects import NodeLedger
 from webhook.pods import ManagedPod, PodAsk
@@ -116,6 +117,8 @@ class LiveCluster:
         self._largest: dict[str, int] | None = None
         self._observing = False
         """True once a watch feeds pods: intents then expire when their pod never shows."""
+        self.telemetry: TelemetryReport | None = None
+        """The last DCGM assessment (unhealthy GPUs, idle workloads, the metrics note)."""
         self._decisions: dict[str, WorkloadDecision] = {}
         self._admissions: dict[str, deque[float]] = {}
         self.generation = 0
@@ -166,6 +169,22 @@ class LiveCluster:
         with self._lock:
             self.queues = {q.name: q for q in queues}
             self._changed()
+
+    def set_telemetry(self, report: TelemetryReport) -> None:
+        """New GPU metrics: unhealthy GPUs leave capacity, idle workloads are marked."""
+        with self._lock:
+            before = self.telemetry
+            self.telemetry = report
+            if before is None or (before.unhealthy, before.idle.names()) != (
+                report.unhealthy,
+                report.idle.names(),
+            ):
+                self._changed()
+
+    def pod_owner(self) -> dict[tuple[str, str], str]:
+        """(namespace, pod) → workload, for attributing GPU metrics to workloads."""
+        with self._lock:
+            return {(p.namespace, p.name): p.workload for p in self.pods.values() if not p.foreign}
 
     def put_namespace(self, name: str, labels: dict[str, str]) -> None:
         with self._lock:
@@ -239,11 +258,13 @@ class LiveCluster:
     def now(self) -> float:
         return self._clock()
 
-    def snapshot(self) -> Snapshot:
-        """Everything the global decision needs: running, intended and waiting workloads."""
+    def snapshot(self, *, with_telemetry: bool = True) -> Snapshot:
+        """Everything the global decision needs: running, intended and waiting workloads;
+        with the last GPU metrics applied unless ``with_telemetry`` is False (what the
+        metrics reader itself judges)."""
         with self._lock:
             self._expire_intents()
-            return self._snapshot()
+            return self._snapshot(with_telemetry)
 
     def managed_pods(self) -> list[ManagedPod]:
         with self._lock:
@@ -431,7 +452,7 @@ class LiveCluster:
         elif len(pods) >= intent.workload.pods and not any(p.gated for p in pods):
             del self._intents[workload]
 
-    def _snapshot(self) -> Snapshot:
+    def _snapshot(self, with_telemetry: bool = True) -> Snapshot:
         nodes = self._nodes_less_foreign()
         ledgers = {name: NodeLedger.of(node) for name, node in nodes.items()}
         workloads: list[Workload] = []
@@ -458,7 +479,7 @@ class LiveCluster:
             workload = _workload_of(name, grouped[name], ledgers)
             if workload is not None:
                 workloads.append(workload)
-        return self._base.model_copy(
+        snapshot = self._base.model_copy(
             update={
                 "nodes": tuple(nodes[n] for n in sorted(nodes)),
                 "queues": tuple(self.queues[q] for q in sorted(self.queues)),
@@ -466,6 +487,9 @@ class LiveCluster:
                 "now": int(self._clock()),
             }
         )
+        if self.telemetry is None or not with_telemetry:
+            return snapshot
+        return self.telemetry.apply(snapshot)
 
 
 def _without(node: Node, whole: set[int], slices: set[tuple[int, int]]) -> Node:

@@ -14,11 +14,13 @@ import signal
 import ssl
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from scheduler.cli import CommandError
 from scheduler.loading import SnapshotError
+from webhook.dcgm import PrometheusSettings
 from webhook.queuefile import QueueFileError, load_queue_file
 from webhook.settings import (
     AdmissionSettings,
@@ -113,6 +115,13 @@ def serve_command(sub: Subparsers) -> None:
         default=_env("APPORTION_ALL_NAMESPACES", "") == "true",
         help="standalone: manage every namespace but system ones [APPORTION_ALL_NAMESPACES]",
     )
+    add(
+        "--prometheus-url",
+        default=_env("APPORTION_PROMETHEUS_URL"),
+        help="Prometheus with dcgm-exporter series: GPU health and idleness in decisions "
+        "(also APPORTION_PROMETHEUS_TOKEN_FILE, _CA_FILE, _TIMEOUT_S, _REFRESH_S) "
+        "[APPORTION_PROMETHEUS_URL]",
+    )
     add("--no-controller", action="store_true", help="serve the webhook only")
     add(
         "--log-level",
@@ -175,7 +184,17 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         queues_file=args.queues,
         kubeconfig=args.kubeconfig,
         all_namespaces=args.all_namespaces,
+        prometheus=_prometheus(args.prometheus_url),
     )
+
+
+def _prometheus(url: str | None) -> PrometheusSettings | None:
+    if not url:
+        return None
+    try:
+        return replace(PrometheusSettings.from_env(), url=url)
+    except ValueError as error:
+        raise CommandError(f"Prometheus settings: {error}") from None
 
 
 def _run_serve(args: argparse.Namespace) -> int:

@@ -137,3 +137,34 @@ class _QueueCollector(Collector):
         for reason, count in sorted(reasons.items()):
             unhealthy.add_metric([reason], count)
         yield from (usage, nominal, share, pending, oldest, unhealthy)
+        yield from _telemetry_metrics(self._cluster)
+
+
+def _telemetry_metrics(cluster: LiveCluster) -> Iterator[GaugeMetricFamily]:
+    """GPU metrics as Apportion sees them: their state and age, idle and unknown GPUs."""
+    report = cluster.telemetry
+    if report is None:
+        return
+    status = GaugeMetricFamily(
+        "apportion_gpu_metrics_status",
+        "1 for the current state of DCGM metrics: fresh, partial, stale or missing.",
+        labels=["status"],
+    )
+    for name in ("fresh", "partial", "stale", "missing"):
+        status.add_metric([name], 1 if report.note.status == name else 0)
+    age = GaugeMetricFamily(
+        "apportion_gpu_metrics_age_seconds", "Age of the newest DCGM sample used."
+    )
+    age.add_metric([], report.age_s if report.age_s is not None else float("nan"))
+    idle = GaugeMetricFamily(
+        "apportion_idle_gpus",
+        "Allocated GPUs (or MIG instances) idle over the window, per queue.",
+        labels=["queue"],
+    )
+    for queue, count in sorted(report.idle.per_queue.items()):
+        idle.add_metric([queue], count)
+    unknown = GaugeMetricFamily(
+        "apportion_gpu_metrics_unknown_gpus", "GPU series that match no known node and GPU."
+    )
+    unknown.add_metric([], len(report.unknown))
+    yield from (status, age, idle, unknown)

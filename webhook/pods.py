@@ -99,7 +99,6 @@ class PodAsk:
     """(kind, name) of the controlling owner, e.g. ("Job", "train"): sizes an unsized gang."""
     problems: tuple[str, ...] = ()
     """Why the pod can never be admitted as written; the validating webhook denies these."""
-    warnings: tuple[str, ...] = ()
 
 
 def _resources(container: Any) -> tuple[dict[str, Any], dict[str, Any]]:

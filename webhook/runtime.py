@@ -18,6 +18,7 @@ from scheduler.model import Queue
 from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.controller import Controller
+from webhook.dcgm import DcgmReader
 from webhook.kubeapi import KubeApi
 from webhook.metrics import Metrics
 from webhook.queuefile import watch_queue_file
@@ -132,12 +133,27 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
                 watch_queue_file(settings.queues_file, cluster, settings.server.cert_check_s)
             )
         )
+    if settings.prometheus is not None:
+        reader = DcgmReader(settings.prometheus)
+        tasks.append(asyncio.create_task(_refresh_gpu_metrics(reader, cluster)))
     if controller is not None:
         tasks.append(asyncio.create_task(_track_sync(controller, readiness, metrics)))
     else:
         metrics.synced.set(1)
     log.info("serving https on %s:%d", settings.server.host, settings.server.port)
     return Server(cluster, admission, metrics, readiness, certificates, runners, tasks, controller)
+
+
+async def _refresh_gpu_metrics(reader: DcgmReader, cluster: LiveCluster) -> None:
+    """GPU metrics off the request path: decisions use the last report, never wait for one."""
+    while True:
+        report = await reader.refresh_async(
+            cluster.snapshot(with_telemetry=False), cluster.pod_owner()
+        )
+        cluster.set_telemetry(report)
+        if report.note.status != "fresh":
+            log.warning("GPU metrics %s: %s", report.note.status, report.note.message)
+        await asyncio.sleep(reader.prometheus.refresh_interval_s)
 
 
 async def _track_sync(controller: Controller, readiness: Readiness, metrics: Metrics) -> None:

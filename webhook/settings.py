@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from webhook.dcgm import PrometheusSettings
 
 __all__ = ["AdmissionSettings", "ControllerSettings", "ServeSettings", "ServerSettings"]
 
@@ -78,3 +81,5 @@ class ServeSettings:
     kubeconfig: Path | None = None
     all_namespaces: bool = False
     """Manage every namespace except system ones (standalone demos)."""
+    prometheus: PrometheusSettings | None = None
+    """Where dcgm-exporter's series are (GPU health, idleness); None: decide without."""
