@@ -3,17 +3,16 @@ the API server would accept and the controller can read (``scheduler/crds.py``).
 
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from manifests import queue_validator
 from pydantic import BaseModel
 
 from scheduler.crds import (
@@ -159,29 +158,6 @@ def test_bounds_of_the_models_reach_the_schema():
 
 
 # --- custom objects against the schema, as the API server would check them -------------------
-
-
-def _as_jsonschema(node: Any) -> Any:
-    """OpenAPI v3 (as a CRD holds it) → JSON Schema draft 4, with strict field validation
-    (unknown fields rejected, as `kubectl apply` does by default since Kubernetes 1.27)."""
-    if isinstance(node, list):
-        return [_as_jsonschema(v) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _as_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes")}
-    if out.pop("nullable", False):
-        out["type"] = [out["type"], "null"]
-        if "enum" in out:
-            out["enum"] = [*out["enum"], None]
-    if "properties" in out and "additionalProperties" not in out:
-        out["additionalProperties"] = False
-    return out
-
-
-def queue_validator() -> jsonschema.Draft4Validator:
-    schema = copy.deepcopy(queue_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
-    schema["properties"]["metadata"] = {"type": "object"}  # ObjectMeta is the server's
-    return jsonschema.Draft4Validator(_as_jsonschema(schema))
 
 
 def example_queues() -> list[dict[str, Any]]:
