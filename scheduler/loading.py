@@ -47,6 +47,7 @@ __all__ = [
     "parse_document",
     "snapshot_from_data",
     "validate_snapshot",
+    "validation_problems",
 ]
 
 _PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -115,7 +116,7 @@ def snapshot_from_data(data: object, source: str = "<input>") -> Snapshot:
     try:
         parsed = SnapshotFile.model_validate(data)
     except ValidationError as error:
-        raise SnapshotError(_pydantic_problems(error), source) from None
+        raise SnapshotError(validation_problems(error), source) from None
     catalog, problems = checked_catalog(parsed)
     nodes = list(parsed.nodes)
     pool_of_node: dict[int, int] = {}
@@ -205,19 +206,22 @@ def _yaml_problem(error: yaml.MarkedYAMLError, source: str) -> str:
     return f"{source}: {where}{message}"
 
 
-def _pydantic_problems(error: ValidationError) -> list[str]:
+def validation_problems(
+    error: ValidationError, root: type[BaseModel] = SnapshotFile, prefix: str = ""
+) -> list[str]:
+    """pydantic's errors for ``root`` as ``path: value why`` lines, paths under ``prefix``."""
     problems = []
     for item in error.errors(include_url=False):
         loc = tuple(item["loc"])
         kind, msg, value = item["type"], item["msg"], item.get("input")
-        path = join("", *loc) or "(top level)"
+        path = join(prefix, *loc) or "(top level)"
         if kind == "missing":
             problems.append(f"{path}: is required")
         elif kind == "extra_forbidden":
-            problems.append(f"{path}: {_unknown_field(loc)}")
+            problems.append(f"{path}: {_unknown_field(root, loc)}")
         elif kind == "invalid_key":
             problems.append(
-                f"{join('', *loc[:-1]) or '(top level)'}: key {show(value)} is not a string"
+                f"{join(prefix, *loc[:-1]) or '(top level)'}: key {show(value)} is not a string"
             )
         elif kind == "value_error":
             msg = msg.removeprefix("Value error, ")
@@ -233,8 +237,8 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
     return problems
 
 
-def _unknown_field(loc: tuple[int | str, ...]) -> str:
-    owner = _model_at(SnapshotFile, loc[:-1])
+def _unknown_field(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    owner = _model_at(root, loc[:-1])
     if owner is None:
         return "unknown field"
     fields = list(owner.model_fields)

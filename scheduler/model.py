@@ -57,12 +57,15 @@ def _positive_weight(value: float) -> float:
     return value
 
 
-NonNegative = Annotated[int, AfterValidator(_not_negative)]
-Positive = Annotated[int, AfterValidator(_positive)]
+# The json_schema_extra bounds repeat the validators' rules for the generated CRD schemas
+# (scheduler/crds.py), so the API server rejects what these models would.
+NonNegative = Annotated[int, AfterValidator(_not_negative), Field(json_schema_extra={"minimum": 0})]
+Positive = Annotated[int, AfterValidator(_positive), Field(json_schema_extra={"minimum": 1})]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Attribute docstrings become schema descriptions: `kubectl explain` shows them.
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 def flavor_of_mig(profile: str) -> str:
@@ -145,7 +148,11 @@ class PreemptionPolicy(_Frozen):
 class Queue(_Frozen):
     name: str = Field(min_length=1)
     cohort: str | None = None
-    weight: Annotated[float, AfterValidator(_positive_weight)] = 1.0
+    weight: Annotated[
+        float,
+        AfterValidator(_positive_weight),
+        Field(json_schema_extra={"exclusiveMinimum": 0}),
+    ] = 1.0
     quota: dict[str, Quota] = Field(default_factory=dict)
     """Per flavor: a GPU model name (whole GPUs) or ``mig-<profile>`` (instances)."""
     namespaces: tuple[str, ...] = ()
