@@ -8,7 +8,8 @@ source holds each method's HTTP method and path. From those this module derives
 - the HTTP method and path give the verb (GET on an item: get, on a collection: list; POST:
   create; PUT: update; PATCH: patch; DELETE: delete or deletecollection) and the resource,
   with its subresource (``pods/eviction``, ``queues/status``);
-- a ``list_*`` method passed, uncalled, to ``Watch().stream`` is a watch;
+- a ``list_*`` method passed, uncalled, to ``Watch().stream`` is a watch; passed to
+  ``Resource(kind, method, (args…))`` (webhook/kubeapi.py's informers) a list and a watch;
 - for custom objects, ``group`` and ``plural`` come from the call's arguments: string
   literals, module constants, or names imported from another module (imported to read them);
 - the API class (CoreV1Api or EventsV1Api both have ``create_namespaced_event``) is taken
@@ -126,11 +127,16 @@ def _permission(endpoint: Endpoint, group: str | None, plural: str | None) -> Pe
         verb = "watch"
     else:
         verb = {
-            ("GET", True): "get", ("GET", False): "list",
-            ("POST", True): "create", ("POST", False): "create",
-            ("PUT", True): "update", ("PUT", False): "update",
-            ("PATCH", True): "patch", ("PATCH", False): "patch",
-            ("DELETE", True): "delete", ("DELETE", False): "deletecollection",
+            ("GET", True): "get",
+            ("GET", False): "list",
+            ("POST", True): "create",
+            ("POST", False): "create",
+            ("PUT", True): "update",
+            ("PUT", False): "update",
+            ("PATCH", True): "patch",
+            ("PATCH", False): "patch",
+            ("DELETE", True): "delete",
+            ("DELETE", False): "deletecollection",
         }[(endpoint.http_method, item)]
     return Permission(api_group, resource, verb)
 
@@ -157,6 +163,26 @@ def scan_source(source: str, file: str = "<source>", scan: Scan | None = None) -
         ):
             streamed.add(id(node.args[0]))
             _record(node.args[0], node, True, bindings, constants, endpoints, file, scan)
+    for node in ast.walk(tree):
+        # ``Resource(kind, api.list_x, (args…))`` declares an informer (webhook/kubeapi.py):
+        # the list call is made to list and to watch, with the tuple as its arguments.
+        if (
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func).rsplit(".", 1)[-1] == "Resource"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Attribute)
+        ):
+            method = node.args[1]
+            extra = (
+                node.args[2].elts
+                if len(node.args) > 2 and isinstance(node.args[2], ast.Tuple)
+                else []
+            )
+            streamed.add(id(method))
+            for watching, args in ((False, extra), (True, [method, *extra])):
+                call = ast.Call(func=method, args=args, keywords=[])
+                call.lineno = node.lineno
+                _record(method, call, watching, bindings, constants, endpoints, file, scan)
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.Call)

@@ -282,8 +282,11 @@ def test_webhook_settings_follow_the_contract(name):
         assert hook["sideEffects"] == "None"
         assert hook["admissionReviewVersions"] == ["v1"]
         assert hook["timeoutSeconds"] <= 5
+        # Mutation happens at CREATE only; validation also guards Apportion's gate and
+        # decision annotations against user UPDATEs.
+        operations = ["CREATE"] if path == "/mutate" else ["CREATE", "UPDATE"]
         assert hook["rules"] == [{
-            "operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
+            "operations": operations, "apiGroups": [""], "apiVersions": ["v1"],
             "resources": ["pods"], "scope": "Namespaced",
         }]
         assert "caBundle" not in hook["clientConfig"], "the overlay's CA injector fills it"

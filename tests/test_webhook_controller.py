@@ -271,3 +271,54 @@ def test_recorded_objects_are_what_the_fake_serves() -> None:
 
         recorded = json.loads((RECORDINGS / "nodelist.json").read_text())
         assert listing.items == recorded["items"]
+
+
+def test_queues_come_from_queue_objects_and_report_status(fake: Fake) -> None:
+    from scheduler.crds import queue_object
+
+    fake.register_custom("apportion.io", "v1alpha1", "queues", "Queue")
+    for queue in (TEAM_A.model_copy(update={"name": "crd-team"}),):
+        fake.put(queue_object(queue.model_copy(update={"namespaces": ("gpu-team-a",)})))
+    fake.put(
+        {
+            "apiVersion": "apportion.io/v1alpha1",
+            "kind": "Queue",
+            "metadata": {"name": "broken"},
+            "spec": {"weight": -1},
+        }
+    )
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+    controller.start()
+    try:
+        eventually(controller.synced)
+        assert sorted(cluster.queues) == ["crd-team"]  # the broken one is reported, left out
+        pod = _waiting_pod(fake, "via-crd", gpus=2)
+        pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
+        fake.put_pod(pod)
+        eventually(lambda: not _gates(_pod(fake, "via-crd")))
+
+        def status() -> dict[str, Any]:
+            queue = fake.get("queues", "crd-team", group="apportion.io", version="v1alpha1")
+            got: dict[str, Any] = queue.get("status") or {}
+            return got
+
+        eventually(lambda: status().get("usage"))
+        # via-crd's 2 GPUs; patched-gpu-1 names queue team-a, which does not exist here.
+        assert status()["usage"] == {"H100-80GB": 2}
+        view = {w.workload: w for w in cluster.waiting()}
+        assert view["gpu-team-a/patched-gpu-1"].reason == "QueueUnknown"
+        assert status()["admitted_workloads"] == 1
+    finally:
+        controller.stop()
+
+
+def test_a_cluster_without_the_queue_crd_still_syncs(fake: Fake) -> None:
+    cluster = LiveCluster(clock=time.time)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+    controller.start()
+    try:
+        eventually(controller.synced)
+        assert cluster.queues == {}
+    finally:
+        controller.stop()

@@ -108,6 +108,7 @@ class LiveCluster:
         self.all_namespaces = all_namespaces
         self.nodes: dict[str, Node] = {}
         self.queues: dict[str, Queue] = {}
+        self._queue_sources: dict[str, dict[str, Queue]] = {}
         self.namespaces: dict[str, NamespacePolicy] = {}
         self.pods: dict[tuple[str, str], ManagedPod] = {}
         self._intents: dict[str, _Intent] = {}
@@ -165,10 +166,23 @@ class LiveCluster:
             if self.nodes.pop(name, None) is not None:
                 self._nodes_changed()
 
-    def replace_queues(self, queues: Iterable[Queue]) -> None:
+    def replace_queues(self, queues: Iterable[Queue], source: str = "file") -> None:
+        """The queues of one source (``file``: a mounted file; ``crd``: Queue objects).
+
+        Both may be in use while a cluster moves to the CRD; a Queue object wins over a
+        file entry of the same name.
+        """
         with self._lock:
-            self.queues = {q.name: q for q in queues}
+            self._queue_sources[source] = {q.name: q for q in queues}
+            merged: dict[str, Queue] = {}
+            for name in ("file", "crd"):
+                merged.update(self._queue_sources.get(name, {}))
+            self.queues = merged
             self._changed()
+
+    def queue_source(self, source: str) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._queue_sources.get(source, {}))
 
     def set_telemetry(self, report: TelemetryReport) -> None:
         """New GPU metrics: unhealthy GPUs leave capacity, idle workloads are marked."""
@@ -282,6 +296,7 @@ class LiveCluster:
                 first = min(pods, key=lambda p: (p.created, p.name))
                 size = max(first.gang_size, len(pods))
                 incomplete = len(pods) < size
+                unknown = first.queue not in self.queues
                 out.append(
                     Waiting(
                         workload=name,
@@ -291,8 +306,14 @@ class LiveCluster:
                         pods_present=len(pods),
                         priority=max(p.priority for p in pods),
                         created=first.created,
-                        reason="GangIncomplete" if incomplete else "Pending",
-                        message=f"{len(pods)} of {size} pods exist; the gang waits for all"
+                        reason="QueueUnknown"
+                        if unknown
+                        else "GangIncomplete"
+                        if incomplete
+                        else "Pending",
+                        message=f"queue {first.queue!r} does not exist; create it or relabel"
+                        if unknown
+                        else f"{len(pods)} of {size} pods exist; the gang waits for all"
                         if incomplete
                         else "waiting for the controller's next decision",
                     )
@@ -424,6 +445,31 @@ class LiveCluster:
             nodes[name] = _without(node, whole, slices)
         return nodes
 
+    def _without_unknown_queues(
+        self, workloads: list[Workload], nodes: dict[str, Node]
+    ) -> tuple[list[Workload], dict[str, Node]]:
+        """Workloads of queues that do not exist (deleted, or a typo the validating webhook
+        did not see): waiting ones are left out of decisions (the queue view says why);
+        running ones keep their devices, which leave capacity like a foreign pod's."""
+        known = [w for w in workloads if w.queue in self.queues]
+        if len(known) == len(workloads):
+            return workloads, nodes
+        held: dict[str, tuple[set[int], set[tuple[int, int]]]] = {}
+        for workload in workloads:
+            if workload.queue in self.queues or workload.placement is None:
+                continue
+            for placement in workload.placement:
+                whole, slices = held.setdefault(placement.node, (set(), set()))
+                if placement.mig_start is not None:
+                    slices.add((placement.gpus[0], placement.mig_start))
+                else:
+                    whole.update(placement.gpus)
+        nodes = dict(nodes)
+        for name, (whole, slices) in held.items():
+            if name in nodes:
+                nodes[name] = _without(nodes[name], whole, slices)
+        return known, nodes
+
     def _expire_intents(self) -> None:
         if not self._observing:
             return
@@ -479,6 +525,7 @@ class LiveCluster:
             workload = _workload_of(name, grouped[name], ledgers)
             if workload is not None:
                 workloads.append(workload)
+        workloads, nodes = self._without_unknown_queues(workloads, nodes)
         snapshot = self._base.model_copy(
             update={
                 "nodes": tuple(nodes[n] for n in sorted(nodes)),

@@ -22,7 +22,17 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from scheduler.allocator import decide
-from scheduler.model import Decision, PodPlacement, Queue, Workload, WorkloadDecision
+from scheduler.catalog import MILLI_PER_GPU
+from scheduler.compiled import compile_snapshot
+from scheduler.crds import QueueObjectError, QueueStatus, queue_from_object
+from scheduler.model import (
+    Decision,
+    PodPlacement,
+    Queue,
+    Snapshot,
+    Workload,
+    WorkloadDecision,
+)
 from scheduler.reasons import Outcome
 from webhook import keys
 from webhook.cluster import LiveCluster
@@ -52,8 +62,12 @@ class Informer:
         apply: Callable[[str, Raw], None],
         settings: ControllerSettings,
         stop: threading.Event,
+        *,
+        optional: bool = False,
     ) -> None:
         self.api = api
+        self.optional = optional
+        """A kind that may not be installed (the Queue CRD): 404 means none, not an error."""
         self.resource = resource
         self._replace = replace
         self._apply = apply
@@ -78,6 +92,13 @@ class Informer:
             except ApiException as error:
                 if error.status == 410:
                     log.info("%s watch expired (410 Gone); relisting", self.resource.kind)
+                    continue
+                if error.status == 404 and self.optional:
+                    if not self.synced.is_set():
+                        log.info("%s is not installed; looking again later", self.resource.kind)
+                        self._replace([])
+                        self.synced.set()
+                    self._stop.wait(self.settings.backoff_max_s)
                     continue
                 self._failed(error, backoff)
                 backoff = min(backoff * 2, self.settings.backoff_max_s)
@@ -138,7 +159,18 @@ class Controller:
                 self._stop,
             ),
             Informer(api, api.jobs(), self._replace_jobs, self._job_event, settings, self._stop),
+            Informer(
+                api,
+                api.queues(),
+                self._replace_queue_objects,
+                self._queue_event,
+                settings,
+                self._stop,
+                optional=True,
+            ),
         ]
+        self._queue_objects: dict[str, Raw] = {}
+        self._statuses: dict[str, Raw] = {}
         self.cycles = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -215,6 +247,35 @@ class Controller:
             None if kind == "DELETED" or not isinstance(parallelism, int) else parallelism,
         )
 
+    def _replace_queue_objects(self, items: list[Raw]) -> None:
+        self._queue_objects = {}
+        for obj in items:
+            self._remember_queue(obj)
+        self._publish_queues()
+
+    def _queue_event(self, kind: str, obj: Raw) -> None:
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        if kind == "DELETED":
+            self._queue_objects.pop(name, None)
+        else:
+            self._remember_queue(obj)
+        self._publish_queues()
+
+    def _remember_queue(self, obj: Raw) -> None:
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        try:
+            queue_from_object(obj)
+        except QueueObjectError as error:
+            # A broken Queue is reported and left out; the others keep working.
+            log.error("queue %s is invalid and ignored: %s", name, error)
+            self._queue_objects.pop(name, None)
+            return
+        self._queue_objects[name] = obj
+
+    def _publish_queues(self) -> None:
+        queues = [queue_from_object(o) for o in self._queue_objects.values()]
+        self.cluster.replace_queues(queues, source="crd")
+
     # -- the reconcile loop ------------------------------------------------------------------
 
     def _reconcile_loop(self) -> None:
@@ -245,6 +306,7 @@ class Controller:
         snapshot = self.cluster.snapshot()
         if not any(w.placement is None for w in snapshot.workloads):
             self.cluster.set_last_decisions(())
+            self._report_queue_status(snapshot, None)
             return None
         started = time.perf_counter()
         decision = decide(snapshot, budget_ms=self.settings.budget_ms)
@@ -253,6 +315,7 @@ class Controller:
             time.perf_counter() - started
         )
         self.cluster.set_last_decisions(decision.workloads)
+        self._report_queue_status(snapshot, decision)
         pods = self._pods_by_workload()
         for eviction in decision.evictions:
             self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods)
@@ -267,6 +330,44 @@ class Controller:
             else:
                 self._explain(verdict, members)
         return decision
+
+    def _report_queue_status(self, snapshot: Snapshot, decision: Decision | None) -> None:
+        """Queue objects show usage, waiting and admitted counts (``kubectl get queues``)."""
+        if not self._queue_objects:
+            return
+        book = compile_snapshot(snapshot, self.cluster.catalog).book
+        models = {m.name for m in self.cluster.catalog.models}
+        admitted: dict[str, int] = {}
+        for workload in snapshot.workloads:
+            if workload.placement is not None:
+                admitted[workload.queue] = admitted.get(workload.queue, 0) + 1
+        pending: dict[str, int] = {}
+        for verdict in decision.workloads if decision is not None else ():
+            counts = admitted if verdict.outcome is Outcome.ADMIT else pending
+            counts[verdict.queue] = counts.get(verdict.queue, 0) + 1
+        for name, obj in self._queue_objects.items():
+            if name not in book.accounts:
+                continue
+            usage = {
+                flavor: amount // (MILLI_PER_GPU if flavor in models else 1)
+                for flavor, amount in sorted(book.accounts[name].usage.items())
+                if amount
+            }
+            status = QueueStatus(
+                pending_workloads=pending.get(name, 0),
+                admitted_workloads=admitted.get(name, 0),
+                usage=usage,
+                weighted_share=round(book.share(name), 4),
+                observed_generation=int((obj.get("metadata") or {}).get("generation") or 0),
+            ).model_dump(mode="json")
+            if self._statuses.get(name) == status:
+                continue
+            try:
+                self.api.patch_queue_status(name, status)
+            except ApiException as error:
+                log.warning("status of queue %s: %s %s", name, error.status, error.reason)
+                continue
+            self._statuses[name] = status
 
     def _pods_by_workload(self) -> dict[str, list[ManagedPod]]:
         grouped: dict[str, list[ManagedPod]] = {}

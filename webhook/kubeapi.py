@@ -17,6 +17,8 @@ from typing import Any, cast
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
 
+from scheduler.crds import GROUP, QUEUE_PLURAL, VERSION
+
 __all__ = ["KubeApi", "Listing", "Resource"]
 
 Raw = dict[str, Any]
@@ -63,11 +65,8 @@ class KubeApi:
 
     def queues(self) -> Resource:
         return Resource(
-            "Queue", self.custom.list_cluster_custom_object, ("apportion.io", "v1alpha1", "queues")
+            "Queue", self.custom.list_cluster_custom_object, (GROUP, VERSION, QUEUE_PLURAL)
         )
-
-    def queue_configmaps(self, namespace: str) -> Resource:
-        return Resource("ConfigMap", self.core.list_namespaced_config_map, (namespace,))
 
     def list_all(self, resource: Resource, **query: Any) -> Listing:
         response = resource.list_call(*resource.args, _preload_content=False, **query)
@@ -122,6 +121,17 @@ class KubeApi:
         )
         result: Raw = json.loads(response.data)
         return result
+
+    def patch_queue_status(self, name: str, status: Raw) -> None:
+        """Merge-patch a Queue's status subresource (what ``kubectl get queues`` shows)."""
+        self.custom.patch_cluster_custom_object_status(
+            GROUP,
+            VERSION,
+            QUEUE_PLURAL,
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+        )
 
     def evict_pod(self, namespace: str, name: str) -> None:
         body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))

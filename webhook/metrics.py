@@ -127,15 +127,18 @@ class _QueueCollector(Collector):
             pending.add_metric([queue.name], len(created))
             oldest.add_metric([queue.name], max(0, snapshot.now - min(created)) if created else 0)
         unhealthy = GaugeMetricFamily(
-            "apportion_unhealthy_gpus", "GPUs kept out of capacity, by reason.", labels=["reason"]
+            "apportion_unhealthy_gpus",
+            "GPUs kept out of capacity, by node and reason.",
+            labels=["node", "reason"],
         )
-        reasons: dict[str, int] = {}
         for node in snapshot.nodes:
+            reasons: dict[str, int] = {}
             for gpu in node.gpus:
                 if not gpu.healthy:
-                    reasons[gpu.health_reason or "unknown"] = reasons.get(gpu.health_reason, 0) + 1
-        for reason, count in sorted(reasons.items()):
-            unhealthy.add_metric([reason], count)
+                    reason = gpu.health_reason or "unknown"
+                    reasons[reason] = reasons.get(reason, 0) + 1
+            for reason, count in sorted(reasons.items()):
+                unhealthy.add_metric([node.name, reason], count)
         yield from (usage, nominal, share, pending, oldest, unhealthy)
         yield from _telemetry_metrics(self._cluster)
 

@@ -26,7 +26,14 @@ class QueueFileError(ValueError):
 
 
 def load_queue_file(path: Path) -> list[Queue]:
-    """Queues from a file holding a list, or a mapping with a ``queues`` list."""
+    """Queues from a file holding a list, or a mapping with a ``queues`` list.
+
+    A missing file is no queues: the ConfigMap is an optional mount, for clusters that do
+    not use the Queue CRD.
+    """
+    if not path.exists():
+        log.info("no queue file at %s; queues come from Queue objects only", path)
+        return []
     try:
         data = parse_document(path.read_text(encoding="utf-8"), str(path))
     except OSError as error:
@@ -35,6 +42,8 @@ def load_queue_file(path: Path) -> list[Queue]:
         raise QueueFileError(str(error)) from None
     if isinstance(data, dict):
         data = data.get("queues")
+    if data is None:
+        return []
     try:
         return _QUEUES.validate_python(data)
     except ValidationError as error:
@@ -51,7 +60,7 @@ async def watch_queue_file(path: Path, cluster: LiveCluster, interval_s: float) 
     while True:
         await asyncio.sleep(interval_s)
         try:
-            current = path.read_bytes()
+            current = path.read_bytes() if path.exists() else b""
         except OSError:
             continue
         if current == last:
