@@ -20,6 +20,7 @@ from scheduler.model import Decision, PodPlacement, Snapshot, Taint, WorkloadDec
 from scheduler.reasons import Outcome, Reason
 
 H100 = "H100-80GB"
+L40S = "L40S"
 A100 = "A100-80GB"
 GIB = 1024
 
@@ -385,7 +386,7 @@ def test_incremental_admits_charges_and_releases() -> None:
 
 # ------------------------------------------- regressions: bugs the properties found
 # Each was found by tests/test_allocator_properties.py, reduced by hand, and fixed in
-# scheduler/ (commits c449975, 2473342, 5c91d12); each comment says what it did before.
+# scheduler/; each comment says what it did before.
 
 
 def test_regression_running_pod_on_failed_gpu_whole() -> None:
@@ -589,3 +590,22 @@ def test_regression_no_eviction_when_borrowing_fits(path: str) -> None:
     assert decision.evictions == ()
     assert outcome(decision, "high").outcome is Outcome.ADMIT
     assert outcome(decision, "low").outcome is Outcome.PENDING
+
+
+def test_regression_an_unfittable_fraction_does_not_block_whole_gpu_preemption() -> None:
+    snap = snapshot(
+        nodes=[node("l0", L40S, 3, shared=[2]), node("l1", L40S, 2)],
+        queues=[queue("q").quota(L40S, 4)],
+        workloads=[
+            workload("r0").gpus(2).queue("q").running_on("l1", 0, 1),
+            workload("r1").gpus(2).queue("q").running_on("l0", 0, 1),
+            # Two 600-milli pods need two shared GPUs; there is one: it can never fit.
+            workload("frac").milli(600).pods(2).queue("q").priority(100).created(1),
+            workload("big").gpus(1).pods(3).queue("q").priority(100).created(2),
+        ],
+    )
+    # big (3 × 1 GPU) preempts both running workloads (quota 4, all held by them).
+    # Was: PENDING — frac's failed preemption was remembered for (queue, flavor, priority)
+    # as "a smaller demand found no room", so big, larger but of another shape, never tried.
+    big = outcome(decide(snap, use_ilp=False), "big")
+    assert (big.outcome, sorted(big.victims)) == (Outcome.PREEMPT, ["r0", "r1"])
