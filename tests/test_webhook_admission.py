@@ -406,3 +406,44 @@ def test_a_retried_create_gets_the_same_admission() -> None:
     key = ANNOTATION_PLACEMENT
     assert again["metadata"]["annotations"][key] == first["metadata"]["annotations"][key]
     assert len(cluster.snapshot().workloads) == 1
+
+
+def _owned(body: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
+    body["request"]["object"]["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": kind, "name": name, "uid": "u", "controller": True}
+    ]
+    return body
+
+
+def test_a_pytorchjob_is_a_gang_of_its_world_size() -> None:
+    body = vary(
+        review(GPU_1), name="ddp-worker-0", labels={"training.kubeflow.org/job-name": "ddp"}
+    )
+    body = _owned(body, "PyTorchJob", "ddp")
+    body["request"]["object"]["spec"]["containers"][0]["env"] = [
+        {"name": "WORLD_SIZE", "value": "4"}
+    ]
+    pod = _pod_after(body, answer(admission().mutate, body))
+    assert _gated(pod)
+    assert pod["metadata"]["labels"][keys.LABEL_GANG] == "ddp"
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_GANG_SIZE] == "4"
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD] == "gpu-team-a/ddp"
+
+
+def test_a_jobset_is_sized_once_all_its_jobs_are_known() -> None:
+    cluster = fixture_cluster()
+    body = vary(
+        review("create-pod-gpu-1.validate-create"),
+        labels={keys.JOBSET_NAME: "llm"},
+        annotations={keys.JOBSET_REPLICAS: "2"},
+    )
+    body = _owned(body, "Job", "llm-workers-0")
+    cluster.put_job("gpu-team-a", "llm-workers-0", 4, "llm")
+    denial = answer(admission(cluster).validate, body)
+    assert denial["allowed"] is False and "gang 'llm'" in denial["status"]["message"]
+    cluster.put_job("gpu-team-a", "llm-workers-1", 4, "llm")
+    mutate = vary(body)
+    mutate["request"]["operation"] = "CREATE"
+    pod = _pod_after(mutate, answer(admission(cluster).mutate, mutate))
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_GANG_SIZE] == "8"
+    assert _gated(pod)

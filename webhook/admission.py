@@ -147,6 +147,10 @@ class Admission:
         if admitted and decision.placement:
             annotations[ANNOTATION_PLACEMENT] = format_placement(decision.placement[0])
         labels = {keys.LABEL_MANAGED: "true", keys.LABEL_QUEUE: workload.queue}
+        if ask.gang is not None:
+            # Recorded in Apportion's own keys whatever named the gang (Kueue's labels, a
+            # PyTorchJob, a JobSet), so the controller reads every gang the same way.
+            labels[keys.LABEL_GANG] = ask.gang
         patch += set_metadata(pod, "labels", labels)
         patch += set_metadata(pod, "annotations", annotations)
         patch += add_tolerations(pod, self.settings.gpu_tolerations)

@@ -113,6 +113,8 @@ class LiveCluster:
         self.pods: dict[tuple[str, str], ManagedPod] = {}
         self._intents: dict[str, _Intent] = {}
         self.job_parallelism: dict[tuple[str, str], int] = {}
+        self.job_sets: dict[tuple[str, str], str] = {}
+        """(namespace, Job name) → the JobSet that owns the Job."""
         """(namespace, Job name) → spec.parallelism: sizes gangs of Job pods."""
         self._allocator: IncrementalAllocator | None = None
         self._largest: dict[str, int] | None = None
@@ -208,22 +210,39 @@ class LiveCluster:
         with self._lock:
             self.namespaces.pop(name, None)
 
-    def put_job(self, namespace: str, name: str, parallelism: int | None) -> None:
+    def put_job(
+        self, namespace: str, name: str, parallelism: int | None, jobset: str | None = None
+    ) -> None:
+        """A Job's parallelism (None: the Job is gone), and the JobSet it belongs to."""
         with self._lock:
             if parallelism is None:
                 self.job_parallelism.pop((namespace, name), None)
-            else:
-                self.job_parallelism[(namespace, name)] = parallelism
+                self.job_sets.pop((namespace, name), None)
+                return
+            self.job_parallelism[(namespace, name)] = parallelism
+            if jobset is not None:
+                self.job_sets[(namespace, name)] = jobset
 
     def gang_size(self, ask: PodAsk) -> int | None:
-        """The gang's declared size, else its owning Job's parallelism (when known)."""
+        """The gang's declared size, else what its owners say: a JobSet's pods are the sum
+        of its Jobs' parallelism once all its Jobs are seen; a Job's, its parallelism."""
         if ask.gang_size is not None or ask.owner is None:
             return ask.gang_size
         kind, name = ask.owner
         if kind != "Job":
             return None
         with self._lock:
-            return self.job_parallelism.get((ask.namespace, name))
+            jobset = self.job_sets.get((ask.namespace, name))
+            if jobset is None:
+                return self.job_parallelism.get((ask.namespace, name))
+            jobs = [
+                self.job_parallelism[key]
+                for key, owner in self.job_sets.items()
+                if owner == jobset and key[0] == ask.namespace
+            ]
+            if ask.jobset_jobs is None or len(jobs) < ask.jobset_jobs:
+                return None  # not every Job of the JobSet is known yet
+            return sum(jobs)
 
     def replace_pods(self, pods: Iterable[ManagedPod]) -> None:
         """A full relist: the observed pods are now exactly these."""

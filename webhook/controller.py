@@ -241,10 +241,12 @@ class Controller:
     def _job_event(self, kind: str, obj: Raw) -> None:
         metadata = obj.get("metadata") or {}
         parallelism = (obj.get("spec") or {}).get("parallelism")
+        jobset = (metadata.get("labels") or {}).get(keys.JOBSET_NAME)
         self.cluster.put_job(
             str(metadata.get("namespace", "")),
             str(metadata.get("name", "")),
             None if kind == "DELETED" or not isinstance(parallelism, int) else parallelism,
+            jobset if isinstance(jobset, str) else None,
         )
 
     def _replace_queue_objects(self, items: list[Raw]) -> None:

@@ -18,6 +18,8 @@ __all__ = [
     "DECISION_KEYS",
     "GATE",
     "GPU_RESOURCE",
+    "JOBSET_NAME",
+    "JOBSET_REPLICAS",
     "KUEUE_GROUP_LABEL",
     "KUEUE_GROUP_TOTAL",
     "LABEL_GANG",
@@ -46,6 +48,12 @@ ANNOTATION_GPU_MEMORY = PREFIX + "gpu-memory"
 """A GPU-memory need (``18Gi``) instead of a device count: Apportion picks the device."""
 ANNOTATION_GPU_MODELS = PREFIX + "gpu-models"
 """Acceptable GPU models in preference order, comma-separated (``H100-80GB,A100-80GB``)."""
+JOBSET_NAME = "jobset.sigs.k8s.io/jobset-name"
+"""On a JobSet's Jobs and pods: the pods of one JobSet are one gang."""
+JOBSET_REPLICAS = "jobset.sigs.k8s.io/global-replicas"
+"""On a JobSet's pods: how many Jobs the JobSet has in all."""
+PYTORCHJOB_NAME = "training.kubeflow.org/job-name"
+"""On a PyTorchJob's pods (Kubeflow training operator): one gang per PyTorchJob."""
 KUEUE_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
 KUEUE_GROUP_TOTAL = "kueue.x-k8s.io/pod-group-total-count"
 

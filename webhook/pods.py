@@ -97,6 +97,8 @@ class PodAsk:
     tolerations: tuple[dict[str, Any], ...] = ()
     owner: tuple[str, str] | None = None
     """(kind, name) of the controlling owner, e.g. ("Job", "train"): sizes an unsized gang."""
+    jobset_jobs: int | None = None
+    """A JobSet pod's ``global-replicas``: how many Jobs the JobSet has."""
     problems: tuple[str, ...] = ()
     """Why the pod can never be admitted as written; the validating webhook denies these."""
 
@@ -282,9 +284,15 @@ def _models(
 
 
 def _gang(
-    labels: dict[str, str], annotations: dict[str, str]
+    labels: dict[str, str], annotations: dict[str, str], spec: dict[str, Any]
 ) -> tuple[str | None, int | None, list[str]]:
-    """Gang name and size: Apportion's own keys, or Kueue's pod-group keys for migration."""
+    """Gang name and size, when the pod says them.
+
+    Explicit keys first: Apportion's own, or Kueue's pod-group keys (for migration). Then
+    owners that are gangs by nature: a PyTorchJob's pods (their size is the WORLD_SIZE the
+    training operator puts in every pod) and a JobSet's pods (sized by the controller from
+    the JobSet's Jobs, which it watches).
+    """
     for label, size_key in (
         (keys.LABEL_GANG, keys.ANNOTATION_GANG_SIZE),
         (keys.KUEUE_GROUP_LABEL, keys.KUEUE_GROUP_TOTAL),
@@ -302,7 +310,22 @@ def _gang(
                 [f"metadata.annotations[{size_key}]: {text!r} is not a positive whole number"],
             )
         return name, int(text), []
+    if keys.PYTORCHJOB_NAME in labels:
+        world = _env(spec, "WORLD_SIZE")
+        size = int(world) if world is not None and world.isdigit() and int(world) > 0 else None
+        return labels[keys.PYTORCHJOB_NAME], size, []
+    if keys.JOBSET_NAME in labels:
+        return labels[keys.JOBSET_NAME], None, []
     return None, None, []
+
+
+def _env(spec: dict[str, Any], name: str) -> str | None:
+    """A literal environment value of the pod's first container that sets ``name``."""
+    for container in spec.get("containers") or ():
+        for env in (container.get("env") or ()) if isinstance(container, dict) else ():
+            if isinstance(env, dict) and env.get("name") == name and "value" in env:
+                return str(env["value"])
+    return None
 
 
 def format_placement(placement: PodPlacement) -> str:
@@ -364,6 +387,10 @@ def _epoch_seconds(timestamp: object) -> int:
         return 0
 
 
+def _positive(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() and int(text) > 0 else None
+
+
 def _controller_owner(references: object) -> tuple[str, str] | None:
     if not isinstance(references, list):
         return None
@@ -392,7 +419,7 @@ class PodReader:
         node_selector = _str_map(spec.get("nodeSelector"))
         models, model_problems = _models(annotations, node_selector, self.catalog)
         tolerations = spec.get("tolerations")
-        gang, gang_size, gang_problems = _gang(labels, annotations)
+        gang, gang_size, gang_problems = _gang(labels, annotations, spec)
         priority = spec.get("priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
             priority = 0
@@ -415,6 +442,9 @@ class PodReader:
             if isinstance(tolerations, list)
             else (),
             owner=_controller_owner(metadata.get("ownerReferences")),
+            jobset_jobs=_positive(
+                annotations.get(keys.JOBSET_REPLICAS) or labels.get(keys.JOBSET_REPLICAS)
+            ),
             problems=(*problems, *model_problems, *gang_problems),
         )
 
