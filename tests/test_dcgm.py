@@ -357,4 +357,4 @@ def test_the_webhook_decides_with_gpu_metrics(reader: DcgmReader, exporter: Dcgm
     assert decision("after-xid").startswith("pending InsufficientCapacity")
     text = generate_latest(Metrics(live).registry).decode()
     assert 'apportion_gpu_metrics_status{status="fresh"} 1.0' in text
-    assert 'apportion_unhealthy_gpus{reason="XID 79 at t=' in text
+    assert 'apportion_unhealthy_gpus{node="gpu-a",reason="XID 79 at t=' in text
