@@ -186,10 +186,12 @@ def samples_from_results(results: Mapping[str, object], settings: TelemetrySetti
     # device the identity query did not report keeps a key with those labels empty.
     rows_of: dict[tuple[str, str, str], list[_KeyTuple]] = {}
     fields: dict[_KeyTuple, dict[str, int]] = {}
+    node, gpu, gi_id = names.device()
     for name in sorted(results, key=lambda n: n != IDENTITY):
         convert = _CONVERT[name]
+        identity = name == IDENTITY
         for row in parse_vector(results[name], name):
-            labels = cast(dict[str, object], row["metric"])
+            labels = cast(dict[str, str], row["metric"])
             value = cast(list[object], row["value"])
             try:
                 number = float(value[1])  # type: ignore[arg-type]
@@ -197,13 +199,15 @@ def samples_from_results(results: Mapping[str, object], settings: TelemetrySetti
                 raise MetricsFormatError(f"{name}: value {value[1]!r} is not a number") from None
             if not math.isfinite(number):
                 continue  # NaN/Inf: no usable sample
-            key = _key(labels, names)
-            device = (key[0], key[1], key[3])
-            if name == IDENTITY:
+            # Prometheus label values are strings; 100,000s of rows: plain dict lookups.
+            device = (labels.get(node, ""), labels.get(gpu, ""), labels.get(gi_id, ""))
+            targets = rows_of.get(device)
+            if identity:
+                key = _key(labels, names)
                 rows_of.setdefault(device, []).append(key)
-                targets: list[_KeyTuple] = [key]
-            else:
-                targets = rows_of.get(device) or [key]
+                targets = [key]
+            elif targets is None:
+                targets = [_key(labels, names)]  # whatever labels this answer carries
             converted = convert(number)
             for target in targets:
                 fields.setdefault(target, {})[name] = converted
