@@ -383,6 +383,22 @@ def test_incremental_admits_charges_and_releases() -> None:
     assert (again.outcome, again.placement) == (Outcome.ADMIT, (pod("h0", 0, 1, 2, 3),))
 
 
+def test_incremental_releases_workloads_running_in_its_snapshot() -> None:
+    # A driver rebuilds the allocator from the live state; what was running then must
+    # still be releasable, with its GPUs and its quota given back.
+    snap = snapshot(
+        nodes=[node("h0", H100, 8)],
+        queues=[queue("team-a").quota(H100, 8)],
+        workloads=[workload("r").gpus(6).queue("team-a").running_on("h0", *range(6))],
+    )
+    allocator = IncrementalAllocator(snap)
+    b = workload("b").gpus(4).queue("team-a").build()
+    assert allocator.decide(b).outcome is Outcome.PENDING
+    assert allocator.release("r")
+    assert not allocator.release("r")
+    assert allocator.decide(b).placement == (pod("h0", 0, 1, 2, 3),)
+
+
 # ------------------------------------------- regressions: bugs the properties found
 # Each was found by tests/test_allocator_properties.py, reduced by hand, and fixed in
 # scheduler/ (commits c449975, 2473342, 5c91d12); each comment says what it did before.
