@@ -266,6 +266,17 @@ class Cycle:
         outranked_by = self._offer_to_higher_priority(w)
         result = self._try_option(entry, option)
         if not isinstance(result, Allocation):
+            if not outranked_by:
+                # Nobody used the room: the victims keep running.
+                for victim in victims:
+                    self.state.take(victim.allocation)
+                    self.book.charge(victim.workload.queue, victim.flavor, victim.amount)
+                    self.running[victim.workload.queue].append(victim)
+                return Verdict(entry, Outcome.PENDING, result[0], result[1])
+            # The room went to workloads that outrank w: the victims are evicted for them.
+            for victim in victims:
+                why, text = self._eviction_reason(victim, w, option, 0)
+                self.evictions.append((victim, outranked_by[0], why, text))
             return Verdict(
                 entry,
                 Outcome.PENDING,
@@ -290,22 +301,9 @@ class Cycle:
             )
         outcome_reason = Reason.ADMITTED_BY_PRIORITY
         for victim in victims:
-            if victim.workload.queue == w.queue:
-                why = Reason.PREEMPTED_PRIORITY
-                text = (
-                    f"preempted by {w.name} (priority {w.priority} > {victim.workload.priority}) "
-                    f"in queue {w.queue}"
-                )
-            else:
-                why = Reason.PREEMPTED_RECLAIM
+            why, text = self._eviction_reason(victim, w, option, amount)
+            if why is Reason.PREEMPTED_RECLAIM:
                 outcome_reason = Reason.ADMITTED_BY_RECLAIM
-                nominal = self.book.nominal(w.queue, option.flavor)
-                used = self.book.usage(w.queue, option.flavor) - amount
-                text = (
-                    f"queue {victim.workload.queue} borrows {victim.flavor}; queue {w.queue} "
-                    f"reclaims its nominal quota ({format_amount(option.flavor, used)}/"
-                    f"{format_amount(option.flavor, nominal)} used) for {w.name}"
-                )
             self.evictions.append((victim, w.name, why, text))
         names = ", ".join(v.workload.name for v in victims)
         freed = sum(v.gpu_eq for v in victims)
@@ -318,6 +316,23 @@ class Cycle:
             option,
             allocation,
             victims,
+        )
+
+    def _eviction_reason(
+        self, victim: Running, w: Workload, option: Option, amount: int
+    ) -> tuple[Reason, str]:
+        """Why ``victim`` is evicted for ``w`` (``amount``: what w was charged, if admitted)."""
+        if victim.workload.queue == w.queue:
+            return Reason.PREEMPTED_PRIORITY, (
+                f"preempted by {w.name} (priority {w.priority} > {victim.workload.priority}) "
+                f"in queue {w.queue}"
+            )
+        nominal = self.book.nominal(w.queue, option.flavor)
+        used = self.book.usage(w.queue, option.flavor) - amount
+        return Reason.PREEMPTED_RECLAIM, (
+            f"queue {victim.workload.queue} borrows {victim.flavor}; queue {w.queue} "
+            f"reclaims its nominal quota ({format_amount(option.flavor, used)}/"
+            f"{format_amount(option.flavor, nominal)} used) for {w.name}"
         )
 
     def _offer_to_higher_priority(self, w: Workload) -> list[str]:

@@ -541,6 +541,30 @@ def test_regression_larger_gang_does_not_overtake_priority(path: str) -> None:
     assert outcome(decision, "gang-low").outcome is Outcome.PENDING
 
 
+@both_paths
+def test_regression_room_given_to_higher_priority_evicts_the_victims(path: str) -> None:
+    snap = snapshot(
+        nodes=[node("h0", H100, 3)],
+        queues=[
+            queue("team-a", cohort="org").quota(H100, 1),
+            queue("team-b", cohort="org").quota(H100, 2),
+        ],
+        workloads=[
+            workload("b-run").gpus(3).queue("team-b").running_on("h0", 0, 1, 2),
+            workload("a-high").gpus(3).queue("team-a").priority(100),
+            workload("a-low").gpus(1).queue("team-a"),
+        ],
+    )
+    decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
+    # a-low (within its nominal 1) reclaims from b-run (borrowing 1); the room goes first to
+    # a-high, which outranks it in its queue, and a-low waits. b-run must be evicted.
+    # Was: b-run's GPUs were freed in the cycle but no eviction was reported, so a-high was
+    # admitted onto GPUs b-run still held.
+    assert outcome(decision, "a-high").placement == (pod("h0", 0, 1, 2),)
+    assert outcome(decision, "a-low").outcome is Outcome.PENDING
+    assert [(e.workload, e.beneficiary) for e in decision.evictions] == [("b-run", "a-high")]
+
+
 def test_regression_release_restores_the_next_placement() -> None:
     snap = snapshot(
         nodes=[node("n0", "L40S", 2), node("n1", "L40S", 2)],
