@@ -167,9 +167,7 @@ def _unique_name(row: _Row, column: str, seen: dict[str, int]) -> str:
     return name
 
 
-def load_openb_nodes(
-    text: str, source: str
-) -> tuple[tuple[CustomGpuModel, ...], tuple[Node, ...]]:
+def load_openb_nodes(text: str, source: str) -> tuple[tuple[CustomGpuModel, ...], tuple[Node, ...]]:
     """GPU nodes of an openb node list, and the GPU models the catalog lacks.
 
     The models are all of ``OPENB_GPU_MODELS``, also those no node has, so a pod whose
