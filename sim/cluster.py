@@ -110,16 +110,19 @@ _UNIFORM = re.compile(r"uniform:(\d+)x(\d+)x([A-Za-z0-9._-]+)(?::shared)?")
 
 def uniform_cluster(nodes: int, gpus: int, model: str, shared: bool = False) -> Cluster:
     """``nodes`` identical nodes of ``gpus`` GPUs of ``model`` (for synthetic runs)."""
+    from sim.models import trace_models_for
+
     width = len(str(max(0, nodes - 1)))
     return Cluster(
         Snapshot(
+            gpu_models=trace_models_for({model}),
             nodes=tuple(
                 Node(
                     name=f"node-{i:0{width}d}",
                     gpus=tuple(Gpu(index=g, model=model, shared=shared) for g in range(gpus)),
                 )
                 for i in range(nodes)
-            )
+            ),
         ),
         f"uniform:{nodes}x{gpus}x{model}",
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 from scheduler.catalog import MILLI_PER_GPU
@@ -77,6 +77,7 @@ class Simulation:
         self.policy = policy
         self.settings = settings
         self.occupancy = Occupancy(cluster.snapshot.nodes, cluster.catalog)
+        jobs = [_catalog_rates(job, cluster) for job in jobs]
         self.states = [JobState(job, util=job.gpu_util) for job in jobs]
         self.by_name = {s.name: s for s in self.states}
         if len(self.by_name) != len(self.states):
@@ -315,6 +316,17 @@ class Simulation:
         s.phase = Phase.WAITING
         self.pending[s.name] = s
         self.recorder.on_requeue(s)
+
+
+def _catalog_rates(job: Job, cluster: Cluster) -> Job:
+    """Rates keyed by catalog names (a trace may write an alias: ``H100``)."""
+    if not job.rates:
+        return job
+    catalog = cluster.catalog
+    rates = tuple(
+        sorted(((m.name if (m := catalog.get(name)) else name), rate) for name, rate in job.rates)
+    )
+    return replace(job, rates=rates)
 
 
 def run(
