@@ -17,6 +17,7 @@ on each model and tells the allocator which models it prefers.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,7 +26,7 @@ from scheduler.model import Demand, Workload
 from sim.job import Job
 from sim.rows import BadRows, RowError, csv_rows, location
 
-__all__ = ["JOB_FIELDS", "JobRow", "load_job_csv", "load_job_jsonl"]
+__all__ = ["JOB_FIELDS", "JobRow", "job_csv", "load_job_csv", "load_job_jsonl"]
 
 
 class JobRow(BaseModel):
@@ -161,3 +162,47 @@ def load_job_jsonl(text: str, source: str, bad: BadRows | None = None) -> tuple[
         if job is not None:
             jobs.append(job)
     return tuple(jobs)
+
+
+def job_csv(jobs: Iterable[Job]) -> str:
+    """Jobs in this format's CSV form (the inverse of ``load_job_csv``)."""
+    lines = [",".join(_CSV_COLUMNS)]
+    for job in jobs:
+        w = job.workload
+        d = w.demand
+        cells = {
+            "name": w.name,
+            "queue": w.queue,
+            "submit": str(w.created),
+            "runtime": f"{job.work:g}",
+            "gpus": "" if d.gpus is None else str(d.gpus),
+            "gpu_milli": "" if d.gpu_milli is None else str(d.gpu_milli),
+            "mig_profile": d.mig_profile or "",
+            "gpu_memory_mib": "" if d.gpu_memory_mib is None else str(d.gpu_memory_mib),
+            "pods": str(w.pods),
+            "priority": str(w.priority),
+            "models": "|".join(d.models),
+            "cpu_milli": str(w.cpu_milli),
+            "memory_mib": str(w.memory_mib),
+            "throughput": ";".join(f"{m}={r:g}" for m, r in job.rates),
+        }
+        lines.append(",".join(cells[c] for c in _CSV_COLUMNS))
+    return "\n".join(lines) + "\n"
+
+
+_CSV_COLUMNS = (
+    "name",
+    "queue",
+    "submit",
+    "runtime",
+    "gpus",
+    "gpu_milli",
+    "mig_profile",
+    "gpu_memory_mib",
+    "pods",
+    "priority",
+    "models",
+    "cpu_milli",
+    "memory_mib",
+    "throughput",
+)

@@ -108,18 +108,19 @@ class ApportionPolicy:
             self.memo.clear()
         elif self.mirror.follow(ctx):
             self.memo.clear()
-        self.changed |= bool(ctx.arrived or ctx.released or ctx.health_changed)
-        if ctx.pending and self.changed and ctx.now - self.last_global >= self.tick_s:
+        # A global decision can only help if capacity changed or new work is left waiting.
+        self.changed |= bool(ctx.released or ctx.health_changed)
+        due = ctx.now - self.last_global >= self.tick_s
+        if ctx.pending and self.changed and due:
             return self._global(ctx)
         # Between global decisions: the webhook's online path for what just arrived.
         starts = []
         for s in sorted(ctx.arrived, key=_queue_order):
             w = s.job.workload
-            if self.memo.known_to_fail(w):
-                continue
-            start = self.mirror.admit(s)
+            start = None if self.memo.known_to_fail(w) else self.mirror.admit(s)
             if start is None:
                 self.memo.add(w)
+                self.changed = True
             else:
                 starts.append(start)
         return Actions(starts=starts)

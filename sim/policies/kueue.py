@@ -29,7 +29,7 @@ from sim.policy import Actions, Context, JobState, Start
 
 __all__ = ["KueuePolicy"]
 
-MAX_VICTIM_TRIALS = 8
+MAX_VICTIM_TRIALS = 3
 """Placement trials per preemption attempt (each compiles the cluster once)."""
 
 
@@ -106,6 +106,7 @@ class KueuePolicy:
         actions = Actions()
         evicted: set[str] = set()
         self._starts = {}
+        no_room: set[tuple[str, int]] = set()
         cursor = {q: 0 for q in per_queue}
         while True:
             heads = [per_queue[q][cursor[q]] for q in per_queue if cursor[q] < len(per_queue[q])]
@@ -125,8 +126,12 @@ class KueuePolicy:
                 if self.memo.known_to_fail(w):
                     continue
                 start = self.mirror.admit(s)
-                if start is None:
+                if start is None and (w.queue, w.priority) not in no_room:
                     start = self._preempt(ctx, s, usage, actions, evicted)
+                    if start is None:
+                        # Kueue computes preemption targets per head; one failed search per
+                        # queue and priority in a scheduling point stands for the rest.
+                        no_room.add((w.queue, w.priority))
                 if start is None:
                     self.memo.add(w)
                     continue
