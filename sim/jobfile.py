@@ -93,11 +93,11 @@ def _build(
         job = row.job()
     except ValidationError as error:
         field, message = _problem(error)
+        if field == "(row)":  # a rule over several fields (Demand's exactly-one rule)
+            bad.record(RowError(f"{where}: {message.removeprefix('Value error, ')}", message))
+            return None
         value = data.get(field.split(".")[0], "")
         bad.record(RowError(f"{where} column {field}: {value!r} {message}", f"{field}: {message}"))
-        return None
-    except ValueError as error:  # Demand's exactly-one rule
-        bad.record(RowError(f"{where}: {error}", "demand"))
         return None
     if job.name in seen:
         bad.record(
