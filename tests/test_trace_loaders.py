@@ -344,6 +344,6 @@ def test_load_trace_detects_formats(tmp_path: Path) -> None:
         load_trace(odd)
     bad = tmp_path / "bad.csv"
     bad.write_text("name,submit,runtime,gpus\na,0,1,1\nb,0,1,1,9\n")
-    with pytest.raises(TraceError, match="bad.csv line 3: 5 fields, the header has 4"):
+    with pytest.raises(TraceError, match=r"bad\.csv line 3: 5 fields, the header has 4"):
         load_trace(bad)
     assert load_trace(bad, skip_bad_rows=True).bad_rows == {"wrong number of fields": 1}
