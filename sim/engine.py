@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
 from scheduler.catalog import MILLI_PER_GPU
-from scheduler.model import Gpu, Node, Workload
+from scheduler.model import Gpu, Node
 from sim.cluster import Cluster
 from sim.events import Outage, Utilization
 from sim.job import Job
@@ -282,9 +282,7 @@ class Simulation:
             else (p.milli or MILLI_PER_GPU) * len(p.gpus)
             for p in placement
         )
-        s.running = Workload.model_construct(
-            **{**w.__dict__, "placement": placement, "flavor": flavor, "started": self.now}
-        )
+        s.view = None
         remaining = s.job.work - s.done_work
         self._push(
             self.now + s.job.seconds_for(remaining, s.rate), _Kind.COMPLETE, (s.name, s.run_id)
@@ -309,7 +307,7 @@ class Simulation:
             s.preemptions += 1
         self.recorder.on_stop(s, self, finished, outage, (ran - kept) if not finished else 0)
         s.placement = ()
-        s.running = None
+        s.view = None
         s.flavor = None
 
     def _requeue(self, s: JobState) -> None:

@@ -37,8 +37,8 @@ class JobState:
     phase: Phase = Phase.WAITING
     placement: tuple[PodPlacement, ...] = ()
     flavor: str | None = None
-    running: Workload | None = None
-    """The core's view of the job while it runs: placement, flavor and start time set."""
+    view: Workload | None = None
+    """Cache of ``running`` (built on first use: most policies never ask)."""
     started: int = -1
     first_start: int = -1
     end: int = -1
@@ -56,6 +56,22 @@ class JobState:
     @property
     def name(self) -> str:
         return self.job.workload.name
+
+    @property
+    def running(self) -> Workload | None:
+        """The core's view of the job while it runs: placement, flavor and start time set."""
+        if self.phase is not Phase.RUNNING:
+            return None
+        if self.view is None:
+            self.view = Workload.model_construct(
+                **{
+                    **self.job.workload.__dict__,
+                    "placement": self.placement,
+                    "flavor": self.flavor,
+                    "started": self.started,
+                }
+            )
+        return self.view
 
 
 @dataclass(frozen=True, slots=True)
