@@ -16,7 +16,14 @@ from builders import mig, node, queue, snapshot, workload
 
 from scheduler.allocator import decide
 from scheduler.incremental import IncrementalAllocator
-from scheduler.model import Decision, PodPlacement, Snapshot, Taint, WorkloadDecision
+from scheduler.model import (
+    CustomGpuModel,
+    Decision,
+    PodPlacement,
+    Snapshot,
+    Taint,
+    WorkloadDecision,
+)
 from scheduler.reasons import Outcome, Reason
 
 H100 = "H100-80GB"
@@ -397,6 +404,31 @@ def test_incremental_releases_workloads_running_in_its_snapshot() -> None:
     assert allocator.release("r")
     assert not allocator.release("r")
     assert allocator.decide(b).placement == (pod("h0", 0, 1, 2, 3),)
+
+
+@both_paths
+def test_equally_priced_models_take_the_tightest_fit(path: str) -> None:
+    # X and Y cost the same; Y comes first in the option order (its node is listed first).
+    # Y's node is entirely free, X's has 1 of 2 GPUs in use: the pod goes to X's free GPU
+    # and keeps Y's node whole. A cheaper model would still come first (cost, then fit).
+    models = (
+        CustomGpuModel(name="X", memory_mib=16384),
+        CustomGpuModel(name="Y", memory_mib=16384),
+    )
+    snap = snapshot(
+        nodes=[node("y0", "Y", 2), node("x0", "X", 2)],
+        queues=[queue("team-a").quota("X", 2).quota("Y", 2)],
+        workloads=[
+            workload("r").gpus(1).queue("team-a").running_on("x0", 0),
+            workload("w").gpus(1).queue("team-a"),
+        ],
+    ).model_copy(update={"gpu_models": models})
+    decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
+    assert outcome(decision, "w").placement == (pod("x0", 1),)
+    online = IncrementalAllocator(snap).decide(workload("v").gpus(1).queue("team-a").build())
+    assert online.placement == (pod("x0", 1),)
+    cheaper_y = snap.model_copy(update={"prices": {"Y": 0.5}})
+    assert outcome(decide(cheaper_y, use_ilp=False), "w").placement == (pod("y0", 0),)
 
 
 # ------------------------------------------- regressions: bugs the properties found
