@@ -10,9 +10,11 @@ answer and what the scheduler did before the fix.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from builders import mig, node, queue, snapshot, workload
+from invariants import check_priority_order
 
 from scheduler.allocator import decide
 from scheduler.incremental import IncrementalAllocator
@@ -25,6 +27,8 @@ from scheduler.model import (
     WorkloadDecision,
 )
 from scheduler.reasons import Outcome, Reason
+
+FIXTURES = Path(__file__).parent / "fixtures" / "snapshots"
 
 H100 = "H100-80GB"
 A100 = "A100-80GB"
@@ -595,6 +599,19 @@ def test_regression_room_given_to_higher_priority_evicts_the_victims(path: str) 
     assert outcome(decision, "a-high").placement == (pod("h0", 0, 1, 2),)
     assert outcome(decision, "a-low").outcome is Outcome.PENDING
     assert [(e.workload, e.beneficiary) for e in decision.evictions] == [("b-run", "a-high")]
+
+
+@both_paths
+def test_regression_take_back_only_what_the_room_needs(path: str) -> None:
+    # Found by test_priority_within_queue (the snapshot as hypothesis reduced it): p10
+    # (team q0) needs the shared T4 GPU, which only evicting r2 frees; p5 (q2, priority 10),
+    # admitted earlier in the cycle on a whole T4, was taken back as well though that
+    # gained p10 nothing, p2 (q2, priority 0) took its GPU, and p5 waited.
+    text = (FIXTURES / "regression-take-back-priority.json").read_text()
+    snap = Snapshot.model_validate_json(text)
+    decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
+    assert check_priority_order(snap, decision) == []
+    assert [e.workload for e in decision.evictions] == ["r2"]
 
 
 def test_regression_release_restores_the_next_placement() -> None:
