@@ -1,7 +1,7 @@
 # Developer entry points. Needs only python3 >= 3.11 and make: every target that runs
 # project code creates or reuses .venv first.
 #
-#   make demo    one decision on the bundled demo cluster
+#   make demo    replay the bundled demo trace: apportion vs fifo vs kueue, plots in out/demo
 #   make test    ruff, mypy (strict for scheduler, checked for webhook), pytest — what CI runs (.ci/run)
 #   make bench   time decide() on benchmark clusters
 #   make lint    ruff and mypy only
@@ -47,7 +47,7 @@ test: venv
 	exit $$status
 
 demo: venv
-	$(BIN)/apportion decide --default-cluster
+	$(BIN)/apportion simulate demo --policy apportion --compare fifo,kueue --out out/demo
 
 bench: venv
 	$(BIN)/python benchmarks/decide_bench.py

@@ -129,13 +129,7 @@ class Cycle:
         if hint is not None and 0 <= hint < len(options):
             options.insert(0, options.pop(hint))
         else:
-            # An option within the queue's nominal quota before one that would borrow.
-            pods = w.pods
-            options.sort(
-                key=lambda o: (
-                    not self.book.within_nominal(w.queue, o.flavor, o.quota_per_pod * pods)
-                )
-            )
+            options = self._preference_order(w, options)
         if not options:
             return self._record(
                 Verdict(
@@ -170,6 +164,32 @@ class Cycle:
                     return self._record(verdict)
         reason, message = _most_telling(failures)
         return self._record(Verdict(entry, Outcome.PENDING, reason, message))
+
+    def _preference_order(self, w: Workload, options: list[Option]) -> list[Option]:
+        """Options within the queue's nominal quota before those that would borrow; within
+        that, the workload's own order (cheapest first, or fastest first with throughput),
+        except that among options that cost the same and carry no speed preference the
+        tightest fit goes first: equally good, so the least fragmenting (design §3.5)."""
+        pods = w.pods
+        run = 0
+        runs: list[int] = []
+        for i, o in enumerate(options):
+            if i and (w.throughput or o.cost != options[i - 1].cost):
+                run += 1
+            runs.append(run)
+        tied = len(set(runs)) < len(options)
+
+        def key(i: int) -> tuple[bool, int, tuple[int, int, int], int]:
+            o = options[i]
+            borrow = not self.book.within_nominal(w.queue, o.flavor, o.quota_per_pod * pods)
+            snug = (0, 0, 0)
+            if tied:
+                pools = self.state.eligible_pools(w, o)
+                nodes = self.state.node_filter(w)
+                snug = self.state.tightness(o, w.cpu_milli, w.memory_mib, pools, nodes)
+            return (borrow, runs[i], snug, i)
+
+        return [options[i] for i in sorted(range(len(options)), key=key)]
 
     def _record(self, verdict: Verdict) -> Verdict:
         if verdict.outcome is Outcome.PENDING:
@@ -282,6 +302,17 @@ class Cycle:
         outranked_by = self._offer_to_higher_priority(w)
         result = self._try_option(entry, option)
         if not isinstance(result, Allocation):
+            if not outranked_by:
+                # Nobody used the room: the victims keep running.
+                for victim in victims:
+                    self.state.take(victim.allocation)
+                    self.book.charge(victim.workload.queue, victim.flavor, victim.amount)
+                    self.running[victim.workload.queue].append(victim)
+                return Verdict(entry, Outcome.PENDING, result[0], result[1])
+            # The room went to workloads that outrank w: the victims are evicted for them.
+            for victim in victims:
+                why, text = self._eviction_reason(victim, w, option, 0)
+                self.evictions.append((victim, outranked_by[0], why, text))
             return Verdict(
                 entry,
                 Outcome.PENDING,
@@ -306,22 +337,9 @@ class Cycle:
             )
         outcome_reason = Reason.ADMITTED_BY_PRIORITY
         for victim in victims:
-            if victim.workload.queue == w.queue:
-                why = Reason.PREEMPTED_PRIORITY
-                text = (
-                    f"preempted by {w.name} (priority {w.priority} > {victim.workload.priority}) "
-                    f"in queue {w.queue}"
-                )
-            else:
-                why = Reason.PREEMPTED_RECLAIM
+            why, text = self._eviction_reason(victim, w, option, amount)
+            if why is Reason.PREEMPTED_RECLAIM:
                 outcome_reason = Reason.ADMITTED_BY_RECLAIM
-                nominal = self.book.nominal(w.queue, option.flavor)
-                used = self.book.usage(w.queue, option.flavor) - amount
-                text = (
-                    f"queue {victim.workload.queue} borrows {victim.flavor}; queue {w.queue} "
-                    f"reclaims its nominal quota ({format_amount(option.flavor, used)}/"
-                    f"{format_amount(option.flavor, nominal)} used) for {w.name}"
-                )
             self.evictions.append((victim, w.name, why, text))
         names = ", ".join(v.workload.name for v in victims)
         freed = sum(v.gpu_eq for v in victims)
@@ -334,6 +352,23 @@ class Cycle:
             option,
             allocation,
             victims,
+        )
+
+    def _eviction_reason(
+        self, victim: Running, w: Workload, option: Option, amount: int
+    ) -> tuple[Reason, str]:
+        """Why ``victim`` is evicted for ``w`` (``amount``: what w was charged, if admitted)."""
+        if victim.workload.queue == w.queue:
+            return Reason.PREEMPTED_PRIORITY, (
+                f"preempted by {w.name} (priority {w.priority} > {victim.workload.priority}) "
+                f"in queue {w.queue}"
+            )
+        nominal = self.book.nominal(w.queue, option.flavor)
+        used = self.book.usage(w.queue, option.flavor) - amount
+        return Reason.PREEMPTED_RECLAIM, (
+            f"queue {victim.workload.queue} borrows {victim.flavor}; queue {w.queue} "
+            f"reclaims its nominal quota ({format_amount(option.flavor, used)}/"
+            f"{format_amount(option.flavor, nominal)} used) for {w.name}"
         )
 
     def _offer_to_higher_priority(self, w: Workload) -> list[str]:

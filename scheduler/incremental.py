@@ -4,7 +4,9 @@ No ILP here: the snapshot is compiled once, and each arrival is checked against 
 and placed best-fit with the same hard constraints and the same fragmentation rule as
 the global cycle (it *is* the global cycle's admission step, without preemption —
 evictions are the controller's job). Admitted workloads are charged immediately so the
-next request sees them; ``release`` undoes one when its pods go away.
+next request sees them; ``release`` undoes one when its pods go away — also one that was
+already running in the snapshot the allocator was built from, so a driver that rebuilds it
+(after a global decision, or a node failure) can keep releasing what finishes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from scheduler.compiled import Entry, compile_snapshot
 from scheduler.demand import resolve_options
 from scheduler.greedy import Cycle, Verdict
 from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision
+from scheduler.preemption import Running
 from scheduler.reasons import Outcome
 
 __all__ = ["IncrementalAllocator"]
@@ -25,10 +28,11 @@ class IncrementalAllocator:
         self._compiled = compile_snapshot(snapshot, snapshot.catalog())
         self._cycle = Cycle(self._compiled, preempt=False)
         self._admitted: dict[str, Verdict] = {}
+        self._running: dict[str, Running] = {r.workload.name: r for r in self._compiled.running}
 
     def decide(self, workload: Workload) -> WorkloadDecision:
         """Admit now (and charge it) or explain why it must wait."""
-        if workload.name in self._admitted:
+        if workload.name in self._admitted or workload.name in self._running:
             raise ValueError(f"workload {workload.name} is already admitted")
         compiled = self._compiled
         entry = Entry(
@@ -55,7 +59,13 @@ class IncrementalAllocator:
         )
 
     def release(self, name: str) -> bool:
-        """Give back what an admitted workload holds; False if it was not admitted here."""
+        """Give back what a workload holds (admitted here, or running in the snapshot);
+        False if this allocator does not know it."""
+        held = self._running.pop(name, None)
+        if held is not None:
+            self._compiled.state.release(held.allocation)
+            self._compiled.book.charge(held.workload.queue, held.flavor, -held.amount)
+            return True
         verdict = self._admitted.pop(name, None)
         if verdict is None or verdict.allocation is None or verdict.option is None:
             return False

@@ -19,15 +19,12 @@ Mapping to Apportion's domain:
 
 from __future__ import annotations
 
-import csv
-import io
-import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.model import CustomGpuModel, Demand, Gpu, Node, Workload
+from sim.job import Job
+from sim.rows import BadRows, Row, RowError, csv_rows
 
 __all__ = [
     "GPU_PRODUCT_LABEL",
@@ -37,6 +34,7 @@ __all__ = [
     "OPENB_TRACE_DIR",
     "POD_COLUMNS",
     "QOS_PRIORITY",
+    "load_openb_jobs",
     "load_openb_nodes",
     "load_openb_nodes_file",
     "load_openb_pods",
@@ -88,78 +86,16 @@ _MODEL_NAMES: dict[str, str] = {"T4": "T4", **{m.name: m.name for m in OPENB_GPU
 QOS_PRIORITY: dict[str, int] = {"LS": 1000, "Guaranteed": 500, "Burstable": 100, "BE": 0}
 """Workload priority per openb QoS class: latency-sensitive first, best effort last."""
 
-_UNSIGNED = re.compile(r"[0-9]+")
-_NEGATIVE = re.compile(r"-[0-9]+")
+
+def _model(row: Row, column: str, raw: str) -> str:
+    name = _MODEL_NAMES.get(raw.strip())
+    if name is None:
+        known = ", ".join(_MODEL_NAMES)
+        raise row.error(column, f"names unknown GPU model {raw.strip()!r}; known: {known}")
+    return name
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
-    source: str
-    line: int
-    values: dict[str, str]
-
-    def error(self, column: str, problem: str) -> ValueError:
-        value = self.values[column]
-        return ValueError(f"{self.source} line {self.line} column {column}: {value!r} {problem}")
-
-    def text(self, column: str) -> str:
-        value = self.values[column].strip()
-        if not value:
-            raise self.error(column, "is empty")
-        return value
-
-    def count(self, column: str) -> int:
-        """A non-negative integer; the trace's quantities are all counts in base units."""
-        raw = self.values[column].strip()
-        if _UNSIGNED.fullmatch(raw):
-            return int(raw)
-        if _NEGATIVE.fullmatch(raw):
-            raise self.error(column, "is negative")
-        raise self.error(column, "is not an integer")
-
-    def model(self, column: str, raw: str) -> str:
-        name = _MODEL_NAMES.get(raw.strip())
-        if name is None:
-            known = ", ".join(_MODEL_NAMES)
-            raise self.error(column, f"names unknown GPU model {raw.strip()!r}; known: {known}")
-        return name
-
-
-def _rows(text: str, source: str, columns: Sequence[str]) -> Iterator[_Row]:
-    """Rows of CSV text as dicts keyed by the header, each with its line number."""
-    # strict: a stray or unclosed quote is an error, not a silently merged field
-    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise ValueError(
-            f"{source}: empty; expected a header row with {', '.join(columns)}"
-        ) from None
-    except csv.Error as e:
-        raise ValueError(f"{source} line {reader.line_num}: {e}") from None
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise ValueError(
-            f"{source} line 1: missing column(s) {', '.join(missing)}; found: {', '.join(header)}"
-        )
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            raise ValueError(f"{source} line {reader.line_num}: {e}") from None
-        if not fields:  # blank line
-            continue
-        if len(fields) != len(header):
-            raise ValueError(
-                f"{source} line {reader.line_num}: {len(fields)} fields, "
-                f"the header has {len(header)}"
-            )
-        yield _Row(source, reader.line_num, dict(zip(header, fields, strict=True)))
-
-
-def _unique_name(row: _Row, column: str, seen: dict[str, int]) -> str:
+def _unique_name(row: Row, column: str, seen: dict[str, int]) -> str:
     name = row.text(column)
     if name in seen:
         raise row.error(column, f"repeats the name on line {seen[name]}")
@@ -167,9 +103,7 @@ def _unique_name(row: _Row, column: str, seen: dict[str, int]) -> str:
     return name
 
 
-def load_openb_nodes(
-    text: str, source: str
-) -> tuple[tuple[CustomGpuModel, ...], tuple[Node, ...]]:
+def load_openb_nodes(text: str, source: str) -> tuple[tuple[CustomGpuModel, ...], tuple[Node, ...]]:
     """GPU nodes of an openb node list, and the GPU models the catalog lacks.
 
     The models are all of ``OPENB_GPU_MODELS``, also those no node has, so a pod whose
@@ -178,7 +112,7 @@ def load_openb_nodes(
     """
     nodes: list[Node] = []
     seen: dict[str, int] = {}
-    for row in _rows(text, source, NODE_COLUMNS):
+    for row in csv_rows(text, source, NODE_COLUMNS):
         gpus = row.count("gpu")
         cpu_milli = row.count("cpu_milli")
         memory_mib = row.count("memory_mib")
@@ -186,7 +120,7 @@ def load_openb_nodes(
             continue
         name = _unique_name(row, "sn", seen)
         raw_model = row.values["model"].strip()
-        model = row.model("model", raw_model)
+        model = _model(row, "model", raw_model)
         nodes.append(
             Node(
                 name=name,
@@ -199,7 +133,7 @@ def load_openb_nodes(
     return OPENB_GPU_MODELS, tuple(nodes)
 
 
-def _demand(row: _Row) -> Demand | None:
+def _demand(row: Row) -> Demand | None:
     """The pod's GPU demand; None for a CPU-only pod."""
     num_gpu = row.count("num_gpu")
     milli = row.count("gpu_milli")
@@ -219,16 +153,39 @@ def _demand(row: _Row) -> Demand | None:
     )
 
 
-def _models(row: _Row) -> tuple[str, ...]:
+def _models(row: Row) -> tuple[str, ...]:
     spec = row.values["gpu_spec"].strip()
     if not spec:
         return ()
     models: list[str] = []
     for part in spec.split("|"):
-        model = row.model("gpu_spec", part)
+        model = _model(row, "gpu_spec", part)
         if model not in models:
             models.append(model)
     return tuple(models)
+
+
+def _pod(row: Row, queue: str, seen: dict[str, int]) -> Workload | None:
+    name = _unique_name(row, "name", seen)
+    cpu_milli = row.count("cpu_milli")
+    memory_mib = row.count("memory_mib")
+    created = row.count("creation_time")
+    qos = row.values["qos"].strip()
+    if qos not in QOS_PRIORITY:
+        raise row.error("qos", f"is not a known QoS class ({', '.join(QOS_PRIORITY)})")
+    demand = _demand(row)
+    if demand is None:
+        return None
+    return Workload(
+        name=name,
+        queue=queue,
+        priority=QOS_PRIORITY[qos],
+        created=created,
+        pods=1,
+        demand=demand,
+        cpu_milli=cpu_milli,
+        memory_mib=memory_mib,
+    )
 
 
 def load_openb_pods(text: str, source: str, queue: str = "default") -> tuple[Workload, ...]:
@@ -239,30 +196,40 @@ def load_openb_pods(text: str, source: str, queue: str = "default") -> tuple[Wor
     """
     workloads: list[Workload] = []
     seen: dict[str, int] = {}
-    for row in _rows(text, source, POD_COLUMNS):
-        name = _unique_name(row, "name", seen)
-        cpu_milli = row.count("cpu_milli")
-        memory_mib = row.count("memory_mib")
-        created = row.count("creation_time")
-        qos = row.values["qos"].strip()
-        if qos not in QOS_PRIORITY:
-            raise row.error("qos", f"is not a known QoS class ({', '.join(QOS_PRIORITY)})")
-        demand = _demand(row)
-        if demand is None:
-            continue
-        workloads.append(
-            Workload(
-                name=name,
-                queue=queue,
-                priority=QOS_PRIORITY[qos],
-                created=created,
-                pods=1,
-                demand=demand,
-                cpu_milli=cpu_milli,
-                memory_mib=memory_mib,
-            )
-        )
+    for row in csv_rows(text, source, POD_COLUMNS):
+        workload = _pod(row, queue, seen)
+        if workload is not None:
+            workloads.append(workload)
     return tuple(workloads)
+
+
+def load_openb_jobs(
+    text: str, source: str, bad: BadRows | None = None, queue: str = "default"
+) -> tuple[Job, ...]:
+    """The pods as replayable jobs: arrival at ``creation_time``, runtime from
+    ``scheduled_time`` (or, if never scheduled, ``creation_time``) to ``deletion_time``,
+    at least one second. CPU-only pods are skipped; bad rows go to ``bad``."""
+    bad = bad if bad is not None else BadRows()
+    jobs: list[Job] = []
+    seen: dict[str, int] = {}
+    for row in csv_rows(text, source, POD_COLUMNS, bad):
+        try:
+            workload = _pod(row, queue, seen)
+            if workload is None:
+                continue
+            began = (
+                row.count("scheduled_time")
+                if row.values["scheduled_time"].strip()
+                else workload.created
+            )
+            ended = row.count("deletion_time")
+            if ended < began:
+                raise row.error("deletion_time", f"is before the pod started ({began})")
+        except RowError as error:
+            bad.record(error)
+            continue
+        jobs.append(Job(workload, float(max(1, ended - began))))
+    return tuple(jobs)
 
 
 def load_openb_nodes_file(

@@ -1,0 +1,232 @@
+"""``apportion simulate``: replay a trace (or run the fill experiment) and compare policies.
+
+Registered through the ``apportion.commands`` entry point, so the core never imports sim.
+Progress goes to stderr, the comparison table to stdout, and with ``--out DIR`` the full
+``results.json`` and the plots to DIR (``--json`` prints the JSON to stdout instead of
+the table). Exit codes: 0 success, 2 bad input (named file, line and column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from scheduler.cli import CommandError
+from sim.cluster import ClusterError, load_cluster
+from sim.engine import EngineSettings
+from sim.experiments import Outcome, ReplaySettings, dumps, fill_experiment, replay_experiment
+from sim.fill import FILL_POLICIES
+from sim.policies import POLICY_NAMES, PolicyOptions
+from sim.trace import FORMATS, Trace, TraceError, load_trace
+
+__all__ = ["DEMO_TRACE", "simulate_command"]
+
+DEMO_TRACE = Path(__file__).parent / "traces" / "demo" / "demo-jobs.csv"
+
+Subparsers = Any
+
+
+def simulate_command(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "simulate",
+        help="replay a GPU trace through the decision core and compare policies",
+        description=(
+            "Replay a trace (openb, PAI 2020, Philly, Helios, Gavel, or Apportion's own "
+            "CSV/JSONL; 'demo' for the bundled sample) on a cluster through the same "
+            "decision core production runs, or run the FGD paper's fill experiment."
+        ),
+    )
+    parser.add_argument("trace", help="trace file or PAI directory, or 'demo'")
+    parser.add_argument(
+        "--cluster",
+        default="default",
+        help="'default' (embedded ~500-GPU cluster), a snapshot YAML/JSON, an openb node "
+        "list or PAI machine spec CSV, or uniform:NODESxGPUSxMODEL[:shared]",
+    )
+    parser.add_argument("--policy", default="apportion", help="policy to run (default apportion)")
+    parser.add_argument("--compare", default="", help="more policies, comma-separated")
+    parser.add_argument("--experiment", choices=("replay", "fill"), default="replay")
+    parser.add_argument("--seeds", default="0", help="seeds: '0,1,2' or a count like '10'")
+    parser.add_argument("--out", type=Path, help="write results.json and plots here")
+    parser.add_argument("--json", action="store_true", help="print results.json to stdout")
+    parser.add_argument("--plot-format", choices=("png", "svg"), default="png")
+    parser.add_argument("--format", choices=FORMATS, help="trace format (default: detect)")
+    parser.add_argument("--skip-bad-rows", action="store_true", help="skip and count bad rows")
+    parser.add_argument("--throughputs", type=Path, help="Gavel throughput table (JSON)")
+    parser.add_argument(
+        "--vc-quotas", type=Path, help="Helios cluster_gpu_number.csv: per-VC GPUs as quotas"
+    )
+    parser.add_argument("--vc-date", help="day of the VC table to use (default: the first)")
+    parser.add_argument("--max-jobs", type=int, help="replay only the first N jobs")
+    parser.add_argument(
+        "--interval", type=int, default=0, help="call the policy every N simulated s (0: per event)"
+    )
+    parser.add_argument("--checkpoint", type=int, default=0, help="checkpoint interval s (0: none)")
+    parser.add_argument("--tick", type=int, default=30, help="apportion: global decision period s")
+    parser.add_argument("--budget-ms", type=float, default=2000.0, help="apportion: ILP budget")
+    parser.add_argument("--mtbf-hours", type=float, default=0.0, help="random node failures")
+    parser.add_argument("--mttr", type=int, default=3600, help="repair time of a failure, s")
+    parser.add_argument("--horizon", type=int, help="stop at this simulated time, s")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.set_defaults(run=_run)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        if "," not in text and text.strip().isdigit() and int(text) > 1:
+            return list(range(int(text)))
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CommandError(f"--seeds: {text!r} is not a list of integers or a count") from None
+
+
+class _Bar:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.last = 0.0
+
+    def __call__(self, label: str, fraction: float) -> None:
+        now = time.monotonic()
+        if self.quiet or (fraction < 1.0 and now - self.last < 0.1):
+            return
+        self.last = now
+        filled = int(30 * fraction)
+        sys.stderr.write(f"\r{label:24.24s} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}")
+        if fraction >= 1.0:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _run(args: argparse.Namespace) -> int:
+    policies = list(dict.fromkeys([args.policy, *[p for p in args.compare.split(",") if p]]))
+    known = FILL_POLICIES if args.experiment == "fill" else POLICY_NAMES
+    for name in policies:
+        if name not in known:
+            raise CommandError(
+                f"unknown {args.experiment} policy {name!r}; known: {', '.join(known)}"
+            )
+    seeds = _seeds(args.seeds)
+    trace_path = DEMO_TRACE if args.trace == "demo" else Path(args.trace)
+    try:
+        cluster = load_cluster(args.cluster)
+        trace = load_trace(trace_path, args.format, args.skip_bad_rows, args.throughputs)
+    except (ClusterError, TraceError) as error:
+        raise CommandError(str(error)) from None
+    if args.max_jobs is not None:
+        trace = Trace(
+            trace.jobs[: args.max_jobs], trace.source, trace.format, trace.bad_rows, trace.skipped
+        )
+    if args.vc_quotas is not None:
+        cluster = _with_vc_quotas(cluster, args)
+    if trace.bad_rows and not args.quiet:
+        total = sum(trace.bad_rows.values())
+        sys.stderr.write(f"skipped {total} bad row(s):\n")
+        for reason, count in trace.bad_rows.items():
+            sys.stderr.write(f"  {count:8d}  {reason}\n")
+    bar = _Bar(args.quiet)
+    try:
+        if args.experiment == "fill":
+            outcome = fill_experiment(cluster, trace, policies, seeds, bar)
+        else:
+            settings = ReplaySettings(
+                engine=EngineSettings(
+                    interval=args.interval, checkpoint_s=args.checkpoint, horizon=args.horizon
+                ),
+                policy=PolicyOptions(tick_s=args.tick, budget_ms=args.budget_ms),
+                mtbf_hours=args.mtbf_hours,
+                mttr_s=args.mttr,
+            )
+            outcome = replay_experiment(cluster, trace, policies, seeds, settings, bar)
+    except (ClusterError, ValueError) as error:
+        raise CommandError(str(error)) from None
+    text = dumps(outcome.result)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(text, encoding="utf-8")
+        from sim.plots import plot_results
+
+        plot_results(outcome.result, args.out, args.plot_format)
+    if args.json:
+        sys.stdout.write(text)
+    else:
+        sys.stdout.write(table(outcome))
+        if args.out is not None:
+            sys.stdout.write(f"\nresults and plots in {args.out}\n")
+    return 0
+
+
+def _with_vc_quotas(cluster: Any, args: argparse.Namespace) -> Any:
+    from sim.cluster import Cluster
+    from sim.helios import helios_queues
+
+    flavors = [f for f in cluster.capacity() if not f.startswith("mig-")]
+    if len(flavors) != 1:
+        raise CommandError(
+            f"--vc-quotas needs a cluster with one GPU model (found {', '.join(flavors)})"
+        )
+    try:
+        text = args.vc_quotas.read_text(encoding="utf-8")
+        queues = helios_queues(text, str(args.vc_quotas), flavors[0], args.vc_date)
+    except OSError as error:
+        raise CommandError(f"cannot read {args.vc_quotas}: {error.strerror}") from None
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    return Cluster(cluster.snapshot.model_copy(update={"queues": queues}), cluster.source)
+
+
+def table(outcome: Outcome) -> str:
+    """The comparison for people: one row per policy and seed."""
+    result = outcome.result
+    lines = [
+        f"{result['experiment']}: {result['trace']['source']} ({result['trace']['format']}, "
+        f"{result['trace']['jobs']} jobs) on {result['cluster']['source']} "
+        f"({result['cluster']['gpus']} GPUs)"
+    ]
+    if result["cluster"]["synthesized_queues"]:
+        lines.append(
+            "queues synthesized (equal nominal share, one cohort): "
+            + ", ".join(result["cluster"]["synthesized_queues"][:12])
+            + (" …" if len(result["cluster"]["synthesized_queues"]) > 12 else "")
+        )
+    if result["experiment"] == "fill":
+        lines.append(f"{'policy':16s} {'unalloc@100%':>14s} {'unalloc@130%':>14s}  tie rule")
+        for name, s in result["summary"].items():
+            a, b = s["unallocated_pct_at_100"], s["unallocated_pct_at_130"]
+            lines.append(
+                f"{name:16s} {a['mean']:7.2f} ±{a['std']:5.2f} {b['mean']:7.2f} ±{b['std']:5.2f}"
+                f"  {s['tie_rule']}"
+            )
+        return "\n".join(lines) + "\n"
+    head = (
+        f"{'policy':16s} {'seed':>4s} {'done':>6s} {'wait':>5s} {'JCT p50':>9s} {'p95':>9s} "
+        f"{'p99':>9s} {'delay p50':>9s} {'p95':>9s} {'util':>5s} {'Jain':>5s} {'dev':>5s} "
+        f"{'frag':>5s} {'preempt':>7s} {'lostGPUh':>8s} {'idleGPUh':>8s} {'wall s':>7s}"
+    )
+    lines.append(head)
+    for run in result["runs"]:
+        s = run["summary"]
+        jct = s["jct_s"]["all"]
+        delay = s["queueing_delay_s"]["all"]
+        label = f"{run['policy']}/{run['seed']}"
+        lines.append(
+            f"{run['policy']:16s} {run['seed']:4d} {s['finished']:6d} "
+            f"{s['unfinished']['waiting']:5d} {jct.get('p50', 0):9.0f} {jct.get('p95', 0):9.0f} "
+            f"{jct.get('p99', 0):9.0f} {delay.get('p50', 0):9.0f} {delay.get('p95', 0):9.0f} "
+            f"{s['utilization_mean']:5.2f} {s['fairness']['jain_mean']:5.2f} "
+            f"{s['fairness']['share_deviation_mean']:5.2f} {s['fragmentation_mean']:5.2f} "
+            f"{s['preemptions']:7d} {s['gpu_hours']['lost_to_preemption']:8.1f} "
+            f"{s['gpu_hours']['idle_reserved_while_waiting']:8.1f} "
+            f"{outcome.wall_s.get(label, 0.0):7.1f}"
+        )
+    lines.append(
+        "JCT and delay in seconds (nearest-rank percentiles); util = mean allocated share of "
+        "healthy GPUs; Jain over allocation/fair share (1 = fair); dev = Σ|allocation − fair "
+        "share| / capacity; frag = share of free GPU capacity the trace's typical job cannot "
+        "use; idleGPUh = reserved-but-idle GPU-hours while work waited"
+    )
+    return "\n".join(lines) + "\n"

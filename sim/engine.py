@@ -1,0 +1,343 @@
+"""The discrete-event engine: a virtual clock, an event heap, and one policy.
+
+Events are ordered by (time, priority, sequence number), SimPy's rule, so the same trace,
+settings and seed give the same run, byte for byte. At equal times completions come
+first (their capacity is free for what arrives at that instant), then recoveries,
+outages, metric changes, arrivals, and last the scheduling tick. After all events of one
+instant are applied the policy is called (every instant with ``interval`` = 0, otherwise
+every ``interval`` simulated seconds), and its evictions and starts are applied and
+checked against the cluster's occupancy.
+
+A preempted or killed job goes back to the queue and keeps only the work done up to its
+last checkpoint (every ``checkpoint_s`` seconds of running; 0 = it restarts from zero).
+A job's speed is its rate on the GPU models it got (``Job.rate_on``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from enum import IntEnum
+
+from scheduler.catalog import MILLI_PER_GPU
+from scheduler.model import Gpu, Node
+from sim.cluster import Cluster
+from sim.events import Outage, Utilization
+from sim.job import Job
+from sim.metrics import Recorder
+from sim.occupancy import Occupancy, SimulationError
+from sim.policy import Actions, Context, JobState, Phase, Policy
+
+__all__ = ["EngineSettings", "Simulation", "run"]
+
+
+class _Kind(IntEnum):
+    COMPLETE = 0
+    RECOVER = 1
+    OUTAGE = 2
+    METRIC = 3
+    ARRIVE = 4
+    TICK = 5
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    interval: int = 0
+    """Call the policy every this many simulated seconds; 0 = after every event instant."""
+    checkpoint_s: int = 0
+    """A preempted job keeps the work up to its last checkpoint; 0 = no checkpoints."""
+    horizon: int | None = None
+    """Stop at this simulated time (jobs still waiting or running are reported)."""
+    samples: int = 200
+    """Points on the utilization/fairness/fragmentation curves."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    arrived: list[JobState] = field(default_factory=list)
+    released: list[JobState] = field(default_factory=list)
+    health_changed: bool = False
+
+
+class Simulation:
+    """One run of one policy over one trace on one cluster."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        jobs: Sequence[Job],
+        policy: Policy,
+        settings: EngineSettings = EngineSettings(),
+        outages: Sequence[Outage] = (),
+        metrics: Sequence[Utilization] = (),
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.policy = policy
+        self.settings = settings
+        self.occupancy = Occupancy(cluster.snapshot.nodes, cluster.catalog)
+        jobs = [_catalog_rates(job, cluster) for job in jobs]
+        self.states = [JobState(job, util=job.gpu_util) for job in jobs]
+        self.by_name = {s.name: s for s in self.states}
+        if len(self.by_name) != len(self.states):
+            raise ValueError("job names must be unique")
+        self.pending: dict[str, JobState] = {}
+        self.running: dict[str, JobState] = {}
+        self.heap: list[tuple[int, int, int, _Kind, object]] = []
+        self._seq = 0
+        self.now = 0
+        self.events = 0
+        self._changes = _Pending()
+        self._down: dict[str, int] = {}
+        """Node → number of outages in progress (overlapping outages nest)."""
+        self._nodes_cache: tuple[Node, ...] | None = cluster.snapshot.nodes
+        self._progress = progress
+        for i, s in enumerate(self.states):
+            self._push(s.job.submit, _Kind.ARRIVE, i)
+        for o in outages:
+            if o.node not in self.occupancy.node_index:
+                raise ValueError(f"outage at {o.at}: node {o.node!r} is not in the cluster")
+            self._push(o.at, _Kind.OUTAGE, o)
+        for m in metrics:
+            if m.job not in self.by_name:
+                raise ValueError(f"metric at {m.at}: job {m.job!r} is not in the trace")
+            self._push(m.at, _Kind.METRIC, m)
+        span = max((j.submit for j in jobs), default=0)
+        self.recorder = Recorder(cluster, self.occupancy, jobs, settings.samples, span)
+        self._ticking = settings.interval > 0 or policy.tick_s > 0
+        self._tick_s = (
+            min(x for x in (settings.interval, policy.tick_s) if x > 0) if (self._ticking) else 0
+        )
+        self._tick_queued = False
+
+    # ------------------------------------------------------------------ heap
+    def _push(self, at: int, kind: _Kind, payload: object) -> None:
+        heapq.heappush(self.heap, (at, int(kind), self._seq, kind, payload))
+        self._seq += 1
+
+    def _queue_tick(self) -> None:
+        if self._ticking and not self._tick_queued:
+            step = self._tick_s
+            self._push((self.now // step + 1) * step, _Kind.TICK, None)
+            self._tick_queued = True
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> Recorder:
+        total = max(1, len(self.states))
+        done = 0
+        horizon = self.settings.horizon
+        while self.heap:
+            at = self.heap[0][0]
+            if horizon is not None and at > horizon:
+                break
+            self.recorder.advance(at, self)
+            self.now = at
+            tick = False
+            while self.heap and self.heap[0][0] == at:
+                _, _, _, kind, payload = heapq.heappop(self.heap)
+                self.events += 1
+                if kind is _Kind.TICK:
+                    self._tick_queued = False
+                    tick = True
+                else:
+                    done += kind is _Kind.ARRIVE
+                    self._apply(kind, payload)
+            acted = False
+            if tick or self.settings.interval == 0:
+                acted = self._schedule()
+            # Tick while work waits and something can still change: events lie ahead, or
+            # the last call acted (work that can never run would otherwise tick forever).
+            # With nothing waiting, the next arrival is the next scheduling point.
+            if self._ticking and not self._tick_queued and self.pending and (self.heap or acted):
+                self._queue_tick()
+            if self._progress is not None and self.events % 4096 == 0:
+                self._progress(min(1.0, done / total))
+        self.recorder.finish(self.now if horizon is None else max(self.now, horizon), self)
+        if self._progress is not None:
+            self._progress(1.0)
+        return self.recorder
+
+    def _apply(self, kind: _Kind, payload: object) -> None:
+        if kind is _Kind.ARRIVE:
+            assert isinstance(payload, int)
+            s = self.states[payload]
+            self.pending[s.name] = s
+            self._changes.arrived.append(s)
+            self.recorder.on_arrive(s)
+        elif kind is _Kind.COMPLETE:
+            assert isinstance(payload, tuple)
+            done_name: str = payload[0]
+            done_run: int = payload[1]
+            s = self.by_name[done_name]
+            if s.phase is Phase.RUNNING and s.run_id == done_run:
+                self._stop(s, finished=True)
+                self._changes.released.append(s)
+        elif kind is _Kind.OUTAGE:
+            assert isinstance(payload, Outage)
+            self._outage(payload)
+        elif kind is _Kind.RECOVER:
+            assert isinstance(payload, str)
+            self._down[payload] -= 1
+            if not self._down[payload]:
+                del self._down[payload]
+                self.occupancy.set_node_health(payload, True)
+                self._nodes_cache = None
+                self._changes.health_changed = True
+                self.recorder.on_capacity(self)
+        elif kind is _Kind.METRIC:
+            assert isinstance(payload, Utilization)
+            s = self.by_name[payload.job]
+            self.recorder.on_util(s, payload.util)
+            s.util = payload.util
+
+    def _outage(self, outage: Outage) -> None:
+        node = outage.node
+        first = node not in self._down
+        self._down[node] = self._down.get(node, 0) + 1
+        self._push(outage.at + outage.duration, _Kind.RECOVER, node)
+        if not first:
+            return
+        victims = [s for s in self.running.values() if any(p.node == node for p in s.placement)]
+        for s in victims:
+            self._stop(s, finished=False, outage=True)
+            self._requeue(s)
+            self._changes.released.append(s)
+            self._changes.arrived.append(s)
+        self.occupancy.set_node_health(node, False)
+        self._nodes_cache = None
+        self._changes.health_changed = True
+        self.recorder.on_capacity(self)
+
+    # ------------------------------------------------------------- policy
+    def _schedule(self) -> bool:
+        """Call the policy and apply its actions; True if it started or evicted anything."""
+        changes, self._changes = self._changes, _Pending()
+        ctx = Context(
+            now=self.now,
+            cluster=self.cluster,
+            occupancy=self.occupancy,
+            pending=self.pending,
+            running=self.running,
+            arrived=changes.arrived,
+            released=changes.released,
+            health_changed=changes.health_changed,
+            nodes=self.current_nodes,
+        )
+        actions = self.policy.schedule(ctx)
+        self._act(actions)
+        return bool(actions.starts or actions.evictions)
+
+    def _act(self, actions: Actions) -> None:
+        for name, _reason in actions.evictions:
+            s = self.by_name.get(name)
+            if s is None or s.phase is not Phase.RUNNING:
+                raise SimulationError(f"policy {self.policy.name} evicts {name}, not running")
+            self._stop(s, finished=False)
+            self._requeue(s)
+        for start in actions.starts:
+            s = self.by_name.get(start.job)
+            if s is None or s.phase is not Phase.WAITING or start.job not in self.pending:
+                raise SimulationError(f"policy {self.policy.name} starts {start.job}, not waiting")
+            self._start(s, start.placement, start.flavor)
+
+    def current_nodes(self) -> tuple[Node, ...]:
+        """Nodes with GPUs of failed nodes marked unhealthy (rebuilt only after a change)."""
+        if self._nodes_cache is None:
+            nodes = []
+            for node in self.cluster.snapshot.nodes:
+                if node.name in self._down:
+                    gpus = tuple(
+                        Gpu.model_construct(
+                            **{**g.__dict__, "healthy": False, "health_reason": "node down"}
+                        )
+                        for g in node.gpus
+                    )
+                    node = Node.model_construct(**{**node.__dict__, "gpus": gpus})
+                nodes.append(node)
+            self._nodes_cache = tuple(nodes)
+        return self._nodes_cache
+
+    # ---------------------------------------------------------- transitions
+    def _start(self, s: JobState, placement: tuple, flavor: str | None) -> None:  # type: ignore[type-arg]
+        w = s.job.workload
+        self.occupancy.take(s.name, placement, w.cpu_milli, w.memory_mib)
+        del self.pending[s.name]
+        self.running[s.name] = s
+        s.phase = Phase.RUNNING
+        s.placement = placement
+        s.last_placement = placement
+        s.flavor = flavor
+        s.started = self.now
+        if s.first_start < 0:
+            s.first_start = self.now
+        s.run_id += 1
+        occ = self.occupancy
+        models = frozenset(
+            occ.model_names[int(occ.gpu_model[g])] for p in placement for g in occ.gpus_of(p)
+        )
+        s.rate = s.job.rate_on(models)
+        s.gpu_milli = sum(
+            round(occ.mig_layout[occ.gpus_of(p)[0]][p.mig_start] * MILLI_PER_GPU)
+            if p.mig_start is not None
+            else (p.milli or MILLI_PER_GPU) * len(p.gpus)
+            for p in placement
+        )
+        s.view = None
+        remaining = s.job.work - s.done_work
+        self._push(
+            self.now + s.job.seconds_for(remaining, s.rate), _Kind.COMPLETE, (s.name, s.run_id)
+        )
+        self.recorder.on_start(s, self)
+
+    def _stop(self, s: JobState, finished: bool, outage: bool = False) -> None:
+        w = s.job.workload
+        self.occupancy.release(s.placement, w.cpu_milli, w.memory_mib)
+        del self.running[s.name]
+        ran = self.now - s.started
+        kept = ran
+        if finished:
+            s.phase = Phase.DONE
+            s.end = self.now
+            s.done_work = s.job.work
+        else:
+            c = self.settings.checkpoint_s
+            kept = (ran // c) * c if c > 0 else 0
+            s.done_work = min(s.job.work, s.done_work + kept * s.rate)
+            s.lost_gpu_s += (ran - kept) * s.gpu_milli / MILLI_PER_GPU
+            s.preemptions += 1
+        self.recorder.on_stop(s, self, finished, outage, (ran - kept) if not finished else 0)
+        s.placement = ()
+        s.view = None
+        s.flavor = None
+
+    def _requeue(self, s: JobState) -> None:
+        s.phase = Phase.WAITING
+        self.pending[s.name] = s
+        self.recorder.on_requeue(s)
+
+
+def _catalog_rates(job: Job, cluster: Cluster) -> Job:
+    """Rates keyed by catalog names (a trace may write an alias: ``H100``)."""
+    if not job.rates:
+        return job
+    catalog = cluster.catalog
+    rates = tuple(
+        sorted(((m.name if (m := catalog.get(name)) else name), rate) for name, rate in job.rates)
+    )
+    return replace(job, rates=rates)
+
+
+def run(
+    cluster: Cluster,
+    jobs: Sequence[Job],
+    policy: Policy,
+    settings: EngineSettings = EngineSettings(),
+    outages: Sequence[Outage] = (),
+    metrics: Sequence[Utilization] = (),
+    progress: Callable[[float], None] | None = None,
+) -> Simulation:
+    """Run to the end (or the horizon) and return the finished simulation."""
+    sim = Simulation(cluster, jobs, policy, settings, outages, metrics, progress)
+    sim.run()
+    return sim

@@ -1,0 +1,245 @@
+"""The FGD paper's "fill" experiment: how much of the cluster a policy can allocate.
+
+Protocol (Weng et al., ATC'23; the repository's trace README): shuffle the pods with a
+seed, append pods drawn uniformly with replacement until the summed GPU request would
+pass 130 % of the cluster's GPU capacity, then place them one at a time in that order —
+no departures, no queue, no retries, no preemption; a pod that fits nowhere is dropped.
+After every pod the arrived request (failed pods included) and the allocated GPU milli
+are recorded, both as % of capacity. The headline is the unallocated GPU % (100 −
+allocated) when 100 % has arrived, linearly interpolated between the two pods around it,
+and at the end (130 %).
+
+Apportion runs here through the core's online entry point (``IncrementalAllocator``),
+one pod at a time with no look-ahead, exactly as the baselines do; its queue owns the
+whole cluster, so only placement can refuse a pod. CPU-only pods are not part of the
+stream (the openb loader skips them): Apportion schedules GPUs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from scheduler.catalog import MILLI_PER_GPU
+from scheduler.model import PodPlacement, Workload
+from scheduler.reasons import Outcome
+from sim.cluster import Cluster
+from sim.fragmentation import TaskMix, mix_of
+from sim.job import Job
+from sim.metrics import Recorder
+from sim.occupancy import Occupancy
+from sim.policies.fgd import FgdPlacer
+from sim.policies.online import CoreMirror
+from sim.policies.placement import PLACERS, Placer
+
+__all__ = [
+    "FILL_POLICIES",
+    "FillResult",
+    "OnlinePlacer",
+    "fill",
+    "fill_stream",
+    "interpolate",
+]
+
+GRID = tuple(range(0, 131))
+"""Arrived-% points the curves are reported at."""
+
+
+class FillPlacer(Protocol):
+    name: str
+    tie_rule: str
+
+    def place(self, occ: Occupancy, job: Job) -> tuple[PodPlacement, ...] | None: ...
+
+
+class OnlinePlacer:
+    """The core's online path as a fill policy: ``IncrementalAllocator.decide`` per pod."""
+
+    tie_rule = (
+        "core best-fit: options in catalog order (cheapest model first), used nodes before "
+        "whole free nodes, smallest remainder, lowest node index; shared GPUs by least free "
+        "milli, then lowest node and GPU index"
+    )
+
+    def __init__(self, cluster: Cluster, name: str = "apportion") -> None:
+        self.name = name
+        self.mirror = CoreMirror(cluster, one_queue=True)
+        snap = self.mirror.cluster.snapshot
+        from scheduler.incremental import IncrementalAllocator
+
+        self.mirror.allocator = IncrementalAllocator(snap)
+
+    def place(self, occ: Occupancy, job: Job) -> tuple[PodPlacement, ...] | None:
+        assert self.mirror.allocator is not None
+        d = self.mirror.allocator.decide(self.mirror.workload(job.workload))
+        return d.placement if d.outcome is Outcome.ADMIT else None
+
+
+def _placer(name: str) -> Callable[[Cluster, int, TaskMix], FillPlacer]:
+    def make(cluster: Cluster, seed: int, mix: TaskMix) -> FillPlacer:
+        placer: Placer = PLACERS[name](seed)
+        if isinstance(placer, FgdPlacer):
+            placer.mix = mix
+        return _Committing(placer)
+
+    return make
+
+
+class _Committing:
+    """A baseline placer that also records what it placed (gpu-clustering remembers)."""
+
+    def __init__(self, placer: Placer) -> None:
+        self.placer = placer
+        self.name = placer.name
+        self.tie_rule = placer.tie_rule
+
+    def place(self, occ: Occupancy, job: Job) -> tuple[PodPlacement, ...] | None:
+        placement = self.placer.place(occ, job)
+        if placement is not None:
+            self.placer.placed(job, placement, occ)
+        return placement
+
+
+FILL_POLICIES: dict[str, Callable[[Cluster, int, TaskMix], FillPlacer]] = {
+    "apportion": lambda cluster, seed, mix: OnlinePlacer(cluster),
+    **{
+        name: _placer(name)
+        for name in ("random", "best-fit", "dot-product", "gpu-packing", "gpu-clustering", "fgd")
+    },
+}
+
+
+@dataclass(frozen=True)
+class FillResult:
+    policy: str
+    seed: int
+    tie_rule: str
+    pods: int
+    dropped: int
+    arrived_pct: list[float]
+    """On ``GRID``."""
+    allocated_pct: list[float]
+    fragmentation_pct: list[float]
+    """Fragmented share of the free GPU capacity (FGD's measure, the trace's task mix)."""
+    unallocated_at_100: float
+    unallocated_at_130: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "seed": self.seed,
+            "tie_rule": self.tie_rule,
+            "pods": self.pods,
+            "dropped": self.dropped,
+            "unallocated_pct_at_100": self.unallocated_at_100,
+            "unallocated_pct_at_130": self.unallocated_at_130,
+            "curves": {
+                "arrived_pct": self.arrived_pct,
+                "allocated_pct": self.allocated_pct,
+                "fragmentation_pct": self.fragmentation_pct,
+            },
+        }
+
+
+def _request_milli(job: Job) -> int:
+    d = job.workload.demand
+    if d.gpus is not None:
+        return d.gpus * MILLI_PER_GPU * job.workload.pods
+    if d.gpu_milli is not None:
+        return d.gpu_milli * job.workload.pods
+    return MILLI_PER_GPU * job.workload.pods
+
+
+def fill_stream(
+    jobs: Sequence[Job], capacity_milli: int, seed: int, target: float = 1.3
+) -> list[Job]:
+    """The shuffled pods plus uniform draws with replacement up to ``target`` × capacity.
+    Repeated pods get a ``#k`` suffix so every name is unique."""
+    rng = random.Random(seed)
+    order = list(jobs)
+    rng.shuffle(order)
+    limit = target * capacity_milli
+    out: list[Job] = []
+    total = 0
+    for job in order:
+        need = _request_milli(job)
+        if total + need > limit:
+            return out
+        out.append(job)
+        total += need
+    seen: dict[str, int] = {}
+    while order:
+        job = order[rng.randrange(len(order))]
+        need = _request_milli(job)
+        if total + need > limit:
+            break
+        k = seen.get(job.name, 0) + 1
+        seen[job.name] = k
+        w = Workload.model_construct(**{**job.workload.__dict__, "name": f"{job.name}#{k}"})
+        out.append(Job(w, job.work, job.rates, job.default_rate, job.gpu_util))
+        total += need
+    return out
+
+
+def interpolate(xs: Sequence[float], ys: Sequence[float], at: float) -> float:
+    """y at x = ``at`` on a non-decreasing polyline (clamped at the ends)."""
+    return float(np.interp(at, xs, ys))
+
+
+def fill(
+    cluster: Cluster,
+    jobs: Sequence[Job],
+    policy: str,
+    seed: int,
+    progress: Callable[[float], None] | None = None,
+) -> FillResult:
+    """Run the fill protocol once for one policy and seed."""
+    if policy not in FILL_POLICIES:
+        raise ValueError(f"unknown fill policy {policy!r}; known: {', '.join(FILL_POLICIES)}")
+    occ = Occupancy(cluster.snapshot.nodes, cluster.catalog)
+    capacity = occ.healthy_capacity_milli()
+    mix = mix_of(jobs, occ.model_names)
+    placer = FILL_POLICIES[policy](cluster, seed, mix)
+    stream = fill_stream(jobs, capacity, seed)
+    recorder = Recorder(cluster, occ, jobs, 1, 1)
+    arrived = 0
+    xs: list[float] = [0.0]
+    ys: list[float] = [0.0]
+    frag_at: list[float] = []
+    next_grid = 0
+    dropped = 0
+    for i, job in enumerate(stream):
+        while next_grid < len(GRID) and 100.0 * arrived / capacity >= GRID[next_grid]:
+            frag_at.append(round(100.0 * recorder.fragmented_share(), 4))
+            next_grid += 1
+        arrived += _request_milli(job)
+        placement = placer.place(occ, job)
+        if placement is None:
+            dropped += 1
+        else:
+            w = job.workload
+            occ.take(job.name, placement, w.cpu_milli, w.memory_mib)
+        xs.append(100.0 * arrived / capacity)
+        ys.append(100.0 * occ.allocated_milli / capacity)
+        if progress is not None and i % 512 == 0:
+            progress(i / len(stream))
+    while next_grid < len(GRID):
+        frag_at.append(round(100.0 * recorder.fragmented_share(), 4))
+        next_grid += 1
+    grid_alloc = [round(interpolate(xs, ys, g), 4) for g in GRID]
+    return FillResult(
+        policy=policy,
+        seed=seed,
+        tie_rule=placer.tie_rule,
+        pods=len(stream),
+        dropped=dropped,
+        arrived_pct=[float(g) for g in GRID],
+        allocated_pct=grid_alloc,
+        fragmentation_pct=frag_at,
+        unallocated_at_100=round(100.0 - interpolate(xs, ys, 100.0), 4),
+        unallocated_at_130=round(100.0 - ys[-1], 4),
+    )

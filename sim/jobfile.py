@@ -1,0 +1,208 @@
+"""Apportion's own job trace: CSV or JSON Lines, one job per row, validated by pydantic.
+
+Fields (CSV header names = JSON keys):
+
+- ``name`` (unique), ``queue``, ``submit`` (seconds), ``runtime`` (seconds at rate 1.0);
+- exactly one demand per pod: ``gpus``, ``gpu_milli`` (1–999), ``mig_profile``, or
+  ``gpu_memory_mib``; ``pods`` (default 1; more = a gang);
+- optional: ``priority`` (0), ``models`` (acceptable GPU models; CSV ``A|B``),
+  ``cpu_milli``, ``memory_mib``, ``throughput`` (work per second per model, relative to
+  1.0; CSV ``H100-80GB=2.1;A100-80GB=1``), ``gpu_util`` (0–1, measured use).
+
+This maps one to one onto ``Workload`` and ``Job``: queue, priority, demand and models
+as given; ``runtime`` is the work; ``throughput`` both makes the job faster or slower
+on each model and tells the allocator which models it prefers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from scheduler.model import Demand, Workload
+from sim.job import Job
+from sim.rows import BadRows, RowError, csv_rows, location
+
+__all__ = ["JOB_FIELDS", "JobRow", "job_csv", "load_job_csv", "load_job_jsonl"]
+
+
+class JobRow(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1)]
+    queue: Annotated[str, Field(min_length=1)] = "default"
+    submit: Annotated[int, Field(ge=0)]
+    runtime: Annotated[float, Field(gt=0)]
+    gpus: Annotated[int, Field(ge=1)] | None = None
+    gpu_milli: Annotated[int, Field(ge=1, le=999)] | None = None
+    mig_profile: str | None = None
+    gpu_memory_mib: Annotated[int, Field(ge=1)] | None = None
+    pods: Annotated[int, Field(ge=1)] = 1
+    priority: int = 0
+    models: tuple[str, ...] = ()
+    cpu_milli: Annotated[int, Field(ge=0)] = 0
+    memory_mib: Annotated[int, Field(ge=0)] = 0
+    throughput: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    gpu_util: Annotated[float, Field(ge=0, le=1)] | None = None
+
+    def job(self) -> Job:
+        demand = Demand(
+            gpus=self.gpus,
+            gpu_milli=self.gpu_milli,
+            mig_profile=self.mig_profile,
+            gpu_memory_mib=self.gpu_memory_mib,
+            models=self.models,
+        )
+        workload = Workload(
+            name=self.name,
+            queue=self.queue,
+            priority=self.priority,
+            created=self.submit,
+            pods=self.pods,
+            demand=demand,
+            cpu_milli=self.cpu_milli,
+            memory_mib=self.memory_mib,
+            throughput=dict(self.throughput),
+        )
+        return Job(
+            workload,
+            self.runtime,
+            tuple(sorted(self.throughput.items())),
+            gpu_util=self.gpu_util,
+        )
+
+
+JOB_FIELDS = tuple(JobRow.model_fields)
+
+
+def _problem(error: ValidationError) -> tuple[str, str]:
+    first = error.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(row)"
+    return field, first["msg"]
+
+
+def _build(
+    data: dict[str, object], source: str, line: int, bad: BadRows, seen: dict[str, int]
+) -> Job | None:
+    where = f"{source} line {line}"
+    try:
+        row = JobRow.model_validate(data)
+        job = row.job()
+    except ValidationError as error:
+        field, message = _problem(error)
+        if field == "(row)":  # a rule over several fields (Demand's exactly-one rule)
+            bad.record(RowError(f"{where}: {message.removeprefix('Value error, ')}", message))
+            return None
+        value = data.get(field.split(".")[0], "")
+        bad.record(RowError(f"{where} column {field}: {value!r} {message}", f"{field}: {message}"))
+        return None
+    if job.name in seen:
+        bad.record(
+            RowError(
+                f"{where} column name: {job.name!r} repeats the name on line {seen[job.name]}",
+                "name: repeated",
+            )
+        )
+        return None
+    seen[job.name] = line
+    return job
+
+
+def load_job_csv(text: str, source: str, bad: BadRows | None = None) -> tuple[Job, ...]:
+    bad = bad if bad is not None else BadRows()
+    jobs: list[Job] = []
+    seen: dict[str, int] = {}
+    for row in csv_rows(text, source, ("name", "submit", "runtime"), bad):
+        data: dict[str, object] = {}
+        for key, raw in row.values.items():
+            value = raw.strip()
+            if not value:
+                continue
+            if key == "models":
+                data[key] = tuple(m.strip() for m in value.split("|"))
+            elif key == "throughput":
+                pairs = [p.split("=", 1) for p in value.split(";") if p.strip()]
+                if any(len(p) != 2 for p in pairs):
+                    bad.record(row.error(key, "is not MODEL=rate;MODEL=rate"))
+                    data = {}
+                    break
+                data[key] = {m.strip(): r.strip() for m, r in pairs}
+            else:
+                data[key] = value
+        if not data:
+            continue
+        job = _build(data, source, row.line, bad, seen)
+        if job is not None:
+            jobs.append(job)
+    return tuple(jobs)
+
+
+def load_job_jsonl(text: str, source: str, bad: BadRows | None = None) -> tuple[Job, ...]:
+    bad = bad if bad is not None else BadRows()
+    jobs: list[Job] = []
+    seen: dict[str, int] = {}
+    offset = 0
+    for number, line in enumerate(text.splitlines(keepends=True), start=1):
+        start, offset = offset, offset + len(line)
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            _, column = location(text, start + error.pos)
+            bad.record(RowError(f"{source} line {number} column {column}: {error.msg}", "not JSON"))
+            continue
+        if not isinstance(data, dict):
+            bad.record(RowError(f"{source} line {number}: not a JSON object", "not an object"))
+            continue
+        job = _build(data, source, number, bad, seen)
+        if job is not None:
+            jobs.append(job)
+    return tuple(jobs)
+
+
+def job_csv(jobs: Iterable[Job]) -> str:
+    """Jobs in this format's CSV form (the inverse of ``load_job_csv``)."""
+    lines = [",".join(_CSV_COLUMNS)]
+    for job in jobs:
+        w = job.workload
+        d = w.demand
+        cells = {
+            "name": w.name,
+            "queue": w.queue,
+            "submit": str(w.created),
+            "runtime": f"{job.work:g}",
+            "gpus": "" if d.gpus is None else str(d.gpus),
+            "gpu_milli": "" if d.gpu_milli is None else str(d.gpu_milli),
+            "mig_profile": d.mig_profile or "",
+            "gpu_memory_mib": "" if d.gpu_memory_mib is None else str(d.gpu_memory_mib),
+            "pods": str(w.pods),
+            "priority": str(w.priority),
+            "models": "|".join(d.models),
+            "cpu_milli": str(w.cpu_milli),
+            "memory_mib": str(w.memory_mib),
+            "throughput": ";".join(f"{m}={r:g}" for m, r in job.rates),
+        }
+        lines.append(",".join(cells[c] for c in _CSV_COLUMNS))
+    return "\n".join(lines) + "\n"
+
+
+_CSV_COLUMNS = (
+    "name",
+    "queue",
+    "submit",
+    "runtime",
+    "gpus",
+    "gpu_milli",
+    "mig_profile",
+    "gpu_memory_mib",
+    "pods",
+    "priority",
+    "models",
+    "cpu_milli",
+    "memory_mib",
+    "throughput",
+)

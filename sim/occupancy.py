@@ -1,0 +1,188 @@
+"""The simulated cluster's ground truth: which GPU capacity is taken, as numpy arrays.
+
+The engine owns one ``Occupancy`` and applies every policy's starts and stops to it,
+checking each against what is free — a policy that double-books a GPU is a bug the
+simulation reports, never a result it records. The placement baselines (best-fit, FGD,
+…) score nodes straight from these arrays, vectorized over all nodes at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from scheduler.catalog import MILLI_PER_GPU, Catalog
+from scheduler.model import Node, PodPlacement
+
+__all__ = ["Occupancy", "SimulationError"]
+
+UNTRACKED = 1 << 60
+"""Free CPU/memory of a node whose allocatable is not tracked: never the constraint."""
+
+
+class SimulationError(RuntimeError):
+    """A policy asked for something impossible (a bug in the policy, not in the trace)."""
+
+
+class Occupancy:
+    """Free milli-GPU per GPU, MIG slices in use, free CPU and memory per node."""
+
+    def __init__(self, nodes: Sequence[Node], catalog: Catalog) -> None:
+        self.node_names = [n.name for n in nodes]
+        self.node_index = {name: i for i, name in enumerate(self.node_names)}
+        self.model_names: list[str] = []
+        model_id: dict[str, int] = {}
+        gpu_node: list[int] = []
+        gpu_model: list[int] = []
+        gpu_index: list[int] = []
+        shared: list[bool] = []
+        healthy: list[bool] = []
+        self.gpu_id: dict[tuple[int, int], int] = {}
+        self.mig_layout: dict[int, dict[int, float]] = {}
+        """MIG GPU → slice start → the slice's GPU-equivalents (compute share)."""
+        self.mig_used: dict[int, set[int]] = {}
+        per_node: list[list[int]] = []
+        for n, node in enumerate(nodes):
+            ids = []
+            for gpu in node.gpus:
+                model = catalog[gpu.model]
+                if model.name not in model_id:
+                    model_id[model.name] = len(self.model_names)
+                    self.model_names.append(model.name)
+                g = len(gpu_node)
+                self.gpu_id[(n, gpu.index)] = g
+                gpu_node.append(n)
+                gpu_index.append(gpu.index)
+                gpu_model.append(model_id[model.name])
+                shared.append(gpu.shared)
+                healthy.append(gpu.healthy)
+                if gpu.mig is not None:
+                    self.mig_layout[g] = {
+                        s.start: _mig_share(catalog, model.name, s.profile) for s in gpu.mig
+                    }
+                    self.mig_used[g] = set()
+                ids.append(g)
+            per_node.append(ids)
+        self.gpu_node = np.array(gpu_node, dtype=np.int32)
+        self.gpu_model = np.array(gpu_model, dtype=np.int32)
+        self.gpu_index = np.array(gpu_index, dtype=np.int32)
+        """The node-local GPU index (``Gpu.index``) of every global GPU id."""
+        self.gpu_shared = np.array(shared, dtype=bool)
+        self.gpu_healthy = np.array(healthy, dtype=bool)
+        self.gpu_mig = np.zeros(len(gpu_node), dtype=bool)
+        for g in self.mig_layout:
+            self.gpu_mig[g] = True
+        self.gpu_free = np.where(self.gpu_mig, 0, MILLI_PER_GPU).astype(np.int32)
+        """Free milli per non-MIG GPU (a failed GPU keeps its number; ``usable_free`` masks it)."""
+        width = max((len(ids) for ids in per_node), default=0)
+        self.node_gpus = np.full((len(nodes), max(1, width)), -1, dtype=np.int32)
+        for n, ids in enumerate(per_node):
+            self.node_gpus[n, : len(ids)] = ids
+        self.node_model = np.array(
+            [self.gpu_model[ids[0]] if ids else -1 for ids in per_node], dtype=np.int32
+        )
+        self.free_cpu = np.array(
+            [UNTRACKED if n.cpu_milli is None else n.cpu_milli for n in nodes], dtype=np.int64
+        )
+        self.free_mem = np.array(
+            [UNTRACKED if n.memory_mib is None else n.memory_mib for n in nodes], dtype=np.int64
+        )
+        self.cpu_capacity = self.free_cpu.copy()
+        self.allocated_milli = 0
+        """GPU capacity in use, in milli-GPU-equivalents (a MIG slice counts its share)."""
+
+    # ----------------------------------------------------------------- capacity
+    @property
+    def gpu_count(self) -> int:
+        return int(self.gpu_node.size)
+
+    def healthy_capacity_milli(self) -> int:
+        return int(self.gpu_healthy.sum()) * MILLI_PER_GPU
+
+    def usable_free(self) -> np.ndarray:
+        """Free milli per GPU that a new non-MIG pod could use (failed and MIG GPUs: 0)."""
+        return np.where(self.gpu_healthy & ~self.gpu_mig, self.gpu_free, 0)
+
+    # ----------------------------------------------------------------- changes
+    def take(self, name: str, placement: Sequence[PodPlacement], cpu: int, mem: int) -> None:
+        """Charge a placement, or raise ``SimulationError`` without changing anything."""
+        self._check(name, placement, cpu, mem)
+        self._shift(placement, cpu, mem, taking=True)
+
+    def release(self, placement: Sequence[PodPlacement], cpu: int, mem: int) -> None:
+        self._shift(placement, cpu, mem, taking=False)
+
+    def set_node_health(self, node: str, healthy: bool) -> None:
+        n = self.node_index[node]
+        ids = self.node_gpus[n]
+        self.gpu_healthy[ids[ids >= 0]] = healthy
+
+    def gpus_of(self, pod: PodPlacement) -> list[int]:
+        n = self.node_index[pod.node]
+        return [self.gpu_id[(n, i)] for i in pod.gpus]
+
+    def _check(self, name: str, placement: Sequence[PodPlacement], cpu: int, mem: int) -> None:
+        need_cpu: dict[int, int] = {}
+        need_milli: dict[int, int] = {}
+        for pod in placement:
+            n = self.node_index.get(pod.node)
+            if n is None:
+                raise SimulationError(f"{name}: node {pod.node!r} is not in the cluster")
+            need_cpu[n] = need_cpu.get(n, 0) + 1
+            for index in pod.gpus:
+                g = self.gpu_id.get((n, index))
+                if g is None:
+                    raise SimulationError(f"{name}: {pod.node} has no GPU {index}")
+                if not self.gpu_healthy[g]:
+                    raise SimulationError(f"{name}: GPU {index} on {pod.node} has failed")
+                if pod.mig_start is not None:
+                    layout = self.mig_layout.get(g, {})
+                    if pod.mig_start not in layout or pod.mig_start in self.mig_used[g]:
+                        raise SimulationError(
+                            f"{name}: MIG slice {pod.mig_start} of GPU {index} on {pod.node} "
+                            "does not exist or is in use"
+                        )
+                    continue
+                if self.gpu_mig[g]:
+                    raise SimulationError(f"{name}: GPU {index} on {pod.node} is partitioned")
+                need_milli[g] = need_milli.get(g, 0) + (pod.milli or MILLI_PER_GPU)
+        for g, milli in need_milli.items():
+            if milli > self.gpu_free[g]:
+                raise SimulationError(
+                    f"{name}: GPU {int(self.gpu_index[g])} on "
+                    f"{self.node_names[int(self.gpu_node[g])]} has {int(self.gpu_free[g])}m "
+                    f"free, needs {milli}m"
+                )
+        for n, pods in need_cpu.items():
+            if self.free_cpu[n] < cpu * pods or self.free_mem[n] < mem * pods:
+                raise SimulationError(f"{name}: not enough CPU or memory on {self.node_names[n]}")
+
+    def _shift(self, placement: Sequence[PodPlacement], cpu: int, mem: int, taking: bool) -> None:
+        sign = -1 if taking else 1
+        for pod in placement:
+            n = self.node_index[pod.node]
+            self.free_cpu[n] += sign * cpu
+            self.free_mem[n] += sign * mem
+            for index in pod.gpus:
+                g = self.gpu_id[(n, index)]
+                if pod.mig_start is not None:
+                    used = self.mig_used[g]
+                    share = round(self.mig_layout[g][pod.mig_start] * MILLI_PER_GPU)
+                    if taking:
+                        used.add(pod.mig_start)
+                    else:
+                        used.discard(pod.mig_start)
+                    self.allocated_milli -= sign * share
+                    continue
+                milli = pod.milli or MILLI_PER_GPU
+                self.gpu_free[g] += sign * milli
+                self.allocated_milli -= sign * milli
+
+
+def _mig_share(catalog: Catalog, model: str, profile: str) -> float:
+    gpu = catalog[model]
+    spec = gpu.mig_profile(profile)
+    if spec is None:
+        return 0.0
+    return spec.compute_slices / gpu.mig_compute_slices

@@ -1,0 +1,191 @@
+"""Loader for Alibaba's PAI GPU trace 2020 (Weng et al., NSDI'22 "MLaaS in the Wild").
+
+The tables have no header row; their columns are fixed (``*_COLUMNS``, from the trace's
+``.header`` files). Machine spec → cluster; job, task and group-tag tables → jobs.
+
+``pai_machine_spec.csv`` (machine, gpu_type, cap_cpu cores, cap_mem GB, cap_gpu): each
+GPU machine becomes a ``Node`` named after the machine, with ``cap_gpu`` GPUs of its
+model (P100, T4, V100, V100M32 or the undisclosed MISC; see ``sim.models``); every GPU is
+shared, since PAI tasks ask for fractions of GPUs. CPU-only machines are skipped.
+
+Mapping of a task (``pai_task_table`` row) to a ``Job``:
+
+- one job per (job_name, task_name) with ``plan_gpu`` > 0; a gang of ``inst_num`` pods;
+- per pod ``plan_gpu`` percent of a GPU: below 100 a share (``gpu_milli`` = 10 ×
+  plan_gpu), a multiple of 100 that many whole GPUs, anything else (150) a bad row;
+- queue = the job's ``user`` (``pai_job_table``); priority 0;
+- arrival = the task's ``start_time``, work = ``end_time − start_time`` seconds (PAI
+  records no separate submission time for tasks), both relative to the earliest start;
+- GPU model constraint = the instance's ``gpu_type_spec`` from ``pai_group_tag_table``
+  when the user asked for one (empty = any model);
+- ``plan_cpu`` (percent of a core) → ``cpu_milli`` = 10 × plan_cpu, ``plan_mem`` GB → MiB.
+Tasks without GPUs, or that never ran (empty times), are skipped and counted.
+"""
+
+from __future__ import annotations
+
+from scheduler.catalog import MILLI_PER_GPU
+from scheduler.model import CustomGpuModel, Demand, Gpu, Node, Workload
+from sim.job import Job, from_origin
+from sim.models import TRACE_GPU_MODELS
+from sim.rows import BadRows, Row, RowError, csv_rows
+
+__all__ = [
+    "GROUP_TAG_COLUMNS",
+    "JOB_COLUMNS",
+    "MACHINE_COLUMNS",
+    "TASK_COLUMNS",
+    "load_pai_jobs",
+    "load_pai_machines",
+]
+
+MACHINE_COLUMNS = ("machine", "gpu_type", "cap_cpu", "cap_mem", "cap_gpu")
+JOB_COLUMNS = ("job_name", "inst_id", "user", "status", "start_time", "end_time")
+TASK_COLUMNS = (
+    "job_name",
+    "task_name",
+    "inst_num",
+    "status",
+    "start_time",
+    "end_time",
+    "plan_cpu",
+    "plan_mem",
+    "plan_gpu",
+    "gpu_type",
+)
+GROUP_TAG_COLUMNS = ("inst_id", "user", "gpu_type_spec", "group", "workload")
+
+_MODELS = {"P100": "P100", "T4": "T4", "V100": "V100", "V100M32": "V100M32", "MISC": "MISC"}
+
+
+def _model(row: Row, column: str) -> str:
+    raw = row.values[column].strip()
+    name = _MODELS.get(raw)
+    if name is None:
+        raise row.error(column, f"is not a PAI GPU type ({', '.join(_MODELS)})")
+    return name
+
+
+def load_pai_machines(
+    text: str, source: str
+) -> tuple[tuple[CustomGpuModel, ...], tuple[Node, ...]]:
+    """GPU machines as nodes (all GPUs shared), and the custom models they use."""
+    nodes = []
+    seen: dict[str, int] = {}
+    used: set[str] = set()
+    for row in csv_rows(text, source, MACHINE_COLUMNS, names=MACHINE_COLUMNS):
+        name = row.text("machine")
+        if name in seen:
+            raise row.error("machine", f"repeats the machine on line {seen[name]}")
+        seen[name] = row.line
+        gpus = row.count("cap_gpu")
+        cpu = row.count("cap_cpu")
+        mem = row.count("cap_mem")
+        if row.values["gpu_type"].strip() == "CPU" or gpus == 0:
+            continue
+        model = _model(row, "gpu_type")
+        used.add(model)
+        nodes.append(
+            Node(
+                name=name,
+                labels={"nvidia.com/gpu.product": model, "kubernetes.io/hostname": name},
+                gpus=tuple(Gpu(index=i, model=model, shared=True) for i in range(gpus)),
+                cpu_milli=cpu * 1000,
+                memory_mib=mem * 1024,
+            )
+        )
+    models = tuple(m for m in TRACE_GPU_MODELS if m.name in used)
+    return models, tuple(nodes)
+
+
+def load_pai_jobs(
+    job_text: str,
+    task_text: str,
+    source: str,
+    group_text: str = "",
+    bad: BadRows | None = None,
+) -> tuple[tuple[Job, ...], dict[str, int]]:
+    """Jobs from the task table joined with the job table (user) and, if given, the
+    group-tag table (GPU type asked for); and counts of tasks skipped on purpose."""
+    bad = bad if bad is not None else BadRows()
+    users: dict[str, tuple[str, str]] = {}
+    for row in csv_rows(job_text, f"{source}/pai_job_table.csv", JOB_COLUMNS, bad, JOB_COLUMNS):
+        try:
+            users[row.text("job_name")] = (row.text("user"), row.values["inst_id"].strip())
+        except RowError as error:
+            bad.record(error)
+    specs: dict[str, str] = {}
+    if group_text:
+        for row in csv_rows(
+            group_text,
+            f"{source}/pai_group_tag_table.csv",
+            GROUP_TAG_COLUMNS,
+            bad,
+            GROUP_TAG_COLUMNS,
+        ):
+            spec = row.values["gpu_type_spec"].strip()
+            if spec:
+                specs[row.values["inst_id"].strip()] = spec
+    skipped = {"no GPU": 0, "never ran": 0}
+    parsed: list[tuple[float, Workload, float]] = []
+    seen: dict[str, int] = {}
+    tasks = f"{source}/pai_task_table.csv"
+    for row in csv_rows(task_text, tasks, TASK_COLUMNS, bad, TASK_COLUMNS):
+        try:
+            job_name = row.text("job_name")
+            name = f"{job_name}/{row.text('task_name')}"
+            if name in seen:
+                raise row.error("task_name", f"repeats the task on line {seen[name]}")
+            if not row.values["plan_gpu"].strip() or row.number("plan_gpu") == 0:
+                skipped["no GPU"] += 1
+                continue
+            if not row.values["start_time"].strip() or not row.values["end_time"].strip():
+                skipped["never ran"] += 1
+                continue
+            start = row.number("start_time")
+            end = row.number("end_time")
+            if end < start:
+                raise row.error("end_time", f"is before start_time {start:g}")
+            if job_name not in users:
+                raise row.error("job_name", "is not in the job table")
+            user, inst = users[job_name]
+            demand = _demand(row, specs.get(inst, ""))
+            pods = row.count("inst_num") if row.values["inst_num"].strip() else 1
+            cpu = row.number("plan_cpu") if row.values["plan_cpu"].strip() else 0.0
+            mem = row.number("plan_mem") if row.values["plan_mem"].strip() else 0.0
+        except RowError as error:
+            bad.record(error)
+            continue
+        seen[name] = row.line
+        workload = Workload(
+            name=name,
+            queue=user,
+            created=0,
+            pods=max(1, pods),
+            demand=demand,
+            cpu_milli=int(cpu * 10),
+            memory_mib=int(mem * 1024),
+        )
+        parsed.append((start, workload, end - start))
+    return from_origin(parsed), skipped
+
+
+def _demand(row: Row, spec: str) -> Demand:
+    plan = row.number("plan_gpu")
+    models: tuple[str, ...] = ()
+    if spec:
+        if spec not in _MODELS:
+            raise RowError(
+                f"{row.source} line {row.line}: group tag gpu_type_spec {spec!r} is not a PAI "
+                f"GPU type ({', '.join(_MODELS)})",
+                "gpu_type_spec: unknown GPU type",
+            )
+        models = (_MODELS[spec],)
+    if plan < 0:
+        raise row.error("plan_gpu", "is negative")
+    if plan < 100:
+        milli = max(1, round(plan * MILLI_PER_GPU / 100))
+        return Demand(gpu_milli=min(milli, MILLI_PER_GPU - 1), models=models)
+    if plan % 100 == 0:
+        return Demand(gpus=int(plan // 100), models=models)
+    raise row.error("plan_gpu", "is more than one GPU but not whole GPUs")

@@ -1,0 +1,151 @@
+"""Loader for Microsoft's Philly trace (Jeon et al., ATC'19): ``cluster_job_log``.
+
+The file is one JSON list of jobs: ``jobid``, ``vc``, ``user``, ``status`` (Pass, Killed,
+Failed), ``submitted_time`` and ``attempts``, each attempt with ``start_time``,
+``end_time`` and ``detail`` — the servers it ran on, ``{ip, gpus: [...]}``. Times are
+``YYYY-MM-DD HH:MM:SS`` or ``None``.
+
+Mapping to a ``Job``:
+
+- queue = ``vc``; priority 0 (the trace has none);
+- arrival = ``submitted_time``, seconds after the earliest submission in the file;
+- work = the last attempt's run time (``end_time − start_time``) — earlier attempts
+  failed and were retried, the last is the run that counts;
+- demand = the last attempt's servers as a gang: one pod per server with that server's
+  GPU count (servers with different counts: one pod with all of them when it fits one
+  8-GPU node, else a bad row);
+- jobs that never ran (no attempt, or times ``None``) are skipped and counted.
+
+Errors name the file, the line and column where the job's JSON object starts, and the
+field: ``cluster_job_log line 812 column 3 (jobid application_…) field
+attempts[0].start_time: 'yesterday' is not a time``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from scheduler.model import Demand, Workload
+from sim.job import Job, from_origin
+from sim.rows import BadRows, RowError, location
+
+__all__ = ["load_philly_jobs"]
+
+_TIME = "%Y-%m-%d %H:%M:%S"
+_EPOCH = datetime(1970, 1, 1)
+"""Naive trace times are read as they are: no time zone, no daylight saving."""
+MAX_GPUS_PER_NODE = 8
+
+
+def _objects(text: str, source: str) -> list[tuple[int, Any]]:
+    """The list's elements with their offsets, so errors can name a line."""
+    decoder = json.JSONDecoder()
+    i = len(text) - len(text.lstrip())
+    if not text[i : i + 1] == "[":
+        raise ValueError(f"{source} line 1: expected a JSON list of jobs")
+    i += 1
+    out: list[tuple[int, Any]] = []
+    while True:
+        while i < len(text) and text[i] in " \t\r\n,":
+            i += 1
+        if i >= len(text):
+            raise ValueError(f"{source}: the JSON list is not closed")
+        if text[i] == "]":
+            return out
+        try:
+            value, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError as error:
+            line, column = location(text, error.pos)
+            raise ValueError(f"{source} line {line} column {column}: {error.msg}") from None
+        out.append((i, value))
+        i = end
+
+
+class _Bad(Exception):
+    def __init__(self, field: str, value: object, problem: str) -> None:
+        self.field, self.value, self.problem = field, value, problem
+
+
+def _time(value: object, field: str) -> datetime | None:
+    if value is None or value == "None":
+        return None
+    if not isinstance(value, str):
+        raise _Bad(field, value, "is not a time")
+    try:
+        return datetime.strptime(value, _TIME)
+    except ValueError:
+        raise _Bad(field, value, "is not a time like 2017-10-03 14:00:00") from None
+
+
+def load_philly_jobs(
+    text: str, source: str, bad: BadRows | None = None
+) -> tuple[tuple[Job, ...], dict[str, int]]:
+    """Jobs, and the count of jobs that never ran (skipped on purpose)."""
+    bad = bad if bad is not None else BadRows()
+    parsed: list[tuple[datetime, Workload, int]] = []
+    skipped = {"never ran": 0}
+    seen: set[str] = set()
+    for offset, job in _objects(text, source):
+        line, column = location(text, offset)
+        jobid = job.get("jobid") if isinstance(job, dict) else None
+        where = f"{source} line {line} column {column} (jobid {jobid})"
+        try:
+            if not isinstance(job, dict):
+                raise _Bad("(job)", job, "is not a JSON object")
+            if not isinstance(jobid, str) or not jobid:
+                raise _Bad("jobid", jobid, "is not a job id")
+            if jobid in seen:
+                raise _Bad("jobid", jobid, "repeats an earlier job")
+            vc = job.get("vc")
+            if not isinstance(vc, str) or not vc:
+                raise _Bad("vc", vc, "is not a virtual cluster name")
+            submitted = _time(job.get("submitted_time"), "submitted_time")
+            attempts = job.get("attempts")
+            if not isinstance(attempts, list):
+                raise _Bad("attempts", attempts, "is not a list")
+            if submitted is None or not attempts:
+                skipped["never ran"] += 1
+                continue
+            k = len(attempts) - 1
+            last = attempts[k]
+            if not isinstance(last, dict):
+                raise _Bad(f"attempts[{k}]", last, "is not an object")
+            start = _time(last.get("start_time"), f"attempts[{k}].start_time")
+            end = _time(last.get("end_time"), f"attempts[{k}].end_time")
+            if start is None or end is None:
+                skipped["never ran"] += 1
+                continue
+            if end < start:
+                raise _Bad(f"attempts[{k}].end_time", last.get("end_time"), "is before start")
+            demand, pods = _demand(last.get("detail"), k)
+        except _Bad as e:
+            bad.record(
+                RowError(
+                    f"{where} field {e.field}: {e.value!r} {e.problem}", f"{e.field}: {e.problem}"
+                )
+            )
+            continue
+        seen.add(jobid)
+        workload = Workload(name=jobid, queue=vc, created=0, pods=pods, demand=demand)
+        parsed.append((submitted, workload, max(1, int((end - start).total_seconds()))))
+    return from_origin(((t - _EPOCH).total_seconds(), w, d) for t, w, d in parsed), skipped
+
+
+def _demand(detail: object, k: int) -> tuple[Demand, int]:
+    field = f"attempts[{k}].detail"
+    if not isinstance(detail, list) or not detail:
+        raise _Bad(field, detail, "lists no servers")
+    counts = []
+    for i, server in enumerate(detail):
+        gpus = server.get("gpus") if isinstance(server, dict) else None
+        if not isinstance(gpus, list) or not gpus:
+            raise _Bad(f"{field}[{i}].gpus", gpus, "lists no GPUs")
+        counts.append(len(gpus))
+    if len(set(counts)) == 1:
+        return Demand(gpus=counts[0]), len(counts)
+    total = sum(counts)
+    if total <= MAX_GPUS_PER_NODE:
+        return Demand(gpus=total), 1
+    raise _Bad(field, counts, "spreads unequal GPU counts over servers")

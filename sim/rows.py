@@ -1,0 +1,145 @@
+"""Reading trace rows: line numbers, errors that name the cell, and skipping bad rows.
+
+Every loader reports a bad value as ``file line N column C: 'value' problem`` — fixed at
+the row, not debugged in the simulator. With ``BadRows(skip=True)`` (the command's
+``--skip-bad-rows``) a bad row is dropped instead and counted under its reason
+(``column gpu_num: is not an integer``), and the run reports the counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+__all__ = ["BadRows", "Row", "RowError", "csv_rows", "location"]
+
+_UNSIGNED = re.compile(r"[0-9]+")
+_NEGATIVE = re.compile(r"-[0-9]+")
+_NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
+class RowError(ValueError):
+    """One bad row; ``reason`` is what the skip counts are keyed by."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def location(text: str, offset: int) -> tuple[int, int]:
+    """1-based (line, column) of a character offset in ``text``."""
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
+@dataclass(slots=True)
+class BadRows:
+    """Raise on the first bad row, or (``skip``) count bad rows per reason and go on."""
+
+    skip: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)
+    """The first full message per reason, for the report."""
+
+    def record(self, error: RowError) -> None:
+        if not self.skip:
+            raise error
+        self.counts[error.reason] = self.counts.get(error.reason, 0) + 1
+        self.examples.setdefault(error.reason, str(error))
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    source: str
+    line: int
+    values: dict[str, str]
+
+    def error(self, column: str, problem: str) -> RowError:
+        value = self.values.get(column, "")
+        return RowError(
+            f"{self.source} line {self.line} column {column}: {value!r} {problem}",
+            f"column {column}: {problem}",
+        )
+
+    def text(self, column: str) -> str:
+        value = self.values[column].strip()
+        if not value:
+            raise self.error(column, "is empty")
+        return value
+
+    def count(self, column: str) -> int:
+        """A non-negative integer."""
+        raw = self.values[column].strip()
+        if _UNSIGNED.fullmatch(raw):
+            return int(raw)
+        if _NEGATIVE.fullmatch(raw):
+            raise self.error(column, "is negative")
+        raise self.error(column, "is not an integer")
+
+    def number(self, column: str) -> float:
+        """A finite decimal number (traces write times and plans as floats)."""
+        raw = self.values[column].strip()
+        if not _NUMBER.fullmatch(raw):
+            raise self.error(column, "is not a number")
+        return float(raw)
+
+
+def csv_rows(
+    text: str,
+    source: str,
+    columns: Sequence[str],
+    bad: BadRows | None = None,
+    names: Sequence[str] | None = None,
+    delimiter: str = ",",
+) -> Iterator[Row]:
+    """Rows of CSV text as dicts, each with its line number. The header row names the
+    columns unless ``names`` is given (files without a header, like PAI's tables). A row
+    with the wrong number of fields goes to ``bad`` (raised by default)."""
+    bad = bad if bad is not None else BadRows()
+    # strict: a stray or unclosed quote is an error, not a silently merged field
+    reader = csv.reader(
+        io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True, delimiter=delimiter
+    )
+    if names is None:
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise ValueError(
+                f"{source}: empty; expected a header row with {', '.join(columns)}"
+            ) from None
+        except csv.Error as e:
+            raise ValueError(f"{source} line {reader.line_num}: {e}") from None
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise ValueError(
+                f"{source} line 1: missing column(s) {', '.join(missing)}; "
+                f"found: {', '.join(header)}"
+            )
+    else:
+        header = list(names)
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise ValueError(f"{source} line {reader.line_num}: {e}") from None
+        if not fields:  # blank line
+            continue
+        if len(fields) != len(header):
+            bad.record(
+                RowError(
+                    f"{source} line {reader.line_num}: {len(fields)} fields, "
+                    f"the header has {len(header)}",
+                    "wrong number of fields",
+                )
+            )
+            continue
+        yield Row(source, reader.line_num, dict(zip(header, fields, strict=True)))

@@ -1,0 +1,138 @@
+"""One entry point for every trace format: ``load_trace`` → ``Trace`` (jobs + what was skipped).
+
+The format is detected from the path (or given): a directory of PAI tables, ``.jsonl``
+(our own JSON Lines), ``.json`` / ``cluster_job_log`` (Philly), ``.csv`` by its header
+(openb pod list, Helios ``cluster_log.csv``, our own CSV), and tab-separated ``.trace`` /
+``.tsv`` (Gavel, which also needs its throughput table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sim.job import Job
+from sim.rows import BadRows
+
+__all__ = ["FORMATS", "Trace", "TraceError", "detect_format", "load_trace"]
+
+FORMATS = ("openb", "pai", "philly", "helios", "gavel", "csv", "jsonl")
+
+
+class TraceError(ValueError):
+    """The trace cannot be read (message names the file, line and column)."""
+
+
+@dataclass(frozen=True)
+class Trace:
+    jobs: tuple[Job, ...]
+    source: str
+    format: str
+    bad_rows: dict[str, int] = field(default_factory=dict)
+    """Bad rows skipped (``--skip-bad-rows``), per reason."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Rows left out on purpose (CPU-only jobs, jobs that never ran), per reason."""
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise TraceError(f"cannot read {path}: {error.strerror}") from None
+
+
+def detect_format(path: Path) -> str:
+    if path.is_dir():
+        return "pai"
+    name = path.name.lower()
+    if name.endswith(".jsonl"):
+        return "jsonl"
+    if name.endswith(".json") or "cluster_job_log" in name:
+        return "philly"
+    if name.endswith((".trace", ".tsv")):
+        return "gavel"
+    head = _read(path).split("\n", 1)[0]
+    if "\t" in head:
+        return "gavel"
+    columns = {c.strip() for c in head.split(",")}
+    if {"num_gpu", "gpu_milli"} <= columns:
+        return "openb"
+    if {"job_id", "vc", "gpu_num"} <= columns:
+        return "helios"
+    if {"name", "submit", "runtime"} <= columns:
+        return "csv"
+    raise TraceError(
+        f"{path} line 1: cannot tell the trace format from the header; give --format "
+        f"({', '.join(FORMATS)})"
+    )
+
+
+def load_trace(
+    path: str | Path,
+    format: str | None = None,
+    skip_bad_rows: bool = False,
+    throughputs: str | Path | None = None,
+) -> Trace:
+    """Read a trace; bad rows raise ``TraceError`` unless ``skip_bad_rows``."""
+    path = Path(path)
+    if not path.exists():
+        raise TraceError(f"{path}: no such file or directory")
+    fmt = format or detect_format(path)
+    if fmt not in FORMATS:
+        raise TraceError(f"unknown trace format {fmt!r}; known: {', '.join(FORMATS)}")
+    bad = BadRows(skip=skip_bad_rows)
+    skipped: dict[str, int] = {}
+    source = str(path)
+    try:
+        if fmt == "openb":
+            from sim.openb import load_openb_jobs
+
+            jobs = load_openb_jobs(_read(path), source, bad)
+        elif fmt == "helios":
+            from sim.helios import load_helios_jobs
+
+            jobs, skipped = load_helios_jobs(_read(path), source, bad)
+        elif fmt == "philly":
+            from sim.philly import load_philly_jobs
+
+            jobs, skipped = load_philly_jobs(_read(path), source, bad)
+        elif fmt == "pai":
+            from sim.pai import load_pai_jobs
+
+            if not path.is_dir():
+                raise TraceError(
+                    f"{path}: a PAI trace is a directory with pai_job_table.csv "
+                    "and pai_task_table.csv (and optionally pai_group_tag_table.csv)"
+                )
+            group = path / "pai_group_tag_table.csv"
+            jobs, skipped = load_pai_jobs(
+                _read(path / "pai_job_table.csv"),
+                _read(path / "pai_task_table.csv"),
+                source,
+                _read(group) if group.exists() else "",
+                bad,
+            )
+        elif fmt == "gavel":
+            from sim.gavel import load_gavel_jobs, load_throughputs
+
+            if throughputs is None:
+                raise TraceError(
+                    f"{path}: a Gavel trace needs its throughput table (--throughputs FILE): "
+                    "job speed per GPU type is what the trace measures work in"
+                )
+            table = load_throughputs(_read(Path(throughputs)), str(throughputs))
+            jobs = load_gavel_jobs(_read(path), source, table, bad)
+        elif fmt == "csv":
+            from sim.jobfile import load_job_csv
+
+            jobs = load_job_csv(_read(path), source, bad)
+        else:
+            from sim.jobfile import load_job_jsonl
+
+            jobs = load_job_jsonl(_read(path), source, bad)
+    except TraceError:
+        raise
+    except ValueError as error:
+        raise TraceError(str(error)) from None
+    ordered = tuple(sorted(jobs, key=lambda j: (j.submit, j.name)))
+    return Trace(ordered, source, fmt, dict(sorted(bad.counts.items())), skipped)

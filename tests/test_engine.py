@@ -1,0 +1,243 @@
+"""The simulator's engine on golden traces computed by hand, plus determinism and
+conservation properties over random small traces."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scheduler.model import Demand, PodPlacement, Workload
+from sim.cluster import Cluster, uniform_cluster
+from sim.engine import EngineSettings, Simulation, run
+from sim.events import Outage, Utilization
+from sim.experiments import ReplaySettings, dumps, replay_experiment
+from sim.job import Job
+from sim.jobfile import load_job_csv
+from sim.policies import make_policy
+from sim.policy import Actions, Context, Start
+from sim.trace import Trace
+
+A100 = "A100-80GB"
+
+
+def job(
+    name: str, submit: int, runtime: float, gpus: int = 1, queue: str = "q", **kw: object
+) -> Job:
+    rates = kw.pop("rates", ())
+    w = Workload(name=name, queue=queue, created=submit, demand=Demand(gpus=gpus), **kw)  # type: ignore[arg-type]
+    return Job(w, runtime, rates)  # type: ignore[arg-type]
+
+
+def one_node(gpus: int = 4, nodes: int = 1, queues: tuple[str, ...] = ("q",)) -> Cluster:
+    return uniform_cluster(nodes, gpus, A100).with_queues(queues)
+
+
+def times(sim: Simulation) -> dict[str, tuple[int, int]]:
+    """name → (first start, end)."""
+    return {s.name: (s.first_start, s.end) for s in sim.states}
+
+
+GOLDEN = (job("a", 0, 100, 2), job("b", 10, 50, 4), job("c", 20, 30, 2))
+
+
+def test_golden_greedy_backfills_what_fits() -> None:
+    cluster = one_node()
+    sim = run(cluster, GOLDEN, make_policy("greedy", cluster, GOLDEN))
+    # t0 a starts (2 of 4 GPUs); t10 b (4) waits; t20 c (2) fits and runs to 50;
+    # t100 a ends and b runs 100-150.
+    assert times(sim) == {"a": (0, 100), "b": (100, 150), "c": (20, 50)}
+    s = sim.recorder.summary(sim)
+    assert s["jct_s"]["all"] == {"count": 3, "mean": 90.0, "p50": 100.0, "p95": 140.0, "p99": 140.0}
+    assert s["queueing_delay_s"]["all"]["p95"] == 90.0
+    # GPU-seconds 2·20 + 4·30 + 2·50 + 4·50 = 460 of 4·150 = 600.
+    assert s["utilization_mean"] == round(460 / 600, 6)
+    assert s["finished"] == 3 and s["preemptions"] == 0
+
+
+def test_golden_fifo_blocks_behind_its_head() -> None:
+    cluster = one_node()
+    sim = run(cluster, GOLDEN, make_policy("fifo", cluster, GOLDEN))
+    # c may not pass b: it starts when b ends.
+    assert times(sim) == {"a": (0, 100), "b": (100, 150), "c": (150, 180)}
+    s = sim.recorder.summary(sim)
+    assert s["queueing_delay_s"]["all"] == {
+        "count": 3,
+        "mean": round(220 / 3, 6),
+        "p50": 90.0,
+        "p95": 130.0,
+        "p99": 130.0,
+    }
+
+
+def test_per_queue_and_priority_percentiles() -> None:
+    cluster = one_node(queues=("x", "y"))
+    jobs = (job("a", 0, 10, 4, "x"), job("b", 0, 10, 4, "y", priority=5))
+    sim = run(cluster, jobs, make_policy("greedy", cluster, jobs))
+    s = sim.recorder.summary(sim)
+    # b (priority 5) goes first: 0-10, then a 10-20.
+    assert s["jct_s"]["by_queue"]["x"]["p50"] == 20.0
+    assert s["jct_s"]["by_priority"]["5"]["p50"] == 10.0
+    assert list(s["jct_s"]["by_priority"]) == ["0", "5"]
+
+
+class Scripted:
+    """Starts jobs on free GPUs and, at ``evict_at``, evicts ``victim`` and restarts it in
+    the same place at once: tests the engine's bookkeeping alone."""
+
+    name = "scripted"
+    tie_rule = "none"
+
+    def __init__(self, evict_at: int, victim: str) -> None:
+        self.evict_at = evict_at
+        self.tick_s = 0
+        self.victim = victim
+
+    def schedule(self, ctx: Context) -> Actions:
+        actions = Actions()
+        if ctx.now == self.evict_at and self.victim in ctx.running:
+            actions.evictions.append((self.victim, "test"))
+            actions.starts.append(Start(self.victim, ctx.running[self.victim].placement))
+        free = ctx.occupancy.usable_free()
+        node = ctx.occupancy.node_names[0]
+        for s in ctx.pending.values():
+            need = s.job.workload.demand.gpus or 1
+            gpus = [i for i in range(len(free)) if free[i] == 1000][:need]
+            if len(gpus) == need:
+                for g in gpus:
+                    free[g] = 0
+                actions.starts.append(Start(s.name, (PodPlacement(node=node, gpus=tuple(gpus)),)))
+        return actions
+
+
+def test_preemption_keeps_work_up_to_the_last_checkpoint() -> None:
+    cluster = one_node(gpus=2)
+    jobs = (job("v", 0, 100, 2),)
+    wake = [Utilization(70, "v", 1.0)]  # a metric change at 70: a scheduling point
+    sim = run(cluster, jobs, Scripted(70, "v"), EngineSettings(checkpoint_s=30), metrics=wake)
+    # Evicted at 70 after 70 s of running: checkpoints at 30 and 60 keep 60 s of work; it
+    # restarts at once and needs 40 more. 10 s × 2 GPUs are lost.
+    assert times(sim)["v"] == (0, 110)
+    s = sim.recorder.summary(sim)
+    assert s["preemptions"] == 1
+    assert s["gpu_hours"]["lost_to_preemption"] == round(20 / 3600, 6)
+
+
+def test_preemption_without_checkpoints_restarts_from_zero() -> None:
+    cluster = one_node(gpus=2)
+    jobs = (job("v", 0, 100, 2),)
+    wake = [Utilization(70, "v", 1.0)]
+    sim = run(cluster, jobs, Scripted(70, "v"), EngineSettings(checkpoint_s=0), metrics=wake)
+    assert times(sim)["v"] == (0, 170)
+    assert sim.recorder.summary(sim)["gpu_hours"]["lost_to_preemption"] == round(140 / 3600, 6)
+
+
+def test_outage_kills_requeues_and_returns_capacity() -> None:
+    cluster = one_node(gpus=1, nodes=2)
+    jobs = (job("x", 0, 100), job("y", 0, 100), job("z", 50, 10))
+    outage = Outage(40, "node-0", 100)
+    sim = run(cluster, jobs, make_policy("greedy", cluster, jobs), outages=[outage])
+    # x on node-0, y on node-1. At 40 node-0 fails: x is killed (no checkpoint) and waits;
+    # z (50) waits too. At 100 y ends: x (older) restarts on node-1 until 200. At 140
+    # node-0 is back: z runs 140-150.
+    assert times(sim) == {"x": (0, 200), "y": (0, 100), "z": (140, 150)}
+    s = sim.recorder.summary(sim)
+    assert s["outage_kills"] == 1 and s["preemptions"] == 0
+    assert s["gpu_hours"]["lost_to_preemption"] == round(40 / 3600, 6)
+    # Capacity while node-0 is down (40-140) is 1 GPU, else 2: 2·40 + 1·100 + 2·60 GPU-s.
+    assert s["gpu_hours"]["capacity"] == round(300 / 3600, 6)
+
+
+def test_throughput_table_speeds_a_job_up() -> None:
+    cluster = one_node(gpus=1)
+    jobs = (job("fast", 0, 100, rates=(("a100-80gb", 2.0),)),)  # resolved via the catalog
+    sim = run(cluster, jobs, make_policy("greedy", cluster, jobs))
+    assert times(sim)["fast"] == (0, 50)
+
+
+def test_idle_but_reserved_while_work_waits() -> None:
+    cluster = one_node(gpus=1)
+    jobs = (job("idle", 0, 100), job("waits", 10, 10))
+    metrics = [Utilization(0, "idle", 0.25)]
+    sim = run(cluster, jobs, make_policy("greedy", cluster, jobs), metrics=metrics)
+    # 'waits' waits 10-100 while 'idle' uses a quarter of its GPU: 0.75 × 90 GPU-s idle.
+    s = sim.recorder.summary(sim)
+    assert s["gpu_hours"]["idle_reserved_while_waiting"] == round(0.75 * 90 / 3600, 6)
+
+
+def test_interval_batches_scheduling_points() -> None:
+    cluster = one_node(gpus=4)
+    jobs = (job("a", 5, 10), job("b", 7, 10))
+    sim = run(cluster, jobs, make_policy("greedy", cluster, jobs), EngineSettings(interval=60))
+    assert times(sim) == {"a": (60, 70), "b": (60, 70)}
+
+
+DEMO = "sim/traces/demo/demo-jobs.csv"
+
+
+def _demo(n: int) -> Trace:
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / DEMO).read_text()
+    return Trace(load_job_csv(text, DEMO)[:n], DEMO, "csv")
+
+
+def test_same_inputs_and_seed_give_identical_json() -> None:
+    from sim.cluster import load_cluster
+
+    cluster = load_cluster("default")
+    trace = _demo(80)
+    settings = ReplaySettings(engine=EngineSettings(checkpoint_s=600), mtbf_hours=2.0, mttr_s=900)
+    texts = [
+        dumps(replay_experiment(cluster, trace, ["apportion", "random"], [3], settings).result)
+        for _ in range(2)
+    ]
+    assert texts[0] == texts[1]
+    other = dumps(replay_experiment(cluster, trace, ["random"], [4], settings).result)
+    assert other != texts[0]
+
+
+POLICIES = ("greedy", "apportion-greedy", "fifo", "kueue", "drf", "best-fit", "fgd", "random")
+
+
+@st.composite
+def traces(draw: st.DrawFn) -> tuple[Job, ...]:
+    count = draw(st.integers(1, 12))
+    jobs = []
+    for i in range(count):
+        shared = draw(st.booleans())
+        demand = (
+            Demand(gpu_milli=draw(st.sampled_from((250, 500, 750))))
+            if shared
+            else Demand(gpus=draw(st.sampled_from((1, 2, 4))))
+        )
+        w = Workload(
+            name=f"j{i}",
+            queue=draw(st.sampled_from(("x", "y"))),
+            priority=draw(st.sampled_from((0, 10))),
+            created=draw(st.integers(0, 200)),
+            pods=draw(st.integers(1, 2)),
+            demand=demand,
+        )
+        jobs.append(Job(w, float(draw(st.integers(1, 300)))))
+    return tuple(jobs)
+
+
+@settings(max_examples=25, deadline=None)
+@given(jobs=traces(), policy=st.sampled_from(POLICIES), checkpoint=st.sampled_from((0, 50)))
+def test_conservation(jobs: tuple[Job, ...], policy: str, checkpoint: int) -> None:
+    cluster = uniform_cluster(2, 4, A100, shared=True).with_queues(("x", "y"))
+    sim = run(
+        cluster,
+        jobs,
+        make_policy(policy, cluster, jobs, seed=1),
+        EngineSettings(checkpoint_s=checkpoint, samples=20),
+    )
+    s = sim.recorder.summary(sim)
+    # Every job fits the empty cluster, nothing fails: every job completes.
+    assert s["finished"] == len(jobs), s["unfinished"]
+    for state in sim.states:
+        assert state.end - state.first_start >= state.job.work - 1e-9
+        assert state.first_start >= state.job.submit
+    assert s["gpu_hours"]["used"] <= s["gpu_hours"]["capacity"] + 1e-6
+    assert all(0.0 <= u <= 1.0 for u in s["curves"]["utilization"])
+    assert sim.occupancy.allocated_milli == 0

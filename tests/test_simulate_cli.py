@@ -1,0 +1,104 @@
+"""``apportion simulate`` in a subprocess: table, results.json, plots, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OPENB = ROOT / "sim" / "traces" / "alibaba-gpu-v2023"
+
+
+def simulate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler", "simulate", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+
+
+def test_replay_demo_writes_results_and_plots(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    done = simulate(
+        "demo",
+        "--max-jobs",
+        "60",
+        "--policy",
+        "apportion",
+        "--compare",
+        "fifo,kueue",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[2].split()[:2] == ["apportion", "0"]
+    result = json.loads((out / "results.json").read_text())
+    assert [r["policy"] for r in result["runs"]] == ["apportion", "fifo", "kueue"]
+    assert result["runs"][0]["summary"]["jobs"] == 60
+    for name in ("utilization", "jain", "share-deviation", "fragmentation", "waiting"):
+        assert (out / f"replay-{name}.png").stat().st_size > 1000
+    again = simulate(
+        "demo",
+        "--max-jobs",
+        "60",
+        "--policy",
+        "apportion",
+        "--compare",
+        "fifo,kueue",
+        "--json",
+        "--quiet",
+    )
+    assert again.stdout == (out / "results.json").read_text()
+
+
+def test_fill_on_the_openb_csvs(tmp_path: Path) -> None:
+    done = simulate(
+        str(OPENB / "openb_pod_list_default.csv"),
+        "--cluster",
+        str(OPENB / "openb_node_list_gpu_node.csv"),
+        "--experiment",
+        "fill",
+        "--policy",
+        "best-fit",
+        "--compare",
+        "apportion",
+        "--seeds",
+        "0",
+        "--out",
+        str(tmp_path),
+        "--plot-format",
+        "svg",
+        "--quiet",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "best-fit" in done.stdout and "lowest node index" in done.stdout
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert set(result["summary"]) == {"best-fit", "apportion"}
+    assert (tmp_path / "fill-allocated.svg").exists()
+
+
+def test_bad_input_exits_2_with_a_named_cell(tmp_path: Path) -> None:
+    trace = tmp_path / "jobs.csv"
+    trace.write_text("name,submit,runtime,gpus\na,0,1,1\nb,soon,1,1\n")
+    done = simulate(str(trace), "--quiet")
+    assert done.returncode == 2
+    assert "jobs.csv line 3 column submit: 'soon'" in done.stderr
+    assert "Traceback" not in done.stderr
+    skipped = simulate(str(trace), "--skip-bad-rows", "--json", "--cluster", "uniform:1x4xT4")
+    assert skipped.returncode == 0, skipped.stderr
+    assert json.loads(skipped.stdout)["trace"]["bad_rows_skipped"] == {
+        "submit: Input should be a valid integer, unable to parse string as an integer": 1
+    }
+    assert "skipped 1 bad row(s)" in skipped.stderr
+    no_queue = simulate(str(trace), "--skip-bad-rows")
+    assert no_queue.returncode == 2
+    assert "the trace uses queue(s) the cluster does not define: default" in no_queue.stderr
+    unknown = simulate("demo", "--policy", "magic")
+    assert unknown.returncode == 2 and "unknown replay policy 'magic'" in unknown.stderr
+    fill_kueue = simulate("demo", "--experiment", "fill", "--policy", "kueue")
+    assert fill_kueue.returncode == 2 and "unknown fill policy 'kueue'" in fill_kueue.stderr

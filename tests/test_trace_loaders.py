@@ -1,0 +1,349 @@
+"""Trace loaders on the real fixture files and on rows written from the documented schemas:
+the mapping of each field, bad rows named by file/line/column, and skipped-row counts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scheduler.model import Demand, Quota
+from sim.cluster import load_cluster
+from sim.gavel import load_gavel_jobs, load_throughputs
+from sim.helios import helios_queues, load_helios_jobs
+from sim.jobfile import job_csv, load_job_csv, load_job_jsonl
+from sim.openb import OPENB_TRACE_DIR, load_openb_jobs
+from sim.pai import (
+    GROUP_TAG_COLUMNS,
+    JOB_COLUMNS,
+    MACHINE_COLUMNS,
+    TASK_COLUMNS,
+    load_pai_jobs,
+    load_pai_machines,
+)
+from sim.philly import load_philly_jobs
+from sim.rows import BadRows, RowError
+from sim.trace import TraceError, load_trace
+
+FIXTURES = Path(__file__).parent / "fixtures" / "traces"
+
+
+def header(name: str) -> tuple[str, ...]:
+    return tuple((FIXTURES / f"{name}.header").read_text().strip().split(","))
+
+
+# --- the documented schemas are the ones the loaders read -------------------------------
+
+
+def test_pai_columns_match_the_trace_headers() -> None:
+    assert header("pai_machine_spec") == MACHINE_COLUMNS
+    assert header("pai_job_table") == JOB_COLUMNS
+    assert header("pai_task_table") == TASK_COLUMNS
+    assert header("pai_group_tag_table") == GROUP_TAG_COLUMNS
+
+
+# --- real files ---------------------------------------------------------------------------
+
+
+def test_pai_machine_spec_real_file() -> None:
+    path = FIXTURES / "pai_machine_spec.csv"
+    models, nodes = load_pai_machines(path.read_text(), str(path))
+    # 1,897 machines, 83 CPU-only; 6,742 GPUs.
+    assert len(nodes) == 1897 - 83
+    assert sum(len(n.gpus) for n in nodes) == 6742
+    assert {m.name for m in models} == {"P100", "V100", "V100M32", "MISC"}
+    assert all(g.shared for n in nodes for g in n.gpus)
+    cluster = load_cluster(str(path))
+    assert cluster.capacity() == {
+        "MISC": 2240,
+        "P100": 1596,
+        "T4": 994,
+        "V100": 832,
+        "V100M32": 1080,
+    }
+
+
+def test_helios_vc_table_real_file() -> None:
+    path = FIXTURES / "cluster_gpu_number.csv"
+    text = path.read_text()
+    first = helios_queues(text, str(path), "V100")
+    assert len(first) == 25
+    assert sum(q.quota["V100"].nominal for q in first) == 968  # the 'total' of 2020-04-01
+    assert {q.cohort for q in first} == {"helios"}
+    assert first[0].name == "vcEwI" and first[0].quota == {"V100": Quota(nominal=72)}
+    last = helios_queues(text, str(path), "V100", "2020-09-28")
+    assert sum(q.quota["V100"].nominal for q in last) > 968
+    with pytest.raises(ValueError, match="no row for date '2021-01-01'"):
+        helios_queues(text, str(path), "V100", "2021-01-01")
+
+
+def test_openb_jobs_real_file() -> None:
+    path = OPENB_TRACE_DIR / "openb_pod_list_default.csv"
+    jobs = load_openb_jobs(path.read_text(), str(path))
+    assert len(jobs) == 7064
+    first = jobs[0]
+    # openb-pod-0000: created 0, scheduled 0, deleted 12537496.
+    assert (first.name, first.submit, first.work) == ("openb-pod-0000", 0, 12537496.0)
+
+
+# --- rows written from the schemas ----------------------------------------------------------
+
+
+def test_pai_jobs_from_schema_rows() -> None:
+    jobs_table = "j1,i1,alice,Terminated,100,900\nj2,i2,bob,Failed,50,70\n"
+    tasks = (
+        "j1,worker,2,Terminated,100,700,600,29.3,50,V100\n"
+        "j1,ps,1,Terminated,100,700,400,10,,\n"  # no GPU: left out
+        "j2,tensorflow,1,Failed,50,70,100,4,200,T4\n"
+    )
+    groups = "i1,alice,V100,g1,ctr\ni2,bob,,g2,bert\n"
+    jobs, skipped = load_pai_jobs(jobs_table, tasks, "pai", groups)
+    assert skipped == {"no GPU": 1, "never ran": 0}
+    by_name = {j.name: j for j in jobs}
+    worker = by_name["j1/worker"]
+    assert worker.workload.queue == "alice"
+    assert worker.workload.pods == 2
+    assert worker.workload.demand == Demand(gpu_milli=500, models=("V100",))
+    assert (worker.submit, worker.work) == (50, 600.0)  # 100 − the earliest start 50
+    assert worker.workload.cpu_milli == 6000 and worker.workload.memory_mib == int(29.3 * 1024)
+    tf = by_name["j2/tensorflow"]
+    assert tf.workload.demand == Demand(gpus=2)  # 200% of a GPU, no spec: any model
+    assert (tf.submit, tf.work) == (0, 20.0)
+
+
+def test_pai_bad_rows_are_named_or_counted() -> None:
+    jobs_table = "j1,i1,alice,Terminated,100,900\n"
+    tasks = "j1,w,1,Terminated,100,700,600,29,150,V100\nj1,v,1,Terminated,x,700,600,29,50,V100\n"
+    with pytest.raises(RowError, match=r"pai/pai_task_table.csv line 1 column plan_gpu: '150'"):
+        load_pai_jobs(jobs_table, tasks, "pai")
+    bad = BadRows(skip=True)
+    jobs, _ = load_pai_jobs(jobs_table, tasks, "pai", bad=bad)
+    assert jobs == ()
+    assert bad.counts == {
+        "column plan_gpu: is more than one GPU but not whole GPUs": 1,
+        "column start_time: is not a number": 1,
+    }
+
+
+HELIOS_HEADER = (
+    "job_id,user,vc,gpu_num,cpu_num,node_num,state,submit_time,start_time,end_time,duration,queue\n"
+)
+
+
+def test_helios_jobs_from_schema_rows() -> None:
+    rows = (
+        "1,u1,vcA,16,64,2,COMPLETED,2020-04-01 00:10:00,2020-04-01 00:11:00,"
+        "2020-04-01 01:11:00,3600,60\n"
+        "2,u2,vcB,0,8,1,COMPLETED,2020-04-01 00:00:00,2020-04-01 00:00:00,"
+        "2020-04-01 00:01:00,60,0\n"
+        "3,u2,vcB,1,4,1,CANCELLED,2020-04-01 00:05:00,,,0,0\n"
+        "4,u3,vcB,1,4,1,COMPLETED,2020-04-01 00:05:00,2020-04-01 00:05:00,"
+        "2020-04-01 00:06:40,100,0\n"
+    )
+    jobs, skipped = load_helios_jobs(HELIOS_HEADER + rows, "cluster_log.csv")
+    assert skipped == {"cpu-only job": 1, "zero duration": 1}
+    gang, single = sorted(jobs, key=lambda j: j.name)
+    assert gang.workload.queue == "vcA" and gang.workload.pods == 2
+    assert gang.workload.demand == Demand(gpus=8) and gang.workload.cpu_milli == 32000
+    assert (gang.submit, gang.work) == (300, 3600.0)  # the earliest GPU job came at 00:05
+    assert (single.submit, single.work) == (0, 100.0)
+
+
+def test_helios_bad_row_names_line_and_column() -> None:
+    row = "9,u,vcA,3,4,2,COMPLETED,2020-04-01 00:00:00,,,10,0\n"
+    with pytest.raises(RowError, match=r"log.csv line 2 column gpu_num: '3' does not divide"):
+        load_helios_jobs(HELIOS_HEADER + row, "log.csv")
+    late = "9,u,vcA,1,4,1,COMPLETED,April 1st,,,10,0\n"
+    with pytest.raises(RowError, match=r"line 2 column submit_time: 'April 1st' is not a time"):
+        load_helios_jobs(HELIOS_HEADER + late, "log.csv")
+
+
+PHILLY = [
+    {
+        "jobid": "application_1",
+        "vc": "vc1",
+        "user": "u1",
+        "status": "Pass",
+        "submitted_time": "2017-10-03 10:00:00",
+        "attempts": [
+            {
+                "start_time": "2017-10-03 10:01:00",
+                "end_time": "2017-10-03 10:02:00",
+                "detail": [{"ip": "m1", "gpus": ["gpu0"]}],
+            },
+            {
+                "start_time": "2017-10-03 10:05:00",
+                "end_time": "2017-10-03 11:05:00",
+                "detail": [
+                    {"ip": "m1", "gpus": ["gpu0", "gpu1"]},
+                    {"ip": "m2", "gpus": ["gpu0", "gpu1"]},
+                ],
+            },
+        ],
+    },
+    {
+        "jobid": "application_2",
+        "vc": "vc2",
+        "user": "u2",
+        "status": "Killed",
+        "submitted_time": "2017-10-03 09:00:00",
+        "attempts": [],
+    },
+    {
+        "jobid": "application_3",
+        "vc": "vc2",
+        "user": "u2",
+        "status": "Pass",
+        "submitted_time": "2017-10-03 09:30:00",
+        "attempts": [
+            {
+                "start_time": "2017-10-03 09:30:00",
+                "end_time": "2017-10-03 09:31:40",
+                "detail": [{"ip": "m3", "gpus": ["gpu3"]}],
+            }
+        ],
+    },
+]
+
+
+def test_philly_jobs_from_schema_rows() -> None:
+    jobs, skipped = load_philly_jobs(json.dumps(PHILLY, indent=1), "cluster_job_log")
+    assert skipped == {"never ran": 1}
+    one, three = sorted(jobs, key=lambda j: j.name)
+    # The last attempt counts: 2 servers × 2 GPUs for an hour; submitted 30 min after job 3.
+    assert one.workload.queue == "vc1" and one.workload.pods == 2
+    assert one.workload.demand == Demand(gpus=2)
+    assert (one.submit, one.work) == (1800, 3600.0)
+    assert (three.submit, three.work, three.workload.demand) == (0, 100.0, Demand(gpus=1))
+
+
+def test_philly_bad_job_names_line_column_and_field() -> None:
+    broken = json.loads(json.dumps(PHILLY))
+    broken[2]["attempts"][0]["start_time"] = "yesterday"
+    text = json.dumps(broken, indent=1)
+    line = text[: text.index('"jobid": "application_3"')].count("\n")  # the object's '{'
+    with pytest.raises(RowError) as caught:
+        load_philly_jobs(text, "log")
+    assert (
+        f"log line {line} column 2 (jobid application_3) field attempts[0].start_time: "
+        "'yesterday' is not a time" in str(caught.value)
+    )
+    bad = BadRows(skip=True)
+    jobs, _ = load_philly_jobs(text, "log", bad)
+    assert len(jobs) == 1 and bad.total == 1
+
+
+THROUGHPUTS = {
+    "v100": {
+        "('ResNet-18 (batch size 16)', 1)": {"null": 10.0},
+        "('LM (batch size 20)', 2)": {"null": 4.0},
+    },
+    "k80": {"('ResNet-18 (batch size 16)', 1)": {"null": 2.5}},
+}
+
+
+def test_gavel_both_forms_with_throughputs() -> None:
+    table = load_throughputs(json.dumps(THROUGHPUTS), "tput.json")
+    assert table["K80"][("ResNet-18 (batch size 16)", 1)] == 2.5
+    ten = (
+        "ResNet-18 (batch size 16)\tpython train.py\t/work\t--steps\t1\t1000\t1\t1\t-1\t12.5\n"
+        "LM (batch size 20)\tpython lm.py\t/work\t--steps\t1\t800\t2\t1\t-1\t30\n"
+    )
+    seven = "ResNet-18 (batch size 16)\tpython train.py\t--steps\t1\t1000\t12.5\t1\n"
+    for text in (ten, seven):
+        jobs = load_gavel_jobs(text, "t.trace", table)
+        resnet = jobs[0]
+        assert resnet.submit == 12 and resnet.work == 1000.0
+        assert resnet.workload.demand == Demand(gpus=1, models=("V100", "K80"))
+        assert resnet.rate_on(("K80",)) == 2.5 and resnet.rate_on(("V100",)) == 10.0
+        assert resnet.seconds_for(1000.0, 2.5) == 400
+    lm = load_gavel_jobs(ten, "t.trace", table)[1]
+    assert lm.workload.demand == Demand(gpus=2, models=("V100",))
+
+
+def test_gavel_bad_rows() -> None:
+    table = load_throughputs(json.dumps(THROUGHPUTS), "tput.json")
+    unknown = "Transformer\tpython t.py\t/w\t--steps\t1\t10\t1\t1\t-1\t0\n"
+    with pytest.raises(RowError, match=r"t.trace line 1 column job_type: 'Transformer' with "):
+        load_gavel_jobs(unknown, "t.trace", table)
+    with pytest.raises(ValueError, match=r"t.trace line 1: 3 tab-separated fields"):
+        load_gavel_jobs("a\tb\tc\n", "t.trace", table)
+    with pytest.raises(ValueError, match=r"GPU type 'tpu' is not one of"):
+        load_throughputs('{"tpu": {}}', "tput.json")
+
+
+def test_own_csv_round_trips_and_names_bad_cells() -> None:
+    text = (
+        "name,queue,submit,runtime,gpus,gpu_milli,models,throughput,priority\n"
+        "a,team,0,10,2,,H100-80GB|A100-80GB,H100-80GB=2;A100-80GB=1,5\n"
+        "b,team,3,20,,250,,,0\n"
+    )
+    a, b = load_job_csv(text, "jobs.csv")
+    assert a.workload.demand == Demand(gpus=2, models=("H100-80GB", "A100-80GB"))
+    assert a.rates == (("A100-80GB", 1.0), ("H100-80GB", 2.0)) and a.workload.priority == 5
+    assert b.workload.demand == Demand(gpu_milli=250)
+    again = load_job_csv(job_csv((a, b)), "again.csv")
+    assert [(j.workload, j.work, j.rates) for j in again] == [
+        (j.workload, j.work, j.rates) for j in (a, b)
+    ]
+    broken = text + "c,team,x,20,1,,,,0\n"
+    with pytest.raises(RowError, match=r"jobs.csv line 4 column submit: 'x' Input should be"):
+        load_job_csv(broken, "jobs.csv")
+    both = text + "d,team,1,20,1,500,,,0\n"
+    with pytest.raises(RowError, match=r"jobs.csv line 4: .*give exactly one of gpus"):
+        load_job_csv(both, "jobs.csv")
+
+
+def test_own_jsonl_and_skip_counts() -> None:
+    text = (
+        '{"name": "a", "queue": "q", "submit": 0, "runtime": 5, "mig_profile": "1g.10gb"}\n'
+        "\n"
+        '{"name": "b", "submit": 1, "runtime": -1, "gpus": 1}\n'
+        '{"name": "a", "submit": 2, "runtime": 1, "gpus": 1}\n'
+        "{oops\n"
+    )
+    bad = BadRows(skip=True)
+    (a,) = load_job_jsonl(text, "jobs.jsonl", bad)
+    assert a.workload.demand == Demand(mig_profile="1g.10gb")
+    assert bad.counts == {
+        "runtime: Input should be greater than 0": 1,
+        "name: repeated": 1,
+        "not JSON": 1,
+    }
+    with pytest.raises(RowError, match=r"jobs.jsonl line 5 column 2: Expecting property name"):
+        load_job_jsonl(
+            text.replace('"runtime": -1', '"runtime": 1').replace(
+                '"name": "a", "submit": 2', '"name": "c", "submit": 2'
+            ),
+            "jobs.jsonl",
+        )
+
+
+def test_load_trace_detects_formats(tmp_path: Path) -> None:
+    csv = tmp_path / "jobs.csv"
+    csv.write_text("name,submit,runtime,gpus\na,0,1,1\n")
+    assert load_trace(csv).format == "csv"
+    helios = tmp_path / "cluster_log.csv"
+    helios.write_text(HELIOS_HEADER)
+    assert load_trace(helios).format == "helios"
+    assert load_trace(OPENB_TRACE_DIR / "openb_pod_list_default.csv").format == "openb"
+    philly = tmp_path / "cluster_job_log"
+    philly.write_text(json.dumps(PHILLY))
+    assert len(load_trace(philly).jobs) == 2
+    gavel = tmp_path / "t.trace"
+    gavel.write_text("ResNet-18 (batch size 16)\tpython\t--steps\t1\t10\t0\t1\n")
+    with pytest.raises(TraceError, match="needs its throughput table"):
+        load_trace(gavel)
+    tput = tmp_path / "tput.json"
+    tput.write_text(json.dumps(THROUGHPUTS))
+    assert len(load_trace(gavel, throughputs=tput).jobs) == 1
+    odd = tmp_path / "odd.csv"
+    odd.write_text("a,b\n1,2\n")
+    with pytest.raises(TraceError, match="cannot tell the trace format"):
+        load_trace(odd)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,submit,runtime,gpus\na,0,1,1\nb,0,1,1,9\n")
+    with pytest.raises(TraceError, match=r"bad\.csv line 3: 5 fields, the header has 4"):
+        load_trace(bad)
+    assert load_trace(bad, skip_bad_rows=True).bad_rows == {"wrong number of fields": 1}
