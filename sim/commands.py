@@ -117,6 +117,14 @@ def _run(args: argparse.Namespace) -> int:
         trace = load_trace(trace_path, args.format, args.skip_bad_rows, args.throughputs)
     except (ClusterError, TraceError) as error:
         raise CommandError(str(error)) from None
+    if args.trace == "demo":  # name the bundled file the same way on every machine
+        trace = Trace(
+            trace.jobs,
+            "demo (sim/traces/demo/demo-jobs.csv)",
+            trace.format,
+            trace.bad_rows,
+            trace.skipped,
+        )
     if args.max_jobs is not None:
         trace = Trace(
             trace.jobs[: args.max_jobs], trace.source, trace.format, trace.bad_rows, trace.skipped
