@@ -462,3 +462,26 @@ def test_only_the_leading_replica_admits_at_creation() -> None:
         "not lead)"
     )
     assert follower.cluster.snapshot().workloads == ()  # nothing reserved here
+
+
+def test_an_arrival_does_not_pass_higher_priority_work_of_its_queue() -> None:
+    from scheduler.model import Demand
+    from webhook.pods import ManagedPod
+
+    cluster = fixture_cluster()
+    cluster.put_pod(
+        ManagedPod(
+            namespace="gpu-team-a", name="big-0", workload="gpu-team-a/big", queue="team-a",
+            demand=Demand(gpus=8), priority=500, created=1, gang_size=1, gated=True,
+        )
+    )  # fmt: skip
+    low = _pod_after(review(GPU_1), answer(admission(cluster).mutate, review(GPU_1)))
+    assert _gated(low)
+    assert low["metadata"]["annotations"][keys.ANNOTATION_REASON] == (
+        "NotSelectedByOptimizer: queue team-a has waiting work of priority 500 > 0; the "
+        "controller decides the order"
+    )
+    body = vary(review(GPU_1), name="urgent")
+    body["request"]["object"]["spec"]["priority"] = 900
+    urgent = _pod_after(body, answer(admission(cluster).mutate, body))
+    assert urgent["metadata"]["annotations"][keys.ANNOTATION_DECISION] == "admitted"

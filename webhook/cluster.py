@@ -118,6 +118,7 @@ class LiveCluster:
         """(namespace, Job name) → spec.parallelism: sizes gangs of Job pods."""
         self._allocator: IncrementalAllocator | None = None
         self._largest: dict[str, int] | None = None
+        self._waiting_cache: tuple[int, dict[str, int]] | None = None
         self._observing = False
         """True once a watch feeds pods: intents then expire when their pod never shows."""
         self.telemetry: TelemetryReport | None = None
@@ -303,6 +304,16 @@ class LiveCluster:
         with self._lock:
             return list(self.pods.values())
 
+    def _highest_waiting(self) -> dict[str, int]:
+        """Per queue, the highest priority among its gated pods (cached per generation)."""
+        if self._waiting_cache is None or self._waiting_cache[0] != self.generation:
+            highest: dict[str, int] = {}
+            for pod in self.pods.values():
+                if pod.gated and not pod.foreign:
+                    highest[pod.queue] = max(highest.get(pod.queue, pod.priority), pod.priority)
+            self._waiting_cache = (self.generation, highest)
+        return self._waiting_cache[1]
+
     def waiting(self) -> list[Waiting]:
         """Workloads with gated pods, complete gangs and incomplete ones alike."""
         with self._lock:
@@ -385,6 +396,18 @@ class LiveCluster:
                     message="already admitted by an earlier call for this pod",
                     flavor=held.workload.flavor,
                     placement=held.workload.placement,
+                )
+            ahead = self._highest_waiting().get(workload.queue)
+            if ahead is not None and ahead > workload.priority:
+                # Not past a higher priority of its own queue: the controller's next cycle
+                # orders them (and may preempt for the one ahead).
+                return WorkloadDecision(
+                    workload=workload.name,
+                    queue=workload.queue,
+                    outcome=Outcome.PENDING,
+                    reason=Reason.NOT_SELECTED,
+                    message=f"queue {workload.queue} has waiting work of priority {ahead} > "
+                    f"{workload.priority}; the controller decides the order",
                 )
             allocator = self._current_allocator()
             decision = allocator.decide(workload)
