@@ -19,7 +19,7 @@ from scheduler.loading import SnapshotError, load_snapshot_text
 from scheduler.model import Decision, PodPlacement, Snapshot
 from scheduler.reasons import Outcome
 
-__all__ = ["catalog_command", "decide_command"]
+__all__ = ["catalog_command", "crds_command", "decide_command"]
 
 Subparsers = Any  # argparse's _SubParsersAction is private
 
@@ -57,6 +57,40 @@ def catalog_command(sub: Subparsers) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print as JSON")
     parser.set_defaults(run=_run_catalog)
+
+
+def crds_command(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "crds",
+        help="print the CustomResourceDefinitions (generated from the queue models)",
+        description=(
+            "Print Apportion's CRDs as one YAML stream (kubectl apply -f - takes it), or "
+            "write one file per CRD into a directory, as committed in deploy/base/crds/."
+        ),
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, help="write <plural>.<group>.yaml files here instead"
+    )
+    parser.set_defaults(run=_run_crds)
+
+
+def _run_crds(args: argparse.Namespace) -> int:
+    from scheduler.crds import crd_documents
+
+    documents = crd_documents()
+    if args.output_dir is None:
+        print("---\n".join(documents.values()), end="")
+        return 0
+    out: Path = args.output_dir
+    if not out.is_dir():
+        raise CommandError(f"--output-dir: {out} is not a directory")
+    for name, text in documents.items():
+        try:
+            (out / name).write_text(text, encoding="utf-8")
+        except OSError as error:
+            raise CommandError(f"cannot write {out / name}: {error.strerror}") from None
+        print(f"wrote {out / name}")
+    return 0
 
 
 def _load(args: argparse.Namespace) -> Snapshot:

@@ -69,6 +69,7 @@ def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> 
         evictions=evictions,
         repartitions=tuple(_repartitions(compiled, result)),
         stats=stats,
+        metrics=compiled.snapshot.metrics,
     )
 
 

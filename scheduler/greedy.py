@@ -70,7 +70,8 @@ class Cycle:
         self.running: dict[str, list[Running]] = {}
         for victim in compiled.running:
             self.running.setdefault(victim.workload.queue, []).append(victim)
-        self.failed_preemption: dict[tuple[str, str, int], int] = {}
+        self.failed_preemption: dict[tuple[object, ...], list[tuple[int, int, int, int]]] = {}
+        """Per (queue, flavor, priority, shape, places): sizes that found no room to preempt."""
         self.waiting: dict[str, list[Entry]] = {}
         """Workloads this cycle left waiting, per queue, in the order they were decided."""
         self.admitted_here: dict[str, list[Running]] = {}
@@ -220,11 +221,20 @@ class Cycle:
         )
         if not reclaim and not may_evict:
             return None
-        memo = (w.queue, option.flavor, w.priority)
-        if self.failed_preemption.get(memo, 1 << 62) <= amount:
-            return None  # a smaller demand at this priority already found no room
         pools = self.state.eligible_pools(w, option)
         if not pools or self.state.never_fits(option, pools):
+            return None
+        # A demand this one contains (same shape and places, no larger in any dimension)
+        # already found no room at this priority: neither will this one.
+        memo = (
+            w.queue, option.flavor, w.priority, option.kind, pools,
+            tuple(sorted(w.node_selector.items())),
+        )  # fmt: skip
+        size = (option.per_pod, w.pods, w.cpu_milli, w.memory_mib)
+        if any(
+            all(a <= b for a, b in zip(failed, size, strict=True))
+            for failed in self.failed_preemption.get(memo, ())
+        ):
             return None
         undo: list[Running] = []
         if reclaim:
@@ -245,13 +255,19 @@ class Cycle:
                 w, option.flavor, option.models, reclaim, policy, nearby, self.book
             )
         if not undo and not evictable:
-            self.failed_preemption[memo] = amount
+            self.failed_preemption.setdefault(memo, []).append(size)
             return None
         room = find_victims(
-            self.state, self.book, w.queue, undo, evictable, self._fits(entry, option, pools)
+            self.state,
+            self.book,
+            w.queue,
+            undo,
+            evictable,
+            self._fits(entry, option, pools),
+            policy.idle_borrowed_first,
         )
         if room is None:
-            self.failed_preemption[memo] = amount
+            self.failed_preemption.setdefault(memo, []).append(size)
             return None
         taken_back, victims = room
         self.capacity_changed = True

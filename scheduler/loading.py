@@ -44,8 +44,10 @@ __all__ = [
     "SnapshotError",
     "SnapshotFile",
     "load_snapshot_text",
+    "parse_document",
     "snapshot_from_data",
     "validate_snapshot",
+    "validation_problems",
 ]
 
 _PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -99,7 +101,7 @@ class SnapshotFile(Snapshot):
 
 def load_snapshot_text(text: str, source: str = "<input>") -> Snapshot:
     """Parse YAML or JSON text (``source`` names it in messages) into a checked Snapshot."""
-    return snapshot_from_data(_parse(text, source), source)
+    return snapshot_from_data(parse_document(text, source), source)
 
 
 def snapshot_from_data(data: object, source: str = "<input>") -> Snapshot:
@@ -114,7 +116,7 @@ def snapshot_from_data(data: object, source: str = "<input>") -> Snapshot:
     try:
         parsed = SnapshotFile.model_validate(data)
     except ValidationError as error:
-        raise SnapshotError(_pydantic_problems(error), source) from None
+        raise SnapshotError(validation_problems(error), source) from None
     catalog, problems = checked_catalog(parsed)
     nodes = list(parsed.nodes)
     pool_of_node: dict[int, int] = {}
@@ -171,7 +173,9 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return dict(pairs)
 
 
-def _parse(text: str, source: str) -> object:
+def parse_document(text: str, source: str) -> object:
+    """YAML or JSON text as plain data; SnapshotError naming line and column, or a
+    duplicate key, when it does not parse (files that wrap a snapshot use it too)."""
     json_problem = None
     if text.lstrip().startswith(("{", "[")):
         try:
@@ -202,19 +206,22 @@ def _yaml_problem(error: yaml.MarkedYAMLError, source: str) -> str:
     return f"{source}: {where}{message}"
 
 
-def _pydantic_problems(error: ValidationError) -> list[str]:
+def validation_problems(
+    error: ValidationError, root: type[BaseModel] = SnapshotFile, prefix: str = ""
+) -> list[str]:
+    """pydantic's errors for ``root`` as ``path: value why`` lines, paths under ``prefix``."""
     problems = []
     for item in error.errors(include_url=False):
         loc = tuple(item["loc"])
         kind, msg, value = item["type"], item["msg"], item.get("input")
-        path = join("", *loc) or "(top level)"
+        path = join(prefix, *loc) or "(top level)"
         if kind == "missing":
             problems.append(f"{path}: is required")
         elif kind == "extra_forbidden":
-            problems.append(f"{path}: {_unknown_field(loc)}")
+            problems.append(f"{path}: {_unknown_field(root, loc)}")
         elif kind == "invalid_key":
             problems.append(
-                f"{join('', *loc[:-1]) or '(top level)'}: key {show(value)} is not a string"
+                f"{join(prefix, *loc[:-1]) or '(top level)'}: key {show(value)} is not a string"
             )
         elif kind == "value_error":
             msg = msg.removeprefix("Value error, ")
@@ -230,8 +237,8 @@ def _pydantic_problems(error: ValidationError) -> list[str]:
     return problems
 
 
-def _unknown_field(loc: tuple[int | str, ...]) -> str:
-    owner = _model_at(SnapshotFile, loc[:-1])
+def _unknown_field(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    owner = _model_at(root, loc[:-1])
     if owner is None:
         return "unknown field"
     fields = list(owner.model_fields)

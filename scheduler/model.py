@@ -21,6 +21,7 @@ __all__ = [
     "Demand",
     "Eviction",
     "Gpu",
+    "MetricsNote",
     "MigSlice",
     "Node",
     "PodPlacement",
@@ -56,12 +57,15 @@ def _positive_weight(value: float) -> float:
     return value
 
 
-NonNegative = Annotated[int, AfterValidator(_not_negative)]
-Positive = Annotated[int, AfterValidator(_positive)]
+# The json_schema_extra bounds repeat the validators' rules for the generated CRD schemas
+# (scheduler/crds.py), so the API server rejects what these models would.
+NonNegative = Annotated[int, AfterValidator(_not_negative), Field(json_schema_extra={"minimum": 0})]
+Positive = Annotated[int, AfterValidator(_positive), Field(json_schema_extra={"minimum": 1})]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Attribute docstrings become schema descriptions: `kubectl explain` shows them.
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
 
 def flavor_of_mig(profile: str) -> str:
@@ -135,12 +139,20 @@ class PreemptionPolicy(_Frozen):
 
     within_queue: Literal["Never", "LowerPriority", "LowerOrNewerEqualPriority"] = "LowerPriority"
     reclaim_within_cohort: Literal["Never", "LowerPriority", "Any"] = "Any"
+    idle_borrowed_first: bool = False
+    """When this queue must preempt, evict workloads that are both idle (GPU metrics, see
+    ``Workload.idle``) and borrowing before any other candidate: idle borrowed capacity is
+    the cheapest to take back."""
 
 
 class Queue(_Frozen):
     name: str = Field(min_length=1)
     cohort: str | None = None
-    weight: Annotated[float, AfterValidator(_positive_weight)] = 1.0
+    weight: Annotated[
+        float,
+        AfterValidator(_positive_weight),
+        Field(json_schema_extra={"exclusiveMinimum": 0}),
+    ] = 1.0
     quota: dict[str, Quota] = Field(default_factory=dict)
     """Per flavor: a GPU model name (whole GPUs) or ``mig-<profile>`` (instances)."""
     namespaces: tuple[str, ...] = ()
@@ -213,6 +225,9 @@ class Workload(_Frozen):
     placement: tuple[PodPlacement, ...] | None = None
     """Set on running workloads: where each pod runs."""
     started: NonNegative | None = None
+    idle: bool = False
+    """Set on running workloads from GPU metrics (``scheduler.telemetry``): every GPU it holds
+    stayed under the idle threshold for the whole window."""
 
     @property
     def running(self) -> bool:
@@ -229,6 +244,18 @@ class CustomGpuModel(_Frozen):
     products: tuple[str, ...] = ()
 
 
+class MetricsNote(_Frozen):
+    """How fresh the GPU metrics behind a snapshot were. A decision copies it, so every
+    decision says whether it used metrics or allocation data alone (and why)."""
+
+    status: Literal["fresh", "partial", "stale", "missing"]
+    """fresh: every GPU reported recently; partial: some did not; stale: the newest data is
+    older than the staleness limit; missing: no metrics (Prometheus down, nothing scraped)."""
+    age_s: NonNegative | None = None
+    """Age of the oldest fresh sample used, seconds; None when there is none."""
+    message: str = ""
+
+
 class Snapshot(_Frozen):
     """Everything a decision depends on. ``now`` is the clock, passed in, never read."""
 
@@ -240,6 +267,8 @@ class Snapshot(_Frozen):
     now: NonNegative = 0
     prices: dict[str, float] = Field(default_factory=dict)
     """Per-model price overrides ($/GPU-hour) on top of the catalog defaults."""
+    metrics: MetricsNote | None = None
+    """What GPU metrics this snapshot's health and idleness came from; None: not used."""
 
     def catalog(self) -> Catalog:
         """The built-in catalog with this snapshot's extra models and prices."""
@@ -302,6 +331,8 @@ class Decision(_Frozen):
     evictions: tuple[Eviction, ...] = ()
     repartitions: tuple[RepartitionPlan, ...] = ()
     stats: SolverStats
+    metrics: MetricsNote | None = None
+    """The snapshot's metrics note: whether health and idleness came from fresh metrics."""
 
     def by_workload(self) -> dict[str, WorkloadDecision]:
         return {d.workload: d for d in self.workloads}

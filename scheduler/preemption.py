@@ -1,10 +1,11 @@
 """Choosing victims: the fewest, lowest-priority, most recently started workloads that make room.
 
 Candidates come from the preemptor's queue policy (Kueue's withinClusterQueue and
-reclaimWithinCohort). We remove candidates in preference order until the preemptor fits,
-then try to give each one back, latest removed first, keeping only those without which it
-still would not fit — so the set is minimal by inclusion, as in Kueue. Every check is a
-take/release on the live state, never a copy.
+reclaimWithinCohort). With the policy's ``idle_borrowed_first`` switch, workloads that are
+idle by GPU metrics and borrowing go before every other candidate. We remove candidates in
+preference order until the preemptor fits, then try to give each one back, latest removed
+first, keeping only those without which it still would not fit — so the set is minimal by
+inclusion, as in Kueue. Every check is a take/release on the live state, never a copy.
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ def _order(victim: Running) -> tuple[int, int, float, str]:
     return (victim.workload.priority, -started, victim.gpu_eq, victim.workload.name)
 
 
+def _idle_borrowed_first(book: QuotaBook) -> Callable[[Running], tuple[object, ...]]:
+    def key(victim: Running) -> tuple[object, ...]:
+        w = victim.workload
+        idle_borrowed = w.idle and book.borrowing(w.queue, victim.flavor)
+        return (not idle_borrowed, *_order(victim))
+
+    return key
+
+
 def find_victims(
     state: ClusterState,
     book: QuotaBook,
@@ -82,6 +92,7 @@ def find_victims(
     undo: Sequence[Running],
     candidates: Sequence[Running],
     fits: Callable[[], bool],
+    idle_borrowed_first: bool = False,
 ) -> tuple[list[Running], list[Running]] | None:
     """What to take back and whom to evict so that ``fits()`` holds; None if impossible.
     Leaves the state unchanged.
@@ -89,7 +100,9 @@ def find_victims(
     ``undo`` (admissions of this cycle: nothing started, free to undo) goes first, lowest
     priority first and never minimized, so a lower priority never stays while a higher one
     of its queue goes. Then running ``candidates`` in preference order, and the evicted set
-    is made minimal by inclusion: every victim not needed is given back."""
+    is made minimal by inclusion: every victim not needed is given back. With
+    ``idle_borrowed_first``, idle borrowing candidates (judged before any eviction) lead the
+    order, so when they alone make room no other workload is evicted."""
     removed: list[Running] = []
 
     def evict(victim: Running) -> None:
@@ -118,7 +131,8 @@ def find_victims(
                 restore_all()
                 return removed, []
     taken_back = len(removed)
-    for victim in sorted(candidates, key=_order):
+    order = _idle_borrowed_first(book) if idle_borrowed_first else _order
+    for victim in sorted(candidates, key=order):
         if not eligible(victim):
             continue
         evict(victim)

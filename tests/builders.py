@@ -121,10 +121,18 @@ class QueueBuilder:
         return self
 
     def preemption(
-        self, *, within_queue: str = "LowerPriority", reclaim_within_cohort: str = "Any"
+        self,
+        *,
+        within_queue: str = "LowerPriority",
+        reclaim_within_cohort: str = "Any",
+        idle_borrowed_first: bool = False,
     ) -> QueueBuilder:
         self._preemption = PreemptionPolicy.model_validate(
-            {"within_queue": within_queue, "reclaim_within_cohort": reclaim_within_cohort}
+            {
+                "within_queue": within_queue,
+                "reclaim_within_cohort": reclaim_within_cohort,
+                "idle_borrowed_first": idle_borrowed_first,
+            }
         )
         return self
 
@@ -218,6 +226,11 @@ class WorkloadBuilder:
 
     def started(self, started: int) -> WorkloadBuilder:
         self._fields["started"] = started
+        return self
+
+    def idle(self, idle: bool = True) -> WorkloadBuilder:
+        """Mark a running workload idle, as GPU metrics would (``scheduler.telemetry``)."""
+        self._fields["idle"] = idle
         return self
 
     def build(self) -> Workload:

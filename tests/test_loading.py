@@ -113,7 +113,7 @@ def test_unknown_gpu_model_lists_the_known_ones() -> None:
          "(Node fields: name, labels, taints, gpus, cpu_milli, memory_mib)"),
         ("node_pool: []",
          "node_pool: unknown field; did you mean 'node_pools'? (snapshot fields: gpu_models, "
-         "nodes, queues, workloads, now, prices, node_pools)"),
+         "nodes, queues, workloads, now, prices, metrics, node_pools)"),
         ("queues: [{weight: 2}]", "queues[0].name: is required"),
         ("queues: [{name: a, weight: 0}]", "queues[0].weight: 0 must be greater than 0"),
         ("nodes: [{name: a, labels: {zone: 5}}]",

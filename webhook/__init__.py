@@ -1,6 +1,6 @@
-"""The live driver (not built yet): the admission webhook and controller.
+"""The live driver: the admission webhook and the controller.
 
-It will turn the live cluster (watches, AdmissionReviews, Prometheus metrics) into
+It turns the live cluster (watches, AdmissionReviews, Prometheus metrics) into
 ``scheduler`` Snapshots and the resulting Decisions into pod patches. It imports
 ``scheduler`` and never ``sim`` (tests/test_layering.py enforces this).
 """

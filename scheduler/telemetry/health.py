@@ -1,0 +1,128 @@
+"""GPU health from DCGM: fatal XIDs, new double-bit ECC errors and row-remap failures take a
+GPU out of capacity; it comes back once a quiet period has passed without another.
+
+dcgm-exporter's XID series holds the *last* XID code (facts §3.1), not a count, so an event
+is the series changing to a fatal code (or showing one the first time we see it): a code
+that stays put is the same old event and ages out. The same code twice in a row between two
+refreshes cannot be told apart — a limit of the gauge. A double-bit ECC event is the volatile
+counter rising; a row-remap failure is a condition, renewed at every sample that reports it.
+What was seen last is a value (``HealthState``) the caller threads from refresh to refresh;
+after a restart, a fatal code already showing counts as new, so such a GPU sits out one
+quiet period — the safe side.
+
+Only fresh samples create events; stale ones are ignored, and the quiet period runs on the
+snapshot's clock regardless, so a GPU is never kept out by metrics that stopped arriving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from scheduler.model import Snapshot
+from scheduler.telemetry.join import JoinedRow
+from scheduler.telemetry.settings import TelemetrySettings
+
+__all__ = ["HealthEvent", "HealthState", "HealthVerdict", "apply_health", "assess_health"]
+
+RowId = tuple[str, int, int | None, str]
+"""(node, GPU index, GPU-instance ID, profile): one XID series."""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthEvent:
+    at: int
+    """When it was seen (sample time, seconds)."""
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HealthState:
+    """What health remembers between refreshes; start from ``HealthState()``."""
+
+    last_xid: Mapping[RowId, int] = field(default_factory=dict)
+    last_dbe: Mapping[tuple[str, int], int] = field(default_factory=dict)
+    events: Mapping[tuple[str, int], HealthEvent] = field(default_factory=dict)
+    """The latest fatal event per GPU (node, index)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HealthVerdict:
+    node: str
+    gpu: int
+    since: int
+    """Time of the latest fatal event."""
+    until: int
+    """When the GPU comes back if nothing else happens (since + quiet period)."""
+    reason: str
+    """Human reason shown in decisions, annotations and /metrics, e.g. "XID 79 at ..."."""
+
+
+def assess_health(
+    rows: Iterable[JoinedRow], state: HealthState, now: int, settings: TelemetrySettings
+) -> tuple[list[HealthVerdict], HealthState]:
+    """Unhealthy GPUs at ``now`` and the state for the next refresh."""
+    last_xid = dict(state.last_xid)
+    last_dbe = dict(state.last_dbe)
+    events = dict(state.events)
+
+    def event(gpu: tuple[str, int], at: int, reason: str) -> None:
+        known = events.get(gpu)
+        if known is None or at >= known.at:
+            events[gpu] = HealthEvent(at, reason)
+
+    for row in rows:
+        s = row.sample
+        at = s.sampled_at
+        if at is None or now - at > settings.staleness_s:
+            continue
+        gpu = (row.node, row.gpu)
+        if s.xid is not None:
+            rid: RowId = (row.node, row.gpu, s.key.gi_id, s.key.gi_profile)
+            before = last_xid.get(rid)
+            last_xid[rid] = s.xid
+            if s.xid in settings.fatal_xids and before != s.xid:
+                on = f" on MIG {s.key.gi_profile} (GI {s.key.gi_id})" if s.key.is_mig else ""
+                event(gpu, at, f"XID {s.xid}{on}")
+        if s.dbe_volatile is not None and not s.key.is_mig:
+            before_dbe = last_dbe.get(gpu, 0)
+            last_dbe[gpu] = s.dbe_volatile
+            if s.dbe_volatile > before_dbe:
+                event(gpu, at, f"double-bit ECC errors ({s.dbe_volatile} since the driver loaded)")
+        if s.row_remap_failure:
+            event(gpu, at, "row remapping failed")
+    verdicts = []
+    for (node, index), e in sorted(events.items()):
+        until = e.at + settings.quiet_period_s
+        if now < until:
+            verdicts.append(
+                HealthVerdict(
+                    node,
+                    index,
+                    e.at,
+                    until,
+                    f"{e.reason} at t={e.at}; back after {settings.quiet_period_s} s quiet "
+                    f"(t={until})",
+                )
+            )
+    # Forget events that have aged out: the state stays as large as the trouble.
+    kept = {g: e for g, e in events.items() if now < e.at + settings.quiet_period_s}
+    return verdicts, HealthState(last_xid, last_dbe, kept)
+
+
+def apply_health(snapshot: Snapshot, verdicts: Iterable[HealthVerdict]) -> Snapshot:
+    """The snapshot with these GPUs unhealthy (and their reasons). GPUs the snapshot already
+    marks unhealthy stay so: metrics only ever take capacity out, never put it back."""
+    bad = {(v.node, v.gpu): v.reason for v in verdicts}
+    if not bad:
+        return snapshot
+    nodes = []
+    for n in snapshot.nodes:
+        gpus = tuple(
+            g.model_copy(update={"healthy": False, "health_reason": bad[(n.name, g.index)]})
+            if g.healthy and (n.name, g.index) in bad
+            else g
+            for g in n.gpus
+        )
+        nodes.append(n if gpus == n.gpus else n.model_copy(update={"gpus": gpus}))
+    return snapshot.model_copy(update={"nodes": tuple(nodes)})

@@ -1,0 +1,120 @@
+"""Device rows joined to the snapshot: which GPU (and MIG slice) and which workload.
+
+A row names its GPU by node label + index; when the node label is not a snapshot node (an
+exporter that reports its pod name as ``Hostname``), the physical UUID finds it through the
+UUIDs learned from rows that did join (the caller keeps them between refreshes). A MIG row
+adds its profile; its placement start is known when the GPU has one slice of that profile,
+or from the workload that holds it. The GPU-instance ID is not a placement (facts §1.1),
+so it is never used as one.
+
+Workloads are found by the pod labels (the kubelet's pod-resources view of who holds the
+device, which the snapshot's placement indices need not match): the caller's pod → workload
+map, else a workload named like the pod in its namespace. Rows without pod labels fall back
+to the snapshot's placement when one workload holds the device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from scheduler.model import Gpu, Snapshot, Workload
+from scheduler.telemetry.samples import DeviceSample
+
+__all__ = ["Joined", "JoinedRow", "join_samples"]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedRow:
+    sample: DeviceSample
+    node: str
+    gpu: int
+    mig_start: int | None
+    """Placement start of the MIG slice, when it could be told; None for whole GPUs."""
+    workload: str | None
+    """The workload holding the device, or None (free, or not attributable)."""
+
+
+@dataclass(slots=True)
+class Joined:
+    rows: list[JoinedRow] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    """Rows that name no snapshot GPU (or a MIG profile the GPU's layout lacks): ignored."""
+    unmatched_pods: list[str] = field(default_factory=list)
+    """Rows whose pod labels name no workload: joined to the GPU, not to a workload."""
+    uuids: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Physical GPU UUID → (node, index), learned from rows joined by node and index."""
+
+
+def _holders(snapshot: Snapshot) -> dict[tuple[str, int], list[tuple[Workload, int | None]]]:
+    """(node, GPU index) → running workloads on it, with their MIG start (None: whole/share)."""
+    held: dict[tuple[str, int], list[tuple[Workload, int | None]]] = {}
+    for w in snapshot.workloads:
+        for pod in w.placement or ():
+            for g in pod.gpus:
+                held.setdefault((pod.node, g), []).append((w, pod.mig_start))
+    return held
+
+
+def join_samples(
+    snapshot: Snapshot,
+    samples: Iterable[DeviceSample],
+    known_uuids: Mapping[str, tuple[str, int]] | None = None,
+    pod_owner: Mapping[tuple[str, str], str] | None = None,
+) -> Joined:
+    """Place every sample row on a snapshot GPU and, when it can, on a workload.
+
+    ``pod_owner`` maps (namespace, pod) → workload name (gang pods usually carry their own
+    names); ``known_uuids`` carries UUIDs learned in earlier refreshes."""
+    gpus: dict[tuple[str, int], Gpu] = {
+        (n.name, g.index): g for n in snapshot.nodes for g in n.gpus
+    }
+    workloads = {(w.namespace, w.name): w for w in snapshot.workloads if w.running}
+    by_name = {w.name: w for w in snapshot.workloads}
+    held = _holders(snapshot)
+    owners = pod_owner or {}
+    joined = Joined(uuids=dict(known_uuids or {}))
+    for sample in samples:
+        key = sample.key
+        where = (key.node, key.gpu)
+        gpu = gpus.get(where)
+        if gpu is not None and key.uuid:
+            joined.uuids[key.uuid] = where
+        elif gpu is None and key.uuid in joined.uuids:
+            where = joined.uuids[key.uuid]
+            gpu = gpus.get(where)
+        if gpu is None:
+            joined.unknown.append(f"{key.describe()}: no such GPU in the snapshot")
+            continue
+        starts: tuple[int, ...] = ()
+        if key.is_mig:
+            starts = tuple(s.start for s in gpu.mig or () if s.profile == key.gi_profile)
+            if not starts:
+                layout = ", ".join(f"{s.profile}@{s.start}" for s in gpu.mig or ()) or "none"
+                joined.unknown.append(
+                    f"{key.describe()}: the snapshot's MIG layout of that GPU has no "
+                    f"{key.gi_profile or 'such'} slice (layout: {layout})"
+                )
+                continue
+        owner: Workload | None = None
+        if key.pod:
+            name = owners.get((key.namespace, key.pod))
+            owner = by_name.get(name) if name else workloads.get((key.namespace, key.pod))
+            if owner is None:
+                joined.unmatched_pods.append(f"{key.describe()}: no running workload")
+        mig_start = starts[0] if len(starts) == 1 else None
+        here = held.get(where, [])
+        if key.is_mig and mig_start is None and owner is not None:
+            # Several slices of this profile: the owner's placement says which one.
+            mine = [s for w, s in here if w.name == owner.name and s in starts]
+            mig_start = mine[0] if len(mine) == 1 else None
+        if owner is None and not key.pod:
+            if key.is_mig:
+                candidates = [w for w, s in here if s is not None and s == mig_start]
+            else:
+                candidates = [w for w, s in here if s is None]
+            owner = candidates[0] if len(candidates) == 1 and not gpu.shared else None
+        joined.rows.append(
+            JoinedRow(sample, where[0], where[1], mig_start, owner.name if owner else None)
+        )
+    return joined

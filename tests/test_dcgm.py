@@ -1,0 +1,360 @@
+"""``webhook/dcgm.py`` against a REAL Prometheus scraping a dcgm-exporter stand-in.
+
+One Prometheus (1 s scrapes) and one exporter serve the whole module; each test builds its
+own reader, so health memory does not leak between tests. Windows, quiet periods and
+staleness limits are a few seconds so the module runs in well under a minute. Skipped when
+the ``prometheus`` binary is missing, unless ``CI`` is set (then it fails).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from builders import mig, node, queue, snapshot, workload
+from fake_dcgm import DcgmExporter, FakeGpu, FakeMig, exposition
+from prometheus_process import PrometheusProcess, free_port, require_prometheus
+
+from scheduler.model import Snapshot
+from scheduler.telemetry import TelemetryReport, TelemetrySettings
+from webhook.dcgm import DcgmReader, PrometheusSettings
+
+H100 = "H100-80GB"
+SETTINGS = TelemetrySettings(
+    quiet_period_s=3, idle_window_s=3, staleness_s=3, idle_threshold_milli=50
+)
+OWNERS = {("ml", "train-0"): "train", ("ml", "nb-1"): "nb-1", ("ml", "infer"): "infer"}
+"""Pod → workload, as the controller knows it (the pods live in namespace ml)."""
+
+
+def gpus() -> list[FakeGpu]:
+    busy = {"util": 0.6, "fb_used": 20_000, "fb_free": 61_000}
+    return [
+        FakeGpu("gpu-a", 0, pod="train-0", namespace="ml", container="main", **busy),
+        FakeGpu("gpu-a", 1, pod="train-0", namespace="ml", container="main", **busy),
+        FakeGpu("gpu-a", 2),
+        FakeGpu("gpu-a", 3),
+        FakeGpu(
+            "gpu-a",
+            4,
+            mig=[
+                FakeMig("3g.40gb", 1),
+                FakeMig("1g.10gb", 13, util=0.5, fb_used=3_000, pod="nb-1", namespace="ml"),
+                FakeMig("1g.10gb", 14),
+            ],
+        ),
+        FakeGpu("gpu-b", 0, pod="infer", namespace="ml", **busy),
+        FakeGpu("gpu-b", 1),
+        FakeGpu("gpu-a", 7),  # not in the snapshot
+        FakeGpu("gpu-z", 0),  # a node the snapshot does not have
+    ]
+
+
+def cluster(now: int | None = None, started_ago: int = 100) -> Snapshot:
+    now = int(time.time()) if now is None else now
+    started = now - started_ago
+    return snapshot(
+        nodes=[
+            node("gpu-a", H100, 5, mig_layouts={4: mig("3g.40gb@0", "1g.10gb@4", "1g.10gb@5")}),
+            node("gpu-b", H100, 2),
+        ],
+        queues=[
+            queue("team-a", cohort="org").quota(H100, 4).quota("mig-1g.10gb", 2),
+            queue("team-b", cohort="org").quota(H100, 0),
+        ],
+        workloads=[
+            workload("train").gpus(2).queue("team-a").running_on("gpu-a", 0, 1).started(started),
+            workload("nb-1").mig("1g.10gb").queue("team-a").running_on("gpu-a", 4, mig_start=5)
+            .started(started),
+            workload("infer").gpus(1).queue("team-b").running_on("gpu-b", 0).started(started),
+        ],
+        now=now,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def exporter() -> Iterator[DcgmExporter]:
+    binary = require_prometheus()  # skip (or fail in CI) before starting anything
+    del binary
+    served = DcgmExporter(gpus())
+    yield served
+    served.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    exporter: DcgmExporter, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrometheusProcess]:
+    server = PrometheusProcess(
+        require_prometheus(), [exporter.target], tmp_path_factory.mktemp("prometheus")
+    )
+    exporter.upstream = server.url
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def reader(prometheus: PrometheusProcess) -> Iterator[DcgmReader]:
+    r = DcgmReader(PrometheusSettings(url=prometheus.url, timeout_s=5), SETTINGS)
+    yield r
+    r.close()
+
+
+@pytest.fixture(autouse=True)
+def fresh_values(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test starts from the initial values; an edit never outlives its test."""
+    yield
+    if "exporter" in request.fixturenames:
+        served: DcgmExporter = request.getfixturevalue("exporter")
+        served.thaw()
+        served.change(lambda g: g.__setitem__(slice(None), gpus()))
+
+
+def until(
+    reader: DcgmReader,
+    done: Callable[[TelemetryReport], bool],
+    timeout_s: float = 15.0,
+    snap: Callable[[], Snapshot] = cluster,
+) -> TelemetryReport:
+    """Refresh until ``done(report)``; fail with the last report's note after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        report = reader.refresh(snap(), OWNERS)
+        if done(report):
+            return report
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met in {timeout_s:g} s; last note: {report.note}")
+        time.sleep(0.3)
+
+
+def test_fleet_is_mapped_whole_gpus_mig_instances_and_pods(reader: DcgmReader) -> None:
+    report = until(reader, lambda r: r.gpus_fresh == 7 and r.note.status == "fresh")
+    assert report.gpus_total == 7 and report.note.age_s is not None and report.note.age_s <= 3
+    # gpu-a GPU 7 and node gpu-z are not in the snapshot: ignored and counted.
+    assert sorted(u.split(":")[0] for u in report.unknown) == ["gpu-a GPU 7", "gpu-z GPU 0"]
+    placed = {
+        (r.node, r.gpu, r.sample.key.gi_profile, r.mig_start, r.workload) for r in report.devices
+    }
+    assert ("gpu-a", 0, "", None, "train") in placed  # pod train-0 → train via OWNERS
+    assert ("gpu-a", 4, "3g.40gb", 0, None) in placed  # the only 3g slice, free
+    assert ("gpu-a", 4, "1g.10gb", 5, "nb-1") in placed  # two 1g slices: the pod's placement
+    assert ("gpu-a", 4, "1g.10gb", None, None) in placed  # the other, free: start unknown
+    assert ("gpu-b", 0, "", None, "infer") in placed
+    [whole] = [r.sample for r in report.devices if (r.node, r.gpu) == ("gpu-a", 0)]
+    assert (whole.util_milli, whole.fb_used_mib, whole.temperature_c, whole.power_mw) == (
+        600,
+        20_000,
+        34,
+        71_500,
+    )
+    usage = {(c.queue, c.flavor): c for c in report.rightsizing}
+    assert usage[("team-a", "mig-1g.10gb")].used_peak_mib == 3_000
+    assert usage[("team-a", H100)].fits == "3g.40gb on H100-80GB"  # 20,000 + 10 % > 2g's 19.6 GiB
+
+
+def test_fatal_xid_excludes_the_gpu_then_it_recovers(
+    reader: DcgmReader, exporter: DcgmExporter
+) -> None:
+    until(reader, lambda r: r.note.status == "fresh")
+
+    def xid(code: int) -> Callable[[list[FakeGpu]], None]:
+        return lambda fleet: setattr(fleet[2], "xid", code)
+
+    exporter.change(xid(79))
+    out = until(reader, lambda r: bool(r.unhealthy))
+    [verdict] = out.unhealthy
+    assert (verdict.node, verdict.gpu) == ("gpu-a", 2)
+    assert verdict.reason.startswith("XID 79 at t=")
+    applied = out.apply(cluster())
+    assert applied.nodes[0].gpus[2].healthy is False
+    assert applied.nodes[0].gpus[2].health_reason == verdict.reason
+    # The gauge keeps showing 79 (the last XID): after the 3 s quiet period it is back.
+    back = until(reader, lambda r: not r.unhealthy)
+    assert time.time() >= verdict.until
+    assert back.apply(cluster()).nodes[0].gpus[2].healthy
+    # A new event (0, then 79 again) takes it out again.
+    exporter.change(xid(0))
+    until(reader, lambda r: any(d.gpu == 2 and d.sample.xid == 0 for d in r.devices))
+    exporter.change(xid(79))
+    again = until(reader, lambda r: bool(r.unhealthy))
+    assert again.unhealthy[0].since > verdict.since
+
+
+def test_idle_workloads_are_found_over_the_window(
+    reader: DcgmReader, exporter: DcgmExporter
+) -> None:
+    until(reader, lambda r: r.note.status == "fresh")
+    assert reader.refresh(cluster(), OWNERS).idle.workloads == ()
+
+    def quiet(fleet: list[FakeGpu]) -> None:
+        fleet[0].util = fleet[1].util = 0.01  # train: 1 % busy
+        fleet[4].mig[1].util = 0.0  # nb-1
+
+    exporter.change(quiet)
+    report = until(reader, lambda r: r.idle.names() == {"train", "nb-1"})
+    assert report.idle.per_queue == {"team-a": 3}
+    [train] = [w for w in report.idle.workloads if w.workload == "train"]
+    assert train.devices == ("gpu-a/0", "gpu-a/1") and train.util_milli == 10
+    # Started 1 s ago: not idle over a 3 s window, whatever the metrics say.
+    recent = reader.refresh(cluster(started_ago=1), OWNERS)
+    assert recent.idle.workloads == ()
+    marked = report.apply(cluster())
+    assert {w.name for w in marked.workloads if w.idle} == {"train", "nb-1"}
+
+
+def test_missing_series_make_the_note_partial(reader: DcgmReader, exporter: DcgmExporter) -> None:
+    until(reader, lambda r: r.note.status == "fresh")
+    exporter.change(lambda fleet: fleet.pop(6))  # gpu-b GPU 1 stops reporting
+    report = until(reader, lambda r: r.note.status == "partial")
+    assert report.gpus_fresh == 6
+    assert "6/7 GPUs" in report.note.message
+    assert "1 GPUs decided on allocation data alone" in report.note.message
+
+
+def test_frozen_exporter_gives_stale_metrics(reader: DcgmReader, exporter: DcgmExporter) -> None:
+    until(reader, lambda r: r.note.status == "fresh")
+    exporter.freeze()  # samples keep their old timestamp, as from a hung exporter
+    report = until(reader, lambda r: r.note.status == "stale")
+    assert report.note.age_s is not None and report.note.age_s > SETTINGS.staleness_s
+    assert "decided on allocation data alone" in report.note.message
+    assert report.idle.workloads == () and report.unhealthy == ()
+    assert report.apply(cluster()).metrics == report.note
+
+
+def test_prometheus_down_decides_on_allocation_data() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    down = DcgmReader(PrometheusSettings(url=url, timeout_s=1), SETTINGS)
+    started = time.monotonic()
+    report = down.refresh(cluster())
+    down.close()
+    assert time.monotonic() - started < 3
+    assert report.note.status == "missing"
+    assert report.note.message == (
+        f"no GPU metrics (cannot reach Prometheus at {url}); decided on allocation data alone"
+    )
+    assert report.apply(cluster()).nodes == cluster().nodes
+
+
+def test_slow_prometheus_times_out(prometheus: PrometheusProcess, exporter: DcgmExporter) -> None:
+    exporter.slow_s = 3.0
+    slow = DcgmReader(PrometheusSettings(url=f"{exporter.url}/slow", timeout_s=0.5), SETTINGS)
+    started = time.monotonic()
+    report = slow.refresh(cluster())
+    slow.close()
+    # 11 queries, 4 at a time, each cut at 0.5 s: about 1.5 s, not 11 × 3 s.
+    assert time.monotonic() - started < 2.5
+    assert report.note.status == "missing"
+    assert "did not answer within 0.5 s" in report.note.message
+
+
+def test_bearer_token_from_file(
+    prometheus: PrometheusProcess, exporter: DcgmExporter, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    url = f"{exporter.url}/auth"
+    good = DcgmReader(PrometheusSettings(url=url, bearer_token_file=str(token)), SETTINGS)
+    assert until(good, lambda r: r.note.status == "fresh").gpus_fresh == 7
+    token.write_text("wrong")  # re-read at every refresh
+    refused = good.refresh(cluster())
+    good.close()
+    assert refused.note.status == "missing"
+    assert "answered HTTP Status Code 401" in refused.note.message
+    missing = DcgmReader(
+        PrometheusSettings(url=url, bearer_token_file=str(tmp_path / "nope")), SETTINGS
+    )
+    report = missing.refresh(cluster())
+    missing.close()
+    assert f"cannot read bearer token file {tmp_path / 'nope'}" in report.note.message
+
+
+def test_settings_from_env_and_their_errors() -> None:
+    settings = PrometheusSettings.from_env(
+        {"APPORTION_PROMETHEUS_URL": "https://prom:9091", "APPORTION_PROMETHEUS_TIMEOUT_S": "2"}
+    )
+    assert (settings.url, settings.timeout_s, settings.refresh_interval_s) == (
+        "https://prom:9091",
+        2.0,
+        30.0,
+    )
+    with pytest.raises(ValueError, match="APPORTION_PROMETHEUS_TIMEOUT_S: 'soon' is not a number"):
+        PrometheusSettings.from_env({"APPORTION_PROMETHEUS_TIMEOUT_S": "soon"})
+    with pytest.raises(ValueError, match="url: 'prom:9090' must start with http"):
+        PrometheusSettings(url="prom:9090")
+
+
+def _label_names(line: str) -> list[str]:
+    inside = line[line.index("{") + 1 : line.rindex("}")]
+    return [part.split("=", 1)[0] for part in inside.split('",') if part]
+
+
+def test_stand_in_writes_series_like_dcgm_exporter() -> None:
+    """Label order and per-MIG metrics as in the real exporter's lines (facts §3.3)."""
+    real = (Path(__file__).parent / "fixtures/dcgm/exposition.txt").read_text().splitlines()
+    order = [
+        "gpu", "UUID", "pci_bus_id", "device", "modelName", "GPU_I_PROFILE", "GPU_I_ID",
+        "Hostname", "DCGM_FI_DRIVER_VERSION", "container", "namespace", "pod",
+    ]  # fmt: skip
+    served = [line for line in exposition(gpus()).splitlines() if "{" in line]
+    for line in real + served:
+        names = _label_names(line)
+        assert names == sorted(names, key=order.index), line
+    mig_metrics = {line.split("{")[0] for line in real + served if "GPU_I_ID=" in line}
+    assert mig_metrics <= {
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        "DCGM_FI_DEV_XID_ERRORS",
+        "DCGM_FI_DEV_FB_USED",
+        "DCGM_FI_DEV_FB_FREE",
+    }
+    assert any(line.startswith("DCGM_FI_PROF_GR_ENGINE_ACTIVE{") and 'GPU_I_ID="13"' in line
+               for line in served)  # fmt: skip
+
+
+def test_the_webhook_decides_with_gpu_metrics(reader: DcgmReader, exporter: DcgmExporter) -> None:
+    """A GPU with a fatal XID leaves the capacity the webhook admits onto, and /metrics
+    says so; without metrics the same pod would be admitted."""
+    from prometheus_client import generate_latest
+    from webhook_support import answer, patch_of, review, vary
+
+    from scheduler.model import Queue, Quota
+    from webhook.admission import Admission
+    from webhook.cluster import LiveCluster
+    from webhook.metrics import Metrics
+    from webhook.settings import AdmissionSettings
+    from webhook.standalone import seed_cluster
+
+    live = LiveCluster(clock=time.time)
+    seed_cluster(live, cluster(), {"ml": {"apportion.io/enabled": "true"}})
+    # Quota is not the limit here: capacity is (gpu-a has GPUs 2 and 3 free, gpu-b 1).
+    live.replace_queues(
+        [
+            Queue(name=q, cohort="org", quota={"H100-80GB": Quota(nominal=8)})
+            for q in ("team-a", "team-b")
+        ]
+    )
+    webhook = Admission(live, AdmissionSettings(), standalone=True)
+    body = vary(
+        review("create-pod-gpu-1.mutate-create"),
+        namespace="ml",
+        resources={"nvidia.com/gpu": "2"},
+    )
+
+    def decision(name: str) -> str:
+        patch = patch_of(answer(webhook.mutate, vary(body, name=name)))
+        added = {op["path"]: op["value"] for op in patch}
+        annotations: dict[str, str] = added["/metadata/annotations"]
+        return annotations["apportion.io/decision"] + " " + annotations["apportion.io/reason"]
+
+    assert decision("probe").startswith("admitted")  # GPUs 2 and 3 of gpu-a
+    assert live.forget("ml/probe")  # undo the probe's admission
+    exporter.change(lambda fleet: setattr(fleet[2], "xid", 79))
+    report = until(
+        reader, lambda r: bool(r.unhealthy), snap=lambda: live.snapshot(with_telemetry=False)
+    )
+    live.set_telemetry(report)
+    assert decision("after-xid").startswith("pending InsufficientCapacity")
+    text = generate_latest(Metrics(live).registry).decode()
+    assert 'apportion_gpu_metrics_status{status="fresh"} 1.0' in text
+    assert 'apportion_unhealthy_gpus{node="gpu-a",reason="XID 79 at t=' in text

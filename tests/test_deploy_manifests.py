@@ -1,0 +1,585 @@
+"""deploy/: every kustomization renders (files exist, patches land on existing objects), every
+object validates against the Kubernetes 1.30 schemas, and the install is safe: the webhooks
+never see system namespaces or non-GPU pods, the pods pass Pod Security "restricted" and
+OpenShift's restricted-v2 SCC, TLS is wired in both overlays, and the names match the
+webhook's contract."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import celpy
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kustomize import KustomizeError, load_documents, render
+from manifests import (
+    DEPLOY,
+    KUSTOMIZATIONS,
+    OVERLAYS,
+    STANDALONE,
+    Obj,
+    all_manifests,
+    by_kind,
+    one,
+    pod_spec,
+    queue_validator,
+    rendered,
+    restricted_violations,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "deploy"
+KUBERNETES_VERSION = "1.30.0"
+NAMESPACE = "apportion-system"
+SYSTEM_NAMESPACES = ("kube-system", "kube-public", "kube-node-lease", "openshift", NAMESPACE)
+
+
+def overlay(name: str) -> list[Obj]:
+    return rendered(DEPLOY / "overlays" / name)
+
+
+# --- kustomizations: files exist, patches apply ----------------------------------------------
+
+
+def _short(path: Path) -> str:
+    return path.relative_to(DEPLOY).as_posix()
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=_short)
+def test_every_kustomization_renders(directory):
+    objects = render(directory)
+    assert objects
+    identities = [
+        (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects
+    ]
+    assert len(identities) == len(set(identities)), "an object is defined twice"
+
+
+def test_every_yaml_file_under_deploy_is_used():
+    used: set[Path] = set(STANDALONE)
+    for directory in KUSTOMIZATIONS:
+        used.add(directory / "kustomization.yaml")
+        spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
+        used |= {(directory / r).resolve() for r in spec.get("resources", [])}
+        used |= {(directory / p["path"]).resolve() for p in spec.get("patches", [])}
+    files = {p.resolve() for p in DEPLOY.rglob("*.yaml")}
+    assert not files - {p.resolve() for p in used}, "files no kustomization or doc applies"
+
+
+def test_the_renderer_reports_missing_files_and_stray_patches(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text("resources: [gone.yaml]\n")
+    with pytest.raises(KustomizeError, match=r"'gone\.yaml' does not exist"):
+        render(tmp_path)
+    (tmp_path / "cm.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")
+    (tmp_path / "patch.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n")
+    (tmp_path / "kustomization.yaml").write_text(
+        "resources: [cm.yaml]\npatches: [{path: patch.yaml}]\n"
+    )
+    with pytest.raises(KustomizeError, match="matches 0 objects"):
+        render(tmp_path)
+    (tmp_path / "kustomization.yaml").write_text("resources: [cm.yaml]\nreplicas: []\n")
+    with pytest.raises(KustomizeError, match="does not implement"):
+        render(tmp_path)
+
+
+def _canonical(objects: list[Obj]) -> list[str]:
+    # kustomize prints 1.0 as 1: compare numbers by value.
+    def number(value: float) -> float | int:
+        return int(value) if value.is_integer() else value
+
+    return sorted(
+        json.dumps(json.loads(json.dumps(o), parse_float=lambda t: number(float(t))),
+                   sort_keys=True)
+        for o in objects
+    )
+
+
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=_short)
+def test_kubectl_kustomize_renders_the_same_objects(directory):
+    # Optional cross-check of tests/kustomize.py against the real kustomize: kubectl is
+    # not required to install Apportion or to run this suite.
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed: the Python renderer alone checks the kustomizations")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    theirs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    assert _canonical(theirs) == _canonical(render(directory))
+
+
+# --- schemas ---------------------------------------------------------------------------------
+
+# Kinds of the cert-manager and Prometheus Operator APIs are not in the Kubernetes schemas.
+# These reduced schemas hold the fields deploy/ uses, with their types and allowed values from
+# those projects' API references; unknown fields are errors, so a typo cannot pass.
+_STR = {"type": "string"}
+_ISSUER_REF = {
+    "type": "object", "additionalProperties": False, "required": ["name"],
+    "properties": {"name": _STR, "kind": {"enum": ["Issuer", "ClusterIssuer"]}, "group": _STR},
+}
+_RULE = {
+    "type": "object", "additionalProperties": False, "required": ["expr"],
+    "properties": {
+        "alert": _STR, "record": _STR, "expr": _STR, "for": {"pattern": r"^\d+[smhdwy]$"},
+        "labels": {"type": "object", "additionalProperties": _STR},
+        "annotations": {"type": "object", "additionalProperties": _STR},
+    },
+}
+
+
+def _kind(spec: Obj, required: list[str]) -> Obj:
+    return {
+        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {
+            "apiVersion": _STR, "kind": _STR,
+            "metadata": {"type": "object", "required": ["name", "namespace"]},
+            "spec": {"type": "object", "additionalProperties": False, "required": required,
+                     "properties": spec},
+        },
+    }
+
+
+THIRD_PARTY = {
+    ("cert-manager.io/v1", "Issuer"): _kind(
+        {"selfSigned": {"type": "object"},
+         "ca": {"type": "object", "required": ["secretName"], "properties": {"secretName": _STR}}},
+        [],
+    ),
+    ("cert-manager.io/v1", "Certificate"): _kind(
+        {
+            "secretName": _STR, "commonName": _STR, "isCA": {"type": "boolean"},
+            "dnsNames": {"type": "array", "items": _STR},
+            "duration": {"pattern": r"^\d+h$"}, "renewBefore": {"pattern": r"^\d+h$"},
+            "privateKey": {
+                "type": "object", "additionalProperties": False,
+                "properties": {
+                    "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                    "size": {"type": "integer"},
+                    "rotationPolicy": {"enum": ["Never", "Always"]},
+                },
+            },
+            "usages": {"type": "array", "items": {"enum": [
+                "server auth", "client auth", "digital signature", "key encipherment",
+                "cert sign"]}},
+            "issuerRef": _ISSUER_REF,
+        },
+        ["secretName", "issuerRef"],
+    ),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): _kind(
+        {
+            "selector": {"type": "object", "required": ["matchLabels"]},
+            "namespaceSelector": {"type": "object", "properties": {
+                "matchNames": {"type": "array", "items": _STR}}},
+            "endpoints": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"port": _STR, "path": _STR, "scheme": {"enum": ["http", "https"]},
+                               "interval": _STR, "scrapeTimeout": _STR}}},
+        },
+        ["selector", "endpoints"],
+    ),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): _kind(
+        {"groups": {"type": "array", "items": {
+            "type": "object", "additionalProperties": False, "required": ["name", "rules"],
+            "properties": {"name": _STR, "rules": {"type": "array", "items": _RULE}}}}},
+        ["groups"],
+    ),
+}
+
+
+def _schema_problems(obj: Obj) -> list[str]:
+    if obj["apiVersion"] == "apportion.io/v1alpha1":
+        return [e.message for e in queue_validator().iter_errors(obj)]
+    reduced = THIRD_PARTY.get((obj["apiVersion"], obj["kind"]))
+    if reduced is not None:
+        return [e.message for e in jsonschema.Draft7Validator(reduced).iter_errors(obj)]
+    try:
+        kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        return [f"{'.'.join(map(str, error.path))}: {error.message}"]
+    return []
+
+
+@pytest.mark.parametrize(
+    ("where", "obj"), all_manifests(),
+    ids=lambda v: v if isinstance(v, str) else f"{v['kind']}/{v['metadata']['name']}",
+)
+def test_every_manifest_validates_against_kubernetes_1_30(where, obj):
+    assert _schema_problems(obj) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "value"),
+    [
+        ("Deployment", ["spec", "replica"], 2),  # a typo: strict schemas know every field
+        ("Deployment", ["spec", "replicas"], "two"),
+        ("MutatingWebhookConfiguration", ["webhooks", 0, "timeoutSeconds"], "5s"),
+        ("Certificate", ["spec", "dnsName"], ["x"]),
+        ("PrometheusRule", ["spec", "groups", 0, "rules", 0, "for"], "ten minutes"),
+        ("Queue", ["spec", "weight"], -1),
+    ],
+)
+def test_schema_validation_catches_mistakes(kind, path, value):
+    objects = overlay("kubernetes") + rendered(DEPLOY / "monitoring") + rendered(
+        DEPLOY / "examples" / "queues"
+    )
+    obj = copy.deepcopy(by_kind(objects, kind)[0])
+    target = obj
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    assert _schema_problems(obj)
+
+
+# --- the webhook configurations: what they intercept, and what they never touch -------------
+
+
+def webhooks(objects: list[Obj]) -> dict[str, Obj]:
+    found = {}
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        (hook,) = one(objects, kind, "apportion")["webhooks"]
+        found[kind] = hook
+    return found
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_webhooks_are_opt_in_and_exclude_system_namespaces_by_name(name):
+    for hook in webhooks(overlay(name)).values():
+        selector = hook["namespaceSelector"]
+        assert selector["matchLabels"] == {"apportion.io/enabled": "true"}
+        (excluded,) = selector["matchExpressions"]
+        assert excluded["key"] == "kubernetes.io/metadata.name"
+        assert excluded["operator"] == "NotIn"
+        assert set(SYSTEM_NAMESPACES) <= set(excluded["values"])
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_webhook_settings_follow_the_contract(name):
+    objects = overlay(name)
+    hooks = webhooks(objects)
+    service = one(objects, "Service", "apportion-webhook")
+    https = next(p for p in service["spec"]["ports"] if p["name"] == "https")
+    container = pod_spec(one(objects, "Deployment", "apportion"))["containers"][0]
+    container_port = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container_port[https["targetPort"]] == 8443
+    for kind, path in (("MutatingWebhookConfiguration", "/mutate"),
+                       ("ValidatingWebhookConfiguration", "/validate")):
+        hook = hooks[kind]
+        assert hook["clientConfig"]["service"] == {
+            "name": "apportion-webhook", "namespace": NAMESPACE, "path": path,
+            "port": https["port"],
+        }
+        assert hook["sideEffects"] == "None"
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["timeoutSeconds"] <= 5
+        # Mutation happens at CREATE only; validation also guards Apportion's gate and
+        # decision annotations against user UPDATEs.
+        operations = ["CREATE"] if path == "/mutate" else ["CREATE", "UPDATE"]
+        assert hook["rules"] == [{
+            "operations": operations, "apiGroups": [""], "apiVersions": ["v1"],
+            "resources": ["pods"], "scope": "Namespaced",
+        }]
+        assert "caBundle" not in hook["clientConfig"], "the overlay's CA injector fills it"
+    # Deliberate (deploy/README.md): a pod the mutating webhook missed would run ungated.
+    assert hooks["MutatingWebhookConfiguration"]["failurePolicy"] == "Fail"
+    assert hooks["ValidatingWebhookConfiguration"]["failurePolicy"] == "Ignore"
+    conditions = [h["matchConditions"] for h in hooks.values()]
+    namespaces = [h["namespaceSelector"] for h in hooks.values()]
+    assert conditions[0] == conditions[1] and namespaces[0] == namespaces[1]
+
+
+def _review(name: str) -> Obj:
+    review: Obj = json.loads((FIXTURES / name).read_text())
+    return review["request"]
+
+
+def _without_gpus(request: Obj) -> Obj:
+    request = copy.deepcopy(request)
+    for c in request["object"]["spec"]["containers"]:
+        for key in ("requests", "limits"):
+            c["resources"][key] = {
+                k: v for k, v in c["resources"].get(key, {}).items() if not k.startswith("nvidia")
+            }
+    return request
+
+
+def _in_namespace(request: Obj, namespace: str) -> Obj:
+    request = copy.deepcopy(request)
+    request["namespace"] = request["object"]["metadata"]["namespace"] = namespace
+    return request
+
+
+def _gpu_in_init_container_only(request: Obj) -> Obj:
+    request = _without_gpus(request)
+    init = copy.deepcopy(request["object"]["spec"]["containers"][0])
+    init["name"] = "warmup"
+    init["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+    request["object"]["spec"]["initContainers"] = [init]
+    return request
+
+
+def _memory_annotation_only(request: Obj) -> Obj:
+    request = _without_gpus(request)
+    request["object"]["metadata"].setdefault("annotations", {})["apportion.io/gpu-memory"] = "18Gi"
+    return request
+
+
+def _no_resources(request: Obj) -> Obj:
+    request = copy.deepcopy(request)
+    for c in request["object"]["spec"]["containers"]:
+        c.pop("resources", None)
+    request["object"]["metadata"].pop("annotations", None)
+    return request
+
+
+GPU = _review("create-pod-gpu-1.mutate-create.json")
+CASES = [
+    ("whole GPU", GPU, True),
+    ("MIG slice", _review("create-pod-mig-1g-10gb.mutate-create.json"), True),
+    ("Job pod without a name yet", _review("job-controller-creates-pods.mutate-create.json"), True),
+    ("GPU in an init container", _gpu_in_init_container_only(GPU), True),
+    ("gpu-memory annotation", _memory_annotation_only(GPU), True),
+    ("CPU only", _without_gpus(GPU), False),
+    ("no resources at all", _no_resources(GPU), False),
+    *[(f"GPU pod in {ns}", _in_namespace(GPU, ns), False) for ns in SYSTEM_NAMESPACES],
+    ("GPU pod in openshift-monitoring", _in_namespace(GPU, "openshift-monitoring"), False),
+    ("GPU pod in openshift-user-workload", _in_namespace(GPU, "openshift-user-workload"), False),
+    ("GPU pod in team-openshift-lab", _in_namespace(GPU, "team-openshift-lab"), True),
+]
+
+
+def _matches(conditions: list[Obj], request: Obj) -> bool:
+    """The API server calls a webhook only when every matchCondition is true."""
+    env = celpy.Environment()
+    activation = {"object": celpy.json_to_cel(request["object"]),
+                  "request": celpy.json_to_cel(request)}
+    results = []
+    for condition in conditions:
+        program = env.program(env.compile(condition["expression"]))
+        result = program.evaluate(activation)
+        assert isinstance(result, celpy.celtypes.BoolType), (condition["name"], result)
+        results.append(bool(result))
+    return all(results)
+
+
+@pytest.mark.parametrize(("case", "request_", "expected"), CASES, ids=[c[0] for c in CASES])
+def test_match_conditions_send_only_gpu_pods_outside_system_namespaces(case, request_, expected):
+    for kind, hook in webhooks(overlay("kubernetes")).items():
+        assert _matches(hook["matchConditions"], request_) is expected, (kind, case)
+
+
+# --- the Deployment: safe to run, and what the webhook expects -------------------------------
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_pods_pass_restricted_and_restricted_v2(name):
+    objects = overlay(name)
+    assert restricted_violations(pod_spec(one(objects, "Deployment", "apportion"))) == []
+    job = load_documents(DEPLOY / "jobs" / "plan-sweep.yaml")[0]
+    assert restricted_violations(pod_spec(job)) == []
+    namespace = one(objects, "Namespace", NAMESPACE)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert "apportion.io/enabled" not in namespace["metadata"]["labels"]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda s: s["securityContext"].update(runAsUser=1001), "runAsUser is fixed"),
+        (lambda s: s["securityContext"].update(fsGroup=1001), "fsGroup is fixed"),
+        (lambda s: s.update(hostNetwork=True), "hostNetwork"),
+        (lambda s: s["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "hostPath"),
+        (lambda s: s["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
+         "allowPrivilegeEscalation"),
+        (lambda s: s["containers"][0]["securityContext"]["capabilities"].update(drop=[]),
+         "drop ALL"),
+        (lambda s: s["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]),
+         "adds capabilities"),
+        (lambda s: [s["securityContext"].pop("runAsNonRoot"),
+                    s["containers"][0]["securityContext"].pop("runAsNonRoot")], "runAsNonRoot"),
+        (lambda s: [s["securityContext"].pop("seccompProfile"),
+                    s["containers"][0]["securityContext"].pop("seccompProfile")], "seccompProfile"),
+        (lambda s: s["containers"][0]["ports"][0].update(hostPort=8443), "hostPort"),
+    ],
+)
+def test_the_restricted_check_catches_each_violation(change, expected):
+    spec = pod_spec(one(overlay("kubernetes"), "Deployment", "apportion"))
+    change(spec)
+    assert any(expected in p for p in restricted_violations(spec)), restricted_violations(spec)
+
+
+def test_deployment_is_highly_available_and_probed_on_the_plain_port():
+    objects = overlay("kubernetes")
+    deployment = one(objects, "Deployment", "apportion")
+    spec = pod_spec(deployment)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (term,) = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+    pdb = one(objects, "PodDisruptionBudget", "apportion")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    service = one(objects, "Service", "apportion-webhook")
+    assert service["spec"]["selector"].items() <= labels.items()
+    (container,) = spec["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"https": 8443, "probe": 8080}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probe"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "probe"}
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= container["resources"][kind].keys()
+    assert container["args"] == ["serve"]
+    assert container["image"] == "apportion:0.1.0"
+    assert spec["serviceAccountName"] == "apportion"
+
+
+def test_deployment_environment_follows_the_contract():
+    deployment = one(overlay("kubernetes"), "Deployment", "apportion")
+    spec = pod_spec(deployment)
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert env["APPORTION_MODE"]["value"] in ("shadow", "enforce")
+    assert env["APPORTION_ON_ALLOCATOR_FAILURE"]["value"] in ("gate", "allow")
+    assert env["APPORTION_PORT"]["value"] == "8443"
+    assert env["APPORTION_PROBE_PORT"]["value"] == "8080"
+    mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    for variable, volume in (("APPORTION_CERT_FILE", "tls"), ("APPORTION_KEY_FILE", "tls"),
+                             ("APPORTION_QUEUES", "queues")):
+        assert env[variable]["value"].startswith(mounts[volume] + "/"), variable
+    assert volumes["tls"]["secret"]["secretName"] == "apportion-webhook-tls"
+    assert volumes["queues"]["configMap"]["name"] == "apportion-queues"
+
+
+def test_rolebindings_bind_the_deployments_service_account():
+    objects = overlay("kubernetes")
+    account = pod_spec(one(objects, "Deployment", "apportion"))["serviceAccountName"]
+    one(objects, "ServiceAccount", account)
+    for kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        binding = one(objects, kind, "apportion")
+        one(objects, role_kind, binding["roleRef"]["name"])
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
+        ]
+
+
+def test_queue_configmaps_hold_queue_lists():
+    from scheduler.model import Queue
+
+    for path in (DEPLOY / "base" / "queues-configmap.yaml", STANDALONE[0]):
+        configmap = load_documents(path)[0]
+        queues = yaml.safe_load(configmap["data"]["queues.yaml"])
+        assert isinstance(queues, list)
+        [Queue.model_validate(q) for q in queues]
+
+
+# --- TLS: cert-manager on Kubernetes, the service-CA operator on OpenShift -------------------
+
+
+def test_kubernetes_overlay_issues_the_certificate_the_pods_mount():
+    objects = overlay("kubernetes")
+    secret = pod_spec(one(objects, "Deployment", "apportion"))["volumes"]
+    secret_name = next(v["secret"]["secretName"] for v in secret if v["name"] == "tls")
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        source = one(objects, kind)["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+        namespace, _, name = source.partition("/")
+        certificate = one(objects, "Certificate", name)
+        assert certificate["metadata"]["namespace"] == namespace
+    assert certificate["spec"]["secretName"] == secret_name
+    assert "apportion-webhook.apportion-system.svc" in certificate["spec"]["dnsNames"]
+    issuer = one(objects, "Issuer", certificate["spec"]["issuerRef"]["name"])
+    ca = one(objects, "Certificate", next(
+        c["metadata"]["name"] for c in by_kind(objects, "Certificate")
+        if c["spec"]["secretName"] == issuer["spec"]["ca"]["secretName"]
+    ))
+    assert ca["spec"]["isCA"] is True
+    one(objects, "Issuer", ca["spec"]["issuerRef"]["name"])
+    assert not [o for o in objects if "openshift" in json.dumps(o.get("metadata", {}))]
+
+
+def test_openshift_overlay_uses_the_service_ca_operator():
+    objects = overlay("openshift")
+    volumes = pod_spec(one(objects, "Deployment", "apportion"))["volumes"]
+    secret_name = next(v["secret"]["secretName"] for v in volumes if v["name"] == "tls")
+    service = one(objects, "Service", "apportion-webhook")
+    annotations = service["metadata"]["annotations"]
+    assert annotations["service.beta.openshift.io/serving-cert-secret-name"] == secret_name
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        hook_annotations = one(objects, kind)["metadata"]["annotations"]
+        assert hook_annotations == {"service.beta.openshift.io/inject-cabundle": "true"}
+    assert not [o for o in objects if o["apiVersion"].startswith("cert-manager.io")]
+
+
+# --- the sharded planning Job ----------------------------------------------------------------
+
+
+def test_plan_sweep_is_an_indexed_job_with_one_shard_per_index():
+    job = load_documents(DEPLOY / "jobs" / "plan-sweep.yaml")[0]
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed"
+    args = pod_spec(job)["containers"][0]["args"]
+    shard = args[args.index("--shard") + 1]
+    match = re.fullmatch(r"\$\(JOB_COMPLETION_INDEX\)/(\d+)", shard)
+    assert match and int(match.group(1)) == spec["completions"]
+    assert pod_spec(job)["automountServiceAccountToken"] is False
+
+
+# --- the image -------------------------------------------------------------------------------
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    joined = re.sub(r"\\\n", " ", text)
+    lines = [ln.strip() for ln in joined.splitlines() if ln.strip() and not ln.startswith("#")]
+    return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1]) for ln in lines]
+
+
+def test_containerfile_builds_a_wheel_and_runs_apportion_as_non_root():
+    root = DEPLOY.parent
+    steps = _instructions((root / "Containerfile").read_text())
+    stages = [arg for op, arg in steps if op == "FROM"]
+    assert len(stages) == 2 and stages[0].endswith("AS build")
+    base = next(arg for op, arg in steps if op == "ARG" and arg.startswith("BASE="))
+    assert "ubi9/python-311" in base
+    froms = [i for i, (op, _) in enumerate(steps) if op == "FROM"]
+    build, final = steps[froms[0]:froms[1]], steps[froms[1]:]
+    ops = dict(final)
+    assert re.fullmatch(r"[1-9]\d*", ops["USER"]), "a numeric non-root USER"
+    assert json.loads(ops["ENTRYPOINT"]) == ["apportion"]
+    assert json.loads(ops["CMD"]) == ["serve"]
+    assert "--no-index" in ops["RUN"] and "pip wheel" in dict(build)["RUN"]
+    copied = [
+        source
+        for op, arg in steps
+        if op == "COPY" and "--from" not in arg
+        for source in [w for w in arg.split() if not w.startswith("--")][:-1]
+    ]
+    assert {"pyproject.toml", "README.md", "scheduler"} <= set(copied)
+    for path in copied:
+        assert (root / path).exists(), f"COPY {path}: no such file"
+    ignored = [
+        line.strip()
+        for line in (root / ".containerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert {".git", ".venv", "tests"} <= set(ignored)
+    assert not {p.rstrip("/") for p in copied} & set(ignored), "copied files are not ignored"
+
+
+def test_every_dashboard_panel_and_rule_parses():
+    dashboard = json.loads((DEPLOY / "monitoring" / "apportion-dashboard.json").read_text())
+    assert dashboard["uid"] and dashboard["panels"]
+    targets: list[Any] = [t for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert all(t["expr"] for t in targets)

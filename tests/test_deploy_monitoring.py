@@ -1,0 +1,244 @@
+"""deploy/monitoring: the alerts and the dashboard use only the metrics deploy/README.md
+promises (the contract for webhook/'s /metrics), with their labels, and the alerts fire
+when they should (promtool's rule unit tests on synthetic series)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from manifests import DEPLOY, one, rendered
+
+README = DEPLOY / "README.md"
+MONITORING = DEPLOY / "monitoring"
+_ROW = re.compile(r"^\|\s*`(apportion_\w+)`\s*\|\s*(\w+)\s*\|([^|]*)\|", re.MULTILINE)
+_SUFFIXES = {"histogram": ("_bucket", "_count", "_sum"), "counter": (), "gauge": ()}
+# Series that are not Apportion's own: the scrape's `up`.
+_FOREIGN = {"up": {"job", "namespace"}}
+
+
+def documented() -> dict[str, set[str]]:
+    """Metric (with its histogram series) → labels, from the table in deploy/README.md."""
+    metrics: dict[str, set[str]] = {}
+    for name, kind, labels in _ROW.findall(README.read_text(encoding="utf-8")):
+        names = set(re.findall(r"`(\w+)`", labels))
+        series = [name + s for s in _SUFFIXES[kind]] or [name]
+        for s in series:
+            metrics[s] = names | ({"le"} if s.endswith("_bucket") else set())
+    return metrics
+
+
+def rules() -> list[dict]:
+    rule = one(rendered(MONITORING), "PrometheusRule", "apportion")
+    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def expressions() -> list[tuple[str, str]]:
+    found = [(f"alert {r['alert']}", r["expr"]) for r in rules()]
+    dashboard = json.loads((MONITORING / "apportion-dashboard.json").read_text())
+    for panel in dashboard["panels"]:
+        found += [(f"panel {panel['title']!r}", t["expr"]) for t in panel.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            # label_values(metric, label) is the same check as metric{label=~".+"}
+            query = re.sub(
+                r"label_values\((\w+),\s*(\w+)\)", r'\1{\2=~".+"}', variable["definition"]
+            )
+            found.append((f"variable {variable['name']}", query))
+    return found
+
+
+_SELECTOR = re.compile(r"\b([a-zA-Z_:][\w:]*)\s*\{([^}]*)\}")
+_GROUPING = re.compile(r"\b(?:by|on|without|ignoring)\s*\(([^)]*)\)")
+_LABEL_MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
+_FUNCTIONS_AND_KEYWORDS = {
+    "sum", "max", "min", "avg", "rate", "increase", "histogram_quantile", "absent", "by", "on",
+    "and", "or", "unless", "without", "ignoring", "label_values", "count",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    without_strings = re.sub(r'"[^"]*"', '""', expr)
+    without_labels = re.sub(r"\{[^}]*\}|\[[^\]]*\]", "", without_strings)
+    without_groups = _GROUPING.sub("", without_labels)
+    names = set(re.findall(r"\b([a-zA-Z_:][\w:]*)\b", without_groups))
+    return {n for n in names if n not in _FUNCTIONS_AND_KEYWORDS and not n[0].isdigit()}
+
+
+def test_the_readme_documents_the_metrics():
+    metrics = documented()
+    for name in ("apportion_admission_duration_seconds_bucket", "apportion_decisions_total",
+                 "apportion_queue_pending_workloads", "apportion_unhealthy_gpus"):
+        assert name in metrics
+    assert metrics["apportion_admission_duration_seconds_count"] == {"endpoint", "outcome"}
+
+
+@pytest.mark.parametrize(("where", "expr"), expressions(), ids=lambda v: v[:60])
+def test_expressions_use_only_documented_metrics_and_labels(where, expr):
+    metrics = {**documented(), **_FOREIGN}
+    used = metric_names(expr)
+    assert used, f"{where}: no metric found in {expr!r}"
+    assert used <= metrics.keys(), f"{where}: undocumented {sorted(used - metrics.keys())}"
+    allowed = set().union(*(metrics[m] for m in used))
+    for metric, matchers in _SELECTOR.findall(expr):
+        if metric in metrics:
+            labels = set(_LABEL_MATCHER.findall(matchers))
+            assert labels <= metrics[metric], f"{where}: {metric} has no {labels - metrics[metric]}"
+    for grouping in _GROUPING.findall(expr):
+        labels = {g.strip() for g in grouping.split(",") if g.strip()}
+        assert labels <= allowed, f"{where}: grouping by unknown {labels - allowed}"
+
+
+def test_every_documented_metric_is_on_the_dashboard_or_in_an_alert():
+    used = set().union(*(metric_names(expr) for _, expr in expressions()))
+    base = {re.sub(r"_(bucket|count|sum)$", "", m) for m in used}
+    for name in documented():
+        assert name in used or re.sub(r"_(bucket|count|sum)$", "", name) in base, name
+
+
+def test_servicemonitor_scrapes_the_services_metrics_port():
+    monitor = one(rendered(MONITORING), "ServiceMonitor", "apportion")
+    service = one(rendered(DEPLOY / "overlays" / "kubernetes"), "Service", "apportion-webhook")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    ports = {p["name"] for p in service["spec"]["ports"]}
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+        assert endpoint["scheme"] == "http", "the metrics port is the plain-HTTP probe port"
+
+
+def test_the_dashboard_configmap_holds_the_dashboard():
+    configmap = one(rendered(MONITORING), "ConfigMap", "apportion-grafana-dashboard")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(configmap["data"]["apportion-dashboard.json"])
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in ("pending", "share", "wait", "latency", "idle"):
+        assert topic in titles, topic
+
+
+# --- promtool: the rules parse, and fire on the right series ---------------------------------
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing in CI (.ci/run installs Debian's prometheus)")
+        pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
+    return found
+
+
+def _write_rules(path: Path, with_annotations: bool) -> None:
+    groups = one(rendered(MONITORING), "PrometheusRule", "apportion")["spec"]["groups"]
+    if not with_annotations:
+        for group in groups:
+            for rule in group["rules"]:
+                rule.pop("annotations", None)
+    path.write_text(yaml.safe_dump({"groups": groups}))
+
+
+def test_promtool_checks_the_rules(tmp_path):
+    _write_rules(tmp_path / "rules.yaml", with_annotations=True)
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(tmp_path / "rules.yaml")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# Synthetic series, one scenario per alert and one where it must stay quiet. Annotations are
+# left out of this copy of the rules (checked above): the scenarios test when alerts fire.
+RULE_TESTS = """
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # team-a: below nominal, waiting 33+ minutes: starving. team-b: waits as long, at nominal.
+      # team-c: below nominal, waiting 5 minutes.
+      - {series: 'apportion_oldest_pending_seconds{queue="team-a"}', values: '2000+60x30'}
+      - {series: 'apportion_queue_usage_gpus{queue="team-a",flavor="H100-80GB"}', values: '4x30'}
+      - {series: 'apportion_queue_nominal_gpus{queue="team-a",flavor="H100-80GB"}', values: '8x30'}
+      - {series: 'apportion_oldest_pending_seconds{queue="team-b"}', values: '2000+60x30'}
+      - {series: 'apportion_queue_usage_gpus{queue="team-b",flavor="A100-80GB"}', values: '8x30'}
+      - {series: 'apportion_queue_nominal_gpus{queue="team-b",flavor="A100-80GB"}', values: '8x30'}
+      - {series: 'apportion_oldest_pending_seconds{queue="team-c"}', values: '300x30'}
+      - {series: 'apportion_queue_usage_gpus{queue="team-c",flavor="L40S"}', values: '0x30'}
+      - {series: 'apportion_queue_nominal_gpus{queue="team-c",flavor="L40S"}', values: '4x30'}
+      - {series: 'apportion_unhealthy_gpus{node="gpu-a"}', values: '1x30'}
+      - {series: 'apportion_unhealthy_gpus{node="gpu-b"}', values: '0x30'}
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system"}', values: '1x30'}
+      # /mutate: 100 reviews a minute, 10 of them errors; /validate: no errors.
+      - series: 'apportion_admission_duration_seconds_count{endpoint="mutate",outcome="error"}'
+        values: '0+10x30'
+      - series: 'apportion_admission_duration_seconds_count{endpoint="mutate",outcome="allowed"}'
+        values: '0+90x30'
+      - series: 'apportion_admission_duration_seconds_count{endpoint="validate",outcome="allowed"}'
+        values: '0+100x30'
+      # /mutate answers in 2.5 to 5 s; /validate within 10 ms.
+      - {series: 'apportion_admission_duration_seconds_bucket{endpoint="mutate",le="0.01"}',
+         values: '0x30'}
+      - {series: 'apportion_admission_duration_seconds_bucket{endpoint="mutate",le="1"}',
+         values: '0x30'}
+      - {series: 'apportion_admission_duration_seconds_bucket{endpoint="mutate",le="2.5"}',
+         values: '0x30'}
+      - {series: 'apportion_admission_duration_seconds_bucket{endpoint="mutate",le="5"}',
+         values: '0+100x30'}
+      - {series: 'apportion_admission_duration_seconds_bucket{endpoint="mutate",le="+Inf"}',
+         values: '0+100x30'}
+      - {series: 'apportion_admission_duration_seconds_bucket{endpoint="validate",le="0.01"}',
+         values: '0+100x30'}
+      - {series: 'apportion_admission_duration_seconds_bucket{endpoint="validate",le="1"}',
+         values: '0+100x30'}
+      - {series: 'apportion_admission_duration_seconds_bucket{endpoint="validate",le="2.5"}',
+         values: '0+100x30'}
+      - {series: 'apportion_admission_duration_seconds_bucket{endpoint="validate",le="5"}',
+         values: '0+100x30'}
+      - {series: 'apportion_admission_duration_seconds_bucket{endpoint="validate",le="+Inf"}',
+         values: '0+100x30'}
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: ApportionQueueStarving
+        exp_alerts: [{exp_labels: {severity: warning, queue: team-a}}]
+      - eval_time: 20m
+        alertname: ApportionUnhealthyGpus
+        exp_alerts: [{exp_labels: {severity: warning, node: gpu-a}}]
+      - eval_time: 20m
+        alertname: ApportionAdmissionErrors
+        exp_alerts: [{exp_labels: {severity: warning, endpoint: mutate}}]
+      - eval_time: 20m
+        alertname: ApportionAdmissionLatencyHigh
+        exp_alerts: [{exp_labels: {severity: warning, endpoint: mutate}}]
+      - eval_time: 20m
+        alertname: ApportionWebhookDown
+        exp_alerts: []
+      - eval_time: 5m
+        alertname: ApportionQueueStarving
+        exp_alerts: []
+  - interval: 1m
+    input_series:
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system"}', values: '0x10'}
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: ApportionWebhookDown
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: ApportionWebhookDown
+        exp_alerts: [{exp_labels: {severity: critical}}]
+"""
+
+
+def test_alerts_fire_on_the_right_series(tmp_path):
+    _write_rules(tmp_path / "rules.yaml", with_annotations=False)
+    (tmp_path / "tests.yaml").write_text(RULE_TESTS)
+    result = subprocess.run(
+        [promtool(), "test", "rules", str(tmp_path / "tests.yaml")],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,374 @@
+"""``scheduler/telemetry``: PromQL answers → samples → joined rows → health, idleness,
+right-sizing and the metrics note, on hand-built Prometheus JSON whose labels follow
+dcgm-exporter's (facts §3.2: gpu, UUID, device, modelName, GPU_I_PROFILE, GPU_I_ID,
+Hostname, namespace/pod/container). Expected values are worked out by hand.
+"""
+
+from __future__ import annotations
+
+import pytest
+from builders import mig, node, queue, snapshot, workload
+
+from scheduler.allocator import decide
+from scheduler.model import Snapshot
+from scheduler.reasons import Outcome
+from scheduler.telemetry import (
+    DeviceKey,
+    DeviceSample,
+    HealthState,
+    MetricsFormatError,
+    SeriesLabels,
+    TelemetrySettings,
+    assess,
+    join_samples,
+    parse_vector,
+    queries,
+    samples_from_results,
+)
+
+H100 = "H100-80GB"
+UUID0 = "GPU-34319582-d595-d1c7-d1d2-179bcfa61660"
+NOW = 100_000
+SETTINGS = TelemetrySettings(quiet_period_s=300, idle_window_s=600, staleness_s=60)
+
+
+def series(gpu: int, host: str = "gpu-a", **extra: str) -> dict[str, str]:
+    labels = {
+        "gpu": str(gpu),
+        "UUID": f"GPU-{host}-{gpu}",
+        "device": f"nvidia{gpu}",
+        "modelName": "NVIDIA H100 80GB HBM3",
+        "Hostname": host,
+    }
+    labels.update(extra)
+    return labels
+
+
+def answer(*rows: tuple[dict[str, str], float | str]) -> dict[str, object]:
+    return {
+        "status": "success",
+        "data": {
+            "resultType": "vector",
+            "result": [{"metric": m, "value": [NOW, str(v)]} for m, v in rows],
+        },
+    }
+
+
+def sample(
+    gpu: int,
+    host: str = "gpu-a",
+    *,
+    at: int = NOW,
+    profile: str = "",
+    gi: int | None = None,
+    pod: str = "",
+    **values: object,
+) -> DeviceSample:
+    key = DeviceKey(host, gpu, f"GPU-{host}-{gpu}", gi, profile, "default" if pod else "", pod)
+    return DeviceSample(key=key, sampled_at=at, **values)  # type: ignore[arg-type]
+
+
+def cluster(**running: int) -> Snapshot:
+    """gpu-a: 4 whole H100s and GPU 4 in MIG (3g.40gb@0, 1g.10gb@4, 1g.10gb@5); gpu-b: 2."""
+    layout = {4: mig("3g.40gb@0", "1g.10gb@4", "1g.10gb@5")}
+    return snapshot(
+        nodes=[node("gpu-a", H100, 5, mig_layouts=layout), node("gpu-b", H100, 2)],
+        queues=[
+            queue("team-a", cohort="org").quota(H100, 4).quota("mig-1g.10gb", 2),
+            queue("team-b", cohort="org").quota(H100, 0),
+        ],
+        workloads=[
+            workload("train").gpus(2).queue("team-a").running_on("gpu-a", 0, 1).started(0),
+            workload("nb-1").mig("1g.10gb").queue("team-a").running_on("gpu-a", 4, mig_start=5)
+            .started(0),
+            workload("late").gpus(1).queue("team-b").running_on("gpu-b", 0)
+            .started(running.get("late_started", 0)),
+        ],
+        now=NOW,
+    )
+
+
+# --------------------------------------------------------------------- queries
+def test_one_query_per_metric_grouped_by_device_labels() -> None:
+    qs = queries(SETTINGS)
+    assert [q.name for q in qs] == [
+        "util_gr", "util_gpu", "fb_used", "fb_used_peak", "fb_free", "xid", "dbe",
+        "row_remap_failure", "temperature", "power", "sampled_at",
+    ]  # fmt: skip
+    by = "max by (Hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, namespace, pod, container)"
+    assert all(q.promql.startswith(by) for q in qs)
+    assert qs[0].promql == f"{by} (avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE[600s]))"
+    old = TelemetrySettings(labels=SeriesLabels(pod="pod_name", namespace="pod_namespace"))
+    assert "pod_namespace, pod_name" in queries(old)[0].promql
+    job = TelemetrySettings(series_selector='job="dcgm"')
+    util = queries(job)[0].promql
+    assert 'avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE{job="dcgm"}[3600s])' in util
+    assert queries(job)[-1].promql.endswith('(timestamp(DCGM_FI_DEV_XID_ERRORS{job="dcgm"}))')
+
+
+def test_settings_reject_nonsense_with_every_problem() -> None:
+    with pytest.raises(ValueError) as err:
+        TelemetrySettings(quiet_period_s=0, idle_threshold_milli=2000)
+    assert "quiet_period_s: 0 must be at least 1 second" in str(err.value)
+    assert "idle_threshold_milli: 2000 must be 1–1000" in str(err.value)
+
+
+# --------------------------------------------------------------------- parsing
+def test_parse_vector_accepts_envelope_and_bare_list() -> None:
+    payload = answer((series(0), 4845))
+    rows = parse_vector(payload)
+    assert parse_vector(payload["data"]["result"]) == rows  # type: ignore[index]
+    assert rows[0]["value"] == [NOW, "4845"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"status": "error", "error": "bad_data"}, "fb_used: Prometheus answered 'bad_data'"),
+        (
+            {"status": "success", "data": {"resultType": "matrix", "result": []}},
+            "fb_used: expected an instant vector, got 'matrix'",
+        ),
+        ([{"metric": {}, "value": 3}], "fb_used: result[0].value: expected [timestamp"),
+        ([{"value": [1, "2"]}], "fb_used: result[0] has no 'metric' labels"),
+        ("nope", "fb_used: result is str, not a list"),
+    ],
+)
+def test_parse_vector_names_what_is_wrong(payload: object, message: str) -> None:
+    with pytest.raises(MetricsFormatError, match=None) as err:
+        parse_vector(payload, "fb_used")
+    assert str(err.value).startswith(message)
+
+
+def test_samples_merge_queries_per_device_row() -> None:
+    mig_row = series(4, GPU_I_PROFILE="1g.10gb", GPU_I_ID="13", namespace="default", pod="nb-1")
+    results = {
+        "util_gr": answer((series(0), 0.995630), (mig_row, 0.02)),
+        "util_gpu": answer((series(0), 12), (series(1), 40)),
+        "fb_used": answer((series(0), 4845)),
+        "xid": answer((mig_row, 79), (series(0), 0)),
+        "power": answer((series(0), 312.5)),
+        "row_remap_failure": answer((series(1), 1)),
+        "sampled_at": answer((series(0), NOW - 0.4), (mig_row, "NaN")),
+    }
+    batch = samples_from_results(results, SETTINGS)
+    got = {s.key: s for s in batch.samples}
+    whole = got[DeviceKey("gpu-a", 0, "GPU-gpu-a-0")]
+    # GR_ENGINE_ACTIVE (ratio) wins over GPU_UTIL (percent); both become per-mille.
+    assert (whole.util_milli, whole.util_source) == (996, "DCGM_FI_PROF_GR_ENGINE_ACTIVE")
+    assert (whole.fb_used_mib, whole.xid, whole.power_mw, whole.sampled_at) == (
+        4845,
+        0,
+        312_500,
+        NOW - 1,
+    )
+    fallback = got[DeviceKey("gpu-a", 1, "GPU-gpu-a-1")]
+    assert (fallback.util_milli, fallback.util_source) == (400, "DCGM_FI_DEV_GPU_UTIL")
+    assert fallback.row_remap_failure is True
+    instance = got[DeviceKey("gpu-a", 4, "GPU-gpu-a-4", 13, "1g.10gb", "default", "nb-1")]
+    assert (instance.util_milli, instance.xid, instance.sampled_at) == (20, 79, None)  # NaN
+    assert batch.malformed == ()
+
+
+def test_rows_naming_no_device_are_reported() -> None:
+    results = {"xid": answer(({"gpu": "0"}, 0), ({"Hostname": "a", "gpu": "x"}, 0))}
+    batch = samples_from_results(results, SETTINGS)
+    assert batch.samples == ()
+    assert batch.malformed == (
+        "Hostname='' gpu='0' GPU_I_ID='': does not name a device",
+        "Hostname='a' gpu='x' GPU_I_ID='': does not name a device",
+    )
+    with pytest.raises(MetricsFormatError, match="bogus: not one of the queries"):
+        samples_from_results({"bogus": answer()}, SETTINGS)
+
+
+# --------------------------------------------------------------------- join
+def test_join_maps_whole_gpus_mig_slices_and_pods() -> None:
+    snap = cluster()
+    rows = [
+        sample(0),  # train, by placement (no pod labels)
+        sample(4, profile="3g.40gb", gi=1),  # the only 3g slice: start 0, free
+        sample(4, profile="1g.10gb", gi=13, pod="nb-1"),  # two 1g slices: the pod decides
+        sample(4, profile="1g.10gb", gi=14),  # two 1g slices, no pod: start unknown
+        sample(4, profile="7g.80gb", gi=0),  # not in the layout: unknown
+        sample(9),  # no GPU 9: unknown
+        sample(0, "gpu-z"),  # no node gpu-z: unknown
+        sample(1, pod="stranger"),  # pod of no workload
+    ]
+    joined = join_samples(snap, rows)
+    placed = [(r.node, r.gpu, r.mig_start, r.workload) for r in joined.rows]
+    assert placed == [
+        ("gpu-a", 0, None, "train"),
+        ("gpu-a", 4, 0, None),
+        ("gpu-a", 4, 5, "nb-1"),
+        ("gpu-a", 4, None, None),
+        ("gpu-a", 1, None, None),
+    ]
+    assert len(joined.unknown) == 3
+    assert "no 7g.80gb slice (layout: 3g.40gb@0, 1g.10gb@4, 1g.10gb@5)" in joined.unknown[0]
+    assert joined.unmatched_pods == ["gpu-a GPU 1 pod default/stranger: no running workload"]
+
+
+def test_join_falls_back_to_learned_uuids_and_pod_owner_map() -> None:
+    snap = cluster()
+    first = join_samples(snap, [sample(2)])
+    assert first.uuids == {"GPU-gpu-a-2": ("gpu-a", 2)}
+    # The exporter now reports its pod name as Hostname: the UUID still finds the GPU.
+    moved = DeviceSample(DeviceKey("dcgm-exporter-cmhft", 2, "GPU-gpu-a-2", pod="p-0",
+                                   namespace="default"), sampled_at=NOW)  # fmt: skip
+    again = join_samples(snap, [moved], first.uuids, {("default", "p-0"): "train"})
+    assert [(r.node, r.gpu, r.workload) for r in again.rows] == [("gpu-a", 2, "train")]
+
+
+# --------------------------------------------------------------------- health
+def _health(snap: Snapshot, rows: list[DeviceSample], state: HealthState | None = None):  # type: ignore[no-untyped-def]
+    return assess(snap, rows, SETTINGS, state)
+
+
+def test_fatal_xid_takes_gpu_out_until_the_quiet_period_passes() -> None:
+    snap = cluster()
+    first = _health(snap, [sample(2, xid=79, at=NOW - 10), sample(3, xid=13, at=NOW - 10)])
+    [verdict] = first.unhealthy
+    assert (verdict.node, verdict.gpu, verdict.since, verdict.until) == (
+        "gpu-a",
+        2,
+        NOW - 10,
+        NOW + 290,
+    )
+    assert verdict.reason.startswith("XID 79 at t=")
+    applied = first.apply(snap)
+    gpu = applied.nodes[0].gpus[2]
+    assert (gpu.healthy, gpu.health_reason) == (False, verdict.reason)
+    # The gauge stays at 79 (the last XID): no new event; back once 300 s have passed.
+    later = snap.model_copy(update={"now": NOW + 289})
+    still = _health(later, [sample(2, xid=79, at=NOW + 280)], first.health_state)
+    assert [v.gpu for v in still.unhealthy] == [2]
+    back = snap.model_copy(update={"now": NOW + 290})
+    recovered = _health(back, [sample(2, xid=79, at=NOW + 285)], still.health_state)
+    assert recovered.unhealthy == ()
+    assert recovered.apply(back).nodes[0].gpus[2].healthy
+    # A new fatal XID (the gauge changed) starts a new quiet period.
+    again = snap.model_copy(update={"now": NOW + 400})
+    changed = _health(again, [sample(2, xid=48, at=NOW + 395)], recovered.health_state)
+    assert [(v.gpu, v.since) for v in changed.unhealthy] == [(2, NOW + 395)]
+    assert changed.unhealthy[0].reason.startswith("XID 48")
+
+
+def test_xid_on_a_mig_instance_takes_its_gpu_out() -> None:
+    report = _health(cluster(), [sample(4, profile="1g.10gb", gi=13, pod="nb-1", xid=94)])
+    assert [(v.gpu, v.reason.split(" at ")[0]) for v in report.unhealthy] == [
+        (4, "XID 94 on MIG 1g.10gb (GI 13)")
+    ]
+
+
+def test_dbe_increase_and_row_remap_failure_are_fatal_stale_samples_are_not() -> None:
+    snap = cluster()
+    first = _health(
+        snap,
+        [
+            sample(0, dbe_volatile=0),
+            sample(1, row_remap_failure=True),
+            sample(2, xid=79, at=NOW - 61),  # stale: older than the 60 s limit
+            sample(0, "gpu-b", dbe_volatile=2),
+        ],
+    )
+    assert [(v.node, v.gpu, v.reason.split(" at ")[0]) for v in first.unhealthy] == [
+        ("gpu-a", 1, "row remapping failed"),
+        ("gpu-b", 0, "double-bit ECC errors (2 since the driver loaded)"),
+    ]
+    later = snap.model_copy(update={"now": NOW + 400})
+    steady = _health(later, [sample(0, "gpu-b", dbe_volatile=2, at=NOW + 399)], first.health_state)
+    assert steady.unhealthy == ()  # the count did not rise again
+
+
+def test_unhealthy_gpus_are_never_offered() -> None:
+    snap = snapshot(
+        nodes=[node("gpu-a", H100, 2)],
+        queues=[queue("team-a").quota(H100, 2)],
+        workloads=[workload("w").gpus(2).queue("team-a")],
+        now=NOW,
+    )
+    report = _health(snap, [sample(0, xid=79), sample(1, xid=0)])
+    decision = decide(report.apply(snap), use_ilp=False)
+    assert decision.by_workload()["w"].outcome is Outcome.PENDING
+    assert decide(snap, use_ilp=False).by_workload()["w"].outcome is Outcome.ADMIT
+    assert decision.metrics == report.note
+
+
+# --------------------------------------------------------------------- idleness
+def test_idle_workloads_per_queue_and_marked_on_the_snapshot() -> None:
+    snap = cluster(late_started=NOW - 100)  # 'late' has run 100 s of the 600 s window
+    rows = [
+        sample(0, util_milli=10),
+        sample(1, util_milli=49),  # train: both GPUs under 50 ‰ → idle
+        sample(4, profile="1g.10gb", gi=13, pod="nb-1", util_milli=700),  # busy
+        sample(0, "gpu-b", util_milli=0),  # idle, but not for a whole window yet
+    ]
+    report = assess(snap, rows, SETTINGS)
+    assert [(w.workload, w.queue, w.devices, w.util_milli) for w in report.idle.workloads] == [
+        ("train", "team-a", ("gpu-a/0", "gpu-a/1"), 49)
+    ]
+    assert report.idle.per_queue == {"team-a": 2}
+    marked = report.apply(snap)
+    assert {w.name for w in marked.workloads if w.idle} == {"train"}
+
+
+def test_a_device_without_metrics_makes_a_workload_unknown_not_idle() -> None:
+    report = assess(cluster(), [sample(0, util_milli=0)], SETTINGS)  # GPU 1 of train silent
+    assert report.idle.workloads == ()
+    assert "train" in report.idle.unknown
+    stale = assess(cluster(), [sample(0, util_milli=0), sample(1, util_milli=0, at=NOW - 61)],
+                   SETTINGS)  # fmt: skip
+    assert stale.idle.workloads == ()
+
+
+# --------------------------------------------------------------------- right-sizing
+def test_rightsizing_names_the_cheapest_mig_slice_that_holds_the_peak() -> None:
+    rows = [
+        sample(0, util_milli=300, fb_used_peak_mib=7_000),
+        sample(1, util_milli=100, fb_used_peak_mib=8_000),
+        sample(4, profile="1g.10gb", gi=13, pod="nb-1", util_milli=500, fb_used_mib=9_000),
+    ]
+    usage = {(c.queue, c.flavor): c for c in assess(cluster(), rows, SETTINGS).rightsizing}
+    train = usage[("team-a", H100)]
+    # Peak 8,000 MiB + 10 % = 8,800 fits a 1g.10gb (9.75 GiB = 9,984 MiB usable) on H100.
+    assert (train.workloads, train.devices, train.requested_mib, train.used_peak_mib) == (
+        1,
+        2,
+        80 * 1024,
+        8_000,
+    )
+    assert (train.used_mean_mib, train.util_mean_milli, train.fits) == (
+        7_500,
+        200,
+        "1g.10gb on H100-80GB",
+    )
+    nb = usage[("team-a", "mig-1g.10gb")]
+    # 9,000 + 10 % = 9,900 still fits 1g.10gb, which is what it has: nothing smaller.
+    assert (nb.requested_mib, nb.used_peak_mib, nb.fits) == (9_984, 9_000, None)
+
+
+# --------------------------------------------------------------------- the note
+def test_metrics_note_says_how_fresh_and_what_fell_back() -> None:
+    snap = cluster()
+    every = [sample(g) for g in range(5)] + [sample(g, "gpu-b") for g in range(2)]
+    fresh = assess(snap, every, SETTINGS)
+    assert (fresh.note.status, fresh.note.age_s, fresh.gpus_fresh) == ("fresh", 0, 7)
+    some = assess(snap, every[:5], SETTINGS)
+    assert some.note.status == "partial"
+    assert "5/7 GPUs" in some.note.message and "2 GPUs decided on allocation data alone" in (
+        some.note.message
+    )
+    failed = assess(snap, every, SETTINGS, failed_queries={"dbe": "timeout"})
+    assert (failed.note.status, "queries failed: dbe" in failed.note.message) == ("partial", True)
+    old = assess(snap, [sample(0, at=NOW - 90)], SETTINGS)
+    assert (old.note.status, old.note.age_s) == ("stale", 90)
+    down = assess(snap, [], SETTINGS, fetch_error="connection refused")
+    assert down.note.status == "missing"
+    assert down.note.message == (
+        "no GPU metrics (connection refused); decided on allocation data alone"
+    )
+    # Prometheus down does not bring an unhealthy GPU back before its quiet period ends.
+    out = assess(snap, [sample(2, xid=79)], SETTINGS)
+    still = assess(snap, [], SETTINGS, out.health_state, fetch_error="timed out")
+    assert [v.gpu for v in still.unhealthy] == [2]

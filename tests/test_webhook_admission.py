@@ -1,0 +1,449 @@
+"""Mutate and validate on AdmissionReviews captured from a real kube-apiserver, and variants."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonpatch
+import pytest
+from webhook_support import (
+    SERVICE_ACCOUNT,
+    admission,
+    answer,
+    fixture_cluster,
+    mutated,
+    patch_of,
+    review,
+    vary,
+)
+
+from webhook import keys
+from webhook.pods import ANNOTATION_PLACEMENT
+
+GPU_1 = "create-pod-gpu-1.mutate-create"
+GPU_8 = "create-pod-gpu-8.mutate-create"
+MIG_1G = "create-pod-mig-1g-10gb.mutate-create"
+
+
+def _pod_after(body: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    pod: dict[str, Any] = jsonpatch.apply_patch(body["request"]["object"], patch_of(response))
+    return pod
+
+
+def _gated(pod: dict[str, Any]) -> bool:
+    return {"name": keys.GATE} in (pod["spec"].get("schedulingGates") or [])
+
+
+def _required_terms(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    affinity = pod["spec"]["affinity"]["nodeAffinity"]
+    terms: list[dict[str, Any]] = affinity["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    return terms
+
+
+# -- what Apportion leaves alone ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "create-pod-gpu-1.validate-create-binding",
+        "delete-pod-graceful.validate-delete",
+        "delete-pod-force.validate-delete-3",
+        "delete-pod-unscheduled.validate-delete-2",
+    ],
+)
+def test_bindings_and_deletes_are_allowed_without_a_patch(name: str) -> None:
+    body = review(name)
+    for handler in (admission().mutate, admission().validate):
+        response = answer(handler, body)
+        assert response == {"uid": body["request"]["uid"], "allowed": True}
+
+
+def test_a_pod_without_gpus_is_allowed_untouched() -> None:
+    body = vary(review(GPU_1), resources={})
+    for handler in (admission().mutate, admission().validate):
+        assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
+
+
+def test_a_namespace_that_did_not_opt_in_is_not_managed() -> None:
+    body = vary(review(GPU_8), namespace="not-opted-in")
+    assert answer(admission().mutate, body) == {"uid": body["request"]["uid"], "allowed": True}
+    assert answer(admission().validate, body)["allowed"] is True
+
+
+# -- admitted at creation -------------------------------------------------------------------
+
+
+def test_one_gpu_pod_is_admitted_and_pinned_to_a_node() -> None:
+    body = review(GPU_1)
+    response = answer(admission().mutate, body)
+    pod = _pod_after(body, response)
+    metadata = pod["metadata"]
+    assert metadata["labels"] == {
+        "app": "train-gpu-1",
+        keys.LABEL_QUEUE: "team-a",
+        keys.LABEL_MANAGED: "true",
+    }
+    annotations = metadata["annotations"]
+    assert annotations[keys.ANNOTATION_WORKLOAD] == "gpu-team-a/train-gpu-1"
+    assert annotations[keys.ANNOTATION_DECISION] == "admitted"
+    assert annotations[keys.ANNOTATION_REASON].startswith("Admitted: ")
+    node = annotations[ANNOTATION_PLACEMENT].split(":")[0]
+    assert _required_terms(pod) == [
+        {
+            "matchExpressions": [
+                {"key": keys.NODE_PRODUCT, "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]},
+                {"key": keys.NODE_HOSTNAME, "operator": "In", "values": [node]},
+            ]
+        }
+    ]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"][
+        "tolerations"
+    ]
+    assert not _gated(pod)
+    # The validating call sees the mutated pod and lets it in.
+    assert answer(admission().validate, mutated(body, response))["allowed"] is True
+
+
+def test_a_mig_slice_lands_on_the_mig_node() -> None:
+    body = review(MIG_1G)
+    pod = _pod_after(body, answer(admission().mutate, body))
+    assert pod["metadata"]["annotations"][ANNOTATION_PLACEMENT] == "mig-node-c:6@0"
+    assert _required_terms(pod)[0]["matchExpressions"][1]["values"] == ["mig-node-c"]
+
+
+def test_admissions_are_charged_so_the_next_request_sees_them() -> None:
+    cluster = fixture_cluster()
+    handler = admission(cluster).mutate
+    nodes = []
+    for index in range(2):
+        body = vary(review(GPU_8), name=f"train-{index}")
+        pod = _pod_after(body, answer(handler, body))
+        assert pod["metadata"]["annotations"][keys.ANNOTATION_DECISION] == "admitted"
+        nodes.append(pod["metadata"]["annotations"][ANNOTATION_PLACEMENT])
+    assert sorted(nodes) == ["gpu-node-a:0,1,2,3,4,5,6,7", "gpu-node-b:0,1,2,3,4,5,6,7"]
+    # The cohort's 22 GPUs of quota have 6 left: the third 8-GPU pod waits, gated.
+    body = vary(review(GPU_8), name="train-late")
+    pod = _pod_after(body, answer(handler, body))
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_DECISION] == "pending"
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_REASON] == (
+        "CohortExhausted: queue team-a at 16/12 H100-80GB; cohort lab lends 6 more; needs 8"
+    )
+    assert _gated(pod)
+
+
+# -- waiting --------------------------------------------------------------------------------
+
+
+def test_a_pod_that_must_wait_is_gated_with_the_reason() -> None:
+    cluster = fixture_cluster()
+    handler = admission(cluster).mutate
+    # team-b (default queue of gpu-team-b) has 10 nominal and may borrow team-a's 12.
+    answers = []
+    for index in range(3):
+        body = vary(
+            review(GPU_8),
+            namespace="gpu-team-b",
+            name=f"b-{index}",
+            labels={keys.LABEL_QUEUE: None},
+        )
+        answers.append(_pod_after(body, answer(handler, body)))
+    decisions = [p["metadata"]["annotations"][keys.ANNOTATION_DECISION] for p in answers]
+    assert decisions == ["admitted", "admitted", "pending"]
+    waiting = answers[2]
+    assert _gated(waiting)
+    assert waiting["metadata"]["labels"][keys.LABEL_QUEUE] == "team-b"
+    reason = waiting["metadata"]["annotations"][keys.ANNOTATION_REASON]
+    assert reason.split(":")[0] in {"InsufficientCapacity", "CohortExhausted", "QuotaExhausted"}
+    assert "affinity" not in waiting["spec"]  # no placement pinned: the controller adds it
+    assert ANNOTATION_PLACEMENT not in waiting["metadata"]["annotations"]
+
+
+def test_a_gated_pod_carries_at_most_its_acceptable_models() -> None:
+    cluster = fixture_cluster()
+    handler = admission(cluster).mutate
+    for index in range(3):
+        handler_body = vary(review(GPU_8), name=f"fill-{index}")
+        answer(handler, handler_body)
+    body = vary(review(GPU_8), name="picky", annotations={keys.ANNOTATION_GPU_MODELS: "H100"})
+    pod = _pod_after(body, answer(handler, body))
+    assert _gated(pod)
+    products = _required_terms(pod)[0]["matchExpressions"]
+    assert len(products) == 1 and products[0]["key"] == keys.NODE_PRODUCT
+    assert "NVIDIA-H100-80GB-HBM3" in products[0]["values"]
+
+
+def test_a_gang_is_always_gated_and_sized_from_its_job() -> None:
+    cluster = fixture_cluster()
+    body = review("job-controller-creates-pods.mutate-create")
+    # Without a size the pod is not decided and the validating call says what to add.
+    assert "patch" not in answer(admission(cluster).mutate, body)
+    denial = answer(
+        admission(cluster).validate, review("job-controller-creates-pods.validate-create")
+    )
+    assert denial["allowed"] is False
+    assert keys.ANNOTATION_GANG_SIZE in denial["status"]["message"]
+    # Once the controller has seen the Indexed Job (parallelism 2), the gang is sized.
+    cluster.put_job("gpu-team-a", "gang-train", 2)
+    pod = _pod_after(body, answer(admission(cluster).mutate, body))
+    assert _gated(pod)
+    annotations = pod["metadata"]["annotations"]
+    assert annotations[keys.ANNOTATION_WORKLOAD] == "gpu-team-a/gang-train"
+    assert annotations[keys.ANNOTATION_GANG_SIZE] == "2"
+    assert annotations[keys.ANNOTATION_DECISION] == "pending"
+
+
+def test_kueue_pod_group_labels_are_accepted() -> None:
+    body = vary(
+        review(GPU_1),
+        labels={keys.KUEUE_GROUP_LABEL: "llm"},
+        annotations={keys.KUEUE_GROUP_TOTAL: "4"},
+    )
+    pod = _pod_after(body, answer(admission().mutate, body))
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD] == "gpu-team-a/llm"
+    assert _gated(pod)
+
+
+def test_generated_names_get_a_stable_workload_name_from_the_request() -> None:
+    body = review("job-controller-creates-pods.mutate-create")
+    body = vary(body, labels={keys.LABEL_GANG: None}, new_uid=False)
+    pod = _pod_after(body, answer(admission().mutate, body))
+    uid = body["request"]["uid"]
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD] == (
+        f"gpu-team-a/gang-train-0-{uid[:8]}"
+    )
+
+
+# -- a memory need becomes a device ---------------------------------------------------------
+
+
+def test_a_small_memory_need_becomes_the_cheapest_mig_slice() -> None:
+    body = vary(review(GPU_1), resources={}, annotations={keys.ANNOTATION_GPU_MEMORY: "9Gi"})
+    response = answer(admission().mutate, body)
+    pod = _pod_after(body, response)
+    resources = pod["spec"]["containers"][0]["resources"]
+    assert resources["limits"]["nvidia.com/mig-1g.10gb"] == "1"
+    assert resources["requests"]["nvidia.com/mig-1g.10gb"] == "1"
+    annotations = pod["metadata"]["annotations"]
+    assert keys.ANNOTATION_GPU_MEMORY not in annotations
+    assert annotations["apportion.io/requested-gpu-memory"] == "9Gi"
+    assert annotations[ANNOTATION_PLACEMENT].startswith("mig-node-c:")
+    assert answer(admission().validate, mutated(body, response))["allowed"] is True
+
+
+def test_a_memory_need_no_free_slice_holds_becomes_a_whole_gpu() -> None:
+    # 30 GiB needs a 3g.40gb slice; this cluster's MIG GPUs only have 1g.10gb instances.
+    body = vary(review(GPU_1), resources={}, annotations={keys.ANNOTATION_GPU_MEMORY: "30Gi"})
+    pod = _pod_after(body, answer(admission().mutate, body))
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_DECISION] == "admitted"
+
+
+# -- modes ----------------------------------------------------------------------------------
+
+
+def test_shadow_mode_only_annotates() -> None:
+    body = review(GPU_8)
+    response = answer(admission(mode="shadow").mutate, body)
+    assert patch_of(response) == [
+        {
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": {
+                keys.ANNOTATION_SHADOW: patch_of(response)[0]["value"][keys.ANNOTATION_SHADOW]
+            },
+        }
+    ]
+    assert patch_of(response)[0]["value"][keys.ANNOTATION_SHADOW].startswith("admit: Admitted: ")
+    assert answer(admission(mode="shadow").validate, mutated(body, response))["allowed"] is True
+
+
+def test_a_dry_run_decides_but_reserves_nothing() -> None:
+    cluster = fixture_cluster()
+    body = review("create-pod-dry-run.mutate-create-dryrun")
+    pod = _pod_after(body, answer(admission(cluster).mutate, body))
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_DECISION] == "admitted"
+    assert cluster.snapshot().workloads == ()
+
+
+def test_allocator_failure_gates_by_default_and_can_let_the_pod_through() -> None:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("solver exploded")
+
+    cluster = fixture_cluster()
+    cluster.admit_now = broken  # type: ignore[method-assign]
+    body = review(GPU_1)
+    pod = _pod_after(body, answer(admission(cluster).mutate, body))
+    assert _gated(pod)
+    assert "could not answer" in pod["metadata"]["annotations"][keys.ANNOTATION_REASON]
+    response = answer(admission(cluster, on_allocator_failure="allow").mutate, body)
+    assert "patch" not in response and response["allowed"] is True
+    assert response["warnings"] == ["Apportion could not decide; the pod runs unmanaged"]
+
+
+# -- validation: clear denials --------------------------------------------------------------
+
+
+def _denial(body: dict[str, Any]) -> str:
+    response = answer(admission().validate, body)
+    assert response["allowed"] is False, response
+    message: str = response["status"]["message"]
+    return message
+
+
+def test_too_many_gpus_for_any_node_is_denied() -> None:
+    assert _denial(review("create-pod-unschedulable-gpu-16.validate-create")) == (
+        "Apportion: 16 GPUs in one pod: the largest node in this cluster has 8 whole GPUs"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {"labels": {keys.LABEL_QUEUE: "nope"}},
+            "queue 'nope' does not exist (queues: team-a, team-b)",
+        ),
+        (
+            {"namespace": "gpu-team-b"},
+            "queue 'team-a' is not open to namespace 'gpu-team-b' (open to: gpu-team-a)",
+        ),
+        (
+            {"resources": {"nvidia.com/mig-9g.99gb": "1"}},
+            "nvidia.com/mig-9g.99gb is not a MIG profile of any GPU model Apportion knows",
+        ),
+        (
+            {"annotations": {keys.ANNOTATION_GPU_MODELS: "H100,Voodoo5"}},
+            "unknown GPU model 'Voodoo5'",
+        ),
+        (
+            {"annotations": {keys.ANNOTATION_GPU_MEMORY: "200Gi"}, "resources": {}},
+            "204800 MiB of GPU memory: no GPU in this cluster has that much",
+        ),
+        (
+            {"annotations": {keys.ANNOTATION_GPU_MEMORY: "lots"}, "resources": {}},
+            "'lots' is not a byte quantity like 18Gi or 20G",
+        ),
+    ],
+)
+def test_denials_name_the_problem(change: dict[str, Any], message: str) -> None:
+    body = vary(review("create-pod-gpu-1.validate-create"), **change)
+    assert message in _denial(body)
+
+
+def test_requests_must_equal_limits() -> None:
+    body = vary(review("create-pod-gpu-1.validate-create"))
+    body["request"]["object"]["spec"]["containers"][0]["resources"]["requests"][
+        "nvidia.com/gpu"
+    ] = "2"
+    assert "nvidia.com/gpu request 2 != limit 1; GPU requests and limits must be equal" in (
+        _denial(body)
+    )
+
+
+def test_priority_above_the_queue_maximum_is_denied() -> None:
+    body = vary(
+        review("create-pod-gpu-1.validate-create"),
+        namespace="gpu-team-b",
+        labels={keys.LABEL_QUEUE: None},
+    )
+    body["request"]["object"]["spec"]["priority"] = 5000
+    assert "priority 5000 is above the maximum 1000 of queue 'team-b'" in _denial(body)
+
+
+def test_a_gpu_pod_the_mutating_webhook_never_saw_is_refused_with_503() -> None:
+    response = answer(admission().validate, review("create-pod-gpu-1.validate-create"))
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 503
+
+
+def test_only_apportion_may_remove_its_gate() -> None:
+    body = review("update-pod-ungate-add-nodeselector.validate-update")
+    assert _denial(body) == (
+        "Apportion: only Apportion may change the scheduling gate apportion.io/admission "
+        "(user kubernetes-admin)"
+    )
+    body["request"]["userInfo"]["username"] = SERVICE_ACCOUNT
+    assert answer(admission().validate, body)["allowed"] is True
+
+
+def test_users_cannot_forge_a_decision() -> None:
+    body = review("update-pod-ungate-add-nodeselector.validate-update")
+    old = body["request"]["oldObject"]
+    body["request"]["object"]["spec"]["schedulingGates"] = old["spec"]["schedulingGates"]
+    body["request"]["object"]["metadata"].setdefault("annotations", {})[
+        keys.ANNOTATION_DECISION
+    ] = "admitted"
+    assert "only Apportion may change annotation apportion.io/decision" in _denial(body)
+
+
+# -- standalone bookkeeping -----------------------------------------------------------------
+
+
+def test_standalone_mode_tracks_pods_from_validate_and_delete() -> None:
+    cluster = fixture_cluster()
+    webhook = admission(cluster)
+    body = review(GPU_8)
+    response = answer(webhook.mutate, body)
+    assert answer(webhook.validate, mutated(body, response))["allowed"] is True
+    running = cluster.snapshot().workloads
+    assert [(w.name, w.pods, w.flavor) for w in running] == [
+        ("gpu-team-a/train-gpu-8", 1, "H100-80GB")
+    ]
+    delete = review("delete-pod-graceful.validate-delete")
+    delete["request"]["oldObject"] = _pod_after(body, response)
+    assert answer(webhook.validate, delete)["allowed"] is True
+    assert cluster.snapshot().workloads == ()
+
+
+def test_a_retried_create_gets_the_same_admission() -> None:
+    cluster = fixture_cluster()
+    body = review(GPU_8)
+    first = _pod_after(body, answer(admission(cluster).mutate, body))
+    again = _pod_after(body, answer(admission(cluster).mutate, vary(body)))
+    key = ANNOTATION_PLACEMENT
+    assert again["metadata"]["annotations"][key] == first["metadata"]["annotations"][key]
+    assert len(cluster.snapshot().workloads) == 1
+
+
+def _owned(body: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
+    body["request"]["object"]["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": kind, "name": name, "uid": "u", "controller": True}
+    ]
+    return body
+
+
+def test_a_pytorchjob_is_a_gang_of_its_world_size() -> None:
+    body = vary(
+        review(GPU_1), name="ddp-worker-0", labels={"training.kubeflow.org/job-name": "ddp"}
+    )
+    body = _owned(body, "PyTorchJob", "ddp")
+    body["request"]["object"]["spec"]["containers"][0]["env"] = [
+        {"name": "WORLD_SIZE", "value": "4"}
+    ]
+    pod = _pod_after(body, answer(admission().mutate, body))
+    assert _gated(pod)
+    assert pod["metadata"]["labels"][keys.LABEL_GANG] == "ddp"
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_GANG_SIZE] == "4"
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD] == "gpu-team-a/ddp"
+
+
+def test_a_jobset_is_sized_once_all_its_jobs_are_known() -> None:
+    cluster = fixture_cluster()
+    body = vary(
+        review("create-pod-gpu-1.validate-create"),
+        labels={keys.JOBSET_NAME: "llm"},
+        annotations={keys.JOBSET_REPLICAS: "2"},
+    )
+    body = _owned(body, "Job", "llm-workers-0")
+    cluster.put_job("gpu-team-a", "llm-workers-0", 4, "llm")
+    denial = answer(admission(cluster).validate, body)
+    assert denial["allowed"] is False and "gang 'llm'" in denial["status"]["message"]
+    cluster.put_job("gpu-team-a", "llm-workers-1", 4, "llm")
+    mutate = vary(body)
+    mutate["request"]["operation"] = "CREATE"
+    pod = _pod_after(mutate, answer(admission(cluster).mutate, mutate))
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_GANG_SIZE] == "8"
+    assert _gated(pod)

@@ -1,0 +1,163 @@
+"""``apportion serve`` and ``apportion queue`` as a user runs them: real processes, real TLS."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonpatch
+import pytest
+import trustme
+from webhook_support import CLUSTER_FILE, review, vary
+
+APPORTION = [sys.executable, "-m", "scheduler"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*APPORTION, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_serve_refuses_to_start_without_certificates() -> None:
+    env = {"APPORTION_CERT_FILE": "", "APPORTION_KEY_FILE": ""}
+    result = _run("serve", "--cluster", str(CLUSTER_FILE), env=env)
+    assert result.returncode == 2
+    assert "--cert-file and --key-file are required" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_names_the_bad_field_of_a_cluster_file(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    bad = tmp_path / "cluster.yaml"
+    bad.write_text("queues:\n  - name: a\n    quota: {H100: {nominal: -1}}\nnamespaces: [oops]\n")
+    result = _run(
+        "serve",
+        "--cert-file",
+        str(tmp_path / "tls.crt"),
+        "--key-file",
+        str(tmp_path / "tls.key"),
+        "--cluster",
+        str(bad),
+    )
+    assert result.returncode == 2
+    assert "namespaces: must map a namespace to its labels" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost", "127.0.0.1")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
+    port, probe = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "APPORTION_CERT_FILE": str(tmp_path / "tls.crt"),
+        "APPORTION_KEY_FILE": str(tmp_path / "tls.key"),
+        "APPORTION_PORT": str(port),
+        "APPORTION_PROBE_PORT": str(probe),
+        "APPORTION_CLUSTER": str(CLUSTER_FILE),
+        "APPORTION_HOST": "127.0.0.1",
+    }
+    process = subprocess.Popen(
+        [*APPORTION, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{probe}/readyz", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(process.communicate()[1]) from None
+            time.sleep(0.1)
+    yield port, tmp_path / "ca.crt", process
+    if process.poll() is None:
+        process.kill()
+        process.communicate()
+
+
+def test_queue_lists_what_waits_and_serve_stops_cleanly(
+    served: tuple[int, Path, subprocess.Popen[str]],
+) -> None:
+    port, ca_file, process = served
+    context = ssl.create_default_context(cafile=str(ca_file))
+    for index in range(3):  # the third 8-GPU pod exceeds the cohort's quota: it waits
+        body = vary(review("create-pod-gpu-8.mutate-create"), name=f"big-{index}")
+        request = urllib.request.Request(
+            f"https://localhost:{port}/mutate",
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            assert json.load(response)["response"]["allowed"] is True
+    # Standalone mode learns of pods from the validating call, as a cluster would send it.
+    body = vary(review("create-pod-gpu-8.mutate-create"), name="waiting")
+    request = urllib.request.Request(
+        f"https://localhost:{port}/mutate",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        patch = json.loads(base64.b64decode(json.load(response)["response"]["patch"]))
+    body["request"]["object"] = jsonpatch.apply_patch(body["request"]["object"], patch)
+    request = urllib.request.Request(
+        f"https://localhost:{port}/validate",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, context=context, timeout=10).close()
+
+    result = _run(
+        "queue", "team-a", "--url", f"https://localhost:{port}", "--ca-file", str(ca_file)
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "team-a: 1 waiting"
+    assert "gpu-team-a/waiting" in lines[1] and "pods 1/1" in lines[1]
+    result = _run(
+        "queue", "--url", f"https://localhost:{port}", "--ca-file", str(ca_file), "--json"
+    )
+    assert json.loads(result.stdout)["queues"]["team-a"][0]["workload"] == "gpu-team-a/waiting"
+    # An unverifiable server is an error with a message, not a traceback.
+    result = _run("queue", "--url", f"https://localhost:{port}")
+    assert result.returncode == 2 and "CERTIFICATE_VERIFY_FAILED" in result.stderr
+
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    logs = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert any(entry["msg"] == "stopping" for entry in logs)
+    decided = [e for e in logs if e["logger"] == "apportion.server"]
+    assert decided and all("uid" in e for e in decided)

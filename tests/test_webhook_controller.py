@@ -1,0 +1,324 @@
+"""The controller against the in-process fake kube-apiserver (tests/kubefake), which serves
+the objects recorded from a real API server and enforces its gated-pod rules."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from kubefake import Fake, running_fake
+
+from scheduler.model import PreemptionPolicy, Queue, Quota
+from webhook import keys
+from webhook.cluster import LiveCluster
+from webhook.controller import Controller
+from webhook.kubeapi import KubeApi
+from webhook.leader import LeaderElector
+from webhook.metrics import Metrics
+from webhook.pods import ANNOTATION_PLACEMENT
+from webhook.settings import ControllerSettings
+
+SETTINGS = ControllerSettings(
+    tick_s=0.3,
+    debounce_s=0.05,
+    lease_duration_s=1.0,
+    watch_timeout_s=2,
+    backoff_max_s=0.5,
+    lease_namespace="apportion-system",
+)
+TEAM_A = Queue(
+    name="team-a",
+    namespaces=("gpu-team-a",),
+    quota={"H100-80GB": Quota(nominal=24), "mig-1g.10gb": Quota(nominal=14)},
+    preemption=PreemptionPolicy(within_queue="LowerPriority"),
+)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout}s: {check}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def fake() -> Iterator[Fake]:
+    with running_fake() as server:
+        server.put_namespace("gpu-team-a", {keys.NAMESPACE_ENABLED: "true"})
+        server.put_namespace("apportion-system")
+        yield server
+
+
+def _controller(fake: Fake, identity: str = "replica-1", lead: bool = False) -> Controller:
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client())
+    elector = (
+        LeaderElector(api, "apportion-system", "apportion-controller", identity, 1.0)
+        if lead
+        else None
+    )
+    return Controller(
+        api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A], elector=elector
+    )
+
+
+def _waiting_pod(
+    fake: Fake,
+    name: str,
+    gpus: int = 1,
+    priority: int = 0,
+    workload: str | None = None,
+    gang: int | None = None,
+) -> dict[str, Any]:
+    """A pod as Apportion's mutating webhook leaves a waiting one (from the recording)."""
+    pod = copy.deepcopy(fake.get("pods", "patched-gpu-1", "gpu-team-a"))
+    metadata = pod["metadata"]
+    for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
+        metadata.pop(key, None)
+    metadata["name"] = name
+    metadata["annotations"] = {
+        keys.ANNOTATION_WORKLOAD: workload or f"gpu-team-a/{name}",
+        keys.ANNOTATION_DECISION: "pending",
+    }
+    if gang is not None:
+        metadata["annotations"][keys.ANNOTATION_GANG_SIZE] = str(gang)
+        metadata["labels"][keys.LABEL_GANG] = (workload or name).split("/")[-1]
+    container = pod["spec"]["containers"][0]["resources"]
+    container["limits"]["nvidia.com/gpu"] = container["requests"]["nvidia.com/gpu"] = str(gpus)
+    pod["spec"]["priority"] = priority
+    pod["spec"]["schedulingGates"] = [{"name": keys.GATE}]
+    pod["spec"].pop("affinity", None)
+    pod["status"] = {"phase": "Pending"}
+    return fake.put_pod(pod)
+
+
+def _pod(fake: Fake, name: str) -> dict[str, Any]:
+    return fake.get("pods", name, "gpu-team-a")
+
+
+def _gates(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    return pod["spec"].get("schedulingGates") or []
+
+
+def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake) -> None:
+    controller = _controller(fake)
+    controller.start()
+    try:
+        eventually(controller.synced)
+        snapshot = controller.cluster.snapshot()
+        free = {n.name: sum(1 for g in n.gpus if g.mig is None) for n in snapshot.nodes}
+        # Recorded bound pods not decided by Apportion: train-gpu-1 (1), gated-gpu-2 (2) and
+        # gang-train-1 (1) on gpu-node-a; train-gpu-8 (8) on gpu-node-b; gang-train-0 (1) on
+        # mig-node-c (6 whole GPUs + 2 in MIG).
+        assert free == {"gpu-node-a": 4, "gpu-node-b": 0, "mig-node-c": 5}
+        # patched-gpu-1 carries Apportion's gate (an early capture): it is ours to release.
+        eventually(lambda: not _gates(_pod(fake, "patched-gpu-1")))
+        pod = _pod(fake, "patched-gpu-1")
+        placement = pod["metadata"]["annotations"][ANNOTATION_PLACEMENT]
+        node = placement.split(":")[0]
+        terms = pod["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]["nodeSelectorTerms"]
+        assert {"key": keys.NODE_HOSTNAME, "operator": "In", "values": [node]} in terms[0][
+            "matchExpressions"
+        ]
+        events = eventually(
+            lambda: [e for e in fake.events("gpu-team-a") if e["reason"] == "Admitted"]
+        )
+        assert [e["involvedObject"]["name"] for e in events] == ["patched-gpu-1"]
+        assert events[0]["source"] == {"component": "apportion"}
+    finally:
+        controller.stop()
+
+
+def test_a_gang_is_admitted_all_together_once_complete(fake: Fake) -> None:
+    controller = _controller(fake)
+    controller.start()
+    try:
+        eventually(controller.synced)
+        _waiting_pod(fake, "llm-0", gpus=2, workload="gpu-team-a/llm", gang=2)
+        time.sleep(1.0)  # several cycles: an incomplete gang is never admitted
+        assert _gates(_pod(fake, "llm-0"))
+        view = {w.workload: w for w in controller.cluster.waiting()}
+        assert view["gpu-team-a/llm"].reason == "GangIncomplete"
+        _waiting_pod(fake, "llm-1", gpus=2, workload="gpu-team-a/llm", gang=2)
+        eventually(lambda: not _gates(_pod(fake, "llm-0")) and not _gates(_pod(fake, "llm-1")))
+        placements = {
+            _pod(fake, n)["metadata"]["annotations"][ANNOTATION_PLACEMENT]
+            for n in ("llm-0", "llm-1")
+        }
+        assert len(placements) == 2
+    finally:
+        controller.stop()
+
+
+def test_preemption_evicts_with_a_reason_event_then_admits(fake: Fake) -> None:
+    controller = _controller(fake)
+    controller.start()
+    try:
+        eventually(controller.synced)
+        # Fill the free GPUs with low-priority work, wait until it is admitted and bound.
+        _waiting_pod(fake, "low-a", gpus=4, priority=0)
+        _waiting_pod(fake, "low-c", gpus=5, priority=0)
+        for name in ("low-a", "low-c"):
+            eventually(lambda name=name: not _gates(_pod(fake, name)))
+            pod = _pod(fake, name)
+            fake.bind(
+                "gpu-team-a",
+                name,
+                pod["metadata"]["annotations"][ANNOTATION_PLACEMENT].split(":")[0],
+            )
+        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        eventually(lambda: fake.evictions)
+        eventually(lambda: [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"])
+        evicted = {e["name"] for e in fake.evictions if e["allowed"]}
+        assert evicted == {"low-a"}
+        preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
+        assert "gpu-team-a/urgent" in preempted[0]["message"]
+        eventually(lambda: not _gates(_pod(fake, "urgent")))
+    finally:
+        controller.stop()
+
+
+def test_a_restart_rebuilds_from_the_cluster_and_admits_nothing_twice(fake: Fake) -> None:
+    first = _controller(fake)
+    first.start()
+    eventually(first.synced)
+    _waiting_pod(fake, "once", gpus=3)
+    eventually(lambda: not _gates(_pod(fake, "once")))
+    first.stop()
+    before = _pod(fake, "once")
+    patches = len(fake.requests_to(r".*/pods/once", "PATCH"))
+    second = _controller(fake, "replica-2")
+    second.start()
+    try:
+        eventually(second.synced)
+        time.sleep(1.0)
+        running = {w.name: w for w in second.cluster.snapshot().workloads}
+        placement = before["metadata"]["annotations"][ANNOTATION_PLACEMENT]
+        assert running["gpu-team-a/once"].placement is not None
+        assert running["gpu-team-a/once"].placement[0].node == placement.split(":")[0]
+        assert len(fake.requests_to(r".*/pods/once", "PATCH")) == patches
+    finally:
+        second.stop()
+
+
+def test_watch_expiry_relists_and_errors_back_off(fake: Fake) -> None:
+    controller = _controller(fake)
+    fake.fail(r"/api/v1/pods", times=2, status=500)
+    controller.start()
+    try:
+        eventually(controller.synced)
+        pods = next(i for i in controller.informers if i.resource.kind == "Pod")
+        assert pods.errors >= 2
+        # Quiet cluster (the recorded gated pod admitted and seen), then compaction: other
+        # kinds move the global resourceVersion past the pod watch's, so its next
+        # reconnect gets 410 Gone and the informer relists.
+        eventually(lambda: not _gates(_pod(fake, "patched-gpu-1")))
+        eventually(lambda: controller.cluster.pods[("gpu-team-a", "patched-gpu-1")].gated is False)
+        lists = pods.relists
+        fake.put_namespace("elsewhere")
+        fake.expire_history()
+        eventually(lambda: pods.relists > lists, timeout=20)
+        _waiting_pod(fake, "after-expiry", gpus=1)
+        eventually(lambda: not _gates(_pod(fake, "after-expiry")))
+    finally:
+        controller.stop()
+
+
+def test_only_the_lease_holder_acts(fake: Fake) -> None:
+    leader = _controller(fake, "replica-1", lead=True)
+    follower = _controller(fake, "replica-2", lead=True)
+    leader.start()
+    eventually(lambda: leader.elector is not None and leader.elector.leading)
+    follower.start()
+    try:
+        eventually(follower.synced)
+        time.sleep(0.5)
+        assert follower.elector is not None and not follower.elector.leading
+        lease = fake.get(
+            "leases", "apportion-controller", "apportion-system", group="coordination.k8s.io"
+        )
+        assert lease["spec"]["holderIdentity"] == "replica-1"
+        leader.stop()
+        # The lease expires (1 s) and the follower takes over, then admits.
+        eventually(lambda: follower.elector is not None and follower.elector.leading, 10)
+        _waiting_pod(fake, "failover", gpus=1)
+        eventually(lambda: not _gates(_pod(fake, "failover")))
+        lease = fake.get(
+            "leases", "apportion-controller", "apportion-system", group="coordination.k8s.io"
+        )
+        assert lease["spec"]["holderIdentity"] == "replica-2"
+        assert lease["spec"]["leaseTransitions"] == 1
+    finally:
+        follower.stop()
+
+
+def test_recorded_objects_are_what_the_fake_serves() -> None:
+    """Guard: the fake's node list is the recording (the controller tests rely on it)."""
+    with running_fake() as server:
+        api = KubeApi(server.api_client())
+        listing = api.list_all(api.nodes())
+        from kubefake import RECORDINGS
+
+        recorded = json.loads((RECORDINGS / "nodelist.json").read_text())
+        assert listing.items == recorded["items"]
+
+
+def test_queues_come_from_queue_objects_and_report_status(fake: Fake) -> None:
+    from scheduler.crds import queue_object
+
+    fake.register_custom("apportion.io", "v1alpha1", "queues", "Queue")
+    for queue in (TEAM_A.model_copy(update={"name": "crd-team"}),):
+        fake.put(queue_object(queue.model_copy(update={"namespaces": ("gpu-team-a",)})))
+    fake.put(
+        {
+            "apiVersion": "apportion.io/v1alpha1",
+            "kind": "Queue",
+            "metadata": {"name": "broken"},
+            "spec": {"weight": -1},
+        }
+    )
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+    controller.start()
+    try:
+        eventually(controller.synced)
+        assert sorted(cluster.queues) == ["crd-team"]  # the broken one is reported, left out
+        pod = _waiting_pod(fake, "via-crd", gpus=2)
+        pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
+        fake.put_pod(pod)
+        eventually(lambda: not _gates(_pod(fake, "via-crd")))
+
+        def status() -> dict[str, Any]:
+            queue = fake.get("queues", "crd-team", group="apportion.io", version="v1alpha1")
+            got: dict[str, Any] = queue.get("status") or {}
+            return got
+
+        eventually(lambda: status().get("usage"))
+        # via-crd's 2 GPUs; patched-gpu-1 names queue team-a, which does not exist here.
+        assert status()["usage"] == {"H100-80GB": 2}
+        view = {w.workload: w for w in cluster.waiting()}
+        assert view["gpu-team-a/patched-gpu-1"].reason == "QueueUnknown"
+        assert status()["admitted_workloads"] == 1
+    finally:
+        controller.stop()
+
+
+def test_a_cluster_without_the_queue_crd_still_syncs(fake: Fake) -> None:
+    cluster = LiveCluster(clock=time.time)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+    controller.start()
+    try:
+        eventually(controller.synced)
+        assert cluster.queues == {}
+    finally:
+        controller.stop()

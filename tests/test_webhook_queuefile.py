@@ -1,0 +1,62 @@
+"""Queues from a mounted file: loading, clear errors, reload on change, keep the last good."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from webhook.cluster import LiveCluster
+from webhook.queuefile import QueueFileError, load_queue_file, watch_queue_file
+
+GOOD = """
+queues:
+  - name: team-a
+    cohort: lab
+    quota: {H100-80GB: {nominal: 8}}
+"""
+
+
+def test_a_list_or_a_mapping_loads(tmp_path: Path) -> None:
+    path = tmp_path / "queues.yaml"
+    path.write_text(GOOD)
+    assert [q.name for q in load_queue_file(path)] == ["team-a"]
+    path.write_text("- {name: a}\n- {name: b, weight: 2}\n")
+    assert [(q.name, q.weight) for q in load_queue_file(path)] == [("a", 1.0), ("b", 2.0)]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- {name: a, quota: {H100: {nominal: -1}}}\n", "queues[0][quota][H100][nominal]"),
+        ("- {name: a, colour: blue}\n", "queues[0][colour]: Extra inputs are not permitted"),
+        ("queues: [\n", "line 2 column 1"),
+    ],
+)
+def test_bad_files_say_where(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "queues.yaml"
+    path.write_text(text)
+    with pytest.raises(QueueFileError) as error:
+        load_queue_file(path)
+    assert message in str(error.value)
+
+
+def test_changes_are_picked_up_and_bad_edits_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "queues.yaml"
+    path.write_text(GOOD)
+    cluster = LiveCluster(clock=time.time)
+    cluster.replace_queues(load_queue_file(path))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(watch_queue_file(path, cluster, 0.02))
+        path.write_text(GOOD.replace("nominal: 8", "nominal: 16"))
+        await asyncio.sleep(0.2)
+        assert cluster.queues["team-a"].quota["H100-80GB"].nominal == 16
+        path.write_text("queues: [{name: broken, weight: -1}]\n")
+        await asyncio.sleep(0.2)
+        assert list(cluster.queues) == ["team-a"]
+        task.cancel()
+
+    asyncio.run(scenario())

@@ -1,0 +1,310 @@
+"""The real aiohttp app over real TLS, driven with the captured AdmissionReviews."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.client
+import json
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import pytest
+import trustme
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from webhook_support import ADMISSION, CLUSTER_FILE, review, vary
+
+from webhook import keys
+from webhook.runtime import Server, start_server
+from webhook.settings import ServerSettings, ServeSettings
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Running:
+    """``apportion serve`` (standalone) on loopback, in a thread with its own event loop."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.ca = trustme.CA()
+        self.cert_file = tmp / "tls.crt"
+        self.key_file = tmp / "tls.key"
+        self.issue()
+        self.port = _free_port()
+        self.probe_port = _free_port()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        settings = ServeSettings(
+            server=ServerSettings(
+                cert_file=self.cert_file,
+                key_file=self.key_file,
+                host="127.0.0.1",
+                port=self.port,
+                probe_port=self.probe_port,
+                cert_check_s=0.1,
+            ),
+            cluster_file=CLUSTER_FILE,
+        )
+        self.server: Server = self.call(start_server(settings))
+        self.client_context = ssl.create_default_context()
+        self.ca.configure_trust(self.client_context)
+
+    def issue(self) -> trustme.LeafCert:
+        leaf = self.ca.issue_cert("localhost", "127.0.0.1")
+        leaf.private_key_pem.write_to_path(str(self.key_file))
+        leaf.cert_chain_pems[0].write_to_path(str(self.cert_file))
+        return leaf
+
+    def call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(10)
+
+    def connect(self) -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection(
+            "localhost", self.port, context=self.client_context, timeout=10
+        )
+
+    def post(
+        self, path: str, body: bytes, conn: http.client.HTTPSConnection | None = None
+    ) -> tuple[int, bytes]:
+        conn = conn or self.connect()
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    def get(self, path: str, plain: bool = False) -> tuple[int, bytes]:
+        conn: http.client.HTTPConnection = (
+            http.client.HTTPConnection("127.0.0.1", self.probe_port, timeout=10)
+            if plain
+            else self.connect()
+        )
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    def close(self) -> None:
+        self.call(self.server.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    # Log records are built (and must not break a request) at the level serve runs with.
+    logger = logging.getLogger("apportion")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    server = Running(tmp_path_factory.mktemp("tls"))
+    yield server
+    server.close()
+    logger.setLevel(level)
+
+
+def _response(body: bytes) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(body)
+    assert data["apiVersion"] == "admission.k8s.io/v1"
+    assert data["kind"] == "AdmissionReview"
+    response: dict[str, Any] = data["response"]
+    return response
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p.name for p in ADMISSION.glob("*.json") if "webhook-response" not in p.name),
+)
+def test_every_captured_review_is_answered_with_its_uid(running: Running, path: str) -> None:
+    body = (ADMISSION / path).read_bytes()
+    endpoint = "/mutate" if ".mutate-" in path else "/validate"
+    status, data = running.post(endpoint, body)
+    assert status == 200
+    assert _response(data)["uid"] == json.loads(body)["request"]["uid"]
+
+
+def test_a_managed_pod_gets_its_patch_over_tls(running: Running) -> None:
+    body = vary(review("create-pod-mig-1g-10gb.mutate-create"), name="infer-over-tls")
+    status, data = running.post("/mutate", json.dumps(body).encode())
+    response = _response(data)
+    assert status == 200 and response["allowed"] is True
+    assert response["patchType"] == "JSONPatch"
+    patch = json.loads(base64.b64decode(response["patch"]))
+    paths = [op["path"] for op in patch]
+    assert "/spec/affinity" in paths and "/metadata/annotations" in paths
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "text"),
+    [
+        (b"{not json", 400, "not an AdmissionReview v1: body is not JSON"),
+        (b"[]", 400, "body is a JSON list, not an AdmissionReview object"),
+        (
+            json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "Pod"}).encode(),
+            400,
+            "kind is 'Pod', expected 'AdmissionReview'",
+        ),
+        (
+            json.dumps(
+                {"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview"}
+            ).encode(),
+            400,
+            "apiVersion is 'admission.k8s.io/v1beta1'",
+        ),
+        (
+            json.dumps(
+                {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {}}
+            ).encode(),
+            400,
+            "request.uid is missing",
+        ),
+    ],
+)
+def test_malformed_bodies_get_400_with_the_reason(
+    running: Running, body: bytes, status: int, text: str
+) -> None:
+    got, data = running.post("/mutate", body)
+    assert got == status
+    assert text in data.decode()
+
+
+def test_oversized_bodies_are_refused(running: Running) -> None:
+    status, _ = running.post("/validate", b" " * (3 * 1024 * 1024 + 10))
+    assert status == 413
+
+
+def test_probes_and_metrics_on_both_ports(running: Running) -> None:
+    running.post("/mutate", (ADMISSION / "create-pod-gpu-1.mutate-create.json").read_bytes())
+    for plain in (False, True):
+        assert running.get("/healthz", plain) == (200, b"ok")
+        assert running.get("/readyz", plain) == (200, b"ready")
+        status, text = running.get("/metrics", plain)
+        assert status == 200
+        metrics = text.decode()
+        assert 'apportion_admission_duration_seconds_bucket{endpoint="mutate"' in metrics
+        assert 'apportion_queue_nominal_gpus{flavor="H100-80GB",queue="team-a"} 12.0' in metrics
+        assert "apportion_decisions_total" in metrics
+        assert "apportion_cluster_synced 1.0" in metrics
+
+
+def test_queues_endpoint_lists_waiting_pods(running: Running) -> None:
+    for index in range(4):
+        body = vary(review("create-pod-gpu-8.mutate-create"), name=f"q-{index}")
+        status, data = running.post("/mutate", json.dumps(body).encode())
+        patched = _apply(body, _response(data))
+        validate = {**body, "request": {**body["request"], "object": patched}}
+        running.post("/validate", json.dumps(validate).encode())
+    status, data = running.get("/queues?queue=team-a")
+    assert status == 200
+    waiting = json.loads(data)["queues"]["team-a"]
+    assert [w["workload"] for w in waiting][-1] == "gpu-team-a/q-3"
+    assert waiting[-1]["position"] == len(waiting)
+    assert waiting[-1]["reason"] == "Pending"
+
+
+def _apply(body: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    patch = json.loads(base64.b64decode(response["patch"]))
+    pod: dict[str, Any] = jsonpatch.apply_patch(body["request"]["object"], patch)
+    return pod
+
+
+def test_certificate_rotation_keeps_open_connections(running: Running) -> None:
+    conn = running.connect()
+    body = (ADMISSION / "create-pod-gpu-1.validate-create-binding.json").read_bytes()
+    assert running.post("/validate", body, conn)[0] == 200
+    old = conn.sock.getpeercert()  # type: ignore[union-attr]
+    reloads = running.server.certificates.reloads
+    time.sleep(0.05)
+    running.issue()
+    deadline = time.monotonic() + 5
+    while running.server.certificates.reloads == reloads and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running.server.certificates.reloads == reloads + 1
+    # The open connection goes on; a new one is served the new certificate.
+    assert running.post("/validate", body, conn)[0] == 200
+    fresh = running.connect()
+    assert running.post("/validate", body, fresh)[0] == 200
+    new = fresh.sock.getpeercert()  # type: ignore[union-attr]
+    assert new["serialNumber"] != old["serialNumber"]
+
+
+# -- no review, however malformed, produces a 5xx or a crash -------------------------------
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            out += _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            out += _paths(child, (*prefix, index))
+    return out
+
+
+_BASES = [
+    json.loads((ADMISSION / name).read_text())
+    for name in (
+        "create-pod-gpu-8.mutate-create.json",
+        "job-controller-creates-pods.mutate-create.json",
+        "update-pod-ungate-add-nodeselector.validate-update.json",
+        "delete-pod-force.validate-delete.json",
+    )
+]
+
+
+@st.composite
+def _broken_reviews(draw: st.DrawFn) -> tuple[str, bytes]:
+    base = json.loads(json.dumps(draw(st.sampled_from(_BASES))))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(_paths(base)[1:]))
+        parent = base
+        for key in path[:-1]:
+            parent = parent[key]
+        if draw(st.booleans()) and isinstance(parent, dict):
+            parent.pop(path[-1], None)
+        else:
+            parent[path[-1]] = draw(_json_values)
+    endpoint = draw(st.sampled_from(["/mutate", "/validate"]))
+    return endpoint, json.dumps(base).encode()
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=_broken_reviews())
+def test_no_malformed_review_produces_a_5xx(running: Running, case: tuple[str, bytes]) -> None:
+    endpoint, body = case
+    status, data = running.post(endpoint, body)
+    assert status in (200, 400), data
+    if status == 200:
+        response = _response(data)
+        assert isinstance(response["allowed"], bool)
+    assert running.get("/healthz") == (200, b"ok")
+
+
+def test_waiting_pods_carry_the_gate(running: Running) -> None:
+    """Kept last: the earlier tests filled team-a, so this one must wait."""
+    body = vary(review("create-pod-gpu-8.mutate-create"), name="late")
+    _, data = running.post("/mutate", json.dumps(body).encode())
+    pod = _apply(body, _response(data))
+    assert {"name": keys.GATE} in pod["spec"]["schedulingGates"]

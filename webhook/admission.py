@@ -1,0 +1,451 @@
+"""Mutate and validate: what happens to a pod at the API server's door.
+
+Pure functions of a parsed request and the live cluster; the aiohttp server is a thin
+shell around them. Rules that keep clusters safe:
+- anything Apportion does not manage (not a Pod CREATE, no GPU request, namespace not
+  opted in) is allowed untouched, with no patch, before any expensive work;
+- resources are fixed at CREATE, so the device (whole GPUs or a MIG profile) is chosen
+  here even when the pod must wait;
+- a pod created without the gate can never be gated later, so "wait" is decided here too;
+- the mutate call never runs the ILP: the incremental allocator answers in microseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.catalog import mig_resource_name
+from scheduler.demand import Kind, resolve_options
+from scheduler.model import Demand, Toleration, Workload, WorkloadDecision
+from scheduler.reasons import Outcome, Reason
+from webhook import keys
+from webhook.cluster import LiveCluster
+from webhook.patches import (
+    Patch,
+    add_gate,
+    add_tolerations,
+    escape,
+    require_nodes,
+    set_gpu_resource,
+    set_metadata,
+)
+from webhook.pods import ANNOTATION_PLACEMENT, PodAsk, PodReader, format_placement, wants_gpus
+from webhook.review import AdmissionRequest, Answer, allow, deny
+from webhook.settings import AdmissionSettings
+
+__all__ = ["Admission", "Verdict"]
+
+log = logging.getLogger("apportion.admission")
+
+ANNOTATION_REQUESTED_MEMORY = keys.PREFIX + "requested-gpu-memory"
+"""Where a memory need moves once Apportion turned it into a device request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """An answer and the outcome label metrics and logs use."""
+
+    answer: Answer
+    outcome: str
+    """ignored, admitted, gated, shadow, invalid, denied, allowed, error"""
+    workload: str = ""
+
+
+class Admission:
+    def __init__(
+        self,
+        cluster: LiveCluster,
+        settings: AdmissionSettings,
+        *,
+        standalone: bool = False,
+        uid_name: Callable[[str], str] = lambda uid: uid[:8],
+    ) -> None:
+        self.cluster = cluster
+        self.settings = settings
+        self.reader = PodReader(cluster.catalog)
+        self.standalone = standalone
+        """No watch feeds pods: the validating call records them, DELETE releases them."""
+        self._uid_name = uid_name
+
+    # -- /mutate -------------------------------------------------------------------------
+
+    def mutate(self, req: AdmissionRequest) -> Verdict:
+        pod = _pod_create(req)
+        if pod is None or not wants_gpus(pod):
+            return Verdict(allow(), "ignored")
+        policy = self.cluster.policy(req.namespace)
+        if not policy.enabled:
+            return Verdict(allow(), "ignored")
+        ask = self.reader.ask(pod, req.namespace)
+        queue = self.cluster.queue_for(ask)
+        if ask.problems or self._queue_problems(ask, queue) or self._never_fits(ask):
+            # The validating webhook denies it with the reason; nothing to decide here.
+            return Verdict(allow(), "invalid")
+        assert queue is not None
+        workload = self._workload(ask, queue, req.uid)
+        shadow = self.settings.mode == "shadow" or policy.shadow
+        decision: WorkloadDecision | None
+        if ask.gang is not None:
+            decision = _waiting(workload, Reason.NOT_SELECTED, self._gang_message(ask))
+        else:
+            decision = self._decide(workload, reserve=not (req.dry_run or shadow))
+            if decision is None:
+                return Verdict(
+                    allow(warnings=("Apportion could not decide; the pod runs unmanaged",)),
+                    "error",
+                    workload.name,
+                )
+        if shadow:
+            text = f"{decision.outcome.name.lower()}: {decision.reason.value}: {decision.message}"
+            return Verdict(
+                allow(set_metadata(pod, "annotations", {keys.ANNOTATION_SHADOW: text})),
+                "shadow",
+                workload.name,
+            )
+        return self._apply(pod, ask, workload, decision)
+
+    def _decide(self, workload: Workload, *, reserve: bool) -> WorkloadDecision | None:
+        """The incremental allocator's answer; on failure, the configured failure mode."""
+        try:
+            return self.cluster.admit_now(workload, reserve=reserve)
+        except Exception:  # any allocator failure takes the failure policy
+            log.exception("allocator failed", extra={"workload": workload.name})
+            if self.settings.on_allocator_failure == "allow":
+                return None
+            return _waiting(
+                workload,
+                Reason.NOT_SELECTED,
+                "the allocator could not answer at admission; the controller decides shortly",
+            )
+
+    def _apply(
+        self, pod: dict[str, Any], ask: PodAsk, workload: Workload, decision: WorkloadDecision
+    ) -> Verdict:
+        admitted = decision.outcome is Outcome.ADMIT
+        demand = self._device_for(workload, decision)
+        patch: Patch = []
+        annotations = {
+            keys.ANNOTATION_WORKLOAD: workload.name,
+            keys.ANNOTATION_DECISION: "admitted" if admitted else "pending",
+            keys.ANNOTATION_REASON: f"{decision.reason.value}: {decision.message}",
+        }
+        if ask.gpu.memory_mib is not None and demand is not None:
+            resource, count = _resource_of(demand)
+            patch += set_gpu_resource(pod, ask.gpu.container, resource, count)
+            annotations[ANNOTATION_REQUESTED_MEMORY] = ask.annotations[keys.ANNOTATION_GPU_MEMORY]
+            patch.append(
+                {
+                    "op": "remove",
+                    "path": "/metadata/annotations/" + escape(keys.ANNOTATION_GPU_MEMORY),
+                }
+            )
+        if ask.gang is not None:
+            annotations[keys.ANNOTATION_GANG_SIZE] = str(workload.pods)
+        if admitted and decision.placement:
+            annotations[ANNOTATION_PLACEMENT] = format_placement(decision.placement[0])
+        labels = {keys.LABEL_MANAGED: "true", keys.LABEL_QUEUE: workload.queue}
+        if ask.gang is not None:
+            # Recorded in Apportion's own keys whatever named the gang (Kueue's labels, a
+            # PyTorchJob, a JobSet), so the controller reads every gang the same way.
+            labels[keys.LABEL_GANG] = ask.gang
+        patch += set_metadata(pod, "labels", labels)
+        patch += set_metadata(pod, "annotations", annotations)
+        patch += add_tolerations(pod, self.settings.gpu_tolerations)
+        if admitted:
+            patch += require_nodes(pod, self._placement_expressions(decision))
+            return Verdict(allow(patch), "admitted", workload.name)
+        models = (demand.models if demand is not None else ()) or ask.models
+        if models:
+            patch += require_nodes(pod, [self._products_expression(models)])
+        patch += add_gate(pod)
+        return Verdict(allow(patch), "gated", workload.name)
+
+    def _device_for(self, workload: Workload, decision: WorkloadDecision) -> Demand | None:
+        """The concrete device of a memory need: what was admitted, else the cheapest option."""
+        demand = workload.demand
+        if demand.gpu_memory_mib is None:
+            return demand
+        if decision.outcome is Outcome.ADMIT and decision.flavor is not None:
+            if decision.flavor.startswith("mig-"):
+                profile = decision.flavor.removeprefix("mig-")
+                node = self.cluster.nodes.get(decision.placement[0].node)
+                model = node.gpus[0].model if node and node.gpus else None
+                return Demand(mig_profile=profile, models=(model,) if model else ())
+            return Demand(gpus=1, models=(decision.flavor,))
+        options = self._memory_options(workload)
+        if not options:
+            return None
+        option = options[0]
+        if option.kind is Kind.MIG:
+            return Demand(mig_profile=option.profile, models=option.models)
+        return Demand(gpus=1, models=option.models)
+
+    def _memory_options(self, workload: Workload) -> list[Any]:
+        present = tuple(sorted(self.cluster.largest_nodes()))
+        options = list(resolve_options(workload, self.cluster.catalog, present))
+        if not self.settings.whole_gpu_fallback:
+            mig = [o for o in options if o.kind is Kind.MIG]
+            options = mig or options
+        return options
+
+    def _placement_expressions(self, decision: WorkloadDecision) -> list[dict[str, Any]]:
+        nodes = sorted({p.node for p in decision.placement})
+        hostnames = sorted(
+            self.cluster.nodes[n].labels.get(keys.NODE_HOSTNAME, n)
+            for n in nodes
+            if n in self.cluster.nodes
+        )
+        products = sorted(
+            {
+                self.cluster.nodes[n].labels[keys.NODE_PRODUCT]
+                for n in nodes
+                if keys.NODE_PRODUCT in self.cluster.nodes.get(n, _NO_NODE).labels
+            }
+        )
+        expressions: list[dict[str, Any]] = []
+        if products:
+            expressions.append({"key": keys.NODE_PRODUCT, "operator": "In", "values": products})
+        expressions.append({"key": keys.NODE_HOSTNAME, "operator": "In", "values": hostnames})
+        return expressions
+
+    def _products_expression(self, models: tuple[str, ...]) -> dict[str, Any]:
+        products: list[str] = []
+        for name in models:
+            model = self.cluster.catalog[name]
+            products += [p for p in model.products if p not in products]
+        return {"key": keys.NODE_PRODUCT, "operator": "In", "values": products}
+
+    def _gang_message(self, ask: PodAsk) -> str:
+        size = self.cluster.gang_size(ask)
+        return (
+            f"gang {ask.gang} of {size} pods: admitted all together by the controller once "
+            "every member exists"
+        )
+
+    # -- /validate -----------------------------------------------------------------------
+
+    def validate(self, req: AdmissionRequest) -> Verdict:
+        if req.kind != "Pod" or req.resource != "pods" or req.sub_resource:
+            return Verdict(allow(), "ignored")
+        if req.operation == "CREATE":
+            return self._validate_create(req)
+        if req.operation == "UPDATE":
+            return self._validate_update(req)
+        if req.operation == "DELETE" and self.standalone and not req.dry_run:
+            self._forget_pod(req.old_object)
+        return Verdict(allow(), "ignored")
+
+    def _validate_create(self, req: AdmissionRequest) -> Verdict:
+        pod = req.object
+        if pod is None or not wants_gpus(pod):
+            return Verdict(allow(), "ignored")
+        policy = self.cluster.policy(req.namespace)
+        if not policy.enabled:
+            return Verdict(allow(), "ignored")
+        ask = self.reader.ask(pod, req.namespace)
+        queue = self.cluster.queue_for(ask)
+        problems = [*ask.problems, *self._queue_problems(ask, queue), *self._never_fits(ask)]
+        if problems:
+            return Verdict(deny("Apportion: " + "; ".join(problems)), "denied")
+        shadow = self.settings.mode == "shadow" or policy.shadow
+        if not shadow and keys.ANNOTATION_WORKLOAD not in ask.annotations:
+            return Verdict(
+                deny(
+                    "Apportion: this GPU pod was not processed by Apportion's mutating webhook "
+                    "(outage or timeout); create it again",
+                    code=503,
+                ),
+                "denied",
+            )
+        if self.standalone and not req.dry_run and not shadow:
+            observed = self.reader.observed(pod)
+            if observed is not None:
+                self.cluster.put_pod(observed)
+        return Verdict(allow(warnings=self._rightsizing(ask, queue)), "allowed")
+
+    def _rightsizing(self, ask: PodAsk, queue: str | None) -> list[str]:
+        """Soft advice from GPU metrics: this queue's workloads on these GPUs use far less
+        memory than the GPUs offer (a warning the user sees; never a denial)."""
+        report = self.cluster.telemetry
+        if report is None or not ask.gpu.gpus:
+            return []
+        return [
+            f"Apportion: {usage.message}"
+            for usage in report.rightsizing
+            if usage.queue == queue
+            and usage.fits is not None
+            and (not ask.models or usage.flavor in ask.models)
+            and usage.flavor in self.cluster.largest_nodes()
+        ][:1]
+
+    def _validate_update(self, req: AdmissionRequest) -> Verdict:
+        new, old = req.object or {}, req.old_object or {}
+        if req.username in self.settings.trusted_users:
+            if self.standalone and not req.dry_run:
+                observed = self.reader.observed(new)
+                if observed is not None:
+                    self.cluster.put_pod(observed)
+            return Verdict(allow(), "allowed")
+        changed = _decision_changes(old, new)
+        if changed:
+            return Verdict(
+                deny(
+                    f"Apportion: only Apportion may change {', '.join(changed)} "
+                    f"(user {req.username or 'unknown'})"
+                ),
+                "denied",
+            )
+        return Verdict(allow(), "ignored")
+
+    def _forget_pod(self, pod: dict[str, Any] | None) -> None:
+        if not pod:
+            return
+        metadata = pod.get("metadata") or {}
+        self.cluster.remove_pod(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
+        workload = (metadata.get("annotations") or {}).get(keys.ANNOTATION_WORKLOAD)
+        if isinstance(workload, str):
+            self.cluster.forget(workload)
+
+    # -- shared checks -------------------------------------------------------------------
+
+    def _queue_problems(self, ask: PodAsk, queue_name: str | None) -> list[str]:
+        if queue_name is None:
+            return [
+                f"no queue: label the pod {keys.LABEL_QUEUE}=<queue> or label namespace "
+                f"{ask.namespace} with {keys.NAMESPACE_DEFAULT_QUEUE}=<queue>"
+            ]
+        queue = self.cluster.queues.get(queue_name)
+        if queue is None:
+            known = ", ".join(sorted(self.cluster.queues)) or "none"
+            return [f"queue {queue_name!r} does not exist (queues: {known})"]
+        problems = []
+        if queue.namespaces and ask.namespace not in queue.namespaces:
+            problems.append(
+                f"queue {queue_name!r} is not open to namespace {ask.namespace!r} "
+                f"(open to: {', '.join(queue.namespaces)})"
+            )
+        if queue.max_priority is not None and ask.priority > queue.max_priority:
+            problems.append(
+                f"priority {ask.priority} is above the maximum {queue.max_priority} of queue "
+                f"{queue_name!r}; use a lower priority class"
+            )
+        if ask.gang is not None and self.cluster.gang_size(ask) is None:
+            problems.append(
+                f"gang {ask.gang!r}: say how many pods it has with the annotation "
+                f"{keys.ANNOTATION_GANG_SIZE} (or {keys.KUEUE_GROUP_TOTAL}); Apportion reads "
+                "it from the owner only for Jobs it has seen"
+            )
+        return problems
+
+    def _never_fits(self, ask: PodAsk) -> list[str]:
+        """A request no node of this cluster can ever hold (ignoring what is in use)."""
+        largest = self.cluster.largest_nodes()
+        if not largest:
+            return []  # nothing synced yet: never deny on an empty view
+        catalog = self.cluster.catalog
+        models = [m for m in largest if not ask.models or m in ask.models]
+        gpu = ask.gpu
+        if gpu.gpus:
+            best = max((largest[m] for m in models), default=0)
+            if gpu.gpus > best:
+                where = f" of {'/'.join(ask.models)}" if ask.models else ""
+                return [
+                    f"{gpu.gpus} GPUs in one pod: the largest node{where} in this cluster "
+                    f"has {best} whole GPUs"
+                ]
+        elif gpu.mig_profile is not None:
+            if not any(catalog[m].mig_profile(gpu.mig_profile) is not None for m in models):
+                return [f"no GPU in this cluster can hold a MIG {gpu.mig_profile} instance"]
+        elif gpu.memory_mib is not None and not any(
+            catalog[m].memory_mib >= gpu.memory_mib for m in models
+        ):
+            return [f"{gpu.memory_mib} MiB of GPU memory: no GPU in this cluster has that much"]
+        return []
+
+    def _workload(self, ask: PodAsk, queue: str, uid: str) -> Workload:
+        if ask.gang is not None:
+            name = f"{ask.namespace}/{ask.gang}"
+        elif ask.name is not None:
+            name = f"{ask.namespace}/{ask.name}"
+        else:
+            name = f"{ask.namespace}/{ask.generate_name or 'pod-'}{self._uid_name(uid)}"
+        gpu = ask.gpu
+        if gpu.gpus:
+            demand = Demand(gpus=gpu.gpus, models=ask.models)
+        elif gpu.mig_profile is not None:
+            demand = Demand(mig_profile=gpu.mig_profile, models=ask.models)
+        else:
+            demand = Demand(gpu_memory_mib=gpu.memory_mib, models=ask.models)
+        tolerations = [
+            Toleration.model_validate({k: t[k] for k in _TOLERATION_FIELDS if k in t})
+            for t in (*ask.tolerations, *self.settings.gpu_tolerations)
+            if _core_toleration(t)
+        ]
+        return Workload(
+            name=name,
+            queue=queue,
+            namespace=ask.namespace,
+            priority=ask.priority,
+            created=int(self.cluster.now()),
+            pods=self.cluster.gang_size(ask) or 1,
+            demand=demand,
+            node_selector=ask.node_selector,
+            tolerations=tuple(tolerations),
+        )
+
+
+_TOLERATION_FIELDS = ("key", "operator", "value", "effect")
+_NO_NODE: Any = type("_NoNode", (), {"labels": {}})()
+
+
+def _core_toleration(toleration: dict[str, Any]) -> bool:
+    """Tolerations the core models (NoExecute/NoSchedule/PreferNoSchedule, Equal/Exists)."""
+    return toleration.get("operator", "Equal") in ("Equal", "Exists") and toleration.get(
+        "effect"
+    ) in (None, "", "NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def _pod_create(req: AdmissionRequest) -> dict[str, Any] | None:
+    if req.kind != "Pod" or req.resource != "pods" or req.sub_resource:
+        return None
+    if req.operation != "CREATE":
+        return None
+    return req.object
+
+
+def _waiting(workload: Workload, reason: Reason, message: str) -> WorkloadDecision:
+    return WorkloadDecision(
+        workload=workload.name,
+        queue=workload.queue,
+        outcome=Outcome.PENDING,
+        reason=reason,
+        message=message,
+    )
+
+
+def _resource_of(demand: Demand) -> tuple[str, int]:
+    if demand.mig_profile is not None:
+        return mig_resource_name(demand.mig_profile), 1
+    return keys.GPU_RESOURCE, demand.gpus or 1
+
+
+def _decision_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Decision labels/annotations a user changed, and a removed gate."""
+    changed: list[str] = []
+    for part in ("labels", "annotations"):
+        before = (old.get("metadata") or {}).get(part) or {}
+        after = (new.get("metadata") or {}).get(part) or {}
+        for key in sorted(keys.DECISION_KEYS | {ANNOTATION_PLACEMENT}):
+            if before.get(key) != after.get(key):
+                changed.append(f"{part[:-1]} {key}")
+
+    def gated(pod: dict[str, Any]) -> bool:
+        gates = (pod.get("spec") or {}).get("schedulingGates") or []
+        return any(isinstance(g, dict) and g.get("name") == keys.GATE for g in gates)
+
+    if gated(old) and not gated(new):
+        changed.append(f"the scheduling gate {keys.GATE}")
+    return changed

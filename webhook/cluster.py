@@ -1,0 +1,652 @@
+"""The live cluster as Apportion knows it: nodes, queues, namespaces, and managed pods.
+
+Fed by the controller's watches (or by files in standalone mode) and read by the webhook.
+It is a cache, never the truth: the truth is the pods' labels, annotations, gates and
+node bindings, so a restart rebuilds everything from a list of the cluster.
+
+Two kinds of state meet here:
+- *observed* pods (from the API): bound or admitted pods hold capacity; gated pods wait;
+- *intents* the webhook made before the pod is observed (it answered "admit" or "wait" a
+  few milliseconds before the API server stores the pod). An intent holds its capacity
+  until the pod shows up, or until ``intent_ttl_s`` passes without it (the create failed
+  later in admission, e.g. another webhook denied it).
+
+The incremental allocator answers the webhook; it is rebuilt from ``snapshot()`` only when
+something it cannot track itself changed (nodes, queues, pods it did not admit).
+Thread safety: one lock; every public method holds it for microseconds to milliseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.catalog import Catalog, default_catalog
+from scheduler.incremental import IncrementalAllocator
+from scheduler.model import (
+    Demand,
+    Node,
+    PodPlacement,
+    Queue,
+    Snapshot,
+    Workload,
+    WorkloadDecision,
+    flavor_of_mig,
+)
+from scheduler.reasons import Outcome, Reason
+from scheduler.telemetry.report import TelemetryReport
+from webhook import keys
+from webhook.kubeobjects import NodeLedger
+from webhook.pods import ManagedPod, PodAsk
+
+__all__ = [
+    "LiveCluster",
+    "NamespacePolicy",
+    "Waiting",
+]
+
+
+_RATE_WINDOW_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class NamespacePolicy:
+    enabled: bool = False
+    default_queue: str | None = None
+    shadow: bool = False
+
+    @classmethod
+    def from_labels(cls, labels: dict[str, str]) -> NamespacePolicy:
+        return cls(
+            enabled=labels.get(keys.NAMESPACE_ENABLED, "").lower() == "true",
+            default_queue=labels.get(keys.NAMESPACE_DEFAULT_QUEUE) or None,
+            shadow=labels.get(keys.NAMESPACE_MODE, "").lower() == "shadow",
+        )
+
+
+@dataclass(slots=True)
+class _Intent:
+    workload: Workload
+    expires: float
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A workload with gated pods, as the queue view shows it."""
+
+    workload: str
+    queue: str
+    namespace: str
+    pods: int
+    pods_present: int
+    priority: int
+    created: int
+    reason: str
+    message: str
+
+
+class LiveCluster:
+    """Thread-safe cache of the cluster plus the incremental allocator the webhook uses."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        gpu_models: tuple[Any, ...] = (),
+        prices: dict[str, float] | None = None,
+        intent_ttl_s: float = 120.0,
+        all_namespaces: bool = False,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._clock = clock
+        self._base = Snapshot(gpu_models=gpu_models, prices=dict(prices or {}))
+        self.catalog: Catalog = self._base.catalog() if gpu_models or prices else default_catalog()
+        self._intent_ttl_s = intent_ttl_s
+        self.all_namespaces = all_namespaces
+        self.nodes: dict[str, Node] = {}
+        self.queues: dict[str, Queue] = {}
+        self._queue_sources: dict[str, dict[str, Queue]] = {}
+        self.namespaces: dict[str, NamespacePolicy] = {}
+        self.pods: dict[tuple[str, str], ManagedPod] = {}
+        self._intents: dict[str, _Intent] = {}
+        self.job_parallelism: dict[tuple[str, str], int] = {}
+        self.job_sets: dict[tuple[str, str], str] = {}
+        """(namespace, Job name) → the JobSet that owns the Job."""
+        """(namespace, Job name) → spec.parallelism: sizes gangs of Job pods."""
+        self._allocator: IncrementalAllocator | None = None
+        self._largest: dict[str, int] | None = None
+        self._observing = False
+        """True once a watch feeds pods: intents then expire when their pod never shows."""
+        self.telemetry: TelemetryReport | None = None
+        """The last DCGM assessment (unhealthy GPUs, idle workloads, the metrics note)."""
+        self._decisions: dict[str, WorkloadDecision] = {}
+        self._admissions: dict[str, deque[float]] = {}
+        self.generation = 0
+        """Bumped on every change the global decision cares about (the controller debounces)."""
+
+    # -- inputs --------------------------------------------------------------------------
+
+    def _changed(self) -> None:
+        self._allocator = None
+        self.generation += 1
+
+    def _nodes_changed(self) -> None:
+        self._largest = None
+        self._changed()
+
+    def largest_nodes(self) -> dict[str, int]:
+        """Per GPU model present: the most whole GPUs one node has (0 for all-MIG models).
+
+        What "can this ever fit" checks need; recomputed only when nodes change.
+        """
+        with self._lock:
+            if self._largest is None:
+                largest: dict[str, int] = {}
+                for node in self.nodes.values():
+                    for model in {g.model for g in node.gpus}:
+                        whole = sum(1 for g in node.gpus if g.model == model and g.mig is None)
+                        largest[model] = max(largest.get(model, 0), whole)
+                self._largest = largest
+            return self._largest
+
+    def replace_nodes(self, nodes: Iterable[Node]) -> None:
+        with self._lock:
+            self.nodes = {n.name: n for n in nodes}
+            self._nodes_changed()
+
+    def put_node(self, node: Node) -> None:
+        with self._lock:
+            if self.nodes.get(node.name) != node:
+                self.nodes[node.name] = node
+                self._nodes_changed()
+
+    def remove_node(self, name: str) -> None:
+        with self._lock:
+            if self.nodes.pop(name, None) is not None:
+                self._nodes_changed()
+
+    def replace_queues(self, queues: Iterable[Queue], source: str = "file") -> None:
+        """The queues of one source (``file``: a mounted file; ``crd``: Queue objects).
+
+        Both may be in use while a cluster moves to the CRD; a Queue object wins over a
+        file entry of the same name.
+        """
+        with self._lock:
+            self._queue_sources[source] = {q.name: q for q in queues}
+            merged: dict[str, Queue] = {}
+            for name in ("file", "crd"):
+                merged.update(self._queue_sources.get(name, {}))
+            self.queues = merged
+            self._changed()
+
+    def queue_source(self, source: str) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._queue_sources.get(source, {}))
+
+    def set_telemetry(self, report: TelemetryReport) -> None:
+        """New GPU metrics: unhealthy GPUs leave capacity, idle workloads are marked."""
+        with self._lock:
+            before = self.telemetry
+            self.telemetry = report
+            if before is None or (before.unhealthy, before.idle.names()) != (
+                report.unhealthy,
+                report.idle.names(),
+            ):
+                self._changed()
+
+    def pod_owner(self) -> dict[tuple[str, str], str]:
+        """(namespace, pod) → workload, for attributing GPU metrics to workloads."""
+        with self._lock:
+            return {(p.namespace, p.name): p.workload for p in self.pods.values() if not p.foreign}
+
+    def put_namespace(self, name: str, labels: dict[str, str]) -> None:
+        with self._lock:
+            self.namespaces[name] = NamespacePolicy.from_labels(labels)
+
+    def remove_namespace(self, name: str) -> None:
+        with self._lock:
+            self.namespaces.pop(name, None)
+
+    def put_job(
+        self, namespace: str, name: str, parallelism: int | None, jobset: str | None = None
+    ) -> None:
+        """A Job's parallelism (None: the Job is gone), and the JobSet it belongs to."""
+        with self._lock:
+            if parallelism is None:
+                self.job_parallelism.pop((namespace, name), None)
+                self.job_sets.pop((namespace, name), None)
+                return
+            self.job_parallelism[(namespace, name)] = parallelism
+            if jobset is not None:
+                self.job_sets[(namespace, name)] = jobset
+
+    def gang_size(self, ask: PodAsk) -> int | None:
+        """The gang's declared size, else what its owners say: a JobSet's pods are the sum
+        of its Jobs' parallelism once all its Jobs are seen; a Job's, its parallelism."""
+        if ask.gang_size is not None or ask.owner is None:
+            return ask.gang_size
+        kind, name = ask.owner
+        if kind != "Job":
+            return None
+        with self._lock:
+            jobset = self.job_sets.get((ask.namespace, name))
+            if jobset is None:
+                return self.job_parallelism.get((ask.namespace, name))
+            jobs = [
+                self.job_parallelism[key]
+                for key, owner in self.job_sets.items()
+                if owner == jobset and key[0] == ask.namespace
+            ]
+            if ask.jobset_jobs is None or len(jobs) < ask.jobset_jobs:
+                return None  # not every Job of the JobSet is known yet
+            return sum(jobs)
+
+    def replace_pods(self, pods: Iterable[ManagedPod]) -> None:
+        """A full relist: the observed pods are now exactly these."""
+        with self._lock:
+            self._observing = True
+            self.pods = {(p.namespace, p.name): p for p in pods}
+            self._drop_observed_intents()
+            self._changed()
+
+    def put_pod(self, pod: ManagedPod) -> None:
+        with self._lock:
+            self._observing = True
+            key = (pod.namespace, pod.name)
+            before = self.pods.get(key)
+            self.pods[key] = pod
+            if before is not None and _capacity_view(before) == _capacity_view(pod):
+                self.generation += 1 if before.raw is not pod.raw else 0
+                return
+            intent = self._intents.get(pod.workload)
+            if intent is not None and not pod.gated and _same_place(intent, pod):
+                # The pod Apportion admitted shows up where it was placed: the allocator
+                # already holds it; the intent retires once every pod is observed admitted.
+                self._retire_if_observed(pod.workload)
+                self.generation += 1
+                return
+            self._changed()
+
+    def remove_pod(self, namespace: str, name: str) -> None:
+        with self._lock:
+            pod = self.pods.pop((namespace, name), None)
+            if pod is not None:
+                self._changed()
+
+    # -- queries -------------------------------------------------------------------------
+
+    def policy(self, namespace: str) -> NamespacePolicy:
+        with self._lock:
+            known = self.namespaces.get(namespace)
+        if known is not None:
+            return known
+        return NamespacePolicy(enabled=self.all_namespaces and not _system(namespace))
+
+    def queue_for(self, ask: PodAsk) -> str | None:
+        return ask.queue or self.policy(ask.namespace).default_queue
+
+    def now(self) -> float:
+        return self._clock()
+
+    def snapshot(self, *, with_telemetry: bool = True) -> Snapshot:
+        """Everything the global decision needs: running, intended and waiting workloads;
+        with the last GPU metrics applied unless ``with_telemetry`` is False (what the
+        metrics reader itself judges)."""
+        with self._lock:
+            self._expire_intents()
+            return self._snapshot(with_telemetry)
+
+    def managed_pods(self) -> list[ManagedPod]:
+        with self._lock:
+            return list(self.pods.values())
+
+    def waiting(self) -> list[Waiting]:
+        """Workloads with gated pods, complete gangs and incomplete ones alike."""
+        with self._lock:
+            grouped: dict[str, list[ManagedPod]] = {}
+            for pod in self.pods.values():
+                if pod.gated and not pod.foreign:
+                    grouped.setdefault(pod.workload, []).append(pod)
+            out = []
+            for name, pods in sorted(grouped.items()):
+                first = min(pods, key=lambda p: (p.created, p.name))
+                size = max(first.gang_size, len(pods))
+                incomplete = len(pods) < size
+                unknown = first.queue not in self.queues
+                out.append(
+                    Waiting(
+                        workload=name,
+                        queue=first.queue,
+                        namespace=first.namespace,
+                        pods=size,
+                        pods_present=len(pods),
+                        priority=max(p.priority for p in pods),
+                        created=first.created,
+                        reason="QueueUnknown"
+                        if unknown
+                        else "GangIncomplete"
+                        if incomplete
+                        else "Pending",
+                        message=f"queue {first.queue!r} does not exist; create it or relabel"
+                        if unknown
+                        else f"{len(pods)} of {size} pods exist; the gang waits for all"
+                        if incomplete
+                        else "waiting for the controller's next decision",
+                    )
+                )
+            return out
+
+    def set_last_decisions(self, decisions: Iterable[WorkloadDecision]) -> None:
+        with self._lock:
+            self._decisions = {d.workload: d for d in decisions}
+
+    def last_decisions(self) -> dict[str, WorkloadDecision]:
+        with self._lock:
+            return dict(self._decisions)
+
+    def record_admission(self, queue: str) -> None:
+        """For the wait estimate: admissions per queue over the last hour."""
+        with self._lock:
+            times = self._admissions.setdefault(queue, deque())
+            now = self._clock()
+            times.append(now)
+            while times and times[0] < now - _RATE_WINDOW_S:
+                times.popleft()
+
+    def admission_rate_per_s(self, queue: str) -> float:
+        with self._lock:
+            now = self._clock()
+            times = self._admissions.get(queue, deque())
+            recent = sum(1 for t in times if t >= now - _RATE_WINDOW_S)
+            return recent / _RATE_WINDOW_S
+
+    # -- the webhook's path --------------------------------------------------------------
+
+    def admit_now(self, workload: Workload, *, reserve: bool) -> WorkloadDecision:
+        """Admit ``workload`` now if quota and capacity allow, else say why it waits.
+
+        With ``reserve`` the admission is charged until its pod is observed (or the
+        intent expires); without (dry runs, shadow mode) nothing is kept.
+        """
+        with self._lock:
+            self._expire_intents()
+            held = self._intents.get(workload.name)
+            if held is not None and held.workload.placement is not None:
+                # A retried create (the API server timed out on us and called again): the
+                # same answer, not a second admission.
+                return WorkloadDecision(
+                    workload=workload.name,
+                    queue=held.workload.queue,
+                    outcome=Outcome.ADMIT,
+                    reason=Reason.ADMITTED,
+                    message="already admitted by an earlier call for this pod",
+                    flavor=held.workload.flavor,
+                    placement=held.workload.placement,
+                )
+            allocator = self._current_allocator()
+            decision = allocator.decide(workload)
+            if decision.outcome is Outcome.ADMIT:
+                if reserve:
+                    self.record_admission(workload.queue)
+                    running = workload.model_copy(
+                        update={
+                            "flavor": decision.flavor,
+                            "placement": decision.placement,
+                            "started": int(self._clock()),
+                        }
+                    )
+                    self._intents[workload.name] = _Intent(
+                        running, self._clock() + self._intent_ttl_s
+                    )
+                else:
+                    allocator.release(workload.name)
+            return decision
+
+    def record_waiting(self, workload: Workload) -> None:
+        """Remember a gated workload until its pods are observed (standalone: for good)."""
+        with self._lock:
+            self._intents[workload.name] = _Intent(workload, self._clock() + self._intent_ttl_s)
+            self.generation += 1
+
+    def forget(self, workload: str) -> bool:
+        """Drop an intent (its pod was deleted before it was ever observed)."""
+        with self._lock:
+            intent = self._intents.pop(workload, None)
+            if intent is None:
+                return False
+            if intent.workload.placement is not None:
+                allocator = self._allocator
+                if allocator is None or not allocator.release(workload):
+                    self._changed()
+            return True
+
+    def note_admitted(self, workload: Workload) -> None:
+        """The controller admitted a waiting workload: hold its capacity until observed."""
+        with self._lock:
+            self.record_admission(workload.queue)
+            self._intents[workload.name] = _Intent(workload, self._clock() + self._intent_ttl_s)
+            self._changed()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _current_allocator(self) -> IncrementalAllocator:
+        if self._allocator is None:
+            snapshot = self._snapshot()
+            running_only = snapshot.model_copy(
+                update={"workloads": tuple(w for w in snapshot.workloads if w.placement)}
+            )
+            self._allocator = IncrementalAllocator(running_only)
+        return self._allocator
+
+    def _nodes_less_foreign(self) -> dict[str, Node]:
+        """Nodes without the devices foreign pods hold (they are not Apportion's to give)."""
+        foreign = [p for p in self.pods.values() if p.foreign and p.node in self.nodes]
+        if not foreign:
+            return self.nodes
+        ledgers: dict[str, NodeLedger] = {}
+        for pod in sorted(foreign, key=lambda p: (p.namespace, p.name)):
+            assert pod.node is not None
+            ledger = ledgers.setdefault(pod.node, NodeLedger.of(self.nodes[pod.node]))
+            if pod.demand.mig_profile is not None:
+                ledger.take_slice(pod.demand.mig_profile)
+            else:
+                ledger.take_whole(min(pod.demand.gpus or 0, len(ledger.free_whole)))
+        nodes = dict(self.nodes)
+        for name, ledger in ledgers.items():
+            node = self.nodes[name]
+            whole = {g.index for g in node.gpus if g.mig is None} - set(ledger.free_whole)
+            slices = {(g.index, m.start) for g in node.gpus if g.mig is not None for m in g.mig} - {
+                s for free in ledger.free_slices.values() for s in free
+            }
+            nodes[name] = _without(node, whole, slices)
+        return nodes
+
+    def _without_unknown_queues(
+        self, workloads: list[Workload], nodes: dict[str, Node]
+    ) -> tuple[list[Workload], dict[str, Node]]:
+        """Workloads of queues that do not exist (deleted, or a typo the validating webhook
+        did not see): waiting ones are left out of decisions (the queue view says why);
+        running ones keep their devices, which leave capacity like a foreign pod's."""
+        known = [w for w in workloads if w.queue in self.queues]
+        if len(known) == len(workloads):
+            return workloads, nodes
+        held: dict[str, tuple[set[int], set[tuple[int, int]]]] = {}
+        for workload in workloads:
+            if workload.queue in self.queues or workload.placement is None:
+                continue
+            for placement in workload.placement:
+                whole, slices = held.setdefault(placement.node, (set(), set()))
+                if placement.mig_start is not None:
+                    slices.add((placement.gpus[0], placement.mig_start))
+                else:
+                    whole.update(placement.gpus)
+        nodes = dict(nodes)
+        for name, (whole, slices) in held.items():
+            if name in nodes:
+                nodes[name] = _without(nodes[name], whole, slices)
+        return known, nodes
+
+    def _expire_intents(self) -> None:
+        if not self._observing:
+            return
+        now = self._clock()
+        expired = [name for name, i in self._intents.items() if i.expires <= now]
+        for name in expired:
+            intent = self._intents.pop(name)
+            if intent.workload.placement is not None:
+                self._allocator = None
+        if expired:
+            self.generation += 1
+
+    def _drop_observed_intents(self) -> None:
+        for name in list(self._intents):
+            self._retire_if_observed(name)
+
+    def _retire_if_observed(self, workload: str) -> None:
+        """An intent ends when its pods are observed: all admitted, or (waiting) present."""
+        intent = self._intents.get(workload)
+        if intent is None:
+            return
+        pods = [p for p in self.pods.values() if p.workload == workload]
+        if intent.workload.placement is None:
+            if pods:
+                del self._intents[workload]
+        elif len(pods) >= intent.workload.pods and not any(p.gated for p in pods):
+            del self._intents[workload]
+
+    def _snapshot(self, with_telemetry: bool = True) -> Snapshot:
+        nodes = self._nodes_less_foreign()
+        ledgers = {name: NodeLedger.of(node) for name, node in nodes.items()}
+        workloads: list[Workload] = []
+        grouped: dict[str, list[ManagedPod]] = {}
+        for pod in self.pods.values():
+            if not pod.foreign:
+                grouped.setdefault(pod.workload, []).append(pod)
+        # Intents first: their placements were chosen by the allocator and must stay put;
+        # an admitted intent stands for its pods until they are all observed admitted.
+        for intent in self._intents.values():
+            name = intent.workload.name
+            if name in grouped and intent.workload.placement is None:
+                continue
+            grouped.pop(name, None)
+            if intent.workload.placement is not None:
+                placed = all(
+                    p.node in ledgers and ledgers[p.node].claim(p)
+                    for p in intent.workload.placement
+                )
+                if not placed:
+                    continue
+            workloads.append(intent.workload)
+        for name in sorted(grouped):
+            workload = _workload_of(name, grouped[name], ledgers)
+            if workload is not None:
+                workloads.append(workload)
+        workloads, nodes = self._without_unknown_queues(workloads, nodes)
+        snapshot = self._base.model_copy(
+            update={
+                "nodes": tuple(nodes[n] for n in sorted(nodes)),
+                "queues": tuple(self.queues[q] for q in sorted(self.queues)),
+                "workloads": tuple(workloads),
+                "now": int(self._clock()),
+            }
+        )
+        if self.telemetry is None or not with_telemetry:
+            return snapshot
+        return self.telemetry.apply(snapshot)
+
+
+def _without(node: Node, whole: set[int], slices: set[tuple[int, int]]) -> Node:
+    gpus = []
+    for gpu in node.gpus:
+        if gpu.mig is None:
+            if gpu.index not in whole:
+                gpus.append(gpu)
+        else:
+            kept = tuple(m for m in gpu.mig if (gpu.index, m.start) not in slices)
+            gpus.append(gpu if len(kept) == len(gpu.mig) else gpu.model_copy(update={"mig": kept}))
+    return node.model_copy(update={"gpus": tuple(gpus)})
+
+
+def _system(namespace: str) -> bool:
+    return namespace in ("kube-system", "kube-public", "kube-node-lease") or namespace.startswith(
+        "openshift"
+    )
+
+
+def _admitted(pod: ManagedPod) -> bool:
+    return not pod.gated
+
+
+def _capacity_view(pod: ManagedPod) -> tuple[object, ...]:
+    return (pod.gated, pod.node, pod.placement, pod.workload, pod.demand)
+
+
+def _same_place(intent: _Intent, pod: ManagedPod) -> bool:
+    placement = intent.workload.placement or ()
+    return (
+        pod.placement is not None
+        and pod.placement in placement
+        and (pod.node in (None, pod.placement.node))
+    )
+
+
+def _kind_flavor(demand: Demand, node: Node | None) -> str | None:
+    if demand.mig_profile is not None:
+        return flavor_of_mig(demand.mig_profile)
+    if node is None or not node.gpus:
+        return None
+    return node.gpus[0].model
+
+
+def _workload_of(
+    name: str, pods: list[ManagedPod], ledgers: dict[str, NodeLedger]
+) -> Workload | None:
+    """A running workload (every pod admitted) or a waiting one (any pod gated)."""
+    first = min(pods, key=lambda p: (p.created, p.name))
+    base = Workload(
+        name=name,
+        queue=first.queue,
+        namespace=first.namespace,
+        priority=max(p.priority for p in pods),
+        created=first.created,
+        pods=max(first.gang_size, len(pods)),
+        demand=first.demand,
+    )
+    if any(p.gated for p in pods):
+        if len(pods) < first.gang_size:
+            return None  # an incomplete gang is reported, not decided
+        return base.model_copy(update={"pods": len(pods)})
+    placements: list[PodPlacement] = []
+    for pod in sorted(pods, key=lambda p: p.name):
+        placement = _place(pod, ledgers)
+        if placement is None:
+            return None  # not bound yet and never placed by us: nothing to account
+        placements.append(placement)
+    ledger = ledgers.get(placements[0].node)
+    flavor = pods[0].flavor or _kind_flavor(first.demand, ledger.node if ledger else None)
+    demand = first.demand
+    if demand.gpu_memory_mib is not None or (demand.mig_profile is None and demand.gpus is None):
+        return None
+    return base.model_copy(
+        update={
+            "pods": len(placements),
+            "placement": tuple(placements),
+            "flavor": flavor,
+            "started": first.created,
+        }
+    )
+
+
+def _place(pod: ManagedPod, ledgers: dict[str, NodeLedger]) -> PodPlacement | None:
+    node = pod.node or (pod.placement.node if pod.placement else None)
+    if node is None or node not in ledgers:
+        return None
+    ledger = ledgers[node]
+    if pod.placement is not None and pod.placement.node == node and ledger.claim(pod.placement):
+        return pod.placement
+    if pod.demand.mig_profile is not None:
+        return ledger.take_slice(pod.demand.mig_profile)
+    return ledger.take_whole(pod.demand.gpus or 0)

@@ -1,0 +1,261 @@
+"""``apportion serve`` and ``apportion queue``: the webhook's entry points.
+
+The only webhook module that reads flags and the environment; every setting becomes a
+field of ``ServeSettings`` here and is passed down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from scheduler.cli import CommandError
+from scheduler.loading import SnapshotError
+from webhook.dcgm import PrometheusSettings
+from webhook.queuefile import QueueFileError, load_queue_file
+from webhook.settings import (
+    AdmissionSettings,
+    ControllerSettings,
+    ServerSettings,
+    ServeSettings,
+)
+
+__all__ = ["queue_command", "serve_command"]
+
+Subparsers = Any
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    """An environment setting; empty counts as unset (Deployments often template '')."""
+    return os.environ.get(name) or default
+
+
+def serve_command(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="run the admission webhook (and the controller) over HTTPS",
+        description=(
+            "Serve /mutate and /validate (AdmissionReview v1) over TLS, with /healthz, "
+            "/readyz, /metrics and /queues. With a kubeconfig (or in a pod) it watches the "
+            "cluster and runs the controller; with --cluster FILE, or with neither, it runs "
+            "standalone on a file or the embedded default cluster. Every flag can be set by "
+            "the environment variable shown."
+        ),
+    )
+    add = parser.add_argument
+    add(
+        "--cert-file",
+        type=Path,
+        default=_env("APPORTION_CERT_FILE"),
+        help="TLS certificate (PEM), reloaded when it changes [APPORTION_CERT_FILE]",
+    )
+    add(
+        "--key-file",
+        type=Path,
+        default=_env("APPORTION_KEY_FILE"),
+        help="TLS private key (PEM) [APPORTION_KEY_FILE]",
+    )
+    add(
+        "--port",
+        type=int,
+        default=int(_env("APPORTION_PORT", "8443") or 8443),
+        help="HTTPS port (default 8443) [APPORTION_PORT]",
+    )
+    add(
+        "--probe-port",
+        type=int,
+        default=int(_env("APPORTION_PROBE_PORT", "8080") or 8080),
+        help="plain-HTTP port for /healthz /readyz /metrics, 0 = off (default 8080) "
+        "[APPORTION_PROBE_PORT]",
+    )
+    add("--host", default=_env("APPORTION_HOST", "0.0.0.0"), help="listen address")
+    add(
+        "--cluster",
+        type=Path,
+        default=_env("APPORTION_CLUSTER"),
+        help="standalone: cluster file (snapshot + namespaces) [APPORTION_CLUSTER]",
+    )
+    add(
+        "--kubeconfig",
+        type=Path,
+        default=_env("KUBECONFIG"),
+        help="kubeconfig; in a pod the in-cluster config is used [KUBECONFIG]",
+    )
+    add(
+        "--queues",
+        type=Path,
+        default=_env("APPORTION_QUEUES"),
+        help="queues YAML (a list, or {queues: [...]}) when not from a cluster file "
+        "[APPORTION_QUEUES]",
+    )
+    add(
+        "--mode",
+        choices=("enforce", "shadow"),
+        default=_env("APPORTION_MODE", "enforce"),
+        help="shadow: only annotate what Apportion would do [APPORTION_MODE]",
+    )
+    add(
+        "--on-allocator-failure",
+        choices=("gate", "allow"),
+        default=_env("APPORTION_ON_ALLOCATOR_FAILURE", "gate"),
+        help="when the allocator cannot answer (default gate) [APPORTION_ON_ALLOCATOR_FAILURE]",
+    )
+    add(
+        "--all-namespaces",
+        action="store_true",
+        default=_env("APPORTION_ALL_NAMESPACES", "") == "true",
+        help="standalone: manage every namespace but system ones [APPORTION_ALL_NAMESPACES]",
+    )
+    add(
+        "--prometheus-url",
+        default=_env("APPORTION_PROMETHEUS_URL"),
+        help="Prometheus with dcgm-exporter series: GPU health and idleness in decisions "
+        "(also APPORTION_PROMETHEUS_TOKEN_FILE, _CA_FILE, _TIMEOUT_S, _REFRESH_S) "
+        "[APPORTION_PROMETHEUS_URL]",
+    )
+    add("--no-controller", action="store_true", help="serve the webhook only")
+    add(
+        "--log-level",
+        default=_env("APPORTION_LOG_LEVEL", "info"),
+        help="debug, info, warning [APPORTION_LOG_LEVEL]",
+    )
+    parser.set_defaults(run=_run_serve)
+
+
+def queue_command(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "queue",
+        help="list waiting workloads with position, reason and estimated wait",
+        description="Ask a running `apportion serve` for its waiting workloads (/queues).",
+    )
+    parser.add_argument("queue", nargs="?", help="only this queue")
+    parser.add_argument(
+        "--url",
+        default=_env("APPORTION_URL", "https://localhost:8443"),
+        help="the server (default https://localhost:8443) [APPORTION_URL]",
+    )
+    parser.add_argument("--ca-file", type=Path, help="CA that signed the server certificate")
+    parser.add_argument("--insecure", action="store_true", help="do not verify the certificate")
+    parser.add_argument("--json", action="store_true", help="print the JSON as served")
+    parser.set_defaults(run=_run_queue)
+
+
+def _settings(args: argparse.Namespace) -> ServeSettings:
+    if args.cert_file is None or args.key_file is None:
+        raise CommandError(
+            "--cert-file and --key-file are required (the API server only calls webhooks "
+            "over HTTPS); set APPORTION_CERT_FILE / APPORTION_KEY_FILE in a Deployment"
+        )
+    for flag, path in (("--cert-file", args.cert_file), ("--key-file", args.key_file)):
+        if not path.is_file():
+            raise CommandError(f"{flag}: {path} does not exist or is not a file")
+    trusted = set()
+    namespace = _env("POD_NAMESPACE", "apportion-system") or "apportion-system"
+    account = _env("APPORTION_SERVICE_ACCOUNT", "apportion") or "apportion"
+    trusted.add(f"system:serviceaccount:{namespace}:{account}")
+    return ServeSettings(
+        server=ServerSettings(
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+            host=args.host,
+            port=args.port,
+            probe_port=args.probe_port or None,
+        ),
+        admission=AdmissionSettings(
+            mode=args.mode,
+            on_allocator_failure=args.on_allocator_failure,
+            trusted_users=frozenset(trusted),
+        ),
+        controller=ControllerSettings(
+            enabled=not args.no_controller,
+            lease_namespace=namespace,
+            identity=_env("POD_NAME", f"apportion-{os.getpid()}") or "apportion",
+        ),
+        cluster_file=args.cluster,
+        queues_file=args.queues,
+        kubeconfig=args.kubeconfig,
+        all_namespaces=args.all_namespaces,
+        prometheus=_prometheus(args.prometheus_url),
+    )
+
+
+def _prometheus(url: str | None) -> PrometheusSettings | None:
+    if not url:
+        return None
+    try:
+        return replace(PrometheusSettings.from_env(), url=url)
+    except ValueError as error:
+        raise CommandError(f"Prometheus settings: {error}") from None
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from webhook.logs import configure_logging
+    from webhook.runtime import run_server
+
+    settings = _settings(args)
+    configure_logging(args.log_level)
+    try:
+        queues = load_queue_file(settings.queues_file) if settings.queues_file else None
+    except QueueFileError as error:
+        raise CommandError(f"--queues: {error}") from None
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # uvloop is optional on platforms without it
+        pass
+    try:
+        asyncio.run(run_server(settings, queues, stop_signals=(signal.SIGTERM, signal.SIGINT)))
+    except SnapshotError as error:
+        raise CommandError(str(error)) from None
+    except OSError as error:
+        raise CommandError(f"cannot serve: {error}") from None
+    return 0
+
+
+def _run_queue(args: argparse.Namespace) -> int:
+    context = ssl.create_default_context(cafile=str(args.ca_file) if args.ca_file else None)
+    if args.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    url = args.url.rstrip("/") + "/queues" + (f"?queue={args.queue}" if args.queue else "")
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            data = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise CommandError(f"cannot read {url}: {error}") from None
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print(_queue_table(data))
+    return 0
+
+
+def _duration(seconds: object) -> str:
+    if not isinstance(seconds, int | float):
+        return "unknown"
+    minutes = int(seconds) // 60
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
+
+
+def _queue_table(data: dict[str, Any]) -> str:
+    lines = []
+    for queue, items in sorted(data.get("queues", {}).items()):
+        lines.append(f"{queue}: {len(items)} waiting")
+        for item in items:
+            lines.append(
+                f"  {item['position']:>3}. {item['workload']:<40} pods {item['pods_present']}/"
+                f"{item['pods']}  waiting {_duration(item['waiting_s'])}  "
+                f"est. {_duration(item.get('estimated_wait_s'))}"
+            )
+            lines.append(f"       {item['reason']}: {item['message']}")
+    return "\n".join(lines) if lines else "no workloads are waiting"

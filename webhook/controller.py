@@ -1,0 +1,481 @@
+"""The controller: keeps the live cluster in sync and releases waiting pods.
+
+1. Informers list and watch Nodes, Pods, Namespaces and Jobs (list + watch from the
+   listed resourceVersion; relist on 410 Gone; bounded exponential backoff on errors) and
+   feed ``LiveCluster``. Readiness turns true after every informer's first list.
+2. The reconcile loop runs the global decision (ILP with greedy fallback) over the waiting
+   workloads after a burst of changes settles (debounce) and on a periodic tick — only
+   on the replica holding the Lease.
+3. Actions: admit = one JSONPatch per pod adding node affinity and removing the gate;
+   preempt = the Eviction API plus an Event naming the reason and the beneficiary.
+   Everything is recorded on the pods, so a restart rebuilds the same state from a list.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes.client import ApiException
+
+from scheduler.allocator import decide
+from scheduler.catalog import MILLI_PER_GPU
+from scheduler.compiled import compile_snapshot
+from scheduler.crds import QueueObjectError, QueueStatus, queue_from_object
+from scheduler.model import (
+    Decision,
+    PodPlacement,
+    Queue,
+    Snapshot,
+    Workload,
+    WorkloadDecision,
+)
+from scheduler.reasons import Outcome
+from webhook import keys
+from webhook.cluster import LiveCluster
+from webhook.kubeapi import KubeApi, Resource
+from webhook.kubeobjects import node_from_object
+from webhook.leader import LeaderElector
+from webhook.metrics import Metrics
+from webhook.patches import admit_gated, set_metadata
+from webhook.pods import ANNOTATION_PLACEMENT, ManagedPod, PodReader, format_placement
+from webhook.settings import ControllerSettings
+
+__all__ = ["Controller", "Informer"]
+
+log = logging.getLogger("apportion.controller")
+
+Raw = dict[str, Any]
+
+
+class Informer:
+    """List, then watch from the listed version; relist on 410 or after errors."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        resource: Resource,
+        replace: Callable[[list[Raw]], None],
+        apply: Callable[[str, Raw], None],
+        settings: ControllerSettings,
+        stop: threading.Event,
+        *,
+        optional: bool = False,
+    ) -> None:
+        self.api = api
+        self.optional = optional
+        """A kind that may not be installed (the Queue CRD): 404 means none, not an error."""
+        self.resource = resource
+        self._replace = replace
+        self._apply = apply
+        self.settings = settings
+        self._stop = stop
+        self.synced = threading.Event()
+        self.relists = 0
+        self.errors = 0
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                listing = self.api.list_all(self.resource)
+                self._replace(listing.items)
+                self.relists += 1
+                self.synced.set()
+                backoff = 0.5
+                version = listing.resource_version
+                while not self._stop.is_set():
+                    version = self._watch_once(version)
+            except ApiException as error:
+                if error.status == 410:
+                    log.info("%s watch expired (410 Gone); relisting", self.resource.kind)
+                    continue
+                if error.status == 404 and self.optional:
+                    if not self.synced.is_set():
+                        log.info("%s is not installed; looking again later", self.resource.kind)
+                        self._replace([])
+                        self.synced.set()
+                    self._stop.wait(self.settings.backoff_max_s)
+                    continue
+                self._failed(error, backoff)
+                backoff = min(backoff * 2, self.settings.backoff_max_s)
+            except Exception as error:  # network errors, bad JSON: back off, relist
+                self._failed(error, backoff)
+                backoff = min(backoff * 2, self.settings.backoff_max_s)
+
+    def _failed(self, error: Exception, backoff: float) -> None:
+        self.errors += 1
+        log.warning("%s informer: %s; retrying in %.1fs", self.resource.kind, error, backoff)
+        self._stop.wait(backoff)
+
+    def _watch_once(self, version: str) -> str:
+        for event in self.api.watch(self.resource, version, self.settings.watch_timeout_s):
+            if self._stop.is_set():
+                break
+            kind = event.get("type")
+            obj = event.get("object") or {}
+            new_version = (obj.get("metadata") or {}).get("resourceVersion")
+            if kind == "BOOKMARK":
+                version = str(new_version or version)
+                continue
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                self._apply(str(kind), obj)
+                version = str(new_version or version)
+        return version
+
+
+class Controller:
+    def __init__(
+        self,
+        api: KubeApi,
+        cluster: LiveCluster,
+        settings: ControllerSettings,
+        metrics: Metrics,
+        *,
+        queues: Callable[[], list[Queue]] | None = None,
+        elector: LeaderElector | None = None,
+    ) -> None:
+        self.api = api
+        self.cluster = cluster
+        self.settings = settings
+        self.metrics = metrics
+        self.reader = PodReader(cluster.catalog)
+        self.elector = elector
+        self._queues = queues
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.informers = [
+            Informer(api, api.nodes(), self._replace_nodes, self._node_event, settings, self._stop),
+            Informer(api, api.pods(), self._replace_pods, self._pod_event, settings, self._stop),
+            Informer(
+                api,
+                api.namespaces(),
+                self._replace_namespaces,
+                self._namespace_event,
+                settings,
+                self._stop,
+            ),
+            Informer(api, api.jobs(), self._replace_jobs, self._job_event, settings, self._stop),
+            Informer(
+                api,
+                api.queues(),
+                self._replace_queue_objects,
+                self._queue_event,
+                settings,
+                self._stop,
+                optional=True,
+            ),
+        ]
+        self._queue_objects: dict[str, Raw] = {}
+        self._statuses: dict[str, Raw] = {}
+        self.cycles = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._queues is not None:
+            self.cluster.replace_queues(self._queues())
+        for informer in self.informers:
+            self._spawn(informer.run, f"informer-{informer.resource.kind}")
+        self._spawn(self._reconcile_loop, "reconcile")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout_s)
+
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self.informers)
+
+    # -- informer callbacks ----------------------------------------------------------------
+
+    def _replace_nodes(self, items: list[Raw]) -> None:
+        nodes = [n for n, _ in (node_from_object(o, self.cluster.catalog) for o in items) if n]
+        self.cluster.replace_nodes(nodes)
+
+    def _node_event(self, kind: str, obj: Raw) -> None:
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        node, _ = node_from_object(obj, self.cluster.catalog)
+        if kind == "DELETED" or node is None:
+            self.cluster.remove_node(name)
+        else:
+            self.cluster.put_node(node)
+
+    def _replace_pods(self, items: list[Raw]) -> None:
+        pods = [p for p in (self.reader.observed(o) for o in items) if p is not None]
+        self.cluster.replace_pods(pods)
+
+    def _pod_event(self, kind: str, obj: Raw) -> None:
+        metadata = obj.get("metadata") or {}
+        namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+        pod = None if kind == "DELETED" else self.reader.observed(obj)
+        if pod is None:
+            self.cluster.remove_pod(namespace, name)
+        else:
+            self.cluster.put_pod(pod)
+
+    def _replace_namespaces(self, items: list[Raw]) -> None:
+        for obj in items:
+            self._namespace_event("ADDED", obj)
+
+    def _namespace_event(self, kind: str, obj: Raw) -> None:
+        metadata = obj.get("metadata") or {}
+        name = str(metadata.get("name", ""))
+        if kind == "DELETED":
+            self.cluster.remove_namespace(name)
+        else:
+            self.cluster.put_namespace(name, dict(metadata.get("labels") or {}))
+
+    def _replace_jobs(self, items: list[Raw]) -> None:
+        for obj in items:
+            self._job_event("ADDED", obj)
+
+    def _job_event(self, kind: str, obj: Raw) -> None:
+        metadata = obj.get("metadata") or {}
+        parallelism = (obj.get("spec") or {}).get("parallelism")
+        jobset = (metadata.get("labels") or {}).get(keys.JOBSET_NAME)
+        self.cluster.put_job(
+            str(metadata.get("namespace", "")),
+            str(metadata.get("name", "")),
+            None if kind == "DELETED" or not isinstance(parallelism, int) else parallelism,
+            jobset if isinstance(jobset, str) else None,
+        )
+
+    def _replace_queue_objects(self, items: list[Raw]) -> None:
+        self._queue_objects = {}
+        for obj in items:
+            self._remember_queue(obj)
+        self._publish_queues()
+
+    def _queue_event(self, kind: str, obj: Raw) -> None:
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        if kind == "DELETED":
+            self._queue_objects.pop(name, None)
+        else:
+            self._remember_queue(obj)
+        self._publish_queues()
+
+    def _remember_queue(self, obj: Raw) -> None:
+        name = str((obj.get("metadata") or {}).get("name", ""))
+        try:
+            queue_from_object(obj)
+        except QueueObjectError as error:
+            # A broken Queue is reported and left out; the others keep working.
+            log.error("queue %s is invalid and ignored: %s", name, error)
+            self._queue_objects.pop(name, None)
+            return
+        self._queue_objects[name] = obj
+
+    def _publish_queues(self) -> None:
+        queues = [queue_from_object(o) for o in self._queue_objects.values()]
+        self.cluster.replace_queues(queues, source="crd")
+
+    # -- the reconcile loop ------------------------------------------------------------------
+
+    def _reconcile_loop(self) -> None:
+        seen = -1
+        last_run = 0.0
+        next_lease = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self.elector is not None and now >= next_lease:
+                self.metrics.leader.set(1 if self.elector.try_acquire_or_renew() else 0)
+                next_lease = now + self.settings.lease_duration_s / 3
+            leading = self.elector is None or self.elector.leading
+            generation = self.cluster.generation
+            due = now - last_run >= self.settings.tick_s
+            if leading and self.synced() and (generation != seen or due):
+                # Debounce: let a burst of changes settle before deciding.
+                self._stop.wait(self.settings.debounce_s)
+                seen = self.cluster.generation
+                last_run = time.monotonic()
+                try:
+                    self.reconcile_once()
+                except Exception:
+                    log.exception("reconcile failed; retrying on the next change or tick")
+            self._stop.wait(min(0.2, self.settings.debounce_s))
+
+    def reconcile_once(self) -> Decision | None:
+        """One global decision over the waiting workloads, and its actions."""
+        snapshot = self.cluster.snapshot()
+        if not any(w.placement is None for w in snapshot.workloads):
+            self.cluster.set_last_decisions(())
+            self._report_queue_status(snapshot, None)
+            return None
+        started = time.perf_counter()
+        decision = decide(snapshot, budget_ms=self.settings.budget_ms)
+        self.cycles += 1
+        self.metrics.allocator_seconds.labels(decision.stats.path).observe(
+            time.perf_counter() - started
+        )
+        self.cluster.set_last_decisions(decision.workloads)
+        self._report_queue_status(snapshot, decision)
+        pods = self._pods_by_workload()
+        for eviction in decision.evictions:
+            self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods)
+            self.metrics.preemptions.labels(eviction.queue).inc()
+        workloads = {w.name: w for w in snapshot.workloads}
+        for verdict in decision.workloads:
+            members = pods.get(verdict.workload, [])
+            if not members or not all(p.gated for p in members):
+                continue
+            if verdict.outcome is Outcome.ADMIT:
+                self._admit(workloads[verdict.workload], verdict, members)
+            else:
+                self._explain(verdict, members)
+        return decision
+
+    def _report_queue_status(self, snapshot: Snapshot, decision: Decision | None) -> None:
+        """Queue objects show usage, waiting and admitted counts (``kubectl get queues``)."""
+        if not self._queue_objects:
+            return
+        book = compile_snapshot(snapshot, self.cluster.catalog).book
+        models = {m.name for m in self.cluster.catalog.models}
+        admitted: dict[str, int] = {}
+        for workload in snapshot.workloads:
+            if workload.placement is not None:
+                admitted[workload.queue] = admitted.get(workload.queue, 0) + 1
+        pending: dict[str, int] = {}
+        for verdict in decision.workloads if decision is not None else ():
+            counts = admitted if verdict.outcome is Outcome.ADMIT else pending
+            counts[verdict.queue] = counts.get(verdict.queue, 0) + 1
+        for name, obj in self._queue_objects.items():
+            if name not in book.accounts:
+                continue
+            usage = {
+                flavor: amount // (MILLI_PER_GPU if flavor in models else 1)
+                for flavor, amount in sorted(book.accounts[name].usage.items())
+                if amount
+            }
+            status = QueueStatus(
+                pending_workloads=pending.get(name, 0),
+                admitted_workloads=admitted.get(name, 0),
+                usage=usage,
+                weighted_share=round(book.share(name), 4),
+                observed_generation=int((obj.get("metadata") or {}).get("generation") or 0),
+            ).model_dump(mode="json")
+            if self._statuses.get(name) == status:
+                continue
+            try:
+                self.api.patch_queue_status(name, status)
+            except ApiException as error:
+                log.warning("status of queue %s: %s %s", name, error.status, error.reason)
+                continue
+            self._statuses[name] = status
+
+    def _pods_by_workload(self) -> dict[str, list[ManagedPod]]:
+        grouped: dict[str, list[ManagedPod]] = {}
+        for pod in self.cluster.managed_pods():
+            if pod.foreign:
+                continue
+            grouped.setdefault(pod.workload, []).append(pod)
+        for members in grouped.values():
+            members.sort(key=lambda p: p.name)
+        return grouped
+
+    def _admit(
+        self, workload: Workload, verdict: WorkloadDecision, members: list[ManagedPod]
+    ) -> None:
+        if len(verdict.placement) != len(members):
+            return
+        for pod, placement in zip(members, verdict.placement, strict=True):
+            raw = pod.raw or {}
+            patch = admit_gated(raw, self._expressions(placement))
+            patch += set_metadata(
+                raw,
+                "annotations",
+                {
+                    keys.ANNOTATION_WORKLOAD: pod.workload,
+                    keys.ANNOTATION_DECISION: "admitted",
+                    keys.ANNOTATION_REASON: f"{verdict.reason.value}: {verdict.message}",
+                    ANNOTATION_PLACEMENT: format_placement(placement),
+                },
+            )
+            try:
+                self.api.patch_pod(pod.namespace, pod.name, patch)
+            except ApiException as error:
+                # A stale view (the watch will bring the new one) or a rejected change.
+                log.warning(
+                    "admitting %s/%s failed: %s %s",
+                    pod.namespace,
+                    pod.name,
+                    error.status,
+                    error.reason,
+                )
+                return
+            self._event(raw, "Admitted", verdict.message)
+        self.cluster.note_admitted(
+            workload.model_copy(
+                update={
+                    "placement": verdict.placement,
+                    "flavor": verdict.flavor,
+                    "started": int(self.cluster.now()),
+                }
+            )
+        )
+        log.info("admitted %s", verdict.workload, extra={"workload": verdict.workload})
+
+    def _expressions(self, placement: PodPlacement) -> list[Raw]:
+        node = self.cluster.nodes.get(placement.node)
+        labels = node.labels if node is not None else {}
+        expressions: list[Raw] = []
+        if keys.NODE_PRODUCT in labels:
+            expressions.append(
+                {"key": keys.NODE_PRODUCT, "operator": "In", "values": [labels[keys.NODE_PRODUCT]]}
+            )
+        hostname = labels.get(keys.NODE_HOSTNAME, placement.node)
+        expressions.append({"key": keys.NODE_HOSTNAME, "operator": "In", "values": [hostname]})
+        return expressions
+
+    def _explain(self, verdict: WorkloadDecision, members: list[ManagedPod]) -> None:
+        """Keep the waiting pods' reason annotation current (only when it changed)."""
+        text = f"{verdict.reason.value}: {verdict.message}"
+        for pod in members:
+            raw = pod.raw or {}
+            current = ((raw.get("metadata") or {}).get("annotations") or {}).get(
+                keys.ANNOTATION_REASON
+            )
+            if current == text:
+                continue
+            try:
+                self.api.patch_pod(
+                    pod.namespace,
+                    pod.name,
+                    set_metadata(raw, "annotations", {keys.ANNOTATION_REASON: text}),
+                )
+            except ApiException as error:
+                log.warning(
+                    "updating the reason on %s/%s failed: %s", pod.namespace, pod.name, error.reason
+                )
+
+    def _evict(
+        self, workload: str, beneficiary: str, message: str, pods: dict[str, list[ManagedPod]]
+    ) -> None:
+        for pod in pods.get(workload, []):
+            try:
+                self.api.evict_pod(pod.namespace, pod.name)
+            except ApiException as error:
+                # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
+                log.warning(
+                    "evicting %s/%s failed: %s %s",
+                    pod.namespace,
+                    pod.name,
+                    error.status,
+                    error.reason,
+                )
+                continue
+            self._event(pod.raw or {}, "Preempted", f"{message} (for {beneficiary})", "Warning")
+
+    def _event(self, pod: Raw, reason: str, message: str, event_type: str = "Normal") -> None:
+        try:
+            self.api.record_event(pod, reason, message, event_type)
+        except ApiException as error:  # events are best effort
+            log.debug("event on %s failed: %s", (pod.get("metadata") or {}).get("name"), error)

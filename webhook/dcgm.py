@@ -1,0 +1,245 @@
+"""The DCGM reader: dcgm-exporter series from Prometheus, judged by ``scheduler.telemetry``.
+
+One refresh runs ``scheduler.telemetry.queries`` — one instant query per metric for the
+whole fleet, never one per GPU — through prometheus-api-client (a few at a time, on a small
+thread pool), parses the answers, and hands them with the snapshot to
+``scheduler.telemetry.assess``. The reader keeps what must survive between refreshes: the
+health state (so fatal events age out after the quiet period) and the GPU UUIDs learned.
+
+prometheus-api-client is synchronous: call ``refresh`` from a worker thread, or await
+``refresh_async``, which does that. A refresh never raises for Prometheus trouble: an
+unreachable, slow or failing Prometheus gives a report whose note says "missing" (or
+"partial" when only some queries failed) and the decision proceeds on allocation data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import requests
+import urllib3
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.util.retry import Retry
+
+from scheduler.model import Snapshot
+from scheduler.telemetry import (
+    HealthState,
+    MetricQuery,
+    MetricsFormatError,
+    TelemetryReport,
+    TelemetrySettings,
+    assess,
+    queries,
+    samples_from_results,
+)
+
+__all__ = ["DcgmReader", "PrometheusSettings"]
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusSettings:
+    """Where and how to reach Prometheus. ``from_env`` reads them at the entry point."""
+
+    url: str = "http://127.0.0.1:9090"
+    """Base URL of the Prometheus HTTP API (``/api/v1/query`` is appended)."""
+    bearer_token_file: str | None = None
+    """File holding a bearer token (e.g. a service account token); re-read every refresh,
+    so rotated tokens are picked up."""
+    ca_file: str | None = None
+    """PEM bundle to verify Prometheus' TLS certificate; None: the system's trust store."""
+    timeout_s: float = 5.0
+    """Per-query timeout (connect and read)."""
+    refresh_interval_s: float = 30.0
+    """How often the caller should refresh (the reader itself does not schedule)."""
+    retries: int = 0
+    """Retries per query on connection errors and 5xx answers; the next refresh is the
+    usual retry, so a slow Prometheus does not hold up a decision."""
+    parallel_queries: int = 4
+    """Queries in flight at once."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.url.startswith(("http://", "https://")):
+            problems.append(f"url: {self.url!r} must start with http:// or https://")
+        if self.timeout_s <= 0:
+            problems.append(f"timeout_s: {self.timeout_s} must be positive")
+        if self.refresh_interval_s <= 0:
+            problems.append(f"refresh_interval_s: {self.refresh_interval_s} must be positive")
+        if self.retries < 0:
+            problems.append(f"retries: {self.retries} is negative")
+        if self.parallel_queries < 1:
+            problems.append(f"parallel_queries: {self.parallel_queries} must be at least 1")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PrometheusSettings:
+        """From ``APPORTION_PROMETHEUS_URL``, ``…_TOKEN_FILE``, ``…_CA_FILE``,
+        ``…_TIMEOUT_S``, ``…_REFRESH_S``; unset ones keep their defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for key, name, kind in (
+            ("APPORTION_PROMETHEUS_URL", "url", str),
+            ("APPORTION_PROMETHEUS_TOKEN_FILE", "bearer_token_file", str),
+            ("APPORTION_PROMETHEUS_CA_FILE", "ca_file", str),
+            ("APPORTION_PROMETHEUS_TIMEOUT_S", "timeout_s", float),
+            ("APPORTION_PROMETHEUS_REFRESH_S", "refresh_interval_s", float),
+        ):
+            if env.get(key):
+                try:
+                    values[name] = kind(env[key])
+                except ValueError:
+                    raise ValueError(f"{key}: {env[key]!r} is not a number") from None
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass(slots=True)
+class _Fetched:
+    results: dict[str, object] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class DcgmReader:
+    """Refreshes GPU metrics for a snapshot. One instance per process; thread-safe."""
+
+    def __init__(
+        self,
+        prometheus: PrometheusSettings | None = None,
+        telemetry: TelemetrySettings | None = None,
+    ) -> None:
+        self.prometheus = prometheus or PrometheusSettings()
+        self.telemetry = telemetry or TelemetrySettings()
+        self.queries: tuple[MetricQuery, ...] = queries(self.telemetry)
+        session = requests.Session()
+        session.verify = self.prometheus.ca_file or True
+        self._client = PrometheusConnect(
+            url=self.prometheus.url.rstrip("/"),
+            session=session,
+            timeout=self.prometheus.timeout_s,
+            retry=Retry(
+                total=self.prometheus.retries,
+                backoff_factor=0.2,
+                status_forcelist=(502, 503, 504),
+                allowed_methods=None,
+            ),
+        )
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.prometheus.parallel_queries, thread_name_prefix="dcgm-query"
+        )
+        self._lock = threading.Lock()
+        self._health = HealthState()
+        self._uuids: dict[str, tuple[str, int]] = {}
+        self.last: TelemetryReport | None = None
+        """The latest report (for /metrics and annotations)."""
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+    def _headers(self) -> dict[str, str] | None:
+        path = self.prometheus.bearer_token_file
+        if path is None:
+            return None
+        try:
+            with open(path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except OSError as err:
+            raise _FetchError(f"cannot read bearer token file {path}: {err.strerror}") from None
+        if not token:
+            raise _FetchError(f"bearer token file {path} is empty")
+        return {"Authorization": f"Bearer {token}"}
+
+    def _query(self, query: MetricQuery, headers: dict[str, str] | None) -> object:
+        """One instant query; its result rows, or a one-line error message raised."""
+        where = self.prometheus.url
+        try:
+            # Headers per call (a rotated token): pass them through the session's request.
+            self._client.headers = headers
+            # Rows are validated once, when all answers are merged (samples_from_results).
+            result: object = self._client.custom_query(query.promql)
+            if not isinstance(result, list):
+                raise MetricsFormatError(f"{query.name}: result is not a list")
+            return result
+        except requests.exceptions.Timeout:
+            raise _FetchError(
+                f"Prometheus at {where} did not answer within {self.prometheus.timeout_s:g} s"
+            ) from None
+        except requests.exceptions.SSLError as err:
+            raise _FetchError(f"TLS to Prometheus at {where} failed: {err}") from None
+        except requests.exceptions.ConnectionError as err:
+            # With retries used up, urllib3 reports a read timeout as a connection error.
+            reason = getattr(err.args[0], "reason", None) if err.args else None
+            # (NewConnectionError, a refused connection, subclasses urllib3's TimeoutError.)
+            timed_out = isinstance(reason, TimeoutError | urllib3.exceptions.TimeoutError)
+            if timed_out and not isinstance(reason, urllib3.exceptions.NewConnectionError):
+                raise _FetchError(
+                    f"Prometheus at {where} did not answer within {self.prometheus.timeout_s:g} s"
+                ) from None
+            raise _FetchError(f"cannot reach Prometheus at {where}") from None
+        except requests.exceptions.RequestException as err:
+            raise _FetchError(f"request to Prometheus at {where} failed: {err}") from None
+        except PrometheusApiClientException as err:
+            raise _FetchError(f"Prometheus at {where} answered {str(err)[:200]}") from None
+        except (MetricsFormatError, ValueError) as err:
+            raise _FetchError(f"Prometheus at {where}: unexpected answer: {err}") from None
+
+    def fetch(self) -> _Fetched:
+        """Run every query (a few in parallel); never raises for Prometheus trouble."""
+        fetched = _Fetched()
+        try:
+            headers = self._headers()
+        except _FetchError as err:
+            fetched.failed = {q.name: str(err) for q in self.queries}
+            return fetched
+        futures = {q.name: self._pool.submit(self._query, q, headers) for q in self.queries}
+        for name, future in futures.items():
+            try:
+                fetched.results[name] = future.result()
+            except _FetchError as err:
+                fetched.failed[name] = str(err)
+        return fetched
+
+    def refresh(
+        self, snapshot: Snapshot, pod_owner: Mapping[tuple[str, str], str] | None = None
+    ) -> TelemetryReport:
+        """Query Prometheus and judge the answers at ``snapshot.now``. Apply the result
+        with ``report.apply(snapshot)``. ``pod_owner`` maps (namespace, pod) → workload."""
+        fetched = self.fetch()
+        fetch_error = None
+        if not fetched.results:
+            fetch_error = next(iter(fetched.failed.values()), "no queries")
+        with self._lock:
+            try:
+                batch = samples_from_results(fetched.results, self.telemetry)
+            except MetricsFormatError as err:
+                batch, fetch_error = samples_from_results({}, self.telemetry), str(err)
+            report = assess(
+                snapshot,
+                batch,
+                self.telemetry,
+                self._health,
+                known_uuids=self._uuids,
+                pod_owner=pod_owner,
+                failed_queries=fetched.failed if fetch_error is None else None,
+                fetch_error=fetch_error,
+            )
+            self._health = report.health_state
+            self._uuids = dict(report.uuids)
+            self.last = report
+        return report
+
+    async def refresh_async(
+        self, snapshot: Snapshot, pod_owner: Mapping[tuple[str, str], str] | None = None
+    ) -> TelemetryReport:
+        """``refresh`` on a worker thread, so the event loop keeps serving."""
+        return await asyncio.to_thread(self.refresh, snapshot, pod_owner)
+
+
+class _FetchError(Exception):
+    """A query that could not be answered; the message is one line for the report."""

@@ -1,0 +1,192 @@
+"""Every Kubernetes API call Apportion makes, in one place.
+
+Least-privilege RBAC (deploy/) is checked against the calls written here, so adding a
+call means adding a rule. Objects travel as the raw JSON dicts the API server sends (the
+same shapes as tests/fixtures/objects), never as the client's generated model classes:
+cheaper, and nothing is lost in translation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes.watch.watch import iter_resp_lines
+
+from scheduler.crds import GROUP, QUEUE_PLURAL, VERSION
+
+__all__ = ["KubeApi", "Listing", "Resource"]
+
+Raw = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    items: list[Raw]
+    resource_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One watched kind: how to list it and how to watch it from a resourceVersion."""
+
+    kind: str
+    list_call: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+class KubeApi:
+    """Thin, typed wrapper over the official client; all methods are blocking."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.coordination = client.CoordinationV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+
+    # -- what the controller watches -------------------------------------------------------
+
+    def nodes(self) -> Resource:
+        return Resource("Node", self.core.list_node)
+
+    def pods(self) -> Resource:
+        return Resource("Pod", self.core.list_pod_for_all_namespaces)
+
+    def namespaces(self) -> Resource:
+        return Resource("Namespace", self.core.list_namespace)
+
+    def jobs(self) -> Resource:
+        return Resource("Job", self.batch.list_job_for_all_namespaces)
+
+    def queues(self) -> Resource:
+        return Resource(
+            "Queue", self.custom.list_cluster_custom_object, (GROUP, VERSION, QUEUE_PLURAL)
+        )
+
+    def list_all(self, resource: Resource, **query: Any) -> Listing:
+        response = resource.list_call(*resource.args, _preload_content=False, **query)
+        data = json.loads(response.data)
+        return Listing(data.get("items") or [], str(data["metadata"]["resourceVersion"]))
+
+    def watch(
+        self, resource: Resource, resource_version: str, timeout_s: int, **query: Any
+    ) -> Iterator[Raw]:
+        """Events ``{"type", "object"}`` from ``resource_version`` until the server ends the
+        stream; ``ApiException`` with the server's code (410 when the version is too old:
+        relist) on an ERROR event.
+
+        Read line by line here rather than through ``kubernetes.watch``: its raw mode
+        mishandles ERROR events, and its typed mode builds a model object per event.
+        """
+        response = resource.list_call(
+            *resource.args,
+            watch=True,
+            resource_version=resource_version,
+            timeout_seconds=timeout_s,
+            allow_watch_bookmarks=True,
+            _preload_content=False,
+            **query,
+        )
+        try:
+            for line in iter_resp_lines(response):  # type: ignore[no-untyped-call]
+                if not line.strip():
+                    continue
+                event: Raw = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise client.ApiException(
+                        status=int(status.get("code") or 500),
+                        reason=f"{status.get('reason')}: {status.get('message')}",
+                    )
+                yield event
+        finally:
+            response.close()
+            response.release_conn()
+
+    # -- what the controller changes -------------------------------------------------------
+
+    def patch_pod(self, namespace: str, name: str, patch: list[Raw]) -> Raw:
+        """A JSONPatch (the only patch type that can remove one gate by index with a test)."""
+        response: Any = self.core.patch_namespaced_pod(
+            name,
+            namespace,
+            patch,
+            _content_type="application/json-patch+json",
+            _preload_content=False,
+        )
+        result: Raw = json.loads(response.data)
+        return result
+
+    def patch_queue_status(self, name: str, status: Raw) -> None:
+        """Merge-patch a Queue's status subresource (what ``kubectl get queues`` shows)."""
+        self.custom.patch_cluster_custom_object_status(
+            GROUP,
+            VERSION,
+            QUEUE_PLURAL,
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+        )
+
+    def evict_pod(self, namespace: str, name: str) -> None:
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))
+        self.core.create_namespaced_pod_eviction(name, namespace, body)
+
+    def record_event(self, pod: Raw, reason: str, message: str, event_type: str = "Normal") -> None:
+        metadata = pod.get("metadata") or {}
+        namespace = str(metadata.get("namespace", "default"))
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{metadata.get('name', 'pod')}."),
+            involved_object=client.V1ObjectReference(
+                api_version="v1",
+                kind="Pod",
+                name=metadata.get("name"),
+                namespace=namespace,
+                uid=metadata.get("uid"),
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=event_type,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            source=client.V1EventSource(component="apportion"),
+            reporting_component="apportion.io/controller",
+            reporting_instance="apportion",
+        )
+        self.core.create_namespaced_event(namespace, body)
+
+    # -- leader election ---------------------------------------------------------------------
+
+    def read_lease(self, namespace: str, name: str) -> Raw | None:
+        try:
+            response: Any = self.coordination.read_namespaced_lease(
+                name, namespace, _preload_content=False
+            )
+        except client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        result: Raw = json.loads(response.data)
+        return result
+
+    def create_lease(self, namespace: str, body: Raw) -> Raw:
+        response: Any = self.coordination.create_namespaced_lease(
+            namespace, cast(Any, body), _preload_content=False
+        )
+        result: Raw = json.loads(response.data)
+        return result
+
+    def replace_lease(self, namespace: str, name: str, body: Raw) -> Raw:
+        """PUT with the read resourceVersion: a 409 means another replica got there first."""
+        response: Any = self.coordination.replace_namespaced_lease(
+            name, namespace, cast(Any, body), _preload_content=False
+        )
+        result: Raw = json.loads(response.data)
+        return result

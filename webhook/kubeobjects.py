@@ -1,0 +1,193 @@
+"""Kubernetes Nodes and bound Pods as the core's ``Node`` and running ``Workload`` values.
+
+Nodes carry what GPU Feature Discovery and the NVIDIA device plugin publish (see
+tests/fixtures/objects): ``nvidia.com/gpu.product`` and ``nvidia.com/gpu.count`` labels,
+and allocatable ``nvidia.com/gpu`` (whole GPUs) plus ``nvidia.com/mig-<profile>``
+(instances, mixed strategy). The API does not say which physical GPU or MIG slice a pod
+holds; the core needs indices, so ``NodeLedger`` assigns them consistently — lowest free
+first — which is exact for counting and for every decision the core makes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler.catalog import Catalog, GpuModel, MigProfile, mig_resource_name
+from scheduler.mig import pack_profiles
+from scheduler.model import Gpu, MigSlice, Node, PodPlacement, Taint
+from webhook import keys
+from webhook.pods import QuantityError, parse_bytes_mib
+
+__all__ = ["NodeLedger", "gpu_model_of", "node_from_object"]
+
+_MIG_SINGLE = re.compile(r"^(?P<product>.+)-MIG-(?P<profile>\d+g\.\d+gb.*)$")
+
+
+def gpu_model_of(product: str, catalog: Catalog) -> tuple[GpuModel | None, str | None]:
+    """The catalog model for a GFD product label, and the MIG profile of a single-strategy node.
+
+    GFD appends ``-SHARED`` for time-sliced GPUs and ``-MIG-<profile>`` under the single
+    MIG strategy; both name the same hardware.
+    """
+    name = product.removesuffix("-SHARED")
+    match = _MIG_SINGLE.match(name)
+    if match is not None:
+        model = catalog.get(match["product"])
+        return model, match["profile"] if model is not None else None
+    return catalog.get(name), None
+
+
+def _int(text: object) -> int:
+    value = str(text).strip()
+    return int(value) if value.isdigit() else 0
+
+
+def _cpu_milli(text: object) -> int | None:
+    value = str(text).strip()
+    if value.endswith("m") and value[:-1].isdigit():
+        return int(value[:-1])
+    return int(value) * 1000 if value.isdigit() else None
+
+
+def _memory_mib(text: object) -> int | None:
+    try:
+        return parse_bytes_mib(str(text))
+    except QuantityError:
+        return None
+
+
+def _layout(model: GpuModel, instances: list[MigProfile], gpus: int) -> list[tuple[MigSlice, ...]]:
+    """Spread the advertised MIG instances over the node's MIG GPUs, largest first."""
+    layouts: list[tuple[MigSlice, ...]] = [() for _ in range(gpus)]
+    for profile in sorted(instances, key=lambda p: (-p.memory_slices, -p.compute_slices)):
+        for index, base in enumerate(layouts):
+            packed = pack_profiles(model, [profile], base)
+            if packed is not None:
+                layouts[index] = packed
+                break
+    return layouts
+
+
+def node_from_object(obj: dict[str, Any], catalog: Catalog) -> tuple[Node | None, str]:
+    """The core's view of a Node object; ``None`` with the reason when it has no GPUs we know."""
+    metadata = obj.get("metadata") or {}
+    name = str(metadata.get("name") or "")
+    labels = {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()}
+    product = labels.get(keys.NODE_PRODUCT)
+    if product is None:
+        return None, f"node {name} has no {keys.NODE_PRODUCT} label"
+    model, single_profile = gpu_model_of(product, catalog)
+    if model is None:
+        return None, f"node {name}: GPU product {product!r} is not in the catalog"
+    status = obj.get("status") or {}
+    allocatable = status.get("allocatable") or status.get("capacity") or {}
+    whole = _int(allocatable.get(keys.GPU_RESOURCE, 0))
+    instances: list[MigProfile] = []
+    if single_profile is not None:
+        profile = model.mig_profile(single_profile)
+        if profile is not None:
+            instances = [profile] * whole
+        whole = 0
+    else:
+        for profile in model.mig_profiles:
+            instances += [profile] * _int(allocatable.get(mig_resource_name(profile.name), 0))
+    per_gpu = model.mig_compute_slices or 1
+    mig_gpus = _int(labels.get("nvidia.com/gpu.count", 0)) - whole
+    if instances and mig_gpus <= 0:
+        mig_gpus = -(-sum(p.compute_slices for p in instances) // per_gpu)
+    mig_gpus = max(mig_gpus, 0) if instances else 0
+    spec = obj.get("spec") or {}
+    problem = _unusable(spec, status)
+    gpus = [
+        Gpu(index=i, model=model.name, healthy=not problem, health_reason=problem)
+        for i in range(whole)
+    ]
+    for offset, layout in enumerate(_layout(model, instances, mig_gpus)):
+        gpus.append(
+            Gpu(
+                index=whole + offset,
+                model=model.name,
+                mig=layout,
+                healthy=not problem,
+                health_reason=problem,
+            )
+        )
+    taints = tuple(
+        Taint(
+            key=str(t.get("key", "")),
+            value=str(t.get("value", "")),
+            effect=t.get("effect", "NoSchedule"),
+        )
+        for t in spec.get("taints") or ()
+        if isinstance(t, dict)
+        and t.get("effect") in ("NoSchedule", "PreferNoSchedule", "NoExecute")
+    )
+    node = Node(
+        name=name,
+        labels=labels,
+        taints=taints,
+        gpus=tuple(gpus),
+        cpu_milli=_cpu_milli(allocatable.get("cpu", "")),
+        memory_mib=_memory_mib(allocatable.get("memory", "")),
+    )
+    return node, ""
+
+
+def _unusable(spec: dict[str, Any], status: dict[str, Any]) -> str:
+    """Why new work must not land on this node (cordoned, not Ready), or ''."""
+    if spec.get("unschedulable"):
+        return "node is cordoned (spec.unschedulable)"
+    for condition in status.get("conditions") or ():
+        ready = isinstance(condition, dict) and condition.get("type") == "Ready"
+        if ready and condition.get("status") != "True":
+            return f"node is not Ready ({condition.get('reason') or condition.get('status')})"
+    return ""
+
+
+@dataclass(slots=True)
+class NodeLedger:
+    """Which GPU indices and MIG slices of one node are taken, for building placements."""
+
+    node: Node
+    free_whole: list[int] = field(default_factory=list)
+    free_slices: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, node: Node) -> NodeLedger:
+        ledger = cls(node)
+        for gpu in node.gpus:
+            if gpu.mig is None:
+                ledger.free_whole.append(gpu.index)
+            else:
+                for mig in gpu.mig:
+                    ledger.free_slices.setdefault(mig.profile, []).append((gpu.index, mig.start))
+        return ledger
+
+    def take_whole(self, count: int) -> PodPlacement | None:
+        if count > len(self.free_whole) or count <= 0:
+            return None
+        taken, self.free_whole = self.free_whole[:count], self.free_whole[count:]
+        return PodPlacement(node=self.node.name, gpus=tuple(taken))
+
+    def take_slice(self, profile: str) -> PodPlacement | None:
+        free = self.free_slices.get(profile)
+        if not free:
+            return None
+        gpu, start = free.pop(0)
+        return PodPlacement(node=self.node.name, gpus=(gpu,), mig_start=start)
+
+    def claim(self, placement: PodPlacement) -> bool:
+        """Mark a placement the core chose as taken; False if it is not free here."""
+        if placement.mig_start is not None:
+            for _profile, free in self.free_slices.items():
+                key = (placement.gpus[0], placement.mig_start)
+                if key in free:
+                    free.remove(key)
+                    return True
+            return False
+        if not set(placement.gpus) <= set(self.free_whole):
+            return False
+        self.free_whole = [i for i in self.free_whole if i not in placement.gpus]
+        return True

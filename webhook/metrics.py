@@ -1,0 +1,173 @@
+"""What ``/metrics`` exports (Prometheus text format), names shared with deploy/'s alerts.
+
+Request-path metrics are updated as requests are answered; queue gauges are computed
+from the live cluster at scrape time (one compile of the snapshot per scrape, not per
+request), so the admission path pays for a histogram observation and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from scheduler.catalog import MILLI_PER_GPU
+from scheduler.compiled import compile_snapshot
+from webhook.cluster import LiveCluster
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """One registry per server (tests build several side by side)."""
+
+    def __init__(self, cluster: LiveCluster) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.admission_seconds = Histogram(
+            "apportion_admission_duration_seconds",
+            "Time to answer an AdmissionReview, by endpoint and outcome.",
+            ["endpoint", "outcome"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.decisions = Counter(
+            "apportion_decisions",
+            "Admission decisions on managed pods, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.bad_requests = Counter(
+            "apportion_bad_requests",
+            "Requests answered 400/413 (not an AdmissionReview, too large).",
+            ["endpoint"],
+            registry=r,
+        )
+        self.preemptions = Counter(
+            "apportion_preemptions",
+            "Workloads evicted to make room, by the victim's queue.",
+            ["queue"],
+            registry=r,
+        )
+        self.allocator_seconds = Histogram(
+            "apportion_allocator_duration_seconds",
+            "Wall time of the controller's global decision, by the path that answered.",
+            ["path"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+            registry=r,
+        )
+        self.synced = Gauge(
+            "apportion_cluster_synced",
+            "1 once the first full list of the cluster has been loaded.",
+            registry=r,
+        )
+        self.leader = Gauge(
+            "apportion_controller_leader", "1 while this replica's controller leads.", registry=r
+        )
+        r.register(_QueueCollector(cluster))
+
+
+class _QueueCollector(Collector):
+    """Per-queue gauges read from the live cluster at scrape time."""
+
+    def __init__(self, cluster: LiveCluster) -> None:
+        self._cluster = cluster
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snapshot = self._cluster.snapshot()
+        catalog = self._cluster.catalog
+        compiled = compile_snapshot(snapshot, catalog)
+        models = {m.name for m in catalog.models}
+        usage = GaugeMetricFamily(
+            "apportion_queue_usage_gpus",
+            "Admitted usage per queue and flavor (GPUs, or MIG instances for mig-* flavors).",
+            labels=["queue", "flavor"],
+        )
+        nominal = GaugeMetricFamily(
+            "apportion_queue_nominal_gpus",
+            "Nominal quota per queue and flavor (same units as usage).",
+            labels=["queue", "flavor"],
+        )
+        share = GaugeMetricFamily(
+            "apportion_queue_weighted_share",
+            "Weighted dominant share of borrowed capacity (0 = within nominal quota).",
+            labels=["queue"],
+        )
+        pending = GaugeMetricFamily(
+            "apportion_queue_pending_workloads", "Workloads waiting.", labels=["queue"]
+        )
+        oldest = GaugeMetricFamily(
+            "apportion_oldest_pending_seconds",
+            "Age of the oldest waiting workload.",
+            labels=["queue"],
+        )
+        waiting: dict[str, list[int]] = {}
+        for entry in compiled.pending:
+            waiting.setdefault(entry.workload.queue, []).append(entry.workload.created)
+        for queue in snapshot.queues:
+            flavors = set(queue.quota) | set(compiled.book.accounts[queue.name].usage)
+            for flavor in sorted(flavors):
+                unit = MILLI_PER_GPU if flavor in models else 1
+                usage.add_metric(
+                    [queue.name, flavor], compiled.book.usage(queue.name, flavor) / unit
+                )
+                nominal.add_metric(
+                    [queue.name, flavor], compiled.book.nominal(queue.name, flavor) / unit
+                )
+            share.add_metric([queue.name], compiled.book.share(queue.name))
+            created = waiting.get(queue.name, [])
+            pending.add_metric([queue.name], len(created))
+            oldest.add_metric([queue.name], max(0, snapshot.now - min(created)) if created else 0)
+        unhealthy = GaugeMetricFamily(
+            "apportion_unhealthy_gpus",
+            "GPUs kept out of capacity, by node and reason.",
+            labels=["node", "reason"],
+        )
+        for node in snapshot.nodes:
+            reasons: dict[str, int] = {}
+            for gpu in node.gpus:
+                if not gpu.healthy:
+                    reason = gpu.health_reason or "unknown"
+                    reasons[reason] = reasons.get(reason, 0) + 1
+            for reason, count in sorted(reasons.items()):
+                unhealthy.add_metric([node.name, reason], count)
+        yield from (usage, nominal, share, pending, oldest, unhealthy)
+        yield from _telemetry_metrics(self._cluster)
+
+
+def _telemetry_metrics(cluster: LiveCluster) -> Iterator[GaugeMetricFamily]:
+    """GPU metrics as Apportion sees them: their state and age, idle and unknown GPUs."""
+    report = cluster.telemetry
+    if report is None:
+        return
+    status = GaugeMetricFamily(
+        "apportion_gpu_metrics_status",
+        "1 for the current state of DCGM metrics: fresh, partial, stale or missing.",
+        labels=["status"],
+    )
+    for name in ("fresh", "partial", "stale", "missing"):
+        status.add_metric([name], 1 if report.note.status == name else 0)
+    age = GaugeMetricFamily(
+        "apportion_gpu_metrics_age_seconds", "Age of the newest DCGM sample used."
+    )
+    age.add_metric([], report.age_s if report.age_s is not None else float("nan"))
+    idle = GaugeMetricFamily(
+        "apportion_idle_gpus",
+        "Allocated GPUs (or MIG instances) idle over the window, per queue.",
+        labels=["queue"],
+    )
+    for queue, count in sorted(report.idle.per_queue.items()):
+        idle.add_metric([queue], count)
+    unknown = GaugeMetricFamily(
+        "apportion_gpu_metrics_unknown_gpus", "GPU series that match no known node and GPU."
+    )
+    unknown.add_metric([], len(report.unknown))
+    yield from (status, age, idle, unknown)

@@ -1,0 +1,167 @@
+"""JSONPatch (RFC 6902) operations on pods, written only with changes the API server accepts.
+
+At CREATE anything goes. On a gated pod afterwards only *additions* are accepted
+(tests/fixtures and the gated-pod rules recorded on kube-apiserver v1.36): a new
+matchExpression in each existing nodeSelectorTerm, new nodeSelector keys, labels,
+annotations, tolerations, and deleting the gate — so every builder here adds, and the
+admission patch is built so that it can only narrow what the pod already says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from webhook import keys
+
+__all__ = [
+    "Patch",
+    "add_gate",
+    "add_tolerations",
+    "admit_gated",
+    "escape",
+    "require_nodes",
+    "set_gpu_resource",
+    "set_metadata",
+]
+
+Patch = list[dict[str, Any]]
+
+
+def escape(key: str) -> str:
+    """A map key as one JSON-pointer token (``apportion.io/queue`` → ``apportion.io~1queue``)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def set_metadata(pod: Mapping[str, Any], field: str, values: Mapping[str, str]) -> Patch:
+    """Add or overwrite labels/annotations, creating the map when the pod has none."""
+    metadata = pod.get("metadata") or {}
+    current = metadata.get(field)
+    if not isinstance(current, dict):
+        return (
+            [{"op": "add", "path": f"/metadata/{field}", "value": dict(values)}] if values else []
+        )
+    return [
+        {"op": "add", "path": f"/metadata/{field}/{escape(k)}", "value": v}
+        for k, v in values.items()
+        if current.get(k) != v
+    ]
+
+
+def add_gate(pod: Mapping[str, Any]) -> Patch:
+    """The scheduling gate, unless the pod already carries it."""
+    gates = (pod.get("spec") or {}).get("schedulingGates")
+    gate = {"name": keys.GATE}
+    if not isinstance(gates, list) or not gates:
+        return [{"op": "add", "path": "/spec/schedulingGates", "value": [gate]}]
+    if any(isinstance(g, dict) and g.get("name") == keys.GATE for g in gates):
+        return []
+    return [{"op": "add", "path": "/spec/schedulingGates/-", "value": gate}]
+
+
+def add_tolerations(pod: Mapping[str, Any], tolerations: Iterable[Mapping[str, Any]]) -> Patch:
+    """Tolerations the pod lacks (adding tolerations is allowed even on gated pods)."""
+    current = (pod.get("spec") or {}).get("tolerations")
+    have = current if isinstance(current, list) else []
+    missing = [dict(t) for t in tolerations if dict(t) not in have]
+    if not missing:
+        return []
+    if not have:
+        return [{"op": "add", "path": "/spec/tolerations", "value": missing}]
+    return [{"op": "add", "path": "/spec/tolerations/-", "value": t} for t in missing]
+
+
+def require_nodes(pod: Mapping[str, Any], expressions: list[dict[str, Any]]) -> Patch:
+    """AND ``expressions`` into the pod's required node affinity.
+
+    Terms of ``nodeSelectorTerms`` are ORed, so the narrowing that the API server accepts
+    on a gated pod is: the same expressions appended to *every* existing term. A pod
+    without required node affinity gets one term.
+    """
+    if not expressions:
+        return []
+    spec = pod.get("spec") or {}
+    affinity = spec.get("affinity")
+    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
+    required = (
+        node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+        if isinstance(node_affinity, dict)
+        else None
+    )
+    terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
+    term = {"matchExpressions": expressions}
+    if not isinstance(affinity, dict):
+        return [
+            {
+                "op": "add",
+                "path": "/spec/affinity",
+                "value": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [term]
+                        }
+                    }
+                },
+            }
+        ]
+    if not isinstance(node_affinity, dict):
+        return [
+            {
+                "op": "add",
+                "path": "/spec/affinity/nodeAffinity",
+                "value": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}
+                },
+            }
+        ]
+    base = "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution"
+    if not isinstance(required, dict) or not isinstance(terms, list) or not terms:
+        return [{"op": "add", "path": base, "value": {"nodeSelectorTerms": [term]}}]
+    patch: Patch = []
+    for index, existing in enumerate(terms):
+        exprs = existing.get("matchExpressions") if isinstance(existing, dict) else None
+        path = f"{base}/nodeSelectorTerms/{index}/matchExpressions"
+        if not isinstance(exprs, list):
+            patch.append({"op": "add", "path": path, "value": list(expressions)})
+        else:
+            patch.extend({"op": "add", "path": f"{path}/-", "value": e} for e in expressions)
+    return patch
+
+
+def admit_gated(pod: Mapping[str, Any], expressions: list[dict[str, Any]]) -> Patch:
+    """Placement and ungating in one patch; ``test`` guards against a stale view of the gates."""
+    gates = (pod.get("spec") or {}).get("schedulingGates") or []
+    patch = require_nodes(pod, expressions)
+    for index in reversed(range(len(gates))):
+        if isinstance(gates[index], dict) and gates[index].get("name") == keys.GATE:
+            path = f"/spec/schedulingGates/{index}"
+            patch.append({"op": "test", "path": path, "value": gates[index]})
+            patch.append({"op": "remove", "path": path})
+    return patch
+
+
+def set_gpu_resource(pod: Mapping[str, Any], container: int, resource: str, count: int) -> Patch:
+    """Give one container ``count`` of ``resource`` (requests = limits), at CREATE only."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    if container >= len(containers):
+        return []
+    target = containers[container]
+    base = f"/spec/containers/{container}/resources"
+    value = str(count)
+    resources = target.get("resources")
+    if not isinstance(resources, dict):
+        return [
+            {
+                "op": "add",
+                "path": base,
+                "value": {"requests": {resource: value}, "limits": {resource: value}},
+            }
+        ]
+    patch: Patch = []
+    for part in ("requests", "limits"):
+        current = resources.get(part)
+        if not isinstance(current, dict):
+            patch.append({"op": "add", "path": f"{base}/{part}", "value": {resource: value}})
+        else:
+            patch.append({"op": "add", "path": f"{base}/{part}/{escape(resource)}", "value": value})
+    return patch

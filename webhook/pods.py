@@ -1,0 +1,514 @@
+"""What a Pod asks of Apportion, read from the pod JSON the API server sends.
+
+The webhook sees pods exactly as kube-apiserver serialises them (see
+tests/fixtures/admission): requests already defaulted from limits for extended
+resources, ``spec.priority`` resolved from the priority class, no ``metadata.name`` for
+pods created from ``generateName``. This module turns that into a ``PodAsk`` — the GPU
+demand, queue, gang and priority — or into problems a user can act on. It is the first
+thing every request touches, so the "not a GPU pod" answer must be cheap.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler.catalog import Catalog, mig_resource_name
+from scheduler.model import Demand, PodPlacement
+from webhook import keys
+
+__all__ = [
+    "ANNOTATION_PLACEMENT",
+    "GpuAsk",
+    "ManagedPod",
+    "PodAsk",
+    "PodReader",
+    "QuantityError",
+    "format_placement",
+    "gpu_ask_of",
+    "parse_bytes_mib",
+    "parse_placement",
+    "wants_gpus",
+]
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+
+
+class QuantityError(ValueError):
+    """A Kubernetes quantity Apportion cannot use, with the reason."""
+
+
+def parse_bytes_mib(text: str) -> int:
+    """A byte quantity (``18Gi``, ``20G``, ``19327352832``) in MiB, rounded up."""
+    match = _QUANTITY.match(text.strip())
+    if match is None:
+        raise QuantityError(f"{text!r} is not a byte quantity like 18Gi or 20G")
+    number, suffix = match.groups()
+    multiplier = _BINARY.get(suffix or "") or _DECIMAL.get(suffix or "") or 1
+    whole, _, frac = number.partition(".")
+    # Exact integer arithmetic: quantities are integers in base units, never floats.
+    scaled = int(whole) * multiplier
+    if frac:
+        scaled += int(frac) * multiplier // 10 ** len(frac)
+    mib = -(-scaled // 2**20)
+    if mib <= 0:
+        raise QuantityError(f"{text!r} is zero")
+    return mib
+
+
+def _count(text: object, where: str) -> int:
+    """An extended-resource count: Kubernetes only allows whole numbers there."""
+    value = str(text).strip()
+    if not value.isdigit():
+        raise QuantityError(f"{where}: {value!r} is not a whole number of devices")
+    return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuAsk:
+    """The GPU part of a pod: exactly one of whole GPUs, one MIG instance, or a memory need."""
+
+    gpus: int = 0
+    mig_profile: str | None = None
+    memory_mib: int | None = None
+    container: int = 0
+    """Index of the container that gets the device when Apportion rewrites the request."""
+
+
+@dataclass(frozen=True, slots=True)
+class PodAsk:
+    namespace: str
+    name: str | None
+    generate_name: str | None
+    gpu: GpuAsk
+    queue: str | None
+    """From the pod label; ``None`` means the namespace's default queue."""
+    gang: str | None
+    gang_size: int | None
+    priority: int
+    models: tuple[str, ...]
+    """Acceptable GPU models (catalog names), preference order; empty = any."""
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = ()
+    owner: tuple[str, str] | None = None
+    """(kind, name) of the controlling owner, e.g. ("Job", "train"): sizes an unsized gang."""
+    jobset_jobs: int | None = None
+    """A JobSet pod's ``global-replicas``: how many Jobs the JobSet has."""
+    problems: tuple[str, ...] = ()
+    """Why the pod can never be admitted as written; the validating webhook denies these."""
+
+
+def _resources(container: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    resources = container.get("resources") if isinstance(container, dict) else None
+    if not isinstance(resources, dict):
+        return {}, {}
+    requests = resources.get("requests")
+    limits = resources.get("limits")
+    return (
+        requests if isinstance(requests, dict) else {},
+        limits if isinstance(limits, dict) else {},
+    )
+
+
+def _is_gpu_resource(name: str) -> bool:
+    return name == keys.GPU_RESOURCE or name.startswith(keys.MIG_RESOURCE_PREFIX)
+
+
+def wants_gpus(pod: Any) -> bool:
+    """Cheap test: does this pod ask for GPUs at all (resources or the memory annotation)?"""
+    if not isinstance(pod, dict):
+        return False
+    metadata = pod.get("metadata")
+    if isinstance(metadata, dict):
+        annotations = metadata.get("annotations")
+        if isinstance(annotations, dict) and keys.ANNOTATION_GPU_MEMORY in annotations:
+            return True
+    spec = pod.get("spec")
+    if not isinstance(spec, dict):
+        return False
+    for group in ("containers", "initContainers"):
+        containers = spec.get(group)
+        if not isinstance(containers, list):
+            continue
+        for container in containers:
+            requests, limits = _resources(container)
+            for name in (*requests, *limits):
+                if _is_gpu_resource(name):
+                    return True
+    return False
+
+
+def gpu_ask_of(
+    spec: dict[str, Any], annotations: dict[str, str], mig_profiles: dict[str, str]
+) -> tuple[GpuAsk, list[str]]:
+    """The pod's effective GPU demand (Kubernetes rule: max of the sum of containers and of
+    any one init container) and the problems that make it unusable."""
+    problems: list[str] = []
+    totals: dict[str, int] = {}
+    first_gpu_container: int | None = None
+    init_max: dict[str, int] = {}
+    for group in ("containers", "initContainers"):
+        containers = spec.get(group)
+        if not isinstance(containers, list):
+            continue
+        for index, container in enumerate(containers):
+            requests, limits = _resources(container)
+            cname = container.get("name", index) if isinstance(container, dict) else index
+            for resource in sorted({*requests, *limits}):
+                if not _is_gpu_resource(resource):
+                    continue
+                where = f"spec.{group}[{cname}].resources"
+                try:
+                    limit = (
+                        _count(limits[resource], f"{where}.limits.{resource}")
+                        if (resource in limits)
+                        else None
+                    )
+                    request = (
+                        _count(requests[resource], f"{where}.requests.{resource}")
+                        if (resource in requests)
+                        else limit
+                    )
+                except QuantityError as error:
+                    problems.append(str(error))
+                    continue
+                if limit is None:
+                    problems.append(
+                        f"{where}: {resource} is requested ({request}) without a limit; GPU "
+                        "requests and limits must be equal"
+                    )
+                    continue
+                if request != limit:
+                    problems.append(
+                        f"{where}: {resource} request {request} != limit {limit}; GPU requests "
+                        "and limits must be equal"
+                    )
+                    continue
+                if group == "containers":
+                    totals[resource] = totals.get(resource, 0) + limit
+                    if first_gpu_container is None and limit > 0:
+                        first_gpu_container = index
+                else:
+                    init_max[resource] = max(init_max.get(resource, 0), limit)
+    for resource, amount in init_max.items():
+        totals[resource] = max(totals.get(resource, 0), amount)
+    totals = {r: n for r, n in totals.items() if n > 0}
+    memory_text = annotations.get(keys.ANNOTATION_GPU_MEMORY)
+    memory_mib: int | None = None
+    if memory_text is not None:
+        try:
+            memory_mib = parse_bytes_mib(memory_text)
+        except QuantityError as error:
+            problems.append(f"metadata.annotations[{keys.ANNOTATION_GPU_MEMORY}]: {error}")
+    if memory_mib is not None and totals:
+        problems.append(
+            f"metadata.annotations[{keys.ANNOTATION_GPU_MEMORY}] asks Apportion to choose the "
+            f"device, but the pod also requests {', '.join(sorted(totals))}; use one or the other"
+        )
+    if len(totals) > 1:
+        problems.append(
+            "the pod requests several kinds of GPU device "
+            f"({', '.join(f'{r}: {n}' for r, n in sorted(totals.items()))}); "
+            "a pod gets whole GPUs or one MIG instance"
+        )
+    if problems:
+        return GpuAsk(), problems
+    container = first_gpu_container or 0
+    if memory_mib is not None:
+        return GpuAsk(memory_mib=memory_mib, container=container), []
+    if not totals:
+        return GpuAsk(), []
+    ((resource, amount),) = totals.items()
+    if resource == keys.GPU_RESOURCE:
+        return GpuAsk(gpus=amount, container=container), []
+    profile = mig_profiles.get(resource)
+    if profile is None:
+        known = ", ".join(sorted(mig_profiles))
+        return GpuAsk(), [
+            f"{resource} is not a MIG profile of any GPU model Apportion knows (known: {known})"
+        ]
+    if amount != 1:
+        return GpuAsk(), [
+            f"the pod requests {amount} × {resource}; Apportion admits one MIG instance per "
+            "pod (use several pods, or whole GPUs)"
+        ]
+    return GpuAsk(mig_profile=profile, container=container), []
+
+
+def _str_map(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _models(
+    annotations: dict[str, str], node_selector: dict[str, str], catalog: Catalog
+) -> tuple[tuple[str, ...], list[str]]:
+    """Acceptable models from the annotation, else from a product nodeSelector."""
+    problems: list[str] = []
+    names: list[str] = []
+    text = annotations.get(keys.ANNOTATION_GPU_MODELS)
+    if text is not None:
+        for raw in (part.strip() for part in text.split(",")):
+            if not raw:
+                continue
+            model = catalog.get(raw)
+            if model is None:
+                problems.append(
+                    f"metadata.annotations[{keys.ANNOTATION_GPU_MODELS}]: unknown GPU model "
+                    f"{raw!r} (known: {', '.join(catalog.names())})"
+                )
+            elif model.name not in names:
+                names.append(model.name)
+    product = node_selector.get(keys.NODE_PRODUCT)
+    if product is not None:
+        model = catalog.get(product)
+        if model is None:
+            problems.append(
+                f"spec.nodeSelector[{keys.NODE_PRODUCT}]: {product!r} is not a GPU product "
+                "Apportion knows"
+            )
+        elif names and model.name not in names:
+            problems.append(
+                f"spec.nodeSelector[{keys.NODE_PRODUCT}] = {product!r} contradicts "
+                f"{keys.ANNOTATION_GPU_MODELS} = {text!r}"
+            )
+        else:
+            names = [model.name]
+    return tuple(names), problems
+
+
+def _gang(
+    labels: dict[str, str], annotations: dict[str, str], spec: dict[str, Any]
+) -> tuple[str | None, int | None, list[str]]:
+    """Gang name and size, when the pod says them.
+
+    Explicit keys first: Apportion's own, or Kueue's pod-group keys (for migration). Then
+    owners that are gangs by nature: a PyTorchJob's pods (their size is the WORLD_SIZE the
+    training operator puts in every pod) and a JobSet's pods (sized by the controller from
+    the JobSet's Jobs, which it watches).
+    """
+    for label, size_key in (
+        (keys.LABEL_GANG, keys.ANNOTATION_GANG_SIZE),
+        (keys.KUEUE_GROUP_LABEL, keys.KUEUE_GROUP_TOTAL),
+    ):
+        name = labels.get(label)
+        if name is None:
+            continue
+        text = annotations.get(size_key)
+        if text is None:
+            return name, None, []
+        if not text.strip().isdigit() or int(text) < 1:
+            return (
+                name,
+                None,
+                [f"metadata.annotations[{size_key}]: {text!r} is not a positive whole number"],
+            )
+        return name, int(text), []
+    if keys.PYTORCHJOB_NAME in labels:
+        world = _env(spec, "WORLD_SIZE")
+        size = int(world) if world is not None and world.isdigit() and int(world) > 0 else None
+        return labels[keys.PYTORCHJOB_NAME], size, []
+    if keys.JOBSET_NAME in labels:
+        return labels[keys.JOBSET_NAME], None, []
+    return None, None, []
+
+
+def _env(spec: dict[str, Any], name: str) -> str | None:
+    """A literal environment value of the pod's first container that sets ``name``."""
+    for container in spec.get("containers") or ():
+        for env in (container.get("env") or ()) if isinstance(container, dict) else ():
+            if isinstance(env, dict) and env.get("name") == name and "value" in env:
+                return str(env["value"])
+    return None
+
+
+def format_placement(placement: PodPlacement) -> str:
+    """``node:0,1`` (whole GPUs) or ``node:3@4`` (MIG slice at start 4 of GPU 3)."""
+    gpus = ",".join(str(g) for g in placement.gpus)
+    return f"{placement.node}:{gpus}" + (
+        f"@{placement.mig_start}" if placement.mig_start is not None else ""
+    )
+
+
+def parse_placement(text: str) -> PodPlacement | None:
+    node, sep, rest = text.rpartition(":")
+    if not sep or not node:
+        return None
+    gpus, _, start = rest.partition("@")
+    try:
+        indices = tuple(int(g) for g in gpus.split(","))
+        return PodPlacement(node=node, gpus=indices, mig_start=int(start) if start else None)
+    except ValueError:
+        return None
+
+
+ANNOTATION_PLACEMENT = keys.PREFIX + "placement"
+"""Where Apportion placed the pod (``node:0,1``), so a restart keeps its bookkeeping."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedPod:
+    """One pod of a managed workload as observed in the API: waiting (gated) or admitted."""
+
+    namespace: str
+    name: str
+    workload: str
+    queue: str
+    demand: Demand
+    priority: int
+    created: int
+    gang_size: int
+    gated: bool
+    node: str | None = None
+    placement: PodPlacement | None = None
+    flavor: str | None = None
+    foreign: bool = False
+    """A bound GPU pod Apportion did not decide (created before it was installed, or in a
+    namespace that did not opt in): its devices are simply not capacity."""
+    raw: dict[str, Any] | None = field(default=None, compare=False)
+    """The pod object, for the controller's patches."""
+
+
+def _epoch_seconds(timestamp: object) -> int:
+    """RFC 3339 ``2026-11-25T17:25:04Z`` → seconds since the epoch (0 if absent)."""
+    from datetime import datetime
+
+    if not isinstance(timestamp, str):
+        return 0
+    try:
+        return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return 0
+
+
+def _positive(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() and int(text) > 0 else None
+
+
+def _controller_owner(references: object) -> tuple[str, str] | None:
+    if not isinstance(references, list):
+        return None
+    for ref in references:
+        if isinstance(ref, dict) and ref.get("controller") is True:
+            return str(ref.get("kind", "")), str(ref.get("name", ""))
+    return None
+
+
+class PodReader:
+    """Reads pods against one catalog (MIG resource names are the catalog's)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.mig_profiles = {mig_resource_name(p): p for p in catalog.mig_profile_names()}
+
+    def ask(self, pod: dict[str, Any], namespace: str) -> PodAsk:
+        """Everything Apportion needs from a pod; problems are collected, never raised."""
+        metadata = pod.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        spec = pod.get("spec")
+        spec = spec if isinstance(spec, dict) else {}
+        labels = _str_map(metadata.get("labels"))
+        annotations = _str_map(metadata.get("annotations"))
+        gpu, problems = gpu_ask_of(spec, annotations, self.mig_profiles)
+        node_selector = _str_map(spec.get("nodeSelector"))
+        models, model_problems = _models(annotations, node_selector, self.catalog)
+        tolerations = spec.get("tolerations")
+        gang, gang_size, gang_problems = _gang(labels, annotations, spec)
+        priority = spec.get("priority", 0)
+        if not isinstance(priority, int) or isinstance(priority, bool):
+            priority = 0
+        name = metadata.get("name")
+        generate_name = metadata.get("generateName")
+        return PodAsk(
+            namespace=namespace,
+            name=name if isinstance(name, str) and name else None,
+            generate_name=generate_name if isinstance(generate_name, str) else None,
+            gpu=gpu,
+            queue=labels.get(keys.LABEL_QUEUE),
+            gang=gang,
+            gang_size=gang_size,
+            priority=priority,
+            models=models,
+            labels=labels,
+            annotations=annotations,
+            node_selector=node_selector,
+            tolerations=tuple(t for t in tolerations or () if isinstance(t, dict))
+            if isinstance(tolerations, list)
+            else (),
+            owner=_controller_owner(metadata.get("ownerReferences")),
+            jobset_jobs=_positive(
+                annotations.get(keys.JOBSET_REPLICAS) or labels.get(keys.JOBSET_REPLICAS)
+            ),
+            problems=(*problems, *model_problems, *gang_problems),
+        )
+
+    def observed(self, pod: dict[str, Any]) -> ManagedPod | None:
+        """A pod holding or waiting for GPUs: one Apportion decided (it carries the workload
+        annotation), or a *foreign* bound GPU pod; None for everything else.
+
+        Terminal pods (Succeeded, Failed) hold nothing and are not returned; terminating
+        ones still hold their devices until they are gone.
+        """
+        metadata = pod.get("metadata") or {}
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return None
+        annotations = _str_map(metadata.get("annotations"))
+        workload = annotations.get(keys.ANNOTATION_WORKLOAD)
+        spec = pod.get("spec") or {}
+        namespace = str(metadata.get("namespace") or "")
+        name = str(metadata.get("name") or "")
+        ask = self.ask(pod, namespace)
+        gpu = ask.gpu
+        if gpu.gpus:
+            demand = Demand(gpus=gpu.gpus, models=ask.models)
+        elif gpu.mig_profile is not None:
+            demand = Demand(mig_profile=gpu.mig_profile, models=ask.models)
+        else:
+            return None
+        node = spec.get("nodeName") or None
+        gates = spec.get("schedulingGates") or []
+        gated = any(isinstance(g, dict) and g.get("name") == keys.GATE for g in gates)
+        if workload is None and gated and ask.queue is not None:
+            # Gated by Apportion without a recorded decision (e.g. by an older version):
+            # still ours to release, as a one-pod workload.
+            workload = f"{namespace}/{name}"
+        if workload is None:
+            if node is None:
+                return None
+            return ManagedPod(
+                namespace=namespace,
+                name=name,
+                workload=f"foreign:{namespace}/{name}",
+                queue="",
+                demand=demand,
+                priority=ask.priority,
+                created=0,
+                gang_size=1,
+                gated=False,
+                node=node,
+                foreign=True,
+                raw=pod,
+            )
+        if ask.problems or ask.queue is None:
+            return None
+        placement_text = annotations.get(ANNOTATION_PLACEMENT)
+        return ManagedPod(
+            namespace=namespace,
+            name=name,
+            workload=workload,
+            queue=ask.queue,
+            demand=demand,
+            priority=ask.priority,
+            created=_epoch_seconds(metadata.get("creationTimestamp")),
+            gang_size=ask.gang_size or 1,
+            gated=gated,
+            node=node,
+            placement=parse_placement(placement_text) if placement_text else None,
+            raw=pod,
+        )

@@ -1,0 +1,75 @@
+"""Queues from a YAML/JSON file — e.g. a ConfigMap mounted into the pod — reloaded when the
+kubelet updates it. A broken edit is logged and the last good queues stay in force: a typo
+in a ConfigMap must not take admission down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from pydantic import TypeAdapter, ValidationError
+
+from scheduler.loading import SnapshotError, parse_document
+from scheduler.model import Queue
+from webhook.cluster import LiveCluster
+
+__all__ = ["QueueFileError", "load_queue_file", "watch_queue_file"]
+
+log = logging.getLogger("apportion.queues")
+
+_QUEUES = TypeAdapter(list[Queue])
+
+
+class QueueFileError(ValueError):
+    """The queue file cannot be read or is not a valid list of queues (the message says where)."""
+
+
+def load_queue_file(path: Path) -> list[Queue]:
+    """Queues from a file holding a list, or a mapping with a ``queues`` list.
+
+    A missing file is no queues: the ConfigMap is an optional mount, for clusters that do
+    not use the Queue CRD.
+    """
+    if not path.exists():
+        log.info("no queue file at %s; queues come from Queue objects only", path)
+        return []
+    try:
+        data = parse_document(path.read_text(encoding="utf-8"), str(path))
+    except OSError as error:
+        raise QueueFileError(f"cannot read {path}: {error.strerror}") from None
+    except SnapshotError as error:
+        raise QueueFileError(str(error)) from None
+    if isinstance(data, dict):
+        data = data.get("queues")
+    if data is None:
+        return []
+    try:
+        return _QUEUES.validate_python(data)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"queues[{']['.join(str(p) for p in e['loc'])}]: {e['msg']}" for e in error.errors()
+        )
+        raise QueueFileError(f"{path}: {problems}") from None
+
+
+async def watch_queue_file(path: Path, cluster: LiveCluster, interval_s: float) -> None:
+    """Reload the queues whenever the file's content changes (the first check always loads,
+    so an edit between startup and the first check is not missed)."""
+    last: bytes | None = None
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            current = path.read_bytes() if path.exists() else b""
+        except OSError:
+            continue
+        if current == last:
+            continue
+        last = current
+        try:
+            queues = load_queue_file(path)
+        except QueueFileError as error:
+            log.error("queue file changed but is invalid; keeping the previous queues: %s", error)
+            continue
+        cluster.replace_queues(queues)
+        log.info("queues reloaded from %s: %d queues", path, len(queues))

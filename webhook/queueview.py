@@ -1,0 +1,49 @@
+"""Queue visibility: who waits, in which position, why, and for about how long.
+
+Served at ``/queues`` and printed by ``apportion queue``. Positions and reasons are the
+controller's last global decision; the wait estimate is the position divided by the
+queue's admission rate over the last hour — honest about being a rate, and absent when
+the queue admitted nothing recently.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from webhook.cluster import LiveCluster
+
+__all__ = ["pending_view"]
+
+
+def pending_view(cluster: LiveCluster, queue: str | None = None) -> dict[str, Any]:
+    """``{"queues": {name: [workload, …]}}`` with the waiting workloads in queue order."""
+    waiting = cluster.waiting()
+    decisions = cluster.last_decisions()
+    now = cluster.now()
+    out: dict[str, list[dict[str, Any]]] = {}
+    for item in waiting:
+        if queue is not None and item.queue != queue:
+            continue
+        decision = decisions.get(item.workload)
+        out.setdefault(item.queue, []).append(
+            {
+                "workload": item.workload,
+                "namespace": item.namespace,
+                "pods": item.pods,
+                "pods_present": item.pods_present,
+                "priority": item.priority,
+                "waiting_s": max(0, int(now) - item.created),
+                "position": decision.position if decision is not None else None,
+                "reason": decision.reason.value if decision is not None else item.reason,
+                "message": decision.message if decision is not None else item.message,
+            }
+        )
+    for name, items in out.items():
+        items.sort(key=lambda i: (i["position"] is None, i["position"] or 0, -i["priority"]))
+        rate = cluster.admission_rate_per_s(name)
+        for rank, row in enumerate(items, start=1):
+            row["position"] = row["position"] or rank
+            row["estimated_wait_s"] = round(row["position"] / rate) if rate > 0 else None
+    if queue is not None and queue not in out:
+        out[queue] = []
+    return {"queues": out}

@@ -1,0 +1,145 @@
+"""AdmissionReview ``admission.k8s.io/v1``: the request as kube-apiserver sends it, the
+response it accepts.
+
+Parsing is strict where the answer depends on it (uid, operation, kind) and lenient
+everywhere else: unknown fields are ignored, as the API server's own decoders do.
+Anything else is a ``ReviewError`` that names the field and becomes HTTP 400 — never a
+stack trace, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "AdmissionRequest",
+    "Answer",
+    "ReviewError",
+    "allow",
+    "deny",
+    "parse_review",
+    "review_response",
+]
+
+API_VERSION = "admission.k8s.io/v1"
+
+
+class ReviewError(ValueError):
+    """The body is not an AdmissionReview we can answer (HTTP 400, with this message)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    uid: str
+    operation: str
+    """CREATE, UPDATE, DELETE or CONNECT."""
+    kind: str
+    """``request.kind.kind``: Pod, Binding, …"""
+    resource: str
+    sub_resource: str
+    namespace: str
+    name: str | None
+    """Absent for pods created from ``generateName`` in the mutating call."""
+    object: dict[str, Any] | None
+    old_object: dict[str, Any] | None
+    dry_run: bool
+    username: str
+    groups: tuple[str, ...]
+
+
+def _field(data: dict[str, Any], key: str, kind: type, path: str, required: bool = True) -> Any:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ReviewError(f"{path}.{key} is missing")
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ReviewError(f"{path}.{key}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def parse_review(body: bytes) -> AdmissionRequest:
+    """The request inside an AdmissionReview body, or a ReviewError naming what is wrong."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise ReviewError(f"body is not JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ReviewError(f"body is a JSON {type(data).__name__}, not an AdmissionReview object")
+    if data.get("kind") != "AdmissionReview":
+        raise ReviewError(f"kind is {data.get('kind')!r}, expected 'AdmissionReview'")
+    if data.get("apiVersion") != API_VERSION:
+        raise ReviewError(f"apiVersion is {data.get('apiVersion')!r}, expected {API_VERSION!r}")
+    request = _field(data, "request", dict, "AdmissionReview")
+    uid = _field(request, "uid", str, "request")
+    kind = _field(request, "kind", dict, "request")
+    resource = _field(request, "resource", dict, "request")
+    user = _field(request, "userInfo", dict, "request", required=False) or {}
+    raw_groups = user.get("groups")
+    groups: list[Any] = raw_groups if isinstance(raw_groups, list) else []
+    obj = request.get("object")
+    old = request.get("oldObject")
+    if obj is not None and not isinstance(obj, dict):
+        raise ReviewError(f"request.object: expected object, got {type(obj).__name__}")
+    if old is not None and not isinstance(old, dict):
+        raise ReviewError(f"request.oldObject: expected object, got {type(old).__name__}")
+    dry_run = request.get("dryRun", False)
+    return AdmissionRequest(
+        uid=uid,
+        operation=_field(request, "operation", str, "request"),
+        kind=str(kind.get("kind", "")),
+        resource=str(resource.get("resource", "")),
+        sub_resource=str(request.get("subResource") or ""),
+        namespace=str(request.get("namespace") or ""),
+        name=request.get("name") if isinstance(request.get("name"), str) else None,
+        object=obj,
+        old_object=old,
+        dry_run=dry_run is True,
+        username=str(user.get("username", "")),
+        groups=tuple(str(g) for g in groups),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the webhook decided; serialised by ``review_response``."""
+
+    allowed: bool
+    patch: tuple[dict[str, Any], ...] = ()
+    message: str = ""
+    code: int = 200
+    warnings: tuple[str, ...] = ()
+    audit: tuple[tuple[str, str], ...] = ()
+
+
+def allow(
+    patch: Sequence[dict[str, Any]] = (),
+    warnings: Sequence[str] = (),
+    audit: Sequence[tuple[str, str]] = (),
+) -> Answer:
+    return Answer(True, tuple(patch), warnings=tuple(warnings), audit=tuple(audit))
+
+
+def deny(message: str, code: int = 403, warnings: tuple[str, ...] = ()) -> Answer:
+    return Answer(False, message=message, code=code, warnings=warnings)
+
+
+def review_response(uid: str, answer: Answer) -> dict[str, Any]:
+    """The AdmissionReview the API server expects back, echoing the request uid."""
+    response: dict[str, Any] = {"uid": uid, "allowed": answer.allowed}
+    if answer.patch:
+        encoded = orjson.dumps(list(answer.patch))
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(encoded).decode()
+    if not answer.allowed:
+        response["status"] = {"code": answer.code, "message": answer.message}
+    if answer.warnings:
+        response["warnings"] = list(answer.warnings)
+    if answer.audit:
+        response["auditAnnotations"] = dict(answer.audit)
+    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}

@@ -1,0 +1,180 @@
+"""Assemble and run one ``apportion serve`` process: cluster source, admission, servers,
+controller, certificate reload; shut down cleanly on SIGTERM (the kubelet's stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+from kubernetes import client, config
+
+from scheduler.defaults import default_snapshot
+from scheduler.model import Queue
+from webhook.admission import Admission
+from webhook.cluster import LiveCluster
+from webhook.controller import Controller
+from webhook.dcgm import DcgmReader
+from webhook.kubeapi import KubeApi
+from webhook.metrics import Metrics
+from webhook.queuefile import watch_queue_file
+from webhook.server import CertificateReloader, Readiness, build_app, build_probe_app
+from webhook.settings import ServeSettings
+from webhook.standalone import load_cluster_file, seed_cluster
+
+__all__ = ["Server", "run_server", "start_server"]
+
+log = logging.getLogger("apportion.serve")
+
+
+@dataclass(slots=True)
+class Server:
+    """A running server's parts, for tests and for shutdown."""
+
+    cluster: LiveCluster
+    admission: Admission
+    metrics: Metrics
+    readiness: Readiness
+    certificates: CertificateReloader
+    runners: list[web.AppRunner]
+    tasks: list[asyncio.Task[None]]
+    controller: Controller | None
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        if self.controller is not None:
+            await asyncio.to_thread(self.controller.stop)
+        for runner in self.runners:
+            await runner.cleanup()
+
+
+def _kube_api(settings: ServeSettings) -> KubeApi | None:
+    """The API client from a kubeconfig or the pod's service account; None = standalone."""
+    if settings.kubeconfig is not None:
+        return KubeApi(
+            config.new_client_from_config(config_file=str(settings.kubeconfig))  # type: ignore[no-untyped-call]
+        )
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        return None
+    return KubeApi(client.ApiClient())
+
+
+async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None = None) -> Server:
+    cluster = LiveCluster(
+        clock=time.time,
+        intent_ttl_s=settings.controller.intent_ttl_s,
+        all_namespaces=settings.all_namespaces,
+    )
+    metrics = Metrics(cluster)
+    readiness = Readiness()
+    api = None if settings.cluster_file is not None else _kube_api(settings)
+    controller: Controller | None = None
+    if api is None:
+        if settings.cluster_file is not None:
+            snapshot, namespaces = load_cluster_file(settings.cluster_file)
+        else:
+            snapshot, namespaces = default_snapshot(), {}
+            cluster.all_namespaces = True
+        seed_cluster(cluster, snapshot, namespaces)
+        if queues is not None:
+            cluster.replace_queues(queues)
+        readiness.synced = True
+        log.info("standalone: %d nodes, %d queues", len(snapshot.nodes), len(cluster.queues))
+    elif settings.controller.enabled:
+        from webhook.leader import LeaderElector
+
+        elector = LeaderElector(
+            api,
+            settings.controller.lease_namespace,
+            settings.controller.lease_name,
+            settings.controller.identity,
+            settings.controller.lease_duration_s,
+        )
+        controller = Controller(
+            api,
+            cluster,
+            settings.controller,
+            metrics,
+            queues=(lambda: list(queues)) if queues is not None else None,
+            elector=elector,
+        )
+        controller.start()
+    admission = Admission(cluster, settings.admission, standalone=api is None)
+    assert settings.server.cert_file is not None and settings.server.key_file is not None
+    certificates = CertificateReloader(settings.server.cert_file, settings.server.key_file)
+    runners = []
+    app = build_app(admission, metrics, readiness, settings.admission.max_body_bytes)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(
+        runner,
+        settings.server.host,
+        settings.server.port,
+        ssl_context=certificates.context,
+        backlog=1024,
+    ).start()
+    runners.append(runner)
+    if settings.server.probe_port:
+        probe = web.AppRunner(build_probe_app(metrics, readiness), access_log=None)
+        await probe.setup()
+        await web.TCPSite(probe, settings.server.host, settings.server.probe_port).start()
+        runners.append(probe)
+    tasks = [asyncio.create_task(certificates.watch(settings.server.cert_check_s))]
+    if settings.queues_file is not None:
+        tasks.append(
+            asyncio.create_task(
+                watch_queue_file(settings.queues_file, cluster, settings.server.cert_check_s)
+            )
+        )
+    if settings.prometheus is not None:
+        reader = DcgmReader(settings.prometheus)
+        tasks.append(asyncio.create_task(_refresh_gpu_metrics(reader, cluster)))
+    if controller is not None:
+        tasks.append(asyncio.create_task(_track_sync(controller, readiness, metrics)))
+    else:
+        metrics.synced.set(1)
+    log.info("serving https on %s:%d", settings.server.host, settings.server.port)
+    return Server(cluster, admission, metrics, readiness, certificates, runners, tasks, controller)
+
+
+async def _refresh_gpu_metrics(reader: DcgmReader, cluster: LiveCluster) -> None:
+    """GPU metrics off the request path: decisions use the last report, never wait for one."""
+    while True:
+        report = await reader.refresh_async(
+            cluster.snapshot(with_telemetry=False), cluster.pod_owner()
+        )
+        cluster.set_telemetry(report)
+        if report.note.status != "fresh":
+            log.warning("GPU metrics %s: %s", report.note.status, report.note.message)
+        await asyncio.sleep(reader.prometheus.refresh_interval_s)
+
+
+async def _track_sync(controller: Controller, readiness: Readiness, metrics: Metrics) -> None:
+    while not controller.synced():
+        readiness.reason = "waiting for the first list of nodes, pods, namespaces and jobs"
+        await asyncio.sleep(0.2)
+    readiness.synced = True
+    metrics.synced.set(1)
+    log.info("cluster state synced; ready")
+
+
+async def run_server(
+    settings: ServeSettings,
+    queues: Sequence[Queue] | None = None,
+    stop_signals: Sequence[signal.Signals] = (),
+) -> None:
+    server = await start_server(settings, queues)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in stop_signals:
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await server.close()

@@ -1,0 +1,185 @@
+"""The aiohttp shell around admission: HTTPS endpoints, probes, metrics, certificate reload.
+
+Everything that decides lives in ``admission``; this module turns bytes into a parsed
+request and an answer back into bytes, times it, and never lets an exception escape as
+a 5xx: a failure answers "allowed" with a warning (the pod is not lost, and a pod we do
+not manage is never blocked by our bug).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook.admission import Admission, Verdict
+from webhook.metrics import Metrics
+from webhook.queueview import pending_view
+from webhook.review import ReviewError, allow, parse_review, review_response
+
+__all__ = ["CertificateReloader", "Readiness", "build_app", "build_probe_app"]
+
+log = logging.getLogger("apportion.server")
+
+
+@dataclass(slots=True)
+class Readiness:
+    """Ready only after the first full sync of cluster state (standalone: after loading)."""
+
+    synced: bool = False
+    reason: str = "cluster state not loaded yet"
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _review_handler(
+    endpoint: str, decide: Callable[..., Verdict], metrics: Metrics, max_body: int
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    histogram = metrics.admission_seconds
+    decisions = metrics.decisions
+
+    async def handle(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        if request.content_length is not None and request.content_length > max_body:
+            metrics.bad_requests.labels(endpoint).inc()
+            return web.Response(status=413, text=f"body over {max_body} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            metrics.bad_requests.labels(endpoint).inc()
+            return web.Response(status=413, text=f"body over {max_body} bytes")
+        try:
+            review = parse_review(body)
+        except ReviewError as error:
+            metrics.bad_requests.labels(endpoint).inc()
+            return web.Response(status=400, text=f"not an AdmissionReview v1: {error}")
+        try:
+            verdict = decide(review)
+        except Exception:
+            log.exception("admission failed; answering allowed", extra={"uid": review.uid})
+            verdict = Verdict(
+                allow(warnings=("Apportion failed on this request; the pod was let through",)),
+                "error",
+            )
+        histogram.labels(endpoint, verdict.outcome).observe(time.perf_counter() - started)
+        if verdict.outcome != "ignored":
+            decisions.labels(verdict.outcome).inc()
+            log.info(
+                "%s %s",
+                endpoint,
+                verdict.outcome,
+                extra={
+                    "uid": review.uid,
+                    "namespace": review.namespace,
+                    "workload": verdict.workload,
+                    "operation": review.operation,
+                    "dry_run": review.dry_run,
+                    "denial": verdict.answer.message,
+                },
+            )
+        return _json(review_response(review.uid, verdict.answer))
+
+    return handle
+
+
+def _probes(app: web.Application, readiness: Readiness, metrics: Metrics) -> None:
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if readiness.synced:
+            return web.Response(text="ready")
+        return web.Response(status=503, text=f"not ready: {readiness.reason}")
+
+    async def metrics_endpoint(_: web.Request) -> web.Response:
+        body = await asyncio.get_running_loop().run_in_executor(
+            None, generate_latest, metrics.registry
+        )
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+
+
+def build_app(
+    admission: Admission, metrics: Metrics, readiness: Readiness, max_body: int
+) -> web.Application:
+    """The HTTPS application: /mutate, /validate, /queues and the probes."""
+    # aiohttp refuses larger bodies itself (413) before our handler reads them.
+    app = web.Application(client_max_size=max_body)
+    app.router.add_post("/mutate", _review_handler("mutate", admission.mutate, metrics, max_body))
+    app.router.add_post(
+        "/validate", _review_handler("validate", admission.validate, metrics, max_body)
+    )
+
+    async def queues(request: web.Request) -> web.Response:
+        view = pending_view(admission.cluster, request.query.get("queue"))
+        return _json(view)
+
+    app.router.add_get("/queues", queues)
+    _probes(app, readiness, metrics)
+    return app
+
+
+def build_probe_app(metrics: Metrics, readiness: Readiness) -> web.Application:
+    """Plain HTTP for kubelet probes and Prometheus scrapes (no certificates needed)."""
+    app = web.Application()
+    _probes(app, readiness, metrics)
+    return app
+
+
+class CertificateReloader:
+    """Serves the certificate files as they are on disk, reloading them when they change.
+
+    cert-manager and OpenShift's service-CA rotate the Secret in place; the kubelet
+    updates the mounted files. Loading new files into the same SSLContext changes what
+    new handshakes present, while open connections keep going.
+    """
+
+    def __init__(self, cert_file: Path, key_file: Path) -> None:
+        self.cert_file = cert_file
+        self.key_file = key_file
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self._stamp = self._current_stamp()
+        self.context.load_cert_chain(cert_file, key_file)
+        self.reloads = 0
+
+    def _current_stamp(self) -> tuple[float, float, int, int]:
+        cert, key = self.cert_file.stat(), self.key_file.stat()
+        return (cert.st_mtime, key.st_mtime, cert.st_size, key.st_size)
+
+    def check(self) -> bool:
+        """Reload if the files changed; a half-written pair is retried on the next check."""
+        try:
+            stamp = self._current_stamp()
+            if stamp == self._stamp:
+                return False
+            self.context.load_cert_chain(self.cert_file, self.key_file)
+        except (OSError, ssl.SSLError) as error:
+            log.warning("certificate reload failed, keeping the current one: %s", error)
+            return False
+        self._stamp = stamp
+        self.reloads += 1
+        log.info("certificate reloaded from %s", self.cert_file)
+        return True
+
+    async def watch(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.check()

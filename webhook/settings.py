@@ -1,0 +1,85 @@
+"""Settings for ``apportion serve``: grouped, documented, defaulted; one root object.
+
+Read from flags and the environment only at the entry point (webhook/commands.py) and
+passed down explicitly, so every part can be built in a test with plain values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from webhook.dcgm import PrometheusSettings
+
+__all__ = ["AdmissionSettings", "ControllerSettings", "ServeSettings", "ServerSettings"]
+
+DEFAULT_GPU_TOLERATIONS: tuple[dict[str, Any], ...] = (
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionSettings:
+    mode: Literal["enforce", "shadow"] = "enforce"
+    """``shadow`` annotates what Apportion would do and changes nothing else (rollout)."""
+    on_allocator_failure: Literal["gate", "allow"] = "gate"
+    """When the allocator cannot answer: ``gate`` the pod for the controller (never lose a
+    pod) or ``allow`` it unmanaged."""
+    whole_gpu_fallback: bool = True
+    """A memory need may become whole GPUs when no MIG slice fits or MIG capacity is out."""
+    gpu_tolerations: tuple[dict[str, Any], ...] = DEFAULT_GPU_TOLERATIONS
+    """Added to managed pods: GPU nodes are commonly tainted ``nvidia.com/gpu``."""
+    trusted_users: frozenset[str] = frozenset()
+    """Users allowed to set decision keys and remove the gate (Apportion's service account;
+    ``system:serviceaccount:<ns>:<name>``)."""
+    max_body_bytes: int = 3 * 1024 * 1024
+    """AdmissionReviews larger than this are refused (HTTP 413); the API server's own
+    request limit is 3 MiB."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControllerSettings:
+    enabled: bool = True
+    tick_s: float = 10.0
+    """Global decision at least this often, even without changes."""
+    debounce_s: float = 0.5
+    """Coalesce bursts of changes into one global decision."""
+    budget_ms: float = 2000.0
+    """Wall-clock budget of one global decision (ILP, greedy fallback)."""
+    lease_name: str = "apportion-controller"
+    lease_namespace: str = "apportion-system"
+    lease_duration_s: float = 15.0
+    identity: str = "apportion"
+    intent_ttl_s: float = 120.0
+    """How long an admission the webhook answered waits for its pod to be observed."""
+    watch_timeout_s: int = 300
+    backoff_max_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    host: str = "0.0.0.0"
+    port: int = 8443
+    probe_port: int | None = 8080
+    """Plain-HTTP port for /healthz, /readyz and /metrics (kubelet, Prometheus); None = off."""
+    cert_check_s: float = 10.0
+    """How often the certificate files are checked for rotation."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
+    controller: ControllerSettings = field(default_factory=ControllerSettings)
+    cluster_file: Path | None = None
+    """Standalone mode: nodes, queues and namespaces from this snapshot file."""
+    queues_file: Path | None = None
+    kubeconfig: Path | None = None
+    all_namespaces: bool = False
+    """Manage every namespace except system ones (standalone demos)."""
+    prometheus: PrometheusSettings | None = None
+    """Where dcgm-exporter's series are (GPU health, idleness); None: decide without."""
