@@ -129,13 +129,7 @@ class Cycle:
         if hint is not None and 0 <= hint < len(options):
             options.insert(0, options.pop(hint))
         else:
-            # An option within the queue's nominal quota before one that would borrow.
-            pods = w.pods
-            options.sort(
-                key=lambda o: (
-                    not self.book.within_nominal(w.queue, o.flavor, o.quota_per_pod * pods)
-                )
-            )
+            options = self._preference_order(w, options)
         if not options:
             return self._record(
                 Verdict(
@@ -170,6 +164,32 @@ class Cycle:
                     return self._record(verdict)
         reason, message = _most_telling(failures)
         return self._record(Verdict(entry, Outcome.PENDING, reason, message))
+
+    def _preference_order(self, w: Workload, options: list[Option]) -> list[Option]:
+        """Options within the queue's nominal quota before those that would borrow; within
+        that, the workload's own order (cheapest first, or fastest first with throughput),
+        except that among options that cost the same and carry no speed preference the
+        tightest fit goes first: equally good, so the least fragmenting (design §3.5)."""
+        pods = w.pods
+        run = 0
+        runs: list[int] = []
+        for i, o in enumerate(options):
+            if i and (w.throughput or o.cost != options[i - 1].cost):
+                run += 1
+            runs.append(run)
+        tied = len(set(runs)) < len(options)
+
+        def key(i: int) -> tuple[bool, int, tuple[int, int, int], int]:
+            o = options[i]
+            borrow = not self.book.within_nominal(w.queue, o.flavor, o.quota_per_pod * pods)
+            snug = (0, 0, 0)
+            if tied:
+                pools = self.state.eligible_pools(w, o)
+                nodes = self.state.node_filter(w)
+                snug = self.state.tightness(o, w.cpu_milli, w.memory_mib, pools, nodes)
+            return (borrow, runs[i], snug, i)
+
+        return [options[i] for i in sorted(range(len(options)), key=key)]
 
     def _record(self, verdict: Verdict) -> Verdict:
         if verdict.outcome is Outcome.PENDING:

@@ -151,8 +151,19 @@ def find_victims(
             evict(victim)
             needed.append(victim)
     needed.append(evicted[-1])
+    # Admissions of this cycle taken back are given back too when the evictions alone make
+    # room, highest priority first; the first one that is needed stops it, so a lower
+    # priority is never kept while a higher one goes.
+    kept = 0
+    for victim in reversed(removed[:taken_back]):
+        restore(victim)
+        if not fits():
+            evict(victim)
+            break
+        kept += 1
+    taken = removed[: taken_back - kept]
     for victim in needed:
         restore(victim)
-    for victim in removed[:taken_back]:
+    for victim in taken:
         restore(victim)
-    return removed[:taken_back], sorted(needed, key=_order)
+    return taken, sorted(needed, key=_order)

@@ -283,6 +283,21 @@ class ClusterState:
                 best = max(best, 1)
         return best
 
+    def tightness(
+        self,
+        option: Option,
+        cpu: int,
+        mem: int,
+        pools: Sequence[int],
+        nodes: frozenset[int] | None = None,
+    ) -> tuple[int, int, int]:
+        """How snugly one pod of ``option`` would fit its best spot now, smaller = tighter:
+        the best-fit key ``_place_pod`` uses (a used node before an entirely free one, then
+        the smallest remainder, then the lowest node id), found without placing anything.
+        (2, …) when nothing fits."""
+        spot = self._spot(option, cpu, mem, pools, nodes) if pools else None
+        return (2, 1 << 30, 0) if spot is None else (*spot[0], spot[1].node)
+
     def never_fits(self, option: Option, pools: tuple[int, ...]) -> bool:
         """True when no node could host one pod even if the cluster were empty."""
         key = (option.kind, option.per_pod, option.profile, pools)
@@ -357,6 +372,22 @@ class ClusterState:
         pools: Sequence[int],
         nodes: frozenset[int] | None,
     ) -> PodAlloc | None:
+        spot = self._spot(option, cpu, mem, pools, nodes)
+        if spot is None:
+            return None
+        pod = spot[1]
+        self._take_pod(pod, cpu, mem)
+        return pod
+
+    def _spot(
+        self,
+        option: Option,
+        cpu: int,
+        mem: int,
+        pools: Sequence[int],
+        nodes: frozenset[int] | None,
+    ) -> tuple[tuple[int, int], PodAlloc] | None:
+        """The best-fit spot for one pod and its fit key (smaller = snugger), not taken."""
         if option.kind is Kind.WHOLE:
             k = option.per_pod
             best: tuple[bool, int, int, int] | None = None  # (entirely free, free, pool, node)
@@ -385,8 +416,8 @@ class ClusterState:
                     if self.gpu_pool[g] == p and self.gpu_free_milli[g] == MILLI_PER_GPU
                 )[:k]
             )
-            pod = PodAlloc(n, gpus)
-        elif option.kind is Kind.FRACTION:
+            return (int(best[0]), best[1] - k), PodAlloc(n, gpus)
+        if option.kind is Kind.FRACTION:
             m = option.per_pod
             found: tuple[int, int, int, int] | None = None  # (free, node, gpu, pool)
             for p in pools:
@@ -400,22 +431,19 @@ class ClusterState:
                         break
             if found is None:
                 return None
-            pod = PodAlloc(found[1], (found[2],), milli=m)
-        else:
-            profile = option.profile or ""
-            slot: tuple[int, int, int] | None = None
-            for p in pools:
-                for entry in self.pools[p].mig_free.get(profile, ()):
-                    if slot is not None and entry >= slot:
-                        break
-                    if self._fits_node(entry[0], cpu, mem, nodes):
-                        slot = entry
-                        break
-            if slot is None:
-                return None
-            pod = PodAlloc(slot[0], (slot[1],), mig_start=slot[2])
-        self._take_pod(pod, cpu, mem)
-        return pod
+            return (0, found[0] - m), PodAlloc(found[1], (found[2],), milli=m)
+        profile = option.profile or ""
+        slot: tuple[int, int, int] | None = None
+        for p in pools:
+            for entry in self.pools[p].mig_free.get(profile, ()):
+                if slot is not None and entry >= slot:
+                    break
+                if self._fits_node(entry[0], cpu, mem, nodes):
+                    slot = entry
+                    break
+        if slot is None:
+            return None
+        return (0, 0), PodAlloc(slot[0], (slot[1],), mig_start=slot[2])
 
     # ------------------------------------------------------------ take/release
     def _move_node(self, pool: _Pool, n: int, delta: int) -> None:

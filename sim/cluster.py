@@ -19,7 +19,7 @@ from pathlib import Path
 
 from scheduler.catalog import Catalog
 from scheduler.loading import SnapshotError, load_snapshot_text
-from scheduler.model import Gpu, Node, Queue, Quota, Snapshot, flavor_of_mig
+from scheduler.model import CustomGpuModel, Gpu, Node, Queue, Quota, Snapshot, flavor_of_mig
 
 __all__ = ["SIM_COHORT", "Cluster", "ClusterError", "load_cluster", "uniform_cluster"]
 
@@ -165,13 +165,27 @@ def _csv_cluster(text: str, source: str) -> Cluster:
         from sim.openb import load_openb_nodes
 
         models, nodes = load_openb_nodes(text, source)
-        return Cluster(Snapshot(gpu_models=models, nodes=nodes), source)
+        return Cluster(_neutral_prices(models, nodes), source)
     if len(header) == 5:
         from sim.pai import load_pai_machines
 
         models, nodes = load_pai_machines(text, source)
-        return Cluster(Snapshot(gpu_models=models, nodes=nodes), source)
+        return Cluster(_neutral_prices(models, nodes), source)
     raise ClusterError(
         f"{source} line 1: not a known cluster CSV (an openb node list has columns "
         "sn, cpu_milli, memory_mib, gpu, model; PAI's machine spec has 5 unnamed columns)"
     )
+
+
+def _neutral_prices(models: tuple[CustomGpuModel, ...], nodes: tuple[Node, ...]) -> Snapshot:
+    """A trace's cluster with every GPU model at the same price. The traces publish no
+    prices and their anonymised or retired parts have neutral placeholder prices; keeping
+    the catalog's real price for the one model it knows (T4) next to them would invent a
+    preference for it that the traced cluster never had."""
+    snapshot = Snapshot(gpu_models=models, nodes=nodes)
+    catalog = snapshot.catalog()
+    custom = {m.name for m in models}
+    present = {catalog[g.model].name for n in nodes for g in n.gpus}
+    neutral = CustomGpuModel(name="neutral", memory_mib=1).price_per_hour
+    prices = {name: neutral for name in sorted(present - custom)}
+    return snapshot.model_copy(update={"prices": prices})

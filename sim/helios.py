@@ -23,7 +23,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from scheduler.model import Demand, Queue, Quota, Workload
-from sim.job import Job
+from sim.job import Job, from_origin
 from sim.rows import BadRows, Row, RowError, csv_rows
 
 __all__ = ["HELIOS_COHORT", "LOG_COLUMNS", "helios_queues", "load_helios_jobs"]
@@ -44,6 +44,8 @@ LOG_COLUMNS = (
 )
 HELIOS_COHORT = "helios"
 _TIME = "%Y-%m-%d %H:%M:%S"
+_EPOCH = datetime(1970, 1, 1)
+"""Naive trace times are read as they are: no time zone, no daylight saving."""
 
 
 def _time(row: Row, column: str) -> datetime:
@@ -96,14 +98,7 @@ def load_helios_jobs(
             cpu_milli=cpus * 1000 // nodes,
         )
         parsed.append((submit, workload, duration))
-    if not parsed:
-        return (), skipped
-    origin = min(t for t, _, _ in parsed)
-    jobs = tuple(
-        Job(w.model_copy(update={"created": int((t - origin).total_seconds())}), float(d))
-        for t, w, d in parsed
-    )
-    return jobs, skipped
+    return from_origin(((t - _EPOCH).total_seconds(), w, d) for t, w, d in parsed), skipped
 
 
 def helios_queues(

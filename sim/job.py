@@ -10,11 +10,12 @@ iterations per second per GPU type).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from scheduler.model import Workload
 
-__all__ = ["Job"]
+__all__ = ["Job", "from_origin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +49,16 @@ class Job:
         if work <= 0:
             return 0
         return max(1, math.ceil(work / rate - 1e-9))
+
+
+def from_origin(parsed: Iterable[tuple[float, Workload, float]]) -> tuple[Job, ...]:
+    """Jobs from (arrival in seconds on the trace's clock, workload, runtime in seconds):
+    arrivals become seconds after the earliest one, runtimes at least one second."""
+    items = list(parsed)
+    if not items:
+        return ()
+    origin = min(t for t, _, _ in items)
+    return tuple(
+        Job(w.model_copy(update={"created": int(t - origin)}), float(max(1.0, d)))
+        for t, w, d in items
+    )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.model import CustomGpuModel, Demand, Gpu, Node, Workload
-from sim.job import Job
+from sim.job import Job, from_origin
 from sim.models import TRACE_GPU_MODELS
 from sim.rows import BadRows, Row, RowError, csv_rows
 
@@ -167,14 +167,7 @@ def load_pai_jobs(
             memory_mib=int(mem * 1024),
         )
         parsed.append((start, workload, end - start))
-    if not parsed:
-        return (), skipped
-    origin = min(s for s, _, _ in parsed)
-    jobs = tuple(
-        Job(w.model_copy(update={"created": int(s - origin)}), float(max(1.0, d)))
-        for s, w, d in parsed
-    )
-    return jobs, skipped
+    return from_origin(parsed), skipped
 
 
 def _demand(row: Row, spec: str) -> Demand:

@@ -28,12 +28,14 @@ from datetime import datetime
 from typing import Any
 
 from scheduler.model import Demand, Workload
-from sim.job import Job
+from sim.job import Job, from_origin
 from sim.rows import BadRows, RowError, location
 
 __all__ = ["load_philly_jobs"]
 
 _TIME = "%Y-%m-%d %H:%M:%S"
+_EPOCH = datetime(1970, 1, 1)
+"""Naive trace times are read as they are: no time zone, no daylight saving."""
 MAX_GPUS_PER_NODE = 8
 
 
@@ -128,14 +130,7 @@ def load_philly_jobs(
         seen.add(jobid)
         workload = Workload(name=jobid, queue=vc, created=0, pods=pods, demand=demand)
         parsed.append((submitted, workload, max(1, int((end - start).total_seconds()))))
-    if not parsed:
-        return (), skipped
-    origin = min(t for t, _, _ in parsed)
-    jobs = tuple(
-        Job(w.model_copy(update={"created": int((t - origin).total_seconds())}), float(d))
-        for t, w, d in parsed
-    )
-    return jobs, skipped
+    return from_origin(((t - _EPOCH).total_seconds(), w, d) for t, w, d in parsed), skipped
 
 
 def _demand(detail: object, k: int) -> tuple[Demand, int]:

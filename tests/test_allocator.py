@@ -10,14 +10,25 @@ answer and what the scheduler did before the fix.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from builders import mig, node, queue, snapshot, workload
+from invariants import check_priority_order
 
 from scheduler.allocator import decide
 from scheduler.incremental import IncrementalAllocator
-from scheduler.model import Decision, PodPlacement, Snapshot, Taint, WorkloadDecision
+from scheduler.model import (
+    CustomGpuModel,
+    Decision,
+    PodPlacement,
+    Snapshot,
+    Taint,
+    WorkloadDecision,
+)
 from scheduler.reasons import Outcome, Reason
+
+FIXTURES = Path(__file__).parent / "fixtures" / "snapshots"
 
 H100 = "H100-80GB"
 L40S = "L40S"
@@ -400,6 +411,31 @@ def test_incremental_releases_workloads_running_in_its_snapshot() -> None:
     assert allocator.decide(b).placement == (pod("h0", 0, 1, 2, 3),)
 
 
+@both_paths
+def test_equally_priced_models_take_the_tightest_fit(path: str) -> None:
+    # X and Y cost the same; Y comes first in the option order (its node is listed first).
+    # Y's node is entirely free, X's has 1 of 2 GPUs in use: the pod goes to X's free GPU
+    # and keeps Y's node whole. A cheaper model would still come first (cost, then fit).
+    models = (
+        CustomGpuModel(name="X", memory_mib=16384),
+        CustomGpuModel(name="Y", memory_mib=16384),
+    )
+    snap = snapshot(
+        nodes=[node("y0", "Y", 2), node("x0", "X", 2)],
+        queues=[queue("team-a").quota("X", 2).quota("Y", 2)],
+        workloads=[
+            workload("r").gpus(1).queue("team-a").running_on("x0", 0),
+            workload("w").gpus(1).queue("team-a"),
+        ],
+    ).model_copy(update={"gpu_models": models})
+    decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
+    assert outcome(decision, "w").placement == (pod("x0", 1),)
+    online = IncrementalAllocator(snap).decide(workload("v").gpus(1).queue("team-a").build())
+    assert online.placement == (pod("x0", 1),)
+    cheaper_y = snap.model_copy(update={"prices": {"Y": 0.5}})
+    assert outcome(decide(cheaper_y, use_ilp=False), "w").placement == (pod("y0", 0),)
+
+
 # ------------------------------------------- regressions: bugs the properties found
 # Each was found by tests/test_allocator_properties.py, reduced by hand, and fixed in
 # scheduler/; each comment says what it did before.
@@ -564,6 +600,19 @@ def test_regression_room_given_to_higher_priority_evicts_the_victims(path: str) 
     assert outcome(decision, "a-high").placement == (pod("h0", 0, 1, 2),)
     assert outcome(decision, "a-low").outcome is Outcome.PENDING
     assert [(e.workload, e.beneficiary) for e in decision.evictions] == [("b-run", "a-high")]
+
+
+@both_paths
+def test_regression_take_back_only_what_the_room_needs(path: str) -> None:
+    # Found by test_priority_within_queue (the snapshot as hypothesis reduced it): p10
+    # (team q0) needs the shared T4 GPU, which only evicting r2 frees; p5 (q2, priority 10),
+    # admitted earlier in the cycle on a whole T4, was taken back as well though that
+    # gained p10 nothing, p2 (q2, priority 0) took its GPU, and p5 waited.
+    text = (FIXTURES / "regression-take-back-priority.json").read_text()
+    snap = Snapshot.model_validate_json(text)
+    decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
+    assert check_priority_order(snap, decision) == []
+    assert [e.workload for e in decision.evictions] == ["r2"]
 
 
 def test_regression_release_restores_the_next_placement() -> None:
