@@ -207,10 +207,10 @@ def _run(args: argparse.Namespace) -> int:
     record["inputs"] = {
         "command": "apportion plan " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
         "demand": (
-            f"{trace.source} ({len(jobs)} jobs"
+            f"demand in {Path(trace.source).name} ({len(jobs)} jobs"
             + (f", grown ×{args.growth:g}" if args.growth != 1 else "")
             + (f", extended to {args.horizon_hours:g} h" if args.horizon_hours else "")
-            + f": {len(planned)} jobs planned)"
+            + (f": {len(planned)} jobs planned)" if changed else ")")
         ),
         "trace_sha256": hashlib.sha256(trace_path.read_bytes()).hexdigest()
         if trace_path.is_file()
@@ -304,6 +304,11 @@ def _read_shards(paths: list[Path]) -> list[dict[str, Any]]:
     return records
 
 
+def _rank(row: dict[str, Any]) -> int:
+    """Which shard's copy of a candidate to keep: simulated > decided > undecided."""
+    return 2 if row["evaluation"] is not None else int(row["status"] != "undecided")
+
+
 def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     if not paths:
         raise CommandError("plan merge: give the shard outputs (files of JSON lines)")
@@ -326,7 +331,7 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     for r in records:
         for row in r["candidates"]:
             old = rows.get(row["key"])
-            if old is None or (old["evaluation"] is None and row["evaluation"] is not None):
+            if old is None or _rank(row) > _rank(old):
                 rows[row["key"]] = row
         if "today" in r:
             merged["today"] = r["today"]

@@ -88,10 +88,14 @@ def search(
         key=lambda c: (rows[c.key()]["cost_per_hour"], c.counts),
     )
     mine = [c for i, c in enumerate(alive) if i % count == index]
+    if index == count - 1:
+        # The last shard also owns the largest candidate (for 'closest option').
+        mine.append(max(grid, key=lambda c: (sum(c.counts), c.counts)))
+        mine = list(dict.fromkeys(mine))
     if index == 0 and current not in mine:
         mine.append(current)
     extra: dict[str, Any] = {}
-    with ProcessPoolExecutor(max_workers=max(1, settings.workers)) as pool:
+    with _executor(settings.workers) as pool:
 
         def run(batch: list[Candidate], labels: list[str] | None = None) -> list[dict[str, Any]]:
             tasks = [
@@ -137,6 +141,18 @@ def search(
             done += len(batch)
             if progress:
                 progress(done, budget)
+        # Nothing met the goals: simulate the largest candidate, pruned or not, so the
+        # 'closest option' is the most the grid can do, not just what was tried.
+        largest = max(mine, key=lambda c: (sum(c.counts), c.counts), default=None)
+        if (
+            largest is not None
+            and budget - done > 0
+            and not any(rows[c.key()]["status"] == "meets" for c in mine)
+            and rows[largest.key()]["evaluation"] is None
+        ):
+            (ev,) = run([largest])
+            _record(rows, largest, ev, mine)
+            done += 1
         # The Pareto front: costlier candidates spread over the range.
         left = budget - done
         if left > 0:
@@ -162,6 +178,32 @@ def search(
         },
         **extra,
     }
+
+
+class _Inline:
+    """One worker: evaluate in this process (tests, and one-core machines)."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn: Callable[[EvalTask], dict[str, Any]], tasks: list[EvalTask]) -> Any:
+        return map(fn, tasks)
+
+    def submit(self, fn: Callable[[EvalTask], dict[str, Any]], task: EvalTask) -> Any:
+        result = fn(task)
+
+        class _Done:
+            def result(self) -> dict[str, Any]:
+                return result
+
+        return _Done()
+
+
+def _executor(workers: int) -> Any:
+    return _Inline() if workers <= 1 else ProcessPoolExecutor(max_workers=workers)
 
 
 def _record(

@@ -88,7 +88,8 @@ class Slo:
         if value is None:
             return 0.0
         if self.upper:
-            return value / self.target if self.target > 0 else (math.inf if value > 0 else 0.0)
+            # Durations: one second added to both, so a goal of 0 s still ranks options.
+            return (value + 1) / (self.target + 1)
         return self.target / value if value > 0 else math.inf
 
     def show(self, value: float | None) -> str:

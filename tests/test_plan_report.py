@@ -1,0 +1,161 @@
+"""``apportion plan``'s report: content of the HTML and Markdown, right-sizing from a
+Prometheus export, and what headless Chromium actually draws (title, recommendation,
+plots). Chromium is Debian's ``chromium``; without it the rendering test is skipped,
+unless ``CI`` is set (``.ci/run`` installs it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from html import escape as html_escape
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib import image
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "plan"
+
+CLUSTER = """
+node_pools:
+  - {name: a100, count: 2, gpu_model: A100-80GB, gpus_per_node: 4,
+     cpu_milli: 64000, memory_mib: 512000, labels: {apportion.io/node-pool: a100}}
+  - {name: l4, count: 2, gpu_model: L4, gpus_per_node: 4,
+     cpu_milli: 64000, memory_mib: 512000, labels: {apportion.io/node-pool: l4}}
+queues:
+  - {name: team-a, cohort: org, quota: {A100-80GB: {nominal: 4}, L4: {nominal: 4}}}
+  - {name: team-c, cohort: org, quota: {A100-80GB: {nominal: 4}, L4: {nominal: 4}}}
+"""
+
+SECTIONS = (
+    "SLO attainment",
+    "Cost",
+    "Over time",
+    "Pareto front",
+    "Quota advice",
+    "Right-sizing",
+    "Inputs and assumptions",
+)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("plan")
+    (tmp / "cluster.yaml").write_text(CLUSTER)
+    rows = ["name,queue,submit,runtime,gpus,pods,priority,models"]
+    for i in range(12):
+        queue = "team-a" if i % 2 else "team-c"
+        rows.append(f"j{i},{queue},{i * 300},1800,{(1, 2, 4)[i % 3]},1,{1000 * (i % 4 == 0)},")
+    (tmp / "trace.csv").write_text("\n".join(rows) + "\n")
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "scheduler", "plan", str(tmp / "trace.csv"),
+            "--cluster", str(tmp / "cluster.yaml"),
+            "--slo", "team-a:p95_wait<=20m", "--slo", "priority>=1000:p99_wait<=5m",
+            "--levels", "0.5,1,1.5", "--workers", "1", "--max-simulations", "8",
+            "--metrics", str(FIXTURES / "metrics.json"),
+            "--metrics-snapshot", str(FIXTURES / "running.yaml"),
+            "--out", str(tmp / "out"), "--quiet",
+        ],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith(("Buy ", "No candidate"))
+    return tmp / "out"
+
+
+def test_html_is_self_contained_with_every_section(report: Path) -> None:
+    text = (report / "report.html").read_text()
+    assert "<title>Capacity plan</title>" in text
+    for title in SECTIONS:
+        assert f"<h2>{title}</h2>" in text
+    # Plots are inline; nothing is fetched from anywhere.
+    assert len(re.findall(r'src="data:image/png;base64,', text)) == 5
+    assert not re.search(r'(src|href)="(https?:)?//', text)
+    assert 'id="recommendation"' in text
+
+
+def test_markdown_has_the_same_content(report: Path) -> None:
+    md = (report / "report.md").read_text()
+    html = (report / "report.html").read_text()
+    assert [f"## {t}" for t in SECTIONS] == re.findall(r"^## .*$", md, re.M)
+    summary = md.splitlines()[2]
+    assert summary.startswith("Buy ") and "per" not in summary[:4]
+    assert html_escape(summary) in html
+    for name in re.findall(r"\(plots/(\w+)\.png\)", md):
+        assert (report / "plots" / f"{name}.png").stat().st_size > 1000
+
+
+def test_recommendation_and_tables_are_consistent(report: Path) -> None:
+    record = json.loads((report / "plan.json").read_text())
+    v = record["verdict"]
+    best = next(r for r in record["candidates"] if r["key"] == v["recommended"])
+    assert all(best["evaluation"]["slo_met"])
+    cheaper = [
+        r
+        for r in record["candidates"]
+        if r["evaluation"] and r["cost_per_hour"] < best["cost_per_hour"]
+    ]
+    assert all(not all(r["evaluation"]["slo_met"]) for r in cheaper)
+    md = (report / "report.md").read_text()
+    assert f"${best['cost_per_hour']:,.0f}/h" in md.splitlines()[2]
+
+
+def test_rightsizing_from_the_prometheus_export(report: Path) -> None:
+    md = (report / "report.md").read_text()
+    # team-c's notebooks peak at 9,000 MiB of 81,920: +10 % = 9,900 fits a 1g.10gb
+    # (9,984 MiB usable), seven to an A100.
+    row = "| team-c | A100-80GB | 2 | 81,920 | 9,000 | 10 % | 1g.10gb on A100-80GB |"
+    assert row + " 7× as many per GPU |" in md
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        message = "chromium is not installed (Debian: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message + " — CI is set, so this is a failure, not a skip")
+        pytest.skip(message)
+    return found
+
+
+def test_chromium_renders_title_recommendation_and_plots(report: Path, tmp_path: Path) -> None:
+    shot = tmp_path / "report.png"
+    done = subprocess.run(
+        [
+            _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}", "--window-size=1280,2400",
+            (report / "report.html").as_uri(),
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    pixels = image.imread(str(shot))[:, :, :3]
+    assert pixels.shape[:2] == (2400, 1280)
+    rgb = (pixels * 255).round().astype(int)
+
+    def rows_with(color: tuple[int, int, int], tolerance: int = 6) -> np.ndarray:
+        hit = (np.abs(rgb - np.array(color)) <= tolerance).all(axis=2)
+        return np.flatnonzero(hit.sum(axis=1) > 0)
+
+    # The title's teal rule and the recommendation's tinted box are drawn near the top.
+    assert rows_with((0x2A, 0x9D, 0x8F)).min() < 150
+    box = rows_with((0xEE, 0xF7, 0xF5), 2)
+    assert len(box) > 30 and box.min() < 250
+    # Dark text inside the box: the recommendation is not empty.
+    inside = rgb[box.min() : box.max(), 150:1100]
+    assert ((inside < 90).all(axis=2)).sum() > 500
+    # The plots are drawn: matplotlib's first two line colours appear below the tables,
+    # over many rows (a broken image would show nothing).
+    blue = rows_with((0x1F, 0x77, 0xB4), 10)
+    orange = rows_with((0xFF, 0x7F, 0x0E), 10)
+    assert len(blue) > 100 and len(orange) > 50 and blue.min() > box.max()
+    # Not a blank page: many distinct colours.
+    assert len(np.unique(rgb.reshape(-1, 3)[::97], axis=0)) > 50
