@@ -281,8 +281,10 @@ def test_shards_merge_to_the_single_run_answer(tmp_path: Path) -> None:
     single = json.loads(whole.stdout)
     logs = tmp_path / "shards.log"
     lines = []
+    # As the Indexed Job runs it: the arguments from a file, one per line (argparse's @).
+    (tmp_path / "plan.args").write_text("\n".join(common) + "\n")
     for i in range(2):
-        done = _plan(*common, "--shard", f"{i}/2", "--json")
+        done = _plan(f"@{tmp_path / 'plan.args'}", "--shard", f"{i}/2", "--json")
         assert done.returncode == 0, done.stderr
         assert len(done.stdout.splitlines()) == 1
         lines.append(f"[pod/apportion-plan-sweep-{i}-x/plan] {done.stdout.strip()}")
