@@ -17,20 +17,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib import image
+from test_plan import CLUSTER as POOLS
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "plan"
 
-CLUSTER = """
-node_pools:
-  - {name: a100, count: 2, gpu_model: A100-80GB, gpus_per_node: 4,
-     cpu_milli: 64000, memory_mib: 512000, labels: {apportion.io/node-pool: a100}}
-  - {name: l4, count: 2, gpu_model: L4, gpus_per_node: 4,
-     cpu_milli: 64000, memory_mib: 512000, labels: {apportion.io/node-pool: l4}}
-queues:
+# The two-pool cluster of test_plan.py, with two queues of its own.
+CLUSTER = (
+    POOLS
+    + """queues:
   - {name: team-a, cohort: org, quota: {A100-80GB: {nominal: 4}, L4: {nominal: 4}}}
   - {name: team-c, cohort: org, quota: {A100-80GB: {nominal: 4}, L4: {nominal: 4}}}
 """
+)
 
 SECTIONS = (
     "SLO attainment",
@@ -159,3 +158,13 @@ def test_chromium_renders_title_recommendation_and_plots(report: Path, tmp_path:
     assert len(blue) > 100 and len(orange) > 50 and blue.min() > box.max()
     # Not a blank page: many distinct colours.
     assert len(np.unique(rgb.reshape(-1, 3)[::97], axis=0)) > 50
+
+
+def test_merge_rerenders_a_plan_json_into_the_same_report(report: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler", "plan", "merge", str(report / "plan.json"),
+         "--out", str(tmp_path), "--quiet"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "report.md").read_text() == (report / "report.md").read_text()

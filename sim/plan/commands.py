@@ -289,6 +289,13 @@ def _read_shards(paths: list[Path]) -> list[dict[str, Any]]:
             text = path.read_text(encoding="utf-8")
         except OSError as error:
             raise CommandError(f"cannot read {path}: {error.strerror}") from None
+        try:
+            whole = json.loads(text)  # a plan.json (one process's or a shard's record)
+        except json.JSONDecodeError:
+            whole = None
+        if isinstance(whole, dict):
+            records.append(whole)
+            continue
         for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if line.startswith("[") and "] " in line and not line.startswith("[{"):

@@ -149,7 +149,7 @@ def build_report(
                 if current
                 else ""
             )
-            + f"): the cheapest of {len(record['candidates'])} candidate clusters that meets "
+            + f"): the cheapest of {len(record['candidates']):,} candidate clusters that meets "
             f"every goal ({goals}) for the {inputs['demand']}."
         )
         if verdict.get("cheaper_not_simulated"):
