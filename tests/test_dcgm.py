@@ -261,7 +261,7 @@ def test_bearer_token_from_file(
     refused = good.refresh(cluster())
     good.close()
     assert refused.note.status == "missing"
-    assert "answered HTTP Status Code 401" in refused.note.message
+    assert "answered HTTP 401" in refused.note.message
     missing = DcgmReader(
         PrometheusSettings(url=url, bearer_token_file=str(tmp_path / "nope")), SETTINGS
     )

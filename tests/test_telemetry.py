@@ -95,11 +95,14 @@ def test_one_query_per_metric_grouped_by_device_labels() -> None:
         "util_gr", "util_gpu", "fb_used", "fb_used_peak", "fb_free", "xid", "dbe",
         "row_remap_failure", "temperature", "power", "sampled_at",
     ]  # fmt: skip
-    by = "max by (Hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, namespace, pod, container)"
-    assert all(q.promql.startswith(by) for q in qs)
-    assert qs[0].promql == f"{by} (avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE[600s]))"
+    # The identity query keeps whose device it is; the others only which device it is.
+    full = "max by (Hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, namespace, pod, container)"
+    device = "max by (Hostname, gpu, GPU_I_ID)"
+    assert [q.name for q in qs if q.promql.startswith(full)] == ["xid"]
+    assert all(q.promql.startswith(device) for q in qs if q.name != "xid")
+    assert qs[0].promql == f"{device} (avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE[600s]))"
     old = TelemetrySettings(labels=SeriesLabels(pod="pod_name", namespace="pod_namespace"))
-    assert "pod_namespace, pod_name" in queries(old)[0].promql
+    assert "pod_namespace, pod_name" in queries(old)[5].promql
     job = TelemetrySettings(series_selector='job="dcgm"')
     util = queries(job)[0].promql
     assert 'avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE{job="dcgm"}[3600s])' in util
@@ -372,3 +375,27 @@ def test_metrics_note_says_how_fresh_and_what_fell_back() -> None:
     out = assess(snap, [sample(2, xid=79)], SETTINGS)
     still = assess(snap, [], SETTINGS, out.health_state, fetch_error="timed out")
     assert [v.gpu for v in still.unhealthy] == [2]
+
+
+def test_device_answers_join_the_identity_rows() -> None:
+    """Answers grouped by device only take the UUID, profile and pod of the identity row;
+    a device the identity query missed keeps empty identity labels."""
+    identity = [
+        {"metric": {"Hostname": "n", "gpu": "0", "UUID": "GPU-a", "pod": "p", "namespace": "ns"},
+         "value": [1.0, "0"]},
+        {"metric": {"Hostname": "n", "gpu": "1", "GPU_I_ID": "7", "GPU_I_PROFILE": "1g.10gb",
+                    "UUID": "GPU-b"}, "value": [1.0, "79"]},
+    ]  # fmt: skip
+    used = [
+        {"metric": {"Hostname": "n", "gpu": "0"}, "value": [1.0, "512"]},
+        {"metric": {"Hostname": "n", "gpu": "1", "GPU_I_ID": "7"}, "value": [1.0, "256"]},
+        {"metric": {"Hostname": "n", "gpu": "2"}, "value": [1.0, "128"]},
+    ]
+    batch = samples_from_results({"fb_used": used, "xid": identity}, SETTINGS)
+    got = {(s.key.gpu, s.key.uuid, s.key.gi_profile, s.key.pod): (s.fb_used_mib, s.xid)
+           for s in batch.samples}  # fmt: skip
+    assert got == {
+        (0, "GPU-a", "", "p"): (512, 0),
+        (1, "GPU-b", "1g.10gb", ""): (256, 79),
+        (2, "", "", ""): (128, None),
+    }

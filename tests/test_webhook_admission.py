@@ -447,3 +447,18 @@ def test_a_jobset_is_sized_once_all_its_jobs_are_known() -> None:
     pod = _pod_after(mutate, answer(admission(cluster).mutate, mutate))
     assert pod["metadata"]["annotations"][keys.ANNOTATION_GANG_SIZE] == "8"
     assert _gated(pod)
+
+
+def test_only_the_leading_replica_admits_at_creation() -> None:
+    from webhook.admission import Admission
+    from webhook.settings import AdmissionSettings
+
+    follower = Admission(fixture_cluster(), AdmissionSettings(), admits_now=lambda: False)
+    body = review(GPU_1)
+    pod = _pod_after(body, answer(follower.mutate, body))
+    assert _gated(pod)
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_REASON] == (
+        "NotSelectedByOptimizer: decided by the controller's next cycle (this replica does "
+        "not lead)"
+    )
+    assert follower.cluster.snapshot().workloads == ()  # nothing reserved here

@@ -62,6 +62,7 @@ class Admission:
         *,
         standalone: bool = False,
         uid_name: Callable[[str], str] = lambda uid: uid[:8],
+        admits_now: Callable[[], bool] = lambda: True,
     ) -> None:
         self.cluster = cluster
         self.settings = settings
@@ -69,6 +70,11 @@ class Admission:
         self.standalone = standalone
         """No watch feeds pods: the validating call records them, DELETE releases them."""
         self._uid_name = uid_name
+        self._admits_now = admits_now
+        """Whether this replica may admit at creation. With several replicas only the one
+        whose controller leads does: one writer, so two replicas never hand out the same
+        GPUs in the moment before each sees the other's pods. The others gate the pod and
+        the leader's controller admits it within a second or so."""
 
     # -- /mutate -------------------------------------------------------------------------
 
@@ -90,6 +96,12 @@ class Admission:
         decision: WorkloadDecision | None
         if ask.gang is not None:
             decision = _waiting(workload, Reason.NOT_SELECTED, self._gang_message(ask))
+        elif not shadow and not self._admits_now():
+            decision = _waiting(
+                workload,
+                Reason.NOT_SELECTED,
+                "decided by the controller's next cycle (this replica does not lead)",
+            )
         else:
             decision = self._decide(workload, reserve=not (req.dry_run or shadow))
             if decision is None:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -106,7 +106,12 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
             elector=elector,
         )
         controller.start()
-    admission = Admission(cluster, settings.admission, standalone=api is None)
+    admission = Admission(
+        cluster,
+        settings.admission,
+        standalone=api is None,
+        admits_now=_single_writer(controller),
+    )
     assert settings.server.cert_file is not None and settings.server.key_file is not None
     certificates = CertificateReloader(settings.server.cert_file, settings.server.key_file)
     runners = []
@@ -142,6 +147,15 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
         metrics.synced.set(1)
     log.info("serving https on %s:%d", settings.server.host, settings.server.port)
     return Server(cluster, admission, metrics, readiness, certificates, runners, tasks, controller)
+
+
+def _single_writer(controller: Controller | None) -> Callable[[], bool]:
+    """Admit at creation only where admissions have one writer: standalone, webhook-only,
+    or the replica whose controller holds the Lease."""
+    elector = controller.elector if controller is not None else None
+    if elector is None:
+        return lambda: True
+    return lambda: elector.leading
 
 
 async def _refresh_gpu_metrics(reader: DcgmReader, cluster: LiveCluster) -> None:

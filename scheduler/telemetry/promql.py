@@ -28,6 +28,7 @@ from scheduler.telemetry.samples import DeviceKey, DeviceSample
 from scheduler.telemetry.settings import SeriesLabels, TelemetrySettings
 
 __all__ = [
+    "IDENTITY",
     "MetricQuery",
     "MetricsFormatError",
     "SampleBatch",
@@ -81,15 +82,21 @@ _CONVERT: dict[str, Callable[[float], int]] = {
 }
 
 
+IDENTITY = "xid"
+"""The query that keeps every identifying label (UUID, MIG profile, pod); the others keep
+only the device labels and are joined to it. XID_ERRORS is on every row, whole GPU and MIG
+instance alike (facts §3.3)."""
+
 
 def queries(settings: TelemetrySettings) -> tuple[MetricQuery, ...]:
     """The instant queries of one refresh, in a fixed order."""
-    by = ", ".join(settings.labels.grouping())
+    full = ", ".join(settings.labels.grouping())
+    device = ", ".join(settings.labels.device())
     window = f"{settings.idle_window_s}s"
     matchers = f"{{{settings.series_selector}}}" if settings.series_selector else ""
 
     def q(name: str, expr: str, unit: str) -> MetricQuery:
-        return MetricQuery(name, f"max by ({by}) ({expr})", unit)
+        return MetricQuery(name, f"max by ({full if name == IDENTITY else device}) ({expr})", unit)
 
     def m(metric: str) -> str:
         return metric + matchers
@@ -100,13 +107,13 @@ def queries(settings: TelemetrySettings) -> tuple[MetricQuery, ...]:
         q("fb_used", m("DCGM_FI_DEV_FB_USED"), "MiB"),
         q("fb_used_peak", f"max_over_time({m('DCGM_FI_DEV_FB_USED')}[{window}])", "MiB"),
         q("fb_free", m("DCGM_FI_DEV_FB_FREE"), "MiB"),
-        q("xid", m("DCGM_FI_DEV_XID_ERRORS"), "last XID code"),
+        q(IDENTITY, m("DCGM_FI_DEV_XID_ERRORS"), "last XID code"),
         q("dbe", m("DCGM_FI_DEV_ECC_DBE_VOL_TOTAL"), "errors"),
         q("row_remap_failure", m("DCGM_FI_DEV_ROW_REMAP_FAILURE"), "boolean"),
         q("temperature", m("DCGM_FI_DEV_GPU_TEMP"), "°C"),
         q("power", m("DCGM_FI_DEV_POWER_USAGE"), "W"),
-        # XID_ERRORS is on every row, whole GPU and MIG instance alike (facts §3.3); one
-        # metric keeps this cheap (an ``or`` of four metrics cost Prometheus ~1 s at 10k GPUs).
+        # One metric keeps this cheap (an ``or`` of four metrics cost Prometheus ~1 s at
+        # 10k GPUs).
         q("sampled_at", f"timestamp({m('DCGM_FI_DEV_XID_ERRORS')})", "seconds since the epoch"),
     )
 
@@ -132,7 +139,7 @@ def parse_vector(payload: object, query: str = "query") -> list[Mapping[str, obj
         value = row.get("value")
         if not isinstance(value, list | tuple) or len(value) != 2:
             raise MetricsFormatError(
-                f"{query}: result[{i}].value: expected [timestamp, \"value\"], got {value!r:.80}"
+                f'{query}: result[{i}].value: expected [timestamp, "value"], got {value!r:.80}'
             )
     return payload
 
@@ -170,15 +177,21 @@ def samples_from_results(results: Mapping[str, object], settings: TelemetrySetti
     A query missing from ``results`` (it failed, or the metric is not exported) leaves its
     field None. Raises MetricsFormatError for an answer of the wrong shape."""
     known = {q.name for q in queries(settings)}
-    # First merge on the label items as given (Prometheus sorts them, so this is one
-    # C-level tuple per row), then decode each distinct label set once: 10,000s of rows.
-    raw: dict[tuple[tuple[str, object], ...], dict[str, int]] = {}
-    for name, payload in results.items():
+    names = settings.labels
+    for name in results:
         if name not in known:
             raise MetricsFormatError(f"{name}: not one of the queries ({', '.join(sorted(known))})")
+    # The identity query first: it maps each device to its full row keys (UUID, profile,
+    # pod); the other answers carry device labels only and are joined through that map. A
+    # device the identity query did not report keeps a key with those labels empty.
+    rows_of: dict[tuple[str, str, str], list[_KeyTuple]] = {}
+    fields: dict[_KeyTuple, dict[str, int]] = {}
+    node, gpu, gi_id = names.device()
+    for name in sorted(results, key=lambda n: n != IDENTITY):
         convert = _CONVERT[name]
-        for row in parse_vector(payload, name):
-            labels = cast(dict[str, object], row["metric"])
+        identity = name == IDENTITY
+        for row in parse_vector(results[name], name):
+            labels = cast(dict[str, str], row["metric"])
             value = cast(list[object], row["value"])
             try:
                 number = float(value[1])  # type: ignore[arg-type]
@@ -186,10 +199,18 @@ def samples_from_results(results: Mapping[str, object], settings: TelemetrySetti
                 raise MetricsFormatError(f"{name}: value {value[1]!r} is not a number") from None
             if not math.isfinite(number):
                 continue  # NaN/Inf: no usable sample
-            raw.setdefault(tuple(labels.items()), {})[name] = convert(number)
-    fields: dict[_KeyTuple, dict[str, int]] = {}
-    for items, values in raw.items():
-        fields.setdefault(_key(dict(items), settings.labels), {}).update(values)
+            # Prometheus label values are strings; 100,000s of rows: plain dict lookups.
+            device = (labels.get(node, ""), labels.get(gpu, ""), labels.get(gi_id, ""))
+            targets = rows_of.get(device)
+            if identity:
+                key = _key(labels, names)
+                rows_of.setdefault(device, []).append(key)
+                targets = [key]
+            elif targets is None:
+                targets = [_key(labels, names)]  # whatever labels this answer carries
+            converted = convert(number)
+            for target in targets:
+                fields.setdefault(target, {})[name] = converted
     samples = []
     malformed = []
     for k, f in fields.items():
