@@ -100,6 +100,18 @@ def test_slo_errors_point_at_the_text(text: str, why: str, caret: str) -> None:
     assert lines[2] == f"  {caret}"
 
 
+def test_plan_help() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler", "plan", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--slo" in done.stdout and "utilization>=35%" in done.stdout
+
+
 def test_plan_command_rejects_a_bad_slo_with_exit_2() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "scheduler", "plan", "demo", "--slo", "team-z:p95_wait<=1h"],

@@ -66,7 +66,7 @@ def plan_command(sub: Subparsers) -> None:
         action="append",
         default=[],
         help="a goal, e.g. 'team-a:p95_wait<=30m', 'priority>=1000:p99_wait<=5m', "
-        f"'utilization>=70%%' (repeat; default: {', '.join(DEFAULT_SLOS)})",
+        f"'utilization>=70%%' (repeat; default: {', '.join(DEFAULT_SLOS).replace('%', '%%')})",
     )
     parser.add_argument("--growth", type=float, default=1.0, help="demand growth factor")
     parser.add_argument("--horizon-hours", type=float, help="repeat the trace to this length")
@@ -151,7 +151,7 @@ def _run(args: argparse.Namespace) -> int:
             try:
                 cluster.catalog.with_prices(prices)
             except KeyError as error:
-                raise CommandError(f"--price: unknown GPU model {error}") from None
+                raise CommandError(f"--price: {error.args[0]}") from None
             cluster = type(cluster)(
                 cluster.snapshot.model_copy(
                     update={"prices": {**cluster.snapshot.prices, **prices}}
@@ -189,6 +189,7 @@ def _run(args: argparse.Namespace) -> int:
         shard=shard,
         budget_per_hour=args.budget,
     )
+    rightsizing = _rightsizing(args)  # before the sweep: a bad file fails at once
     pools = pools_of(cluster)
     started = time.perf_counter()
 
@@ -226,8 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     record["shards"] = shard[1]
     record["fingerprint"] = _fingerprint(record["inputs"])
     record["wall_s"] = round(time.perf_counter() - started, 3)
-    rs = _rightsizing(args)
-    record["rightsizing"] = rs
+    record["rightsizing"] = rightsizing
     return _finish(args, record, slos)
 
 
