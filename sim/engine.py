@@ -146,9 +146,10 @@ class Simulation:
             acted = False
             if tick or self.settings.interval == 0:
                 acted = self._schedule()
-            # Keep ticking while events lie ahead, or while the last call changed something
-            # (work that waits with nothing left to happen would tick forever).
-            if self._ticking and not self._tick_queued and (self.heap or (self.pending and acted)):
+            # Tick while work waits and something can still change: events lie ahead, or
+            # the last call acted (work that can never run would otherwise tick forever).
+            # With nothing waiting, the next arrival is the next scheduling point.
+            if self._ticking and not self._tick_queued and self.pending and (self.heap or acted):
                 self._queue_tick()
             if self._progress is not None and self.events % 4096 == 0:
                 self._progress(min(1.0, done / total))

@@ -89,7 +89,7 @@ class Scripted:
 
     def __init__(self, evict_at: int, victim: str) -> None:
         self.evict_at = evict_at
-        self.tick_s = evict_at  # be called at evict_at even with no event then
+        self.tick_s = 0
         self.victim = victim
 
     def schedule(self, ctx: Context) -> Actions:
@@ -112,7 +112,8 @@ class Scripted:
 def test_preemption_keeps_work_up_to_the_last_checkpoint() -> None:
     cluster = one_node(gpus=2)
     jobs = (job("v", 0, 100, 2),)
-    sim = run(cluster, jobs, Scripted(70, "v"), EngineSettings(checkpoint_s=30))
+    wake = [Utilization(70, "v", 1.0)]  # a metric change at 70: a scheduling point
+    sim = run(cluster, jobs, Scripted(70, "v"), EngineSettings(checkpoint_s=30), metrics=wake)
     # Evicted at 70 after 70 s of running: checkpoints at 30 and 60 keep 60 s of work; it
     # restarts at once and needs 40 more. 10 s × 2 GPUs are lost.
     assert times(sim)["v"] == (0, 110)
@@ -124,7 +125,8 @@ def test_preemption_keeps_work_up_to_the_last_checkpoint() -> None:
 def test_preemption_without_checkpoints_restarts_from_zero() -> None:
     cluster = one_node(gpus=2)
     jobs = (job("v", 0, 100, 2),)
-    sim = run(cluster, jobs, Scripted(70, "v"), EngineSettings(checkpoint_s=0))
+    wake = [Utilization(70, "v", 1.0)]
+    sim = run(cluster, jobs, Scripted(70, "v"), EngineSettings(checkpoint_s=0), metrics=wake)
     assert times(sim)["v"] == (0, 170)
     assert sim.recorder.summary(sim)["gpu_hours"]["lost_to_preemption"] == round(140 / 3600, 6)
 
