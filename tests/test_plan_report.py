@@ -105,6 +105,20 @@ def test_recommendation_and_tables_are_consistent(report: Path) -> None:
     assert f"${best['cost_per_hour']:,.0f}/h" in md.splitlines()[2]
 
 
+def test_quota_advice_is_simulated(report: Path) -> None:
+    record = json.loads((report / "plan.json").read_text())
+    check = record["quota_check"]
+    assert check["candidate"] == record["verdict"]["recommended"]
+    best = next(r for r in record["candidates"] if r["key"] == check["candidate"])
+    # The suggested nominals split exactly the recommended cluster's capacity per flavor.
+    for model, gpus in best["gpus"].items():
+        assert sum(flavors.get(model, 0) for flavors in check["nominal"].values()) == gpus
+    md = (report / "report.md").read_text()
+    assert "suggested nominal GPUs" in md and "was simulated again with them" in md
+    expected = "still meets every goal" if all(check["slo_met"]) else "keep the scaled current"
+    assert expected in md
+
+
 def test_rightsizing_from_the_prometheus_export(report: Path) -> None:
     md = (report / "report.md").read_text()
     # team-c's notebooks peak at 9,000 MiB of 81,920: +10 % = 9,900 fits a 1g.10gb

@@ -150,16 +150,25 @@ def _split(amount: int, shares: dict[str, float]) -> dict[str, int]:
 def scale_quotas(
     queues: Sequence[Queue],
     capacity: dict[str, int],
-    shares: dict[str, dict[str, float]] | None = None,
+    usage: dict[str, dict[str, float]] | None = None,
 ) -> tuple[Queue, ...]:
     """Queues whose nominal quotas split ``capacity`` per flavor: in proportion to the
-    current nominals, or to ``shares[flavor][queue]`` when given (quota advice). Borrowing
-    and lending limits scale by the same factor as the queue's nominal."""
+    current nominals, or (quota advice) mostly to ``usage[flavor][queue]``: 80 % by use,
+    20 % by the current split, so a queue that did not use a flavor in the replay keeps a
+    foothold it can reclaim. Borrowing and lending limits scale with the nominal."""
     new: dict[str, dict[str, Quota]] = {q.name: {} for q in queues}
     flavors = sorted({f for q in queues for f in q.quota} | set(capacity))
     for flavor in flavors:
         current = {q.name: float(q.quota[flavor].nominal) for q in queues if flavor in q.quota}
-        wanted = (shares or {}).get(flavor) or current
+        wanted = current
+        used = (usage or {}).get(flavor) or {}
+        if sum(used.values()) > 0:
+            total_used = sum(used.values())
+            total_now = sum(current.values()) or 1.0
+            wanted = {
+                q: 0.8 * used.get(q, 0.0) / total_used + 0.2 * current.get(q, 0.0) / total_now
+                for q in sorted(set(current) | set(used))
+            }
         if not wanted:
             continue
         split = _split(capacity.get(flavor, 0), wanted)
@@ -186,10 +195,11 @@ def build_cluster(
     base: Cluster,
     pools: Sequence[Pool],
     candidate: Candidate,
-    shares: dict[str, dict[str, float]] | None = None,
+    usage: dict[str, dict[str, float]] | None = None,
 ) -> Cluster:
     """The candidate as a cluster: the first N nodes of each pool, plus copies of its first
-    node (``<pool>-plan-NNN``) beyond the current count; quotas rescaled."""
+    node (``<pool>-plan-NNN``) beyond the current count; quotas rescaled (``usage``: see
+    ``scale_quotas``)."""
     nodes: list[Node] = []
     for count, pool in zip(candidate.counts, pools, strict=True):
         nodes.extend(pool.nodes[:count])
@@ -202,7 +212,7 @@ def build_cluster(
             nodes.append(template.model_copy(update={"name": name, "labels": labels}))
     snapshot = base.snapshot.model_copy(update={"nodes": tuple(nodes)})
     cluster = Cluster(snapshot, f"candidate {candidate.key()}", base.synthesized_queues)
-    queues = scale_quotas(base.snapshot.queues, cluster.capacity(), shares)
+    queues = scale_quotas(base.snapshot.queues, cluster.capacity(), usage)
     return Cluster(
         snapshot.model_copy(update={"queues": queues}), cluster.source, base.synthesized_queues
     )

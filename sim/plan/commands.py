@@ -16,15 +16,18 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from scheduler.cli import CommandError
-from sim.cluster import ClusterError, load_cluster
+from sim.cluster import Cluster, ClusterError, load_cluster
 from sim.commands import DEMO_TRACE
 from sim.experiments import dumps
-from sim.plan.candidates import pools_of
+from sim.job import Job
+from sim.plan.candidates import Candidate, Pool, build_cluster, pools_of
 from sim.plan.demand import grow
+from sim.plan.evaluate import EvalTask, evaluate
 from sim.plan.figures import figures
 from sim.plan.report import build_report
 from sim.plan.rightsizing import RightsizingError, rightsizing_rows
@@ -228,7 +231,46 @@ def _run(args: argparse.Namespace) -> int:
     record["fingerprint"] = _fingerprint(record["inputs"])
     record["wall_s"] = round(time.perf_counter() - started, 3)
     record["rightsizing"] = rightsizing
+    if shard[1] == 1:
+        record["quota_check"] = _quota_check(cluster, pools, planned, slos, settings, record)
     return _finish(args, record, slos)
+
+
+def _quota_check(
+    cluster: Cluster,
+    pools: Sequence[Pool],
+    jobs: Sequence[Job],
+    slos: list[Slo],
+    settings: SearchSettings,
+    record: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The recommended cluster again, with nominal quotas split mostly by each queue's use
+    of each flavor in its replay: does it still meet every goal?"""
+    record["inputs"].setdefault("budget_per_hour", settings.budget_per_hour)
+    answer = verdict(record, slos)
+    key = answer.get("recommended")
+    if key is None:
+        return None
+    row = next(r for r in record["candidates"] if r["key"] == key)
+    usage: dict[str, dict[str, float]] = {}
+    for queue, flavors in row["evaluation"]["queues"]["_flavor_gpu_hours"].items():
+        for flavor, hours in flavors.items():
+            usage.setdefault(flavor, {})[queue] = hours
+    advised = build_cluster(cluster, pools, Candidate(tuple(row["counts"])), usage)
+    task = EvalTask(
+        "quota-advice", advised, tuple(jobs), tuple(slos), settings.policy, settings.seed,
+        settings.options,
+    )  # fmt: skip
+    ev = evaluate(task)
+    return {
+        "candidate": key,
+        "nominal": {
+            q.name: {f: quota.nominal for f, quota in sorted(q.quota.items())}
+            for q in advised.snapshot.queues
+        },
+        "slo_values": ev["slo_values"],
+        "slo_met": ev["slo_met"],
+    }
 
 
 def _rightsizing(args: argparse.Namespace) -> list[dict[str, Any]]:

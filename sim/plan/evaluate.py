@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scheduler.catalog import MILLI_PER_GPU
+from scheduler.model import flavor_of_mig
 from sim.cluster import Cluster
 from sim.engine import EngineSettings, run
 from sim.job import Job
@@ -118,6 +119,37 @@ def _per_queue(sim: Any, cluster: Cluster, queues: list[str], end: int) -> dict[
             ),
         }
     out["_bin_s"] = step
+    out["_flavor_gpu_hours"] = _flavor_hours(sim, cluster, end)
+    return out
+
+
+def _flavor_hours(sim: Any, cluster: Cluster, end: int) -> dict[str, dict[str, float]]:
+    """Per queue and quota flavor, GPU-hours (MIG: instance-hours) of its last run — what
+    quota advice splits. The flavor comes from where the job last ran (the engine clears
+    ``flavor`` when a job stops)."""
+    catalog = cluster.catalog
+    gpus = {(n.name, g.index): g for n in cluster.snapshot.nodes for g in n.gpus}
+    out: dict[str, dict[str, float]] = {}
+    for s in sim.states:
+        if s.first_start < 0 or not s.last_placement:
+            continue
+        first = s.last_placement[0]
+        gpu = gpus.get((first.node, first.gpus[0]))
+        if gpu is None:
+            continue
+        if first.mig_start is not None and gpu.mig:
+            profile = next((m.profile for m in gpu.mig if m.start == first.mig_start), None)
+            flavor = flavor_of_mig(profile) if profile else catalog[gpu.model].name
+            amount = float(len(s.last_placement))
+        else:
+            flavor = catalog[gpu.model].name
+            amount = s.gpu_milli / MILLI_PER_GPU
+        if s.phase is Phase.WAITING:
+            continue  # preempted and waiting again: its last run is not in the record
+        stop = s.end if s.phase is Phase.DONE else end
+        hours = amount * max(0, stop - s.started) / 3600
+        queue = out.setdefault(s.job.workload.queue, {})
+        queue[flavor] = round(queue.get(flavor, 0.0) + hours, 3)
     return out
 
 

@@ -265,26 +265,41 @@ def build_report(
     sections.append(sec)
 
     advice = verdict.get("quota_advice") or []
+    check = record.get("quota_check")
     if advice:
         sec = Section(
             "Quota advice",
             [
-                "Nominal quotas on the recommended cluster are the current split scaled to its "
-                "capacity; the replay shows how much each queue used, borrowed above its "
-                "nominal, and left unused for others. 'Suggested' splits the same GPUs in "
-                "proportion to use (not re-simulated: check it with apportion simulate)."
+                "Per queue on the "
+                + ("recommended cluster" if verdict.get("recommended") else "closest option")
+                + ": nominal GPUs (the current split scaled to its capacity), GPU-hours used, "
+                "borrowed above the nominal and left unused for others in the replay."
             ],
         )
+        suggested: dict[str, str] = {}
+        if check is not None:
+            for q, flavors in check["nominal"].items():
+                suggested[q] = str(sum(n for f, n in flavors.items() if not f.startswith("mig-")))
+            missed = [
+                f"{s.text} (reaches {s.show(v)})"
+                for s, v, ok in zip(slos, check["slo_values"], check["slo_met"], strict=True)
+                if not ok
+            ]
+            sec.paragraphs.append(
+                "Suggested nominals split each GPU flavor 80 % by each queue's use in the "
+                "replay and 20 % by the current split; the recommended cluster was simulated "
+                "again with them: "
+                + (
+                    "it still meets every goal."
+                    if not missed
+                    else "it misses " + "; ".join(missed) + ", so keep the scaled current quotas."
+                )
+                + " Per-flavor values are in plan.json (quota_check)."
+            )
         sec.tables.append(
             (
-                (
-                    "queue",
-                    "nominal GPUs",
-                    "GPU-h used",
-                    "borrowed GPU-h",
-                    "unused quota GPU-h",
-                    "suggested nominal",
-                ),
+                ("queue", "nominal GPUs", "GPU-h used", "borrowed GPU-h", "unused quota GPU-h")
+                + (("suggested nominal GPUs",) if check is not None else ()),
                 [
                     (
                         a["queue"],
@@ -292,8 +307,8 @@ def build_report(
                         f"{a['gpu_hours']:,.0f}",
                         f"{a['borrowed_gpu_hours']:,.0f}",
                         f"{a['unused_quota_gpu_hours']:,.0f}",
-                        str(a["suggested_nominal_gpus"]),
                     )
+                    + ((suggested.get(a["queue"], "0"),) if check is not None else ())
                     for a in advice
                 ],
             )

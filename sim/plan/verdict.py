@@ -106,11 +106,9 @@ def _nothing_changes(
 
 
 def _quota_advice(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per queue: its nominal GPUs, what it used, borrowed and left unused in the replay, and
-    a nominal in proportion to its use (the split the replay suggests)."""
+    """Per queue: its nominal GPUs and what it used, borrowed and left unused in the replay
+    (the suggested split is simulated by the command: ``quota_check``)."""
     queues = {q: v for q, v in row["evaluation"]["queues"].items() if not q.startswith("_")}
-    total_nominal = sum(v["nominal_gpus"] for v in queues.values())
-    total_used = sum(v["gpu_hours"] for v in queues.values()) or 1.0
     advice = []
     for q, v in sorted(queues.items()):
         advice.append(
@@ -120,7 +118,6 @@ def _quota_advice(row: dict[str, Any]) -> list[dict[str, Any]]:
                 "gpu_hours": v["gpu_hours"],
                 "borrowed_gpu_hours": v["borrowed_gpu_hours"],
                 "unused_quota_gpu_hours": v["unused_quota_gpu_hours"],
-                "suggested_nominal_gpus": round(total_nominal * v["gpu_hours"] / total_used),
             }
         )
     return advice
