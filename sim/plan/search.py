@@ -130,9 +130,10 @@ def search(
         else:
             future = None
         while budget - done > 0:
-            batch = first or _pick(
-                mine, rows, settings.workers, min(settings.workers, budget - done)
-            )
+            # The current cluster goes with the first probes (it may also be pruned).
+            want = min(settings.workers, budget - done) - len(first)
+            probes = _pick([c for c in mine if c not in first], rows, settings.workers, want)
+            batch = first + probes
             first = []
             if not batch:
                 break
@@ -226,7 +227,7 @@ def _record(
 def _pick(mine: list[Candidate], rows: dict[str, Any], workers: int, n: int) -> list[Candidate]:
     """Undecided candidates at evenly spaced cost quantiles (bisection with ``n`` probes)."""
     open_ = [c for c in mine if rows[c.key()]["status"] == "undecided"]
-    if not open_:
+    if not open_ or n <= 0:
         return []
     n = min(n, len(open_))
     picks = [open_[(i + 1) * len(open_) // (n + 1)] for i in range(n)]
