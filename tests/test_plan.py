@@ -18,6 +18,7 @@ from scheduler.model import Demand, Workload
 from sim.cluster import Cluster
 from sim.job import Job
 from sim.plan.candidates import Candidate, build_cluster, candidate_grid, pools_of
+from sim.plan.demand import grow
 from sim.plan.fluid import fluid_bound, fluid_demand
 from sim.plan.search import SearchSettings, search
 from sim.plan.slo import SloError, parse_slo
@@ -151,6 +152,35 @@ def test_fluid_bound_splits_work_across_models() -> None:
     demand = fluid_demand(jobs, c, [parse_slo("p99_wait<=0")])
     assert fluid_bound(demand, {"A100-80GB": 4, "L4": 4}, 8).load == pytest.approx(1.0)
     assert fluid_bound(demand, {"A100-80GB": 4, "L4": 0}, 4).load == pytest.approx(2.0)
+
+
+def test_fluid_bound_keeps_only_the_jobs_a_goal_covers() -> None:
+    c = cluster()
+    jobs = [job(f"j{i}", 0, 1000, 4, ("A100-80GB",)) for i in range(3)]
+    jobs[0] = Job(jobs[0].workload.model_copy(update={"priority": 1000}), 1000.0)
+    # Only the priority-1000 job must start at once: 4,000 GPU-s by 1000 s on 4 A100s.
+    demand = fluid_demand(jobs, c, [parse_slo("priority>=1000:p99_wait<=0")])
+    assert fluid_bound(demand, {"A100-80GB": 4, "L4": 8}, 12).load == pytest.approx(1.0)
+    # A mean goal promises nothing about one job: nothing is kept, nothing pruned.
+    demand = fluid_demand(jobs, c, [parse_slo("mean_wait<=0")])
+    assert fluid_bound(demand, {"A100-80GB": 4, "L4": 8}, 12).load == 0.0
+
+
+def test_growth_copies_jobs_and_the_horizon_repeats_the_trace() -> None:
+    jobs = [job(f"j{i}", i * 100, 60, 1) for i in range(10)]  # span 901 s
+    assert grow(jobs) == tuple(jobs)
+    doubled = grow(jobs, 2.0)
+    assert len(doubled) == 20 and len({j.name for j in doubled}) == 20
+    by_name = {j.name: j for j in doubled}
+    assert all(0 < by_name[f"{o.name}~0.1"].submit - o.submit <= 300 for o in jobs)
+    half = grow(jobs, 1.5, seed=1)
+    assert 10 < len(half) < 20 and grow(jobs, 1.5, seed=1) == half
+    # Repeats shifted by the span; what arrives at or after the horizon is left out.
+    assert len(grow(jobs, 1.0, horizon_s=2702)) == 29
+    week = grow(jobs, 1.0, horizon_s=2703)
+    assert len(week) == 30 and max(j.submit for j in week) == 900 + 2 * 901
+    with pytest.raises(ValueError, match="must be positive"):
+        grow(jobs, 0)
 
 
 def test_fluid_bound_utilization_side() -> None:

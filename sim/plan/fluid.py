@@ -7,8 +7,9 @@ Two necessary conditions, each cheap next to a simulation:
   it all ran on resource ``r`` (a GPU model, at the job's rate there, or a MIG flavor).
   Minimise λ subject to Σ_r x[c, r] = 1 and Σ_c G[c, r] x[c, r] ≤ λ · capacity[r] · H,
   x ≥ 0. The wait SLOs say a share ``f`` of the jobs must start within ``D`` of arriving,
-  so that share must finish by H = last arrival + D + its longest run; dropping the
-  ``1 − f`` largest jobs keeps the test necessary. λ > 1: no schedule can meet the SLOs.
+  so that share must finish by H = last arrival + D + its longest run; keeping only the
+  smallest ``⌈f · n⌉`` jobs of each goal's scope keeps the test necessary (mean goals and
+  JCT goals are not used). λ > 1: no schedule can meet the SLOs.
 - **Enough work to keep it busy**: with a utilization goal ``u``, the most GPU-time the
   demand could hold (every job on its slowest allowed resource) must reach ``u`` × the
   candidate's GPUs × the earliest possible end of the replay.
@@ -80,11 +81,8 @@ def fluid_demand(jobs: Sequence[Job], cluster: Cluster, slos: Sequence[Slo]) -> 
     capacity = cluster.capacity()
     mig = {f: c for f, c in capacity.items() if f.startswith("mig-")}
     models = {f: c for f, c in capacity.items() if not f.startswith("mig-")}
-    waits = [s for s in slos if s.metric.endswith("_wait")]
-    share = 1.0
-    for s in waits:
-        stat = s.metric.split("_")[0]
-        share = min(share, 0.5 if stat == "mean" else int(stat[1:]) / 100)
+    # Percentile wait goals only: a mean promises nothing about any one job.
+    waits = [s for s in slos if s.metric.endswith("_wait") and not s.metric.startswith("mean")]
     max_wait = max((s.target for s in waits), default=0.0)
     rows: list[tuple[float, float, str, dict[str, float]]] = []
     earliest_end = 0.0
@@ -102,8 +100,16 @@ def fluid_demand(jobs: Sequence[Job], cluster: Cluster, slos: Sequence[Slo]) -> 
             (min(seconds.values(), default=0.0), runtime, _class_key(job, seconds), seconds)
         )
     upper = sum(max(s.values(), default=0.0) for *_, s in rows)
-    # Keep the smallest ⌈share · n⌉ jobs: the rest may miss the goal.
-    kept = sorted(rows, key=lambda r: r[0])[: math.ceil(share * len(rows))] if waits else []
+    # Per goal, the smallest ⌈p · n⌉ jobs of its scope must start in time (the rest may
+    # miss it); the bound keeps the union of those.
+    chosen: set[int] = set()
+    for slo in waits:
+        scope = [
+            i for i, j in enumerate(jobs) if slo.selects(j.workload.queue, j.workload.priority)
+        ]
+        scope.sort(key=lambda i: rows[i][0])
+        chosen.update(scope[: math.ceil(int(slo.metric[1:3]) / 100 * len(scope))])
+    kept = [rows[i] for i in sorted(chosen)]
     last = max((j.submit for j in jobs), default=0)
     longest = max((r[1] for r in kept if math.isfinite(r[1])), default=0.0)
     resources = tuple(sorted(set(models) | set(mig)))
