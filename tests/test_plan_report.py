@@ -57,6 +57,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--cluster", str(tmp / "cluster.yaml"),
             "--slo", "team-a:p95_wait<=20m", "--slo", "priority>=1000:p99_wait<=5m",
             "--levels", "0.5,1,1.5", "--workers", "1", "--max-simulations", "8",
+            "--growth", "1.5",
             "--metrics", str(FIXTURES / "metrics.json"),
             "--metrics-snapshot", str(FIXTURES / "running.yaml"),
             "--out", str(tmp / "out"), "--quiet",
@@ -103,6 +104,16 @@ def test_recommendation_and_tables_are_consistent(report: Path) -> None:
     assert all(not all(r["evaluation"]["slo_met"]) for r in cheaper)
     md = (report / "report.md").read_text()
     assert f"${best['cost_per_hour']:,.0f}/h" in md.splitlines()[2]
+
+
+def test_what_happens_if_nothing_changes(report: Path) -> None:
+    record = json.loads((report / "plan.json").read_text())
+    assert record["today"]["label"] == "today"
+    md = (report / "report.md").read_text()
+    lines = [ln for ln in md.splitlines() if "today to" in ln]
+    assert len(lines) == 2 and lines[0].startswith("- team-a: p95_wait goes from ")
+    assert "with the planned demand" in lines[0]
+    assert "grown ×1.5" in md
 
 
 def test_quota_advice_is_simulated(report: Path) -> None:
