@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from html import escape as html_escape
 from pathlib import Path
 
@@ -193,3 +194,44 @@ def test_merge_rerenders_a_plan_json_into_the_same_report(report: Path, tmp_path
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "report.md").read_text() == (report / "report.md").read_text()
+
+
+def test_rightsizing_from_a_live_prometheus(tmp_path: Path) -> None:
+    """The same table from a real Prometheus scraping the stand-in dcgm-exporter."""
+    from fake_dcgm import DcgmExporter, FakeGpu
+    from prometheus_process import PrometheusProcess, require_prometheus
+
+    from sim.plan.rightsizing import query_prometheus, rightsizing_rows
+
+    binary = require_prometheus()
+    a100 = "NVIDIA A100-SXM4-80GB"
+    gpus = [FakeGpu("gpu-a", i, util=0.9, fb_used=70_000, fb_free=11_000) for i in range(4)]
+    gpus += [FakeGpu("gpu-b", i, a100, util=0.1, fb_used=9_000, fb_free=72_000) for i in (0, 1)]
+    exporter = DcgmExporter(gpus)
+    server = PrometheusProcess(binary, [exporter.target], tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            rows = rightsizing_rows(query_prometheus(server.url), FIXTURES / "running.yaml")
+            if len(rows) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        server.stop()
+        exporter.close()
+    team_c = next(r for r in rows if r["queue"] == "team-c")
+    assert (team_c["used_peak_mib"], team_c["fits"]) == (9_000, "1g.10gb on A100-80GB")
+    assert team_c["per_gpu"] == "7× as many per GPU"
+
+
+def test_an_unreachable_prometheus_is_a_clear_error() -> None:
+    from prometheus_process import free_port
+
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler", "plan", "demo", "--metrics-url",
+         f"http://127.0.0.1:{free_port()}", "--metrics-snapshot", str(FIXTURES / "running.yaml")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "cannot query Prometheus at http://127.0.0.1:" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -30,7 +30,7 @@ from sim.plan.demand import grow
 from sim.plan.evaluate import EvalTask, evaluate
 from sim.plan.figures import figures
 from sim.plan.report import build_report
-from sim.plan.rightsizing import RightsizingError, rightsizing_rows
+from sim.plan.rightsizing import RightsizingError, query_prometheus, rightsizing_rows
 from sim.plan.search import SearchSettings, default_workers, search
 from sim.plan.slo import Slo, SloError, check_queues, parse_slo
 from sim.plan.verdict import verdict
@@ -88,6 +88,7 @@ def plan_command(sub: Subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-jobs", type=int, help="plan on the first N jobs only")
     parser.add_argument("--metrics", type=Path, help="Prometheus export (JSON) for right-sizing")
+    parser.add_argument("--metrics-url", help="a live Prometheus to query instead of --metrics")
     parser.add_argument("--metrics-snapshot", type=Path, help="snapshot with running workloads")
     parser.add_argument("--shard", help="i/N: run the i-th of N shares of the sweep")
     parser.add_argument("--out", type=Path, help="write plan.json, report.html, report.md here")
@@ -274,12 +275,16 @@ def _quota_check(
 
 
 def _rightsizing(args: argparse.Namespace) -> list[dict[str, Any]]:
-    if args.metrics is None:
+    if args.metrics is None and args.metrics_url is None:
         return []
+    if args.metrics is not None and args.metrics_url is not None:
+        raise CommandError("give --metrics (a file) or --metrics-url (a server), not both")
     if args.metrics_snapshot is None:
-        raise CommandError("--metrics needs --metrics-snapshot (the running workloads)")
+        flag = "--metrics" if args.metrics is not None else "--metrics-url"
+        raise CommandError(f"{flag} needs --metrics-snapshot (the running workloads)")
     try:
-        return rightsizing_rows(args.metrics, args.metrics_snapshot)
+        source = args.metrics if args.metrics is not None else query_prometheus(args.metrics_url)
+        return rightsizing_rows(source, args.metrics_snapshot)
     except RightsizingError as error:
         raise CommandError(str(error)) from None
 
