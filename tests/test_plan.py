@@ -54,13 +54,15 @@ def job(name: str, submit: int, runtime: int, gpus: int, models: tuple[str, ...]
     return Job(w, float(runtime))
 
 
-def plan(jobs: list[Job], slos: list[str], levels: tuple[float, ...]) -> dict:
+def plan(
+    jobs: list[Job], slos: list[str], levels: tuple[float, ...], budget: float | None = None
+) -> dict:
     c = cluster()
     parsed = [parse_slo(s) for s in slos]
     record = search(
         c, pools_of(c), jobs, parsed, SearchSettings(levels=levels, max_simulations=40, workers=1)
     )
-    record["inputs"] = {"budget_per_hour": None}
+    record["inputs"] = {"budget_per_hour": budget}
     record["verdict"] = verdict(record, parsed)
     return record
 
@@ -253,6 +255,17 @@ def test_infeasible_goal_names_the_binding_slo_and_the_closest_option() -> None:
     assert record["simulations"] == 2
     assert v["binding"]["slo"] == "p95_wait<=0"
     assert v["binding"]["value"] == 1000
+
+
+def test_a_budget_below_the_answer_is_what_binds() -> None:
+    jobs = [job(f"j{i}", 0, 1000, 4, ("A100-80GB",)) for i in range(4)]
+    # The answer (2 A100 + 1 L4 nodes) costs $17.92/h; $12/h buys only 1 + 1.
+    v = plan(jobs, ["p95_wait<=1000"], (0.5, 1.0, 1.5, 2.0), budget=12.0)["verdict"]
+    assert not v["feasible"]
+    assert v["binding"]["slo"] == "the budget ($12/h)"
+    assert v["cheapest_meeting_all"] == "2-1"
+    v = plan(jobs, ["p95_wait<=1000"], (0.5, 1.0, 1.5, 2.0), budget=18.0)["verdict"]
+    assert v["recommended"] == "2-1"
 
 
 # --------------------------------------------------------------- monotonicity

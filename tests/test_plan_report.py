@@ -66,7 +66,7 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1].startswith(("Buy ", "No candidate"))
+    assert done.stdout.strip().splitlines()[-1].startswith(("Run ", "No candidate"))
     return tmp / "out"
 
 
@@ -86,7 +86,7 @@ def test_markdown_has_the_same_content(report: Path) -> None:
     html = (report / "report.html").read_text()
     assert [f"## {t}" for t in SECTIONS] == re.findall(r"^## .*$", md, re.M)
     summary = md.splitlines()[2]
-    assert summary.startswith("Buy ") and "per" not in summary[:4]
+    assert summary.startswith("Run ")
     assert html_escape(summary) in html
     for name in re.findall(r"\(plots/(\w+)\.png\)", md):
         assert (report / "plots" / f"{name}.png").stat().st_size > 1000

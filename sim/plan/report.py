@@ -141,7 +141,7 @@ def build_report(
     if verdict.get("recommended") and chosen is not None:
         delta = chosen["cost_per_hour"] - (current["cost_per_hour"] if current else 0.0)
         summary = (
-            f"Buy {_gpus(chosen)} ({_money(chosen['cost_per_hour'])}/h, "
+            f"Run {_gpus(chosen)} ({_money(chosen['cost_per_hour'])}/h, "
             f"{_money(chosen['cost_per_hour'] * HOURS_PER_MONTH)}/month"
             + (
                 f", {'+' if delta >= 0 else '−'}{_money(abs(delta) * HOURS_PER_MONTH)}/month "

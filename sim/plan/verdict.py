@@ -40,8 +40,15 @@ def verdict(record: dict[str, Any], slos: Sequence[Slo]) -> dict[str, Any]:
         out["cheaper_not_simulated"] = len(cheaper_open)
     else:
         # Closest option: the smallest worst-goal ratio (within budget when there is one).
-        pool = [r for r in rows if budget is None or r["cost_per_hour"] <= budget] or rows
-        if pool:
+        pool = [r for r in rows if budget is None or r["cost_per_hour"] <= budget]
+        if not pool and rows:
+            # The budget buys nothing that was simulated: it is what binds.
+            best = meets[0] if meets else min(rows, key=lambda r: r["cost_per_hour"])
+            out["closest"] = best["key"]
+            out["binding"] = {"slo": f"the budget (${budget:,.0f}/h)", "value": None, "ratio": None}
+            if meets:
+                out["cheapest_meeting_all"] = meets[0]["key"]
+        elif pool:
             best = min(
                 pool,
                 key=lambda r: (_worst(slos, r["evaluation"]["slo_values"]), r["cost_per_hour"]),
