@@ -154,8 +154,8 @@ def build_report(
         )
         if verdict.get("cheaper_not_simulated"):
             summary += (
-                f" {verdict['cheaper_not_simulated']} cheaper candidates were not "
-                "simulated within the budget; a larger --max-simulations may find one."
+                f" {verdict['cheaper_not_simulated']} cheaper candidates were neither "
+                "simulated nor ruled out; a larger --max-simulations may find a cheaper answer."
             )
     elif chosen is not None:
         b = verdict.get("binding", {})
