@@ -61,7 +61,12 @@ def main() -> None:
     print(f"candidates: {len(record['candidates'])} ({counts})")
     print(f"pruned by the fluid bound: {status['pruned']}")
     print(f"simulations: {sims} with {args.workers} workers, policy {args.policy}")
-    print(f"wall: {wall:.1f} s; {wall / max(1, sims):.2f} s per simulation (wall / simulations)")
+    each = record["simulation_wall_s"]
+    print(
+        f"wall: {wall:.1f} s; per simulation: {sum(each) / max(1, len(each)):.2f} s in its worker "
+        f"(min {min(each, default=0):.2f}, max {max(each, default=0):.2f}), "
+        f"{wall / max(1, sims):.2f} s of wall time"
+    )
     by_key = {r["key"]: r for r in record["candidates"]}
     chosen = answer.get("recommended") or answer.get("closest")
     if chosen:

@@ -391,6 +391,7 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
             merged["today"] = r["today"]
     merged["candidates"] = sorted(rows.values(), key=lambda r: (r["cost_per_hour"], r["counts"]))
     merged["simulations"] = sum(r["simulations"] for r in records)
+    merged["simulation_wall_s"] = [t for r in records for t in r.get("simulation_wall_s", [])]
     merged["shard"] = [0, 1]
     merged["missing_shards"] = missing
     merged["wall_s"] = max(r.get("wall_s", 0) for r in records)

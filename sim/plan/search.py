@@ -19,6 +19,7 @@ N-th surviving candidate (by cost) and searches only those; ``merge`` joins the 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ def search(
     if index == 0 and current not in mine:
         mine.append(current)
     extra: dict[str, Any] = {}
+    seconds: list[float] = []
     with _executor(settings.workers) as pool:
 
         def run(batch: list[Candidate], labels: list[str] | None = None) -> list[dict[str, Any]]:
@@ -110,7 +112,9 @@ def search(
                 )
                 for i, c in enumerate(batch)
             ]
-            return list(pool.map(evaluate, tasks))
+            timed = list(pool.map(_timed, tasks))
+            seconds.extend(t for _, t in timed)
+            return [ev for ev, _ in timed]
 
         done = 0
         budget = settings.max_simulations
@@ -171,6 +175,7 @@ def search(
     return {
         "candidates": sorted(rows.values(), key=lambda r: (r["cost_per_hour"], r["counts"])),
         "simulations": done,
+        "simulation_wall_s": [round(t, 3) for t in seconds],
         "shard": [index, count],
         "fluid": {
             "horizon_s": demand.horizon_s,
@@ -179,6 +184,13 @@ def search(
         },
         **extra,
     }
+
+
+def _timed(task: EvalTask) -> tuple[dict[str, Any], float]:
+    """The evaluation and how long it took in its worker (kept apart from the record's
+    measurements, which must not depend on the machine)."""
+    started = time.perf_counter()
+    return evaluate(task), time.perf_counter() - started
 
 
 class _Inline:
