@@ -1,0 +1,402 @@
+"""``apportion plan``: the cheapest cluster that meets the SLOs, as an HTML/Markdown report.
+
+``apportion plan [TRACE] --slo ... [--out DIR]`` runs the sweep; ``--shard i/N --json``
+runs one share of it and prints one JSON line; ``apportion plan merge FILE...`` joins
+shard outputs (a JSON file each, or ``kubectl logs --prefix`` lines) and writes the same
+report. Arguments can come from a file, one per line: ``apportion plan @plan.args``.
+Exit codes: 0 success (also when no candidate meets the goals: the report says so),
+2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from scheduler.cli import CommandError
+from sim.cluster import Cluster, ClusterError, load_cluster
+from sim.commands import DEMO_TRACE
+from sim.experiments import dumps
+from sim.job import Job
+from sim.plan.candidates import Candidate, Pool, build_cluster, pools_of
+from sim.plan.demand import grow
+from sim.plan.evaluate import EvalTask, evaluate
+from sim.plan.figures import figures
+from sim.plan.report import build_report
+from sim.plan.rightsizing import RightsizingError, query_prometheus, rightsizing_rows
+from sim.plan.search import SearchSettings, default_workers, search
+from sim.plan.slo import Slo, SloError, check_queues, parse_slo
+from sim.plan.verdict import verdict
+from sim.policies import POLICY_NAMES, PolicyOptions
+from sim.trace import TraceError, load_trace
+
+__all__ = ["plan_command"]
+
+DEFAULT_SLOS = ("p95_wait<=3h", "priority>=1000:p95_wait<=10m", "utilization>=35%")
+"""What ``apportion plan demo`` plans for when no --slo is given."""
+
+Subparsers = Any
+
+
+def plan_command(sub: Subparsers) -> None:
+    parser = sub.add_parser(
+        "plan",
+        help="capacity planning: the cheapest cluster that meets SLOs for a demand",
+        description=(
+            "Sweep candidate clusters (the current node pools scaled per GPU model) through "
+            "the simulator and report the cheapest one that meets every SLO, the cost-vs-SLO "
+            "Pareto front, quota advice and right-sizing. 'apportion plan merge FILE...' joins "
+            "the outputs of --shard runs."
+        ),
+        fromfile_prefix_chars="@",
+    )
+    parser.add_argument(
+        "trace",
+        nargs="*",
+        default=["demo"],
+        help="trace file ('demo' for the bundled sample, the default), or: merge FILE...",
+    )
+    parser.add_argument("--cluster", default="default", help="the current cluster (as simulate)")
+    parser.add_argument(
+        "--slo",
+        action="append",
+        default=[],
+        help="a goal, e.g. 'team-a:p95_wait<=30m', 'priority>=1000:p99_wait<=5m', "
+        f"'utilization>=70%%' (repeat; default: {', '.join(DEFAULT_SLOS).replace('%', '%%')})",
+    )
+    parser.add_argument("--growth", type=float, default=1.0, help="demand growth factor")
+    parser.add_argument("--horizon-hours", type=float, help="repeat the trace to this length")
+    parser.add_argument("--price", action="append", default=[], help="MODEL=$/h (repeat)")
+    parser.add_argument("--budget", type=float, help="most $ per hour the cluster may cost")
+    parser.add_argument(
+        "--levels", default="0.75,1,1.25,1.5", help="scale factors per GPU model (comma-separated)"
+    )
+    parser.add_argument("--max-simulations", type=int, default=24, help="per shard")
+    parser.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
+    parser.add_argument(
+        "--policy",
+        default="apportion-greedy",
+        help="policy to simulate (default apportion-greedy: production's paths without the ILP)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-jobs", type=int, help="plan on the first N jobs only")
+    parser.add_argument("--metrics", type=Path, help="Prometheus export (JSON) for right-sizing")
+    parser.add_argument("--metrics-url", help="a live Prometheus to query instead of --metrics")
+    parser.add_argument("--metrics-snapshot", type=Path, help="snapshot with running workloads")
+    parser.add_argument("--shard", help="i/N: run the i-th of N shares of the sweep")
+    parser.add_argument("--out", type=Path, help="write plan.json, report.html, report.md here")
+    parser.add_argument("--json", action="store_true", help="print the sweep record to stdout")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.set_defaults(run=_run)
+
+
+def _slos(texts: list[str]) -> list[Slo]:
+    try:
+        return [parse_slo(t) for t in texts]
+    except SloError as error:
+        raise CommandError(str(error)) from None
+
+
+def _shard(text: str | None) -> tuple[int, int]:
+    if text is None:
+        return (0, 1)
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise CommandError(f"--shard {text!r}: expected i/N, e.g. 0/8") from None
+    if not 0 <= i < n:
+        raise CommandError(f"--shard {text!r}: i must be in 0..N-1")
+    return (i, n)
+
+
+def _levels(text: str) -> tuple[float, ...]:
+    try:
+        levels = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise CommandError(f"--levels {text!r}: expected numbers like 0.75,1,1.5") from None
+    if not levels or any(v < 0 for v in levels):
+        raise CommandError(f"--levels {text!r}: give one or more non-negative factors")
+    return levels
+
+
+def _prices(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise CommandError(f"--price {item!r}: expected MODEL=DOLLARS_PER_HOUR") from None
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.trace and args.trace[0] == "merge":
+        return _merge(args, [Path(p) for p in args.trace[1:]])
+    if len(args.trace) != 1:
+        raise CommandError(f"one trace expected, got {len(args.trace)}: {' '.join(args.trace)}")
+    if args.policy not in POLICY_NAMES:
+        raise CommandError(f"unknown policy {args.policy!r}; known: {', '.join(POLICY_NAMES)}")
+    slos = _slos(args.slo or list(DEFAULT_SLOS))
+    shard = _shard(args.shard)
+    levels = _levels(args.levels)
+    prices = _prices(args.price)
+    trace_path = DEMO_TRACE if args.trace[0] == "demo" else Path(args.trace[0])
+    try:
+        cluster = load_cluster(args.cluster)
+        if prices:
+            try:
+                cluster.catalog.with_prices(prices)
+            except KeyError as error:
+                raise CommandError(f"--price: {error.args[0]}") from None
+            cluster = type(cluster)(
+                cluster.snapshot.model_copy(
+                    update={"prices": {**cluster.snapshot.prices, **prices}}
+                ),
+                cluster.source,
+                cluster.synthesized_queues,
+            )
+        trace = load_trace(trace_path)
+        jobs = trace.jobs[: args.max_jobs] if args.max_jobs else trace.jobs
+        cluster = cluster.with_queues({j.workload.queue for j in jobs})
+    except (ClusterError, TraceError) as error:
+        raise CommandError(str(error)) from None
+    check = [q.name for q in cluster.snapshot.queues]
+    try:
+        check_queues(slos, check)
+    except SloError as error:
+        raise CommandError(str(error)) from None
+    try:
+        planned = grow(
+            jobs,
+            args.growth,
+            None if args.horizon_hours is None else int(args.horizon_hours * 3600),
+            args.seed,
+        )
+    except ValueError as error:
+        raise CommandError(f"--growth: {error}") from None
+    changed = args.growth != 1.0 or args.horizon_hours is not None
+    settings = SearchSettings(
+        levels=levels,
+        max_simulations=args.max_simulations,
+        workers=args.workers or default_workers(),
+        policy=args.policy,
+        seed=args.seed,
+        options=PolicyOptions(),
+        shard=shard,
+        budget_per_hour=args.budget,
+    )
+    rightsizing = _rightsizing(args)  # before the sweep: a bad file fails at once
+    pools = pools_of(cluster)
+    started = time.perf_counter()
+
+    def progress(done: int, budget: int) -> None:
+        if not args.quiet:
+            sys.stderr.write(
+                f"\rsimulated {done}/{budget} candidates ({time.perf_counter() - started:.0f} s)"
+            )
+            if done >= budget:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    record = search(cluster, pools, planned, slos, settings, progress, jobs if changed else None)
+    if not args.quiet:
+        sys.stderr.write("\n")
+    record["inputs"] = {
+        "command": "apportion plan " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+        "demand": (
+            f"demand in {Path(trace.source).name} ({len(jobs)} jobs"
+            + (f", grown ×{args.growth:g}" if args.growth != 1 else "")
+            + (f", extended to {args.horizon_hours:g} h" if args.horizon_hours else "")
+            + (f": {len(planned)} jobs planned)" if changed else ")")
+        ),
+        "trace_sha256": hashlib.sha256(trace_path.read_bytes()).hexdigest()
+        if trace_path.is_file()
+        else None,
+        "cluster": cluster.source,
+        "slos": [s.text for s in slos],
+        "levels": list(levels),
+        "policy": args.policy,
+        "seed": args.seed,
+        "budget_per_hour": args.budget,
+        "pools": [p.name for p in pools],
+    }
+    record["shards"] = shard[1]
+    record["fingerprint"] = _fingerprint(record["inputs"])
+    record["wall_s"] = round(time.perf_counter() - started, 3)
+    record["rightsizing"] = rightsizing
+    if shard[1] == 1:
+        record["quota_check"] = _quota_check(cluster, pools, planned, slos, settings, record)
+    return _finish(args, record, slos)
+
+
+def _quota_check(
+    cluster: Cluster,
+    pools: Sequence[Pool],
+    jobs: Sequence[Job],
+    slos: list[Slo],
+    settings: SearchSettings,
+    record: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The recommended cluster again, with nominal quotas split mostly by each queue's use
+    of each flavor in its replay: does it still meet every goal?"""
+    record["inputs"].setdefault("budget_per_hour", settings.budget_per_hour)
+    answer = verdict(record, slos)
+    key = answer.get("recommended")
+    if key is None:
+        return None
+    row = next(r for r in record["candidates"] if r["key"] == key)
+    usage: dict[str, dict[str, float]] = {}
+    for queue, flavors in row["evaluation"]["queues"]["_flavor_gpu_hours"].items():
+        for flavor, hours in flavors.items():
+            usage.setdefault(flavor, {})[queue] = hours
+    advised = build_cluster(cluster, pools, Candidate(tuple(row["counts"])), usage)
+    task = EvalTask(
+        "quota-advice", advised, tuple(jobs), tuple(slos), settings.policy, settings.seed,
+        settings.options,
+    )  # fmt: skip
+    ev = evaluate(task)
+    return {
+        "candidate": key,
+        "nominal": {
+            q.name: {f: quota.nominal for f, quota in sorted(q.quota.items())}
+            for q in advised.snapshot.queues
+        },
+        "slo_values": ev["slo_values"],
+        "slo_met": ev["slo_met"],
+    }
+
+
+def _rightsizing(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.metrics is None and args.metrics_url is None:
+        return []
+    if args.metrics is not None and args.metrics_url is not None:
+        raise CommandError("give --metrics (a file) or --metrics-url (a server), not both")
+    if args.metrics_snapshot is None:
+        flag = "--metrics" if args.metrics is not None else "--metrics-url"
+        raise CommandError(f"{flag} needs --metrics-snapshot (the running workloads)")
+    try:
+        source = args.metrics if args.metrics is not None else query_prometheus(args.metrics_url)
+        return rightsizing_rows(source, args.metrics_snapshot)
+    except RightsizingError as error:
+        raise CommandError(str(error)) from None
+
+
+def _fingerprint(inputs: dict[str, Any]) -> str:
+    same = {k: v for k, v in inputs.items() if k != "command"}
+    return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _finish(args: argparse.Namespace, record: dict[str, Any], slos: list[Slo]) -> int:
+    if args.shard and args.shard != "0/1" and args.out is None:
+        sys.stdout.write(json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n")
+        return 0
+    answer = verdict(record, slos)
+    record["verdict"] = answer
+    if args.json:
+        sys.stdout.write(dumps(record))
+    if args.out is not None:
+        write_report(args.out, record, answer, slos)
+        if not args.json:
+            sys.stdout.write(f"report in {args.out / 'report.html'} (and report.md)\n")
+    if not args.json:
+        report = build_report(record, answer, slos, {}, record.get("rightsizing", []))
+        sys.stdout.write(report.summary + "\n")
+    return 0
+
+
+def write_report(
+    out: Path, record: dict[str, Any], answer: dict[str, Any], slos: list[Slo]
+) -> None:
+    by_key = {r["key"]: r for r in record["candidates"]}
+    chosen = by_key.get(answer.get("recommended") or answer.get("closest") or "")
+    current = next((r for r in record["candidates"] if r["current"]), None)
+    pngs = figures(record, answer, chosen, current)
+    report = build_report(record, answer, slos, pngs, record.get("rightsizing", []))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plots").mkdir(exist_ok=True)
+    for name, data in pngs.items():
+        (out / "plots" / f"{name}.png").write_bytes(data)
+    (out / "report.html").write_text(report.html(), encoding="utf-8")
+    (out / "report.md").write_text(report.markdown(), encoding="utf-8")
+    (out / "plan.json").write_text(dumps(record), encoding="utf-8")
+
+
+def _read_shards(paths: list[Path]) -> list[dict[str, Any]]:
+    records = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise CommandError(f"cannot read {path}: {error.strerror}") from None
+        try:
+            whole = json.loads(text)  # a plan.json (one process's or a shard's record)
+        except json.JSONDecodeError:
+            whole = None
+        if isinstance(whole, dict):
+            records.append(whole)
+            continue
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if line.startswith("[") and "] " in line and not line.startswith("[{"):
+                line = line.split("] ", 1)[1]  # kubectl logs --prefix
+            if not line.startswith("{"):
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise CommandError(f"{path} line {n}: not a shard's JSON ({error.msg})") from None
+        if not text.strip():
+            raise CommandError(f"{path}: empty")
+    return records
+
+
+def _rank(row: dict[str, Any]) -> int:
+    """Which shard's copy of a candidate to keep: simulated > decided > undecided."""
+    return 2 if row["evaluation"] is not None else int(row["status"] != "undecided")
+
+
+def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
+    if not paths:
+        raise CommandError("plan merge: give the shard outputs (files of JSON lines)")
+    records = _read_shards(paths)
+    if not records:
+        raise CommandError("plan merge: no shard records found in " + ", ".join(map(str, paths)))
+    prints = {r.get("fingerprint") for r in records}
+    if len(prints) != 1:
+        raise CommandError(
+            "plan merge: the shards were run with different inputs "
+            f"(fingerprints {', '.join(sorted(map(str, prints)))})"
+        )
+    total = records[0]["shards"]
+    seen = sorted(r["shard"][0] for r in records)
+    missing = sorted(set(range(total)) - set(seen))
+    if len(seen) != len(set(seen)):
+        raise CommandError(f"plan merge: shard(s) given twice: {seen}")
+    merged = dict(records[0])
+    rows: dict[str, dict[str, Any]] = {}
+    for r in records:
+        for row in r["candidates"]:
+            old = rows.get(row["key"])
+            if old is None or _rank(row) > _rank(old):
+                rows[row["key"]] = row
+        if "today" in r:
+            merged["today"] = r["today"]
+    merged["candidates"] = sorted(rows.values(), key=lambda r: (r["cost_per_hour"], r["counts"]))
+    merged["simulations"] = sum(r["simulations"] for r in records)
+    merged["simulation_wall_s"] = [t for r in records for t in r.get("simulation_wall_s", [])]
+    merged["shard"] = [0, 1]
+    merged["missing_shards"] = missing
+    merged["wall_s"] = max(r.get("wall_s", 0) for r in records)
+    if missing and not args.quiet:
+        sys.stderr.write(f"plan merge: shard(s) {missing} of {total} missing; merging the rest\n")
+    slos = _slos(merged["inputs"]["slos"])
+    args.shard = None
+    return _finish(args, merged, slos)

@@ -1,0 +1,158 @@
+"""One candidate through the simulator: the numbers the SLOs, plots and advice need.
+
+Runs in a worker process (``search``), so its input and output are plain, picklable
+values. A job that never started counts with the wait it had when the replay ended (a
+lower bound), so a cluster too small to run a job never looks like it meets a goal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler.catalog import MILLI_PER_GPU
+from scheduler.model import flavor_of_mig
+from sim.cluster import Cluster
+from sim.engine import EngineSettings, run
+from sim.job import Job
+from sim.plan.slo import Slo, percentile
+from sim.policies import PolicyOptions, make_policy
+from sim.policy import Phase
+
+__all__ = ["EvalTask", "evaluate", "slo_values"]
+
+_BINS = 48
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    label: str
+    cluster: Cluster
+    jobs: tuple[Job, ...]
+    slos: tuple[Slo, ...]
+    policy: str = "apportion"
+    seed: int = 0
+    options: PolicyOptions = field(default_factory=PolicyOptions)
+
+
+def slo_values(
+    slos: Sequence[Slo], waits: Sequence[tuple[str, int, float, float]], utilization: float
+) -> list[float | None]:
+    """Each SLO's measured value; ``waits`` rows are (queue, priority, wait_s, jct_s)."""
+    out: list[float | None] = []
+    for slo in slos:
+        if slo.metric == "utilization":
+            out.append(utilization)
+            continue
+        stat, quantity = slo.metric.split("_")
+        values = [
+            row[2] if quantity == "wait" else row[3] for row in waits if slo.selects(row[0], row[1])
+        ]
+        out.append(percentile(values, stat))
+    return out
+
+
+def evaluate(task: EvalTask) -> dict[str, Any]:
+    """Simulate ``task.cluster`` and measure it (JSON-ready; no wall-clock times)."""
+    policy = make_policy(task.policy, task.cluster, task.jobs, task.seed, task.options)
+    sim = run(task.cluster, task.jobs, policy, EngineSettings(samples=_BINS * 2))
+    summary = sim.recorder.summary(sim)
+    end = max(1, summary["end_s"])
+    waits: list[tuple[str, int, float, float]] = []
+    for s in sim.states:
+        w = s.job.workload
+        started = s.first_start if s.first_start >= 0 else end
+        finished = s.end if s.phase is Phase.DONE else end
+        waits.append((w.queue, w.priority, float(started - w.created), float(finished - w.created)))
+    values = slo_values(task.slos, waits, summary["utilization_mean"])
+    queues = sorted({q.name for q in task.cluster.snapshot.queues})
+    return {
+        "label": task.label,
+        "slo_values": values,
+        "slo_met": [slo.met(v) for slo, v in zip(task.slos, values, strict=True)],
+        "summary": {k: v for k, v in summary.items() if k != "curves"},
+        "curves": {
+            k: summary["curves"][k] for k in ("t", "utilization", "jain", "share_deviation")
+        },
+        "queues": _per_queue(sim, task.cluster, queues, end),
+    }
+
+
+def _per_queue(sim: Any, cluster: Cluster, queues: list[str], end: int) -> dict[str, Any]:
+    """Per queue: p95 wait by arrival bin, GPUs held over time, borrowing and lending."""
+    step = max(1, -(-end // _BINS))
+    held = {q: [0.0] * _BINS for q in queues}
+    waits: dict[str, list[list[float]]] = {q: [[] for _ in range(_BINS)] for q in queues}
+    for s in sim.states:
+        w = s.job.workload
+        if w.queue not in held:
+            continue
+        started = s.first_start if s.first_start >= 0 else end
+        waits[w.queue][min(_BINS - 1, w.created // step)].append(float(started - w.created))
+        if s.first_start < 0:
+            continue
+        stop = s.end if s.phase is Phase.DONE else end
+        gpus = _gpus_of(s)
+        for b in range(s.first_start // step, min(_BINS - 1, max(0, stop - 1) // step) + 1):
+            lo, hi = max(s.first_start, b * step), min(stop, (b + 1) * step)
+            if hi > lo:
+                held[w.queue][b] += gpus * (hi - lo) / step
+    nominal = {
+        q.name: sum(quota.nominal for f, quota in q.quota.items() if not f.startswith("mig-"))
+        for q in cluster.snapshot.queues
+    }
+    out: dict[str, Any] = {}
+    for q in queues:
+        series = held[q]
+        hours = step / 3600
+        out[q] = {
+            "nominal_gpus": nominal.get(q, 0),
+            "gpus_held": [round(v, 3) for v in series],
+            "wait_p95_by_arrival": [percentile(v, "p95") for v in waits[q]],
+            "gpu_hours": round(sum(series) * hours, 3),
+            "borrowed_gpu_hours": round(
+                sum(max(0.0, v - nominal.get(q, 0)) for v in series) * hours, 3
+            ),
+            "unused_quota_gpu_hours": round(
+                sum(max(0.0, nominal.get(q, 0) - v) for v in series) * hours, 3
+            ),
+        }
+    out["_bin_s"] = step
+    out["_flavor_gpu_hours"] = _flavor_hours(sim, cluster, end)
+    return out
+
+
+def _flavor_hours(sim: Any, cluster: Cluster, end: int) -> dict[str, dict[str, float]]:
+    """Per queue and quota flavor, GPU-hours (MIG: instance-hours) of its last run — what
+    quota advice splits. The flavor comes from where the job last ran (the engine clears
+    ``flavor`` when a job stops)."""
+    catalog = cluster.catalog
+    gpus = {(n.name, g.index): g for n in cluster.snapshot.nodes for g in n.gpus}
+    out: dict[str, dict[str, float]] = {}
+    for s in sim.states:
+        if s.first_start < 0 or not s.last_placement:
+            continue
+        first = s.last_placement[0]
+        gpu = gpus.get((first.node, first.gpus[0]))
+        if gpu is None:
+            continue
+        if first.mig_start is not None and gpu.mig:
+            profile = next((m.profile for m in gpu.mig if m.start == first.mig_start), None)
+            flavor = flavor_of_mig(profile) if profile else catalog[gpu.model].name
+            amount = float(len(s.last_placement))
+        else:
+            flavor = catalog[gpu.model].name
+            amount = s.gpu_milli / MILLI_PER_GPU
+        if s.phase is Phase.WAITING:
+            continue  # preempted and waiting again: its last run is not in the record
+        stop = s.end if s.phase is Phase.DONE else end
+        hours = amount * max(0, stop - s.started) / 3600
+        queue = out.setdefault(s.job.workload.queue, {})
+        queue[flavor] = round(queue.get(flavor, 0.0) + hours, 3)
+    return out
+
+
+def _gpus_of(state: Any) -> float:
+    """GPU-equivalents a running job holds (MIG slices and shares as fractions)."""
+    return state.gpu_milli / MILLI_PER_GPU if state.gpu_milli else 0.0

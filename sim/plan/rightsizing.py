@@ -1,0 +1,117 @@
+"""Right-sizing from a Prometheus export (or a live Prometheus): per queue and flavor,
+GPU memory offered against memory used, and the MIG slice that would hold it.
+
+The export is one JSON object mapping each of Apportion's query names
+(``scheduler.telemetry.queries``: ``fb_used_peak``, ``util_gr``, ``sampled_at``, …) to
+Prometheus' instant-query answer; the snapshot names the running workloads and their
+placements, so samples can be joined to queues. ``query_prometheus`` runs the same
+queries against a live server (plain HTTP GETs of ``/api/v1/query``). The rules are the core's
+(``scheduler.telemetry.assess_rightsizing``); this module only reads files.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from scheduler.loading import SnapshotError, load_snapshot_text
+from scheduler.telemetry import (
+    MetricsFormatError,
+    TelemetrySettings,
+    assess_rightsizing,
+    join_samples,
+    queries,
+    samples_from_results,
+)
+
+__all__ = ["RightsizingError", "query_prometheus", "rightsizing_rows"]
+
+
+class RightsizingError(ValueError):
+    """The metrics export or its snapshot cannot be read (message names file and problem)."""
+
+
+def query_prometheus(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """Run Apportion's DCGM queries against a live Prometheus: the same object an export
+    file holds (one instant-query answer per query name)."""
+    out: dict[str, Any] = {}
+    base = url.rstrip("/")
+    for q in queries(TelemetrySettings()):
+        address = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': q.promql})}"
+        try:
+            with urllib.request.urlopen(address, timeout=timeout_s) as answer:
+                out[q.name] = json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            raise RightsizingError(
+                f"Prometheus at {url} answered {error.code} to the {q.name} query"
+            ) from None
+        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise RightsizingError(f"cannot query Prometheus at {url}: {reason}") from None
+        except json.JSONDecodeError:
+            raise RightsizingError(
+                f"Prometheus at {url}: the {q.name} answer is not JSON"
+            ) from None
+    return out
+
+
+def rightsizing_rows(metrics: Path | dict[str, Any], snapshot_path: Path) -> list[dict[str, Any]]:
+    """Rows of the report's right-sizing table from an export file (or the answers
+    ``query_prometheus`` fetched) and the snapshot of the running workloads."""
+    try:
+        payload = (
+            json.loads(metrics.read_text(encoding="utf-8"))
+            if isinstance(metrics, Path)
+            else metrics
+        )
+        text = snapshot_path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise RightsizingError(f"cannot read {error.filename}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise RightsizingError(
+            f"{metrics} line {error.lineno} column {error.colno}: not JSON ({error.msg})"
+        ) from None
+    if not isinstance(payload, dict):
+        raise RightsizingError(f"{metrics}: expected an object of query name → answer")
+    try:
+        snapshot = load_snapshot_text(text, source=str(snapshot_path))
+    except SnapshotError as error:
+        raise RightsizingError(str(error)) from None
+    settings = TelemetrySettings()
+    try:
+        batch = samples_from_results(payload, settings)
+    except MetricsFormatError as error:
+        raise RightsizingError(f"{metrics}: {error}") from None
+    if snapshot.now == 0:
+        stamps = [s.sampled_at for s in batch.samples if s.sampled_at is not None]
+        snapshot = snapshot.model_copy(update={"now": max(stamps, default=0)})
+    joined = join_samples(snapshot, batch.samples)
+    catalog = snapshot.catalog()
+    rows = []
+    for c in assess_rightsizing(snapshot, joined.rows, settings):
+        per_gpu = ""
+        if c.fits is not None:
+            profile_name, _, model_name = c.fits.partition(" on ")
+            model = catalog[model_name]
+            profile = model.mig_profile(profile_name)
+            if profile is not None and model.mig_compute_slices:
+                slots = model.mig_compute_slices // profile.compute_slices
+                per_gpu = f"{slots}× as many per GPU"
+        rows.append(
+            {
+                "queue": c.queue,
+                "flavor": c.flavor,
+                "workloads": c.workloads,
+                "requested_mib": c.requested_mib,
+                "used_peak_mib": c.used_peak_mib,
+                "busy": "—" if c.util_mean_milli is None else f"{c.util_mean_milli / 10:.0f} %",
+                "fits": c.fits,
+                "per_gpu": per_gpu,
+                "message": c.message,
+            }
+        )
+    return rows

@@ -1,0 +1,370 @@
+"""``sim.plan``: SLO parsing, the fluid bound, the search on demands whose answer is worked
+out by hand, monotonicity in the demand, and shard + merge."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scheduler.loading import load_snapshot_text
+from scheduler.model import Demand, Workload
+from sim.cluster import Cluster
+from sim.job import Job
+from sim.plan.candidates import Candidate, build_cluster, candidate_grid, pools_of
+from sim.plan.demand import grow
+from sim.plan.fluid import fluid_bound, fluid_demand
+from sim.plan.search import SearchSettings, search
+from sim.plan.slo import SloError, parse_slo
+from sim.plan.verdict import verdict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Two pools: A100 nodes of 4 GPUs ($1.84/GPU-h) and L4 nodes of 4 GPUs ($0.80/GPU-h).
+CLUSTER = """
+node_pools:
+  - {name: a100, count: 2, gpu_model: A100-80GB, gpus_per_node: 4,
+     cpu_milli: 64000, memory_mib: 512000, labels: {apportion.io/node-pool: a100}}
+  - {name: l4, count: 2, gpu_model: L4, gpus_per_node: 4,
+     cpu_milli: 64000, memory_mib: 512000, labels: {apportion.io/node-pool: l4}}
+"""
+A100_NODE = 4 * 1.84
+L4_NODE = 4 * 0.80
+
+
+def cluster() -> Cluster:
+    return Cluster(load_snapshot_text(CLUSTER, source="test"), "test").with_queues({"q"})
+
+
+def job(name: str, submit: int, runtime: int, gpus: int, models: tuple[str, ...] = ()) -> Job:
+    w = Workload(
+        name=name,
+        queue="q",
+        created=submit,
+        demand=Demand(gpus=gpus, models=models),
+        cpu_milli=1000,
+        memory_mib=1024,
+    )
+    return Job(w, float(runtime))
+
+
+def plan(
+    jobs: list[Job], slos: list[str], levels: tuple[float, ...], budget: float | None = None
+) -> dict:
+    c = cluster()
+    parsed = [parse_slo(s) for s in slos]
+    record = search(
+        c, pools_of(c), jobs, parsed, SearchSettings(levels=levels, max_simulations=40, workers=1)
+    )
+    record["inputs"] = {"budget_per_hour": budget}
+    record["verdict"] = verdict(record, parsed)
+    return record
+
+
+# ----------------------------------------------------------------------------- SLOs
+def test_slo_forms() -> None:
+    s = parse_slo("team-a:p95_wait<=30m")
+    assert (s.queue, s.metric, s.op, s.target) == ("team-a", "p95_wait", "<=", 1800)
+    s = parse_slo("priority>=1000:p99_wait<=5m")
+    assert (s.priority, s.target) == ((">=", 1000), 300)
+    assert s.selects("x", 1000) and not s.selects("x", 999)
+    assert parse_slo("utilization>=70%").target == pytest.approx(0.7)
+    assert parse_slo("mean_jct<2h").target == 7200
+    assert parse_slo("p50_wait<=90").target == 90
+
+
+@pytest.mark.parametrize(
+    ("text", "why", "caret"),
+    [
+        ("team-a:p95_wiat<=30m", "unknown metric 'p95_wiat'", "       ^^^^^^^^"),
+        ("team-a:p95_wait>=30m", "p95_wait goals are <= or <", "               ^^"),
+        ("p95_wait<=30x", "unknown unit 'x'", "            ^"),
+        ("Team A:p95_wait<=3m", "'Team A' is not a queue name", "^^^^^^"),
+        ("priority>>1:p95_wait<=3m", "a priority selector is priority>=N", "^^^^^^^^^^^"),
+        ("utilization>=170%", "between 0 and 100 %", "             ^^^^"),
+        ("team-a:utilization>=50%", "whole cluster: no selector", "^^^^^^"),
+        ("p95_wait 30m", "expected <=, <, >= or >", "        ^"),
+        ("p95_wait<=soon", "'soon' is not a number", "          ^^^^"),
+    ],
+)
+def test_slo_errors_point_at_the_text(text: str, why: str, caret: str) -> None:
+    with pytest.raises(SloError) as info:
+        parse_slo(text)
+    message = str(info.value)
+    lines = message.splitlines()
+    assert why in lines[0] and f'"{text}"' in lines[0]
+    assert lines[1] == f"  {text}"
+    assert lines[2] == f"  {caret}"
+
+
+def test_plan_help() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler", "plan", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--slo" in done.stdout and "utilization>=35%" in done.stdout
+
+
+def test_plan_command_rejects_a_bad_slo_with_exit_2() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler", "plan", "demo", "--slo", "team-z:p95_wait<=1h"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "no queue 'team-z' in the demand" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# ----------------------------------------------------------------------- fluid bound
+def test_fluid_bound_by_hand() -> None:
+    c = cluster()
+    # 3 jobs of 4 A100s for 1000 s at t=0: 12,000 GPU-s. p99 wait <= 1000 s covers all 3
+    # (⌈0.99·3⌉ = 3): they must end by 0 + 1000 + 1000 = 2000 s.
+    jobs = [job(f"j{i}", 0, 1000, 4, ("A100-80GB",)) for i in range(3)]
+    demand = fluid_demand(jobs, c, [parse_slo("p99_wait<=1000")])
+    assert demand.horizon_s == 2000
+    # 2 A100 nodes = 8 GPUs · 2000 s = 16,000 GPU-s: load 0.75, passes.
+    assert fluid_bound(demand, {"A100-80GB": 8, "L4": 8}, 16).load == pytest.approx(0.75)
+    # 1 node = 8,000 GPU-s: load 1.5, pruned, and the reason names the A100s.
+    bound = fluid_bound(demand, {"A100-80GB": 4, "L4": 8}, 12)
+    assert bound.load == pytest.approx(1.5) and bound.pruned
+    assert "A100-80GB" in bound.reason
+    # No A100 at all: nothing can run these jobs.
+    assert math.isinf(fluid_bound(demand, {"L4": 8}, 8).load)
+
+
+def test_fluid_bound_splits_work_across_models() -> None:
+    c = cluster()
+    # 2 jobs of 4 GPUs on either model, 1000 s each at rate 1: 8,000 GPU-s; with p99 <= 0
+    # they must end by 1000 s. 4 A100 + 4 L4 GPUs give 8,000 GPU-s: exactly load 1.0.
+    jobs = [job(f"j{i}", 0, 1000, 4) for i in range(2)]
+    demand = fluid_demand(jobs, c, [parse_slo("p99_wait<=0")])
+    assert fluid_bound(demand, {"A100-80GB": 4, "L4": 4}, 8).load == pytest.approx(1.0)
+    assert fluid_bound(demand, {"A100-80GB": 4, "L4": 0}, 4).load == pytest.approx(2.0)
+
+
+def test_fluid_bound_keeps_only_the_jobs_a_goal_covers() -> None:
+    c = cluster()
+    jobs = [job(f"j{i}", 0, 1000, 4, ("A100-80GB",)) for i in range(3)]
+    jobs[0] = Job(jobs[0].workload.model_copy(update={"priority": 1000}), 1000.0)
+    # Only the priority-1000 job must start at once: 4,000 GPU-s by 1000 s on 4 A100s.
+    demand = fluid_demand(jobs, c, [parse_slo("priority>=1000:p99_wait<=0")])
+    assert fluid_bound(demand, {"A100-80GB": 4, "L4": 8}, 12).load == pytest.approx(1.0)
+    # A mean goal promises nothing about one job: nothing is kept, nothing pruned.
+    demand = fluid_demand(jobs, c, [parse_slo("mean_wait<=0")])
+    assert fluid_bound(demand, {"A100-80GB": 4, "L4": 8}, 12).load == 0.0
+
+
+def test_growth_copies_jobs_and_the_horizon_repeats_the_trace() -> None:
+    jobs = [job(f"j{i}", i * 100, 60, 1) for i in range(10)]  # span 901 s
+    assert grow(jobs) == tuple(jobs)
+    doubled = grow(jobs, 2.0)
+    assert len(doubled) == 20 and len({j.name for j in doubled}) == 20
+    by_name = {j.name: j for j in doubled}
+    assert all(0 < by_name[f"{o.name}~0.1"].submit - o.submit <= 300 for o in jobs)
+    half = grow(jobs, 1.5, seed=1)
+    assert 10 < len(half) < 20 and grow(jobs, 1.5, seed=1) == half
+    # Repeats shifted by the span; what arrives at or after the horizon is left out.
+    assert len(grow(jobs, 1.0, horizon_s=2702)) == 29
+    week = grow(jobs, 1.0, horizon_s=2703)
+    assert len(week) == 30 and max(j.submit for j in week) == 900 + 2 * 901
+    with pytest.raises(ValueError, match="must be positive"):
+        grow(jobs, 0)
+
+
+def test_fluid_bound_utilization_side() -> None:
+    c = cluster()
+    # 1 job of 4 GPUs for 1000 s: 4,000 GPU-s; the replay lasts at least 1000 s. On 16 GPUs
+    # at most 4000 / 16000 = 25 % can be busy: a 50 % goal is out of reach.
+    demand = fluid_demand([job("j", 0, 1000, 4)], c, [parse_slo("utilization>=50%")])
+    bound = fluid_bound(demand, {"A100-80GB": 8, "L4": 8}, 16)
+    assert bound.busy_max == pytest.approx(0.25) and bound.pruned
+    assert not fluid_bound(demand, {"A100-80GB": 4, "L4": 4}, 8).pruned
+
+
+# ------------------------------------------------------------------------ candidates
+def test_candidates_scale_pools_and_quotas() -> None:
+    c = cluster()
+    pools = pools_of(c)
+    assert [(p.name, p.count, p.gpus_per_node) for p in pools] == [("a100", 2, 4), ("l4", 2, 4)]
+    grid = candidate_grid(pools, (0.5, 1.0, 2.0))
+    assert sorted(g.counts for g in grid) == sorted((a, b) for a in (1, 2, 4) for b in (1, 2, 4))
+    big = build_cluster(c, pools, Candidate((4, 1)))
+    assert big.capacity() == {"A100-80GB": 16, "L4": 4}
+    assert big.capacity() == Candidate((4, 1)).capacity(pools)
+    (queue,) = big.snapshot.queues
+    assert queue.quota["A100-80GB"].nominal == 16 and queue.quota["L4"].nominal == 4
+    assert len({n.name for n in big.snapshot.nodes}) == 5
+
+
+# --------------------------------------------------------------- search, by hand
+def test_cheapest_cluster_by_hand_all_at_once() -> None:
+    # 4 jobs of 4 A100s for 1000 s, all at t=0. p95 over 4 jobs is the largest wait, so
+    # a wait goal of 0 needs all four running at once: 4 A100 nodes. The L4s run nothing:
+    # the cheapest level (1 node). Cost 4·4·1.84 + 4·0.80.
+    jobs = [job(f"j{i}", 0, 1000, 4, ("A100-80GB",)) for i in range(4)]
+    record = plan(jobs, ["p95_wait<=0"], (0.5, 1.0, 1.5, 2.0))
+    best = record["verdict"]["recommended"]
+    assert best == "4-1"
+    row = next(r for r in record["candidates"] if r["key"] == best)
+    assert row["cost_per_hour"] == pytest.approx(4 * A100_NODE + L4_NODE)
+
+
+def test_cheapest_cluster_by_hand_queueing_allowed() -> None:
+    # The same jobs with 1000 s of wait allowed: 2 nodes run two, then two (waits 0, 0,
+    # 1000, 1000); 1 node gives waits up to 3000. Answer: 2 A100 nodes + 1 L4 node.
+    jobs = [job(f"j{i}", 0, 1000, 4, ("A100-80GB",)) for i in range(4)]
+    record = plan(jobs, ["p95_wait<=1000"], (0.5, 1.0, 1.5, 2.0))
+    assert record["verdict"]["recommended"] == "2-1"
+    one = next(r for r in record["candidates"] if r["key"] == "1-1")
+    assert one["status"] in ("misses", "misses (inferred)", "pruned")
+
+
+def test_cheapest_cluster_uses_the_cheaper_model_when_allowed() -> None:
+    # Jobs that run on either model at the same speed: 4 jobs of 4 GPUs at once fit on
+    # 2 A100 + 2 L4 nodes, or 1 A100 + 3 L4 … the cheapest with 4 nodes in all is 1 A100
+    # (the smallest level) + 3 L4 nodes ($7.36 + $9.60 = $16.96 < 2·7.36 + 2·3.20).
+    jobs = [job(f"j{i}", 0, 1000, 4) for i in range(4)]
+    record = plan(jobs, ["p95_wait<=0"], (0.5, 1.0, 1.5, 2.0))
+    assert record["verdict"]["recommended"] == "1-3"
+
+
+def test_infeasible_goal_names_the_binding_slo_and_the_closest_option() -> None:
+    # Five jobs of 4 A100s at once with no wait allowed need 5 A100 nodes; the grid goes to
+    # 4. The fluid bound prunes every candidate (20,000 GPU-s by 1000 s > 16 GPUs), so the
+    # planner simulates the current and the largest candidate: on 4 nodes the fifth job
+    # waits 1000 s, and that goal binds.
+    jobs = [job(f"j{i}", 0, 1000, 4, ("A100-80GB",)) for i in range(5)]
+    record = plan(jobs, ["p95_wait<=0", "utilization>=1%"], (0.5, 1.0, 2.0))
+    v = record["verdict"]
+    assert not v["feasible"] and "recommended" not in v
+    assert v["closest"] == "4-4"
+    assert record["simulations"] == 2
+    assert v["binding"]["slo"] == "p95_wait<=0"
+    assert v["binding"]["value"] == 1000
+
+
+def test_a_budget_below_the_answer_is_what_binds() -> None:
+    jobs = [job(f"j{i}", 0, 1000, 4, ("A100-80GB",)) for i in range(4)]
+    # The answer (2 A100 + 1 L4 nodes) costs $17.92/h; $12/h buys only 1 + 1.
+    v = plan(jobs, ["p95_wait<=1000"], (0.5, 1.0, 1.5, 2.0), budget=12.0)["verdict"]
+    assert not v["feasible"]
+    assert v["binding"]["slo"] == "the budget ($12/h)"
+    assert v["cheapest_meeting_all"] == "2-1"
+    v = plan(jobs, ["p95_wait<=1000"], (0.5, 1.0, 1.5, 2.0), budget=18.0)["verdict"]
+    assert v["recommended"] == "2-1"
+
+
+# --------------------------------------------------------------- monotonicity
+_jobs = st.lists(
+    st.tuples(st.integers(0, 3000), st.integers(60, 3000), st.sampled_from((1, 2, 4))),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(base=_jobs, extra=_jobs)
+def test_more_demand_never_yields_a_cheaper_recommendation(base: list, extra: list) -> None:
+    def jobs(rows: list, prefix: str) -> list[Job]:
+        return [job(f"{prefix}{i}", s, r, g, ("A100-80GB",)) for i, (s, r, g) in enumerate(rows)]
+
+    levels = (0.5, 1.0, 1.5, 2.0)
+    slos = ["p95_wait<=600"]
+    small = plan(jobs(base, "a"), slos, levels)["verdict"]
+    large = plan(jobs(base, "a") + jobs(extra, "b"), slos, levels)["verdict"]
+    if large.get("recommended") is None:
+        return
+    assert small.get("recommended") is not None
+
+    def cost(key: str) -> float:
+        a, b = (int(x) for x in key.split("-"))
+        return a * A100_NODE + b * L4_NODE
+
+    assert cost(small["recommended"]) <= cost(large["recommended"]) + 1e-9
+
+
+# ------------------------------------------------------------------ shard + merge
+def _write_inputs(tmp_path: Path) -> tuple[Path, Path]:
+    (tmp_path / "cluster.yaml").write_text(CLUSTER)
+    rows = ["name,queue,submit,runtime,gpus,pods,priority,models"]
+    rows += [f"j{i},q,{i * 10},1000,4,1,0,A100-80GB" for i in range(4)]
+    (tmp_path / "trace.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "trace.csv", tmp_path / "cluster.yaml"
+
+
+def _plan(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scheduler", "plan", *args, "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+
+
+def test_shards_merge_to_the_single_run_answer(tmp_path: Path) -> None:
+    trace, cluster_file = _write_inputs(tmp_path)
+    common = [
+        str(trace),
+        "--cluster",
+        str(cluster_file),
+        "--slo",
+        "p95_wait<=1100",
+        "--levels",
+        "0.5,1,1.5,2",
+        "--workers",
+        "1",
+        "--max-simulations",
+        "20",
+    ]
+    whole = _plan(*common, "--json")
+    assert whole.returncode == 0, whole.stderr
+    single = json.loads(whole.stdout)
+    logs = tmp_path / "shards.log"
+    lines = []
+    # As the Indexed Job runs it: the arguments from a file, one per line (argparse's @).
+    (tmp_path / "plan.args").write_text("\n".join(common) + "\n")
+    for i in range(2):
+        done = _plan(f"@{tmp_path / 'plan.args'}", "--shard", f"{i}/2", "--json")
+        assert done.returncode == 0, done.stderr
+        assert len(done.stdout.splitlines()) == 1
+        lines.append(f"[pod/apportion-plan-sweep-{i}-x/plan] {done.stdout.strip()}")
+    logs.write_text("\n".join(lines) + "\n")
+    merged = _plan("merge", str(logs), "--json", "--out", str(tmp_path / "out"))
+    assert merged.returncode == 0, merged.stderr
+    record = json.loads(merged.stdout)
+    # Two nodes: the third and fourth jobs start when the first two end (waits ≈ 1000 s,
+    # plus up to one 30 s decision tick); one node: waits ≥ 2000 s. Answer: 2 A100 + 1 L4.
+    assert single["verdict"]["recommended"] == "2-1"
+    assert record["verdict"]["recommended"] == "2-1"
+    assert (tmp_path / "out" / "report.html").is_file()
+    # A shard with other inputs is refused.
+    other = _plan(
+        *common[:-4],
+        "--max-simulations",
+        "20",
+        "--workers",
+        "1",
+        "--shard",
+        "1/2",
+        "--seed",
+        "3",
+        "--json",
+    )
+    (tmp_path / "mixed.log").write_text(lines[0] + "\n" + other.stdout)
+    refused = _plan("merge", str(tmp_path / "mixed.log"))
+    assert refused.returncode == 2 and "different inputs" in refused.stderr

@@ -1,0 +1,237 @@
+"""``apportion plan``'s report: content of the HTML and Markdown, right-sizing from a
+Prometheus export, and what headless Chromium actually draws (title, recommendation,
+plots). Chromium is Debian's ``chromium``; without it the rendering test is skipped,
+unless ``CI`` is set (``.ci/run`` installs it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from html import escape as html_escape
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib import image
+from test_plan import CLUSTER as POOLS
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "plan"
+
+# The two-pool cluster of test_plan.py, with two queues of its own.
+CLUSTER = (
+    POOLS
+    + """queues:
+  - {name: team-a, cohort: org, quota: {A100-80GB: {nominal: 4}, L4: {nominal: 4}}}
+  - {name: team-c, cohort: org, quota: {A100-80GB: {nominal: 4}, L4: {nominal: 4}}}
+"""
+)
+
+SECTIONS = (
+    "SLO attainment",
+    "Cost",
+    "Over time",
+    "Pareto front",
+    "Quota advice",
+    "Right-sizing",
+    "Inputs and assumptions",
+)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("plan")
+    (tmp / "cluster.yaml").write_text(CLUSTER)
+    rows = ["name,queue,submit,runtime,gpus,pods,priority,models"]
+    for i in range(12):
+        queue = "team-a" if i % 2 else "team-c"
+        rows.append(f"j{i},{queue},{i * 300},1800,{(1, 2, 4)[i % 3]},1,{1000 * (i % 4 == 0)},")
+    (tmp / "trace.csv").write_text("\n".join(rows) + "\n")
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "scheduler", "plan", str(tmp / "trace.csv"),
+            "--cluster", str(tmp / "cluster.yaml"),
+            "--slo", "team-a:p95_wait<=20m", "--slo", "priority>=1000:p99_wait<=5m",
+            "--levels", "0.5,1,1.5", "--workers", "1", "--max-simulations", "8",
+            "--growth", "1.5",
+            "--metrics", str(FIXTURES / "metrics.json"),
+            "--metrics-snapshot", str(FIXTURES / "running.yaml"),
+            "--out", str(tmp / "out"), "--quiet",
+        ],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith(("Run ", "No candidate"))
+    return tmp / "out"
+
+
+def test_html_is_self_contained_with_every_section(report: Path) -> None:
+    text = (report / "report.html").read_text()
+    assert "<title>Capacity plan</title>" in text
+    for title in SECTIONS:
+        assert f"<h2>{title}</h2>" in text
+    # Plots are inline; nothing is fetched from anywhere.
+    assert len(re.findall(r'src="data:image/png;base64,', text)) == 5
+    assert not re.search(r'(src|href)="(https?:)?//', text)
+    assert 'id="recommendation"' in text
+
+
+def test_markdown_has_the_same_content(report: Path) -> None:
+    md = (report / "report.md").read_text()
+    html = (report / "report.html").read_text()
+    assert [f"## {t}" for t in SECTIONS] == re.findall(r"^## .*$", md, re.M)
+    summary = md.splitlines()[2]
+    assert summary.startswith("Run ")
+    assert html_escape(summary) in html
+    for name in re.findall(r"\(plots/(\w+)\.png\)", md):
+        assert (report / "plots" / f"{name}.png").stat().st_size > 1000
+
+
+def test_recommendation_and_tables_are_consistent(report: Path) -> None:
+    record = json.loads((report / "plan.json").read_text())
+    v = record["verdict"]
+    best = next(r for r in record["candidates"] if r["key"] == v["recommended"])
+    assert all(best["evaluation"]["slo_met"])
+    cheaper = [
+        r
+        for r in record["candidates"]
+        if r["evaluation"] and r["cost_per_hour"] < best["cost_per_hour"]
+    ]
+    assert all(not all(r["evaluation"]["slo_met"]) for r in cheaper)
+    md = (report / "report.md").read_text()
+    assert f"${best['cost_per_hour']:,.0f}/h" in md.splitlines()[2]
+
+
+def test_what_happens_if_nothing_changes(report: Path) -> None:
+    record = json.loads((report / "plan.json").read_text())
+    assert record["today"]["label"] == "today"
+    md = (report / "report.md").read_text()
+    lines = [ln for ln in md.splitlines() if "today to" in ln]
+    assert len(lines) == 2 and lines[0].startswith("- team-a: p95_wait goes from ")
+    assert "with the planned demand" in lines[0]
+    assert "grown ×1.5" in md
+
+
+def test_quota_advice_is_simulated(report: Path) -> None:
+    record = json.loads((report / "plan.json").read_text())
+    check = record["quota_check"]
+    assert check["candidate"] == record["verdict"]["recommended"]
+    best = next(r for r in record["candidates"] if r["key"] == check["candidate"])
+    # The suggested nominals split exactly the recommended cluster's capacity per flavor.
+    for model, gpus in best["gpus"].items():
+        assert sum(flavors.get(model, 0) for flavors in check["nominal"].values()) == gpus
+    md = (report / "report.md").read_text()
+    assert "suggested nominal GPUs" in md and "was simulated again with them" in md
+    expected = "still meets every goal" if all(check["slo_met"]) else "keep the scaled current"
+    assert expected in md
+
+
+def test_rightsizing_from_the_prometheus_export(report: Path) -> None:
+    md = (report / "report.md").read_text()
+    # team-c's notebooks peak at 9,000 MiB of 81,920: +10 % = 9,900 fits a 1g.10gb
+    # (9,984 MiB usable), seven to an A100.
+    row = "| team-c | A100-80GB | 2 | 81,920 | 9,000 | 10 % | 1g.10gb on A100-80GB |"
+    assert row + " 7× as many per GPU |" in md
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        message = "chromium is not installed (Debian: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message + " — CI is set, so this is a failure, not a skip")
+        pytest.skip(message)
+    return found
+
+
+def test_chromium_renders_title_recommendation_and_plots(report: Path, tmp_path: Path) -> None:
+    shot = tmp_path / "report.png"
+    done = subprocess.run(
+        [
+            _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}", "--window-size=1280,2400",
+            (report / "report.html").as_uri(),
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    pixels = image.imread(str(shot))[:, :, :3]
+    assert pixels.shape[:2] == (2400, 1280)
+    rgb = (pixels * 255).round().astype(int)
+
+    def rows_with(color: tuple[int, int, int], tolerance: int = 6) -> np.ndarray:
+        hit = (np.abs(rgb - np.array(color)) <= tolerance).all(axis=2)
+        return np.flatnonzero(hit.sum(axis=1) > 0)
+
+    # The title's teal rule and the recommendation's tinted box are drawn near the top.
+    assert rows_with((0x2A, 0x9D, 0x8F)).min() < 150
+    box = rows_with((0xEE, 0xF7, 0xF5), 2)
+    assert len(box) > 30 and box.min() < 250
+    # Dark text inside the box: the recommendation is not empty.
+    inside = rgb[box.min() : box.max(), 150:1100]
+    assert ((inside < 90).all(axis=2)).sum() > 500
+    # The plots are drawn: matplotlib's first two line colours appear below the tables,
+    # over many rows (a broken image would show nothing).
+    blue = rows_with((0x1F, 0x77, 0xB4), 10)
+    orange = rows_with((0xFF, 0x7F, 0x0E), 10)
+    assert len(blue) > 100 and len(orange) > 50 and blue.min() > box.max()
+    # Not a blank page: many distinct colours.
+    assert len(np.unique(rgb.reshape(-1, 3)[::97], axis=0)) > 50
+
+
+def test_merge_rerenders_a_plan_json_into_the_same_report(report: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler", "plan", "merge", str(report / "plan.json"),
+         "--out", str(tmp_path), "--quiet"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "report.md").read_text() == (report / "report.md").read_text()
+
+
+def test_rightsizing_from_a_live_prometheus(tmp_path: Path) -> None:
+    """The same table from a real Prometheus scraping the stand-in dcgm-exporter."""
+    from fake_dcgm import DcgmExporter, FakeGpu
+    from prometheus_process import PrometheusProcess, require_prometheus
+
+    from sim.plan.rightsizing import query_prometheus, rightsizing_rows
+
+    binary = require_prometheus()
+    a100 = "NVIDIA A100-SXM4-80GB"
+    gpus = [FakeGpu("gpu-a", i, util=0.9, fb_used=70_000, fb_free=11_000) for i in range(4)]
+    gpus += [FakeGpu("gpu-b", i, a100, util=0.1, fb_used=9_000, fb_free=72_000) for i in (0, 1)]
+    exporter = DcgmExporter(gpus)
+    server = PrometheusProcess(binary, [exporter.target], tmp_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            rows = rightsizing_rows(query_prometheus(server.url), FIXTURES / "running.yaml")
+            if len(rows) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        server.stop()
+        exporter.close()
+    team_c = next(r for r in rows if r["queue"] == "team-c")
+    assert (team_c["used_peak_mib"], team_c["fits"]) == (9_000, "1g.10gb on A100-80GB")
+    assert team_c["per_gpu"] == "7× as many per GPU"
+
+
+def test_an_unreachable_prometheus_is_a_clear_error() -> None:
+    from prometheus_process import free_port
+
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler", "plan", "demo", "--metrics-url",
+         f"http://127.0.0.1:{free_port()}", "--metrics-snapshot", str(FIXTURES / "running.yaml")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "cannot query Prometheus at http://127.0.0.1:" in done.stderr
+    assert "Traceback" not in done.stderr
