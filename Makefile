@@ -1,7 +1,7 @@
 # Developer entry points. Needs only python3 >= 3.11 and make: every target that runs
 # project code creates or reuses .venv first.
 #
-#   make demo    replay the bundled demo trace: apportion vs fifo vs kueue, plots in out/demo
+#   make demo    replay the bundled demo trace (apportion vs fifo vs kueue) and plan its capacity, in out/demo
 #   make test    ruff, mypy (strict for scheduler, checked for webhook), pytest — what CI runs (.ci/run)
 #   make bench   time decide() on benchmark clusters
 #   make lint    ruff and mypy only
@@ -48,6 +48,7 @@ test: venv
 
 demo: venv
 	$(BIN)/apportion simulate demo --policy apportion --compare fifo,kueue --out out/demo
+	$(BIN)/apportion plan demo --max-simulations 4 --out out/demo/plan
 
 bench: venv
 	$(BIN)/python benchmarks/decide_bench.py
