@@ -64,7 +64,10 @@ def render(directory: Path) -> list[Obj]:
 def _config_map(directory: Path, file: Path, generator: Obj) -> Obj:
     options = generator.get("options", {})
     if not options.get("disableNameSuffixHash"):
-        raise KustomizeError(f"{file}: name-suffix hashes are not supported by this renderer (use kubectl kustomize)")
+        raise KustomizeError(
+            f"{file}: name-suffix hashes are not supported by this renderer "
+            "(set disableNameSuffixHash, or use kubectl kustomize)"
+        )
     data = {}
     for name in generator.get("files", []):
         source = directory / name
