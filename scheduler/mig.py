@@ -52,12 +52,6 @@ def _label(profile: str, start: int) -> str:
     return f"{profile}@{start}"
 
 
-def _slices_text(mask: int) -> str:
-    bits = [str(i) for i in range(mask.bit_length()) if mask >> i & 1]
-    noun = "slice" if len(bits) == 1 else "slices"
-    return f"memory {noun} {', '.join(bits)}"
-
-
 def layout_problems(model: GpuModel, slices: Sequence[MigSlice], path: str = "layout") -> list[str]:
     """Why a MIG layout is impossible on ``model``; empty when it is valid.
 

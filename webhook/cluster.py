@@ -183,10 +183,6 @@ class LiveCluster:
             self.queues = merged
             self._changed()
 
-    def queue_source(self, source: str) -> frozenset[str]:
-        with self._lock:
-            return frozenset(self._queue_sources.get(source, {}))
-
     def set_telemetry(self, report: TelemetryReport) -> None:
         """New GPU metrics: unhealthy GPUs leave capacity, idle workloads are marked."""
         with self._lock:
@@ -427,12 +423,6 @@ class LiveCluster:
                 else:
                     allocator.release(workload.name)
             return decision
-
-    def record_waiting(self, workload: Workload) -> None:
-        """Remember a gated workload until its pods are observed (standalone: for good)."""
-        with self._lock:
-            self._intents[workload.name] = _Intent(workload, self._clock() + self._intent_ttl_s)
-            self.generation += 1
 
     def forget(self, workload: str) -> bool:
         """Drop an intent (its pod was deleted before it was ever observed)."""

@@ -114,15 +114,10 @@ class Answer:
     message: str = ""
     code: int = 200
     warnings: tuple[str, ...] = ()
-    audit: tuple[tuple[str, str], ...] = ()
 
 
-def allow(
-    patch: Sequence[dict[str, Any]] = (),
-    warnings: Sequence[str] = (),
-    audit: Sequence[tuple[str, str]] = (),
-) -> Answer:
-    return Answer(True, tuple(patch), warnings=tuple(warnings), audit=tuple(audit))
+def allow(patch: Sequence[dict[str, Any]] = (), warnings: Sequence[str] = ()) -> Answer:
+    return Answer(True, tuple(patch), warnings=tuple(warnings))
 
 
 def deny(message: str, code: int = 403, warnings: tuple[str, ...] = ()) -> Answer:
@@ -140,6 +135,4 @@ def review_response(uid: str, answer: Answer) -> dict[str, Any]:
         response["status"] = {"code": answer.code, "message": answer.message}
     if answer.warnings:
         response["warnings"] = list(answer.warnings)
-    if answer.audit:
-        response["auditAnnotations"] = dict(answer.audit)
     return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
