@@ -7,6 +7,7 @@ import copy
 import json
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -57,7 +58,9 @@ def fake() -> Iterator[Fake]:
         yield server
 
 
-def _controller(fake: Fake, identity: str = "replica-1", lead: bool = False) -> Controller:
+def _controller(
+    fake: Fake, identity: str = "replica-1", lead: bool = False, evict: bool = True
+) -> Controller:
     cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
     api = KubeApi(fake.api_client())
     elector = (
@@ -66,7 +69,12 @@ def _controller(fake: Fake, identity: str = "replica-1", lead: bool = False) -> 
         else None
     )
     return Controller(
-        api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A], elector=elector
+        api,
+        cluster,
+        replace(SETTINGS, evict=evict),
+        Metrics(cluster),
+        queues=lambda: [TEAM_A],
+        elector=elector,
     )
 
 
@@ -160,22 +168,24 @@ def test_a_gang_is_admitted_all_together_once_complete(fake: Fake) -> None:
         controller.stop()
 
 
+def _fill_with_low_priority(fake: Fake) -> None:
+    """Low-priority work on every free GPU, admitted and bound."""
+    _waiting_pod(fake, "low-a", gpus=4, priority=0)
+    _waiting_pod(fake, "low-c", gpus=5, priority=0)
+    for name in ("low-a", "low-c"):
+        eventually(lambda name=name: not _gates(_pod(fake, name)))
+        pod = _pod(fake, name)
+        fake.bind(
+            "gpu-team-a", name, pod["metadata"]["annotations"][ANNOTATION_PLACEMENT].split(":")[0]
+        )
+
+
 def test_preemption_evicts_with_a_reason_event_then_admits(fake: Fake) -> None:
     controller = _controller(fake)
     controller.start()
     try:
         eventually(controller.synced)
-        # Fill the free GPUs with low-priority work, wait until it is admitted and bound.
-        _waiting_pod(fake, "low-a", gpus=4, priority=0)
-        _waiting_pod(fake, "low-c", gpus=5, priority=0)
-        for name in ("low-a", "low-c"):
-            eventually(lambda name=name: not _gates(_pod(fake, name)))
-            pod = _pod(fake, name)
-            fake.bind(
-                "gpu-team-a",
-                name,
-                pod["metadata"]["annotations"][ANNOTATION_PLACEMENT].split(":")[0],
-            )
+        _fill_with_low_priority(fake)
         _waiting_pod(fake, "urgent", gpus=4, priority=1000)
         eventually(lambda: fake.evictions)
         eventually(lambda: [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"])
@@ -184,6 +194,21 @@ def test_preemption_evicts_with_a_reason_event_then_admits(fake: Fake) -> None:
         preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
         assert "gpu-team-a/urgent" in preempted[0]["message"]
         eventually(lambda: not _gates(_pod(fake, "urgent")))
+    finally:
+        controller.stop()
+
+
+def test_shadow_mode_never_evicts(fake: Fake) -> None:
+    controller = _controller(fake, evict=False)
+    controller.start()
+    try:
+        eventually(controller.synced)
+        _fill_with_low_priority(fake)
+        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        eventually(lambda: controller.cycles >= 3)
+        time.sleep(1.0)
+        assert fake.evictions == []
+        assert _gates(_pod(fake, "urgent"))
     finally:
         controller.stop()
 

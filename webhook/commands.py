@@ -177,6 +177,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         ),
         controller=ControllerSettings(
             enabled=not args.no_controller,
+            evict=args.mode != "shadow",
             lease_namespace=namespace,
             identity=_env("POD_NAME", f"apportion-{os.getpid()}") or "apportion",
         ),

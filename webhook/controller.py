@@ -319,7 +319,7 @@ class Controller:
         self.cluster.set_last_decisions(decision.workloads)
         self._report_queue_status(snapshot, decision)
         pods = self._pods_by_workload()
-        for eviction in decision.evictions:
+        for eviction in decision.evictions if self.settings.evict else ():
             self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods)
             self.metrics.preemptions.labels(eviction.queue).inc()
         workloads = {w.name: w for w in snapshot.workloads}

@@ -42,6 +42,9 @@ class AdmissionSettings:
 @dataclass(frozen=True, slots=True)
 class ControllerSettings:
     enabled: bool = True
+    evict: bool = True
+    """Carry out preemptions. Off in global shadow mode: pods Apportion gated earlier are
+    still released, but nothing running is ever evicted."""
     tick_s: float = 10.0
     """Global decision at least this often, even without changes."""
     debounce_s: float = 0.5
