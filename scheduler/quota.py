@@ -126,6 +126,10 @@ class QuotaBook:
                     f"{fmt(flavor, nominal)}; needs {fmt(flavor, amount)}",
                 )
             spare = max(0, lendable - drawn)
+            # The pool holds the queue's own unused lendable quota too: say how much, or
+            # "lends 32 more" reads as 32 from the others when half of it is its own.
+            own = min(spare, max(0, nominal - used))
+            mine = f", {fmt(flavor, own)} of it {queue}'s own unused quota" if own else ""
             beyond = ""
             if used < nominal < after:
                 beyond = f" ({fmt(flavor, after - nominal)} beyond its nominal quota)"
@@ -133,7 +137,7 @@ class QuotaBook:
                 False,
                 Reason.COHORT_EXHAUSTED if after > nominal else Reason.QUOTA_EXHAUSTED,
                 f"queue {queue} at {fmt(flavor, used)}/{fmt(flavor, nominal)} {flavor}; "
-                f"cohort {account.cohort} lends {fmt(flavor, spare)} more; "
+                f"cohort {account.cohort} lends {fmt(flavor, spare)} more{mine}; "
                 f"needs {fmt(flavor, amount)}{beyond}",
             )
         return QuotaCheck(True, Reason.ADMITTED, "", borrowing=after > nominal)

@@ -46,7 +46,7 @@ def test_lending_limit_keeps_part_of_the_quota_home():
     assert b.check("a", "H100-80GB", 10 * G).ok
     check = b.check("a", "H100-80GB", 11 * G)
     assert check.reason is Reason.COHORT_EXHAUSTED
-    assert "cohort c lends 10 more" in check.message  # own 8 + b's 2
+    assert "cohort c lends 10 more, 8 of it a's own unused quota" in check.message
     # b keeps its 6 unlendable GPUs even while a borrows the 2 it lends.
     b.charge("a", "H100-80GB", 10 * G)
     assert b.check("b", "H100-80GB", 6 * G).ok
