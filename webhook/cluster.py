@@ -27,18 +27,16 @@ from typing import Any
 from scheduler.catalog import Catalog, default_catalog
 from scheduler.incremental import IncrementalAllocator
 from scheduler.model import (
-    Demand,
     Node,
-    PodPlacement,
     Queue,
     Snapshot,
     Workload,
     WorkloadDecision,
-    flavor_of_mig,
 )
 from scheduler.reasons import Outcome, Reason
 from scheduler.telemetry.report import TelemetryReport
 from webhook import keys
+from webhook.holdings import nodes_less_foreign, without_unknown_queues, workload_of
 from webhook.kubeobjects import NodeLedger
 from webhook.pods import ManagedPod, PodAsk
 
@@ -454,54 +452,6 @@ class LiveCluster:
             self._allocator = IncrementalAllocator(running_only)
         return self._allocator
 
-    def _nodes_less_foreign(self) -> dict[str, Node]:
-        """Nodes without the devices foreign pods hold (they are not Apportion's to give)."""
-        foreign = [p for p in self.pods.values() if p.foreign and p.node in self.nodes]
-        if not foreign:
-            return self.nodes
-        ledgers: dict[str, NodeLedger] = {}
-        for pod in sorted(foreign, key=lambda p: (p.namespace, p.name)):
-            assert pod.node is not None
-            ledger = ledgers.setdefault(pod.node, NodeLedger.of(self.nodes[pod.node]))
-            if pod.demand.mig_profile is not None:
-                ledger.take_slice(pod.demand.mig_profile)
-            else:
-                ledger.take_whole(min(pod.demand.gpus or 0, len(ledger.free_whole)))
-        nodes = dict(self.nodes)
-        for name, ledger in ledgers.items():
-            node = self.nodes[name]
-            whole = {g.index for g in node.gpus if g.mig is None} - set(ledger.free_whole)
-            slices = {(g.index, m.start) for g in node.gpus if g.mig is not None for m in g.mig} - {
-                s for free in ledger.free_slices.values() for s in free
-            }
-            nodes[name] = _without(node, whole, slices)
-        return nodes
-
-    def _without_unknown_queues(
-        self, workloads: list[Workload], nodes: dict[str, Node]
-    ) -> tuple[list[Workload], dict[str, Node]]:
-        """Workloads of queues that do not exist (deleted, or a typo the validating webhook
-        did not see): waiting ones are left out of decisions (the queue view says why);
-        running ones keep their devices, which leave capacity like a foreign pod's."""
-        known = [w for w in workloads if w.queue in self.queues]
-        if len(known) == len(workloads):
-            return workloads, nodes
-        held: dict[str, tuple[set[int], set[tuple[int, int]]]] = {}
-        for workload in workloads:
-            if workload.queue in self.queues or workload.placement is None:
-                continue
-            for placement in workload.placement:
-                whole, slices = held.setdefault(placement.node, (set(), set()))
-                if placement.mig_start is not None:
-                    slices.add((placement.gpus[0], placement.mig_start))
-                else:
-                    whole.update(placement.gpus)
-        nodes = dict(nodes)
-        for name, (whole, slices) in held.items():
-            if name in nodes:
-                nodes[name] = _without(nodes[name], whole, slices)
-        return known, nodes
-
     def _expire_intents(self) -> None:
         if not self._observing:
             return
@@ -531,7 +481,7 @@ class LiveCluster:
             del self._intents[workload]
 
     def _snapshot(self, with_telemetry: bool = True) -> Snapshot:
-        nodes = self._nodes_less_foreign()
+        nodes = nodes_less_foreign(self.nodes, self.pods.values())
         ledgers = {name: NodeLedger.of(node) for name, node in nodes.items()}
         workloads: list[Workload] = []
         grouped: dict[str, list[ManagedPod]] = {}
@@ -554,10 +504,10 @@ class LiveCluster:
                     continue
             workloads.append(intent.workload)
         for name in sorted(grouped):
-            workload = _workload_of(name, grouped[name], ledgers)
+            workload = workload_of(name, grouped[name], ledgers)
             if workload is not None:
                 workloads.append(workload)
-        workloads, nodes = self._without_unknown_queues(workloads, nodes)
+        workloads, nodes = without_unknown_queues(workloads, nodes, self.queues)
         snapshot = self._base.model_copy(
             update={
                 "nodes": tuple(nodes[n] for n in sorted(nodes)),
@@ -571,26 +521,10 @@ class LiveCluster:
         return self.telemetry.apply(snapshot)
 
 
-def _without(node: Node, whole: set[int], slices: set[tuple[int, int]]) -> Node:
-    gpus = []
-    for gpu in node.gpus:
-        if gpu.mig is None:
-            if gpu.index not in whole:
-                gpus.append(gpu)
-        else:
-            kept = tuple(m for m in gpu.mig if (gpu.index, m.start) not in slices)
-            gpus.append(gpu if len(kept) == len(gpu.mig) else gpu.model_copy(update={"mig": kept}))
-    return node.model_copy(update={"gpus": tuple(gpus)})
-
-
 def _system(namespace: str) -> bool:
     return namespace in ("kube-system", "kube-public", "kube-node-lease") or namespace.startswith(
         "openshift"
     )
-
-
-def _admitted(pod: ManagedPod) -> bool:
-    return not pod.gated
 
 
 def _capacity_view(pod: ManagedPod) -> tuple[object, ...]:
@@ -604,62 +538,3 @@ def _same_place(intent: _Intent, pod: ManagedPod) -> bool:
         and pod.placement in placement
         and (pod.node in (None, pod.placement.node))
     )
-
-
-def _kind_flavor(demand: Demand, node: Node | None) -> str | None:
-    if demand.mig_profile is not None:
-        return flavor_of_mig(demand.mig_profile)
-    if node is None or not node.gpus:
-        return None
-    return node.gpus[0].model
-
-
-def _workload_of(
-    name: str, pods: list[ManagedPod], ledgers: dict[str, NodeLedger]
-) -> Workload | None:
-    """A running workload (every pod admitted) or a waiting one (any pod gated)."""
-    first = min(pods, key=lambda p: (p.created, p.name))
-    base = Workload(
-        name=name,
-        queue=first.queue,
-        namespace=first.namespace,
-        priority=max(p.priority for p in pods),
-        created=first.created,
-        pods=max(first.gang_size, len(pods)),
-        demand=first.demand,
-    )
-    if any(p.gated for p in pods):
-        if len(pods) < first.gang_size:
-            return None  # an incomplete gang is reported, not decided
-        return base.model_copy(update={"pods": len(pods)})
-    placements: list[PodPlacement] = []
-    for pod in sorted(pods, key=lambda p: p.name):
-        placement = _place(pod, ledgers)
-        if placement is None:
-            return None  # not bound yet and never placed by us: nothing to account
-        placements.append(placement)
-    ledger = ledgers.get(placements[0].node)
-    flavor = pods[0].flavor or _kind_flavor(first.demand, ledger.node if ledger else None)
-    demand = first.demand
-    if demand.gpu_memory_mib is not None or (demand.mig_profile is None and demand.gpus is None):
-        return None
-    return base.model_copy(
-        update={
-            "pods": len(placements),
-            "placement": tuple(placements),
-            "flavor": flavor,
-            "started": first.created,
-        }
-    )
-
-
-def _place(pod: ManagedPod, ledgers: dict[str, NodeLedger]) -> PodPlacement | None:
-    node = pod.node or (pod.placement.node if pod.placement else None)
-    if node is None or node not in ledgers:
-        return None
-    ledger = ledgers[node]
-    if pod.placement is not None and pod.placement.node == node and ledger.claim(pod.placement):
-        return pod.placement
-    if pod.demand.mig_profile is not None:
-        return ledger.take_slice(pod.demand.mig_profile)
-    return ledger.take_whole(pod.demand.gpus or 0)

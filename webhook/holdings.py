@@ -1,0 +1,139 @@
+"""What observed pods hold: workloads built from pods, and devices not Apportion's to give.
+
+The API says which node a pod is bound to, never which GPU or MIG slice it holds; the core
+needs both. These functions rebuild the core's view from the pods alone (``NodeLedger``
+assigns indices consistently) — running workloads with placements, waiting ones without —
+and take out of the nodes what pods outside Apportion's decisions hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+
+from scheduler.model import Demand, Node, PodPlacement, Workload, flavor_of_mig
+from webhook.kubeobjects import NodeLedger
+from webhook.pods import ManagedPod
+
+__all__ = ["nodes_less_foreign", "without_devices", "without_unknown_queues", "workload_of"]
+
+
+def without_devices(node: Node, whole: set[int], slices: set[tuple[int, int]]) -> Node:
+    """The node without these whole GPUs and MIG slices (``(gpu, start)``)."""
+    gpus = []
+    for gpu in node.gpus:
+        if gpu.mig is None:
+            if gpu.index not in whole:
+                gpus.append(gpu)
+        else:
+            kept = tuple(m for m in gpu.mig if (gpu.index, m.start) not in slices)
+            gpus.append(gpu if len(kept) == len(gpu.mig) else gpu.model_copy(update={"mig": kept}))
+    return node.model_copy(update={"gpus": tuple(gpus)})
+
+
+def nodes_less_foreign(nodes: dict[str, Node], pods: Iterable[ManagedPod]) -> dict[str, Node]:
+    """Nodes without the devices foreign pods hold (they are not Apportion's to give)."""
+    foreign = [p for p in pods if p.foreign and p.node in nodes]
+    if not foreign:
+        return nodes
+    ledgers: dict[str, NodeLedger] = {}
+    for pod in sorted(foreign, key=lambda p: (p.namespace, p.name)):
+        assert pod.node is not None
+        ledger = ledgers.setdefault(pod.node, NodeLedger.of(nodes[pod.node]))
+        if pod.demand.mig_profile is not None:
+            ledger.take_slice(pod.demand.mig_profile)
+        else:
+            ledger.take_whole(min(pod.demand.gpus or 0, len(ledger.free_whole)))
+    result = dict(nodes)
+    for name, ledger in ledgers.items():
+        node = nodes[name]
+        whole = {g.index for g in node.gpus if g.mig is None} - set(ledger.free_whole)
+        slices = {(g.index, m.start) for g in node.gpus if g.mig is not None for m in g.mig} - {
+            s for free in ledger.free_slices.values() for s in free
+        }
+        result[name] = without_devices(node, whole, slices)
+    return result
+
+
+def without_unknown_queues(
+    workloads: list[Workload], nodes: dict[str, Node], queues: Collection[str]
+) -> tuple[list[Workload], dict[str, Node]]:
+    """Workloads of queues that do not exist (deleted, or a typo the validating webhook
+    did not see): waiting ones are left out of decisions (the queue view says why);
+    running ones keep their devices, which leave capacity like a foreign pod's."""
+    known = [w for w in workloads if w.queue in queues]
+    if len(known) == len(workloads):
+        return workloads, nodes
+    held: dict[str, tuple[set[int], set[tuple[int, int]]]] = {}
+    for workload in workloads:
+        if workload.queue in queues or workload.placement is None:
+            continue
+        for placement in workload.placement:
+            whole, slices = held.setdefault(placement.node, (set(), set()))
+            if placement.mig_start is not None:
+                slices.add((placement.gpus[0], placement.mig_start))
+            else:
+                whole.update(placement.gpus)
+    nodes = dict(nodes)
+    for name, (whole, slices) in held.items():
+        if name in nodes:
+            nodes[name] = without_devices(nodes[name], whole, slices)
+    return known, nodes
+
+
+def _kind_flavor(demand: Demand, node: Node | None) -> str | None:
+    if demand.mig_profile is not None:
+        return flavor_of_mig(demand.mig_profile)
+    if node is None or not node.gpus:
+        return None
+    return node.gpus[0].model
+
+
+def workload_of(
+    name: str, pods: list[ManagedPod], ledgers: dict[str, NodeLedger]
+) -> Workload | None:
+    """A running workload (every pod admitted) or a waiting one (any pod gated)."""
+    first = min(pods, key=lambda p: (p.created, p.name))
+    base = Workload(
+        name=name,
+        queue=first.queue,
+        namespace=first.namespace,
+        priority=max(p.priority for p in pods),
+        created=first.created,
+        pods=max(first.gang_size, len(pods)),
+        demand=first.demand,
+    )
+    if any(p.gated for p in pods):
+        if len(pods) < first.gang_size:
+            return None  # an incomplete gang is reported, not decided
+        return base.model_copy(update={"pods": len(pods)})
+    placements: list[PodPlacement] = []
+    for pod in sorted(pods, key=lambda p: p.name):
+        placement = _place(pod, ledgers)
+        if placement is None:
+            return None  # not bound yet and never placed by us: nothing to account
+        placements.append(placement)
+    ledger = ledgers.get(placements[0].node)
+    flavor = pods[0].flavor or _kind_flavor(first.demand, ledger.node if ledger else None)
+    demand = first.demand
+    if demand.gpu_memory_mib is not None or (demand.mig_profile is None and demand.gpus is None):
+        return None
+    return base.model_copy(
+        update={
+            "pods": len(placements),
+            "placement": tuple(placements),
+            "flavor": flavor,
+            "started": first.created,
+        }
+    )
+
+
+def _place(pod: ManagedPod, ledgers: dict[str, NodeLedger]) -> PodPlacement | None:
+    node = pod.node or (pod.placement.node if pod.placement else None)
+    if node is None or node not in ledgers:
+        return None
+    ledger = ledgers[node]
+    if pod.placement is not None and pod.placement.node == node and ledger.claim(pod.placement):
+        return pod.placement
+    if pod.demand.mig_profile is not None:
+        return ledger.take_slice(pod.demand.mig_profile)
+    return ledger.take_whole(pod.demand.gpus or 0)
