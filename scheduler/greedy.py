@@ -291,8 +291,9 @@ class Cycle:
             return None
         taken_back, victims = room
         self.capacity_changed = True
+        inherited: list[Running] = []
         for r in taken_back:
-            self._unadmit(r, w)
+            inherited += self._unadmit(r, w)
         for victim in victims:
             self.state.release(victim.allocation)
             self.book.charge(victim.workload.queue, victim.flavor, -victim.amount)
@@ -322,6 +323,12 @@ class Cycle:
             )
         allocation = result
         self._remember(entry, option, allocation)
+        # What was evicted for an admission taken back now makes room for w.
+        for index, (victim, _, _, _) in enumerate(self.evictions):
+            if any(victim is v for v in inherited):
+                why, text = self._eviction_reason(victim, w, option, amount)
+                self.evictions[index] = (victim, w.name, why, text)
+        fresh, victims = victims, victims + inherited
         note = ""
         if taken_back:
             names = ", ".join(r.workload.name for r in taken_back)
@@ -336,7 +343,7 @@ class Cycle:
                 allocation,
             )
         outcome_reason = Reason.ADMITTED_BY_PRIORITY
-        for victim in victims:
+        for victim in fresh:
             why, text = self._eviction_reason(victim, w, option, amount)
             if why is Reason.PREEMPTED_RECLAIM:
                 outcome_reason = Reason.ADMITTED_BY_RECLAIM
@@ -402,8 +409,9 @@ class Cycle:
                     break
         return admitted
 
-    def _unadmit(self, r: Running, beneficiary: Workload) -> None:
-        """Undo an admission of this cycle; the workload waits again (and is retried)."""
+    def _unadmit(self, r: Running, beneficiary: Workload) -> list[Running]:
+        """Undo an admission of this cycle; the workload waits again (and is retried).
+        Returns what was evicted to admit it: those stay evicted, for the beneficiary."""
         self.state.release(r.allocation)
         self.book.charge(r.workload.queue, r.flavor, -r.amount)
         held = self.admitted_here[r.workload.queue]
@@ -416,6 +424,7 @@ class Cycle:
             f"borrowed {r.flavor} taken back by {beneficiary.name}: queue "
             f"{beneficiary.queue} is within its nominal quota",
         )
+        return list(previous.victims)
 
     def _fits(self, entry: Entry, option: Option, pools: tuple[int, ...]) -> Callable[[], bool]:
         """A check that the workload would pass quota and placement now (leaves no trace)."""
