@@ -6,7 +6,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -18,16 +17,9 @@ from pathlib import Path
 import jsonpatch
 import pytest
 import trustme
-from webhook_support import CLUSTER_FILE, review, vary
+from webhook_support import CLUSTER_FILE, free_port, review, vary
 
 APPORTION = [sys.executable, "-m", "scheduler"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -76,7 +68,7 @@ def served(tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:
     leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
     leaf.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
     ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
-    port, probe = _free_port(), _free_port()
+    port, probe = free_port(), free_port()
     env = {
         **os.environ,
         "APPORTION_CERT_FILE": str(tmp_path / "tls.crt"),

@@ -7,7 +7,6 @@ import base64
 import http.client
 import json
 import logging
-import socket
 import ssl
 import threading
 import time
@@ -20,18 +19,11 @@ import pytest
 import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from webhook_support import ADMISSION, CLUSTER_FILE, review, vary
+from webhook_support import ADMISSION, CLUSTER_FILE, free_port, review, vary
 
 from webhook import keys
 from webhook.runtime import Server, start_server
 from webhook.settings import ServerSettings, ServeSettings
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Running:
@@ -42,8 +34,8 @@ class Running:
         self.cert_file = tmp / "tls.crt"
         self.key_file = tmp / "tls.key"
         self.issue()
-        self.port = _free_port()
-        self.probe_port = _free_port()
+        self.port = free_port()
+        self.probe_port = free_port()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()

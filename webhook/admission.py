@@ -28,6 +28,7 @@ from webhook.patches import (
     add_gate,
     add_tolerations,
     escape,
+    node_expressions,
     require_nodes,
     set_gpu_resource,
     set_metadata,
@@ -204,24 +205,8 @@ class Admission:
         return options
 
     def _placement_expressions(self, decision: WorkloadDecision) -> list[dict[str, Any]]:
-        nodes = sorted({p.node for p in decision.placement})
-        hostnames = sorted(
-            self.cluster.nodes[n].labels.get(keys.NODE_HOSTNAME, n)
-            for n in nodes
-            if n in self.cluster.nodes
-        )
-        products = sorted(
-            {
-                self.cluster.nodes[n].labels[keys.NODE_PRODUCT]
-                for n in nodes
-                if keys.NODE_PRODUCT in self.cluster.nodes.get(n, _NO_NODE).labels
-            }
-        )
-        expressions: list[dict[str, Any]] = []
-        if products:
-            expressions.append({"key": keys.NODE_PRODUCT, "operator": "In", "values": products})
-        expressions.append({"key": keys.NODE_HOSTNAME, "operator": "In", "values": hostnames})
-        return expressions
+        nodes = {p.node for p in decision.placement}
+        return node_expressions([n for name, n in self.cluster.nodes.items() if name in nodes])
 
     def _products_expression(self, models: tuple[str, ...]) -> dict[str, Any]:
         products: list[str] = []
@@ -384,13 +369,8 @@ class Admission:
             name = f"{ask.namespace}/{ask.name}"
         else:
             name = f"{ask.namespace}/{ask.generate_name or 'pod-'}{self._uid_name(uid)}"
-        gpu = ask.gpu
-        if gpu.gpus:
-            demand = Demand(gpus=gpu.gpus, models=ask.models)
-        elif gpu.mig_profile is not None:
-            demand = Demand(mig_profile=gpu.mig_profile, models=ask.models)
-        else:
-            demand = Demand(gpu_memory_mib=gpu.memory_mib, models=ask.models)
+        demand = ask.demand
+        assert demand is not None  # wants_gpus held and the ask has no problems
         tolerations = [
             Toleration.model_validate({k: t[k] for k in _TOLERATION_FIELDS if k in t})
             for t in (*ask.tolerations, *self.settings.gpu_tolerations)
@@ -410,7 +390,6 @@ class Admission:
 
 
 _TOLERATION_FIELDS = ("key", "operator", "value", "effect")
-_NO_NODE: Any = type("_NoNode", (), {"labels": {}})()
 
 
 def _core_toleration(toleration: dict[str, Any]) -> bool:

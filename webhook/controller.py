@@ -40,7 +40,7 @@ from webhook.kubeapi import KubeApi, Resource
 from webhook.kubeobjects import node_from_object
 from webhook.leader import LeaderElector
 from webhook.metrics import Metrics
-from webhook.patches import admit_gated, set_metadata
+from webhook.patches import admit_gated, node_expressions, set_metadata
 from webhook.pods import ANNOTATION_PLACEMENT, ManagedPod, PodReader, format_placement
 from webhook.settings import ControllerSettings
 
@@ -425,15 +425,9 @@ class Controller:
 
     def _expressions(self, placement: PodPlacement) -> list[Raw]:
         node = self.cluster.nodes.get(placement.node)
-        labels = node.labels if node is not None else {}
-        expressions: list[Raw] = []
-        if keys.NODE_PRODUCT in labels:
-            expressions.append(
-                {"key": keys.NODE_PRODUCT, "operator": "In", "values": [labels[keys.NODE_PRODUCT]]}
-            )
-        hostname = labels.get(keys.NODE_HOSTNAME, placement.node)
-        expressions.append({"key": keys.NODE_HOSTNAME, "operator": "In", "values": [hostname]})
-        return expressions
+        if node is None:  # gone since the decision: pin by name, the scheduler will wait
+            return [{"key": keys.NODE_HOSTNAME, "operator": "In", "values": [placement.node]}]
+        return node_expressions([node])
 
     def _explain(self, verdict: WorkloadDecision, members: list[ManagedPod]) -> None:
         """Keep the waiting pods' reason annotation current (only when it changed)."""

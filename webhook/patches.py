@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from scheduler.model import Node
 from webhook import keys
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "add_tolerations",
     "admit_gated",
     "escape",
+    "node_expressions",
     "require_nodes",
     "set_gpu_resource",
     "set_metadata",
@@ -126,6 +128,21 @@ def require_nodes(pod: Mapping[str, Any], expressions: list[dict[str, Any]]) -> 
         else:
             patch.extend({"op": "add", "path": f"{path}/-", "value": e} for e in expressions)
     return patch
+
+
+def node_expressions(nodes: Iterable[Node]) -> list[dict[str, Any]]:
+    """Required node-affinity expressions pinning a pod to these nodes and their GPU product
+    (hostname label, else the node name)."""
+    chosen = list(nodes)
+    products = sorted(
+        {n.labels[keys.NODE_PRODUCT] for n in chosen if keys.NODE_PRODUCT in n.labels}
+    )
+    hostnames = sorted(n.labels.get(keys.NODE_HOSTNAME, n.name) for n in chosen)
+    expressions: list[dict[str, Any]] = []
+    if products:
+        expressions.append({"key": keys.NODE_PRODUCT, "operator": "In", "values": products})
+    expressions.append({"key": keys.NODE_HOSTNAME, "operator": "In", "values": hostnames})
+    return expressions
 
 
 def admit_gated(pod: Mapping[str, Any], expressions: list[dict[str, Any]]) -> Patch:

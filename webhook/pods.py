@@ -102,6 +102,18 @@ class PodAsk:
     problems: tuple[str, ...] = ()
     """Why the pod can never be admitted as written; the validating webhook denies these."""
 
+    @property
+    def demand(self) -> Demand | None:
+        """The core's per-pod demand: whole GPUs, one MIG instance or a memory need."""
+        gpu = self.gpu
+        if gpu.gpus:
+            return Demand(gpus=gpu.gpus, models=self.models)
+        if gpu.mig_profile is not None:
+            return Demand(mig_profile=gpu.mig_profile, models=self.models)
+        if gpu.memory_mib is not None:
+            return Demand(gpu_memory_mib=gpu.memory_mib, models=self.models)
+        return None
+
 
 def _resources(container: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     resources = container.get("resources") if isinstance(container, dict) else None
@@ -464,13 +476,9 @@ class PodReader:
         namespace = str(metadata.get("namespace") or "")
         name = str(metadata.get("name") or "")
         ask = self.ask(pod, namespace)
-        gpu = ask.gpu
-        if gpu.gpus:
-            demand = Demand(gpus=gpu.gpus, models=ask.models)
-        elif gpu.mig_profile is not None:
-            demand = Demand(mig_profile=gpu.mig_profile, models=ask.models)
-        else:
-            return None
+        demand = ask.demand
+        if demand is None or demand.gpu_memory_mib is not None:
+            return None  # Apportion turns a memory need into a device at creation
         node = spec.get("nodeName") or None
         gates = spec.get("schedulingGates") or []
         gated = any(isinstance(g, dict) and g.get("name") == keys.GATE for g in gates)
