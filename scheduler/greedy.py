@@ -239,7 +239,14 @@ class Cycle:
         may_evict = policy.within_queue != "Never" or (
             reclaim and policy.reclaim_within_cohort != "Never"
         )
-        if not reclaim and not may_evict:
+        # Lower priorities of its own queue admitted earlier in this cycle (nothing has
+        # started: free to undo) whenever w did not fit then but may now.
+        outranked = [
+            r
+            for r in self.admitted_here.get(w.queue, ())
+            if r.workload.priority < w.priority and r.competes_for(option.flavor, option.models)
+        ]
+        if not reclaim and not may_evict and not outranked:
             return None
         pools = self.state.eligible_pools(w, option)
         if not pools or self.state.never_fits(option, pools):
@@ -256,9 +263,9 @@ class Cycle:
             for failed in self.failed_preemption.get(memo, ())
         ):
             return None
-        undo: list[Running] = []
+        undo: list[Running] = list(outranked)
         if reclaim:
-            undo = [
+            undo += [
                 r
                 for q in self.book.cohort_mates(w.queue)
                 if self.book.borrowing(q, option.flavor)
@@ -291,8 +298,12 @@ class Cycle:
             return None
         taken_back, victims = room
         self.capacity_changed = True
+        # Room was freed: a demand that found none before may find some now.
+        self.failed_preemption.clear()
         inherited: list[Running] = []
+        undone: list[Verdict] = []
         for r in taken_back:
+            undone.append(self.outcomes[r.workload.name])
             inherited += self._unadmit(r, w)
         for victim in victims:
             self.state.release(victim.allocation)
@@ -304,16 +315,18 @@ class Cycle:
         result = self._try_option(entry, option)
         if not isinstance(result, Allocation):
             if not outranked_by:
-                # Nobody used the room: the victims keep running.
+                # Nobody used the room: the victims keep running, and what was taken back
+                # is admitted again as it was.
                 for victim in victims:
                     self.state.take(victim.allocation)
                     self.book.charge(victim.workload.queue, victim.flavor, victim.amount)
                     self.running[victim.workload.queue].append(victim)
+                for r, verdict in zip(taken_back, undone, strict=True):
+                    self._readmit(r, verdict)
                 return Verdict(entry, Outcome.PENDING, result[0], result[1])
-            # The room went to workloads that outrank w: the victims are evicted for them.
-            for victim in victims:
-                why, text = self._eviction_reason(victim, w, option, 0)
-                self.evictions.append((victim, outranked_by[0], why, text))
+            # The room went to workloads that outrank w: what was evicted, now or for an
+            # admission taken back, is evicted for the first of them.
+            self._credit_victims(outranked_by[0], victims, inherited)
             return Verdict(
                 entry,
                 Outcome.PENDING,
@@ -409,6 +422,43 @@ class Cycle:
                     break
         return admitted
 
+    def _credit_victims(
+        self, name: str, victims: list[Running], inherited: list[Running]
+    ) -> None:
+        """Record ``victims`` (evicted now) and ``inherited`` (evicted earlier for an admission
+        since taken back) as evicted for ``name``, admitted in this cycle with the room."""
+        verdict = self.outcomes[name]
+        assert verdict.option is not None and verdict.allocation is not None
+        h = verdict.entry.workload
+        amount = verdict.option.quota_per_pod * h.pods
+        for index, (victim, _, _, _) in enumerate(self.evictions):
+            if any(victim is v for v in inherited):
+                why, text = self._eviction_reason(victim, h, verdict.option, amount)
+                self.evictions[index] = (victim, name, why, text)
+        for victim in victims:
+            why, text = self._eviction_reason(victim, h, verdict.option, amount)
+            self.evictions.append((victim, name, why, text))
+        everyone = victims + inherited
+        if everyone:
+            names = ", ".join(v.workload.name for v in everyone)
+            self.outcomes[name] = Verdict(
+                verdict.entry,
+                Outcome.PREEMPT,
+                Reason.ADMITTED_BY_PRIORITY,
+                f"{verdict.message}; room made by evicting {len(everyone)} workload(s) "
+                f"({sum(v.gpu_eq for v in everyone):g} GPU-eq): {names}",
+                verdict.option,
+                verdict.allocation,
+                everyone,
+            )
+
+    def _readmit(self, r: Running, verdict: Verdict) -> None:
+        """Give back an admission of this cycle that ``_unadmit`` took, as it was."""
+        self.state.take(r.allocation)
+        self.book.charge(r.workload.queue, r.flavor, r.amount)
+        self.admitted_here.setdefault(r.workload.queue, []).append(r)
+        self.outcomes[r.workload.name] = verdict
+
     def _unadmit(self, r: Running, beneficiary: Workload) -> list[Running]:
         """Undo an admission of this cycle; the workload waits again (and is retried).
         Returns what was evicted to admit it: those stay evicted, for the beneficiary."""
@@ -417,13 +467,19 @@ class Cycle:
         held = self.admitted_here[r.workload.queue]
         del held[next(i for i, x in enumerate(held) if x is r)]
         previous = self.outcomes[r.workload.name]
-        self.outcomes[r.workload.name] = Verdict(
-            previous.entry,
-            Outcome.PENDING,
-            Reason.COHORT_EXHAUSTED,
-            f"borrowed {r.flavor} taken back by {beneficiary.name}: queue "
-            f"{beneficiary.queue} is within its nominal quota",
-        )
+        if r.workload.queue == beneficiary.queue:
+            reason = Reason.NO_CAPACITY
+            message = (
+                f"its place went to {beneficiary.name} (priority {beneficiary.priority} > "
+                f"{r.workload.priority}) of queue {beneficiary.queue}"
+            )
+        else:
+            reason = Reason.COHORT_EXHAUSTED
+            message = (
+                f"borrowed {r.flavor} taken back by {beneficiary.name}: queue "
+                f"{beneficiary.queue} is within its nominal quota"
+            )
+        self.outcomes[r.workload.name] = Verdict(previous.entry, Outcome.PENDING, reason, message)
         return list(previous.victims)
 
     def _fits(self, entry: Entry, option: Option, pools: tuple[int, ...]) -> Callable[[], bool]:

@@ -725,36 +725,28 @@ def test_regression_evictions_follow_a_taken_back_admission() -> None:
     assert [(e.workload, e.beneficiary) for e in decision.evictions] == [("r0", "p2")]
 
 
-# Known bugs, found by the properties at the end of a session and not fixed yet: each test
-# fails today (xfail); once the bug is fixed it passes and strict=True makes the suite
-# fail until the marker is removed.
-@pytest.mark.xfail(
-    strict=True,
-    reason="an in-cycle admission taken back outside _make_room's success path leaves its "
-    "victims evicted for a workload that then waits",
-)
-def test_known_bug_eviction_after_take_back() -> None:
+def test_regression_room_that_went_to_a_higher_priority_credits_its_victims() -> None:
+    # Found by test_capacity_never_exceeded: p10 (q1) evicted r0 (LowerOrNewerEqualPriority),
+    # then p6 (q0) took p10's admission back, and the room went to p3 (priority 10, q0),
+    # which outranks p6. Was: r0 stayed evicted "for p10", which then waited.
     snap = Snapshot.model_validate_json(
-        (FIXTURES / "known-bug-eviction-after-take-back.json").read_text()
+        (FIXTURES / "regression-room-went-to-higher-priority.json").read_text()
     )
     decision = decide(snap, use_ilp=False)
-    beneficiaries = {e.beneficiary for e in decision.evictions}
-    preemptors = {d.workload for d in decision.workloads if d.victims}
-    assert beneficiaries <= preemptors
+    p3 = outcome(decision, "p3")
+    assert (p3.outcome, p3.victims) == (Outcome.PREEMPT, ("r0",))
+    assert [(e.workload, e.beneficiary) for e in decision.evictions] == [("r0", "p3")]
+    assert outcome(decision, "p10").outcome is Outcome.PENDING
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="room another queue's preemption makes after a lower priority of this queue was "
-    "admitted in the cycle is not offered to its waiting higher priority (both paths)",
-)
 @both_paths
-def test_known_bug_room_made_later_skips_higher_priority(path: str) -> None:
-    # p5 (q0, priority 10, 2 × 1 GPU) waits, p0 (q0, priority 0) takes the one free GPU,
-    # then p1 (q2) evicts r0 and uses one of the two GPUs it frees: p5 would now fit in
-    # p0's place, but p0 keeps it.
+def test_regression_room_made_later_goes_to_the_waiting_higher_priority(path: str) -> None:
+    # Found by test_priority_order: p5 (q0, priority 10, 2 × 1 GPU) waits, p0 (q0, priority
+    # 0) takes the one free GPU, then p1 (q2) evicts r0 and uses one of the two GPUs it
+    # frees. Was: p0 kept its GPU although p5 now fits in its place.
     snap = Snapshot.model_validate_json(
-        (FIXTURES / "known-bug-room-made-later.json").read_text()
+        (FIXTURES / "regression-room-made-later.json").read_text()
     )
     decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
     assert check_priority_order(snap, decision) == []
+    assert outcome(decision, "p5").outcome is not Outcome.PENDING
