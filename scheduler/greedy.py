@@ -25,16 +25,20 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import Compiled, Entry
 from scheduler.demand import Kind, Option
 from scheduler.model import Workload
 from scheduler.objective import Admitted, evaluate
 from scheduler.preemption import Running, candidates_for, find_victims
-from scheduler.quota import QuotaCheck, format_amount
+from scheduler.quota import format_amount
 from scheduler.reasons import Outcome, Reason
-from scheduler.state import Allocation
+from scheduler.state import Allocation, PodAlloc
 
 __all__ = ["Cycle", "CycleResult", "Verdict", "run_cycle"]
+
+Failure = tuple[Reason, Callable[[], str]]
+"""Why an option was refused, and its message on demand."""
 
 
 @dataclass(slots=True)
@@ -71,12 +75,21 @@ class Cycle:
         for victim in compiled.running:
             self.running.setdefault(victim.workload.queue, []).append(victim)
         self.failed_preemption: dict[tuple[object, ...], list[tuple[int, int, int, int]]] = {}
-        """Per (queue, flavor, priority, shape, places): sizes that found no room to preempt."""
+        """Per (queue, flavor, priority, shape, places): sizes that found no room to preempt
+        in this pass (cleared when a pass offers freed room again)."""
         self.waiting: dict[str, list[Entry]] = {}
         """Workloads this cycle left waiting, per queue, in the order they were decided."""
         self.admitted_here: dict[str, list[Running]] = {}
         """Admissions of this cycle per queue, in order: a queue within its nominal quota may
         take back what a borrower got earlier in the same cycle (nothing has started yet)."""
+        self.lowest_admitted: dict[str, int] = {}
+        """Lowest priority admitted in this cycle per queue (a bound: never raised)."""
+        self.frees = 0
+        """Counts the times this cycle freed capacity (evictions, take-backs)."""
+        self.freed_at: dict[str, int] = {}
+        """Per flavor and GPU model: the count of ``frees`` when it last had some freed."""
+        self.waited_at: dict[str, int] = {}
+        """Per workload: the count of ``frees`` when it was last left waiting."""
         self.capacity_changed = False
         """Set when a preemption or a take-back may have made room for work already left
         waiting: the cycle then offers it the capacity again (work conservation)."""
@@ -139,7 +152,7 @@ class Cycle:
                     f"no GPU model in the cluster can serve {_describe_demand(w)}",
                 )
             )
-        failures: list[tuple[Reason, str, str]] = []
+        failures: list[tuple[Reason, Callable[[], str], str]] = []
         for option in options:
             result = self._try_option(entry, option)
             if isinstance(result, Allocation):
@@ -194,28 +207,36 @@ class Cycle:
     def _record(self, verdict: Verdict) -> Verdict:
         if verdict.outcome is Outcome.PENDING:
             self.waiting.setdefault(verdict.entry.workload.queue, []).append(verdict.entry)
+            self.waited_at[verdict.entry.workload.name] = self.frees
         self.outcomes[verdict.entry.workload.name] = verdict
         return verdict
 
-    def _try_option(self, entry: Entry, option: Option) -> Allocation | tuple[Reason, str]:
+    def _try_option(self, entry: Entry, option: Option) -> Allocation | Failure:
+        """Admit on ``option`` if quota and placement allow. A failure's message is built on
+        demand (most are dropped); call it before the state changes."""
         w = entry.workload
         amount = option.quota_per_pod * w.pods
-        check: QuotaCheck = self.book.check(w.queue, option.flavor, amount)
+        check = self.book.check(w.queue, option.flavor, amount)
         if not check.ok:
-            return (check.reason, check.message)
+            return (check.reason, lambda: check.message)
         pools = self.state.eligible_pools(w, option)
         if not pools:
             return (
                 Reason.NO_MATCHING_NODES,
-                f"no {'/'.join(option.models)} nodes match the node selector and tolerations",
+                lambda: (
+                    f"no {'/'.join(option.models)} nodes match the node selector and tolerations"
+                ),
             )
         allocation = self.state.place(
             option, w.pods, w.cpu_milli, w.memory_mib, pools, self.state.node_filter(w)
         )
         if allocation is None:
             if self.state.never_fits(option, pools):
-                return (Reason.NEVER_FITS, f"no node can ever host one pod of {_describe(option)}")
-            return (Reason.NO_CAPACITY, self._capacity_message(w, option, pools))
+                return (
+                    Reason.NEVER_FITS,
+                    lambda: f"no node can ever host one pod of {_describe(option)}",
+                )
+            return (Reason.NO_CAPACITY, lambda: self._capacity_message(w, option, pools))
         self.book.charge(w.queue, option.flavor, amount)
         return allocation
 
@@ -226,6 +247,9 @@ class Cycle:
         models = frozenset(self.state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
         self.admitted_here.setdefault(w.queue, []).append(
             Running(w, allocation, option.flavor, option.quota_per_pod * w.pods, entry.size, models)
+        )
+        self.lowest_admitted[w.queue] = min(
+            self.lowest_admitted.get(w.queue, w.priority), w.priority
         )
 
     def _make_room(self, entry: Entry, option: Option) -> Verdict | None:
@@ -241,27 +265,29 @@ class Cycle:
         )
         # Lower priorities of its own queue admitted earlier in this cycle (nothing has
         # started: free to undo) whenever w did not fit then but may now.
-        outranked = [
-            r
-            for r in self.admitted_here.get(w.queue, ())
-            if r.workload.priority < w.priority and r.competes_for(option.flavor, option.models)
-        ]
+        outranked = []
+        if self.lowest_admitted.get(w.queue, w.priority) < w.priority and self._freed_since(
+            w.name, option
+        ):
+            outranked = [
+                r
+                for r in self.admitted_here[w.queue]
+                if r.workload.priority < w.priority and r.competes_for(option.flavor, option.models)
+            ]
         if not reclaim and not may_evict and not outranked:
             return None
         pools = self.state.eligible_pools(w, option)
         if not pools or self.state.never_fits(option, pools):
             return None
         # A demand this one contains (same shape and places, no larger in any dimension)
-        # already found no room at this priority: neither will this one.
+        # already found no room at this priority in this pass: neither will this one.
         memo = (
             w.queue, option.flavor, w.priority, option.kind, pools,
             tuple(sorted(w.node_selector.items())),
         )  # fmt: skip
         size = (option.per_pod, w.pods, w.cpu_milli, w.memory_mib)
-        if any(
-            all(a <= b for a, b in zip(failed, size, strict=True))
-            for failed in self.failed_preemption.get(memo, ())
-        ):
+        failed = self.failed_preemption.setdefault(memo, [])
+        if any(all(a <= b for a, b in zip(f, size, strict=True)) for f in failed):
             return None
         undo: list[Running] = list(outranked)
         if reclaim:
@@ -282,7 +308,7 @@ class Cycle:
                 w, option.flavor, option.models, reclaim, policy, nearby, self.book
             )
         if not undo and not evictable:
-            self.failed_preemption.setdefault(memo, []).append(size)
+            _add_minimal(failed, size)
             return None
         room = find_victims(
             self.state,
@@ -294,12 +320,9 @@ class Cycle:
             policy.idle_borrowed_first,
         )
         if room is None:
-            self.failed_preemption.setdefault(memo, []).append(size)
+            _add_minimal(failed, size)
             return None
         taken_back, victims = room
-        self.capacity_changed = True
-        # Room was freed: a demand that found none before may find some now.
-        self.failed_preemption.clear()
         inherited: list[Running] = []
         undone: list[Verdict] = []
         for r in taken_back:
@@ -314,6 +337,7 @@ class Cycle:
         outranked_by = self._offer_to_higher_priority(w)
         result = self._try_option(entry, option)
         if not isinstance(result, Allocation):
+            why, explain = result[0], result[1]()
             if not outranked_by:
                 # Nobody used the room: the victims keep running, and what was taken back
                 # is admitted again as it was.
@@ -323,18 +347,20 @@ class Cycle:
                     self.running[victim.workload.queue].append(victim)
                 for r, verdict in zip(taken_back, undone, strict=True):
                     self._readmit(r, verdict)
-                return Verdict(entry, Outcome.PENDING, result[0], result[1])
+                return Verdict(entry, Outcome.PENDING, why, explain)
             # The room went to workloads that outrank w: what was evicted, now or for an
             # admission taken back, is evicted for the first of them.
+            self._note_freed(taken_back + victims)
             self._credit_victims(outranked_by[0], victims, inherited)
             return Verdict(
                 entry,
                 Outcome.PENDING,
-                result[0],
-                f"{result[1]}; the room it made went to higher priority "
+                why,
+                f"{explain}; the room it made went to higher priority "
                 f"{', '.join(outranked_by)} of its queue",
             )
         allocation = result
+        self._note_freed(taken_back + victims, allocation, amount)
         self._remember(entry, option, allocation)
         # What was evicted for an admission taken back now makes room for w.
         for index, (victim, _, _, _) in enumerate(self.evictions):
@@ -422,9 +448,55 @@ class Cycle:
                     break
         return admitted
 
-    def _credit_victims(
-        self, name: str, victims: list[Running], inherited: list[Running]
+    def _note_freed(
+        self, released: list[Running], reused: Allocation | None = None, charged: int = 0
     ) -> None:
+        """Record the room ``released`` leaves for others: the GPUs (whole, milli, MIG slices)
+        and the quota that ``reused``, the admission made with it, does not take again. A
+        higher priority taking a lower one's place leaves nothing, so it does not make the
+        cycle offer that room to everything waiting again."""
+        self.frees += 1
+        units: dict[tuple[int, int | None], int] = {}
+        for r in released:
+            for pod in r.allocation.pods:
+                for g in pod.gpus:
+                    key = (g, pod.mig_start)
+                    units[key] = units.get(key, 0) + _units(pod)
+        quota: dict[str, int] = {}
+        for r in released:
+            quota[r.flavor] = quota.get(r.flavor, 0) + r.amount
+        if reused is not None:
+            for pod in reused.pods:
+                for g in pod.gpus:
+                    key = (g, pod.mig_start)
+                    if key in units:
+                        units[key] -= _units(pod)
+            flavor = reused.option.flavor
+            if flavor in quota:
+                quota[flavor] -= charged
+        for (g, _), left in units.items():
+            if left > 0:
+                self.freed_at[self.state.gpu_model[g]] = self.frees
+                self.capacity_changed = True
+        for flavor, left in quota.items():
+            if left > 0:
+                self.freed_at[flavor] = self.frees
+                self.capacity_changed = True
+
+    def may_fit_now(self, entry: Entry) -> bool:
+        """Was room freed for any of its options since it was last left waiting (or was its
+        admission taken back)?"""
+        name = entry.workload.name
+        return name not in self.waited_at or any(self._freed_since(name, o) for o in entry.options)
+
+    def _freed_since(self, name: str, option: Option) -> bool:
+        """Was capacity ``option`` competes for freed since ``name`` was last left waiting?
+        If not, taking back what was admitted after it cannot make it fit: it did not fit in
+        the room those admissions took, and nothing was added since."""
+        since = self.waited_at.get(name, -1)
+        return any(self.freed_at.get(key, -1) > since for key in (option.flavor, *option.models))
+
+    def _credit_victims(self, name: str, victims: list[Running], inherited: list[Running]) -> None:
         """Record ``victims`` (evicted now) and ``inherited`` (evicted earlier for an admission
         since taken back) as evicted for ``name``, admitted in this cycle with the room."""
         verdict = self.outcomes[name]
@@ -466,6 +538,8 @@ class Cycle:
         self.book.charge(r.workload.queue, r.flavor, -r.amount)
         held = self.admitted_here[r.workload.queue]
         del held[next(i for i, x in enumerate(held) if x is r)]
+        self.waited_at.pop(r.workload.name, None)
+        self.capacity_changed = True
         previous = self.outcomes[r.workload.name]
         if r.workload.queue == beneficiary.queue:
             reason = Reason.NO_CAPACITY
@@ -529,6 +603,19 @@ class Cycle:
         )
 
 
+def _add_minimal(failed: list[tuple[int, int, int, int]], size: tuple[int, int, int, int]) -> None:
+    """Add ``size`` to the failed sizes, dropping those it contains: only the smallest
+    failures are needed to rule out larger demands, and the list stays short."""
+    failed[:] = [f for f in failed if not all(a <= b for a, b in zip(size, f, strict=True))]
+    failed.append(size)
+
+
+def _units(pod: PodAlloc) -> int:
+    """What a pod holds of each of its GPUs (or MIG slice): milli for a fraction, else one
+    whole unit."""
+    return pod.milli if pod.milli is not None else MILLI_PER_GPU
+
+
 def _describe(option: Option) -> str:
     if option.kind is Kind.WHOLE:
         return f"{option.per_pod} {option.flavor} GPU{'s' if option.per_pod > 1 else ''}"
@@ -562,11 +649,12 @@ _TELLING = {
 }
 
 
-def _most_telling(failures: Iterable[tuple[Reason, str, str]]) -> tuple[Reason, str]:
+def _most_telling(failures: Iterable[tuple[Reason, Callable[[], str], str]]) -> tuple[Reason, str]:
     """The failure closest to success (capacity, then quota, then impossibilities), and
     which other options were tried — each (reason, message, flavor)."""
     ranked = sorted(failures, key=lambda f: _TELLING.get(f[0], 9))
-    reason, message, _ = ranked[0]
+    reason, explain, _ = ranked[0]
+    message = explain()
     others = [f"{flavor} ({why})" for why, _, flavor in ranked[1:]]
     if others:
         message += "; also tried " + ", ".join(others)
@@ -587,11 +675,12 @@ def run_cycle(compiled: Compiled, hints: dict[str, int] | None = None) -> CycleR
         waiting = [
             e
             for e in compiled.pending
-            if cycle.outcomes[e.workload.name].outcome is Outcome.PENDING
+            if cycle.outcomes[e.workload.name].outcome is Outcome.PENDING and cycle.may_fit_now(e)
         ]
         if not cycle.capacity_changed or not waiting:
             break
         cycle.capacity_changed = False
+        cycle.failed_preemption.clear()
         before = len(waiting)
         cycle.run(waiting, None)
         if (

@@ -36,10 +36,52 @@ def format_amount(flavor: str, amount: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class QuotaCheck:
+    """A quota verdict. A refusal's message is formatted only when asked for: most refusals
+    are tried and dropped (another option fits), and formatting was a tenth of a cycle.
+    ``numbers`` are taken at check time, so the message describes that moment."""
+
     ok: bool
     reason: Reason
-    message: str
     borrowing: bool = False
+    numbers: tuple[str, str, int, int, int, int, int] | None = None
+    """(queue, flavor, amount, used, nominal, borrowing limit or cohort spare, cohort)."""
+    cohort: str = ""
+
+    @property
+    def message(self) -> str:
+        if self.numbers is None:
+            return ""
+        queue, flavor, amount, used, nominal, extra, standalone = self.numbers
+        fmt = format_amount
+        if self.reason is Reason.NO_QUOTA:
+            return f"queue {queue} has no quota for {flavor}"
+        if self.reason is Reason.BORROWING_LIMIT:
+            return (
+                f"queue {queue} at {fmt(flavor, used)}/{fmt(flavor, nominal)} {flavor} "
+                f"(borrowing limit {fmt(flavor, extra)}); needs {fmt(flavor, amount)}"
+            )
+        if standalone:
+            return (
+                f"queue {queue} at nominal {flavor} quota {fmt(flavor, used)}/"
+                f"{fmt(flavor, nominal)}; needs {fmt(flavor, amount)}"
+            )
+        spare, after = extra, used + amount
+        # The pool holds the queue's own unused lendable quota too: say how much, or
+        # "lends 32 more" reads as 32 from the others when half of it is its own.
+        own = min(spare, max(0, nominal - used))
+        mine = f", {fmt(flavor, own)} of it {queue}'s own unused quota" if own else ""
+        beyond = ""
+        if used < nominal < after:
+            beyond = f" ({fmt(flavor, after - nominal)} beyond its nominal quota)"
+        return (
+            f"queue {queue} at {fmt(flavor, used)}/{fmt(flavor, nominal)} {flavor}; "
+            f"cohort {self.cohort} lends {fmt(flavor, spare)} more{mine}; "
+            f"needs {fmt(flavor, amount)}{beyond}"
+        )
+
+
+_OK = QuotaCheck(True, Reason.ADMITTED)
+_OK_BORROWING = QuotaCheck(True, Reason.ADMITTED, borrowing=True)
 
 
 @dataclass(slots=True)
@@ -101,46 +143,32 @@ class QuotaBook:
         used = account.usage.get(flavor, 0)
         nominal = account.nominal.get(flavor, 0)
         after = used + amount
-        fmt = format_amount
         key = (account.cohort, flavor)
         lendable = self.lendable.get(key, 0)
         standalone = account.cohort.startswith("\0")
         if flavor not in account.nominal and (standalone or lendable == 0):
-            return QuotaCheck(False, Reason.NO_QUOTA, f"queue {queue} has no quota for {flavor}")
-        if after > nominal + account.borrow_limit.get(flavor, UNLIMITED):
-            limit = account.borrow_limit.get(flavor, 0)
+            return QuotaCheck(False, Reason.NO_QUOTA, numbers=(queue, flavor, amount, 0, 0, 0, 0))
+        limit = account.borrow_limit.get(flavor, UNLIMITED)
+        if after > nominal + limit:
             return QuotaCheck(
                 False,
                 Reason.BORROWING_LIMIT,
-                f"queue {queue} at {fmt(flavor, used)}/{fmt(flavor, nominal)} {flavor} "
-                f"(borrowing limit {fmt(flavor, limit)}); needs {fmt(flavor, amount)}",
+                numbers=(queue, flavor, amount, used, nominal, limit, 0),
             )
         drawn = self.drawn.get(key, 0)
         new_drawn = drawn - self._draw(account, flavor, used) + self._draw(account, flavor, after)
         if new_drawn > lendable:
-            if standalone:
-                return QuotaCheck(
-                    False,
-                    Reason.QUOTA_EXHAUSTED,
-                    f"queue {queue} at nominal {flavor} quota {fmt(flavor, used)}/"
-                    f"{fmt(flavor, nominal)}; needs {fmt(flavor, amount)}",
-                )
+            reason = Reason.COHORT_EXHAUSTED
+            if standalone or after <= nominal:
+                reason = Reason.QUOTA_EXHAUSTED
             spare = max(0, lendable - drawn)
-            # The pool holds the queue's own unused lendable quota too: say how much, or
-            # "lends 32 more" reads as 32 from the others when half of it is its own.
-            own = min(spare, max(0, nominal - used))
-            mine = f", {fmt(flavor, own)} of it {queue}'s own unused quota" if own else ""
-            beyond = ""
-            if used < nominal < after:
-                beyond = f" ({fmt(flavor, after - nominal)} beyond its nominal quota)"
             return QuotaCheck(
                 False,
-                Reason.COHORT_EXHAUSTED if after > nominal else Reason.QUOTA_EXHAUSTED,
-                f"queue {queue} at {fmt(flavor, used)}/{fmt(flavor, nominal)} {flavor}; "
-                f"cohort {account.cohort} lends {fmt(flavor, spare)} more{mine}; "
-                f"needs {fmt(flavor, amount)}{beyond}",
+                reason,
+                numbers=(queue, flavor, amount, used, nominal, spare, standalone),
+                cohort=account.cohort,
             )
-        return QuotaCheck(True, Reason.ADMITTED, "", borrowing=after > nominal)
+        return _OK_BORROWING if after > nominal else _OK
 
     def charge(self, queue: str, flavor: str, amount: int) -> None:
         """Add (or with a negative amount, remove) usage."""
