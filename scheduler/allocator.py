@@ -20,6 +20,7 @@ This is the only module that imports PuLP.
 from __future__ import annotations
 
 import gc
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,14 +34,16 @@ from scheduler.decision import to_decision
 from scheduler.demand import Kind, Option
 from scheduler.greedy import CycleResult, run_cycle
 from scheduler.model import Decision, Snapshot, SolverStats
-from scheduler.objective import GUARANTEE, KEEP_WHOLE, PRIORITY, SEGMENTS, borrow_slope
+from scheduler.objective import GUARANTEE, KEEP_WHOLE, MOVE, PRIORITY, SEGMENTS, borrow_slope
+from scheduler.preemption import Running
 from scheduler.reasons import Outcome
 from scheduler.state import ClusterState
 
 __all__ = ["decide"]
 
-OPTION_RANK_PENALTY = 0.01
-"""Per GPU-eq and rank: among equal outcomes prefer the workload's earlier options."""
+OPTION_RANK_PENALTY = 1e-4
+"""Per GPU-eq and rank: among equal outcomes prefer the workload's earlier options. Small,
+so it cannot move the objective bound by more than a hundredth of a percent."""
 
 
 @dataclass(slots=True)
@@ -90,6 +93,7 @@ class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc]
         super().__init__(**kwargs)
         self.start = start
         self.mip_gap: float | None = None
+        self.dual_bound: float | None = None
         self.model_status = ""
 
     def callSolver(self, lp: pulp.LpProblem) -> None:
@@ -107,6 +111,10 @@ class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc]
         highs.run()
         info = highs.getInfo()
         self.mip_gap = float(info.mip_gap) if info.mip_gap < 1e30 else None
+        # PuLP hands HiGHS a maximization as the minimization of the negated objective.
+        sign = -1.0 if lp.sense == pulp.LpMaximize else 1.0
+        bound = float(info.mip_dual_bound)
+        self.dual_bound = sign * bound if abs(bound) < 1e30 else None
         self.model_status = highs.modelStatusToString(highs.getModelStatus())
 
 
@@ -114,7 +122,8 @@ class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc]
 class _Solved:
     hints: dict[str, int]
     status: str
-    gap_pct: float | None
+    bound: float | None
+    """Proven upper bound on the objective of any decision (``scheduler.objective``)."""
     variables: int
     classes: int
 
@@ -150,6 +159,68 @@ MIN_SOLVE_S = 0.02
 """Below this much solver time the ILP cannot improve on greedy: skip it."""
 
 
+@dataclass(slots=True)
+class _Evictable:
+    """Running workloads that hold the same thing (queue, flavor, device shape, pods)."""
+
+    members: list[Running]
+    option: Option
+    queue: str
+    flavor: str
+    pods: int
+    amount: int
+    gpu_eq: float
+
+
+def _evictable(compiled: Compiled) -> list[_Evictable]:
+    """Running workloads some pending workload's queue policy could evict, grouped.
+
+    A relaxation: who may evict whom is checked per queue, not per preemptor, and the
+    room an eviction makes may go to any class. Every eviction the greedy cycle can make is
+    allowed here, so the ILP's optimum bounds greedy's objective from above."""
+    book = compiled.book
+    policies = {q.name: q.preemption for q in compiled.snapshot.queues}
+    top: dict[str, int] = {}
+    for entry in compiled.pending:
+        w = entry.workload
+        top[w.queue] = max(top.get(w.queue, w.priority), w.priority)
+    reclaimers: dict[str, list[tuple[str, int]]] = {}
+    """Per cohort: (queue, priority below which it may reclaim) for queues that may."""
+    for queue, priority in top.items():
+        reclaim_policy = policies[queue].reclaim_within_cohort
+        if reclaim_policy != "Never":
+            cohort = book.accounts[queue].cohort or ""
+            level = priority if reclaim_policy == "LowerPriority" else 1 << 62
+            reclaimers.setdefault(cohort, []).append((queue, level))
+    groups: dict[tuple[object, ...], _Evictable] = {}
+    for victim in compiled.running:
+        w = victim.workload
+        policy = policies[w.queue].within_queue
+        own = (
+            w.queue in top
+            and policy != "Never"
+            and (
+                top[w.queue] > w.priority
+                or (policy == "LowerOrNewerEqualPriority" and top[w.queue] == w.priority)
+            )
+        )
+        cohort = book.accounts[w.queue].cohort or ""
+        reclaim = any(
+            q != w.queue and level > w.priority for q, level in reclaimers.get(cohort, ())
+        )
+        if not own and not reclaim:
+            continue
+        option = victim.allocation.option
+        key = (w.queue, victim.flavor, option, w.pods)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Evictable(
+                [], option, w.queue, victim.flavor, w.pods, victim.amount, victim.gpu_eq
+            )
+        group.members.append(victim)
+    return list(groups.values())
+
+
 def _solve_ilp(
     compiled: Compiled, greedy: CycleResult, time_left: Callable[[], float]
 ) -> _Solved | None:
@@ -169,15 +240,23 @@ def _solve_ilp(
     mig_terms: dict[str, list[tuple[pulp.LpVariable, float]]] = {}
     quota_terms: dict[tuple[str, str], list[tuple[pulp.LpVariable, float]]] = {}
     gpu_terms: dict[tuple[str, str], list[tuple[pulp.LpVariable, float]]] = {}
+    evictable = _evictable(compiled)
+    # Where an eviction may free devices or quota, the bounds taken from today's free
+    # capacity and quota no longer hold: leave those to the constraints.
+    freeable = {m for group in evictable for m in group.option.models}
+    freeable |= {group.flavor for group in evictable}
     for ci, cls in enumerate(classes):
         n = len(cls.members)
         w = cls.members[0].workload
         for oi, option in enumerate(cls.options):
             amount = option.quota_per_pod * cls.pods
-            if not book.check(cls.queue, option.flavor, amount).ok:
+            relaxed = option.flavor in freeable or not freeable.isdisjoint(option.models)
+            if not relaxed and not book.check(cls.queue, option.flavor, amount).ok:
                 continue
             pools = state.eligible_pools(w, option)
-            upper = min(n, state.capacity_bound(option, pools) // cls.pods) if pools else 0
+            if not pools:
+                continue
+            upper = n if relaxed else min(n, state.capacity_bound(option, pools) // cls.pods)
             if upper <= 0:
                 continue
             var = problem.add_variable(f"x_{ci}_{oi}", 0, upper, cat=pulp.LpInteger)
@@ -208,18 +287,74 @@ def _solve_ilp(
     def affine(terms: list[tuple[pulp.LpVariable, float]]) -> pulp.LpAffineExpression:
         return pulp.LpAffineExpression(terms)
 
+    # Evictions: each frees what its workloads hold, at MOVE per GPU-equivalent. Only
+    # devices and quota that pending classes compete for are worth a variable.
+    e: dict[int, pulp.LpVariable] = {}
+    milli_freed: dict[str, list[tuple[pulp.LpVariable, float]]] = {}
+    shared_freed: dict[str, list[tuple[pulp.LpVariable, float]]] = {}
+    whole_freed: dict[str, list[tuple[pulp.LpVariable, int, int]]] = {}
+    """Per model: (variable, GPUs per pod, pods) of whole-GPU groups."""
+    mig_freed: dict[str, list[tuple[pulp.LpVariable, float]]] = {}
+    quota_freed: dict[tuple[str, str], list[tuple[pulp.LpVariable, float]]] = {}
+    for gi, group in enumerate(evictable):
+        option, model = group.option, group.option.models[0]
+        if option.kind is Kind.MIG:
+            wanted = (option.profile or "") in mig_terms
+        else:
+            wanted = model in milli_terms
+        if not wanted:
+            continue
+        var = problem.add_variable(f"e_{gi}", 0, len(group.members), cat=pulp.LpInteger)
+        e[gi] = var
+        objective.append((var, -MOVE * group.gpu_eq))
+        quota_freed.setdefault((group.queue, group.flavor), []).append((var, group.amount))
+        if option.kind is Kind.WHOLE:
+            milli_freed.setdefault(model, []).append(
+                (var, group.pods * option.per_pod * MILLI_PER_GPU)
+            )
+            whole_freed.setdefault(model, []).append((var, option.per_pod, group.pods))
+            # Whole GPUs may sit on time-shared GPUs: evicting them frees shared milli.
+            on_shared = max(
+                sum(state.gpu_shared[g] for pod in v.allocation.pods for g in pod.gpus)
+                for v in group.members
+            )
+            if on_shared:
+                shared_freed.setdefault(model, []).append((var, on_shared * MILLI_PER_GPU))
+        elif option.kind is Kind.FRACTION:
+            milli_freed.setdefault(model, []).append((var, group.pods * option.per_pod))
+            shared_freed.setdefault(model, []).append((var, group.pods * option.per_pod))
+            # A fraction may be all that was left on its GPU: each pod may free one.
+            whole_freed.setdefault(model, []).append((var, 1, group.pods))
+        else:
+            mig_freed.setdefault(option.profile or "", []).append((var, group.pods))
+
+    def minus(terms: list[tuple[pulp.LpVariable, float]]) -> list[tuple[pulp.LpVariable, float]]:
+        return [(var, -coef) for var, coef in terms]
+
     # Capacity, aggregated per model and block size, per MIG profile.
     start: dict[str, float] = {}
     fragment_vars: list[pulp.LpVariable] = []
     for model, terms in milli_terms.items():
         blocks, shared_milli, total_milli, used_node_gpus = _free_blocks(state, model)
-        problem += affine(terms) <= total_milli, f"milli_{model}"
+        freed = milli_freed.get(model, [])
+        problem += affine(terms + minus(freed)) <= total_milli, f"milli_{model}"
         if model in frac_terms:
-            problem += affine(frac_terms[model]) <= shared_milli, f"shared_{model}"
+            fractions = frac_terms[model] + minus(shared_freed.get(model, []))
+            problem += affine(fractions) <= shared_milli, f"shared_{model}"
+        node_size = max((p.max_size for p in state.pools if p.model == model), default=0)
         sizes = sorted({k for (m, k) in whole_terms if m == model})
         for k in sizes:
+            # An evicted pod of p GPUs adds at most ceil(p / k) free blocks of k GPUs, and
+            # at most p + k - 1 GPUs (its own and the node's rest) to blocks of k or more.
+            more_pods = [
+                (v, -math.ceil(p / k) * pods * 1.0) for v, p, pods in whole_freed.get(model, [])
+            ]
+            more_gpus = [
+                (v, -min(node_size, p + k - 1) * pods * 1.0)
+                for v, p, pods in whole_freed.get(model, [])
+            ]
             problem += (
-                affine(whole_terms[(model, k)]) <= sum(b // k for b in blocks),
+                affine(whole_terms[(model, k)] + more_pods) <= sum(b // k for b in blocks),
                 f"pods_{model}_{k}",
             )
             big = [
@@ -229,25 +364,34 @@ def _solve_ilp(
                 for var, pods in whole_terms[(model, kk)]
                 for t in [(var, pods * kk)]
             ]
-            problem += affine(big) <= sum(b for b in blocks if b >= k), f"gpus_{model}_{k}"
+            problem += (
+                affine(big + more_gpus) <= sum(b for b in blocks if b >= k),
+                f"gpus_{model}_{k}",
+            )
         whole = [(var, pods * k) for k in sizes for var, pods in whole_terms[(model, k)]]
         if whole:
-            # GPUs taken from entirely free nodes beyond what used nodes can absorb.
+            # GPUs taken from entirely free nodes beyond what used nodes can absorb (GPUs
+            # freed by evictions count as absorbable: optimistic, as a bound must be).
             spill = problem.add_variable(f"spill_{model}", 0)
-            problem += spill >= affine(whole) - used_node_gpus, f"spill_{model}"
+            absorbed = [(v, p * pods * 1.0) for v, p, pods in whole_freed.get(model, [])]
+            problem += (
+                spill >= affine(whole + minus(absorbed)) - used_node_gpus,
+                f"spill_{model}",
+            )
             fragment_vars.append(spill)
     for profile, terms in mig_terms.items():
         free = sum(len(pool.mig_free.get(profile, ())) for pool in state.pools)
-        problem += affine(terms) <= free, f"mig_{profile}"
+        problem += affine(terms + minus(mig_freed.get(profile, []))) <= free, f"mig_{profile}"
 
     # Quotas: borrowing limits per queue, lendable pool per cohort.
     drawn_terms: dict[tuple[str, str], list[tuple[pulp.LpVariable, float]]] = {}
-    for (queue, flavor), terms in quota_terms.items():
+    for queue, flavor in quota_terms.keys() | quota_freed.keys():
+        terms = quota_terms.get((queue, flavor), []) + minus(quota_freed.get((queue, flavor), []))
         account = book.accounts[queue]
         used = account.usage.get(flavor, 0)
         nominal = account.nominal.get(flavor, 0)
         limit = account.borrow_limit.get(flavor)
-        if limit is not None and limit < (1 << 61):
+        if limit is not None and limit < (1 << 61) and (queue, flavor) in quota_terms:
             problem += affine(terms) <= nominal + limit - used, f"borrow_{queue}_{flavor}"
         assert account.cohort is not None
         r = problem.add_variable(f"draw_{queue}_{flavor}", 0)
@@ -258,7 +402,9 @@ def _solve_ilp(
         fixed = sum(
             max(0, acc.usage.get(flavor, 0) - acc.kept.get(flavor, 0))
             for q, acc in book.accounts.items()
-            if acc.cohort == cohort and (q, flavor) not in quota_terms
+            if acc.cohort == cohort
+            and (q, flavor) not in quota_terms
+            and (q, flavor) not in quota_freed
         )
         lendable = book.lendable.get((cohort, flavor), 0)
         problem += affine(terms) <= lendable - fixed, f"cohort_{cohort}_{flavor}"
@@ -281,15 +427,29 @@ def _solve_ilp(
         objective.append((spill, -KEEP_WHOLE))
     problem += affine(objective)
 
-    # Warm start: greedy's admissions that needed no preemption.
+    # Warm start: greedy's answer, admissions and evictions.
     counts: dict[tuple[int, int], int] = {}
     class_of = {e.workload.name: (ci, cls) for ci, cls in enumerate(classes) for e in cls.members}
     for name, verdict in greedy.outcomes.items():
-        if verdict.outcome is Outcome.ADMIT and verdict.option is not None and name in class_of:
+        if verdict.outcome is not Outcome.PENDING and verdict.option is not None:
             ci, cls = class_of[name]
             oi = cls.options.index(verdict.option)
             counts[(ci, oi)] = counts.get((ci, oi), 0) + 1
     start = {var.name: float(counts.get(key, 0)) for key, var in x.items()}
+    group_of = {v.workload.name: gi for gi, g in enumerate(evictable) for v in g.members}
+    evicted: dict[int, int] = {}
+    for victim, *_ in greedy.evictions:
+        gi = group_of.get(victim.workload.name, -1)
+        evicted[gi] = evicted.get(gi, 0) + 1
+    start |= {var.name: float(evicted.get(gi, 0)) for gi, var in e.items()}
+    # What the objective may hold beyond the model's terms: the rank penalty, and whole
+    # free nodes (the model counts only GPUs taken from them; evictions may free more).
+    slack = OPTION_RANK_PENALTY * sum(
+        len(cls.members) * (len(cls.options) - 1) * cls.members[0].size for cls in classes
+    ) + KEEP_WHOLE * (
+        state.entirely_free_gpus()
+        + sum(len(g.members) * g.pods * g.option.per_pod for g in evictable)
+    )
 
     solve_s = time_left()
     if solve_s < MIN_SOLVE_S:
@@ -299,8 +459,9 @@ def _solve_ilp(
     solver = _WarmHiGHS(start, msg=False, timeLimit=solve_s, threads=1, gapRel=MIP_GAP)
     problem.solve(solver)
     status = solver.model_status or pulp.LpStatus[problem.status]
+    bound = None if solver.dual_bound is None else solver.dual_bound + slack
     if problem.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
-        return _Solved({}, status, None, len(problem.variables()), len(classes))
+        return _Solved({}, status, bound, len(problem.variables()), len(classes))
     hints: dict[str, int] = {}
     for ci, cls in enumerate(classes):
         waiting = iter(cls.members)
@@ -312,8 +473,14 @@ def _solve_ilp(
                 entry = next(waiting, None)
                 if entry is not None:
                     hints[entry.workload.name] = oi
-    gap = None if solver.mip_gap is None else 100.0 * solver.mip_gap
-    return _Solved(hints, status, gap, len(problem.variables()), len(classes))
+    return _Solved(hints, status, bound, len(problem.variables()), len(classes))
+
+
+def _gap_pct(bound: float | None, objective: float) -> float | None:
+    """How far the answer may be from the best possible, in % of the proven bound."""
+    if bound is None or bound <= 0:
+        return None
+    return round(100.0 * (bound - objective) / bound, 4)
 
 
 @contextmanager
@@ -388,28 +555,23 @@ def _decide(
         return to_decision(
             compiled, greedy, stats("greedy", "nothing to optimize", greedy.objective)
         )
-    if not solved.hints and solved.gap_pct is None:
-        return to_decision(
-            compiled,
-            greedy,
-            stats(
-                "greedy",
-                f"ILP: {solved.status}",
-                greedy.objective,
-                workload_classes=solved.classes,
-                variables=solved.variables,
-            ),
-        )
-    realized = run_cycle(fresh, solved.hints)
-    extra = {
-        "gap_pct": solved.gap_pct,
+    extra: dict[str, object] = {
         "workload_classes": solved.classes,
         "variables": solved.variables,
+        "bound": None if solved.bound is None else round(solved.bound, 6),
     }
+    if not solved.hints:
+        extra["gap_pct"] = _gap_pct(solved.bound, greedy.objective)
+        return to_decision(
+            compiled, greedy, stats("greedy", f"ILP: {solved.status}", greedy.objective, **extra)
+        )
+    realized = run_cycle(fresh, solved.hints)
     if realized.objective >= greedy.objective:
+        extra["gap_pct"] = _gap_pct(solved.bound, realized.objective)
         return to_decision(
             fresh, realized, stats("ilp", solved.status, realized.objective, **extra)
         )
+    extra["gap_pct"] = _gap_pct(solved.bound, greedy.objective)
     return to_decision(
         compiled,
         greedy,

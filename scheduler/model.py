@@ -320,6 +320,10 @@ class SolverStats(_Frozen):
     objective: float
     greedy_objective: float
     gap_pct: float | None = None
+    """How far ``objective`` may be from the best decision: % of ``bound`` above it."""
+    bound: float | None = None
+    """Upper bound on any decision's objective, proven by the ILP (a relaxation of the
+    cycle: capacity aggregated per model and block size, evictions allowed per queue)."""
     wall_ms: float
     budget_ms: float | None = None
     workload_classes: int = 0

@@ -443,6 +443,18 @@ def test_ilp_never_worse_than_greedy(snap: Snapshot) -> None:
 
 @SETTINGS
 @given(snap=snapshots())
+def test_ilp_bound_holds(snap: Snapshot) -> None:
+    """8b. The ILP is a relaxation of the cycle: its proven bound is at least the objective
+    of both answers, so the reported gap is never negative."""
+    stats = decide(snap, budget_ms=5000).stats
+    event("bound proven" if stats.bound is not None else "no bound")
+    if stats.bound is not None:
+        assert stats.bound >= max(stats.objective, stats.greedy_objective) - 1e-6, stats
+        assert stats.gap_pct is not None and stats.gap_pct >= -1e-6, stats
+
+
+@SETTINGS
+@given(snap=snapshots())
 def test_incremental(snap: Snapshot) -> None:
     """9. One-by-one admission keeps capacity and quotas; release restores capacity."""
     allocator = IncrementalAllocator(snap)
