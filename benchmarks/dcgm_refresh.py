@@ -139,9 +139,10 @@ def main() -> None:
             reader = DcgmReader(PrometheusSettings(url=prom.url, timeout_s=30), settings)
             print("waiting for two scrapes …", flush=True)
             deadline = time.monotonic() + 120
-            while reader.refresh(
-                snap.model_copy(update={"now": int(time.time())}), owners
-            ).gpus_fresh < total:
+            while (
+                reader.refresh(snap.model_copy(update={"now": int(time.time())}), owners).gpus_fresh
+                < total
+            ):
                 if time.monotonic() > deadline:
                     sys.exit(f"Prometheus did not hold the fleet in 120 s; log: {prom.log}")
                 time.sleep(1)

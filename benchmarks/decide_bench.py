@@ -72,6 +72,8 @@ SPECS: dict[str, Spec] = {
     ),
     "d": Spec("d", 2000.0, 2000.0, lambda: instances.openb_instance("d")),
 }
+BOUND_BUDGET_MS = 120_000.0
+"""Budget of the untimed run that proves a bound when the timed runs had none."""
 E_TARGET_US = 500.0
 E_CALLS = 3000
 E_WINDOW = 250
@@ -201,10 +203,21 @@ def bench_global(spec: Spec, runs: int, budget_override: float | None) -> dict[s
         f"decide/greedy = {median / greedy_median:.2f}×"
     )
     if spec.gap_target_pct is not None:
+        if worst_gap is None:
+            # No bound within the budget: prove one with a long budget, untimed, and measure
+            # the in-budget answer against it (the bound holds for every decision).
+            proof = decide(snapshot, budget_ms=BOUND_BUDGET_MS).stats
+            if proof.bound is not None:
+                worst_gap = 100.0 * (proof.bound - last.stats.objective) / proof.bound
+                say(
+                    f"   bound    {proof.bound:,.3f} proven in {proof.wall_ms / 1000:,.1f} s "
+                    f"(budget {BOUND_BUDGET_MS / 1000:g} s, untimed; that run answered by "
+                    f"{proof.path} with {proof.objective:,.3f}, gap {fmt(proof.gap_pct, 3)} %)"
+                )
         ok = worst_gap is not None and worst_gap <= spec.gap_target_pct
         say(
-            f"   gap      worst {fmt(worst_gap, 3)} % over the runs (HiGHS MIP gap; '-' = a run "
-            f"had none)   target ≤ {spec.gap_target_pct:g}%: {verdict(ok)}"
+            f"   gap      worst {fmt(worst_gap, 3)} % of the proven bound above the in-budget "
+            f"answer ('-' = no bound)   target ≤ {spec.gap_target_pct:g}%: {verdict(ok)}"
         )
     return {"p95_ms": round(p95, 1), "gap_pct": None if worst_gap is None else round(worst_gap, 3)}
 
