@@ -265,16 +265,10 @@ class Cycle:
         )
         # Lower priorities of its own queue admitted earlier in this cycle (nothing has
         # started: free to undo) whenever w did not fit then but may now.
-        outranked = []
-        if self.lowest_admitted.get(w.queue, w.priority) < w.priority and self._freed_since(
-            w.name, option
-        ):
-            outranked = [
-                r
-                for r in self.admitted_here[w.queue]
-                if r.workload.priority < w.priority and r.competes_for(option.flavor, option.models)
-            ]
-        if not reclaim and not may_evict and not outranked:
+        take_back = self.lowest_admitted.get(
+            w.queue, w.priority
+        ) < w.priority and self._freed_since(w.name, option)
+        if not reclaim and not may_evict and not take_back:
             return None
         pools = self.state.eligible_pools(w, option)
         if not pools or self.state.never_fits(option, pools):
@@ -289,7 +283,13 @@ class Cycle:
         failed = self.failed_preemption.setdefault(memo, [])
         if any(all(a <= b for a, b in zip(f, size, strict=True)) for f in failed):
             return None
-        undo: list[Running] = list(outranked)
+        undo: list[Running] = []
+        if take_back:
+            undo = [
+                r
+                for r in self.admitted_here[w.queue]
+                if r.workload.priority < w.priority and r.competes_for(option.flavor, option.models)
+            ]
         if reclaim:
             undo += [
                 r
