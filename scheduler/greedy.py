@@ -205,7 +205,9 @@ class Cycle:
         return [options[i] for i in sorted(range(len(options)), key=key)]
 
     def _record(self, verdict: Verdict) -> Verdict:
-        if verdict.outcome is Outcome.PENDING:
+        # What waits is remembered for the cycle's later passes; the incremental path has
+        # none and must not accumulate it.
+        if verdict.outcome is Outcome.PENDING and self.preempt:
             self.waiting.setdefault(verdict.entry.workload.queue, []).append(verdict.entry)
             self.waited_at[verdict.entry.workload.name] = self.frees
         self.outcomes[verdict.entry.workload.name] = verdict

@@ -42,8 +42,6 @@ class IncrementalAllocator:
         # The live path keeps only what it admitted: a long-lived allocator answering
         # thousands of requests must not accumulate the ones that wait.
         self._cycle.outcomes.pop(workload.name)
-        if verdict.outcome is Outcome.PENDING:
-            self._cycle.waiting[workload.queue].pop()
         placement: tuple[PodPlacement, ...] = ()
         if verdict.outcome is Outcome.ADMIT and verdict.allocation is not None:
             self._admitted[workload.name] = verdict
