@@ -25,13 +25,15 @@ from sim.cluster import Cluster, ClusterError, load_cluster
 from sim.commands import DEMO_TRACE
 from sim.experiments import dumps
 from sim.job import Job
-from sim.plan.candidates import Candidate, Pool, build_cluster, pools_of
+from sim.plan.candidates import Pool, pools_of
 from sim.plan.demand import grow
-from sim.plan.evaluate import EvalTask, evaluate
+from sim.plan.evaluate import EvalTask
 from sim.plan.figures import figures
+from sim.plan.quotas import search_quotas
 from sim.plan.report import build_report
 from sim.plan.rightsizing import RightsizingError, query_prometheus, rightsizing_rows
-from sim.plan.search import SearchSettings, default_workers, search
+from sim.plan.search import SearchSettings, default_workers, evaluate_all, search
+from sim.plan.shapes import Arrangement, arrangements
 from sim.plan.slo import Slo, SloError, check_queues, parse_slo
 from sim.plan.verdict import verdict
 from sim.policies import POLICY_NAMES, PolicyOptions
@@ -79,6 +81,17 @@ def plan_command(sub: Subparsers) -> None:
         "--levels", default="0.75,1,1.25,1.5", help="scale factors per GPU model (comma-separated)"
     )
     parser.add_argument("--max-simulations", type=int, default=24, help="per shard")
+    parser.add_argument(
+        "--no-shapes",
+        action="store_true",
+        help="keep today's node shapes and MIG layouts (no 4-/8-GPU nodes, no new layouts)",
+    )
+    parser.add_argument(
+        "--quota-simulations",
+        type=int,
+        help="quota splits to simulate on the recommended cluster (default: a quarter of "
+        "--max-simulations, 1 to 4)",
+    )
     parser.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
     parser.add_argument(
         "--policy",
@@ -194,7 +207,11 @@ def _run(args: argparse.Namespace) -> int:
         budget_per_hour=args.budget,
     )
     rightsizing = _rightsizing(args)  # before the sweep: a bad file fails at once
-    pools = pools_of(cluster)
+    pools: Sequence[Pool] = pools_of(cluster)
+    options: Sequence[Arrangement] = ()
+    if not args.no_shapes:
+        hints = sorted({r["fits"] for r in rightsizing if r.get("fits")})
+        pools, options = arrangements(cluster, pools, planned, hints)
     started = time.perf_counter()
 
     def progress(done: int, budget: int) -> None:
@@ -206,7 +223,9 @@ def _run(args: argparse.Namespace) -> int:
                 sys.stderr.write("\n")
             sys.stderr.flush()
 
-    record = search(cluster, pools, planned, slos, settings, progress, jobs if changed else None)
+    record = search(
+        cluster, pools, planned, slos, settings, progress, jobs if changed else None, options
+    )
     if not args.quiet:
         sys.stderr.write("\n")
     record["inputs"] = {
@@ -227,51 +246,49 @@ def _run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "budget_per_hour": args.budget,
         "pools": [p.name for p in pools],
+        "shapes": not args.no_shapes,
     }
     record["shards"] = shard[1]
     record["fingerprint"] = _fingerprint(record["inputs"])
     record["wall_s"] = round(time.perf_counter() - started, 3)
     record["rightsizing"] = rightsizing
-    if shard[1] == 1:
-        record["quota_check"] = _quota_check(cluster, pools, planned, slos, settings, record)
+    quota_runs = args.quota_simulations
+    if quota_runs is None:
+        quota_runs = min(4, max(1, args.max_simulations // 4))
+    if shard[1] == 1 and quota_runs > 0:
+        record["quota_search"] = _quota_search(
+            cluster, pools, planned, slos, settings, record, quota_runs
+        )
     return _finish(args, record, slos)
 
 
-def _quota_check(
+def _quota_search(
     cluster: Cluster,
     pools: Sequence[Pool],
     jobs: Sequence[Job],
     slos: list[Slo],
     settings: SearchSettings,
     record: dict[str, Any],
+    simulations: int,
 ) -> dict[str, Any] | None:
-    """The recommended cluster again, with nominal quotas split mostly by each queue's use
-    of each flavor in its replay: does it still meet every goal?"""
+    """Quota splits for the recommended cluster (or the closest option), simulated."""
     record["inputs"].setdefault("budget_per_hour", settings.budget_per_hour)
     answer = verdict(record, slos)
-    key = answer.get("recommended")
+    key = answer.get("recommended") or answer.get("closest")
     if key is None:
         return None
     row = next(r for r in record["candidates"] if r["key"] == key)
-    usage: dict[str, dict[str, float]] = {}
-    for queue, flavors in row["evaluation"]["queues"]["_flavor_gpu_hours"].items():
-        for flavor, hours in flavors.items():
-            usage.setdefault(flavor, {})[queue] = hours
-    advised = build_cluster(cluster, pools, Candidate(tuple(row["counts"])), usage)
-    task = EvalTask(
-        "quota-advice", advised, tuple(jobs), tuple(slos), settings.policy, settings.seed,
-        settings.options,
-    )  # fmt: skip
-    ev = evaluate(task)
-    return {
-        "candidate": key,
-        "nominal": {
-            q.name: {f: quota.nominal for f, quota in sorted(q.quota.items())}
-            for q in advised.snapshot.queues
-        },
-        "slo_values": ev["slo_values"],
-        "slo_met": ev["slo_met"],
-    }
+
+    def task(label: str, candidate: Cluster) -> EvalTask:
+        return EvalTask(
+            label, candidate, tuple(jobs), tuple(slos), settings.policy, settings.seed,
+            settings.options,
+        )  # fmt: skip
+
+    def run(tasks: list[EvalTask]) -> list[dict[str, Any]]:
+        return evaluate_all(tasks, settings.workers)
+
+    return search_quotas(cluster, pools, row, jobs, slos, task, run, simulations)
 
 
 def _rightsizing(args: argparse.Namespace) -> list[dict[str, Any]]:
