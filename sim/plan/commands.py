@@ -17,6 +17,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from sim.plan.figures import figures
 from sim.plan.quotas import search_quotas
 from sim.plan.report import build_report
 from sim.plan.rightsizing import RightsizingError, query_prometheus, rightsizing_rows
-from sim.plan.search import SearchSettings, default_workers, evaluate_all, search
+from sim.plan.search import SearchSettings, default_workers, evaluate_all, search, violations
 from sim.plan.shapes import Arrangement, arrangements
 from sim.plan.slo import Slo, SloError, check_queues, parse_slo
 from sim.plan.verdict import verdict
@@ -150,16 +151,30 @@ def _prices(items: list[str]) -> dict[str, float]:
     return out
 
 
-def _run(args: argparse.Namespace) -> int:
-    if args.trace and args.trace[0] == "merge":
-        return _merge(args, [Path(p) for p in args.trace[1:]])
-    if len(args.trace) != 1:
-        raise CommandError(f"one trace expected, got {len(args.trace)}: {' '.join(args.trace)}")
+@dataclass(frozen=True)
+class _Setup:
+    """Everything a sweep (or a merge's quota search) needs, loaded and checked."""
+
+    slos: list[Slo]
+    cluster: Cluster
+    trace_path: Path
+    source: str
+    jobs: tuple[Job, ...]
+    planned: tuple[Job, ...]
+    settings: SearchSettings
+    pools: Sequence[Pool]
+    options: Sequence[Arrangement]
+    hints: list[str]
+
+
+_REPLAY = ("cluster", "growth", "horizon_hours", "price", "policy", "seed", "max_jobs")
+"""The arguments 'plan merge' needs to rebuild the sweep's inputs (with trace, hints)."""
+
+
+def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
     if args.policy not in POLICY_NAMES:
         raise CommandError(f"unknown policy {args.policy!r}; known: {', '.join(POLICY_NAMES)}")
     slos = _slos(args.slo or list(DEFAULT_SLOS))
-    shard = _shard(args.shard)
-    levels = _levels(args.levels)
     prices = _prices(args.price)
     trace_path = DEMO_TRACE if args.trace[0] == "demo" else Path(args.trace[0])
     try:
@@ -195,23 +210,39 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise CommandError(f"--growth: {error}") from None
-    changed = args.growth != 1.0 or args.horizon_hours is not None
     settings = SearchSettings(
-        levels=levels,
+        levels=_levels(args.levels),
         max_simulations=args.max_simulations,
         workers=args.workers or default_workers(),
         policy=args.policy,
         seed=args.seed,
         options=PolicyOptions(),
-        shard=shard,
+        shard=_shard(args.shard),
         budget_per_hour=args.budget,
     )
-    rightsizing = _rightsizing(args)  # before the sweep: a bad file fails at once
+    if hints is None:
+        rightsizing = _rightsizing(args)  # before the sweep: a bad file fails at once
+        hints = sorted({r["fits"] for r in rightsizing if r.get("fits")})
     pools: Sequence[Pool] = pools_of(cluster)
     options: Sequence[Arrangement] = ()
     if not args.no_shapes:
-        hints = sorted({r["fits"] for r in rightsizing if r.get("fits")})
         pools, options = arrangements(cluster, pools, planned, hints)
+    return _Setup(
+        slos, cluster, trace_path, trace.source, tuple(jobs), tuple(planned), settings, pools,
+        options, hints,
+    )  # fmt: skip
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.trace and args.trace[0] == "merge":
+        return _merge(args, [Path(p) for p in args.trace[1:]])
+    if len(args.trace) != 1:
+        raise CommandError(f"one trace expected, got {len(args.trace)}: {' '.join(args.trace)}")
+    rightsizing = _rightsizing(args)
+    hints = sorted({r["fits"] for r in rightsizing if r.get("fits")})
+    setup = _setup(args, hints)
+    settings, slos, jobs, planned = setup.settings, setup.slos, setup.jobs, setup.planned
+    changed = args.growth != 1.0 or args.horizon_hours is not None
     started = time.perf_counter()
 
     def progress(done: int, budget: int) -> None:
@@ -224,71 +255,78 @@ def _run(args: argparse.Namespace) -> int:
             sys.stderr.flush()
 
     record = search(
-        cluster, pools, planned, slos, settings, progress, jobs if changed else None, options
-    )
+        setup.cluster, setup.pools, planned, slos, settings, progress,
+        jobs if changed else None, setup.options,
+    )  # fmt: skip
     if not args.quiet:
         sys.stderr.write("\n")
+    trace_path = setup.trace_path
     record["inputs"] = {
         "command": "apportion plan " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
         "demand": (
-            f"demand in {Path(trace.source).name} ({len(jobs)} jobs"
+            f"demand in {Path(setup.source).name} ({len(jobs)} jobs"
             + (f", grown ×{args.growth:g}" if args.growth != 1 else "")
             + (f", extended to {args.horizon_hours:g} h" if args.horizon_hours else "")
             + (f": {len(planned)} jobs planned)" if changed else ")")
         ),
-        "trace_sha256": hashlib.sha256(trace_path.read_bytes()).hexdigest()
-        if trace_path.is_file()
-        else None,
-        "cluster": cluster.source,
+        "trace_sha256": _sha256(trace_path),
+        "cluster": setup.cluster.source,
         "slos": [s.text for s in slos],
-        "levels": list(levels),
+        "levels": list(settings.levels),
         "policy": args.policy,
         "seed": args.seed,
         "budget_per_hour": args.budget,
-        "pools": [p.name for p in pools],
+        "pools": [p.name for p in setup.pools],
         "shapes": not args.no_shapes,
+        "replay": {
+            "trace": str(trace_path) if args.trace[0] != "demo" else "demo",
+            "hints": hints,
+            **{k: getattr(args, k) for k in _REPLAY},
+        },
     }
-    record["shards"] = shard[1]
+    record["shards"] = settings.shard[1]
     record["fingerprint"] = _fingerprint(record["inputs"])
     record["wall_s"] = round(time.perf_counter() - started, 3)
     record["rightsizing"] = rightsizing
-    quota_runs = args.quota_simulations
-    if quota_runs is None:
-        quota_runs = min(4, max(1, args.max_simulations // 4))
-    if shard[1] == 1 and quota_runs > 0:
-        record["quota_search"] = _quota_search(
-            cluster, pools, planned, slos, settings, record, quota_runs
-        )
+    runs = _quota_runs(args)
+    if settings.shard[1] == 1 and runs > 0:
+        record["quota_search"] = _quota_search(setup, record, runs)
     return _finish(args, record, slos)
 
 
-def _quota_search(
-    cluster: Cluster,
-    pools: Sequence[Pool],
-    jobs: Sequence[Job],
-    slos: list[Slo],
-    settings: SearchSettings,
-    record: dict[str, Any],
-    simulations: int,
-) -> dict[str, Any] | None:
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _quota_runs(args: argparse.Namespace) -> int:
+    if args.quota_simulations is not None:
+        return max(0, int(args.quota_simulations))
+    return min(4, max(1, int(args.max_simulations) // 4))
+
+
+def _quota_search(setup: _Setup, record: dict[str, Any], simulations: int) -> dict[str, Any] | None:
     """Quota splits for the recommended cluster (or the closest option), simulated."""
+    settings = setup.settings
     record["inputs"].setdefault("budget_per_hour", settings.budget_per_hour)
-    answer = verdict(record, slos)
+    answer = verdict(record, setup.slos)
     key = answer.get("recommended") or answer.get("closest")
     if key is None:
         return None
     row = next(r for r in record["candidates"] if r["key"] == key)
+    planned = setup.planned
 
     def task(label: str, candidate: Cluster) -> EvalTask:
         return EvalTask(
-            label, candidate, tuple(jobs), tuple(slos), settings.policy, settings.seed,
+            label, candidate, planned, tuple(setup.slos), settings.policy, settings.seed,
             settings.options,
         )  # fmt: skip
 
     def run(tasks: list[EvalTask]) -> list[dict[str, Any]]:
         return evaluate_all(tasks, settings.workers)
 
-    return search_quotas(cluster, pools, row, jobs, slos, task, run, simulations)
+    return search_quotas(
+        setup.cluster, setup.pools, row, planned, setup.slos, task, run, simulations
+    )
 
 
 def _rightsizing(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -414,6 +452,47 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     merged["wall_s"] = max(r.get("wall_s", 0) for r in records)
     if missing and not args.quiet:
         sys.stderr.write(f"plan merge: shard(s) {missing} of {total} missing; merging the rest\n")
+    merged["monotonicity"] = {
+        "spot_checked": [
+            k for r in records for k in r.get("monotonicity", {}).get("spot_checked", [])
+        ],
+        "violations": violations(merged["candidates"]),
+    }
     slos = _slos(merged["inputs"]["slos"])
     args.shard = None
+    if "quota_search" not in merged and _quota_runs(args) > 0:
+        # Shards simulate no quota splits (each knows only its share of the sweep): the
+        # merge does, where it can read the same trace and cluster.
+        try:
+            setup = _replay_setup(args, merged["inputs"])
+            merged["quota_search"] = _quota_search(setup, merged, _quota_runs(args))
+            merged.pop("quota_search_skipped", None)
+        except CommandError as error:
+            merged["quota_search_skipped"] = str(error).splitlines()[0]
+            if not args.quiet:
+                sys.stderr.write(f"plan merge: no quota splits simulated: {error}\n")
     return _finish(args, merged, slos)
+
+
+def _replay_setup(args: argparse.Namespace, inputs: dict[str, Any]) -> _Setup:
+    """The sweep's inputs again, from what the record says it was run with."""
+    replay = inputs.get("replay")
+    if not replay:
+        raise CommandError("the shards' records do not say how to replay them")
+    parser = argparse.ArgumentParser()
+    plan_command(parser.add_subparsers())
+    ns = parser.parse_args(["plan"])
+    for key in _REPLAY:
+        setattr(ns, key, replay[key])
+    ns.trace = [replay["trace"]]
+    ns.slo = list(inputs["slos"])
+    ns.levels = ",".join(str(v) for v in inputs["levels"])
+    ns.budget = inputs.get("budget_per_hour")
+    ns.no_shapes = not inputs.get("shapes", True)
+    ns.workers = args.workers
+    setup = _setup(ns, list(replay.get("hints", [])))
+    if _sha256(setup.trace_path) != inputs.get("trace_sha256"):
+        raise CommandError(f"{setup.trace_path} is not the trace the shards planned for")
+    if [p.name for p in setup.pools] != inputs.get("pools"):
+        raise CommandError("the cluster's node pools differ from the shards'")
+    return setup

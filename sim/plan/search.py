@@ -44,7 +44,7 @@ from sim.plan.shapes import Arrangement, neighbours
 from sim.plan.slo import Slo
 from sim.policies import PolicyOptions
 
-__all__ = ["SearchSettings", "default_workers", "evaluate_all", "search"]
+__all__ = ["SearchSettings", "default_workers", "evaluate_all", "search", "violations"]
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,7 @@ def search(
         },
         "monotonicity": {
             "spot_checked": spot_checked,
-            "violations": _violations(mine, rows),
+            "violations": violations([rows[c.key()] for c in mine]),
         },
         **extra,
     }
@@ -291,17 +291,17 @@ def _reference(
     return min(simulated, key=rank)
 
 
-def _violations(mine: list[Candidate], rows: dict[str, Any]) -> list[list[str]]:
-    """Simulated pairs where more nodes everywhere missed a goal the smaller one met."""
-    simulated = [c for c in mine if rows[c.key()]["evaluation"] is not None]
+def violations(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Simulated pairs (keys) where more nodes in every pool missed a goal the smaller
+    cluster met: where 'more nodes never hurt' is false."""
+    simulated = [r for r in rows if r["evaluation"] is not None]
     return [
-        [big.key(), small.key()]
+        [big["key"], small["key"]]
         for big in simulated
+        if big["status"] == "misses"
         for small in simulated
-        if big is not small
-        and big.dominates(small)
-        and rows[big.key()]["status"] == "misses"
-        and rows[small.key()]["status"] == "meets"
+        if small["status"] == "meets"
+        and all(a >= b for a, b in zip(big["counts"], small["counts"], strict=True))
     ]
 
 
