@@ -366,7 +366,16 @@ def test_shards_merge_to_the_single_run_answer(tmp_path: Path) -> None:
     skipped = json.loads(blind.stdout)["quota_search_skipped"]
     assert skipped == f"{trace}: no such file or directory"
     assert "quota_search" not in json.loads(blind.stdout)
-    (tmp_path / "elsewhere.csv").rename(trace)
+    # --inputs DIR: the same files, found by name elsewhere (as beside the shards' logs).
+    moved = tmp_path / "inputs"
+    moved.mkdir()
+    (tmp_path / "elsewhere.csv").rename(moved / trace.name)
+    cluster_file.rename(moved / cluster_file.name)
+    found = _plan("merge", str(logs), "--json", "--workers", "1", "--inputs", str(moved))
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["quota_search"]["candidate"] == "2-1"
+    (moved / trace.name).rename(trace)
+    (moved / cluster_file.name).rename(cluster_file)
     # A shard with other inputs is refused.
     other = _plan(
         *common[:-4],

@@ -106,6 +106,12 @@ def plan_command(sub: Subparsers) -> None:
     parser.add_argument("--metrics-snapshot", type=Path, help="snapshot with running workloads")
     parser.add_argument("--shard", help="i/N: run the i-th of N shares of the sweep")
     parser.add_argument("--out", type=Path, help="write plan.json, report.html, report.md here")
+    parser.add_argument(
+        "--inputs",
+        type=Path,
+        help="plan merge: a directory holding the shards' trace and cluster files (found by "
+        "file name) when they are not at the paths the shards read, to simulate quota splits",
+    )
     parser.add_argument("--json", action="store_true", help="print the sweep record to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(run=_run)
@@ -485,6 +491,11 @@ def _replay_setup(args: argparse.Namespace, inputs: dict[str, Any]) -> _Setup:
     for key in _REPLAY:
         setattr(ns, key, replay[key])
     ns.trace = [replay["trace"]]
+    if args.inputs is not None:
+        if ns.trace[0] != "demo":
+            ns.trace = [str(args.inputs / Path(ns.trace[0]).name)]
+        if ns.cluster != "default" and not ns.cluster.startswith("uniform:"):
+            ns.cluster = str(args.inputs / Path(ns.cluster).name)
     ns.slo = list(inputs["slos"])
     ns.levels = ",".join(str(v) for v in inputs["levels"])
     ns.budget = inputs.get("budget_per_hour")
