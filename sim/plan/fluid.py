@@ -236,7 +236,9 @@ def _windows(
 @dataclass(frozen=True, slots=True)
 class FluidBound:
     load: float
-    """λ: the least peak share of any resource's GPU-time the demand needs (> 1: prune)."""
+    """λ: the least peak share of any resource's GPU-time the demand needs (> 1: prune),
+    or the worst window's share when larger; when it is at most 1 it may be an upper
+    bound (the LP is skipped when a simple assignment already fits)."""
     busy_max: float | None
     """The most utilization the demand could produce (None without a utilization goal)."""
     reason: str
@@ -264,7 +266,14 @@ def fluid_bound(
             if not name.startswith("mig-"):
                 room = largest_node.get(name, 0)
                 need[[g > room for g in demand.pod_gpus], r] = np.inf
-    load = _min_load(need, cap * demand.horizon_s) if len(need) else 0.0
+    load = 0.0
+    if len(need):
+        # Each class spread over its resources by capacity is one feasible assignment:
+        # when it fits, so does the best one, and the LP (most of this function's time)
+        # can be skipped.
+        load = _spread_load(need, cap * demand.horizon_s)
+        if load > 1.0:
+            load = _min_load(need, cap * demand.horizon_s)
     reason = ""
     if (
         math.isinf(load)
@@ -310,6 +319,19 @@ def fluid_bound(
 
 def _times(ratio: float) -> str:
     return "more than" if math.isinf(ratio) else f"{ratio:.2f}×"
+
+
+def _spread_load(need: np.ndarray, cap: np.ndarray) -> float:
+    """λ of the assignment that spreads each class over its resources by capacity: an
+    upper bound on the least λ (inf when a class has no resource)."""
+    usable = np.isfinite(need) & (cap > 0)
+    room = np.where(usable, cap, 0.0)
+    total = room.sum(axis=1, keepdims=True)
+    if (total <= 0).any():
+        return math.inf
+    work = np.where(usable, need, 0.0) * room / total
+    safe = np.where(cap > 0, cap, 1.0)
+    return float((work.sum(axis=0) / safe).max())
 
 
 def _min_load(need: np.ndarray, cap: np.ndarray) -> float:

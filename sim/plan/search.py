@@ -156,10 +156,10 @@ def search(
             if progress:
                 progress(done, budget)
 
-        def bisect(limit: int, first: list[Candidate]) -> None:
+        def bisect(limit: int, first: list[Candidate], among: list[Candidate]) -> None:
             while limit - done > 0:
                 want = min(settings.workers, limit - done) - len(first)
-                probes = _pick([c for c in mine if c not in first], rows, want)
+                probes = _pick([c for c in among if c not in first], rows, want)
                 batch = first + probes
                 first = []
                 if not batch:
@@ -181,7 +181,7 @@ def search(
         else:
             future = None
         # The current cluster goes with the first probes (it may also be pruned).
-        bisect(budget - reserve, [current] if index == 0 else [])
+        bisect(budget - reserve, [current] if index == 0 else [], mine)
         # Nothing met the goals: simulate the largest candidate, pruned or not, so the
         # 'closest option' is the most the grid can do, not just what was tried.
         largest = max(mine, key=lambda c: (sum(c.counts), c.counts), default=None)
@@ -199,11 +199,8 @@ def search(
             if ref is None or budget - done <= 0:
                 break
             met = rows[ref.key()]["status"] == "meets"
-            fresh = [
-                c
-                for c in neighbours(ref, pools, options, settings.levels, met)
-                if c.key() not in rows
-            ]
+            unique = {c.key(): c for c in neighbours(ref, pools, options, settings.levels, met)}
+            fresh = [c for k, c in unique.items() if k not in rows]
             if not fresh:
                 break
             best = _best_cost(mine, rows)
@@ -214,7 +211,8 @@ def search(
                     row["status"] = "costlier"
                 mine.append(cand)
             before = done
-            bisect(budget, [])
+            # Only the new arrangements: the grid's own leftovers had their share.
+            bisect(budget, [], fresh)
             if done == before:
                 break
         # Spot-check the dominance inference: the costliest candidates cheaper than the
