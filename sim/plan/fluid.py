@@ -22,7 +22,8 @@ Three necessary conditions, each cheap next to a simulation:
 - **Pods that fit some node**: a pod of 8 GPUs cannot run on 4-GPU nodes of its model, so
   node shapes too small for a class take that resource from it.
 - **Enough work to keep it busy**: with a utilization goal ``u``, the most GPU-time the
-  demand could hold (every job on its slowest allowed resource) must reach ``u`` × the
+  demand could hold (every job on its slowest allowed resource, a MIG instance as its
+  share of the GPU's compute, as the simulator counts it) must reach ``u`` × the
   candidate's GPUs × the earliest possible end of the replay.
 
 The bound ignores fragmentation, gangs, quotas and queueing, so passing it proves
@@ -123,22 +124,25 @@ def fluid_demand(
     max_wait = max((s.target for s in waits), default=0.0)
     rows: list[tuple[float, float, str, dict[str, float]]] = []
     earliest_end = 0.0
+    upper = 0.0
     for job in jobs:
         allowed_ = allowed(job, models, mig, cat)
         seconds = {}
         runtime = math.inf
         slowest = 0.0
+        held = 0.0
         for r, gpus in allowed_.items():
             rate = job.rate_on((r,)) if not r.startswith("mig-") else job.default_rate
             seconds[r] = gpus * job.work / rate
             runtime = min(runtime, job.work / rate)
             slowest = max(slowest, job.work / rate)
+            held = max(held, _held(job, r, gpus, cat) * job.work / rate)
         if seconds:
             earliest_end = max(earliest_end, job.submit + runtime)
+        upper += held
         rows.append(
             (min(seconds.values(), default=0.0), slowest, _class_key(job, seconds), seconds)
         )
-    upper = sum(max(s.values(), default=0.0) for *_, s in rows)
     # Per goal, the smallest ⌈p · n⌉ jobs of its scope must start in time (the rest may
     # miss it); the bound keeps the union of those.
     chosen: set[int] = set()
@@ -176,6 +180,25 @@ def fluid_demand(
         tuple(int(k.rsplit("|", 1)[1]) for k in sorted(classes)),
         tuple(windows),
     )
+
+
+def _held(job: Job, resource: str, units: float, cat: Catalog) -> float:
+    """The most GPUs the job holds on ``resource`` as utilization counts them: a MIG
+    instance as its share of the GPU's compute slices, a memory-sized pod on a whole GPU
+    as that GPU (utilization side: an upper bound)."""
+    d = job.workload.demand
+    if resource.startswith("mig-"):
+        profile = resource[4:]
+        shares = [
+            p.compute_slices / m.mig_compute_slices
+            for m in cat.models
+            for p in m.mig_profiles
+            if p.name == profile
+        ]
+        return max(shares, default=1.0) * job.workload.pods
+    if d.gpu_memory_mib is not None:
+        return float(job.workload.pods)
+    return units
 
 
 def _class_key(job: Job, seconds: dict[str, float]) -> str:
