@@ -20,7 +20,7 @@ from sim.plan.evaluate import EvalTask, evaluate
 from sim.plan.fluid import fluid_bound, fluid_demand
 from sim.plan.quotas import search_quotas
 from sim.plan.search import SearchSettings, search
-from sim.plan.shapes import arrangements
+from sim.plan.shapes import NO_MIG, TODAY, arrangements
 from sim.plan.slo import parse_slo
 from sim.plan.verdict import verdict
 
@@ -68,8 +68,7 @@ def test_a_mig_layout_is_the_cheapest_answer() -> None:
     record = plan_with_shapes(cluster(), jobs, ["p95_wait<=60"], (0.5, 1.0, 1.5, 2.0))
     best = recommended(record)
     assert best["cost_per_hour"] == pytest.approx(3 * A100_NODE + L4_NODE)
-    assert best["shapes"]["A100-80GB"].startswith("MIG all-")
-    assert best["shapes"]["A100-80GB"].endswith("on 1 node")
+    assert best["shapes"]["A100-80GB"].startswith("1 MIG node, all-")
     assert all(best["evaluation"]["slo_met"])
     # Today's shapes cannot run a notebook at all: the fluid bound prunes them.
     today = [r for r in record["candidates"] if not r["shapes"]]
@@ -91,11 +90,11 @@ def test_mig_layouts_come_from_the_demand_and_are_valid() -> None:
             if gpu.mig is not None:
                 assert layout_problems(catalog[gpu.model], gpu.mig) == []
     names = {(a.model, a.name) for a in options}
-    assert ("A100-80GB", "no MIG") in names and ("H100-80GB", "as today") in names
-    # No MIG-capable model's options without a MIG request in the demand but 'no MIG'.
+    assert ("A100-80GB", NO_MIG) in names and ("H100-80GB", TODAY) in names
+    # Without a MIG request in the demand, a MIG-capable model's only MIG option is none.
     plain = [job(f"j{i}", 0, 100, 1) for i in range(3)]
     _, options = arrangements(c, pools_of(c), plain)
-    assert not [a for a in options if a.name.startswith("MIG ")]
+    assert not [a for a in options if "MIG node" in a.name]
 
 
 # ------------------------------------------------------------------ node shapes

@@ -127,7 +127,7 @@ def _gpus(row: dict[str, Any]) -> str:
 
 def _shapes(row: dict[str, Any]) -> str:
     """Node shapes and MIG layouts that differ from today's, for people ('' if none)."""
-    return "; ".join(f"{m} {a}" for m, a in sorted(row.get("shapes", {}).items()))
+    return "; ".join(f"{m} as {a}" for m, a in sorted(row.get("shapes", {}).items()))
 
 
 def _pools_section(
@@ -298,7 +298,7 @@ def build_report(
         shaped = _shapes(chosen)
         summary = (
             f"Run {_gpus(chosen)}"
-            + (f" ({shaped})" if shaped else "")
+            + (f", with {shaped}" if shaped else "")
             + f" ({_money(chosen['cost_per_hour'])}/h, "
             f"{_money(chosen['cost_per_hour'] * HOURS_PER_MONTH)}/month"
             + (
@@ -325,7 +325,7 @@ def build_report(
                 else ""
             )
             + f". The closest is {_gpus(chosen)}"
-            + (f" ({_shapes(chosen)})" if _shapes(chosen) else "")
+            + (f", with {_shapes(chosen)}" if _shapes(chosen) else "")
             + f" ({_money(chosen['cost_per_hour'])}/h); "
             f"the goal that binds is {b.get('slo', '?')}"
             + (

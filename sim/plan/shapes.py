@@ -12,7 +12,7 @@ The level grid (``candidates``) only scales the pools a cluster already has. An
   demand's MIG and memory-sized requests (``scheduler.mig.pack_profiles``; every layout
   passes ``layout_problems``) — on ``k`` nodes, ``k`` from the demand: between the fluid
   average and the peak of the MIG compute slices it asks for. Whole-GPU nodes of the model
-  still scale with its level. ``no MIG`` turns today's MIG nodes into whole GPUs.
+  still scale with its level. ``whole GPUs only`` turns today's MIG nodes into whole GPUs.
 
 Which layouts are tried comes from the demand (MIG requests, memory-sized requests mapped
 to the cheapest profile that holds them, and right-sizing's "would fit" profiles), so the
@@ -34,9 +34,10 @@ from sim.cluster import Cluster
 from sim.job import Job
 from sim.plan.candidates import POOL_LABEL, Candidate, Pool, pool_of
 
-__all__ = ["TODAY", "Arrangement", "arrangements", "neighbours"]
+__all__ = ["NO_MIG", "TODAY", "Arrangement", "arrangements", "neighbours"]
 
 TODAY = "as today"
+NO_MIG = "whole GPUs only (no MIG)"
 _SHAPES = (4, 8)
 _MIG_CONFIG = "nvidia.com/mig.config"
 
@@ -103,7 +104,7 @@ def arrangements(
                 template = _layout(base.nodes[0], None, f"{model_name.lower()}-whole", "")
                 idx = add(pool_of(cluster, f"{model_name.lower()}-whole", template, ()))
                 scaled = [(i, pools[i].count) for i in whole] + [(idx, moved)]
-            out.append(Arrangement(model_name, "no MIG", tuple(scaled)))
+            out.append(Arrangement(model_name, NO_MIG, tuple(scaled)))
         wanted = _mig_demand(model, jobs, hinted)
         if not wanted.seconds:
             continue
@@ -118,7 +119,7 @@ def arrangements(
                 out.append(
                     Arrangement(
                         model_name,
-                        f"MIG {label} on {k} node{'s' if k > 1 else ''}",
+                        f"{k} MIG node{'s' if k > 1 else ''}, {label}",
                         keep,
                         ((idx, k),),
                     )
