@@ -137,6 +137,9 @@ def test_quota_splits_are_simulated(report: Path) -> None:
     assert f"Chosen: {chosen['strategy']} ({chosen['describe']})" in md
     for q, v in chosen["queues"].items():
         assert f"| {q} | " in md and f"{v['borrowed_gpu_hours']:,.0f}" in md
+    # Right-sizing's "would fit" profiles are the layouts' hints, recorded for a merge.
+    fits = {r["fits"].split(" on ")[0] for r in record["rightsizing"] if r["fits"]}
+    assert fits and record["inputs"]["replay"]["hints"] == sorted(fits)
     # The report shows the node pools of the recommended cluster, shapes and layouts.
     for name, describe, n in best["nodes"]:
         assert f"| {name} | {describe} |" in md

@@ -228,7 +228,7 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
     )
     if hints is None:
         rightsizing = _rightsizing(args)  # before the sweep: a bad file fails at once
-        hints = sorted({r["fits"] for r in rightsizing if r.get("fits")})
+        hints = _hints(rightsizing)
     pools: Sequence[Pool] = pools_of(cluster)
     options: Sequence[Arrangement] = ()
     if not args.no_shapes:
@@ -245,7 +245,7 @@ def _run(args: argparse.Namespace) -> int:
     if len(args.trace) != 1:
         raise CommandError(f"one trace expected, got {len(args.trace)}: {' '.join(args.trace)}")
     rightsizing = _rightsizing(args)
-    hints = sorted({r["fits"] for r in rightsizing if r.get("fits")})
+    hints = _hints(rightsizing)
     setup = _setup(args, hints)
     settings, slos, jobs, planned = setup.settings, setup.slos, setup.jobs, setup.planned
     changed = args.growth != 1.0 or args.horizon_hours is not None
@@ -298,6 +298,11 @@ def _run(args: argparse.Namespace) -> int:
     if settings.shard[1] == 1 and runs > 0:
         record["quota_search"] = _quota_search(setup, record, runs)
     return _finish(args, record, slos)
+
+
+def _hints(rightsizing: list[dict[str, Any]]) -> list[str]:
+    """MIG profiles right-sizing says workloads would fit ('1g.10gb on A100-80GB')."""
+    return sorted({r["fits"].partition(" on ")[0] for r in rightsizing if r.get("fits")})
 
 
 def _sha256(path: Path) -> str | None:
