@@ -2,13 +2,17 @@
 
     .venv/bin/python benchmarks/plan_bench.py [--simulations N] [--workers N]
                                               [--levels 0.75,1,1.25,1.5] [--policy P]
+                                              [--growth G] [--no-shapes]
 
 The demand is the bundled demo trace (600 jobs, six teams, about 5.4 hours) on the
 embedded 496-GPU cluster; the goals are ``apportion plan``'s defaults. Every GPU model's
 node pools are scaled by each level (4 levels, 5 models: 1,024 candidate clusters); the
 fluid bound prunes what cannot work, then up to ``--simulations`` candidates (default 20)
-are simulated in a pool of ``--workers`` processes (default 2). Target: at least 20
-candidate clusters simulated in at most 2 minutes on this 2-core machine. The last line
+are simulated in a pool of ``--workers`` processes (default 2); a quarter of them go to
+other node shapes and MIG layouts around the best (``--no-shapes``: none). ``--growth``
+scales the demand (seeded copies), to see the fluid bound prune on a tighter demand.
+Target: at least 20 candidate clusters simulated in at most 2 minutes on this 2-core
+machine. The last line
 printed is one JSON object: ``{"candidates", "simulations", "pruned", "wall_s"}``.
 """
 
@@ -27,7 +31,9 @@ from sim.cluster import load_cluster
 from sim.commands import DEMO_TRACE
 from sim.plan.candidates import pools_of
 from sim.plan.commands import DEFAULT_SLOS
+from sim.plan.demand import grow
 from sim.plan.search import SearchSettings, search
+from sim.plan.shapes import arrangements
 from sim.plan.slo import parse_slo
 from sim.plan.verdict import verdict
 from sim.trace import load_trace
@@ -39,8 +45,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--levels", default="0.75,1,1.25,1.5")
     parser.add_argument("--policy", default="apportion-greedy")
+    parser.add_argument("--growth", type=float, default=1.0)
+    parser.add_argument("--no-shapes", action="store_true")
     args = parser.parse_args()
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(f"load average before: {' '.join(load)} (1, 5, 15 min)")
     trace = load_trace(DEMO_TRACE)
+    jobs = grow(trace.jobs, args.growth)
     cluster = load_cluster("default").with_queues({j.workload.queue for j in trace.jobs})
     slos = [parse_slo(s) for s in DEFAULT_SLOS]
     settings = SearchSettings(
@@ -50,16 +62,29 @@ def main() -> None:
         policy=args.policy,
     )
     started = time.perf_counter()
-    record = search(cluster, pools_of(cluster), trace.jobs, slos, settings)
+    pools, options = pools_of(cluster), ()
+    if not args.no_shapes:
+        pools, options = arrangements(cluster, pools, jobs)
+    record = search(cluster, pools, jobs, slos, settings, options=options)
     wall = time.perf_counter() - started
     record["inputs"] = {"budget_per_hour": None}
     answer = verdict(record, slos)
     status = Counter(r["status"] for r in record["candidates"])
     sims = record["simulations"]
-    print(f"demand: {len(trace.jobs)} jobs (demo trace); goals: {', '.join(DEFAULT_SLOS)}")
+    grown = f", grown ×{args.growth:g}" if args.growth != 1 else ""
+    print(f"demand: {len(jobs)} jobs (demo trace{grown}); goals: {', '.join(DEFAULT_SLOS)}")
     counts = ", ".join(f"{v} {k}" for k, v in status.items())
     print(f"candidates: {len(record['candidates'])} ({counts})")
-    print(f"pruned by the fluid bound: {status['pruned']}")
+    shaped = [r for r in record["candidates"] if r["shapes"]]
+    print(
+        f"other shapes and MIG layouts: {len(options)} arrangements, {len(shaped)} candidates, "
+        f"{sum(1 for r in shaped if r['evaluation'])} simulated"
+    )
+    why = Counter(_kind(r["pruned"]) for r in record["candidates"] if r["pruned"])
+    print(
+        f"pruned by the fluid bound: {status['pruned']}"
+        + (f" ({', '.join(f'{v} {k}' for k, v in sorted(why.items()))})" if why else "")
+    )
     print(f"simulations: {sims} with {args.workers} workers, policy {args.policy}")
     each = record["simulation_wall_s"]
     print(
@@ -72,7 +97,11 @@ def main() -> None:
     if chosen:
         row = by_key[chosen]
         kind = "recommended" if answer.get("recommended") else "closest (none meets every goal)"
-        print(f"{kind}: {row['gpus']} at ${row['cost_per_hour']:,.0f}/h")
+        shapes = "; ".join(f"{m} {a}" for m, a in row["shapes"].items()) or "today's shapes"
+        print(f"{kind}: {row['gpus']} ({shapes}) at ${row['cost_per_hour']:,.0f}/h")
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(f"load average after: {' '.join(load)}")
     print(
         json.dumps(
             {
@@ -83,6 +112,16 @@ def main() -> None:
             }
         )
     )
+
+
+def _kind(reason: str) -> str:
+    if "arrive in" in reason:
+        return "by a time window"
+    if "fit no node" in reason:
+        return "pods fit no node"
+    if "busy" in reason:
+        return "by the utilization goal"
+    return "by GPU-time over the whole replay"
 
 
 if __name__ == "__main__":

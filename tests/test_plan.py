@@ -352,6 +352,30 @@ def test_shards_merge_to_the_single_run_answer(tmp_path: Path) -> None:
     assert single["verdict"]["recommended"] == "2-1"
     assert record["verdict"]["recommended"] == "2-1"
     assert (tmp_path / "out" / "report.html").is_file()
+    # Shards simulate no quota splits; the merge does, from the same trace and cluster,
+    # as the single run does.
+    assert "quota_search" not in json.loads(lines[0].split("] ", 1)[1])
+    assert record["quota_search"]["candidate"] == "2-1"
+    assert [s["strategy"] for s in record["quota_search"]["strategies"]] == [
+        s["strategy"] for s in single["quota_search"]["strategies"]
+    ]
+    # Where the trace is not readable, the merge says so instead of guessing.
+    trace.rename(tmp_path / "elsewhere.csv")
+    blind = _plan("merge", str(logs), "--json", "--workers", "1")
+    assert blind.returncode == 0, blind.stderr
+    skipped = json.loads(blind.stdout)["quota_search_skipped"]
+    assert skipped == f"{trace}: no such file or directory"
+    assert "quota_search" not in json.loads(blind.stdout)
+    # --inputs DIR: the same files, found by name elsewhere (as beside the shards' logs).
+    moved = tmp_path / "inputs"
+    moved.mkdir()
+    (tmp_path / "elsewhere.csv").rename(moved / trace.name)
+    cluster_file.rename(moved / cluster_file.name)
+    found = _plan("merge", str(logs), "--json", "--workers", "1", "--inputs", str(moved))
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout)["quota_search"]["candidate"] == "2-1"
+    (moved / trace.name).rename(trace)
+    (moved / cluster_file.name).rename(cluster_file)
     # A shard with other inputs is refused.
     other = _plan(
         *common[:-4],

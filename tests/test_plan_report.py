@@ -35,9 +35,11 @@ CLUSTER = (
 SECTIONS = (
     "SLO attainment",
     "Cost",
+    "Node shapes and MIG layouts",
     "Over time",
     "Pareto front",
     "Quota advice",
+    "Quota split per queue",
     "Right-sizing",
     "Inputs and assumptions",
 )
@@ -117,18 +119,31 @@ def test_what_happens_if_nothing_changes(report: Path) -> None:
     assert "grown ×1.5" in md
 
 
-def test_quota_advice_is_simulated(report: Path) -> None:
+def test_quota_splits_are_simulated(report: Path) -> None:
     record = json.loads((report / "plan.json").read_text())
-    check = record["quota_check"]
-    assert check["candidate"] == record["verdict"]["recommended"]
-    best = next(r for r in record["candidates"] if r["key"] == check["candidate"])
-    # The suggested nominals split exactly the recommended cluster's capacity per flavor.
-    for model, gpus in best["gpus"].items():
-        assert sum(flavors.get(model, 0) for flavors in check["nominal"].values()) == gpus
+    found = record["quota_search"]
+    assert found["candidate"] == record["verdict"]["recommended"]
+    best = next(r for r in record["candidates"] if r["key"] == found["candidate"])
+    # --max-simulations 8: two splits simulated (demand, then SLO-driven) beside today's.
+    tried = [s["strategy"] for s in found["strategies"]]
+    assert tried[:2] == ["scaled", "demand"] and len(tried) <= 3
+    assert found["strategies"][0]["slo_values"] == best["evaluation"]["slo_values"]
+    for split in found["strategies"]:
+        # Every split hands out exactly the recommended cluster's capacity per flavor.
+        for model, gpus in best["gpus"].items():
+            assert sum(f.get(model, 0) for f in split["nominal"].values()) == gpus
+    chosen = next(s for s in found["strategies"] if s["strategy"] == found["chosen"])
     md = (report / "report.md").read_text()
-    assert "suggested nominal GPUs" in md and "was simulated again with them" in md
-    expected = "still meets every goal" if all(check["slo_met"]) else "keep the scaled current"
-    assert expected in md
+    assert f"Chosen: {chosen['strategy']} ({chosen['describe']})" in md
+    for q, v in chosen["queues"].items():
+        assert f"| {q} | " in md and f"{v['borrowed_gpu_hours']:,.0f}" in md
+    # Right-sizing's "would fit" profiles are the layouts' hints, recorded for a merge.
+    fits = {r["fits"].split(" on ")[0] for r in record["rightsizing"] if r["fits"]}
+    assert fits and record["inputs"]["replay"]["hints"] == sorted(fits)
+    # The report shows the node pools of the recommended cluster, shapes and layouts.
+    for name, describe, n in best["nodes"]:
+        (line,) = [ln for ln in md.splitlines() if ln.startswith(f"| {name} | {describe} |")]
+        assert line.endswith(f"| {n} |")
 
 
 def test_rightsizing_from_the_prometheus_export(report: Path) -> None:

@@ -4,7 +4,8 @@ A *pool* is a set of identical nodes (same GPU model and count, MIG layout, shar
 CPU and memory; the ``apportion.io/node-pool`` label when present). A candidate gives
 every pool a node count; the search scales all pools of one GPU model by the same level
 (0.75 × the H100 nodes, 1.25 × the L4 nodes, …), so node shapes and MIG layouts stay the
-ones the cluster already runs. Queues keep their weights and cohorts; nominal quotas and
+ones the cluster already runs (``shapes`` adds other node shapes and MIG layouts as
+pools with no nodes today). Queues keep their weights and cohorts; nominal quotas and
 limits are rescaled per flavor to the candidate's capacity (largest remainder), so every
 GPU stays someone's guarantee, as in the current cluster.
 """
@@ -13,14 +14,23 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scheduler.model import Node, Queue, Quota
 from sim.cluster import Cluster
 
-__all__ = ["Candidate", "Pool", "build_cluster", "candidate_grid", "pools_of", "scale_quotas"]
+__all__ = [
+    "POOL_LABEL",
+    "Candidate",
+    "Pool",
+    "build_cluster",
+    "candidate_grid",
+    "pool_of",
+    "pools_of",
+    "scale_quotas",
+]
 
-_POOL_LABEL = "apportion.io/node-pool"
+POOL_LABEL = "apportion.io/node-pool"
 HOURS_PER_MONTH = 730
 
 
@@ -30,10 +40,12 @@ class Pool:
     model: str
     gpus_per_node: int
     nodes: tuple[Node, ...]
-    """The current cluster's nodes of this pool (templates for added nodes)."""
+    """The current cluster's nodes of this pool (none for a shape or layout it lacks)."""
     price_per_node_hour: float
     node_capacity: dict[str, int]
     """One node's capacity per quota flavor."""
+    template: Node
+    """What an added node looks like (the pool's first node)."""
 
     @property
     def count(self) -> int:
@@ -41,20 +53,35 @@ class Pool:
 
     @property
     def describe(self) -> str:
-        n = self.nodes[0]
-        kind = "MIG" if any(g.mig for g in n.gpus) else ("shared" if n.gpus[0].shared else "")
-        return f"{self.gpus_per_node}× {self.model}{' ' + kind if kind else ''}"
+        """For people: ``8× H100-80GB, MIG 2×1g.10gb+2g.20gb+3g.40gb``."""
+        gpu = self.template.gpus[0]
+        kind = ""
+        if gpu.mig is not None:
+            parts: dict[str, int] = {}
+            for s in gpu.mig:
+                parts[s.profile] = parts.get(s.profile, 0) + 1
+            kind = ", MIG " + ("+".join(f"{n}×{p}" for p, n in parts.items()) or "empty")
+        elif gpu.shared:
+            kind = ", time-sliced"
+        return f"{self.gpus_per_node}× {self.model}{kind}"
 
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
     counts: tuple[int, ...]
     """Nodes per pool, in ``pools_of`` order."""
-    levels: tuple[tuple[str, float], ...] = ()
+    levels: tuple[tuple[str, float], ...] = field(default=(), compare=False)
     """Per GPU model, the scale level this candidate was made from (for people)."""
+    shapes: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    """Per GPU model whose nodes differ from today's shapes, the arrangement's name."""
+    base: int | None = field(default=None, compare=False)
+    """How many of the pools are today's (the rest are other shapes and layouts)."""
 
     def key(self) -> str:
-        return "-".join(str(c) for c in self.counts)
+        """Today's pools' counts joined by '-', then '+i:n' for other pools in use."""
+        base = len(self.counts) if self.base is None else self.base
+        head = "-".join(str(c) for c in self.counts[:base])
+        return head + "".join(f"+{i}:{c}" for i, c in enumerate(self.counts) if i >= base and c)
 
     def cost_per_hour(self, pools: Sequence[Pool]) -> float:
         return sum(c * p.price_per_node_hour for c, p in zip(self.counts, pools, strict=True))
@@ -81,6 +108,15 @@ class Candidate:
         return all(a >= b for a, b in zip(self.counts, other.counts, strict=True))
 
 
+def pool_of(cluster: Cluster, name: str, template: Node, nodes: tuple[Node, ...]) -> Pool:
+    """A pool of ``template``-shaped nodes (``nodes``: the ones the cluster has today)."""
+    catalog = cluster.catalog
+    model = catalog[template.gpus[0].model]
+    price = sum(catalog[g.model].price_per_hour for g in template.gpus)
+    one = Cluster(cluster.snapshot.model_copy(update={"nodes": (template,)}), "").capacity()
+    return Pool(name, model.name, len(template.gpus), nodes, price, one, template)
+
+
 def pools_of(cluster: Cluster) -> tuple[Pool, ...]:
     catalog = cluster.catalog
     groups: dict[object, list[Node]] = {}
@@ -88,7 +124,7 @@ def pools_of(cluster: Cluster) -> tuple[Pool, ...]:
         if not node.gpus:
             continue
         shape = (
-            node.labels.get(_POOL_LABEL),
+            node.labels.get(POOL_LABEL),
             catalog[node.gpus[0].model].name,
             len(node.gpus),
             tuple((g.model, g.shared, g.mig) for g in node.gpus),
@@ -100,10 +136,8 @@ def pools_of(cluster: Cluster) -> tuple[Pool, ...]:
     for nodes in groups.values():
         first = nodes[0]
         model = catalog[first.gpus[0].model]
-        name = first.labels.get(_POOL_LABEL) or f"{model.name.lower()}-{len(first.gpus)}"
-        price = sum(catalog[g.model].price_per_hour for g in first.gpus)
-        one = Cluster(cluster.snapshot.model_copy(update={"nodes": (first,)}), "").capacity()
-        pools.append(Pool(name, model.name, len(first.gpus), tuple(nodes), price, one))
+        name = first.labels.get(POOL_LABEL) or f"{model.name.lower()}-{len(first.gpus)}"
+        pools.append(pool_of(cluster, name, first, tuple(nodes)))
     names = [p.name for p in pools]
     if len(set(names)) != len(names):  # same label on different shapes: number them
         pools = [
@@ -114,6 +148,7 @@ def pools_of(cluster: Cluster) -> tuple[Pool, ...]:
                 p.nodes,
                 p.price_per_node_hour,
                 p.node_capacity,
+                p.template,
             )
             for i, p in enumerate(pools)
         ]
@@ -131,7 +166,8 @@ def candidate_grid(pools: Sequence[Pool], levels: Sequence[float]) -> list[Candi
         if counts in seen or not any(counts):
             continue
         seen.add(counts)
-        out.append(Candidate(counts, tuple(sorted(level.items()))))
+        base = sum(1 for p in pools if p.count)
+        out.append(Candidate(counts, tuple(sorted(level.items())), base=base))
     return out
 
 
@@ -150,25 +186,21 @@ def _split(amount: int, shares: dict[str, float]) -> dict[str, int]:
 def scale_quotas(
     queues: Sequence[Queue],
     capacity: dict[str, int],
-    usage: dict[str, dict[str, float]] | None = None,
+    shares: dict[str, dict[str, float]] | None = None,
 ) -> tuple[Queue, ...]:
     """Queues whose nominal quotas split ``capacity`` per flavor: in proportion to the
-    current nominals, or (quota advice) mostly to ``usage[flavor][queue]``: 80 % by use,
-    20 % by the current split, so a queue that did not use a flavor in the replay keeps a
-    foothold it can reclaim. Borrowing and lending limits scale with the nominal."""
+    current nominals, or to ``shares[flavor][queue]`` when given for that flavor (quota
+    search, ``quotas``). A flavor no queue has today is split by weight. Borrowing and
+    lending limits scale with the nominal."""
     new: dict[str, dict[str, Quota]] = {q.name: {} for q in queues}
     flavors = sorted({f for q in queues for f in q.quota} | set(capacity))
     for flavor in flavors:
-        current = {q.name: float(q.quota[flavor].nominal) for q in queues if flavor in q.quota}
-        wanted = current
-        used = (usage or {}).get(flavor) or {}
-        if sum(used.values()) > 0:
-            total_used = sum(used.values())
-            total_now = sum(current.values()) or 1.0
-            wanted = {
-                q: 0.8 * used.get(q, 0.0) / total_used + 0.2 * current.get(q, 0.0) / total_now
-                for q in sorted(set(current) | set(used))
-            }
+        wanted = {q.name: float(q.quota[flavor].nominal) for q in queues if flavor in q.quota}
+        given = (shares or {}).get(flavor) or {}
+        if sum(given.values()) > 0:
+            wanted = dict(given)
+        if not wanted and capacity.get(flavor, 0):
+            wanted = {q.name: float(q.weight) for q in queues}
         if not wanted:
             continue
         split = _split(capacity.get(flavor, 0), wanted)
@@ -195,15 +227,15 @@ def build_cluster(
     base: Cluster,
     pools: Sequence[Pool],
     candidate: Candidate,
-    usage: dict[str, dict[str, float]] | None = None,
+    shares: dict[str, dict[str, float]] | None = None,
 ) -> Cluster:
-    """The candidate as a cluster: the first N nodes of each pool, plus copies of its first
-    node (``<pool>-plan-NNN``) beyond the current count; quotas rescaled (``usage``: see
-    ``scale_quotas``)."""
+    """The candidate as a cluster: the first N nodes of each pool, plus copies of its
+    template (``<pool>-plan-NNN``) beyond the current count; quotas rescaled (``shares``:
+    see ``scale_quotas``)."""
     nodes: list[Node] = []
     for count, pool in zip(candidate.counts, pools, strict=True):
         nodes.extend(pool.nodes[:count])
-        template = pool.nodes[0]
+        template = pool.template
         for i in range(pool.count, count):
             name = f"{pool.name}-plan-{i:03d}"
             labels = {**template.labels}
@@ -212,7 +244,7 @@ def build_cluster(
             nodes.append(template.model_copy(update={"name": name, "labels": labels}))
     snapshot = base.snapshot.model_copy(update={"nodes": tuple(nodes)})
     cluster = Cluster(snapshot, f"candidate {candidate.key()}", base.synthesized_queues)
-    queues = scale_quotas(base.snapshot.queues, cluster.capacity(), usage)
+    queues = scale_quotas(base.snapshot.queues, cluster.capacity(), shares)
     return Cluster(
         snapshot.model_copy(update={"queues": queues}), cluster.source, base.synthesized_queues
     )

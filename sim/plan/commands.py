@@ -17,6 +17,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,15 @@ from sim.cluster import Cluster, ClusterError, load_cluster
 from sim.commands import DEMO_TRACE
 from sim.experiments import dumps
 from sim.job import Job
-from sim.plan.candidates import Candidate, Pool, build_cluster, pools_of
+from sim.plan.candidates import Pool, pools_of
 from sim.plan.demand import grow
-from sim.plan.evaluate import EvalTask, evaluate
+from sim.plan.evaluate import EvalTask
 from sim.plan.figures import figures
+from sim.plan.quotas import search_quotas
 from sim.plan.report import build_report
 from sim.plan.rightsizing import RightsizingError, query_prometheus, rightsizing_rows
-from sim.plan.search import SearchSettings, default_workers, search
+from sim.plan.search import SearchSettings, default_workers, evaluate_all, search, violations
+from sim.plan.shapes import Arrangement, arrangements
 from sim.plan.slo import Slo, SloError, check_queues, parse_slo
 from sim.plan.verdict import verdict
 from sim.policies import POLICY_NAMES, PolicyOptions
@@ -79,6 +82,17 @@ def plan_command(sub: Subparsers) -> None:
         "--levels", default="0.75,1,1.25,1.5", help="scale factors per GPU model (comma-separated)"
     )
     parser.add_argument("--max-simulations", type=int, default=24, help="per shard")
+    parser.add_argument(
+        "--no-shapes",
+        action="store_true",
+        help="keep today's node shapes and MIG layouts (no 4-/8-GPU nodes, no new layouts)",
+    )
+    parser.add_argument(
+        "--quota-simulations",
+        type=int,
+        help="quota splits to simulate on the recommended cluster (default: a quarter of "
+        "--max-simulations, 1 to 4)",
+    )
     parser.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
     parser.add_argument(
         "--policy",
@@ -92,6 +106,12 @@ def plan_command(sub: Subparsers) -> None:
     parser.add_argument("--metrics-snapshot", type=Path, help="snapshot with running workloads")
     parser.add_argument("--shard", help="i/N: run the i-th of N shares of the sweep")
     parser.add_argument("--out", type=Path, help="write plan.json, report.html, report.md here")
+    parser.add_argument(
+        "--inputs",
+        type=Path,
+        help="plan merge: a directory holding the shards' trace and cluster files (found by "
+        "file name) when they are not at the paths the shards read, to simulate quota splits",
+    )
     parser.add_argument("--json", action="store_true", help="print the sweep record to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(run=_run)
@@ -137,16 +157,30 @@ def _prices(items: list[str]) -> dict[str, float]:
     return out
 
 
-def _run(args: argparse.Namespace) -> int:
-    if args.trace and args.trace[0] == "merge":
-        return _merge(args, [Path(p) for p in args.trace[1:]])
-    if len(args.trace) != 1:
-        raise CommandError(f"one trace expected, got {len(args.trace)}: {' '.join(args.trace)}")
+@dataclass(frozen=True)
+class _Setup:
+    """Everything a sweep (or a merge's quota search) needs, loaded and checked."""
+
+    slos: list[Slo]
+    cluster: Cluster
+    trace_path: Path
+    source: str
+    jobs: tuple[Job, ...]
+    planned: tuple[Job, ...]
+    settings: SearchSettings
+    pools: Sequence[Pool]
+    options: Sequence[Arrangement]
+    hints: list[str]
+
+
+_REPLAY = ("cluster", "growth", "horizon_hours", "price", "policy", "seed", "max_jobs")
+"""The arguments 'plan merge' needs to rebuild the sweep's inputs (with trace, hints)."""
+
+
+def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
     if args.policy not in POLICY_NAMES:
         raise CommandError(f"unknown policy {args.policy!r}; known: {', '.join(POLICY_NAMES)}")
     slos = _slos(args.slo or list(DEFAULT_SLOS))
-    shard = _shard(args.shard)
-    levels = _levels(args.levels)
     prices = _prices(args.price)
     trace_path = DEMO_TRACE if args.trace[0] == "demo" else Path(args.trace[0])
     try:
@@ -182,19 +216,39 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise CommandError(f"--growth: {error}") from None
-    changed = args.growth != 1.0 or args.horizon_hours is not None
     settings = SearchSettings(
-        levels=levels,
+        levels=_levels(args.levels),
         max_simulations=args.max_simulations,
         workers=args.workers or default_workers(),
         policy=args.policy,
         seed=args.seed,
         options=PolicyOptions(),
-        shard=shard,
+        shard=_shard(args.shard),
         budget_per_hour=args.budget,
     )
-    rightsizing = _rightsizing(args)  # before the sweep: a bad file fails at once
-    pools = pools_of(cluster)
+    if hints is None:
+        rightsizing = _rightsizing(args)  # before the sweep: a bad file fails at once
+        hints = _hints(rightsizing)
+    pools: Sequence[Pool] = pools_of(cluster)
+    options: Sequence[Arrangement] = ()
+    if not args.no_shapes:
+        pools, options = arrangements(cluster, pools, planned, hints)
+    return _Setup(
+        slos, cluster, trace_path, trace.source, tuple(jobs), tuple(planned), settings, pools,
+        options, hints,
+    )  # fmt: skip
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.trace and args.trace[0] == "merge":
+        return _merge(args, [Path(p) for p in args.trace[1:]])
+    if len(args.trace) != 1:
+        raise CommandError(f"one trace expected, got {len(args.trace)}: {' '.join(args.trace)}")
+    rightsizing = _rightsizing(args)
+    hints = _hints(rightsizing)
+    setup = _setup(args, hints)
+    settings, slos, jobs, planned = setup.settings, setup.slos, setup.jobs, setup.planned
+    changed = args.growth != 1.0 or args.horizon_hours is not None
     started = time.perf_counter()
 
     def progress(done: int, budget: int) -> None:
@@ -206,72 +260,84 @@ def _run(args: argparse.Namespace) -> int:
                 sys.stderr.write("\n")
             sys.stderr.flush()
 
-    record = search(cluster, pools, planned, slos, settings, progress, jobs if changed else None)
+    record = search(
+        setup.cluster, setup.pools, planned, slos, settings, progress,
+        jobs if changed else None, setup.options,
+    )  # fmt: skip
     if not args.quiet:
         sys.stderr.write("\n")
+    trace_path = setup.trace_path
     record["inputs"] = {
         "command": "apportion plan " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
         "demand": (
-            f"demand in {Path(trace.source).name} ({len(jobs)} jobs"
+            f"demand in {Path(setup.source).name} ({len(jobs)} jobs"
             + (f", grown ×{args.growth:g}" if args.growth != 1 else "")
             + (f", extended to {args.horizon_hours:g} h" if args.horizon_hours else "")
             + (f": {len(planned)} jobs planned)" if changed else ")")
         ),
-        "trace_sha256": hashlib.sha256(trace_path.read_bytes()).hexdigest()
-        if trace_path.is_file()
-        else None,
-        "cluster": cluster.source,
+        "trace_sha256": _sha256(trace_path),
+        "cluster": setup.cluster.source,
         "slos": [s.text for s in slos],
-        "levels": list(levels),
+        "levels": list(settings.levels),
         "policy": args.policy,
         "seed": args.seed,
         "budget_per_hour": args.budget,
-        "pools": [p.name for p in pools],
+        "pools": [p.name for p in setup.pools],
+        "shapes": not args.no_shapes,
+        "replay": {
+            "trace": str(trace_path) if args.trace[0] != "demo" else "demo",
+            "hints": hints,
+            **{k: getattr(args, k) for k in _REPLAY},
+        },
     }
-    record["shards"] = shard[1]
+    record["shards"] = settings.shard[1]
     record["fingerprint"] = _fingerprint(record["inputs"])
     record["wall_s"] = round(time.perf_counter() - started, 3)
     record["rightsizing"] = rightsizing
-    if shard[1] == 1:
-        record["quota_check"] = _quota_check(cluster, pools, planned, slos, settings, record)
+    runs = _quota_runs(args)
+    if settings.shard[1] == 1 and runs > 0:
+        record["quota_search"] = _quota_search(setup, record, runs)
     return _finish(args, record, slos)
 
 
-def _quota_check(
-    cluster: Cluster,
-    pools: Sequence[Pool],
-    jobs: Sequence[Job],
-    slos: list[Slo],
-    settings: SearchSettings,
-    record: dict[str, Any],
-) -> dict[str, Any] | None:
-    """The recommended cluster again, with nominal quotas split mostly by each queue's use
-    of each flavor in its replay: does it still meet every goal?"""
+def _hints(rightsizing: list[dict[str, Any]]) -> list[str]:
+    """MIG profiles right-sizing says workloads would fit ('1g.10gb on A100-80GB')."""
+    return sorted({r["fits"].partition(" on ")[0] for r in rightsizing if r.get("fits")})
+
+
+def _sha256(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def _quota_runs(args: argparse.Namespace) -> int:
+    if args.quota_simulations is not None:
+        return max(0, int(args.quota_simulations))
+    return min(4, max(1, int(args.max_simulations) // 4))
+
+
+def _quota_search(setup: _Setup, record: dict[str, Any], simulations: int) -> dict[str, Any] | None:
+    """Quota splits for the recommended cluster (or the closest option), simulated."""
+    settings = setup.settings
     record["inputs"].setdefault("budget_per_hour", settings.budget_per_hour)
-    answer = verdict(record, slos)
-    key = answer.get("recommended")
+    answer = verdict(record, setup.slos)
+    key = answer.get("recommended") or answer.get("closest")
     if key is None:
         return None
     row = next(r for r in record["candidates"] if r["key"] == key)
-    usage: dict[str, dict[str, float]] = {}
-    for queue, flavors in row["evaluation"]["queues"]["_flavor_gpu_hours"].items():
-        for flavor, hours in flavors.items():
-            usage.setdefault(flavor, {})[queue] = hours
-    advised = build_cluster(cluster, pools, Candidate(tuple(row["counts"])), usage)
-    task = EvalTask(
-        "quota-advice", advised, tuple(jobs), tuple(slos), settings.policy, settings.seed,
-        settings.options,
-    )  # fmt: skip
-    ev = evaluate(task)
-    return {
-        "candidate": key,
-        "nominal": {
-            q.name: {f: quota.nominal for f, quota in sorted(q.quota.items())}
-            for q in advised.snapshot.queues
-        },
-        "slo_values": ev["slo_values"],
-        "slo_met": ev["slo_met"],
-    }
+    planned = setup.planned
+
+    def task(label: str, candidate: Cluster) -> EvalTask:
+        return EvalTask(
+            label, candidate, planned, tuple(setup.slos), settings.policy, settings.seed,
+            settings.options,
+        )  # fmt: skip
+
+    def run(tasks: list[EvalTask]) -> list[dict[str, Any]]:
+        return evaluate_all(tasks, settings.workers)
+
+    return search_quotas(
+        setup.cluster, setup.pools, row, planned, setup.slos, task, run, simulations
+    )
 
 
 def _rightsizing(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -397,6 +463,52 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     merged["wall_s"] = max(r.get("wall_s", 0) for r in records)
     if missing and not args.quiet:
         sys.stderr.write(f"plan merge: shard(s) {missing} of {total} missing; merging the rest\n")
+    merged["monotonicity"] = {
+        "spot_checked": [
+            k for r in records for k in r.get("monotonicity", {}).get("spot_checked", [])
+        ],
+        "violations": violations(merged["candidates"]),
+    }
     slos = _slos(merged["inputs"]["slos"])
     args.shard = None
+    if "quota_search" not in merged and _quota_runs(args) > 0:
+        # Shards simulate no quota splits (each knows only its share of the sweep): the
+        # merge does, where it can read the same trace and cluster.
+        try:
+            setup = _replay_setup(args, merged["inputs"])
+            merged["quota_search"] = _quota_search(setup, merged, _quota_runs(args))
+            merged.pop("quota_search_skipped", None)
+        except CommandError as error:
+            merged["quota_search_skipped"] = str(error).splitlines()[0]
+            if not args.quiet:
+                sys.stderr.write(f"plan merge: no quota splits simulated: {error}\n")
     return _finish(args, merged, slos)
+
+
+def _replay_setup(args: argparse.Namespace, inputs: dict[str, Any]) -> _Setup:
+    """The sweep's inputs again, from what the record says it was run with."""
+    replay = inputs.get("replay")
+    if not replay:
+        raise CommandError("the shards' records do not say how to replay them")
+    parser = argparse.ArgumentParser()
+    plan_command(parser.add_subparsers())
+    ns = parser.parse_args(["plan"])
+    for key in _REPLAY:
+        setattr(ns, key, replay[key])
+    ns.trace = [replay["trace"]]
+    if args.inputs is not None:
+        if ns.trace[0] != "demo":
+            ns.trace = [str(args.inputs / Path(ns.trace[0]).name)]
+        if ns.cluster != "default" and not ns.cluster.startswith("uniform:"):
+            ns.cluster = str(args.inputs / Path(ns.cluster).name)
+    ns.slo = list(inputs["slos"])
+    ns.levels = ",".join(str(v) for v in inputs["levels"])
+    ns.budget = inputs.get("budget_per_hour")
+    ns.no_shapes = not inputs.get("shapes", True)
+    ns.workers = args.workers
+    setup = _setup(ns, list(replay.get("hints", [])))
+    if _sha256(setup.trace_path) != inputs.get("trace_sha256"):
+        raise CommandError(f"{setup.trace_path} is not the trace the shards planned for")
+    if [p.name for p in setup.pools] != inputs.get("pools"):
+        raise CommandError("the cluster's node pools differ from the shards'")
+    return setup

@@ -67,10 +67,18 @@ def evaluate(task: EvalTask) -> dict[str, Any]:
         waits.append((w.queue, w.priority, float(started - w.created), float(finished - w.created)))
     values = slo_values(task.slos, waits, summary["utilization_mean"])
     queues = sorted({q.name for q in task.cluster.snapshot.queues})
+    # Each goal per queue (None: no job of the queue in its scope): which queue binds.
+    by_queue = [
+        {q: slo_values([slo], [w for w in waits if w[0] == q], 0.0)[0] for q in queues}
+        if slo.metric != "utilization"
+        else {}
+        for slo in task.slos
+    ]
     return {
         "label": task.label,
         "slo_values": values,
         "slo_met": [slo.met(v) for slo, v in zip(task.slos, values, strict=True)],
+        "slo_by_queue": by_queue,
         "summary": {k: v for k, v in summary.items() if k != "curves"},
         "curves": {
             k: summary["curves"][k] for k in ("t", "utilization", "jain", "share_deviation")

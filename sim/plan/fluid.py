@@ -1,6 +1,6 @@
 """The fluid bound: can a candidate carry the demand at all, before simulating it?
 
-Two necessary conditions, each cheap next to a simulation:
+Three necessary conditions, each cheap next to a simulation:
 
 - **Enough GPU-time per model** (an LP). Jobs are grouped into classes (same resources
   they may use, same speed on each); ``G[c, r]`` is the GPU-seconds class ``c`` needs if
@@ -10,8 +10,20 @@ Two necessary conditions, each cheap next to a simulation:
   so that share must finish by H = last arrival + D + its longest run; keeping only the
   smallest ``⌈f · n⌉`` jobs of each goal's scope keeps the test necessary (mean goals and
   JCT goals are not used). λ > 1: no schedule can meet the SLOs.
+- **Enough capacity in every time window** (per goal). A job a wait goal keeps must run
+  inside [arrival, arrival + D + its slowest run]; for any window [t1, t2], the jobs whose
+  whole interval lies inside need their GPU-time (on their cheapest allowed resource)
+  within t2 − t1, on the resources they may use. A goal ``p95`` over n jobs may miss
+  n − ⌈0.95 n⌉ of them, so each window drops its largest that many. Per resource set S
+  (the sets jobs may use, and all of them) the demand's worst window gives a rate in GPUs
+  (MIG: instances) that S's capacity must reach: computed once per demand, so each
+  candidate's check is a division. This is what makes the bound bite on bursty demands:
+  one horizon for the whole replay averages a burst away.
+- **Pods that fit some node**: a pod of 8 GPUs cannot run on 4-GPU nodes of its model, so
+  node shapes too small for a class take that resource from it.
 - **Enough work to keep it busy**: with a utilization goal ``u``, the most GPU-time the
-  demand could hold (every job on its slowest allowed resource) must reach ``u`` × the
+  demand could hold (every job on its slowest allowed resource, a MIG instance as its
+  share of the GPU's compute, as the simulator counts it) must reach ``u`` × the
   candidate's GPUs × the earliest possible end of the replay.
 
 The bound ignores fragmentation, gangs, quotas and queueing, so passing it proves
@@ -33,7 +45,23 @@ from sim.cluster import Cluster
 from sim.job import Job
 from sim.plan.slo import Slo
 
-__all__ = ["FluidBound", "FluidDemand", "fluid_bound", "fluid_demand"]
+__all__ = ["FluidBound", "FluidDemand", "Window", "allowed", "fluid_bound", "fluid_demand"]
+
+_WINDOW_EDGES = 48
+"""Window starts and ends per goal (quantiles of arrivals and deadlines): any window is a
+valid test, so fewer only loosens the bound; 48 × 48 keeps a demand's windows ≈ 0.1 s."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A window test: the jobs a goal keeps inside [start, end] need ``rate`` GPUs
+    (instances for MIG) on average from ``resources`` during it."""
+
+    goal: str
+    resources: tuple[str, ...]
+    start_s: float
+    end_s: float
+    rate: float
 
 
 @dataclass(frozen=True)
@@ -48,9 +76,12 @@ class FluidDemand:
     earliest_end_s: float
     utilization: float | None
     classes: tuple[str, ...]
+    pod_gpus: tuple[int, ...] = ()
+    """Per class: whole GPUs one pod needs on one node (0: a share or a MIG slice)."""
+    windows: tuple[Window, ...] = ()
 
 
-def _allowed(
+def allowed(
     job: Job, cluster_models: dict[str, int], mig: dict[str, int], cat: Catalog
 ) -> dict[str, float]:
     """Resource → GPU-equivalents the job holds there (MIG: instances)."""
@@ -75,10 +106,17 @@ def _allowed(
     return out
 
 
-def fluid_demand(jobs: Sequence[Job], cluster: Cluster, slos: Sequence[Slo]) -> FluidDemand:
-    """The demand as classes × resources, for the cluster's catalog (any candidate)."""
+def fluid_demand(
+    jobs: Sequence[Job],
+    cluster: Cluster,
+    slos: Sequence[Slo],
+    flavors: Sequence[str] = (),
+) -> FluidDemand:
+    """The demand as classes × resources, for the cluster's catalog (any candidate);
+    ``flavors``: quota flavors candidates may have that the cluster lacks (a new MIG
+    layout's profiles)."""
     cat = cluster.catalog
-    capacity = cluster.capacity()
+    capacity = {**{f: 1 for f in flavors}, **cluster.capacity()}
     mig = {f: c for f, c in capacity.items() if f.startswith("mig-")}
     models = {f: c for f, c in capacity.items() if not f.startswith("mig-")}
     # Percentile wait goals only: a mean promises nothing about any one job.
@@ -86,20 +124,25 @@ def fluid_demand(jobs: Sequence[Job], cluster: Cluster, slos: Sequence[Slo]) -> 
     max_wait = max((s.target for s in waits), default=0.0)
     rows: list[tuple[float, float, str, dict[str, float]]] = []
     earliest_end = 0.0
+    upper = 0.0
     for job in jobs:
-        allowed = _allowed(job, models, mig, cat)
+        allowed_ = allowed(job, models, mig, cat)
         seconds = {}
         runtime = math.inf
-        for r, gpus in allowed.items():
+        slowest = 0.0
+        held = 0.0
+        for r, gpus in allowed_.items():
             rate = job.rate_on((r,)) if not r.startswith("mig-") else job.default_rate
             seconds[r] = gpus * job.work / rate
             runtime = min(runtime, job.work / rate)
+            slowest = max(slowest, job.work / rate)
+            held = max(held, _held(job, r, gpus, cat) * job.work / rate)
         if seconds:
             earliest_end = max(earliest_end, job.submit + runtime)
+        upper += held
         rows.append(
-            (min(seconds.values(), default=0.0), runtime, _class_key(job, seconds), seconds)
+            (min(seconds.values(), default=0.0), slowest, _class_key(job, seconds), seconds)
         )
-    upper = sum(max(s.values(), default=0.0) for *_, s in rows)
     # Per goal, the smallest ⌈p · n⌉ jobs of its scope must start in time (the rest may
     # miss it); the bound keeps the union of those.
     chosen: set[int] = set()
@@ -124,6 +167,7 @@ def fluid_demand(jobs: Sequence[Job], cluster: Cluster, slos: Sequence[Slo]) -> 
     for i, (key, total) in enumerate(sorted(classes.items())):
         cols = [index[r] for r in key.split("|")[0].split(",") if r in index]
         need[i, cols] = total[cols]
+    windows = [w for slo in waits for w in _windows(slo, jobs, rows, set(resources)) if w.rate > 0]
     util = [s for s in slos if s.metric == "utilization"]
     return FluidDemand(
         resources,
@@ -133,21 +177,91 @@ def fluid_demand(jobs: Sequence[Job], cluster: Cluster, slos: Sequence[Slo]) -> 
         float(earliest_end),
         max((s.target for s in util), default=None),
         tuple(sorted(classes)),
+        tuple(int(k.rsplit("|", 1)[1]) for k in sorted(classes)),
+        tuple(windows),
     )
 
 
+def _held(job: Job, resource: str, units: float, cat: Catalog) -> float:
+    """The most GPUs the job holds on ``resource`` as utilization counts them: a MIG
+    instance as its share of the GPU's compute slices, a memory-sized pod on a whole GPU
+    as that GPU (utilization side: an upper bound)."""
+    d = job.workload.demand
+    if resource.startswith("mig-"):
+        profile = resource[4:]
+        shares = [
+            p.compute_slices / m.mig_compute_slices
+            for m in cat.models
+            for p in m.mig_profiles
+            if p.name == profile
+        ]
+        return max(shares, default=1.0) * job.workload.pods
+    if d.gpu_memory_mib is not None:
+        return float(job.workload.pods)
+    return units
+
+
 def _class_key(job: Job, seconds: dict[str, float]) -> str:
+    d = job.workload.demand
     return (
         ",".join(sorted(seconds))
         + "|"
         + ",".join(f"{v / job.work:.6g}" for _, v in sorted(seconds.items()))
+        + f"|{d.gpus or 0}"
     )
+
+
+def _windows(
+    slo: Slo,
+    jobs: Sequence[Job],
+    rows: Sequence[tuple[float, float, str, dict[str, float]]],
+    resources: set[str],
+) -> list[Window]:
+    """The goal's worst window per resource set (see the module docstring)."""
+    scope = [
+        i
+        for i, j in enumerate(jobs)
+        if slo.selects(j.workload.queue, j.workload.priority) and rows[i][3]
+    ]
+    if not scope:
+        return []
+    drop = len(scope) - math.ceil(int(slo.metric[1:3]) / 100 * len(scope))
+    # Largest first, so 'drop the window's m largest' is 'skip its first m'.
+    scope.sort(key=lambda i: -rows[i][0])
+    arrive = np.array([jobs[i].submit for i in scope], dtype=float)
+    due = np.array([jobs[i].submit + slo.target + rows[i][1] for i in scope], dtype=float)
+    need = np.array([rows[i][0] for i in scope])
+    sets = [frozenset(r for r in rows[i][3] if r in resources) for i in scope]
+    starts = np.unique(np.quantile(arrive, np.linspace(0, 1, _WINDOW_EDGES)))
+    ends = np.unique(np.quantile(due, np.linspace(0, 1, _WINDOW_EDGES)))
+    out = []
+    for group in sorted(set(sets) | {frozenset().union(*sets)}, key=sorted):
+        if not group:
+            continue
+        member = np.array([s <= group for s in sets])
+        best = (0.0, 0.0, 0.0)
+        for t1 in starts:
+            # [end, job]: the job lies inside [t1, end] and may use only this group.
+            inside = member & (arrive >= t1) & (due[None, :] <= ends[:, None])
+            kept = inside & (np.cumsum(inside, axis=1) > drop)
+            length = ends - t1
+            ok = length > 0
+            if not ok.any():
+                continue
+            rate = np.where(ok, (kept * need).sum(axis=1) / np.where(ok, length, 1.0), 0.0)
+            k = int(np.argmax(rate))
+            if rate[k] > best[0]:
+                best = (float(rate[k]), float(t1), float(ends[k]))
+        out.append(Window(slo.text, tuple(sorted(group)), best[1], best[2], best[0]))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
 class FluidBound:
     load: float
-    """λ: the least peak share of any resource's GPU-time the demand needs (> 1: prune)."""
+    """λ: the least peak share of any resource's GPU-time the demand needs (> 1: prune),
+    or the worst window's share when larger; when it is at most 1 it may be an upper
+    bound (the LP is skipped when a simple assignment already fits)."""
     busy_max: float | None
     """The most utilization the demand could produce (None without a utilization goal)."""
     reason: str
@@ -158,17 +272,62 @@ class FluidBound:
         return bool(self.reason)
 
 
-def fluid_bound(demand: FluidDemand, capacity: dict[str, int], gpus: int) -> FluidBound:
-    """The bound for a candidate with this capacity per flavor and ``gpus`` GPUs in all."""
+def fluid_bound(
+    demand: FluidDemand,
+    capacity: dict[str, int],
+    gpus: int,
+    largest_node: dict[str, int] | None = None,
+) -> FluidBound:
+    """The bound for a candidate with this capacity per flavor and ``gpus`` GPUs in all;
+    ``largest_node``: per GPU model, the most whole GPUs one of its nodes has (None: pods
+    fit anywhere)."""
     cap = np.array([capacity.get(r, 0) for r in demand.resources], dtype=float)
-    load = _min_load(demand.need, cap * demand.horizon_s) if len(demand.need) else 0.0
+    need = demand.need
+    if largest_node is not None and len(need):
+        need = need.copy()
+        for r, name in enumerate(demand.resources):
+            if not name.startswith("mig-"):
+                room = largest_node.get(name, 0)
+                need[[g > room for g in demand.pod_gpus], r] = np.inf
+    load = 0.0
+    if len(need):
+        # Each class spread over its resources by capacity is one feasible assignment:
+        # when it fits, so does the best one, and the LP (most of this function's time)
+        # can be skipped.
+        load = _spread_load(need, cap * demand.horizon_s)
+        if load > 1.0:
+            load = _min_load(need, cap * demand.horizon_s)
     reason = ""
-    if load > 1.0 + 1e-9:
+    if (
+        math.isinf(load)
+        and need is not demand.need
+        and math.isfinite(_min_load(demand.need, cap * demand.horizon_s))
+    ):
+        there = cap > 0
+        stuck = [
+            g
+            for g, row, full in zip(demand.pod_gpus, need, demand.need, strict=True)
+            if not np.isfinite(row[there]).any() and np.isfinite(full[there]).any()
+        ]
+        reason = f"fluid bound: pods of {max(stuck)} GPUs fit no node of a model they may use"
+    elif load > 1.0 + 1e-9:
         tight = _tightest(demand, cap)
         reason = (
             f"fluid bound: the jobs the wait goals cover need {load:.2f}× the GPU-time "
             f"{tight} can give by {demand.horizon_s / 3600:.1f} h"
         )
+    index = {r: i for i, r in enumerate(demand.resources)}
+    for w in demand.windows:
+        room = sum(cap[index[r]] for r in w.resources)
+        ratio = w.rate / room if room > 0 else math.inf
+        if ratio > load:
+            load = ratio
+            if ratio > 1.0 + 1e-9:
+                reason = (
+                    f"fluid bound: the jobs {w.goal} covers that arrive in "
+                    f"{w.start_s / 3600:.1f}–{w.end_s / 3600:.1f} h need {_times(ratio)} "
+                    f"what {', '.join(w.resources)} can give in that window"
+                )
     busy = None
     if demand.utilization is not None:
         denominator = gpus * max(1.0, demand.earliest_end_s)
@@ -179,6 +338,23 @@ def fluid_bound(demand: FluidDemand, capacity: dict[str, int], gpus: int) -> Flu
                 f"(goal {demand.utilization:.0%})"
             )
     return FluidBound(load, busy, reason)
+
+
+def _times(ratio: float) -> str:
+    return "more than" if math.isinf(ratio) else f"{ratio:.2f}×"
+
+
+def _spread_load(need: np.ndarray, cap: np.ndarray) -> float:
+    """λ of the assignment that spreads each class over its resources by capacity: an
+    upper bound on the least λ (inf when a class has no resource)."""
+    usable = np.isfinite(need) & (cap > 0)
+    room = np.where(usable, cap, 0.0)
+    total = room.sum(axis=1, keepdims=True)
+    if (total <= 0).any():
+        return math.inf
+    work = np.where(usable, need, 0.0) * room / total
+    safe = np.where(cap > 0, cap, 1.0)
+    return float((work.sum(axis=0) / safe).max())
 
 
 def _min_load(need: np.ndarray, cap: np.ndarray) -> float:

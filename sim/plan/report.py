@@ -2,7 +2,8 @@
 PNG, inline CSS, no network) and as Markdown (plots as PNG files beside it).
 
 Order, for a manager reading top-down: the recommendation in one paragraph, SLO
-attainment, cost, the plots, the Pareto front, quota advice, right-sizing, then the
+attainment, cost, node shapes and MIG layouts, the plots, the Pareto front, quota advice
+(the splits simulated and the chosen one), right-sizing, then the
 inputs and assumptions that reproduce the run.
 """
 
@@ -124,6 +125,160 @@ def _gpus(row: dict[str, Any]) -> str:
     return ", ".join(f"{n} {m}" for m, n in sorted(row["gpus"].items()) if n)
 
 
+def _shapes(row: dict[str, Any]) -> str:
+    """Node shapes and MIG layouts that differ from today's, for people ('' if none)."""
+    return "; ".join(f"{m} as {a}" for m, a in sorted(row.get("shapes", {}).items()))
+
+
+def _pools_section(
+    current: dict[str, Any] | None,
+    chosen: dict[str, Any] | None,
+    other: str,
+    record: dict[str, Any],
+) -> Section:
+    """Nodes per pool (shape and MIG layout), today and in the answer."""
+    sec = Section(
+        "Node shapes and MIG layouts",
+        [
+            "Nodes per pool: GPUs per node, and how each GPU is partitioned (MIG) or shared "
+            "(time-sliced). Pools the cluster lacks today are other node shapes or MIG "
+            "layouts the planner tried."
+        ],
+    )
+    names = {p["name"]: p["describe"] for p in record.get("pools", [])}
+    counts: dict[str, list[int]] = {}
+    for i, row in enumerate((current, chosen)):
+        for name, describe, n in (row or {}).get("nodes", []):
+            names.setdefault(name, describe)
+            counts.setdefault(name, [0, 0])[i] = n
+    rows: list[tuple[str, ...]] = [
+        (name, str(names[name]), str(n[0]) if current else "—", str(n[1]) if chosen else "—")
+        for name, n in counts.items()
+    ]
+    sec.tables.append((("pool", "node", "current cluster", other), rows))
+    if chosen is not None and chosen.get("shapes"):
+        sec.paragraphs.append("Changed from today: " + _shapes(chosen) + ".")
+    return sec
+
+
+def _quota_sections(
+    record: dict[str, Any], verdict: dict[str, Any], slos: Sequence[Slo]
+) -> list[Section]:
+    """The quota splits simulated on the answer, and the chosen one per queue."""
+    where = "recommended cluster" if verdict.get("recommended") else "closest option"
+    sec = Section("Quota advice")
+    found = record.get("quota_search")
+    advice = verdict.get("quota_advice") or []
+    if not found:
+        sec.paragraphs.append(
+            f"Per queue on the {where}, with today's nominals scaled to it: GPU-hours used, "
+            "borrowed above the nominal and left unused for others in the replay. "
+            + (
+                "No quota splits were simulated: "
+                + (
+                    "shards do not simulate them, and 'plan merge' could not re-read "
+                    "the trace and cluster (" + record["quota_search_skipped"] + ")."
+                    if record.get("quota_search_skipped")
+                    else "--quota-simulations 0."
+                )
+            )
+        )
+        sec.tables.append(
+            (
+                ("queue", "nominal GPUs", "GPU-h used", "borrowed GPU-h", "unused quota GPU-h"),
+                [
+                    (
+                        a["queue"],
+                        str(a["nominal_gpus"]),
+                        f"{a['gpu_hours']:,.0f}",
+                        f"{a['borrowed_gpu_hours']:,.0f}",
+                        f"{a['unused_quota_gpu_hours']:,.0f}",
+                    )
+                    for a in advice
+                ],
+            )
+        )
+        return [sec]
+    tried = found["strategies"]
+    chosen = next(s for s in tried if s["strategy"] == found["chosen"])
+    met = all(chosen["slo_met"])
+    missed = [
+        f"{s.text} (reaches {s.show(v)})"
+        for s, v, ok in zip(slos, chosen["slo_values"], chosen["slo_met"], strict=True)
+        if not ok
+    ]
+    sec.paragraphs.append(
+        f"Nominal quotas split each GPU flavor of the {where} between the queues; each split "
+        f"below was simulated on it. Chosen: {chosen['strategy']} ({chosen['describe']}), "
+        + (
+            "which meets every goal with the fewest GPU-hours borrowed."
+            if met
+            else "the closest to meeting every goal; it misses " + "; ".join(missed) + "."
+        )
+    )
+    sec.tables.append(
+        (
+            ("split", "how", "meets all", "worst goal ratio", "borrowed GPU-h"),
+            [
+                (
+                    s["strategy"],
+                    s["describe"],
+                    "yes" if all(s["slo_met"]) else "✗ no",
+                    "∞" if s["worst_ratio"] is None else f"{s['worst_ratio']:.2f}",
+                    f"{s['borrowed_gpu_hours']:,.0f}",
+                )
+                for s in tried
+            ],
+        )
+    )
+    scaled = next(s for s in tried if s["strategy"] == "scaled")
+    per_queue = Section("Quota split per queue")
+    per_queue.paragraphs.append(
+        f"Per queue with the {chosen['strategy']} split: nominal GPUs (whole GPUs of every "
+        "model; MIG instances are in plan.json), GPU-hours used, borrowed above the nominal "
+        "from the cohort, and nominal left unused (lent to the cohort when others borrow)."
+    )
+    per_queue.tables.append(
+        (
+            (
+                "queue",
+                "today's split, scaled",
+                "nominal GPUs",
+                "GPU-h used",
+                "borrowed GPU-h",
+                "unused quota GPU-h",
+            ),
+            [
+                (
+                    q,
+                    str(scaled["queues"].get(q, {}).get("nominal_gpus", 0)),
+                    str(v["nominal_gpus"]),
+                    f"{v['gpu_hours']:,.0f}",
+                    f"{v['borrowed_gpu_hours']:,.0f}",
+                    f"{v['unused_quota_gpu_hours']:,.0f}",
+                )
+                for q, v in chosen["queues"].items()
+            ],
+        )
+    )
+    return [sec, per_queue]
+
+
+def _monotonicity(record: dict[str, Any]) -> str:
+    m = record.get("monotonicity") or {}
+    checked = m.get("spot_checked", [])
+    broken = m.get("violations", [])
+    text = (
+        f"{len(checked)} such inferred candidates were simulated to check it"
+        if checked
+        else "no inferred candidate was cheaper than the best and left to check"
+    )
+    if broken:
+        pairs = ", ".join(f"{a} misses where the smaller {b} meets" for a, b in broken[:3])
+        return f"{text}; more nodes did hurt in {len(broken)} simulated pair(s): {pairs}"
+    return f"{text}; no simulated pair had more nodes miss where fewer met"
+
+
 def build_report(
     record: dict[str, Any],
     verdict: dict[str, Any],
@@ -140,8 +295,11 @@ def build_report(
     goals = "; ".join(s.text for s in slos) or "no goals"
     if verdict.get("recommended") and chosen is not None:
         delta = chosen["cost_per_hour"] - (current["cost_per_hour"] if current else 0.0)
+        shaped = _shapes(chosen)
         summary = (
-            f"Run {_gpus(chosen)} ({_money(chosen['cost_per_hour'])}/h, "
+            f"Run {_gpus(chosen)}"
+            + (f", with {shaped}" if shaped else "")
+            + f" ({_money(chosen['cost_per_hour'])}/h, "
             f"{_money(chosen['cost_per_hour'] * HOURS_PER_MONTH)}/month"
             + (
                 f", {'+' if delta >= 0 else '−'}{_money(abs(delta) * HOURS_PER_MONTH)}/month "
@@ -166,7 +324,9 @@ def build_report(
                 if inputs.get("budget_per_hour")
                 else ""
             )
-            + f". The closest is {_gpus(chosen)} ({_money(chosen['cost_per_hour'])}/h); "
+            + f". The closest is {_gpus(chosen)}"
+            + (f", with {_shapes(chosen)}" if _shapes(chosen) else "")
+            + f" ({_money(chosen['cost_per_hour'])}/h); "
             f"the goal that binds is {b.get('slo', '?')}"
             + (
                 f" (reaches {next(s for s in slos if s.text == b['slo']).show(b['value'])})"
@@ -217,6 +377,7 @@ def build_report(
     )
     sec.tables.append((("", "current cluster", other), cost_rows))
     sections.append(sec)
+    sections.append(_pools_section(current, chosen, other, record))
 
     if chosen is not None and chosen["evaluation"] is not None:
         s = chosen["evaluation"]["summary"]
@@ -247,11 +408,12 @@ def build_report(
     sec.images.append(("pareto", "cost vs worst goal ratio"))
     sec.tables.append(
         (
-            ("candidate", "GPUs", "$/h", "worst goal ratio", "meets all"),
+            ("candidate", "GPUs", "shapes and layouts", "$/h", "worst goal ratio", "meets all"),
             [
                 (
                     k,
                     _gpus(by_key[k]),
+                    _shapes(by_key[k]) or "as today",
                     _money(by_key[k]["cost_per_hour"]),
                     f"{verdict['worst_ratio'][k]:.2f}"
                     if verdict["worst_ratio"][k] is not None
@@ -264,56 +426,7 @@ def build_report(
     )
     sections.append(sec)
 
-    advice = verdict.get("quota_advice") or []
-    check = record.get("quota_check")
-    if advice:
-        sec = Section(
-            "Quota advice",
-            [
-                "Per queue on the "
-                + ("recommended cluster" if verdict.get("recommended") else "closest option")
-                + ": nominal GPUs (the current split scaled to its capacity), GPU-hours used, "
-                "borrowed above the nominal and left unused for others in the replay."
-            ],
-        )
-        suggested: dict[str, str] = {}
-        if check is not None:
-            for q, flavors in check["nominal"].items():
-                suggested[q] = str(sum(n for f, n in flavors.items() if not f.startswith("mig-")))
-            missed = [
-                f"{s.text} (reaches {s.show(v)})"
-                for s, v, ok in zip(slos, check["slo_values"], check["slo_met"], strict=True)
-                if not ok
-            ]
-            sec.paragraphs.append(
-                "Suggested nominals split each GPU flavor 80 % by each queue's use in the "
-                "replay and 20 % by the current split; the recommended cluster was simulated "
-                "again with them: "
-                + (
-                    "it still meets every goal."
-                    if not missed
-                    else "it misses " + "; ".join(missed) + ", so keep the scaled current quotas."
-                )
-                + " Per-flavor values are in plan.json (quota_check)."
-            )
-        sec.tables.append(
-            (
-                ("queue", "nominal GPUs", "GPU-h used", "borrowed GPU-h", "unused quota GPU-h")
-                + (("suggested nominal GPUs",) if check is not None else ()),
-                [
-                    (
-                        a["queue"],
-                        str(a["nominal_gpus"]),
-                        f"{a['gpu_hours']:,.0f}",
-                        f"{a['borrowed_gpu_hours']:,.0f}",
-                        f"{a['unused_quota_gpu_hours']:,.0f}",
-                    )
-                    + ((suggested.get(a["queue"], "0"),) if check is not None else ())
-                    for a in advice
-                ],
-            )
-        )
-        sections.append(sec)
+    sections += _quota_sections(record, verdict, slos)
 
     sec = Section("Right-sizing")
     if rightsizing:
@@ -364,9 +477,17 @@ def build_report(
         f"candidates: {len(record['candidates'])}, {pruned} pruned by the fluid bound, "
         f"{record['simulations']} simulated"
         + (f" over {record['shards']} shards" if record.get("shards", 1) > 1 else ""),
+        "node shapes and MIG layouts: "
+        + (
+            "today's pools, plus 4-/8-GPU nodes and MIG layouts chosen from the demand's MIG "
+            "and memory-sized requests, tried one GPU model at a time around the best cluster"
+            if inputs.get("shapes")
+            else "today's only (--no-shapes)"
+        ),
         "candidates inferred to miss (dominated by a simulated candidate that misses) assume more "
         "nodes never hurt a goal; costlier candidates than the best are not simulated except "
         "for the Pareto front",
+        _monotonicity(record),
         "waits of jobs that never started count as the time they waited until the replay ended",
     ]
     sections.append(sec)

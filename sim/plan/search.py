@@ -7,17 +7,27 @@
    every candidate it dominates (no more nodes anywhere), one that meets them all rules
    out everything costlier. Repeat until nothing cheaper than the best is undecided or
    the budget is spent.
-4. Spend what is left of the budget on costlier candidates spread over the cost range:
+   A quarter of the budget is kept for step 4 when other shapes are given.
+4. Other node shapes and MIG layouts (``shapes``): the best cluster so far (or the one
+   closest to meeting the goals) with one GPU model's nodes arranged another way, at each
+   level no higher than its own (and midway between levels); bisect those as in 3, and
+   repeat from the new best (three rounds at most).
+5. Spot-check the inference of 3 on the two costliest candidates cheaper than the best
+   that were inferred to miss.
+6. Spend what is left of the budget on costlier candidates spread over the cost range:
    the cost-vs-SLO Pareto front.
 
 The inference in 3 assumes more nodes never make an SLO worse; the simulator does not
-promise it (a policy can make worse choices with more room), so the report says which
-answers were simulated and which inferred. With ``--shard i/N`` a process takes every
+promise it (a policy can make worse choices with more room), so 5 checks it where it
+matters most, the record lists every simulated pair that breaks it
+(``monotonicity.violations``), and the report says which answers were simulated and
+which inferred. With ``--shard i/N`` a process takes every
 N-th surviving candidate (by cost) and searches only those; ``merge`` joins the shards.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -30,10 +40,11 @@ from sim.job import Job
 from sim.plan.candidates import Candidate, Pool, build_cluster, candidate_grid
 from sim.plan.evaluate import EvalTask, evaluate
 from sim.plan.fluid import fluid_bound, fluid_demand
+from sim.plan.shapes import Arrangement, neighbours
 from sim.plan.slo import Slo
 from sim.policies import PolicyOptions
 
-__all__ = ["SearchSettings", "search"]
+__all__ = ["SearchSettings", "default_workers", "evaluate_all", "search", "violations"]
 
 
 @dataclass(frozen=True)
@@ -61,20 +72,36 @@ def search(
     settings: SearchSettings,
     progress: Progress | None = None,
     today: Sequence[Job] | None = None,
+    options: Sequence[Arrangement] = (),
 ) -> dict[str, Any]:
-    """The sweep's record: every candidate with its cost, bound and (if run) evaluation."""
-    current = Candidate(tuple(p.count for p in pools), tuple((p.model, 1.0) for p in pools))
+    """The sweep's record: every candidate with its cost, bound and (if run) evaluation.
+    ``options``: other node shapes and MIG layouts per GPU model (``shapes``), tried
+    around the best cluster the level grid finds."""
+    base = sum(1 for p in pools if p.count)
+    current = Candidate(
+        tuple(p.count for p in pools), tuple((p.model, 1.0) for p in pools), base=base
+    )
     grid = candidate_grid(pools, settings.levels)
     if current.counts not in {c.counts for c in grid}:
         grid.append(current)
-    demand = fluid_demand(jobs, cluster, slos)
+    flavors = sorted({f for p in pools for f in p.node_capacity})
+    demand = fluid_demand(jobs, cluster, slos, flavors)
     rows: dict[str, dict[str, Any]] = {}
-    for cand in grid:
-        bound = fluid_bound(demand, cand.capacity(pools), cand.gpus(pools))
+
+    def add(cand: Candidate) -> None:
+        largest: dict[str, int] = {}
+        for c, p in zip(cand.counts, pools, strict=True):
+            if c:
+                largest[p.model] = max(largest.get(p.model, 0), p.gpus_per_node)
+        bound = fluid_bound(demand, cand.capacity(pools), cand.gpus(pools), largest)
         rows[cand.key()] = {
             "key": cand.key(),
             "counts": list(cand.counts),
             "levels": dict(cand.levels),
+            "shapes": dict(cand.shapes),
+            "nodes": [
+                [p.name, p.describe, c] for p, c in zip(pools, cand.counts, strict=True) if c
+            ],
             "gpus": cand.gpus_by_model(pools),
             "cost_per_hour": round(cand.cost_per_hour(pools), 4),
             "fluid_load": round(bound.load, 4) if bound.load < 1e9 else None,
@@ -83,6 +110,9 @@ def search(
             "status": "pruned" if bound.pruned else "undecided",
             "evaluation": None,
         }
+
+    for cand in grid:
+        add(cand)
     index, count = settings.shard
     alive = sorted(
         (c for c in grid if not rows[c.key()]["pruned"] or c.counts == current.counts),
@@ -97,12 +127,18 @@ def search(
         mine.append(current)
     extra: dict[str, Any] = {}
     seconds: list[float] = []
+    budget = settings.max_simulations
+    # Shapes and layouts get a quarter of the budget (at least one simulation).
+    reserve = max(1, budget // 4) if options and budget > 1 else 0
+    done = 0
+    spot_checked: list[str] = []
     with _executor(settings.workers) as pool:
 
-        def run(batch: list[Candidate], labels: list[str] | None = None) -> list[dict[str, Any]]:
+        def run(batch: list[Candidate]) -> None:
+            nonlocal done
             tasks = [
                 EvalTask(
-                    (labels or [c.key() for c in batch])[i],
+                    c.key(),
                     build_cluster(cluster, pools, c),
                     tuple(jobs),
                     tuple(slos),
@@ -110,15 +146,26 @@ def search(
                     settings.seed,
                     settings.options,
                 )
-                for i, c in enumerate(batch)
+                for c in batch
             ]
             timed = list(pool.map(_timed, tasks))
             seconds.extend(t for _, t in timed)
-            return [ev for ev, _ in timed]
+            for cand, (ev, _) in zip(batch, timed, strict=True):
+                _record(rows, cand, ev, mine)
+            done += len(batch)
+            if progress:
+                progress(done, budget)
 
-        done = 0
-        budget = settings.max_simulations
-        first = [current] if index == 0 else []
+        def bisect(limit: int, first: list[Candidate], among: list[Candidate]) -> None:
+            while limit - done > 0:
+                want = min(settings.workers, limit - done) - len(first)
+                probes = _pick([c for c in among if c not in first], rows, want)
+                batch = first + probes
+                first = []
+                if not batch:
+                    return
+                run(batch)
+
         if index == 0 and today is not None:
             # The current cluster under today's demand: what 'nothing changes' changes from.
             task = EvalTask(
@@ -133,19 +180,8 @@ def search(
             future = pool.submit(evaluate, task)
         else:
             future = None
-        while budget - done > 0:
-            # The current cluster goes with the first probes (it may also be pruned).
-            want = min(settings.workers, budget - done) - len(first)
-            probes = _pick([c for c in mine if c not in first], rows, settings.workers, want)
-            batch = first + probes
-            first = []
-            if not batch:
-                break
-            for cand, ev in zip(batch, run(batch), strict=True):
-                _record(rows, cand, ev, mine)
-            done += len(batch)
-            if progress:
-                progress(done, budget)
+        # The current cluster goes with the first probes (it may also be pruned).
+        bisect(budget - reserve, [current] if index == 0 else [], mine)
         # Nothing met the goals: simulate the largest candidate, pruned or not, so the
         # 'closest option' is the most the grid can do, not just what was tried.
         largest = max(mine, key=lambda c: (sum(c.counts), c.counts), default=None)
@@ -155,21 +191,53 @@ def search(
             and not any(rows[c.key()]["status"] == "meets" for c in mine)
             and rows[largest.key()]["evaluation"] is None
         ):
-            (ev,) = run([largest])
-            _record(rows, largest, ev, mine)
-            done += 1
+            run([largest])
+        # Other node shapes and MIG layouts, one GPU model at a time around the best so
+        # far (coordinate descent: a round starts from the previous round's best).
+        for _ in range(3 if options else 0):
+            ref = _reference(mine, rows, slos)
+            if ref is None or budget - done <= 0:
+                break
+            met = rows[ref.key()]["status"] == "meets"
+            unique = {c.key(): c for c in neighbours(ref, pools, options, settings.levels, met)}
+            fresh = [c for k, c in unique.items() if k not in rows]
+            if not fresh:
+                break
+            best = _best_cost(mine, rows)
+            for cand in fresh:
+                add(cand)
+                row = rows[cand.key()]
+                if row["status"] == "undecided" and row["cost_per_hour"] > best:
+                    row["status"] = "costlier"
+                mine.append(cand)
+            before = done
+            # Only the new arrangements: the grid's own leftovers had their share.
+            bisect(budget, [], fresh)
+            if done == before:
+                break
+        # Spot-check the dominance inference: the costliest candidates cheaper than the
+        # best that were inferred to miss (more nodes never hurting is an assumption).
+        best = _best_cost(mine, rows)
+        inferred = sorted(
+            (
+                c
+                for c in mine
+                if rows[c.key()]["status"] == "misses (inferred)"
+                and rows[c.key()]["cost_per_hour"] < best
+            ),
+            key=lambda c: -rows[c.key()]["cost_per_hour"],
+        )
+        check = inferred[: min(2, max(0, budget - done))]
+        if check:
+            spot_checked = [c.key() for c in check]
+            run(check)
         # The Pareto front: costlier candidates spread over the range.
         left = budget - done
         if left > 0:
             rest = [c for c in mine if rows[c.key()]["status"] in ("undecided", "costlier")]
             spread = _spread(rest, left)
             for start in range(0, len(spread), max(1, settings.workers)):
-                batch = spread[start : start + settings.workers]
-                for cand, ev in zip(batch, run(batch), strict=True):
-                    _record(rows, cand, ev, mine)
-                done += len(batch)
-                if progress:
-                    progress(done, budget)
+                run(spread[start : start + settings.workers])
         if future is not None:
             extra["today"] = future.result()
     return {
@@ -177,13 +245,62 @@ def search(
         "simulations": done,
         "simulation_wall_s": [round(t, 3) for t in seconds],
         "shard": [index, count],
+        "pools": [
+            {"name": p.name, "model": p.model, "describe": p.describe, "today": p.count}
+            for p in pools
+        ],
         "fluid": {
             "horizon_s": demand.horizon_s,
             "classes": len(demand.classes),
             "resources": list(demand.resources),
+            "windows": len(demand.windows),
+        },
+        "monotonicity": {
+            "spot_checked": spot_checked,
+            "violations": violations([rows[c.key()] for c in mine]),
         },
         **extra,
     }
+
+
+def _best_cost(mine: list[Candidate], rows: dict[str, Any]) -> float:
+    return min(
+        (rows[c.key()]["cost_per_hour"] for c in mine if rows[c.key()]["status"] == "meets"),
+        default=math.inf,
+    )
+
+
+def _reference(
+    mine: list[Candidate], rows: dict[str, Any], slos: Sequence[Slo]
+) -> Candidate | None:
+    """The cheapest candidate that meets every goal, else the simulated one closest to
+    meeting them (smallest worst goal ratio, then cost)."""
+    simulated = [c for c in mine if rows[c.key()]["evaluation"] is not None]
+    if not simulated:
+        return None
+
+    def rank(c: Candidate) -> tuple[bool, float, float]:
+        row = rows[c.key()]
+        values = row["evaluation"]["slo_values"]
+        worst = max((s.ratio(v) for s, v in zip(slos, values, strict=True)), default=0.0)
+        return (row["status"] != "meets", worst if row["status"] != "meets" else 0.0,
+                row["cost_per_hour"])  # fmt: skip
+
+    return min(simulated, key=rank)
+
+
+def violations(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """Simulated pairs (keys) where more nodes in every pool missed a goal the smaller
+    cluster met: where 'more nodes never hurt' is false."""
+    simulated = [r for r in rows if r["evaluation"] is not None]
+    return [
+        [big["key"], small["key"]]
+        for big in simulated
+        if big["status"] == "misses"
+        for small in simulated
+        if small["status"] == "meets"
+        and all(a >= b for a, b in zip(big["counts"], small["counts"], strict=True))
+    ]
 
 
 def _timed(task: EvalTask) -> tuple[dict[str, Any], float]:
@@ -236,7 +353,7 @@ def _record(
             r["status"] = "misses (inferred)"
 
 
-def _pick(mine: list[Candidate], rows: dict[str, Any], workers: int, n: int) -> list[Candidate]:
+def _pick(mine: list[Candidate], rows: dict[str, Any], n: int) -> list[Candidate]:
     """Undecided candidates at evenly spaced cost quantiles (bisection with ``n`` probes)."""
     open_ = [c for c in mine if rows[c.key()]["status"] == "undecided"]
     if not open_ or n <= 0:
@@ -250,6 +367,12 @@ def _spread(rest: list[Candidate], n: int) -> list[Candidate]:
     if len(rest) <= n:
         return rest
     return [rest[round(i * (len(rest) - 1) / max(1, n - 1))] for i in range(n)]
+
+
+def evaluate_all(tasks: list[EvalTask], workers: int) -> list[dict[str, Any]]:
+    """Evaluate ``tasks`` in a pool of ``workers`` processes (in this one for 1)."""
+    with _executor(min(workers, len(tasks))) as pool:
+        return list(pool.map(evaluate, tasks))
 
 
 def default_workers() -> int:

@@ -114,7 +114,7 @@ def _nothing_changes(
 
 def _quota_advice(row: dict[str, Any]) -> list[dict[str, Any]]:
     """Per queue: its nominal GPUs and what it used, borrowed and left unused in the replay
-    (the suggested split is simulated by the command: ``quota_check``)."""
+    (other splits are simulated by the command: ``quotas.search_quotas``)."""
     queues = {q: v for q, v in row["evaluation"]["queues"].items() if not q.startswith("_")}
     advice = []
     for q, v in sorted(queues.items()):
