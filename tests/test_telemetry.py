@@ -100,12 +100,12 @@ def test_one_query_per_metric_grouped_by_device_labels() -> None:
     device = "max by (Hostname, gpu, GPU_I_ID)"
     assert [q.name for q in qs if q.promql.startswith(full)] == ["xid"]
     assert all(q.promql.startswith(device) for q in qs if q.name != "xid")
-    assert qs[0].promql == f"{device} (avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE[600s]))"
+    assert qs[0].promql == f"{device} (avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE[10m]))"
     old = TelemetrySettings(labels=SeriesLabels(pod="pod_name", namespace="pod_namespace"))
     assert "pod_namespace, pod_name" in queries(old)[5].promql
     job = TelemetrySettings(series_selector='job="dcgm"')
     util = queries(job)[0].promql
-    assert 'avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE{job="dcgm"}[3600s])' in util
+    assert 'avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE{job="dcgm"}[1h])' in util
     assert queries(job)[-1].promql.endswith('(timestamp(DCGM_FI_DEV_XID_ERRORS{job="dcgm"}))')
 
 
