@@ -109,6 +109,8 @@ class PrometheusSettings:
 @dataclass(slots=True)
 class _Fetched:
     results: dict[str, Answer] = field(default_factory=dict)
+    recorded: set[str] = field(default_factory=set)
+    """Queries answered by their recording rule's series."""
     failed: dict[str, str] = field(default_factory=dict)
 
 
@@ -204,7 +206,7 @@ class DcgmReader:
         except requests.exceptions.RequestException as err:
             raise _FetchError(f"request to Prometheus at {where} failed: {err}") from None
 
-    def _query(self, query: MetricQuery, headers: dict[str, str] | None) -> Answer:
+    def _query(self, query: MetricQuery, headers: dict[str, str] | None) -> tuple[Answer, bool]:
         """One metric's answer, read on this worker thread as soon as it arrives (reading
         is most of the parsing, and it overlaps the other queries still in Prometheus).
 
@@ -214,8 +216,9 @@ class DcgmReader:
             if query.record and self.prometheus.recording_rules:
                 recorded = read_answer(query.name, self._get(query.record, headers), self.telemetry)
                 if recorded.rows:
-                    return recorded
-            return read_answer(query.name, self._get(query.promql, headers), self.telemetry)
+                    return recorded, True
+            answer = read_answer(query.name, self._get(query.promql, headers), self.telemetry)
+            return answer, False
         except MetricsFormatError as err:
             raise _FetchError(
                 f"Prometheus at {self.prometheus.url}: unexpected answer: {err}"
@@ -232,7 +235,9 @@ class DcgmReader:
         futures = {q.name: self._pool.submit(self._query, q, headers) for q in self.queries}
         for name, future in futures.items():
             try:
-                fetched.results[name] = future.result()
+                fetched.results[name], recorded = future.result()
+                if recorded:
+                    fetched.recorded.add(name)
             except _FetchError as err:
                 fetched.failed[name] = str(err)
         return fetched
