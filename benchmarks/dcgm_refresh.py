@@ -5,13 +5,16 @@ them in MIG (3 instances each), most allocated to pods — and Debian's ``promet
 scrapes it every 5 s and evaluates Apportion's recording rules
 (``scheduler.telemetry.recording_rules``, rendered for the benchmark's window) every 15 s,
 as ``deploy/monitoring/dcgm-recording-rules.yaml`` does. Once Prometheus holds a few scrapes
-and the recorded series, ``DcgmReader.refresh`` is timed (all queries, parsing, joining and
-the rules, on a matching snapshot), median of ``--runs``. Side by side in the same run,
-alternating: the same reader without the recording rules (the raw PromQL, what a cluster
-without the rules gets), the HTTP round trips alone (bytes received, nothing decoded) for
-each, and, to show why queries are batched, per-GPU queries (one per metric per GPU) timed
+and the recorded series, ``DcgmReader.refresh`` is timed as deployed (recorded series, the
+informational gauges asked at every 4th refresh), median of ``--runs``: all queries,
+reading, joining and the rules, on a matching snapshot. Side by side in the same run,
+alternating: a reader asking every query every time (its fetch and its HTTP round trips
+alone — bytes received, nothing decoded — below it); the same without the recording rules
+(the raw PromQL, what a cluster without the rules gets, and what the reader did before
+them); and, to show why queries are batched, per-GPU queries (one per metric per GPU) timed
 on a sample of GPUs and scaled to the fleet. CPU seconds per refresh (the reader's process
-and Prometheus') say where the time goes independently of other load on the machine.
+and Prometheus', which also scrapes and evaluates its rules meanwhile) say where the time
+goes whatever else runs on the machine.
 The last line is one JSON object: ``{"refresh_10k_gpus_s": …}``.
 
     .venv/bin/python benchmarks/dcgm_refresh.py [--runs 7] [--hosts 1250]
@@ -29,7 +32,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import partial
 from multiprocessing.connection import Connection
@@ -179,15 +183,21 @@ def main() -> None:
         pid = prom.process.pid
         try:
             reader = DcgmReader(PrometheusSettings(url=prom.url, timeout_s=30), settings)
+            full = DcgmReader(
+                PrometheusSettings(url=prom.url, timeout_s=30, informational_every=1), settings
+            )
             raw = DcgmReader(
-                PrometheusSettings(url=prom.url, timeout_s=30, recording_rules=False), settings
+                PrometheusSettings(
+                    url=prom.url, timeout_s=30, informational_every=1, recording_rules=False
+                ),
+                settings,
             )
             print("waiting for two scrapes and the recorded series …", flush=True)
             deadline = time.monotonic() + 180
             while True:
-                fetched = reader.fetch()
+                fetched = full.fetch()
                 ready = raw.refresh(snap.model_copy(update={"now": int(time.time())}), owners)
-                recorded = len(fetched.recorded) == len(reader.queries) - 1  # dbe: not served
+                recorded = len(fetched.recorded) == len(full.queries) - 1  # dbe: not served
                 if ready.gpus_fresh == total and recorded:
                     break
                 if time.monotonic() > deadline:
@@ -195,8 +205,8 @@ def main() -> None:
                 time.sleep(1)
             time.sleep(6)  # one more 5 s scrape, so the window averages hold two samples
             # The round trips each reader makes: a recorded series, else its probe and the raw.
-            recorded_q = [q.record for q in reader.queries]
-            recorded_q += [q.promql for q in reader.queries if q.name not in fetched.recorded]
+            recorded_q = [q.record for q in full.queries]
+            recorded_q += [q.promql for q in full.queries if q.name not in fetched.recorded]
             raw_q = [q.promql for q in raw.queries]
             runs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in _ROWS}
             report = None
@@ -205,13 +215,17 @@ def main() -> None:
                 # A report is a few MB of objects: let the collector clear the last one
                 # before timing, as the 30 s refresh interval does in the webhook.
                 gc.collect()
-                runs["rules"].append(_timed(partial(reader.refresh, now_snap, owners), pid))
+                runs["default"].append(_timed(partial(reader.refresh, now_snap, owners), pid))
                 report = reader.last
                 gc.collect()
+                runs["full"].append(_timed(partial(full.refresh, now_snap, owners), pid))
+                gc.collect()
+                with _collector_paused():
+                    runs["fetch full"].append(_timed(full.fetch, pid))
+                runs["http full"].append(_timed(partial(_http_only, full, recorded_q), pid))
+                gc.collect()
                 runs["raw"].append(_timed(partial(raw.refresh, now_snap, owners), pid))
-                runs["http rules"].append(_timed(partial(_http_only, reader, recorded_q), pid))
                 runs["http raw"].append(_timed(partial(_http_only, raw, raw_q), pid))
-                runs["fetch rules"].append(_timed(reader.fetch, pid))
             assert report is not None
             # Per-GPU baseline: one query per metric per GPU, on a sample, scaled.
             sample = fakes[:: max(1, total // args.per_gpu_sample)][: args.per_gpu_sample]
@@ -221,13 +235,13 @@ def main() -> None:
                 for q in queries(one):
                     reader._client.custom_query(q.promql)
             per_gpu_s = (time.perf_counter() - t0) / len(sample) * total
-            reader.close()
-            raw.close()
+            for r in (reader, full, raw):
+                r.close()
         finally:
             prom.stop()
             ours.send("stop")
             child.join(10)
-    median = statistics.median(w for w, _, _ in runs["rules"])
+    median = statistics.median(w for w, _, _ in runs["default"])
     print(f"report: {report.note.status}, {report.gpus_fresh:,}/{report.gpus_total:,} GPUs fresh, "
           f"{len(report.devices):,} device rows, {len(report.unknown)} unknown, "
           f"{len(report.idle.workloads)} idle workloads")  # fmt: skip
@@ -253,12 +267,23 @@ RULE_INTERVAL = "15s"
 """As in deploy/monitoring/dcgm-recording-rules.yaml."""
 
 _ROWS = {
-    "rules": "refresh, recording rules (11 queries + rules)",
-    "fetch rules": "  of which queries + reading answers (fetch)",
-    "http rules": "  of which HTTP round trips alone",
-    "raw": "baseline: refresh, raw PromQL (no recording rules)",
+    "default": "refresh, as deployed (recorded series; gauges 1 in 4)",
+    "full": "refresh, every query every time (recorded series)",
+    "fetch full": "  of which queries + reading answers (fetch)",
+    "http full": "  of which HTTP round trips alone",
+    "raw": "baseline: refresh, raw PromQL, every query (no rules)",
     "http raw": "  of which HTTP round trips alone",
 }
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """As ``refresh`` runs its fetch: without the cyclic collector."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 if __name__ == "__main__":

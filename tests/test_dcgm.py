@@ -19,7 +19,12 @@ from fake_dcgm import DcgmExporter, FakeGpu, FakeMig, exposition
 from prometheus_process import PrometheusProcess, free_port, require_prometheus
 
 from scheduler.model import Snapshot
-from scheduler.telemetry import TelemetryReport, TelemetrySettings, recording_rules
+from scheduler.telemetry import (
+    INFORMATIONAL,
+    TelemetryReport,
+    TelemetrySettings,
+    recording_rules,
+)
 from webhook.dcgm import DcgmReader, PrometheusSettings
 
 H100 = "H100-80GB"
@@ -200,6 +205,27 @@ def test_rules_for_another_window_fall_back_to_the_raw_promql(
     assert windowed <= fetched.results.keys()
     [whole] = [r.sample for r in report.devices if (r.node, r.gpu) == ("gpu-a", 0)]
     assert (whole.util_milli, whole.fb_used_peak_mib) == (600, 20_000)
+
+
+def test_informational_gauges_are_read_every_nth_refresh(prometheus: PrometheusProcess) -> None:
+    """Temperature, power and framebuffer now feed no rule: asked at every 3rd refresh
+    here, their last answers fill the rows in between; everything else is asked each time."""
+    every = DcgmReader(
+        PrometheusSettings(url=prometheus.url, timeout_s=5, informational_every=3), SETTINGS
+    )
+    until(every, lambda r: r.note.status == "fresh")  # wherever the count now stands,
+    while set(every.fetch().results) < {q.name for q in every.queries}:  # find a full one
+        pass
+    light = [every.fetch() for _ in range(2)]
+    due = every.fetch()
+    assert all(set(f.results).isdisjoint(INFORMATIONAL) for f in light)
+    assert all(f.carried.keys() == INFORMATIONAL for f in light)
+    assert due.results.keys() >= INFORMATIONAL and due.carried == {}
+    report = every.refresh(cluster(), OWNERS)  # a light one again: carried values
+    every.close()
+    [whole] = [r.sample for r in report.devices if (r.node, r.gpu) == ("gpu-a", 0)]
+    assert (whole.temperature_c, whole.power_mw, whole.fb_free_mib) == (34, 71_500, 61_000)
+    assert report.failed_queries == {} and report.note.status == "fresh"
 
 
 def test_fatal_xid_excludes_the_gpu_then_it_recovers(

@@ -84,9 +84,15 @@ def cluster(**running: int) -> Snapshot:
         ],
         workloads=[
             workload("train").gpus(2).queue("team-a").running_on("gpu-a", 0, 1).started(0),
-            workload("nb-1").mig("1g.10gb").queue("team-a").running_on("gpu-a", 4, mig_start=5)
+            workload("nb-1")
+            .mig("1g.10gb")
+            .queue("team-a")
+            .running_on("gpu-a", 4, mig_start=5)
             .started(0),
-            workload("late").gpus(1).queue("team-b").running_on("gpu-b", 0)
+            workload("late")
+            .gpus(1)
+            .queue("team-b")
+            .running_on("gpu-b", 0)
             .started(running.get("late_started", 0)),
         ],
         now=NOW,
@@ -226,6 +232,17 @@ def test_merging_does_not_depend_on_the_order_answers_arrive(order: list[str]) -
     merged = merge_answers(answers, SETTINGS)
     assert sorted(merged.samples, key=repr) == sorted(expected.samples, key=repr)
     assert len(merged.samples) == 4  # gpu 0, MIG 13, and gpus 1 and 2 from other answers
+
+
+def test_carried_answers_fill_rows_but_never_add_or_replace() -> None:
+    now = [read_answer("xid", answer((series(0), 0)), SETTINGS),
+           read_answer("power", answer((series(0), 300)), SETTINGS)]  # fmt: skip
+    carried = [
+        read_answer("power", answer((series(0), 100), (series(1), 100)), SETTINGS),
+        read_answer("temperature", answer((series(0), 40), (series(2), 41)), SETTINGS),
+    ]
+    [only] = merge_answers(now, SETTINGS, carried).samples  # GPUs 1 and 2 are not added
+    assert (only.key.gpu, only.power_mw, only.temperature_c) == (0, 300_000, 40)
 
 
 def test_recording_rules_record_each_query() -> None:

@@ -1,9 +1,11 @@
 """The DCGM reader: dcgm-exporter series from Prometheus, judged by ``scheduler.telemetry``.
 
 One refresh runs ``scheduler.telemetry.queries`` — one instant query per metric for the
-whole fleet, never one per GPU — through prometheus-api-client (a few at a time, on a small
-thread pool), parses the answers, and hands them with the snapshot to
-``scheduler.telemetry.assess``. The reader keeps what must survive between refreshes: the
+whole fleet, never one per GPU — on the session prometheus-api-client configures (a few at
+a time, on a small thread pool). Each query asks first for the series its recording rule
+keeps and runs the raw PromQL only when that is absent; each answer is read on its worker
+thread as it arrives; the queries no rule reads (``INFORMATIONAL``) are asked every few
+refreshes only. The merged samples go with the snapshot to ``scheduler.telemetry.assess``. The reader keeps what must survive between refreshes: the
 health state (so fatal events age out after the quiet period) and the GPU UUIDs learned.
 
 prometheus-api-client is synchronous: call ``refresh`` from a worker thread, or await
@@ -30,6 +32,7 @@ from urllib3.util.retry import Retry
 
 from scheduler.model import Snapshot
 from scheduler.telemetry import (
+    INFORMATIONAL,
     Answer,
     HealthState,
     MetricQuery,
@@ -65,6 +68,10 @@ class PrometheusSettings:
     usual retry, so a slow Prometheus does not hold up a decision."""
     parallel_queries: int = 4
     """Queries in flight at once."""
+    informational_every: int = 4
+    """Ask for the queries no rule reads (``scheduler.telemetry.INFORMATIONAL``: framebuffer
+    used and free now, temperature, power) at every Nth refresh only, and carry their last
+    answers in between: four of eleven queries, a third of a refresh's rows. 1: every time."""
     recording_rules: bool = True
     """Ask for the recording rules' series of the windowed queries first (see
     ``scheduler.telemetry.recording_rules``), falling back to the raw PromQL when absent.
@@ -80,6 +87,8 @@ class PrometheusSettings:
             problems.append(f"refresh_interval_s: {self.refresh_interval_s} must be positive")
         if self.retries < 0:
             problems.append(f"retries: {self.retries} is negative")
+        if self.informational_every < 1:
+            problems.append(f"informational_every: {self.informational_every} must be at least 1")
         if self.parallel_queries < 1:
             problems.append(f"parallel_queries: {self.parallel_queries} must be at least 1")
         if problems:
@@ -111,6 +120,8 @@ class _Fetched:
     results: dict[str, Answer] = field(default_factory=dict)
     recorded: set[str] = field(default_factory=set)
     """Queries answered by their recording rule's series."""
+    carried: dict[str, Answer] = field(default_factory=dict)
+    """Answers of earlier refreshes to informational queries not asked this time."""
     failed: dict[str, str] = field(default_factory=dict)
 
 
@@ -145,6 +156,10 @@ class DcgmReader:
         self._lock = threading.Lock()
         self._health = HealthState()
         self._uuids: dict[str, tuple[str, int]] = {}
+        self._carry_lock = threading.Lock()
+        self._fetches = 0
+        self._carried: dict[str, Answer] = {}
+        """The last answers to the informational queries."""
         self.last: TelemetryReport | None = None
         """The latest report (for /metrics and annotations)."""
 
@@ -225,14 +240,23 @@ class DcgmReader:
             ) from None
 
     def fetch(self) -> _Fetched:
-        """Run every query (a few in parallel); never raises for Prometheus trouble."""
+        """Run the queries of one refresh (a few in parallel): all of them, but the
+        informational ones only every ``informational_every``-th time, their last answers
+        carried in between. Never raises for Prometheus trouble."""
         fetched = _Fetched()
         try:
             headers = self._headers()
         except _FetchError as err:
             fetched.failed = {q.name: str(err) for q in self.queries}
             return fetched
-        futures = {q.name: self._pool.submit(self._query, q, headers) for q in self.queries}
+        with self._carry_lock:
+            due = self._fetches % self.prometheus.informational_every == 0
+            self._fetches += 1
+            carried = {} if due else dict(self._carried)
+        # An informational answer missing since its last read (it failed, or was empty) is
+        # asked again.
+        asked = [q for q in self.queries if q.name not in carried]
+        futures = {q.name: self._pool.submit(self._query, q, headers) for q in asked}
         for name, future in futures.items():
             try:
                 fetched.results[name], recorded = future.result()
@@ -240,6 +264,13 @@ class DcgmReader:
                     fetched.recorded.add(name)
             except _FetchError as err:
                 fetched.failed[name] = str(err)
+        fetched.carried = carried
+        fresh = {n: a for n, a in fetched.results.items() if n in INFORMATIONAL and a.rows}
+        with self._carry_lock:
+            if due:
+                self._carried = fresh
+            else:
+                self._carried.update(fresh)
         return fetched
 
     def refresh(
@@ -269,7 +300,9 @@ class DcgmReader:
         pod_owner: Mapping[tuple[str, str], str] | None,
     ) -> TelemetryReport:
         with self._lock:
-            batch = merge_answers(fetched.results.values(), self.telemetry)
+            batch = merge_answers(
+                fetched.results.values(), self.telemetry, fetched.carried.values()
+            )
             report = assess(
                 snapshot,
                 batch,

@@ -17,6 +17,7 @@ from scheduler.telemetry.health import (
 from scheduler.telemetry.idleness import IdleReport, IdleWorkload, assess_idleness, mark_idle
 from scheduler.telemetry.join import Joined, JoinedRow, join_samples
 from scheduler.telemetry.promql import (
+    INFORMATIONAL,
     Answer,
     MetricQuery,
     MetricsFormatError,
@@ -35,6 +36,7 @@ from scheduler.telemetry.settings import DEFAULT_FATAL_XIDS, SeriesLabels, Telem
 
 __all__ = [
     "DEFAULT_FATAL_XIDS",
+    "INFORMATIONAL",
     "Answer",
     "ClassUsage",
     "DeviceKey",

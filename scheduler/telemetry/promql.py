@@ -29,6 +29,7 @@ from scheduler.telemetry.settings import SeriesLabels, TelemetrySettings
 
 __all__ = [
     "IDENTITY",
+    "INFORMATIONAL",
     "Answer",
     "MetricQuery",
     "MetricsFormatError",
@@ -88,6 +89,11 @@ _CONVERT: dict[str, Callable[[float], int]] = {
     "sampled_at": _floor,
 }
 
+
+INFORMATIONAL = frozenset({"fb_used", "fb_free", "temperature", "power"})
+"""Queries no rule reads: they only describe each device in the report (right-sizing uses
+the window's peak, ``fb_used_peak``). The reader may ask for them every few refreshes only
+(``PrometheusSettings.informational_every``) and carry the last answers in between."""
 
 IDENTITY = "xid"
 """The query that keeps every identifying label (UUID, MIG profile, pod); the others keep
@@ -285,17 +291,24 @@ def _read(name: str, rows: list[Any], names: SeriesLabels) -> Answer:
     return Answer(name, values, rows)
 
 
-def merge_answers(answers: Iterable[Answer], settings: TelemetrySettings) -> SampleBatch:
+def merge_answers(
+    answers: Iterable[Answer], settings: TelemetrySettings, carried: Iterable[Answer] = ()
+) -> SampleBatch:
     """One sample per device row from the answers of one refresh (``read_answer``).
 
     The identity answer names each device's rows (UUID, profile, pod); the other answers
     carry device labels only and are joined to those rows. A device the identity answer
-    did not report gets one row with the labels of the first answer that did."""
+    did not report gets one row with the labels of the first answer that did. ``carried``
+    answers come from an earlier refresh (``INFORMATIONAL`` queries not asked every time):
+    they fill the fields of rows this refresh names, never add rows, and never replace an
+    answer of this refresh."""
     names = settings.labels
     node_label, gpu_label, gi_label = names.device()
     by_name = {a.name: a for a in answers}
     identity = by_name.get(IDENTITY)
     others = [a for a in by_name.values() if a.name != IDENTITY]
+    for old in carried:
+        by_name.setdefault(old.name, old)
     rows: list[tuple[_KeyTuple, _Device]] = []
     if identity is not None and identity.keys is not None:
         rows = [(k, device) for device, ks in identity.keys.items() for k in ks]
