@@ -5,8 +5,9 @@ whole fleet, never one per GPU — on the session prometheus-api-client configur
 a time, on a small thread pool). Each query asks first for the series its recording rule
 keeps and runs the raw PromQL only when that is absent; each answer is read on its worker
 thread as it arrives; the queries no rule reads (``INFORMATIONAL``) are asked every few
-refreshes only. The merged samples go with the snapshot to ``scheduler.telemetry.assess``. The reader keeps what must survive between refreshes: the
-health state (so fatal events age out after the quiet period) and the GPU UUIDs learned.
+refreshes only. The merged samples go with the snapshot to ``scheduler.telemetry.assess``.
+The reader keeps what must survive between refreshes: the health state (so fatal events age
+out after the quiet period), the GPU UUIDs learned and the last informational answers.
 
 prometheus-api-client is synchronous: call ``refresh`` from a worker thread, or await
 ``refresh_async``, which does that. A refresh never raises for Prometheus trouble: an
