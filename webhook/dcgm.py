@@ -74,7 +74,7 @@ class PrometheusSettings:
     used and free now, temperature, power) at every Nth refresh only, and carry their last
     answers in between: four of eleven queries, a third of a refresh's rows. 1: every time."""
     recording_rules: bool = True
-    """Ask for the recording rules' series of the windowed queries first (see
+    """Ask for each query's recording-rule series first (``deploy/monitoring``,
     ``scheduler.telemetry.recording_rules``), falling back to the raw PromQL when absent.
     False: always the raw PromQL (saves one small query each where no rules are deployed)."""
 
@@ -226,8 +226,8 @@ class DcgmReader:
         """One metric's answer, read on this worker thread as soon as it arrives (reading
         is most of the parsing, and it overlaps the other queries still in Prometheus).
 
-        A windowed query asks for its recording rule's series first and runs the raw
-        PromQL only when that series is absent (rules not deployed, or for another window)."""
+        The query asks for its recording rule's series first and runs the raw PromQL only
+        when that series is absent (rules not deployed, or rendered for another window)."""
         try:
             if query.record and self.prometheus.recording_rules:
                 recorded = read_answer(query.name, self._get(query.record, headers), self.telemetry)
