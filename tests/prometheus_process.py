@@ -7,6 +7,7 @@ unless ``CI`` is set, where it fails (``.ci/run`` installs the package).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -51,15 +53,37 @@ class PrometheusProcess:
         workdir: Path,
         scrape_interval: str = "1s",
         scrape_timeout: str | None = None,
+        recording_rules: Sequence[tuple[str, str]] = (),
+        rule_interval: str | None = None,
     ) -> None:
+        """``recording_rules``: (record, expr) pairs, evaluated every ``rule_interval``
+        (default: the scrape interval)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
         target_list = ", ".join(f"'{t}'" for t in targets)
+        rule_files = ""
+        if recording_rules:
+            rules = workdir / "rules.yml"
+            rules.write_text(
+                json.dumps(
+                    {
+                        "groups": [
+                            {
+                                "name": "recorded",
+                                "interval": rule_interval or scrape_interval,
+                                "rules": [{"record": r, "expr": e} for r, e in recording_rules],
+                            }
+                        ]
+                    }
+                )
+            )
+            rule_files = f"rule_files: ['{rules}']\n"
         config.write_text(
             "global:\n"
             f"  scrape_interval: {scrape_interval}\n"
             f"  evaluation_interval: {scrape_interval}\n"
+            f"{rule_files}"
             "scrape_configs:\n"
             "  - job_name: dcgm\n"
             f"    scrape_timeout: {scrape_timeout or scrape_interval}\n"

@@ -191,7 +191,9 @@ THIRD_PARTY = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): _kind(
         {"groups": {"type": "array", "items": {
             "type": "object", "additionalProperties": False, "required": ["name", "rules"],
-            "properties": {"name": _STR, "rules": {"type": "array", "items": _RULE}}}}},
+            "properties": {"name": _STR, "rules": {"type": "array", "items": _RULE},
+                           # the operator's RuleGroup.interval: a Prometheus duration
+                           "interval": {"pattern": r"^(\d+(ms|s|m|h|d|w|y))+$"}}}}},
         ["groups"],
     ),
 }

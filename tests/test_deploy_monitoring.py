@@ -242,3 +242,30 @@ def test_alerts_fire_on_the_right_series(tmp_path):
         capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the DCGM reader's recording rules ---------------------------------------------------------
+
+
+def test_dcgm_recording_rules_are_the_readers_for_the_default_settings():
+    """The shipped rules record exactly what the reader asks for first (and with the
+    defaults' window and labels), so a refresh reads stored series."""
+    from scheduler.telemetry import TelemetrySettings, queries, recording_rules
+
+    rule = one(rendered(MONITORING), "PrometheusRule", "apportion-dcgm")
+    [group] = rule["spec"]["groups"]
+    shipped = [(r["record"], r["expr"]) for r in group["rules"]]
+    assert shipped == list(recording_rules(TelemetrySettings()))
+    assert [r for r, _ in shipped] == [q.record for q in queries(TelemetrySettings())]
+    assert group["interval"] == "15s"
+
+
+def test_promtool_checks_the_dcgm_recording_rules(tmp_path):
+    groups = one(rendered(MONITORING), "PrometheusRule", "apportion-dcgm")["spec"]["groups"]
+    (tmp_path / "dcgm.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    result = subprocess.run(
+        [promtool(), "check", "rules", str(tmp_path / "dcgm.yaml")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 11 rules found" in result.stdout

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 from builders import mig, node, queue, snapshot, workload
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scheduler.allocator import decide
 from scheduler.model import Snapshot
@@ -21,8 +23,11 @@ from scheduler.telemetry import (
     TelemetrySettings,
     assess,
     join_samples,
+    merge_answers,
     parse_vector,
     queries,
+    read_answer,
+    recording_rules,
     samples_from_results,
 )
 
@@ -79,9 +84,15 @@ def cluster(**running: int) -> Snapshot:
         ],
         workloads=[
             workload("train").gpus(2).queue("team-a").running_on("gpu-a", 0, 1).started(0),
-            workload("nb-1").mig("1g.10gb").queue("team-a").running_on("gpu-a", 4, mig_start=5)
+            workload("nb-1")
+            .mig("1g.10gb")
+            .queue("team-a")
+            .running_on("gpu-a", 4, mig_start=5)
             .started(0),
-            workload("late").gpus(1).queue("team-b").running_on("gpu-b", 0)
+            workload("late")
+            .gpus(1)
+            .queue("team-b")
+            .running_on("gpu-b", 0)
             .started(running.get("late_started", 0)),
         ],
         now=NOW,
@@ -100,12 +111,12 @@ def test_one_query_per_metric_grouped_by_device_labels() -> None:
     device = "max by (Hostname, gpu, GPU_I_ID)"
     assert [q.name for q in qs if q.promql.startswith(full)] == ["xid"]
     assert all(q.promql.startswith(device) for q in qs if q.name != "xid")
-    assert qs[0].promql == f"{device} (avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE[600s]))"
+    assert qs[0].promql == f"{device} (avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE[10m]))"
     old = TelemetrySettings(labels=SeriesLabels(pod="pod_name", namespace="pod_namespace"))
     assert "pod_namespace, pod_name" in queries(old)[5].promql
     job = TelemetrySettings(series_selector='job="dcgm"')
     util = queries(job)[0].promql
-    assert 'avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE{job="dcgm"}[3600s])' in util
+    assert 'avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE{job="dcgm"}[1h])' in util
     assert queries(job)[-1].promql.endswith('(timestamp(DCGM_FI_DEV_XID_ERRORS{job="dcgm"}))')
 
 
@@ -183,6 +194,64 @@ def test_rows_naming_no_device_are_reported() -> None:
     )
     with pytest.raises(MetricsFormatError, match="bogus: not one of the queries"):
         samples_from_results({"bogus": answer()}, SETTINGS)
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"metric": {"gpu": "0"}, "value": [1, "2"]}, {"value": [1, "2"]}],
+         "fb_used: result[1] has no 'metric' labels"),
+        ([{"metric": {}, "value": "12"}], "fb_used: result[0].value: expected [timestamp"),
+        (["row"], "fb_used: result[0] has no 'metric' labels"),
+        ([{"metric": {}, "value": [1, "many"]}], "fb_used: value 'many' is not a number"),
+        ([{"metric": {}, "value": [1, None]}], "fb_used: value None is not a number"),
+    ],
+)  # fmt: skip
+def test_reading_an_answer_names_the_bad_row(rows: list[object], message: str) -> None:
+    """The fast reading path checks little itself; when it trips, the message is as
+    precise as the full validation's."""
+    with pytest.raises(MetricsFormatError) as err:
+        read_answer("fb_used", rows, SETTINGS)
+    assert str(err.value).startswith(message)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.permutations(["util_gr", "util_gpu", "fb_used", "xid", "power", "sampled_at"]))
+def test_merging_does_not_depend_on_the_order_answers_arrive(order: list[str]) -> None:
+    mig_row = series(4, GPU_I_PROFILE="1g.10gb", GPU_I_ID="13", namespace="default", pod="nb-1")
+    results = {
+        "util_gr": answer((series(0), 0.5), (mig_row, 0.02)),
+        "util_gpu": answer((series(0), 12), (series(1), 40)),
+        "fb_used": answer((series(0), 4845), (series(2), 1)),
+        "xid": answer((mig_row, 79), (series(0), 0)),
+        "power": answer((series(0), 312.5)),
+        "sampled_at": answer((series(0), NOW - 0.4), (series(1), NOW)),
+    }
+    expected = samples_from_results(results, SETTINGS)
+    answers = [read_answer(name, results[name], SETTINGS) for name in order]
+    merged = merge_answers(answers, SETTINGS)
+    assert sorted(merged.samples, key=repr) == sorted(expected.samples, key=repr)
+    assert len(merged.samples) == 4  # gpu 0, MIG 13, and gpus 1 and 2 from other answers
+
+
+def test_carried_answers_fill_rows_but_never_add_or_replace() -> None:
+    now = [read_answer("xid", answer((series(0), 0)), SETTINGS),
+           read_answer("power", answer((series(0), 300)), SETTINGS)]  # fmt: skip
+    carried = [
+        read_answer("power", answer((series(0), 100), (series(1), 100)), SETTINGS),
+        read_answer("temperature", answer((series(0), 40), (series(2), 41)), SETTINGS),
+    ]
+    [only] = merge_answers(now, SETTINGS, carried).samples  # GPUs 1 and 2 are not added
+    assert (only.key.gpu, only.power_mw, only.temperature_c) == (0, 300_000, 40)
+
+
+def test_recording_rules_record_each_query() -> None:
+    rules = dict(recording_rules(SETTINGS))
+    qs = queries(SETTINGS)
+    assert list(rules) == [q.record for q in qs] and len(set(rules)) == len(qs)
+    assert rules["apportion:dcgm_gr_engine_active:avg_over_time_10m"] == qs[0].promql
+    assert rules["apportion:dcgm_xid_errors:timestamp"] == qs[-1].promql
+    assert all(name.startswith("apportion:dcgm_") for name in rules)
 
 
 # --------------------------------------------------------------------- join

@@ -17,11 +17,16 @@ from scheduler.telemetry.health import (
 from scheduler.telemetry.idleness import IdleReport, IdleWorkload, assess_idleness, mark_idle
 from scheduler.telemetry.join import Joined, JoinedRow, join_samples
 from scheduler.telemetry.promql import (
+    INFORMATIONAL,
+    Answer,
     MetricQuery,
     MetricsFormatError,
     SampleBatch,
+    merge_answers,
     parse_vector,
     queries,
+    read_answer,
+    recording_rules,
     samples_from_results,
 )
 from scheduler.telemetry.report import TelemetryReport, assess
@@ -31,6 +36,8 @@ from scheduler.telemetry.settings import DEFAULT_FATAL_XIDS, SeriesLabels, Telem
 
 __all__ = [
     "DEFAULT_FATAL_XIDS",
+    "INFORMATIONAL",
+    "Answer",
     "ClassUsage",
     "DeviceKey",
     "DeviceSample",
@@ -54,7 +61,10 @@ __all__ = [
     "assess_rightsizing",
     "join_samples",
     "mark_idle",
+    "merge_answers",
     "parse_vector",
     "queries",
+    "read_answer",
+    "recording_rules",
     "samples_from_results",
 ]
