@@ -9,7 +9,7 @@ allocator's first choice is the cheapest device that does the job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog, GpuModel
@@ -36,13 +36,13 @@ class Option:
     profile: str | None = None
     cost: float = 0.0
     """$/h per pod: ranks options; the cheapest fitting device comes first."""
+    quota_per_pod: int = field(init=False, repr=False, compare=False)
+    """Quota charged per pod in the flavor's base unit (milli-GPU or MIG instances); a
+    field set once, since every quota check of every admission reads it."""
 
-    @property
-    def quota_per_pod(self) -> int:
-        """Quota charged per pod in the flavor's base unit (milli-GPU or MIG instances)."""
-        if self.kind is Kind.WHOLE:
-            return self.per_pod * MILLI_PER_GPU
-        return self.per_pod
+    def __post_init__(self) -> None:
+        per_pod = self.per_pod * MILLI_PER_GPU if self.kind is Kind.WHOLE else self.per_pod
+        object.__setattr__(self, "quota_per_pod", per_pod)
 
     def gpu_equivalents_per_pod(self, catalog: Catalog) -> float:
         """Size in whole-GPU units, for objectives and reports."""

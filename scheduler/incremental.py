@@ -12,7 +12,7 @@ already running in the snapshot the allocator was built from, so a driver that r
 from __future__ import annotations
 
 from scheduler.compiled import Entry, compile_snapshot
-from scheduler.demand import resolve_options
+from scheduler.demand import Option, resolve_options
 from scheduler.greedy import Cycle, Verdict
 from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision
 from scheduler.preemption import Running
@@ -29,15 +29,24 @@ class IncrementalAllocator:
         self._cycle = Cycle(self._compiled, preempt=False)
         self._admitted: dict[str, Verdict] = {}
         self._running: dict[str, Running] = {r.workload.name: r for r in self._compiled.running}
+        self._options: dict[tuple[object, ...], tuple[Option, ...]] = {}
+        """Resolved options per (demand, throughput): the same for every workload that asks
+        alike, and resolving them is a good part of a decision's cost."""
 
     def decide(self, workload: Workload) -> WorkloadDecision:
         """Admit now (and charge it) or explain why it must wait."""
         if workload.name in self._admitted or workload.name in self._running:
             raise ValueError(f"workload {workload.name} is already admitted")
         compiled = self._compiled
-        entry = Entry(
-            workload, resolve_options(workload, compiled.catalog, compiled.state.models_present)
-        )
+        d = workload.demand
+        key: tuple[object, ...] = (d.gpus, d.mig_profile, d.gpu_memory_mib, d.gpu_milli, d.models)
+        if workload.throughput:
+            key += tuple(sorted(workload.throughput.items()))
+        options = self._options.get(key)
+        if options is None:
+            options = resolve_options(workload, compiled.catalog, compiled.state.models_present)
+            self._options[key] = options
+        entry = Entry(workload, options)
         verdict = self._cycle.admit_or_explain(entry)
         # The live path keeps only what it admitted: a long-lived allocator answering
         # thousands of requests must not accumulate the ones that wait.

@@ -142,6 +142,9 @@ class ClusterState:
         self._node_filter_cache: dict[tuple[tuple[str, str], ...], frozenset[int] | None] = {}
         self._eligible_cache: dict[tuple[object, ...], tuple[int, ...]] = {}
         self._never_fits_cache: dict[tuple[object, ...], bool] = {}
+        self._placements: dict[PodAlloc, PodPlacement] = {}
+        self._node_pool_gpus: dict[tuple[int, int], list[int]] = {}
+        """(node, pool) → its GPU ids, ascending (ids are handed out in order)."""
         self._compile_nodes(snapshot.nodes)
         self.models_present: tuple[str, ...] = tuple(
             dict.fromkeys(self.gpu_model[g] for g in range(len(self.gpu_model)))
@@ -177,6 +180,7 @@ class ClusterState:
                 self.gpu_shared.append(gpu.shared)
                 self.gpu_pool.append(p)
                 self.node_gpus[n][gpu.index] = g
+                self._node_pool_gpus.setdefault((n, p), []).append(g)
                 if not pool.nodes or pool.nodes[-1] != n:
                     pool.nodes.append(n)
                     pool.node_size[n] = 0
@@ -408,13 +412,9 @@ class ClusterState:
             if best is None:
                 return None
             _, _, p, n = best
-            pool = self.pools[p]
+            free_milli = self.gpu_free_milli
             gpus = tuple(
-                sorted(
-                    g
-                    for g in self.node_gpus[n].values()
-                    if self.gpu_pool[g] == p and self.gpu_free_milli[g] == MILLI_PER_GPU
-                )[:k]
+                [g for g in self._node_pool_gpus[(n, p)] if free_milli[g] == MILLI_PER_GPU][:k]
             )
             return (int(best[0]), best[1] - k), PodAlloc(n, gpus)
         if option.kind is Kind.FRACTION:
@@ -563,15 +563,22 @@ class ClusterState:
             self._take_pod(pod, allocation.cpu_milli, allocation.memory_mib)
 
     def placement_of(self, allocation: Allocation) -> tuple[PodPlacement, ...]:
-        return tuple(
-            PodPlacement.model_construct(
+        return tuple(self._pod_placement(pod) for pod in allocation.pods)
+
+    def _pod_placement(self, pod: PodAlloc) -> PodPlacement:
+        """The (immutable) PodPlacement of a pod, built once per distinct spot: the online
+        path answers thousands of requests that land on the same few spots."""
+        placement = self._placements.get(pod)
+        if placement is None:
+            if len(self._placements) >= 1 << 16:
+                self._placements.clear()
+            placement = self._placements[pod] = PodPlacement.model_construct(
                 node=self.node_names[pod.node],
                 gpus=tuple(self.gpu_index[g] for g in pod.gpus),
                 mig_start=pod.mig_start,
                 milli=pod.milli,
             )
-            for pod in allocation.pods
-        )
+        return placement
 
     # ----------------------------------------------------------------- metrics
     def entirely_free_gpus(self) -> int:
