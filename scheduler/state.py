@@ -484,6 +484,12 @@ class ClusterState:
         sign = -1 if taking else 1
         self.free_cpu[pod.node] += sign * cpu
         self.free_mem[pod.node] += sign * mem
+        if pod.mig_start is None and pod.milli is None and self._plain_whole(pod.gpus):
+            # k whole GPUs of one pool: move the node between buckets once, not k times.
+            for g in pod.gpus:
+                self.gpu_free_milli[g] = 0 if taking else MILLI_PER_GPU
+            self._move_node(self.pools[self.gpu_pool[pod.gpus[0]]], pod.node, sign * len(pod.gpus))
+            return
         for g in pod.gpus:
             if pod.mig_start is not None:
                 layout = self.gpu_mig[g]
@@ -505,6 +511,13 @@ class ClusterState:
                 self._set_milli(g, self.gpu_free_milli[g] + sign * pod.milli)
             else:
                 self._set_milli(g, 0 if taking else MILLI_PER_GPU)
+
+    def _plain_whole(self, gpus: tuple[int, ...]) -> bool:
+        """Healthy, unshared GPUs of one pool: their free milli moves only between 0 and 1000."""
+        p = self.gpu_pool[gpus[0]]
+        return all(
+            self.gpu_healthy[g] and not self.gpu_shared[g] and self.gpu_pool[g] == p for g in gpus
+        )
 
     def take(self, allocation: Allocation) -> None:
         for pod in allocation.pods:

@@ -273,10 +273,13 @@ class Simulation:
             s.first_start = self.now
         s.run_id += 1
         occ = self.occupancy
-        models = frozenset(
-            occ.model_names[int(occ.gpu_model[g])] for p in placement for g in occ.gpus_of(p)
-        )
-        s.rate = s.job.rate_on(models)
+        if s.job.rates:
+            models = frozenset(
+                occ.model_names[int(occ.gpu_model[g])] for p in placement for g in occ.gpus_of(p)
+            )
+            s.rate = s.job.rate_on(models)
+        else:  # the same on every model: no need to look them up
+            s.rate = s.job.default_rate
         s.gpu_milli = sum(
             round(occ.mig_layout[occ.gpus_of(p)[0]][p.mig_start] * MILLI_PER_GPU)
             if p.mig_start is not None

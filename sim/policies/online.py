@@ -52,7 +52,7 @@ class ShapeMemo:
         self.failed.clear()
 
     def known_to_fail(self, w: Workload) -> bool:
-        return shape_of(w) in self.failed
+        return bool(self.failed) and shape_of(w) in self.failed
 
     def add(self, w: Workload) -> None:
         self.failed.add(shape_of(w))
