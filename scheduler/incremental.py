@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from scheduler.compiled import Entry, compile_snapshot
 from scheduler.demand import Option, resolve_options
+from scheduler.fragmentation import FragmentationScore, ObservedMix
 from scheduler.greedy import Cycle, Verdict
 from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision
 from scheduler.preemption import Running
 from scheduler.reasons import Outcome
+from scheduler.state import UNTRACKED
 
 __all__ = ["IncrementalAllocator"]
 
@@ -24,11 +26,27 @@ __all__ = ["IncrementalAllocator"]
 class IncrementalAllocator:
     """Admission decisions one workload at a time against a live, mutable state."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, fragmentation_aware: bool = False) -> None:
+        """``fragmentation_aware``: place whole-GPU and shared-GPU pods where the expected
+        fragmentation against the mix of workloads seen so far grows least
+        (``scheduler.fragmentation``), on clusters with shared GPUs or tracked CPU/memory;
+        otherwise best-fit. It strands less capacity, but a decision then costs about a
+        millisecond on a thousand nodes instead of tens of microseconds."""
         self._compiled = compile_snapshot(snapshot, snapshot.catalog())
         self._cycle = Cycle(self._compiled, preempt=False)
         self._admitted: dict[str, Verdict] = {}
         self._running: dict[str, Running] = {r.workload.name: r for r in self._compiled.running}
+        state = self._compiled.state
+        self._mix: ObservedMix | None = None
+        if fragmentation_aware and (
+            any(state.gpu_shared) or any(c < UNTRACKED for c in (*state.free_cpu, *state.free_mem))
+        ):
+            # Shares of GPUs, or CPU and memory that can run out before the GPUs do: where
+            # plain best-fit strands capacity, place against the mix of workloads seen.
+            self._mix = ObservedMix(state.models_present)
+            for w in snapshot.workloads:
+                self._mix.observe(w)
+            state.scorer = FragmentationScore(state, self._mix)
         self._options: dict[tuple[object, ...], tuple[Option, ...]] = {}
         """Resolved options per (demand, throughput): the same for every workload that asks
         alike, and resolving them is a good part of a decision's cost."""
@@ -38,6 +56,8 @@ class IncrementalAllocator:
         if workload.name in self._admitted or workload.name in self._running:
             raise ValueError(f"workload {workload.name} is already admitted")
         compiled = self._compiled
+        if self._mix is not None:
+            self._mix.observe(workload)
         d = workload.demand
         key: tuple[object, ...] = (d.gpus, d.mig_profile, d.gpu_memory_mib, d.gpu_milli, d.models)
         if workload.throughput:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option
+from scheduler.fragmentation import FragmentationScore
 from scheduler.model import Node, PodPlacement, Snapshot, Taint, Toleration, Workload
 
 __all__ = ["Allocation", "ClusterState", "NodeSet", "PlacementError", "PodAlloc"]
@@ -143,6 +144,8 @@ class ClusterState:
         self._eligible_cache: dict[tuple[object, ...], tuple[int, ...]] = {}
         self._never_fits_cache: dict[tuple[object, ...], bool] = {}
         self._placements: dict[PodAlloc, PodPlacement] = {}
+        self.scorer: FragmentationScore | None = None
+        """Set by the online path: place by least growth of expected fragmentation."""
         self._node_pool_gpus: dict[tuple[int, int], list[int]] = {}
         """(node, pool) → its GPU ids, ascending (ids are handed out in order)."""
         self._compile_nodes(snapshot.nodes)
@@ -391,7 +394,10 @@ class ClusterState:
         pools: Sequence[int],
         nodes: frozenset[int] | None,
     ) -> tuple[tuple[int, int], PodAlloc] | None:
-        """The best-fit spot for one pod and its fit key (smaller = snugger), not taken."""
+        """The best-fit spot for one pod and its fit key (smaller = snugger), not taken; with a
+        ``scorer``, the spot where expected fragmentation grows least (MIG keeps best-fit)."""
+        if self.scorer is not None and option.kind is not Kind.MIG:
+            return self.scorer.best_spot(option, cpu, mem, pools, nodes, option.kind is Kind.WHOLE)
         if option.kind is Kind.WHOLE:
             k = option.per_pod
             best: tuple[bool, int, int, int] | None = None  # (entirely free, free, pool, node)
@@ -482,6 +488,8 @@ class ClusterState:
         """Take or give back one pod's share. An unhealthy GPU's capacity is in no free
         list, so a pod still running on it is charged there without touching them."""
         sign = -1 if taking else 1
+        if self.scorer is not None:
+            self.scorer.touch(pod.node)
         self.free_cpu[pod.node] += sign * cpu
         self.free_mem[pod.node] += sign * mem
         if pod.mig_start is None and pod.milli is None and self._plain_whole(pod.gpus):

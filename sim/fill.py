@@ -71,7 +71,7 @@ class OnlinePlacer:
         snap = self.mirror.cluster.snapshot
         from scheduler.incremental import IncrementalAllocator
 
-        self.mirror.allocator = IncrementalAllocator(snap)
+        self.mirror.allocator = IncrementalAllocator(snap, fragmentation_aware=True)
 
     def place(self, occ: Occupancy, job: Job) -> tuple[PodPlacement, ...] | None:
         assert self.mirror.allocator is not None

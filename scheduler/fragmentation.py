@@ -1,0 +1,374 @@
+"""Expected fragmentation against the workload mix the cluster sees (FGD's measure).
+
+Weng et al. (ATC'23) measure a node's fragmentation *with respect to a target workload*:
+for each task shape m, if the node cannot run m at all (CPU, memory, GPU model or GPU
+capacity short), all of its free GPU capacity is a fragment for m; if it can, the free
+capacity on GPUs with less free than m needs per GPU is. A node's fragmentation is the
+popularity-weighted sum over shapes. Placing a pod where this sum grows least keeps
+capacity usable for what is likely to come next — the steepest descent of fragmentation.
+
+The online allocator has no trace to read the popularity from, and needs none: it learns
+the mix from the workloads it is asked about (``ObservedMix``), which is exactly the
+information a live admission path has — no look-ahead. ``FragmentationScore`` keeps a
+numpy view of a ``ClusterState`` (refreshed only where placements changed) and picks the
+spot for one pod: least growth of expected fragmentation, then the existing best-fit
+terms (a used node before an entirely free one, the smallest remainder), then the lowest
+node and GPU. It applies to whole-GPU and shared-GPU pods; MIG slices keep their own
+placement rule.
+
+Inputs of ``fragmentation`` are arrays: free milli per GPU slot ``[..., W]`` (−1 pads
+nodes with fewer GPUs; failed and MIG GPUs count 0), free CPU and memory ``[...]``, model
+id per node ``[...]``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from scheduler.catalog import MILLI_PER_GPU
+from scheduler.model import Workload
+
+if TYPE_CHECKING:
+    from scheduler.demand import Option
+    from scheduler.state import ClusterState, PodAlloc
+
+__all__ = [
+    "FragmentationScore",
+    "ObservedMix",
+    "Shape",
+    "TaskMix",
+    "distinct_rows",
+    "fragmentation",
+    "shape_of",
+    "task_mix",
+]
+
+Shape = tuple[int, int, int, int, tuple[str, ...]]
+"""(CPU milli, memory MiB, GPUs per pod, milli-GPU per GPU, acceptable models or ())."""
+
+
+@dataclass(frozen=True)
+class TaskMix:
+    """The target workload: task shapes and their popularity."""
+
+    cpu: np.ndarray
+    mem: np.ndarray
+    gpus: np.ndarray
+    """GPUs per pod (1 for a share of a GPU)."""
+    milli: np.ndarray
+    """Milli-GPU per GPU (1000 for whole GPUs)."""
+    model_ok: np.ndarray
+    """[M, models]: may task shape m run on model id k?"""
+    weight: np.ndarray
+    """Popularity, summing to 1."""
+    levels: np.ndarray
+    """The distinct milli-per-GPU values (few), so stranded capacity is computed once per
+    value rather than once per task shape."""
+    level_of: np.ndarray
+    """[M]: index of each task shape's milli in ``levels``."""
+
+    @property
+    def size(self) -> int:
+        return int(self.weight.size)
+
+
+def shape_of(w: Workload) -> Shape | None:
+    """A workload's task shape, or None when its demand is not plain GPUs (MIG, memory)."""
+    d = w.demand
+    if d.gpus is not None:
+        return (w.cpu_milli, w.memory_mib, d.gpus, MILLI_PER_GPU, d.models)
+    if d.gpu_milli is not None:
+        return (w.cpu_milli, w.memory_mib, 1, d.gpu_milli, d.models)
+    return None
+
+
+def task_mix(counts: Mapping[Shape, float], model_names: Sequence[str]) -> TaskMix:
+    """The mix of shapes with these (unnormalized) popularities; ``model_names`` gives the
+    model ids that ``fragmentation``'s ``node_model`` refers to."""
+    keys = sorted(counts)
+    total = sum(counts.values()) or 1
+    ok = np.ones((len(keys), max(1, len(model_names))), dtype=bool)
+    for i, key in enumerate(keys):
+        if key[4]:
+            ok[i] = [m in key[4] for m in model_names] or [True]
+    milli = np.array([k[3] for k in keys], dtype=np.int32)
+    levels, level_of = np.unique(milli, return_inverse=True)
+    return TaskMix(
+        cpu=np.array([k[0] for k in keys], dtype=np.int64),
+        mem=np.array([k[1] for k in keys], dtype=np.int64),
+        gpus=np.array([k[2] for k in keys], dtype=np.int32),
+        milli=milli,
+        model_ok=ok,
+        weight=np.array([counts[k] / total for k in keys], dtype=np.float64),
+        levels=levels.astype(np.int32),
+        level_of=level_of.astype(np.int64).reshape(-1),
+    )
+
+
+def fragmentation(
+    free: np.ndarray,
+    free_cpu: np.ndarray,
+    free_mem: np.ndarray,
+    node_model: np.ndarray,
+    mix: TaskMix,
+) -> np.ndarray:
+    """Expected fragmented milli-GPU per node (or per candidate state: any leading shape
+    ``[..., W]`` with matching ``[...]`` CPU, memory and model arrays)."""
+    if mix.size == 0:
+        return np.zeros(free.shape[:-1])
+    f = np.maximum(free, 0).astype(np.int64)
+    total = f.sum(axis=-1)
+    full = (f == MILLI_PER_GPU).sum(axis=-1)
+    top = f.max(axis=-1)
+    # [..., M]
+    cpu_ok = (free_cpu[..., None] >= mix.cpu) & (free_mem[..., None] >= mix.mem)
+    model_ok = mix.model_ok[:, np.maximum(node_model, 0)]
+    model_ok = np.moveaxis(model_ok, 0, -1) & (node_model[..., None] >= 0)
+    whole = mix.milli == MILLI_PER_GPU
+    gpu_ok = np.where(whole, full[..., None] >= mix.gpus, top[..., None] >= mix.milli)
+    runs = cpu_ok & model_ok & gpu_ok
+    # Free capacity on GPUs with less free than the task needs per GPU.
+    below = (f[..., :, None] < mix.levels) * f[..., :, None]
+    stranded = below.sum(axis=-2)[..., mix.level_of]
+    frag = np.where(runs, stranded, total[..., None])
+    result: np.ndarray = frag @ mix.weight
+    return result
+
+
+TOP_SHAPES = 32
+"""The mix keeps the most popular shapes only: the cost of a score grows with their number,
+and rare shapes barely move it."""
+
+REBUILD_EVERY = 256
+"""Observations between rebuilds of the mix (before that: at 1, 2, 4, … observations)."""
+
+
+class ObservedMix:
+    """The shapes of the workloads an allocator was asked about, and how often.
+
+    Each shape counts once per pod, weighted by the square root of its GPU size: a large
+    pod that finds no room strands more capacity than a small one, but how often a shape
+    comes still dominates. The ``TaskMix`` (the ``TOP_SHAPES`` most popular shapes) is
+    rebuilt on a fixed schedule of observations, so the same requests give the same
+    placements."""
+
+    def __init__(self, model_names: Sequence[str]) -> None:
+        self.model_names = tuple(model_names)
+        self.counts: dict[Shape, float] = {}
+        self.observed = 0
+        self._mix: TaskMix | None = None
+
+    def observe(self, workload: Workload) -> None:
+        shape = shape_of(workload)
+        if shape is None:
+            return
+        size = math.sqrt(shape[2] * shape[3] / MILLI_PER_GPU)
+        self.counts[shape] = self.counts.get(shape, 0.0) + workload.pods * size
+        self.observed += 1
+        n = self.observed
+        if n % REBUILD_EVERY == 0 or (n < REBUILD_EVERY and n & (n - 1) == 0):
+            self._mix = None
+
+    @property
+    def mix(self) -> TaskMix:
+        if self._mix is None:
+            top = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_SHAPES]
+            self._mix = task_mix(dict(top), self.model_names)
+        return self._mix
+
+
+class FragmentationScore:
+    """Places one pod of a whole-GPU or shared-GPU option where the expected fragmentation
+    of the cluster grows least; a numpy mirror of the state, refreshed per touched node."""
+
+    def __init__(self, state: ClusterState, mix: ObservedMix) -> None:
+        self.state = state
+        self.mix = mix
+        n_nodes = len(state.node_names)
+        width = max((len(g) for g in state.node_gpus), default=0) or 1
+        self.gpu_ids = np.full((n_nodes, width), -1, dtype=np.int64)
+        for n, gpus in enumerate(state.node_gpus):
+            ids = sorted(gpus.values())
+            self.gpu_ids[n, : len(ids)] = ids
+        self.has_gpu = self.gpu_ids >= 0
+        safe = np.maximum(self.gpu_ids, 0)
+        model_id = {name: i for i, name in enumerate(mix.model_names)}
+        self.node_model = np.array(
+            [
+                model_id.get(state.gpu_model[ids[0]], -1) if ids.size and ids[0] >= 0 else -1
+                for ids in self.gpu_ids
+            ],
+            dtype=np.int64,
+        )
+        self.gpu_pool = np.where(self.has_gpu, np.array(state.gpu_pool, dtype=np.int64)[safe], -1)
+        self.shared = self.has_gpu & np.array(state.gpu_shared, dtype=bool)[safe]
+        self.slots = np.zeros((n_nodes, width), dtype=np.int64)
+        self.cpu = np.zeros(n_nodes, dtype=np.int64)
+        self.mem = np.zeros(n_nodes, dtype=np.int64)
+        self._dirty: set[int] = set(range(n_nodes))
+        self._pool_masks: dict[tuple[int, ...], np.ndarray] = {}
+        self._before = np.zeros(n_nodes)
+        """Each node's expected fragmentation now (under ``_before_mix``)."""
+        self._before_mix: TaskMix | None = None
+        self._memo: dict[tuple[object, ...], tuple[tuple[int, int], PodAlloc] | None] = {}
+        """Answers since the state last changed: the option order asks, then placement asks
+        again for the option it chose."""
+
+    def touch(self, node: int) -> None:
+        self._dirty.add(node)
+        self._memo.clear()
+
+    def _refresh(self, mix: TaskMix) -> None:
+        s = self.state
+        dirty = sorted(self._dirty)
+        for n in dirty:
+            self.cpu[n] = min(s.free_cpu[n], 1 << 62)
+            self.mem[n] = min(s.free_mem[n], 1 << 62)
+            for j, g in enumerate(self.gpu_ids[n]):
+                if g < 0:
+                    self.slots[n, j] = -1
+                elif s.gpu_healthy[g] and s.gpu_mig[g] is None:
+                    self.slots[n, j] = s.gpu_free_milli[g]
+                else:
+                    self.slots[n, j] = 0
+        self._dirty.clear()
+        if mix is not self._before_mix:
+            self._before_mix = mix
+            self._before = fragmentation(self.slots, self.cpu, self.mem, self.node_model, mix)
+        elif dirty:
+            rows = np.array(dirty, dtype=np.int64)
+            self._before[rows] = fragmentation(
+                self.slots[rows], self.cpu[rows], self.mem[rows], self.node_model[rows], mix
+            )
+
+    def _eligible(self, pools: Sequence[int]) -> np.ndarray:
+        key = tuple(pools)
+        mask = self._pool_masks.get(key)
+        if mask is None:
+            mask = self._pool_masks[key] = np.isin(self.gpu_pool, np.array(key, dtype=np.int64))
+        return mask
+
+    def best_spot(
+        self,
+        option: Option,
+        cpu: int,
+        mem: int,
+        pools: Sequence[int],
+        nodes: frozenset[int] | None,
+        whole: bool,
+    ) -> tuple[tuple[int, int], PodAlloc] | None:
+        """The spot for one pod and its key (smaller = better), not taken; None if none."""
+        memo_key = (option.kind, option.per_pod, cpu, mem, tuple(pools), nodes)
+        if memo_key in self._memo:
+            return self._memo[memo_key]
+        answer = self._best_spot(option.per_pod, cpu, mem, pools, nodes, whole)
+        self._memo[memo_key] = answer
+        return answer
+
+    def _best_spot(
+        self,
+        k: int,
+        cpu: int,
+        mem: int,
+        pools: Sequence[int],
+        nodes: frozenset[int] | None,
+        whole: bool,
+    ) -> tuple[tuple[int, int], PodAlloc] | None:
+        from scheduler.state import PodAlloc
+
+        mix = self.mix.mix
+        self._refresh(mix)
+        eligible = self._eligible(pools)
+        slots = self.slots
+        ok = (self.cpu >= cpu) & (self.mem >= mem)
+        if whole:
+            usable = eligible & (slots == MILLI_PER_GPU)
+            ok &= usable.sum(axis=1) >= k
+        else:
+            usable = eligible & self.shared & (slots >= k)
+            ok &= usable.any(axis=1)
+        if nodes is not None:
+            ok &= np.isin(np.arange(ok.size), np.fromiter(nodes, dtype=np.int64))
+        cand = np.flatnonzero(ok)
+        if cand.size == 0:
+            return None
+        # Nodes in the same state (free milli per GPU, CPU, memory, model) score the same:
+        # score each distinct state once.
+        key_rows = np.concatenate(
+            [
+                slots[cand],
+                usable[cand],
+                self.cpu[cand, None],
+                self.mem[cand, None],
+                self.node_model[cand, None],
+            ],
+            axis=1,
+        )
+        first, inverse = distinct_rows(key_rows)
+        rep = cand[first]
+        S = slots[rep]
+        U = usable[rep]
+        ccpu, cmem, cmodel = self.cpu[rep], self.mem[rep], self.node_model[rep]
+        before = self._before[rep]
+        if whole:
+            take = U & (np.cumsum(U, axis=1) <= k)
+            after = fragmentation(np.where(take, 0, S), ccpu - cpu, cmem - mem, cmodel, mix)
+            growth = np.round(after - before, 6)
+            free = np.maximum(S, 0).sum(axis=1)
+            left = free - k * MILLI_PER_GPU
+            entirely_free = free == self.has_gpu[rep].sum(axis=1) * MILLI_PER_GPU
+            per_node = (growth[inverse], entirely_free[inverse], left[inverse])
+            pick = int(np.lexsort((cand, per_node[2], per_node[1], per_node[0]))[0])
+            n = int(cand[pick])
+            key = (0, round(float(per_node[0][pick]) * 1000))
+            gpus = tuple(int(g) for g in self.gpu_ids[n][take[inverse[pick]]])
+            return key, PodAlloc(n, gpus)
+        # One candidate per distinct free amount on a state's usable GPUs (the lowest GPU).
+        first_of_value = np.ones_like(U)
+        for j in range(1, U.shape[1]):
+            first_of_value[:, j] = ((S[:, :j] != S[:, j : j + 1]) | ~U[:, :j]).all(axis=1)
+        ci, cj = np.nonzero(U & first_of_value)
+        after_slots = S[ci].copy()
+        after_slots[np.arange(ci.size), cj] -= k
+        after = fragmentation(after_slots, ccpu[ci] - cpu, cmem[ci] - mem, cmodel[ci], mix)
+        growth = np.round(after - before[ci], 6)
+        left = S[ci, cj] - k
+        # Per state: least growth, then the smallest remainder, then the lowest GPU.
+        order = np.lexsort((cj, left, growth, ci))
+        lead = order[np.r_[True, ci[order][1:] != ci[order][:-1]]]
+        state_growth = np.empty(rep.size)
+        state_left = np.empty(rep.size, dtype=np.int64)
+        state_gpu = np.empty(rep.size, dtype=np.int64)
+        state_growth[ci[lead]] = growth[lead]
+        state_left[ci[lead]] = left[lead]
+        state_gpu[ci[lead]] = cj[lead]
+        pick = int(np.lexsort((cand, state_left[inverse], state_growth[inverse]))[0])
+        n = int(cand[pick])
+        key = (0, round(float(state_growth[inverse[pick]]) * 1000))
+        j = int(state_gpu[inverse[pick]])
+        return key, PodAlloc(n, (int(self.gpu_ids[n, j]),), milli=k)
+
+
+_HASH = np.random.default_rng(20230710).integers(1, 1 << 62, size=64, dtype=np.int64)
+"""Fixed odd multipliers for row hashing (seeded: the same hash on every run)."""
+
+
+def distinct_rows(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of each distinct row's first occurrence, row → distinct index), like
+    ``np.unique(axis=0)`` but through a 64-bit hash of each row, 5× faster; a hash
+    collision is detected and falls back to the exact method."""
+    key = key.astype(np.int64)
+    weights = np.resize(_HASH, key.shape[1]) | 1
+    with np.errstate(over="ignore"):
+        hashed = (key * weights).sum(axis=1)
+    _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    if not np.array_equal(key[first][inverse], key):
+        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+    return first, inverse
