@@ -218,10 +218,16 @@ class FragmentationScore:
         self._memo: dict[tuple[object, ...], tuple[tuple[int, int], PodAlloc] | None] = {}
         """Answers since the state last changed: the option order asks, then placement asks
         again for the option it chose."""
+        self._tables: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        """Nodes ranked per pod shape since the state last changed."""
+        pools_of_node = [set(self.gpu_pool[n][self.has_gpu[n]].tolist()) for n in range(n_nodes)]
+        self.one_pool_per_node = all(len(p) <= 1 for p in pools_of_node)
+        self.node_pool = np.array([min(p, default=-1) for p in pools_of_node], dtype=np.int64)
 
     def touch(self, node: int) -> None:
         self._dirty.add(node)
         self._memo.clear()
+        self._tables.clear()
 
     def _refresh(self, mix: TaskMix) -> None:
         s = self.state
@@ -263,40 +269,67 @@ class FragmentationScore:
         whole: bool,
     ) -> tuple[tuple[int, int], PodAlloc] | None:
         """The spot for one pod and its key (smaller = better), not taken; None if none."""
-        memo_key = (option.kind, option.per_pod, cpu, mem, tuple(pools), nodes)
+        from scheduler.state import PodAlloc
+
+        k = option.per_pod
+        pools = tuple(pools)
+        memo_key = (whole, k, cpu, mem, pools, nodes)
         if memo_key in self._memo:
             return self._memo[memo_key]
-        answer = self._best_spot(option.per_pod, cpu, mem, pools, nodes, whole)
+        if self.one_pool_per_node:
+            # Every node's GPUs are in one pool: rank all nodes once for this pod shape and
+            # answer each option (one per GPU model, say) by the best node of its pools.
+            table_key = (whole, k, cpu, mem, nodes)
+            table = self._tables.get(table_key)
+            if table is None:
+                table = self._tables[table_key] = self._rank(k, cpu, mem, None, nodes, whole)
+            selected = np.flatnonzero(np.isin(self.node_pool[table[0]], pools))
+            row = int(selected[0]) if selected.size else -1
+        else:
+            table = self._rank(k, cpu, mem, self._eligible(pools), nodes, whole)
+            row = 0 if table[0].size else -1
+        answer = None
+        if row >= 0:
+            n = int(table[0][row])
+            key = (0, round(float(table[1][row]) * 1000))
+            if whole:
+                gpus = tuple(int(g) for g in self.gpu_ids[n][table[2][row]])
+                answer = key, PodAlloc(n, gpus)
+            else:
+                answer = key, PodAlloc(n, (int(self.gpu_ids[n, int(table[2][row])]),), milli=k)
         self._memo[memo_key] = answer
         return answer
 
-    def _best_spot(
+    def _rank(
         self,
         k: int,
         cpu: int,
         mem: int,
-        pools: Sequence[int],
+        eligible: np.ndarray | None,
         nodes: frozenset[int] | None,
         whole: bool,
-    ) -> tuple[tuple[int, int], PodAlloc] | None:
-        from scheduler.state import PodAlloc
-
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every node that can host the pod, best first: (nodes, growth, the GPUs taken —
+        a row mask for whole GPUs, a column for a share)."""
         mix = self.mix.mix
         self._refresh(mix)
-        eligible = self._eligible(pools)
         slots = self.slots
         ok = (self.cpu >= cpu) & (self.mem >= mem)
         if whole:
-            usable = eligible & (slots == MILLI_PER_GPU)
+            usable = slots == MILLI_PER_GPU
+            if eligible is not None:
+                usable &= eligible
             ok &= usable.sum(axis=1) >= k
         else:
-            usable = eligible & self.shared & (slots >= k)
+            usable = self.shared & (slots >= k)
+            if eligible is not None:
+                usable &= eligible
             ok &= usable.any(axis=1)
         if nodes is not None:
             ok &= np.isin(np.arange(ok.size), np.fromiter(nodes, dtype=np.int64))
         cand = np.flatnonzero(ok)
         if cand.size == 0:
-            return None
+            return cand, np.zeros(0), np.zeros(0, dtype=np.int64)
         # Nodes in the same state (free milli per GPU, CPU, memory, model) score the same:
         # score each distinct state once.
         key_rows = np.concatenate(
@@ -322,12 +355,9 @@ class FragmentationScore:
             free = np.maximum(S, 0).sum(axis=1)
             left = free - k * MILLI_PER_GPU
             entirely_free = free == self.has_gpu[rep].sum(axis=1) * MILLI_PER_GPU
-            per_node = (growth[inverse], entirely_free[inverse], left[inverse])
-            pick = int(np.lexsort((cand, per_node[2], per_node[1], per_node[0]))[0])
-            n = int(cand[pick])
-            key = (0, round(float(per_node[0][pick]) * 1000))
-            gpus = tuple(int(g) for g in self.gpu_ids[n][take[inverse[pick]]])
-            return key, PodAlloc(n, gpus)
+            g, e, lf = growth[inverse], entirely_free[inverse], left[inverse]
+            order = np.lexsort((cand, lf, e, g))
+            return cand[order], g[order], take[inverse[order]]
         # One candidate per distinct free amount on a state's usable GPUs (the lowest GPU).
         first_of_value = np.ones_like(U)
         for j in range(1, U.shape[1]):
@@ -347,11 +377,9 @@ class FragmentationScore:
         state_growth[ci[lead]] = growth[lead]
         state_left[ci[lead]] = left[lead]
         state_gpu[ci[lead]] = cj[lead]
-        pick = int(np.lexsort((cand, state_left[inverse], state_growth[inverse]))[0])
-        n = int(cand[pick])
-        key = (0, round(float(state_growth[inverse[pick]]) * 1000))
-        j = int(state_gpu[inverse[pick]])
-        return key, PodAlloc(n, (int(self.gpu_ids[n, j]),), milli=k)
+        g, lf = state_growth[inverse], state_left[inverse]
+        order = np.lexsort((cand, lf, g))
+        return cand[order], g[order], state_gpu[inverse[order]]
 
 
 _HASH = np.random.default_rng(20230710).integers(1, 1 << 62, size=64, dtype=np.int64)
