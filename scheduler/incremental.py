@@ -11,7 +11,7 @@ already running in the snapshot the allocator was built from, so a driver that r
 
 from __future__ import annotations
 
-from scheduler.compiled import Entry, compile_snapshot
+from scheduler.compiled import Entry, charge_running, compile_snapshot
 from scheduler.demand import Option, resolve_options
 from scheduler.fragmentation import FragmentationScore, ObservedMix
 from scheduler.greedy import Cycle, Verdict
@@ -86,6 +86,15 @@ class IncrementalAllocator:
             flavor=verdict.option.flavor if verdict.option is not None else None,
             placement=placement,
         )
+
+    def hold(self, workload: Workload) -> None:
+        """Charge a workload that started elsewhere (a global decision) at its recorded
+        placement, as if it had been running in the snapshot: a driver need not rebuild
+        the allocator after each global decision."""
+        if workload.name in self._admitted or workload.name in self._running:
+            raise ValueError(f"workload {workload.name} is already admitted")
+        c = self._compiled
+        self._running[workload.name] = charge_running(workload, c.catalog, c.state, c.book)
 
     def release(self, name: str) -> bool:
         """Give back what a workload holds (admitted here, or running in the snapshot);

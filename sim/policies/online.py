@@ -124,3 +124,10 @@ class CoreMirror:
     def release(self, name: str) -> None:
         assert self.allocator is not None
         self.allocator.release(name)
+
+    def hold(self, running: Workload) -> None:
+        """Charge a workload the engine started on someone else's decision."""
+        assert self.allocator is not None
+        if self.one_queue:
+            running = Workload.model_construct(**{**running.__dict__, "queue": ONE_QUEUE})
+        self.allocator.hold(running)
