@@ -156,6 +156,7 @@ class ClusterState:
     # ----------------------------------------------------------------- compile
     def _compile_nodes(self, nodes: Iterable[Node]) -> None:
         pool_of: dict[tuple[object, ...], int] = {}
+        names: dict[str, str] = {}  # as written → catalog name (a lookup per GPU is slow)
         for node in nodes:
             n = len(self.node_names)
             self.node_names.append(node.name)
@@ -168,7 +169,9 @@ class ClusterState:
             pool_labels = {k: v for k, v in node.labels.items() if k in self.pool_label_keys}
             labels_key = tuple(sorted(pool_labels.items()))
             for gpu in node.gpus:
-                model = self.catalog[gpu.model].name
+                model = names.get(gpu.model)
+                if model is None:
+                    model = names[gpu.model] = self.catalog[gpu.model].name
                 key = (model, labels_key, taints)
                 p = pool_of.get(key)
                 if p is None:
@@ -522,10 +525,10 @@ class ClusterState:
 
     def _plain_whole(self, gpus: tuple[int, ...]) -> bool:
         """Healthy, unshared GPUs of one pool: their free milli moves only between 0 and 1000."""
-        p = self.gpu_pool[gpus[0]]
-        return all(
-            self.gpu_healthy[g] and not self.gpu_shared[g] and self.gpu_pool[g] == p for g in gpus
-        )
+        pool = self.gpu_pool
+        p = pool[gpus[0]]
+        healthy, shared = self.gpu_healthy, self.gpu_shared
+        return all(healthy[g] and not shared[g] and pool[g] == p for g in gpus)
 
     def take(self, allocation: Allocation) -> None:
         for pod in allocation.pods:
