@@ -144,7 +144,7 @@ TOP_SHAPES = 32
 """The mix keeps the most popular shapes only: the cost of a score grows with their number,
 and rare shapes barely move it."""
 
-REBUILD_EVERY = 256
+REBUILD_EVERY = 64
 """Observations between rebuilds of the mix (before that: at 1, 2, 4, … observations)."""
 
 
@@ -220,6 +220,13 @@ class FragmentationScore:
         again for the option it chose."""
         self._tables: dict[tuple[object, ...], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         """Nodes ranked per pod shape since the state last changed."""
+        self._scores: dict[tuple[object, ...], tuple[TaskMix, int, _Scores]] = {}
+        """Per pod shape: its scores on every node, the mix they were computed with and how
+        far into ``_log`` they are up to date."""
+        self._pool_sets: dict[tuple[int, ...], np.ndarray] = {}
+        """Pools → a mask over pool ids (index −1: nodes without GPUs)."""
+        self._log: list[int] = []
+        """Nodes whose state changed, in order."""
         pools_of_node = [set(self.gpu_pool[n][self.has_gpu[n]].tolist()) for n in range(n_nodes)]
         self.one_pool_per_node = all(len(p) <= 1 for p in pools_of_node)
         self.node_pool = np.array([min(p, default=-1) for p in pools_of_node], dtype=np.int64)
@@ -228,6 +235,10 @@ class FragmentationScore:
         self._dirty.add(node)
         self._memo.clear()
         self._tables.clear()
+        self._log.append(node)
+        if len(self._log) > 1 << 16:  # every kept score is then rebuilt from scratch
+            self._log.clear()
+            self._scores.clear()
 
     def _refresh(self, mix: TaskMix) -> None:
         s = self.state
@@ -283,8 +294,13 @@ class FragmentationScore:
             table = self._tables.get(table_key)
             if table is None:
                 table = self._tables[table_key] = self._rank(k, cpu, mem, None, nodes, whole)
-            selected = np.flatnonzero(np.isin(self.node_pool[table[0]], pools))
-            row = int(selected[0]) if selected.size else -1
+            wanted = self._pool_sets.get(pools)
+            if wanted is None:
+                wanted = np.zeros(len(self.state.pools) + 1, dtype=bool)  # [-1]: no pool
+                wanted[list(pools)] = True
+                self._pool_sets[pools] = wanted
+            selected = wanted[self.node_pool[table[0]]]
+            row = int(selected.argmax()) if selected.size and selected.any() else -1
         else:
             table = self._rank(k, cpu, mem, self._eligible(pools), nodes, whole)
             row = 0 if table[0].size else -1
@@ -313,29 +329,65 @@ class FragmentationScore:
         a row mask for whole GPUs, a column for a share)."""
         mix = self.mix.mix
         self._refresh(mix)
-        slots = self.slots
-        ok = (self.cpu >= cpu) & (self.mem >= mem)
-        if whole:
-            usable = slots == MILLI_PER_GPU
-            if eligible is not None:
-                usable &= eligible
-            ok &= usable.sum(axis=1) >= k
+        n_nodes = self.slots.shape[0]
+        if eligible is None and nodes is None:
+            # The common case: the scores of this pod shape are kept, and only the nodes
+            # that changed since are scored again.
+            key = (whole, k, cpu, mem)
+            scores = self._scores.get(key)
+            if scores is None or scores[0] is not mix or len(self._log) - scores[1] > n_nodes:
+                rows = np.arange(n_nodes)
+                scores = (mix, 0, _Scores.empty(n_nodes, self.slots.shape[1], whole))
+            else:
+                rows = np.unique(np.array(self._log[scores[1] :], dtype=np.int64))
+            table = scores[2]
+            if rows.size:
+                self._score_rows(table, rows, k, cpu, mem, None, whole, mix)
+            self._scores[key] = (mix, len(self._log), table)
         else:
-            usable = self.shared & (slots >= k)
-            if eligible is not None:
-                usable &= eligible
-            ok &= usable.any(axis=1)
-        if nodes is not None:
-            ok &= np.isin(np.arange(ok.size), np.fromiter(nodes, dtype=np.int64))
-        cand = np.flatnonzero(ok)
+            table = _Scores.empty(n_nodes, self.slots.shape[1], whole)
+            self._score_rows(table, np.arange(n_nodes), k, cpu, mem, eligible, whole, mix)
+            if nodes is not None:
+                keep = np.isin(np.arange(n_nodes), np.fromiter(nodes, dtype=np.int64))
+                table.growth[~keep] = np.inf
+        g = table.growth
+        index = np.arange(n_nodes)
+        if whole:
+            order = np.lexsort((index, table.left, table.entirely_free, g))
+        else:
+            order = np.lexsort((index, table.left, g))
+        order = order[: int(np.isfinite(g).sum())]
+        return order, g[order], table.take[order] if whole else table.gpu[order]
+
+    def _score_rows(
+        self,
+        table: _Scores,
+        rows: np.ndarray,
+        k: int,
+        cpu: int,
+        mem: int,
+        eligible: np.ndarray | None,
+        whole: bool,
+        mix: TaskMix,
+    ) -> None:
+        """Score one pod of the shape on each of ``rows`` (inf where it does not fit)."""
+        slots = self.slots[rows]
+        ok = (self.cpu[rows] >= cpu) & (self.mem[rows] >= mem)
+        usable = slots == MILLI_PER_GPU if whole else self.shared[rows] & (slots >= k)
+        if eligible is not None:
+            usable &= eligible[rows]
+        ok &= usable.sum(axis=1) >= k if whole else usable.any(axis=1)
+        table.growth[rows] = np.inf
+        cand = rows[ok]
         if cand.size == 0:
-            return cand, np.zeros(0), np.zeros(0, dtype=np.int64)
+            return
         # Nodes in the same state (free milli per GPU, CPU, memory, model) score the same:
         # score each distinct state once.
+        usable = usable[ok]
         key_rows = np.concatenate(
             [
-                slots[cand],
-                usable[cand],
+                self.slots[cand],
+                usable,
                 self.cpu[cand, None],
                 self.mem[cand, None],
                 self.node_model[cand, None],
@@ -344,20 +396,20 @@ class FragmentationScore:
         )
         first, inverse = distinct_rows(key_rows)
         rep = cand[first]
-        S = slots[rep]
-        U = usable[rep]
+        S = self.slots[rep]
+        U = usable[first]
         ccpu, cmem, cmodel = self.cpu[rep], self.mem[rep], self.node_model[rep]
         before = self._before[rep]
         if whole:
             take = U & (np.cumsum(U, axis=1) <= k)
             after = fragmentation(np.where(take, 0, S), ccpu - cpu, cmem - mem, cmodel, mix)
-            growth = np.round(after - before, 6)
             free = np.maximum(S, 0).sum(axis=1)
-            left = free - k * MILLI_PER_GPU
-            entirely_free = free == self.has_gpu[rep].sum(axis=1) * MILLI_PER_GPU
-            g, e, lf = growth[inverse], entirely_free[inverse], left[inverse]
-            order = np.lexsort((cand, lf, e, g))
-            return cand[order], g[order], take[inverse[order]]
+            table.growth[cand] = np.round(after - before, 6)[inverse]
+            table.left[cand] = (free - k * MILLI_PER_GPU)[inverse]
+            full = self.has_gpu[rep].sum(axis=1) * MILLI_PER_GPU
+            table.entirely_free[cand] = (free == full)[inverse]
+            table.take[cand] = take[inverse]
+            return
         # One candidate per distinct free amount on a state's usable GPUs (the lowest GPU).
         first_of_value = np.ones_like(U)
         for j in range(1, U.shape[1]):
@@ -377,9 +429,31 @@ class FragmentationScore:
         state_growth[ci[lead]] = growth[lead]
         state_left[ci[lead]] = left[lead]
         state_gpu[ci[lead]] = cj[lead]
-        g, lf = state_growth[inverse], state_left[inverse]
-        order = np.lexsort((cand, lf, g))
-        return cand[order], g[order], state_gpu[inverse[order]]
+        table.growth[cand] = state_growth[inverse]
+        table.left[cand] = state_left[inverse]
+        table.gpu[cand] = state_gpu[inverse]
+
+
+@dataclass
+class _Scores:
+    """One pod shape scored on every node: growth of expected fragmentation (inf where it
+    does not fit) and the tie-breakers, plus the GPUs it would take."""
+
+    growth: np.ndarray
+    left: np.ndarray
+    entirely_free: np.ndarray
+    take: np.ndarray
+    gpu: np.ndarray
+
+    @classmethod
+    def empty(cls, nodes: int, width: int, whole: bool) -> _Scores:
+        return cls(
+            growth=np.full(nodes, np.inf),
+            left=np.zeros(nodes, dtype=np.int64),
+            entirely_free=np.zeros(nodes, dtype=bool),
+            take=np.zeros((nodes, width) if whole else (0, width), dtype=bool),
+            gpu=np.zeros(nodes, dtype=np.int64),
+        )
 
 
 _HASH = np.random.default_rng(20230710).integers(1, 1 << 62, size=64, dtype=np.int64)
