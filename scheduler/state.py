@@ -148,6 +148,8 @@ class ClusterState:
         """Set by the online path: place by least growth of expected fragmentation."""
         self._node_pool_gpus: dict[tuple[int, int], list[int]] = {}
         """(node, pool) → its GPU ids, ascending (ids are handed out in order)."""
+        self._whole_pool: list[int] = []
+        """Per GPU: its pool if healthy and unshared (free milli only 0 or 1000), else −1."""
         self._compile_nodes(snapshot.nodes)
         self.models_present: tuple[str, ...] = tuple(
             dict.fromkeys(self.gpu_model[g] for g in range(len(self.gpu_model)))
@@ -187,6 +189,8 @@ class ClusterState:
                 self.gpu_pool.append(p)
                 self.node_gpus[n][gpu.index] = g
                 self._node_pool_gpus.setdefault((n, p), []).append(g)
+                plain = gpu.healthy and not gpu.shared and gpu.mig is None
+                self._whole_pool.append(p if plain else -1)
                 if not pool.nodes or pool.nodes[-1] != n:
                     pool.nodes.append(n)
                     pool.node_size[n] = 0
@@ -495,11 +499,17 @@ class ClusterState:
             self.scorer.touch(pod.node)
         self.free_cpu[pod.node] += sign * cpu
         self.free_mem[pod.node] += sign * mem
-        if pod.mig_start is None and pod.milli is None and self._plain_whole(pod.gpus):
+        p = self._whole_pool[pod.gpus[0]] if pod.gpus else -1
+        if (
+            pod.mig_start is None
+            and pod.milli is None
+            and p >= 0
+            and all(self._whole_pool[g] == p for g in pod.gpus)
+        ):
             # k whole GPUs of one pool: move the node between buckets once, not k times.
             for g in pod.gpus:
                 self.gpu_free_milli[g] = 0 if taking else MILLI_PER_GPU
-            self._move_node(self.pools[self.gpu_pool[pod.gpus[0]]], pod.node, sign * len(pod.gpus))
+            self._move_node(self.pools[p], pod.node, sign * len(pod.gpus))
             return
         for g in pod.gpus:
             if pod.mig_start is not None:
@@ -522,13 +532,6 @@ class ClusterState:
                 self._set_milli(g, self.gpu_free_milli[g] + sign * pod.milli)
             else:
                 self._set_milli(g, 0 if taking else MILLI_PER_GPU)
-
-    def _plain_whole(self, gpus: tuple[int, ...]) -> bool:
-        """Healthy, unshared GPUs of one pool: their free milli moves only between 0 and 1000."""
-        pool = self.gpu_pool
-        p = pool[gpus[0]]
-        healthy, shared = self.gpu_healthy, self.gpu_shared
-        return all(healthy[g] and not shared[g] and pool[g] == p for g in gpus)
 
     def take(self, allocation: Allocation) -> None:
         for pod in allocation.pods:
@@ -590,8 +593,7 @@ class ClusterState:
         return tuple(self._pod_placement(pod) for pod in allocation.pods)
 
     def _pod_placement(self, pod: PodAlloc) -> PodPlacement:
-        """The (immutable) PodPlacement of a pod, built once per distinct spot: the online
-        path answers thousands of requests that land on the same few spots."""
+        """A pod's (immutable) PodPlacement, built once per spot: requests reuse few spots."""
         placement = self._placements.get(pod)
         if placement is None:
             if len(self._placements) >= 1 << 16:
