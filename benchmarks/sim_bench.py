@@ -4,8 +4,9 @@
                                              [--replay-1m-jobs N] [--replay-100k-jobs N]
 
   a  fill (the FGD paper's protocol) on the openb default pod list, 10 seeds, the six FGD
-     baselines plus apportion (the core's online path): unallocated GPU % at 100 % and
-     130 % arrived, mean and std.                 target ≤ 2 min; apportion@100 < 4.77
+     baselines plus apportion (the core's online path, fragmentation-aware against the
+     mix of pods it has seen): unallocated GPU % at 100 % and 130 % arrived, mean and std.
+                                                  target ≤ 2 min; apportion@100 < 4.77
   b  replay of a synthetic 1,000,000-job trace on 1,250 × 8 = 10,000 GPUs, greedy
      (the core's online path), every event a scheduling point.     target ≤ 60 s
   c  replay of 100,000 synthetic jobs with the apportion policy (online path + a global

@@ -13,7 +13,7 @@ from scheduler.preemption import Running
 from scheduler.quota import QuotaBook
 from scheduler.state import ClusterState
 
-__all__ = ["Compiled", "Entry", "compile_snapshot"]
+__all__ = ["Compiled", "Entry", "charge_running", "compile_snapshot"]
 
 
 @dataclass(slots=True)
@@ -57,22 +57,7 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
     pending: list[Entry] = []
     for workload in snapshot.workloads:
         if workload.running:
-            option = _running_option(workload, catalog, state)
-            allocation = state.allocation_of(workload, option)
-            state.apply_running(allocation, workload.name)
-            amount = option.quota_per_pod * workload.pods
-            book.charge(workload.queue, option.flavor, amount)
-            models = frozenset(state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
-            running.append(
-                Running(
-                    workload,
-                    allocation,
-                    option.flavor,
-                    amount,
-                    _gpu_eq(option, catalog) * workload.pods,
-                    models,
-                )
-            )
+            running.append(charge_running(workload, catalog, state, book))
         else:
             pending.append(
                 Entry(workload, resolve_options(workload, catalog, state.models_present))
@@ -94,6 +79,26 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
             lendable = book.lendable.get((account.cohort, flavor), 0) / unit
             widths[(name, flavor)] = segment_width(account.weight, lendable)
     return Compiled(snapshot, catalog, state, book, running, pending, headroom, widths)
+
+
+def charge_running(
+    workload: Workload, catalog: Catalog, state: ClusterState, book: QuotaBook
+) -> Running:
+    """Charge a running workload's recorded placement to the state and its quota."""
+    option = _running_option(workload, catalog, state)
+    allocation = state.allocation_of(workload, option)
+    state.apply_running(allocation, workload.name)
+    amount = option.quota_per_pod * workload.pods
+    book.charge(workload.queue, option.flavor, amount)
+    models = frozenset(state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
+    return Running(
+        workload,
+        allocation,
+        option.flavor,
+        amount,
+        _gpu_eq(option, catalog) * workload.pods,
+        models,
+    )
 
 
 def _running_option(workload: Workload, catalog: Catalog, state: ClusterState) -> Option:

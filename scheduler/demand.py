@@ -36,9 +36,9 @@ class Option:
     profile: str | None = None
     cost: float = 0.0
     """$/h per pod: ranks options; the cheapest fitting device comes first."""
-    quota_per_pod: int = field(init=False, compare=False, repr=False)
-    """Quota charged per pod in the flavor's base unit (milli-GPU or MIG instances); a field,
-    not a property, because the cycle reads it tens of thousands of times."""
+    quota_per_pod: int = field(init=False, repr=False, compare=False)
+    """Quota charged per pod in the flavor's base unit (milli-GPU or MIG instances); a
+    field set once, since every quota check of every admission reads it."""
 
     def __post_init__(self) -> None:
         per_pod = self.per_pod * MILLI_PER_GPU if self.kind is Kind.WHOLE else self.per_pod

@@ -11,12 +11,14 @@ already running in the snapshot the allocator was built from, so a driver that r
 
 from __future__ import annotations
 
-from scheduler.compiled import Entry, compile_snapshot
-from scheduler.demand import resolve_options
+from scheduler.compiled import Entry, charge_running, compile_snapshot
+from scheduler.demand import Option, resolve_options
+from scheduler.fragmentation import FragmentationScore, ObservedMix
 from scheduler.greedy import Cycle, Verdict
 from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision
 from scheduler.preemption import Running
 from scheduler.reasons import Outcome
+from scheduler.state import UNTRACKED
 
 __all__ = ["IncrementalAllocator"]
 
@@ -24,20 +26,47 @@ __all__ = ["IncrementalAllocator"]
 class IncrementalAllocator:
     """Admission decisions one workload at a time against a live, mutable state."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
+    def __init__(self, snapshot: Snapshot, fragmentation_aware: bool = False) -> None:
+        """``fragmentation_aware``: place whole-GPU and shared-GPU pods where the expected
+        fragmentation against the mix of workloads seen so far grows least
+        (``scheduler.fragmentation``), on clusters with shared GPUs or tracked CPU/memory;
+        otherwise best-fit. It strands less capacity, but a decision then costs about a
+        millisecond on a thousand nodes instead of tens of microseconds."""
         self._compiled = compile_snapshot(snapshot, snapshot.catalog())
         self._cycle = Cycle(self._compiled, preempt=False)
         self._admitted: dict[str, Verdict] = {}
         self._running: dict[str, Running] = {r.workload.name: r for r in self._compiled.running}
+        state = self._compiled.state
+        self._mix: ObservedMix | None = None
+        if fragmentation_aware and (
+            any(state.gpu_shared) or any(c < UNTRACKED for c in (*state.free_cpu, *state.free_mem))
+        ):
+            # Shares of GPUs, or CPU and memory that can run out before the GPUs do: where
+            # plain best-fit strands capacity, place against the mix of workloads seen.
+            self._mix = ObservedMix(state.models_present)
+            for w in snapshot.workloads:
+                self._mix.observe(w)
+            state.scorer = FragmentationScore(state, self._mix)
+        self._options: dict[tuple[object, ...], tuple[Option, ...]] = {}
+        """Resolved options per (demand, throughput): the same for every workload that asks
+        alike, and resolving them is a good part of a decision's cost."""
 
     def decide(self, workload: Workload) -> WorkloadDecision:
         """Admit now (and charge it) or explain why it must wait."""
         if workload.name in self._admitted or workload.name in self._running:
             raise ValueError(f"workload {workload.name} is already admitted")
         compiled = self._compiled
-        entry = Entry(
-            workload, resolve_options(workload, compiled.catalog, compiled.state.models_present)
-        )
+        if self._mix is not None:
+            self._mix.observe(workload)
+        d = workload.demand
+        key: tuple[object, ...] = (d.gpus, d.mig_profile, d.gpu_memory_mib, d.gpu_milli, d.models)
+        if workload.throughput:
+            key += tuple(sorted(workload.throughput.items()))
+        options = self._options.get(key)
+        if options is None:
+            options = resolve_options(workload, compiled.catalog, compiled.state.models_present)
+            self._options[key] = options
+        entry = Entry(workload, options)
         verdict = self._cycle.admit_or_explain(entry)
         # The live path keeps only what it admitted: a long-lived allocator answering
         # thousands of requests must not accumulate the ones that wait.
@@ -55,6 +84,15 @@ class IncrementalAllocator:
             flavor=verdict.option.flavor if verdict.option is not None else None,
             placement=placement,
         )
+
+    def hold(self, workload: Workload) -> None:
+        """Charge a workload that started elsewhere (a global decision) at its recorded
+        placement, as if it had been running in the snapshot: a driver need not rebuild
+        the allocator after each global decision."""
+        if workload.name in self._admitted or workload.name in self._running:
+            raise ValueError(f"workload {workload.name} is already admitted")
+        c = self._compiled
+        self._running[workload.name] = charge_running(workload, c.catalog, c.state, c.book)
 
     def release(self, name: str) -> bool:
         """Give back what a workload holds (admitted here, or running in the snapshot);

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option
+from scheduler.fragmentation import FragmentationScore
 from scheduler.model import Node, PodPlacement, Snapshot, Taint, Toleration, Workload
 
 __all__ = ["Allocation", "ClusterState", "NodeSet", "PlacementError", "PodAlloc"]
@@ -142,6 +143,13 @@ class ClusterState:
         self._node_filter_cache: dict[tuple[tuple[str, str], ...], frozenset[int] | None] = {}
         self._eligible_cache: dict[tuple[object, ...], tuple[int, ...]] = {}
         self._never_fits_cache: dict[tuple[object, ...], bool] = {}
+        self._placements: dict[PodAlloc, PodPlacement] = {}
+        self.scorer: FragmentationScore | None = None
+        """Set by the online path: place by least growth of expected fragmentation."""
+        self._node_pool_gpus: dict[tuple[int, int], list[int]] = {}
+        """(node, pool) → its GPU ids, ascending (ids are handed out in order)."""
+        self._whole_pool: list[int] = []
+        """Per GPU: its pool if healthy and unshared (free milli only 0 or 1000), else −1."""
         self._compile_nodes(snapshot.nodes)
         self.models_present: tuple[str, ...] = tuple(
             dict.fromkeys(self.gpu_model[g] for g in range(len(self.gpu_model)))
@@ -150,6 +158,7 @@ class ClusterState:
     # ----------------------------------------------------------------- compile
     def _compile_nodes(self, nodes: Iterable[Node]) -> None:
         pool_of: dict[tuple[object, ...], int] = {}
+        names: dict[str, str] = {}  # as written → catalog name (a lookup per GPU is slow)
         for node in nodes:
             n = len(self.node_names)
             self.node_names.append(node.name)
@@ -162,7 +171,9 @@ class ClusterState:
             pool_labels = {k: v for k, v in node.labels.items() if k in self.pool_label_keys}
             labels_key = tuple(sorted(pool_labels.items()))
             for gpu in node.gpus:
-                model = self.catalog[gpu.model].name
+                model = names.get(gpu.model)
+                if model is None:
+                    model = names[gpu.model] = self.catalog[gpu.model].name
                 key = (model, labels_key, taints)
                 p = pool_of.get(key)
                 if p is None:
@@ -177,6 +188,9 @@ class ClusterState:
                 self.gpu_shared.append(gpu.shared)
                 self.gpu_pool.append(p)
                 self.node_gpus[n][gpu.index] = g
+                self._node_pool_gpus.setdefault((n, p), []).append(g)
+                plain = gpu.healthy and not gpu.shared and gpu.mig is None
+                self._whole_pool.append(p if plain else -1)
                 if not pool.nodes or pool.nodes[-1] != n:
                     pool.nodes.append(n)
                     pool.node_size[n] = 0
@@ -387,7 +401,10 @@ class ClusterState:
         pools: Sequence[int],
         nodes: frozenset[int] | None,
     ) -> tuple[tuple[int, int], PodAlloc] | None:
-        """The best-fit spot for one pod and its fit key (smaller = snugger), not taken."""
+        """The best-fit spot for one pod and its fit key (smaller = snugger), not taken; with a
+        ``scorer``, the spot where expected fragmentation grows least (MIG keeps best-fit)."""
+        if self.scorer is not None and option.kind is not Kind.MIG:
+            return self.scorer.best_spot(option, cpu, mem, pools, nodes, option.kind is Kind.WHOLE)
         if option.kind is Kind.WHOLE:
             k = option.per_pod
             best: tuple[bool, int, int, int] | None = None  # (entirely free, free, pool, node)
@@ -408,13 +425,9 @@ class ClusterState:
             if best is None:
                 return None
             _, _, p, n = best
-            pool = self.pools[p]
+            free_milli = self.gpu_free_milli
             gpus = tuple(
-                sorted(
-                    g
-                    for g in self.node_gpus[n].values()
-                    if self.gpu_pool[g] == p and self.gpu_free_milli[g] == MILLI_PER_GPU
-                )[:k]
+                [g for g in self._node_pool_gpus[(n, p)] if free_milli[g] == MILLI_PER_GPU][:k]
             )
             return (int(best[0]), best[1] - k), PodAlloc(n, gpus)
         if option.kind is Kind.FRACTION:
@@ -482,8 +495,22 @@ class ClusterState:
         """Take or give back one pod's share. An unhealthy GPU's capacity is in no free
         list, so a pod still running on it is charged there without touching them."""
         sign = -1 if taking else 1
+        if self.scorer is not None:
+            self.scorer.touch(pod.node)
         self.free_cpu[pod.node] += sign * cpu
         self.free_mem[pod.node] += sign * mem
+        p = self._whole_pool[pod.gpus[0]] if pod.gpus else -1
+        if (
+            pod.mig_start is None
+            and pod.milli is None
+            and p >= 0
+            and all(self._whole_pool[g] == p for g in pod.gpus)
+        ):
+            # k whole GPUs of one pool: move the node between buckets once, not k times.
+            for g in pod.gpus:
+                self.gpu_free_milli[g] = 0 if taking else MILLI_PER_GPU
+            self._move_node(self.pools[p], pod.node, sign * len(pod.gpus))
+            return
         for g in pod.gpus:
             if pod.mig_start is not None:
                 layout = self.gpu_mig[g]
@@ -563,15 +590,21 @@ class ClusterState:
             self._take_pod(pod, allocation.cpu_milli, allocation.memory_mib)
 
     def placement_of(self, allocation: Allocation) -> tuple[PodPlacement, ...]:
-        return tuple(
-            PodPlacement.model_construct(
+        return tuple(self._pod_placement(pod) for pod in allocation.pods)
+
+    def _pod_placement(self, pod: PodAlloc) -> PodPlacement:
+        """A pod's (immutable) PodPlacement, built once per spot: requests reuse few spots."""
+        placement = self._placements.get(pod)
+        if placement is None:
+            if len(self._placements) >= 1 << 16:
+                self._placements.clear()
+            placement = self._placements[pod] = PodPlacement.model_construct(
                 node=self.node_names[pod.node],
                 gpus=tuple(self.gpu_index[g] for g in pod.gpus),
                 mig_start=pod.mig_start,
                 milli=pod.milli,
             )
-            for pod in allocation.pods
-        )
+        return placement
 
     # ----------------------------------------------------------------- metrics
     def entirely_free_gpus(self) -> int:

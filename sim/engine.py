@@ -93,8 +93,13 @@ class Simulation:
         """Node → number of outages in progress (overlapping outages nest)."""
         self._nodes_cache: tuple[Node, ...] | None = cluster.snapshot.nodes
         self._progress = progress
-        for i, s in enumerate(self.states):
-            self._push(s.job.submit, _Kind.ARRIVE, i)
+        # Arrivals are known up front: a sorted list merged with the heap (same order as
+        # pushing them all, a heap of what runs instead of the whole trace).
+        self.arrivals: list[tuple[int, int, int, _Kind, object]] = sorted(
+            (s.job.submit, int(_Kind.ARRIVE), i, _Kind.ARRIVE, i) for i, s in enumerate(self.states)
+        )
+        self._next_arrival = 0
+        self._seq = len(self.states)
         for o in outages:
             if o.node not in self.occupancy.node_index:
                 raise ValueError(f"outage at {o.at}: node {o.node!r} is not in the cluster")
@@ -127,15 +132,28 @@ class Simulation:
         total = max(1, len(self.states))
         done = 0
         horizon = self.settings.horizon
-        while self.heap:
-            at = self.heap[0][0]
+        heap, arrivals = self.heap, self.arrivals
+        end = (1 << 63, 0, 0, _Kind.ARRIVE, None)
+        while heap or self._next_arrival < len(arrivals):
+            arrival = arrivals[self._next_arrival] if self._next_arrival < len(arrivals) else end
+            at = min(heap[0][0], arrival[0]) if heap else arrival[0]
             if horizon is not None and at > horizon:
                 break
             self.recorder.advance(at, self)
             self.now = at
             tick = False
-            while self.heap and self.heap[0][0] == at:
-                _, _, _, kind, payload = heapq.heappop(self.heap)
+            while True:
+                if heap and heap[0] < arrival:  # (time, kind, sequence): sequences are unique
+                    if heap[0][0] != at:
+                        break
+                    _, _, _, kind, payload = heapq.heappop(heap)
+                elif arrival[0] == at:
+                    _, _, _, kind, payload = arrival
+                    self._next_arrival += 1
+                    i = self._next_arrival
+                    arrival = arrivals[i] if i < len(arrivals) else end
+                else:
+                    break
                 self.events += 1
                 if kind is _Kind.TICK:
                     self._tick_queued = False
@@ -149,7 +167,8 @@ class Simulation:
             # Tick while work waits and something can still change: events lie ahead, or
             # the last call acted (work that can never run would otherwise tick forever).
             # With nothing waiting, the next arrival is the next scheduling point.
-            if self._ticking and not self._tick_queued and self.pending and (self.heap or acted):
+            events_ahead = bool(heap) or self._next_arrival < len(arrivals)
+            if self._ticking and not self._tick_queued and self.pending and (events_ahead or acted):
                 self._queue_tick()
             if self._progress is not None and self.events % 4096 == 0:
                 self._progress(min(1.0, done / total))
@@ -273,10 +292,13 @@ class Simulation:
             s.first_start = self.now
         s.run_id += 1
         occ = self.occupancy
-        models = frozenset(
-            occ.model_names[int(occ.gpu_model[g])] for p in placement for g in occ.gpus_of(p)
-        )
-        s.rate = s.job.rate_on(models)
+        if s.job.rates:
+            models = frozenset(
+                occ.model_names[int(occ.gpu_model[g])] for p in placement for g in occ.gpus_of(p)
+            )
+            s.rate = s.job.rate_on(models)
+        else:  # the same on every model: no need to look them up
+            s.rate = s.job.default_rate
         s.gpu_milli = sum(
             round(occ.mig_layout[occ.gpus_of(p)[0]][p.mig_start] * MILLI_PER_GPU)
             if p.mig_start is not None

@@ -9,7 +9,8 @@ are recorded, both as % of capacity. The headline is the unallocated GPU % (100 
 allocated) when 100 % has arrived, linearly interpolated between the two pods around it,
 and at the end (130 %).
 
-Apportion runs here through the core's online entry point (``IncrementalAllocator``),
+Apportion runs here through the core's online entry point (``IncrementalAllocator``,
+fragmentation-aware: it learns the workload mix from the pods it has been asked about),
 one pod at a time with no look-ahead, exactly as the baselines do; its queue owns the
 whole cluster, so only placement can refuse a pod. CPU-only pods are not part of the
 stream (the openb loader skips them): Apportion schedules GPUs.
@@ -57,12 +58,13 @@ class FillPlacer(Protocol):
 
 
 class OnlinePlacer:
-    """The core's online path as a fill policy: ``IncrementalAllocator.decide`` per pod."""
+    """The core's online path as a fill policy: ``IncrementalAllocator.decide`` per pod,
+    fragmentation-aware (``scheduler.fragmentation``)."""
 
     tie_rule = (
-        "core best-fit: options in catalog order (cheapest model first), used nodes before "
-        "whole free nodes, smallest remainder, lowest node index; shared GPUs by least free "
-        "milli, then lowest node and GPU index"
+        "core, fragmentation-aware: least growth of expected fragmentation against the mix "
+        "of pods seen so far (no look-ahead), then used nodes before whole free nodes, "
+        "smallest remainder, lowest node index, lowest GPU index"
     )
 
     def __init__(self, cluster: Cluster, name: str = "apportion") -> None:
@@ -71,7 +73,7 @@ class OnlinePlacer:
         snap = self.mirror.cluster.snapshot
         from scheduler.incremental import IncrementalAllocator
 
-        self.mirror.allocator = IncrementalAllocator(snap)
+        self.mirror.allocator = IncrementalAllocator(snap, fragmentation_aware=True)
 
     def place(self, occ: Occupancy, job: Job) -> tuple[PodPlacement, ...] | None:
         assert self.mirror.allocator is not None

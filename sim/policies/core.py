@@ -100,10 +100,12 @@ class ApportionPolicy:
         self.stale = False
         self.decisions = 0
         self.ilp_answers = 0
+        self.applied: tuple[list[str], list[str]] = ([], [])
+        """The last global decision's evictions and starts, for ``_catch_up``."""
 
     def schedule(self, ctx: Context) -> Actions:
         if self.stale:
-            self.mirror.rebuild(ctx)
+            self._catch_up(ctx)
             self.stale = False
             self.memo.clear()
         elif self.mirror.follow(ctx):
@@ -124,6 +126,22 @@ class ApportionPolicy:
             else:
                 starts.append(start)
         return Actions(starts=starts)
+
+    def _catch_up(self, ctx: Context) -> None:
+        """Bring the online allocator in step with the last global decision: give back
+        what it evicted, charge what it started (still running now), then follow the
+        engine — the same state a rebuild from scratch would give, without recompiling."""
+        if ctx.health_changed:
+            self.mirror.rebuild(ctx)
+            return
+        evicted, started = self.applied
+        for name in evicted:
+            self.mirror.release(name)
+        for name in started:
+            s = ctx.running.get(name)
+            if s is not None and s.running is not None:
+                self.mirror.hold(s.running)
+        self.mirror.follow(ctx)
 
     def _global(self, ctx: Context) -> Actions:
         self.last_global = ctx.now
@@ -153,4 +171,5 @@ class ApportionPolicy:
             if d.outcome in (Outcome.ADMIT, Outcome.PREEMPT) and d.placement:
                 actions.starts.append(Start(d.workload, d.placement, d.flavor))
         self.stale = bool(actions.starts or actions.evictions)
+        self.applied = ([name for name, _ in actions.evictions], [a.job for a in actions.starts])
         return actions

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from scheduler.catalog import MILLI_PER_GPU
+from scheduler.fragmentation import TaskMix, distinct_rows, fragmentation
 from scheduler.model import PodPlacement
-from sim.fragmentation import TaskMix, fragmentation
 from sim.occupancy import Occupancy
 from sim.policies.placement import PLACERS, Placer, Request
 
@@ -47,7 +47,7 @@ class FgdPlacer(Placer):
         model = occ.node_model[nodes].astype(np.int64)
         S = slots[nodes]
         key = np.concatenate([S.astype(np.int64), cpu[:, None], mem[:, None], model[:, None]], 1)
-        first, inverse = _distinct_rows(key)
+        first, inverse = distinct_rows(key)
         U = S[first]
         ucpu, umem, umodel = cpu[first], mem[first], model[first]
         before = fragmentation(U, ucpu, umem, umodel, self.mix)
@@ -89,25 +89,6 @@ class FgdPlacer(Placer):
         per_node = np.round(after - before, 6)[inverse]
         n = int(nodes[int(np.argmin(per_node))])
         return self.pod_on(occ, slots, n, req)
-
-
-_MIX = np.random.default_rng(20230710).integers(1, 1 << 62, size=64, dtype=np.int64)
-"""Fixed odd multipliers for row hashing (seeded: the same hash on every run)."""
-
-
-def _distinct_rows(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(index of each distinct row's first occurrence, row → distinct index), like
-    ``np.unique(axis=0)`` but through a 64-bit hash of each row, 5× faster; a hash
-    collision is detected and falls back to the exact method."""
-    weights = _MIX[: key.shape[1]] | 1
-    with np.errstate(over="ignore"):
-        hashed = (key * weights).sum(axis=1)
-    _, first, inverse = np.unique(hashed, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    if not np.array_equal(key[first][inverse], key):
-        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
-    return first, inverse
 
 
 PLACERS["fgd"] = FgdPlacer

@@ -52,7 +52,7 @@ class ShapeMemo:
         self.failed.clear()
 
     def known_to_fail(self, w: Workload) -> bool:
-        return shape_of(w) in self.failed
+        return bool(self.failed) and shape_of(w) in self.failed
 
     def add(self, w: Workload) -> None:
         self.failed.add(shape_of(w))
@@ -124,3 +124,10 @@ class CoreMirror:
     def release(self, name: str) -> None:
         assert self.allocator is not None
         self.allocator.release(name)
+
+    def hold(self, running: Workload) -> None:
+        """Charge a workload the engine started on someone else's decision."""
+        assert self.allocator is not None
+        if self.one_queue:
+            running = Workload.model_construct(**{**running.__dict__, "queue": ONE_QUEUE})
+        self.allocator.hold(running)
