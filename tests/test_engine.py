@@ -3,6 +3,7 @@ conservation properties over random small traces."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -241,3 +242,25 @@ def test_conservation(jobs: tuple[Job, ...], policy: str, checkpoint: int) -> No
     assert s["gpu_hours"]["used"] <= s["gpu_hours"]["capacity"] + 1e-6
     assert all(0.0 <= u <= 1.0 for u in s["curves"]["utilization"])
     assert sim.occupancy.allocated_milli == 0
+
+
+@pytest.mark.parametrize("policy", ["apportion", "apportion-greedy"])
+def test_regression_a_decision_between_ticks_does_not_skip_the_next(policy: str) -> None:
+    # Found by test_conservation: a global decision at a release (t=181) made the tick at
+    # t=210 look early (29 s < 30 s); with no event left, j0 waited forever.
+    specs = [("j0", 1, 2, 4, 1)] + [
+        (f"j{i}", 0, 1, 1, r) for i, r in zip(range(1, 5), (182, 1, 1, 181), strict=True)
+    ]
+    jobs = tuple(
+        Job(
+            Workload(
+                name=name, queue="x", priority=0, created=at, pods=pods, demand=Demand(gpus=gpus)
+            ),
+            float(runtime),
+        )
+        for name, at, pods, gpus, runtime in specs
+    )
+    cluster = uniform_cluster(2, 4, A100, shared=True).with_queues(("x", "y"))
+    sim = run(cluster, jobs, make_policy(policy, cluster, jobs, seed=1), EngineSettings())
+    summary = sim.recorder.summary(sim)
+    assert summary["finished"] == len(jobs), summary["unfinished"]

@@ -144,7 +144,9 @@ class ApportionPolicy:
         self.mirror.follow(ctx)
 
     def _global(self, ctx: Context) -> Actions:
-        self.last_global = ctx.now
+        # On the engine's tick grid: a decision made between ticks (at a release) must not
+        # make the next tick look early, or, with no event left, nothing ever decides again.
+        self.last_global = ctx.now - ctx.now % self.tick_s if self.tick_s else ctx.now
         self.changed = False
         snap = self.cluster.snapshot
         running = []
