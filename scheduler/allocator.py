@@ -6,7 +6,13 @@ pods, options, CPU/memory and node constraints) form a *class*, and the model on
 how many of each class to admit on each option — integers, a few thousand at most.
 Capacity is aggregated per GPU model (milli-GPU, whole GPUs per block size) and per MIG
 profile, with each class bounded by what its eligible nodes can host; quotas, borrowing
-and lending limits are exact. The objective is ``scheduler.objective``, linearized.
+and lending limits are exact. Running workloads that a pending workload's queue policy
+could evict form eviction classes, integer counts too. The objective is
+``scheduler.objective``, linearized.
+
+The model is a relaxation of the cycle (capacity per model and block size, eviction rights
+per queue), so the bound HiGHS proves on it bounds every decision: the Decision's gap is
+the returned answer's distance to it, whichever path answered.
 
 The ILP's answer is then *realized* by the greedy cycle (placement down to GPU index and
 MIG slice, in fair-share and priority order, hinted workloads first): aggregation is a
@@ -87,12 +93,11 @@ def _classes(pending: list[Entry]) -> list[_Class]:
 
 
 class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc]
-    """PuLP's HiGHS with a warm start (the greedy answer) and the MIP gap read back."""
+    """PuLP's HiGHS with a warm start (the greedy answer) and the proven bound read back."""
 
     def __init__(self, start: dict[str, float], **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.start = start
-        self.mip_gap: float | None = None
         self.dual_bound: float | None = None
         self.model_status = ""
 
@@ -110,7 +115,6 @@ class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc]
             highs.setSolution(solution)
         highs.run()
         info = highs.getInfo()
-        self.mip_gap = float(info.mip_gap) if info.mip_gap < 1e30 else None
         # PuLP hands HiGHS a maximization as the minimization of the negated objective.
         sign = -1.0 if lp.sense == pulp.LpMaximize else 1.0
         bound = float(info.mip_dual_bound)
