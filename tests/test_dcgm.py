@@ -143,10 +143,21 @@ def until(
 def test_fleet_is_mapped_whole_gpus_mig_instances_and_pods(reader: DcgmReader) -> None:
     # While the recording rules start (the module's Prometheus has just begun evaluating
     # them), one refresh can mix answers from different moments, and a MIG row missing
-    # from the identity answer is counted unknown for that refresh: wait past it.
-    report = until(
-        reader, lambda r: r.gpus_fresh == 7 and r.note.status == "fresh" and len(r.unknown) == 2
-    )
+    # from the identity answer is counted unknown for that refresh: wait past it. The
+    # informational gauges (framebuffer now, temperature, power) are asked every 4th
+    # refresh and carried in between, so an answer from before the first full scrape can
+    # lack a row for up to three refreshes: wait for the whole GPU's too (seen in CI).
+    def settled(r: TelemetryReport) -> bool:
+        whole_gpu = [d.sample for d in r.devices if (d.node, d.gpu) == ("gpu-a", 0)]
+        return (
+            r.gpus_fresh == 7
+            and r.note.status == "fresh"
+            and len(r.unknown) == 2
+            and bool(whole_gpu)
+            and whole_gpu[0].fb_used_mib is not None
+        )
+
+    report = until(reader, settled)
     assert report.gpus_total == 7 and report.note.age_s is not None and report.note.age_s <= 3
     # gpu-a GPU 7 and node gpu-z are not in the snapshot: ignored and counted.
     assert sorted(u.split(":")[0] for u in report.unknown) == ["gpu-a GPU 7", "gpu-z GPU 0"]
