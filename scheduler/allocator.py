@@ -225,6 +225,39 @@ def _evictable(compiled: Compiled) -> list[_Evictable]:
     return list(groups.values())
 
 
+def _extra_pods(evictable: list[_Evictable]) -> Callable[[Option], int]:
+    """At most how many more pods of an option evictions could make room for: a freed GPU
+    completes at most one block of whole GPUs, a freed share adds its milli plus at most one
+    pod's worth of what its GPU had left, a freed slice one pod of its profile."""
+    gpus: dict[str, int] = {}
+    milli: dict[str, int] = {}
+    pieces: dict[str, int] = {}
+    slices: dict[str, int] = {}
+    for group in evictable:
+        option, held = group.option, len(group.members) * group.pods
+        model = option.models[0]
+        if option.kind is Kind.WHOLE:
+            gpus[model] = gpus.get(model, 0) + held * option.per_pod
+            milli[model] = milli.get(model, 0) + held * option.per_pod * MILLI_PER_GPU
+            pieces[model] = pieces.get(model, 0) + held * option.per_pod
+        elif option.kind is Kind.FRACTION:
+            gpus[model] = gpus.get(model, 0) + held
+            milli[model] = milli.get(model, 0) + held * option.per_pod
+            pieces[model] = pieces.get(model, 0) + held
+        else:
+            profile = option.profile or ""
+            slices[profile] = slices.get(profile, 0) + held
+
+    def extra(option: Option) -> int:
+        if option.kind is Kind.MIG:
+            return slices.get(option.profile or "", 0)
+        if option.kind is Kind.WHOLE:
+            return sum(gpus.get(m, 0) for m in option.models)
+        return sum(milli.get(m, 0) // option.per_pod + pieces.get(m, 0) for m in option.models)
+
+    return extra
+
+
 def _solve_ilp(
     compiled: Compiled, greedy: CycleResult, time_left: Callable[[], float]
 ) -> _Solved | None:
@@ -245,22 +278,25 @@ def _solve_ilp(
     quota_terms: dict[tuple[str, str], list[tuple[pulp.LpVariable, float]]] = {}
     gpu_terms: dict[tuple[str, str], list[tuple[pulp.LpVariable, float]]] = {}
     evictable = _evictable(compiled)
-    # Where an eviction may free devices or quota, the bounds taken from today's free
-    # capacity and quota no longer hold: leave those to the constraints.
-    freeable = {m for group in evictable for m in group.option.models}
-    freeable |= {group.flavor for group in evictable}
+    # Evictions may free quota of their flavors and devices of their models: a class's
+    # bounds from today's free quota and capacity then grow by at most what they free.
+    freeable_flavors = {group.flavor for group in evictable}
+    extra = _extra_pods(evictable)
     for ci, cls in enumerate(classes):
         n = len(cls.members)
         w = cls.members[0].workload
         for oi, option in enumerate(cls.options):
             amount = option.quota_per_pod * cls.pods
-            relaxed = option.flavor in freeable or not freeable.isdisjoint(option.models)
-            if not relaxed and not book.check(cls.queue, option.flavor, amount).ok:
+            if (
+                option.flavor not in freeable_flavors
+                and not book.check(cls.queue, option.flavor, amount).ok
+            ):
                 continue
             pools = state.eligible_pools(w, option)
             if not pools:
                 continue
-            upper = n if relaxed else min(n, state.capacity_bound(option, pools) // cls.pods)
+            room = state.capacity_bound(option, pools) + extra(option)
+            upper = min(n, room // cls.pods)
             if upper <= 0:
                 continue
             var = problem.add_variable(f"x_{ci}_{oi}", 0, upper, cat=pulp.LpInteger)
@@ -308,7 +344,7 @@ def _solve_ilp(
             wanted = model in milli_terms
         if not wanted:
             continue
-        var = problem.add_variable(f"e_{gi}", 0, len(group.members), cat=pulp.LpInteger)
+        var = problem.add_variable(f"e_{gi}", 0, len(group.members))
         e[gi] = var
         objective.append((var, -MOVE * group.gpu_eq))
         quota_freed.setdefault((group.queue, group.flavor), []).append((var, group.amount))
