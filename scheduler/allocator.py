@@ -7,8 +7,8 @@ how many of each class to admit on each option — integers, a few thousand at m
 Capacity is aggregated per GPU model (milli-GPU, whole GPUs per block size) and per MIG
 profile, with each class bounded by what its eligible nodes can host; quotas, borrowing
 and lending limits are exact. Running workloads that a pending workload's queue policy
-could evict form eviction classes, integer counts too. The objective is
-``scheduler.objective``, linearized.
+could evict form eviction classes, their counts continuous (a relaxation: cheaper to
+solve, and the bound still holds). The objective is ``scheduler.objective``, linearized.
 
 The model is a relaxation of the cycle (capacity per model and block size, eviction rights
 per queue), so the bound HiGHS proves on it bounds every decision: the Decision's gap is
