@@ -365,10 +365,7 @@ class Cycle:
         self._note_freed(taken_back + victims, allocation, amount)
         self._remember(entry, option, allocation)
         # What was evicted for an admission taken back now makes room for w.
-        for index, (victim, _, _, _) in enumerate(self.evictions):
-            if any(victim is v for v in inherited):
-                why, text = self._eviction_reason(victim, w, option, amount)
-                self.evictions[index] = (victim, w.name, why, text)
+        self._reassign(inherited, w, option, amount)
         fresh, victims = victims, victims + inherited
         note = ""
         if taken_back:
@@ -505,10 +502,7 @@ class Cycle:
         assert verdict.option is not None and verdict.allocation is not None
         h = verdict.entry.workload
         amount = verdict.option.quota_per_pod * h.pods
-        for index, (victim, _, _, _) in enumerate(self.evictions):
-            if any(victim is v for v in inherited):
-                why, text = self._eviction_reason(victim, h, verdict.option, amount)
-                self.evictions[index] = (victim, name, why, text)
+        self._reassign(inherited, h, verdict.option, amount)
         for victim in victims:
             why, text = self._eviction_reason(victim, h, verdict.option, amount)
             self.evictions.append((victim, name, why, text))
@@ -525,6 +519,13 @@ class Cycle:
                 verdict.allocation,
                 everyone,
             )
+
+    def _reassign(self, inherited: list[Running], w: Workload, option: Option, amount: int) -> None:
+        """Evictions made for an admission since taken back are now for ``w``."""
+        for index, (victim, _, _, _) in enumerate(self.evictions):
+            if any(victim is v for v in inherited):
+                why, text = self._eviction_reason(victim, w, option, amount)
+                self.evictions[index] = (victim, w.name, why, text)
 
     def _readmit(self, r: Running, verdict: Verdict) -> None:
         """Give back an admission of this cycle that ``_unadmit`` took, as it was."""
