@@ -522,8 +522,11 @@ class Cycle:
 
     def _reassign(self, inherited: list[Running], w: Workload, option: Option, amount: int) -> None:
         """Evictions made for an admission since taken back are now for ``w``."""
+        if not inherited:
+            return
+        ids = {id(v) for v in inherited}
         for index, (victim, _, _, _) in enumerate(self.evictions):
-            if any(victim is v for v in inherited):
+            if id(victim) in ids:
                 why, text = self._eviction_reason(victim, w, option, amount)
                 self.evictions[index] = (victim, w.name, why, text)
 

@@ -123,23 +123,12 @@ def find_victims(
             victim.workload.queue, victim.flavor
         )
 
-    for victim in sorted(undo, key=_order):
-        if eligible(victim):
-            evict(victim)
-            removed.append(victim)
-            if fits():
-                restore_all()
-                return removed, []
+    if _evict_until(sorted(undo, key=_order), eligible, evict, restore, removed, fits):
+        restore_all()
+        return removed, []
     taken_back = len(removed)
     order = _idle_borrowed_first(book) if idle_borrowed_first else _order
-    for victim in sorted(candidates, key=order):
-        if not eligible(victim):
-            continue
-        evict(victim)
-        removed.append(victim)
-        if fits():
-            break
-    else:
+    if not _evict_until(sorted(candidates, key=order), eligible, evict, restore, removed, fits):
         restore_all()
         return None
     evicted = removed[taken_back:]
@@ -167,3 +156,55 @@ def find_victims(
     for victim in taken:
         restore(victim)
     return taken, sorted(needed, key=_order)
+
+
+def _evict_until(
+    ordered: Sequence[Running],
+    eligible: Callable[[Running], bool],
+    evict: Callable[[Running], None],
+    restore: Callable[[Running], None],
+    removed: list[Running],
+    fits: Callable[[], bool],
+) -> bool:
+    """Evict the shortest prefix of ``ordered`` (skipping what is not eligible when its turn
+    comes) after which ``fits()``, appending to ``removed``; False, with all of it evicted,
+    if no prefix does.
+
+    The same set as evicting one at a time and asking after each, since room only grows
+    with every eviction; but the prefix is found by doubling and then halving, so a
+    preemptor among thousands of candidates asks ``fits()`` (a trial placement) a few dozen
+    times, not thousands. Going back restores the latest evictions in reverse, so replaying
+    a stretch decides eligibility exactly as the first time."""
+    marks = [len(removed)]
+    """marks[i]: len(removed) once the first i candidates were considered."""
+
+    def go_to(position: int) -> None:
+        while len(marks) - 1 > position:
+            marks.pop()
+            while len(removed) > marks[-1]:
+                restore(removed.pop())
+        for victim in ordered[len(marks) - 1 : position]:
+            if eligible(victim):
+                evict(victim)
+                removed.append(victim)
+            marks.append(len(removed))
+
+    low, probe, count = 0, 1, len(ordered)
+    while True:
+        high = min(probe, count)
+        go_to(high)
+        if marks[high] > marks[low] and fits():
+            break
+        if high == count:
+            return False
+        low, probe = high, probe * 2
+    # The shortest prefix lies in (low, high]; low does not fit, high does.
+    while high - low > 1:
+        middle = (low + high) // 2
+        go_to(middle)
+        if marks[middle] > marks[low] and fits():
+            high = middle
+        else:
+            low = middle
+    go_to(high)
+    return True

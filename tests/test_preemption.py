@@ -144,3 +144,58 @@ def test_busy_borrower_never_evicted_when_idle_ones_suffice(snap: Snapshot) -> N
         # Evicting idle borrowers alone makes room: no busy borrower may be a victim.
         assert d.outcome is not Outcome.PENDING
         assert busy_victims == [], (d.victims, sorted(idle))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=5), max_size=60),
+    need=st.integers(min_value=1, max_value=120),
+    cap=st.integers(min_value=0, max_value=40),
+    already=st.integers(min_value=0, max_value=3),
+)
+def test_evicting_by_doubling_finds_the_prefix_one_at_a_time_finds(
+    sizes: list[int], need: int, cap: int, already: int
+) -> None:
+    """``_evict_until`` against the one-at-a-time scan it replaces: the same victims, in the
+    same order, with eligibility that depends on what was evicted before (as a reclaim
+    victim's does: eligible only while its queue still borrows), and far fewer checks."""
+    from scheduler.preemption import _evict_until
+
+    items = list(range(len(sizes)))
+    evicted: set[int] = set()
+    first_group = [i for i in items if i % 2 == 0]
+
+    def eligible(i: int) -> bool:
+        # Odd items always; even ones only while fewer than ``cap`` units of them are out.
+        return i % 2 == 1 or sum(sizes[j] for j in evicted if j in first_group) < cap
+
+    def evict(i: int) -> None:
+        assert i not in evicted
+        evicted.add(i)
+
+    def restore(i: int) -> None:
+        evicted.remove(i)
+
+    checks = 0
+
+    def fits() -> bool:
+        nonlocal checks
+        checks += 1
+        return sum(sizes[i] for i in evicted) >= need
+
+    # The scan one at a time, on its own copy of the state.
+    expected: list[int] = []
+    for i in items:
+        if eligible(i):
+            evicted.add(i)
+            expected.append(i)
+            if fits():
+                break
+    found = fits()
+    evicted.clear()
+    checks = 0
+    removed = [-1 - k for k in range(already)]  # earlier removals stay untouched
+    assert _evict_until(items, eligible, evict, restore, removed, fits) is found
+    assert removed == [-1 - k for k in range(already)] + expected
+    assert evicted == set(expected)
+    assert checks <= 2 * max(1, len(items)).bit_length() + 1
