@@ -319,6 +319,7 @@ class Cycle:
             undo,
             evictable,
             self._fits(entry, option, pools),
+            (option.flavor, amount),
             policy.idle_borrowed_first,
         )
         if room is None:
