@@ -40,6 +40,13 @@ __all__ = ["Cycle", "CycleResult", "Verdict", "run_cycle"]
 Failure = tuple[Reason, Callable[[], str]]
 """Why an option was refused, and its message on demand."""
 
+Freed = str | tuple[str, str]
+"""What a cycle frees: GPUs of a model (its name), or quota of a flavor in a cohort."""
+
+_QUOTA_REASONS = frozenset(
+    {Reason.QUOTA_EXHAUSTED, Reason.COHORT_EXHAUSTED, Reason.BORROWING_LIMIT, Reason.NO_QUOTA}
+)
+
 
 @dataclass(slots=True)
 class Verdict:
@@ -86,10 +93,12 @@ class Cycle:
         """Lowest priority admitted in this cycle per queue (a bound: never raised)."""
         self.frees = 0
         """Counts the times this cycle freed capacity (evictions, take-backs)."""
-        self.freed_at: dict[str, int] = {}
-        """Per flavor and GPU model: the count of ``frees`` when it last had some freed."""
-        self.waited_at: dict[str, int] = {}
-        """Per workload: the count of ``frees`` when it was last left waiting."""
+        self.freed_at: dict[str | tuple[str, str], int] = {}
+        """Per GPU model, and per (cohort, flavor) for quota: the count of ``frees`` when it
+        last had some freed. Quota freed in one cohort makes no room in another."""
+        self.waited_at: dict[str, tuple[int, dict[int, tuple[Freed, ...]]]] = {}
+        """Per workload: the count of ``frees`` when it was last left waiting, and per option
+        (by id) what must be freed before that option can fit (see ``_watch``)."""
         self.capacity_changed = False
         """Set when a preemption or a take-back may have made room for work already left
         waiting: the cycle then offers it the capacity again (work conservation)."""
@@ -153,6 +162,7 @@ class Cycle:
                 )
             )
         failures: list[tuple[Reason, Callable[[], str], str]] = []
+        watch: dict[int, tuple[Freed, ...]] = {}
         for option in options:
             result = self._try_option(entry, option)
             if isinstance(result, Allocation):
@@ -170,13 +180,14 @@ class Cycle:
                     )
                 )
             failures.append((*result, option.flavor))
+            watch[id(option)] = self._watch(w, option, result[0])
         if self.preempt:
             for option in options:
                 verdict = self._make_room(entry, option)
                 if verdict is not None:
                     return self._record(verdict)
         reason, message = _most_telling(failures)
-        return self._record(Verdict(entry, Outcome.PENDING, reason, message))
+        return self._record(Verdict(entry, Outcome.PENDING, reason, message), watch)
 
     def _preference_order(self, w: Workload, options: list[Option]) -> list[Option]:
         """Options within the queue's nominal quota before those that would borrow; within
@@ -204,12 +215,14 @@ class Cycle:
 
         return [options[i] for i in sorted(range(len(options)), key=key)]
 
-    def _record(self, verdict: Verdict) -> Verdict:
+    def _record(
+        self, verdict: Verdict, watch: dict[int, tuple[Freed, ...]] | None = None
+    ) -> Verdict:
         # What waits is remembered for the cycle's later passes; the incremental path has
         # none and must not accumulate it.
         if verdict.outcome is Outcome.PENDING and self.preempt:
             self.waiting.setdefault(verdict.entry.workload.queue, []).append(verdict.entry)
-            self.waited_at[verdict.entry.workload.name] = self.frees
+            self.waited_at[verdict.entry.workload.name] = (self.frees, watch or {})
         self.outcomes[verdict.entry.workload.name] = verdict
         return verdict
 
@@ -269,7 +282,7 @@ class Cycle:
         # started: free to undo) whenever w did not fit then but may now.
         take_back = self.lowest_admitted.get(
             w.queue, w.priority
-        ) < w.priority and self._freed_since(w.name, option)
+        ) < w.priority and self._freed_since(w, option)
         if not reclaim and not may_evict and not take_back:
             return None
         pools = self.state.eligible_pools(w, option)
@@ -363,7 +376,7 @@ class Cycle:
                 f"{', '.join(outranked_by)} of its queue",
             )
         allocation = result
-        self._note_freed(taken_back + victims, allocation, amount)
+        self._note_freed(taken_back + victims, (w.queue, allocation, amount))
         self._remember(entry, option, allocation)
         # What was evicted for an admission taken back now makes room for w.
         self._reassign(inherited, w, option, amount)
@@ -449,10 +462,11 @@ class Cycle:
         return admitted
 
     def _note_freed(
-        self, released: list[Running], reused: Allocation | None = None, charged: int = 0
+        self, released: list[Running], reuse: tuple[str, Allocation, int] | None = None
     ) -> None:
         """Record the room ``released`` leaves for others: the GPUs (whole, milli, MIG slices)
-        and the quota that ``reused``, the admission made with it, does not take again. A
+        and the quota that ``reuse`` — (queue, allocation, amount charged) of the admission
+        made with it — does not take again. A
         higher priority taking a lower one's place leaves nothing, so it does not make the
         cycle offer that room to everything waiting again."""
         self.frees += 1
@@ -462,39 +476,58 @@ class Cycle:
                 for g in pod.gpus:
                     key = (g, pod.mig_start)
                     units[key] = units.get(key, 0) + _units(pod)
-        quota: dict[str, int] = {}
+        quota: dict[tuple[str, str], int] = {}
         for r in released:
-            quota[r.flavor] = quota.get(r.flavor, 0) + r.amount
-        if reused is not None:
+            key = (self.book.cohort(r.workload.queue), r.flavor)
+            quota[key] = quota.get(key, 0) + r.amount
+        if reuse is not None:
+            queue, reused, charged = reuse
             for pod in reused.pods:
                 for g in pod.gpus:
                     key = (g, pod.mig_start)
                     if key in units:
                         units[key] -= _units(pod)
-            flavor = reused.option.flavor
-            if flavor in quota:
-                quota[flavor] -= charged
+            key = (self.book.cohort(queue), reused.option.flavor)
+            if key in quota:
+                quota[key] -= charged
         for (g, _), left in units.items():
             if left > 0:
                 self.freed_at[self.state.gpu_model[g]] = self.frees
                 self.capacity_changed = True
-        for flavor, left in quota.items():
+        for key, left in quota.items():
             if left > 0:
-                self.freed_at[flavor] = self.frees
+                self.freed_at[key] = self.frees
                 self.capacity_changed = True
 
     def may_fit_now(self, entry: Entry) -> bool:
         """Was room freed for any of its options since it was last left waiting (or was its
         admission taken back)?"""
-        name = entry.workload.name
-        return name not in self.waited_at or any(self._freed_since(name, o) for o in entry.options)
+        w = entry.workload
+        return w.name not in self.waited_at or any(self._freed_since(w, o) for o in entry.options)
 
-    def _freed_since(self, name: str, option: Option) -> bool:
+    def _freed_since(self, w: Workload, option: Option) -> bool:
         """Was capacity ``option`` competes for freed since ``name`` was last left waiting?
         If not, taking back what was admitted after it cannot make it fit: it did not fit in
         the room those admissions took, and nothing was added since."""
-        since = self.waited_at.get(name, -1)
-        return any(self.freed_at.get(key, -1) > since for key in (option.flavor, *option.models))
+        since, watch = self.waited_at.get(w.name, (-1, {}))
+        keys = watch.get(id(option))
+        if keys is None:
+            keys = self._watch(w, option, None)
+        return any(self.freed_at.get(key, -1) > since for key in keys)
+
+    def _watch(self, w: Workload, option: Option, refused: Reason | None) -> tuple[Freed, ...]:
+        """What must be freed before ``option`` can fit, when it was ``refused`` for that
+        reason: quota of its flavor in its cohort, when refused by quota (GPUs freed
+        elsewhere do not lift it); GPUs of its models, when refused for capacity (quota
+        allowed it then); nothing, when no node can host it; both when unknown."""
+        quota = (self.book.cohort(w.queue), option.flavor)
+        if refused in _QUOTA_REASONS:
+            return (quota,)
+        if refused is Reason.NO_CAPACITY:
+            return option.models
+        if refused in (Reason.NEVER_FITS, Reason.NO_MATCHING_NODES):
+            return ()
+        return (quota, *option.models)
 
     def _credit_victims(self, name: str, victims: list[Running], inherited: list[Running]) -> None:
         """Record ``victims`` (evicted now) and ``inherited`` (evicted earlier for an admission

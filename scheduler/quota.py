@@ -192,6 +192,12 @@ class QuotaBook:
         account = self.accounts[queue]
         return account.usage.get(flavor, 0) > account.nominal.get(flavor, 0)
 
+    def cohort(self, queue: str) -> str:
+        """The cohort's name (a queue without one is its own, under a reserved name)."""
+        cohort = self.accounts[queue].cohort
+        assert cohort is not None
+        return cohort
+
     def same_cohort(self, a: str, b: str) -> bool:
         return self.accounts[a].cohort == self.accounts[b].cohort
 
