@@ -81,7 +81,7 @@ class Cycle:
         self.running: dict[str, list[Running]] = {}
         for victim in compiled.running:
             self.running.setdefault(victim.workload.queue, []).append(victim)
-        self.failed_preemption: dict[tuple[object, ...], list[tuple[int, int, int, int]]] = {}
+        self.failed_preemption: dict[tuple[object, ...], _Refused] = {}
         """Per (queue, flavor, priority, shape, places): sizes that found no room to preempt
         in this pass (cleared when a pass offers freed room again)."""
         self.waiting: dict[str, list[Entry]] = {}
@@ -194,6 +194,8 @@ class Cycle:
         that, the workload's own order (cheapest first, or fastest first with throughput),
         except that among options that cost the same and carry no speed preference the
         tightest fit goes first: equally good, so the least fragmenting (design §3.5)."""
+        if len(options) < 2:
+            return options
         pods = w.pods
         run = 0
         runs: list[int] = []
@@ -295,8 +297,10 @@ class Cycle:
             tuple(sorted(w.node_selector.items())),
         )  # fmt: skip
         size = (option.per_pod, w.pods, w.cpu_milli, w.memory_mib)
-        failed = self.failed_preemption.setdefault(memo, [])
-        if any(_within(f, size) for f in failed):
+        failed = self.failed_preemption.get(memo)
+        if failed is None:
+            failed = self.failed_preemption[memo] = _Refused()
+        elif failed.covers(size):
             return None
         undo: list[Running] = []
         if take_back:
@@ -323,7 +327,7 @@ class Cycle:
                 w, option.flavor, option.models, reclaim, policy, nearby, self.book
             )
         if not undo and not evictable:
-            _add_minimal(failed, size)
+            failed.add(size)
             return None
         room = find_victims(
             self.state,
@@ -336,7 +340,7 @@ class Cycle:
             policy.idle_borrowed_first,
         )
         if room is None:
-            _add_minimal(failed, size)
+            failed.add(size)
             return None
         taken_back, victims = room
         inherited: list[Running] = []
@@ -643,14 +647,37 @@ class Cycle:
         )
 
 
-def _add_minimal(failed: list[tuple[int, int, int, int]], size: tuple[int, int, int, int]) -> None:
-    """Add ``size`` to the failed sizes, dropping those it contains: only the smallest
-    failures are needed to rule out larger demands, and the list stays short."""
-    failed[:] = [f for f in failed if not _within(size, f)]
-    failed.append(size)
+Size = tuple[int, int, int, int]
+"""A demand's size for the preemption memo: (per pod, pods, CPU milli, memory MiB)."""
 
 
-def _within(small: tuple[int, int, int, int], large: tuple[int, int, int, int]) -> bool:
+class _Refused:
+    """Sizes of one demand kind that found no room to preempt in this pass: any demand at
+    least as large in every dimension finds none either."""
+
+    __slots__ = ("minimal", "seen")
+
+    def __init__(self) -> None:
+        self.minimal: list[Size] = []
+        """Only the smallest failures rule out larger demands: the list stays short."""
+        self.seen: set[Size] = set()
+        """Every size known to fail: most demands repeat one exactly."""
+
+    def covers(self, size: Size) -> bool:
+        if size in self.seen:
+            return True
+        if any(_within(f, size) for f in self.minimal):
+            self.seen.add(size)
+            return True
+        return False
+
+    def add(self, size: Size) -> None:
+        self.minimal = [f for f in self.minimal if not _within(size, f)]
+        self.minimal.append(size)
+        self.seen.add(size)
+
+
+def _within(small: Size, large: Size) -> bool:
     """Is ``small`` no larger than ``large`` in every dimension? (Spelled out: the memo
     asks it thousands of times per cycle.)"""
     return (
