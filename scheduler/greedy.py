@@ -470,37 +470,37 @@ class Cycle:
     ) -> None:
         """Record the room ``released`` leaves for others: the GPUs (whole, milli, MIG slices)
         and the quota that ``reuse`` — (queue, allocation, amount charged) of the admission
-        made with it — does not take again. A
-        higher priority taking a lower one's place leaves nothing, so it does not make the
-        cycle offer that room to everything waiting again."""
+        made with it — does not take again. A higher priority taking a lower one's place
+        leaves nothing, so it does not make the cycle offer that room to everything waiting
+        again."""
         self.frees += 1
         units: dict[tuple[int, int | None], int] = {}
         for r in released:
             for pod in r.allocation.pods:
                 for g in pod.gpus:
-                    key = (g, pod.mig_start)
-                    units[key] = units.get(key, 0) + _units(pod)
+                    unit = (g, pod.mig_start)
+                    units[unit] = units.get(unit, 0) + _units(pod)
         quota: dict[tuple[str, str], int] = {}
         for r in released:
-            key = (self.book.cohort(r.workload.queue), r.flavor)
-            quota[key] = quota.get(key, 0) + r.amount
+            held = (self.book.cohort(r.workload.queue), r.flavor)
+            quota[held] = quota.get(held, 0) + r.amount
         if reuse is not None:
             queue, reused, charged = reuse
             for pod in reused.pods:
                 for g in pod.gpus:
-                    key = (g, pod.mig_start)
-                    if key in units:
-                        units[key] -= _units(pod)
-            key = (self.book.cohort(queue), reused.option.flavor)
-            if key in quota:
-                quota[key] -= charged
+                    unit = (g, pod.mig_start)
+                    if unit in units:
+                        units[unit] -= _units(pod)
+            taken = (self.book.cohort(queue), reused.option.flavor)
+            if taken in quota:
+                quota[taken] -= charged
         for (g, _), left in units.items():
             if left > 0:
                 self.freed_at[self.state.gpu_model[g]] = self.frees
                 self.capacity_changed = True
-        for key, left in quota.items():
+        for freed, left in quota.items():
             if left > 0:
-                self.freed_at[key] = self.frees
+                self.freed_at[freed] = self.frees
                 self.capacity_changed = True
 
     def may_fit_now(self, entry: Entry) -> bool:
