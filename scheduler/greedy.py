@@ -28,9 +28,15 @@ from dataclasses import dataclass, field
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import Compiled, Entry
 from scheduler.demand import Kind, Option
-from scheduler.model import Workload
+from scheduler.model import PreemptionPolicy, Workload
 from scheduler.objective import Admitted, evaluate
-from scheduler.preemption import Running, candidates_for, find_victims
+from scheduler.preemption import (
+    Running,
+    candidates_for,
+    find_victims,
+    idle_borrowed_first,
+    preference_order,
+)
 from scheduler.quota import format_amount
 from scheduler.reasons import Outcome, Reason
 from scheduler.state import Allocation, PodAlloc
@@ -81,6 +87,11 @@ class Cycle:
         self.running: dict[str, list[Running]] = {}
         for victim in compiled.running:
             self.running.setdefault(victim.workload.queue, []).append(victim)
+        self.running_changes: dict[str, int] = {}
+        """Per queue: how often this cycle evicted from (or gave back to) its running set."""
+        self.candidates: dict[tuple[object, ...], tuple[tuple[int, ...], list[Running]]] = {}
+        """Per kind of preemptor: the running workloads its policy may evict, in order, and
+        the ``running_changes`` of the queues they came from (see ``_evictable``)."""
         self.failed_preemption: dict[tuple[object, ...], _Refused] = {}
         """Per (queue, flavor, priority, shape, places): sizes that found no room to preempt
         in this pass (cleared when a pass offers freed room again)."""
@@ -317,15 +328,7 @@ class Cycle:
                 for r in self.admitted_here.get(q, ())
                 if r.competes_for(option.flavor, option.models)
             ]
-        evictable: list[Running] = []
-        if may_evict:
-            queues = [w.queue]
-            if reclaim:
-                queues += self.book.cohort_mates(w.queue)
-            nearby = [victim for q in queues for victim in self.running.get(q, ())]
-            evictable = candidates_for(
-                w, option.flavor, option.models, reclaim, policy, nearby, self.book
-            )
+        evictable = self._evictable(w, option, reclaim, policy) if may_evict else []
         if not undo and not evictable:
             failed.add(size)
             return None
@@ -337,7 +340,6 @@ class Cycle:
             evictable,
             self._fits(entry, option, pools),
             (option.flavor, amount),
-            policy.idle_borrowed_first,
         )
         if room is None:
             failed.add(size)
@@ -351,6 +353,7 @@ class Cycle:
         for victim in victims:
             self.state.release(victim.allocation)
             self.book.charge(victim.workload.queue, victim.flavor, -victim.amount)
+            self._running_changed(victim.workload.queue)
             held = self.running[victim.workload.queue]
             del held[next(i for i, r in enumerate(held) if r is victim)]
         # Room made for w goes first to what outranks it in its own queue and waits.
@@ -365,6 +368,7 @@ class Cycle:
                     self.state.take(victim.allocation)
                     self.book.charge(victim.workload.queue, victim.flavor, victim.amount)
                     self.running[victim.workload.queue].append(victim)
+                    self._running_changed(victim.workload.queue)
                 for r, verdict in zip(taken_back, undone, strict=True):
                     self._readmit(r, verdict)
                 return Verdict(entry, Outcome.PENDING, why, explain)
@@ -416,6 +420,33 @@ class Cycle:
             allocation,
             victims,
         )
+
+    def _evictable(
+        self, w: Workload, option: Option, reclaim: bool, policy: PreemptionPolicy
+    ) -> list[Running]:
+        """Running workloads w may evict for ``option`` now, in the order they go. The
+        policy's choice is kept per kind of preemptor until the running set of the queues it
+        draws from changes (a cycle asks thousands of times and evicts rarely); whether a
+        cohort mate still borrows is judged on every call."""
+        queues = (w.queue, *self.book.cohort_mates(w.queue)) if reclaim else (w.queue,)
+        own = (w.created, w.name) if policy.within_queue == "LowerOrNewerEqualPriority" else None
+        key = (w.queue, option.flavor, option.models, reclaim, w.priority, own)
+        stamp = tuple(self.running_changes.get(q, 0) for q in queues)
+        cached = self.candidates.get(key)
+        if cached is None or cached[0] != stamp:
+            nearby = [victim for q in queues for victim in self.running.get(q, ())]
+            found = candidates_for(w, option.flavor, option.models, reclaim, policy, nearby)
+            cached = self.candidates[key] = (stamp, preference_order(found))
+        book = self.book
+        evictable = [
+            v
+            for v in cached[1]
+            if v.workload.queue == w.queue or book.borrowing(v.workload.queue, v.flavor)
+        ]
+        return idle_borrowed_first(evictable, book) if policy.idle_borrowed_first else evictable
+
+    def _running_changed(self, queue: str) -> None:
+        self.running_changes[queue] = self.running_changes.get(queue, 0) + 1
 
     def _eviction_reason(
         self, victim: Running, w: Workload, option: Option, amount: int

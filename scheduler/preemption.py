@@ -10,14 +10,14 @@ inclusion, as in Kueue. Every check is a take/release on the live state, never a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from scheduler.model import PreemptionPolicy, Workload
 from scheduler.quota import QuotaBook
 from scheduler.state import Allocation, ClusterState
 
-__all__ = ["Running", "candidates_for", "find_victims"]
+__all__ = ["Running", "candidates_for", "find_victims", "idle_borrowed_first", "preference_order"]
 
 
 @dataclass(slots=True)
@@ -43,9 +43,12 @@ def candidates_for(
     reclaim: bool,
     policy: PreemptionPolicy,
     running: Sequence[Running],
-    book: QuotaBook,
 ) -> list[Running]:
-    """Running workloads the preemptor's policy allows it to evict for this flavor."""
+    """Running workloads the preemptor's policy allows it to evict for this flavor, from
+    ``running``: those of its queue and, when it reclaims, of its cohort mates — which
+    qualify only while their queue borrows what they hold. That last condition changes as
+    the cycle admits and evicts, so it is left to ``find_victims`` (and the caller may keep
+    the list while the running set stays the same)."""
     found = []
     for victim in running:
         w = victim.workload
@@ -61,13 +64,12 @@ def candidates_for(
             )
             if lower or (policy.within_queue == "LowerOrNewerEqualPriority" and newer_equal):
                 found.append(victim)
-        elif reclaim and book.same_cohort(w.queue, preemptor.queue):
+        elif reclaim:
             if policy.reclaim_within_cohort == "Never":
                 continue
             if policy.reclaim_within_cohort == "LowerPriority" and w.priority >= preemptor.priority:
                 continue
-            if book.borrowing(w.queue, victim.flavor):
-                found.append(victim)
+            found.append(victim)
     return found
 
 
@@ -76,13 +78,18 @@ def _order(victim: Running) -> tuple[int, int, float, str]:
     return (victim.workload.priority, -started, victim.gpu_eq, victim.workload.name)
 
 
-def _idle_borrowed_first(book: QuotaBook) -> Callable[[Running], tuple[object, ...]]:
-    def key(victim: Running) -> tuple[object, ...]:
-        w = victim.workload
-        idle_borrowed = w.idle and book.borrowing(w.queue, victim.flavor)
-        return (not idle_borrowed, *_order(victim))
+def preference_order(candidates: Iterable[Running]) -> list[Running]:
+    """Victims in the order they go: lowest priority, most recently started, smallest."""
+    return sorted(candidates, key=_order)
 
-    return key
+
+def idle_borrowed_first(candidates: Sequence[Running], book: QuotaBook) -> list[Running]:
+    """``candidates`` (in preference order) with the idle ones whose queue borrows first,
+    judged now, before any eviction."""
+    return sorted(
+        candidates,
+        key=lambda v: not (v.workload.idle and book.borrowing(v.workload.queue, v.flavor)),
+    )
 
 
 def find_victims(
@@ -93,17 +100,16 @@ def find_victims(
     candidates: Sequence[Running],
     fits: Callable[[], bool],
     quota: tuple[str, int],
-    idle_borrowed_first: bool = False,
 ) -> tuple[list[Running], list[Running]] | None:
     """What to take back and whom to evict so that ``fits()`` holds; None if impossible.
     Leaves the state unchanged.
 
     ``undo`` (admissions of this cycle: nothing started, free to undo) goes first, lowest
     priority first and never minimized, so a lower priority never stays while a higher one
-    of its queue goes. Then running ``candidates`` in preference order, and the evicted set
-    is made minimal by inclusion: every victim not needed is given back. With
-    ``idle_borrowed_first``, idle borrowing candidates (judged before any eviction) lead the
-    order, so when they alone make room no other workload is evicted. ``quota``: the
+    of its queue goes. Then running ``candidates``, in the order given (``preference_order``,
+    or ``idle_borrowed_first``: when idle borrowers alone make room, no other workload is
+    evicted), and the evicted set is made minimal by inclusion: every victim not needed is
+    given back. ``quota``: the
     preemptor's (flavor, amount), which ``fits()`` also checks."""
     if not _quota_may_allow(book, preemptor_queue, *quota, (*undo, *candidates)):
         return None
@@ -131,8 +137,7 @@ def find_victims(
         restore_all()
         return removed, []
     taken_back = len(removed)
-    order = _idle_borrowed_first(book) if idle_borrowed_first else _order
-    if not _evict_until(sorted(candidates, key=order), eligible, evict, restore, removed, fits):
+    if not _evict_until(candidates, eligible, evict, restore, removed, fits):
         restore_all()
         return None
     evicted = removed[taken_back:]
