@@ -141,24 +141,21 @@ def find_victims(
         restore_all()
         return None
     evicted = removed[taken_back:]
-    # Give back every evicted workload that is not needed, latest removed first.
+    # Give back every evicted workload that is not needed, latest removed first: each
+    # longest run that can go back at once, then the one that cannot stays evicted.
     needed: list[Running] = []
-    for victim in reversed(evicted[:-1]):
-        restore(victim)
-        if not fits():
-            evict(victim)
-            needed.append(victim)
+    rest = evicted[-2::-1]
+    at = 0
+    while at < len(rest):
+        at += _give_back(rest[at:], evict, restore, fits)
+        if at < len(rest):
+            needed.append(rest[at])
+            at += 1
     needed.append(evicted[-1])
     # Admissions of this cycle taken back are given back too when the evictions alone make
     # room, highest priority first; the first one that is needed stops it, so a lower
     # priority is never kept while a higher one goes.
-    kept = 0
-    for victim in reversed(removed[:taken_back]):
-        restore(victim)
-        if not fits():
-            evict(victim)
-            break
-        kept += 1
+    kept = _give_back(removed[taken_back - 1 :: -1], evict, restore, fits)
     taken = removed[: taken_back - kept]
     for victim in needed:
         restore(victim)
@@ -185,6 +182,53 @@ def _quota_may_allow(
     for (owner, held_flavor), total in held.items():
         book.charge(owner, held_flavor, total)
     return allowed
+
+
+def _give_back(
+    removed: Sequence[Running],
+    evict: Callable[[Running], None],
+    restore: Callable[[Running], None],
+    fits: Callable[[], bool],
+) -> int:
+    """Give back the longest run of ``removed``, in the order given, after which ``fits()``
+    still holds (it holds now); returns its length, with that run given back.
+
+    The same as giving back one at a time until one is needed, since room only shrinks
+    with each; found by doubling then halving, as in ``_evict_until``. Most victims found
+    in preference order are not needed (they hold GPUs the preemptor cannot use), and most
+    admissions taken back are given back: one at a time, that asked ``fits()`` thousands
+    of times a cycle."""
+    given = 0
+
+    def go_to(count: int) -> None:
+        nonlocal given
+        while given < count:
+            restore(removed[given])
+            given += 1
+        while given > count:
+            given -= 1
+            evict(removed[given])
+
+    low, probe, count = 0, 1, len(removed)
+    high = 0
+    while low < count:
+        high = min(probe, count)
+        go_to(high)
+        if not fits():
+            break
+        low, probe = high, probe * 2
+    else:
+        return count
+    # low fits, high does not: the longest run lies in [low, high).
+    while high - low > 1:
+        middle = (low + high) // 2
+        go_to(middle)
+        if fits():
+            low = middle
+        else:
+            high = middle
+    go_to(low)
+    return low
 
 
 def _evict_until(

@@ -199,3 +199,47 @@ def test_evicting_by_doubling_finds_the_prefix_one_at_a_time_finds(
     assert removed == [-1 - k for k in range(already)] + expected
     assert evicted == set(expected)
     assert checks <= 2 * max(1, len(items)).bit_length() + 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=5), max_size=60),
+    slack=st.integers(min_value=0, max_value=150),
+)
+def test_giving_back_by_doubling_stops_where_one_at_a_time_stops(
+    sizes: list[int], slack: int
+) -> None:
+    """``_give_back`` against giving back one at a time until one is needed: the same run
+    given back, the rest still out, and a few checks rather than one per workload."""
+    from scheduler.preemption import _give_back
+
+    items = list(range(len(sizes)))
+    out = set(items)
+    need = max(0, sum(sizes) - slack)  # what must stay out; it fits with everything out
+
+    checks = 0
+
+    def fits() -> bool:
+        nonlocal checks
+        checks += 1
+        return sum(sizes[i] for i in out) >= need
+
+    expected = 0
+    for i in items:
+        out.discard(i)
+        if not fits():
+            break
+        expected += 1
+    out = set(items)
+    checks = 0
+
+    def restore(i: int) -> None:
+        out.remove(i)
+
+    def evict(i: int) -> None:
+        assert i not in out
+        out.add(i)
+
+    assert _give_back(items, evict, restore, fits) == expected
+    assert out == set(items[expected:])
+    assert checks <= 2 * max(1, len(items)).bit_length() + 1
