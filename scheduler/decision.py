@@ -88,10 +88,11 @@ def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPl
     if not demands:
         return []
     state, catalog = compiled.state, compiled.catalog
+    capable = {name: catalog[name] for name in set(state.gpu_model) if catalog[name].mig_capable}
     idle = []
     for g, model_name in enumerate(state.gpu_model):
-        model = catalog[model_name]
-        if not model.mig_capable or not state.gpu_healthy[g]:
+        model = capable.get(model_name)
+        if model is None or not state.gpu_healthy[g]:
             continue
         layout = state.gpu_mig[g]
         if layout is None:
@@ -101,8 +102,9 @@ def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPl
         elif any(used for _, used in layout.values()):
             continue
         else:
+            # The state's layouts were validated against the catalog when compiled.
             current = tuple(
-                MigSlice(profile=str(profile), start=start)
+                MigSlice.model_construct(profile=str(profile), start=start)
                 for start, (profile, _) in sorted(layout.items())
             )
         idle.append(
