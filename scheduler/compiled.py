@@ -55,13 +55,17 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
     book = QuotaBook(snapshot.queues, model_flavors)
     running: list[Running] = []
     pending: list[Entry] = []
+    # Thousands of pending workloads share a few demand shapes; their options are shared too.
+    options: dict[tuple[object, ...], tuple[Option, ...]] = {}
     for workload in snapshot.workloads:
         if workload.running:
             running.append(charge_running(workload, catalog, state, book))
         else:
-            pending.append(
-                Entry(workload, resolve_options(workload, catalog, state.models_present))
-            )
+            shape = (workload.demand, tuple(sorted(workload.throughput.items())))
+            known = options.get(shape)
+            if known is None:
+                known = options[shape] = resolve_options(workload, catalog, state.models_present)
+            pending.append(Entry(workload, known))
     _assign_tiers(pending)
     for entry in pending:
         entry.size = entry.workload.pods * min(
