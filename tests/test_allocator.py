@@ -745,9 +745,40 @@ def test_regression_room_made_later_goes_to_the_waiting_higher_priority(path: st
     # Found by test_priority_order: p5 (q0, priority 10, 2 × 1 GPU) waits, p0 (q0, priority
     # 0) takes the one free GPU, then p1 (q2) evicts r0 and uses one of the two GPUs it
     # frees. Was: p0 kept its GPU although p5 now fits in its place.
-    snap = Snapshot.model_validate_json(
-        (FIXTURES / "regression-room-made-later.json").read_text()
-    )
+    snap = Snapshot.model_validate_json((FIXTURES / "regression-room-made-later.json").read_text())
     decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
     assert check_priority_order(snap, decision) == []
     assert outcome(decision, "p5").outcome is not Outcome.PENDING
+
+
+def test_freed_room_is_offered_again_only_where_it_could_lift_the_refusal() -> None:
+    """The cycle's later passes offer freed room to a waiting workload only when what
+    refused it was freed: quota of its flavor in its own cohort, or GPUs of its models."""
+    from scheduler.compiled import compile_snapshot
+    from scheduler.greedy import Cycle
+
+    snap = snapshot(
+        nodes=[node("h0", H100, 8), node("h1", H100, 8)],
+        queues=[
+            queue("a", cohort="x").quota(H100, 2, borrowing_limit=0),
+            queue("b", cohort="y").quota(H100, 8),
+        ],
+        workloads=[
+            workload("b-run").gpus(4).queue("b").running_on("h1", 0, 1, 2, 3),
+            workload("a-run").gpus(2).queue("a").running_on("h1", 4, 5),
+            workload("a-wait").gpus(2).queue("a"),
+        ],
+    )
+    compiled = compile_snapshot(snap, snap.catalog())
+    cycle = Cycle(compiled)
+    (entry,) = compiled.pending
+    verdict = cycle.admit_or_explain(entry)
+    assert verdict.reason is Reason.BORROWING_LIMIT  # a holds its 2 of 2 H100, may borrow 0
+    assert not cycle.may_fit_now(entry)
+    b_run, a_run = compiled.running
+    # Cohort y's quota and GPUs of a-wait's model freed: neither lifts a's quota.
+    cycle._note_freed([b_run])
+    assert cycle.capacity_changed and not cycle.may_fit_now(entry)
+    # Quota of a's own cohort freed: now it may fit.
+    cycle._note_freed([a_run])
+    assert cycle.may_fit_now(entry)
