@@ -371,6 +371,26 @@ def test_settings_from_env_and_their_errors() -> None:
     )
     with pytest.raises(ValueError, match="APPORTION_PROMETHEUS_TIMEOUT_S: 'soon' is not a number"):
         PrometheusSettings.from_env({"APPORTION_PROMETHEUS_TIMEOUT_S": "soon"})
+    tuned = PrometheusSettings.from_env(
+        {
+            "APPORTION_PROMETHEUS_RETRIES": "2",
+            "APPORTION_PROMETHEUS_PARALLEL_QUERIES": "4",
+            "APPORTION_PROMETHEUS_INFORMATIONAL_EVERY": "1",
+            "APPORTION_PROMETHEUS_RECORDING_RULES": "false",
+        }
+    )
+    assert (
+        tuned.retries,
+        tuned.parallel_queries,
+        tuned.informational_every,
+        tuned.recording_rules,
+    ) == (2, 4, 1, False)
+    with pytest.raises(ValueError, match=r"PARALLEL_QUERIES: '2\.5' is not a whole number"):
+        PrometheusSettings.from_env({"APPORTION_PROMETHEUS_PARALLEL_QUERIES": "2.5"})
+    with pytest.raises(ValueError, match="RECORDING_RULES: 'maybe' is not true or false"):
+        PrometheusSettings.from_env({"APPORTION_PROMETHEUS_RECORDING_RULES": "maybe"})
+    with pytest.raises(ValueError, match="informational_every: 0 must be at least 1"):
+        PrometheusSettings.from_env({"APPORTION_PROMETHEUS_INFORMATIONAL_EVERY": "0"})
     with pytest.raises(ValueError, match="url: 'prom:9090' must start with http"):
         PrometheusSettings(url="prom:9090")
 

@@ -101,7 +101,9 @@ class PrometheusSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PrometheusSettings:
         """From ``APPORTION_PROMETHEUS_URL``, ``…_TOKEN_FILE``, ``…_CA_FILE``,
-        ``…_TIMEOUT_S``, ``…_REFRESH_S``; unset ones keep their defaults."""
+        ``…_TIMEOUT_S``, ``…_REFRESH_S``, ``…_RETRIES``, ``…_PARALLEL_QUERIES``,
+        ``…_INFORMATIONAL_EVERY``, ``…_RECORDING_RULES`` (true/false); unset ones keep
+        their defaults."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for key, name, kind in (
@@ -110,13 +112,31 @@ class PrometheusSettings:
             ("APPORTION_PROMETHEUS_CA_FILE", "ca_file", str),
             ("APPORTION_PROMETHEUS_TIMEOUT_S", "timeout_s", float),
             ("APPORTION_PROMETHEUS_REFRESH_S", "refresh_interval_s", float),
+            ("APPORTION_PROMETHEUS_RETRIES", "retries", int),
+            ("APPORTION_PROMETHEUS_PARALLEL_QUERIES", "parallel_queries", int),
+            ("APPORTION_PROMETHEUS_INFORMATIONAL_EVERY", "informational_every", int),
+            ("APPORTION_PROMETHEUS_RECORDING_RULES", "recording_rules", _switch),
         ):
             if env.get(key):
                 try:
                     values[name] = kind(env[key])
-                except ValueError:
-                    raise ValueError(f"{key}: {env[key]!r} is not a number") from None
+                except ValueError as error:
+                    what = (
+                        str(error)
+                        if kind is _switch
+                        else ("is not a whole number" if kind is int else "is not a number")
+                    )
+                    raise ValueError(f"{key}: {env[key]!r} {what}") from None
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError("is not true or false")
 
 
 @dataclass(slots=True)
