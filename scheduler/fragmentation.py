@@ -7,6 +7,14 @@ capacity on GPUs with less free than m needs per GPU is. A node's fragmentation 
 popularity-weighted sum over shapes. Placing a pod where this sum grows least keeps
 capacity usable for what is likely to come next — the steepest descent of fragmentation.
 
+A free hole on a partly used GPU is not all lost, though: smaller shared pods may fill it
+later (a 530 left beside a 470 takes the next 470, down to 60; a 210 left beside a 470
+and a 320 waits for rare pods of 210 or less). FGD's measure counts a hole by its free
+milli, so it happily leaves 210s to avoid 530s. Here a hole counts as a blend of its free
+milli and what the shared shapes seen so far would leave of it (``refill_value``, a DP
+over hole sizes; ``TaskMix.hole``, blend ``REFILL``); ``refill=0`` is FGD's measure,
+which the simulator's ``fgd`` baseline keeps.
+
 The online allocator has no trace to read the popularity from, and needs none: it learns
 the mix from the workloads it is asked about (``ObservedMix``), which is exactly the
 information a live admission path has — no look-ahead. ``FragmentationScore`` keeps a
@@ -191,19 +199,24 @@ and rare shapes barely move it."""
 REFILL = 0.75
 """``hole_values``'s ``refill`` for the observed mix: a hole counts as ¼ its free milli
 plus ¾ of what the shared shapes seen so far would leave of it. Chosen on the fill
-experiment's seeds 100–109 (0.5: 4.46 %, 0.7: 4.32, 0.75: 4.30, 0.8: 4.31, 0.9: 4.53,
-1.0: 4.81; 0 — FGD's measure — 4.79); the benchmark's seeds 0–9 were not used."""
+experiment's (unallocated GPU % at 100 % arrived on openb) seeds 100–109, never on the
+benchmark's 0–9: 0 (FGD's measure) 4.79 %, 0.3: 4.64, 0.5: 4.46, 0.7: 4.32, 0.75: 4.30,
+0.8: 4.31, 0.9: 4.53, 1: 4.81 (the DP drawn by sqrt-weighted counts; by pods, as now,
+4.31; seeds 110–119: 4.33). Pure DP (1) trusts rare small pods to fill every hole; a
+chance of filling that shrinks with the fitting pods' share did worse (4.46–4.56)."""
 
 SIZE_EXPONENT = 0.5
 """A shape's count is weighted by (GPUs per pod × share of a GPU) ** this (seeds
-100–109: 0 — FGD's popularity — 5.53 %, 0.4: 4.84, 0.5: 4.79, 0.6: 4.88, 1: 4.97)."""
+100–109, FGD's hole measure: 0 — FGD's popularity — 5.53 %, 0.4: 4.84, 0.5: 4.79,
+0.6: 4.88, 1: 4.97; with ``REFILL``: 0.3: 4.38, 0.5: 4.30, 0.7: 4.44)."""
 
 REBUILD_EVERY = 64
 """Observations between rebuilds of the mix (before that: at 1, 2, 4, … observations)."""
 
 
 GROWTH_QUANTUM = 1e-6
-"""Growths closer than this tie (and the tie-breakers decide)."""
+"""Growths are rounded to this, so that equal ones tie whatever the float summation order
+(and the tie-breakers decide); coarser (1 or 10 milli) made no difference worth having."""
 
 
 def _quantize(growth: np.ndarray) -> np.ndarray:
@@ -216,13 +229,16 @@ class ObservedMix:
 
     Each shape counts once per pod, weighted by the square root of its GPU size: a large
     pod that finds no room strands more capacity than a small one, but how often a shape
-    comes still dominates. The ``TaskMix`` (the ``TOP_SHAPES`` most popular shapes) is
-    rebuilt on a fixed schedule of observations, so the same requests give the same
-    placements."""
+    comes still dominates. The holes' values (``hole_values``) draw the next pod by plain
+    pod counts (``pods``), over every shape seen. The ``TaskMix`` (the ``TOP_SHAPES`` most
+    popular shapes) is rebuilt on a fixed schedule of observations, so the same requests
+    give the same placements."""
 
     def __init__(self, model_names: Sequence[str]) -> None:
         self.model_names = tuple(model_names)
         self.counts: dict[Shape, float] = {}
+        self.pods: dict[Shape, int] = {}
+        """Pods per shape, unweighted: how often each comes (``refill_value``'s draw)."""
         self.observed = 0
         self._mix: TaskMix | None = None
 
@@ -232,6 +248,7 @@ class ObservedMix:
             return
         size = (shape[2] * shape[3] / MILLI_PER_GPU) ** SIZE_EXPONENT
         self.counts[shape] = self.counts.get(shape, 0.0) + workload.pods * size
+        self.pods[shape] = self.pods.get(shape, 0) + workload.pods
         self.observed += 1
         n = self.observed
         if n % REBUILD_EVERY == 0 or (n < REBUILD_EVERY and n & (n - 1) == 0):
@@ -241,7 +258,7 @@ class ObservedMix:
     def mix(self) -> TaskMix:
         if self._mix is None:
             top = sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_SHAPES]
-            self._mix = task_mix(dict(top), self.model_names, hole_values(self.counts, REFILL))
+            self._mix = task_mix(dict(top), self.model_names, hole_values(self.pods, REFILL))
         return self._mix
 
 
