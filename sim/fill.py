@@ -10,7 +10,8 @@ allocated) when 100 % has arrived, linearly interpolated between the two pods ar
 and at the end (130 %).
 
 Apportion runs here through the core's online entry point (``IncrementalAllocator``,
-fragmentation-aware: it learns the workload mix from the pods it has been asked about),
+fragmentation-aware: it learns the workload mix from the pods it has been asked about,
+and counts a hole on a shared GPU partly as what those pods would leave of it),
 one pod at a time with no look-ahead, exactly as the baselines do; its queue owns the
 whole cluster, so only placement can refuse a pod. CPU-only pods are not part of the
 stream (the openb loader skips them): Apportion schedules GPUs.
@@ -63,8 +64,9 @@ class OnlinePlacer:
 
     tie_rule = (
         "core, fragmentation-aware: least growth of expected fragmentation against the mix "
-        "of pods seen so far (no look-ahead), then used nodes before whole free nodes, "
-        "smallest remainder, lowest node index, lowest GPU index"
+        "of pods seen so far (no look-ahead; a hole counts partly as what the shared pods "
+        "seen would leave of it), then used nodes before whole free nodes, smallest "
+        "remainder, lowest node index, lowest GPU index"
     )
 
     def __init__(self, cluster: Cluster, name: str = "apportion") -> None:

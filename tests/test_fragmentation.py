@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from builders import node, queue, snapshot, workload
 from hypothesis import given
+from hypothesis import strategies as st
 from invariants import check_all, incremental_decision
 from test_allocator_properties import SETTINGS, _assert_none, snapshots
 
-from scheduler.fragmentation import ObservedMix, fragmentation, task_mix
+import scheduler.fragmentation as fragmentation_module
+from scheduler.fragmentation import (
+    ObservedMix,
+    fragmentation,
+    hole_values,
+    refill_value,
+    task_mix,
+)
 from scheduler.incremental import IncrementalAllocator
 from scheduler.model import Snapshot, Workload
 from scheduler.reasons import Outcome
@@ -37,6 +46,7 @@ def test_mix_counts_pods_by_square_root_of_size() -> None:
     mix.observe(workload("b").milli(250).build())
     mix.observe(workload("c").mig("1g.10gb").build())  # not a plain GPU demand: left out
     assert mix.counts == {(0, 0, 4, 1000, ()): 2 * 2.0, (0, 0, 1, 250, ()): 0.5}
+    assert mix.pods == {(0, 0, 4, 1000, ()): 2, (0, 0, 1, 250, ()): 1}
     assert mix.mix.weight.tolist() == [0.5 / 4.5, 4.0 / 4.5]
 
 
@@ -83,3 +93,63 @@ def test_aware_incremental_keeps_capacity_and_quotas(snap: Snapshot) -> None:
     fresh = IncrementalAllocator(snap)._compiled.state
     assert state.gpu_free_milli == fresh.gpu_free_milli
     assert state.free_cpu == fresh.free_cpu
+
+
+def test_refill_value_by_hand() -> None:
+    # Shares of 300 and 500 milli, equally popular. A hole under 300 stays as it is; 300
+    # and 500 are filled exactly; 500 takes a 500 (0 left) or a 300 (200 left): 100 on
+    # average; 800 takes a 300 (500 left: 100) or a 500 (300 left: 0): 50.
+    u = refill_value(np.array([300, 500, 1000]), np.array([1.0, 1.0, 5.0]))
+    assert [u[h] for h in (0, 299, 300, 500, 800)] == [0, 299, 0, 100, 50]
+
+
+@SETTINGS
+@given(
+    shapes=st.lists(st.tuples(st.integers(1, 1000), st.floats(0.01, 10.0)), min_size=1, max_size=12)
+)
+def test_refill_value_never_exceeds_the_hole(shapes: list[tuple[int, float]]) -> None:
+    """Filling can only use capacity: 0 ≤ u(h) ≤ h, and a hole smaller than every shared
+    shape keeps all of its milli."""
+    milli = np.array([m for m, _ in shapes])
+    u = refill_value(milli, np.array([w for _, w in shapes]))
+    h = np.arange(1001)
+    assert (u >= -1e-9).all() and (u <= h + 1e-9).all()
+    smallest = min((m for m in milli if m < 1000), default=1001)
+    assert (u[:smallest] == h[:smallest]).all()
+
+
+def test_hole_values_blend() -> None:
+    counts = {(0, 0, 1, 300, ()): 1.0, (0, 0, 1, 500, ()): 1.0}
+    assert hole_values(counts, 0.0).tolist() == list(range(1001))
+    blend = hole_values(counts, 0.75)
+    assert blend[800] == 0.25 * 800 + 0.75 * 50
+
+
+def _refill_cluster() -> Snapshot:
+    # Two shared GPUs: 530 free (a 470 runs) and 680 free (a 320 runs); the cluster has
+    # seen 470s three times as often as 320s, and whole GPUs.
+    seen = [workload(f"a{i}").milli(470).queue("q").build() for i in range(9)]
+    seen += [workload(f"b{i}").milli(320).queue("q").build() for i in range(3)]
+    seen += [workload(f"c{i}").gpus(1).queue("q").build() for i in range(4)]
+    return snapshot(
+        nodes=[node("n0", A100, 2, shared=True)],
+        queues=[queue("q").quota(A100, 2)],
+        workloads=[
+            workload("r470").milli(470).queue("q").running_on("n0", 0, milli=470).build(),
+            workload("r320").milli(320).queue("q").running_on("n0", 1, milli=320).build(),
+            *seen,
+        ],
+    )
+
+
+def test_refill_keeps_a_hole_the_next_pods_fill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 320 next to the 470 would leave 210 that no shape seen fits. FGD's measure prefers
+    it, as the 360 left next to the other 320 no longer fits the popular 470s; but a 320
+    fills that 360 to 40, and the 530 still takes a 470 (to 60)."""
+    pod = workload("new").milli(320).queue("q").build()
+    monkeypatch.setattr(fragmentation_module, "REFILL", 0.0)
+    fgd = IncrementalAllocator(_refill_cluster(), fragmentation_aware=True).decide(pod)
+    monkeypatch.setattr(fragmentation_module, "REFILL", 0.75)
+    refill = IncrementalAllocator(_refill_cluster(), fragmentation_aware=True).decide(pod)
+    assert fgd.placement[0].gpus == (0,)
+    assert refill.placement[0].gpus == (1,)
