@@ -6,7 +6,7 @@ they have free, split into nodes that are entirely free and nodes already in use
 check for N pods of k GPUs is then a sum over at most 2×(GPUs per node) buckets, and the
 best-fit node is the first one in the first non-empty bucket — the fragmentation rule
 ("never break a whole node while a used one can take the pod; among used nodes, leave
-the smallest remainder") is the bucket search order itself, stated in ``_whole_order``.
+the smallest remainder") is the bucket search order itself, stated in ``_bit``.
 
 Placements are applied and undone in place (``take``/``release``), so "what if" checks
 (preemption, trial placements) cost as much as the placement itself, never a deep copy.
@@ -18,6 +18,7 @@ import heapq
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option
@@ -58,33 +59,34 @@ class NodeSet:
     pod lands on depends only on the current free state — undoing a placement and asking
     again gives the same answer."""
 
-    __slots__ = ("_heap", "_members")
+    __slots__ = ("_heap", "members")
 
     def __init__(self) -> None:
-        self._members: set[int] = set()
+        self.members: set[int] = set()
+        """Read it to test emptiness without a call (the placement loop does, per bucket)."""
         self._heap: list[int] = []
 
     def add(self, node: int) -> None:
-        if node not in self._members:
-            self._members.add(node)
+        if node not in self.members:
+            self.members.add(node)
             heapq.heappush(self._heap, node)
 
     def discard(self, node: int) -> None:
-        self._members.discard(node)
-        if len(self._heap) > 2 * len(self._members) + 16:
-            self._heap = sorted(self._members)
+        self.members.discard(node)
+        if len(self._heap) > 2 * len(self.members) + 16:
+            self._heap = sorted(self.members)
 
     def first(self) -> int | None:
         heap = self._heap
-        while heap and heap[0] not in self._members:
+        while heap and heap[0] not in self.members:
             heapq.heappop(heap)
         return heap[0] if heap else None
 
     def __len__(self) -> int:
-        return len(self._members)
+        return len(self.members)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(sorted(self._members))
+        return iter(sorted(self.members))
 
 
 @dataclass(slots=True)
@@ -98,11 +100,29 @@ class _Pool:
     whole_free: dict[int, int] = field(default_factory=dict)
     buckets: dict[tuple[bool, int], NodeSet] = field(default_factory=dict)
     """(node entirely free?, free whole GPUs) → the nodes in that state."""
+    occupied: int = 0
+    """The non-empty buckets as bits (``_bit``): the placement search visits only those,
+    lowest bit first, which is the fragmentation rule's order."""
     max_size: int = 0
     fractions: list[tuple[int, int, int]] = field(default_factory=list)
     """Sorted (free milli, node, gpu) of shared GPUs with free capacity."""
     mig_free: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
     """Profile → sorted free instances (node, gpu, start)."""
+
+
+def _bit(bucket: tuple[bool, int], max_size: int) -> int:
+    """A bucket's bit in ``_Pool.occupied``: used nodes' buckets below entirely free ones,
+    fewer free GPUs lower — ascending bits are the fragmentation rule's search order
+    (never break a whole node while a used one can take the pod; then smallest remainder)."""
+    entirely_free, free = bucket
+    return 1 << (free + (max_size + 1) * entirely_free)
+
+
+@cache
+def _usable(k: int, max_size: int) -> int:
+    """The bits of every bucket a pod of ``k`` whole GPUs fits in."""
+    row = (1 << (max_size + 1)) - (1 << k) if k <= max_size else 0
+    return row | (row << (max_size + 1))
 
 
 def _tolerated(taints: tuple[Taint, ...], tolerations: Sequence[Toleration]) -> bool:
@@ -210,18 +230,20 @@ class ClusterState:
                     if gpu.shared:
                         insort(pool.fractions, (MILLI_PER_GPU, n, g))
         for pool in self.pools:
+            pool.max_size = max(pool.node_size.values(), default=0)
             for n in pool.nodes:
                 size = pool.node_size[n]
-                pool.max_size = max(pool.max_size, size)
                 if size:
                     pool.buckets.setdefault((True, size), NodeSet()).add(n)
+                    pool.occupied |= _bit((True, size), pool.max_size)
 
     # ------------------------------------------------------------- eligibility
     def eligible_pools(self, workload: Workload, option: Option) -> tuple[int, ...]:
         """Pools whose model serves the option and whose nodes the workload may land on."""
+        selector = workload.node_selector
         key = (
             option.models,
-            tuple(sorted(workload.node_selector.items())),
+            tuple(sorted(selector.items())) if selector else (),
             workload.tolerations,
         )
         cached = self._eligible_cache.get(key)
@@ -244,6 +266,8 @@ class ClusterState:
     def node_filter(self, workload: Workload) -> frozenset[int] | None:
         """Nodes a workload may use when it selects on labels the pools do not key on (a
         selector first seen after compilation); None when its pools already say it all."""
+        if not workload.node_selector:
+            return None
         extra = tuple(
             sorted(
                 (k, v) for k, v in workload.node_selector.items() if k not in self.pool_label_keys
@@ -357,7 +381,12 @@ class ClusterState:
 
         ``nodes`` restricts the choice further (``node_filter``); the fit count ignores it,
         so it only costs time for the rare workloads that need it."""
-        if not pools or self.capacity_bound(option, pools, enough=pods) < pods:
+        if not pools:
+            return None
+        # The count only saves work for a gang: one pod's search finds no spot just as fast.
+        if (pods > 1 or self.scorer is not None) and self.capacity_bound(
+            option, pools, enough=pods
+        ) < pods:
             return None
         allocation = Allocation(option, [], cpu, mem)
         for _ in range(pods):
@@ -370,13 +399,6 @@ class ClusterState:
 
     def _fits_node(self, n: int, cpu: int, mem: int, nodes: frozenset[int] | None) -> bool:
         return self.free_cpu[n] >= cpu and self.free_mem[n] >= mem and (nodes is None or n in nodes)
-
-    def _whole_order(self, pool: _Pool, k: int) -> Iterable[tuple[bool, int]]:
-        """Bucket search order: used nodes before entirely free ones, smallest remainder first."""
-        for entirely_free in (False, True):
-            for free in range(k, pool.max_size + 1):
-                if pool.buckets.get((entirely_free, free)):
-                    yield entirely_free, free
 
     def _place_pod(
         self,
@@ -408,14 +430,25 @@ class ClusterState:
         if option.kind is Kind.WHOLE:
             k = option.per_pod
             best: tuple[bool, int, int, int] | None = None  # (entirely free, free, pool, node)
+            free_cpu, free_mem = self.free_cpu, self.free_mem
             for p in pools:
                 pool = self.pools[p]
-                for bucket in self._whole_order(pool, k):
+                row = pool.max_size + 1
+                usable = pool.occupied & _usable(k, pool.max_size)
+                while usable:  # non-empty buckets that fit, in the rule's order (``_bit``)
+                    low = usable & -usable
+                    usable ^= low
+                    i = low.bit_length() - 1
+                    bucket = (True, i - row) if i >= row else (False, i)
                     if best is not None and bucket >= best[:2]:
                         break
                     candidates = pool.buckets[bucket]
                     node = candidates.first()
-                    if node is not None and not self._fits_node(node, cpu, mem, nodes):
+                    if node is not None and not (
+                        free_cpu[node] >= cpu
+                        and free_mem[node] >= mem
+                        and (nodes is None or node in nodes)
+                    ):
                         node = next(
                             (n for n in candidates if self._fits_node(n, cpu, mem, nodes)), None
                         )
@@ -463,11 +496,17 @@ class ClusterState:
         free = pool.whole_free[n]
         size = pool.node_size[n]
         if free:
-            pool.buckets[(free == size, free)].discard(n)
+            bucket = (free == size, free)
+            nodes = pool.buckets[bucket]
+            nodes.discard(n)
+            if not nodes.members:
+                pool.occupied &= ~_bit(bucket, pool.max_size)
         free += delta
         pool.whole_free[n] = free
         if free:
-            pool.buckets.setdefault((free == size, free), NodeSet()).add(n)
+            bucket = (free == size, free)
+            pool.buckets.setdefault(bucket, NodeSet()).add(n)
+            pool.occupied |= _bit(bucket, pool.max_size)
 
     def _set_milli(self, g: int, new: int) -> None:
         """Change a non-MIG GPU's free milli, keeping buckets and fraction lists in step."""
@@ -495,22 +534,26 @@ class ClusterState:
         """Take or give back one pod's share. An unhealthy GPU's capacity is in no free
         list, so a pod still running on it is charged there without touching them."""
         sign = -1 if taking else 1
+        n = pod.node
         if self.scorer is not None:
-            self.scorer.touch(pod.node)
-        self.free_cpu[pod.node] += sign * cpu
-        self.free_mem[pod.node] += sign * mem
-        p = self._whole_pool[pod.gpus[0]] if pod.gpus else -1
-        if (
-            pod.mig_start is None
-            and pod.milli is None
-            and p >= 0
-            and all(self._whole_pool[g] == p for g in pod.gpus)
-        ):
-            # k whole GPUs of one pool: move the node between buckets once, not k times.
-            for g in pod.gpus:
-                self.gpu_free_milli[g] = 0 if taking else MILLI_PER_GPU
-            self._move_node(self.pools[p], pod.node, sign * len(pod.gpus))
-            return
+            self.scorer.touch(n)
+        self.free_cpu[n] += sign * cpu
+        self.free_mem[n] += sign * mem
+        gpus = pod.gpus
+        whole_pool = self._whole_pool
+        p = whole_pool[gpus[0]] if gpus else -1
+        if pod.mig_start is None and pod.milli is None and p >= 0:
+            for g in gpus:
+                if whole_pool[g] != p:
+                    break
+            else:
+                # k whole GPUs of one pool: move the node between buckets once, not k times.
+                milli = 0 if taking else MILLI_PER_GPU
+                free_milli = self.gpu_free_milli
+                for g in gpus:
+                    free_milli[g] = milli
+                self._move_node(self.pools[p], n, sign * len(gpus))
+                return
         for g in pod.gpus:
             if pod.mig_start is not None:
                 layout = self.gpu_mig[g]
