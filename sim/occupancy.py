@@ -73,6 +73,11 @@ class Occupancy:
         self.gpu_mig = np.zeros(len(gpu_node), dtype=bool)
         for g in self.mig_layout:
             self.gpu_mig[g] = True
+        # Plain-list copies of the flags every start checks per GPU: reading a numpy
+        # element costs several times a list's (the policies' vectorized scoring reads
+        # the arrays). ``set_node_health`` keeps both.
+        self._healthy: list[bool] = healthy
+        self._mig: list[bool] = [g in self.mig_layout for g in range(len(gpu_node))]
         self.gpu_free = np.where(self.gpu_mig, 0, MILLI_PER_GPU).astype(np.int32)
         """Free milli per non-MIG GPU (a failed GPU keeps its number; ``usable_free`` masks it)."""
         width = max((len(ids) for ids in per_node), default=0)
@@ -117,6 +122,8 @@ class Occupancy:
         n = self.node_index[node]
         ids = self.node_gpus[n]
         self.gpu_healthy[ids[ids >= 0]] = healthy
+        for g in ids[ids >= 0].tolist():
+            self._healthy[g] = healthy
 
     def gpus_of(self, pod: PodPlacement) -> list[int]:
         n = self.node_index[pod.node]
@@ -125,16 +132,17 @@ class Occupancy:
     def _check(self, name: str, placement: Sequence[PodPlacement], cpu: int, mem: int) -> None:
         need_cpu: dict[int, int] = {}
         need_milli: dict[int, int] = {}
+        node_index, gpu_id, healthy, mig = self.node_index, self.gpu_id, self._healthy, self._mig
         for pod in placement:
-            n = self.node_index.get(pod.node)
+            n = node_index.get(pod.node)
             if n is None:
                 raise SimulationError(f"{name}: node {pod.node!r} is not in the cluster")
             need_cpu[n] = need_cpu.get(n, 0) + 1
             for index in pod.gpus:
-                g = self.gpu_id.get((n, index))
+                g = gpu_id.get((n, index))
                 if g is None:
                     raise SimulationError(f"{name}: {pod.node} has no GPU {index}")
-                if not self.gpu_healthy[g]:
+                if not healthy[g]:
                     raise SimulationError(f"{name}: GPU {index} on {pod.node} has failed")
                 if pod.mig_start is not None:
                     layout = self.mig_layout.get(g, {})
@@ -144,7 +152,7 @@ class Occupancy:
                             "does not exist or is in use"
                         )
                     continue
-                if self.gpu_mig[g]:
+                if mig[g]:
                     raise SimulationError(f"{name}: GPU {index} on {pod.node} is partitioned")
                 need_milli[g] = need_milli.get(g, 0) + (pod.milli or MILLI_PER_GPU)
         for g, milli in need_milli.items():
@@ -154,19 +162,24 @@ class Occupancy:
                     f"{self.node_names[int(self.gpu_node[g])]} has {int(self.gpu_free[g])}m "
                     f"free, needs {milli}m"
                 )
+        if not cpu and not mem:
+            return  # free CPU and memory never go below zero: nothing can be short
         for n, pods in need_cpu.items():
             if self.free_cpu[n] < cpu * pods or self.free_mem[n] < mem * pods:
                 raise SimulationError(f"{name}: not enough CPU or memory on {self.node_names[n]}")
 
     def _shift(self, placement: Sequence[PodPlacement], cpu: int, mem: int, taking: bool) -> None:
         sign = -1 if taking else 1
+        gpu_id, gpu_free = self.gpu_id, self.gpu_free
         for pod in placement:
             n = self.node_index[pod.node]
-            self.free_cpu[n] += sign * cpu
-            self.free_mem[n] += sign * mem
-            for index in pod.gpus:
-                g = self.gpu_id[(n, index)]
-                if pod.mig_start is not None:
+            if cpu:  # adding zero to a numpy element still costs as much as adding
+                self.free_cpu[n] += sign * cpu
+            if mem:
+                self.free_mem[n] += sign * mem
+            if pod.mig_start is not None:
+                for index in pod.gpus:
+                    g = gpu_id[(n, index)]
                     used = self.mig_used[g]
                     share = round(self.mig_layout[g][pod.mig_start] * MILLI_PER_GPU)
                     if taking:
@@ -174,10 +187,11 @@ class Occupancy:
                     else:
                         used.discard(pod.mig_start)
                     self.allocated_milli -= sign * share
-                    continue
-                milli = pod.milli or MILLI_PER_GPU
-                self.gpu_free[g] += sign * milli
-                self.allocated_milli -= sign * milli
+                continue
+            milli = sign * (pod.milli or MILLI_PER_GPU)
+            for index in pod.gpus:
+                gpu_free[gpu_id[(n, index)]] += milli
+            self.allocated_milli -= milli * len(pod.gpus)
 
 
 def _mig_share(catalog: Catalog, model: str, profile: str) -> float:
