@@ -6,7 +6,7 @@ they have free, split into nodes that are entirely free and nodes already in use
 check for N pods of k GPUs is then a sum over at most 2×(GPUs per node) buckets, and the
 best-fit node is the first one in the first non-empty bucket — the fragmentation rule
 ("never break a whole node while a used one can take the pod; among used nodes, leave
-the smallest remainder") is the bucket search order itself, stated in ``_bit``.
+the smallest remainder") is the bucket search order itself (``scheduler.pools``).
 
 Placements are applied and undone in place (``take``/``release``), so "what if" checks
 (preemption, trial placements) cost as much as the placement itself, never a deep copy.
@@ -14,18 +14,17 @@ Placements are applied and undone in place (``take``/``release``), so "what if" 
 
 from __future__ import annotations
 
-import heapq
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from functools import cache
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option
 from scheduler.fragmentation import FragmentationScore
-from scheduler.model import Node, PodPlacement, Snapshot, Taint, Toleration, Workload
+from scheduler.model import Node, PodPlacement, Snapshot, Workload
+from scheduler.pools import Pool, bucket_at, tolerated, usable_bits
 
-__all__ = ["Allocation", "ClusterState", "NodeSet", "PlacementError", "PodAlloc"]
+__all__ = ["Allocation", "ClusterState", "PlacementError", "PodAlloc"]
 
 UNTRACKED = 1 << 62
 """Free CPU/memory of a node whose allocatable is not tracked: never the constraint."""
@@ -52,88 +51,6 @@ class Allocation:
     memory_mib: int
 
 
-class NodeSet:
-    """Nodes with the same free capacity, lowest id first whatever the history.
-
-    A set plus a lazily cleaned heap: add, discard and "first" are O(log n), so the node a
-    pod lands on depends only on the current free state — undoing a placement and asking
-    again gives the same answer."""
-
-    __slots__ = ("_heap", "members")
-
-    def __init__(self) -> None:
-        self.members: set[int] = set()
-        """Read it to test emptiness without a call (the placement loop does, per bucket)."""
-        self._heap: list[int] = []
-
-    def add(self, node: int) -> None:
-        if node not in self.members:
-            self.members.add(node)
-            heapq.heappush(self._heap, node)
-
-    def discard(self, node: int) -> None:
-        self.members.discard(node)
-        if len(self._heap) > 2 * len(self.members) + 16:
-            self._heap = sorted(self.members)
-
-    def first(self) -> int | None:
-        heap = self._heap
-        while heap and heap[0] not in self.members:
-            heapq.heappop(heap)
-        return heap[0] if heap else None
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(sorted(self.members))
-
-
-@dataclass(slots=True)
-class _Pool:
-    model: str
-    labels: dict[str, str]
-    taints: tuple[Taint, ...]
-    nodes: list[int] = field(default_factory=list)
-    node_size: dict[int, int] = field(default_factory=dict)
-    """Healthy non-MIG GPUs of this model per node (its size when entirely free)."""
-    whole_free: dict[int, int] = field(default_factory=dict)
-    buckets: dict[tuple[bool, int], NodeSet] = field(default_factory=dict)
-    """(node entirely free?, free whole GPUs) → the nodes in that state."""
-    occupied: int = 0
-    """The non-empty buckets as bits (``_bit``): the placement search visits only those,
-    lowest bit first, which is the fragmentation rule's order."""
-    max_size: int = 0
-    fractions: list[tuple[int, int, int]] = field(default_factory=list)
-    """Sorted (free milli, node, gpu) of shared GPUs with free capacity."""
-    mig_free: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
-    """Profile → sorted free instances (node, gpu, start)."""
-
-
-def _bit(bucket: tuple[bool, int], max_size: int) -> int:
-    """A bucket's bit in ``_Pool.occupied``: used nodes' buckets below entirely free ones,
-    fewer free GPUs lower — ascending bits are the fragmentation rule's search order
-    (never break a whole node while a used one can take the pod; then smallest remainder)."""
-    entirely_free, free = bucket
-    return 1 << (free + (max_size + 1) * entirely_free)
-
-
-@cache
-def _usable(k: int, max_size: int) -> int:
-    """The bits of every bucket a pod of ``k`` whole GPUs fits in."""
-    row = (1 << (max_size + 1)) - (1 << k) if k <= max_size else 0
-    return row | (row << (max_size + 1))
-
-
-def _tolerated(taints: tuple[Taint, ...], tolerations: Sequence[Toleration]) -> bool:
-    for taint in taints:
-        if taint.effect == "PreferNoSchedule":
-            continue
-        if not any(t.tolerates(taint) for t in tolerations):
-            return False
-    return True
-
-
 class ClusterState:
     """Free capacity of a snapshot's nodes, mutable, with apply/undo."""
 
@@ -155,7 +72,7 @@ class ClusterState:
         self.gpu_pool: list[int] = []
         self.node_gpus: list[dict[int, int]] = []
         """Per node: GPU index → global GPU id."""
-        self.pools: list[_Pool] = []
+        self.pools: list[Pool] = []
         self.pool_label_keys = frozenset(k for w in snapshot.workloads for k in w.node_selector)
         """Labels that tell pools apart: only those some workload selects on. Keying pools on
         every label would make each node its own pool (hostname labels are unique)."""
@@ -198,7 +115,7 @@ class ClusterState:
                 p = pool_of.get(key)
                 if p is None:
                     p = pool_of[key] = len(self.pools)
-                    self.pools.append(_Pool(model, pool_labels, taints))
+                    self.pools.append(Pool(model, pool_labels, taints))
                 pool = self.pools[p]
                 g = len(self.gpu_node)
                 self.gpu_node.append(n)
@@ -230,12 +147,7 @@ class ClusterState:
                     if gpu.shared:
                         insort(pool.fractions, (MILLI_PER_GPU, n, g))
         for pool in self.pools:
-            pool.max_size = max(pool.node_size.values(), default=0)
-            for n in pool.nodes:
-                size = pool.node_size[n]
-                if size:
-                    pool.buckets.setdefault((True, size), NodeSet()).add(n)
-                    pool.occupied |= _bit((True, size), pool.max_size)
+            pool.fill_buckets()
 
     # ------------------------------------------------------------- eligibility
     def eligible_pools(self, workload: Workload, option: Option) -> tuple[int, ...]:
@@ -258,7 +170,7 @@ class ClusterState:
                 for k, v in workload.node_selector.items()
                 if k in self.pool_label_keys
             )
-            and _tolerated(pool.taints, workload.tolerations)
+            and tolerated(pool.taints, workload.tolerations)
         )
         self._eligible_cache[key] = result
         return result
@@ -330,7 +242,7 @@ class ClusterState:
         nodes: frozenset[int] | None = None,
     ) -> tuple[int, int, int]:
         """How snugly one pod of ``option`` would fit its best spot now, smaller = tighter:
-        the best-fit key ``_place_pod`` uses (a used node before an entirely free one, then
+        the best-fit key ``place`` uses (a used node before an entirely free one, then
         the smallest remainder, then the lowest node id), found without placing anything.
         (2, …) when nothing fits."""
         spot = self._spot(option, cpu, mem, pools, nodes) if pools else None
@@ -390,30 +302,17 @@ class ClusterState:
             return None
         allocation = Allocation(option, [], cpu, mem)
         for _ in range(pods):
-            pod = self._place_pod(option, cpu, mem, pools, nodes)
-            if pod is None:
+            spot = self._spot(option, cpu, mem, pools, nodes)
+            if spot is None:
                 self.release(allocation)
                 return None
+            pod = spot[1]
+            self._shift_pod(pod, cpu, mem, taking=True)
             allocation.pods.append(pod)
         return allocation
 
     def _fits_node(self, n: int, cpu: int, mem: int, nodes: frozenset[int] | None) -> bool:
         return self.free_cpu[n] >= cpu and self.free_mem[n] >= mem and (nodes is None or n in nodes)
-
-    def _place_pod(
-        self,
-        option: Option,
-        cpu: int,
-        mem: int,
-        pools: Sequence[int],
-        nodes: frozenset[int] | None,
-    ) -> PodAlloc | None:
-        spot = self._spot(option, cpu, mem, pools, nodes)
-        if spot is None:
-            return None
-        pod = spot[1]
-        self._take_pod(pod, cpu, mem)
-        return pod
 
     def _spot(
         self,
@@ -433,13 +332,11 @@ class ClusterState:
             free_cpu, free_mem = self.free_cpu, self.free_mem
             for p in pools:
                 pool = self.pools[p]
-                row = pool.max_size + 1
-                usable = pool.occupied & _usable(k, pool.max_size)
-                while usable:  # non-empty buckets that fit, in the rule's order (``_bit``)
+                usable = pool.occupied & usable_bits(k, pool.max_size)
+                while usable:  # non-empty buckets that fit, in the rule's order
                     low = usable & -usable
                     usable ^= low
-                    i = low.bit_length() - 1
-                    bucket = (True, i - row) if i >= row else (False, i)
+                    bucket = bucket_at(low.bit_length() - 1, pool.max_size)
                     if best is not None and bucket >= best[:2]:
                         break
                     candidates = pool.buckets[bucket]
@@ -492,22 +389,6 @@ class ClusterState:
         return (0, 0), PodAlloc(slot[0], (slot[1],), mig_start=slot[2])
 
     # ------------------------------------------------------------ take/release
-    def _move_node(self, pool: _Pool, n: int, delta: int) -> None:
-        free = pool.whole_free[n]
-        size = pool.node_size[n]
-        if free:
-            bucket = (free == size, free)
-            nodes = pool.buckets[bucket]
-            nodes.discard(n)
-            if not nodes.members:
-                pool.occupied &= ~_bit(bucket, pool.max_size)
-        free += delta
-        pool.whole_free[n] = free
-        if free:
-            bucket = (free == size, free)
-            pool.buckets.setdefault(bucket, NodeSet()).add(n)
-            pool.occupied |= _bit(bucket, pool.max_size)
-
     def _set_milli(self, g: int, new: int) -> None:
         """Change a non-MIG GPU's free milli, keeping buckets and fraction lists in step."""
         old = self.gpu_free_milli[g]
@@ -519,9 +400,9 @@ class ClusterState:
             if new:
                 insort(pool.fractions, (new, n, g))
         if old == MILLI_PER_GPU and new != MILLI_PER_GPU:
-            self._move_node(pool, n, -1)
+            pool.move(n, -1)
         elif new == MILLI_PER_GPU and old != MILLI_PER_GPU:
-            self._move_node(pool, n, +1)
+            pool.move(n, +1)
         self.gpu_free_milli[g] = new
 
     def _take_pod(self, pod: PodAlloc, cpu: int, mem: int) -> None:
@@ -552,7 +433,7 @@ class ClusterState:
                 free_milli = self.gpu_free_milli
                 for g in gpus:
                     free_milli[g] = milli
-                self._move_node(self.pools[p], n, sign * len(gpus))
+                self.pools[p].move(n, sign * len(gpus))
                 return
         for g in pod.gpus:
             if pod.mig_start is not None:
@@ -633,7 +514,7 @@ class ClusterState:
             self._take_pod(pod, allocation.cpu_milli, allocation.memory_mib)
 
     def placement_of(self, allocation: Allocation) -> tuple[PodPlacement, ...]:
-        return tuple(self._pod_placement(pod) for pod in allocation.pods)
+        return tuple([self._pod_placement(pod) for pod in allocation.pods])
 
     def _pod_placement(self, pod: PodAlloc) -> PodPlacement:
         """A pod's (immutable) PodPlacement, built once per spot: requests reuse few spots."""
