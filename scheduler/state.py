@@ -17,6 +17,7 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option
@@ -34,8 +35,10 @@ class PlacementError(ValueError):
     """A running workload's recorded placement does not match the cluster."""
 
 
-@dataclass(frozen=True, slots=True)
-class PodAlloc:
+class PodAlloc(NamedTuple):
+    """One pod's spot. A named tuple, not a frozen dataclass: every admission makes one
+    and looks its ``PodPlacement`` up by it, and a tuple is made, hashed and compared in C."""
+
     node: int
     gpus: tuple[int, ...]
     """Global GPU ids (positions in ``ClusterState.gpu_node``)."""

@@ -41,6 +41,9 @@ class _Kind(IntEnum):
     TICK = 5
 
 
+_COMPLETE = int(_Kind.COMPLETE)
+
+
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     interval: int = 0
@@ -186,9 +189,7 @@ class Simulation:
             self.recorder.on_arrive(s)
         elif kind is _Kind.COMPLETE:
             assert isinstance(payload, tuple)
-            done_name: str = payload[0]
-            done_run: int = payload[1]
-            s = self.by_name[done_name]
+            s, done_run = payload  # the job itself: no lookup among a million names
             if s.phase is Phase.RUNNING and s.run_id == done_run:
                 self._stop(s, finished=True)
                 self._changes.released.append(s)
@@ -279,37 +280,41 @@ class Simulation:
 
     # ---------------------------------------------------------- transitions
     def _start(self, s: JobState, placement: tuple, flavor: str | None) -> None:  # type: ignore[type-arg]
-        w = s.job.workload
-        self.occupancy.take(s.name, placement, w.cpu_milli, w.memory_mib)
-        del self.pending[s.name]
-        self.running[s.name] = s
+        job = s.job
+        w = job.workload
+        name = w.name
+        occ = self.occupancy
+        occ.take(name, placement, w.cpu_milli, w.memory_mib)
+        del self.pending[name]
+        self.running[name] = s
+        now = self.now
         s.phase = Phase.RUNNING
         s.placement = placement
         s.last_placement = placement
         s.flavor = flavor
-        s.started = self.now
+        s.started = now
         if s.first_start < 0:
-            s.first_start = self.now
+            s.first_start = now
         s.run_id += 1
-        occ = self.occupancy
-        if s.job.rates:
+        if job.rates:
             models = frozenset(
                 occ.model_names[int(occ.gpu_model[g])] for p in placement for g in occ.gpus_of(p)
             )
-            s.rate = s.job.rate_on(models)
+            s.rate = job.rate_on(models)
         else:  # the same on every model: no need to look them up
-            s.rate = s.job.default_rate
-        s.gpu_milli = sum(
-            round(occ.mig_layout[occ.gpus_of(p)[0]][p.mig_start] * MILLI_PER_GPU)
-            if p.mig_start is not None
-            else (p.milli or MILLI_PER_GPU) * len(p.gpus)
-            for p in placement
-        )
+            s.rate = job.default_rate
+        milli = 0
+        for p in placement:
+            if p.mig_start is not None:
+                milli += round(occ.mig_layout[occ.gpus_of(p)[0]][p.mig_start] * MILLI_PER_GPU)
+            else:
+                milli += (p.milli or MILLI_PER_GPU) * len(p.gpus)
+        s.gpu_milli = milli
         s.view = None
-        remaining = s.job.work - s.done_work
-        self._push(
-            self.now + s.job.seconds_for(remaining, s.rate), _Kind.COMPLETE, (s.name, s.run_id)
-        )
+        at = now + job.seconds_for(job.work - s.done_work, s.rate)
+        # ``_push`` spelled out: one per start.
+        heapq.heappush(self.heap, (at, _COMPLETE, self._seq, _Kind.COMPLETE, (s, s.run_id)))
+        self._seq += 1
         self.recorder.on_start(s, self)
 
     def _stop(self, s: JobState, finished: bool, outage: bool = False) -> None:

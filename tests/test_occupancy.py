@@ -41,6 +41,8 @@ def test_cpu_counts_per_pod_and_nothing_changes_on_a_refusal() -> None:
     assert np.array_equal(occ.gpu_free, before[0]) and np.array_equal(occ.free_cpu, before[1])
     occ.take("x", two, 2000, 0)
     assert int(occ.free_cpu[0]) == 0 and occ.allocated_milli == 2000
+    assert occ.gpu_free.tolist() == [0, 0, 1000, 1000, 1000, 1000]
+    assert occ.usable_free().tolist() == [0, 0, 1000, 1000, 1000, 1000]
     occ.take("y", (PodPlacement(node="a", gpus=(2,)),), 0, 0)  # no CPU asked: still fits
     with pytest.raises(SimulationError, match="has 0m free, needs 1000m"):
         occ.take("z", (PodPlacement(node="a", gpus=(2,)),), 0, 0)
