@@ -22,6 +22,9 @@ from scheduler.state import UNTRACKED
 
 __all__ = ["IncrementalAllocator"]
 
+_ADMIT = Outcome.ADMIT
+"""Read as a global on the request path: an enum member's read costs several times it."""
+
 
 class IncrementalAllocator:
     """Admission decisions one workload at a time against a live, mutable state."""
@@ -72,7 +75,7 @@ class IncrementalAllocator:
         # thousands of requests must not accumulate the ones that wait.
         self._cycle.outcomes.pop(workload.name)
         placement: tuple[PodPlacement, ...] = ()
-        if verdict.outcome is Outcome.ADMIT and verdict.allocation is not None:
+        if verdict.outcome is _ADMIT and verdict.allocation is not None:
             self._admitted[workload.name] = verdict
             placement = compiled.state.placement_of(verdict.allocation)
         return _decision(

@@ -41,7 +41,12 @@ class _Kind(IntEnum):
     TICK = 5
 
 
-_COMPLETE = int(_Kind.COMPLETE)
+# Enum members the event loop reads, as module globals: ``_Kind.ARRIVE`` goes through the
+# enum's metaclass and costs several times a global's read, and the loop reads a handful
+# per event.
+_ARRIVE, _COMPLETE, _TICK = _Kind.ARRIVE, _Kind.COMPLETE, _Kind.TICK
+_WAITING, _RUNNING, _DONE = Phase.WAITING, Phase.RUNNING, Phase.DONE
+_COMPLETE_ORDER = int(_Kind.COMPLETE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +163,11 @@ class Simulation:
                 else:
                     break
                 self.events += 1
-                if kind is _Kind.TICK:
+                if kind is _TICK:
                     self._tick_queued = False
                     tick = True
                 else:
-                    done += kind is _Kind.ARRIVE
+                    done += kind is _ARRIVE
                     self._apply(kind, payload)
             acted = False
             if tick or self.settings.interval == 0:
@@ -181,16 +186,16 @@ class Simulation:
         return self.recorder
 
     def _apply(self, kind: _Kind, payload: object) -> None:
-        if kind is _Kind.ARRIVE:
+        if kind is _ARRIVE:
             assert isinstance(payload, int)
             s = self.states[payload]
             self.pending[s.name] = s
             self._changes.arrived.append(s)
             self.recorder.on_arrive(s)
-        elif kind is _Kind.COMPLETE:
+        elif kind is _COMPLETE:
             assert isinstance(payload, tuple)
             s, done_run = payload  # the job itself: no lookup among a million names
-            if s.phase is Phase.RUNNING and s.run_id == done_run:
+            if s.phase is _RUNNING and s.run_id == done_run:
                 self._stop(s, finished=True)
                 self._changes.released.append(s)
         elif kind is _Kind.OUTAGE:
@@ -251,13 +256,13 @@ class Simulation:
     def _act(self, actions: Actions) -> None:
         for name, _reason in actions.evictions:
             s = self.by_name.get(name)
-            if s is None or s.phase is not Phase.RUNNING:
+            if s is None or s.phase is not _RUNNING:
                 raise SimulationError(f"policy {self.policy.name} evicts {name}, not running")
             self._stop(s, finished=False)
             self._requeue(s)
         for start in actions.starts:
             s = self.by_name.get(start.job)
-            if s is None or s.phase is not Phase.WAITING or start.job not in self.pending:
+            if s is None or s.phase is not _WAITING or start.job not in self.pending:
                 raise SimulationError(f"policy {self.policy.name} starts {start.job}, not waiting")
             self._start(s, start.placement, start.flavor)
 
@@ -288,7 +293,7 @@ class Simulation:
         del self.pending[name]
         self.running[name] = s
         now = self.now
-        s.phase = Phase.RUNNING
+        s.phase = _RUNNING
         s.placement = placement
         s.last_placement = placement
         s.flavor = flavor
@@ -313,7 +318,7 @@ class Simulation:
         s.view = None
         at = now + job.seconds_for(job.work - s.done_work, s.rate)
         # ``_push`` spelled out: one per start.
-        heapq.heappush(self.heap, (at, _COMPLETE, self._seq, _Kind.COMPLETE, (s, s.run_id)))
+        heapq.heappush(self.heap, (at, _COMPLETE_ORDER, self._seq, _COMPLETE, (s, s.run_id)))
         self._seq += 1
         self.recorder.on_start(s, self)
 
@@ -324,7 +329,7 @@ class Simulation:
         ran = self.now - s.started
         kept = ran
         if finished:
-            s.phase = Phase.DONE
+            s.phase = _DONE
             s.end = self.now
             s.done_work = s.job.work
         else:
@@ -339,7 +344,7 @@ class Simulation:
         s.flavor = None
 
     def _requeue(self, s: JobState) -> None:
-        s.phase = Phase.WAITING
+        s.phase = _WAITING
         self.pending[s.name] = s
         self.recorder.on_requeue(s)
 
