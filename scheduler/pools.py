@@ -97,7 +97,10 @@ class Pool:
         self.whole_free[n] = free
         if free:
             bucket = (free == size, free)
-            self.buckets.setdefault(bucket, NodeSet()).add(n)
+            target = self.buckets.get(bucket)
+            if target is None:  # not setdefault: it would build a NodeSet on every move
+                target = self.buckets[bucket] = NodeSet()
+            target.add(n)
             self.occupied |= _bit(bucket, self.max_size)
 
 

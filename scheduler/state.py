@@ -414,9 +414,6 @@ class ClusterState:
     def _take_pod(self, pod: PodAlloc, cpu: int, mem: int) -> None:
         self._shift_pod(pod, cpu, mem, taking=True)
 
-    def _release_pod(self, pod: PodAlloc, cpu: int, mem: int) -> None:
-        self._shift_pod(pod, cpu, mem, taking=False)
-
     def _shift_pod(self, pod: PodAlloc, cpu: int, mem: int, taking: bool) -> None:
         """Take or give back one pod's share. An unhealthy GPU's capacity is in no free
         list, so a pod still running on it is charged there without touching them."""
@@ -468,8 +465,9 @@ class ClusterState:
             self._take_pod(pod, allocation.cpu_milli, allocation.memory_mib)
 
     def release(self, allocation: Allocation) -> None:
+        cpu, mem = allocation.cpu_milli, allocation.memory_mib
         for pod in reversed(allocation.pods):
-            self._release_pod(pod, allocation.cpu_milli, allocation.memory_mib)
+            self._shift_pod(pod, cpu, mem, taking=False)
 
     # ------------------------------------------------------- running workloads
     def allocation_of(self, workload: Workload, option: Option) -> Allocation:

@@ -113,6 +113,8 @@ class Recorder:
         }
         self.jct: dict[tuple[str, str], list[int]] = {}
         self.delay: dict[tuple[str, str], list[int]] = {}
+        self._finished: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
+        """(queue, priority) → its JCT and delay lists (found once, not per finished job)."""
         self.end = 0
 
     # ------------------------------------------------------------- callbacks
@@ -153,9 +155,15 @@ class Recorder:
         self.alloc[q] -= s.gpu_milli
         self.idle_rate -= s.gpu_milli * (1.0 - (s.util if s.util is not None else 1.0))
         if finished:
-            key = (q, str(w.priority))
-            self.jct.setdefault(key, []).append(s.end - w.created)
-            self.delay.setdefault(key, []).append(s.first_start - w.created)
+            lists = self._finished.get((q, w.priority))
+            if lists is None:
+                key = (q, str(w.priority))
+                lists = self._finished[(q, w.priority)] = (
+                    self.jct.setdefault(key, []),
+                    self.delay.setdefault(key, []),
+                )
+            lists[0].append(s.end - w.created)
+            lists[1].append(s.first_start - w.created)
         else:
             self.lost += lost_s * s.gpu_milli
             if outage:
