@@ -206,7 +206,7 @@ class Cycle:
         except that among options that cost the same and carry no speed preference the
         tightest fit goes first: equally good, so the least fragmenting (design §3.5)."""
         if len(options) < 2:
-            return options
+            return options  # nothing to order (most workloads on a one-model cluster)
         pods = w.pods
         run = 0
         runs: list[int] = []

@@ -17,10 +17,13 @@ from scheduler.fragmentation import FragmentationScore, ObservedMix
 from scheduler.greedy import Cycle, Verdict
 from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision
 from scheduler.preemption import Running
-from scheduler.reasons import Outcome
+from scheduler.reasons import Outcome, Reason
 from scheduler.state import UNTRACKED
 
 __all__ = ["IncrementalAllocator"]
+
+_ADMIT = Outcome.ADMIT
+"""Read as a global on the request path: an enum member's read costs several times it."""
 
 
 class IncrementalAllocator:
@@ -72,18 +75,17 @@ class IncrementalAllocator:
         # thousands of requests must not accumulate the ones that wait.
         self._cycle.outcomes.pop(workload.name)
         placement: tuple[PodPlacement, ...] = ()
-        if verdict.outcome is Outcome.ADMIT and verdict.allocation is not None:
+        if verdict.outcome is _ADMIT and verdict.allocation is not None:
             self._admitted[workload.name] = verdict
             placement = compiled.state.placement_of(verdict.allocation)
-        # Built from the allocator's own values: no validation (it was a tenth of a call).
-        return WorkloadDecision.model_construct(
-            workload=workload.name,
-            queue=workload.queue,
-            outcome=verdict.outcome,
-            reason=verdict.reason,
-            message=verdict.message,
-            flavor=verdict.option.flavor if verdict.option is not None else None,
-            placement=placement,
+        return _decision(
+            workload.name,
+            workload.queue,
+            verdict.outcome,
+            verdict.reason,
+            verdict.message,
+            verdict.option.flavor if verdict.option is not None else None,
+            placement,
         )
 
     def hold(self, workload: Workload) -> None:
@@ -110,3 +112,47 @@ class IncrementalAllocator:
         amount = verdict.option.quota_per_pod * verdict.entry.workload.pods
         self._compiled.book.charge(verdict.entry.workload.queue, verdict.option.flavor, -amount)
         return True
+
+
+_DECISION_FIELDS_SET = frozenset(
+    ("workload", "queue", "outcome", "reason", "message", "flavor", "placement")
+)
+_DECISION_DEFAULTS = {
+    name: field.default
+    for name, field in WorkloadDecision.model_fields.items()
+    if name not in _DECISION_FIELDS_SET
+}
+
+
+def _decision(
+    name: str,
+    queue: str,
+    outcome: Outcome,
+    reason: Reason,
+    message: str,
+    flavor: str | None,
+    placement: tuple[PodPlacement, ...],
+) -> WorkloadDecision:
+    """The decision built from the allocator's own values, without validation: what
+    ``WorkloadDecision.model_construct`` gives (the same fields, fields set and defaults;
+    a test holds them equal), at a quarter of its cost — it was a tenth of a decision."""
+    decision = WorkloadDecision.__new__(WorkloadDecision)
+    setattr_ = object.__setattr__
+    setattr_(
+        decision,
+        "__dict__",
+        {
+            "workload": name,
+            "queue": queue,
+            "outcome": outcome,
+            "reason": reason,
+            "message": message,
+            "flavor": flavor,
+            "placement": placement,
+            **_DECISION_DEFAULTS,
+        },
+    )
+    setattr_(decision, "__pydantic_fields_set__", set(_DECISION_FIELDS_SET))
+    setattr_(decision, "__pydantic_extra__", None)
+    setattr_(decision, "__pydantic_private__", None)
+    return decision

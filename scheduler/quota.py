@@ -133,9 +133,6 @@ class QuotaBook:
     def nominal(self, queue: str, flavor: str) -> int:
         return self.accounts[queue].nominal.get(flavor, 0)
 
-    def _draw(self, account: _Account, flavor: str, usage: int) -> int:
-        return max(0, usage - account.kept.get(flavor, 0))
-
     def check(self, queue: str, flavor: str, amount: int) -> QuotaCheck:
         """May ``queue`` take ``amount`` more of ``flavor`` now?"""
         account = self.accounts[queue]
@@ -156,7 +153,8 @@ class QuotaBook:
                 numbers=(queue, flavor, amount, used, nominal, limit, 0),
             )
         drawn = self.drawn.get(key, 0)
-        new_drawn = drawn - self._draw(account, flavor, used) + self._draw(account, flavor, after)
+        kept = account.kept.get(flavor, 0)  # usage beyond what it keeps is drawn
+        new_drawn = drawn - max(0, used - kept) + max(0, after - kept)
         if new_drawn > lendable:
             reason = Reason.COHORT_EXHAUSTED
             if standalone or after <= nominal:
@@ -177,11 +175,8 @@ class QuotaBook:
         used = account.usage.get(flavor, 0)
         after = used + amount
         key = (account.cohort, flavor)
-        self.drawn[key] = (
-            self.drawn.get(key, 0)
-            - self._draw(account, flavor, used)
-            + self._draw(account, flavor, after)
-        )
+        kept = account.kept.get(flavor, 0)  # usage beyond what it keeps is drawn
+        self.drawn[key] = self.drawn.get(key, 0) - max(0, used - kept) + max(0, after - kept)
         account.usage[flavor] = after
 
     def within_nominal(self, queue: str, flavor: str, amount: int) -> bool:

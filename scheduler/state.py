@@ -6,7 +6,7 @@ they have free, split into nodes that are entirely free and nodes already in use
 check for N pods of k GPUs is then a sum over at most 2×(GPUs per node) buckets, and the
 best-fit node is the first one in the first non-empty bucket — the fragmentation rule
 ("never break a whole node while a used one can take the pod; among used nodes, leave
-the smallest remainder") is the bucket search order itself, stated in ``_whole_order``.
+the smallest remainder") is the bucket search order itself (``scheduler.pools``).
 
 Placements are applied and undone in place (``take``/``release``), so "what if" checks
 (preemption, trial placements) cost as much as the placement itself, never a deep copy.
@@ -14,28 +14,34 @@ Placements are applied and undone in place (``take``/``release``), so "what if" 
 
 from __future__ import annotations
 
-import heapq
 from bisect import bisect_left, insort
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option
 from scheduler.fragmentation import FragmentationScore
-from scheduler.model import Node, PodPlacement, Snapshot, Taint, Toleration, Workload
+from scheduler.model import Node, PodPlacement, Snapshot, Workload
+from scheduler.pools import Pool, bucket_at, tolerated, usable_bits
 
-__all__ = ["Allocation", "ClusterState", "NodeSet", "PlacementError", "PodAlloc"]
+__all__ = ["Allocation", "ClusterState", "PlacementError", "PodAlloc"]
 
 UNTRACKED = 1 << 62
 """Free CPU/memory of a node whose allocatable is not tracked: never the constraint."""
+
+_WHOLE = Kind.WHOLE
+"""Read as a global in the placement search: an enum member's read costs several times it."""
 
 
 class PlacementError(ValueError):
     """A running workload's recorded placement does not match the cluster."""
 
 
-@dataclass(frozen=True, slots=True)
-class PodAlloc:
+class PodAlloc(NamedTuple):
+    """One pod's spot. A named tuple, not a frozen dataclass: every admission makes one
+    and looks its ``PodPlacement`` up by it, and a tuple is made, hashed and compared in C."""
+
     node: int
     gpus: tuple[int, ...]
     """Global GPU ids (positions in ``ClusterState.gpu_node``)."""
@@ -49,69 +55,6 @@ class Allocation:
     pods: list[PodAlloc]
     cpu_milli: int
     memory_mib: int
-
-
-class NodeSet:
-    """Nodes with the same free capacity, lowest id first whatever the history.
-
-    A set plus a lazily cleaned heap: add, discard and "first" are O(log n), so the node a
-    pod lands on depends only on the current free state — undoing a placement and asking
-    again gives the same answer."""
-
-    __slots__ = ("_heap", "_members")
-
-    def __init__(self) -> None:
-        self._members: set[int] = set()
-        self._heap: list[int] = []
-
-    def add(self, node: int) -> None:
-        if node not in self._members:
-            self._members.add(node)
-            heapq.heappush(self._heap, node)
-
-    def discard(self, node: int) -> None:
-        self._members.discard(node)
-        if len(self._heap) > 2 * len(self._members) + 16:
-            self._heap = sorted(self._members)
-
-    def first(self) -> int | None:
-        heap = self._heap
-        while heap and heap[0] not in self._members:
-            heapq.heappop(heap)
-        return heap[0] if heap else None
-
-    def __len__(self) -> int:
-        return len(self._members)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(sorted(self._members))
-
-
-@dataclass(slots=True)
-class _Pool:
-    model: str
-    labels: dict[str, str]
-    taints: tuple[Taint, ...]
-    nodes: list[int] = field(default_factory=list)
-    node_size: dict[int, int] = field(default_factory=dict)
-    """Healthy non-MIG GPUs of this model per node (its size when entirely free)."""
-    whole_free: dict[int, int] = field(default_factory=dict)
-    buckets: dict[tuple[bool, int], NodeSet] = field(default_factory=dict)
-    """(node entirely free?, free whole GPUs) → the nodes in that state."""
-    max_size: int = 0
-    fractions: list[tuple[int, int, int]] = field(default_factory=list)
-    """Sorted (free milli, node, gpu) of shared GPUs with free capacity."""
-    mig_free: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
-    """Profile → sorted free instances (node, gpu, start)."""
-
-
-def _tolerated(taints: tuple[Taint, ...], tolerations: Sequence[Toleration]) -> bool:
-    for taint in taints:
-        if taint.effect == "PreferNoSchedule":
-            continue
-        if not any(t.tolerates(taint) for t in tolerations):
-            return False
-    return True
 
 
 class ClusterState:
@@ -135,7 +78,7 @@ class ClusterState:
         self.gpu_pool: list[int] = []
         self.node_gpus: list[dict[int, int]] = []
         """Per node: GPU index → global GPU id."""
-        self.pools: list[_Pool] = []
+        self.pools: list[Pool] = []
         self.pool_label_keys = frozenset(k for w in snapshot.workloads for k in w.node_selector)
         """Labels that tell pools apart: only those some workload selects on. Keying pools on
         every label would make each node its own pool (hostname labels are unique)."""
@@ -178,7 +121,7 @@ class ClusterState:
                 p = pool_of.get(key)
                 if p is None:
                     p = pool_of[key] = len(self.pools)
-                    self.pools.append(_Pool(model, pool_labels, taints))
+                    self.pools.append(Pool(model, pool_labels, taints))
                 pool = self.pools[p]
                 g = len(self.gpu_node)
                 self.gpu_node.append(n)
@@ -210,18 +153,15 @@ class ClusterState:
                     if gpu.shared:
                         insort(pool.fractions, (MILLI_PER_GPU, n, g))
         for pool in self.pools:
-            for n in pool.nodes:
-                size = pool.node_size[n]
-                pool.max_size = max(pool.max_size, size)
-                if size:
-                    pool.buckets.setdefault((True, size), NodeSet()).add(n)
+            pool.fill_buckets()
 
     # ------------------------------------------------------------- eligibility
     def eligible_pools(self, workload: Workload, option: Option) -> tuple[int, ...]:
         """Pools whose model serves the option and whose nodes the workload may land on."""
+        selector = workload.node_selector
         key = (
             option.models,
-            tuple(sorted(workload.node_selector.items())),
+            tuple(sorted(selector.items())) if selector else (),
             workload.tolerations,
         )
         cached = self._eligible_cache.get(key)
@@ -236,7 +176,7 @@ class ClusterState:
                 for k, v in workload.node_selector.items()
                 if k in self.pool_label_keys
             )
-            and _tolerated(pool.taints, workload.tolerations)
+            and tolerated(pool.taints, workload.tolerations)
         )
         self._eligible_cache[key] = result
         return result
@@ -244,6 +184,8 @@ class ClusterState:
     def node_filter(self, workload: Workload) -> frozenset[int] | None:
         """Nodes a workload may use when it selects on labels the pools do not key on (a
         selector first seen after compilation); None when its pools already say it all."""
+        if not workload.node_selector:
+            return None
         extra = tuple(
             sorted(
                 (k, v) for k, v in workload.node_selector.items() if k not in self.pool_label_keys
@@ -306,7 +248,7 @@ class ClusterState:
         nodes: frozenset[int] | None = None,
     ) -> tuple[int, int, int]:
         """How snugly one pod of ``option`` would fit its best spot now, smaller = tighter:
-        the best-fit key ``_place_pod`` uses (a used node before an entirely free one, then
+        the best-fit key ``place`` uses (a used node before an entirely free one, then
         the smallest remainder, then the lowest node id), found without placing anything.
         (2, …) when nothing fits."""
         spot = self._spot(option, cpu, mem, pools, nodes) if pools else None
@@ -357,41 +299,26 @@ class ClusterState:
 
         ``nodes`` restricts the choice further (``node_filter``); the fit count ignores it,
         so it only costs time for the rare workloads that need it."""
-        if not pools or self.capacity_bound(option, pools, enough=pods) < pods:
+        if not pools:
+            return None
+        # The count only saves work for a gang: one pod's search finds no spot just as fast.
+        if (pods > 1 or self.scorer is not None) and self.capacity_bound(
+            option, pools, enough=pods
+        ) < pods:
             return None
         allocation = Allocation(option, [], cpu, mem)
         for _ in range(pods):
-            pod = self._place_pod(option, cpu, mem, pools, nodes)
-            if pod is None:
+            spot = self._spot(option, cpu, mem, pools, nodes)
+            if spot is None:
                 self.release(allocation)
                 return None
+            pod = spot[1]
+            self._shift_pod(pod, cpu, mem, taking=True)
             allocation.pods.append(pod)
         return allocation
 
     def _fits_node(self, n: int, cpu: int, mem: int, nodes: frozenset[int] | None) -> bool:
         return self.free_cpu[n] >= cpu and self.free_mem[n] >= mem and (nodes is None or n in nodes)
-
-    def _whole_order(self, pool: _Pool, k: int) -> Iterable[tuple[bool, int]]:
-        """Bucket search order: used nodes before entirely free ones, smallest remainder first."""
-        for entirely_free in (False, True):
-            for free in range(k, pool.max_size + 1):
-                if pool.buckets.get((entirely_free, free)):
-                    yield entirely_free, free
-
-    def _place_pod(
-        self,
-        option: Option,
-        cpu: int,
-        mem: int,
-        pools: Sequence[int],
-        nodes: frozenset[int] | None,
-    ) -> PodAlloc | None:
-        spot = self._spot(option, cpu, mem, pools, nodes)
-        if spot is None:
-            return None
-        pod = spot[1]
-        self._take_pod(pod, cpu, mem)
-        return pod
 
     def _spot(
         self,
@@ -405,17 +332,26 @@ class ClusterState:
         ``scorer``, the spot where expected fragmentation grows least (MIG keeps best-fit)."""
         if self.scorer is not None and option.kind is not Kind.MIG:
             return self.scorer.best_spot(option, cpu, mem, pools, nodes, option.kind is Kind.WHOLE)
-        if option.kind is Kind.WHOLE:
+        if option.kind is _WHOLE:
             k = option.per_pod
             best: tuple[bool, int, int, int] | None = None  # (entirely free, free, pool, node)
+            free_cpu, free_mem = self.free_cpu, self.free_mem
             for p in pools:
                 pool = self.pools[p]
-                for bucket in self._whole_order(pool, k):
+                usable = pool.occupied & usable_bits(k, pool.max_size)
+                while usable:  # non-empty buckets that fit, in the rule's order
+                    low = usable & -usable
+                    usable ^= low
+                    bucket = bucket_at(low.bit_length() - 1, pool.max_size)
                     if best is not None and bucket >= best[:2]:
                         break
                     candidates = pool.buckets[bucket]
                     node = candidates.first()
-                    if node is not None and not self._fits_node(node, cpu, mem, nodes):
+                    if node is not None and not (
+                        free_cpu[node] >= cpu
+                        and free_mem[node] >= mem
+                        and (nodes is None or node in nodes)
+                    ):
                         node = next(
                             (n for n in candidates if self._fits_node(n, cpu, mem, nodes)), None
                         )
@@ -459,16 +395,6 @@ class ClusterState:
         return (0, 0), PodAlloc(slot[0], (slot[1],), mig_start=slot[2])
 
     # ------------------------------------------------------------ take/release
-    def _move_node(self, pool: _Pool, n: int, delta: int) -> None:
-        free = pool.whole_free[n]
-        size = pool.node_size[n]
-        if free:
-            pool.buckets[(free == size, free)].discard(n)
-        free += delta
-        pool.whole_free[n] = free
-        if free:
-            pool.buckets.setdefault((free == size, free), NodeSet()).add(n)
-
     def _set_milli(self, g: int, new: int) -> None:
         """Change a non-MIG GPU's free milli, keeping buckets and fraction lists in step."""
         old = self.gpu_free_milli[g]
@@ -480,37 +406,38 @@ class ClusterState:
             if new:
                 insort(pool.fractions, (new, n, g))
         if old == MILLI_PER_GPU and new != MILLI_PER_GPU:
-            self._move_node(pool, n, -1)
+            pool.move(n, -1)
         elif new == MILLI_PER_GPU and old != MILLI_PER_GPU:
-            self._move_node(pool, n, +1)
+            pool.move(n, +1)
         self.gpu_free_milli[g] = new
 
     def _take_pod(self, pod: PodAlloc, cpu: int, mem: int) -> None:
         self._shift_pod(pod, cpu, mem, taking=True)
 
-    def _release_pod(self, pod: PodAlloc, cpu: int, mem: int) -> None:
-        self._shift_pod(pod, cpu, mem, taking=False)
-
     def _shift_pod(self, pod: PodAlloc, cpu: int, mem: int, taking: bool) -> None:
         """Take or give back one pod's share. An unhealthy GPU's capacity is in no free
         list, so a pod still running on it is charged there without touching them."""
         sign = -1 if taking else 1
+        n = pod.node
         if self.scorer is not None:
-            self.scorer.touch(pod.node)
-        self.free_cpu[pod.node] += sign * cpu
-        self.free_mem[pod.node] += sign * mem
-        p = self._whole_pool[pod.gpus[0]] if pod.gpus else -1
-        if (
-            pod.mig_start is None
-            and pod.milli is None
-            and p >= 0
-            and all(self._whole_pool[g] == p for g in pod.gpus)
-        ):
-            # k whole GPUs of one pool: move the node between buckets once, not k times.
-            for g in pod.gpus:
-                self.gpu_free_milli[g] = 0 if taking else MILLI_PER_GPU
-            self._move_node(self.pools[p], pod.node, sign * len(pod.gpus))
-            return
+            self.scorer.touch(n)
+        self.free_cpu[n] += sign * cpu
+        self.free_mem[n] += sign * mem
+        gpus = pod.gpus
+        whole_pool = self._whole_pool
+        p = whole_pool[gpus[0]] if gpus else -1
+        if pod.mig_start is None and pod.milli is None and p >= 0:
+            for g in gpus:
+                if whole_pool[g] != p:
+                    break
+            else:
+                # k whole GPUs of one pool: move the node between buckets once, not k times.
+                milli = 0 if taking else MILLI_PER_GPU
+                free_milli = self.gpu_free_milli
+                for g in gpus:
+                    free_milli[g] = milli
+                self.pools[p].move(n, sign * len(gpus))
+                return
         for g in pod.gpus:
             if pod.mig_start is not None:
                 layout = self.gpu_mig[g]
@@ -538,8 +465,9 @@ class ClusterState:
             self._take_pod(pod, allocation.cpu_milli, allocation.memory_mib)
 
     def release(self, allocation: Allocation) -> None:
+        cpu, mem = allocation.cpu_milli, allocation.memory_mib
         for pod in reversed(allocation.pods):
-            self._release_pod(pod, allocation.cpu_milli, allocation.memory_mib)
+            self._shift_pod(pod, cpu, mem, taking=False)
 
     # ------------------------------------------------------- running workloads
     def allocation_of(self, workload: Workload, option: Option) -> Allocation:
@@ -590,7 +518,7 @@ class ClusterState:
             self._take_pod(pod, allocation.cpu_milli, allocation.memory_mib)
 
     def placement_of(self, allocation: Allocation) -> tuple[PodPlacement, ...]:
-        return tuple(self._pod_placement(pod) for pod in allocation.pods)
+        return tuple([self._pod_placement(pod) for pod in allocation.pods])
 
     def _pod_placement(self, pod: PodAlloc) -> PodPlacement:
         """A pod's (immutable) PodPlacement, built once per spot: requests reuse few spots."""

@@ -15,6 +15,7 @@ A job's speed is its rate on the GPU models it got (``Job.rate_on``).
 
 from __future__ import annotations
 
+import gc
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,14 @@ class _Kind(IntEnum):
     METRIC = 3
     ARRIVE = 4
     TICK = 5
+
+
+# Enum members the event loop reads, as module globals: ``_Kind.ARRIVE`` goes through the
+# enum's metaclass and costs several times a global's read, and the loop reads a handful
+# per event.
+_ARRIVE, _COMPLETE, _TICK = _Kind.ARRIVE, _Kind.COMPLETE, _Kind.TICK
+_WAITING, _RUNNING, _DONE = Phase.WAITING, Phase.RUNNING, Phase.DONE
+_COMPLETE_ORDER = int(_Kind.COMPLETE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +138,22 @@ class Simulation:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Recorder:
+        """Run to the end (or the horizon).
+
+        What exists when the run starts — the trace's jobs, their states, the compiled
+        cluster — lives through it, so it is kept out of the garbage collector's passes
+        (``gc.freeze``) and handed back at the end: each full pass would otherwise walk a
+        million jobs again, a tenth of a large replay. Not when the process has frozen
+        objects of its own (unfreezing would hand theirs back too)."""
+        if gc.get_freeze_count():
+            return self._run()
+        gc.freeze()
+        try:
+            return self._run()
+        finally:
+            gc.unfreeze()
+
+    def _run(self) -> Recorder:
         total = max(1, len(self.states))
         done = 0
         horizon = self.settings.horizon
@@ -155,11 +180,11 @@ class Simulation:
                 else:
                     break
                 self.events += 1
-                if kind is _Kind.TICK:
+                if kind is _TICK:
                     self._tick_queued = False
                     tick = True
                 else:
-                    done += kind is _Kind.ARRIVE
+                    done += kind is _ARRIVE
                     self._apply(kind, payload)
             acted = False
             if tick or self.settings.interval == 0:
@@ -178,18 +203,16 @@ class Simulation:
         return self.recorder
 
     def _apply(self, kind: _Kind, payload: object) -> None:
-        if kind is _Kind.ARRIVE:
+        if kind is _ARRIVE:
             assert isinstance(payload, int)
             s = self.states[payload]
             self.pending[s.name] = s
             self._changes.arrived.append(s)
             self.recorder.on_arrive(s)
-        elif kind is _Kind.COMPLETE:
+        elif kind is _COMPLETE:
             assert isinstance(payload, tuple)
-            done_name: str = payload[0]
-            done_run: int = payload[1]
-            s = self.by_name[done_name]
-            if s.phase is Phase.RUNNING and s.run_id == done_run:
+            s, done_run = payload  # the job itself: no lookup among a million names
+            if s.phase is _RUNNING and s.run_id == done_run:
                 self._stop(s, finished=True)
                 self._changes.released.append(s)
         elif kind is _Kind.OUTAGE:
@@ -250,13 +273,13 @@ class Simulation:
     def _act(self, actions: Actions) -> None:
         for name, _reason in actions.evictions:
             s = self.by_name.get(name)
-            if s is None or s.phase is not Phase.RUNNING:
+            if s is None or s.phase is not _RUNNING:
                 raise SimulationError(f"policy {self.policy.name} evicts {name}, not running")
             self._stop(s, finished=False)
             self._requeue(s)
         for start in actions.starts:
             s = self.by_name.get(start.job)
-            if s is None or s.phase is not Phase.WAITING or start.job not in self.pending:
+            if s is None or s.phase is not _WAITING or start.job not in self.pending:
                 raise SimulationError(f"policy {self.policy.name} starts {start.job}, not waiting")
             self._start(s, start.placement, start.flavor)
 
@@ -279,37 +302,41 @@ class Simulation:
 
     # ---------------------------------------------------------- transitions
     def _start(self, s: JobState, placement: tuple, flavor: str | None) -> None:  # type: ignore[type-arg]
-        w = s.job.workload
-        self.occupancy.take(s.name, placement, w.cpu_milli, w.memory_mib)
-        del self.pending[s.name]
-        self.running[s.name] = s
-        s.phase = Phase.RUNNING
+        job = s.job
+        w = job.workload
+        name = w.name
+        occ = self.occupancy
+        occ.take(name, placement, w.cpu_milli, w.memory_mib)
+        del self.pending[name]
+        self.running[name] = s
+        now = self.now
+        s.phase = _RUNNING
         s.placement = placement
         s.last_placement = placement
         s.flavor = flavor
-        s.started = self.now
+        s.started = now
         if s.first_start < 0:
-            s.first_start = self.now
+            s.first_start = now
         s.run_id += 1
-        occ = self.occupancy
-        if s.job.rates:
+        if job.rates:
             models = frozenset(
                 occ.model_names[int(occ.gpu_model[g])] for p in placement for g in occ.gpus_of(p)
             )
-            s.rate = s.job.rate_on(models)
+            s.rate = job.rate_on(models)
         else:  # the same on every model: no need to look them up
-            s.rate = s.job.default_rate
-        s.gpu_milli = sum(
-            round(occ.mig_layout[occ.gpus_of(p)[0]][p.mig_start] * MILLI_PER_GPU)
-            if p.mig_start is not None
-            else (p.milli or MILLI_PER_GPU) * len(p.gpus)
-            for p in placement
-        )
+            s.rate = job.default_rate
+        milli = 0
+        for p in placement:
+            if p.mig_start is not None:
+                milli += round(occ.mig_layout[occ.gpus_of(p)[0]][p.mig_start] * MILLI_PER_GPU)
+            else:
+                milli += (p.milli or MILLI_PER_GPU) * len(p.gpus)
+        s.gpu_milli = milli
         s.view = None
-        remaining = s.job.work - s.done_work
-        self._push(
-            self.now + s.job.seconds_for(remaining, s.rate), _Kind.COMPLETE, (s.name, s.run_id)
-        )
+        at = now + job.seconds_for(job.work - s.done_work, s.rate)
+        # ``_push`` spelled out: one per start.
+        heapq.heappush(self.heap, (at, _COMPLETE_ORDER, self._seq, _COMPLETE, (s, s.run_id)))
+        self._seq += 1
         self.recorder.on_start(s, self)
 
     def _stop(self, s: JobState, finished: bool, outage: bool = False) -> None:
@@ -319,7 +346,7 @@ class Simulation:
         ran = self.now - s.started
         kept = ran
         if finished:
-            s.phase = Phase.DONE
+            s.phase = _DONE
             s.end = self.now
             s.done_work = s.job.work
         else:
@@ -334,7 +361,7 @@ class Simulation:
         s.flavor = None
 
     def _requeue(self, s: JobState) -> None:
-        s.phase = Phase.WAITING
+        s.phase = _WAITING
         self.pending[s.name] = s
         self.recorder.on_requeue(s)
 

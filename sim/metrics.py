@@ -113,6 +113,8 @@ class Recorder:
         }
         self.jct: dict[tuple[str, str], list[int]] = {}
         self.delay: dict[tuple[str, str], list[int]] = {}
+        self._finished: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
+        """(queue, priority) → its JCT and delay lists (found once, not per finished job)."""
         self.end = 0
 
     # ------------------------------------------------------------- callbacks
@@ -137,22 +139,31 @@ class Recorder:
         self._wait(s, +1)
 
     def on_start(self, s: JobState, sim: Simulation) -> None:
-        self._wait(s, -1)
-        q = s.job.workload.queue
-        self.alloc[q] = self.alloc.get(q, 0) + s.gpu_milli
-        self.idle_rate += s.gpu_milli * (1.0 - (s.util if s.util is not None else 1.0))
+        job = s.job
+        q = job.workload.queue
+        self.waiting -= 1  # ``_wait`` spelled out: once per start
+        self.waiting_demand[q] = self.waiting_demand.get(q, 0) - _demand_milli(job)
+        milli = s.gpu_milli
+        self.alloc[q] = self.alloc.get(q, 0) + milli
+        self.idle_rate += milli * (1.0 - (s.util if s.util is not None else 1.0))
 
     def on_stop(
         self, s: JobState, sim: Simulation, finished: bool, outage: bool, lost_s: int
     ) -> None:
-        q = s.job.workload.queue
+        w = s.job.workload
+        q = w.queue
         self.alloc[q] -= s.gpu_milli
         self.idle_rate -= s.gpu_milli * (1.0 - (s.util if s.util is not None else 1.0))
         if finished:
-            w = s.job.workload
-            key = (w.queue, str(w.priority))
-            self.jct.setdefault(key, []).append(s.end - w.created)
-            self.delay.setdefault(key, []).append(s.first_start - w.created)
+            lists = self._finished.get((q, w.priority))
+            if lists is None:
+                key = (q, str(w.priority))
+                lists = self._finished[(q, w.priority)] = (
+                    self.jct.setdefault(key, []),
+                    self.delay.setdefault(key, []),
+                )
+            lists[0].append(s.end - w.created)
+            lists[1].append(s.first_start - w.created)
         else:
             self.lost += lost_s * s.gpu_milli
             if outage:

@@ -43,8 +43,12 @@ class Occupancy:
         """MIG GPU → slice start → the slice's GPU-equivalents (compute share)."""
         self.mig_used: dict[int, set[int]] = {}
         per_node: list[list[int]] = []
+        self._gpu_at: list[dict[int, int]] = []
+        """Per node: GPU index → global id (``gpu_id`` without a tuple to build per GPU)."""
         for n, node in enumerate(nodes):
             ids = []
+            at: dict[int, int] = {}
+            self._gpu_at.append(at)
             for gpu in node.gpus:
                 model = catalog[gpu.model]
                 if model.name not in model_id:
@@ -52,6 +56,7 @@ class Occupancy:
                     self.model_names.append(model.name)
                 g = len(gpu_node)
                 self.gpu_id[(n, gpu.index)] = g
+                at[gpu.index] = g
                 gpu_node.append(n)
                 gpu_index.append(gpu.index)
                 gpu_model.append(model_id[model.name])
@@ -73,8 +78,17 @@ class Occupancy:
         self.gpu_mig = np.zeros(len(gpu_node), dtype=bool)
         for g in self.mig_layout:
             self.gpu_mig[g] = True
-        self.gpu_free = np.where(self.gpu_mig, 0, MILLI_PER_GPU).astype(np.int32)
-        """Free milli per non-MIG GPU (a failed GPU keeps its number; ``usable_free`` masks it)."""
+        # Plain-list copies of the flags every start checks per GPU: reading a numpy
+        # element costs several times a list's (the policies' vectorized scoring reads
+        # the arrays). ``set_node_health`` keeps both.
+        self._healthy: list[bool] = healthy
+        self._mig: list[bool] = [g in self.mig_layout for g in range(len(gpu_node))]
+        self._free: list[int] = np.where(self.gpu_mig, 0, MILLI_PER_GPU).tolist()
+        """Free milli per GPU, the truth: every start and stop changes a few elements, and a
+        list's cost a fraction of a numpy array's. ``gpu_free`` is its array, brought up
+        to date when read (the placement baselines read it once per pod)."""
+        self._free_array = np.array(self._free, dtype=np.int32)
+        self._stale: set[int] = set()
         width = max((len(ids) for ids in per_node), default=0)
         self.node_gpus = np.full((len(nodes), max(1, width)), -1, dtype=np.int32)
         for n, ids in enumerate(per_node):
@@ -100,6 +114,15 @@ class Occupancy:
     def healthy_capacity_milli(self) -> int:
         return int(self.gpu_healthy.sum()) * MILLI_PER_GPU
 
+    @property
+    def gpu_free(self) -> np.ndarray:
+        """Free milli per non-MIG GPU (a failed GPU keeps its number; ``usable_free`` masks it)."""
+        if self._stale:
+            ids = list(self._stale)
+            self._free_array[ids] = [self._free[g] for g in ids]
+            self._stale.clear()
+        return self._free_array
+
     def usable_free(self) -> np.ndarray:
         """Free milli per GPU that a new non-MIG pod could use (failed and MIG GPUs: 0)."""
         return np.where(self.gpu_healthy & ~self.gpu_mig, self.gpu_free, 0)
@@ -117,24 +140,28 @@ class Occupancy:
         n = self.node_index[node]
         ids = self.node_gpus[n]
         self.gpu_healthy[ids[ids >= 0]] = healthy
+        for g in ids[ids >= 0].tolist():
+            self._healthy[g] = healthy
 
     def gpus_of(self, pod: PodPlacement) -> list[int]:
-        n = self.node_index[pod.node]
-        return [self.gpu_id[(n, i)] for i in pod.gpus]
+        at = self._gpu_at[self.node_index[pod.node]]
+        return [at[i] for i in pod.gpus]
 
     def _check(self, name: str, placement: Sequence[PodPlacement], cpu: int, mem: int) -> None:
         need_cpu: dict[int, int] = {}
         need_milli: dict[int, int] = {}
+        node_index, gpu_at, healthy, mig = self.node_index, self._gpu_at, self._healthy, self._mig
         for pod in placement:
-            n = self.node_index.get(pod.node)
+            n = node_index.get(pod.node)
             if n is None:
                 raise SimulationError(f"{name}: node {pod.node!r} is not in the cluster")
             need_cpu[n] = need_cpu.get(n, 0) + 1
+            at = gpu_at[n]
             for index in pod.gpus:
-                g = self.gpu_id.get((n, index))
+                g = at.get(index)
                 if g is None:
                     raise SimulationError(f"{name}: {pod.node} has no GPU {index}")
-                if not self.gpu_healthy[g]:
+                if not healthy[g]:
                     raise SimulationError(f"{name}: GPU {index} on {pod.node} has failed")
                 if pod.mig_start is not None:
                     layout = self.mig_layout.get(g, {})
@@ -144,29 +171,36 @@ class Occupancy:
                             "does not exist or is in use"
                         )
                     continue
-                if self.gpu_mig[g]:
+                if mig[g]:
                     raise SimulationError(f"{name}: GPU {index} on {pod.node} is partitioned")
                 need_milli[g] = need_milli.get(g, 0) + (pod.milli or MILLI_PER_GPU)
+        free = self._free
         for g, milli in need_milli.items():
-            if milli > self.gpu_free[g]:
+            if milli > free[g]:
                 raise SimulationError(
                     f"{name}: GPU {int(self.gpu_index[g])} on "
-                    f"{self.node_names[int(self.gpu_node[g])]} has {int(self.gpu_free[g])}m "
+                    f"{self.node_names[int(self.gpu_node[g])]} has {free[g]}m "
                     f"free, needs {milli}m"
                 )
+        if not cpu and not mem:
+            return  # free CPU and memory never go below zero: nothing can be short
         for n, pods in need_cpu.items():
             if self.free_cpu[n] < cpu * pods or self.free_mem[n] < mem * pods:
                 raise SimulationError(f"{name}: not enough CPU or memory on {self.node_names[n]}")
 
     def _shift(self, placement: Sequence[PodPlacement], cpu: int, mem: int, taking: bool) -> None:
         sign = -1 if taking else 1
+        free, stale = self._free, self._stale
         for pod in placement:
             n = self.node_index[pod.node]
-            self.free_cpu[n] += sign * cpu
-            self.free_mem[n] += sign * mem
-            for index in pod.gpus:
-                g = self.gpu_id[(n, index)]
-                if pod.mig_start is not None:
+            at = self._gpu_at[n]
+            if cpu:  # adding zero to a numpy element still costs as much as adding
+                self.free_cpu[n] += sign * cpu
+            if mem:
+                self.free_mem[n] += sign * mem
+            if pod.mig_start is not None:
+                for index in pod.gpus:
+                    g = at[index]
                     used = self.mig_used[g]
                     share = round(self.mig_layout[g][pod.mig_start] * MILLI_PER_GPU)
                     if taking:
@@ -174,10 +208,13 @@ class Occupancy:
                     else:
                         used.discard(pod.mig_start)
                     self.allocated_milli -= sign * share
-                    continue
-                milli = pod.milli or MILLI_PER_GPU
-                self.gpu_free[g] += sign * milli
-                self.allocated_milli -= sign * milli
+                continue
+            milli = sign * (pod.milli or MILLI_PER_GPU)
+            for index in pod.gpus:
+                g = at[index]
+                free[g] += milli
+                stale.add(g)
+            self.allocated_milli -= milli * len(pod.gpus)
 
 
 def _mig_share(catalog: Catalog, model: str, profile: str) -> float:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from scheduler.model import Node, PodPlacement, Workload
 from sim.cluster import Cluster
@@ -34,6 +34,9 @@ class JobState:
     """One job's life in the simulation (owned by the engine; read-only to policies)."""
 
     job: Job
+    name: str = field(init=False)
+    """The workload's name (a field: the engine and the policies ask it several times a
+    start)."""
     phase: Phase = Phase.WAITING
     placement: tuple[PodPlacement, ...] = ()
     flavor: str | None = None
@@ -53,9 +56,8 @@ class JobState:
     last_placement: tuple[PodPlacement, ...] = ()
     """Where it ran last (kept after it stops, for policies that remember placements)."""
 
-    @property
-    def name(self) -> str:
-        return self.job.workload.name
+    def __post_init__(self) -> None:
+        self.name = self.job.workload.name
 
     @property
     def running(self) -> Workload | None:
@@ -74,8 +76,9 @@ class JobState:
         return self.view
 
 
-@dataclass(frozen=True, slots=True)
-class Start:
+class Start(NamedTuple):
+    """Start a waiting job here (a named tuple: a policy makes one per admission)."""
+
     job: str
     placement: tuple[PodPlacement, ...]
     flavor: str | None = None

@@ -264,3 +264,40 @@ def test_regression_a_decision_between_ticks_does_not_skip_the_next(policy: str)
     sim = run(cluster, jobs, make_policy(policy, cluster, jobs, seed=1), EngineSettings())
     summary = sim.recorder.summary(sim)
     assert summary["finished"] == len(jobs), summary["unfinished"]
+
+
+def test_a_run_keeps_what_exists_out_of_gc_and_hands_it_back() -> None:
+    """The run freezes what exists when it starts and unfreezes it at the end, also when
+    the policy fails; a process that froze objects of its own keeps them frozen."""
+    import gc
+
+    cluster = one_node()
+
+    class Seen:
+        name, tie_rule, tick_s = "seen", "", 0
+        frozen = 0
+
+        def schedule(self, ctx: Context) -> Actions:
+            Seen.frozen = max(Seen.frozen, gc.get_freeze_count())
+            return Actions()
+
+    assert gc.get_freeze_count() == 0
+    sim = Simulation(cluster, GOLDEN, Seen())
+    sim.run()
+    assert Seen.frozen > 0 and gc.get_freeze_count() == 0
+
+    class Broken(Seen):
+        def schedule(self, ctx: Context) -> Actions:
+            raise RuntimeError("policy bug")
+
+    with pytest.raises(RuntimeError, match="policy bug"):
+        Simulation(cluster, GOLDEN, Broken()).run()
+    assert gc.get_freeze_count() == 0
+
+    gc.freeze()
+    try:
+        mine = gc.get_freeze_count()
+        Simulation(cluster, GOLDEN, Seen()).run()
+        assert gc.get_freeze_count() == mine
+    finally:
+        gc.unfreeze()

@@ -1,5 +1,8 @@
 """The compiled state: best fit that keeps whole nodes free, exact fit counts, exact undo."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from scheduler.catalog import default_catalog
 from scheduler.demand import Kind, Option
 from scheduler.model import Demand, Gpu, MigSlice, Node, Snapshot, Taint, Toleration, Workload
@@ -129,3 +132,40 @@ def test_cpu_and_memory_constrain_the_node_choice():
     pools = state.eligible_pools(anyone(), whole(1))
     got = state.place(whole(1), 1, 8000, 0, pools)
     assert state.placement_of(got)[0].node == "b"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 8), min_size=1, max_size=6),
+    steps=st.lists(st.tuples(st.booleans(), st.integers(1, 8), st.integers(0, 50)), max_size=40),
+)
+def test_whole_gpu_search_follows_the_rule_and_the_bucket_bits_stay_exact(
+    sizes: list[int], steps: list[tuple[bool, int, int]]
+) -> None:
+    """The placement search visits only the buckets whose bits are set: after any sequence
+    of places and releases, the bits are exactly the non-empty buckets, and each pod lands
+    where the rule says (a used node before an entirely free one, then the smallest
+    remainder, then the lowest node)."""
+    state = state_of(*(node(f"n{i}", size) for i, size in enumerate(sizes)))
+    held = []
+    for is_place, k, pick in steps:
+        if is_place or not held:
+            per_node = [
+                sum(state.gpu_free_milli[g] == 1000 for g in state.node_gpus[n].values())
+                for n in range(len(sizes))
+            ]
+            fitting = [(f == sizes[n], f, n) for n, f in enumerate(per_node) if f >= k]
+            got = state.place(whole(k), 1, 0, 0, state.eligible_pools(anyone(), whole(k)))
+            if not fitting:
+                assert got is None
+                continue
+            assert got is not None and got.pods[0].node == min(fitting)[2]
+            held.append(got)
+        else:
+            state.release(held.pop(pick % len(held)))
+        for pool in state.pools:
+            bits = 0
+            for (entirely_free, free), nodes in pool.buckets.items():
+                if nodes:
+                    bits |= 1 << (free + (pool.max_size + 1) * entirely_free)
+            assert pool.occupied == bits

@@ -17,7 +17,7 @@ optimality gap and HiGHS's own time limit, never by how busy the machine is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from scheduler.allocator import decide
 from scheduler.model import Snapshot
@@ -39,6 +39,13 @@ def _queue_order(s: JobState) -> tuple[int, int, str]:
     return (-w.priority, w.created, w.name)
 
 
+def _in_queue_order(states: Iterable[JobState]) -> list[JobState]:
+    """Higher priority, then older, then by name (most calls have one job or none: nothing
+    to sort)."""
+    jobs = list(states)
+    return sorted(jobs, key=_queue_order) if len(jobs) > 1 else jobs
+
+
 class GreedyPolicy:
     name = "greedy"
     tie_rule = (
@@ -54,20 +61,21 @@ class GreedyPolicy:
     def schedule(self, ctx: Context) -> Actions:
         if self.mirror.follow(ctx):
             self.memo.clear()
-            candidates = sorted(ctx.pending.values(), key=_queue_order)
+            candidates = _in_queue_order(ctx.pending.values())
         else:
-            candidates = sorted(ctx.arrived, key=_queue_order)
+            candidates = _in_queue_order(ctx.arrived)
         return Actions(starts=self._offer(candidates))
 
     def _offer(self, candidates: list[JobState]) -> list[Start]:
         starts = []
+        memo, mirror = self.memo, self.mirror
         for s in candidates:
             w = s.job.workload
-            if self.memo.known_to_fail(w):
+            if memo.failed and memo.known_to_fail(w):
                 continue
-            start = self.mirror.admit(s)
+            start = mirror.admit(s)
             if start is None:
-                self.memo.add(w)
+                memo.add(w)
             else:
                 starts.append(start)
         return starts
@@ -117,7 +125,7 @@ class ApportionPolicy:
             return self._global(ctx)
         # Between global decisions: the webhook's online path for what just arrived.
         starts = []
-        for s in sorted(ctx.arrived, key=_queue_order):
+        for s in _in_queue_order(ctx.arrived):
             w = s.job.workload
             start = None if self.memo.known_to_fail(w) else self.mirror.admit(s)
             if start is None:

@@ -116,7 +116,9 @@ class CoreMirror:
 
     def admit(self, s: JobState) -> Start | None:
         """Admit now through the core's online path, or None (nothing charged)."""
-        d = self.decide(s)
+        assert self.allocator is not None
+        w = s.job.workload
+        d = self.allocator.decide(self.workload(w))
         if d.outcome is Outcome.ADMIT:
             return Start(s.name, d.placement, d.flavor)
         return None
