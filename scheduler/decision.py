@@ -16,6 +16,7 @@ from scheduler.model import (
     RepartitionPlan,
     SolverStats,
     WorkloadDecision,
+    built,
 )
 from scheduler.reasons import Outcome, Reason
 
@@ -42,16 +43,19 @@ def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> 
         decisions.append(
             # Built from values the cycle produced and checked: skip re-validation, which
             # costs more than the decision itself at thousands of workloads.
-            WorkloadDecision.model_construct(
-                workload=entry.workload.name,
-                queue=entry.workload.queue,
-                outcome=o.outcome,
-                reason=o.reason,
-                message=o.message,
-                flavor=o.option.flavor if o.option is not None else None,
-                placement=placement,
-                position=position.get(entry.workload.name),
-                victims=tuple(v.workload.name for v in o.victims),
+            built(
+                WorkloadDecision,
+                {
+                    "workload": entry.workload.name,
+                    "queue": entry.workload.queue,
+                    "outcome": o.outcome,
+                    "reason": o.reason,
+                    "message": o.message,
+                    "flavor": o.option.flavor if o.option is not None else None,
+                    "placement": placement,
+                    "position": position.get(entry.workload.name),
+                    "victims": tuple(v.workload.name for v in o.victims),
+                },
             )
         )
     evictions = tuple(
@@ -104,7 +108,7 @@ def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPl
         else:
             # The state's layouts were validated against the catalog when compiled.
             current = tuple(
-                MigSlice.model_construct(profile=str(profile), start=start)
+                built(MigSlice, {"profile": str(profile), "start": start})
                 for start, (profile, _) in sorted(layout.items())
             )
         idle.append(

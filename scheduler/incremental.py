@@ -15,7 +15,7 @@ from scheduler.compiled import Entry, charge_running, compile_snapshot
 from scheduler.demand import Option, resolve_options
 from scheduler.fragmentation import FragmentationScore, ObservedMix
 from scheduler.greedy import Cycle, Verdict
-from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision
+from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision, built
 from scheduler.preemption import Running
 from scheduler.reasons import Outcome, Reason
 from scheduler.state import UNTRACKED
@@ -114,16 +114,6 @@ class IncrementalAllocator:
         return True
 
 
-_DECISION_FIELDS_SET = frozenset(
-    ("workload", "queue", "outcome", "reason", "message", "flavor", "placement")
-)
-_DECISION_DEFAULTS = {
-    name: field.default
-    for name, field in WorkloadDecision.model_fields.items()
-    if name not in _DECISION_FIELDS_SET
-}
-
-
 def _decision(
     name: str,
     queue: str,
@@ -133,14 +123,10 @@ def _decision(
     flavor: str | None,
     placement: tuple[PodPlacement, ...],
 ) -> WorkloadDecision:
-    """The decision built from the allocator's own values, without validation: what
-    ``WorkloadDecision.model_construct`` gives (the same fields, fields set and defaults;
-    a test holds them equal), at a quarter of its cost — it was a tenth of a decision."""
-    decision = WorkloadDecision.__new__(WorkloadDecision)
-    setattr_ = object.__setattr__
-    setattr_(
-        decision,
-        "__dict__",
+    """The decision built from the allocator's own values, without validation (``built``:
+    model_construct's cost was a tenth of a decision)."""
+    return built(
+        WorkloadDecision,
         {
             "workload": name,
             "queue": queue,
@@ -149,10 +135,5 @@ def _decision(
             "message": message,
             "flavor": flavor,
             "placement": placement,
-            **_DECISION_DEFAULTS,
         },
     )
-    setattr_(decision, "__pydantic_fields_set__", set(_DECISION_FIELDS_SET))
-    setattr_(decision, "__pydantic_extra__", None)
-    setattr_(decision, "__pydantic_private__", None)
-    return decision

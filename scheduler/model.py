@@ -8,7 +8,7 @@ whole GPUs, MIG instances, milli-GPU, MiB, milli-CPU, seconds.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -35,6 +35,7 @@ __all__ = [
     "Toleration",
     "Workload",
     "WorkloadDecision",
+    "built",
     "flavor_of_mig",
 ]
 
@@ -340,3 +341,30 @@ class Decision(_Frozen):
 
     def by_workload(self) -> dict[str, WorkloadDecision]:
         return {d.workload: d for d in self.workloads}
+
+
+_Built = TypeVar("_Built", bound=BaseModel)
+_FIELDS: dict[type[BaseModel], tuple[tuple[str, Any], ...]] = {}
+"""Each model's fields in declaration order (reading ``model_fields`` costs a descriptor)."""
+
+
+def built(cls: type[_Built], values: dict[str, Any]) -> _Built:
+    """``cls.model_construct(**values)`` — the same field values in the same order, fields
+    set, defaults and JSON (a test holds them equal) — at about a quarter of its cost, for
+    models without private attributes, built from values the decision core produced and
+    checked. A decision at 20,000 workloads builds 40,000 of them."""
+    fields = _FIELDS.get(cls)
+    if fields is None:
+        fields = _FIELDS[cls] = tuple(cls.model_fields.items())
+    data: dict[str, Any] = {}
+    for name, field in fields:
+        data[name] = (
+            values[name] if name in values else field.get_default(call_default_factory=True)
+        )
+    model = cls.__new__(cls)
+    setattr_ = object.__setattr__
+    setattr_(model, "__dict__", data)
+    setattr_(model, "__pydantic_fields_set__", set(values))
+    setattr_(model, "__pydantic_extra__", None)
+    setattr_(model, "__pydantic_private__", None)
+    return model
