@@ -206,15 +206,23 @@ class QuotaBook:
         """Weighted dominant borrowed share, optionally as if ``extra`` more were admitted."""
         account = self.accounts[queue]
         assert account.cohort is not None
+        usage, nominal = account.usage, account.nominal
+        # Asked for every queue head the cycle takes: no set of flavors built per call.
         dominant = 0.0
-        flavors = set(account.usage)
-        if extra_flavor is not None:
-            flavors.add(extra_flavor)
-        for flavor in flavors:
-            used = account.usage.get(flavor, 0) + (extra if flavor == extra_flavor else 0)
-            borrowed = used - account.nominal.get(flavor, 0)
-            if borrowed <= 0:
-                continue
-            lendable = self.lendable.get((account.cohort, flavor), 0)
-            dominant = max(dominant, borrowed / lendable if lendable else float(borrowed))
+        if extra_flavor is not None and extra_flavor not in usage:
+            dominant = self._borrowed_share(account, extra_flavor, extra)
+        for flavor, used in usage.items():
+            if flavor == extra_flavor:
+                used += extra
+            if used > nominal.get(flavor, 0):
+                dominant = max(dominant, self._borrowed_share(account, flavor, used))
         return dominant / account.weight
+
+    def _borrowed_share(self, account: _Account, flavor: str, used: int) -> float:
+        """What ``used`` borrows of the cohort's lendable ``flavor`` (the amount itself
+        when the cohort lends none); 0 within the nominal quota."""
+        borrowed = used - account.nominal.get(flavor, 0)
+        if borrowed <= 0:
+            return 0.0
+        lendable = self.lendable.get((account.cohort or "", flavor), 0)
+        return borrowed / lendable if lendable else float(borrowed)

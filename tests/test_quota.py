@@ -1,5 +1,8 @@
 """Kueue's quota model: nominal, borrowing and lending limits, cohorts, weighted shares."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from scheduler.model import Queue, Quota
 from scheduler.quota import QuotaBook
 from scheduler.reasons import Reason
@@ -77,3 +80,39 @@ def test_share_is_dominant_borrowed_fraction_over_weight():
     assert b.share("a", "H100-80GB", 4 * G) == (8 / 16) / 2
     b.charge("a", "H100-80GB", -8 * G)
     assert b.usage("a", "H100-80GB") == 0 and b.share("a") == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    nominal=st.lists(st.integers(min_value=0, max_value=8), min_size=4, max_size=4),
+    usage=st.lists(st.integers(min_value=0, max_value=16), min_size=4, max_size=4),
+    extra=st.integers(min_value=0, max_value=8),
+    extra_on=st.sampled_from([None, "H100-80GB", "A100-80GB"]),
+    weight=st.sampled_from([0.5, 1.0, 3.0]),
+)
+def test_share_is_the_largest_borrowed_fraction_whatever_is_charged(
+    nominal: list[int], usage: list[int], extra: int, extra_on: str | None, weight: float
+) -> None:
+    """``share`` against its definition written out: over every flavor a queue uses (and
+    the one asked about), what it borrows ÷ what its cohort lends (the amount itself when
+    the cohort lends none), the largest, over the queue's weight."""
+    flavors = sorted(MODELS)
+    b = book(
+        Queue(name="a", cohort="c", weight=weight,
+              quota={f: Quota(nominal=n) for f, n in zip(flavors, nominal[:2], strict=True)}),
+        Queue(name="b", cohort="c",
+              quota={f: Quota(nominal=n) for f, n in zip(flavors, nominal[2:], strict=True)}),
+    )  # fmt: skip
+    for flavor, used in zip(flavors, usage[:2], strict=True):
+        if used:
+            b.charge("a", flavor, used * G)
+    expected = 0.0
+    for flavor in flavors:
+        used = b.usage("a", flavor) + (extra * G if flavor == extra_on else 0)
+        if flavor not in b.accounts["a"].usage and flavor != extra_on:
+            continue
+        borrowed = used - b.nominal("a", flavor)
+        if borrowed > 0:
+            lendable = b.lendable.get(("c", flavor), 0)
+            expected = max(expected, borrowed / lendable if lendable else float(borrowed))
+    assert b.share("a", extra_on, extra * G if extra_on else 0) == expected / weight
