@@ -782,3 +782,37 @@ def test_freed_room_is_offered_again_only_where_it_could_lift_the_refusal() -> N
     # Quota of a's own cohort freed: now it may fit.
     cycle._note_freed([a_run])
     assert cycle.may_fit_now(entry)
+
+
+def test_decide_leaves_the_garbage_collector_as_the_caller_had_it() -> None:
+    """decide pauses the collector and, on the way out, moves what it allocated to the
+    oldest generation (freeze, unfreeze) — never when the caller froze objects itself, whose
+    freeze it would undo."""
+    import gc
+
+    snap = snapshot(
+        nodes=[node("h0", H100, 8)],
+        queues=[queue("q").quota(H100, 8)],
+        workloads=[workload(f"w{i}").gpus(1).queue("q") for i in range(12)],
+    )
+    was_enabled = gc.isenabled()
+    try:
+        gc.enable()
+        decide(snap, use_ilp=False)
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+        kept = [[index] for index in range(100)]  # the caller's own objects, frozen
+        gc.freeze()
+        frozen = gc.get_freeze_count()
+        decide(snap, use_ilp=False)
+        assert gc.isenabled() and gc.get_freeze_count() == frozen
+        gc.unfreeze()
+        gc.disable()
+        decide(snap, use_ilp=False)
+        assert not gc.isenabled()
+        assert len(kept) == 100
+    finally:
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
+        else:
+            gc.disable()
