@@ -94,6 +94,8 @@ def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPl
     state, catalog = compiled.state, compiled.catalog
     capable = {name: catalog[name] for name in set(state.gpu_model) if catalog[name].mig_capable}
     idle = []
+    layouts: dict[tuple[tuple[int, str], ...], tuple[MigSlice, ...]] = {}
+    """Idle GPUs share a few layouts; their (immutable) slices are built once per layout."""
     for g, model_name in enumerate(state.gpu_model):
         model = capable.get(model_name)
         if model is None or not state.gpu_healthy[g]:
@@ -106,11 +108,14 @@ def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPl
         elif any(used for _, used in layout.values()):
             continue
         else:
-            # The state's layouts were validated against the catalog when compiled.
-            current = tuple(
-                built(MigSlice, {"profile": str(profile), "start": start})
-                for start, (profile, _) in sorted(layout.items())
-            )
+            shape = tuple(sorted((start, str(profile)) for start, (profile, _) in layout.items()))
+            current = layouts.get(shape)
+            if current is None:
+                # The state's layouts were validated against the catalog when compiled.
+                current = layouts[shape] = tuple(
+                    built(MigSlice, {"profile": profile, "start": start})
+                    for start, profile in shape
+                )
         idle.append(
             IdleGpu(state.node_names[state.gpu_node[g]], state.gpu_index[g], model, current)
         )

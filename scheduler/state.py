@@ -22,7 +22,7 @@ from typing import NamedTuple
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option
 from scheduler.fragmentation import FragmentationScore
-from scheduler.model import Node, PodPlacement, Snapshot, Workload
+from scheduler.model import Node, PodPlacement, Snapshot, Workload, built
 from scheduler.pools import Pool, bucket_at, tolerated, usable_bits
 
 __all__ = ["Allocation", "ClusterState", "PlacementError", "PodAlloc"]
@@ -526,11 +526,14 @@ class ClusterState:
         if placement is None:
             if len(self._placements) >= 1 << 16:
                 self._placements.clear()
-            placement = self._placements[pod] = PodPlacement.model_construct(
-                node=self.node_names[pod.node],
-                gpus=tuple(self.gpu_index[g] for g in pod.gpus),
-                mig_start=pod.mig_start,
-                milli=pod.milli,
+            placement = self._placements[pod] = built(
+                PodPlacement,
+                {
+                    "node": self.node_names[pod.node],
+                    "gpus": tuple(self.gpu_index[g] for g in pod.gpus),
+                    "mig_start": pod.mig_start,
+                    "milli": pod.milli,
+                },
             )
         return placement
 
