@@ -193,9 +193,6 @@ class QuotaBook:
         assert cohort is not None
         return cohort
 
-    def same_cohort(self, a: str, b: str) -> bool:
-        return self.accounts[a].cohort == self.accounts[b].cohort
-
     def cohort_mates(self, queue: str) -> list[str]:
         """The other queues of ``queue``'s cohort."""
         cohort = self.accounts[queue].cohort
