@@ -109,8 +109,7 @@ def find_victims(
     of its queue goes. Then running ``candidates``, in the order given (``preference_order``,
     or ``idle_borrowed_first``: when idle borrowers alone make room, no other workload is
     evicted), and the evicted set is made minimal by inclusion: every victim not needed is
-    given back. ``quota``: the
-    preemptor's (flavor, amount), which ``fits()`` also checks."""
+    given back. ``quota``: the preemptor's (flavor, amount), which ``fits()`` also checks."""
     if not _quota_may_allow(book, preemptor_queue, *quota, (*undo, *candidates)):
         return None
     removed: list[Running] = []
