@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
-from scheduler.demand import Kind, Option, resolve_options
+from scheduler.demand import Kind, Option, OptionsByDemand
 from scheduler.model import Snapshot, Workload
 from scheduler.objective import segment_width
 from scheduler.preemption import Running
@@ -42,6 +42,8 @@ class Compiled:
     pending: list[Entry]
     headroom: dict[tuple[str, str], float]
     widths: dict[tuple[str, str], float]
+    options: OptionsByDemand
+    """Options of a workload by its demand; the online path resolves arrivals with it too."""
 
 
 def _gpu_eq(option: Option, catalog: Catalog) -> float:
@@ -55,17 +57,12 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
     book = QuotaBook(snapshot.queues, model_flavors)
     running: list[Running] = []
     pending: list[Entry] = []
-    # Thousands of pending workloads share a few demand shapes; their options are shared too.
-    options: dict[tuple[object, ...], tuple[Option, ...]] = {}
+    options = OptionsByDemand(catalog, state.models_present)
     for workload in snapshot.workloads:
         if workload.running:
             running.append(charge_running(workload, catalog, state, book))
         else:
-            shape = (workload.demand, tuple(sorted(workload.throughput.items())))
-            known = options.get(shape)
-            if known is None:
-                known = options[shape] = resolve_options(workload, catalog, state.models_present)
-            pending.append(Entry(workload, known))
+            pending.append(Entry(workload, options(workload)))
     _assign_tiers(pending)
     for entry in pending:
         entry.size = entry.workload.pods * min(
@@ -82,7 +79,7 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
             assert account.cohort is not None
             lendable = book.lendable.get((account.cohort, flavor), 0) / unit
             widths[(name, flavor)] = segment_width(account.weight, lendable)
-    return Compiled(snapshot, catalog, state, book, running, pending, headroom, widths)
+    return Compiled(snapshot, catalog, state, book, running, pending, headroom, widths, options)
 
 
 def charge_running(

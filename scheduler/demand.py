@@ -16,7 +16,7 @@ from scheduler.catalog import MILLI_PER_GPU, Catalog, GpuModel
 from scheduler.mig import cheapest_profile
 from scheduler.model import Workload, flavor_of_mig
 
-__all__ = ["Kind", "Option", "resolve_options"]
+__all__ = ["Kind", "Option", "OptionsByDemand", "resolve_options"]
 
 
 class Kind(IntEnum):
@@ -102,6 +102,30 @@ def resolve_options(
     elif demand.gpu_memory_mib is not None:
         options = _memory_options(models, demand.gpu_memory_mib)
     return tuple(options)
+
+
+class OptionsByDemand:
+    """Resolved options per kind of demand (and throughput table): the same for every
+    workload that asks alike, and shared by them. Thousands of pending workloads in a cycle,
+    and the online path's requests, come in a few shapes, and resolving is a good part of an
+    online decision's cost."""
+
+    __slots__ = ("_catalog", "_known", "_present")
+
+    def __init__(self, catalog: Catalog, present: tuple[str, ...]) -> None:
+        self._catalog = catalog
+        self._present = present
+        self._known: dict[tuple[object, ...], tuple[Option, ...]] = {}
+
+    def __call__(self, workload: Workload) -> tuple[Option, ...]:
+        d = workload.demand
+        key: tuple[object, ...] = (d.gpus, d.mig_profile, d.gpu_memory_mib, d.gpu_milli, d.models)
+        if workload.throughput:
+            key += tuple(sorted(workload.throughput.items()))
+        options = self._known.get(key)
+        if options is None:
+            options = self._known[key] = resolve_options(workload, self._catalog, self._present)
+        return options
 
 
 def _memory_options(models: list[GpuModel], need_mib: int) -> list[Option]:

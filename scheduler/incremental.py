@@ -12,7 +12,6 @@ already running in the snapshot the allocator was built from, so a driver that r
 from __future__ import annotations
 
 from scheduler.compiled import Entry, charge_running, compile_snapshot
-from scheduler.demand import Option, resolve_options
 from scheduler.fragmentation import FragmentationScore, ObservedMix
 from scheduler.greedy import Cycle, Verdict
 from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision, built
@@ -50,9 +49,6 @@ class IncrementalAllocator:
             for w in snapshot.workloads:
                 self._mix.observe(w)
             state.scorer = FragmentationScore(state, self._mix)
-        self._options: dict[tuple[object, ...], tuple[Option, ...]] = {}
-        """Resolved options per (demand, throughput): the same for every workload that asks
-        alike, and resolving them is a good part of a decision's cost."""
 
     def decide(self, workload: Workload) -> WorkloadDecision:
         """Admit now (and charge it) or explain why it must wait."""
@@ -61,15 +57,7 @@ class IncrementalAllocator:
         compiled = self._compiled
         if self._mix is not None:
             self._mix.observe(workload)
-        d = workload.demand
-        key: tuple[object, ...] = (d.gpus, d.mig_profile, d.gpu_memory_mib, d.gpu_milli, d.models)
-        if workload.throughput:
-            key += tuple(sorted(workload.throughput.items()))
-        options = self._options.get(key)
-        if options is None:
-            options = resolve_options(workload, compiled.catalog, compiled.state.models_present)
-            self._options[key] = options
-        entry = Entry(workload, options)
+        entry = Entry(workload, compiled.options(workload))
         verdict = self._cycle.admit_or_explain(entry)
         # The live path keeps only what it admitted: a long-lived allocator answering
         # thousands of requests must not accumulate the ones that wait.

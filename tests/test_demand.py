@@ -1,7 +1,7 @@
 """Demands become options: cheapest fitting device first, fastest first with throughput."""
 
 from scheduler.catalog import default_catalog
-from scheduler.demand import Kind, resolve_options
+from scheduler.demand import Kind, Option, OptionsByDemand, resolve_options
 from scheduler.model import Demand, Workload
 
 CATALOG = default_catalog()
@@ -58,3 +58,22 @@ def test_fraction_counts_milli_against_the_model_flavor():
     w = Workload(name="w", queue="q", demand=Demand(gpu_milli=250, models=("T4",)))
     (option,) = resolve_options(w, CATALOG, PRESENT)
     assert (option.flavor, option.kind, option.quota_per_pod) == ("T4", Kind.FRACTION, 250)
+
+
+def test_options_are_shared_by_workloads_that_ask_alike():
+    by_demand = OptionsByDemand(CATALOG, PRESENT)
+
+    def ask(
+        name: str, throughput: dict[str, float] | None = None, **demand: object
+    ) -> tuple[Option, ...]:
+        w = Workload(name=name, queue="q", demand=Demand(**demand), throughput=throughput or {})
+        got = by_demand(w)
+        assert got == resolve_options(w, CATALOG, PRESENT)
+        return got
+
+    first = ask("a", gpus=2)
+    assert ask("b", gpus=2) is first  # same demand: the same tuple
+    assert ask("c", gpus=4) is not first
+    fast = ask("d", {"H100-80GB": 9.0}, gpus=2)
+    assert fast[0].flavor == "H100-80GB" != first[0].flavor  # throughput reorders: its own
+    assert ask("e", gpu_memory_mib=20_000) is ask("f", gpu_memory_mib=20_000)

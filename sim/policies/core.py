@@ -71,7 +71,7 @@ class GreedyPolicy:
         memo, mirror = self.memo, self.mirror
         for s in candidates:
             w = s.job.workload
-            if memo.failed and memo.known_to_fail(w):
+            if memo.known_to_fail(w):
                 continue
             start = mirror.admit(s)
             if start is None:
