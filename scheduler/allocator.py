@@ -293,7 +293,7 @@ def _solve_ilp(
             ):
                 continue
             pools = state.eligible_pools(w, option)
-            if not pools:
+            if not pools or state.never_hosts(pools, w.cpu_milli, w.memory_mib):
                 continue
             room = state.capacity_bound(option, pools) + extra(option)
             upper = min(n, room // cls.pods)

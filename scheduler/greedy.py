@@ -264,6 +264,14 @@ class Cycle:
                     Reason.NEVER_FITS,
                     lambda: f"no node can ever host one pod of {_describe(option)}",
                 )
+            if self.state.never_hosts(pools, w.cpu_milli, w.memory_mib):
+                return (
+                    Reason.NEVER_FITS,
+                    lambda: (
+                        f"no {'/'.join(option.models)} node has {w.cpu_milli / 1000:g} CPU and "
+                        f"{w.memory_mib / 1024:g} GiB memory for one pod"
+                    ),
+                )
             return (Reason.NO_CAPACITY, lambda: self._capacity_message(w, option, pools))
         self.book.charge(w.queue, option.flavor, amount)
         return allocation
@@ -299,7 +307,11 @@ class Cycle:
         if not reclaim and not may_evict and not take_back:
             return None
         pools = self.state.eligible_pools(w, option)
-        if not pools or self.state.never_fits(option, pools):
+        if (
+            not pools
+            or self.state.never_fits(option, pools)
+            or self.state.never_hosts(pools, w.cpu_milli, w.memory_mib)
+        ):
             return None
         # A demand this one contains (same shape and places, no larger in any dimension)
         # already found no room at this priority in this pass: neither will this one.
@@ -672,10 +684,24 @@ class Cycle:
             Kind.FRACTION: "free milli-GPU on one GPU",
             Kind.MIG: "free slice",
         }[option.kind]
-        return (
+        message = (
             f"needs {w.pods}× {_describe(option)}; room for {room} such pod(s) now "
             f"(largest block: {block} {unit})"
         )
+        if room >= w.pods:
+            # The devices are there: what is missing is CPU or memory on their nodes, or
+            # nodes its selector allows.
+            hosted = self.state.hosted_room(
+                option, w.cpu_milli, w.memory_mib, pools, self.state.node_filter(w)
+            )
+            message = (
+                f"needs {w.pods}× {_describe(option)} with {w.cpu_milli / 1000:g} CPU and "
+                f"{w.memory_mib / 1024:g} GiB memory per pod; the free GPUs would take {room} "
+                f"such pod(s), but the CPU and memory left on their nodes host only {hosted}"
+            )
+            if self.state.node_filter(w) is not None:
+                message += " (on the nodes its node selector allows)"
+        return message
 
 
 Size = tuple[int, int, int, int]

@@ -66,6 +66,9 @@ class ClusterState:
         self.node_index: dict[str, int] = {}
         self.free_cpu: list[int] = []
         self.free_mem: list[int] = []
+        self.node_cpu: list[int] = []
+        self.node_mem: list[int] = []
+        """Allocatable CPU milli and memory MiB per node (``UNTRACKED`` when not reported)."""
         self.gpu_node: list[int] = []
         self.gpu_index: list[int] = []
         self.gpu_model: list[str] = []
@@ -86,6 +89,7 @@ class ClusterState:
         self._node_filter_cache: dict[tuple[tuple[str, str], ...], frozenset[int] | None] = {}
         self._eligible_cache: dict[tuple[object, ...], tuple[int, ...]] = {}
         self._never_fits_cache: dict[tuple[object, ...], bool] = {}
+        self._never_hosts_cache: dict[tuple[object, ...], bool] = {}
         self._placements: dict[PodAlloc, PodPlacement] = {}
         self.scorer: FragmentationScore | None = None
         """Set by the online path: place by least growth of expected fragmentation."""
@@ -106,8 +110,10 @@ class ClusterState:
             n = len(self.node_names)
             self.node_names.append(node.name)
             self.node_index[node.name] = n
-            self.free_cpu.append(UNTRACKED if node.cpu_milli is None else node.cpu_milli)
-            self.free_mem.append(UNTRACKED if node.memory_mib is None else node.memory_mib)
+            self.node_cpu.append(UNTRACKED if node.cpu_milli is None else node.cpu_milli)
+            self.node_mem.append(UNTRACKED if node.memory_mib is None else node.memory_mib)
+            self.free_cpu.append(self.node_cpu[n])
+            self.free_mem.append(self.node_mem[n])
             self.node_gpus.append({})
             self.node_labels.append(node.labels)
             taints = tuple(sorted(node.taints, key=lambda t: (t.key, t.value, t.effect)))
@@ -226,6 +232,41 @@ class ClusterState:
                 total += len(self.pools[p].mig_free.get(profile, ()))
         return total
 
+    def hosted_room(
+        self,
+        option: Option,
+        cpu: int,
+        mem: int,
+        pools: Sequence[int],
+        nodes: frozenset[int] | None = None,
+    ) -> int:
+        """How many pods of this option fit now with their CPU and memory: per node, the
+        devices free for it, capped by the pods its free CPU and memory can host (for
+        pending messages: ``capacity_bound`` counts devices only)."""
+        devices: dict[int, int] = {}
+        for p in pools:
+            pool = self.pools[p]
+            if option.kind is Kind.WHOLE:
+                for (_, free), members in pool.buckets.items():
+                    if free >= option.per_pod:
+                        for n in members:
+                            devices[n] = free // option.per_pod
+            elif option.kind is Kind.FRACTION:
+                for free_milli, n, _ in pool.fractions:
+                    devices[n] = devices.get(n, 0) + free_milli // option.per_pod
+            else:
+                for n, _, _ in pool.mig_free.get(option.profile or "", ()):
+                    devices[n] = devices.get(n, 0) + 1
+        return sum(
+            min(
+                count,
+                self.free_cpu[n] // cpu if cpu else count,
+                self.free_mem[n] // mem if mem else count,
+            )
+            for n, count in devices.items()
+            if nodes is None or n in nodes
+        )
+
     def max_block(self, option: Option, pools: Sequence[int]) -> int:
         """Largest per-node free amount for the option (for pending messages)."""
         best = 0
@@ -260,6 +301,19 @@ class ClusterState:
         known = self._never_fits_cache.get(key)
         if known is None:
             known = self._never_fits_cache[key] = self._never_fits(option, pools)
+        return known
+
+    def never_hosts(self, pools: tuple[int, ...], cpu: int, mem: int) -> bool:
+        """True when no node of these pools has the CPU and memory for one pod, even empty:
+        its GPUs will never do (a pod asking 512 GiB of a model whose nodes have 384)."""
+        key = (pools, cpu, mem)
+        known = self._never_hosts_cache.get(key)
+        if known is None:
+            known = self._never_hosts_cache[key] = not any(
+                self.node_cpu[n] >= cpu and self.node_mem[n] >= mem
+                for p in pools
+                for n in self.pools[p].nodes
+            )
         return known
 
     def _never_fits(self, option: Option, pools: tuple[int, ...]) -> bool:

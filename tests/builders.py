@@ -200,6 +200,12 @@ class WorkloadBuilder:
         self._fields["node_selector"] = labels
         return self
 
+    def resources(self, cpu_milli: int, memory_mib: int) -> WorkloadBuilder:
+        """CPU and memory per pod, besides its GPUs."""
+        self._fields["cpu_milli"] = cpu_milli
+        self._fields["memory_mib"] = memory_mib
+        return self
+
     def tolerates(self, key: str, value: str = "", operator: str = "Equal") -> WorkloadBuilder:
         self._tolerations.append(
             Toleration.model_validate({"key": key, "value": value, "operator": operator})

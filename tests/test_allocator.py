@@ -362,6 +362,30 @@ def test_pending_messages_carry_numbers(path: str) -> None:
     assert (over.position, room.position) == (1, 1)
 
 
+@both_paths
+def test_pending_messages_name_cpu_and_memory_when_gpus_are_free(path: str) -> None:
+    """A pod whose GPUs are free but whose CPU or memory is not is told so, and a pod
+    larger than any node of its model is told it never fits, not that it must wait."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 8, cpu_milli=64_000, memory_mib=512 * 1024)],
+        queues=[queue("team-a").quota(H100, 16)],
+        workloads=[
+            workload("r").gpus(1).queue("team-a").resources(60_000, 1024).running_on("h0", 0),
+            workload("cpu-bound").gpus(2).queue("team-a").resources(8_000, 1024),
+            workload("too-big").gpus(1).queue("team-a").resources(1000, 1024 * 1024),
+        ],
+    )
+    decision = PATHS[path](snap)
+    waits = outcome(decision, "cpu-bound")
+    assert waits.reason is Reason.NO_CAPACITY
+    assert "8 CPU and 1 GiB memory per pod" in waits.message
+    assert "the free GPUs would take 3 such pod(s)" in waits.message
+    assert "host only 0" in waits.message
+    never = outcome(decision, "too-big")
+    assert never.reason is Reason.NEVER_FITS
+    assert "no H100-80GB node has 1 CPU and 1024 GiB memory for one pod" in never.message
+
+
 def test_decide_reports_path_and_objectives() -> None:
     # One 2-GPU workload within nominal on two empty 8-GPU nodes: 2 GPU-eq × GUARANTEE 4,
     # no priority spread (tier 0), and h1 stays entirely free: 8 × KEEP_WHOLE 0.001.
