@@ -312,6 +312,29 @@ def check_capacity(snapshot: Snapshot, decision: Decision) -> list[str]:
     for (node_name, index, start), users in sorted(slice_users.items()):
         if len(users) > 1:
             problems.append(f"{node_name} GPU {index} MIG slice @{start} used by {users}")
+    problems += _host_overcommitted(snapshot, decision)
+    return problems
+
+
+def _host_overcommitted(snapshot: Snapshot, decision: Decision) -> list[str]:
+    """Nodes given new pods whose pods then request more CPU or memory than they have."""
+    requested: dict[str, tuple[int, int]] = {}
+    touched: set[str] = set()
+    for h in final_holders(snapshot, decision):
+        for pod in h.pods:
+            cpu, mem = requested.get(pod.node, (0, 0))
+            requested[pod.node] = (cpu + h.workload.cpu_milli, mem + h.workload.memory_mib)
+            if h.new:
+                touched.add(pod.node)
+    problems = []
+    for node in snapshot.nodes:
+        if node.name not in touched:
+            continue
+        cpu, mem = requested[node.name]
+        if node.cpu_milli is not None and cpu > node.cpu_milli:
+            problems.append(f"{node.name}: pods request {cpu}m CPU of its {node.cpu_milli}m")
+        if node.memory_mib is not None and mem > node.memory_mib:
+            problems.append(f"{node.name}: pods request {mem} MiB of its {node.memory_mib} MiB")
     return problems
 
 
@@ -500,16 +523,33 @@ class FreeCapacity:
     used_milli: dict[tuple[str, int], int] = field(default_factory=dict)
     """Non-MIG GPU → milli in use (1000 when used whole)."""
     used_slices: set[tuple[str, int, int]] = field(default_factory=set)
+    used_host: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Node → (CPU milli, memory MiB) its pods request."""
 
     @classmethod
     def after(cls, snapshot: Snapshot, holders: Iterable[Holder]) -> FreeCapacity:
         free = cls(snapshot)
         for h in holders:
-            free.take(h.pods)
+            free.take(h.pods, 1, h.workload)
         return free
 
-    def take(self, pods: Iterable[PodPlacement], sign: int = 1) -> None:
+    def copy(self) -> FreeCapacity:
+        return FreeCapacity(
+            self.snapshot, dict(self.used_milli), set(self.used_slices), dict(self.used_host)
+        )
+
+    def take(
+        self, pods: Iterable[PodPlacement], sign: int = 1, workload: Workload | None = None
+    ) -> None:
+        """Take (or with ``sign`` −1 give back) the devices of ``pods``, and the CPU and
+        memory per pod of ``workload`` when given."""
         for pod in pods:
+            if workload is not None:
+                cpu, mem = self.used_host.get(pod.node, (0, 0))
+                self.used_host[pod.node] = (
+                    cpu + sign * workload.cpu_milli,
+                    mem + sign * workload.memory_mib,
+                )
             if pod.mig_start is not None:
                 key3 = (pod.node, pod.gpus[0], pod.mig_start)
                 if sign > 0:
@@ -523,38 +563,51 @@ class FreeCapacity:
                     pod.milli if pod.milli is not None else MILLI_PER_GPU
                 )
 
-    def release(self, pods: Iterable[PodPlacement]) -> None:
-        self.take(pods, -1)
+    def release(self, pods: Iterable[PodPlacement], workload: Workload | None = None) -> None:
+        self.take(pods, -1, workload)
 
     def pods_that_fit(self, workload: Workload, option: Option, catalog: Catalog) -> int:
-        """How many pods of ``option`` fit now on nodes the workload may use (exact)."""
+        """How many pods of ``option`` fit now on nodes the workload may use (exact): the
+        devices free on each node, capped by the pods its free CPU and memory can hold."""
         total = 0
         for node in self.snapshot.nodes:
             if not _node_allowed(node, workload):
                 continue
-            free_whole = 0
-            for gpu in node.gpus:
-                if not gpu.healthy or catalog[gpu.model].name not in option.models:
+            devices = self._devices_that_fit(node, option, catalog)
+            cpu, mem = self.used_host.get(node.name, (0, 0))
+            if node.cpu_milli is not None and workload.cpu_milli:
+                devices = min(devices, max(0, node.cpu_milli - cpu) // workload.cpu_milli)
+            if node.memory_mib is not None and workload.memory_mib:
+                devices = min(devices, max(0, node.memory_mib - mem) // workload.memory_mib)
+            total += devices
+        return total
+
+    def _devices_that_fit(self, node: Node, option: Option, catalog: Catalog) -> int:
+        """Pods of ``option`` the node's free devices could hold, ignoring CPU and memory."""
+        total = 0
+        free_whole = 0
+        for gpu in node.gpus:
+            if not gpu.healthy or catalog[gpu.model].name not in option.models:
+                continue
+            if option.profile is not None:
+                if gpu.mig is None:
                     continue
-                if option.profile is not None:
-                    if gpu.mig is None:
-                        continue
-                    for s in gpu.mig:
-                        if s.profile == option.profile and (
-                            (node.name, gpu.index, s.start) not in self.used_slices
-                        ):
-                            total += 1
-                    continue
-                if gpu.mig is not None:
-                    continue
-                used = self.used_milli.get((node.name, gpu.index), 0)
-                if option.milli:
-                    if gpu.shared:
-                        total += (MILLI_PER_GPU - used) // option.milli
-                elif used == 0:
-                    free_whole += 1
-            if option.gpus:
-                total += free_whole // option.gpus
+                for s in gpu.mig:
+                    if s.profile == option.profile and (
+                        (node.name, gpu.index, s.start) not in self.used_slices
+                    ):
+                        total += 1
+                continue
+            if gpu.mig is not None:
+                continue
+            used = self.used_milli.get((node.name, gpu.index), 0)
+            if option.milli:
+                if gpu.shared:
+                    total += (MILLI_PER_GPU - used) // option.milli
+            elif used == 0:
+                free_whole += 1
+        if option.gpus:
+            total += free_whole // option.gpus
         return total
 
 
@@ -628,7 +681,7 @@ def check_priority_order(snapshot: Snapshot, decision: Decision) -> list[str]:
             if high.queue != w.queue or high.priority <= w.priority:
                 continue
             free = FreeCapacity.after(snapshot, holders)
-            free.release(h.pods)
+            free.release(h.pods, w)
             freed = dict(usage)
             key = (w.queue, h.flavor)
             freed[key] = freed.get(key, 0) - amount_of(catalog, w, h.flavor)
@@ -689,7 +742,7 @@ def check_guarantees(snapshot: Snapshot, decision: Decision) -> list[str]:
             continue
         if _shared_guarantee(snapshot, decision, w, model):
             continue
-        free = FreeCapacity(snapshot, dict(free0.used_milli), set(free0.used_slices))
+        free = free0.copy()
         reclaimable = []
         if q.cohort is not None:
             for other in snapshot.queues:
@@ -705,7 +758,7 @@ def check_guarantees(snapshot: Snapshot, decision: Decision) -> list[str]:
                 if min(amounts) > o_nominal:
                     reclaimable.extend(theirs)
         for r in reclaimable:
-            free.release(r.placement or ())
+            free.release(r.placement or (), r)
         option = Option(model, frozenset({model}), gpus=demand.gpus)
         if free.pods_that_fit(w, option, catalog) >= w.pods:
             problems.append(

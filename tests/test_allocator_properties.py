@@ -60,6 +60,11 @@ CATALOG = default_catalog()
 MODELS = ("H100-80GB", "A100-80GB", "L40S", "T4")
 MIG_MODELS = ("H100-80GB", "A100-80GB")
 SHAREABLE = ("L40S", "T4")
+NODE_CPU = (8_000, 16_000, 64_000)
+NODE_MEMORY = (32_768, 131_072, 524_288)
+POD_CPU = (0, 1_000, 4_000, 12_000, 32_000)
+POD_MEMORY = (0, 8_192, 32_768, 200_000)
+"""Per-pod requests: some larger than small nodes have (a model may never host them)."""
 LAYOUTS = (
     mig("3g.40gb@0", "2g.20gb@4", "1g.10gb@6"),
     mig(*(f"1g.10gb@{i}" for i in range(7))),
@@ -133,7 +138,18 @@ def gpu_nodes(draw: st.DrawFn, count: int) -> list[Node]:
             gpus.append(Gpu(index=i, model=model, mig=layout, shared=shared))
         labels = {"zone": draw(st.sampled_from(("a", "b")))}
         taints = (Taint(key="dedicated", value="ml"),) if draw(st.integers(0, 5)) == 0 else ()
-        nodes.append(Node(name=f"n{n}", labels=labels, taints=taints, gpus=tuple(gpus)))
+        # Half the nodes report CPU and memory, as kubelets do: small enough to bind.
+        host = (
+            {
+                "cpu_milli": draw(st.sampled_from(NODE_CPU)),
+                "memory_mib": draw(st.sampled_from(NODE_MEMORY)),
+            }
+            if draw(st.booleans())
+            else {}
+        )
+        nodes.append(
+            Node(name=f"n{n}", labels=labels, taints=taints, gpus=tuple(gpus), **host)  # type: ignore[arg-type]
+        )
     return nodes
 
 
@@ -219,6 +235,9 @@ def workloads(
             extra["tolerations"] = (Toleration(key="dedicated", operator="Exists"),)
         if draw(st.integers(0, 6)) == 0:
             extra["throughput"] = {"H100-80GB": 3.0, "A100-80GB": 1.0}
+        if draw(st.integers(0, 2)) == 0:
+            extra["cpu_milli"] = draw(st.sampled_from(POD_CPU))
+            extra["memory_mib"] = draw(st.sampled_from(POD_MEMORY))
         out.append(
             Workload(
                 name=f"{prefix}{i}",
