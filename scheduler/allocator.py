@@ -258,6 +258,20 @@ def _extra_pods(evictable: list[_Evictable]) -> Callable[[Option], int]:
     return extra
 
 
+def _freeable_node_gpus(state: ClusterState, evictable: list[_Evictable]) -> int:
+    """GPUs of the nodes evictions could leave entirely free: evicting one pod may free a
+    whole node, so each node (per pool) that hosts an evictable pod counts in full."""
+    hosts = {
+        (state.gpu_node[g], state.gpu_pool[g])
+        for group in evictable
+        for victim in group.members
+        for pod in victim.allocation.pods
+        for g in pod.gpus
+        if pod.mig_start is None
+    }
+    return sum(state.pools[p].node_size.get(n, 0) for n, p in hosts)
+
+
 def _solve_ilp(
     compiled: Compiled, greedy: CycleResult, time_left: Callable[[], float]
 ) -> _Solved | None:
@@ -486,10 +500,7 @@ def _solve_ilp(
     # free nodes (the model counts only GPUs taken from them; evictions may free more).
     slack = OPTION_RANK_PENALTY * sum(
         len(cls.members) * (len(cls.options) - 1) * cls.members[0].size for cls in classes
-    ) + KEEP_WHOLE * (
-        state.entirely_free_gpus()
-        + sum(len(g.members) * g.pods * g.option.per_pod for g in evictable)
-    )
+    ) + KEEP_WHOLE * (state.entirely_free_gpus() + _freeable_node_gpus(state, evictable))
 
     solve_s = time_left()
     if solve_s < MIN_SOLVE_S:
