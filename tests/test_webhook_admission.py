@@ -134,6 +134,32 @@ def test_admissions_are_charged_so_the_next_request_sees_them() -> None:
     assert _gated(pod)
 
 
+def _with_cpu(body: dict[str, Any], cpu: str) -> dict[str, Any]:
+    body["request"]["object"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = cpu
+    return body
+
+
+def test_a_pods_cpu_and_memory_are_charged_to_its_node() -> None:
+    """The captured pod asks 1 CPU and 4 GiB besides its GPU; at 60 CPU a pod leaves its node
+    36 of 96, so the next one goes to another node though the first has 7 GPUs free."""
+    handler = admission(fixture_cluster()).mutate
+    nodes = []
+    for index in range(2):
+        body = _with_cpu(vary(review(GPU_1), name=f"cpu-heavy-{index}"), "60")
+        pod = _pod_after(body, answer(handler, body))
+        assert pod["metadata"]["annotations"][keys.ANNOTATION_DECISION] == "admitted"
+        nodes.append(pod["metadata"]["annotations"][ANNOTATION_PLACEMENT].split(":")[0])
+    assert nodes[0] != nodes[1], nodes
+
+
+def test_more_cpu_than_any_gpu_node_has_is_denied() -> None:
+    body = _with_cpu(vary(review("create-pod-gpu-1.validate-create")), "200")
+    assert _denial(body) == (
+        "Apportion: 200 CPU and 4 GiB of memory in one pod: no node with GPUs in this cluster "
+        "has that much allocatable"
+    )
+
+
 # -- waiting --------------------------------------------------------------------------------
 
 

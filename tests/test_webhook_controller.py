@@ -127,6 +127,13 @@ def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake
         # gang-train-1 (1) on gpu-node-a; train-gpu-8 (8) on gpu-node-b; gang-train-0 (1) on
         # mig-node-c (6 whole GPUs + 2 in MIG).
         assert free == {"gpu-node-a": 4, "gpu-node-b": 0, "mig-node-c": 5}
+        # Each recorded pod asks 1 CPU and 4 GiB of nodes with 96 CPU and 1056 GiB.
+        host = {n.name: (n.cpu_milli, n.memory_mib) for n in snapshot.nodes}
+        assert host == {
+            "gpu-node-a": (93_000, (1056 - 12) * 1024),
+            "gpu-node-b": (95_000, (1056 - 4) * 1024),
+            "mig-node-c": (95_000, (1056 - 4) * 1024),
+        }
         # patched-gpu-1 carries Apportion's gate (an early capture): it is ours to release.
         eventually(lambda: not _gates(_pod(fake, "patched-gpu-1")))
         pod = _pod(fake, "patched-gpu-1")

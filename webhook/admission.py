@@ -360,6 +360,17 @@ class Admission:
             catalog[m].memory_mib >= gpu.memory_mib for m in models
         ):
             return [f"{gpu.memory_mib} MiB of GPU memory: no GPU in this cluster has that much"]
+        shapes = self.cluster.node_shapes()
+        if (ask.cpu_milli or ask.memory_mib) and not any(
+            cpu >= ask.cpu_milli and memory >= ask.memory_mib
+            for m in models
+            for cpu, memory in shapes.get(m, ())
+        ):
+            where = f" with {'/'.join(ask.models)} GPUs" if ask.models else " with GPUs"
+            return [
+                f"{ask.cpu_milli / 1000:g} CPU and {ask.memory_mib / 1024:g} GiB of memory in one "
+                f"pod: no node{where} in this cluster has that much allocatable"
+            ]
         return []
 
     def _workload(self, ask: PodAsk, queue: str, uid: str) -> Workload:
@@ -386,6 +397,8 @@ class Admission:
             demand=demand,
             node_selector=ask.node_selector,
             tolerations=tuple(tolerations),
+            cpu_milli=ask.cpu_milli,
+            memory_mib=ask.memory_mib,
         )
 
 

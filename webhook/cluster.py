@@ -48,6 +48,8 @@ __all__ = [
 
 
 _RATE_WINDOW_S = 3600.0
+UNLIMITED = 1 << 62
+"""CPU or memory of a node that does not report it: no request is too large for it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,7 @@ class LiveCluster:
         """(namespace, Job name) → spec.parallelism: sizes gangs of Job pods."""
         self._allocator: IncrementalAllocator | None = None
         self._largest: dict[str, int] | None = None
+        self._hosts: dict[str, frozenset[tuple[int, int]]] | None = None
         self._waiting_cache: tuple[int, dict[str, int]] | None = None
         self._observing = False
         """True once a watch feeds pods: intents then expire when their pod never shows."""
@@ -134,6 +137,7 @@ class LiveCluster:
 
     def _nodes_changed(self) -> None:
         self._largest = None
+        self._hosts = None
         self._changed()
 
     def largest_nodes(self) -> dict[str, int]:
@@ -150,6 +154,23 @@ class LiveCluster:
                         largest[model] = max(largest.get(model, 0), whole)
                 self._largest = largest
             return self._largest
+
+    def node_shapes(self) -> dict[str, frozenset[tuple[int, int]]]:
+        """Per GPU model present: the (CPU milli, memory MiB) its nodes have allocatable, a
+        node that does not say counting as unlimited. For "can this pod ever fit" checks;
+        a cluster has few node shapes, so the answer is a handful of pairs per model."""
+        with self._lock:
+            if self._hosts is None:
+                shapes: dict[str, set[tuple[int, int]]] = {}
+                for node in self.nodes.values():
+                    shape = (
+                        UNLIMITED if node.cpu_milli is None else node.cpu_milli,
+                        UNLIMITED if node.memory_mib is None else node.memory_mib,
+                    )
+                    for model in {g.model for g in node.gpus}:
+                        shapes.setdefault(model, set()).add(shape)
+                self._hosts = {m: frozenset(s) for m, s in shapes.items()}
+            return self._hosts
 
     def replace_nodes(self, nodes: Iterable[Node]) -> None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""What observed pods hold: workloads built from pods, and devices not Apportion's to give.
+"""What observed pods hold: workloads built from pods, and devices, CPU and memory not
+Apportion's to give.
 
 The API says which node a pod is bound to, never which GPU or MIG slice it holds; the core
 needs both. These functions rebuild the core's view from the pods alone (``NodeLedger``
@@ -14,7 +15,13 @@ from scheduler.model import Demand, Node, PodPlacement, Workload, flavor_of_mig
 from webhook.kubeobjects import NodeLedger
 from webhook.pods import ManagedPod
 
-__all__ = ["nodes_less_foreign", "without_devices", "without_unknown_queues", "workload_of"]
+__all__ = [
+    "nodes_less_foreign",
+    "without_devices",
+    "without_host",
+    "without_unknown_queues",
+    "workload_of",
+]
 
 
 def without_devices(node: Node, whole: set[int], slices: set[tuple[int, int]]) -> Node:
@@ -30,12 +37,23 @@ def without_devices(node: Node, whole: set[int], slices: set[tuple[int, int]]) -
     return node.model_copy(update={"gpus": tuple(gpus)})
 
 
+def without_host(node: Node, cpu_milli: int, memory_mib: int) -> Node:
+    """The node with that much less allocatable CPU and memory (where it reports them)."""
+    update: dict[str, int] = {}
+    if node.cpu_milli is not None and cpu_milli:
+        update["cpu_milli"] = max(0, node.cpu_milli - cpu_milli)
+    if node.memory_mib is not None and memory_mib:
+        update["memory_mib"] = max(0, node.memory_mib - memory_mib)
+    return node.model_copy(update=update) if update else node
+
+
 def nodes_less_foreign(nodes: dict[str, Node], pods: Iterable[ManagedPod]) -> dict[str, Node]:
-    """Nodes without the devices foreign pods hold (they are not Apportion's to give)."""
+    """Nodes without the devices, CPU and memory foreign pods hold (not Apportion's to give)."""
     foreign = [p for p in pods if p.foreign and p.node in nodes]
     if not foreign:
         return nodes
     ledgers: dict[str, NodeLedger] = {}
+    host: dict[str, tuple[int, int]] = {}
     for pod in sorted(foreign, key=lambda p: (p.namespace, p.name)):
         assert pod.node is not None
         ledger = ledgers.setdefault(pod.node, NodeLedger.of(nodes[pod.node]))
@@ -43,6 +61,8 @@ def nodes_less_foreign(nodes: dict[str, Node], pods: Iterable[ManagedPod]) -> di
             ledger.take_slice(pod.demand.mig_profile)
         else:
             ledger.take_whole(min(pod.demand.gpus or 0, len(ledger.free_whole)))
+        cpu, memory = host.get(pod.node, (0, 0))
+        host[pod.node] = (cpu + pod.cpu_milli, memory + pod.memory_mib)
     result = dict(nodes)
     for name, ledger in ledgers.items():
         node = nodes[name]
@@ -50,7 +70,7 @@ def nodes_less_foreign(nodes: dict[str, Node], pods: Iterable[ManagedPod]) -> di
         slices = {(g.index, m.start) for g in node.gpus if g.mig is not None for m in g.mig} - {
             s for free in ledger.free_slices.values() for s in free
         }
-        result[name] = without_devices(node, whole, slices)
+        result[name] = without_host(without_devices(node, whole, slices), *host[name])
     return result
 
 
@@ -64,6 +84,7 @@ def without_unknown_queues(
     if len(known) == len(workloads):
         return workloads, nodes
     held: dict[str, tuple[set[int], set[tuple[int, int]]]] = {}
+    host: dict[str, tuple[int, int]] = {}
     for workload in workloads:
         if workload.queue in queues or workload.placement is None:
             continue
@@ -73,10 +94,12 @@ def without_unknown_queues(
                 slices.add((placement.gpus[0], placement.mig_start))
             else:
                 whole.update(placement.gpus)
+            cpu, memory = host.get(placement.node, (0, 0))
+            host[placement.node] = (cpu + workload.cpu_milli, memory + workload.memory_mib)
     nodes = dict(nodes)
     for name, (whole, slices) in held.items():
         if name in nodes:
-            nodes[name] = without_devices(nodes[name], whole, slices)
+            nodes[name] = without_host(without_devices(nodes[name], whole, slices), *host[name])
     return known, nodes
 
 
@@ -101,6 +124,8 @@ def workload_of(
         created=first.created,
         pods=max(first.gang_size, len(pods)),
         demand=first.demand,
+        cpu_milli=first.cpu_milli,
+        memory_mib=first.memory_mib,
     )
     if any(p.gated for p in pods):
         if len(pods) < first.gang_size:

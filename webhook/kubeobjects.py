@@ -18,7 +18,7 @@ from scheduler.catalog import Catalog, GpuModel, MigProfile, mig_resource_name
 from scheduler.mig import pack_profiles
 from scheduler.model import Gpu, MigSlice, Node, PodPlacement, Taint
 from webhook import keys
-from webhook.pods import QuantityError, parse_bytes_mib
+from webhook.quantities import QuantityError, parse_bytes_mib, parse_cpu_milli
 
 __all__ = ["NodeLedger", "gpu_model_of", "node_from_object"]
 
@@ -45,10 +45,10 @@ def _int(text: object) -> int:
 
 
 def _cpu_milli(text: object) -> int | None:
-    value = str(text).strip()
-    if value.endswith("m") and value[:-1].isdigit():
-        return int(value[:-1])
-    return int(value) * 1000 if value.isdigit() else None
+    try:
+        return parse_cpu_milli(str(text))
+    except QuantityError:
+        return None
 
 
 def _memory_mib(text: object) -> int | None:

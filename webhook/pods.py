@@ -10,13 +10,13 @@ thing every request touches, so the "not a GPU pod" answer must be cheap.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from scheduler.catalog import Catalog, mig_resource_name
 from scheduler.model import Demand, PodPlacement
 from webhook import keys
+from webhook.quantities import QuantityError, parse_bytes_mib, pod_requests
 
 __all__ = [
     "ANNOTATION_PLACEMENT",
@@ -24,39 +24,11 @@ __all__ = [
     "ManagedPod",
     "PodAsk",
     "PodReader",
-    "QuantityError",
     "format_placement",
     "gpu_ask_of",
-    "parse_bytes_mib",
     "parse_placement",
     "wants_gpus",
 ]
-
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-
-
-class QuantityError(ValueError):
-    """A Kubernetes quantity Apportion cannot use, with the reason."""
-
-
-def parse_bytes_mib(text: str) -> int:
-    """A byte quantity (``18Gi``, ``20G``, ``19327352832``) in MiB, rounded up."""
-    match = _QUANTITY.match(text.strip())
-    if match is None:
-        raise QuantityError(f"{text!r} is not a byte quantity like 18Gi or 20G")
-    number, suffix = match.groups()
-    multiplier = _BINARY.get(suffix or "") or _DECIMAL.get(suffix or "") or 1
-    whole, _, frac = number.partition(".")
-    # Exact integer arithmetic: quantities are integers in base units, never floats.
-    scaled = int(whole) * multiplier
-    if frac:
-        scaled += int(frac) * multiplier // 10 ** len(frac)
-    mib = -(-scaled // 2**20)
-    if mib <= 0:
-        raise QuantityError(f"{text!r} is zero")
-    return mib
 
 
 def _count(text: object, where: str) -> int:
@@ -101,6 +73,9 @@ class PodAsk:
     """A JobSet pod's ``global-replicas``: how many Jobs the JobSet has."""
     problems: tuple[str, ...] = ()
     """Why the pod can never be admitted as written; the validating webhook denies these."""
+    cpu_milli: int = 0
+    memory_mib: int = 0
+    """What the pod asks of its node besides GPUs (``quantities.pod_requests``)."""
 
     @property
     def demand(self) -> Demand | None:
@@ -383,6 +358,9 @@ class ManagedPod:
     foreign: bool = False
     """A bound GPU pod Apportion did not decide (created before it was installed, or in a
     namespace that did not opt in): its devices are simply not capacity."""
+    cpu_milli: int = 0
+    memory_mib: int = 0
+    """Its CPU and memory requests (``quantities.pod_requests``)."""
     raw: dict[str, Any] | None = field(default=None, compare=False)
     """The pod object, for the controller's patches."""
 
@@ -437,6 +415,7 @@ class PodReader:
             priority = 0
         name = metadata.get("name")
         generate_name = metadata.get("generateName")
+        cpu_milli, memory_mib = pod_requests(spec)
         return PodAsk(
             namespace=namespace,
             name=name if isinstance(name, str) and name else None,
@@ -458,6 +437,8 @@ class PodReader:
                 annotations.get(keys.JOBSET_REPLICAS) or labels.get(keys.JOBSET_REPLICAS)
             ),
             problems=(*problems, *model_problems, *gang_problems),
+            cpu_milli=cpu_milli,
+            memory_mib=memory_mib,
         )
 
     def observed(self, pod: dict[str, Any]) -> ManagedPod | None:
@@ -501,6 +482,8 @@ class PodReader:
                 gated=False,
                 node=node,
                 foreign=True,
+                cpu_milli=ask.cpu_milli,
+                memory_mib=ask.memory_mib,
                 raw=pod,
             )
         if ask.problems or ask.queue is None:
@@ -518,5 +501,7 @@ class PodReader:
             gated=gated,
             node=node,
             placement=parse_placement(placement_text) if placement_text else None,
+            cpu_milli=ask.cpu_milli,
+            memory_mib=ask.memory_mib,
             raw=pod,
         )

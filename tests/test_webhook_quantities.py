@@ -1,0 +1,72 @@
+"""Kubernetes quantities and a pod's CPU and memory requests, counted as kube-scheduler does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from webhook.quantities import QuantityError, parse_bytes_mib, parse_cpu_milli, pod_requests
+
+
+@pytest.mark.parametrize(
+    ("text", "mib"),
+    [("18Gi", 18 * 1024), ("20G", 19_074), ("19327352832", 18 * 1024), ("1.5Gi", 1536), ("1k", 1)],
+)
+def test_byte_quantities_in_mib_rounded_up(text: str, mib: int) -> None:
+    assert parse_bytes_mib(text) == mib
+
+
+@pytest.mark.parametrize(
+    ("text", "milli"), [("2", 2000), ("1.5", 1500), ("500m", 500), ("0.1", 100), ("7910m", 7910)]
+)
+def test_cpu_quantities_in_milli(text: str, milli: int) -> None:
+    assert parse_cpu_milli(text) == milli
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("lots", "'lots' is not a byte quantity like 18Gi or 20G"),
+        ("0", "'0' is zero"),
+        ("5m", "'5m' is not a byte quantity like 18Gi or 20G"),
+    ],
+)
+def test_bad_byte_quantities_say_why(text: str, message: str) -> None:
+    with pytest.raises(QuantityError, match=message):
+        parse_bytes_mib(text)
+
+
+def _container(cpu: str | None = None, memory: str | None = None, **extra: Any) -> dict[str, Any]:
+    requests = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}
+    return {"name": "c", "resources": {"requests": requests}, **extra}
+
+
+def test_containers_add_up_and_overhead_is_added() -> None:
+    spec = {
+        "containers": [_container("1", "4Gi"), _container("500m", "1Gi")],
+        "overhead": {"cpu": "250m", "memory": "120Mi"},
+    }
+    assert pod_requests(spec) == (1750, 5 * 1024 + 120)
+
+
+def test_an_init_container_counts_alone_and_sidecars_run_alongside() -> None:
+    spec = {
+        "initContainers": [
+            _container("1", "1Gi", restartPolicy="Always"),  # a sidecar: runs throughout
+            _container("8", "2Gi"),  # runs alone beside the sidecar: 9 CPU, 3 GiB
+        ],
+        "containers": [_container("2", "16Gi")],
+    }
+    assert pod_requests(spec) == (9000, 17 * 1024)
+
+
+def test_a_limit_alone_counts_as_the_request_and_nothing_counts_as_zero() -> None:
+    spec = {
+        "containers": [
+            {"name": "a", "resources": {"limits": {"cpu": "3", "memory": "1Gi"}}},
+            {"name": "b"},
+            {"name": "c", "resources": {"requests": {"memory": "0"}}},
+        ]
+    }
+    assert pod_requests(spec) == (3000, 1024)
