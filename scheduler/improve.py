@@ -168,12 +168,12 @@ def _move(
 
 def _takeable(cycle: Cycle, ledger: _Ledger, queue: str, option: Option) -> list[Running]:
     """Admissions of this cycle a move for ``queue`` may take back, cheapest loss per GPU-eq
-    first (within a queue that is lowest priority first): of cohort mates that borrow what
-    they hold, admitted without evicting anyone."""
+    first (within a queue: lowest priority, then latest admitted first): of cohort mates
+    that borrow what they hold, admitted without evicting anyone."""
     book = cycle.book
-    found: list[tuple[float, int, str, Running]] = []
+    found: list[tuple[float, int, int, Running]] = []
     for mate in book.cohort_mates(queue):
-        for r in cycle.admitted_here.get(mate, ()):
+        for position, r in enumerate(cycle.admitted_here.get(mate, ())):
             if (
                 not r.competes_for(option.flavor, option.models)
                 or not book.borrowing(mate, r.flavor)
@@ -182,7 +182,7 @@ def _takeable(cycle: Cycle, ledger: _Ledger, queue: str, option: Option) -> list
                 continue
             entry = _entry(cycle, r)
             loss = -ledger.delta({(mate, r.flavor): -r.gpu_eq}) + PRIORITY * entry.tier * r.gpu_eq
-            found.append((loss / max(r.gpu_eq, 1e-9), r.workload.priority, r.workload.name, r))
+            found.append((loss / max(r.gpu_eq, 1e-9), r.workload.priority, -position, r))
     found.sort(key=lambda f: f[:3])
     return [f[3] for f in found]
 
@@ -276,15 +276,20 @@ def _commit(
             allocation,
         )
     )
+    returned: dict[tuple[str, str], int] = {}
     for r in taken:
-        used = book.usage(r.workload.queue, r.flavor)
-        nominal = book.nominal(r.workload.queue, r.flavor)
+        key = (r.workload.queue, r.flavor)
+        returned[key] = returned.get(key, 0) + r.amount
+    for r in taken:
+        queue, flavor = r.workload.queue, r.flavor
+        used, nominal = book.usage(queue, flavor), book.nominal(queue, flavor)
+        borrowed = used + returned[(queue, flavor)] - nominal
         why = (
-            f"admitted earlier in this decision on {format_amount(r.flavor, r.amount)} "
-            f"borrowed {r.flavor}, taken back for {w.name}: queue {w.queue} "
-            f"gets {guaranteed:g} GPU-eq of its unused nominal quota with it (queue "
-            f"{r.workload.queue} now at {format_amount(r.flavor, used)}/"
-            f"{format_amount(r.flavor, nominal)} {r.flavor})"
+            f"admitted earlier in this decision, taken back for {w.name}: queue {queue} "
+            f"borrowed {format_amount(flavor, borrowed)} {flavor} of its cohort, and queue "
+            f"{w.queue} gets {guaranteed:g} GPU-eq of its unused nominal quota with {w.name} "
+            f"(queue {queue} now at {format_amount(flavor, used)}/"
+            f"{format_amount(flavor, nominal)} {flavor})"
         )
         taken_for[r.workload.name] = why
         previous = cycle.outcomes[r.workload.name]
