@@ -453,7 +453,9 @@ def _running(
         snapshot = Snapshot(
             nodes=cluster.nodes, queues=cluster.queues, workloads=(*running, *batch), now=NOW
         )
-        decision = decide(snapshot, use_ilp=False)
+        # Without the improvement phase: it runs while the clock allows, and an instance
+        # must not depend on the clock.
+        decision = decide(snapshot, use_ilp=False, improve_phase=False)
         evicted = {e.workload for e in decision.evictions}
         running = [w for w in running if w.name not in evicted]
         by_name = {w.name: w for w in batch}

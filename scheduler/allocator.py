@@ -38,7 +38,8 @@ from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import Compiled, Entry, compile_snapshot
 from scheduler.decision import to_decision
 from scheduler.demand import Kind, Option
-from scheduler.greedy import CycleResult, run_cycle
+from scheduler.greedy import Cycle, CycleResult, run_cycle
+from scheduler.improve import improve
 from scheduler.model import Decision, Snapshot, SolverStats
 from scheduler.objective import GUARANTEE, KEEP_WHOLE, MOVE, PRIORITY, SEGMENTS, borrow_slope
 from scheduler.preemption import Running
@@ -46,6 +47,11 @@ from scheduler.reasons import Outcome
 from scheduler.state import ClusterState
 
 __all__ = ["decide"]
+
+IMPROVE_SHARE = 0.6
+"""The improvement phase after greedy's cycle (``scheduler.improve``) may run until this
+share of the budget is spent: on the largest clusters the cycle alone takes more, and the
+phase is skipped, so the decision stays within its budget."""
 
 OPTION_RANK_PENALTY = 1e-4
 """Per GPU-eq and rank: among equal outcomes prefer the workload's earlier options. Small,
@@ -567,24 +573,38 @@ def decide(
     budget_ms: float = 1000.0,
     use_ilp: bool = True,
     clock: Callable[[], float] = time.perf_counter,
+    improve_phase: bool = True,
 ) -> Decision:
     """A global decision for every pending workload in the snapshot.
 
     The greedy cycle always runs first (warm start and fallback). The ILP then gets what
     is left of ``budget_ms`` after reserving time to realize its answer; if it finds no
     solution in time, or its realized answer scores lower, greedy's answer is returned.
+    ``improve_phase``: run ``scheduler.improve`` on both cycles while the budget allows (off,
+    the answer does not depend on the clock when ``use_ilp`` is off).
     """
     with _collector_paused():
-        return _decide(snapshot, budget_ms, use_ilp, clock)
+        return _decide(snapshot, budget_ms, use_ilp, clock, improve_phase)
 
 
 def _decide(
-    snapshot: Snapshot, budget_ms: float, use_ilp: bool, clock: Callable[[], float]
+    snapshot: Snapshot,
+    budget_ms: float,
+    use_ilp: bool,
+    clock: Callable[[], float],
+    improve_phase: bool,
 ) -> Decision:
     started = clock()
     catalog = snapshot.catalog()
     compiled = compile_snapshot(snapshot, catalog)
-    greedy = run_cycle(compiled)
+
+    def improved(compiled: Compiled, until: float) -> Callable[[Cycle], int] | None:
+        if not improve_phase:
+            return None
+        return lambda cycle: improve(cycle, compiled, lambda: clock() < until)
+
+    phase_end = started + IMPROVE_SHARE * budget_ms / 1000.0
+    greedy = run_cycle(compiled, improve=improved(compiled, phase_end))
     greedy_s = clock() - started
 
     def stats(path: str, status: str, objective: float, **extra: object) -> SolverStats:
@@ -626,7 +646,7 @@ def _decide(
         return to_decision(
             compiled, greedy, stats("greedy", f"ILP: {solved.status}", greedy.objective, **extra)
         )
-    realized = run_cycle(fresh, solved.hints)
+    realized = run_cycle(fresh, solved.hints, improve=improved(fresh, deadline + greedy_s))
     if realized.objective >= greedy.objective:
         extra["gap_pct"] = _gap_pct(solved.bound, realized.objective)
         return to_decision(

@@ -41,7 +41,7 @@ from scheduler.quota import format_amount
 from scheduler.reasons import Outcome, Reason
 from scheduler.state import Allocation, PodAlloc
 
-__all__ = ["Cycle", "CycleResult", "Verdict", "run_cycle"]
+__all__ = ["Cycle", "CycleResult", "Verdict", "offer_freed_room", "run_cycle"]
 
 Failure = tuple[Reason, Callable[[], str]]
 """Why an option was refused, and its message on demand."""
@@ -796,8 +796,13 @@ def _most_telling(failures: Iterable[tuple[Reason, Callable[[], str], str]]) -> 
     return reason, message
 
 
-def run_cycle(compiled: Compiled, hints: dict[str, int] | None = None) -> CycleResult:
-    """Run steps 3–4. ``hints``: workload → option index chosen by the ILP."""
+def run_cycle(
+    compiled: Compiled,
+    hints: dict[str, int] | None = None,
+    improve: Callable[[Cycle], object] | None = None,
+) -> CycleResult:
+    """Run steps 3–4. ``hints``: workload → option index chosen by the ILP; ``improve``: a
+    phase run on the finished cycle before it is scored (``scheduler.improve``)."""
     cycle = Cycle(compiled)
     if hints is None:
         cycle.run(compiled.pending, None)
@@ -805,11 +810,20 @@ def run_cycle(compiled: Compiled, hints: dict[str, int] | None = None) -> CycleR
         first, rest = _hinted_first(compiled.pending, hints)
         cycle.run(first, hints)
         cycle.run(rest, None)
+    offer_freed_room(cycle, compiled.pending)
+    if improve is not None:
+        improve(cycle)
+    result = CycleResult(cycle.outcomes, cycle.evictions)
+    result.objective = objective_of(compiled, result)
+    return result
+
+
+def offer_freed_room(cycle: Cycle, pending: Sequence[Entry]) -> None:
+    """Offer room freed by preemptions or take-backs to what still waits."""
     for _ in range(3):
-        # Offer room freed by preemptions or take-backs to what still waits.
         waiting = [
             e
-            for e in compiled.pending
+            for e in pending
             if cycle.outcomes[e.workload.name].outcome is Outcome.PENDING and cycle.may_fit_now(e)
         ]
         if not cycle.capacity_changed or not waiting:
@@ -823,9 +837,6 @@ def run_cycle(compiled: Compiled, hints: dict[str, int] | None = None) -> CycleR
             == before
         ):
             break
-    result = CycleResult(cycle.outcomes, cycle.evictions)
-    result.objective = objective_of(compiled, result)
-    return result
 
 
 def _hinted_first(

@@ -26,6 +26,7 @@ __all__ = [
     "PRIORITY",
     "SEGMENTS",
     "Admitted",
+    "account_value",
     "borrow_slope",
     "evaluate",
     "segment_width",
@@ -68,6 +69,13 @@ def _concave(amount: float, width: float) -> float:
     return value
 
 
+def account_value(amount: float, headroom: float, width: float) -> float:
+    """What ``amount`` GPU-eq admitted on one (queue, flavor) earns: the guarantee on the
+    part within ``headroom``, the concave borrowing utility on the rest."""
+    guaranteed = min(amount, headroom)
+    return GUARANTEE * guaranteed + _concave(amount - guaranteed, width)
+
+
 def evaluate(
     admitted: Iterable[Admitted],
     headroom: dict[tuple[str, str], float],
@@ -87,7 +95,5 @@ def evaluate(
         per_account[key] = per_account.get(key, 0.0) + item.gpu_eq
         value += PRIORITY * item.tier * item.gpu_eq
     for key, amount in sorted(per_account.items()):
-        guaranteed = min(amount, headroom.get(key, 0.0))
-        value += GUARANTEE * guaranteed
-        value += _concave(amount - guaranteed, widths.get(key, 1.0))
+        value += account_value(amount, headroom.get(key, 0.0), widths.get(key, 1.0))
     return value - MOVE * evicted_gpu_eq + KEEP_WHOLE * entirely_free_gpus

@@ -154,7 +154,8 @@ def find_victims(
     # Admissions of this cycle taken back are given back too when the evictions alone make
     # room, highest priority first; the first one that is needed stops it, so a lower
     # priority is never kept while a higher one goes.
-    kept = _give_back(removed[taken_back - 1 :: -1], evict, restore, fits)
+    # (With nothing taken back, ``removed[-1::-1]`` would be the evicted: none to give.)
+    kept = _give_back(removed[taken_back - 1 :: -1], evict, restore, fits) if taken_back else 0
     taken = removed[: taken_back - kept]
     for victim in needed:
         restore(victim)

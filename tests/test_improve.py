@@ -1,0 +1,107 @@
+"""The improvement phase after the cycle (scheduler/improve.py): when it must move, and when not."""
+
+from __future__ import annotations
+
+from builders import WorkloadBuilder, node, queue, snapshot, workload
+from invariants import (
+    check_all,
+    check_guarantees,
+    check_priority_order,
+    check_work_conserving,
+)
+
+from scheduler.allocator import decide
+from scheduler.model import Snapshot
+from scheduler.reasons import Outcome, Reason
+
+H100 = "H100-80GB"
+
+
+def _cohort(*workloads: WorkloadBuilder) -> Snapshot:
+    """Four 8-GPU nodes; queues a (nominal 4), b (10) and c (4, idle: it only lends) in one
+    cohort, so the cohort lends 18 H100 in all."""
+    return snapshot(
+        nodes=[node(f"h{i}", H100, 8) for i in range(4)],
+        queues=[
+            queue("a", cohort="org").quota(H100, 4),
+            queue("b", cohort="org").quota(H100, 10),
+            queue("c", cohort="org").quota(H100, 4),
+        ],
+        workloads=list(workloads),
+    )
+
+
+def _problems(snap: Snapshot) -> list[str]:
+    decision = decide(snap, use_ilp=False)
+    return [
+        *check_all(snap, decision),
+        *check_guarantees(snap, decision),
+        *check_priority_order(snap, decision),
+        *check_work_conserving(snap, decision),
+    ]
+
+
+def test_a_gang_mostly_within_nominal_takes_back_what_borrowers_got_in_this_cycle() -> None:
+    """a's 8-GPU gang is half within a's unused nominal quota, so it borrows and may not
+    reclaim: in the cycle b's 1-GPU borrowers, cheaper in fair share, empty the cohort's pool
+    first and the gang waits. The phase takes back 8 of b's borrowed GPUs admitted in the
+    same cycle (b stays at its nominal 10) and admits the gang: 4 GPU-eq of guarantee
+    (worth 4 each) for 8 of b's least valuable borrowing."""
+    snap = _cohort(
+        workload("a-gang").gpus(8).queue("a"),
+        *(workload(f"b-{i:02d}").gpus(1).queue("b") for i in range(20)),
+    )
+    before = decide(snap, use_ilp=False, improve_phase=False)
+    after = decide(snap, use_ilp=False)
+    assert before.by_workload()["a-gang"].outcome is Outcome.PENDING
+    gang = after.by_workload()["a-gang"]
+    assert gang.outcome is Outcome.ADMIT and gang.reason is Reason.ADMITTED_BORROWING
+    assert gang.message == (
+        "admitted on 1× 8 H100-80GB GPUs; queue a 8/4 H100-80GB, borrowing 4 from its cohort; "
+        "4 of its 8 GPU-eq are within its queue's unused nominal quota: took back 8 GPU-eq "
+        "lent in this decision to borrowing cohort mates "
+        "(b-10, b-11, b-12, b-13, b-14, b-15, b-16, b-17)"
+    )
+    taken = after.by_workload()["b-10"]
+    assert taken.outcome is Outcome.PENDING and taken.reason is Reason.COHORT_EXHAUSTED
+    assert taken.message == (
+        "queue b at 10/10 H100-80GB; cohort org lends 0 more; needs 1; admitted earlier in "
+        "this decision, taken back for a-gang: queue b borrowed 8 H100-80GB of its cohort, "
+        "and queue a gets 4 GPU-eq of its unused nominal quota with a-gang "
+        "(queue b now at 10/10 H100-80GB)"
+    )
+    admitted = [d.workload for d in after.workloads if d.outcome is not Outcome.PENDING]
+    assert len(admitted) == 11  # the gang and b's nominal 10
+    assert not after.evictions
+    assert after.stats.objective > before.stats.objective
+    assert _problems(snap) == []
+
+
+def test_priorities_in_the_borrowing_queue_are_kept() -> None:
+    """b's borrowers come in two priorities: the lower one is taken back first, then the
+    latest admitted of the higher one; no higher priority of b is left waiting where a lower
+    one holds room it would fit in."""
+    snap = _cohort(
+        workload("a-gang").gpus(8).queue("a"),
+        *(workload(f"b-hi-{i:02d}").gpus(1).queue("b").priority(5) for i in range(12)),
+        *(workload(f"b-lo-{i:02d}").gpus(1).queue("b") for i in range(8)),
+    )
+    after = decide(snap, use_ilp=False)
+    by = after.by_workload()
+    assert by["a-gang"].outcome is Outcome.ADMIT
+    assert all(by[f"b-hi-{i:02d}"].outcome is Outcome.ADMIT for i in range(10))
+    assert all(by[f"b-lo-{i:02d}"].outcome is Outcome.PENDING for i in range(8))
+    assert _problems(snap) == []
+
+
+def test_borrowing_that_is_running_is_never_evicted_by_the_phase() -> None:
+    """The same gang, but b's borrowing is running, not admitted in this cycle: taking it
+    back would be an eviction, which the phase never makes. Nothing changes."""
+    running = [
+        workload(f"b-run-{i}").gpus(6).queue("b").running_on(f"h{i}", *range(6)) for i in range(3)
+    ]
+    snap = _cohort(workload("a-gang").gpus(8).queue("a"), *running)
+    before = decide(snap, use_ilp=False, improve_phase=False)
+    after = decide(snap, use_ilp=False)
+    assert after.by_workload()["a-gang"].outcome is Outcome.PENDING
+    assert after.workloads == before.workloads and after.evictions == before.evictions
