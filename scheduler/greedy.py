@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from scheduler.admissions import Admissions
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import Compiled, Entry
 from scheduler.demand import Kind, Option
@@ -97,9 +98,9 @@ class Cycle:
         in this pass (cleared when a pass offers freed room again)."""
         self.waiting: dict[str, list[Entry]] = {}
         """Workloads this cycle left waiting, per queue, in the order they were decided."""
-        self.admitted_here: dict[str, list[Running]] = {}
-        """Admissions of this cycle per queue, in order: a queue within its nominal quota may
-        take back what a borrower got earlier in the same cycle (nothing has started yet)."""
+        self.admissions = Admissions()
+        """Admissions of this cycle: a queue within its nominal quota may take back what a
+        borrower got earlier in the same cycle (nothing has started yet)."""
         self.lowest_admitted: dict[str, int] = {}
         """Lowest priority admitted in this cycle per queue (a bound: never raised)."""
         self.frees = 0
@@ -273,7 +274,7 @@ class Cycle:
             return  # the incremental path never undoes what it admitted
         w = entry.workload
         models = frozenset(self.state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
-        self.admitted_here.setdefault(w.queue, []).append(
+        self.admissions.add(
             Running(w, allocation, option.flavor, option.quota_per_pod * w.pods, entry.size, models)
         )
         self.lowest_admitted[w.queue] = min(
@@ -317,17 +318,13 @@ class Cycle:
         if take_back:
             undo = [
                 r
-                for r in self.admitted_here[w.queue]
-                if r.workload.priority < w.priority and r.competes_for(option.flavor, option.models)
+                for r in self.admissions.competing(w.queue, option.flavor, option.models)
+                if r.workload.priority < w.priority
             ]
         if reclaim:
-            undo += [
-                r
-                for q in self.book.cohort_mates(w.queue)
-                if self.book.borrowing(q, option.flavor)
-                for r in self.admitted_here.get(q, ())
-                if r.competes_for(option.flavor, option.models)
-            ]
+            for q in self.book.cohort_mates(w.queue):
+                if self.book.borrowing(q, option.flavor):
+                    undo += self.admissions.competing(q, option.flavor, option.models)
         evictable = self._evictable(w, option, reclaim, policy) if may_evict else []
         if not undo and not evictable:
             failed.add(size)
@@ -603,7 +600,7 @@ class Cycle:
         """Give back an admission of this cycle that ``_unadmit`` took, as it was."""
         self.state.take(r.allocation)
         self.book.charge(r.workload.queue, r.flavor, r.amount)
-        self.admitted_here.setdefault(r.workload.queue, []).append(r)
+        self.admissions.add(r)
         self.outcomes[r.workload.name] = verdict
 
     def _unadmit(self, r: Running, beneficiary: Workload) -> list[Running]:
@@ -611,8 +608,7 @@ class Cycle:
         Returns what was evicted to admit it: those stay evicted, for the beneficiary."""
         self.state.release(r.allocation)
         self.book.charge(r.workload.queue, r.flavor, -r.amount)
-        held = self.admitted_here[r.workload.queue]
-        del held[next(i for i, x in enumerate(held) if x is r)]
+        self.admissions.remove(r)
         self.waited_at.pop(r.workload.name, None)
         self.capacity_changed = True
         previous = self.outcomes[r.workload.name]
