@@ -25,10 +25,10 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from scheduler.admissions import Admissions
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import Compiled, Entry
 from scheduler.demand import Kind, Option
+from scheduler.holdings import Holdings
 from scheduler.model import PreemptionPolicy, Workload
 from scheduler.objective import Admitted, evaluate
 from scheduler.preemption import (
@@ -85,9 +85,9 @@ class Cycle:
         self.queues = {q.name: q for q in compiled.snapshot.queues}
         self.outcomes: dict[str, Verdict] = {}
         self.evictions: list[tuple[Running, str, Reason, str]] = []
-        self.running: dict[str, list[Running]] = {}
+        self.running = Holdings()
         for victim in compiled.running:
-            self.running.setdefault(victim.workload.queue, []).append(victim)
+            self.running.add(victim)
         self.running_changes: dict[str, int] = {}
         """Per queue: how often this cycle evicted from (or gave back to) its running set."""
         self.candidates: dict[tuple[object, ...], tuple[tuple[int, ...], list[Running]]] = {}
@@ -98,7 +98,7 @@ class Cycle:
         in this pass (cleared when a pass offers freed room again)."""
         self.waiting: dict[str, list[Entry]] = {}
         """Workloads this cycle left waiting, per queue, in the order they were decided."""
-        self.admissions = Admissions()
+        self.admissions = Holdings()
         """Admissions of this cycle: a queue within its nominal quota may take back what a
         borrower got earlier in the same cycle (nothing has started yet)."""
         self.lowest_admitted: dict[str, int] = {}
@@ -351,8 +351,7 @@ class Cycle:
             self.state.release(victim.allocation)
             self.book.charge(victim.workload.queue, victim.flavor, -victim.amount)
             self._running_changed(victim.workload.queue)
-            held = self.running[victim.workload.queue]
-            del held[next(i for i, r in enumerate(held) if r is victim)]
+            self.running.remove(victim)
         # Room made for w goes first to what outranks it in its own queue and waits.
         outranked_by = self._offer_to_higher_priority(w)
         result = self._try_option(entry, option)
@@ -364,7 +363,7 @@ class Cycle:
                 for victim in victims:
                     self.state.take(victim.allocation)
                     self.book.charge(victim.workload.queue, victim.flavor, victim.amount)
-                    self.running[victim.workload.queue].append(victim)
+                    self.running.add(victim)
                     self._running_changed(victim.workload.queue)
                 for r, verdict in zip(taken_back, undone, strict=True):
                     self._readmit(r, verdict)
@@ -431,7 +430,11 @@ class Cycle:
         stamp = tuple(self.running_changes.get(q, 0) for q in queues)
         cached = self.candidates.get(key)
         if cached is None or cached[0] != stamp:
-            nearby = [victim for q in queues for victim in self.running.get(q, ())]
+            nearby = [
+                victim
+                for q in queues
+                for victim in self.running.competing(q, option.flavor, option.models)
+            ]
             found = candidates_for(w, option.flavor, option.models, reclaim, policy, nearby)
             cached = self.candidates[key] = (stamp, preference_order(found))
         book = self.book

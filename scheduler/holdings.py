@@ -1,10 +1,11 @@
-"""This cycle's admissions, per queue, indexed by the quota flavor and GPU models they hold.
+"""Workloads holding quota and GPUs, per queue, indexed by the flavor and GPU models they hold.
 
-A queue within its nominal quota may take back what was admitted earlier in the same cycle
-(nothing has started yet). It asks for the admissions that compete with its option — hold
-quota of its flavor or GPUs of one of its models — thousands of times a cycle; at 20,000
-pending workloads a queue and its cohort mates hold about a thousand admissions, and
-scanning them all was a tenth of the cycle. The index answers from the few that qualify.
+A cycle keeps two: its own admissions (a queue within its nominal quota may take back what
+was admitted earlier in the same cycle: nothing has started yet) and the running workloads
+(what a preemption may evict). It asks for those that compete with an option — hold quota
+of its flavor or GPUs of one of its models — thousands of times a cycle; at 20,000 pending
+workloads a queue and its cohort mates hold about a thousand admissions, and scanning them
+all was a tenth of the cycle. The index answers from the few that qualify.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from collections.abc import Iterator, Sequence
 
 from scheduler.preemption import Running
 
-__all__ = ["Admissions"]
+__all__ = ["Holdings"]
 
 _Held = dict[str, dict[int, Running]]
 """Flavor (or GPU model) → admissions holding it, by ``id``: removal is O(1)."""
 
 
-class Admissions:
-    """Admissions of one cycle; the order within the index is not meaningful (take-backs
-    are ordered by ``preemption.preference_order``)."""
+class Holdings:
+    """Workloads held, by queue; the order within the index is not meaningful (victims and
+    take-backs are ordered by ``preemption.preference_order``)."""
 
     __slots__ = ("_by_flavor", "_by_model")
 
@@ -43,7 +44,7 @@ class Admissions:
             del self._by_model[queue][model][id(r)]
 
     def competing(self, queue: str, flavor: str, models: Sequence[str]) -> Iterator[Running]:
-        """Admissions of ``queue`` that hold quota of ``flavor`` or GPUs of one of ``models``
+        """Workloads of ``queue`` that hold quota of ``flavor`` or GPUs of one of ``models``
         (``Running.competes_for``), each once."""
         found = dict(self._by_flavor.get(queue, {}).get(flavor, {}))
         by_model = self._by_model.get(queue)
