@@ -94,65 +94,81 @@ class ClusterState:
         self._whole_pool: list[int] = []
         """Per GPU: its pool if healthy and unshared (free milli only 0 or 1000), else −1."""
         self._compile_nodes(snapshot.nodes)
-        self.models_present: tuple[str, ...] = tuple(
-            dict.fromkeys(self.gpu_model[g] for g in range(len(self.gpu_model)))
-        )
+        self.models_present: tuple[str, ...] = tuple(dict.fromkeys(self.gpu_model))
 
     # ----------------------------------------------------------------- compile
     def _compile_nodes(self, nodes: Iterable[Node]) -> None:
+        # Once per GPU, 32,000 times on a large cluster: the lists' appends are looked up
+        # once, a node's GPUs look their pool up by model (hashing a pool key hashes its
+        # taints, pydantic models), and free MIG slices and shared GPUs are sorted once.
         pool_of: dict[tuple[object, ...], int] = {}
         names: dict[str, str] = {}  # as written → catalog name (a lookup per GPU is slow)
+        gpu_node, gpu_index = self.gpu_node.append, self.gpu_index.append
+        gpu_model, gpu_healthy = self.gpu_model.append, self.gpu_healthy.append
+        gpu_shared, gpu_pool = self.gpu_shared.append, self.gpu_pool.append
+        gpu_mig, gpu_free_milli = self.gpu_mig.append, self.gpu_free_milli.append
+        whole_pool, node_pool_gpus = self._whole_pool.append, self._node_pool_gpus
+        g = 0
         for node in nodes:
             n = len(self.node_names)
             self.node_names.append(node.name)
             self.node_index[node.name] = n
             self.free_cpu.append(UNTRACKED if node.cpu_milli is None else node.cpu_milli)
             self.free_mem.append(UNTRACKED if node.memory_mib is None else node.memory_mib)
-            self.node_gpus.append({})
+            gpus_here: dict[int, int] = {}
+            self.node_gpus.append(gpus_here)
             self.node_labels.append(node.labels)
             taints = tuple(sorted(node.taints, key=lambda t: (t.key, t.value, t.effect)))
             pool_labels = {k: v for k, v in node.labels.items() if k in self.pool_label_keys}
             labels_key = tuple(sorted(pool_labels.items()))
+            pools_here: dict[str, int] = {}  # model → pool, for this node
             for gpu in node.gpus:
                 model = names.get(gpu.model)
                 if model is None:
                     model = names[gpu.model] = self.catalog[gpu.model].name
-                key = (model, labels_key, taints)
-                p = pool_of.get(key)
-                if p is None:
-                    p = pool_of[key] = len(self.pools)
-                    self.pools.append(Pool(model, pool_labels, taints))
+                p = pools_here.get(model, -1)
+                if p < 0:
+                    key = (model, labels_key, taints)
+                    p = pool_of.get(key, -1)
+                    if p < 0:
+                        p = pool_of[key] = len(self.pools)
+                        self.pools.append(Pool(model, pool_labels, taints))
+                    pools_here[model] = p
+                    node_pool_gpus[(n, p)] = []
                 pool = self.pools[p]
-                g = len(self.gpu_node)
-                self.gpu_node.append(n)
-                self.gpu_index.append(gpu.index)
-                self.gpu_model.append(model)
-                self.gpu_healthy.append(gpu.healthy)
-                self.gpu_shared.append(gpu.shared)
-                self.gpu_pool.append(p)
-                self.node_gpus[n][gpu.index] = g
-                self._node_pool_gpus.setdefault((n, p), []).append(g)
+                gpu_node(n)
+                gpu_index(gpu.index)
+                gpu_model(model)
+                gpu_healthy(gpu.healthy)
+                gpu_shared(gpu.shared)
+                gpu_pool(p)
+                gpus_here[gpu.index] = g
+                node_pool_gpus[(n, p)].append(g)
                 plain = gpu.healthy and not gpu.shared and gpu.mig is None
-                self._whole_pool.append(p if plain else -1)
+                whole_pool(p if plain else -1)
                 if not pool.nodes or pool.nodes[-1] != n:
                     pool.nodes.append(n)
                     pool.node_size[n] = 0
                     pool.whole_free[n] = 0
                 if gpu.mig is not None:
-                    self.gpu_free_milli.append(0)
-                    self.gpu_mig.append({s.start: [s.profile, False] for s in gpu.mig})
+                    gpu_free_milli(0)
+                    gpu_mig({s.start: [s.profile, False] for s in gpu.mig})
                     if gpu.healthy:
                         for s in gpu.mig:
-                            insort(pool.mig_free.setdefault(s.profile, []), (n, g, s.start))
-                    continue
-                self.gpu_mig.append(None)
-                self.gpu_free_milli.append(MILLI_PER_GPU if gpu.healthy else 0)
-                if gpu.healthy:
-                    pool.node_size[n] += 1
-                    pool.whole_free[n] += 1
-                    if gpu.shared:
-                        insort(pool.fractions, (MILLI_PER_GPU, n, g))
+                            pool.mig_free.setdefault(s.profile, []).append((n, g, s.start))
+                else:
+                    gpu_mig(None)
+                    gpu_free_milli(MILLI_PER_GPU if gpu.healthy else 0)
+                    if gpu.healthy:
+                        pool.node_size[n] += 1
+                        pool.whole_free[n] += 1
+                        if gpu.shared:
+                            pool.fractions.append((MILLI_PER_GPU, n, g))
+                g += 1
         for pool in self.pools:
+            pool.fractions.sort()
+            for free in pool.mig_free.values():
+                free.sort()
             pool.fill_buckets()
 
     # ------------------------------------------------------------- eligibility
