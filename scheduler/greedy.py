@@ -88,11 +88,13 @@ class Cycle:
         self.running = Holdings()
         for victim in compiled.running:
             self.running.add(victim)
-        self.running_changes: dict[str, int] = {}
-        """Per queue: how often this cycle evicted from (or gave back to) its running set."""
-        self.candidates: dict[tuple[object, ...], tuple[tuple[int, ...], list[Running]]] = {}
-        """Per kind of preemptor: the running workloads its policy may evict, in order, and
-        the ``running_changes`` of the queues they came from (see ``_evictable``)."""
+        self.evicted: set[int] = set()
+        """Running workloads this cycle evicted, by id (``compiled.running`` keeps them)."""
+        self.given_back = 0
+        """How often evicted workloads were given back (room made that nobody used)."""
+        self.candidates: dict[tuple[object, ...], tuple[int, int, list[Running]]] = {}
+        """Per kind of preemptor: the running workloads its policy may evict, in order, with
+        ``given_back`` and the size of ``evicted`` when it was made (see ``_evictable``)."""
         self.failed_preemption: dict[tuple[object, ...], _Refused] = {}
         """Per (queue, flavor, priority, shape, places): sizes that found no room to preempt
         in this pass (cleared when a pass offers freed room again)."""
@@ -350,8 +352,8 @@ class Cycle:
         for victim in victims:
             self.state.release(victim.allocation)
             self.book.charge(victim.workload.queue, victim.flavor, -victim.amount)
-            self._running_changed(victim.workload.queue)
             self.running.remove(victim)
+            self.evicted.add(id(victim))
         # Room made for w goes first to what outranks it in its own queue and waits.
         outranked_by = self._offer_to_higher_priority(w)
         result = self._try_option(entry, option)
@@ -364,7 +366,8 @@ class Cycle:
                     self.state.take(victim.allocation)
                     self.book.charge(victim.workload.queue, victim.flavor, victim.amount)
                     self.running.add(victim)
-                    self._running_changed(victim.workload.queue)
+                    self.evicted.discard(id(victim))
+                self.given_back += 1
                 for r, verdict in zip(taken_back, undone, strict=True):
                     self._readmit(r, verdict)
                 return Verdict(entry, Outcome.PENDING, why, explain)
@@ -421,32 +424,33 @@ class Cycle:
         self, w: Workload, option: Option, reclaim: bool, policy: PreemptionPolicy
     ) -> list[Running]:
         """Running workloads w may evict for ``option`` now, in the order they go. The
-        policy's choice is kept per kind of preemptor until the running set of the queues it
-        draws from changes (a cycle asks thousands of times and evicts rarely); whether a
-        cohort mate still borrows is judged on every call."""
-        queues = (w.queue, *self.book.cohort_mates(w.queue)) if reclaim else (w.queue,)
+        policy's choice is kept per kind of preemptor (a cycle asks thousands of times and
+        evicts rarely): evictions since only remove from it, keeping the order; evicted
+        workloads given back make it be chosen again. Whether a cohort mate still borrows
+        is judged on every call."""
         own = (w.created, w.name) if policy.within_queue == "LowerOrNewerEqualPriority" else None
         key = (w.queue, option.flavor, option.models, reclaim, w.priority, own)
-        stamp = tuple(self.running_changes.get(q, 0) for q in queues)
         cached = self.candidates.get(key)
-        if cached is None or cached[0] != stamp:
+        evicted = self.evicted
+        if cached is None or cached[0] != self.given_back:
+            queues = (w.queue, *self.book.cohort_mates(w.queue)) if reclaim else (w.queue,)
             nearby = [
                 victim
                 for q in queues
                 for victim in self.running.competing(q, option.flavor, option.models)
             ]
             found = candidates_for(w, option.flavor, option.models, reclaim, policy, nearby)
-            cached = self.candidates[key] = (stamp, preference_order(found))
+            cached = self.candidates[key] = (self.given_back, len(evicted), preference_order(found))
+        elif cached[1] != len(evicted):
+            kept = [v for v in cached[2] if id(v) not in evicted]
+            cached = self.candidates[key] = (self.given_back, len(evicted), kept)
         book = self.book
         evictable = [
             v
-            for v in cached[1]
+            for v in cached[2]
             if v.workload.queue == w.queue or book.borrowing(v.workload.queue, v.flavor)
         ]
         return idle_borrowed_first(evictable, book) if policy.idle_borrowed_first else evictable
-
-    def _running_changed(self, queue: str) -> None:
-        self.running_changes[queue] = self.running_changes.get(queue, 0) + 1
 
     def _eviction_reason(
         self, victim: Running, w: Workload, option: Option, amount: int
