@@ -225,9 +225,15 @@ class ClusterState:
         if option.kind is Kind.WHOLE:
             k = option.per_pod
             for p in pools:
-                for (_, free), nodes in self.pools[p].buckets.items():
-                    if free >= k:
-                        total += len(nodes) * (free // k)
+                pool = self.pools[p]
+                usable = pool.occupied & usable_bits(k, pool.max_size)
+                while usable:  # only the non-empty buckets a pod fits in
+                    low = usable & -usable
+                    usable ^= low
+                    bucket = bucket_at(low.bit_length() - 1, pool.max_size)
+                    total += len(pool.buckets[bucket].members) * (bucket[1] // k)
+                if total >= enough:
+                    return total
         elif option.kind is Kind.FRACTION:
             m = option.per_pod
             for p in pools:
