@@ -86,6 +86,7 @@ class ClusterState:
         self._node_filter_cache: dict[tuple[tuple[str, str], ...], frozenset[int] | None] = {}
         self._eligible_cache: dict[tuple[object, ...], tuple[int, ...]] = {}
         self._never_fits_cache: dict[tuple[object, ...], bool] = {}
+        self._pool_mig_profiles: list[set[str]] | None = None
         self._placements: dict[PodAlloc, PodPlacement] = {}
         self.scorer: FragmentationScore | None = None
         """Set by the online path: place by least growth of expected fragmentation."""
@@ -288,15 +289,9 @@ class ClusterState:
         if option.kind is Kind.WHOLE:
             return all(self.pools[p].max_size < option.per_pod for p in pools)
         if option.kind is Kind.MIG:
+            profiles = self._mig_profiles()
             return not any(
-                self.pools[p].model in option.models
-                and any(
-                    self.gpu_mig[g] is not None
-                    and any(s[0] == option.profile for s in self.gpu_mig[g].values())  # type: ignore[union-attr]
-                    for n in self.pools[p].nodes
-                    for g in self.node_gpus[n].values()
-                    if self.gpu_pool[g] == p and self.gpu_healthy[g]
-                )
+                self.pools[p].model in option.models and option.profile in profiles[p]
                 for p in pools
             )
         return not any(
@@ -306,6 +301,18 @@ class ClusterState:
             for g in self.node_gpus[n].values()
             if self.gpu_pool[g] == p
         )
+
+    def _mig_profiles(self) -> list[set[str]]:
+        """Per pool: the MIG profiles its healthy GPUs are partitioned into (layouts do not
+        change within a cycle). Found once, on first need: a scan per demand kind was a
+        scan of every node of the pool."""
+        if self._pool_mig_profiles is None:
+            found: list[set[str]] = [set() for _ in self.pools]
+            for g, layout in enumerate(self.gpu_mig):
+                if layout is not None and self.gpu_healthy[g]:
+                    found[self.gpu_pool[g]].update(str(slot[0]) for slot in layout.values())
+            self._pool_mig_profiles = found
+        return self._pool_mig_profiles
 
     # --------------------------------------------------------------- placement
     def place(
