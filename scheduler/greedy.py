@@ -50,6 +50,9 @@ Failure = tuple[Reason, Callable[[], str]]
 Freed = str | tuple[str, str]
 """What a cycle frees: GPUs of a model (its name), or quota of a flavor in a cohort."""
 
+_NEVER_WAITED: tuple[int, dict[int, tuple[Freed, ...]]] = (-1, {})
+"""``Cycle.waited_at`` for a workload never left waiting (read only)."""
+
 _QUOTA_REASONS = frozenset(
     {Reason.QUOTA_EXHAUSTED, Reason.COHORT_EXHAUSTED, Reason.BORROWING_LIMIT, Reason.NO_QUOTA}
 )
@@ -85,6 +88,8 @@ class Cycle:
         self.queues = {q.name: q for q in compiled.snapshot.queues}
         self.outcomes: dict[str, Verdict] = {}
         self.evictions: list[tuple[Running, str, Reason, str]] = []
+        self.eviction_at: dict[int, int] = {}
+        """Each victim's position in ``evictions``, by its id (``_reassign`` rewrites it)."""
         self.running = Holdings()
         for victim in compiled.running:
             self.running.add(victim)
@@ -406,7 +411,7 @@ class Cycle:
             why, text = self._eviction_reason(victim, w, option, amount)
             if why is Reason.PREEMPTED_RECLAIM:
                 outcome_reason = Reason.ADMITTED_BY_RECLAIM
-            self.evictions.append((victim, w.name, why, text))
+            self._record_eviction(victim, w.name, why, text)
         names = ", ".join(v.workload.name for v in victims)
         freed = sum(v.gpu_eq for v in victims)
         return Verdict(
@@ -542,17 +547,26 @@ class Cycle:
         """Was room freed for any of its options since it was last left waiting (or was its
         admission taken back)?"""
         w = entry.workload
-        return w.name not in self.waited_at or any(self._freed_since(w, o) for o in entry.options)
+        waited = self.waited_at.get(w.name)
+        if waited is None:
+            return True
+        return any(self._freed(w, option, *waited) for option in entry.options)
 
     def _freed_since(self, w: Workload, option: Option) -> bool:
         """Was capacity ``option`` competes for freed since ``name`` was last left waiting?
         If not, taking back what was admitted after it cannot make it fit: it did not fit in
         the room those admissions took, and nothing was added since."""
-        since, watch = self.waited_at.get(w.name, (-1, {}))
+        return self._freed(w, option, *self.waited_at.get(w.name, _NEVER_WAITED))
+
+    def _freed(
+        self, w: Workload, option: Option, since: int, watch: dict[int, tuple[Freed, ...]]
+    ) -> bool:
+        """``_freed_since`` for a workload left waiting at ``since`` with ``watch``."""
         keys = watch.get(id(option))
         if keys is None:
             keys = self._watch(w, option, None)
-        return any(self.freed_at.get(key, -1) > since for key in keys)
+        freed_at = self.freed_at
+        return any(freed_at.get(key, -1) > since for key in keys)
 
     def _watch(self, w: Workload, option: Option, refused: Reason | None) -> tuple[Freed, ...]:
         """What must be freed before ``option`` can fit, when it was ``refused`` for that
@@ -578,7 +592,7 @@ class Cycle:
         self._reassign(inherited, h, verdict.option, amount)
         for victim in victims:
             why, text = self._eviction_reason(victim, h, verdict.option, amount)
-            self.evictions.append((victim, name, why, text))
+            self._record_eviction(victim, name, why, text)
         everyone = victims + inherited
         if everyone:
             names = ", ".join(v.workload.name for v in everyone)
@@ -595,13 +609,13 @@ class Cycle:
 
     def _reassign(self, inherited: list[Running], w: Workload, option: Option, amount: int) -> None:
         """Evictions made for an admission since taken back are now for ``w``."""
-        if not inherited:
-            return
-        ids = {id(v) for v in inherited}
-        for index, (victim, _, _, _) in enumerate(self.evictions):
-            if id(victim) in ids:
-                why, text = self._eviction_reason(victim, w, option, amount)
-                self.evictions[index] = (victim, w.name, why, text)
+        for victim in inherited:
+            why, text = self._eviction_reason(victim, w, option, amount)
+            self.evictions[self.eviction_at[id(victim)]] = (victim, w.name, why, text)
+
+    def _record_eviction(self, victim: Running, name: str, why: Reason, text: str) -> None:
+        self.eviction_at[id(victim)] = len(self.evictions)
+        self.evictions.append((victim, name, why, text))
 
     def _readmit(self, r: Running, verdict: Verdict) -> None:
         """Give back an admission of this cycle that ``_unadmit`` took, as it was."""
