@@ -354,9 +354,7 @@ class Cycle:
         for r in taken_back:
             undone.append(self.outcomes[r.workload.name])
             inherited += self._unadmit(r, w)
-        for victim in victims:
-            self.state.release(victim.allocation)
-            self.book.charge(victim.workload.queue, victim.flavor, -victim.amount)
+        for victim in victims:  # find_victims evicted them from the state and the book
             self.running.remove(victim)
             self.evicted.add(id(victim))
         # Room made for w goes first to what outranks it in its own queue and waits.
@@ -625,10 +623,9 @@ class Cycle:
         self.outcomes[r.workload.name] = verdict
 
     def _unadmit(self, r: Running, beneficiary: Workload) -> list[Running]:
-        """Undo an admission of this cycle; the workload waits again (and is retried).
-        Returns what was evicted to admit it: those stay evicted, for the beneficiary."""
-        self.state.release(r.allocation)
-        self.book.charge(r.workload.queue, r.flavor, -r.amount)
+        """Undo an admission of this cycle that ``find_victims`` took back from the state
+        and the book; the workload waits again (and is retried). Returns what was evicted
+        to admit it: those stay evicted, for the beneficiary."""
         self.admissions.remove(r)
         self.waited_at.pop(r.workload.name, None)
         self.capacity_changed = True

@@ -108,8 +108,9 @@ def find_victims(
     fits: Callable[[], bool],
     quota: tuple[str, int],
 ) -> tuple[list[Running], list[Running]] | None:
-    """What to take back and whom to evict so that ``fits()`` holds; None if impossible.
-    Leaves the state unchanged.
+    """What to take back and whom to evict so that ``fits()`` holds, left taken back and
+    evicted in the state and the book (the caller records them); None, with the state
+    unchanged, if impossible.
 
     ``undo`` (admissions of this cycle: nothing started, free to undo) goes first, lowest
     priority first and never minimized, so a lower priority never stays while a higher one
@@ -140,7 +141,6 @@ def find_victims(
         )
 
     if _evict_until(sorted(undo, key=_order), eligible, evict, restore, removed, fits):
-        restore_all()
         return removed, []
     taken_back = len(removed)
     if not _evict_until(candidates, eligible, evict, restore, removed, fits):
@@ -162,12 +162,7 @@ def find_victims(
     # room, highest priority first; the first one that is needed stops it, so a lower
     # priority is never kept while a higher one goes.
     kept = _give_back(removed[taken_back - 1 :: -1], evict, restore, fits)
-    taken = removed[: taken_back - kept]
-    for victim in needed:
-        restore(victim)
-    for victim in taken:
-        restore(victim)
-    return taken, sorted(needed, key=_order)
+    return removed[: taken_back - kept], sorted(needed, key=_order)
 
 
 def _quota_may_allow(
