@@ -223,6 +223,15 @@ class Cycle:
                 run += 1
             runs.append(run)
         tied = len(set(runs)) < len(options)
+        if not tied:
+            # Every option its own run, in the workload's order: within-nominal ones first,
+            # each part in that order (the sort below would say the same, at a key per option).
+            within: list[Option] = []
+            borrow: list[Option] = []
+            for o in options:
+                nominal = self.book.within_nominal(w.queue, o.flavor, o.quota_per_pod * pods)
+                (within if nominal else borrow).append(o)
+            return within + borrow
 
         def key(i: int) -> tuple[bool, int, tuple[int, int, int], int]:
             o = options[i]
@@ -280,7 +289,10 @@ class Cycle:
         if not self.preempt:
             return  # the incremental path never undoes what it admitted
         w = entry.workload
-        models = frozenset(self.state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
+        if len(option.models) == 1:
+            models = frozenset(option.models)  # it can only have got GPUs of that model
+        else:
+            models = frozenset(self.state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
         self.admissions.add(
             Running(w, allocation, option.flavor, option.quota_per_pod * w.pods, entry.size, models)
         )
