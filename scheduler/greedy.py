@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.catalog import MILLI_PER_GPU
@@ -784,10 +784,12 @@ _TELLING = {
 }
 
 
-def _most_telling(failures: Iterable[tuple[Reason, Callable[[], str], str]]) -> tuple[Reason, str]:
+def _most_telling(failures: Sequence[tuple[Reason, Callable[[], str], str]]) -> tuple[Reason, str]:
     """The failure closest to success (capacity, then quota, then impossibilities), and
     which other options were tried — each (reason, message, flavor)."""
-    ranked = sorted(failures, key=lambda f: _TELLING.get(f[0], 9))
+    ranked = failures
+    if len(failures) > 1:
+        ranked = sorted(failures, key=lambda f: _TELLING.get(f[0], 9))
     reason, explain, _ = ranked[0]
     message = explain()
     others = [f"{flavor} ({why})" for why, _, flavor in ranked[1:]]

@@ -382,7 +382,14 @@ class ClusterState:
                         and (nodes is None or node in nodes)
                     ):
                         node = next(
-                            (n for n in candidates if self._fits_node(n, cpu, mem, nodes)), None
+                            (
+                                n
+                                for n in candidates
+                                if free_cpu[n] >= cpu
+                                and free_mem[n] >= mem
+                                and (nodes is None or n in nodes)
+                            ),
+                            None,
                         )
                     if node is not None:
                         best = (*bucket, p, node)
