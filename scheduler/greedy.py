@@ -25,9 +25,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import Compiled, Entry
 from scheduler.demand import Kind, Option
+from scheduler.freed import FreedRoom, Watch
 from scheduler.holdings import Holdings
 from scheduler.model import PreemptionPolicy, Workload
 from scheduler.objective import Admitted, evaluate
@@ -40,22 +40,12 @@ from scheduler.preemption import (
 )
 from scheduler.quota import format_amount
 from scheduler.reasons import Outcome, Reason
-from scheduler.state import Allocation, PodAlloc
+from scheduler.state import Allocation
 
 __all__ = ["Cycle", "CycleResult", "Verdict", "run_cycle"]
 
 Failure = tuple[Reason, Callable[[], str]]
 """Why an option was refused, and its message on demand."""
-
-Freed = str | tuple[str, str]
-"""What a cycle frees: GPUs of a model (its name), or quota of a flavor in a cohort."""
-
-_NEVER_WAITED: tuple[int, dict[int, tuple[Freed, ...]]] = (-1, {})
-"""``Cycle.waited_at`` for a workload never left waiting (read only)."""
-
-_QUOTA_REASONS = frozenset(
-    {Reason.QUOTA_EXHAUSTED, Reason.COHORT_EXHAUSTED, Reason.BORROWING_LIMIT, Reason.NO_QUOTA}
-)
 
 
 @dataclass(slots=True)
@@ -110,14 +100,8 @@ class Cycle:
         borrower got earlier in the same cycle (nothing has started yet)."""
         self.lowest_admitted: dict[str, int] = {}
         """Lowest priority admitted in this cycle per queue (a bound: never raised)."""
-        self.frees = 0
-        """Counts the times this cycle freed capacity (evictions, take-backs)."""
-        self.freed_at: dict[str | tuple[str, str], int] = {}
-        """Per GPU model, and per (cohort, flavor) for quota: the count of ``frees`` when it
-        last had some freed. Quota freed in one cohort makes no room in another."""
-        self.waited_at: dict[str, tuple[int, dict[int, tuple[Freed, ...]]]] = {}
-        """Per workload: the count of ``frees`` when it was last left waiting, and per option
-        (by id) what must be freed before that option can fit (see ``_watch``)."""
+        self.freed = FreedRoom(compiled.book, compiled.state.gpu_model)
+        """Room freed in this cycle, and what each workload left waiting watches."""
         self.capacity_changed = False
         """Set when a preemption or a take-back may have made room for work already left
         waiting: the cycle then offers it the capacity again (work conservation)."""
@@ -181,7 +165,7 @@ class Cycle:
                 )
             )
         failures: list[tuple[Reason, Callable[[], str], str]] = []
-        watch: dict[int, tuple[Freed, ...]] = {}
+        watch: Watch = {}
         for option in options:
             result = self._try_option(entry, option)
             if isinstance(result, Allocation):
@@ -199,7 +183,7 @@ class Cycle:
                     )
                 )
             failures.append((*result, option.flavor))
-            watch[id(option)] = self._watch(w, option, result[0])
+            watch[id(option)] = self.freed.watch(w, option, result[0])
         if self.preempt:
             for option in options:
                 verdict = self._make_room(entry, option)
@@ -245,14 +229,12 @@ class Cycle:
 
         return [options[i] for i in sorted(range(len(options)), key=key)]
 
-    def _record(
-        self, verdict: Verdict, watch: dict[int, tuple[Freed, ...]] | None = None
-    ) -> Verdict:
+    def _record(self, verdict: Verdict, watch: Watch | None = None) -> Verdict:
         # What waits is remembered for the cycle's later passes; the incremental path has
         # none and must not accumulate it.
         if verdict.outcome is Outcome.PENDING and self.preempt:
             self.waiting.setdefault(verdict.entry.workload.queue, []).append(verdict.entry)
-            self.waited_at[verdict.entry.workload.name] = (self.frees, watch or {})
+            self.freed.waits(verdict.entry.workload.name, watch or {})
         self.outcomes[verdict.entry.workload.name] = verdict
         return verdict
 
@@ -315,7 +297,7 @@ class Cycle:
         # started: free to undo) whenever w did not fit then but may now.
         take_back = self.lowest_admitted.get(
             w.queue, w.priority
-        ) < w.priority and self._freed_since(w, option)
+        ) < w.priority and self.freed.since_waiting(w, option)
         if not reclaim and not may_evict and not take_back:
             return None
         pools = self.state.eligible_pools(w, option)
@@ -518,79 +500,9 @@ class Cycle:
     def _note_freed(
         self, released: list[Running], reuse: tuple[str, Allocation, int] | None = None
     ) -> None:
-        """Record the room ``released`` leaves for others: the GPUs (whole, milli, MIG slices)
-        and the quota that ``reuse`` — (queue, allocation, amount charged) of the admission
-        made with it — does not take again. A higher priority taking a lower one's place
-        leaves nothing, so it does not make the cycle offer that room to everything waiting
-        again."""
-        self.frees += 1
-        units: dict[tuple[int, int | None], int] = {}
-        for r in released:
-            for pod in r.allocation.pods:
-                for g in pod.gpus:
-                    unit = (g, pod.mig_start)
-                    units[unit] = units.get(unit, 0) + _units(pod)
-        quota: dict[tuple[str, str], int] = {}
-        for r in released:
-            held = (self.book.cohort(r.workload.queue), r.flavor)
-            quota[held] = quota.get(held, 0) + r.amount
-        if reuse is not None:
-            queue, reused, charged = reuse
-            for pod in reused.pods:
-                for g in pod.gpus:
-                    unit = (g, pod.mig_start)
-                    if unit in units:
-                        units[unit] -= _units(pod)
-            taken = (self.book.cohort(queue), reused.option.flavor)
-            if taken in quota:
-                quota[taken] -= charged
-        for (g, _), left in units.items():
-            if left > 0:
-                self.freed_at[self.state.gpu_model[g]] = self.frees
-                self.capacity_changed = True
-        for freed, left in quota.items():
-            if left > 0:
-                self.freed_at[freed] = self.frees
-                self.capacity_changed = True
-
-    def may_fit_now(self, entry: Entry) -> bool:
-        """Was room freed for any of its options since it was last left waiting (or was its
-        admission taken back)?"""
-        w = entry.workload
-        waited = self.waited_at.get(w.name)
-        if waited is None:
-            return True
-        return any(self._freed(w, option, *waited) for option in entry.options)
-
-    def _freed_since(self, w: Workload, option: Option) -> bool:
-        """Was capacity ``option`` competes for freed since ``name`` was last left waiting?
-        If not, taking back what was admitted after it cannot make it fit: it did not fit in
-        the room those admissions took, and nothing was added since."""
-        return self._freed(w, option, *self.waited_at.get(w.name, _NEVER_WAITED))
-
-    def _freed(
-        self, w: Workload, option: Option, since: int, watch: dict[int, tuple[Freed, ...]]
-    ) -> bool:
-        """``_freed_since`` for a workload left waiting at ``since`` with ``watch``."""
-        keys = watch.get(id(option))
-        if keys is None:
-            keys = self._watch(w, option, None)
-        freed_at = self.freed_at
-        return any(freed_at.get(key, -1) > since for key in keys)
-
-    def _watch(self, w: Workload, option: Option, refused: Reason | None) -> tuple[Freed, ...]:
-        """What must be freed before ``option`` can fit, when it was ``refused`` for that
-        reason: quota of its flavor in its cohort, when refused by quota (GPUs freed
-        elsewhere do not lift it); GPUs of its models, when refused for capacity (quota
-        allowed it then); nothing, when no node can host it; both when unknown."""
-        quota = (self.book.cohort(w.queue), option.flavor)
-        if refused in _QUOTA_REASONS:
-            return (quota,)
-        if refused is Reason.NO_CAPACITY:
-            return option.models
-        if refused in (Reason.NEVER_FITS, Reason.NO_MATCHING_NODES):
-            return ()
-        return (quota, *option.models)
+        """``FreedRoom.note``; room left over is offered to what waits (``run_cycle``)."""
+        if self.freed.note(released, reuse):
+            self.capacity_changed = True
 
     def _credit_victims(self, name: str, victims: list[Running], inherited: list[Running]) -> None:
         """Record ``victims`` (evicted now) and ``inherited`` (evicted earlier for an admission
@@ -639,7 +551,7 @@ class Cycle:
         and the book; the workload waits again (and is retried). Returns what was evicted
         to admit it: those stay evicted, for the beneficiary."""
         self.admissions.remove(r)
-        self.waited_at.pop(r.workload.name, None)
+        self.freed.forget(r.workload.name)
         self.capacity_changed = True
         previous = self.outcomes[r.workload.name]
         if r.workload.queue == beneficiary.queue:
@@ -745,12 +657,6 @@ def _within(small: Size, large: Size) -> bool:
     )
 
 
-def _units(pod: PodAlloc) -> int:
-    """What a pod holds of each of its GPUs (or MIG slice): milli for a fraction, else one
-    whole unit."""
-    return pod.milli if pod.milli is not None else MILLI_PER_GPU
-
-
 def _describe(option: Option) -> str:
     if option.kind is Kind.WHOLE:
         return f"{option.per_pod} {option.flavor} GPU{'s' if option.per_pod > 1 else ''}"
@@ -812,7 +718,8 @@ def run_cycle(compiled: Compiled, hints: dict[str, int] | None = None) -> CycleR
         waiting = [
             e
             for e in compiled.pending
-            if cycle.outcomes[e.workload.name].outcome is Outcome.PENDING and cycle.may_fit_now(e)
+            if cycle.outcomes[e.workload.name].outcome is Outcome.PENDING
+            and cycle.freed.may_fit_now(e)
         ]
         if not cycle.capacity_changed or not waiting:
             break
