@@ -714,14 +714,16 @@ def run_cycle(compiled: Compiled, hints: dict[str, int] | None = None) -> CycleR
         cycle.run(first, hints)
         cycle.run(rest, None)
     for _ in range(3):
-        # Offer room freed by preemptions or take-backs to what still waits.
+        # Offer room freed by preemptions or take-backs to what still waits (in any order:
+        # a pass orders what it is given).
+        if not cycle.capacity_changed:
+            break
         waiting = [
-            e
-            for e in compiled.pending
-            if cycle.outcomes[e.workload.name].outcome is Outcome.PENDING
-            and cycle.freed.may_fit_now(e)
+            v.entry
+            for v in cycle.outcomes.values()
+            if v.outcome is Outcome.PENDING and cycle.freed.may_fit_now(v.entry)
         ]
-        if not cycle.capacity_changed or not waiting:
+        if not waiting:
             break
         cycle.capacity_changed = False
         cycle.failed_preemption.clear()
