@@ -64,10 +64,15 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
         else:
             pending.append(Entry(workload, options(workload)))
     _assign_tiers(pending)
+    smallest: dict[int, float] = {}
+    """Per options tuple (shared by workloads that ask alike, by id): its smallest option."""
     for entry in pending:
-        entry.size = entry.workload.pods * min(
-            (_gpu_eq(o, catalog) for o in entry.options), default=0.0
-        )
+        least = smallest.get(id(entry.options))
+        if least is None:
+            least = smallest[id(entry.options)] = min(
+                (_gpu_eq(o, catalog) for o in entry.options), default=0.0
+            )
+        entry.size = entry.workload.pods * least
     headroom: dict[tuple[str, str], float] = {}
     widths: dict[tuple[str, str], float] = {}
     wanted = {o.flavor for e in pending for o in e.options}

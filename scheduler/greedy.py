@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import Compiled, Entry
 from scheduler.demand import Kind, Option
+from scheduler.freed import FreedRoom, Watch
+from scheduler.holdings import Holdings
 from scheduler.model import PreemptionPolicy, Workload
 from scheduler.objective import Admitted, evaluate
 from scheduler.preemption import (
@@ -39,19 +40,12 @@ from scheduler.preemption import (
 )
 from scheduler.quota import format_amount
 from scheduler.reasons import Outcome, Reason
-from scheduler.state import Allocation, PodAlloc
+from scheduler.state import Allocation
 
 __all__ = ["Cycle", "CycleResult", "Verdict", "offer_freed_room", "run_cycle"]
 
 Failure = tuple[Reason, Callable[[], str]]
 """Why an option was refused, and its message on demand."""
-
-Freed = str | tuple[str, str]
-"""What a cycle frees: GPUs of a model (its name), or quota of a flavor in a cohort."""
-
-_QUOTA_REASONS = frozenset(
-    {Reason.QUOTA_EXHAUSTED, Reason.COHORT_EXHAUSTED, Reason.BORROWING_LIMIT, Reason.NO_QUOTA}
-)
 
 
 @dataclass(slots=True)
@@ -84,32 +78,30 @@ class Cycle:
         self.queues = {q.name: q for q in compiled.snapshot.queues}
         self.outcomes: dict[str, Verdict] = {}
         self.evictions: list[tuple[Running, str, Reason, str]] = []
-        self.running: dict[str, list[Running]] = {}
+        self.eviction_at: dict[int, int] = {}
+        """Each victim's position in ``evictions``, by its id (``_reassign`` rewrites it)."""
+        self.running = Holdings()
         for victim in compiled.running:
-            self.running.setdefault(victim.workload.queue, []).append(victim)
-        self.running_changes: dict[str, int] = {}
-        """Per queue: how often this cycle evicted from (or gave back to) its running set."""
-        self.candidates: dict[tuple[object, ...], tuple[tuple[int, ...], list[Running]]] = {}
-        """Per kind of preemptor: the running workloads its policy may evict, in order, and
-        the ``running_changes`` of the queues they came from (see ``_evictable``)."""
+            self.running.add(victim)
+        self.evicted: set[int] = set()
+        """Running workloads this cycle evicted, by id (``compiled.running`` keeps them)."""
+        self.given_back = 0
+        """How often evicted workloads were given back (room made that nobody used)."""
+        self.candidates: dict[tuple[object, ...], tuple[int, int, list[Running]]] = {}
+        """Per kind of preemptor: the running workloads its policy may evict, in order, with
+        ``given_back`` and the size of ``evicted`` when it was made (see ``_evictable``)."""
         self.failed_preemption: dict[tuple[object, ...], _Refused] = {}
         """Per (queue, flavor, priority, shape, places): sizes that found no room to preempt
         in this pass (cleared when a pass offers freed room again)."""
         self.waiting: dict[str, list[Entry]] = {}
         """Workloads this cycle left waiting, per queue, in the order they were decided."""
-        self.admitted_here: dict[str, list[Running]] = {}
-        """Admissions of this cycle per queue, in order: a queue within its nominal quota may
-        take back what a borrower got earlier in the same cycle (nothing has started yet)."""
+        self.admissions = Holdings()
+        """Admissions of this cycle: a queue within its nominal quota may take back what a
+        borrower got earlier in the same cycle (nothing has started yet)."""
         self.lowest_admitted: dict[str, int] = {}
         """Lowest priority admitted in this cycle per queue (a bound: never raised)."""
-        self.frees = 0
-        """Counts the times this cycle freed capacity (evictions, take-backs)."""
-        self.freed_at: dict[str | tuple[str, str], int] = {}
-        """Per GPU model, and per (cohort, flavor) for quota: the count of ``frees`` when it
-        last had some freed. Quota freed in one cohort makes no room in another."""
-        self.waited_at: dict[str, tuple[int, dict[int, tuple[Freed, ...]]]] = {}
-        """Per workload: the count of ``frees`` when it was last left waiting, and per option
-        (by id) what must be freed before that option can fit (see ``_watch``)."""
+        self.freed = FreedRoom(compiled.book, compiled.state.gpu_model)
+        """Room freed in this cycle, and what each workload left waiting watches."""
         self.capacity_changed = False
         """Set when a preemption or a take-back may have made room for work already left
         waiting: the cycle then offers it the capacity again (work conservation)."""
@@ -173,7 +165,7 @@ class Cycle:
                 )
             )
         failures: list[tuple[Reason, Callable[[], str], str]] = []
-        watch: dict[int, tuple[Freed, ...]] = {}
+        watch: Watch = {}
         for option in options:
             result = self._try_option(entry, option)
             if isinstance(result, Allocation):
@@ -191,7 +183,7 @@ class Cycle:
                     )
                 )
             failures.append((*result, option.flavor))
-            watch[id(option)] = self._watch(w, option, result[0])
+            watch[id(option)] = self.freed.watch(w, option, result[0])
         if self.preempt:
             for option in options:
                 verdict = self._make_room(entry, option)
@@ -215,6 +207,15 @@ class Cycle:
                 run += 1
             runs.append(run)
         tied = len(set(runs)) < len(options)
+        if not tied:
+            # Every option its own run, in the workload's order: within-nominal ones first,
+            # each part in that order (the sort below would say the same, at a key per option).
+            within: list[Option] = []
+            borrow: list[Option] = []
+            for o in options:
+                nominal = self.book.within_nominal(w.queue, o.flavor, o.quota_per_pod * pods)
+                (within if nominal else borrow).append(o)
+            return within + borrow
 
         def key(i: int) -> tuple[bool, int, tuple[int, int, int], int]:
             o = options[i]
@@ -228,14 +229,12 @@ class Cycle:
 
         return [options[i] for i in sorted(range(len(options)), key=key)]
 
-    def _record(
-        self, verdict: Verdict, watch: dict[int, tuple[Freed, ...]] | None = None
-    ) -> Verdict:
+    def _record(self, verdict: Verdict, watch: Watch | None = None) -> Verdict:
         # What waits is remembered for the cycle's later passes; the incremental path has
         # none and must not accumulate it.
         if verdict.outcome is Outcome.PENDING and self.preempt:
             self.waiting.setdefault(verdict.entry.workload.queue, []).append(verdict.entry)
-            self.waited_at[verdict.entry.workload.name] = (self.frees, watch or {})
+            self.freed.waits(verdict.entry.workload.name, watch or {})
         self.outcomes[verdict.entry.workload.name] = verdict
         return verdict
 
@@ -280,8 +279,11 @@ class Cycle:
         if not self.preempt:
             return  # the incremental path never undoes what it admitted
         w = entry.workload
-        models = frozenset(self.state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
-        self.admitted_here.setdefault(w.queue, []).append(
+        if len(option.models) == 1:
+            models = frozenset(option.models)  # it can only have got GPUs of that model
+        else:
+            models = frozenset(self.state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
+        self.admissions.add(
             Running(w, allocation, option.flavor, option.quota_per_pod * w.pods, entry.size, models)
         )
         self.lowest_admitted[w.queue] = min(
@@ -303,7 +305,7 @@ class Cycle:
         # started: free to undo) whenever w did not fit then but may now.
         take_back = self.lowest_admitted.get(
             w.queue, w.priority
-        ) < w.priority and self._freed_since(w, option)
+        ) < w.priority and self.freed.since_waiting(w, option)
         if not reclaim and not may_evict and not take_back:
             return None
         pools = self.state.eligible_pools(w, option)
@@ -329,17 +331,13 @@ class Cycle:
         if take_back:
             undo = [
                 r
-                for r in self.admitted_here[w.queue]
-                if r.workload.priority < w.priority and r.competes_for(option.flavor, option.models)
+                for r in self.admissions.competing(w.queue, option.flavor, option.models)
+                if r.workload.priority < w.priority
             ]
         if reclaim:
-            undo += [
-                r
-                for q in self.book.cohort_mates(w.queue)
-                if self.book.borrowing(q, option.flavor)
-                for r in self.admitted_here.get(q, ())
-                if r.competes_for(option.flavor, option.models)
-            ]
+            for q in self.book.cohort_mates(w.queue):
+                if self.book.borrowing(q, option.flavor):
+                    undo += self.admissions.competing(q, option.flavor, option.models)
         evictable = self._evictable(w, option, reclaim, policy) if may_evict else []
         if not undo and not evictable:
             failed.add(size)
@@ -362,12 +360,9 @@ class Cycle:
         for r in taken_back:
             undone.append(self.outcomes[r.workload.name])
             inherited += self._unadmit(r, w)
-        for victim in victims:
-            self.state.release(victim.allocation)
-            self.book.charge(victim.workload.queue, victim.flavor, -victim.amount)
-            self._running_changed(victim.workload.queue)
-            held = self.running[victim.workload.queue]
-            del held[next(i for i, r in enumerate(held) if r is victim)]
+        for victim in victims:  # find_victims evicted them from the state and the book
+            self.running.remove(victim)
+            self.evicted.add(id(victim))
         # Room made for w goes first to what outranks it in its own queue and waits.
         outranked_by = self._offer_to_higher_priority(w)
         result = self._try_option(entry, option)
@@ -379,8 +374,9 @@ class Cycle:
                 for victim in victims:
                     self.state.take(victim.allocation)
                     self.book.charge(victim.workload.queue, victim.flavor, victim.amount)
-                    self.running[victim.workload.queue].append(victim)
-                    self._running_changed(victim.workload.queue)
+                    self.running.add(victim)
+                    self.evicted.discard(id(victim))
+                self.given_back += 1
                 for r, verdict in zip(taken_back, undone, strict=True):
                     self._readmit(r, verdict)
                 return Verdict(entry, Outcome.PENDING, why, explain)
@@ -419,7 +415,7 @@ class Cycle:
             why, text = self._eviction_reason(victim, w, option, amount)
             if why is Reason.PREEMPTED_RECLAIM:
                 outcome_reason = Reason.ADMITTED_BY_RECLAIM
-            self.evictions.append((victim, w.name, why, text))
+            self._record_eviction(victim, w.name, why, text)
         names = ", ".join(v.workload.name for v in victims)
         freed = sum(v.gpu_eq for v in victims)
         return Verdict(
@@ -437,28 +433,33 @@ class Cycle:
         self, w: Workload, option: Option, reclaim: bool, policy: PreemptionPolicy
     ) -> list[Running]:
         """Running workloads w may evict for ``option`` now, in the order they go. The
-        policy's choice is kept per kind of preemptor until the running set of the queues it
-        draws from changes (a cycle asks thousands of times and evicts rarely); whether a
-        cohort mate still borrows is judged on every call."""
-        queues = (w.queue, *self.book.cohort_mates(w.queue)) if reclaim else (w.queue,)
+        policy's choice is kept per kind of preemptor (a cycle asks thousands of times and
+        evicts rarely): evictions since only remove from it, keeping the order; evicted
+        workloads given back make it be chosen again. Whether a cohort mate still borrows
+        is judged on every call."""
         own = (w.created, w.name) if policy.within_queue == "LowerOrNewerEqualPriority" else None
         key = (w.queue, option.flavor, option.models, reclaim, w.priority, own)
-        stamp = tuple(self.running_changes.get(q, 0) for q in queues)
         cached = self.candidates.get(key)
-        if cached is None or cached[0] != stamp:
-            nearby = [victim for q in queues for victim in self.running.get(q, ())]
+        evicted = self.evicted
+        if cached is None or cached[0] != self.given_back:
+            queues = (w.queue, *self.book.cohort_mates(w.queue)) if reclaim else (w.queue,)
+            nearby = [
+                victim
+                for q in queues
+                for victim in self.running.competing(q, option.flavor, option.models)
+            ]
             found = candidates_for(w, option.flavor, option.models, reclaim, policy, nearby)
-            cached = self.candidates[key] = (stamp, preference_order(found))
+            cached = self.candidates[key] = (self.given_back, len(evicted), preference_order(found))
+        elif cached[1] != len(evicted):
+            kept = [v for v in cached[2] if id(v) not in evicted]
+            cached = self.candidates[key] = (self.given_back, len(evicted), kept)
         book = self.book
         evictable = [
             v
-            for v in cached[1]
+            for v in cached[2]
             if v.workload.queue == w.queue or book.borrowing(v.workload.queue, v.flavor)
         ]
         return idle_borrowed_first(evictable, book) if policy.idle_borrowed_first else evictable
-
-    def _running_changed(self, queue: str) -> None:
-        self.running_changes[queue] = self.running_changes.get(queue, 0) + 1
 
     def _eviction_reason(
         self, victim: Running, w: Workload, option: Option, amount: int
@@ -511,70 +512,9 @@ class Cycle:
     def _note_freed(
         self, released: list[Running], reuse: tuple[str, Allocation, int] | None = None
     ) -> None:
-        """Record the room ``released`` leaves for others: the GPUs (whole, milli, MIG slices)
-        and the quota that ``reuse`` — (queue, allocation, amount charged) of the admission
-        made with it — does not take again. A higher priority taking a lower one's place
-        leaves nothing, so it does not make the cycle offer that room to everything waiting
-        again."""
-        self.frees += 1
-        units: dict[tuple[int, int | None], int] = {}
-        for r in released:
-            for pod in r.allocation.pods:
-                for g in pod.gpus:
-                    unit = (g, pod.mig_start)
-                    units[unit] = units.get(unit, 0) + _units(pod)
-        quota: dict[tuple[str, str], int] = {}
-        for r in released:
-            held = (self.book.cohort(r.workload.queue), r.flavor)
-            quota[held] = quota.get(held, 0) + r.amount
-        if reuse is not None:
-            queue, reused, charged = reuse
-            for pod in reused.pods:
-                for g in pod.gpus:
-                    unit = (g, pod.mig_start)
-                    if unit in units:
-                        units[unit] -= _units(pod)
-            taken = (self.book.cohort(queue), reused.option.flavor)
-            if taken in quota:
-                quota[taken] -= charged
-        for (g, _), left in units.items():
-            if left > 0:
-                self.freed_at[self.state.gpu_model[g]] = self.frees
-                self.capacity_changed = True
-        for freed, left in quota.items():
-            if left > 0:
-                self.freed_at[freed] = self.frees
-                self.capacity_changed = True
-
-    def may_fit_now(self, entry: Entry) -> bool:
-        """Was room freed for any of its options since it was last left waiting (or was its
-        admission taken back)?"""
-        w = entry.workload
-        return w.name not in self.waited_at or any(self._freed_since(w, o) for o in entry.options)
-
-    def _freed_since(self, w: Workload, option: Option) -> bool:
-        """Was capacity ``option`` competes for freed since ``name`` was last left waiting?
-        If not, taking back what was admitted after it cannot make it fit: it did not fit in
-        the room those admissions took, and nothing was added since."""
-        since, watch = self.waited_at.get(w.name, (-1, {}))
-        keys = watch.get(id(option))
-        if keys is None:
-            keys = self._watch(w, option, None)
-        return any(self.freed_at.get(key, -1) > since for key in keys)
-
-    def _watch(self, w: Workload, option: Option, refused: Reason | None) -> tuple[Freed, ...]:
-        """What must be freed before ``option`` can fit, when it was ``refused`` for that
-        reason: quota of its flavor in its cohort, when refused by quota (GPUs freed
-        elsewhere do not lift it); GPUs of its models, when refused for capacity (quota
-        allowed it then); nothing, when no node can host it; both when unknown."""
-        quota = (self.book.cohort(w.queue), option.flavor)
-        if refused in _QUOTA_REASONS:
-            return (quota,)
-        if refused is Reason.NO_CAPACITY:
-            return option.models
-        if refused in (Reason.NEVER_FITS, Reason.NO_MATCHING_NODES):
-            return ()
-        return (quota, *option.models)
+        """``FreedRoom.note``; room left over is offered to what waits (``run_cycle``)."""
+        if self.freed.note(released, reuse):
+            self.capacity_changed = True
 
     def _credit_victims(self, name: str, victims: list[Running], inherited: list[Running]) -> None:
         """Record ``victims`` (evicted now) and ``inherited`` (evicted earlier for an admission
@@ -586,7 +526,7 @@ class Cycle:
         self._reassign(inherited, h, verdict.option, amount)
         for victim in victims:
             why, text = self._eviction_reason(victim, h, verdict.option, amount)
-            self.evictions.append((victim, name, why, text))
+            self._record_eviction(victim, name, why, text)
         everyone = victims + inherited
         if everyone:
             names = ", ".join(v.workload.name for v in everyone)
@@ -603,29 +543,27 @@ class Cycle:
 
     def _reassign(self, inherited: list[Running], w: Workload, option: Option, amount: int) -> None:
         """Evictions made for an admission since taken back are now for ``w``."""
-        if not inherited:
-            return
-        ids = {id(v) for v in inherited}
-        for index, (victim, _, _, _) in enumerate(self.evictions):
-            if id(victim) in ids:
-                why, text = self._eviction_reason(victim, w, option, amount)
-                self.evictions[index] = (victim, w.name, why, text)
+        for victim in inherited:
+            why, text = self._eviction_reason(victim, w, option, amount)
+            self.evictions[self.eviction_at[id(victim)]] = (victim, w.name, why, text)
+
+    def _record_eviction(self, victim: Running, name: str, why: Reason, text: str) -> None:
+        self.eviction_at[id(victim)] = len(self.evictions)
+        self.evictions.append((victim, name, why, text))
 
     def _readmit(self, r: Running, verdict: Verdict) -> None:
         """Give back an admission of this cycle that ``_unadmit`` took, as it was."""
         self.state.take(r.allocation)
         self.book.charge(r.workload.queue, r.flavor, r.amount)
-        self.admitted_here.setdefault(r.workload.queue, []).append(r)
+        self.admissions.add(r)
         self.outcomes[r.workload.name] = verdict
 
     def _unadmit(self, r: Running, beneficiary: Workload) -> list[Running]:
-        """Undo an admission of this cycle; the workload waits again (and is retried).
-        Returns what was evicted to admit it: those stay evicted, for the beneficiary."""
-        self.state.release(r.allocation)
-        self.book.charge(r.workload.queue, r.flavor, -r.amount)
-        held = self.admitted_here[r.workload.queue]
-        del held[next(i for i, x in enumerate(held) if x is r)]
-        self.waited_at.pop(r.workload.name, None)
+        """Undo an admission of this cycle that ``find_victims`` took back from the state
+        and the book; the workload waits again (and is retried). Returns what was evicted
+        to admit it: those stay evicted, for the beneficiary."""
+        self.admissions.remove(r)
+        self.freed.forget(r.workload.name)
         self.capacity_changed = True
         previous = self.outcomes[r.workload.name]
         if r.workload.queue == beneficiary.queue:
@@ -745,12 +683,6 @@ def _within(small: Size, large: Size) -> bool:
     )
 
 
-def _units(pod: PodAlloc) -> int:
-    """What a pod holds of each of its GPUs (or MIG slice): milli for a fraction, else one
-    whole unit."""
-    return pod.milli if pod.milli is not None else MILLI_PER_GPU
-
-
 def _describe(option: Option) -> str:
     if option.kind is Kind.WHOLE:
         return f"{option.per_pod} {option.flavor} GPU{'s' if option.per_pod > 1 else ''}"
@@ -784,10 +716,12 @@ _TELLING = {
 }
 
 
-def _most_telling(failures: Iterable[tuple[Reason, Callable[[], str], str]]) -> tuple[Reason, str]:
+def _most_telling(failures: Sequence[tuple[Reason, Callable[[], str], str]]) -> tuple[Reason, str]:
     """The failure closest to success (capacity, then quota, then impossibilities), and
     which other options were tried — each (reason, message, flavor)."""
-    ranked = sorted(failures, key=lambda f: _TELLING.get(f[0], 9))
+    ranked = failures
+    if len(failures) > 1:
+        ranked = sorted(failures, key=lambda f: _TELLING.get(f[0], 9))
     reason, explain, _ = ranked[0]
     message = explain()
     others = [f"{flavor} ({why})" for why, _, flavor in ranked[1:]]
@@ -810,7 +744,7 @@ def run_cycle(
         first, rest = _hinted_first(compiled.pending, hints)
         cycle.run(first, hints)
         cycle.run(rest, None)
-    offer_freed_room(cycle, compiled.pending)
+    offer_freed_room(cycle)
     if improve is not None:
         improve(cycle)
     result = CycleResult(cycle.outcomes, cycle.evictions)
@@ -818,15 +752,18 @@ def run_cycle(
     return result
 
 
-def offer_freed_room(cycle: Cycle, pending: Sequence[Entry]) -> None:
+def offer_freed_room(cycle: Cycle) -> None:
     """Offer room freed by preemptions or take-backs to what still waits."""
     for _ in range(3):
+        # In any order: a pass orders what it is given.
+        if not cycle.capacity_changed:
+            break
         waiting = [
-            e
-            for e in pending
-            if cycle.outcomes[e.workload.name].outcome is Outcome.PENDING and cycle.may_fit_now(e)
+            v.entry
+            for v in cycle.outcomes.values()
+            if v.outcome is Outcome.PENDING and cycle.freed.may_fit_now(v.entry)
         ]
-        if not cycle.capacity_changed or not waiting:
+        if not waiting:
             break
         cycle.capacity_changed = False
         cycle.failed_preemption.clear()

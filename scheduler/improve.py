@@ -86,7 +86,7 @@ def improve(
         if _move(cycle, ledger, entry, option, taken_for):
             kept += 1
     if kept:
-        offer_freed_room(cycle, compiled.pending)
+        offer_freed_room(cycle)
         for name, why in taken_for.items():
             verdict = cycle.outcomes[name]
             if verdict.outcome is Outcome.PENDING and why not in verdict.message:
@@ -134,57 +134,68 @@ def _move(
     if not undo:
         return False
     amount = option.quota_per_pod * w.pods
+    free_before = state.entirely_free_gpus()
     room = find_victims(
         state, book, w.queue, [], undo, cycle._fits(entry, option, pools), (option.flavor, amount)
     )
     if room is None:
         return False
+    # find_victims left them taken back from the state and the book.
     _, taken = room
+    undone = [(r, cycle.outcomes[r.workload.name]) for r in taken]
     changes = _changes(cycle, entry, option, taken)
     gain = ledger.delta(changes) + PRIORITY * (
         entry.tier * entry.size - sum(_entry(cycle, r).tier * r.gpu_eq for r in taken)
     )
-    if gain <= 0.0:
+    if gain > 0.0:
+        for r in taken:
+            cycle._unadmit(r, w)
+        result = cycle._try_option(entry, option)
+        if isinstance(result, Allocation):
+            gain += KEEP_WHOLE * (state.entirely_free_gpus() - free_before)
+            if gain > 0.0:
+                cycle._remember(entry, option, result)
+                placed = next(
+                    r
+                    for r in cycle.admissions.competing(w.queue, option.flavor, option.models)
+                    if r.workload is w
+                )
+                if not _overtakes(cycle, entry, placed, taken):
+                    _commit(cycle, ledger, entry, option, result, taken, changes, taken_for)
+                    return True
+                cycle.admissions.remove(placed)
+            state.release(result)
+            book.charge(w.queue, option.flavor, -amount)
+        for r, verdict in undone:
+            cycle._readmit(r, verdict)
         return False
-    free_before = state.entirely_free_gpus()
-    undone = [(r, cycle.outcomes[r.workload.name]) for r in taken]
     for r in taken:
-        cycle._unadmit(r, w)
-    result = cycle._try_option(entry, option)
-    if isinstance(result, Allocation):
-        gain += KEEP_WHOLE * (state.entirely_free_gpus() - free_before)
-        if gain > 0.0:
-            cycle._remember(entry, option, result)
-            if not _overtakes(cycle, entry, taken):
-                _commit(cycle, ledger, entry, option, result, taken, changes, taken_for)
-                return True
-            cycle.admitted_here[w.queue].pop()
-        state.release(result)
-        book.charge(w.queue, option.flavor, -amount)
-    for r, verdict in undone:
-        cycle._readmit(r, verdict)
+        state.take(r.allocation)
+        book.charge(r.workload.queue, r.flavor, r.amount)
     return False
 
 
 def _takeable(cycle: Cycle, ledger: _Ledger, queue: str, option: Option) -> list[Running]:
     """Admissions of this cycle a move for ``queue`` may take back, cheapest loss per GPU-eq
-    first (within a queue: lowest priority, then latest admitted first): of cohort mates
-    that borrow what they hold, admitted without evicting anyone."""
+    first (within a queue: lowest priority, then the last in the queue's order first): of
+    cohort mates that borrow what they hold, admitted without evicting anyone."""
     book = cycle.book
-    found: list[tuple[float, int, int, Running]] = []
+    found: list[tuple[float, int, Running]] = []
     for mate in book.cohort_mates(queue):
-        for position, r in enumerate(cycle.admitted_here.get(mate, ())):
+        for r in cycle.admissions.competing(mate, option.flavor, option.models):
             if (
-                not r.competes_for(option.flavor, option.models)
-                or not book.borrowing(mate, r.flavor)
+                not book.borrowing(mate, r.flavor)
                 or cycle.outcomes[r.workload.name].outcome is not Outcome.ADMIT
             ):
                 continue
             entry = _entry(cycle, r)
             loss = -ledger.delta({(mate, r.flavor): -r.gpu_eq}) + PRIORITY * entry.tier * r.gpu_eq
-            found.append((loss / max(r.gpu_eq, 1e-9), r.workload.priority, -position, r))
-    found.sort(key=lambda f: f[:3])
-    return [f[3] for f in found]
+            found.append((loss / max(r.gpu_eq, 1e-9), r.workload.priority, r))
+    # A queue admits in (created, name) order within a priority: latest first is the
+    # reverse, and the sort by loss and priority keeps it (sorts are stable).
+    found.sort(key=lambda f: (f[2].workload.created, f[2].workload.name), reverse=True)
+    found.sort(key=lambda f: f[:2])
+    return [f[2] for f in found]
 
 
 def _entry(cycle: Cycle, r: Running) -> Entry:
@@ -201,20 +212,23 @@ def _changes(
     return changes
 
 
-def _overtakes(cycle: Cycle, entry: Entry, taken: list[Running]) -> bool:
+def _overtakes(cycle: Cycle, entry: Entry, placed: Running, taken: list[Running]) -> bool:
     """Would the move leave a higher priority waiting where a lower one of its queue holds
-    room it would fit in: the admitted workload over its queue's waiting higher priorities,
-    or one taken back over what its queue keeps of this cycle's admissions?"""
+    room it would fit in: the admitted workload (``placed``) over its queue's waiting higher
+    priorities, or one taken back over what its queue keeps of this cycle's admissions?"""
     w = entry.workload
-    placed = cycle.admitted_here[w.queue][-1]
     for h in cycle.waiting.get(w.queue, ()):
         if h.workload.priority > w.priority and _fits_in_place(cycle, h, placed):
             return True
     for r in taken:
-        for place in cycle.admitted_here.get(r.workload.queue, ()):
-            if place.workload.priority < r.workload.priority and _fits_in_place(
-                cycle, _entry(cycle, r), place
-            ):
+        back = _entry(cycle, r)
+        places = {
+            id(place): place
+            for o in back.options
+            for place in cycle.admissions.competing(r.workload.queue, o.flavor, o.models)
+        }
+        for place in places.values():
+            if place.workload.priority < r.workload.priority and _fits_in_place(cycle, back, place):
                 return True
     return False
 

@@ -346,6 +346,8 @@ class Decision(_Frozen):
 _Built = TypeVar("_Built", bound=BaseModel)
 _FIELDS: dict[type[BaseModel], tuple[tuple[str, Any], ...]] = {}
 """Each model's fields in declaration order (reading ``model_fields`` costs a descriptor)."""
+_NAMES: dict[type[BaseModel], tuple[str, ...]] = {}
+"""Each model's field names in declaration order."""
 
 
 def built(cls: type[_Built], values: dict[str, Any]) -> _Built:
@@ -356,11 +358,15 @@ def built(cls: type[_Built], values: dict[str, Any]) -> _Built:
     fields = _FIELDS.get(cls)
     if fields is None:
         fields = _FIELDS[cls] = tuple(cls.model_fields.items())
-    data: dict[str, Any] = {}
-    for name, field in fields:
-        data[name] = (
-            values[name] if name in values else field.get_default(call_default_factory=True)
-        )
+        _NAMES[cls] = tuple(name for name, _ in fields)
+    if tuple(values) == _NAMES[cls]:
+        data = dict(values)  # every field, in order: nothing to fill in or reorder
+    else:
+        data = {}
+        for name, field in fields:
+            data[name] = (
+                values[name] if name in values else field.get_default(call_default_factory=True)
+            )
     model = cls.__new__(cls)
     setattr_ = object.__setattr__
     setattr_(model, "__dict__", data)

@@ -93,6 +93,10 @@ class _Account:
     borrow_limit: dict[str, int]
     kept: dict[str, int]
     """Nominal quota the queue never lends (nominal − lending limit)."""
+    lends: dict[str, int]
+    """Its cohort's lendable quota per flavor (``QuotaBook.lendable``), shared by the members."""
+    drawn: dict[str, int]
+    """Its cohort's usage drawn from the lendable pool per flavor, shared by the members."""
     usage: dict[str, int] = field(default_factory=dict)
 
 
@@ -103,9 +107,12 @@ class QuotaBook:
         self.accounts: dict[str, _Account] = {}
         self.lendable: dict[tuple[str, str], int] = {}
         """(cohort, flavor) → quota the cohort's members lend in total."""
-        self.drawn: dict[tuple[str, str], int] = {}
-        """(cohort, flavor) → usage beyond members' kept quota, drawn from the lendable pool."""
         self.members: dict[str, list[str]] = {}
+        # Per cohort, by flavor: what its members lend, and what is drawn from that (usage
+        # beyond members' kept quota). Accounts hold their cohort's dicts: a check or a
+        # charge, hundreds of thousands a cycle, then builds no (cohort, flavor) key.
+        lends: dict[str, dict[str, int]] = {}
+        drawn: dict[str, dict[str, int]] = {}
         for queue in queues:
             nominal: dict[str, int] = {}
             borrow: dict[str, int] = {}
@@ -120,12 +127,14 @@ class QuotaBook:
                 kept[flavor] = (quota.nominal - min(lend, quota.nominal)) * unit
             cohort = queue.cohort if queue.cohort is not None else f"\0{queue.name}"
             self.members.setdefault(cohort, []).append(queue.name)
+            pool = lends.setdefault(cohort, {})
             self.accounts[queue.name] = _Account(
-                queue.name, cohort, queue.weight, nominal, borrow, kept
-            )
+                queue.name, cohort, queue.weight, nominal, borrow, kept, pool,
+                drawn.setdefault(cohort, {}),
+            )  # fmt: skip
             for flavor, amount in nominal.items():
-                key = (cohort, flavor)
-                self.lendable[key] = self.lendable.get(key, 0) + amount - kept[flavor]
+                pool[flavor] = pool.get(flavor, 0) + amount - kept[flavor]
+                self.lendable[(cohort, flavor)] = pool[flavor]
 
     def usage(self, queue: str, flavor: str) -> int:
         return self.accounts[queue].usage.get(flavor, 0)
@@ -140,8 +149,7 @@ class QuotaBook:
         used = account.usage.get(flavor, 0)
         nominal = account.nominal.get(flavor, 0)
         after = used + amount
-        key = (account.cohort, flavor)
-        lendable = self.lendable.get(key, 0)
+        lendable = account.lends.get(flavor, 0)
         standalone = account.cohort.startswith("\0")
         if flavor not in account.nominal and (standalone or lendable == 0):
             return QuotaCheck(False, Reason.NO_QUOTA, numbers=(queue, flavor, amount, 0, 0, 0, 0))
@@ -152,9 +160,11 @@ class QuotaBook:
                 Reason.BORROWING_LIMIT,
                 numbers=(queue, flavor, amount, used, nominal, limit, 0),
             )
-        drawn = self.drawn.get(key, 0)
+        drawn = account.drawn.get(flavor, 0)
         kept = account.kept.get(flavor, 0)  # usage beyond what it keeps is drawn
-        new_drawn = drawn - max(0, used - kept) + max(0, after - kept)
+        # max(0, …) spelled out: a check or a charge is made hundreds of thousands of times.
+        was, will = used - kept, after - kept
+        new_drawn = drawn - (was if was > 0 else 0) + (will if will > 0 else 0)
         if new_drawn > lendable:
             reason = Reason.COHORT_EXHAUSTED
             if standalone or after <= nominal:
@@ -174,9 +184,10 @@ class QuotaBook:
         assert account.cohort is not None
         used = account.usage.get(flavor, 0)
         after = used + amount
-        key = (account.cohort, flavor)
         kept = account.kept.get(flavor, 0)  # usage beyond what it keeps is drawn
-        self.drawn[key] = self.drawn.get(key, 0) - max(0, used - kept) + max(0, after - kept)
+        was, will = used - kept, after - kept
+        drawn = account.drawn
+        drawn[flavor] = drawn.get(flavor, 0) - (was if was > 0 else 0) + (will if will > 0 else 0)
         account.usage[flavor] = after
 
     def within_nominal(self, queue: str, flavor: str, amount: int) -> bool:
@@ -202,24 +213,26 @@ class QuotaBook:
     def share(self, queue: str, extra_flavor: str | None = None, extra: int = 0) -> float:
         """Weighted dominant borrowed share, optionally as if ``extra`` more were admitted."""
         account = self.accounts[queue]
-        assert account.cohort is not None
-        usage, nominal = account.usage, account.nominal
+        usage, nominal, lends = account.usage, account.nominal, account.lends
         # Asked for every queue head the cycle takes: no set of flavors built per call.
         dominant = 0.0
         if extra_flavor is not None and extra_flavor not in usage:
-            dominant = self._borrowed_share(account, extra_flavor, extra)
+            dominant = _borrowed_share(extra - nominal.get(extra_flavor, 0), lends, extra_flavor)
         for flavor, used in usage.items():
             if flavor == extra_flavor:
                 used += extra
-            if used > nominal.get(flavor, 0):
-                dominant = max(dominant, self._borrowed_share(account, flavor, used))
+            borrowed = used - nominal.get(flavor, 0)
+            if borrowed > 0:
+                borrowed_share = _borrowed_share(borrowed, lends, flavor)
+                if borrowed_share > dominant:
+                    dominant = borrowed_share
         return dominant / account.weight
 
-    def _borrowed_share(self, account: _Account, flavor: str, used: int) -> float:
-        """What ``used`` borrows of the cohort's lendable ``flavor`` (the amount itself
-        when the cohort lends none); 0 within the nominal quota."""
-        borrowed = used - account.nominal.get(flavor, 0)
-        if borrowed <= 0:
-            return 0.0
-        lendable = self.lendable.get((account.cohort or "", flavor), 0)
-        return borrowed / lendable if lendable else float(borrowed)
+
+def _borrowed_share(borrowed: int, lends: dict[str, int], flavor: str) -> float:
+    """What ``borrowed`` is of the cohort's lendable ``flavor`` (the amount itself when the
+    cohort lends none); 0 when nothing is borrowed."""
+    if borrowed <= 0:
+        return 0.0
+    lendable = lends.get(flavor, 0)
+    return borrowed / lendable if lendable else float(borrowed)

@@ -90,6 +90,7 @@ class ClusterState:
         self._eligible_cache: dict[tuple[object, ...], tuple[int, ...]] = {}
         self._never_fits_cache: dict[tuple[object, ...], bool] = {}
         self._never_hosts_cache: dict[tuple[object, ...], bool] = {}
+        self._pool_mig_profiles: list[set[str]] | None = None
         self._placements: dict[PodAlloc, PodPlacement] = {}
         self.scorer: FragmentationScore | None = None
         """Set by the online path: place by least growth of expected fragmentation."""
@@ -98,14 +99,21 @@ class ClusterState:
         self._whole_pool: list[int] = []
         """Per GPU: its pool if healthy and unshared (free milli only 0 or 1000), else −1."""
         self._compile_nodes(snapshot.nodes)
-        self.models_present: tuple[str, ...] = tuple(
-            dict.fromkeys(self.gpu_model[g] for g in range(len(self.gpu_model)))
-        )
+        self.models_present: tuple[str, ...] = tuple(dict.fromkeys(self.gpu_model))
 
     # ----------------------------------------------------------------- compile
     def _compile_nodes(self, nodes: Iterable[Node]) -> None:
+        # Once per GPU, 32,000 times on a large cluster: the lists' appends are looked up
+        # once, a node's GPUs look their pool up by model (hashing a pool key hashes its
+        # taints, pydantic models), and free MIG slices and shared GPUs are sorted once.
         pool_of: dict[tuple[object, ...], int] = {}
         names: dict[str, str] = {}  # as written → catalog name (a lookup per GPU is slow)
+        gpu_node, gpu_index = self.gpu_node.append, self.gpu_index.append
+        gpu_model, gpu_healthy = self.gpu_model.append, self.gpu_healthy.append
+        gpu_shared, gpu_pool = self.gpu_shared.append, self.gpu_pool.append
+        gpu_mig, gpu_free_milli = self.gpu_mig.append, self.gpu_free_milli.append
+        whole_pool, node_pool_gpus = self._whole_pool.append, self._node_pool_gpus
+        g = 0
         for node in nodes:
             n = len(self.node_names)
             self.node_names.append(node.name)
@@ -114,51 +122,60 @@ class ClusterState:
             self.node_mem.append(UNTRACKED if node.memory_mib is None else node.memory_mib)
             self.free_cpu.append(self.node_cpu[n])
             self.free_mem.append(self.node_mem[n])
-            self.node_gpus.append({})
+            gpus_here: dict[int, int] = {}
+            self.node_gpus.append(gpus_here)
             self.node_labels.append(node.labels)
             taints = tuple(sorted(node.taints, key=lambda t: (t.key, t.value, t.effect)))
             pool_labels = {k: v for k, v in node.labels.items() if k in self.pool_label_keys}
             labels_key = tuple(sorted(pool_labels.items()))
+            pools_here: dict[str, int] = {}  # model → pool, for this node
             for gpu in node.gpus:
                 model = names.get(gpu.model)
                 if model is None:
                     model = names[gpu.model] = self.catalog[gpu.model].name
-                key = (model, labels_key, taints)
-                p = pool_of.get(key)
-                if p is None:
-                    p = pool_of[key] = len(self.pools)
-                    self.pools.append(Pool(model, pool_labels, taints))
+                p = pools_here.get(model, -1)
+                if p < 0:
+                    key = (model, labels_key, taints)
+                    p = pool_of.get(key, -1)
+                    if p < 0:
+                        p = pool_of[key] = len(self.pools)
+                        self.pools.append(Pool(model, pool_labels, taints))
+                    pools_here[model] = p
+                    node_pool_gpus[(n, p)] = []
                 pool = self.pools[p]
-                g = len(self.gpu_node)
-                self.gpu_node.append(n)
-                self.gpu_index.append(gpu.index)
-                self.gpu_model.append(model)
-                self.gpu_healthy.append(gpu.healthy)
-                self.gpu_shared.append(gpu.shared)
-                self.gpu_pool.append(p)
-                self.node_gpus[n][gpu.index] = g
-                self._node_pool_gpus.setdefault((n, p), []).append(g)
+                gpu_node(n)
+                gpu_index(gpu.index)
+                gpu_model(model)
+                gpu_healthy(gpu.healthy)
+                gpu_shared(gpu.shared)
+                gpu_pool(p)
+                gpus_here[gpu.index] = g
+                node_pool_gpus[(n, p)].append(g)
                 plain = gpu.healthy and not gpu.shared and gpu.mig is None
-                self._whole_pool.append(p if plain else -1)
+                whole_pool(p if plain else -1)
                 if not pool.nodes or pool.nodes[-1] != n:
                     pool.nodes.append(n)
                     pool.node_size[n] = 0
                     pool.whole_free[n] = 0
                 if gpu.mig is not None:
-                    self.gpu_free_milli.append(0)
-                    self.gpu_mig.append({s.start: [s.profile, False] for s in gpu.mig})
+                    gpu_free_milli(0)
+                    gpu_mig({s.start: [s.profile, False] for s in gpu.mig})
                     if gpu.healthy:
                         for s in gpu.mig:
-                            insort(pool.mig_free.setdefault(s.profile, []), (n, g, s.start))
-                    continue
-                self.gpu_mig.append(None)
-                self.gpu_free_milli.append(MILLI_PER_GPU if gpu.healthy else 0)
-                if gpu.healthy:
-                    pool.node_size[n] += 1
-                    pool.whole_free[n] += 1
-                    if gpu.shared:
-                        insort(pool.fractions, (MILLI_PER_GPU, n, g))
+                            pool.mig_free.setdefault(s.profile, []).append((n, g, s.start))
+                else:
+                    gpu_mig(None)
+                    gpu_free_milli(MILLI_PER_GPU if gpu.healthy else 0)
+                    if gpu.healthy:
+                        pool.node_size[n] += 1
+                        pool.whole_free[n] += 1
+                        if gpu.shared:
+                            pool.fractions.append((MILLI_PER_GPU, n, g))
+                g += 1
         for pool in self.pools:
+            pool.fractions.sort()
+            for free in pool.mig_free.values():
+                free.sort()
             pool.fill_buckets()
 
     # ------------------------------------------------------------- eligibility
@@ -215,9 +232,15 @@ class ClusterState:
         if option.kind is Kind.WHOLE:
             k = option.per_pod
             for p in pools:
-                for (_, free), nodes in self.pools[p].buckets.items():
-                    if free >= k:
-                        total += len(nodes) * (free // k)
+                pool = self.pools[p]
+                usable = pool.occupied & usable_bits(k, pool.max_size)
+                while usable:  # only the non-empty buckets a pod fits in
+                    low = usable & -usable
+                    usable ^= low
+                    bucket = bucket_at(low.bit_length() - 1, pool.max_size)
+                    total += len(pool.buckets[bucket].members) * (bucket[1] // k)
+                if total >= enough:
+                    return total
         elif option.kind is Kind.FRACTION:
             m = option.per_pod
             for p in pools:
@@ -320,15 +343,9 @@ class ClusterState:
         if option.kind is Kind.WHOLE:
             return all(self.pools[p].max_size < option.per_pod for p in pools)
         if option.kind is Kind.MIG:
+            profiles = self._mig_profiles()
             return not any(
-                self.pools[p].model in option.models
-                and any(
-                    self.gpu_mig[g] is not None
-                    and any(s[0] == option.profile for s in self.gpu_mig[g].values())  # type: ignore[union-attr]
-                    for n in self.pools[p].nodes
-                    for g in self.node_gpus[n].values()
-                    if self.gpu_pool[g] == p and self.gpu_healthy[g]
-                )
+                self.pools[p].model in option.models and option.profile in profiles[p]
                 for p in pools
             )
         return not any(
@@ -338,6 +355,18 @@ class ClusterState:
             for g in self.node_gpus[n].values()
             if self.gpu_pool[g] == p
         )
+
+    def _mig_profiles(self) -> list[set[str]]:
+        """Per pool: the MIG profiles its healthy GPUs are partitioned into (layouts do not
+        change within a cycle). Found once, on first need: a scan per demand kind was a
+        scan of every node of the pool."""
+        if self._pool_mig_profiles is None:
+            found: list[set[str]] = [set() for _ in self.pools]
+            for g, layout in enumerate(self.gpu_mig):
+                if layout is not None and self.gpu_healthy[g]:
+                    found[self.gpu_pool[g]].update(str(slot[0]) for slot in layout.values())
+            self._pool_mig_profiles = found
+        return self._pool_mig_profiles
 
     # --------------------------------------------------------------- placement
     def place(
@@ -407,7 +436,14 @@ class ClusterState:
                         and (nodes is None or node in nodes)
                     ):
                         node = next(
-                            (n for n in candidates if self._fits_node(n, cpu, mem, nodes)), None
+                            (
+                                n
+                                for n in candidates
+                                if free_cpu[n] >= cpu
+                                and free_mem[n] >= mem
+                                and (nodes is None or n in nodes)
+                            ),
+                            None,
                         )
                     if node is not None:
                         best = (*bucket, p, node)

@@ -735,7 +735,7 @@ def test_regression_the_incremental_allocator_forgets_what_waits() -> None:
     # long-lived allocator grew without bound and garbage collection paused requests
     # for up to 230 ms after 40,000 requests.
     cycle = allocator._cycle
-    assert (cycle.waiting, cycle.waited_at, cycle.outcomes) == ({}, {}, {})
+    assert (cycle.waiting, cycle.freed.waited_at, cycle.outcomes) == ({}, {}, {})
 
 
 def test_regression_evictions_follow_a_taken_back_admission() -> None:
@@ -798,14 +798,14 @@ def test_freed_room_is_offered_again_only_where_it_could_lift_the_refusal() -> N
     (entry,) = compiled.pending
     verdict = cycle.admit_or_explain(entry)
     assert verdict.reason is Reason.BORROWING_LIMIT  # a holds its 2 of 2 H100, may borrow 0
-    assert not cycle.may_fit_now(entry)
+    assert not cycle.freed.may_fit_now(entry)
     b_run, a_run = compiled.running
     # Cohort y's quota and GPUs of a-wait's model freed: neither lifts a's quota.
     cycle._note_freed([b_run])
-    assert cycle.capacity_changed and not cycle.may_fit_now(entry)
+    assert cycle.capacity_changed and not cycle.freed.may_fit_now(entry)
     # Quota of a's own cohort freed: now it may fit.
     cycle._note_freed([a_run])
-    assert cycle.may_fit_now(entry)
+    assert cycle.freed.may_fit_now(entry)
 
 
 def test_decide_leaves_the_garbage_collector_as_the_caller_had_it() -> None:

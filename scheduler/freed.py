@@ -1,0 +1,141 @@
+"""Room freed during a cycle, and who waits for it: when to offer capacity again.
+
+A preemption or a take-back frees GPUs of some models and quota of a flavor in a cohort.
+The cycle then offers the room again to workloads it left waiting (work conservation), but
+only to those it can help: each waiting workload remembers, per option, what must be freed
+before that option can fit, and when it was left waiting. Thousands wait at 20,000 pending
+workloads; most watch GPUs or quota that nothing freed, and are not tried again.
+"""
+
+from __future__ import annotations
+
+from scheduler.catalog import MILLI_PER_GPU
+from scheduler.compiled import Entry
+from scheduler.demand import Option
+from scheduler.model import Workload
+from scheduler.preemption import Running
+from scheduler.quota import QuotaBook
+from scheduler.reasons import Reason
+from scheduler.state import Allocation, PodAlloc
+
+__all__ = ["Freed", "FreedRoom", "Watch"]
+
+Freed = str | tuple[str, str]
+"""What a cycle frees: GPUs of a model (its name), or quota of a flavor in a cohort."""
+
+Watch = dict[int, tuple[Freed, ...]]
+"""Per option of a waiting workload (by id): what must be freed before it can fit."""
+
+_NEVER_WAITED: tuple[int, Watch] = (-1, {})
+"""A workload never left waiting (read only)."""
+
+_QUOTA_REASONS = frozenset(
+    {Reason.QUOTA_EXHAUSTED, Reason.COHORT_EXHAUSTED, Reason.BORROWING_LIMIT, Reason.NO_QUOTA}
+)
+
+
+class FreedRoom:
+    """What one cycle freed and when, against when each workload was left waiting."""
+
+    __slots__ = ("book", "freed_at", "frees", "gpu_model", "waited_at")
+
+    def __init__(self, book: QuotaBook, gpu_model: list[str]) -> None:
+        self.book = book
+        self.gpu_model = gpu_model
+        """Per GPU id: its model."""
+        self.frees = 0
+        """Counts the times this cycle freed capacity (evictions, take-backs)."""
+        self.freed_at: dict[Freed, int] = {}
+        """Per GPU model, and per (cohort, flavor) for quota: the count of ``frees`` when it
+        last had some freed. Quota freed in one cohort makes no room in another."""
+        self.waited_at: dict[str, tuple[int, Watch]] = {}
+        """Per workload: the count of ``frees`` when it was last left waiting, and its
+        ``Watch``."""
+
+    def waits(self, name: str, watch: Watch) -> None:
+        """``name`` was left waiting now, watching ``watch``."""
+        self.waited_at[name] = (self.frees, watch)
+
+    def forget(self, name: str) -> None:
+        """``name``'s admission was taken back: it may fit anywhere again."""
+        self.waited_at.pop(name, None)
+
+    def note(self, released: list[Running], reuse: tuple[str, Allocation, int] | None) -> bool:
+        """Record the room ``released`` leaves for others: the GPUs (whole, milli, MIG slices)
+        and the quota that ``reuse`` — (queue, allocation, amount charged) of the admission
+        made with it — does not take again. A higher priority taking a lower one's place
+        leaves nothing, so it does not make the cycle offer that room to everything waiting
+        again. True when some room is left."""
+        self.frees += 1
+        units: dict[tuple[int, int | None], int] = {}
+        for r in released:
+            for pod in r.allocation.pods:
+                for g in pod.gpus:
+                    unit = (g, pod.mig_start)
+                    units[unit] = units.get(unit, 0) + _units(pod)
+        quota: dict[tuple[str, str], int] = {}
+        for r in released:
+            held = (self.book.cohort(r.workload.queue), r.flavor)
+            quota[held] = quota.get(held, 0) + r.amount
+        if reuse is not None:
+            queue, reused, charged = reuse
+            for pod in reused.pods:
+                for g in pod.gpus:
+                    unit = (g, pod.mig_start)
+                    if unit in units:
+                        units[unit] -= _units(pod)
+            taken = (self.book.cohort(queue), reused.option.flavor)
+            if taken in quota:
+                quota[taken] -= charged
+        left_some = False
+        for (g, _), left in units.items():
+            if left > 0:
+                self.freed_at[self.gpu_model[g]] = self.frees
+                left_some = True
+        for freed, left in quota.items():
+            if left > 0:
+                self.freed_at[freed] = self.frees
+                left_some = True
+        return left_some
+
+    def may_fit_now(self, entry: Entry) -> bool:
+        """Was room freed for any of its options since it was last left waiting (or was its
+        admission taken back)?"""
+        w = entry.workload
+        waited = self.waited_at.get(w.name)
+        if waited is None:
+            return True
+        return any(self._freed(w, option, *waited) for option in entry.options)
+
+    def since_waiting(self, w: Workload, option: Option) -> bool:
+        """Was capacity ``option`` competes for freed since ``w`` was last left waiting?
+        If not, taking back what was admitted after it cannot make it fit: it did not fit in
+        the room those admissions took, and nothing was added since."""
+        return self._freed(w, option, *self.waited_at.get(w.name, _NEVER_WAITED))
+
+    def _freed(self, w: Workload, option: Option, since: int, watch: Watch) -> bool:
+        keys = watch.get(id(option))
+        if keys is None:
+            keys = self.watch(w, option, None)
+        freed_at = self.freed_at
+        return any(freed_at.get(key, -1) > since for key in keys)
+
+    def watch(self, w: Workload, option: Option, refused: Reason | None) -> tuple[Freed, ...]:
+        """What must be freed before ``option`` can fit, when it was ``refused`` for that
+        reason: quota of its flavor in its cohort, when refused by quota (GPUs freed
+        elsewhere do not lift it); GPUs of its models, when refused for capacity (quota
+        allowed it then); nothing, when no node can host it; both when unknown."""
+        quota = (self.book.cohort(w.queue), option.flavor)
+        if refused in _QUOTA_REASONS:
+            return (quota,)
+        if refused is Reason.NO_CAPACITY:
+            return option.models
+        if refused in (Reason.NEVER_FITS, Reason.NO_MATCHING_NODES):
+            return ()
+        return (quota, *option.models)
+
+
+def _units(pod: PodAlloc) -> int:
+    """What a pod holds of each of its GPUs (or MIG slice): milli for a fraction, else one
+    whole unit."""
+    return pod.milli if pod.milli is not None else MILLI_PER_GPU
