@@ -471,7 +471,7 @@ def _solve_ilp(
             and (q, flavor) not in quota_terms
             and (q, flavor) not in quota_freed
         )
-        lendable = book.lendable.get((cohort, flavor), 0)
+        lendable = book.lendable(cohort, flavor)
         problem += affine(terms) <= lendable - fixed, f"cohort_{cohort}_{flavor}"
 
     # Utility: guarantee, then concave weighted borrowing (scheduler.objective).

@@ -82,7 +82,7 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
             room = max(0, account.nominal.get(flavor, 0) - account.usage.get(flavor, 0))
             headroom[(name, flavor)] = room / unit
             assert account.cohort is not None
-            lendable = book.lendable.get((account.cohort, flavor), 0) / unit
+            lendable = book.lendable(account.cohort, flavor) / unit
             widths[(name, flavor)] = segment_width(account.weight, lendable)
     return Compiled(snapshot, catalog, state, book, running, pending, headroom, widths, options)
 

@@ -275,20 +275,23 @@ class Cycle:
         self.book.charge(w.queue, option.flavor, amount)
         return allocation
 
-    def _remember(self, entry: Entry, option: Option, allocation: Allocation) -> None:
+    def _remember(self, entry: Entry, option: Option, allocation: Allocation) -> Running | None:
+        """Record an admission of this cycle (what a take-back may undo); returns it."""
         if not self.preempt:
-            return  # the incremental path never undoes what it admitted
+            return None  # the incremental path never undoes what it admitted
         w = entry.workload
         if len(option.models) == 1:
             models = frozenset(option.models)  # it can only have got GPUs of that model
         else:
             models = frozenset(self.state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)
-        self.admissions.add(
-            Running(w, allocation, option.flavor, option.quota_per_pod * w.pods, entry.size, models)
+        admitted = Running(
+            w, allocation, option.flavor, option.quota_per_pod * w.pods, entry.size, models
         )
+        self.admissions.add(admitted)
         self.lowest_admitted[w.queue] = min(
             self.lowest_admitted.get(w.queue, w.priority), w.priority
         )
+        return admitted
 
     def _make_room(self, entry: Entry, option: Option) -> Verdict | None:
         """Admit by taking capacity back: first from cohort mates that borrowed it earlier in
@@ -309,11 +312,7 @@ class Cycle:
         if not reclaim and not may_evict and not take_back:
             return None
         pools = self.state.eligible_pools(w, option)
-        if (
-            not pools
-            or self.state.never_fits(option, pools)
-            or self.state.never_hosts(pools, w.cpu_milli, w.memory_mib)
-        ):
+        if self.state.never_places(option, pools, w.cpu_milli, w.memory_mib):
             return None
         # A demand this one contains (same shape and places, no larger in any dimension)
         # already found no room at this priority in this pass: neither will this one.
@@ -629,15 +628,14 @@ class Cycle:
         if room >= w.pods:
             # The devices are there: what is missing is CPU or memory on their nodes, or
             # nodes its selector allows.
-            hosted = self.state.hosted_room(
-                option, w.cpu_milli, w.memory_mib, pools, self.state.node_filter(w)
-            )
+            nodes = self.state.node_filter(w)
+            hosted = self.state.hosted_room(option, w.cpu_milli, w.memory_mib, pools, nodes)
             message = (
                 f"needs {w.pods}× {_describe(option)} with {w.cpu_milli / 1000:g} CPU and "
                 f"{w.memory_mib / 1024:g} GiB memory per pod; the free GPUs would take {room} "
                 f"such pod(s), but the CPU and memory left on their nodes host only {hosted}"
             )
-            if self.state.node_filter(w) is not None:
+            if nodes is not None:
                 message += " (on the nodes its node selector allows)"
         return message
 

@@ -134,11 +134,7 @@ def _move(
     w = entry.workload
     state, book = cycle.state, cycle.book
     pools = state.eligible_pools(w, option)
-    if (
-        not pools
-        or state.never_fits(option, pools)
-        or state.never_hosts(pools, w.cpu_milli, w.memory_mib)
-    ):
+    if state.never_places(option, pools, w.cpu_milli, w.memory_mib):
         return False
     undo = _takeable(cycle, ledger, w.queue, option)
     if not undo:
@@ -164,12 +160,8 @@ def _move(
         if isinstance(result, Allocation):
             gain += KEEP_WHOLE * (state.entirely_free_gpus() - free_before)
             if gain > 0.0:
-                cycle._remember(entry, option, result)
-                placed = next(
-                    r
-                    for r in cycle.admissions.competing(w.queue, option.flavor, option.models)
-                    if r.workload is w
-                )
+                placed = cycle._remember(entry, option, result)
+                assert placed is not None  # a cycle that preempts remembers its admissions
                 if not _overtakes(cycle, entry, placed, taken):
                     _commit(cycle, ledger, entry, option, result, taken, changes, taken_for)
                     return True

@@ -105,13 +105,12 @@ class QuotaBook:
 
     def __init__(self, queues: tuple[Queue, ...], model_flavors: frozenset[str]) -> None:
         self.accounts: dict[str, _Account] = {}
-        self.lendable: dict[tuple[str, str], int] = {}
-        """(cohort, flavor) → quota the cohort's members lend in total."""
         self.members: dict[str, list[str]] = {}
         # Per cohort, by flavor: what its members lend, and what is drawn from that (usage
         # beyond members' kept quota). Accounts hold their cohort's dicts: a check or a
         # charge, hundreds of thousands a cycle, then builds no (cohort, flavor) key.
-        lends: dict[str, dict[str, int]] = {}
+        self._lends: dict[str, dict[str, int]] = {}
+        lends = self._lends
         drawn: dict[str, dict[str, int]] = {}
         for queue in queues:
             nominal: dict[str, int] = {}
@@ -134,7 +133,10 @@ class QuotaBook:
             )  # fmt: skip
             for flavor, amount in nominal.items():
                 pool[flavor] = pool.get(flavor, 0) + amount - kept[flavor]
-                self.lendable[(cohort, flavor)] = pool[flavor]
+
+    def lendable(self, cohort: str, flavor: str) -> int:
+        """Quota of ``flavor`` the cohort's members lend in total."""
+        return self._lends.get(cohort, {}).get(flavor, 0)
 
     def usage(self, queue: str, flavor: str) -> int:
         return self.accounts[queue].usage.get(flavor, 0)

@@ -326,6 +326,12 @@ class ClusterState:
             known = self._never_fits_cache[key] = self._never_fits(option, pools)
         return known
 
+    def never_places(self, option: Option, pools: tuple[int, ...], cpu: int, mem: int) -> bool:
+        """True when no pod of this option could ever be placed on these pools: there are
+        none, or none has the devices (``never_fits``) or the CPU and memory (``never_hosts``)
+        for one even empty."""
+        return not pools or self.never_fits(option, pools) or self.never_hosts(pools, cpu, mem)
+
     def never_hosts(self, pools: tuple[int, ...], cpu: int, mem: int) -> bool:
         """True when no node of these pools has the CPU and memory for one pod, even empty:
         its GPUs will never do (a pod asking 512 GiB of a model whose nodes have 384)."""

@@ -113,6 +113,6 @@ def test_share_is_the_largest_borrowed_fraction_whatever_is_charged(
             continue
         borrowed = used - b.nominal("a", flavor)
         if borrowed > 0:
-            lendable = b.lendable.get(("c", flavor), 0)
+            lendable = b.lendable("c", flavor)
             expected = max(expected, borrowed / lendable if lendable else float(borrowed))
     assert b.share("a", extra_on, extra * G if extra_on else 0) == expected / weight

@@ -362,7 +362,7 @@ class Admission:
             return [f"{gpu.memory_mib} MiB of GPU memory: no GPU in this cluster has that much"]
         shapes = self.cluster.node_shapes()
         if (ask.cpu_milli or ask.memory_mib) and not any(
-            cpu >= ask.cpu_milli and memory >= ask.memory_mib
+            (cpu is None or cpu >= ask.cpu_milli) and (memory is None or memory >= ask.memory_mib)
             for m in models
             for cpu, memory in shapes.get(m, ())
         ):

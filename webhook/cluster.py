@@ -48,8 +48,6 @@ __all__ = [
 
 
 _RATE_WINDOW_S = 3600.0
-UNLIMITED = 1 << 62
-"""CPU or memory of a node that does not report it: no request is too large for it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +116,7 @@ class LiveCluster:
         """(namespace, Job name) → spec.parallelism: sizes gangs of Job pods."""
         self._allocator: IncrementalAllocator | None = None
         self._largest: dict[str, int] | None = None
-        self._hosts: dict[str, frozenset[tuple[int, int]]] | None = None
+        self._hosts: dict[str, frozenset[tuple[int | None, int | None]]] | None = None
         self._waiting_cache: tuple[int, dict[str, int]] | None = None
         self._observing = False
         """True once a watch feeds pods: intents then expire when their pod never shows."""
@@ -155,18 +153,15 @@ class LiveCluster:
                 self._largest = largest
             return self._largest
 
-    def node_shapes(self) -> dict[str, frozenset[tuple[int, int]]]:
-        """Per GPU model present: the (CPU milli, memory MiB) its nodes have allocatable, a
-        node that does not say counting as unlimited. For "can this pod ever fit" checks;
-        a cluster has few node shapes, so the answer is a handful of pairs per model."""
+    def node_shapes(self) -> dict[str, frozenset[tuple[int | None, int | None]]]:
+        """Per GPU model present: the (CPU milli, memory MiB) its nodes have allocatable,
+        None where a node does not say. For "can this pod ever fit" checks; a cluster has
+        few node shapes, so the answer is a handful of pairs per model."""
         with self._lock:
             if self._hosts is None:
-                shapes: dict[str, set[tuple[int, int]]] = {}
+                shapes: dict[str, set[tuple[int | None, int | None]]] = {}
                 for node in self.nodes.values():
-                    shape = (
-                        UNLIMITED if node.cpu_milli is None else node.cpu_milli,
-                        UNLIMITED if node.memory_mib is None else node.memory_mib,
-                    )
+                    shape = (node.cpu_milli, node.memory_mib)
                     for model in {g.model for g in node.gpus}:
                         shapes.setdefault(model, set()).add(shape)
                 self._hosts = {m: frozenset(s) for m, s in shapes.items()}
