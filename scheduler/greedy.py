@@ -69,7 +69,13 @@ class CycleResult:
 
 
 class Cycle:
-    """Admission against one compiled snapshot; the incremental path reuses it per arrival."""
+    """Admission against one compiled snapshot; the incremental path reuses it per arrival.
+
+    Its steps (``try_option``, ``remember``, ``record``, ``unadmit``/``readmit``,
+    ``fit_check``, ``note_freed``, ``admit_message``) are public because the improvement
+    phase (``scheduler.improve``) builds its moves from them, so a move is checked and
+    recorded exactly as the cycle's own admissions are.
+    """
 
     def __init__(self, compiled: Compiled, preempt: bool = True) -> None:
         self.preempt = preempt
@@ -156,7 +162,7 @@ class Cycle:
         else:
             options = self._preference_order(w, options)
         if not options:
-            return self._record(
+            return self.record(
                 Verdict(
                     entry,
                     Outcome.PENDING,
@@ -167,17 +173,17 @@ class Cycle:
         failures: list[tuple[Reason, Callable[[], str], str]] = []
         watch: Watch = {}
         for option in options:
-            result = self._try_option(entry, option)
+            result = self.try_option(entry, option)
             if isinstance(result, Allocation):
-                self._remember(entry, option, result)
+                self.remember(entry, option, result)
                 borrowing = self.book.borrowing(w.queue, option.flavor)
                 reason = Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED
-                return self._record(
+                return self.record(
                     Verdict(
                         entry,
                         Outcome.ADMIT,
                         reason,
-                        self._admit_message(entry, option, borrowing),
+                        self.admit_message(entry, option, borrowing),
                         option,
                         result,
                     )
@@ -188,9 +194,9 @@ class Cycle:
             for option in options:
                 verdict = self._make_room(entry, option)
                 if verdict is not None:
-                    return self._record(verdict)
+                    return self.record(verdict)
         reason, message = _most_telling(failures)
-        return self._record(Verdict(entry, Outcome.PENDING, reason, message), watch)
+        return self.record(Verdict(entry, Outcome.PENDING, reason, message), watch)
 
     def _preference_order(self, w: Workload, options: list[Option]) -> list[Option]:
         """Options within the queue's nominal quota before those that would borrow; within
@@ -229,7 +235,7 @@ class Cycle:
 
         return [options[i] for i in sorted(range(len(options)), key=key)]
 
-    def _record(self, verdict: Verdict, watch: Watch | None = None) -> Verdict:
+    def record(self, verdict: Verdict, watch: Watch | None = None) -> Verdict:
         # What waits is remembered for the cycle's later passes; the incremental path has
         # none and must not accumulate it.
         if verdict.outcome is Outcome.PENDING and self.preempt:
@@ -238,7 +244,7 @@ class Cycle:
         self.outcomes[verdict.entry.workload.name] = verdict
         return verdict
 
-    def _try_option(self, entry: Entry, option: Option) -> Allocation | Failure:
+    def try_option(self, entry: Entry, option: Option) -> Allocation | Failure:
         """Admit on ``option`` if quota and placement allow. A failure's message is built on
         demand (most are dropped); call it before the state changes."""
         w = entry.workload
@@ -275,7 +281,7 @@ class Cycle:
         self.book.charge(w.queue, option.flavor, amount)
         return allocation
 
-    def _remember(self, entry: Entry, option: Option, allocation: Allocation) -> Running | None:
+    def remember(self, entry: Entry, option: Option, allocation: Allocation) -> Running | None:
         """Record an admission of this cycle (what a take-back may undo); returns it."""
         if not self.preempt:
             return None  # the incremental path never undoes what it admitted
@@ -347,7 +353,7 @@ class Cycle:
             w.queue,
             undo,
             evictable,
-            self._fits(entry, option, pools),
+            self.fit_check(entry, option, pools),
             (option.flavor, amount),
         )
         if room is None:
@@ -358,13 +364,13 @@ class Cycle:
         undone: list[Verdict] = []
         for r in taken_back:
             undone.append(self.outcomes[r.workload.name])
-            inherited += self._unadmit(r, w)
+            inherited += self.unadmit(r, w)
         for victim in victims:  # find_victims evicted them from the state and the book
             self.running.remove(victim)
             self.evicted.add(id(victim))
         # Room made for w goes first to what outranks it in its own queue and waits.
         outranked_by = self._offer_to_higher_priority(w)
-        result = self._try_option(entry, option)
+        result = self.try_option(entry, option)
         if not isinstance(result, Allocation):
             why, explain = result[0], result[1]()
             if not outranked_by:
@@ -377,11 +383,11 @@ class Cycle:
                     self.evicted.discard(id(victim))
                 self.given_back += 1
                 for r, verdict in zip(taken_back, undone, strict=True):
-                    self._readmit(r, verdict)
+                    self.readmit(r, verdict)
                 return Verdict(entry, Outcome.PENDING, why, explain)
             # The room went to workloads that outrank w: what was evicted, now or for an
             # admission taken back, is evicted for the first of them.
-            self._note_freed(taken_back + victims)
+            self.note_freed(taken_back + victims)
             self._credit_victims(outranked_by[0], victims, inherited)
             return Verdict(
                 entry,
@@ -391,8 +397,8 @@ class Cycle:
                 f"{', '.join(outranked_by)} of its queue",
             )
         allocation = result
-        self._note_freed(taken_back + victims, (w.queue, allocation, amount))
-        self._remember(entry, option, allocation)
+        self.note_freed(taken_back + victims, (w.queue, allocation, amount))
+        self.remember(entry, option, allocation)
         # What was evicted for an admission taken back now makes room for w.
         self._reassign(inherited, w, option, amount)
         fresh, victims = victims, victims + inherited
@@ -405,7 +411,7 @@ class Cycle:
                 entry,
                 Outcome.ADMIT,
                 Reason.ADMITTED,
-                self._admit_message(entry, option, borrowing=False) + note,
+                self.admit_message(entry, option, borrowing=False) + note,
                 option,
                 allocation,
             )
@@ -490,16 +496,16 @@ class Cycle:
             ):
                 continue
             for option in entry.options:
-                result = self._try_option(entry, option)
+                result = self.try_option(entry, option)
                 if isinstance(result, Allocation):
-                    self._remember(entry, option, result)
+                    self.remember(entry, option, result)
                     borrowing = self.book.borrowing(h.queue, option.flavor)
-                    self._record(
+                    self.record(
                         Verdict(
                             entry,
                             Outcome.ADMIT,
                             Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED,
-                            self._admit_message(entry, option, borrowing),
+                            self.admit_message(entry, option, borrowing),
                             option,
                             result,
                         )
@@ -508,7 +514,7 @@ class Cycle:
                     break
         return admitted
 
-    def _note_freed(
+    def note_freed(
         self, released: list[Running], reuse: tuple[str, Allocation, int] | None = None
     ) -> None:
         """``FreedRoom.note``; room left over is offered to what waits (``run_cycle``)."""
@@ -550,14 +556,14 @@ class Cycle:
         self.eviction_at[id(victim)] = len(self.evictions)
         self.evictions.append((victim, name, why, text))
 
-    def _readmit(self, r: Running, verdict: Verdict) -> None:
-        """Give back an admission of this cycle that ``_unadmit`` took, as it was."""
+    def readmit(self, r: Running, verdict: Verdict) -> None:
+        """Give back an admission of this cycle that ``unadmit`` took, as it was."""
         self.state.take(r.allocation)
         self.book.charge(r.workload.queue, r.flavor, r.amount)
         self.admissions.add(r)
         self.outcomes[r.workload.name] = verdict
 
-    def _unadmit(self, r: Running, beneficiary: Workload) -> list[Running]:
+    def unadmit(self, r: Running, beneficiary: Workload) -> list[Running]:
         """Undo an admission of this cycle that ``find_victims`` took back from the state
         and the book; the workload waits again (and is retried). Returns what was evicted
         to admit it: those stay evicted, for the beneficiary."""
@@ -580,7 +586,7 @@ class Cycle:
         self.outcomes[r.workload.name] = Verdict(previous.entry, Outcome.PENDING, reason, message)
         return list(previous.victims)
 
-    def _fits(self, entry: Entry, option: Option, pools: tuple[int, ...]) -> Callable[[], bool]:
+    def fit_check(self, entry: Entry, option: Option, pools: tuple[int, ...]) -> Callable[[], bool]:
         """A check that the workload would pass quota and placement now (leaves no trace)."""
         w = entry.workload
         amount = option.quota_per_pod * w.pods
@@ -598,7 +604,7 @@ class Cycle:
         return fits
 
     # -- messages
-    def _admit_message(self, entry: Entry, option: Option, borrowing: bool) -> str:
+    def admit_message(self, entry: Entry, option: Option, borrowing: bool) -> str:
         w = entry.workload
         used = self.book.usage(w.queue, option.flavor)
         nominal = self.book.nominal(w.queue, option.flavor)

@@ -12,7 +12,7 @@ is evicted here; what was taken back is offered the room left again afterwards.
 
 Rules kept: a workload is taken back only while its queue borrows the flavor it holds;
 no move may leave a higher priority waiting where a lower one of its queue holds room it
-would fit in. Quota and placement are checked by the cycle itself (``Cycle._try_option``).
+would fit in. Quota and placement are checked by the cycle itself (``Cycle.try_option``).
 """
 
 from __future__ import annotations
@@ -142,7 +142,13 @@ def _move(
     amount = option.quota_per_pod * w.pods
     free_before = state.entirely_free_gpus()
     room = find_victims(
-        state, book, w.queue, [], undo, cycle._fits(entry, option, pools), (option.flavor, amount)
+        state,
+        book,
+        w.queue,
+        [],
+        undo,
+        cycle.fit_check(entry, option, pools),
+        (option.flavor, amount),
     )
     if room is None:
         return False
@@ -155,12 +161,12 @@ def _move(
     )
     if gain > 0.0:
         for r in taken:
-            cycle._unadmit(r, w)
-        result = cycle._try_option(entry, option)
+            cycle.unadmit(r, w)
+        result = cycle.try_option(entry, option)
         if isinstance(result, Allocation):
             gain += KEEP_WHOLE * (state.entirely_free_gpus() - free_before)
             if gain > 0.0:
-                placed = cycle._remember(entry, option, result)
+                placed = cycle.remember(entry, option, result)
                 assert placed is not None  # a cycle that preempts remembers its admissions
                 if not _overtakes(cycle, entry, placed, taken):
                     _commit(cycle, ledger, entry, option, result, taken, changes, taken_for)
@@ -169,7 +175,7 @@ def _move(
             state.release(result)
             book.charge(w.queue, option.flavor, -amount)
         for r, verdict in undone:
-            cycle._readmit(r, verdict)
+            cycle.readmit(r, verdict)
         return False
     for r in taken:
         state.take(r.allocation)
@@ -249,7 +255,7 @@ def _fits_in_place(cycle: Cycle, entry: Entry, place: Running) -> bool:
     try:
         for option in options:
             pools = state.eligible_pools(entry.workload, option)
-            if pools and cycle._fits(entry, option, pools)():
+            if pools and cycle.fit_check(entry, option, pools)():
                 return True
         return False
     finally:
@@ -271,7 +277,7 @@ def _commit(
     w = entry.workload
     book = cycle.book
     amount = option.quota_per_pod * w.pods
-    cycle._note_freed(taken, (w.queue, allocation, amount))
+    cycle.note_freed(taken, (w.queue, allocation, amount))
     ledger.apply(changes)
     key = (w.queue, option.flavor)
     guaranteed = min(
@@ -280,12 +286,12 @@ def _commit(
     borrowing = book.borrowing(w.queue, option.flavor)
     names = ", ".join(r.workload.name for r in taken)
     lent = sum(r.gpu_eq for r in taken)
-    cycle._record(
+    cycle.record(
         Verdict(
             entry,
             Outcome.ADMIT,
             Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED,
-            f"{cycle._admit_message(entry, option, borrowing)}; {guaranteed:g} of its "
+            f"{cycle.admit_message(entry, option, borrowing)}; {guaranteed:g} of its "
             f"{entry.size:g} GPU-eq are within its queue's unused nominal quota: took back "
             f"{lent:g} GPU-eq lent in this decision to borrowing cohort mates ({names})",
             option,

@@ -801,10 +801,10 @@ def test_freed_room_is_offered_again_only_where_it_could_lift_the_refusal() -> N
     assert not cycle.freed.may_fit_now(entry)
     b_run, a_run = compiled.running
     # Cohort y's quota and GPUs of a-wait's model freed: neither lifts a's quota.
-    cycle._note_freed([b_run])
+    cycle.note_freed([b_run])
     assert cycle.capacity_changed and not cycle.freed.may_fit_now(entry)
     # Quota of a's own cohort freed: now it may fit.
-    cycle._note_freed([a_run])
+    cycle.note_freed([a_run])
     assert cycle.freed.may_fit_now(entry)
 
 
