@@ -525,6 +525,88 @@ def test_openshift_overlay_uses_the_service_ca_operator():
     assert not [o for o in objects if o["apiVersion"].startswith("cert-manager.io")]
 
 
+# --- network policy: who may reach the webhook pods ---------------------------------------------
+
+OUTSIDE = None
+"""A connection from outside the pod network, as the API server's calls to webhooks are."""
+
+
+def _selects(selector: Obj, labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"the check reads matchLabels only: {selector}"
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def reaches(objects: list[Obj], source: dict[str, str] | None, port: str | int) -> bool:
+    """Would a connection from a pod in a namespace with labels ``source`` (or from outside
+    the pod network) to the webhook pods' ``port`` be let through, by the Kubernetes rules:
+    no policy selecting the pod lets everything in; otherwise some rule must list the port
+    (by container port name or number) and either have no ``from`` or match the source."""
+    deployment = one(objects, "Deployment", "apportion")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (container,) = pod_spec(deployment)["containers"]
+    names = {p["name"]: p["containerPort"] for p in container["ports"]}
+    number = names.get(port, port)
+    policies = [
+        p for p in by_kind(objects, "NetworkPolicy")
+        if p["metadata"]["namespace"] == NAMESPACE and _selects(p["spec"]["podSelector"], labels)
+        and "Ingress" in p["spec"]["policyTypes"]
+    ]
+    if not policies:
+        return True
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            listed = {names.get(p["port"], p["port"]) for p in rule.get("ports", [])}
+            if rule.get("ports") and number not in listed:
+                continue
+            peers = rule.get("from")
+            if peers is None:
+                return True
+            for peer in peers:
+                assert set(peer) <= {"namespaceSelector"}, f"unchecked peer kind: {peer}"
+                if source is not OUTSIDE and _selects(peer["namespaceSelector"], source):
+                    return True
+    return False
+
+
+def _namespace(name: str, **labels: str) -> dict[str, str]:
+    return {"kubernetes.io/metadata.name": name, **labels}
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_network_policy_lets_the_api_server_and_prometheus_in_and_no_one_else(name):
+    objects = overlay(name)
+    service = {p["name"]: p for p in one(objects, "Service", "apportion-webhook")["spec"]["ports"]}
+    called = {h["clientConfig"]["service"]["port"] for h in webhooks(objects).values()}
+    (webhook_port,) = [p["targetPort"] for p in service.values() if p["port"] in called]
+    monitor = one(rendered(DEPLOY / "monitoring"), "ServiceMonitor", "apportion")
+    (scraped,) = [service[e["port"]]["targetPort"] for e in monitor["spec"]["endpoints"]]
+    prometheus = (
+        _namespace("monitoring"),
+        _namespace("openshift-monitoring", **{"network.openshift.io/policy-group": "monitoring"}),
+        _namespace("openshift-user-workload-monitoring",
+                   **{"network.openshift.io/policy-group": "monitoring"}),
+    )
+    team = _namespace("team-a", **{"apportion.io/enabled": "true"})
+    assert by_kind(objects, "NetworkPolicy"), "no NetworkPolicy: a default-deny cluster cuts it off"
+    assert reaches(objects, OUTSIDE, webhook_port)
+    assert reaches(objects, team, webhook_port)
+    for namespace in prometheus:
+        assert reaches(objects, namespace, scraped), namespace
+    assert not reaches(objects, team, scraped)
+    assert not reaches(objects, OUTSIDE, scraped)
+    assert not reaches(objects, _namespace("monitoring-lookalike"), scraped)
+    assert not reaches(objects, team, 9090), "a port the pods do not serve is let in"
+
+
+def test_the_network_policy_check_sees_a_policy_that_shuts_the_api_server_out():
+    objects = copy.deepcopy(overlay("kubernetes"))
+    policy = one(objects, "NetworkPolicy", "apportion-webhook")
+    policy["spec"]["ingress"][0]["from"] = [{"namespaceSelector": {"matchLabels": {}}}]
+    service = {p["name"]: p for p in one(objects, "Service", "apportion-webhook")["spec"]["ports"]}
+    assert reaches(objects, _namespace("team-a"), service["https"]["targetPort"])
+    assert not reaches(objects, OUTSIDE, service["https"]["targetPort"])
+
+
 # --- the sharded planning Job ----------------------------------------------------------------
 
 
