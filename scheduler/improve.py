@@ -10,7 +10,8 @@ free to undo) from cohort mates that borrow, cheapest loss first. A move is kept
 the objective (``scheduler.objective``, the same terms) strictly increases. Nothing running
 is evicted here; what was taken back is offered the room left again afterwards.
 
-Rules kept: a workload is taken back only while its queue borrows the flavor it holds;
+Rules kept: a workload is taken back only while its queue borrows the flavor it holds, and
+no queue is left below its nominal quota (it would reclaim what the move gave);
 no move may leave a higher priority waiting where a lower one of its queue holds room it
 would fit in. Quota and placement are checked by the cycle itself (``Cycle.try_option``).
 """
@@ -24,7 +25,7 @@ from scheduler.demand import Option
 from scheduler.greedy import Cycle, Verdict, offer_freed_room
 from scheduler.objective import KEEP_WHOLE, PRIORITY, account_value
 from scheduler.preemption import Running, find_victims
-from scheduler.quota import format_amount
+from scheduler.quota import QuotaBook, format_amount
 from scheduler.reasons import Outcome, Reason
 from scheduler.state import Allocation
 
@@ -154,6 +155,11 @@ def _move(
         return False
     # find_victims left them taken back from the state and the book.
     _, taken = room
+    if _below_nominal(book, taken):
+        for r in taken:
+            state.take(r.allocation)
+            book.charge(r.workload.queue, r.flavor, r.amount)
+        return False
     undone = [(r, cycle.outcomes[r.workload.name]) for r in taken]
     changes = _changes(cycle, entry, option, taken)
     gain = ledger.delta(changes) + PRIORITY * (
@@ -181,6 +187,17 @@ def _move(
         state.take(r.allocation)
         book.charge(r.workload.queue, r.flavor, r.amount)
     return False
+
+
+def _below_nominal(book: QuotaBook, taken: list[Running]) -> bool:
+    """Would a queue the move takes back from end below its nominal quota? find_victims
+    takes a workload while its queue still borrows, so the last one taken may cut into the
+    queue's nominal quota; what it then takes back (within nominal, it may reclaim) undoes
+    the move when the room is offered again, and may evict on the way."""
+    return any(
+        book.usage(q, f) < book.nominal(q, f)
+        for q, f in {(r.workload.queue, r.flavor) for r in taken}
+    )
 
 
 def _takeable(cycle: Cycle, ledger: _Ledger, queue: str, option: Option) -> list[Running]:

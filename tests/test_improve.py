@@ -105,3 +105,33 @@ def test_borrowing_that_is_running_is_never_evicted_by_the_phase() -> None:
     after = decide(snap, use_ilp=False)
     assert after.by_workload()["a-gang"].outcome is Outcome.PENDING
     assert after.workloads == before.workloads and after.evictions == before.evictions
+
+
+def test_no_queue_is_taken_below_its_nominal_quota() -> None:
+    """Queue m (nominal 7, 6 GPUs running) borrows 2 in the cycle: a 2-GPU workload of
+    priority 10, then a 1-GPU one. Taking back both for the needy gang would leave m at 6/7:
+    within nominal, its 1-GPU workload would reclaim the gang's borrowing when the room is
+    offered again, and the 2-GPU one evict two of m's running workloads to fit: the gang
+    waits anyway, and two workloads are evicted for nothing. So the phase leaves it."""
+    snap = snapshot(
+        nodes=[node(f"h{i}", H100, 8) for i in range(2)],
+        queues=[
+            queue("needy", cohort="org").quota(H100, 3),
+            queue("m", cohort="org").quota(H100, 7).weight(0.5),
+            queue("n", cohort="org").quota(H100, 2).weight(0.5),
+            queue("o", cohort="org").quota(H100, 4).weight(0.5),
+        ],
+        workloads=[
+            *(workload(f"m-run-{i}").gpus(1).queue("m").running_on("h0", i) for i in range(6)),
+            workload("gang").gpus(8).queue("needy"),
+            workload("m-1").gpus(1).queue("m"),
+            workload("m-2").gpus(2).queue("m").priority(10),
+            workload("n-1").gpus(1).queue("n"),
+            workload("n-2").gpus(1).queue("n"),
+        ],
+    )
+    before = decide(snap, use_ilp=False, improve_phase=False)
+    after = decide(snap, use_ilp=False)
+    assert before.by_workload()["gang"].outcome is Outcome.PENDING
+    assert after.workloads == before.workloads and after.evictions == before.evictions == ()
+    assert not _problems(snap)
