@@ -489,18 +489,15 @@ TOOK_BACK = "within its queue's unused nominal quota: took back"
 """In the message of a workload the improvement phase admitted."""
 
 
-@settings(SETTINGS, max_examples=examples(200))
+@path_param
+@settings(SETTINGS, max_examples=examples(120))
 @given(snap=takeback_snapshots())
-def test_improvement_phase_keeps_every_invariant_and_only_raises_the_objective(
-    snap: Snapshot,
-) -> None:
+def test_improvement_phase_keeps_every_invariant(path: str, snap: Snapshot) -> None:
     """6b. Moves that take back this cycle's borrowing for a queue's unused nominal quota
-    keep capacity, quotas, guarantees, work conservation and priority order, and a decision
-    with the phase never scores below the same decision without it."""
-    without = decide(snap, use_ilp=False, improve_phase=False)
-    decision = decide(snap, use_ilp=False)
-    moved = [d.workload for d in decision.workloads if TOOK_BACK in d.message]
-    event("moves kept" if moved else "no move")
+    keep capacity, quotas, guarantees, work conservation and priority order (on the ILP
+    path the phase runs on both cycles, greedy's and the realization's)."""
+    decision = _decide(path, snap)
+    event("moves kept" if any(TOOK_BACK in d.message for d in decision.workloads) else "no move")
     _assert_none(
         snap,
         decision,
@@ -512,12 +509,25 @@ def test_improvement_phase_keeps_every_invariant_and_only_raises_the_objective(
             *check_priority_order(snap, decision),
         ],
     )
+
+
+@settings(SETTINGS, max_examples=examples(300))
+@given(snap=takeback_snapshots())
+def test_improvement_phase_only_raises_the_objective(snap: Snapshot) -> None:
+    """6c. A cycle with the phase never scores below the same cycle without it, and above
+    it whenever a move was kept. (Greedy's path only: the ILP's answer also depends on its
+    warm start, which the phase changes.)"""
+    without = decide(snap, use_ilp=False, improve_phase=False)
+    decision = decide(snap, use_ilp=False)
+    moved = [d.workload for d in decision.workloads if TOOK_BACK in d.message]
+    event("moves kept" if moved else "no move")
     assert decision.stats.objective >= without.stats.objective - 1e-6, (
         decision.stats,
         without.stats,
     )
     if moved:
         assert decision.stats.objective > without.stats.objective, moved
+
 
 def _comparable(decision: Decision) -> dict[str, object]:
     dump = decision.model_dump()
