@@ -20,8 +20,11 @@ from scheduler.state import Allocation, PodAlloc
 
 __all__ = ["Freed", "FreedRoom", "Watch"]
 
-Freed = str | tuple[str, str]
-"""What a cycle frees: GPUs of a model (its name), or quota of a flavor in a cohort."""
+Freed = str | tuple[str, str] | tuple[str, str, str]
+"""What a cycle frees: GPUs of a model (its name), quota of a flavor in a cohort
+(``(cohort, flavor)``), or quota one queue holds (``(queue, flavor, "queue")``)."""
+
+_QUEUE = "queue"
 
 Watch = dict[int, tuple[Freed, ...]]
 """Per option of a waiting workload (by id): what must be freed before it can fit."""
@@ -29,9 +32,7 @@ Watch = dict[int, tuple[Freed, ...]]
 _NEVER_WAITED: tuple[int, Watch] = (-1, {})
 """A workload never left waiting (read only)."""
 
-_QUOTA_REASONS = frozenset(
-    {Reason.QUOTA_EXHAUSTED, Reason.COHORT_EXHAUSTED, Reason.BORROWING_LIMIT, Reason.NO_QUOTA}
-)
+_QUOTA_REASONS = frozenset({Reason.QUOTA_EXHAUSTED, Reason.COHORT_EXHAUSTED, Reason.NO_QUOTA})
 
 
 class FreedRoom:
@@ -73,10 +74,13 @@ class FreedRoom:
                 for g in pod.gpus:
                     unit = (g, pod.mig_start)
                     units[unit] = units.get(unit, 0) + _units(pod)
-        quota: dict[tuple[str, str], int] = {}
+        quota: dict[Freed, int] = {}
         for r in released:
-            held = (self.book.cohort(r.workload.queue), r.flavor)
-            quota[held] = quota.get(held, 0) + r.amount
+            for held in (
+                (self.book.cohort(r.workload.queue), r.flavor),
+                (r.workload.queue, r.flavor, _QUEUE),
+            ):
+                quota[held] = quota.get(held, 0) + r.amount
         if reuse is not None:
             queue, reused, charged = reuse
             for pod in reused.pods:
@@ -84,9 +88,10 @@ class FreedRoom:
                     unit = (g, pod.mig_start)
                     if unit in units:
                         units[unit] -= _units(pod)
-            taken = (self.book.cohort(queue), reused.option.flavor)
-            if taken in quota:
-                quota[taken] -= charged
+            flavor = reused.option.flavor
+            for taken in ((self.book.cohort(queue), flavor), (queue, flavor, _QUEUE)):
+                if taken in quota:
+                    quota[taken] -= charged
         left_some = False
         for (g, _), left in units.items():
             if left > 0:
@@ -122,9 +127,14 @@ class FreedRoom:
 
     def watch(self, w: Workload, option: Option, refused: Reason | None) -> tuple[Freed, ...]:
         """What must be freed before ``option`` can fit, when it was ``refused`` for that
-        reason: quota of its flavor in its cohort, when refused by quota (GPUs freed
-        elsewhere do not lift it); GPUs of its models, when refused for capacity (quota
-        allowed it then); nothing, when no node can host it; both when unknown."""
+        reason: quota its own queue holds, when refused by its queue's borrowing limit
+        (quota freed by cohort mates does not lift it, and its queue's may while the cohort
+        gains nothing: a take-back for another queue); quota of its flavor in its cohort,
+        when refused by the cohort's quota (GPUs freed elsewhere do not lift it); GPUs of
+        its models, when refused for capacity (quota allowed it then); nothing, when no node
+        can host it; both when unknown."""
+        if refused is Reason.BORROWING_LIMIT:
+            return ((w.queue, option.flavor, _QUEUE),)
         quota = (self.book.cohort(w.queue), option.flavor)
         if refused in _QUOTA_REASONS:
             return (quota,)

@@ -135,3 +135,37 @@ def test_no_queue_is_taken_below_its_nominal_quota() -> None:
     assert before.by_workload()["gang"].outcome is Outcome.PENDING
     assert after.workloads == before.workloads and after.evictions == before.evictions == ()
     assert not _problems(snap)
+
+
+def test_room_a_move_leaves_under_a_borrowing_limit_is_offered_again() -> None:
+    """m (nominal 5, borrowing limit 4) reaches its limit in the cycle with a 2-GPU borrower,
+    and its last 1-GPU workloads wait on the limit. The phase takes that borrower back for
+    the needy 7-GPU gang: the cohort gains nothing (the gang takes more than it frees), but
+    m is 2 below its limit again and the cohort lends 1 more, so a waiting 1-GPU workload of
+    m fits and must be offered the room (found by property test 6b)."""
+    snap = snapshot(
+        nodes=[node(f"h{i}", H100, 8) for i in range(2)],
+        queues=[
+            queue("needy", cohort="org").quota(H100, 1),
+            queue("m", cohort="org").quota(H100, 5, borrowing_limit=4).weight(0.5),
+            queue("lender", cohort="org").quota(H100, 9),
+        ],
+        workloads=[
+            *(workload(f"m-run-{i}").gpus(1).queue("m").running_on("h0", i) for i in range(3)),
+            workload("g0").gpus(5).pods(2).queue("needy"),
+            workload("g1").gpus(7).queue("needy"),
+            *(workload(f"s0{i}").gpus(1).queue("m") for i in range(3)),
+            workload("s03").gpus(1).queue("m").created(1),
+            workload("s04").gpus(1).queue("m").priority(10),
+            workload("s05").gpus(2).queue("m"),
+            *(workload(f"s0{i}").gpus(1).queue("m") for i in (6, 7)),
+        ],
+    )
+    before = decide(snap, use_ilp=False, improve_phase=False).by_workload()
+    assert before["g1"].outcome is Outcome.PENDING
+    assert before["s06"].reason is Reason.BORROWING_LIMIT
+    after = decide(snap, use_ilp=False).by_workload()
+    assert after["g1"].outcome is Outcome.ADMIT
+    assert after["s05"].outcome is Outcome.PENDING
+    assert after["s06"].outcome is Outcome.ADMIT, after["s06"].message
+    assert not _problems(snap)
