@@ -120,8 +120,8 @@ class ClusterState:
             self.node_index[node.name] = n
             self.node_cpu.append(UNTRACKED if node.cpu_milli is None else node.cpu_milli)
             self.node_mem.append(UNTRACKED if node.memory_mib is None else node.memory_mib)
-            self.free_cpu.append(self.node_cpu[n])
-            self.free_mem.append(self.node_mem[n])
+            self.free_cpu.append(max(0, self.node_cpu[n] - node.cpu_held_milli))
+            self.free_mem.append(max(0, self.node_mem[n] - node.memory_held_mib))
             gpus_here: dict[int, int] = {}
             self.node_gpus.append(gpus_here)
             self.node_labels.append(node.labels)

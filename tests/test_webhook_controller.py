@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubefake import Fake, running_fake
 
-from scheduler.model import PreemptionPolicy, Queue, Quota
+from scheduler.model import Node, PreemptionPolicy, Queue, Quota
 from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.controller import Controller
@@ -116,6 +116,12 @@ def _gates(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return pod["spec"].get("schedulingGates") or []
 
 
+def _free_host(node: Node) -> tuple[int, int]:
+    """CPU milli and memory MiB of the node not held by pods outside the workloads."""
+    assert node.cpu_milli is not None and node.memory_mib is not None
+    return node.cpu_milli - node.cpu_held_milli, node.memory_mib - node.memory_held_mib
+
+
 def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake) -> None:
     controller = _controller(fake)
     controller.start()
@@ -128,7 +134,7 @@ def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake
         # mig-node-c (6 whole GPUs + 2 in MIG).
         assert free == {"gpu-node-a": 4, "gpu-node-b": 0, "mig-node-c": 5}
         # Each recorded pod asks 1 CPU and 4 GiB of nodes with 96 CPU and 1056 GiB.
-        host = {n.name: (n.cpu_milli, n.memory_mib) for n in snapshot.nodes}
+        host = {n.name: _free_host(n) for n in snapshot.nodes}
         assert host == {
             "gpu-node-a": (93_000, (1056 - 12) * 1024),
             "gpu-node-b": (95_000, (1056 - 4) * 1024),
@@ -352,5 +358,76 @@ def test_a_cluster_without_the_queue_crd_still_syncs(fake: Fake) -> None:
     try:
         eventually(controller.synced)
         assert cluster.queues == {}
+    finally:
+        controller.stop()
+
+
+def _cpu_only_pod(
+    fake: Fake, name: str, node: str | None, cpu: str, phase: str = "Running"
+) -> dict[str, Any]:
+    """A pod asking no GPU (a data loader, an agent): a recorded bound pod without its GPU."""
+    pod = copy.deepcopy(fake.get("pods", "train-gpu-1", "gpu-team-a"))
+    metadata = pod["metadata"]
+    for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
+        metadata.pop(key, None)
+    metadata["name"] = name
+    metadata["labels"] = {"app": name}
+    pod["spec"]["containers"][0]["resources"] = {
+        "requests": {"cpu": cpu, "memory": "1Gi"},
+        "limits": {"memory": "1Gi"},
+    }
+    if node is None:
+        pod["spec"].pop("nodeName", None)
+    else:
+        pod["spec"]["nodeName"] = node
+    pod["status"] = {"phase": phase}
+    return fake.put_pod(pod)
+
+
+def test_cpu_only_pods_on_gpu_nodes_hold_their_cpu_until_they_go(fake: Fake) -> None:
+    # Listed at startup: one holding all but 0.5 CPU of gpu-node-a; one not bound yet, one
+    # finished and one on a node without GPUs, which hold nothing Apportion tracks.
+    _cpu_only_pod(fake, "loader-a", "gpu-node-a", "92500m")
+    _cpu_only_pod(fake, "loader-pending", None, "90")
+    _cpu_only_pod(fake, "loader-done", "mig-node-c", "90", phase="Succeeded")
+    _cpu_only_pod(fake, "agent-elsewhere", "cpu-node-z", "90")
+    controller = _controller(fake)
+    cluster = controller.cluster
+    pods = next(i for i in controller.informers if i.resource.kind == "Pod")
+
+    def free(node: str) -> tuple[int, int]:
+        return next(_free_host(n) for n in cluster.snapshot().nodes if n.name == node)
+
+    controller.start()
+    try:
+        eventually(controller.synced)
+        gib = 1024
+        assert free("gpu-node-a") == (500, (1056 - 12 - 1) * gib)
+        # Watched: one on mig-node-c leaves it 0.5 CPU too; no GPU node can host the
+        # recorded gated pod's 1 CPU, so it waits, saying why.
+        _cpu_only_pod(fake, "loader-c", "mig-node-c", "94500m")
+        eventually(lambda: free("mig-node-c") == (500, (1056 - 4 - 1) * gib))
+
+        def reason() -> str:
+            annotations = _pod(fake, "patched-gpu-1")["metadata"].get("annotations") or {}
+            return str(annotations.get(keys.ANNOTATION_REASON, ""))
+
+        eventually(lambda: reason().startswith("InsufficientCapacity:"))
+        assert "the CPU and memory left on their nodes host only 0" in reason()
+        assert _gates(_pod(fake, "patched-gpu-1"))
+        # A relist (watch history compacted) keeps what the CPU-only pods hold.
+        lists = pods.relists
+        fake.put_namespace("elsewhere")
+        fake.expire_history()
+        eventually(lambda: pods.relists > lists, timeout=20)
+        assert free("mig-node-c") == (500, (1056 - 4 - 1) * gib)
+        # Deleted: its CPU comes back and the waiting pod is admitted there.
+        fake.delete_pod("gpu-team-a", "loader-c")
+        eventually(lambda: not _gates(_pod(fake, "patched-gpu-1")))
+        placement = _pod(fake, "patched-gpu-1")["metadata"]["annotations"][ANNOTATION_PLACEMENT]
+        assert placement.startswith("mig-node-c:")
+        # Finished: a terminal pod holds nothing.
+        fake.set_pod_phase("gpu-team-a", "loader-a", "Succeeded")
+        eventually(lambda: free("gpu-node-a") == (93_000, (1056 - 12) * gib))
     finally:
         controller.stop()
