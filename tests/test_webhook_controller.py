@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 from kubefake import Fake, running_fake
+from webhook_support import cpu_only_pod, free_host
 
-from scheduler.model import Node, PreemptionPolicy, Queue, Quota
+from scheduler.model import PreemptionPolicy, Queue, Quota
 from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.controller import Controller
@@ -116,12 +117,6 @@ def _gates(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return pod["spec"].get("schedulingGates") or []
 
 
-def _free_host(node: Node) -> tuple[int, int]:
-    """CPU milli and memory MiB of the node not held by pods outside the workloads."""
-    assert node.cpu_milli is not None and node.memory_mib is not None
-    return node.cpu_milli - node.cpu_held_milli, node.memory_mib - node.memory_held_mib
-
-
 def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake) -> None:
     controller = _controller(fake)
     controller.start()
@@ -134,7 +129,7 @@ def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake
         # mig-node-c (6 whole GPUs + 2 in MIG).
         assert free == {"gpu-node-a": 4, "gpu-node-b": 0, "mig-node-c": 5}
         # Each recorded pod asks 1 CPU and 4 GiB of nodes with 96 CPU and 1056 GiB.
-        host = {n.name: _free_host(n) for n in snapshot.nodes}
+        host = {n.name: free_host(n) for n in snapshot.nodes}
         assert host == {
             "gpu-node-a": (93_000, (1056 - 12) * 1024),
             "gpu-node-b": (95_000, (1056 - 4) * 1024),
@@ -362,41 +357,22 @@ def test_a_cluster_without_the_queue_crd_still_syncs(fake: Fake) -> None:
         controller.stop()
 
 
-def _cpu_only_pod(
-    fake: Fake, name: str, node: str | None, cpu: str, phase: str = "Running"
-) -> dict[str, Any]:
-    """A pod asking no GPU (a data loader, an agent): a recorded bound pod without its GPU."""
-    pod = copy.deepcopy(fake.get("pods", "train-gpu-1", "gpu-team-a"))
-    metadata = pod["metadata"]
-    for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
-        metadata.pop(key, None)
-    metadata["name"] = name
-    metadata["labels"] = {"app": name}
-    pod["spec"]["containers"][0]["resources"] = {
-        "requests": {"cpu": cpu, "memory": "1Gi"},
-        "limits": {"memory": "1Gi"},
-    }
-    if node is None:
-        pod["spec"].pop("nodeName", None)
-    else:
-        pod["spec"]["nodeName"] = node
-    pod["status"] = {"phase": phase}
-    return fake.put_pod(pod)
-
-
 def test_cpu_only_pods_on_gpu_nodes_hold_their_cpu_until_they_go(fake: Fake) -> None:
     # Listed at startup: one holding all but 0.5 CPU of gpu-node-a; one not bound yet, one
     # finished and one on a node without GPUs, which hold nothing Apportion tracks.
-    _cpu_only_pod(fake, "loader-a", "gpu-node-a", "92500m")
-    _cpu_only_pod(fake, "loader-pending", None, "90")
-    _cpu_only_pod(fake, "loader-done", "mig-node-c", "90", phase="Succeeded")
-    _cpu_only_pod(fake, "agent-elsewhere", "cpu-node-z", "90")
+    for pod in (
+        cpu_only_pod("loader-a", "gpu-node-a", "92500m", "1Gi"),
+        cpu_only_pod("loader-pending", None, "90", "1Gi"),
+        cpu_only_pod("loader-done", "mig-node-c", "90", "1Gi", phase="Succeeded"),
+        cpu_only_pod("agent-elsewhere", "cpu-node-z", "90", "1Gi"),
+    ):
+        fake.put_pod(pod)
     controller = _controller(fake)
     cluster = controller.cluster
     pods = next(i for i in controller.informers if i.resource.kind == "Pod")
 
     def free(node: str) -> tuple[int, int]:
-        return next(_free_host(n) for n in cluster.snapshot().nodes if n.name == node)
+        return next(free_host(n) for n in cluster.snapshot().nodes if n.name == node)
 
     controller.start()
     try:
@@ -405,7 +381,7 @@ def test_cpu_only_pods_on_gpu_nodes_hold_their_cpu_until_they_go(fake: Fake) -> 
         assert free("gpu-node-a") == (500, (1056 - 12 - 1) * gib)
         # Watched: one on mig-node-c leaves it 0.5 CPU too; no GPU node can host the
         # recorded gated pod's 1 CPU, so it waits, saying why.
-        _cpu_only_pod(fake, "loader-c", "mig-node-c", "94500m")
+        fake.put_pod(cpu_only_pod("loader-c", "mig-node-c", "94500m", "1Gi"))
         eventually(lambda: free("mig-node-c") == (500, (1056 - 4 - 1) * gib))
 
         def reason() -> str:

@@ -7,72 +7,52 @@ API server really sends, varied as a user would write a data loader or an agent.
 
 from __future__ import annotations
 
-import copy
-import json
-from typing import Any
-
 import jsonpatch
-from test_webhook_controller import _free_host
-from webhook_support import FIXTURES, admission, answer, fixture_cluster, patch_of, review, vary
+from webhook_support import (
+    admission,
+    answer,
+    cpu_only_pod,
+    fixture_cluster,
+    free_host,
+    patch_of,
+    review,
+    vary,
+)
 
 from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.hostpods import HostPod, HostPods, host_pod_of
 from webhook.pods import ANNOTATION_PLACEMENT, PodReader
 
-RECORDED = json.loads((FIXTURES / "objects" / "pod-bound-gpu-1.json").read_text())
 GPU_1 = "create-pod-gpu-1.mutate-create"
 NODE_CPU, NODE_MIB = 96_000, 1_081_344  # every node of the capture's cluster
 
 
-def cpu_pod(
-    name: str,
-    node: str | None = "gpu-node-a",
-    cpu: str = "2",
-    memory: str = "8Gi",
-    phase: str = "Running",
-) -> dict[str, Any]:
-    """A CPU-only pod: the recorded pod without its GPU, with these requests."""
-    pod = copy.deepcopy(RECORDED)
-    pod["metadata"]["name"] = name
-    for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
-        pod["metadata"].pop(key, None)
-    resources = pod["spec"]["containers"][0]["resources"]
-    resources["requests"] = {"cpu": cpu, "memory": memory}
-    resources["limits"] = {"memory": memory}
-    if node is None:
-        pod["spec"].pop("nodeName", None)
-    else:
-        pod["spec"]["nodeName"] = node
-    pod["status"] = {"phase": phase}
-    return pod
-
-
 def _host(cluster: LiveCluster) -> dict[str, tuple[int, int]]:
     """Per node: CPU milli and memory MiB not held by pods outside the workloads."""
-    return {n.name: _free_host(n) for n in cluster.snapshot().nodes}
+    return {n.name: free_host(n) for n in cluster.snapshot().nodes}
 
 
 # -- reading a pod ----------------------------------------------------------------------------
 
 
 def test_a_bound_cpu_only_pod_holds_its_requests() -> None:
-    pod = cpu_pod("loader", cpu="1500m", memory="3Gi")
+    pod = cpu_only_pod("loader", cpu="1500m", memory="3Gi")
     assert PodReader(fixture_cluster().catalog).observed(pod) is None  # not a GPU pod
     assert host_pod_of(pod) == HostPod("gpu-team-a", "loader", "gpu-node-a", 1500, 3072)
 
 
 def test_unbound_terminal_and_request_free_pods_hold_nothing() -> None:
-    assert host_pod_of(cpu_pod("pending", node=None)) is None
-    assert host_pod_of(cpu_pod("done", phase="Succeeded")) is None
-    assert host_pod_of(cpu_pod("crashed", phase="Failed")) is None
-    best_effort = cpu_pod("best-effort")
+    assert host_pod_of(cpu_only_pod("pending", node=None)) is None
+    assert host_pod_of(cpu_only_pod("done", phase="Succeeded")) is None
+    assert host_pod_of(cpu_only_pod("crashed", phase="Failed")) is None
+    best_effort = cpu_only_pod("best-effort")
     best_effort["spec"]["containers"][0]["resources"] = {}
     assert host_pod_of(best_effort) is None
 
 
 def test_unreadable_requests_count_as_nothing_without_crashing() -> None:
-    pod = cpu_pod("odd", cpu="lots")
+    pod = cpu_only_pod("odd", cpu="lots")
     assert host_pod_of(pod) == HostPod("gpu-team-a", "odd", "gpu-node-a", 0, 8192)
     pod["spec"]["containers"] = 5  # not a list: asks nothing, raises nothing
     assert host_pod_of(pod) is None
@@ -103,7 +83,7 @@ def test_sums_follow_puts_moves_and_removals() -> None:
 
 def test_a_cpu_only_pod_on_a_gpu_node_leaves_its_allocatable_until_deleted() -> None:
     cluster = fixture_cluster()
-    host = host_pod_of(cpu_pod("loader", cpu="30", memory="100Gi"))
+    host = host_pod_of(cpu_only_pod("loader", cpu="30", memory="100Gi"))
     assert host is not None
     generation = cluster.generation
     cluster.put_host_pod(host)
@@ -123,7 +103,7 @@ def test_a_pod_on_a_node_apportion_does_not_track_holds_nothing_until_it_is_trac
     nodes = {n.name: n for n in cluster.snapshot().nodes}
     cluster.remove_node("gpu-node-b")  # its pod event comes first, as at startup
     generation = cluster.generation
-    host = host_pod_of(cpu_pod("agent", node="gpu-node-b", cpu="10", memory="1Gi"))
+    host = host_pod_of(cpu_only_pod("agent", node="gpu-node-b", cpu="10", memory="1Gi"))
     assert host is not None
     cluster.put_host_pod(host)
     assert cluster.generation == generation  # no rebuild for a node Apportion ignores
@@ -135,8 +115,8 @@ def test_a_pod_on_a_node_apportion_does_not_track_holds_nothing_until_it_is_trac
 
 def test_a_relist_replaces_the_cpu_only_pods() -> None:
     cluster = fixture_cluster()
-    before = host_pod_of(cpu_pod("gone", cpu="20"))
-    after = host_pod_of(cpu_pod("new", node="mig-node-c", cpu="5", memory="1Gi"))
+    before = host_pod_of(cpu_only_pod("gone", cpu="20"))
+    after = host_pod_of(cpu_only_pod("new", node="mig-node-c", cpu="5", memory="1Gi"))
     assert before is not None and after is not None
     cluster.put_host_pod(before)
     cluster.replace_pods([], [after])
@@ -165,14 +145,14 @@ def test_a_gpu_pod_goes_where_cpu_only_pods_left_room_or_waits_saying_so() -> No
     first = _admitted_node(fixture_cluster(), "probe")
     assert first is not None
     cluster = fixture_cluster()
-    full = host_pod_of(cpu_pod("loader", node=first, cpu="95500m", memory="1Gi"))
+    full = host_pod_of(cpu_only_pod("loader", node=first, cpu="95500m", memory="1Gi"))
     assert full is not None
     cluster.put_host_pod(full)
     second = _admitted_node(cluster, "moved")
     assert second is not None and second != first
     cluster = fixture_cluster()
     for node in ("gpu-node-a", "gpu-node-b", "mig-node-c"):
-        held = host_pod_of(cpu_pod(f"agent-{node}", node=node, cpu="95500m", memory="1Gi"))
+        held = host_pod_of(cpu_only_pod(f"agent-{node}", node=node, cpu="95500m", memory="1Gi"))
         assert held is not None
         cluster.put_host_pod(held)
     body = vary(review(GPU_1), name="waits")
