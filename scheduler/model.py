@@ -125,6 +125,11 @@ class Node(_Frozen):
     cpu_milli: NonNegative | None = None
     """Allocatable CPU; None = not tracked (GPUs are the scarce resource)."""
     memory_mib: NonNegative | None = None
+    cpu_held_milli: NonNegative = 0
+    """CPU that pods outside the workloads request here (pods asking no GPU, GPU pods not
+    Apportion's): not free now, but the node has it, so a pod needing it waits for capacity
+    rather than never fitting."""
+    memory_held_mib: NonNegative = 0
 
 
 class Quota(_Frozen):

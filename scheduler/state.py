@@ -120,8 +120,11 @@ class ClusterState:
             self.node_index[node.name] = n
             self.node_cpu.append(UNTRACKED if node.cpu_milli is None else node.cpu_milli)
             self.node_mem.append(UNTRACKED if node.memory_mib is None else node.memory_mib)
-            self.free_cpu.append(self.node_cpu[n])
-            self.free_mem.append(self.node_mem[n])
+            # Held by pods outside the workloads: not free, still the node's (never_hosts).
+            held_cpu = 0 if node.cpu_milli is None else node.cpu_held_milli
+            held_mem = 0 if node.memory_mib is None else node.memory_held_mib
+            self.free_cpu.append(max(0, self.node_cpu[n] - held_cpu))
+            self.free_mem.append(max(0, self.node_mem[n] - held_mem))
             gpus_here: dict[int, int] = {}
             self.node_gpus.append(gpus_here)
             self.node_labels.append(node.labels)

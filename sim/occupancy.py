@@ -96,13 +96,19 @@ class Occupancy:
         self.node_model = np.array(
             [self.gpu_model[ids[0]] if ids else -1 for ids in per_node], dtype=np.int32
         )
-        self.free_cpu = np.array(
+        self.cpu_capacity = np.array(
             [UNTRACKED if n.cpu_milli is None else n.cpu_milli for n in nodes], dtype=np.int64
         )
+        # What pods outside the workloads hold (Node.cpu_held_milli) is never free here.
+        held = [0 if n.cpu_milli is None else n.cpu_held_milli for n in nodes]
+        self.free_cpu = np.maximum(self.cpu_capacity - np.array(held, dtype=np.int64), 0)
         self.free_mem = np.array(
-            [UNTRACKED if n.memory_mib is None else n.memory_mib for n in nodes], dtype=np.int64
+            [
+                UNTRACKED if n.memory_mib is None else max(0, n.memory_mib - n.memory_held_mib)
+                for n in nodes
+            ],
+            dtype=np.int64,
         )
-        self.cpu_capacity = self.free_cpu.copy()
         self.allocated_milli = 0
         """GPU capacity in use, in milli-GPU-equivalents (a MIG slice counts its share)."""
 

@@ -386,6 +386,28 @@ def test_pending_messages_name_cpu_and_memory_when_gpus_are_free(path: str) -> N
     assert "no H100-80GB node has 1 CPU and 1024 GiB memory for one pod" in never.message
 
 
+@both_paths
+def test_cpu_held_outside_the_workloads_is_not_free_but_fits_later(path: str) -> None:
+    """CPU and memory held by pods outside the workloads (a CPU-only pod on the node) make
+    a pod wait for capacity; only one larger than the node's allocatable never fits."""
+    held = node("h0", H100, 8, cpu_milli=64_000, memory_mib=512 * 1024).model_copy(
+        update={"cpu_held_milli": 60_000, "memory_held_mib": 1024}
+    )
+    snap = snapshot(
+        nodes=[held],
+        queues=[queue("team-a").quota(H100, 16)],
+        workloads=[
+            workload("needs-8").gpus(1).queue("team-a").resources(8_000, 1024),
+            workload("fits").gpus(1).queue("team-a").resources(4_000, 1024),
+        ],
+    )
+    decision = PATHS[path](snap)
+    waits = outcome(decision, "needs-8")
+    assert waits.reason is Reason.NO_CAPACITY
+    assert "host only 0" in waits.message
+    assert outcome(decision, "fits").outcome is Outcome.ADMIT
+
+
 def test_decide_reports_path_and_objectives() -> None:
     # One 2-GPU workload within nominal on two empty 8-GPU nodes: 2 GPU-eq × GUARANTEE 4,
     # no priority spread (tier 0), and h1 stays entirely free: 8 × KEEP_WHOLE 0.001.

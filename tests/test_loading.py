@@ -110,7 +110,8 @@ def test_unknown_gpu_model_lists_the_known_ones() -> None:
     [
         ("nodes: [{name: a, gpu: []}]",
          "nodes[0].gpu: unknown field; did you mean 'gpus'? "
-         "(Node fields: name, labels, taints, gpus, cpu_milli, memory_mib)"),
+         "(Node fields: name, labels, taints, gpus, cpu_milli, memory_mib, cpu_held_milli, "
+         "memory_held_mib)"),
         ("node_pool: []",
          "node_pool: unknown field; did you mean 'node_pools'? (snapshot fields: gpu_models, "
          "nodes, queues, workloads, now, prices, metrics, node_pools)"),

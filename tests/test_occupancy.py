@@ -50,3 +50,22 @@ def test_cpu_counts_per_pod_and_nothing_changes_on_a_refusal() -> None:
     occ.release((PodPlacement(node="a", gpus=(2,)),), 0, 0)
     assert np.array_equal(occ.gpu_free, before[0]) and np.array_equal(occ.free_cpu, before[1])
     assert occ.allocated_milli == 0
+
+
+def test_cpu_and_memory_held_outside_the_workloads_are_never_free() -> None:
+    held = Node(
+        name="a",
+        cpu_milli=4000,
+        memory_mib=8192,
+        cpu_held_milli=3000,
+        memory_held_mib=1024,
+        gpus=(Gpu(index=0, model=A100),),
+    )
+    occ = Occupancy((held,), default_catalog())
+    assert (int(occ.free_cpu[0]), int(occ.free_mem[0]), int(occ.cpu_capacity[0])) == (
+        1000,
+        7168,
+        4000,
+    )
+    with pytest.raises(SimulationError, match="not enough CPU or memory on a"):
+        occ.take("x", (PodPlacement(node="a", gpus=(0,)),), 2000, 0)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from kubefake import Fake, running_fake
+from webhook_support import cpu_only_pod, free_host
 
 from scheduler.model import PreemptionPolicy, Queue, Quota
 from webhook import keys
@@ -128,7 +129,7 @@ def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake
         # mig-node-c (6 whole GPUs + 2 in MIG).
         assert free == {"gpu-node-a": 4, "gpu-node-b": 0, "mig-node-c": 5}
         # Each recorded pod asks 1 CPU and 4 GiB of nodes with 96 CPU and 1056 GiB.
-        host = {n.name: (n.cpu_milli, n.memory_mib) for n in snapshot.nodes}
+        host = {n.name: free_host(n) for n in snapshot.nodes}
         assert host == {
             "gpu-node-a": (93_000, (1056 - 12) * 1024),
             "gpu-node-b": (95_000, (1056 - 4) * 1024),
@@ -352,5 +353,57 @@ def test_a_cluster_without_the_queue_crd_still_syncs(fake: Fake) -> None:
     try:
         eventually(controller.synced)
         assert cluster.queues == {}
+    finally:
+        controller.stop()
+
+
+def test_cpu_only_pods_on_gpu_nodes_hold_their_cpu_until_they_go(fake: Fake) -> None:
+    # Listed at startup: one holding all but 0.5 CPU of gpu-node-a; one not bound yet, one
+    # finished and one on a node without GPUs, which hold nothing Apportion tracks.
+    for pod in (
+        cpu_only_pod("loader-a", "gpu-node-a", "92500m", "1Gi"),
+        cpu_only_pod("loader-pending", None, "90", "1Gi"),
+        cpu_only_pod("loader-done", "mig-node-c", "90", "1Gi", phase="Succeeded"),
+        cpu_only_pod("agent-elsewhere", "cpu-node-z", "90", "1Gi"),
+    ):
+        fake.put_pod(pod)
+    controller = _controller(fake)
+    cluster = controller.cluster
+    pods = next(i for i in controller.informers if i.resource.kind == "Pod")
+
+    def free(node: str) -> tuple[int, int]:
+        return next(free_host(n) for n in cluster.snapshot().nodes if n.name == node)
+
+    controller.start()
+    try:
+        eventually(controller.synced)
+        gib = 1024
+        assert free("gpu-node-a") == (500, (1056 - 12 - 1) * gib)
+        # Watched: one on mig-node-c leaves it 0.5 CPU too; no GPU node can host the
+        # recorded gated pod's 1 CPU, so it waits, saying why.
+        fake.put_pod(cpu_only_pod("loader-c", "mig-node-c", "94500m", "1Gi"))
+        eventually(lambda: free("mig-node-c") == (500, (1056 - 4 - 1) * gib))
+
+        def reason() -> str:
+            annotations = _pod(fake, "patched-gpu-1")["metadata"].get("annotations") or {}
+            return str(annotations.get(keys.ANNOTATION_REASON, ""))
+
+        eventually(lambda: reason().startswith("InsufficientCapacity:"))
+        assert "the CPU and memory left on their nodes host only 0" in reason()
+        assert _gates(_pod(fake, "patched-gpu-1"))
+        # A relist (watch history compacted) keeps what the CPU-only pods hold.
+        lists = pods.relists
+        fake.put_namespace("elsewhere")
+        fake.expire_history()
+        eventually(lambda: pods.relists > lists, timeout=20)
+        assert free("mig-node-c") == (500, (1056 - 4 - 1) * gib)
+        # Deleted: its CPU comes back and the waiting pod is admitted there.
+        fake.delete_pod("gpu-team-a", "loader-c")
+        eventually(lambda: not _gates(_pod(fake, "patched-gpu-1")))
+        placement = _pod(fake, "patched-gpu-1")["metadata"]["annotations"][ANNOTATION_PLACEMENT]
+        assert placement.startswith("mig-node-c:")
+        # Finished: a terminal pod holds nothing.
+        fake.set_pod_phase("gpu-team-a", "loader-a", "Succeeded")
+        eventually(lambda: free("gpu-node-a") == (93_000, (1056 - 12) * gib))
     finally:
         controller.stop()

@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonpatch
 
+from scheduler.model import Node
 from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.review import parse_review, review_response
@@ -122,3 +123,36 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def cpu_only_pod(
+    name: str,
+    node: str | None = "gpu-node-a",
+    cpu: str = "2",
+    memory: str = "8Gi",
+    phase: str = "Running",
+) -> dict[str, Any]:
+    """A pod asking no GPU (a data loader, an agent): the recorded bound GPU pod
+    (fixtures/objects/pod-bound-gpu-1.json) without its GPU, with these requests."""
+    pod: dict[str, Any] = json.loads((FIXTURES / "objects" / "pod-bound-gpu-1.json").read_text())
+    metadata = pod["metadata"]
+    for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
+        metadata.pop(key, None)
+    metadata["name"] = name
+    metadata["labels"] = {"app": name}
+    pod["spec"]["containers"][0]["resources"] = {
+        "requests": {"cpu": cpu, "memory": memory},
+        "limits": {"memory": memory},
+    }
+    if node is None:
+        pod["spec"].pop("nodeName", None)
+    else:
+        pod["spec"]["nodeName"] = node
+    pod["status"] = {"phase": phase}
+    return pod
+
+
+def free_host(node: Node) -> tuple[int, int]:
+    """CPU milli and memory MiB of the node not held by pods outside the workloads."""
+    assert node.cpu_milli is not None and node.memory_mib is not None
+    return node.cpu_milli - node.cpu_held_milli, node.memory_mib - node.memory_held_mib

@@ -11,8 +11,12 @@ Two kinds of state meet here:
   until the pod shows up, or until ``intent_ttl_s`` passes without it (the create failed
   later in admission, e.g. another webhook denied it).
 
+Bound pods that ask no GPU are kept apart (``hostpods``: node, CPU, memory per pod): their
+requests leave their node's allocatable, as foreign GPU pods' do.
+
 The incremental allocator answers the webhook; it is rebuilt from ``snapshot()`` only when
-something it cannot track itself changed (nodes, queues, pods it did not admit).
+something it cannot track itself changed (nodes, queues, pods it did not admit, the CPU
+and memory pods asking no GPU hold on a tracked node).
 Thread safety: one lock; every public method holds it for microseconds to milliseconds.
 """
 
@@ -37,6 +41,7 @@ from scheduler.reasons import Outcome, Reason
 from scheduler.telemetry.report import TelemetryReport
 from webhook import keys
 from webhook.holdings import nodes_less_foreign, without_unknown_queues, workload_of
+from webhook.hostpods import HostPod, HostPods
 from webhook.kubeobjects import NodeLedger
 from webhook.pods import ManagedPod, PodAsk
 
@@ -109,6 +114,8 @@ class LiveCluster:
         self._queue_sources: dict[str, dict[str, Queue]] = {}
         self.namespaces: dict[str, NamespacePolicy] = {}
         self.pods: dict[tuple[str, str], ManagedPod] = {}
+        self.host_pods = HostPods()
+        """Bound pods that ask no GPU: their CPU and memory are not Apportion's to give."""
         self._intents: dict[str, _Intent] = {}
         self.job_parallelism: dict[tuple[str, str], int] = {}
         self.job_sets: dict[tuple[str, str], str] = {}
@@ -255,11 +262,13 @@ class LiveCluster:
                 return None  # not every Job of the JobSet is known yet
             return sum(jobs)
 
-    def replace_pods(self, pods: Iterable[ManagedPod]) -> None:
-        """A full relist: the observed pods are now exactly these."""
+    def replace_pods(self, pods: Iterable[ManagedPod], host_pods: Iterable[HostPod] = ()) -> None:
+        """A full relist: the observed pods are now exactly these (and the pods asking no
+        GPU, ``host_pods``)."""
         with self._lock:
             self._observing = True
             self.pods = {(p.namespace, p.name): p for p in pods}
+            self.host_pods.replace(host_pods)
             self._drop_observed_intents()
             self._changed()
 
@@ -267,6 +276,8 @@ class LiveCluster:
         with self._lock:
             self._observing = True
             key = (pod.namespace, pod.name)
+            if self._tracked(self.host_pods.remove(key)):
+                self._changed()
             before = self.pods.get(key)
             self.pods[key] = pod
             if before is not None and _capacity_view(before) == _capacity_view(pod):
@@ -281,11 +292,26 @@ class LiveCluster:
                 return
             self._changed()
 
+    def put_host_pod(self, pod: HostPod) -> None:
+        """A bound pod that asks no GPU: what it requests leaves its node's allocatable.
+
+        Only a change to a tracked node's sums (a pod landing on or leaving a GPU node, or
+        its requests resized) rebuilds the incremental allocator, lazily at its next use;
+        status updates and pods on CPU-only nodes cost a dict lookup.
+        """
+        with self._lock:
+            changed = self.pods.pop(pod.key, None) is not None
+            if self._tracked(self.host_pods.put(pod)) or changed:
+                self._changed()
+
     def remove_pod(self, namespace: str, name: str) -> None:
         with self._lock:
             pod = self.pods.pop((namespace, name), None)
-            if pod is not None:
+            if self._tracked(self.host_pods.remove((namespace, name))) or pod is not None:
                 self._changed()
+
+    def _tracked(self, nodes: set[str]) -> bool:
+        return any(n in self.nodes for n in nodes)
 
     # -- queries -------------------------------------------------------------------------
 
@@ -497,7 +523,7 @@ class LiveCluster:
             del self._intents[workload]
 
     def _snapshot(self, with_telemetry: bool = True) -> Snapshot:
-        nodes = nodes_less_foreign(self.nodes, self.pods.values())
+        nodes = self.host_pods.less_held(nodes_less_foreign(self.nodes, self.pods.values()))
         ledgers = {name: NodeLedger.of(node) for name, node in nodes.items()}
         workloads: list[Workload] = []
         grouped: dict[str, list[ManagedPod]] = {}

@@ -2,7 +2,8 @@
 
 1. Informers list and watch Nodes, Pods, Namespaces and Jobs (list + watch from the
    listed resourceVersion; relist on 410 Gone; bounded exponential backoff on errors) and
-   feed ``LiveCluster``. Readiness turns true after every informer's first list.
+   feed ``LiveCluster``: GPU pods as ``ManagedPod``s, bound pods asking no GPU as
+   ``HostPod``s (their CPU and memory). Readiness turns true after every informer's first list.
 2. The reconcile loop runs the global decision (ILP with greedy fallback) over the waiting
    workloads after a burst of changes settles (debounce) and on a periodic tick — only
    on the replica holding the Lease.
@@ -36,6 +37,7 @@ from scheduler.model import (
 from scheduler.reasons import Outcome
 from webhook import keys
 from webhook.cluster import LiveCluster
+from webhook.hostpods import HostPod, host_pod_of
 from webhook.kubeapi import KubeApi, Resource
 from webhook.kubeobjects import node_from_object
 from webhook.leader import LeaderElector
@@ -210,17 +212,27 @@ class Controller:
             self.cluster.put_node(node)
 
     def _replace_pods(self, items: list[Raw]) -> None:
-        pods = [p for p in (self.reader.observed(o) for o in items) if p is not None]
-        self.cluster.replace_pods(pods)
+        pods: list[ManagedPod] = []
+        host_pods: list[HostPod] = []
+        for obj in items:
+            pod = self.reader.observed(obj)
+            if pod is not None:
+                pods.append(pod)
+            elif (host := host_pod_of(obj)) is not None:
+                host_pods.append(host)
+        self.cluster.replace_pods(pods, host_pods)
 
     def _pod_event(self, kind: str, obj: Raw) -> None:
         metadata = obj.get("metadata") or {}
         namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
         pod = None if kind == "DELETED" else self.reader.observed(obj)
-        if pod is None:
-            self.cluster.remove_pod(namespace, name)
-        else:
+        host = None if kind == "DELETED" or pod is not None else host_pod_of(obj)
+        if pod is not None:
             self.cluster.put_pod(pod)
+        elif host is not None:
+            self.cluster.put_host_pod(host)
+        else:
+            self.cluster.remove_pod(namespace, name)
 
     def _replace_namespaces(self, items: list[Raw]) -> None:
         for obj in items:

@@ -38,12 +38,14 @@ def without_devices(node: Node, whole: set[int], slices: set[tuple[int, int]]) -
 
 
 def without_host(node: Node, cpu_milli: int, memory_mib: int) -> Node:
-    """The node with that much less allocatable CPU and memory (where it reports them)."""
+    """The node with that much more CPU and memory held by pods outside the workloads
+    (where it reports them): not free, yet still its allocatable, so a pod that needs it
+    waits for capacity instead of never fitting."""
     update: dict[str, int] = {}
     if node.cpu_milli is not None and cpu_milli:
-        update["cpu_milli"] = max(0, node.cpu_milli - cpu_milli)
+        update["cpu_held_milli"] = node.cpu_held_milli + cpu_milli
     if node.memory_mib is not None and memory_mib:
-        update["memory_mib"] = max(0, node.memory_mib - memory_mib)
+        update["memory_held_mib"] = node.memory_held_mib + memory_mib
     return node.model_copy(update=update) if update else node
 
 

@@ -446,8 +446,11 @@ class PodReader:
         annotation), or a *foreign* bound GPU pod; None for everything else.
 
         Terminal pods (Succeeded, Failed) hold nothing and are not returned; terminating
-        ones still hold their devices until they are gone.
+        ones still hold their devices until they are gone. Pods asking no GPU (most of a
+        cluster's, and what ``hostpods.host_pod_of`` reads) are turned away first, cheaply.
         """
+        if not wants_gpus(pod):
+            return None
         metadata = pod.get("metadata") or {}
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
             return None

@@ -73,17 +73,22 @@ def _container_requests(container: Any) -> tuple[int, int]:
     return found[0], found[1]
 
 
+def _listed(value: object) -> list[Any]:
+    """A container list as sent, or nothing (a malformed pod counts as asking nothing)."""
+    return value if isinstance(value, list) else []
+
+
 def pod_requests(spec: dict[str, Any]) -> tuple[int, int]:
     """CPU milli and memory MiB the pod needs on its node, counted as kube-scheduler does:
     the app containers and sidecars (init containers with ``restartPolicy: Always``) run
     together; each other init container runs alone beside the sidecars started before it;
     the pod needs the larger, plus ``spec.overhead``."""
     cpu = mem = 0
-    for container in spec.get("containers") or ():
+    for container in _listed(spec.get("containers")):
         c, m = _container_requests(container)
         cpu, mem = cpu + c, mem + m
     side_cpu = side_mem = init_cpu = init_mem = 0
-    for container in spec.get("initContainers") or ():
+    for container in _listed(spec.get("initContainers")):
         c, m = _container_requests(container)
         if isinstance(container, dict) and container.get("restartPolicy") == "Always":
             side_cpu, side_mem = side_cpu + c, side_mem + m
