@@ -40,9 +40,9 @@ from scheduler.model import (
 from scheduler.reasons import Outcome, Reason
 from scheduler.telemetry.report import TelemetryReport
 from webhook import keys
-from webhook.holdings import nodes_less_foreign, without_unknown_queues, workload_of
 from webhook.hostpods import HostPod, HostPods
 from webhook.kubeobjects import NodeLedger
+from webhook.observed import nodes_less_foreign, without_unknown_queues, workload_of
 from webhook.pods import ManagedPod, PodAsk
 
 __all__ = [

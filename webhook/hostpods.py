@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scheduler.model import Node
-from webhook.holdings import without_host
+from webhook.observed import without_host
 from webhook.quantities import pod_requests
 
 __all__ = ["HostPod", "HostPods", "host_pod_of"]
