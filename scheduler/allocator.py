@@ -539,8 +539,14 @@ def _solve_ilp(
 
 
 def _gap_pct(bound: float | None, objective: float) -> float | None:
-    """How far the answer may be from the best possible, in % of the proven bound."""
-    if bound is None or bound <= 0:
+    """How far the answer may be from the best possible, in % of the proven bound: 0 when
+    the answer reaches it (also where nothing can be admitted, a bound of 0); none where a
+    share of a non-positive bound means nothing."""
+    if bound is None:
+        return None
+    if objective >= bound - 1e-9:
+        return 0.0
+    if bound <= 0:
         return None
     return round(100.0 * (bound - objective) / bound, 4)
 

@@ -862,3 +862,27 @@ def test_decide_leaves_the_garbage_collector_as_the_caller_had_it() -> None:
             gc.enable()
         else:
             gc.disable()
+
+
+def test_a_bound_of_zero_is_a_gap_of_zero_when_the_answer_reaches_it() -> None:
+    """Found by property 8b: the only GPU has failed under a running workload that a pending
+    one could reclaim. The ILP proves nothing can be gained (bound 0), the answer is 0: it
+    is optimal, a gap of 0 %, not an unknown gap."""
+    snap = snapshot(
+        nodes=[node("n0", "L40S", 1, unhealthy=[0])],
+        queues=[
+            queue("q0", cohort="c0").quota("L40S", 1).preemption(
+                within_queue="Never", reclaim_within_cohort="Never"
+            ),
+            queue("q2", cohort="c0").preemption(
+                within_queue="Never", reclaim_within_cohort="LowerPriority"
+            ),
+        ],
+        workloads=[
+            workload("r0").gpus(1).queue("q0").running_on("n0", 0),
+            workload("p0").gpus(1).queue("q2").priority(10),
+        ],
+    )
+    stats = decide(snap, budget_ms=5000).stats
+    assert stats.bound == 0.0 and stats.objective == 0.0
+    assert stats.gap_pct == 0.0
