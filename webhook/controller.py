@@ -515,7 +515,7 @@ class Controller:
         return found
 
     def _replace(self, workload: StuckWorkload) -> None:
-        worst = workload.worst
+        worst = workload.cause
         evicted = 0
         for stuck in workload.pods:
             pod = stuck.pod
@@ -527,7 +527,7 @@ class Controller:
                 continue
             evicted += 1
             cause = stuck if stuck.why else worst
-            mate = "" if cause is stuck else f"its gang mate {cause.pod.name} is "
+            mate = "" if cause.pod.name == pod.name else f"its gang mate {cause.pod.name} is "
             self._event(
                 pod.raw or {},
                 "Replaced",

@@ -51,12 +51,10 @@ class StuckWorkload:
     queue: str
     pods: tuple[StuckPod, ...]
     """Every admitted, unbound pod of the workload (all of them go, gangs are all or none)."""
+    cause: StuckPod
+    """The pod stuck longest when the workload was first found stuck (maybe gone since)."""
     blocker: str = ""
     """Why Apportion cannot replace it ('' when it can)."""
-
-    @property
-    def worst(self) -> StuckPod:
-        return max(self.pods, key=lambda p: (p.stuck_s, p.pod.name))
 
 
 def unschedulable(pod: Mapping[str, Any]) -> tuple[str, int] | None:
@@ -91,12 +89,16 @@ def _admitted_unbound(pod: ManagedPod) -> bool:
 
 
 class StuckWatch:
-    """Remembers since when each admitted pod is unbound, and each pinned node bad."""
+    """Remembers since when each admitted pod is unbound, each pinned node bad, and which
+    workloads are being replaced: once judged stuck, a workload's remaining admitted pods
+    go too (a mate a PodDisruptionBudget held back, or one the scheduler has not judged),
+    so no half of a gang is left pinned beside its recreated other half."""
 
     def __init__(self, after_s: float) -> None:
         self.after_s = after_s
         self._admitted: dict[_Key, float] = {}
         self._bad_node: dict[_Key, float] = {}
+        self._replacing: dict[str, StuckPod] = {}
 
     def review(
         self, pods: Iterable[ManagedPod], node_problems: Mapping[str, str], now: float
@@ -109,6 +111,7 @@ class StuckWatch:
         if self.after_s <= 0:
             self._admitted.clear()
             self._bad_node.clear()
+            self._replacing.clear()
             return []
         grouped: dict[str, list[ManagedPod]] = {}
         for pod in pods:
@@ -116,11 +119,10 @@ class StuckWatch:
                 grouped.setdefault(pod.workload, []).append(pod)
         admitted: dict[_Key, float] = {}
         bad_node: dict[_Key, float] = {}
+        replacing: dict[str, StuckPod] = {}
         found: list[StuckWorkload] = []
         for name in sorted(grouped):
             members = sorted(grouped[name], key=lambda p: p.name)
-            if any(p.gated for p in members):
-                continue  # still waiting, or being admitted right now
             unbound = [p for p in members if _admitted_unbound(p)]
             timed: list[StuckPod] = []
             for pod in unbound:
@@ -140,12 +142,17 @@ class StuckWatch:
                     stuck_s = max(stuck_s, now - bad_node[key])
                     why.append(f"{node}: {problem}")
                 timed.append(StuckPod(pod, node, stuck_s, "; ".join(why)))
-            if not any(p.why and p.stuck_s >= self.after_s for p in timed):
+            stuck = [p for p in timed if p.why and p.stuck_s >= self.after_s]
+            cause = self._replacing.get(name)
+            if cause is None and stuck:
+                cause = max(stuck, key=lambda p: (p.stuck_s, p.pod.name))
+            if cause is None or not timed:
                 continue
-            found.append(
-                StuckWorkload(name, members[0].queue, tuple(timed), _blocker(members, unbound))
-            )
-        self._admitted, self._bad_node = admitted, bad_node
+            blocker = _blocker(members, unbound)
+            if not blocker:
+                replacing[name] = cause
+            found.append(StuckWorkload(name, members[0].queue, tuple(timed), cause, blocker))
+        self._admitted, self._bad_node, self._replacing = admitted, bad_node, replacing
         return found
 
 
