@@ -457,6 +457,7 @@ def test_deployment_environment_follows_the_contract():
     assert env["APPORTION_ON_ALLOCATOR_FAILURE"]["value"] in ("gate", "allow")
     assert env["APPORTION_PORT"]["value"] == "8443"
     assert env["APPORTION_PROBE_PORT"]["value"] == "8080"
+    assert float(env["APPORTION_STUCK_AFTER_S"]["value"]) >= 0
     mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
     for variable, volume in (("APPORTION_CERT_FILE", "tls"), ("APPORTION_KEY_FILE", "tls"),

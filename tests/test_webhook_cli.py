@@ -19,6 +19,8 @@ import pytest
 import trustme
 from webhook_support import CLUSTER_FILE, free_port, review, vary
 
+from webhook.settings import ServeSettings
+
 APPORTION = [sys.executable, "-m", "scheduler"]
 
 
@@ -153,3 +155,37 @@ def test_queue_lists_what_waits_and_serve_stops_cleanly(
     assert any(entry["msg"] == "stopping" for entry in logs)
     decided = [e for e in logs if e["logger"] == "apportion.server"]
     assert decided and all("uid" in e for e in decided)
+
+
+def _serve_settings(argv: list[str], monkeypatch: pytest.MonkeyPatch, **env: str) -> ServeSettings:
+    """``apportion serve``'s settings as parsed in-process (the parser reads the environment
+    when it is built, as in the console script)."""
+    import argparse
+
+    from webhook.commands import _settings, serve_command
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    parser = argparse.ArgumentParser(prog="apportion")
+    serve_command(parser.add_subparsers())
+    return _settings(parser.parse_args(["serve", *argv]))
+
+
+def test_stuck_after_comes_from_the_flag_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text("unused: the settings only check the files exist\n")
+    certs = ["--cert-file", str(tmp_path / "tls.crt"), "--key-file", str(tmp_path / "tls.key")]
+    monkeypatch.delenv("APPORTION_STUCK_AFTER_S", raising=False)
+    assert _serve_settings(certs, monkeypatch).controller.stuck_after_s == 300
+    parsed = _serve_settings(certs, monkeypatch, APPORTION_STUCK_AFTER_S="0")
+    assert parsed.controller.stuck_after_s == 0
+    parsed = _serve_settings([*certs, "--stuck-after-s", "90"], monkeypatch)
+    assert parsed.controller.stuck_after_s == 90
+    for bad in ("-5", "soon", "nan"):
+        with pytest.raises(SystemExit) as exit_info:
+            _serve_settings(certs, monkeypatch, APPORTION_STUCK_AFTER_S=bad)
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert f"argument --stuck-after-s: {bad!r}" in error, error

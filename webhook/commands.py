@@ -122,6 +122,13 @@ def serve_command(sub: Subparsers) -> None:
         "(also APPORTION_PROMETHEUS_TOKEN_FILE, _CA_FILE, _TIMEOUT_S, _REFRESH_S) "
         "[APPORTION_PROMETHEUS_URL]",
     )
+    add(
+        "--stuck-after-s",
+        type=_seconds,
+        default=_env("APPORTION_STUCK_AFTER_S", "300"),
+        help="replace an admitted pod the kube-scheduler cannot place after this many "
+        "seconds, 0 = never (default 300) [APPORTION_STUCK_AFTER_S]",
+    )
     add("--no-controller", action="store_true", help="serve the webhook only")
     add(
         "--log-level",
@@ -129,6 +136,17 @@ def serve_command(sub: Subparsers) -> None:
         help="debug, info, warning [APPORTION_LOG_LEVEL]",
     )
     parser.set_defaults(run=_run_serve)
+
+
+def _seconds(text: str) -> float:
+    """A non-negative number of seconds (argparse turns the error into exit code 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be 0 (off) or a positive number")
+    return value
 
 
 def queue_command(sub: Subparsers) -> None:
@@ -180,6 +198,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
             evict=args.mode != "shadow",
             lease_namespace=namespace,
             identity=_env("POD_NAME", f"apportion-{os.getpid()}") or "apportion",
+            stuck_after_s=args.stuck_after_s,
         ),
         cluster_file=args.cluster,
         queues_file=args.queues,

@@ -10,6 +10,9 @@
 3. Actions: admit = one JSONPatch per pod adding node affinity and removing the gate;
    preempt = the Eviction API plus an Event naming the reason and the beneficiary.
    Everything is recorded on the pods, so a restart rebuilds the same state from a list.
+4. Admitted pods the kube-scheduler cannot place for ``stuck_after_s`` (``stuck.py``) are
+   evicted, the whole workload at once, for their owner to recreate and the webhook to
+   decide afresh; a bare pod nobody would recreate is only reported (Event, reason).
 """
 
 from __future__ import annotations
@@ -39,12 +42,13 @@ from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.hostpods import HostPod, host_pod_of
 from webhook.kubeapi import KubeApi, Resource
-from webhook.kubeobjects import node_from_object
+from webhook.kubeobjects import node_from_object, node_problem
 from webhook.leader import LeaderElector
 from webhook.metrics import Metrics
 from webhook.patches import admit_gated, node_expressions, set_metadata
 from webhook.pods import ANNOTATION_PLACEMENT, ManagedPod, PodReader, format_placement
 from webhook.settings import ControllerSettings
+from webhook.stuck import STUCK_REASON, StuckWatch, StuckWorkload
 
 __all__ = ["Controller", "Informer"]
 
@@ -174,6 +178,10 @@ class Controller:
         self._queue_objects: dict[str, Raw] = {}
         self._statuses: dict[str, Raw] = {}
         self.cycles = 0
+        self._node_problems: dict[str, str] = {}
+        """Every Node by name: why new work must not land on it, or ''."""
+        self.stuck = StuckWatch(settings.stuck_after_s)
+        self.stuck_reviews = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -201,10 +209,17 @@ class Controller:
 
     def _replace_nodes(self, items: list[Raw]) -> None:
         nodes = [n for n, _ in (node_from_object(o, self.cluster.catalog) for o in items) if n]
+        self._node_problems = {
+            str((o.get("metadata") or {}).get("name", "")): node_problem(o) for o in items
+        }
         self.cluster.replace_nodes(nodes)
 
     def _node_event(self, kind: str, obj: Raw) -> None:
         name = str((obj.get("metadata") or {}).get("name", ""))
+        if kind == "DELETED":
+            self._node_problems.pop(name, None)
+        else:
+            self._node_problems[name] = node_problem(obj)
         node, _ = node_from_object(obj, self.cluster.catalog)
         if kind == "DELETED" or node is None:
             self.cluster.remove_node(name)
@@ -313,6 +328,10 @@ class Controller:
                     self.reconcile_once()
                 except Exception:
                     log.exception("reconcile failed; retrying on the next change or tick")
+                try:
+                    self.replace_stuck()
+                except Exception:
+                    log.exception("replacing stuck pods failed; retrying on the next cycle")
             self._stop.wait(min(0.2, self.settings.debounce_s))
 
     def reconcile_once(self) -> Decision | None:
@@ -479,6 +498,81 @@ class Controller:
                 )
                 continue
             self._event(pod.raw or {}, "Preempted", f"{message} (for {beneficiary})", "Warning")
+
+    # -- admitted pods the kube-scheduler cannot place ----------------------------------------
+
+    def replace_stuck(self) -> list[StuckWorkload]:
+        """Evict stuck workloads whose owners recreate their pods; report the others once."""
+        found = self.stuck.review(
+            self.cluster.managed_pods(), dict(self._node_problems), self.cluster.now()
+        )
+        self.stuck_reviews += 1
+        for workload in found:
+            if workload.blocker or not self.settings.evict:
+                self._report_stuck(workload)
+            else:
+                self._replace(workload)
+        return found
+
+    def _replace(self, workload: StuckWorkload) -> None:
+        worst = workload.cause
+        evicted = 0
+        for stuck in workload.pods:
+            pod = stuck.pod
+            try:
+                self.api.evict_pod(pod.namespace, pod.name)
+            except ApiException as error:
+                # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
+                log.warning("replacing %s/%s failed: %s", pod.namespace, pod.name, error.reason)
+                continue
+            evicted += 1
+            cause = stuck if stuck.why else worst
+            mate = "" if cause.pod.name == pod.name else f"its gang mate {cause.pod.name} is "
+            self._event(
+                pod.raw or {},
+                "Replaced",
+                f"admitted to node {stuck.node}, {mate}unschedulable for {cause.stuck_s:.0f} s: "
+                f"{cause.why}; evicted for its owner to create it again and Apportion to "
+                "decide afresh",
+                "Warning",
+            )
+        if evicted == len(workload.pods):
+            self.metrics.stuck_replaced.labels(workload.queue).inc()
+            log.warning(
+                "replaced %s: admitted to %s, unschedulable for %.0f s: %s",
+                workload.workload,
+                worst.node,
+                worst.stuck_s,
+                worst.why,
+                extra={"workload": workload.workload},
+            )
+
+    def _report_stuck(self, workload: StuckWorkload) -> None:
+        """One Event and the reason annotation, once: the annotation says it was done."""
+        blocker = workload.blocker or "Apportion runs in shadow mode and evicts nothing"
+        for stuck in workload.pods:
+            raw = stuck.pod.raw or {}
+            reason = ((raw.get("metadata") or {}).get("annotations") or {}).get(
+                keys.ANNOTATION_REASON, ""
+            )
+            if not stuck.why or str(reason).startswith(f"{STUCK_REASON}:"):
+                continue
+            message = (
+                f"admitted to node {stuck.node}, unschedulable for {stuck.stuck_s:.0f} s: "
+                f"{stuck.why}; {blocker}"
+            )
+            try:
+                self.api.patch_pod(
+                    stuck.pod.namespace,
+                    stuck.pod.name,
+                    set_metadata(
+                        raw, "annotations", {keys.ANNOTATION_REASON: f"{STUCK_REASON}: {message}"}
+                    ),
+                )
+            except ApiException as error:
+                log.warning("marking %s stuck failed: %s", stuck.pod.name, error.reason)
+                continue
+            self._event(raw, STUCK_REASON, message, "Warning")
 
     def _event(self, pod: Raw, reason: str, message: str, event_type: str = "Normal") -> None:
         try:

@@ -20,7 +20,7 @@ from scheduler.model import Gpu, MigSlice, Node, PodPlacement, Taint
 from webhook import keys
 from webhook.quantities import QuantityError, parse_bytes_mib, parse_cpu_milli
 
-__all__ = ["NodeLedger", "gpu_model_of", "node_from_object"]
+__all__ = ["NodeLedger", "gpu_model_of", "node_from_object", "node_problem"]
 
 _MIG_SINGLE = re.compile(r"^(?P<product>.+)-MIG-(?P<profile>\d+g\.\d+gb.*)$")
 
@@ -99,7 +99,7 @@ def node_from_object(obj: dict[str, Any], catalog: Catalog) -> tuple[Node | None
         mig_gpus = -(-sum(p.compute_slices for p in instances) // per_gpu)
     mig_gpus = max(mig_gpus, 0) if instances else 0
     spec = obj.get("spec") or {}
-    problem = _unusable(spec, status)
+    problem = node_problem(obj)
     gpus = [
         Gpu(index=i, model=model.name, healthy=not problem, health_reason=problem)
         for i in range(whole)
@@ -135,8 +135,10 @@ def node_from_object(obj: dict[str, Any], catalog: Catalog) -> tuple[Node | None
     return node, ""
 
 
-def _unusable(spec: dict[str, Any], status: dict[str, Any]) -> str:
-    """Why new work must not land on this node (cordoned, not Ready), or ''."""
+def node_problem(obj: dict[str, Any]) -> str:
+    """Why new work must not land on this Node object (cordoned, not Ready), or ''."""
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
     if spec.get("unschedulable"):
         return "node is cordoned (spec.unschedulable)"
     for condition in status.get("conditions") or ():

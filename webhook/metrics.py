@@ -54,6 +54,13 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        self.stuck_replaced = Counter(
+            "apportion_stuck_replaced",
+            "Admitted workloads the kube-scheduler could not place, evicted for their owners "
+            "to recreate, by queue.",
+            ["queue"],
+            registry=r,
+        )
         self.allocator_seconds = Histogram(
             "apportion_allocator_duration_seconds",
             "Wall time of the controller's global decision, by the path that answered.",

@@ -24,6 +24,8 @@ __all__ = [
     "ManagedPod",
     "PodAsk",
     "PodReader",
+    "controller_owner",
+    "epoch_seconds",
     "format_placement",
     "gpu_ask_of",
     "parse_placement",
@@ -365,7 +367,7 @@ class ManagedPod:
     """The pod object, for the controller's patches."""
 
 
-def _epoch_seconds(timestamp: object) -> int:
+def epoch_seconds(timestamp: object) -> int:
     """RFC 3339 ``2026-11-25T17:25:04Z`` → seconds since the epoch (0 if absent)."""
     from datetime import datetime
 
@@ -381,7 +383,9 @@ def _positive(text: str | None) -> int | None:
     return int(text) if text is not None and text.isdigit() and int(text) > 0 else None
 
 
-def _controller_owner(references: object) -> tuple[str, str] | None:
+def controller_owner(references: object) -> tuple[str, str] | None:
+    """(kind, name) of the ``ownerReferences`` entry with ``controller: true``: the object
+    that recreates the pod when it is gone (a Job, a ReplicaSet); None for a bare pod."""
     if not isinstance(references, list):
         return None
     for ref in references:
@@ -432,7 +436,7 @@ class PodReader:
             tolerations=tuple(t for t in tolerations or () if isinstance(t, dict))
             if isinstance(tolerations, list)
             else (),
-            owner=_controller_owner(metadata.get("ownerReferences")),
+            owner=controller_owner(metadata.get("ownerReferences")),
             jobset_jobs=_positive(
                 annotations.get(keys.JOBSET_REPLICAS) or labels.get(keys.JOBSET_REPLICAS)
             ),
@@ -446,13 +450,17 @@ class PodReader:
         annotation), or a *foreign* bound GPU pod; None for everything else.
 
         Terminal pods (Succeeded, Failed) hold nothing and are not returned; terminating
-        ones still hold their devices until they are gone. Pods asking no GPU (most of a
-        cluster's, and what ``hostpods.host_pod_of`` reads) are turned away first, cheaply.
+        bound ones still hold their devices until they are gone, terminating unbound ones
+        never will (an evicted pod the kube-scheduler could not place, kept a while by its
+        Job's tracking finalizer). Pods asking no GPU (most of a cluster's, and what
+        ``hostpods.host_pod_of`` reads) are turned away first, cheaply.
         """
         if not wants_gpus(pod):
             return None
         metadata = pod.get("metadata") or {}
         if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return None
+        if metadata.get("deletionTimestamp") and not (pod.get("spec") or {}).get("nodeName"):
             return None
         annotations = _str_map(metadata.get("annotations"))
         workload = annotations.get(keys.ANNOTATION_WORKLOAD)
@@ -499,7 +507,7 @@ class PodReader:
             queue=ask.queue,
             demand=demand,
             priority=ask.priority,
-            created=_epoch_seconds(metadata.get("creationTimestamp")),
+            created=epoch_seconds(metadata.get("creationTimestamp")),
             gang_size=ask.gang_size or 1,
             gated=gated,
             node=node,

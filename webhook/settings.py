@@ -59,6 +59,10 @@ class ControllerSettings:
     """How long an admission the webhook answered waits for its pod to be observed."""
     watch_timeout_s: int = 300
     backoff_max_s: float = 30.0
+    stuck_after_s: float = 300.0
+    """An admitted pod the kube-scheduler cannot place (PodScheduled=False/Unschedulable,
+    or pinned to a node that is gone, cordoned or not Ready) this long is replaced: its
+    workload evicted for its owner to recreate, or, for a bare pod, reported. 0 = never."""
 
 
 @dataclass(frozen=True, slots=True)
