@@ -108,6 +108,9 @@ class Cycle:
         """Lowest priority admitted in this cycle per queue (a bound: never raised)."""
         self.freed = FreedRoom(compiled.book, compiled.state.gpu_model)
         """Room freed in this cycle, and what each workload left waiting watches."""
+        self.reclaimed: set[str] = set()
+        """Workloads of this cycle whose borrowed room a cohort mate's guarantee took back
+        (``_offer_to_higher_priority`` does not hand them room to borrow again)."""
         self.capacity_changed = False
         """Set when a preemption or a take-back may have made room for work already left
         waiting: the cycle then offers it the capacity again (work conservation)."""
@@ -484,7 +487,12 @@ class Cycle:
         )
 
     def _offer_to_higher_priority(self, w: Workload) -> list[str]:
-        """Admit waiting workloads of w's queue with a higher priority that fit now."""
+        """Admit waiting workloads of w's queue with a higher priority that fit now.
+
+        Not one whose borrowing a cohort mate's guarantee took back in this cycle, to borrow
+        again: its room would be reclaimed anew, and the mate's higher priorities would take
+        that room in turn — two queues handing the same GPUs back and forth until the passes
+        run out, leaving a workload within its nominal quota waiting."""
         admitted = []
         for entry in self.waiting.get(w.queue, ()):
             h = entry.workload
@@ -496,6 +504,10 @@ class Cycle:
             ):
                 continue
             for option in entry.options:
+                if h.name in self.reclaimed and not self.book.within_nominal(
+                    h.queue, option.flavor, option.quota_per_pod * h.pods
+                ):
+                    continue
                 result = self.try_option(entry, option)
                 if isinstance(result, Allocation):
                     self.remember(entry, option, result)
@@ -578,6 +590,7 @@ class Cycle:
                 f"{r.workload.priority}) of queue {beneficiary.queue}"
             )
         else:
+            self.reclaimed.add(r.workload.name)
             reason = Reason.COHORT_EXHAUSTED
             message = (
                 f"borrowed {r.flavor} taken back by {beneficiary.name}: queue "

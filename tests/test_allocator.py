@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from builders import mig, node, queue, snapshot, workload
-from invariants import check_priority_order
+from invariants import check_guarantees, check_priority_order
 
 from scheduler.allocator import decide
 from scheduler.incremental import IncrementalAllocator
@@ -886,3 +886,44 @@ def test_a_bound_of_zero_is_a_gap_of_zero_when_the_answer_reaches_it() -> None:
     stats = decide(snap, budget_ms=5000).stats
     assert stats.bound == 0.0 and stats.objective == 0.0
     assert stats.gap_pct == 0.0
+
+
+def test_two_queues_do_not_hand_the_same_gpus_back_and_forth() -> None:
+    """Found by property 4 (the case as hypothesis drew it). q0 and q1 each have a 2-GPU
+    workload within nominal and a priority-10 4-GPU one that would borrow. A guarantee
+    taking back q1's borrower used to hand the room to q0's borrower, whose room q1's
+    guarantee took back and handed to q1's borrower, and so on until the passes ran out,
+    leaving p3 waiting within its nominal quota. A workload whose borrowing a guarantee took
+    back is no longer handed room to borrow again."""
+    h100 = {"gpus": 1, "models": [H100]}
+    snap = Snapshot.model_validate(
+        {
+            "nodes": [
+                {"name": "n0", "gpus": [{"index": i, "model": H100} for i in range(6)]},
+                {"name": "n1", "gpus": [{"index": 0, "model": H100}]},
+                {"name": "n2", "gpus": [{"index": 0, "model": H100}]},
+                {"name": "n3", "gpus": [{"index": 0, "model": "A100-80GB"}]},
+            ],
+            "queues": [
+                {"name": "q0", "cohort": "c", "quota": {H100: {"nominal": 4}}},
+                {"name": "q1", "cohort": "c", "quota": {H100: {"nominal": 4}}},
+            ],
+            "workloads": [
+                {"name": "r1", "queue": "q0", "pods": 2, "demand": h100, "flavor": H100,
+                 "placement": [{"node": "n1", "gpus": [0]}, {"node": "n2", "gpus": [0]}],
+                 "started": 0},
+                {"name": "r0", "queue": "q1", "demand": h100, "flavor": H100,
+                 "placement": [{"node": "n0", "gpus": [0]}], "started": 0},
+                {"name": "p0", "queue": "q0", "priority": 10, "demand": {**h100, "gpus": 4}},
+                {"name": "p1", "queue": "q1", "priority": 10, "demand": {**h100, "gpus": 4}},
+                {"name": "p2", "queue": "q0", "demand": {"gpus": 1, "models": ["A100-80GB"]}},
+                {"name": "p3", "queue": "q0", "demand": {**h100, "gpus": 2}},
+                {"name": "p4", "queue": "q1", "demand": {**h100, "gpus": 2}},
+            ],
+            "now": 1000,
+        }
+    )  # fmt: skip
+    for decision in (decide(snap, use_ilp=False), decide(snap, budget_ms=5000)):
+        assert decision.by_workload()["p3"].outcome is Outcome.ADMIT
+        assert not check_guarantees(snap, decision)
+        assert not check_priority_order(snap, decision)
