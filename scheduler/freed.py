@@ -38,7 +38,7 @@ _QUOTA_REASONS = frozenset({Reason.QUOTA_EXHAUSTED, Reason.COHORT_EXHAUSTED, Rea
 class FreedRoom:
     """What one cycle freed and when, against when each workload was left waiting."""
 
-    __slots__ = ("book", "freed_at", "frees", "gpu_model", "waited_at")
+    __slots__ = ("book", "freed_at", "frees", "gpu_model", "taken_back", "waited_at")
 
     def __init__(self, book: QuotaBook, gpu_model: list[str]) -> None:
         self.book = book
@@ -52,14 +52,19 @@ class FreedRoom:
         self.waited_at: dict[str, tuple[int, Watch]] = {}
         """Per workload: the count of ``frees`` when it was last left waiting, and its
         ``Watch``."""
+        self.taken_back: set[str] = set()
+        """Workloads whose admission was taken back and that were not left waiting since:
+        what was admitted while they held their place may be in their way now."""
 
     def waits(self, name: str, watch: Watch) -> None:
         """``name`` was left waiting now, watching ``watch``."""
         self.waited_at[name] = (self.frees, watch)
+        self.taken_back.discard(name)
 
     def forget(self, name: str) -> None:
         """``name``'s admission was taken back: it may fit anywhere again."""
         self.waited_at.pop(name, None)
+        self.taken_back.add(name)
 
     def note(self, released: list[Running], reuse: tuple[str, Allocation, int] | None) -> bool:
         """Record the room ``released`` leaves for others: the GPUs (whole, milli, MIG slices)
@@ -115,7 +120,11 @@ class FreedRoom:
     def since_waiting(self, w: Workload, option: Option) -> bool:
         """Was capacity ``option`` competes for freed since ``w`` was last left waiting?
         If not, taking back what was admitted after it cannot make it fit: it did not fit in
-        the room those admissions took, and nothing was added since."""
+        the room those admissions took, and nothing was added since. Always, for one whose
+        admission was taken back: lower priorities may have been admitted while it held its
+        place, and would fit in theirs."""
+        if w.name in self.taken_back:
+            return True
         return self._freed(w, option, *self.waited_at.get(w.name, _NEVER_WAITED))
 
     def _freed(self, w: Workload, option: Option, since: int, watch: Watch) -> bool:
