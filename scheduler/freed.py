@@ -1,6 +1,8 @@
 """Room freed during a cycle, and who waits for it: when to offer capacity again.
 
-A preemption or a take-back frees GPUs of some models and quota of a flavor in a cohort.
+A preemption or a take-back frees GPUs of some models, quota of a flavor in a cohort, and
+CPU and memory on some nodes (counted as GPUs of those nodes' models freed: a workload
+refused for capacity watches its models).
 The cycle then offers the room again to workloads it left waiting (work conservation), but
 only to those it can help: each waiting workload remembers, per option, what must be freed
 before that option can fit, and when it was left waiting. Thousands wait at 20,000 pending
@@ -38,12 +40,25 @@ _QUOTA_REASONS = frozenset({Reason.QUOTA_EXHAUSTED, Reason.COHORT_EXHAUSTED, Rea
 class FreedRoom:
     """What one cycle freed and when, against when each workload was left waiting."""
 
-    __slots__ = ("book", "freed_at", "frees", "gpu_model", "taken_back", "waited_at")
+    __slots__ = (
+        "book",
+        "freed_at",
+        "frees",
+        "gpu_model",
+        "gpu_node",
+        "node_models",
+        "taken_back",
+        "waited_at",
+    )
 
-    def __init__(self, book: QuotaBook, gpu_model: list[str]) -> None:
+    def __init__(self, book: QuotaBook, gpu_model: list[str], gpu_node: list[int]) -> None:
         self.book = book
         self.gpu_model = gpu_model
         """Per GPU id: its model."""
+        self.gpu_node = gpu_node
+        """Per GPU id: its node."""
+        self.node_models: dict[int, set[str]] | None = None
+        """Per node: its GPU models (built the first time CPU or memory is freed)."""
         self.frees = 0
         """Counts the times this cycle freed capacity (evictions, take-backs)."""
         self.freed_at: dict[Freed, int] = {}
@@ -102,11 +117,44 @@ class FreedRoom:
             if left > 0:
                 self.freed_at[self.gpu_model[g]] = self.frees
                 left_some = True
+        for node in self._host_freed(released, reuse):
+            for model in self._models_on(node):
+                self.freed_at[model] = self.frees
+            left_some = True
         for freed, left in quota.items():
             if left > 0:
                 self.freed_at[freed] = self.frees
                 left_some = True
         return left_some
+
+    @staticmethod
+    def _host_freed(
+        released: list[Running], reuse: tuple[str, Allocation, int] | None
+    ) -> list[int]:
+        """Nodes where ``released`` leaves CPU or memory that ``reuse`` does not take again:
+        a workload refused for the host room left beside free GPUs may fit there now."""
+        host: dict[int, list[int]] = {}
+        for r in released:
+            a = r.allocation
+            if a.cpu_milli or a.memory_mib:
+                for pod in a.pods:
+                    held = host.setdefault(pod.node, [0, 0])
+                    held[0] += a.cpu_milli
+                    held[1] += a.memory_mib
+        if reuse is not None and host:
+            a = reuse[1]
+            for pod in a.pods:
+                if pod.node in host:
+                    host[pod.node][0] -= a.cpu_milli
+                    host[pod.node][1] -= a.memory_mib
+        return [node for node, (cpu, memory) in host.items() if cpu > 0 or memory > 0]
+
+    def _models_on(self, node: int) -> set[str]:
+        if self.node_models is None:
+            self.node_models = {}
+            for g, n in enumerate(self.gpu_node):
+                self.node_models.setdefault(n, set()).add(self.gpu_model[g])
+        return self.node_models.get(node, set())
 
     def may_fit_now(self, entry: Entry) -> bool:
         """Was room freed for any of its options since it was last left waiting (or was its

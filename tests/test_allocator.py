@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from builders import mig, node, queue, snapshot, workload
-from invariants import check_guarantees, check_priority_order
+from invariants import check_guarantees, check_priority_order, check_work_conserving
 
 from scheduler.allocator import decide
 from scheduler.incremental import IncrementalAllocator
@@ -914,3 +914,15 @@ def test_regression_a_workload_taken_back_may_take_a_lower_prioritys_place(path:
     snap = Snapshot.model_validate_json(text)
     decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
     assert check_priority_order(snap, decision) == []
+
+
+@both_paths
+def test_regression_memory_an_eviction_frees_is_offered_again(path: str) -> None:
+    # Found by test_work_conserving: p2 needs a MIG slice and 32 GiB on n1, whose memory
+    # r0 held; p6 evicted r0 and reused its GPU, so no GPU was left freed, and p2, refused
+    # for the memory beside the free slice, was never offered the 8 GiB r0 left.
+    text = (FIXTURES / "regression-evicted-memory-offered.json").read_text()
+    snap = Snapshot.model_validate_json(text)
+    decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
+    assert outcome(decision, "p2").outcome is Outcome.ADMIT
+    assert check_work_conserving(snap, decision) == []
