@@ -155,17 +155,12 @@ def _move(
         return False
     # find_victims left them taken back from the state and the book.
     _, taken = room
-    if _below_nominal(book, taken):
-        for r in taken:
-            state.take(r.allocation)
-            book.charge(r.workload.queue, r.flavor, r.amount)
-        return False
     undone = [(r, cycle.outcomes[r.workload.name]) for r in taken]
     changes = _changes(cycle, entry, option, taken)
     gain = ledger.delta(changes) + PRIORITY * (
         entry.tier * entry.size - sum(_entry(cycle, r).tier * r.gpu_eq for r in taken)
     )
-    if gain > 0.0:
+    if gain > 0.0 and not _below_nominal(book, taken):
         for r in taken:
             cycle.unadmit(r, w)
         result = cycle.try_option(entry, option)
