@@ -46,6 +46,13 @@ def pod(node_name: str, *gpus: int, mig_start: int | None = None) -> PodPlacemen
     return PodPlacement(node=node_name, gpus=gpus, mig_start=mig_start)
 
 
+def regression_case(name: str, path: str = "greedy") -> tuple[Snapshot, Decision]:
+    """A snapshot the property tests found (fixtures/snapshots/regression-NAME.json), and
+    the decision on ``path``."""
+    snap = Snapshot.model_validate_json((FIXTURES / f"regression-{name}.json").read_text())
+    return snap, decide(snap, use_ilp=path == "ilp", budget_ms=5000)
+
+
 def outcome(decision: Decision, name: str) -> WorkloadDecision:
     return decision.by_workload()[name]
 
@@ -654,9 +661,7 @@ def test_regression_take_back_only_what_the_room_needs(path: str) -> None:
     # (team q0) needs the shared T4 GPU, which only evicting r2 frees; p5 (q2, priority 10),
     # admitted earlier in the cycle on a whole T4, was taken back as well though that
     # gained p10 nothing, p2 (q2, priority 0) took its GPU, and p5 waited.
-    text = (FIXTURES / "regression-take-back-priority.json").read_text()
-    snap = Snapshot.model_validate_json(text)
-    decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
+    snap, decision = regression_case("take-back-priority", path)
     assert check_priority_order(snap, decision) == []
     assert [e.workload for e in decision.evictions] == ["r2"]
 
@@ -765,8 +770,7 @@ def test_regression_evictions_follow_a_taken_back_admission() -> None:
     # was admitted by evicting r0 (LowerOrNewerEqualPriority), then p2 (q0, within its
     # nominal quota) took p0's admission back. Was: r0 stayed evicted "for p0", which then
     # waited, and p2's verdict named no victim.
-    text = (FIXTURES / "regression-evictions-follow-take-back.json").read_text()
-    decision = decide(Snapshot.model_validate_json(text), use_ilp=False)
+    _, decision = regression_case("evictions-follow-take-back")
     p2 = outcome(decision, "p2")
     assert (p2.outcome, p2.victims) == (Outcome.PREEMPT, ("r0",))
     assert [(e.workload, e.beneficiary) for e in decision.evictions] == [("r0", "p2")]
@@ -776,10 +780,7 @@ def test_regression_room_that_went_to_a_higher_priority_credits_its_victims() ->
     # Found by test_capacity_never_exceeded: p10 (q1) evicted r0 (LowerOrNewerEqualPriority),
     # then p6 (q0) took p10's admission back, and the room went to p3 (priority 10, q0),
     # which outranks p6. Was: r0 stayed evicted "for p10", which then waited.
-    snap = Snapshot.model_validate_json(
-        (FIXTURES / "regression-room-went-to-higher-priority.json").read_text()
-    )
-    decision = decide(snap, use_ilp=False)
+    _, decision = regression_case("room-went-to-higher-priority")
     p3 = outcome(decision, "p3")
     assert (p3.outcome, p3.victims) == (Outcome.PREEMPT, ("r0",))
     assert [(e.workload, e.beneficiary) for e in decision.evictions] == [("r0", "p3")]
@@ -791,8 +792,7 @@ def test_regression_room_made_later_goes_to_the_waiting_higher_priority(path: st
     # Found by test_priority_order: p5 (q0, priority 10, 2 × 1 GPU) waits, p0 (q0, priority
     # 0) takes the one free GPU, then p1 (q2) evicts r0 and uses one of the two GPUs it
     # frees. Was: p0 kept its GPU although p5 now fits in its place.
-    snap = Snapshot.model_validate_json((FIXTURES / "regression-room-made-later.json").read_text())
-    decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
+    snap, decision = regression_case("room-made-later", path)
     assert check_priority_order(snap, decision) == []
     assert outcome(decision, "p5").outcome is not Outcome.PENDING
 
@@ -895,9 +895,7 @@ def test_regression_two_queues_do_not_hand_the_same_gpus_back_and_forth(path: st
     # q1's borrower handed the room to q0's borrower, whose room q1's guarantee took back
     # and handed to q1's borrower, and so on until the passes ran out, leaving p3 waiting
     # within its nominal quota.
-    text = (FIXTURES / "regression-reclaim-ping-pong.json").read_text()
-    snap = Snapshot.model_validate_json(text)
-    decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
+    snap, decision = regression_case("reclaim-ping-pong", path)
     assert outcome(decision, "p3").outcome is Outcome.ADMIT
     assert check_guarantees(snap, decision) == []
     assert check_priority_order(snap, decision) == []
@@ -910,9 +908,7 @@ def test_regression_a_workload_taken_back_may_take_a_lower_prioritys_place(path:
     # priority 0) had taken the H100 place p0 fits in. p0 did not try it: the cycle only
     # looks behind a waiting workload when room was freed since it was left waiting, and
     # p0 had never waited.
-    text = (FIXTURES / "regression-taken-back-outranked.json").read_text()
-    snap = Snapshot.model_validate_json(text)
-    decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
+    snap, decision = regression_case("taken-back-outranked", path)
     assert check_priority_order(snap, decision) == []
 
 
@@ -921,8 +917,6 @@ def test_regression_memory_an_eviction_frees_is_offered_again(path: str) -> None
     # Found by test_work_conserving: p2 needs a MIG slice and 32 GiB on n1, whose memory
     # r0 held; p6 evicted r0 and reused its GPU, so no GPU was left freed, and p2, refused
     # for the memory beside the free slice, was never offered the 8 GiB r0 left.
-    text = (FIXTURES / "regression-evicted-memory-offered.json").read_text()
-    snap = Snapshot.model_validate_json(text)
-    decision = decide(snap, use_ilp=path == "ilp", budget_ms=5000)
+    snap, decision = regression_case("evicted-memory-offered", path)
     assert outcome(decision, "p2").outcome is Outcome.ADMIT
     assert check_work_conserving(snap, decision) == []
