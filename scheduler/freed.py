@@ -45,20 +45,19 @@ class FreedRoom:
         "freed_at",
         "frees",
         "gpu_model",
-        "gpu_node",
-        "node_models",
+        "node_gpus",
         "taken_back",
         "waited_at",
     )
 
-    def __init__(self, book: QuotaBook, gpu_model: list[str], gpu_node: list[int]) -> None:
+    def __init__(
+        self, book: QuotaBook, gpu_model: list[str], node_gpus: list[dict[int, int]]
+    ) -> None:
         self.book = book
         self.gpu_model = gpu_model
         """Per GPU id: its model."""
-        self.gpu_node = gpu_node
-        """Per GPU id: its node."""
-        self.node_models: dict[int, set[str]] | None = None
-        """Per node: its GPU models (built the first time CPU or memory is freed)."""
+        self.node_gpus = node_gpus
+        """Per node: its GPU ids by index (``ClusterState.node_gpus``)."""
         self.frees = 0
         """Counts the times this cycle freed capacity (evictions, take-backs)."""
         self.freed_at: dict[Freed, int] = {}
@@ -118,8 +117,8 @@ class FreedRoom:
                 self.freed_at[self.gpu_model[g]] = self.frees
                 left_some = True
         for node in self._host_freed(released, reuse):
-            for model in self._models_on(node):
-                self.freed_at[model] = self.frees
+            for g in self.node_gpus[node].values():
+                self.freed_at[self.gpu_model[g]] = self.frees
             left_some = True
         for freed, left in quota.items():
             if left > 0:
@@ -148,13 +147,6 @@ class FreedRoom:
                     host[pod.node][0] -= a.cpu_milli
                     host[pod.node][1] -= a.memory_mib
         return [node for node, (cpu, memory) in host.items() if cpu > 0 or memory > 0]
-
-    def _models_on(self, node: int) -> set[str]:
-        if self.node_models is None:
-            self.node_models = {}
-            for g, n in enumerate(self.gpu_node):
-                self.node_models.setdefault(n, set()).add(self.gpu_model[g])
-        return self.node_models.get(node, set())
 
     def may_fit_now(self, entry: Entry) -> bool:
         """Was room freed for any of its options since it was last left waiting (or was its

@@ -106,7 +106,7 @@ class Cycle:
         borrower got earlier in the same cycle (nothing has started yet)."""
         self.lowest_admitted: dict[str, int] = {}
         """Lowest priority admitted in this cycle per queue (a bound: never raised)."""
-        self.freed = FreedRoom(compiled.book, compiled.state.gpu_model, compiled.state.gpu_node)
+        self.freed = FreedRoom(compiled.book, compiled.state.gpu_model, compiled.state.node_gpus)
         """Room freed in this cycle, and what each workload left waiting watches."""
         self.reclaimed: set[str] = set()
         """Workloads of this cycle whose borrowed room a cohort mate's guarantee took back
