@@ -142,25 +142,15 @@ def _move(
         return False
     amount = option.quota_per_pod * w.pods
     free_before = state.entirely_free_gpus()
-    room = find_victims(
-        state,
-        book,
-        w.queue,
-        [],
-        undo,
-        cycle.fit_check(entry, option, pools),
-        (option.flavor, amount),
-    )
-    if room is None:
+    taken = _take_back(cycle, entry, option, pools, undo)
+    if taken is None:
         return False
-    # find_victims left them taken back from the state and the book.
-    _, taken = room
     undone = [(r, cycle.outcomes[r.workload.name]) for r in taken]
     changes = _changes(cycle, entry, option, taken)
     gain = ledger.delta(changes) + PRIORITY * (
         entry.tier * entry.size - sum(_entry(cycle, r).tier * r.gpu_eq for r in taken)
     )
-    if gain > 0.0 and not _below_nominal(book, taken):
+    if gain > 0.0:
         for r in taken:
             cycle.unadmit(r, w)
         result = cycle.try_option(entry, option)
@@ -184,11 +174,36 @@ def _move(
     return False
 
 
+def _take_back(
+    cycle: Cycle, entry: Entry, option: Option, pools: tuple[int, ...], undo: list[Running]
+) -> list[Running] | None:
+    """The fewest of ``undo`` to take back so that ``entry`` fits on ``option``, left taken
+    back from the state and the book; None, with nothing changed, if none do.
+
+    By Kueue's rule first (taken while its queue borrows); its last take may cut into the
+    queue's nominal quota, which would undo the move when the room is offered again (the
+    queue, within nominal, reclaims it, evicting on the way). Then again, taking each only
+    while its queue keeps its nominal quota without it: a larger set, often across more
+    queues, but one that stays."""
+    state, book = cycle.state, cycle.book
+    fits = cycle.fit_check(entry, option, pools)
+    quota = (option.flavor, option.quota_per_pod * entry.workload.pods)
+    queue = entry.workload.queue
+    room = find_victims(state, book, queue, [], undo, fits, quota)
+    if room is None:
+        return None
+    taken = room[1]
+    if not _below_nominal(book, taken):
+        return taken
+    for r in taken:
+        state.take(r.allocation)
+        book.charge(r.workload.queue, r.flavor, r.amount)
+    room = find_victims(state, book, queue, [], undo, fits, quota, keep_nominal=True)
+    return None if room is None else room[1]
+
+
 def _below_nominal(book: QuotaBook, taken: list[Running]) -> bool:
-    """Would a queue the move takes back from end below its nominal quota? find_victims
-    takes a workload while its queue still borrows, so the last one taken may cut into the
-    queue's nominal quota; what it then takes back (within nominal, it may reclaim) undoes
-    the move when the room is offered again, and may evict on the way."""
+    """Does a queue ``taken`` came from now hold less than its nominal quota?"""
     return any(
         book.usage(q, f) < book.nominal(q, f)
         for q, f in {(r.workload.queue, r.flavor) for r in taken}

@@ -107,6 +107,7 @@ def find_victims(
     candidates: Sequence[Running],
     fits: Callable[[], bool],
     quota: tuple[str, int],
+    keep_nominal: bool = False,
 ) -> tuple[list[Running], list[Running]] | None:
     """What to take back and whom to evict so that ``fits()`` holds, left taken back and
     evicted in the state and the book (the caller records them); None, with the state
@@ -117,7 +118,11 @@ def find_victims(
     of its queue goes. Then running ``candidates``, in the order given (``preference_order``,
     or ``idle_borrowed_first``: when idle borrowers alone make room, no other workload is
     evicted), and the evicted set is made minimal by inclusion: every victim not needed is
-    given back. ``quota``: the preemptor's (flavor, amount), which ``fits()`` also checks."""
+    given back. ``quota``: the preemptor's (flavor, amount), which ``fits()`` also checks.
+
+    A cohort mate's workload may go while its queue borrows what it holds (Kueue's rule:
+    the last one taken may cut into the queue's nominal quota); with ``keep_nominal``, only
+    while its queue keeps at least its nominal quota without it."""
     if not _quota_may_allow(book, preemptor_queue, *quota, (*undo, *candidates)):
         return None
     removed: list[Running] = []
@@ -135,10 +140,14 @@ def find_victims(
             restore(victim)
 
     def eligible(victim: Running) -> bool:
-        # A reclaim victim stays eligible only while its queue still borrows the flavor.
-        return victim.workload.queue == preemptor_queue or book.borrowing(
-            victim.workload.queue, victim.flavor
-        )
+        queue = victim.workload.queue
+        if queue == preemptor_queue:
+            return True
+        if keep_nominal:
+            return book.usage(queue, victim.flavor) - victim.amount >= book.nominal(
+                queue, victim.flavor
+            )
+        return book.borrowing(queue, victim.flavor)
 
     if _evict_until(sorted(undo, key=_order), eligible, evict, restore, removed, fits):
         return removed, []

@@ -169,3 +169,40 @@ def test_room_a_move_leaves_under_a_borrowing_limit_is_offered_again() -> None:
     assert after["s05"].outcome is Outcome.PENDING
     assert after["s06"].outcome is Outcome.ADMIT, after["s06"].message
     assert not _problems(snap)
+
+
+def test_a_take_back_that_would_cut_into_nominal_is_searched_again_without_it() -> None:
+    """By Kueue's rule (take while the queue borrows) the fewest take-backs that free a
+    node for the needy 7-GPU gang end with one that leaves m below its nominal quota, so the
+    move would be undone. Searched again, taking only while each queue keeps its nominal
+    quota, the phase finds a set that stays: m's five 1-GPU borrowers on n1 and n's two
+    borrowers (found by a hypothesis search over ``takeback_snapshots``)."""
+    snap = snapshot(
+        nodes=[node(f"n{i}", H100, 8) for i in range(2)],
+        queues=[
+            queue("needy", cohort="c").quota(H100, 4),
+            queue("m", cohort="c").quota(H100, 2).weight(0.5),
+            queue("n", cohort="c").quota(H100, 2).weight(0.5),
+            queue("lender", cohort="c").quota(H100, 4),
+        ],
+        workloads=[
+            workload("m-run").gpus(1).queue("m").running_on("n0", 0),
+            workload("gang").gpus(7).queue("needy"),
+            workload("m-0").gpus(2).queue("m"),
+            *(workload(f"m-{i}").gpus(1).queue("m") for i in range(1, 9)),
+            *(workload(f"n-{i}").gpus(1).queue("n") for i in range(4)),
+        ],
+    )
+    before = decide(snap, use_ilp=False, improve_phase=False)
+    after = decide(snap, use_ilp=False)
+    assert before.by_workload()["gang"].outcome is Outcome.PENDING
+    by = after.by_workload()
+    assert by["gang"].outcome is Outcome.ADMIT
+    assert by["gang"].message.endswith(
+        "took back 7 GPU-eq lent in this decision to borrowing cohort mates "
+        "(m-1, m-2, m-3, m-4, m-5, n-2, n-3)"
+    )
+    assert by["m-0"].outcome is Outcome.ADMIT  # m keeps 3 of its nominal 2
+    assert by["n-1"].outcome is Outcome.ADMIT  # n keeps its nominal 2
+    assert after.stats.objective > before.stats.objective
+    assert not _problems(snap)
