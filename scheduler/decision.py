@@ -50,7 +50,7 @@ def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> 
                     "queue": entry.workload.queue,
                     "outcome": o.outcome,
                     "reason": o.reason,
-                    "message": o.message,
+                    "message": o.text,
                     "flavor": o.option.flavor if o.option is not None else None,
                     "placement": placement,
                     "position": position,

@@ -19,6 +19,7 @@ would fit in. Quota and placement are checked by the cycle itself (``Cycle.try_o
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from scheduler.compiled import Compiled, Entry
 from scheduler.demand import Option
@@ -100,10 +101,9 @@ def improve(
         offer_freed_room(cycle)
         for name, why in taken_for.items():
             verdict = cycle.outcomes[name]
-            if verdict.outcome is Outcome.PENDING and why not in verdict.message:
-                cycle.outcomes[name] = Verdict(
-                    verdict.entry, verdict.outcome, verdict.reason, f"{verdict.message}; {why}"
-                )
+            if verdict.outcome is Outcome.PENDING and why not in verdict.note:
+                note = f"{verdict.note}; {why}" if verdict.note else why
+                cycle.outcomes[name] = replace(verdict, note=note)
     return kept
 
 
@@ -343,5 +343,5 @@ def _commit(
         taken_for[r.workload.name] = why
         previous = cycle.outcomes[r.workload.name]
         cycle.outcomes[r.workload.name] = Verdict(
-            previous.entry, Outcome.PENDING, Reason.COHORT_EXHAUSTED, why
+            previous.entry, Outcome.PENDING, Reason.COHORT_EXHAUSTED, "", note=why
         )

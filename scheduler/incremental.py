@@ -71,7 +71,7 @@ class IncrementalAllocator:
             workload.queue,
             verdict.outcome,
             verdict.reason,
-            verdict.message,
+            verdict.text,
             verdict.option.flavor if verdict.option is not None else None,
             placement,
         )

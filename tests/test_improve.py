@@ -204,5 +204,13 @@ def test_a_take_back_that_would_cut_into_nominal_is_searched_again_without_it() 
     )
     assert by["m-0"].outcome is Outcome.ADMIT  # m keeps 3 of its nominal 2
     assert by["n-1"].outcome is Outcome.ADMIT  # n keeps its nominal 2
+    # Reasons are written in the numbers the decision ends with: m-6 was left waiting with m
+    # at 8/2, and what was taken back says so after them.
+    assert before.by_workload()["m-6"].message.startswith("queue m at 8/2 H100-80GB")
+    assert by["m-6"].message == "queue m at 3/2 H100-80GB; cohort c lends 0 more; needs 1"
+    assert by["m-1"].message.startswith(
+        "queue m at 3/2 H100-80GB; cohort c lends 0 more; needs 1; admitted earlier in this "
+        "decision, taken back for gang: queue m borrowed 6 H100-80GB of its cohort"
+    )
     assert after.stats.objective > before.stats.objective
     assert not _problems(snap)
