@@ -256,6 +256,34 @@ def test_a_bare_pod_is_not_deleted_but_reported_once(fake: Fake) -> None:
         controller.stop()
 
 
+def test_a_reported_pod_bound_later_says_so(fake: Fake) -> None:
+    """The report is taken back when the kube-scheduler binds the pod after all (its node
+    was uncordoned, or room was made on it): the reason no longer says it is stuck."""
+    clock = Clock()
+    _waiting_pod(fake, "notebook", gpus=1)
+    controller = _controller(fake, clock)
+    controller.start()
+    try:
+        node = _admitted(fake, "notebook")["notebook"]
+        _unschedulable(fake, "notebook")
+        _reviews(controller)
+        clock.offset = GRACE_S + 20
+
+        def reason() -> str:
+            annotations = _pod(fake, "notebook")["metadata"].get("annotations") or {}
+            return str(annotations.get(keys.ANNOTATION_REASON, ""))
+
+        eventually(lambda: reason().startswith("Stuck: "))
+        fake.bind(NAMESPACE, "notebook", node)
+        eventually(lambda: reason() == f"bound to node {node} after it was reported stuck")
+        patches = len(fake.requests_to(r".*/pods/notebook", "PATCH"))
+        _reviews(controller, 3)
+        assert len(fake.requests_to(r".*/pods/notebook", "PATCH")) == patches
+        assert [e["involvedObject"]["name"] for e in _events(fake, "Stuck")] == ["notebook"]
+    finally:
+        controller.stop()
+
+
 def test_a_pod_pinned_to_a_cordoned_node_is_replaced_after_the_grace(fake: Fake) -> None:
     clock = Clock()
     _job_pod(fake, "train", "train", gpus=1)

@@ -48,7 +48,7 @@ from webhook.metrics import Metrics
 from webhook.patches import admit_gated, node_expressions, set_metadata
 from webhook.pods import ANNOTATION_PLACEMENT, ManagedPod, PodReader, format_placement
 from webhook.settings import ControllerSettings
-from webhook.stuck import STUCK_REASON, StuckWatch, StuckWorkload
+from webhook.stuck import STUCK_REASON, StuckWatch, StuckWorkload, recovered, reported_stuck
 
 __all__ = ["Controller", "Informer"]
 
@@ -502,16 +502,18 @@ class Controller:
     # -- admitted pods the kube-scheduler cannot place ----------------------------------------
 
     def replace_stuck(self) -> list[StuckWorkload]:
-        """Evict stuck workloads whose owners recreate their pods; report the others once."""
-        found = self.stuck.review(
-            self.cluster.managed_pods(), dict(self._node_problems), self.cluster.now()
-        )
+        """Evict stuck workloads whose owners recreate their pods; report the others once,
+        and take the report back from those bound since."""
+        pods = self.cluster.managed_pods()
+        found = self.stuck.review(pods, dict(self._node_problems), self.cluster.now())
         self.stuck_reviews += 1
         for workload in found:
             if workload.blocker or not self.settings.evict:
                 self._report_stuck(workload)
             else:
                 self._replace(workload)
+        for pod in recovered(pods):
+            self._unreport_stuck(pod)
         return found
 
     def _replace(self, workload: StuckWorkload) -> None:
@@ -552,10 +554,7 @@ class Controller:
         blocker = workload.blocker or "Apportion runs in shadow mode and evicts nothing"
         for stuck in workload.pods:
             raw = stuck.pod.raw or {}
-            reason = ((raw.get("metadata") or {}).get("annotations") or {}).get(
-                keys.ANNOTATION_REASON, ""
-            )
-            if not stuck.why or str(reason).startswith(f"{STUCK_REASON}:"):
+            if not stuck.why or reported_stuck(stuck.pod):
                 continue
             message = (
                 f"admitted to node {stuck.node}, unschedulable for {stuck.stuck_s:.0f} s: "
@@ -573,6 +572,19 @@ class Controller:
                 log.warning("marking %s stuck failed: %s", stuck.pod.name, error.reason)
                 continue
             self._event(raw, STUCK_REASON, message, "Warning")
+
+    def _unreport_stuck(self, pod: ManagedPod) -> None:
+        """A pod reported stuck was bound after all: its reason says so instead."""
+        raw = pod.raw or {}
+        reason = f"bound to node {pod.node} after it was reported stuck"
+        try:
+            self.api.patch_pod(
+                pod.namespace,
+                pod.name,
+                set_metadata(raw, "annotations", {keys.ANNOTATION_REASON: reason}),
+            )
+        except ApiException as error:
+            log.warning("updating %s's reason failed: %s", pod.name, error.reason)
 
     def _event(self, pod: Raw, reason: str, message: str, event_type: str = "Normal") -> None:
         try:

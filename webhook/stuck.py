@@ -24,9 +24,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from webhook import keys
 from webhook.pods import ManagedPod, controller_owner, epoch_seconds
 
-__all__ = ["STUCK_REASON", "StuckPod", "StuckWatch", "StuckWorkload", "unschedulable"]
+__all__ = [
+    "STUCK_REASON",
+    "StuckPod",
+    "StuckWatch",
+    "StuckWorkload",
+    "recovered",
+    "reported_stuck",
+    "unschedulable",
+]
 
 STUCK_REASON = "Stuck"
 """The reason annotation's prefix on a stuck pod Apportion cannot replace."""
@@ -69,6 +78,18 @@ def unschedulable(pod: Mapping[str, Any]) -> tuple[str, int] | None:
             message = str(condition.get("message") or "the kube-scheduler found no node")
             return message, epoch_seconds(condition.get("lastTransitionTime"))
     return None
+
+
+def reported_stuck(pod: ManagedPod) -> bool:
+    """Does its reason annotation carry the stuck report (``_report_stuck``, once per pod)?"""
+    annotations = ((pod.raw or {}).get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(keys.ANNOTATION_REASON, "")).startswith(f"{STUCK_REASON}:")
+
+
+def recovered(pods: Iterable[ManagedPod]) -> list[ManagedPod]:
+    """Pods reported stuck that the kube-scheduler has bound since (their node came back,
+    or room was made on it): the report no longer holds."""
+    return [p for p in pods if not p.foreign and p.node is not None and reported_stuck(p)]
 
 
 def _key(pod: ManagedPod) -> _Key:
