@@ -41,7 +41,8 @@ from scheduler.reasons import Outcome
 from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.hostpods import HostPod, host_pod_of
-from webhook.kubeapi import KubeApi, Resource
+from webhook.informer import Informer
+from webhook.kubeapi import KubeApi
 from webhook.kubeobjects import node_from_object, node_problem
 from webhook.leader import LeaderElector
 from webhook.metrics import Metrics
@@ -50,87 +51,11 @@ from webhook.pods import ANNOTATION_PLACEMENT, ManagedPod, PodReader, format_pla
 from webhook.settings import ControllerSettings
 from webhook.stuck import STUCK_REASON, StuckWatch, StuckWorkload, recovered, reported_stuck
 
-__all__ = ["Controller", "Informer"]
+__all__ = ["Controller"]
 
 log = logging.getLogger("apportion.controller")
 
 Raw = dict[str, Any]
-
-
-class Informer:
-    """List, then watch from the listed version; relist on 410 or after errors."""
-
-    def __init__(
-        self,
-        api: KubeApi,
-        resource: Resource,
-        replace: Callable[[list[Raw]], None],
-        apply: Callable[[str, Raw], None],
-        settings: ControllerSettings,
-        stop: threading.Event,
-        *,
-        optional: bool = False,
-    ) -> None:
-        self.api = api
-        self.optional = optional
-        """A kind that may not be installed (the Queue CRD): 404 means none, not an error."""
-        self.resource = resource
-        self._replace = replace
-        self._apply = apply
-        self.settings = settings
-        self._stop = stop
-        self.synced = threading.Event()
-        self.relists = 0
-        self.errors = 0
-
-    def run(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                listing = self.api.list_all(self.resource)
-                self._replace(listing.items)
-                self.relists += 1
-                self.synced.set()
-                backoff = 0.5
-                version = listing.resource_version
-                while not self._stop.is_set():
-                    version = self._watch_once(version)
-            except ApiException as error:
-                if error.status == 410:
-                    log.info("%s watch expired (410 Gone); relisting", self.resource.kind)
-                    continue
-                if error.status == 404 and self.optional:
-                    if not self.synced.is_set():
-                        log.info("%s is not installed; looking again later", self.resource.kind)
-                        self._replace([])
-                        self.synced.set()
-                    self._stop.wait(self.settings.backoff_max_s)
-                    continue
-                self._failed(error, backoff)
-                backoff = min(backoff * 2, self.settings.backoff_max_s)
-            except Exception as error:  # network errors, bad JSON: back off, relist
-                self._failed(error, backoff)
-                backoff = min(backoff * 2, self.settings.backoff_max_s)
-
-    def _failed(self, error: Exception, backoff: float) -> None:
-        self.errors += 1
-        log.warning("%s informer: %s; retrying in %.1fs", self.resource.kind, error, backoff)
-        self._stop.wait(backoff)
-
-    def _watch_once(self, version: str) -> str:
-        for event in self.api.watch(self.resource, version, self.settings.watch_timeout_s):
-            if self._stop.is_set():
-                break
-            kind = event.get("type")
-            obj = event.get("object") or {}
-            new_version = (obj.get("metadata") or {}).get("resourceVersion")
-            if kind == "BOOKMARK":
-                version = str(new_version or version)
-                continue
-            if kind in ("ADDED", "MODIFIED", "DELETED"):
-                self._apply(str(kind), obj)
-                version = str(new_version or version)
-        return version
 
 
 class Controller:
