@@ -173,6 +173,8 @@ tests:
       - {series: 'apportion_queue_nominal_gpus{queue="team-c",flavor="L40S"}', values: '4x30'}
       - {series: 'apportion_unhealthy_gpus{node="gpu-a"}', values: '1x30'}
       - {series: 'apportion_unhealthy_gpus{node="gpu-b"}', values: '0x30'}
+      # team-a: two pods reported stuck from minute 5; team-b: none.
+      - {series: 'apportion_stuck_pods{queue="team-a"}', values: '_x5 2x25'}
       - {series: 'up{job="apportion-webhook",namespace="apportion-system"}', values: '1x30'}
       # /mutate: 100 reviews a minute, 10 of them errors; /validate: no errors.
       - series: 'apportion_admission_duration_seconds_count{endpoint="mutate",outcome="error"}'
@@ -221,6 +223,12 @@ tests:
       - eval_time: 5m
         alertname: ApportionQueueStarving
         exp_alerts: []
+      - eval_time: 15m
+        alertname: ApportionPodsStuck
+        exp_alerts: []
+      - eval_time: 25m
+        alertname: ApportionPodsStuck
+        exp_alerts: [{exp_labels: {severity: warning, queue: team-a}}]
   - interval: 1m
     input_series:
       - {series: 'up{job="apportion-webhook",namespace="apportion-system"}', values: '0x10'}

@@ -161,6 +161,11 @@ def _replaced(controller: Controller) -> float | None:
     )
 
 
+def _reported(controller: Controller) -> float | None:
+    """Pods of team-a reported stuck (not replaced) at the last review."""
+    return controller.metrics.registry.get_sample_value("apportion_stuck_pods", {"queue": "team-a"})
+
+
 def test_a_stuck_job_gang_is_evicted_whole_after_the_grace_and_not_before(fake: Fake) -> None:
     clock = Clock()
     _job_pod(fake, "llm-0", "llm", gpus=2, gang=2)
@@ -219,6 +224,7 @@ def test_a_stuck_job_gang_is_evicted_whole_after_the_grace_and_not_before(fake: 
         _reviews(controller)
         assert sorted(e["name"] for e in fake.evictions if e["allowed"]) == ["llm-0", "llm-1"]
         assert _replaced(controller) == 1
+        assert _reported(controller) is None  # replaced, not only reported
     finally:
         controller.stop()
 
@@ -252,6 +258,7 @@ def test_a_bare_pod_is_not_deleted_but_reported_once(fake: Fake) -> None:
         assert fake.evictions == []
         assert not _pod(fake, "notebook")["metadata"].get("deletionTimestamp")
         assert _replaced(controller) is None
+        assert _reported(controller) == 1
     finally:
         controller.stop()
 
@@ -274,8 +281,10 @@ def test_a_reported_pod_bound_later_says_so(fake: Fake) -> None:
             return str(annotations.get(keys.ANNOTATION_REASON, ""))
 
         eventually(lambda: reason().startswith("Stuck: "))
+        eventually(lambda: _reported(controller) == 1)
         fake.bind(NAMESPACE, "notebook", node)
         eventually(lambda: reason() == f"bound to node {node} after it was reported stuck")
+        eventually(lambda: _reported(controller) is None)
         patches = len(fake.requests_to(r".*/pods/notebook", "PATCH"))
         _reviews(controller, 3)
         assert len(fake.requests_to(r".*/pods/notebook", "PATCH")) == patches

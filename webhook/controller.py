@@ -439,6 +439,14 @@ class Controller:
                 self._replace(workload)
         for pod in recovered(pods):
             self._unreport_stuck(pod)
+        reported: dict[str, int] = {}
+        for workload in found:
+            if workload.blocker or not self.settings.evict:
+                stuck = sum(1 for p in workload.pods if p.why and p.stuck_s >= self.stuck.after_s)
+                reported[workload.queue] = reported.get(workload.queue, 0) + stuck
+        self.metrics.stuck_reported.clear()
+        for queue, count in reported.items():
+            self.metrics.stuck_reported.labels(queue).set(count)
         return found
 
     def _replace(self, workload: StuckWorkload) -> None:

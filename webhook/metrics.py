@@ -61,6 +61,14 @@ class Metrics:
             ["queue"],
             registry=r,
         )
+        self.stuck_reported = Gauge(
+            "apportion_stuck_pods",
+            "Admitted pods the kube-scheduler has not placed for longer than the grace period "
+            "that Apportion only reports (no controller owns them, part of their gang is "
+            "bound, or shadow mode), by queue.",
+            ["queue"],
+            registry=r,
+        )
         self.allocator_seconds = Histogram(
             "apportion_allocator_duration_seconds",
             "Wall time of the controller's global decision, by the path that answered.",
