@@ -229,22 +229,33 @@ def test_a_stuck_job_gang_is_evicted_whole_after_the_grace_and_not_before(fake: 
         controller.stop()
 
 
+def _reason(fake: Fake, name: str) -> str:
+    annotations = _pod(fake, name)["metadata"].get("annotations") or {}
+    return str(annotations.get(keys.ANNOTATION_REASON, ""))
+
+
+def _reported_notebook(fake: Fake, controller: Controller, clock: Clock) -> str:
+    """The bare pod "notebook" admitted, then unschedulable past the grace until the report
+    is on it; returns the node it was admitted to."""
+    node = _admitted(fake, "notebook")["notebook"]
+    _unschedulable(fake, "notebook")
+    _reviews(controller)
+    clock.offset = GRACE_S + 20
+    eventually(lambda: _reason(fake, "notebook").startswith("Stuck: "))
+    return node
+
+
 def test_a_bare_pod_is_not_deleted_but_reported_once(fake: Fake) -> None:
     clock = Clock()
     _waiting_pod(fake, "notebook", gpus=1)
     controller = _controller(fake, clock)
     controller.start()
     try:
-        node = _admitted(fake, "notebook")["notebook"]
-        _unschedulable(fake, "notebook")
-        _reviews(controller)
-        clock.offset = GRACE_S + 20
+        node = _reported_notebook(fake, controller, clock)
 
         def reason() -> str:
-            annotations = _pod(fake, "notebook")["metadata"].get("annotations") or {}
-            return str(annotations.get(keys.ANNOTATION_REASON, ""))
+            return _reason(fake, "notebook")
 
-        eventually(lambda: reason().startswith("Stuck: "))
         assert reason().startswith(f"Stuck: admitted to node {node}, unschedulable for ")
         assert SCHEDULER_SAYS in reason()
         assert "delete it and create it again" in reason()
@@ -271,19 +282,12 @@ def test_a_reported_pod_bound_later_says_so(fake: Fake) -> None:
     controller = _controller(fake, clock)
     controller.start()
     try:
-        node = _admitted(fake, "notebook")["notebook"]
-        _unschedulable(fake, "notebook")
-        _reviews(controller)
-        clock.offset = GRACE_S + 20
-
-        def reason() -> str:
-            annotations = _pod(fake, "notebook")["metadata"].get("annotations") or {}
-            return str(annotations.get(keys.ANNOTATION_REASON, ""))
-
-        eventually(lambda: reason().startswith("Stuck: "))
+        node = _reported_notebook(fake, controller, clock)
         eventually(lambda: _reported(controller) == 1)
         fake.bind(NAMESPACE, "notebook", node)
-        eventually(lambda: reason() == f"bound to node {node} after it was reported stuck")
+        eventually(
+            lambda: _reason(fake, "notebook") == f"bound to node {node} after it was reported stuck"
+        )
         eventually(lambda: _reported(controller) is None)
         patches = len(fake.requests_to(r".*/pods/notebook", "PATCH"))
         _reviews(controller, 3)
