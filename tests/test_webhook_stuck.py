@@ -23,12 +23,14 @@ import pytest
 from kubefake import Fake, running_fake
 from test_webhook_controller import SETTINGS, TEAM_A, _waiting_pod, eventually
 
+from scheduler.model import Demand, PodPlacement
 from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.controller import Controller
 from webhook.kubeapi import KubeApi
 from webhook.metrics import Metrics
-from webhook.pods import ANNOTATION_PLACEMENT
+from webhook.pods import ANNOTATION_PLACEMENT, ManagedPod
+from webhook.stuck import StuckWatch
 
 GRACE_S = 300.0
 NAMESPACE = "gpu-team-a"
@@ -384,3 +386,71 @@ def test_zero_turns_it_off(fake: Fake) -> None:
         )
     finally:
         controller.stop()
+
+
+# --- backoff (pure: StuckWatch alone) -----------------------------------------------------------
+
+
+def _job_pod_seen(name: str, uid: str, node: str | None = None) -> ManagedPod:
+    """A Job's pod admitted to gpu-a as the controller observes it: unbound and judged
+    Unschedulable since the epoch, or bound to ``node``."""
+    raw = {
+        "metadata": {
+            "name": name,
+            "namespace": NAMESPACE,
+            "uid": uid,
+            "ownerReferences": [{"kind": "Job", "name": "train", "controller": True}],
+        },
+        "status": {
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": SCHEDULER_SAYS,
+                    "lastTransitionTime": "1970-01-01T00:00:00Z",
+                }
+            ]
+        },
+    }
+    return ManagedPod(
+        namespace=NAMESPACE,
+        name=name,
+        workload=f"{NAMESPACE}/train",
+        queue="team-a",
+        demand=Demand(gpus=1),
+        priority=0,
+        created=0,
+        gang_size=1,
+        gated=False,
+        node=node,
+        placement=PodPlacement(node="gpu-a", gpus=(0,)),
+        flavor="H100-80GB",
+        raw=raw,
+    )
+
+
+def _stuck_after(watch: StuckWatch, pod: ManagedPod, start: float) -> float:
+    """Seconds from ``start`` until ``watch`` judges ``pod``'s workload stuck (reviews
+    every 10 s)."""
+    now = start
+    while not watch.review([pod], {"gpu-a": ""}, now):
+        now += 10.0
+    return now - start
+
+
+def test_a_workload_stuck_again_after_its_replacement_waits_twice_as_long() -> None:
+    """Each replacement doubles the grace for the next one, up to 16 times; once a pod of
+    the workload is bound (it ran), the grace is back to the setting."""
+    watch = StuckWatch(GRACE_S)
+    workload = f"{NAMESPACE}/train"
+    start, graces = 1000.0, []
+    for attempt in range(6):
+        pod = _job_pod_seen(f"train-{attempt}", f"uid-{attempt}")
+        graces.append(_stuck_after(watch, pod, start))
+        start += graces[-1]
+        watch.replaced(workload, start)
+    assert graces == [GRACE_S * 2**n for n in (0, 1, 2, 3, 4, 4)]
+    watch.review([_job_pod_seen("train-6", "uid-6", node="gpu-a")], {"gpu-a": ""}, start)
+    assert watch.grace_s(workload) == GRACE_S
+    assert _stuck_after(watch, _job_pod_seen("train-7", "uid-7"), start) == GRACE_S

@@ -442,7 +442,8 @@ class Controller:
         reported: dict[str, int] = {}
         for workload in found:
             if workload.blocker or not self.settings.evict:
-                stuck = sum(1 for p in workload.pods if p.why and p.stuck_s >= self.stuck.after_s)
+                grace = self.stuck.grace_s(workload.workload)
+                stuck = sum(1 for p in workload.pods if p.why and p.stuck_s >= grace)
                 reported[workload.queue] = reported.get(workload.queue, 0) + stuck
         self.metrics.stuck_reported.clear()
         for queue, count in reported.items():
@@ -472,6 +473,7 @@ class Controller:
                 "Warning",
             )
         if evicted == len(workload.pods):
+            self.stuck.replaced(workload.workload, self.cluster.now())
             self.metrics.stuck_replaced.labels(workload.queue).inc()
             log.warning(
                 "replaced %s: admitted to %s, unschedulable for %.0f s: %s",

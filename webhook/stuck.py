@@ -42,6 +42,11 @@ STUCK_REASON = "Stuck"
 
 _Key = tuple[str, str, str]
 
+MAX_DOUBLINGS = 4
+"""A workload replaced and stuck again waits twice as long each time, up to 16 times the
+grace (80 minutes at the default 300 s): a cluster view that keeps misleading the webhook
+(pods it does not see filling nodes) must not become an eviction every 5 minutes."""
+
 
 @dataclass(frozen=True, slots=True)
 class StuckPod:
@@ -120,6 +125,20 @@ class StuckWatch:
         self._admitted: dict[_Key, float] = {}
         self._bad_node: dict[_Key, float] = {}
         self._replacing: dict[str, StuckPod] = {}
+        self._replaced: dict[str, tuple[int, float]] = {}
+        """Workload → (times replaced, when last): its grace doubles each time, until one
+        of its pods is bound (it ran) or it is gone for the longest grace."""
+
+    def grace_s(self, workload: str) -> float:
+        """How long ``workload``'s pods may stay unplaced before it is stuck."""
+        times = self._replaced.get(workload, (0, 0.0))[0]
+        return self.after_s * (1 << min(times, MAX_DOUBLINGS))
+
+    def replaced(self, workload: str, now: float) -> None:
+        """The controller evicted all of ``workload``'s pods for their owner to recreate:
+        the pods that come next are timed afresh, against a doubled grace."""
+        self._replaced[workload] = (self._replaced.get(workload, (0, 0.0))[0] + 1, now)
+        self._replacing.pop(workload, None)
 
     def review(
         self, pods: Iterable[ManagedPod], node_problems: Mapping[str, str], now: float
@@ -133,6 +152,7 @@ class StuckWatch:
             self._admitted.clear()
             self._bad_node.clear()
             self._replacing.clear()
+            self._replaced.clear()
             return []
         grouped: dict[str, list[ManagedPod]] = {}
         for pod in pods:
@@ -142,6 +162,11 @@ class StuckWatch:
         bad_node: dict[_Key, float] = {}
         replacing: dict[str, StuckPod] = {}
         found: list[StuckWorkload] = []
+        longest = self.after_s * (1 << MAX_DOUBLINGS)
+        for name, (_, when) in list(self._replaced.items()):
+            ran = any(p.node is not None for p in grouped.get(name, ()))
+            if ran or (name not in grouped and now - when > longest):
+                del self._replaced[name]
         for name in sorted(grouped):
             members = sorted(grouped[name], key=lambda p: p.name)
             unbound = [p for p in members if _admitted_unbound(p)]
@@ -163,7 +188,8 @@ class StuckWatch:
                     stuck_s = max(stuck_s, now - bad_node[key])
                     why.append(f"{node}: {problem}")
                 timed.append(StuckPod(pod, node, stuck_s, "; ".join(why)))
-            stuck = [p for p in timed if p.why and p.stuck_s >= self.after_s]
+            grace = self.grace_s(name)
+            stuck = [p for p in timed if p.why and p.stuck_s >= grace]
             cause = self._replacing.get(name)
             if cause is None and stuck:
                 cause = max(stuck, key=lambda p: (p.stuck_s, p.pod.name))
