@@ -432,19 +432,16 @@ class Controller:
         pods = self.cluster.managed_pods()
         found = self.stuck.review(pods, dict(self._node_problems), self.cluster.now())
         self.stuck_reviews += 1
+        reported: dict[str, int] = {}
         for workload in found:
             if workload.blocker or not self.settings.evict:
                 self._report_stuck(workload)
+                count = sum(1 for p in workload.pods if p.why)  # the pods it reports
+                reported[workload.queue] = reported.get(workload.queue, 0) + count
             else:
                 self._replace(workload)
         for pod in recovered(pods):
             self._unreport_stuck(pod)
-        reported: dict[str, int] = {}
-        for workload in found:
-            if workload.blocker or not self.settings.evict:
-                grace = self.stuck.grace_s(workload.workload)
-                stuck = sum(1 for p in workload.pods if p.why and p.stuck_s >= grace)
-                reported[workload.queue] = reported.get(workload.queue, 0) + stuck
         self.metrics.stuck_reported.clear()
         for queue, count in reported.items():
             self.metrics.stuck_reported.labels(queue).set(count)
