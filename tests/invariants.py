@@ -11,6 +11,7 @@ GPU-model flavors, instances for ``mig-<profile>`` flavors.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -661,6 +662,48 @@ def check_work_conserving(snapshot: Snapshot, decision: Decision) -> list[str]:
                 f"{w.name} ({w.pods}× {w.demand.model_dump(exclude_defaults=True)}, queue "
                 f"{w.queue}) is PENDING ({d.reason.value}: {d.message}) but fits on "
                 f"{option.flavor} in the capacity and quota left free"
+            )
+    return problems
+
+
+_QUOTA_REASONS = {
+    Reason.QUOTA_EXHAUSTED,
+    Reason.BORROWING_LIMIT,
+    Reason.COHORT_EXHAUSTED,
+    Reason.NO_QUOTA,
+}
+_USAGE_IN_REASON = re.compile(
+    r"^queue (?P<queue>\S+) at (?:nominal (?P<nominal_flavor>\S+) quota )?"
+    r"(?P<used>[0-9.]+)/[0-9.]+(?: (?P<flavor>[^\s;(]+))?"
+)
+
+
+def check_reasons_current(snapshot: Snapshot, decision: Decision) -> list[str]:
+    """A waiting workload refused by quota on every option says what its queue uses after
+    the decision, not at some earlier moment of it (take-backs and evictions lower usage)."""
+    catalog = snapshot.catalog()
+    usage = final_usage(snapshot, decision)
+    book = quota_book(snapshot, usage)
+    by_name = {w.name: w for w in snapshot.workloads}
+    problems = []
+    for d in decision.workloads:
+        if d.outcome is not Outcome.PENDING or d.reason not in _QUOTA_REASONS:
+            continue
+        w = by_name[d.workload]
+        options = options_of(w, catalog, _present(snapshot))
+        if w.queue not in book.accounts or any(
+            book.check(w.queue, o.flavor, o.amount(w.pods)).ok for o in options
+        ):
+            continue  # written before an option passed quota: it waits on something else
+        said = _USAGE_IN_REASON.match(d.message)
+        if said is None:
+            continue  # "has no quota for …": no number to be behind
+        flavor = said["flavor"] or said["nominal_flavor"]
+        used = usage.get((w.queue, flavor), 0) / _unit(catalog, flavor)
+        if abs(float(said["used"]) - used) > 0.005:
+            problems.append(
+                f"{w.name} waits with '{d.message}', but queue {w.queue} uses "
+                f"{used:g} {flavor} after the decision"
             )
     return problems
 

@@ -30,6 +30,7 @@ from invariants import (
     check_mig_layouts,
     check_priority_order,
     check_quotas,
+    check_reasons_current,
     check_work_conserving,
     final_usage,
     incremental_decision,
@@ -470,9 +471,14 @@ def test_guarantees(path: str, snap: Snapshot) -> None:
 @SETTINGS
 @given(snap=snapshots())
 def test_work_conserving(path: str, snap: Snapshot) -> None:
-    """5. No pending workload fits in the capacity and quota left free."""
+    """5. No pending workload fits in the capacity and quota left free; those refused by
+    quota say what their queue uses after the decision."""
     decision = _decide(path, snap)
-    _assert_none(snap, decision, check_work_conserving(snap, decision))
+    _assert_none(
+        snap,
+        decision,
+        [*check_work_conserving(snap, decision), *check_reasons_current(snap, decision)],
+    )
 
 
 @path_param
@@ -507,6 +513,7 @@ def test_improvement_phase_keeps_every_invariant(path: str, snap: Snapshot) -> N
             *check_guarantees(snap, decision),
             *check_work_conserving(snap, decision),
             *check_priority_order(snap, decision),
+            *check_reasons_current(snap, decision),
         ],
     )
 
@@ -686,3 +693,25 @@ def test_checkers_flag_waste_and_bad_layouts() -> None:
     )
     [problem] = check_mig_layouts(CHECKED, overlapping)
     assert "overlaps" in problem
+
+
+def test_checkers_flag_a_reason_behind_the_decision() -> None:
+    # q's nominal 1 H100 is held by r: a waits on quota, and must say so in those numbers.
+    snap = snapshot(
+        nodes=[node("h0", "H100-80GB", 2)],
+        queues=[queue("q").quota("H100-80GB", 1)],
+        workloads=[
+            workload("r").gpus(1).queue("q").running_on("h0", 0),
+            workload("a").gpus(1).queue("q"),
+        ],
+    )
+    decision = decide(snap, use_ilp=False)
+    [a] = decision.workloads
+    assert a.message == "queue q at nominal H100-80GB quota 1/1; needs 1"
+    assert check_reasons_current(snap, decision) == []
+    behind = a.model_copy(update={"message": "queue q at nominal H100-80GB quota 0/1; needs 1"})
+    stale = decision.model_copy(update={"workloads": (behind,)})
+    assert check_reasons_current(snap, stale) == [
+        "a waits with 'queue q at nominal H100-80GB quota 0/1; needs 1', but queue q uses "
+        "1 H100-80GB after the decision"
+    ]
