@@ -450,7 +450,9 @@ def _solve_ilp(
 
     # Quotas: borrowing limits per queue, lendable pool per cohort.
     drawn_terms: dict[tuple[str, str], list[tuple[pulp.LpVariable, float]]] = {}
-    for queue, flavor in quota_terms.keys() | quota_freed.keys():
+    # In insertion order, not a set's: a set of strings iterates in an order that changes
+    # with each process's hash seed, and so would the model's rows and HiGHS's answer.
+    for queue, flavor in dict.fromkeys([*quota_terms, *quota_freed]):
         terms = quota_terms.get((queue, flavor), []) + minus(quota_freed.get((queue, flavor), []))
         account = book.accounts[queue]
         used = account.usage.get(flavor, 0)
