@@ -77,7 +77,7 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
     widths: dict[tuple[str, str], float] = {}
     wanted = {o.flavor for e in pending for o in e.options}
     for name, account in book.accounts.items():
-        for flavor in set(account.nominal) | wanted:
+        for flavor in sorted(set(account.nominal) | wanted):
             unit = 1.0 if flavor.startswith("mig-") else float(MILLI_PER_GPU)
             room = max(0, account.nominal.get(flavor, 0) - account.usage.get(flavor, 0))
             headroom[(name, flavor)] = room / unit
