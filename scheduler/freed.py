@@ -17,7 +17,7 @@ from scheduler.demand import Option
 from scheduler.model import Workload
 from scheduler.preemption import Running
 from scheduler.quota import QuotaBook
-from scheduler.reasons import Reason
+from scheduler.reasons import QUOTA_REASONS, Reason
 from scheduler.state import Allocation, PodAlloc
 
 __all__ = ["Freed", "FreedRoom", "Watch"]
@@ -33,8 +33,6 @@ Watch = dict[int, tuple[Freed, ...]]
 
 _NEVER_WAITED: tuple[int, Watch] = (-1, {})
 """A workload never left waiting (read only)."""
-
-_QUOTA_REASONS = frozenset({Reason.QUOTA_EXHAUSTED, Reason.COHORT_EXHAUSTED, Reason.NO_QUOTA})
 
 
 class FreedRoom:
@@ -185,7 +183,7 @@ class FreedRoom:
         if refused is Reason.BORROWING_LIMIT:
             return ((w.queue, option.flavor, _QUEUE),)
         quota = (self.book.cohort(w.queue), option.flavor)
-        if refused in _QUOTA_REASONS:
+        if refused in QUOTA_REASONS:  # the borrowing limit is answered above
             return (quota,)
         if refused is Reason.NO_CAPACITY:
             return option.models

@@ -39,7 +39,7 @@ from scheduler.preemption import (
     preference_order,
 )
 from scheduler.quota import QuotaCheck, format_amount
-from scheduler.reasons import Outcome, Reason
+from scheduler.reasons import QUOTA_REASONS, Outcome, Reason
 from scheduler.state import Allocation
 
 __all__ = ["Cycle", "CycleResult", "Verdict", "offer_freed_room", "run_cycle"]
@@ -641,7 +641,7 @@ class Cycle:
         check each, no placement."""
         book = self.book
         for name, verdict in self.outcomes.items():
-            if verdict.outcome is not Outcome.PENDING or verdict.reason not in _QUOTA_REASONS:
+            if verdict.outcome is not Outcome.PENDING or verdict.reason not in QUOTA_REASONS:
                 continue
             w = verdict.entry.workload
             failures: list[tuple[Reason, Callable[[], str], str]] = []
@@ -777,10 +777,6 @@ def _describe_demand(w: Workload) -> str:
 def _told(check: QuotaCheck) -> Callable[[], str]:
     return lambda: check.message
 
-
-_QUOTA_REASONS = frozenset(
-    {Reason.COHORT_EXHAUSTED, Reason.QUOTA_EXHAUSTED, Reason.BORROWING_LIMIT, Reason.NO_QUOTA}
-)
 
 _TELLING = {
     Reason.NO_CAPACITY: 0,

@@ -168,9 +168,7 @@ def _move(
         for r, verdict in undone:
             cycle.readmit(r, verdict)
         return False
-    for r in taken:
-        state.take(r.allocation)
-        book.charge(r.workload.queue, r.flavor, r.amount)
+    _restore(cycle, taken)
     return False
 
 
@@ -195,11 +193,16 @@ def _take_back(
     taken = room[1]
     if not _below_nominal(book, taken):
         return taken
-    for r in taken:
-        state.take(r.allocation)
-        book.charge(r.workload.queue, r.flavor, r.amount)
+    _restore(cycle, taken)
     room = find_victims(state, book, queue, [], undo, fits, quota, keep_nominal=True)
     return None if room is None else room[1]
+
+
+def _restore(cycle: Cycle, held: list[Running]) -> None:
+    """Charge ``held`` to the state and the book again (taken back for a trial only)."""
+    for r in held:
+        cycle.state.take(r.allocation)
+        cycle.book.charge(r.workload.queue, r.flavor, r.amount)
 
 
 def _below_nominal(book: QuotaBook, taken: list[Running]) -> bool:
@@ -286,8 +289,7 @@ def _fits_in_place(cycle: Cycle, entry: Entry, place: Running) -> bool:
                 return True
         return False
     finally:
-        state.take(place.allocation)
-        book.charge(place.workload.queue, place.flavor, place.amount)
+        _restore(cycle, [place])
 
 
 def _commit(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum, StrEnum
 
-__all__ = ["Outcome", "Reason"]
+__all__ = ["QUOTA_REASONS", "Outcome", "Reason"]
 
 
 class Outcome(IntEnum):
@@ -40,3 +40,9 @@ class Reason(StrEnum):
     PREEMPTED_PRIORITY = "PreemptedByHigherPriority"
     # bad input that reached the core (the loader normally rejects it first)
     INVALID = "Invalid"
+
+
+QUOTA_REASONS = frozenset(
+    {Reason.QUOTA_EXHAUSTED, Reason.BORROWING_LIMIT, Reason.COHORT_EXHAUSTED, Reason.NO_QUOTA}
+)
+"""Waiting on quota, not on capacity or placement."""

@@ -393,18 +393,23 @@ class Controller:
             current = ((raw.get("metadata") or {}).get("annotations") or {}).get(
                 keys.ANNOTATION_REASON
             )
-            if current == text:
-                continue
-            try:
-                self.api.patch_pod(
-                    pod.namespace,
-                    pod.name,
-                    set_metadata(raw, "annotations", {keys.ANNOTATION_REASON: text}),
-                )
-            except ApiException as error:
-                log.warning(
-                    "updating the reason on %s/%s failed: %s", pod.namespace, pod.name, error.reason
-                )
+            if current != text:
+                self._set_reason(pod, text)
+
+    def _set_reason(self, pod: ManagedPod, text: str) -> bool:
+        """Write the pod's reason annotation; False (logged) if the API refused."""
+        try:
+            self.api.patch_pod(
+                pod.namespace,
+                pod.name,
+                set_metadata(pod.raw or {}, "annotations", {keys.ANNOTATION_REASON: text}),
+            )
+        except ApiException as error:
+            log.warning(
+                "updating the reason on %s/%s failed: %s", pod.namespace, pod.name, error.reason
+            )
+            return False
+        return True
 
     def _evict(
         self, workload: str, beneficiary: str, message: str, pods: dict[str, list[ManagedPod]]
@@ -440,8 +445,8 @@ class Controller:
                 reported[workload.queue] = reported.get(workload.queue, 0) + count
             else:
                 self._replace(workload)
-        for pod in recovered(pods):
-            self._unreport_stuck(pod)
+        for pod in recovered(pods):  # bound after all: the report no longer holds
+            self._set_reason(pod, f"bound to node {pod.node} after it was reported stuck")
         self.metrics.stuck_reported.clear()
         for queue, count in reported.items():
             self.metrics.stuck_reported.labels(queue).set(count)
@@ -492,31 +497,8 @@ class Controller:
                 f"admitted to node {stuck.node}, unschedulable for {stuck.stuck_s:.0f} s: "
                 f"{stuck.why}; {blocker}"
             )
-            try:
-                self.api.patch_pod(
-                    stuck.pod.namespace,
-                    stuck.pod.name,
-                    set_metadata(
-                        raw, "annotations", {keys.ANNOTATION_REASON: f"{STUCK_REASON}: {message}"}
-                    ),
-                )
-            except ApiException as error:
-                log.warning("marking %s stuck failed: %s", stuck.pod.name, error.reason)
-                continue
-            self._event(raw, STUCK_REASON, message, "Warning")
-
-    def _unreport_stuck(self, pod: ManagedPod) -> None:
-        """A pod reported stuck was bound after all: its reason says so instead."""
-        raw = pod.raw or {}
-        reason = f"bound to node {pod.node} after it was reported stuck"
-        try:
-            self.api.patch_pod(
-                pod.namespace,
-                pod.name,
-                set_metadata(raw, "annotations", {keys.ANNOTATION_REASON: reason}),
-            )
-        except ApiException as error:
-            log.warning("updating %s's reason failed: %s", pod.name, error.reason)
+            if self._set_reason(stuck.pod, f"{STUCK_REASON}: {message}"):
+                self._event(raw, STUCK_REASON, message, "Warning")
 
     def _event(self, pod: Raw, reason: str, message: str, event_type: str = "Normal") -> None:
         try:
