@@ -39,7 +39,7 @@ from scheduler.preemption import (
     preference_order,
 )
 from scheduler.quota import QuotaCheck, format_amount
-from scheduler.reasons import QUOTA_REASONS, Outcome, Reason
+from scheduler.reasons import Outcome, Reason
 from scheduler.state import Allocation
 
 __all__ = ["Cycle", "CycleResult", "Verdict", "offer_freed_room", "run_cycle"]
@@ -632,22 +632,23 @@ class Cycle:
 
     # -- messages
     def settle_reasons(self) -> None:
-        """Write quota reasons again in the numbers the decision ends with.
+        """Write every waiting workload's reason again on the state the decision ends with.
 
-        A reason is written when the cycle leaves a workload waiting; take-backs and
-        evictions later in the cycle, and the improvement phase, lower what queues use, so
-        it could read "queue m at 8/2" for a queue that ends at 3/2 (on benchmarks/ (b),
-        over a tenth of the reasons). Only where every option still fails on quota: a quota
-        check each, no placement."""
+        A reason is written when the cycle leaves a workload waiting. Admissions later in
+        the cycle take room and quota, and take-backs, evictions and the improvement phase
+        give some back, so it could read "queue m at 8/2" for a queue that ends at 3/2, or
+        "room for 1 such pod" where none is left (on benchmarks/ (b), over a tenth of the
+        reasons were behind). Each option is tried again, as the cycle tried it; what
+        happened on the way stays in the verdict's note."""
         book = self.book
         for name, verdict in self.outcomes.items():
-            if verdict.outcome is not Outcome.PENDING or verdict.reason not in QUOTA_REASONS:
+            entry = verdict.entry
+            if verdict.outcome is not Outcome.PENDING or not entry.options:
                 continue
-            w = verdict.entry.workload
-            failures: list[tuple[Reason, Callable[[], str], str]] = []
-            # The workload's order, within-nominal options first (as the cycle tried them,
-            # but for ties the cycle broke by placement, which this check must not pay for).
-            options = verdict.entry.options
+            w = entry.workload
+            # Within-nominal options first, as the cycle tried them (but for ties the cycle
+            # broke by placement, which this pass must not pay for again).
+            options = entry.options
             if len(options) > 1:
                 options = tuple(
                     sorted(
@@ -657,16 +658,20 @@ class Cycle:
                         ),
                     )
                 )
+            failures: list[tuple[Reason, Callable[[], str], str]] = []
             for option in options:
-                check = book.check(w.queue, option.flavor, option.quota_per_pod * w.pods)
-                if check.ok:
+                result = self.try_option(entry, option)
+                if isinstance(result, Allocation):
+                    # It fits now (only past ``MAX_OFFERS``): its reason stays as written.
+                    self.state.release(result)
+                    book.charge(w.queue, option.flavor, -option.quota_per_pod * w.pods)
                     break
-                failures.append((check.reason, _told(check), option.flavor))
+                failures.append((*result, option.flavor))
             else:
                 reason, message = _most_telling(failures)
-                if message != verdict.message:
+                if message != verdict.message or reason is not verdict.reason:
                     self.outcomes[name] = Verdict(
-                        verdict.entry, Outcome.PENDING, reason, message, note=verdict.note
+                        entry, Outcome.PENDING, reason, message, note=verdict.note
                     )
 
     def admit_message(self, entry: Entry, option: Option, borrowing: bool) -> str:

@@ -574,7 +574,7 @@ class FreeCapacity:
         for node in self.snapshot.nodes:
             if not _node_allowed(node, workload):
                 continue
-            devices = self._devices_that_fit(node, option, catalog)
+            devices = self.devices_that_fit(node, option, catalog)
             cpu, mem = self.used_host.get(node.name, (0, 0))
             if node.cpu_milli is not None and workload.cpu_milli:
                 devices = min(devices, max(0, node.cpu_milli - cpu) // workload.cpu_milli)
@@ -583,7 +583,7 @@ class FreeCapacity:
             total += devices
         return total
 
-    def _devices_that_fit(self, node: Node, option: Option, catalog: Catalog) -> int:
+    def devices_that_fit(self, node: Node, option: Option, catalog: Catalog) -> int:
         """Pods of ``option`` the node's free devices could hold, ignoring CPU and memory."""
         total = 0
         free_whole = 0
@@ -678,23 +678,42 @@ _USAGE_IN_REASON = re.compile(
 )
 
 
+_ROOM_IN_REASON = re.compile(r"(?:room for|would take) (?P<room>\d+) such pod")
+
+
 def check_reasons_current(snapshot: Snapshot, decision: Decision) -> list[str]:
-    """A waiting workload refused by quota on every option says what its queue uses after
-    the decision, not at some earlier moment of it (take-backs and evictions lower usage)."""
+    """A waiting workload's reason states the numbers the decision ends with, not those of
+    some earlier moment of it: what its queue uses when refused by quota on every option
+    (take-backs and evictions lower usage, later admissions raise it), and how many of its
+    pods the free devices would take when refused for capacity."""
     catalog = snapshot.catalog()
     usage = final_usage(snapshot, decision)
     book = quota_book(snapshot, usage)
+    free = FreeCapacity.after(snapshot, final_holders(snapshot, decision))
     by_name = {w.name: w for w in snapshot.workloads}
     problems = []
     for d in decision.workloads:
-        if d.outcome is not Outcome.PENDING or d.reason not in _QUOTA_REASONS:
+        if d.outcome is not Outcome.PENDING:
             continue
         w = by_name[d.workload]
         options = options_of(w, catalog, _present(snapshot))
+        if d.reason is Reason.NO_CAPACITY:
+            said_room = _ROOM_IN_REASON.search(d.message)
+            if said_room is None:
+                continue  # its place went to a higher priority: no number to be behind
+            rooms = sorted({_device_room(free, w, o, catalog) for o in options})
+            if int(said_room["room"]) not in rooms:
+                problems.append(
+                    f"{w.name} waits with '{d.message}', but the free devices take "
+                    f"{' or '.join(map(str, rooms))} of its pods after the decision"
+                )
+            continue
+        if d.reason not in _QUOTA_REASONS:
+            continue
         if w.queue not in book.accounts or any(
             book.check(w.queue, o.flavor, o.amount(w.pods)).ok for o in options
         ):
-            continue  # written before an option passed quota: it waits on something else
+            continue  # an option passes quota: it waits on something else
         said = _USAGE_IN_REASON.match(d.message)
         if said is None:
             continue  # "has no quota for …": no number to be behind
@@ -706,6 +725,15 @@ def check_reasons_current(snapshot: Snapshot, decision: Decision) -> list[str]:
                 f"{used:g} {flavor} after the decision"
             )
     return problems
+
+
+def _device_room(free: FreeCapacity, workload: Workload, option: Option, catalog: Catalog) -> int:
+    """Pods of ``option`` the free devices of the workload's nodes take, CPU and memory aside."""
+    return sum(
+        free.devices_that_fit(node, option, catalog)
+        for node in free.snapshot.nodes
+        if _node_allowed(node, workload)
+    )
 
 
 # ---------------------------------------------------- property 6: priority in queue

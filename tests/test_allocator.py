@@ -18,7 +18,12 @@ from pathlib import Path
 
 import pytest
 from builders import mig, node, queue, snapshot, workload
-from invariants import check_guarantees, check_priority_order, check_work_conserving
+from invariants import (
+    check_guarantees,
+    check_priority_order,
+    check_reasons_current,
+    check_work_conserving,
+)
 
 from scheduler.allocator import decide
 from scheduler.incremental import IncrementalAllocator
@@ -936,6 +941,30 @@ def test_regression_freed_room_is_offered_until_nothing_more_fits() -> None:
     snap = Snapshot.model_validate_json(gzip.decompress(path.read_bytes()))
     decision = decide(snap, use_ilp=False, improve_phase=False)
     assert check_work_conserving(snap, decision) == []
+
+
+@both_paths
+def test_regression_a_capacity_reason_counts_the_room_left_at_the_end(path: str) -> None:
+    # a (2 pods) finds room for one pod; b, later in the cycle, takes that room. a's reason
+    # said "room for 1 such pod(s)" where none was left (on benchmarks/ (a), 10 of 620).
+    snap = snapshot(
+        nodes=[node("h0", H100, 2)],
+        queues=[queue("q1").quota(H100, 2), queue("q2").quota(H100, 1), queue("q3").quota(H100, 1)],
+        workloads=[
+            workload("r").gpus(1).queue("q3").running_on("h0", 0),
+            workload("a").gpus(1).pods(2).queue("q1").created(0),
+            workload("b").gpus(1).queue("q2").created(5),
+        ],
+    )
+    decision = PATHS[path](snap)
+    assert outcome(decision, "b").outcome is Outcome.ADMIT
+    a = outcome(decision, "a")
+    assert a.reason is Reason.NO_CAPACITY
+    assert a.message == (
+        "needs 2× 1 H100-80GB GPU; room for 0 such pod(s) now (largest block: 0 free GPUs on "
+        "one node)"
+    )
+    assert check_reasons_current(snap, decision) == []
 
 
 _DECIDE_IN_A_PROCESS = """

@@ -715,3 +715,27 @@ def test_checkers_flag_a_reason_behind_the_decision() -> None:
         "a waits with 'queue q at nominal H100-80GB quota 0/1; needs 1', but queue q uses "
         "1 H100-80GB after the decision"
     ]
+
+
+def test_checkers_flag_room_behind_the_decision() -> None:
+    # r holds one of h0's two H100s and a the other: b, with quota to spare, waits for room.
+    snap = snapshot(
+        nodes=[node("h0", "H100-80GB", 2)],
+        queues=[queue("q").quota("H100-80GB", 4)],
+        workloads=[
+            workload("r").gpus(1).queue("q").running_on("h0", 0),
+            workload("a").gpus(1).queue("q").priority(1),
+            workload("b").gpus(1).queue("q"),
+        ],
+    )
+    decision = decide(snap, use_ilp=False)
+    b = next(d for d in decision.workloads if d.workload == "b")
+    assert b.message.startswith("needs 1× 1 H100-80GB GPU; room for 0 such pod(s) now")
+    assert check_reasons_current(snap, decision) == []
+    behind = b.model_copy(update={"message": b.message.replace("room for 0", "room for 1")})
+    stale = decision.model_copy(
+        update={"workloads": tuple(behind if d is b else d for d in decision.workloads)}
+    )
+    [problem] = check_reasons_current(snap, stale)
+    assert problem.startswith("b waits with 'needs 1× 1 H100-80GB GPU; room for 1 such pod(s)")
+    assert problem.endswith("but the free devices take 0 of its pods after the decision")
