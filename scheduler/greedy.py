@@ -252,10 +252,15 @@ class Cycle:
     def record(self, verdict: Verdict, watch: Watch | None = None) -> Verdict:
         # What waits is remembered for the cycle's later passes; the incremental path has
         # none and must not accumulate it.
+        name = verdict.entry.workload.name
         if verdict.outcome is Outcome.PENDING and self.preempt:
             self.waiting.setdefault(verdict.entry.workload.queue, []).append(verdict.entry)
-            self.freed.waits(verdict.entry.workload.name, watch or {})
-        self.outcomes[verdict.entry.workload.name] = verdict
+            self.freed.waits(name, watch or {})
+            earlier = self.outcomes.get(name)
+            if earlier is not None and earlier.note and not verdict.note:
+                # Offered again and still waiting: what happened to it stays told.
+                verdict.note = earlier.note
+        self.outcomes[name] = verdict
         return verdict
 
     def try_option(self, entry: Entry, option: Option) -> Allocation | Failure:

@@ -113,9 +113,9 @@ def find_victims(
     evicted in the state and the book (the caller records them); None, with the state
     unchanged, if impossible.
 
-    ``undo`` (admissions of this cycle: nothing started, free to undo) goes first, lowest
-    priority first and never minimized, so a lower priority never stays while a higher one
-    of its queue goes. Then running ``candidates``, in the order given (``preference_order``,
+    ``undo`` (admissions of this cycle: nothing started, free to undo) goes first, in
+    ``_undo_order``, and is never minimized, so a lower priority never stays while a higher
+    one of its queue goes. Then running ``candidates``, in the order given (``preference_order``,
     or ``idle_borrowed_first``: when idle borrowers alone make room, no other workload is
     evicted), and the evicted set is made minimal by inclusion: every victim not needed is
     given back. ``quota``: the preemptor's (flavor, amount), which ``fits()`` also checks.
@@ -149,7 +149,7 @@ def find_victims(
             )
         return book.borrowing(queue, victim.flavor)
 
-    if _evict_until(sorted(undo, key=_order), eligible, evict, restore, removed, fits):
+    if _evict_until(_undo_order(undo), eligible, evict, restore, removed, fits):
         return removed, []
     taken_back = len(removed)
     if not _evict_until(candidates, eligible, evict, restore, removed, fits):
@@ -173,6 +173,16 @@ def find_victims(
     # (With nothing taken back, ``removed[-1::-1]`` would be the evicted: none to give.)
     kept = _give_back(removed[taken_back - 1 :: -1], evict, restore, fits) if taken_back else 0
     return removed[: taken_back - kept], sorted(needed, key=_order)
+
+
+def _undo_order(undo: Sequence[Running]) -> list[Running]:
+    """Admissions of this cycle in the order they are taken back: lowest priority, then the
+    smallest (the least work undone), then the last in its queue's order (a queue admits in
+    (created, name) order within a priority), so of two alike the older keeps its place
+    (design §3.3). Nothing of them has started: ``preference_order`` cannot tell them apart."""
+    ordered = sorted(undo, key=lambda r: (r.workload.created, r.workload.name), reverse=True)
+    ordered.sort(key=lambda r: (r.workload.priority, r.gpu_eq))  # stable: latest first within
+    return ordered
 
 
 def _quota_may_allow(

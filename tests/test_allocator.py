@@ -967,6 +967,22 @@ def test_regression_a_capacity_reason_counts_the_room_left_at_the_end(path: str)
     assert check_reasons_current(snap, decision) == []
 
 
+def test_regression_a_take_back_takes_the_latest_alike_and_its_reason_stays_told() -> None:
+    # Found by a search over the take-back property snapshots: s03 (mate1, within nominal)
+    # takes back one 1-GPU borrowing admission of mate0, whose four alike workloads were
+    # admitted in name order. It took s00, the first of them: an older workload waited while
+    # newer ones of its priority ran. And s00, offered the room again and still waiting,
+    # lost the note saying it had been taken back.
+    snap, decision = regression_case("taken-back-offered-again")
+    waiting = [d.workload for d in decision.workloads if d.outcome is Outcome.PENDING]
+    assert waiting == ["s08", "s07"]  # s07: mate1's 2-GPU workload, beyond its quota
+    assert check_reasons_current(snap, decision) == []
+    assert outcome(decision, "s08").message == (
+        "queue mate0 at 3/2 H100-80GB; cohort c lends 0 more; needs 1; borrowed H100-80GB "
+        "taken back by s03: queue mate1 is within its nominal quota"
+    )
+
+
 _DECIDE_IN_A_PROCESS = """
 from scheduler.allocator import decide
 from scheduler.defaults import demo_snapshot
