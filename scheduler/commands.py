@@ -18,6 +18,7 @@ from scheduler.cli import CommandError
 from scheduler.loading import SnapshotError, load_snapshot_text
 from scheduler.model import Decision, PodPlacement, Snapshot
 from scheduler.reasons import Outcome
+from scheduler.textfile import read_text
 
 __all__ = ["catalog_command", "crds_command", "decide_command"]
 
@@ -104,7 +105,7 @@ def _load(args: argparse.Namespace) -> Snapshot:
         return demo_snapshot(seed=args.seed, count=args.workloads)
     path: Path = args.snapshot
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except OSError as error:
         raise CommandError(f"cannot read {path}: {error.strerror}") from None
     try:

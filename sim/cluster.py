@@ -20,6 +20,7 @@ from pathlib import Path
 from scheduler.catalog import Catalog
 from scheduler.loading import SnapshotError, load_snapshot_text
 from scheduler.model import CustomGpuModel, Gpu, Node, Queue, Quota, Snapshot, flavor_of_mig
+from scheduler.textfile import read_text
 
 __all__ = ["SIM_COHORT", "Cluster", "ClusterError", "load_cluster", "uniform_cluster"]
 
@@ -144,7 +145,7 @@ def load_cluster(spec: str) -> Cluster:
             raise ClusterError(f"{spec}: {error}") from None
     path = Path(spec)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except OSError as error:
         raise ClusterError(f"cannot read cluster {spec}: {error.strerror}") from None
     if path.suffix.lower() == ".csv":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.cli import CommandError
+from scheduler.textfile import read_text
 from sim.cluster import ClusterError, load_cluster
 from sim.engine import EngineSettings
 from sim.experiments import Outcome, ReplaySettings, dumps, fill_experiment, replay_experiment
@@ -178,7 +179,7 @@ def _with_vc_quotas(cluster: Any, args: argparse.Namespace) -> Any:
             f"--vc-quotas needs a cluster with one GPU model (found {', '.join(flavors)})"
         )
     try:
-        text = args.vc_quotas.read_text(encoding="utf-8")
+        text = read_text(args.vc_quotas)
         queues = helios_queues(text, str(args.vc_quotas), flavors[0], args.vc_date)
     except OSError as error:
         raise CommandError(f"cannot read {args.vc_quotas}: {error.strerror}") from None

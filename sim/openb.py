@@ -23,6 +23,7 @@ from pathlib import Path
 
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.model import CustomGpuModel, Demand, Gpu, Node, Workload
+from scheduler.textfile import read_text
 from sim.job import Job
 from sim.rows import BadRows, Row, RowError, csv_rows
 
@@ -236,9 +237,9 @@ def load_openb_nodes_file(
     path: str | Path,
 ) -> tuple[tuple[CustomGpuModel, ...], tuple[Node, ...]]:
     """``load_openb_nodes`` on a file; errors name the path as given."""
-    return load_openb_nodes(Path(path).read_text(encoding="utf-8"), str(path))
+    return load_openb_nodes(read_text(Path(path)), str(path))
 
 
 def load_openb_pods_file(path: str | Path, queue: str = "default") -> tuple[Workload, ...]:
     """``load_openb_pods`` on a file; errors name the path as given."""
-    return load_openb_pods(Path(path).read_text(encoding="utf-8"), str(path), queue)
+    return load_openb_pods(read_text(Path(path)), str(path), queue)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scheduler.textfile import read_text
 from sim.job import Job
 from sim.rows import BadRows
 
@@ -36,7 +37,7 @@ class Trace:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return read_text(path)
     except OSError as error:
         raise TraceError(f"cannot read {path}: {error.strerror}") from None
 

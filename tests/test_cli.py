@@ -64,6 +64,20 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
     budget = apportion("decide", "--default-cluster", "--budget-ms", "0")
     assert budget.returncode == 2 and "--budget-ms" in budget.stderr
 
+    binary = tmp_path / "snapshot.yaml.gz"
+    binary.write_bytes(b"\x1f\x8b\x08\x00 not text")
+    unreadable = apportion("decide", str(binary))
+    assert unreadable.returncode == 2 and "Traceback" not in unreadable.stderr
+    assert "snapshot.yaml.gz: not UTF-8 text (byte 0x8b at offset 1)" in unreadable.stderr
+
+
+def test_a_byte_order_mark_is_not_part_of_the_snapshot(tmp_path):
+    # Editors on Windows save UTF-8 with a leading BOM; JSON parsers reject it.
+    marked = tmp_path / "snapshot.json"
+    marked.write_bytes(b"\xef\xbb\xbf" + (FIXTURES / "custom-models.json").read_bytes())
+    result = apportion("decide", str(marked), "--greedy")
+    assert result.returncode == 0, result.stderr
+
 
 def test_catalog_lists_models_and_mig_placements():
     result = apportion("catalog")

@@ -102,3 +102,9 @@ def test_bad_input_exits_2_with_a_named_cell(tmp_path: Path) -> None:
     assert unknown.returncode == 2 and "unknown replay policy 'magic'" in unknown.stderr
     fill_kueue = simulate("demo", "--experiment", "fill", "--policy", "kueue")
     assert fill_kueue.returncode == 2 and "unknown fill policy 'kueue'" in fill_kueue.stderr
+    latin1 = tmp_path / "jobs-latin1.csv"
+    latin1.write_bytes("name,submit,runtime,gpus\nétude,0,1,1\n".encode("latin-1"))
+    for args in ([str(latin1)], ["demo", "--cluster", str(latin1)]):
+        unreadable = simulate(*args, "--quiet")
+        assert unreadable.returncode == 2 and "Traceback" not in unreadable.stderr
+        assert "jobs-latin1.csv: not UTF-8 text (byte 0xe9 at offset 25)" in unreadable.stderr

@@ -43,6 +43,14 @@ def test_bad_files_say_where(tmp_path: Path, text: str, message: str) -> None:
     assert message in str(error.value)
 
 
+def test_a_file_that_is_not_text_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "queues.yaml"
+    path.write_bytes(GOOD.replace("team-a", "équipe-a").encode("latin-1"))
+    with pytest.raises(QueueFileError) as error:
+        load_queue_file(path)
+    assert str(error.value) == f"cannot read {path}: not UTF-8 text (byte 0xe9 at offset 19)"
+
+
 def test_changes_are_picked_up_and_bad_edits_ignored(tmp_path: Path) -> None:
     path = tmp_path / "queues.yaml"
     path.write_text(GOOD)

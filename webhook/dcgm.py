@@ -24,6 +24,7 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 import requests
@@ -45,6 +46,7 @@ from scheduler.telemetry import (
     queries,
     read_answer,
 )
+from scheduler.textfile import read_text
 
 __all__ = ["DcgmReader", "PrometheusSettings"]
 
@@ -196,8 +198,7 @@ class DcgmReader:
         if path is None:
             return None
         try:
-            with open(path, encoding="utf-8") as f:
-                token = f.read().strip()
+            token = read_text(Path(path)).strip()
         except OSError as err:
             raise _FetchError(f"cannot read bearer token file {path}: {err.strerror}") from None
         if not token:

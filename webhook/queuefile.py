@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from scheduler.loading import SnapshotError, parse_document
 from scheduler.model import Queue
+from scheduler.textfile import read_text
 from webhook.cluster import LiveCluster
 
 __all__ = ["QueueFileError", "load_queue_file", "watch_queue_file"]
@@ -35,7 +36,7 @@ def load_queue_file(path: Path) -> list[Queue]:
         log.info("no queue file at %s; queues come from Queue objects only", path)
         return []
     try:
-        data = parse_document(path.read_text(encoding="utf-8"), str(path))
+        data = parse_document(read_text(path), str(path))
     except OSError as error:
         raise QueueFileError(f"cannot read {path}: {error.strerror}") from None
     except SnapshotError as error:

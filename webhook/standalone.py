@@ -15,6 +15,7 @@ from pathlib import Path
 
 from scheduler.loading import SnapshotError, parse_document, snapshot_from_data
 from scheduler.model import Snapshot
+from scheduler.textfile import read_text
 from webhook.cluster import LiveCluster
 
 __all__ = ["StandaloneCluster", "load_cluster_file", "seed_cluster"]
@@ -26,7 +27,7 @@ def load_cluster_file(path: Path) -> StandaloneCluster:
     """The snapshot and namespace labels of a cluster file; SnapshotError naming the field."""
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except OSError as error:
         raise SnapshotError([f"{source}: cannot read: {error.strerror}"], source) from None
     data = parse_document(text, source)

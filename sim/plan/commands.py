@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.cli import CommandError
+from scheduler.textfile import read_text
 from sim.cluster import Cluster, ClusterError, load_cluster
 from sim.commands import DEMO_TRACE
 from sim.experiments import dumps
@@ -399,7 +400,7 @@ def _read_shards(paths: list[Path]) -> list[dict[str, Any]]:
     records = []
     for path in paths:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_text(path)
         except OSError as error:
             raise CommandError(f"cannot read {path}: {error.strerror}") from None
         try:

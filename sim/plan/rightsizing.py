@@ -27,6 +27,7 @@ from scheduler.telemetry import (
     queries,
     samples_from_results,
 )
+from scheduler.textfile import read_text
 
 __all__ = ["RightsizingError", "query_prometheus", "rightsizing_rows"]
 
@@ -64,11 +65,11 @@ def rightsizing_rows(metrics: Path | dict[str, Any], snapshot_path: Path) -> lis
     ``query_prometheus`` fetched) and the snapshot of the running workloads."""
     try:
         payload = (
-            json.loads(metrics.read_text(encoding="utf-8"))
+            json.loads(read_text(metrics))
             if isinstance(metrics, Path)
             else metrics
         )
-        text = snapshot_path.read_text(encoding="utf-8")
+        text = read_text(snapshot_path)
     except OSError as error:
         raise RightsizingError(f"cannot read {error.filename}: {error.strerror}") from None
     except json.JSONDecodeError as error:
