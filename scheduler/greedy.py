@@ -38,7 +38,7 @@ from scheduler.preemption import (
     idle_borrowed_first,
     preference_order,
 )
-from scheduler.quota import QuotaCheck, format_amount
+from scheduler.quota import format_amount
 from scheduler.reasons import Outcome, Reason
 from scheduler.state import Allocation
 
@@ -667,7 +667,8 @@ class Cycle:
             for option in options:
                 result = self.try_option(entry, option)
                 if isinstance(result, Allocation):
-                    # It fits now (only past ``MAX_OFFERS``): its reason stays as written.
+                    # It fits now, which the offers of freed room rule out unless they
+                    # stopped at ``MAX_OFFERS``: its reason stays as written.
                     self.state.release(result)
                     book.charge(w.queue, option.flavor, -option.quota_per_pod * w.pods)
                     break
@@ -782,10 +783,6 @@ def _describe_demand(w: Workload) -> str:
         what = f"{d.gpu_milli}m of a GPU"
     models = f" of {', '.join(d.models)}" if d.models else ""
     return what + models
-
-
-def _told(check: QuotaCheck) -> Callable[[], str]:
-    return lambda: check.message
 
 
 _TELLING = {
