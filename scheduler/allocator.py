@@ -25,15 +25,14 @@ This is the only module that imports PuLP.
 
 from __future__ import annotations
 
-import gc
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pulp
 
+from scheduler import collector
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import Compiled, Entry, compile_snapshot
 from scheduler.decision import to_decision
@@ -553,33 +552,6 @@ def _gap_pct(bound: float | None, objective: float) -> float | None:
     return round(100.0 * (bound - objective) / bound, 4)
 
 
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a decision runs.
-
-    A decision allocates hundreds of thousands of short-lived objects and frees them in
-    order; the collector's generation-2 passes over a large heap then cost 15–40 % of the
-    wall time on a 10,000-GPU snapshot (measured: 494–695 ms vs 411–432 ms). Reference
-    counting still frees everything; the collector is restored as the caller had it.
-
-    What the decision allocated and keeps (its 20,000 workload decisions on a 32,000-GPU
-    cycle: 120,000 objects) would then be scanned by the first young-generation pass after
-    the collector is back on — 60–85 ms, for objects that hold no cycles and are freed by
-    reference counting once the caller drops the decision. Freezing and unfreezing moves
-    them to the oldest generation without a scan (list splicing); only done when the caller
-    has frozen nothing of its own, which unfreezing would release."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            if gc.get_freeze_count() == 0:
-                gc.freeze()
-                gc.unfreeze()
-            gc.enable()
-
-
 def decide(
     snapshot: Snapshot,
     *,
@@ -596,7 +568,7 @@ def decide(
     ``improve_phase``: run ``scheduler.improve`` on both cycles while the budget allows (off,
     the answer does not depend on the clock when ``use_ilp`` is off).
     """
-    with _collector_paused():
+    with collector.paused():
         return _decide(snapshot, budget_ms, use_ilp, clock, improve_phase)
 
 

@@ -15,12 +15,12 @@ A job's speed is its rate on the GPU models it got (``Job.rate_on``).
 
 from __future__ import annotations
 
-import gc
 import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
+from scheduler import collector
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.model import Gpu, Node
 from sim.cluster import Cluster
@@ -142,16 +142,10 @@ class Simulation:
 
         What exists when the run starts — the trace's jobs, their states, the compiled
         cluster — lives through it, so it is kept out of the garbage collector's passes
-        (``gc.freeze``) and handed back at the end: each full pass would otherwise walk a
-        million jobs again, a tenth of a large replay. Not when the process has frozen
-        objects of its own (unfreezing would hand theirs back too)."""
-        if gc.get_freeze_count():
+        (``scheduler.collector.frozen_meanwhile``): each full pass would otherwise walk a
+        million jobs again, a tenth of a large replay."""
+        with collector.frozen_meanwhile():
             return self._run()
-        gc.freeze()
-        try:
-            return self._run()
-        finally:
-            gc.unfreeze()
 
     def _run(self) -> Recorder:
         total = max(1, len(self.states))

@@ -1,0 +1,65 @@
+"""Keeping Python's cyclic garbage collector out of the hot paths.
+
+A decision allocates hundreds of thousands of short-lived objects; a simulator run keeps a
+million jobs alive for its whole length. The collector's passes over either cost a tenth
+to a third of the time and free nothing reference counting would not. Two tools:
+``paused`` for one decision, ``frozen_meanwhile`` for a long run that decides many times.
+
+``gc.get_freeze_count`` walks every frozen object (CPython keeps them in a linked list), so
+it is asked once per run, never per decision while a run of ours keeps objects frozen:
+asked per decision, it took 6 ms of each of the simulator's 20 ms decisions.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+__all__ = ["frozen_meanwhile", "paused"]
+
+_frozen_by_us = False
+"""Whether ``frozen_meanwhile`` holds the frozen objects now (the process froze nothing
+else: it does nothing otherwise)."""
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """Pause the cyclic collector while a decision runs, restored as the caller had it.
+
+    A decision's generation-2 passes over a large heap cost 15–40 % of its wall time on a
+    10,000-GPU snapshot (measured: 494–695 ms vs 411–432 ms); reference counting still
+    frees everything. What the decision keeps (its 20,000 workload decisions on a
+    32,000-GPU cycle: 120,000 objects) would then be scanned by the first young-generation
+    pass after the collector is back on — 60–85 ms, for objects that hold no cycles.
+    Freezing and unfreezing moves them to the oldest generation without a scan (list
+    splicing); only done when nothing else is frozen, which unfreezing would release."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            if not _frozen_by_us and gc.get_freeze_count() == 0:
+                gc.freeze()
+                gc.unfreeze()
+            gc.enable()
+
+
+@contextmanager
+def frozen_meanwhile() -> Iterator[None]:
+    """Keep what exists now out of the collector's passes until the block ends (a long
+    run's trace, states and compiled cluster live through it, and each full pass would
+    walk them all again). Not when the process has frozen objects of its own: unfreezing
+    at the end would hand theirs back too."""
+    global _frozen_by_us
+    if _frozen_by_us or gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    _frozen_by_us = True
+    try:
+        yield
+    finally:
+        _frozen_by_us = False
+        gc.unfreeze()

@@ -1,0 +1,68 @@
+"""scheduler.collector: the cyclic collector paused per decision, frozen per long run."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from scheduler import collector
+
+
+@pytest.fixture(autouse=True)
+def collector_restored() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.enable()
+    yield
+    gc.unfreeze()
+    if not enabled:
+        gc.disable()
+
+
+def test_a_long_run_freezes_what_exists_and_hands_it_back() -> None:
+    assert gc.get_freeze_count() == 0
+    with collector.frozen_meanwhile():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        with collector.frozen_meanwhile():  # nested: nothing more, nothing handed back
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    assert gc.get_freeze_count() == 0
+
+
+def test_what_the_process_froze_itself_stays_frozen() -> None:
+    kept = [[index] for index in range(100)]
+    gc.freeze()
+    frozen = gc.get_freeze_count()
+    with collector.frozen_meanwhile():
+        with collector.paused():
+            assert not gc.isenabled()
+        assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
+    assert len(kept) == 100
+
+
+def test_decisions_in_a_frozen_run_never_count_the_frozen_objects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # gc.get_freeze_count walks every frozen object: asked once per decision, it took 6 ms
+    # of each 20 ms decision of the simulator's (c) replay, which keeps its jobs frozen.
+    counted = []
+    real = gc.get_freeze_count
+
+    def counting() -> int:
+        counted.append(1)
+        return real()
+
+    monkeypatch.setattr(gc, "get_freeze_count", counting)
+    with collector.frozen_meanwhile():
+        asked = len(counted)
+        for _ in range(50):
+            with collector.paused():
+                assert not gc.isenabled()
+            assert gc.isenabled()
+        assert len(counted) == asked
+    with collector.paused():  # outside a run: asked, and nothing frozen is left behind
+        pass
+    assert len(counted) == asked + 1 and real() == 0
