@@ -5,8 +5,9 @@
 - Only ``scheduler/allocator.py`` talks to PuLP.
 - ``webhook`` and ``sim`` both import ``scheduler``, never each other.
 - ``scheduler`` does no I/O, reads no clock and draws no hidden randomness, except the
-  command-line shell (``cli.py``, ``commands.py``); ``defaults.py`` may use ``random``
-  because it builds demo data from a seed it is given.
+  command-line shell (``cli.py``, ``commands.py``, and ``textfile.py``, which reads the
+  users' files for every command); its own data it reads through ``importlib.resources``;
+  ``defaults.py`` may use ``random`` because it builds demo data from a seed it is given.
 
 The checks parse every module with ``ast`` instead of importing it, so a module that does
 not import cleanly is still checked, and an import inside a function or under
@@ -30,7 +31,9 @@ PACKAGES = ("scheduler", "webhook", "sim")
 IO_FRAMEWORKS = ("aiohttp", "kubernetes", "prometheus_api_client")
 DRIVERS = ("webhook", "sim")
 PULP_MODULE = "scheduler/allocator.py"
-SHELL_MODULES = frozenset({"scheduler/cli.py", "scheduler/commands.py", "scheduler/__main__.py"})
+SHELL_MODULES = frozenset(
+    {"scheduler/cli.py", "scheduler/commands.py", "scheduler/__main__.py", "scheduler/textfile.py"}
+)
 SEEDED_RANDOM_MODULES = frozenset({"scheduler/defaults.py"})
 # The allocator's solver budget is wall-clock time by nature; it may import ``time`` for a
 # default clock (callers can inject another). No other core module may.
@@ -38,6 +41,9 @@ BUDGET_CLOCK_MODULES = frozenset({"scheduler/allocator.py"})
 
 IO_CALLS = frozenset({"open", "print", "input", "breakpoint"})
 FILE_WRITES = frozenset({"write_text", "write_bytes"})
+FILE_READS = frozenset({"read_text", "read_bytes"})
+PACKAGE_DATA = "resources.files("
+"""Reads of the package's own data (``importlib.resources.files(...)...read_text()``)."""
 CLOCK_CALLS = frozenset({"now", "utcnow", "today"})
 IO_MODULES = (
     "os",
@@ -189,6 +195,8 @@ def io_violations(rel_path: str, source: str) -> list[str]:
             owner = _dotted(func.value)
             if func.attr in FILE_WRITES:
                 problems.append(f"{where}: the decision core writes no files")
+            elif func.attr in FILE_READS and PACKAGE_DATA not in ast.unparse(func.value):
+                problems.append(f"{where}: the decision core reads no files; the caller does")
             elif func.attr in CLOCK_CALLS and owner.rsplit(".", 1)[-1] in ("datetime", "date"):
                 problems.append(f"{where}: the clock is a parameter (Snapshot.now), never read")
             elif (
@@ -300,6 +308,8 @@ def test_layering_rules_allow(path: str, source: str) -> None:
         ("import numpy as np\nnp.random.shuffle(x)", "inject a Generator"),
         ("from numpy.random import randint", "randomness must be injected"),
         ("p.write_text('x')", "writes no files"),
+        ("text = path.read_text(encoding='utf-8')", "reads no files"),
+        ("data = Path(name).read_bytes()", "reads no files"),
     ],
 )
 def test_io_rules_catch(source: str, expected: str) -> None:
@@ -314,6 +324,10 @@ def test_io_rules_catch(source: str, expected: str) -> None:
         ("scheduler/x.py", "import numpy as np\nrng = np.random.default_rng(seed)"),
         ("scheduler/x.py", "from numpy.random import Generator"),
         ("scheduler/x.py", "from importlib import resources\nresources.files('scheduler')"),
+        (
+            "scheduler/x.py",
+            "from importlib import resources\nresources.files('s').joinpath('d').read_text()",
+        ),
         ("scheduler/x.py", "log.print_summary()\nself.open_slots()"),
         ("scheduler/defaults.py", "import random\nrng = random.Random(seed)"),
     ],
