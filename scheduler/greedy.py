@@ -635,6 +635,79 @@ class Cycle:
 
         return fits
 
+    def older_alike_first(self) -> None:
+        """Of alike workloads of a queue (same priority and shape), admit the older ones.
+
+        A take-back or the room a placement needs can leave an older workload waiting while
+        a newer one alike holds its place: on one node's GPUs a 7-GPU gang needs, the
+        improvement phase takes back the seven there, and the eighth, newest, stays on
+        another node. Nothing admitted in this cycle has started and alike workloads fit
+        each other's places exactly, so they trade: the older takes the newer's admission
+        (design §3.3: priority, then age) and nothing else changes: not capacity, quota,
+        nor the objective. Admissions that evicted someone keep their beneficiary."""
+        by_value: dict[tuple[Option, ...], int] = {}
+        by_id: dict[int, int] = {}
+
+        def coarse(entry: Entry) -> tuple[object, ...]:
+            # Options compared by value, each tuple object hashed once (workloads asking
+            # alike mostly share one).
+            options = by_id.get(id(entry.options))
+            if options is None:
+                options = by_id[id(entry.options)] = by_value.setdefault(
+                    entry.options, len(by_value)
+                )
+            w = entry.workload
+            return (w.queue, w.priority, options, w.pods, w.cpu_milli, w.memory_mib)
+
+        def alike(entry: Entry, near: tuple[object, ...]) -> tuple[object, ...]:
+            w = entry.workload
+            selector = w.node_selector
+            return (*near, tuple(sorted(selector.items())) if selector else (), w.tolerations)
+
+        waiting: dict[tuple[object, ...], list[Verdict]] = {}
+        for verdict in self.outcomes.values():
+            if verdict.outcome is Outcome.PENDING and verdict.entry.options:
+                entry = verdict.entry
+                waiting.setdefault(alike(entry, coarse(entry)), []).append(verdict)
+        if not waiting:
+            return
+        # Node constraints (pydantic models, slow to hash) only for admissions that match a
+        # waiting workload on the rest.
+        near = {key[:-2] for key in waiting}
+        admitted: dict[tuple[object, ...], list[Verdict]] = {}
+        for verdict in self.outcomes.values():
+            if verdict.outcome is not Outcome.ADMIT or verdict.victims:
+                continue
+            key = coarse(verdict.entry)
+            if key in near:
+                admitted.setdefault(alike(verdict.entry, key), []).append(verdict)
+        for key, newer in admitted.items():
+            older = waiting.get(key)
+            if not older:
+                continue
+            older.sort(key=lambda v: v.entry.order)
+            newer.sort(key=lambda v: v.entry.order, reverse=True)
+            for old, new in zip(older, newer, strict=False):
+                if old.entry.order > new.entry.order:
+                    break
+                o, n = old.entry.workload.name, new.entry.workload.name
+                self.outcomes[o] = Verdict(
+                    old.entry,
+                    Outcome.ADMIT,
+                    new.reason,
+                    new.message,
+                    new.option,
+                    new.allocation,
+                    note=f"in the place of {n}, alike and newer in its queue",
+                )
+                self.outcomes[n] = Verdict(
+                    new.entry,
+                    Outcome.PENDING,
+                    old.reason,
+                    old.message,
+                    note=f"its place went to {o}, alike and older in its queue",
+                )
+
     # -- messages
     def settle_reasons(self) -> None:
         """Write every waiting workload's reason again on the state the decision ends with.
@@ -849,6 +922,7 @@ def run_cycle(
     offer_freed_room(cycle)
     if improve is not None:
         improve(cycle)
+    cycle.older_alike_first()
     cycle.settle_reasons()
     result = CycleResult(cycle.outcomes, cycle.evictions)
     result.objective = objective_of(compiled, result)

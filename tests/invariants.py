@@ -766,6 +766,45 @@ def check_priority_order(snapshot: Snapshot, decision: Decision) -> list[str]:
     return problems
 
 
+def check_age_order(snapshot: Snapshot, decision: Decision) -> list[str]:
+    """Of alike workloads of a queue (same priority, demand, pods, CPU, memory and node
+    constraints), no newer one is newly admitted while an older one waits: it would fit in
+    the newer's place exactly. Admissions that evict are left out (their victims were
+    chosen for them)."""
+    by_name = {w.name: w for w in snapshot.workloads}
+
+    def shape(w: Workload) -> tuple[object, ...]:
+        return (
+            w.queue,
+            w.priority,
+            w.demand,
+            w.pods,
+            w.cpu_milli,
+            w.memory_mib,
+            tuple(sorted(w.node_selector.items())),
+            w.tolerations,
+        )
+
+    waiting: dict[tuple[object, ...], list[Workload]] = {}
+    admitted: dict[tuple[object, ...], list[Workload]] = {}
+    for d in decision.workloads:
+        w = by_name[d.workload]
+        if d.outcome is Outcome.PENDING:
+            waiting.setdefault(shape(w), []).append(w)
+        elif d.outcome is Outcome.ADMIT:
+            admitted.setdefault(shape(w), []).append(w)
+    problems = []
+    for key, newer in admitted.items():
+        for w in newer:
+            for old in waiting.get(key, ()):
+                if (old.created, old.name) < (w.created, w.name):
+                    problems.append(
+                        f"{w.name} (created {w.created}) admitted in queue {w.queue} while "
+                        f"{old.name} (created {old.created}), alike, waits"
+                    )
+    return problems
+
+
 # -------------------------------------------------------- property 4: guarantees
 def check_guarantees(snapshot: Snapshot, decision: Decision) -> list[str]:
     """A workload that fits in its queue's unused nominal quota, and physically in free

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from builders import mig, node, queue, snapshot, workload
 from invariants import (
+    check_age_order,
     check_guarantees,
     check_priority_order,
     check_reasons_current,
@@ -981,6 +982,25 @@ def test_regression_a_take_back_takes_the_latest_alike_and_its_reason_stays_told
         "queue mate0 at 3/2 H100-80GB; cohort c lends 0 more; needs 1; borrowed H100-80GB "
         "taken back by s03: queue mate1 is within its nominal quota"
     )
+
+
+def test_regression_of_alike_workloads_the_older_ones_are_admitted() -> None:
+    # Found by a search over the take-back property snapshots: g0 (7 GPUs in one pod) is
+    # admitted by the improvement phase, which takes back s06-s12 of mate0, the seven 1-GPU
+    # workloads on the node it needs; s13, alike but newer, stayed admitted on another node
+    # while s06 waited. They trade places now.
+    snap, decision = regression_case("older-alike-waits")
+    assert outcome(decision, "g0").outcome is Outcome.ADMIT
+    waiting = [d.workload for d in decision.workloads if d.outcome is Outcome.PENDING]
+    assert waiting == ["s07", "s08", "s09", "s10", "s11", "s12", "s13"]
+    assert outcome(decision, "s06").message.endswith(
+        "in the place of s13, alike and newer in its queue"
+    )
+    assert outcome(decision, "s13").message.endswith(
+        "its place went to s06, alike and older in its queue"
+    )
+    assert check_age_order(snap, decision) == []
+    assert check_reasons_current(snap, decision) == []
 
 
 _DECIDE_IN_A_PROCESS = """

@@ -24,6 +24,7 @@ from builders import mig, node, queue, snapshot, workload
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from invariants import (
+    check_age_order,
     check_all,
     check_capacity,
     check_guarantees,
@@ -485,9 +486,12 @@ def test_work_conserving(path: str, snap: Snapshot) -> None:
 @SETTINGS
 @given(snap=snapshots())
 def test_priority_within_queue(path: str, snap: Snapshot) -> None:
-    """6. No lower priority admitted where a waiting higher priority of its queue would fit."""
+    """6. No lower priority admitted where a waiting higher priority of its queue would fit,
+    nor a newer one where an older one alike waits."""
     decision = _decide(path, snap)
-    _assert_none(snap, decision, check_priority_order(snap, decision))
+    _assert_none(
+        snap, decision, [*check_priority_order(snap, decision), *check_age_order(snap, decision)]
+    )
 
 
 
@@ -513,6 +517,7 @@ def test_improvement_phase_keeps_every_invariant(path: str, snap: Snapshot) -> N
             *check_guarantees(snap, decision),
             *check_work_conserving(snap, decision),
             *check_priority_order(snap, decision),
+            *check_age_order(snap, decision),
             *check_reasons_current(snap, decision),
         ],
     )
@@ -739,3 +744,29 @@ def test_checkers_flag_room_behind_the_decision() -> None:
     [problem] = check_reasons_current(snap, stale)
     assert problem.startswith("b waits with 'needs 1× 1 H100-80GB GPU; room for 1 such pod(s)")
     assert problem.endswith("but the free devices take 0 of its pods after the decision")
+
+
+def test_checkers_flag_a_newer_alike_admitted_while_an_older_waits() -> None:
+    snap = snapshot(
+        nodes=[node("h0", "H100-80GB", 1)],
+        queues=[queue("q").quota("H100-80GB", 1)],
+        workloads=[
+            workload("old").gpus(1).queue("q").created(1),
+            workload("new").gpus(1).queue("q").created(2),
+        ],
+    )
+    decision = decide(snap, use_ilp=False)
+    assert [d.outcome for d in decision.workloads] == [Outcome.ADMIT, Outcome.PENDING]
+    assert check_age_order(snap, decision) == []
+    old, new = decision.workloads
+    swapped = decision.model_copy(
+        update={
+            "workloads": (
+                old.model_copy(update={"outcome": Outcome.PENDING, "placement": ()}),
+                new.model_copy(update={"outcome": Outcome.ADMIT, "placement": old.placement}),
+            )
+        }
+    )
+    assert check_age_order(snap, swapped) == [
+        "new (created 2) admitted in queue q while old (created 1), alike, waits"
+    ]
