@@ -66,25 +66,11 @@ class _Class:
     tier: float
 
 
-def _class_key(entry: Entry) -> tuple[object, ...]:
-    w = entry.workload
-    return (
-        w.queue,
-        w.priority,
-        entry.options,
-        w.pods,
-        w.cpu_milli,
-        w.memory_mib,
-        tuple(sorted(w.node_selector.items())),
-        w.tolerations,
-    )
-
-
 def _classes(pending: list[Entry]) -> list[_Class]:
     groups: dict[tuple[object, ...], list[Entry]] = {}
     for entry in sorted(pending, key=lambda e: e.order):
         if entry.options:
-            groups.setdefault(_class_key(entry), []).append(entry)
+            groups.setdefault(entry.alike, []).append(entry)
     return [
         _Class(
             members,

@@ -31,6 +31,24 @@ class Entry:
     def order(self) -> tuple[int, int, str]:
         return (-self.workload.priority, self.workload.created, self.workload.name)
 
+    @property
+    def alike(self) -> tuple[object, ...]:
+        """What makes pending workloads interchangeable in a cycle: the same queue, priority,
+        options, pods, CPU, memory and node constraints. They fit or fail together against
+        one state, and one fits exactly where another was placed."""
+        w = self.workload
+        selector = w.node_selector
+        return (
+            w.queue,
+            w.priority,
+            self.options,
+            w.pods,
+            w.cpu_milli,
+            w.memory_mib,
+            tuple(sorted(selector.items())) if selector else (),
+            w.tolerations,
+        )
+
 
 @dataclass(slots=True)
 class Compiled:

@@ -636,7 +636,7 @@ class Cycle:
         return fits
 
     def older_alike_first(self) -> None:
-        """Of alike workloads of a queue (same priority and shape), admit the older ones.
+        """Of alike workloads (``Entry.alike``), admit the older ones.
 
         A take-back or the room a placement needs can leave an older workload waiting while
         a newer one alike holds its place: on one node's GPUs a 7-GPU gang needs, the
@@ -645,46 +645,20 @@ class Cycle:
         each other's places exactly, so they trade: the older takes the newer's admission
         (design §3.3: priority, then age) and nothing else changes: not capacity, quota,
         nor the objective. Admissions that evicted someone keep their beneficiary."""
-        by_value: dict[tuple[Option, ...], int] = {}
-        by_id: dict[int, int] = {}
-
-        def coarse(entry: Entry) -> tuple[object, ...]:
-            # Options compared by value, each tuple object hashed once (workloads asking
-            # alike mostly share one).
-            options = by_id.get(id(entry.options))
-            if options is None:
-                options = by_id[id(entry.options)] = by_value.setdefault(
-                    entry.options, len(by_value)
-                )
-            w = entry.workload
-            return (w.queue, w.priority, options, w.pods, w.cpu_milli, w.memory_mib)
-
-        def alike(entry: Entry, near: tuple[object, ...]) -> tuple[object, ...]:
-            w = entry.workload
-            selector = w.node_selector
-            return (*near, tuple(sorted(selector.items())) if selector else (), w.tolerations)
-
         waiting: dict[tuple[object, ...], list[Verdict]] = {}
         for verdict in self.outcomes.values():
             if verdict.outcome is Outcome.PENDING and verdict.entry.options:
-                entry = verdict.entry
-                waiting.setdefault(alike(entry, coarse(entry)), []).append(verdict)
+                waiting.setdefault(verdict.entry.alike, []).append(verdict)
         if not waiting:
             return
-        # Node constraints (pydantic models, slow to hash) only for admissions that match a
-        # waiting workload on the rest.
-        near = {key[:-2] for key in waiting}
         admitted: dict[tuple[object, ...], list[Verdict]] = {}
         for verdict in self.outcomes.values():
-            if verdict.outcome is not Outcome.ADMIT or verdict.victims:
-                continue
-            key = coarse(verdict.entry)
-            if key in near:
-                admitted.setdefault(alike(verdict.entry, key), []).append(verdict)
+            if verdict.outcome is Outcome.ADMIT and not verdict.victims:
+                key = verdict.entry.alike
+                if key in waiting:
+                    admitted.setdefault(key, []).append(verdict)
         for key, newer in admitted.items():
-            older = waiting.get(key)
-            if not older:
-                continue
+            older = waiting[key]
             older.sort(key=lambda v: v.entry.order)
             newer.sort(key=lambda v: v.entry.order, reverse=True)
             for old, new in zip(older, newer, strict=False):
@@ -718,24 +692,15 @@ class Cycle:
         "room for 1 such pod" where none is left (on benchmarks/ (b), over a tenth of the
         reasons were behind). Each option is tried again, as the cycle tried it; what
         happened on the way stays in the verdict's note."""
-        # Nothing changes the state meanwhile, so workloads alike (same queue, options, pods,
-        # CPU, memory and node constraints) fail alike: on benchmarks/ (d) the 695 waiting
-        # workloads come in 21 such shapes (settling them: 45 ms, now 6 ms).
+        # Nothing changes the state meanwhile, so workloads alike (``Entry.alike``) fail
+        # alike: on benchmarks/ (d) the 695 waiting workloads come in 21 such shapes
+        # (settling them: 45 ms, now 6 ms).
         told: dict[tuple[object, ...], tuple[Reason, str] | None] = {}
         for name, verdict in self.outcomes.items():
             entry = verdict.entry
             if verdict.outcome is not Outcome.PENDING or not entry.options:
                 continue
-            w = entry.workload
-            shape = (
-                w.queue,
-                entry.options,
-                w.pods,
-                w.cpu_milli,
-                w.memory_mib,
-                tuple(sorted(w.node_selector.items())),
-                w.tolerations,
-            )
+            shape = entry.alike
             if shape not in told:
                 told[shape] = self._refusal_now(entry)
             now = told[shape]
