@@ -29,7 +29,7 @@ from scheduler.model import (
     flavor_of_mig,
 )
 from scheduler.quota import QuotaBook
-from scheduler.reasons import Outcome, Reason
+from scheduler.reasons import QUOTA_REASONS, Outcome, Reason
 
 __all__ = [
     "FreeCapacity",
@@ -666,18 +666,10 @@ def check_work_conserving(snapshot: Snapshot, decision: Decision) -> list[str]:
     return problems
 
 
-_QUOTA_REASONS = {
-    Reason.QUOTA_EXHAUSTED,
-    Reason.BORROWING_LIMIT,
-    Reason.COHORT_EXHAUSTED,
-    Reason.NO_QUOTA,
-}
 _USAGE_IN_REASON = re.compile(
     r"^queue (?P<queue>\S+) at (?:nominal (?P<nominal_flavor>\S+) quota )?"
     r"(?P<used>[0-9.]+)/[0-9.]+(?: (?P<flavor>[^\s;(]+))?"
 )
-
-
 _ROOM_IN_REASON = re.compile(r"(?:room for|would take) (?P<room>\d+) such pod")
 
 
@@ -708,7 +700,7 @@ def check_reasons_current(snapshot: Snapshot, decision: Decision) -> list[str]:
                     f"{' or '.join(map(str, rooms))} of its pods after the decision"
                 )
             continue
-        if d.reason not in _QUOTA_REASONS:
+        if d.reason not in QUOTA_REASONS:
             continue
         if w.queue not in book.accounts or any(
             book.check(w.queue, o.flavor, o.amount(w.pods)).ok for o in options
