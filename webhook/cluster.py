@@ -7,9 +7,10 @@ node bindings, so a restart rebuilds everything from a list of the cluster.
 Two kinds of state meet here:
 - *observed* pods (from the API): bound or admitted pods hold capacity; gated pods wait;
 - *intents* the webhook made before the pod is observed (it answered "admit" or "wait" a
-  few milliseconds before the API server stores the pod). An intent holds its capacity
-  until the pod shows up, or until ``intent_ttl_s`` passes without it (the create failed
-  later in admission, e.g. another webhook denied it).
+  few milliseconds before the API server stores the pod), and the controller's admissions
+  until the watch shows the pods ungated. An intent holds its capacity until the pods
+  show up, until one of them is deleted, or until ``intent_ttl_s`` passes without them
+  (the create failed later in admission, e.g. another webhook denied it).
 
 Bound pods that ask no GPU are kept apart (``hostpods``: node, CPU, memory per pod): their
 requests leave their node's allocatable, as foreign GPU pods' do.
@@ -307,6 +308,9 @@ class LiveCluster:
     def remove_pod(self, namespace: str, name: str) -> None:
         with self._lock:
             pod = self.pods.pop((namespace, name), None)
+            if pod is not None:
+                # An admission not yet seen whole ends here: its pod is gone, not late.
+                self._intents.pop(pod.workload, None)
             if self._tracked(self.host_pods.remove((namespace, name))) or pod is not None:
                 self._changed()
 
@@ -477,10 +481,15 @@ class LiveCluster:
             return True
 
     def note_admitted(self, workload: Workload) -> None:
-        """The controller admitted a waiting workload: hold its capacity until observed."""
+        """The controller admitted a waiting workload: hold its capacity until observed.
+
+        The watch may already have brought the patched pods (the controller posts an Event
+        between the patch and this note): then they hold the capacity and no intent is
+        kept, or it would outlive a pod deleted meanwhile by up to ``intent_ttl_s``."""
         with self._lock:
             self.record_admission(workload.queue)
             self._intents[workload.name] = _Intent(workload, self._clock() + self._intent_ttl_s)
+            self._retire_if_observed(workload.name)
             self._changed()
 
     # -- internals -----------------------------------------------------------------------

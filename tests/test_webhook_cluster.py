@@ -1,0 +1,50 @@
+"""The live cluster's bookkeeping of admissions it made but has not yet seen (intents)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from webhook_support import fixture_cluster
+
+from scheduler.allocator import decide
+from scheduler.model import Demand
+from scheduler.reasons import Outcome
+from webhook.cluster import LiveCluster
+from webhook.pods import ManagedPod
+
+WAITING = ManagedPod(
+    namespace="gpu-team-a", name="train-0", workload="gpu-team-a/train", queue="team-a",
+    demand=Demand(gpus=2), priority=0, created=1, gang_size=1, gated=True,
+)  # fmt: skip
+
+
+def _admit(cluster: LiveCluster, order: str) -> None:
+    """What the controller does: decide, patch the pod, note the admission. The watch may
+    bring the patched pod after the note, before it (the controller posts an Event in
+    between, a round trip), or never (the pod was deleted first)."""
+    cluster.put_pod(WAITING)
+    snapshot = cluster.snapshot()
+    verdict = next(v for v in decide(snapshot).workloads if v.workload == WAITING.workload)
+    assert verdict.outcome is Outcome.ADMIT
+    admitted = replace(WAITING, gated=False, placement=verdict.placement[0])
+    workload = next(w for w in snapshot.workloads if w.name == WAITING.workload)
+    noted = workload.model_copy(
+        update={"placement": verdict.placement, "flavor": verdict.flavor, "started": 1}
+    )
+    if order == "seen first":
+        cluster.put_pod(admitted)
+    cluster.note_admitted(noted)
+    if order == "noted first":
+        cluster.put_pod(admitted)
+
+
+@pytest.mark.parametrize("order", ["noted first", "seen first", "never seen admitted"])
+def test_a_deleted_admitted_pod_frees_its_gpus_at_once(order: str) -> None:
+    cluster = fixture_cluster()  # a frozen clock: intents never expire here
+    _admit(cluster, order)
+    (held,) = cluster.snapshot().workloads
+    assert held.name == WAITING.workload and held.placement is not None
+    cluster.remove_pod(WAITING.namespace, WAITING.name)
+    # Not held until the intent expires (intent_ttl_s): the pod is gone, not late.
+    assert cluster.snapshot().workloads == ()
