@@ -8,7 +8,7 @@ import pytest
 from webhook_support import fixture_cluster
 
 from scheduler.allocator import decide
-from scheduler.model import Demand
+from scheduler.model import Demand, Workload
 from scheduler.reasons import Outcome
 from webhook.cluster import LiveCluster
 from webhook.pods import ManagedPod
@@ -39,12 +39,29 @@ def _admit(cluster: LiveCluster, order: str) -> None:
         cluster.put_pod(admitted)
 
 
+@pytest.mark.parametrize("gone", ["deleted", "missing from a relist"])
 @pytest.mark.parametrize("order", ["noted first", "seen first", "never seen admitted"])
-def test_a_deleted_admitted_pod_frees_its_gpus_at_once(order: str) -> None:
+def test_a_deleted_admitted_pod_frees_its_gpus_at_once(order: str, gone: str) -> None:
     cluster = fixture_cluster()  # a frozen clock: intents never expire here
     _admit(cluster, order)
     (held,) = cluster.snapshot().workloads
     assert held.name == WAITING.workload and held.placement is not None
-    cluster.remove_pod(WAITING.namespace, WAITING.name)
+    if gone == "deleted":
+        cluster.remove_pod(WAITING.namespace, WAITING.name)
+    else:  # deleted while the watch was down
+        cluster.replace_pods([])
     # Not held until the intent expires (intent_ttl_s): the pod is gone, not late.
     assert cluster.snapshot().workloads == ()
+
+
+def test_an_admission_at_creation_holds_its_gpus_until_its_pod_is_stored() -> None:
+    # The webhook admits a pod before the API server stores it: a list that does not show
+    # it yet must not free its GPUs.
+    cluster = fixture_cluster()
+    arriving = Workload(
+        name="gpu-team-a/serve", queue="team-a", namespace="gpu-team-a", demand=Demand(gpus=2)
+    )
+    assert cluster.admit_now(arriving, reserve=True).outcome is Outcome.ADMIT
+    cluster.replace_pods([])
+    (held,) = cluster.snapshot().workloads
+    assert held.name == arriving.name and held.placement is not None

@@ -75,6 +75,9 @@ class NamespacePolicy:
 class _Intent:
     workload: Workload
     expires: float
+    seen: bool = False
+    """Its pods were observed when it was made (the controller's admissions): a list
+    without them means they are gone, not late."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -488,7 +491,10 @@ class LiveCluster:
         kept, or it would outlive a pod deleted meanwhile by up to ``intent_ttl_s``."""
         with self._lock:
             self.record_admission(workload.queue)
-            self._intents[workload.name] = _Intent(workload, self._clock() + self._intent_ttl_s)
+            seen = any(p.workload == workload.name for p in self.pods.values())
+            self._intents[workload.name] = _Intent(
+                workload, self._clock() + self._intent_ttl_s, seen
+            )
             self._retire_if_observed(workload.name)
             self._changed()
 
@@ -520,7 +526,8 @@ class LiveCluster:
             self._retire_if_observed(name)
 
     def _retire_if_observed(self, workload: str) -> None:
-        """An intent ends when its pods are observed: all admitted, or (waiting) present."""
+        """An intent ends when its pods are observed: all admitted, or (waiting) present;
+        or when pods it was made for are no longer there."""
         intent = self._intents.get(workload)
         if intent is None:
             return
@@ -528,7 +535,9 @@ class LiveCluster:
         if intent.workload.placement is None:
             if pods:
                 del self._intents[workload]
-        elif len(pods) >= intent.workload.pods and not any(p.gated for p in pods):
+        elif (intent.seen and not pods) or (
+            len(pods) >= intent.workload.pods and not any(p.gated for p in pods)
+        ):
             del self._intents[workload]
 
     def _snapshot(self, with_telemetry: bool = True) -> Snapshot:
