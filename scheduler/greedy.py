@@ -489,7 +489,8 @@ class Cycle:
     def _eviction_reason(
         self, victim: Running, w: Workload, option: Option, amount: int
     ) -> tuple[Reason, str]:
-        """Why ``victim`` is evicted for ``w`` (``amount``: what w was charged, if admitted)."""
+        """Why ``victim`` is evicted for ``w`` (``amount``: what w was charged, if admitted).
+        w's name sits where ``_for_another`` finds it to name another."""
         if victim.workload.queue == w.queue:
             return Reason.PREEMPTED_PRIORITY, (
                 f"preempted by {w.name} (priority {w.priority} > {victim.workload.priority}) "
@@ -644,7 +645,8 @@ class Cycle:
         another node. Nothing admitted in this cycle has started and alike workloads fit
         each other's places exactly, so they trade: the older takes the newer's admission
         (design §3.3: priority, then age) and nothing else changes: not capacity, quota,
-        nor the objective. Admissions that evicted someone keep their beneficiary."""
+        nor the objective. An admission that evicted goes with its victims, now evicted for
+        the older: alike, it has the same rights to evict, and more by age."""
         waiting: dict[tuple[object, ...], list[Verdict]] = {}
         for verdict in self.outcomes.values():
             if verdict.outcome is Outcome.PENDING and verdict.entry.options:
@@ -653,7 +655,7 @@ class Cycle:
             return
         admitted: dict[tuple[object, ...], list[Verdict]] = {}
         for verdict in self.outcomes.values():
-            if verdict.outcome is Outcome.ADMIT and not verdict.victims:
+            if verdict.outcome is not Outcome.PENDING:
                 key = verdict.entry.alike
                 if key in waiting:
                     admitted.setdefault(key, []).append(verdict)
@@ -667,13 +669,18 @@ class Cycle:
                 o, n = old.entry.workload.name, new.entry.workload.name
                 self.outcomes[o] = Verdict(
                     old.entry,
-                    Outcome.ADMIT,
+                    new.outcome,
                     new.reason,
                     new.message,
                     new.option,
                     new.allocation,
+                    new.victims,
                     note=f"in the place of {n}, alike and newer in its queue",
                 )
+                for victim in new.victims:
+                    at = self.eviction_at[id(victim)]
+                    _, _, why, text = self.evictions[at]
+                    self.evictions[at] = (victim, o, why, _for_another(why, text, n, o))
                 self.outcomes[n] = Verdict(
                     new.entry,
                     Outcome.PENDING,
@@ -817,6 +824,15 @@ def _within(small: Size, large: Size) -> bool:
         and small[2] <= large[2]
         and small[3] <= large[3]
     )
+
+
+def _for_another(why: Reason, text: str, was: str, now: str) -> str:
+    """An eviction's text (``Cycle._eviction_reason``) naming ``now`` as the beneficiary in
+    place of ``was``, alike (same queue and priority): the numbers stay as they were when
+    the victim was chosen."""
+    if why is Reason.PREEMPTED_RECLAIM:
+        return text.removesuffix(f" for {was}") + f" for {now}"
+    return text.replace(f"preempted by {was} (", f"preempted by {now} (", 1)
 
 
 def _describe(option: Option) -> str:

@@ -761,8 +761,7 @@ def check_priority_order(snapshot: Snapshot, decision: Decision) -> list[str]:
 def check_age_order(snapshot: Snapshot, decision: Decision) -> list[str]:
     """Of alike workloads of a queue (same priority, demand, pods, CPU, memory and node
     constraints), no newer one is newly admitted while an older one waits: it would fit in
-    the newer's place exactly. Admissions that evict are left out (their victims were
-    chosen for them)."""
+    the newer's place exactly, and evict what the newer evicts."""
     by_name = {w.name: w for w in snapshot.workloads}
 
     def shape(w: Workload) -> tuple[object, ...]:
@@ -783,7 +782,7 @@ def check_age_order(snapshot: Snapshot, decision: Decision) -> list[str]:
         w = by_name[d.workload]
         if d.outcome is Outcome.PENDING:
             waiting.setdefault(shape(w), []).append(w)
-        elif d.outcome is Outcome.ADMIT:
+        else:
             admitted.setdefault(shape(w), []).append(w)
     problems = []
     for key, newer in admitted.items():

@@ -1003,6 +1003,58 @@ def test_regression_of_alike_workloads_the_older_ones_are_admitted() -> None:
     assert check_reasons_current(snap, decision) == []
 
 
+@both_paths
+def test_regression_an_older_alike_takes_a_newer_ones_admission_with_its_victims(
+    path: str,
+) -> None:
+    # Found by a search over the take-back property snapshots: g0 takes back s07 and s08
+    # (mate1, priority 10, borrowing) for its nominal quota; s10, alike and newer, is then
+    # admitted by evicting r0, mate1's own priority 0. s07 waited while s10 ran.
+    snap, decision = regression_case("older-alike-evicts", path)
+    s07 = outcome(decision, "s07")
+    assert s07.outcome is Outcome.PREEMPT
+    assert s07.message.endswith("in the place of s10, alike and newer in its queue")
+    assert outcome(decision, "s10").outcome is Outcome.PENDING
+    assert [(e.workload, e.beneficiary, e.message) for e in decision.evictions] == [
+        ("r0", "s07", "preempted by s07 (priority 10 > 0) in queue mate1")
+    ]
+    assert check_age_order(snap, decision) == []
+    assert check_reasons_current(snap, decision) == []
+
+
+def test_a_reclaiming_admission_traded_to_an_older_alike_names_it_in_the_eviction() -> None:
+    # The cycle never leaves this case itself (an older alike workload is tried first, and
+    # what reclaims is within nominal, which no take-back touches): n, newer, is admitted
+    # ahead of o by hand, reclaiming from b; the trade gives o the admission and the victim.
+    from scheduler.compiled import compile_snapshot
+    from scheduler.greedy import Cycle
+
+    snap = snapshot(
+        nodes=[node("h0", H100, 2)],
+        queues=[queue("a", cohort="x").quota(H100, 1), queue("b", cohort="x").quota(H100, 1)],
+        workloads=[
+            workload("b-run0").gpus(1).queue("b").running_on("h0", 0).started(10),
+            workload("b-run1").gpus(1).queue("b").running_on("h0", 1).started(20),
+            workload("o").gpus(1).queue("a").created(1),
+            workload("n").gpus(1).queue("a").created(2),
+        ],
+    )
+    compiled = compile_snapshot(snap, snap.catalog())
+    cycle = Cycle(compiled)
+    older, newer = compiled.pending
+    assert cycle.admit_or_explain(newer).outcome is Outcome.PREEMPT
+    assert cycle.admit_or_explain(older).outcome is Outcome.PENDING  # a at 1/1, b lends 0
+    cycle.older_alike_first()
+    assert cycle.outcomes["o"].outcome is Outcome.PREEMPT
+    assert cycle.outcomes["o"].text.endswith("in the place of n, alike and newer in its queue")
+    assert cycle.outcomes["n"].outcome is Outcome.PENDING
+    ((victim, beneficiary, why, text),) = cycle.evictions
+    assert (victim.workload.name, beneficiary, why) == ("b-run1", "o", Reason.PREEMPTED_RECLAIM)
+    assert text == (
+        "queue b borrows H100-80GB; queue a reclaims its nominal quota (0/1 used) for o"
+    )
+
+
 _DECIDE_IN_A_PROCESS = """
 from scheduler.allocator import decide
 from scheduler.defaults import demo_snapshot
