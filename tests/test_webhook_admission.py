@@ -490,6 +490,19 @@ def test_only_the_leading_replica_admits_at_creation() -> None:
     assert follower.cluster.snapshot().workloads == ()  # nothing reserved here
 
 
+def test_a_placement_a_user_wrote_on_a_waiting_pod_is_removed() -> None:
+    # A gated pod with a placement is one Apportion admitted (a gang's members are placed
+    # before their gates come off): only Apportion may write one.
+    from webhook.admission import Admission
+    from webhook.settings import AdmissionSettings
+
+    follower = Admission(fixture_cluster(), AdmissionSettings(), admits_now=lambda: False)
+    body = vary(review(GPU_1), annotations={ANNOTATION_PLACEMENT: "gpu-node-a:0"})
+    pod = _pod_after(body, answer(follower.mutate, body))
+    assert _gated(pod)
+    assert ANNOTATION_PLACEMENT not in pod["metadata"]["annotations"]
+
+
 def test_an_arrival_does_not_pass_higher_priority_work_of_its_queue() -> None:
     from scheduler.model import Demand
     from webhook.pods import ManagedPod

@@ -176,6 +176,77 @@ def test_a_gang_is_admitted_all_together_once_complete(fake: Fake) -> None:
         controller.stop()
 
 
+def test_a_gang_admission_cut_short_by_api_errors_is_carried_out_whole(fake: Fake) -> None:
+    # A removed gate cannot be put back: a gang whose second member's patch fails must not
+    # be left with its first member released and its second gated for good.
+    controller = _controller(fake)
+    controller.start()
+    try:
+        eventually(controller.synced)
+        fake.fail(r".*/pods/llm-1", times=2, status=500, method="PATCH")
+        _waiting_pod(fake, "llm-0", gpus=2, workload="gpu-team-a/llm", gang=2)
+        _waiting_pod(fake, "llm-1", gpus=2, workload="gpu-team-a/llm", gang=2)
+        eventually(lambda: not _gates(_pod(fake, "llm-0")) and not _gates(_pod(fake, "llm-1")))
+        assert len(fake.requests_to(r".*/pods/llm-1", "PATCH")) >= 3  # two failed
+        placements = {
+            _pod(fake, n)["metadata"]["annotations"][ANNOTATION_PLACEMENT]
+            for n in ("llm-0", "llm-1")
+        }
+        assert len(placements) == 2
+    finally:
+        controller.stop()
+
+
+def test_a_restart_completes_a_gang_admission_recorded_but_not_yet_released(
+    fake: Fake,
+) -> None:
+    # The controller recorded both members' placements, released llm-0 and stopped. The
+    # next one holds both placements and releases llm-1 where recorded.
+    free = _free_gpus(fake, "gpu-node-a")
+    recorded = {"llm-0": f"gpu-node-a:{free[0]}", "llm-1": f"gpu-node-a:{free[1]}"}
+    for name, placement in recorded.items():
+        pod = _waiting_pod(fake, name, gpus=1, workload="gpu-team-a/llm", gang=2)
+        pod["metadata"]["annotations"][keys.ANNOTATION_DECISION] = "admitted"
+        pod["metadata"]["annotations"][ANNOTATION_PLACEMENT] = placement
+        if name == "llm-0":
+            pod["spec"]["schedulingGates"] = []
+        fake.put_pod(pod)
+    controller = _controller(fake, "replica-2")
+    controller.start()
+    try:
+        eventually(controller.synced)
+        held = {w.name: w for w in controller.cluster.snapshot().workloads}["gpu-team-a/llm"]
+        assert held.placement is not None and len(held.placement) == 2
+        eventually(lambda: not _gates(_pod(fake, "llm-1")))
+        llm_1 = _pod(fake, "llm-1")
+        assert llm_1["metadata"]["annotations"][ANNOTATION_PLACEMENT] == recorded["llm-1"]
+        terms = llm_1["spec"]["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]["nodeSelectorTerms"]
+        pinned = {"key": keys.NODE_HOSTNAME, "operator": "In", "values": ["gpu-node-a"]}
+        assert pinned in terms[0]["matchExpressions"]
+    finally:
+        controller.stop()
+
+
+def _free_gpus(fake: Fake, node: str) -> list[int]:
+    """Whole GPUs of ``node`` nothing holds once a controller has admitted the recorded
+    gated pod (patched-gpu-1)."""
+    controller = _controller(fake)
+    controller.start()
+    try:
+        eventually(controller.synced)
+        eventually(lambda: controller.cluster.pods[("gpu-team-a", "patched-gpu-1")].placement)
+        snapshot = controller.cluster.snapshot()
+    finally:
+        controller.stop()
+    held = {
+        g for w in snapshot.workloads for p in w.placement or () if p.node == node for g in p.gpus
+    }
+    (gpus,) = [n.gpus for n in snapshot.nodes if n.name == node]
+    return [g.index for g in gpus if g.index not in held and g.mig is None]
+
+
 def _fill_with_low_priority(fake: Fake) -> None:
     """Low-priority work on every free GPU, admitted and bound."""
     _waiting_pod(fake, "low-a", gpus=4, priority=0)

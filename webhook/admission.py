@@ -159,6 +159,11 @@ class Admission:
             annotations[keys.ANNOTATION_GANG_SIZE] = str(workload.pods)
         if admitted and decision.placement:
             annotations[ANNOTATION_PLACEMENT] = format_placement(decision.placement[0])
+        elif ANNOTATION_PLACEMENT in ((pod.get("metadata") or {}).get("annotations") or {}):
+            # Only Apportion places: a gated pod with a placement is an admitted one.
+            patch.append(
+                {"op": "remove", "path": "/metadata/annotations/" + escape(ANNOTATION_PLACEMENT)}
+            )
         labels = {keys.LABEL_MANAGED: "true", keys.LABEL_QUEUE: workload.queue}
         if ask.gang is not None:
             # Recorded in Apportion's own keys whatever named the gang (Kueue's labels, a

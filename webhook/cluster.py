@@ -288,7 +288,7 @@ class LiveCluster:
                 self.generation += 1 if before.raw is not pod.raw else 0
                 return
             intent = self._intents.get(pod.workload)
-            if intent is not None and not pod.gated and _same_place(intent, pod):
+            if intent is not None and pod.admitted and _same_place(intent, pod):
                 # The pod Apportion admitted shows up where it was placed: the allocator
                 # already holds it; the intent retires once every pod is observed admitted.
                 self._retire_if_observed(pod.workload)
@@ -352,17 +352,17 @@ class LiveCluster:
         if self._waiting_cache is None or self._waiting_cache[0] != self.generation:
             highest: dict[str, int] = {}
             for pod in self.pods.values():
-                if pod.gated and not pod.foreign:
+                if not pod.admitted and not pod.foreign:
                     highest[pod.queue] = max(highest.get(pod.queue, pod.priority), pod.priority)
             self._waiting_cache = (self.generation, highest)
         return self._waiting_cache[1]
 
     def waiting(self) -> list[Waiting]:
-        """Workloads with gated pods, complete gangs and incomplete ones alike."""
+        """Workloads with pods waiting, complete gangs and incomplete ones alike."""
         with self._lock:
             grouped: dict[str, list[ManagedPod]] = {}
             for pod in self.pods.values():
-                if pod.gated and not pod.foreign:
+                if not pod.admitted and not pod.foreign:
                     grouped.setdefault(pod.workload, []).append(pod)
             out = []
             for name, pods in sorted(grouped.items()):
@@ -536,7 +536,7 @@ class LiveCluster:
             if pods:
                 del self._intents[workload]
         elif (intent.seen and not pods) or (
-            len(pods) >= intent.workload.pods and not any(p.gated for p in pods)
+            len(pods) >= intent.workload.pods and all(p.admitted for p in pods)
         ):
             del self._intents[workload]
 

@@ -106,6 +106,8 @@ class Controller:
         self._node_problems: dict[str, str] = {}
         """Every Node by name: why new work must not land on it, or ''."""
         self.stuck = StuckWatch(settings.stuck_after_s)
+        self._released: set[tuple[str, str, str]] = set()
+        """Pods whose gate this controller removed, until the watch shows it gone."""
         self.stuck_reviews = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -261,6 +263,7 @@ class Controller:
 
     def reconcile_once(self) -> Decision | None:
         """One global decision over the waiting workloads, and its actions."""
+        self._complete_admissions()
         snapshot = self.cluster.snapshot()
         if not any(w.placement is None for w in snapshot.workloads):
             self.cluster.set_last_decisions(())
@@ -340,12 +343,19 @@ class Controller:
     def _admit(
         self, workload: Workload, verdict: WorkloadDecision, members: list[ManagedPod]
     ) -> None:
+        """Record the decision on the pods, then remove their gates.
+
+        A pod's gate cannot be put back, so a gang's members get their placements first,
+        still gated: an error or a restart between two members' patches then leaves a
+        gang either not admitted at all or admitted on record, which the next cycle
+        completes (``_complete_admissions``), never half released.
+        """
         if len(verdict.placement) != len(members):
             return
-        for pod, placement in zip(members, verdict.placement, strict=True):
+        placed = list(zip(members, verdict.placement, strict=True))
+        for pod, placement in placed:
             raw = pod.raw or {}
-            patch = admit_gated(raw, self._expressions(placement))
-            patch += set_metadata(
+            patch = set_metadata(
                 raw,
                 "annotations",
                 {
@@ -355,19 +365,10 @@ class Controller:
                     ANNOTATION_PLACEMENT: format_placement(placement),
                 },
             )
-            try:
-                self.api.patch_pod(pod.namespace, pod.name, patch)
-            except ApiException as error:
-                # A stale view (the watch will bring the new one) or a rejected change.
-                log.warning(
-                    "admitting %s/%s failed: %s %s",
-                    pod.namespace,
-                    pod.name,
-                    error.status,
-                    error.reason,
-                )
+            if len(members) == 1:  # one patch, all or nothing
+                patch = admit_gated(raw, self._expressions(placement)) + patch
+            if not self._patch(pod, patch, "admitting"):
                 return
-            self._event(raw, "Admitted", verdict.message)
         self.cluster.note_admitted(
             workload.model_copy(
                 update={
@@ -378,6 +379,41 @@ class Controller:
             )
         )
         log.info("admitted %s", verdict.workload, extra={"workload": verdict.workload})
+        if len(members) == 1:
+            self._event(members[0].raw or {}, "Admitted", verdict.message)
+            return
+        for pod, placement in placed:
+            self._release(pod, placement, verdict.message)
+
+    def _complete_admissions(self) -> None:
+        """Remove the gates of admitted gangs' members that still carry them (an admission
+        an API error or a restart cut short), where their recorded placements say."""
+        gated = {_uid(p): p for p in self.cluster.managed_pods() if p.gated}
+        # Released but not yet seen so by the watch: nothing to do again.
+        self._released &= gated.keys()
+        for members in self._pods_by_workload().values():
+            if all(p.admitted for p in members):
+                for pod in members:
+                    if pod.placement is not None and _uid(pod) in gated.keys() - self._released:
+                        self._release(pod, pod.placement, "admitted where recorded earlier")
+
+    def _release(self, pod: ManagedPod, placement: PodPlacement, message: str) -> None:
+        raw = pod.raw or {}
+        if self._patch(pod, admit_gated(raw, self._expressions(placement)), "releasing"):
+            self._released.add(_uid(pod))
+            self._event(raw, "Admitted", message)
+
+    def _patch(self, pod: ManagedPod, patch: list[Raw], doing: str) -> bool:
+        """Apply ``patch`` to ``pod``; False (logged) if the API refused or failed."""
+        try:
+            self.api.patch_pod(pod.namespace, pod.name, patch)
+        except ApiException as error:
+            # A stale view (the watch will bring the new one) or a rejected change.
+            log.warning(
+                "%s %s/%s failed: %s %s", doing, pod.namespace, pod.name, error.status, error.reason
+            )
+            return False
+        return True
 
     def _expressions(self, placement: PodPlacement) -> list[Raw]:
         node = self.cluster.nodes.get(placement.node)
@@ -398,18 +434,8 @@ class Controller:
 
     def _set_reason(self, pod: ManagedPod, text: str) -> bool:
         """Write the pod's reason annotation; False (logged) if the API refused."""
-        try:
-            self.api.patch_pod(
-                pod.namespace,
-                pod.name,
-                set_metadata(pod.raw or {}, "annotations", {keys.ANNOTATION_REASON: text}),
-            )
-        except ApiException as error:
-            log.warning(
-                "updating the reason on %s/%s failed: %s", pod.namespace, pod.name, error.reason
-            )
-            return False
-        return True
+        patch = set_metadata(pod.raw or {}, "annotations", {keys.ANNOTATION_REASON: text})
+        return self._patch(pod, patch, "updating the reason on")
 
     def _evict(
         self, workload: str, beneficiary: str, message: str, pods: dict[str, list[ManagedPod]]
@@ -505,3 +531,8 @@ class Controller:
             self.api.record_event(pod, reason, message, event_type)
         except ApiException as error:  # events are best effort
             log.debug("event on %s failed: %s", (pod.get("metadata") or {}).get("name"), error)
+
+
+def _uid(pod: ManagedPod) -> tuple[str, str, str]:
+    """A pod's identity across a delete and re-create under the same name."""
+    return pod.namespace, pod.name, str(((pod.raw or {}).get("metadata") or {}).get("uid") or "")

@@ -116,7 +116,7 @@ def _kind_flavor(demand: Demand, node: Node | None) -> str | None:
 def workload_of(
     name: str, pods: list[ManagedPod], ledgers: dict[str, NodeLedger]
 ) -> Workload | None:
-    """A running workload (every pod admitted) or a waiting one (any pod gated)."""
+    """A running workload (every pod admitted) or a waiting one (any pod not)."""
     first = min(pods, key=lambda p: (p.created, p.name))
     base = Workload(
         name=name,
@@ -129,7 +129,7 @@ def workload_of(
         cpu_milli=first.cpu_milli,
         memory_mib=first.memory_mib,
     )
-    if any(p.gated for p in pods):
+    if not all(p.admitted for p in pods):
         if len(pods) < first.gang_size:
             return None  # an incomplete gang is reported, not decided
         return base.model_copy(update={"pods": len(pods)})

@@ -366,6 +366,13 @@ class ManagedPod:
     raw: dict[str, Any] | None = field(default=None, compare=False)
     """The pod object, for the controller's patches."""
 
+    @property
+    def admitted(self) -> bool:
+        """Released, or still gated with Apportion's placement recorded: a gang is admitted
+        by recording every member's placement first and removing the gates after, so an
+        admission cut short (an API error, a restart) is carried out, not half done."""
+        return not self.gated or self.placement is not None
+
 
 def epoch_seconds(timestamp: object) -> int:
     """RFC 3339 ``2026-11-25T17:25:04Z`` → seconds since the epoch (0 if absent)."""
