@@ -11,7 +11,7 @@ from scheduler.allocator import decide
 from scheduler.model import Demand, Workload
 from scheduler.reasons import Outcome
 from webhook.cluster import LiveCluster
-from webhook.pods import ManagedPod
+from webhook.pods import ManagedPod, parse_placement
 
 WAITING = ManagedPod(
     namespace="gpu-team-a", name="train-0", workload="gpu-team-a/train", queue="team-a",
@@ -65,3 +65,45 @@ def test_an_admission_at_creation_holds_its_gpus_until_its_pod_is_stored() -> No
     cluster.replace_pods([])
     (held,) = cluster.snapshot().workloads
     assert held.name == arriving.name and held.placement is not None
+
+
+def _member(name: str, *, gated: bool, placement: str | None = None) -> ManagedPod:
+    return replace(
+        WAITING,
+        name=name,
+        workload="gpu-team-a/llm",
+        demand=Demand(gpus=1),
+        gang_size=3,
+        gated=gated,
+        placement=parse_placement(placement) if placement else None,
+    )
+
+
+def test_a_running_gangs_replacements_wait_apart_and_its_members_keep_their_gpus() -> None:
+    cluster = fixture_cluster()
+    cluster.put_pod(_member("llm-0", gated=False, placement="gpu-node-a:0"))
+    cluster.put_pod(_member("llm-1", gated=False, placement="gpu-node-a:1"))
+    cluster.put_pod(_member("llm-2b", gated=True))  # llm-2 failed; its Job made llm-2b
+    workloads = {w.name: w for w in cluster.snapshot().workloads}
+    gang, again = workloads["gpu-team-a/llm"], workloads["gpu-team-a/llm replacements"]
+    assert gang.placement is not None and [p.gpus for p in gang.placement] == [(0,), (1,)]
+    assert (again.pods, again.placement) == (1, None)
+    (waiting,) = cluster.waiting()
+    assert (waiting.workload, waiting.reason, waiting.pods) == (again.name, "Pending", 1)
+
+
+def test_a_gangs_new_generation_waits_while_the_old_one_runs() -> None:
+    # A JobSet restarted: three new pods while two old ones still terminate. More than
+    # the places the old leave: not decided until they are gone.
+    cluster = fixture_cluster()
+    cluster.put_pod(_member("llm-0", gated=False, placement="gpu-node-a:0"))
+    cluster.put_pod(_member("llm-1", gated=False, placement="gpu-node-a:1"))
+    for name in ("llm-0b", "llm-1b", "llm-2b"):
+        cluster.put_pod(_member(name, gated=True))
+    assert [w.name for w in cluster.snapshot().workloads] == ["gpu-team-a/llm"]
+    (waiting,) = cluster.waiting()
+    assert (waiting.reason, waiting.message) == (
+        "GangRunning",
+        "3 new pods of gang gpu-team-a/llm, which still runs with 2 of its 3: they wait for "
+        "those to end",
+    )

@@ -229,6 +229,39 @@ def test_a_restart_completes_a_gang_admission_recorded_but_not_yet_released(
         controller.stop()
 
 
+def test_a_running_gang_member_replaced_by_its_owner_is_admitted_alone(fake: Fake) -> None:
+    # An Indexed Job recreates a failed member: the gang runs on, its running member keeps
+    # its GPUs, and the new member is admitted into the place left, without the gang
+    # waiting again.
+    controller = _controller(fake)
+    controller.start()
+    try:
+        eventually(controller.synced)
+        for name in ("llm-0", "llm-1"):
+            _waiting_pod(fake, name, gpus=2, workload="gpu-team-a/llm", gang=2)
+        eventually(lambda: not _gates(_pod(fake, "llm-0")) and not _gates(_pod(fake, "llm-1")))
+        running = _pod(fake, "llm-0")["metadata"]["annotations"][ANNOTATION_PLACEMENT]
+        fake.delete_pod("gpu-team-a", "llm-1")
+        _waiting_pod(fake, "llm-1-again", gpus=2, workload="gpu-team-a/llm", gang=2)
+        eventually(lambda: not _gates(_pod(fake, "llm-1-again")))
+        assert _pod(fake, "llm-0")["metadata"]["annotations"][ANNOTATION_PLACEMENT] == running
+        again = _pod(fake, "llm-1-again")["metadata"]["annotations"][ANNOTATION_PLACEMENT]
+        assert again != running
+
+        def one_gang_again() -> bool:
+            workloads = {w.name: w for w in controller.cluster.snapshot().workloads}
+            gang = workloads.get("gpu-team-a/llm")
+            return (
+                "gpu-team-a/llm replacements" not in workloads
+                and gang is not None
+                and len(gang.placement or ()) == 2
+            )
+
+        eventually(one_gang_again)
+    finally:
+        controller.stop()
+
+
 def _free_gpus(fake: Fake, node: str) -> list[int]:
     """Whole GPUs of ``node`` nothing holds once a controller has admitted the recorded
     gated pod (patched-gpu-1)."""

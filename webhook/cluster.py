@@ -43,7 +43,15 @@ from scheduler.telemetry.report import TelemetryReport
 from webhook import keys
 from webhook.hostpods import HostPod, HostPods
 from webhook.kubeobjects import NodeLedger
-from webhook.observed import nodes_less_foreign, without_unknown_queues, workload_of
+from webhook.observed import (
+    PodGroup,
+    nodes_less_foreign,
+    replaced_gang,
+    replacements_of,
+    without_unknown_queues,
+    workload_groups,
+    workload_of,
+)
 from webhook.pods import ManagedPod, PodAsk
 
 __all__ = [
@@ -287,13 +295,14 @@ class LiveCluster:
             if before is not None and _capacity_view(before) == _capacity_view(pod):
                 self.generation += 1 if before.raw is not pod.raw else 0
                 return
-            intent = self._intents.get(pod.workload)
-            if intent is not None and pod.admitted and _same_place(intent, pod):
-                # The pod Apportion admitted shows up where it was placed: the allocator
-                # already holds it; the intent retires once every pod is observed admitted.
-                self._retire_if_observed(pod.workload)
-                self.generation += 1
-                return
+            for name in (pod.workload, replacements_of(pod.workload)):
+                intent = self._intents.get(name)
+                if intent is not None and pod.admitted and _same_place(intent, pod):
+                    # The pod Apportion admitted shows up where it was placed: the allocator
+                    # already holds it; the intent retires once every pod is seen admitted.
+                    self._retire_if_observed(name)
+                    self.generation += 1
+                    return
             self._changed()
 
     def put_host_pod(self, pod: HostPod) -> None:
@@ -314,6 +323,7 @@ class LiveCluster:
             if pod is not None:
                 # An admission not yet seen whole ends here: its pod is gone, not late.
                 self._intents.pop(pod.workload, None)
+                self._retire_if_observed(replacements_of(pod.workload))
             if self._tracked(self.host_pods.remove((namespace, name))) or pod is not None:
                 self._changed()
 
@@ -360,16 +370,28 @@ class LiveCluster:
     def waiting(self) -> list[Waiting]:
         """Workloads with pods waiting, complete gangs and incomplete ones alike."""
         with self._lock:
-            grouped: dict[str, list[ManagedPod]] = {}
-            for pod in self.pods.values():
-                if not pod.admitted and not pod.foreign:
-                    grouped.setdefault(pod.workload, []).append(pod)
+            groups = workload_groups(self.pods.values())
             out = []
-            for name, pods in sorted(grouped.items()):
+            for name, group in sorted(groups.items()):
+                pods = group.pods
+                if all(p.admitted for p in pods):
+                    continue
                 first = min(pods, key=lambda p: (p.created, p.name))
-                size = max(first.gang_size, len(pods))
-                incomplete = len(pods) < size
-                unknown = first.queue not in self.queues
+                size = max(first.gang_size, len(pods)) if group.places is None else len(pods)
+                reason, message = "Pending", "waiting for the controller's next decision"
+                if first.queue not in self.queues:
+                    reason = "QueueUnknown"
+                    message = f"queue {first.queue!r} does not exist; create it or relabel"
+                elif len(pods) < size:
+                    reason = "GangIncomplete"
+                    message = f"{len(pods)} of {size} pods exist; the gang waits for all"
+                elif group.places is not None and len(pods) > group.places:
+                    reason = "GangRunning"
+                    message = (
+                        f"{len(pods)} new pods of gang {first.workload}, which still runs with "
+                        f"{first.gang_size - group.places} of its {first.gang_size}: they wait "
+                        "for those to end"
+                    )
                 out.append(
                     Waiting(
                         workload=name,
@@ -379,16 +401,8 @@ class LiveCluster:
                         pods_present=len(pods),
                         priority=max(p.priority for p in pods),
                         created=first.created,
-                        reason="QueueUnknown"
-                        if unknown
-                        else "GangIncomplete"
-                        if incomplete
-                        else "Pending",
-                        message=f"queue {first.queue!r} does not exist; create it or relabel"
-                        if unknown
-                        else f"{len(pods)} of {size} pods exist; the gang waits for all"
-                        if incomplete
-                        else "waiting for the controller's next decision",
+                        reason=reason,
+                        message=message,
                     )
                 )
             return out
@@ -491,7 +505,7 @@ class LiveCluster:
         kept, or it would outlive a pod deleted meanwhile by up to ``intent_ttl_s``."""
         with self._lock:
             self.record_admission(workload.queue)
-            seen = any(p.workload == workload.name for p in self.pods.values())
+            seen = workload.name in workload_groups(self.pods.values())
             self._intents[workload.name] = _Intent(
                 workload, self._clock() + self._intent_ttl_s, seen
             )
@@ -522,21 +536,25 @@ class LiveCluster:
             self.generation += 1
 
     def _drop_observed_intents(self) -> None:
+        groups = workload_groups(self.pods.values())
         for name in list(self._intents):
-            self._retire_if_observed(name)
+            self._retire_if_observed(name, groups)
 
-    def _retire_if_observed(self, workload: str) -> None:
+    def _retire_if_observed(self, workload: str, groups: dict[str, PodGroup] | None = None) -> None:
         """An intent ends when its pods are observed: all admitted, or (waiting) present;
-        or when pods it was made for are no longer there."""
+        or when the pods it was made for are no longer there, or (a gang's replacements)
+        no longer apart from the gang's running members."""
         intent = self._intents.get(workload)
         if intent is None:
             return
-        pods = [p for p in self.pods.values() if p.workload == workload]
+        group = (groups or workload_groups(self.pods.values())).get(workload)
         if intent.workload.placement is None:
-            if pods:
+            if group is not None:
                 del self._intents[workload]
-        elif (intent.seen and not pods) or (
-            len(pods) >= intent.workload.pods and all(p.admitted for p in pods)
+        elif (intent.seen and group is None) or (
+            group is not None
+            and len(group.pods) >= intent.workload.pods
+            and all(p.admitted for p in group.pods)
         ):
             del self._intents[workload]
 
@@ -544,10 +562,7 @@ class LiveCluster:
         nodes = self.host_pods.less_held(nodes_less_foreign(self.nodes, self.pods.values()))
         ledgers = {name: NodeLedger.of(node) for name, node in nodes.items()}
         workloads: list[Workload] = []
-        grouped: dict[str, list[ManagedPod]] = {}
-        for pod in self.pods.values():
-            if not pod.foreign:
-                grouped.setdefault(pod.workload, []).append(pod)
+        grouped = workload_groups(self.pods.values())
         # Intents first: their placements were chosen by the allocator and must stay put;
         # an admitted intent stands for its pods until they are all observed admitted.
         for intent in self._intents.values():
@@ -555,6 +570,15 @@ class LiveCluster:
             if name in grouped and intent.workload.placement is None:
                 continue
             grouped.pop(name, None)
+            gang = replaced_gang(name)
+            if gang in grouped and intent.workload.placement is not None:
+                # Replacements already seen where the intent placed them are its own.
+                taken = set(intent.workload.placement)
+                kept = [p for p in grouped[gang].pods if p.placement not in taken]
+                if kept:
+                    grouped[gang] = PodGroup(kept)
+                else:
+                    del grouped[gang]
             if intent.workload.placement is not None:
                 placed = all(
                     p.node in ledgers and ledgers[p.node].claim(p)

@@ -46,6 +46,7 @@ from webhook.kubeapi import KubeApi
 from webhook.kubeobjects import node_from_object, node_problem
 from webhook.leader import LeaderElector
 from webhook.metrics import Metrics
+from webhook.observed import workload_groups
 from webhook.patches import admit_gated, node_expressions, set_metadata
 from webhook.pods import ANNOTATION_PLACEMENT, ManagedPod, PodReader, format_placement
 from webhook.settings import ControllerSettings
@@ -331,14 +332,9 @@ class Controller:
             self._statuses[name] = status
 
     def _pods_by_workload(self) -> dict[str, list[ManagedPod]]:
-        grouped: dict[str, list[ManagedPod]] = {}
-        for pod in self.cluster.managed_pods():
-            if pod.foreign:
-                continue
-            grouped.setdefault(pod.workload, []).append(pod)
-        for members in grouped.values():
-            members.sort(key=lambda p: p.name)
-        return grouped
+        """Pods by the workload the decision names (``observed.workload_groups``)."""
+        groups = workload_groups(self.cluster.managed_pods())
+        return {name: sorted(g.pods, key=lambda p: p.name) for name, g in groups.items()}
 
     def _admit(
         self, workload: Workload, verdict: WorkloadDecision, members: list[ManagedPod]

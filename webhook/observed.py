@@ -10,18 +10,69 @@ and take out of the nodes what pods outside Apportion's decisions hold.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 
 from scheduler.model import Demand, Node, PodPlacement, Workload, flavor_of_mig
 from webhook.kubeobjects import NodeLedger
 from webhook.pods import ManagedPod
 
 __all__ = [
+    "PodGroup",
     "nodes_less_foreign",
+    "replaced_gang",
+    "replacements_of",
     "without_devices",
     "without_host",
     "without_unknown_queues",
+    "workload_groups",
     "workload_of",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class PodGroup:
+    """The pods the allocator decides as one workload."""
+
+    pods: list[ManagedPod]
+    places: int | None = None
+    """For a running gang's replacements: the places its admitted members leave."""
+
+
+_REPLACEMENTS = " replacements"
+
+
+def replacements_of(workload: str) -> str:
+    """The name a running gang's replacement members are decided under."""
+    return workload + _REPLACEMENTS
+
+
+def replaced_gang(name: str) -> str | None:
+    """The gang whose replacements ``name`` names, if it names replacements."""
+    return name.removesuffix(_REPLACEMENTS) if name.endswith(_REPLACEMENTS) else None
+
+
+def workload_groups(pods: Iterable[ManagedPod]) -> dict[str, PodGroup]:
+    """Apportion's pods by the workload the allocator decides them as: their workload
+    annotation's, except that members a gang's owner recreated while the others run (an
+    Indexed Job replaces a failed index) form a workload of their own,
+    ``replacements_of(name)``: admitted alone into the places the gang left, they do not
+    make the running members wait again, nor their GPUs look free."""
+    grouped: dict[str, list[ManagedPod]] = {}
+    for pod in pods:
+        if not pod.foreign:
+            grouped.setdefault(pod.workload, []).append(pod)
+    groups: dict[str, PodGroup] = {}
+    for name, members in grouped.items():
+        admitted = [p for p in members if p.admitted]
+        if not admitted or len(admitted) == len(members):
+            groups[name] = PodGroup(members)
+            continue
+        groups[name] = PodGroup(admitted)
+        size = max(p.gang_size for p in members)
+        groups[replacements_of(name)] = PodGroup(
+            [p for p in members if not p.admitted], max(0, size - len(admitted))
+        )
+    return groups
 
 
 def without_devices(node: Node, whole: set[int], slices: set[tuple[int, int]]) -> Node:
@@ -113,10 +164,9 @@ def _kind_flavor(demand: Demand, node: Node | None) -> str | None:
     return node.gpus[0].model
 
 
-def workload_of(
-    name: str, pods: list[ManagedPod], ledgers: dict[str, NodeLedger]
-) -> Workload | None:
+def workload_of(name: str, group: PodGroup, ledgers: dict[str, NodeLedger]) -> Workload | None:
     """A running workload (every pod admitted) or a waiting one (any pod not)."""
+    pods = group.pods
     first = min(pods, key=lambda p: (p.created, p.name))
     base = Workload(
         name=name,
@@ -130,8 +180,10 @@ def workload_of(
         memory_mib=first.memory_mib,
     )
     if not all(p.admitted for p in pods):
-        if len(pods) < first.gang_size:
+        if group.places is None and len(pods) < first.gang_size:
             return None  # an incomplete gang is reported, not decided
+        if group.places is not None and len(pods) > group.places:
+            return None  # a new generation while the old one runs: it waits for it to end
         return base.model_copy(update={"pods": len(pods)})
     placements: list[PodPlacement] = []
     for pod in sorted(pods, key=lambda p: p.name):
