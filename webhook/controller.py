@@ -363,7 +363,7 @@ class Controller:
             )
             if len(members) == 1:  # one patch, all or nothing
                 patch = admit_gated(raw, self._expressions(placement)) + patch
-            if not self._patch(pod, patch, "admitting"):
+            if patch and not self._patch(pod, patch, "admitting"):
                 return
         self.cluster.note_admitted(
             workload.model_copy(
