@@ -311,6 +311,34 @@ def test_preemption_evicts_with_a_reason_event_then_admits(fake: Fake) -> None:
         controller.stop()
 
 
+def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None:
+    # A kubelet gives an evicted pod its grace period (30 s by default); every decision
+    # meanwhile still sees it running and names it as the victim again.
+    with running_fake(kubelet=False) as fake:
+        fake.put_namespace("gpu-team-a", {keys.NAMESPACE_ENABLED: "true"})
+        controller = _controller(fake)
+        controller.start()
+        try:
+            eventually(controller.synced)
+            _fill_with_low_priority(fake)
+            _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+            eventually(lambda: fake.evictions)
+            cycles = controller.cycles
+            eventually(lambda: controller.cycles >= cycles + 3)
+            assert [e["name"] for e in fake.evictions] == ["low-a"]
+            preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
+            assert len(preempted) == 1
+            counted = controller.metrics.registry.get_sample_value(
+                "apportion_preemptions_total", {"queue": "team-a"}
+            )
+            assert counted == 1
+            assert _gates(_pod(fake, "urgent"))  # its room is not free yet
+            fake.finish_termination("gpu-team-a", "low-a")
+            eventually(lambda: _released(fake, "urgent"))
+        finally:
+            controller.stop()
+
+
 def test_shadow_mode_never_evicts(fake: Fake) -> None:
     controller = _controller(fake, evict=False)
     controller.start()

@@ -280,8 +280,8 @@ class Controller:
         self._report_queue_status(snapshot, decision)
         pods = self._pods_by_workload()
         for eviction in decision.evictions if self.settings.evict else ():
-            self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods)
-            self.metrics.preemptions.labels(eviction.queue).inc()
+            if self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods):
+                self.metrics.preemptions.labels(eviction.queue).inc()
         workloads = {w.name: w for w in snapshot.workloads}
         for verdict in decision.workloads:
             members = pods.get(verdict.workload, [])
@@ -435,8 +435,16 @@ class Controller:
 
     def _evict(
         self, workload: str, beneficiary: str, message: str, pods: dict[str, list[ManagedPod]]
-    ) -> None:
-        for pod in pods.get(workload, []):
+    ) -> bool:
+        """Evict the workload's pods that are not already leaving; True if its eviction
+        starts now. A victim holds its devices while it terminates (30 s by default), and
+        every decision meanwhile names it again: it is evicted, told and counted once."""
+        members = pods.get(workload, [])
+        leaving = any(p.terminating for p in members)
+        evicted = False
+        for pod in members:
+            if pod.terminating:
+                continue
             try:
                 self.api.evict_pod(pod.namespace, pod.name)
             except ApiException as error:
@@ -449,7 +457,9 @@ class Controller:
                     error.reason,
                 )
                 continue
+            evicted = True
             self._event(pod.raw or {}, "Preempted", f"{message} (for {beneficiary})", "Warning")
+        return evicted and not leaving
 
     # -- admitted pods the kube-scheduler cannot place ----------------------------------------
 

@@ -373,6 +373,12 @@ class ManagedPod:
         admission cut short (an API error, a restart) is carried out, not half done."""
         return not self.gated or self.placement is not None
 
+    @property
+    def terminating(self) -> bool:
+        """Being deleted (an eviction or a delete was accepted): a bound one still holds its
+        devices until it is gone."""
+        return bool(((self.raw or {}).get("metadata") or {}).get("deletionTimestamp"))
+
 
 def epoch_seconds(timestamp: object) -> int:
     """RFC 3339 ``2026-11-25T17:25:04Z`` → seconds since the epoch (0 if absent)."""

@@ -104,13 +104,12 @@ def _key(pod: ManagedPod) -> _Key:
 
 def _admitted_unbound(pod: ManagedPod) -> bool:
     """Admitted by Apportion (a placement), ungated, not bound and not being deleted."""
-    metadata = (pod.raw or {}).get("metadata") or {}
     return (
         not pod.foreign
         and pod.placement is not None
         and not pod.gated
         and pod.node is None
-        and not metadata.get("deletionTimestamp")
+        and not pod.terminating
     )
 
 
