@@ -333,6 +333,11 @@ def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None
             )
             assert counted == 1
             assert _gates(_pod(fake, "urgent"))  # its room is not free yet
+            assert _pod(fake, "urgent")["metadata"]["annotations"][keys.ANNOTATION_REASON] == (
+                "AdmittedByPriorityPreemption: waits for the workloads it preempts to end, "
+                "then admitted on 4 H100-80GB GPUs after evicting 1 workload(s) (4 GPU-eq): "
+                "gpu-team-a/low-a"
+            )
             fake.finish_termination("gpu-team-a", "low-a")
             eventually(lambda: _released(fake, "urgent"))
         finally:
@@ -350,6 +355,11 @@ def test_shadow_mode_never_evicts(fake: Fake) -> None:
         time.sleep(1.0)
         assert fake.evictions == []
         assert _gates(_pod(fake, "urgent"))
+        reason = _pod(fake, "urgent")["metadata"]["annotations"][keys.ANNOTATION_REASON]
+        assert reason.startswith(
+            "AdmittedByPriorityPreemption: waits: in shadow mode nothing is evicted; it would "
+            "be admitted on 4 H100-80GB GPUs after evicting 1 workload(s)"
+        )
     finally:
         controller.stop()
 

@@ -276,14 +276,15 @@ class Controller:
         self.metrics.allocator_seconds.labels(decision.stats.path).observe(
             time.perf_counter() - started
         )
-        self.cluster.set_last_decisions(decision.workloads)
+        verdicts = [self._as_lived(v) for v in decision.workloads]
+        self.cluster.set_last_decisions(verdicts)
         self._report_queue_status(snapshot, decision)
         pods = self._pods_by_workload()
         for eviction in decision.evictions if self.settings.evict else ():
             if self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods):
                 self.metrics.preemptions.labels(eviction.queue).inc()
         workloads = {w.name: w for w in snapshot.workloads}
-        for verdict in decision.workloads:
+        for verdict in verdicts:
             members = pods.get(verdict.workload, [])
             if not members or not all(p.gated for p in members):
                 continue
@@ -292,6 +293,19 @@ class Controller:
             else:
                 self._explain(verdict, members)
         return decision
+
+    def _as_lived(self, verdict: WorkloadDecision) -> WorkloadDecision:
+        """A preempting workload's verdict as its pods live it: the core admits it with its
+        victims' eviction, here it stays gated until they have ended (their grace period),
+        and in shadow mode nothing is evicted at all."""
+        if verdict.outcome is not Outcome.PREEMPT:
+            return verdict
+        lead = (
+            "waits for the workloads it preempts to end, then "
+            if self.settings.evict
+            else "waits: in shadow mode nothing is evicted; it would be "
+        )
+        return verdict.model_copy(update={"message": lead + verdict.message})
 
     def _report_queue_status(self, snapshot: Snapshot, decision: Decision | None) -> None:
         """Queue objects show usage, waiting and admitted counts (``kubectl get queues``)."""
