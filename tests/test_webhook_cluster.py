@@ -107,3 +107,19 @@ def test_a_gangs_new_generation_waits_while_the_old_one_runs() -> None:
         "3 new pods of gang gpu-team-a/llm, which still runs with 2 of its 3: they wait for "
         "those to end",
     )
+
+
+def test_a_gang_placed_on_record_only_in_part_is_still_waiting_whole() -> None:
+    # The controller records every member's placement before removing any gate; when that
+    # was cut short (an API error on llm-1), llm-0's placement is no admission.
+    cluster = fixture_cluster()
+    cluster.put_pod(_member("llm-0", gated=True, placement="gpu-node-a:0"))
+    cluster.put_pod(_member("llm-1", gated=True))
+    cluster.put_pod(_member("llm-2", gated=True))
+    (gang,) = cluster.snapshot().workloads
+    assert (gang.name, gang.pods, gang.placement) == ("gpu-team-a/llm", 3, None)
+    cluster.put_pod(_member("llm-1", gated=True, placement="gpu-node-a:1"))
+    cluster.put_pod(_member("llm-2", gated=True, placement="gpu-node-a:2"))
+    (gang,) = cluster.snapshot().workloads  # the record is whole: admitted, gates or not
+    assert gang.placement is not None and [p.gpus for p in gang.placement] == [(0,), (1,), (2,)]
+    assert cluster.waiting() == []

@@ -191,6 +191,8 @@ def test_a_gang_admission_cut_short_by_api_errors_is_carried_out_whole(fake: Fak
         fake.fail(r".*/pods/llm-1", times=2, status=500, method="PATCH")
         _waiting_pod(fake, "llm-0", gpus=2, workload="gpu-team-a/llm", gang=2)
         _waiting_pod(fake, "llm-1", gpus=2, workload="gpu-team-a/llm", gang=2)
+        eventually(lambda: len(fake.requests_to(r".*/pods/llm-1", "PATCH")) >= 2)
+        assert _gates(_pod(fake, "llm-0"))  # recorded, but not released alone
         eventually(lambda: _released(fake, "llm-0", "llm-1"))
         assert len(fake.requests_to(r".*/pods/llm-1", "PATCH")) >= 3  # two failed
         assert _placement(fake, "llm-0") != _placement(fake, "llm-1")

@@ -297,7 +297,7 @@ class LiveCluster:
                 return
             for name in (pod.workload, replacements_of(pod.workload)):
                 intent = self._intents.get(name)
-                if intent is not None and pod.admitted and _same_place(intent, pod):
+                if intent is not None and _same_place(intent, pod):
                     # The pod Apportion admitted shows up where it was placed: the allocator
                     # already holds it; the intent retires once every pod is seen admitted.
                     self._retire_if_observed(name)
@@ -361,8 +361,8 @@ class LiveCluster:
         """Per queue, the highest priority among its gated pods (cached per generation)."""
         if self._waiting_cache is None or self._waiting_cache[0] != self.generation:
             highest: dict[str, int] = {}
-            for pod in self.pods.values():
-                if not pod.admitted and not pod.foreign:
+            for group in workload_groups(self.pods.values()).values():
+                for pod in () if group.admitted else group.pods:
                     highest[pod.queue] = max(highest.get(pod.queue, pod.priority), pod.priority)
             self._waiting_cache = (self.generation, highest)
         return self._waiting_cache[1]
@@ -374,7 +374,7 @@ class LiveCluster:
             out = []
             for name, group in sorted(groups.items()):
                 pods = group.pods
-                if all(p.admitted for p in pods):
+                if group.admitted:
                     continue
                 first = min(pods, key=lambda p: (p.created, p.name))
                 size = max(first.gang_size, len(pods)) if group.places is None else len(pods)
@@ -552,9 +552,7 @@ class LiveCluster:
             if group is not None:
                 del self._intents[workload]
         elif (intent.seen and group is None) or (
-            group is not None
-            and len(group.pods) >= intent.workload.pods
-            and all(p.admitted for p in group.pods)
+            group is not None and len(group.pods) >= intent.workload.pods and group.admitted
         ):
             del self._intents[workload]
 
@@ -576,7 +574,7 @@ class LiveCluster:
                 taken = set(intent.workload.placement)
                 kept = [p for p in grouped[gang].pods if p.placement not in taken]
                 if kept:
-                    grouped[gang] = PodGroup(kept)
+                    grouped[gang] = PodGroup(kept, admitted=True)
                 else:
                     del grouped[gang]
             if intent.workload.placement is not None:

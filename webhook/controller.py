@@ -398,14 +398,14 @@ class Controller:
     def _complete_admissions(self) -> None:
         """Remove the gates of admitted gangs' members that still carry them (an admission
         an API error or a restart cut short), where their recorded placements say."""
-        gated = {_uid(p): p for p in self.cluster.managed_pods() if p.gated}
+        groups = workload_groups(self.cluster.managed_pods())
+        gated = {_uid(p) for g in groups.values() for p in g.pods if p.gated}
         # Released but not yet seen so by the watch: nothing to do again.
-        self._released &= gated.keys()
-        for members in self._pods_by_workload().values():
-            if all(p.admitted for p in members):
-                for pod in members:
-                    if pod.placement is not None and _uid(pod) in gated.keys() - self._released:
-                        self._release(pod, pod.placement, "admitted where recorded earlier")
+        self._released &= gated
+        for group in groups.values():
+            for pod in group.pods if group.admitted else ():
+                if pod.placement is not None and _uid(pod) in gated - self._released:
+                    self._release(pod, pod.placement, "admitted where recorded earlier")
 
     def _release(self, pod: ManagedPod, placement: PodPlacement, message: str) -> None:
         raw = pod.raw or {}

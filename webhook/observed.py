@@ -34,6 +34,8 @@ class PodGroup:
     """The pods the allocator decides as one workload."""
 
     pods: list[ManagedPod]
+    admitted: bool
+    """Every pod holds its placement: released, or gated with a placement recorded."""
     places: int | None = None
     """For a running gang's replacements: the places its admitted members leave."""
 
@@ -56,21 +58,26 @@ def workload_groups(pods: Iterable[ManagedPod]) -> dict[str, PodGroup]:
     annotation's, except that members a gang's owner recreated while the others run (an
     Indexed Job replaces a failed index) form a workload of their own,
     ``replacements_of(name)``: admitted alone into the places the gang left, they do not
-    make the running members wait again, nor their GPUs look free."""
+    make the running members wait again, nor their GPUs look free.
+
+    The controller admits a gang by recording every member's placement, then removing the
+    gates: gated pods hold their placements only once the record is whole (every pod has
+    one), so an admission cut short midway is decided again, never half released."""
     grouped: dict[str, list[ManagedPod]] = {}
     for pod in pods:
         if not pod.foreign:
             grouped.setdefault(pod.workload, []).append(pod)
     groups: dict[str, PodGroup] = {}
     for name, members in grouped.items():
-        admitted = [p for p in members if p.admitted]
-        if not admitted or len(admitted) == len(members):
-            groups[name] = PodGroup(members)
+        recorded = all(p.placement is not None or not p.gated for p in members)
+        held = [p for p in members if not p.gated or (recorded and p.placement is not None)]
+        if len(held) in (0, len(members)):
+            groups[name] = PodGroup(members, admitted=bool(held))
             continue
-        groups[name] = PodGroup(admitted)
+        groups[name] = PodGroup(held, admitted=True)
         size = max(p.gang_size for p in members)
         groups[replacements_of(name)] = PodGroup(
-            [p for p in members if not p.admitted], max(0, size - len(admitted))
+            [p for p in members if p.gated], admitted=False, places=max(0, size - len(held))
         )
     return groups
 
@@ -179,7 +186,7 @@ def workload_of(name: str, group: PodGroup, ledgers: dict[str, NodeLedger]) -> W
         cpu_milli=first.cpu_milli,
         memory_mib=first.memory_mib,
     )
-    if not all(p.admitted for p in pods):
+    if not group.admitted:
         if group.places is None and len(pods) < first.gang_size:
             return None  # an incomplete gang is reported, not decided
         if group.places is not None and len(pods) > group.places:

@@ -367,13 +367,6 @@ class ManagedPod:
     """The pod object, for the controller's patches."""
 
     @property
-    def admitted(self) -> bool:
-        """Released, or still gated with Apportion's placement recorded: a gang is admitted
-        by recording every member's placement first and removing the gates after, so an
-        admission cut short (an API error, a restart) is carried out, not half done."""
-        return not self.gated or self.placement is not None
-
-    @property
     def terminating(self) -> bool:
         """Being deleted (an eviction or a delete was accepted): a bound one still holds its
         devices until it is gone."""
