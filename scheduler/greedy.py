@@ -130,10 +130,13 @@ class Cycle:
     def _key(self, entry: Entry) -> tuple[int, float]:
         """Fair-share rank of a queue head. Its guarantee is measured on its first option that
         fits within the queue's nominal quota (rank 0), else on the first option the queue has
-        any quota for, else on its first option (rank 1, by share after admission)."""
+        any quota for, else on its first option (rank 1, by share after admission). A
+        nominated head (``Workload.nominated``) goes before all (rank -1)."""
         w = entry.workload
         if not entry.options:
             return (0, 0.0)
+        if w.nominated:
+            return (-1, 0.0)
         for option in entry.options:
             amount = option.quota_per_pod * w.pods
             if self.book.within_nominal(w.queue, option.flavor, amount):
@@ -941,11 +944,12 @@ def offer_freed_room(cycle: Cycle) -> None:
 def _hinted_first(
     pending: Sequence[Entry], hints: dict[str, int]
 ) -> tuple[list[Entry], list[Entry]]:
-    """Split for realizing an ILP answer: the workloads it chose go first, together with any
-    workload of the same queue that outranks one of them, so no priority is overtaken."""
+    """Split for realizing an ILP answer: the workloads it chose go first, and nominated ones
+    (which the model does not know), together with any workload of the same queue that
+    outranks one of them, so no priority is overtaken."""
     lowest: dict[str, int] = {}
     for entry in pending:
-        if entry.workload.name in hints:
+        if entry.workload.name in hints or entry.workload.nominated:
             queue, priority = entry.workload.queue, entry.workload.priority
             lowest[queue] = min(lowest.get(queue, priority), priority)
     first: list[Entry] = []
@@ -953,7 +957,7 @@ def _hinted_first(
     for entry in pending:
         w = entry.workload
         outranks = w.queue in lowest and w.priority > lowest[w.queue]
-        (first if w.name in hints or outranks else rest).append(entry)
+        (first if w.name in hints or w.nominated or outranks else rest).append(entry)
     return first, rest
 
 

@@ -234,6 +234,10 @@ class Workload(_Frozen):
     idle: bool = False
     """Set on running workloads from GPU metrics (``scheduler.telemetry``): every GPU it holds
     stayed under the idle threshold for the whole window."""
+    nominated: bool = False
+    """Set on a waiting workload whose victims were evicted and may still be terminating (the
+    controller): as its queue's head it goes first to the room they free, which another
+    queue's workload would otherwise take, leaving it to preempt again."""
 
     @property
     def running(self) -> bool:

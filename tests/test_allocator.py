@@ -181,6 +181,30 @@ def test_node_selector_and_taints(path: str) -> None:
     assert outcome(decision, "to-a").placement == (pod("a0", 0),)
 
 
+@both_paths
+def test_a_nominated_workload_goes_first_to_the_room_its_victims_freed(path: str) -> None:
+    # The controller nominates a workload it evicted for: as a queue head it goes before
+    # the heads that rank alike (here a's, first by name), which would take the room.
+    def cluster(nominated: bool) -> Snapshot:
+        return snapshot(
+            nodes=[node("h0", H100, 4)],
+            queues=[queue("a").quota(H100, 4), queue("z").quota(H100, 4)],
+            workloads=[
+                workload("a1").gpus(4).queue("a"),
+                workload("z1")
+                .gpus(4)
+                .queue("z")
+                .build()
+                .model_copy(update={"nominated": nominated}),
+            ],
+        )
+
+    assert outcome(PATHS[path](cluster(False)), "a1").outcome is Outcome.ADMIT
+    decision = PATHS[path](cluster(True))
+    assert outcome(decision, "z1").outcome is Outcome.ADMIT
+    assert outcome(decision, "a1").outcome is Outcome.PENDING
+
+
 # -------------------------------------------------------------------- preemption
 def _reclaim_snapshot(reclaim: str = "Any") -> Snapshot:
     # team-b has no H100 quota of its own: its running job borrows all of team-a's 8.

@@ -240,6 +240,8 @@ def workloads(
         if draw(st.integers(0, 2)) == 0:
             extra["cpu_milli"] = draw(st.sampled_from(POD_CPU))
             extra["memory_mib"] = draw(st.sampled_from(POD_MEMORY))
+        if draw(st.integers(0, 7)) == 0:
+            extra["nominated"] = True  # victims were evicted for it (the controller's mark)
         out.append(
             Workload(
                 name=f"{prefix}{i}",

@@ -86,15 +86,19 @@ def _waiting_pod(
     priority: int = 0,
     workload: str | None = None,
     gang: int | None = None,
+    queue: str = "team-a",
 ) -> dict[str, Any]:
-    """A pod as Apportion's mutating webhook leaves a waiting one (from the recording)."""
+    """A pod as Apportion's mutating webhook leaves a waiting one (from the recording), in
+    ``queue``'s namespace."""
     pod = copy.deepcopy(fake.get("pods", "patched-gpu-1", "gpu-team-a"))
     metadata = pod["metadata"]
     for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
         metadata.pop(key, None)
-    metadata["name"] = name
+    namespace = f"gpu-{queue}"
+    metadata["name"], metadata["namespace"] = name, namespace
+    metadata["labels"][keys.LABEL_QUEUE] = queue
     metadata["annotations"] = {
-        keys.ANNOTATION_WORKLOAD: workload or f"gpu-team-a/{name}",
+        keys.ANNOTATION_WORKLOAD: workload or f"{namespace}/{name}",
         keys.ANNOTATION_DECISION: "pending",
     }
     if gang is not None:
@@ -342,6 +346,37 @@ def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None
             )
             fake.finish_termination("gpu-team-a", "low-a")
             eventually(lambda: _released(fake, "urgent"))
+        finally:
+            controller.stop()
+
+
+def test_the_room_a_preemption_frees_goes_to_the_workload_it_was_made_for() -> None:
+    # Once low-a has ended, urgent (team-a) and c0 (team-0, within its nominal quota and
+    # waiting for capacity) rank alike and team-0 sorts first: c0 took the room and urgent
+    # evicted low-c as well, and would again for each newcomer ranking ahead.
+    team_0 = Queue(name="team-0", namespaces=("gpu-team-0",), quota={"H100-80GB": Quota(nominal=4)})
+    with running_fake(kubelet=False) as fake:
+        for namespace in ("gpu-team-a", "gpu-team-0"):
+            fake.put_namespace(namespace, {keys.NAMESPACE_ENABLED: "true"})
+        cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+        api = KubeApi(fake.api_client())
+        controller = Controller(
+            api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A, team_0]
+        )
+        controller.start()
+        try:
+            eventually(controller.synced)
+            _fill_with_low_priority(fake)
+            _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+            eventually(lambda: fake.evictions)
+            _waiting_pod(fake, "c0", gpus=4, queue="team-0")
+            cycles = controller.cycles
+            eventually(lambda: controller.cycles >= cycles + 2)
+            fake.finish_termination("gpu-team-a", "low-a")
+            eventually(lambda: _released(fake, "urgent"))
+            eventually(lambda: controller.cycles >= cycles + 5)
+            assert [e["name"] for e in fake.evictions] == ["low-a"]
+            assert _gates(fake.get("pods", "c0", "gpu-team-0"))
         finally:
             controller.stop()
 

@@ -56,6 +56,10 @@ __all__ = ["Controller"]
 
 log = logging.getLogger("apportion.controller")
 
+NOMINATION_S = 600.0
+"""How long a workload whose victims were evicted goes first to the room they free: their
+grace period (30 s by default), or longer when a PodDisruptionBudget holds one back."""
+
 Raw = dict[str, Any]
 
 
@@ -107,6 +111,8 @@ class Controller:
         self._node_problems: dict[str, str] = {}
         """Every Node by name: why new work must not land on it, or ''."""
         self.stuck = StuckWatch(settings.stuck_after_s)
+        self._nominated: dict[str, float] = {}
+        """Workloads victims were evicted for, until when they go first (``NOMINATION_S``)."""
         self._released: set[tuple[str, str, str]] = set()
         """Pods whose gate this controller removed, until the watch shows it gone."""
         self.stuck_reviews = 0
@@ -270,6 +276,7 @@ class Controller:
             self.cluster.set_last_decisions(())
             self._report_queue_status(snapshot, None)
             return None
+        snapshot = self._nominate(snapshot)
         started = time.perf_counter()
         decision = decide(snapshot, budget_ms=self.settings.budget_ms)
         self.cycles += 1
@@ -283,6 +290,7 @@ class Controller:
         for eviction in decision.evictions if self.settings.evict else ():
             if self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods):
                 self.metrics.preemptions.labels(eviction.queue).inc()
+            self._nominated.setdefault(eviction.beneficiary, self.cluster.now() + NOMINATION_S)
         workloads = {w.name: w for w in snapshot.workloads}
         for verdict in verdicts:
             members = pods.get(verdict.workload, [])
@@ -293,6 +301,25 @@ class Controller:
             else:
                 self._explain(verdict, members)
         return decision
+
+    def _nominate(self, snapshot: Snapshot) -> Snapshot:
+        """Mark the waiting workloads victims were evicted for (``Workload.nominated``): in
+        the cycle after the victims are gone, the room is theirs, not that of another
+        queue's head that ranks first, which would leave them to preempt again."""
+        now = self.cluster.now()
+        waiting = {w.name for w in snapshot.workloads if w.placement is None}
+        self._nominated = {
+            name: until
+            for name, until in self._nominated.items()
+            if until > now and name in waiting
+        }
+        if not self._nominated:
+            return snapshot
+        workloads = tuple(
+            w.model_copy(update={"nominated": True}) if w.name in self._nominated else w
+            for w in snapshot.workloads
+        )
+        return snapshot.model_copy(update={"workloads": workloads})
 
     def _as_lived(self, verdict: WorkloadDecision) -> WorkloadDecision:
         """A preempting workload's verdict as its pods live it: the core admits it with its
