@@ -490,17 +490,21 @@ def test_only_the_leading_replica_admits_at_creation() -> None:
     assert follower.cluster.snapshot().workloads == ()  # nothing reserved here
 
 
-def test_a_placement_a_user_wrote_on_a_waiting_pod_is_removed() -> None:
+def test_a_placement_or_nomination_a_user_wrote_on_a_waiting_pod_is_removed() -> None:
     # A gated pod with a placement is one Apportion admitted (a gang's members are placed
-    # before their gates come off): only Apportion may write one.
+    # before their gates come off), a nominated one goes first: only Apportion writes them.
     from webhook.admission import Admission
     from webhook.settings import AdmissionSettings
 
     follower = Admission(fixture_cluster(), AdmissionSettings(), admits_now=lambda: False)
-    body = vary(review(GPU_1), annotations={ANNOTATION_PLACEMENT: "gpu-node-a:0"})
+    forged = {
+        ANNOTATION_PLACEMENT: "gpu-node-a:0",
+        keys.ANNOTATION_NOMINATED: "2099-01-01T00:00:00Z",
+    }
+    body = vary(review(GPU_1), annotations=forged)
     pod = _pod_after(body, answer(follower.mutate, body))
     assert _gated(pod)
-    assert ANNOTATION_PLACEMENT not in pod["metadata"]["annotations"]
+    assert not forged.keys() & pod["metadata"]["annotations"].keys()
 
 
 def test_an_arrival_does_not_pass_higher_priority_work_of_its_queue() -> None:

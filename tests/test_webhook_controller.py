@@ -353,32 +353,43 @@ def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None
 def test_the_room_a_preemption_frees_goes_to_the_workload_it_was_made_for() -> None:
     # Once low-a has ended, urgent (team-a) and c0 (team-0, within its nominal quota and
     # waiting for capacity) rank alike and team-0 sorts first: c0 took the room and urgent
-    # evicted low-c as well, and would again for each newcomer ranking ahead.
+    # evicted low-c as well, and would again for each newcomer ranking ahead. The
+    # nomination is on urgent's pod: a controller started meanwhile keeps it.
     team_0 = Queue(name="team-0", namespaces=("gpu-team-0",), quota={"H100-80GB": Quota(nominal=4)})
+
+    def controller_of(fake: Fake) -> Controller:
+        cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+        api = KubeApi(fake.api_client())
+        queues = [TEAM_A, team_0]
+        return Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: queues)
+
     with running_fake(kubelet=False) as fake:
         for namespace in ("gpu-team-a", "gpu-team-0"):
             fake.put_namespace(namespace, {keys.NAMESPACE_ENABLED: "true"})
-        cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
-        api = KubeApi(fake.api_client())
-        controller = Controller(
-            api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A, team_0]
-        )
-        controller.start()
+        first = controller_of(fake)
+        first.start()
         try:
-            eventually(controller.synced)
+            eventually(first.synced)
             _fill_with_low_priority(fake)
             _waiting_pod(fake, "urgent", gpus=4, priority=1000)
             eventually(lambda: fake.evictions)
-            _waiting_pod(fake, "c0", gpus=4, queue="team-0")
-            cycles = controller.cycles
-            eventually(lambda: controller.cycles >= cycles + 2)
+            assert keys.ANNOTATION_NOMINATED in _pod(fake, "urgent")["metadata"]["annotations"]
+        finally:
+            first.stop()
+        _waiting_pod(fake, "c0", gpus=4, queue="team-0")
+        second = controller_of(fake)
+        second.start()
+        try:
+            eventually(second.synced)
+            eventually(lambda: second.cycles >= 2)
             fake.finish_termination("gpu-team-a", "low-a")
             eventually(lambda: _released(fake, "urgent"))
-            eventually(lambda: controller.cycles >= cycles + 5)
+            cycles = second.cycles
+            eventually(lambda: second.cycles >= cycles + 3)
             assert [e["name"] for e in fake.evictions] == ["low-a"]
             assert _gates(fake.get("pods", "c0", "gpu-team-0"))
         finally:
-            controller.stop()
+            second.stop()
 
 
 def test_shadow_mode_never_evicts(fake: Fake) -> None:

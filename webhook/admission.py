@@ -159,11 +159,12 @@ class Admission:
             annotations[keys.ANNOTATION_GANG_SIZE] = str(workload.pods)
         if admitted and decision.placement:
             annotations[ANNOTATION_PLACEMENT] = format_placement(decision.placement[0])
-        elif ANNOTATION_PLACEMENT in ((pod.get("metadata") or {}).get("annotations") or {}):
-            # Only Apportion places: a gated pod with a placement is an admitted one.
-            patch.append(
-                {"op": "remove", "path": "/metadata/annotations/" + escape(ANNOTATION_PLACEMENT)}
-            )
+        # Only Apportion places and nominates: a gated pod with a placement is an admitted
+        # one, and a nominated one goes first.
+        present = (pod.get("metadata") or {}).get("annotations") or {}
+        for key in (ANNOTATION_PLACEMENT, keys.ANNOTATION_NOMINATED):
+            if key in present and key not in annotations:
+                patch.append({"op": "remove", "path": "/metadata/annotations/" + escape(key)})
         labels = {keys.LABEL_MANAGED: "true", keys.LABEL_QUEUE: workload.queue}
         if ask.gang is not None:
             # Recorded in Apportion's own keys whatever named the gang (Kueue's labels, a

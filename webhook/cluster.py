@@ -586,7 +586,7 @@ class LiveCluster:
                     continue
             workloads.append(intent.workload)
         for name in sorted(grouped):
-            workload = workload_of(name, grouped[name], ledgers)
+            workload = workload_of(name, grouped[name], ledgers, self._clock())
             if workload is not None:
                 workloads.append(workload)
         workloads, nodes = without_unknown_queues(workloads, nodes, self.queues)

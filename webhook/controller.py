@@ -48,7 +48,13 @@ from webhook.leader import LeaderElector
 from webhook.metrics import Metrics
 from webhook.observed import workload_groups
 from webhook.patches import admit_gated, node_expressions, set_metadata
-from webhook.pods import ANNOTATION_PLACEMENT, ManagedPod, PodReader, format_placement
+from webhook.pods import (
+    ANNOTATION_PLACEMENT,
+    ManagedPod,
+    PodReader,
+    format_placement,
+    rfc3339,
+)
 from webhook.settings import ControllerSettings
 from webhook.stuck import STUCK_REASON, StuckWatch, StuckWorkload, recovered, reported_stuck
 
@@ -56,7 +62,7 @@ __all__ = ["Controller"]
 
 log = logging.getLogger("apportion.controller")
 
-NOMINATION_S = 600.0
+NOMINATION_S = 600
 """How long a workload whose victims were evicted goes first to the room they free: their
 grace period (30 s by default), or longer when a PodDisruptionBudget holds one back."""
 
@@ -111,8 +117,6 @@ class Controller:
         self._node_problems: dict[str, str] = {}
         """Every Node by name: why new work must not land on it, or ''."""
         self.stuck = StuckWatch(settings.stuck_after_s)
-        self._nominated: dict[str, float] = {}
-        """Workloads victims were evicted for, until when they go first (``NOMINATION_S``)."""
         self._released: set[tuple[str, str, str]] = set()
         """Pods whose gate this controller removed, until the watch shows it gone."""
         self.stuck_reviews = 0
@@ -276,7 +280,6 @@ class Controller:
             self.cluster.set_last_decisions(())
             self._report_queue_status(snapshot, None)
             return None
-        snapshot = self._nominate(snapshot)
         started = time.perf_counter()
         decision = decide(snapshot, budget_ms=self.settings.budget_ms)
         self.cycles += 1
@@ -287,10 +290,13 @@ class Controller:
         self.cluster.set_last_decisions(verdicts)
         self._report_queue_status(snapshot, decision)
         pods = self._pods_by_workload()
+        nominate: set[str] = set()
         for eviction in decision.evictions if self.settings.evict else ():
             if self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods):
                 self.metrics.preemptions.labels(eviction.queue).inc()
-            self._nominated.setdefault(eviction.beneficiary, self.cluster.now() + NOMINATION_S)
+                nominate.add(eviction.beneficiary)
+        for name in sorted(nominate):
+            self._nominate(pods.get(name, []))
         workloads = {w.name: w for w in snapshot.workloads}
         for verdict in verdicts:
             members = pods.get(verdict.workload, [])
@@ -302,24 +308,16 @@ class Controller:
                 self._explain(verdict, members)
         return decision
 
-    def _nominate(self, snapshot: Snapshot) -> Snapshot:
-        """Mark the waiting workloads victims were evicted for (``Workload.nominated``): in
-        the cycle after the victims are gone, the room is theirs, not that of another
-        queue's head that ranks first, which would leave them to preempt again."""
-        now = self.cluster.now()
-        waiting = {w.name for w in snapshot.workloads if w.placement is None}
-        self._nominated = {
-            name: until
-            for name, until in self._nominated.items()
-            if until > now and name in waiting
-        }
-        if not self._nominated:
-            return snapshot
-        workloads = tuple(
-            w.model_copy(update={"nominated": True}) if w.name in self._nominated else w
-            for w in snapshot.workloads
-        )
-        return snapshot.model_copy(update={"workloads": workloads})
+    def _nominate(self, members: list[ManagedPod]) -> None:
+        """Record on the pods of a workload victims are now evicted for that it goes first
+        to the room they free (``Workload.nominated``), so a restart keeps it too: in the
+        cycle after the victims are gone, another queue's head that ranks alike would take
+        the room and leave it to preempt again."""
+        stamp = rfc3339(self.cluster.now() + NOMINATION_S)
+        for pod in members:
+            patch = set_metadata(pod.raw or {}, "annotations", {keys.ANNOTATION_NOMINATED: stamp})
+            if patch:
+                self._patch(pod, patch, "nominating")
 
     def _as_lived(self, verdict: WorkloadDecision) -> WorkloadDecision:
         """A preempting workload's verdict as its pods live it: the core admits it with its

@@ -12,6 +12,7 @@ __all__ = [
     "ANNOTATION_GANG_SIZE",
     "ANNOTATION_GPU_MEMORY",
     "ANNOTATION_GPU_MODELS",
+    "ANNOTATION_NOMINATED",
     "ANNOTATION_REASON",
     "ANNOTATION_SHADOW",
     "ANNOTATION_WORKLOAD",
@@ -69,8 +70,17 @@ ANNOTATION_WORKLOAD = PREFIX + "workload"
 ANNOTATION_DECISION = PREFIX + "decision"
 ANNOTATION_REASON = PREFIX + "reason"
 ANNOTATION_SHADOW = PREFIX + "shadow-decision"
+ANNOTATION_NOMINATED = PREFIX + "nominated-until"
+"""On a waiting pod victims were evicted for: until when (RFC 3339) its workload goes first
+to the room they free."""
 DECISION_KEYS = frozenset(
-    {LABEL_MANAGED, ANNOTATION_WORKLOAD, ANNOTATION_DECISION, ANNOTATION_REASON}
+    {
+        LABEL_MANAGED,
+        ANNOTATION_WORKLOAD,
+        ANNOTATION_DECISION,
+        ANNOTATION_REASON,
+        ANNOTATION_NOMINATED,
+    }
 )
 
 # Kubernetes and NVIDIA names.

@@ -171,8 +171,11 @@ def _kind_flavor(demand: Demand, node: Node | None) -> str | None:
     return node.gpus[0].model
 
 
-def workload_of(name: str, group: PodGroup, ledgers: dict[str, NodeLedger]) -> Workload | None:
-    """A running workload (every pod admitted) or a waiting one (any pod not)."""
+def workload_of(
+    name: str, group: PodGroup, ledgers: dict[str, NodeLedger], now: float
+) -> Workload | None:
+    """A running workload (every pod admitted) or a waiting one (any pod not), nominated
+    while one of its pods says so (``keys.ANNOTATION_NOMINATED``)."""
     pods = group.pods
     first = min(pods, key=lambda p: (p.created, p.name))
     base = Workload(
@@ -191,7 +194,8 @@ def workload_of(name: str, group: PodGroup, ledgers: dict[str, NodeLedger]) -> W
             return None  # an incomplete gang is reported, not decided
         if group.places is not None and len(pods) > group.places:
             return None  # a new generation while the old one runs: it waits for it to end
-        return base.model_copy(update={"pods": len(pods)})
+        nominated = any(p.nominated_until > now for p in pods)
+        return base.model_copy(update={"pods": len(pods), "nominated": nominated})
     placements: list[PodPlacement] = []
     for pod in sorted(pods, key=lambda p: p.name):
         placement = _place(pod, ledgers)

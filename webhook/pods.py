@@ -29,6 +29,7 @@ __all__ = [
     "format_placement",
     "gpu_ask_of",
     "parse_placement",
+    "rfc3339",
     "wants_gpus",
 ]
 
@@ -363,6 +364,8 @@ class ManagedPod:
     cpu_milli: int = 0
     memory_mib: int = 0
     """Its CPU and memory requests (``quantities.pod_requests``)."""
+    nominated_until: int = 0
+    """Epoch seconds until which its workload goes first (``keys.ANNOTATION_NOMINATED``)."""
     raw: dict[str, Any] | None = field(default=None, compare=False)
     """The pod object, for the controller's patches."""
 
@@ -383,6 +386,13 @@ def epoch_seconds(timestamp: object) -> int:
         return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp())
     except ValueError:
         return 0
+
+
+def rfc3339(seconds: float) -> str:
+    """Seconds since the epoch → RFC 3339 (``epoch_seconds`` reads it back)."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _positive(text: str | None) -> int | None:
@@ -520,5 +530,6 @@ class PodReader:
             placement=parse_placement(placement_text) if placement_text else None,
             cpu_milli=ask.cpu_milli,
             memory_mib=ask.memory_mib,
+            nominated_until=epoch_seconds(annotations.get(keys.ANNOTATION_NOMINATED)),
             raw=pod,
         )
