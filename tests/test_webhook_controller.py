@@ -7,6 +7,7 @@ import copy
 import json
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -38,6 +39,17 @@ TEAM_A = Queue(
     quota={"H100-80GB": Quota(nominal=24), "mig-1g.10gb": Quota(nominal=14)},
     preemption=PreemptionPolicy(within_queue="LowerPriority"),
 )
+
+
+@contextmanager
+def synced(controller: Controller) -> Iterator[Controller]:
+    """The controller started and its informers listed; stopped on the way out."""
+    controller.start()
+    try:
+        eventually(controller.synced)
+        yield controller
+    finally:
+        controller.stop()
 
 
 def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
@@ -132,9 +144,7 @@ def _placement(fake: Fake, name: str) -> str:
 
 def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake) -> None:
     controller = _controller(fake)
-    controller.start()
-    try:
-        eventually(controller.synced)
+    with synced(controller):
         snapshot = controller.cluster.snapshot()
         free = {n.name: sum(1 for g in n.gpus if g.mig is None) for n in snapshot.nodes}
         # Recorded bound pods not decided by Apportion: train-gpu-1 (1), gated-gpu-2 (2) and
@@ -164,15 +174,11 @@ def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake
         )
         assert [e["involvedObject"]["name"] for e in events] == ["patched-gpu-1"]
         assert events[0]["source"] == {"component": "apportion"}
-    finally:
-        controller.stop()
 
 
 def test_a_gang_is_admitted_all_together_once_complete(fake: Fake) -> None:
     controller = _controller(fake)
-    controller.start()
-    try:
-        eventually(controller.synced)
+    with synced(controller):
         _waiting_pod(fake, "llm-0", gpus=2, workload="gpu-team-a/llm", gang=2)
         time.sleep(1.0)  # several cycles: an incomplete gang is never admitted
         assert _gates(_pod(fake, "llm-0"))
@@ -181,17 +187,13 @@ def test_a_gang_is_admitted_all_together_once_complete(fake: Fake) -> None:
         _waiting_pod(fake, "llm-1", gpus=2, workload="gpu-team-a/llm", gang=2)
         eventually(lambda: _released(fake, "llm-0", "llm-1"))
         assert _placement(fake, "llm-0") != _placement(fake, "llm-1")
-    finally:
-        controller.stop()
 
 
 def test_a_gang_admission_cut_short_by_api_errors_is_carried_out_whole(fake: Fake) -> None:
     # A removed gate cannot be put back: a gang whose second member's patch fails must not
     # be left with its first member released and its second gated for good.
     controller = _controller(fake)
-    controller.start()
-    try:
-        eventually(controller.synced)
+    with synced(controller):
         fake.fail(r".*/pods/llm-1", times=2, status=500, method="PATCH")
         _waiting_pod(fake, "llm-0", gpus=2, workload="gpu-team-a/llm", gang=2)
         _waiting_pod(fake, "llm-1", gpus=2, workload="gpu-team-a/llm", gang=2)
@@ -200,8 +202,6 @@ def test_a_gang_admission_cut_short_by_api_errors_is_carried_out_whole(fake: Fak
         eventually(lambda: _released(fake, "llm-0", "llm-1"))
         assert len(fake.requests_to(r".*/pods/llm-1", "PATCH")) >= 3  # two failed
         assert _placement(fake, "llm-0") != _placement(fake, "llm-1")
-    finally:
-        controller.stop()
 
 
 def test_a_restart_completes_a_gang_admission_recorded_but_not_yet_released(
@@ -219,9 +219,7 @@ def test_a_restart_completes_a_gang_admission_recorded_but_not_yet_released(
             pod["spec"]["schedulingGates"] = []
         fake.put_pod(pod)
     controller = _controller(fake, "replica-2")
-    controller.start()
-    try:
-        eventually(controller.synced)
+    with synced(controller):
         held = {w.name: w for w in controller.cluster.snapshot().workloads}["gpu-team-a/llm"]
         assert held.placement is not None and len(held.placement) == 2
         eventually(lambda: not _gates(_pod(fake, "llm-1")))
@@ -232,8 +230,6 @@ def test_a_restart_completes_a_gang_admission_recorded_but_not_yet_released(
         ]["nodeSelectorTerms"]
         pinned = {"key": keys.NODE_HOSTNAME, "operator": "In", "values": ["gpu-node-a"]}
         assert pinned in terms[0]["matchExpressions"]
-    finally:
-        controller.stop()
 
 
 def test_a_running_gang_member_replaced_by_its_owner_is_admitted_alone(fake: Fake) -> None:
@@ -241,9 +237,7 @@ def test_a_running_gang_member_replaced_by_its_owner_is_admitted_alone(fake: Fak
     # its GPUs, and the new member is admitted into the place left, without the gang
     # waiting again.
     controller = _controller(fake)
-    controller.start()
-    try:
-        eventually(controller.synced)
+    with synced(controller):
         for name in ("llm-0", "llm-1"):
             _waiting_pod(fake, name, gpus=2, workload="gpu-team-a/llm", gang=2)
         eventually(lambda: _released(fake, "llm-0", "llm-1"))
@@ -265,21 +259,15 @@ def test_a_running_gang_member_replaced_by_its_owner_is_admitted_alone(fake: Fak
             )
 
         eventually(one_gang_again)
-    finally:
-        controller.stop()
 
 
 def _free_gpus(fake: Fake, node: str) -> list[int]:
     """Whole GPUs of ``node`` nothing holds once a controller has admitted the recorded
     gated pod (patched-gpu-1)."""
     controller = _controller(fake)
-    controller.start()
-    try:
-        eventually(controller.synced)
+    with synced(controller):
         eventually(lambda: controller.cluster.pods[("gpu-team-a", "patched-gpu-1")].placement)
         snapshot = controller.cluster.snapshot()
-    finally:
-        controller.stop()
     held = {
         g for w in snapshot.workloads for p in w.placement or () if p.node == node for g in p.gpus
     }
@@ -301,9 +289,7 @@ def _fill_with_low_priority(fake: Fake) -> None:
 
 def test_preemption_evicts_with_a_reason_event_then_admits(fake: Fake) -> None:
     controller = _controller(fake)
-    controller.start()
-    try:
-        eventually(controller.synced)
+    with synced(controller):
         _fill_with_low_priority(fake)
         _waiting_pod(fake, "urgent", gpus=4, priority=1000)
         eventually(lambda: fake.evictions)
@@ -313,8 +299,6 @@ def test_preemption_evicts_with_a_reason_event_then_admits(fake: Fake) -> None:
         preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
         assert "gpu-team-a/urgent" in preempted[0]["message"]
         eventually(lambda: not _gates(_pod(fake, "urgent")))
-    finally:
-        controller.stop()
 
 
 def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None:
@@ -323,9 +307,7 @@ def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None
     with running_fake(kubelet=False) as fake:
         fake.put_namespace("gpu-team-a", {keys.NAMESPACE_ENABLED: "true"})
         controller = _controller(fake)
-        controller.start()
-        try:
-            eventually(controller.synced)
+        with synced(controller):
             _fill_with_low_priority(fake)
             _waiting_pod(fake, "urgent", gpus=4, priority=1000)
             eventually(lambda: fake.evictions)
@@ -346,8 +328,6 @@ def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None
             )
             fake.finish_termination("gpu-team-a", "low-a")
             eventually(lambda: _released(fake, "urgent"))
-        finally:
-            controller.stop()
 
 
 def test_the_room_a_preemption_frees_goes_to_the_workload_it_was_made_for() -> None:
@@ -367,20 +347,14 @@ def test_the_room_a_preemption_frees_goes_to_the_workload_it_was_made_for() -> N
         for namespace in ("gpu-team-a", "gpu-team-0"):
             fake.put_namespace(namespace, {keys.NAMESPACE_ENABLED: "true"})
         first = controller_of(fake)
-        first.start()
-        try:
-            eventually(first.synced)
+        with synced(first):
             _fill_with_low_priority(fake)
             _waiting_pod(fake, "urgent", gpus=4, priority=1000)
             eventually(lambda: fake.evictions)
             assert keys.ANNOTATION_NOMINATED in _pod(fake, "urgent")["metadata"]["annotations"]
-        finally:
-            first.stop()
         _waiting_pod(fake, "c0", gpus=4, queue="team-0")
         second = controller_of(fake)
-        second.start()
-        try:
-            eventually(second.synced)
+        with synced(second):
             eventually(lambda: second.cycles >= 2)
             fake.finish_termination("gpu-team-a", "low-a")
             eventually(lambda: _released(fake, "urgent"))
@@ -388,15 +362,11 @@ def test_the_room_a_preemption_frees_goes_to_the_workload_it_was_made_for() -> N
             eventually(lambda: second.cycles >= cycles + 3)
             assert [e["name"] for e in fake.evictions] == ["low-a"]
             assert _gates(fake.get("pods", "c0", "gpu-team-0"))
-        finally:
-            second.stop()
 
 
 def test_shadow_mode_never_evicts(fake: Fake) -> None:
     controller = _controller(fake, evict=False)
-    controller.start()
-    try:
-        eventually(controller.synced)
+    with synced(controller):
         _fill_with_low_priority(fake)
         _waiting_pod(fake, "urgent", gpus=4, priority=1000)
         eventually(lambda: controller.cycles >= 3)
@@ -408,8 +378,6 @@ def test_shadow_mode_never_evicts(fake: Fake) -> None:
             "AdmittedByPriorityPreemption: waits: in shadow mode nothing is evicted; it would "
             "be admitted on 4 H100-80GB GPUs after evicting 1 workload(s)"
         )
-    finally:
-        controller.stop()
 
 
 def test_a_restart_rebuilds_from_the_cluster_and_admits_nothing_twice(fake: Fake) -> None:
@@ -422,25 +390,19 @@ def test_a_restart_rebuilds_from_the_cluster_and_admits_nothing_twice(fake: Fake
     before = _pod(fake, "once")
     patches = len(fake.requests_to(r".*/pods/once", "PATCH"))
     second = _controller(fake, "replica-2")
-    second.start()
-    try:
-        eventually(second.synced)
+    with synced(second):
         time.sleep(1.0)
         running = {w.name: w for w in second.cluster.snapshot().workloads}
         placement = before["metadata"]["annotations"][ANNOTATION_PLACEMENT]
         assert running["gpu-team-a/once"].placement is not None
         assert running["gpu-team-a/once"].placement[0].node == placement.split(":")[0]
         assert len(fake.requests_to(r".*/pods/once", "PATCH")) == patches
-    finally:
-        second.stop()
 
 
 def test_watch_expiry_relists_and_errors_back_off(fake: Fake) -> None:
     controller = _controller(fake)
     fake.fail(r"/api/v1/pods", times=2, status=500)
-    controller.start()
-    try:
-        eventually(controller.synced)
+    with synced(controller):
         pods = next(i for i in controller.informers if i.resource.kind == "Pod")
         assert pods.errors >= 2
         # Quiet cluster (the recorded gated pod admitted and seen), then compaction: other
@@ -454,8 +416,6 @@ def test_watch_expiry_relists_and_errors_back_off(fake: Fake) -> None:
         eventually(lambda: pods.relists > lists, timeout=20)
         _waiting_pod(fake, "after-expiry", gpus=1)
         eventually(lambda: not _gates(_pod(fake, "after-expiry")))
-    finally:
-        controller.stop()
 
 
 def test_only_the_lease_holder_acts(fake: Fake) -> None:
@@ -463,9 +423,7 @@ def test_only_the_lease_holder_acts(fake: Fake) -> None:
     follower = _controller(fake, "replica-2", lead=True)
     leader.start()
     eventually(lambda: leader.elector is not None and leader.elector.leading)
-    follower.start()
-    try:
-        eventually(follower.synced)
+    with synced(follower):
         time.sleep(0.5)
         assert follower.elector is not None and not follower.elector.leading
         lease = fake.get(
@@ -482,8 +440,6 @@ def test_only_the_lease_holder_acts(fake: Fake) -> None:
         )
         assert lease["spec"]["holderIdentity"] == "replica-2"
         assert lease["spec"]["leaseTransitions"] == 1
-    finally:
-        follower.stop()
 
 
 def test_recorded_objects_are_what_the_fake_serves() -> None:
@@ -513,9 +469,7 @@ def test_queues_come_from_queue_objects_and_report_status(fake: Fake) -> None:
     )
     cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
     controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
-    controller.start()
-    try:
-        eventually(controller.synced)
+    with synced(controller):
         assert sorted(cluster.queues) == ["crd-team"]  # the broken one is reported, left out
         pod = _waiting_pod(fake, "via-crd", gpus=2)
         pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
@@ -533,19 +487,13 @@ def test_queues_come_from_queue_objects_and_report_status(fake: Fake) -> None:
         view = {w.workload: w for w in cluster.waiting()}
         assert view["gpu-team-a/patched-gpu-1"].reason == "QueueUnknown"
         assert status()["admitted_workloads"] == 1
-    finally:
-        controller.stop()
 
 
 def test_a_cluster_without_the_queue_crd_still_syncs(fake: Fake) -> None:
     cluster = LiveCluster(clock=time.time)
     controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
-    controller.start()
-    try:
-        eventually(controller.synced)
+    with synced(controller):
         assert cluster.queues == {}
-    finally:
-        controller.stop()
 
 
 def test_cpu_only_pods_on_gpu_nodes_hold_their_cpu_until_they_go(fake: Fake) -> None:
@@ -565,9 +513,7 @@ def test_cpu_only_pods_on_gpu_nodes_hold_their_cpu_until_they_go(fake: Fake) -> 
     def free(node: str) -> tuple[int, int]:
         return next(free_host(n) for n in cluster.snapshot().nodes if n.name == node)
 
-    controller.start()
-    try:
-        eventually(controller.synced)
+    with synced(controller):
         gib = 1024
         assert free("gpu-node-a") == (500, (1056 - 12 - 1) * gib)
         # Watched: one on mig-node-c leaves it 0.5 CPU too; no GPU node can host the
@@ -596,5 +542,3 @@ def test_cpu_only_pods_on_gpu_nodes_hold_their_cpu_until_they_go(fake: Fake) -> 
         # Finished: a terminal pod holds nothing.
         fake.set_pod_phase("gpu-team-a", "loader-a", "Succeeded")
         eventually(lambda: free("gpu-node-a") == (93_000, (1056 - 12) * gib))
-    finally:
-        controller.stop()
