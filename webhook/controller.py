@@ -424,18 +424,17 @@ class Controller:
         """Remove the gates of admitted gangs' members that still carry them (an admission
         an API error or a restart cut short), where their recorded placements say."""
         groups = workload_groups(self.cluster.managed_pods())
-        gated = {_uid(p) for g in groups.values() for p in g.pods if p.gated}
         # Released but not yet seen so by the watch: nothing to do again.
-        self._released &= gated
+        self._released &= {p.identity for g in groups.values() for p in g.pods if p.gated}
         for group in groups.values():
             for pod in group.pods if group.admitted else ():
-                if pod.placement is not None and _uid(pod) in gated - self._released:
+                if pod.gated and pod.placement is not None and pod.identity not in self._released:
                     self._release(pod, pod.placement, "admitted where recorded earlier")
 
     def _release(self, pod: ManagedPod, placement: PodPlacement, message: str) -> None:
         raw = pod.raw or {}
         if self._patch(pod, admit_gated(raw, self._expressions(placement)), "releasing"):
-            self._released.add(_uid(pod))
+            self._released.add(pod.identity)
             self._event(raw, "Admitted", message)
 
     def _patch(self, pod: ManagedPod, patch: list[Raw], doing: str) -> bool:
@@ -576,8 +575,3 @@ class Controller:
             self.api.record_event(pod, reason, message, event_type)
         except ApiException as error:  # events are best effort
             log.debug("event on %s failed: %s", (pod.get("metadata") or {}).get("name"), error)
-
-
-def _uid(pod: ManagedPod) -> tuple[str, str, str]:
-    """A pod's identity across a delete and re-create under the same name."""
-    return pod.namespace, pod.name, str(((pod.raw or {}).get("metadata") or {}).get("uid") or "")

@@ -370,6 +370,12 @@ class ManagedPod:
     """The pod object, for the controller's patches."""
 
     @property
+    def identity(self) -> tuple[str, str, str]:
+        """Namespace, name and uid: the same pod, not one re-created under its name."""
+        uid = str(((self.raw or {}).get("metadata") or {}).get("uid") or "")
+        return self.namespace, self.name, uid
+
+    @property
     def terminating(self) -> bool:
         """Being deleted (an eviction or a delete was accepted): a bound one still holds its
         devices until it is gone."""

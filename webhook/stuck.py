@@ -97,11 +97,6 @@ def recovered(pods: Iterable[ManagedPod]) -> list[ManagedPod]:
     return [p for p in pods if not p.foreign and p.node is not None and reported_stuck(p)]
 
 
-def _key(pod: ManagedPod) -> _Key:
-    uid = str(((pod.raw or {}).get("metadata") or {}).get("uid") or "")
-    return pod.namespace, pod.name, uid
-
-
 def _admitted_unbound(pod: ManagedPod) -> bool:
     """Admitted by Apportion (a placement), ungated, not bound and not being deleted."""
     return (
@@ -171,7 +166,7 @@ class StuckWatch:
             unbound = [p for p in members if _admitted_unbound(p)]
             timed: list[StuckPod] = []
             for pod in unbound:
-                key = _key(pod)
+                key = pod.identity
                 admitted[key] = self._admitted.get(key, now)
                 assert pod.placement is not None
                 node = pod.placement.node
