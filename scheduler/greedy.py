@@ -365,6 +365,7 @@ class Cycle:
             for q in self.book.cohort_mates(w.queue):
                 if self.book.borrowing(q, option.flavor):
                     undo += self.admissions.competing(q, option.flavor, option.models)
+        undo = [r for r in undo if self._may_inherit(w, option, reclaim, policy, r)]
         evictable = self._evictable(w, option, reclaim, policy) if may_evict else []
         if not undo and not evictable:
             failed.add(size)
@@ -489,16 +490,36 @@ class Cycle:
         ]
         return idle_borrowed_first(evictable, book) if policy.idle_borrowed_first else evictable
 
+    def _may_inherit(
+        self, w: Workload, option: Option, reclaim: bool, policy: PreemptionPolicy, r: Running
+    ) -> bool:
+        """May w take back admission r? What r evicted stays evicted, now for w, so w's own
+        policy must allow each of those evictions, judged as if they still ran: a queue that
+        may not reclaim must not end up with a cohort mate's workload evicted for it."""
+        victims = self.outcomes[r.workload.name].victims
+        if not victims:
+            return True
+        allowed = candidates_for(w, option.flavor, option.models, reclaim, policy, victims)
+        book = self.book
+        return len(allowed) == len(victims) and all(
+            v.workload.queue == w.queue
+            or book.usage(v.workload.queue, v.flavor) + v.amount
+            > book.nominal(v.workload.queue, v.flavor)
+            for v in victims
+        )
+
     def _eviction_reason(
         self, victim: Running, w: Workload, option: Option, amount: int
     ) -> tuple[Reason, str]:
         """Why ``victim`` is evicted for ``w`` (``amount``: what w was charged, if admitted).
         w's name sits where ``_for_another`` finds it to name another."""
         if victim.workload.queue == w.queue:
-            return Reason.PREEMPTED_PRIORITY, (
-                f"preempted by {w.name} (priority {w.priority} > {victim.workload.priority}) "
-                f"in queue {w.queue}"
+            rank = (
+                f"priority {w.priority} > {victim.workload.priority}"
+                if w.priority > victim.workload.priority
+                else f"the same priority {w.priority}, created earlier"  # LowerOrNewerEqual
             )
+            return Reason.PREEMPTED_PRIORITY, f"preempted by {w.name} ({rank}) in queue {w.queue}"
         nominal = self.book.nominal(w.queue, option.flavor)
         used = self.book.usage(w.queue, option.flavor) - amount
         return Reason.PREEMPTED_RECLAIM, (

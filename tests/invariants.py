@@ -37,6 +37,7 @@ __all__ = [
     "Option",
     "check_all",
     "check_capacity",
+    "check_eviction_rights",
     "check_guarantees",
     "check_mig_layouts",
     "check_priority_order",
@@ -793,6 +794,109 @@ def check_age_order(snapshot: Snapshot, decision: Decision) -> list[str]:
                         f"{w.name} (created {w.created}) admitted in queue {w.queue} while "
                         f"{old.name} (created {old.created}), alike, waits"
                     )
+    return problems
+
+
+# --------------------------------------------------- property 10: eviction rights
+def _models_held(snapshot: Snapshot, pods: Iterable[PodPlacement]) -> set[str]:
+    catalog = snapshot.catalog()
+    held = set()
+    for pod in pods:
+        for index in pod.gpus:
+            found = _gpu(snapshot, pod.node, index)
+            if found is not None:
+                held.add(catalog[found[1].model].name)
+    return held
+
+
+def check_eviction_rights(snapshot: Snapshot, decision: Decision) -> list[str]:
+    """Every eviction is one its beneficiary's queue policy allows (Kueue's meanings):
+
+    - its own queue's workload: ``within_queue`` not Never, and a lower priority, or with
+      LowerOrNewerEqualPriority an equal one created later;
+    - a cohort mate's: ``reclaim_within_cohort`` not Never (LowerPriority: a lower priority
+      only), the beneficiary's queue within its nominal quota of some flavor with one of its
+      pending workloads (only a workload that fits there reclaims; the room it makes goes
+      first to a higher priority of its queue, which may borrow), and the victim's queue
+      borrowing the victim's flavor. The cycle judges those as it goes; from outside, the
+      queues can only be bounded: the victim's must hold more than its nominal quota with
+      every workload it has pending admitted on that flavor, or it never borrowed it;
+    - it holds the beneficiary's flavor or GPUs of the models the beneficiary lands on.
+    """
+    catalog = snapshot.catalog()
+    by_name = {w.name: w for w in snapshot.workloads}
+    queues = {q.name: q for q in snapshot.queues}
+    verdicts = {d.workload: d for d in decision.workloads}
+    before = initial_usage(snapshot)
+    evicted_usage: dict[tuple[str, str], int] = {}
+    for e in decision.evictions:
+        victim = by_name[e.workload]
+        flavor = _flavor_of_running(snapshot, catalog, victim)
+        key = (victim.queue, flavor)
+        evicted_usage[key] = evicted_usage.get(key, 0) + amount_of(catalog, victim, flavor)
+    problems = []
+    for e in decision.evictions:
+        victim, b = by_name[e.workload], by_name.get(e.beneficiary)
+        verdict = verdicts.get(e.beneficiary)
+        if b is None or verdict is None or verdict.flavor is None:
+            continue  # check_capacity reports a beneficiary that is not a preemptor
+        policy = queues[b.queue].preemption
+        flavor = verdict.flavor
+        victim_flavor = _flavor_of_running(snapshot, catalog, victim)
+        text = f"{victim.name} (queue {victim.queue}, priority {victim.priority}) evicted for "
+        text += f"{b.name} (queue {b.queue}, priority {b.priority})"
+        if victim_flavor != flavor and not _models_held(
+            snapshot, victim.placement or ()
+        ) & _models_held(snapshot, verdict.placement):
+            problems.append(f"{text}: holds {victim_flavor}, nothing {b.name} lands on")
+        if victim.queue == b.queue:
+            newer = (victim.created, victim.name) > (b.created, b.name)
+            if policy.within_queue == "Never":
+                problems.append(f"{text}: within_queue is Never")
+            elif victim.priority > b.priority or (
+                victim.priority == b.priority
+                and not (policy.within_queue == "LowerOrNewerEqualPriority" and newer)
+            ):
+                problems.append(f"{text}: within_queue {policy.within_queue} does not allow it")
+            continue
+        cohort = queues[b.queue].cohort
+        if cohort is None or queues[victim.queue].cohort != cohort:
+            problems.append(f"{text}: not cohort mates")
+            continue
+        if policy.reclaim_within_cohort == "Never":
+            problems.append(f"{text}: reclaim_within_cohort is Never")
+        elif policy.reclaim_within_cohort == "LowerPriority" and victim.priority >= b.priority:
+            problems.append(f"{text}: reclaim_within_cohort LowerPriority does not allow it")
+        room = {
+            f: quota.nominal * _unit(catalog, f)
+            - before.get((b.queue, f), 0)
+            + evicted_usage.get((b.queue, f), 0)
+            for f, quota in queues[b.queue].quota.items()
+        }
+        if not any(
+            amount_of(catalog, w, f) <= left
+            for w in snapshot.workloads
+            if not w.running and w.queue == b.queue
+            for f, left in room.items()
+        ):
+            problems.append(
+                f"{text}: reclaims, but no pending workload of queue {b.queue} fits within "
+                "its unused nominal quota"
+            )
+        theirs = (victim.queue, victim_flavor)
+        quota = queues[victim.queue].quota.get(victim_flavor)
+        nominal = (quota.nominal if quota else 0) * _unit(catalog, victim_flavor)
+        most = before.get(theirs, 0) + sum(
+            amount_of(catalog, w, victim_flavor)
+            for w in snapshot.workloads
+            if not w.running and w.queue == victim.queue
+        )
+        if most <= nominal:
+            problems.append(
+                f"{text}: queue {victim.queue} never borrows {victim_flavor} "
+                f"(at most {_fmt(catalog, victim_flavor, most)} of nominal "
+                f"{nominal // _unit(catalog, victim_flavor)})"
+            )
     return problems
 
 

@@ -27,6 +27,7 @@ from invariants import (
     check_age_order,
     check_all,
     check_capacity,
+    check_eviction_rights,
     check_guarantees,
     check_mig_layouts,
     check_priority_order,
@@ -44,6 +45,7 @@ from scheduler.mig import layout_problems
 from scheduler.model import (
     Decision,
     Demand,
+    Eviction,
     Gpu,
     Node,
     PodPlacement,
@@ -465,9 +467,13 @@ def test_quotas_respected(path: str, snap: Snapshot) -> None:
 @settings(SETTINGS, max_examples=examples(400))
 @given(snap=guarantee_snapshots())
 def test_guarantees(path: str, snap: Snapshot) -> None:
-    """4. Within its nominal quota, a workload that fits (reclaiming borrowers) is admitted."""
+    """4. Within its nominal quota, a workload that fits (reclaiming borrowers) is admitted,
+    and what it reclaims its policy allows (property 10's check)."""
     decision = _decide(path, snap)
-    _assert_none(snap, decision, check_guarantees(snap, decision))
+    event("evicts" if decision.evictions else "no eviction")
+    _assert_none(
+        snap, decision, [*check_guarantees(snap, decision), *check_eviction_rights(snap, decision)]
+    )
 
 
 @path_param
@@ -497,6 +503,18 @@ def test_priority_within_queue(path: str, snap: Snapshot) -> None:
 
 
 
+@path_param
+@SETTINGS
+@given(snap=snapshots())
+def test_evictions_within_policy(path: str, snap: Snapshot) -> None:
+    """10. Every eviction is one its beneficiary's queue policy allows: its own queue's lower
+    priority (or newer equal, where allowed), or a borrowing cohort mate's when it reclaims
+    its nominal quota, and only what holds what it needs."""
+    decision = _decide(path, snap)
+    event("evicts" if decision.evictions else "no eviction")
+    _assert_none(snap, decision, check_eviction_rights(snap, decision))
+
+
 TOOK_BACK = "within its queue's unused nominal quota: took back"
 """In the message of a workload the improvement phase admitted."""
 
@@ -516,6 +534,7 @@ def test_improvement_phase_keeps_every_invariant(path: str, snap: Snapshot) -> N
         [
             *check_all(snap, decision),
             *check_quotas(snap, final_usage(snap, decision)),
+            *check_eviction_rights(snap, decision),
             *check_guarantees(snap, decision),
             *check_work_conserving(snap, decision),
             *check_priority_order(snap, decision),
@@ -772,3 +791,58 @@ def test_checkers_flag_a_newer_alike_admitted_while_an_older_waits() -> None:
     assert check_age_order(snap, swapped) == [
         "new (created 2) admitted in queue q while old (created 1), alike, waits"
     ]
+
+
+def test_checkers_flag_evictions_the_policy_forbids() -> None:
+    # q never preempts within itself; mate p reclaims only lower priorities; nothing borrows.
+    snap = snapshot(
+        nodes=[node("h0", "H100-80GB", 4)],
+        queues=[
+            queue("q").cohort("c").quota("H100-80GB", 2).preemption(within_queue="Never"),
+            queue("p").cohort("c").quota("H100-80GB", 2).preemption(
+                reclaim_within_cohort="LowerPriority"
+            ),
+        ],
+        workloads=[
+            workload("rq").gpus(1).queue("q").priority(5).running_on("h0", 0),
+            workload("rp").gpus(1).queue("p").running_on("h0", 1),
+            workload("a").gpus(1).queue("q").priority(9),
+            workload("b").gpus(1).queue("p").priority(5),
+        ],
+    )
+
+    def preempt(name: str, queue_name: str, gpus: tuple[int, ...], victim: str) -> Decision:
+        verdict = WorkloadDecision(
+            workload=name,
+            queue=queue_name,
+            outcome=Outcome.PREEMPT,
+            reason=Reason.ADMITTED_BY_PRIORITY,
+            message="",
+            flavor="H100-80GB",
+            placement=(PodPlacement(node="h0", gpus=gpus),),
+            victims=(victim,),
+        )
+        victim_queue = next(w.queue for w in snap.workloads if w.name == victim)
+        eviction = Eviction(
+            workload=victim,
+            queue=victim_queue,
+            beneficiary=name,
+            reason=Reason.PREEMPTED_PRIORITY,
+            message="",
+        )
+        return incremental_decision([verdict]).model_copy(update={"evictions": (eviction,)})
+
+    assert check_eviction_rights(snap, preempt("a", "q", (0,), "rq")) == [
+        "rq (queue q, priority 5) evicted for a (queue q, priority 9): within_queue is Never"
+    ]
+    [lower, borrows] = check_eviction_rights(snap, preempt("b", "p", (0,), "rq"))
+    assert lower.endswith(": reclaim_within_cohort LowerPriority does not allow it")
+    assert borrows.endswith(": queue q never borrows H100-80GB (at most 2 of nominal 2)")
+    assert check_eviction_rights(snap, preempt("b", "p", (1,), "rp")) == []
+    # With p's nominal quota all used by rp, nothing of p could have reclaimed.
+    full = Queue(name="p", cohort="c", quota={"H100-80GB": Quota(nominal=1)})
+    held = snap.model_copy(update={"queues": (snap.queues[0], full)})
+    problems = check_eviction_rights(held, preempt("b", "p", (0,), "rq"))
+    assert "reclaims, but no pending workload of queue p fits within its unused nominal quota" in (
+        "".join(problems)
+    ), problems
