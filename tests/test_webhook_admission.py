@@ -67,6 +67,13 @@ def test_a_pod_without_gpus_is_allowed_untouched() -> None:
         assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
 
 
+def test_a_pod_asking_zero_gpus_is_allowed_untouched() -> None:
+    """Charts often template ``nvidia.com/gpu: 0`` for CPU-only runs: no GPU is asked."""
+    body = vary(review(GPU_1), resources={"nvidia.com/gpu": "0"})
+    for handler in (admission().mutate, admission().validate):
+        assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
+
+
 def test_a_namespace_that_did_not_opt_in_is_not_managed() -> None:
     body = vary(review(GPU_8), namespace="not-opted-in")
     assert answer(admission().mutate, body) == {"uid": body["request"]["uid"], "allowed": True}

@@ -110,7 +110,10 @@ def _is_gpu_resource(name: str) -> bool:
 
 
 def wants_gpus(pod: Any) -> bool:
-    """Cheap test: does this pod ask for GPUs at all (resources or the memory annotation)?"""
+    """Cheap test: does this pod ask for GPUs at all (resources or the memory annotation)?
+
+    A GPU resource of ``0`` (charts template it for CPU-only runs) asks for nothing; the
+    API server serialises every zero quantity as ``0``."""
     if not isinstance(pod, dict):
         return False
     metadata = pod.get("metadata")
@@ -127,9 +130,10 @@ def wants_gpus(pod: Any) -> bool:
             continue
         for container in containers:
             requests, limits = _resources(container)
-            for name in (*requests, *limits):
-                if _is_gpu_resource(name):
-                    return True
+            for quantities in (requests, limits):
+                for name, value in quantities.items():
+                    if _is_gpu_resource(name) and str(value).strip() != "0":
+                        return True
     return False
 
 
