@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import jsonpatch
@@ -165,6 +166,40 @@ def test_more_cpu_than_any_gpu_node_has_is_denied() -> None:
         "Apportion: 200 CPU and 4 GiB of memory in one pod: no node with GPUs in this cluster "
         "has that much allocatable"
     )
+
+
+def _with_init(body: dict[str, Any], gpus: str, *, sidecar: bool) -> dict[str, Any]:
+    """The pod's container again as an init container asking ``gpus`` GPUs."""
+    spec = body["request"]["object"]["spec"]
+    init = copy.deepcopy(spec["containers"][0])
+    init["name"] = f"init-{len(spec.get('initContainers', []))}"
+    for part in ("requests", "limits"):
+        init["resources"][part]["nvidia.com/gpu"] = gpus
+    if sidecar:
+        init["restartPolicy"] = "Always"
+    spec.setdefault("initContainers", []).append(init)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("inits", "gpus"),
+    [
+        ([("1", True)], 2),  # a sidecar runs beside the app container: 1 + 1
+        ([("1", False)], 1),  # an init container runs alone: max(1, 1)
+        ([("4", False)], 4),  # max(4, 1)
+        ([("1", True), ("2", False)], 3),  # the init runs beside the sidecar: max(1+1, 1+2)
+        ([("2", False), ("1", True)], 2),  # the init runs before the sidecar: max(1+1, 2)
+    ],
+)
+def test_gpus_of_init_containers_and_sidecars_count_as_the_scheduler_counts_them(
+    inits: list[tuple[str, bool]], gpus: int
+) -> None:
+    body = vary(review(GPU_1))
+    for count, sidecar in inits:
+        body = _with_init(body, count, sidecar=sidecar)
+    pod = _pod_after(body, answer(admission().mutate, body))
+    placement = pod["metadata"]["annotations"][ANNOTATION_PLACEMENT]
+    assert len(placement.split(":")[1].split(",")) == gpus, placement
 
 
 # -- waiting --------------------------------------------------------------------------------

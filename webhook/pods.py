@@ -140,11 +140,16 @@ def wants_gpus(pod: Any) -> bool:
 def gpu_ask_of(
     spec: dict[str, Any], annotations: dict[str, str], mig_profiles: dict[str, str]
 ) -> tuple[GpuAsk, list[str]]:
-    """The pod's effective GPU demand (Kubernetes rule: max of the sum of containers and of
-    any one init container) and the problems that make it unusable."""
+    """The pod's effective GPU demand and the problems that make it unusable.
+
+    Counted as kube-scheduler counts it (as ``quantities.pod_requests`` does for CPU): the
+    app containers and the sidecars (init containers with ``restartPolicy: Always``) hold
+    their devices together; each other init container runs alone beside the sidecars
+    started before it; the pod needs the larger."""
     problems: list[str] = []
     totals: dict[str, int] = {}
     first_gpu_container: int | None = None
+    sidecars: dict[str, int] = {}
     init_max: dict[str, int] = {}
     for group in ("containers", "initContainers"):
         containers = spec.get(group)
@@ -153,6 +158,7 @@ def gpu_ask_of(
         for index, container in enumerate(containers):
             requests, limits = _resources(container)
             cname = container.get("name", index) if isinstance(container, dict) else index
+            sidecar = isinstance(container, dict) and container.get("restartPolicy") == "Always"
             for resource in sorted({*requests, *limits}):
                 if not _is_gpu_resource(resource):
                     continue
@@ -187,10 +193,14 @@ def gpu_ask_of(
                     totals[resource] = totals.get(resource, 0) + limit
                     if first_gpu_container is None and limit > 0:
                         first_gpu_container = index
+                elif sidecar:
+                    sidecars[resource] = sidecars.get(resource, 0) + limit
                 else:
-                    init_max[resource] = max(init_max.get(resource, 0), limit)
-    for resource, amount in init_max.items():
-        totals[resource] = max(totals.get(resource, 0), amount)
+                    alone = sidecars.get(resource, 0) + limit
+                    init_max[resource] = max(init_max.get(resource, 0), alone)
+    for resource in sidecars.keys() | init_max.keys():
+        running = totals.get(resource, 0) + sidecars.get(resource, 0)
+        totals[resource] = max(running, init_max.get(resource, 0))
     totals = {r: n for r, n in totals.items() if n > 0}
     memory_text = annotations.get(keys.ANNOTATION_GPU_MEMORY)
     memory_mib: int | None = None
