@@ -401,6 +401,19 @@ def test_denials_name_the_problem(change: dict[str, Any], message: str) -> None:
     assert message in _denial(body)
 
 
+@pytest.mark.parametrize(("count", "gpus"), [("1k", 1000), ("3Ki", 3072), ("1e3", 1000)])
+def test_a_whole_count_in_any_quantity_form_is_read_as_that_count(count: str, gpus: int) -> None:
+    body = vary(review("create-pod-gpu-1.validate-create"), resources={"nvidia.com/gpu": count})
+    assert _denial(body) == (
+        f"Apportion: {gpus} GPUs in one pod: the largest node in this cluster has 8 whole GPUs"
+    )
+
+
+def test_a_fraction_of_a_gpu_is_refused_as_such() -> None:
+    body = vary(review(GPU_1), resources={"nvidia.com/gpu": "500m"})
+    assert "nvidia.com/gpu: '500m' is not a whole number of devices" in _denial(body)
+
+
 def test_requests_must_equal_limits() -> None:
     body = vary(review("create-pod-gpu-1.validate-create"))
     body["request"]["object"]["spec"]["containers"][0]["resources"]["requests"][

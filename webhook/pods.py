@@ -16,7 +16,7 @@ from typing import Any
 from scheduler.catalog import Catalog, mig_resource_name
 from scheduler.model import Demand, PodPlacement
 from webhook import keys
-from webhook.quantities import QuantityError, parse_bytes_mib, pod_requests
+from webhook.quantities import QuantityError, parse_bytes_mib, parse_count, pod_requests
 
 __all__ = [
     "ANNOTATION_PLACEMENT",
@@ -36,10 +36,10 @@ __all__ = [
 
 def _count(text: object, where: str) -> int:
     """An extended-resource count: Kubernetes only allows whole numbers there."""
-    value = str(text).strip()
-    if not value.isdigit():
-        raise QuantityError(f"{where}: {value!r} is not a whole number of devices")
-    return int(value)
+    try:
+        return parse_count(str(text))
+    except QuantityError as error:
+        raise QuantityError(f"{where}: {error}") from None
 
 
 @dataclass(frozen=True, slots=True)
