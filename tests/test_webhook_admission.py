@@ -75,6 +75,53 @@ def test_a_pod_asking_zero_gpus_is_allowed_untouched() -> None:
         assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
 
 
+def _mirror_pod(body: dict[str, Any]) -> dict[str, Any]:
+    """The kubelet's mirror of a static pod: created bound to its node."""
+    body["request"]["userInfo"] = {"username": "system:node:gpu-node-b", "groups": ["system:nodes"]}
+    pod = body["request"]["object"]
+    pod["metadata"]["annotations"] = {
+        "kubernetes.io/config.mirror": "0f3c1b2a",
+        "kubernetes.io/config.source": "file",
+    }
+    pod["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "Node", "name": "gpu-node-b", "uid": "n", "controller": True}
+    ]
+    pod["spec"]["nodeName"] = "gpu-node-b"
+    return body
+
+
+def _daemonset_pod(body: dict[str, Any]) -> dict[str, Any]:
+    """A DaemonSet's pod (a GPU burn-in, a validator): pinned to its node by affinity."""
+    pod = body["request"]["object"]
+    pod["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "gpu-burn", "uid": "d",
+         "controller": True, "blockOwnerDeletion": True}
+    ]  # fmt: skip
+    field = {"key": "metadata.name", "operator": "In", "values": ["gpu-node-b"]}
+    pod["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchFields": [field]}]
+            }
+        }
+    }
+    return body
+
+
+@pytest.mark.parametrize("shape", [_mirror_pod, _daemonset_pod])
+def test_a_pod_whose_node_is_already_chosen_is_allowed_untouched(shape: Any) -> None:
+    """Apportion cannot choose their node: the API server refuses a gate on a pod created
+    with spec.nodeName, the kubelet refuses one pinned to another node, and a DaemonSet's
+    pod pinned to another node than its own stays Pending for ever. Once bound they are
+    foreign GPU pods, whose devices are not capacity."""
+    for name, handler in (
+        (GPU_1, admission().mutate),
+        ("create-pod-gpu-1.validate-create", admission().validate),
+    ):
+        body = shape(vary(review(name)))
+        assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
+
+
 def test_a_namespace_that_did_not_opt_in_is_not_managed() -> None:
     body = vary(review(GPU_8), namespace="not-opted-in")
     assert answer(admission().mutate, body) == {"uid": body["request"]["uid"], "allowed": True}

@@ -3,7 +3,8 @@
 Pure functions of a parsed request and the live cluster; the aiohttp server is a thin
 shell around them. Rules that keep clusters safe:
 - anything Apportion does not manage (not a Pod CREATE, no GPU request, namespace not
-  opted in) is allowed untouched, with no patch, before any expensive work;
+  opted in, a node someone else chose) is allowed untouched, with no patch, before any
+  expensive work;
 - resources are fixed at CREATE, so the device (whole GPUs or a MIG profile) is chosen
   here even when the pod must wait;
 - a pod created without the gate can never be gated later, so "wait" is decided here too;
@@ -33,7 +34,14 @@ from webhook.patches import (
     set_gpu_resource,
     set_metadata,
 )
-from webhook.pods import ANNOTATION_PLACEMENT, PodAsk, PodReader, format_placement, wants_gpus
+from webhook.pods import (
+    ANNOTATION_PLACEMENT,
+    PodAsk,
+    PodReader,
+    format_placement,
+    placed_by_others,
+    wants_gpus,
+)
 from webhook.review import AdmissionRequest, Answer, allow, deny
 from webhook.settings import AdmissionSettings
 
@@ -81,7 +89,7 @@ class Admission:
 
     def mutate(self, req: AdmissionRequest) -> Verdict:
         pod = _pod_create(req)
-        if pod is None or not wants_gpus(pod):
+        if pod is None or not wants_gpus(pod) or placed_by_others(pod):
             return Verdict(allow(), "ignored")
         policy = self.cluster.policy(req.namespace)
         if not policy.enabled:
@@ -243,7 +251,7 @@ class Admission:
 
     def _validate_create(self, req: AdmissionRequest) -> Verdict:
         pod = req.object
-        if pod is None or not wants_gpus(pod):
+        if pod is None or not wants_gpus(pod) or placed_by_others(pod):
             return Verdict(allow(), "ignored")
         policy = self.cluster.policy(req.namespace)
         if not policy.enabled:

@@ -29,6 +29,7 @@ __all__ = [
     "format_placement",
     "gpu_ask_of",
     "parse_placement",
+    "placed_by_others",
     "rfc3339",
     "wants_gpus",
 ]
@@ -135,6 +136,20 @@ def wants_gpus(pod: Any) -> bool:
                     if _is_gpu_resource(name) and str(value).strip() != "0":
                         return True
     return False
+
+
+def placed_by_others(pod: dict[str, Any]) -> bool:
+    """Whether the pod's node was chosen before Apportion could choose it: created with
+    ``spec.nodeName`` (a static pod's mirror, a pod that bypasses the scheduler: the API
+    server refuses a gate on it) or a DaemonSet's (pinned to its node by affinity)."""
+    spec = pod.get("spec")
+    if isinstance(spec, dict) and spec.get("nodeName"):
+        return True
+    metadata = pod.get("metadata")
+    owner = (
+        controller_owner(metadata.get("ownerReferences")) if isinstance(metadata, dict) else None
+    )
+    return owner is not None and owner[0] == "DaemonSet"
 
 
 def gpu_ask_of(
