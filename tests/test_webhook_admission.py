@@ -396,6 +396,11 @@ def test_allocator_failure_gates_by_default_and_can_let_the_pod_through() -> Non
     response = answer(admission(cluster, on_allocator_failure="allow").mutate, body)
     assert "patch" not in response and response["allowed"] is True
     assert response["warnings"] == ["Apportion could not decide; the pod runs unmanaged"]
+    # The validating call then sees the pod unmarked, and lets it run unmanaged too.
+    validated = answer(
+        admission(cluster, on_allocator_failure="allow").validate, mutated(body, response)
+    )
+    assert validated["allowed"] is True, validated
 
 
 # -- validation: clear denials --------------------------------------------------------------

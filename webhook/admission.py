@@ -263,6 +263,13 @@ class Admission:
             return Verdict(deny("Apportion: " + "; ".join(problems)), "denied")
         shadow = self.settings.mode == "shadow" or policy.shadow
         if not shadow and keys.ANNOTATION_WORKLOAD not in ask.annotations:
+            if self.settings.on_allocator_failure == "allow":
+                # What the mutating call did when it could not decide: this call cannot
+                # tell that from an outage, and the setting lets both run unmanaged.
+                return Verdict(
+                    allow(warnings=("Apportion did not decide this pod; it runs unmanaged",)),
+                    "allowed",
+                )
             return Verdict(
                 deny(
                     "Apportion: this GPU pod was not processed by Apportion's mutating webhook "
