@@ -162,6 +162,17 @@ def test_one_gpu_pod_is_admitted_and_pinned_to_a_node() -> None:
     assert answer(admission().validate, mutated(body, response))["allowed"] is True
 
 
+def test_a_pod_created_with_the_gate_and_admitted_is_released_at_once() -> None:
+    """A manifest copied from a waiting pod carries Apportion's gate (only Apportion may
+    remove it): admitted at creation, the pod must not wait on the gate for a controller."""
+    body = review("create-pod-scheduling-gated.mutate-create")
+    response = answer(admission().mutate, body)
+    pod = _pod_after(body, response)
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_DECISION] == "admitted"
+    assert not _gated(pod)
+    assert answer(admission().validate, mutated(body, response))["allowed"] is True
+
+
 def test_a_mig_slice_lands_on_the_mig_node() -> None:
     body = review(MIG_1G)
     pod = _pod_after(body, answer(admission().mutate, body))

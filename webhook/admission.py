@@ -30,6 +30,7 @@ from webhook.patches import (
     add_tolerations,
     escape,
     node_expressions,
+    remove_gate,
     require_nodes,
     set_gpu_resource,
     set_metadata,
@@ -182,7 +183,10 @@ class Admission:
         patch += set_metadata(pod, "annotations", annotations)
         patch += add_tolerations(pod, self.settings.gpu_tolerations)
         if admitted:
+            # A pod may arrive with Apportion's gate (a manifest copied from a waiting pod):
+            # admitted, it must not wait for the controller to remove it.
             patch += require_nodes(pod, self._placement_expressions(decision))
+            patch += remove_gate(pod)
             return Verdict(allow(patch), "admitted", workload.name)
         models = (demand.models if demand is not None else ()) or ask.models
         if models:
