@@ -523,6 +523,52 @@ def test_users_cannot_forge_a_decision() -> None:
     assert "only Apportion may change annotation apportion.io/decision" in _denial(body)
 
 
+def _changed(part: str, key: str, value: str | None, *, managed: bool) -> dict[str, Any]:
+    """The captured UPDATE of a waiting pod, gate kept (if managed), one key changed."""
+    body = review("update-pod-ungate-add-nodeselector.validate-update")
+    old, new = body["request"]["oldObject"], body["request"]["object"]
+    for pod in (old, new):
+        if managed:
+            pod["spec"]["schedulingGates"] = [{"name": keys.GATE}]
+            pod["metadata"]["annotations"] = {
+                keys.ANNOTATION_WORKLOAD: "gpu-team-a/gated-gpu-2",
+                keys.ANNOTATION_GANG_SIZE: "4",
+            }
+            pod["metadata"]["labels"][keys.LABEL_GANG] = "gated-gpu"
+        else:
+            pod["spec"].pop("schedulingGates", None)
+    if value is None:
+        del new["metadata"][part][key]
+    else:
+        new["metadata"][part][key] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    ("part", "key", "value"),
+    [
+        ("labels", keys.LABEL_QUEUE, "team-b"),
+        ("labels", keys.LABEL_GANG, None),
+        ("annotations", keys.ANNOTATION_GANG_SIZE, "1"),
+    ],
+)
+def test_users_cannot_move_a_managed_pod_to_another_queue_or_gang(
+    part: str, key: str, value: str | None
+) -> None:
+    """The queue was checked at creation (open to the namespace, priority cap) and the
+    controller reads queue and gang from the pod: relabelled, a waiting pod would skip to
+    a queue its namespace may not use, or a member of a gang of 4 be admitted alone."""
+    body = _changed(part, key, value, managed=True)
+    assert f"only Apportion may change {part[:-1]} {key}" in _denial(body)
+    body["request"]["userInfo"]["username"] = SERVICE_ACCOUNT
+    assert answer(admission().validate, body)["allowed"] is True
+
+
+def test_the_queue_label_of_a_pod_apportion_does_not_manage_is_the_users() -> None:
+    body = _changed("labels", keys.LABEL_QUEUE, "team-b", managed=False)
+    assert answer(admission().validate, body)["allowed"] is True
+
+
 # -- standalone bookkeeping -----------------------------------------------------------------
 
 

@@ -462,18 +462,25 @@ def _resource_of(demand: Demand) -> tuple[str, int]:
 
 
 def _decision_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Decision labels/annotations a user changed, and a removed gate."""
-    changed: list[str] = []
-    for part in ("labels", "annotations"):
-        before = (old.get("metadata") or {}).get(part) or {}
-        after = (new.get("metadata") or {}).get(part) or {}
-        for key in sorted(keys.DECISION_KEYS | {ANNOTATION_PLACEMENT}):
-            if before.get(key) != after.get(key):
-                changed.append(f"{part[:-1]} {key}")
+    """Decision labels/annotations a user changed, the queue or gang of a pod Apportion
+    manages, and a removed gate."""
 
     def gated(pod: dict[str, Any]) -> bool:
         gates = (pod.get("spec") or {}).get("schedulingGates") or []
         return any(isinstance(g, dict) and g.get("name") == keys.GATE for g in gates)
+
+    metadata = old.get("metadata") or {}
+    managed = gated(old) or keys.ANNOTATION_WORKLOAD in (metadata.get("annotations") or {})
+    guarded = keys.DECISION_KEYS | {ANNOTATION_PLACEMENT}
+    if managed:
+        guarded |= keys.RECORDED_KEYS
+    changed: list[str] = []
+    for part in ("labels", "annotations"):
+        before = metadata.get(part) or {}
+        after = (new.get("metadata") or {}).get(part) or {}
+        for key in sorted(guarded):
+            if before.get(key) != after.get(key):
+                changed.append(f"{part[:-1]} {key}")
 
     if gated(old) and not gated(new):
         changed.append(f"the scheduling gate {keys.GATE}")
