@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import jsonpatch
@@ -67,6 +68,60 @@ def test_a_pod_without_gpus_is_allowed_untouched() -> None:
         assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
 
 
+def test_a_pod_asking_zero_gpus_is_allowed_untouched() -> None:
+    """Charts often template ``nvidia.com/gpu: 0`` for CPU-only runs: no GPU is asked."""
+    body = vary(review(GPU_1), resources={"nvidia.com/gpu": "0"})
+    for handler in (admission().mutate, admission().validate):
+        assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
+
+
+def _mirror_pod(body: dict[str, Any]) -> dict[str, Any]:
+    """The kubelet's mirror of a static pod: created bound to its node."""
+    body["request"]["userInfo"] = {"username": "system:node:gpu-node-b", "groups": ["system:nodes"]}
+    pod = body["request"]["object"]
+    pod["metadata"]["annotations"] = {
+        "kubernetes.io/config.mirror": "0f3c1b2a",
+        "kubernetes.io/config.source": "file",
+    }
+    pod["metadata"]["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "Node", "name": "gpu-node-b", "uid": "n", "controller": True}
+    ]
+    pod["spec"]["nodeName"] = "gpu-node-b"
+    return body
+
+
+def _daemonset_pod(body: dict[str, Any]) -> dict[str, Any]:
+    """A DaemonSet's pod (a GPU burn-in, a validator): pinned to its node by affinity."""
+    pod = body["request"]["object"]
+    pod["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "gpu-burn", "uid": "d",
+         "controller": True, "blockOwnerDeletion": True}
+    ]  # fmt: skip
+    field = {"key": "metadata.name", "operator": "In", "values": ["gpu-node-b"]}
+    pod["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchFields": [field]}]
+            }
+        }
+    }
+    return body
+
+
+@pytest.mark.parametrize("shape", [_mirror_pod, _daemonset_pod])
+def test_a_pod_whose_node_is_already_chosen_is_allowed_untouched(shape: Any) -> None:
+    """Apportion cannot choose their node: the API server refuses a gate on a pod created
+    with spec.nodeName, the kubelet refuses one pinned to another node, and a DaemonSet's
+    pod pinned to another node than its own stays Pending for ever. Once bound they are
+    foreign GPU pods, whose devices are not capacity."""
+    for name, handler in (
+        (GPU_1, admission().mutate),
+        ("create-pod-gpu-1.validate-create", admission().validate),
+    ):
+        body = shape(vary(review(name)))
+        assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
+
+
 def test_a_namespace_that_did_not_opt_in_is_not_managed() -> None:
     body = vary(review(GPU_8), namespace="not-opted-in")
     assert answer(admission().mutate, body) == {"uid": body["request"]["uid"], "allowed": True}
@@ -104,6 +159,17 @@ def test_one_gpu_pod_is_admitted_and_pinned_to_a_node() -> None:
     ]
     assert not _gated(pod)
     # The validating call sees the mutated pod and lets it in.
+    assert answer(admission().validate, mutated(body, response))["allowed"] is True
+
+
+def test_a_pod_created_with_the_gate_and_admitted_is_released_at_once() -> None:
+    """A manifest copied from a waiting pod carries Apportion's gate (only Apportion may
+    remove it): admitted at creation, the pod must not wait on the gate for a controller."""
+    body = review("create-pod-scheduling-gated.mutate-create")
+    response = answer(admission().mutate, body)
+    pod = _pod_after(body, response)
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_DECISION] == "admitted"
+    assert not _gated(pod)
     assert answer(admission().validate, mutated(body, response))["allowed"] is True
 
 
@@ -158,6 +224,40 @@ def test_more_cpu_than_any_gpu_node_has_is_denied() -> None:
         "Apportion: 200 CPU and 4 GiB of memory in one pod: no node with GPUs in this cluster "
         "has that much allocatable"
     )
+
+
+def _with_init(body: dict[str, Any], gpus: str, *, sidecar: bool) -> dict[str, Any]:
+    """The pod's container again as an init container asking ``gpus`` GPUs."""
+    spec = body["request"]["object"]["spec"]
+    init = copy.deepcopy(spec["containers"][0])
+    init["name"] = f"init-{len(spec.get('initContainers', []))}"
+    for part in ("requests", "limits"):
+        init["resources"][part]["nvidia.com/gpu"] = gpus
+    if sidecar:
+        init["restartPolicy"] = "Always"
+    spec.setdefault("initContainers", []).append(init)
+    return body
+
+
+@pytest.mark.parametrize(
+    ("inits", "gpus"),
+    [
+        ([("1", True)], 2),  # a sidecar runs beside the app container: 1 + 1
+        ([("1", False)], 1),  # an init container runs alone: max(1, 1)
+        ([("4", False)], 4),  # max(4, 1)
+        ([("1", True), ("2", False)], 3),  # the init runs beside the sidecar: max(1+1, 1+2)
+        ([("2", False), ("1", True)], 2),  # the init runs before the sidecar: max(1+1, 2)
+    ],
+)
+def test_gpus_of_init_containers_and_sidecars_count_as_the_scheduler_counts_them(
+    inits: list[tuple[str, bool]], gpus: int
+) -> None:
+    body = vary(review(GPU_1))
+    for count, sidecar in inits:
+        body = _with_init(body, count, sidecar=sidecar)
+    pod = _pod_after(body, answer(admission().mutate, body))
+    placement = pod["metadata"]["annotations"][ANNOTATION_PLACEMENT]
+    assert len(placement.split(":")[1].split(",")) == gpus, placement
 
 
 # -- waiting --------------------------------------------------------------------------------
@@ -307,6 +407,11 @@ def test_allocator_failure_gates_by_default_and_can_let_the_pod_through() -> Non
     response = answer(admission(cluster, on_allocator_failure="allow").mutate, body)
     assert "patch" not in response and response["allowed"] is True
     assert response["warnings"] == ["Apportion could not decide; the pod runs unmanaged"]
+    # The validating call then sees the pod unmarked, and lets it run unmanaged too.
+    validated = answer(
+        admission(cluster, on_allocator_failure="allow").validate, mutated(body, response)
+    )
+    assert validated["allowed"] is True, validated
 
 
 # -- validation: clear denials --------------------------------------------------------------
@@ -359,6 +464,19 @@ def test_denials_name_the_problem(change: dict[str, Any], message: str) -> None:
     assert message in _denial(body)
 
 
+@pytest.mark.parametrize(("count", "gpus"), [("1k", 1000), ("3Ki", 3072), ("1e3", 1000)])
+def test_a_whole_count_in_any_quantity_form_is_read_as_that_count(count: str, gpus: int) -> None:
+    body = vary(review("create-pod-gpu-1.validate-create"), resources={"nvidia.com/gpu": count})
+    assert _denial(body) == (
+        f"Apportion: {gpus} GPUs in one pod: the largest node in this cluster has 8 whole GPUs"
+    )
+
+
+def test_a_fraction_of_a_gpu_is_refused_as_such() -> None:
+    body = vary(review(GPU_1), resources={"nvidia.com/gpu": "500m"})
+    assert "nvidia.com/gpu: '500m' is not a whole number of devices" in _denial(body)
+
+
 def test_requests_must_equal_limits() -> None:
     body = vary(review("create-pod-gpu-1.validate-create"))
     body["request"]["object"]["spec"]["containers"][0]["resources"]["requests"][
@@ -403,6 +521,52 @@ def test_users_cannot_forge_a_decision() -> None:
         keys.ANNOTATION_DECISION
     ] = "admitted"
     assert "only Apportion may change annotation apportion.io/decision" in _denial(body)
+
+
+def _changed(part: str, key: str, value: str | None, *, managed: bool) -> dict[str, Any]:
+    """The captured UPDATE of a waiting pod, gate kept (if managed), one key changed."""
+    body = review("update-pod-ungate-add-nodeselector.validate-update")
+    old, new = body["request"]["oldObject"], body["request"]["object"]
+    for pod in (old, new):
+        if managed:
+            pod["spec"]["schedulingGates"] = [{"name": keys.GATE}]
+            pod["metadata"]["annotations"] = {
+                keys.ANNOTATION_WORKLOAD: "gpu-team-a/gated-gpu-2",
+                keys.ANNOTATION_GANG_SIZE: "4",
+            }
+            pod["metadata"]["labels"][keys.LABEL_GANG] = "gated-gpu"
+        else:
+            pod["spec"].pop("schedulingGates", None)
+    if value is None:
+        del new["metadata"][part][key]
+    else:
+        new["metadata"][part][key] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    ("part", "key", "value"),
+    [
+        ("labels", keys.LABEL_QUEUE, "team-b"),
+        ("labels", keys.LABEL_GANG, None),
+        ("annotations", keys.ANNOTATION_GANG_SIZE, "1"),
+    ],
+)
+def test_users_cannot_move_a_managed_pod_to_another_queue_or_gang(
+    part: str, key: str, value: str | None
+) -> None:
+    """The queue was checked at creation (open to the namespace, priority cap) and the
+    controller reads queue and gang from the pod: relabelled, a waiting pod would skip to
+    a queue its namespace may not use, or a member of a gang of 4 be admitted alone."""
+    body = _changed(part, key, value, managed=True)
+    assert f"only Apportion may change {part[:-1]} {key}" in _denial(body)
+    body["request"]["userInfo"]["username"] = SERVICE_ACCOUNT
+    assert answer(admission().validate, body)["allowed"] is True
+
+
+def test_the_queue_label_of_a_pod_apportion_does_not_manage_is_the_users() -> None:
+    body = _changed("labels", keys.LABEL_QUEUE, "team-b", managed=False)
+    assert answer(admission().validate, body)["allowed"] is True
 
 
 # -- standalone bookkeeping -----------------------------------------------------------------

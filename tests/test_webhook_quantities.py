@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from webhook.quantities import QuantityError, parse_bytes_mib, parse_cpu_milli, pod_requests
+from webhook.quantities import (
+    QuantityError,
+    parse_bytes_mib,
+    parse_count,
+    parse_cpu_milli,
+    pod_requests,
+)
 
 
 @pytest.mark.parametrize(
@@ -35,6 +41,29 @@ def test_cpu_quantities_in_milli(text: str, milli: int) -> None:
 def test_bad_byte_quantities_say_why(text: str, message: str) -> None:
     with pytest.raises(QuantityError, match=message):
         parse_bytes_mib(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [("1", 1), ("8", 8), ("1k", 1000), ("3Ki", 3072), ("1e3", 1000), ("2E0", 2), ("0", 0)],
+)
+def test_device_counts_are_whole_numbers_in_any_quantity_form(text: str, count: int) -> None:
+    """The API server keeps 1000 as ``1k``, 3072 as ``3Ki``, ``1e3`` as written."""
+    assert parse_count(text) == count
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("500m", "'500m' is not a whole number"),
+        ("1.5", "'1.5' is not a whole number"),
+        ("two", "'two' is not a whole number"),
+        ("9" * 5000, "is not a whole number"),
+    ],
+)
+def test_bad_device_counts_say_why(text: str, message: str) -> None:
+    with pytest.raises(QuantityError, match=message):
+        parse_count(text)
 
 
 def _container(cpu: str | None = None, memory: str | None = None, **extra: Any) -> dict[str, Any]:

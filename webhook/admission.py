@@ -3,7 +3,8 @@
 Pure functions of a parsed request and the live cluster; the aiohttp server is a thin
 shell around them. Rules that keep clusters safe:
 - anything Apportion does not manage (not a Pod CREATE, no GPU request, namespace not
-  opted in) is allowed untouched, with no patch, before any expensive work;
+  opted in, a node someone else chose) is allowed untouched, with no patch, before any
+  expensive work;
 - resources are fixed at CREATE, so the device (whole GPUs or a MIG profile) is chosen
   here even when the pod must wait;
 - a pod created without the gate can never be gated later, so "wait" is decided here too;
@@ -29,11 +30,19 @@ from webhook.patches import (
     add_tolerations,
     escape,
     node_expressions,
+    remove_gate,
     require_nodes,
     set_gpu_resource,
     set_metadata,
 )
-from webhook.pods import ANNOTATION_PLACEMENT, PodAsk, PodReader, format_placement, wants_gpus
+from webhook.pods import (
+    ANNOTATION_PLACEMENT,
+    PodAsk,
+    PodReader,
+    format_placement,
+    placed_by_others,
+    wants_gpus,
+)
 from webhook.review import AdmissionRequest, Answer, allow, deny
 from webhook.settings import AdmissionSettings
 
@@ -81,7 +90,7 @@ class Admission:
 
     def mutate(self, req: AdmissionRequest) -> Verdict:
         pod = _pod_create(req)
-        if pod is None or not wants_gpus(pod):
+        if pod is None or not wants_gpus(pod) or placed_by_others(pod):
             return Verdict(allow(), "ignored")
         policy = self.cluster.policy(req.namespace)
         if not policy.enabled:
@@ -174,7 +183,10 @@ class Admission:
         patch += set_metadata(pod, "annotations", annotations)
         patch += add_tolerations(pod, self.settings.gpu_tolerations)
         if admitted:
+            # A pod may arrive with Apportion's gate (a manifest copied from a waiting pod):
+            # admitted, it must not wait for the controller to remove it.
             patch += require_nodes(pod, self._placement_expressions(decision))
+            patch += remove_gate(pod)
             return Verdict(allow(patch), "admitted", workload.name)
         models = (demand.models if demand is not None else ()) or ask.models
         if models:
@@ -243,7 +255,7 @@ class Admission:
 
     def _validate_create(self, req: AdmissionRequest) -> Verdict:
         pod = req.object
-        if pod is None or not wants_gpus(pod):
+        if pod is None or not wants_gpus(pod) or placed_by_others(pod):
             return Verdict(allow(), "ignored")
         policy = self.cluster.policy(req.namespace)
         if not policy.enabled:
@@ -255,6 +267,13 @@ class Admission:
             return Verdict(deny("Apportion: " + "; ".join(problems)), "denied")
         shadow = self.settings.mode == "shadow" or policy.shadow
         if not shadow and keys.ANNOTATION_WORKLOAD not in ask.annotations:
+            if self.settings.on_allocator_failure == "allow":
+                # What the mutating call did when it could not decide: this call cannot
+                # tell that from an outage, and the setting lets both run unmanaged.
+                return Verdict(
+                    allow(warnings=("Apportion did not decide this pod; it runs unmanaged",)),
+                    "allowed",
+                )
             return Verdict(
                 deny(
                     "Apportion: this GPU pod was not processed by Apportion's mutating webhook "
@@ -443,18 +462,25 @@ def _resource_of(demand: Demand) -> tuple[str, int]:
 
 
 def _decision_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Decision labels/annotations a user changed, and a removed gate."""
-    changed: list[str] = []
-    for part in ("labels", "annotations"):
-        before = (old.get("metadata") or {}).get(part) or {}
-        after = (new.get("metadata") or {}).get(part) or {}
-        for key in sorted(keys.DECISION_KEYS | {ANNOTATION_PLACEMENT}):
-            if before.get(key) != after.get(key):
-                changed.append(f"{part[:-1]} {key}")
+    """Decision labels/annotations a user changed, the queue or gang of a pod Apportion
+    manages, and a removed gate."""
 
     def gated(pod: dict[str, Any]) -> bool:
         gates = (pod.get("spec") or {}).get("schedulingGates") or []
         return any(isinstance(g, dict) and g.get("name") == keys.GATE for g in gates)
+
+    metadata = old.get("metadata") or {}
+    managed = gated(old) or keys.ANNOTATION_WORKLOAD in (metadata.get("annotations") or {})
+    guarded = keys.DECISION_KEYS | {ANNOTATION_PLACEMENT}
+    if managed:
+        guarded |= keys.RECORDED_KEYS
+    changed: list[str] = []
+    for part in ("labels", "annotations"):
+        before = metadata.get(part) or {}
+        after = (new.get("metadata") or {}).get(part) or {}
+        for key in sorted(guarded):
+            if before.get(key) != after.get(key):
+                changed.append(f"{part[:-1]} {key}")
 
     if gated(old) and not gated(new):
         changed.append(f"the scheduling gate {keys.GATE}")

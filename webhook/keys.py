@@ -33,6 +33,7 @@ __all__ = [
     "NODE_HOSTNAME",
     "NODE_PRODUCT",
     "PREFIX",
+    "RECORDED_KEYS",
 ]
 
 PREFIX = "apportion.io/"
@@ -82,6 +83,10 @@ DECISION_KEYS = frozenset(
         ANNOTATION_NOMINATED,
     }
 )
+
+RECORDED_KEYS = frozenset({LABEL_QUEUE, LABEL_GANG, ANNOTATION_GANG_SIZE})
+"""Inputs Apportion records on a pod it manages and the controller reads back from it: once
+checked and decided at creation, only Apportion may change them."""
 
 # Kubernetes and NVIDIA names.
 GPU_RESOURCE = "nvidia.com/gpu"

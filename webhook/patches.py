@@ -22,6 +22,7 @@ __all__ = [
     "admit_gated",
     "escape",
     "node_expressions",
+    "remove_gate",
     "require_nodes",
     "set_gpu_resource",
     "set_metadata",
@@ -145,16 +146,21 @@ def node_expressions(nodes: Iterable[Node]) -> list[dict[str, Any]]:
     return expressions
 
 
-def admit_gated(pod: Mapping[str, Any], expressions: list[dict[str, Any]]) -> Patch:
-    """Placement and ungating in one patch; ``test`` guards against a stale view of the gates."""
+def remove_gate(pod: Mapping[str, Any]) -> Patch:
+    """Apportion's gate removed; ``test`` guards against a stale view of the gates."""
     gates = (pod.get("spec") or {}).get("schedulingGates") or []
-    patch = require_nodes(pod, expressions)
+    patch: Patch = []
     for index in reversed(range(len(gates))):
         if isinstance(gates[index], dict) and gates[index].get("name") == keys.GATE:
             path = f"/spec/schedulingGates/{index}"
             patch.append({"op": "test", "path": path, "value": gates[index]})
             patch.append({"op": "remove", "path": path})
     return patch
+
+
+def admit_gated(pod: Mapping[str, Any], expressions: list[dict[str, Any]]) -> Patch:
+    """Placement and ungating in one patch."""
+    return require_nodes(pod, expressions) + remove_gate(pod)
 
 
 def set_gpu_resource(pod: Mapping[str, Any], container: int, resource: str, count: int) -> Patch:

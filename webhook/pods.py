@@ -16,7 +16,7 @@ from typing import Any
 from scheduler.catalog import Catalog, mig_resource_name
 from scheduler.model import Demand, PodPlacement
 from webhook import keys
-from webhook.quantities import QuantityError, parse_bytes_mib, pod_requests
+from webhook.quantities import QuantityError, parse_bytes_mib, parse_count, pod_requests
 
 __all__ = [
     "ANNOTATION_PLACEMENT",
@@ -29,6 +29,7 @@ __all__ = [
     "format_placement",
     "gpu_ask_of",
     "parse_placement",
+    "placed_by_others",
     "rfc3339",
     "wants_gpus",
 ]
@@ -36,10 +37,10 @@ __all__ = [
 
 def _count(text: object, where: str) -> int:
     """An extended-resource count: Kubernetes only allows whole numbers there."""
-    value = str(text).strip()
-    if not value.isdigit():
-        raise QuantityError(f"{where}: {value!r} is not a whole number of devices")
-    return int(value)
+    try:
+        return parse_count(str(text))
+    except QuantityError as error:
+        raise QuantityError(f"{where}: {error}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +111,10 @@ def _is_gpu_resource(name: str) -> bool:
 
 
 def wants_gpus(pod: Any) -> bool:
-    """Cheap test: does this pod ask for GPUs at all (resources or the memory annotation)?"""
+    """Cheap test: does this pod ask for GPUs at all (resources or the memory annotation)?
+
+    A GPU resource of ``0`` (charts template it for CPU-only runs) asks for nothing; the
+    API server serialises every zero quantity as ``0``."""
     if not isinstance(pod, dict):
         return False
     metadata = pod.get("metadata")
@@ -127,20 +131,40 @@ def wants_gpus(pod: Any) -> bool:
             continue
         for container in containers:
             requests, limits = _resources(container)
-            for name in (*requests, *limits):
-                if _is_gpu_resource(name):
-                    return True
+            for quantities in (requests, limits):
+                for name, value in quantities.items():
+                    if _is_gpu_resource(name) and str(value).strip() != "0":
+                        return True
     return False
+
+
+def placed_by_others(pod: dict[str, Any]) -> bool:
+    """Whether the pod's node was chosen before Apportion could choose it: created with
+    ``spec.nodeName`` (a static pod's mirror, a pod that bypasses the scheduler: the API
+    server refuses a gate on it) or a DaemonSet's (pinned to its node by affinity)."""
+    spec = pod.get("spec")
+    if isinstance(spec, dict) and spec.get("nodeName"):
+        return True
+    metadata = pod.get("metadata")
+    owner = (
+        controller_owner(metadata.get("ownerReferences")) if isinstance(metadata, dict) else None
+    )
+    return owner is not None and owner[0] == "DaemonSet"
 
 
 def gpu_ask_of(
     spec: dict[str, Any], annotations: dict[str, str], mig_profiles: dict[str, str]
 ) -> tuple[GpuAsk, list[str]]:
-    """The pod's effective GPU demand (Kubernetes rule: max of the sum of containers and of
-    any one init container) and the problems that make it unusable."""
+    """The pod's effective GPU demand and the problems that make it unusable.
+
+    Counted as kube-scheduler counts it (as ``quantities.pod_requests`` does for CPU): the
+    app containers and the sidecars (init containers with ``restartPolicy: Always``) hold
+    their devices together; each other init container runs alone beside the sidecars
+    started before it; the pod needs the larger."""
     problems: list[str] = []
     totals: dict[str, int] = {}
     first_gpu_container: int | None = None
+    sidecars: dict[str, int] = {}
     init_max: dict[str, int] = {}
     for group in ("containers", "initContainers"):
         containers = spec.get(group)
@@ -149,6 +173,7 @@ def gpu_ask_of(
         for index, container in enumerate(containers):
             requests, limits = _resources(container)
             cname = container.get("name", index) if isinstance(container, dict) else index
+            sidecar = isinstance(container, dict) and container.get("restartPolicy") == "Always"
             for resource in sorted({*requests, *limits}):
                 if not _is_gpu_resource(resource):
                     continue
@@ -183,10 +208,14 @@ def gpu_ask_of(
                     totals[resource] = totals.get(resource, 0) + limit
                     if first_gpu_container is None and limit > 0:
                         first_gpu_container = index
+                elif sidecar:
+                    sidecars[resource] = sidecars.get(resource, 0) + limit
                 else:
-                    init_max[resource] = max(init_max.get(resource, 0), limit)
-    for resource, amount in init_max.items():
-        totals[resource] = max(totals.get(resource, 0), amount)
+                    alone = sidecars.get(resource, 0) + limit
+                    init_max[resource] = max(init_max.get(resource, 0), alone)
+    for resource in sidecars.keys() | init_max.keys():
+        running = totals.get(resource, 0) + sidecars.get(resource, 0)
+        totals[resource] = max(running, init_max.get(resource, 0))
     totals = {r: n for r, n in totals.items() if n > 0}
     memory_text = annotations.get(keys.ANNOTATION_GPU_MEMORY)
     memory_mib: int | None = None

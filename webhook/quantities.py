@@ -8,34 +8,54 @@ still have them (the same rule, reimplemented: requests, not limits).
 
 from __future__ import annotations
 
+import math
 import re
+from fractions import Fraction
 from typing import Any
 
-__all__ = ["QuantityError", "parse_bytes_mib", "parse_cpu_milli", "pod_requests"]
+__all__ = ["QuantityError", "parse_bytes_mib", "parse_count", "parse_cpu_milli", "pod_requests"]
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {"k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
-_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)?$")
+_QUANTITY = re.compile(
+    r"^([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][+-]?[0-9]{1,3})?$"
+)
 
 
 class QuantityError(ValueError):
     """A Kubernetes quantity Apportion cannot use, with the reason."""
 
 
-def _scaled(text: str, unit: int, what: str) -> int:
-    """``text`` × ``unit`` in the quantity's base unit, rounded up (exact integers)."""
+def _value(text: str, what: str) -> Fraction:
+    """The exact value of a quantity: suffixes (``Gi``, ``k``, ``m``) and exponents (``1e3``)."""
     match = _QUANTITY.match(text.strip())
     if match is None:
         raise QuantityError(f"{text!r} is not {what}")
-    number: str = match.group(1)
     suffix: str = match.group(2) or ""
-    whole, _, frac = number.partition(".")
     if suffix == "m":
-        numerator, denominator = unit, 1000
+        scale = Fraction(1, 1000)
+    elif suffix[:1] in ("e", "E") and len(suffix) > 1:
+        scale = Fraction(10) ** int(suffix[1:])
     else:
-        numerator, denominator = unit * (_BINARY.get(suffix) or _DECIMAL.get(suffix) or 1), 1
-    denominator *= int(10 ** len(frac))
-    return -(-int(whole + frac) * numerator // denominator)
+        scale = Fraction(_BINARY.get(suffix) or _DECIMAL.get(suffix) or 1)
+    try:
+        return Fraction(match.group(1)) * scale
+    except ValueError:  # more digits than Python converts (no API server sends them)
+        raise QuantityError(f"{text!r} is not {what}") from None
+
+
+def _scaled(text: str, unit: int, what: str) -> int:
+    """``text`` × ``unit`` in the quantity's base unit, rounded up (exact integers)."""
+    return math.ceil(_value(text, what) * unit)
+
+
+def parse_count(text: str) -> int:
+    """A device count (``1``, ``1k``, ``3Ki``, ``1e3``): Kubernetes allows only whole numbers
+    of an extended resource, in any quantity form."""
+    value = _value(text, "a whole number of devices")
+    if value.denominator != 1:
+        raise QuantityError(f"{text!r} is not a whole number of devices")
+    return value.numerator
 
 
 def parse_bytes_mib(text: str) -> int:

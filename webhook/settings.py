@@ -26,7 +26,8 @@ class AdmissionSettings:
     """``shadow`` annotates what Apportion would do and changes nothing else (rollout)."""
     on_allocator_failure: Literal["gate", "allow"] = "gate"
     """When the allocator cannot answer: ``gate`` the pod for the controller (never lose a
-    pod) or ``allow`` it unmanaged."""
+    pod) or ``allow`` it unmanaged (then the validating call lets through every GPU pod the
+    mutating one did not mark, instead of refusing it with 503)."""
     whole_gpu_fallback: bool = True
     """A memory need may become whole GPUs when no MIG slice fits or MIG capacity is out."""
     gpu_tolerations: tuple[dict[str, Any], ...] = DEFAULT_GPU_TOLERATIONS
