@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.model import Demand, Quota
-from sim.cluster import load_cluster
+from sim.cluster import ClusterError, load_cluster
 from sim.gavel import load_gavel_jobs, load_throughputs
 from sim.helios import helios_queues, load_helios_jobs
 from sim.jobfile import job_csv, load_job_csv, load_job_jsonl
@@ -347,3 +347,18 @@ def test_load_trace_detects_formats(tmp_path: Path) -> None:
     with pytest.raises(TraceError, match=r"bad\.csv line 3: 5 fields, the header has 4"):
         load_trace(bad)
     assert load_trace(bad, skip_bad_rows=True).bad_rows == {"wrong number of fields": 1}
+
+
+def test_bad_cluster_files_and_specs_are_cluster_errors(tmp_path: Path) -> None:
+    """A bad row in a cluster CSV or an unknown model in a uniform spec is a ClusterError
+    (the commands print it and exit 2), not a RowError or KeyError escaping as a traceback."""
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\nn1,1000,1000,x,T4\n")
+    machines = tmp_path / "machines.csv"
+    machines.write_text("m1,T4,96,512,eight\n")
+    with pytest.raises(ClusterError, match=r"nodes.csv line 2 column gpu: 'x' is not an integer"):
+        load_cluster(str(nodes))
+    with pytest.raises(ClusterError, match=r"machines.csv line 1 column cap_gpu: 'eight'"):
+        load_cluster(str(machines))
+    with pytest.raises(ClusterError, match=r"uniform:2x4xZ100: unknown GPU model 'Z100'"):
+        load_cluster("uniform:2x4xZ100")
