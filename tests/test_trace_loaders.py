@@ -112,6 +112,24 @@ def test_pai_jobs_from_schema_rows() -> None:
     assert (tf.submit, tf.work) == (0, 20.0)
 
 
+def test_pai_task_rows_as_the_trace_writes_them() -> None:
+    """The published task table writes every number as a float, inst_num too (the
+    trace README's example row: ``4f05…,tensorflow,1.0,Terminated,1739162.0,…``)."""
+    jobs_table = "4f05,i1,alice,Terminated,1739100.0,1739300.0\n"
+    tasks = (
+        "4f05,tensorflow,1.0,Terminated,1739162.0,1739200.0,600.0,29.296875,50.0,MISC\n"
+        "4f05,worker,2.0,Terminated,1739162.0,1739262.0,600.0,29.296875,100.0,MISC\n"
+    )
+    jobs, _ = load_pai_jobs(jobs_table, tasks, "pai")
+    by_name = {j.name: j for j in jobs}
+    assert by_name["4f05/tensorflow"].workload.pods == 1
+    assert by_name["4f05/worker"].workload.pods == 2
+    assert by_name["4f05/worker"].work == 100.0
+    half = "4f05,w,1.5,Terminated,1739162.0,1739200.0,600.0,29.3,50.0,MISC\n"
+    with pytest.raises(RowError, match=r"line 1 column inst_num: '1.5' is not a whole number"):
+        load_pai_jobs(jobs_table, half, "pai")
+
+
 def test_pai_bad_rows_are_named_or_counted() -> None:
     jobs_table = "j1,i1,alice,Terminated,100,900\n"
     tasks = "j1,w,1,Terminated,100,700,600,29,150,V100\nj1,v,1,Terminated,x,700,600,29,50,V100\n"
