@@ -21,6 +21,7 @@ from scheduler.catalog import Catalog
 from scheduler.loading import SnapshotError, load_snapshot_text
 from scheduler.model import CustomGpuModel, Gpu, Node, Queue, Quota, Snapshot, flavor_of_mig
 from scheduler.textfile import read_text
+from sim.job import Job
 
 __all__ = ["SIM_COHORT", "Cluster", "ClusterError", "load_cluster", "uniform_cluster"]
 
@@ -63,6 +64,23 @@ class Cluster:
     @property
     def gpu_count(self) -> int:
         return sum(len(n.gpus) for n in self.snapshot.nodes)
+
+    def check_models(self, jobs: Iterable[Job]) -> None:
+        """Raise ClusterError when a job names a GPU model (acceptable models, throughput
+        rates) this cluster's catalog lacks: the core looks names up in the middle of a
+        run, where an unknown one is a KeyError."""
+        catalog = self.catalog
+        unknown: dict[str, str] = {}
+        for job in jobs:
+            for name in (*job.workload.demand.models, *job.workload.throughput):
+                if catalog.get(name) is None:
+                    unknown.setdefault(name, job.name)
+        if unknown:
+            shown = ", ".join(f"{m!r} (job {j})" for m, j in list(unknown.items())[:10])
+            raise ClusterError(
+                f"the trace names GPU model(s) {self.source} does not know: {shown}; "
+                f"known: {', '.join(catalog.names())}"
+            )
 
     def with_queues(
         self, names: Iterable[str], weights: Mapping[str, float] | None = None

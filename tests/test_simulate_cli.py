@@ -108,3 +108,23 @@ def test_bad_input_exits_2_with_a_named_cell(tmp_path: Path) -> None:
         unreadable = simulate(*args, "--quiet")
         assert unreadable.returncode == 2 and "Traceback" not in unreadable.stderr
         assert "jobs-latin1.csv: not UTF-8 text (byte 0xe9 at offset 25)" in unreadable.stderr
+
+
+def test_a_gpu_model_the_cluster_lacks_exits_2_naming_it(tmp_path: Path) -> None:
+    """A model in ``models`` or ``throughput`` that the catalog does not know stops the run
+    before it starts, naming the model and a job (it was a KeyError traceback mid-run)."""
+    for column, value in (("models", "Z100"), ("throughput", "Z100=2")):
+        trace = tmp_path / f"{column}.csv"
+        trace.write_text(f"name,submit,runtime,gpus,{column}\na,0,10,1,\nb,5,10,1,{value}\n")
+        for command in (
+            ["simulate", str(trace), "--policy", "fifo"],
+            ["simulate", str(trace), "--experiment", "fill", "--policy", "best-fit"],
+            ["plan", str(trace), "--max-simulations", "1", "--slo", "p95_wait<=1h"],
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "scheduler", *command, "--cluster", "uniform:2x4xT4"],
+                capture_output=True, text=True, cwd=ROOT, timeout=300,
+            )  # fmt: skip
+            assert done.returncode == 2, done.stderr
+            assert "Traceback" not in done.stderr
+            assert "GPU model(s) uniform:2x4xT4 does not know: 'Z100' (job b)" in done.stderr

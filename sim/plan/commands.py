@@ -200,6 +200,7 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
             )
         trace = load_trace(trace_path)
         jobs = trace.jobs[: args.max_jobs] if args.max_jobs else trace.jobs
+        cluster.check_models(jobs)
         cluster = cluster.with_queues({j.workload.queue for j in jobs})
     except (ClusterError, TraceError) as error:
         raise CommandError(str(error)) from None
