@@ -313,6 +313,22 @@ def test_own_csv_round_trips_and_names_bad_cells() -> None:
         load_job_csv(both, "jobs.csv")
 
 
+def test_own_format_rejects_infinite_and_nan_numbers() -> None:
+    """``inf`` passes 'greater than 0' but is no runtime: it was read, then overflowed the
+    engine's completion time (a traceback) instead of naming the cell."""
+    header = "name,submit,runtime,gpus,throughput\n"
+    with pytest.raises(RowError, match=r"jobs.csv line 2 column runtime: 'inf' Input should be"):
+        load_job_csv(header + "a,0,inf,1,\n", "jobs.csv")
+    with pytest.raises(RowError, match=r"jobs.csv line 2 column throughput.T4: .*finite"):
+        load_job_csv(header + "a,0,10,1,T4=inf\n", "jobs.csv")
+    with pytest.raises(RowError, match=r"jobs.jsonl line 1 column runtime: inf Input should be"):
+        load_job_jsonl('{"name": "a", "submit": 0, "runtime": Infinity, "gpus": 1}\n', "jobs.jsonl")
+    jobs_table = "j1,i1,alice,Terminated,100,900\n"
+    tasks = "j1,w,1,Terminated,100,1e400,600,29,50,V100\n"
+    with pytest.raises(RowError, match=r"line 1 column end_time: '1e400' is too large"):
+        load_pai_jobs(jobs_table, tasks, "pai")
+
+
 def test_own_jsonl_and_skip_counts() -> None:
     text = (
         '{"name": "a", "queue": "q", "submit": 0, "runtime": 5, "mig_profile": "1g.10gb"}\n'
