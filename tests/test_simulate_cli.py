@@ -128,3 +128,26 @@ def test_a_gpu_model_the_cluster_lacks_exits_2_naming_it(tmp_path: Path) -> None
             assert done.returncode == 2, done.stderr
             assert "Traceback" not in done.stderr
             assert "GPU model(s) uniform:2x4xT4 does not know: 'Z100' (job b)" in done.stderr
+
+
+def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
+    """Negative intervals, ticks, budgets, horizons and job counts were accepted and
+    silently changed the run (--max-jobs -1 dropped the last job, --interval -3 skipped
+    policy calls); an --out that is a file was a traceback after the whole run."""
+    for option, value, message in (
+        ("--max-jobs", "-1", "argument --max-jobs: '-1': must be 1 or more"),
+        ("--interval", "-3", "argument --interval: '-3': must be 0 or more"),
+        ("--tick", "-5", "argument --tick: '-5': must be 0 or more"),
+        ("--checkpoint", "-10", "argument --checkpoint: '-10': must be 0 or more"),
+        ("--horizon", "0", "argument --horizon: '0': must be 1 or more"),
+        ("--budget-ms", "-1", "argument --budget-ms: '-1': must be a positive number"),
+        ("--mtbf-hours", "nan", "argument --mtbf-hours: 'nan': must be 0 or a positive number"),
+        ("--seeds", ",", "--seeds: ',' names no seed"),
+    ):
+        done = simulate("demo", "--max-jobs", "5", option, value, "--quiet")
+        assert done.returncode == 2 and message in done.stderr, (option, done.stderr)
+    taken = tmp_path / "results"
+    taken.write_text("not a directory")
+    done = simulate("demo", "--max-jobs", "5", "--out", str(taken), "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--out {taken}: cannot create the directory: File exists" in done.stderr
