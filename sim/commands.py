@@ -26,7 +26,7 @@ from sim.fill import FILL_POLICIES
 from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.trace import FORMATS, Trace, TraceError, load_trace
 
-__all__ = ["DEMO_TRACE", "make_out", "simulate_command"]
+__all__ = ["DEMO_TRACE", "float_option", "int_option", "make_out", "simulate_command"]
 
 DEMO_TRACE = Path(__file__).parent / "traces" / "demo" / "demo-jobs.csv"
 
@@ -64,37 +64,40 @@ def simulate_command(sub: Subparsers) -> None:
         "--vc-quotas", type=Path, help="Helios cluster_gpu_number.csv: per-VC GPUs as quotas"
     )
     parser.add_argument("--vc-date", help="day of the VC table to use (default: the first)")
-    parser.add_argument("--max-jobs", type=_integer(1), help="replay only the first N jobs")
+    parser.add_argument("--max-jobs", type=int_option(1), help="replay only the first N jobs")
     parser.add_argument(
         "--interval",
-        type=_integer(0),
+        type=int_option(0),
         default=0,
         help="call the policy every N simulated s (0: per event)",
     )
     parser.add_argument(
-        "--checkpoint", type=_integer(0), default=0, help="checkpoint interval s (0: none)"
+        "--checkpoint", type=int_option(0), default=0, help="checkpoint interval s (0: none)"
     )
     parser.add_argument(
-        "--tick", type=_integer(0), default=30, help="apportion: global decision period s"
+        "--tick", type=int_option(0), default=30, help="apportion: global decision period s"
     )
     parser.add_argument(
-        "--budget-ms", type=_number(positive=True), default=2000.0, help="apportion: ILP budget"
+        "--budget-ms",
+        type=float_option(positive=True),
+        default=2000.0,
+        help="apportion: ILP budget",
     )
     parser.add_argument(
         "--mtbf-hours",
-        type=_number(positive=False),
+        type=float_option(positive=False),
         default=0.0,
         help="random node failures (0: none)",
     )
     parser.add_argument(
-        "--mttr", type=_integer(1), default=3600, help="repair time of a failure, s"
+        "--mttr", type=int_option(1), default=3600, help="repair time of a failure, s"
     )
-    parser.add_argument("--horizon", type=_integer(1), help="stop at this simulated time, s")
+    parser.add_argument("--horizon", type=int_option(1), help="stop at this simulated time, s")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(run=_run)
 
 
-def _integer(least: int) -> Callable[[str], int]:
+def int_option(least: int) -> Callable[[str], int]:
     """An argparse type: an integer of at least ``least``. argparse turns the error into
     usage and exit 2; a negative interval or tick would silently change what the engine
     does, a negative --max-jobs would drop jobs from the end."""
@@ -111,7 +114,7 @@ def _integer(least: int) -> Callable[[str], int]:
     return parse
 
 
-def _number(positive: bool) -> Callable[[str], float]:
+def float_option(positive: bool) -> Callable[[str], float]:
     """An argparse type: a finite number, positive or (``positive=False``) at least 0."""
 
     def parse(text: str) -> float:

@@ -128,6 +128,31 @@ def test_plan_command_rejects_a_bad_slo_with_exit_2() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_plan_command_rejects_nonsense_numbers_before_the_sweep(tmp_path: Path) -> None:
+    """These ran with exit 0 and a report built on them: a negative budget ('the goal that
+    binds is the budget ($-5/h)'), --max-simulations 0 ('No candidate was simulated'),
+    --horizon-hours -1 (utilization 0 %), --max-jobs -5 (all but the last five jobs),
+    --price T4=nan (costs of '$nan/h'); an --out that is a file was a traceback after it."""
+    taken = tmp_path / "report"
+    taken.write_text("not a directory")
+    for args, message in (
+        (["--budget", "-5"], "argument --budget: '-5': must be a positive number"),
+        (["--max-simulations", "0"], "argument --max-simulations: '0': must be 1 or more"),
+        (["--horizon-hours", "-1"], "argument --horizon-hours: '-1': must be a positive number"),
+        (["--max-jobs", "-5"], "argument --max-jobs: '-5': must be 1 or more"),
+        (["--workers", "-1"], "argument --workers: '-1': must be 0 or more"),
+        (["--price", "T4=nan"], "--price 'T4=nan': a price is 0 or a positive number"),
+        (["--out", str(taken)], f"--out {taken}: cannot create the directory: File exists"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "scheduler", "plan", "demo", "--max-jobs", "20",
+             "--max-simulations", "1", "--workers", "1", "--quiet", *args],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in done.stderr and "Traceback" not in done.stderr
+
+
 # ----------------------------------------------------------------------- fluid bound
 def test_fluid_bound_by_hand() -> None:
     c = cluster()
