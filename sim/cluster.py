@@ -21,6 +21,7 @@ from scheduler.catalog import Catalog
 from scheduler.loading import SnapshotError, load_snapshot_text
 from scheduler.model import CustomGpuModel, Gpu, Node, Queue, Quota, Snapshot, flavor_of_mig
 from scheduler.textfile import read_text
+from sim.job import Job
 
 __all__ = ["SIM_COHORT", "Cluster", "ClusterError", "load_cluster", "uniform_cluster"]
 
@@ -63,6 +64,23 @@ class Cluster:
     @property
     def gpu_count(self) -> int:
         return sum(len(n.gpus) for n in self.snapshot.nodes)
+
+    def check_models(self, jobs: Iterable[Job]) -> None:
+        """Raise ClusterError when a job names a GPU model (acceptable models, throughput
+        rates) this cluster's catalog lacks: the core looks names up in the middle of a
+        run, where an unknown one is a KeyError."""
+        catalog = self.catalog
+        unknown: dict[str, str] = {}
+        for job in jobs:
+            for name in (*job.workload.demand.models, *job.workload.throughput):
+                if catalog.get(name) is None:
+                    unknown.setdefault(name, job.name)
+        if unknown:
+            shown = ", ".join(f"{m!r} (job {j})" for m, j in list(unknown.items())[:10])
+            raise ClusterError(
+                f"the trace names GPU model(s) {self.source} does not know: {shown}; "
+                f"known: {', '.join(catalog.names())}"
+            )
 
     def with_queues(
         self, names: Iterable[str], weights: Mapping[str, float] | None = None
@@ -140,9 +158,13 @@ def load_cluster(spec: str) -> Cluster:
     if match:
         nodes, gpus, model = int(match[1]), int(match[2]), match[3]
         try:
-            return uniform_cluster(nodes, gpus, model, spec.endswith(":shared"))
-        except (KeyError, ValueError) as error:
+            cluster = uniform_cluster(nodes, gpus, model, spec.endswith(":shared"))
+            cluster.catalog[model]  # an unknown model fails here, not in the middle of a run
+        except KeyError as error:
+            raise ClusterError(f"{spec}: {error.args[0]}") from None
+        except ValueError as error:
             raise ClusterError(f"{spec}: {error}") from None
+        return cluster
     path = Path(spec)
     try:
         text = read_text(path)
@@ -162,16 +184,20 @@ def load_cluster(spec: str) -> Cluster:
 def _csv_cluster(text: str, source: str) -> Cluster:
     first = next(csv.reader([text.splitlines()[0] if text else ""]), [])
     header = [h.strip() for h in first]
-    if {"sn", "gpu", "model"} <= set(header):
-        from sim.openb import load_openb_nodes
+    # A bad row is a ValueError naming its cell; as a ClusterError the commands print it.
+    try:
+        if {"sn", "gpu", "model"} <= set(header):
+            from sim.openb import load_openb_nodes
 
-        models, nodes = load_openb_nodes(text, source)
-        return Cluster(_neutral_prices(models, nodes), source)
-    if len(header) == 5:
-        from sim.pai import load_pai_machines
+            models, nodes = load_openb_nodes(text, source)
+            return Cluster(_neutral_prices(models, nodes), source)
+        if len(header) == 5:
+            from sim.pai import load_pai_machines
 
-        models, nodes = load_pai_machines(text, source)
-        return Cluster(_neutral_prices(models, nodes), source)
+            models, nodes = load_pai_machines(text, source)
+            return Cluster(_neutral_prices(models, nodes), source)
+    except ValueError as error:
+        raise ClusterError(str(error)) from None
     raise ClusterError(
         f"{source} line 1: not a known cluster CSV (an openb node list has columns "
         "sn, cpu_milli, memory_mib, gpu, model; PAI's machine spec has 5 unnamed columns)"

@@ -9,8 +9,11 @@ the table). Exit codes: 0 success, 2 bad input (named file, line and column).
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,7 @@ from sim.fill import FILL_POLICIES
 from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.trace import FORMATS, Trace, TraceError, load_trace
 
-__all__ = ["DEMO_TRACE", "simulate_command"]
+__all__ = ["DEMO_TRACE", "float_option", "int_option", "make_out", "simulate_command"]
 
 DEMO_TRACE = Path(__file__).parent / "traces" / "demo" / "demo-jobs.csv"
 
@@ -61,27 +64,82 @@ def simulate_command(sub: Subparsers) -> None:
         "--vc-quotas", type=Path, help="Helios cluster_gpu_number.csv: per-VC GPUs as quotas"
     )
     parser.add_argument("--vc-date", help="day of the VC table to use (default: the first)")
-    parser.add_argument("--max-jobs", type=int, help="replay only the first N jobs")
+    parser.add_argument("--max-jobs", type=int_option(1), help="replay only the first N jobs")
     parser.add_argument(
-        "--interval", type=int, default=0, help="call the policy every N simulated s (0: per event)"
+        "--interval",
+        type=int_option(0),
+        default=0,
+        help="call the policy every N simulated s (0: per event)",
     )
-    parser.add_argument("--checkpoint", type=int, default=0, help="checkpoint interval s (0: none)")
-    parser.add_argument("--tick", type=int, default=30, help="apportion: global decision period s")
-    parser.add_argument("--budget-ms", type=float, default=2000.0, help="apportion: ILP budget")
-    parser.add_argument("--mtbf-hours", type=float, default=0.0, help="random node failures")
-    parser.add_argument("--mttr", type=int, default=3600, help="repair time of a failure, s")
-    parser.add_argument("--horizon", type=int, help="stop at this simulated time, s")
+    parser.add_argument(
+        "--checkpoint", type=int_option(0), default=0, help="checkpoint interval s (0: none)"
+    )
+    parser.add_argument(
+        "--tick", type=int_option(0), default=30, help="apportion: global decision period s"
+    )
+    parser.add_argument(
+        "--budget-ms",
+        type=float_option(positive=True),
+        default=2000.0,
+        help="apportion: ILP budget",
+    )
+    parser.add_argument(
+        "--mtbf-hours",
+        type=float_option(positive=False),
+        default=0.0,
+        help="random node failures (0: none)",
+    )
+    parser.add_argument(
+        "--mttr", type=int_option(1), default=3600, help="repair time of a failure, s"
+    )
+    parser.add_argument("--horizon", type=int_option(1), help="stop at this simulated time, s")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(run=_run)
+
+
+def int_option(least: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``least``. argparse turns the error into
+    usage and exit 2; a negative interval or tick would silently change what the engine
+    does, a negative --max-jobs would drop jobs from the end."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {least} or more")
+        return value
+
+    return parse
+
+
+def float_option(positive: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number, positive or (``positive=False``) at least 0."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            bound = "a positive number" if positive else "0 or a positive number"
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {bound}")
+        return value
+
+    return parse
 
 
 def _seeds(text: str) -> list[int]:
     try:
         if "," not in text and text.strip().isdigit() and int(text) > 1:
             return list(range(int(text)))
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise CommandError(f"--seeds: {text!r} is not a list of integers or a count") from None
+    if not seeds:
+        raise CommandError(f"--seeds: {text!r} names no seed")
+    return seeds
 
 
 class _Bar:
@@ -112,6 +170,8 @@ def _run(args: argparse.Namespace) -> int:
                 f"unknown {args.experiment} policy {name!r}; known: {', '.join(known)}"
             )
     seeds = _seeds(args.seeds)
+    if args.out is not None:
+        make_out(args.out)
     trace_path = DEMO_TRACE if args.trace == "demo" else Path(args.trace)
     try:
         cluster = load_cluster(args.cluster)
@@ -155,7 +215,6 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     text = dumps(outcome.result)
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(text, encoding="utf-8")
         from sim.plots import plot_results
 
@@ -167,6 +226,17 @@ def _run(args: argparse.Namespace) -> int:
         if args.out is not None:
             sys.stdout.write(f"\nresults and plots in {args.out}\n")
     return 0
+
+
+def make_out(out: Path) -> None:
+    """Create the output directory before any work, so a path that is a file or cannot be
+    written fails at once (exit 2), not after the whole run."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"--out {out}: cannot create the directory: {error.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CommandError(f"--out {out}: the directory is not writable")
 
 
 def _with_vc_quotas(cluster: Any, args: argparse.Namespace) -> Any:

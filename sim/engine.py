@@ -349,6 +349,7 @@ class Simulation:
             s.done_work = min(s.job.work, s.done_work + kept * s.rate)
             s.lost_gpu_s += (ran - kept) * s.gpu_milli / MILLI_PER_GPU
             s.preemptions += 1
+            s.earlier_runs += ((s.started, self.now, s.gpu_milli),)
         self.recorder.on_stop(s, self, finished, outage, (ran - kept) if not finished else 0)
         s.placement = ()
         s.view = None

@@ -87,6 +87,7 @@ def replay_experiment(
     for name in policies:
         if name not in POLICY_NAMES:
             raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
+    cluster.check_models(trace.jobs)
     cluster = cluster.with_queues({j.workload.queue for j in trace.jobs})
     jobs = trace.jobs
     result = _header("replay", cluster, trace, seeds)
@@ -146,6 +147,7 @@ def fill_experiment(
             raise ValueError(
                 f"policy {name!r} has no fill variant; fill compares {', '.join(FILL_POLICIES)}"
             )
+    cluster.check_models(trace.jobs)
     result = _header("fill", cluster, trace, seeds)
     result["protocol"] = (
         "FGD (ATC'23): shuffle with the seed, resample with replacement to 130% of GPU "

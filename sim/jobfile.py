@@ -35,7 +35,7 @@ class JobRow(BaseModel):
     name: Annotated[str, Field(min_length=1)]
     queue: Annotated[str, Field(min_length=1)] = "default"
     submit: Annotated[int, Field(ge=0)]
-    runtime: Annotated[float, Field(gt=0)]
+    runtime: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     gpus: Annotated[int, Field(ge=1)] | None = None
     gpu_milli: Annotated[int, Field(ge=1, le=999)] | None = None
     mig_profile: str | None = None
@@ -45,7 +45,9 @@ class JobRow(BaseModel):
     models: tuple[str, ...] = ()
     cpu_milli: Annotated[int, Field(ge=0)] = 0
     memory_mib: Annotated[int, Field(ge=0)] = 0
-    throughput: dict[str, Annotated[float, Field(gt=0)]] = Field(default_factory=dict)
+    throughput: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict
+    )
     gpu_util: Annotated[float, Field(ge=0, le=1)] | None = None
 
     def job(self) -> Job:

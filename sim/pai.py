@@ -10,7 +10,8 @@ shared, since PAI tasks ask for fractions of GPUs. CPU-only machines are skipped
 
 Mapping of a task (``pai_task_table`` row) to a ``Job``:
 
-- one job per (job_name, task_name) with ``plan_gpu`` > 0; a gang of ``inst_num`` pods;
+- one job per (job_name, task_name) with ``plan_gpu`` > 0; a gang of ``inst_num`` pods
+  (written as a float, ``2.0``; a fraction is a bad row);
 - per pod ``plan_gpu`` percent of a GPU: below 100 a share (``gpu_milli`` = 10 ×
   plan_gpu), a multiple of 100 that many whole GPUs, anything else (150) a bad row;
 - queue = the job's ``user`` (``pai_job_table``); priority 0;
@@ -150,7 +151,7 @@ def load_pai_jobs(
                 raise row.error("job_name", "is not in the job table")
             user, inst = users[job_name]
             demand = _demand(row, specs.get(inst, ""))
-            pods = row.count("inst_num") if row.values["inst_num"].strip() else 1
+            pods = _instances(row)
             cpu = row.number("plan_cpu") if row.values["plan_cpu"].strip() else 0.0
             mem = row.number("plan_mem") if row.values["plan_mem"].strip() else 0.0
         except RowError as error:
@@ -168,6 +169,18 @@ def load_pai_jobs(
         )
         parsed.append((start, workload, end - start))
     return from_origin(parsed), skipped
+
+
+def _instances(row: Row) -> int:
+    """``inst_num``, which the trace writes as a float (``1.0``); empty means one."""
+    if not row.values["inst_num"].strip():
+        return 1
+    count = row.number("inst_num")
+    if count < 0:
+        raise row.error("inst_num", "is negative")
+    if not count.is_integer():
+        raise row.error("inst_num", "is not a whole number of instances")
+    return int(count)
 
 
 def _demand(row: Row, spec: str) -> Demand:

@@ -55,6 +55,9 @@ class JobState:
     util: float | None = None
     last_placement: tuple[PodPlacement, ...] = ()
     """Where it ran last (kept after it stops, for policies that remember placements)."""
+    earlier_runs: tuple[tuple[int, int, int], ...] = ()
+    """(start, stop, gpu_milli) of each run a preemption or outage ended; the current or
+    last run is ``started`` … now or ``end``. A tuple, empty for most jobs: no list each."""
 
     def __post_init__(self) -> None:
         self.name = self.job.workload.name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -88,7 +89,10 @@ class Row:
         raw = self.values[column].strip()
         if not _NUMBER.fullmatch(raw):
             raise self.error(column, "is not a number")
-        return float(raw)
+        value = float(raw)
+        if not math.isfinite(value):  # 1e400 matches the pattern
+            raise self.error(column, "is too large")
+        return value
 
 
 def csv_rows(

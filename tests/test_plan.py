@@ -128,6 +128,31 @@ def test_plan_command_rejects_a_bad_slo_with_exit_2() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_plan_command_rejects_nonsense_numbers_before_the_sweep(tmp_path: Path) -> None:
+    """These ran with exit 0 and a report built on them: a negative budget ('the goal that
+    binds is the budget ($-5/h)'), --max-simulations 0 ('No candidate was simulated'),
+    --horizon-hours -1 (utilization 0 %), --max-jobs -5 (all but the last five jobs),
+    --price T4=nan (costs of '$nan/h'); an --out that is a file was a traceback after it."""
+    taken = tmp_path / "report"
+    taken.write_text("not a directory")
+    for args, message in (
+        (["--budget", "-5"], "argument --budget: '-5': must be a positive number"),
+        (["--max-simulations", "0"], "argument --max-simulations: '0': must be 1 or more"),
+        (["--horizon-hours", "-1"], "argument --horizon-hours: '-1': must be a positive number"),
+        (["--max-jobs", "-5"], "argument --max-jobs: '-5': must be 1 or more"),
+        (["--workers", "-1"], "argument --workers: '-1': must be 0 or more"),
+        (["--price", "T4=nan"], "--price 'T4=nan': a price is 0 or a positive number"),
+        (["--out", str(taken)], f"--out {taken}: cannot create the directory: File exists"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "scheduler", "plan", "demo", "--max-jobs", "20",
+             "--max-simulations", "1", "--workers", "1", "--quiet", *args],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in done.stderr and "Traceback" not in done.stderr
+
+
 # ----------------------------------------------------------------------- fluid bound
 def test_fluid_bound_by_hand() -> None:
     c = cluster()
@@ -266,6 +291,28 @@ def test_a_budget_below_the_answer_is_what_binds() -> None:
     assert v["cheapest_meeting_all"] == "2-1"
     v = plan(jobs, ["p95_wait<=1000"], (0.5, 1.0, 1.5, 2.0), budget=18.0)["verdict"]
     assert v["recommended"] == "2-1"
+
+
+def test_per_queue_gpu_hours_count_only_the_time_jobs_ran() -> None:
+    """A preempted job holds no GPUs while it waits to run again. Each queue's GPU-hours
+    (and so borrowed and unused quota in the report) were integrated from a job's first
+    start to its end at its last size, waits included: on 150 demo jobs the queues added
+    up to 3,371 GPU-hours of the 1,945 the replay used."""
+    from sim.cluster import load_cluster
+    from sim.commands import DEMO_TRACE
+    from sim.plan.evaluate import EvalTask, evaluate
+    from sim.trace import load_trace
+
+    jobs = load_trace(DEMO_TRACE).jobs[:150]
+    c = load_cluster("default")
+    slos = (parse_slo("p95_wait<=1h"),)
+    result = evaluate(EvalTask("demo", c, jobs, slos, "apportion-greedy"))
+    assert result["summary"]["preemptions"] > 0
+    queues = [v for q, v in result["queues"].items() if not q.startswith("_")]
+    used = result["summary"]["gpu_hours"]["used"]
+    assert sum(v["gpu_hours"] for v in queues) == pytest.approx(used, abs=0.01)
+    hours = result["queues"]["_bin_s"] / 3600
+    assert sum(sum(v["gpus_held"]) for v in queues) * hours == pytest.approx(used, abs=0.1)
 
 
 # --------------------------------------------------------------- monotonicity

@@ -108,3 +108,46 @@ def test_bad_input_exits_2_with_a_named_cell(tmp_path: Path) -> None:
         unreadable = simulate(*args, "--quiet")
         assert unreadable.returncode == 2 and "Traceback" not in unreadable.stderr
         assert "jobs-latin1.csv: not UTF-8 text (byte 0xe9 at offset 25)" in unreadable.stderr
+
+
+def test_a_gpu_model_the_cluster_lacks_exits_2_naming_it(tmp_path: Path) -> None:
+    """A model in ``models`` or ``throughput`` that the catalog does not know stops the run
+    before it starts, naming the model and a job (it was a KeyError traceback mid-run)."""
+    for column, value in (("models", "Z100"), ("throughput", "Z100=2")):
+        trace = tmp_path / f"{column}.csv"
+        trace.write_text(f"name,submit,runtime,gpus,{column}\na,0,10,1,\nb,5,10,1,{value}\n")
+        for command in (
+            ["simulate", str(trace), "--policy", "fifo"],
+            ["simulate", str(trace), "--experiment", "fill", "--policy", "best-fit"],
+            ["plan", str(trace), "--max-simulations", "1", "--slo", "p95_wait<=1h"],
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "scheduler", *command, "--cluster", "uniform:2x4xT4"],
+                capture_output=True, text=True, cwd=ROOT, timeout=300,
+            )  # fmt: skip
+            assert done.returncode == 2, done.stderr
+            assert "Traceback" not in done.stderr
+            assert "GPU model(s) uniform:2x4xT4 does not know: 'Z100' (job b)" in done.stderr
+
+
+def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
+    """Negative intervals, ticks, budgets, horizons and job counts were accepted and
+    silently changed the run (--max-jobs -1 dropped the last job, --interval -3 skipped
+    policy calls); an --out that is a file was a traceback after the whole run."""
+    for option, value, message in (
+        ("--max-jobs", "-1", "argument --max-jobs: '-1': must be 1 or more"),
+        ("--interval", "-3", "argument --interval: '-3': must be 0 or more"),
+        ("--tick", "-5", "argument --tick: '-5': must be 0 or more"),
+        ("--checkpoint", "-10", "argument --checkpoint: '-10': must be 0 or more"),
+        ("--horizon", "0", "argument --horizon: '0': must be 1 or more"),
+        ("--budget-ms", "-1", "argument --budget-ms: '-1': must be a positive number"),
+        ("--mtbf-hours", "nan", "argument --mtbf-hours: 'nan': must be 0 or a positive number"),
+        ("--seeds", ",", "--seeds: ',' names no seed"),
+    ):
+        done = simulate("demo", "--max-jobs", "5", option, value, "--quiet")
+        assert done.returncode == 2 and message in done.stderr, (option, done.stderr)
+    taken = tmp_path / "results"
+    taken.write_text("not a directory")
+    done = simulate("demo", "--max-jobs", "5", "--out", str(taken), "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--out {taken}: cannot create the directory: File exists" in done.stderr

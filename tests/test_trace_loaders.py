@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.model import Demand, Quota
-from sim.cluster import load_cluster
+from sim.cluster import ClusterError, load_cluster
 from sim.gavel import load_gavel_jobs, load_throughputs
 from sim.helios import helios_queues, load_helios_jobs
 from sim.jobfile import job_csv, load_job_csv, load_job_jsonl
@@ -110,6 +110,24 @@ def test_pai_jobs_from_schema_rows() -> None:
     tf = by_name["j2/tensorflow"]
     assert tf.workload.demand == Demand(gpus=2)  # 200% of a GPU, no spec: any model
     assert (tf.submit, tf.work) == (0, 20.0)
+
+
+def test_pai_task_rows_as_the_trace_writes_them() -> None:
+    """The published task table writes every number as a float, inst_num too (the
+    trace README's example row: ``4f05…,tensorflow,1.0,Terminated,1739162.0,…``)."""
+    jobs_table = "4f05,i1,alice,Terminated,1739100.0,1739300.0\n"
+    tasks = (
+        "4f05,tensorflow,1.0,Terminated,1739162.0,1739200.0,600.0,29.296875,50.0,MISC\n"
+        "4f05,worker,2.0,Terminated,1739162.0,1739262.0,600.0,29.296875,100.0,MISC\n"
+    )
+    jobs, _ = load_pai_jobs(jobs_table, tasks, "pai")
+    by_name = {j.name: j for j in jobs}
+    assert by_name["4f05/tensorflow"].workload.pods == 1
+    assert by_name["4f05/worker"].workload.pods == 2
+    assert by_name["4f05/worker"].work == 100.0
+    half = "4f05,w,1.5,Terminated,1739162.0,1739200.0,600.0,29.3,50.0,MISC\n"
+    with pytest.raises(RowError, match=r"line 1 column inst_num: '1.5' is not a whole number"):
+        load_pai_jobs(jobs_table, half, "pai")
 
 
 def test_pai_bad_rows_are_named_or_counted() -> None:
@@ -295,6 +313,22 @@ def test_own_csv_round_trips_and_names_bad_cells() -> None:
         load_job_csv(both, "jobs.csv")
 
 
+def test_own_format_rejects_infinite_and_nan_numbers() -> None:
+    """``inf`` passes 'greater than 0' but is no runtime: it was read, then overflowed the
+    engine's completion time (a traceback) instead of naming the cell."""
+    header = "name,submit,runtime,gpus,throughput\n"
+    with pytest.raises(RowError, match=r"jobs.csv line 2 column runtime: 'inf' Input should be"):
+        load_job_csv(header + "a,0,inf,1,\n", "jobs.csv")
+    with pytest.raises(RowError, match=r"jobs.csv line 2 column throughput.T4: .*finite"):
+        load_job_csv(header + "a,0,10,1,T4=inf\n", "jobs.csv")
+    with pytest.raises(RowError, match=r"jobs.jsonl line 1 column runtime: inf Input should be"):
+        load_job_jsonl('{"name": "a", "submit": 0, "runtime": Infinity, "gpus": 1}\n', "jobs.jsonl")
+    jobs_table = "j1,i1,alice,Terminated,100,900\n"
+    tasks = "j1,w,1,Terminated,100,1e400,600,29,50,V100\n"
+    with pytest.raises(RowError, match=r"line 1 column end_time: '1e400' is too large"):
+        load_pai_jobs(jobs_table, tasks, "pai")
+
+
 def test_own_jsonl_and_skip_counts() -> None:
     text = (
         '{"name": "a", "queue": "q", "submit": 0, "runtime": 5, "mig_profile": "1g.10gb"}\n'
@@ -347,3 +381,18 @@ def test_load_trace_detects_formats(tmp_path: Path) -> None:
     with pytest.raises(TraceError, match=r"bad\.csv line 3: 5 fields, the header has 4"):
         load_trace(bad)
     assert load_trace(bad, skip_bad_rows=True).bad_rows == {"wrong number of fields": 1}
+
+
+def test_bad_cluster_files_and_specs_are_cluster_errors(tmp_path: Path) -> None:
+    """A bad row in a cluster CSV or an unknown model in a uniform spec is a ClusterError
+    (the commands print it and exit 2), not a RowError or KeyError escaping as a traceback."""
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\nn1,1000,1000,x,T4\n")
+    machines = tmp_path / "machines.csv"
+    machines.write_text("m1,T4,96,512,eight\n")
+    with pytest.raises(ClusterError, match=r"nodes.csv line 2 column gpu: 'x' is not an integer"):
+        load_cluster(str(nodes))
+    with pytest.raises(ClusterError, match=r"machines.csv line 1 column cap_gpu: 'eight'"):
+        load_cluster(str(machines))
+    with pytest.raises(ClusterError, match=r"uniform:2x4xZ100: unknown GPU model 'Z100'"):
+        load_cluster("uniform:2x4xZ100")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import shlex
 import sys
 import time
@@ -24,7 +25,7 @@ from typing import Any
 from scheduler.cli import CommandError
 from scheduler.textfile import read_text
 from sim.cluster import Cluster, ClusterError, load_cluster
-from sim.commands import DEMO_TRACE
+from sim.commands import DEMO_TRACE, float_option, int_option, make_out
 from sim.experiments import dumps
 from sim.job import Job
 from sim.plan.candidates import Pool, pools_of
@@ -75,14 +76,20 @@ def plan_command(sub: Subparsers) -> None:
         help="a goal, e.g. 'team-a:p95_wait<=30m', 'priority>=1000:p99_wait<=5m', "
         f"'utilization>=70%%' (repeat; default: {', '.join(DEFAULT_SLOS).replace('%', '%%')})",
     )
-    parser.add_argument("--growth", type=float, default=1.0, help="demand growth factor")
-    parser.add_argument("--horizon-hours", type=float, help="repeat the trace to this length")
+    parser.add_argument(
+        "--growth", type=float_option(positive=True), default=1.0, help="demand growth factor"
+    )
+    parser.add_argument(
+        "--horizon-hours", type=float_option(positive=True), help="repeat the trace to this length"
+    )
     parser.add_argument("--price", action="append", default=[], help="MODEL=$/h (repeat)")
-    parser.add_argument("--budget", type=float, help="most $ per hour the cluster may cost")
+    parser.add_argument(
+        "--budget", type=float_option(positive=True), help="most $ per hour the cluster may cost"
+    )
     parser.add_argument(
         "--levels", default="0.75,1,1.25,1.5", help="scale factors per GPU model (comma-separated)"
     )
-    parser.add_argument("--max-simulations", type=int, default=24, help="per shard")
+    parser.add_argument("--max-simulations", type=int_option(1), default=24, help="per shard")
     parser.add_argument(
         "--no-shapes",
         action="store_true",
@@ -90,18 +97,20 @@ def plan_command(sub: Subparsers) -> None:
     )
     parser.add_argument(
         "--quota-simulations",
-        type=int,
+        type=int_option(0),
         help="quota splits to simulate on the recommended cluster (default: a quarter of "
         "--max-simulations, 1 to 4)",
     )
-    parser.add_argument("--workers", type=int, default=0, help="processes (0: one per core)")
+    parser.add_argument(
+        "--workers", type=int_option(0), default=0, help="processes (0: one per core)"
+    )
     parser.add_argument(
         "--policy",
         default="apportion-greedy",
         help="policy to simulate (default apportion-greedy: production's paths without the ILP)",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-jobs", type=int, help="plan on the first N jobs only")
+    parser.add_argument("--max-jobs", type=int_option(1), help="plan on the first N jobs only")
     parser.add_argument("--metrics", type=Path, help="Prometheus export (JSON) for right-sizing")
     parser.add_argument("--metrics-url", help="a live Prometheus to query instead of --metrics")
     parser.add_argument("--metrics-snapshot", type=Path, help="snapshot with running workloads")
@@ -152,9 +161,12 @@ def _prices(items: list[str]) -> dict[str, float]:
     for item in items:
         name, _, value = item.partition("=")
         try:
-            out[name.strip()] = float(value)
+            price = float(value)
         except ValueError:
             raise CommandError(f"--price {item!r}: expected MODEL=DOLLARS_PER_HOUR") from None
+        if not math.isfinite(price) or price < 0:
+            raise CommandError(f"--price {item!r}: a price is 0 or a positive number")
+        out[name.strip()] = price
     return out
 
 
@@ -200,6 +212,7 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
             )
         trace = load_trace(trace_path)
         jobs = trace.jobs[: args.max_jobs] if args.max_jobs else trace.jobs
+        cluster.check_models(jobs)
         cluster = cluster.with_queues({j.workload.queue for j in jobs})
     except (ClusterError, TraceError) as error:
         raise CommandError(str(error)) from None
@@ -241,6 +254,8 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.out is not None:
+        make_out(args.out)
     if args.trace and args.trace[0] == "merge":
         return _merge(args, [Path(p) for p in args.trace[1:]])
     if len(args.trace) != 1:

@@ -98,14 +98,15 @@ def _per_queue(sim: Any, cluster: Cluster, queues: list[str], end: int) -> dict[
             continue
         started = s.first_start if s.first_start >= 0 else end
         waits[w.queue][min(_BINS - 1, w.created // step)].append(float(started - w.created))
-        if s.first_start < 0:
-            continue
-        stop = s.end if s.phase is Phase.DONE else end
-        gpus = _gpus_of(s)
-        for b in range(s.first_start // step, min(_BINS - 1, max(0, stop - 1) // step) + 1):
-            lo, hi = max(s.first_start, b * step), min(stop, (b + 1) * step)
-            if hi > lo:
-                held[w.queue][b] += gpus * (hi - lo) / step
+        runs = s.earlier_runs
+        if s.phase is not Phase.WAITING:  # not waiting again after a preemption
+            runs += ((s.started, s.end if s.phase is Phase.DONE else end, s.gpu_milli),)
+        for first, stop, milli in runs:
+            gpus = milli / MILLI_PER_GPU
+            for b in range(first // step, min(_BINS - 1, max(0, stop - 1) // step) + 1):
+                lo, hi = max(first, b * step), min(stop, (b + 1) * step)
+                if hi > lo:
+                    held[w.queue][b] += gpus * (hi - lo) / step
     nominal = {
         q.name: sum(quota.nominal for f, quota in q.quota.items() if not f.startswith("mig-"))
         for q in cluster.snapshot.queues
@@ -159,8 +160,3 @@ def _flavor_hours(sim: Any, cluster: Cluster, end: int) -> dict[str, dict[str, f
         queue = out.setdefault(s.job.workload.queue, {})
         queue[flavor] = round(queue.get(flavor, 0.0) + hours, 3)
     return out
-
-
-def _gpus_of(state: Any) -> float:
-    """GPU-equivalents a running job holds (MIG slices and shares as fractions)."""
-    return state.gpu_milli / MILLI_PER_GPU if state.gpu_milli else 0.0
