@@ -34,8 +34,9 @@ class Entry:
     @property
     def alike(self) -> tuple[object, ...]:
         """What makes pending workloads interchangeable in a cycle: the same queue, priority,
-        options, pods, CPU, memory and node constraints. They fit or fail together against
-        one state, and one fits exactly where another was placed."""
+        options, pods, CPU, memory and node constraints (selector, affinity, tolerations).
+        They fit or fail together against one state, and one fits exactly where another was
+        placed."""
         w = self.workload
         selector = w.node_selector
         return (
@@ -46,6 +47,7 @@ class Entry:
             w.cpu_milli,
             w.memory_mib,
             tuple(sorted(selector.items())) if selector else (),
+            w.node_affinity,
             w.tolerations,
         )
 

@@ -275,16 +275,16 @@ class Cycle:
         if not check.ok:
             return (check.reason, lambda: check.message)
         pools = self.state.eligible_pools(w, option)
-        if not pools:
+        nodes = self.state.node_filter(w)
+        if not pools or (nodes is not None and not self.state.hosts_any(pools, nodes)):
             return (
                 Reason.NO_MATCHING_NODES,
                 lambda: (
-                    f"no {'/'.join(option.models)} nodes match the node selector and tolerations"
+                    f"no {'/'.join(option.models)} nodes match the node selector, node affinity "
+                    "and tolerations"
                 ),
             )
-        allocation = self.state.place(
-            option, w.pods, w.cpu_milli, w.memory_mib, pools, self.state.node_filter(w)
-        )
+        allocation = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools, nodes)
         if allocation is None:
             if self.state.never_fits(option, pools):
                 return (
@@ -346,7 +346,7 @@ class Cycle:
         # already found no room at this priority in this pass: neither will this one.
         memo = (
             w.queue, option.flavor, w.priority, option.kind, pools,
-            tuple(sorted(w.node_selector.items())),
+            tuple(sorted(w.node_selector.items())), w.node_affinity,
         )  # fmt: skip
         size = (option.per_pod, w.pods, w.cpu_milli, w.memory_mib)
         failed = self.failed_preemption.get(memo)
@@ -783,29 +783,33 @@ class Cycle:
         return f"admitted on {w.pods}× {_describe(option)}; {quota}{tail}"
 
     def _capacity_message(self, w: Workload, option: Option, pools: Sequence[int]) -> str:
-        room = self.state.capacity_bound(option, pools)
-        block = self.state.max_block(option, pools)
+        # Devices counted on the nodes the workload may use: with a node filter (its node
+        # affinity), those of its pools it allows.
+        nodes = self.state.node_filter(w)
+        if nodes is None:
+            room = self.state.capacity_bound(option, pools)
+        else:
+            room = self.state.hosted_room(option, 0, 0, pools, nodes)
+        block = self.state.max_block(option, pools, nodes)
         unit = {
             Kind.WHOLE: "free GPUs on one node",
             Kind.FRACTION: "free milli-GPU on one GPU",
             Kind.MIG: "free slice",
         }[option.kind]
+        where = "" if nodes is None else " on the nodes its node selector and affinity allow"
         message = (
-            f"needs {w.pods}× {_describe(option)}; room for {room} such pod(s) now "
+            f"needs {w.pods}× {_describe(option)}; room for {room} such pod(s) now{where} "
             f"(largest block: {block} {unit})"
         )
         if room >= w.pods:
-            # The devices are there: what is missing is CPU or memory on their nodes, or
-            # nodes its selector allows.
-            nodes = self.state.node_filter(w)
+            # The devices are there: what is missing is CPU or memory on their nodes.
             hosted = self.state.hosted_room(option, w.cpu_milli, w.memory_mib, pools, nodes)
             message = (
                 f"needs {w.pods}× {_describe(option)} with {w.cpu_milli / 1000:g} CPU and "
-                f"{w.memory_mib / 1024:g} GiB memory per pod; the free GPUs would take {room} "
-                f"such pod(s), but the CPU and memory left on their nodes host only {hosted}"
+                f"{w.memory_mib / 1024:g} GiB memory per pod; the free GPUs{where} would take "
+                f"{room} such pod(s), but the CPU and memory left on their nodes host only "
+                f"{hosted}"
             )
-            if nodes is not None:
-                message += " (on the nodes its node selector allows)"
         return message
 
 

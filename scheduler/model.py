@@ -16,6 +16,7 @@ from scheduler.catalog import MILLI_PER_GPU, Catalog, catalog_with
 from scheduler.reasons import Outcome, Reason
 
 __all__ = [
+    "NODE_NAME_FIELD",
     "CustomGpuModel",
     "Decision",
     "Demand",
@@ -24,6 +25,8 @@ __all__ = [
     "MetricsNote",
     "MigSlice",
     "Node",
+    "NodeSelectorRequirement",
+    "NodeSelectorTerm",
     "PodPlacement",
     "PreemptionPolicy",
     "Queue",
@@ -95,6 +98,82 @@ class Toleration(_Frozen):
         if self.key != taint.key:
             return False
         return self.operator == "Exists" or self.value == taint.value
+
+
+NODE_NAME_FIELD = "metadata.name"
+"""The one field Kubernetes lets ``matchFields`` select on."""
+
+
+class NodeSelectorRequirement(_Frozen):
+    """One requirement of a required node-affinity term, with Kubernetes' meaning: ``In``
+    and ``NotIn`` (a node without the label is not in), ``Exists``, ``DoesNotExist``, and
+    ``Gt``/``Lt`` comparing the label's value as an integer."""
+
+    key: str = Field(min_length=1)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    values: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _values_fit_the_operator(self) -> NodeSelectorRequirement:
+        op, values = self.operator, self.values
+        if op in ("In", "NotIn") and not values:
+            raise ValueError(f"operator {op} needs at least one value")
+        if op in ("Exists", "DoesNotExist") and values:
+            raise ValueError(f"operator {op} takes no values (given {list(values)})")
+        if op in ("Gt", "Lt") and (len(values) != 1 or _integer(values[0]) is None):
+            raise ValueError(f"operator {op} needs one integer value (given {list(values)})")
+        return self
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        value = labels.get(self.key)
+        op = self.operator
+        if op == "In":
+            return value in self.values
+        if op == "NotIn":
+            return value not in self.values
+        if op == "Exists":
+            return value is not None
+        if op == "DoesNotExist":
+            return value is None
+        number = None if value is None else _integer(value)
+        if number is None:
+            return False
+        bound = int(self.values[0])
+        return number > bound if op == "Gt" else number < bound
+
+
+def _integer(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+class NodeSelectorTerm(_Frozen):
+    """Requirements that must all hold (Kubernetes: a term with none matches no node)."""
+
+    match_expressions: tuple[NodeSelectorRequirement, ...] = ()
+    """On the node's labels."""
+    match_fields: tuple[NodeSelectorRequirement, ...] = ()
+    """On the node's name (``metadata.name``, ``In``/``NotIn``: all Kubernetes allows)."""
+
+    @model_validator(mode="after")
+    def _fields_are_the_node_name(self) -> NodeSelectorTerm:
+        for requirement in self.match_fields:
+            if requirement.key != NODE_NAME_FIELD or requirement.operator not in ("In", "NotIn"):
+                raise ValueError(
+                    f"match_fields select on {NODE_NAME_FIELD} with In or NotIn only (given "
+                    f"{requirement.key} {requirement.operator})"
+                )
+        return self
+
+    def matches(self, name: str, labels: dict[str, str]) -> bool:
+        if not self.match_expressions and not self.match_fields:
+            return False
+        fields = {NODE_NAME_FIELD: name}
+        return all(r.matches(labels) for r in self.match_expressions) and all(
+            r.matches(fields) for r in self.match_fields
+        )
 
 
 class MigSlice(_Frozen):
@@ -223,6 +302,9 @@ class Workload(_Frozen):
     cpu_milli: NonNegative = 0
     memory_mib: NonNegative = 0
     node_selector: dict[str, str] = Field(default_factory=dict)
+    node_affinity: tuple[NodeSelectorTerm, ...] = ()
+    """Required node affinity (``requiredDuringSchedulingIgnoredDuringExecution``): a node
+    qualifies if any term matches it; empty, every node does."""
     tolerations: tuple[Toleration, ...] = ()
     throughput: dict[str, float] = Field(default_factory=dict)
     """Optional per-GPU-model speed (any unit); the allocator prefers faster models."""

@@ -22,7 +22,7 @@ from typing import NamedTuple
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option
 from scheduler.fragmentation import FragmentationScore
-from scheduler.model import Node, PodPlacement, Snapshot, Workload, built
+from scheduler.model import Node, NodeSelectorTerm, PodPlacement, Snapshot, Workload, built
 from scheduler.pools import Pool, bucket_at, tolerated, usable_bits
 
 __all__ = ["Allocation", "ClusterState", "PlacementError", "PodAlloc"]
@@ -86,7 +86,10 @@ class ClusterState:
         """Labels that tell pools apart: only those some workload selects on. Keying pools on
         every label would make each node its own pool (hostname labels are unique)."""
         self.node_labels: list[dict[str, str]] = []
-        self._node_filter_cache: dict[tuple[tuple[str, str], ...], frozenset[int] | None] = {}
+        self._node_filter_cache: dict[
+            tuple[tuple[tuple[str, str], ...], tuple[NodeSelectorTerm, ...]], frozenset[int]
+        ] = {}
+        self._hosts_any_cache: dict[tuple[tuple[int, ...], frozenset[int]], bool] = {}
         self._eligible_cache: dict[tuple[object, ...], tuple[int, ...]] = {}
         self._never_fits_cache: dict[tuple[object, ...], bool] = {}
         self._never_hosts_cache: dict[tuple[object, ...], bool] = {}
@@ -208,24 +211,37 @@ class ClusterState:
         return result
 
     def node_filter(self, workload: Workload) -> frozenset[int] | None:
-        """Nodes a workload may use when it selects on labels the pools do not key on (a
-        selector first seen after compilation); None when its pools already say it all."""
-        if not workload.node_selector:
+        """Nodes a workload may use when its pools do not say it all: it selects on labels
+        the pools do not key on (a selector first seen after compilation), or it has a
+        required node affinity (pools never key on it: a term naming hostnames would make
+        each node its own pool). None when its pools say it all."""
+        selector, affinity = workload.node_selector, workload.node_affinity
+        if not selector and not affinity:
             return None
-        extra = tuple(
-            sorted(
-                (k, v) for k, v in workload.node_selector.items() if k not in self.pool_label_keys
-            )
-        )
-        if not extra:
+        extra = tuple(sorted((k, v) for k, v in selector.items() if k not in self.pool_label_keys))
+        if not extra and not affinity:
             return None
-        if extra not in self._node_filter_cache:
-            self._node_filter_cache[extra] = frozenset(
+        key = (extra, affinity)
+        found = self._node_filter_cache.get(key)
+        if found is None:
+            names = self.node_names
+            found = self._node_filter_cache[key] = frozenset(
                 n
                 for n, labels in enumerate(self.node_labels)
                 if all(labels.get(k) == v for k, v in extra)
+                and (not affinity or any(t.matches(names[n], labels) for t in affinity))
             )
-        return self._node_filter_cache[extra]
+        return found
+
+    def hosts_any(self, pools: tuple[int, ...], nodes: frozenset[int]) -> bool:
+        """Does any node of ``pools`` pass the node filter ``nodes``?"""
+        key = (pools, nodes)
+        known = self._hosts_any_cache.get(key)
+        if known is None:
+            known = self._hosts_any_cache[key] = any(
+                n in nodes for p in pools for n in self.pools[p].nodes
+            )
+        return known
 
     # ------------------------------------------------------------ fit counting
     def capacity_bound(self, option: Option, pools: Sequence[int], enough: int = 1 << 62) -> int:
@@ -293,16 +309,24 @@ class ClusterState:
             if nodes is None or n in nodes
         )
 
-    def max_block(self, option: Option, pools: Sequence[int]) -> int:
-        """Largest per-node free amount for the option (for pending messages)."""
+    def max_block(
+        self, option: Option, pools: Sequence[int], nodes: frozenset[int] | None = None
+    ) -> int:
+        """Largest per-node free amount for the option (for pending messages), on ``nodes``
+        when given."""
+
+        def allowed(members: Iterable[int]) -> bool:
+            return any(True for n in members if nodes is None or n in nodes)
+
         best = 0
         for p in pools:
             pool = self.pools[p]
             if option.kind is Kind.WHOLE:
-                best = max([best, *(free for (_, free), ns in pool.buckets.items() if ns)])
-            elif option.kind is Kind.FRACTION and pool.fractions:
-                best = max(best, pool.fractions[-1][0])
-            elif option.kind is Kind.MIG and pool.mig_free.get(option.profile or ""):
+                best = max([best, *(free for (_, free), ns in pool.buckets.items() if allowed(ns))])
+            elif option.kind is Kind.FRACTION:
+                free = [m for m, n, _ in pool.fractions if nodes is None or n in nodes]
+                best = max([best, *free])
+            elif any(allowed((n,)) for n, _, _ in pool.mig_free.get(option.profile or "", ())):
                 best = max(best, 1)
         return best
 

@@ -19,6 +19,7 @@ from scheduler.model import (
     Gpu,
     MigSlice,
     Node,
+    NodeSelectorTerm,
     PodPlacement,
     PreemptionPolicy,
     Queue,
@@ -198,6 +199,11 @@ class WorkloadBuilder:
 
     def selector(self, **labels: str) -> WorkloadBuilder:
         self._fields["node_selector"] = labels
+        return self
+
+    def affinity(self, *terms: dict[str, object]) -> WorkloadBuilder:
+        """Required node affinity, terms as a snapshot file writes them (ORed)."""
+        self._fields["node_affinity"] = tuple(NodeSelectorTerm.model_validate(t) for t in terms)
         return self
 
     def resources(self, cpu_milli: int, memory_mib: int) -> WorkloadBuilder:

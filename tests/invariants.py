@@ -85,9 +85,34 @@ def _tolerated(taints: Iterable[Taint], workload: Workload) -> bool:
     return True
 
 
+def _requirement_holds(key: str, operator: str, values: Sequence[str], value: str | None) -> bool:
+    """Kubernetes' node-selector operators, written out again here (not the model's)."""
+    if operator in ("In", "NotIn"):
+        return (value in values) == (operator == "In")
+    if operator in ("Exists", "DoesNotExist"):
+        return (value is not None) == (operator == "Exists")
+    if value is None or not re.fullmatch(r"[+-]?[0-9]+", value):
+        return False
+    return int(value) > int(values[0]) if operator == "Gt" else int(value) < int(values[0])
+
+
+def _affinity_allows(node: Node, workload: Workload) -> bool:
+    if not workload.node_affinity:
+        return True
+    for term in workload.node_affinity:
+        requirements = [(r, node.labels.get(r.key)) for r in term.match_expressions] + [
+            (r, node.name) for r in term.match_fields
+        ]
+        if requirements and all(
+            _requirement_holds(r.key, r.operator, r.values, value) for r, value in requirements
+        ):
+            return True
+    return False
+
+
 def _node_allowed(node: Node, workload: Workload) -> bool:
     selector_ok = all(node.labels.get(k) == v for k, v in workload.node_selector.items())
-    return selector_ok and _tolerated(node.taints, workload)
+    return selector_ok and _affinity_allows(node, workload) and _tolerated(node.taints, workload)
 
 
 @dataclass(frozen=True)
@@ -240,7 +265,7 @@ def check_capacity(snapshot: Snapshot, decision: Decision) -> list[str]:
                     problems.append(
                         f"{where}: node labels {found_node.labels} / taints "
                         f"{[t.key for t in found_node.taints]} exclude the workload "
-                        f"(selector {w.node_selector})"
+                        f"(selector {w.node_selector}, affinity {w.node_affinity})"
                     )
                 for gpu in gpus:
                     if not gpu.healthy:
@@ -774,6 +799,7 @@ def check_age_order(snapshot: Snapshot, decision: Decision) -> list[str]:
             w.cpu_milli,
             w.memory_mib,
             tuple(sorted(w.node_selector.items())),
+            w.node_affinity,
             w.tolerations,
         )
 
@@ -905,7 +931,7 @@ def check_guarantees(snapshot: Snapshot, decision: Decision) -> list[str]:
     """A workload that fits in its queue's unused nominal quota, and physically in free
     capacity plus what borrowers of its cohort hold, is admitted.
 
-    Only for single-option whole-GPU demands (one model, no selector), queues with
+    Only for single-option whole-GPU demands (one model, no selector or affinity), queues with
     reclaim "Any" and within-queue "LowerPriority". Capacity is counted before the decision.
     A borrowing queue's workloads count as reclaimable only when *every* one of them may be
     evicted whatever the eviction order: Kueue stops evicting a queue's workloads once it is
@@ -929,7 +955,7 @@ def check_guarantees(snapshot: Snapshot, decision: Decision) -> list[str]:
         if w.running or d is None or d.outcome in ADMITTED:
             continue
         demand = w.demand
-        if demand.gpus is None or len(demand.models) != 1 or w.node_selector:
+        if demand.gpus is None or len(demand.models) != 1 or w.node_selector or w.node_affinity:
             continue
         q = queues[w.queue]
         if q.preemption.reclaim_within_cohort != "Any" or q.preemption.within_queue != (

@@ -183,6 +183,63 @@ def test_node_selector_and_taints(path: str) -> None:
 
 
 @both_paths
+def test_required_node_affinity(path: str) -> None:
+    # Terms are ORed, requirements within one ANDed; every workload here would sit on a0
+    # (best fit: it fills the node) without its affinity.
+    racks = [
+        node(f"{z}{r}", H100, 2, labels={"zone": z, "rack": str(r)}) for z in "ab" for r in (1, 2)
+    ]
+    snap = snapshot(
+        nodes=[node("a0", H100, 1, labels={"zone": "a"}), *racks],
+        queues=[queue("team-a").quota(H100, 16)],
+        workloads=[
+            workload("by-name")
+            .gpus(2)
+            .queue("team-a")
+            .created(1)
+            .affinity(
+                {"match_fields": [{"key": "metadata.name", "operator": "In", "values": ["b2"]}]}
+            ),
+            workload("high-rack-in-a")
+            .gpus(1)
+            .queue("team-a")
+            .created(2)
+            .affinity(
+                {
+                    "match_expressions": [
+                        {"key": "zone", "operator": "In", "values": ["a"]},
+                        {"key": "rack", "operator": "Gt", "values": ["1"]},
+                    ]
+                }
+            ),
+            workload("no-rack-or-b1")
+            .gpus(2)
+            .queue("team-a")
+            .created(3)
+            .affinity(
+                {"match_expressions": [{"key": "rack", "operator": "DoesNotExist"}]},
+                {"match_fields": [{"key": "metadata.name", "operator": "In", "values": ["b1"]}]},
+            ),
+            workload("nowhere")
+            .gpus(1)
+            .queue("team-a")
+            .created(4)
+            .affinity(
+                {"match_expressions": [{"key": "zone", "operator": "NotIn", "values": ["a", "b"]}]}
+            ),
+        ],
+    )
+    decision = PATHS[path](snap)
+    assert outcome(decision, "by-name").placement == (pod("b2", 0, 1),)
+    assert outcome(decision, "high-rack-in-a").placement[0].node == "a2"
+    # a0 has one GPU and no rack label: the second term, b1, takes the 2-GPU pod.
+    assert outcome(decision, "no-rack-or-b1").placement == (pod("b1", 0, 1),)
+    nowhere = outcome(decision, "nowhere")
+    assert (nowhere.outcome, nowhere.reason) == (Outcome.PENDING, Reason.NO_MATCHING_NODES)
+    assert "node affinity" in nowhere.message
+
+
+@both_paths
 def test_a_nominated_workload_goes_first_to_the_room_its_victims_freed(path: str) -> None:
     # The controller nominates a workload it evicted for: as a queue head it goes before
     # the heads that rank alike (here a's, first by name), which would take the room.

@@ -43,11 +43,14 @@ from scheduler.catalog import default_catalog
 from scheduler.incremental import IncrementalAllocator
 from scheduler.mig import layout_problems
 from scheduler.model import (
+    NODE_NAME_FIELD,
     Decision,
     Demand,
     Eviction,
     Gpu,
     Node,
+    NodeSelectorRequirement,
+    NodeSelectorTerm,
     PodPlacement,
     Queue,
     Quota,
@@ -140,7 +143,7 @@ def gpu_nodes(draw: st.DrawFn, count: int) -> list[Node]:
             if model in SHAREABLE:
                 shared = draw(st.booleans())
             gpus.append(Gpu(index=i, model=model, mig=layout, shared=shared))
-        labels = {"zone": draw(st.sampled_from(("a", "b")))}
+        labels = {"zone": draw(st.sampled_from(("a", "b"))), "rack": str(n)}
         taints = (Taint(key="dedicated", value="ml"),) if draw(st.integers(0, 5)) == 0 else ()
         # Half the nodes report CPU and memory, as kubelets do: small enough to bind.
         host = (
@@ -194,6 +197,43 @@ def queue_set(draw: st.DrawFn, flavors: list[str]) -> list[Queue]:
 
 
 @st.composite
+def affinities(draw: st.DrawFn, nodes: Sequence[Node]) -> tuple[NodeSelectorTerm, ...]:
+    """Required node affinity over the drawn nodes' labels and names, every operator."""
+    on_labels = st.one_of(
+        st.builds(
+            NodeSelectorRequirement,
+            key=st.just("zone"),
+            operator=st.sampled_from(("In", "NotIn")),
+            values=st.sampled_from((("a",), ("b",), ("a", "b"))),
+        ),
+        st.builds(
+            NodeSelectorRequirement,
+            key=st.sampled_from(("zone", "rack", "gpu-type")),
+            operator=st.sampled_from(("Exists", "DoesNotExist")),
+        ),
+        st.builds(
+            NodeSelectorRequirement,
+            key=st.just("rack"),
+            operator=st.sampled_from(("Gt", "Lt")),
+            values=st.integers(-1, 6).map(lambda i: (str(i),)),
+        ),
+    )
+    names = [n.name for n in nodes]
+    on_name = st.builds(
+        NodeSelectorRequirement,
+        key=st.just(NODE_NAME_FIELD),
+        operator=st.sampled_from(("In", "NotIn")),
+        values=st.lists(st.sampled_from(names), min_size=1, max_size=2, unique=True).map(tuple),
+    )
+    term = st.builds(
+        NodeSelectorTerm,
+        match_expressions=st.lists(on_labels, max_size=2).map(tuple),
+        match_fields=st.lists(on_name, max_size=1).map(tuple),
+    )
+    return tuple(draw(st.lists(term, min_size=1, max_size=2)))
+
+
+@st.composite
 def demands(draw: st.DrawFn, present: list[str], profiles: list[str]) -> Demand:
     """Mostly demands the cluster can serve: its models and its configured MIG profiles."""
 
@@ -237,6 +277,8 @@ def workloads(
             extra["node_selector"] = {"zone": draw(st.sampled_from(("a", "b")))}
         if draw(st.integers(0, 3)) == 0:
             extra["tolerations"] = (Toleration(key="dedicated", operator="Exists"),)
+        if draw(st.integers(0, 5)) == 0:
+            extra["node_affinity"] = draw(affinities(nodes))
         if draw(st.integers(0, 6)) == 0:
             extra["throughput"] = {"H100-80GB": 3.0, "A100-80GB": 1.0}
         if draw(st.integers(0, 2)) == 0:

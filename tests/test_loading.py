@@ -140,6 +140,18 @@ def test_unknown_gpu_model_lists_the_known_ones() -> None:
         ("1: 2", "(top level): key 1 is not a string"),
         ("node_pools: [{name: p, count: -1, gpu_model: T4, gpus_per_node: 1}]",
          "node_pools[0].count: -1 is negative"),
+        ("workloads: [{name: w, queue: q, demand: {gpus: 1}, node_affinity: "
+         "[{match_expressions: [{key: zone, operator: Near, values: [a]}]}]}]",
+         "workloads[0].node_affinity[0].match_expressions[0].operator: 'Near' is not 'In', "
+         "'NotIn', 'Exists', 'DoesNotExist', 'Gt' or 'Lt'"),
+        ("workloads: [{name: w, queue: q, demand: {gpus: 1}, node_affinity: "
+         "[{match_expressions: [{key: rack, operator: Gt, values: [x]}]}]}]",
+         "workloads[0].node_affinity[0].match_expressions[0]: operator Gt needs one integer "
+         "value (given ['x'])"),
+        ("workloads: [{name: w, queue: q, demand: {gpus: 1}, node_affinity: "
+         "[{match_fields: [{key: metadata.uid, operator: In, values: [a]}]}]}]",
+         "workloads[0].node_affinity[0]: match_fields select on metadata.name with In or NotIn "
+         "only (given metadata.uid In)"),
     ],
 )
 def test_pydantic_errors_name_path_and_value(text: str, expected: str) -> None:
