@@ -162,6 +162,46 @@ def test_one_gpu_pod_is_admitted_and_pinned_to_a_node() -> None:
     assert answer(admission().validate, mutated(body, response))["allowed"] is True
 
 
+def _with_affinity(body: dict[str, Any], *terms: dict[str, Any]) -> dict[str, Any]:
+    body = vary(body)
+    body["request"]["object"]["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": list(terms)}
+        }
+    }
+    return body
+
+
+def test_a_pods_required_node_affinity_decides_where_it_is_pinned() -> None:
+    # Was: ignored, so this pod was pinned to mig-node-c (best fit) on top of its own term:
+    # "gpu-node-b AND mig-node-c", which no node satisfies.
+    on_a = {"key": keys.NODE_HOSTNAME, "operator": "In", "values": ["gpu-node-a"]}
+    body = _with_affinity(review(GPU_1), {"matchExpressions": [on_a]})
+    pod = _pod_after(body, answer(admission().mutate, body))
+    assert pod["metadata"]["annotations"][ANNOTATION_PLACEMENT].startswith("gpu-node-a:")
+    [term] = _required_terms(pod)
+    assert on_a in term["matchExpressions"]
+    # Affinity no GPU node satisfies: the pod waits, saying so.
+    nowhere = {"key": keys.NODE_HOSTNAME, "operator": "In", "values": ["cpu-node-z"]}
+    body = _with_affinity(review(GPU_1), {"matchExpressions": [nowhere]})
+    pod = _pod_after(body, answer(admission().mutate, body))
+    assert _gated(pod)
+    reason = pod["metadata"]["annotations"][keys.ANNOTATION_REASON]
+    assert reason.startswith("NoMatchingNodes: "), reason
+
+
+def test_a_malformed_node_affinity_is_denied_naming_the_field() -> None:
+    body = _with_affinity(
+        review("create-pod-gpu-1.validate-create"),
+        {"matchExpressions": [{"key": "rack", "operator": "Gt", "values": ["x"]}]},
+    )
+    assert (
+        "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution."
+        "nodeSelectorTerms[0].matchExpressions[0]: operator Gt needs one integer value "
+        "(given ['x'])"
+    ) in _denial(body)
+
+
 def test_a_pod_created_with_the_gate_and_admitted_is_released_at_once() -> None:
     """A manifest copied from a waiting pod carries Apportion's gate (only Apportion may
     remove it): admitted at creation, the pod must not wait on the gate for a controller."""

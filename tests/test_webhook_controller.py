@@ -99,9 +99,10 @@ def _waiting_pod(
     workload: str | None = None,
     gang: int | None = None,
     queue: str = "team-a",
+    spec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A pod as Apportion's mutating webhook leaves a waiting one (from the recording), in
-    ``queue``'s namespace."""
+    ``queue``'s namespace; ``spec`` adds to its spec (node selector, affinity, tolerations)."""
     pod = copy.deepcopy(fake.get("pods", "patched-gpu-1", "gpu-team-a"))
     metadata = pod["metadata"]
     for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
@@ -121,6 +122,7 @@ def _waiting_pod(
     pod["spec"]["priority"] = priority
     pod["spec"]["schedulingGates"] = [{"name": keys.GATE}]
     pod["spec"].pop("affinity", None)
+    pod["spec"].update(spec or {})
     pod["status"] = {"phase": "Pending"}
     return fake.put_pod(pod)
 
@@ -174,6 +176,51 @@ def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake
         )
         assert [e["involvedObject"]["name"] for e in events] == ["patched-gpu-1"]
         assert events[0]["source"] == {"component": "apportion"}
+
+
+def test_a_waiting_pod_goes_only_where_its_selector_affinity_and_tolerations_let_it(
+    fake: Fake,
+) -> None:
+    # Was: the controller decided waiting pods without their node constraints, so a pod
+    # selecting mig-node-c was pinned to gpu-node-a (best fit) and could never schedule,
+    # and no waiting pod ever went to a tainted node, whatever it tolerated.
+    node = copy.deepcopy(fake.get("nodes", "gpu-node-a"))
+    node["spec"]["taints"] = [{"key": "dedicated", "value": "ml", "effect": "NoSchedule"}]
+    fake.put_node(node)
+    pinned = {"nodeSelectorTerms": [{"matchExpressions": [
+        {"key": keys.NODE_HOSTNAME, "operator": "In", "values": ["gpu-node-a"]}
+    ]}]}  # fmt: skip
+    tolerate = [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]
+    controller = _controller(fake)
+    with synced(controller):
+        _waiting_pod(fake, "on-c", spec={"nodeSelector": {keys.NODE_HOSTNAME: "mig-node-c"}})
+        _waiting_pod(
+            fake,
+            "tolerant",
+            spec={
+                "affinity": {
+                    "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": pinned}
+                },
+                "tolerations": tolerate,
+            },
+        )
+        _waiting_pod(
+            fake,
+            "intolerant",
+            spec={
+                "affinity": {
+                    "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": pinned}
+                }
+            },
+        )
+        eventually(lambda: _released(fake, "on-c", "tolerant"))
+        assert _placement(fake, "on-c").startswith("mig-node-c:")
+        assert _placement(fake, "tolerant").startswith("gpu-node-a:")
+        verdict = eventually(
+            lambda: controller.cluster.last_decisions().get("gpu-team-a/intolerant")
+        )
+        assert verdict.reason.value == "NoMatchingNodes", verdict
+        assert _gates(_pod(fake, "intolerant"))
 
 
 def test_a_gang_is_admitted_all_together_once_complete(fake: Fake) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from scheduler.catalog import mig_resource_name
 from scheduler.demand import Kind, resolve_options
-from scheduler.model import Demand, Toleration, Workload, WorkloadDecision
+from scheduler.model import Demand, Workload, WorkloadDecision
 from scheduler.reasons import Outcome, Reason
 from webhook import keys
 from webhook.cluster import LiveCluster
@@ -39,6 +39,7 @@ from webhook.pods import (
     ANNOTATION_PLACEMENT,
     PodAsk,
     PodReader,
+    core_tolerations,
     format_placement,
     placed_by_others,
     wants_gpus,
@@ -407,11 +408,7 @@ class Admission:
             name = f"{ask.namespace}/{ask.generate_name or 'pod-'}{self._uid_name(uid)}"
         demand = ask.demand
         assert demand is not None  # wants_gpus held and the ask has no problems
-        tolerations = [
-            Toleration.model_validate({k: t[k] for k in _TOLERATION_FIELDS if k in t})
-            for t in (*ask.tolerations, *self.settings.gpu_tolerations)
-            if _core_toleration(t)
-        ]
+        tolerations = core_tolerations((*ask.tolerations, *self.settings.gpu_tolerations))
         return Workload(
             name=name,
             queue=queue,
@@ -421,20 +418,11 @@ class Admission:
             pods=self.cluster.gang_size(ask) or 1,
             demand=demand,
             node_selector=ask.node_selector,
-            tolerations=tuple(tolerations),
+            node_affinity=ask.node_affinity,
+            tolerations=tolerations,
             cpu_milli=ask.cpu_milli,
             memory_mib=ask.memory_mib,
         )
-
-
-_TOLERATION_FIELDS = ("key", "operator", "value", "effect")
-
-
-def _core_toleration(toleration: dict[str, Any]) -> bool:
-    """Tolerations the core models (NoExecute/NoSchedule/PreferNoSchedule, Equal/Exists)."""
-    return toleration.get("operator", "Equal") in ("Equal", "Exists") and toleration.get(
-        "effect"
-    ) in (None, "", "NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
 def _pod_create(req: AdmissionRequest) -> dict[str, Any] | None:

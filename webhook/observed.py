@@ -188,6 +188,9 @@ def workload_of(
         demand=first.demand,
         cpu_milli=first.cpu_milli,
         memory_mib=first.memory_mib,
+        node_selector=first.node_selector,
+        node_affinity=first.node_affinity,
+        tolerations=first.tolerations,
     )
     if not group.admitted:
         if group.places is None and len(pods) < first.gang_size:

@@ -10,11 +10,15 @@ thing every request touches, so the "not a GPU pod" answer must be cheap.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from scheduler.catalog import Catalog, mig_resource_name
-from scheduler.model import Demand, PodPlacement
+from scheduler.fieldpaths import join
+from scheduler.model import Demand, NodeSelectorTerm, PodPlacement, Toleration
 from webhook import keys
 from webhook.quantities import QuantityError, parse_bytes_mib, parse_count, pod_requests
 
@@ -25,11 +29,13 @@ __all__ = [
     "PodAsk",
     "PodReader",
     "controller_owner",
+    "core_tolerations",
     "epoch_seconds",
     "format_placement",
     "gpu_ask_of",
     "parse_placement",
     "placed_by_others",
+    "required_affinity",
     "rfc3339",
     "wants_gpus",
 ]
@@ -70,6 +76,8 @@ class PodAsk:
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)
     node_selector: dict[str, str] = field(default_factory=dict)
+    node_affinity: tuple[NodeSelectorTerm, ...] = ()
+    """Its required node affinity: where the kube-scheduler will let it go."""
     tolerations: tuple[dict[str, Any], ...] = ()
     owner: tuple[str, str] | None = None
     """(kind, name) of the controlling owner, e.g. ("Job", "train"): sizes an unsized gang."""
@@ -395,6 +403,11 @@ class ManagedPod:
     """Its CPU and memory requests (``quantities.pod_requests``)."""
     nominated_until: int = 0
     """Epoch seconds until which its workload goes first (``keys.ANNOTATION_NOMINATED``)."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    node_affinity: tuple[NodeSelectorTerm, ...] = ()
+    tolerations: tuple[Toleration, ...] = ()
+    """Where the pod may go, as its spec says (with the tolerations Apportion added at
+    creation): a waiting pod is decided again each cycle, and must land where it can run."""
     raw: dict[str, Any] | None = field(default=None, compare=False)
     """The pod object, for the controller's patches."""
 
@@ -445,6 +458,63 @@ def controller_owner(references: object) -> tuple[str, str] | None:
     return None
 
 
+_AFFINITY = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+_REQUIREMENT_FIELDS = {"matchExpressions": "match_expressions", "matchFields": "match_fields"}
+
+
+def required_affinity(spec: dict[str, Any]) -> tuple[tuple[NodeSelectorTerm, ...], list[str]]:
+    """The pod's required node affinity as the core reads it, and what is wrong with it (the
+    API server validates a pod only after the mutating webhooks: a bad term reaches us)."""
+    affinity = spec.get("affinity")
+    node = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
+    required = (
+        node.get("requiredDuringSchedulingIgnoredDuringExecution")
+        if isinstance(node, dict)
+        else None
+    )
+    if required is None:
+        return (), []
+    terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
+    if not isinstance(terms, list):
+        return (), [f"{_AFFINITY}.nodeSelectorTerms: not a list"]
+    out: list[NodeSelectorTerm] = []
+    problems: list[str] = []
+    for i, term in enumerate(terms):
+        where = f"{_AFFINITY}.nodeSelectorTerms[{i}]"
+        if not isinstance(term, dict):
+            problems.append(f"{where}: not a mapping")
+            continue
+        data = {ours: term.get(theirs) or [] for theirs, ours in _REQUIREMENT_FIELDS.items()}
+        try:
+            out.append(NodeSelectorTerm.model_validate(data))
+        except ValidationError as error:
+            for e in error.errors():
+                loc = [_camel(part) for part in e["loc"]]
+                problems.append(f"{join(where, *loc)}: {e['msg'].removeprefix('Value error, ')}")
+    return tuple(out), problems
+
+
+def _camel(part: int | str) -> int | str:
+    if isinstance(part, int):
+        return part
+    head, *rest = part.split("_")
+    return head + "".join(word.title() for word in rest)
+
+
+def core_tolerations(tolerations: Iterable[dict[str, Any]]) -> tuple[Toleration, ...]:
+    """The tolerations the core models (NoExecute/NoSchedule/PreferNoSchedule,
+    Equal/Exists), as the core's type."""
+    return tuple(
+        Toleration.model_validate({k: t[k] for k in _TOLERATION_FIELDS if k in t})
+        for t in tolerations
+        if t.get("operator", "Equal") in ("Equal", "Exists")
+        and t.get("effect") in (None, "", "NoSchedule", "PreferNoSchedule", "NoExecute")
+    )
+
+
+_TOLERATION_FIELDS = ("key", "operator", "value", "effect")
+
+
 class PodReader:
     """Reads pods against one catalog (MIG resource names are the catalog's)."""
 
@@ -462,6 +532,7 @@ class PodReader:
         annotations = _str_map(metadata.get("annotations"))
         gpu, problems = gpu_ask_of(spec, annotations, self.mig_profiles)
         node_selector = _str_map(spec.get("nodeSelector"))
+        node_affinity, affinity_problems = required_affinity(spec)
         models, model_problems = _models(annotations, node_selector, self.catalog)
         tolerations = spec.get("tolerations")
         gang, gang_size, gang_problems = _gang(labels, annotations, spec)
@@ -484,6 +555,7 @@ class PodReader:
             labels=labels,
             annotations=annotations,
             node_selector=node_selector,
+            node_affinity=node_affinity,
             tolerations=tuple(t for t in tolerations or () if isinstance(t, dict))
             if isinstance(tolerations, list)
             else (),
@@ -491,7 +563,7 @@ class PodReader:
             jobset_jobs=_positive(
                 annotations.get(keys.JOBSET_REPLICAS) or labels.get(keys.JOBSET_REPLICAS)
             ),
-            problems=(*problems, *model_problems, *gang_problems),
+            problems=(*problems, *affinity_problems, *model_problems, *gang_problems),
             cpu_milli=cpu_milli,
             memory_mib=memory_mib,
         )
@@ -566,5 +638,8 @@ class PodReader:
             cpu_milli=ask.cpu_milli,
             memory_mib=ask.memory_mib,
             nominated_until=epoch_seconds(annotations.get(keys.ANNOTATION_NOMINATED)),
+            node_selector=ask.node_selector,
+            node_affinity=ask.node_affinity,
+            tolerations=core_tolerations(ask.tolerations),
             raw=pod,
         )
