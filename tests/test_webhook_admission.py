@@ -190,6 +190,22 @@ def test_a_pods_required_node_affinity_decides_where_it_is_pinned() -> None:
     assert reason.startswith("NoMatchingNodes: "), reason
 
 
+def test_a_pod_another_controller_holds_back_is_gated_not_admitted() -> None:
+    # Was: admitted (placement, quota charged) while another party's gate kept it from
+    # running: GPUs reserved and idle for as long as that gate stays.
+    body = vary(review(GPU_1))
+    body["request"]["object"]["spec"]["schedulingGates"] = [{"name": "example.com/hold"}]
+    pod = _pod_after(body, answer(admission().mutate, body))
+    assert _gated(pod)
+    assert {"name": "example.com/hold"} in pod["spec"]["schedulingGates"]
+    annotations = pod["metadata"]["annotations"]
+    assert ANNOTATION_PLACEMENT not in annotations
+    assert annotations[keys.ANNOTATION_REASON] == (
+        "NotSelectedByOptimizer: held back by scheduling gate(s) example.com/hold, not "
+        "Apportion's: decided once they are removed"
+    )
+
+
 def test_a_malformed_node_affinity_is_denied_naming_the_field() -> None:
     body = _with_affinity(
         review("create-pod-gpu-1.validate-create"),

@@ -223,6 +223,28 @@ def test_a_waiting_pod_goes_only_where_its_selector_affinity_and_tolerations_let
         assert _gates(_pod(fake, "intolerant"))
 
 
+def test_a_pod_another_controller_holds_back_is_decided_once_its_gate_is_gone(
+    fake: Fake,
+) -> None:
+    controller = _controller(fake)
+    with synced(controller):
+        held = [{"name": "example.com/hold"}, {"name": keys.GATE}]
+        _waiting_pod(fake, "held", spec={"schedulingGates": held})
+        view = eventually(
+            lambda: {w.workload: w for w in controller.cluster.waiting()}.get("gpu-team-a/held")
+        )
+        assert view.reason == "OtherGates"
+        assert "example.com/hold" in view.message
+        time.sleep(1.0)  # several cycles: not admitted while held
+        pod = _pod(fake, "held")
+        assert _gates(pod) == held
+        assert ANNOTATION_PLACEMENT not in pod["metadata"]["annotations"]
+        # The other controller lets it go: Apportion decides and releases it.
+        pod["spec"]["schedulingGates"] = [{"name": keys.GATE}]
+        fake.put_pod(pod)
+        eventually(lambda: _released(fake, "held"))
+
+
 def test_a_gang_is_admitted_all_together_once_complete(fake: Fake) -> None:
     controller = _controller(fake)
     with synced(controller):

@@ -107,6 +107,13 @@ class Admission:
         decision: WorkloadDecision | None
         if ask.gang is not None:
             decision = _waiting(workload, Reason.NOT_SELECTED, self._gang_message(ask))
+        elif ask.other_gates:
+            decision = _waiting(
+                workload,
+                Reason.NOT_SELECTED,
+                f"held back by scheduling gate(s) {', '.join(ask.other_gates)}, not "
+                "Apportion's: decided once they are removed",
+            )
         elif not shadow and not self._admits_now():
             decision = _waiting(
                 workload,

@@ -363,7 +363,8 @@ class LiveCluster:
             highest: dict[str, int] = {}
             for group in workload_groups(self.pods.values()).values():
                 for pod in () if group.admitted else group.pods:
-                    highest[pod.queue] = max(highest.get(pod.queue, pod.priority), pod.priority)
+                    if not pod.other_gates:  # held back by others: it waits for nobody here
+                        highest[pod.queue] = max(highest.get(pod.queue, pod.priority), pod.priority)
             self._waiting_cache = (self.generation, highest)
         return self._waiting_cache[1]
 
@@ -385,6 +386,12 @@ class LiveCluster:
                 elif len(pods) < size:
                     reason = "GangIncomplete"
                     message = f"{len(pods)} of {size} pods exist; the gang waits for all"
+                elif held := sorted({g for p in pods for g in p.other_gates}):
+                    reason = "OtherGates"
+                    message = (
+                        f"held back by scheduling gate(s) {', '.join(held)}, not Apportion's: "
+                        "decided once they are removed"
+                    )
                 elif group.places is not None and len(pods) > group.places:
                     reason = "GangRunning"
                     message = (

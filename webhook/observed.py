@@ -197,6 +197,8 @@ def workload_of(
             return None  # an incomplete gang is reported, not decided
         if group.places is not None and len(pods) > group.places:
             return None  # a new generation while the old one runs: it waits for it to end
+        if any(p.other_gates for p in pods):
+            return None  # another controller holds it back: it could not run yet
         nominated = any(p.nominated_until > now for p in pods)
         return base.model_copy(update={"pods": len(pods), "nominated": nominated})
     placements: list[PodPlacement] = []

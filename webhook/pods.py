@@ -33,6 +33,7 @@ __all__ = [
     "epoch_seconds",
     "format_placement",
     "gpu_ask_of",
+    "other_gates",
     "parse_placement",
     "placed_by_others",
     "required_affinity",
@@ -79,6 +80,8 @@ class PodAsk:
     node_affinity: tuple[NodeSelectorTerm, ...] = ()
     """Its required node affinity: where the kube-scheduler will let it go."""
     tolerations: tuple[dict[str, Any], ...] = ()
+    other_gates: tuple[str, ...] = ()
+    """Scheduling gates other than Apportion's: another controller holds the pod back."""
     owner: tuple[str, str] | None = None
     """(kind, name) of the controlling owner, e.g. ("Job", "train"): sizes an unsized gang."""
     jobset_jobs: int | None = None
@@ -116,6 +119,18 @@ def _resources(container: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _is_gpu_resource(name: str) -> bool:
     return name == keys.GPU_RESOURCE or name.startswith(keys.MIG_RESOURCE_PREFIX)
+
+
+def other_gates(spec: dict[str, Any]) -> tuple[str, ...]:
+    """Names of the pod's scheduling gates other than Apportion's."""
+    gates = spec.get("schedulingGates")
+    if not isinstance(gates, list):
+        return ()
+    return tuple(
+        str(g.get("name"))
+        for g in gates
+        if isinstance(g, dict) and g.get("name") and g.get("name") != keys.GATE
+    )
 
 
 def wants_gpus(pod: Any) -> bool:
@@ -408,6 +423,9 @@ class ManagedPod:
     tolerations: tuple[Toleration, ...] = ()
     """Where the pod may go, as its spec says (with the tolerations Apportion added at
     creation): a waiting pod is decided again each cycle, and must land where it can run."""
+    other_gates: tuple[str, ...] = ()
+    """Scheduling gates other than Apportion's: until they are gone the pod cannot run, so
+    it is not decided (GPUs admitted to it would sit reserved and idle)."""
     raw: dict[str, Any] | None = field(default=None, compare=False)
     """The pod object, for the controller's patches."""
 
@@ -559,6 +577,7 @@ class PodReader:
             tolerations=tuple(t for t in tolerations or () if isinstance(t, dict))
             if isinstance(tolerations, list)
             else (),
+            other_gates=other_gates(spec),
             owner=controller_owner(metadata.get("ownerReferences")),
             jobset_jobs=_positive(
                 annotations.get(keys.JOBSET_REPLICAS) or labels.get(keys.JOBSET_REPLICAS)
@@ -641,5 +660,6 @@ class PodReader:
             node_selector=ask.node_selector,
             node_affinity=ask.node_affinity,
             tolerations=core_tolerations(ask.tolerations),
+            other_gates=ask.other_gates,
             raw=pod,
         )
