@@ -35,9 +35,11 @@ class AdmissionSettings:
     trusted_users: frozenset[str] = frozenset()
     """Users allowed to set decision keys and remove the gate (Apportion's service account;
     ``system:serviceaccount:<ns>:<name>``)."""
-    max_body_bytes: int = 3 * 1024 * 1024
-    """AdmissionReviews larger than this are refused (HTTP 413); the API server's own
-    request limit is 3 MiB."""
+    max_body_bytes: int = 8 * 1024 * 1024
+    """AdmissionReviews larger than this are refused (HTTP 413). A review of an UPDATE
+    carries the pod twice (object and oldObject, each up to etcd's 1.5 MiB) and its
+    wrapper: more than the API server's 3 MiB request limit, which an earlier default was,
+    so a large pod's updates skipped the validating checks (failurePolicy Ignore)."""
 
 
 @dataclass(frozen=True, slots=True)
