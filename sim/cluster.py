@@ -18,8 +18,19 @@ from functools import cached_property
 from pathlib import Path
 
 from scheduler.catalog import Catalog
+from scheduler.demand import Option, OptionsByDemand
 from scheduler.loading import SnapshotError, load_snapshot_text
-from scheduler.model import CustomGpuModel, Gpu, Node, Queue, Quota, Snapshot, flavor_of_mig
+from scheduler.model import (
+    CustomGpuModel,
+    Gpu,
+    Node,
+    Queue,
+    Quota,
+    Snapshot,
+    Workload,
+    flavor_of_mig,
+)
+from scheduler.state import ClusterState
 from scheduler.textfile import read_text
 from sim.job import Job
 
@@ -81,6 +92,21 @@ class Cluster:
                 f"the trace names GPU model(s) {self.source} does not know: {shown}; "
                 f"known: {', '.join(catalog.names())}"
             )
+
+    def never_fitting(self, jobs: Iterable[Job]) -> list[Job]:
+        """Jobs this cluster can never run, even empty: on no option does one pod fit any
+        node it may use, or do all its pods fit at once. A replay leaves them waiting to
+        the end, counted as unfinished; the commands say so up front."""
+        state = ClusterState(self.snapshot.model_copy(update={"workloads": ()}), self.catalog)
+        options = OptionsByDemand(self.catalog, state.models_present)
+
+        def fits(w: Workload, option: Option) -> bool:
+            pools = state.eligible_pools(w, option)
+            return not state.never_places(
+                option, pools, w.cpu_milli, w.memory_mib
+            ) and w.pods <= state.capacity_bound(option, pools, enough=w.pods)
+
+        return [j for j in jobs if not any(fits(j.workload, o) for o in options(j.workload))]
 
     def with_queues(
         self, names: Iterable[str], weights: Mapping[str, float] | None = None

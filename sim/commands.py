@@ -272,6 +272,12 @@ def table(outcome: Outcome) -> str:
             + ", ".join(result["cluster"]["synthesized_queues"][:12])
             + (" …" if len(result["cluster"]["synthesized_queues"]) > 12 else "")
         )
+    never = result.get("never_fit", {})
+    if never.get("jobs"):
+        lines.append(
+            f"{never['jobs']} job(s) can never run on this cluster, even empty, and stay "
+            f"waiting (e.g. {'; '.join(never['examples'][:3])})"
+        )
     if result["experiment"] == "fill":
         lines.append(f"{'policy':16s} {'unalloc@100%':>14s} {'unalloc@130%':>14s}  tie rule")
         for name, s in result["summary"].items():

@@ -22,6 +22,7 @@ from sim.cluster import Cluster
 from sim.engine import EngineSettings, Simulation
 from sim.events import Outage, random_outages
 from sim.fill import FILL_POLICIES, fill
+from sim.job import Job
 from sim.policies import POLICY_NAMES, PolicyOptions, make_policy
 from sim.trace import Trace
 
@@ -100,6 +101,11 @@ def replay_experiment(
         "mtbf_hours": settings.mtbf_hours,
         "mttr_s": settings.mttr_s,
     }
+    never = cluster.never_fitting(jobs)
+    result["never_fit"] = {
+        "jobs": len(never),
+        "examples": [_described(j) for j in never[:5]],
+    }
     outcome = Outcome(result)
     runs = []
     span = max((j.submit for j in jobs), default=0) + 1
@@ -133,6 +139,12 @@ def replay_experiment(
             )
     result["runs"] = runs
     return outcome
+
+
+def _described(job: Job) -> str:
+    """``big-1: 1× {'gpus': 64}``: a job by its pods and demand, as a trace writes it."""
+    w = job.workload
+    return f"{job.name}: {w.pods}× {w.demand.model_dump(exclude_defaults=True)}"
 
 
 def fill_experiment(

@@ -130,6 +130,27 @@ def test_a_gpu_model_the_cluster_lacks_exits_2_naming_it(tmp_path: Path) -> None
             assert "GPU model(s) uniform:2x4xT4 does not know: 'Z100' (job b)" in done.stderr
 
 
+def test_jobs_the_cluster_can_never_run_are_named(tmp_path: Path) -> None:
+    """A job no node can ever host (16 GPUs in a pod on 4-GPU nodes; a gang larger than the
+    cluster) waited to the end, shown only in the wait count."""
+    trace = tmp_path / "jobs.csv"
+    trace.write_text(
+        "name,submit,runtime,gpus,pods\nok,0,10,1,1\nwide,5,10,16,1\nmany,6,10,4,3\n"
+    )
+    done = simulate(str(trace), "--policy", "fifo", "--cluster", "uniform:2x4xT4", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert (
+        "2 job(s) can never run on this cluster, even empty, and stay waiting "
+        "(e.g. wide: 1× {'gpus': 16}; many: 3× {'gpus': 4})"
+    ) in done.stdout
+    as_json = simulate(
+        str(trace), "--policy", "fifo", "--cluster", "uniform:2x4xT4", "--quiet", "--json"
+    )
+    result = json.loads(as_json.stdout)
+    assert result["never_fit"]["jobs"] == 2
+    assert result["runs"][0]["summary"]["unfinished"]["waiting"] == 2
+
+
 def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
     """Negative intervals, ticks, budgets, horizons and job counts were accepted and
     silently changed the run (--max-jobs -1 dropped the last job, --interval -3 skipped
