@@ -42,4 +42,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        # Ctrl-C on a long simulation or plan: a line, not a traceback; like a shell, 130.
+        print(f"apportion {args.command}: interrupted", file=sys.stderr)
+        return 130
     return code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,20 @@ def test_jobs_the_cluster_can_never_run_are_named(tmp_path: Path) -> None:
     result = json.loads(as_json.stdout)
     assert result["never_fit"]["jobs"] == 2
     assert result["runs"][0]["summary"]["unfinished"]["waiting"] == 2
+
+
+def test_ctrl_c_stops_a_run_with_a_line_not_a_traceback() -> None:
+    run = subprocess.Popen(
+        [sys.executable, "-m", "scheduler", "simulate", "demo", "--policy", "fifo"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert run.stderr is not None
+    run.stderr.read(1)  # the progress bar: the run has started
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stderr.rstrip().endswith("apportion simulate: interrupted")
 
 
 def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
