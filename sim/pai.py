@@ -127,7 +127,7 @@ def load_pai_jobs(
             spec = row.values["gpu_type_spec"].strip()
             if spec:
                 specs[row.values["inst_id"].strip()] = spec
-    skipped = {"no GPU": 0, "never ran": 0}
+    skipped = {"no GPU": 0, "never ran": 0, "zero duration": 0}
     parsed: list[tuple[float, Workload, float]] = []
     seen: dict[str, int] = {}
     tasks = f"{source}/pai_task_table.csv"
@@ -147,6 +147,9 @@ def load_pai_jobs(
             end = row.number("end_time")
             if end < start:
                 raise row.error("end_time", f"is before start_time {start:g}")
+            if end == start:
+                skipped["zero duration"] += 1
+                continue
             if job_name not in users:
                 raise row.error("job_name", "is not in the job table")
             user, inst = users[job_name]

@@ -85,7 +85,7 @@ def load_philly_jobs(
     """Jobs, and the count of jobs that never ran (skipped on purpose)."""
     bad = bad if bad is not None else BadRows()
     parsed: list[tuple[datetime, Workload, int]] = []
-    skipped = {"never ran": 0}
+    skipped = {"never ran": 0, "zero duration": 0}
     seen: set[str] = set()
     for offset, job in _objects(text, source):
         line, column = location(text, offset)
@@ -119,6 +119,9 @@ def load_philly_jobs(
                 continue
             if end < start:
                 raise _Bad(f"attempts[{k}].end_time", last.get("end_time"), "is before start")
+            if end == start:
+                skipped["zero duration"] += 1
+                continue
             demand, pods = _demand(last.get("detail"), k)
         except _Bad as e:
             bad.record(

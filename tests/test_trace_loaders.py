@@ -96,10 +96,11 @@ def test_pai_jobs_from_schema_rows() -> None:
         "j1,worker,2,Terminated,100,700,600,29.3,50,V100\n"
         "j1,ps,1,Terminated,100,700,400,10,,\n"  # no GPU: left out
         "j2,tensorflow,1,Failed,50,70,100,4,200,T4\n"
+        "j2,evaluator,1,Failed,60,60,100,4,100,T4\n"  # zero duration: left out
     )
     groups = "i1,alice,V100,g1,ctr\ni2,bob,,g2,bert\n"
     jobs, skipped = load_pai_jobs(jobs_table, tasks, "pai", groups)
-    assert skipped == {"no GPU": 1, "never ran": 0}
+    assert skipped == {"no GPU": 1, "never ran": 0, "zero duration": 1}
     by_name = {j.name: j for j in jobs}
     worker = by_name["j1/worker"]
     assert worker.workload.queue == "alice"
@@ -226,8 +227,23 @@ PHILLY = [
 
 
 def test_philly_jobs_from_schema_rows() -> None:
-    jobs, skipped = load_philly_jobs(json.dumps(PHILLY, indent=1), "cluster_job_log")
-    assert skipped == {"never ran": 1}
+    instant = {
+        "jobid": "application_4",
+        "vc": "vc2",
+        "user": "u2",
+        "status": "Failed",
+        "submitted_time": "2017-10-03 09:40:00",
+        "attempts": [
+            {
+                "start_time": "2017-10-03 09:40:00",
+                "end_time": "2017-10-03 09:40:00",
+                "detail": [{"ip": "m3", "gpus": ["gpu3"]}],
+            }
+        ],
+    }
+    log = json.dumps([*PHILLY, instant], indent=1)
+    jobs, skipped = load_philly_jobs(log, "cluster_job_log")
+    assert skipped == {"never ran": 1, "zero duration": 1}
     one, three = sorted(jobs, key=lambda j: j.name)
     # The last attempt counts: 2 servers × 2 GPUs for an hour; submitted 30 min after job 3.
     assert one.workload.queue == "vc1" and one.workload.pods == 2
