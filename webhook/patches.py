@@ -14,6 +14,7 @@ from typing import Any
 
 from scheduler.model import Node
 from webhook import keys
+from webhook.pods import affinity_parts
 
 __all__ = [
     "Patch",
@@ -83,14 +84,7 @@ def require_nodes(pod: Mapping[str, Any], expressions: list[dict[str, Any]]) -> 
     """
     if not expressions:
         return []
-    spec = pod.get("spec") or {}
-    affinity = spec.get("affinity")
-    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
-    required = (
-        node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
-        if isinstance(node_affinity, dict)
-        else None
-    )
+    affinity, node_affinity, required = affinity_parts(pod.get("spec") or {})
     terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
     term = {"matchExpressions": expressions}
     if not isinstance(affinity, dict):

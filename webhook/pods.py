@@ -10,7 +10,7 @@ thing every request touches, so the "not a GPU pod" answer must be cheap.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ __all__ = [
     "ManagedPod",
     "PodAsk",
     "PodReader",
+    "affinity_parts",
     "controller_owner",
     "core_tolerations",
     "epoch_seconds",
@@ -480,9 +481,9 @@ _AFFINITY = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExe
 _REQUIREMENT_FIELDS = {"matchExpressions": "match_expressions", "matchFields": "match_fields"}
 
 
-def required_affinity(spec: dict[str, Any]) -> tuple[tuple[NodeSelectorTerm, ...], list[str]]:
-    """The pod's required node affinity as the core reads it, and what is wrong with it (the
-    API server validates a pod only after the mutating webhooks: a bad term reaches us)."""
+def affinity_parts(spec: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """``spec.affinity``, its ``nodeAffinity`` and that one's required part, as written
+    (None where a level is absent; the caller checks each one's type)."""
     affinity = spec.get("affinity")
     node = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
     required = (
@@ -490,6 +491,13 @@ def required_affinity(spec: dict[str, Any]) -> tuple[tuple[NodeSelectorTerm, ...
         if isinstance(node, dict)
         else None
     )
+    return affinity, node, required
+
+
+def required_affinity(spec: dict[str, Any]) -> tuple[tuple[NodeSelectorTerm, ...], list[str]]:
+    """The pod's required node affinity as the core reads it, and what is wrong with it (the
+    API server validates a pod only after the mutating webhooks: a bad term reaches us)."""
+    _, _, required = affinity_parts(spec)
     if required is None:
         return (), []
     terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
