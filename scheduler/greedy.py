@@ -286,17 +286,19 @@ class Cycle:
             )
         allocation = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools, nodes)
         if allocation is None:
-            if self.state.never_fits(option, pools):
+            allowed = "" if nodes is None else " its node selector and affinity allow"
+            if self.state.never_fits(option, pools, nodes):
                 return (
                     Reason.NEVER_FITS,
-                    lambda: f"no node can ever host one pod of {_describe(option)}",
+                    lambda: f"no node{allowed} can ever host one pod of {_describe(option)}",
                 )
-            if self.state.never_hosts(pools, w.cpu_milli, w.memory_mib):
+            if self.state.never_hosts(pools, w.cpu_milli, w.memory_mib, nodes):
                 return (
                     Reason.NEVER_FITS,
                     lambda: (
-                        f"no {'/'.join(option.models)} node has {w.cpu_milli / 1000:g} CPU and "
-                        f"{w.memory_mib / 1024:g} GiB memory for one pod"
+                        f"no {'/'.join(option.models)} node{allowed} has "
+                        f"{w.cpu_milli / 1000:g} CPU and {w.memory_mib / 1024:g} GiB memory "
+                        "for one pod"
                     ),
                 )
             return (Reason.NO_CAPACITY, lambda: self._capacity_message(w, option, pools))

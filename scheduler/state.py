@@ -345,13 +345,40 @@ class ClusterState:
         spot = self._spot(option, cpu, mem, pools, nodes) if pools else None
         return (2, 1 << 30, 0) if spot is None else (*spot[0], spot[1].node)
 
-    def never_fits(self, option: Option, pools: tuple[int, ...]) -> bool:
-        """True when no node could host one pod even if the cluster were empty."""
-        key = (option.kind, option.per_pod, option.profile, pools)
+    def never_fits(
+        self, option: Option, pools: tuple[int, ...], nodes: frozenset[int] | None = None
+    ) -> bool:
+        """True when no node (of ``nodes``, when given) could host one pod even if the
+        cluster were empty."""
+        key = (option.kind, option.per_pod, option.profile, pools, nodes)
         known = self._never_fits_cache.get(key)
         if known is None:
-            known = self._never_fits_cache[key] = self._never_fits(option, pools)
+            if nodes is None:
+                known = self._never_fits(option, pools)
+            else:
+                known = not any(
+                    self._could_host(option, p, n)
+                    for p in pools
+                    for n in self.pools[p].nodes
+                    if n in nodes
+                )
+            self._never_fits_cache[key] = known
         return known
+
+    def _could_host(self, option: Option, p: int, n: int) -> bool:
+        """Could node ``n``'s GPUs of pool ``p`` host one pod of the option, were they free?"""
+        if option.kind is Kind.WHOLE:
+            return self.pools[p].node_size[n] >= option.per_pod
+        gpus = [
+            g for g in self.node_gpus[n].values() if self.gpu_pool[g] == p and self.gpu_healthy[g]
+        ]
+        if option.kind is Kind.MIG:
+            return any(
+                str(slot[0]) == option.profile
+                for g in gpus
+                for slot in (self.gpu_mig[g] or {}).values()
+            )
+        return any(self.gpu_shared[g] and self.gpu_mig[g] is None for g in gpus)
 
     def never_places(self, option: Option, pools: tuple[int, ...], cpu: int, mem: int) -> bool:
         """True when no pod of this option could ever be placed on these pools: there are
@@ -359,16 +386,20 @@ class ClusterState:
         for one even empty."""
         return not pools or self.never_fits(option, pools) or self.never_hosts(pools, cpu, mem)
 
-    def never_hosts(self, pools: tuple[int, ...], cpu: int, mem: int) -> bool:
-        """True when no node of these pools has the CPU and memory for one pod, even empty:
-        its GPUs will never do (a pod asking 512 GiB of a model whose nodes have 384)."""
-        key = (pools, cpu, mem)
+    def never_hosts(
+        self, pools: tuple[int, ...], cpu: int, mem: int, nodes: frozenset[int] | None = None
+    ) -> bool:
+        """True when no node of these pools (and of ``nodes``, when given) has the CPU and
+        memory for one pod, even empty: its GPUs will never do (a pod asking 512 GiB of a
+        model whose nodes have 384)."""
+        key = (pools, cpu, mem, nodes)
         known = self._never_hosts_cache.get(key)
         if known is None:
             known = self._never_hosts_cache[key] = not any(
                 self.node_cpu[n] >= cpu and self.node_mem[n] >= mem
                 for p in pools
                 for n in self.pools[p].nodes
+                if nodes is None or n in nodes
             )
         return known
 

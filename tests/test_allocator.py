@@ -240,6 +240,29 @@ def test_required_node_affinity(path: str) -> None:
 
 
 @both_paths
+def test_a_pod_larger_than_every_node_its_affinity_allows_never_fits(path: str) -> None:
+    # The pool has 8-GPU nodes, but the affinity allows only the 2-GPU one: it can never
+    # run, which is not a wait for capacity.
+    snap = snapshot(
+        nodes=[node("small", H100, 2), node("big", H100, 8)],
+        queues=[queue("team-a").quota(H100, 8)],
+        workloads=[
+            workload("wide")
+            .gpus(4)
+            .queue("team-a")
+            .affinity(
+                {"match_fields": [{"key": "metadata.name", "operator": "In", "values": ["small"]}]}
+            )
+        ],
+    )
+    [wide] = PATHS[path](snap).workloads
+    assert (wide.outcome, wide.reason) == (Outcome.PENDING, Reason.NEVER_FITS)
+    assert wide.message == (
+        "no node its node selector and affinity allow can ever host one pod of 4 H100-80GB GPUs"
+    )
+
+
+@both_paths
 def test_a_nominated_workload_goes_first_to_the_room_its_victims_freed(path: str) -> None:
     # The controller nominates a workload it evicted for: as a queue head it goes before
     # the heads that rank alike (here a's, first by name), which would take the room.
