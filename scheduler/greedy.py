@@ -273,6 +273,21 @@ class Cycle:
         amount = option.quota_per_pod * w.pods
         check = self.book.check(w.queue, option.flavor, amount)
         if not check.ok:
+            queue = self.queues[w.queue]
+            if (
+                queue.cohort is not None
+                and queue.preemption.reclaim_within_cohort == "Never"
+                and self.book.within_nominal(w.queue, option.flavor, amount)
+            ):
+                # Within its nominal quota, yet refused: its cohort mates borrow it, and
+                # the queue's policy says why it is not taken back.
+                return (
+                    check.reason,
+                    lambda: (
+                        f"{check.message}; queue {w.queue} never reclaims what it lends "
+                        "(reclaimWithinCohort: Never)"
+                    ),
+                )
             return (check.reason, lambda: check.message)
         pools = self.state.eligible_pools(w, option)
         nodes = self.state.node_filter(w)

@@ -903,6 +903,12 @@ def test_regression_a_queue_that_never_reclaims_takes_back_no_admission_that_evi
         )
     ]
     assert check_eviction_rights(snap, decision) == []
+    # q0's workloads within its nominal quota say why they wait while q1 borrows it.
+    within = [d for d in decision.workloads if d.reason is Reason.QUOTA_EXHAUSTED]
+    assert within and all(
+        d.message.endswith("; queue q0 never reclaims what it lends (reclaimWithinCohort: Never)")
+        for d in within
+    )
 
 
 @both_paths
