@@ -273,22 +273,10 @@ class Cycle:
         amount = option.quota_per_pod * w.pods
         check = self.book.check(w.queue, option.flavor, amount)
         if not check.ok:
-            queue = self.queues[w.queue]
-            if (
-                queue.cohort is not None
-                and queue.preemption.reclaim_within_cohort == "Never"
-                and self.book.within_nominal(w.queue, option.flavor, amount)
-            ):
-                # Within its nominal quota, yet refused: its cohort mates borrow it, and
-                # the queue's policy says why it is not taken back.
-                return (
-                    check.reason,
-                    lambda: (
-                        f"{check.message}; queue {w.queue} never reclaims what it lends "
-                        "(reclaimWithinCohort: Never)"
-                    ),
-                )
-            return (check.reason, lambda: check.message)
+            return (
+                check.reason,
+                lambda: check.message + self._never_reclaims(w, option.flavor, amount),
+            )
         pools = self.state.eligible_pools(w, option)
         nodes = self.state.node_filter(w)
         if not pools or (nodes is not None and not self.state.hosts_any(pools, nodes)):
@@ -382,7 +370,13 @@ class Cycle:
             for q in self.book.cohort_mates(w.queue):
                 if self.book.borrowing(q, option.flavor):
                     undo += self.admissions.competing(q, option.flavor, option.models)
-        undo = [r for r in undo if self._may_inherit(w, option, reclaim, policy, r)]
+        outcomes = self.outcomes
+        undo = [
+            r
+            for r in undo
+            if not outcomes[r.workload.name].victims
+            or self._may_inherit(w, option, reclaim, policy, r)
+        ]
         evictable = self._evictable(w, option, reclaim, policy) if may_evict else []
         if not undo and not evictable:
             failed.add(size)
@@ -507,15 +501,26 @@ class Cycle:
         ]
         return idle_borrowed_first(evictable, book) if policy.idle_borrowed_first else evictable
 
+    def _never_reclaims(self, w: Workload, flavor: str, amount: int) -> str:
+        """For a workload refused within its nominal quota (its cohort mates borrow it): that
+        its queue's policy never takes that back, when so; else nothing."""
+        queue = self.queues[w.queue]
+        if (
+            queue.cohort is None
+            or queue.preemption.reclaim_within_cohort != "Never"
+            or not self.book.within_nominal(w.queue, flavor, amount)
+        ):
+            return ""
+        return f"; queue {w.queue} never reclaims what it lends (reclaimWithinCohort: Never)"
+
     def _may_inherit(
         self, w: Workload, option: Option, reclaim: bool, policy: PreemptionPolicy, r: Running
     ) -> bool:
-        """May w take back admission r? What r evicted stays evicted, now for w, so w's own
-        policy must allow each of those evictions, judged as if they still ran: a queue that
-        may not reclaim must not end up with a cohort mate's workload evicted for it."""
+        """May w take back admission r, which evicted? What r evicted stays evicted, now for
+        w, so w's own policy must allow each of those evictions, judged as if they still ran:
+        a queue that may not reclaim must not end up with a cohort mate's workload evicted
+        for it."""
         victims = self.outcomes[r.workload.name].victims
-        if not victims:
-            return True
         allowed = candidates_for(w, option.flavor, option.models, reclaim, policy, victims)
         book = self.book
         return len(allowed) == len(victims) and all(

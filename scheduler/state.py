@@ -313,21 +313,31 @@ class ClusterState:
         self, option: Option, pools: Sequence[int], nodes: frozenset[int] | None = None
     ) -> int:
         """Largest per-node free amount for the option (for pending messages), on ``nodes``
-        when given."""
-
-        def allowed(members: Iterable[int]) -> bool:
-            return any(True for n in members if nodes is None or n in nodes)
-
+        when given. Without them it stays a look at each pool's largest entry: a cycle's
+        last pass writes this for every waiting workload."""
         best = 0
         for p in pools:
             pool = self.pools[p]
             if option.kind is Kind.WHOLE:
-                best = max([best, *(free for (_, free), ns in pool.buckets.items() if allowed(ns))])
+                best = max(
+                    [
+                        best,
+                        *(
+                            free
+                            for (_, free), ns in pool.buckets.items()
+                            if ns and (nodes is None or not nodes.isdisjoint(ns))
+                        ),
+                    ]
+                )
             elif option.kind is Kind.FRACTION:
-                free = [m for m, n, _ in pool.fractions if nodes is None or n in nodes]
-                best = max([best, *free])
-            elif any(allowed((n,)) for n, _, _ in pool.mig_free.get(option.profile or "", ())):
-                best = max(best, 1)
+                if nodes is None:
+                    best = max(best, pool.fractions[-1][0]) if pool.fractions else best
+                else:
+                    best = max([best, *(m for m, n, _ in pool.fractions if n in nodes)])
+            else:
+                slots = pool.mig_free.get(option.profile or "", ())
+                if slots and (nodes is None or any(n in nodes for n, _, _ in slots)):
+                    best = max(best, 1)
         return best
 
     def tightness(
