@@ -521,7 +521,11 @@ class Cycle:
         a queue that may not reclaim must not end up with a cohort mate's workload evicted
         for it."""
         victims = self.outcomes[r.workload.name].victims
-        allowed = candidates_for(w, option.flavor, option.models, reclaim, policy, victims)
+        # An admission of w's own queue reclaimed with the queue's right: w, which outranks
+        # it there, takes its room as it would take room the reclaim freed
+        # (``_offer_to_higher_priority``).
+        own = r.workload.queue == w.queue
+        allowed = candidates_for(w, option.flavor, option.models, reclaim or own, policy, victims)
         book = self.book
         return len(allowed) == len(victims) and all(
             v.workload.queue == w.queue
