@@ -18,8 +18,9 @@ from webhook_support import (
     vary,
 )
 
+from scheduler.model import Toleration
 from webhook import keys
-from webhook.pods import ANNOTATION_PLACEMENT
+from webhook.pods import ANNOTATION_PLACEMENT, core_tolerations
 
 GPU_1 = "create-pod-gpu-1.mutate-create"
 GPU_8 = "create-pod-gpu-8.mutate-create"
@@ -203,6 +204,21 @@ def test_a_pod_another_controller_holds_back_is_gated_not_admitted() -> None:
     assert annotations[keys.ANNOTATION_REASON] == (
         "NotSelectedByOptimizer: held back by scheduling gate(s) example.com/hold, not "
         "Apportion's: decided once they are removed"
+    )
+
+
+def test_tolerations_are_read_as_kubernetes_means_them_and_never_fail_a_read() -> None:
+    read = core_tolerations(
+        [
+            {"key": "gpu", "operator": "Exists", "effect": ""},  # every effect
+            {"key": "dedicated", "value": "ml", "effect": "NoSchedule"},
+            {"key": "x", "operator": "Lt", "value": "3"},  # not a toleration operator
+            {"key": 5, "operator": "Exists"},  # the API server would refuse it
+        ]
+    )
+    assert read == (
+        Toleration(key="gpu", operator="Exists"),
+        Toleration(key="dedicated", value="ml", effect="NoSchedule"),
     )
 
 

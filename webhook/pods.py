@@ -529,16 +529,23 @@ def _camel(part: int | str) -> int | str:
 
 def core_tolerations(tolerations: Iterable[dict[str, Any]]) -> tuple[Toleration, ...]:
     """The tolerations the core models (NoExecute/NoSchedule/PreferNoSchedule,
-    Equal/Exists), as the core's type."""
-    return tuple(
-        Toleration.model_validate({k: t[k] for k in _TOLERATION_FIELDS if k in t})
-        for t in tolerations
-        if t.get("operator", "Equal") in ("Equal", "Exists")
-        and t.get("effect") in (None, "", "NoSchedule", "PreferNoSchedule", "NoExecute")
-    )
+    Equal/Exists), as the core's type. An empty effect tolerates every effect, as in
+    Kubernetes; one the API server would refuse (a key that is not a string) is left out:
+    reading a pod never fails on it."""
+    out: list[Toleration] = []
+    for t in tolerations:
+        if t.get("operator", "Equal") not in ("Equal", "Exists") or t.get("effect") not in _EFFECTS:
+            continue
+        data = {k: t[k] for k in _TOLERATION_FIELDS if k in t and (k != "effect" or t[k])}
+        try:
+            out.append(Toleration.model_validate(data))
+        except ValidationError:
+            continue
+    return tuple(out)
 
 
 _TOLERATION_FIELDS = ("key", "operator", "value", "effect")
+_EFFECTS = (None, "", "NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
 class PodReader:
