@@ -41,6 +41,8 @@ from webhook.pods import (
     PodReader,
     core_tolerations,
     format_placement,
+    gate_names,
+    held_back,
     placed_by_others,
     wants_gpus,
 )
@@ -108,12 +110,7 @@ class Admission:
         if ask.gang is not None:
             decision = _waiting(workload, Reason.NOT_SELECTED, self._gang_message(ask))
         elif ask.other_gates:
-            decision = _waiting(
-                workload,
-                Reason.NOT_SELECTED,
-                f"held back by scheduling gate(s) {', '.join(ask.other_gates)}, not "
-                "Apportion's: decided once they are removed",
-            )
+            decision = _waiting(workload, Reason.NOT_SELECTED, held_back(ask.other_gates))
         elif not shadow and not self._admits_now():
             decision = _waiting(
                 workload,
@@ -461,8 +458,7 @@ def _decision_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     manages, and a removed gate."""
 
     def gated(pod: dict[str, Any]) -> bool:
-        gates = (pod.get("spec") or {}).get("schedulingGates") or []
-        return any(isinstance(g, dict) and g.get("name") == keys.GATE for g in gates)
+        return keys.GATE in gate_names(pod.get("spec") or {})
 
     metadata = old.get("metadata") or {}
     managed = gated(old) or keys.ANNOTATION_WORKLOAD in (metadata.get("annotations") or {})

@@ -52,7 +52,7 @@ from webhook.observed import (
     workload_groups,
     workload_of,
 )
-from webhook.pods import ManagedPod, PodAsk
+from webhook.pods import ManagedPod, PodAsk, held_back
 
 __all__ = [
     "LiveCluster",
@@ -386,12 +386,8 @@ class LiveCluster:
                 elif len(pods) < size:
                     reason = "GangIncomplete"
                     message = f"{len(pods)} of {size} pods exist; the gang waits for all"
-                elif held := sorted({g for p in pods for g in p.other_gates}):
-                    reason = "OtherGates"
-                    message = (
-                        f"held back by scheduling gate(s) {', '.join(held)}, not Apportion's: "
-                        "decided once they are removed"
-                    )
+                elif gates := sorted({g for p in pods for g in p.other_gates}):
+                    reason, message = "OtherGates", held_back(gates)
                 elif group.places is not None and len(pods) > group.places:
                     reason = "GangRunning"
                     message = (

@@ -14,7 +14,7 @@ from typing import Any
 
 from scheduler.model import Node
 from webhook import keys
-from webhook.pods import affinity_parts
+from webhook.pods import affinity_parts, gate_names
 
 __all__ = [
     "Patch",
@@ -58,7 +58,7 @@ def add_gate(pod: Mapping[str, Any]) -> Patch:
     gate = {"name": keys.GATE}
     if not isinstance(gates, list) or not gates:
         return [{"op": "add", "path": "/spec/schedulingGates", "value": [gate]}]
-    if any(isinstance(g, dict) and g.get("name") == keys.GATE for g in gates):
+    if keys.GATE in gate_names(pod.get("spec") or {}):
         return []
     return [{"op": "add", "path": "/spec/schedulingGates/-", "value": gate}]
 

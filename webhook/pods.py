@@ -33,7 +33,9 @@ __all__ = [
     "core_tolerations",
     "epoch_seconds",
     "format_placement",
+    "gate_names",
     "gpu_ask_of",
+    "held_back",
     "other_gates",
     "parse_placement",
     "placed_by_others",
@@ -122,15 +124,24 @@ def _is_gpu_resource(name: str) -> bool:
     return name == keys.GPU_RESOURCE or name.startswith(keys.MIG_RESOURCE_PREFIX)
 
 
-def other_gates(spec: dict[str, Any]) -> tuple[str, ...]:
-    """Names of the pod's scheduling gates other than Apportion's."""
+def gate_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """Names of the pod's scheduling gates, Apportion's (``keys.GATE``) among them."""
     gates = spec.get("schedulingGates")
     if not isinstance(gates, list):
         return ()
-    return tuple(
-        str(g.get("name"))
-        for g in gates
-        if isinstance(g, dict) and g.get("name") and g.get("name") != keys.GATE
+    return tuple(str(g["name"]) for g in gates if isinstance(g, dict) and g.get("name"))
+
+
+def other_gates(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """Names of the pod's scheduling gates other than Apportion's."""
+    return tuple(name for name in gate_names(spec) if name != keys.GATE)
+
+
+def held_back(gates: Iterable[str]) -> str:
+    """Why a pod another controller's gates hold back waits (webhook and queue view)."""
+    return (
+        f"held back by scheduling gate(s) {', '.join(gates)}, not Apportion's: decided once "
+        "they are removed"
     )
 
 
@@ -629,8 +640,7 @@ class PodReader:
         if demand is None or demand.gpu_memory_mib is not None:
             return None  # Apportion turns a memory need into a device at creation
         node = spec.get("nodeName") or None
-        gates = spec.get("schedulingGates") or []
-        gated = any(isinstance(g, dict) and g.get("name") == keys.GATE for g in gates)
+        gated = keys.GATE in gate_names(spec)
         if workload is None and gated and ask.queue is not None:
             # Gated by Apportion without a recorded decision (e.g. by an older version):
             # still ours to release, as a one-pod workload.
