@@ -611,3 +611,29 @@ def test_cpu_only_pods_on_gpu_nodes_hold_their_cpu_until_they_go(fake: Fake) -> 
         # Finished: a terminal pod holds nothing.
         fake.set_pod_phase("gpu-team-a", "loader-a", "Succeeded")
         eventually(lambda: free("gpu-node-a") == (93_000, (1056 - 12) * gib))
+
+
+def test_a_queue_s_usage_falls_back_to_nothing_when_its_workloads_end(fake: Fake) -> None:
+    # Was: the status was merge-patched, and a merge patch keeps every map key it does not
+    # name, so a flavor the queue no longer used kept its last count: kubectl get queues
+    # showed 2 H100 in use by a queue whose workloads had all ended.
+    from scheduler.crds import queue_object
+
+    fake.register_custom("apportion.io", "v1alpha1", "queues", "Queue")
+    fake.put(queue_object(TEAM_A.model_copy(update={"name": "crd-team"})))
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+
+    def status() -> dict[str, Any]:
+        queue = fake.get("queues", "crd-team", group="apportion.io", version="v1alpha1")
+        got: dict[str, Any] = queue.get("status") or {}
+        return got
+
+    with synced(controller):
+        pod = _waiting_pod(fake, "ends", gpus=2)
+        pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
+        fake.put_pod(pod)
+        eventually(lambda: status().get("usage") == {"H100-80GB": 2})
+        fake.set_pod_phase("gpu-team-a", "ends", "Succeeded")
+        eventually(lambda: status().get("admitted_workloads") == 0)
+        assert status()["usage"] == {}

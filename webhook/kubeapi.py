@@ -123,14 +123,17 @@ class KubeApi:
         return result
 
     def patch_queue_status(self, name: str, status: Raw) -> None:
-        """Merge-patch a Queue's status subresource (what ``kubectl get queues`` shows)."""
+        """Set a Queue's whole status subresource (what ``kubectl get queues`` shows).
+
+        A JSON Patch ``add`` replaces it: a merge patch would keep every usage entry it no
+        longer names (a flavor the queue stopped using would show its last count)."""
         self.custom.patch_cluster_custom_object_status(
             GROUP,
             VERSION,
             QUEUE_PLURAL,
             name,
-            {"status": status},
-            _content_type="application/merge-patch+json",
+            [{"op": "add", "path": "/status", "value": status}],
+            _content_type="application/json-patch+json",
         )
 
     def evict_pod(self, namespace: str, name: str) -> None:
