@@ -637,3 +637,30 @@ def test_a_queue_s_usage_falls_back_to_nothing_when_its_workloads_end(fake: Fake
         fake.set_pod_phase("gpu-team-a", "ends", "Succeeded")
         eventually(lambda: status().get("admitted_workloads") == 0)
         assert status()["usage"] == {}
+
+
+def test_a_queue_deleted_and_created_again_gets_its_status(fake: Fake) -> None:
+    # Was: the controller skipped a status equal to the last one it had written, so a
+    # Queue deleted and applied again (or one another leader wrote meanwhile) showed no
+    # status at all until its usage happened to change.
+    from scheduler.crds import queue_object
+
+    queues = fake.register_custom("apportion.io", "v1alpha1", "queues", "Queue")
+    queue = queue_object(TEAM_A.model_copy(update={"name": "crd-team"}))
+    fake.put(queue)
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+
+    def status() -> dict[str, Any]:
+        got = fake.get("queues", "crd-team", group="apportion.io", version="v1alpha1")
+        return dict(got.get("status") or {})
+
+    with synced(controller):
+        pod = _waiting_pod(fake, "runs", gpus=2)
+        pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
+        fake.put_pod(pod)
+        eventually(lambda: status().get("usage") == {"H100-80GB": 2})
+        fake.store.remove(queues, None, "crd-team")
+        eventually(lambda: "crd-team" not in cluster.queues)
+        fake.put(queue)
+        eventually(lambda: status().get("usage") == {"H100-80GB": 2})

@@ -112,7 +112,6 @@ class Controller:
             ),
         ]
         self._queue_objects: dict[str, Raw] = {}
-        self._statuses: dict[str, Raw] = {}
         self.cycles = 0
         self._node_problems: dict[str, str] = {}
         """Every Node by name: why new work must not land on it, or ''."""
@@ -361,14 +360,12 @@ class Controller:
                 weighted_share=round(book.share(name), 4),
                 observed_generation=int((obj.get("metadata") or {}).get("generation") or 0),
             ).model_dump(mode="json")
-            if self._statuses.get(name) == status:
+            if obj.get("status") == status:  # as watched: a new object, or another leader's
                 continue
             try:
                 self.api.patch_queue_status(name, status)
             except ApiException as error:
                 log.warning("status of queue %s: %s %s", name, error.status, error.reason)
-                continue
-            self._statuses[name] = status
 
     def _pods_by_workload(self) -> dict[str, list[ManagedPod]]:
         """Pods by the workload the decision names (``observed.workload_groups``)."""
