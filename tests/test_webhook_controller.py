@@ -664,3 +664,35 @@ def test_a_queue_deleted_and_created_again_gets_its_status(fake: Fake) -> None:
         eventually(lambda: "crd-team" not in cluster.queues)
         fake.put(queue)
         eventually(lambda: status().get("usage") == {"H100-80GB": 2})
+
+
+def test_a_queue_closed_to_a_namespace_while_its_pods_wait_releases_none_of_them(
+    fake: Fake,
+) -> None:
+    # Was: the namespaces a queue is open to were checked only when a pod was created, so
+    # a platform team that closed team-a's queue to gpu-team-a still saw the pods waiting
+    # there released onto the queue's quota.
+    from scheduler.crds import queue_object
+
+    fake.register_custom("apportion.io", "v1alpha1", "queues", "Queue")
+    open_queue = TEAM_A.model_copy(update={"name": "crd-team"})
+    fake.put(queue_object(open_queue))
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+    with synced(controller):
+        fake.put(queue_object(open_queue.model_copy(update={"namespaces": ("gpu-team-b",)})))
+        eventually(lambda: cluster.queues["crd-team"].namespaces == ("gpu-team-b",))
+        pod = _waiting_pod(fake, "shut-out", gpus=1)
+        pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
+        fake.put_pod(pod)
+        eventually(lambda: ("gpu-team-a", "shut-out") in cluster.pods)
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert _gates(_pod(fake, "shut-out"))
+        view = {w.workload: w for w in cluster.waiting()}["gpu-team-a/shut-out"]
+        assert (view.reason, view.message) == (
+            "QueueClosed",
+            "queue 'crd-team' is not open to namespace 'gpu-team-a' (open to: gpu-team-b)",
+        )
+        fake.put(queue_object(open_queue))
+        eventually(lambda: _released(fake, "shut-out"))
