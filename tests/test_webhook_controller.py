@@ -696,3 +696,33 @@ def test_a_queue_closed_to_a_namespace_while_its_pods_wait_releases_none_of_them
         )
         fake.put(queue_object(open_queue))
         eventually(lambda: _released(fake, "shut-out"))
+
+
+def test_running_pods_keep_their_quota_while_their_node_reports_no_allocatable_gpus(
+    fake: Fake,
+) -> None:
+    # Was: a node's GPUs were its allocatable ones, and the kubelet reports none while the
+    # device plugin restarts (or one fewer when a GPU falls off the bus): the pods running
+    # there no longer fitted its ledger and dropped out of their queue's usage, so the
+    # controller released the queue's waiting pods past its quota.
+    small = TEAM_A.model_copy(update={"quota": {"H100-80GB": Quota(nominal=5)}})
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client())
+    controller = Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [small])
+    with synced(controller):
+        _waiting_pod(fake, "runs", gpus=4)
+        eventually(lambda: _released(fake, "runs", "patched-gpu-1"))
+        node = _placement(fake, "runs").split(":")[0]
+        fake.bind("gpu-team-a", "runs", node)
+        _waiting_pod(fake, "over-quota", gpus=2)
+        eventually(lambda: "gpu-team-a/over-quota" in controller.cluster.last_decisions())
+        before = controller.cluster.nodes[node]
+        restarting = copy.deepcopy(fake.get("nodes", node))
+        restarting["status"]["allocatable"]["nvidia.com/gpu"] = "0"
+        fake.put_node(restarting)
+        eventually(lambda: controller.cluster.nodes[node] != before)
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert _gates(_pod(fake, "over-quota"))
+        usage = {w.name: w.placement for w in controller.cluster.snapshot().workloads}
+        assert usage["gpu-team-a/runs"] is not None
