@@ -726,3 +726,17 @@ def test_running_pods_keep_their_quota_while_their_node_reports_no_allocatable_g
         assert _gates(_pod(fake, "over-quota"))
         usage = {w.name: w.placement for w in controller.cluster.snapshot().workloads}
         assert usage["gpu-team-a/runs"] is not None
+
+
+def test_a_leader_that_cannot_reach_the_api_server_steps_down_and_comes_back(fake: Fake) -> None:
+    # Was: the client raises urllib3's errors, not OSError, when the API server is
+    # unreachable; the lease round let one through, and it ended the reconcile thread:
+    # the replica kept serving, still "leading", and never released a pod again.
+    controller = _controller(fake, lead=True)
+    with synced(controller):
+        eventually(lambda: controller.elector is not None and controller.elector.leading)
+        fake.fail(r".*/leases/apportion-controller", times=8, status="drop")
+        eventually(lambda: controller.elector is not None and not controller.elector.leading)
+        eventually(lambda: controller.elector is not None and controller.elector.leading)
+        _waiting_pod(fake, "after-outage", gpus=1)
+        eventually(lambda: _released(fake, "after-outage"))
