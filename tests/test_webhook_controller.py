@@ -740,3 +740,24 @@ def test_a_leader_that_cannot_reach_the_api_server_steps_down_and_comes_back(fak
         eventually(lambda: controller.elector is not None and controller.elector.leading)
         _waiting_pod(fake, "after-outage", gpus=1)
         eventually(lambda: _released(fake, "after-outage"))
+
+
+def test_a_preemption_whose_event_is_lost_is_still_counted_and_nominated(fake: Fake) -> None:
+    # Was: events are best effort, but a connection lost while posting one raised out of
+    # the cycle between the eviction and its bookkeeping: the preemption was never
+    # counted, and its beneficiary never nominated (the victim, terminating from then on,
+    # is not evicted again), so another queue's head could take the room it made.
+    controller = _controller(fake)
+    with synced(controller):
+        _fill_with_low_priority(fake)
+        told = {"low-a", "low-c"}
+        eventually(lambda: told <= {e["involvedObject"]["name"] for e in fake.events()})
+        fake.fail(r"/api/v1/namespaces/gpu-team-a/events", times=1, status="drop", method="POST")
+        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        eventually(lambda: fake.evictions)
+        annotations = lambda: _pod(fake, "urgent")["metadata"]["annotations"]  # noqa: E731
+        eventually(lambda: keys.ANNOTATION_NOMINATED in annotations())
+        counted = controller.metrics.registry.get_sample_value(
+            "apportion_preemptions_total", {"queue": "team-a"}
+        )
+        assert counted == 1

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes.client import ApiException
+from urllib3.exceptions import HTTPError
 
 from scheduler.allocator import decide
 from scheduler.catalog import MILLI_PER_GPU
@@ -570,5 +571,5 @@ class Controller:
     def _event(self, pod: Raw, reason: str, message: str, event_type: str = "Normal") -> None:
         try:
             self.api.record_event(pod, reason, message, event_type)
-        except ApiException as error:  # events are best effort
+        except (ApiException, HTTPError) as error:  # best effort, even the connection
             log.debug("event on %s failed: %s", (pod.get("metadata") or {}).get("name"), error)
