@@ -761,3 +761,15 @@ def test_a_preemption_whose_event_is_lost_is_still_counted_and_nominated(fake: F
             "apportion_preemptions_total", {"queue": "team-a"}
         )
         assert counted == 1
+
+
+def test_a_watch_whose_connection_went_silent_is_given_up(fake: Fake) -> None:
+    # Was: a watch had no client-side timeout, so one whose network path died without a
+    # word (a load balancer's idle cut, a partition) was waited on for ever: the pods the
+    # controller saw froze, and nothing created since was ever released.
+    controller = _controller(fake)
+    with synced(controller):
+        fake.fail(r"/api/v1/pods", times=1, status="stall", method="GET")
+        eventually(lambda: fake.failures[-1].times == 0)  # the next watch went silent
+        _waiting_pod(fake, "after-silence", gpus=1)
+        eventually(lambda: _released(fake, "after-silence"), timeout=30)
