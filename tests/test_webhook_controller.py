@@ -611,3 +611,165 @@ def test_cpu_only_pods_on_gpu_nodes_hold_their_cpu_until_they_go(fake: Fake) -> 
         # Finished: a terminal pod holds nothing.
         fake.set_pod_phase("gpu-team-a", "loader-a", "Succeeded")
         eventually(lambda: free("gpu-node-a") == (93_000, (1056 - 12) * gib))
+
+
+def test_a_queue_s_usage_falls_back_to_nothing_when_its_workloads_end(fake: Fake) -> None:
+    # Was: the status was merge-patched, and a merge patch keeps every map key it does not
+    # name, so a flavor the queue no longer used kept its last count: kubectl get queues
+    # showed 2 H100 in use by a queue whose workloads had all ended.
+    from scheduler.crds import queue_object
+
+    fake.register_custom("apportion.io", "v1alpha1", "queues", "Queue")
+    fake.put(queue_object(TEAM_A.model_copy(update={"name": "crd-team"})))
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+
+    def status() -> dict[str, Any]:
+        queue = fake.get("queues", "crd-team", group="apportion.io", version="v1alpha1")
+        got: dict[str, Any] = queue.get("status") or {}
+        return got
+
+    with synced(controller):
+        pod = _waiting_pod(fake, "ends", gpus=2)
+        pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
+        fake.put_pod(pod)
+        eventually(lambda: status().get("usage") == {"H100-80GB": 2})
+        fake.set_pod_phase("gpu-team-a", "ends", "Succeeded")
+        eventually(lambda: status().get("admitted_workloads") == 0)
+        assert status()["usage"] == {}
+
+
+def test_a_queue_deleted_and_created_again_gets_its_status(fake: Fake) -> None:
+    # Was: the controller skipped a status equal to the last one it had written, so a
+    # Queue deleted and applied again (or one another leader wrote meanwhile) showed no
+    # status at all until its usage happened to change.
+    from scheduler.crds import queue_object
+
+    queues = fake.register_custom("apportion.io", "v1alpha1", "queues", "Queue")
+    queue = queue_object(TEAM_A.model_copy(update={"name": "crd-team"}))
+    fake.put(queue)
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+
+    def status() -> dict[str, Any]:
+        got = fake.get("queues", "crd-team", group="apportion.io", version="v1alpha1")
+        return dict(got.get("status") or {})
+
+    with synced(controller):
+        pod = _waiting_pod(fake, "runs", gpus=2)
+        pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
+        fake.put_pod(pod)
+        eventually(lambda: status().get("usage") == {"H100-80GB": 2})
+        fake.store.remove(queues, None, "crd-team")
+        eventually(lambda: "crd-team" not in cluster.queues)
+        fake.put(queue)
+        eventually(lambda: status().get("usage") == {"H100-80GB": 2})
+
+
+def test_a_queue_closed_to_a_namespace_while_its_pods_wait_releases_none_of_them(
+    fake: Fake,
+) -> None:
+    # Was: the namespaces a queue is open to were checked only when a pod was created, so
+    # a platform team that closed team-a's queue to gpu-team-a still saw the pods waiting
+    # there released onto the queue's quota.
+    from scheduler.crds import queue_object
+
+    fake.register_custom("apportion.io", "v1alpha1", "queues", "Queue")
+    open_queue = TEAM_A.model_copy(update={"name": "crd-team"})
+    fake.put(queue_object(open_queue))
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+    with synced(controller):
+        fake.put(queue_object(open_queue.model_copy(update={"namespaces": ("gpu-team-b",)})))
+        eventually(lambda: cluster.queues["crd-team"].namespaces == ("gpu-team-b",))
+        pod = _waiting_pod(fake, "shut-out", gpus=1)
+        pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
+        fake.put_pod(pod)
+        eventually(lambda: ("gpu-team-a", "shut-out") in cluster.pods)
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert _gates(_pod(fake, "shut-out"))
+        view = {w.workload: w for w in cluster.waiting()}["gpu-team-a/shut-out"]
+        assert (view.reason, view.message) == (
+            "QueueClosed",
+            "queue 'crd-team' is not open to namespace 'gpu-team-a' (open to: gpu-team-b)",
+        )
+        fake.put(queue_object(open_queue))
+        eventually(lambda: _released(fake, "shut-out"))
+
+
+def test_running_pods_keep_their_quota_while_their_node_reports_no_allocatable_gpus(
+    fake: Fake,
+) -> None:
+    # Was: a node's GPUs were its allocatable ones, and the kubelet reports none while the
+    # device plugin restarts (or one fewer when a GPU falls off the bus): the pods running
+    # there no longer fitted its ledger and dropped out of their queue's usage, so the
+    # controller released the queue's waiting pods past its quota.
+    small = TEAM_A.model_copy(update={"quota": {"H100-80GB": Quota(nominal=5)}})
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client())
+    controller = Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [small])
+    with synced(controller):
+        _waiting_pod(fake, "runs", gpus=4)
+        eventually(lambda: _released(fake, "runs", "patched-gpu-1"))
+        node = _placement(fake, "runs").split(":")[0]
+        fake.bind("gpu-team-a", "runs", node)
+        _waiting_pod(fake, "over-quota", gpus=2)
+        eventually(lambda: "gpu-team-a/over-quota" in controller.cluster.last_decisions())
+        before = controller.cluster.nodes[node]
+        restarting = copy.deepcopy(fake.get("nodes", node))
+        restarting["status"]["allocatable"]["nvidia.com/gpu"] = "0"
+        fake.put_node(restarting)
+        eventually(lambda: controller.cluster.nodes[node] != before)
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert _gates(_pod(fake, "over-quota"))
+        usage = {w.name: w.placement for w in controller.cluster.snapshot().workloads}
+        assert usage["gpu-team-a/runs"] is not None
+
+
+def test_a_leader_that_cannot_reach_the_api_server_steps_down_and_comes_back(fake: Fake) -> None:
+    # Was: the client raises urllib3's errors, not OSError, when the API server is
+    # unreachable; the lease round let one through, and it ended the reconcile thread:
+    # the replica kept serving, still "leading", and never released a pod again.
+    controller = _controller(fake, lead=True)
+    with synced(controller):
+        eventually(lambda: controller.elector is not None and controller.elector.leading)
+        fake.fail(r".*/leases/apportion-controller", times=8, status="drop")
+        eventually(lambda: controller.elector is not None and not controller.elector.leading)
+        eventually(lambda: controller.elector is not None and controller.elector.leading)
+        _waiting_pod(fake, "after-outage", gpus=1)
+        eventually(lambda: _released(fake, "after-outage"))
+
+
+def test_a_preemption_whose_event_is_lost_is_still_counted_and_nominated(fake: Fake) -> None:
+    # Was: events are best effort, but a connection lost while posting one raised out of
+    # the cycle between the eviction and its bookkeeping: the preemption was never
+    # counted, and its beneficiary never nominated (the victim, terminating from then on,
+    # is not evicted again), so another queue's head could take the room it made.
+    controller = _controller(fake)
+    with synced(controller):
+        _fill_with_low_priority(fake)
+        told = {"low-a", "low-c"}
+        eventually(lambda: told <= {e["involvedObject"]["name"] for e in fake.events()})
+        fake.fail(r"/api/v1/namespaces/gpu-team-a/events", times=1, status="drop", method="POST")
+        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        eventually(lambda: fake.evictions)
+        annotations = lambda: _pod(fake, "urgent")["metadata"]["annotations"]  # noqa: E731
+        eventually(lambda: keys.ANNOTATION_NOMINATED in annotations())
+        counted = controller.metrics.registry.get_sample_value(
+            "apportion_preemptions_total", {"queue": "team-a"}
+        )
+        assert counted == 1
+
+
+def test_a_watch_whose_connection_went_silent_is_given_up(fake: Fake) -> None:
+    # Was: a watch had no client-side timeout, so one whose network path died without a
+    # word (a load balancer's idle cut, a partition) was waited on for ever: the pods the
+    # controller saw froze, and nothing created since was ever released.
+    controller = _controller(fake)
+    with synced(controller):
+        fake.fail(r"/api/v1/pods", times=1, status="stall", method="GET")
+        eventually(lambda: fake.failures[-1].times == 0)  # the next watch went silent
+        _waiting_pod(fake, "after-silence", gpus=1)
+        eventually(lambda: _released(fake, "after-silence"), timeout=30)

@@ -46,9 +46,10 @@ from webhook.kubeobjects import NodeLedger
 from webhook.observed import (
     PodGroup,
     nodes_less_foreign,
+    queue_refusal,
     replaced_gang,
     replacements_of,
-    without_unknown_queues,
+    without_closed_queues,
     workload_groups,
     workload_of,
 )
@@ -379,10 +380,14 @@ class LiveCluster:
                     continue
                 first = min(pods, key=lambda p: (p.created, p.name))
                 size = max(first.gang_size, len(pods)) if group.places is None else len(pods)
+                priority = max(p.priority for p in pods)
+                queue = self.queues.get(first.queue)
                 reason, message = "Pending", "waiting for the controller's next decision"
-                if first.queue not in self.queues:
+                if queue is None:
                     reason = "QueueUnknown"
                     message = f"queue {first.queue!r} does not exist; create it or relabel"
+                elif refusal := queue_refusal(queue, first.namespace, priority):
+                    reason, message = "QueueClosed", refusal
                 elif len(pods) < size:
                     reason = "GangIncomplete"
                     message = f"{len(pods)} of {size} pods exist; the gang waits for all"
@@ -402,7 +407,7 @@ class LiveCluster:
                         namespace=first.namespace,
                         pods=size,
                         pods_present=len(pods),
-                        priority=max(p.priority for p in pods),
+                        priority=priority,
                         created=first.created,
                         reason=reason,
                         message=message,
@@ -592,7 +597,7 @@ class LiveCluster:
             workload = workload_of(name, grouped[name], ledgers, self._clock())
             if workload is not None:
                 workloads.append(workload)
-        workloads, nodes = without_unknown_queues(workloads, nodes, self.queues)
+        workloads, nodes = without_closed_queues(workloads, nodes, self.queues)
         snapshot = self._base.model_copy(
             update={
                 "nodes": tuple(nodes[n] for n in sorted(nodes)),

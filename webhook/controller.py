@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes.client import ApiException
+from urllib3.exceptions import HTTPError
 
 from scheduler.allocator import decide
 from scheduler.catalog import MILLI_PER_GPU
@@ -112,7 +113,6 @@ class Controller:
             ),
         ]
         self._queue_objects: dict[str, Raw] = {}
-        self._statuses: dict[str, Raw] = {}
         self.cycles = 0
         self._node_problems: dict[str, str] = {}
         """Every Node by name: why new work must not land on it, or ''."""
@@ -361,14 +361,12 @@ class Controller:
                 weighted_share=round(book.share(name), 4),
                 observed_generation=int((obj.get("metadata") or {}).get("generation") or 0),
             ).model_dump(mode="json")
-            if self._statuses.get(name) == status:
+            if obj.get("status") == status:  # as watched: a new object, or another leader's
                 continue
             try:
                 self.api.patch_queue_status(name, status)
             except ApiException as error:
                 log.warning("status of queue %s: %s %s", name, error.status, error.reason)
-                continue
-            self._statuses[name] = status
 
     def _pods_by_workload(self) -> dict[str, list[ManagedPod]]:
         """Pods by the workload the decision names (``observed.workload_groups``)."""
@@ -573,5 +571,5 @@ class Controller:
     def _event(self, pod: Raw, reason: str, message: str, event_type: str = "Normal") -> None:
         try:
             self.api.record_event(pod, reason, message, event_type)
-        except ApiException as error:  # events are best effort
+        except (ApiException, HTTPError) as error:  # best effort, even the connection
             log.debug("event on %s failed: %s", (pod.get("metadata") or {}).get("name"), error)

@@ -23,6 +23,10 @@ __all__ = ["KubeApi", "Listing", "Resource"]
 
 Raw = dict[str, Any]
 
+WATCH_GRACE_S = 10
+"""How long past its own timeout a watch may stay silent before it is given up: the API
+server ends it by then, so only a network path that died without a word is still open."""
+
 
 @dataclass(frozen=True, slots=True)
 class Listing:
@@ -78,7 +82,7 @@ class KubeApi:
     ) -> Iterator[Raw]:
         """Events ``{"type", "object"}`` from ``resource_version`` until the server ends the
         stream; ``ApiException`` with the server's code (410 when the version is too old:
-        relist) on an ERROR event.
+        relist) on an ERROR event; urllib3's read timeout when the stream went silent.
 
         Read line by line here rather than through ``kubernetes.watch``: its raw mode
         mishandles ERROR events, and its typed mode builds a model object per event.
@@ -90,6 +94,7 @@ class KubeApi:
             timeout_seconds=timeout_s,
             allow_watch_bookmarks=True,
             _preload_content=False,
+            _request_timeout=(WATCH_GRACE_S, timeout_s + WATCH_GRACE_S),
             **query,
         )
         try:
@@ -123,14 +128,17 @@ class KubeApi:
         return result
 
     def patch_queue_status(self, name: str, status: Raw) -> None:
-        """Merge-patch a Queue's status subresource (what ``kubectl get queues`` shows)."""
+        """Set a Queue's whole status subresource (what ``kubectl get queues`` shows).
+
+        A JSON Patch ``add`` replaces it: a merge patch would keep every usage entry it no
+        longer names (a flavor the queue stopped using would show its last count)."""
         self.custom.patch_cluster_custom_object_status(
             GROUP,
             VERSION,
             QUEUE_PLURAL,
             name,
-            {"status": status},
-            _content_type="application/merge-patch+json",
+            [{"op": "add", "path": "/status", "value": status}],
+            _content_type="application/json-patch+json",
         )
 
     def evict_pod(self, namespace: str, name: str) -> None:

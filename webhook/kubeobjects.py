@@ -2,10 +2,11 @@
 
 Nodes carry what GPU Feature Discovery and the NVIDIA device plugin publish (see
 tests/fixtures/objects): ``nvidia.com/gpu.product`` and ``nvidia.com/gpu.count`` labels,
-and allocatable ``nvidia.com/gpu`` (whole GPUs) plus ``nvidia.com/mig-<profile>``
-(instances, mixed strategy). The API does not say which physical GPU or MIG slice a pod
-holds; the core needs indices, so ``NodeLedger`` assigns them consistently — lowest free
-first — which is exact for counting and for every decision the core makes.
+and allocatable ``nvidia.com/gpu`` (whole GPUs; those only in capacity are unhealthy) plus
+``nvidia.com/mig-<profile>`` (instances, mixed strategy). The API does not say which
+physical GPU or MIG slice a pod holds; the core needs indices, so ``NodeLedger`` assigns
+them consistently — lowest free first — which is exact for counting and for every
+decision the core makes.
 """
 
 from __future__ import annotations
@@ -84,30 +85,40 @@ def node_from_object(obj: dict[str, Any], catalog: Catalog) -> tuple[Node | None
     status = obj.get("status") or {}
     allocatable = status.get("allocatable") or status.get("capacity") or {}
     whole = _int(allocatable.get(keys.GPU_RESOURCE, 0))
+    # The kubelet counts a GPU its device plugin does not offer (unhealthy, or the plugin
+    # restarting: none at all for a while) in capacity only. Pods may still run on it, so
+    # it stays, unhealthy: their GPUs stay held and charged, and nothing new lands there.
+    present = max(whole, _int((status.get("capacity") or {}).get(keys.GPU_RESOURCE, 0)))
     instances: list[MigProfile] = []
     if single_profile is not None:
         profile = model.mig_profile(single_profile)
         if profile is not None:
             instances = [profile] * whole
-        whole = 0
+        whole = present = 0
     else:
         for profile in model.mig_profiles:
             instances += [profile] * _int(allocatable.get(mig_resource_name(profile.name), 0))
     per_gpu = model.mig_compute_slices or 1
-    mig_gpus = _int(labels.get("nvidia.com/gpu.count", 0)) - whole
+    mig_gpus = _int(labels.get("nvidia.com/gpu.count", 0)) - present
     if instances and mig_gpus <= 0:
         mig_gpus = -(-sum(p.compute_slices for p in instances) // per_gpu)
     mig_gpus = max(mig_gpus, 0) if instances else 0
     spec = obj.get("spec") or {}
     problem = node_problem(obj)
+    withheld = f"its device plugin offers {whole} of the node's {present} GPUs"
     gpus = [
-        Gpu(index=i, model=model.name, healthy=not problem, health_reason=problem)
-        for i in range(whole)
+        Gpu(
+            index=i,
+            model=model.name,
+            healthy=not problem and i < whole,
+            health_reason=problem or (withheld if i >= whole else ""),
+        )
+        for i in range(present)
     ]
     for offset, layout in enumerate(_layout(model, instances, mig_gpus)):
         gpus.append(
             Gpu(
-                index=whole + offset,
+                index=present + offset,
                 model=model.name,
                 mig=layout,
                 healthy=not problem,

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import ApiException
+from urllib3.exceptions import HTTPError
 
 from webhook.kubeapi import KubeApi
 
@@ -61,7 +62,7 @@ class LeaderElector:
             if error.status != 409:
                 log.warning("lease %s/%s: %s", self.namespace, self.name, error.reason)
             self.leading = False
-        except OSError as error:  # API server unreachable: stop acting until it is back
+        except (OSError, HTTPError) as error:  # unreachable: stop acting until it is back
             log.warning("lease %s/%s: %s", self.namespace, self.name, error)
             self.leading = False
         return self.leading

@@ -9,21 +9,22 @@ and take out of the nodes what pods outside Apportion's decisions hold.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from scheduler.model import Demand, Node, PodPlacement, Workload, flavor_of_mig
+from scheduler.model import Demand, Node, PodPlacement, Queue, Workload, flavor_of_mig
 from webhook.kubeobjects import NodeLedger
 from webhook.pods import ManagedPod
 
 __all__ = [
     "PodGroup",
     "nodes_less_foreign",
+    "queue_refusal",
     "replaced_gang",
     "replacements_of",
+    "without_closed_queues",
     "without_devices",
     "without_host",
-    "without_unknown_queues",
     "workload_groups",
     "workload_of",
 ]
@@ -134,13 +135,35 @@ def nodes_less_foreign(nodes: dict[str, Node], pods: Iterable[ManagedPod]) -> di
     return result
 
 
-def without_unknown_queues(
-    workloads: list[Workload], nodes: dict[str, Node], queues: Collection[str]
+def queue_refusal(queue: Queue, namespace: str, priority: int) -> str:
+    """Why ``queue`` does not take a workload of ``namespace`` at ``priority`` ('' if it
+    does). The webhook refuses such pods at creation; a queue edited since (closed to a
+    namespace, its maximum priority lowered) must not release those already waiting."""
+    if queue.namespaces and namespace not in queue.namespaces:
+        return (
+            f"queue {queue.name!r} is not open to namespace {namespace!r} "
+            f"(open to: {', '.join(queue.namespaces)})"
+        )
+    if queue.max_priority is not None and priority > queue.max_priority:
+        return (
+            f"priority {priority} is above the maximum {queue.max_priority} of queue {queue.name!r}"
+        )
+    return ""
+
+
+def without_closed_queues(
+    workloads: list[Workload], nodes: dict[str, Node], queues: Mapping[str, Queue]
 ) -> tuple[list[Workload], dict[str, Node]]:
     """Workloads of queues that do not exist (deleted, or a typo the validating webhook
-    did not see): waiting ones are left out of decisions (the queue view says why);
-    running ones keep their devices, which leave capacity like a foreign pod's."""
-    known = [w for w in workloads if w.queue in queues]
+    did not see) or no longer take them (``queue_refusal``): waiting ones are left out of
+    decisions (the queue view says why); running ones of a queue that is gone keep their
+    devices, which leave capacity like a foreign pod's."""
+    known = [
+        w
+        for w in workloads
+        if w.queue in queues
+        and (w.placement is not None or not queue_refusal(queues[w.queue], w.namespace, w.priority))
+    ]
     if len(known) == len(workloads):
         return workloads, nodes
     held: dict[str, tuple[set[int], set[tuple[int, int]]]] = {}

@@ -54,7 +54,8 @@ class Failure:
 
     path: str
     times: int
-    status: int | str  # an HTTP code, or "drop" (close the connection without an answer)
+    status: int | str  # an HTTP code, "drop" (close the connection without an answer) or
+    # "stall" (keep it open, never answer: a network path that died without a word)
     method: str | None = None
     message: str = "kubefake: injected failure"
 
@@ -81,6 +82,7 @@ class Fake:
         self.failures: list[Failure] = []
         self.evictions: list[dict] = []
         self.open_watches: set[Watcher] = set()
+        self.stopping = False
         self._blocked: dict[tuple[str | None, str | None], str] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -155,6 +157,7 @@ class Fake:
     def stop(self) -> None:
         if self._loop is None or self._runner is None or self._thread is None:
             return
+        self.stopping = True
         with self.store.lock:
             for watcher in list(self.store.watchers):
                 watcher.deliver(None)
@@ -177,14 +180,15 @@ class Fake:
     def record_request(
         self, method: str, path: str, query: dict[str, str], content_type: str | None, body: Any
     ) -> dict | str | None:
-        """Log the request; return an injected failure (Status body or "drop") if one fires."""
+        """Log the request; return an injected failure (Status body, "drop" or "stall") if
+        one fires."""
         with self._lock:
             self.requests.append(RequestRecord(method, path, query, content_type, body))
             for failure in self.failures:
                 if failure.times > 0 and failure.matches(method, path):
                     failure.times -= 1
-                    if failure.status == "drop":
-                        return "drop"
+                    if failure.status in ("drop", "stall"):
+                        return str(failure.status)
                     code = int(failure.status)
                     return st.status(
                         code, _FAILURE_REASONS.get(code, "InternalError"), failure.message

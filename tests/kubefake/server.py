@@ -108,6 +108,12 @@ def make_app(fake: Fake) -> web.Application:
             assert request.transport is not None
             request.transport.abort()
             raise asyncio.CancelledError
+        if failure == "stall":  # until the client gives up and hangs up, or the fake stops
+            while not fake.stopping:
+                await asyncio.sleep(0.05)
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError
         if failure is not None:
             return _json(failure, failure["code"])
         try:
