@@ -24,6 +24,7 @@ from scheduler.model import Demand, Workload, WorkloadDecision
 from scheduler.reasons import Outcome, Reason
 from webhook import keys
 from webhook.cluster import LiveCluster
+from webhook.observed import queue_refusals
 from webhook.patches import (
     Patch,
     add_gate,
@@ -348,17 +349,7 @@ class Admission:
         if queue is None:
             known = ", ".join(sorted(self.cluster.queues)) or "none"
             return [f"queue {queue_name!r} does not exist (queues: {known})"]
-        problems = []
-        if queue.namespaces and ask.namespace not in queue.namespaces:
-            problems.append(
-                f"queue {queue_name!r} is not open to namespace {ask.namespace!r} "
-                f"(open to: {', '.join(queue.namespaces)})"
-            )
-        if queue.max_priority is not None and ask.priority > queue.max_priority:
-            problems.append(
-                f"priority {ask.priority} is above the maximum {queue.max_priority} of queue "
-                f"{queue_name!r}; use a lower priority class"
-            )
+        problems = queue_refusals(queue, ask.namespace, ask.priority)
         if ask.gang is not None and self.cluster.gang_size(ask) is None:
             problems.append(
                 f"gang {ask.gang!r}: say how many pods it has with the annotation "

@@ -46,7 +46,7 @@ from webhook.kubeobjects import NodeLedger
 from webhook.observed import (
     PodGroup,
     nodes_less_foreign,
-    queue_refusal,
+    queue_refusals,
     replaced_gang,
     replacements_of,
     without_closed_queues,
@@ -386,8 +386,8 @@ class LiveCluster:
                 if queue is None:
                     reason = "QueueUnknown"
                     message = f"queue {first.queue!r} does not exist; create it or relabel"
-                elif refusal := queue_refusal(queue, first.namespace, priority):
-                    reason, message = "QueueClosed", refusal
+                elif refusals := queue_refusals(queue, first.namespace, priority):
+                    reason, message = "QueueClosed", "; ".join(refusals)
                 elif len(pods) < size:
                     reason = "GangIncomplete"
                     message = f"{len(pods)} of {size} pods exist; the gang waits for all"

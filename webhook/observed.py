@@ -19,7 +19,7 @@ from webhook.pods import ManagedPod
 __all__ = [
     "PodGroup",
     "nodes_less_foreign",
-    "queue_refusal",
+    "queue_refusals",
     "replaced_gang",
     "replacements_of",
     "without_closed_queues",
@@ -135,34 +135,38 @@ def nodes_less_foreign(nodes: dict[str, Node], pods: Iterable[ManagedPod]) -> di
     return result
 
 
-def queue_refusal(queue: Queue, namespace: str, priority: int) -> str:
-    """Why ``queue`` does not take a workload of ``namespace`` at ``priority`` ('' if it
-    does). The webhook refuses such pods at creation; a queue edited since (closed to a
-    namespace, its maximum priority lowered) must not release those already waiting."""
+def queue_refusals(queue: Queue, namespace: str, priority: int) -> list[str]:
+    """Why ``queue`` does not take a workload of ``namespace`` at ``priority`` (none if it
+    does). The validating webhook refuses such pods at creation; a queue edited since
+    (closed to a namespace, its maximum priority lowered) must not release those waiting."""
+    refusals = []
     if queue.namespaces and namespace not in queue.namespaces:
-        return (
+        refusals.append(
             f"queue {queue.name!r} is not open to namespace {namespace!r} "
             f"(open to: {', '.join(queue.namespaces)})"
         )
     if queue.max_priority is not None and priority > queue.max_priority:
-        return (
-            f"priority {priority} is above the maximum {queue.max_priority} of queue {queue.name!r}"
+        refusals.append(
+            f"priority {priority} is above the maximum {queue.max_priority} of queue "
+            f"{queue.name!r}; use a lower priority class"
         )
-    return ""
+    return refusals
 
 
 def without_closed_queues(
     workloads: list[Workload], nodes: dict[str, Node], queues: Mapping[str, Queue]
 ) -> tuple[list[Workload], dict[str, Node]]:
     """Workloads of queues that do not exist (deleted, or a typo the validating webhook
-    did not see) or no longer take them (``queue_refusal``): waiting ones are left out of
+    did not see) or no longer take them (``queue_refusals``): waiting ones are left out of
     decisions (the queue view says why); running ones of a queue that is gone keep their
     devices, which leave capacity like a foreign pod's."""
     known = [
         w
         for w in workloads
         if w.queue in queues
-        and (w.placement is not None or not queue_refusal(queues[w.queue], w.namespace, w.priority))
+        and (
+            w.placement is not None or not queue_refusals(queues[w.queue], w.namespace, w.priority)
+        )
     ]
     if len(known) == len(workloads):
         return workloads, nodes
