@@ -439,3 +439,30 @@ def test_shards_merge_to_the_single_run_answer(tmp_path: Path) -> None:
     (tmp_path / "mixed.log").write_text(lines[0] + "\n" + other.stdout)
     refused = _plan("merge", str(tmp_path / "mixed.log"))
     assert refused.returncode == 2 and "different inputs" in refused.stderr
+
+
+def _shard_logs(tmp_path: Path, *shards: str) -> list[Path]:
+    """One log file per shard (``i/N``) of a small sweep."""
+    trace, cluster_file = _write_inputs(tmp_path)
+    common = [str(trace), "--cluster", str(cluster_file), "--slo", "p95_wait<=1100",
+              "--workers", "1", "--max-simulations", "2", "--json"]  # fmt: skip
+    logs = []
+    for shard in shards:
+        done = _plan(*common, "--shard", shard)
+        assert done.returncode == 0, done.stderr
+        logs.append(tmp_path / f"shard-{shard.replace('/', '-')}.log")
+        logs[-1].write_text(done.stdout)
+    return logs
+
+
+def test_merge_names_a_line_that_is_no_shards_record(tmp_path: Path) -> None:
+    """A JSON line that is no shard's record (a structured log line in the pod's log) was a
+    KeyError traceback."""
+    [log] = _shard_logs(tmp_path, "0/1")
+    log.write_text('{"level": "info", "msg": "starting"}\n' + log.read_text())
+    stray = _plan("merge", str(log))
+    assert stray.returncode == 2 and "Traceback" not in stray.stderr
+    assert (
+        f"{log} line 1: not a shard's record (it has no 'fingerprint', 'shard', 'shards', "
+        "'candidates')"
+    ) in stray.stderr

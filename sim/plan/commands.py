@@ -411,7 +411,12 @@ def write_report(
     (out / "plan.json").write_text(dumps(record), encoding="utf-8")
 
 
-def _read_shards(paths: list[Path]) -> list[dict[str, Any]]:
+_SHARD_KEYS = ("fingerprint", "shard", "shards", "candidates")
+"""What every shard's record holds (``_run``); other JSON is no shard's output."""
+
+
+def _read_shards(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
+    """Every shard record in these files, with where it was read (file, and line)."""
     records = []
     for path in paths:
         try:
@@ -423,7 +428,7 @@ def _read_shards(paths: list[Path]) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             whole = None
         if isinstance(whole, dict):
-            records.append(whole)
+            records.append((str(path), _shard_record(whole, str(path))))
             continue
         for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
@@ -432,12 +437,22 @@ def _read_shards(paths: list[Path]) -> list[dict[str, Any]]:
             if not line.startswith("{"):
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise CommandError(f"{path} line {n}: not a shard's JSON ({error.msg})") from None
+            records.append((str(path), _shard_record(record, f"{path} line {n}")))
         if not text.strip():
             raise CommandError(f"{path}: empty")
     return records
+
+
+def _shard_record(record: object, where: str) -> dict[str, Any]:
+    lacking = [k for k in _SHARD_KEYS if not isinstance(record, dict) or k not in record]
+    if not isinstance(record, dict) or lacking:
+        raise CommandError(
+            f"{where}: not a shard's record (it has no {', '.join(map(repr, lacking))})"
+        )
+    return record
 
 
 def _rank(row: dict[str, Any]) -> int:
@@ -448,9 +463,10 @@ def _rank(row: dict[str, Any]) -> int:
 def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     if not paths:
         raise CommandError("plan merge: give the shard outputs (files of JSON lines)")
-    records = _read_shards(paths)
-    if not records:
+    found = _read_shards(paths)
+    if not found:
         raise CommandError("plan merge: no shard records found in " + ", ".join(map(str, paths)))
+    records = [r for _, r in found]
     prints = {r.get("fingerprint") for r in records}
     if len(prints) != 1:
         raise CommandError(
