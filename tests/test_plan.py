@@ -466,3 +466,15 @@ def test_merge_names_a_line_that_is_no_shards_record(tmp_path: Path) -> None:
         f"{log} line 1: not a shard's record (it has no 'fingerprint', 'shard', 'shards', "
         "'candidates')"
     ) in stray.stderr
+
+
+def test_merge_refuses_shards_of_different_splits(tmp_path: Path) -> None:
+    """Shard 0/2 and shard 1/3 merged with no shard reported missing: the candidates both
+    skip went unsimulated, unmentioned, and those both took were simulated twice."""
+    first, other = _shard_logs(tmp_path, "0/2", "1/3")
+    split = _plan("merge", str(first), str(other))
+    assert split.returncode == 2 and "Traceback" not in split.stderr
+    assert (
+        f"plan merge: the shards split the sweep different ways: 0/2 ({first}), 1/3 ({other}); "
+        "merge the shards of one run"
+    ) in split.stderr

@@ -473,6 +473,13 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
             "plan merge: the shards were run with different inputs "
             f"(fingerprints {', '.join(sorted(map(str, prints)))})"
         )
+    # Shards of different splits cover the candidates unevenly: some twice, some never.
+    if len({r["shards"] for r in records}) != 1:
+        splits = ", ".join(f"{r['shard'][0]}/{r['shards']} ({where})" for where, r in found)
+        raise CommandError(
+            f"plan merge: the shards split the sweep different ways: {splits}; "
+            "merge the shards of one run"
+        )
     total = records[0]["shards"]
     seen = sorted(r["shard"][0] for r in records)
     missing = sorted(set(range(total)) - set(seen))
