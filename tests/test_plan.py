@@ -132,7 +132,8 @@ def test_plan_command_rejects_nonsense_numbers_before_the_sweep(tmp_path: Path) 
     """These ran with exit 0 and a report built on them: a negative budget ('the goal that
     binds is the budget ($-5/h)'), --max-simulations 0 ('No candidate was simulated'),
     --horizon-hours -1 (utilization 0 %), --max-jobs -5 (all but the last five jobs),
-    --price T4=nan (costs of '$nan/h'); an --out that is a file was a traceback after it."""
+    --price T4=nan (costs of '$nan/h'); an --out that is a file was a traceback after it,
+    and --levels nan or inf a traceback ('cannot convert float NaN to integer')."""
     taken = tmp_path / "report"
     taken.write_text("not a directory")
     for args, message in (
@@ -142,6 +143,8 @@ def test_plan_command_rejects_nonsense_numbers_before_the_sweep(tmp_path: Path) 
         (["--max-jobs", "-5"], "argument --max-jobs: '-5': must be 1 or more"),
         (["--workers", "-1"], "argument --workers: '-1': must be 0 or more"),
         (["--price", "T4=nan"], "--price 'T4=nan': a price is 0 or a positive number"),
+        (["--levels", "1,nan"], "--levels '1,nan': give one or more finite, non-negative"),
+        (["--levels", "inf"], "--levels 'inf': give one or more finite, non-negative"),
         (["--out", str(taken)], f"--out {taken}: cannot create the directory: File exists"),
     ):
         done = subprocess.run(

@@ -151,8 +151,8 @@ def _levels(text: str) -> tuple[float, ...]:
         levels = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise CommandError(f"--levels {text!r}: expected numbers like 0.75,1,1.5") from None
-    if not levels or any(v < 0 for v in levels):
-        raise CommandError(f"--levels {text!r}: give one or more non-negative factors")
+    if not levels or any(not math.isfinite(v) or v < 0 for v in levels):
+        raise CommandError(f"--levels {text!r}: give one or more finite, non-negative factors")
     return levels
 
 
