@@ -420,6 +420,25 @@ def test_rightsizing_names_the_cheapest_mig_slice_that_holds_the_peak() -> None:
     assert (nb.requested_mib, nb.used_peak_mib, nb.fits) == (9_984, 9_000, None)
 
 
+def test_rightsizing_never_suggests_a_slice_dearer_than_the_gpu_it_replaces() -> None:
+    """A T4 ($0.35/h) using 3 GB was told '1g.10gb on H100-80GB would hold the peak': a
+    seventh of an H100 costs $0.70/h, twice the T4, and the planner's shapes took that
+    layout as a hint. Where the cheap A100-80GB's slice is there ($0.26/h), it is named."""
+    snap = snapshot(
+        nodes=[node("t4-a", "T4", 1), node("gpu-a", H100, 1)],
+        queues=[queue("team-a").quota("T4", 1)],
+        workloads=[workload("small").gpus(1).queue("team-a").running_on("t4-a", 0).started(0)],
+        now=NOW,
+    )
+    rows = [sample(0, "t4-a", util_milli=100, fb_used_peak_mib=3_000)]
+    [usage] = assess(snap, rows, SETTINGS).rightsizing
+    assert (usage.flavor, usage.requested_mib, usage.fits) == ("T4", 16 * 1024, None)
+    assert "would hold" not in usage.message
+    a100 = snap.model_copy(update={"nodes": (*snap.nodes, node("a100-a", "A100-80GB", 1))})
+    [cheaper] = assess(a100, rows, SETTINGS).rightsizing
+    assert cheaper.fits == "1g.10gb on A100-80GB"
+
+
 # --------------------------------------------------------------------- the note
 def test_metrics_note_says_how_fresh_and_what_fell_back() -> None:
     snap = cluster()
