@@ -439,6 +439,41 @@ def test_rightsizing_never_suggests_a_slice_dearer_than_the_gpu_it_replaces() ->
     assert cheaper.fits == "1g.10gb on A100-80GB"
 
 
+def test_rightsizing_leaves_out_the_memory_of_a_gpu_other_tenants_share() -> None:
+    """DCGM's framebuffer figure on a time-sliced GPU is the whole GPU's, all tenants
+    together (one copy per sharing container, facts §3.2). Two L40S tenants of 500 milli
+    using 12 GB each were each told 'peak 24,000 MiB of 24,576 MiB offered'; a lone tenant's
+    figure is its own and stays."""
+    snap = snapshot(
+        nodes=[node("l40s-a", "L40S", 2, shared=True), node("a100-a", "A100-80GB", 1)],
+        queues=[queue("team-a").quota("L40S", 2), queue("team-b").quota("L40S", 1)],
+        workloads=[
+            workload("a").milli(500, "L40S").queue("team-a").running_on("l40s-a", 0, milli=500)
+            .started(0),
+            workload("b").milli(500, "L40S").queue("team-b").running_on("l40s-a", 0, milli=500)
+            .started(0),
+            workload("c").milli(500, "L40S").queue("team-a").running_on("l40s-a", 1, milli=500)
+            .started(0),
+        ],
+        now=NOW,
+    )  # fmt: skip
+    rows = [
+        sample(0, "l40s-a", pod="a", util_milli=500, fb_used_peak_mib=24_000),
+        sample(0, "l40s-a", pod="b", util_milli=500, fb_used_peak_mib=24_000),
+        sample(1, "l40s-a", pod="c", util_milli=500, fb_used_peak_mib=9_000),
+    ]
+    usage = {c.queue: c for c in assess(snap, rows, SETTINGS).rightsizing}
+    assert list(usage) == ["team-a"]  # team-b's only device is shared: nothing of its own
+    team_a = usage["team-a"]
+    assert (team_a.workloads, team_a.devices, team_a.requested_mib, team_a.used_peak_mib) == (
+        1,
+        1,
+        24 * 1024,
+        9_000,
+    )
+    assert team_a.fits == "1g.10gb on A100-80GB"
+
+
 # --------------------------------------------------------------------- the note
 def test_metrics_note_says_how_fresh_and_what_fell_back() -> None:
     snap = cluster()

@@ -4,7 +4,9 @@ memory and time actually used, and the cheapest MIG slice that would have held i
 A class is (queue, flavor): the workloads of one team charged to one GPU model or MIG
 profile. Requested memory is what the device offers (a whole GPU's memory, a MIG profile's
 usable memory, a share's part of its GPU); used memory is the peak of
-``DCGM_FI_DEV_FB_USED`` over the window. The suggestion is the cheapest MIG profile, on a
+``DCGM_FI_DEV_FB_USED`` over the window. On a time-sliced GPU that figure is the whole GPU's,
+every tenant's together (facts §3.2), so a share's memory counts only while it is the GPU's
+one tenant. The suggestion is the cheapest MIG profile, on a
 MIG-capable model the cluster has, whose usable memory holds the largest peak plus headroom
 (``scheduler.mig.cheapest_profile``), when it is both smaller and cheaper than the device it
 would replace (a slice of a dear model can cost more than a whole cheap GPU): the planner's
@@ -89,6 +91,9 @@ def assess_rightsizing(
         for p in w.placement or ()
         for g in p.gpus
     }
+    tenants: dict[tuple[str, int], set[str]] = {}
+    for w_name, node, g in milli:
+        tenants.setdefault((node, g), set()).add(w_name)
     # class → (workloads, [(offered MiB, peak, util, offered $/h)])
     classes: dict[tuple[str, str], tuple[set[str], list[tuple[int, int, int | None, float]]]] = {}
     for row in rows:
@@ -99,7 +104,8 @@ def assess_rightsizing(
         peak = s.fb_used_peak_mib if s.fb_used_peak_mib is not None else s.fb_used_mib
         where = (row.node, row.gpu)
         offered = _offered(row, gpu_model[where], milli.get((w.name, *where)))
-        if peak is None or offered is None:
+        shared = not s.key.is_mig and len(tenants.get(where, ())) > 1
+        if peak is None or offered is None or shared:
             continue
         # Running workloads in snapshot files may leave the flavor to be derived.
         flavor = w.flavor or (
