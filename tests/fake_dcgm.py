@@ -9,8 +9,9 @@ exporter reports per instance (GR_ENGINE_ACTIVE, FB_USED/FREE, XID); GPU_UTIL, t
 power and row-remap state are on the parent row only. Values change when a test says so.
 
 It runs an aiohttp server on a background thread (tests and the reader are synchronous), on
-a free loopback port. The same server can sit in front of Prometheus as a slow or
-token-checking proxy (``/slow/…``, ``/auth/…``), for the timeout and bearer-token tests.
+a free loopback port. The same server can sit in front of Prometheus as a slow, token-checking
+or overloaded proxy (``/slow/…``, ``/auth/…``, ``/busy/…``), for the timeout, bearer-token and
+5xx tests.
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ class DcgmExporter:
         """Prometheus base URL the proxies forward to."""
         self.slow_s = 0.0
         self.token = "s3cret"
+        self.busy = 0
+        """How many more queries ``/busy/…`` answers with 503, as an overloaded Prometheus."""
         self.scrapes = 0
         self._lock = threading.Lock()
         self._text: str | None = None
@@ -215,12 +218,23 @@ class DcgmExporter:
             return web.json_response({"status": "error", "error": "unauthorized"}, status=401)
         return await self._proxy(request, request.match_info["tail"])
 
+    async def _busy(self, request: web.Request) -> web.Response:
+        with self._lock:
+            refuse = self.busy > 0
+            self.busy -= refuse
+        if refuse:
+            # Prometheus' error envelope (its API answers 503 with errorType "unavailable").
+            error = {"status": "error", "errorType": "unavailable", "error": "too many queries"}
+            return web.json_response(error, status=503)
+        return await self._proxy(request, request.match_info["tail"])
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/slow/{tail:.*}", self._slow)
         app.router.add_get("/auth/{tail:.*}", self._auth)
+        app.router.add_get("/busy/{tail:.*}", self._busy)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)

@@ -339,6 +339,34 @@ def test_slow_prometheus_times_out(prometheus: PrometheusProcess, exporter: Dcgm
     assert "did not answer within 0.5 s" in report.note.message
 
 
+def test_an_overloaded_prometheus_says_why_and_a_retry_gets_through(
+    prometheus: PrometheusProcess, exporter: DcgmExporter
+) -> None:
+    """A 503 was reported as urllib3's 'Max retries exceeded with url: /api/v1/query?query=…
+    (Caused by ResponseError('too many 503 error responses'))': Prometheus' own reason was
+    lost, retries or not."""
+    url = f"{exporter.url}/busy"
+    exporter.busy = 1_000
+    plain = DcgmReader(PrometheusSettings(url=url, recording_rules=False), SETTINGS)
+    report = plain.refresh(cluster())
+    plain.close()
+    assert report.note.status == "missing"
+    assert report.note.message == (
+        f"no GPU metrics (Prometheus at {url} answered HTTP 503: too many queries); "
+        "decided on allocation data alone"
+    )
+    exporter.busy = 0
+    patient = DcgmReader(
+        PrometheusSettings(url=url, recording_rules=False, retries=1),
+        SETTINGS,
+    )
+    until(patient, lambda r: r.note.status == "fresh")
+    exporter.busy = 1  # the first query is refused once; its retry gets through
+    report = patient.refresh(cluster())
+    patient.close()
+    assert (report.note.status, report.failed_queries, exporter.busy) == ("fresh", {}, 0)
+
+
 def test_bearer_token_from_file(
     prometheus: PrometheusProcess, exporter: DcgmExporter, tmp_path: Path
 ) -> None:

@@ -132,7 +132,8 @@ def test_plan_command_rejects_nonsense_numbers_before_the_sweep(tmp_path: Path) 
     """These ran with exit 0 and a report built on them: a negative budget ('the goal that
     binds is the budget ($-5/h)'), --max-simulations 0 ('No candidate was simulated'),
     --horizon-hours -1 (utilization 0 %), --max-jobs -5 (all but the last five jobs),
-    --price T4=nan (costs of '$nan/h'); an --out that is a file was a traceback after it."""
+    --price T4=nan (costs of '$nan/h'); an --out that is a file was a traceback after it,
+    and --levels nan or inf a traceback ('cannot convert float NaN to integer')."""
     taken = tmp_path / "report"
     taken.write_text("not a directory")
     for args, message in (
@@ -142,6 +143,8 @@ def test_plan_command_rejects_nonsense_numbers_before_the_sweep(tmp_path: Path) 
         (["--max-jobs", "-5"], "argument --max-jobs: '-5': must be 1 or more"),
         (["--workers", "-1"], "argument --workers: '-1': must be 0 or more"),
         (["--price", "T4=nan"], "--price 'T4=nan': a price is 0 or a positive number"),
+        (["--levels", "1,nan"], "--levels '1,nan': give one or more finite, non-negative"),
+        (["--levels", "inf"], "--levels 'inf': give one or more finite, non-negative"),
         (["--out", str(taken)], f"--out {taken}: cannot create the directory: File exists"),
     ):
         done = subprocess.run(
@@ -439,3 +442,42 @@ def test_shards_merge_to_the_single_run_answer(tmp_path: Path) -> None:
     (tmp_path / "mixed.log").write_text(lines[0] + "\n" + other.stdout)
     refused = _plan("merge", str(tmp_path / "mixed.log"))
     assert refused.returncode == 2 and "different inputs" in refused.stderr
+
+
+def _shard_logs(tmp_path: Path, *shards: str) -> list[Path]:
+    """One log file per shard (``i/N``) of a small sweep."""
+    trace, cluster_file = _write_inputs(tmp_path)
+    common = [str(trace), "--cluster", str(cluster_file), "--slo", "p95_wait<=1100",
+              "--workers", "1", "--max-simulations", "2", "--json"]  # fmt: skip
+    logs = []
+    for shard in shards:
+        done = _plan(*common, "--shard", shard)
+        assert done.returncode == 0, done.stderr
+        logs.append(tmp_path / f"shard-{shard.replace('/', '-')}.log")
+        logs[-1].write_text(done.stdout)
+    return logs
+
+
+def test_merge_names_a_line_that_is_no_shards_record(tmp_path: Path) -> None:
+    """A JSON line that is no shard's record (a structured log line in the pod's log) was a
+    KeyError traceback."""
+    [log] = _shard_logs(tmp_path, "0/1")
+    log.write_text('{"level": "info", "msg": "starting"}\n' + log.read_text())
+    stray = _plan("merge", str(log))
+    assert stray.returncode == 2 and "Traceback" not in stray.stderr
+    assert (
+        f"{log} line 1: not a shard's record (it has no 'fingerprint', 'shard', 'shards', "
+        "'candidates')"
+    ) in stray.stderr
+
+
+def test_merge_refuses_shards_of_different_splits(tmp_path: Path) -> None:
+    """Shard 0/2 and shard 1/3 merged with no shard reported missing: the candidates both
+    skip went unsimulated, unmentioned, and those both took were simulated twice."""
+    first, other = _shard_logs(tmp_path, "0/2", "1/3")
+    split = _plan("merge", str(first), str(other))
+    assert split.returncode == 2 and "Traceback" not in split.stderr
+    assert (
+        f"plan merge: the shards split the sweep different ways: 0/2 ({first}), 1/3 ({other}); "
+        "merge the shards of one run"
+    ) in split.stderr

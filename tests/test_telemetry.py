@@ -420,6 +420,60 @@ def test_rightsizing_names_the_cheapest_mig_slice_that_holds_the_peak() -> None:
     assert (nb.requested_mib, nb.used_peak_mib, nb.fits) == (9_984, 9_000, None)
 
 
+def test_rightsizing_never_suggests_a_slice_dearer_than_the_gpu_it_replaces() -> None:
+    """A T4 ($0.35/h) using 3 GB was told '1g.10gb on H100-80GB would hold the peak': a
+    seventh of an H100 costs $0.70/h, twice the T4, and the planner's shapes took that
+    layout as a hint. Where the cheap A100-80GB's slice is there ($0.26/h), it is named."""
+    snap = snapshot(
+        nodes=[node("t4-a", "T4", 1), node("gpu-a", H100, 1)],
+        queues=[queue("team-a").quota("T4", 1)],
+        workloads=[workload("small").gpus(1).queue("team-a").running_on("t4-a", 0).started(0)],
+        now=NOW,
+    )
+    rows = [sample(0, "t4-a", util_milli=100, fb_used_peak_mib=3_000)]
+    [usage] = assess(snap, rows, SETTINGS).rightsizing
+    assert (usage.flavor, usage.requested_mib, usage.fits) == ("T4", 16 * 1024, None)
+    assert "would hold" not in usage.message
+    a100 = snap.model_copy(update={"nodes": (*snap.nodes, node("a100-a", "A100-80GB", 1))})
+    [cheaper] = assess(a100, rows, SETTINGS).rightsizing
+    assert cheaper.fits == "1g.10gb on A100-80GB"
+
+
+def test_rightsizing_leaves_out_the_memory_of_a_gpu_other_tenants_share() -> None:
+    """DCGM's framebuffer figure on a time-sliced GPU is the whole GPU's, all tenants
+    together (one copy per sharing container, facts §3.2). Two L40S tenants of 500 milli
+    using 12 GB each were each told 'peak 24,000 MiB of 24,576 MiB offered'; a lone tenant's
+    figure is its own and stays."""
+    snap = snapshot(
+        nodes=[node("l40s-a", "L40S", 2, shared=True), node("a100-a", "A100-80GB", 1)],
+        queues=[queue("team-a").quota("L40S", 2), queue("team-b").quota("L40S", 1)],
+        workloads=[
+            workload("a").milli(500, "L40S").queue("team-a").running_on("l40s-a", 0, milli=500)
+            .started(0),
+            workload("b").milli(500, "L40S").queue("team-b").running_on("l40s-a", 0, milli=500)
+            .started(0),
+            workload("c").milli(500, "L40S").queue("team-a").running_on("l40s-a", 1, milli=500)
+            .started(0),
+        ],
+        now=NOW,
+    )  # fmt: skip
+    rows = [
+        sample(0, "l40s-a", pod="a", util_milli=500, fb_used_peak_mib=24_000),
+        sample(0, "l40s-a", pod="b", util_milli=500, fb_used_peak_mib=24_000),
+        sample(1, "l40s-a", pod="c", util_milli=500, fb_used_peak_mib=9_000),
+    ]
+    usage = {c.queue: c for c in assess(snap, rows, SETTINGS).rightsizing}
+    assert list(usage) == ["team-a"]  # team-b's only device is shared: nothing of its own
+    team_a = usage["team-a"]
+    assert (team_a.workloads, team_a.devices, team_a.requested_mib, team_a.used_peak_mib) == (
+        1,
+        1,
+        24 * 1024,
+        9_000,
+    )
+    assert team_a.fits == "1g.10gb on A100-80GB"
+
+
 # --------------------------------------------------------------------- the note
 def test_metrics_note_says_how_fresh_and_what_fell_back() -> None:
     snap = cluster()

@@ -174,6 +174,9 @@ class DcgmReader:
                 backoff_factor=0.2,
                 status_forcelist=(502, 503, 504),
                 allowed_methods=None,
+                # The last 5xx answer is returned, not raised: its body says why (an
+                # overloaded Prometheus answers 503 "too many queries").
+                raise_on_status=False,
             ),
         )
         self._pool = ThreadPoolExecutor(
@@ -219,7 +222,7 @@ class DcgmReader:
                 timeout=self.prometheus.timeout_s,
             )
             if response.status_code != 200:
-                text = response.content[:200].decode("utf-8", "replace")
+                text = _error_text(response.content)
                 raise _FetchError(
                     f"Prometheus at {where} answered HTTP {response.status_code}: {text}"
                 )
@@ -348,6 +351,16 @@ class DcgmReader:
     ) -> TelemetryReport:
         """``refresh`` on a worker thread, so the event loop keeps serving."""
         return await asyncio.to_thread(self.refresh, snapshot, pod_owner)
+
+
+def _error_text(body: bytes) -> str:
+    """What an error answer says: the API envelope's ``error``, else the body's start."""
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        error = None
+    text = error if isinstance(error, str) else body.decode("utf-8", "replace")
+    return " ".join(text.split())[:200]
 
 
 class _FetchError(Exception):

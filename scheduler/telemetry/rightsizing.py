@@ -4,9 +4,13 @@ memory and time actually used, and the cheapest MIG slice that would have held i
 A class is (queue, flavor): the workloads of one team charged to one GPU model or MIG
 profile. Requested memory is what the device offers (a whole GPU's memory, a MIG profile's
 usable memory, a share's part of its GPU); used memory is the peak of
-``DCGM_FI_DEV_FB_USED`` over the window. The suggestion is the cheapest MIG profile, on a
+``DCGM_FI_DEV_FB_USED`` over the window. On a time-sliced GPU that figure is the whole GPU's,
+every tenant's together (facts §3.2), so a share's memory counts only while it is the GPU's
+one tenant. The suggestion is the cheapest MIG profile, on a
 MIG-capable model the cluster has, whose usable memory holds the largest peak plus headroom
-(``scheduler.mig.cheapest_profile``): the planner's input, never an automatic change.
+(``scheduler.mig.cheapest_profile``), when it is both smaller and cheaper than the device it
+would replace (a slice of a dear model can cost more than a whole cheap GPU): the planner's
+input, never an automatic change.
 """
 
 from __future__ import annotations
@@ -40,20 +44,28 @@ class ClassUsage:
     """Mean utilization over the window (per-mille), None when not reported."""
     fits: str | None
     """The cheapest MIG profile that holds the peak plus headroom, e.g. ``1g.10gb on
-    H100-80GB``; None when none does or it would not be smaller than what is requested."""
+    H100-80GB``; None when none does, or it would not be smaller and cheaper than the
+    class's devices."""
     message: str
 
 
-def _offered(row: JoinedRow, model: GpuModel, milli: int | None) -> int | None:
+def _offered(row: JoinedRow, model: GpuModel, milli: int | None) -> tuple[int, float] | None:
+    """The device's memory (MiB) and its part of the GPU's price ($/h)."""
     if row.sample.key.is_mig:
         profile = model.mig_profile(row.sample.key.gi_profile)
-        return None if profile is None else profile.usable_memory_mib
+        if profile is None:
+            return None
+        share = profile.compute_slices / model.mig_compute_slices
+        return profile.usable_memory_mib, model.price_per_hour * share
     if milli is not None:
-        return model.memory_mib * milli // MILLI_PER_GPU
-    return model.memory_mib
+        share = milli / MILLI_PER_GPU
+        return model.memory_mib * milli // MILLI_PER_GPU, model.price_per_hour * share
+    return model.memory_mib, model.price_per_hour
 
 
-def _suggest(catalog: Catalog, models: Iterable[str], need_mib: int) -> tuple[str, int] | None:
+def _suggest(
+    catalog: Catalog, models: Iterable[str], need_mib: int
+) -> tuple[str, int, float] | None:
     best: tuple[float, str, int] | None = None
     for name in sorted(set(models)):
         model = catalog[name]
@@ -63,7 +75,7 @@ def _suggest(catalog: Catalog, models: Iterable[str], need_mib: int) -> tuple[st
         cost = model.price_per_hour * profile.compute_slices / model.mig_compute_slices
         if best is None or cost < best[0]:
             best = (cost, f"{profile.name} on {model.name}", profile.usable_memory_mib)
-    return None if best is None else (best[1], best[2])
+    return None if best is None else (best[1], best[2], best[0])
 
 
 def assess_rightsizing(
@@ -79,8 +91,11 @@ def assess_rightsizing(
         for p in w.placement or ()
         for g in p.gpus
     }
-    # class → (workloads, [(offered, peak, util)])
-    classes: dict[tuple[str, str], tuple[set[str], list[tuple[int, int, int | None]]]] = {}
+    tenants: dict[tuple[str, int], set[str]] = {}
+    for w_name, node, g in milli:
+        tenants.setdefault((node, g), set()).add(w_name)
+    # class → (workloads, [(offered MiB, peak, util, offered $/h)])
+    classes: dict[tuple[str, str], tuple[set[str], list[tuple[int, int, int | None, float]]]] = {}
     for row in rows:
         w = running.get(row.workload or "")
         s = row.sample
@@ -89,7 +104,8 @@ def assess_rightsizing(
         peak = s.fb_used_peak_mib if s.fb_used_peak_mib is not None else s.fb_used_mib
         where = (row.node, row.gpu)
         offered = _offered(row, gpu_model[where], milli.get((w.name, *where)))
-        if peak is None or offered is None:
+        shared = not s.key.is_mig and len(tenants.get(where, ())) > 1
+        if peak is None or offered is None or shared:
             continue
         # Running workloads in snapshot files may leave the flavor to be derived.
         flavor = w.flavor or (
@@ -97,17 +113,20 @@ def assess_rightsizing(
         )
         names, devices = classes.setdefault((w.queue, flavor), (set(), []))
         names.add(w.name)
-        devices.append((offered, peak, s.util_milli))
+        devices.append((offered[0], peak, s.util_milli, offered[1]))
     out = []
     for (queue, flavor), (names, devices) in sorted(classes.items()):
         requested = max(d[0] for d in devices)
+        price = max(d[3] for d in devices)
         peak = max(d[1] for d in devices)
         mean = sum(d[1] for d in devices) // len(devices)
         utils = [d[2] for d in devices if d[2] is not None]
         util = sum(utils) // len(utils) if utils else None
         need = peak + peak * settings.rightsizing_headroom_pct // 100
         suggestion = _suggest(catalog, present, need)
-        fits = suggestion[0] if suggestion is not None and suggestion[1] < requested else None
+        fits = None
+        if suggestion is not None and suggestion[1] < requested and suggestion[2] < price:
+            fits = suggestion[0]
         message = (
             f"{queue} on {flavor}: {len(names)} workloads, {len(devices)} devices; peak "
             f"{peak:,} MiB (mean {mean:,}) of {requested:,} MiB offered"

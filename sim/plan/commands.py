@@ -151,8 +151,8 @@ def _levels(text: str) -> tuple[float, ...]:
         levels = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise CommandError(f"--levels {text!r}: expected numbers like 0.75,1,1.5") from None
-    if not levels or any(v < 0 for v in levels):
-        raise CommandError(f"--levels {text!r}: give one or more non-negative factors")
+    if not levels or any(not math.isfinite(v) or v < 0 for v in levels):
+        raise CommandError(f"--levels {text!r}: give one or more finite, non-negative factors")
     return levels
 
 
@@ -411,7 +411,12 @@ def write_report(
     (out / "plan.json").write_text(dumps(record), encoding="utf-8")
 
 
-def _read_shards(paths: list[Path]) -> list[dict[str, Any]]:
+_SHARD_KEYS = ("fingerprint", "shard", "shards", "candidates")
+"""What every shard's record holds (``_run``); other JSON is no shard's output."""
+
+
+def _read_shards(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
+    """Every shard record in these files, with where it was read (file, and line)."""
     records = []
     for path in paths:
         try:
@@ -423,7 +428,7 @@ def _read_shards(paths: list[Path]) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             whole = None
         if isinstance(whole, dict):
-            records.append(whole)
+            records.append((str(path), _shard_record(whole, str(path))))
             continue
         for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
@@ -432,12 +437,22 @@ def _read_shards(paths: list[Path]) -> list[dict[str, Any]]:
             if not line.startswith("{"):
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as error:
                 raise CommandError(f"{path} line {n}: not a shard's JSON ({error.msg})") from None
+            records.append((str(path), _shard_record(record, f"{path} line {n}")))
         if not text.strip():
             raise CommandError(f"{path}: empty")
     return records
+
+
+def _shard_record(record: object, where: str) -> dict[str, Any]:
+    lacking = [k for k in _SHARD_KEYS if not isinstance(record, dict) or k not in record]
+    if not isinstance(record, dict) or lacking:
+        raise CommandError(
+            f"{where}: not a shard's record (it has no {', '.join(map(repr, lacking))})"
+        )
+    return record
 
 
 def _rank(row: dict[str, Any]) -> int:
@@ -448,14 +463,22 @@ def _rank(row: dict[str, Any]) -> int:
 def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     if not paths:
         raise CommandError("plan merge: give the shard outputs (files of JSON lines)")
-    records = _read_shards(paths)
-    if not records:
+    found = _read_shards(paths)
+    if not found:
         raise CommandError("plan merge: no shard records found in " + ", ".join(map(str, paths)))
+    records = [r for _, r in found]
     prints = {r.get("fingerprint") for r in records}
     if len(prints) != 1:
         raise CommandError(
             "plan merge: the shards were run with different inputs "
             f"(fingerprints {', '.join(sorted(map(str, prints)))})"
+        )
+    # Shards of different splits cover the candidates unevenly: some twice, some never.
+    if len({r["shards"] for r in records}) != 1:
+        splits = ", ".join(f"{r['shard'][0]}/{r['shards']} ({where})" for where, r in found)
+        raise CommandError(
+            f"plan merge: the shards split the sweep different ways: {splits}; "
+            "merge the shards of one run"
         )
     total = records[0]["shards"]
     seen = sorted(r["shard"][0] for r in records)
