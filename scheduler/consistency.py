@@ -155,17 +155,15 @@ class Checks:
 
     def _flavor(self, flavor: str) -> tuple[str | None, str]:
         """The canonical flavor name, or None and why not."""
+        canonical = self.catalog.flavor(flavor)
+        if canonical is not None:
+            return canonical, ""
         if flavor.startswith("mig-"):
             profile = flavor.removeprefix("mig-")
-            if profile in self.profiles:
-                return flavor, ""
             return None, (
                 f"{flavor!r} is not a known flavor: no GPU model has MIG profile "
                 f"{profile!r}{did_you_mean(profile, self.profiles)}"
             )
-        model = self.catalog.get(flavor)
-        if model is not None:
-            return model.name, ""
         return None, (
             f"{flavor!r} is not a known flavor (a GPU model: "
             f"{', '.join(self.catalog.names())}; or mig-<profile>)"

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scheduler.allocator import decide
 from scheduler.catalog import default_catalog
 from scheduler.loading import (
     SnapshotError,
@@ -19,6 +20,7 @@ from scheduler.loading import (
     validate_snapshot,
 )
 from scheduler.model import Gpu, MigSlice, Node, Queue, Quota, Snapshot
+from scheduler.reasons import Outcome
 
 FIXTURES = Path(__file__).parent / "fixtures" / "snapshots"
 KNOWN = ", ".join(default_catalog().names())
@@ -471,6 +473,23 @@ def test_mig_and_alias_quota_flavors_are_known() -> None:
     assert snapshot_from_data({"queues": [_queue(quota=quota)]}).queues[0].quota.keys() == {
         "mig-1g.10gb", "mig-1g.5gb+me", "A100", "NVIDIA-L4"
     }
+
+
+@pytest.mark.parametrize(
+    ("quota_key", "running_flavor"),
+    [("H100", "H100-80GB"), ("h100-80gb", "H100-80GB"), ("H100-80GB", "h100"),
+     ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe")],
+)
+def test_any_name_of_a_model_is_one_quota(quota_key: str, running_flavor: str) -> None:
+    # The running workload holds team-a's whole nominal quota, however either side names
+    # the model: the pending one must wait (it once got the quota again, or none at all).
+    data = cluster(workloads=[whole("r", "h100", 0, 1, 2, 3, flavor=running_flavor),
+                              job("w", {"gpus": 1, "models": ["H100-80GB"]})])
+    data["queues"] = [{"name": "team-a", "quota": {quota_key: {"nominal": 4}}}]
+    data["nodes"][0]["gpus"].append({"index": 5, "model": "H100-80GB"})
+    verdict = decide(snapshot_from_data(data), use_ilp=False).by_workload()["w"]
+    assert verdict.outcome is Outcome.PENDING
+    assert verdict.message == "queue team-a at nominal H100-80GB quota 4/4; needs 1"
 
 
 @pytest.mark.parametrize(
