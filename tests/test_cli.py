@@ -61,8 +61,11 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
     both = apportion("decide", str(bad), "--default-cluster")
     assert both.returncode == 2 and "exactly one" in both.stderr
 
-    budget = apportion("decide", "--default-cluster", "--budget-ms", "0")
-    assert budget.returncode == 2 and "--budget-ms" in budget.stderr
+    for budget_ms in ("0", "-5", "nan", "inf"):
+        # NaN and infinity were taken: 'of nan ms budget', and null in the JSON's stats.
+        budget = apportion("decide", "--default-cluster", "--budget-ms", budget_ms)
+        assert budget.returncode == 2 and budget.stdout == ""
+        assert f"--budget-ms: {float(budget_ms)} must be a finite number above 0" in budget.stderr
 
     binary = tmp_path / "snapshot.yaml.gz"
     binary.write_bytes(b"\x1f\x8b\x08\x00 not text")
