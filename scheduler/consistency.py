@@ -40,6 +40,8 @@ def checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
         for i, j in repeated.items()
     ]
     extra = []
+    products: dict[str, int] = {}
+    """Products of the models added so far (lower case) → the model's index."""
     for i, model in enumerate(snapshot.gpu_models):
         path = f"gpu_models[{i}]"
         key = keys[i]
@@ -55,12 +57,25 @@ def checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
         clash = False
         for j, product in enumerate(model.products):
             owner = base.get(product)
+            named = keys.index(product.lower()) if product.lower() in keys else i
+            earlier = products.get(product.lower(), i)
             if owner is not None and owner.name.lower() != key:
-                clash = True
                 problems.append(
                     f"{path}.products[{j}]: {product!r} is already a product of "
                     f"the built-in {owner.name}"
                 )
+            elif named != i:
+                problems.append(
+                    f"{path}.products[{j}]: {product!r} is the name of gpu_models[{named}]"
+                )
+            elif earlier != i:
+                problems.append(
+                    f"{path}.products[{j}]: {product!r} is already a product of "
+                    f"gpu_models[{earlier}]"
+                )
+            else:
+                continue
+            clash = True
         if not (math.isfinite(model.relative_throughput) and model.relative_throughput > 0):
             problems.append(
                 f"{path}.relative_throughput: {model.relative_throughput} must be "
@@ -72,6 +87,7 @@ def checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
             )
         if clash:
             continue  # adding it would make a product label ambiguous
+        products.update((product.lower(), i) for product in model.products)
         extra.append(
             (
                 model.name,

@@ -408,6 +408,13 @@ def _mig_gpu(model: str, *slices: tuple[str, int]) -> dict[str, Any]:
                           "relative_throughput": 0}]},
          ["gpu_models[0].products[0]: 'NVIDIA-L4' is already a product of the built-in L4",
           "gpu_models[0].relative_throughput: 0.0 must be a finite number greater than 0"]),
+        # Custom models whose names and products overlap once raised ValueError: a traceback.
+        ({"gpu_models": [{"name": "X1", "memory_mib": 1024, "products": ["p100"]},
+                         {"name": "P100", "memory_mib": 16384}]},
+         ["gpu_models[0].products[0]: 'p100' is the name of gpu_models[1]"]),
+        ({"gpu_models": [{"name": "X1", "memory_mib": 1024, "products": ["Tesla-X", "X1"]},
+                         {"name": "X2", "memory_mib": 1024, "products": ["tesla-x"]}]},
+         ["gpu_models[1].products[0]: 'tesla-x' is already a product of gpu_models[0]"]),
     ],
 )
 def test_node_and_catalog_problems(data: dict[str, Any], expected: list[str]) -> None:
