@@ -172,6 +172,22 @@ def test_all_pydantic_errors_are_reported_at_once() -> None:
 # --- text: YAML and JSON -------------------------------------------------------------------
 
 
+def test_numbers_written_as_yes_or_no_are_refused() -> None:
+    # pydantic took booleans as 1 and 0: `gpus: yes` was one GPU, `nominal: off` no quota.
+    text = (
+        "nodes: [{name: n, gpus: [{index: 0, model: H100, shared: yes, healthy: on}]}]\n"
+        "queues: [{name: q, weight: on, quota: {H100: {nominal: off}}}]\n"
+        "workloads: [{name: w, queue: q, pods: true, demand: {gpus: yes}, nominated: yes}]\n"
+    )
+    why = "is a boolean, not a number (YAML reads yes, no, on and off as booleans)"
+    assert problems_of(text) == [
+        f"queues[0].weight: true {why}",
+        f"queues[0].quota.H100.nominal: false {why}",
+        f"workloads[0].pods: true {why}",
+        f"workloads[0].demand.gpus: true {why}",
+    ]
+
+
 def test_yaml_syntax_error_has_line_and_column() -> None:
     text = "nodes:\n  - name: a\n   bad: 1\n"
     [problem] = problems_of(text)
