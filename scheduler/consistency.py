@@ -20,7 +20,11 @@ from scheduler.model import (
     flavor_of_mig,
 )
 
-__all__ = ["Checks", "checked_catalog", "validate_snapshot"]
+__all__ = ["MAX_NODE_GPUS", "Checks", "checked_catalog", "validate_snapshot"]
+
+MAX_NODE_GPUS = 1024
+"""More GPUs than any node has, or than a pod can ask for: a bound far above real clusters
+that catches typos (gpus: 80000000 for 80 GB), which the ILP would take as coefficients."""
 
 
 def validate_snapshot(snapshot: Snapshot) -> list[str]:
@@ -152,6 +156,10 @@ class Checks:
                 self._gpus(node, f"nodes[{i}]")
 
     def _gpus(self, node: Node, path: str) -> None:
+        if len(node.gpus) > MAX_NODE_GPUS:
+            self.problems.append(
+                f"{path}.gpus: {len(node.gpus)} GPUs, more than a node can have ({MAX_NODE_GPUS})"
+            )
         for j, k in repeats([gpu.index for gpu in node.gpus]):
             self.problems.append(
                 f"{path}.gpus[{j}].index: {node.gpus[j].index} is already used by {path}.gpus[{k}]"
@@ -241,6 +249,11 @@ class Checks:
 
     def _demand(self, workload: Workload, path: str) -> None:
         demand = workload.demand
+        if demand.gpus is not None and demand.gpus > MAX_NODE_GPUS:
+            self.problems.append(
+                f"{path}.demand.gpus: {demand.gpus} is more GPUs than a node can have "
+                f"({MAX_NODE_GPUS})"
+            )
         for k, name in enumerate(demand.models):
             if self.catalog.get(name) is None:
                 self.problems.append(

@@ -26,7 +26,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode
 
 from scheduler.catalog import Catalog
-from scheduler.consistency import Checks, checked_catalog, validate_snapshot
+from scheduler.consistency import MAX_NODE_GPUS, Checks, checked_catalog, validate_snapshot
 from scheduler.fieldpaths import already_used, did_you_mean, join, show, unknown_model
 from scheduler.mig import layout_problems
 from scheduler.model import (
@@ -53,10 +53,9 @@ __all__ = [
 _PRODUCT_LABEL = "nvidia.com/gpu.product"
 _HOSTNAME_LABEL = "kubernetes.io/hostname"
 
-# Bounds that keep a typo (count: 1000000000) from expanding into a hang, far above any
+# A bound that keeps a typo (count: 1000000000) from expanding into a hang, far above any
 # real cluster.
 _MAX_POOL_NODES = 100_000
-_MAX_NODE_GPUS = 1024
 
 
 class SnapshotError(ValueError):
@@ -79,7 +78,7 @@ class NodePool(BaseModel):
     name: str = Field(min_length=1)
     count: NonNegative = Field(le=_MAX_POOL_NODES)
     gpu_model: str = Field(min_length=1)
-    gpus_per_node: Positive = Field(le=_MAX_NODE_GPUS)
+    gpus_per_node: Positive = Field(le=MAX_NODE_GPUS)
     labels: dict[str, str] = Field(default_factory=dict)
     """Added to the generated GFD and hostname labels."""
     taints: tuple[Taint, ...] = ()

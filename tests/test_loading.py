@@ -437,6 +437,13 @@ def test_node_and_catalog_problems(data: dict[str, Any], expected: list[str]) ->
     assert problems_of(data) == expected
 
 
+def test_a_node_has_at_most_1024_gpus() -> None:
+    gpus = [{"index": i, "model": "T4"} for i in range(1025)]
+    assert problems_of({"nodes": [{"name": "n", "gpus": gpus}]}) == [
+        "nodes[0].gpus: 1025 GPUs, more than a node can have (1024)"
+    ]
+
+
 def test_valid_mig_layouts_pass() -> None:
     layouts = [
         [("4g.40gb", 0), ("3g.40gb", 4)],
@@ -532,6 +539,9 @@ def test_any_name_of_a_model_is_one_quota(quota_key: str, running_flavor: str) -
         ([job("w", {"gpus": 1}, throughput={"V100": 1.0, "T4": 0})],
          [f"workloads[0].throughput.V100: 'V100' is not a known GPU model (known: {KNOWN})",
           "workloads[0].throughput.T4: 0.0 must be a finite number greater than 0"]),
+        # 10**12 GPUs in one pod once crashed the ILP (an IndexError in PuLP): a traceback.
+        ([job("w", {"gpus": 10**12})],
+         ["workloads[0].demand.gpus: 1000000000000 is more GPUs than a node can have (1024)"]),
         ([job("w", {"gpus": 1}, flavor="V100")],
          [f"workloads[0].flavor: 'V100' is not a known flavor (a GPU model: {KNOWN}; "
           "or mig-<profile>)"]),
