@@ -5,7 +5,7 @@ with its field path; nothing stops at the first."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog, catalog_with, default_catalog
 from scheduler.fieldpaths import already_used, did_you_mean, join, repeats, unknown_model
@@ -111,7 +111,21 @@ def checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
             problems.append(f"{path}: {price} must be a finite number, 0 or more")
         else:
             prices[name] = price
+    problems += _named_twice("prices", snapshot.prices, catalog)
     return (catalog.with_prices(prices) if prices else catalog), problems
+
+
+def _named_twice(path: str, names: Iterable[str], catalog: Catalog) -> list[str]:
+    """Keys of one mapping that name a model an earlier key named (``H100`` after
+    ``H100-80GB``): one of the two values would be dropped without a word."""
+    first: dict[str, str] = {}
+    problems = []
+    for name in names:
+        model = catalog.get(name)
+        known = name if model is None else first.setdefault(model.name, name)
+        if known != name:
+            problems.append(f"{join(path, name)}: {name!r} is the same model as {known!r}")
+    return problems
 
 
 class Checks:
@@ -271,6 +285,7 @@ class Checks:
                 self.problems.append(f"{where}: {unknown_model(name, self.catalog)}")
             elif not (math.isfinite(speed) and speed > 0):
                 self.problems.append(f"{where}: {speed} must be a finite number greater than 0")
+        self.problems += _named_twice(join(path, "throughput"), workload.throughput, self.catalog)
 
     def _running(self, workload: Workload, path: str) -> None:
         placement = workload.placement or ()

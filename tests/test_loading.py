@@ -411,6 +411,9 @@ def _mig_gpu(model: str, *slices: tuple[str, int]) -> dict[str, Any]:
         (_gpu_node({**_mig_gpu("H100", ("7g.80gb", 0)), "shared": True}),
          ["nodes[0].gpus[0].shared: true conflicts with mig: fractional pods share whole GPUs, "
           "not MIG-partitioned ones"]),
+        # One of the two prices was dropped without a word.
+        ({"prices": {"H100-80GB": 4.0, "T4": 0.3, "h100": 5.0}},
+         ["prices.h100: 'h100' is the same model as 'H100-80GB'"]),
         ({"prices": {"H900": 1.0, "T4": -1.0}},
          [f"prices.H900: 'H900' is not a known GPU model (known: {KNOWN})",
           "prices.T4: -1.0 must be a finite number, 0 or more"]),
@@ -542,6 +545,9 @@ def test_any_name_of_a_model_is_one_quota(quota_key: str, running_flavor: str) -
         # 10**12 GPUs in one pod once crashed the ILP (an IndexError in PuLP): a traceback.
         ([job("w", {"gpus": 10**12})],
          ["workloads[0].demand.gpus: 1000000000000 is more GPUs than a node can have (1024)"]),
+        ([job("w", {"gpus": 1}, throughput={"H100": 3.0, "NVIDIA-H100-80GB-HBM3": 1.0})],
+         ["workloads[0].throughput.NVIDIA-H100-80GB-HBM3: 'NVIDIA-H100-80GB-HBM3' is the same "
+          "model as 'H100'"]),
         ([job("w", {"gpus": 1}, flavor="V100")],
          [f"workloads[0].flavor: 'V100' is not a known flavor (a GPU model: {KNOWN}; "
           "or mig-<profile>)"]),
