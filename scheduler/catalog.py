@@ -172,6 +172,7 @@ class Catalog:
 
     def __init__(self, models: tuple[GpuModel, ...]) -> None:
         self.models = models
+        self._profiles = frozenset(p.name for m in models for p in m.mig_profiles)
         self._by_key: dict[str, GpuModel] = {}
         for model in models:
             for key in (model.name, *model.aliases, *model.products):
@@ -195,8 +196,17 @@ class Catalog:
     def names(self) -> list[str]:
         return [m.name for m in self.models]
 
+    def flavor(self, name: str) -> str | None:
+        """The quota flavor ``name`` means, as the core keys quotas: a model's catalog name
+        for any of its names (``H100``, ``NVIDIA-H100-80GB-HBM3`` → ``H100-80GB``), or
+        ``mig-<profile>`` for a profile some model has; None when it means none."""
+        if name.startswith("mig-"):
+            return name if name[4:] in self._profiles else None
+        model = self.get(name)
+        return None if model is None else model.name
+
     def mig_profile_names(self) -> set[str]:
-        return {p.name for m in self.models for p in m.mig_profiles}
+        return set(self._profiles)
 
     def with_prices(self, prices: dict[str, float]) -> Catalog:
         """A copy with some prices overridden (keys: any name the catalog resolves)."""

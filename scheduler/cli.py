@@ -9,6 +9,7 @@ files, stdout or the environment.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -33,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # Messages carry names as written and signs like × and →, and JSON is UTF-8 by
+        # definition: a terminal or pipe set to ASCII or cp1252 must not make printing a
+        # decision a UnicodeEncodeError.
+        sys.stdout.reconfigure(encoding="utf-8")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,8 +116,8 @@ def _load(args: argparse.Namespace) -> Snapshot:
 
 
 def _run_decide(args: argparse.Namespace) -> int:
-    if args.budget_ms <= 0:
-        raise CommandError(f"--budget-ms: {args.budget_ms} must be greater than 0")
+    if not (math.isfinite(args.budget_ms) and args.budget_ms > 0):
+        raise CommandError(f"--budget-ms: {args.budget_ms} must be a finite number above 0")
     snapshot = _load(args)
     decision = decide(snapshot, budget_ms=args.budget_ms, use_ilp=not args.greedy)
     if args.json:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option, OptionsByDemand
-from scheduler.model import Snapshot, Workload
+from scheduler.model import Queue, Snapshot, Workload
 from scheduler.objective import segment_width
 from scheduler.preemption import Running
 from scheduler.quota import QuotaBook
@@ -74,7 +74,7 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
     """Step 1–2: state and quota book with running workloads charged; pending entries."""
     state = ClusterState(snapshot, catalog)
     model_flavors = frozenset(m.name for m in catalog.models)
-    book = QuotaBook(snapshot.queues, model_flavors)
+    book = QuotaBook(_keyed_by_flavor(snapshot.queues, catalog), model_flavors)
     running: list[Running] = []
     pending: list[Entry] = []
     options = OptionsByDemand(catalog, state.models_present)
@@ -107,6 +107,17 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
     return Compiled(snapshot, catalog, state, book, running, pending, headroom, widths, options)
 
 
+def _keyed_by_flavor(queues: tuple[Queue, ...], catalog: Catalog) -> tuple[Queue, ...]:
+    """The queues with quotas keyed by the flavors options charge (``H100-80GB``): a file
+    or a Queue object may name a model by any of its names (``H100``, a GFD product)."""
+    keyed = []
+    for queue in queues:
+        quota = {catalog.flavor(key) or key: value for key, value in queue.quota.items()}
+        same = list(quota) == list(queue.quota)
+        keyed.append(queue if same else queue.model_copy(update={"quota": quota}))
+    return tuple(keyed)
+
+
 def charge_running(
     workload: Workload, catalog: Catalog, state: ClusterState, book: QuotaBook
 ) -> Running:
@@ -131,6 +142,8 @@ def _running_option(workload: Workload, catalog: Catalog, state: ClusterState) -
     """The option a running workload holds, read from its placement."""
     assert workload.placement is not None
     first = workload.placement[0]
+    # Charged to the flavor as quotas key it, however the workload names it.
+    flavor = workload.flavor and (catalog.flavor(workload.flavor) or workload.flavor)
     node = state.node_index.get(first.node)
     model = ""
     if node is not None and first.gpus and first.gpus[0] in state.node_gpus[node]:
@@ -144,8 +157,8 @@ def _running_option(workload: Workload, catalog: Catalog, state: ClusterState) -
             profile = str(layout[first.mig_start][0]) if layout else ""
         return Option("mig-" + profile, Kind.MIG, (model,), 1, profile)
     if first.milli is not None:
-        return Option(workload.flavor or model, Kind.FRACTION, (model,), first.milli)
-    return Option(workload.flavor or model, Kind.WHOLE, (model,), len(first.gpus))
+        return Option(flavor or model, Kind.FRACTION, (model,), first.milli)
+    return Option(flavor or model, Kind.WHOLE, (model,), len(first.gpus))
 
 
 def _assign_tiers(pending: list[Entry]) -> None:

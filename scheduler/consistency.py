@@ -5,7 +5,7 @@ with its field path; nothing stops at the first."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog, catalog_with, default_catalog
 from scheduler.fieldpaths import already_used, did_you_mean, join, repeats, unknown_model
@@ -20,7 +20,11 @@ from scheduler.model import (
     flavor_of_mig,
 )
 
-__all__ = ["Checks", "checked_catalog", "validate_snapshot"]
+__all__ = ["MAX_NODE_GPUS", "Checks", "checked_catalog", "validate_snapshot"]
+
+MAX_NODE_GPUS = 1024
+"""More GPUs than any node has, or than a pod can ask for: a bound far above real clusters
+that catches typos (gpus: 80000000 for 80 GB), which the ILP would take as coefficients."""
 
 
 def validate_snapshot(snapshot: Snapshot) -> list[str]:
@@ -40,6 +44,8 @@ def checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
         for i, j in repeated.items()
     ]
     extra = []
+    products: dict[str, int] = {}
+    """Products of the models added so far (lower case) → the model's index."""
     for i, model in enumerate(snapshot.gpu_models):
         path = f"gpu_models[{i}]"
         key = keys[i]
@@ -55,12 +61,25 @@ def checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
         clash = False
         for j, product in enumerate(model.products):
             owner = base.get(product)
+            named = keys.index(product.lower()) if product.lower() in keys else i
+            earlier = products.get(product.lower(), i)
             if owner is not None and owner.name.lower() != key:
-                clash = True
                 problems.append(
                     f"{path}.products[{j}]: {product!r} is already a product of "
                     f"the built-in {owner.name}"
                 )
+            elif named != i:
+                problems.append(
+                    f"{path}.products[{j}]: {product!r} is the name of gpu_models[{named}]"
+                )
+            elif earlier != i:
+                problems.append(
+                    f"{path}.products[{j}]: {product!r} is already a product of "
+                    f"gpu_models[{earlier}]"
+                )
+            else:
+                continue
+            clash = True
         if not (math.isfinite(model.relative_throughput) and model.relative_throughput > 0):
             problems.append(
                 f"{path}.relative_throughput: {model.relative_throughput} must be "
@@ -72,6 +91,7 @@ def checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
             )
         if clash:
             continue  # adding it would make a product label ambiguous
+        products.update((product.lower(), i) for product in model.products)
         extra.append(
             (
                 model.name,
@@ -91,7 +111,21 @@ def checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
             problems.append(f"{path}: {price} must be a finite number, 0 or more")
         else:
             prices[name] = price
+    problems += _named_twice("prices", snapshot.prices, catalog)
     return (catalog.with_prices(prices) if prices else catalog), problems
+
+
+def _named_twice(path: str, names: Iterable[str], catalog: Catalog) -> list[str]:
+    """Keys of one mapping that name a model an earlier key named (``H100`` after
+    ``H100-80GB``): one of the two values would be dropped without a word."""
+    first: dict[str, str] = {}
+    problems = []
+    for name in names:
+        model = catalog.get(name)
+        known = name if model is None else first.setdefault(model.name, name)
+        if known != name:
+            problems.append(f"{join(path, name)}: {name!r} is the same model as {known!r}")
+    return problems
 
 
 class Checks:
@@ -136,6 +170,10 @@ class Checks:
                 self._gpus(node, f"nodes[{i}]")
 
     def _gpus(self, node: Node, path: str) -> None:
+        if len(node.gpus) > MAX_NODE_GPUS:
+            self.problems.append(
+                f"{path}.gpus: {len(node.gpus)} GPUs, more than a node can have ({MAX_NODE_GPUS})"
+            )
         for j, k in repeats([gpu.index for gpu in node.gpus]):
             self.problems.append(
                 f"{path}.gpus[{j}].index: {node.gpus[j].index} is already used by {path}.gpus[{k}]"
@@ -155,17 +193,15 @@ class Checks:
 
     def _flavor(self, flavor: str) -> tuple[str | None, str]:
         """The canonical flavor name, or None and why not."""
+        canonical = self.catalog.flavor(flavor)
+        if canonical is not None:
+            return canonical, ""
         if flavor.startswith("mig-"):
             profile = flavor.removeprefix("mig-")
-            if profile in self.profiles:
-                return flavor, ""
             return None, (
                 f"{flavor!r} is not a known flavor: no GPU model has MIG profile "
                 f"{profile!r}{did_you_mean(profile, self.profiles)}"
             )
-        model = self.catalog.get(flavor)
-        if model is not None:
-            return model.name, ""
         return None, (
             f"{flavor!r} is not a known flavor (a GPU model: "
             f"{', '.join(self.catalog.names())}; or mig-<profile>)"
@@ -227,6 +263,11 @@ class Checks:
 
     def _demand(self, workload: Workload, path: str) -> None:
         demand = workload.demand
+        if demand.gpus is not None and demand.gpus > MAX_NODE_GPUS:
+            self.problems.append(
+                f"{path}.demand.gpus: {demand.gpus} is more GPUs than a node can have "
+                f"({MAX_NODE_GPUS})"
+            )
         for k, name in enumerate(demand.models):
             if self.catalog.get(name) is None:
                 self.problems.append(
@@ -244,6 +285,7 @@ class Checks:
                 self.problems.append(f"{where}: {unknown_model(name, self.catalog)}")
             elif not (math.isfinite(speed) and speed > 0):
                 self.problems.append(f"{where}: {speed} must be a finite number greater than 0")
+        self.problems += _named_twice(join(path, "throughput"), workload.throughput, self.catalog)
 
     def _running(self, workload: Workload, path: str) -> None:
         placement = workload.placement or ()

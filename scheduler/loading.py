@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import types
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
@@ -26,7 +26,7 @@ from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode
 
 from scheduler.catalog import Catalog
-from scheduler.consistency import Checks, checked_catalog, validate_snapshot
+from scheduler.consistency import MAX_NODE_GPUS, Checks, checked_catalog, validate_snapshot
 from scheduler.fieldpaths import already_used, did_you_mean, join, show, unknown_model
 from scheduler.mig import layout_problems
 from scheduler.model import (
@@ -53,10 +53,9 @@ __all__ = [
 _PRODUCT_LABEL = "nvidia.com/gpu.product"
 _HOSTNAME_LABEL = "kubernetes.io/hostname"
 
-# Bounds that keep a typo (count: 1000000000) from expanding into a hang, far above any
+# A bound that keeps a typo (count: 1000000000) from expanding into a hang, far above any
 # real cluster.
 _MAX_POOL_NODES = 100_000
-_MAX_NODE_GPUS = 1024
 
 
 class SnapshotError(ValueError):
@@ -79,7 +78,7 @@ class NodePool(BaseModel):
     name: str = Field(min_length=1)
     count: NonNegative = Field(le=_MAX_POOL_NODES)
     gpu_model: str = Field(min_length=1)
-    gpus_per_node: Positive = Field(le=_MAX_NODE_GPUS)
+    gpus_per_node: Positive = Field(le=MAX_NODE_GPUS)
     labels: dict[str, str] = Field(default_factory=dict)
     """Added to the generated GFD and hostname labels."""
     taints: tuple[Taint, ...] = ()
@@ -118,6 +117,7 @@ def snapshot_from_data(data: object, source: str = "<input>") -> Snapshot:
     except ValidationError as error:
         raise SnapshotError(validation_problems(error), source) from None
     catalog, problems = checked_catalog(parsed)
+    problems = _booleans_as_numbers(data, SnapshotFile) + problems
     nodes = list(parsed.nodes)
     pool_of_node: dict[int, int] = {}
     problems += already_used("node_pools", [pool.name for pool in parsed.node_pools])
@@ -250,6 +250,12 @@ def _unknown_field(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
 
 def _model_at(root: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel] | None:
     """The pydantic model a location points into, for listing its fields."""
+    current = _type_at(root, loc)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _type_at(root: type[BaseModel], loc: Sequence[int | str]) -> object:
+    """The type a location of ``root``'s data must have (None when it has no field there)."""
     current: object = root
     for part in loc:
         current = _unwrap(current)
@@ -266,8 +272,27 @@ def _model_at(root: type[BaseModel], loc: Sequence[int | str]) -> type[BaseModel
             current = args[1]
         else:
             return None
-    current = _unwrap(current)
-    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+    return _unwrap(current)
+
+
+def _booleans_as_numbers(
+    data: object, root: type[BaseModel], loc: tuple[int | str, ...] = ()
+) -> list[str]:
+    """Numbers written as booleans in data ``root`` accepted. YAML reads yes, no, on, off,
+    true and false as booleans and pydantic takes them as 1 and 0, so ``gpus: yes`` would
+    quietly mean one GPU."""
+    if isinstance(data, bool):
+        if _type_at(root, loc) not in (int, float):
+            return []
+        why = "is a boolean, not a number (YAML reads yes, no, on and off as booleans)"
+        return [f"{join('', *loc)}: {show(data)} {why}"]
+    if isinstance(data, dict):
+        items: Iterable[tuple[int | str, object]] = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return []
+    return [p for key, item in items for p in _booleans_as_numbers(item, root, (*loc, key))]
 
 
 def _unwrap(annotation: object) -> object:

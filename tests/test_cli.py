@@ -1,6 +1,7 @@
 """The apportion command as users run it: a real subprocess, real files, exit codes."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,8 +62,11 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
     both = apportion("decide", str(bad), "--default-cluster")
     assert both.returncode == 2 and "exactly one" in both.stderr
 
-    budget = apportion("decide", "--default-cluster", "--budget-ms", "0")
-    assert budget.returncode == 2 and "--budget-ms" in budget.stderr
+    for budget_ms in ("0", "-5", "nan", "inf"):
+        # NaN and infinity were taken: 'of nan ms budget', and null in the JSON's stats.
+        budget = apportion("decide", "--default-cluster", "--budget-ms", budget_ms)
+        assert budget.returncode == 2 and budget.stdout == ""
+        assert f"--budget-ms: {float(budget_ms)} must be a finite number above 0" in budget.stderr
 
     binary = tmp_path / "snapshot.yaml.gz"
     binary.write_bytes(b"\x1f\x8b\x08\x00 not text")
@@ -77,6 +81,28 @@ def test_a_byte_order_mark_is_not_part_of_the_snapshot(tmp_path):
     marked.write_bytes(b"\xef\xbb\xbf" + (FIXTURES / "custom-models.json").read_bytes())
     result = apportion("decide", str(marked), "--greedy")
     assert result.returncode == 0, result.stderr
+
+
+def test_output_is_utf8_whatever_the_terminal_encoding(tmp_path):
+    # An ASCII or cp1252 stdout made printing 'admitted on 1× ...' a UnicodeEncodeError.
+    snapshot = tmp_path / "s.yaml"
+    snapshot.write_text(
+        "nodes: [{name: knoten-ä, gpus: [{index: 0, model: T4}]}]\n"
+        "queues: [{name: équipe, quota: {T4: {nominal: 1}}}]\n"
+        "workloads: [{name: 訓練, queue: équipe, demand: {gpus: 1}}]\n",
+        encoding="utf-8",
+    )
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    for json_flag in ((), ("--json",)):
+        result = subprocess.run(
+            [sys.executable, "-m", "scheduler", "decide", str(snapshot), "--greedy", *json_flag],
+            capture_output=True, timeout=120, check=False, env=env,
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        out = result.stdout.decode("utf-8")
+        assert "admitted on 1× 1 T4 GPU; queue équipe 1/1 T4" in (
+            json.loads(out)["workloads"][0]["message"] if json_flag else out
+        )
 
 
 def test_catalog_lists_models_and_mig_placements():

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scheduler.allocator import decide
 from scheduler.catalog import default_catalog
 from scheduler.loading import (
     SnapshotError,
@@ -19,6 +20,7 @@ from scheduler.loading import (
     validate_snapshot,
 )
 from scheduler.model import Gpu, MigSlice, Node, Queue, Quota, Snapshot
+from scheduler.reasons import Outcome
 
 FIXTURES = Path(__file__).parent / "fixtures" / "snapshots"
 KNOWN = ", ".join(default_catalog().names())
@@ -168,6 +170,22 @@ def test_all_pydantic_errors_are_reported_at_once() -> None:
 
 
 # --- text: YAML and JSON -------------------------------------------------------------------
+
+
+def test_numbers_written_as_yes_or_no_are_refused() -> None:
+    # pydantic took booleans as 1 and 0: `gpus: yes` was one GPU, `nominal: off` no quota.
+    text = (
+        "nodes: [{name: n, gpus: [{index: 0, model: H100, shared: yes, healthy: on}]}]\n"
+        "queues: [{name: q, weight: on, quota: {H100: {nominal: off}}}]\n"
+        "workloads: [{name: w, queue: q, pods: true, demand: {gpus: yes}, nominated: yes}]\n"
+    )
+    why = "is a boolean, not a number (YAML reads yes, no, on and off as booleans)"
+    assert problems_of(text) == [
+        f"queues[0].weight: true {why}",
+        f"queues[0].quota.H100.nominal: false {why}",
+        f"workloads[0].pods: true {why}",
+        f"workloads[0].demand.gpus: true {why}",
+    ]
 
 
 def test_yaml_syntax_error_has_line_and_column() -> None:
@@ -393,6 +411,9 @@ def _mig_gpu(model: str, *slices: tuple[str, int]) -> dict[str, Any]:
         (_gpu_node({**_mig_gpu("H100", ("7g.80gb", 0)), "shared": True}),
          ["nodes[0].gpus[0].shared: true conflicts with mig: fractional pods share whole GPUs, "
           "not MIG-partitioned ones"]),
+        # One of the two prices was dropped without a word.
+        ({"prices": {"H100-80GB": 4.0, "T4": 0.3, "h100": 5.0}},
+         ["prices.h100: 'h100' is the same model as 'H100-80GB'"]),
         ({"prices": {"H900": 1.0, "T4": -1.0}},
          [f"prices.H900: 'H900' is not a known GPU model (known: {KNOWN})",
           "prices.T4: -1.0 must be a finite number, 0 or more"]),
@@ -406,10 +427,24 @@ def _mig_gpu(model: str, *slices: tuple[str, int]) -> dict[str, Any]:
                           "relative_throughput": 0}]},
          ["gpu_models[0].products[0]: 'NVIDIA-L4' is already a product of the built-in L4",
           "gpu_models[0].relative_throughput: 0.0 must be a finite number greater than 0"]),
+        # Custom models whose names and products overlap once raised ValueError: a traceback.
+        ({"gpu_models": [{"name": "X1", "memory_mib": 1024, "products": ["p100"]},
+                         {"name": "P100", "memory_mib": 16384}]},
+         ["gpu_models[0].products[0]: 'p100' is the name of gpu_models[1]"]),
+        ({"gpu_models": [{"name": "X1", "memory_mib": 1024, "products": ["Tesla-X", "X1"]},
+                         {"name": "X2", "memory_mib": 1024, "products": ["tesla-x"]}]},
+         ["gpu_models[1].products[0]: 'tesla-x' is already a product of gpu_models[0]"]),
     ],
 )
 def test_node_and_catalog_problems(data: dict[str, Any], expected: list[str]) -> None:
     assert problems_of(data) == expected
+
+
+def test_a_node_has_at_most_1024_gpus() -> None:
+    gpus = [{"index": i, "model": "T4"} for i in range(1025)]
+    assert problems_of({"nodes": [{"name": "n", "gpus": gpus}]}) == [
+        "nodes[0].gpus: 1025 GPUs, more than a node can have (1024)"
+    ]
 
 
 def test_valid_mig_layouts_pass() -> None:
@@ -474,6 +509,23 @@ def test_mig_and_alias_quota_flavors_are_known() -> None:
 
 
 @pytest.mark.parametrize(
+    ("quota_key", "running_flavor"),
+    [("H100", "H100-80GB"), ("h100-80gb", "H100-80GB"), ("H100-80GB", "h100"),
+     ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe")],
+)
+def test_any_name_of_a_model_is_one_quota(quota_key: str, running_flavor: str) -> None:
+    # The running workload holds team-a's whole nominal quota, however either side names
+    # the model: the pending one must wait (it once got the quota again, or none at all).
+    data = cluster(workloads=[whole("r", "h100", 0, 1, 2, 3, flavor=running_flavor),
+                              job("w", {"gpus": 1, "models": ["H100-80GB"]})])
+    data["queues"] = [{"name": "team-a", "quota": {quota_key: {"nominal": 4}}}]
+    data["nodes"][0]["gpus"].append({"index": 5, "model": "H100-80GB"})
+    verdict = decide(snapshot_from_data(data), use_ilp=False).by_workload()["w"]
+    assert verdict.outcome is Outcome.PENDING
+    assert verdict.message == "queue team-a at nominal H100-80GB quota 4/4; needs 1"
+
+
+@pytest.mark.parametrize(
     ("workloads", "expected"),
     [
         ([job("w", {"gpus": 1}), job("w", {"gpus": 2})],
@@ -490,6 +542,12 @@ def test_mig_and_alias_quota_flavors_are_known() -> None:
         ([job("w", {"gpus": 1}, throughput={"V100": 1.0, "T4": 0})],
          [f"workloads[0].throughput.V100: 'V100' is not a known GPU model (known: {KNOWN})",
           "workloads[0].throughput.T4: 0.0 must be a finite number greater than 0"]),
+        # 10**12 GPUs in one pod once crashed the ILP (an IndexError in PuLP): a traceback.
+        ([job("w", {"gpus": 10**12})],
+         ["workloads[0].demand.gpus: 1000000000000 is more GPUs than a node can have (1024)"]),
+        ([job("w", {"gpus": 1}, throughput={"H100": 3.0, "NVIDIA-H100-80GB-HBM3": 1.0})],
+         ["workloads[0].throughput.NVIDIA-H100-80GB-HBM3: 'NVIDIA-H100-80GB-HBM3' is the same "
+          "model as 'H100'"]),
         ([job("w", {"gpus": 1}, flavor="V100")],
          [f"workloads[0].flavor: 'V100' is not a known flavor (a GPU model: {KNOWN}; "
           "or mig-<profile>)"]),
