@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import Compiled, Entry
-from scheduler.demand import Kind
+from scheduler.demand import Kind, Option
 from scheduler.greedy import CycleResult
 from scheduler.mig import IdleGpu, MigDemand, plan_repartitions
 from scheduler.model import (
@@ -15,10 +15,12 @@ from scheduler.model import (
     PodPlacement,
     RepartitionPlan,
     SolverStats,
+    Workload,
     WorkloadDecision,
     built,
 )
 from scheduler.reasons import Outcome, Reason
+from scheduler.state import ClusterState
 
 __all__ = ["to_decision"]
 
@@ -89,15 +91,21 @@ def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPl
         (v for v in result.outcomes.values() if v.outcome is Outcome.PENDING),
         key=lambda v: (*v.entry.order, v.entry.workload.queue),
     )
-    demands = [
-        MigDemand(v.entry.workload.name, option.profile, v.entry.workload.pods)
-        for v in waiting
-        for option in v.entry.options[:1]
-        if option.kind is Kind.MIG and option.profile is not None and v.reason is Reason.NO_CAPACITY
-    ]
+    state, catalog = compiled.state, compiled.catalog
+    demands = []
+    for v in waiting:
+        # Waiting for want of slices: none free (NoCapacity), or none in today's layouts
+        # (NeverFits; its quota passed, as quota is checked before placement).
+        if v.reason not in (Reason.NO_CAPACITY, Reason.NEVER_FITS) or not v.entry.options:
+            continue
+        option, w = v.entry.options[0], v.entry.workload
+        if option.kind is not Kind.MIG or option.profile is None:
+            continue
+        hosts = _mig_hosts(state, w, option)
+        if hosts:
+            demands.append(MigDemand(w.name, option.profile, w.pods, hosts))
     if not demands:
         return []
-    state, catalog = compiled.state, compiled.catalog
     capable = {name: catalog[name] for name in set(state.gpu_model) if catalog[name].mig_capable}
     idle = []
     layouts: dict[tuple[tuple[int, str], ...], tuple[MigSlice, ...]] = {}
@@ -126,3 +134,18 @@ def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPl
             IdleGpu(state.node_names[state.gpu_node[g]], state.gpu_index[g], model, current)
         )
     return plan_repartitions(idle, demands, catalog)
+
+
+def _mig_hosts(state: ClusterState, w: Workload, option: Option) -> frozenset[tuple[str, str]]:
+    """(node, model) pairs a pod of ``w`` could land on once a slice is made for it: the
+    nodes its selector, affinity and tolerations allow, of its option's models, with the
+    CPU and memory for one pod left."""
+    nodes = state.node_filter(w)
+    return frozenset(
+        (state.node_names[n], state.pools[p].model)
+        for p in state.eligible_pools(w, option)
+        for n in state.pools[p].nodes
+        if (nodes is None or n in nodes)
+        and state.free_cpu[n] >= w.cpu_milli
+        and state.free_mem[n] >= w.memory_mib
+    )

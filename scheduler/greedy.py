@@ -291,6 +291,16 @@ class Cycle:
         if allocation is None:
             allowed = "" if nodes is None else " its node selector and affinity allow"
             if self.state.never_fits(option, pools, nodes):
+                if option.kind is Kind.MIG:
+                    # Layouts are the administrator's to change: never, until they do.
+                    return (
+                        Reason.NEVER_FITS,
+                        lambda: (
+                            f"no {'/'.join(option.models)} GPU"
+                            f"{' on a node' + allowed if allowed else ''} has a "
+                            f"{option.profile} slice in its MIG layout"
+                        ),
+                    )
                 return (
                     Reason.NEVER_FITS,
                     lambda: f"no node{allowed} can ever host one pod of {_describe(option)}",

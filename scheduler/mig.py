@@ -319,6 +319,9 @@ class MigDemand:
     workload: str
     profile: str
     count: int
+    hosts: frozenset[tuple[str, str]] | None = None
+    """(node, GPU model) pairs the workload may land on — its node selector, affinity,
+    tolerations, acceptable models, and CPU and memory left for a pod; None: any."""
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -386,11 +389,17 @@ def plan_repartitions(
         return memo[key]
 
     def place_pod(
-        trial: list[_Draft], trial_opened: set[tuple[str, int]], refused: set[int], name: str
+        trial: list[_Draft],
+        trial_opened: set[tuple[str, int]],
+        refused: set[int],
+        demand: MigDemand,
     ) -> tuple[_Draft, MigProfile] | None:
         """Put one pod on the first draft that takes it, else open the next idle GPU."""
+        name, hosts = demand.profile, demand.hosts
         for number, draft in enumerate(trial):
             if number in refused:
+                continue
+            if hosts is not None and (draft.gpu.node, draft.gpu.model.name) not in hosts:
                 continue
             profile = draft.gpu.model.mig_profile(name)
             layout = None if profile is None else pack(draft.gpu.model, [*draft.profiles, profile])
@@ -403,6 +412,8 @@ def plan_repartitions(
         for gpu in gpus:
             profile = gpu.model.mig_profile(name)
             if (gpu.node, gpu.index) in trial_opened or profile is None:
+                continue
+            if hosts is not None and (gpu.node, gpu.model.name) not in hosts:
                 continue
             layout = pack(gpu.model, [profile])
             if layout is None:
@@ -419,7 +430,7 @@ def plan_repartitions(
         trial_opened = set(opened)
         refused: set[int] = set()
         for _ in range(demand.count):
-            found = place_pod(trial, trial_opened, refused, demand.profile)
+            found = place_pod(trial, trial_opened, refused, demand)
             if found is None:
                 break  # no partial gangs: drop the trial, keep the drafts as they were
             draft, profile = found

@@ -387,7 +387,7 @@ def check_mig_layouts(snapshot: Snapshot, decision: Decision) -> list[str]:
         if found is None:
             problems.append(f"{where}: GPU does not exist")
             continue
-        _, gpu = found
+        node, gpu = found
         if (plan.node, plan.gpu) in seen:
             problems.append(f"{where}: planned twice")
         seen.add((plan.node, plan.gpu))
@@ -409,6 +409,11 @@ def check_mig_layouts(snapshot: Snapshot, decision: Decision) -> list[str]:
             wanted = {o.flavor[4:] for o in options_of(w, catalog, _present(snapshot)) if o.mig}
             if not wanted & proposed:
                 problems.append(f"{where}: admits {name} but proposes none of {sorted(wanted)}")
+            if not _node_allowed(node, w):
+                problems.append(
+                    f"{where}: admits {name}, whose selector, affinity or "
+                    "tolerations keep it off the node"
+                )
     return problems
 
 

@@ -457,6 +457,50 @@ def test_fraction_on_shared_gpu_best_fit(path: str) -> None:
     assert d.placement == (PodPlacement(node="t0", gpus=(1,), milli=300),)
 
 
+# ----------------------------------------------------------- repartition proposals
+WHOLE_H100 = mig("7g.80gb@0")
+SLICE_QUEUES = [queue("team-a").quota("mig-3g.40gb", 4)]
+
+
+@both_paths
+def test_repartition_proposed_for_a_profile_no_layout_has(path: str) -> None:
+    # No GPU's layout has a 3g.40gb slice: the workload waits NeverFits, and the idle GPU
+    # that could hold one gets a proposal (proposals once covered only NoCapacity waits).
+    want = workload("w").mig("3g.40gb").queue("team-a")
+    snap = snapshot(
+        nodes=[node("h0", H100, 1, mig_layouts={0: WHOLE_H100})],
+        queues=SLICE_QUEUES,
+        workloads=[want],
+    )
+    decision = PATHS[path](snap)
+    d = outcome(decision, "w")
+    assert (d.reason, d.message) == (
+        Reason.NEVER_FITS,
+        "no H100-80GB GPU has a 3g.40gb slice in its MIG layout",
+    )
+    (plan,) = decision.repartitions
+    assert (plan.node, plan.gpu, plan.admits) == ("h0", 0, ("w",))
+
+
+@both_paths
+def test_repartition_proposed_only_where_the_workload_may_run(path: str) -> None:
+    # Idle H100s: h0 unlabelled, h1 in the selected pool but tainted, h2 selected and
+    # tolerated only with the toleration, h3 selected without room for the pod's CPU.
+    nodes = [
+        node("h0", H100, 1, mig_layouts={0: WHOLE_H100}),
+        node("h1", H100, 1, labels={"pool": "lab"}, taints=["dedicated"], mig_layouts={0: WHOLE_H100}),
+        node("h2", H100, 1, labels={"pool": "lab"}, mig_layouts={0: WHOLE_H100}, cpu_milli=4000),
+        node("h3", H100, 1, labels={"pool": "lab"}, mig_layouts={0: WHOLE_H100}, cpu_milli=1000),
+    ]
+    want = workload("w").mig("3g.40gb").queue("team-a").selector(pool="lab").resources(2000, 0)
+    decision = PATHS[path](snapshot(nodes=nodes, queues=SLICE_QUEUES, workloads=[want]))
+    assert [(p.node, p.admits) for p in decision.repartitions] == [("h2", ("w",))]
+    # A node filter that leaves no capable GPU: no proposal at all.
+    nowhere = want.selector(pool="elsewhere")
+    decision = PATHS[path](snapshot(nodes=nodes, queues=SLICE_QUEUES, workloads=[nowhere]))
+    assert decision.repartitions == ()
+
+
 # ---------------------------------------------------------------------- messages
 @both_paths
 def test_pending_messages_carry_numbers(path: str) -> None:
