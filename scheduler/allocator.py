@@ -494,10 +494,18 @@ def _solve_ilp(
         gi = group_of.get(victim.workload.name, -1)
         evicted[gi] = evicted.get(gi, 0) + 1
     start |= {var.name: float(evicted.get(gi, 0)) for gi, var in e.items()}
-    # What the objective may hold beyond the model's terms: the rank penalty, and whole
-    # free nodes (the model counts only GPUs taken from them; evictions may free more).
+    # What the objective may hold beyond the model's terms: the rank penalty of what the
+    # model could admit (a class with no variable admits nothing: a gang of 100,000 pods
+    # must not inflate the bound), and whole free nodes (the model counts only GPUs taken
+    # from them; evictions may free more).
+    admissible: dict[int, tuple[int, int]] = {}
+    """Class → (the latest option rank it may be admitted on, how many it may admit)."""
+    for (ci, oi), var in x.items():
+        rank, count = admissible.get(ci, (0, 0))
+        admissible[ci] = (max(rank, oi), count + int(var.upBound))
     slack = OPTION_RANK_PENALTY * sum(
-        len(cls.members) * (len(cls.options) - 1) * cls.members[0].size for cls in classes
+        rank * min(count, len(classes[ci].members)) * classes[ci].members[0].size
+        for ci, (rank, count) in admissible.items()
     ) + KEEP_WHOLE * (state.entirely_free_gpus() + _freeable_node_gpus(state, evictable))
 
     solve_s = time_left()

@@ -488,7 +488,9 @@ def test_repartition_proposed_only_where_the_workload_may_run(path: str) -> None
     # tolerated only with the toleration, h3 selected without room for the pod's CPU.
     nodes = [
         node("h0", H100, 1, mig_layouts={0: WHOLE_H100}),
-        node("h1", H100, 1, labels={"pool": "lab"}, taints=["dedicated"], mig_layouts={0: WHOLE_H100}),
+        node(
+            "h1", H100, 1, labels={"pool": "lab"}, taints=["dedicated"], mig_layouts={0: WHOLE_H100}
+        ),
         node("h2", H100, 1, labels={"pool": "lab"}, mig_layouts={0: WHOLE_H100}, cpu_milli=4000),
         node("h3", H100, 1, labels={"pool": "lab"}, mig_layouts={0: WHOLE_H100}, cpu_milli=1000),
     ]
@@ -1054,6 +1056,23 @@ def test_a_bound_of_zero_is_a_gap_of_zero_when_the_answer_reaches_it() -> None:
     stats = decide(snap, budget_ms=5000).stats
     assert stats.bound == 0.0 and stats.objective == 0.0
     assert stats.gap_pct == 0.0
+
+
+def test_a_gang_that_can_never_be_admitted_does_not_loosen_the_bound() -> None:
+    """The bound allowed for the option-rank penalty of every pending workload, even one
+    the model had no variable for: a gang of 100,000 pods × 8 GPUs (a typo) on a 16-GPU
+    cluster made the bound about 80 and the gap 99 %."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 8), node("a0", A100, 8)],
+        queues=[queue("team-a").quota(H100, 8).quota(A100, 8)],
+        workloads=[
+            workload("small").gpus(1).queue("team-a"),
+            workload("typo").gpus(8, H100, A100).pods(100_000).queue("team-a"),
+        ],
+    )
+    stats = decide(snap, budget_ms=5000).stats
+    assert stats.path == "ilp" and stats.bound is not None
+    assert stats.bound < stats.objective + 0.1
 
 
 @both_paths
