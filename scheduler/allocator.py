@@ -513,10 +513,8 @@ def _solve_ilp(
         return _Solved(
             {}, "budget spent building the ILP", None, len(problem.variables()), len(classes)
         )
-    solver = _WarmHiGHS(start, msg=False, timeLimit=solve_s, threads=1, gapRel=MIP_GAP)
-    problem.solve(solver)
-    status = solver.model_status or pulp.LpStatus[problem.status]
-    bound = None if solver.dual_bound is None else solver.dual_bound + slack
+    status, dual_bound = _solve(problem, start, time_left)
+    bound = None if dual_bound is None else dual_bound + slack
     if problem.sol_status not in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
         return _Solved({}, status, bound, len(problem.variables()), len(classes))
     hints: dict[str, int] = {}
@@ -531,6 +529,35 @@ def _solve_ilp(
                 if entry is not None:
                     hints[entry.workload.name] = oi
     return _Solved(hints, status, bound, len(problem.variables()), len(classes))
+
+
+def _solve(
+    problem: pulp.LpProblem, start: dict[str, float], time_left: Callable[[], float]
+) -> tuple[str, float | None]:
+    """Solve with HiGHS, or with the CBC binary PuLP bundles where HiGHS is not installed
+    (no highspy wheel for the platform) or fails: the ILP is an improvement on greedy's
+    answer, and a solver's failure must not become the decision's. The status, and the
+    proven bound on the model's objective where the solver reports one (HiGHS does)."""
+    highs = _WarmHiGHS(start, msg=False, timeLimit=time_left(), threads=1, gapRel=MIP_GAP)
+    if highs.available():
+        try:
+            problem.solve(highs)
+            return highs.model_status or pulp.LpStatus[problem.status], highs.dual_bound
+        except Exception as error:  # whatever the solver raised, greedy's answer stands
+            why = f"HiGHS failed: {type(error).__name__}: {error}"
+    else:
+        why = "HiGHS is not installed"
+    solve_s = time_left()
+    if solve_s < MIN_SOLVE_S:
+        return f"{why}; no time left for CBC", None
+    for var in problem.variables():
+        var.setInitialValue(start.get(var.name, 0.0))
+    cbc = pulp.PULP_CBC_CMD(msg=False, timeLimit=solve_s, threads=1, gapRel=MIP_GAP, warmStart=True)
+    try:
+        problem.solve(cbc)
+    except pulp.PulpSolverError as error:
+        return f"{why}; CBC failed: {error}", None
+    return f"CBC: {pulp.LpStatus[problem.status]} ({why})", None
 
 
 def _gap_pct(bound: float | None, objective: float) -> float | None:

@@ -20,6 +20,7 @@ import pytest
 from builders import mig, node, queue, snapshot, workload
 from invariants import (
     check_age_order,
+    check_all,
     check_eviction_rights,
     check_guarantees,
     check_priority_order,
@@ -28,6 +29,7 @@ from invariants import (
 )
 
 from scheduler.allocator import decide
+from scheduler.defaults import demo_snapshot
 from scheduler.incremental import IncrementalAllocator
 from scheduler.model import (
     CustomGpuModel,
@@ -1259,3 +1261,32 @@ def test_the_same_snapshot_gives_the_same_decision_in_another_process() -> None:
     ]
     assert answers[0].startswith("ilp ")
     assert answers[0] == answers[1]
+
+
+_DECIDE_WITHOUT_HIGHS = """
+import sys
+
+sys.modules["highspy"] = None  # as where no highspy wheel installs: HiGHS is unavailable
+from scheduler.allocator import decide
+from scheduler.defaults import demo_snapshot
+
+print(decide(demo_snapshot(count=1000), budget_ms=60_000).model_dump_json())
+"""
+
+
+def test_without_highs_the_ilp_is_solved_by_pulps_bundled_cbc() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _DECIDE_WITHOUT_HIGHS],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    decision = Decision.model_validate_json(out)
+    stats = decision.stats
+    assert (stats.path, stats.status) == ("ilp", "CBC: Optimal (HiGHS is not installed)")
+    assert stats.bound is None and stats.gap_pct is None  # CBC reports no bound through PuLP
+    assert stats.objective >= stats.greedy_objective
+    snap = demo_snapshot(count=1000)
+    assert check_all(snap, decision) + check_priority_order(snap, decision) == []
+
