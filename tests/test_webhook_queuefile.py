@@ -68,3 +68,21 @@ def test_changes_are_picked_up_and_bad_edits_ignored(tmp_path: Path) -> None:
         task.cancel()
 
     asyncio.run(scenario())
+
+
+def test_quota_keys_are_flavors_and_typos_are_warned(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A quota named by an alias ("H100") was kept as written: metrics and Queue status
+    # showed an "H100" series at 0/8 beside the real "H100-80GB" one; a typo said nothing.
+    path = tmp_path / "queues.yaml"
+    path.write_text(
+        "- {name: a, quota: {H100: {nominal: 8}, mig-1g.10gb: {nominal: 7}, H10O: {nominal: 2}}}\n"
+    )
+    cluster = LiveCluster(clock=time.time)
+    with caplog.at_level("WARNING", logger="webhook.cluster"):
+        cluster.replace_queues(load_queue_file(path))
+    assert list(cluster.queues["a"].quota) == ["H100-80GB", "mig-1g.10gb", "H10O"]
+    assert caplog.messages == [
+        "queue a: quota 'H10O' names no GPU model or MIG profile this cluster knows"
+    ]

@@ -23,6 +23,7 @@ Thread safety: one lock; every public method holds it for microseconds to millis
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -34,6 +35,7 @@ from scheduler.incremental import IncrementalAllocator
 from scheduler.model import (
     Node,
     Queue,
+    Quota,
     Snapshot,
     Workload,
     WorkloadDecision,
@@ -54,6 +56,8 @@ from webhook.observed import (
     workload_of,
 )
 from webhook.pods import ManagedPod, PodAsk, held_back
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "LiveCluster",
@@ -210,12 +214,33 @@ class LiveCluster:
         file entry of the same name.
         """
         with self._lock:
-            self._queue_sources[source] = {q.name: q for q in queues}
+            self._queue_sources[source] = {q.name: self._by_flavor(q) for q in queues}
             merged: dict[str, Queue] = {}
             for name in ("file", "crd"):
                 merged.update(self._queue_sources.get(name, {}))
             self.queues = merged
             self._changed()
+
+    def _by_flavor(self, queue: Queue) -> Queue:
+        """The queue with its quota keyed by the flavors workloads are charged to: a model
+        named by an alias or GFD product (``H100``) is its catalog name, so metrics and
+        status show one series per flavor. A key that names no model or MIG profile is a
+        typo that leaves the queue without that quota: warned, not fatal to the others."""
+        quota: dict[str, Quota] = {}
+        for key, value in queue.quota.items():
+            flavor = self.catalog.flavor(key)
+            if flavor is None:
+                log.warning(
+                    "queue %s: quota %r names no GPU model or MIG profile this cluster knows",
+                    queue.name,
+                    key,
+                )
+            elif flavor in quota:
+                log.warning("queue %s: quota %r repeats flavor %s", queue.name, key, flavor)
+            quota[flavor or key] = value
+        if list(quota) == list(queue.quota):
+            return queue
+        return queue.model_copy(update={"quota": quota})
 
     def set_telemetry(self, report: TelemetryReport) -> None:
         """New GPU metrics: unhealthy GPUs leave capacity, idle workloads are marked."""
