@@ -189,3 +189,19 @@ def test_stuck_after_comes_from_the_flag_or_the_environment(
         assert exit_info.value.code == 2
         error = capsys.readouterr().err
         assert f"argument --stuck-after-s: {bad!r}" in error, error
+
+
+def test_queue_prints_the_repartitions_that_would_admit_waiting_pods() -> None:
+    from webhook.commands import _queue_table
+
+    message = (
+        "node h0 GPU 3 is idle; repartition no MIG → 3g.40gb@4 admits ns/w (1 pod, 3/7 of a GPU)"
+    )
+    data = {
+        "queues": {"team-a": []},
+        "repartitions": [{"node": "h0", "gpu": 3, "admits": ["ns/w"], "message": message}],
+    }
+    assert _queue_table(data).splitlines()[-2:] == [
+        "MIG repartition proposals (not applied):",
+        f"  - {message}",
+    ]

@@ -23,6 +23,7 @@ from webhook.kubeapi import KubeApi
 from webhook.leader import LeaderElector
 from webhook.metrics import Metrics
 from webhook.pods import ANNOTATION_PLACEMENT
+from webhook.queueview import pending_view
 from webhook.settings import ControllerSettings
 
 SETTINGS = ControllerSettings(
@@ -773,3 +774,30 @@ def test_a_watch_whose_connection_went_silent_is_given_up(fake: Fake) -> None:
         eventually(lambda: fake.failures[-1].times == 0)  # the next watch went silent
         _waiting_pod(fake, "after-silence", gpus=1)
         eventually(lambda: _released(fake, "after-silence"), timeout=30)
+
+
+def test_the_queue_view_shows_the_mig_repartition_that_would_admit_a_waiting_pod(
+    fake: Fake,
+) -> None:
+    # Was: the global decision proposed MIG repartitions and the controller dropped them;
+    # a pod asking for a profile no GPU is partitioned into waited with nothing to act on.
+    queue = TEAM_A.model_copy(update={"quota": {**TEAM_A.quota, "mig-3g.40gb": Quota(nominal=2)}})
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client())
+    controller = Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [queue])
+    with synced(controller):
+        pod = _waiting_pod(fake, "wants-3g")
+        resources = pod["spec"]["containers"][0]["resources"]
+        for part in ("limits", "requests"):
+            del resources[part]["nvidia.com/gpu"]
+            resources[part]["nvidia.com/mig-3g.40gb"] = "1"
+        fake.put_pod(pod)
+        (plan,) = eventually(lambda: pending_view(cluster)["repartitions"])
+    assert plan["admits"] == ["gpu-team-a/wants-3g"]
+    assert "3g.40gb" in plan["message"] and plan["message"].startswith("node ")
+    (row,) = pending_view(cluster, "team-a")["queues"]["team-a"]
+    assert (row["reason"], row["message"]) == (
+        "NeverFits",
+        "no H100-80GB GPU has a 3g.40gb slice in its MIG layout",
+    )
+    assert pending_view(cluster, "team-b")["repartitions"] == []

@@ -80,7 +80,7 @@ def test_quota_keys_are_flavors_and_typos_are_warned(
         "- {name: a, quota: {H100: {nominal: 8}, mig-1g.10gb: {nominal: 7}, H10O: {nominal: 2}}}\n"
     )
     cluster = LiveCluster(clock=time.time)
-    with caplog.at_level("WARNING", logger="webhook.cluster"):
+    with caplog.at_level("WARNING", logger="apportion.cluster"):
         cluster.replace_queues(load_queue_file(path))
     assert list(cluster.queues["a"].quota) == ["H100-80GB", "mig-1g.10gb", "H10O"]
     assert caplog.messages == [

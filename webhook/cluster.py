@@ -36,6 +36,7 @@ from scheduler.model import (
     Node,
     Queue,
     Quota,
+    RepartitionPlan,
     Snapshot,
     Workload,
     WorkloadDecision,
@@ -57,7 +58,7 @@ from webhook.observed import (
 )
 from webhook.pods import ManagedPod, PodAsk, held_back
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("apportion.cluster")
 
 __all__ = [
     "LiveCluster",
@@ -147,6 +148,7 @@ class LiveCluster:
         self.telemetry: TelemetryReport | None = None
         """The last DCGM assessment (unhealthy GPUs, idle workloads, the metrics note)."""
         self._decisions: dict[str, WorkloadDecision] = {}
+        self._repartitions: tuple[RepartitionPlan, ...] = ()
         self._admissions: dict[str, deque[float]] = {}
         self.generation = 0
         """Bumped on every change the global decision cares about (the controller debounces)."""
@@ -440,13 +442,23 @@ class LiveCluster:
                 )
             return out
 
-    def set_last_decisions(self, decisions: Iterable[WorkloadDecision]) -> None:
+    def set_last_decisions(
+        self,
+        decisions: Iterable[WorkloadDecision],
+        repartitions: tuple[RepartitionPlan, ...] = (),
+    ) -> None:
         with self._lock:
             self._decisions = {d.workload: d for d in decisions}
+            self._repartitions = repartitions
 
     def last_decisions(self) -> dict[str, WorkloadDecision]:
         with self._lock:
             return dict(self._decisions)
+
+    def last_repartitions(self) -> tuple[RepartitionPlan, ...]:
+        """The last global decision's MIG repartition proposals (never applied)."""
+        with self._lock:
+            return self._repartitions
 
     def record_admission(self, queue: str) -> None:
         """For the wait estimate: admissions per queue over the last hour."""

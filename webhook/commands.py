@@ -278,4 +278,8 @@ def _queue_table(data: dict[str, Any]) -> str:
                 f"est. {_duration(item.get('estimated_wait_s'))}"
             )
             lines.append(f"       {item['reason']}: {item['message']}")
+    plans = data.get("repartitions") or []
+    if plans:
+        lines.append("MIG repartition proposals (not applied):")
+        lines.extend(f"  - {plan['message']}" for plan in plans)
     return "\n".join(lines) if lines else "no workloads are waiting"

@@ -287,7 +287,10 @@ class Controller:
             time.perf_counter() - started
         )
         verdicts = [self._as_lived(v) for v in decision.workloads]
-        self.cluster.set_last_decisions(verdicts)
+        if decision.repartitions != self.cluster.last_repartitions():
+            for plan in decision.repartitions:
+                log.info("MIG repartition proposal (not applied): %s", plan.message)
+        self.cluster.set_last_decisions(verdicts, decision.repartitions)
         self._report_queue_status(snapshot, decision)
         pods = self._pods_by_workload()
         nominate: set[str] = set()

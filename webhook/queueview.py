@@ -16,7 +16,8 @@ __all__ = ["pending_view"]
 
 
 def pending_view(cluster: LiveCluster, queue: str | None = None) -> dict[str, Any]:
-    """``{"queues": {name: [workload, …]}}`` with the waiting workloads in queue order."""
+    """``{"queues": {name: [workload, …]}, "repartitions": [plan, …]}``: the waiting
+    workloads in queue order, and the MIG repartitions that would admit some of them."""
     waiting = cluster.waiting()
     decisions = cluster.last_decisions()
     now = cluster.now()
@@ -46,4 +47,10 @@ def pending_view(cluster: LiveCluster, queue: str | None = None) -> dict[str, An
             row["estimated_wait_s"] = round(row["position"] / rate) if rate > 0 else None
     if queue is not None and queue not in out:
         out[queue] = []
-    return {"queues": out}
+    listed = {row["workload"] for items in out.values() for row in items}
+    plans = [
+        plan.model_dump(mode="json")
+        for plan in cluster.last_repartitions()
+        if queue is None or listed.intersection(plan.admits)
+    ]
+    return {"queues": out, "repartitions": plans}
