@@ -650,6 +650,10 @@ def test_injected_failures(fake: Fake) -> None:
     with pytest.raises(urllib3.exceptions.HTTPError):
         core.read_namespaced_pod("train-gpu-1", NS)
     assert core.read_namespaced_pod("train-gpu-1", NS).metadata.name == "train-gpu-1"
+    fake.fail("/api/v1/namespaces/[^/]+/pods/.*", status="lost", method="PATCH")
+    with pytest.raises(urllib3.exceptions.HTTPError):  # carried out, the answer lost
+        core.patch_namespaced_pod("train-gpu-1", NS, {"metadata": {"labels": {"lost": "yes"}}})
+    assert core.read_namespaced_pod("train-gpu-1", NS).metadata.labels["lost"] == "yes"
     assert [(r.method, r.path) for r in fake.requests_to("/api/v1/nodes")] == [
         ("GET", "/api/v1/nodes")
     ] * 3

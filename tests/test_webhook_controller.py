@@ -773,3 +773,45 @@ def test_a_watch_whose_connection_went_silent_is_given_up(fake: Fake) -> None:
         eventually(lambda: fake.failures[-1].times == 0)  # the next watch went silent
         _waiting_pod(fake, "after-silence", gpus=1)
         eventually(lambda: _released(fake, "after-silence"), timeout=30)
+
+
+def test_a_pod_whose_patch_gets_no_answer_keeps_no_other_waiting(fake: Fake) -> None:
+    # Was: only the API server's refusals were caught; a connection reset or a read timeout
+    # on one pod's patch ended the whole cycle, so every pod after it in the decision
+    # waited too, for as long as that pod's patches kept failing.
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        fake.fail(r".*/pods/first", times=1000, status="drop", method="PATCH")
+        _waiting_pod(fake, "first", gpus=1, priority=100)
+        eventually(lambda: fake.requests_to(r".*/pods/first", "PATCH"))
+        _waiting_pod(fake, "second", gpus=1)
+        eventually(lambda: _released(fake, "second"))
+        assert _gates(_pod(fake, "first"))
+
+
+def test_a_preemption_whose_eviction_answer_is_lost_is_nominated_and_counted_once() -> None:
+    # Was: an eviction's lost answer raised out of the cycle; in the next one the victim
+    # was already terminating, so the preemption was never counted, no Event told the
+    # victim why, and its beneficiary was never nominated: another queue's head could
+    # take the room it made.
+    with running_fake(kubelet=False) as fake:
+        fake.put_namespace("gpu-team-a", {keys.NAMESPACE_ENABLED: "true"})
+        controller = _controller(fake)
+        with synced(controller):
+            _fill_with_low_priority(fake)
+            fake.fail(r".*/pods/low-a/eviction", times=1, status="lost", method="POST")
+            _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+            annotations = lambda: _pod(fake, "urgent")["metadata"]["annotations"]  # noqa: E731
+            eventually(lambda: keys.ANNOTATION_NOMINATED in annotations())
+            cycles = controller.cycles
+            eventually(lambda: controller.cycles >= cycles + 3)
+            assert [e["name"] for e in fake.evictions] == ["low-a"]
+            preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
+            assert [e["involvedObject"]["name"] for e in preempted] == ["low-a"]
+            counted = controller.metrics.registry.get_sample_value(
+                "apportion_preemptions_total", {"queue": "team-a"}
+            )
+            assert counted == 1
+            fake.finish_termination("gpu-team-a", "low-a")
+            eventually(lambda: _released(fake, "urgent"))

@@ -24,7 +24,6 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes.client import ApiException
-from urllib3.exceptions import HTTPError
 
 from scheduler.allocator import decide
 from scheduler.catalog import MILLI_PER_GPU
@@ -43,7 +42,7 @@ from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.hostpods import HostPod, host_pod_of
 from webhook.informer import Informer
-from webhook.kubeapi import KubeApi
+from webhook.kubeapi import UNANSWERED, KubeApi, failure
 from webhook.kubeobjects import node_from_object, node_problem
 from webhook.leader import LeaderElector
 from webhook.metrics import Metrics
@@ -119,6 +118,8 @@ class Controller:
         self.stuck = StuckWatch(settings.stuck_after_s)
         self._released: set[tuple[str, str, str]] = set()
         """Pods whose gate this controller removed, until the watch shows it gone."""
+        self._unanswered: set[tuple[str, str, str]] = set()
+        """Pods whose eviction got no answer: seen leaving later, it was this eviction."""
         self.stuck_reviews = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -290,6 +291,7 @@ class Controller:
         self.cluster.set_last_decisions(verdicts)
         self._report_queue_status(snapshot, decision)
         pods = self._pods_by_workload()
+        self._unanswered &= {p.identity for group in pods.values() for p in group}
         nominate: set[str] = set()
         for eviction in decision.evictions if self.settings.evict else ():
             if self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods):
@@ -365,8 +367,8 @@ class Controller:
                 continue
             try:
                 self.api.patch_queue_status(name, status)
-            except ApiException as error:
-                log.warning("status of queue %s: %s %s", name, error.status, error.reason)
+            except (ApiException, *UNANSWERED) as error:
+                log.warning("status of queue %s: %s", name, failure(error))
 
     def _pods_by_workload(self) -> dict[str, list[ManagedPod]]:
         """Pods by the workload the decision names (``observed.workload_groups``)."""
@@ -439,11 +441,10 @@ class Controller:
         """Apply ``patch`` to ``pod``; False (logged) if the API refused or failed."""
         try:
             self.api.patch_pod(pod.namespace, pod.name, patch)
-        except ApiException as error:
-            # A stale view (the watch will bring the new one) or a rejected change.
-            log.warning(
-                "%s %s/%s failed: %s %s", doing, pod.namespace, pod.name, error.status, error.reason
-            )
+        except (ApiException, *UNANSWERED) as error:
+            # A stale view (the watch will bring the new one), a rejected change, or no
+            # answer: the next cycle reads from the watch whether it was made.
+            log.warning("%s %s/%s failed: %s", doing, pod.namespace, pod.name, failure(error))
             return False
         return True
 
@@ -474,28 +475,29 @@ class Controller:
     ) -> bool:
         """Evict the workload's pods that are not already leaving; True if its eviction
         starts now. A victim holds its devices while it terminates (30 s by default), and
-        every decision meanwhile names it again: it is evicted, told and counted once."""
+        every decision meanwhile names it again: it is evicted, told and counted once.
+
+        An eviction that got no answer may have been carried out: the pod seen leaving
+        in a later cycle is then this eviction's, told and counted there."""
         members = pods.get(workload, [])
-        leaving = any(p.terminating for p in members)
-        evicted = False
+        ours = [p for p in members if p.terminating and p.identity in self._unanswered]
+        self._unanswered -= {p.identity for p in ours}
+        leaving = any(p.terminating and p not in ours for p in members)
         for pod in members:
             if pod.terminating:
                 continue
             try:
                 self.api.evict_pod(pod.namespace, pod.name)
-            except ApiException as error:
+            except (ApiException, *UNANSWERED) as error:
                 # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
-                log.warning(
-                    "evicting %s/%s failed: %s %s",
-                    pod.namespace,
-                    pod.name,
-                    error.status,
-                    error.reason,
-                )
+                log.warning("evicting %s/%s failed: %s", pod.namespace, pod.name, failure(error))
+                if not isinstance(error, ApiException):
+                    self._unanswered.add(pod.identity)
                 continue
-            evicted = True
+            ours.append(pod)
+        for pod in ours:
             self._event(pod.raw or {}, "Preempted", f"{message} (for {beneficiary})", "Warning")
-        return evicted and not leaving
+        return bool(ours) and not leaving
 
     # -- admitted pods the kube-scheduler cannot place ----------------------------------------
 
@@ -527,9 +529,9 @@ class Controller:
             pod = stuck.pod
             try:
                 self.api.evict_pod(pod.namespace, pod.name)
-            except ApiException as error:
+            except (ApiException, *UNANSWERED) as error:
                 # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
-                log.warning("replacing %s/%s failed: %s", pod.namespace, pod.name, error.reason)
+                log.warning("replacing %s/%s failed: %s", pod.namespace, pod.name, failure(error))
                 continue
             evicted += 1
             cause = stuck if stuck.why else worst
@@ -571,5 +573,5 @@ class Controller:
     def _event(self, pod: Raw, reason: str, message: str, event_type: str = "Normal") -> None:
         try:
             self.api.record_event(pod, reason, message, event_type)
-        except (ApiException, HTTPError) as error:  # best effort, even the connection
+        except (ApiException, *UNANSWERED) as error:  # best effort, even the connection
             log.debug("event on %s failed: %s", (pod.get("metadata") or {}).get("name"), error)

@@ -16,12 +16,25 @@ from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
+from urllib3.exceptions import HTTPError
 
 from scheduler.crds import GROUP, QUEUE_PLURAL, VERSION
 
-__all__ = ["KubeApi", "Listing", "Resource"]
+__all__ = ["UNANSWERED", "KubeApi", "Listing", "Resource", "failure"]
 
 Raw = dict[str, Any]
+
+UNANSWERED = (HTTPError, OSError)
+"""What a call raises when no answer came (connection refused or reset, read timeout):
+unlike an ``ApiException``, the change it asked for may or may not have been made."""
+
+
+def failure(error: Exception) -> str:
+    """One log line's worth of why a call failed (an ApiException's text spans lines)."""
+    if isinstance(error, client.ApiException):
+        return f"{error.status} {error.reason}"
+    return f"no answer ({error})"
+
 
 WATCH_GRACE_S = 10
 """How long past its own timeout a watch may stay silent before it is given up: the API

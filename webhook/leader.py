@@ -14,9 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import ApiException
-from urllib3.exceptions import HTTPError
 
-from webhook.kubeapi import KubeApi
+from webhook.kubeapi import UNANSWERED, KubeApi
 
 __all__ = ["LeaderElector"]
 
@@ -62,7 +61,7 @@ class LeaderElector:
             if error.status != 409:
                 log.warning("lease %s/%s: %s", self.namespace, self.name, error.reason)
             self.leading = False
-        except (OSError, HTTPError) as error:  # unreachable: stop acting until it is back
+        except UNANSWERED as error:  # unreachable: stop acting until it is back
             log.warning("lease %s/%s: %s", self.namespace, self.name, error)
             self.leading = False
         return self.leading

@@ -54,8 +54,9 @@ class Failure:
 
     path: str
     times: int
-    status: int | str  # an HTTP code, "drop" (close the connection without an answer) or
-    # "stall" (keep it open, never answer: a network path that died without a word)
+    status: int | str  # an HTTP code, "drop" (close the connection without an answer),
+    # "stall" (keep it open, never answer: a network path that died without a word) or
+    # "lost" (carry the request out, then close the connection: the answer lost on its way)
     method: str | None = None
     message: str = "kubefake: injected failure"
 
@@ -180,14 +181,14 @@ class Fake:
     def record_request(
         self, method: str, path: str, query: dict[str, str], content_type: str | None, body: Any
     ) -> dict | str | None:
-        """Log the request; return an injected failure (Status body, "drop" or "stall") if
-        one fires."""
+        """Log the request; return an injected failure (Status body, "drop", "stall" or
+        "lost") if one fires."""
         with self._lock:
             self.requests.append(RequestRecord(method, path, query, content_type, body))
             for failure in self.failures:
                 if failure.times > 0 and failure.matches(method, path):
                     failure.times -= 1
-                    if failure.status in ("drop", "stall"):
+                    if failure.status in ("drop", "stall", "lost"):
                         return str(failure.status)
                     code = int(failure.status)
                     return st.status(
