@@ -30,6 +30,7 @@ SETTINGS = ControllerSettings(
     debounce_s=0.05,
     lease_duration_s=1.0,
     watch_timeout_s=2,
+    api_timeout_s=0.5,
     backoff_max_s=0.5,
     lease_namespace="apportion-system",
 )
@@ -75,7 +76,7 @@ def _controller(
     fake: Fake, identity: str = "replica-1", lead: bool = False, evict: bool = True
 ) -> Controller:
     cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
-    api = KubeApi(fake.api_client())
+    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
     elector = (
         LeaderElector(api, "apportion-system", "apportion-controller", identity, 1.0)
         if lead
@@ -815,3 +816,28 @@ def test_a_preemption_whose_eviction_answer_is_lost_is_nominated_and_counted_onc
             assert counted == 1
             fake.finish_termination("gpu-team-a", "low-a")
             eventually(lambda: _released(fake, "urgent"))
+
+
+def test_a_call_that_never_gets_an_answer_is_given_up(fake: Fake) -> None:
+    # Was: only watches had a client-side timeout. A patch (or eviction, Event, Lease call)
+    # whose network path died without a word was waited on for ever: the reconcile thread
+    # hung on it, and no pod was released again until the process restarted.
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        fake.fail(r".*/pods/unheard", times=1, status="stall", method="PATCH")
+        _waiting_pod(fake, "unheard", gpus=1)
+        eventually(lambda: fake.failures[-1].times == 0)
+        _waiting_pod(fake, "after-silence", gpus=1)
+        eventually(lambda: _released(fake, "after-silence", "unheard"), timeout=30)
+
+
+def test_a_list_that_never_gets_an_answer_is_given_up(fake: Fake) -> None:
+    # Was: a list had no client-side timeout either: an informer whose first list went
+    # silent never synced, and the replica never became ready.
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s, list_timeout_s=1.0)
+    controller = Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A])
+    fake.fail(r"/api/v1/namespaces", times=1, status="stall", method="GET")
+    with synced(controller):  # urllib3 asked again after the timeout
+        assert fake.failures[-1].times == 0

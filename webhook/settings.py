@@ -61,6 +61,10 @@ class ControllerSettings:
     intent_ttl_s: float = 120.0
     """How long an admission the webhook answered waits for its pod to be observed."""
     watch_timeout_s: int = 300
+    api_timeout_s: float = 5.0
+    """Client-side timeout of every API call but lists and watches (patch, evict, Event,
+    Queue status, Lease): a call whose network path died without a word is given up after
+    this, not waited on for ever with the controller stalled behind it."""
     backoff_max_s: float = 30.0
     stuck_after_s: float = 300.0
     """An admitted pod the kube-scheduler cannot place (PodScheduled=False/Unschedulable,

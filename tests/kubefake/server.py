@@ -116,6 +116,8 @@ def make_app(fake: Fake) -> web.Application:
             raise asyncio.CancelledError
         if isinstance(failure, dict):
             return _json(failure, failure["code"])
+        if isinstance(failure, float):
+            await asyncio.sleep(failure)
         try:
             answer = await handler(request)
         except st.ApiError as error:
