@@ -19,6 +19,7 @@ import pytest
 import trustme
 from webhook_support import CLUSTER_FILE, free_port, review, vary
 
+from scheduler.cli import CommandError
 from webhook.settings import ServeSettings
 
 APPORTION = [sys.executable, "-m", "scheduler"]
@@ -207,3 +208,6 @@ def test_the_api_timeout_comes_from_a_flag_or_the_environment(
         assert exit_info.value.code == 2
         error = capsys.readouterr().err
         assert f"argument --api-timeout-s: {bad!r}" in error, error
+    # The leader stops acting this long before its Lease (15 s) could be taken over.
+    with pytest.raises(CommandError, match="--api-timeout-s: the API timeout"):
+        _serve_settings([*certs, "--api-timeout-s", "15"], monkeypatch)

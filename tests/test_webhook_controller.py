@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -841,3 +842,40 @@ def test_a_list_that_never_gets_an_answer_is_given_up(fake: Fake) -> None:
     fake.fail(r"/api/v1/namespaces", times=1, status="stall", method="GET")
     with synced(controller):  # urllib3 asked again after the timeout
         assert fake.failures[-1].times == 0
+
+
+def test_a_leader_acts_only_while_no_other_replica_can_have_taken_its_lease(fake: Fake) -> None:
+    # Was: the Lease was renewed by the reconcile thread between cycles, and a cycle acted
+    # from its start to its end. A cycle longer than the Lease (slow answers from the API
+    # server, a call that hung) went on patching pods after another replica could have
+    # taken the Lease over: two controllers acting at once.
+    controller = _controller(fake, lead=True)
+    delay = SETTINGS.api_timeout_s * 0.6
+    fake.fail(r".*/pods/(slow|late)-.*", times=1000, status="slow", delay_s=delay, method="PATCH")
+    slow = [f"slow-{i}" for i in range(6)]
+    late = [f"late-{i}" for i in range(6)]
+    with synced(controller):
+        eventually(lambda: controller.elector is not None and controller.elector.leading)
+        for name in slow:
+            _waiting_pod(fake, name)
+        eventually(lambda: _released(fake, *slow), timeout=30)  # renewed all along
+        for name in late:
+            _waiting_pod(fake, name)
+        eventually(lambda: fake.requests_to(r".*/pods/late-.*", "PATCH"))
+        cut = time.time()  # from now on the Lease cannot be renewed
+        fake.fail(r".*/leases/apportion-controller", times=1000, status="stall")
+        time.sleep(3 * SETTINGS.lease_duration_s)
+        assert controller.elector is not None and not controller.elector.leading
+        assert not _released(fake, *late)  # it stopped mid-cycle
+    renewals = [
+        (
+            datetime.fromisoformat(r.body["spec"]["renewTime"]),
+            r.body["spec"]["leaseDurationSeconds"],
+        )
+        for r in fake.requests_to(r".*/leases.*")
+        if r.method in ("POST", "PUT") and r.at < cut
+    ]
+    for patch in fake.requests_to(r".*/pods/(slow|late)-.*", "PATCH"):
+        sent = datetime.fromtimestamp(patch.at, UTC)
+        done = sent + timedelta(seconds=delay)
+        assert any(r <= sent and done < r + timedelta(seconds=d) for r, d in renewals), patch

@@ -199,6 +199,17 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
     namespace = _env("POD_NAMESPACE", "apportion-system") or "apportion-system"
     account = _env("APPORTION_SERVICE_ACCOUNT", "apportion") or "apportion"
     trusted.add(f"system:serviceaccount:{namespace}:{account}")
+    try:
+        controller = ControllerSettings(
+            enabled=not args.no_controller,
+            evict=args.mode != "shadow",
+            lease_namespace=namespace,
+            identity=_env("POD_NAME", f"apportion-{os.getpid()}") or "apportion",
+            stuck_after_s=args.stuck_after_s,
+            api_timeout_s=args.api_timeout_s,
+        )
+    except ValueError as error:
+        raise CommandError(f"--api-timeout-s: {error}") from None
     return ServeSettings(
         server=ServerSettings(
             cert_file=args.cert_file,
@@ -212,14 +223,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
             on_allocator_failure=args.on_allocator_failure,
             trusted_users=frozenset(trusted),
         ),
-        controller=ControllerSettings(
-            enabled=not args.no_controller,
-            evict=args.mode != "shadow",
-            lease_namespace=namespace,
-            identity=_env("POD_NAME", f"apportion-{os.getpid()}") or "apportion",
-            stuck_after_s=args.stuck_after_s,
-            api_timeout_s=args.api_timeout_s,
-        ),
+        controller=controller,
         cluster_file=args.cluster,
         queues_file=args.queues,
         kubeconfig=args.kubeconfig,

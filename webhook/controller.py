@@ -6,7 +6,8 @@
    ``HostPod``s (their CPU and memory). Readiness turns true after every informer's first list.
 2. The reconcile loop runs the global decision (ILP with greedy fallback) over the waiting
    workloads after a burst of changes settles (debounce) and on a periodic tick — only
-   on the replica holding the Lease.
+   on the replica holding the Lease, which its own thread renews; a cycle stops where it
+   is once that replica may no longer hold it.
 3. Actions: admit = one JSONPatch per pod adding node affinity and removing the gate;
    preempt = the Eviction API plus an Event naming the reason and the beneficiary.
    Everything is recorded on the pods, so a restart rebuilds the same state from a list.
@@ -44,7 +45,7 @@ from webhook.hostpods import HostPod, host_pod_of
 from webhook.informer import Informer
 from webhook.kubeapi import UNANSWERED, KubeApi, failure
 from webhook.kubeobjects import node_from_object, node_problem
-from webhook.leader import LeaderElector
+from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
 from webhook.observed import workload_groups
 from webhook.patches import admit_gated, node_expressions, set_metadata
@@ -118,8 +119,9 @@ class Controller:
         self.stuck = StuckWatch(settings.stuck_after_s)
         self._released: set[tuple[str, str, str]] = set()
         """Pods whose gate this controller removed, until the watch shows it gone."""
-        self._unanswered: set[tuple[str, str, str]] = set()
-        """Pods whose eviction got no answer: seen leaving later, it was this eviction."""
+        self._untold: set[tuple[str, str, str]] = set()
+        """Pods evicted but not yet told and counted (the eviction got no answer, or the
+        cycle stopped): seen leaving in a later cycle, they are that eviction's."""
         self.stuck_reviews = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -129,6 +131,8 @@ class Controller:
             self.cluster.replace_queues(self._queues())
         for informer in self.informers:
             self._spawn(informer.run, f"informer-{informer.resource.kind}")
+        if self.elector is not None:
+            self._spawn(self._lead_loop, "lease")
         self._spawn(self._reconcile_loop, "reconcile")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -246,32 +250,46 @@ class Controller:
 
     # -- the reconcile loop ------------------------------------------------------------------
 
+    def _lead_loop(self) -> None:
+        """Renew the Lease on a thread of its own (client-go's way): a long cycle or a call
+        waiting for its answer never delays a renewal."""
+        assert self.elector is not None
+        while not self._stop.is_set():
+            self.metrics.leader.set(1 if self.elector.try_acquire_or_renew() else 0)
+            self._stop.wait(self.settings.lease_duration_s / 5)
+
+    def _leading(self) -> bool:
+        return self.elector is None or self.elector.leading
+
     def _reconcile_loop(self) -> None:
         seen = -1
         last_run = 0.0
-        next_lease = 0.0
         while not self._stop.is_set():
-            now = time.monotonic()
-            if self.elector is not None and now >= next_lease:
-                self.metrics.leader.set(1 if self.elector.try_acquire_or_renew() else 0)
-                next_lease = now + self.settings.lease_duration_s / 3
-            leading = self.elector is None or self.elector.leading
             generation = self.cluster.generation
-            due = now - last_run >= self.settings.tick_s
-            if leading and self.synced() and (generation != seen or due):
+            due = time.monotonic() - last_run >= self.settings.tick_s
+            if self._leading() and self.synced() and (generation != seen or due):
                 # Debounce: let a burst of changes settle before deciding.
                 self._stop.wait(self.settings.debounce_s)
                 seen = self.cluster.generation
                 last_run = time.monotonic()
-                try:
-                    self.reconcile_once()
-                except Exception:
-                    log.exception("reconcile failed; retrying on the next change or tick")
-                try:
-                    self.replace_stuck()
-                except Exception:
-                    log.exception("replacing stuck pods failed; retrying on the next cycle")
+                self._step(self.reconcile_once, "reconcile")
+                self._step(self.replace_stuck, "replacing stuck pods")
             self._stop.wait(min(0.2, self.settings.debounce_s))
+
+    def _step(self, step: Callable[[], object], what: str) -> None:
+        try:
+            step()
+        except NotLeading:
+            log.warning("%s stopped: this replica may no longer hold the Lease", what)
+        except Exception:
+            log.exception("%s failed; retrying on the next change or tick", what)
+
+    def _before_acting(self) -> None:
+        """Stop the cycle where it is once another replica could take the Lease over
+        before what this one starts now is carried out; the next leader reads from the
+        cluster what was done."""
+        if not self._leading():
+            raise NotLeading
 
     def reconcile_once(self) -> Decision | None:
         """One global decision over the waiting workloads, and its actions."""
@@ -291,7 +309,7 @@ class Controller:
         self.cluster.set_last_decisions(verdicts)
         self._report_queue_status(snapshot, decision)
         pods = self._pods_by_workload()
-        self._unanswered &= {p.identity for group in pods.values() for p in group}
+        self._untold &= {p.identity for group in pods.values() for p in group}
         nominate: set[str] = set()
         for eviction in decision.evictions if self.settings.evict else ():
             if self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods):
@@ -365,6 +383,7 @@ class Controller:
             ).model_dump(mode="json")
             if obj.get("status") == status:  # as watched: a new object, or another leader's
                 continue
+            self._before_acting()
             try:
                 self.api.patch_queue_status(name, status)
             except (ApiException, *UNANSWERED) as error:
@@ -439,6 +458,7 @@ class Controller:
 
     def _patch(self, pod: ManagedPod, patch: list[Raw], doing: str) -> bool:
         """Apply ``patch`` to ``pod``; False (logged) if the API refused or failed."""
+        self._before_acting()
         try:
             self.api.patch_pod(pod.namespace, pod.name, patch)
         except (ApiException, *UNANSWERED) as error:
@@ -480,20 +500,24 @@ class Controller:
         An eviction that got no answer may have been carried out: the pod seen leaving
         in a later cycle is then this eviction's, told and counted there."""
         members = pods.get(workload, [])
-        ours = [p for p in members if p.terminating and p.identity in self._unanswered]
-        self._unanswered -= {p.identity for p in ours}
+        ours = [p for p in members if p.terminating and p.identity in self._untold]
+        self._untold -= {p.identity for p in ours}
         leaving = any(p.terminating and p not in ours for p in members)
         for pod in members:
             if pod.terminating:
                 continue
             try:
+                self._before_acting()
                 self.api.evict_pod(pod.namespace, pod.name)
             except (ApiException, *UNANSWERED) as error:
                 # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
                 log.warning("evicting %s/%s failed: %s", pod.namespace, pod.name, failure(error))
                 if not isinstance(error, ApiException):
-                    self._unanswered.add(pod.identity)
+                    self._untold.add(pod.identity)
                 continue
+            except NotLeading:
+                self._untold |= {p.identity for p in ours}
+                raise
             ours.append(pod)
         for pod in ours:
             self._event(pod.raw or {}, "Preempted", f"{message} (for {beneficiary})", "Warning")
@@ -527,6 +551,7 @@ class Controller:
         evicted = 0
         for stuck in workload.pods:
             pod = stuck.pod
+            self._before_acting()
             try:
                 self.api.evict_pod(pod.namespace, pod.name)
             except (ApiException, *UNANSWERED) as error:
