@@ -879,3 +879,40 @@ def test_a_leader_acts_only_while_no_other_replica_can_have_taken_its_lease(fake
         sent = datetime.fromtimestamp(patch.at, UTC)
         done = sent + timedelta(seconds=delay)
         assert any(r <= sent and done < r + timedelta(seconds=d) for r, d in renewals), patch
+
+
+def test_a_relist_drops_namespaces_and_jobs_deleted_while_the_watch_was_down(fake: Fake) -> None:
+    # Was: a relist of Namespaces or Jobs only added: one deleted while its watch was down
+    # stayed in the cache for good (a namespace still opted in, a Job still sizing its
+    # JobSet's gang), and a Job that left its JobSet still counted in that gang.
+    def job(name: str, jobset: str | None) -> dict[str, Any]:
+        labels = {keys.JOBSET_NAME: jobset} if jobset else {}
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": "gpu-team-a", "labels": labels},
+            "spec": {"parallelism": 2},
+        }
+
+    fake.put_namespace("gpu-team-z", {keys.NAMESPACE_ENABLED: "true"})
+    fake.put(job("gone", "llm"))
+    fake.put(job("left", "llm"))
+    controller = _controller(fake)
+    cluster = controller.cluster
+    with synced(controller):
+        assert "gpu-team-z" in cluster.namespaces
+        assert cluster.job_sets == {("gpu-team-a", "gone"): "llm", ("gpu-team-a", "left"): "llm"}
+        informers = [i for i in controller.informers if i.resource.kind in ("Namespace", "Job")]
+        lists = [i.relists for i in informers]
+        for path in (r"/api/v1/namespaces", r"/apis/batch/v1/jobs"):
+            fake.fail(path, times=1, status="stall", method="GET")  # the next watch
+        eventually(lambda: all(f.times == 0 for f in fake.failures[-2:]))
+        fake.store.remove(fake.rtype("namespaces"), None, "gpu-team-z")
+        fake.store.remove(fake.rtype("jobs", "batch"), "gpu-team-a", "gone")
+        fake.put(job("left", None))
+        fake.expire_history()  # down long enough: the watch resumes with 410 Gone, a relist
+        eventually(lambda: all(i.relists > n for i, n in zip(informers, lists, strict=True)), 30)
+        assert "gpu-team-z" not in cluster.namespaces
+        assert "gpu-team-a" in cluster.namespaces
+        assert cluster.job_parallelism == {("gpu-team-a", "left"): 2}
+        assert cluster.job_sets == {}

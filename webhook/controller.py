@@ -193,8 +193,14 @@ class Controller:
             self.cluster.remove_pod(namespace, name)
 
     def _replace_namespaces(self, items: list[Raw]) -> None:
-        for obj in items:
-            self._namespace_event("ADDED", obj)
+        self.cluster.replace_namespaces(
+            {
+                str((o.get("metadata") or {}).get("name", "")): dict(
+                    (o.get("metadata") or {}).get("labels") or {}
+                )
+                for o in items
+            }
+        )
 
     def _namespace_event(self, kind: str, obj: Raw) -> None:
         metadata = obj.get("metadata") or {}
@@ -205,19 +211,11 @@ class Controller:
             self.cluster.put_namespace(name, dict(metadata.get("labels") or {}))
 
     def _replace_jobs(self, items: list[Raw]) -> None:
-        for obj in items:
-            self._job_event("ADDED", obj)
+        self.cluster.replace_jobs([_job(o) for o in items])
 
     def _job_event(self, kind: str, obj: Raw) -> None:
-        metadata = obj.get("metadata") or {}
-        parallelism = (obj.get("spec") or {}).get("parallelism")
-        jobset = (metadata.get("labels") or {}).get(keys.JOBSET_NAME)
-        self.cluster.put_job(
-            str(metadata.get("namespace", "")),
-            str(metadata.get("name", "")),
-            None if kind == "DELETED" or not isinstance(parallelism, int) else parallelism,
-            jobset if isinstance(jobset, str) else None,
-        )
+        namespace, name, parallelism, jobset = _job(obj)
+        self.cluster.put_job(namespace, name, None if kind == "DELETED" else parallelism, jobset)
 
     def _replace_queue_objects(self, items: list[Raw]) -> None:
         self._queue_objects = {}
@@ -600,3 +598,16 @@ class Controller:
             self.api.record_event(pod, reason, message, event_type)
         except (ApiException, *UNANSWERED) as error:  # best effort, even the connection
             log.debug("event on %s failed: %s", (pod.get("metadata") or {}).get("name"), error)
+
+
+def _job(obj: Raw) -> tuple[str, str, int | None, str | None]:
+    """A Job object as ``LiveCluster.put_job``'s arguments."""
+    metadata = obj.get("metadata") or {}
+    parallelism = (obj.get("spec") or {}).get("parallelism")
+    jobset = (metadata.get("labels") or {}).get(keys.JOBSET_NAME)
+    return (
+        str(metadata.get("namespace", "")),
+        str(metadata.get("name", "")),
+        parallelism if isinstance(parallelism, int) else None,
+        jobset if isinstance(jobset, str) else None,
+    )
