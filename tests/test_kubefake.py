@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -650,9 +651,21 @@ def test_injected_failures(fake: Fake) -> None:
     with pytest.raises(urllib3.exceptions.HTTPError):
         core.read_namespaced_pod("train-gpu-1", NS)
     assert core.read_namespaced_pod("train-gpu-1", NS).metadata.name == "train-gpu-1"
+    fake.fail("/api/v1/namespaces/[^/]+/pods/.*", status="lost", method="PATCH")
+    with pytest.raises(urllib3.exceptions.HTTPError):  # carried out, the answer lost
+        core.patch_namespaced_pod("train-gpu-1", NS, {"metadata": {"labels": {"lost": "yes"}}})
+    assert core.read_namespaced_pod("train-gpu-1", NS).metadata.labels["lost"] == "yes"
+    fake.fail("/api/v1/namespaces/[^/]+/pods/.*", status="slow", delay_s=0.5, method="GET")
+    with pytest.raises(urllib3.exceptions.HTTPError):  # a read timeout
+        core.read_namespaced_pod("train-gpu-1", NS, _request_timeout=0.2)
+    started = time.monotonic()
+    fake.fail("/api/v1/namespaces/[^/]+/pods/.*", status="slow", delay_s=0.5, method="GET")
+    assert core.read_namespaced_pod("train-gpu-1", NS).metadata.name == "train-gpu-1"
+    assert time.monotonic() - started >= 0.5
     assert [(r.method, r.path) for r in fake.requests_to("/api/v1/nodes")] == [
         ("GET", "/api/v1/nodes")
     ] * 3
+    assert all(r.at <= time.time() for r in fake.requests)
 
 
 # ---- the patch functions on their own ------------------------------------------------------

@@ -19,6 +19,7 @@ import pytest
 import trustme
 from webhook_support import CLUSTER_FILE, free_port, review, vary
 
+from scheduler.cli import CommandError
 from webhook.settings import ServeSettings
 
 APPORTION = [sys.executable, "-m", "scheduler"]
@@ -205,3 +206,24 @@ def test_queue_prints_the_repartitions_that_would_admit_waiting_pods() -> None:
         "MIG repartition proposals (not applied):",
         f"  - {message}",
     ]
+
+
+def test_the_api_timeout_comes_from_a_flag_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text("unused: the settings only check the files exist\n")
+    certs = ["--cert-file", str(tmp_path / "tls.crt"), "--key-file", str(tmp_path / "tls.key")]
+    monkeypatch.delenv("APPORTION_API_TIMEOUT_S", raising=False)
+    assert _serve_settings(certs, monkeypatch).controller.api_timeout_s == 5
+    parsed = _serve_settings(certs, monkeypatch, APPORTION_API_TIMEOUT_S="2.5")
+    assert parsed.controller.api_timeout_s == 2.5
+    for bad in ("0", "-1", "soon", "inf"):
+        with pytest.raises(SystemExit) as exit_info:
+            _serve_settings([*certs, "--api-timeout-s", bad], monkeypatch)
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert f"argument --api-timeout-s: {bad!r}" in error, error
+    # The leader stops acting this long before its Lease (15 s) could be taken over.
+    with pytest.raises(CommandError, match="--api-timeout-s: the API timeout"):
+        _serve_settings([*certs, "--api-timeout-s", "15"], monkeypatch)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ SETTINGS = ControllerSettings(
     debounce_s=0.05,
     lease_duration_s=1.0,
     watch_timeout_s=2,
+    api_timeout_s=0.5,
     backoff_max_s=0.5,
     lease_namespace="apportion-system",
 )
@@ -76,7 +78,7 @@ def _controller(
     fake: Fake, identity: str = "replica-1", lead: bool = False, evict: bool = True
 ) -> Controller:
     cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
-    api = KubeApi(fake.api_client())
+    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
     elector = (
         LeaderElector(api, "apportion-system", "apportion-controller", identity, 1.0)
         if lead
@@ -795,9 +797,151 @@ def test_the_queue_view_shows_the_mig_repartition_that_would_admit_a_waiting_pod
         (plan,) = eventually(lambda: pending_view(cluster)["repartitions"])
     assert plan["admits"] == ["gpu-team-a/wants-3g"]
     assert "3g.40gb" in plan["message"] and plan["message"].startswith("node ")
-    (row,) = pending_view(cluster, "team-a")["queues"]["team-a"]
+    rows = pending_view(cluster, "team-a")["queues"]["team-a"]
+    (row,) = [r for r in rows if r["workload"] == "gpu-team-a/wants-3g"]
     assert (row["reason"], row["message"]) == (
         "NeverFits",
         "no H100-80GB GPU has a 3g.40gb slice in its MIG layout",
     )
     assert pending_view(cluster, "team-b")["repartitions"] == []
+
+
+def test_a_pod_whose_patch_gets_no_answer_keeps_no_other_waiting(fake: Fake) -> None:
+    # Was: only the API server's refusals were caught; a connection reset or a read timeout
+    # on one pod's patch ended the whole cycle, so every pod after it in the decision
+    # waited too, for as long as that pod's patches kept failing.
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        fake.fail(r".*/pods/first", times=1000, status="drop", method="PATCH")
+        _waiting_pod(fake, "first", gpus=1, priority=100)
+        eventually(lambda: fake.requests_to(r".*/pods/first", "PATCH"))
+        _waiting_pod(fake, "second", gpus=1)
+        eventually(lambda: _released(fake, "second"))
+        assert _gates(_pod(fake, "first"))
+
+
+def test_a_preemption_whose_eviction_answer_is_lost_is_nominated_and_counted_once() -> None:
+    # Was: an eviction's lost answer raised out of the cycle; in the next one the victim
+    # was already terminating, so the preemption was never counted, no Event told the
+    # victim why, and its beneficiary was never nominated: another queue's head could
+    # take the room it made.
+    with running_fake(kubelet=False) as fake:
+        fake.put_namespace("gpu-team-a", {keys.NAMESPACE_ENABLED: "true"})
+        controller = _controller(fake)
+        with synced(controller):
+            _fill_with_low_priority(fake)
+            fake.fail(r".*/pods/low-a/eviction", times=1, status="lost", method="POST")
+            _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+            annotations = lambda: _pod(fake, "urgent")["metadata"]["annotations"]  # noqa: E731
+            eventually(lambda: keys.ANNOTATION_NOMINATED in annotations())
+            cycles = controller.cycles
+            eventually(lambda: controller.cycles >= cycles + 3)
+            assert [e["name"] for e in fake.evictions] == ["low-a"]
+            preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
+            assert [e["involvedObject"]["name"] for e in preempted] == ["low-a"]
+            counted = controller.metrics.registry.get_sample_value(
+                "apportion_preemptions_total", {"queue": "team-a"}
+            )
+            assert counted == 1
+            fake.finish_termination("gpu-team-a", "low-a")
+            eventually(lambda: _released(fake, "urgent"))
+
+
+def test_a_call_that_never_gets_an_answer_is_given_up(fake: Fake) -> None:
+    # Was: only watches had a client-side timeout. A patch (or eviction, Event, Lease call)
+    # whose network path died without a word was waited on for ever: the reconcile thread
+    # hung on it, and no pod was released again until the process restarted.
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        fake.fail(r".*/pods/unheard", times=1, status="stall", method="PATCH")
+        _waiting_pod(fake, "unheard", gpus=1)
+        eventually(lambda: fake.failures[-1].times == 0)
+        _waiting_pod(fake, "after-silence", gpus=1)
+        eventually(lambda: _released(fake, "after-silence", "unheard"), timeout=30)
+
+
+def test_a_list_that_never_gets_an_answer_is_given_up(fake: Fake) -> None:
+    # Was: a list had no client-side timeout either: an informer whose first list went
+    # silent never synced, and the replica never became ready.
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s, list_timeout_s=1.0)
+    controller = Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A])
+    fake.fail(r"/api/v1/namespaces", times=1, status="stall", method="GET")
+    with synced(controller):  # urllib3 asked again after the timeout
+        assert fake.failures[-1].times == 0
+
+
+def test_a_leader_acts_only_while_no_other_replica_can_have_taken_its_lease(fake: Fake) -> None:
+    # Was: the Lease was renewed by the reconcile thread between cycles, and a cycle acted
+    # from its start to its end. A cycle longer than the Lease (slow answers from the API
+    # server, a call that hung) went on patching pods after another replica could have
+    # taken the Lease over: two controllers acting at once.
+    controller = _controller(fake, lead=True)
+    delay = SETTINGS.api_timeout_s * 0.6
+    fake.fail(r".*/pods/(slow|late)-.*", times=1000, status="slow", delay_s=delay, method="PATCH")
+    slow = [f"slow-{i}" for i in range(6)]
+    late = [f"late-{i}" for i in range(6)]
+    with synced(controller):
+        eventually(lambda: controller.elector is not None and controller.elector.leading)
+        for name in slow:
+            _waiting_pod(fake, name)
+        eventually(lambda: _released(fake, *slow), timeout=30)  # renewed all along
+        for name in late:
+            _waiting_pod(fake, name)
+        eventually(lambda: fake.requests_to(r".*/pods/late-.*", "PATCH"))
+        cut = time.time()  # from now on the Lease cannot be renewed
+        fake.fail(r".*/leases/apportion-controller", times=1000, status="stall")
+        time.sleep(3 * SETTINGS.lease_duration_s)
+        assert controller.elector is not None and not controller.elector.leading
+        assert not _released(fake, *late)  # it stopped mid-cycle
+    renewals = [
+        (
+            datetime.fromisoformat(r.body["spec"]["renewTime"]),
+            r.body["spec"]["leaseDurationSeconds"],
+        )
+        for r in fake.requests_to(r".*/leases.*")
+        if r.method in ("POST", "PUT") and r.at < cut
+    ]
+    for patch in fake.requests_to(r".*/pods/(slow|late)-.*", "PATCH"):
+        sent = datetime.fromtimestamp(patch.at, UTC)
+        done = sent + timedelta(seconds=delay)
+        assert any(r <= sent and done < r + timedelta(seconds=d) for r, d in renewals), patch
+
+
+def test_a_relist_drops_namespaces_and_jobs_deleted_while_the_watch_was_down(fake: Fake) -> None:
+    # Was: a relist of Namespaces or Jobs only added: one deleted while its watch was down
+    # stayed in the cache for good (a namespace still opted in, a Job still sizing its
+    # JobSet's gang), and a Job that left its JobSet still counted in that gang.
+    def job(name: str, jobset: str | None) -> dict[str, Any]:
+        labels = {keys.JOBSET_NAME: jobset} if jobset else {}
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": "gpu-team-a", "labels": labels},
+            "spec": {"parallelism": 2},
+        }
+
+    fake.put_namespace("gpu-team-z", {keys.NAMESPACE_ENABLED: "true"})
+    fake.put(job("gone", "llm"))
+    fake.put(job("left", "llm"))
+    controller = _controller(fake)
+    cluster = controller.cluster
+    with synced(controller):
+        assert "gpu-team-z" in cluster.namespaces
+        assert cluster.job_sets == {("gpu-team-a", "gone"): "llm", ("gpu-team-a", "left"): "llm"}
+        informers = [i for i in controller.informers if i.resource.kind in ("Namespace", "Job")]
+        lists = [i.relists for i in informers]
+        for path in (r"/api/v1/namespaces", r"/apis/batch/v1/jobs"):
+            fake.fail(path, times=1, status="stall", method="GET")  # the next watch
+        eventually(lambda: all(f.times == 0 for f in fake.failures[-2:]))
+        fake.store.remove(fake.rtype("namespaces"), None, "gpu-team-z")
+        fake.store.remove(fake.rtype("jobs", "batch"), "gpu-team-a", "gone")
+        fake.put(job("left", None))
+        fake.expire_history()  # down long enough: the watch resumes with 410 Gone, a relist
+        eventually(lambda: all(i.relists > n for i, n in zip(informers, lists, strict=True)), 30)
+        assert "gpu-team-z" not in cluster.namespaces
+        assert "gpu-team-a" in cluster.namespaces
+        assert cluster.job_parallelism == {("gpu-team-a", "left"): 2}
+        assert cluster.job_sets == {}

@@ -268,6 +268,11 @@ class LiveCluster:
         with self._lock:
             self.namespaces.pop(name, None)
 
+    def replace_namespaces(self, labels: dict[str, dict[str, str]]) -> None:
+        """Every Namespace, as a relist sees them: one deleted while the watch was down goes."""
+        with self._lock:
+            self.namespaces = {n: NamespacePolicy.from_labels(v) for n, v in labels.items()}
+
     def put_job(
         self, namespace: str, name: str, parallelism: int | None, jobset: str | None = None
     ) -> None:
@@ -280,6 +285,17 @@ class LiveCluster:
             self.job_parallelism[(namespace, name)] = parallelism
             if jobset is not None:
                 self.job_sets[(namespace, name)] = jobset
+            else:  # its JobSet label removed: no longer counted in that JobSet's gang
+                self.job_sets.pop((namespace, name), None)
+
+    def replace_jobs(self, jobs: list[tuple[str, str, int | None, str | None]]) -> None:
+        """Every Job, as a relist sees them (``put_job``'s arguments): one deleted while the
+        watch was down goes, and its JobSet mapping with it."""
+        with self._lock:
+            self.job_parallelism.clear()
+            self.job_sets.clear()
+            for job in jobs:
+                self.put_job(*job)
 
     def gang_size(self, ask: PodAsk) -> int | None:
         """The gang's declared size, else what its owners say: a JobSet's pods are the sum

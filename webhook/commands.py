@@ -129,6 +129,13 @@ def serve_command(sub: Subparsers) -> None:
         help="replace an admitted pod the kube-scheduler cannot place after this many "
         "seconds, 0 = never (default 300) [APPORTION_STUCK_AFTER_S]",
     )
+    add(
+        "--api-timeout-s",
+        type=_positive_seconds,
+        default=_env("APPORTION_API_TIMEOUT_S", "5"),
+        help="give up an API call (patch, eviction, Event, Lease) that got no answer after "
+        "this many seconds (default 5) [APPORTION_API_TIMEOUT_S]",
+    )
     add("--no-controller", action="store_true", help="serve the webhook only")
     add(
         "--log-level",
@@ -138,14 +145,26 @@ def serve_command(sub: Subparsers) -> None:
     parser.set_defaults(run=_run_serve)
 
 
-def _seconds(text: str) -> float:
-    """A non-negative number of seconds (argparse turns the error into exit code 2)."""
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+
+
+def _seconds(text: str) -> float:
+    """A non-negative number of seconds (argparse turns the error into exit code 2)."""
+    value = _number(text)
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r}: must be 0 (off) or a positive number")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """A timeout: 0 would give up every call at once."""
+    value = _number(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive number of seconds")
     return value
 
 
@@ -180,6 +199,17 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
     namespace = _env("POD_NAMESPACE", "apportion-system") or "apportion-system"
     account = _env("APPORTION_SERVICE_ACCOUNT", "apportion") or "apportion"
     trusted.add(f"system:serviceaccount:{namespace}:{account}")
+    try:
+        controller = ControllerSettings(
+            enabled=not args.no_controller,
+            evict=args.mode != "shadow",
+            lease_namespace=namespace,
+            identity=_env("POD_NAME", f"apportion-{os.getpid()}") or "apportion",
+            stuck_after_s=args.stuck_after_s,
+            api_timeout_s=args.api_timeout_s,
+        )
+    except ValueError as error:
+        raise CommandError(f"--api-timeout-s: {error}") from None
     return ServeSettings(
         server=ServerSettings(
             cert_file=args.cert_file,
@@ -193,13 +223,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
             on_allocator_failure=args.on_allocator_failure,
             trusted_users=frozenset(trusted),
         ),
-        controller=ControllerSettings(
-            enabled=not args.no_controller,
-            evict=args.mode != "shadow",
-            lease_namespace=namespace,
-            identity=_env("POD_NAME", f"apportion-{os.getpid()}") or "apportion",
-            stuck_after_s=args.stuck_after_s,
-        ),
+        controller=controller,
         cluster_file=args.cluster,
         queues_file=args.queues,
         kubeconfig=args.kubeconfig,

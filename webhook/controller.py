@@ -6,7 +6,8 @@
    ``HostPod``s (their CPU and memory). Readiness turns true after every informer's first list.
 2. The reconcile loop runs the global decision (ILP with greedy fallback) over the waiting
    workloads after a burst of changes settles (debounce) and on a periodic tick — only
-   on the replica holding the Lease.
+   on the replica holding the Lease, which its own thread renews; a cycle stops where it
+   is once that replica may no longer hold it.
 3. Actions: admit = one JSONPatch per pod adding node affinity and removing the gate;
    preempt = the Eviction API plus an Event naming the reason and the beneficiary.
    Everything is recorded on the pods, so a restart rebuilds the same state from a list.
@@ -24,7 +25,6 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes.client import ApiException
-from urllib3.exceptions import HTTPError
 
 from scheduler.allocator import decide
 from scheduler.catalog import MILLI_PER_GPU
@@ -43,9 +43,9 @@ from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.hostpods import HostPod, host_pod_of
 from webhook.informer import Informer
-from webhook.kubeapi import KubeApi
+from webhook.kubeapi import UNANSWERED, KubeApi, failure
 from webhook.kubeobjects import node_from_object, node_problem
-from webhook.leader import LeaderElector
+from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
 from webhook.observed import workload_groups
 from webhook.patches import admit_gated, node_expressions, set_metadata
@@ -119,6 +119,9 @@ class Controller:
         self.stuck = StuckWatch(settings.stuck_after_s)
         self._released: set[tuple[str, str, str]] = set()
         """Pods whose gate this controller removed, until the watch shows it gone."""
+        self._untold: set[tuple[str, str, str]] = set()
+        """Pods evicted but not yet told and counted (the eviction got no answer, or the
+        cycle stopped): seen leaving in a later cycle, they are that eviction's."""
         self.stuck_reviews = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -128,6 +131,8 @@ class Controller:
             self.cluster.replace_queues(self._queues())
         for informer in self.informers:
             self._spawn(informer.run, f"informer-{informer.resource.kind}")
+        if self.elector is not None:
+            self._spawn(self._lead_loop, "lease")
         self._spawn(self._reconcile_loop, "reconcile")
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -188,8 +193,14 @@ class Controller:
             self.cluster.remove_pod(namespace, name)
 
     def _replace_namespaces(self, items: list[Raw]) -> None:
-        for obj in items:
-            self._namespace_event("ADDED", obj)
+        self.cluster.replace_namespaces(
+            {
+                str((o.get("metadata") or {}).get("name", "")): dict(
+                    (o.get("metadata") or {}).get("labels") or {}
+                )
+                for o in items
+            }
+        )
 
     def _namespace_event(self, kind: str, obj: Raw) -> None:
         metadata = obj.get("metadata") or {}
@@ -200,19 +211,11 @@ class Controller:
             self.cluster.put_namespace(name, dict(metadata.get("labels") or {}))
 
     def _replace_jobs(self, items: list[Raw]) -> None:
-        for obj in items:
-            self._job_event("ADDED", obj)
+        self.cluster.replace_jobs([_job(o) for o in items])
 
     def _job_event(self, kind: str, obj: Raw) -> None:
-        metadata = obj.get("metadata") or {}
-        parallelism = (obj.get("spec") or {}).get("parallelism")
-        jobset = (metadata.get("labels") or {}).get(keys.JOBSET_NAME)
-        self.cluster.put_job(
-            str(metadata.get("namespace", "")),
-            str(metadata.get("name", "")),
-            None if kind == "DELETED" or not isinstance(parallelism, int) else parallelism,
-            jobset if isinstance(jobset, str) else None,
-        )
+        namespace, name, parallelism, jobset = _job(obj)
+        self.cluster.put_job(namespace, name, None if kind == "DELETED" else parallelism, jobset)
 
     def _replace_queue_objects(self, items: list[Raw]) -> None:
         self._queue_objects = {}
@@ -245,32 +248,46 @@ class Controller:
 
     # -- the reconcile loop ------------------------------------------------------------------
 
+    def _lead_loop(self) -> None:
+        """Renew the Lease on a thread of its own (client-go's way): a long cycle or a call
+        waiting for its answer never delays a renewal."""
+        assert self.elector is not None
+        while not self._stop.is_set():
+            self.metrics.leader.set(1 if self.elector.try_acquire_or_renew() else 0)
+            self._stop.wait(self.settings.lease_duration_s / 5)
+
+    def _leading(self) -> bool:
+        return self.elector is None or self.elector.leading
+
     def _reconcile_loop(self) -> None:
         seen = -1
         last_run = 0.0
-        next_lease = 0.0
         while not self._stop.is_set():
-            now = time.monotonic()
-            if self.elector is not None and now >= next_lease:
-                self.metrics.leader.set(1 if self.elector.try_acquire_or_renew() else 0)
-                next_lease = now + self.settings.lease_duration_s / 3
-            leading = self.elector is None or self.elector.leading
             generation = self.cluster.generation
-            due = now - last_run >= self.settings.tick_s
-            if leading and self.synced() and (generation != seen or due):
+            due = time.monotonic() - last_run >= self.settings.tick_s
+            if self._leading() and self.synced() and (generation != seen or due):
                 # Debounce: let a burst of changes settle before deciding.
                 self._stop.wait(self.settings.debounce_s)
                 seen = self.cluster.generation
                 last_run = time.monotonic()
-                try:
-                    self.reconcile_once()
-                except Exception:
-                    log.exception("reconcile failed; retrying on the next change or tick")
-                try:
-                    self.replace_stuck()
-                except Exception:
-                    log.exception("replacing stuck pods failed; retrying on the next cycle")
+                self._step(self.reconcile_once, "reconcile")
+                self._step(self.replace_stuck, "replacing stuck pods")
             self._stop.wait(min(0.2, self.settings.debounce_s))
+
+    def _step(self, step: Callable[[], object], what: str) -> None:
+        try:
+            step()
+        except NotLeading:
+            log.warning("%s stopped: this replica may no longer hold the Lease", what)
+        except Exception:
+            log.exception("%s failed; retrying on the next change or tick", what)
+
+    def _before_acting(self) -> None:
+        """Stop the cycle where it is once another replica could take the Lease over
+        before what this one starts now is carried out; the next leader reads from the
+        cluster what was done."""
+        if not self._leading():
+            raise NotLeading
 
     def reconcile_once(self) -> Decision | None:
         """One global decision over the waiting workloads, and its actions."""
@@ -293,6 +310,7 @@ class Controller:
         self.cluster.set_last_decisions(verdicts, decision.repartitions)
         self._report_queue_status(snapshot, decision)
         pods = self._pods_by_workload()
+        self._untold &= {p.identity for group in pods.values() for p in group}
         nominate: set[str] = set()
         for eviction in decision.evictions if self.settings.evict else ():
             if self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods):
@@ -366,10 +384,11 @@ class Controller:
             ).model_dump(mode="json")
             if obj.get("status") == status:  # as watched: a new object, or another leader's
                 continue
+            self._before_acting()
             try:
                 self.api.patch_queue_status(name, status)
-            except ApiException as error:
-                log.warning("status of queue %s: %s %s", name, error.status, error.reason)
+            except (ApiException, *UNANSWERED) as error:
+                log.warning("status of queue %s: %s", name, failure(error))
 
     def _pods_by_workload(self) -> dict[str, list[ManagedPod]]:
         """Pods by the workload the decision names (``observed.workload_groups``)."""
@@ -440,13 +459,13 @@ class Controller:
 
     def _patch(self, pod: ManagedPod, patch: list[Raw], doing: str) -> bool:
         """Apply ``patch`` to ``pod``; False (logged) if the API refused or failed."""
+        self._before_acting()
         try:
             self.api.patch_pod(pod.namespace, pod.name, patch)
-        except ApiException as error:
-            # A stale view (the watch will bring the new one) or a rejected change.
-            log.warning(
-                "%s %s/%s failed: %s %s", doing, pod.namespace, pod.name, error.status, error.reason
-            )
+        except (ApiException, *UNANSWERED) as error:
+            # A stale view (the watch will bring the new one), a rejected change, or no
+            # answer: the next cycle reads from the watch whether it was made.
+            log.warning("%s %s/%s failed: %s", doing, pod.namespace, pod.name, failure(error))
             return False
         return True
 
@@ -477,28 +496,33 @@ class Controller:
     ) -> bool:
         """Evict the workload's pods that are not already leaving; True if its eviction
         starts now. A victim holds its devices while it terminates (30 s by default), and
-        every decision meanwhile names it again: it is evicted, told and counted once."""
+        every decision meanwhile names it again: it is evicted, told and counted once.
+
+        An eviction that got no answer may have been carried out: the pod seen leaving
+        in a later cycle is then this eviction's, told and counted there."""
         members = pods.get(workload, [])
-        leaving = any(p.terminating for p in members)
-        evicted = False
+        ours = [p for p in members if p.terminating and p.identity in self._untold]
+        self._untold -= {p.identity for p in ours}
+        leaving = any(p.terminating and p not in ours for p in members)
         for pod in members:
             if pod.terminating:
                 continue
             try:
+                self._before_acting()
                 self.api.evict_pod(pod.namespace, pod.name)
-            except ApiException as error:
+            except (ApiException, *UNANSWERED) as error:
                 # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
-                log.warning(
-                    "evicting %s/%s failed: %s %s",
-                    pod.namespace,
-                    pod.name,
-                    error.status,
-                    error.reason,
-                )
+                log.warning("evicting %s/%s failed: %s", pod.namespace, pod.name, failure(error))
+                if not isinstance(error, ApiException):
+                    self._untold.add(pod.identity)
                 continue
-            evicted = True
+            except NotLeading:
+                self._untold |= {p.identity for p in ours}
+                raise
+            ours.append(pod)
+        for pod in ours:
             self._event(pod.raw or {}, "Preempted", f"{message} (for {beneficiary})", "Warning")
-        return evicted and not leaving
+        return bool(ours) and not leaving
 
     # -- admitted pods the kube-scheduler cannot place ----------------------------------------
 
@@ -528,11 +552,12 @@ class Controller:
         evicted = 0
         for stuck in workload.pods:
             pod = stuck.pod
+            self._before_acting()
             try:
                 self.api.evict_pod(pod.namespace, pod.name)
-            except ApiException as error:
+            except (ApiException, *UNANSWERED) as error:
                 # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
-                log.warning("replacing %s/%s failed: %s", pod.namespace, pod.name, error.reason)
+                log.warning("replacing %s/%s failed: %s", pod.namespace, pod.name, failure(error))
                 continue
             evicted += 1
             cause = stuck if stuck.why else worst
@@ -574,5 +599,18 @@ class Controller:
     def _event(self, pod: Raw, reason: str, message: str, event_type: str = "Normal") -> None:
         try:
             self.api.record_event(pod, reason, message, event_type)
-        except (ApiException, HTTPError) as error:  # best effort, even the connection
+        except (ApiException, *UNANSWERED) as error:  # best effort, even the connection
             log.debug("event on %s failed: %s", (pod.get("metadata") or {}).get("name"), error)
+
+
+def _job(obj: Raw) -> tuple[str, str, int | None, str | None]:
+    """A Job object as ``LiveCluster.put_job``'s arguments."""
+    metadata = obj.get("metadata") or {}
+    parallelism = (obj.get("spec") or {}).get("parallelism")
+    jobset = (metadata.get("labels") or {}).get(keys.JOBSET_NAME)
+    return (
+        str(metadata.get("namespace", "")),
+        str(metadata.get("name", "")),
+        parallelism if isinstance(parallelism, int) else None,
+        jobset if isinstance(jobset, str) else None,
+    )

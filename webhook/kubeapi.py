@@ -16,16 +16,35 @@ from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
+from urllib3.exceptions import HTTPError
 
 from scheduler.crds import GROUP, QUEUE_PLURAL, VERSION
+from webhook.settings import ControllerSettings
 
-__all__ = ["KubeApi", "Listing", "Resource"]
+__all__ = ["UNANSWERED", "KubeApi", "Listing", "Resource", "failure"]
 
 Raw = dict[str, Any]
+
+UNANSWERED = (HTTPError, OSError)
+"""What a call raises when no answer came (connection refused or reset, read timeout):
+unlike an ``ApiException``, the change it asked for may or may not have been made."""
+
+
+def failure(error: Exception) -> str:
+    """One log line's worth of why a call failed (an ApiException's text spans lines)."""
+    if isinstance(error, client.ApiException):
+        return f"{error.status} {error.reason}"
+    return f"no answer ({error})"
+
 
 WATCH_GRACE_S = 10
 """How long past its own timeout a watch may stay silent before it is given up: the API
 server ends it by then, so only a network path that died without a word is still open."""
+
+LIST_TIMEOUT_S = 60 + WATCH_GRACE_S
+"""How long a list may stay silent: kube-apiserver ends any request after its
+``--request-timeout`` (60 s by default). Longer than the other calls' timeout: the server
+may take seconds to start answering a large cluster's list."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +63,18 @@ class Resource:
 
 
 class KubeApi:
-    """Thin, typed wrapper over the official client; all methods are blocking."""
+    """Thin, typed wrapper over the official client; all methods are blocking, and none
+    waits longer than its timeout for an answer."""
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        timeout_s: float = ControllerSettings().api_timeout_s,
+        list_timeout_s: float = LIST_TIMEOUT_S,
+    ) -> None:
         self.api_client = api_client
+        self.timeout_s = timeout_s
+        self.list_timeout_s = list_timeout_s
         self.core = client.CoreV1Api(api_client)
         self.batch = client.BatchV1Api(api_client)
         self.coordination = client.CoordinationV1Api(api_client)
@@ -73,7 +100,12 @@ class KubeApi:
         )
 
     def list_all(self, resource: Resource, **query: Any) -> Listing:
-        response = resource.list_call(*resource.args, _preload_content=False, **query)
+        response = resource.list_call(
+            *resource.args,
+            _preload_content=False,
+            _request_timeout=(self.timeout_s, self.list_timeout_s),
+            **query,
+        )
         data = json.loads(response.data)
         return Listing(data.get("items") or [], str(data["metadata"]["resourceVersion"]))
 
@@ -94,7 +126,7 @@ class KubeApi:
             timeout_seconds=timeout_s,
             allow_watch_bookmarks=True,
             _preload_content=False,
-            _request_timeout=(WATCH_GRACE_S, timeout_s + WATCH_GRACE_S),
+            _request_timeout=(self.timeout_s, timeout_s + WATCH_GRACE_S),
             **query,
         )
         try:
@@ -123,6 +155,7 @@ class KubeApi:
             patch,
             _content_type="application/json-patch+json",
             _preload_content=False,
+            _request_timeout=self.timeout_s,
         )
         result: Raw = json.loads(response.data)
         return result
@@ -139,11 +172,14 @@ class KubeApi:
             name,
             [{"op": "add", "path": "/status", "value": status}],
             _content_type="application/json-patch+json",
+            _request_timeout=self.timeout_s,
         )
 
     def evict_pod(self, namespace: str, name: str) -> None:
         body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))
-        self.core.create_namespaced_pod_eviction(name, namespace, body)
+        self.core.create_namespaced_pod_eviction(
+            name, namespace, body, _request_timeout=self.timeout_s
+        )
 
     def record_event(self, pod: Raw, reason: str, message: str, event_type: str = "Normal") -> None:
         metadata = pod.get("metadata") or {}
@@ -168,14 +204,14 @@ class KubeApi:
             reporting_component="apportion.io/controller",
             reporting_instance="apportion",
         )
-        self.core.create_namespaced_event(namespace, body)
+        self.core.create_namespaced_event(namespace, body, _request_timeout=self.timeout_s)
 
     # -- leader election ---------------------------------------------------------------------
 
     def read_lease(self, namespace: str, name: str) -> Raw | None:
         try:
             response: Any = self.coordination.read_namespaced_lease(
-                name, namespace, _preload_content=False
+                name, namespace, _preload_content=False, _request_timeout=self.timeout_s
             )
         except client.ApiException as error:
             if error.status == 404:
@@ -186,7 +222,7 @@ class KubeApi:
 
     def create_lease(self, namespace: str, body: Raw) -> Raw:
         response: Any = self.coordination.create_namespaced_lease(
-            namespace, cast(Any, body), _preload_content=False
+            namespace, cast(Any, body), _preload_content=False, _request_timeout=self.timeout_s
         )
         result: Raw = json.loads(response.data)
         return result
@@ -194,7 +230,11 @@ class KubeApi:
     def replace_lease(self, namespace: str, name: str, body: Raw) -> Raw:
         """PUT with the read resourceVersion: a 409 means another replica got there first."""
         response: Any = self.coordination.replace_namespaced_lease(
-            name, namespace, cast(Any, body), _preload_content=False
+            name,
+            namespace,
+            cast(Any, body),
+            _preload_content=False,
+            _request_timeout=self.timeout_s,
         )
         result: Raw = json.loads(response.data)
         return result

@@ -4,21 +4,25 @@ The protocol is client-go's: a ``coordination.k8s.io/v1`` Lease names the holder
 it last renewed; others take it over only after ``leaseDurationSeconds`` without renewal.
 Writes are PUTs carrying the resourceVersion that was read, so two replicas racing for an
 expired lease cannot both win (the loser gets 409 Conflict).
+
+Like client-go's ``RenewDeadline < LeaseDuration``, the holder stops acting before another
+replica could take its Lease over: ``leading`` is a deadline on the clock, not the last
+round's outcome, so a renewal that hangs or a long cycle cannot outlive the Lease.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import ApiException
-from urllib3.exceptions import HTTPError
 
-from webhook.kubeapi import KubeApi
+from webhook.kubeapi import UNANSWERED, KubeApi, failure
 
-__all__ = ["LeaderElector"]
+__all__ = ["LeaderElector", "NotLeading"]
 
 log = logging.getLogger("apportion.leader")
 
@@ -36,6 +40,10 @@ def _parse_time(text: object) -> datetime | None:
         return None
 
 
+class NotLeading(Exception):
+    """Raised where a replica was about to act without a Lease it is sure to hold."""
+
+
 class LeaderElector:
     def __init__(
         self,
@@ -45,26 +53,47 @@ class LeaderElector:
         identity: str,
         duration_s: float,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
         self.namespace = namespace
         self.name = name
         self.identity = identity
-        self.duration_s = duration_s
+        self.duration_s = int(duration_s)
+        """What the Lease says (whole seconds): how long others wait after a renewal."""
+        self.deadline_s = self.duration_s - api.timeout_s
+        """How long after a renewal began this replica may start a call: one started then
+        is answered or given up (``api.timeout_s``) before others could take over."""
+        if self.deadline_s <= 0:
+            raise ValueError(
+                f"the API timeout ({api.timeout_s} s) must be shorter than the lease "
+                f"({self.duration_s} s)"
+            )
         self._now = now
-        self.leading = False
+        self._clock = clock
+        self._until = float("-inf")
+
+    @property
+    def leading(self) -> bool:
+        """Whether this replica may act now."""
+        return self._clock() < self._until
 
     def try_acquire_or_renew(self) -> bool:
-        """One round of the protocol; returns whether this replica leads afterwards."""
+        """One round of the protocol; returns whether this replica leads afterwards. A round
+        that got no answer, or an error, changes nothing: the Lease, if held, is held until
+        its deadline."""
+        started = self._clock()
         try:
-            self.leading = self._round()
+            won = self._round()
         except ApiException as error:
             if error.status != 409:
-                log.warning("lease %s/%s: %s", self.namespace, self.name, error.reason)
-            self.leading = False
-        except (OSError, HTTPError) as error:  # unreachable: stop acting until it is back
-            log.warning("lease %s/%s: %s", self.namespace, self.name, error)
-            self.leading = False
+                log.warning("lease %s/%s: %s", self.namespace, self.name, failure(error))
+                return self.leading
+            won = False  # another replica wrote it first
+        except UNANSWERED as error:
+            log.warning("lease %s/%s: %s", self.namespace, self.name, failure(error))
+            return self.leading
+        self._until = started + self.deadline_s if won else float("-inf")
         return self.leading
 
     def _round(self) -> bool:
@@ -97,7 +126,7 @@ class LeaderElector:
             "metadata": {"name": self.name, "namespace": self.namespace},
             "spec": {
                 "holderIdentity": self.identity,
-                "leaseDurationSeconds": int(self.duration_s),
+                "leaseDurationSeconds": self.duration_s,
                 "acquireTime": _micro_time(acquired),
                 "renewTime": _micro_time(renewed),
                 "leaseTransitions": transitions,

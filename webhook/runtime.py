@@ -55,15 +55,17 @@ class Server:
 
 def _kube_api(settings: ServeSettings) -> KubeApi | None:
     """The API client from a kubeconfig or the pod's service account; None = standalone."""
+    timeout_s = settings.controller.api_timeout_s
     if settings.kubeconfig is not None:
         return KubeApi(
-            config.new_client_from_config(config_file=str(settings.kubeconfig))  # type: ignore[no-untyped-call]
+            config.new_client_from_config(config_file=str(settings.kubeconfig)),  # type: ignore[no-untyped-call]
+            timeout_s,
         )
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
         return None
-    return KubeApi(client.ApiClient())
+    return KubeApi(client.ApiClient(), timeout_s)
 
 
 async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None = None) -> Server:

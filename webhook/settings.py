@@ -61,11 +61,24 @@ class ControllerSettings:
     intent_ttl_s: float = 120.0
     """How long an admission the webhook answered waits for its pod to be observed."""
     watch_timeout_s: int = 300
+    api_timeout_s: float = 5.0
+    """Client-side timeout of every API call but lists and watches (patch, evict, Event,
+    Queue status, Lease): a call whose network path died without a word is given up after
+    this, not waited on for ever with the controller stalled behind it. Also how long
+    before its Lease could be taken over the leader stops starting calls (client-go's
+    ``RenewDeadline``, 10 s of a 15 s lease): shorter than ``lease_duration_s``."""
     backoff_max_s: float = 30.0
     stuck_after_s: float = 300.0
     """An admitted pod the kube-scheduler cannot place (PodScheduled=False/Unschedulable,
     or pinned to a node that is gone, cordoned or not Ready) this long is replaced: its
     workload evicted for its owner to recreate, or, for a bare pod, reported. 0 = never."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.api_timeout_s < self.lease_duration_s:
+            raise ValueError(
+                f"the API timeout ({self.api_timeout_s} s) must be positive and shorter "
+                f"than the lease ({self.lease_duration_s} s)"
+            )
 
 
 @dataclass(frozen=True, slots=True)

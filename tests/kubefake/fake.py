@@ -11,9 +11,10 @@ import copy
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,8 @@ class RequestRecord:
     query: dict[str, str]
     content_type: str | None
     body: Any
+    at: float = field(default_factory=time.time)
+    """When it arrived (wall clock, as a Lease's renewTime)."""
 
 
 @dataclass
@@ -54,10 +57,13 @@ class Failure:
 
     path: str
     times: int
-    status: int | str  # an HTTP code, "drop" (close the connection without an answer) or
-    # "stall" (keep it open, never answer: a network path that died without a word)
+    status: int | str  # an HTTP code, "drop" (close the connection without an answer),
+    # "stall" (keep it open, never answer: a network path that died without a word) or
+    # "lost" (carry the request out, then close the connection: the answer lost on its way)
+    # or "slow" (carry it out and answer after `delay_s`: a slow server or network)
     method: str | None = None
     message: str = "kubefake: injected failure"
+    delay_s: float = 1.0
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method) and bool(
@@ -179,15 +185,17 @@ class Fake:
     # ---- request log and failure injection ----------------------------------------------
     def record_request(
         self, method: str, path: str, query: dict[str, str], content_type: str | None, body: Any
-    ) -> dict | str | None:
-        """Log the request; return an injected failure (Status body, "drop" or "stall") if
-        one fires."""
+    ) -> dict | str | float | None:
+        """Log the request; return an injected failure (Status body, "drop", "stall",
+        "lost", or the seconds to wait before answering) if one fires."""
         with self._lock:
             self.requests.append(RequestRecord(method, path, query, content_type, body))
             for failure in self.failures:
                 if failure.times > 0 and failure.matches(method, path):
                     failure.times -= 1
-                    if failure.status in ("drop", "stall"):
+                    if failure.status == "slow":
+                        return failure.delay_s
+                    if failure.status in ("drop", "stall", "lost"):
                         return str(failure.status)
                     code = int(failure.status)
                     return st.status(
@@ -196,10 +204,17 @@ class Fake:
         return None
 
     def fail(
-        self, path: str, *, times: int = 1, status: int | str = 500, method: str | None = None
+        self,
+        path: str,
+        *,
+        times: int = 1,
+        status: int | str = 500,
+        method: str | None = None,
+        delay_s: float = 1.0,
     ) -> Failure:
-        """Make the next `times` requests whose path fully matches regex `path` fail."""
-        failure = Failure(path, times, status, method)
+        """Make the next `times` requests whose path fully matches regex `path` fail (or,
+        with status "slow", answer after `delay_s`)."""
+        failure = Failure(path, times, status, method, delay_s=delay_s)
         with self._lock:
             self.failures.append(failure)
         return failure

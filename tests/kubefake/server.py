@@ -114,17 +114,24 @@ def make_app(fake: Fake) -> web.Application:
             assert request.transport is not None
             request.transport.abort()
             raise asyncio.CancelledError
-        if failure is not None:
+        if isinstance(failure, dict):
             return _json(failure, failure["code"])
+        if isinstance(failure, float):
+            await asyncio.sleep(failure)
         try:
-            return await handler(request)
+            answer = await handler(request)
         except st.ApiError as error:
-            return web.Response(
+            answer = web.Response(
                 status=error.code,
                 text=_dumps(error.body),
                 content_type="application/json",
                 headers=error.headers,
             )
+        if failure == "lost":  # carried out; the client never hears of it
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError
+        return answer
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         target = parse_path(fake, request.path)
