@@ -945,3 +945,37 @@ def test_a_relist_drops_namespaces_and_jobs_deleted_while_the_watch_was_down(fak
         assert "gpu-team-a" in cluster.namespaces
         assert cluster.job_parallelism == {("gpu-team-a", "left"): 2}
         assert cluster.job_sets == {}
+
+
+def test_running_mig_pods_keep_their_quota_while_their_node_offers_no_instances(
+    fake: Fake,
+) -> None:
+    # Whole GPUs only in capacity were kept (unhealthy) since the controller review; MIG
+    # instances were still read from allocatable alone. While the device plugin restarts
+    # (allocatable nvidia.com/mig-*: 0), a running MIG pod's slice vanished from the node,
+    # the pod dropped out of its queue's usage, and the queue's quota looked free again.
+    small = TEAM_A.model_copy(update={"quota": {"mig-1g.10gb": Quota(nominal=2)}})
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client())
+    controller = Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [small])
+    with synced(controller):
+        pod = _waiting_pod(fake, "slice")
+        resources = pod["spec"]["containers"][0]["resources"]
+        for part in ("limits", "requests"):
+            del resources[part]["nvidia.com/gpu"]
+            resources[part]["nvidia.com/mig-1g.10gb"] = "1"
+        fake.put_pod(pod)
+        eventually(lambda: _released(fake, "slice"))
+        assert _placement(fake, "slice").startswith("mig-node-c:")
+        fake.bind("gpu-team-a", "slice", "mig-node-c")
+        before = controller.cluster.nodes["mig-node-c"]
+        restarting = copy.deepcopy(fake.get("nodes", "mig-node-c"))
+        restarting["status"]["allocatable"]["nvidia.com/mig-1g.10gb"] = "0"
+        fake.put_node(restarting)
+        eventually(lambda: controller.cluster.nodes["mig-node-c"] != before)
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 2)
+        gpus = controller.cluster.nodes["mig-node-c"].gpus
+        assert [g.healthy for g in gpus if g.mig is not None] == [False, False]
+        usage = {w.name: w.placement for w in controller.cluster.snapshot().workloads}
+        assert usage["gpu-team-a/slice"] is not None

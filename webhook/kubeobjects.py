@@ -84,20 +84,31 @@ def node_from_object(obj: dict[str, Any], catalog: Catalog) -> tuple[Node | None
         return None, f"node {name}: GPU product {product!r} is not in the catalog"
     status = obj.get("status") or {}
     allocatable = status.get("allocatable") or status.get("capacity") or {}
-    whole = _int(allocatable.get(keys.GPU_RESOURCE, 0))
-    # The kubelet counts a GPU its device plugin does not offer (unhealthy, or the plugin
-    # restarting: none at all for a while) in capacity only. Pods may still run on it, so
-    # it stays, unhealthy: their GPUs stay held and charged, and nothing new lands there.
-    present = max(whole, _int((status.get("capacity") or {}).get(keys.GPU_RESOURCE, 0)))
+    capacity = status.get("capacity") or {}
+
+    def offered(resource: str) -> tuple[int, int]:
+        """(allocatable, present) devices of a resource. The kubelet counts a device its
+        plugin does not offer (unhealthy, or the plugin restarting: none at all for a
+        while) in capacity only. Pods may still run on it, so it stays, unhealthy: their
+        devices stay held and charged, and nothing new lands there."""
+        usable = _int(allocatable.get(resource, 0))
+        return usable, max(usable, _int(capacity.get(resource, 0)))
+
+    whole, present = offered(keys.GPU_RESOURCE)
     instances: list[MigProfile] = []
+    withheld_mig: dict[str, int] = {}
+    """MIG profile → instances present but not offered."""
     if single_profile is not None:
         profile = model.mig_profile(single_profile)
         if profile is not None:
-            instances = [profile] * whole
+            instances = [profile] * present
+            withheld_mig[profile.name] = present - whole
         whole = present = 0
     else:
         for profile in model.mig_profiles:
-            instances += [profile] * _int(allocatable.get(mig_resource_name(profile.name), 0))
+            usable, there = offered(mig_resource_name(profile.name))
+            instances += [profile] * there
+            withheld_mig[profile.name] = there - usable
     per_gpu = model.mig_compute_slices or 1
     mig_gpus = _int(labels.get("nvidia.com/gpu.count", 0)) - present
     if instances and mig_gpus <= 0:
@@ -115,14 +126,17 @@ def node_from_object(obj: dict[str, Any], catalog: Catalog) -> tuple[Node | None
         )
         for i in range(present)
     ]
+    offered_mig = len(instances) - sum(withheld_mig.values())
+    short = f"its device plugin offers {offered_mig} of the node's {len(instances)} MIG instances"
     for offset, layout in enumerate(_layout(model, instances, mig_gpus)):
+        reason = problem or (short if _withheld_from(layout, withheld_mig) else "")
         gpus.append(
             Gpu(
                 index=present + offset,
                 model=model.name,
                 mig=layout,
-                healthy=not problem,
-                health_reason=problem,
+                healthy=not reason,
+                health_reason=reason,
             )
         )
     taints = tuple(
@@ -144,6 +158,16 @@ def node_from_object(obj: dict[str, Any], catalog: Catalog) -> tuple[Node | None
         memory_mib=_memory_mib(allocatable.get("memory", "")),
     )
     return node, ""
+
+
+def _withheld_from(layout: tuple[MigSlice, ...], withheld: dict[str, int]) -> bool:
+    """Whether this MIG GPU is out of service for instances its device plugin withholds.
+    The API does not say which GPU's they are: the first GPUs holding such profiles take
+    the blame (``withheld`` counts down), as many as the missing instances need."""
+    hit = [s.profile for s in layout if withheld.get(s.profile, 0) > 0]
+    for name in hit:
+        withheld[name] = max(0, withheld[name] - 1)
+    return bool(hit)
 
 
 def node_problem(obj: dict[str, Any]) -> str:
