@@ -227,3 +227,51 @@ def test_the_api_timeout_comes_from_a_flag_or_the_environment(
     # The leader stops acting this long before its Lease (15 s) could be taken over.
     with pytest.raises(CommandError, match="--api-timeout-s: the API timeout"):
         _serve_settings([*certs, "--api-timeout-s", "15"], monkeypatch)
+
+
+def test_a_call_to_a_silent_api_server_gives_up_after_one_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was: the client kept urllib3's default retries, so a GET (the Lease read) that got
+    # no answer was tried four times, each with the whole timeout, and any call was
+    # reconnected three times: answers could come long after the leader's deadline.
+    import socket
+    import time
+
+    from urllib3.exceptions import HTTPError
+
+    from webhook.runtime import _kube_api
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts connections, never answers
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {"server": f"http://127.0.0.1:{silent.getsockname()[1]}"},
+                    }
+                ],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text("unused: the settings only check the files exist\n")
+    certs = ["--cert-file", str(tmp_path / "tls.crt"), "--key-file", str(tmp_path / "tls.key")]
+    argv = [*certs, "--kubeconfig", str(kubeconfig), "--api-timeout-s", "0.5"]
+    settings = _serve_settings(argv, monkeypatch)
+    api = _kube_api(settings)
+    assert api is not None
+    started = time.monotonic()
+    with pytest.raises(HTTPError):
+        api.read_lease("apportion-system", "apportion-controller")
+    assert time.monotonic() - started < 1.5  # one attempt; with retries, four (2 s)
+    silent.close()

@@ -55,17 +55,21 @@ class Server:
 
 def _kube_api(settings: ServeSettings) -> KubeApi | None:
     """The API client from a kubeconfig or the pod's service account; None = standalone."""
-    timeout_s = settings.controller.api_timeout_s
+    configuration = client.Configuration()
     if settings.kubeconfig is not None:
-        return KubeApi(
-            config.new_client_from_config(config_file=str(settings.kubeconfig)),  # type: ignore[no-untyped-call]
-            timeout_s,
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(settings.kubeconfig), client_configuration=configuration
         )
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        return None
-    return KubeApi(client.ApiClient(), timeout_s)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            return None
+    # No retries inside a call: urllib3 would try a GET up to four times and reconnect any
+    # call three times, each with the whole timeout, so an answer could come long after the
+    # leader's deadline. A failed call is retried by the next cycle or the informer's backoff.
+    configuration.retries = False
+    return KubeApi(client.ApiClient(configuration), settings.controller.api_timeout_s)
 
 
 async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None = None) -> Server:
