@@ -979,3 +979,32 @@ def test_running_mig_pods_keep_their_quota_while_their_node_offers_no_instances(
         assert [g.healthy for g in gpus if g.mig is not None] == [False, False]
         usage = {w.name: w.placement for w in controller.cluster.snapshot().workloads}
         assert usage["gpu-team-a/slice"] is not None
+
+
+def test_a_replica_whose_clock_runs_ahead_does_not_take_a_live_lease(fake: Fake) -> None:
+    # Was: a follower judged expiry by the holder's renewTime against its own wall clock;
+    # one running an hour ahead saw every Lease as expired and took it over while the
+    # leader still acted. Expiry is now timed from when the follower saw the record change.
+    from datetime import UTC, datetime, timedelta
+
+    api = KubeApi(fake.api_client(), timeout_s=0.5)
+    leader = LeaderElector(api, "apportion-system", "apportion-controller", "replica-1", 2.0)
+    ahead = LeaderElector(
+        api,
+        "apportion-system",
+        "apportion-controller",
+        "replica-2",
+        2.0,
+        now=lambda: datetime.now(UTC) + timedelta(hours=1),
+    )
+    assert leader.try_acquire_or_renew()
+    for _ in range(6):  # 3 s: longer than the Lease, which the leader keeps renewing
+        assert not ahead.try_acquire_or_renew()
+        assert leader.try_acquire_or_renew()
+        time.sleep(0.5)
+    # Once the leader stops renewing, the follower takes over a Lease's duration later.
+    deadline = time.monotonic() + 5
+    while not ahead.try_acquire_or_renew():
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert not leader.try_acquire_or_renew()

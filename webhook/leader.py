@@ -72,6 +72,9 @@ class LeaderElector:
         self._now = now
         self._clock = clock
         self._until = float("-inf")
+        self._observed: tuple[object, ...] = ()
+        self._observed_at = clock()
+        """When this replica last saw the Lease's record change, on its own clock."""
 
     @property
     def leading(self) -> bool:
@@ -105,9 +108,14 @@ class LeaderElector:
             return True
         spec: dict[str, Any] = lease.get("spec") or {}
         holder = spec.get("holderIdentity")
-        renewed = _parse_time(spec.get("renewTime"))
         duration = float(spec.get("leaseDurationSeconds") or self.duration_s)
-        expired = renewed is None or (now - renewed).total_seconds() > duration
+        # Expiry is timed on this replica's clock from when it saw the record change, as
+        # client-go does: the holder's renewTime read against a clock running ahead would
+        # end a live Lease early, and two replicas would act at once.
+        record = (holder, spec.get("renewTime"), spec.get("acquireTime"), duration)
+        if record != self._observed:
+            self._observed, self._observed_at = record, self._clock()
+        expired = self._clock() - self._observed_at > duration
         if holder not in (None, "", self.identity) and not expired:
             return False
         acquired = now if holder != self.identity else _parse_time(spec.get("acquireTime")) or now
