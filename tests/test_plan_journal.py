@@ -119,6 +119,7 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_answer(
     assert main(_args(tmp_path, "out")) == 0
     err = capsys.readouterr().err
     assert f"apportion plan: resuming from {journal} ({kept} simulation(s) kept)" in err
+    assert "simulated 4/4 quota splits" in err  # the splits show progress as the sweep does
     assert _plan_json(tmp_path / "out") == _plan_json(tmp_path / "whole")
     # All kept now: a third run simulates nothing and writes the same plan.
     monkeypatch.setattr("sim.plan.search.evaluate", stopping)

@@ -425,9 +425,13 @@ def _quota_search(
     def run(tasks: list[EvalTask]) -> list[dict[str, Any]]:
         return evaluate_all(tasks, settings.workers, journal)
 
-    return search_quotas(
-        setup.cluster, setup.pools, row, planned, setup.slos, task, run, simulations
-    )
+    progress = _Progress(quiet, "quota splits")
+    try:
+        return search_quotas(
+            setup.cluster, setup.pools, row, planned, setup.slos, task, run, simulations, progress
+        )
+    finally:
+        progress.end()
 
 
 def _rightsizing(args: argparse.Namespace) -> list[dict[str, Any]]:
