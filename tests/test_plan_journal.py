@@ -169,3 +169,33 @@ def test_ctrl_c_stops_the_process_pool_and_keeps_what_it_finished(tmp_path: Path
     )
     assert "Traceback" not in err
     assert all(json.loads(line) for line in journal.read_text().splitlines())
+
+
+def test_a_report_file_is_replaced_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan.json was written in place: a crash while writing it left half a file where
+    the previous plan had been."""
+    args = _args(tmp_path, "out", "--quiet")
+    assert main(args) == 0
+    plan = tmp_path / "out" / "plan.json"
+    before = plan.read_bytes()
+    real_bytes, real_text = Path.write_bytes, Path.write_text
+
+    def full(path: Path, data: bytes) -> int:  # the disk fills half-way through plan.json
+        if not path.name.startswith("plan.json"):
+            return real_bytes(path, data)
+        real_bytes(path, data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    def full_text(path: Path, text: str, **kwargs: Any) -> int:
+        if not path.name.startswith("plan.json"):
+            return real_text(path, text, **kwargs)
+        return full(path, text.encode())
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    monkeypatch.setattr(Path, "write_text", full_text)
+    with pytest.raises(OSError):
+        main(args)  # every simulation from the journal: straight to the report
+    assert plan.read_bytes() == before
+    assert not plan.with_name("plan.json.tmp").exists()

@@ -34,7 +34,7 @@ from sim.plan.candidates import Pool, pools_of
 from sim.plan.demand import grow
 from sim.plan.evaluate import EvalTask
 from sim.plan.figures import figures
-from sim.plan.journal import Journal, journal_name
+from sim.plan.journal import Journal, journal_name, write_whole
 from sim.plan.quotas import search_quotas
 from sim.plan.report import build_report
 from sim.plan.rightsizing import RightsizingError, query_prometheus, rightsizing_rows
@@ -483,10 +483,10 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(exist_ok=True)
     for name, data in pngs.items():
-        (out / "plots" / f"{name}.png").write_bytes(data)
-    (out / "report.html").write_text(report.html(), encoding="utf-8")
-    (out / "report.md").write_text(report.markdown(), encoding="utf-8")
-    (out / "plan.json").write_text(dumps(record), encoding="utf-8")
+        write_whole(out / "plots" / f"{name}.png", data)
+    write_whole(out / "report.html", report.html().encode())
+    write_whole(out / "report.md", report.markdown().encode())
+    write_whole(out / "plan.json", dumps(record).encode())
 
 
 _SHARD_KEYS = ("fingerprint", "shard", "shards", "candidates")

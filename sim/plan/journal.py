@@ -29,7 +29,7 @@ from typing import IO, Any
 from scheduler.cli import CommandError
 from sim.plan.evaluate import EvalTask
 
-__all__ = ["Journal", "journal_name"]
+__all__ = ["Journal", "journal_name", "write_whole"]
 
 _KIND = "apportion plan journal"
 
@@ -38,6 +38,17 @@ def journal_name(shard: tuple[int, int]) -> str:
     """The file's name in its directory: shards of one sweep may share a directory."""
     index, count = shard
     return "plan-journal.jsonl" if count == 1 else f"plan-journal.shard-{index}-of-{count}.jsonl"
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename: a crash leaves the old file or
+    the new one, never half of one (the journal's header, the report's files)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _key(task: EvalTask) -> tuple[str, str]:
@@ -63,9 +74,7 @@ class Journal:
                 f.truncate(good)
         else:
             self.resumed = 0
-            tmp = path.with_name(path.name + ".tmp")  # a crash leaves no header cut short
-            tmp.write_text(json.dumps(header, sort_keys=True) + "\n", encoding="utf-8")
-            os.replace(tmp, path)
+            write_whole(path, (json.dumps(header, sort_keys=True) + "\n").encode())
         self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
 
     def _read(self, header: dict[str, str]) -> int:
