@@ -312,14 +312,14 @@ def violations(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     ]
 
 
-def _timed(task: EvalTask) -> tuple[dict[str, Any], float]:
+Timed = tuple[dict[str, Any], float]
+
+
+def _timed(task: EvalTask) -> Timed:
     """The evaluation and how long it took in its worker (kept apart from the record's
     measurements, which must not depend on the machine)."""
     started = time.perf_counter()
     return evaluate(task), time.perf_counter() - started
-
-
-Timed = tuple[dict[str, Any], float]
 
 
 def _launch(pool: Any, task: EvalTask, journal: Journal | None) -> Future[Timed]:
@@ -356,16 +356,25 @@ class _Inline:
         return done
 
 
+class _Pool(ProcessPoolExecutor):
+    """Ctrl-C reaches every process of the terminal's group. The workers ignore it (an idle
+    worker would die with a traceback, a busy one break the pool before the main process
+    has seen the signal); the main process, interrupted, stops them at once rather than
+    wait for their simulations, and says what the journal kept."""
+
+    def __init__(self, workers: int) -> None:
+        super().__init__(max_workers=workers, initializer=signal.signal,
+                         initargs=(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+
+    def __exit__(self, kind: Any, *rest: Any) -> Any:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            for process in list((self._processes or {}).values()):
+                process.terminate()
+        return super().__exit__(kind, *rest)
+
+
 def _executor(workers: int) -> Any:
-    if workers <= 1:
-        return _Inline()
-    return ProcessPoolExecutor(max_workers=workers, initializer=_worker_start)
-
-
-def _worker_start() -> None:
-    """Ctrl-C reaches every process of the terminal's group: a worker, idle or not, stops
-    without a traceback; the main process says what the journal kept."""
-    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    return _Inline() if workers <= 1 else _Pool(workers)
 
 
 def _record(
