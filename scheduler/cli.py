@@ -48,8 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:
         return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # Ctrl-C on a long simulation or plan: a line, not a traceback; like a shell, 130.
-        print(f"apportion {args.command}: interrupted", file=sys.stderr)
+        # A command may raise it again with what it kept ('9 simulations kept in ...').
+        kept = f"; {stop}" if str(stop) else ""
+        print(f"apportion {args.command}: interrupted{kept}", file=sys.stderr)
         return 130
     return code

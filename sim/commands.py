@@ -228,15 +228,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_out(out: Path) -> None:
+def make_out(out: Path, flag: str = "--out") -> None:
     """Create the output directory before any work, so a path that is a file or cannot be
     written fails at once (exit 2), not after the whole run."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise CommandError(f"--out {out}: cannot create the directory: {error.strerror}") from None
+        raise CommandError(f"{flag} {out}: cannot create the directory: {error.strerror}") from None
     if not os.access(out, os.W_OK | os.X_OK):
-        raise CommandError(f"--out {out}: the directory is not writable")
+        raise CommandError(f"{flag} {out}: the directory is not writable")
 
 
 def _with_vc_quotas(cluster: Any, args: argparse.Namespace) -> Any:

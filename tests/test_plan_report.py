@@ -250,3 +250,34 @@ def test_an_unreachable_prometheus_is_a_clear_error() -> None:
     assert done.returncode == 2
     assert "cannot query Prometheus at http://127.0.0.1:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_prometheus_error_answer_gives_prometheus_reason() -> None:
+    """'answered 503 to the util_gr query' hid why: Prometheus' envelope says it."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from sim.plan.rightsizing import RightsizingError, query_prometheus
+
+    class Busy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"status":"error","errorType":"unavailable","error":"too many queries"}'
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(RightsizingError) as refused:
+            query_prometheus(url)
+    finally:
+        server.shutdown()
+    assert str(refused.value).startswith(f"Prometheus at {url} answered HTTP 503 to the ")
+    assert str(refused.value).endswith(" query: too many queries")

@@ -42,6 +42,7 @@ from scheduler.telemetry import (
     TelemetryReport,
     TelemetrySettings,
     assess,
+    error_text,
     merge_answers,
     queries,
     read_answer,
@@ -222,7 +223,7 @@ class DcgmReader:
                 timeout=self.prometheus.timeout_s,
             )
             if response.status_code != 200:
-                text = _error_text(response.content)
+                text = error_text(response.content)
                 raise _FetchError(
                     f"Prometheus at {where} answered HTTP {response.status_code}: {text}"
                 )
@@ -351,16 +352,6 @@ class DcgmReader:
     ) -> TelemetryReport:
         """``refresh`` on a worker thread, so the event loop keeps serving."""
         return await asyncio.to_thread(self.refresh, snapshot, pod_owner)
-
-
-def _error_text(body: bytes) -> str:
-    """What an error answer says: the API envelope's ``error``, else the body's start."""
-    try:
-        error = orjson.loads(body).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        error = None
-    text = error if isinstance(error, str) else body.decode("utf-8", "replace")
-    return " ".join(text.split())[:200]
 
 
 class _FetchError(Exception):

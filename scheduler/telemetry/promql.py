@@ -19,6 +19,7 @@ JSON (``{"status": "success", "data": {"resultType": "vector", "result": [...]}}
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ __all__ = [
     "MetricQuery",
     "MetricsFormatError",
     "SampleBatch",
+    "error_text",
     "merge_answers",
     "parse_vector",
     "queries",
@@ -190,6 +192,17 @@ def _result_list(payload: object, query: str) -> list[Any]:
     if not isinstance(payload, list):
         raise MetricsFormatError(f"{query}: result is {type(payload).__name__}, not a list")
     return payload
+
+
+def error_text(body: bytes) -> str:
+    """What an HTTP error answer says, on one line: the API envelope's ``error`` (Prometheus'
+    reason: 'query timed out', 'too many queries'), else the start of the body."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):  # not JSON (a proxy's page), or not an object
+        error = None
+    text = error if isinstance(error, str) else body.decode("utf-8", "replace")
+    return " ".join(text.split())[:200]
 
 
 @dataclass(frozen=True, slots=True)

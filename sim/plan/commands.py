@@ -4,8 +4,10 @@
 runs one share of it and prints one JSON line; ``apportion plan merge FILE...`` joins
 shard outputs (a JSON file each, or ``kubectl logs --prefix`` lines) and writes the same
 report. Arguments can come from a file, one per line: ``apportion plan @plan.args``.
-Exit codes: 0 success (also when no candidate meets the goals: the report says so),
-2 bad input.
+Every simulation is kept in a journal (``journal``) in --out or --journal DIR as it
+completes; the same command run again resumes from it. Exit codes: 0 success (also when
+no candidate meets the goals: the report says so), 2 bad input, 130 Ctrl-C (the line says
+what the journal kept).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from sim.plan.candidates import Pool, pools_of
 from sim.plan.demand import grow
 from sim.plan.evaluate import EvalTask
 from sim.plan.figures import figures
+from sim.plan.journal import Journal, journal_name, write_whole
 from sim.plan.quotas import search_quotas
 from sim.plan.report import build_report
 from sim.plan.rightsizing import RightsizingError, query_prometheus, rightsizing_rows
@@ -116,6 +119,12 @@ def plan_command(sub: Subparsers) -> None:
     parser.add_argument("--metrics-snapshot", type=Path, help="snapshot with running workloads")
     parser.add_argument("--shard", help="i/N: run the i-th of N shares of the sweep")
     parser.add_argument("--out", type=Path, help="write plan.json, report.html, report.md here")
+    parser.add_argument(
+        "--journal",
+        type=Path,
+        help="keep every simulation here as it completes (default: --out), so the same "
+        "command run again after a stop resumes",
+    )
     parser.add_argument(
         "--inputs",
         type=Path,
@@ -266,24 +275,91 @@ def _run(args: argparse.Namespace) -> int:
     settings, slos, jobs, planned = setup.settings, setup.slos, setup.jobs, setup.planned
     changed = args.growth != 1.0 or args.horizon_hours is not None
     started = time.perf_counter()
+    inputs = _inputs(args, setup)
+    fingerprint = _fingerprint(inputs)
+    journal = _journal(args, fingerprint, settings.shard)
+    sweep = _Progress(args.quiet, "candidates")
+    try:
+        record = search(
+            setup.cluster, setup.pools, planned, slos, settings, sweep,
+            jobs if changed else None, setup.options, journal,
+        )  # fmt: skip
+        sweep.end()
+        record["inputs"] = inputs
+        record["shards"] = settings.shard[1]
+        record["fingerprint"] = fingerprint
+        record["wall_s"] = round(time.perf_counter() - started, 3)
+        record["rightsizing"] = rightsizing
+        runs = _quota_runs(args)
+        if settings.shard[1] == 1 and runs > 0:
+            record["quota_search"] = _quota_search(setup, record, runs, journal, args.quiet)
+    except KeyboardInterrupt:
+        sweep.end()
+        raise _interrupted(journal) from None
+    finally:
+        if journal is not None:
+            journal.close()
+    return _finish(args, record, slos)
 
-    def progress(done: int, budget: int) -> None:
-        if not args.quiet:
-            sys.stderr.write(
-                f"\rsimulated {done}/{budget} candidates ({time.perf_counter() - started:.0f} s)"
-            )
-            if done >= budget:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
 
-    record = search(
-        setup.cluster, setup.pools, planned, slos, settings, progress,
-        jobs if changed else None, setup.options,
-    )  # fmt: skip
-    if not args.quiet:
-        sys.stderr.write("\n")
-    trace_path = setup.trace_path
-    record["inputs"] = {
+class _Progress:
+    """'simulated 4/24 candidates (7 s)' on one stderr line, redrawn as batches end."""
+
+    def __init__(self, quiet: bool, what: str) -> None:
+        self.quiet = quiet
+        self.what = what
+        self.started = time.perf_counter()
+        self.open = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        seconds = time.perf_counter() - self.started
+        sys.stderr.write(f"\rsimulated {done}/{total} {self.what} ({seconds:.0f} s)")
+        sys.stderr.flush()
+        self.open = True
+
+    def end(self) -> None:
+        """Finish the line (before a result, or Ctrl-C's message)."""
+        if self.open:
+            sys.stderr.write("\n")
+            self.open = False
+
+
+def _journal(args: argparse.Namespace, fingerprint: str, shard: tuple[int, int]) -> Journal | None:
+    """The journal in --journal DIR (else --out), opened: what an earlier run of the same
+    inputs kept, said on stderr; another run's journal is started afresh, said always."""
+    where = args.journal if args.journal is not None else args.out
+    if where is None:
+        return None
+    make_out(where, "--journal" if args.journal is not None else "--out")
+    journal = Journal(where / journal_name(shard), fingerprint)
+    if journal.note:
+        sys.stderr.write(f"apportion plan: {journal.note}\n")
+    if journal.resumed and not args.quiet:
+        sys.stderr.write(
+            f"apportion plan: resuming from {journal.path} ({journal.resumed} simulation(s) "
+            "kept); simulating the rest\n"
+        )
+    return journal
+
+
+def _interrupted(journal: Journal | None) -> KeyboardInterrupt:
+    """Ctrl-C's one line (``scheduler.cli`` prints it, exit 130): what was kept, how to go on."""
+    if journal is None:
+        return KeyboardInterrupt(
+            "no simulation kept (with --out DIR or --journal DIR the same command resumes)"
+        )
+    kept = f"{len(journal)} simulation(s) kept in {journal.path}"
+    return KeyboardInterrupt(f"{kept}; run the same command again to resume")
+
+
+def _inputs(args: argparse.Namespace, setup: _Setup) -> dict[str, Any]:
+    """What the run was asked: the record's ``inputs``, and (without the command line) its
+    fingerprint, which shards, merges and the journal compare."""
+    trace_path, jobs, planned = setup.trace_path, setup.jobs, setup.planned
+    changed = args.growth != 1.0 or args.horizon_hours is not None
+    return {
         "command": "apportion plan " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
         "demand": (
             f"demand in {Path(setup.source).name} ({len(jobs)} jobs"
@@ -293,8 +369,8 @@ def _run(args: argparse.Namespace) -> int:
         ),
         "trace_sha256": _sha256(trace_path),
         "cluster": setup.cluster.source,
-        "slos": [s.text for s in slos],
-        "levels": list(settings.levels),
+        "slos": [s.text for s in setup.slos],
+        "levels": list(setup.settings.levels),
         "policy": args.policy,
         "seed": args.seed,
         "budget_per_hour": args.budget,
@@ -302,18 +378,10 @@ def _run(args: argparse.Namespace) -> int:
         "shapes": not args.no_shapes,
         "replay": {
             "trace": str(trace_path) if args.trace[0] != "demo" else "demo",
-            "hints": hints,
+            "hints": setup.hints,
             **{k: getattr(args, k) for k in _REPLAY},
         },
     }
-    record["shards"] = settings.shard[1]
-    record["fingerprint"] = _fingerprint(record["inputs"])
-    record["wall_s"] = round(time.perf_counter() - started, 3)
-    record["rightsizing"] = rightsizing
-    runs = _quota_runs(args)
-    if settings.shard[1] == 1 and runs > 0:
-        record["quota_search"] = _quota_search(setup, record, runs)
-    return _finish(args, record, slos)
 
 
 def _hints(rightsizing: list[dict[str, Any]]) -> list[str]:
@@ -331,7 +399,13 @@ def _quota_runs(args: argparse.Namespace) -> int:
     return min(4, max(1, int(args.max_simulations) // 4))
 
 
-def _quota_search(setup: _Setup, record: dict[str, Any], simulations: int) -> dict[str, Any] | None:
+def _quota_search(
+    setup: _Setup,
+    record: dict[str, Any],
+    simulations: int,
+    journal: Journal | None,
+    quiet: bool,
+) -> dict[str, Any] | None:
     """Quota splits for the recommended cluster (or the closest option), simulated."""
     settings = setup.settings
     record["inputs"].setdefault("budget_per_hour", settings.budget_per_hour)
@@ -349,11 +423,15 @@ def _quota_search(setup: _Setup, record: dict[str, Any], simulations: int) -> di
         )  # fmt: skip
 
     def run(tasks: list[EvalTask]) -> list[dict[str, Any]]:
-        return evaluate_all(tasks, settings.workers)
+        return evaluate_all(tasks, settings.workers, journal)
 
-    return search_quotas(
-        setup.cluster, setup.pools, row, planned, setup.slos, task, run, simulations
-    )
+    progress = _Progress(quiet, "quota splits")
+    try:
+        return search_quotas(
+            setup.cluster, setup.pools, row, planned, setup.slos, task, run, simulations, progress
+        )
+    finally:
+        progress.end()
 
 
 def _rightsizing(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -405,10 +483,10 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(exist_ok=True)
     for name, data in pngs.items():
-        (out / "plots" / f"{name}.png").write_bytes(data)
-    (out / "report.html").write_text(report.html(), encoding="utf-8")
-    (out / "report.md").write_text(report.markdown(), encoding="utf-8")
-    (out / "plan.json").write_text(dumps(record), encoding="utf-8")
+        write_whole(out / "plots" / f"{name}.png", data)
+    write_whole(out / "report.html", report.html().encode())
+    write_whole(out / "report.md", report.markdown().encode())
+    write_whole(out / "plan.json", dumps(record).encode())
 
 
 _SHARD_KEYS = ("fingerprint", "shard", "shards", "candidates")
@@ -513,14 +591,22 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     if "quota_search" not in merged and _quota_runs(args) > 0:
         # Shards simulate no quota splits (each knows only its share of the sweep): the
         # merge does, where it can read the same trace and cluster.
+        journal = _journal(args, merged["fingerprint"], (0, 1))
         try:
             setup = _replay_setup(args, merged["inputs"])
-            merged["quota_search"] = _quota_search(setup, merged, _quota_runs(args))
+            merged["quota_search"] = _quota_search(
+                setup, merged, _quota_runs(args), journal, args.quiet
+            )
             merged.pop("quota_search_skipped", None)
         except CommandError as error:
             merged["quota_search_skipped"] = str(error).splitlines()[0]
             if not args.quiet:
                 sys.stderr.write(f"plan merge: no quota splits simulated: {error}\n")
+        except KeyboardInterrupt:
+            raise _interrupted(journal) from None
+        finally:
+            if journal is not None:
+                journal.close()
     return _finish(args, merged, slos)
 
 

@@ -179,10 +179,12 @@ def search_quotas(
     task: Callable[[str, Cluster], EvalTask],
     run: Evaluate,
     simulations: int = 4,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Simulate up to ``simulations`` splits on the candidate in ``row`` (its sweep
     evaluation is the ``scaled`` split) and choose one. ``task`` makes an evaluation
-    task for a cluster; ``run`` evaluates a batch (in a process pool)."""
+    task for a cluster; ``run`` evaluates a batch (in a process pool); ``progress`` is
+    told (simulated, planned) before and after each batch."""
     candidate = Candidate(tuple(row["counts"]))
     scaled = build_cluster(cluster, pools, candidate)
     wants = demand_shares(scaled, jobs)
@@ -194,7 +196,12 @@ def search_quotas(
         ("weights", _weight_shares(scaled)),
     ][: max(1, simulations - 1)]
     clusters = {name: build_cluster(cluster, pools, candidate, shares) for name, shares in first}
+    planned = len(first) + int(simulations > len(first))
+    if progress:
+        progress(0, planned)
     results = run([task(f"quota-{name}", c) for name, c in clusters.items()])
+    if progress:
+        progress(len(first), planned)
     for (name, _), ev in zip(first, results, strict=True):
         evaluations[name] = ev
         tried.append(_summary(name, clusters[name], ev, slos))
@@ -207,6 +214,8 @@ def search_quotas(
             shares, queue = shifted
             c = build_cluster(cluster, pools, candidate, shares)
             (ev,) = run([task("quota-slo", c)])
+            if progress:
+                progress(planned, planned)
             tried.append(_summary("slo", c, ev, slos, f"from {name}, to {queue}"))
     chosen = min(tried, key=_rank)
     return {

@@ -23,6 +23,7 @@ from scheduler.telemetry import (
     MetricsFormatError,
     TelemetrySettings,
     assess_rightsizing,
+    error_text,
     join_samples,
     queries,
     samples_from_results,
@@ -48,7 +49,8 @@ def query_prometheus(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
                 out[q.name] = json.loads(answer.read())
         except urllib.error.HTTPError as error:
             raise RightsizingError(
-                f"Prometheus at {url} answered {error.code} to the {q.name} query"
+                f"Prometheus at {url} answered HTTP {error.code} to the {q.name} query: "
+                f"{error_text(error.read())}"
             ) from None
         except (urllib.error.URLError, TimeoutError, OSError) as error:
             reason = getattr(error, "reason", error)
@@ -64,11 +66,7 @@ def rightsizing_rows(metrics: Path | dict[str, Any], snapshot_path: Path) -> lis
     """Rows of the report's right-sizing table from an export file (or the answers
     ``query_prometheus`` fetched) and the snapshot of the running workloads."""
     try:
-        payload = (
-            json.loads(read_text(metrics))
-            if isinstance(metrics, Path)
-            else metrics
-        )
+        payload = json.loads(read_text(metrics)) if isinstance(metrics, Path) else metrics
         text = read_text(snapshot_path)
     except OSError as error:
         raise RightsizingError(f"cannot read {error.filename}: {error.strerror}") from None

@@ -23,15 +23,19 @@ matters most, the record lists every simulated pair that breaks it
 (``monotonicity.violations``), and the report says which answers were simulated and
 which inferred. With ``--shard i/N`` a process takes every
 N-th surviving candidate (by cost) and searches only those; ``merge`` joins the shards.
+
+With a ``Journal``, each evaluation is kept as it completes and one the journal already
+holds is not simulated again: the search takes the same steps, so it gives the same record.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +44,7 @@ from sim.job import Job
 from sim.plan.candidates import Candidate, Pool, build_cluster, candidate_grid
 from sim.plan.evaluate import EvalTask, evaluate
 from sim.plan.fluid import fluid_bound, fluid_demand
+from sim.plan.journal import Journal
 from sim.plan.shapes import Arrangement, neighbours
 from sim.plan.slo import Slo
 from sim.policies import PolicyOptions
@@ -73,10 +78,12 @@ def search(
     progress: Progress | None = None,
     today: Sequence[Job] | None = None,
     options: Sequence[Arrangement] = (),
+    journal: Journal | None = None,
 ) -> dict[str, Any]:
     """The sweep's record: every candidate with its cost, bound and (if run) evaluation.
     ``options``: other node shapes and MIG layouts per GPU model (``shapes``), tried
-    around the best cluster the level grid finds."""
+    around the best cluster the level grid finds; ``journal``: evaluations kept so far,
+    and where to keep new ones."""
     base = sum(1 for p in pools if p.count)
     current = Candidate(
         tuple(p.count for p in pools), tuple((p.model, 1.0) for p in pools), base=base
@@ -132,6 +139,8 @@ def search(
     reserve = max(1, budget // 4) if options and budget > 1 else 0
     done = 0
     spot_checked: list[str] = []
+    if progress:
+        progress(done, budget)
     with _executor(settings.workers) as pool:
 
         def run(batch: list[Candidate]) -> None:
@@ -148,7 +157,7 @@ def search(
                 )
                 for c in batch
             ]
-            timed = list(pool.map(_timed, tasks))
+            timed = [f.result() for f in [_launch(pool, t, journal) for t in tasks]]
             seconds.extend(t for _, t in timed)
             for cand, (ev, _) in zip(batch, timed, strict=True):
                 _record(rows, cand, ev, mine)
@@ -177,7 +186,7 @@ def search(
                 settings.seed,
                 settings.options,
             )
-            future = pool.submit(evaluate, task)
+            future = _launch(pool, task, journal)
         else:
             future = None
         # The current cluster goes with the first probes (it may also be pruned).
@@ -239,7 +248,7 @@ def search(
             for start in range(0, len(spread), max(1, settings.workers)):
                 run(spread[start : start + settings.workers])
         if future is not None:
-            extra["today"] = future.result()
+            extra["today"] = future.result()[0]
     return {
         "candidates": sorted(rows.values(), key=lambda r: (r["cost_per_hour"], r["counts"])),
         "simulations": done,
@@ -303,11 +312,33 @@ def violations(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
     ]
 
 
-def _timed(task: EvalTask) -> tuple[dict[str, Any], float]:
+Timed = tuple[dict[str, Any], float]
+
+
+def _timed(task: EvalTask) -> Timed:
     """The evaluation and how long it took in its worker (kept apart from the record's
     measurements, which must not depend on the machine)."""
     started = time.perf_counter()
     return evaluate(task), time.perf_counter() - started
+
+
+def _launch(pool: Any, task: EvalTask, journal: Journal | None) -> Future[Timed]:
+    """``task``'s evaluation: from the journal, else simulated in ``pool`` and journaled
+    the moment it completes (not when the batch does)."""
+    kept = journal.kept(task) if journal is not None else None
+    if kept is not None:
+        done: Future[Timed] = Future()
+        done.set_result(kept)
+        return done
+    future: Future[Timed] = pool.submit(_timed, task)
+    if journal is not None:
+
+        def keep(f: Future[Timed]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                journal.keep(task, *f.result())
+
+        future.add_done_callback(keep)
+    return future
 
 
 class _Inline:
@@ -319,21 +350,31 @@ class _Inline:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def map(self, fn: Callable[[EvalTask], dict[str, Any]], tasks: list[EvalTask]) -> Any:
-        return map(fn, tasks)
+    def submit(self, fn: Callable[[EvalTask], Timed], task: EvalTask) -> Future[Timed]:
+        done: Future[Timed] = Future()
+        done.set_result(fn(task))
+        return done
 
-    def submit(self, fn: Callable[[EvalTask], dict[str, Any]], task: EvalTask) -> Any:
-        result = fn(task)
 
-        class _Done:
-            def result(self) -> dict[str, Any]:
-                return result
+class _Pool(ProcessPoolExecutor):
+    """Ctrl-C reaches every process of the terminal's group. The workers ignore it (an idle
+    worker would die with a traceback, a busy one break the pool before the main process
+    has seen the signal); the main process, interrupted, stops them at once rather than
+    wait for their simulations, and says what the journal kept."""
 
-        return _Done()
+    def __init__(self, workers: int) -> None:
+        super().__init__(max_workers=workers, initializer=signal.signal,
+                         initargs=(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+
+    def __exit__(self, kind: Any, *rest: Any) -> Any:
+        if kind is not None and issubclass(kind, KeyboardInterrupt):
+            for process in list((self._processes or {}).values()):
+                process.terminate()
+        return super().__exit__(kind, *rest)
 
 
 def _executor(workers: int) -> Any:
-    return _Inline() if workers <= 1 else ProcessPoolExecutor(max_workers=workers)
+    return _Inline() if workers <= 1 else _Pool(workers)
 
 
 def _record(
@@ -369,10 +410,14 @@ def _spread(rest: list[Candidate], n: int) -> list[Candidate]:
     return [rest[round(i * (len(rest) - 1) / max(1, n - 1))] for i in range(n)]
 
 
-def evaluate_all(tasks: list[EvalTask], workers: int) -> list[dict[str, Any]]:
-    """Evaluate ``tasks`` in a pool of ``workers`` processes (in this one for 1)."""
+def evaluate_all(
+    tasks: list[EvalTask], workers: int, journal: Journal | None = None
+) -> list[dict[str, Any]]:
+    """Evaluate ``tasks`` in a pool of ``workers`` processes (in this one for 1), through
+    ``journal`` as ``search`` does."""
     with _executor(min(workers, len(tasks))) as pool:
-        return list(pool.map(evaluate, tasks))
+        futures = [_launch(pool, t, journal) for t in tasks]
+        return [f.result()[0] for f in futures]
 
 
 def default_workers() -> int:

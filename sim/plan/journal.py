@@ -1,0 +1,136 @@
+"""The plan's journal: every simulation kept on disk the moment it completes, so a stopped
+run (Ctrl-C, a crash, a Job's deadline) loses at most the simulations then running, and
+the same command run again resumes.
+
+A JSON-lines file. The first line names the run's input fingerprint (the one ``plan
+merge`` compares shards by) and the Apportion version; each other line is one evaluation:
+the task's label, a digest of the simulated cluster, the evaluation and how long it took,
+written with one ``write``, flushed and fsynced. A simulation is a function of the
+cluster, the demand, the goals, the policy and the seed: the fingerprint covers all but
+the cluster, the digest the cluster, so a line is reused only for the same simulation.
+The search is a function of the evaluations it gets, so a resumed run answers exactly as
+an uninterrupted one.
+
+A journal written for other inputs (or by another version) is not reused: the run says so
+in one line and starts it afresh, as it overwrites the plan.json beside it. A last line cut
+short by a crash is dropped; any other line that is not an entry stops the run (exit 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from importlib.metadata import version
+from pathlib import Path
+from typing import IO, Any
+
+from scheduler.cli import CommandError
+from sim.plan.evaluate import EvalTask
+
+__all__ = ["Journal", "journal_name", "write_whole"]
+
+_KIND = "apportion plan journal"
+
+
+def journal_name(shard: tuple[int, int]) -> str:
+    """The file's name in its directory: shards of one sweep may share a directory."""
+    index, count = shard
+    return "plan-journal.jsonl" if count == 1 else f"plan-journal.shard-{index}-of-{count}.jsonl"
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename: a crash leaves the old file or
+    the new one, never half of one (the journal's header, the report's files)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _key(task: EvalTask) -> tuple[str, str]:
+    snapshot = task.cluster.snapshot.model_dump_json().encode()
+    return task.label, hashlib.sha256(snapshot).hexdigest()[:16]
+
+
+class Journal:
+    """Evaluations by (task label, cluster digest) for one input fingerprint, appended as
+    they complete; ``keep`` is safe from a pool's callback thread."""
+
+    def __init__(self, path: Path, fingerprint: str) -> None:
+        self.path = path
+        self.note: str | None = None
+        """One line for stderr when an existing file was not reused."""
+        self._kept: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
+        self._lock = threading.Lock()
+        header = {"journal": _KIND, "fingerprint": fingerprint, "apportion": version("apportion")}
+        good = self._read(header) if path.exists() else 0
+        if good:
+            self.resumed = len(self._kept)
+            with open(path, "r+b") as f:  # drop a last line cut short
+                f.truncate(good)
+        else:
+            self.resumed = 0
+            write_whole(path, (json.dumps(header, sort_keys=True) + "\n").encode())
+        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
+
+    def _read(self, header: dict[str, str]) -> int:
+        """Load the entries of a journal for ``header``; the length of its whole lines, or
+        0 (and ``note`` says why) when it belongs to another run."""
+        # One write per line, newline last: text after the last newline is a line cut short.
+        whole = self.path.read_bytes().rpartition(b"\n")[0]
+        lines = whole.split(b"\n") if whole else [b""]
+        try:
+            first = json.loads(lines[0])
+        except ValueError:
+            first = None
+        if first != header:
+            if isinstance(first, dict) and first.get("journal") == _KIND:
+                self.note = (
+                    f"{self.path} holds another run's simulations (inputs fingerprint "
+                    f"{first.get('fingerprint')}, Apportion {first.get('apportion')}; this run: "
+                    f"{header['fingerprint']}, {header['apportion']}): starting it afresh"
+                )
+            else:
+                self.note = f"{self.path} is not a plan journal: starting it afresh"
+            return 0
+        good = len(lines[0]) + 1
+        for n, line in enumerate(lines[1:], 2):
+            try:
+                entry = json.loads(line)
+                key = (entry["task"], entry["cluster"])
+                self._kept[key] = (entry["evaluation"], float(entry["wall_s"]))
+            except (ValueError, KeyError, TypeError):
+                if n == len(lines):
+                    break  # garbage a crash left at the end: simulated again
+                raise CommandError(
+                    f"{self.path} line {n}: not a journal entry; remove the file to start afresh"
+                ) from None
+            good += len(line) + 1
+        return good
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def kept(self, task: EvalTask) -> tuple[dict[str, Any], float] | None:
+        """The evaluation of ``task`` and its wall seconds, if a run simulated it."""
+        return self._kept.get(_key(task))
+
+    def keep(self, task: EvalTask, evaluation: dict[str, Any], wall_s: float) -> None:
+        task_label, cluster = key = _key(task)
+        line = json.dumps(
+            {"task": task_label, "cluster": cluster, "wall_s": round(wall_s, 3),
+             "evaluation": evaluation},
+            sort_keys=True, separators=(",", ":"),
+        )  # fmt: skip
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._kept[key] = (evaluation, wall_s)
+
+    def close(self) -> None:
+        self._file.close()
