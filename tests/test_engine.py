@@ -301,3 +301,16 @@ def test_a_run_keeps_what_exists_out_of_gc_and_hands_it_back() -> None:
         assert gc.get_freeze_count() == mine
     finally:
         gc.unfreeze()
+
+
+def test_progress_is_reported_from_the_start_and_every_4096_events() -> None:
+    # Was: reported when the event count was an exact multiple of 4,096 after a loop pass,
+    # which applies several events at once: most reports were skipped (the demo replay
+    # drew its first progress after 19 s) and the first came only after 4,096 events.
+    jobs = [job(f"j{i}", i // 4, 30, 1 + i % 2) for i in range(6000)]
+    cluster = one_node(gpus=8, nodes=4)
+    reports: list[float] = []
+    sim = run(cluster, jobs, make_policy("fifo", cluster, jobs), progress=reports.append)
+    assert reports[0] < 0.001 and reports[-1] == 1.0  # the first after the first events
+    assert reports == sorted(reports)
+    assert len(reports) >= sim.events // 4096 + 1
