@@ -64,6 +64,18 @@ def test_serve_names_the_bad_field_of_a_cluster_file(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_serve_help_names_the_variable_of_every_flag_that_has_one() -> None:
+    import re
+
+    source = (Path(__file__).parents[1] / "webhook" / "commands.py").read_text()
+    variables = set(re.findall(r'_env\("((?:APPORTION_|KUBECONFIG)[A-Z_]*)"', source))
+    variables -= {"APPORTION_SERVICE_ACCOUNT", "APPORTION_URL"}  # not serve flags
+    result = _run("serve", "--help")
+    assert result.returncode == 0
+    help_text = " ".join(result.stdout.split())
+    assert variables and not {v for v in variables if f"[{v}]" not in help_text}
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [(None, "does not exist"), ("clusters: [\n", "kubeconfig"), ("{}\n", "kubeconfig")],

@@ -77,7 +77,11 @@ def serve_command(sub: Subparsers) -> None:
         help="plain-HTTP port for /healthz /readyz /metrics, 0 = off (default 8080) "
         "[APPORTION_PROBE_PORT]",
     )
-    add("--host", default=_env("APPORTION_HOST", "0.0.0.0"), help="listen address")
+    add(
+        "--host",
+        default=_env("APPORTION_HOST", "0.0.0.0"),
+        help="listen address (default 0.0.0.0) [APPORTION_HOST]",
+    )
     add(
         "--cluster",
         type=Path,
