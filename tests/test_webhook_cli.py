@@ -64,6 +64,51 @@ def test_serve_names_the_bad_field_of_a_cluster_file(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_serve_help_names_the_variable_of_every_flag_that_has_one() -> None:
+    import re
+
+    source = (Path(__file__).parents[1] / "webhook" / "commands.py").read_text()
+    variables = set(re.findall(r'_env\("((?:APPORTION_|KUBECONFIG)[A-Z_]*)"', source))
+    variables -= {"APPORTION_SERVICE_ACCOUNT", "APPORTION_URL"}  # not serve flags
+    result = _run("serve", "--help")
+    assert result.returncode == 0
+    help_text = " ".join(result.stdout.split())
+    assert variables and not {v for v in variables if f"[{v}]" not in help_text}
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [(None, "does not exist"), ("clusters: [\n", "kubeconfig"), ("{}\n", "kubeconfig")],
+)
+def test_serve_names_a_kubeconfig_it_cannot_use(
+    tmp_path: Path, content: str | None, expected: str
+) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    kubeconfig = tmp_path / "kubeconfig"
+    if content is not None:
+        kubeconfig.write_text(content)
+    result = _run(
+        "serve",
+        "--cert-file",
+        str(tmp_path / "tls.crt"),
+        "--key-file",
+        str(tmp_path / "tls.key"),
+        "--kubeconfig",
+        str(kubeconfig),
+        "--port",
+        str(free_port()),
+        "--probe-port",
+        "0",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"apportion serve: --kubeconfig {kubeconfig}: ")
+    assert expected in result.stderr
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:
     ca = trustme.CA()

@@ -77,7 +77,11 @@ def serve_command(sub: Subparsers) -> None:
         help="plain-HTTP port for /healthz /readyz /metrics, 0 = off (default 8080) "
         "[APPORTION_PROBE_PORT]",
     )
-    add("--host", default=_env("APPORTION_HOST", "0.0.0.0"), help="listen address")
+    add(
+        "--host",
+        default=_env("APPORTION_HOST", "0.0.0.0"),
+        help="listen address (default 0.0.0.0) [APPORTION_HOST]",
+    )
     add(
         "--cluster",
         type=Path,
@@ -195,6 +199,11 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
     for flag, path in (("--cert-file", args.cert_file), ("--key-file", args.key_file)):
         if not path.is_file():
             raise CommandError(f"{flag}: {path} does not exist or is not a file")
+    if args.cluster is None and args.kubeconfig is not None:
+        # KUBECONFIG may list several files, as kubectl reads it; one must exist.
+        paths = [Path(p).expanduser() for p in str(args.kubeconfig).split(os.pathsep) if p]
+        if not any(path.is_file() for path in paths):
+            raise CommandError(f"--kubeconfig {args.kubeconfig}: does not exist or is not a file")
     trusted = set()
     namespace = _env("POD_NAMESPACE", "apportion-system") or "apportion-system"
     account = _env("APPORTION_SERVICE_ACCOUNT", "apportion") or "apportion"
@@ -243,7 +252,7 @@ def _prometheus(url: str | None) -> PrometheusSettings | None:
 
 def _run_serve(args: argparse.Namespace) -> int:
     from webhook.logs import configure_logging
-    from webhook.runtime import run_server
+    from webhook.runtime import KubeconfigError, run_server
 
     settings = _settings(args)
     configure_logging(args.log_level)
@@ -261,6 +270,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         asyncio.run(run_server(settings, queues, stop_signals=(signal.SIGTERM, signal.SIGINT)))
     except SnapshotError as error:
         raise CommandError(str(error)) from None
+    except KubeconfigError as error:
+        raise CommandError(f"--kubeconfig {settings.kubeconfig}: {error}") from None
     except OSError as error:
         raise CommandError(f"cannot serve: {error}") from None
     return 0

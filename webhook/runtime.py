@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import yaml
 from aiohttp import web
 from kubernetes import client, config
 
@@ -26,7 +27,7 @@ from webhook.server import CertificateReloader, Readiness, build_app, build_prob
 from webhook.settings import ServeSettings
 from webhook.standalone import load_cluster_file, seed_cluster
 
-__all__ = ["Server", "run_server", "start_server"]
+__all__ = ["KubeconfigError", "Server", "run_server", "start_server"]
 
 log = logging.getLogger("apportion.serve")
 
@@ -53,13 +54,21 @@ class Server:
             await runner.cleanup()
 
 
+class KubeconfigError(Exception):
+    """The kubeconfig given cannot be read or names no usable cluster."""
+
+
 def _kube_api(settings: ServeSettings) -> KubeApi | None:
     """The API client from a kubeconfig or the pod's service account; None = standalone."""
     configuration = client.Configuration()
     if settings.kubeconfig is not None:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(settings.kubeconfig), client_configuration=configuration
-        )
+        try:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(settings.kubeconfig), client_configuration=configuration
+            )
+        except (config.ConfigException, yaml.YAMLError, OSError, ValueError) as error:
+            reason = " ".join(str(error).split()) or type(error).__name__
+            raise KubeconfigError(f"not a usable kubeconfig: {reason}") from None
     else:
         try:
             config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
