@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog, GpuModel
-from scheduler.mig import cheapest_profile
+from scheduler.mig import fitting_profiles
 from scheduler.model import Workload, flavor_of_mig
 
 __all__ = ["Kind", "Option", "OptionsByDemand", "resolve_options"]
@@ -129,11 +129,13 @@ class OptionsByDemand:
 
 
 def _memory_options(models: list[GpuModel], need_mib: int) -> list[Option]:
-    """Cheapest fitting MIG profile per MIG model, and whole GPUs with enough memory."""
+    """Every MIG profile that holds the need and every whole GPU with enough memory,
+    cheapest first: the need waits for none while a dearer device that holds it is free
+    (an 18 GiB pod once got a whole H100 at $4.92/h while 2g.20gb slices at $1.41 were
+    free, because only the smallest profile, 1g.20gb, was an option)."""
     by_flavor: dict[str, Option] = {}
     for model in models:
-        profile = cheapest_profile(model, need_mib)
-        if profile is not None:
+        for profile in fitting_profiles(model, need_mib):
             cost = model.price_per_hour * profile.compute_slices / model.mig_compute_slices
             flavor = flavor_of_mig(profile.name)
             known = by_flavor.get(flavor)
@@ -153,4 +155,5 @@ def _memory_options(models: list[GpuModel], need_mib: int) -> list[Option]:
                 model.name,
                 Option(model.name, Kind.WHOLE, (model.name,), 1, cost=model.price_per_hour),
             )
-    return sorted(by_flavor.values(), key=lambda o: (o.cost, o.kind, o.flavor))
+    # Stable: at one price, the smaller profile first (``fitting_profiles``' order).
+    return sorted(by_flavor.values(), key=lambda o: (o.cost, o.kind))

@@ -27,6 +27,7 @@ __all__ = [
     "IdleGpu",
     "MigDemand",
     "cheapest_profile",
+    "fitting_profiles",
     "free_placements",
     "layout_problems",
     "pack_profiles",
@@ -130,8 +131,8 @@ def free_placements(
     return [p.start for p in own.placements if not p.mask & used_mask]
 
 
-def cheapest_profile(model: GpuModel, memory_mib: int) -> MigProfile | None:
-    """The smallest profile whose usable memory holds ``memory_mib``, or None.
+def fitting_profiles(model: GpuModel, memory_mib: int) -> list[MigProfile]:
+    """The profiles whose usable memory holds ``memory_mib``, smallest first.
 
     Smallest means fewest compute slices, then fewest memory slices: compute is the scarce
     part (7 per GPU against 8 memory slices), so a 1g with double memory beats a 2g.
@@ -144,11 +145,15 @@ def cheapest_profile(model: GpuModel, memory_mib: int) -> MigProfile | None:
         for p in model.mig_profiles
         if not _attribute_variant(p.name) and p.usable_memory_mib >= memory_mib
     ]
-    if not fitting:
-        return None
-    return min(
+    return sorted(
         fitting, key=lambda p: (p.compute_slices, p.memory_slices, p.usable_memory_mib, p.name)
     )
+
+
+def cheapest_profile(model: GpuModel, memory_mib: int) -> MigProfile | None:
+    """The smallest profile that holds ``memory_mib`` (``fitting_profiles``), or None."""
+    fitting = fitting_profiles(model, memory_mib)
+    return fitting[0] if fitting else None
 
 
 # --- packing ---------------------------------------------------------------------------

@@ -507,14 +507,10 @@ def _present(snapshot: Snapshot) -> list[GpuModel]:
     return list(seen.values())
 
 
-def _cheapest_profile(model: GpuModel, need_mib: int) -> MigProfile | None:
-    """Documented rule (demand.py): fewest compute slices, then memory slices; no ``+`` variants."""
-    fitting = [
-        p for p in model.mig_profiles if "+" not in p.name and p.usable_memory_mib >= need_mib
-    ]
-    if not fitting:
-        return None
-    return min(fitting, key=lambda p: (p.compute_slices, p.memory_slices, p.usable_memory_mib))
+def _fitting_profiles(model: GpuModel, need_mib: int) -> list[MigProfile]:
+    """Documented rule (demand.py): every profile whose usable memory holds the need; no
+    ``+`` variants."""
+    return [p for p in model.mig_profiles if "+" not in p.name and p.usable_memory_mib >= need_mib]
 
 
 def options_of(workload: Workload, catalog: Catalog, present: Sequence[GpuModel]) -> list[Option]:
@@ -536,8 +532,7 @@ def options_of(workload: Workload, catalog: Catalog, present: Sequence[GpuModel]
     assert d.gpu_memory_mib is not None
     out: dict[str, Option] = {}
     for m in models:
-        p = _cheapest_profile(m, d.gpu_memory_mib)
-        if p is not None:
+        for p in _fitting_profiles(m, d.gpu_memory_mib):
             flavor = flavor_of_mig(p.name)
             known = out.get(flavor)
             serving = (known.models if known else frozenset()) | {m.name}

@@ -445,6 +445,20 @@ def test_memory_need_goes_to_smallest_whole_gpu_without_slices(path: str) -> Non
 
 
 @both_paths
+def test_memory_need_takes_a_larger_free_slice_before_a_whole_gpu(path: str) -> None:
+    # Was: only the smallest fitting profile (1g.20gb for 18 GiB) was an option, so with
+    # none free the pod got a whole H100 ($4.92/h) beside free 2g.20gb slices ($1.41/h).
+    layout = mig("2g.20gb@0", "2g.20gb@2", "2g.20gb@4", "1g.10gb@6")
+    snap = snapshot(
+        nodes=[node("h0", H100, 2, mig_layouts={0: layout})],
+        queues=[queue("team-a").quota("mig-1g.20gb", 2).quota("mig-2g.20gb", 2).quota(H100, 1)],
+        workloads=[workload("w").memory(18 * GIB, H100).queue("team-a")],
+    )
+    d = outcome(PATHS[path](snap), "w")
+    assert (d.flavor, d.placement) == ("mig-2g.20gb", (pod("h0", 0, mig_start=0),))
+
+
+@both_paths
 def test_fraction_on_shared_gpu_best_fit(path: str) -> None:
     # 300m goes to the shared GPU with the least room that still holds it (400m free).
     snap = snapshot(

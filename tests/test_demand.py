@@ -35,10 +35,16 @@ def test_memory_need_maps_to_cheapest_fitting_slice_or_gpu():
     # 9 GiB: T4 (16 GiB, $0.35) is cheaper than a 1g.10gb slice of an H100 ($4.92/7).
     assert options(gpu_memory_mib=9 * 1024, models=("H100-80GB", "T4"))[0] == (
         "T4", Kind.WHOLE, 1)
-    # Only MIG models: the 1g.10gb slice (9.75 GiB usable) before whole GPUs.
+    # Only MIG models: every profile that holds it, cheapest first (at one price the
+    # smaller), the 1g.10gb slice (9.75 GiB usable) first, the whole GPU before a 7g slice.
     assert options(gpu_memory_mib=9 * 1024, models=("H100-80GB",)) == [
         ("mig-1g.10gb", Kind.MIG, 1),
+        ("mig-1g.20gb", Kind.MIG, 1),
+        ("mig-2g.20gb", Kind.MIG, 1),
+        ("mig-3g.40gb", Kind.MIG, 1),
+        ("mig-4g.40gb", Kind.MIG, 1),
         ("H100-80GB", Kind.WHOLE, 1),
+        ("mig-7g.80gb", Kind.MIG, 1),
     ]
     # 10 GiB does not fit the 9.75 GiB usable in 1g.10gb: next is 1g.20gb.
     assert options(gpu_memory_mib=10 * 1024, models=("H100-80GB",))[0][0] == "mig-1g.20gb"
