@@ -217,12 +217,17 @@ def _serve_settings(argv: list[str], monkeypatch: pytest.MonkeyPatch, **env: str
     return _settings(parser.parse_args(["serve", *argv]))
 
 
+def _certs(tmp_path: Path) -> list[str]:
+    """``--cert-file`` and ``--key-file`` arguments: the settings only check they exist."""
+    for name in ("tls.crt", "tls.key"):
+        (tmp_path / name).write_text("unused: the settings only check the files exist\n")
+    return ["--cert-file", str(tmp_path / "tls.crt"), "--key-file", str(tmp_path / "tls.key")]
+
+
 def test_stuck_after_comes_from_the_flag_or_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in ("tls.crt", "tls.key"):
-        (tmp_path / name).write_text("unused: the settings only check the files exist\n")
-    certs = ["--cert-file", str(tmp_path / "tls.crt"), "--key-file", str(tmp_path / "tls.key")]
+    certs = _certs(tmp_path)
     monkeypatch.delenv("APPORTION_STUCK_AFTER_S", raising=False)
     assert _serve_settings(certs, monkeypatch).controller.stuck_after_s == 300
     parsed = _serve_settings(certs, monkeypatch, APPORTION_STUCK_AFTER_S="0")
@@ -256,9 +261,7 @@ def test_queue_prints_the_repartitions_that_would_admit_waiting_pods() -> None:
 def test_the_api_timeout_comes_from_a_flag_or_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in ("tls.crt", "tls.key"):
-        (tmp_path / name).write_text("unused: the settings only check the files exist\n")
-    certs = ["--cert-file", str(tmp_path / "tls.crt"), "--key-file", str(tmp_path / "tls.key")]
+    certs = _certs(tmp_path)
     monkeypatch.delenv("APPORTION_API_TIMEOUT_S", raising=False)
     assert _serve_settings(certs, monkeypatch).controller.api_timeout_s == 5
     parsed = _serve_settings(certs, monkeypatch, APPORTION_API_TIMEOUT_S="2.5")
@@ -308,9 +311,7 @@ def test_a_call_to_a_silent_api_server_gives_up_after_one_timeout(
             }
         )
     )
-    for name in ("tls.crt", "tls.key"):
-        (tmp_path / name).write_text("unused: the settings only check the files exist\n")
-    certs = ["--cert-file", str(tmp_path / "tls.crt"), "--key-file", str(tmp_path / "tls.key")]
+    certs = _certs(tmp_path)
     argv = [*certs, "--kubeconfig", str(kubeconfig), "--api-timeout-s", "0.5"]
     settings = _serve_settings(argv, monkeypatch)
     api = _kube_api(settings)

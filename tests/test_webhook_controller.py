@@ -74,6 +74,13 @@ def fake() -> Iterator[Fake]:
         yield server
 
 
+def _controller_for(fake: Fake, queue: Queue) -> Controller:
+    """A controller (not leading by election) whose only queue is ``queue``."""
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client())
+    return Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [queue])
+
+
 def _controller(
     fake: Fake, identity: str = "replica-1", lead: bool = False, evict: bool = True
 ) -> Controller:
@@ -709,9 +716,7 @@ def test_running_pods_keep_their_quota_while_their_node_reports_no_allocatable_g
     # there no longer fitted its ledger and dropped out of their queue's usage, so the
     # controller released the queue's waiting pods past its quota.
     small = TEAM_A.model_copy(update={"quota": {"H100-80GB": Quota(nominal=5)}})
-    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
-    api = KubeApi(fake.api_client())
-    controller = Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [small])
+    controller = _controller_for(fake, small)
     with synced(controller):
         _waiting_pod(fake, "runs", gpus=4)
         eventually(lambda: _released(fake, "runs", "patched-gpu-1"))
@@ -784,9 +789,8 @@ def test_the_queue_view_shows_the_mig_repartition_that_would_admit_a_waiting_pod
     # Was: the global decision proposed MIG repartitions and the controller dropped them;
     # a pod asking for a profile no GPU is partitioned into waited with nothing to act on.
     queue = TEAM_A.model_copy(update={"quota": {**TEAM_A.quota, "mig-3g.40gb": Quota(nominal=2)}})
-    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
-    api = KubeApi(fake.api_client())
-    controller = Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [queue])
+    controller = _controller_for(fake, queue)
+    cluster = controller.cluster
     with synced(controller):
         pod = _waiting_pod(fake, "wants-3g")
         resources = pod["spec"]["containers"][0]["resources"]
@@ -955,9 +959,7 @@ def test_running_mig_pods_keep_their_quota_while_their_node_offers_no_instances(
     # (allocatable nvidia.com/mig-*: 0), a running MIG pod's slice vanished from the node,
     # the pod dropped out of its queue's usage, and the queue's quota looked free again.
     small = TEAM_A.model_copy(update={"quota": {"mig-1g.10gb": Quota(nominal=2)}})
-    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
-    api = KubeApi(fake.api_client())
-    controller = Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [small])
+    controller = _controller_for(fake, small)
     with synced(controller):
         pod = _waiting_pod(fake, "slice")
         resources = pod["spec"]["containers"][0]["resources"]
