@@ -8,6 +8,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -364,6 +365,27 @@ def _plan(*args: str) -> subprocess.CompletedProcess[str]:
         cwd=ROOT,
         timeout=300,
     )
+
+
+def _plan_json(out: Path) -> dict[str, Any]:
+    """plan.json without what differs between two runs of the same inputs anyway."""
+    record = json.loads((out / "plan.json").read_text())
+    for key in ("wall_s", "simulation_wall_s"):
+        record.pop(key)
+    record["inputs"].pop("command")
+    return record
+
+
+def test_the_answer_does_not_depend_on_the_workers(tmp_path: Path) -> None:
+    """Bisection simulated one candidate per worker at each step, so the same command
+    recommended other clusters on machines with other core counts."""
+    trace, cluster_file = _write_inputs(tmp_path)
+    for workers in ("1", "2"):
+        done = _plan(str(trace), "--cluster", str(cluster_file), "--slo", "p95_wait<=1100",
+                     "--levels", "0.5,1,1.5,2", "--max-simulations", "6",
+                     "--workers", workers, "--out", str(tmp_path / workers))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert _plan_json(tmp_path / "1") == _plan_json(tmp_path / "2")
 
 
 def test_shards_merge_to_the_single_run_answer(tmp_path: Path) -> None:

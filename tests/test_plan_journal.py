@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_plan import ROOT, _write_inputs, cluster
+from test_plan import ROOT, _plan_json, _write_inputs, cluster
 
 from scheduler.cli import CommandError, main
 from sim.plan.evaluate import EvalTask, evaluate
@@ -75,15 +75,6 @@ def _args(tmp_path: Path, out: str, *more: str) -> list[str]:
     return ["plan", str(trace), "--cluster", str(cluster_file), "--slo", "p95_wait<=1100",
             "--levels", "0.5,1,1.5,2", "--workers", "1", "--max-simulations", "20",
             "--out", str(tmp_path / out), *more]  # fmt: skip
-
-
-def _plan_json(out: Path) -> dict[str, Any]:
-    """plan.json without what differs between two runs of the same inputs anyway."""
-    record = json.loads((out / "plan.json").read_text())
-    for key in ("wall_s", "simulation_wall_s"):
-        record.pop(key)
-    record["inputs"].pop("command")
-    return record
 
 
 # The sweep simulates 12 candidates, then 4 quota splits: stop in either.
