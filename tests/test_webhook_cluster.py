@@ -92,6 +92,33 @@ def test_a_running_gangs_replacements_wait_apart_and_its_members_keep_their_gpus
     assert (waiting.workload, waiting.reason, waiting.pods) == (again.name, "Pending", 1)
 
 
+@pytest.mark.parametrize("order", ["noted first", "seen first"])
+def test_admitted_replacements_join_their_gang_whichever_comes_first(order: str) -> None:
+    # Was (seen first): the watch brought the released replacement before the controller
+    # noted the admission; it had joined the gang by then, so the note's check for its
+    # pods ('llm replacements') found none, and the intent held the same GPUs a second
+    # time until it expired (a kubefake test saw it under load).
+    cluster = fixture_cluster()
+    cluster.put_pod(_member("llm-0", gated=False, placement="gpu-node-a:0"))
+    cluster.put_pod(_member("llm-1", gated=False, placement="gpu-node-a:1"))
+    cluster.put_pod(_member("llm-2b", gated=True))
+    snapshot = cluster.snapshot()
+    again = next(w for w in snapshot.workloads if w.name == "gpu-team-a/llm replacements")
+    verdict = next(v for v in decide(snapshot).workloads if v.workload == again.name)
+    assert verdict.outcome is Outcome.ADMIT
+    released = _member("llm-2b", gated=False, placement=f"{verdict.placement[0].node}:"
+                       f"{verdict.placement[0].gpus[0]}")  # fmt: skip
+    noted = again.model_copy(update={"placement": verdict.placement, "started": 1})
+    if order == "seen first":
+        cluster.put_pod(released)
+    cluster.note_admitted(noted)
+    if order == "noted first":
+        cluster.put_pod(released)
+    (gang,) = cluster.snapshot().workloads
+    assert gang.name == "gpu-team-a/llm" and gang.placement is not None
+    assert len(gang.placement) == 3
+
+
 def test_a_gangs_new_generation_waits_while_the_old_one_runs() -> None:
     # A JobSet restarted: three new pods while two old ones still terminate. More than
     # the places the old leave: not decided until they are gone.

@@ -566,7 +566,9 @@ class LiveCluster:
         kept, or it would outlive a pod deleted meanwhile by up to ``intent_ttl_s``."""
         with self._lock:
             self.record_admission(workload.queue)
-            seen = workload.name in workload_groups(self.pods.values())
+            groups = workload_groups(self.pods.values())
+            # Replacements released and watched have joined their gang's group already.
+            seen = workload.name in groups or replaced_gang(workload.name) in groups
             self._intents[workload.name] = _Intent(
                 workload, self._clock() + self._intent_ttl_s, seen
             )
