@@ -10,15 +10,33 @@ from __future__ import annotations
 
 import argparse
 import io
+import signal
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
-__all__ = ["main"]
+__all__ = ["CommandError", "main", "stop_on_sigterm"]
 
 
 class CommandError(Exception):
     """A failure the user can fix; printed without a traceback, exit code 2."""
+
+
+_terminated = False
+"""Whether the KeyboardInterrupt under way came from SIGTERM (``stop_on_sigterm``)."""
+
+
+def stop_on_sigterm() -> None:
+    """Let SIGTERM (a Job's deadline, its pod deleted) stop a long run as Ctrl-C does: what
+    it kept is kept and said in one line; the exit code is 143, as a shell reports it.
+    For simulate and plan; serve has a graceful shutdown of its own."""
+
+    def terminated(signum: int, frame: object) -> None:
+        global _terminated
+        _terminated = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminated)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,9 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except KeyboardInterrupt as stop:
-        # Ctrl-C on a long simulation or plan: a line, not a traceback; like a shell, 130.
-        # A command may raise it again with what it kept ('9 simulations kept in ...').
+        # Ctrl-C (or SIGTERM) on a long simulation or plan: a line, not a traceback; like a
+        # shell, 130 (143). A command may raise it again with what it kept ('9 simulations
+        # kept in ...').
         kept = f"; {stop}" if str(stop) else ""
-        print(f"apportion {args.command}: interrupted{kept}", file=sys.stderr)
-        return 130
+        how, code = ("terminated", 143) if _terminated else ("interrupted", 130)
+        print(f"apportion {args.command}: {how}{kept}", file=sys.stderr)
+        return code
     return code

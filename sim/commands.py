@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scheduler.cli import CommandError
+from scheduler.cli import CommandError, stop_on_sigterm
 from scheduler.textfile import read_text
 from sim.cluster import ClusterError, load_cluster
 from sim.engine import EngineSettings
@@ -162,6 +162,7 @@ class _Bar:
 
 
 def _run(args: argparse.Namespace) -> int:
+    stop_on_sigterm()
     policies = list(dict.fromkeys([args.policy, *[p for p in args.compare.split(",") if p]]))
     known = FILL_POLICIES if args.experiment == "fill" else POLICY_NAMES
     for name in policies:

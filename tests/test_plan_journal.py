@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +135,20 @@ def test_another_runs_journal_is_started_afresh_in_one_line(
     assert lines[0].endswith("): starting it afresh")
 
 
-def test_ctrl_c_stops_the_process_pool_and_keeps_what_it_finished(tmp_path: Path) -> None:
-    """A real SIGINT to the process group (a terminal's Ctrl-C), workers and all."""
+@pytest.mark.parametrize(
+    ("stop", "code", "how"),
+    [
+        # A terminal's Ctrl-C: SIGINT to the process group, workers and all.
+        (lambda pid: os.killpg(pid, signal.SIGINT), 130, "interrupted"),
+        # A Job's deadline or its pod deleted: SIGTERM to the main process. It was killed
+        # without a word, its workers left to finish their simulations.
+        (lambda pid: os.kill(pid, signal.SIGTERM), 143, "terminated"),
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_stop_ends_the_process_pool_and_keeps_what_it_finished(
+    tmp_path: Path, stop: Callable[[int], None], code: int, how: str
+) -> None:
     out = tmp_path / "out"
     journal = out / "plan-journal.jsonl"
     run = subprocess.Popen(
@@ -149,13 +162,13 @@ def test_ctrl_c_stops_the_process_pool_and_keeps_what_it_finished(tmp_path: Path
         if journal.is_file() and len(journal.read_text().splitlines()) >= 3:
             break
         time.sleep(0.05)
-    os.killpg(run.pid, signal.SIGINT)
+    stop(run.pid)
     _, err = run.communicate(timeout=60)
-    assert run.returncode == 130, err
+    assert run.returncode == code, err
     kept = len(journal.read_text().splitlines()) - 1
     assert kept >= 2
     assert err.endswith(
-        f"\napportion plan: interrupted; {kept} simulation(s) kept in {journal}; "
+        f"\napportion plan: {how}; {kept} simulation(s) kept in {journal}; "
         "run the same command again to resume\n"
     )
     assert "Traceback" not in err

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 OPENB = ROOT / "sim" / "traces" / "alibaba-gpu-v2023"
 
@@ -152,7 +154,15 @@ def test_jobs_the_cluster_can_never_run_are_named(tmp_path: Path) -> None:
     assert result["runs"][0]["summary"]["unfinished"]["waiting"] == 2
 
 
-def test_ctrl_c_stops_a_run_with_a_line_not_a_traceback() -> None:
+@pytest.mark.parametrize(
+    ("sent", "code", "how"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_stop_ends_a_run_with_a_line_not_a_traceback(
+    sent: signal.Signals, code: int, how: str
+) -> None:
+    # SIGTERM (a Job's deadline) killed the run without a word; now it stops as Ctrl-C does.
     # The apportion policy's run takes tens of seconds: the signal lands mid-run. (FIFO's
     # whole run took 0.3 s after its first progress line: under load the run could end
     # before the signal arrived, and the test saw exit 0.)
@@ -162,11 +172,11 @@ def test_ctrl_c_stops_a_run_with_a_line_not_a_traceback() -> None:
     )  # fmt: skip
     assert run.stderr is not None
     run.stderr.read(1)  # the progress bar: the run has started
-    run.send_signal(signal.SIGINT)
+    run.send_signal(sent)
     _, stderr = run.communicate(timeout=60)
-    assert run.returncode == 130, stderr
+    assert run.returncode == code, stderr
     assert "Traceback" not in stderr
-    assert stderr.rstrip().endswith("apportion simulate: interrupted")
+    assert stderr.rstrip().endswith(f"apportion simulate: {how}")
 
 
 def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scheduler.cli import CommandError
+from scheduler.cli import CommandError, stop_on_sigterm
 from scheduler.textfile import read_text
 from sim.cluster import Cluster, ClusterError, load_cluster
 from sim.commands import DEMO_TRACE, float_option, int_option, make_out
@@ -263,6 +263,7 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
 
 
 def _run(args: argparse.Namespace) -> int:
+    stop_on_sigterm()
     if args.out is not None:
         make_out(args.out)
     if args.trace and args.trace[0] == "merge":

@@ -371,14 +371,20 @@ class _Pool(ProcessPoolExecutor):
     wait for their simulations, and says what the journal kept."""
 
     def __init__(self, workers: int) -> None:
-        super().__init__(max_workers=workers, initializer=signal.signal,
-                         initargs=(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+        super().__init__(max_workers=workers, initializer=_worker_signals)
 
     def __exit__(self, kind: Any, *rest: Any) -> Any:
         if kind is not None and issubclass(kind, KeyboardInterrupt):
             for process in list((self._processes or {}).values()):
                 process.terminate()
         return super().__exit__(kind, *rest)
+
+
+def _worker_signals() -> None:
+    """A worker ignores Ctrl-C and ends quietly on SIGTERM (how the main process stops it),
+    whatever handlers it inherited from the main process (``scheduler.cli.stop_on_sigterm``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _executor(workers: int) -> Any:
