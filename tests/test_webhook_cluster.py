@@ -150,3 +150,16 @@ def test_a_gang_placed_on_record_only_in_part_is_still_waiting_whole() -> None:
     (gang,) = cluster.snapshot().workloads  # the record is whole: admitted, gates or not
     assert gang.placement is not None and [p.gpus for p in gang.placement] == [(0,), (1,), (2,)]
     assert cluster.waiting() == []
+
+
+def test_a_pod_without_a_creation_time_waits_for_an_unknown_time() -> None:
+    # Was: 'waiting 494,000h' (since 1970) in apportion queue, for a review without
+    # metadata.creationTimestamp sent to a standalone server.
+    from webhook.commands import _queue_table
+    from webhook.queueview import pending_view
+
+    cluster = fixture_cluster()
+    cluster.put_pod(replace(WAITING, created=0))
+    (row,) = pending_view(cluster)["queues"]["team-a"]
+    assert row["waiting_s"] is None
+    assert "waiting unknown" in _queue_table(pending_view(cluster))

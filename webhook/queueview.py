@@ -33,7 +33,9 @@ def pending_view(cluster: LiveCluster, queue: str | None = None) -> dict[str, An
                 "pods": item.pods,
                 "pods_present": item.pods_present,
                 "priority": item.priority,
-                "waiting_s": max(0, int(now) - item.created),
+                # Unknown, not 57 years, for a pod without a creation time (a review a
+                # script sent to a standalone server; the API server always sets one).
+                "waiting_s": max(0, int(now) - item.created) if item.created else None,
                 "position": decision.position if decision is not None else None,
                 "reason": decision.reason.value if decision is not None else item.reason,
                 "message": decision.message if decision is not None else item.message,
