@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import Compiled, Entry
-from scheduler.demand import Kind, Option
+from scheduler.demand import Kind
 from scheduler.greedy import CycleResult
 from scheduler.mig import IdleGpu, MigDemand, plan_repartitions
 from scheduler.model import (
@@ -93,6 +93,8 @@ def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPl
     )
     state, catalog = compiled.state, compiled.catalog
     demands = []
+    hosts_of_alike: dict[tuple[object, ...], frozenset[tuple[str, str]]] = {}
+    """Alike waiting workloads (same pools, node filter, CPU and memory) share one answer."""
     for v in waiting:
         # Waiting for want of slices: none free (NoCapacity), or none in today's layouts
         # (NeverFits; its quota passed, as quota is checked before placement).
@@ -101,7 +103,11 @@ def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPl
         option, w = v.entry.options[0], v.entry.workload
         if option.kind is not Kind.MIG or option.profile is None:
             continue
-        hosts = _mig_hosts(state, w, option)
+        pools, nodes = state.eligible_pools(w, option), state.node_filter(w)
+        alike = (pools, nodes, w.cpu_milli, w.memory_mib)
+        hosts = hosts_of_alike.get(alike)
+        if hosts is None:
+            hosts = hosts_of_alike[alike] = _mig_hosts(state, w, pools, nodes)
         if hosts:
             demands.append(MigDemand(w.name, option.profile, w.pods, hosts))
     if not demands:
@@ -136,14 +142,16 @@ def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPl
     return plan_repartitions(idle, demands, catalog)
 
 
-def _mig_hosts(state: ClusterState, w: Workload, option: Option) -> frozenset[tuple[str, str]]:
+def _mig_hosts(
+    state: ClusterState, w: Workload, pools: tuple[int, ...], nodes: frozenset[int] | None
+) -> frozenset[tuple[str, str]]:
     """(node, model) pairs a pod of ``w`` could land on once a slice is made for it: the
-    nodes its selector, affinity and tolerations allow, of its option's models, with the
-    CPU and memory for one pod left."""
-    nodes = state.node_filter(w)
+    nodes of its eligible ``pools`` (selector, tolerations, the option's models) that its
+    node filter (``nodes``: selector labels the pools do not key on, affinity) allows, with
+    the CPU and memory for one pod left."""
     return frozenset(
         (state.node_names[n], state.pools[p].model)
-        for p in state.eligible_pools(w, option)
+        for p in pools
         for n in state.pools[p].nodes
         if (nodes is None or n in nodes)
         and state.free_cpu[n] >= w.cpu_milli

@@ -224,22 +224,53 @@ def _certs(tmp_path: Path) -> list[str]:
     return ["--cert-file", str(tmp_path / "tls.crt"), "--key-file", str(tmp_path / "tls.key")]
 
 
-def test_stuck_after_comes_from_the_flag_or_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("flag", "env", "field", "default", "good", "bad", "bad_by_flag"),
+    [
+        ("--stuck-after-s", "APPORTION_STUCK_AFTER_S", "stuck_after_s", 300,
+         {"env": "0", "flag": "90"}, ("-5", "soon", "nan"), False),
+        ("--api-timeout-s", "APPORTION_API_TIMEOUT_S", "api_timeout_s", 5,
+         {"env": "2.5"}, ("0", "-1", "soon", "inf"), True),
+    ],
+)  # fmt: skip
+def test_a_controller_setting_comes_from_its_flag_or_the_environment(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    env: str,
+    field: str,
+    default: float,
+    good: dict[str, str],
+    bad: tuple[str, ...],
+    bad_by_flag: bool,
 ) -> None:
     certs = _certs(tmp_path)
-    monkeypatch.delenv("APPORTION_STUCK_AFTER_S", raising=False)
-    assert _serve_settings(certs, monkeypatch).controller.stuck_after_s == 300
-    parsed = _serve_settings(certs, monkeypatch, APPORTION_STUCK_AFTER_S="0")
-    assert parsed.controller.stuck_after_s == 0
-    parsed = _serve_settings([*certs, "--stuck-after-s", "90"], monkeypatch)
-    assert parsed.controller.stuck_after_s == 90
-    for bad in ("-5", "soon", "nan"):
+    monkeypatch.delenv(env, raising=False)
+    assert getattr(_serve_settings(certs, monkeypatch).controller, field) == default
+    if "env" in good:
+        parsed = _serve_settings(certs, monkeypatch, **{env: good["env"]})
+        assert getattr(parsed.controller, field) == float(good["env"])
+    if "flag" in good:
+        parsed = _serve_settings([*certs, flag, good["flag"]], monkeypatch)
+        assert getattr(parsed.controller, field) == float(good["flag"])
+    for value in bad:
         with pytest.raises(SystemExit) as exit_info:
-            _serve_settings(certs, monkeypatch, APPORTION_STUCK_AFTER_S=bad)
+            if bad_by_flag:
+                _serve_settings([*certs, flag, value], monkeypatch)
+            else:
+                _serve_settings(certs, monkeypatch, **{env: value})
         assert exit_info.value.code == 2
         error = capsys.readouterr().err
-        assert f"argument --stuck-after-s: {bad!r}" in error, error
+        assert f"argument {flag}: {value!r}" in error, error
+
+
+def test_the_api_timeout_must_be_shorter_than_the_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The leader stops acting this long before its Lease (15 s) could be taken over.
+    with pytest.raises(CommandError, match="--api-timeout-s: the API timeout"):
+        _serve_settings([*_certs(tmp_path), "--api-timeout-s", "15"], monkeypatch)
 
 
 def test_queue_prints_the_repartitions_that_would_admit_waiting_pods() -> None:
@@ -256,25 +287,6 @@ def test_queue_prints_the_repartitions_that_would_admit_waiting_pods() -> None:
         "MIG repartition proposals (not applied):",
         f"  - {message}",
     ]
-
-
-def test_the_api_timeout_comes_from_a_flag_or_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    certs = _certs(tmp_path)
-    monkeypatch.delenv("APPORTION_API_TIMEOUT_S", raising=False)
-    assert _serve_settings(certs, monkeypatch).controller.api_timeout_s == 5
-    parsed = _serve_settings(certs, monkeypatch, APPORTION_API_TIMEOUT_S="2.5")
-    assert parsed.controller.api_timeout_s == 2.5
-    for bad in ("0", "-1", "soon", "inf"):
-        with pytest.raises(SystemExit) as exit_info:
-            _serve_settings([*certs, "--api-timeout-s", bad], monkeypatch)
-        assert exit_info.value.code == 2
-        error = capsys.readouterr().err
-        assert f"argument --api-timeout-s: {bad!r}" in error, error
-    # The leader stops acting this long before its Lease (15 s) could be taken over.
-    with pytest.raises(CommandError, match="--api-timeout-s: the API timeout"):
-        _serve_settings([*certs, "--api-timeout-s", "15"], monkeypatch)
 
 
 def test_a_call_to_a_silent_api_server_gives_up_after_one_timeout(
