@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from scheduler.loading import load_snapshot_text
@@ -329,23 +329,51 @@ _jobs = st.lists(
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(base=_jobs, extra=_jobs)
-def test_more_demand_never_yields_a_cheaper_recommendation(base: list, extra: list) -> None:
+# Hypothesis found that more demand can meet a goal on fewer nodes: with the extra 1-GPU job
+# at t=0, the 2-GPU jobs pack so that a node is whole again when the 4-GPU job comes (p95
+# wait 589 s on 2 A100 nodes); without it, no node is whole until t=2190 (1663 s). Online
+# placement without migration has such anomalies, so the planner cannot promise a
+# recommendation monotone in demand, only one its own simulations justify.
+@example(
+    base=[(146, 2097, 2), (349, 1841, 1), (141, 975, 2), (527, 60, 4), (325, 60, 1)],
+    extra=[(0, 856, 1)],
+)
+def test_more_demand_never_yields_a_cheaper_recommendation_without_a_simulated_miss(
+    base: list, extra: list
+) -> None:
+    """If more demand gets a cheaper cluster X, the smaller demand's search must have seen
+    X miss: simulated, or inferred from a simulated cluster with at least X's nodes. Never
+    pruned (the fluid bound only grows with demand) nor left unexamined (the budget covers
+    the grid)."""
+
     def jobs(rows: list, prefix: str) -> list[Job]:
         return [job(f"{prefix}{i}", s, r, g, ("A100-80GB",)) for i, (s, r, g) in enumerate(rows)]
 
     levels = (0.5, 1.0, 1.5, 2.0)
     slos = ["p95_wait<=600"]
-    small = plan(jobs(base, "a"), slos, levels)["verdict"]
-    large = plan(jobs(base, "a") + jobs(extra, "b"), slos, levels)["verdict"]
-    if large.get("recommended") is None:
+    small = plan(jobs(base, "a"), slos, levels)
+    large = plan(jobs(base, "a") + jobs(extra, "b"), slos, levels)
+    cheaper = large["verdict"].get("recommended")
+    if cheaper is None:
         return
-    assert small.get("recommended") is not None
+    assert small["verdict"].get("recommended") is not None
 
     def cost(key: str) -> float:
         a, b = (int(x) for x in key.split("-"))
         return a * A100_NODE + b * L4_NODE
 
-    assert cost(small["recommended"]) <= cost(large["recommended"]) + 1e-9
+    if cost(small["verdict"]["recommended"]) <= cost(cheaper) + 1e-9:
+        return
+    rows = {r["key"]: r for r in small["candidates"]}
+    status = rows[cheaper]["status"]
+    assert status in ("misses", "misses (inferred)"), (cheaper, status)
+    counts = rows[cheaper]["counts"]
+    evidence = [
+        r
+        for r in small["candidates"]
+        if r["status"] == "misses" and all(a >= b for a, b in zip(r["counts"], counts, strict=True))
+    ]
+    assert evidence, f"{cheaper} inferred to miss with no simulated miss at least as large"
 
 
 # ------------------------------------------------------------------ shard + merge
