@@ -1304,3 +1304,23 @@ def test_without_highs_the_ilp_is_solved_by_pulps_bundled_cbc() -> None:
     snap = demo_snapshot(count=1000)
     assert check_all(snap, decision) + check_priority_order(snap, decision) == []
 
+
+
+def test_a_highs_failure_falls_back_to_cbc_and_never_becomes_the_decisions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever HiGHS raises (a crash inside highspy, an API change in a new wheel), the
+    cycle's answer stands: CBC solves the same model, and the status says why."""
+    from scheduler import allocator
+
+    def crash(self: object, lp: object) -> None:
+        raise RuntimeError("simulated HiGHS crash")
+
+    monkeypatch.setattr(allocator._WarmHiGHS, "callSolver", crash)
+    snap = demo_snapshot(count=300)
+    decision = decide(snap, budget_ms=60_000)
+    stats = decision.stats
+    # CBC's answer, or greedy's where CBC's realized lower: either way, said.
+    assert "CBC: Optimal (HiGHS failed: RuntimeError: simulated HiGHS crash)" in stats.status
+    assert stats.objective >= stats.greedy_objective
+    assert check_all(snap, decision) + check_priority_order(snap, decision) == []
