@@ -12,14 +12,19 @@ are simulated in a pool of ``--workers`` processes (default 2); a quarter of the
 other node shapes and MIG layouts around the best (``--no-shapes``: none). ``--growth``
 scales the demand (seeded copies), to see the fluid bound prune on a tighter demand.
 Target: at least 20 candidate clusters simulated in at most 2 minutes on this 2-core
-machine. The last line
-printed is one JSON object: ``{"candidates", "simulations", "pruned", "wall_s"}``.
+machine.
+
+Baseline, in the same run: the same search without look-ahead (idle workers simulating what
+the next bisection step may ask for), ``--repeat`` times each, alternating; the two must
+give the same record. The last line printed is one JSON object:
+``{"candidates", "simulations", "pruned", "wall_s", "baseline_wall_s"}`` (medians).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from collections import Counter
@@ -47,6 +52,7 @@ def main() -> None:
     parser.add_argument("--policy", default="apportion-greedy")
     parser.add_argument("--growth", type=float, default=1.0)
     parser.add_argument("--no-shapes", action="store_true")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each, alternating")
     args = parser.parse_args()
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
@@ -55,18 +61,26 @@ def main() -> None:
     jobs = grow(trace.jobs, args.growth)
     cluster = load_cluster("default").with_queues({j.workload.queue for j in trace.jobs})
     slos = [parse_slo(s) for s in DEFAULT_SLOS]
-    settings = SearchSettings(
-        levels=tuple(float(x) for x in args.levels.split(",")),
-        max_simulations=args.simulations,
-        workers=args.workers,
-        policy=args.policy,
-    )
-    started = time.perf_counter()
     pools, options = pools_of(cluster), ()
     if not args.no_shapes:
         pools, options = arrangements(cluster, pools, jobs)
-    record = search(cluster, pools, jobs, slos, settings, options=options)
-    wall = time.perf_counter() - started
+    walls: dict[bool, list[float]] = {True: [], False: []}
+    records: dict[bool, dict] = {}
+    for _ in range(args.repeat):
+        for look_ahead in (False, True):
+            settings = SearchSettings(
+                levels=tuple(float(x) for x in args.levels.split(",")),
+                max_simulations=args.simulations,
+                workers=args.workers,
+                policy=args.policy,
+                look_ahead=look_ahead,
+            )
+            started = time.perf_counter()
+            records[look_ahead] = search(cluster, pools, jobs, slos, settings, options=options)
+            walls[look_ahead].append(time.perf_counter() - started)
+    record = records[True]
+    same = _comparable(record) == _comparable(records[False])
+    wall, baseline = statistics.median(walls[True]), statistics.median(walls[False])
     record["inputs"] = {"budget_per_hour": None}
     answer = verdict(record, slos)
     status = Counter(r["status"] for r in record["candidates"])
@@ -92,6 +106,14 @@ def main() -> None:
         f"(min {min(each, default=0):.2f}, max {max(each, default=0):.2f}), "
         f"{wall / max(1, sims):.2f} s of wall time"
     )
+    ahead = record["ahead"]
+    print(
+        f"look-ahead: {ahead['simulated']} simulated ahead, {ahead['used']} of them asked for; "
+        f"baseline without it: {baseline:.1f} s (median of {args.repeat}; with it "
+        f"{', '.join(f'{w:.1f}' for w in walls[True])} s, without "
+        f"{', '.join(f'{w:.1f}' for w in walls[False])} s): ×{baseline / wall:.2f}; "
+        f"same record: {'yes' if same else 'NO'}"
+    )
     by_key = {r["key"]: r for r in record["candidates"]}
     chosen = answer.get("recommended") or answer.get("closest")
     if chosen:
@@ -109,9 +131,15 @@ def main() -> None:
                 "simulations": sims,
                 "pruned": status["pruned"],
                 "wall_s": round(wall, 1),
+                "baseline_wall_s": round(baseline, 1),
             }
         )
     )
+
+
+def _comparable(record: dict) -> dict:
+    """The record without what differs between runs of the same search anyway."""
+    return {k: v for k, v in record.items() if k not in ("simulation_wall_s", "ahead")}
 
 
 def _kind(reason: str) -> str:

@@ -398,7 +398,7 @@ def _plan(*args: str) -> subprocess.CompletedProcess[str]:
 def _plan_json(out: Path) -> dict[str, Any]:
     """plan.json without what differs between two runs of the same inputs anyway."""
     record = json.loads((out / "plan.json").read_text())
-    for key in ("wall_s", "simulation_wall_s"):
+    for key in ("wall_s", "simulation_wall_s", "ahead"):
         record.pop(key)
     record["inputs"].pop("command")
     return record
@@ -414,6 +414,24 @@ def test_the_answer_does_not_depend_on_the_workers(tmp_path: Path) -> None:
                      "--workers", workers, "--out", str(tmp_path / workers))  # fmt: skip
         assert done.returncode == 0, done.stderr
     assert _plan_json(tmp_path / "1") == _plan_json(tmp_path / "2")
+
+
+def test_idle_workers_simulate_ahead_without_changing_the_answer() -> None:
+    """Bisection asks for one candidate per step; idle workers simulate the next step's
+    picks for either outcome, and the search takes them when it asks for them."""
+    jobs = [job(f"j{i}", i * 10, 1000, 4, ("A100-80GB",)) for i in range(4)]
+    c = cluster()
+    slos = [parse_slo("p95_wait<=1100")]
+    records = {}
+    for workers in (1, 3):
+        settings = SearchSettings(levels=(0.5, 1, 1.5, 2), max_simulations=6, workers=workers)
+        records[workers] = search(c, pools_of(c), jobs, slos, settings)
+    assert records[1]["ahead"] == {"simulated": 0, "used": 0}
+    assert records[3]["ahead"]["used"] >= 1
+    for record in records.values():
+        for key in ("simulation_wall_s", "ahead"):
+            record.pop(key)
+    assert records[1] == records[3]
 
 
 def test_shards_merge_to_the_single_run_answer(tmp_path: Path) -> None:

@@ -579,6 +579,9 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     merged["shard"] = [0, 1]
     merged["missing_shards"] = missing
     merged["wall_s"] = max(r.get("wall_s", 0) for r in records)
+    merged["ahead"] = {
+        k: sum(r.get("ahead", {}).get(k, 0) for r in records) for k in ("simulated", "used")
+    }
     if missing and not args.quiet:
         sys.stderr.write(f"plan merge: shard(s) {missing} of {total} missing; merging the rest\n")
     merged["monotonicity"] = {

@@ -31,6 +31,7 @@ holds is not simulated again: the search takes the same steps, so it gives the s
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import signal
@@ -72,6 +73,9 @@ class SearchSettings:
     options: PolicyOptions = field(default_factory=PolicyOptions)
     shard: tuple[int, int] = (0, 1)
     budget_per_hour: float | None = None
+    look_ahead: bool = True
+    """Let idle workers simulate what the next bisection step may ask for (False: the
+    benchmark's baseline). Changes the wall time, never the answer."""
 
 
 Progress = Callable[[int, int], None]
@@ -149,23 +153,31 @@ def search(
     spot_checked: list[str] = []
     if progress:
         progress(done, budget)
+    ahead_of = _Ahead()
     with _executor(settings.workers) as pool:
 
-        def run(batch: list[Candidate]) -> None:
+        def task(c: Candidate) -> EvalTask:
+            return EvalTask(
+                c.key(),
+                build_cluster(cluster, pools, c),
+                tuple(jobs),
+                tuple(slos),
+                settings.policy,
+                settings.seed,
+                settings.options,
+            )
+
+        def run(batch: list[Candidate], ahead: Callable[[], list[Candidate]] | None = None) -> None:
+            """Simulate ``batch``; meanwhile, workers it leaves idle simulate what ``ahead``
+            says the next step may ask for."""
             nonlocal done
-            tasks = [
-                EvalTask(
-                    c.key(),
-                    build_cluster(cluster, pools, c),
-                    tuple(jobs),
-                    tuple(slos),
-                    settings.policy,
-                    settings.seed,
-                    settings.options,
-                )
-                for c in batch
-            ]
-            timed = [f.result() for f in [_launch(pool, t, journal) for t in tasks]]
+            futures = [ahead_of.take(c.key()) or _launch(pool, task(c), journal) for c in batch]
+            ahead_of.drop_queued()
+            idle = settings.workers - len(batch) - ahead_of.running(today_future)
+            if ahead is not None and idle > 0 and settings.look_ahead:
+                for c in ahead()[:idle]:
+                    ahead_of.launch(c.key(), _launch(pool, task(c), journal))
+            timed = [f.result() for f in futures]
             seconds.extend(t for _, t in timed)
             for cand, (ev, _) in zip(batch, timed, strict=True):
                 _record(rows, cand, ev, mine)
@@ -181,11 +193,18 @@ def search(
                 first = []
                 if not batch:
                     return
-                run(batch)
+
+                def ahead(batch: list[Candidate] = batch) -> list[Candidate]:
+                    left = limit - done - len(batch)
+                    if left <= 0:
+                        return []
+                    return _next_picks(batch, rows, mine, among, min(PROBES, left))
+
+                run(batch, ahead)
 
         if index == 0 and today is not None:
             # The current cluster under today's demand: what 'nothing changes' changes from.
-            task = EvalTask(
+            today_task = EvalTask(
                 "today",
                 build_cluster(cluster, pools, current),
                 tuple(today),
@@ -194,9 +213,9 @@ def search(
                 settings.seed,
                 settings.options,
             )
-            future = _launch(pool, task, journal)
+            today_future: Future[Timed] | None = _launch(pool, today_task, journal)
         else:
-            future = None
+            today_future = None
         # The current cluster goes with the first probes (it may also be pruned).
         bisect(budget - reserve, [current] if index == 0 else [], mine)
         # Nothing met the goals: simulate the largest candidate, pruned or not, so the
@@ -255,8 +274,9 @@ def search(
             spread = _spread(rest, left)
             for start in range(0, len(spread), max(1, settings.workers)):
                 run(spread[start : start + settings.workers])
-        if future is not None:
-            extra["today"] = future.result()[0]
+        if today_future is not None:
+            extra["today"] = today_future.result()[0]
+        ahead_of.abandon(pool)
     return {
         "candidates": sorted(rows.values(), key=lambda r: (r["cost_per_hour"], r["counts"])),
         "simulations": done,
@@ -276,6 +296,7 @@ def search(
             "spot_checked": spot_checked,
             "violations": violations([rows[c.key()] for c in mine]),
         },
+        "ahead": {"simulated": ahead_of.launched, "used": ahead_of.used},
         **extra,
     }
 
@@ -375,9 +396,12 @@ class _Pool(ProcessPoolExecutor):
 
     def __exit__(self, kind: Any, *rest: Any) -> Any:
         if kind is not None and issubclass(kind, KeyboardInterrupt):
-            for process in list((self._processes or {}).values()):
-                process.terminate()
+            self.stop_workers()
         return super().__exit__(kind, *rest)
+
+    def stop_workers(self) -> None:
+        for process in list((self._processes or {}).values()):
+            process.terminate()
 
 
 def _worker_signals() -> None:
@@ -394,9 +418,13 @@ def _executor(workers: int) -> Any:
 def _record(
     rows: dict[str, Any], cand: Candidate, ev: dict[str, Any], mine: list[Candidate]
 ) -> None:
+    rows[cand.key()]["evaluation"] = ev
+    _conclude(rows, cand, all(ev["slo_met"]), mine)
+
+
+def _conclude(rows: dict[str, Any], cand: Candidate, ok: bool, mine: list[Candidate]) -> None:
+    """``cand`` meets every goal (``ok``) or misses one: what that rules out."""
     row = rows[cand.key()]
-    row["evaluation"] = ev
-    ok = all(ev["slo_met"])
     row["status"] = "meets" if ok else "misses"
     for other in mine:
         r = rows[other.key()]
@@ -416,6 +444,65 @@ def _pick(mine: list[Candidate], rows: dict[str, Any], n: int) -> list[Candidate
     n = min(n, len(open_))
     picks = [open_[(i + 1) * len(open_) // (n + 1)] for i in range(n)]
     return list(dict.fromkeys(picks))
+
+
+def _next_picks(
+    batch: list[Candidate],
+    rows: dict[str, Any],
+    mine: list[Candidate],
+    among: list[Candidate],
+    want: int,
+) -> list[Candidate]:
+    """What the next bisection step picks, for each way ``batch`` may turn out (every
+    candidate missing first, as a miss rules out less and leaves the longer search), in
+    that order without repeats: the candidates worth simulating before they are asked for."""
+    picks: list[Candidate] = []
+    for outcome in itertools.product((False, True), repeat=len(batch)):
+        trial = {k: {"status": r["status"], "cost_per_hour": r["cost_per_hour"]}
+                 for k, r in rows.items()}  # fmt: skip
+        for cand, ok in zip(batch, outcome, strict=True):
+            _conclude(trial, cand, ok, mine)
+        picks += _pick(among, trial, want)
+    return [c for c in dict.fromkeys(picks) if c not in batch]
+
+
+class _Ahead:
+    """Simulations started before the search asks for them, on workers a bisection step
+    leaves idle. A step picks its candidates as if none had been started, so the answer is
+    the same with any number of workers; only the wall time changes."""
+
+    def __init__(self) -> None:
+        self._futures: dict[str, Future[Timed]] = {}
+        self.launched = 0
+        self.used = 0
+
+    def launch(self, key: str, future: Future[Timed]) -> None:
+        if key not in self._futures:
+            self._futures[key] = future
+            self.launched += 1
+
+    def take(self, key: str) -> Future[Timed] | None:
+        future = self._futures.pop(key, None)
+        self.used += future is not None
+        return future
+
+    def drop_queued(self) -> None:
+        """Cancel what has not started: the step it was for went the other way."""
+        for key, future in list(self._futures.items()):
+            if future.cancel():
+                del self._futures[key]
+                self.launched -= 1
+
+    def running(self, *others: Future[Timed] | None) -> int:
+        busy = [*self._futures.values(), *(f for f in others if f is not None)]
+        return sum(1 for f in busy if not f.done())
+
+    def abandon(self, pool: Any) -> None:
+        """The search is over: stop what still runs rather than wait for answers nobody
+        will read (the journal keeps those that finished)."""
+        self.drop_queued()
+        if any(not f.done() for f in self._futures.values()) and isinstance(pool, _Pool):
+            pool.stop_workers()
 
 
 def _spread(rest: list[Candidate], n: int) -> list[Candidate]:
