@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from test_plan import ROOT, _plan_json, _write_inputs, cluster
 
 from scheduler.cli import CommandError, main
 from sim.plan.evaluate import EvalTask, evaluate
-from sim.plan.journal import Journal, journal_name
+from sim.plan.journal import Journal, code_version, journal_name
 from sim.plan.slo import parse_slo
 
 
@@ -43,6 +44,23 @@ def test_kept_evaluations_come_back_for_the_same_inputs_only(tmp_path: Path) -> 
     assert "this run: f2, " in other.note and other.note.endswith("): starting it afresh")
     assert (other.resumed, len(other), len(path.read_text().splitlines())) == (0, 0, 1)
     other.close()
+
+
+def test_a_journal_of_other_code_is_not_reused(tmp_path: Path) -> None:
+    """A checkout edited since it was installed keeps its version number; what it simulates
+    may differ, so the journal names a digest of the code too."""
+    path = tmp_path / "j.jsonl"
+    Journal(path, "f").close()
+    header = json.loads(path.read_text())
+    assert re.fullmatch(r"\S+ \(code [0-9a-f]{12}\)", header["apportion"])
+    assert header["apportion"] == code_version()
+    version = header["apportion"].split(" ")[0]
+    header["apportion"] = f"{version} (code 000000000000)"
+    path.write_text(json.dumps(header, sort_keys=True) + "\n" + '{"task":"a"}\n')
+    again = Journal(path, "f")
+    assert again.note is not None and f"Apportion {version} (code 000000000000)" in again.note
+    assert again.resumed == 0
+    again.close()
 
 
 def test_a_line_cut_short_by_a_crash_is_simulated_again(tmp_path: Path) -> None:
