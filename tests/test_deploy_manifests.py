@@ -447,6 +447,30 @@ def test_deployment_is_highly_available_and_probed_on_the_plain_port():
     assert spec["serviceAccountName"] == "apportion"
 
 
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_webhook_pods_are_critical_and_admitted_where_the_class_is_limited(name):
+    # A fail-closed webhook at the default priority (0) is preempted by any GPU job with a
+    # PriorityClass and evicted first under node pressure; GPU pods then cannot be created.
+    objects = overlay(name)
+    deployment = one(objects, "Deployment", "apportion")
+    priority_class = pod_spec(deployment).get("priorityClassName")
+    assert priority_class == "system-cluster-critical"
+    # Where consumption of the class is limited (GKE by default), only a ResourceQuota in
+    # the namespace whose scope names it lets the ReplicaSet create the pods.
+    quotas = [
+        q
+        for q in by_kind(objects, "ResourceQuota")
+        if q["metadata"]["namespace"] == NAMESPACE
+        and {"scopeName": "PriorityClass", "operator": "In", "values": [priority_class]}
+        in q["spec"].get("scopeSelector", {}).get("matchExpressions", [])
+    ]
+    (quota,) = quotas
+    assert quota["spec"]["hard"].keys() == {"pods"}, "a quota on cpu or memory would bind"
+    spec = deployment["spec"]
+    rollout = spec["replicas"] + spec["strategy"]["rollingUpdate"]["maxSurge"]
+    assert int(quota["spec"]["hard"]["pods"]) >= rollout
+
+
 def test_deployment_environment_follows_the_contract():
     deployment = one(overlay("kubernetes"), "Deployment", "apportion")
     spec = pod_spec(deployment)
