@@ -471,6 +471,23 @@ def test_webhook_pods_are_critical_and_admitted_where_the_class_is_limited(name)
     assert int(quota["spec"]["hard"]["pods"]) >= rollout
 
 
+def test_a_stopping_webhook_pod_serves_until_its_endpoint_is_gone():
+    # The API server keeps sending reviews to a deleted pod until the endpoint removal has
+    # reached it (and the nodes' proxies): seconds. A pod that stops serving on SIGTERM
+    # at once makes every rollout and drain reject GPU pods (the mutating webhook fails
+    # closed). preStop runs before SIGTERM and within the grace period.
+    spec = pod_spec(one(overlay("kubernetes"), "Deployment", "apportion"))
+    (container,) = spec["containers"]
+    pre_stop = container.get("lifecycle", {}).get("preStop", {})
+    if "sleep" in pre_stop:
+        delay = int(pre_stop["sleep"]["seconds"])
+    else:
+        command = pre_stop.get("exec", {}).get("command", [])
+        assert command[:1] == ["sleep"], f"no preStop delay: {pre_stop}"
+        delay = int(command[1])
+    assert 5 <= delay < spec["terminationGracePeriodSeconds"] - 10, "time left to finish"
+
+
 def test_deployment_environment_follows_the_contract():
     deployment = one(overlay("kubernetes"), "Deployment", "apportion")
     spec = pod_spec(deployment)
