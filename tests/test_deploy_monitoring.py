@@ -252,6 +252,90 @@ def test_alerts_fire_on_the_right_series(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# --- two replicas: each exports the same view of the cluster ---------------------------------
+
+# Gauges every replica computes from its own copy of the cluster state (webhook/metrics.py:
+# the queue collector and the GPU-metrics report), so two replicas export each value twice;
+# and apportion_stuck_pods, the leader's report. Counters and histograms count what one
+# replica did, and add up across replicas.
+ONE_REPLICA = {
+    'apportion_queue_pending_workloads{queue="team-a"}': 3,
+    'apportion_oldest_pending_seconds{queue="team-a"}': 2000,
+    'apportion_queue_usage_gpus{queue="team-a",flavor="H100-80GB"}': 4,
+    'apportion_queue_usage_gpus{queue="team-a",flavor="mig-3g.40gb"}': 2,
+    'apportion_queue_nominal_gpus{queue="team-a",flavor="H100-80GB"}': 8,
+    'apportion_queue_nominal_gpus{queue="team-a",flavor="mig-3g.40gb"}': 4,
+    'apportion_queue_weighted_share{queue="team-a"}': 0.5,
+    'apportion_idle_gpus{queue="team-a"}': 1,
+    'apportion_unhealthy_gpus{node="gpu-a",reason="xid"}': 1,
+    'apportion_unhealthy_gpus{node="gpu-a",reason="ecc"}': 1,
+    'apportion_stuck_pods{queue="team-a"}': 2,
+    'apportion_gpu_metrics_status{status="fresh"}': 1,
+    'apportion_gpu_metrics_status{status="stale"}': 0,
+    "apportion_gpu_metrics_age_seconds": 30,
+    "apportion_gpu_metrics_unknown_gpus": 0,
+}
+REPLICATED = {name.partition("{")[0] for name in ONE_REPLICA}
+# What each expression shows for ONE_REPLICA, in the order of the panel's targets: the same
+# answer whether one replica or two are scraped.
+ONE_ANSWER = {
+    "panel 'Pending workloads'": [['{queue="team-a"} 3']],
+    "panel 'Oldest pending wait'": [['{queue="team-a"} 2000']],
+    "panel 'GPUs in use vs nominal quota'": [['{queue="team-a"} 6'], ['{queue="team-a"} 12']],
+    "panel 'Weighted share'": [['{queue="team-a"} 0.5']],
+    "panel 'Usage by flavor'": [
+        ['{queue="team-a",flavor="H100-80GB"} 4', '{queue="team-a",flavor="mig-3g.40gb"} 2']
+    ],
+    "panel 'Idle allocated GPUs'": [['{queue="team-a"} 1']],
+    "panel 'Unhealthy GPUs'": [["{} 2"]],
+    "panel 'Unhealthy GPUs by node'": [['{node="gpu-a"} 2']],
+    "panel 'GPU metrics'": [['{status="fresh"} 1'], ["{} 0"]],
+    "panel 'GPU metrics age'": [["{} 30"]],
+    "alert ApportionQueueStarving": [['{queue="team-a"} 2000']],
+    "alert ApportionUnhealthyGpus": [['{node="gpu-a"} 2']],
+    "alert ApportionPodsStuck": [['{queue="team-a"} 2']],
+}
+
+
+def _replica(series: str, pod: str) -> str:
+    labels = f'instance="{pod}:8080",pod="{pod}",job="apportion-webhook"'
+    name, _, rest = series.partition("{")
+    return f"{name}{{{labels}{',' + rest if rest else '}'}"
+
+
+def test_expressions_count_each_value_once_with_two_replicas(tmp_path):
+    replicated: dict[str, list[str]] = {}
+    for where, expr in expressions():
+        if not where.startswith("variable") and metric_names(expr) & REPLICATED:
+            replicated.setdefault(where, []).append(expr.replace("$queue", ".+"))
+    assert replicated.keys() == ONE_ANSWER.keys(), "an expression without its answer here"
+    tests = []
+    for where, exprs in replicated.items():
+        for expr, samples in zip(exprs, ONE_ANSWER[where], strict=True):
+            expected = []
+            for sample in samples:
+                labels, _, value = sample.rpartition(" ")
+                expected.append({"labels": labels, "value": float(value)})
+            tests.append({"expr": expr, "eval_time": "5m", "exp_samples": expected})
+    series = [
+        {"series": _replica(name, pod), "values": f"{value}x10"}
+        for name, value in ONE_REPLICA.items()
+        for pod in ("apportion-7d9f-a", "apportion-7d9f-b")
+    ]
+    (tmp_path / "empty.yaml").write_text("groups: []\n")
+    suite = {
+        "rule_files": ["empty.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": tests}],
+    }
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(suite))
+    result = subprocess.run(
+        [promtool(), "test", "rules", str(tmp_path / "tests.yaml")],
+        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # --- the DCGM reader's recording rules ---------------------------------------------------------
 
 
