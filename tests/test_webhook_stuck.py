@@ -28,6 +28,7 @@ from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.controller import Controller
 from webhook.kubeapi import KubeApi
+from webhook.leader import LeaderElector
 from webhook.metrics import Metrics
 from webhook.pods import ANNOTATION_PLACEMENT, ManagedPod
 from webhook.stuck import StuckWatch
@@ -272,6 +273,28 @@ def test_a_bare_pod_is_not_deleted_but_reported_once(fake: Fake) -> None:
         assert not _pod(fake, "notebook")["metadata"].get("deletionTimestamp")
         assert _replaced(controller) is None
         assert _reported(controller) == 1
+    finally:
+        controller.stop()
+
+
+def test_a_replica_that_loses_the_lease_no_longer_reports_stuck_pods(fake: Fake) -> None:
+    # Was: only the leader reviews stuck pods, and a replica that lost the Lease kept its
+    # last report on /metrics: ApportionPodsStuck fired on for pods long since gone.
+    clock = Clock()
+    _waiting_pod(fake, "notebook", gpus=1)
+    cluster = LiveCluster(clock=clock, intent_ttl_s=30)
+    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
+    elector = LeaderElector(api, "apportion-system", "apportion-controller", "replica-1", 1.0)
+    controller = Controller(
+        api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A], elector=elector
+    )
+    controller.start()
+    try:
+        _reported_notebook(fake, controller, clock)
+        eventually(lambda: _reported(controller) == 1)
+        fake.fail(r".*/leases/apportion-controller", times=1000, status="drop")
+        eventually(lambda: not elector.leading)
+        eventually(lambda: _reported(controller) is None)
     finally:
         controller.stop()
 

@@ -253,7 +253,12 @@ class Controller:
         waiting for its answer never delays a renewal."""
         assert self.elector is not None
         while not self._stop.is_set():
-            self.metrics.leader.set(1 if self.elector.try_acquire_or_renew() else 0)
+            leading = self.elector.try_acquire_or_renew()
+            self.metrics.leader.set(1 if leading else 0)
+            if not leading:
+                # Only the leader looks for stuck pods: a former leader's last report
+                # would stay on /metrics (and keep ApportionPodsStuck firing) for ever.
+                self.metrics.stuck_reported.clear()
             self._stop.wait(self.settings.lease_duration_s / 5)
 
     def _leading(self) -> bool:
