@@ -21,7 +21,7 @@ from typing import Any
 import kubernetes
 import pytest
 from kubefake import Fake, running_fake
-from test_webhook_controller import SETTINGS, TEAM_A, _waiting_pod, eventually
+from test_webhook_controller import SETTINGS, TEAM_A, _waiting_pod, api_failures, eventually
 
 from scheduler.model import Demand, PodPlacement
 from webhook import keys
@@ -191,6 +191,7 @@ def test_a_stuck_job_gang_is_evicted_whole_after_the_grace_and_not_before(fake: 
         eventually(lambda: any(e["name"] == "llm-1" for e in fake.evictions))
         eventually(lambda: _pod(fake, "llm-0")["metadata"].get("deletionTimestamp"))
         assert _replaced(controller) is None
+        assert api_failures(controller).keys() == {("evict", "429")}
         fake.allow_evictions()
         eventually(lambda: _replaced(controller) == 1)
         allowed = [e["name"] for e in fake.evictions if e["allowed"]]

@@ -388,6 +388,7 @@ class Controller:
             try:
                 self.api.patch_queue_status(name, status)
             except (ApiException, *UNANSWERED) as error:
+                self.metrics.api_failed("status", error)
                 log.warning("status of queue %s: %s", name, failure(error))
 
     def _pods_by_workload(self) -> dict[str, list[ManagedPod]]:
@@ -465,6 +466,7 @@ class Controller:
         except (ApiException, *UNANSWERED) as error:
             # A stale view (the watch will bring the new one), a rejected change, or no
             # answer: the next cycle reads from the watch whether it was made.
+            self.metrics.api_failed("patch", error)
             log.warning("%s %s/%s failed: %s", doing, pod.namespace, pod.name, failure(error))
             return False
         return True
@@ -512,6 +514,7 @@ class Controller:
                 self.api.evict_pod(pod.namespace, pod.name)
             except (ApiException, *UNANSWERED) as error:
                 # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
+                self.metrics.api_failed("evict", error)
                 log.warning("evicting %s/%s failed: %s", pod.namespace, pod.name, failure(error))
                 if not isinstance(error, ApiException):
                     self._untold.add(pod.identity)
@@ -557,6 +560,7 @@ class Controller:
                 self.api.evict_pod(pod.namespace, pod.name)
             except (ApiException, *UNANSWERED) as error:
                 # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
+                self.metrics.api_failed("evict", error)
                 log.warning("replacing %s/%s failed: %s", pod.namespace, pod.name, failure(error))
                 continue
             evicted += 1
@@ -600,6 +604,7 @@ class Controller:
         try:
             self.api.record_event(pod, reason, message, event_type)
         except (ApiException, *UNANSWERED) as error:  # best effort, even the connection
+            self.metrics.api_failed("event", error)
             log.debug("event on %s failed: %s", (pod.get("metadata") or {}).get("name"), error)
 
 
