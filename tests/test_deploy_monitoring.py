@@ -176,6 +176,10 @@ tests:
       # team-a: two pods reported stuck from minute 5; team-b: none.
       - {series: 'apportion_stuck_pods{queue="team-a"}', values: '_x5 2x25'}
       - {series: 'up{job="apportion-webhook",namespace="apportion-system"}', values: '1x30'}
+      # Evictions refused by a PodDisruptionBudget every minute from minute 5; one conflict
+      # on a patch at minute 10, retried with success.
+      - {series: 'apportion_api_failures_total{action="evict",code="429"}', values: '0x5 1+1x25'}
+      - {series: 'apportion_api_failures_total{action="patch",code="409"}', values: '0x10 1x20'}
       # /mutate: 100 reviews a minute, 10 of them errors; /validate: no errors.
       - series: 'apportion_admission_duration_seconds_count{endpoint="mutate",outcome="error"}'
         values: '0+10x30'
@@ -229,6 +233,12 @@ tests:
       - eval_time: 25m
         alertname: ApportionPodsStuck
         exp_alerts: [{exp_labels: {severity: warning, queue: team-a}}]
+      - eval_time: 15m
+        alertname: ApportionApiFailures
+        exp_alerts: []
+      - eval_time: 25m
+        alertname: ApportionApiFailures
+        exp_alerts: [{exp_labels: {severity: warning, action: evict, code: "429"}}]
   - interval: 1m
     input_series:
       - {series: 'up{job="apportion-webhook",namespace="apportion-system"}', values: '0x10'}

@@ -86,8 +86,9 @@ def _controller(
 ) -> Controller:
     cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
     api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
+    metrics = Metrics(cluster)
     elector = (
-        LeaderElector(api, "apportion-system", "apportion-controller", identity, 1.0)
+        LeaderElector(api, "apportion-system", "apportion-controller", identity, 1.0, metrics)
         if lead
         else None
     )
@@ -95,7 +96,7 @@ def _controller(
         api,
         cluster,
         replace(SETTINGS, evict=evict),
-        Metrics(cluster),
+        metrics,
         queues=lambda: [TEAM_A],
         elector=elector,
     )
@@ -152,6 +153,17 @@ def _released(fake: Fake, *names: str) -> bool:
 def _placement(fake: Fake, name: str) -> str:
     placement: str = _pod(fake, name)["metadata"]["annotations"][ANNOTATION_PLACEMENT]
     return placement
+
+
+def api_failures(controller: Controller) -> dict[tuple[str, str], float]:
+    """``apportion_api_failures_total`` by (action, code)."""
+    return {
+        (sample.labels["action"], sample.labels["code"]): sample.value
+        for metric in controller.metrics.registry.collect()
+        if metric.name == "apportion_api_failures"
+        for sample in metric.samples
+        if sample.name == "apportion_api_failures_total"
+    }
 
 
 def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake) -> None:
@@ -548,6 +560,8 @@ def test_queues_come_from_queue_objects_and_report_status(fake: Fake) -> None:
     )
     cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
     controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+    # The first status write is refused (counted), the next cycle writes it.
+    fake.fail(r".*/queues/crd-team/status", times=1, status=500, method="PATCH")
     with synced(controller):
         assert sorted(cluster.queues) == ["crd-team"]  # the broken one is reported, left out
         pod = _waiting_pod(fake, "via-crd", gpus=2)
@@ -566,6 +580,7 @@ def test_queues_come_from_queue_objects_and_report_status(fake: Fake) -> None:
         view = {w.workload: w for w in cluster.waiting()}
         assert view["gpu-team-a/patched-gpu-1"].reason == "QueueUnknown"
         assert status()["admitted_workloads"] == 1
+        assert api_failures(controller) == {("status", "500"): 1}
 
 
 def test_a_cluster_without_the_queue_crd_still_syncs(fake: Fake) -> None:
@@ -748,6 +763,26 @@ def test_a_leader_that_cannot_reach_the_api_server_steps_down_and_comes_back(fak
         eventually(lambda: controller.elector is not None and controller.elector.leading)
         _waiting_pod(fake, "after-outage", gpus=1)
         eventually(lambda: _released(fake, "after-outage"))
+
+
+def test_failed_api_calls_are_counted_by_action_and_code(fake: Fake) -> None:
+    # Was: only logged, so nothing a platform team could alert on said that the controller
+    # could not act (RBAC missing after an upgrade, an API server that does not answer).
+    controller = _controller(fake, lead=True)
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        assert api_failures(controller) == {}
+        fake.fail(r".*/pods/forbidden", times=1000, status=403, method="PATCH")
+        fake.fail(r"/api/v1/namespaces/gpu-team-a/events", times=1, status="drop", method="POST")
+        _waiting_pod(fake, "forbidden", gpus=1, priority=100)
+        _waiting_pod(fake, "allowed", gpus=1)
+        eventually(lambda: _released(fake, "allowed"))
+        fake.fail(r".*/leases/apportion-controller", times=1, status=503)
+        eventually(lambda: api_failures(controller).get(("lease", "503")) == 1)
+        failures = api_failures(controller)
+        assert failures.keys() == {("patch", "403"), ("event", "unanswered"), ("lease", "503")}
+        assert failures[("event", "unanswered")] == 1
+        assert failures[("patch", "403")] >= 1  # tried again each cycle, refused each time
 
 
 def test_a_preemption_whose_event_is_lost_is_still_counted_and_nominated(fake: Fake) -> None:
@@ -990,13 +1025,17 @@ def test_a_replica_whose_clock_runs_ahead_does_not_take_a_live_lease(fake: Fake)
     from datetime import UTC, datetime, timedelta
 
     api = KubeApi(fake.api_client(), timeout_s=0.5)
-    leader = LeaderElector(api, "apportion-system", "apportion-controller", "replica-1", 2.0)
+    metrics = Metrics(LiveCluster(clock=time.time))
+    leader = LeaderElector(
+        api, "apportion-system", "apportion-controller", "replica-1", 2.0, metrics
+    )
     ahead = LeaderElector(
         api,
         "apportion-system",
         "apportion-controller",
         "replica-2",
         2.0,
+        metrics,
         now=lambda: datetime.now(UTC) + timedelta(hours=1),
     )
     assert leader.try_acquire_or_renew()

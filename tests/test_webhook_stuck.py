@@ -21,7 +21,7 @@ from typing import Any
 import kubernetes
 import pytest
 from kubefake import Fake, running_fake
-from test_webhook_controller import SETTINGS, TEAM_A, _waiting_pod, eventually
+from test_webhook_controller import SETTINGS, TEAM_A, _waiting_pod, api_failures, eventually
 
 from scheduler.model import Demand, PodPlacement
 from webhook import keys
@@ -192,6 +192,7 @@ def test_a_stuck_job_gang_is_evicted_whole_after_the_grace_and_not_before(fake: 
         eventually(lambda: any(e["name"] == "llm-1" for e in fake.evictions))
         eventually(lambda: _pod(fake, "llm-0")["metadata"].get("deletionTimestamp"))
         assert _replaced(controller) is None
+        assert api_failures(controller).keys() == {("evict", "429")}
         fake.allow_evictions()
         eventually(lambda: _replaced(controller) == 1)
         allowed = [e["name"] for e in fake.evictions if e["allowed"]]
@@ -342,6 +343,67 @@ def test_a_pod_pinned_to_a_cordoned_node_is_replaced_after_the_grace(fake: Fake)
         assert event["message"].startswith(f"admitted to node {node}, unschedulable for ")
         assert f"{node}: node is cordoned (spec.unschedulable)" in event["message"]
         assert _replaced(controller) == 1
+    finally:
+        controller.stop()
+
+
+def test_a_replacement_whose_eviction_answer_is_lost_is_told_counted_and_backed_off(
+    fake: Fake,
+) -> None:
+    # Was: an eviction whose answer was lost counted as not made. The pod, terminating
+    # from then on, was no longer stuck, so its workload was never recorded as replaced:
+    # no Replaced Event said why it went, apportion_stuck_replaced_total missed it, and
+    # the grace did not double, so its recreated pods, stuck again, went after one grace.
+    clock = Clock()
+    _job_pod(fake, "train", "train", gpus=1)
+    controller = _controller(fake, clock)
+    controller.start()
+    try:
+        node = _admitted(fake, "train")["train"]
+        _cordon(fake, node)
+        eventually(lambda: controller._node_problems.get(node))
+        _reviews(controller)
+        fake.fail(r".*/pods/train/eviction", times=1, status="lost", method="POST")
+        clock.offset = GRACE_S + 20
+        eventually(lambda: _replaced(controller) == 1)
+        (event,) = _events(fake, "Replaced")
+        assert event["involvedObject"]["name"] == "train"
+        assert event["message"].startswith(f"admitted to node {node}, unschedulable for ")
+        assert controller.stuck.grace_s(f"{NAMESPACE}/train") == 2 * GRACE_S
+        _reviews(controller)
+        assert [(e["name"], e["allowed"]) for e in fake.evictions] == [("train", True)]
+        assert len(_events(fake, "Replaced")) == 1
+        assert _replaced(controller) == 1
+        assert api_failures(controller) == {("evict", "unanswered"): 1}
+    finally:
+        controller.stop()
+
+
+def test_a_gang_replacement_half_unanswered_is_finished_and_each_pod_told_once(
+    fake: Fake,
+) -> None:
+    # One eviction never reached the API server (the pod stays: evicted again), the
+    # other was made but its answer lost (the pod leaves: told, not evicted again).
+    clock = Clock()
+    _job_pod(fake, "llm-0", "llm", gpus=2, gang=2)
+    _job_pod(fake, "llm-1", "llm", gpus=2, gang=2)
+    controller = _controller(fake, clock)
+    controller.start()
+    try:
+        _admitted(fake, "llm-0", "llm-1")
+        _unschedulable(fake, "llm-0")
+        _reviews(controller)
+        fake.fail(r".*/pods/llm-0/eviction", times=1, status="drop", method="POST")
+        fake.fail(r".*/pods/llm-1/eviction", times=1, status="lost", method="POST")
+        clock.offset = GRACE_S + 20
+        eventually(lambda: _replaced(controller) == 1)
+        _reviews(controller)
+        allowed = sorted(e["name"] for e in fake.evictions if e["allowed"])
+        assert allowed == ["llm-0", "llm-1"]
+        told = sorted(e["involvedObject"]["name"] for e in _events(fake, "Replaced"))
+        assert told == ["llm-0", "llm-1"]
+        assert _replaced(controller) == 1
+        assert api_failures(controller) == {("evict", "unanswered"): 2}
     finally:
         controller.stop()
 

@@ -57,7 +57,14 @@ from webhook.pods import (
     rfc3339,
 )
 from webhook.settings import ControllerSettings
-from webhook.stuck import STUCK_REASON, StuckWatch, StuckWorkload, recovered, reported_stuck
+from webhook.stuck import (
+    STUCK_REASON,
+    StuckPod,
+    StuckWatch,
+    StuckWorkload,
+    recovered,
+    reported_stuck,
+)
 
 __all__ = ["Controller"]
 
@@ -122,6 +129,9 @@ class Controller:
         self._untold: set[tuple[str, str, str]] = set()
         """Pods evicted but not yet told and counted (the eviction got no answer, or the
         cycle stopped): seen leaving in a later cycle, they are that eviction's."""
+        self._unanswered: dict[tuple[str, str, str], tuple[StuckWorkload, StuckPod]] = {}
+        """Stuck pods whose eviction got no answer: it may have been made, and a pod being
+        deleted is no longer stuck, so the next review would not see its workload again."""
         self.stuck_reviews = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -393,6 +403,7 @@ class Controller:
             try:
                 self.api.patch_queue_status(name, status)
             except (ApiException, *UNANSWERED) as error:
+                self.metrics.api_failed("status", error)
                 log.warning("status of queue %s: %s", name, failure(error))
 
     def _pods_by_workload(self) -> dict[str, list[ManagedPod]]:
@@ -470,6 +481,7 @@ class Controller:
         except (ApiException, *UNANSWERED) as error:
             # A stale view (the watch will bring the new one), a rejected change, or no
             # answer: the next cycle reads from the watch whether it was made.
+            self.metrics.api_failed("patch", error)
             log.warning("%s %s/%s failed: %s", doing, pod.namespace, pod.name, failure(error))
             return False
         return True
@@ -517,6 +529,7 @@ class Controller:
                 self.api.evict_pod(pod.namespace, pod.name)
             except (ApiException, *UNANSWERED) as error:
                 # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
+                self.metrics.api_failed("evict", error)
                 log.warning("evicting %s/%s failed: %s", pod.namespace, pod.name, failure(error))
                 if not isinstance(error, ApiException):
                     self._untold.add(pod.identity)
@@ -535,6 +548,7 @@ class Controller:
         """Evict stuck workloads whose owners recreate their pods; report the others once,
         and take the report back from those bound since."""
         pods = self.cluster.managed_pods()
+        self._settle_unanswered(pods)
         found = self.stuck.review(pods, dict(self._node_problems), self.cluster.now())
         self.stuck_reviews += 1
         reported: dict[str, int] = {}
@@ -553,7 +567,6 @@ class Controller:
         return found
 
     def _replace(self, workload: StuckWorkload) -> None:
-        worst = workload.cause
         evicted = 0
         for stuck in workload.pods:
             pod = stuck.pod
@@ -562,30 +575,57 @@ class Controller:
                 self.api.evict_pod(pod.namespace, pod.name)
             except (ApiException, *UNANSWERED) as error:
                 # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
+                # No answer: the next review sees whether it was made.
+                self.metrics.api_failed("evict", error)
                 log.warning("replacing %s/%s failed: %s", pod.namespace, pod.name, failure(error))
+                if not isinstance(error, ApiException):
+                    self._unanswered[pod.identity] = (workload, stuck)
                 continue
             evicted += 1
-            cause = stuck if stuck.why else worst
-            mate = "" if cause.pod.name == pod.name else f"its gang mate {cause.pod.name} is "
-            self._event(
-                pod.raw or {},
-                "Replaced",
-                f"admitted to node {stuck.node}, {mate}unschedulable for {cause.stuck_s:.0f} s: "
-                f"{cause.why}; evicted for its owner to create it again and Apportion to "
-                "decide afresh",
-                "Warning",
-            )
+            self._tell_replaced(workload, stuck)
         if evicted == len(workload.pods):
-            self.stuck.replaced(workload.workload, self.cluster.now())
-            self.metrics.stuck_replaced.labels(workload.queue).inc()
-            log.warning(
-                "replaced %s: admitted to %s, unschedulable for %.0f s: %s",
-                workload.workload,
-                worst.node,
-                worst.stuck_s,
-                worst.why,
-                extra={"workload": workload.workload},
-            )
+            self._count_replaced(workload)
+
+    def _settle_unanswered(self, pods: list[ManagedPod]) -> None:
+        """Evictions that got no answer, judged by what the watch shows since: a pod being
+        deleted or gone was evicted (told now, and its workload counted if none of its
+        pods is left); a pod still there was not, and the review finds it stuck again."""
+        staying = {p.identity for p in pods if not p.terminating}
+        evicted: dict[str, StuckWorkload] = {}
+        for identity, (workload, stuck) in self._unanswered.items():
+            if identity not in staying:
+                self._tell_replaced(workload, stuck)
+                evicted[workload.workload] = workload
+        self._unanswered.clear()
+        for workload in evicted.values():
+            if not any(s.pod.identity in staying for s in workload.pods):
+                self._count_replaced(workload)
+
+    def _tell_replaced(self, workload: StuckWorkload, stuck: StuckPod) -> None:
+        cause = stuck if stuck.why else workload.cause
+        mate = "" if cause.pod.name == stuck.pod.name else f"its gang mate {cause.pod.name} is "
+        self._event(
+            stuck.pod.raw or {},
+            "Replaced",
+            f"admitted to node {stuck.node}, {mate}unschedulable for {cause.stuck_s:.0f} s: "
+            f"{cause.why}; evicted for its owner to create it again and Apportion to "
+            "decide afresh",
+            "Warning",
+        )
+
+    def _count_replaced(self, workload: StuckWorkload) -> None:
+        """Every pod of ``workload`` evicted: its next pods get a doubled grace."""
+        worst = workload.cause
+        self.stuck.replaced(workload.workload, self.cluster.now())
+        self.metrics.stuck_replaced.labels(workload.queue).inc()
+        log.warning(
+            "replaced %s: admitted to %s, unschedulable for %.0f s: %s",
+            workload.workload,
+            worst.node,
+            worst.stuck_s,
+            worst.why,
+            extra={"workload": workload.workload},
+        )
 
     def _report_stuck(self, workload: StuckWorkload) -> None:
         """One Event and the reason annotation, once: the annotation says it was done."""
@@ -605,6 +645,7 @@ class Controller:
         try:
             self.api.record_event(pod, reason, message, event_type)
         except (ApiException, *UNANSWERED) as error:  # best effort, even the connection
+            self.metrics.api_failed("event", error)
             log.debug("event on %s failed: %s", (pod.get("metadata") or {}).get("name"), error)
 
 

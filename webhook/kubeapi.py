@@ -21,7 +21,7 @@ from urllib3.exceptions import HTTPError
 from scheduler.crds import GROUP, QUEUE_PLURAL, VERSION
 from webhook.settings import ControllerSettings
 
-__all__ = ["UNANSWERED", "KubeApi", "Listing", "Resource", "failure"]
+__all__ = ["UNANSWERED", "KubeApi", "Listing", "Resource", "failure", "failure_code"]
 
 Raw = dict[str, Any]
 
@@ -35,6 +35,14 @@ def failure(error: Exception) -> str:
     if isinstance(error, client.ApiException):
         return f"{error.status} {error.reason}"
     return f"no answer ({error})"
+
+
+def failure_code(error: Exception) -> str:
+    """Why a call failed in a metric label's few values: the HTTP status code, or
+    ``unanswered`` (never an object's name)."""
+    if isinstance(error, client.ApiException):
+        return str(error.status)
+    return "unanswered"
 
 
 WATCH_GRACE_S = 10

@@ -21,6 +21,7 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from webhook.kubeapi import UNANSWERED, KubeApi, failure
+from webhook.metrics import Metrics
 
 __all__ = ["LeaderElector", "NotLeading"]
 
@@ -52,10 +53,12 @@ class LeaderElector:
         name: str,
         identity: str,
         duration_s: float,
+        metrics: Metrics,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
+        self.metrics = metrics
         self.namespace = namespace
         self.name = name
         self.identity = identity
@@ -90,13 +93,18 @@ class LeaderElector:
             won = self._round()
         except ApiException as error:
             if error.status != 409:
-                log.warning("lease %s/%s: %s", self.namespace, self.name, failure(error))
-                return self.leading
-            won = False  # another replica wrote it first
+                return self._failed(error)
+            won = False  # another replica wrote it first: the protocol, not a failure
         except UNANSWERED as error:
-            log.warning("lease %s/%s: %s", self.namespace, self.name, failure(error))
-            return self.leading
+            return self._failed(error)
         self._until = started + self.deadline_s if won else float("-inf")
+        return self.leading
+
+    def _failed(self, error: Exception) -> bool:
+        """Counted and logged: a replica that cannot renew stops acting at its deadline,
+        one that cannot read the Lease never leads, and only the count says why."""
+        self.metrics.api_failed("lease", error)
+        log.warning("lease %s/%s: %s", self.namespace, self.name, failure(error))
         return self.leading
 
     def _round(self) -> bool:

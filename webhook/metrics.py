@@ -8,7 +8,7 @@ request), so the admission path pays for a histogram observation and nothing els
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -17,8 +17,14 @@ from prometheus_client.registry import Collector
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import compile_snapshot
 from webhook.cluster import LiveCluster
+from webhook.kubeapi import failure_code
 
-__all__ = ["Metrics"]
+__all__ = ["ApiAction", "Metrics"]
+
+ApiAction = Literal["patch", "evict", "event", "status", "lease"]
+"""What a failed Kubernetes API call was for: patch a pod (admission, reason, nomination),
+evict a pod (preemption, stuck replacement), write an Event, set a Queue's status, renew or
+take the Lease."""
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -84,7 +90,18 @@ class Metrics:
         self.leader = Gauge(
             "apportion_controller_leader", "1 while this replica's controller leads.", registry=r
         )
+        self.api_failures = Counter(
+            "apportion_api_failures",
+            "Kubernetes API calls that failed, by action and code (the HTTP status, or "
+            "unanswered): the controller could not act.",
+            ["action", "code"],
+            registry=r,
+        )
         r.register(_QueueCollector(cluster))
+
+    def api_failed(self, action: ApiAction, error: Exception) -> None:
+        """Count one failed call; its log line names the object, the labels never do."""
+        self.api_failures.labels(action, failure_code(error)).inc()
 
 
 class _QueueCollector(Collector):

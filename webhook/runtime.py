@@ -111,6 +111,7 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
             settings.controller.lease_name,
             settings.controller.identity,
             settings.controller.lease_duration_s,
+            metrics,
         )
         controller = Controller(
             api,
