@@ -285,9 +285,12 @@ def test_a_replica_that_loses_the_lease_no_longer_reports_stuck_pods(fake: Fake)
     _waiting_pod(fake, "notebook", gpus=1)
     cluster = LiveCluster(clock=clock, intent_ttl_s=30)
     api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
-    elector = LeaderElector(api, "apportion-system", "apportion-controller", "replica-1", 1.0)
+    metrics = Metrics(cluster)
+    elector = LeaderElector(
+        api, "apportion-system", "apportion-controller", "replica-1", 1.0, metrics
+    )
     controller = Controller(
-        api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A], elector=elector
+        api, cluster, SETTINGS, metrics, queues=lambda: [TEAM_A], elector=elector
     )
     controller.start()
     try:
