@@ -372,7 +372,7 @@ def test_a_replacement_whose_eviction_answer_is_lost_is_told_counted_and_backed_
         (event,) = _events(fake, "Replaced")
         assert event["involvedObject"]["name"] == "train"
         assert event["message"].startswith(f"admitted to node {node}, unschedulable for ")
-        assert controller.stuck.grace_s(f"{NAMESPACE}/train") == 2 * GRACE_S
+        assert controller.replacer.watch.grace_s(f"{NAMESPACE}/train") == 2 * GRACE_S
         _reviews(controller)
         assert [(e["name"], e["allowed"]) for e in fake.evictions] == [("train", True)]
         assert len(_events(fake, "Replaced")) == 1

@@ -56,15 +56,9 @@ from webhook.pods import (
     format_placement,
     rfc3339,
 )
+from webhook.replacing import StuckReplacer
 from webhook.settings import ControllerSettings
-from webhook.stuck import (
-    STUCK_REASON,
-    StuckPod,
-    StuckWatch,
-    StuckWorkload,
-    recovered,
-    reported_stuck,
-)
+from webhook.stuck import StuckWatch, StuckWorkload
 
 __all__ = ["Controller"]
 
@@ -123,15 +117,21 @@ class Controller:
         self.cycles = 0
         self._node_problems: dict[str, str] = {}
         """Every Node by name: why new work must not land on it, or ''."""
-        self.stuck = StuckWatch(settings.stuck_after_s)
+        self.replacer = StuckReplacer(
+            api,
+            cluster,
+            metrics,
+            StuckWatch(settings.stuck_after_s),
+            evict=settings.evict,
+            before_acting=self._before_acting,
+            set_reason=self._set_reason,
+            event=self._event,
+        )
         self._released: set[tuple[str, str, str]] = set()
         """Pods whose gate this controller removed, until the watch shows it gone."""
         self._untold: set[tuple[str, str, str]] = set()
         """Pods evicted but not yet told and counted (the eviction got no answer, or the
         cycle stopped): seen leaving in a later cycle, they are that eviction's."""
-        self._unanswered: dict[tuple[str, str, str], tuple[StuckWorkload, StuckPod]] = {}
-        """Stuck pods whose eviction got no answer: it may have been made, and a pod being
-        deleted is no longer stuck, so the next review would not see its workload again."""
         self.stuck_reviews = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -545,101 +545,9 @@ class Controller:
     # -- admitted pods the kube-scheduler cannot place ----------------------------------------
 
     def replace_stuck(self) -> list[StuckWorkload]:
-        """Evict stuck workloads whose owners recreate their pods; report the others once,
-        and take the report back from those bound since."""
-        pods = self.cluster.managed_pods()
-        self._settle_unanswered(pods)
-        found = self.stuck.review(pods, dict(self._node_problems), self.cluster.now())
+        found = self.replacer.review(dict(self._node_problems))
         self.stuck_reviews += 1
-        reported: dict[str, int] = {}
-        for workload in found:
-            if workload.blocker or not self.settings.evict:
-                self._report_stuck(workload)
-                count = sum(1 for p in workload.pods if p.why)  # the pods it reports
-                reported[workload.queue] = reported.get(workload.queue, 0) + count
-            else:
-                self._replace(workload)
-        for pod in recovered(pods):  # bound after all: the report no longer holds
-            self._set_reason(pod, f"bound to node {pod.node} after it was reported stuck")
-        self.metrics.stuck_reported.clear()
-        for queue, count in reported.items():
-            self.metrics.stuck_reported.labels(queue).set(count)
         return found
-
-    def _replace(self, workload: StuckWorkload) -> None:
-        evicted = 0
-        for stuck in workload.pods:
-            pod = stuck.pod
-            self._before_acting()
-            try:
-                self.api.evict_pod(pod.namespace, pod.name)
-            except (ApiException, *UNANSWERED) as error:
-                # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
-                # No answer: the next review sees whether it was made.
-                self.metrics.api_failed("evict", error)
-                log.warning("replacing %s/%s failed: %s", pod.namespace, pod.name, failure(error))
-                if not isinstance(error, ApiException):
-                    self._unanswered[pod.identity] = (workload, stuck)
-                continue
-            evicted += 1
-            self._tell_replaced(workload, stuck)
-        if evicted == len(workload.pods):
-            self._count_replaced(workload)
-
-    def _settle_unanswered(self, pods: list[ManagedPod]) -> None:
-        """Evictions that got no answer, judged by what the watch shows since: a pod being
-        deleted or gone was evicted (told now, and its workload counted if none of its
-        pods is left); a pod still there was not, and the review finds it stuck again."""
-        staying = {p.identity for p in pods if not p.terminating}
-        evicted: dict[str, StuckWorkload] = {}
-        for identity, (workload, stuck) in self._unanswered.items():
-            if identity not in staying:
-                self._tell_replaced(workload, stuck)
-                evicted[workload.workload] = workload
-        self._unanswered.clear()
-        for workload in evicted.values():
-            if not any(s.pod.identity in staying for s in workload.pods):
-                self._count_replaced(workload)
-
-    def _tell_replaced(self, workload: StuckWorkload, stuck: StuckPod) -> None:
-        cause = stuck if stuck.why else workload.cause
-        mate = "" if cause.pod.name == stuck.pod.name else f"its gang mate {cause.pod.name} is "
-        self._event(
-            stuck.pod.raw or {},
-            "Replaced",
-            f"admitted to node {stuck.node}, {mate}unschedulable for {cause.stuck_s:.0f} s: "
-            f"{cause.why}; evicted for its owner to create it again and Apportion to "
-            "decide afresh",
-            "Warning",
-        )
-
-    def _count_replaced(self, workload: StuckWorkload) -> None:
-        """Every pod of ``workload`` evicted: its next pods get a doubled grace."""
-        worst = workload.cause
-        self.stuck.replaced(workload.workload, self.cluster.now())
-        self.metrics.stuck_replaced.labels(workload.queue).inc()
-        log.warning(
-            "replaced %s: admitted to %s, unschedulable for %.0f s: %s",
-            workload.workload,
-            worst.node,
-            worst.stuck_s,
-            worst.why,
-            extra={"workload": workload.workload},
-        )
-
-    def _report_stuck(self, workload: StuckWorkload) -> None:
-        """One Event and the reason annotation, once: the annotation says it was done."""
-        blocker = workload.blocker or "Apportion runs in shadow mode and evicts nothing"
-        for stuck in workload.pods:
-            raw = stuck.pod.raw or {}
-            if not stuck.why or reported_stuck(stuck.pod):
-                continue
-            message = (
-                f"admitted to node {stuck.node}, unschedulable for {stuck.stuck_s:.0f} s: "
-                f"{stuck.why}; {blocker}"
-            )
-            if self._set_reason(stuck.pod, f"{STUCK_REASON}: {message}"):
-                self._event(raw, STUCK_REASON, message, "Warning")
 
     def _event(self, pod: Raw, reason: str, message: str, event_type: str = "Normal") -> None:
         try:
