@@ -399,6 +399,18 @@ def test_load_trace_detects_formats(tmp_path: Path) -> None:
     assert load_trace(bad, skip_bad_rows=True).bad_rows == {"wrong number of fields": 1}
 
 
+def test_arrivals_count_from_the_earliest_in_every_format(tmp_path: Path) -> None:
+    """An export of one's own cluster has Unix submit times: they were replayed from 0, so
+    every integral and sampled curve covered 54 years of an empty cluster before the first
+    job (utilization 0.000003 for jobs that kept the cluster busy)."""
+    csv = tmp_path / "jobs.csv"
+    csv.write_text("name,submit,runtime,gpus\nb,1700000100,10,1\na,1700000000,10,1\n")
+    jsonl = tmp_path / "jobs.jsonl"
+    jsonl.write_text('{"name": "a", "submit": 1700000000, "runtime": 10, "gpus": 1}\n')
+    assert [(j.name, j.submit) for j in load_trace(csv).jobs] == [("a", 0), ("b", 100)]
+    assert [j.submit for j in load_trace(jsonl).jobs] == [0]
+
+
 def test_bad_cluster_files_and_specs_are_cluster_errors(tmp_path: Path) -> None:
     """A bad row in a cluster CSV or an unknown model in a uniform spec is a ClusterError
     (the commands print it and exit 2), not a RowError or KeyError escaping as a traceback."""
