@@ -145,6 +145,19 @@ def test_pai_bad_rows_are_named_or_counted() -> None:
     }
 
 
+def test_pai_negative_resources_and_no_instances_are_named() -> None:
+    """A negative plan_cpu escaped as pydantic's 'validation error for Workload' with no
+    file or line; inst_num 0 silently became one instance."""
+    jobs_table = "j1,i1,alice,Terminated,100,900\n"
+    for cells, message in (
+        ("1,Terminated,100,700,-600,29,50", "column plan_cpu: '-600' is negative"),
+        ("1,Terminated,100,700,600,-29,50", "column plan_mem: '-29' is negative"),
+        ("0.0,Terminated,100,700,600,29,100", "column inst_num: '0.0' is 0 for a task with GPUs"),
+    ):
+        with pytest.raises(RowError, match=f"pai/pai_task_table.csv line 1 {message}"):
+            load_pai_jobs(jobs_table, f"j1,w,{cells},V100\n", "pai")
+
+
 HELIOS_HEADER = (
     "job_id,user,vc,gpu_num,cpu_num,node_num,state,submit_time,start_time,end_time,duration,queue\n"
 )
