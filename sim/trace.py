@@ -88,7 +88,7 @@ def load_trace(
         if fmt == "openb":
             from sim.openb import load_openb_jobs
 
-            jobs = load_openb_jobs(_read(path), source, bad)
+            jobs, skipped = load_openb_jobs(_read(path), source, bad)
         elif fmt == "helios":
             from sim.helios import load_helios_jobs
 
