@@ -440,3 +440,12 @@ def test_bad_cluster_files_and_specs_are_cluster_errors(tmp_path: Path) -> None:
         load_cluster(str(machines))
     with pytest.raises(ClusterError, match=r"uniform:2x4xZ100: unknown GPU model 'Z100'"):
         load_cluster("uniform:2x4xZ100")
+    # A spec with a part missing was read as a file name ('No such file or directory').
+    with pytest.raises(ClusterError, match=r"uniform:2x4: not uniform:NODESxGPUSxMODEL"):
+        load_cluster("uniform:2x4")
+    # Nodes without GPUs were an IndexError in the middle of the run.
+    cpu_only = tmp_path / "cpu-only.csv"
+    cpu_only.write_text("sn,cpu_milli,memory_mib,gpu,model\nn1,1000,1000,0,\n")
+    for spec in ("uniform:2x0xT4", str(cpu_only)):
+        with pytest.raises(ClusterError, match=r"the cluster has no GPU \(\d node\(s\)\)"):
+            load_cluster(spec)
