@@ -216,10 +216,7 @@ def _run(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     text = dumps(outcome.result)
     if args.out is not None:
-        (args.out / "results.json").write_text(text, encoding="utf-8")
-        from sim.plots import plot_results
-
-        plot_results(outcome.result, args.out, args.plot_format)
+        _write_out(args.out, outcome.result, text, args.plot_format)
     if args.json:
         sys.stdout.write(text)
     else:
@@ -227,6 +224,20 @@ def _run(args: argparse.Namespace) -> int:
         if args.out is not None:
             sys.stdout.write(f"\nresults and plots in {args.out}\n")
     return 0
+
+
+def _write_out(out: Path, result: dict[str, Any], text: str, plot_format: str) -> None:
+    """The plots, then results.json whole (a temporary file renamed): a run stopped or
+    failing while writing leaves no results.json, or the previous one, never half of one."""
+    from sim.plan.journal import write_whole
+    from sim.plots import plot_results
+
+    try:
+        plot_results(result, out, plot_format)
+        write_whole(out / "results.json", text.encode())
+    except OSError as error:
+        where = error.filename2 or error.filename or out  # a rename names the target second
+        raise CommandError(f"--out {out}: cannot write {where}: {error.strerror}") from None
 
 
 def make_out(out: Path, flag: str = "--out") -> None:

@@ -200,3 +200,14 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
     done = simulate("demo", "--max-jobs", "5", "--out", str(taken), "--quiet")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"--out {taken}: cannot create the directory: File exists" in done.stderr
+
+
+def test_results_json_is_written_whole_or_the_failure_named(tmp_path: Path) -> None:
+    """results.json was written in place after the whole run: a results.json that is a
+    directory was an IsADirectoryError traceback, and a stop mid-write left half a file."""
+    out = tmp_path / "out"
+    (out / "results.json").mkdir(parents=True)
+    done = simulate("demo", "--max-jobs", "5", "--policy", "fifo", "--out", str(out), "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--out {out}: cannot write {out / 'results.json'}: Is a directory" in done.stderr
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".png") == ["results.json"]
