@@ -135,7 +135,7 @@ def _seeds(text: str) -> list[int]:
         if "," not in text and text.strip().isdigit() and int(text) > 1:
             return list(range(int(text)))
         seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a count too large for a range
         raise CommandError(f"--seeds: {text!r} is not a list of integers or a count") from None
     if not seeds:
         raise CommandError(f"--seeds: {text!r} names no seed")
@@ -148,6 +148,14 @@ class _Bar:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.last = 0.0
+        self.open = False
+        """A bar is drawn and its line not yet ended."""
+
+    def end_line(self) -> None:
+        """End a drawn bar's line, so what is printed next (a stop) has a line of its own."""
+        if self.open:
+            sys.stderr.write("\n")
+            self.open = False
 
     def __call__(self, label: str, fraction: float) -> None:
         now = time.monotonic()
@@ -156,7 +164,8 @@ class _Bar:
         self.last = now
         filled = int(30 * fraction)
         sys.stderr.write(f"\r{label:24.24s} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}")
-        if fraction >= 1.0:
+        self.open = fraction < 1.0
+        if not self.open:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
@@ -214,6 +223,9 @@ def _run(args: argparse.Namespace) -> int:
             outcome = replay_experiment(cluster, trace, policies, seeds, settings, bar)
     except (ClusterError, ValueError) as error:
         raise CommandError(str(error)) from None
+    except KeyboardInterrupt:
+        bar.end_line()
+        raise
     text = dumps(outcome.result)
     if args.out is not None:
         _write_out(args.out, outcome.result, text, args.plot_format)
