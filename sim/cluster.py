@@ -175,7 +175,16 @@ def uniform_cluster(nodes: int, gpus: int, model: str, shared: bool = False) -> 
 
 def load_cluster(spec: str) -> Cluster:
     """A cluster from ``default``, ``uniform:NxGxMODEL[:shared]``, or a file: a snapshot
-    YAML/JSON, an openb node list CSV, or PAI's ``pai_machine_spec.csv``."""
+    YAML/JSON, an openb node list CSV, or PAI's ``pai_machine_spec.csv``. One without a
+    GPU is an error: nothing could run, and the engine's GPU arrays would be empty."""
+    cluster = _load_cluster(spec)
+    if not cluster.gpu_count:
+        nodes = len(cluster.snapshot.nodes)
+        raise ClusterError(f"{spec}: the cluster has no GPU ({nodes} node(s)); nothing can run")
+    return cluster
+
+
+def _load_cluster(spec: str) -> Cluster:
     if spec == "default":
         from scheduler.defaults import default_snapshot
 
@@ -191,6 +200,10 @@ def load_cluster(spec: str) -> Cluster:
         except ValueError as error:
             raise ClusterError(f"{spec}: {error}") from None
         return cluster
+    if spec.startswith("uniform:") and not Path(spec).exists():
+        raise ClusterError(
+            f"{spec}: not uniform:NODESxGPUSxMODEL[:shared] (e.g. uniform:4x8xH100-80GB)"
+        )
     path = Path(spec)
     try:
         text = read_text(path)

@@ -135,7 +135,7 @@ def _seeds(text: str) -> list[int]:
         if "," not in text and text.strip().isdigit() and int(text) > 1:
             return list(range(int(text)))
         seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a count too large for a range
         raise CommandError(f"--seeds: {text!r} is not a list of integers or a count") from None
     if not seeds:
         raise CommandError(f"--seeds: {text!r} names no seed")
@@ -148,6 +148,14 @@ class _Bar:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.last = 0.0
+        self.open = False
+        """A bar is drawn and its line not yet ended."""
+
+    def end_line(self) -> None:
+        """End a drawn bar's line, so what is printed next (a stop) has a line of its own."""
+        if self.open:
+            sys.stderr.write("\n")
+            self.open = False
 
     def __call__(self, label: str, fraction: float) -> None:
         now = time.monotonic()
@@ -156,7 +164,8 @@ class _Bar:
         self.last = now
         filled = int(30 * fraction)
         sys.stderr.write(f"\r{label:24.24s} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}")
-        if fraction >= 1.0:
+        self.open = fraction < 1.0
+        if not self.open:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
@@ -214,12 +223,12 @@ def _run(args: argparse.Namespace) -> int:
             outcome = replay_experiment(cluster, trace, policies, seeds, settings, bar)
     except (ClusterError, ValueError) as error:
         raise CommandError(str(error)) from None
+    except KeyboardInterrupt:
+        bar.end_line()
+        raise
     text = dumps(outcome.result)
     if args.out is not None:
-        (args.out / "results.json").write_text(text, encoding="utf-8")
-        from sim.plots import plot_results
-
-        plot_results(outcome.result, args.out, args.plot_format)
+        _write_out(args.out, outcome.result, text, args.plot_format)
     if args.json:
         sys.stdout.write(text)
     else:
@@ -227,6 +236,20 @@ def _run(args: argparse.Namespace) -> int:
         if args.out is not None:
             sys.stdout.write(f"\nresults and plots in {args.out}\n")
     return 0
+
+
+def _write_out(out: Path, result: dict[str, Any], text: str, plot_format: str) -> None:
+    """The plots, then results.json whole (a temporary file renamed): a run stopped or
+    failing while writing leaves no results.json, or the previous one, never half of one."""
+    from sim.plan.journal import write_whole
+    from sim.plots import plot_results
+
+    try:
+        plot_results(result, out, plot_format)
+        write_whole(out / "results.json", text.encode())
+    except OSError as error:
+        where = error.filename2 or error.filename or out  # a rename names the target second
+        raise CommandError(f"--out {out}: cannot write {where}: {error.strerror}") from None
 
 
 def make_out(out: Path, flag: str = "--out") -> None:

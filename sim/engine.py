@@ -16,6 +16,7 @@ A job's speed is its rate on the GPU models it got (``Job.rate_on``).
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
@@ -155,7 +156,8 @@ class Simulation:
         next_report = 0
         horizon = self.settings.horizon
         heap, arrivals = self.heap, self.arrivals
-        end = (1 << 63, 0, 0, _Kind.ARRIVE, None)
+        # After any time: trace times are ints of any size (1 << 63 was taken for an arrival).
+        end = (math.inf, 0, 0, _Kind.ARRIVE, None)
         while heap or self._next_arrival < len(arrivals):
             arrival = arrivals[self._next_arrival] if self._next_arrival < len(arrivals) else end
             at = min(heap[0][0], arrival[0]) if heap else arrival[0]

@@ -206,17 +206,20 @@ def load_openb_pods(text: str, source: str, queue: str = "default") -> tuple[Wor
 
 def load_openb_jobs(
     text: str, source: str, bad: BadRows | None = None, queue: str = "default"
-) -> tuple[Job, ...]:
+) -> tuple[tuple[Job, ...], dict[str, int]]:
     """The pods as replayable jobs: arrival at ``creation_time``, runtime from
     ``scheduled_time`` (or, if never scheduled, ``creation_time``) to ``deletion_time``,
-    at least one second. CPU-only pods are skipped; bad rows go to ``bad``."""
+    at least one second; and the count of CPU-only pods, skipped on purpose. Bad rows go
+    to ``bad``."""
     bad = bad if bad is not None else BadRows()
     jobs: list[Job] = []
     seen: dict[str, int] = {}
+    skipped = {"cpu-only pod": 0}
     for row in csv_rows(text, source, POD_COLUMNS, bad):
         try:
             workload = _pod(row, queue, seen)
             if workload is None:
+                skipped["cpu-only pod"] += 1
                 continue
             began = (
                 row.count("scheduled_time")
@@ -230,7 +233,7 @@ def load_openb_jobs(
             bad.record(error)
             continue
         jobs.append(Job(workload, float(max(1, ended - began))))
-    return tuple(jobs)
+    return tuple(jobs), skipped
 
 
 def load_openb_nodes_file(

@@ -11,7 +11,7 @@ shared, since PAI tasks ask for fractions of GPUs. CPU-only machines are skipped
 Mapping of a task (``pai_task_table`` row) to a ``Job``:
 
 - one job per (job_name, task_name) with ``plan_gpu`` > 0; a gang of ``inst_num`` pods
-  (written as a float, ``2.0``; a fraction is a bad row);
+  (written as a float, ``2.0``; a fraction or 0 is a bad row);
 - per pod ``plan_gpu`` percent of a GPU: below 100 a share (``gpu_milli`` = 10 ×
   plan_gpu), a multiple of 100 that many whole GPUs, anything else (150) a bad row;
 - queue = the job's ``user`` (``pai_job_table``); priority 0;
@@ -155,8 +155,8 @@ def load_pai_jobs(
             user, inst = users[job_name]
             demand = _demand(row, specs.get(inst, ""))
             pods = _instances(row)
-            cpu = row.number("plan_cpu") if row.values["plan_cpu"].strip() else 0.0
-            mem = row.number("plan_mem") if row.values["plan_mem"].strip() else 0.0
+            cpu = _amount(row, "plan_cpu")
+            mem = _amount(row, "plan_mem")
         except RowError as error:
             bad.record(error)
             continue
@@ -165,7 +165,7 @@ def load_pai_jobs(
             name=name,
             queue=user,
             created=0,
-            pods=max(1, pods),
+            pods=pods,
             demand=demand,
             cpu_milli=int(cpu * 10),
             memory_mib=int(mem * 1024),
@@ -181,9 +181,21 @@ def _instances(row: Row) -> int:
     count = row.number("inst_num")
     if count < 0:
         raise row.error("inst_num", "is negative")
+    if count == 0:  # not one instance: the task's GPUs are per instance
+        raise row.error("inst_num", "is 0 for a task with GPUs")
     if not count.is_integer():
         raise row.error("inst_num", "is not a whole number of instances")
     return int(count)
+
+
+def _amount(row: Row, column: str) -> float:
+    """``plan_cpu`` or ``plan_mem``: empty means none asked for."""
+    if not row.values[column].strip():
+        return 0.0
+    value = row.number(column)
+    if value < 0:
+        raise row.error(column, "is negative")
+    return value
 
 
 def _demand(row: Row, spec: str) -> Demand:

@@ -8,7 +8,7 @@ The format is detected from the path (or given): a directory of PAI tables, ``.j
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from scheduler.textfile import read_text
@@ -88,7 +88,7 @@ def load_trace(
         if fmt == "openb":
             from sim.openb import load_openb_jobs
 
-            jobs = load_openb_jobs(_read(path), source, bad)
+            jobs, skipped = load_openb_jobs(_read(path), source, bad)
         elif fmt == "helios":
             from sim.helios import load_helios_jobs
 
@@ -136,4 +136,18 @@ def load_trace(
     except ValueError as error:
         raise TraceError(str(error)) from None
     ordered = tuple(sorted(jobs, key=lambda j: (j.submit, j.name)))
-    return Trace(ordered, source, fmt, dict(sorted(bad.counts.items())), skipped)
+    return Trace(_from_zero(ordered), source, fmt, dict(sorted(bad.counts.items())), skipped)
+
+
+def _from_zero(jobs: tuple[Job, ...]) -> tuple[Job, ...]:
+    """Arrivals as seconds after the earliest one (sorted ``jobs``). Formats that give
+    submit times as they are (our CSV/JSONL, openb, Gavel) would otherwise replay an
+    export with Unix times from 0: 54 years of an empty cluster in every integral and
+    every sampled curve (utilization 0.00 for a full cluster)."""
+    origin = jobs[0].submit if jobs else 0
+    if origin == 0:
+        return jobs
+    return tuple(
+        replace(j, workload=j.workload.model_copy(update={"created": j.submit - origin}))
+        for j in jobs
+    )

@@ -55,6 +55,15 @@ def test_golden_greedy_backfills_what_fits() -> None:
     assert s["finished"] == 3 and s["preemptions"] == 0
 
 
+def test_a_time_past_2_to_the_63_runs_to_its_end() -> None:
+    """Trace times are ints of any size; the arrivals' end marker was 2**63, so a job that
+    ended past it (runtime 1e20 in a CSV) was taken for an arrival: an AssertionError."""
+    jobs = (job("a", 0, 1e20), job("b", 10, 5))
+    cluster = one_node()
+    sim = run(cluster, jobs, make_policy("fifo", cluster, jobs))
+    assert times(sim) == {"a": (0, 10**20), "b": (10, 15)}
+
+
 def test_golden_fifo_blocks_behind_its_head() -> None:
     cluster = one_node()
     sim = run(cluster, GOLDEN, make_policy("fifo", cluster, GOLDEN))

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -160,23 +161,30 @@ def test_jobs_the_cluster_can_never_run_are_named(tmp_path: Path) -> None:
     ids=["ctrl-c", "sigterm"],
 )
 def test_a_stop_ends_a_run_with_a_line_not_a_traceback(
-    sent: signal.Signals, code: int, how: str
+    sent: signal.Signals, code: int, how: str, tmp_path: Path
 ) -> None:
     # SIGTERM (a Job's deadline) killed the run without a word; now it stops as Ctrl-C does.
     # The apportion policy's run takes tens of seconds: the signal lands mid-run. (FIFO's
     # whole run took 0.3 s after its first progress line: under load the run could end
     # before the signal arrived, and the test saw exit 0.)
-    run = subprocess.Popen(
-        [sys.executable, "-m", "scheduler", "simulate", "demo", "--policy", "apportion"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    assert run.stderr is not None
-    run.stderr.read(1)  # the progress bar: the run has started
-    run.send_signal(sent)
-    _, stderr = run.communicate(timeout=60)
+    # stderr to a file, as a shell redirects it: a pipe's reader saw the bar's first byte
+    # only, and the stop's line glued to the bar ('… 0%apportion simulate: …') went unseen.
+    log = tmp_path / "stderr"
+    with log.open("w") as err:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "scheduler", "simulate", "demo", "--policy", "apportion"],
+            stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
+        )  # fmt: skip
+        while "%" not in log.read_text():  # the progress bar: the run has started
+            assert run.poll() is None
+            time.sleep(0.05)
+        run.send_signal(sent)
+        run.wait(timeout=60)
+    stderr = log.read_text()
     assert run.returncode == code, stderr
     assert "Traceback" not in stderr
-    assert stderr.rstrip().endswith(f"apportion simulate: {how}")
+    # On a line of its own: it was printed after the progress bar, on the bar's line.
+    assert stderr.splitlines()[-1] == f"apportion simulate: {how}"
 
 
 def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
@@ -192,6 +200,7 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
         ("--budget-ms", "-1", "argument --budget-ms: '-1': must be a positive number"),
         ("--mtbf-hours", "nan", "argument --mtbf-hours: 'nan': must be 0 or a positive number"),
         ("--seeds", ",", "--seeds: ',' names no seed"),
+        ("--seeds", "9" * 30, f"--seeds: '{'9' * 30}' is not a list of integers or a count"),
     ):
         done = simulate("demo", "--max-jobs", "5", option, value, "--quiet")
         assert done.returncode == 2 and message in done.stderr, (option, done.stderr)
@@ -200,3 +209,14 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
     done = simulate("demo", "--max-jobs", "5", "--out", str(taken), "--quiet")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"--out {taken}: cannot create the directory: File exists" in done.stderr
+
+
+def test_results_json_is_written_whole_or_the_failure_named(tmp_path: Path) -> None:
+    """results.json was written in place after the whole run: a results.json that is a
+    directory was an IsADirectoryError traceback, and a stop mid-write left half a file."""
+    out = tmp_path / "out"
+    (out / "results.json").mkdir(parents=True)
+    done = simulate("demo", "--max-jobs", "5", "--policy", "fifo", "--out", str(out), "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--out {out}: cannot write {out / 'results.json'}: Is a directory" in done.stderr
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".png") == ["results.json"]

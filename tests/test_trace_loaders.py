@@ -80,8 +80,11 @@ def test_helios_vc_table_real_file() -> None:
 
 def test_openb_jobs_real_file() -> None:
     path = OPENB_TRACE_DIR / "openb_pod_list_default.csv"
-    jobs = load_openb_jobs(path.read_text(), str(path))
+    jobs, skipped = load_openb_jobs(path.read_text(), str(path))
     assert len(jobs) == 7064
+    # 8,152 rows: the CPU-only pods were left out without a count (left_out was {}).
+    assert skipped == {"cpu-only pod": 1088}
+    assert load_trace(path).skipped == skipped
     first = jobs[0]
     # openb-pod-0000: created 0, scheduled 0, deleted 12537496.
     assert (first.name, first.submit, first.work) == ("openb-pod-0000", 0, 12537496.0)
@@ -143,6 +146,19 @@ def test_pai_bad_rows_are_named_or_counted() -> None:
         "column plan_gpu: is more than one GPU but not whole GPUs": 1,
         "column start_time: is not a number": 1,
     }
+
+
+def test_pai_negative_resources_and_no_instances_are_named() -> None:
+    """A negative plan_cpu escaped as pydantic's 'validation error for Workload' with no
+    file or line; inst_num 0 silently became one instance."""
+    jobs_table = "j1,i1,alice,Terminated,100,900\n"
+    for cells, message in (
+        ("1,Terminated,100,700,-600,29,50", "column plan_cpu: '-600' is negative"),
+        ("1,Terminated,100,700,600,-29,50", "column plan_mem: '-29' is negative"),
+        ("0.0,Terminated,100,700,600,29,100", "column inst_num: '0.0' is 0 for a task with GPUs"),
+    ):
+        with pytest.raises(RowError, match=f"pai/pai_task_table.csv line 1 {message}"):
+            load_pai_jobs(jobs_table, f"j1,w,{cells},V100\n", "pai")
 
 
 HELIOS_HEADER = (
@@ -399,6 +415,18 @@ def test_load_trace_detects_formats(tmp_path: Path) -> None:
     assert load_trace(bad, skip_bad_rows=True).bad_rows == {"wrong number of fields": 1}
 
 
+def test_arrivals_count_from_the_earliest_in_every_format(tmp_path: Path) -> None:
+    """An export of one's own cluster has Unix submit times: they were replayed from 0, so
+    every integral and sampled curve covered 54 years of an empty cluster before the first
+    job (utilization 0.000003 for jobs that kept the cluster busy)."""
+    csv = tmp_path / "jobs.csv"
+    csv.write_text("name,submit,runtime,gpus\nb,1700000100,10,1\na,1700000000,10,1\n")
+    jsonl = tmp_path / "jobs.jsonl"
+    jsonl.write_text('{"name": "a", "submit": 1700000000, "runtime": 10, "gpus": 1}\n')
+    assert [(j.name, j.submit) for j in load_trace(csv).jobs] == [("a", 0), ("b", 100)]
+    assert [j.submit for j in load_trace(jsonl).jobs] == [0]
+
+
 def test_bad_cluster_files_and_specs_are_cluster_errors(tmp_path: Path) -> None:
     """A bad row in a cluster CSV or an unknown model in a uniform spec is a ClusterError
     (the commands print it and exit 2), not a RowError or KeyError escaping as a traceback."""
@@ -412,3 +440,12 @@ def test_bad_cluster_files_and_specs_are_cluster_errors(tmp_path: Path) -> None:
         load_cluster(str(machines))
     with pytest.raises(ClusterError, match=r"uniform:2x4xZ100: unknown GPU model 'Z100'"):
         load_cluster("uniform:2x4xZ100")
+    # A spec with a part missing was read as a file name ('No such file or directory').
+    with pytest.raises(ClusterError, match=r"uniform:2x4: not uniform:NODESxGPUSxMODEL"):
+        load_cluster("uniform:2x4")
+    # Nodes without GPUs were an IndexError in the middle of the run.
+    cpu_only = tmp_path / "cpu-only.csv"
+    cpu_only.write_text("sn,cpu_milli,memory_mib,gpu,model\nn1,1000,1000,0,\n")
+    for spec in ("uniform:2x0xT4", str(cpu_only)):
+        with pytest.raises(ClusterError, match=r"the cluster has no GPU \(\d node\(s\)\)"):
+            load_cluster(spec)
