@@ -3,27 +3,40 @@
 Every way reading can fail is an OSError, so each command's one ``except OSError`` names
 the file and the cause: bytes that are not UTF-8 (a binary or a Latin-1 file given by
 mistake) would otherwise escape as a UnicodeDecodeError and a traceback.
+
+A gzip file is read through (by its magic bytes, whatever its name): cluster traces are
+exported and published compressed, and a user should not need to unpack a 1 GB file to
+replay it.
 """
 
 from __future__ import annotations
 
 import errno
+import gzip
+import zlib
 from pathlib import Path
 
 __all__ = ["read_text"]
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
 
 def read_text(path: Path) -> str:
-    """The file's text, UTF-8 (a leading byte-order mark is dropped). Bytes that are not
-    UTF-8 raise OSError(EILSEQ) whose ``strerror`` says which and where."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        data = path.read_bytes()  # again, whole: the error's offset was within a chunk
+    """The file's text, UTF-8 (a leading byte-order mark is dropped), gunzipped if it is
+    gzip. Bytes that are not UTF-8 raise OSError(EILSEQ) whose ``strerror`` says which and
+    where; a gzip file cut short or corrupt, OSError(EIO) saying so."""
+    data = path.read_bytes()
+    gzipped = data[:2] == _GZIP_MAGIC
+    if gzipped:
         try:
-            data.decode("utf-8-sig")
-        except UnicodeDecodeError as error:
-            where = f"byte 0x{data[error.start]:02x} at offset {error.start}"
-        else:  # the file changed between the two reads
-            where = "changed while read"
+            data = gzip.decompress(data)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+            why = "cut short" if isinstance(error, EOFError) else f"corrupt: {error}"
+            raise OSError(errno.EIO, f"gzip file {why}", str(path)) from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        where = f"byte 0x{data[error.start]:02x} at offset {error.start}"
+        if gzipped:
+            where += " of the uncompressed text"
         raise OSError(errno.EILSEQ, f"not UTF-8 text ({where})", str(path)) from None

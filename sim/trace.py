@@ -3,7 +3,8 @@
 The format is detected from the path (or given): a directory of PAI tables, ``.jsonl``
 (our own JSON Lines), ``.json`` / ``cluster_job_log`` (Philly), ``.csv`` by its header
 (openb pod list, Helios ``cluster_log.csv``, our own CSV), and tab-separated ``.trace`` /
-``.tsv`` (Gavel, which also needs its throughput table).
+``.tsv`` (Gavel, which also needs its throughput table). Any of these files may be
+gzipped (``scheduler.textfile``); a ``.gz`` suffix is ignored for the detection.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _read(path: Path) -> str:
 def detect_format(path: Path) -> str:
     if path.is_dir():
         return "pai"
-    name = path.name.lower()
+    name = path.name.lower().removesuffix(".gz")
     if name.endswith(".jsonl"):
         return "jsonl"
     if name.endswith(".json") or "cluster_job_log" in name:

@@ -1,5 +1,6 @@
 """The apportion command as users run it: a real subprocess, real files, exit codes."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -68,11 +69,29 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
         assert budget.returncode == 2 and budget.stdout == ""
         assert f"--budget-ms: {float(budget_ms)} must be a finite number above 0" in budget.stderr
 
-    binary = tmp_path / "snapshot.yaml.gz"
-    binary.write_bytes(b"\x1f\x8b\x08\x00 not text")
+    binary = tmp_path / "snapshot.png"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n not text")
     unreadable = apportion("decide", str(binary))
     assert unreadable.returncode == 2 and "Traceback" not in unreadable.stderr
-    assert "snapshot.yaml.gz: not UTF-8 text (byte 0x8b at offset 1)" in unreadable.stderr
+    assert "snapshot.png: not UTF-8 text (byte 0x89 at offset 0)" in unreadable.stderr
+
+    cut = tmp_path / "snapshot.yaml.gz"
+    cut.write_bytes(gzip.compress(bad.read_bytes())[:-12])
+    cut_short = apportion("decide", str(cut))
+    assert cut_short.returncode == 2 and "Traceback" not in cut_short.stderr
+    assert "snapshot.yaml.gz: gzip file cut short" in cut_short.stderr
+
+
+def test_a_gzipped_snapshot_is_read_through(tmp_path):
+    plain = FIXTURES / "small-cluster.yaml"
+    zipped = tmp_path / "small-cluster.yaml.gz"
+    zipped.write_bytes(gzip.compress(plain.read_bytes()))
+    answers = [apportion("decide", str(path), "--json") for path in (plain, zipped)]
+    assert answers[1].returncode == 0, answers[1].stderr
+    decisions = [json.loads(a.stdout) for a in answers]
+    for d in decisions:
+        d["stats"].pop("wall_ms")
+    assert decisions[0] == decisions[1] and decisions[0]["workloads"]
 
 
 def test_a_byte_order_mark_is_not_part_of_the_snapshot(tmp_path):

@@ -3,6 +3,7 @@ the mapping of each field, bad rows named by file/line/column, and skipped-row c
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -449,3 +450,17 @@ def test_bad_cluster_files_and_specs_are_cluster_errors(tmp_path: Path) -> None:
     for spec in ("uniform:2x0xT4", str(cpu_only)):
         with pytest.raises(ClusterError, match=r"the cluster has no GPU \(\d node\(s\)\)"):
             load_cluster(spec)
+
+
+def test_a_gzipped_trace_is_read_through_and_a_cut_one_named(tmp_path: Path) -> None:
+    """Published traces come compressed; a user need not unpack one to replay it."""
+    from sim.commands import DEMO_TRACE
+
+    zipped = tmp_path / "demo-jobs.csv.gz"
+    data = gzip.compress(DEMO_TRACE.read_bytes())
+    zipped.write_bytes(data)
+    plain, read = load_trace(DEMO_TRACE), load_trace(zipped)
+    assert (read.format, read.jobs) == ("csv", plain.jobs) and len(read.jobs) == 600
+    zipped.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TraceError, match=r"demo-jobs\.csv\.gz: gzip file cut short$"):
+        load_trace(zipped)
