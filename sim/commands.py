@@ -207,6 +207,13 @@ def _run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"skipped {total} bad row(s):\n")
         for reason, count in trace.bad_rows.items():
             sys.stderr.write(f"  {count:8d}  {reason}\n")
+    left_out = {reason: n for reason, n in trace.skipped.items() if n}
+    if left_out and not args.quiet:
+        # What the format says Apportion does not schedule (CPU-only jobs, jobs that never
+        # ran): said here too, not only in results.json's left_out.
+        sys.stderr.write(f"left out {sum(left_out.values())} job(s) of the trace:\n")
+        for reason, count in left_out.items():
+            sys.stderr.write(f"  {count:8d}  {reason}\n")
     bar = _Bar(args.quiet)
     try:
         if args.experiment == "fill":

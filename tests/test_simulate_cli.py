@@ -77,10 +77,11 @@ def test_fill_on_the_openb_csvs(tmp_path: Path) -> None:
         str(tmp_path),
         "--plot-format",
         "svg",
-        "--quiet",
     )
     assert done.returncode == 0, done.stderr
     assert "best-fit" in done.stdout and "lowest node index" in done.stdout
+    # What the format leaves out is said on the terminal, not only in results.json.
+    assert "left out 1088 job(s) of the trace:\n      1088  cpu-only pod\n" in done.stderr
     result = json.loads((tmp_path / "results.json").read_text())
     assert set(result["summary"]) == {"best-fit", "apportion"}
     assert (tmp_path / "fill-allocated.svg").exists()

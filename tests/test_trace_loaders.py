@@ -25,7 +25,7 @@ from sim.pai import (
 )
 from sim.philly import load_philly_jobs
 from sim.rows import BadRows, RowError
-from sim.trace import TraceError, load_trace
+from sim.trace import TraceError, detect_format, load_trace
 
 FIXTURES = Path(__file__).parent / "fixtures" / "traces"
 
@@ -393,7 +393,7 @@ def test_load_trace_detects_formats(tmp_path: Path) -> None:
     assert load_trace(csv).format == "csv"
     helios = tmp_path / "cluster_log.csv"
     helios.write_text(HELIOS_HEADER)
-    assert load_trace(helios).format == "helios"
+    assert detect_format(helios) == "helios"  # a header alone: nothing to replay
     assert load_trace(OPENB_TRACE_DIR / "openb_pod_list_default.csv").format == "openb"
     philly = tmp_path / "cluster_job_log"
     philly.write_text(json.dumps(PHILLY))
@@ -464,3 +464,34 @@ def test_a_gzipped_trace_is_read_through_and_a_cut_one_named(tmp_path: Path) -> 
     zipped.write_bytes(data[: len(data) // 2])
     with pytest.raises(TraceError, match=r"demo-jobs\.csv\.gz: gzip file cut short$"):
         load_trace(zipped)
+
+
+def test_more_gpus_in_a_pod_than_any_node_has_is_a_bad_row(tmp_path: Path) -> None:
+    """It was an OverflowError deep in the fragmentation measure (int32) mid-run."""
+    trace = tmp_path / "jobs.csv"
+    trace.write_text(
+        "name,queue,submit,runtime,gpus,pods,priority,models\n"
+        "typo,q,0,100,9999999999,1,0,\nok,q,5,100,8,1,0,\n"
+    )
+    with pytest.raises(TraceError, match=r"job typo: 9999999999 GPUs in one pod; no node has"):
+        load_trace(trace)
+    kept = load_trace(trace, skip_bad_rows=True)
+    assert [j.name for j in kept.jobs] == ["ok"]
+    assert kept.bad_rows == {"more than 1024 GPUs in one pod": 1}
+
+
+def test_a_trace_with_no_job_to_replay_says_so(tmp_path: Path) -> None:
+    """A header alone (or every row left out) replayed nothing and printed a table of zeros."""
+    header = tmp_path / "jobs.csv"
+    header.write_text("name,queue,submit,runtime,gpus,pods,priority,models\n")
+    with pytest.raises(TraceError, match=r"jobs\.csv: no job to replay$"):
+        load_trace(header)
+    cpu_only = tmp_path / "cluster_log.csv"
+    cpu_only.write_text(
+        "job_id,user,vc,jobname,gpu_num,cpu_num,node_num,state,submit_time,start_time,"
+        "end_time,duration,queue\n"
+        "j1,u,vc1,x,0,4,1,COMPLETED,2020-04-01 00:00:00,2020-04-01 00:00:10,"
+        "2020-04-01 00:01:10,60,0\n"
+    )
+    with pytest.raises(TraceError, match=r"no job to replay \(left out: 1 cpu-only job\)$"):
+        load_trace(cpu_only)
