@@ -326,16 +326,23 @@ def test_a_reported_pod_bound_later_says_so(fake: Fake) -> None:
         controller.stop()
 
 
+def _stuck_on_a_cordoned_node(fake: Fake, controller: Controller, pod: str) -> str:
+    """Admit ``pod`` and cordon its node (no word from the scheduler: the node alone says
+    it), until a review has seen it stuck; the node's name."""
+    node = _admitted(fake, pod)[pod]
+    _cordon(fake, node)
+    eventually(lambda: controller._node_problems.get(node))
+    _reviews(controller)
+    return node
+
+
 def test_a_pod_pinned_to_a_cordoned_node_is_replaced_after_the_grace(fake: Fake) -> None:
     clock = Clock()
     _job_pod(fake, "train", "train", gpus=1)
     controller = _controller(fake, clock)
     controller.start()
     try:
-        node = _admitted(fake, "train")["train"]
-        _cordon(fake, node)  # no word from the scheduler: the node alone says it
-        eventually(lambda: controller._node_problems.get(node))
-        _reviews(controller)
+        node = _stuck_on_a_cordoned_node(fake, controller, "train")
         clock.offset = GRACE_S - 20
         _reviews(controller)
         assert fake.evictions == []
@@ -362,10 +369,7 @@ def test_a_replacement_whose_eviction_answer_is_lost_is_told_counted_and_backed_
     controller = _controller(fake, clock)
     controller.start()
     try:
-        node = _admitted(fake, "train")["train"]
-        _cordon(fake, node)
-        eventually(lambda: controller._node_problems.get(node))
-        _reviews(controller)
+        node = _stuck_on_a_cordoned_node(fake, controller, "train")
         fake.fail(r".*/pods/train/eviction", times=1, status="lost", method="POST")
         clock.offset = GRACE_S + 20
         eventually(lambda: _replaced(controller) == 1)
