@@ -18,6 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from scheduler.catalog import Catalog
+from scheduler.consistency import MAX_NODE_GPUS
 from scheduler.demand import Option, OptionsByDemand
 from scheduler.loading import SnapshotError, load_snapshot_text
 from scheduler.model import (
@@ -150,6 +151,10 @@ class Cluster:
         )
 
 
+MAX_UNIFORM_NODES = 100_000
+"""Far above the largest GPU clusters (a few thousand nodes; the benchmarks' largest has
+4,000)."""
+
 _UNIFORM = re.compile(r"uniform:(\d+)x(\d+)x([A-Za-z0-9._-]+)(?::shared)?")
 
 
@@ -192,6 +197,15 @@ def _load_cluster(spec: str) -> Cluster:
     match = _UNIFORM.fullmatch(spec)
     if match:
         nodes, gpus, model = int(match[1]), int(match[2]), match[3]
+        if nodes > MAX_UNIFORM_NODES:
+            raise ClusterError(
+                f"{spec}: {nodes} nodes; at most {MAX_UNIFORM_NODES:,} (a typo would build "
+                "them all before the run starts)"
+            )
+        if gpus > MAX_NODE_GPUS:
+            raise ClusterError(
+                f"{spec}: {gpus} GPUs per node; no node has more than {MAX_NODE_GPUS}"
+            )
         try:
             cluster = uniform_cluster(nodes, gpus, model, spec.endswith(":shared"))
             cluster.catalog[model]  # an unknown model fails here, not in the middle of a run

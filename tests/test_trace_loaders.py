@@ -444,6 +444,11 @@ def test_bad_cluster_files_and_specs_are_cluster_errors(tmp_path: Path) -> None:
     # A spec with a part missing was read as a file name ('No such file or directory').
     with pytest.raises(ClusterError, match=r"uniform:2x4: not uniform:NODESxGPUSxMODEL"):
         load_cluster("uniform:2x4")
+    # A typo'd node count built every node before the run (100 million: minutes, GBs).
+    with pytest.raises(ClusterError, match=r"99999999 nodes; at most 100,000"):
+        load_cluster("uniform:99999999x8xT4")
+    with pytest.raises(ClusterError, match=r"5000 GPUs per node; no node has more than 1024"):
+        load_cluster("uniform:2x5000xT4")
     # Nodes without GPUs were an IndexError in the middle of the run.
     cpu_only = tmp_path / "cpu-only.csv"
     cpu_only.write_text("sn,cpu_milli,memory_mib,gpu,model\nn1,1000,1000,0,\n")
