@@ -53,6 +53,10 @@ def _objects(text: str, source: str) -> list[tuple[int, Any]]:
         if i >= len(text):
             raise ValueError(f"{source}: the JSON list is not closed")
         if text[i] == "]":
+            rest = i + 1 + len(text[i + 1 :]) - len(text[i + 1 :].lstrip())
+            if rest < len(text):  # two lists concatenated, or a file cut and pasted
+                line, column = location(text, rest)
+                raise ValueError(f"{source} line {line} column {column}: text after the list")
             return out
         try:
             value, end = decoder.raw_decode(text, i)

@@ -283,6 +283,11 @@ def test_philly_bad_job_names_line_column_and_field() -> None:
     bad = BadRows(skip=True)
     jobs, _ = load_philly_jobs(text, "log", bad)
     assert len(jobs) == 1 and bad.total == 1
+    # Text after the list was ignored without a word: two logs concatenated replayed one.
+    twice = json.dumps(PHILLY) + "\n" + json.dumps(PHILLY) + "\n"
+    with pytest.raises(ValueError, match=r"^log line 2 column 1: text after the list$"):
+        load_philly_jobs(twice, "log")
+    assert len(load_philly_jobs(json.dumps(PHILLY) + "\n\n", "log")[0]) == 2
 
 
 THROUGHPUTS = {
