@@ -23,6 +23,7 @@ from sim.cluster import ClusterError, load_cluster
 from sim.engine import EngineSettings
 from sim.experiments import Outcome, ReplaySettings, dumps, fill_experiment, replay_experiment
 from sim.fill import FILL_POLICIES
+from sim.gavel import on_cluster as gavel_on_cluster
 from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.trace import FORMATS, Trace, TraceError, load_trace
 
@@ -196,6 +197,18 @@ def _run(args: argparse.Namespace) -> int:
             trace.bad_rows,
             trace.skipped,
         )
+    if trace.format == "gavel":
+        trace, cut = gavel_on_cluster(trace, cluster.catalog)
+        if not trace.jobs:
+            raise CommandError(
+                f"{trace.source}: no job to replay: the throughput table measured none on "
+                f"a GPU type of cluster {args.cluster} ({', '.join(cut)} are not in it)"
+            )
+        if cut and not args.quiet:
+            sys.stderr.write(
+                f"GPU types of the throughput table not in the cluster, no job's choice here: "
+                f"{', '.join(cut)}\n"
+            )
     if args.max_jobs is not None:
         trace = Trace(
             trace.jobs[: args.max_jobs], trace.source, trace.format, trace.bad_rows, trace.skipped

@@ -17,16 +17,21 @@ arrival = ``arrival_time``; one pod of ``scale_factor`` whole GPUs; work =
 is faster on a V100 than on a K80 — and the rates also go into the workload's
 ``throughput``, so the allocator prefers the faster model; the job may only run on the
 GPU types the table measured it on. A job type the table does not list is a bad row.
+Replayed on a cluster with only some of those types (``on_cluster``), a job keeps the ones
+the cluster has; one measured on none of them is left out and counted.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 
+from scheduler.catalog import Catalog
 from scheduler.model import Demand, Workload
 from sim.job import Job
 from sim.rows import BadRows, RowError, csv_rows
+from sim.trace import Trace
 
 __all__ = [
     "GAVEL_FIELDS",
@@ -34,6 +39,7 @@ __all__ = [
     "GPU_TYPES",
     "load_gavel_jobs",
     "load_throughputs",
+    "on_cluster",
 ]
 
 GAVEL_FIELDS = (
@@ -154,3 +160,30 @@ def load_gavel_jobs(
         )
         jobs.append(Job(workload, float(steps), tuple(sorted(rates.items()))))
     return tuple(jobs)
+
+
+def on_cluster(trace: Trace, catalog: Catalog) -> tuple[Trace, list[str]]:
+    """The trace with each job's GPU types cut to those ``catalog`` knows, and the types cut.
+    Gavel's table measures every job on K80, P100 and V100, and a cluster has some of them:
+    the others are no choice there, not a typo to refuse the trace for (``Cluster.
+    check_models``). A job measured on none of the cluster's types is left out."""
+    cut: set[str] = set()
+    jobs: list[Job] = []
+    none = 0
+    for job in trace.jobs:
+        w = job.workload
+        known = tuple(m for m in w.demand.models if catalog.get(m) is not None)
+        cut.update(m for m in w.demand.models if m not in known)
+        if not known:
+            none += 1
+            continue
+        if len(known) < len(w.demand.models):
+            demand = w.demand.model_copy(update={"models": known})
+            throughput = {m: r for m, r in w.throughput.items() if m in known}
+            w = w.model_copy(update={"demand": demand, "throughput": throughput})
+            job = replace(job, workload=w, rates=tuple(r for r in job.rates if r[0] in known))
+        jobs.append(job)
+    skipped = dict(trace.skipped)
+    if none:
+        skipped["measured on no GPU type of the cluster"] = none
+    return replace(trace, jobs=tuple(jobs), skipped=skipped), sorted(cut)

@@ -221,3 +221,40 @@ def test_results_json_is_written_whole_or_the_failure_named(tmp_path: Path) -> N
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"--out {out}: cannot write {out / 'results.json'}: Is a directory" in done.stderr
     assert sorted(p.name for p in out.iterdir() if p.suffix != ".png") == ["results.json"]
+
+
+def test_a_gavel_trace_replays_on_a_cluster_with_some_of_its_gpu_types(tmp_path: Path) -> None:
+    """Gavel measures every job on K80, P100 and V100; on a V100 cluster the whole trace was
+    refused ("names GPU model(s) ... does not know: 'K80'")."""
+    table = tmp_path / "tput.json"
+    table.write_text(
+        json.dumps(
+            {
+                "v100": {"('ResNet-18 (batch size 16)', 1)": {"null": 10.0}},
+                "k80": {
+                    "('ResNet-18 (batch size 16)', 1)": {"null": 2.5},
+                    "('LM (batch size 20)', 1)": {"null": 1.0},
+                },
+            }
+        )
+    )
+    trace = tmp_path / "jobs.trace"
+    trace.write_text(
+        "ResNet-18 (batch size 16)\tpython t.py\t/w\t--steps\t1\t1000\t1\t1\t-1\t0\n"
+        "LM (batch size 20)\tpython lm.py\t/w\t--steps\t1\t100\t1\t1\t-1\t5\n"
+    )
+    done = simulate(str(trace), "--throughputs", str(table), "--cluster", "uniform:1x4xV100",
+                    "--policy", "fifo", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "GPU types of the throughput table not in the cluster, no job's choice here: K80\n" in (
+        done.stderr
+    )
+    result = json.loads(done.stdout)
+    assert result["trace"]["left_out"] == {"measured on no GPU type of the cluster": 1}
+    (run,) = result["runs"]
+    assert (run["summary"]["jobs"], run["summary"]["finished"]) == (1, 1)
+    only_k80 = simulate(str(trace), "--throughputs", str(table), "--cluster", "uniform:1x4xA10G")
+    assert only_k80.returncode == 2 and "Traceback" not in only_k80.stderr
+    assert "no job to replay: the throughput table measured none on a GPU type of cluster " in (
+        only_k80.stderr
+    )
