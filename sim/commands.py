@@ -25,6 +25,7 @@ from sim.experiments import Outcome, ReplaySettings, dumps, fill_experiment, rep
 from sim.fill import FILL_POLICIES
 from sim.gavel import on_cluster as gavel_on_cluster
 from sim.policies import POLICY_NAMES, PolicyOptions
+from sim.pool import default_workers
 from sim.trace import FORMATS, Trace, TraceError, load_trace
 
 __all__ = ["DEMO_TRACE", "float_option", "int_option", "make_out", "simulate_command"]
@@ -94,6 +95,12 @@ def simulate_command(sub: Subparsers) -> None:
         "--mttr", type=int_option(1), default=3600, help="repair time of a failure, s"
     )
     parser.add_argument("--horizon", type=int_option(1), help="stop at this simulated time, s")
+    parser.add_argument(
+        "--workers",
+        type=int_option(0),
+        default=0,
+        help="runs (policy × seed) side by side in processes (0: one per core, at most 8)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     parser.set_defaults(run=_run)
 
@@ -144,31 +151,49 @@ def _seeds(text: str) -> list[int]:
 
 
 class _Bar:
-    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+    """Progress on stderr: a line per finished run, and one line redrawn at most ten times a
+    second for the runs under way (a bar for one, percentages for several)."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.last = 0.0
-        self.open = False
-        """A bar is drawn and its line not yet ended."""
+        self.running: dict[str, float] = {}
+        self.width = 0
+        """Characters of the redrawn line now on the terminal (0: none)."""
 
     def end_line(self) -> None:
-        """End a drawn bar's line, so what is printed next (a stop) has a line of its own."""
-        if self.open:
+        """End a drawn line, so what is printed next (a stop) has a line of its own, and
+        draw nothing more (workers' last reports may still arrive)."""
+        self.quiet = True
+        if self.width:
             sys.stderr.write("\n")
-            self.open = False
+            self.width = 0
 
     def __call__(self, label: str, fraction: float) -> None:
-        now = time.monotonic()
-        if self.quiet or (fraction < 1.0 and now - self.last < 0.1):
+        if self.quiet:
             return
-        self.last = now
-        filled = int(30 * fraction)
-        sys.stderr.write(f"\r{label:24.24s} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}")
-        self.open = fraction < 1.0
-        if not self.open:
+        now = time.monotonic()
+        if fraction >= 1.0:
+            self.running.pop(label, None)
+            self._draw(f"{label:24.24s} [{'#' * 30}] 100%")
             sys.stderr.write("\n")
+            self.width = 0
+        else:
+            self.running[label] = fraction
+            if now - self.last < 0.1:
+                return
+        self.last = now
+        if len(self.running) == 1:
+            ((label, fraction),) = self.running.items()
+            filled = int(30 * fraction)
+            self._draw(f"{label:24.24s} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}")
+        elif self.running:
+            self._draw("  ".join(f"{k} {f:4.0%}" for k, f in sorted(self.running.items())))
         sys.stderr.flush()
+
+    def _draw(self, text: str) -> None:
+        sys.stderr.write(f"\r{text}{' ' * max(0, self.width - len(text))}")
+        self.width = len(text)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -228,9 +253,10 @@ def _run(args: argparse.Namespace) -> int:
         for reason, count in left_out.items():
             sys.stderr.write(f"  {count:8d}  {reason}\n")
     bar = _Bar(args.quiet)
+    workers = args.workers or default_workers()
     try:
         if args.experiment == "fill":
-            outcome = fill_experiment(cluster, trace, policies, seeds, bar)
+            outcome = fill_experiment(cluster, trace, policies, seeds, bar, workers)
         else:
             settings = ReplaySettings(
                 engine=EngineSettings(
@@ -240,7 +266,7 @@ def _run(args: argparse.Namespace) -> int:
                 mtbf_hours=args.mtbf_hours,
                 mttr_s=args.mttr,
             )
-            outcome = replay_experiment(cluster, trace, policies, seeds, settings, bar)
+            outcome = replay_experiment(cluster, trace, policies, seeds, settings, bar, workers)
     except (ClusterError, ValueError) as error:
         raise CommandError(str(error)) from None
     except KeyboardInterrupt:

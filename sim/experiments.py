@@ -24,6 +24,7 @@ from sim.events import Outage, random_outages
 from sim.fill import FILL_POLICIES, fill
 from sim.job import Job
 from sim.policies import POLICY_NAMES, PolicyOptions, make_policy
+from sim.pool import executor, report
 from sim.trace import Trace
 
 __all__ = ["Outcome", "ReplaySettings", "dumps", "fill_experiment", "replay_experiment"]
@@ -84,7 +85,10 @@ def replay_experiment(
     seeds: Sequence[int],
     settings: ReplaySettings = ReplaySettings(),
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> Outcome:
+    """One run per policy and seed, ``workers`` of them at a time in worker processes (the
+    result is the same for any number)."""
     for name in policies:
         if name not in POLICY_NAMES:
             raise ValueError(f"unknown policy {name!r}; known: {', '.join(POLICY_NAMES)}")
@@ -107,8 +111,8 @@ def replay_experiment(
         "examples": [_described(j) for j in never[:5]],
     }
     outcome = Outcome(result)
-    runs = []
     span = max((j.submit for j in jobs), default=0) + 1
+    tasks = []
     for name in policies:
         for seed in seeds:
             outages = list(settings.outages)
@@ -120,25 +124,55 @@ def replay_experiment(
                     settings.mttr_s,
                     seed,
                 )
-            policy = make_policy(name, cluster, jobs, seed, settings.policy)
-            label = f"{name}/{seed}"
-            report = None if progress is None else (lambda f, label=label: progress(label, f))
-            started = time.perf_counter()
-            sim = Simulation(cluster, jobs, policy, settings.engine, outages, (), report)
-            sim.run()
-            outcome.wall_s[label] = time.perf_counter() - started
-            outcome.events[label] = sim.events
-            runs.append(
-                {
-                    "policy": name,
-                    "seed": seed,
-                    "tie_rule": policy.tie_rule,
-                    "outages": len(outages),
-                    "summary": sim.recorder.summary(sim),
-                }
-            )
+            tasks.append((name, seed, tuple(outages)))
+    with executor(min(workers, len(tasks)), progress) as pool:
+        futures = [
+            pool.submit(_replay_run, cluster, jobs, name, seed, settings, outages)
+            for name, seed, outages in tasks
+        ]
+        runs = []
+        for (name, seed, _), future in zip(tasks, futures, strict=True):
+            run, events, wall_s = future.result()
+            outcome.wall_s[f"{name}/{seed}"] = wall_s
+            outcome.events[f"{name}/{seed}"] = events
+            runs.append(run)
     result["runs"] = runs
     return outcome
+
+
+def _replay_run(
+    cluster: Cluster,
+    jobs: tuple[Job, ...],
+    name: str,
+    seed: int,
+    settings: ReplaySettings,
+    outages: tuple[Outage, ...],
+) -> tuple[dict[str, Any], int, float]:
+    """One policy and seed (in a worker process): the run's record, its events, its wall s."""
+    policy = make_policy(name, cluster, jobs, seed, settings.policy)
+    label = f"{name}/{seed}"
+    started = time.perf_counter()
+    sim = Simulation(
+        cluster, jobs, policy, settings.engine, list(outages), (), lambda f: report(label, f)
+    )
+    sim.run()
+    run = {
+        "policy": name,
+        "seed": seed,
+        "tie_rule": policy.tie_rule,
+        "outages": len(outages),
+        "summary": sim.recorder.summary(sim),
+    }
+    return run, sim.events, time.perf_counter() - started
+
+
+def _fill_run(
+    cluster: Cluster, jobs: tuple[Job, ...], name: str, seed: int
+) -> tuple[dict[str, Any], float]:
+    """One fill policy and seed (in a worker process): the run's record and its wall s."""
+    started = time.perf_counter()
+    run = fill(cluster, jobs, name, seed, lambda f: report(f"{name}/{seed}", f))
+    return run.to_json(), time.perf_counter() - started
 
 
 def _described(job: Job) -> str:
@@ -153,7 +187,9 @@ def fill_experiment(
     policies: Sequence[str],
     seeds: Sequence[int],
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> Outcome:
+    """One run per policy and seed, ``workers`` at a time, as ``replay_experiment``."""
     for name in policies:
         if name not in FILL_POLICIES:
             raise ValueError(
@@ -167,15 +203,13 @@ def fill_experiment(
         "apportion uses the core's online path (no look-ahead)"
     )
     outcome = Outcome(result)
-    runs = []
-    for name in policies:
-        for seed in seeds:
-            label = f"{name}/{seed}"
-            report = None if progress is None else (lambda f, label=label: progress(label, f))
-            started = time.perf_counter()
-            run = fill(cluster, trace.jobs, name, seed, report)
-            outcome.wall_s[label] = time.perf_counter() - started
-            runs.append(run.to_json())
+    tasks = [(name, seed) for name in policies for seed in seeds]
+    with executor(min(workers, len(tasks)), progress) as pool:
+        futures = [pool.submit(_fill_run, cluster, trace.jobs, n, s) for n, s in tasks]
+        runs = []
+        for (name, seed), future in zip(tasks, futures, strict=True):
+            run, outcome.wall_s[f"{name}/{seed}"] = future.result()
+            runs.append(run)
     result["runs"] = runs
     summary: dict[str, Any] = {}
     for name in policies:

@@ -156,13 +156,14 @@ def test_jobs_the_cluster_can_never_run_are_named(tmp_path: Path) -> None:
     assert result["runs"][0]["summary"]["unfinished"]["waiting"] == 2
 
 
+@pytest.mark.parametrize("workers", ["1", "2"], ids=["inline", "worker-processes"])
 @pytest.mark.parametrize(
     ("sent", "code", "how"),
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
     ids=["ctrl-c", "sigterm"],
 )
 def test_a_stop_ends_a_run_with_a_line_not_a_traceback(
-    sent: signal.Signals, code: int, how: str, tmp_path: Path
+    sent: signal.Signals, code: int, how: str, workers: str, tmp_path: Path
 ) -> None:
     # SIGTERM (a Job's deadline) killed the run without a word; now it stops as Ctrl-C does.
     # The apportion policy's run takes tens of seconds: the signal lands mid-run. (FIFO's
@@ -172,8 +173,10 @@ def test_a_stop_ends_a_run_with_a_line_not_a_traceback(
     # only, and the stop's line glued to the bar ('… 0%apportion simulate: …') went unseen.
     log = tmp_path / "stderr"
     with log.open("w") as err:
+        out = tmp_path / "out"  # in every worker's command line too (they are forks)
         run = subprocess.Popen(
-            [sys.executable, "-m", "scheduler", "simulate", "demo", "--policy", "apportion"],
+            [sys.executable, "-m", "scheduler", "simulate", "demo", "--policy", "apportion",
+             "--compare", "kueue", "--workers", workers, "--out", str(out)],
             stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
         )  # fmt: skip
         while "%" not in log.read_text():  # the progress bar: the run has started
@@ -186,6 +189,16 @@ def test_a_stop_ends_a_run_with_a_line_not_a_traceback(
     assert "Traceback" not in stderr
     # On a line of its own: it was printed after the progress bar, on the bar's line.
     assert stderr.splitlines()[-1] == f"apportion simulate: {how}"
+    assert not (out / "results.json").exists()
+    left = [p for p in Path("/proc").glob("[0-9]*") if str(out) in _cmdline(p)]
+    assert left == [], "worker processes outlived the run"
+
+
+def _cmdline(process: Path) -> str:
+    try:
+        return (process / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:  # ended meanwhile
+        return ""
 
 
 def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
@@ -258,3 +271,16 @@ def test_a_gavel_trace_replays_on_a_cluster_with_some_of_its_gpu_types(tmp_path:
     assert "no job to replay: the throughput table measured none on a GPU type of cluster " in (
         only_k80.stderr
     )
+
+
+@pytest.mark.parametrize("experiment", ["replay", "fill"])
+def test_the_result_does_not_depend_on_the_workers(experiment: str) -> None:
+    """Runs (policy × seed) go to worker processes side by side; results.json is the same."""
+    policies = ("apportion-greedy", "fifo,kueue") if experiment == "replay" else ("fgd", "best-fit")
+    common = ["demo", "--max-jobs", "150", "--experiment", experiment, "--policy", policies[0]]
+    common += ["--compare", policies[1], "--seeds", "2", "--json", "--quiet"]
+    answers = [simulate(*common, "--workers", workers) for workers in ("1", "2")]
+    assert [a.returncode for a in answers] == [0, 0], answers[1].stderr
+    assert answers[0].stdout == answers[1].stdout
+    runs = len(policies[1].split(",")) + 1
+    assert len(json.loads(answers[0].stdout)["runs"]) == 2 * runs

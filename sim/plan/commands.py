@@ -38,11 +38,12 @@ from sim.plan.journal import Journal, journal_name, write_whole
 from sim.plan.quotas import search_quotas
 from sim.plan.report import build_report
 from sim.plan.rightsizing import RightsizingError, query_prometheus, rightsizing_rows
-from sim.plan.search import SearchSettings, default_workers, evaluate_all, search, violations
+from sim.plan.search import SearchSettings, evaluate_all, search, violations
 from sim.plan.shapes import Arrangement, arrangements
 from sim.plan.slo import Slo, SloError, check_queues, parse_slo
 from sim.plan.verdict import verdict
 from sim.policies import POLICY_NAMES, PolicyOptions
+from sim.pool import default_workers
 from sim.trace import TraceError, load_trace
 
 __all__ = ["plan_command"]

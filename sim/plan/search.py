@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import signal
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,8 +48,9 @@ from sim.plan.journal import Journal
 from sim.plan.shapes import Arrangement, neighbours
 from sim.plan.slo import Slo
 from sim.policies import PolicyOptions
+from sim.pool import WorkerPool, executor
 
-__all__ = ["PROBES", "SearchSettings", "default_workers", "evaluate_all", "search", "violations"]
+__all__ = ["PROBES", "SearchSettings", "evaluate_all", "search", "violations"]
 
 PROBES = 1
 """Candidates each bisection step simulates. Not the number of workers: the same inputs must
@@ -154,7 +153,7 @@ def search(
     if progress:
         progress(done, budget)
     ahead_of = _Ahead()
-    with _executor(settings.workers) as pool:
+    with executor(settings.workers) as pool:
 
         def task(c: Candidate) -> EvalTask:
             return EvalTask(
@@ -370,51 +369,6 @@ def _launch(pool: Any, task: EvalTask, journal: Journal | None) -> Future[Timed]
     return future
 
 
-class _Inline:
-    """One worker: evaluate in this process (tests, and one-core machines)."""
-
-    def __enter__(self) -> _Inline:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def submit(self, fn: Callable[[EvalTask], Timed], task: EvalTask) -> Future[Timed]:
-        done: Future[Timed] = Future()
-        done.set_result(fn(task))
-        return done
-
-
-class _Pool(ProcessPoolExecutor):
-    """Ctrl-C reaches every process of the terminal's group. The workers ignore it (an idle
-    worker would die with a traceback, a busy one break the pool before the main process
-    has seen the signal); the main process, interrupted, stops them at once rather than
-    wait for their simulations, and says what the journal kept."""
-
-    def __init__(self, workers: int) -> None:
-        super().__init__(max_workers=workers, initializer=_worker_signals)
-
-    def __exit__(self, kind: Any, *rest: Any) -> Any:
-        if kind is not None and issubclass(kind, KeyboardInterrupt):
-            self.stop_workers()
-        return super().__exit__(kind, *rest)
-
-    def stop_workers(self) -> None:
-        for process in list((self._processes or {}).values()):
-            process.terminate()
-
-
-def _worker_signals() -> None:
-    """A worker ignores Ctrl-C and ends quietly on SIGTERM (how the main process stops it),
-    whatever handlers it inherited from the main process (``scheduler.cli.stop_on_sigterm``)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _executor(workers: int) -> Any:
-    return _Inline() if workers <= 1 else _Pool(workers)
-
-
 def _record(
     rows: dict[str, Any], cand: Candidate, ev: dict[str, Any], mine: list[Candidate]
 ) -> None:
@@ -501,7 +455,7 @@ class _Ahead:
         """The search is over: stop what still runs rather than wait for answers nobody
         will read (the journal keeps those that finished)."""
         self.drop_queued()
-        if any(not f.done() for f in self._futures.values()) and isinstance(pool, _Pool):
+        if any(not f.done() for f in self._futures.values()) and isinstance(pool, WorkerPool):
             pool.stop_workers()
 
 
@@ -516,10 +470,6 @@ def evaluate_all(
 ) -> list[dict[str, Any]]:
     """Evaluate ``tasks`` in a pool of ``workers`` processes (in this one for 1), through
     ``journal`` as ``search`` does."""
-    with _executor(min(workers, len(tasks))) as pool:
+    with executor(min(workers, len(tasks))) as pool:
         futures = [_launch(pool, t, journal) for t in tasks]
         return [f.result()[0] for f in futures]
-
-
-def default_workers() -> int:
-    return max(1, min(len(os.sched_getaffinity(0)), 8))
