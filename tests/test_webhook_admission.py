@@ -670,6 +670,34 @@ def test_a_retried_create_gets_the_same_admission() -> None:
     assert len(cluster.snapshot().workloads) == 1
 
 
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize("on_allocator_failure", ["gate", "allow"])
+def test_a_create_under_the_name_of_a_pod_that_holds_gpus_waits_for_it(
+    dry_run: bool, on_allocator_failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pod recreated under its name (a StatefulSet's, a bare pod deleted and applied
+    again) while the old one still holds its GPUs, or a create (dry run) of a pod that
+    exists: no allocator failure, so neither a gate that blames it nor, with ``allow``, a
+    pod let through unmanaged; it waits, saying for what."""
+    cluster = fixture_cluster()
+    webhook = admission(cluster, on_allocator_failure=on_allocator_failure)
+    body = review(GPU_8)
+    response = answer(webhook.mutate, body)
+    assert answer(webhook.validate, mutated(body, response))["allowed"] is True
+    before = cluster.snapshot().workloads
+    again = vary(body, dry_run=dry_run)
+    with caplog.at_level("ERROR", logger="apportion"):
+        pod = _pod_after(again, answer(webhook.mutate, again))
+    assert caplog.records == []
+    assert _gated(pod)
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_REASON] == (
+        "NotSelectedByOptimizer: a pod named gpu-team-a/train-gpu-8 still holds its GPUs "
+        "(being deleted, or this one already exists); the controller decides this one once "
+        "it is gone"
+    )
+    assert cluster.snapshot().workloads == before
+
+
 def _owned(body: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
     body["request"]["object"]["metadata"]["ownerReferences"] = [
         {"apiVersion": "v1", "kind": kind, "name": name, "uid": "u", "controller": True}
