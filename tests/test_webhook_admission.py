@@ -76,6 +76,19 @@ def test_a_pod_asking_zero_gpus_is_allowed_untouched() -> None:
         assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
 
 
+@pytest.mark.parametrize("resource", ["nvidia.com/gpu.shared", "nvidia.com/mig-1g.10gb.shared"])
+def test_a_pod_asking_time_sliced_gpus_is_allowed_untouched(resource: str) -> None:
+    """The device plugin's time-slicing with ``renameByDefault`` offers ``<name>.shared``,
+    for whole GPUs and mixed-strategy MIG instances alike: replicas Apportion does not
+    count or hand out, so it manages neither (nor refuses one as an unknown MIG profile)."""
+    for name, handler in (
+        (GPU_1, admission().mutate),
+        ("create-pod-gpu-1.validate-create", admission().validate),
+    ):
+        body = vary(review(name), resources={resource: "1"})
+        assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
+
+
 def _mirror_pod(body: dict[str, Any]) -> dict[str, Any]:
     """The kubelet's mirror of a static pod: created bound to its node."""
     body["request"]["userInfo"] = {"username": "system:node:gpu-node-b", "groups": ["system:nodes"]}

@@ -121,7 +121,11 @@ def _resources(container: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _is_gpu_resource(name: str) -> bool:
-    return name == keys.GPU_RESOURCE or name.startswith(keys.MIG_RESOURCE_PREFIX)
+    """Whole GPUs or a MIG instance; not time-sliced replicas (``keys.SHARED_SUFFIX``),
+    which Apportion neither counts on nodes nor manages on pods."""
+    return name == keys.GPU_RESOURCE or (
+        name.startswith(keys.MIG_RESOURCE_PREFIX) and not name.endswith(keys.SHARED_SUFFIX)
+    )
 
 
 def gate_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
