@@ -69,9 +69,11 @@ def test_a_pod_without_gpus_is_allowed_untouched() -> None:
         assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
 
 
-def test_a_pod_asking_zero_gpus_is_allowed_untouched() -> None:
-    """Charts often template ``nvidia.com/gpu: 0`` for CPU-only runs: no GPU is asked."""
-    body = vary(review(GPU_1), resources={"nvidia.com/gpu": "0"})
+@pytest.mark.parametrize("zero", ["0", "0.0", "0k"])
+def test_a_pod_asking_zero_gpus_is_allowed_untouched(zero: str) -> None:
+    """Charts often template ``nvidia.com/gpu: 0`` for CPU-only runs: no GPU is asked, in
+    whatever form the zero is written."""
+    body = vary(review(GPU_1), resources={"nvidia.com/gpu": zero})
     for handler in (admission().mutate, admission().validate):
         assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
 
