@@ -76,6 +76,11 @@ class IncrementalAllocator:
             placement,
         )
 
+    def holds(self, name: str) -> bool:
+        """Whether a workload of this name holds capacity here (admitted here, or running in
+        the snapshot): ``decide`` and ``hold`` refuse a second one."""
+        return name in self._admitted or name in self._running
+
     def hold(self, workload: Workload) -> None:
         """Charge a workload that started elsewhere (a global decision) at its recorded
         placement, as if it had been running in the snapshot: a driver need not rebuild

@@ -69,10 +69,25 @@ def test_a_pod_without_gpus_is_allowed_untouched() -> None:
         assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
 
 
-def test_a_pod_asking_zero_gpus_is_allowed_untouched() -> None:
-    """Charts often template ``nvidia.com/gpu: 0`` for CPU-only runs: no GPU is asked."""
-    body = vary(review(GPU_1), resources={"nvidia.com/gpu": "0"})
+@pytest.mark.parametrize("zero", ["0", "0.0", "0k"])
+def test_a_pod_asking_zero_gpus_is_allowed_untouched(zero: str) -> None:
+    """Charts often template ``nvidia.com/gpu: 0`` for CPU-only runs: no GPU is asked, in
+    whatever form the zero is written."""
+    body = vary(review(GPU_1), resources={"nvidia.com/gpu": zero})
     for handler in (admission().mutate, admission().validate):
+        assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
+
+
+@pytest.mark.parametrize("resource", ["nvidia.com/gpu.shared", "nvidia.com/mig-1g.10gb.shared"])
+def test_a_pod_asking_time_sliced_gpus_is_allowed_untouched(resource: str) -> None:
+    """The device plugin's time-slicing with ``renameByDefault`` offers ``<name>.shared``,
+    for whole GPUs and mixed-strategy MIG instances alike: replicas Apportion does not
+    count or hand out, so it manages neither (nor refuses one as an unknown MIG profile)."""
+    for name, handler in (
+        (GPU_1, admission().mutate),
+        ("create-pod-gpu-1.validate-create", admission().validate),
+    ):
+        body = vary(review(name), resources={resource: "1"})
         assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
 
 
@@ -668,6 +683,34 @@ def test_a_retried_create_gets_the_same_admission() -> None:
     key = ANNOTATION_PLACEMENT
     assert again["metadata"]["annotations"][key] == first["metadata"]["annotations"][key]
     assert len(cluster.snapshot().workloads) == 1
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+@pytest.mark.parametrize("on_allocator_failure", ["gate", "allow"])
+def test_a_create_under_the_name_of_a_pod_that_holds_gpus_waits_for_it(
+    dry_run: bool, on_allocator_failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pod recreated under its name (a StatefulSet's, a bare pod deleted and applied
+    again) while the old one still holds its GPUs, or a create (dry run) of a pod that
+    exists: no allocator failure, so neither a gate that blames it nor, with ``allow``, a
+    pod let through unmanaged; it waits, saying for what."""
+    cluster = fixture_cluster()
+    webhook = admission(cluster, on_allocator_failure=on_allocator_failure)
+    body = review(GPU_8)
+    response = answer(webhook.mutate, body)
+    assert answer(webhook.validate, mutated(body, response))["allowed"] is True
+    before = cluster.snapshot().workloads
+    again = vary(body, dry_run=dry_run)
+    with caplog.at_level("ERROR", logger="apportion"):
+        pod = _pod_after(again, answer(webhook.mutate, again))
+    assert caplog.records == []
+    assert _gated(pod)
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_REASON] == (
+        "NotSelectedByOptimizer: a pod named gpu-team-a/train-gpu-8 still holds its GPUs "
+        "(being deleted, or this one already exists); the controller decides this one once "
+        "it is gone"
+    )
+    assert cluster.snapshot().workloads == before
 
 
 def _owned(body: dict[str, Any], kind: str, name: str) -> dict[str, Any]:

@@ -169,6 +169,37 @@ def test_malformed_bodies_get_400_with_the_reason(
     assert text in data.decode()
 
 
+@pytest.mark.parametrize(
+    ("name", "missing", "text"),
+    [
+        (
+            "update-pod-ungate-add-nodeselector.validate-update",
+            "object",
+            "request.object is missing: a CREATE or UPDATE review carries the object",
+        ),
+        (
+            "update-pod-ungate-add-nodeselector.validate-update",
+            "oldObject",
+            "request.oldObject is missing: an UPDATE review carries the object as it was",
+        ),
+        (
+            "create-pod-gpu-1.validate-create",
+            "object",
+            "request.object is missing: a CREATE or UPDATE review carries the object",
+        ),
+    ],
+)
+def test_a_review_without_the_pod_it_is_about_gets_400(
+    running: Running, name: str, missing: str, text: str
+) -> None:
+    """Compared with nothing, an update would read as the user removing Apportion's gate
+    and labels, and be refused for it."""
+    body = review(name)
+    body["request"][missing] = None
+    status, data = running.post("/validate", json.dumps(body).encode())
+    assert (status, data.decode()) == (400, f"not an AdmissionReview v1: {text}")
+
+
 def test_oversized_bodies_are_refused(running: Running) -> None:
     status, _ = running.post("/validate", b" " * (8 * 1024 * 1024 + 10))
     assert status == 413

@@ -515,6 +515,20 @@ class LiveCluster:
                     flavor=held.workload.flavor,
                     placement=held.workload.placement,
                 )
+            allocator = self._current_allocator()
+            if allocator.holds(workload.name):
+                # The name of a pod observed holding GPUs: one recreated under its name (a
+                # StatefulSet's) before the old one is seen gone, or a create (dry run) of a
+                # pod that exists. Not an allocator failure: it waits for the old one.
+                return WorkloadDecision(
+                    workload=workload.name,
+                    queue=workload.queue,
+                    outcome=Outcome.PENDING,
+                    reason=Reason.NOT_SELECTED,
+                    message=f"a pod named {workload.name} still holds its GPUs (being deleted, "
+                    "or this one already exists); the controller decides this one once it is "
+                    "gone",
+                )
             ahead = self._highest_waiting().get(workload.queue)
             if ahead is not None and ahead > workload.priority:
                 # Not past a higher priority of its own queue: the controller's next cycle
@@ -527,7 +541,6 @@ class LiveCluster:
                     message=f"queue {workload.queue} has waiting work of priority {ahead} > "
                     f"{workload.priority}; the controller decides the order",
                 )
-            allocator = self._current_allocator()
             decision = allocator.decide(workload)
             if decision.outcome is Outcome.ADMIT:
                 if reserve:

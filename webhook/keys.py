@@ -34,6 +34,7 @@ __all__ = [
     "NODE_PRODUCT",
     "PREFIX",
     "RECORDED_KEYS",
+    "SHARED_SUFFIX",
 ]
 
 PREFIX = "apportion.io/"
@@ -91,5 +92,8 @@ checked and decided at creation, only Apportion may change them."""
 # Kubernetes and NVIDIA names.
 GPU_RESOURCE = "nvidia.com/gpu"
 MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
+SHARED_SUFFIX = ".shared"
+"""Time-slicing with ``renameByDefault`` offers ``nvidia.com/gpu.shared`` and
+``nvidia.com/mig-<profile>.shared``: replicas, not devices Apportion hands out."""
 NODE_PRODUCT = "nvidia.com/gpu.product"
 NODE_HOSTNAME = "kubernetes.io/hostname"

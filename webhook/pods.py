@@ -121,7 +121,11 @@ def _resources(container: Any) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _is_gpu_resource(name: str) -> bool:
-    return name == keys.GPU_RESOURCE or name.startswith(keys.MIG_RESOURCE_PREFIX)
+    """Whole GPUs or a MIG instance; not time-sliced replicas (``keys.SHARED_SUFFIX``),
+    which Apportion neither counts on nodes nor manages on pods."""
+    return name == keys.GPU_RESOURCE or (
+        name.startswith(keys.MIG_RESOURCE_PREFIX) and not name.endswith(keys.SHARED_SUFFIX)
+    )
 
 
 def gate_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
@@ -148,8 +152,9 @@ def held_back(gates: Iterable[str]) -> str:
 def wants_gpus(pod: Any) -> bool:
     """Cheap test: does this pod ask for GPUs at all (resources or the memory annotation)?
 
-    A GPU resource of ``0`` (charts template it for CPU-only runs) asks for nothing; the
-    API server serialises every zero quantity as ``0``."""
+    A GPU resource of ``0`` (charts template it for CPU-only runs) asks for nothing, in
+    any form (``0``, the API server's, or ``0.0``): as ``gpu_ask_of`` reads it, so that a
+    pod said to want GPUs always has a demand or a problem."""
     if not isinstance(pod, dict):
         return False
     metadata = pod.get("metadata")
@@ -168,9 +173,20 @@ def wants_gpus(pod: Any) -> bool:
             requests, limits = _resources(container)
             for quantities in (requests, limits):
                 for name, value in quantities.items():
-                    if _is_gpu_resource(name) and str(value).strip() != "0":
+                    if _is_gpu_resource(name) and _nonzero(value):
                         return True
     return False
+
+
+def _nonzero(value: object) -> bool:
+    """A GPU quantity that asks for something (or is unreadable: a problem to report)."""
+    text = str(value).strip()
+    if text == "0":
+        return False  # the API server's zero, without parsing
+    try:
+        return parse_count(text) != 0
+    except QuantityError:
+        return True
 
 
 def placed_by_others(pod: dict[str, Any]) -> bool:

@@ -88,10 +88,19 @@ def parse_review(body: bytes) -> AdmissionRequest:
         raise ReviewError(f"request.object: expected object, got {type(obj).__name__}")
     if old is not None and not isinstance(old, dict):
         raise ReviewError(f"request.oldObject: expected object, got {type(old).__name__}")
+    operation = _field(request, "operation", str, "request")
+    # What a review is about: compared with nothing, an update would read as everything
+    # removed (Apportion's gate and labels among them) and be refused for it.
+    if obj is None and operation in ("CREATE", "UPDATE"):
+        raise ReviewError("request.object is missing: a CREATE or UPDATE review carries the object")
+    if old is None and operation == "UPDATE":
+        raise ReviewError(
+            "request.oldObject is missing: an UPDATE review carries the object as it was"
+        )
     dry_run = request.get("dryRun", False)
     return AdmissionRequest(
         uid=uid,
-        operation=_field(request, "operation", str, "request"),
+        operation=operation,
         kind=str(kind.get("kind", "")),
         resource=str(resource.get("resource", "")),
         sub_resource=str(request.get("subResource") or ""),
