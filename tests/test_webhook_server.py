@@ -235,6 +235,28 @@ def test_probes_and_metrics_on_both_ports(running: Running) -> None:
         assert "apportion_cluster_synced 1.0" in metrics
 
 
+def _decisions(running: Running) -> float:
+    _, text = running.get("/metrics", True)
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.decode().splitlines()
+        if line.startswith("apportion_decisions_total{")
+    )
+
+
+def test_a_dry_run_is_answered_but_not_counted_as_a_decision(running: Running) -> None:
+    """kubectl apply --dry-run=server asks the webhook too: its answer admits nothing."""
+    body = vary(review("create-pod-gpu-1.mutate-create"), name="dry-run")
+    body["request"]["dryRun"] = True
+    before = _decisions(running)
+    status, data = running.post("/mutate", json.dumps(body).encode())
+    assert status == 200 and _response(data)["allowed"]
+    assert _decisions(running) == before
+    body["request"]["dryRun"] = False
+    running.post("/mutate", json.dumps(body).encode())
+    assert _decisions(running) == before + 1
+
+
 def test_queues_endpoint_lists_waiting_pods(running: Running) -> None:
     for index in range(4):
         body = vary(review("create-pod-gpu-8.mutate-create"), name=f"q-{index}")

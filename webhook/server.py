@@ -77,7 +77,8 @@ def _review_handler(
             )
         histogram.labels(endpoint, verdict.outcome).observe(time.perf_counter() - started)
         if verdict.outcome != "ignored":
-            decisions.labels(verdict.outcome).inc()
+            if not review.dry_run:  # nothing was admitted: admission rates stay true
+                decisions.labels(verdict.outcome).inc()
             log.info(
                 "%s %s",
                 endpoint,
