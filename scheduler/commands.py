@@ -85,7 +85,10 @@ def _run_crds(args: argparse.Namespace) -> int:
         return 0
     out: Path = args.output_dir
     if not out.is_dir():
-        raise CommandError(f"--output-dir: {out} is not a directory")
+        raise CommandError(
+            f"--output-dir: {out} is not a directory (create it first, or leave "
+            "--output-dir out to print the CRDs)"
+        )
     for name, text in documents.items():
         try:
             (out / name).write_text(text, encoding="utf-8")
