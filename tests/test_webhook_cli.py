@@ -76,6 +76,18 @@ def test_serve_help_names_the_variable_of_every_flag_that_has_one() -> None:
     assert variables and not {v for v in variables if f"[{v}]" not in help_text}
 
 
+def test_serve_help_names_every_prometheus_variable_it_reads() -> None:
+    # Was: the help named four of the nine APPORTION_PROMETHEUS_* variables from_env reads.
+    import re
+
+    source = (Path(__file__).parents[1] / "webhook" / "dcgm.py").read_text()
+    variables = set(re.findall(r'"APPORTION_PROMETHEUS_([A-Z_]+)"', source)) - {"URL"}
+    result = _run("serve", "--help")
+    help_text = " ".join(result.stdout.split())
+    assert len(variables) == 8
+    assert {v for v in variables if f"_{v}" not in help_text} == set()
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [(None, "does not exist"), ("clusters: [\n", "kubeconfig"), ("{}\n", "kubeconfig")],

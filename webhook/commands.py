@@ -123,7 +123,8 @@ def serve_command(sub: Subparsers) -> None:
         "--prometheus-url",
         default=_env("APPORTION_PROMETHEUS_URL"),
         help="Prometheus with dcgm-exporter series: GPU health and idleness in decisions "
-        "(also APPORTION_PROMETHEUS_TOKEN_FILE, _CA_FILE, _TIMEOUT_S, _REFRESH_S) "
+        "(also APPORTION_PROMETHEUS_TOKEN_FILE, _CA_FILE, _TIMEOUT_S, _REFRESH_S, _RETRIES, "
+        "_PARALLEL_QUERIES, _INFORMATIONAL_EVERY, _RECORDING_RULES) "
         "[APPORTION_PROMETHEUS_URL]",
     )
     add(
