@@ -41,8 +41,12 @@ def decide_command(sub: Subparsers) -> None:
         action="store_true",
         help="use the embedded ~500-GPU demo cluster with a realistic pending queue",
     )
-    parser.add_argument("--workloads", type=int, default=120, help="demo: pending workloads")
-    parser.add_argument("--seed", type=int, default=0, help="demo: seed of the pending queue")
+    parser.add_argument(
+        "--workloads", type=int, default=120, help="demo: pending workloads (default 120)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="demo: seed of the pending queue (default 0)"
+    )
     parser.add_argument("--json", action="store_true", help="print the Decision as JSON")
     parser.add_argument(
         "--budget-ms", type=float, default=1000.0, help="wall-clock budget (default 1000)"
