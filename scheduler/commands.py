@@ -41,8 +41,12 @@ def decide_command(sub: Subparsers) -> None:
         action="store_true",
         help="use the embedded ~500-GPU demo cluster with a realistic pending queue",
     )
-    parser.add_argument("--workloads", type=int, default=120, help="demo: pending workloads")
-    parser.add_argument("--seed", type=int, default=0, help="demo: seed of the pending queue")
+    parser.add_argument(
+        "--workloads", type=int, default=120, help="demo: pending workloads (default 120)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="demo: seed of the pending queue (default 0)"
+    )
     parser.add_argument("--json", action="store_true", help="print the Decision as JSON")
     parser.add_argument(
         "--budget-ms", type=float, default=1000.0, help="wall-clock budget (default 1000)"
@@ -85,7 +89,10 @@ def _run_crds(args: argparse.Namespace) -> int:
         return 0
     out: Path = args.output_dir
     if not out.is_dir():
-        raise CommandError(f"--output-dir: {out} is not a directory")
+        raise CommandError(
+            f"--output-dir: {out} is not a directory (create it first, or leave "
+            "--output-dir out to print the CRDs)"
+        )
     for name, text in documents.items():
         try:
             (out / name).write_text(text, encoding="utf-8")

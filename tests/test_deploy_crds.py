@@ -67,6 +67,7 @@ def test_apportion_crds_bad_output_dir_is_a_clear_error(tmp_path):
     result = apportion("crds", "--output-dir", str(tmp_path / "missing"))
     assert result.returncode == 2
     assert "is not a directory" in result.stderr and "Traceback" not in result.stderr
+    assert "create it first, or leave --output-dir out to print the CRDs" in result.stderr
 
 
 # --- the schema is structural ----------------------------------------------------------------

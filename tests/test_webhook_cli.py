@@ -76,6 +76,18 @@ def test_serve_help_names_the_variable_of_every_flag_that_has_one() -> None:
     assert variables and not {v for v in variables if f"[{v}]" not in help_text}
 
 
+def test_serve_help_names_every_prometheus_variable_it_reads() -> None:
+    # Was: the help named four of the nine APPORTION_PROMETHEUS_* variables from_env reads.
+    import re
+
+    source = (Path(__file__).parents[1] / "webhook" / "dcgm.py").read_text()
+    variables = set(re.findall(r'"APPORTION_PROMETHEUS_([A-Z_]+)"', source)) - {"URL"}
+    result = _run("serve", "--help")
+    help_text = " ".join(result.stdout.split())
+    assert len(variables) == 8
+    assert {v for v in variables if f"_{v}" not in help_text} == set()
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [(None, "does not exist"), ("clusters: [\n", "kubeconfig"), ("{}\n", "kubeconfig")],
@@ -193,6 +205,7 @@ def test_queue_lists_what_waits_and_serve_stops_cleanly(
     # An unverifiable server is an error with a message, not a traceback.
     result = _run("queue", "--url", f"https://localhost:{port}")
     assert result.returncode == 2 and "CERTIFICATE_VERIFY_FAILED" in result.stderr
+    assert "pass --ca-file with the CA that signed it" in result.stderr
 
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=20)
@@ -271,6 +284,36 @@ def test_the_api_timeout_must_be_shorter_than_the_lease(
     # The leader stops acting this long before its Lease (15 s) could be taken over.
     with pytest.raises(CommandError, match="--api-timeout-s: the API timeout"):
         _serve_settings([*_certs(tmp_path), "--api-timeout-s", "15"], monkeypatch)
+
+
+def _queue(argv: list[str]) -> int:
+    """``apportion queue`` run in-process, as the console script parses it."""
+    import argparse
+
+    from webhook.commands import _run_queue, queue_command
+
+    parser = argparse.ArgumentParser(prog="apportion")
+    queue_command(parser.add_subparsers())
+    return _run_queue(parser.parse_args(["queue", *argv]))
+
+
+def test_queue_names_a_ca_file_it_cannot_use(tmp_path: Path) -> None:
+    # Was: a traceback (FileNotFoundError, ssl.SSLError) from building the TLS context.
+    missing = tmp_path / "ca.crt"
+    with pytest.raises(CommandError, match=f"--ca-file {missing}: does not exist or is not a"):
+        _queue(["--ca-file", str(missing)])
+    not_pem = tmp_path / "tls.key"
+    not_pem.write_text("not a certificate\n")
+    with pytest.raises(CommandError, match=f"--ca-file {not_pem}: no PEM certificate in it"):
+        _queue(["--ca-file", str(not_pem)])
+
+
+def test_queue_says_what_to_check_when_nothing_answers() -> None:
+    url = f"https://localhost:{free_port()}"
+    with pytest.raises(CommandError) as raised:
+        _queue(["--url", url])
+    assert str(raised.value).startswith(f"cannot read {url}/queues: ")
+    assert "is `apportion serve` running there? (--url or APPORTION_URL)" in str(raised.value)
 
 
 def test_queue_prints_the_repartitions_that_would_admit_waiting_pods() -> None:

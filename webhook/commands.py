@@ -123,7 +123,8 @@ def serve_command(sub: Subparsers) -> None:
         "--prometheus-url",
         default=_env("APPORTION_PROMETHEUS_URL"),
         help="Prometheus with dcgm-exporter series: GPU health and idleness in decisions "
-        "(also APPORTION_PROMETHEUS_TOKEN_FILE, _CA_FILE, _TIMEOUT_S, _REFRESH_S) "
+        "(also APPORTION_PROMETHEUS_TOKEN_FILE, _CA_FILE, _TIMEOUT_S, _REFRESH_S, _RETRIES, "
+        "_PARALLEL_QUERIES, _INFORMATIONAL_EVERY, _RECORDING_RULES) "
         "[APPORTION_PROMETHEUS_URL]",
     )
     add(
@@ -278,7 +279,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_queue(args: argparse.Namespace) -> int:
-    context = ssl.create_default_context(cafile=str(args.ca_file) if args.ca_file else None)
+    context = _client_context(args.ca_file)
     if args.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -287,12 +288,41 @@ def _run_queue(args: argparse.Namespace) -> int:
         with urllib.request.urlopen(url, context=context, timeout=10) as response:
             data = json.load(response)
     except (urllib.error.URLError, OSError, ValueError) as error:
-        raise CommandError(f"cannot read {url}: {error}") from None
+        raise CommandError(f"cannot read {url}: {error}{_queue_hint(error)}") from None
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
     print(_queue_table(data))
     return 0
+
+
+def _client_context(ca_file: Path | None) -> ssl.SSLContext:
+    """The TLS context ``apportion queue`` verifies the server with: the system's CAs, or
+    the one ``--ca-file`` names (a file that is missing or holds no certificate is named)."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    if not ca_file.is_file():
+        raise CommandError(f"--ca-file {ca_file}: does not exist or is not a file")
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (ssl.SSLError, ValueError):
+        raise CommandError(
+            f"--ca-file {ca_file}: no PEM certificate in it (expected the CA certificate "
+            "that signed the server's, e.g. the ca.crt of its TLS Secret)"
+        ) from None
+
+
+def _queue_hint(error: Exception) -> str:
+    """What to check after a failed ``/queues`` call, for the failures a user can fix."""
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return (
+            "; the server's certificate is not signed by a CA this machine trusts: pass "
+            "--ca-file with the CA that signed it (or --insecure to skip the check)"
+        )
+    if isinstance(reason, ConnectionRefusedError | TimeoutError | ssl.SSLError):
+        return "; is `apportion serve` running there? (--url or APPORTION_URL)"
+    return ""
 
 
 def _duration(seconds: object) -> str:

@@ -81,7 +81,10 @@ def plan_command(sub: Subparsers) -> None:
         f"'utilization>=70%%' (repeat; default: {', '.join(DEFAULT_SLOS).replace('%', '%%')})",
     )
     parser.add_argument(
-        "--growth", type=float_option(positive=True), default=1.0, help="demand growth factor"
+        "--growth",
+        type=float_option(positive=True),
+        default=1.0,
+        help="demand growth factor (default 1)",
     )
     parser.add_argument(
         "--horizon-hours", type=float_option(positive=True), help="repeat the trace to this length"
@@ -91,9 +94,13 @@ def plan_command(sub: Subparsers) -> None:
         "--budget", type=float_option(positive=True), help="most $ per hour the cluster may cost"
     )
     parser.add_argument(
-        "--levels", default="0.75,1,1.25,1.5", help="scale factors per GPU model (comma-separated)"
+        "--levels",
+        default="0.75,1,1.25,1.5",
+        help="scale factors per GPU model (comma-separated; default 0.75,1,1.25,1.5)",
     )
-    parser.add_argument("--max-simulations", type=int_option(1), default=24, help="per shard")
+    parser.add_argument(
+        "--max-simulations", type=int_option(1), default=24, help="per shard (default 24)"
+    )
     parser.add_argument(
         "--no-shapes",
         action="store_true",
