@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from webhook_support import ADMISSION, CLUSTER_FILE, free_port, review, vary
 
 from webhook import keys
+from webhook.queueview import STANDALONE
 from webhook.runtime import Server, start_server
 from webhook.settings import ServerSettings, ServeSettings
 
@@ -270,6 +271,9 @@ def test_queues_endpoint_lists_waiting_pods(running: Running) -> None:
     assert [w["workload"] for w in waiting][-1] == "gpu-team-a/q-3"
     assert waiting[-1]["position"] == len(waiting)
     assert waiting[-1]["reason"] == "Pending"
+    # Standalone: no controller will release it, so no wait is estimated from the rate of
+    # the admissions above (it said "est. 15m" and "waiting for the controller").
+    assert waiting[-1]["message"] == STANDALONE and waiting[-1]["estimated_wait_s"] is None
 
 
 def _apply(body: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:

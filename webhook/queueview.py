@@ -15,9 +15,16 @@ from webhook.cluster import LiveCluster
 __all__ = ["pending_view"]
 
 
-def pending_view(cluster: LiveCluster, queue: str | None = None) -> dict[str, Any]:
+STANDALONE = "no controller runs here (standalone): a gated pod is never released"
+
+
+def pending_view(
+    cluster: LiveCluster, queue: str | None = None, controlled: bool = True
+) -> dict[str, Any]:
     """``{"queues": {name: [workload, …]}, "repartitions": [plan, …]}``: the waiting
-    workloads in queue order, and the MIG repartitions that would admit some of them."""
+    workloads in queue order, and the MIG repartitions that would admit some of them.
+    ``controlled``: a controller releases gated pods (not standalone): else no wait is
+    estimated, and a pod waiting for the controller is told none will come."""
     waiting = cluster.waiting()
     decisions = cluster.last_decisions()
     now = cluster.now()
@@ -26,6 +33,12 @@ def pending_view(cluster: LiveCluster, queue: str | None = None) -> dict[str, An
         if queue is not None and item.queue != queue:
             continue
         decision = decisions.get(item.workload)
+        if decision is not None:
+            reason, message = decision.reason.value, decision.message
+        else:
+            reason, message = item.reason, item.message
+            if not controlled and reason == "Pending":
+                message = STANDALONE
         out.setdefault(item.queue, []).append(
             {
                 "workload": item.workload,
@@ -37,13 +50,13 @@ def pending_view(cluster: LiveCluster, queue: str | None = None) -> dict[str, An
                 # script sent to a standalone server; the API server always sets one).
                 "waiting_s": max(0, int(now) - item.created) if item.created else None,
                 "position": decision.position if decision is not None else None,
-                "reason": decision.reason.value if decision is not None else item.reason,
-                "message": decision.message if decision is not None else item.message,
+                "reason": reason,
+                "message": message,
             }
         )
     for name, items in out.items():
         items.sort(key=lambda i: (i["position"] is None, i["position"] or 0, -i["priority"]))
-        rate = cluster.admission_rate_per_s(name)
+        rate = cluster.admission_rate_per_s(name) if controlled else 0.0
         for rank, row in enumerate(items, start=1):
             row["position"] = row["position"] or rank
             row["estimated_wait_s"] = round(row["position"] / rate) if rate > 0 else None

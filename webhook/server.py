@@ -129,7 +129,9 @@ def build_app(
     )
 
     async def queues(request: web.Request) -> web.Response:
-        view = pending_view(admission.cluster, request.query.get("queue"))
+        view = pending_view(
+            admission.cluster, request.query.get("queue"), controlled=not admission.standalone
+        )
         return _json(view)
 
     app.router.add_get("/queues", queues)
