@@ -520,25 +520,18 @@ class LiveCluster:
                 # The name of a pod observed holding GPUs: one recreated under its name (a
                 # StatefulSet's) before the old one is seen gone, or a create (dry run) of a
                 # pod that exists. Not an allocator failure: it waits for the old one.
-                return WorkloadDecision(
-                    workload=workload.name,
-                    queue=workload.queue,
-                    outcome=Outcome.PENDING,
-                    reason=Reason.NOT_SELECTED,
-                    message=f"a pod named {workload.name} still holds its GPUs (being deleted, "
-                    "or this one already exists); the controller decides this one once it is "
-                    "gone",
+                return _left_to_the_controller(
+                    workload,
+                    f"a pod named {workload.name} still holds its GPUs (being deleted, or this "
+                    "one already exists); the controller decides this one once it is gone",
                 )
             ahead = self._highest_waiting().get(workload.queue)
             if ahead is not None and ahead > workload.priority:
                 # Not past a higher priority of its own queue: the controller's next cycle
                 # orders them (and may preempt for the one ahead).
-                return WorkloadDecision(
-                    workload=workload.name,
-                    queue=workload.queue,
-                    outcome=Outcome.PENDING,
-                    reason=Reason.NOT_SELECTED,
-                    message=f"queue {workload.queue} has waiting work of priority {ahead} > "
+                return _left_to_the_controller(
+                    workload,
+                    f"queue {workload.queue} has waiting work of priority {ahead} > "
                     f"{workload.priority}; the controller decides the order",
                 )
             decision = allocator.decide(workload)
@@ -695,4 +688,15 @@ def _same_place(intent: _Intent, pod: ManagedPod) -> bool:
         pod.placement is not None
         and pod.placement in placement
         and (pod.node in (None, pod.placement.node))
+    )
+
+
+def _left_to_the_controller(workload: Workload, message: str) -> WorkloadDecision:
+    """Not decided at creation: the pod waits, gated, for the controller's next cycle."""
+    return WorkloadDecision(
+        workload=workload.name,
+        queue=workload.queue,
+        outcome=Outcome.PENDING,
+        reason=Reason.NOT_SELECTED,
+        message=message,
     )
