@@ -6,6 +6,7 @@ SVG. Only ``results.json`` is the record; the plots are for people.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+
+from sim.plan.journal import write_whole
 
 __all__ = ["plot_results"]
 
@@ -39,10 +42,14 @@ def _mean_curves(runs: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, 
 
 
 def _save(fig: Any, out: Path, name: str, fmt: str) -> Path:
+    """Written whole (rendered in memory, then a rename), as results.json is: a stopped run
+    leaves the previous plot or the new one."""
     path = out / f"{name}.{fmt}"
     fig.tight_layout()
-    fig.savefig(path, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
     plt.close(fig)
+    write_whole(path, buffer.getvalue())
     return path
 
 
