@@ -9,6 +9,7 @@ the table). Exit codes: 0 success, 2 bad input (named file, line and column).
 from __future__ import annotations
 
 import argparse
+import collections
 import math
 import os
 import sys
@@ -138,15 +139,28 @@ def float_option(positive: bool) -> Callable[[str], float]:
     return parse
 
 
+MAX_SEEDS = 1000
+"""Runs per policy: far above what a mean needs (the fill's 10), below a typo's hours."""
+
+
 def _seeds(text: str) -> list[int]:
     try:
         if "," not in text and text.strip().isdigit() and int(text) > 1:
-            return list(range(int(text)))
+            count = int(text)
+            if count > MAX_SEEDS:
+                raise CommandError(f"--seeds: {count:,} seeds; at most {MAX_SEEDS:,} (a run each)")
+            return list(range(count))
         seeds = [int(s) for s in text.split(",") if s.strip()]
     except (ValueError, OverflowError):  # OverflowError: a count too large for a range
         raise CommandError(f"--seeds: {text!r} is not a list of integers or a count") from None
     if not seeds:
         raise CommandError(f"--seeds: {text!r} names no seed")
+    if len(seeds) > MAX_SEEDS:
+        raise CommandError(f"--seeds: {len(seeds):,} seeds; at most {MAX_SEEDS:,} (a run each)")
+    repeated = sorted(s for s, n in collections.Counter(seeds).items() if n > 1)
+    if repeated:
+        # The same seed twice is the same run twice: a typo, and a mean over copies.
+        raise CommandError(f"--seeds: {', '.join(map(str, repeated))} given more than once")
     return seeds
 
 

@@ -214,7 +214,9 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
         ("--budget-ms", "-1", "argument --budget-ms: '-1': must be a positive number"),
         ("--mtbf-hours", "nan", "argument --mtbf-hours: 'nan': must be 0 or a positive number"),
         ("--seeds", ",", "--seeds: ',' names no seed"),
-        ("--seeds", "9" * 30, f"--seeds: '{'9' * 30}' is not a list of integers or a count"),
+        ("--seeds", "9" * 30, f"--seeds: {int('9' * 30):,} seeds; at most 1,000 (a run each)"),
+        ("--seeds", "2,0,2", "--seeds: 2 given more than once"),  # the same run twice
+        ("--seeds", "1e3", "--seeds: '1e3' is not a list of integers or a count"),
     ):
         done = simulate("demo", "--max-jobs", "5", option, value, "--quiet")
         assert done.returncode == 2 and message in done.stderr, (option, done.stderr)
