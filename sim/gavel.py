@@ -117,8 +117,11 @@ def _key(key: str) -> tuple[str, int] | None:
 
 def load_gavel_jobs(
     text: str, source: str, throughputs: Throughputs, bad: BadRows | None = None
-) -> tuple[Job, ...]:
+) -> tuple[tuple[Job, ...], dict[str, int]]:
+    """Jobs, and the count of jobs of no steps (skipped on purpose, as other formats skip
+    zero-duration jobs)."""
     bad = bad if bad is not None else BadRows()
+    skipped = {"zero steps": 0}
     first = next((line for line in text.splitlines() if line.strip()), "")
     fields = first.count("\t") + 1
     if fields not in (7, 10):
@@ -150,6 +153,9 @@ def load_gavel_jobs(
         except RowError as error:
             bad.record(error)
             continue
+        if steps == 0:
+            skipped["zero steps"] += 1
+            continue
         workload = Workload(
             name=f"job-{row.line:06d}",
             queue="gavel",
@@ -159,7 +165,7 @@ def load_gavel_jobs(
             throughput=rates,
         )
         jobs.append(Job(workload, float(steps), tuple(sorted(rates.items()))))
-    return tuple(jobs)
+    return tuple(jobs), skipped
 
 
 def on_cluster(trace: Trace, catalog: Catalog) -> tuple[Trace, list[str]]:

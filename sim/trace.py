@@ -124,7 +124,7 @@ def load_trace(
                     "job speed per GPU type is what the trace measures work in"
                 )
             table = load_throughputs(_read(Path(throughputs)), str(throughputs))
-            jobs = load_gavel_jobs(_read(path), source, table, bad)
+            jobs, skipped = load_gavel_jobs(_read(path), source, table, bad)
         elif fmt == "csv":
             from sim.jobfile import load_job_csv
 

@@ -308,13 +308,17 @@ def test_gavel_both_forms_with_throughputs() -> None:
     )
     seven = "ResNet-18 (batch size 16)\tpython train.py\t--steps\t1\t1000\t12.5\t1\n"
     for text in (ten, seven):
-        jobs = load_gavel_jobs(text, "t.trace", table)
+        jobs, _ = load_gavel_jobs(text, "t.trace", table)
         resnet = jobs[0]
         assert resnet.submit == 12 and resnet.work == 1000.0
         assert resnet.workload.demand == Demand(gpus=1, models=("V100", "K80"))
         assert resnet.rate_on(("K80",)) == 2.5 and resnet.rate_on(("V100",)) == 10.0
         assert resnet.seconds_for(1000.0, 2.5) == 400
-    lm = load_gavel_jobs(ten, "t.trace", table)[1]
+    lm = load_gavel_jobs(ten, "t.trace", table)[0][1]
+    # No steps: nothing to run, left out and counted as other formats' zero durations.
+    idle = ten.replace("\t800\t2\t", "\t0\t2\t")
+    jobs, skipped = load_gavel_jobs(idle, "t.trace", table)
+    assert len(jobs) == 1 and skipped == {"zero steps": 1}
     assert lm.workload.demand == Demand(gpus=2, models=("V100",))
 
 
