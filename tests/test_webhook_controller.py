@@ -783,6 +783,13 @@ def test_failed_api_calls_are_counted_by_action_and_code(fake: Fake) -> None:
         assert failures.keys() == {("patch", "403"), ("event", "unanswered"), ("lease", "503")}
         assert failures[("event", "unanswered")] == 1
         assert failures[("patch", "403")] >= 1  # tried again each cycle, refused each time
+        # What the controller sees: a watch that fails (the next one, within the watch
+        # timeout), then the list it falls back on. It was only a log line and a counter
+        # on the informer object.
+        fake.fail(r"/api/v1/nodes", times=1, status=500, method="GET")
+        eventually(lambda: api_failures(controller).get(("watch", "500")) == 1, timeout=10)
+        fake.fail(r"/api/v1/nodes", times=1000, status=403, method="GET")
+        eventually(lambda: (api_failures(controller).get(("list", "403")) or 0) >= 1, timeout=10)
 
 
 def test_a_preemption_whose_event_is_lost_is_still_counted_and_nominated(fake: Fake) -> None:

@@ -43,7 +43,7 @@ from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.hostpods import HostPod, host_pod_of
 from webhook.informer import Informer
-from webhook.kubeapi import UNANSWERED, KubeApi, failure
+from webhook.kubeapi import UNANSWERED, KubeApi, Resource, failure
 from webhook.kubeobjects import node_from_object, node_problem
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
@@ -91,27 +91,30 @@ class Controller:
         self._queues = queues
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+
+        def informer(
+            resource: Resource,
+            replace: Callable[[list[Raw]], None],
+            apply: Callable[[str, Raw], None],
+            optional: bool = False,
+        ) -> Informer:
+            return Informer(
+                api,
+                resource,
+                replace,
+                apply,
+                settings,
+                self._stop,
+                optional=optional,
+                failed=metrics.api_failed,
+            )
+
         self.informers = [
-            Informer(api, api.nodes(), self._replace_nodes, self._node_event, settings, self._stop),
-            Informer(api, api.pods(), self._replace_pods, self._pod_event, settings, self._stop),
-            Informer(
-                api,
-                api.namespaces(),
-                self._replace_namespaces,
-                self._namespace_event,
-                settings,
-                self._stop,
-            ),
-            Informer(api, api.jobs(), self._replace_jobs, self._job_event, settings, self._stop),
-            Informer(
-                api,
-                api.queues(),
-                self._replace_queue_objects,
-                self._queue_event,
-                settings,
-                self._stop,
-                optional=True,
-            ),
+            informer(api.nodes(), self._replace_nodes, self._node_event),
+            informer(api.pods(), self._replace_pods, self._pod_event),
+            informer(api.namespaces(), self._replace_namespaces, self._namespace_event),
+            informer(api.jobs(), self._replace_jobs, self._job_event),
+            informer(api.queues(), self._replace_queue_objects, self._queue_event, optional=True),
         ]
         self._queue_objects: dict[str, Raw] = {}
         self.cycles = 0

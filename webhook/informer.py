@@ -16,6 +16,7 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from webhook.kubeapi import KubeApi, Resource
+from webhook.metrics import ApiAction
 from webhook.settings import ControllerSettings
 
 __all__ = ["Informer"]
@@ -38,6 +39,7 @@ class Informer:
         stop: threading.Event,
         *,
         optional: bool = False,
+        failed: Callable[[ApiAction, Exception], None] | None = None,
     ) -> None:
         self.api = api
         self.optional = optional
@@ -50,10 +52,13 @@ class Informer:
         self.synced = threading.Event()
         self.relists = 0
         self.errors = 0
+        self._count_failure = failed
+        """Counts a failed list or watch (``Metrics.api_failed``); 410 Gone is no failure."""
 
     def run(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
+            stage: ApiAction = "list"
             try:
                 listing = self.api.list_all(self.resource)
                 self._replace(listing.items)
@@ -61,6 +66,7 @@ class Informer:
                 self.synced.set()
                 backoff = 0.5
                 version = listing.resource_version
+                stage = "watch"
                 while not self._stop.is_set():
                     version = self._watch_once(version)
             except ApiException as error:
@@ -74,14 +80,16 @@ class Informer:
                         self.synced.set()
                     self._stop.wait(self.settings.backoff_max_s)
                     continue
-                self._failed(error, backoff)
+                self._failed(stage, error, backoff)
                 backoff = min(backoff * 2, self.settings.backoff_max_s)
             except Exception as error:  # network errors, bad JSON: back off, relist
-                self._failed(error, backoff)
+                self._failed(stage, error, backoff)
                 backoff = min(backoff * 2, self.settings.backoff_max_s)
 
-    def _failed(self, error: Exception, backoff: float) -> None:
+    def _failed(self, stage: ApiAction, error: Exception, backoff: float) -> None:
         self.errors += 1
+        if self._count_failure is not None:
+            self._count_failure(stage, error)
         log.warning("%s informer: %s; retrying in %.1fs", self.resource.kind, error, backoff)
         self._stop.wait(backoff)
 

@@ -21,10 +21,11 @@ from webhook.kubeapi import failure_code
 
 __all__ = ["ApiAction", "Metrics"]
 
-ApiAction = Literal["patch", "evict", "event", "status", "lease"]
+ApiAction = Literal["patch", "evict", "event", "status", "lease", "list", "watch"]
 """What a failed Kubernetes API call was for: patch a pod (admission, reason, nomination),
 evict a pod (preemption, stuck replacement), write an Event, set a Queue's status, renew or
-take the Lease."""
+take the Lease, list or watch what the controller sees (Nodes, Pods, Namespaces, Jobs,
+Queues)."""
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
