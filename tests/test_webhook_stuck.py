@@ -386,6 +386,26 @@ def test_a_replacement_whose_eviction_answer_is_lost_is_told_counted_and_backed_
         controller.stop()
 
 
+def test_an_unanswered_eviction_found_made_by_a_404_is_counted(fake: Fake) -> None:
+    # The watch may not yet show a pod leave whose unanswered eviction was made: the next
+    # review evicts it again and the API server answers 404. That was one more failure,
+    # and the workload was never counted as replaced.
+    clock = Clock()
+    _job_pod(fake, "train", "train", gpus=1)
+    controller = _controller(fake, clock)
+    controller.start()
+    try:
+        _stuck_on_a_cordoned_node(fake, controller, "train")
+        fake.fail(r".*/pods/train/eviction", times=1, status="drop", method="POST")
+        fake.fail(r".*/pods/train/eviction", times=1, status=404, method="POST")
+        clock.offset = GRACE_S + 20
+        eventually(lambda: _replaced(controller) == 1)
+        assert [e["involvedObject"]["name"] for e in _events(fake, "Replaced")] == ["train"]
+        assert api_failures(controller) == {("evict", "unanswered"): 1}
+    finally:
+        controller.stop()
+
+
 def test_a_gang_replacement_half_unanswered_is_finished_and_each_pod_told_once(
     fake: Fake,
 ) -> None:

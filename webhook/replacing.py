@@ -58,6 +58,9 @@ class StuckReplacer:
         self._unanswered: dict[tuple[str, str, str], tuple[StuckWorkload, StuckPod]] = {}
         """Stuck pods whose eviction got no answer: it may have been made, and a pod being
         deleted is no longer stuck, so the next review would not see its workload again."""
+        self._unsure: set[tuple[str, str, str]] = set()
+        """Of those, the pods the watch still showed at this review: evicted again, a 404
+        (gone) means the first eviction was made."""
 
     def review(self, node_problems: dict[str, str]) -> list[StuckWorkload]:
         """Evict stuck workloads whose owners recreate their pods; report the others once,
@@ -89,6 +92,12 @@ class StuckReplacer:
             try:
                 self.api.evict_pod(pod.namespace, pod.name)
             except (ApiException, *UNANSWERED) as error:
+                gone = isinstance(error, ApiException) and error.status == 404
+                if gone and pod.identity in self._unsure:
+                    # Its unanswered eviction was made: the watch had not shown it leave.
+                    evicted += 1
+                    self._tell_replaced(workload, stuck)
+                    continue
                 # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
                 # No answer: the next review sees whether it was made.
                 self.metrics.api_failed("evict", error)
@@ -111,6 +120,7 @@ class StuckReplacer:
             if identity not in staying:
                 self._tell_replaced(workload, stuck)
                 evicted[workload.workload] = workload
+        self._unsure = {i for i in self._unanswered if i in staying}
         self._unanswered.clear()
         for workload in evicted.values():
             if not any(s.pod.identity in staying for s in workload.pods):
