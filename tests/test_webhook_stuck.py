@@ -11,6 +11,7 @@ that the tests move forward past the grace period instead of sleeping.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Iterator
@@ -326,23 +327,27 @@ def test_a_reported_pod_bound_later_says_so(fake: Fake) -> None:
         controller.stop()
 
 
-def _stuck_on_a_cordoned_node(fake: Fake, controller: Controller, pod: str) -> str:
-    """Admit ``pod`` and cordon its node (no word from the scheduler: the node alone says
-    it), until a review has seen it stuck; the node's name."""
-    node = _admitted(fake, pod)[pod]
-    _cordon(fake, node)
-    eventually(lambda: controller._node_problems.get(node))
-    _reviews(controller)
-    return node
-
-
-def test_a_pod_pinned_to_a_cordoned_node_is_replaced_after_the_grace(fake: Fake) -> None:
+@contextlib.contextmanager
+def _train_stuck_on_a_cordoned_node(fake: Fake) -> Iterator[tuple[Controller, Clock, str]]:
+    """A running controller, its clock, and the node of Job pod ``train``, admitted there
+    and cordoned (no word from the scheduler: the node alone says it) until a review has
+    seen it stuck."""
     clock = Clock()
     _job_pod(fake, "train", "train", gpus=1)
     controller = _controller(fake, clock)
     controller.start()
     try:
-        node = _stuck_on_a_cordoned_node(fake, controller, "train")
+        node = _admitted(fake, "train")["train"]
+        _cordon(fake, node)
+        eventually(lambda: controller._node_problems.get(node))
+        _reviews(controller)
+        yield controller, clock, node
+    finally:
+        controller.stop()
+
+
+def test_a_pod_pinned_to_a_cordoned_node_is_replaced_after_the_grace(fake: Fake) -> None:
+    with _train_stuck_on_a_cordoned_node(fake) as (controller, clock, node):
         clock.offset = GRACE_S - 20
         _reviews(controller)
         assert fake.evictions == []
@@ -353,8 +358,6 @@ def test_a_pod_pinned_to_a_cordoned_node_is_replaced_after_the_grace(fake: Fake)
         assert event["message"].startswith(f"admitted to node {node}, unschedulable for ")
         assert f"{node}: node is cordoned (spec.unschedulable)" in event["message"]
         assert _replaced(controller) == 1
-    finally:
-        controller.stop()
 
 
 def test_a_replacement_whose_eviction_answer_is_lost_is_told_counted_and_backed_off(
@@ -364,12 +367,7 @@ def test_a_replacement_whose_eviction_answer_is_lost_is_told_counted_and_backed_
     # from then on, was no longer stuck, so its workload was never recorded as replaced:
     # no Replaced Event said why it went, apportion_stuck_replaced_total missed it, and
     # the grace did not double, so its recreated pods, stuck again, went after one grace.
-    clock = Clock()
-    _job_pod(fake, "train", "train", gpus=1)
-    controller = _controller(fake, clock)
-    controller.start()
-    try:
-        node = _stuck_on_a_cordoned_node(fake, controller, "train")
+    with _train_stuck_on_a_cordoned_node(fake) as (controller, clock, node):
         fake.fail(r".*/pods/train/eviction", times=1, status="lost", method="POST")
         clock.offset = GRACE_S + 20
         eventually(lambda: _replaced(controller) == 1)
@@ -382,28 +380,19 @@ def test_a_replacement_whose_eviction_answer_is_lost_is_told_counted_and_backed_
         assert len(_events(fake, "Replaced")) == 1
         assert _replaced(controller) == 1
         assert api_failures(controller) == {("evict", "unanswered"): 1}
-    finally:
-        controller.stop()
 
 
 def test_an_unanswered_eviction_found_made_by_a_404_is_counted(fake: Fake) -> None:
     # The watch may not yet show a pod leave whose unanswered eviction was made: the next
     # review evicts it again and the API server answers 404. That was one more failure,
     # and the workload was never counted as replaced.
-    clock = Clock()
-    _job_pod(fake, "train", "train", gpus=1)
-    controller = _controller(fake, clock)
-    controller.start()
-    try:
-        _stuck_on_a_cordoned_node(fake, controller, "train")
+    with _train_stuck_on_a_cordoned_node(fake) as (controller, clock, _):
         fake.fail(r".*/pods/train/eviction", times=1, status="drop", method="POST")
         fake.fail(r".*/pods/train/eviction", times=1, status=404, method="POST")
         clock.offset = GRACE_S + 20
         eventually(lambda: _replaced(controller) == 1)
         assert [e["involvedObject"]["name"] for e in _events(fake, "Replaced")] == ["train"]
         assert api_failures(controller) == {("evict", "unanswered"): 1}
-    finally:
-        controller.stop()
 
 
 def test_a_gang_replacement_half_unanswered_is_finished_and_each_pod_told_once(
