@@ -170,7 +170,12 @@ def _reported(controller: Controller) -> float | None:
     return controller.metrics.registry.get_sample_value("apportion_stuck_pods", {"queue": "team-a"})
 
 
-def test_a_stuck_job_gang_is_evicted_whole_after_the_grace_and_not_before(fake: Fake) -> None:
+@contextlib.contextmanager
+def _llm_gang_stuck(fake: Fake) -> Iterator[tuple[Controller, Clock, dict[str, str]]]:
+    """A running controller, its clock, and the nodes of Job gang ``llm`` (two pods of 2
+    GPUs), admitted, the scheduler having given up on llm-0 (llm-1 waits for its turn; the
+    condition dates from the gate an hour ago, but the pods were admitted just now), until
+    a review has seen it."""
     clock = Clock()
     _job_pod(fake, "llm-0", "llm", gpus=2, gang=2)
     _job_pod(fake, "llm-1", "llm", gpus=2, gang=2)
@@ -178,10 +183,15 @@ def test_a_stuck_job_gang_is_evicted_whole_after_the_grace_and_not_before(fake: 
     controller.start()
     try:
         nodes = _admitted(fake, "llm-0", "llm-1")
-        # The scheduler gave up on llm-0 (llm-1 waits for its turn); the condition dates
-        # from the gate an hour ago, but the pods were admitted just now.
         _unschedulable(fake, "llm-0")
         _reviews(controller)
+        yield controller, clock, nodes
+    finally:
+        controller.stop()
+
+
+def test_a_stuck_job_gang_is_evicted_whole_after_the_grace_and_not_before(fake: Fake) -> None:
+    with _llm_gang_stuck(fake) as (controller, clock, nodes):
         clock.offset = GRACE_S - 20
         _reviews(controller)
         assert fake.evictions == []
@@ -230,8 +240,6 @@ def test_a_stuck_job_gang_is_evicted_whole_after_the_grace_and_not_before(fake: 
         assert sorted(e["name"] for e in fake.evictions if e["allowed"]) == ["llm-0", "llm-1"]
         assert _replaced(controller) == 1
         assert _reported(controller) is None  # replaced, not only reported
-    finally:
-        controller.stop()
 
 
 def _reason(fake: Fake, name: str) -> str:
@@ -400,15 +408,7 @@ def test_a_gang_replacement_half_unanswered_is_finished_and_each_pod_told_once(
 ) -> None:
     # One eviction never reached the API server (the pod stays: evicted again), the
     # other was made but its answer lost (the pod leaves: told, not evicted again).
-    clock = Clock()
-    _job_pod(fake, "llm-0", "llm", gpus=2, gang=2)
-    _job_pod(fake, "llm-1", "llm", gpus=2, gang=2)
-    controller = _controller(fake, clock)
-    controller.start()
-    try:
-        _admitted(fake, "llm-0", "llm-1")
-        _unschedulable(fake, "llm-0")
-        _reviews(controller)
+    with _llm_gang_stuck(fake) as (controller, clock, _):
         fake.fail(r".*/pods/llm-0/eviction", times=1, status="drop", method="POST")
         fake.fail(r".*/pods/llm-1/eviction", times=1, status="lost", method="POST")
         clock.offset = GRACE_S + 20
@@ -420,8 +420,6 @@ def test_a_gang_replacement_half_unanswered_is_finished_and_each_pod_told_once(
         assert told == ["llm-0", "llm-1"]
         assert _replaced(controller) == 1
         assert api_failures(controller) == {("evict", "unanswered"): 2}
-    finally:
-        controller.stop()
 
 
 def test_bound_running_and_unadmitted_pods_are_never_touched(fake: Fake) -> None:
