@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from sim.fill import FILL_POLICIES
 from sim.gavel import on_cluster as gavel_on_cluster
 from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.pool import default_workers
-from sim.trace import FORMATS, Trace, TraceError, load_trace
+from sim.trace import FORMATS, TraceError, load_trace
 
 __all__ = ["DEMO_TRACE", "float_option", "int_option", "make_out", "simulate_command"]
 
@@ -210,6 +211,15 @@ class _Bar:
         self.width = len(text)
 
 
+def _say_counts(title: str, counts: dict[str, int]) -> None:
+    """On stderr: ``title`` with the total, then each reason's count (none if all are 0)."""
+    counts = {reason: n for reason, n in counts.items() if n}
+    if counts:
+        sys.stderr.write(title.format(sum(counts.values())) + ":\n")
+        for reason, count in counts.items():
+            sys.stderr.write(f"  {count:8d}  {reason}\n")
+
+
 def _run(args: argparse.Namespace) -> int:
     stop_on_sigterm()
     policies = list(dict.fromkeys([args.policy, *[p for p in args.compare.split(",") if p]]))
@@ -229,13 +239,7 @@ def _run(args: argparse.Namespace) -> int:
     except (ClusterError, TraceError) as error:
         raise CommandError(str(error)) from None
     if args.trace == "demo":  # name the bundled file the same way on every machine
-        trace = Trace(
-            trace.jobs,
-            "demo (sim/traces/demo/demo-jobs.csv)",
-            trace.format,
-            trace.bad_rows,
-            trace.skipped,
-        )
+        trace = replace(trace, source="demo (sim/traces/demo/demo-jobs.csv)")
     if trace.format == "gavel":
         trace, cut = gavel_on_cluster(trace, cluster.catalog)
         if not trace.jobs:
@@ -249,23 +253,14 @@ def _run(args: argparse.Namespace) -> int:
                 f"{', '.join(cut)}\n"
             )
     if args.max_jobs is not None:
-        trace = Trace(
-            trace.jobs[: args.max_jobs], trace.source, trace.format, trace.bad_rows, trace.skipped
-        )
+        trace = replace(trace, jobs=trace.jobs[: args.max_jobs])
     if args.vc_quotas is not None:
         cluster = _with_vc_quotas(cluster, args)
-    if trace.bad_rows and not args.quiet:
-        total = sum(trace.bad_rows.values())
-        sys.stderr.write(f"skipped {total} bad row(s):\n")
-        for reason, count in trace.bad_rows.items():
-            sys.stderr.write(f"  {count:8d}  {reason}\n")
-    left_out = {reason: n for reason, n in trace.skipped.items() if n}
-    if left_out and not args.quiet:
+    if not args.quiet:
+        _say_counts("skipped {} bad row(s)", trace.bad_rows)
         # What the format says Apportion does not schedule (CPU-only jobs, jobs that never
         # ran): said here too, not only in results.json's left_out.
-        sys.stderr.write(f"left out {sum(left_out.values())} job(s) of the trace:\n")
-        for reason, count in left_out.items():
-            sys.stderr.write(f"  {count:8d}  {reason}\n")
+        _say_counts("left out {} job(s) of the trace", trace.skipped)
     bar = _Bar(args.quiet)
     workers = args.workers or default_workers()
     try:
