@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import collections
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,11 +25,12 @@ from sim.engine import EngineSettings
 from sim.experiments import Outcome, ReplaySettings, dumps, fill_experiment, replay_experiment
 from sim.fill import FILL_POLICIES
 from sim.gavel import on_cluster as gavel_on_cluster
+from sim.outfiles import make_out, write_whole
 from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.pool import default_workers
 from sim.trace import FORMATS, TraceError, load_trace
 
-__all__ = ["DEMO_TRACE", "float_option", "int_option", "make_out", "simulate_command"]
+__all__ = ["DEMO_TRACE", "float_option", "int_option", "simulate_command"]
 
 DEMO_TRACE = Path(__file__).parent / "traces" / "demo" / "demo-jobs.csv"
 
@@ -296,7 +296,6 @@ def _run(args: argparse.Namespace) -> int:
 def _write_out(out: Path, result: dict[str, Any], text: str, plot_format: str) -> None:
     """The plots, then results.json whole (a temporary file renamed): a run stopped or
     failing while writing leaves no results.json, or the previous one, never half of one."""
-    from sim.plan.journal import write_whole
     from sim.plots import plot_results
 
     try:
@@ -305,17 +304,6 @@ def _write_out(out: Path, result: dict[str, Any], text: str, plot_format: str) -
     except OSError as error:
         where = error.filename2 or error.filename or out  # a rename names the target second
         raise CommandError(f"--out {out}: cannot write {where}: {error.strerror}") from None
-
-
-def make_out(out: Path, flag: str = "--out") -> None:
-    """Create the output directory before any work, so a path that is a file or cannot be
-    written fails at once (exit 2), not after the whole run."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise CommandError(f"{flag} {out}: cannot create the directory: {error.strerror}") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise CommandError(f"{flag} {out}: the directory is not writable")
 
 
 def _with_vc_quotas(cluster: Any, args: argparse.Namespace) -> Any:

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from sim.plan.journal import write_whole
+from sim.outfiles import write_whole
 
 __all__ = ["plot_results"]
 

@@ -27,14 +27,15 @@ from typing import Any
 from scheduler.cli import CommandError, stop_on_sigterm
 from scheduler.textfile import read_text
 from sim.cluster import Cluster, ClusterError, load_cluster
-from sim.commands import DEMO_TRACE, float_option, int_option, make_out
+from sim.commands import DEMO_TRACE, float_option, int_option
 from sim.experiments import dumps
 from sim.job import Job
+from sim.outfiles import make_out, write_whole
 from sim.plan.candidates import Pool, pools_of
 from sim.plan.demand import grow
 from sim.plan.evaluate import EvalTask
 from sim.plan.figures import figures
-from sim.plan.journal import Journal, journal_name, write_whole
+from sim.plan.journal import Journal, journal_name
 from sim.plan.quotas import search_quotas
 from sim.plan.report import build_report
 from sim.plan.rightsizing import RightsizingError, query_prometheus, rightsizing_rows

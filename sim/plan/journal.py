@@ -32,9 +32,10 @@ from typing import IO, Any
 import scheduler
 import sim
 from scheduler.cli import CommandError
+from sim.outfiles import write_whole
 from sim.plan.evaluate import EvalTask
 
-__all__ = ["Journal", "journal_name", "write_whole"]
+__all__ = ["Journal", "code_version", "journal_name"]
 
 _KIND = "apportion plan journal"
 
@@ -43,17 +44,6 @@ def journal_name(shard: tuple[int, int]) -> str:
     """The file's name in its directory: shards of one sweep may share a directory."""
     index, count = shard
     return "plan-journal.jsonl" if count == 1 else f"plan-journal.shard-{index}-of-{count}.jsonl"
-
-
-def write_whole(path: Path, data: bytes) -> None:
-    """Write ``path`` through a temporary file and a rename: a crash leaves the old file or
-    the new one, never half of one (the journal's header, the report's files)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @functools.cache

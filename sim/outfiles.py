@@ -1,0 +1,38 @@
+"""Where simulate and plan write: the output directory, made before any work, and files
+written whole.
+
+Both commands run for minutes; a bad --out must fail at once, and a run stopped while
+writing (Ctrl-C, a Job's deadline) must leave the previous file or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from scheduler.cli import CommandError
+
+__all__ = ["make_out", "write_whole"]
+
+
+def make_out(out: Path, flag: str = "--out") -> None:
+    """Create the output directory before any work, so a path that is a file or cannot be
+    written fails at once (exit 2), not after the whole run."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandError(f"{flag} {out}: cannot create the directory: {error.strerror}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise CommandError(f"{flag} {out}: the directory is not writable")
+
+
+def write_whole(path: Path, data: bytes) -> None:
+    """Write ``path`` through a temporary file and a rename: a crash leaves the old file or
+    the new one, never half of one (results.json, plots, the plan's report and journal
+    header)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
