@@ -43,22 +43,19 @@ def test_serve_refuses_to_start_without_certificates() -> None:
     assert "Traceback" not in result.stderr
 
 
+def _serve_with_a_certificate(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``apportion serve`` with a fresh certificate for localhost in ``tmp_path``."""
+    leaf = trustme.CA().issue_cert("localhost")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    return _run("serve", "--cert-file", str(cert), "--key-file", str(key), *args)
+
+
 def test_serve_names_the_bad_field_of_a_cluster_file(tmp_path: Path) -> None:
-    ca = trustme.CA()
-    leaf = ca.issue_cert("localhost")
-    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
-    leaf.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
     bad = tmp_path / "cluster.yaml"
     bad.write_text("queues:\n  - name: a\n    quota: {H100: {nominal: -1}}\nnamespaces: [oops]\n")
-    result = _run(
-        "serve",
-        "--cert-file",
-        str(tmp_path / "tls.crt"),
-        "--key-file",
-        str(tmp_path / "tls.key"),
-        "--cluster",
-        str(bad),
-    )
+    result = _serve_with_a_certificate(tmp_path, "--cluster", str(bad))
     assert result.returncode == 2
     assert "namespaces: must map a namespace to its labels" in result.stderr
     assert "Traceback" not in result.stderr
@@ -95,25 +92,11 @@ def test_serve_help_names_every_prometheus_variable_it_reads() -> None:
 def test_serve_names_a_kubeconfig_it_cannot_use(
     tmp_path: Path, content: str | None, expected: str
 ) -> None:
-    ca = trustme.CA()
-    leaf = ca.issue_cert("localhost")
-    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
-    leaf.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
     kubeconfig = tmp_path / "kubeconfig"
     if content is not None:
         kubeconfig.write_text(content)
-    result = _run(
-        "serve",
-        "--cert-file",
-        str(tmp_path / "tls.crt"),
-        "--key-file",
-        str(tmp_path / "tls.key"),
-        "--kubeconfig",
-        str(kubeconfig),
-        "--port",
-        str(free_port()),
-        "--probe-port",
-        "0",
+    result = _serve_with_a_certificate(
+        tmp_path, "--kubeconfig", str(kubeconfig), "--port", str(free_port()), "--probe-port", "0"
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

@@ -392,33 +392,41 @@ def test_preemption_evicts_with_a_reason_event_then_admits(fake: Fake) -> None:
         eventually(lambda: not _gates(_pod(fake, "urgent")))
 
 
-def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None:
-    # A kubelet gives an evicted pod its grace period (30 s by default); every decision
-    # meanwhile still sees it running and names it as the victim again.
+@contextmanager
+def _filled_without_kubelet() -> Iterator[tuple[Fake, Controller]]:
+    """A synced controller on a cluster its low-priority pods fill, where no kubelet runs:
+    an evicted pod stays terminating, as in its grace period."""
     with running_fake(kubelet=False) as fake:
         fake.put_namespace("gpu-team-a", {keys.NAMESPACE_ENABLED: "true"})
         controller = _controller(fake)
         with synced(controller):
             _fill_with_low_priority(fake)
-            _waiting_pod(fake, "urgent", gpus=4, priority=1000)
-            eventually(lambda: fake.evictions)
-            cycles = controller.cycles
-            eventually(lambda: controller.cycles >= cycles + 3)
-            assert [e["name"] for e in fake.evictions] == ["low-a"]
-            preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
-            assert len(preempted) == 1
-            counted = controller.metrics.registry.get_sample_value(
-                "apportion_preemptions_total", {"queue": "team-a"}
-            )
-            assert counted == 1
-            assert _gates(_pod(fake, "urgent"))  # its room is not free yet
-            assert _pod(fake, "urgent")["metadata"]["annotations"][keys.ANNOTATION_REASON] == (
-                "AdmittedByPriorityPreemption: waits for the workloads it preempts to end, "
-                "then admitted on 4 H100-80GB GPUs after evicting 1 workload(s) (4 GPU-eq): "
-                "gpu-team-a/low-a"
-            )
-            fake.finish_termination("gpu-team-a", "low-a")
-            eventually(lambda: _released(fake, "urgent"))
+            yield fake, controller
+
+
+def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None:
+    # A kubelet gives an evicted pod its grace period (30 s by default); every decision
+    # meanwhile still sees it running and names it as the victim again.
+    with _filled_without_kubelet() as (fake, controller):
+        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        eventually(lambda: fake.evictions)
+        cycles = controller.cycles
+        eventually(lambda: controller.cycles >= cycles + 3)
+        assert [e["name"] for e in fake.evictions] == ["low-a"]
+        preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
+        assert len(preempted) == 1
+        counted = controller.metrics.registry.get_sample_value(
+            "apportion_preemptions_total", {"queue": "team-a"}
+        )
+        assert counted == 1
+        assert _gates(_pod(fake, "urgent"))  # its room is not free yet
+        assert _pod(fake, "urgent")["metadata"]["annotations"][keys.ANNOTATION_REASON] == (
+            "AdmittedByPriorityPreemption: waits for the workloads it preempts to end, "
+            "then admitted on 4 H100-80GB GPUs after evicting 1 workload(s) (4 GPU-eq): "
+            "gpu-team-a/low-a"
+        )
+        fake.finish_termination("gpu-team-a", "low-a")
+        eventually(lambda: _released(fake, "urgent"))
 
 
 def test_the_room_a_preemption_frees_goes_to_the_workload_it_was_made_for() -> None:
@@ -872,26 +880,22 @@ def test_a_preemption_whose_eviction_answer_is_lost_is_nominated_and_counted_onc
     # was already terminating, so the preemption was never counted, no Event told the
     # victim why, and its beneficiary was never nominated: another queue's head could
     # take the room it made.
-    with running_fake(kubelet=False) as fake:
-        fake.put_namespace("gpu-team-a", {keys.NAMESPACE_ENABLED: "true"})
-        controller = _controller(fake)
-        with synced(controller):
-            _fill_with_low_priority(fake)
-            fake.fail(r".*/pods/low-a/eviction", times=1, status="lost", method="POST")
-            _waiting_pod(fake, "urgent", gpus=4, priority=1000)
-            annotations = lambda: _pod(fake, "urgent")["metadata"]["annotations"]  # noqa: E731
-            eventually(lambda: keys.ANNOTATION_NOMINATED in annotations())
-            cycles = controller.cycles
-            eventually(lambda: controller.cycles >= cycles + 3)
-            assert [e["name"] for e in fake.evictions] == ["low-a"]
-            preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
-            assert [e["involvedObject"]["name"] for e in preempted] == ["low-a"]
-            counted = controller.metrics.registry.get_sample_value(
-                "apportion_preemptions_total", {"queue": "team-a"}
-            )
-            assert counted == 1
-            fake.finish_termination("gpu-team-a", "low-a")
-            eventually(lambda: _released(fake, "urgent"))
+    with _filled_without_kubelet() as (fake, controller):
+        fake.fail(r".*/pods/low-a/eviction", times=1, status="lost", method="POST")
+        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        annotations = lambda: _pod(fake, "urgent")["metadata"]["annotations"]  # noqa: E731
+        eventually(lambda: keys.ANNOTATION_NOMINATED in annotations())
+        cycles = controller.cycles
+        eventually(lambda: controller.cycles >= cycles + 3)
+        assert [e["name"] for e in fake.evictions] == ["low-a"]
+        preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
+        assert [e["involvedObject"]["name"] for e in preempted] == ["low-a"]
+        counted = controller.metrics.registry.get_sample_value(
+            "apportion_preemptions_total", {"queue": "team-a"}
+        )
+        assert counted == 1
+        fake.finish_termination("gpu-team-a", "low-a")
+        eventually(lambda: _released(fake, "urgent"))
 
 
 def test_a_call_that_never_gets_an_answer_is_given_up(fake: Fake) -> None:
