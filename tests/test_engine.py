@@ -3,11 +3,14 @@ conservation properties over random small traces."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.model import Demand, PodPlacement, Workload
+from sim import engine
 from sim.cluster import Cluster, uniform_cluster
 from sim.engine import EngineSettings, Simulation, run
 from sim.events import Outage, Utilization
@@ -312,14 +315,30 @@ def test_a_run_keeps_what_exists_out_of_gc_and_hands_it_back() -> None:
         gc.unfreeze()
 
 
-def test_progress_is_reported_from_the_start_and_every_4096_events() -> None:
-    # Was: reported when the event count was an exact multiple of 4,096 after a loop pass,
-    # which applies several events at once: most reports were skipped (the demo replay
-    # drew its first progress after 19 s) and the first came only after 4,096 events.
-    jobs = [job(f"j{i}", i // 4, 30, 1 + i % 2) for i in range(6000)]
-    cluster = one_node(gpus=8, nodes=4)
+def test_progress_is_reported_by_the_clock_over_arrivals_and_completions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Was: a report every 4,096 events. The demo replay has a few thousand events that take
+    # 20 s (each is a scheduling call on 496 GPUs), so its bar drew 0 % and then 100 %; and
+    # progress counted arrivals only, so it sat at 100 % while the queue drained.
+    monkeypatch.setattr(engine, "_PROGRESS_EVERY_S", 0.005)
+    jobs = [job(f"j{i}", i, 30, 1 + i % 2) for i in range(40)]
+    cluster = one_node(gpus=8, nodes=1)
+    fifo = make_policy("fifo", cluster, jobs)
+
+    class Slow:
+        name, tie_rule, tick_s = fifo.name, fifo.tie_rule, fifo.tick_s
+
+        def schedule(self, ctx: Context) -> Actions:
+            time.sleep(0.002)
+            return fifo.schedule(ctx)
+
     reports: list[float] = []
-    sim = run(cluster, jobs, make_policy("fifo", cluster, jobs), progress=reports.append)
-    assert reports[0] < 0.001 and reports[-1] == 1.0  # the first after the first events
+    run(cluster, jobs, Slow(), progress=reports.append)
+    assert reports[0] <= 1 / 80 and reports[-1] == 1.0  # the first after the first pass
     assert reports == sorted(reports)
-    assert len(reports) >= sim.events // 4096 + 1
+    between = [r for r in reports if 0.0 < r < 1.0]
+    assert len(between) >= 5, reports
+    # The last arrival is at t=39 and jobs run 30 s: after every arrival, half the work
+    # (the completions) is still to come.
+    assert any(0.5 < r < 1.0 for r in between), reports
