@@ -29,7 +29,6 @@ import json
 import statistics
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from functools import cache
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from sim.fill import fill
 from sim.job import Job
 from sim.openb import OPENB_TRACE_DIR, load_openb_pods_file
 from sim.policies import PolicyOptions, make_policy
+from sim.pool import executor
 from sim.synthetic import uniform_jobs
 
 FILL_POLICIES = (
@@ -80,11 +80,8 @@ def _fill_one(task: tuple[str, int]) -> tuple[str, int, float, float, int]:
 def bench_fill(seeds: int, processes: int) -> dict[str, object]:
     tasks = [(p, s) for p in FILL_POLICIES for s in range(seeds)]
     started = time.perf_counter()
-    if processes > 1:
-        with ProcessPoolExecutor(processes) as pool:
-            results = list(pool.map(_fill_one, tasks))
-    else:
-        results = [_fill_one(t) for t in tasks]
+    with executor(processes) as pool:  # the pool `simulate --workers` uses: Ctrl-C stops it
+        results = [f.result() for f in [pool.submit(_fill_one, t) for t in tasks]]
     wall = time.perf_counter() - started
     pods = sum(r[4] for r in results)
     print(
