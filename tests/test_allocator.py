@@ -1057,9 +1057,9 @@ def test_a_bound_of_zero_is_a_gap_of_zero_when_the_answer_reaches_it() -> None:
     snap = snapshot(
         nodes=[node("n0", "L40S", 1, unhealthy=[0])],
         queues=[
-            queue("q0", cohort="c0").quota("L40S", 1).preemption(
-                within_queue="Never", reclaim_within_cohort="Never"
-            ),
+            queue("q0", cohort="c0")
+            .quota("L40S", 1)
+            .preemption(within_queue="Never", reclaim_within_cohort="Never"),
             queue("q2", cohort="c0").preemption(
                 within_queue="Never", reclaim_within_cohort="LowerPriority"
             ),
@@ -1303,7 +1303,6 @@ def test_without_highs_the_ilp_is_solved_by_pulps_bundled_cbc() -> None:
     assert stats.objective >= stats.greedy_objective
     snap = demo_snapshot(count=1000)
     assert check_all(snap, decision) + check_priority_order(snap, decision) == []
-
 
 
 def test_a_highs_failure_falls_back_to_cbc_and_never_becomes_the_decisions(

@@ -412,7 +412,6 @@ def guarantee_snapshots(draw: st.DrawFn) -> Snapshot:
     return snap.model_copy(update={"workloads": snap.workloads + tuple(pending)})
 
 
-
 @st.composite
 def takeback_snapshots(draw: st.DrawFn) -> Snapshot:
     """Where the improvement phase (scheduler/improve.py) has moves to make: one cohort of
@@ -459,6 +458,7 @@ def takeback_snapshots(draw: st.DrawFn) -> Snapshot:
         for i in range(draw(st.integers(8, 24)))
     ]
     return snap.model_copy(update={"workloads": snap.workloads + tuple(gangs + small)})
+
 
 def _report(snap: Snapshot, decision: Decision, problems: list[str]) -> str:
     return (
@@ -542,7 +542,6 @@ def test_priority_within_queue(path: str, snap: Snapshot) -> None:
     _assert_none(
         snap, decision, [*check_priority_order(snap, decision), *check_age_order(snap, decision)]
     )
-
 
 
 @path_param
@@ -841,9 +840,10 @@ def test_checkers_flag_evictions_the_policy_forbids() -> None:
         nodes=[node("h0", "H100-80GB", 4)],
         queues=[
             queue("q").cohort("c").quota("H100-80GB", 2).preemption(within_queue="Never"),
-            queue("p").cohort("c").quota("H100-80GB", 2).preemption(
-                reclaim_within_cohort="LowerPriority"
-            ),
+            queue("p")
+            .cohort("c")
+            .quota("H100-80GB", 2)
+            .preemption(reclaim_within_cohort="LowerPriority"),
         ],
         workloads=[
             workload("rq").gpus(1).queue("q").priority(5).running_on("h0", 0),

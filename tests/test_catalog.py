@@ -8,8 +8,17 @@ import pytest
 from scheduler.catalog import catalog_with, default_catalog, mig_resource_name
 
 ISSUE_MODELS = [
-    "T4", "L4", "A10G", "L40S", "A30", "A100-40GB", "A100-80GB",
-    "H100-80GB", "H100-NVL", "H200", "B200",
+    "T4",
+    "L4",
+    "A10G",
+    "L40S",
+    "A30",
+    "A100-40GB",
+    "A100-80GB",
+    "H100-80GB",
+    "H100-NVL",
+    "H200",
+    "B200",
 ]
 
 
@@ -40,12 +49,24 @@ def test_mig_profiles_match_the_facts_data(model, key):
     assert gpu.mig_compute_slices == entry["compute_slices"]
     assert gpu.mig_memory_slices == entry["memory_slices"]
     assert [
-        (p.name, p.compute_slices, p.memory_slices, p.max_count,
-         [(x.start, x.size) for x in p.placements], p.inferred)
+        (
+            p.name,
+            p.compute_slices,
+            p.memory_slices,
+            p.max_count,
+            [(x.start, x.size) for x in p.placements],
+            p.inferred,
+        )
         for p in gpu.mig_profiles
     ] == [
-        (r["name"], r["compute_slices"], r["memory_slices"], r["max_count"],
-         [(x["start"], x["size"]) for x in r["placements"]], bool(r.get("inferred", False)))
+        (
+            r["name"],
+            r["compute_slices"],
+            r["memory_slices"],
+            r["max_count"],
+            [(x["start"], x["size"]) for x in r["placements"]],
+            bool(r.get("inferred", False)),
+        )
         for r in entry["profiles"]
     ]
     assert gpu.mig_inferred == any(r.get("inferred", False) for r in entry["profiles"])
@@ -64,9 +85,10 @@ def test_usable_memory_comes_from_real_captures():
     assert h100.mig_profile("7g.80gb").usable_memory_mib == int(79.25 * 1024)
     # A +me variant is the same slice as its plain profile.
     a100 = default_catalog()["A100-40GB"]
-    assert a100.mig_profile("1g.5gb+me").usable_memory_mib == a100.mig_profile(
-        "1g.5gb"
-    ).usable_memory_mib
+    assert (
+        a100.mig_profile("1g.5gb+me").usable_memory_mib
+        == a100.mig_profile("1g.5gb").usable_memory_mib
+    )
 
 
 def test_lookup_by_alias_and_gfd_product_label():

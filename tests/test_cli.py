@@ -13,7 +13,10 @@ FIXTURES = Path(__file__).parent / "fixtures" / "snapshots"
 def apportion(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scheduler", *args],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -115,7 +118,10 @@ def test_output_is_utf8_whatever_the_terminal_encoding(tmp_path):
     for json_flag in ((), ("--json",)):
         result = subprocess.run(
             [sys.executable, "-m", "scheduler", "decide", str(snapshot), "--greedy", *json_flag],
-            capture_output=True, timeout=120, check=False, env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+            env=env,
         )
         assert result.returncode == 0, result.stderr.decode()
         out = result.stdout.decode("utf-8")
@@ -131,5 +137,7 @@ def test_catalog_lists_models_and_mig_placements():
     data = json.loads(apportion("catalog", "--json").stdout)
     h100 = next(m for m in data if m["name"] == "H100-80GB")
     assert h100["products"][0] == "NVIDIA-H100-80GB-HBM3"
-    assert any(p["name"] == "3g.40gb" and p["resource"] == "nvidia.com/mig-3g.40gb"
-               for p in h100["mig_profiles"])
+    assert any(
+        p["name"] == "3g.40gb" and p["resource"] == "nvidia.com/mig-3g.40gb"
+        for p in h100["mig_profiles"]
+    )

@@ -26,15 +26,15 @@ def test_any_model_means_cluster_models_cheapest_first():
 
 
 def test_throughput_orders_fastest_first():
-    got = options(gpus=1, models=("A100-80GB", "H100-80GB"),
-                  throughput={"A100-80GB": 1.0, "H100-80GB": 2.5})
+    got = options(
+        gpus=1, models=("A100-80GB", "H100-80GB"), throughput={"A100-80GB": 1.0, "H100-80GB": 2.5}
+    )
     assert [f for f, _, _ in got] == ["H100-80GB", "A100-80GB"]
 
 
 def test_memory_need_maps_to_cheapest_fitting_slice_or_gpu():
     # 9 GiB: T4 (16 GiB, $0.35) is cheaper than a 1g.10gb slice of an H100 ($4.92/7).
-    assert options(gpu_memory_mib=9 * 1024, models=("H100-80GB", "T4"))[0] == (
-        "T4", Kind.WHOLE, 1)
+    assert options(gpu_memory_mib=9 * 1024, models=("H100-80GB", "T4"))[0] == ("T4", Kind.WHOLE, 1)
     # Only MIG models: every profile that holds it, cheapest first (at one price the
     # smaller), the 1g.10gb slice (9.75 GiB usable) first, the whole GPU before a 7g slice.
     assert options(gpu_memory_mib=9 * 1024, models=("H100-80GB",)) == [

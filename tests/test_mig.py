@@ -176,8 +176,10 @@ def test_compute_over_the_total_is_rejected() -> None:
 
 def test_only_one_media_instance_per_gpu() -> None:
     problems = layout_problems(H100, [s("1g.10gb+me", 0), s("1g.10gb+me", 1)])
-    assert "layout[1].profile: '1g.10gb+me' is a second media-extension (+me) instance; " \
+    assert (
+        "layout[1].profile: '1g.10gb+me' is a second media-extension (+me) instance; "
         "a GPU has one (first: layout[0])" in problems
+    )
     problems = layout_problems(A30, [s("1g.6gb+me", 0), s("2g.12gb+me", 2)])
     assert any("second media-extension" in p for p in problems)
     assert layout_problems(H100, [s("1g.10gb+me", 0), s("1g.10gb", 1)]) == []

@@ -59,7 +59,13 @@ def test_gpu_node_list() -> None:
     assert all(g.shared for n in nodes for g in n.gpus)
     gpus_per_model = Counter(g.model for n in nodes for g in n.gpus)
     assert gpus_per_model == {
-        "G2": 4392, "T4": 842, "G3": 312, "P100": 265, "V100M32": 204, "V100M16": 195, "A10": 2,
+        "G2": 4392,
+        "T4": 842,
+        "G3": 312,
+        "P100": 265,
+        "V100M32": 204,
+        "V100M16": 195,
+        "A10": 2,
     }
     assert nodes[0] == Node(
         name="openb-node-0000",

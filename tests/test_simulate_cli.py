@@ -139,9 +139,7 @@ def test_jobs_the_cluster_can_never_run_are_named(tmp_path: Path) -> None:
     """A job no node can ever host (16 GPUs in a pod on 4-GPU nodes; a gang larger than the
     cluster) waited to the end, shown only in the wait count."""
     trace = tmp_path / "jobs.csv"
-    trace.write_text(
-        "name,submit,runtime,gpus,pods\nok,0,10,1,1\nwide,5,10,16,1\nmany,6,10,4,3\n"
-    )
+    trace.write_text("name,submit,runtime,gpus,pods\nok,0,10,1,1\nwide,5,10,16,1\nmany,6,10,4,3\n")
     done = simulate(str(trace), "--policy", "fifo", "--cluster", "uniform:2x4xT4", "--quiet")
     assert done.returncode == 0, done.stderr
     assert (

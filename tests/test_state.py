@@ -100,23 +100,30 @@ def test_mig_slices_are_taken_and_given_back():
 
 
 def test_unhealthy_gpus_and_taints_and_selectors():
-    sick = Node(name="s", gpus=(Gpu(index=0, model="H100-80GB", healthy=False),
-                                Gpu(index=1, model="H100-80GB")))
-    tainted = Node(name="t", taints=(Taint(key="dedicated", value="x"),),
-                   gpus=(Gpu(index=0, model="H100-80GB"),))
+    sick = Node(
+        name="s",
+        gpus=(Gpu(index=0, model="H100-80GB", healthy=False), Gpu(index=1, model="H100-80GB")),
+    )
+    tainted = Node(
+        name="t",
+        taints=(Taint(key="dedicated", value="x"),),
+        gpus=(Gpu(index=0, model="H100-80GB"),),
+    )
     labelled = Node(name="l", labels={"zone": "a"}, gpus=(Gpu(index=0, model="H100-80GB"),))
     state = state_of(sick, tainted, labelled)
     plain = Workload(name="w", queue="q", demand=Demand(gpus=1))
     pools = state.eligible_pools(plain, whole(1))
     assert state.capacity_bound(whole(1), pools) == 2  # s/gpu1 and l; t is tainted
-    tolerant = plain.model_copy(update={"tolerations": (Toleration(key="dedicated",
-                                                                   operator="Exists"),)})
+    tolerant = plain.model_copy(
+        update={"tolerations": (Toleration(key="dedicated", operator="Exists"),)}
+    )
     assert state.capacity_bound(whole(1), state.eligible_pools(tolerant, whole(1))) == 3
     picky = plain.model_copy(update={"node_selector": {"zone": "a"}})
     # A selector first seen after compilation: pools do not key on it, a node filter does.
     assert state.node_filter(plain) is None
-    got = state.place(whole(1), 1, 0, 0, state.eligible_pools(picky, whole(1)),
-                      state.node_filter(picky))
+    got = state.place(
+        whole(1), 1, 0, 0, state.eligible_pools(picky, whole(1)), state.node_filter(picky)
+    )
     assert state.placement_of(got)[0].node == "l"
     # Compiled with the workload in the snapshot, pools key on its label: exact counts.
     keyed = ClusterState(Snapshot(nodes=(sick, tainted, labelled), workloads=(picky,)), CATALOG)
@@ -126,8 +133,9 @@ def test_unhealthy_gpus_and_taints_and_selectors():
 
 def test_cpu_and_memory_constrain_the_node_choice():
     small = Node(name="a", cpu_milli=1000, gpus=(Gpu(index=0, model="H100-80GB"),))
-    big = Node(name="b", cpu_milli=64000, gpus=tuple(Gpu(index=i, model="H100-80GB")
-                                                      for i in range(2)))
+    big = Node(
+        name="b", cpu_milli=64000, gpus=tuple(Gpu(index=i, model="H100-80GB") for i in range(2))
+    )
     state = state_of(small, big)
     pools = state.eligible_pools(anyone(), whole(1))
     got = state.place(whole(1), 1, 8000, 0, pools)
