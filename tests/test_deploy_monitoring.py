@@ -163,14 +163,44 @@ tests:
       # team-a: below nominal, waiting 33+ minutes: starving. team-b: waits as long, at nominal.
       # team-c: below nominal, waiting 5 minutes.
       - {series: 'apportion_oldest_pending_seconds{queue="team-a"}', values: '2000+60x30'}
+      - series: 'apportion_oldest_pending_seconds{queue="team-a",flavor="H100-80GB"}'
+        values: '2000+60x30'
       - {series: 'apportion_queue_usage_gpus{queue="team-a",flavor="H100-80GB"}', values: '4x30'}
       - {series: 'apportion_queue_nominal_gpus{queue="team-a",flavor="H100-80GB"}', values: '8x30'}
       - {series: 'apportion_oldest_pending_seconds{queue="team-b"}', values: '2000+60x30'}
+      - series: 'apportion_oldest_pending_seconds{queue="team-b",flavor="A100-80GB"}'
+        values: '2000+60x30'
       - {series: 'apportion_queue_usage_gpus{queue="team-b",flavor="A100-80GB"}', values: '8x30'}
       - {series: 'apportion_queue_nominal_gpus{queue="team-b",flavor="A100-80GB"}', values: '8x30'}
       - {series: 'apportion_oldest_pending_seconds{queue="team-c"}', values: '300x30'}
+      - {series: 'apportion_oldest_pending_seconds{queue="team-c",flavor="L40S"}', values: '300x30'}
       - {series: 'apportion_queue_usage_gpus{queue="team-c",flavor="L40S"}', values: '0x30'}
       - {series: 'apportion_queue_nominal_gpus{queue="team-c",flavor="L40S"}', values: '4x30'}
+      # team-d: over nominal on H100 (borrowing) and under on MIG, with only H100 work
+      # waiting: not starving, though its GPUs and MIG instances together (10) are below
+      # its quotas together (22).
+      - {series: 'apportion_oldest_pending_seconds{queue="team-d"}', values: '2000+60x30'}
+      - series: 'apportion_oldest_pending_seconds{queue="team-d",flavor="H100-80GB"}'
+        values: '2000+60x30'
+      - series: 'apportion_oldest_pending_seconds{queue="team-d",flavor="mig-3g.40gb"}'
+        values: '0x30'
+      - {series: 'apportion_queue_usage_gpus{queue="team-d",flavor="H100-80GB"}', values: '10x30'}
+      - {series: 'apportion_queue_nominal_gpus{queue="team-d",flavor="H100-80GB"}', values: '8x30'}
+      - {series: 'apportion_queue_usage_gpus{queue="team-d",flavor="mig-3g.40gb"}', values: '0x30'}
+      - series: 'apportion_queue_nominal_gpus{queue="team-d",flavor="mig-3g.40gb"}'
+        values: '14x30'
+      # team-e: under nominal on H100 with H100 work waiting 33+ minutes, far over on MIG:
+      # starving on H100, though together (22) it is above its quotas (12).
+      - {series: 'apportion_oldest_pending_seconds{queue="team-e"}', values: '2000+60x30'}
+      - series: 'apportion_oldest_pending_seconds{queue="team-e",flavor="H100-80GB"}'
+        values: '2000+60x30'
+      - series: 'apportion_oldest_pending_seconds{queue="team-e",flavor="mig-3g.40gb"}'
+        values: '0x30'
+      - {series: 'apportion_queue_usage_gpus{queue="team-e",flavor="H100-80GB"}', values: '2x30'}
+      - {series: 'apportion_queue_nominal_gpus{queue="team-e",flavor="H100-80GB"}', values: '8x30'}
+      - {series: 'apportion_queue_usage_gpus{queue="team-e",flavor="mig-3g.40gb"}', values: '20x30'}
+      - series: 'apportion_queue_nominal_gpus{queue="team-e",flavor="mig-3g.40gb"}'
+        values: '4x30'
       - {series: 'apportion_unhealthy_gpus{node="gpu-a"}', values: '1x30'}
       - {series: 'apportion_unhealthy_gpus{node="gpu-b"}', values: '0x30'}
       # team-a: two pods reported stuck from minute 5; team-b: none.
@@ -211,7 +241,9 @@ tests:
     alert_rule_test:
       - eval_time: 20m
         alertname: ApportionQueueStarving
-        exp_alerts: [{exp_labels: {severity: warning, queue: team-a}}]
+        exp_alerts:
+          - {exp_labels: {severity: warning, queue: team-a, flavor: H100-80GB}}
+          - {exp_labels: {severity: warning, queue: team-e, flavor: H100-80GB}}
       - eval_time: 20m
         alertname: ApportionUnhealthyGpus
         exp_alerts: [{exp_labels: {severity: warning, node: gpu-a}}]
@@ -271,6 +303,8 @@ def test_alerts_fire_on_the_right_series(tmp_path):
 ONE_REPLICA = {
     'apportion_queue_pending_workloads{queue="team-a"}': 3,
     'apportion_oldest_pending_seconds{queue="team-a"}': 2000,
+    'apportion_oldest_pending_seconds{queue="team-a",flavor="H100-80GB"}': 2000,
+    'apportion_oldest_pending_seconds{queue="team-a",flavor="mig-3g.40gb"}': 0,
     'apportion_queue_usage_gpus{queue="team-a",flavor="H100-80GB"}': 4,
     'apportion_queue_usage_gpus{queue="team-a",flavor="mig-3g.40gb"}': 2,
     'apportion_queue_nominal_gpus{queue="team-a",flavor="H100-80GB"}': 8,
@@ -301,7 +335,7 @@ ONE_ANSWER = {
     "panel 'Unhealthy GPUs by node'": [['{node="gpu-a"} 2']],
     "panel 'GPU metrics'": [['{status="fresh"} 1'], ["{} 0"]],
     "panel 'GPU metrics age'": [["{} 30"]],
-    "alert ApportionQueueStarving": [['{queue="team-a"} 2000']],
+    "alert ApportionQueueStarving": [['{queue="team-a",flavor="H100-80GB"} 2000']],
     "alert ApportionUnhealthyGpus": [['{node="gpu-a"} 2']],
     "alert ApportionPodsStuck": [['{queue="team-a"} 2']],
 }
