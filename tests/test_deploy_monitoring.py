@@ -19,8 +19,16 @@ README = DEPLOY / "README.md"
 MONITORING = DEPLOY / "monitoring"
 _ROW = re.compile(r"^\|\s*`(apportion_\w+)`\s*\|\s*(\w+)\s*\|([^|]*)\|", re.MULTILINE)
 _SUFFIXES = {"histogram": ("_bucket", "_count", "_sum"), "counter": (), "gauge": ()}
-# Series that are not Apportion's own: the scrape's `up`.
-_FOREIGN = {"up": {"job", "namespace"}}
+# Labels Prometheus gives every series of a scrape target (the ServiceMonitor's), and
+# series that are not Apportion's own: the scrape's `up`, and the API server's count of
+# webhook calls it failed to make (kube-apiserver's /metrics).
+_TARGET = {"job", "namespace", "instance"}
+_FOREIGN = {
+    "up": _TARGET,
+    "apiserver_admission_webhook_rejection_count": {
+        "name", "type", "operation", "error_type", "rejection_code"
+    },
+}
 
 
 def documented() -> dict[str, set[str]]:
@@ -81,7 +89,7 @@ def test_the_readme_documents_the_metrics():
 
 @pytest.mark.parametrize(("where", "expr"), expressions(), ids=lambda v: v[:60])
 def test_expressions_use_only_documented_metrics_and_labels(where, expr):
-    metrics = {**documented(), **_FOREIGN}
+    metrics = {name: labels | _TARGET for name, labels in documented().items()} | _FOREIGN
     used = metric_names(expr)
     assert used, f"{where}: no metric found in {expr!r}"
     assert used <= metrics.keys(), f"{where}: undocumented {sorted(used - metrics.keys())}"
@@ -205,7 +213,15 @@ tests:
       - {series: 'apportion_unhealthy_gpus{node="gpu-b"}', values: '0x30'}
       # team-a: two pods reported stuck from minute 5; team-b: none.
       - {series: 'apportion_stuck_pods{queue="team-a"}', values: '_x5 2x25'}
-      - {series: 'up{job="apportion-webhook",namespace="apportion-system"}', values: '1x30'}
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system",instance="a:8080"}',
+         values: '1x30'}
+      - series: 'apportion_cluster_synced{job="apportion-webhook",namespace="apportion-system",
+          instance="a:8080"}'
+        values: '1x30'
+      # The API server called the mutating webhook without failing.
+      - series: 'apiserver_admission_webhook_rejection_count{name="mutate.pods.apportion.io",
+          type="admit",operation="CREATE",error_type="no_error",rejection_code="403"}'
+        values: '0+1x30'
       # Evictions refused by a PodDisruptionBudget every minute from minute 5; one conflict
       # on a patch at minute 10, retried with success.
       - {series: 'apportion_api_failures_total{action="evict",code="429"}', values: '0x5 1+1x25'}
@@ -256,6 +272,9 @@ tests:
       - eval_time: 20m
         alertname: ApportionWebhookDown
         exp_alerts: []
+      - eval_time: 20m
+        alertname: ApportionWebhookUnreachable
+        exp_alerts: []
       - eval_time: 5m
         alertname: ApportionQueueStarving
         exp_alerts: []
@@ -281,6 +300,66 @@ tests:
       - eval_time: 8m
         alertname: ApportionWebhookDown
         exp_alerts: [{exp_labels: {severity: critical}}]
+  # Both replicas run and are scraped, but never list the cluster (RBAC missing, API server
+  # unreachable): not ready, so the Service sends the API server's calls nowhere.
+  - interval: 1m
+    input_series:
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system",instance="a:8080"}',
+         values: '1x10'}
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system",instance="b:8080"}',
+         values: '1x10'}
+      - series: 'apportion_cluster_synced{job="apportion-webhook",namespace="apportion-system",
+          instance="a:8080"}'
+        values: '0x10'
+      - series: 'apportion_cluster_synced{job="apportion-webhook",namespace="apportion-system",
+          instance="b:8080"}'
+        values: '0x10'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: ApportionWebhookDown
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: ApportionWebhookDown
+        exp_alerts: [{exp_labels: {severity: critical}}]
+  # One replica ready, the other still listing: the webhook answers.
+  - interval: 1m
+    input_series:
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system",instance="a:8080"}',
+         values: '1x10'}
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system",instance="b:8080"}',
+         values: '1x10'}
+      - series: 'apportion_cluster_synced{job="apportion-webhook",namespace="apportion-system",
+          instance="a:8080"}'
+        values: '1x10'
+      - series: 'apportion_cluster_synced{job="apportion-webhook",namespace="apportion-system",
+          instance="b:8080"}'
+        values: '0x10'
+    alert_rule_test:
+      - eval_time: 8m
+        alertname: ApportionWebhookDown
+        exp_alerts: []
+  # Replicas ready, but the API server's calls fail (a caBundle that does not match the
+  # serving certificate): two rejected pods a minute from minute 2.
+  - interval: 1m
+    input_series:
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system",instance="a:8080"}',
+         values: '1x15'}
+      - series: 'apportion_cluster_synced{job="apportion-webhook",namespace="apportion-system",
+          instance="a:8080"}'
+        values: '1x15'
+      - series: 'apiserver_admission_webhook_rejection_count{name="mutate.pods.apportion.io",
+          type="admit",operation="CREATE",error_type="calling_webhook_error",rejection_code="500"}'
+        values: '0x2 2+2x13'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: ApportionWebhookUnreachable
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: ApportionWebhookUnreachable
+        exp_alerts: [{exp_labels: {severity: critical, name: mutate.pods.apportion.io}}]
+      - eval_time: 10m
+        alertname: ApportionWebhookDown
+        exp_alerts: []
 """
 
 
