@@ -21,6 +21,7 @@ import pytest
 import yaml
 from kustomize import KustomizeError, load_documents, render
 from manifests import (
+    COMPONENTS,
     DEPLOY,
     KUSTOMIZATIONS,
     OVERLAYS,
@@ -69,6 +70,8 @@ def test_every_yaml_file_under_deploy_is_used():
         spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
         used |= {(directory / r).resolve() for r in spec.get("resources", [])}
         used |= {(directory / p["path"]).resolve() for p in spec.get("patches", [])}
+        used |= {(directory / c / "kustomization.yaml").resolve()
+                 for c in spec.get("components", [])}  # fmt: skip
     files = {p.resolve() for p in DEPLOY.rglob("*.yaml")}
     assert not files - {p.resolve() for p in used}, "files no kustomization or doc applies"
 
@@ -86,6 +89,16 @@ def test_the_renderer_reports_missing_files_and_stray_patches(tmp_path):
         render(tmp_path)
     (tmp_path / "kustomization.yaml").write_text("resources: [cm.yaml]\nreplicas: []\n")
     with pytest.raises(KustomizeError, match="does not implement"):
+        render(tmp_path)
+    (tmp_path / "kustomization.yaml").write_text("resources: [cm.yaml]\ncomponents: [.]\n")
+    with pytest.raises(KustomizeError, match="is not a Component"):
+        render(tmp_path)
+    (tmp_path / "part").mkdir()
+    (tmp_path / "part" / "kustomization.yaml").write_text(
+        "kind: Component\npatches: [{path: ../patch.yaml}]\n"
+    )
+    (tmp_path / "kustomization.yaml").write_text("resources: [cm.yaml]\ncomponents: [part]\n")
+    with pytest.raises(KustomizeError, match=r"component fields .* not implement"):
         render(tmp_path)
 
 
@@ -387,7 +400,7 @@ def test_match_conditions_send_only_gpu_pods_outside_system_namespaces(case, req
 def test_pods_pass_restricted_and_restricted_v2(name):
     objects = overlay(name)
     assert restricted_violations(pod_spec(one(objects, "Deployment", "apportion"))) == []
-    job = load_documents(DEPLOY / "jobs" / "plan-sweep.yaml")[0]
+    job = one(rendered(DEPLOY / "jobs"), "Job", "apportion-plan-sweep")
     assert restricted_violations(pod_spec(job)) == []
     namespace = one(objects, "Namespace", NAMESPACE)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -653,7 +666,7 @@ def test_the_network_policy_check_sees_a_policy_that_shuts_the_api_server_out():
 
 
 def test_plan_sweep_is_an_indexed_job_with_one_shard_per_index():
-    job = load_documents(DEPLOY / "jobs" / "plan-sweep.yaml")[0]
+    job = one(rendered(DEPLOY / "jobs"), "Job", "apportion-plan-sweep")
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed"
     args = pod_spec(job)["containers"][0]["args"]
@@ -664,6 +677,40 @@ def test_plan_sweep_is_an_indexed_job_with_one_shard_per_index():
 
 
 # --- the image -------------------------------------------------------------------------------
+
+
+def _images(objects: list[Obj]) -> set[str]:
+    return {
+        c["image"]
+        for o in objects
+        if o["kind"] in ("Deployment", "Job")
+        for c in [*pod_spec(o).get("initContainers", []), *pod_spec(o)["containers"]]
+    }
+
+
+def test_no_manifest_tags_the_image_itself():
+    """The tag comes from one setting (components/image), which every kustomization that
+    runs Apportion includes: a tag written in a manifest would not follow it."""
+    assert [c.relative_to(DEPLOY).as_posix() for c in COMPONENTS] == ["components/image"]
+    for path in DEPLOY.rglob("*.yaml"):
+        for doc in load_documents(path):
+            if doc.get("kind") in ("Deployment", "Job"):
+                assert _images([doc]) == {"apportion"}, path.relative_to(DEPLOY)
+
+
+def test_the_plan_sweep_job_follows_the_webhooks_image_setting(tmp_path):
+    """Change the one image setting: the webhook's Deployment (both overlays) and the
+    planning Job move together."""
+    copy_ = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy_)
+    setting = copy_ / "components" / "image" / "kustomization.yaml"
+    spec = yaml.safe_load(setting.read_text())
+    spec["images"] = [{"name": "apportion", "newName": "mirror/apportion", "newTag": "9.9.9"}]
+    setting.write_text(yaml.safe_dump(spec))
+    for directory in ("overlays/kubernetes", "overlays/openshift", "jobs"):
+        assert _images(render(copy_ / directory)) == {"mirror/apportion:9.9.9"}, directory
+    shipped = {d: _images(rendered(DEPLOY / d)) for d in ("overlays/kubernetes", "jobs")}
+    assert shipped == {"overlays/kubernetes": {"apportion:0.1.0"}, "jobs": {"apportion:0.1.0"}}
 
 
 def _instructions(text: str) -> list[tuple[str, str]]:
