@@ -507,6 +507,10 @@ def test_deployment_environment_follows_the_contract():
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # The trusted service account is the pod's own, not a name typed twice.
+    assert env["APPORTION_SERVICE_ACCOUNT"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "spec.serviceAccountName"}
+    }
     assert env["APPORTION_MODE"]["value"] in ("shadow", "enforce")
     assert env["APPORTION_ON_ALLOCATOR_FAILURE"]["value"] in ("gate", "allow")
     assert env["APPORTION_PORT"]["value"] == "8443"
@@ -519,6 +523,24 @@ def test_deployment_environment_follows_the_contract():
         assert env[variable]["value"].startswith(mounts[volume] + "/"), variable
     assert volumes["tls"]["secret"]["secretName"] == "apportion-webhook-tls"
     assert volumes["queues"]["configMap"]["name"] == "apportion-queues"
+
+
+def test_environment_from_the_downward_api_names_fields_it_offers():
+    """Only some pod fields reach environment variables (labels and annotations only by
+    key); the Kubernetes 1.30 API's own description of EnvVarSource.fieldRef lists them."""
+    schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    source = json.loads((schemas / f"v{KUBERNETES_VERSION}-local-strict" / "envvarsource-v1.json")
+                        .read_text())  # fmt: skip
+    offered = source["properties"]["fieldRef"]["description"]
+    assert "spec.serviceAccountName" in offered, offered
+    for where, obj in all_manifests():
+        if obj["kind"] not in ("Deployment", "Job"):
+            continue
+        for container in pod_spec(obj)["containers"]:
+            for variable in container.get("env", []):
+                field = variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+                if field is not None:
+                    assert re.search(rf"(^|[ `]){re.escape(field)}[,.`]", offered), (where, field)
 
 
 def test_rolebindings_bind_the_deployments_service_account():
