@@ -313,6 +313,45 @@ def test_webhook_settings_follow_the_contract(name):
     assert conditions[0] == conditions[1] and namespaces[0] == namespaces[1]
 
 
+def test_reinvocation_stays_never_while_a_second_mutation_would_admit_the_pod_again():
+    """With reinvocationPolicy IfNeeded the API server calls the mutating webhook again,
+    with a new request uid, on the pod as Apportion left it, when a later webhook changed
+    the pod. That call would have to change nothing and book nothing. It does not: a pod
+    with only a generateName (every Job's and ReplicaSet's; a real capture here) has no name
+    at admission, so its workload is named after the request uid, and the second call
+    admits it again: a second GPU held, a second placement annotated and ANDed into its
+    node affinity (were it another node, the pod could never be scheduled). Admission
+    holds its intents per replica, and another replica may answer the second call, so the
+    fix is more than remembering the first name. Switch to IfNeeded only once this second
+    call returns no patch and the queue's usage stays at one GPU."""
+    from webhook_support import admission, answer, fixture_cluster, mutated, patch_of, review, vary
+
+    from webhook.metrics import Metrics
+
+    hook = one(overlay("kubernetes"), "MutatingWebhookConfiguration", "apportion")["webhooks"][0]
+    assert hook["reinvocationPolicy"] == "Never"
+    cluster = fixture_cluster()
+    webhook = admission(cluster)
+    registry = Metrics(cluster).registry
+    # A pod the Job controller created (generateName only), asking 1 H100, made a lone pod.
+    body = vary(
+        review("job-controller-creates-pods.mutate-create"), labels={"apportion.io/gang": None}
+    )
+    assert "name" not in body["request"]["object"]["metadata"]
+
+    def usage() -> float | None:
+        labels = {"queue": "team-a", "flavor": "H100-80GB"}
+        return registry.get_sample_value("apportion_queue_usage_gpus", labels)
+
+    first = answer(webhook.mutate, body)
+    assert usage() == 1
+    again = patch_of(answer(webhook.mutate, mutated(body, first)))  # the mutated pod, new uid
+    assert usage() == 2, "reinvocation is safe now: switch to IfNeeded (deploy/README.md)"
+    changed = {op["path"] for op in again}
+    assert "/metadata/annotations/apportion.io~1placement" in changed
+    assert any(path.endswith("/matchExpressions/-") for path in changed)
+
+
 def _review(name: str) -> Obj:
     review: Obj = json.loads((FIXTURES / name).read_text())
     return review["request"]
