@@ -1,8 +1,9 @@
 """Renders the kustomizations under deploy/ in Python, so the tests need no kubectl.
 
 Only what deploy/ uses is implemented — resources (files and directories), strategic-merge
-patches from files, ``images`` and a ``configMapGenerator`` without name hashes — and
-anything else is an error rather than silently ignored. A file that does not exist, or a
+patches from files, ``images``, a ``configMapGenerator`` without name hashes, and
+``components`` that set ``images`` — and anything else is an error rather than silently
+ignored. A file that does not exist, or a
 patch that matches no object, is a ``KustomizeError`` naming the kustomization and entry.
 Where kubectl is installed, tests/test_deploy_manifests.py checks that ``kubectl kustomize``
 renders the same objects.
@@ -16,13 +17,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["KustomizeError", "load_documents", "render", "strategic_merge"]
+__all__ = ["KustomizeError", "is_component", "load_documents", "render", "strategic_merge"]
 
 Obj = dict[str, Any]
 
 _KNOWN_FIELDS = frozenset(
-    {"apiVersion", "kind", "resources", "patches", "images", "configMapGenerator"}
+    {"apiVersion", "kind", "resources", "patches", "images", "configMapGenerator", "components"}
 )
+_COMPONENT_FIELDS = frozenset({"apiVersion", "kind", "images"})
 
 
 class KustomizeError(Exception):
@@ -40,6 +42,8 @@ def render(directory: Path) -> list[Obj]:
     if not file.is_file():
         raise KustomizeError(f"{directory}: no kustomization.yaml")
     spec = yaml.safe_load(file.read_text(encoding="utf-8"))
+    if spec.get("kind") == "Component":
+        raise KustomizeError(f"{file}: a Component is rendered only within a kustomization")
     unknown = set(spec) - _KNOWN_FIELDS
     if unknown:
         raise KustomizeError(f"{file}: fields this renderer does not implement: {sorted(unknown)}")
@@ -54,11 +58,38 @@ def render(directory: Path) -> list[Obj]:
             raise KustomizeError(f"{file}: resources entry {entry!r} does not exist")
     for generator in spec.get("configMapGenerator", []):
         objects.append(_config_map(directory, file, generator))
+    for entry in spec.get("components", []):
+        _apply_component(directory / entry, file, entry, objects)
     for patch in spec.get("patches", []):
         _apply_patch(directory, file, patch, objects)
     for image in spec.get("images", []):
         _set_image(objects, image)
     return objects
+
+
+def is_component(directory: Path) -> bool:
+    """Whether ``directory`` holds a kustomize Component (applied by the kustomizations
+    that list it, never rendered alone)."""
+    file = directory / "kustomization.yaml"
+    return file.is_file() and yaml.safe_load(file.read_text(encoding="utf-8")).get(
+        "kind"
+    ) == "Component"
+
+
+def _apply_component(directory: Path, file: Path, entry: str, objects: list[Obj]) -> None:
+    """A Component's transformers on what the kustomization has gathered so far (kustomize
+    applies components after the resources, before the kustomization's own patches)."""
+    if not is_component(directory):
+        raise KustomizeError(f"{file}: components entry {entry!r} is not a Component")
+    spec = yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
+    unknown = set(spec) - _COMPONENT_FIELDS
+    if unknown:
+        raise KustomizeError(
+            f"{directory / 'kustomization.yaml'}: component fields this renderer does not "
+            f"implement: {sorted(unknown)}"
+        )
+    for image in spec.get("images", []):
+        _set_image(objects, image)
 
 
 def _config_map(directory: Path, file: Path, generator: Obj) -> Obj:

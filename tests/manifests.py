@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from kustomize import load_documents, render
+from kustomize import is_component, load_documents, render
 
 from scheduler.crds import queue_crd
 
 __all__ = [
+    "COMPONENTS",
     "DEPLOY",
     "KUSTOMIZATIONS",
     "OVERLAYS",
@@ -33,9 +34,12 @@ Obj = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ("kubernetes", "openshift")
-KUSTOMIZATIONS = sorted(p.parent for p in DEPLOY.rglob("kustomization.yaml"))
+KUSTOMIZATIONS = sorted(
+    p.parent for p in DEPLOY.rglob("kustomization.yaml") if not is_component(p.parent)
+)
+COMPONENTS = sorted(p.parent for p in DEPLOY.rglob("kustomization.yaml") if is_component(p.parent))
 # Manifests applied on their own (`kubectl apply -f`), not through a kustomization.
-STANDALONE = (DEPLOY / "examples" / "queues-configmap.yaml", DEPLOY / "jobs" / "plan-sweep.yaml")
+STANDALONE = (DEPLOY / "examples" / "queues-configmap.yaml",)
 
 
 @cache

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from kustomize import KustomizeError, load_documents, render
 from manifests import (
+    COMPONENTS,
     DEPLOY,
     KUSTOMIZATIONS,
     OVERLAYS,
@@ -69,6 +70,8 @@ def test_every_yaml_file_under_deploy_is_used():
         spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
         used |= {(directory / r).resolve() for r in spec.get("resources", [])}
         used |= {(directory / p["path"]).resolve() for p in spec.get("patches", [])}
+        used |= {(directory / c / "kustomization.yaml").resolve()
+                 for c in spec.get("components", [])}  # fmt: skip
     files = {p.resolve() for p in DEPLOY.rglob("*.yaml")}
     assert not files - {p.resolve() for p in used}, "files no kustomization or doc applies"
 
@@ -86,6 +89,16 @@ def test_the_renderer_reports_missing_files_and_stray_patches(tmp_path):
         render(tmp_path)
     (tmp_path / "kustomization.yaml").write_text("resources: [cm.yaml]\nreplicas: []\n")
     with pytest.raises(KustomizeError, match="does not implement"):
+        render(tmp_path)
+    (tmp_path / "kustomization.yaml").write_text("resources: [cm.yaml]\ncomponents: [.]\n")
+    with pytest.raises(KustomizeError, match="is not a Component"):
+        render(tmp_path)
+    (tmp_path / "part").mkdir()
+    (tmp_path / "part" / "kustomization.yaml").write_text(
+        "kind: Component\npatches: [{path: ../patch.yaml}]\n"
+    )
+    (tmp_path / "kustomization.yaml").write_text("resources: [cm.yaml]\ncomponents: [part]\n")
+    with pytest.raises(KustomizeError, match=r"component fields .* not implement"):
         render(tmp_path)
 
 
@@ -300,6 +313,45 @@ def test_webhook_settings_follow_the_contract(name):
     assert conditions[0] == conditions[1] and namespaces[0] == namespaces[1]
 
 
+def test_reinvocation_stays_never_while_a_second_mutation_would_admit_the_pod_again():
+    """With reinvocationPolicy IfNeeded the API server calls the mutating webhook again,
+    with a new request uid, on the pod as Apportion left it, when a later webhook changed
+    the pod. That call would have to change nothing and book nothing. It does not: a pod
+    with only a generateName (every Job's and ReplicaSet's; a real capture here) has no name
+    at admission, so its workload is named after the request uid, and the second call
+    admits it again: a second GPU held, a second placement annotated and ANDed into its
+    node affinity (were it another node, the pod could never be scheduled). Admission
+    holds its intents per replica, and another replica may answer the second call, so the
+    fix is more than remembering the first name. Switch to IfNeeded only once this second
+    call returns no patch and the queue's usage stays at one GPU."""
+    from webhook_support import admission, answer, fixture_cluster, mutated, patch_of, review, vary
+
+    from webhook.metrics import Metrics
+
+    hook = one(overlay("kubernetes"), "MutatingWebhookConfiguration", "apportion")["webhooks"][0]
+    assert hook["reinvocationPolicy"] == "Never"
+    cluster = fixture_cluster()
+    webhook = admission(cluster)
+    registry = Metrics(cluster).registry
+    # A pod the Job controller created (generateName only), asking 1 H100, made a lone pod.
+    body = vary(
+        review("job-controller-creates-pods.mutate-create"), labels={"apportion.io/gang": None}
+    )
+    assert "name" not in body["request"]["object"]["metadata"]
+
+    def usage() -> float | None:
+        labels = {"queue": "team-a", "flavor": "H100-80GB"}
+        return registry.get_sample_value("apportion_queue_usage_gpus", labels)
+
+    first = answer(webhook.mutate, body)
+    assert usage() == 1
+    again = patch_of(answer(webhook.mutate, mutated(body, first)))  # the mutated pod, new uid
+    assert usage() == 2, "reinvocation is safe now: switch to IfNeeded (deploy/README.md)"
+    changed = {op["path"] for op in again}
+    assert "/metadata/annotations/apportion.io~1placement" in changed
+    assert any(path.endswith("/matchExpressions/-") for path in changed)
+
+
 def _review(name: str) -> Obj:
     review: Obj = json.loads((FIXTURES / name).read_text())
     return review["request"]
@@ -387,7 +439,7 @@ def test_match_conditions_send_only_gpu_pods_outside_system_namespaces(case, req
 def test_pods_pass_restricted_and_restricted_v2(name):
     objects = overlay(name)
     assert restricted_violations(pod_spec(one(objects, "Deployment", "apportion"))) == []
-    job = load_documents(DEPLOY / "jobs" / "plan-sweep.yaml")[0]
+    job = one(rendered(DEPLOY / "jobs"), "Job", "apportion-plan-sweep")
     assert restricted_violations(pod_spec(job)) == []
     namespace = one(objects, "Namespace", NAMESPACE)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
@@ -494,6 +546,10 @@ def test_deployment_environment_follows_the_contract():
     env = {e["name"]: e for e in spec["containers"][0]["env"]}
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # The trusted service account is the pod's own, not a name typed twice.
+    assert env["APPORTION_SERVICE_ACCOUNT"]["valueFrom"] == {
+        "fieldRef": {"fieldPath": "spec.serviceAccountName"}
+    }
     assert env["APPORTION_MODE"]["value"] in ("shadow", "enforce")
     assert env["APPORTION_ON_ALLOCATOR_FAILURE"]["value"] in ("gate", "allow")
     assert env["APPORTION_PORT"]["value"] == "8443"
@@ -506,6 +562,24 @@ def test_deployment_environment_follows_the_contract():
         assert env[variable]["value"].startswith(mounts[volume] + "/"), variable
     assert volumes["tls"]["secret"]["secretName"] == "apportion-webhook-tls"
     assert volumes["queues"]["configMap"]["name"] == "apportion-queues"
+
+
+def test_environment_from_the_downward_api_names_fields_it_offers():
+    """Only some pod fields reach environment variables (labels and annotations only by
+    key); the Kubernetes 1.30 API's own description of EnvVarSource.fieldRef lists them."""
+    schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    source = json.loads((schemas / f"v{KUBERNETES_VERSION}-local-strict" / "envvarsource-v1.json")
+                        .read_text())  # fmt: skip
+    offered = source["properties"]["fieldRef"]["description"]
+    assert "spec.serviceAccountName" in offered, offered
+    for where, obj in all_manifests():
+        if obj["kind"] not in ("Deployment", "Job"):
+            continue
+        for container in pod_spec(obj)["containers"]:
+            for variable in container.get("env", []):
+                field = variable.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+                if field is not None:
+                    assert re.search(rf"(^|[ `]){re.escape(field)}[,.`]", offered), (where, field)
 
 
 def test_rolebindings_bind_the_deployments_service_account():
@@ -653,7 +727,7 @@ def test_the_network_policy_check_sees_a_policy_that_shuts_the_api_server_out():
 
 
 def test_plan_sweep_is_an_indexed_job_with_one_shard_per_index():
-    job = load_documents(DEPLOY / "jobs" / "plan-sweep.yaml")[0]
+    job = one(rendered(DEPLOY / "jobs"), "Job", "apportion-plan-sweep")
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed"
     args = pod_spec(job)["containers"][0]["args"]
@@ -664,6 +738,40 @@ def test_plan_sweep_is_an_indexed_job_with_one_shard_per_index():
 
 
 # --- the image -------------------------------------------------------------------------------
+
+
+def _images(objects: list[Obj]) -> set[str]:
+    return {
+        c["image"]
+        for o in objects
+        if o["kind"] in ("Deployment", "Job")
+        for c in [*pod_spec(o).get("initContainers", []), *pod_spec(o)["containers"]]
+    }
+
+
+def test_no_manifest_tags_the_image_itself():
+    """The tag comes from one setting (components/image), which every kustomization that
+    runs Apportion includes: a tag written in a manifest would not follow it."""
+    assert [c.relative_to(DEPLOY).as_posix() for c in COMPONENTS] == ["components/image"]
+    for path in DEPLOY.rglob("*.yaml"):
+        for doc in load_documents(path):
+            if doc.get("kind") in ("Deployment", "Job"):
+                assert _images([doc]) == {"apportion"}, path.relative_to(DEPLOY)
+
+
+def test_the_plan_sweep_job_follows_the_webhooks_image_setting(tmp_path):
+    """Change the one image setting: the webhook's Deployment (both overlays) and the
+    planning Job move together."""
+    copy_ = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy_)
+    setting = copy_ / "components" / "image" / "kustomization.yaml"
+    spec = yaml.safe_load(setting.read_text())
+    spec["images"] = [{"name": "apportion", "newName": "mirror/apportion", "newTag": "9.9.9"}]
+    setting.write_text(yaml.safe_dump(spec))
+    for directory in ("overlays/kubernetes", "overlays/openshift", "jobs"):
+        assert _images(render(copy_ / directory)) == {"mirror/apportion:9.9.9"}, directory
+    shipped = {d: _images(rendered(DEPLOY / d)) for d in ("overlays/kubernetes", "jobs")}
+    assert shipped == {"overlays/kubernetes": {"apportion:0.1.0"}, "jobs": {"apportion:0.1.0"}}
 
 
 def _instructions(text: str) -> list[tuple[str, str]]:

@@ -19,8 +19,16 @@ README = DEPLOY / "README.md"
 MONITORING = DEPLOY / "monitoring"
 _ROW = re.compile(r"^\|\s*`(apportion_\w+)`\s*\|\s*(\w+)\s*\|([^|]*)\|", re.MULTILINE)
 _SUFFIXES = {"histogram": ("_bucket", "_count", "_sum"), "counter": (), "gauge": ()}
-# Series that are not Apportion's own: the scrape's `up`.
-_FOREIGN = {"up": {"job", "namespace"}}
+# Labels Prometheus gives every series of a scrape target (the ServiceMonitor's), and
+# series that are not Apportion's own: the scrape's `up`, and the API server's count of
+# webhook calls it failed to make (kube-apiserver's /metrics).
+_TARGET = {"job", "namespace", "instance"}
+_FOREIGN = {
+    "up": _TARGET,
+    "apiserver_admission_webhook_rejection_count": {
+        "name", "type", "operation", "error_type", "rejection_code"
+    },
+}
 
 
 def documented() -> dict[str, set[str]]:
@@ -81,7 +89,7 @@ def test_the_readme_documents_the_metrics():
 
 @pytest.mark.parametrize(("where", "expr"), expressions(), ids=lambda v: v[:60])
 def test_expressions_use_only_documented_metrics_and_labels(where, expr):
-    metrics = {**documented(), **_FOREIGN}
+    metrics = {name: labels | _TARGET for name, labels in documented().items()} | _FOREIGN
     used = metric_names(expr)
     assert used, f"{where}: no metric found in {expr!r}"
     assert used <= metrics.keys(), f"{where}: undocumented {sorted(used - metrics.keys())}"
@@ -163,19 +171,57 @@ tests:
       # team-a: below nominal, waiting 33+ minutes: starving. team-b: waits as long, at nominal.
       # team-c: below nominal, waiting 5 minutes.
       - {series: 'apportion_oldest_pending_seconds{queue="team-a"}', values: '2000+60x30'}
+      - series: 'apportion_oldest_pending_seconds{queue="team-a",flavor="H100-80GB"}'
+        values: '2000+60x30'
       - {series: 'apportion_queue_usage_gpus{queue="team-a",flavor="H100-80GB"}', values: '4x30'}
       - {series: 'apportion_queue_nominal_gpus{queue="team-a",flavor="H100-80GB"}', values: '8x30'}
       - {series: 'apportion_oldest_pending_seconds{queue="team-b"}', values: '2000+60x30'}
+      - series: 'apportion_oldest_pending_seconds{queue="team-b",flavor="A100-80GB"}'
+        values: '2000+60x30'
       - {series: 'apportion_queue_usage_gpus{queue="team-b",flavor="A100-80GB"}', values: '8x30'}
       - {series: 'apportion_queue_nominal_gpus{queue="team-b",flavor="A100-80GB"}', values: '8x30'}
       - {series: 'apportion_oldest_pending_seconds{queue="team-c"}', values: '300x30'}
+      - {series: 'apportion_oldest_pending_seconds{queue="team-c",flavor="L40S"}', values: '300x30'}
       - {series: 'apportion_queue_usage_gpus{queue="team-c",flavor="L40S"}', values: '0x30'}
       - {series: 'apportion_queue_nominal_gpus{queue="team-c",flavor="L40S"}', values: '4x30'}
+      # team-d: over nominal on H100 (borrowing) and under on MIG, with only H100 work
+      # waiting: not starving, though its GPUs and MIG instances together (10) are below
+      # its quotas together (22).
+      - {series: 'apportion_oldest_pending_seconds{queue="team-d"}', values: '2000+60x30'}
+      - series: 'apportion_oldest_pending_seconds{queue="team-d",flavor="H100-80GB"}'
+        values: '2000+60x30'
+      - series: 'apportion_oldest_pending_seconds{queue="team-d",flavor="mig-3g.40gb"}'
+        values: '0x30'
+      - {series: 'apportion_queue_usage_gpus{queue="team-d",flavor="H100-80GB"}', values: '10x30'}
+      - {series: 'apportion_queue_nominal_gpus{queue="team-d",flavor="H100-80GB"}', values: '8x30'}
+      - {series: 'apportion_queue_usage_gpus{queue="team-d",flavor="mig-3g.40gb"}', values: '0x30'}
+      - series: 'apportion_queue_nominal_gpus{queue="team-d",flavor="mig-3g.40gb"}'
+        values: '14x30'
+      # team-e: under nominal on H100 with H100 work waiting 33+ minutes, far over on MIG:
+      # starving on H100, though together (22) it is above its quotas (12).
+      - {series: 'apportion_oldest_pending_seconds{queue="team-e"}', values: '2000+60x30'}
+      - series: 'apportion_oldest_pending_seconds{queue="team-e",flavor="H100-80GB"}'
+        values: '2000+60x30'
+      - series: 'apportion_oldest_pending_seconds{queue="team-e",flavor="mig-3g.40gb"}'
+        values: '0x30'
+      - {series: 'apportion_queue_usage_gpus{queue="team-e",flavor="H100-80GB"}', values: '2x30'}
+      - {series: 'apportion_queue_nominal_gpus{queue="team-e",flavor="H100-80GB"}', values: '8x30'}
+      - {series: 'apportion_queue_usage_gpus{queue="team-e",flavor="mig-3g.40gb"}', values: '20x30'}
+      - series: 'apportion_queue_nominal_gpus{queue="team-e",flavor="mig-3g.40gb"}'
+        values: '4x30'
       - {series: 'apportion_unhealthy_gpus{node="gpu-a"}', values: '1x30'}
       - {series: 'apportion_unhealthy_gpus{node="gpu-b"}', values: '0x30'}
       # team-a: two pods reported stuck from minute 5; team-b: none.
       - {series: 'apportion_stuck_pods{queue="team-a"}', values: '_x5 2x25'}
-      - {series: 'up{job="apportion-webhook",namespace="apportion-system"}', values: '1x30'}
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system",instance="a:8080"}',
+         values: '1x30'}
+      - series: 'apportion_cluster_synced{job="apportion-webhook",namespace="apportion-system",
+          instance="a:8080"}'
+        values: '1x30'
+      # The API server called the mutating webhook without failing.
+      - series: 'apiserver_admission_webhook_rejection_count{name="mutate.pods.apportion.io",
+          type="admit",operation="CREATE",error_type="no_error",rejection_code="403"}'
+        values: '0+1x30'
       # Evictions refused by a PodDisruptionBudget every minute from minute 5; one conflict
       # on a patch at minute 10, retried with success.
       - {series: 'apportion_api_failures_total{action="evict",code="429"}', values: '0x5 1+1x25'}
@@ -211,7 +257,9 @@ tests:
     alert_rule_test:
       - eval_time: 20m
         alertname: ApportionQueueStarving
-        exp_alerts: [{exp_labels: {severity: warning, queue: team-a}}]
+        exp_alerts:
+          - {exp_labels: {severity: warning, queue: team-a, flavor: H100-80GB}}
+          - {exp_labels: {severity: warning, queue: team-e, flavor: H100-80GB}}
       - eval_time: 20m
         alertname: ApportionUnhealthyGpus
         exp_alerts: [{exp_labels: {severity: warning, node: gpu-a}}]
@@ -223,6 +271,9 @@ tests:
         exp_alerts: [{exp_labels: {severity: warning, endpoint: mutate}}]
       - eval_time: 20m
         alertname: ApportionWebhookDown
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: ApportionWebhookUnreachable
         exp_alerts: []
       - eval_time: 5m
         alertname: ApportionQueueStarving
@@ -249,6 +300,66 @@ tests:
       - eval_time: 8m
         alertname: ApportionWebhookDown
         exp_alerts: [{exp_labels: {severity: critical}}]
+  # Both replicas run and are scraped, but never list the cluster (RBAC missing, API server
+  # unreachable): not ready, so the Service sends the API server's calls nowhere.
+  - interval: 1m
+    input_series:
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system",instance="a:8080"}',
+         values: '1x10'}
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system",instance="b:8080"}',
+         values: '1x10'}
+      - series: 'apportion_cluster_synced{job="apportion-webhook",namespace="apportion-system",
+          instance="a:8080"}'
+        values: '0x10'
+      - series: 'apportion_cluster_synced{job="apportion-webhook",namespace="apportion-system",
+          instance="b:8080"}'
+        values: '0x10'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: ApportionWebhookDown
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: ApportionWebhookDown
+        exp_alerts: [{exp_labels: {severity: critical}}]
+  # One replica ready, the other still listing: the webhook answers.
+  - interval: 1m
+    input_series:
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system",instance="a:8080"}',
+         values: '1x10'}
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system",instance="b:8080"}',
+         values: '1x10'}
+      - series: 'apportion_cluster_synced{job="apportion-webhook",namespace="apportion-system",
+          instance="a:8080"}'
+        values: '1x10'
+      - series: 'apportion_cluster_synced{job="apportion-webhook",namespace="apportion-system",
+          instance="b:8080"}'
+        values: '0x10'
+    alert_rule_test:
+      - eval_time: 8m
+        alertname: ApportionWebhookDown
+        exp_alerts: []
+  # Replicas ready, but the API server's calls fail (a caBundle that does not match the
+  # serving certificate): two rejected pods a minute from minute 2.
+  - interval: 1m
+    input_series:
+      - {series: 'up{job="apportion-webhook",namespace="apportion-system",instance="a:8080"}',
+         values: '1x15'}
+      - series: 'apportion_cluster_synced{job="apportion-webhook",namespace="apportion-system",
+          instance="a:8080"}'
+        values: '1x15'
+      - series: 'apiserver_admission_webhook_rejection_count{name="mutate.pods.apportion.io",
+          type="admit",operation="CREATE",error_type="calling_webhook_error",rejection_code="500"}'
+        values: '0x2 2+2x13'
+    alert_rule_test:
+      - eval_time: 5m
+        alertname: ApportionWebhookUnreachable
+        exp_alerts: []
+      - eval_time: 10m
+        alertname: ApportionWebhookUnreachable
+        exp_alerts: [{exp_labels: {severity: critical, name: mutate.pods.apportion.io}}]
+      - eval_time: 10m
+        alertname: ApportionWebhookDown
+        exp_alerts: []
 """
 
 
@@ -271,6 +382,8 @@ def test_alerts_fire_on_the_right_series(tmp_path):
 ONE_REPLICA = {
     'apportion_queue_pending_workloads{queue="team-a"}': 3,
     'apportion_oldest_pending_seconds{queue="team-a"}': 2000,
+    'apportion_oldest_pending_seconds{queue="team-a",flavor="H100-80GB"}': 2000,
+    'apportion_oldest_pending_seconds{queue="team-a",flavor="mig-3g.40gb"}': 0,
     'apportion_queue_usage_gpus{queue="team-a",flavor="H100-80GB"}': 4,
     'apportion_queue_usage_gpus{queue="team-a",flavor="mig-3g.40gb"}': 2,
     'apportion_queue_nominal_gpus{queue="team-a",flavor="H100-80GB"}': 8,
@@ -301,7 +414,7 @@ ONE_ANSWER = {
     "panel 'Unhealthy GPUs by node'": [['{node="gpu-a"} 2']],
     "panel 'GPU metrics'": [['{status="fresh"} 1'], ["{} 0"]],
     "panel 'GPU metrics age'": [["{} 30"]],
-    "alert ApportionQueueStarving": [['{queue="team-a"} 2000']],
+    "alert ApportionQueueStarving": [['{queue="team-a",flavor="H100-80GB"} 2000']],
     "alert ApportionUnhealthyGpus": [['{node="gpu-a"} 2']],
     "alert ApportionPodsStuck": [['{queue="team-a"} 2']],
 }

@@ -139,14 +139,30 @@ class _QueueCollector(Collector):
         )
         oldest = GaugeMetricFamily(
             "apportion_oldest_pending_seconds",
-            "Age of the oldest waiting workload.",
-            labels=["queue"],
+            "Age of the oldest waiting workload, per queue and flavor it could be admitted "
+            "on (flavor empty: of all the queue's waiting workloads).",
+            labels=["queue", "flavor"],
         )
         waiting: dict[str, list[int]] = {}
+        # Per queue and flavor, the creation of the oldest workload that one of its options
+        # would charge to that flavor: a queue below nominal on H100 with H100 work waiting
+        # is a broken guarantee; with only MIG work waiting, it is not.
+        earliest: dict[str, dict[str, int]] = {}
         for entry in compiled.pending:
-            waiting.setdefault(entry.workload.queue, []).append(entry.workload.created)
+            workload = entry.workload
+            waiting.setdefault(workload.queue, []).append(workload.created)
+            by_flavor = earliest.setdefault(workload.queue, {})
+            for option in entry.options:
+                known = by_flavor.get(option.flavor, workload.created)
+                by_flavor[option.flavor] = min(known, workload.created)
         for queue in snapshot.queues:
             flavors = set(queue.quota) | set(compiled.book.accounts[queue.name].usage)
+            by_flavor = earliest.get(queue.name, {})
+            for flavor in sorted(flavors | set(by_flavor)):
+                since = by_flavor.get(flavor)
+                oldest.add_metric(
+                    [queue.name, flavor], max(0, snapshot.now - since) if since is not None else 0
+                )
             for flavor in sorted(flavors):
                 unit = MILLI_PER_GPU if flavor in models else 1
                 usage.add_metric(
@@ -158,7 +174,9 @@ class _QueueCollector(Collector):
             share.add_metric([queue.name], compiled.book.share(queue.name))
             created = waiting.get(queue.name, [])
             pending.add_metric([queue.name], len(created))
-            oldest.add_metric([queue.name], max(0, snapshot.now - min(created)) if created else 0)
+            oldest.add_metric(
+                [queue.name, ""], max(0, snapshot.now - min(created)) if created else 0
+            )
         unhealthy = GaugeMetricFamily(
             "apportion_unhealthy_gpus",
             "GPUs kept out of capacity, by node and reason.",
