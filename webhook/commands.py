@@ -141,7 +141,6 @@ def serve_command(sub: Subparsers) -> None:
         help="give up an API call (patch, eviction, Event, Lease) that got no answer after "
         "this many seconds (default 5) [APPORTION_API_TIMEOUT_S]",
     )
-    add("--no-controller", action="store_true", help="serve the webhook only")
     add(
         "--log-level",
         default=_env("APPORTION_LOG_LEVEL", "info"),
@@ -211,7 +210,6 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
     trusted.add(f"system:serviceaccount:{namespace}:{account}")
     try:
         controller = ControllerSettings(
-            enabled=not args.no_controller,
             evict=args.mode != "shadow",
             lease_namespace=namespace,
             identity=_env("POD_NAME", f"apportion-{os.getpid()}") or "apportion",

@@ -102,7 +102,7 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
             cluster.replace_queues(queues)
         readiness.synced = True
         log.info("standalone: %d nodes, %d queues", len(snapshot.nodes), len(cluster.queues))
-    elif settings.controller.enabled:
+    else:
         from webhook.leader import LeaderElector
 
         elector = LeaderElector(

@@ -44,7 +44,6 @@ class AdmissionSettings:
 
 @dataclass(frozen=True, slots=True)
 class ControllerSettings:
-    enabled: bool = True
     evict: bool = True
     """Carry out preemptions. Off in global shadow mode: pods Apportion gated earlier are
     still released, but nothing running is ever evicted."""
