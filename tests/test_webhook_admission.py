@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import uuid
 from typing import Any
 
 import jsonpatch
@@ -673,6 +674,136 @@ def test_standalone_mode_tracks_pods_from_validate_and_delete() -> None:
     delete["request"]["oldObject"] = _pod_after(body, response)
     assert answer(webhook.validate, delete)["allowed"] is True
     assert cluster.snapshot().workloads == ()
+
+
+class _Clock:
+    """The cluster's clock, moved by the test."""
+
+    def __init__(self, now: float = 1_764_091_500.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _admitted_mig(webhook: Any, name: str) -> dict[str, Any]:
+    """The captured MIG pod created under ``name``: mutated, then validated as the API
+    server stores it (a uid of its own); the pod as validated."""
+    body = vary(review(MIG_1G), name=name)
+    response = answer(webhook.mutate, body)
+    validate = mutated(body, response)
+    validate["request"]["object"]["metadata"]["uid"] = str(uuid.uuid4())
+    assert answer(webhook.validate, validate)["allowed"] is True
+    pod: dict[str, Any] = validate["request"]["object"]
+    return pod
+
+
+def _deleted(name: str, pod: dict[str, Any]) -> dict[str, Any]:
+    """A captured DELETE review of infer-mig-1g (bound to mig-node-c) made of ``pod``:
+    what the capture's pod carried then (node, status, a deletion under way and its
+    grace) on the pod Apportion admitted."""
+    body = review(name)
+    captured = body["request"]["oldObject"]
+    old = copy.deepcopy(pod)
+    old["spec"]["nodeName"] = captured["spec"]["nodeName"]
+    for key in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+        if key in captured["metadata"]:
+            old["metadata"][key] = captured["metadata"][key]
+    old["status"] = captured["status"]
+    body["request"]["name"] = old["metadata"]["name"]
+    body["request"]["oldObject"] = old
+    return body
+
+
+def _placement(pod: dict[str, Any]) -> str:
+    text: str = pod["metadata"]["annotations"][ANNOTATION_PLACEMENT]
+    return text
+
+
+def test_standalone_a_deleted_pod_holds_its_gpus_for_its_grace_period() -> None:
+    """Without a watch, a DELETE is the only word that a pod goes: a bound pod then runs
+    on for its grace period (the kubelet stops it), so its slice is not handed out again
+    until that has passed."""
+    clock = _Clock()
+    cluster = fixture_cluster(clock)
+    webhook = admission(cluster)
+    first = _admitted_mig(webhook, "infer-mig-1g")
+    delete = _deleted("delete-pod-graceful.validate-delete", first)
+    assert delete["request"]["options"]["gracePeriodSeconds"] == 30
+    assert answer(webhook.validate, delete)["allowed"] is True
+    clock.now += 29
+    second = _admitted_mig(webhook, "infer-mig-1g-b")
+    assert _placement(second) != _placement(first)
+    assert {w.name for w in cluster.snapshot().workloads} == {
+        "gpu-team-a/infer-mig-1g",
+        "gpu-team-a/infer-mig-1g-b",
+    }
+    clock.now += 1  # the 30 s the DELETE said
+    assert {w.name for w in cluster.snapshot().workloads} == {"gpu-team-a/infer-mig-1g-b"}
+    assert _placement(_admitted_mig(webhook, "infer-mig-1g-c")) == _placement(first)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "delete-pod-force.validate-delete",  # gracePeriodSeconds=0 of a terminating pod
+        "delete-pod-force.validate-delete-3",  # the same, after the force delete's update
+    ],
+)
+def test_standalone_a_pod_deleted_without_grace_frees_its_gpus_at_once(name: str) -> None:
+    """A DELETE with gracePeriodSeconds 0 (a force delete, or the kubelet's last one once
+    the containers stopped): the pod is gone from the API and the kube-scheduler counts
+    its devices free at once; so does Apportion."""
+    cluster = fixture_cluster(_Clock())
+    webhook = admission(cluster)
+    pod = _admitted_mig(webhook, "infer-mig-1g")
+    answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", pod))
+    assert answer(webhook.validate, _deleted(name, pod))["allowed"] is True
+    assert cluster.snapshot().workloads == ()
+
+
+def test_standalone_an_unbound_pod_deleted_frees_its_gpus_at_once() -> None:
+    """A pod never bound never ran: the API server deletes it at once (gracePeriodSeconds
+    0 in the captured DELETE of a pending pod), whatever its grace."""
+    cluster = fixture_cluster(_Clock())
+    webhook = admission(cluster)
+    pod = _admitted_mig(webhook, "infer-mig-1g")
+    delete = review("delete-pod-unscheduled.validate-delete")
+    assert delete["request"]["options"]["gracePeriodSeconds"] == 0
+    delete["request"]["options"].pop("gracePeriodSeconds")  # the pod's 30 s would not count
+    delete["request"]["oldObject"] = pod
+    assert answer(webhook.validate, delete)["allowed"] is True
+    assert cluster.snapshot().workloads == ()
+
+
+def test_standalone_a_later_delete_never_lengthens_the_hold() -> None:
+    """As on the API server, a later DELETE may shorten a pod's grace, never lengthen it."""
+    clock = _Clock()
+    cluster = fixture_cluster(clock)
+    webhook = admission(cluster)
+    pod = _admitted_mig(webhook, "infer-mig-1g")
+    answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", pod))
+    clock.now += 20
+    answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", pod))
+    clock.now += 10
+    assert cluster.snapshot().workloads == ()
+
+
+def test_standalone_the_end_of_a_grace_drops_only_the_pod_that_left() -> None:
+    """A pod created under the name of one whose last DELETE went unseen waits for its
+    grace to end; then the old one goes, and the new one stays recorded."""
+    clock = _Clock()
+    cluster = fixture_cluster(clock)
+    webhook = admission(cluster)
+    old = _admitted_mig(webhook, "infer-mig-1g")
+    answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", old))
+    clock.now += 10
+    new = _admitted_mig(webhook, "infer-mig-1g")
+    assert _gated(new)
+    clock.now += 20
+    assert [(w.workload, w.pods_present) for w in cluster.waiting()] == [
+        ("gpu-team-a/infer-mig-1g", 1)
+    ]
 
 
 def test_a_retried_create_gets_the_same_admission() -> None:

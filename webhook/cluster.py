@@ -95,6 +95,15 @@ class _Intent:
 
 
 @dataclass(frozen=True, slots=True)
+class _Leaving:
+    """Standalone: a pod a DELETE was accepted for, holding what it holds until ``until``."""
+
+    uid: str
+    workload: str | None
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
 class Waiting:
     """A workload with gated pods, as the queue view shows it."""
 
@@ -135,6 +144,8 @@ class LiveCluster:
         self.host_pods = HostPods()
         """Bound pods that ask no GPU: their CPU and memory are not Apportion's to give."""
         self._intents: dict[str, _Intent] = {}
+        self._leaving: dict[tuple[str, str], _Leaving] = {}
+        """Standalone (no watch): pods being deleted, kept until their grace period ends."""
         self.job_parallelism: dict[tuple[str, str], int] = {}
         self.job_sets: dict[tuple[str, str], str] = {}
         """(namespace, Job name) → the JobSet that owns the Job."""
@@ -371,6 +382,37 @@ class LiveCluster:
             if self._tracked(self.host_pods.remove((namespace, name))) or pod is not None:
                 self._changed()
 
+    def pod_leaving(
+        self, namespace: str, name: str, *, uid: str, workload: str | None, grace_s: float
+    ) -> None:
+        """Standalone, where no watch says when a pod is gone: a DELETE of it was accepted.
+
+        A bound pod runs on for its grace period while the kubelet stops it, so it keeps
+        its devices (and its admission, if its pod was never recorded) ``grace_s`` more,
+        then is gone; 0 means at once. A later DELETE of the same pod may shorten that,
+        never lengthen it, as on the API server."""
+        with self._lock:
+            key = (namespace, name)
+            until = self._clock() + max(grace_s, 0.0)
+            before = self._leaving.get(key)
+            if before is not None and before.uid == uid:
+                until = min(until, before.until)
+            self._leaving[key] = _Leaving(uid, workload, until)
+            self._expire_leaving()
+
+    def _expire_leaving(self) -> None:
+        now = self._clock()
+        for key, leaving in list(self._leaving.items()):
+            if leaving.until > now:
+                continue
+            del self._leaving[key]
+            pod = self.pods.get(key)
+            if pod is not None and leaving.uid and pod.identity[2] not in ("", leaving.uid):
+                continue  # a new pod under its name, recorded since: not the one that left
+            self.remove_pod(*key)
+            if leaving.workload is not None:
+                self.forget(leaving.workload)
+
     def _tracked(self, nodes: set[str]) -> bool:
         return any(n in self.nodes for n in nodes)
 
@@ -593,6 +635,7 @@ class LiveCluster:
         return self._allocator
 
     def _expire_intents(self) -> None:
+        self._expire_leaving()
         if not self._observing:
             return
         now = self._clock()
