@@ -143,6 +143,9 @@ class LiveCluster:
         self.pods: dict[tuple[str, str], ManagedPod] = {}
         self.host_pods = HostPods()
         """Bound pods that ask no GPU: their CPU and memory are not Apportion's to give."""
+        self._strays: dict[tuple[str, str], dict[str, Any]] = {}
+        """Pods carrying Apportion's gate that it may not manage (``pods.not_managed``), as
+        the API serves them: the controller removes the gate from those it does not."""
         self._intents: dict[str, _Intent] = {}
         self._leaving: dict[tuple[str, str], _Leaving] = {}
         """Standalone (no watch): pods being deleted, kept until their grace period ends."""
@@ -329,13 +332,19 @@ class LiveCluster:
                 return None  # not every Job of the JobSet is known yet
             return sum(jobs)
 
-    def replace_pods(self, pods: Iterable[ManagedPod], host_pods: Iterable[HostPod] = ()) -> None:
+    def replace_pods(
+        self,
+        pods: Iterable[ManagedPod],
+        host_pods: Iterable[HostPod] = (),
+        strays: Iterable[dict[str, Any]] = (),
+    ) -> None:
         """A full relist: the observed pods are now exactly these (and the pods asking no
-        GPU, ``host_pods``)."""
+        GPU, ``host_pods``, and the gated ones Apportion may not manage, ``strays``)."""
         with self._lock:
             self._observing = True
             self.pods = {(p.namespace, p.name): p for p in pods}
             self.host_pods.replace(host_pods)
+            self._strays = {_key(raw): raw for raw in strays}
             self._drop_observed_intents()
             self._changed()
 
@@ -413,6 +422,22 @@ class LiveCluster:
             if leaving.workload is not None:
                 self.forget(leaving.workload)
 
+    def put_stray(self, namespace: str, name: str, pod: dict[str, Any] | None) -> None:
+        """A pod carrying Apportion's gate that Apportion may not manage (None: no longer,
+        or gone). A new one wakes the controller."""
+        with self._lock:
+            key = (namespace, name)
+            if pod is None:
+                self._strays.pop(key, None)
+                return
+            if key not in self._strays:
+                self.generation += 1
+            self._strays[key] = pod
+
+    def strays(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._strays.values())
+
     def _tracked(self, nodes: set[str]) -> bool:
         return any(n in self.nodes for n in nodes)
 
@@ -424,6 +449,15 @@ class LiveCluster:
         if known is not None:
             return known
         return NamespacePolicy(enabled=self.all_namespaces and not _system(namespace))
+
+    def known_policy(self, namespace: str) -> NamespacePolicy | None:
+        """The namespace's policy, or None while its Namespace has not been seen (a watch
+        event may bring a pod before its new namespace)."""
+        with self._lock:
+            known = self.namespaces.get(namespace)
+        if known is None and not self.all_namespaces:
+            return None
+        return known or self.policy(namespace)
 
     def queue_for(self, ask: PodAsk) -> str | None:
         return ask.queue or self.policy(ask.namespace).default_queue
@@ -719,6 +753,11 @@ def _system(namespace: str) -> bool:
     return namespace in ("kube-system", "kube-public", "kube-node-lease") or namespace.startswith(
         "openshift"
     )
+
+
+def _key(pod: dict[str, Any]) -> tuple[str, str]:
+    metadata = pod.get("metadata") or {}
+    return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
 
 
 def _capacity_view(pod: ManagedPod) -> tuple[object, ...]:

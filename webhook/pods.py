@@ -37,6 +37,7 @@ __all__ = [
     "gpu_ask_of",
     "grace_period_s",
     "held_back",
+    "not_managed",
     "other_gates",
     "parse_placement",
     "placed_by_others",
@@ -190,18 +191,51 @@ def _nonzero(value: object) -> bool:
         return True
 
 
-def placed_by_others(pod: dict[str, Any]) -> bool:
+def placed_by_others(pod: Mapping[str, Any]) -> bool:
     """Whether the pod's node was chosen before Apportion could choose it: created with
     ``spec.nodeName`` (a static pod's mirror, a pod that bypasses the scheduler: the API
     server refuses a gate on it) or a DaemonSet's (pinned to its node by affinity)."""
+    return _placed_by(pod) is not None
+
+
+def _placed_by(pod: Mapping[str, Any]) -> str | None:
+    """Who chose the pod's node before Apportion could (``placed_by_others``), or None."""
     spec = pod.get("spec")
     if isinstance(spec, dict) and spec.get("nodeName"):
-        return True
+        return "it was created bound to its node"
     metadata = pod.get("metadata")
     owner = (
         controller_owner(metadata.get("ownerReferences")) if isinstance(metadata, dict) else None
     )
-    return owner is not None and owner[0] == "DaemonSet"
+    if owner is not None and owner[0] == "DaemonSet":
+        return "a DaemonSet's pod: its DaemonSet chooses its node"
+    return None
+
+
+def not_managed(pod: Mapping[str, Any], namespace_enabled: bool | None) -> str | None:
+    """Why Apportion does not manage ``pod``, by the rules its webhook applies at creation:
+    it asks no GPU, its node is chosen by others, or its namespace did not opt in
+    (``namespace_enabled``; None: not known yet, so no answer on that ground). None when
+    Apportion does manage it, or may.
+
+    A pod Apportion decided (``keys.ANNOTATION_WORKLOAD``) stays Apportion's when its
+    namespace opts out later: it waits in its queue and is released in fair-share order,
+    not all at once by a label change."""
+    if not wants_gpus(pod):
+        return "it asks for no GPU"
+    placed = _placed_by(pod)
+    if placed is not None:
+        return placed
+    metadata = pod.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    annotations = metadata.get("annotations")
+    decided = isinstance(annotations, Mapping) and keys.ANNOTATION_WORKLOAD in annotations
+    if namespace_enabled is False and not decided:
+        return (
+            f"its namespace {metadata.get('namespace')} is not opted in "
+            f"({keys.NAMESPACE_ENABLED}=true)"
+        )
+    return None
 
 
 def gpu_ask_of(
@@ -687,6 +721,8 @@ class PodReader:
             return None  # Apportion turns a memory need into a device at creation
         node = spec.get("nodeName") or None
         gated = keys.GATE in gate_names(spec)
+        if gated and placed_by_others(pod):
+            return None  # a DaemonSet's: the controller removes the gate (``not_managed``)
         if workload is None and gated and ask.queue is not None:
             # Gated by Apportion without a recorded decision (e.g. by an older version):
             # still ours to release, as a one-pod workload.
