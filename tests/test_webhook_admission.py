@@ -657,6 +657,59 @@ def test_the_queue_label_of_a_pod_apportion_does_not_manage_is_the_users() -> No
     assert answer(admission().validate, body)["allowed"] is True
 
 
+def _ungating(
+    namespace: str = "gpu-team-a", *, gpus: bool = True, owner: str | None = None
+) -> dict[str, Any]:
+    """The captured UPDATE of gated-gpu-2 by its user (gate removed, nodeSelector added),
+    its pod in ``namespace``, without its GPU, or owned by a ``owner`` kind."""
+    body = review("update-pod-ungate-add-nodeselector.validate-update")
+    body["request"]["namespace"] = namespace
+    for pod in (body["request"]["object"], body["request"]["oldObject"]):
+        pod["metadata"]["namespace"] = namespace
+        if not gpus:
+            for part in pod["spec"]["containers"][0]["resources"].values():
+                part.pop("nvidia.com/gpu")
+        if owner is not None:
+            reference = {"apiVersion": "apps/v1", "kind": owner, "name": "o", "uid": "u"}
+            pod["metadata"]["ownerReferences"] = [{**reference, "controller": True}]
+    return body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _ungating("not-opted-in"),
+        _ungating(gpus=False),
+        _ungating(owner="DaemonSet"),
+    ],
+    ids=["namespace-not-opted-in", "no-gpu", "daemonset"],
+)
+def test_the_gate_on_a_pod_apportion_does_not_manage_is_its_users(body: dict[str, Any]) -> None:
+    """The validating webhook judges by itself whether Apportion manages a pod, as at
+    creation, not by its configuration's selectors: with a wider namespaceSelector, or an
+    UPDATE reaching it for another reason, a user removing Apportion's gate (or changing
+    its keys) on a pod Apportion does not manage is not refused."""
+    assert answer(admission().validate, body) == {"uid": body["request"]["uid"], "allowed": True}
+    new = body["request"]["object"]
+    new["spec"]["schedulingGates"] = body["request"]["oldObject"]["spec"]["schedulingGates"]
+    new["metadata"]["annotations"] = {keys.ANNOTATION_DECISION: "admitted"}
+    new["metadata"]["labels"][keys.LABEL_QUEUE] = "team-b"
+    assert answer(admission().validate, body)["allowed"] is True
+
+
+def test_a_pod_apportion_decided_stays_guarded_once_its_namespace_opts_out() -> None:
+    """Decided and waiting in its queue, the pod is still Apportion's (the controller
+    releases it in fair-share order): the label gone from its namespace, an UPDATE that
+    reaches the webhook still may not remove the gate."""
+    body = _ungating("not-opted-in")
+    for pod in (body["request"]["object"], body["request"]["oldObject"]):
+        pod["metadata"]["annotations"] = {keys.ANNOTATION_WORKLOAD: "not-opted-in/gated-gpu-2"}
+    assert _denial(body) == (
+        "Apportion: only Apportion may change the scheduling gate apportion.io/admission "
+        "(user kubernetes-admin)"
+    )
+
+
 # -- standalone bookkeeping -----------------------------------------------------------------
 
 

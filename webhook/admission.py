@@ -45,6 +45,7 @@ from webhook.pods import (
     gate_names,
     grace_period_s,
     held_back,
+    not_managed,
     placed_by_others,
     wants_gpus,
 )
@@ -318,6 +319,10 @@ class Admission:
                 if observed is not None:
                     self.cluster.put_pod(observed)
             return Verdict(allow(), "allowed")
+        if not_managed(old, self.cluster.policy(req.namespace).enabled) is not None:
+            # Judged here as at creation, not left to the webhook configuration's
+            # selectors: a pod Apportion does not manage is its user's to change.
+            return Verdict(allow(), "ignored")
         changed = _decision_changes(old, new)
         if changed:
             return Verdict(

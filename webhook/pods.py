@@ -195,37 +195,32 @@ def placed_by_others(pod: Mapping[str, Any]) -> bool:
     """Whether the pod's node was chosen before Apportion could choose it: created with
     ``spec.nodeName`` (a static pod's mirror, a pod that bypasses the scheduler: the API
     server refuses a gate on it) or a DaemonSet's (pinned to its node by affinity)."""
-    return _placed_by(pod) is not None
-
-
-def _placed_by(pod: Mapping[str, Any]) -> str | None:
-    """Who chose the pod's node before Apportion could (``placed_by_others``), or None."""
     spec = pod.get("spec")
-    if isinstance(spec, dict) and spec.get("nodeName"):
-        return "it was created bound to its node"
+    return bool(isinstance(spec, dict) and spec.get("nodeName")) or _daemonset_pod(pod)
+
+
+def _daemonset_pod(pod: Mapping[str, Any]) -> bool:
     metadata = pod.get("metadata")
     owner = (
         controller_owner(metadata.get("ownerReferences")) if isinstance(metadata, dict) else None
     )
-    if owner is not None and owner[0] == "DaemonSet":
-        return "a DaemonSet's pod: its DaemonSet chooses its node"
-    return None
+    return owner is not None and owner[0] == "DaemonSet"
 
 
 def not_managed(pod: Mapping[str, Any], namespace_enabled: bool | None) -> str | None:
-    """Why Apportion does not manage ``pod``, by the rules its webhook applies at creation:
-    it asks no GPU, its node is chosen by others, or its namespace did not opt in
-    (``namespace_enabled``; None: not known yet, so no answer on that ground). None when
-    Apportion does manage it, or may.
+    """Why Apportion does not manage ``pod`` as it stands, by the rules its webhook
+    applies at creation: it asks no GPU, it is a DaemonSet's, or its namespace did not opt
+    in (``namespace_enabled``; None: not known yet, so no answer on that ground). None when
+    Apportion does manage it, or may. (A ``spec.nodeName`` is no ground here: a pod the
+    kube-scheduler bound since may be one Apportion admitted.)
 
     A pod Apportion decided (``keys.ANNOTATION_WORKLOAD``) stays Apportion's when its
     namespace opts out later: it waits in its queue and is released in fair-share order,
     not all at once by a label change."""
     if not wants_gpus(pod):
         return "it asks for no GPU"
-    placed = _placed_by(pod)
-    if placed is not None:
-        return placed
+    if _daemonset_pod(pod):
+        return "a DaemonSet's pod: its DaemonSet chooses its node"
     metadata = pod.get("metadata")
     metadata = metadata if isinstance(metadata, Mapping) else {}
     annotations = metadata.get("annotations")
