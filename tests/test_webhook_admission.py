@@ -314,13 +314,19 @@ def test_more_cpu_than_any_gpu_node_has_is_denied() -> None:
     )
 
 
-def _with_init(body: dict[str, Any], gpus: str, *, sidecar: bool) -> dict[str, Any]:
-    """The pod's container again as an init container asking ``gpus`` GPUs."""
+def _with_init(
+    body: dict[str, Any], gpus: str, *, sidecar: bool, resource: str = "nvidia.com/gpu"
+) -> dict[str, Any]:
+    """The pod's container again as an init container asking ``gpus`` of ``resource``
+    (instead of what the container asks)."""
     spec = body["request"]["object"]["spec"]
     init = copy.deepcopy(spec["containers"][0])
     init["name"] = f"init-{len(spec.get('initContainers', []))}"
     for part in ("requests", "limits"):
-        init["resources"][part]["nvidia.com/gpu"] = gpus
+        asked = init["resources"][part]
+        for name in [n for n in asked if n.startswith("nvidia.com/")]:
+            del asked[name]
+        asked[resource] = gpus
     if sidecar:
         init["restartPolicy"] = "Always"
     spec.setdefault("initContainers", []).append(init)
@@ -346,6 +352,76 @@ def test_gpus_of_init_containers_and_sidecars_count_as_the_scheduler_counts_them
     pod = _pod_after(body, answer(admission().mutate, body))
     placement = pod["metadata"]["annotations"][ANNOTATION_PLACEMENT]
     assert len(placement.split(":")[1].split(",")) == gpus, placement
+
+
+_BOTH = (
+    "Kubernetes holds both for the pod's whole life (each resource at the larger of what the "
+    "init containers and the app containers request), and Apportion admits a pod on whole "
+    "GPUs or on one MIG instance, not both"
+)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "resource", "sidecar", "message"),
+    [
+        (
+            "create-pod-gpu-1",
+            "nvidia.com/mig-1g.10gb",
+            False,
+            "spec.initContainers[init-0] requests nvidia.com/mig-1g.10gb: 1 beside "
+            f"nvidia.com/gpu: 1 of the app containers; {_BOTH}: request nvidia.com/gpu in "
+            "init-0 instead (up to 1, which the pod holds anyway), or no GPU there",
+        ),
+        (
+            "create-pod-mig-1g-10gb",
+            "nvidia.com/gpu",
+            False,
+            "spec.initContainers[init-0] requests nvidia.com/gpu: 1 beside "
+            f"nvidia.com/mig-1g.10gb: 1 of the app containers; {_BOTH}: request "
+            "nvidia.com/mig-1g.10gb in init-0 instead (up to 1, which the pod holds anyway), "
+            "or no GPU there",
+        ),
+        (
+            "create-pod-gpu-1",
+            "nvidia.com/mig-1g.10gb",
+            True,
+            "spec.initContainers[init-0] (a sidecar) requests nvidia.com/mig-1g.10gb: 1 "
+            f"beside nvidia.com/gpu: 1 of the app containers; {_BOTH}: request nvidia.com/gpu "
+            "in init-0 instead (added to what the app containers hold: a sidecar runs beside "
+            "them), or no GPU there",
+        ),
+    ],
+)
+def test_an_init_container_asking_another_kind_of_gpu_device_is_refused_naming_it(
+    fixture: str, resource: str, sidecar: bool, message: str
+) -> None:
+    """Kubernetes accepts such a pod and holds both devices for its whole life; Apportion
+    cannot charge one pod to two flavors, and letting it through unmanaged would escape
+    its quota: refused, naming the init container and what to ask instead."""
+    handler = admission()
+    body = _with_init(vary(review(f"{fixture}.mutate-create")), "1", sidecar=sidecar,
+                      resource=resource)  # fmt: skip
+    response = answer(handler.mutate, body)
+    assert response == {"uid": body["request"]["uid"], "allowed": True}
+    denied = answer(handler.validate, mutated(body, response))
+    assert denied["allowed"] is False
+    assert denied["status"]["message"] == f"Apportion: {message}"
+
+
+def test_several_kinds_of_gpu_device_in_app_containers_are_refused_naming_them() -> None:
+    body = vary(review("create-pod-gpu-1.validate-create"))
+    spec = body["request"]["object"]["spec"]
+    other = copy.deepcopy(spec["containers"][0])
+    other["name"] = "infer"
+    for part in ("requests", "limits"):
+        del other["resources"][part]["nvidia.com/gpu"]
+        other["resources"][part]["nvidia.com/mig-1g.10gb"] = "1"
+    spec["containers"].append(other)
+    assert _denial(body) == (
+        "Apportion: the pod requests several kinds of GPU device (nvidia.com/gpu: 1 by "
+        "container main; nvidia.com/mig-1g.10gb: 1 by container infer); a pod gets whole "
+        "GPUs or one MIG instance"
+    )
 
 
 # -- waiting --------------------------------------------------------------------------------

@@ -761,7 +761,7 @@ def _key(pod: dict[str, Any]) -> tuple[str, str]:
 
 
 def _capacity_view(pod: ManagedPod) -> tuple[object, ...]:
-    return (pod.gated, pod.node, pod.placement, pod.workload, pod.demand)
+    return (pod.gated, pod.node, pod.placement, pod.workload, pod.demand, pod.extra_slices)
 
 
 def _same_place(intent: _Intent, pod: ManagedPod) -> bool:

@@ -37,6 +37,7 @@ __all__ = [
     "gpu_ask_of",
     "grace_period_s",
     "held_back",
+    "held_devices",
     "not_managed",
     "other_gates",
     "parse_placement",
@@ -233,17 +234,74 @@ def not_managed(pod: Mapping[str, Any], namespace_enabled: bool | None) -> str |
     return None
 
 
-def gpu_ask_of(
-    spec: dict[str, Any], annotations: dict[str, str], mig_profiles: dict[str, str]
-) -> tuple[GpuAsk, list[str]]:
-    """The pod's effective GPU demand and the problems that make it unusable.
+@dataclass(frozen=True, slots=True)
+class _Asker:
+    """One container's GPU request: ``kind`` container, init container or sidecar."""
 
-    Counted as kube-scheduler counts it (as ``quantities.pod_requests`` does for CPU): the
-    app containers and the sidecars (init containers with ``restartPolicy: Always``) hold
-    their devices together; each other init container runs alone beside the sidecars
-    started before it; the pod needs the larger."""
+    kind: str
+    name: str
+    count: int
+
+
+def _several_kinds(totals: dict[str, int], askers: dict[str, list[_Asker]]) -> list[str]:
+    """Why a pod asking several kinds of GPU device is refused, naming who asks what.
+
+    The app containers asking one kind and init containers another (a MIG slice to
+    prepare beside whole GPUs to train): Kubernetes accepts the pod and holds both devices
+    for its whole life, but Apportion cannot charge one pod to two flavors and letting it
+    through unmanaged would escape its quota, so each such init container is named with
+    what to ask instead."""
+    app = {r for r, who in askers.items() if any(a.kind == "container" for a in who)}
+    others = [(r, a) for r, who in sorted(askers.items()) if r not in app for a in who]
+    if len(app) != 1:
+        who = "; ".join(
+            f"{r}: {totals[r]} by " + ", ".join(f"{a.kind} {a.name}" for a in askers.get(r, ()))
+            for r in sorted(totals)
+        )
+        return [
+            f"the pod requests several kinds of GPU device ({who}); a pod gets whole GPUs "
+            "or one MIG instance"
+        ]
+    (resource,) = app
+    held = sum(a.count for a in askers[resource] if a.kind == "container")
+    problems = []
+    for other, asker in others:
+        side = " (a sidecar)" if asker.kind == "sidecar" else ""
+        instead = (
+            "added to what the app containers hold: a sidecar runs beside them"
+            if asker.kind == "sidecar"
+            else f"up to {held}, which the pod holds anyway"
+        )
+        problems.append(
+            f"spec.initContainers[{asker.name}]{side} requests {other}: {asker.count} beside "
+            f"{resource}: {held} of the app containers; Kubernetes holds both for the pod's "
+            "whole life (each resource at the larger of what the init containers and the "
+            "app containers request), and Apportion admits a pod on whole GPUs or on one "
+            f"MIG instance, not both: request {resource} in {asker.name} instead ({instead}), "
+            "or no GPU there"
+        )
+    return problems
+
+
+@dataclass(frozen=True, slots=True)
+class _DeviceRequests:
+    totals: dict[str, int]
+    """Per GPU resource, the pod's effective request (only those above 0)."""
+    askers: dict[str, list[_Asker]]
+    first_gpu_container: int | None
+    problems: list[str]
+    """Requests that cannot be read, or whose request and limit differ (left out)."""
+
+
+def _device_requests(spec: dict[str, Any]) -> _DeviceRequests:
+    """Per GPU resource, what the pod holds, counted as kube-scheduler counts it (as
+    ``quantities.pod_requests`` does for CPU): the app containers and the sidecars (init
+    containers with ``restartPolicy: Always``) hold their devices together; each other
+    init container runs alone beside the sidecars started before it; the pod needs the
+    larger."""
     problems: list[str] = []
     totals: dict[str, int] = {}
+    askers: dict[str, list[_Asker]] = {}
     first_gpu_container: int | None = None
     sidecars: dict[str, int] = {}
     init_max: dict[str, int] = {}
@@ -285,6 +343,10 @@ def gpu_ask_of(
                         "and limits must be equal"
                     )
                     continue
+                if limit > 0:
+                    kind = "container" if group == "containers" else "init container"
+                    kind = "sidecar" if sidecar else kind
+                    askers.setdefault(resource, []).append(_Asker(kind, str(cname), limit))
                 if group == "containers":
                     totals[resource] = totals.get(resource, 0) + limit
                     if first_gpu_container is None and limit > 0:
@@ -298,6 +360,32 @@ def gpu_ask_of(
         running = totals.get(resource, 0) + sidecars.get(resource, 0)
         totals[resource] = max(running, init_max.get(resource, 0))
     totals = {r: n for r, n in totals.items() if n > 0}
+    return _DeviceRequests(totals, askers, first_gpu_container, problems)
+
+
+def held_devices(spec: dict[str, Any], mig_profiles: dict[str, str]) -> tuple[int, tuple[str, ...]]:
+    """The whole GPUs and MIG instances (a profile per instance) a bound pod holds,
+    whatever Apportion would make of it: a pod Apportion does not manage may ask several
+    kinds (a MIG slice in an init container beside whole GPUs) or several MIG instances,
+    and holds every one. MIG resources no GPU model Apportion knows offers are left out."""
+    totals = _device_requests(spec).totals
+    slices = tuple(
+        profile
+        for resource, count in sorted(totals.items())
+        if (profile := mig_profiles.get(resource)) is not None
+        for _ in range(count)
+    )
+    return totals.get(keys.GPU_RESOURCE, 0), slices
+
+
+def gpu_ask_of(
+    spec: dict[str, Any], annotations: dict[str, str], mig_profiles: dict[str, str]
+) -> tuple[GpuAsk, list[str]]:
+    """The pod's effective GPU demand (``_device_requests``) and the problems that make
+    it unusable: Apportion admits a pod on whole GPUs, one MIG instance or a memory need."""
+    requests = _device_requests(spec)
+    totals, problems = requests.totals, requests.problems
+    first_gpu_container = requests.first_gpu_container
     memory_text = annotations.get(keys.ANNOTATION_GPU_MEMORY)
     memory_mib: int | None = None
     if memory_text is not None:
@@ -311,11 +399,7 @@ def gpu_ask_of(
             f"device, but the pod also requests {', '.join(sorted(totals))}; use one or the other"
         )
     if len(totals) > 1:
-        problems.append(
-            "the pod requests several kinds of GPU device "
-            f"({', '.join(f'{r}: {n}' for r, n in sorted(totals.items()))}); "
-            "a pod gets whole GPUs or one MIG instance"
-        )
+        problems += _several_kinds(totals, requests.askers)
     if problems:
         return GpuAsk(), problems
     container = first_gpu_container or 0
@@ -471,6 +555,9 @@ class ManagedPod:
     foreign: bool = False
     """A bound GPU pod Apportion did not decide (created before it was installed, or in a
     namespace that did not opt in): its devices are simply not capacity."""
+    extra_slices: tuple[str, ...] = ()
+    """A foreign pod's MIG instances (profiles) beside its ``demand``: it may hold several
+    kinds of device, or several instances (``held_devices``)."""
     cpu_milli: int = 0
     memory_mib: int = 0
     """Its CPU and memory requests (``quantities.pod_requests``)."""
@@ -712,8 +799,6 @@ class PodReader:
         name = str(metadata.get("name") or "")
         ask = self.ask(pod, namespace)
         demand = ask.demand
-        if demand is None or demand.gpu_memory_mib is not None:
-            return None  # Apportion turns a memory need into a device at creation
         node = spec.get("nodeName") or None
         gated = keys.GATE in gate_names(spec)
         if gated and placed_by_others(pod):
@@ -723,14 +808,16 @@ class PodReader:
             # still ours to release, as a one-pod workload.
             workload = f"{namespace}/{name}"
         if workload is None:
-            if node is None:
+            whole, slices = held_devices(spec, self.mig_profiles)
+            if node is None or not (whole or slices):
                 return None
             return ManagedPod(
                 namespace=namespace,
                 name=name,
                 workload=f"foreign:{namespace}/{name}",
                 queue="",
-                demand=demand,
+                demand=Demand(gpus=whole) if whole else Demand(mig_profile=slices[0]),
+                extra_slices=slices if whole else slices[1:],
                 priority=ask.priority,
                 created=0,
                 gang_size=1,
@@ -741,6 +828,8 @@ class PodReader:
                 memory_mib=ask.memory_mib,
                 raw=pod,
             )
+        if demand is None or demand.gpu_memory_mib is not None:
+            return None  # Apportion turns a memory need into a device at creation
         if ask.problems or ask.queue is None:
             return None
         placement_text = annotations.get(ANNOTATION_PLACEMENT)
