@@ -24,6 +24,7 @@ from scheduler.model import Demand, Workload, WorkloadDecision
 from scheduler.reasons import Outcome, Reason
 from webhook import keys
 from webhook.cluster import LiveCluster
+from webhook.devices import wants_gpus
 from webhook.observed import queue_refusals
 from webhook.patches import (
     Patch,
@@ -47,7 +48,6 @@ from webhook.pods import (
     held_back,
     not_managed,
     placed_by_others,
-    wants_gpus,
 )
 from webhook.review import AdmissionRequest, Answer, allow, deny
 from webhook.settings import AdmissionSettings
