@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import uuid
 from typing import Any
 
 import jsonpatch
@@ -313,13 +314,19 @@ def test_more_cpu_than_any_gpu_node_has_is_denied() -> None:
     )
 
 
-def _with_init(body: dict[str, Any], gpus: str, *, sidecar: bool) -> dict[str, Any]:
-    """The pod's container again as an init container asking ``gpus`` GPUs."""
+def _with_init(
+    body: dict[str, Any], gpus: str, *, sidecar: bool, resource: str = "nvidia.com/gpu"
+) -> dict[str, Any]:
+    """The pod's container again as an init container asking ``gpus`` of ``resource``
+    (instead of what the container asks)."""
     spec = body["request"]["object"]["spec"]
     init = copy.deepcopy(spec["containers"][0])
     init["name"] = f"init-{len(spec.get('initContainers', []))}"
     for part in ("requests", "limits"):
-        init["resources"][part]["nvidia.com/gpu"] = gpus
+        asked = init["resources"][part]
+        for name in [n for n in asked if n.startswith("nvidia.com/")]:
+            del asked[name]
+        asked[resource] = gpus
     if sidecar:
         init["restartPolicy"] = "Always"
     spec.setdefault("initContainers", []).append(init)
@@ -345,6 +352,76 @@ def test_gpus_of_init_containers_and_sidecars_count_as_the_scheduler_counts_them
     pod = _pod_after(body, answer(admission().mutate, body))
     placement = pod["metadata"]["annotations"][ANNOTATION_PLACEMENT]
     assert len(placement.split(":")[1].split(",")) == gpus, placement
+
+
+_BOTH = (
+    "Kubernetes holds both for the pod's whole life (each resource at the larger of what the "
+    "init containers and the app containers request), and Apportion admits a pod on whole "
+    "GPUs or on one MIG instance, not both"
+)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "resource", "sidecar", "message"),
+    [
+        (
+            "create-pod-gpu-1",
+            "nvidia.com/mig-1g.10gb",
+            False,
+            "spec.initContainers[init-0] requests nvidia.com/mig-1g.10gb: 1 beside "
+            f"nvidia.com/gpu: 1 of the app containers; {_BOTH}: request nvidia.com/gpu in "
+            "init-0 instead (up to 1, which the pod holds anyway), or no GPU there",
+        ),
+        (
+            "create-pod-mig-1g-10gb",
+            "nvidia.com/gpu",
+            False,
+            "spec.initContainers[init-0] requests nvidia.com/gpu: 1 beside "
+            f"nvidia.com/mig-1g.10gb: 1 of the app containers; {_BOTH}: request "
+            "nvidia.com/mig-1g.10gb in init-0 instead (up to 1, which the pod holds anyway), "
+            "or no GPU there",
+        ),
+        (
+            "create-pod-gpu-1",
+            "nvidia.com/mig-1g.10gb",
+            True,
+            "spec.initContainers[init-0] (a sidecar) requests nvidia.com/mig-1g.10gb: 1 "
+            f"beside nvidia.com/gpu: 1 of the app containers; {_BOTH}: request nvidia.com/gpu "
+            "in init-0 instead (added to what the app containers hold: a sidecar runs beside "
+            "them), or no GPU there",
+        ),
+    ],
+)
+def test_an_init_container_asking_another_kind_of_gpu_device_is_refused_naming_it(
+    fixture: str, resource: str, sidecar: bool, message: str
+) -> None:
+    """Kubernetes accepts such a pod and holds both devices for its whole life; Apportion
+    cannot charge one pod to two flavors, and letting it through unmanaged would escape
+    its quota: refused, naming the init container and what to ask instead."""
+    handler = admission()
+    body = _with_init(vary(review(f"{fixture}.mutate-create")), "1", sidecar=sidecar,
+                      resource=resource)  # fmt: skip
+    response = answer(handler.mutate, body)
+    assert response == {"uid": body["request"]["uid"], "allowed": True}
+    denied = answer(handler.validate, mutated(body, response))
+    assert denied["allowed"] is False
+    assert denied["status"]["message"] == f"Apportion: {message}"
+
+
+def test_several_kinds_of_gpu_device_in_app_containers_are_refused_naming_them() -> None:
+    body = vary(review("create-pod-gpu-1.validate-create"))
+    spec = body["request"]["object"]["spec"]
+    other = copy.deepcopy(spec["containers"][0])
+    other["name"] = "infer"
+    for part in ("requests", "limits"):
+        del other["resources"][part]["nvidia.com/gpu"]
+        other["resources"][part]["nvidia.com/mig-1g.10gb"] = "1"
+    spec["containers"].append(other)
+    assert _denial(body) == (
+        "Apportion: the pod requests several kinds of GPU device (nvidia.com/gpu: 1 by "
+        "container main; nvidia.com/mig-1g.10gb: 1 by container infer); a pod gets whole "
+        "GPUs or one MIG instance"
+    )
 
 
 # -- waiting --------------------------------------------------------------------------------
@@ -656,6 +733,59 @@ def test_the_queue_label_of_a_pod_apportion_does_not_manage_is_the_users() -> No
     assert answer(admission().validate, body)["allowed"] is True
 
 
+def _ungating(
+    namespace: str = "gpu-team-a", *, gpus: bool = True, owner: str | None = None
+) -> dict[str, Any]:
+    """The captured UPDATE of gated-gpu-2 by its user (gate removed, nodeSelector added),
+    its pod in ``namespace``, without its GPU, or owned by a ``owner`` kind."""
+    body = review("update-pod-ungate-add-nodeselector.validate-update")
+    body["request"]["namespace"] = namespace
+    for pod in (body["request"]["object"], body["request"]["oldObject"]):
+        pod["metadata"]["namespace"] = namespace
+        if not gpus:
+            for part in pod["spec"]["containers"][0]["resources"].values():
+                part.pop("nvidia.com/gpu")
+        if owner is not None:
+            reference = {"apiVersion": "apps/v1", "kind": owner, "name": "o", "uid": "u"}
+            pod["metadata"]["ownerReferences"] = [{**reference, "controller": True}]
+    return body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _ungating("not-opted-in"),
+        _ungating(gpus=False),
+        _ungating(owner="DaemonSet"),
+    ],
+    ids=["namespace-not-opted-in", "no-gpu", "daemonset"],
+)
+def test_the_gate_on_a_pod_apportion_does_not_manage_is_its_users(body: dict[str, Any]) -> None:
+    """The validating webhook judges by itself whether Apportion manages a pod, as at
+    creation, not by its configuration's selectors: with a wider namespaceSelector, or an
+    UPDATE reaching it for another reason, a user removing Apportion's gate (or changing
+    its keys) on a pod Apportion does not manage is not refused."""
+    assert answer(admission().validate, body) == {"uid": body["request"]["uid"], "allowed": True}
+    new = body["request"]["object"]
+    new["spec"]["schedulingGates"] = body["request"]["oldObject"]["spec"]["schedulingGates"]
+    new["metadata"]["annotations"] = {keys.ANNOTATION_DECISION: "admitted"}
+    new["metadata"]["labels"][keys.LABEL_QUEUE] = "team-b"
+    assert answer(admission().validate, body)["allowed"] is True
+
+
+def test_a_pod_apportion_decided_stays_guarded_once_its_namespace_opts_out() -> None:
+    """Decided and waiting in its queue, the pod is still Apportion's (the controller
+    releases it in fair-share order): the label gone from its namespace, an UPDATE that
+    reaches the webhook still may not remove the gate."""
+    body = _ungating("not-opted-in")
+    for pod in (body["request"]["object"], body["request"]["oldObject"]):
+        pod["metadata"]["annotations"] = {keys.ANNOTATION_WORKLOAD: "not-opted-in/gated-gpu-2"}
+    assert _denial(body) == (
+        "Apportion: only Apportion may change the scheduling gate apportion.io/admission "
+        "(user kubernetes-admin)"
+    )
+
+
 # -- standalone bookkeeping -----------------------------------------------------------------
 
 
@@ -673,6 +803,136 @@ def test_standalone_mode_tracks_pods_from_validate_and_delete() -> None:
     delete["request"]["oldObject"] = _pod_after(body, response)
     assert answer(webhook.validate, delete)["allowed"] is True
     assert cluster.snapshot().workloads == ()
+
+
+class _Clock:
+    """The cluster's clock, moved by the test."""
+
+    def __init__(self, now: float = 1_764_091_500.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _admitted_mig(webhook: Any, name: str) -> dict[str, Any]:
+    """The captured MIG pod created under ``name``: mutated, then validated as the API
+    server stores it (a uid of its own); the pod as validated."""
+    body = vary(review(MIG_1G), name=name)
+    response = answer(webhook.mutate, body)
+    validate = mutated(body, response)
+    validate["request"]["object"]["metadata"]["uid"] = str(uuid.uuid4())
+    assert answer(webhook.validate, validate)["allowed"] is True
+    pod: dict[str, Any] = validate["request"]["object"]
+    return pod
+
+
+def _deleted(name: str, pod: dict[str, Any]) -> dict[str, Any]:
+    """A captured DELETE review of infer-mig-1g (bound to mig-node-c) made of ``pod``:
+    what the capture's pod carried then (node, status, a deletion under way and its
+    grace) on the pod Apportion admitted."""
+    body = review(name)
+    captured = body["request"]["oldObject"]
+    old = copy.deepcopy(pod)
+    old["spec"]["nodeName"] = captured["spec"]["nodeName"]
+    for key in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+        if key in captured["metadata"]:
+            old["metadata"][key] = captured["metadata"][key]
+    old["status"] = captured["status"]
+    body["request"]["name"] = old["metadata"]["name"]
+    body["request"]["oldObject"] = old
+    return body
+
+
+def _placement(pod: dict[str, Any]) -> str:
+    text: str = pod["metadata"]["annotations"][ANNOTATION_PLACEMENT]
+    return text
+
+
+def test_standalone_a_deleted_pod_holds_its_gpus_for_its_grace_period() -> None:
+    """Without a watch, a DELETE is the only word that a pod goes: a bound pod then runs
+    on for its grace period (the kubelet stops it), so its slice is not handed out again
+    until that has passed."""
+    clock = _Clock()
+    cluster = fixture_cluster(clock)
+    webhook = admission(cluster)
+    first = _admitted_mig(webhook, "infer-mig-1g")
+    delete = _deleted("delete-pod-graceful.validate-delete", first)
+    assert delete["request"]["options"]["gracePeriodSeconds"] == 30
+    assert answer(webhook.validate, delete)["allowed"] is True
+    clock.now += 29
+    second = _admitted_mig(webhook, "infer-mig-1g-b")
+    assert _placement(second) != _placement(first)
+    assert {w.name for w in cluster.snapshot().workloads} == {
+        "gpu-team-a/infer-mig-1g",
+        "gpu-team-a/infer-mig-1g-b",
+    }
+    clock.now += 1  # the 30 s the DELETE said
+    assert {w.name for w in cluster.snapshot().workloads} == {"gpu-team-a/infer-mig-1g-b"}
+    assert _placement(_admitted_mig(webhook, "infer-mig-1g-c")) == _placement(first)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "delete-pod-force.validate-delete",  # gracePeriodSeconds=0 of a terminating pod
+        "delete-pod-force.validate-delete-3",  # the same, after the force delete's update
+    ],
+)
+def test_standalone_a_pod_deleted_without_grace_frees_its_gpus_at_once(name: str) -> None:
+    """A DELETE with gracePeriodSeconds 0 (a force delete, or the kubelet's last one once
+    the containers stopped): the pod is gone from the API and the kube-scheduler counts
+    its devices free at once; so does Apportion."""
+    cluster = fixture_cluster(_Clock())
+    webhook = admission(cluster)
+    pod = _admitted_mig(webhook, "infer-mig-1g")
+    answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", pod))
+    assert answer(webhook.validate, _deleted(name, pod))["allowed"] is True
+    assert cluster.snapshot().workloads == ()
+
+
+def test_standalone_an_unbound_pod_deleted_frees_its_gpus_at_once() -> None:
+    """A pod never bound never ran: the API server deletes it at once (gracePeriodSeconds
+    0 in the captured DELETE of a pending pod), whatever its grace."""
+    cluster = fixture_cluster(_Clock())
+    webhook = admission(cluster)
+    pod = _admitted_mig(webhook, "infer-mig-1g")
+    delete = review("delete-pod-unscheduled.validate-delete")
+    assert delete["request"]["options"]["gracePeriodSeconds"] == 0
+    delete["request"]["options"].pop("gracePeriodSeconds")  # the pod's 30 s would not count
+    delete["request"]["oldObject"] = pod
+    assert answer(webhook.validate, delete)["allowed"] is True
+    assert cluster.snapshot().workloads == ()
+
+
+def test_standalone_a_later_delete_never_lengthens_the_hold() -> None:
+    """As on the API server, a later DELETE may shorten a pod's grace, never lengthen it."""
+    clock = _Clock()
+    cluster = fixture_cluster(clock)
+    webhook = admission(cluster)
+    pod = _admitted_mig(webhook, "infer-mig-1g")
+    answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", pod))
+    clock.now += 20
+    answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", pod))
+    clock.now += 10
+    assert cluster.snapshot().workloads == ()
+
+
+def test_standalone_the_end_of_a_grace_drops_only_the_pod_that_left() -> None:
+    """A pod created under the name of one whose last DELETE went unseen waits for its
+    grace to end; then the old one goes, and the new one stays recorded."""
+    clock = _Clock()
+    cluster = fixture_cluster(clock)
+    webhook = admission(cluster)
+    old = _admitted_mig(webhook, "infer-mig-1g")
+    answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", old))
+    clock.now += 10
+    new = _admitted_mig(webhook, "infer-mig-1g")
+    assert _gated(new)
+    clock.now += 20
+    assert [(w.workload, w.pods_present) for w in cluster.waiting()] == [
+        ("gpu-team-a/infer-mig-1g", 1)
+    ]
 
 
 def test_a_retried_create_gets_the_same_admission() -> None:

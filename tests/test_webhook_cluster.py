@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import json
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
-from webhook_support import fixture_cluster
+from webhook_support import FIXTURES, fixture_cluster
 
 from scheduler.allocator import decide
 from scheduler.model import Demand, Workload
 from scheduler.reasons import Outcome
 from webhook.cluster import LiveCluster
-from webhook.pods import ManagedPod, parse_placement
+from webhook.pods import ManagedPod, PodReader, parse_placement
 
 WAITING = ManagedPod(
     namespace="gpu-team-a", name="train-0", workload="gpu-team-a/train", queue="team-a",
@@ -163,3 +167,47 @@ def test_a_pod_without_a_creation_time_waits_for_an_unknown_time() -> None:
     (row,) = pending_view(cluster)["queues"]["team-a"]
     assert row["waiting_s"] is None
     assert "waiting unknown" in _queue_table(pending_view(cluster))
+
+
+def _bound_foreign(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """The recorded bound GPU pod (train-gpu-1, 1 GPU, Apportion never decided it) on
+    mig-node-c in a namespace not opted in, changed as Kubernetes would accept it."""
+    pod: dict[str, Any] = json.loads((FIXTURES / "objects" / "pod-bound-gpu-1.json").read_text())
+    pod["metadata"]["namespace"] = "not-opted-in"
+    pod["spec"]["nodeName"] = "mig-node-c"
+    change(pod)
+    return pod
+
+
+def _mig_init(pod: dict[str, Any]) -> None:
+    init = copy.deepcopy(pod["spec"]["containers"][0])
+    init["name"] = "prepare"
+    init["resources"] = {part: {"nvidia.com/mig-1g.10gb": "1"} for part in ("requests", "limits")}
+    pod["spec"]["initContainers"] = [init]
+
+
+def _two_slices(pod: dict[str, Any]) -> None:
+    resources = pod["spec"]["containers"][0]["resources"]
+    for part in resources.values():
+        del part["nvidia.com/gpu"]
+        part["nvidia.com/mig-1g.10gb"] = "2"
+
+
+@pytest.mark.parametrize(
+    ("change", "whole", "slices"),
+    [(_mig_init, 5, 13), (_two_slices, 6, 12)],
+    ids=["mig-slice-in-init-container", "two-mig-slices"],
+)
+def test_a_foreign_pod_takes_every_device_it_holds_out_of_capacity(
+    change: Callable[[dict[str, Any]], None], whole: int, slices: int
+) -> None:
+    """Kubernetes runs pods Apportion would refuse to decide (a MIG slice in an init
+    container beside whole GPUs, several MIG instances): where Apportion does not manage
+    them they still hold every one of those devices, none of them Apportion's to give."""
+    cluster = fixture_cluster()
+    observed = PodReader(cluster.catalog).observed(_bound_foreign(change))
+    assert observed is not None and observed.foreign
+    cluster.put_pod(observed)
+    (node,) = [n for n in cluster.snapshot().nodes if n.name == "mig-node-c"]
+    assert sum(1 for g in node.gpus if g.mig is None) == whole
+    assert sum(len(g.mig or ()) for g in node.gpus) == slices

@@ -1060,3 +1060,100 @@ def test_a_replica_whose_clock_runs_ahead_does_not_take_a_live_lease(fake: Fake)
         assert time.monotonic() < deadline
         time.sleep(0.2)
     assert not leader.try_acquire_or_renew()
+
+
+# -- Apportion's gate on pods Apportion does not manage -------------------------------------
+
+
+def _gated_copy(
+    fake: Fake, name: str, namespace: str = "gpu-team-a", gpus: bool = True
+) -> dict[str, Any]:
+    """The recorded pod that carries Apportion's gate (patched-gpu-1: queue label, no
+    recorded decision) under another name or namespace, or without its GPU."""
+    pod = copy.deepcopy(fake.get("pods", "patched-gpu-1", "gpu-team-a"))
+    metadata = pod["metadata"]
+    for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
+        metadata.pop(key, None)
+    metadata["name"], metadata["namespace"] = name, namespace
+    if not gpus:
+        for part in pod["spec"]["containers"][0]["resources"].values():
+            part.pop("nvidia.com/gpu")
+    return pod
+
+
+def _daemonset_owned(pod: dict[str, Any]) -> dict[str, Any]:
+    pod["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "gpu-burn", "uid": "d",
+         "controller": True, "blockOwnerDeletion": True}
+    ]  # fmt: skip
+    return pod
+
+
+@pytest.mark.parametrize(
+    ("shape", "why"),
+    [
+        (
+            lambda fake: _gated_copy(fake, "loader", gpus=False),
+            "it asks for no GPU",
+        ),
+        (
+            lambda fake: _gated_copy(fake, "stray", namespace="elsewhere"),
+            "its namespace elsewhere is not opted in (apportion.io/enabled=true)",
+        ),
+        (
+            lambda fake: _daemonset_owned(_gated_copy(fake, "burn-in")),
+            "a DaemonSet's pod: its DaemonSet chooses its node",
+        ),
+    ],
+    ids=["no-gpu", "namespace-not-opted-in", "daemonset"],
+)
+def test_apportions_gate_is_removed_from_a_pod_it_does_not_manage(
+    fake: Fake, shape: Callable[[Fake], dict[str, Any]], why: str
+) -> None:
+    """A pod created with Apportion's gate (a manifest copied from a waiting pod) that
+    Apportion does not manage would wait for ever: nothing else removes that gate. The
+    controller removes it, and only it: another controller's gate stays."""
+    fake.put_namespace("elsewhere")
+    pod = shape(fake)
+    name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
+    pod["spec"]["schedulingGates"] = [{"name": "example.com/hold"}, {"name": keys.GATE}]
+    fake.put_pod(pod)
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(
+            lambda: _gates(fake.get("pods", name, namespace)) == [{"name": "example.com/hold"}]
+        )
+        events = eventually(
+            lambda: [e for e in fake.events(namespace) if e["reason"] == "NotManaged"]
+        )
+        assert [(e["involvedObject"]["name"], e["message"]) for e in events] == [
+            (
+                name,
+                f"Apportion does not manage this pod ({why}); its scheduling gate "
+                f"{keys.GATE} is removed",
+            )
+        ]
+        assert (namespace, name) not in controller.cluster.pods
+
+
+def test_pods_apportion_holds_keep_its_gate(fake: Fake) -> None:
+    """Only pods Apportion does not manage lose its gate: a GPU pod it decided and holds
+    keeps it, also once its namespace opts out (it waits in its queue, not released by a
+    label change), and so does one in a namespace the controller has not seen yet."""
+    fake.put_pod(_gated_copy(fake, "unseen", namespace="gpu-team-new"))
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(lambda: not _gates(_pod(fake, "patched-gpu-1")))  # admitted by the queue
+        _waiting_pod(fake, "too-big", gpus=6)  # foreign pods leave no node 6
+
+        def reason() -> str:
+            return str(_pod(fake, "too-big")["metadata"]["annotations"].get(keys.ANNOTATION_REASON))
+
+        eventually(lambda: reason().startswith("NeverFits"))
+        fake.put_namespace("gpu-team-a")  # opted out
+        eventually(lambda: not controller.cluster.policy("gpu-team-a").enabled)
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert _gates(_pod(fake, "too-big")) == [{"name": keys.GATE}]
+        assert _gates(fake.get("pods", "unseen", "gpu-team-new")) == [{"name": keys.GATE}]
+        assert not [e for e in fake.events() if e["reason"] == "NotManaged"]

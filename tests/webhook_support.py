@@ -11,6 +11,7 @@ import copy
 import json
 import socket
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +81,12 @@ def vary(
     return body
 
 
-def fixture_cluster(clock: float = 1_764_091_500.0, **kwargs: Any) -> LiveCluster:
-    """The capture's cluster (3 H100 nodes, one with MIG) loaded from the standalone file."""
-    cluster = LiveCluster(clock=lambda: clock, **kwargs)
+def fixture_cluster(
+    clock: float | Callable[[], float] = 1_764_091_500.0, **kwargs: Any
+) -> LiveCluster:
+    """The capture's cluster (3 H100 nodes, one with MIG) loaded from the standalone file;
+    ``clock`` a time, or a callable the test moves."""
+    cluster = LiveCluster(clock=clock if callable(clock) else lambda: clock, **kwargs)
     snapshot, namespaces = load_cluster_file(CLUSTER_FILE)
     seed_cluster(cluster, snapshot, namespaces)
     return cluster

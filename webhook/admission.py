@@ -24,6 +24,7 @@ from scheduler.model import Demand, Workload, WorkloadDecision
 from scheduler.reasons import Outcome, Reason
 from webhook import keys
 from webhook.cluster import LiveCluster
+from webhook.devices import wants_gpus
 from webhook.observed import queue_refusals
 from webhook.patches import (
     Patch,
@@ -43,9 +44,10 @@ from webhook.pods import (
     core_tolerations,
     format_placement,
     gate_names,
+    grace_period_s,
     held_back,
+    not_managed,
     placed_by_others,
-    wants_gpus,
 )
 from webhook.review import AdmissionRequest, Answer, allow, deny
 from webhook.settings import AdmissionSettings
@@ -256,7 +258,7 @@ class Admission:
         if req.operation == "UPDATE":
             return self._validate_update(req)
         if req.operation == "DELETE" and self.standalone and not req.dry_run:
-            self._forget_pod(req.old_object)
+            self._forget_pod(req.old_object, req.options)
         return Verdict(allow(), "ignored")
 
     def _validate_create(self, req: AdmissionRequest) -> Verdict:
@@ -317,6 +319,10 @@ class Admission:
                 if observed is not None:
                     self.cluster.put_pod(observed)
             return Verdict(allow(), "allowed")
+        if not_managed(old, self.cluster.policy(req.namespace).enabled) is not None:
+            # Judged here as at creation, not left to the webhook configuration's
+            # selectors: a pod Apportion does not manage is its user's to change.
+            return Verdict(allow(), "ignored")
         changed = _decision_changes(old, new)
         if changed:
             return Verdict(
@@ -328,14 +334,20 @@ class Admission:
             )
         return Verdict(allow(), "ignored")
 
-    def _forget_pod(self, pod: dict[str, Any] | None) -> None:
+    def _forget_pod(self, pod: dict[str, Any] | None, options: dict[str, Any] | None) -> None:
+        """Standalone: a DELETE was accepted. The pod's GPUs stay held for its grace period
+        (the kubelet stops it meanwhile; the DELETE that ends it sooner says 0)."""
         if not pod:
             return
         metadata = pod.get("metadata") or {}
-        self.cluster.remove_pod(str(metadata.get("namespace", "")), str(metadata.get("name", "")))
         workload = (metadata.get("annotations") or {}).get(keys.ANNOTATION_WORKLOAD)
-        if isinstance(workload, str):
-            self.cluster.forget(workload)
+        self.cluster.pod_leaving(
+            str(metadata.get("namespace", "")),
+            str(metadata.get("name", "")),
+            uid=str(metadata.get("uid") or ""),
+            workload=workload if isinstance(workload, str) else None,
+            grace_s=grace_period_s(pod, options),
+        )
 
     # -- shared checks -------------------------------------------------------------------
 

@@ -95,6 +95,15 @@ class _Intent:
 
 
 @dataclass(frozen=True, slots=True)
+class _Leaving:
+    """Standalone: a pod a DELETE was accepted for, holding what it holds until ``until``."""
+
+    uid: str
+    workload: str | None
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
 class Waiting:
     """A workload with gated pods, as the queue view shows it."""
 
@@ -134,7 +143,12 @@ class LiveCluster:
         self.pods: dict[tuple[str, str], ManagedPod] = {}
         self.host_pods = HostPods()
         """Bound pods that ask no GPU: their CPU and memory are not Apportion's to give."""
+        self._strays: dict[tuple[str, str], dict[str, Any]] = {}
+        """Pods carrying Apportion's gate that it may not manage (``pods.not_managed``), as
+        the API serves them: the controller removes the gate from those it does not."""
         self._intents: dict[str, _Intent] = {}
+        self._leaving: dict[tuple[str, str], _Leaving] = {}
+        """Standalone (no watch): pods being deleted, kept until their grace period ends."""
         self.job_parallelism: dict[tuple[str, str], int] = {}
         self.job_sets: dict[tuple[str, str], str] = {}
         """(namespace, Job name) → the JobSet that owns the Job."""
@@ -318,13 +332,19 @@ class LiveCluster:
                 return None  # not every Job of the JobSet is known yet
             return sum(jobs)
 
-    def replace_pods(self, pods: Iterable[ManagedPod], host_pods: Iterable[HostPod] = ()) -> None:
+    def replace_pods(
+        self,
+        pods: Iterable[ManagedPod],
+        host_pods: Iterable[HostPod] = (),
+        strays: Iterable[dict[str, Any]] = (),
+    ) -> None:
         """A full relist: the observed pods are now exactly these (and the pods asking no
-        GPU, ``host_pods``)."""
+        GPU, ``host_pods``, and the gated ones Apportion may not manage, ``strays``)."""
         with self._lock:
             self._observing = True
             self.pods = {(p.namespace, p.name): p for p in pods}
             self.host_pods.replace(host_pods)
+            self._strays = {_key(raw): raw for raw in strays}
             self._drop_observed_intents()
             self._changed()
 
@@ -371,6 +391,53 @@ class LiveCluster:
             if self._tracked(self.host_pods.remove((namespace, name))) or pod is not None:
                 self._changed()
 
+    def pod_leaving(
+        self, namespace: str, name: str, *, uid: str, workload: str | None, grace_s: float
+    ) -> None:
+        """Standalone, where no watch says when a pod is gone: a DELETE of it was accepted.
+
+        A bound pod runs on for its grace period while the kubelet stops it, so it keeps
+        its devices (and its admission, if its pod was never recorded) ``grace_s`` more,
+        then is gone; 0 means at once. A later DELETE of the same pod may shorten that,
+        never lengthen it, as on the API server."""
+        with self._lock:
+            key = (namespace, name)
+            until = self._clock() + max(grace_s, 0.0)
+            before = self._leaving.get(key)
+            if before is not None and before.uid == uid:
+                until = min(until, before.until)
+            self._leaving[key] = _Leaving(uid, workload, until)
+            self._expire_leaving()
+
+    def _expire_leaving(self) -> None:
+        now = self._clock()
+        for key, leaving in list(self._leaving.items()):
+            if leaving.until > now:
+                continue
+            del self._leaving[key]
+            pod = self.pods.get(key)
+            if pod is not None and leaving.uid and pod.identity[2] not in ("", leaving.uid):
+                continue  # a new pod under its name, recorded since: not the one that left
+            self.remove_pod(*key)
+            if leaving.workload is not None:
+                self.forget(leaving.workload)
+
+    def put_stray(self, namespace: str, name: str, pod: dict[str, Any] | None) -> None:
+        """A pod carrying Apportion's gate that Apportion may not manage (None: no longer,
+        or gone). A new one wakes the controller."""
+        with self._lock:
+            key = (namespace, name)
+            if pod is None:
+                self._strays.pop(key, None)
+                return
+            if key not in self._strays:
+                self.generation += 1
+            self._strays[key] = pod
+
+    def strays(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._strays.values())
+
     def _tracked(self, nodes: set[str]) -> bool:
         return any(n in self.nodes for n in nodes)
 
@@ -382,6 +449,15 @@ class LiveCluster:
         if known is not None:
             return known
         return NamespacePolicy(enabled=self.all_namespaces and not _system(namespace))
+
+    def known_policy(self, namespace: str) -> NamespacePolicy | None:
+        """The namespace's policy, or None while its Namespace has not been seen (a watch
+        event may bring a pod before its new namespace)."""
+        with self._lock:
+            known = self.namespaces.get(namespace)
+        if known is None and not self.all_namespaces:
+            return None
+        return known or self.policy(namespace)
 
     def queue_for(self, ask: PodAsk) -> str | None:
         return ask.queue or self.policy(ask.namespace).default_queue
@@ -593,6 +669,7 @@ class LiveCluster:
         return self._allocator
 
     def _expire_intents(self) -> None:
+        self._expire_leaving()
         if not self._observing:
             return
         now = self._clock()
@@ -678,8 +755,13 @@ def _system(namespace: str) -> bool:
     )
 
 
+def _key(pod: dict[str, Any]) -> tuple[str, str]:
+    metadata = pod.get("metadata") or {}
+    return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+
+
 def _capacity_view(pod: ManagedPod) -> tuple[object, ...]:
-    return (pod.gated, pod.node, pod.placement, pod.workload, pod.demand)
+    return (pod.gated, pod.node, pod.placement, pod.workload, pod.demand, pod.extra_slices)
 
 
 def _same_place(intent: _Intent, pod: ManagedPod) -> bool:

@@ -3,7 +3,8 @@
 1. Informers list and watch Nodes, Pods, Namespaces and Jobs (list + watch from the
    listed resourceVersion; relist on 410 Gone; bounded exponential backoff on errors) and
    feed ``LiveCluster``: GPU pods as ``ManagedPod``s, bound pods asking no GPU as
-   ``HostPod``s (their CPU and memory). Readiness turns true after every informer's first list.
+   ``HostPod``s (their CPU and memory), pods carrying Apportion's gate that may not be
+   Apportion's as strays. Readiness turns true after every informer's first list.
 2. The reconcile loop runs the global decision (ILP with greedy fallback) over the waiting
    workloads after a burst of changes settles (debounce) and on a periodic tick — only
    on the replica holding the Lease, which its own thread renews; a cycle stops where it
@@ -11,6 +12,8 @@
 3. Actions: admit = one JSONPatch per pod adding node affinity and removing the gate;
    preempt = the Eviction API plus an Event naming the reason and the beneficiary.
    Everything is recorded on the pods, so a restart rebuilds the same state from a list.
+   Before each decision, Apportion's gate is removed from strays it does not manage
+   (``strays.py``), with an Event: nothing else would ever remove it.
 4. Admitted pods the kube-scheduler cannot place for ``stuck_after_s`` (``stuck.py``) are
    evicted, the whole workload at once, for their owner to recreate and the webhook to
    decide afresh; a bare pod nobody would recreate is only reported (Event, reason).
@@ -58,6 +61,7 @@ from webhook.pods import (
 )
 from webhook.replacing import StuckReplacer
 from webhook.settings import ControllerSettings
+from webhook.strays import StrayGates, may_be_stray
 from webhook.stuck import StuckWatch, StuckWorkload
 
 __all__ = ["Controller"]
@@ -130,6 +134,7 @@ class Controller:
             set_reason=self._set_reason,
             event=self._event,
         )
+        self.strays = StrayGates(cluster, patch=self._patch_pod, event=self._event)
         self._released: set[tuple[str, str, str]] = set()
         """Pods whose gate this controller removed, until the watch shows it gone."""
         self._untold: set[tuple[str, str, str]] = set()
@@ -191,7 +196,7 @@ class Controller:
                 pods.append(pod)
             elif (host := host_pod_of(obj)) is not None:
                 host_pods.append(host)
-        self.cluster.replace_pods(pods, host_pods)
+        self.cluster.replace_pods(pods, host_pods, [o for o in items if may_be_stray(o)])
 
     def _pod_event(self, kind: str, obj: Raw) -> None:
         metadata = obj.get("metadata") or {}
@@ -204,6 +209,8 @@ class Controller:
             self.cluster.put_host_pod(host)
         else:
             self.cluster.remove_pod(namespace, name)
+        stray = kind != "DELETED" and may_be_stray(obj)
+        self.cluster.put_stray(namespace, name, obj if stray else None)
 
     def _replace_namespaces(self, items: list[Raw]) -> None:
         self.cluster.replace_namespaces(
@@ -288,6 +295,7 @@ class Controller:
                 self._stop.wait(self.settings.debounce_s)
                 seen = self.cluster.generation
                 last_run = time.monotonic()
+                self._step(self.strays.release, "removing the gate of pods not Apportion's")
                 self._step(self.reconcile_once, "reconcile")
                 self._step(self.replace_stuck, "replacing stuck pods")
             self._stop.wait(min(0.2, self.settings.debounce_s))
@@ -478,14 +486,17 @@ class Controller:
 
     def _patch(self, pod: ManagedPod, patch: list[Raw], doing: str) -> bool:
         """Apply ``patch`` to ``pod``; False (logged) if the API refused or failed."""
+        return self._patch_pod(pod.namespace, pod.name, patch, doing)
+
+    def _patch_pod(self, namespace: str, name: str, patch: list[Raw], doing: str) -> bool:
         self._before_acting()
         try:
-            self.api.patch_pod(pod.namespace, pod.name, patch)
+            self.api.patch_pod(namespace, name, patch)
         except (ApiException, *UNANSWERED) as error:
             # A stale view (the watch will bring the new one), a rejected change, or no
             # answer: the next cycle reads from the watch whether it was made.
             self.metrics.api_failed("patch", error)
-            log.warning("%s %s/%s failed: %s", doing, pod.namespace, pod.name, failure(error))
+            log.warning("%s %s/%s failed: %s", doing, namespace, name, failure(error))
             return False
         return True
 

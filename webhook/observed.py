@@ -122,6 +122,8 @@ def nodes_less_foreign(nodes: dict[str, Node], pods: Iterable[ManagedPod]) -> di
             ledger.take_slice(pod.demand.mig_profile)
         else:
             ledger.take_whole(min(pod.demand.gpus or 0, len(ledger.free_whole)))
+        for profile in pod.extra_slices:
+            ledger.take_slice(profile)
         cpu, memory = host.get(pod.node, (0, 0))
         host[pod.node] = (cpu + pod.cpu_milli, memory + pod.memory_mib)
     result = dict(nodes)

@@ -4,8 +4,7 @@ The webhook sees pods exactly as kube-apiserver serialises them (see
 tests/fixtures/admission): requests already defaulted from limits for extended
 resources, ``spec.priority`` resolved from the priority class, no ``metadata.name`` for
 pods created from ``generateName``. This module turns that into a ``PodAsk`` — the GPU
-demand, queue, gang and priority — or into problems a user can act on. It is the first
-thing every request touches, so the "not a GPU pod" answer must be cheap.
+demand (``devices``), queue, gang and priority — or into problems a user can act on.
 """
 
 from __future__ import annotations
@@ -20,11 +19,11 @@ from scheduler.catalog import Catalog, mig_resource_name
 from scheduler.fieldpaths import join
 from scheduler.model import Demand, NodeSelectorTerm, PodPlacement, Toleration
 from webhook import keys
-from webhook.quantities import QuantityError, parse_bytes_mib, parse_count, pod_requests
+from webhook.devices import GpuAsk, gpu_ask_of, held_devices, wants_gpus
+from webhook.quantities import pod_requests
 
 __all__ = [
     "ANNOTATION_PLACEMENT",
-    "GpuAsk",
     "ManagedPod",
     "PodAsk",
     "PodReader",
@@ -34,34 +33,15 @@ __all__ = [
     "epoch_seconds",
     "format_placement",
     "gate_names",
-    "gpu_ask_of",
+    "grace_period_s",
     "held_back",
+    "not_managed",
     "other_gates",
     "parse_placement",
     "placed_by_others",
     "required_affinity",
     "rfc3339",
-    "wants_gpus",
 ]
-
-
-def _count(text: object, where: str) -> int:
-    """An extended-resource count: Kubernetes only allows whole numbers there."""
-    try:
-        return parse_count(str(text))
-    except QuantityError as error:
-        raise QuantityError(f"{where}: {error}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class GpuAsk:
-    """The GPU part of a pod: exactly one of whole GPUs, one MIG instance, or a memory need."""
-
-    gpus: int = 0
-    mig_profile: str | None = None
-    memory_mib: int | None = None
-    container: int = 0
-    """Index of the container that gets the device when Apportion rewrites the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,26 +88,6 @@ class PodAsk:
         return None
 
 
-def _resources(container: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    resources = container.get("resources") if isinstance(container, dict) else None
-    if not isinstance(resources, dict):
-        return {}, {}
-    requests = resources.get("requests")
-    limits = resources.get("limits")
-    return (
-        requests if isinstance(requests, dict) else {},
-        limits if isinstance(limits, dict) else {},
-    )
-
-
-def _is_gpu_resource(name: str) -> bool:
-    """Whole GPUs or a MIG instance; not time-sliced replicas (``keys.SHARED_SUFFIX``),
-    which Apportion neither counts on nodes nor manages on pods."""
-    return name == keys.GPU_RESOURCE or (
-        name.startswith(keys.MIG_RESOURCE_PREFIX) and not name.endswith(keys.SHARED_SUFFIX)
-    )
-
-
 def gate_names(spec: Mapping[str, Any]) -> tuple[str, ...]:
     """Names of the pod's scheduling gates, Apportion's (``keys.GATE``) among them."""
     gates = spec.get("schedulingGates")
@@ -149,53 +109,15 @@ def held_back(gates: Iterable[str]) -> str:
     )
 
 
-def wants_gpus(pod: Any) -> bool:
-    """Cheap test: does this pod ask for GPUs at all (resources or the memory annotation)?
-
-    A GPU resource of ``0`` (charts template it for CPU-only runs) asks for nothing, in
-    any form (``0``, the API server's, or ``0.0``): as ``gpu_ask_of`` reads it, so that a
-    pod said to want GPUs always has a demand or a problem."""
-    if not isinstance(pod, dict):
-        return False
-    metadata = pod.get("metadata")
-    if isinstance(metadata, dict):
-        annotations = metadata.get("annotations")
-        if isinstance(annotations, dict) and keys.ANNOTATION_GPU_MEMORY in annotations:
-            return True
-    spec = pod.get("spec")
-    if not isinstance(spec, dict):
-        return False
-    for group in ("containers", "initContainers"):
-        containers = spec.get(group)
-        if not isinstance(containers, list):
-            continue
-        for container in containers:
-            requests, limits = _resources(container)
-            for quantities in (requests, limits):
-                for name, value in quantities.items():
-                    if _is_gpu_resource(name) and _nonzero(value):
-                        return True
-    return False
-
-
-def _nonzero(value: object) -> bool:
-    """A GPU quantity that asks for something (or is unreadable: a problem to report)."""
-    text = str(value).strip()
-    if text == "0":
-        return False  # the API server's zero, without parsing
-    try:
-        return parse_count(text) != 0
-    except QuantityError:
-        return True
-
-
-def placed_by_others(pod: dict[str, Any]) -> bool:
+def placed_by_others(pod: Mapping[str, Any]) -> bool:
     """Whether the pod's node was chosen before Apportion could choose it: created with
     ``spec.nodeName`` (a static pod's mirror, a pod that bypasses the scheduler: the API
     server refuses a gate on it) or a DaemonSet's (pinned to its node by affinity)."""
     spec = pod.get("spec")
-    if isinstance(spec, dict) and spec.get("nodeName"):
-        return True
+    return bool(isinstance(spec, dict) and spec.get("nodeName")) or _daemonset_pod(pod)
+
+
+def _daemonset_pod(pod: Mapping[str, Any]) -> bool:
     metadata = pod.get("metadata")
     owner = (
         controller_owner(metadata.get("ownerReferences")) if isinstance(metadata, dict) else None
@@ -203,111 +125,30 @@ def placed_by_others(pod: dict[str, Any]) -> bool:
     return owner is not None and owner[0] == "DaemonSet"
 
 
-def gpu_ask_of(
-    spec: dict[str, Any], annotations: dict[str, str], mig_profiles: dict[str, str]
-) -> tuple[GpuAsk, list[str]]:
-    """The pod's effective GPU demand and the problems that make it unusable.
+def not_managed(pod: Mapping[str, Any], namespace_enabled: bool | None) -> str | None:
+    """Why Apportion does not manage ``pod`` as it stands, by the rules its webhook
+    applies at creation: it asks no GPU, it is a DaemonSet's, or its namespace did not opt
+    in (``namespace_enabled``; None: not known yet, so no answer on that ground). None when
+    Apportion does manage it, or may. (A ``spec.nodeName`` is no ground here: a pod the
+    kube-scheduler bound since may be one Apportion admitted.)
 
-    Counted as kube-scheduler counts it (as ``quantities.pod_requests`` does for CPU): the
-    app containers and the sidecars (init containers with ``restartPolicy: Always``) hold
-    their devices together; each other init container runs alone beside the sidecars
-    started before it; the pod needs the larger."""
-    problems: list[str] = []
-    totals: dict[str, int] = {}
-    first_gpu_container: int | None = None
-    sidecars: dict[str, int] = {}
-    init_max: dict[str, int] = {}
-    for group in ("containers", "initContainers"):
-        containers = spec.get(group)
-        if not isinstance(containers, list):
-            continue
-        for index, container in enumerate(containers):
-            requests, limits = _resources(container)
-            cname = container.get("name", index) if isinstance(container, dict) else index
-            sidecar = isinstance(container, dict) and container.get("restartPolicy") == "Always"
-            for resource in sorted({*requests, *limits}):
-                if not _is_gpu_resource(resource):
-                    continue
-                where = f"spec.{group}[{cname}].resources"
-                try:
-                    limit = (
-                        _count(limits[resource], f"{where}.limits.{resource}")
-                        if (resource in limits)
-                        else None
-                    )
-                    request = (
-                        _count(requests[resource], f"{where}.requests.{resource}")
-                        if (resource in requests)
-                        else limit
-                    )
-                except QuantityError as error:
-                    problems.append(str(error))
-                    continue
-                if limit is None:
-                    problems.append(
-                        f"{where}: {resource} is requested ({request}) without a limit; GPU "
-                        "requests and limits must be equal"
-                    )
-                    continue
-                if request != limit:
-                    problems.append(
-                        f"{where}: {resource} request {request} != limit {limit}; GPU requests "
-                        "and limits must be equal"
-                    )
-                    continue
-                if group == "containers":
-                    totals[resource] = totals.get(resource, 0) + limit
-                    if first_gpu_container is None and limit > 0:
-                        first_gpu_container = index
-                elif sidecar:
-                    sidecars[resource] = sidecars.get(resource, 0) + limit
-                else:
-                    alone = sidecars.get(resource, 0) + limit
-                    init_max[resource] = max(init_max.get(resource, 0), alone)
-    for resource in sidecars.keys() | init_max.keys():
-        running = totals.get(resource, 0) + sidecars.get(resource, 0)
-        totals[resource] = max(running, init_max.get(resource, 0))
-    totals = {r: n for r, n in totals.items() if n > 0}
-    memory_text = annotations.get(keys.ANNOTATION_GPU_MEMORY)
-    memory_mib: int | None = None
-    if memory_text is not None:
-        try:
-            memory_mib = parse_bytes_mib(memory_text)
-        except QuantityError as error:
-            problems.append(f"metadata.annotations[{keys.ANNOTATION_GPU_MEMORY}]: {error}")
-    if memory_mib is not None and totals:
-        problems.append(
-            f"metadata.annotations[{keys.ANNOTATION_GPU_MEMORY}] asks Apportion to choose the "
-            f"device, but the pod also requests {', '.join(sorted(totals))}; use one or the other"
+    A pod Apportion decided (``keys.ANNOTATION_WORKLOAD``) stays Apportion's when its
+    namespace opts out later: it waits in its queue and is released in fair-share order,
+    not all at once by a label change."""
+    if not wants_gpus(pod):
+        return "it asks for no GPU"
+    if _daemonset_pod(pod):
+        return "a DaemonSet's pod: its DaemonSet chooses its node"
+    metadata = pod.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    annotations = metadata.get("annotations")
+    decided = isinstance(annotations, Mapping) and keys.ANNOTATION_WORKLOAD in annotations
+    if namespace_enabled is False and not decided:
+        return (
+            f"its namespace {metadata.get('namespace')} is not opted in "
+            f"({keys.NAMESPACE_ENABLED}=true)"
         )
-    if len(totals) > 1:
-        problems.append(
-            "the pod requests several kinds of GPU device "
-            f"({', '.join(f'{r}: {n}' for r, n in sorted(totals.items()))}); "
-            "a pod gets whole GPUs or one MIG instance"
-        )
-    if problems:
-        return GpuAsk(), problems
-    container = first_gpu_container or 0
-    if memory_mib is not None:
-        return GpuAsk(memory_mib=memory_mib, container=container), []
-    if not totals:
-        return GpuAsk(), []
-    ((resource, amount),) = totals.items()
-    if resource == keys.GPU_RESOURCE:
-        return GpuAsk(gpus=amount, container=container), []
-    profile = mig_profiles.get(resource)
-    if profile is None:
-        known = ", ".join(sorted(mig_profiles))
-        return GpuAsk(), [
-            f"{resource} is not a MIG profile of any GPU model Apportion knows (known: {known})"
-        ]
-    if amount != 1:
-        return GpuAsk(), [
-            f"the pod requests {amount} × {resource}; Apportion admits one MIG instance per "
-            "pod (use several pods, or whole GPUs)"
-        ]
-    return GpuAsk(mig_profile=profile, container=container), []
+    return None
 
 
 def _str_map(value: object) -> dict[str, str]:
@@ -441,6 +282,9 @@ class ManagedPod:
     foreign: bool = False
     """A bound GPU pod Apportion did not decide (created before it was installed, or in a
     namespace that did not opt in): its devices are simply not capacity."""
+    extra_slices: tuple[str, ...] = ()
+    """A foreign pod's MIG instances (profiles) beside its ``demand``: it may hold several
+    kinds of device, or several instances (``held_devices``)."""
     cpu_milli: int = 0
     memory_mib: int = 0
     """Its CPU and memory requests (``quantities.pod_requests``)."""
@@ -487,6 +331,35 @@ def rfc3339(seconds: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+DEFAULT_GRACE_S = 30
+"""Kubernetes' default ``terminationGracePeriodSeconds``."""
+
+
+def grace_period_s(pod: Mapping[str, Any], options: Mapping[str, Any] | None) -> int:
+    """How long a pod a DELETE was accepted for may still run (seconds), as that DELETE's
+    review says it: 0 for a pod that never ran (not bound) or has ended (Succeeded,
+    Failed); else the DeleteOptions' ``gracePeriodSeconds``, which the API server settles
+    before it calls the webhook (the pod's own grace, 0 for a force delete and for the
+    kubelet's last delete once the containers stopped); else the grace of a deletion under
+    way; else the pod's ``terminationGracePeriodSeconds``; else Kubernetes' 30 s."""
+    spec = pod.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    status = pod.get("status")
+    phase = status.get("phase") if isinstance(status, Mapping) else None
+    if not spec.get("nodeName") or phase in ("Succeeded", "Failed"):
+        return 0
+    metadata = pod.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    for value in (
+        (options or {}).get("gracePeriodSeconds"),
+        metadata.get("deletionGracePeriodSeconds"),
+        spec.get("terminationGracePeriodSeconds"),
+    ):
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+    return DEFAULT_GRACE_S
 
 
 def _positive(text: str | None) -> int | None:
@@ -653,23 +526,25 @@ class PodReader:
         name = str(metadata.get("name") or "")
         ask = self.ask(pod, namespace)
         demand = ask.demand
-        if demand is None or demand.gpu_memory_mib is not None:
-            return None  # Apportion turns a memory need into a device at creation
         node = spec.get("nodeName") or None
         gated = keys.GATE in gate_names(spec)
+        if gated and placed_by_others(pod):
+            return None  # a DaemonSet's: the controller removes the gate (``not_managed``)
         if workload is None and gated and ask.queue is not None:
             # Gated by Apportion without a recorded decision (e.g. by an older version):
             # still ours to release, as a one-pod workload.
             workload = f"{namespace}/{name}"
         if workload is None:
-            if node is None:
+            whole, slices = held_devices(spec, self.mig_profiles)
+            if node is None or not (whole or slices):
                 return None
             return ManagedPod(
                 namespace=namespace,
                 name=name,
                 workload=f"foreign:{namespace}/{name}",
                 queue="",
-                demand=demand,
+                demand=Demand(gpus=whole) if whole else Demand(mig_profile=slices[0]),
+                extra_slices=slices if whole else slices[1:],
                 priority=ask.priority,
                 created=0,
                 gang_size=1,
@@ -680,6 +555,8 @@ class PodReader:
                 memory_mib=ask.memory_mib,
                 raw=pod,
             )
+        if demand is None or demand.gpu_memory_mib is not None:
+            return None  # Apportion turns a memory need into a device at creation
         if ask.problems or ask.queue is None:
             return None
         placement_text = annotations.get(ANNOTATION_PLACEMENT)

@@ -50,6 +50,9 @@ class AdmissionRequest:
     dry_run: bool
     username: str
     groups: tuple[str, ...]
+    options: dict[str, Any] | None = None
+    """The operation's options: for a DELETE, the DeleteOptions as the API server settled
+    them (``gracePeriodSeconds``: 0 for a pod that never ran or a force delete)."""
 
 
 def _field(data: dict[str, Any], key: str, kind: type, path: str, required: bool = True) -> Any:
@@ -98,6 +101,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
             "request.oldObject is missing: an UPDATE review carries the object as it was"
         )
     dry_run = request.get("dryRun", False)
+    options = request.get("options")
     return AdmissionRequest(
         uid=uid,
         operation=operation,
@@ -111,6 +115,7 @@ def parse_review(body: bytes) -> AdmissionRequest:
         dry_run=dry_run is True,
         username=str(user.get("username", "")),
         groups=tuple(str(g) for g in groups),
+        options=options if isinstance(options, dict) else None,
     )
 
 
