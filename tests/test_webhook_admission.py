@@ -22,6 +22,7 @@ from webhook_support import (
 from scheduler.model import Toleration
 from webhook import keys
 from webhook.pods import ANNOTATION_PLACEMENT, core_tolerations
+from webhook.queueview import waiting_workloads
 
 GPU_1 = "create-pod-gpu-1.mutate-create"
 GPU_8 = "create-pod-gpu-8.mutate-create"
@@ -930,7 +931,7 @@ def test_standalone_the_end_of_a_grace_drops_only_the_pod_that_left() -> None:
     new = _admitted_mig(webhook, "infer-mig-1g")
     assert _gated(new)
     clock.now += 20
-    assert [(w.workload, w.pods_present) for w in cluster.waiting()] == [
+    assert [(w.workload, w.pods_present) for w in waiting_workloads(cluster)] == [
         ("gpu-team-a/infer-mig-1g", 1)
     ]
 

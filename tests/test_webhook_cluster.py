@@ -16,6 +16,7 @@ from scheduler.model import Demand, Workload
 from scheduler.reasons import Outcome
 from webhook.cluster import LiveCluster
 from webhook.pods import ManagedPod, PodReader, parse_placement
+from webhook.queueview import waiting_workloads
 
 WAITING = ManagedPod(
     namespace="gpu-team-a", name="train-0", workload="gpu-team-a/train", queue="team-a",
@@ -92,7 +93,7 @@ def test_a_running_gangs_replacements_wait_apart_and_its_members_keep_their_gpus
     gang, again = workloads["gpu-team-a/llm"], workloads["gpu-team-a/llm replacements"]
     assert gang.placement is not None and [p.gpus for p in gang.placement] == [(0,), (1,)]
     assert (again.pods, again.placement) == (1, None)
-    (waiting,) = cluster.waiting()
+    (waiting,) = waiting_workloads(cluster)
     assert (waiting.workload, waiting.reason, waiting.pods) == (again.name, "Pending", 1)
 
 
@@ -132,7 +133,7 @@ def test_a_gangs_new_generation_waits_while_the_old_one_runs() -> None:
     for name in ("llm-0b", "llm-1b", "llm-2b"):
         cluster.put_pod(_member(name, gated=True))
     assert [w.name for w in cluster.snapshot().workloads] == ["gpu-team-a/llm"]
-    (waiting,) = cluster.waiting()
+    (waiting,) = waiting_workloads(cluster)
     assert (waiting.reason, waiting.message) == (
         "GangRunning",
         "3 new pods of gang gpu-team-a/llm, which still runs with 2 of its 3: they wait for "
@@ -153,7 +154,7 @@ def test_a_gang_placed_on_record_only_in_part_is_still_waiting_whole() -> None:
     cluster.put_pod(_member("llm-2", gated=True, placement="gpu-node-a:2"))
     (gang,) = cluster.snapshot().workloads  # the record is whole: admitted, gates or not
     assert gang.placement is not None and [p.gpus for p in gang.placement] == [(0,), (1,), (2,)]
-    assert cluster.waiting() == []
+    assert waiting_workloads(cluster) == []
 
 
 def test_a_pod_without_a_creation_time_waits_for_an_unknown_time() -> None:

@@ -24,7 +24,7 @@ from webhook.kubeapi import KubeApi
 from webhook.leader import LeaderElector
 from webhook.metrics import Metrics
 from webhook.pods import ANNOTATION_PLACEMENT
-from webhook.queueview import pending_view
+from webhook.queueview import pending_view, waiting_workloads
 from webhook.settings import ControllerSettings
 
 SETTINGS = ControllerSettings(
@@ -253,7 +253,9 @@ def test_a_pod_another_controller_holds_back_is_decided_once_its_gate_is_gone(
         held = [{"name": "example.com/hold"}, {"name": keys.GATE}]
         _waiting_pod(fake, "held", spec={"schedulingGates": held})
         view = eventually(
-            lambda: {w.workload: w for w in controller.cluster.waiting()}.get("gpu-team-a/held")
+            lambda: {w.workload: w for w in waiting_workloads(controller.cluster)}.get(
+                "gpu-team-a/held"
+            )
         )
         assert view.reason == "OtherGates"
         assert "example.com/hold" in view.message
@@ -273,7 +275,7 @@ def test_a_gang_is_admitted_all_together_once_complete(fake: Fake) -> None:
         _waiting_pod(fake, "llm-0", gpus=2, workload="gpu-team-a/llm", gang=2)
         time.sleep(1.0)  # several cycles: an incomplete gang is never admitted
         assert _gates(_pod(fake, "llm-0"))
-        view = {w.workload: w for w in controller.cluster.waiting()}
+        view = {w.workload: w for w in waiting_workloads(controller.cluster)}
         assert view["gpu-team-a/llm"].reason == "GangIncomplete"
         _waiting_pod(fake, "llm-1", gpus=2, workload="gpu-team-a/llm", gang=2)
         eventually(lambda: _released(fake, "llm-0", "llm-1"))
@@ -585,7 +587,7 @@ def test_queues_come_from_queue_objects_and_report_status(fake: Fake) -> None:
         eventually(lambda: status().get("usage"))
         # via-crd's 2 GPUs; patched-gpu-1 names queue team-a, which does not exist here.
         assert status()["usage"] == {"H100-80GB": 2}
-        view = {w.workload: w for w in cluster.waiting()}
+        view = {w.workload: w for w in waiting_workloads(cluster)}
         assert view["gpu-team-a/patched-gpu-1"].reason == "QueueUnknown"
         assert status()["admitted_workloads"] == 1
         assert api_failures(controller) == {("status", "500"): 1}
@@ -722,7 +724,7 @@ def test_a_queue_closed_to_a_namespace_while_its_pods_wait_releases_none_of_them
         reviews = controller.stuck_reviews  # one per decision cycle
         eventually(lambda: controller.stuck_reviews >= reviews + 3)
         assert _gates(_pod(fake, "shut-out"))
-        view = {w.workload: w for w in cluster.waiting()}["gpu-team-a/shut-out"]
+        view = {w.workload: w for w in waiting_workloads(cluster)}["gpu-team-a/shut-out"]
         assert (view.reason, view.message) == (
             "QueueClosed",
             "queue 'crd-team' is not open to namespace 'gpu-team-a' (open to: gpu-team-b)",

@@ -49,21 +49,19 @@ from webhook.kubeobjects import NodeLedger
 from webhook.observed import (
     PodGroup,
     nodes_less_foreign,
-    queue_refusals,
     replaced_gang,
     replacements_of,
     without_closed_queues,
     workload_groups,
     workload_of,
 )
-from webhook.pods import ManagedPod, PodAsk, held_back
+from webhook.pods import ManagedPod, PodAsk
 
 log = logging.getLogger("apportion.cluster")
 
 __all__ = [
     "LiveCluster",
     "NamespacePolicy",
-    "Waiting",
 ]
 
 
@@ -101,21 +99,6 @@ class _Leaving:
     uid: str
     workload: str | None
     until: float
-
-
-@dataclass(frozen=True, slots=True)
-class Waiting:
-    """A workload with gated pods, as the queue view shows it."""
-
-    workload: str
-    queue: str
-    namespace: str
-    pods: int
-    pods_present: int
-    priority: int
-    created: int
-    reason: str
-    message: str
 
 
 class LiveCluster:
@@ -488,51 +471,10 @@ class LiveCluster:
             self._waiting_cache = (self.generation, highest)
         return self._waiting_cache[1]
 
-    def waiting(self) -> list[Waiting]:
-        """Workloads with pods waiting, complete gangs and incomplete ones alike."""
+    def pods_and_queues(self) -> tuple[list[ManagedPod], dict[str, Queue]]:
+        """The managed pods and the queues, as one consistent view."""
         with self._lock:
-            groups = workload_groups(self.pods.values())
-            out = []
-            for name, group in sorted(groups.items()):
-                pods = group.pods
-                if group.admitted:
-                    continue
-                first = min(pods, key=lambda p: (p.created, p.name))
-                size = max(first.gang_size, len(pods)) if group.places is None else len(pods)
-                priority = max(p.priority for p in pods)
-                queue = self.queues.get(first.queue)
-                reason, message = "Pending", "waiting for the controller's next decision"
-                if queue is None:
-                    reason = "QueueUnknown"
-                    message = f"queue {first.queue!r} does not exist; create it or relabel"
-                elif refusals := queue_refusals(queue, first.namespace, priority):
-                    reason, message = "QueueClosed", "; ".join(refusals)
-                elif len(pods) < size:
-                    reason = "GangIncomplete"
-                    message = f"{len(pods)} of {size} pods exist; the gang waits for all"
-                elif gates := sorted({g for p in pods for g in p.other_gates}):
-                    reason, message = "OtherGates", held_back(gates)
-                elif group.places is not None and len(pods) > group.places:
-                    reason = "GangRunning"
-                    message = (
-                        f"{len(pods)} new pods of gang {first.workload}, which still runs with "
-                        f"{first.gang_size - group.places} of its {first.gang_size}: they wait "
-                        "for those to end"
-                    )
-                out.append(
-                    Waiting(
-                        workload=name,
-                        queue=first.queue,
-                        namespace=first.namespace,
-                        pods=size,
-                        pods_present=len(pods),
-                        priority=priority,
-                        created=first.created,
-                        reason=reason,
-                        message=message,
-                    )
-                )
-            return out
+            return list(self.pods.values()), dict(self.queues)
 
     def set_last_decisions(
         self,

@@ -8,14 +8,80 @@ the queue admitted nothing recently.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from webhook.cluster import LiveCluster
+from webhook.observed import queue_refusals, workload_groups
+from webhook.pods import held_back
 
-__all__ = ["pending_view"]
+__all__ = ["Waiting", "pending_view", "waiting_workloads"]
 
 
 STANDALONE = "no controller runs here (standalone): a gated pod is never released"
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """A workload with gated pods, as the queue view shows it."""
+
+    workload: str
+    queue: str
+    namespace: str
+    pods: int
+    pods_present: int
+    priority: int
+    created: int
+    reason: str
+    message: str
+
+
+def waiting_workloads(cluster: LiveCluster) -> list[Waiting]:
+    """Workloads with pods waiting, complete gangs and incomplete ones alike, with the
+    reason they wait that the cluster itself shows (the controller's decision aside)."""
+    pods_now, queues = cluster.pods_and_queues()
+    groups = workload_groups(pods_now)
+    out = []
+    for name, group in sorted(groups.items()):
+        pods = group.pods
+        if group.admitted:
+            continue
+        first = min(pods, key=lambda p: (p.created, p.name))
+        size = max(first.gang_size, len(pods)) if group.places is None else len(pods)
+        priority = max(p.priority for p in pods)
+        queue = queues.get(first.queue)
+        reason, message = "Pending", "waiting for the controller's next decision"
+        if queue is None:
+            reason = "QueueUnknown"
+            message = f"queue {first.queue!r} does not exist; create it or relabel"
+        elif refusals := queue_refusals(queue, first.namespace, priority):
+            reason, message = "QueueClosed", "; ".join(refusals)
+        elif len(pods) < size:
+            reason = "GangIncomplete"
+            message = f"{len(pods)} of {size} pods exist; the gang waits for all"
+        elif gates := sorted({g for p in pods for g in p.other_gates}):
+            reason, message = "OtherGates", held_back(gates)
+        elif group.places is not None and len(pods) > group.places:
+            reason = "GangRunning"
+            message = (
+                f"{len(pods)} new pods of gang {first.workload}, which still runs with "
+                f"{first.gang_size - group.places} of its {first.gang_size}: they wait "
+                "for those to end"
+            )
+        out.append(
+            Waiting(
+                workload=name,
+                queue=first.queue,
+                namespace=first.namespace,
+                pods=size,
+                pods_present=len(pods),
+                priority=priority,
+                created=first.created,
+                reason=reason,
+                message=message,
+            )
+        )
+    return out
 
 
 def pending_view(
@@ -25,7 +91,7 @@ def pending_view(
     workloads in queue order, and the MIG repartitions that would admit some of them.
     ``controlled``: a controller releases gated pods (not standalone): else no wait is
     estimated, and a pod waiting for the controller is told none will come."""
-    waiting = cluster.waiting()
+    waiting = waiting_workloads(cluster)
     decisions = cluster.last_decisions()
     now = cluster.now()
     out: dict[str, list[dict[str, Any]]] = {}
