@@ -931,9 +931,38 @@ def test_standalone_the_end_of_a_grace_drops_only_the_pod_that_left() -> None:
     new = _admitted_mig(webhook, "infer-mig-1g")
     assert _gated(new)
     clock.now += 20
+    # The grace ends where the cluster is next read for a decision (the queue view's read
+    # alone would not end it, and would pass whatever the end of a grace dropped).
+    assert [(w.name, w.placement) for w in cluster.snapshot().workloads] == [
+        ("gpu-team-a/infer-mig-1g", None)
+    ]
     assert [(w.workload, w.pods_present) for w in waiting_workloads(cluster)] == [
         ("gpu-team-a/infer-mig-1g", 1)
     ]
+
+
+def test_standalone_a_delete_of_another_pod_under_the_name_ends_no_earlier_grace() -> None:
+    """The DELETE of a pod Apportion never recorded (it asks no GPU) under the name of one
+    still in its grace period, whose last DELETE went unseen: each pod's grace ends on its
+    own, and the GPU pod's slice is free once its own has passed."""
+    clock = _Clock()
+    cluster = fixture_cluster(clock)
+    webhook = admission(cluster)
+    old = _admitted_mig(webhook, "infer-mig-1g")
+    answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", old))
+    clock.now += 10
+    other = copy.deepcopy(old)
+    other["metadata"]["uid"] = str(uuid.uuid4())
+    for part in other["spec"]["containers"][0]["resources"].values():
+        for name in [n for n in part if n.startswith("nvidia.com/")]:
+            del part[name]
+    delete = review("delete-pod-unscheduled.validate-delete")
+    delete["request"]["oldObject"] = other
+    assert answer(webhook.validate, delete)["allowed"] is True
+    assert [w.name for w in cluster.snapshot().workloads] == ["gpu-team-a/infer-mig-1g"]
+    clock.now += 20  # the 30 s the GPU pod's DELETE said
+    assert cluster.snapshot().workloads == ()
+    assert _placement(_admitted_mig(webhook, "infer-mig-1g-b")) == _placement(old)
 
 
 def test_a_retried_create_gets_the_same_admission() -> None:

@@ -96,7 +96,6 @@ class _Intent:
 class _Leaving:
     """Standalone: a pod a DELETE was accepted for, holding what it holds until ``until``."""
 
-    uid: str
     workload: str | None
     until: float
 
@@ -130,8 +129,9 @@ class LiveCluster:
         """Pods carrying Apportion's gate that it may not manage (``pods.not_managed``), as
         the API serves them: the controller removes the gate from those it does not."""
         self._intents: dict[str, _Intent] = {}
-        self._leaving: dict[tuple[str, str], _Leaving] = {}
-        """Standalone (no watch): pods being deleted, kept until their grace period ends."""
+        self._leaving: dict[tuple[str, str, str], _Leaving] = {}
+        """Standalone (no watch): pods being deleted (namespace, name, uid), kept until their
+        grace period ends; one per uid, as two pods under one name each end on their own."""
         self.job_parallelism: dict[tuple[str, str], int] = {}
         self.job_sets: dict[tuple[str, str], str] = {}
         """(namespace, Job name) → the JobSet that owns the Job."""
@@ -384,12 +384,12 @@ class LiveCluster:
         then is gone; 0 means at once. A later DELETE of the same pod may shorten that,
         never lengthen it, as on the API server."""
         with self._lock:
-            key = (namespace, name)
+            key = (namespace, name, uid)
             until = self._clock() + max(grace_s, 0.0)
             before = self._leaving.get(key)
-            if before is not None and before.uid == uid:
+            if before is not None:
                 until = min(until, before.until)
-            self._leaving[key] = _Leaving(uid, workload, until)
+            self._leaving[key] = _Leaving(workload, until)
             self._expire_leaving()
 
     def _expire_leaving(self) -> None:
@@ -398,10 +398,11 @@ class LiveCluster:
             if leaving.until > now:
                 continue
             del self._leaving[key]
-            pod = self.pods.get(key)
-            if pod is not None and leaving.uid and pod.identity[2] not in ("", leaving.uid):
-                continue  # a new pod under its name, recorded since: not the one that left
-            self.remove_pod(*key)
+            namespace, name, uid = key
+            pod = self.pods.get((namespace, name))
+            if pod is not None and uid and pod.identity[2] not in ("", uid):
+                continue  # another pod under its name, recorded since: not the one that left
+            self.remove_pod(namespace, name)
             if leaving.workload is not None:
                 self.forget(leaving.workload)
 

@@ -166,8 +166,8 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
 
 
 def _single_writer(controller: Controller | None) -> Callable[[], bool]:
-    """Admit at creation only where admissions have one writer: standalone, webhook-only,
-    or the replica whose controller holds the Lease."""
+    """Admit at creation only where admissions have one writer: standalone, or the
+    replica whose controller holds the Lease."""
     elector = controller.elector if controller is not None else None
     if elector is None:
         return lambda: True
