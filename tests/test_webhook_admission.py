@@ -845,6 +845,17 @@ def _deleted(name: str, pod: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _gracefully_deleted_mig() -> tuple[_Clock, Any, Any, dict[str, Any]]:
+    """Standalone: the captured MIG pod admitted, then deleted with its 30 s grace (the
+    clock, the cluster, the webhook and the pod)."""
+    clock = _Clock()
+    cluster = fixture_cluster(clock)
+    webhook = admission(cluster)
+    pod = _admitted_mig(webhook, "infer-mig-1g")
+    answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", pod))
+    return clock, cluster, webhook, pod
+
+
 def _placement(pod: dict[str, Any]) -> str:
     text: str = pod["metadata"]["annotations"][ANNOTATION_PLACEMENT]
     return text
@@ -908,11 +919,7 @@ def test_standalone_an_unbound_pod_deleted_frees_its_gpus_at_once() -> None:
 
 def test_standalone_a_later_delete_never_lengthens_the_hold() -> None:
     """As on the API server, a later DELETE may shorten a pod's grace, never lengthen it."""
-    clock = _Clock()
-    cluster = fixture_cluster(clock)
-    webhook = admission(cluster)
-    pod = _admitted_mig(webhook, "infer-mig-1g")
-    answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", pod))
+    clock, cluster, webhook, pod = _gracefully_deleted_mig()
     clock.now += 20
     answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", pod))
     clock.now += 10
@@ -922,11 +929,7 @@ def test_standalone_a_later_delete_never_lengthens_the_hold() -> None:
 def test_standalone_the_end_of_a_grace_drops_only_the_pod_that_left() -> None:
     """A pod created under the name of one whose last DELETE went unseen waits for its
     grace to end; then the old one goes, and the new one stays recorded."""
-    clock = _Clock()
-    cluster = fixture_cluster(clock)
-    webhook = admission(cluster)
-    old = _admitted_mig(webhook, "infer-mig-1g")
-    answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", old))
+    clock, cluster, webhook, _ = _gracefully_deleted_mig()
     clock.now += 10
     new = _admitted_mig(webhook, "infer-mig-1g")
     assert _gated(new)
@@ -945,11 +948,7 @@ def test_standalone_a_delete_of_another_pod_under_the_name_ends_no_earlier_grace
     """The DELETE of a pod Apportion never recorded (it asks no GPU) under the name of one
     still in its grace period, whose last DELETE went unseen: each pod's grace ends on its
     own, and the GPU pod's slice is free once its own has passed."""
-    clock = _Clock()
-    cluster = fixture_cluster(clock)
-    webhook = admission(cluster)
-    old = _admitted_mig(webhook, "infer-mig-1g")
-    answer(webhook.validate, _deleted("delete-pod-graceful.validate-delete", old))
+    clock, cluster, webhook, old = _gracefully_deleted_mig()
     clock.now += 10
     other = copy.deepcopy(old)
     other["metadata"]["uid"] = str(uuid.uuid4())
