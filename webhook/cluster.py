@@ -55,7 +55,7 @@ from webhook.observed import (
     workload_groups,
     workload_of,
 )
-from webhook.pods import ManagedPod, PodAsk
+from webhook.pods import ManagedPod, PodAsk, raw_identity
 
 log = logging.getLogger("apportion.cluster")
 
@@ -327,7 +327,7 @@ class LiveCluster:
             self._observing = True
             self.pods = {(p.namespace, p.name): p for p in pods}
             self.host_pods.replace(host_pods)
-            self._strays = {_key(raw): raw for raw in strays}
+            self._strays = {raw_identity(raw)[:2]: raw for raw in strays}
             self._drop_observed_intents()
             self._changed()
 
@@ -439,9 +439,9 @@ class LiveCluster:
         event may bring a pod before its new namespace)."""
         with self._lock:
             known = self.namespaces.get(namespace)
-        if known is None and not self.all_namespaces:
-            return None
-        return known or self.policy(namespace)
+        if known is not None or not self.all_namespaces:
+            return known
+        return self.policy(namespace)
 
     def queue_for(self, ask: PodAsk) -> str | None:
         return ask.queue or self.policy(ask.namespace).default_queue
@@ -696,11 +696,6 @@ def _system(namespace: str) -> bool:
     return namespace in ("kube-system", "kube-public", "kube-node-lease") or namespace.startswith(
         "openshift"
     )
-
-
-def _key(pod: dict[str, Any]) -> tuple[str, str]:
-    metadata = pod.get("metadata") or {}
-    return str(metadata.get("namespace", "")), str(metadata.get("name", ""))
 
 
 def _capacity_view(pod: ManagedPod) -> tuple[object, ...]:

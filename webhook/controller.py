@@ -57,6 +57,7 @@ from webhook.pods import (
     ManagedPod,
     PodReader,
     format_placement,
+    raw_identity,
     rfc3339,
 )
 from webhook.replacing import StuckReplacer
@@ -199,8 +200,7 @@ class Controller:
         self.cluster.replace_pods(pods, host_pods, [o for o in items if may_be_stray(o)])
 
     def _pod_event(self, kind: str, obj: Raw) -> None:
-        metadata = obj.get("metadata") or {}
-        namespace, name = str(metadata.get("namespace", "")), str(metadata.get("name", ""))
+        namespace, name, _ = raw_identity(obj)
         pod = None if kind == "DELETED" else self.reader.observed(obj)
         host = None if kind == "DELETED" or pod is not None else host_pod_of(obj)
         if pod is not None:

@@ -39,6 +39,7 @@ __all__ = [
     "other_gates",
     "parse_placement",
     "placed_by_others",
+    "raw_identity",
     "required_affinity",
     "rfc3339",
 ]
@@ -331,6 +332,17 @@ def rfc3339(seconds: float) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def raw_identity(pod: Mapping[str, Any]) -> tuple[str, str, str]:
+    """Namespace, name and uid of a pod object as the API serves it."""
+    metadata = pod.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    return (
+        str(metadata.get("namespace", "")),
+        str(metadata.get("name", "")),
+        str(metadata.get("uid") or ""),
+    )
 
 
 DEFAULT_GRACE_S = 30

@@ -18,7 +18,7 @@ from typing import Any
 from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.patches import remove_gate
-from webhook.pods import gate_names, not_managed
+from webhook.pods import gate_names, not_managed, raw_identity
 
 __all__ = ["StrayGates", "may_be_stray"]
 
@@ -38,15 +38,6 @@ def may_be_stray(pod: Raw) -> bool:
         keys.GATE in gate_names(pod.get("spec") or {})
         and not metadata.get("deletionTimestamp")
         and not_managed(pod, False) is not None
-    )
-
-
-def _identity(pod: Raw) -> tuple[str, str, str]:
-    metadata = pod.get("metadata") or {}
-    return (
-        str(metadata.get("namespace", "")),
-        str(metadata.get("name", "")),
-        str(metadata.get("uid", "")),
     )
 
 
@@ -72,10 +63,10 @@ class StrayGates:
         (namespace, name) of those released now. A GPU pod of an opted-in namespace, or
         of one not seen yet, is never released here."""
         strays = self.cluster.strays()
-        self._ungated &= {_identity(raw) for raw in strays}
+        self._ungated &= {raw_identity(raw) for raw in strays}
         released: list[tuple[str, str]] = []
         for raw in strays:
-            namespace, name, _ = identity = _identity(raw)
+            namespace, name, _ = identity = raw_identity(raw)
             policy = self.cluster.known_policy(namespace)
             why = not_managed(raw, None if policy is None else policy.enabled)
             if why is None or identity in self._ungated:
