@@ -1096,3 +1096,63 @@ def test_an_arrival_does_not_pass_higher_priority_work_of_its_queue() -> None:
     body["request"]["object"]["spec"]["priority"] = 900
     urgent = _pod_after(body, answer(admission(cluster).mutate, body))
     assert urgent["metadata"]["annotations"][keys.ANNOTATION_DECISION] == "admitted"
+
+
+# -- gated pods the webhook never saw (adopted by the controller) ----------------------------
+
+
+def _never_seen(**changes: Any) -> dict[str, Any]:
+    """The captured one-GPU pod as the controller's watch serves one created past the
+    webhook with Apportion's gate (a manifest copied from a waiting pod)."""
+    pod: dict[str, Any] = vary(review(GPU_1), namespace="gpu-team-a", name="copied", **changes)[
+        "request"
+    ]["object"]
+    pod["spec"]["schedulingGates"] = [{"name": keys.GATE}]
+    return pod
+
+
+def test_a_gated_pod_the_webhook_never_saw_is_adopted_as_one_that_must_wait() -> None:
+    """What the mutating webhook records on a pod that must wait, nothing admitted yet: the
+    controller's next cycle decides it."""
+    pod = _never_seen()
+    verdict = admission().adopt(pod)
+    assert (verdict.outcome, verdict.workload) == ("gated", "gpu-team-a/copied")
+    adopted = jsonpatch.apply_patch(pod, list(verdict.answer.patch))
+    metadata = adopted["metadata"]
+    assert metadata["labels"][keys.LABEL_MANAGED] == "true"
+    assert metadata["labels"][keys.LABEL_QUEUE] == "team-a"
+    assert {k: v for k, v in metadata["annotations"].items() if k.startswith(keys.PREFIX)} == {
+        keys.ANNOTATION_WORKLOAD: "gpu-team-a/copied",
+        keys.ANNOTATION_DECISION: "pending",
+        keys.ANNOTATION_REASON: "NotSelectedByOptimizer: adopted; the controller decides it",
+    }
+    assert _gated(adopted) and "affinity" not in adopted["spec"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in adopted[
+        "spec"
+    ]["tolerations"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        (
+            {"labels": {keys.LABEL_QUEUE: "nope"}},
+            "queue 'nope' does not exist (queues: team-a, team-b)",
+        ),
+        (
+            {"resources": {"nvidia.com/gpu": "16"}},
+            "16 GPUs in one pod: the largest node in this cluster has 8 whole GPUs",
+        ),
+        (
+            {"resources": {}, "annotations": {keys.ANNOTATION_GPU_MEMORY: "9Gi"}},
+            f"a GPU-memory need ({keys.ANNOTATION_GPU_MEMORY}) becomes a device only when the "
+            "pod is created",
+        ),
+    ],
+    ids=["unknown-queue", "never-fits", "memory-need"],
+)
+def test_a_gated_pod_the_webhook_never_saw_is_refused_as_the_webhook_would(
+    changes: dict[str, Any], why: str
+) -> None:
+    verdict = admission().adopt(_never_seen(**changes))
+    assert (verdict.answer.allowed, verdict.answer.message) == (False, why)

@@ -36,6 +36,8 @@ SETTINGS = ControllerSettings(
     backoff_max_s=0.5,
     lease_namespace="apportion-system",
 )
+PATCHED = ("gpu-team-a", "patched-gpu-1")
+"""The recorded pod carrying Apportion's gate that its webhook never decided."""
 TEAM_A = Queue(
     name="team-a",
     namespaces=("gpu-team-a",),
@@ -359,7 +361,8 @@ def _free_gpus(fake: Fake, node: str) -> list[int]:
     gated pod (patched-gpu-1)."""
     controller = _controller(fake)
     with synced(controller):
-        eventually(lambda: controller.cluster.pods[("gpu-team-a", "patched-gpu-1")].placement)
+        # Adopted first (never decided by the webhook), then admitted.
+        eventually(lambda: getattr(controller.cluster.pods.get(PATCHED), "placement", None))
         snapshot = controller.cluster.snapshot()
     held = {
         g for w in snapshot.workloads for p in w.placement or () if p.node == node for g in p.gpus
@@ -585,10 +588,13 @@ def test_queues_come_from_queue_objects_and_report_status(fake: Fake) -> None:
             return got
 
         eventually(lambda: status().get("usage"))
-        # via-crd's 2 GPUs; patched-gpu-1 names queue team-a, which does not exist here.
+        # via-crd's 2 GPUs; patched-gpu-1 names queue team-a, which does not exist here:
+        # never decided by the webhook, it is not taken into it, and is told so.
         assert status()["usage"] == {"H100-80GB": 2}
-        view = {w.workload: w for w in waiting_workloads(cluster)}
-        assert view["gpu-team-a/patched-gpu-1"].reason == "QueueUnknown"
+        assert PATCHED not in cluster.pods
+        refused = eventually(lambda: _events_of(fake, "patched-gpu-1"))
+        assert [(kind, reason) for kind, reason, _ in refused] == [("Warning", "Refused")]
+        assert "queue 'team-a' does not exist (queues: crd-team)" in refused[0][2]
         assert status()["admitted_workloads"] == 1
         assert api_failures(controller) == {("status", "500"): 1}
 
@@ -1159,3 +1165,101 @@ def test_pods_apportion_holds_keep_its_gate(fake: Fake) -> None:
         assert _gates(_pod(fake, "too-big")) == [{"name": keys.GATE}]
         assert _gates(fake.get("pods", "unseen", "gpu-team-new")) == [{"name": keys.GATE}]
         assert not [e for e in fake.events() if e["reason"] == "NotManaged"]
+
+
+# -- gated pods of opted-in namespaces Apportion never decided --------------------------------
+
+
+def _events_of(fake: Fake, name: str) -> list[tuple[str, str, str]]:
+    """(type, reason, message) of the Events on pod ``name`` of gpu-team-a."""
+    return [
+        (e["type"], e["reason"], e["message"])
+        for e in fake.events("gpu-team-a")
+        if e["involvedObject"]["name"] == name
+    ]
+
+
+def _undecided(fake: Fake, name: str, queue: str | None = None) -> dict[str, Any]:
+    """The recorded gated pod under ``name`` as a manifest copied from it, created past the
+    webhook: Apportion's gate, no recorded decision, the queue label ``queue`` or none."""
+    pod = _gated_copy(fake, name)
+    labels = pod["metadata"]["labels"]
+    labels.pop(keys.LABEL_QUEUE)
+    if queue is not None:
+        labels[keys.LABEL_QUEUE] = queue
+    return pod
+
+
+def test_a_gated_pod_its_webhook_never_decided_joins_its_queue(fake: Fake) -> None:
+    """Was: a GPU pod of an opted-in namespace carrying Apportion's gate that its webhook
+    never decided (created before the namespace opted in, or past the webhook) was
+    Apportion's to decide, yet the controller took only those with a queue label, each
+    alone: one relying on its namespace's default queue, or a gang's member, waited for
+    ever with no Event. The controller records on it what the webhook would have, then
+    decides it in fair-share order like any waiting pod."""
+    fake.put_namespace(
+        "gpu-team-a", {keys.NAMESPACE_ENABLED: "true", keys.NAMESPACE_DEFAULT_QUEUE: "team-a"}
+    )
+    fake.put_pod(_undecided(fake, "copied"))
+    for member in ("pair-0", "pair-1"):
+        pod = _undecided(fake, member, queue="team-a")
+        pod["metadata"]["labels"][keys.LABEL_GANG] = "pair"
+        pod["metadata"]["annotations"][keys.ANNOTATION_GANG_SIZE] = "2"
+        fake.put_pod(pod)
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(lambda: _released(fake, "copied", "pair-0", "pair-1"))
+        copied = _pod(fake, "copied")["metadata"]
+        assert copied["labels"][keys.LABEL_QUEUE] == "team-a"
+        assert copied["annotations"][keys.ANNOTATION_WORKLOAD] == "gpu-team-a/copied"
+        assert {
+            _pod(fake, m)["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD]
+            for m in ("pair-0", "pair-1")
+        } == {"gpu-team-a/pair"}
+        events = eventually(
+            lambda: len(_events_of(fake, "copied")) == 2 and _events_of(fake, "copied")
+        )
+        assert events[0] == (
+            "Normal",
+            "Adopted",
+            f"Apportion's webhook never decided this pod, created with its scheduling gate "
+            f"{keys.GATE}: it waits in its queue as workload gpu-team-a/copied, decided in "
+            "fair-share order",
+        )
+        assert events[1][1] == "Admitted"
+
+
+def test_a_gated_pod_its_webhook_would_refuse_keeps_the_gate_and_is_told_why_once(
+    fake: Fake,
+) -> None:
+    """A pod the validating webhook would refuse (here: its queue does not exist) is not
+    released: it would run outside every quota. It keeps the gate, and one Warning Event
+    says why and what to do; once the reason is gone (the queue created) it is adopted."""
+    from scheduler.crds import queue_object
+
+    fake.register_custom("apportion.io", "v1alpha1", "queues", "Queue")
+    fake.put_pod(_undecided(fake, "orphan", queue="crd-team"))
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+    with synced(controller):
+        eventually(lambda: _events_of(fake, "orphan"))
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert _events_of(fake, "orphan") == [
+            (
+                "Warning",
+                "Refused",
+                "Apportion's webhook never decided this pod, created with its scheduling gate "
+                f"{keys.GATE}, and would refuse it: queue 'crd-team' does not exist (queues: "
+                "none). It keeps that gate, so that it never runs outside Apportion's quotas: "
+                "it joins its queue once that is fixed, or delete it and create it again",
+            )
+        ]
+        assert _gates(_pod(fake, "orphan")) == [{"name": keys.GATE}]
+        fake.put(queue_object(TEAM_A.model_copy(update={"name": "crd-team"})))
+        eventually(lambda: _released(fake, "orphan"))
+        assert [reason for _, reason, _ in _events_of(fake, "orphan")] == [
+            "Refused",
+            "Adopted",
+            "Admitted",
+        ]

@@ -48,6 +48,7 @@ from webhook.pods import (
     held_back,
     not_managed,
     placed_by_others,
+    raw_identity,
 )
 from webhook.review import AdmissionRequest, Answer, allow, deny
 from webhook.settings import AdmissionSettings
@@ -103,7 +104,7 @@ class Admission:
             return Verdict(allow(), "ignored")
         ask = self.reader.ask(pod, req.namespace)
         queue = self.cluster.queue_for(ask)
-        if ask.problems or self._queue_problems(ask, queue) or self._never_fits(ask):
+        if self._refusals(ask, queue):
             # The validating webhook denies it with the reason; nothing to decide here.
             return Verdict(allow(), "invalid")
         assert queue is not None
@@ -136,6 +137,29 @@ class Admission:
                 workload.name,
             )
         return self._apply(pod, ask, workload, decision)
+
+    def adopt(self, pod: dict[str, Any]) -> Verdict:
+        """The mutating webhook's "wait" for a GPU pod of an opted-in namespace that carries
+        Apportion's gate but that it never decided (created before the namespace opted in,
+        or past the webhook), after the validating webhook's checks: the controller records
+        it (``strays.py``) and its next cycle decides it in fair-share order, like any
+        waiting pod. Denied with the checks' reasons otherwise; a memory need becomes a
+        device only at creation (resources are fixed then), so such a pod is denied too."""
+        namespace, _, uid = raw_identity(pod)
+        ask = self.reader.ask(pod, namespace)
+        queue = self.cluster.queue_for(ask)
+        problems = self._refusals(ask, queue)
+        if ask.gpu.memory_mib is not None:
+            problems.append(
+                f"a GPU-memory need ({keys.ANNOTATION_GPU_MEMORY}) becomes a device only when "
+                "the pod is created"
+            )
+        if problems:
+            return Verdict(deny("; ".join(problems)), "denied")
+        assert queue is not None
+        workload = self._workload(ask, queue, uid)
+        waiting = _waiting(workload, Reason.NOT_SELECTED, "adopted; the controller decides it")
+        return self._apply(pod, ask, workload, waiting)
 
     def _decide(self, workload: Workload, *, reserve: bool) -> WorkloadDecision | None:
         """The incremental allocator's answer; on failure, the configured failure mode."""
@@ -270,7 +294,7 @@ class Admission:
             return Verdict(allow(), "ignored")
         ask = self.reader.ask(pod, req.namespace)
         queue = self.cluster.queue_for(ask)
-        problems = [*ask.problems, *self._queue_problems(ask, queue), *self._never_fits(ask)]
+        problems = self._refusals(ask, queue)
         if problems:
             return Verdict(deny("Apportion: " + "; ".join(problems)), "denied")
         shadow = self.settings.mode == "shadow" or policy.shadow
@@ -350,6 +374,10 @@ class Admission:
         )
 
     # -- shared checks -------------------------------------------------------------------
+
+    def _refusals(self, ask: PodAsk, queue: str | None) -> list[str]:
+        """Why the validating webhook refuses the pod (none if it does not)."""
+        return [*ask.problems, *self._queue_problems(ask, queue), *self._never_fits(ask)]
 
     def _queue_problems(self, ask: PodAsk, queue_name: str | None) -> list[str]:
         if queue_name is None:

@@ -126,8 +126,8 @@ class LiveCluster:
         self.host_pods = HostPods()
         """Bound pods that ask no GPU: their CPU and memory are not Apportion's to give."""
         self._strays: dict[tuple[str, str], dict[str, Any]] = {}
-        """Pods carrying Apportion's gate that it may not manage (``pods.not_managed``), as
-        the API serves them: the controller removes the gate from those it does not."""
+        """Pods carrying Apportion's gate that it never decided (``strays.may_be_stray``), as
+        the API serves them: the controller releases or adopts them (``strays.py``)."""
         self._intents: dict[str, _Intent] = {}
         self._leaving: dict[tuple[str, str, str], _Leaving] = {}
         """Standalone (no watch): pods being deleted (namespace, name, uid), kept until their
@@ -322,7 +322,7 @@ class LiveCluster:
         strays: Iterable[dict[str, Any]] = (),
     ) -> None:
         """A full relist: the observed pods are now exactly these (and the pods asking no
-        GPU, ``host_pods``, and the gated ones Apportion may not manage, ``strays``)."""
+        GPU, ``host_pods``, and the gated ones Apportion never decided, ``strays``)."""
         with self._lock:
             self._observing = True
             self.pods = {(p.namespace, p.name): p for p in pods}
@@ -407,7 +407,7 @@ class LiveCluster:
                 self.forget(leaving.workload)
 
     def put_stray(self, namespace: str, name: str, pod: dict[str, Any] | None) -> None:
-        """A pod carrying Apportion's gate that Apportion may not manage (None: no longer,
+        """A pod carrying Apportion's gate that Apportion never decided (None: no longer,
         or gone). A new one wakes the controller."""
         with self._lock:
             key = (namespace, name)

@@ -3,8 +3,8 @@
 1. Informers list and watch Nodes, Pods, Namespaces and Jobs (list + watch from the
    listed resourceVersion; relist on 410 Gone; bounded exponential backoff on errors) and
    feed ``LiveCluster``: GPU pods as ``ManagedPod``s, bound pods asking no GPU as
-   ``HostPod``s (their CPU and memory), pods carrying Apportion's gate that may not be
-   Apportion's as strays. Readiness turns true after every informer's first list.
+   ``HostPod``s (their CPU and memory), pods carrying Apportion's gate that it never
+   decided as strays. Readiness turns true after every informer's first list.
 2. The reconcile loop runs the global decision (ILP with greedy fallback) over the waiting
    workloads after a burst of changes settles (debounce) and on a periodic tick — only
    on the replica holding the Lease, which its own thread renews; a cycle stops where it
@@ -12,8 +12,10 @@
 3. Actions: admit = one JSONPatch per pod adding node affinity and removing the gate;
    preempt = the Eviction API plus an Event naming the reason and the beneficiary.
    Everything is recorded on the pods, so a restart rebuilds the same state from a list.
-   Before each decision, Apportion's gate is removed from strays it does not manage
-   (``strays.py``), with an Event: nothing else would ever remove it.
+   Before each decision, the pods carrying Apportion's gate that it never decided
+   (``strays.py``) are settled, with an Event: nothing else would ever remove that gate.
+   Those it does not manage lose it; the others are adopted, recorded as the webhook
+   records a waiting pod, and decided like one (or, refused, keep the gate and are told why).
 4. Admitted pods the kube-scheduler cannot place for ``stuck_after_s`` (``stuck.py``) are
    evicted, the whole workload at once, for their owner to recreate and the webhook to
    decide afresh; a bare pod nobody would recreate is only reported (Event, reason).
@@ -43,6 +45,7 @@ from scheduler.model import (
 )
 from scheduler.reasons import Outcome
 from webhook import keys
+from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.hostpods import HostPod, host_pod_of
 from webhook.informer import Informer
@@ -61,7 +64,7 @@ from webhook.pods import (
     rfc3339,
 )
 from webhook.replacing import StuckReplacer
-from webhook.settings import ControllerSettings
+from webhook.settings import AdmissionSettings, ControllerSettings
 from webhook.strays import StrayGates, may_be_stray
 from webhook.stuck import StuckWatch, StuckWorkload
 
@@ -84,9 +87,12 @@ class Controller:
         settings: ControllerSettings,
         metrics: Metrics,
         *,
+        admission: AdmissionSettings | None = None,
         queues: Callable[[], list[Queue]] | None = None,
         elector: LeaderElector | None = None,
     ) -> None:
+        """``admission``: what the webhook records on a pod that must wait, which the
+        controller records on the gated pods it adopts (``strays.py``)."""
         self.api = api
         self.cluster = cluster
         self.settings = settings
@@ -135,7 +141,12 @@ class Controller:
             set_reason=self._set_reason,
             event=self._event,
         )
-        self.strays = StrayGates(cluster, patch=self._patch_pod, event=self._event)
+        self.strays = StrayGates(
+            cluster,
+            adopt=Admission(cluster, admission or AdmissionSettings()).adopt,
+            patch=self._patch_pod,
+            event=self._event,
+        )
         self._released: set[tuple[str, str, str]] = set()
         """Pods whose gate this controller removed, until the watch shows it gone."""
         self._untold: set[tuple[str, str, str]] = set()
@@ -295,7 +306,7 @@ class Controller:
                 self._stop.wait(self.settings.debounce_s)
                 seen = self.cluster.generation
                 last_run = time.monotonic()
-                self._step(self.strays.release, "removing the gate of pods not Apportion's")
+                self._step(self.strays.settle, "settling gated pods Apportion never decided")
                 self._step(self.reconcile_once, "reconcile")
                 self._step(self.replace_stuck, "replacing stuck pods")
             self._stop.wait(min(0.2, self.settings.debounce_s))

@@ -516,7 +516,8 @@ class PodReader:
 
     def observed(self, pod: dict[str, Any]) -> ManagedPod | None:
         """A pod holding or waiting for GPUs: one Apportion decided (it carries the workload
-        annotation), or a *foreign* bound GPU pod; None for everything else.
+        annotation), or a *foreign* bound GPU pod; None for everything else. (A pod carrying
+        Apportion's gate that it never decided is adopted first, ``strays.py``: then it is.)
 
         Terminal pods (Succeeded, Failed) hold nothing and are not returned; terminating
         bound ones still hold their devices until they are gone, terminating unbound ones
@@ -542,10 +543,6 @@ class PodReader:
         gated = keys.GATE in gate_names(spec)
         if gated and placed_by_others(pod):
             return None  # a DaemonSet's: the controller removes the gate (``not_managed``)
-        if workload is None and gated and ask.queue is not None:
-            # Gated by Apportion without a recorded decision (e.g. by an older version):
-            # still ours to release, as a one-pod workload.
-            workload = f"{namespace}/{name}"
         if workload is None:
             whole, slices = held_devices(spec, self.mig_profiles)
             if node is None or not (whole or slices):

@@ -118,6 +118,7 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
             cluster,
             settings.controller,
             metrics,
+            admission=settings.admission,
             queues=(lambda: list(queues)) if queues is not None else None,
             elector=elector,
         )

@@ -1,12 +1,23 @@
-"""Pods that carry Apportion's gate but are not Apportion's to decide ("strays").
+"""Pods that carry Apportion's gate but that Apportion never decided ("strays").
 
 A pod created with ``apportion.io/admission`` (a manifest copied from a waiting pod) that
-Apportion does not manage — it asks no GPU, a DaemonSet chooses its node, or its namespace
-did not opt in and Apportion never decided it (``pods.not_managed``) — would wait for ever:
-the webhook configuration never sends it to Apportion, and nobody else removes that gate.
-The controller's informer keeps such pods apart (``LiveCluster.put_stray``); at every cycle
-the leader removes Apportion's gate, and only it, from those its namespace's labels of the
-moment say are not Apportion's, with an Event saying why.
+the webhook never saw has no recorded decision (``keys.ANNOTATION_WORKLOAD``), and nobody
+else removes that gate: it would wait for ever. The controller's informer keeps such pods
+apart (``LiveCluster.put_stray``); at every cycle the leader settles each one by its
+namespace's labels of the moment:
+- Apportion does not manage it (it asks no GPU, a DaemonSet chooses its node, or its
+  namespace did not opt in: ``pods.not_managed``): Apportion's gate, and only it, is
+  removed, with an Event ``NotManaged`` saying why.
+- It is Apportion's (a GPU pod of an opted-in namespace: created before the namespace
+  opted in, or past the webhook): it is *adopted*, as Kueue's pod integration makes a
+  Workload for a gated pod. The controller records on it what the mutating webhook records
+  on a pod that must wait (``Admission.adopt``: queue, workload, gang size, tolerations),
+  with an Event ``Adopted``; its next cycle decides it in fair-share order. One the
+  validating webhook would refuse (no or an unknown queue, one closed to its namespace,
+  a request no node can hold) keeps the gate: released, it would run outside every quota.
+  A Warning Event ``Refused`` says why, once per reason (and again after a restart or a
+  change of leader); it is adopted once the reason is gone (the queue created, say).
+A GPU pod of a namespace not seen yet keeps its gate until its Namespace is seen.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from webhook import keys
+from webhook.admission import Verdict
 from webhook.cluster import LiveCluster
 from webhook.patches import remove_gate
 from webhook.pods import gate_names, not_managed, raw_identity
@@ -25,14 +37,19 @@ __all__ = ["StrayGates", "may_be_stray"]
 log = logging.getLogger("apportion.controller")
 
 Raw = dict[str, Any]
+Identity = tuple[str, str, str]
 
 NOT_MANAGED = "NotManaged"
 """The Event reason on a pod whose gate Apportion removed."""
+ADOPTED = "Adopted"
+"""The Event reason on a pod the controller took into its queue."""
+REFUSED = "Refused"
+"""The Warning Event reason on a pod Apportion would refuse, which keeps its gate."""
 
 
 def may_be_stray(pod: Raw) -> bool:
-    """Carries Apportion's gate, is not being deleted, and is not Apportion's to decide if
-    its namespace did not opt in (``StrayGates.release`` judges with the labels then)."""
+    """Carries Apportion's gate, is not being deleted, and Apportion never decided it (or
+    does not manage it): ``StrayGates.settle`` judges with its namespace's labels then."""
     metadata = pod.get("metadata") or {}
     return (
         keys.GATE in gate_names(pod.get("spec") or {})
@@ -49,37 +66,75 @@ class StrayGates:
         self,
         cluster: LiveCluster,
         *,
+        adopt: Callable[[Raw], Verdict],
         patch: Callable[[str, str, list[Raw], str], bool],
-        event: Callable[[Raw, str, str], None],
+        event: Callable[[Raw, str, str, str], None],
     ) -> None:
         self.cluster = cluster
+        self.adopt = adopt
         self.patch = patch
         self.event = event
-        self._ungated: set[tuple[str, str, str]] = set()
-        """Pods whose gate was removed, until the watch shows it gone."""
+        self._settled: set[Identity] = set()
+        """Pods released or adopted, until the watch shows them so."""
+        self._told: dict[Identity, str] = {}
+        """Pods refused, and what they were told."""
 
-    def release(self) -> list[tuple[str, str]]:
-        """Remove Apportion's gate from the strays Apportion does not manage; the
-        (namespace, name) of those released now. A GPU pod of an opted-in namespace, or
-        of one not seen yet, is never released here."""
+    def settle(self) -> None:
+        """Release the strays Apportion does not manage and adopt the others."""
         strays = self.cluster.strays()
-        self._ungated &= {raw_identity(raw) for raw in strays}
-        released: list[tuple[str, str]] = []
+        present = {raw_identity(raw) for raw in strays}
+        self._settled &= present
+        self._told = {pod: told for pod, told in self._told.items() if pod in present}
         for raw in strays:
-            namespace, name, _ = identity = raw_identity(raw)
-            policy = self.cluster.known_policy(namespace)
+            identity = raw_identity(raw)
+            if identity in self._settled:
+                continue
+            policy = self.cluster.known_policy(identity[0])
             why = not_managed(raw, None if policy is None else policy.enabled)
-            if why is None or identity in self._ungated:
-                continue
-            if not self.patch(namespace, name, remove_gate(raw), "removing the gate of"):
-                continue
-            self._ungated.add(identity)
-            self.cluster.remove_pod(namespace, name)  # not Apportion's to decide
+            if why is not None:
+                self._release(raw, identity, why)
+            elif policy is not None:  # opted in: Apportion's to decide
+                self._adopt(raw, identity)
+
+    def _release(self, raw: Raw, identity: Identity, why: str) -> None:
+        namespace, name, _ = identity
+        if not self.patch(namespace, name, remove_gate(raw), "removing the gate of"):
+            return
+        self._settled.add(identity)
+        self.cluster.remove_pod(namespace, name)  # not Apportion's to decide
+        message = (
+            f"Apportion does not manage this pod ({why}); its scheduling gate {keys.GATE} "
+            "is removed"
+        )
+        log.info("%s/%s: %s", namespace, name, message)
+        self.event(raw, NOT_MANAGED, message, "Normal")
+
+    def _adopt(self, raw: Raw, identity: Identity) -> None:
+        namespace, name, uid = identity
+        verdict = self.adopt(raw)
+        never = (
+            "Apportion's webhook never decided this pod, created with its scheduling gate "
+            f"{keys.GATE}"
+        )
+        if not verdict.answer.allowed:
             message = (
-                f"Apportion does not manage this pod ({why}); its scheduling gate {keys.GATE} "
-                "is removed"
+                f"{never}, and would refuse it: {verdict.answer.message}. It keeps that gate, "
+                "so that it never runs outside Apportion's quotas: it joins its queue once "
+                "that is fixed, or delete it and create it again"
             )
-            log.info("%s/%s: %s", namespace, name, message)
-            self.event(raw, NOT_MANAGED, message)
-            released.append((namespace, name))
-        return released
+            if self._told.get(identity) != message:
+                self._told[identity] = message
+                log.warning("%s/%s: %s", namespace, name, message)
+                self.event(raw, REFUSED, message, "Warning")
+            return
+        # The same pod, not one created since under its name that the webhook decided.
+        same = {"op": "test", "path": "/metadata/uid", "value": uid}
+        if not self.patch(namespace, name, [same, *verdict.answer.patch], "adopting"):
+            return
+        self._settled.add(identity)
+        message = (
+            f"{never}: it waits in its queue as workload {verdict.workload}, decided in "
+            "fair-share order"
+        )
+        log.info("%s/%s: %s", namespace, name, message)
+        self.event(raw, ADOPTED, message, "Normal")
