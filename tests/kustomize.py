@@ -71,9 +71,10 @@ def is_component(directory: Path) -> bool:
     """Whether ``directory`` holds a kustomize Component (applied by the kustomizations
     that list it, never rendered alone)."""
     file = directory / "kustomization.yaml"
-    return file.is_file() and yaml.safe_load(file.read_text(encoding="utf-8")).get(
-        "kind"
-    ) == "Component"
+    return (
+        file.is_file()
+        and yaml.safe_load(file.read_text(encoding="utf-8")).get("kind") == "Component"
+    )
 
 
 def _apply_component(directory: Path, file: Path, entry: str, objects: list[Obj]) -> None:

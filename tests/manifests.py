@@ -83,8 +83,16 @@ def pod_spec(obj: Obj) -> Obj:
 # --- Pod Security "restricted", and what OpenShift's restricted-v2 SCC adds ------------------
 
 _ALLOWED_VOLUMES = frozenset(
-    {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
-     "projected", "secret"}
+    {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
 )
 _SECCOMP_OK = frozenset({"RuntimeDefault", "Localhost"})
 

@@ -35,7 +35,10 @@ EXAMPLES = ROOT / "deploy" / "examples"
 def apportion(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "scheduler", *args],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -216,8 +219,9 @@ _queues = st.builds(
     weight=st.floats(0.1, 10, allow_nan=False),
     quota=st.dictionaries(
         st.sampled_from(["H100-80GB", "A100-80GB", "L40S", "mig-1g.10gb", "mig-3g.40gb"]),
-        st.builds(Quota, nominal=st.integers(0, 64), borrowing_limit=_limits,
-                  lending_limit=_limits),
+        st.builds(
+            Quota, nominal=st.integers(0, 64), borrowing_limit=_limits, lending_limit=_limits
+        ),
         max_size=3,
     ),
     namespaces=st.lists(_names, max_size=3).map(tuple),
@@ -243,8 +247,11 @@ def test_every_queue_round_trips_through_a_valid_custom_object(queue):
 
 def _obj(spec: Any, **top: Any) -> dict[str, Any]:
     return {
-        "apiVersion": "apportion.io/v1alpha1", "kind": "Queue",
-        "metadata": {"name": "team-a"}, "spec": spec, **top,
+        "apiVersion": "apportion.io/v1alpha1",
+        "kind": "Queue",
+        "metadata": {"name": "team-a"},
+        "spec": spec,
+        **top,
     }
 
 

@@ -108,8 +108,9 @@ def _canonical(objects: list[Obj]) -> list[str]:
         return int(value) if value.is_integer() else value
 
     return sorted(
-        json.dumps(json.loads(json.dumps(o), parse_float=lambda t: number(float(t))),
-                   sort_keys=True)
+        json.dumps(
+            json.loads(json.dumps(o), parse_float=lambda t: number(float(t))), sort_keys=True
+        )
         for o in objects
     )
 
@@ -122,7 +123,10 @@ def test_kubectl_kustomize_renders_the_same_objects(directory):
     if kubectl is None:
         pytest.skip("kubectl not installed: the Python renderer alone checks the kustomizations")
     result = subprocess.run(
-        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60,
+        [kubectl, "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -137,13 +141,20 @@ def test_kubectl_kustomize_renders_the_same_objects(directory):
 # those projects' API references; unknown fields are errors, so a typo cannot pass.
 _STR = {"type": "string"}
 _ISSUER_REF = {
-    "type": "object", "additionalProperties": False, "required": ["name"],
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
     "properties": {"name": _STR, "kind": {"enum": ["Issuer", "ClusterIssuer"]}, "group": _STR},
 }
 _RULE = {
-    "type": "object", "additionalProperties": False, "required": ["expr"],
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["expr"],
     "properties": {
-        "alert": _STR, "record": _STR, "expr": _STR, "for": {"pattern": r"^\d+[smhdwy]$"},
+        "alert": _STR,
+        "record": _STR,
+        "expr": _STR,
+        "for": {"pattern": r"^\d+[smhdwy]$"},
         "labels": {"type": "object", "additionalProperties": _STR},
         "annotations": {"type": "object", "additionalProperties": _STR},
     },
@@ -152,39 +163,64 @@ _RULE = {
 
 def _kind(spec: Obj, required: list[str]) -> Obj:
     return {
-        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
         "additionalProperties": False,
         "properties": {
-            "apiVersion": _STR, "kind": _STR,
+            "apiVersion": _STR,
+            "kind": _STR,
             "metadata": {"type": "object", "required": ["name", "namespace"]},
-            "spec": {"type": "object", "additionalProperties": False, "required": required,
-                     "properties": spec},
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": required,
+                "properties": spec,
+            },
         },
     }
 
 
 THIRD_PARTY = {
     ("cert-manager.io/v1", "Issuer"): _kind(
-        {"selfSigned": {"type": "object"},
-         "ca": {"type": "object", "required": ["secretName"], "properties": {"secretName": _STR}}},
+        {
+            "selfSigned": {"type": "object"},
+            "ca": {
+                "type": "object",
+                "required": ["secretName"],
+                "properties": {"secretName": _STR},
+            },
+        },
         [],
     ),
     ("cert-manager.io/v1", "Certificate"): _kind(
         {
-            "secretName": _STR, "commonName": _STR, "isCA": {"type": "boolean"},
+            "secretName": _STR,
+            "commonName": _STR,
+            "isCA": {"type": "boolean"},
             "dnsNames": {"type": "array", "items": _STR},
-            "duration": {"pattern": r"^\d+h$"}, "renewBefore": {"pattern": r"^\d+h$"},
+            "duration": {"pattern": r"^\d+h$"},
+            "renewBefore": {"pattern": r"^\d+h$"},
             "privateKey": {
-                "type": "object", "additionalProperties": False,
+                "type": "object",
+                "additionalProperties": False,
                 "properties": {
                     "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
                     "size": {"type": "integer"},
                     "rotationPolicy": {"enum": ["Never", "Always"]},
                 },
             },
-            "usages": {"type": "array", "items": {"enum": [
-                "server auth", "client auth", "digital signature", "key encipherment",
-                "cert sign"]}},
+            "usages": {
+                "type": "array",
+                "items": {
+                    "enum": [
+                        "server auth",
+                        "client auth",
+                        "digital signature",
+                        "key encipherment",
+                        "cert sign",
+                    ]
+                },
+            },
             "issuerRef": _ISSUER_REF,
         },
         ["secretName", "issuerRef"],
@@ -192,21 +228,45 @@ THIRD_PARTY = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): _kind(
         {
             "selector": {"type": "object", "required": ["matchLabels"]},
-            "namespaceSelector": {"type": "object", "properties": {
-                "matchNames": {"type": "array", "items": _STR}}},
-            "endpoints": {"type": "array", "minItems": 1, "items": {
-                "type": "object", "additionalProperties": False,
-                "properties": {"port": _STR, "path": _STR, "scheme": {"enum": ["http", "https"]},
-                               "interval": _STR, "scrapeTimeout": _STR}}},
+            "namespaceSelector": {
+                "type": "object",
+                "properties": {"matchNames": {"type": "array", "items": _STR}},
+            },
+            "endpoints": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "port": _STR,
+                        "path": _STR,
+                        "scheme": {"enum": ["http", "https"]},
+                        "interval": _STR,
+                        "scrapeTimeout": _STR,
+                    },
+                },
+            },
         },
         ["selector", "endpoints"],
     ),
     ("monitoring.coreos.com/v1", "PrometheusRule"): _kind(
-        {"groups": {"type": "array", "items": {
-            "type": "object", "additionalProperties": False, "required": ["name", "rules"],
-            "properties": {"name": _STR, "rules": {"type": "array", "items": _RULE},
-                           # the operator's RuleGroup.interval: a Prometheus duration
-                           "interval": {"pattern": r"^(\d+(ms|s|m|h|d|w|y))+$"}}}}},
+        {
+            "groups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name", "rules"],
+                    "properties": {
+                        "name": _STR,
+                        "rules": {"type": "array", "items": _RULE},
+                        # the operator's RuleGroup.interval: a Prometheus duration
+                        "interval": {"pattern": r"^(\d+(ms|s|m|h|d|w|y))+$"},
+                    },
+                },
+            }
+        },
         ["groups"],
     ),
 }
@@ -226,7 +286,8 @@ def _schema_problems(obj: Obj) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("where", "obj"), all_manifests(),
+    ("where", "obj"),
+    all_manifests(),
     ids=lambda v: v if isinstance(v, str) else f"{v['kind']}/{v['metadata']['name']}",
 )
 def test_every_manifest_validates_against_kubernetes_1_30(where, obj):
@@ -245,8 +306,10 @@ def test_every_manifest_validates_against_kubernetes_1_30(where, obj):
     ],
 )
 def test_schema_validation_catches_mistakes(kind, path, value):
-    objects = overlay("kubernetes") + rendered(DEPLOY / "monitoring") + rendered(
-        DEPLOY / "examples" / "queues"
+    objects = (
+        overlay("kubernetes")
+        + rendered(DEPLOY / "monitoring")
+        + rendered(DEPLOY / "examples" / "queues")
     )
     obj = copy.deepcopy(by_kind(objects, kind)[0])
     target = obj
@@ -287,11 +350,15 @@ def test_webhook_settings_follow_the_contract(name):
     container = pod_spec(one(objects, "Deployment", "apportion"))["containers"][0]
     container_port = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert container_port[https["targetPort"]] == 8443
-    for kind, path in (("MutatingWebhookConfiguration", "/mutate"),
-                       ("ValidatingWebhookConfiguration", "/validate")):
+    for kind, path in (
+        ("MutatingWebhookConfiguration", "/mutate"),
+        ("ValidatingWebhookConfiguration", "/validate"),
+    ):
         hook = hooks[kind]
         assert hook["clientConfig"]["service"] == {
-            "name": "apportion-webhook", "namespace": NAMESPACE, "path": path,
+            "name": "apportion-webhook",
+            "namespace": NAMESPACE,
+            "path": path,
             "port": https["port"],
         }
         assert hook["sideEffects"] == "None"
@@ -300,10 +367,15 @@ def test_webhook_settings_follow_the_contract(name):
         # Mutation happens at CREATE only; validation also guards Apportion's gate and
         # decision annotations against user UPDATEs.
         operations = ["CREATE"] if path == "/mutate" else ["CREATE", "UPDATE"]
-        assert hook["rules"] == [{
-            "operations": operations, "apiGroups": [""], "apiVersions": ["v1"],
-            "resources": ["pods"], "scope": "Namespaced",
-        }]
+        assert hook["rules"] == [
+            {
+                "operations": operations,
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+                "scope": "Namespaced",
+            }
+        ]
         assert "caBundle" not in hook["clientConfig"], "the overlay's CA injector fills it"
     # Deliberate (deploy/README.md): a pod the mutating webhook missed would run ungated.
     assert hooks["MutatingWebhookConfiguration"]["failurePolicy"] == "Fail"
@@ -415,8 +487,10 @@ CASES = [
 def _matches(conditions: list[Obj], request: Obj) -> bool:
     """The API server calls a webhook only when every matchCondition is true."""
     env = celpy.Environment()
-    activation = {"object": celpy.json_to_cel(request["object"]),
-                  "request": celpy.json_to_cel(request)}
+    activation = {
+        "object": celpy.json_to_cel(request["object"]),
+        "request": celpy.json_to_cel(request),
+    }
     results = []
     for condition in conditions:
         program = env.program(env.compile(condition["expression"]))
@@ -453,16 +527,34 @@ def test_pods_pass_restricted_and_restricted_v2(name):
         (lambda s: s["securityContext"].update(fsGroup=1001), "fsGroup is fixed"),
         (lambda s: s.update(hostNetwork=True), "hostNetwork"),
         (lambda s: s["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "hostPath"),
-        (lambda s: s["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
-         "allowPrivilegeEscalation"),
-        (lambda s: s["containers"][0]["securityContext"]["capabilities"].update(drop=[]),
-         "drop ALL"),
-        (lambda s: s["containers"][0]["securityContext"]["capabilities"].update(add=["SYS_ADMIN"]),
-         "adds capabilities"),
-        (lambda s: [s["securityContext"].pop("runAsNonRoot"),
-                    s["containers"][0]["securityContext"].pop("runAsNonRoot")], "runAsNonRoot"),
-        (lambda s: [s["securityContext"].pop("seccompProfile"),
-                    s["containers"][0]["securityContext"].pop("seccompProfile")], "seccompProfile"),
+        (
+            lambda s: s["containers"][0]["securityContext"].pop("allowPrivilegeEscalation"),
+            "allowPrivilegeEscalation",
+        ),
+        (
+            lambda s: s["containers"][0]["securityContext"]["capabilities"].update(drop=[]),
+            "drop ALL",
+        ),
+        (
+            lambda s: s["containers"][0]["securityContext"]["capabilities"].update(
+                add=["SYS_ADMIN"]
+            ),
+            "adds capabilities",
+        ),
+        (
+            lambda s: [
+                s["securityContext"].pop("runAsNonRoot"),
+                s["containers"][0]["securityContext"].pop("runAsNonRoot"),
+            ],
+            "runAsNonRoot",
+        ),
+        (
+            lambda s: [
+                s["securityContext"].pop("seccompProfile"),
+                s["containers"][0]["securityContext"].pop("seccompProfile"),
+            ],
+            "seccompProfile",
+        ),
         (lambda s: s["containers"][0]["ports"][0].update(hostPort=8443), "hostPort"),
     ],
 )
@@ -557,8 +649,11 @@ def test_deployment_environment_follows_the_contract():
     assert float(env["APPORTION_STUCK_AFTER_S"]["value"]) >= 0
     mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
-    for variable, volume in (("APPORTION_CERT_FILE", "tls"), ("APPORTION_KEY_FILE", "tls"),
-                             ("APPORTION_QUEUES", "queues")):
+    for variable, volume in (
+        ("APPORTION_CERT_FILE", "tls"),
+        ("APPORTION_KEY_FILE", "tls"),
+        ("APPORTION_QUEUES", "queues"),
+    ):
         assert env[variable]["value"].startswith(mounts[volume] + "/"), variable
     assert volumes["tls"]["secret"]["secretName"] == "apportion-webhook-tls"
     assert volumes["queues"]["configMap"]["name"] == "apportion-queues"
@@ -619,10 +714,15 @@ def test_kubernetes_overlay_issues_the_certificate_the_pods_mount():
     assert certificate["spec"]["secretName"] == secret_name
     assert "apportion-webhook.apportion-system.svc" in certificate["spec"]["dnsNames"]
     issuer = one(objects, "Issuer", certificate["spec"]["issuerRef"]["name"])
-    ca = one(objects, "Certificate", next(
-        c["metadata"]["name"] for c in by_kind(objects, "Certificate")
-        if c["spec"]["secretName"] == issuer["spec"]["ca"]["secretName"]
-    ))
+    ca = one(
+        objects,
+        "Certificate",
+        next(
+            c["metadata"]["name"]
+            for c in by_kind(objects, "Certificate")
+            if c["spec"]["secretName"] == issuer["spec"]["ca"]["secretName"]
+        ),
+    )
     assert ca["spec"]["isCA"] is True
     one(objects, "Issuer", ca["spec"]["issuerRef"]["name"])
     assert not [o for o in objects if "openshift" in json.dumps(o.get("metadata", {}))]
@@ -663,8 +763,10 @@ def reaches(objects: list[Obj], source: dict[str, str] | None, port: str | int) 
     names = {p["name"]: p["containerPort"] for p in container["ports"]}
     number = names.get(port, port)
     policies = [
-        p for p in by_kind(objects, "NetworkPolicy")
-        if p["metadata"]["namespace"] == NAMESPACE and _selects(p["spec"]["podSelector"], labels)
+        p
+        for p in by_kind(objects, "NetworkPolicy")
+        if p["metadata"]["namespace"] == NAMESPACE
+        and _selects(p["spec"]["podSelector"], labels)
         and "Ingress" in p["spec"]["policyTypes"]
     ]
     if not policies:
@@ -699,8 +801,10 @@ def test_network_policy_lets_the_api_server_and_prometheus_in_and_no_one_else(na
     prometheus = (
         _namespace("monitoring"),
         _namespace("openshift-monitoring", **{"network.openshift.io/policy-group": "monitoring"}),
-        _namespace("openshift-user-workload-monitoring",
-                   **{"network.openshift.io/policy-group": "monitoring"}),
+        _namespace(
+            "openshift-user-workload-monitoring",
+            **{"network.openshift.io/policy-group": "monitoring"},
+        ),
     )
     team = _namespace("team-a", **{"apportion.io/enabled": "true"})
     assert by_kind(objects, "NetworkPolicy"), "no NetworkPolicy: a default-deny cluster cuts it off"
@@ -788,7 +892,7 @@ def test_containerfile_builds_a_wheel_and_runs_apportion_as_non_root():
     base = next(arg for op, arg in steps if op == "ARG" and arg.startswith("BASE="))
     assert "ubi9/python-311" in base
     froms = [i for i, (op, _) in enumerate(steps) if op == "FROM"]
-    build, final = steps[froms[0]:froms[1]], steps[froms[1]:]
+    build, final = steps[froms[0] : froms[1]], steps[froms[1] :]
     ops = dict(final)
     assert re.fullmatch(r"[1-9]\d*", ops["USER"]), "a numeric non-root USER"
     assert json.loads(ops["ENTRYPOINT"]) == ["apportion"]

@@ -26,7 +26,11 @@ _TARGET = {"job", "namespace", "instance"}
 _FOREIGN = {
     "up": _TARGET,
     "apiserver_admission_webhook_rejection_count": {
-        "name", "type", "operation", "error_type", "rejection_code"
+        "name",
+        "type",
+        "operation",
+        "error_type",
+        "rejection_code",
     },
 }
 
@@ -66,8 +70,23 @@ _SELECTOR = re.compile(r"\b([a-zA-Z_:][\w:]*)\s*\{([^}]*)\}")
 _GROUPING = re.compile(r"\b(?:by|on|without|ignoring)\s*\(([^)]*)\)")
 _LABEL_MATCHER = re.compile(r"(\w+)\s*(?:=~|!~|!=|=)")
 _FUNCTIONS_AND_KEYWORDS = {
-    "sum", "max", "min", "avg", "rate", "increase", "histogram_quantile", "absent", "by", "on",
-    "and", "or", "unless", "without", "ignoring", "label_values", "count",
+    "sum",
+    "max",
+    "min",
+    "avg",
+    "rate",
+    "increase",
+    "histogram_quantile",
+    "absent",
+    "by",
+    "on",
+    "and",
+    "or",
+    "unless",
+    "without",
+    "ignoring",
+    "label_values",
+    "count",
 }
 
 
@@ -81,8 +100,12 @@ def metric_names(expr: str) -> set[str]:
 
 def test_the_readme_documents_the_metrics():
     metrics = documented()
-    for name in ("apportion_admission_duration_seconds_bucket", "apportion_decisions_total",
-                 "apportion_queue_pending_workloads", "apportion_unhealthy_gpus"):
+    for name in (
+        "apportion_admission_duration_seconds_bucket",
+        "apportion_decisions_total",
+        "apportion_queue_pending_workloads",
+        "apportion_unhealthy_gpus",
+    ):
         assert name in metrics
     assert metrics["apportion_admission_duration_seconds_count"] == {"endpoint", "outcome"}
 
@@ -155,7 +178,10 @@ def test_promtool_checks_the_rules(tmp_path):
     _write_rules(tmp_path / "rules.yaml", with_annotations=True)
     result = subprocess.run(
         [promtool(), "check", "rules", str(tmp_path / "rules.yaml")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -368,7 +394,11 @@ def test_alerts_fire_on_the_right_series(tmp_path):
     (tmp_path / "tests.yaml").write_text(RULE_TESTS)
     result = subprocess.run(
         [promtool(), "test", "rules", str(tmp_path / "tests.yaml")],
-        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -37,7 +37,8 @@ def test_the_client_endpoints_are_read_from_the_installed_client():
     assert (eviction.api_class, eviction.http_method) == ("CoreV1Api", "POST")
     assert eviction.path.endswith("/pods/{name}/eviction")
     assert {e.api_class for e in endpoints["create_namespaced_event"]} == {
-        "CoreV1Api", "EventsV1Api"
+        "CoreV1Api",
+        "EventsV1Api",
     }
 
 
@@ -55,8 +56,10 @@ def test_the_client_endpoints_are_read_from_the_installed_client():
         ),
         ("core.create_namespaced_pod_eviction(n, ns, body)", {"core/pods/eviction:create"}),
         ("api.list_node()\napi.read_node('n')", {"core/nodes:list", "core/nodes:get"}),
-        ("api.list_namespace()\napi.read_namespace('a')",
-         {"core/namespaces:list", "core/namespaces:get"}),
+        (
+            "api.list_namespace()\napi.read_namespace('a')",
+            {"core/namespaces:list", "core/namespaces:get"},
+        ),
         (
             "class Elector:\n"
             "    def __init__(self, api):\n"
@@ -65,8 +68,11 @@ def test_the_client_endpoints_are_read_from_the_installed_client():
             "        self.leases.read_namespaced_lease('apportion-controller', ns)\n"
             "        self.leases.replace_namespaced_lease('apportion-controller', ns, body)\n"
             "        self.leases.create_namespaced_lease(ns, body)\n",
-            {"coordination.k8s.io/leases:get", "coordination.k8s.io/leases:update",
-             "coordination.k8s.io/leases:create"},
+            {
+                "coordination.k8s.io/leases:get",
+                "coordination.k8s.io/leases:update",
+                "coordination.k8s.io/leases:create",
+            },
         ),
         (
             "from kubernetes import watch\nw = watch.Watch()\n"
@@ -93,8 +99,10 @@ def test_the_client_endpoints_are_read_from_the_installed_client():
             "objects.get_cluster_custom_object(crds.GROUP, crds.VERSION, crds.QUEUE_PLURAL, n)",
             {"apportion.io/queues:watch", "apportion.io/queues:get"},
         ),
-        ("events: EventsV1Api = make()\nevents.create_namespaced_event(ns, body)",
-         {"events.k8s.io/events:create"}),
+        (
+            "events: EventsV1Api = make()\nevents.create_namespaced_event(ns, body)",
+            {"events.k8s.io/events:create"},
+        ),
         ("self.list_nodes()\nd.get('x')\nqueue.patch(x)\nlog.read_node_state()", set()),
     ],
 )
@@ -117,10 +125,14 @@ def test_the_scanner_reports_what_it_cannot_resolve(source, problem):
 
 
 def test_rules_are_expanded_and_wildcards_refused():
-    role = {"kind": "Role", "metadata": {"name": "r"},
-            "rules": [{"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get"]}]}
+    role = {
+        "kind": "Role",
+        "metadata": {"name": "r"},
+        "rules": [{"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get"]}],
+    }
     assert set(rule_permissions([role])) == {
-        Permission("", "pods", "get"), Permission("", "nodes", "get")
+        Permission("", "pods", "get"),
+        Permission("", "nodes", "get"),
     }
     role["rules"][0]["verbs"] = ["*"]
     with pytest.raises(ValueError, match="wildcard"):
@@ -137,7 +149,11 @@ def test_rbac_is_least_privilege_by_construction():
         assert (permission.group, permission.resource) not in NAMESPACED_ONLY, permission
         assert permission.resource != "secrets", "the webhook reads its TLS files, not Secrets"
         assert permission.verb not in (
-            "delete", "deletecollection", "escalate", "bind", "impersonate"
+            "delete",
+            "deletecollection",
+            "escalate",
+            "bind",
+            "impersonate",
         )
     (role,) = [r for r in roles() if r["kind"] == "Role"]
     assert role["metadata"]["namespace"] == "apportion-system"
