@@ -477,7 +477,7 @@ def test_a_gang_is_always_gated_and_sized_from_its_job() -> None:
     assert denial["allowed"] is False
     assert keys.ANNOTATION_GANG_SIZE in denial["status"]["message"]
     # Once the controller has seen the Indexed Job (parallelism 2), the gang is sized.
-    cluster.put_job("gpu-team-a", "gang-train", 2)
+    cluster.jobs.put("gpu-team-a", "gang-train", 2)
     pod = _pod_after(body, answer(admission(cluster).mutate, body))
     assert _gated(pod)
     annotations = pod["metadata"]["annotations"]
@@ -1032,10 +1032,10 @@ def test_a_jobset_is_sized_once_all_its_jobs_are_known() -> None:
         annotations={keys.JOBSET_REPLICAS: "2"},
     )
     body = _owned(body, "Job", "llm-workers-0")
-    cluster.put_job("gpu-team-a", "llm-workers-0", 4, "llm")
+    cluster.jobs.put("gpu-team-a", "llm-workers-0", 4, "llm")
     denial = answer(admission(cluster).validate, body)
     assert denial["allowed"] is False and "gang 'llm'" in denial["status"]["message"]
-    cluster.put_job("gpu-team-a", "llm-workers-1", 4, "llm")
+    cluster.jobs.put("gpu-team-a", "llm-workers-1", 4, "llm")
     mutate = vary(body)
     mutate["request"]["operation"] = "CREATE"
     pod = _pod_after(mutate, answer(admission(cluster).mutate, mutate))

@@ -988,7 +988,10 @@ def test_a_relist_drops_namespaces_and_jobs_deleted_while_the_watch_was_down(fak
     cluster = controller.cluster
     with synced(controller):
         assert "gpu-team-z" in cluster.namespaces
-        assert cluster.job_sets == {("gpu-team-a", "gone"): "llm", ("gpu-team-a", "left"): "llm"}
+        assert cluster.jobs.jobsets == {
+            ("gpu-team-a", "gone"): "llm",
+            ("gpu-team-a", "left"): "llm",
+        }
         informers = [i for i in controller.informers if i.resource.kind in ("Namespace", "Job")]
         lists = [i.relists for i in informers]
         for path in (r"/api/v1/namespaces", r"/apis/batch/v1/jobs"):
@@ -1001,8 +1004,8 @@ def test_a_relist_drops_namespaces_and_jobs_deleted_while_the_watch_was_down(fak
         eventually(lambda: all(i.relists > n for i, n in zip(informers, lists, strict=True)), 30)
         assert "gpu-team-z" not in cluster.namespaces
         assert "gpu-team-a" in cluster.namespaces
-        assert cluster.job_parallelism == {("gpu-team-a", "left"): 2}
-        assert cluster.job_sets == {}
+        assert cluster.jobs.parallelism == {("gpu-team-a", "left"): 2}
+        assert cluster.jobs.jobsets == {}
 
 
 def test_running_mig_pods_keep_their_quota_while_their_node_offers_no_instances(

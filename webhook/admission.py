@@ -266,7 +266,7 @@ class Admission:
         return {"key": keys.NODE_PRODUCT, "operator": "In", "values": products}
 
     def _gang_message(self, ask: PodAsk) -> str:
-        size = self.cluster.gang_size(ask)
+        size = self.cluster.jobs.gang_size(ask)
         return (
             f"gang {ask.gang} of {size} pods: admitted all together by the controller once "
             "every member exists"
@@ -390,7 +390,7 @@ class Admission:
             known = ", ".join(sorted(self.cluster.queues)) or "none"
             return [f"queue {queue_name!r} does not exist (queues: {known})"]
         problems = queue_refusals(queue, ask.namespace, ask.priority)
-        if ask.gang is not None and self.cluster.gang_size(ask) is None:
+        if ask.gang is not None and self.cluster.jobs.gang_size(ask) is None:
             problems.append(
                 f"gang {ask.gang!r}: say how many pods it has with the annotation "
                 f"{keys.ANNOTATION_GANG_SIZE} (or {keys.KUEUE_GROUP_TOTAL}); Apportion reads "
@@ -450,7 +450,7 @@ class Admission:
             namespace=ask.namespace,
             priority=ask.priority,
             created=int(self.cluster.now()),
-            pods=self.cluster.gang_size(ask) or 1,
+            pods=self.cluster.jobs.gang_size(ask) or 1,
             demand=demand,
             node_selector=ask.node_selector,
             node_affinity=ask.node_affinity,

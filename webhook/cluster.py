@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +44,7 @@ from scheduler.reasons import Outcome, Reason
 from scheduler.telemetry.report import TelemetryReport
 from webhook import keys
 from webhook.hostpods import HostPod, HostPods
+from webhook.jobs import JobIndex
 from webhook.kubeobjects import NodeLedger
 from webhook.observed import (
     PodGroup,
@@ -56,6 +56,7 @@ from webhook.observed import (
     workload_of,
 )
 from webhook.pods import ManagedPod, PodAsk, raw_identity
+from webhook.rates import AdmissionRates
 
 log = logging.getLogger("apportion.cluster")
 
@@ -63,9 +64,6 @@ __all__ = [
     "LiveCluster",
     "NamespacePolicy",
 ]
-
-
-_RATE_WINDOW_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +130,8 @@ class LiveCluster:
         self._leaving: dict[tuple[str, str, str], _Leaving] = {}
         """Standalone (no watch): pods being deleted (namespace, name, uid), kept until their
         grace period ends; one per uid, as two pods under one name each end on their own."""
-        self.job_parallelism: dict[tuple[str, str], int] = {}
-        self.job_sets: dict[tuple[str, str], str] = {}
-        """(namespace, Job name) → the JobSet that owns the Job."""
-        """(namespace, Job name) → spec.parallelism: sizes gangs of Job pods."""
+        self.jobs = JobIndex()
+        """Jobs' parallelism and JobSets: the size of a gang of Job pods."""
         self._allocator: IncrementalAllocator | None = None
         self._largest: dict[str, int] | None = None
         self._hosts: dict[str, frozenset[tuple[int | None, int | None]]] | None = None
@@ -146,7 +142,8 @@ class LiveCluster:
         """The last DCGM assessment (unhealthy GPUs, idle workloads, the metrics note)."""
         self._decisions: dict[str, WorkloadDecision] = {}
         self._repartitions: tuple[RepartitionPlan, ...] = ()
-        self._admissions: dict[str, deque[float]] = {}
+        self.admissions = AdmissionRates(clock)
+        """Per queue, admissions over the last hour (the queue view's wait estimate)."""
         self.generation = 0
         """Bumped on every change the global decision cares about (the controller debounces)."""
 
@@ -269,51 +266,6 @@ class LiveCluster:
         """Every Namespace, as a relist sees them: one deleted while the watch was down goes."""
         with self._lock:
             self.namespaces = {n: NamespacePolicy.from_labels(v) for n, v in labels.items()}
-
-    def put_job(
-        self, namespace: str, name: str, parallelism: int | None, jobset: str | None = None
-    ) -> None:
-        """A Job's parallelism (None: the Job is gone), and the JobSet it belongs to."""
-        with self._lock:
-            if parallelism is None:
-                self.job_parallelism.pop((namespace, name), None)
-                self.job_sets.pop((namespace, name), None)
-                return
-            self.job_parallelism[(namespace, name)] = parallelism
-            if jobset is not None:
-                self.job_sets[(namespace, name)] = jobset
-            else:  # its JobSet label removed: no longer counted in that JobSet's gang
-                self.job_sets.pop((namespace, name), None)
-
-    def replace_jobs(self, jobs: list[tuple[str, str, int | None, str | None]]) -> None:
-        """Every Job, as a relist sees them (``put_job``'s arguments): one deleted while the
-        watch was down goes, and its JobSet mapping with it."""
-        with self._lock:
-            self.job_parallelism.clear()
-            self.job_sets.clear()
-            for job in jobs:
-                self.put_job(*job)
-
-    def gang_size(self, ask: PodAsk) -> int | None:
-        """The gang's declared size, else what its owners say: a JobSet's pods are the sum
-        of its Jobs' parallelism once all its Jobs are seen; a Job's, its parallelism."""
-        if ask.gang_size is not None or ask.owner is None:
-            return ask.gang_size
-        kind, name = ask.owner
-        if kind != "Job":
-            return None
-        with self._lock:
-            jobset = self.job_sets.get((ask.namespace, name))
-            if jobset is None:
-                return self.job_parallelism.get((ask.namespace, name))
-            jobs = [
-                self.job_parallelism[key]
-                for key, owner in self.job_sets.items()
-                if owner == jobset and key[0] == ask.namespace
-            ]
-            if ask.jobset_jobs is None or len(jobs) < ask.jobset_jobs:
-                return None  # not every Job of the JobSet is known yet
-            return sum(jobs)
 
     def replace_pods(
         self,
@@ -495,22 +447,6 @@ class LiveCluster:
         with self._lock:
             return self._repartitions
 
-    def record_admission(self, queue: str) -> None:
-        """For the wait estimate: admissions per queue over the last hour."""
-        with self._lock:
-            times = self._admissions.setdefault(queue, deque())
-            now = self._clock()
-            times.append(now)
-            while times and times[0] < now - _RATE_WINDOW_S:
-                times.popleft()
-
-    def admission_rate_per_s(self, queue: str) -> float:
-        with self._lock:
-            now = self._clock()
-            times = self._admissions.get(queue, deque())
-            recent = sum(1 for t in times if t >= now - _RATE_WINDOW_S)
-            return recent / _RATE_WINDOW_S
-
     # -- the webhook's path --------------------------------------------------------------
 
     def admit_now(self, workload: Workload, *, reserve: bool) -> WorkloadDecision:
@@ -556,7 +492,7 @@ class LiveCluster:
             decision = allocator.decide(workload)
             if decision.outcome is Outcome.ADMIT:
                 if reserve:
-                    self.record_admission(workload.queue)
+                    self.admissions.record(workload.queue)
                     running = workload.model_copy(
                         update={
                             "flavor": decision.flavor,
@@ -590,7 +526,7 @@ class LiveCluster:
         between the patch and this note): then they hold the capacity and no intent is
         kept, or it would outlive a pod deleted meanwhile by up to ``intent_ttl_s``."""
         with self._lock:
-            self.record_admission(workload.queue)
+            self.admissions.record(workload.queue)
             groups = workload_groups(self.pods.values())
             # Replacements released and watched have joined their gang's group already.
             seen = workload.name in groups or replaced_gang(workload.name) in groups

@@ -49,6 +49,7 @@ from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.hostpods import HostPod, host_pod_of
 from webhook.informer import Informer
+from webhook.jobs import job_row
 from webhook.kubeapi import UNANSWERED, KubeApi, Resource, failure
 from webhook.kubeobjects import node_from_object, node_problem
 from webhook.leader import LeaderElector, NotLeading
@@ -242,11 +243,11 @@ class Controller:
             self.cluster.put_namespace(name, dict(metadata.get("labels") or {}))
 
     def _replace_jobs(self, items: list[Raw]) -> None:
-        self.cluster.replace_jobs([_job(o) for o in items])
+        self.cluster.jobs.replace([job_row(o) for o in items])
 
     def _job_event(self, kind: str, obj: Raw) -> None:
-        namespace, name, parallelism, jobset = _job(obj)
-        self.cluster.put_job(namespace, name, None if kind == "DELETED" else parallelism, jobset)
+        namespace, name, parallelism, jobset = job_row(obj)
+        self.cluster.jobs.put(namespace, name, None if kind == "DELETED" else parallelism, jobset)
 
     def _replace_queue_objects(self, items: list[Raw]) -> None:
         self._queue_objects = {}
@@ -580,16 +581,3 @@ class Controller:
         except (ApiException, *UNANSWERED) as error:  # best effort, even the connection
             self.metrics.api_failed("event", error)
             log.debug("event on %s failed: %s", (pod.get("metadata") or {}).get("name"), error)
-
-
-def _job(obj: Raw) -> tuple[str, str, int | None, str | None]:
-    """A Job object as ``LiveCluster.put_job``'s arguments."""
-    metadata = obj.get("metadata") or {}
-    parallelism = (obj.get("spec") or {}).get("parallelism")
-    jobset = (metadata.get("labels") or {}).get(keys.JOBSET_NAME)
-    return (
-        str(metadata.get("namespace", "")),
-        str(metadata.get("name", "")),
-        parallelism if isinstance(parallelism, int) else None,
-        jobset if isinstance(jobset, str) else None,
-    )

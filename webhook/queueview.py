@@ -122,7 +122,7 @@ def pending_view(
         )
     for name, items in out.items():
         items.sort(key=lambda i: (i["position"] is None, i["position"] or 0, -i["priority"]))
-        rate = cluster.admission_rate_per_s(name) if controlled else 0.0
+        rate = cluster.admissions.per_s(name) if controlled else 0.0
         for rank, row in enumerate(items, start=1):
             row["position"] = row["position"] or rank
             row["estimated_wait_s"] = round(row["position"] / rate) if rate > 0 else None
