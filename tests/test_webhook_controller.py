@@ -1232,6 +1232,51 @@ def test_a_gated_pod_its_webhook_never_decided_joins_its_queue(fake: Fake) -> No
         assert events[1][1] == "Admitted"
 
 
+def test_an_adoption_whose_answer_was_lost_is_not_made_again() -> None:
+    """Was: an adoption patch that was made but whose answer was lost (a dropped
+    connection) was made again at the next cycle while the watch had not yet shown the pod
+    adopted: the GPU tolerations were appended a second time (a pod always carries some:
+    the API server adds the not-ready and unreachable ones), and the node affinity ANDed
+    again. An adoption holds only on the pod as it was seen (its resourceVersion)."""
+    from kubernetes.client.exceptions import ApiException
+
+    from webhook.admission import Admission
+    from webhook.settings import AdmissionSettings
+    from webhook.strays import StrayGates
+
+    with running_fake() as fake:
+        labels = {keys.NAMESPACE_ENABLED: "true", keys.NAMESPACE_DEFAULT_QUEUE: "team-a"}
+        fake.put_namespace("gpu-team-a", labels)
+        fake.put_pod(_undecided(fake, "copied"))
+        seen = _pod(fake, "copied")
+        assert seen["spec"]["tolerations"]  # the API server's own
+        cluster = LiveCluster(clock=time.time)
+        cluster.put_namespace("gpu-team-a", labels)
+        cluster.replace_queues([TEAM_A])
+        cluster.put_stray("gpu-team-a", "copied", seen)  # the watch shows nothing new
+        api = KubeApi(fake.api_client())
+        lost = [True]
+
+        def patch(namespace: str, name: str, ops: list[dict[str, Any]], doing: str) -> bool:
+            try:
+                api.patch_pod(namespace, name, ops)
+            except ApiException:
+                return False
+            return not lost.pop() if lost else True  # the first made, its answer lost
+
+        gates = StrayGates(
+            cluster,
+            adopt=Admission(cluster, AdmissionSettings()).adopt,
+            patch=patch,
+            event=lambda *_: None,
+        )
+        gates.settle()
+        adopted = _pod(fake, "copied")
+        assert adopted["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD] == "gpu-team-a/copied"
+        gates.settle()
+        assert _pod(fake, "copied")["spec"] == adopted["spec"]
+
+
 def test_a_gated_pod_its_webhook_would_refuse_keeps_the_gate_and_is_told_why_once(
     fake: Fake,
 ) -> None:

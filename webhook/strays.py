@@ -127,9 +127,14 @@ class StrayGates:
                 log.warning("%s/%s: %s", namespace, name, message)
                 self.event(raw, REFUSED, message, "Warning")
             return
-        # The same pod, not one created since under its name that the webhook decided.
-        same = {"op": "test", "path": "/metadata/uid", "value": uid}
-        if not self.patch(namespace, name, [same, *verdict.answer.patch], "adopting"):
+        # The pod as seen: not one created since under its name (its uid), nor this one
+        # adopted already by a patch whose answer was lost (its resourceVersion; made
+        # again, it would append the tolerations and AND the node affinity twice).
+        seen = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+        version = (raw.get("metadata") or {}).get("resourceVersion")
+        if version:
+            seen.append({"op": "test", "path": "/metadata/resourceVersion", "value": version})
+        if not self.patch(namespace, name, [*seen, *verdict.answer.patch], "adopting"):
             return
         self._settled.add(identity)
         message = (
