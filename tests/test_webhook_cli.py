@@ -261,6 +261,47 @@ def test_a_controller_setting_comes_from_its_flag_or_the_environment(
         assert f"argument {flag}: {value!r}" in error, error
 
 
+@pytest.mark.parametrize(
+    ("flag", "env", "field", "default", "off"),
+    [("--port", "APPORTION_PORT", "port", 8443, None),
+     ("--probe-port", "APPORTION_PROBE_PORT", "probe_port", 8080, "0")],
+)  # fmt: skip
+def test_a_port_comes_from_its_flag_or_the_environment_and_a_bad_one_is_named(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    env: str,
+    field: str,
+    default: int,
+    off: str | None,
+) -> None:
+    # Was: int() of the variable while the parser was built, so APPORTION_PORT=84a3 was a
+    # traceback for every command (even `apportion catalog`), and --port 99999 was
+    # accepted and logged as "serving https on 0.0.0.0:99999".
+    certs = _certs(tmp_path)
+    monkeypatch.delenv(env, raising=False)
+    assert getattr(_serve_settings(certs, monkeypatch).server, field) == default
+    assert getattr(_serve_settings(certs, monkeypatch, **{env: "9443"}).server, field) == 9443
+    assert getattr(_serve_settings([*certs, flag, "9444"], monkeypatch).server, field) == 9444
+    if off is not None:
+        assert getattr(_serve_settings([*certs, flag, off], monkeypatch).server, field) is None
+    for value, by_flag in (("84a3", False), ("99999", True), ("-1", False)):
+        with pytest.raises(SystemExit) as exit_info:
+            if by_flag:
+                _serve_settings([*certs, flag, value], monkeypatch)
+            else:
+                _serve_settings(certs, monkeypatch, **{env: value})
+        assert exit_info.value.code == 2
+        assert f"argument {flag}: {value!r}" in capsys.readouterr().err
+
+
+def test_a_bad_port_variable_does_not_break_other_commands() -> None:
+    result = _run("catalog", env={"APPORTION_PORT": "84a3", "APPORTION_PROBE_PORT": "x"})
+    assert result.returncode == 0, result.stderr
+    assert "H100-80GB" in result.stdout
+
+
 def test_the_api_timeout_must_be_shorter_than_the_lease(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

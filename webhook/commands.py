@@ -66,14 +66,14 @@ def serve_command(sub: Subparsers) -> None:
     )
     add(
         "--port",
-        type=int,
-        default=int(_env("APPORTION_PORT", "8443") or 8443),
+        type=_port,
+        default=_env("APPORTION_PORT", "8443"),
         help="HTTPS port (default 8443) [APPORTION_PORT]",
     )
     add(
         "--probe-port",
-        type=int,
-        default=int(_env("APPORTION_PROBE_PORT", "8080") or 8080),
+        type=_probe_port,
+        default=_env("APPORTION_PROBE_PORT", "8080"),
         help="plain-HTTP port for /healthz /readyz /metrics, 0 = off (default 8080) "
         "[APPORTION_PROBE_PORT]",
     )
@@ -154,6 +154,23 @@ def _number(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+
+
+def _port(text: str) -> int:
+    """A TCP port. Parsed by argparse, also from the environment's string default, so a bad
+    APPORTION_PORT is named (exit 2) by ``serve`` only, not a traceback for every command."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is between 1 and 65535")
+    return value
+
+
+def _probe_port(text: str) -> int:
+    """The probe port, or 0: no probe server."""
+    return 0 if text.strip() == "0" else _port(text)
 
 
 def _seconds(text: str) -> float:
