@@ -303,6 +303,8 @@ def _run(args: argparse.Namespace) -> int:
         runs = _quota_runs(args)
         if settings.shard[1] == 1 and runs > 0:
             record["quota_search"] = _quota_search(setup, record, runs, journal, args.quiet)
+        if journal is not None:
+            journal.check()  # the last simulations' lines
     except KeyboardInterrupt:
         sweep.end()
         raise _interrupted(journal) from None
@@ -473,7 +475,13 @@ def _finish(args: argparse.Namespace, record: dict[str, Any], slos: list[Slo]) -
     if args.json:
         sys.stdout.write(dumps(record))
     if args.out is not None:
-        write_report(args.out, record, answer, slos)
+        try:
+            write_report(args.out, record, answer, slos)
+        except OSError as error:  # a full disk: the file, not a traceback
+            where = error.filename or args.out
+            raise CommandError(
+                f"--out {args.out}: cannot write {where}: {error.strerror}"
+            ) from None
         if not args.json:
             sys.stdout.write(f"report in {args.out / 'report.html'} (and report.md)\n")
     if not args.json:
