@@ -448,6 +448,11 @@ def _quota_search(
 
 def _rightsizing(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.metrics is None and args.metrics_url is None:
+        if args.metrics_snapshot is not None:  # else ignored: a report without right-sizing
+            raise CommandError(
+                "--metrics-snapshot needs --metrics (a file) or --metrics-url (a server): "
+                "it is the running workloads their DCGM rows are joined to"
+            )
         return []
     if args.metrics is not None and args.metrics_url is not None:
         raise CommandError("give --metrics (a file) or --metrics-url (a server), not both")
