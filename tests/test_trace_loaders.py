@@ -418,6 +418,18 @@ def test_load_trace_detects_formats(tmp_path: Path) -> None:
     odd.write_text("a,b\n1,2\n")
     with pytest.raises(TraceError, match="cannot tell the trace format"):
         load_trace(odd)
+    # Our CSV without one of its required columns was "cannot tell the trace format; give
+    # --format": the column a user forgot was named only once they guessed --format csv.
+    for header, missing in (
+        ("name,queue,submit,gpus", "runtime"),
+        ("queue,submit,runtime,gpus", "name"),
+    ):
+        short = tmp_path / "short.csv"
+        short.write_text(f"{header}\na,b,1,1\n")
+        with pytest.raises(
+            TraceError, match=rf"short\.csv line 1: missing column\(s\) {missing}; "
+        ):
+            load_trace(short)
     bad = tmp_path / "bad.csv"
     bad.write_text("name,submit,runtime,gpus\na,0,1,1\nb,0,1,1,9\n")
     with pytest.raises(TraceError, match=r"bad\.csv line 3: 5 fields, the header has 4"):
