@@ -61,6 +61,28 @@ def test_serve_names_the_bad_field_of_a_cluster_file(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_serve_names_the_certificate_file_it_cannot_use(tmp_path: Path) -> None:
+    """Was 'cannot serve: [SSL] PEM lib (_ssl.c:3926)': which file, and what is wrong?"""
+    leaf, other = trustme.CA().issue_cert("localhost"), trustme.CA().issue_cert("localhost")
+    cert, key, other_key = tmp_path / "tls.crt", tmp_path / "tls.key", tmp_path / "other.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    other.private_key_pem.write_to_path(str(other_key))
+    for cert_file, key_file, message in (
+        (key, key, f"--cert-file {key}: no PEM certificate in it"),
+        (cert, cert, f"--key-file {cert}: no PEM private key in it (an encrypted key "
+                     "cannot be used)"),
+        (cert, other_key, f"--key-file {other_key} is not the private key of the "
+                          f"certificate in --cert-file {cert}"),
+    ):  # fmt: skip
+        result = _run(
+            "serve", "--cert-file", str(cert_file), "--key-file", str(key_file),
+            "--cluster", str(CLUSTER_FILE), "--port", str(free_port()), "--probe-port", "0",
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines()[-1] == f"apportion serve: {message}"
+
+
 def test_serve_help_names_the_variable_of_every_flag_that_has_one() -> None:
     import re
 

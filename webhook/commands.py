@@ -269,6 +269,7 @@ def _prometheus(url: str | None) -> PrometheusSettings | None:
 def _run_serve(args: argparse.Namespace) -> int:
     from webhook.logs import configure_logging
     from webhook.runtime import KubeconfigError, run_server
+    from webhook.server import CertificateError
 
     settings = _settings(args)
     configure_logging(args.log_level)
@@ -288,6 +289,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     except KubeconfigError as error:
         raise CommandError(f"--kubeconfig {settings.kubeconfig}: {error}") from None
+    except CertificateError as error:
+        raise CommandError(str(error)) from None
     except OSError as error:
         raise CommandError(f"cannot serve: {error}") from None
     return 0
