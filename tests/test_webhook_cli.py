@@ -203,6 +203,13 @@ def test_queue_lists_what_waits_and_serve_stops_cleanly(
     lines = result.stdout.splitlines()
     assert lines[0] == "team-a: 1 waiting"
     assert "gpu-team-a/waiting" in lines[1] and "pods 1/1" in lines[1]
+    # A queue with nothing waiting, and a name no queue has (it said "team-z: 0 waiting").
+    url = ["--url", f"https://localhost:{port}", "--ca-file", str(ca_file)]
+    result = _run("queue", "team-b", *url)
+    assert (result.returncode, result.stdout) == (0, "team-b: 0 waiting\n"), result.stderr
+    result = _run("queue", "team-z", *url)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == "apportion queue: no queue 'team-z' (queues: team-a, team-b)\n"
     result = _run(
         "queue", "--url", f"https://localhost:{port}", "--ca-file", str(ca_file), "--json"
     )

@@ -307,6 +307,8 @@ def _run_queue(args: argparse.Namespace) -> int:
             data = json.load(response)
     except (urllib.error.URLError, OSError, ValueError) as error:
         raise CommandError(f"cannot read {url}: {error}{_queue_hint(error)}") from None
+    if "unknown_queue" in data:
+        raise CommandError(data["unknown_queue"])
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
