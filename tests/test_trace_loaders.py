@@ -449,6 +449,12 @@ def test_arrivals_count_from_the_earliest_in_every_format(tmp_path: Path) -> Non
     assert [j.submit for j in load_trace(jsonl).jobs] == [0]
 
 
+def test_a_uniform_clusters_name_says_whether_its_gpus_are_shared() -> None:
+    # Was "uniform:2x4xT4" for both: the report and results.json did not say which ran.
+    assert load_cluster("uniform:2x4xT4:shared").source == "uniform:2x4xT4:shared"
+    assert load_cluster("uniform:2x4xT4").source == "uniform:2x4xT4"
+
+
 def test_bad_cluster_files_and_specs_are_cluster_errors(tmp_path: Path) -> None:
     """A bad row in a cluster CSV or an unknown model in a uniform spec is a ClusterError
     (the commands print it and exit 2), not a RowError or KeyError escaping as a traceback."""
