@@ -539,6 +539,17 @@ def test_merge_names_a_line_that_is_no_shards_record(tmp_path: Path) -> None:
     ) in stray.stderr
 
 
+def test_a_merge_with_a_shard_missing_says_so_in_the_report(tmp_path: Path) -> None:
+    """Said only on stderr (and not with --quiet): the report read "2 simulated over 2
+    shards" when one shard's half of the sweep was never merged."""
+    [first] = _shard_logs(tmp_path, "0/2")
+    out = tmp_path / "out"
+    merged = _plan("merge", str(first), "--quiet", "--workers", "1", "--out", str(out))
+    assert merged.returncode == 0, merged.stderr
+    report = (out / "report.md").read_text()
+    assert " over 2 shards; shard 1 of 2 missing: its candidates were not simulated\n" in report
+
+
 def test_merge_refuses_shards_of_different_splits(tmp_path: Path) -> None:
     """Shard 0/2 and shard 1/3 merged with no shard reported missing: the candidates both
     skip went unsimulated, unmentioned, and those both took were simulated twice."""
