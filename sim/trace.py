@@ -54,7 +54,10 @@ def detect_format(path: Path) -> str:
         return "philly"
     if name.endswith((".trace", ".tsv")):
         return "gavel"
-    head = _read(path).split("\n", 1)[0]
+    text = _read(path)
+    if not text.strip():  # else "cannot tell the format from the header"
+        raise TraceError(f"{path}: empty: no header row, no job")
+    head = text.split("\n", 1)[0]
     if "\t" in head:
         return "gavel"
     columns = {c.strip() for c in head.split(",")}

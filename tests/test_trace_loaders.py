@@ -418,6 +418,12 @@ def test_load_trace_detects_formats(tmp_path: Path) -> None:
     odd.write_text("a,b\n1,2\n")
     with pytest.raises(TraceError, match="cannot tell the trace format"):
         load_trace(odd)
+    # An empty file was "line 1: cannot tell the trace format from the header".
+    for text in ("", "\n\n"):
+        empty = tmp_path / "empty.csv"
+        empty.write_text(text)
+        with pytest.raises(TraceError, match=r"^.*empty\.csv: empty: no header row, no job$"):
+            load_trace(empty)
     # Our CSV without one of its required columns was "cannot tell the trace format; give
     # --format": the column a user forgot was named only once they guessed --format csv.
     for header, missing in (
