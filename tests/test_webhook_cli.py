@@ -83,6 +83,21 @@ def test_serve_names_the_certificate_file_it_cannot_use(tmp_path: Path) -> None:
         assert result.stderr.splitlines()[-1] == f"apportion serve: {message}"
 
 
+def test_standalone_serve_refuses_a_queue_file_that_is_not_there(tmp_path: Path) -> None:
+    """Standalone there are no Queue objects: a --queues path with a typo served with no
+    queue at all ("queues reloaded from ...: 0 queues"), refusing every GPU pod."""
+    missing = tmp_path / "queus.yaml"
+    result = _serve_with_a_certificate(
+        tmp_path, "--cluster", str(CLUSTER_FILE), "--queues", str(missing),
+        "--port", str(free_port()), "--probe-port", "0",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"apportion serve: --queues: {missing}: no such file (standalone, the queues come "
+        "only from it)"
+    )
+
+
 def test_serve_help_names_the_variable_of_every_flag_that_has_one() -> None:
     import re
 

@@ -291,6 +291,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise CommandError(f"--kubeconfig {settings.kubeconfig}: {error}") from None
     except CertificateError as error:
         raise CommandError(str(error)) from None
+    except QueueFileError as error:
+        raise CommandError(f"--queues: {error}") from None
     except OSError as error:
         raise CommandError(f"cannot serve: {error}") from None
     return 0
