@@ -550,6 +550,16 @@ def test_a_merge_with_a_shard_missing_says_so_in_the_report(tmp_path: Path) -> N
     assert " over 2 shards; shard 1 of 2 missing: its candidates were not simulated\n" in report
 
 
+def test_inputs_without_merge_is_refused(tmp_path: Path) -> None:
+    """--inputs is where 'plan merge' finds the shards' files; on a sweep it was ignored."""
+    done = _plan("demo", "--inputs", str(tmp_path), "--max-simulations", "1", "--quiet")
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == (
+        "apportion plan: --inputs is for 'plan merge' (where the shards' trace and cluster "
+        "files are); a sweep reads its TRACE and --cluster\n"
+    )
+
+
 def test_merge_refuses_shards_of_different_splits(tmp_path: Path) -> None:
     """Shard 0/2 and shard 1/3 merged with no shard reported missing: the candidates both
     skip went unsimulated, unmentioned, and those both took were simulated twice."""

@@ -279,6 +279,11 @@ def _run(args: argparse.Namespace) -> int:
         return _merge(args, [Path(p) for p in args.trace[1:]])
     if len(args.trace) != 1:
         raise CommandError(f"one trace expected, got {len(args.trace)}: {' '.join(args.trace)}")
+    if args.inputs is not None:  # else ignored without a word
+        raise CommandError(
+            "--inputs is for 'plan merge' (where the shards' trace and cluster files are); "
+            "a sweep reads its TRACE and --cluster"
+        )
     rightsizing = _rightsizing(args)
     hints = _hints(rightsizing)
     setup = _setup(args, hints)
