@@ -17,13 +17,18 @@ from scheduler.textfile import read_text
 from sim.job import Job
 from sim.rows import BadRows, RowError
 
-__all__ = ["FORMATS", "Trace", "TraceError", "detect_format", "load_trace"]
+__all__ = ["FORMATS", "NeedsThroughputs", "Trace", "TraceError", "detect_format", "load_trace"]
 
 FORMATS = ("openb", "pai", "philly", "helios", "gavel", "csv", "jsonl")
 
 
 class TraceError(ValueError):
     """The trace cannot be read (message names the file, line and column)."""
+
+
+class NeedsThroughputs(TraceError):
+    """A Gavel trace given without its throughput table (which says how fast each job runs
+    per GPU type): a command without a way to give one says what to do instead."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,7 @@ def load_trace(
             from sim.gavel import load_gavel_jobs, load_throughputs
 
             if throughputs is None:
-                raise TraceError(
+                raise NeedsThroughputs(
                     f"{path}: a Gavel trace needs its throughput table (--throughputs FILE): "
                     "job speed per GPU type is what the trace measures work in"
                 )

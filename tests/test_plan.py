@@ -550,6 +550,20 @@ def test_a_merge_with_a_shard_missing_says_so_in_the_report(tmp_path: Path) -> N
     assert " over 2 shards; shard 1 of 2 missing: its candidates were not simulated\n" in report
 
 
+def test_a_gavel_trace_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """It said "needs its throughput table (--throughputs FILE)", a flag plan does not
+    have: the README promised any trace simulate reads."""
+    trace = tmp_path / "jobs.trace"
+    trace.write_text("ResNet-18 (batch size 16)\tpython\t--steps\t1\t10\t0\t1\n")
+    done = _plan(str(trace), "--max-simulations", "1", "--quiet")
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == (
+        f"apportion plan: {trace}: a Gavel trace needs its throughput table, which plan does "
+        "not take; give plan the jobs as Apportion's CSV, whose throughput column carries "
+        "each job's speed per GPU model (sim.jobfile.job_csv writes it)\n"
+    )
+
+
 def test_inputs_without_merge_is_refused(tmp_path: Path) -> None:
     """--inputs is where 'plan merge' finds the shards' files; on a sweep it was ignored."""
     done = _plan("demo", "--inputs", str(tmp_path), "--max-simulations", "1", "--quiet")

@@ -45,7 +45,7 @@ from sim.plan.slo import Slo, SloError, check_queues, parse_slo
 from sim.plan.verdict import verdict
 from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.pool import default_workers
-from sim.trace import TraceError, load_trace
+from sim.trace import NeedsThroughputs, TraceError, load_trace
 
 __all__ = ["plan_command"]
 
@@ -228,7 +228,14 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
                 cluster.source,
                 cluster.synthesized_queues,
             )
-        trace = load_trace(trace_path)
+        try:
+            trace = load_trace(trace_path)
+        except NeedsThroughputs:
+            raise CommandError(
+                f"{trace_path}: a Gavel trace needs its throughput table, which plan does not "
+                "take; give plan the jobs as Apportion's CSV, whose throughput column carries "
+                "each job's speed per GPU model (sim.jobfile.job_csv writes it)"
+            ) from None
         jobs = trace.jobs[: args.max_jobs] if args.max_jobs else trace.jobs
         cluster.check_models(jobs)
         cluster = cluster.with_queues({j.workload.queue for j in jobs})
