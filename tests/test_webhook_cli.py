@@ -346,6 +346,22 @@ def test_a_bad_port_variable_does_not_break_other_commands() -> None:
     assert "H100-80GB" in result.stdout
 
 
+def test_all_namespaces_reads_the_variable_as_the_other_switches_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the exact text "true" counted: APPORTION_ALL_NAMESPACES=True, 1 or yes was off
+    # without a word (the Prometheus switches take all of them).
+    certs = _certs(tmp_path)
+    monkeypatch.delenv("APPORTION_ALL_NAMESPACES", raising=False)
+    assert _serve_settings(certs, monkeypatch).all_namespaces is False
+    assert _serve_settings([*certs, "--all-namespaces"], monkeypatch).all_namespaces is True
+    for value, expected in (("True", True), ("1", True), ("yes", True), ("false", False)):
+        settings = _serve_settings(certs, monkeypatch, APPORTION_ALL_NAMESPACES=value)
+        assert settings.all_namespaces is expected, value
+    with pytest.raises(CommandError, match="APPORTION_ALL_NAMESPACES: 'maybe' is not true or"):
+        _serve_settings(certs, monkeypatch, APPORTION_ALL_NAMESPACES="maybe")
+
+
 def test_the_api_timeout_must_be_shorter_than_the_lease(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

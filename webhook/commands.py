@@ -116,7 +116,7 @@ def serve_command(sub: Subparsers) -> None:
     add(
         "--all-namespaces",
         action="store_true",
-        default=_env("APPORTION_ALL_NAMESPACES", "") == "true",
+        default=None,  # not given: the variable decides (_switch_env)
         help="standalone: manage every namespace but system ones [APPORTION_ALL_NAMESPACES]",
     )
     add(
@@ -154,6 +154,17 @@ def _number(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+
+
+def _switch_env(name: str) -> bool:
+    """An on/off variable read as the Prometheus ones are (true/1/yes/on, false/0/no/off):
+    only "true" counted before, and "True" was off without a word."""
+    value = (_env(name) or "false").strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise CommandError(f"{name}: {_env(name)!r} is not true or false")
 
 
 def _port(text: str) -> int:
@@ -252,7 +263,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         cluster_file=args.cluster,
         queues_file=args.queues,
         kubeconfig=args.kubeconfig,
-        all_namespaces=args.all_namespaces,
+        all_namespaces=args.all_namespaces or _switch_env("APPORTION_ALL_NAMESPACES"),
         prometheus=_prometheus(args.prometheus_url),
     )
 
