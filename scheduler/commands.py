@@ -41,12 +41,9 @@ def decide_command(sub: Subparsers) -> None:
         action="store_true",
         help="use the embedded ~500-GPU demo cluster with a realistic pending queue",
     )
-    parser.add_argument(
-        "--workloads", type=int, default=120, help="demo: pending workloads (default 120)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="demo: seed of the pending queue (default 0)"
-    )
+    # None when not given: a snapshot file refuses them rather than ignore them.
+    parser.add_argument("--workloads", type=int, help="demo: pending workloads (default 120)")
+    parser.add_argument("--seed", type=int, help="demo: seed of the pending queue (default 0)")
     parser.add_argument("--json", action="store_true", help="print the Decision as JSON")
     parser.add_argument(
         "--budget-ms", type=float, default=1000.0, help="wall-clock budget (default 1000)"
@@ -108,9 +105,16 @@ def _load(args: argparse.Namespace) -> Snapshot:
     if args.default_cluster:
         from scheduler.defaults import demo_snapshot
 
-        if args.workloads < 0:
-            raise CommandError(f"--workloads: {args.workloads} is negative")
-        return demo_snapshot(seed=args.seed, count=args.workloads)
+        count = 120 if args.workloads is None else args.workloads
+        if count < 0:
+            raise CommandError(f"--workloads: {count} is negative")
+        return demo_snapshot(seed=args.seed or 0, count=count)
+    for option, value in (("--workloads", args.workloads), ("--seed", args.seed)):
+        if value is not None:
+            raise CommandError(
+                f"{option} shapes the demo cluster's pending queue (--default-cluster); "
+                "a SNAPSHOT file brings its own workloads"
+            )
     path: Path = args.snapshot
     try:
         text = read_text(path)

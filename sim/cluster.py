@@ -174,7 +174,7 @@ def uniform_cluster(nodes: int, gpus: int, model: str, shared: bool = False) -> 
                 for i in range(nodes)
             ),
         ),
-        f"uniform:{nodes}x{gpus}x{model}",
+        f"uniform:{nodes}x{gpus}x{model}" + (":shared" if shared else ""),
     )
 
 

@@ -230,6 +230,8 @@ def _run(args: argparse.Namespace) -> int:
                 f"unknown {args.experiment} policy {name!r}; known: {', '.join(known)}"
             )
     seeds = _seeds(args.seeds)
+    if args.vc_date is not None and args.vc_quotas is None:  # else ignored without a word
+        raise CommandError("--vc-date: needs --vc-quotas (the day of its table)")
     if args.out is not None:
         make_out(args.out)
     trace_path = DEMO_TRACE if args.trace == "demo" else Path(args.trace)
@@ -238,6 +240,12 @@ def _run(args: argparse.Namespace) -> int:
         trace = load_trace(trace_path, args.format, args.skip_bad_rows, args.throughputs)
     except (ClusterError, TraceError) as error:
         raise CommandError(str(error)) from None
+    if args.throughputs is not None and trace.format != "gavel":  # else ignored
+        ours = trace.format in ("csv", "jsonl")
+        raise CommandError(
+            f"--throughputs: only a Gavel trace reads a throughput table; {args.trace} is a "
+            f"{trace.format} trace" + (" (give a throughput column in it instead)" if ours else "")
+        )
     if args.trace == "demo":  # name the bundled file the same way on every machine
         trace = replace(trace, source="demo (sim/traces/demo/demo-jobs.csv)")
     if trace.format == "gavel":

@@ -17,13 +17,18 @@ from scheduler.textfile import read_text
 from sim.job import Job
 from sim.rows import BadRows, RowError
 
-__all__ = ["FORMATS", "Trace", "TraceError", "detect_format", "load_trace"]
+__all__ = ["FORMATS", "NeedsThroughputs", "Trace", "TraceError", "detect_format", "load_trace"]
 
 FORMATS = ("openb", "pai", "philly", "helios", "gavel", "csv", "jsonl")
 
 
 class TraceError(ValueError):
     """The trace cannot be read (message names the file, line and column)."""
+
+
+class NeedsThroughputs(TraceError):
+    """A Gavel trace given without its throughput table (which says how fast each job runs
+    per GPU type): a command without a way to give one says what to do instead."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,10 @@ def detect_format(path: Path) -> str:
         return "philly"
     if name.endswith((".trace", ".tsv")):
         return "gavel"
-    head = _read(path).split("\n", 1)[0]
+    text = _read(path)
+    if not text.strip():  # else "cannot tell the format from the header"
+        raise TraceError(f"{path}: empty: no header row, no job")
+    head = text.split("\n", 1)[0]
     if "\t" in head:
         return "gavel"
     columns = {c.strip() for c in head.split(",")}
@@ -62,7 +70,8 @@ def detect_format(path: Path) -> str:
         return "openb"
     if {"job_id", "vc", "gpu_num"} <= columns:
         return "helios"
-    if {"name", "submit", "runtime"} <= columns:
+    # Two of our CSV's three required columns: ours with one missing, which its loader names.
+    if len({"name", "submit", "runtime"} & columns) >= 2:
         return "csv"
     raise TraceError(
         f"{path} line 1: cannot tell the trace format from the header; give --format "
@@ -119,7 +128,7 @@ def load_trace(
             from sim.gavel import load_gavel_jobs, load_throughputs
 
             if throughputs is None:
-                raise TraceError(
+                raise NeedsThroughputs(
                     f"{path}: a Gavel trace needs its throughput table (--throughputs FILE): "
                     "job speed per GPU type is what the trace measures work in"
                 )

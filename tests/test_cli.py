@@ -66,6 +66,15 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
     both = apportion("decide", str(bad), "--default-cluster")
     assert both.returncode == 2 and "exactly one" in both.stderr
 
+    # The demo's queue options on a snapshot file were ignored: the file's workloads ran.
+    for option in ("--workloads", "--seed"):
+        demo_only = apportion("decide", str(FIXTURES / "small-cluster.yaml"), option, "5")
+        assert (demo_only.returncode, demo_only.stdout) == (2, ""), option
+        assert demo_only.stderr == (
+            f"apportion decide: {option} shapes the demo cluster's pending queue "
+            "(--default-cluster); a SNAPSHOT file brings its own workloads\n"
+        )
+
     for budget_ms in ("0", "-5", "nan", "inf"):
         # NaN and infinity were taken: 'of nan ms budget', and null in the JSON's stats.
         budget = apportion("decide", "--default-cluster", "--budget-ms", budget_ms)

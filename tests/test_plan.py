@@ -539,6 +539,41 @@ def test_merge_names_a_line_that_is_no_shards_record(tmp_path: Path) -> None:
     ) in stray.stderr
 
 
+def test_a_merge_with_a_shard_missing_says_so_in_the_report(tmp_path: Path) -> None:
+    """Said only on stderr (and not with --quiet): the report read "2 simulated over 2
+    shards" when one shard's half of the sweep was never merged."""
+    [first] = _shard_logs(tmp_path, "0/2")
+    out = tmp_path / "out"
+    merged = _plan("merge", str(first), "--quiet", "--workers", "1", "--out", str(out))
+    assert merged.returncode == 0, merged.stderr
+    report = (out / "report.md").read_text()
+    assert " over 2 shards; shard 1 of 2 missing: its candidates were not simulated\n" in report
+
+
+def test_a_gavel_trace_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    """It said "needs its throughput table (--throughputs FILE)", a flag plan does not
+    have: the README promised any trace simulate reads."""
+    trace = tmp_path / "jobs.trace"
+    trace.write_text("ResNet-18 (batch size 16)\tpython\t--steps\t1\t10\t0\t1\n")
+    done = _plan(str(trace), "--max-simulations", "1", "--quiet")
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == (
+        f"apportion plan: {trace}: a Gavel trace needs its throughput table, which plan does "
+        "not take; give plan the jobs as Apportion's CSV, whose throughput column carries "
+        "each job's speed per GPU model (sim.jobfile.job_csv writes it)\n"
+    )
+
+
+def test_inputs_without_merge_is_refused(tmp_path: Path) -> None:
+    """--inputs is where 'plan merge' finds the shards' files; on a sweep it was ignored."""
+    done = _plan("demo", "--inputs", str(tmp_path), "--max-simulations", "1", "--quiet")
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr == (
+        "apportion plan: --inputs is for 'plan merge' (where the shards' trace and cluster "
+        "files are); a sweep reads its TRACE and --cluster\n"
+    )
+
+
 def test_merge_refuses_shards_of_different_splits(tmp_path: Path) -> None:
     """Shard 0/2 and shard 1/3 merged with no shard reported missing: the candidates both
     skip went unsimulated, unmentioned, and those both took were simulated twice."""

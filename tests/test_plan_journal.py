@@ -194,10 +194,10 @@ def test_a_stop_ends_the_process_pool_and_keeps_what_it_finished(
 
 
 def test_a_report_file_is_replaced_whole_or_not_at_all(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """plan.json was written in place: a crash while writing it left half a file where
-    the previous plan had been."""
+    the previous plan had been. A full disk was then a traceback (exit 1) naming no file."""
     args = _args(tmp_path, "out", "--quiet")
     assert main(args) == 0
     plan = tmp_path / "out" / "plan.json"
@@ -217,7 +217,40 @@ def test_a_report_file_is_replaced_whole_or_not_at_all(
 
     monkeypatch.setattr(Path, "write_bytes", full)
     monkeypatch.setattr(Path, "write_text", full_text)
-    with pytest.raises(OSError):
-        main(args)  # every simulation from the journal: straight to the report
+    capsys.readouterr()
+    assert main(args) == 2  # every simulation from the journal: straight to the report
+    assert capsys.readouterr().err == (
+        f"apportion plan: --out {tmp_path / 'out'}: cannot write {plan}: No space left on device\n"
+    )
     assert plan.read_bytes() == before
     assert not plan.with_name("plan.json.tmp").exists()
+
+
+def test_a_journal_the_disk_cannot_hold_stops_the_run_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A journal line that could not be written (a full disk) was a traceback from the
+    pool's callback thread, swallowed: the run went on without keeping anything, with
+    half a line left in the journal, until the report failed too."""
+    journal = tmp_path / "out" / "plan-journal.jsonl"
+    real_fsync = os.fsync
+    lines = []
+
+    def filling(fd: int) -> None:  # the third simulation's line does not fit
+        lines.append(fd)
+        if len(lines) == 3:
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr("sim.plan.journal.os.fsync", filling)
+    assert main(_args(tmp_path, "out", "--quiet")) == 2
+    assert capsys.readouterr().err == (
+        f"apportion plan: cannot write {journal}: No space left on device; 2 simulation(s) "
+        "kept in it; make room and run the same command again to resume\n"
+    )
+    assert not (tmp_path / "out" / "plan.json").exists()
+    kept = journal.read_text().splitlines()
+    assert len(kept) == 3 and all(json.loads(line) for line in kept)
+    monkeypatch.setattr("sim.plan.journal.os.fsync", real_fsync)
+    assert main(_args(tmp_path, "out")) == 0
+    assert f"resuming from {journal} (2 simulation(s) kept)" in capsys.readouterr().err

@@ -252,6 +252,21 @@ def test_an_unreachable_prometheus_is_a_clear_error() -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_a_metrics_snapshot_without_metrics_is_refused() -> None:
+    """--metrics-snapshot alone was ignored: the plan ran for minutes and wrote a report
+    with no right-sizing, even when the file did not exist."""
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler", "plan", "demo", "--metrics-snapshot",
+         "no-such-running.yaml", "--max-simulations", "1", "--quiet"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        "apportion plan: --metrics-snapshot needs --metrics (a file) or --metrics-url "
+        "(a server): it is the running workloads their DCGM rows are joined to\n"
+    )
+
+
 def test_a_prometheus_error_answer_gives_prometheus_reason() -> None:
     """'answered 503 to the util_gr query' hid why: Prometheus' envelope says it."""
     import threading

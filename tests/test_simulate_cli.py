@@ -225,6 +225,21 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
     assert f"--out {taken}: cannot create the directory: File exists" in done.stderr
 
 
+def test_options_for_another_input_are_refused_not_ignored() -> None:
+    """--throughputs on a trace that is not Gavel's and --vc-date without --vc-quotas were
+    ignored without a word (a --throughputs file that did not exist too): the run went on
+    without the speeds or the day the user asked for."""
+    for args, message in (
+        (["--throughputs", "no-such-table.json"],
+         "--throughputs: only a Gavel trace reads a throughput table; demo is a csv trace "
+         "(give a throughput column in it instead)"),
+        (["--vc-date", "2020-09-01"], "--vc-date: needs --vc-quotas (the day of its table)"),
+    ):  # fmt: skip
+        done = simulate("demo", "--max-jobs", "5", *args, "--quiet")
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr == f"apportion simulate: {message}\n"
+
+
 def test_results_json_is_written_whole_or_the_failure_named(tmp_path: Path) -> None:
     """results.json was written in place after the whole run: a results.json that is a
     directory was an IsADirectoryError traceback, and a stop mid-write left half a file."""

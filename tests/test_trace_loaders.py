@@ -418,6 +418,24 @@ def test_load_trace_detects_formats(tmp_path: Path) -> None:
     odd.write_text("a,b\n1,2\n")
     with pytest.raises(TraceError, match="cannot tell the trace format"):
         load_trace(odd)
+    # An empty file was "line 1: cannot tell the trace format from the header".
+    for text in ("", "\n\n"):
+        empty = tmp_path / "empty.csv"
+        empty.write_text(text)
+        with pytest.raises(TraceError, match=r"^.*empty\.csv: empty: no header row, no job$"):
+            load_trace(empty)
+    # Our CSV without one of its required columns was "cannot tell the trace format; give
+    # --format": the column a user forgot was named only once they guessed --format csv.
+    for header, missing in (
+        ("name,queue,submit,gpus", "runtime"),
+        ("queue,submit,runtime,gpus", "name"),
+    ):
+        short = tmp_path / "short.csv"
+        short.write_text(f"{header}\na,b,1,1\n")
+        with pytest.raises(
+            TraceError, match=rf"short\.csv line 1: missing column\(s\) {missing}; "
+        ):
+            load_trace(short)
     bad = tmp_path / "bad.csv"
     bad.write_text("name,submit,runtime,gpus\na,0,1,1\nb,0,1,1,9\n")
     with pytest.raises(TraceError, match=r"bad\.csv line 3: 5 fields, the header has 4"):
@@ -435,6 +453,12 @@ def test_arrivals_count_from_the_earliest_in_every_format(tmp_path: Path) -> Non
     jsonl.write_text('{"name": "a", "submit": 1700000000, "runtime": 10, "gpus": 1}\n')
     assert [(j.name, j.submit) for j in load_trace(csv).jobs] == [("a", 0), ("b", 100)]
     assert [j.submit for j in load_trace(jsonl).jobs] == [0]
+
+
+def test_a_uniform_clusters_name_says_whether_its_gpus_are_shared() -> None:
+    # Was "uniform:2x4xT4" for both: the report and results.json did not say which ran.
+    assert load_cluster("uniform:2x4xT4:shared").source == "uniform:2x4xT4:shared"
+    assert load_cluster("uniform:2x4xT4").source == "uniform:2x4xT4"
 
 
 def test_bad_cluster_files_and_specs_are_cluster_errors(tmp_path: Path) -> None:

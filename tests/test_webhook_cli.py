@@ -61,6 +61,43 @@ def test_serve_names_the_bad_field_of_a_cluster_file(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_serve_names_the_certificate_file_it_cannot_use(tmp_path: Path) -> None:
+    """Was 'cannot serve: [SSL] PEM lib (_ssl.c:3926)': which file, and what is wrong?"""
+    leaf, other = trustme.CA().issue_cert("localhost"), trustme.CA().issue_cert("localhost")
+    cert, key, other_key = tmp_path / "tls.crt", tmp_path / "tls.key", tmp_path / "other.key"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    other.private_key_pem.write_to_path(str(other_key))
+    for cert_file, key_file, message in (
+        (key, key, f"--cert-file {key}: no PEM certificate in it"),
+        (cert, cert, f"--key-file {cert}: no PEM private key in it (an encrypted key "
+                     "cannot be used)"),
+        (cert, other_key, f"--key-file {other_key} is not the private key of the "
+                          f"certificate in --cert-file {cert}"),
+    ):  # fmt: skip
+        result = _run(
+            "serve", "--cert-file", str(cert_file), "--key-file", str(key_file),
+            "--cluster", str(CLUSTER_FILE), "--port", str(free_port()), "--probe-port", "0",
+        )  # fmt: skip
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines()[-1] == f"apportion serve: {message}"
+
+
+def test_standalone_serve_refuses_a_queue_file_that_is_not_there(tmp_path: Path) -> None:
+    """Standalone there are no Queue objects: a --queues path with a typo served with no
+    queue at all ("queues reloaded from ...: 0 queues"), refusing every GPU pod."""
+    missing = tmp_path / "queus.yaml"
+    result = _serve_with_a_certificate(
+        tmp_path, "--cluster", str(CLUSTER_FILE), "--queues", str(missing),
+        "--port", str(free_port()), "--probe-port", "0",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"apportion serve: --queues: {missing}: no such file (standalone, the queues come "
+        "only from it)"
+    )
+
+
 def test_serve_help_names_the_variable_of_every_flag_that_has_one() -> None:
     import re
 
@@ -181,6 +218,13 @@ def test_queue_lists_what_waits_and_serve_stops_cleanly(
     lines = result.stdout.splitlines()
     assert lines[0] == "team-a: 1 waiting"
     assert "gpu-team-a/waiting" in lines[1] and "pods 1/1" in lines[1]
+    # A queue with nothing waiting, and a name no queue has (it said "team-z: 0 waiting").
+    url = ["--url", f"https://localhost:{port}", "--ca-file", str(ca_file)]
+    result = _run("queue", "team-b", *url)
+    assert (result.returncode, result.stdout) == (0, "team-b: 0 waiting\n"), result.stderr
+    result = _run("queue", "team-z", *url)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr
+    assert result.stderr == "apportion queue: no queue 'team-z' (queues: team-a, team-b)\n"
     result = _run(
         "queue", "--url", f"https://localhost:{port}", "--ca-file", str(ca_file), "--json"
     )
@@ -259,6 +303,63 @@ def test_a_controller_setting_comes_from_its_flag_or_the_environment(
         assert exit_info.value.code == 2
         error = capsys.readouterr().err
         assert f"argument {flag}: {value!r}" in error, error
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "field", "default", "off"),
+    [("--port", "APPORTION_PORT", "port", 8443, None),
+     ("--probe-port", "APPORTION_PROBE_PORT", "probe_port", 8080, "0")],
+)  # fmt: skip
+def test_a_port_comes_from_its_flag_or_the_environment_and_a_bad_one_is_named(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    env: str,
+    field: str,
+    default: int,
+    off: str | None,
+) -> None:
+    # Was: int() of the variable while the parser was built, so APPORTION_PORT=84a3 was a
+    # traceback for every command (even `apportion catalog`), and --port 99999 was
+    # accepted and logged as "serving https on 0.0.0.0:99999".
+    certs = _certs(tmp_path)
+    monkeypatch.delenv(env, raising=False)
+    assert getattr(_serve_settings(certs, monkeypatch).server, field) == default
+    assert getattr(_serve_settings(certs, monkeypatch, **{env: "9443"}).server, field) == 9443
+    assert getattr(_serve_settings([*certs, flag, "9444"], monkeypatch).server, field) == 9444
+    if off is not None:
+        assert getattr(_serve_settings([*certs, flag, off], monkeypatch).server, field) is None
+    for value, by_flag in (("84a3", False), ("99999", True), ("-1", False)):
+        with pytest.raises(SystemExit) as exit_info:
+            if by_flag:
+                _serve_settings([*certs, flag, value], monkeypatch)
+            else:
+                _serve_settings(certs, monkeypatch, **{env: value})
+        assert exit_info.value.code == 2
+        assert f"argument {flag}: {value!r}" in capsys.readouterr().err
+
+
+def test_a_bad_port_variable_does_not_break_other_commands() -> None:
+    result = _run("catalog", env={"APPORTION_PORT": "84a3", "APPORTION_PROBE_PORT": "x"})
+    assert result.returncode == 0, result.stderr
+    assert "H100-80GB" in result.stdout
+
+
+def test_all_namespaces_reads_the_variable_as_the_other_switches_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the exact text "true" counted: APPORTION_ALL_NAMESPACES=True, 1 or yes was off
+    # without a word (the Prometheus switches take all of them).
+    certs = _certs(tmp_path)
+    monkeypatch.delenv("APPORTION_ALL_NAMESPACES", raising=False)
+    assert _serve_settings(certs, monkeypatch).all_namespaces is False
+    assert _serve_settings([*certs, "--all-namespaces"], monkeypatch).all_namespaces is True
+    for value, expected in (("True", True), ("1", True), ("yes", True), ("false", False)):
+        settings = _serve_settings(certs, monkeypatch, APPORTION_ALL_NAMESPACES=value)
+        assert settings.all_namespaces is expected, value
+    with pytest.raises(CommandError, match="APPORTION_ALL_NAMESPACES: 'maybe' is not true or"):
+        _serve_settings(certs, monkeypatch, APPORTION_ALL_NAMESPACES="maybe")
 
 
 def test_the_api_timeout_must_be_shorter_than_the_lease(

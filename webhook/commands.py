@@ -66,14 +66,14 @@ def serve_command(sub: Subparsers) -> None:
     )
     add(
         "--port",
-        type=int,
-        default=int(_env("APPORTION_PORT", "8443") or 8443),
+        type=_port,
+        default=_env("APPORTION_PORT", "8443"),
         help="HTTPS port (default 8443) [APPORTION_PORT]",
     )
     add(
         "--probe-port",
-        type=int,
-        default=int(_env("APPORTION_PROBE_PORT", "8080") or 8080),
+        type=_probe_port,
+        default=_env("APPORTION_PROBE_PORT", "8080"),
         help="plain-HTTP port for /healthz /readyz /metrics, 0 = off (default 8080) "
         "[APPORTION_PROBE_PORT]",
     )
@@ -116,7 +116,7 @@ def serve_command(sub: Subparsers) -> None:
     add(
         "--all-namespaces",
         action="store_true",
-        default=_env("APPORTION_ALL_NAMESPACES", "") == "true",
+        default=None,  # not given: the variable decides (_switch_env)
         help="standalone: manage every namespace but system ones [APPORTION_ALL_NAMESPACES]",
     )
     add(
@@ -154,6 +154,34 @@ def _number(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+
+
+def _switch_env(name: str) -> bool:
+    """An on/off variable read as the Prometheus ones are (true/1/yes/on, false/0/no/off):
+    only "true" counted before, and "True" was off without a word."""
+    value = (_env(name) or "false").strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise CommandError(f"{name}: {_env(name)!r} is not true or false")
+
+
+def _port(text: str) -> int:
+    """A TCP port. Parsed by argparse, also from the environment's string default, so a bad
+    APPORTION_PORT is named (exit 2) by ``serve`` only, not a traceback for every command."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: a port is between 1 and 65535")
+    return value
+
+
+def _probe_port(text: str) -> int:
+    """The probe port, or 0: no probe server."""
+    return 0 if text.strip() == "0" else _port(text)
 
 
 def _seconds(text: str) -> float:
@@ -235,7 +263,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         cluster_file=args.cluster,
         queues_file=args.queues,
         kubeconfig=args.kubeconfig,
-        all_namespaces=args.all_namespaces,
+        all_namespaces=args.all_namespaces or _switch_env("APPORTION_ALL_NAMESPACES"),
         prometheus=_prometheus(args.prometheus_url),
     )
 
@@ -252,6 +280,7 @@ def _prometheus(url: str | None) -> PrometheusSettings | None:
 def _run_serve(args: argparse.Namespace) -> int:
     from webhook.logs import configure_logging
     from webhook.runtime import KubeconfigError, run_server
+    from webhook.server import CertificateError
 
     settings = _settings(args)
     configure_logging(args.log_level)
@@ -271,6 +300,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from None
     except KubeconfigError as error:
         raise CommandError(f"--kubeconfig {settings.kubeconfig}: {error}") from None
+    except CertificateError as error:
+        raise CommandError(str(error)) from None
+    except QueueFileError as error:
+        raise CommandError(f"--queues: {error}") from None
     except OSError as error:
         raise CommandError(f"cannot serve: {error}") from None
     return 0
@@ -287,6 +320,8 @@ def _run_queue(args: argparse.Namespace) -> int:
             data = json.load(response)
     except (urllib.error.URLError, OSError, ValueError) as error:
         raise CommandError(f"cannot read {url}: {error}{_queue_hint(error)}") from None
+    if "unknown_queue" in data:
+        raise CommandError(data["unknown_queue"])
     if args.json:
         print(json.dumps(data, indent=2))
         return 0

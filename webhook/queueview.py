@@ -90,7 +90,8 @@ def pending_view(
     """``{"queues": {name: [workload, …]}, "repartitions": [plan, …]}``: the waiting
     workloads in queue order, and the MIG repartitions that would admit some of them.
     ``controlled``: a controller releases gated pods (not standalone): else no wait is
-    estimated, and a pod waiting for the controller is told none will come."""
+    estimated, and a pod waiting for the controller is told none will come. A ``queue``
+    that no queue is named and nothing waits in adds ``unknown_queue``, a message."""
     waiting = waiting_workloads(cluster)
     decisions = cluster.last_decisions()
     now = cluster.now()
@@ -126,12 +127,20 @@ def pending_view(
         for rank, row in enumerate(items, start=1):
             row["position"] = row["position"] or rank
             row["estimated_wait_s"] = round(row["position"] / rate) if rate > 0 else None
+    unknown = None
     if queue is not None and queue not in out:
-        out[queue] = []
+        known = sorted(cluster.pods_and_queues()[1])
+        if queue in known:
+            out[queue] = []
+        else:  # a typo: not "0 waiting" (a deleted queue's pods are listed above)
+            unknown = f"no queue {queue!r} (queues: {', '.join(known) or 'none'})"
     listed = {row["workload"] for items in out.values() for row in items}
     plans = [
         plan.model_dump(mode="json")
         for plan in cluster.last_repartitions()
         if queue is None or listed.intersection(plan.admits)
     ]
-    return {"queues": out, "repartitions": plans}
+    view: dict[str, Any] = {"queues": out, "repartitions": plans}
+    if unknown is not None:
+        view["unknown_queue"] = unknown
+    return view

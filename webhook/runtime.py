@@ -22,7 +22,7 @@ from webhook.controller import Controller
 from webhook.dcgm import DcgmReader
 from webhook.kubeapi import KubeApi
 from webhook.metrics import Metrics
-from webhook.queuefile import watch_queue_file
+from webhook.queuefile import QueueFileError, watch_queue_file
 from webhook.server import CertificateReloader, Readiness, build_app, build_probe_app
 from webhook.settings import ServeSettings
 from webhook.standalone import load_cluster_file, seed_cluster
@@ -92,6 +92,11 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
     api = None if settings.cluster_file is not None else _kube_api(settings)
     controller: Controller | None = None
     if api is None:
+        if settings.queues_file is not None and not settings.queues_file.exists():
+            # No Queue objects here: a path with a typo would leave no queue at all.
+            raise QueueFileError(
+                f"{settings.queues_file}: no such file (standalone, the queues come only from it)"
+            )
         if settings.cluster_file is not None:
             snapshot, namespaces = load_cluster_file(settings.cluster_file)
         else:

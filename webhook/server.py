@@ -25,7 +25,7 @@ from webhook.metrics import Metrics
 from webhook.queueview import pending_view
 from webhook.review import ReviewError, allow, parse_review, review_response
 
-__all__ = ["CertificateReloader", "Readiness", "build_app", "build_probe_app"]
+__all__ = ["CertificateError", "CertificateReloader", "Readiness", "build_app", "build_probe_app"]
 
 log = logging.getLogger("apportion.server")
 
@@ -146,6 +146,24 @@ def build_probe_app(metrics: Metrics, readiness: Readiness) -> web.Application:
     return app
 
 
+class CertificateError(ValueError):
+    """The certificate or key file cannot serve TLS; the message names which, and why
+    (OpenSSL says only 'PEM lib')."""
+
+
+def _unusable(cert_file: Path, key_file: Path, error: ssl.SSLError) -> str:
+    if error.reason == "KEY_VALUES_MISMATCH":
+        return (
+            f"--key-file {key_file} is not the private key of the certificate in "
+            f"--cert-file {cert_file}"
+        )
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(cert_file))
+    except ssl.SSLError:
+        return f"--cert-file {cert_file}: no PEM certificate in it"
+    return f"--key-file {key_file}: no PEM private key in it (an encrypted key cannot be used)"
+
+
 class CertificateReloader:
     """Serves the certificate files as they are on disk, reloading them when they change.
 
@@ -160,7 +178,10 @@ class CertificateReloader:
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         self._stamp = self._current_stamp()
-        self.context.load_cert_chain(cert_file, key_file)
+        try:
+            self.context.load_cert_chain(cert_file, key_file)
+        except ssl.SSLError as error:
+            raise CertificateError(_unusable(cert_file, key_file, error)) from None
         self.reloads = 0
 
     def _current_stamp(self) -> tuple[float, float, int, int]:

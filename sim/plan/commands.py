@@ -45,7 +45,7 @@ from sim.plan.slo import Slo, SloError, check_queues, parse_slo
 from sim.plan.verdict import verdict
 from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.pool import default_workers
-from sim.trace import TraceError, load_trace
+from sim.trace import NeedsThroughputs, TraceError, load_trace
 
 __all__ = ["plan_command"]
 
@@ -228,7 +228,14 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
                 cluster.source,
                 cluster.synthesized_queues,
             )
-        trace = load_trace(trace_path)
+        try:
+            trace = load_trace(trace_path)
+        except NeedsThroughputs:
+            raise CommandError(
+                f"{trace_path}: a Gavel trace needs its throughput table, which plan does not "
+                "take; give plan the jobs as Apportion's CSV, whose throughput column carries "
+                "each job's speed per GPU model (sim.jobfile.job_csv writes it)"
+            ) from None
         jobs = trace.jobs[: args.max_jobs] if args.max_jobs else trace.jobs
         cluster.check_models(jobs)
         cluster = cluster.with_queues({j.workload.queue for j in jobs})
@@ -279,6 +286,11 @@ def _run(args: argparse.Namespace) -> int:
         return _merge(args, [Path(p) for p in args.trace[1:]])
     if len(args.trace) != 1:
         raise CommandError(f"one trace expected, got {len(args.trace)}: {' '.join(args.trace)}")
+    if args.inputs is not None:  # else ignored without a word
+        raise CommandError(
+            "--inputs is for 'plan merge' (where the shards' trace and cluster files are); "
+            "a sweep reads its TRACE and --cluster"
+        )
     rightsizing = _rightsizing(args)
     hints = _hints(rightsizing)
     setup = _setup(args, hints)
@@ -303,6 +315,8 @@ def _run(args: argparse.Namespace) -> int:
         runs = _quota_runs(args)
         if settings.shard[1] == 1 and runs > 0:
             record["quota_search"] = _quota_search(setup, record, runs, journal, args.quiet)
+        if journal is not None:
+            journal.check()  # the last simulations' lines
     except KeyboardInterrupt:
         sweep.end()
         raise _interrupted(journal) from None
@@ -446,6 +460,11 @@ def _quota_search(
 
 def _rightsizing(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.metrics is None and args.metrics_url is None:
+        if args.metrics_snapshot is not None:  # else ignored: a report without right-sizing
+            raise CommandError(
+                "--metrics-snapshot needs --metrics (a file) or --metrics-url (a server): "
+                "it is the running workloads their DCGM rows are joined to"
+            )
         return []
     if args.metrics is not None and args.metrics_url is not None:
         raise CommandError("give --metrics (a file) or --metrics-url (a server), not both")
@@ -473,7 +492,13 @@ def _finish(args: argparse.Namespace, record: dict[str, Any], slos: list[Slo]) -
     if args.json:
         sys.stdout.write(dumps(record))
     if args.out is not None:
-        write_report(args.out, record, answer, slos)
+        try:
+            write_report(args.out, record, answer, slos)
+        except OSError as error:  # a full disk: the file, not a traceback
+            where = error.filename or args.out
+            raise CommandError(
+                f"--out {args.out}: cannot write {where}: {error.strerror}"
+            ) from None
         if not args.json:
             sys.stdout.write(f"report in {args.out / 'report.html'} (and report.md)\n")
     if not args.json:

@@ -20,6 +20,7 @@ short by a crash is dropped; any other line that is not an entry stops the run (
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -85,6 +86,11 @@ class Journal:
             self.resumed = 0
             write_whole(path, (json.dumps(header, sort_keys=True) + "\n").encode())
         self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        self._good = path.stat().st_size
+        """Bytes of whole lines on disk: where a line the disk could not hold is cut."""
+        self._written = len(self._kept)
+        self.failure: str | None = None
+        """Why a line could not be written (a full disk); ``check`` stops the run with it."""
 
     def _read(self, header: dict[str, str]) -> int:
         """Load the entries of a journal for ``header``; the length of its whole lines, or
@@ -136,10 +142,38 @@ class Journal:
             sort_keys=True, separators=(",", ":"),
         )  # fmt: skip
         with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
-            os.fsync(self._file.fileno())
             self._kept[key] = (evaluation, wall_s)
+            if self.failure is not None:
+                return
+            try:
+                self._file.write(line + "\n")
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as error:  # raised here, in a pool's callback, it would be lost
+                self._failed(error)
+                return
+            self._good += len(line.encode()) + 1
+            self._written += 1
+
+    def _failed(self, error: OSError) -> None:
+        """Keep the whole lines written so far (the disk may have taken part of this one)
+        and write no more."""
+        self.failure = f"cannot write {self.path}: {error.strerror}"
+        # Closing flushes the buffer it could not write (cut below anyway); a cut that
+        # fails leaves a line cut short, which a resumed run simulates again.
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(OSError):
+            os.truncate(self.path, self._good)
+
+    def check(self) -> None:
+        """Stop the run once a simulation could not be kept: going on would spend hours on
+        simulations a rerun could not resume from."""
+        if self.failure is not None:
+            raise CommandError(
+                f"{self.failure}; {self._written} simulation(s) kept in it; make room and "
+                "run the same command again to resume"
+            )
 
     def close(self) -> None:
         self._file.close()

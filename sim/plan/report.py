@@ -264,6 +264,18 @@ def _quota_sections(
     return [sec, per_queue]
 
 
+def _missing_shards(record: dict[str, Any]) -> str:
+    """A merge of some shards only: the report says so, not only stderr (``--quiet``)."""
+    missing = record.get("missing_shards") or []
+    if not missing:
+        return ""
+    which = ", ".join(str(i) for i in missing)
+    return (
+        f"; shard{'s' if len(missing) > 1 else ''} {which} of {record['shards']} missing: "
+        f"{'their' if len(missing) > 1 else 'its'} candidates were not simulated"
+    )
+
+
 def _monotonicity(record: dict[str, Any]) -> str:
     m = record.get("monotonicity") or {}
     checked = m.get("spot_checked", [])
@@ -476,7 +488,8 @@ def build_report(
         f"policy: {inputs['policy']} (seed {inputs['seed']})",
         f"candidates: {len(record['candidates'])}, {pruned} pruned by the fluid bound, "
         f"{record['simulations']} simulated"
-        + (f" over {record['shards']} shards" if record.get("shards", 1) > 1 else ""),
+        + (f" over {record['shards']} shards" if record.get("shards", 1) > 1 else "")
+        + _missing_shards(record),
         "node shapes and MIG layouts: "
         + (
             "today's pools, plus 4-/8-GPU nodes and MIG layouts chosen from the demand's MIG "

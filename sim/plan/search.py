@@ -353,6 +353,8 @@ def _timed(task: EvalTask) -> Timed:
 def _launch(pool: Any, task: EvalTask, journal: Journal | None) -> Future[Timed]:
     """``task``'s evaluation: from the journal, else simulated in ``pool`` and journaled
     the moment it completes (not when the batch does)."""
+    if journal is not None:
+        journal.check()
     kept = journal.kept(task) if journal is not None else None
     if kept is not None:
         done: Future[Timed] = Future()
