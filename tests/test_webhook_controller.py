@@ -1354,3 +1354,43 @@ def test_in_shadow_mode_a_gated_pod_its_webhook_never_decided_is_released_not_ad
                 "is removed",
             )
         ]
+
+
+def test_a_release_holds_only_on_the_pod_as_it_was_seen() -> None:
+    """Was: the patch removing Apportion's gate from a pod it does not manage tested only
+    that gate: made on a view of a pod since deleted and created again under its name (the
+    watch not yet showing either, nor its namespace opting in), it released the new pod,
+    which Apportion decided must wait in its queue, to run outside it. A release now tests
+    the pod's uid, as an adoption does."""
+    from kubernetes.client.exceptions import ApiException
+
+    from webhook.admission import Admission
+    from webhook.strays import StrayGates
+
+    with running_fake() as fake:
+        fake.put_namespace("elsewhere")
+        seen = fake.put_pod(_gated_copy(fake, "copied", namespace="elsewhere"))
+        fake.delete_pod("elsewhere", "copied")
+        again = _gated_copy(fake, "copied", namespace="elsewhere")
+        again["metadata"]["annotations"] = {keys.ANNOTATION_WORKLOAD: "elsewhere/copied"}
+        fake.put_pod(again)  # decided by the webhook once the namespace opted in
+        cluster = LiveCluster(clock=time.time)
+        cluster.put_namespace("elsewhere", {})  # the watch has not shown the opt-in yet
+        cluster.put_stray("elsewhere", "copied", seen)  # nor the pod deleted
+        api = KubeApi(fake.api_client())
+
+        def patch(namespace: str, name: str, ops: list[dict[str, Any]], doing: str) -> bool:
+            try:
+                api.patch_pod(namespace, name, ops)
+            except ApiException:
+                return False
+            return True
+
+        gates = StrayGates(
+            cluster,
+            adopt=Admission(cluster, AdmissionSettings()).adopt,
+            patch=patch,
+            event=lambda *_: None,
+        )
+        gates.settle()
+        assert _gates(fake.get("pods", "copied", "elsewhere")) == [{"name": keys.GATE}]

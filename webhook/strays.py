@@ -117,8 +117,10 @@ class StrayGates:
         return None
 
     def _release(self, raw: Raw, identity: Identity, why: str) -> None:
-        namespace, name, _ = identity
-        if not self.patch(namespace, name, remove_gate(raw), "removing the gate of"):
+        namespace, name, uid = identity
+        # Not one created since under its name (its uid), which its webhook may have decided.
+        seen = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+        if not self.patch(namespace, name, [*seen, *remove_gate(raw)], "removing the gate of"):
             return
         self._settled.add(identity)
         self.cluster.remove_pod(namespace, name)  # not Apportion's to decide
