@@ -1156,3 +1156,29 @@ def test_a_gated_pod_the_webhook_never_saw_is_refused_as_the_webhook_would(
 ) -> None:
     verdict = admission().adopt(_never_seen(**changes))
     assert (verdict.answer.allowed, verdict.answer.message) == (False, why)
+
+
+@pytest.mark.parametrize(
+    ("part", "key", "value"),
+    [
+        ("labels", keys.LABEL_QUEUE, "team-b"),
+        ("annotations", keys.ANNOTATION_GANG_SIZE, "2"),
+    ],
+)
+def test_a_gated_pod_the_webhook_never_decided_can_be_fixed_by_its_user(
+    part: str, key: str, value: str
+) -> None:
+    """Was: the controller keeps such a pod gated while its webhook would refuse it and
+    tells its user to label it with a queue (or size its gang): it joins its queue once that
+    is fixed. Yet its queue label and gang size were guarded as if Apportion had decided
+    them, so the fix was refused. They are the user's until Apportion decides the pod (its
+    adoption checks them then); its gate stays Apportion's."""
+    body = _changed(part, key, value, managed=True)
+    for pod in (body["request"]["oldObject"], body["request"]["object"]):
+        del pod["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD]
+    assert answer(admission().validate, body)["allowed"] is True
+    body["request"]["object"]["spec"]["schedulingGates"] = []
+    assert _denial(body) == (
+        "Apportion: only Apportion may change the scheduling gate apportion.io/admission "
+        "(user kubernetes-admin)"
+    )

@@ -25,7 +25,7 @@ from webhook.leader import LeaderElector
 from webhook.metrics import Metrics
 from webhook.pods import ANNOTATION_PLACEMENT
 from webhook.queueview import pending_view, waiting_workloads
-from webhook.settings import ControllerSettings
+from webhook.settings import AdmissionSettings, ControllerSettings
 
 SETTINGS = ControllerSettings(
     tick_s=0.3,
@@ -1311,3 +1311,86 @@ def test_a_gated_pod_its_webhook_would_refuse_keeps_the_gate_and_is_told_why_onc
             "Adopted",
             "Admitted",
         ]
+
+
+@pytest.mark.parametrize(
+    ("mode", "namespace_labels", "why"),
+    [
+        (
+            "enforce",
+            {keys.NAMESPACE_MODE: "shadow"},
+            "its namespace gpu-team-a is in shadow mode: Apportion only records what it would do",
+        ),
+        ("shadow", {}, "Apportion runs in shadow mode: it only records what it would do"),
+    ],
+    ids=["shadow-namespace", "global-shadow"],
+)
+def test_in_shadow_mode_a_gated_pod_its_webhook_never_decided_is_released_not_adopted(
+    fake: Fake, mode: str, namespace_labels: dict[str, str], why: str
+) -> None:
+    """Was: in shadow mode, where pods "run as if Apportion were not there" and the webhook
+    gates nothing, the controller adopted such a pod (decision keys, tolerations, held in
+    its queue), and one its webhook would refuse (here: no queue) kept the gate for ever.
+    In shadow mode Apportion holds no pod: its gate, and only it, is removed."""
+    fake.put_namespace("gpu-team-a", {keys.NAMESPACE_ENABLED: "true", **namespace_labels})
+    fake.put_pod(_undecided(fake, "copied"))  # no queue: the webhook would refuse it
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(
+        KubeApi(fake.api_client()),
+        cluster,
+        replace(SETTINGS, evict=mode != "shadow"),
+        Metrics(cluster),
+        admission=AdmissionSettings(mode="shadow" if mode == "shadow" else "enforce"),
+        queues=lambda: [TEAM_A],
+    )
+    with synced(controller):
+        eventually(lambda: _released(fake, "copied"))
+        assert keys.ANNOTATION_WORKLOAD not in _pod(fake, "copied")["metadata"]["annotations"]
+        assert eventually(lambda: _events_of(fake, "copied")) == [
+            (
+                "Normal",
+                "NotManaged",
+                f"Apportion does not manage this pod ({why}); its scheduling gate {keys.GATE} "
+                "is removed",
+            )
+        ]
+
+
+def test_a_release_holds_only_on_the_pod_as_it_was_seen() -> None:
+    """Was: the patch removing Apportion's gate from a pod it does not manage tested only
+    that gate: made on a view of a pod since deleted and created again under its name (the
+    watch not yet showing either, nor its namespace opting in), it released the new pod,
+    which Apportion decided must wait in its queue, to run outside it. A release now tests
+    the pod's uid, as an adoption does."""
+    from kubernetes.client.exceptions import ApiException
+
+    from webhook.admission import Admission
+    from webhook.strays import StrayGates
+
+    with running_fake() as fake:
+        fake.put_namespace("elsewhere")
+        seen = fake.put_pod(_gated_copy(fake, "copied", namespace="elsewhere"))
+        fake.delete_pod("elsewhere", "copied")
+        again = _gated_copy(fake, "copied", namespace="elsewhere")
+        again["metadata"]["annotations"] = {keys.ANNOTATION_WORKLOAD: "elsewhere/copied"}
+        fake.put_pod(again)  # decided by the webhook once the namespace opted in
+        cluster = LiveCluster(clock=time.time)
+        cluster.put_namespace("elsewhere", {})  # the watch has not shown the opt-in yet
+        cluster.put_stray("elsewhere", "copied", seen)  # nor the pod deleted
+        api = KubeApi(fake.api_client())
+
+        def patch(namespace: str, name: str, ops: list[dict[str, Any]], doing: str) -> bool:
+            try:
+                api.patch_pod(namespace, name, ops)
+            except ApiException:
+                return False
+            return True
+
+        gates = StrayGates(
+            cluster,
+            adopt=Admission(cluster, AdmissionSettings()).adopt,
+            patch=patch,
+            event=lambda *_: None,
+        )
+        gates.settle()
+        assert _gates(fake.get("pods", "copied", "elsewhere")) == [{"name": keys.GATE}]

@@ -486,15 +486,17 @@ def _resource_of(demand: Demand) -> tuple[str, int]:
 
 def _decision_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Decision labels/annotations a user changed, the queue or gang of a pod Apportion
-    manages, and a removed gate."""
+    decided, and a removed gate."""
 
     def gated(pod: dict[str, Any]) -> bool:
         return keys.GATE in gate_names(pod.get("spec") or {})
 
     metadata = old.get("metadata") or {}
-    managed = gated(old) or keys.ANNOTATION_WORKLOAD in (metadata.get("annotations") or {})
     guarded = keys.DECISION_KEYS | {ANNOTATION_PLACEMENT}
-    if managed:
+    if keys.ANNOTATION_WORKLOAD in (metadata.get("annotations") or {}):
+        # Checked and decided: only then Apportion's. A gated pod it never decided (a
+        # stray, ``strays.py``) is checked when the controller adopts it, and until then
+        # its user may fix what keeps it out (its queue, its gang's size).
         guarded |= keys.RECORDED_KEYS
     changed: list[str] = []
     for part in ("labels", "annotations"):

@@ -142,11 +142,13 @@ class Controller:
             set_reason=self._set_reason,
             event=self._event,
         )
+        admission = admission or AdmissionSettings()
         self.strays = StrayGates(
             cluster,
-            adopt=Admission(cluster, admission or AdmissionSettings()).adopt,
+            adopt=Admission(cluster, admission).adopt,
             patch=self._patch_pod,
             event=self._event,
+            shadow=admission.mode == "shadow",
         )
         self._released: set[tuple[str, str, str]] = set()
         """Pods whose gate this controller removed, until the watch shows it gone."""

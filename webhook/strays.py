@@ -8,6 +8,8 @@ namespace's labels of the moment:
 - Apportion does not manage it (it asks no GPU, a DaemonSet chooses its node, or its
   namespace did not opt in: ``pods.not_managed``): Apportion's gate, and only it, is
   removed, with an Event ``NotManaged`` saying why.
+- In shadow mode (global, or its namespace's ``apportion.io/mode=shadow``) Apportion
+  holds no pod: Apportion's gate is removed the same way.
 - It is Apportion's (a GPU pod of an opted-in namespace: created before the namespace
   opted in, or past the webhook): it is *adopted*, as Kueue's pod integration makes a
   Workload for a gated pod. The controller records on it what the mutating webhook records
@@ -69,8 +71,11 @@ class StrayGates:
         adopt: Callable[[Raw], Verdict],
         patch: Callable[[str, str, list[Raw], str], bool],
         event: Callable[[Raw, str, str, str], None],
+        shadow: bool = False,
     ) -> None:
+        """``shadow``: Apportion runs in shadow mode (``AdmissionSettings.mode``)."""
         self.cluster = cluster
+        self.shadow = shadow
         self.adopt = adopt
         self.patch = patch
         self.event = event
@@ -91,14 +96,31 @@ class StrayGates:
                 continue
             policy = self.cluster.known_policy(identity[0])
             why = not_managed(raw, None if policy is None else policy.enabled)
+            if why is None and policy is not None:
+                why = self._shadow(identity[0], policy.shadow)
             if why is not None:
                 self._release(raw, identity, why)
             elif policy is not None:  # opted in: Apportion's to decide
                 self._adopt(raw, identity)
 
+    def _shadow(self, namespace: str, namespace_shadow: bool) -> str | None:
+        """Why a pod of an opted-in namespace is not held, in shadow mode: there its pods
+        run as if Apportion were not there (the webhook gates none), so adopted, it would
+        be held by a mode that only records."""
+        if self.shadow:
+            return "Apportion runs in shadow mode: it only records what it would do"
+        if namespace_shadow:
+            return (
+                f"its namespace {namespace} is in shadow mode: Apportion only records what it "
+                "would do"
+            )
+        return None
+
     def _release(self, raw: Raw, identity: Identity, why: str) -> None:
-        namespace, name, _ = identity
-        if not self.patch(namespace, name, remove_gate(raw), "removing the gate of"):
+        namespace, name, uid = identity
+        # Not one created since under its name (its uid), which its webhook may have decided.
+        seen = [{"op": "test", "path": "/metadata/uid", "value": uid}]
+        if not self.patch(namespace, name, [*seen, *remove_gate(raw)], "removing the gate of"):
             return
         self._settled.add(identity)
         self.cluster.remove_pod(namespace, name)  # not Apportion's to decide
