@@ -178,7 +178,11 @@ def test_fleet_is_mapped_whole_gpus_mig_instances_and_pods(reader: DcgmReader) -
     )
     usage = {(c.queue, c.flavor): c for c in report.rightsizing}
     assert usage[("team-a", "mig-1g.10gb")].used_peak_mib == 3_000
-    assert usage[("team-a", H100)].fits == "3g.40gb on H100-80GB"  # 20,000 + 10 % > 2g's 19.6 GiB
+    # 20,000 MiB + 10 % needs a 3g.40gb (a 2g holds 19.6 GiB), but 60 % of an H100 busy
+    # (1.9 A100s) is more than a 3g's 3/7 (1.36): no slice is named.
+    train = usage[("team-a", H100)]
+    assert train.fits is None
+    assert train.message.endswith("3g.40gb on H100-80GB would hold its memory but not its compute")
 
 
 def test_recorded_series_answer_as_the_raw_promql_does(prometheus: PrometheusProcess) -> None:

@@ -403,7 +403,9 @@ def test_rightsizing_names_the_cheapest_mig_slice_that_holds_the_peak() -> None:
     ]
     usage = {(c.queue, c.flavor): c for c in assess(cluster(), rows, SETTINGS).rightsizing}
     train = usage[("team-a", H100)]
-    # Peak 8,000 MiB + 10 % = 8,800 fits a 1g.10gb (9.75 GiB = 9,984 MiB usable) on H100.
+    # Peak 8,000 MiB + 10 % = 8,800 fits a 1g.10gb (9.75 GiB = 9,984 MiB usable) on H100,
+    # but GPU 0 keeps 30 % of an H100 busy (0.95 A100 + 10 % = 1.05): a 2g (2/7 of 3.17 =
+    # 0.91) would not hold it, a 3g.40gb (1.36) does.
     assert (train.workloads, train.devices, train.requested_mib, train.used_peak_mib) == (
         1,
         2,
@@ -413,7 +415,10 @@ def test_rightsizing_names_the_cheapest_mig_slice_that_holds_the_peak() -> None:
     assert (train.used_mean_mib, train.util_mean_milli, train.fits) == (
         7_500,
         200,
-        "1g.10gb on H100-80GB",
+        "3g.40gb on H100-80GB",
+    )
+    assert train.message.endswith(
+        "; 3g.40gb on H100-80GB would hold the peak + 10 % and its compute at its busy time + 10 %"
     )
     nb = usage[("team-a", "mig-1g.10gb")]
     # 9,000 + 10 % = 9,900 still fits 1g.10gb, which is what it has: nothing smaller.
@@ -460,7 +465,7 @@ def test_rightsizing_leaves_out_the_memory_of_a_gpu_other_tenants_share() -> Non
     rows = [
         sample(0, "l40s-a", pod="a", util_milli=500, fb_used_peak_mib=24_000),
         sample(0, "l40s-a", pod="b", util_milli=500, fb_used_peak_mib=24_000),
-        sample(1, "l40s-a", pod="c", util_milli=500, fb_used_peak_mib=9_000),
+        sample(1, "l40s-a", pod="c", util_milli=50, fb_used_peak_mib=9_000),
     ]
     usage = {c.queue: c for c in assess(snap, rows, SETTINGS).rightsizing}
     assert list(usage) == ["team-a"]  # team-b's only device is shared: nothing of its own
@@ -472,6 +477,39 @@ def test_rightsizing_leaves_out_the_memory_of_a_gpu_other_tenants_share() -> Non
         9_000,
     )
     assert team_a.fits == "1g.10gb on A100-80GB"
+
+
+def test_rightsizing_never_names_a_slice_that_cannot_hold_the_compute_used() -> None:
+    """Was: memory alone chose the slice. An H100 busy 88 % of the time using 8 GB was told
+    '1g.10gb on A100-80GB would hold the peak': a seventh of an A100 (0.14 of an A100's
+    compute) for a workload keeping 2.8 A100s' worth busy. No slice on the cluster holds
+    that: the report names none, and says what memory alone would have named."""
+    snap = snapshot(
+        nodes=[node("gpu-a", H100, 1), node("a100-a", "A100-80GB", 1)],
+        queues=[queue("team-a").quota(H100, 1)],
+        workloads=[workload("busy").gpus(1).queue("team-a").running_on("gpu-a", 0).started(0)],
+        now=NOW,
+    )
+    rows = [sample(0, util_milli=880, fb_used_peak_mib=8_000)]
+    [usage] = assess(snap, rows, SETTINGS).rightsizing
+    assert usage.fits is None
+    assert usage.message.endswith(
+        "88.0 % busy; 1g.10gb on A100-80GB would hold its memory but not its compute"
+    )
+    idle = [sample(0, util_milli=30, fb_used_peak_mib=8_000)]
+    [usage] = assess(snap, idle, SETTINGS).rightsizing
+    assert usage.fits == "1g.10gb on A100-80GB"  # 3 % of an H100: 0.10 A100 + 10 % fits 1/7
+
+
+def test_rightsizing_without_busy_time_holds_memory_and_says_so() -> None:
+    """Devices whose busy time DCGM does not report (neither GR_ENGINE_ACTIVE nor
+    GPU_UTIL exported): the suggestion holds their memory only, and says so."""
+    rows = [sample(0, fb_used_peak_mib=7_000), sample(1, fb_used_peak_mib=8_000)]
+    [usage] = assess(cluster(), rows, SETTINGS).rightsizing
+    assert (usage.util_mean_milli, usage.fits) == (None, "1g.10gb on H100-80GB")
+    assert usage.message.endswith(
+        "; 1g.10gb on H100-80GB would hold the peak + 10 % (memory only: busy time not reported)"
+    )
 
 
 # --------------------------------------------------------------------- the note

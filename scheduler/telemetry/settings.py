@@ -70,7 +70,8 @@ class TelemetrySettings:
     staleness_s: int = 120
     """Samples older than this are stale: they are reported, but never used for decisions."""
     rightsizing_headroom_pct: int = 10
-    """Headroom over the peak memory used when naming the smallest MIG profile that fits."""
+    """Headroom over the peak memory used, and over the busiest device's compute, when naming
+    the smallest MIG profile that fits."""
     labels: SeriesLabels = field(default_factory=SeriesLabels)
     series_selector: str = ""
     """Label matchers added to every metric selector, e.g. ``job="dcgm-exporter"`` when other
