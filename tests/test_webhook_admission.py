@@ -1043,6 +1043,49 @@ def test_a_jobset_is_sized_once_all_its_jobs_are_known() -> None:
     assert _gated(pod)
 
 
+@pytest.mark.parametrize(
+    ("change", "asks"),
+    [
+        ({"resources": {"nvidia.com/gpu": "8"}}, "nvidia.com/gpu: 8"),
+        ({"resources": {"nvidia.com/mig-1g.10gb": "1"}}, "nvidia.com/mig-1g.10gb: 1"),
+        (
+            {"annotations": {keys.ANNOTATION_GPU_MODELS: "H100-80GB"}},
+            "nvidia.com/gpu: 1 of H100-80GB",
+        ),
+    ],
+    ids=["count", "mig", "models"],
+)
+def test_a_gang_member_asking_differently_from_its_members_is_refused(
+    change: dict[str, Any], asks: str
+) -> None:
+    """Was: a gang was decided as its pods × its first member's ask, so a JobSet's leader
+    asking 1 GPU beside workers asking 8 (or a MIG slice beside whole GPUs) was charged
+    for less than it used, outside its queue's quota, on devices reserved for another ask.
+    A member that asks differently from the members already known is refused at creation,
+    naming both asks; one that asks the same is not."""
+    handler = admission()
+
+    def create(name: str, **changes: Any) -> dict[str, Any]:
+        annotations = {keys.ANNOTATION_GANG_SIZE: "3", **changes.pop("annotations", {})}
+        body = vary(
+            review(GPU_1), name=name, labels={keys.LABEL_GANG: "llm"}, annotations=annotations,
+            **changes,
+        )  # fmt: skip
+        return answer(handler.validate, mutated(body, answer(handler.mutate, body)))
+
+    assert create("llm-0")["allowed"] and create("llm-1")["allowed"]
+    denial = create("llm-2", **change)
+    assert denial["allowed"] is False
+    assert denial["status"]["message"] == (
+        f"Apportion: the members of gang gpu-team-a/llm ask differently: this pod asks {asks} "
+        "in queue team-a, its member llm-0 asks nvidia.com/gpu: 1 in queue team-a. Apportion "
+        "admits a gang as its pods × one ask: give every member the same GPU request, models "
+        "(apportion.io/gpu-models) and queue (apportion.io/queue), or put the pods that ask "
+        "differently in a gang of their own (apportion.io/gang, apportion.io/gang-size)"
+    )
+    assert create("llm-2")["allowed"]
+
+
 def test_only_the_leading_replica_admits_at_creation() -> None:
     from webhook.admission import Admission
     from webhook.settings import AdmissionSettings

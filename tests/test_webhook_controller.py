@@ -284,6 +284,39 @@ def test_a_gang_is_admitted_all_together_once_complete(fake: Fake) -> None:
         assert _placement(fake, "llm-0") != _placement(fake, "llm-1")
 
 
+def test_a_gang_whose_members_ask_differently_stays_gated_and_says_why(fake: Fake) -> None:
+    """Was: a JobSet's leader asking 1 GPU and its worker 2, created together (the webhook
+    compares a member only with those already known), were admitted as 2 × 1 GPU: the
+    worker ran on a GPU more than its queue was charged, on a placement of one. The
+    controller never decides such a gang; its pods keep the gate and say why."""
+    controller = _controller(fake)
+    with synced(controller):
+        _waiting_pod(fake, "llm-leader", gpus=1, workload="gpu-team-a/llm", gang=2)
+        _waiting_pod(fake, "llm-worker", gpus=2, workload="gpu-team-a/llm", gang=2)
+
+        def reason(name: str) -> str:
+            return str(_pod(fake, name)["metadata"]["annotations"].get(keys.ANNOTATION_REASON))
+
+        members = ("llm-leader", "llm-worker")
+        eventually(lambda: all(reason(n).startswith("GangMixed: ") for n in members))
+        assert reason("llm-worker") == (
+            "GangMixed: the members of gang gpu-team-a/llm ask differently: llm-leader asks "
+            "nvidia.com/gpu: 1 in queue team-a, llm-worker asks nvidia.com/gpu: 2 in queue "
+            "team-a. Apportion admits a gang as its pods × one ask, so it admits none of them: "
+            "give every member the same GPU request, models (apportion.io/gpu-models) and queue "
+            "(apportion.io/queue), or put the pods that ask differently in a gang of their own "
+            "(apportion.io/gang, apportion.io/gang-size), and create them again"
+        )
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        for name in members:
+            assert _gates(_pod(fake, name)) == [{"name": keys.GATE}]
+            assert ANNOTATION_PLACEMENT not in _pod(fake, name)["metadata"]["annotations"]
+        assert "gpu-team-a/llm" not in {w.name for w in controller.cluster.snapshot().workloads}
+        view = pending_view(controller.cluster)["queues"]["team-a"]
+        assert [(r["workload"], r["reason"]) for r in view] == [("gpu-team-a/llm", "GangMixed")]
+
+
 def test_a_gang_admission_cut_short_by_api_errors_is_carried_out_whole(fake: Fake) -> None:
     # A removed gate cannot be put back: a gang whose second member's patch fails must not
     # be left with its first member released and its second gated for good.

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.catalog import mig_resource_name
 from scheduler.demand import Kind, resolve_options
 from scheduler.model import Demand, Workload, WorkloadDecision
 from scheduler.reasons import Outcome, Reason
 from webhook import keys
 from webhook.cluster import LiveCluster
-from webhook.devices import wants_gpus
+from webhook.devices import resource_of, wants_gpus
+from webhook.gangs import refusal
 from webhook.observed import queue_refusals
 from webhook.patches import (
     Patch,
@@ -187,7 +187,7 @@ class Admission:
             keys.ANNOTATION_REASON: f"{decision.reason.value}: {decision.message}",
         }
         if ask.gpu.memory_mib is not None and demand is not None:
-            resource, count = _resource_of(demand)
+            resource, count = resource_of(demand)
             patch += set_gpu_resource(pod, ask.gpu.container, resource, count)
             annotations[ANNOTATION_REQUESTED_MEMORY] = ask.annotations[keys.ANNOTATION_GPU_MEMORY]
             patch.append(
@@ -314,11 +314,22 @@ class Admission:
                 ),
                 "denied",
             )
+        if ask.gang is not None and (differs := self._gang_refusal(pod)) is not None:
+            return Verdict(deny(f"Apportion: {differs}"), "denied")
         if self.standalone and not req.dry_run and not shadow:
             observed = self.reader.observed(pod)
             if observed is not None:
                 self.cluster.put_pod(observed)
         return Verdict(allow(warnings=self._rightsizing(ask, queue)), "allowed")
+
+    def _gang_refusal(self, pod: dict[str, Any]) -> str | None:
+        """A gang member that asks differently from the members the cache knows
+        (``gangs.refusal``): members created together reach the cache too late to be
+        compared here, and the controller never decides them (``gangs.mixed``)."""
+        observed = self.reader.observed(pod)
+        if observed is None:
+            return None
+        return refusal(observed, self.cluster.members(observed.workload))
 
     def _rightsizing(self, ask: PodAsk, queue: str | None) -> list[str]:
         """Soft advice from GPU metrics: this queue's workloads on these GPUs use far less
@@ -476,12 +487,6 @@ def _waiting(workload: Workload, reason: Reason, message: str) -> WorkloadDecisi
         reason=reason,
         message=message,
     )
-
-
-def _resource_of(demand: Demand) -> tuple[str, int]:
-    if demand.mig_profile is not None:
-        return mig_resource_name(demand.mig_profile), 1
-    return keys.GPU_RESOURCE, demand.gpus or 1
 
 
 def _decision_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
