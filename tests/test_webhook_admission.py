@@ -662,8 +662,16 @@ def test_priority_above_the_queue_maximum_is_denied() -> None:
     assert "priority 5000 is above the maximum 1000 of queue 'team-b'" in _denial(body)
 
 
-def test_a_gpu_pod_the_mutating_webhook_never_saw_is_refused_with_503() -> None:
-    response = answer(admission().validate, review("create-pod-gpu-1.validate-create"))
+@pytest.mark.parametrize(
+    "copied", [None, "gpu-team-b/train-gpu-1"], ids=["no-decision", "another-namespace-s"]
+)
+def test_a_gpu_pod_the_mutating_webhook_never_saw_is_refused_with_503(copied: str | None) -> None:
+    """Also one carrying the workload annotation of a pod of another namespace it was copied
+    from (was: taken for decided, and let through unmanaged)."""
+    body = review("create-pod-gpu-1.validate-create")
+    if copied is not None:
+        body = vary(body, annotations={keys.ANNOTATION_WORKLOAD: copied})
+    response = answer(admission().validate, body)
     assert response["allowed"] is False
     assert response["status"]["code"] == 503
 
@@ -1202,6 +1210,9 @@ def test_a_gated_pod_the_webhook_never_saw_is_refused_as_the_webhook_would(
 
 
 @pytest.mark.parametrize(
+    "copied", [None, "gpu-team-b/gated-gpu-2"], ids=["no-decision", "another-namespace-s"]
+)
+@pytest.mark.parametrize(
     ("part", "key", "value"),
     [
         ("labels", keys.LABEL_QUEUE, "team-b"),
@@ -1209,16 +1220,20 @@ def test_a_gated_pod_the_webhook_never_saw_is_refused_as_the_webhook_would(
     ],
 )
 def test_a_gated_pod_the_webhook_never_decided_can_be_fixed_by_its_user(
-    part: str, key: str, value: str
+    part: str, key: str, value: str, copied: str | None
 ) -> None:
     """Was: the controller keeps such a pod gated while its webhook would refuse it and
     tells its user to label it with a queue (or size its gang): it joins its queue once that
     is fixed. Yet its queue label and gang size were guarded as if Apportion had decided
     them, so the fix was refused. They are the user's until Apportion decides the pod (its
-    adoption checks them then); its gate stays Apportion's."""
+    adoption checks them then); its gate stays Apportion's. A workload annotation copied
+    from a pod of another namespace is no decision of this pod (was: guarded as one)."""
     body = _changed(part, key, value, managed=True)
     for pod in (body["request"]["oldObject"], body["request"]["object"]):
-        del pod["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD]
+        if copied is None:
+            del pod["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD]
+        else:
+            pod["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD] = copied
     assert answer(admission().validate, body)["allowed"] is True
     body["request"]["object"]["spec"]["schedulingGates"] = []
     assert _denial(body) == (

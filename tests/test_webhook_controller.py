@@ -1133,6 +1133,15 @@ def _daemonset_owned(pod: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
+def _decided_elsewhere(pod: dict[str, Any]) -> dict[str, Any]:
+    """``pod`` carrying what Apportion records on a waiting pod of gpu-team-a, as a manifest
+    copied from one does (was: taken for decided, so it waited for ever with no Event)."""
+    pod["metadata"].setdefault("annotations", {}).update(
+        {keys.ANNOTATION_WORKLOAD: "gpu-team-a/train", keys.ANNOTATION_DECISION: "pending"}
+    )
+    return pod
+
+
 @pytest.mark.parametrize(
     ("shape", "why"),
     [
@@ -1148,8 +1157,12 @@ def _daemonset_owned(pod: dict[str, Any]) -> dict[str, Any]:
             lambda fake: _daemonset_owned(_gated_copy(fake, "burn-in")),
             "a DaemonSet's pod: its DaemonSet chooses its node",
         ),
+        (
+            lambda fake: _decided_elsewhere(_gated_copy(fake, "copied", namespace="elsewhere")),
+            "its namespace elsewhere is not opted in (apportion.io/enabled=true)",
+        ),
     ],
-    ids=["no-gpu", "namespace-not-opted-in", "daemonset"],
+    ids=["no-gpu", "namespace-not-opted-in", "daemonset", "copied-decision"],
 )
 def test_apportions_gate_is_removed_from_a_pod_it_does_not_manage(
     fake: Fake, shape: Callable[[Fake], dict[str, Any]], why: str
@@ -1263,6 +1276,25 @@ def test_a_gated_pod_its_webhook_never_decided_joins_its_queue(fake: Fake) -> No
             "fair-share order",
         )
         assert events[1][1] == "Admitted"
+
+
+def test_a_pod_copied_with_another_namespace_s_decision_is_adopted_as_its_own(
+    fake: Fake,
+) -> None:
+    """Was: a waiting pod's manifest copied to another namespace kept the original's
+    workload annotation, and was filed under that workload of the other namespace: held or
+    admitted with it, never adopted. It is a pod Apportion never decided, adopted into its
+    own namespace's workload."""
+    fake.put_namespace("gpu-team-c", {keys.NAMESPACE_ENABLED: "true"})
+    fake.put_pod(_decided_elsewhere(_gated_copy(fake, "copied", namespace="gpu-team-c")))
+    shared = TEAM_A.model_copy(update={"namespaces": ("gpu-team-a", "gpu-team-c")})
+    controller = _controller_for(fake, shared)
+    with synced(controller):
+        eventually(lambda: not _gates(fake.get("pods", "copied", "gpu-team-c")))
+        copied = fake.get("pods", "copied", "gpu-team-c")["metadata"]["annotations"]
+        assert copied[keys.ANNOTATION_WORKLOAD] == "gpu-team-c/copied"
+        events = eventually(lambda: fake.events("gpu-team-c"))
+        assert (events[0]["involvedObject"]["name"], events[0]["reason"]) == ("copied", "Adopted")
 
 
 def test_an_adoption_whose_answer_was_lost_is_not_made_again() -> None:

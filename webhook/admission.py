@@ -42,6 +42,7 @@ from webhook.pods import (
     PodAsk,
     PodReader,
     core_tolerations,
+    decided_workload,
     format_placement,
     gate_names,
     grace_period_s,
@@ -298,7 +299,7 @@ class Admission:
         if problems:
             return Verdict(deny("Apportion: " + "; ".join(problems)), "denied")
         shadow = self.settings.mode == "shadow" or policy.shadow
-        if not shadow and keys.ANNOTATION_WORKLOAD not in ask.annotations:
+        if not shadow and decided_workload(pod) is None:
             if self.settings.on_allocator_failure == "allow":
                 # What the mutating call did when it could not decide: this call cannot
                 # tell that from an outage, and the setting lets both run unmanaged.
@@ -375,12 +376,11 @@ class Admission:
         if not pod:
             return
         metadata = pod.get("metadata") or {}
-        workload = (metadata.get("annotations") or {}).get(keys.ANNOTATION_WORKLOAD)
         self.cluster.pod_leaving(
             str(metadata.get("namespace", "")),
             str(metadata.get("name", "")),
             uid=str(metadata.get("uid") or ""),
-            workload=workload if isinstance(workload, str) else None,
+            workload=decided_workload(pod),
             grace_s=grace_period_s(pod, options),
         )
 
@@ -498,10 +498,11 @@ def _decision_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
     metadata = old.get("metadata") or {}
     guarded = keys.DECISION_KEYS | {ANNOTATION_PLACEMENT}
-    if keys.ANNOTATION_WORKLOAD in (metadata.get("annotations") or {}):
+    if decided_workload(old) is not None:
         # Checked and decided: only then Apportion's. A gated pod it never decided (a
-        # stray, ``strays.py``) is checked when the controller adopts it, and until then
-        # its user may fix what keeps it out (its queue, its gang's size).
+        # stray, ``strays.py``, also one copied with a decision of another namespace) is
+        # checked when the controller adopts it, and until then its user may fix what
+        # keeps it out (its queue, its gang's size).
         guarded |= keys.RECORDED_KEYS
     changed: list[str] = []
     for part in ("labels", "annotations"):
