@@ -662,8 +662,16 @@ def test_priority_above_the_queue_maximum_is_denied() -> None:
     assert "priority 5000 is above the maximum 1000 of queue 'team-b'" in _denial(body)
 
 
-def test_a_gpu_pod_the_mutating_webhook_never_saw_is_refused_with_503() -> None:
-    response = answer(admission().validate, review("create-pod-gpu-1.validate-create"))
+@pytest.mark.parametrize(
+    "copied", [None, "gpu-team-b/train-gpu-1"], ids=["no-decision", "another-namespace-s"]
+)
+def test_a_gpu_pod_the_mutating_webhook_never_saw_is_refused_with_503(copied: str | None) -> None:
+    """Also one carrying the workload annotation of a pod of another namespace it was copied
+    from (was: taken for decided, and let through unmanaged)."""
+    body = review("create-pod-gpu-1.validate-create")
+    if copied is not None:
+        body = vary(body, annotations={keys.ANNOTATION_WORKLOAD: copied})
+    response = answer(admission().validate, body)
     assert response["allowed"] is False
     assert response["status"]["code"] == 503
 
@@ -1043,6 +1051,49 @@ def test_a_jobset_is_sized_once_all_its_jobs_are_known() -> None:
     assert _gated(pod)
 
 
+@pytest.mark.parametrize(
+    ("change", "asks"),
+    [
+        ({"resources": {"nvidia.com/gpu": "8"}}, "nvidia.com/gpu: 8"),
+        ({"resources": {"nvidia.com/mig-1g.10gb": "1"}}, "nvidia.com/mig-1g.10gb: 1"),
+        (
+            {"annotations": {keys.ANNOTATION_GPU_MODELS: "H100-80GB"}},
+            "nvidia.com/gpu: 1 of H100-80GB",
+        ),
+    ],
+    ids=["count", "mig", "models"],
+)
+def test_a_gang_member_asking_differently_from_its_members_is_refused(
+    change: dict[str, Any], asks: str
+) -> None:
+    """Was: a gang was decided as its pods × its first member's ask, so a JobSet's leader
+    asking 1 GPU beside workers asking 8 (or a MIG slice beside whole GPUs) was charged
+    for less than it used, outside its queue's quota, on devices reserved for another ask.
+    A member that asks differently from the members already known is refused at creation,
+    naming both asks; one that asks the same is not."""
+    handler = admission()
+
+    def create(name: str, **changes: Any) -> dict[str, Any]:
+        annotations = {keys.ANNOTATION_GANG_SIZE: "3", **changes.pop("annotations", {})}
+        body = vary(
+            review(GPU_1), name=name, labels={keys.LABEL_GANG: "llm"}, annotations=annotations,
+            **changes,
+        )  # fmt: skip
+        return answer(handler.validate, mutated(body, answer(handler.mutate, body)))
+
+    assert create("llm-0")["allowed"] and create("llm-1")["allowed"]
+    denial = create("llm-2", **change)
+    assert denial["allowed"] is False
+    assert denial["status"]["message"] == (
+        f"Apportion: the members of gang gpu-team-a/llm ask differently: this pod asks {asks} "
+        "in queue team-a, its member llm-0 asks nvidia.com/gpu: 1 in queue team-a. Apportion "
+        "admits a gang as its pods × one ask: give every member the same GPU request, models "
+        "(apportion.io/gpu-models) and queue (apportion.io/queue), or put the pods that ask "
+        "differently in a gang of their own (apportion.io/gang, apportion.io/gang-size)"
+    )
+    assert create("llm-2")["allowed"]
+
+
 def test_only_the_leading_replica_admits_at_creation() -> None:
     from webhook.admission import Admission
     from webhook.settings import AdmissionSettings
@@ -1159,6 +1210,9 @@ def test_a_gated_pod_the_webhook_never_saw_is_refused_as_the_webhook_would(
 
 
 @pytest.mark.parametrize(
+    "copied", [None, "gpu-team-b/gated-gpu-2"], ids=["no-decision", "another-namespace-s"]
+)
+@pytest.mark.parametrize(
     ("part", "key", "value"),
     [
         ("labels", keys.LABEL_QUEUE, "team-b"),
@@ -1166,16 +1220,20 @@ def test_a_gated_pod_the_webhook_never_saw_is_refused_as_the_webhook_would(
     ],
 )
 def test_a_gated_pod_the_webhook_never_decided_can_be_fixed_by_its_user(
-    part: str, key: str, value: str
+    part: str, key: str, value: str, copied: str | None
 ) -> None:
     """Was: the controller keeps such a pod gated while its webhook would refuse it and
     tells its user to label it with a queue (or size its gang): it joins its queue once that
     is fixed. Yet its queue label and gang size were guarded as if Apportion had decided
     them, so the fix was refused. They are the user's until Apportion decides the pod (its
-    adoption checks them then); its gate stays Apportion's."""
+    adoption checks them then); its gate stays Apportion's. A workload annotation copied
+    from a pod of another namespace is no decision of this pod (was: guarded as one)."""
     body = _changed(part, key, value, managed=True)
     for pod in (body["request"]["oldObject"], body["request"]["object"]):
-        del pod["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD]
+        if copied is None:
+            del pod["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD]
+        else:
+            pod["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD] = copied
     assert answer(admission().validate, body)["allowed"] is True
     body["request"]["object"]["spec"]["schedulingGates"] = []
     assert _denial(body) == (

@@ -212,3 +212,63 @@ def test_a_foreign_pod_takes_every_device_it_holds_out_of_capacity(
     (node,) = [n for n in cluster.snapshot().nodes if n.name == "mig-node-c"]
     assert sum(1 for g in node.gpus if g.mig is None) == whole
     assert sum(len(g.mig or ()) for g in node.gpus) == slices
+
+
+_MIXED = (
+    "the members of gang gpu-team-a/llm ask differently: {}. Apportion admits a gang as its "
+    "pods × one ask, so it admits none of them: give every member the same GPU request, "
+    "models (apportion.io/gpu-models) and queue (apportion.io/queue), or put the pods that "
+    "ask differently in a gang of their own (apportion.io/gang, apportion.io/gang-size), and "
+    "create them again"
+)
+
+
+@pytest.mark.parametrize(
+    ("members", "waiting", "asks"),
+    [
+        (
+            [
+                _member("llm-0", gated=True),
+                replace(_member("llm-1", gated=True), demand=Demand(mig_profile="1g.10gb")),
+                _member("llm-2", gated=True),
+            ],
+            "gpu-team-a/llm",
+            "llm-0 asks nvidia.com/gpu: 1 in queue team-a, llm-1 asks nvidia.com/mig-1g.10gb: 1 "
+            "in queue team-a",
+        ),
+        (
+            [
+                _member("llm-0", gated=True),
+                _member("llm-1", gated=True),
+                replace(_member("llm-2", gated=True), queue="team-b"),
+            ],
+            "gpu-team-a/llm",
+            "llm-0 asks nvidia.com/gpu: 1 in queue team-a, llm-2 asks nvidia.com/gpu: 1 in queue "
+            "team-b",
+        ),
+        (
+            [
+                _member("llm-0", gated=False, placement="gpu-node-a:0"),
+                _member("llm-1", gated=False, placement="gpu-node-a:1"),
+                replace(_member("llm-2b", gated=True), demand=Demand(gpus=4)),
+            ],
+            "gpu-team-a/llm replacements",
+            "llm-0 asks nvidia.com/gpu: 1 in queue team-a, llm-2b asks nvidia.com/gpu: 4 in queue "
+            "team-a",
+        ),
+    ],
+    ids=["mig-beside-whole", "another-queue", "replacement"],
+)
+def test_a_gang_whose_members_ask_differently_is_never_decided(
+    members: list[ManagedPod], waiting: str, asks: str
+) -> None:
+    """Was: decided as its pods × its first member's ask and queue (a running gang's
+    replacements as theirs), so admitted, members ran outside their queue's quota on
+    devices reserved for another ask. Members the webhook could not compare (created
+    together, or while it was down) wait, not charged, and the queue view says why."""
+    cluster = fixture_cluster()
+    for pod in members:
+        cluster.put_pod(pod)
+    assert all(w.placement is not None for w in cluster.snapshot().workloads)
+    (view,) = waiting_workloads(cluster)
+    assert (view.workload, view.reason, view.message) == (waiting, "GangMixed", _MIXED.format(asks))

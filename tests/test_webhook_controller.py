@@ -284,6 +284,39 @@ def test_a_gang_is_admitted_all_together_once_complete(fake: Fake) -> None:
         assert _placement(fake, "llm-0") != _placement(fake, "llm-1")
 
 
+def test_a_gang_whose_members_ask_differently_stays_gated_and_says_why(fake: Fake) -> None:
+    """Was: a JobSet's leader asking 1 GPU and its worker 2, created together (the webhook
+    compares a member only with those already known), were admitted as 2 × 1 GPU: the
+    worker ran on a GPU more than its queue was charged, on a placement of one. The
+    controller never decides such a gang; its pods keep the gate and say why."""
+    controller = _controller(fake)
+    with synced(controller):
+        _waiting_pod(fake, "llm-leader", gpus=1, workload="gpu-team-a/llm", gang=2)
+        _waiting_pod(fake, "llm-worker", gpus=2, workload="gpu-team-a/llm", gang=2)
+
+        def reason(name: str) -> str:
+            return str(_pod(fake, name)["metadata"]["annotations"].get(keys.ANNOTATION_REASON))
+
+        members = ("llm-leader", "llm-worker")
+        eventually(lambda: all(reason(n).startswith("GangMixed: ") for n in members))
+        assert reason("llm-worker") == (
+            "GangMixed: the members of gang gpu-team-a/llm ask differently: llm-leader asks "
+            "nvidia.com/gpu: 1 in queue team-a, llm-worker asks nvidia.com/gpu: 2 in queue "
+            "team-a. Apportion admits a gang as its pods × one ask, so it admits none of them: "
+            "give every member the same GPU request, models (apportion.io/gpu-models) and queue "
+            "(apportion.io/queue), or put the pods that ask differently in a gang of their own "
+            "(apportion.io/gang, apportion.io/gang-size), and create them again"
+        )
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        for name in members:
+            assert _gates(_pod(fake, name)) == [{"name": keys.GATE}]
+            assert ANNOTATION_PLACEMENT not in _pod(fake, name)["metadata"]["annotations"]
+        assert "gpu-team-a/llm" not in {w.name for w in controller.cluster.snapshot().workloads}
+        view = pending_view(controller.cluster)["queues"]["team-a"]
+        assert [(r["workload"], r["reason"]) for r in view] == [("gpu-team-a/llm", "GangMixed")]
+
+
 def test_a_gang_admission_cut_short_by_api_errors_is_carried_out_whole(fake: Fake) -> None:
     # A removed gate cannot be put back: a gang whose second member's patch fails must not
     # be left with its first member released and its second gated for good.
@@ -1100,6 +1133,15 @@ def _daemonset_owned(pod: dict[str, Any]) -> dict[str, Any]:
     return pod
 
 
+def _decided_elsewhere(pod: dict[str, Any]) -> dict[str, Any]:
+    """``pod`` carrying what Apportion records on a waiting pod of gpu-team-a, as a manifest
+    copied from one does (was: taken for decided, so it waited for ever with no Event)."""
+    pod["metadata"].setdefault("annotations", {}).update(
+        {keys.ANNOTATION_WORKLOAD: "gpu-team-a/train", keys.ANNOTATION_DECISION: "pending"}
+    )
+    return pod
+
+
 @pytest.mark.parametrize(
     ("shape", "why"),
     [
@@ -1115,8 +1157,12 @@ def _daemonset_owned(pod: dict[str, Any]) -> dict[str, Any]:
             lambda fake: _daemonset_owned(_gated_copy(fake, "burn-in")),
             "a DaemonSet's pod: its DaemonSet chooses its node",
         ),
+        (
+            lambda fake: _decided_elsewhere(_gated_copy(fake, "copied", namespace="elsewhere")),
+            "its namespace elsewhere is not opted in (apportion.io/enabled=true)",
+        ),
     ],
-    ids=["no-gpu", "namespace-not-opted-in", "daemonset"],
+    ids=["no-gpu", "namespace-not-opted-in", "daemonset", "copied-decision"],
 )
 def test_apportions_gate_is_removed_from_a_pod_it_does_not_manage(
     fake: Fake, shape: Callable[[Fake], dict[str, Any]], why: str
@@ -1230,6 +1276,25 @@ def test_a_gated_pod_its_webhook_never_decided_joins_its_queue(fake: Fake) -> No
             "fair-share order",
         )
         assert events[1][1] == "Admitted"
+
+
+def test_a_pod_copied_with_another_namespace_s_decision_is_adopted_as_its_own(
+    fake: Fake,
+) -> None:
+    """Was: a waiting pod's manifest copied to another namespace kept the original's
+    workload annotation, and was filed under that workload of the other namespace: held or
+    admitted with it, never adopted. It is a pod Apportion never decided, adopted into its
+    own namespace's workload."""
+    fake.put_namespace("gpu-team-c", {keys.NAMESPACE_ENABLED: "true"})
+    fake.put_pod(_decided_elsewhere(_gated_copy(fake, "copied", namespace="gpu-team-c")))
+    shared = TEAM_A.model_copy(update={"namespaces": ("gpu-team-a", "gpu-team-c")})
+    controller = _controller_for(fake, shared)
+    with synced(controller):
+        eventually(lambda: not _gates(fake.get("pods", "copied", "gpu-team-c")))
+        copied = fake.get("pods", "copied", "gpu-team-c")["metadata"]["annotations"]
+        assert copied[keys.ANNOTATION_WORKLOAD] == "gpu-team-c/copied"
+        events = eventually(lambda: fake.events("gpu-team-c"))
+        assert (events[0]["involvedObject"]["name"], events[0]["reason"]) == ("copied", "Adopted")
 
 
 def test_an_adoption_whose_answer_was_lost_is_not_made_again() -> None:

@@ -18,13 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.catalog import mig_resource_name
 from scheduler.demand import Kind, resolve_options
 from scheduler.model import Demand, Workload, WorkloadDecision
 from scheduler.reasons import Outcome, Reason
 from webhook import keys
 from webhook.cluster import LiveCluster
-from webhook.devices import wants_gpus
+from webhook.devices import resource_of, wants_gpus
+from webhook.gangs import refusal
 from webhook.observed import queue_refusals
 from webhook.patches import (
     Patch,
@@ -42,6 +42,7 @@ from webhook.pods import (
     PodAsk,
     PodReader,
     core_tolerations,
+    decided_workload,
     format_placement,
     gate_names,
     grace_period_s,
@@ -187,7 +188,7 @@ class Admission:
             keys.ANNOTATION_REASON: f"{decision.reason.value}: {decision.message}",
         }
         if ask.gpu.memory_mib is not None and demand is not None:
-            resource, count = _resource_of(demand)
+            resource, count = resource_of(demand)
             patch += set_gpu_resource(pod, ask.gpu.container, resource, count)
             annotations[ANNOTATION_REQUESTED_MEMORY] = ask.annotations[keys.ANNOTATION_GPU_MEMORY]
             patch.append(
@@ -298,7 +299,7 @@ class Admission:
         if problems:
             return Verdict(deny("Apportion: " + "; ".join(problems)), "denied")
         shadow = self.settings.mode == "shadow" or policy.shadow
-        if not shadow and keys.ANNOTATION_WORKLOAD not in ask.annotations:
+        if not shadow and decided_workload(pod) is None:
             if self.settings.on_allocator_failure == "allow":
                 # What the mutating call did when it could not decide: this call cannot
                 # tell that from an outage, and the setting lets both run unmanaged.
@@ -314,11 +315,22 @@ class Admission:
                 ),
                 "denied",
             )
+        if ask.gang is not None and (differs := self._gang_refusal(pod)) is not None:
+            return Verdict(deny(f"Apportion: {differs}"), "denied")
         if self.standalone and not req.dry_run and not shadow:
             observed = self.reader.observed(pod)
             if observed is not None:
                 self.cluster.put_pod(observed)
         return Verdict(allow(warnings=self._rightsizing(ask, queue)), "allowed")
+
+    def _gang_refusal(self, pod: dict[str, Any]) -> str | None:
+        """A gang member that asks differently from the members the cache knows
+        (``gangs.refusal``): members created together reach the cache too late to be
+        compared here, and the controller never decides them (``gangs.mixed``)."""
+        observed = self.reader.observed(pod)
+        if observed is None:
+            return None
+        return refusal(observed, self.cluster.members(observed.workload))
 
     def _rightsizing(self, ask: PodAsk, queue: str | None) -> list[str]:
         """Soft advice from GPU metrics: this queue's workloads on these GPUs use far less
@@ -364,12 +376,11 @@ class Admission:
         if not pod:
             return
         metadata = pod.get("metadata") or {}
-        workload = (metadata.get("annotations") or {}).get(keys.ANNOTATION_WORKLOAD)
         self.cluster.pod_leaving(
             str(metadata.get("namespace", "")),
             str(metadata.get("name", "")),
             uid=str(metadata.get("uid") or ""),
-            workload=workload if isinstance(workload, str) else None,
+            workload=decided_workload(pod),
             grace_s=grace_period_s(pod, options),
         )
 
@@ -478,12 +489,6 @@ def _waiting(workload: Workload, reason: Reason, message: str) -> WorkloadDecisi
     )
 
 
-def _resource_of(demand: Demand) -> tuple[str, int]:
-    if demand.mig_profile is not None:
-        return mig_resource_name(demand.mig_profile), 1
-    return keys.GPU_RESOURCE, demand.gpus or 1
-
-
 def _decision_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Decision labels/annotations a user changed, the queue or gang of a pod Apportion
     decided, and a removed gate."""
@@ -493,10 +498,11 @@ def _decision_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
     metadata = old.get("metadata") or {}
     guarded = keys.DECISION_KEYS | {ANNOTATION_PLACEMENT}
-    if keys.ANNOTATION_WORKLOAD in (metadata.get("annotations") or {}):
+    if decided_workload(old) is not None:
         # Checked and decided: only then Apportion's. A gated pod it never decided (a
-        # stray, ``strays.py``) is checked when the controller adopts it, and until then
-        # its user may fix what keeps it out (its queue, its gang's size).
+        # stray, ``strays.py``, also one copied with a decision of another namespace) is
+        # checked when the controller adopts it, and until then its user may fix what
+        # keeps it out (its queue, its gang's size).
         guarded |= keys.RECORDED_KEYS
     changed: list[str] = []
     for part in ("labels", "annotations"):

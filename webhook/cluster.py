@@ -413,12 +413,17 @@ class LiveCluster:
         with self._lock:
             return list(self.pods.values())
 
+    def members(self, workload: str) -> list[ManagedPod]:
+        """The pods observed under ``workload`` (its workload annotation)."""
+        with self._lock:
+            return [p for p in self.pods.values() if p.workload == workload]
+
     def _highest_waiting(self) -> dict[str, int]:
         """Per queue, the highest priority among its gated pods (cached per generation)."""
         if self._waiting_cache is None or self._waiting_cache[0] != self.generation:
             highest: dict[str, int] = {}
             for group in workload_groups(self.pods.values()).values():
-                for pod in () if group.admitted else group.pods:
+                for pod in () if group.admitted or group.mixed else group.pods:
                     if not pod.other_gates:  # held back by others: it waits for nobody here
                         highest[pod.queue] = max(highest.get(pod.queue, pod.priority), pod.priority)
             self._waiting_cache = (self.generation, highest)

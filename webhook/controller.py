@@ -47,6 +47,7 @@ from scheduler.reasons import Outcome
 from webhook import keys
 from webhook.admission import Admission
 from webhook.cluster import LiveCluster
+from webhook.gangs import GANG_MIXED
 from webhook.hostpods import HostPod, host_pod_of
 from webhook.informer import Informer
 from webhook.jobs import job_row
@@ -332,6 +333,7 @@ class Controller:
     def reconcile_once(self) -> Decision | None:
         """One global decision over the waiting workloads, and its actions."""
         self._complete_admissions()
+        self._explain_mixed()
         snapshot = self.cluster.snapshot()
         if not any(w.placement is None for w in snapshot.workloads):
             self.cluster.set_last_decisions(())
@@ -366,7 +368,7 @@ class Controller:
             if verdict.outcome is Outcome.ADMIT:
                 self._admit(workloads[verdict.workload], verdict, members)
             else:
-                self._explain(verdict, members)
+                self._explain(f"{verdict.reason.value}: {verdict.message}", members)
         return decision
 
     def _nominate(self, members: list[ManagedPod]) -> None:
@@ -520,9 +522,15 @@ class Controller:
             return [{"key": keys.NODE_HOSTNAME, "operator": "In", "values": [placement.node]}]
         return node_expressions([node])
 
-    def _explain(self, verdict: WorkloadDecision, members: list[ManagedPod]) -> None:
+    def _explain_mixed(self) -> None:
+        """Gangs whose members ask differently are never decided (``gangs.mixed``): their
+        pods say so, or they would keep saying they wait for their members."""
+        for group in workload_groups(self.cluster.managed_pods()).values():
+            if group.mixed is not None:
+                self._explain(f"{GANG_MIXED}: {group.mixed}", group.pods)
+
+    def _explain(self, text: str, members: list[ManagedPod]) -> None:
         """Keep the waiting pods' reason annotation current (only when it changed)."""
-        text = f"{verdict.reason.value}: {verdict.message}"
         for pod in members:
             raw = pod.raw or {}
             current = ((raw.get("metadata") or {}).get("annotations") or {}).get(

@@ -14,10 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler.catalog import mig_resource_name
+from scheduler.model import Demand
 from webhook import keys
 from webhook.quantities import QuantityError, parse_bytes_mib, parse_count
 
-__all__ = ["GpuAsk", "gpu_ask_of", "held_devices", "wants_gpus"]
+__all__ = ["GpuAsk", "gpu_ask_of", "held_devices", "resource_of", "wants_gpus"]
 
 
 def _count(text: object, where: str) -> int:
@@ -287,3 +289,11 @@ def gpu_ask_of(
             "pod (use several pods, or whole GPUs)"
         ]
     return GpuAsk(mig_profile=profile, container=container), []
+
+
+def resource_of(demand: Demand) -> tuple[str, int]:
+    """The extended resource and count a pod asks for a concrete device demand, as it is
+    written in a pod spec (``nvidia.com/mig-1g.10gb: 1``, ``nvidia.com/gpu: 2``)."""
+    if demand.mig_profile is not None:
+        return mig_resource_name(demand.mig_profile), 1
+    return keys.GPU_RESOURCE, demand.gpus or 1

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from scheduler.model import Demand, Node, PodPlacement, Queue, Workload, flavor_of_mig
+from webhook.gangs import mixed
 from webhook.kubeobjects import NodeLedger
 from webhook.pods import ManagedPod
 
@@ -39,6 +40,8 @@ class PodGroup:
     """Every pod holds its placement: released, or gated with a placement recorded."""
     places: int | None = None
     """For a running gang's replacements: the places its admitted members leave."""
+    mixed: str | None = None
+    """Why it is not decided: its gang's members ask differently (``gangs.mixed``)."""
 
 
 _REPLACEMENTS = " replacements"
@@ -63,7 +66,10 @@ def workload_groups(pods: Iterable[ManagedPod]) -> dict[str, PodGroup]:
 
     The controller admits a gang by recording every member's placement, then removing the
     gates: gated pods hold their placements only once the record is whole (every pod has
-    one), so an admission cut short midway is decided again, never half released."""
+    one), so an admission cut short midway is decided again, never half released.
+
+    The waiting pods of a gang whose members ask differently (``gangs.mixed``, running
+    ones included) are not decided: the group says why."""
     grouped: dict[str, list[ManagedPod]] = {}
     for pod in pods:
         if not pod.foreign:
@@ -72,13 +78,17 @@ def workload_groups(pods: Iterable[ManagedPod]) -> dict[str, PodGroup]:
     for name, members in grouped.items():
         recorded = all(p.placement is not None or not p.gated for p in members)
         held = [p for p in members if not p.gated or (recorded and p.placement is not None)]
+        why = mixed(name, members) if len(held) < len(members) else None
         if len(held) in (0, len(members)):
-            groups[name] = PodGroup(members, admitted=bool(held))
+            groups[name] = PodGroup(members, admitted=bool(held), mixed=why)
             continue
         groups[name] = PodGroup(held, admitted=True)
         size = max(p.gang_size for p in members)
         groups[replacements_of(name)] = PodGroup(
-            [p for p in members if p.gated], admitted=False, places=max(0, size - len(held))
+            [p for p in members if p.gated],
+            admitted=False,
+            places=max(0, size - len(held)),
+            mixed=why,
         )
     return groups
 
@@ -222,6 +232,8 @@ def workload_of(
         tolerations=first.tolerations,
     )
     if not group.admitted:
+        if group.mixed is not None:
+            return None  # pods × one ask would charge and place them wrongly
         if group.places is None and len(pods) < first.gang_size:
             return None  # an incomplete gang is reported, not decided
         if group.places is not None and len(pods) > group.places:

@@ -30,6 +30,7 @@ __all__ = [
     "affinity_parts",
     "controller_owner",
     "core_tolerations",
+    "decided_workload",
     "epoch_seconds",
     "format_placement",
     "gate_names",
@@ -142,14 +143,29 @@ def not_managed(pod: Mapping[str, Any], namespace_enabled: bool | None) -> str |
         return "a DaemonSet's pod: its DaemonSet chooses its node"
     metadata = pod.get("metadata")
     metadata = metadata if isinstance(metadata, Mapping) else {}
-    annotations = metadata.get("annotations")
-    decided = isinstance(annotations, Mapping) and keys.ANNOTATION_WORKLOAD in annotations
-    if namespace_enabled is False and not decided:
+    if namespace_enabled is False and decided_workload(pod) is None:
         return (
             f"its namespace {metadata.get('namespace')} is not opted in "
             f"({keys.NAMESPACE_ENABLED}=true)"
         )
     return None
+
+
+def decided_workload(pod: Mapping[str, Any]) -> str | None:
+    """The workload Apportion decided ``pod`` as (``keys.ANNOTATION_WORKLOAD``); None if it
+    never decided it. Apportion names a pod's workload in the pod's own namespace
+    (``<namespace>/<name or gang>``): one naming another namespace came with a manifest
+    copied from a pod there, so this pod is one Apportion never decided (a stray,
+    ``strays.py``), not a member of that workload."""
+    metadata = pod.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    annotations = metadata.get("annotations")
+    workload = (
+        annotations.get(keys.ANNOTATION_WORKLOAD) if isinstance(annotations, Mapping) else None
+    )
+    if not isinstance(workload, str) or not workload.startswith(f"{metadata.get('namespace')}/"):
+        return None
+    return workload
 
 
 def _str_map(value: object) -> dict[str, str]:
@@ -533,7 +549,7 @@ class PodReader:
         if metadata.get("deletionTimestamp") and not (pod.get("spec") or {}).get("nodeName"):
             return None
         annotations = _str_map(metadata.get("annotations"))
-        workload = annotations.get(keys.ANNOTATION_WORKLOAD)
+        workload = decided_workload(pod)
         spec = pod.get("spec") or {}
         namespace = str(metadata.get("namespace") or "")
         name = str(metadata.get("name") or "")

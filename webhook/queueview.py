@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook.cluster import LiveCluster
+from webhook.gangs import GANG_MIXED
 from webhook.observed import queue_refusals, workload_groups
 from webhook.pods import held_back
 
@@ -51,7 +52,9 @@ def waiting_workloads(cluster: LiveCluster) -> list[Waiting]:
         priority = max(p.priority for p in pods)
         queue = queues.get(first.queue)
         reason, message = "Pending", "waiting for the controller's next decision"
-        if queue is None:
+        if group.mixed is not None:
+            reason, message = GANG_MIXED, group.mixed
+        elif queue is None:
             reason = "QueueUnknown"
             message = f"queue {first.queue!r} does not exist; create it or relabel"
         elif refusals := queue_refusals(queue, first.namespace, priority):

@@ -1,10 +1,10 @@
 """Pods that carry Apportion's gate but that Apportion never decided ("strays").
 
 A pod created with ``apportion.io/admission`` (a manifest copied from a waiting pod) that
-the webhook never saw has no recorded decision (``keys.ANNOTATION_WORKLOAD``), and nobody
-else removes that gate: it would wait for ever. The controller's informer keeps such pods
-apart (``LiveCluster.put_stray``); at every cycle the leader settles each one by its
-namespace's labels of the moment:
+the webhook never saw has no recorded decision (``pods.decided_workload``: none, or a copied
+one naming another namespace), and nobody else removes that gate: it would wait for ever.
+The controller's informer keeps such pods apart (``LiveCluster.put_stray``); at every cycle
+the leader settles each one by its namespace's labels of the moment:
 - Apportion does not manage it (it asks no GPU, a DaemonSet chooses its node, or its
   namespace did not opt in: ``pods.not_managed``): Apportion's gate, and only it, is
   removed, with an Event ``NotManaged`` saying why.
