@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 from kubefake import Fake, running_fake
+from kubernetes.client.exceptions import ApiException
 from webhook_support import cpu_only_pod, free_host
 
 from scheduler.model import PreemptionPolicy, Queue, Quota
 from webhook import keys
+from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.controller import Controller
 from webhook.kubeapi import KubeApi
@@ -26,6 +28,7 @@ from webhook.metrics import Metrics
 from webhook.pods import ANNOTATION_PLACEMENT
 from webhook.queueview import pending_view, waiting_workloads
 from webhook.settings import AdmissionSettings, ControllerSettings
+from webhook.strays import StrayGates
 
 SETTINGS = ControllerSettings(
     tick_s=0.3,
@@ -1297,18 +1300,33 @@ def test_a_pod_copied_with_another_namespace_s_decision_is_adopted_as_its_own(
         assert (events[0]["involvedObject"]["name"], events[0]["reason"]) == ("copied", "Adopted")
 
 
+def _stray_gates(fake: Fake, cluster: LiveCluster, lost: int = 0) -> StrayGates:
+    """The controller's stray handling over ``cluster``'s view (no watch updates it),
+    patching ``fake``; the first ``lost`` patches are made but answered as failed."""
+    api = KubeApi(fake.api_client())
+    answers = [False] * lost
+
+    def patch(namespace: str, name: str, ops: list[dict[str, Any]], doing: str) -> bool:
+        try:
+            api.patch_pod(namespace, name, ops)
+        except ApiException:
+            return False
+        return answers.pop() if answers else True
+
+    return StrayGates(
+        cluster,
+        adopt=Admission(cluster, AdmissionSettings()).adopt,
+        patch=patch,
+        event=lambda *_: None,
+    )
+
+
 def test_an_adoption_whose_answer_was_lost_is_not_made_again() -> None:
     """Was: an adoption patch that was made but whose answer was lost (a dropped
     connection) was made again at the next cycle while the watch had not yet shown the pod
     adopted: the GPU tolerations were appended a second time (a pod always carries some:
     the API server adds the not-ready and unreachable ones), and the node affinity ANDed
     again. An adoption holds only on the pod as it was seen (its resourceVersion)."""
-    from kubernetes.client.exceptions import ApiException
-
-    from webhook.admission import Admission
-    from webhook.settings import AdmissionSettings
-    from webhook.strays import StrayGates
-
     with running_fake() as fake:
         labels = {keys.NAMESPACE_ENABLED: "true", keys.NAMESPACE_DEFAULT_QUEUE: "team-a"}
         fake.put_namespace("gpu-team-a", labels)
@@ -1319,22 +1337,7 @@ def test_an_adoption_whose_answer_was_lost_is_not_made_again() -> None:
         cluster.put_namespace("gpu-team-a", labels)
         cluster.replace_queues([TEAM_A])
         cluster.put_stray("gpu-team-a", "copied", seen)  # the watch shows nothing new
-        api = KubeApi(fake.api_client())
-        lost = [True]
-
-        def patch(namespace: str, name: str, ops: list[dict[str, Any]], doing: str) -> bool:
-            try:
-                api.patch_pod(namespace, name, ops)
-            except ApiException:
-                return False
-            return not lost.pop() if lost else True  # the first made, its answer lost
-
-        gates = StrayGates(
-            cluster,
-            adopt=Admission(cluster, AdmissionSettings()).adopt,
-            patch=patch,
-            event=lambda *_: None,
-        )
+        gates = _stray_gates(fake, cluster, lost=1)  # the first patch made, its answer lost
         gates.settle()
         adopted = _pod(fake, "copied")
         assert adopted["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD] == "gpu-team-a/copied"
@@ -1427,11 +1430,6 @@ def test_a_release_holds_only_on_the_pod_as_it_was_seen() -> None:
     watch not yet showing either, nor its namespace opting in), it released the new pod,
     which Apportion decided must wait in its queue, to run outside it. A release now tests
     the pod's uid, as an adoption does."""
-    from kubernetes.client.exceptions import ApiException
-
-    from webhook.admission import Admission
-    from webhook.strays import StrayGates
-
     with running_fake() as fake:
         fake.put_namespace("elsewhere")
         seen = fake.put_pod(_gated_copy(fake, "copied", namespace="elsewhere"))
@@ -1442,20 +1440,5 @@ def test_a_release_holds_only_on_the_pod_as_it_was_seen() -> None:
         cluster = LiveCluster(clock=time.time)
         cluster.put_namespace("elsewhere", {})  # the watch has not shown the opt-in yet
         cluster.put_stray("elsewhere", "copied", seen)  # nor the pod deleted
-        api = KubeApi(fake.api_client())
-
-        def patch(namespace: str, name: str, ops: list[dict[str, Any]], doing: str) -> bool:
-            try:
-                api.patch_pod(namespace, name, ops)
-            except ApiException:
-                return False
-            return True
-
-        gates = StrayGates(
-            cluster,
-            adopt=Admission(cluster, AdmissionSettings()).adopt,
-            patch=patch,
-            event=lambda *_: None,
-        )
-        gates.settle()
+        _stray_gates(fake, cluster).settle()
         assert _gates(fake.get("pods", "copied", "elsewhere")) == [{"name": keys.GATE}]
