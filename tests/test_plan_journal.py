@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from terminal import sigint_as_in_a_terminal
 from test_plan import ROOT, _plan_json, _write_inputs, cluster
 
 from scheduler.cli import CommandError, main
@@ -173,7 +174,7 @@ def test_a_stop_ends_the_process_pool_and_keeps_what_it_finished(
         [sys.executable, "-m", "scheduler", "plan", "demo", "--max-jobs", "200",
          "--max-simulations", "12", "--workers", "2", "--out", str(out)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=sigint_as_in_a_terminal,
     )  # fmt: skip
     deadline = time.monotonic() + 120
     while run.poll() is None and time.monotonic() < deadline:

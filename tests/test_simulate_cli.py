@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from terminal import sigint_as_in_a_terminal
 
 ROOT = Path(__file__).resolve().parents[1]
 OPENB = ROOT / "sim" / "traces" / "alibaba-gpu-v2023"
@@ -175,7 +176,7 @@ def test_a_stop_ends_a_run_with_a_line_not_a_traceback(
         run = subprocess.Popen(
             [sys.executable, "-m", "scheduler", "simulate", "demo", "--policy", "apportion",
              "--compare", "kueue", "--workers", workers, "--out", str(out)],
-            stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=err, cwd=ROOT, preexec_fn=sigint_as_in_a_terminal,
         )  # fmt: skip
         while "%" not in log.read_text():  # the progress bar: the run has started
             assert run.poll() is None
