@@ -178,6 +178,7 @@ def bench_global(spec: Spec, runs: int, budget_override: float | None) -> dict[s
         f"{'objective':>12} {'greedy obj':>12} {'gap %':>7} {'classes':>7} {'vars':>7}"
     )
     walls: list[float] = []
+    objectives: list[float] = []
     gaps: list[float | None] = []
     paths: Counter[str] = Counter()
     last: Decision | None = None
@@ -185,6 +186,7 @@ def bench_global(spec: Spec, runs: int, budget_override: float | None) -> dict[s
         wall, decision = timed(lambda: decide(snapshot, budget_ms=budget))
         s = decision.stats
         walls.append(wall)
+        objectives.append(s.objective)
         gaps.append(s.gap_pct)
         paths[s.path] += 1
         last = decision
@@ -217,10 +219,11 @@ def bench_global(spec: Spec, runs: int, budget_override: float | None) -> dict[s
     if spec.gap_target_pct is not None:
         if worst_gap is None:
             # No bound within the budget: prove one with a long budget, untimed, and measure
-            # the in-budget answer against it (the bound holds for every decision).
+            # the in-budget answers against it (the bound holds for every decision): the
+            # lowest, as on a slower machine the improvement phase may end earlier.
             proof = decide(snapshot, budget_ms=BOUND_BUDGET_MS).stats
             if proof.bound is not None:
-                worst_gap = 100.0 * (proof.bound - last.stats.objective) / proof.bound
+                worst_gap = 100.0 * (proof.bound - min(objectives)) / proof.bound
                 say(
                     f"   bound    {proof.bound:,.3f} proven in {proof.wall_ms / 1000:,.1f} s "
                     f"(budget {BOUND_BUDGET_MS / 1000:g} s, untimed; that run answered by "
