@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     for entry in sorted(entry_points(group="apportion.commands"), key=lambda e: e.name):
         register = entry.load()
         register(sub)
+    for command in sub.choices.values():
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -57,8 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # definition: a terminal or pipe set to ASCII or cp1252 must not make printing a
         # decision a UnicodeEncodeError.
         sys.stdout.reconfigure(encoding="utf-8")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        # Under the command's own usage: argparse's own error shows the top level's, which
+        # lists commands, not the flags the user mistyped.
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         code: int = args.run(args)
     except CommandError as error:

@@ -150,3 +150,13 @@ def test_catalog_lists_models_and_mig_placements():
         p["name"] == "3g.40gb" and p["resource"] == "nvidia.com/mig-3g.40gb"
         for p in h100["mig_profiles"]
     )
+
+
+def test_a_mistyped_flag_is_named_under_its_command_s_usage():
+    # Was: argparse's top-level usage ('apportion [-h] COMMAND ...'), which lists commands,
+    # not the flags of the one whose flag was mistyped.
+    result = apportion("decide", "--default-cluster", "--jsn")
+    assert result.returncode == 2
+    assert result.stderr.startswith("usage: apportion decide ")
+    assert "--json" in result.stderr
+    assert result.stderr.rstrip().endswith("apportion decide: error: unrecognized arguments: --jsn")
