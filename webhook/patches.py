@@ -25,6 +25,7 @@ __all__ = [
     "node_expressions",
     "remove_gate",
     "require_nodes",
+    "same_pod",
     "set_gpu_resource",
     "set_metadata",
 ]
@@ -149,6 +150,18 @@ def remove_gate(pod: Mapping[str, Any]) -> Patch:
             path = f"/spec/schedulingGates/{index}"
             patch.append({"op": "test", "path": path, "value": gates[index]})
             patch.append({"op": "remove", "path": path})
+    return patch
+
+
+def same_pod(pod: Mapping[str, Any], *, unchanged: bool = False) -> Patch:
+    """``test``s that the patch applies to ``pod`` as seen: not to one created since under
+    its name (its uid) and, ``unchanged``, not to it changed since (its resourceVersion:
+    a patch made once already, whose answer was lost, must not be made again)."""
+    metadata = pod.get("metadata") or {}
+    patch: Patch = [{"op": "test", "path": "/metadata/uid", "value": metadata.get("uid", "")}]
+    version = metadata.get("resourceVersion")
+    if unchanged and version:
+        patch.append({"op": "test", "path": "/metadata/resourceVersion", "value": version})
     return patch
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from webhook import keys
 from webhook.admission import Verdict
 from webhook.cluster import LiveCluster
-from webhook.patches import remove_gate
+from webhook.patches import remove_gate, same_pod
 from webhook.pods import gate_names, not_managed, raw_identity
 
 __all__ = ["StrayGates", "may_be_stray"]
@@ -117,10 +117,10 @@ class StrayGates:
         return None
 
     def _release(self, raw: Raw, identity: Identity, why: str) -> None:
-        namespace, name, uid = identity
-        # Not one created since under its name (its uid), which its webhook may have decided.
-        seen = [{"op": "test", "path": "/metadata/uid", "value": uid}]
-        if not self.patch(namespace, name, [*seen, *remove_gate(raw)], "removing the gate of"):
+        namespace, name, _ = identity
+        # Not one created since under its name, which its webhook may have decided.
+        ungate = same_pod(raw) + remove_gate(raw)
+        if not self.patch(namespace, name, ungate, "removing the gate of"):
             return
         self._settled.add(identity)
         self.cluster.remove_pod(namespace, name)  # not Apportion's to decide
@@ -132,7 +132,7 @@ class StrayGates:
         self.event(raw, NOT_MANAGED, message, "Normal")
 
     def _adopt(self, raw: Raw, identity: Identity) -> None:
-        namespace, name, uid = identity
+        namespace, name, _ = identity
         verdict = self.adopt(raw)
         never = (
             "Apportion's webhook never decided this pod, created with its scheduling gate "
@@ -149,14 +149,10 @@ class StrayGates:
                 log.warning("%s/%s: %s", namespace, name, message)
                 self.event(raw, REFUSED, message, "Warning")
             return
-        # The pod as seen: not one created since under its name (its uid), nor this one
-        # adopted already by a patch whose answer was lost (its resourceVersion; made
-        # again, it would append the tolerations and AND the node affinity twice).
-        seen = [{"op": "test", "path": "/metadata/uid", "value": uid}]
-        version = (raw.get("metadata") or {}).get("resourceVersion")
-        if version:
-            seen.append({"op": "test", "path": "/metadata/resourceVersion", "value": version})
-        if not self.patch(namespace, name, [*seen, *verdict.answer.patch], "adopting"):
+        # Made twice (a lost answer), it would append the tolerations and AND the node
+        # affinity twice.
+        adoption = same_pod(raw, unchanged=True) + list(verdict.answer.patch)
+        if not self.patch(namespace, name, adoption, "adopting"):
             return
         self._settled.add(identity)
         message = (
