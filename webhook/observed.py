@@ -19,6 +19,7 @@ from webhook.pods import ManagedPod
 
 __all__ = [
     "PodGroup",
+    "groups_of",
     "nodes_less_foreign",
     "queue_refusals",
     "replaced_gang",
@@ -58,11 +59,24 @@ def replaced_gang(name: str) -> str | None:
 
 
 def workload_groups(pods: Iterable[ManagedPod]) -> dict[str, PodGroup]:
-    """Apportion's pods by the workload the allocator decides them as: their workload
-    annotation's, except that members a gang's owner recreated while the others run (an
-    Indexed Job replaces a failed index) form a workload of their own,
-    ``replacements_of(name)``: admitted alone into the places the gang left, they do not
-    make the running members wait again, nor their GPUs look free.
+    """Apportion's pods by the workload the allocator decides them as (``groups_of``);
+    foreign pods are in none."""
+    grouped: dict[str, list[ManagedPod]] = {}
+    for pod in pods:
+        if not pod.foreign:
+            grouped.setdefault(pod.workload, []).append(pod)
+    groups: dict[str, PodGroup] = {}
+    for name, members in grouped.items():
+        groups.update(groups_of(name, members))
+    return groups
+
+
+def groups_of(name: str, members: list[ManagedPod]) -> dict[str, PodGroup]:
+    """The groups the pods under workload annotation ``name`` form: the workload itself,
+    except that members a gang's owner recreated while the others run (an Indexed Job
+    replaces a failed index) form a workload of their own, ``replacements_of(name)``:
+    admitted alone into the places the gang left, they do not make the running members wait
+    again, nor their GPUs look free.
 
     The controller admits a gang by recording every member's placement, then removing the
     gates: gated pods hold their placements only once the record is whole (every pod has
@@ -70,27 +84,21 @@ def workload_groups(pods: Iterable[ManagedPod]) -> dict[str, PodGroup]:
 
     The waiting pods of a gang whose members ask differently (``gangs.mixed``, running
     ones included) are not decided: the group says why."""
-    grouped: dict[str, list[ManagedPod]] = {}
-    for pod in pods:
-        if not pod.foreign:
-            grouped.setdefault(pod.workload, []).append(pod)
-    groups: dict[str, PodGroup] = {}
-    for name, members in grouped.items():
-        recorded = all(p.placement is not None or not p.gated for p in members)
-        held = [p for p in members if not p.gated or (recorded and p.placement is not None)]
-        why = mixed(name, members) if len(held) < len(members) else None
-        if len(held) in (0, len(members)):
-            groups[name] = PodGroup(members, admitted=bool(held), mixed=why)
-            continue
-        groups[name] = PodGroup(held, admitted=True)
-        size = max(p.gang_size for p in members)
-        groups[replacements_of(name)] = PodGroup(
+    recorded = all(p.placement is not None or not p.gated for p in members)
+    held = [p for p in members if not p.gated or (recorded and p.placement is not None)]
+    why = mixed(name, members) if len(held) < len(members) else None
+    if len(held) in (0, len(members)):
+        return {name: PodGroup(members, admitted=bool(held), mixed=why)}
+    size = max(p.gang_size for p in members)
+    return {
+        name: PodGroup(held, admitted=True),
+        replacements_of(name): PodGroup(
             [p for p in members if p.gated],
             admitted=False,
             places=max(0, size - len(held)),
             mixed=why,
-        )
-    return groups
+        ),
+    }
 
 
 def without_devices(node: Node, whole: set[int], slices: set[tuple[int, int]]) -> Node:

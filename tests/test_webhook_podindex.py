@@ -1,0 +1,153 @@
+"""The live cache's pods by workload (``webhook.podindex``): kept per workload as pods come
+and go, it must say what grouping every pod from scratch says, and the live cluster must not
+rebuild its allocator for what waiting pods do (a rebuild walks every pod)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from webhook_support import fixture_cluster
+
+from scheduler.model import Demand, PodPlacement, Workload
+from scheduler.reasons import Outcome
+from webhook.observed import PodGroup, workload_groups
+from webhook.podindex import PodIndex
+from webhook.pods import ManagedPod
+
+NAMESPACE = "gpu-team-a"
+
+pods = st.builds(
+    ManagedPod,
+    namespace=st.just(NAMESPACE),
+    name=st.sampled_from([f"p{i}" for i in range(6)]),
+    workload=st.sampled_from([f"{NAMESPACE}/a", f"{NAMESPACE}/b"]),
+    queue=st.sampled_from(["team-a", "team-b"]),
+    demand=st.sampled_from([Demand(gpus=1), Demand(gpus=2)]),
+    priority=st.sampled_from([0, 5, 10]),
+    created=st.integers(1, 3),
+    gang_size=st.integers(1, 3),
+    gated=st.booleans(),
+    placement=st.sampled_from(
+        [None, *(PodPlacement(node="gpu-node-a", gpus=(i,)) for i in (0, 1))]
+    ),
+    foreign=st.booleans(),
+    other_gates=st.sampled_from([(), ("example.com/quota",)]),
+)
+events = st.lists(st.one_of(pods, st.sampled_from([f"p{i}" for i in range(6)])), max_size=30)
+
+
+def _shape(groups: dict[str, PodGroup]) -> dict[str, tuple[object, ...]]:
+    """Groups compared as sets of pods (the order of a group's pods means nothing)."""
+    return {
+        name: (sorted(p.name for p in g.pods), g.admitted, g.places, g.mixed)
+        for name, g in groups.items()
+    }
+
+
+def _highest_waiting(all_pods: list[ManagedPod]) -> dict[str, int]:
+    """What waits in each queue, from scratch: gated groups, not mixed, no other gate."""
+    highest: dict[str, int] = {}
+    for group in workload_groups(all_pods).values():
+        for pod in () if group.admitted or group.mixed else group.pods:
+            if not pod.other_gates:
+                highest[pod.queue] = max(highest.get(pod.queue, pod.priority), pod.priority)
+    return highest
+
+
+@settings(max_examples=300, deadline=None)
+@given(events)
+def test_the_index_says_what_grouping_every_pod_from_scratch_says(
+    steps: list[ManagedPod | str],
+) -> None:
+    index = PodIndex()
+    for step in steps:
+        if isinstance(step, str):
+            index.pop((NAMESPACE, step))
+        else:
+            index.put(step)
+        everyone = list(index.pods.values())
+        assert _shape(index.all_groups()) == _shape(workload_groups(everyone))
+        expected = _highest_waiting(everyone)
+        for queue in ("team-a", "team-b"):
+            assert index.highest_waiting(queue) == expected.get(queue)
+        for workload in (f"{NAMESPACE}/a", f"{NAMESPACE}/b"):
+            members = sorted(p.name for p in index.members(workload))
+            assert members == sorted(p.name for p in everyone if p.workload == workload)
+            for name in index.groups(workload):
+                assert index.group(name) == index.groups(workload)[name]
+
+
+WAITING = ManagedPod(
+    namespace=NAMESPACE, name="big-0", workload=f"{NAMESPACE}/big", queue="team-a",
+    demand=Demand(gpus=8), priority=0, created=1, gang_size=1, gated=True,
+)  # fmt: skip
+
+
+def _eight(name: str) -> Workload:
+    return Workload(name=name, queue="team-a", namespace=NAMESPACE, demand=Demand(gpus=8))
+
+
+def test_waiting_pods_coming_and_going_keep_the_webhooks_allocator() -> None:
+    cluster = fixture_cluster()
+    cluster.admit_now(_eight(f"{NAMESPACE}/probe"), reserve=False)  # builds it
+    built = cluster._allocator
+    assert built is not None
+    cluster.put_pod(WAITING)
+    cluster.put_pod(replace(WAITING, priority=5))
+    cluster.remove_pod(NAMESPACE, WAITING.name)
+    assert cluster._allocator is built
+    # A pod that holds devices is another matter.
+    running = replace(WAITING, gated=False, node="gpu-node-a")
+    cluster.put_pod(running)
+    assert cluster._allocator is None
+
+
+def test_the_controllers_admission_holds_its_devices_for_the_webhooks_next_answer() -> None:
+    cluster = fixture_cluster()
+    cluster.admit_now(_eight(f"{NAMESPACE}/probe"), reserve=False)
+    built = cluster._allocator
+    cluster.put_pod(WAITING)
+    on_a = PodPlacement(node="gpu-node-a", gpus=tuple(range(8)))
+    cluster.note_admitted(_eight(WAITING.workload).model_copy(update={"placement": (on_a,)}))
+    assert cluster._allocator is built  # held there, not rebuilt
+    # gpu-node-b is the only other node with 8 whole H100 free: one more fits, not two.
+    first = cluster.admit_now(_eight(f"{NAMESPACE}/one"), reserve=True)
+    assert first.outcome is Outcome.ADMIT
+    assert [p.node for p in first.placement] == ["gpu-node-b"]
+    second = cluster.admit_now(_eight(f"{NAMESPACE}/two"), reserve=True)
+    assert second.outcome is not Outcome.ADMIT
+
+
+def test_an_admission_that_clashes_with_the_webhooks_own_rebuilds_the_allocator() -> None:
+    # The global decision was taken on a view older than an admission at creation: the
+    # same devices, twice. The rebuild settles it as the snapshot does.
+    cluster = fixture_cluster()
+    at_creation = cluster.admit_now(_eight(f"{NAMESPACE}/serve"), reserve=True)
+    assert at_creation.outcome is Outcome.ADMIT
+    cluster.put_pod(WAITING)
+    clash = _eight(WAITING.workload).model_copy(update={"placement": at_creation.placement})
+    cluster.note_admitted(clash)
+    assert cluster._allocator is None
+    held = [w for w in cluster.snapshot().workloads if w.placement is not None]
+    assert [w.name for w in held] == [f"{NAMESPACE}/serve"]
+
+
+def test_a_one_pod_workload_that_ends_gives_its_devices_back_without_a_rebuild() -> None:
+    cluster = fixture_cluster()
+    on_a = PodPlacement(node="gpu-node-a", gpus=tuple(range(8)))
+    on_b = PodPlacement(node="gpu-node-b", gpus=tuple(range(8)))
+    for name, placement in (("a-0", on_a), ("b-0", on_b)):
+        workload = f"{NAMESPACE}/{name}"
+        cluster.put_pod(
+            replace(WAITING, name=name, workload=workload, gated=False, placement=placement)
+        )
+    assert (
+        cluster.admit_now(_eight(f"{NAMESPACE}/probe"), reserve=False).outcome is not Outcome.ADMIT
+    )
+    built = cluster._allocator
+    cluster.remove_pod(NAMESPACE, "a-0")
+    assert cluster._allocator is built
+    again = cluster.admit_now(_eight(f"{NAMESPACE}/again"), reserve=True)
+    assert [p.node for p in again.placement] == ["gpu-node-a"]
