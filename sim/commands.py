@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.cli import CommandError, stop_on_sigterm
+from scheduler.commands import BUDGET_WHY, MAX_BUDGET_MS
 from scheduler.textfile import read_text
 from sim.cluster import ClusterError, load_cluster
 from sim.engine import EngineSettings
@@ -27,7 +28,7 @@ from sim.fill import FILL_POLICIES
 from sim.gavel import on_cluster as gavel_on_cluster
 from sim.outfiles import make_out, write_whole
 from sim.policies import POLICY_NAMES, PolicyOptions
-from sim.pool import default_workers
+from sim.pool import MAX_WORKERS, WORKERS_WHY, default_workers
 from sim.trace import FORMATS, TraceError, load_trace
 
 __all__ = ["DEMO_TRACE", "float_option", "int_option", "simulate_command"]
@@ -83,9 +84,9 @@ def simulate_command(sub: Subparsers) -> None:
     )
     parser.add_argument(
         "--budget-ms",
-        type=float_option(positive=True),
+        type=float_option(positive=True, most=MAX_BUDGET_MS, why=BUDGET_WHY),
         default=2000.0,
-        help="apportion: ILP budget",
+        help="apportion: ILP budget (at most an hour)",
     )
     parser.add_argument(
         "--mtbf-hours",
@@ -99,7 +100,7 @@ def simulate_command(sub: Subparsers) -> None:
     parser.add_argument("--horizon", type=int_option(1), help="stop at this simulated time, s")
     parser.add_argument(
         "--workers",
-        type=int_option(0),
+        type=int_option(0, MAX_WORKERS, WORKERS_WHY),
         default=0,
         help="runs (policy × seed) side by side in processes (0: one per core, at most 8)",
     )
@@ -107,10 +108,11 @@ def simulate_command(sub: Subparsers) -> None:
     parser.set_defaults(run=_run)
 
 
-def int_option(least: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``least``. argparse turns the error into
-    usage and exit 2; a negative interval or tick would silently change what the engine
-    does, a negative --max-jobs would drop jobs from the end."""
+def int_option(least: int, most: int | None = None, why: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``least`` (and at most ``most``, said with
+    ``why``). argparse turns the error into usage and exit 2; a negative interval or tick
+    would silently change what the engine does, a negative --max-jobs would drop jobs from
+    the end."""
 
     def parse(text: str) -> int:
         try:
@@ -119,13 +121,17 @@ def int_option(least: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < least:
             raise argparse.ArgumentTypeError(f"{text!r}: must be {least} or more")
+        _at_most(text, value, most, why)
         return value
 
     return parse
 
 
-def float_option(positive: bool) -> Callable[[str], float]:
-    """An argparse type: a finite number, positive or (``positive=False``) at least 0."""
+def float_option(
+    positive: bool, most: float | None = None, why: str = ""
+) -> Callable[[str], float]:
+    """An argparse type: a finite number, positive or (``positive=False``) at least 0, and
+    at most ``most`` (said with ``why``)."""
 
     def parse(text: str) -> float:
         try:
@@ -135,9 +141,16 @@ def float_option(positive: bool) -> Callable[[str], float]:
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
             bound = "a positive number" if positive else "0 or a positive number"
             raise argparse.ArgumentTypeError(f"{text!r}: must be {bound}")
+        _at_most(text, value, most, why)
         return value
 
     return parse
+
+
+def _at_most(text: str, value: float, most: float | None, why: str) -> None:
+    """A size past any real use (it would run for ever): the limit, and why it is there."""
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {most:,.10g} ({why})")
 
 
 MAX_SEEDS = 1000

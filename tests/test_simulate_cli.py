@@ -212,11 +212,17 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
         ("--horizon", "0", "argument --horizon: '0': must be 1 or more"),
         ("--budget-ms", "-1", "argument --budget-ms: '-1': must be a positive number"),
         ("--mtbf-hours", "nan", "argument --mtbf-hours: 'nan': must be 0 or a positive number"),
+        # Sizes past any real use ran for ever (or forked a process per run).
+        ("--budget-ms", "1e12",
+         "argument --budget-ms: '1e12': at most 3,600,000 (an hour: the controller decides "
+         "within seconds, and the benchmark proves its bounds within two minutes)"),
+        ("--workers", "100000", "argument --workers: '100000': at most 256 (a process per core "
+         "of the largest common servers; each holds a whole replay)"),
         ("--seeds", ",", "--seeds: ',' names no seed"),
         ("--seeds", "9" * 30, f"--seeds: {int('9' * 30):,} seeds; at most 1,000 (a run each)"),
         ("--seeds", "2,0,2", "--seeds: 2 given more than once"),  # the same run twice
         ("--seeds", "1e3", "--seeds: '1e3' is not a list of integers or a count"),
-    ):
+    ):  # fmt: skip
         done = simulate("demo", "--max-jobs", "5", option, value, "--quiet")
         assert done.returncode == 2 and message in done.stderr, (option, done.stderr)
     taken = tmp_path / "results"
