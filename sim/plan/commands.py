@@ -31,8 +31,23 @@ from sim.commands import DEMO_TRACE, float_option, int_option
 from sim.experiments import dumps
 from sim.job import Job
 from sim.outfiles import make_out, write_whole
-from sim.plan.candidates import Pool, pools_of
-from sim.plan.demand import grow
+from sim.plan.candidates import (
+    LEVEL_WHY,
+    MAX_CANDIDATES,
+    MAX_LEVEL,
+    Pool,
+    grid_size,
+    pools_of,
+)
+from sim.plan.demand import (
+    GROWTH_WHY,
+    HORIZON_WHY,
+    MAX_GROWTH,
+    MAX_HORIZON_HOURS,
+    MAX_PLANNED_JOBS,
+    grow,
+    planned_size,
+)
 from sim.plan.evaluate import EvalTask
 from sim.plan.figures import figures
 from sim.plan.journal import Journal, journal_name
@@ -44,7 +59,7 @@ from sim.plan.shapes import Arrangement, arrangements
 from sim.plan.slo import Slo, SloError, check_queues, parse_slo
 from sim.plan.verdict import verdict
 from sim.policies import POLICY_NAMES, PolicyOptions
-from sim.pool import default_workers
+from sim.pool import MAX_WORKERS, WORKERS_WHY, default_workers
 from sim.trace import NeedsThroughputs, TraceError, load_trace
 
 __all__ = ["plan_command"]
@@ -83,12 +98,14 @@ def plan_command(sub: Subparsers) -> None:
     )
     parser.add_argument(
         "--growth",
-        type=float_option(positive=True),
+        type=float_option(positive=True, most=MAX_GROWTH, why=GROWTH_WHY),
         default=1.0,
-        help="demand growth factor (default 1)",
+        help="demand growth factor (default 1, at most 100)",
     )
     parser.add_argument(
-        "--horizon-hours", type=float_option(positive=True), help="repeat the trace to this length"
+        "--horizon-hours",
+        type=float_option(positive=True, most=MAX_HORIZON_HOURS, why=HORIZON_WHY),
+        help="repeat the trace to this length (at most 8760: a year)",
     )
     parser.add_argument("--price", action="append", default=[], help="MODEL=$/h (repeat)")
     parser.add_argument(
@@ -114,7 +131,10 @@ def plan_command(sub: Subparsers) -> None:
         "--max-simulations, 1 to 4)",
     )
     parser.add_argument(
-        "--workers", type=int_option(0), default=0, help="processes (0: one per core)"
+        "--workers",
+        type=int_option(0, MAX_WORKERS, WORKERS_WHY),
+        default=0,
+        help="processes (0: one per core)",
     )
     parser.add_argument(
         "--policy",
@@ -171,6 +191,10 @@ def _levels(text: str) -> tuple[float, ...]:
         raise CommandError(f"--levels {text!r}: expected numbers like 0.75,1,1.5") from None
     if not levels or any(not math.isfinite(v) or v < 0 for v in levels):
         raise CommandError(f"--levels {text!r}: give one or more finite, non-negative factors")
+    if max(levels) > MAX_LEVEL:
+        raise CommandError(
+            f"--levels {text!r}: {max(levels):g} is more than {MAX_LEVEL:g} ({LEVEL_WHY})"
+        )
     return levels
 
 
@@ -246,13 +270,10 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
         check_queues(slos, check)
     except SloError as error:
         raise CommandError(str(error)) from None
+    horizon_s = None if args.horizon_hours is None else int(args.horizon_hours * 3600)
+    _check_planned_size(args, jobs, horizon_s)
     try:
-        planned = grow(
-            jobs,
-            args.growth,
-            None if args.horizon_hours is None else int(args.horizon_hours * 3600),
-            args.seed,
-        )
+        planned = grow(jobs, args.growth, horizon_s, args.seed)
     except ValueError as error:
         raise CommandError(f"--growth: {error}") from None
     settings = SearchSettings(
@@ -269,6 +290,13 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
         rightsizing = _rightsizing(args)  # before the sweep: a bad file fails at once
         hints = _hints(rightsizing)
     pools: Sequence[Pool] = pools_of(cluster)
+    size, models = grid_size(pools, settings.levels)
+    if size > MAX_CANDIDATES:
+        raise CommandError(
+            f"--levels {args.levels!r}: {len(set(settings.levels))} levels on {models} GPU "
+            f"models make {size:,} candidates; at most {MAX_CANDIDATES:,} (each is bounded "
+            "and kept in plan.json)"
+        )
     options: Sequence[Arrangement] = ()
     if not args.no_shapes:
         pools, options = arrangements(cluster, pools, planned, hints)
@@ -276,6 +304,24 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
         slos, cluster, trace_path, trace.source, tuple(jobs), tuple(planned), settings, pools,
         options, hints,
     )  # fmt: skip
+
+
+def _check_planned_size(
+    args: argparse.Namespace, jobs: Sequence[Job], horizon_s: int | None
+) -> None:
+    """Refuse a demand --growth and --horizon-hours make past ``MAX_PLANNED_JOBS`` before
+    it is built: each copy is a job every simulated candidate replays."""
+    size, repeats = planned_size(jobs, args.growth, horizon_s)
+    if size <= max(MAX_PLANNED_JOBS, len(jobs)):
+        return
+    flags = [f"--growth {args.growth:g}"] if args.growth != 1 else []
+    flags += [f"--horizon-hours {args.horizon_hours:g}"] if repeats > 1 else []
+    how = f"the trace's {len(jobs):,}" + (f" ×{args.growth:g}" if args.growth != 1 else "")
+    how += f", repeated {repeats:,} times" if repeats > 1 else ""
+    raise CommandError(
+        f"{' and '.join(flags)}: about {size:,} jobs to plan for ({how}); at most "
+        f"{MAX_PLANNED_JOBS:,} (every simulated candidate replays them all)"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
