@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import collections
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -31,7 +32,13 @@ from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.pool import MAX_WORKERS, WORKERS_WHY, default_workers
 from sim.trace import FORMATS, TraceError, load_trace
 
-__all__ = ["DEMO_TRACE", "float_option", "int_option", "simulate_command"]
+__all__ = [
+    "DEMO_TRACE",
+    "float_option",
+    "int_option",
+    "simulate_command",
+    "values_may_start_with_minus",
+]
 
 DEMO_TRACE = Path(__file__).parent / "traces" / "demo" / "demo-jobs.csv"
 
@@ -105,7 +112,16 @@ def simulate_command(sub: Subparsers) -> None:
         help="runs (policy × seed) side by side in processes (0: one per core, at most 8)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    values_may_start_with_minus(parser)
     parser.set_defaults(run=_run)
+
+
+def values_may_start_with_minus(parser: argparse.ArgumentParser) -> None:
+    """Read a list like '-1,2' after a flag as its value, as users type it. argparse takes
+    only a lone number ('-1', '-0.5') for a value and anything else that starts with '-' for
+    a flag, so '--seeds -1,2' and '--levels -1,1' failed with 'expected one argument'.
+    Python 3.11 has no public switch for it; this parser's flags all start with a letter."""
+    parser._negative_number_matcher = re.compile(r"^-\.?\d")
 
 
 def int_option(least: int, most: int | None = None, why: str = "") -> Callable[[str], int]:

@@ -419,6 +419,19 @@ def _plan_json(out: Path) -> dict[str, Any]:
     return record
 
 
+def test_a_negative_level_is_refused_for_what_it_is() -> None:
+    """'--levels -1,1' was read as a flag ('expected one argument'): the value reaches the
+    check, which says why no level is negative."""
+    for levels in ("-1,1", "1,-0.5"):
+        done = _plan("demo", "--levels", levels, "--max-jobs", "5", "--max-simulations", "1")
+        assert done.returncode == 2, (levels, done.stderr)
+        bad = levels.split(",")[0 if levels.startswith("-") else 1]
+        assert done.stderr == (
+            f"apportion plan: --levels {levels!r}: {bad} is negative; a level multiplies a GPU "
+            "model's node count (0 leaves the model out, 1 keeps today's)\n"
+        )
+
+
 def test_a_demand_grown_past_a_million_jobs_is_refused_before_it_is_built(
     tmp_path: Path,
 ) -> None:

@@ -232,6 +232,15 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
     assert f"--out {taken}: cannot create the directory: File exists" in done.stderr
 
 
+def test_a_seed_list_may_start_with_a_negative_seed() -> None:
+    """'--seeds -1,2' was read as a flag ('expected one argument'), though '--seeds -1' and
+    '--seeds 2,-1' ran: a seed is any integer, wherever it stands in the list."""
+    done = simulate("demo", "--max-jobs", "5", "--policy", "fifo", "--seeds", "-1,2", "--json",
+                    "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [run["seed"] for run in json.loads(done.stdout)["runs"]] == [-1, 2]
+
+
 def test_options_for_another_input_are_refused_not_ignored() -> None:
     """--throughputs on a trace that is not Gavel's and --vc-date without --vc-quotas were
     ignored without a word (a --throughputs file that did not exist too): the run went on

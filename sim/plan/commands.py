@@ -27,7 +27,7 @@ from typing import Any
 from scheduler.cli import CommandError, stop_on_sigterm
 from scheduler.textfile import read_text
 from sim.cluster import Cluster, ClusterError, load_cluster
-from sim.commands import DEMO_TRACE, float_option, int_option
+from sim.commands import DEMO_TRACE, float_option, int_option, values_may_start_with_minus
 from sim.experiments import dumps
 from sim.job import Job
 from sim.outfiles import make_out, write_whole
@@ -162,6 +162,7 @@ def plan_command(sub: Subparsers) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the sweep record to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    values_may_start_with_minus(parser)
     parser.set_defaults(run=_run)
 
 
@@ -189,8 +190,13 @@ def _levels(text: str) -> tuple[float, ...]:
         levels = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise CommandError(f"--levels {text!r}: expected numbers like 0.75,1,1.5") from None
-    if not levels or any(not math.isfinite(v) or v < 0 for v in levels):
+    if not levels or any(not math.isfinite(v) for v in levels):
         raise CommandError(f"--levels {text!r}: give one or more finite, non-negative factors")
+    if min(levels) < 0:
+        raise CommandError(
+            f"--levels {text!r}: {min(levels):g} is negative; a level multiplies a GPU model's "
+            "node count (0 leaves the model out, 1 keeps today's)"
+        )
     if max(levels) > MAX_LEVEL:
         raise CommandError(
             f"--levels {text!r}: {max(levels):g} is more than {MAX_LEVEL:g} ({LEVEL_WHY})"
