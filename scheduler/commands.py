@@ -192,6 +192,13 @@ def _where(placement: Sequence[PodPlacement]) -> str:
     return spot + (f" +{more} node(s)" if more > 0 else "")
 
 
+def _milliseconds(value: float) -> str:
+    """A budget as given: whole milliseconds from 10 up, else three significant digits
+    ('0.001', '2.5'). A budget under a millisecond is a real choice (greedy's answer, no
+    time for the ILP or the improvement phase); ':.0f' showed it as '0 ms'."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.3g}"
+
+
 def render_decision(snapshot: Snapshot, decision: Decision) -> str:
     """The decision as tables people read: summary per queue, then every workload."""
     queues = {q.name: q for q in snapshot.queues}
@@ -241,7 +248,7 @@ def render_decision(snapshot: Snapshot, decision: Decision) -> str:
         "",
         f"answered by: {s.path} ({s.status}); objective {s.objective:.2f} "
         f"(greedy {s.greedy_objective:.2f}), gap {gap}, {s.wall_ms:.1f} ms of "
-        f"{s.budget_ms or 0:.0f} ms budget; {s.workload_classes} workload classes, "
+        f"{_milliseconds(s.budget_ms or 0)} ms budget; {s.workload_classes} workload classes, "
         f"{s.variables} variables",
     ]
     return "\n".join(parts)

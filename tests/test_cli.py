@@ -110,6 +110,17 @@ def test_sizes_past_any_real_use_are_refused_before_the_work():
         assert done.stderr == f"apportion decide: {message}\n"
 
 
+def test_the_budget_is_shown_as_given_however_small():
+    """--budget-ms 0.001 said 'of 0 ms budget'. A budget under a millisecond is a real
+    choice (greedy's answer, no time for the ILP or the improvement phase), so it is shown
+    as given."""
+    for budget_ms, shown in (("0.001", "0.001"), ("2.5", "2.5"), ("1000", "1000")):
+        done = apportion("decide", "--default-cluster", "--workloads", "30", "--budget-ms",
+                         budget_ms)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f" ms of {shown} ms budget; " in done.stdout.splitlines()[-1], budget_ms
+
+
 def test_a_gzipped_snapshot_is_read_through(tmp_path):
     plain = FIXTURES / "small-cluster.yaml"
     zipped = tmp_path / "small-cluster.yaml.gz"
