@@ -261,8 +261,6 @@ def _run(args: argparse.Namespace) -> int:
     seeds = _seeds(args.seeds)
     if args.vc_date is not None and args.vc_quotas is None:  # else ignored without a word
         raise CommandError("--vc-date: needs --vc-quotas (the day of its table)")
-    if args.out is not None:
-        make_out(args.out)
     trace_path = DEMO_TRACE if args.trace == "demo" else Path(args.trace)
     try:
         cluster = load_cluster(args.cluster)
@@ -293,6 +291,8 @@ def _run(args: argparse.Namespace) -> int:
         trace = replace(trace, jobs=trace.jobs[: args.max_jobs])
     if args.vc_quotas is not None:
         cluster = _with_vc_quotas(cluster, args)
+    if args.out is not None:  # after the inputs, so a mistyped one leaves no directory
+        make_out(args.out)
     if not args.quiet:
         _say_counts("skipped {} bad row(s)", trace.bad_rows)
         # What the format says Apportion does not schedule (CPU-only jobs, jobs that never

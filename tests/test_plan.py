@@ -432,6 +432,21 @@ def test_a_negative_level_is_refused_for_what_it_is() -> None:
         )
 
 
+def test_bad_inputs_leave_no_out_directory_behind(tmp_path: Path) -> None:
+    """A mistyped trace (or shard file) left --out DIR behind, empty: it was made before the
+    inputs were read."""
+    out = tmp_path / "plans" / "q3"
+    for args in (
+        ["no-such-trace.csv"],
+        ["demo", "--cluster", "no-such-cluster.yaml"],
+        ["demo", "--slo", "team-z:p95_wait<=1h"],
+        ["merge", "no-such-shard.json"],
+    ):
+        done = _plan(*args, "--max-jobs", "5", "--max-simulations", "1", "--out", str(out))
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert not (tmp_path / "plans").exists(), args
+
+
 def test_a_demand_grown_past_a_million_jobs_is_refused_before_it_is_built(
     tmp_path: Path,
 ) -> None:

@@ -241,6 +241,20 @@ def test_a_seed_list_may_start_with_a_negative_seed() -> None:
     assert [run["seed"] for run in json.loads(done.stdout)["runs"]] == [-1, 2]
 
 
+def test_bad_inputs_leave_no_out_directory_behind(tmp_path: Path) -> None:
+    """A mistyped trace left --out DIR behind, empty: it was made before the inputs were
+    read. It is still made before the run, so an --out that cannot be one fails at once."""
+    out = tmp_path / "results" / "run"
+    for args in (
+        ["no-such-trace.csv"],
+        ["demo", "--cluster", "no-such-cluster.yaml"],
+        ["demo", "--vc-quotas", "no-such-table.csv"],
+    ):
+        done = simulate(*args, "--max-jobs", "5", "--out", str(out), "--quiet")
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert not (tmp_path / "results").exists(), args
+
+
 def test_options_for_another_input_are_refused_not_ignored() -> None:
     """--throughputs on a trace that is not Gavel's and --vc-date without --vc-quotas were
     ignored without a word (a --throughputs file that did not exist too): the run went on

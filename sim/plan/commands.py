@@ -332,8 +332,6 @@ def _check_planned_size(
 
 def _run(args: argparse.Namespace) -> int:
     stop_on_sigterm()
-    if args.out is not None:
-        make_out(args.out)
     if args.trace and args.trace[0] == "merge":
         return _merge(args, [Path(p) for p in args.trace[1:]])
     if len(args.trace) != 1:
@@ -346,6 +344,8 @@ def _run(args: argparse.Namespace) -> int:
     rightsizing = _rightsizing(args)
     hints = _hints(rightsizing)
     setup = _setup(args, hints)
+    if args.out is not None:  # after the inputs, so a mistyped one leaves no directory
+        make_out(args.out)
     settings, slos, jobs, planned = setup.settings, setup.slos, setup.jobs, setup.planned
     changed = args.growth != 1.0 or args.horizon_hours is not None
     started = time.perf_counter()
@@ -650,6 +650,8 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     missing = sorted(set(range(total)) - set(seen))
     if len(seen) != len(set(seen)):
         raise CommandError(f"plan merge: shard(s) given twice: {seen}")
+    if args.out is not None:  # after the shards are read, as for a sweep's inputs
+        make_out(args.out)
     merged = dict(records[0])
     rows: dict[str, dict[str, Any]] = {}
     for r in records:
