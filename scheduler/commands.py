@@ -21,9 +21,24 @@ from scheduler.model import Decision, PodPlacement, Snapshot
 from scheduler.reasons import Outcome
 from scheduler.textfile import read_text
 
-__all__ = ["catalog_command", "crds_command", "decide_command"]
+__all__ = ["BUDGET_WHY", "MAX_BUDGET_MS", "catalog_command", "crds_command", "decide_command"]
 
 Subparsers = Any  # argparse's _SubParsersAction is private
+
+MAX_DEMO_WORKLOADS = 20_000
+"""--workloads: as many pending as the largest instance ``benchmarks/decide_bench.py`` times
+(20,000 on 32,000 GPUs); on the demo's 496 GPUs that decides in seconds. A hundred million
+took minutes and gigabytes only to build, then ran for ever."""
+
+MAX_BUDGET_MS = 3_600_000.0
+"""--budget-ms (here and in ``simulate``): an hour. The controller decides within seconds
+and the benchmark proves its bounds within two minutes; a budget of days is a typo, and
+the ILP may use all of it."""
+BUDGET_WHY = (
+    "an hour: the controller decides within seconds, and the benchmark proves its bounds "
+    "within two minutes"
+)
+"""Why, in the error past ``MAX_BUDGET_MS``."""
 
 
 def decide_command(sub: Subparsers) -> None:
@@ -42,11 +57,16 @@ def decide_command(sub: Subparsers) -> None:
         help="use the embedded ~500-GPU demo cluster with a realistic pending queue",
     )
     # None when not given: a snapshot file refuses them rather than ignore them.
-    parser.add_argument("--workloads", type=int, help="demo: pending workloads (default 120)")
+    parser.add_argument(
+        "--workloads", type=int, help="demo: pending workloads (default 120, at most 20,000)"
+    )
     parser.add_argument("--seed", type=int, help="demo: seed of the pending queue (default 0)")
     parser.add_argument("--json", action="store_true", help="print the Decision as JSON")
     parser.add_argument(
-        "--budget-ms", type=float, default=1000.0, help="wall-clock budget (default 1000)"
+        "--budget-ms",
+        type=float,
+        default=1000.0,
+        help="wall-clock budget (default 1000, at most an hour)",
     )
     parser.add_argument("--greedy", action="store_true", help="skip the ILP (greedy only)")
     parser.set_defaults(run=_run_decide)
@@ -108,6 +128,12 @@ def _load(args: argparse.Namespace) -> Snapshot:
         count = 120 if args.workloads is None else args.workloads
         if count < 0:
             raise CommandError(f"--workloads: {count} is negative")
+        if count > MAX_DEMO_WORKLOADS:
+            raise CommandError(
+                f"--workloads: {count:,} pending workloads; at most {MAX_DEMO_WORKLOADS:,} "
+                "(the largest instance the decision benchmark times; on the demo's 496 GPUs "
+                "that decides in seconds)"
+            )
         return demo_snapshot(seed=args.seed or 0, count=count)
     for option, value in (("--workloads", args.workloads), ("--seed", args.seed)):
         if value is not None:
@@ -129,6 +155,10 @@ def _load(args: argparse.Namespace) -> Snapshot:
 def _run_decide(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.budget_ms) and args.budget_ms > 0):
         raise CommandError(f"--budget-ms: {args.budget_ms} must be a finite number above 0")
+    if args.budget_ms > MAX_BUDGET_MS:
+        raise CommandError(
+            f"--budget-ms: {args.budget_ms:g} ms; at most {MAX_BUDGET_MS:,.0f} ({BUDGET_WHY})"
+        )
     snapshot = _load(args)
     decision = decide(snapshot, budget_ms=args.budget_ms, use_ilp=not args.greedy)
     if args.json:
@@ -160,6 +190,13 @@ def _where(placement: Sequence[PodPlacement]) -> str:
         spot = f"{first.node}/gpu{','.join(map(str, first.gpus))}"
     more = len({p.node for p in placement}) - 1
     return spot + (f" +{more} node(s)" if more > 0 else "")
+
+
+def _milliseconds(value: float) -> str:
+    """A budget as given: whole milliseconds from 10 up, else three significant digits
+    ('0.001', '2.5'). A budget under a millisecond is a real choice (greedy's answer, no
+    time for the ILP or the improvement phase); ':.0f' showed it as '0 ms'."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.3g}"
 
 
 def render_decision(snapshot: Snapshot, decision: Decision) -> str:
@@ -211,7 +248,7 @@ def render_decision(snapshot: Snapshot, decision: Decision) -> str:
         "",
         f"answered by: {s.path} ({s.status}); objective {s.objective:.2f} "
         f"(greedy {s.greedy_objective:.2f}), gap {gap}, {s.wall_ms:.1f} ms of "
-        f"{s.budget_ms or 0:.0f} ms budget; {s.workload_classes} workload classes, "
+        f"{_milliseconds(s.budget_ms or 0)} ms budget; {s.workload_classes} workload classes, "
         f"{s.variables} variables",
     ]
     return "\n".join(parts)

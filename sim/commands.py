@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import collections
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.cli import CommandError, stop_on_sigterm
+from scheduler.commands import BUDGET_WHY, MAX_BUDGET_MS
 from scheduler.textfile import read_text
 from sim.cluster import ClusterError, load_cluster
 from sim.engine import EngineSettings
@@ -27,10 +29,16 @@ from sim.fill import FILL_POLICIES
 from sim.gavel import on_cluster as gavel_on_cluster
 from sim.outfiles import make_out, write_whole
 from sim.policies import POLICY_NAMES, PolicyOptions
-from sim.pool import default_workers
+from sim.pool import MAX_WORKERS, WORKERS_WHY, default_workers
 from sim.trace import FORMATS, TraceError, load_trace
 
-__all__ = ["DEMO_TRACE", "float_option", "int_option", "simulate_command"]
+__all__ = [
+    "DEMO_TRACE",
+    "float_option",
+    "int_option",
+    "simulate_command",
+    "values_may_start_with_minus",
+]
 
 DEMO_TRACE = Path(__file__).parent / "traces" / "demo" / "demo-jobs.csv"
 
@@ -83,9 +91,9 @@ def simulate_command(sub: Subparsers) -> None:
     )
     parser.add_argument(
         "--budget-ms",
-        type=float_option(positive=True),
+        type=float_option(positive=True, most=MAX_BUDGET_MS, why=BUDGET_WHY),
         default=2000.0,
-        help="apportion: ILP budget",
+        help="apportion: ILP budget (at most an hour)",
     )
     parser.add_argument(
         "--mtbf-hours",
@@ -99,18 +107,28 @@ def simulate_command(sub: Subparsers) -> None:
     parser.add_argument("--horizon", type=int_option(1), help="stop at this simulated time, s")
     parser.add_argument(
         "--workers",
-        type=int_option(0),
+        type=int_option(0, MAX_WORKERS, WORKERS_WHY),
         default=0,
         help="runs (policy × seed) side by side in processes (0: one per core, at most 8)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    values_may_start_with_minus(parser)
     parser.set_defaults(run=_run)
 
 
-def int_option(least: int) -> Callable[[str], int]:
-    """An argparse type: an integer of at least ``least``. argparse turns the error into
-    usage and exit 2; a negative interval or tick would silently change what the engine
-    does, a negative --max-jobs would drop jobs from the end."""
+def values_may_start_with_minus(parser: argparse.ArgumentParser) -> None:
+    """Read a list like '-1,2' after a flag as its value, as users type it. argparse takes
+    only a lone number ('-1', '-0.5') for a value and anything else that starts with '-' for
+    a flag, so '--seeds -1,2' and '--levels -1,1' failed with 'expected one argument'.
+    Python 3.11 has no public switch for it; this parser's flags all start with a letter."""
+    parser._negative_number_matcher = re.compile(r"^-\.?\d")
+
+
+def int_option(least: int, most: int | None = None, why: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``least`` (and at most ``most``, said with
+    ``why``). argparse turns the error into usage and exit 2; a negative interval or tick
+    would silently change what the engine does, a negative --max-jobs would drop jobs from
+    the end."""
 
     def parse(text: str) -> int:
         try:
@@ -119,13 +137,17 @@ def int_option(least: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < least:
             raise argparse.ArgumentTypeError(f"{text!r}: must be {least} or more")
+        _at_most(text, value, most, why)
         return value
 
     return parse
 
 
-def float_option(positive: bool) -> Callable[[str], float]:
-    """An argparse type: a finite number, positive or (``positive=False``) at least 0."""
+def float_option(
+    positive: bool, most: float | None = None, why: str = ""
+) -> Callable[[str], float]:
+    """An argparse type: a finite number, positive or (``positive=False``) at least 0, and
+    at most ``most`` (said with ``why``)."""
 
     def parse(text: str) -> float:
         try:
@@ -135,9 +157,16 @@ def float_option(positive: bool) -> Callable[[str], float]:
         if not math.isfinite(value) or value < 0 or (positive and value == 0):
             bound = "a positive number" if positive else "0 or a positive number"
             raise argparse.ArgumentTypeError(f"{text!r}: must be {bound}")
+        _at_most(text, value, most, why)
         return value
 
     return parse
+
+
+def _at_most(text: str, value: float, most: float | None, why: str) -> None:
+    """A size past any real use (it would run for ever): the limit, and why it is there."""
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"{text!r}: at most {most:,.10g} ({why})")
 
 
 MAX_SEEDS = 1000
@@ -232,8 +261,6 @@ def _run(args: argparse.Namespace) -> int:
     seeds = _seeds(args.seeds)
     if args.vc_date is not None and args.vc_quotas is None:  # else ignored without a word
         raise CommandError("--vc-date: needs --vc-quotas (the day of its table)")
-    if args.out is not None:
-        make_out(args.out)
     trace_path = DEMO_TRACE if args.trace == "demo" else Path(args.trace)
     try:
         cluster = load_cluster(args.cluster)
@@ -264,6 +291,8 @@ def _run(args: argparse.Namespace) -> int:
         trace = replace(trace, jobs=trace.jobs[: args.max_jobs])
     if args.vc_quotas is not None:
         cluster = _with_vc_quotas(cluster, args)
+    if args.out is not None:  # after the inputs, so a mistyped one leaves no directory
+        make_out(args.out)
     if not args.quiet:
         _say_counts("skipped {} bad row(s)", trace.bad_rows)
         # What the format says Apportion does not schedule (CPU-only jobs, jobs that never

@@ -17,7 +17,15 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, TypeVar
 
-__all__ = ["Inline", "WorkerPool", "default_workers", "executor", "report"]
+__all__ = [
+    "MAX_WORKERS",
+    "WORKERS_WHY",
+    "Inline",
+    "WorkerPool",
+    "default_workers",
+    "executor",
+    "report",
+]
 
 T = TypeVar("T")
 Progress = Callable[[str, float], None]
@@ -25,6 +33,14 @@ Progress = Callable[[str, float], None]
 _relay: Any = None
 """In a worker: the queue to the main process's progress callback (None: nobody listens)."""
 _last: dict[str, float] = {}
+
+
+MAX_WORKERS = 256
+"""--workers of simulate and plan: a process per core of the largest common servers. Past
+the cores, workers only share them, and each holds a whole replay in memory: 100,000 was
+a process per run or candidate, as many as the machine could fork."""
+WORKERS_WHY = "a process per core of the largest common servers; each holds a whole replay"
+"""Why, in the error past ``MAX_WORKERS``."""
 
 
 def default_workers() -> int:

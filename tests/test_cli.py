@@ -94,6 +94,33 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
     assert "snapshot.yaml.gz: gzip file cut short" in cut_short.stderr
 
 
+def test_sizes_past_any_real_use_are_refused_before_the_work():
+    """--workloads 100000000 built a hundred million pending workloads and ran for ever, and
+    a budget of weeks let the ILP run as long: the error names the limit and why."""
+    for args, message in (
+        (["--workloads", "100000000"],
+         "--workloads: 100,000,000 pending workloads; at most 20,000 (the largest instance "
+         "the decision benchmark times; on the demo's 496 GPUs that decides in seconds)"),
+        (["--budget-ms", "1e12"],
+         "--budget-ms: 1e+12 ms; at most 3,600,000 (an hour: the controller decides within "
+         "seconds, and the benchmark proves its bounds within two minutes)"),
+    ):  # fmt: skip
+        done = apportion("decide", "--default-cluster", *args)
+        assert (done.returncode, done.stdout) == (2, ""), args
+        assert done.stderr == f"apportion decide: {message}\n"
+
+
+def test_the_budget_is_shown_as_given_however_small():
+    """--budget-ms 0.001 said 'of 0 ms budget'. A budget under a millisecond is a real
+    choice (greedy's answer, no time for the ILP or the improvement phase), so it is shown
+    as given."""
+    for budget_ms, shown in (("0.001", "0.001"), ("2.5", "2.5"), ("1000", "1000")):
+        done = apportion("decide", "--default-cluster", "--workloads", "30", "--budget-ms",
+                         budget_ms)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f" ms of {shown} ms budget; " in done.stdout.splitlines()[-1], budget_ms
+
+
 def test_a_gzipped_snapshot_is_read_through(tmp_path):
     plain = FIXTURES / "small-cluster.yaml"
     zipped = tmp_path / "small-cluster.yaml.gz"

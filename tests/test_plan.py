@@ -147,7 +147,22 @@ def test_plan_command_rejects_nonsense_numbers_before_the_sweep(tmp_path: Path) 
         (["--levels", "1,nan"], "--levels '1,nan': give one or more finite, non-negative"),
         (["--levels", "inf"], "--levels 'inf': give one or more finite, non-negative"),
         (["--out", str(taken)], f"--out {taken}: cannot create the directory: File exists"),
-    ):
+        # Sizes past any real use ran for ever: a millionfold demand, a level of a thousand
+        # times today's nodes (the largest candidate is always simulated), 3,200,000
+        # candidates, a process per candidate; a horizon of 1e308 h was an OverflowError.
+        (["--growth", "1e6"], "argument --growth: '1e6': at most 100 (a hundredfold demand "
+         "is a new cluster to design, not growth to plan for)"),
+        (["--horizon-hours", "1e308"], "argument --horizon-hours: '1e308': at most 8,760 (a "
+         "year: capacity is planned a year ahead at most, and longer only repeats the trace)"),
+        (["--levels", "1,1000"], "--levels '1,1000': 1000 is more than 100 (a hundred times "
+         "today's nodes of a GPU model is a new cluster to design, not a plan for this one)"),
+        (["--levels", ",".join(map(str, range(1, 21)))],
+         "--levels '1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20': 20 levels on 5 GPU "
+         "models make 3,200,000 candidates; at most 1,000,000 (each is bounded and kept in "
+         "plan.json)"),
+        (["--workers", "100000"], "argument --workers: '100000': at most 256 (a process per "
+         "core of the largest common servers; each holds a whole replay)"),
+    ):  # fmt: skip
         done = subprocess.run(
             [sys.executable, "-m", "scheduler", "plan", "demo", "--max-jobs", "20",
              "--max-simulations", "1", "--workers", "1", "--quiet", *args],
@@ -402,6 +417,56 @@ def _plan_json(out: Path) -> dict[str, Any]:
         record.pop(key)
     record["inputs"].pop("command")
     return record
+
+
+def test_a_negative_level_is_refused_for_what_it_is() -> None:
+    """'--levels -1,1' was read as a flag ('expected one argument'): the value reaches the
+    check, which says why no level is negative."""
+    for levels in ("-1,1", "1,-0.5"):
+        done = _plan("demo", "--levels", levels, "--max-jobs", "5", "--max-simulations", "1")
+        assert done.returncode == 2, (levels, done.stderr)
+        bad = levels.split(",")[0 if levels.startswith("-") else 1]
+        assert done.stderr == (
+            f"apportion plan: --levels {levels!r}: {bad} is negative; a level multiplies a GPU "
+            "model's node count (0 leaves the model out, 1 keeps today's)\n"
+        )
+
+
+def test_bad_inputs_leave_no_out_directory_behind(tmp_path: Path) -> None:
+    """A mistyped trace (or shard file) left --out DIR behind, empty: it was made before the
+    inputs were read."""
+    out = tmp_path / "plans" / "q3"
+    for args in (
+        ["no-such-trace.csv"],
+        ["demo", "--cluster", "no-such-cluster.yaml"],
+        ["demo", "--slo", "team-z:p95_wait<=1h"],
+        ["merge", "no-such-shard.json"],
+    ):
+        done = _plan(*args, "--max-jobs", "5", "--max-simulations", "1", "--out", str(out))
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert not (tmp_path / "plans").exists(), args
+
+
+def test_a_demand_grown_past_a_million_jobs_is_refused_before_it_is_built(
+    tmp_path: Path,
+) -> None:
+    """--growth and --horizon-hours multiply the trace: a week of the demo ×100, or a year of
+    a trace whose jobs all arrive in its first second, built millions of jobs (gigabytes)
+    and then simulated them on every candidate."""
+    burst = tmp_path / "burst.csv"
+    burst.write_text("name,queue,submit,runtime,gpus\na,team-a,0,60,1\nb,team-b,0,60,1\n")
+    for args, message in (
+        (["demo", "--growth", "100", "--horizon-hours", "168"],
+         "--growth 100 and --horizon-hours 168: about 1,920,000 jobs to plan for (the "
+         "trace's 600 ×100, repeated 32 times); at most 1,000,000 (every simulated candidate "
+         "replays them all)"),
+        ([str(burst), "--horizon-hours", "8760"],
+         "--horizon-hours 8760: about 63,072,000 jobs to plan for (the trace's 2, repeated "
+         "31,536,000 times); at most 1,000,000 (every simulated candidate replays them all)"),
+    ):  # fmt: skip
+        done = _plan(*args, "--max-simulations", "1", "--workers", "1")
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr == f"apportion plan: {message}\n"
 
 
 def test_the_answer_does_not_depend_on_the_workers(tmp_path: Path) -> None:

@@ -109,6 +109,14 @@ def test_recommendation_and_tables_are_consistent(report: Path) -> None:
     assert f"${best['cost_per_hour']:,.0f}/h" in md.splitlines()[2]
 
 
+def test_the_goal_ratio_is_explained_as_it_is_computed(report: Path) -> None:
+    """The Pareto section said 'value ÷ target': for a goal of 0 s that is infinite, yet the
+    table showed 2704 for a wait of 2703 s. Times get a second added to both
+    (``Slo.ratio``), so a 0 s goal still ranks candidates by how long they wait."""
+    md = (report / "report.md").read_text()
+    assert "for waits and JCTs (value + 1 s) ÷ (target + 1 s), so a 0 s goal still ranks" in md
+
+
 def test_what_happens_if_nothing_changes(report: Path) -> None:
     record = json.loads((report / "plan.json").read_text())
     assert record["today"]["label"] == "today"

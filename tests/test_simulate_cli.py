@@ -212,11 +212,17 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
         ("--horizon", "0", "argument --horizon: '0': must be 1 or more"),
         ("--budget-ms", "-1", "argument --budget-ms: '-1': must be a positive number"),
         ("--mtbf-hours", "nan", "argument --mtbf-hours: 'nan': must be 0 or a positive number"),
+        # Sizes past any real use ran for ever (or forked a process per run).
+        ("--budget-ms", "1e12",
+         "argument --budget-ms: '1e12': at most 3,600,000 (an hour: the controller decides "
+         "within seconds, and the benchmark proves its bounds within two minutes)"),
+        ("--workers", "100000", "argument --workers: '100000': at most 256 (a process per core "
+         "of the largest common servers; each holds a whole replay)"),
         ("--seeds", ",", "--seeds: ',' names no seed"),
         ("--seeds", "9" * 30, f"--seeds: {int('9' * 30):,} seeds; at most 1,000 (a run each)"),
         ("--seeds", "2,0,2", "--seeds: 2 given more than once"),  # the same run twice
         ("--seeds", "1e3", "--seeds: '1e3' is not a list of integers or a count"),
-    ):
+    ):  # fmt: skip
         done = simulate("demo", "--max-jobs", "5", option, value, "--quiet")
         assert done.returncode == 2 and message in done.stderr, (option, done.stderr)
     taken = tmp_path / "results"
@@ -224,6 +230,29 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
     done = simulate("demo", "--max-jobs", "5", "--out", str(taken), "--quiet")
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"--out {taken}: cannot create the directory: File exists" in done.stderr
+
+
+def test_a_seed_list_may_start_with_a_negative_seed() -> None:
+    """'--seeds -1,2' was read as a flag ('expected one argument'), though '--seeds -1' and
+    '--seeds 2,-1' ran: a seed is any integer, wherever it stands in the list."""
+    done = simulate("demo", "--max-jobs", "5", "--policy", "fifo", "--seeds", "-1,2", "--json",
+                    "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert [run["seed"] for run in json.loads(done.stdout)["runs"]] == [-1, 2]
+
+
+def test_bad_inputs_leave_no_out_directory_behind(tmp_path: Path) -> None:
+    """A mistyped trace left --out DIR behind, empty: it was made before the inputs were
+    read. It is still made before the run, so an --out that cannot be one fails at once."""
+    out = tmp_path / "results" / "run"
+    for args in (
+        ["no-such-trace.csv"],
+        ["demo", "--cluster", "no-such-cluster.yaml"],
+        ["demo", "--vc-quotas", "no-such-table.csv"],
+    ):
+        done = simulate(*args, "--max-jobs", "5", "--out", str(out), "--quiet")
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (args, done.stderr)
+        assert not (tmp_path / "results").exists(), args
 
 
 def test_options_for_another_input_are_refused_not_ignored() -> None:

@@ -20,11 +20,15 @@ from scheduler.model import Node, Queue, Quota
 from sim.cluster import Cluster
 
 __all__ = [
+    "LEVEL_WHY",
+    "MAX_CANDIDATES",
+    "MAX_LEVEL",
     "POOL_LABEL",
     "Candidate",
     "Pool",
     "build_cluster",
     "candidate_grid",
+    "grid_size",
     "pool_of",
     "pools_of",
     "scale_quotas",
@@ -32,6 +36,21 @@ __all__ = [
 
 POOL_LABEL = "apportion.io/node-pool"
 HOURS_PER_MONTH = 730
+
+MAX_LEVEL = 100.0
+"""The largest --levels factor: a hundred times today's nodes of a GPU model (as --growth
+goes to a hundredfold demand). The largest candidate is always simulated, and a level of
+a million built a cluster of millions of nodes to replay the trace on."""
+LEVEL_WHY = (
+    "a hundred times today's nodes of a GPU model is a new cluster to design, not a plan "
+    "for this one"
+)
+"""Why, in the error past ``MAX_LEVEL``."""
+
+MAX_CANDIDATES = 1_000_000
+"""The level grid's size (levels ** GPU models) at most. Each candidate gets a fluid bound
+and a row in plan.json (about 1.5 KB): the default 4 levels on the demo's 5 models are
+1,024; 20 levels made 3,200,000, minutes and gigabytes before the first simulation."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +172,13 @@ def pools_of(cluster: Cluster) -> tuple[Pool, ...]:
             for i, p in enumerate(pools)
         ]
     return tuple(pools)
+
+
+def grid_size(pools: Sequence[Pool], levels: Sequence[float]) -> tuple[int, int]:
+    """How many candidates ``candidate_grid`` may make (duplicates not yet dropped), and
+    over how many GPU models: known before any is made (``MAX_CANDIDATES``)."""
+    models = len({p.model for p in pools})
+    return (len(set(levels)) ** models, models)
 
 
 def candidate_grid(pools: Sequence[Pool], levels: Sequence[float]) -> list[Candidate]:

@@ -27,12 +27,27 @@ from typing import Any
 from scheduler.cli import CommandError, stop_on_sigterm
 from scheduler.textfile import read_text
 from sim.cluster import Cluster, ClusterError, load_cluster
-from sim.commands import DEMO_TRACE, float_option, int_option
+from sim.commands import DEMO_TRACE, float_option, int_option, values_may_start_with_minus
 from sim.experiments import dumps
 from sim.job import Job
 from sim.outfiles import make_out, write_whole
-from sim.plan.candidates import Pool, pools_of
-from sim.plan.demand import grow
+from sim.plan.candidates import (
+    LEVEL_WHY,
+    MAX_CANDIDATES,
+    MAX_LEVEL,
+    Pool,
+    grid_size,
+    pools_of,
+)
+from sim.plan.demand import (
+    GROWTH_WHY,
+    HORIZON_WHY,
+    MAX_GROWTH,
+    MAX_HORIZON_HOURS,
+    MAX_PLANNED_JOBS,
+    grow,
+    planned_size,
+)
 from sim.plan.evaluate import EvalTask
 from sim.plan.figures import figures
 from sim.plan.journal import Journal, journal_name
@@ -44,7 +59,7 @@ from sim.plan.shapes import Arrangement, arrangements
 from sim.plan.slo import Slo, SloError, check_queues, parse_slo
 from sim.plan.verdict import verdict
 from sim.policies import POLICY_NAMES, PolicyOptions
-from sim.pool import default_workers
+from sim.pool import MAX_WORKERS, WORKERS_WHY, default_workers
 from sim.trace import NeedsThroughputs, TraceError, load_trace
 
 __all__ = ["plan_command"]
@@ -83,12 +98,14 @@ def plan_command(sub: Subparsers) -> None:
     )
     parser.add_argument(
         "--growth",
-        type=float_option(positive=True),
+        type=float_option(positive=True, most=MAX_GROWTH, why=GROWTH_WHY),
         default=1.0,
-        help="demand growth factor (default 1)",
+        help="demand growth factor (default 1, at most 100)",
     )
     parser.add_argument(
-        "--horizon-hours", type=float_option(positive=True), help="repeat the trace to this length"
+        "--horizon-hours",
+        type=float_option(positive=True, most=MAX_HORIZON_HOURS, why=HORIZON_WHY),
+        help="repeat the trace to this length (at most 8760: a year)",
     )
     parser.add_argument("--price", action="append", default=[], help="MODEL=$/h (repeat)")
     parser.add_argument(
@@ -114,7 +131,10 @@ def plan_command(sub: Subparsers) -> None:
         "--max-simulations, 1 to 4)",
     )
     parser.add_argument(
-        "--workers", type=int_option(0), default=0, help="processes (0: one per core)"
+        "--workers",
+        type=int_option(0, MAX_WORKERS, WORKERS_WHY),
+        default=0,
+        help="processes (0: one per core)",
     )
     parser.add_argument(
         "--policy",
@@ -142,6 +162,7 @@ def plan_command(sub: Subparsers) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the sweep record to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    values_may_start_with_minus(parser)
     parser.set_defaults(run=_run)
 
 
@@ -169,8 +190,17 @@ def _levels(text: str) -> tuple[float, ...]:
         levels = tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise CommandError(f"--levels {text!r}: expected numbers like 0.75,1,1.5") from None
-    if not levels or any(not math.isfinite(v) or v < 0 for v in levels):
+    if not levels or any(not math.isfinite(v) for v in levels):
         raise CommandError(f"--levels {text!r}: give one or more finite, non-negative factors")
+    if min(levels) < 0:
+        raise CommandError(
+            f"--levels {text!r}: {min(levels):g} is negative; a level multiplies a GPU model's "
+            "node count (0 leaves the model out, 1 keeps today's)"
+        )
+    if max(levels) > MAX_LEVEL:
+        raise CommandError(
+            f"--levels {text!r}: {max(levels):g} is more than {MAX_LEVEL:g} ({LEVEL_WHY})"
+        )
     return levels
 
 
@@ -246,13 +276,10 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
         check_queues(slos, check)
     except SloError as error:
         raise CommandError(str(error)) from None
+    horizon_s = None if args.horizon_hours is None else int(args.horizon_hours * 3600)
+    _check_planned_size(args, jobs, horizon_s)
     try:
-        planned = grow(
-            jobs,
-            args.growth,
-            None if args.horizon_hours is None else int(args.horizon_hours * 3600),
-            args.seed,
-        )
+        planned = grow(jobs, args.growth, horizon_s, args.seed)
     except ValueError as error:
         raise CommandError(f"--growth: {error}") from None
     settings = SearchSettings(
@@ -269,6 +296,13 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
         rightsizing = _rightsizing(args)  # before the sweep: a bad file fails at once
         hints = _hints(rightsizing)
     pools: Sequence[Pool] = pools_of(cluster)
+    size, models = grid_size(pools, settings.levels)
+    if size > MAX_CANDIDATES:
+        raise CommandError(
+            f"--levels {args.levels!r}: {len(set(settings.levels))} levels on {models} GPU "
+            f"models make {size:,} candidates; at most {MAX_CANDIDATES:,} (each is bounded "
+            "and kept in plan.json)"
+        )
     options: Sequence[Arrangement] = ()
     if not args.no_shapes:
         pools, options = arrangements(cluster, pools, planned, hints)
@@ -278,10 +312,26 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
     )  # fmt: skip
 
 
+def _check_planned_size(
+    args: argparse.Namespace, jobs: Sequence[Job], horizon_s: int | None
+) -> None:
+    """Refuse a demand --growth and --horizon-hours make past ``MAX_PLANNED_JOBS`` before
+    it is built: each copy is a job every simulated candidate replays."""
+    size, repeats = planned_size(jobs, args.growth, horizon_s)
+    if size <= max(MAX_PLANNED_JOBS, len(jobs)):
+        return
+    flags = [f"--growth {args.growth:g}"] if args.growth != 1 else []
+    flags += [f"--horizon-hours {args.horizon_hours:g}"] if repeats > 1 else []
+    how = f"the trace's {len(jobs):,}" + (f" ×{args.growth:g}" if args.growth != 1 else "")
+    how += f", repeated {repeats:,} times" if repeats > 1 else ""
+    raise CommandError(
+        f"{' and '.join(flags)}: about {size:,} jobs to plan for ({how}); at most "
+        f"{MAX_PLANNED_JOBS:,} (every simulated candidate replays them all)"
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     stop_on_sigterm()
-    if args.out is not None:
-        make_out(args.out)
     if args.trace and args.trace[0] == "merge":
         return _merge(args, [Path(p) for p in args.trace[1:]])
     if len(args.trace) != 1:
@@ -294,6 +344,8 @@ def _run(args: argparse.Namespace) -> int:
     rightsizing = _rightsizing(args)
     hints = _hints(rightsizing)
     setup = _setup(args, hints)
+    if args.out is not None:  # after the inputs, so a mistyped one leaves no directory
+        make_out(args.out)
     settings, slos, jobs, planned = setup.settings, setup.slos, setup.jobs, setup.planned
     changed = args.growth != 1.0 or args.horizon_hours is not None
     started = time.perf_counter()
@@ -598,6 +650,8 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     missing = sorted(set(range(total)) - set(seen))
     if len(seen) != len(set(seen)):
         raise CommandError(f"plan merge: shard(s) given twice: {seen}")
+    if args.out is not None:  # after the shards are read, as for a sweep's inputs
+        make_out(args.out)
     merged = dict(records[0])
     rows: dict[str, dict[str, Any]] = {}
     for r in records:

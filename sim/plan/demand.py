@@ -15,7 +15,32 @@ from dataclasses import replace
 
 from sim.job import Job
 
-__all__ = ["grow"]
+__all__ = [
+    "GROWTH_WHY",
+    "HORIZON_WHY",
+    "MAX_GROWTH",
+    "MAX_HORIZON_HOURS",
+    "MAX_PLANNED_JOBS",
+    "grow",
+    "planned_size",
+]
+
+MAX_GROWTH = 100.0
+"""--growth: a hundredfold. Teams plan for growth of a few times; a millionfold demand was
+a million copies of every job, built and then simulated for ever."""
+GROWTH_WHY = "a hundredfold demand is a new cluster to design, not growth to plan for"
+"""Why, in the error past ``MAX_GROWTH``."""
+
+MAX_HORIZON_HOURS = 8760.0
+"""--horizon-hours: a year. Past it, a longer horizon plans nothing new (it repeats the
+trace again), and 1e308 hours overflowed into a traceback."""
+HORIZON_WHY = "a year: capacity is planned a year ahead at most, and longer only repeats the trace"
+"""Why, in the error past ``MAX_HORIZON_HOURS``."""
+
+MAX_PLANNED_JOBS = 1_000_000
+"""Jobs --growth and --horizon-hours may make of a trace. Every simulated candidate replays
+them all: the demo's 600 jobs take a few seconds a simulation, so a million take hours
+each (and about 1.5 GB to hold). Planned demand past it is refused before it is built."""
 
 
 def _copy(job: Job, suffix: str, shift: int) -> Job:
@@ -34,8 +59,8 @@ def grow(
     if not jobs:
         return ()
     rng = random.Random(seed)
-    span = max(j.submit for j in jobs) + 1
-    repeats = 1 if horizon_s is None else max(1, math.ceil(horizon_s / span))
+    span = _span(jobs)
+    repeats = _repeats(span, horizon_s)
     whole, part = int(growth), growth - int(growth)
     out: list[Job] = []
     for r in range(repeats):
@@ -50,3 +75,23 @@ def grow(
     if horizon_s is not None:
         out = [j for j in out if j.submit < horizon_s]
     return tuple(sorted(out, key=lambda j: (j.submit, j.name)))
+
+
+def planned_size(
+    jobs: Sequence[Job], growth: float = 1.0, horizon_s: int | None = None
+) -> tuple[int, int]:
+    """About how many jobs ``grow`` makes, and how many times it repeats the trace: known
+    before a single copy is made (``MAX_PLANNED_JOBS``)."""
+    if not jobs:
+        return (0, 1)
+    repeats = _repeats(_span(jobs), horizon_s)
+    return (round(len(jobs) * growth) * repeats, repeats)
+
+
+def _span(jobs: Sequence[Job]) -> int:
+    """Seconds the trace's arrivals cover: a repeat is shifted by as much."""
+    return max(j.submit for j in jobs) + 1
+
+
+def _repeats(span: int, horizon_s: int | None) -> int:
+    return 1 if horizon_s is None else max(1, math.ceil(horizon_s / span))

@@ -414,7 +414,9 @@ def build_report(
         "Pareto front",
         [
             "Every simulated candidate: its cost and its worst goal as value ÷ target "
-            "(≤ 1 meets it). The front is the candidates no cheaper one beats."
+            "(≤ 1 meets it; for waits and JCTs (value + 1 s) ÷ (target + 1 s), so a 0 s goal "
+            "still ranks candidates by how long they wait). The front is the candidates no "
+            "cheaper one beats."
         ],
     )
     sec.images.append(("pareto", "cost vs worst goal ratio"))
