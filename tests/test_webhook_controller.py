@@ -171,6 +171,17 @@ def api_failures(controller: Controller) -> dict[tuple[str, str], float]:
     }
 
 
+def strays_settled(controller: Controller) -> dict[str, float]:
+    """``apportion_strays_settled_total`` by outcome, those counted only."""
+    return {
+        sample.labels["outcome"]: sample.value
+        for metric in controller.metrics.registry.collect()
+        if metric.name == "apportion_strays_settled"
+        for sample in metric.samples
+        if sample.name == "apportion_strays_settled_total" and sample.value
+    }
+
+
 def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake) -> None:
     controller = _controller(fake)
     with synced(controller):
@@ -1194,6 +1205,8 @@ def test_apportions_gate_is_removed_from_a_pod_it_does_not_manage(
             )
         ]
         assert (namespace, name) not in controller.cluster.pods
+        # The recorded patched-gpu-1 is adopted into team-a.
+        eventually(lambda: strays_settled(controller) == {"released": 1, "adopted": 1})
 
 
 def test_pods_apportion_holds_keep_its_gate(fake: Fake) -> None:
@@ -1315,6 +1328,7 @@ def _stray_gates(fake: Fake, cluster: LiveCluster, lost: int = 0) -> StrayGates:
 
     return StrayGates(
         cluster,
+        Metrics(cluster),
         adopt=Admission(cluster, AdmissionSettings()).adopt,
         patch=patch,
         event=lambda *_: None,
@@ -1372,6 +1386,8 @@ def test_a_gated_pod_its_webhook_would_refuse_keeps_the_gate_and_is_told_why_onc
             )
         ]
         assert _gates(_pod(fake, "orphan")) == [{"name": keys.GATE}]
+        # The recorded patched-gpu-1 too: its queue team-a does not exist here.
+        assert strays_settled(controller) == {"refused": 2}
         fake.put(queue_object(TEAM_A.model_copy(update={"name": "crd-team"})))
         eventually(lambda: _released(fake, "orphan"))
         assert [reason for _, reason, _ in _events_of(fake, "orphan")] == [
@@ -1379,6 +1395,8 @@ def test_a_gated_pod_its_webhook_would_refuse_keeps_the_gate_and_is_told_why_onc
             "Adopted",
             "Admitted",
         ]
+        # patched-gpu-1 told again: its reason now names the queue created.
+        assert strays_settled(controller) == {"refused": 3, "adopted": 1}
 
 
 @pytest.mark.parametrize(

@@ -146,6 +146,7 @@ class Controller:
         admission = admission or AdmissionSettings()
         self.strays = StrayGates(
             cluster,
+            metrics,
             adopt=Admission(cluster, admission).adopt,
             patch=self._patch_pod,
             event=self._event,

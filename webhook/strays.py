@@ -31,6 +31,7 @@ from typing import Any
 from webhook import keys
 from webhook.admission import Verdict
 from webhook.cluster import LiveCluster
+from webhook.metrics import Metrics
 from webhook.patches import remove_gate, same_pod
 from webhook.pods import gate_names, not_managed, raw_identity
 
@@ -62,11 +63,13 @@ def may_be_stray(pod: Raw) -> bool:
 
 class StrayGates:
     """Acts through the controller's own steps (``patch`` stops at a lost Lease and counts
-    its failures, ``event``), as an admission does."""
+    its failures, ``event``), as an admission does; counts what it settled
+    (``apportion_strays_settled_total``)."""
 
     def __init__(
         self,
         cluster: LiveCluster,
+        metrics: Metrics,
         *,
         adopt: Callable[[Raw], Verdict],
         patch: Callable[[str, str, list[Raw], str], bool],
@@ -75,6 +78,7 @@ class StrayGates:
     ) -> None:
         """``shadow``: Apportion runs in shadow mode (``AdmissionSettings.mode``)."""
         self.cluster = cluster
+        self.metrics = metrics
         self.shadow = shadow
         self.adopt = adopt
         self.patch = patch
@@ -123,6 +127,7 @@ class StrayGates:
         if not self.patch(namespace, name, ungate, "removing the gate of"):
             return
         self._settled.add(identity)
+        self.metrics.strays_settled.labels("released").inc()
         self.cluster.remove_pod(namespace, name)  # not Apportion's to decide
         message = (
             f"Apportion does not manage this pod ({why}); its scheduling gate {keys.GATE} "
@@ -146,6 +151,7 @@ class StrayGates:
             )
             if self._told.get(identity) != message:
                 self._told[identity] = message
+                self.metrics.strays_settled.labels("refused").inc()
                 log.warning("%s/%s: %s", namespace, name, message)
                 self.event(raw, REFUSED, message, "Warning")
             return
@@ -155,6 +161,7 @@ class StrayGates:
         if not self.patch(namespace, name, adoption, "adopting"):
             return
         self._settled.add(identity)
+        self.metrics.strays_settled.labels("adopted").inc()
         message = (
             f"{never}: it waits in its queue as workload {verdict.workload}, decided in "
             "fair-share order"
