@@ -23,7 +23,7 @@ from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.controller import Controller
 from webhook.kubeapi import KubeApi
-from webhook.leader import LeaderElector
+from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
 from webhook.pods import ANNOTATION_PLACEMENT
 from webhook.queueview import pending_view, waiting_workloads
@@ -1313,7 +1313,14 @@ def test_a_pod_copied_with_another_namespace_s_decision_is_adopted_as_its_own(
         assert (events[0]["involvedObject"]["name"], events[0]["reason"]) == ("copied", "Adopted")
 
 
-def _stray_gates(fake: Fake, cluster: LiveCluster, lost: int = 0) -> StrayGates:
+def _stray_gates(
+    fake: Fake,
+    cluster: LiveCluster,
+    lost: int = 0,
+    *,
+    before_acting: Callable[[], None] = lambda: None,
+    event: Callable[[dict[str, Any], str, str, str], None] = lambda *_: None,
+) -> StrayGates:
     """The controller's stray handling over ``cluster``'s view (no watch updates it),
     patching ``fake``; the first ``lost`` patches are made but answered as failed."""
     api = KubeApi(fake.api_client())
@@ -1331,7 +1338,8 @@ def _stray_gates(fake: Fake, cluster: LiveCluster, lost: int = 0) -> StrayGates:
         Metrics(cluster),
         adopt=Admission(cluster, AdmissionSettings()).adopt,
         patch=patch,
-        event=lambda *_: None,
+        event=event,
+        before_acting=before_acting,
     )
 
 
@@ -1397,6 +1405,40 @@ def test_a_gated_pod_its_webhook_would_refuse_keeps_the_gate_and_is_told_why_onc
         ]
         # patched-gpu-1 told again: its reason now names the queue created.
         assert strays_settled(controller) == {"refused": 3, "adopted": 1}
+
+
+def test_a_settling_pass_that_loses_the_lease_tells_no_more_refused_pods() -> None:
+    """Was: a settling pass checked the Lease only before a patch, so once it was lost the
+    pass went on telling the pods it refuses why (their Event follows no patch), while the
+    next leader told them too. The pass stops at the first Event it would send without the
+    Lease; a pod not told then is told once this replica leads again."""
+    with running_fake() as fake:
+        labels = {keys.NAMESPACE_ENABLED: "true"}
+        fake.put_namespace("gpu-team-a", labels)
+        cluster = LiveCluster(clock=time.time)
+        cluster.put_namespace("gpu-team-a", labels)
+        cluster.replace_queues([TEAM_A])
+        for name in ("orphan-1", "orphan-2"):  # queue crd-team does not exist: refused
+            pod = fake.put_pod(_undecided(fake, name, queue="crd-team"))
+            cluster.put_stray("gpu-team-a", name, pod)
+        held = [True, False]  # lost after the first pod is told, then held again
+
+        def before_acting() -> None:
+            if not (held.pop(0) if held else True):
+                raise NotLeading
+
+        told: list[str] = []
+        gates = _stray_gates(
+            fake,
+            cluster,
+            before_acting=before_acting,
+            event=lambda raw, reason, *_: told.append(f"{raw['metadata']['name']} {reason}"),
+        )
+        with pytest.raises(NotLeading):
+            gates.settle()
+        assert told == ["orphan-1 Refused"]
+        gates.settle()
+        assert told == ["orphan-1 Refused", "orphan-2 Refused"]
 
 
 @pytest.mark.parametrize(

@@ -150,6 +150,7 @@ class Controller:
             adopt=Admission(cluster, admission).adopt,
             patch=self._patch_pod,
             event=self._event,
+            before_acting=self._before_acting,
             shadow=admission.mode == "shadow",
         )
         self._released: set[tuple[str, str, str]] = set()

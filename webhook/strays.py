@@ -64,7 +64,9 @@ def may_be_stray(pod: Raw) -> bool:
 class StrayGates:
     """Acts through the controller's own steps (``patch`` stops at a lost Lease and counts
     its failures, ``event``), as an admission does; counts what it settled
-    (``apportion_strays_settled_total``)."""
+    (``apportion_strays_settled_total``). A pass stops at the first patch or Refused
+    Event it would start without the Lease (``before_acting``): the next leader tells
+    those pods itself."""
 
     def __init__(
         self,
@@ -74,15 +76,18 @@ class StrayGates:
         adopt: Callable[[Raw], Verdict],
         patch: Callable[[str, str, list[Raw], str], bool],
         event: Callable[[Raw, str, str, str], None],
+        before_acting: Callable[[], None],
         shadow: bool = False,
     ) -> None:
-        """``shadow``: Apportion runs in shadow mode (``AdmissionSettings.mode``)."""
+        """``before_acting`` raises ``NotLeading`` once this replica may no longer hold
+        the Lease; ``shadow``: Apportion runs in shadow mode (``AdmissionSettings.mode``)."""
         self.cluster = cluster
         self.metrics = metrics
         self.shadow = shadow
         self.adopt = adopt
         self.patch = patch
         self.event = event
+        self.before_acting = before_acting
         self._settled: set[Identity] = set()
         """Pods released or adopted, until the watch shows them so."""
         self._told: dict[Identity, str] = {}
@@ -150,6 +155,9 @@ class StrayGates:
                 "that is fixed, or delete it and create it again"
             )
             if self._told.get(identity) != message:
+                # No patch before it checks the Lease: told without it, the pod would be
+                # told again by the next leader.
+                self.before_acting()
                 self._told[identity] = message
                 self.metrics.strays_settled.labels("refused").inc()
                 log.warning("%s/%s: %s", namespace, name, message)
