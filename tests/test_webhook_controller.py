@@ -403,6 +403,38 @@ def test_a_running_gang_member_replaced_by_its_owner_is_admitted_alone(fake: Fak
         eventually(one_gang_again)
 
 
+def test_a_copy_of_a_running_pod_is_told_once_why_it_waits_and_what_to_do(fake: Fake) -> None:
+    """Was: a pod copied in its namespace from a running one carries its workload
+    annotation and is filed under it: it waited for the original to end (GangRunning in
+    the queue view) with no Event, and kept the reason copied from the original. It says
+    why on its reason, and one Event says so and what to do, also after a restart."""
+    first = _controller(fake)
+    with synced(first):
+        _waiting_pod(fake, "train", gpus=1)
+        eventually(lambda: _released(fake, "train"))
+        _waiting_pod(fake, "train-copy", gpus=1, workload="gpu-team-a/train")
+        events = eventually(lambda: _events_of(fake, "train-copy"))
+        reviews = first.stuck_reviews  # one per decision cycle
+        eventually(lambda: first.stuck_reviews >= reviews + 3)
+    message = (
+        "workload gpu-team-a/train still runs (1 pod), and 1 new pod waits for it to end. "
+        "A pod copied in namespace gpu-team-a from one of its pods names that workload too "
+        f"({keys.ANNOTATION_WORKLOAD}) and waits so: delete such a copy and create it again "
+        "without the apportion.io/ labels and annotations"
+    )
+    assert events == [("Normal", "GangRunning", message)]
+    annotations = _pod(fake, "train-copy")["metadata"]["annotations"]
+    assert annotations[keys.ANNOTATION_REASON] == f"GangRunning: {message}"
+    second = _controller(fake)
+    with synced(second):
+        reviews = second.stuck_reviews
+        eventually(lambda: second.stuck_reviews >= reviews + 3)
+        assert _events_of(fake, "train-copy") == events
+        assert _gates(_pod(fake, "train-copy"))
+        fake.delete_pod("gpu-team-a", "train")
+        eventually(lambda: _released(fake, "train-copy"))
+
+
 def _free_gpus(fake: Fake, node: str) -> list[int]:
     """Whole GPUs of ``node`` nothing holds once a controller has admitted the recorded
     gated pod (patched-gpu-1)."""

@@ -55,7 +55,7 @@ from webhook.kubeapi import UNANSWERED, KubeApi, Resource, failure
 from webhook.kubeobjects import node_from_object, node_problem
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
-from webhook.observed import workload_groups
+from webhook.observed import GANG_RUNNING, waits_for_running, workload_groups
 from webhook.patches import admit_gated, node_expressions, set_metadata
 from webhook.pods import (
     ANNOTATION_PLACEMENT,
@@ -335,7 +335,7 @@ class Controller:
     def reconcile_once(self) -> Decision | None:
         """One global decision over the waiting workloads, and its actions."""
         self._complete_admissions()
-        self._explain_mixed()
+        self._explain_undecided()
         snapshot = self.cluster.snapshot()
         if not any(w.placement is None for w in snapshot.workloads):
             self.cluster.set_last_decisions(())
@@ -370,7 +370,7 @@ class Controller:
             if verdict.outcome is Outcome.ADMIT:
                 self._admit(workloads[verdict.workload], verdict, members)
             else:
-                self._explain(f"{verdict.reason.value}: {verdict.message}", members)
+                self._explain(verdict.reason.value, verdict.message, members)
         return decision
 
     def _nominate(self, members: list[ManagedPod]) -> None:
@@ -524,22 +524,33 @@ class Controller:
             return [{"key": keys.NODE_HOSTNAME, "operator": "In", "values": [placement.node]}]
         return node_expressions([node])
 
-    def _explain_mixed(self) -> None:
-        """Gangs whose members ask differently are never decided (``gangs.mixed``): their
-        pods say so, or they would keep saying they wait for their members."""
+    def _explain_undecided(self) -> None:
+        """Workloads no decision names say why on their pods, or these would keep an older
+        reason: gangs whose members ask differently (``gangs.mixed``), and a running
+        workload's new pods (``observed.waits_for_running``), told by an Event too: a pod
+        copied from a running one in its namespace waits so for as long as that runs."""
         for group in workload_groups(self.cluster.managed_pods()).values():
             if group.mixed is not None:
-                self._explain(f"{GANG_MIXED}: {group.mixed}", group.pods)
+                self._explain(GANG_MIXED, group.mixed, group.pods)
+            elif (running := waits_for_running(group)) is not None:
+                self._explain(GANG_RUNNING, running, group.pods, tell=True)
 
-    def _explain(self, text: str, members: list[ManagedPod]) -> None:
-        """Keep the waiting pods' reason annotation current (only when it changed)."""
+    def _explain(
+        self, reason: str, message: str, members: list[ManagedPod], tell: bool = False
+    ) -> None:
+        """Keep the waiting pods' reason annotation current (only when it changed). With
+        ``tell``, an Event too where the reason is new, once: the annotation records that
+        the pod was told, across restarts and leaders."""
+        text = f"{reason}: {message}"
         for pod in members:
             raw = pod.raw or {}
-            current = ((raw.get("metadata") or {}).get("annotations") or {}).get(
-                keys.ANNOTATION_REASON
+            current = str(
+                ((raw.get("metadata") or {}).get("annotations") or {}).get(keys.ANNOTATION_REASON)
             )
-            if current != text:
-                self._set_reason(pod, text)
+            if current == text or not self._set_reason(pod, text):
+                continue
+            if tell and not current.startswith(f"{reason}: "):
+                self._event(raw, reason, message)
 
     def _set_reason(self, pod: ManagedPod, text: str) -> bool:
         """Write the pod's reason annotation; False (logged) if the API refused."""
