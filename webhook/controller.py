@@ -10,7 +10,8 @@
    on the replica holding the Lease, which its own thread renews; a cycle stops where it
    is once that replica may no longer hold it.
 3. Actions: admit = one JSONPatch per pod adding node affinity and removing the gate;
-   preempt = the Eviction API plus an Event naming the reason and the beneficiary.
+   preempt = the Eviction API plus an Event naming the reason and the beneficiary, which
+   is nominated to the room its victims free (``preempting.py``).
    Everything is recorded on the pods, so a restart rebuilds the same state from a list.
    Before each decision, the pods carrying Apportion's gate that it never decided
    (``strays.py``) are settled, with an Event: nothing else would ever remove that gate.
@@ -63,8 +64,8 @@ from webhook.pods import (
     PodReader,
     format_placement,
     raw_identity,
-    rfc3339,
 )
+from webhook.preempting import Preemptor
 from webhook.replacing import StuckReplacer
 from webhook.settings import AdmissionSettings, ControllerSettings
 from webhook.strays import StrayGates, may_be_stray
@@ -73,10 +74,6 @@ from webhook.stuck import StuckWatch, StuckWorkload
 __all__ = ["Controller"]
 
 log = logging.getLogger("apportion.controller")
-
-NOMINATION_S = 600
-"""How long a workload whose victims were evicted goes first to the room they free: their
-grace period (30 s by default), or longer when a PodDisruptionBudget holds one back."""
 
 Raw = dict[str, Any]
 
@@ -143,6 +140,14 @@ class Controller:
             set_reason=self._set_reason,
             event=self._event,
         )
+        self.preemptor = Preemptor(
+            api,
+            cluster,
+            metrics,
+            before_acting=self._before_acting,
+            patch=self._patch,
+            event=self._event,
+        )
         admission = admission or AdmissionSettings()
         self.strays = StrayGates(
             cluster,
@@ -155,9 +160,6 @@ class Controller:
         )
         self._released: set[tuple[str, str, str]] = set()
         """Pods whose gate this controller removed, until the watch shows it gone."""
-        self._untold: set[tuple[str, str, str]] = set()
-        """Pods evicted but not yet told and counted (the eviction got no answer, or the
-        cycle stopped): seen leaving in a later cycle, they are that eviction's."""
         self.stuck_reviews = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -354,14 +356,7 @@ class Controller:
         self.cluster.set_last_decisions(verdicts, decision.repartitions)
         self._report_queue_status(snapshot, decision)
         pods = self._pods_by_workload()
-        self._untold &= {p.identity for group in pods.values() for p in group}
-        nominate: set[str] = set()
-        for eviction in decision.evictions if self.settings.evict else ():
-            if self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods):
-                self.metrics.preemptions.labels(eviction.queue).inc()
-                nominate.add(eviction.beneficiary)
-        for name in sorted(nominate):
-            self._nominate(pods.get(name, []))
+        self.preemptor.carry_out(decision.evictions if self.settings.evict else (), pods)
         workloads = {w.name: w for w in snapshot.workloads}
         for verdict in verdicts:
             members = pods.get(verdict.workload, [])
@@ -372,17 +367,6 @@ class Controller:
             else:
                 self._explain(verdict.reason.value, verdict.message, members)
         return decision
-
-    def _nominate(self, members: list[ManagedPod]) -> None:
-        """Record on the pods of a workload victims are now evicted for that it goes first
-        to the room they free (``Workload.nominated``), so a restart keeps it too: in the
-        cycle after the victims are gone, another queue's head that ranks alike would take
-        the room and leave it to preempt again."""
-        stamp = rfc3339(self.cluster.now() + NOMINATION_S)
-        for pod in members:
-            patch = set_metadata(pod.raw or {}, "annotations", {keys.ANNOTATION_NOMINATED: stamp})
-            if patch:
-                self._patch(pod, patch, "nominating")
 
     def _as_lived(self, verdict: WorkloadDecision) -> WorkloadDecision:
         """A preempting workload's verdict as its pods live it: the core admits it with its
@@ -556,40 +540,6 @@ class Controller:
         """Write the pod's reason annotation; False (logged) if the API refused."""
         patch = set_metadata(pod.raw or {}, "annotations", {keys.ANNOTATION_REASON: text})
         return self._patch(pod, patch, "updating the reason on")
-
-    def _evict(
-        self, workload: str, beneficiary: str, message: str, pods: dict[str, list[ManagedPod]]
-    ) -> bool:
-        """Evict the workload's pods that are not already leaving; True if its eviction
-        starts now. A victim holds its devices while it terminates (30 s by default), and
-        every decision meanwhile names it again: it is evicted, told and counted once.
-
-        An eviction that got no answer may have been carried out: the pod seen leaving
-        in a later cycle is then this eviction's, told and counted there."""
-        members = pods.get(workload, [])
-        ours = [p for p in members if p.terminating and p.identity in self._untold]
-        self._untold -= {p.identity for p in ours}
-        leaving = any(p.terminating and p not in ours for p in members)
-        for pod in members:
-            if pod.terminating:
-                continue
-            try:
-                self._before_acting()
-                self.api.evict_pod(pod.namespace, pod.name)
-            except (ApiException, *UNANSWERED) as error:
-                # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
-                self.metrics.api_failed("evict", error)
-                log.warning("evicting %s/%s failed: %s", pod.namespace, pod.name, failure(error))
-                if not isinstance(error, ApiException):
-                    self._untold.add(pod.identity)
-                continue
-            except NotLeading:
-                self._untold |= {p.identity for p in ours}
-                raise
-            ours.append(pod)
-        for pod in ours:
-            self._event(pod.raw or {}, "Preempted", f"{message} (for {beneficiary})", "Warning")
-        return bool(ours) and not leaving
 
     # -- admitted pods the kube-scheduler cannot place ----------------------------------------
 
