@@ -987,6 +987,40 @@ def test_a_preemption_whose_eviction_answer_is_lost_is_nominated_and_counted_onc
         eventually(lambda: _released(fake, "urgent"))
 
 
+def test_a_victim_whose_eviction_answer_is_lost_and_that_ends_at_once_still_frees_its_room(
+    fake: Fake,
+) -> None:
+    # Was: an eviction that got no answer was told, counted and nominated for in the
+    # cycle that saw its victim leaving; a victim that ended before that cycle (a process
+    # that exits at SIGTERM: gone while the call timed out) was never: no Event, no count,
+    # and its beneficiary not nominated, so another queue's head ranking alike (c0) took
+    # the room, and urgent evicted low-c as well. An eviction that got no answer counts as
+    # made: counted and its beneficiary nominated at once, its victim told once seen gone.
+    team_0 = Queue(name="team-0", namespaces=("gpu-team-0",), quota={"H100-80GB": Quota(nominal=4)})
+    fake.put_namespace("gpu-team-0", {keys.NAMESPACE_ENABLED: "true"})
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
+    controller = Controller(
+        api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A, team_0]
+    )
+    with synced(controller):
+        _fill_with_low_priority(fake)
+        _waiting_pod(fake, "c0", gpus=4, queue="team-0")
+        fake.fail(r".*/pods/low-a/eviction", times=1, status="lost", method="POST")
+        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        eventually(lambda: _released(fake, "urgent"))
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert [e["name"] for e in fake.evictions] == ["low-a"]
+        assert _gates(fake.get("pods", "c0", "gpu-team-0"))
+        preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
+        assert [e["involvedObject"]["name"] for e in preempted] == ["low-a"]
+        counted = controller.metrics.registry.get_sample_value(
+            "apportion_preemptions_total", {"queue": "team-a"}
+        )
+        assert counted == 1
+
+
 def test_a_call_that_never_gets_an_answer_is_given_up(fake: Fake) -> None:
     # Was: only watches had a client-side timeout. A patch (or eviction, Event, Lease call)
     # whose network path died without a word was waited on for ever: the reconcile thread

@@ -4,14 +4,17 @@ workload it makes room for nominated to that room.
 
 A victim holds its devices while it terminates (its grace period), and every decision
 meanwhile names it again: it is evicted, told and counted once. An eviction that got no
-answer may have been carried out: the pod seen leaving in a later cycle is then this
-eviction's, told and counted there.
+answer may have been carried out, and its victim may end before the next cycle (a process
+that exits at SIGTERM ends while the call times out): it is counted and its beneficiary
+nominated at once, and the pod is told once seen leaving or gone, as ``replacing.py``
+judges its own. One that was not made is made by a later cycle, not counted again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client import ApiException
@@ -36,6 +39,17 @@ grace period (30 s by default), or longer when a PodDisruptionBudget holds one b
 Identity = tuple[str, str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class _Untold:
+    """A pod evicted, or maybe evicted (no answer), not yet told: the eviction got no
+    answer, or the cycle stopped."""
+
+    pod: ManagedPod
+    eviction: Eviction
+    counted: bool
+    """Its workload's eviction was counted and its beneficiary nominated already."""
+
+
 class Preemptor:
     """Acts through the controller's own steps (``before_acting`` stops at a lost Lease,
     ``patch`` and ``event`` count their failures), as an admission does."""
@@ -56,19 +70,19 @@ class Preemptor:
         self.before_acting = before_acting
         self.patch = patch
         self.event = event
-        self._untold: set[Identity] = set()
-        """Pods evicted but not yet told and counted (the eviction got no answer, or the
-        cycle stopped): seen leaving in a later cycle, they are that eviction's."""
+        self._untold: dict[Identity, _Untold] = {}
+        """Seen leaving or gone in a later cycle, these pods are that eviction's."""
 
     def carry_out(self, evictions: Iterable[Eviction], pods: dict[str, list[ManagedPod]]) -> None:
-        """Evict the decision's victims (``pods``: by workload), then nominate the workloads
-        whose victims' eviction starts now."""
-        self._untold &= {p.identity for group in pods.values() for p in group}
+        """Evict the decision's victims (``pods``: by workload); count the evictions that
+        start now (or may have: no answer) and nominate the workloads they make room for;
+        tell the pods evicted earlier once seen leaving or gone."""
+        started = self._settle_gone({p.identity for group in pods.values() for p in group})
+        started += [e for e in evictions if self._evict(e, pods)]
         nominate: set[str] = set()
-        for eviction in evictions:
-            if self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods):
-                self.metrics.preemptions.labels(eviction.queue).inc()
-                nominate.add(eviction.beneficiary)
+        for eviction in started:
+            self.metrics.preemptions.labels(eviction.queue).inc()
+            nominate.add(eviction.beneficiary)
         for name in sorted(nominate):
             self._nominate(pods.get(name, []))
 
@@ -83,32 +97,63 @@ class Preemptor:
             if patch:
                 self.patch(pod, patch, "nominating")
 
-    def _evict(
-        self, workload: str, beneficiary: str, message: str, pods: dict[str, list[ManagedPod]]
-    ) -> bool:
+    def _settle_gone(self, present: set[Identity]) -> list[Eviction]:
+        """Told now, the pods not yet told that are gone: their eviction was made. Returns
+        those not counted yet (the cycle stopped before), of workloads none of whose pods
+        is left untold (those are told, and it counted, when seen leaving)."""
+        gone = [u for identity, u in self._untold.items() if identity not in present]
+        self._untold = {i: u for i, u in self._untold.items() if i in present}
+        untold = {u.eviction.workload for u in self._untold.values()}
+        started: dict[str, Eviction] = {}
+        for u in gone:
+            self._tell(u.pod, u.eviction)
+            if not u.counted and u.eviction.workload not in untold:
+                started[u.eviction.workload] = u.eviction
+        return list(started.values())
+
+    def _evict(self, eviction: Eviction, pods: dict[str, list[ManagedPod]]) -> bool:
         """Evict the workload's pods that are not already leaving; True if its eviction
         starts now."""
-        members = pods.get(workload, [])
-        ours = [p for p in members if p.terminating and p.identity in self._untold]
-        self._untold -= {p.identity for p in ours}
-        leaving = any(p.terminating and p not in ours for p in members)
-        for pod in members:
-            if pod.terminating:
-                continue
-            try:
-                self.before_acting()
-                self.api.evict_pod(pod.namespace, pod.name)
-            except (ApiException, *UNANSWERED) as error:
-                # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
-                self.metrics.api_failed("evict", error)
-                log.warning("evicting %s/%s failed: %s", pod.namespace, pod.name, failure(error))
-                if not isinstance(error, ApiException):
-                    self._untold.add(pod.identity)
-                continue
-            except NotLeading:
-                self._untold |= {p.identity for p in ours}
-                raise
-            ours.append(pod)
+        members = pods.get(eviction.workload, [])
+        earlier = {
+            p.identity: self._untold.pop(p.identity) for p in members if p.identity in self._untold
+        }
+        ours = [p for p in members if p.terminating and p.identity in earlier]
+        # Started before: in an earlier cycle, or by another leader.
+        counted = any(u.counted for u in earlier.values()) or any(
+            p.terminating and p not in ours for p in members
+        )
+        unanswered: list[ManagedPod] = []
+        try:
+            for pod in members:
+                if pod.terminating:
+                    continue
+                try:
+                    self.before_acting()
+                    self.api.evict_pod(pod.namespace, pod.name)
+                except (ApiException, *UNANSWERED) as error:
+                    # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
+                    self.metrics.api_failed("evict", error)
+                    log.warning(
+                        "evicting %s/%s failed: %s", pod.namespace, pod.name, failure(error)
+                    )
+                    if not isinstance(error, ApiException):
+                        unanswered.append(pod)
+                    continue
+                ours.append(pod)
+        except NotLeading:
+            self._remember(ours + unanswered, eviction, counted)
+            raise
+        starts = bool(ours or unanswered) and not counted
+        self._remember(unanswered, eviction, counted or starts)
         for pod in ours:
-            self.event(pod.raw or {}, "Preempted", f"{message} (for {beneficiary})", "Warning")
-        return bool(ours) and not leaving
+            self._tell(pod, eviction)
+        return starts
+
+    def _remember(self, pods: list[ManagedPod], eviction: Eviction, counted: bool) -> None:
+        for pod in pods:
+            self._untold[pod.identity] = _Untold(pod, eviction, counted)
+
+    def _tell(self, pod: ManagedPod, eviction: Eviction) -> None:
+        message = f"{eviction.message} (for {eviction.beneficiary})"
+        self.event(pod.raw or {}, "Preempted", message, "Warning")
