@@ -136,8 +136,10 @@ def test_a_gangs_new_generation_waits_while_the_old_one_runs() -> None:
     (waiting,) = waiting_workloads(cluster)
     assert (waiting.reason, waiting.message) == (
         "GangRunning",
-        "3 new pods of gang gpu-team-a/llm, which still runs with 2 of its 3: they wait for "
-        "those to end",
+        "workload gpu-team-a/llm still runs (2 of its 3 pods), and 3 new pods wait for them "
+        "to end. A pod copied in namespace gpu-team-a from one of its pods names that "
+        "workload too (apportion.io/workload) and waits so: delete such a copy and create it "
+        "again without the apportion.io/ labels and annotations",
     )
 
 

@@ -23,7 +23,7 @@ from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.controller import Controller
 from webhook.kubeapi import KubeApi
-from webhook.leader import LeaderElector
+from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
 from webhook.pods import ANNOTATION_PLACEMENT
 from webhook.queueview import pending_view, waiting_workloads
@@ -168,6 +168,17 @@ def api_failures(controller: Controller) -> dict[tuple[str, str], float]:
         if metric.name == "apportion_api_failures"
         for sample in metric.samples
         if sample.name == "apportion_api_failures_total"
+    }
+
+
+def strays_settled(controller: Controller) -> dict[str, float]:
+    """``apportion_strays_settled_total`` by outcome, those counted only."""
+    return {
+        sample.labels["outcome"]: sample.value
+        for metric in controller.metrics.registry.collect()
+        if metric.name == "apportion_strays_settled"
+        for sample in metric.samples
+        if sample.name == "apportion_strays_settled_total" and sample.value
     }
 
 
@@ -392,6 +403,38 @@ def test_a_running_gang_member_replaced_by_its_owner_is_admitted_alone(fake: Fak
         eventually(one_gang_again)
 
 
+def test_a_copy_of_a_running_pod_is_told_once_why_it_waits_and_what_to_do(fake: Fake) -> None:
+    """Was: a pod copied in its namespace from a running one carries its workload
+    annotation and is filed under it: it waited for the original to end (GangRunning in
+    the queue view) with no Event, and kept the reason copied from the original. It says
+    why on its reason, and one Event says so and what to do, also after a restart."""
+    first = _controller(fake)
+    with synced(first):
+        _waiting_pod(fake, "train", gpus=1)
+        eventually(lambda: _released(fake, "train"))
+        _waiting_pod(fake, "train-copy", gpus=1, workload="gpu-team-a/train")
+        events = eventually(lambda: _events_of(fake, "train-copy"))
+        reviews = first.stuck_reviews  # one per decision cycle
+        eventually(lambda: first.stuck_reviews >= reviews + 3)
+    message = (
+        "workload gpu-team-a/train still runs (1 pod), and 1 new pod waits for it to end. "
+        "A pod copied in namespace gpu-team-a from one of its pods names that workload too "
+        f"({keys.ANNOTATION_WORKLOAD}) and waits so: delete such a copy and create it again "
+        "without the apportion.io/ labels and annotations"
+    )
+    assert events == [("Normal", "GangRunning", message)]
+    annotations = _pod(fake, "train-copy")["metadata"]["annotations"]
+    assert annotations[keys.ANNOTATION_REASON] == f"GangRunning: {message}"
+    second = _controller(fake)
+    with synced(second):
+        reviews = second.stuck_reviews
+        eventually(lambda: second.stuck_reviews >= reviews + 3)
+        assert _events_of(fake, "train-copy") == events
+        assert _gates(_pod(fake, "train-copy"))
+        fake.delete_pod("gpu-team-a", "train")
+        eventually(lambda: _released(fake, "train-copy"))
+
+
 def _free_gpus(fake: Fake, node: str) -> list[int]:
     """Whole GPUs of ``node`` nothing holds once a controller has admitted the recorded
     gated pod (patched-gpu-1)."""
@@ -490,8 +533,10 @@ def test_the_room_a_preemption_frees_goes_to_the_workload_it_was_made_for() -> N
         with synced(first):
             _fill_with_low_priority(fake)
             _waiting_pod(fake, "urgent", gpus=4, priority=1000)
-            eventually(lambda: fake.evictions)
-            assert keys.ANNOTATION_NOMINATED in _pod(fake, "urgent")["metadata"]["annotations"]
+            # Nominated after its victim's eviction (and Event) in the same cycle.
+            eventually(
+                lambda: keys.ANNOTATION_NOMINATED in _pod(fake, "urgent")["metadata"]["annotations"]
+            )
         _waiting_pod(fake, "c0", gpus=4, queue="team-0")
         second = controller_of(fake)
         with synced(second):
@@ -942,6 +987,40 @@ def test_a_preemption_whose_eviction_answer_is_lost_is_nominated_and_counted_onc
         eventually(lambda: _released(fake, "urgent"))
 
 
+def test_a_victim_whose_eviction_answer_is_lost_and_that_ends_at_once_still_frees_its_room(
+    fake: Fake,
+) -> None:
+    # Was: an eviction that got no answer was told, counted and nominated for in the
+    # cycle that saw its victim leaving; a victim that ended before that cycle (a process
+    # that exits at SIGTERM: gone while the call timed out) was never: no Event, no count,
+    # and its beneficiary not nominated, so another queue's head ranking alike (c0) took
+    # the room, and urgent evicted low-c as well. An eviction that got no answer counts as
+    # made: counted and its beneficiary nominated at once, its victim told once seen gone.
+    team_0 = Queue(name="team-0", namespaces=("gpu-team-0",), quota={"H100-80GB": Quota(nominal=4)})
+    fake.put_namespace("gpu-team-0", {keys.NAMESPACE_ENABLED: "true"})
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
+    controller = Controller(
+        api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A, team_0]
+    )
+    with synced(controller):
+        _fill_with_low_priority(fake)
+        _waiting_pod(fake, "c0", gpus=4, queue="team-0")
+        fake.fail(r".*/pods/low-a/eviction", times=1, status="lost", method="POST")
+        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        eventually(lambda: _released(fake, "urgent"))
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert [e["name"] for e in fake.evictions] == ["low-a"]
+        assert _gates(fake.get("pods", "c0", "gpu-team-0"))
+        preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
+        assert [e["involvedObject"]["name"] for e in preempted] == ["low-a"]
+        counted = controller.metrics.registry.get_sample_value(
+            "apportion_preemptions_total", {"queue": "team-a"}
+        )
+        assert counted == 1
+
+
 def test_a_call_that_never_gets_an_answer_is_given_up(fake: Fake) -> None:
     # Was: only watches had a client-side timeout. A patch (or eviction, Event, Lease call)
     # whose network path died without a word was waited on for ever: the reconcile thread
@@ -1194,6 +1273,8 @@ def test_apportions_gate_is_removed_from_a_pod_it_does_not_manage(
             )
         ]
         assert (namespace, name) not in controller.cluster.pods
+        # The recorded patched-gpu-1 is adopted into team-a.
+        eventually(lambda: strays_settled(controller) == {"released": 1, "adopted": 1})
 
 
 def test_pods_apportion_holds_keep_its_gate(fake: Fake) -> None:
@@ -1300,7 +1381,14 @@ def test_a_pod_copied_with_another_namespace_s_decision_is_adopted_as_its_own(
         assert (events[0]["involvedObject"]["name"], events[0]["reason"]) == ("copied", "Adopted")
 
 
-def _stray_gates(fake: Fake, cluster: LiveCluster, lost: int = 0) -> StrayGates:
+def _stray_gates(
+    fake: Fake,
+    cluster: LiveCluster,
+    lost: int = 0,
+    *,
+    before_acting: Callable[[], None] = lambda: None,
+    event: Callable[[dict[str, Any], str, str, str], None] = lambda *_: None,
+) -> StrayGates:
     """The controller's stray handling over ``cluster``'s view (no watch updates it),
     patching ``fake``; the first ``lost`` patches are made but answered as failed."""
     api = KubeApi(fake.api_client())
@@ -1315,9 +1403,11 @@ def _stray_gates(fake: Fake, cluster: LiveCluster, lost: int = 0) -> StrayGates:
 
     return StrayGates(
         cluster,
+        Metrics(cluster),
         adopt=Admission(cluster, AdmissionSettings()).adopt,
         patch=patch,
-        event=lambda *_: None,
+        event=event,
+        before_acting=before_acting,
     )
 
 
@@ -1372,6 +1462,8 @@ def test_a_gated_pod_its_webhook_would_refuse_keeps_the_gate_and_is_told_why_onc
             )
         ]
         assert _gates(_pod(fake, "orphan")) == [{"name": keys.GATE}]
+        # The recorded patched-gpu-1 too: its queue team-a does not exist here.
+        assert strays_settled(controller) == {"refused": 2}
         fake.put(queue_object(TEAM_A.model_copy(update={"name": "crd-team"})))
         eventually(lambda: _released(fake, "orphan"))
         assert [reason for _, reason, _ in _events_of(fake, "orphan")] == [
@@ -1379,6 +1471,42 @@ def test_a_gated_pod_its_webhook_would_refuse_keeps_the_gate_and_is_told_why_onc
             "Adopted",
             "Admitted",
         ]
+        # patched-gpu-1 told again: its reason now names the queue created.
+        assert strays_settled(controller) == {"refused": 3, "adopted": 1}
+
+
+def test_a_settling_pass_that_loses_the_lease_tells_no_more_refused_pods() -> None:
+    """Was: a settling pass checked the Lease only before a patch, so once it was lost the
+    pass went on telling the pods it refuses why (their Event follows no patch), while the
+    next leader told them too. The pass stops at the first Event it would send without the
+    Lease; a pod not told then is told once this replica leads again."""
+    with running_fake() as fake:
+        labels = {keys.NAMESPACE_ENABLED: "true"}
+        fake.put_namespace("gpu-team-a", labels)
+        cluster = LiveCluster(clock=time.time)
+        cluster.put_namespace("gpu-team-a", labels)
+        cluster.replace_queues([TEAM_A])
+        for name in ("orphan-1", "orphan-2"):  # queue crd-team does not exist: refused
+            pod = fake.put_pod(_undecided(fake, name, queue="crd-team"))
+            cluster.put_stray("gpu-team-a", name, pod)
+        held = [True, False]  # lost after the first pod is told, then held again
+
+        def before_acting() -> None:
+            if not (held.pop(0) if held else True):
+                raise NotLeading
+
+        told: list[str] = []
+        gates = _stray_gates(
+            fake,
+            cluster,
+            before_acting=before_acting,
+            event=lambda raw, reason, *_: told.append(f"{raw['metadata']['name']} {reason}"),
+        )
+        with pytest.raises(NotLeading):
+            gates.settle()
+        assert told == ["orphan-1 Refused"]
+        gates.settle()
+        assert told == ["orphan-1 Refused", "orphan-2 Refused"]
 
 
 @pytest.mark.parametrize(

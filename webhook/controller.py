@@ -10,7 +10,8 @@
    on the replica holding the Lease, which its own thread renews; a cycle stops where it
    is once that replica may no longer hold it.
 3. Actions: admit = one JSONPatch per pod adding node affinity and removing the gate;
-   preempt = the Eviction API plus an Event naming the reason and the beneficiary.
+   preempt = the Eviction API plus an Event naming the reason and the beneficiary, which
+   is nominated to the room its victims free (``preempting.py``).
    Everything is recorded on the pods, so a restart rebuilds the same state from a list.
    Before each decision, the pods carrying Apportion's gate that it never decided
    (``strays.py``) are settled, with an Event: nothing else would ever remove that gate.
@@ -55,7 +56,7 @@ from webhook.kubeapi import UNANSWERED, KubeApi, Resource, failure
 from webhook.kubeobjects import node_from_object, node_problem
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
-from webhook.observed import workload_groups
+from webhook.observed import GANG_RUNNING, waits_for_running, workload_groups
 from webhook.patches import admit_gated, node_expressions, set_metadata
 from webhook.pods import (
     ANNOTATION_PLACEMENT,
@@ -63,8 +64,8 @@ from webhook.pods import (
     PodReader,
     format_placement,
     raw_identity,
-    rfc3339,
 )
+from webhook.preempting import Preemptor
 from webhook.replacing import StuckReplacer
 from webhook.settings import AdmissionSettings, ControllerSettings
 from webhook.strays import StrayGates, may_be_stray
@@ -73,10 +74,6 @@ from webhook.stuck import StuckWatch, StuckWorkload
 __all__ = ["Controller"]
 
 log = logging.getLogger("apportion.controller")
-
-NOMINATION_S = 600
-"""How long a workload whose victims were evicted goes first to the room they free: their
-grace period (30 s by default), or longer when a PodDisruptionBudget holds one back."""
 
 Raw = dict[str, Any]
 
@@ -143,19 +140,26 @@ class Controller:
             set_reason=self._set_reason,
             event=self._event,
         )
+        self.preemptor = Preemptor(
+            api,
+            cluster,
+            metrics,
+            before_acting=self._before_acting,
+            patch=self._patch,
+            event=self._event,
+        )
         admission = admission or AdmissionSettings()
         self.strays = StrayGates(
             cluster,
+            metrics,
             adopt=Admission(cluster, admission).adopt,
             patch=self._patch_pod,
             event=self._event,
+            before_acting=self._before_acting,
             shadow=admission.mode == "shadow",
         )
         self._released: set[tuple[str, str, str]] = set()
         """Pods whose gate this controller removed, until the watch shows it gone."""
-        self._untold: set[tuple[str, str, str]] = set()
-        """Pods evicted but not yet told and counted (the eviction got no answer, or the
-        cycle stopped): seen leaving in a later cycle, they are that eviction's."""
         self.stuck_reviews = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -333,7 +337,7 @@ class Controller:
     def reconcile_once(self) -> Decision | None:
         """One global decision over the waiting workloads, and its actions."""
         self._complete_admissions()
-        self._explain_mixed()
+        self._explain_undecided()
         snapshot = self.cluster.snapshot()
         if not any(w.placement is None for w in snapshot.workloads):
             self.cluster.set_last_decisions(())
@@ -352,14 +356,7 @@ class Controller:
         self.cluster.set_last_decisions(verdicts, decision.repartitions)
         self._report_queue_status(snapshot, decision)
         pods = self._pods_by_workload()
-        self._untold &= {p.identity for group in pods.values() for p in group}
-        nominate: set[str] = set()
-        for eviction in decision.evictions if self.settings.evict else ():
-            if self._evict(eviction.workload, eviction.beneficiary, eviction.message, pods):
-                self.metrics.preemptions.labels(eviction.queue).inc()
-                nominate.add(eviction.beneficiary)
-        for name in sorted(nominate):
-            self._nominate(pods.get(name, []))
+        self.preemptor.carry_out(decision.evictions if self.settings.evict else (), pods)
         workloads = {w.name: w for w in snapshot.workloads}
         for verdict in verdicts:
             members = pods.get(verdict.workload, [])
@@ -368,19 +365,8 @@ class Controller:
             if verdict.outcome is Outcome.ADMIT:
                 self._admit(workloads[verdict.workload], verdict, members)
             else:
-                self._explain(f"{verdict.reason.value}: {verdict.message}", members)
+                self._explain(verdict.reason.value, verdict.message, members)
         return decision
-
-    def _nominate(self, members: list[ManagedPod]) -> None:
-        """Record on the pods of a workload victims are now evicted for that it goes first
-        to the room they free (``Workload.nominated``), so a restart keeps it too: in the
-        cycle after the victims are gone, another queue's head that ranks alike would take
-        the room and leave it to preempt again."""
-        stamp = rfc3339(self.cluster.now() + NOMINATION_S)
-        for pod in members:
-            patch = set_metadata(pod.raw or {}, "annotations", {keys.ANNOTATION_NOMINATED: stamp})
-            if patch:
-                self._patch(pod, patch, "nominating")
 
     def _as_lived(self, verdict: WorkloadDecision) -> WorkloadDecision:
         """A preempting workload's verdict as its pods live it: the core admits it with its
@@ -522,61 +508,38 @@ class Controller:
             return [{"key": keys.NODE_HOSTNAME, "operator": "In", "values": [placement.node]}]
         return node_expressions([node])
 
-    def _explain_mixed(self) -> None:
-        """Gangs whose members ask differently are never decided (``gangs.mixed``): their
-        pods say so, or they would keep saying they wait for their members."""
+    def _explain_undecided(self) -> None:
+        """Workloads no decision names say why on their pods, or these would keep an older
+        reason: gangs whose members ask differently (``gangs.mixed``), and a running
+        workload's new pods (``observed.waits_for_running``), told by an Event too: a pod
+        copied from a running one in its namespace waits so for as long as that runs."""
         for group in workload_groups(self.cluster.managed_pods()).values():
             if group.mixed is not None:
-                self._explain(f"{GANG_MIXED}: {group.mixed}", group.pods)
+                self._explain(GANG_MIXED, group.mixed, group.pods)
+            elif (running := waits_for_running(group)) is not None:
+                self._explain(GANG_RUNNING, running, group.pods, tell=True)
 
-    def _explain(self, text: str, members: list[ManagedPod]) -> None:
-        """Keep the waiting pods' reason annotation current (only when it changed)."""
+    def _explain(
+        self, reason: str, message: str, members: list[ManagedPod], tell: bool = False
+    ) -> None:
+        """Keep the waiting pods' reason annotation current (only when it changed). With
+        ``tell``, an Event too where the reason is new, once: the annotation records that
+        the pod was told, across restarts and leaders."""
+        text = f"{reason}: {message}"
         for pod in members:
             raw = pod.raw or {}
-            current = ((raw.get("metadata") or {}).get("annotations") or {}).get(
-                keys.ANNOTATION_REASON
+            current = str(
+                ((raw.get("metadata") or {}).get("annotations") or {}).get(keys.ANNOTATION_REASON)
             )
-            if current != text:
-                self._set_reason(pod, text)
+            if current == text or not self._set_reason(pod, text):
+                continue
+            if tell and not current.startswith(f"{reason}: "):
+                self._event(raw, reason, message)
 
     def _set_reason(self, pod: ManagedPod, text: str) -> bool:
         """Write the pod's reason annotation; False (logged) if the API refused."""
         patch = set_metadata(pod.raw or {}, "annotations", {keys.ANNOTATION_REASON: text})
         return self._patch(pod, patch, "updating the reason on")
-
-    def _evict(
-        self, workload: str, beneficiary: str, message: str, pods: dict[str, list[ManagedPod]]
-    ) -> bool:
-        """Evict the workload's pods that are not already leaving; True if its eviction
-        starts now. A victim holds its devices while it terminates (30 s by default), and
-        every decision meanwhile names it again: it is evicted, told and counted once.
-
-        An eviction that got no answer may have been carried out: the pod seen leaving
-        in a later cycle is then this eviction's, told and counted there."""
-        members = pods.get(workload, [])
-        ours = [p for p in members if p.terminating and p.identity in self._untold]
-        self._untold -= {p.identity for p in ours}
-        leaving = any(p.terminating and p not in ours for p in members)
-        for pod in members:
-            if pod.terminating:
-                continue
-            try:
-                self._before_acting()
-                self.api.evict_pod(pod.namespace, pod.name)
-            except (ApiException, *UNANSWERED) as error:
-                # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
-                self.metrics.api_failed("evict", error)
-                log.warning("evicting %s/%s failed: %s", pod.namespace, pod.name, failure(error))
-                if not isinstance(error, ApiException):
-                    self._untold.add(pod.identity)
-                continue
-            except NotLeading:
-                self._untold |= {p.identity for p in ours}
-                raise
-            ours.append(pod)
-        for pod in ours:
-            self._event(pod.raw or {}, "Preempted", f"{message} (for {beneficiary})", "Warning")
-        return bool(ours) and not leaving
 
     # -- admitted pods the kube-scheduler cannot place ----------------------------------------
 

@@ -8,7 +8,7 @@ request), so the admission path pays for a histogram observation and nothing els
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -19,13 +19,18 @@ from scheduler.compiled import compile_snapshot
 from webhook.cluster import LiveCluster
 from webhook.kubeapi import failure_code
 
-__all__ = ["ApiAction", "Metrics"]
+__all__ = ["ApiAction", "Metrics", "StrayOutcome"]
 
 ApiAction = Literal["patch", "evict", "event", "status", "lease", "list", "watch"]
 """What a failed Kubernetes API call was for: patch a pod (admission, reason, nomination),
 evict a pod (preemption, stuck replacement), write an Event, set a Queue's status, renew or
 take the Lease, list or watch what the controller sees (Nodes, Pods, Namespaces, Jobs,
 Queues)."""
+
+StrayOutcome = Literal["released", "adopted", "refused"]
+"""How the controller settled a pod carrying Apportion's gate that it never decided
+(``strays.py``): its gate removed (not Apportion's to hold), adopted into its queue, or
+refused (told why; it keeps the gate)."""
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -98,6 +103,16 @@ class Metrics:
             ["action", "code"],
             registry=r,
         )
+        self.strays_settled = Counter(
+            "apportion_strays_settled",
+            "Gated pods Apportion's webhook never decided that the controller settled, by "
+            "outcome: released (not Apportion's), adopted into their queue, or refused (told "
+            "why, once per reason; the pod keeps the gate).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in get_args(StrayOutcome):
+            self.strays_settled.labels(outcome)  # exported from 0: increase() sees the first
         r.register(_QueueCollector(cluster))
 
     def api_failed(self, action: ApiAction, error: Exception) -> None:

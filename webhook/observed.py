@@ -13,17 +13,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from scheduler.model import Demand, Node, PodPlacement, Queue, Workload, flavor_of_mig
+from webhook import keys
 from webhook.gangs import mixed
 from webhook.kubeobjects import NodeLedger
 from webhook.pods import ManagedPod
 
 __all__ = [
+    "GANG_RUNNING",
     "PodGroup",
     "groups_of",
     "nodes_less_foreign",
     "queue_refusals",
     "replaced_gang",
     "replacements_of",
+    "waits_for_running",
     "without_closed_queues",
     "without_devices",
     "without_host",
@@ -43,6 +46,36 @@ class PodGroup:
     """For a running gang's replacements: the places its admitted members leave."""
     mixed: str | None = None
     """Why it is not decided: its gang's members ask differently (``gangs.mixed``)."""
+
+
+GANG_RUNNING = "GangRunning"
+"""The reason a running workload's new pods wait (pods, an Event, queue view)."""
+
+
+def waits_for_running(group: PodGroup) -> str | None:
+    """Why a running workload's new pods are not decided (None if they are): more than the
+    places its running pods leave (a JobSet restarted while its old pods still terminate),
+    they wait for those to end. A pod copied in its namespace from a running one names
+    that one's workload (``pods.decided_workload``) and waits so for as long as it runs:
+    only its user can tell, so the reason says what to do then."""
+    pods = group.pods
+    if group.places is None or len(pods) <= group.places:
+        return None
+    first = min(pods, key=lambda p: (p.created, p.name))
+    size = first.gang_size
+    running = size - group.places
+    runs = f"{running} of its {size} pods" if running < size else _pods(size)
+    return (
+        f"workload {first.workload} still runs ({runs}), and {_pods(len(pods), 'new ')} "
+        f"wait{'s' if len(pods) == 1 else ''} for {'it' if running == 1 else 'them'} to end. "
+        f"A pod copied in namespace {first.namespace} from one of its pods names that "
+        f"workload too ({keys.ANNOTATION_WORKLOAD}) and waits so: delete such a copy and "
+        f"create it again without the {keys.PREFIX} labels and annotations"
+    )
+
+
+def _pods(count: int, kind: str = "") -> str:
+    return f"{count} {kind}pod{'' if count == 1 else 's'}"
 
 
 _REPLACEMENTS = " replacements"

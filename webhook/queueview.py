@@ -13,7 +13,7 @@ from typing import Any
 
 from webhook.cluster import LiveCluster
 from webhook.gangs import GANG_MIXED
-from webhook.observed import queue_refusals, workload_groups
+from webhook.observed import GANG_RUNNING, queue_refusals, waits_for_running, workload_groups
 from webhook.pods import held_back
 
 __all__ = ["Waiting", "pending_view", "waiting_workloads"]
@@ -64,13 +64,8 @@ def waiting_workloads(cluster: LiveCluster) -> list[Waiting]:
             message = f"{len(pods)} of {size} pods exist; the gang waits for all"
         elif gates := sorted({g for p in pods for g in p.other_gates}):
             reason, message = "OtherGates", held_back(gates)
-        elif group.places is not None and len(pods) > group.places:
-            reason = "GangRunning"
-            message = (
-                f"{len(pods)} new pods of gang {first.workload}, which still runs with "
-                f"{first.gang_size - group.places} of its {first.gang_size}: they wait "
-                "for those to end"
-            )
+        elif (running := waits_for_running(group)) is not None:
+            reason, message = GANG_RUNNING, running
         out.append(
             Waiting(
                 workload=name,

@@ -31,6 +31,7 @@ from typing import Any
 from webhook import keys
 from webhook.admission import Verdict
 from webhook.cluster import LiveCluster
+from webhook.metrics import Metrics
 from webhook.patches import remove_gate, same_pod
 from webhook.pods import gate_names, not_managed, raw_identity
 
@@ -62,23 +63,31 @@ def may_be_stray(pod: Raw) -> bool:
 
 class StrayGates:
     """Acts through the controller's own steps (``patch`` stops at a lost Lease and counts
-    its failures, ``event``), as an admission does."""
+    its failures, ``event``), as an admission does; counts what it settled
+    (``apportion_strays_settled_total``). A pass stops at the first patch or Refused
+    Event it would start without the Lease (``before_acting``): the next leader tells
+    those pods itself."""
 
     def __init__(
         self,
         cluster: LiveCluster,
+        metrics: Metrics,
         *,
         adopt: Callable[[Raw], Verdict],
         patch: Callable[[str, str, list[Raw], str], bool],
         event: Callable[[Raw, str, str, str], None],
+        before_acting: Callable[[], None],
         shadow: bool = False,
     ) -> None:
-        """``shadow``: Apportion runs in shadow mode (``AdmissionSettings.mode``)."""
+        """``before_acting`` raises ``NotLeading`` once this replica may no longer hold
+        the Lease; ``shadow``: Apportion runs in shadow mode (``AdmissionSettings.mode``)."""
         self.cluster = cluster
+        self.metrics = metrics
         self.shadow = shadow
         self.adopt = adopt
         self.patch = patch
         self.event = event
+        self.before_acting = before_acting
         self._settled: set[Identity] = set()
         """Pods released or adopted, until the watch shows them so."""
         self._told: dict[Identity, str] = {}
@@ -123,6 +132,7 @@ class StrayGates:
         if not self.patch(namespace, name, ungate, "removing the gate of"):
             return
         self._settled.add(identity)
+        self.metrics.strays_settled.labels("released").inc()
         self.cluster.remove_pod(namespace, name)  # not Apportion's to decide
         message = (
             f"Apportion does not manage this pod ({why}); its scheduling gate {keys.GATE} "
@@ -145,7 +155,11 @@ class StrayGates:
                 "that is fixed, or delete it and create it again"
             )
             if self._told.get(identity) != message:
+                # No patch before it checks the Lease: told without it, the pod would be
+                # told again by the next leader.
+                self.before_acting()
                 self._told[identity] = message
+                self.metrics.strays_settled.labels("refused").inc()
                 log.warning("%s/%s: %s", namespace, name, message)
                 self.event(raw, REFUSED, message, "Warning")
             return
@@ -155,6 +169,7 @@ class StrayGates:
         if not self.patch(namespace, name, adoption, "adopting"):
             return
         self._settled.add(identity)
+        self.metrics.strays_settled.labels("adopted").inc()
         message = (
             f"{never}: it waits in its queue as workload {verdict.workload}, decided in "
             "fair-share order"
