@@ -12,7 +12,7 @@ from webhook_support import fixture_cluster
 
 from scheduler.model import Demand, PodPlacement, Workload
 from scheduler.reasons import Outcome
-from webhook.observed import PodGroup, workload_groups
+from webhook.observed import PodGroup, groups_of
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod
 
@@ -36,6 +36,15 @@ pods = st.builds(
     other_gates=st.sampled_from([(), ("example.com/quota",)]),
 )
 events = st.lists(st.one_of(pods, st.sampled_from([f"p{i}" for i in range(6)])), max_size=30)
+
+
+def workload_groups(pods: list[ManagedPod]) -> dict[str, PodGroup]:
+    """Every pod grouped from scratch: the index's oracle."""
+    grouped: dict[str, list[ManagedPod]] = {}
+    for pod in pods:
+        if not pod.foreign:
+            grouped.setdefault(pod.workload, []).append(pod)
+    return {name: g for w, members in grouped.items() for name, g in groups_of(w, members).items()}
 
 
 def _shape(groups: dict[str, PodGroup]) -> dict[str, tuple[object, ...]]:

@@ -450,10 +450,20 @@ class LiveCluster:
             if group.admitted
         )
 
-    def pods_and_queues(self) -> tuple[list[ManagedPod], dict[str, Queue]]:
-        """The managed pods and the queues, as one consistent view."""
+    def groups(self) -> dict[str, PodGroup]:
+        """The pods by the workload the allocator decides them as (``observed.groups_of``),
+        from the index: no regrouping of every pod."""
         with self._lock:
-            return list(self.pods.values()), dict(self.queues)
+            return self._index.all_groups()
+
+    def queue_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self.queues)
+
+    def groups_and_queues(self) -> tuple[dict[str, PodGroup], dict[str, Queue]]:
+        """The groups and the queues, as one consistent view."""
+        with self._lock:
+            return self._index.all_groups(), dict(self.queues)
 
     def set_last_decisions(
         self,

@@ -56,7 +56,7 @@ from webhook.kubeapi import UNANSWERED, KubeApi, Resource, failure
 from webhook.kubeobjects import node_from_object, node_problem
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
-from webhook.observed import GANG_RUNNING, waits_for_running, workload_groups
+from webhook.observed import GANG_RUNNING, waits_for_running
 from webhook.patches import admit_gated, node_expressions, set_metadata
 from webhook.pods import (
     ANNOTATION_PLACEMENT,
@@ -420,8 +420,8 @@ class Controller:
                 log.warning("status of queue %s: %s", name, failure(error))
 
     def _pods_by_workload(self) -> dict[str, list[ManagedPod]]:
-        """Pods by the workload the decision names (``observed.workload_groups``)."""
-        groups = workload_groups(self.cluster.managed_pods())
+        """Pods by the workload the decision names (``LiveCluster.groups``)."""
+        groups = self.cluster.groups()
         return {name: sorted(g.pods, key=lambda p: p.name) for name, g in groups.items()}
 
     def _admit(
@@ -472,7 +472,7 @@ class Controller:
     def _complete_admissions(self) -> None:
         """Remove the gates of admitted gangs' members that still carry them (an admission
         an API error or a restart cut short), where their recorded placements say."""
-        groups = workload_groups(self.cluster.managed_pods())
+        groups = self.cluster.groups()
         # Released but not yet seen so by the watch: nothing to do again.
         self._released &= {p.identity for g in groups.values() for p in g.pods if p.gated}
         for group in groups.values():
@@ -513,7 +513,7 @@ class Controller:
         reason: gangs whose members ask differently (``gangs.mixed``), and a running
         workload's new pods (``observed.waits_for_running``), told by an Event too: a pod
         copied from a running one in its namespace waits so for as long as that runs."""
-        for group in workload_groups(self.cluster.managed_pods()).values():
+        for group in self.cluster.groups().values():
             if group.mixed is not None:
                 self._explain(GANG_MIXED, group.mixed, group.pods)
             elif (running := waits_for_running(group)) is not None:

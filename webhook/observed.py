@@ -30,7 +30,6 @@ __all__ = [
     "without_closed_queues",
     "without_devices",
     "without_host",
-    "workload_groups",
     "workload_of",
 ]
 
@@ -89,19 +88,6 @@ def replacements_of(workload: str) -> str:
 def replaced_gang(name: str) -> str | None:
     """The gang whose replacements ``name`` names, if it names replacements."""
     return name.removesuffix(_REPLACEMENTS) if name.endswith(_REPLACEMENTS) else None
-
-
-def workload_groups(pods: Iterable[ManagedPod]) -> dict[str, PodGroup]:
-    """Apportion's pods by the workload the allocator decides them as (``groups_of``);
-    foreign pods are in none."""
-    grouped: dict[str, list[ManagedPod]] = {}
-    for pod in pods:
-        if not pod.foreign:
-            grouped.setdefault(pod.workload, []).append(pod)
-    groups: dict[str, PodGroup] = {}
-    for name, members in grouped.items():
-        groups.update(groups_of(name, members))
-    return groups
 
 
 def groups_of(name: str, members: list[ManagedPod]) -> dict[str, PodGroup]:

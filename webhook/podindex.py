@@ -2,8 +2,8 @@
 queue kept current as pods come and go.
 
 The webhook answers every admission review under the cache's lock, and a shared cluster
-holds tens of thousands of pods. Grouping them all (``observed.workload_groups``) on that
-path cost 0.18 s per review at 20,000 pods: a burst of creations waited for the lock. Here
+holds tens of thousands of pods. Grouping them all by workload on that path cost 0.18 s per
+review at 20,000 pods: a burst of creations waited for the lock. Here
 a pod event only marks its workload; that workload's groups, and its place among the
 waiting, are worked out again when next asked, from its own pods
 (``benchmarks/live_bench.py``).

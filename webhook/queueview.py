@@ -13,7 +13,7 @@ from typing import Any
 
 from webhook.cluster import LiveCluster
 from webhook.gangs import GANG_MIXED
-from webhook.observed import GANG_RUNNING, queue_refusals, waits_for_running, workload_groups
+from webhook.observed import GANG_RUNNING, queue_refusals, waits_for_running
 from webhook.pods import held_back
 
 __all__ = ["Waiting", "pending_view", "waiting_workloads"]
@@ -40,8 +40,7 @@ class Waiting:
 def waiting_workloads(cluster: LiveCluster) -> list[Waiting]:
     """Workloads with pods waiting, complete gangs and incomplete ones alike, with the
     reason they wait that the cluster itself shows (the controller's decision aside)."""
-    pods_now, queues = cluster.pods_and_queues()
-    groups = workload_groups(pods_now)
+    groups, queues = cluster.groups_and_queues()
     out = []
     for name, group in sorted(groups.items()):
         pods = group.pods
@@ -127,7 +126,7 @@ def pending_view(
             row["estimated_wait_s"] = round(row["position"] / rate) if rate > 0 else None
     unknown = None
     if queue is not None and queue not in out:
-        known = sorted(cluster.pods_and_queues()[1])
+        known = cluster.queue_names()
         if queue in known:
             out[queue] = []
         else:  # a typo: not "0 waiting" (a deleted queue's pods are listed above)
