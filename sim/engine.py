@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
+from typing import cast
 
 from scheduler import collector
 from scheduler.catalog import MILLI_PER_GPU
@@ -163,7 +164,8 @@ class Simulation:
         end = (math.inf, 0, 0, _Kind.ARRIVE, None)
         while heap or self._next_arrival < len(arrivals):
             arrival = arrivals[self._next_arrival] if self._next_arrival < len(arrivals) else end
-            at = min(heap[0][0], arrival[0]) if heap else arrival[0]
+            # ``end`` is only compared: with no arrival left, the heap holds the next event.
+            at = cast(int, min(heap[0][0], arrival[0]) if heap else arrival[0])
             if horizon is not None and at > horizon:
                 break
             self.recorder.advance(at, self)
