@@ -12,7 +12,13 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Outage", "Utilization", "random_outages"]
+__all__ = ["MAX_OUTAGES", "Outage", "Utilization", "random_outages"]
+
+MAX_OUTAGES = 1_000_000
+"""Random node failures a replay may draw. Each is an event that kills and requeues the
+jobs on its node: a million is far past any failure study (a 1,000-node cluster failing
+every hour per node for 40 days), and ``--mtbf-hours 0.00001`` asked for billions, drawn
+one by one before the replay began."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +42,16 @@ def random_outages(
     nodes: Sequence[str], horizon: int, mtbf_s: float, mttr_s: int, seed: int
 ) -> tuple[Outage, ...]:
     """Independent node failures: exponential gaps with mean ``mtbf_s`` per node, each
-    lasting ``mttr_s``, up to ``horizon``. The same seed gives the same outages."""
+    lasting ``mttr_s``, up to ``horizon``. The same seed gives the same outages.
+    ValueError, before any is drawn, where about ``MAX_OUTAGES`` or more would be."""
+    expected = len(nodes) * horizon / (mtbf_s + mttr_s)
+    if expected >= MAX_OUTAGES:
+        raise ValueError(
+            f"a mean time between failures of {mtbf_s / 3600:g} h (--mtbf-hours) makes about "
+            f"{expected:,.0f} node failures over "
+            f"{horizon:,} s on {len(nodes):,} nodes; at most {MAX_OUTAGES:,} (each kills and "
+            "requeues the jobs on its node): give a longer mean time between failures"
+        )
     rng = random.Random(seed)
     out: list[Outage] = []
     for node in nodes:

@@ -241,6 +241,14 @@ def test_a_seed_list_may_start_with_a_negative_seed() -> None:
     assert [run["seed"] for run in json.loads(done.stdout)["runs"]] == [-1, 2]
 
 
+def test_failures_past_any_study_are_refused_before_they_are_drawn() -> None:
+    """A tiny --mtbf-hours drew billions of node failures one by one: it ran for ever."""
+    done = simulate("demo", "--mtbf-hours", "0.00001", "--mttr", "1", "--quiet")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "(--mtbf-hours) makes about" in done.stderr
+    assert "node failures over" in done.stderr and "at most 1,000,000" in done.stderr
+
+
 def test_bad_inputs_leave_no_out_directory_behind(tmp_path: Path) -> None:
     """A mistyped trace left --out DIR behind, empty: it was made before the inputs were
     read. It is still made before the run, so an --out that cannot be one fails at once."""
