@@ -513,6 +513,25 @@ def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None
         eventually(lambda: _released(fake, "urgent"))
 
 
+def test_a_nomination_the_api_refused_is_made_again_while_the_victims_terminate() -> None:
+    # Was: the beneficiary was nominated only in the cycle its victims' eviction started;
+    # a refused patch was never made again, and once the victims had ended another
+    # queue's head ranking alike could take the room (and urgent preempt again).
+    with _filled_without_kubelet() as (fake, controller):
+        refused = fake.fail(r".*/pods/urgent", times=1000, status=500, method="PATCH")
+        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        eventually(lambda: fake.evictions)
+        cycles = controller.cycles
+        eventually(lambda: controller.cycles >= cycles + 2)
+        annotations = lambda: _pod(fake, "urgent")["metadata"].get("annotations", {})  # noqa: E731
+        assert keys.ANNOTATION_NOMINATED not in annotations()
+        refused.times = 0
+        eventually(lambda: keys.ANNOTATION_NOMINATED in annotations())
+        assert [e["name"] for e in fake.evictions] == ["low-a"]  # evicted once
+        fake.finish_termination("gpu-team-a", "low-a")
+        eventually(lambda: _released(fake, "urgent"))
+
+
 def test_the_room_a_preemption_frees_goes_to_the_workload_it_was_made_for() -> None:
     # Once low-a has ended, urgent (team-a) and c0 (team-0, within its nominal quota and
     # waiting for capacity) rank alike and team-0 sorts first: c0 took the room and urgent

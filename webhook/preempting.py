@@ -76,13 +76,22 @@ class Preemptor:
     def carry_out(self, evictions: Iterable[Eviction], pods: dict[str, list[ManagedPod]]) -> None:
         """Evict the decision's victims (``pods``: by workload); count the evictions that
         start now (or may have: no answer) and nominate the workloads they make room for;
-        tell the pods evicted earlier once seen leaving or gone."""
+        tell the pods evicted earlier once seen leaving or gone. A workload still waiting
+        for victims that terminate is nominated again where its nomination is missing (the
+        API refused that patch) or has run out (a PodDisruptionBudget held a victim back)."""
+        evictions = list(evictions)
         started = self._settle_gone({p.identity for group in pods.values() for p in group})
         started += [e for e in evictions if self._evict(e, pods)]
         nominate: set[str] = set()
         for eviction in started:
             self.metrics.preemptions.labels(eviction.queue).inc()
             nominate.add(eviction.beneficiary)
+        now = self.cluster.now()
+        for eviction in evictions:
+            leaving = any(p.terminating for p in pods.get(eviction.workload, []))
+            members = pods.get(eviction.beneficiary, [])
+            if leaving and any(p.nominated_until <= now for p in members):
+                nominate.add(eviction.beneficiary)
         for name in sorted(nominate):
             self._nominate(pods.get(name, []))
 
