@@ -513,6 +513,36 @@ def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None
         eventually(lambda: _released(fake, "urgent"))
 
 
+def test_a_waiting_pods_numbers_alone_are_rewritten_at_most_once_a_minute(fake: Fake) -> None:
+    # Was: every cycle rewrote the reason of every waiting pod whose numbers had moved
+    # (queue usage, room left): on benchmarks/ (b) most of them, a patch each, every cycle,
+    # and admissions waited behind those patches.
+    queue = TEAM_A.model_copy(update={"quota": {"H100-80GB": Quota(nominal=6)}})
+    ahead = [0.0]
+    cluster = LiveCluster(clock=lambda: time.time() + ahead[0], intent_ttl_s=30)
+    controller = Controller(
+        KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster), queues=lambda: [queue]
+    )
+
+    def reason() -> str:
+        return str(_pod(fake, "big")["metadata"]["annotations"].get(keys.ANNOTATION_REASON, ""))
+
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        _waiting_pod(fake, "big", gpus=6)
+        first = eventually(lambda: reason().startswith("QuotaExhausted") and reason())
+        _waiting_pod(fake, "one", gpus=1)
+        eventually(lambda: _released(fake, "one"))
+        cycles = controller.cycles
+        eventually(lambda: controller.cycles >= cycles + 3)
+        assert reason() == first  # the same reason, its numbers a minute old at most
+        assert cluster.last_decisions()["gpu-team-a/big"].message not in first
+        ahead[0] = 61.0
+        eventually(lambda: reason() != first)
+        now = cluster.last_decisions()["gpu-team-a/big"].message
+        assert reason() == f"QuotaExhausted: {now}"
+
+
 def test_a_nomination_the_api_refused_is_made_again_while_the_victims_terminate() -> None:
     # Was: the beneficiary was nominated only in the cycle its victims' eviction started;
     # a refused patch was never made again, and once the victims had ended another
