@@ -8,12 +8,15 @@ import threading
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from webhook_support import fixture_cluster
 
+from scheduler.incremental import IncrementalAllocator
 from scheduler.model import Demand, PodPlacement, Workload
 from scheduler.reasons import Outcome
+from webhook.cluster import LiveCluster
 from webhook.observed import PodGroup, groups_of
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod
@@ -188,3 +191,42 @@ def test_the_controllers_snapshot_is_built_outside_the_lock_the_webhook_answers_
     cluster.put_pod(WAITING)
     assert [w.name for w in cluster.snapshot().workloads] == [WAITING.workload]
     assert free == [True]
+
+
+def _free_gpus(cluster: LiveCluster) -> int:
+    """Whole GPUs the webhook's live allocator has free (what its next answer sees)."""
+    return sum(m == 1000 for m in cluster._current_allocator()._compiled.state.gpu_free_milli)
+
+
+def _rebuilt_free_gpus(cluster: LiveCluster) -> int:
+    """Whole GPUs free in an allocator built from scratch now."""
+    allocator = IncrementalAllocator(cluster._snapshot(running_only=True))
+    return sum(m == 1000 for m in allocator._compiled.state.gpu_free_milli)
+
+
+def _gang_member(name: str, **update: Any) -> ManagedPod:
+    member = replace(WAITING, name=name, workload=f"{NAMESPACE}/llm", demand=Demand(gpus=1))
+    return replace(member, gang_size=2, **update)
+
+
+@pytest.mark.parametrize("gone", ["llm-1b", "llm-0"])
+def test_admitted_replacements_whose_pods_go_before_they_are_seen_give_their_gpus_back(
+    gone: str,
+) -> None:
+    # Was: the replacements' admission (held by the live allocator since note_admitted)
+    # ended with the removal (its pod deleted, or the gang's last running member gone),
+    # yet the removal kept the allocator: their GPU held, and charged, until a rebuild.
+    cluster = fixture_cluster()
+    on_a0 = PodPlacement(node="gpu-node-a", gpus=(0,))
+    cluster.put_pod(_gang_member("llm-0", gated=False, node="gpu-node-a", placement=on_a0))
+    cluster.put_pod(_gang_member("llm-1b", gated=True))  # llm-1 failed; its Job made llm-1b
+    free = _free_gpus(cluster)
+    again = Workload(
+        name=f"{NAMESPACE}/llm replacements", queue="team-a", namespace=NAMESPACE,
+        demand=Demand(gpus=1), flavor="H100-80GB", started=1,
+        placement=(PodPlacement(node="gpu-node-a", gpus=(1,)),),
+    )  # fmt: skip
+    cluster.note_admitted(again)
+    assert _free_gpus(cluster) == free - 1
+    cluster.remove_pod(NAMESPACE, gone)
+    assert _free_gpus(cluster) == _rebuilt_free_gpus(cluster)

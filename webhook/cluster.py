@@ -350,7 +350,12 @@ class LiveCluster:
             if pod is not None:
                 # An admission not yet seen whole ends here: its pod is gone, not late.
                 ended = self._intents.pop(pod.workload, None) is not None
-                self._retire_if_observed(replacements_of(pod.workload))
+                # A gang's replacements admitted but not yet seen end with their pods, or
+                # with the gang's last running member: what the allocator holds for them too.
+                replacements = replacements_of(pod.workload)
+                standing = replacements in self._intents
+                self._retire_if_observed(replacements)
+                ended |= standing and replacements not in self._intents
                 after = self._held({pod.workload})
                 changed |= ended or pod.foreign or not self._gave_back(held, after)
                 self.generation += 1
