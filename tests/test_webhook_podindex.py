@@ -134,6 +134,40 @@ def test_the_controllers_admission_holds_its_devices_for_the_webhooks_next_answe
     assert second.outcome is not Outcome.ADMIT
 
 
+def test_an_admitted_pod_bound_where_it_was_placed_keeps_the_webhooks_allocator() -> None:
+    # Was: the kube-scheduler's binding (spec.nodeName set) of a pod admitted at creation
+    # or by the controller changed what the cache compared (its node), not what the
+    # allocator holds, and rebuilt it at the next answer: once for every pod that starts.
+    cluster = fixture_cluster()
+    serve = cluster.admit_now(_eight(f"{NAMESPACE}/serve"), reserve=True)
+    (on_a,) = serve.placement
+    released = replace(
+        WAITING, name="serve-0", workload=f"{NAMESPACE}/serve", gated=False, placement=on_a
+    )
+    cluster.put_pod(released)  # the pod as created, released where it was placed
+    built = cluster._allocator
+    cluster.put_pod(replace(released, node=on_a.node))
+    assert cluster._allocator is built
+    # A gang's member released from its recorded placement holds what it held gated.
+    on_b = [PodPlacement(node="gpu-node-b", gpus=(i,)) for i in (0, 1)]
+    gang = [
+        replace(WAITING, name=f"llm-{i}", workload=f"{NAMESPACE}/llm", demand=Demand(gpus=1),
+                gang_size=2, placement=on_b[i])
+        for i in (0, 1)
+    ]  # fmt: skip
+    for member in gang:
+        cluster.put_pod(member)
+    cluster._current_allocator()
+    built = cluster._allocator
+    for member in gang:
+        cluster.put_pod(replace(member, gated=False))
+        cluster.put_pod(replace(member, gated=False, node="gpu-node-b"))
+    assert cluster._allocator is built
+    # Bound elsewhere than its placement: not what the allocator holds.
+    cluster.put_pod(replace(released, node="gpu-node-b"))
+    assert cluster._allocator is None
+
+
 def test_an_admission_that_clashes_with_the_webhooks_own_rebuilds_the_allocator() -> None:
     # The global decision was taken on a view older than an admission at creation: the
     # same devices, twice. The rebuild settles it as the snapshot does.

@@ -464,7 +464,7 @@ class LiveCluster:
         """What the pods of ``workloads`` hold, as the incremental allocator sees it: their
         admitted groups' pods (a waiting group holds nothing)."""
         return tuple(
-            (name, tuple(((p.namespace, p.name), _capacity_view(p)) for p in group.pods))
+            (name, tuple(((p.namespace, p.name), _holding(p)) for p in group.pods))
             for workload in sorted(workloads)
             for name, group in self._index.groups(workload).items()
             if group.admitted
@@ -738,11 +738,19 @@ def _system(namespace: str) -> bool:
 
 
 _Held = tuple[tuple[str, tuple[tuple[tuple[str, str], tuple[object, ...]], ...]], ...]
-"""Per admitted group: its name, and each pod's key and ``_capacity_view``."""
+"""Per admitted group: its name, and each pod's key and ``_holding``."""
 
 
 def _capacity_view(pod: ManagedPod) -> tuple[object, ...]:
     return (pod.gated, pod.node, pod.placement, pod.workload, pod.demand, pod.extra_slices)
+
+
+def _holding(pod: ManagedPod) -> tuple[object, ...]:
+    """What a pod of an admitted group holds (``observed.workload_of``): where it runs or is
+    placed. Not its gate, nor its binding where placed: the controller releasing a gang's
+    members, the kube-scheduler binding an admitted pod, change nothing it holds."""
+    node = pod.node or (pod.placement.node if pod.placement else None)
+    return (node, pod.placement, pod.demand, pod.extra_slices)
 
 
 def _same_place(intent: _Intent, pod: ManagedPod) -> bool:
