@@ -9,14 +9,15 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
-from webhook_support import FIXTURES, fixture_cluster
+from webhook_support import CLUSTER_FILE, FIXTURES, fixture_cluster
 
 from scheduler.allocator import decide
-from scheduler.model import Demand, Workload
+from scheduler.model import Demand, PodPlacement, Workload
 from scheduler.reasons import Outcome
 from webhook.cluster import LiveCluster
 from webhook.pods import ManagedPod, PodReader, parse_placement
 from webhook.queueview import waiting_workloads
+from webhook.standalone import load_cluster_file, seed_cluster
 
 WAITING = ManagedPod(
     namespace="gpu-team-a", name="train-0", workload="gpu-team-a/train", queue="team-a",
@@ -274,3 +275,22 @@ def test_a_gang_whose_members_ask_differently_is_never_decided(
     assert all(w.placement is not None for w in cluster.snapshot().workloads)
     (view,) = waiting_workloads(cluster)
     assert (view.workload, view.reason, view.message) == (waiting, "GangMixed", _MIXED.format(asks))
+
+
+def test_a_standalone_clusters_running_workloads_outlast_the_intent_ttl() -> None:
+    # Was: they were recorded as admissions whose pods had yet to show, and once the
+    # validating webhook had recorded any pod, they expired after intent_ttl_s (120 s):
+    # their GPUs looked free to the next pod.
+    now = [1_764_091_500.0]
+    cluster = LiveCluster(clock=lambda: now[0])
+    snapshot, namespaces = load_cluster_file(CLUSTER_FILE)
+    on_a = PodPlacement(node="gpu-node-a", gpus=tuple(range(8)))
+    running = Workload(
+        name="gpu-team-a/seeded", queue="team-a", namespace="gpu-team-a",
+        demand=Demand(gpus=8), flavor="H100-80GB", started=1, placement=(on_a,),
+    )  # fmt: skip
+    seed_cluster(cluster, snapshot.model_copy(update={"workloads": (running,)}), namespaces)
+    cluster.put_pod(WAITING)  # a pod recorded: admissions not seen from now on expire
+    now[0] += 121
+    held = [w.name for w in cluster.snapshot().workloads if w.placement is not None]
+    assert held == [running.name]

@@ -24,6 +24,7 @@ Thread safety: one lock; every public method holds it for microseconds to millis
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -597,6 +598,14 @@ class LiveCluster:
             else:
                 # Retired at once: its pods, seen admitted, already hold their devices.
                 self._changed()
+
+    def seed_running(self, workload: Workload) -> None:
+        """Standalone: a workload the cluster file says runs. No watch will show its pods,
+        so it holds its devices until a DELETE of one of them is reviewed (``forget``), not
+        for ``intent_ttl_s`` like an admission whose pods are yet to show."""
+        with self._lock:
+            self._intents[workload.name] = _Intent(workload, math.inf)
+            self._changed()
 
     def _gave_back(self, held: _Held, after: _Held) -> bool:
         """Whether the live allocator is as ``after`` says without a rebuild: nothing held

@@ -55,4 +55,4 @@ def seed_cluster(
         cluster.put_namespace(name, labels)
     for workload in snapshot.workloads:
         if workload.placement is not None:
-            cluster.note_admitted(workload)
+            cluster.seed_running(workload)
