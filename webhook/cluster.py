@@ -359,9 +359,10 @@ class LiveCluster:
                 ended |= standing and replacements not in self._intents
                 after = self._held({pod.workload})
                 changed |= ended or pod.foreign or not self._gave_back(held, after)
-                self.generation += 1
             if changed:
                 self._changed()
+            elif pod is not None:
+                self.generation += 1
 
     def pod_leaving(
         self, namespace: str, name: str, *, uid: str, workload: str | None, grace_s: float

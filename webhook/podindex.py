@@ -46,8 +46,7 @@ class PodIndex:
     def get(self, key: Key) -> ManagedPod | None:
         return self.pods.get(key)
 
-    def put(self, pod: ManagedPod) -> ManagedPod | None:
-        """Cache ``pod``; returns the pod it replaces."""
+    def put(self, pod: ManagedPod) -> None:
         key = (pod.namespace, pod.name)
         before = self.pods.get(key)
         self.pods[key] = pod
@@ -55,7 +54,6 @@ class PodIndex:
             self._leave(key, before)
         self._members.setdefault(pod.workload, {})[key] = pod
         self._stale.add(pod.workload)
-        return before
 
     def pop(self, key: Key) -> ManagedPod | None:
         pod = self.pods.pop(key, None)
