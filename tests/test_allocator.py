@@ -1016,6 +1016,61 @@ def test_freed_room_is_offered_again_only_where_it_could_lift_the_refusal() -> N
     assert cycle.freed.may_fit_now(entry)
 
 
+def test_a_workload_alike_one_refused_in_the_pass_is_refused_alike_until_room_is_freed() -> None:
+    """A pass tries a workload alike (``Entry.alike``) one it refused only when room was
+    freed since, or when that one's own attempt freed some (its preemption's room went to
+    a higher priority, and some may be left); the copy watches what the first watches."""
+    from scheduler.compiled import Entry, compile_snapshot
+    from scheduler.greedy import Cycle, Verdict
+
+    snap = snapshot(
+        nodes=[node("h0", H100, 8)],
+        queues=[
+            queue("a", cohort="x").quota(H100, 2, borrowing_limit=0),
+            queue("b", cohort="y").quota(H100, 8),
+        ],
+        workloads=[
+            workload("a-run").gpus(2).queue("a").running_on("h0", 0, 1),
+            *(workload(f"a-{i}").gpus(2).queue("a").created(i) for i in range(4)),
+        ],
+    )
+    compiled = compile_snapshot(snap, snap.catalog())
+    cycle = Cycle(compiled)
+    tried: list[str] = []
+    admit_or_explain = cycle.admit_or_explain
+    frees_during: set[str] = set()
+
+    def counting(entry: Entry, hint: int | None = None) -> Verdict:
+        tried.append(entry.workload.name)
+        if entry.workload.name in frees_during:
+            cycle.freed.note([], None)  # as when its preemption's room went to others
+        return admit_or_explain(entry, hint)
+
+    cycle.admit_or_explain = counting  # type: ignore[method-assign]
+    cycle.run(compiled.pending[:2], None)
+    assert tried == ["a-0"]  # a holds its 2 of 2 H100 and may borrow none: a-1 alike
+    verdicts = [cycle.outcomes[f"a-{i}"] for i in range(2)]
+    assert {(v.outcome, v.reason) for v in verdicts} == {(Outcome.PENDING, Reason.BORROWING_LIMIT)}
+    assert verdicts[1].message == verdicts[0].message
+    entries = compiled.pending
+    assert [cycle.freed.may_fit_now(e) for e in entries[:2]] == [False, False]
+    (a_run,) = compiled.running
+    cycle.note_freed([a_run])  # quota of a's own queue freed: both may fit now
+    assert [cycle.freed.may_fit_now(e) for e in entries[:2]] == [True, True]
+
+    tried.clear()
+    compiled = compile_snapshot(snap, snap.catalog())
+    cycle = Cycle(compiled)
+    admit_or_explain = cycle.admit_or_explain
+    cycle.admit_or_explain = counting  # type: ignore[method-assign]
+    frees_during.add("a-0")
+    cycle.run(compiled.pending, None)
+    # a-0's own attempt freed room: a-1 is tried, not refused on a-0's word; a-2 and a-3
+    # are refused on a-1's.
+    assert tried == ["a-0", "a-1"]
+    assert {cycle.outcomes[f"a-{i}"].reason for i in range(4)} == {Reason.BORROWING_LIMIT}
+
+
 def test_decide_leaves_the_garbage_collector_as_the_caller_had_it() -> None:
     """decide pauses the collector and, on the way out, moves what it allocated to the
     oldest generation (freeze, unfreeze) — never when the caller froze objects itself, whose
