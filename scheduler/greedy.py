@@ -177,20 +177,20 @@ class Cycle:
     def _admit_unless_refused_alike(
         self, entry: Entry, refused: dict[tuple[object, ...], tuple[int, Verdict, Watch]]
     ) -> Verdict:
-        """``admit_or_explain``, unless a workload alike (``Entry.alike``) and with the same
-        record of waiting (``FreedRoom``: when it was left waiting, what it watches) was
-        refused earlier in this pass and nothing was freed since: admissions since only
-        took room and quota, and the preemptions it tried are remembered as failed
+        """``admit_or_explain``, unless a workload alike (``Entry.alike``) was refused
+        earlier in this pass and nothing was freed since: admissions since only took room
+        and quota, and the preemptions it tried are remembered as failed
         (``failed_preemption``), so this one would be refused alike. On benchmarks/ (c)
-        most of the 20,000 workloads are refused, most in a shape refused before. Not for
-        one taken back (it may fit where lower priorities went since). Its reason's numbers
-        are written again at the end (``settle_reasons``)."""
-        name = entry.workload.name
-        if name in self.freed.taken_back:
-            return self.admit_or_explain(entry)
-        waited = self.freed.waited_at.get(name)
+        most of the 20,000 workloads are refused, most in a shape refused before. Its
+        reason's numbers are written again at the end (``settle_reasons``)."""
+        w = entry.workload
+        # What of its own an attempt reads: whether the room it watches was freed since it
+        # was left waiting, where a lower priority of its queue was admitted in this cycle
+        # (``_make_room`` takes those back only then).
         history = (
-            None if waited is None else (waited[0], *map(waited[1].get, map(id, entry.options)))
+            tuple(self.freed.since_waiting(w, option) for option in entry.options)
+            if self.lowest_admitted.get(w.queue, w.priority) < w.priority
+            else ()
         )
         key = (entry.alike, history)
         earlier = refused.get(key)
@@ -206,7 +206,7 @@ class Cycle:
         verdict = self.admit_or_explain(entry)
         if verdict.outcome is Outcome.PENDING and self.freed.frees == frees:
             # (Not when its own preemption freed room for others: some may be left.)
-            watched = self.freed.waited_at[name][1] if self.preempt else {}
+            watched = self.freed.waited_at[w.name][1] if self.preempt else {}
             refused[key] = (frees, verdict, watched)
         return verdict
 
