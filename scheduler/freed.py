@@ -44,8 +44,10 @@ class FreedRoom:
         "frees",
         "gpu_model",
         "node_gpus",
+        "offered_at",
         "taken_back",
         "waited_at",
+        "watchers",
     )
 
     def __init__(
@@ -64,19 +66,42 @@ class FreedRoom:
         self.waited_at: dict[str, tuple[int, Watch]] = {}
         """Per workload: the count of ``frees`` when it was last left waiting, and its
         ``Watch``."""
-        self.taken_back: set[str] = set()
+        self.taken_back: dict[str, Entry] = {}
         """Workloads whose admission was taken back and that were not left waiting since:
         what was admitted while they held their place may be in their way now."""
+        self.watchers: dict[Freed, dict[str, Entry]] = {}
+        """Per thing a waiting workload watches, the workloads left waiting that watched it
+        (and may since have been admitted, or watch other things now)."""
+        self.offered_at = -1
+        """``frees`` when ``woken`` last looked."""
 
-    def waits(self, name: str, watch: Watch) -> None:
-        """``name`` was left waiting now, watching ``watch``."""
-        self.waited_at[name] = (self.frees, watch)
-        self.taken_back.discard(name)
+    def waits(self, entry: Entry, watch: Watch) -> None:
+        """``entry`` was left waiting now, watching ``watch``."""
+        w = entry.workload
+        self.waited_at[w.name] = (self.frees, watch)
+        self.taken_back.pop(w.name, None)
+        for option in entry.options:
+            keys = watch.get(id(option))
+            for key in self.watch(w, option, None) if keys is None else keys:
+                self.watchers.setdefault(key, {})[w.name] = entry
 
-    def forget(self, name: str) -> None:
-        """``name``'s admission was taken back: it may fit anywhere again."""
-        self.waited_at.pop(name, None)
-        self.taken_back.add(name)
+    def forget(self, entry: Entry) -> None:
+        """``entry``'s admission was taken back: it may fit anywhere again."""
+        self.waited_at.pop(entry.workload.name, None)
+        self.taken_back[entry.workload.name] = entry
+
+    def woken(self) -> list[Entry]:
+        """Of the workloads left waiting, those room freed since may help (``may_fit_now``);
+        the caller skips those admitted since. Looks only at what watches something freed
+        since the last call: one whose room was freed before that was offered it then, and
+        left waiting again since, or admitted (at 20,000 waiting workloads, asking each one
+        took a tenth of the cycle's offers)."""
+        since, self.offered_at = self.offered_at, self.frees
+        found = dict(self.taken_back)
+        for key, at in self.freed_at.items():
+            if at > since:
+                found.update(self.watchers.get(key, {}))
+        return [entry for entry in found.values() if self.may_fit_now(entry)]
 
     def note(self, released: list[Running], reuse: tuple[str, Allocation, int] | None) -> bool:
         """Record the room ``released`` leaves for others: the GPUs (whole, milli, MIG slices)

@@ -298,7 +298,7 @@ class Cycle:
         name = verdict.entry.workload.name
         if verdict.outcome is Outcome.PENDING and self.preempt:
             self.waiting.setdefault(verdict.entry.workload.queue, []).append(verdict.entry)
-            self.freed.waits(name, watch or {})
+            self.freed.waits(verdict.entry, watch or {})
             earlier = self.outcomes.get(name)
             if earlier is not None and earlier.note and not verdict.note:
                 # Offered again and still waiting: what happened to it stays told.
@@ -698,9 +698,9 @@ class Cycle:
         and the book; the workload waits again (and is retried). Returns what was evicted
         to admit it: those stay evicted, for the beneficiary."""
         self.admissions.remove(r)
-        self.freed.forget(r.workload.name)
-        self.capacity_changed = True
         previous = self.outcomes[r.workload.name]
+        self.freed.forget(previous.entry)
+        self.capacity_changed = True
         if r.workload.queue == beneficiary.queue:
             reason = Reason.NO_CAPACITY
             message = (
@@ -1024,10 +1024,9 @@ def offer_freed_room(cycle: Cycle) -> None:
         # In any order: a pass orders what it is given.
         if not cycle.capacity_changed:
             break
+        outcomes = cycle.outcomes
         waiting = [
-            v.entry
-            for v in cycle.outcomes.values()
-            if v.outcome is Outcome.PENDING and cycle.freed.may_fit_now(v.entry)
+            e for e in cycle.freed.woken() if outcomes[e.workload.name].outcome is Outcome.PENDING
         ]
         if not waiting:
             break

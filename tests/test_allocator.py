@@ -1011,9 +1011,11 @@ def test_freed_room_is_offered_again_only_where_it_could_lift_the_refusal() -> N
     # Cohort y's quota and GPUs of a-wait's model freed: neither lifts a's quota.
     cycle.note_freed([b_run])
     assert cycle.capacity_changed and not cycle.freed.may_fit_now(entry)
+    assert cycle.freed.woken() == []
     # Quota of a's own cohort freed: now it may fit.
     cycle.note_freed([a_run])
     assert cycle.freed.may_fit_now(entry)
+    assert cycle.freed.woken() == [entry]
 
 
 def test_a_workload_alike_one_refused_in_the_pass_is_refused_alike_until_room_is_freed() -> None:
