@@ -34,7 +34,7 @@ import pulp
 
 from scheduler import collector
 from scheduler.catalog import MILLI_PER_GPU
-from scheduler.compiled import Compiled, Entry, compile_snapshot
+from scheduler.compiled import Alike, Compiled, Entry, compile_snapshot
 from scheduler.decision import to_decision
 from scheduler.demand import Kind, Option
 from scheduler.greedy import Cycle, CycleResult, run_cycle
@@ -67,7 +67,7 @@ class _Class:
 
 
 def _classes(pending: list[Entry]) -> list[_Class]:
-    groups: dict[tuple[object, ...], list[Entry]] = {}
+    groups: dict[Alike, list[Entry]] = {}
     for entry in sorted(pending, key=lambda e: e.order):
         if entry.options:
             groups.setdefault(entry.alike, []).append(entry)

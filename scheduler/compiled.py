@@ -3,7 +3,7 @@ pending workloads with their options resolved — everything the cycle and the I
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option, OptionsByDemand
@@ -13,7 +13,24 @@ from scheduler.preemption import Running
 from scheduler.quota import QuotaBook
 from scheduler.state import ClusterState
 
-__all__ = ["Compiled", "Entry", "charge_running", "compile_snapshot"]
+__all__ = ["Alike", "Compiled", "Entry", "charge_running", "compile_snapshot"]
+
+
+class Alike:
+    """``Entry.alike``: a key with its hash worked out once. A cycle looks these up tens of
+    thousands of times, and hashing the tuple again hashes every option and constraint."""
+
+    __slots__ = ("_hash", "key")
+
+    def __init__(self, key: tuple[object, ...]) -> None:
+        self.key = key
+        self._hash = hash(key)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Alike) and (self is other or self.key == other.key)
 
 
 @dataclass(slots=True)
@@ -26,30 +43,35 @@ class Entry:
     size: float = 0.0
     """GPU-equivalents of work it asks for: its smallest option, whatever it lands on, so
     the objective values work done, not devices consumed."""
+    _alike: Alike | None = field(default=None, repr=False, compare=False)
 
     @property
     def order(self) -> tuple[int, int, str]:
         return (-self.workload.priority, self.workload.created, self.workload.name)
 
     @property
-    def alike(self) -> tuple[object, ...]:
+    def alike(self) -> Alike:
         """What makes pending workloads interchangeable in a cycle: the same queue, priority,
         options, pods, CPU, memory and node constraints (selector, affinity, tolerations).
         They fit or fail together against one state, and one fits exactly where another was
         placed."""
-        w = self.workload
-        selector = w.node_selector
-        return (
-            w.queue,
-            w.priority,
-            self.options,
-            w.pods,
-            w.cpu_milli,
-            w.memory_mib,
-            tuple(sorted(selector.items())) if selector else (),
-            w.node_affinity,
-            w.tolerations,
-        )
+        if self._alike is None:
+            w = self.workload
+            selector = w.node_selector
+            self._alike = Alike(
+                (
+                    w.queue,
+                    w.priority,
+                    self.options,
+                    w.pods,
+                    w.cpu_milli,
+                    w.memory_mib,
+                    tuple(sorted(selector.items())) if selector else (),
+                    w.node_affinity,
+                    w.tolerations,
+                )
+            )
+        return self._alike
 
 
 @dataclass(slots=True)

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from scheduler.compiled import Compiled, Entry
+from scheduler.compiled import Alike, Compiled, Entry
 from scheduler.demand import Kind, Option
 from scheduler.freed import FreedRoom, Watch
 from scheduler.holdings import Holdings
@@ -70,6 +70,11 @@ class Verdict:
             if self.message and self.note
             else self.message or self.note
         )
+
+
+_Refusals = dict[tuple[Alike, tuple[bool, ...]], tuple[int, Verdict, Watch]]
+"""A pass's refusals by shape and what of its own an attempt read: ``frees`` then, the
+verdict and what it watches (``Cycle._admit_unless_refused_alike``)."""
 
 
 @dataclass(slots=True)
@@ -162,7 +167,7 @@ class Cycle:
             per_queue.setdefault(entry.workload.queue, deque()).append(entry)
         heap = [(*self._key(d[0]), q) for q, d in per_queue.items()]
         heapq.heapify(heap)
-        refused: dict[tuple[object, ...], tuple[int, Verdict, Watch]] = {}
+        refused: _Refusals = {}
         while heap:
             _, _, queue = heapq.heappop(heap)
             entries_left = per_queue[queue]
@@ -174,9 +179,7 @@ class Cycle:
             if entries_left:
                 heapq.heappush(heap, (*self._key(entries_left[0]), queue))
 
-    def _admit_unless_refused_alike(
-        self, entry: Entry, refused: dict[tuple[object, ...], tuple[int, Verdict, Watch]]
-    ) -> Verdict:
+    def _admit_unless_refused_alike(self, entry: Entry, refused: _Refusals) -> Verdict:
         """``admit_or_explain``, unless a workload alike (``Entry.alike``) was refused
         earlier in this pass and nothing was freed since: admissions since only took room
         and quota, and the preemptions it tried are remembered as failed
@@ -747,13 +750,13 @@ class Cycle:
         (design §3.3: priority, then age) and nothing else changes: not capacity, quota,
         nor the objective. An admission that evicted goes with its victims, now evicted for
         the older: alike, it has the same rights to evict, and more by age."""
-        waiting: dict[tuple[object, ...], list[Verdict]] = {}
+        waiting: dict[Alike, list[Verdict]] = {}
         for verdict in self.outcomes.values():
             if verdict.outcome is Outcome.PENDING and verdict.entry.options:
                 waiting.setdefault(verdict.entry.alike, []).append(verdict)
         if not waiting:
             return
-        admitted: dict[tuple[object, ...], list[Verdict]] = {}
+        admitted: dict[Alike, list[Verdict]] = {}
         for verdict in self.outcomes.values():
             if verdict.outcome is not Outcome.PENDING:
                 key = verdict.entry.alike
@@ -802,7 +805,7 @@ class Cycle:
         # Nothing changes the state meanwhile, so workloads alike (``Entry.alike``) fail
         # alike: on benchmarks/ (d) the 695 waiting workloads come in 21 such shapes
         # (settling them: 45 ms, now 6 ms).
-        told: dict[tuple[object, ...], tuple[Reason, str] | None] = {}
+        told: dict[Alike, tuple[Reason, str] | None] = {}
         for name, verdict in self.outcomes.items():
             entry = verdict.entry
             if verdict.outcome is not Outcome.PENDING or not entry.options:
