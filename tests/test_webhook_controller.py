@@ -22,7 +22,7 @@ from webhook import keys
 from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.controller import Controller
-from webhook.kubeapi import KubeApi
+from webhook.kubeapi import UNANSWERED, KubeApi
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
 from webhook.pods import ANNOTATION_PLACEMENT
@@ -1439,15 +1439,17 @@ def _stray_gates(
     event: Callable[[dict[str, Any], str, str, str], None] = lambda *_: None,
 ) -> StrayGates:
     """The controller's stray handling over ``cluster``'s view (no watch updates it),
-    patching ``fake``; the first ``lost`` patches are made but answered as failed."""
+    patching ``fake``; the first ``lost`` patches are made but get no answer."""
     api = KubeApi(fake.api_client())
-    answers = [False] * lost
+    answers: list[bool | None] = [None] * lost
 
-    def patch(namespace: str, name: str, ops: list[dict[str, Any]], doing: str) -> bool:
+    def patch(namespace: str, name: str, ops: list[dict[str, Any]], doing: str) -> bool | None:
         try:
             api.patch_pod(namespace, name, ops)
         except ApiException:
             return False
+        except UNANSWERED:
+            return None
         return answers.pop() if answers else True
 
     return StrayGates(
@@ -1476,12 +1478,21 @@ def test_an_adoption_whose_answer_was_lost_is_not_made_again() -> None:
         cluster.put_namespace("gpu-team-a", labels)
         cluster.replace_queues([TEAM_A])
         cluster.put_stray("gpu-team-a", "copied", seen)  # the watch shows nothing new
-        gates = _stray_gates(fake, cluster, lost=1)  # the first patch made, its answer lost
+        told: list[str] = []
+        gates = _stray_gates(  # the first patch made, its answer lost
+            fake, cluster, lost=1, event=lambda raw, reason, *_: told.append(reason)
+        )
         gates.settle()
         adopted = _pod(fake, "copied")
         assert adopted["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD] == "gpu-team-a/copied"
         gates.settle()
         assert _pod(fake, "copied")["spec"] == adopted["spec"]
+        assert told == []  # not yet seen made
+        gates.seen(adopted)  # the watch catches up
+        cluster.put_stray("gpu-team-a", "copied", None)
+        gates.settle()
+        gates.settle()
+        assert told == ["Adopted"]
 
 
 def test_a_gated_pod_its_webhook_would_refuse_keeps_the_gate_and_is_told_why_once(
@@ -1619,3 +1630,61 @@ def test_a_release_holds_only_on_the_pod_as_it_was_seen() -> None:
         cluster.put_stray("elsewhere", "copied", seen)  # nor the pod deleted
         _stray_gates(fake, cluster).settle()
         assert _gates(fake.get("pods", "copied", "elsewhere")) == [{"name": keys.GATE}]
+
+
+def test_a_release_or_adoption_whose_answer_was_lost_is_counted_and_told_once_seen_made(
+    fake: Fake,
+) -> None:
+    """Was: a release or an adoption whose answer was lost (made, the connection closed
+    before its answer) was neither counted nor told: the next pass no longer saw the pod
+    as a stray, so nothing ever did. Once the watch shows it made, it is, once."""
+    fake.put_namespace("elsewhere")
+    fake.put_pod(_gated_copy(fake, "stray", namespace="elsewhere"))
+    fake.fail(r".*/pods/stray", times=1, status="lost", method="PATCH")
+    fake.fail(r".*/pods/patched-gpu-1", times=1, status="lost", method="PATCH")
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(lambda: strays_settled(controller) == {"released": 1, "adopted": 1})
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert strays_settled(controller) == {"released": 1, "adopted": 1}
+        assert _gates(fake.get("pods", "stray", "elsewhere")) == []
+        assert [e["reason"] for e in fake.events("elsewhere")] == ["NotManaged"]
+        assert [reason for _, reason, _ in _events_of(fake, "patched-gpu-1")] == [
+            "Adopted",
+            "Admitted",
+        ]
+        assert api_failures(controller) == {("patch", "unanswered"): 2}
+
+
+def test_a_release_whose_answer_was_lost_counts_only_once_made() -> None:
+    """A release that got no answer and was not made is asked again while the pod shows
+    as a stray, and counted once made; one of a pod deleted before the watch showed it
+    made is never counted nor told."""
+    with running_fake() as fake:
+        fake.put_namespace("elsewhere")
+        cluster = LiveCluster(clock=time.time)
+        cluster.put_namespace("elsewhere", {})
+        for name in ("kept", "deleted"):
+            cluster.put_stray("elsewhere", name, fake.put_pod(_gated_copy(fake, name, "elsewhere")))
+        fake.fail(r".*/pods/(kept|deleted)", times=2, status="drop", method="PATCH")
+        told: list[str] = []
+        gates = _stray_gates(
+            fake,
+            cluster,
+            event=lambda raw, reason, *_: told.append(f"{raw['metadata']['name']} {reason}"),
+        )
+        gates.settle()  # neither made, no answer
+        assert told == []
+        gone = fake.get("pods", "deleted", "elsewhere")
+        fake.delete_pod("elsewhere", "deleted")
+        gates.seen(gone, gone=True)
+        cluster.put_stray("elsewhere", "deleted", None)
+        gates.settle()  # kept asked again, and made
+        gates.settle()
+        assert told == ["kept NotManaged"]
+        assert _gates(fake.get("pods", "kept", "elsewhere")) == []
+        released = {"outcome": "released"}
+        registry = gates.metrics.registry
+        assert registry.get_sample_value("apportion_strays_settled_total", released) == 1

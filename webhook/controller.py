@@ -158,7 +158,7 @@ class Controller:
             cluster,
             metrics,
             adopt=Admission(cluster, admission).adopt,
-            patch=self._patch_pod,
+            patch=self._patch_answered,
             event=self._event,
             before_acting=self._before_acting,
             shadow=admission.mode == "shadow",
@@ -223,10 +223,12 @@ class Controller:
                 pods.append(pod)
             elif (host := host_pod_of(obj)) is not None:
                 host_pods.append(host)
+        self.strays.relisted(items)
         self.cluster.replace_pods(pods, host_pods, [o for o in items if may_be_stray(o)])
 
     def _pod_event(self, kind: str, obj: Raw) -> None:
         namespace, name, _ = raw_identity(obj)
+        self.strays.seen(obj, gone=kind == "DELETED")
         pod = None if kind == "DELETED" else self.reader.observed(obj)
         host = None if kind == "DELETED" or pod is not None else host_pod_of(obj)
         if pod is not None:
@@ -505,6 +507,13 @@ class Controller:
         return self._patch_pod(pod.namespace, pod.name, patch, doing)
 
     def _patch_pod(self, namespace: str, name: str, patch: list[Raw], doing: str) -> bool:
+        return self._patch_answered(namespace, name, patch, doing) is True
+
+    def _patch_answered(
+        self, namespace: str, name: str, patch: list[Raw], doing: str
+    ) -> bool | None:
+        """True if the patch was made, False (logged) if the API refused it, None (logged)
+        if no answer came: it may have been made."""
         self._before_acting()
         try:
             self.api.patch_pod(namespace, name, patch)
@@ -513,7 +522,7 @@ class Controller:
             # answer: the next cycle reads from the watch whether it was made.
             self.metrics.api_failed("patch", error)
             log.warning("%s %s/%s failed: %s", doing, namespace, name, failure(error))
-            return False
+            return False if isinstance(error, ApiException) else None
         return True
 
     def _expressions(self, placement: PodPlacement) -> list[Raw]:
