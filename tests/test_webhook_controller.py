@@ -1688,3 +1688,32 @@ def test_a_release_whose_answer_was_lost_counts_only_once_made() -> None:
         released = {"outcome": "released"}
         registry = gates.metrics.registry
         assert registry.get_sample_value("apportion_strays_settled_total", released) == 1
+
+
+@pytest.mark.parametrize("first_copy", ["kept", "deleted"])
+def test_a_copy_of_a_pod_told_why_it_waits_is_told_too(fake: Fake, first_copy: str) -> None:
+    """Was: a pod copied from one that waits with GangRunning carries its reason, which
+    recorded that the pod was told: the copy never got the Event (its text the same, or
+    only its numbers moved). A reason counts as told only on the pod it was told to
+    (``keys.ANNOTATION_TOLD``: its uid)."""
+    controller = _controller(fake)
+    with synced(controller):
+        _waiting_pod(fake, "train", gpus=1)
+        eventually(lambda: _released(fake, "train"))
+        _waiting_pod(fake, "first-copy", gpus=1, workload="gpu-team-a/train")
+        (told,) = eventually(lambda: _events_of(fake, "first-copy"))
+        copied = copy.deepcopy(_pod(fake, "first-copy"))
+        for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
+            copied["metadata"].pop(key, None)
+        copied["metadata"]["name"] = "second-copy"
+        if first_copy == "deleted":  # the second copy's reason then reads as the first's
+            fake.delete_pod("gpu-team-a", "first-copy")
+        fake.put_pod(copied)
+        (event,) = eventually(lambda: _events_of(fake, "second-copy"))
+        assert event[1] == "GangRunning"
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert _events_of(fake, "second-copy") == [event]
+        assert _events_of(fake, "first-copy") == [told]
+        metadata = _pod(fake, "second-copy")["metadata"]
+        assert metadata["annotations"][keys.ANNOTATION_TOLD] == metadata["uid"]

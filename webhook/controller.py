@@ -549,30 +549,36 @@ class Controller:
         changes, but where only its numbers do (queue usage, room left: on a busy cluster
         most waiting pods' numbers change every cycle, a patch each) at most every
         ``REASON_REFRESH_S``; ``apportion queue`` shows the numbers of the moment. With
-        ``tell``, an Event too where the reason is new, once: the annotation records that
-        the pod was told, across restarts and leaders."""
+        ``tell``, an Event too where the reason is new, once: the annotations record that
+        the pod was told, across restarts and leaders (``keys.ANNOTATION_TOLD``: not a
+        copy of a pod that was told, which carries its reason)."""
         text = f"{reason}: {message}"
         now = self.cluster.now()
         for pod in members:
             raw = pod.raw or {}
-            current = str(
-                ((raw.get("metadata") or {}).get("annotations") or {}).get(keys.ANNOTATION_REASON)
-            )
-            same_reason = current.startswith(f"{reason}: ")
+            annotations = (raw.get("metadata") or {}).get("annotations") or {}
+            uid = pod.identity[2]
+            told = not tell or annotations.get(keys.ANNOTATION_TOLD) == uid
+            current = str(annotations.get(keys.ANNOTATION_REASON))
+            same_reason = told and current.startswith(f"{reason}: ")
             written = self._reason_written.get(pod.identity)
-            if current == text or (
+            if (told and current == text) or (
                 same_reason and written is not None and now - written < REASON_REFRESH_S
             ):
                 continue
-            if not self._set_reason(pod, text):
+            if not self._set_reason(pod, text, told_uid=uid if tell else None):
                 continue
             self._reason_written[pod.identity] = now
             if tell and not same_reason:
                 self._event(raw, reason, message)
 
-    def _set_reason(self, pod: ManagedPod, text: str) -> bool:
-        """Write the pod's reason annotation; False (logged) if the API refused."""
-        patch = set_metadata(pod.raw or {}, "annotations", {keys.ANNOTATION_REASON: text})
+    def _set_reason(self, pod: ManagedPod, text: str, told_uid: str | None = None) -> bool:
+        """Write the pod's reason annotation (and ``told_uid``: that the pod is told it);
+        False (logged) if the API refused."""
+        values = {keys.ANNOTATION_REASON: text}
+        if told_uid is not None:
+            values[keys.ANNOTATION_TOLD] = told_uid
+        patch = set_metadata(pod.raw or {}, "annotations", values)
         return self._patch(pod, patch, "updating the reason on")
 
     # -- admitted pods the kube-scheduler cannot place ----------------------------------------
