@@ -1717,3 +1717,50 @@ def test_a_copy_of_a_pod_told_why_it_waits_is_told_too(fake: Fake, first_copy: s
         assert _events_of(fake, "first-copy") == [told]
         metadata = _pod(fake, "second-copy")["metadata"]
         assert metadata["annotations"][keys.ANNOTATION_TOLD] == metadata["uid"]
+
+
+def test_a_copy_of_a_running_pod_whose_queue_is_gone_or_closed_says_so_first(fake: Fake) -> None:
+    """Was: a running workload's new pods were told GangRunning (reason and Event) even
+    where the queue view shows their queue gone (QueueUnknown) or closed to them
+    (QueueClosed) first, the problem to fix before anything runs. Their pods say what the
+    view shows; GangRunning comes once the queue takes them."""
+    from scheduler.crds import queue_object
+
+    fake.register_custom("apportion.io", "v1alpha1", "queues", "Queue")
+    queue = TEAM_A.model_copy(update={"name": "crd-team", "max_priority": 100})
+    fake.put(queue_object(queue))
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+
+    def reason(name: str) -> str:
+        return str(_pod(fake, name)["metadata"]["annotations"].get(keys.ANNOTATION_REASON))
+
+    def waiting(name: str, priority: int = 0) -> None:
+        pod = _waiting_pod(fake, name, gpus=1, priority=priority, workload="gpu-team-a/train")
+        pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
+        fake.put_pod(pod)
+
+    with synced(controller):
+        waiting("train")
+        eventually(lambda: _released(fake, "train"))
+        waiting("urgent-copy", priority=1000)
+        eventually(lambda: reason("urgent-copy").startswith("QueueClosed: "))
+        assert reason("urgent-copy") == (
+            "QueueClosed: priority 1000 is above the maximum 100 of queue 'crd-team'; use a "
+            "lower priority class"
+        )
+        fake.delete_pod("gpu-team-a", "urgent-copy")
+        fake.delete(fake.rtype("queues", "apportion.io", "v1alpha1"), None, "crd-team")
+        eventually(lambda: "crd-team" not in cluster.queues)
+        waiting("copy")
+        eventually(lambda: reason("copy").startswith("QueueUnknown: "))
+        assert reason("copy") == (
+            "QueueUnknown: queue 'crd-team' does not exist; create it or relabel"
+        )
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert _events_of(fake, "copy") == _events_of(fake, "urgent-copy") == []
+        fake.put(queue_object(queue))
+        (told,) = eventually(lambda: _events_of(fake, "copy"))
+        assert told[1] == "GangRunning"
+        assert reason("copy") == f"GangRunning: {told[2]}"

@@ -56,7 +56,7 @@ from webhook.kubeapi import UNANSWERED, KubeApi, Resource, failure
 from webhook.kubeobjects import node_from_object, node_problem
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
-from webhook.observed import GANG_RUNNING, waits_for_running
+from webhook.observed import GANG_RUNNING
 from webhook.patches import admit_gated, node_expressions, set_metadata
 from webhook.pods import (
     ANNOTATION_PLACEMENT,
@@ -66,6 +66,7 @@ from webhook.pods import (
     raw_identity,
 )
 from webhook.preempting import Preemptor
+from webhook.queueview import QUEUE_CLOSED, QUEUE_UNKNOWN, waiting_reason
 from webhook.replacing import StuckReplacer
 from webhook.settings import AdmissionSettings, ControllerSettings
 from webhook.strays import StrayGates, may_be_stray
@@ -76,6 +77,10 @@ __all__ = ["Controller"]
 log = logging.getLogger("apportion.controller")
 
 Raw = dict[str, Any]
+
+_UNDECIDED = frozenset({GANG_MIXED, QUEUE_UNKNOWN, QUEUE_CLOSED, GANG_RUNNING})
+"""The reasons of waiting workloads no decision names that the controller writes on their
+pods (the webhook wrote the others at creation)."""
 
 REASON_REFRESH_S = 60.0
 """A waiting pod's reason whose numbers alone changed is written again at most this often.
@@ -532,15 +537,19 @@ class Controller:
         return node_expressions([node])
 
     def _explain_undecided(self) -> None:
-        """Workloads no decision names say why on their pods, or these would keep an older
-        reason: gangs whose members ask differently (``gangs.mixed``), and a running
-        workload's new pods (``observed.waits_for_running``), told by an Event too: a pod
-        copied from a running one in its namespace waits so for as long as that runs."""
-        for group in self.cluster.groups().values():
-            if group.mixed is not None:
-                self._explain(GANG_MIXED, group.mixed, group.pods)
-            elif (running := waits_for_running(group)) is not None:
-                self._explain(GANG_RUNNING, running, group.pods, tell=True)
+        """Workloads no decision names say why on their pods, as the queue view shows it
+        (``queueview.waiting_reason``), or these would keep an older reason: gangs whose
+        members ask differently (``gangs.mixed``), a queue gone or no longer taking them,
+        and a running workload's new pods (``observed.waits_for_running``), told by an
+        Event too: a pod copied from a running one in its namespace waits so for as long
+        as that runs."""
+        groups, queues = self.cluster.groups_and_queues()
+        for group in groups.values():
+            if group.admitted:
+                continue
+            reason, message = waiting_reason(group, queues)
+            if reason in _UNDECIDED:
+                self._explain(reason, message, group.pods, tell=reason == GANG_RUNNING)
 
     def _explain(
         self, reason: str, message: str, members: list[ManagedPod], tell: bool = False
