@@ -1764,3 +1764,40 @@ def test_a_copy_of_a_running_pod_whose_queue_is_gone_or_closed_says_so_first(fak
         (told,) = eventually(lambda: _events_of(fake, "copy"))
         assert told[1] == "GangRunning"
         assert reason("copy") == f"GangRunning: {told[2]}"
+
+
+def _preemptions(controller: Controller) -> float:
+    """``apportion_preemptions_total`` of team-a (0 before any)."""
+    registry = controller.metrics.registry
+    return registry.get_sample_value("apportion_preemptions_total", {"queue": "team-a"}) or 0
+
+
+def test_a_gang_victim_a_disruption_budget_lets_go_one_pod_at_a_time_is_counted_once(
+    fake: Fake,
+) -> None:
+    """Was: a gang victim whose first pod a PodDisruptionBudget held back (429) while the
+    other was evicted, and gone by the next cycle, was counted again when the first was
+    evicted: nothing was left to say its eviction had started. Each pod is told once, the
+    victim counted once."""
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        for member in ("low-g-0", "low-g-1"):
+            _waiting_pod(fake, member, gpus=3, workload="gpu-team-a/low-g", gang=2)
+        eventually(lambda: _released(fake, "low-g-0", "low-g-1"))
+        for member in ("low-g-0", "low-g-1"):
+            fake.bind("gpu-team-a", member, _placement(fake, member).split(":")[0])
+        fake.block_evictions("gpu-team-a", "low-g-0")
+        for member in ("urgent-0", "urgent-1"):  # the room of both low-g pods
+            _waiting_pod(fake, member, gpus=3, priority=1000, workload="gpu-team-a/urgent", gang=2)
+        eventually(lambda: [e for e in fake.evictions if e["allowed"]])
+        eventually(lambda: ("gpu-team-a", "low-g-1") not in controller.cluster.pods)
+        eventually(lambda: len(fake.evictions) >= 3)  # low-g-0 refused again, low-g-1 gone
+        fake.allow_evictions()
+        eventually(lambda: _released(fake, "urgent-0", "urgent-1"))
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert sorted(e["name"] for e in fake.evictions if e["allowed"]) == ["low-g-0", "low-g-1"]
+        preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
+        assert sorted(e["involvedObject"]["name"] for e in preempted) == ["low-g-0", "low-g-1"]
+        assert _preemptions(controller) == 1
