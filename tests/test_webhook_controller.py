@@ -1772,6 +1772,38 @@ def _preemptions(controller: Controller) -> float:
     return registry.get_sample_value("apportion_preemptions_total", {"queue": "team-a"}) or 0
 
 
+def test_an_eviction_whose_answer_was_lost_and_that_was_not_made_is_never_counted(
+    fake: Fake,
+) -> None:
+    """Was: an eviction that got no answer counted as made at once. One never made, and
+    never made again (here its beneficiary deleted: the next decisions evict nothing),
+    stayed counted, and its victim was told it was preempted once it ended on its own.
+    It counts once its victim is seen leaving or gone; one seen running past
+    preempting.LOST_EVICTION_S was not made."""
+    ahead = [0.0]
+    cluster = LiveCluster(clock=lambda: time.time() + ahead[0], intent_ttl_s=30)
+    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
+    controller = Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A])
+    with synced(controller):
+        _fill_with_low_priority(fake)
+        fake.fail(r".*/pods/low-a/eviction", times=1000, status="drop", method="POST")
+        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        eventually(lambda: fake.requests_to(r".*/pods/low-a/eviction", "POST"))
+        fake.delete_pod("gpu-team-a", "urgent")
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert _preemptions(controller) == 0
+        ahead[0] = 120.0
+        reviews = controller.stuck_reviews
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        fake.delete_pod("gpu-team-a", "low-a")  # it ends on its own
+        reviews = controller.stuck_reviews
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert fake.evictions == []
+        assert [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"] == []
+        assert _preemptions(controller) == 0
+
+
 def test_a_gang_victim_a_disruption_budget_lets_go_one_pod_at_a_time_is_counted_once(
     fake: Fake,
 ) -> None:

@@ -14,7 +14,7 @@ from scheduler.reasons import Reason
 from webhook.cluster import LiveCluster
 from webhook.metrics import Metrics
 from webhook.pods import ManagedPod
-from webhook.preempting import Preemptor
+from webhook.preempting import LOST_EVICTION_S, Preemptor
 
 LOW = "gpu-team-a/low"
 VICTIM = Eviction(
@@ -94,10 +94,31 @@ def test_a_gang_pod_gone_beside_one_a_disruption_budget_holds_is_told_and_counte
     # nothing recalled that the victim was counted, and low-0's eviction counted it again.
     run = Run(ScriptedApi(low_0=[429, 429, "made"], low_1=["lost", 404]))
     run.cycle(_pod("low-0"), _pod("low-1"))
+    assert (run.told, run.counted) == ([], 0)  # not seen made yet
     run.cycle(_pod("low-0"), _pod("low-1"))  # the watch has not shown low-1 leave
-    assert run.told == ["low-1"]
+    assert (run.told, run.counted) == (["low-1"], 1)
     run.cycle(_pod("low-0"))
     run.cycle(_pod("low-0", leaving=True))
     assert (run.told, run.counted) == (["low-1", "low-0"], 1)
     failures = run.metrics.registry.get_sample_value
     assert failures("apportion_api_failures_total", {"action": "evict", "code": "404"}) is None
+
+
+def test_an_eviction_without_an_answer_counts_once_its_victim_is_seen_leaving() -> None:
+    run = Run(ScriptedApi(low_0=["lost"], low_1=["made"]))
+    run.cycle(_pod("low-0"), _pod("low-1"))
+    assert (run.told, run.counted) == (["low-1"], 1)
+    run.cycle(_pod("low-0", leaving=True), _pod("low-1", leaving=True))
+    run.cycle(_pod("low-0", leaving=True), evict=False)
+    assert (run.told, run.counted) == (["low-1", "low-0"], 1)
+
+
+def test_an_eviction_without_an_answer_not_seen_made_in_time_is_never_counted() -> None:
+    run = Run(ScriptedApi(low_0=["lost"], low_1=["lost"]))
+    run.cycle(_pod("low-0"), _pod("low-1"))
+    run.now += LOST_EVICTION_S / 2
+    run.cycle(_pod("low-0"), _pod("low-1"), evict=False)  # decided otherwise
+    run.now += LOST_EVICTION_S
+    run.cycle(_pod("low-0"), _pod("low-1"), evict=False)
+    run.cycle(evict=False)  # both ended on their own
+    assert (run.told, run.counted) == ([], 0)

@@ -7,9 +7,10 @@ meanwhile names it again: it is evicted, told and counted once. A gang victim wh
 a PodDisruptionBudget lets go one at a time is counted once, in the cycle its first pod
 goes. An eviction that got no answer may have been carried out, and its victim may end
 before the next cycle (a process that exits at SIGTERM ends while the call times out):
-it is counted and its beneficiary nominated at once, and the pod is told once seen
-leaving or gone (or a repeated eviction answers 404), as ``replacing.py`` judges its own.
-One that was not made is made by a later cycle, not counted again.
+its beneficiary is nominated at once, and the eviction is told and counted once its
+victim is seen leaving or gone (or a repeated eviction answers 404). One whose victim is
+still seen running, not leaving, ``LOST_EVICTION_S`` later was not made: never counted,
+its victim not told, and made by a later cycle if a decision still needs it.
 """
 
 from __future__ import annotations
@@ -30,13 +31,19 @@ from webhook.metrics import Metrics
 from webhook.patches import set_metadata
 from webhook.pods import ManagedPod, rfc3339
 
-__all__ = ["NOMINATION_S", "Preemptor"]
+__all__ = ["LOST_EVICTION_S", "NOMINATION_S", "Preemptor"]
 
 log = logging.getLogger("apportion.controller")
 
 NOMINATION_S = 600
 """How long a workload whose victims were evicted goes first to the room they free: their
 grace period (30 s by default), or longer when a PodDisruptionBudget holds one back."""
+
+LOST_EVICTION_S = 60.0
+"""How long after an eviction that got no answer its victim may still be seen running, not
+leaving, before that eviction counts as not made: the watch shows a made one's
+``deletionTimestamp`` within a second or so, and a watch gone silent is given up, and the
+pods listed again, well within this."""
 
 Identity = tuple[str, str, str]
 
@@ -49,6 +56,8 @@ class _Asked:
     pod: ManagedPod
     eviction: Eviction
     made: bool
+    at: float
+    """When it was asked (the cluster's clock)."""
 
 
 class Preemptor:
@@ -80,22 +89,24 @@ class Preemptor:
 
     def carry_out(self, evictions: Iterable[Eviction], pods: dict[str, list[ManagedPod]]) -> None:
         """Evict the decision's victims (``pods``: by workload); count the evictions that
-        start now (or may have: no answer) and nominate the workloads they make room for;
-        tell the pods evicted earlier once seen leaving or gone. A
+        start now and nominate the workloads they make room for (at once where one got no
+        answer); tell and count the pods evicted earlier once seen leaving or gone. A
         workload still waiting for victims that terminate is nominated again where its
         nomination is missing (the API refused that patch) or has run out (a
         PodDisruptionBudget held a victim back)."""
         evictions = list(evictions)
         now = self.cluster.now()
         nominate: set[str] = set()
-        for eviction, identities in self._settle_asked(pods):
+        for eviction, identities in self._settle_asked(pods, now):
             if self._count(eviction, identities, pods):
                 nominate.add(eviction.beneficiary)
         present = {p.identity for group in pods.values() for p in group}
         self._counted &= present | self._asked.keys()
         for eviction in evictions:
-            made, unanswered = self._evict(eviction, pods)
-            if (made or unanswered) and self._count(eviction, made | unanswered, pods):
+            made, unanswered = self._evict(eviction, pods, now)
+            if made and self._count(eviction, made, pods):
+                nominate.add(eviction.beneficiary)
+            if unanswered:  # its victim may end before the next cycle
                 nominate.add(eviction.beneficiary)
         for eviction in evictions:
             leaving = any(p.terminating for p in pods.get(eviction.workload, []))
@@ -117,11 +128,11 @@ class Preemptor:
                 self.patch(pod, patch, "nominating")
 
     def _settle_asked(
-        self, pods: dict[str, list[ManagedPod]]
+        self, pods: dict[str, list[ManagedPod]], now: float
     ) -> list[tuple[Eviction, set[Identity]]]:
         """Told now, the pods not yet told that are seen leaving or gone: their eviction
-        was made. Returns those evictions with their pods, to be counted unless they
-        were."""
+        was made. Returns those evictions with their pods, to be counted; forgets those
+        whose victim is still seen running ``LOST_EVICTION_S`` after it got no answer."""
         seen = {p.identity: p for group in pods.values() for p in group}
         made: dict[str, tuple[Eviction, set[Identity]]] = {}
         for identity, asked in list(self._asked.items()):
@@ -131,6 +142,13 @@ class Preemptor:
                 self._tell(asked.pod, asked.eviction)
                 workload = asked.eviction.workload
                 made.setdefault(workload, (asked.eviction, set()))[1].add(identity)
+            elif not asked.made and now - asked.at > LOST_EVICTION_S:
+                del self._asked[identity]
+                log.info(
+                    "the eviction of %s/%s got no answer and was not made: it still runs",
+                    pod.namespace,
+                    pod.name,
+                )
         return list(made.values())
 
     def _count(
@@ -148,17 +166,17 @@ class Preemptor:
         return not counted
 
     def _evict(
-        self, eviction: Eviction, pods: dict[str, list[ManagedPod]]
-    ) -> tuple[set[Identity], set[Identity]]:
+        self, eviction: Eviction, pods: dict[str, list[ManagedPod]], now: float
+    ) -> tuple[set[Identity], bool]:
         """Evict the workload's pods that are not already leaving. Returns the pods whose
         eviction was made now (answered, or gone after one that got no answer: 404), told,
-        and those whose eviction got no answer."""
+        and whether one got no answer."""
         members = pods.get(eviction.workload, [])
         if any(p.terminating for p in members):
             # Started before: counted by this replica, or by another leader.
             self._counted.update(p.identity for p in members)
         made: list[ManagedPod] = []
-        unanswered: set[Identity] = set()
+        unanswered = False
         try:
             for pod in members:
                 if pod.terminating:
@@ -181,15 +199,14 @@ class Preemptor:
                         "evicting %s/%s failed: %s", pod.namespace, pod.name, failure(error)
                     )
                     if not isinstance(error, ApiException):
-                        asked = _Asked(pod, eviction, made=False)
-                        unanswered.add(pod.identity)
+                        asked, unanswered = _Asked(pod, eviction, made=False, at=now), True
                     if asked is not None:
                         self._asked[pod.identity] = asked
                     continue
                 made.append(pod)
         except NotLeading:
             for pod in made:
-                self._asked[pod.identity] = _Asked(pod, eviction, made=True)
+                self._asked[pod.identity] = _Asked(pod, eviction, made=True, at=now)
             raise
         for pod in made:
             self._tell(pod, eviction)
