@@ -469,6 +469,37 @@ def test_a_demand_grown_past_a_million_jobs_is_refused_before_it_is_built(
         assert done.stderr == f"apportion plan: {message}\n"
 
 
+def test_a_trace_past_the_planned_jobs_limit_is_refused_as_it_stands(tmp_path: Path) -> None:
+    """Was: the limit held only for the jobs --growth and --horizon-hours add, so a trace of
+    more than a million jobs was planned as it stood, hours per simulated candidate. It
+    holds for the trace's own jobs too, naming --max-jobs, which keeps within it. (The
+    limit is lowered to 2 here: a million rows take a minute and 3 GB just to load.)"""
+    trace = tmp_path / "three.csv"
+    trace.write_text(
+        "name,queue,submit,runtime,gpus\na,team-a,0,60,1\nb,team-b,10,60,1\nc,team-a,20,60,1\n"
+    )
+    limited = (
+        "import sys; import sim.plan.commands as c; c.MAX_PLANNED_JOBS = 2; "
+        "from scheduler.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+
+    def plan(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", limited, "plan", *args, "--max-simulations", "1",
+             "--workers", "1", "--quiet"],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+
+    for args, what in (([], str(trace)), (["--max-jobs", "5"], "--max-jobs 5")):
+        done = plan(str(trace), *args)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == (
+            f"apportion plan: {what}: 3 jobs to plan for; at most 2 (every simulated "
+            "candidate replays them all): plan on the first 2 with --max-jobs 2\n"
+        )
+    assert plan(str(trace), "--max-jobs", "2").returncode != 2
+
+
 def test_the_answer_does_not_depend_on_the_workers(tmp_path: Path) -> None:
     """Bisection simulated one candidate per worker at each step, so the same command
     recommended other clusters on machines with other core counts."""

@@ -22,7 +22,7 @@ from webhook import keys
 from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.controller import Controller
-from webhook.kubeapi import KubeApi
+from webhook.kubeapi import UNANSWERED, KubeApi
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
 from webhook.pods import ANNOTATION_PLACEMENT
@@ -1439,15 +1439,17 @@ def _stray_gates(
     event: Callable[[dict[str, Any], str, str, str], None] = lambda *_: None,
 ) -> StrayGates:
     """The controller's stray handling over ``cluster``'s view (no watch updates it),
-    patching ``fake``; the first ``lost`` patches are made but answered as failed."""
+    patching ``fake``; the first ``lost`` patches are made but get no answer."""
     api = KubeApi(fake.api_client())
-    answers = [False] * lost
+    answers: list[bool | None] = [None] * lost
 
-    def patch(namespace: str, name: str, ops: list[dict[str, Any]], doing: str) -> bool:
+    def patch(namespace: str, name: str, ops: list[dict[str, Any]], doing: str) -> bool | None:
         try:
             api.patch_pod(namespace, name, ops)
         except ApiException:
             return False
+        except UNANSWERED:
+            return None
         return answers.pop() if answers else True
 
     return StrayGates(
@@ -1476,12 +1478,21 @@ def test_an_adoption_whose_answer_was_lost_is_not_made_again() -> None:
         cluster.put_namespace("gpu-team-a", labels)
         cluster.replace_queues([TEAM_A])
         cluster.put_stray("gpu-team-a", "copied", seen)  # the watch shows nothing new
-        gates = _stray_gates(fake, cluster, lost=1)  # the first patch made, its answer lost
+        told: list[str] = []
+        gates = _stray_gates(  # the first patch made, its answer lost
+            fake, cluster, lost=1, event=lambda raw, reason, *_: told.append(reason)
+        )
         gates.settle()
         adopted = _pod(fake, "copied")
         assert adopted["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD] == "gpu-team-a/copied"
         gates.settle()
         assert _pod(fake, "copied")["spec"] == adopted["spec"]
+        assert told == []  # not yet seen made
+        gates.seen(adopted)  # the watch catches up
+        cluster.put_stray("gpu-team-a", "copied", None)
+        gates.settle()
+        gates.settle()
+        assert told == ["Adopted"]
 
 
 def test_a_gated_pod_its_webhook_would_refuse_keeps_the_gate_and_is_told_why_once(
@@ -1619,3 +1630,206 @@ def test_a_release_holds_only_on_the_pod_as_it_was_seen() -> None:
         cluster.put_stray("elsewhere", "copied", seen)  # nor the pod deleted
         _stray_gates(fake, cluster).settle()
         assert _gates(fake.get("pods", "copied", "elsewhere")) == [{"name": keys.GATE}]
+
+
+def test_a_release_or_adoption_whose_answer_was_lost_is_counted_and_told_once_seen_made(
+    fake: Fake,
+) -> None:
+    """Was: a release or an adoption whose answer was lost (made, the connection closed
+    before its answer) was neither counted nor told: the next pass no longer saw the pod
+    as a stray, so nothing ever did. Once the watch shows it made, it is, once."""
+    fake.put_namespace("elsewhere")
+    fake.put_pod(_gated_copy(fake, "stray", namespace="elsewhere"))
+    fake.fail(r".*/pods/stray", times=1, status="lost", method="PATCH")
+    fake.fail(r".*/pods/patched-gpu-1", times=1, status="lost", method="PATCH")
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(lambda: strays_settled(controller) == {"released": 1, "adopted": 1})
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert strays_settled(controller) == {"released": 1, "adopted": 1}
+        assert _gates(fake.get("pods", "stray", "elsewhere")) == []
+        assert [e["reason"] for e in fake.events("elsewhere")] == ["NotManaged"]
+        assert [reason for _, reason, _ in _events_of(fake, "patched-gpu-1")] == [
+            "Adopted",
+            "Admitted",
+        ]
+        assert api_failures(controller) == {("patch", "unanswered"): 2}
+
+
+def test_a_release_whose_answer_was_lost_counts_only_once_made() -> None:
+    """A release that got no answer and was not made is asked again while the pod shows
+    as a stray, and counted once made; one of a pod deleted before the watch showed it
+    made is never counted nor told."""
+    with running_fake() as fake:
+        fake.put_namespace("elsewhere")
+        cluster = LiveCluster(clock=time.time)
+        cluster.put_namespace("elsewhere", {})
+        for name in ("kept", "deleted"):
+            cluster.put_stray("elsewhere", name, fake.put_pod(_gated_copy(fake, name, "elsewhere")))
+        fake.fail(r".*/pods/(kept|deleted)", times=2, status="drop", method="PATCH")
+        told: list[str] = []
+        gates = _stray_gates(
+            fake,
+            cluster,
+            event=lambda raw, reason, *_: told.append(f"{raw['metadata']['name']} {reason}"),
+        )
+        gates.settle()  # neither made, no answer
+        assert told == []
+        gone = fake.get("pods", "deleted", "elsewhere")
+        fake.delete_pod("elsewhere", "deleted")
+        gates.seen(gone, gone=True)
+        cluster.put_stray("elsewhere", "deleted", None)
+        gates.settle()  # kept asked again, and made
+        gates.settle()
+        assert told == ["kept NotManaged"]
+        assert _gates(fake.get("pods", "kept", "elsewhere")) == []
+        released = {"outcome": "released"}
+        registry = gates.metrics.registry
+        assert registry.get_sample_value("apportion_strays_settled_total", released) == 1
+
+
+@pytest.mark.parametrize("first_copy", ["kept", "deleted"])
+def test_a_copy_of_a_pod_told_why_it_waits_is_told_too(fake: Fake, first_copy: str) -> None:
+    """Was: a pod copied from one that waits with GangRunning carries its reason, which
+    recorded that the pod was told: the copy never got the Event (its text the same, or
+    only its numbers moved). A reason counts as told only on the pod it was told to
+    (``keys.ANNOTATION_TOLD``: its uid)."""
+    controller = _controller(fake)
+    with synced(controller):
+        _waiting_pod(fake, "train", gpus=1)
+        eventually(lambda: _released(fake, "train"))
+        _waiting_pod(fake, "first-copy", gpus=1, workload="gpu-team-a/train")
+        (told,) = eventually(lambda: _events_of(fake, "first-copy"))
+        copied = copy.deepcopy(_pod(fake, "first-copy"))
+        for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
+            copied["metadata"].pop(key, None)
+        copied["metadata"]["name"] = "second-copy"
+        if first_copy == "deleted":  # the second copy's reason then reads as the first's
+            fake.delete_pod("gpu-team-a", "first-copy")
+        fake.put_pod(copied)
+        (event,) = eventually(lambda: _events_of(fake, "second-copy"))
+        assert event[1] == "GangRunning"
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert _events_of(fake, "second-copy") == [event]
+        assert _events_of(fake, "first-copy") == [told]
+        metadata = _pod(fake, "second-copy")["metadata"]
+        assert metadata["annotations"][keys.ANNOTATION_TOLD] == metadata["uid"]
+
+
+def test_a_copy_of_a_running_pod_whose_queue_is_gone_or_closed_says_so_first(fake: Fake) -> None:
+    """Was: a running workload's new pods were told GangRunning (reason and Event) even
+    where the queue view shows their queue gone (QueueUnknown) or closed to them
+    (QueueClosed) first, the problem to fix before anything runs. Their pods say what the
+    view shows; GangRunning comes once the queue takes them."""
+    from scheduler.crds import queue_object
+
+    fake.register_custom("apportion.io", "v1alpha1", "queues", "Queue")
+    queue = TEAM_A.model_copy(update={"name": "crd-team", "max_priority": 100})
+    fake.put(queue_object(queue))
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+
+    def reason(name: str) -> str:
+        return str(_pod(fake, name)["metadata"]["annotations"].get(keys.ANNOTATION_REASON))
+
+    def waiting(name: str, priority: int = 0) -> None:
+        pod = _waiting_pod(fake, name, gpus=1, priority=priority, workload="gpu-team-a/train")
+        pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
+        fake.put_pod(pod)
+
+    with synced(controller):
+        waiting("train")
+        eventually(lambda: _released(fake, "train"))
+        waiting("urgent-copy", priority=1000)
+        eventually(lambda: reason("urgent-copy").startswith("QueueClosed: "))
+        assert reason("urgent-copy") == (
+            "QueueClosed: priority 1000 is above the maximum 100 of queue 'crd-team'; use a "
+            "lower priority class"
+        )
+        fake.delete_pod("gpu-team-a", "urgent-copy")
+        fake.delete(fake.rtype("queues", "apportion.io", "v1alpha1"), None, "crd-team")
+        eventually(lambda: "crd-team" not in cluster.queues)
+        waiting("copy")
+        eventually(lambda: reason("copy").startswith("QueueUnknown: "))
+        assert reason("copy") == (
+            "QueueUnknown: queue 'crd-team' does not exist; create it or relabel"
+        )
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert _events_of(fake, "copy") == _events_of(fake, "urgent-copy") == []
+        fake.put(queue_object(queue))
+        (told,) = eventually(lambda: _events_of(fake, "copy"))
+        assert told[1] == "GangRunning"
+        assert reason("copy") == f"GangRunning: {told[2]}"
+
+
+def _preemptions(controller: Controller) -> float:
+    """``apportion_preemptions_total`` of team-a (0 before any)."""
+    registry = controller.metrics.registry
+    return registry.get_sample_value("apportion_preemptions_total", {"queue": "team-a"}) or 0
+
+
+def test_an_eviction_whose_answer_was_lost_and_that_was_not_made_is_never_counted(
+    fake: Fake,
+) -> None:
+    """Was: an eviction that got no answer counted as made at once. One never made, and
+    never made again (here its beneficiary deleted: the next decisions evict nothing),
+    stayed counted, and its victim was told it was preempted once it ended on its own.
+    It counts once its victim is seen leaving or gone; one seen running past
+    preempting.LOST_EVICTION_S was not made."""
+    ahead = [0.0]
+    cluster = LiveCluster(clock=lambda: time.time() + ahead[0], intent_ttl_s=30)
+    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
+    controller = Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A])
+    with synced(controller):
+        _fill_with_low_priority(fake)
+        fake.fail(r".*/pods/low-a/eviction", times=1000, status="drop", method="POST")
+        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        eventually(lambda: fake.requests_to(r".*/pods/low-a/eviction", "POST"))
+        fake.delete_pod("gpu-team-a", "urgent")
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert _preemptions(controller) == 0
+        ahead[0] = 120.0
+        reviews = controller.stuck_reviews
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        fake.delete_pod("gpu-team-a", "low-a")  # it ends on its own
+        reviews = controller.stuck_reviews
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert fake.evictions == []
+        assert [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"] == []
+        assert _preemptions(controller) == 0
+
+
+def test_a_gang_victim_a_disruption_budget_lets_go_one_pod_at_a_time_is_counted_once(
+    fake: Fake,
+) -> None:
+    """Was: a gang victim whose first pod a PodDisruptionBudget held back (429) while the
+    other was evicted, and gone by the next cycle, was counted again when the first was
+    evicted: nothing was left to say its eviction had started. Each pod is told once, the
+    victim counted once."""
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        for member in ("low-g-0", "low-g-1"):
+            _waiting_pod(fake, member, gpus=3, workload="gpu-team-a/low-g", gang=2)
+        eventually(lambda: _released(fake, "low-g-0", "low-g-1"))
+        for member in ("low-g-0", "low-g-1"):
+            fake.bind("gpu-team-a", member, _placement(fake, member).split(":")[0])
+        fake.block_evictions("gpu-team-a", "low-g-0")
+        for member in ("urgent-0", "urgent-1"):  # the room of both low-g pods
+            _waiting_pod(fake, member, gpus=3, priority=1000, workload="gpu-team-a/urgent", gang=2)
+        eventually(lambda: [e for e in fake.evictions if e["allowed"]])
+        eventually(lambda: ("gpu-team-a", "low-g-1") not in controller.cluster.pods)
+        eventually(lambda: len(fake.evictions) >= 3)  # low-g-0 refused again, low-g-1 gone
+        fake.allow_evictions()
+        eventually(lambda: _released(fake, "urgent-0", "urgent-1"))
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert sorted(e["name"] for e in fake.evictions if e["allowed"]) == ["low-g-0", "low-g-1"]
+        preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
+        assert sorted(e["involvedObject"]["name"] for e in preempted) == ["low-g-0", "low-g-1"]
+        assert _preemptions(controller) == 1

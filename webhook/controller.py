@@ -56,7 +56,7 @@ from webhook.kubeapi import UNANSWERED, KubeApi, Resource, failure
 from webhook.kubeobjects import node_from_object, node_problem
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
-from webhook.observed import GANG_RUNNING, waits_for_running
+from webhook.observed import GANG_RUNNING
 from webhook.patches import admit_gated, node_expressions, set_metadata
 from webhook.pods import (
     ANNOTATION_PLACEMENT,
@@ -66,6 +66,7 @@ from webhook.pods import (
     raw_identity,
 )
 from webhook.preempting import Preemptor
+from webhook.queueview import QUEUE_CLOSED, QUEUE_UNKNOWN, waiting_reason
 from webhook.replacing import StuckReplacer
 from webhook.settings import AdmissionSettings, ControllerSettings
 from webhook.strays import StrayGates, may_be_stray
@@ -76,6 +77,10 @@ __all__ = ["Controller"]
 log = logging.getLogger("apportion.controller")
 
 Raw = dict[str, Any]
+
+_UNDECIDED = frozenset({GANG_MIXED, QUEUE_UNKNOWN, QUEUE_CLOSED, GANG_RUNNING})
+"""The reasons of waiting workloads no decision names that the controller writes on their
+pods (the webhook wrote the others at creation)."""
 
 REASON_REFRESH_S = 60.0
 """A waiting pod's reason whose numbers alone changed is written again at most this often.
@@ -158,7 +163,7 @@ class Controller:
             cluster,
             metrics,
             adopt=Admission(cluster, admission).adopt,
-            patch=self._patch_pod,
+            patch=self._patch_answered,
             event=self._event,
             before_acting=self._before_acting,
             shadow=admission.mode == "shadow",
@@ -223,10 +228,12 @@ class Controller:
                 pods.append(pod)
             elif (host := host_pod_of(obj)) is not None:
                 host_pods.append(host)
+        self.strays.relisted(items)
         self.cluster.replace_pods(pods, host_pods, [o for o in items if may_be_stray(o)])
 
     def _pod_event(self, kind: str, obj: Raw) -> None:
         namespace, name, _ = raw_identity(obj)
+        self.strays.seen(obj, gone=kind == "DELETED")
         pod = None if kind == "DELETED" else self.reader.observed(obj)
         host = None if kind == "DELETED" or pod is not None else host_pod_of(obj)
         if pod is not None:
@@ -505,6 +512,13 @@ class Controller:
         return self._patch_pod(pod.namespace, pod.name, patch, doing)
 
     def _patch_pod(self, namespace: str, name: str, patch: list[Raw], doing: str) -> bool:
+        return self._patch_answered(namespace, name, patch, doing) is True
+
+    def _patch_answered(
+        self, namespace: str, name: str, patch: list[Raw], doing: str
+    ) -> bool | None:
+        """True if the patch was made, False (logged) if the API refused it, None (logged)
+        if no answer came: it may have been made."""
         self._before_acting()
         try:
             self.api.patch_pod(namespace, name, patch)
@@ -513,7 +527,7 @@ class Controller:
             # answer: the next cycle reads from the watch whether it was made.
             self.metrics.api_failed("patch", error)
             log.warning("%s %s/%s failed: %s", doing, namespace, name, failure(error))
-            return False
+            return False if isinstance(error, ApiException) else None
         return True
 
     def _expressions(self, placement: PodPlacement) -> list[Raw]:
@@ -523,15 +537,19 @@ class Controller:
         return node_expressions([node])
 
     def _explain_undecided(self) -> None:
-        """Workloads no decision names say why on their pods, or these would keep an older
-        reason: gangs whose members ask differently (``gangs.mixed``), and a running
-        workload's new pods (``observed.waits_for_running``), told by an Event too: a pod
-        copied from a running one in its namespace waits so for as long as that runs."""
-        for group in self.cluster.groups().values():
-            if group.mixed is not None:
-                self._explain(GANG_MIXED, group.mixed, group.pods)
-            elif (running := waits_for_running(group)) is not None:
-                self._explain(GANG_RUNNING, running, group.pods, tell=True)
+        """Workloads no decision names say why on their pods, as the queue view shows it
+        (``queueview.waiting_reason``), or these would keep an older reason: gangs whose
+        members ask differently (``gangs.mixed``), a queue gone or no longer taking them,
+        and a running workload's new pods (``observed.waits_for_running``), told by an
+        Event too: a pod copied from a running one in its namespace waits so for as long
+        as that runs."""
+        groups, queues = self.cluster.groups_and_queues()
+        for group in groups.values():
+            if group.admitted:
+                continue
+            reason, message = waiting_reason(group, queues)
+            if reason in _UNDECIDED:
+                self._explain(reason, message, group.pods, tell=reason == GANG_RUNNING)
 
     def _explain(
         self, reason: str, message: str, members: list[ManagedPod], tell: bool = False
@@ -540,30 +558,36 @@ class Controller:
         changes, but where only its numbers do (queue usage, room left: on a busy cluster
         most waiting pods' numbers change every cycle, a patch each) at most every
         ``REASON_REFRESH_S``; ``apportion queue`` shows the numbers of the moment. With
-        ``tell``, an Event too where the reason is new, once: the annotation records that
-        the pod was told, across restarts and leaders."""
+        ``tell``, an Event too where the reason is new, once: the annotations record that
+        the pod was told, across restarts and leaders (``keys.ANNOTATION_TOLD``: not a
+        copy of a pod that was told, which carries its reason)."""
         text = f"{reason}: {message}"
         now = self.cluster.now()
         for pod in members:
             raw = pod.raw or {}
-            current = str(
-                ((raw.get("metadata") or {}).get("annotations") or {}).get(keys.ANNOTATION_REASON)
-            )
-            same_reason = current.startswith(f"{reason}: ")
+            annotations = (raw.get("metadata") or {}).get("annotations") or {}
+            uid = pod.identity[2]
+            told = not tell or annotations.get(keys.ANNOTATION_TOLD) == uid
+            current = str(annotations.get(keys.ANNOTATION_REASON))
+            same_reason = told and current.startswith(f"{reason}: ")
             written = self._reason_written.get(pod.identity)
-            if current == text or (
+            if (told and current == text) or (
                 same_reason and written is not None and now - written < REASON_REFRESH_S
             ):
                 continue
-            if not self._set_reason(pod, text):
+            if not self._set_reason(pod, text, told_uid=uid if tell else None):
                 continue
             self._reason_written[pod.identity] = now
             if tell and not same_reason:
                 self._event(raw, reason, message)
 
-    def _set_reason(self, pod: ManagedPod, text: str) -> bool:
-        """Write the pod's reason annotation; False (logged) if the API refused."""
-        patch = set_metadata(pod.raw or {}, "annotations", {keys.ANNOTATION_REASON: text})
+    def _set_reason(self, pod: ManagedPod, text: str, told_uid: str | None = None) -> bool:
+        """Write the pod's reason annotation (and ``told_uid``: that the pod is told it);
+        False (logged) if the API refused."""
+        values = {keys.ANNOTATION_REASON: text}
+        if told_uid is not None:
+            values[keys.ANNOTATION_TOLD] = told_uid
+        patch = set_metadata(pod.raw or {}, "annotations", values)
         return self._patch(pod, patch, "updating the reason on")
 
     # -- admitted pods the kube-scheduler cannot place ----------------------------------------

@@ -15,6 +15,7 @@ __all__ = [
     "ANNOTATION_NOMINATED",
     "ANNOTATION_REASON",
     "ANNOTATION_SHADOW",
+    "ANNOTATION_TOLD",
     "ANNOTATION_WORKLOAD",
     "DECISION_KEYS",
     "GATE",
@@ -75,6 +76,9 @@ ANNOTATION_SHADOW = PREFIX + "shadow-decision"
 ANNOTATION_NOMINATED = PREFIX + "nominated-until"
 """On a waiting pod victims were evicted for: until when (RFC 3339) its workload goes first
 to the room they free."""
+ANNOTATION_TOLD = PREFIX + "told"
+"""On a waiting pod an Event told why it waits (its reason): that pod's uid. A pod copied
+from it carries its reason too, and is told all the same."""
 DECISION_KEYS = frozenset(
     {
         LABEL_MANAGED,
@@ -82,6 +86,7 @@ DECISION_KEYS = frozenset(
         ANNOTATION_DECISION,
         ANNOTATION_REASON,
         ANNOTATION_NOMINATED,
+        ANNOTATION_TOLD,
     }
 )
 

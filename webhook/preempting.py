@@ -3,11 +3,14 @@ Eviction API (PodDisruptionBudgets apply), told with an Event and counted once, 
 workload it makes room for nominated to that room.
 
 A victim holds its devices while it terminates (its grace period), and every decision
-meanwhile names it again: it is evicted, told and counted once. An eviction that got no
-answer may have been carried out, and its victim may end before the next cycle (a process
-that exits at SIGTERM ends while the call times out): it is counted and its beneficiary
-nominated at once, and the pod is told once seen leaving or gone, as ``replacing.py``
-judges its own. One that was not made is made by a later cycle, not counted again.
+meanwhile names it again: it is evicted, told and counted once. A gang victim whose pods
+a PodDisruptionBudget lets go one at a time is counted once, in the cycle its first pod
+goes. An eviction that got no answer may have been carried out, and its victim may end
+before the next cycle (a process that exits at SIGTERM ends while the call times out):
+its beneficiary is nominated at once, and the eviction is told and counted once its
+victim is seen leaving or gone (or a repeated eviction answers 404). One whose victim is
+still seen running, not leaving, ``LOST_EVICTION_S`` later was not made: never counted,
+its victim not told, and made by a later cycle if a decision still needs it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from webhook.metrics import Metrics
 from webhook.patches import set_metadata
 from webhook.pods import ManagedPod, rfc3339
 
-__all__ = ["NOMINATION_S", "Preemptor"]
+__all__ = ["LOST_EVICTION_S", "NOMINATION_S", "Preemptor"]
 
 log = logging.getLogger("apportion.controller")
 
@@ -36,18 +39,25 @@ NOMINATION_S = 600
 """How long a workload whose victims were evicted goes first to the room they free: their
 grace period (30 s by default), or longer when a PodDisruptionBudget holds one back."""
 
+LOST_EVICTION_S = 60.0
+"""How long after an eviction that got no answer its victim may still be seen running, not
+leaving, before that eviction counts as not made: the watch shows a made one's
+``deletionTimestamp`` within a second or so, and a watch gone silent is given up, and the
+pods listed again, well within this."""
+
 Identity = tuple[str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
-class _Untold:
-    """A pod evicted, or maybe evicted (no answer), not yet told: the eviction got no
-    answer, or the cycle stopped."""
+class _Asked:
+    """A victim whose eviction is not told yet: it got no answer (``made`` False: it may
+    not have been made), or the cycle stopped before."""
 
     pod: ManagedPod
     eviction: Eviction
-    counted: bool
-    """Its workload's eviction was counted and its beneficiary nominated already."""
+    made: bool
+    at: float
+    """When it was asked (the cluster's clock)."""
 
 
 class Preemptor:
@@ -70,23 +80,34 @@ class Preemptor:
         self.before_acting = before_acting
         self.patch = patch
         self.event = event
-        self._untold: dict[Identity, _Untold] = {}
-        """Seen leaving or gone in a later cycle, these pods are that eviction's."""
+        self._asked: dict[Identity, _Asked] = {}
+        """Seen leaving or gone in a later cycle, these pods are that eviction's: told, and
+        its victim counted."""
+        self._counted: set[Identity] = set()
+        """The pods of victims whose eviction was counted, while they are seen (or asked):
+        evicting the ones left counts nothing more."""
 
     def carry_out(self, evictions: Iterable[Eviction], pods: dict[str, list[ManagedPod]]) -> None:
         """Evict the decision's victims (``pods``: by workload); count the evictions that
-        start now (or may have: no answer) and nominate the workloads they make room for;
-        tell the pods evicted earlier once seen leaving or gone. A workload still waiting
-        for victims that terminate is nominated again where its nomination is missing (the
-        API refused that patch) or has run out (a PodDisruptionBudget held a victim back)."""
+        start now and nominate the workloads they make room for (at once where one got no
+        answer); tell and count the pods evicted earlier once seen leaving or gone. A
+        workload still waiting for victims that terminate is nominated again where its
+        nomination is missing (the API refused that patch) or has run out (a
+        PodDisruptionBudget held a victim back)."""
         evictions = list(evictions)
-        started = self._settle_gone({p.identity for group in pods.values() for p in group})
-        started += [e for e in evictions if self._evict(e, pods)]
-        nominate: set[str] = set()
-        for eviction in started:
-            self.metrics.preemptions.labels(eviction.queue).inc()
-            nominate.add(eviction.beneficiary)
         now = self.cluster.now()
+        nominate: set[str] = set()
+        for eviction, identities in self._settle_asked(pods, now):
+            if self._count(eviction, identities, pods):
+                nominate.add(eviction.beneficiary)
+        present = {p.identity for group in pods.values() for p in group}
+        self._counted &= present | self._asked.keys()
+        for eviction in evictions:
+            made, unanswered = self._evict(eviction, pods, now)
+            if made and self._count(eviction, made, pods):
+                nominate.add(eviction.beneficiary)
+            if unanswered:  # its victim may end before the next cycle
+                nominate.add(eviction.beneficiary)
         for eviction in evictions:
             leaving = any(p.terminating for p in pods.get(eviction.workload, []))
             members = pods.get(eviction.beneficiary, [])
@@ -106,62 +127,90 @@ class Preemptor:
             if patch:
                 self.patch(pod, patch, "nominating")
 
-    def _settle_gone(self, present: set[Identity]) -> list[Eviction]:
-        """Told now, the pods not yet told that are gone: their eviction was made. Returns
-        those not counted yet (the cycle stopped before), of workloads none of whose pods
-        is left untold (those are told, and it counted, when seen leaving)."""
-        gone = [u for identity, u in self._untold.items() if identity not in present]
-        self._untold = {i: u for i, u in self._untold.items() if i in present}
-        untold = {u.eviction.workload for u in self._untold.values()}
-        started: dict[str, Eviction] = {}
-        for u in gone:
-            self._tell(u.pod, u.eviction)
-            if not u.counted and u.eviction.workload not in untold:
-                started[u.eviction.workload] = u.eviction
-        return list(started.values())
+    def _settle_asked(
+        self, pods: dict[str, list[ManagedPod]], now: float
+    ) -> list[tuple[Eviction, set[Identity]]]:
+        """Told now, the pods not yet told that are seen leaving or gone: their eviction
+        was made. Returns those evictions with their pods, to be counted; forgets those
+        whose victim is still seen running ``LOST_EVICTION_S`` after it got no answer."""
+        seen = {p.identity: p for group in pods.values() for p in group}
+        made: dict[str, tuple[Eviction, set[Identity]]] = {}
+        for identity, asked in list(self._asked.items()):
+            pod = seen.get(identity)
+            if pod is None or pod.terminating:
+                del self._asked[identity]
+                self._tell(asked.pod, asked.eviction)
+                workload = asked.eviction.workload
+                made.setdefault(workload, (asked.eviction, set()))[1].add(identity)
+            elif not asked.made and now - asked.at > LOST_EVICTION_S:
+                del self._asked[identity]
+                log.info(
+                    "the eviction of %s/%s got no answer and was not made: it still runs",
+                    pod.namespace,
+                    pod.name,
+                )
+        return list(made.values())
 
-    def _evict(self, eviction: Eviction, pods: dict[str, list[ManagedPod]]) -> bool:
-        """Evict the workload's pods that are not already leaving; True if its eviction
-        starts now."""
+    def _count(
+        self, eviction: Eviction, identities: set[Identity], pods: dict[str, list[ManagedPod]]
+    ) -> bool:
+        """Count the victim's eviction, made for ``identities``, unless counted already;
+        True if counted now."""
+        workload = eviction.workload
+        related = identities | {p.identity for p in pods.get(workload, [])}
+        related |= {i for i, a in self._asked.items() if a.eviction.workload == workload}
+        counted = bool(related & self._counted)
+        self._counted |= related
+        if not counted:
+            self.metrics.preemptions.labels(eviction.queue).inc()
+        return not counted
+
+    def _evict(
+        self, eviction: Eviction, pods: dict[str, list[ManagedPod]], now: float
+    ) -> tuple[set[Identity], bool]:
+        """Evict the workload's pods that are not already leaving. Returns the pods whose
+        eviction was made now (answered, or gone after one that got no answer: 404), told,
+        and whether one got no answer."""
         members = pods.get(eviction.workload, [])
-        earlier = {
-            p.identity: self._untold.pop(p.identity) for p in members if p.identity in self._untold
-        }
-        ours = [p for p in members if p.terminating and p.identity in earlier]
-        # Started before: in an earlier cycle, or by another leader.
-        counted = any(u.counted for u in earlier.values()) or any(
-            p.terminating and p not in ours for p in members
-        )
-        unanswered: list[ManagedPod] = []
+        if any(p.terminating for p in members):
+            # Started before: counted by this replica, or by another leader.
+            self._counted.update(p.identity for p in members)
+        made: list[ManagedPod] = []
+        unanswered = False
         try:
             for pod in members:
                 if pod.terminating:
                     continue
+                self.before_acting()
+                asked = self._asked.pop(pod.identity, None)
                 try:
-                    self.before_acting()
                     self.api.evict_pod(pod.namespace, pod.name)
                 except (ApiException, *UNANSWERED) as error:
+                    if (
+                        isinstance(error, ApiException)
+                        and error.status == 404
+                        and asked is not None
+                    ):
+                        made.append(pod)  # the watch had not shown it leave yet
+                        continue
                     # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
                     self.metrics.api_failed("evict", error)
                     log.warning(
                         "evicting %s/%s failed: %s", pod.namespace, pod.name, failure(error)
                     )
                     if not isinstance(error, ApiException):
-                        unanswered.append(pod)
+                        asked, unanswered = _Asked(pod, eviction, made=False, at=now), True
+                    if asked is not None:
+                        self._asked[pod.identity] = asked
                     continue
-                ours.append(pod)
+                made.append(pod)
         except NotLeading:
-            self._remember(ours + unanswered, eviction, counted)
+            for pod in made:
+                self._asked[pod.identity] = _Asked(pod, eviction, made=True, at=now)
             raise
-        starts = bool(ours or unanswered) and not counted
-        self._remember(unanswered, eviction, counted or starts)
-        for pod in ours:
+        for pod in made:
             self._tell(pod, eviction)
-        return starts
-
-    def _remember(self, pods: list[ManagedPod], eviction: Eviction, counted: bool) -> None:
-        for pod in pods:
-            self._untold[pod.identity] = _Untold(pod, eviction, counted)
+        return {p.identity for p in made}, unanswered
 
     def _tell(self, pod: ManagedPod, eviction: Eviction) -> None:
         message = f"{eviction.message} (for {eviction.beneficiary})"

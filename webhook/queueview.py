@@ -11,15 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from scheduler.model import Queue
 from webhook.cluster import LiveCluster
 from webhook.gangs import GANG_MIXED
-from webhook.observed import GANG_RUNNING, queue_refusals, waits_for_running
-from webhook.pods import held_back
+from webhook.observed import GANG_RUNNING, PodGroup, queue_refusals, waits_for_running
+from webhook.pods import ManagedPod, held_back
 
-__all__ = ["Waiting", "pending_view", "waiting_workloads"]
+__all__ = [
+    "QUEUE_CLOSED",
+    "QUEUE_UNKNOWN",
+    "Waiting",
+    "pending_view",
+    "waiting_reason",
+    "waiting_workloads",
+]
 
 
 STANDALONE = "no controller runs here (standalone): a gated pod is never released"
+QUEUE_UNKNOWN = "QueueUnknown"
+QUEUE_CLOSED = "QueueClosed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,35 +53,17 @@ def waiting_workloads(cluster: LiveCluster) -> list[Waiting]:
     groups, queues = cluster.groups_and_queues()
     out = []
     for name, group in sorted(groups.items()):
-        pods = group.pods
         if group.admitted:
             continue
-        first = min(pods, key=lambda p: (p.created, p.name))
-        size = max(first.gang_size, len(pods)) if group.places is None else len(pods)
-        priority = max(p.priority for p in pods)
-        queue = queues.get(first.queue)
-        reason, message = "Pending", "waiting for the controller's next decision"
-        if group.mixed is not None:
-            reason, message = GANG_MIXED, group.mixed
-        elif queue is None:
-            reason = "QueueUnknown"
-            message = f"queue {first.queue!r} does not exist; create it or relabel"
-        elif refusals := queue_refusals(queue, first.namespace, priority):
-            reason, message = "QueueClosed", "; ".join(refusals)
-        elif len(pods) < size:
-            reason = "GangIncomplete"
-            message = f"{len(pods)} of {size} pods exist; the gang waits for all"
-        elif gates := sorted({g for p in pods for g in p.other_gates}):
-            reason, message = "OtherGates", held_back(gates)
-        elif (running := waits_for_running(group)) is not None:
-            reason, message = GANG_RUNNING, running
+        first, size, priority = _shape(group)
+        reason, message = waiting_reason(group, queues)
         out.append(
             Waiting(
                 workload=name,
                 queue=first.queue,
                 namespace=first.namespace,
                 pods=size,
-                pods_present=len(pods),
+                pods_present=len(group.pods),
                 priority=priority,
                 created=first.created,
                 reason=reason,
@@ -79,6 +71,37 @@ def waiting_workloads(cluster: LiveCluster) -> list[Waiting]:
             )
         )
     return out
+
+
+def waiting_reason(group: PodGroup, queues: dict[str, Queue]) -> tuple[str, str]:
+    """Why a group with pods waiting waits as the cluster itself shows it, the first that
+    holds of: its gang's members ask differently, its queue is gone or does not take it,
+    its gang is incomplete, another controller's gates hold it, the workload it belongs to
+    still runs; else it waits for the controller's next decision ("Pending")."""
+    pods = group.pods
+    first, size, priority = _shape(group)
+    queue = queues.get(first.queue)
+    if group.mixed is not None:
+        return GANG_MIXED, group.mixed
+    if queue is None:
+        return QUEUE_UNKNOWN, f"queue {first.queue!r} does not exist; create it or relabel"
+    if refusals := queue_refusals(queue, first.namespace, priority):
+        return QUEUE_CLOSED, "; ".join(refusals)
+    if len(pods) < size:
+        return "GangIncomplete", f"{len(pods)} of {size} pods exist; the gang waits for all"
+    if gates := sorted({g for p in pods for g in p.other_gates}):
+        return "OtherGates", held_back(gates)
+    if (running := waits_for_running(group)) is not None:
+        return GANG_RUNNING, running
+    return "Pending", "waiting for the controller's next decision"
+
+
+def _shape(group: PodGroup) -> tuple[ManagedPod, int, int]:
+    """The group's first pod, its size (a gang's, or its replacements'), its priority."""
+    pods = group.pods
+    first = min(pods, key=lambda p: (p.created, p.name))
+    size = max(first.gang_size, len(pods)) if group.places is None else len(pods)
+    return first, size, max(p.priority for p in pods)
 
 
 def pending_view(

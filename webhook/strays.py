@@ -20,20 +20,27 @@ the leader settles each one by its namespace's labels of the moment:
   A Warning Event ``Refused`` says why, once per reason (and again after a restart or a
   change of leader); it is adopted once the reason is gone (the queue created, say).
 A GPU pod of a namespace not seen yet keeps its gate until its Namespace is seen.
+
+A release or an adoption whose answer was lost may or may not have been made: it is
+counted and told once the watch shows it made (``StrayGates.seen``), never if the pod is
+deleted first; while the pod still shows as a stray, it is asked again (the patch tests
+the pod as seen, so one made already is not made twice).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from webhook import keys
 from webhook.admission import Verdict
 from webhook.cluster import LiveCluster
-from webhook.metrics import Metrics
+from webhook.metrics import Metrics, StrayOutcome
 from webhook.patches import remove_gate, same_pod
-from webhook.pods import gate_names, not_managed, raw_identity
+from webhook.pods import decided_workload, gate_names, not_managed, raw_identity
 
 __all__ = ["StrayGates", "may_be_stray"]
 
@@ -61,6 +68,24 @@ def may_be_stray(pod: Raw) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """A release or an adoption asked of the API server: what is counted and told once it
+    is made."""
+
+    raw: Raw
+    outcome: StrayOutcome
+    reason: str
+    message: str
+    workload: str | None = None
+    """An adoption's workload: made once the pod names it."""
+
+    def made_on(self, pod: Raw) -> bool:
+        if self.workload is None:
+            return keys.GATE not in gate_names(pod.get("spec") or {})
+        return decided_workload(pod) == self.workload
+
+
 class StrayGates:
     """Acts through the controller's own steps (``patch`` stops at a lost Lease and counts
     its failures, ``event``), as an admission does; counts what it settled
@@ -74,13 +99,14 @@ class StrayGates:
         metrics: Metrics,
         *,
         adopt: Callable[[Raw], Verdict],
-        patch: Callable[[str, str, list[Raw], str], bool],
+        patch: Callable[[str, str, list[Raw], str], bool | None],
         event: Callable[[Raw, str, str, str], None],
         before_acting: Callable[[], None],
         shadow: bool = False,
     ) -> None:
-        """``before_acting`` raises ``NotLeading`` once this replica may no longer hold
-        the Lease; ``shadow``: Apportion runs in shadow mode (``AdmissionSettings.mode``)."""
+        """``patch`` answers True (made), False (refused) or None (no answer: it may have
+        been made); ``before_acting`` raises ``NotLeading`` once this replica may no longer
+        hold the Lease; ``shadow``: Apportion runs in shadow mode (``AdmissionSettings.mode``)."""
         self.cluster = cluster
         self.metrics = metrics
         self.shadow = shadow
@@ -92,11 +118,49 @@ class StrayGates:
         """Pods released or adopted, until the watch shows them so."""
         self._told: dict[Identity, str] = {}
         """Pods refused, and what they were told."""
+        self._lock = threading.Lock()
+        self._asked: dict[Identity, _Asked] = {}
+        """Releases and adoptions asked and not answered yet, or whose answer was lost:
+        the pod informer's thread (``seen``) notes whether the watch shows them made."""
+        self._made: dict[Identity, bool] = {}
+        """Of those, what the watch showed: made, or the pod deleted before."""
+
+    def seen(self, pod: Raw, *, gone: bool = False) -> None:
+        """The watch's word on a pod (``gone``: deleted), taken before the cluster's view
+        of it changes: for one whose release or adoption is unanswered, whether it was
+        made. A cheap look for every other pod."""
+        if not self._asked:
+            return
+        identity = raw_identity(pod)
+        with self._lock:
+            asked = self._asked.get(identity)
+            if asked is None or self._made.get(identity):
+                return
+            if asked.made_on(pod):
+                self._made[identity] = True
+            elif gone or (pod.get("metadata") or {}).get("deletionTimestamp"):
+                self._made[identity] = False
+
+    def relisted(self, pods: Iterable[Raw]) -> None:
+        """``seen`` for a relist: every pod it holds, and those it does not are gone."""
+        if not self._asked:
+            return
+        listed = {raw_identity(pod): pod for pod in pods}
+        with self._lock:
+            asked = list(self._asked)
+        for identity in asked:
+            pod = listed.get(identity)
+            if pod is not None:
+                self.seen(pod)
+            else:
+                with self._lock:
+                    self._made.setdefault(identity, False)
 
     def settle(self) -> None:
         """Release the strays Apportion does not manage and adopt the others."""
         strays = self.cluster.strays()
         present = {raw_identity(raw) for raw in strays}
+        self._judge_unanswered(present)
         self._settled &= present
         self._told = {pod: told for pod, told in self._told.items() if pod in present}
         for raw in strays:
@@ -112,6 +176,21 @@ class StrayGates:
             elif policy is not None:  # opted in: Apportion's to decide
                 self._adopt(raw, identity)
 
+    def _judge_unanswered(self, present: set[Identity]) -> None:
+        """Count and tell the unanswered releases and adoptions the watch showed made; forget
+        those of pods it showed deleted first, or no longer strays otherwise."""
+        with self._lock:
+            judged = [
+                (identity, asked, self._made.pop(identity, False))
+                for identity, asked in self._asked.items()
+                if identity in self._made or identity not in present
+            ]
+            for identity, _, _ in judged:
+                del self._asked[identity]
+        for _, asked, made in judged:
+            if made:
+                self._done(asked)
+
     def _shadow(self, namespace: str, namespace_shadow: bool) -> str | None:
         """Why a pod of an opted-in namespace is not held, in shadow mode: there its pods
         run as if Apportion were not there (the webhook gates none), so adopted, it would
@@ -126,20 +205,14 @@ class StrayGates:
         return None
 
     def _release(self, raw: Raw, identity: Identity, why: str) -> None:
-        namespace, name, _ = identity
-        # Not one created since under its name, which its webhook may have decided.
-        ungate = same_pod(raw) + remove_gate(raw)
-        if not self.patch(namespace, name, ungate, "removing the gate of"):
-            return
-        self._settled.add(identity)
-        self.metrics.strays_settled.labels("released").inc()
-        self.cluster.remove_pod(namespace, name)  # not Apportion's to decide
         message = (
             f"Apportion does not manage this pod ({why}); its scheduling gate {keys.GATE} "
             "is removed"
         )
-        log.info("%s/%s: %s", namespace, name, message)
-        self.event(raw, NOT_MANAGED, message, "Normal")
+        # Not one created since under its name, which its webhook may have decided.
+        ungate = same_pod(raw) + remove_gate(raw)
+        asked = _Asked(raw, "released", NOT_MANAGED, message)
+        self._ask(identity, ungate, "removing the gate of", asked)
 
     def _adopt(self, raw: Raw, identity: Identity) -> None:
         namespace, name, _ = identity
@@ -166,13 +239,41 @@ class StrayGates:
         # Made twice (a lost answer), it would append the tolerations and AND the node
         # affinity twice.
         adoption = same_pod(raw, unchanged=True) + list(verdict.answer.patch)
-        if not self.patch(namespace, name, adoption, "adopting"):
-            return
-        self._settled.add(identity)
-        self.metrics.strays_settled.labels("adopted").inc()
         message = (
             f"{never}: it waits in its queue as workload {verdict.workload}, decided in "
             "fair-share order"
         )
-        log.info("%s/%s: %s", namespace, name, message)
-        self.event(raw, ADOPTED, message, "Normal")
+        asked = _Asked(raw, "adopted", ADOPTED, message, verdict.workload)
+        self._ask(identity, adoption, "adopting", asked)
+
+    def _ask(self, identity: Identity, patch: list[Raw], doing: str, asked: _Asked) -> None:
+        """Patch the pod; count and tell it once made. Noted as asked before the patch is
+        sent: the watch may show it made before its answer comes, or instead of it."""
+        namespace, name, _ = identity
+        with self._lock:
+            earlier = self._asked.get(identity)
+            self._asked[identity] = asked
+        answer: bool | None = False
+        try:
+            answer = self.patch(namespace, name, patch, doing)
+        finally:
+            if answer is not None:
+                with self._lock:
+                    # Refused, an earlier ask whose answer was lost may still have been
+                    # made (and the patch refused for testing the pod as it was seen).
+                    if answer or earlier is None:
+                        del self._asked[identity]
+                        self._made.pop(identity, None)
+                    else:
+                        self._asked[identity] = earlier
+        if answer:
+            self._settled.add(identity)
+            self._done(asked)
+
+    def _done(self, asked: _Asked) -> None:
+        namespace, name, _ = raw_identity(asked.raw)
+        self.metrics.strays_settled.labels(asked.outcome).inc()
+        if asked.workload is None:
+            self.cluster.remove_pod(namespace, name)  # not Apportion's to decide
+        log.info("%s/%s: %s", namespace, name, asked.message)
+        self.event(asked.raw, asked.reason, asked.message, "Normal")

@@ -315,10 +315,18 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
 def _check_planned_size(
     args: argparse.Namespace, jobs: Sequence[Job], horizon_s: int | None
 ) -> None:
-    """Refuse a demand --growth and --horizon-hours make past ``MAX_PLANNED_JOBS`` before
-    it is built: each copy is a job every simulated candidate replays."""
+    """Refuse a demand past ``MAX_PLANNED_JOBS``: the trace's own jobs, or before it is
+    built, what --growth and --horizon-hours make of them (each copy is a job every
+    simulated candidate replays)."""
+    if len(jobs) > MAX_PLANNED_JOBS:
+        what = f"--max-jobs {args.max_jobs}" if args.max_jobs else args.trace[0]
+        raise CommandError(
+            f"{what}: {len(jobs):,} jobs to plan for; at most {MAX_PLANNED_JOBS:,} (every "
+            f"simulated candidate replays them all): plan on the first {MAX_PLANNED_JOBS:,} "
+            f"with --max-jobs {MAX_PLANNED_JOBS}"
+        )
     size, repeats = planned_size(jobs, args.growth, horizon_s)
-    if size <= max(MAX_PLANNED_JOBS, len(jobs)):
+    if size <= MAX_PLANNED_JOBS:
         return
     flags = [f"--growth {args.growth:g}"] if args.growth != 1 else []
     flags += [f"--horizon-hours {args.horizon_hours:g}"] if repeats > 1 else []

@@ -38,9 +38,10 @@ HORIZON_WHY = "a year: capacity is planned a year ahead at most, and longer only
 """Why, in the error past ``MAX_HORIZON_HOURS``."""
 
 MAX_PLANNED_JOBS = 1_000_000
-"""Jobs --growth and --horizon-hours may make of a trace. Every simulated candidate replays
-them all: the demo's 600 jobs take a few seconds a simulation, so a million take hours
-each (and about 1.5 GB to hold). Planned demand past it is refused before it is built."""
+"""Jobs a plan is for: a trace's own, or what --growth and --horizon-hours make of it.
+Every simulated candidate replays them all: the demo's 600 jobs take a few seconds a
+simulation, so a million take hours each (and about 1.5 GB to hold). Planned demand past
+it is refused before it is built."""
 
 
 def _copy(job: Job, suffix: str, shift: int) -> Job:
