@@ -7,10 +7,11 @@ node bindings, so a restart rebuilds everything from a list of the cluster.
 Two kinds of state meet here:
 - *observed* pods (from the API): bound or admitted pods hold capacity; gated pods wait;
 - *intents* the webhook made before the pod is observed (it answered "admit" or "wait" a
-  few milliseconds before the API server stores the pod), and the controller's admissions
-  until the watch shows the pods ungated. An intent holds its capacity until the pods
-  show up, until one of them is deleted, or until ``intent_ttl_s`` passes without them
-  (the create failed later in admission, e.g. another webhook denied it).
+  few milliseconds before the API server stores the pod), and the controller's admissions,
+  reserved before it patches the pods (``reserve``), until the watch shows them admitted.
+  An intent holds its capacity until the pods show up, until one of them is deleted, or
+  until ``intent_ttl_s`` passes without them (the create failed later in admission, e.g.
+  another webhook denied it).
 
 Bound pods that ask no GPU are kept apart (``hostpods``: node, CPU, memory per pod): their
 requests leave their node's allocatable, as foreign GPU pods' do.
@@ -34,6 +35,7 @@ from scheduler.catalog import Catalog, default_catalog
 from scheduler.incremental import IncrementalAllocator
 from scheduler.model import (
     Node,
+    PodPlacement,
     Queue,
     Quota,
     RepartitionPlan,
@@ -566,7 +568,8 @@ class LiveCluster:
             return decision
 
     def forget(self, workload: str) -> bool:
-        """Drop an intent (its pod was deleted before it was ever observed)."""
+        """Drop an intent: its pod was deleted before it was ever observed, or the
+        controller's patches recording its admission were refused (``reserve``)."""
         with self._lock:
             intent = self._intents.pop(workload, None)
             if intent is None:
@@ -577,28 +580,66 @@ class LiveCluster:
                     self._changed()
             return True
 
-    def note_admitted(self, workload: Workload) -> None:
-        """The controller admitted a waiting workload: hold its capacity until observed.
+    def reserve(self, workload: Workload) -> str | None:
+        """Hold the controller's admission of a waiting workload (its placement, flavor and
+        start set) before its pods are patched, until they are seen admitted; None once
+        held, else why it no longer stands as decided, with nothing held.
 
-        The watch may already have brought the patched pods (the controller posts an Event
-        between the patch and this note): then they hold the capacity and no intent is
-        kept, or it would outlive a pod deleted meanwhile by up to ``intent_ttl_s``."""
+        The global decision was taken on a snapshot up to seconds old, while the webhook
+        kept admitting pods at creation: its place may have been given away since. Held
+        first, the devices go to one of them, never to both; a refusal moves the
+        generation, so that the next cycle decides it again on the cluster as it is."""
         with self._lock:
-            self.admissions.record(workload.queue)
-            # Replacements released and watched have joined their gang's group already.
-            gang = replaced_gang(workload.name)
-            seen = self._index.group(workload.name) is not None or (
-                gang is not None and self._index.group(gang) is not None
-            )
-            self._intents[workload.name] = _Intent(
-                workload, self._clock() + self._intent_ttl_s, seen
-            )
-            self._retire_if_observed(workload.name)
-            if workload.name in self._intents and self._hold(workload):
+            self._expire_intents()
+            refusal = self._hold(workload)
+            if refusal is not None:
                 self.generation += 1
-            else:
-                # Retired at once: its pods, seen admitted, already hold their devices.
-                self._changed()
+                return refusal
+            self._intents[workload.name] = _Intent(
+                workload, self._clock() + self._intent_ttl_s, seen=True
+            )
+            self.generation += 1
+            return None
+
+    def _hold(self, workload: Workload) -> str | None:
+        """Charge ``workload`` to the live allocator where it was placed: None once done,
+        else why it cannot be, with nothing charged."""
+        if workload.queue not in self.queues:
+            return f"queue {workload.queue} no longer exists"
+        group = self._index.group(workload.name)
+        if group is None:
+            return "its pods no longer wait"
+        intent = self._intents.get(workload.name)
+        allocator = self._current_allocator()
+        if (
+            group.admitted
+            or allocator.holds(workload.name)
+            or (intent is not None and intent.workload.placement is not None)
+        ):
+            return "it is admitted already"
+        try:
+            allocator.hold(workload)
+        except PlacementError as error:
+            holders = _sharing(workload.placement or (), self._holdings(workload.name))
+            if holders:
+                return f"its place was taken since the decision, by {', '.join(holders)}"
+            return f"its place is no longer free ({error})"
+        return None
+
+    def _holdings(self, besides: str) -> list[tuple[str, tuple[PodPlacement, ...]]]:
+        """Where Apportion placed what holds devices, by workload (but ``besides``):
+        admissions not yet seen whole, and admitted pods' recorded placements."""
+        held = [
+            (name, i.workload.placement)
+            for name, i in self._intents.items()
+            if i.workload.placement is not None and name != besides
+        ]
+        held += [
+            (name, tuple(p.placement for p in group.pods if p.placement is not None))
+            for name, group in self._index.all_groups().items()
+            if group.admitted and name != besides
+        ]
+        return held
 
     def seed_running(self, workload: Workload) -> None:
         """Standalone: a workload the cluster file says runs. No watch will show its pods,
@@ -618,22 +659,6 @@ class LiveCluster:
             return False
         name, pods = held[0]
         return len(pods) == 1 and (self._allocator is None or self._allocator.release(name))
-
-    def _hold(self, workload: Workload) -> bool:
-        """Charge an admission of the controller's to the live allocator as the intent now
-        recorded stands for it, so that the webhook's next answer needs no rebuild (which
-        walks every pod). False where it cannot stand as recorded — its
-        devices taken meanwhile, its queue gone — and a rebuild must settle it."""
-        allocator = self._allocator
-        if allocator is None:
-            return True  # the next build reads the intent
-        if workload.queue not in self.queues or allocator.holds(workload.name):
-            return False
-        try:
-            allocator.hold(workload)
-        except PlacementError:
-            return False  # some of it charged before the clash: the rebuild starts afresh
-        return True
 
     # -- internals -----------------------------------------------------------------------
 
@@ -770,6 +795,19 @@ def _same_place(intent: _Intent, pod: ManagedPod) -> bool:
         and pod.placement in placement
         and (pod.node in (None, pod.placement.node))
     )
+
+
+def _sharing(
+    placement: Iterable[PodPlacement], holdings: Iterable[tuple[str, Iterable[PodPlacement]]]
+) -> list[str]:
+    """The holders, by name, placed on a device (a whole GPU, a MIG slice) ``placement``
+    is placed on too."""
+    devices = {d for p in placement for d in _devices(p)}
+    return sorted({name for name, held in holdings for p in held if devices & _devices(p)})
+
+
+def _devices(placement: PodPlacement) -> set[tuple[str, int, int | None]]:
+    return {(placement.node, gpu, placement.mig_start) for gpu in placement.gpus}
 
 
 def _left_to_the_controller(workload: Workload, message: str) -> WorkloadDecision:

@@ -9,9 +9,11 @@
    workloads after a burst of changes settles (debounce) and on a periodic tick — only
    on the replica holding the Lease, which its own thread renews; a cycle stops where it
    is once that replica may no longer hold it.
-3. Actions: admit = one JSONPatch per pod adding node affinity and removing the gate;
-   preempt = the Eviction API plus an Event naming the reason and the beneficiary, which
-   is nominated to the room its victims free (``preempting.py``).
+3. Actions: admit = the admission reserved in the live cluster (``LiveCluster.reserve``:
+   one whose place the webhook gave away since the decision waits for the next), then one
+   JSONPatch per pod adding node affinity and removing the gate; preempt = the Eviction
+   API plus an Event naming the reason and the beneficiary, which is nominated to the room
+   its victims free (``preempting.py``).
    Everything is recorded on the pods, so a restart rebuilds the same state from a list.
    Before each decision, the pods carrying Apportion's gate that it never decided
    (``strays.py``) are settled, with an Event: nothing else would ever remove that gate.
@@ -76,6 +78,10 @@ __all__ = ["Controller"]
 log = logging.getLogger("apportion.controller")
 
 Raw = dict[str, Any]
+
+PLACE_TAKEN = "PlaceTaken"
+"""The reason a workload waits whose admission no longer stood when the controller came to
+carry it out (``LiveCluster.reserve``): its place given to another since the decision."""
 
 REASON_REFRESH_S = 60.0
 """A waiting pod's reason whose numbers alone changed is written again at most this often.
@@ -441,8 +447,12 @@ class Controller:
     def _admit(
         self, workload: Workload, verdict: WorkloadDecision, members: list[ManagedPod]
     ) -> None:
-        """Record the decision on the pods, then remove their gates.
+        """Reserve the admission in the live cluster, record it on the pods, then remove
+        their gates.
 
+        Reserved first: the decision was taken on a snapshot while the webhook went on
+        admitting pods at creation, and the devices must go to one of them, never both. One
+        no longer free is not patched at all, and decided again in the next cycle.
         A pod's gate cannot be put back, so a gang's members get their placements first,
         still gated: an error or a restart between two members' patches then leaves a
         gang either not admitted at all or admitted on record, which the next cycle
@@ -450,8 +460,22 @@ class Controller:
         """
         if len(verdict.placement) != len(members):
             return
+        refusal = self.cluster.reserve(
+            workload.model_copy(
+                update={
+                    "placement": verdict.placement,
+                    "flavor": verdict.flavor,
+                    "started": int(self.cluster.now()),
+                }
+            )
+        )
+        if refusal is not None:
+            message = f"not admitted as decided: {refusal}; it is decided again in the next cycle"
+            log.info("%s %s", verdict.workload, message, extra={"workload": verdict.workload})
+            self._explain(PLACE_TAKEN, message, members)
+            return
         placed = list(zip(members, verdict.placement, strict=True))
-        for pod, placement in placed:
+        for i, (pod, placement) in enumerate(placed):
             raw = pod.raw or {}
             patch = set_metadata(
                 raw,
@@ -465,17 +489,21 @@ class Controller:
             )
             if len(members) == 1:  # one patch, all or nothing
                 patch = admit_gated(raw, self._expressions(placement)) + patch
-            if patch and not self._patch(pod, patch, "admitting"):
+            if not patch:
+                continue
+            try:
+                error = self._patch_error(pod.namespace, pod.name, patch, "admitting")
+            except NotLeading:
+                self.cluster.forget(workload.name)  # not sent: its record is not whole
+                raise
+            if error is not None:
+                # Short of a whole record, it is not admitted (``observed.groups_of``), and
+                # holds nothing: unless the last patch, unanswered, may have completed it
+                # (the watch will tell, or the reservation expires).
+                if i < len(placed) - 1 or not isinstance(error, UNANSWERED):
+                    self.cluster.forget(workload.name)
                 return
-        self.cluster.note_admitted(
-            workload.model_copy(
-                update={
-                    "placement": verdict.placement,
-                    "flavor": verdict.flavor,
-                    "started": int(self.cluster.now()),
-                }
-            )
-        )
+        self.cluster.admissions.record(workload.queue)
         log.info("admitted %s", verdict.workload, extra={"workload": verdict.workload})
         if len(members) == 1:
             self._event(members[0].raw or {}, "Admitted", verdict.message)
@@ -505,6 +533,12 @@ class Controller:
         return self._patch_pod(pod.namespace, pod.name, patch, doing)
 
     def _patch_pod(self, namespace: str, name: str, patch: list[Raw], doing: str) -> bool:
+        return self._patch_error(namespace, name, patch, doing) is None
+
+    def _patch_error(
+        self, namespace: str, name: str, patch: list[Raw], doing: str
+    ) -> Exception | None:
+        """Apply ``patch``; the error (logged) if the API refused it or did not answer."""
         self._before_acting()
         try:
             self.api.patch_pod(namespace, name, patch)
@@ -513,8 +547,8 @@ class Controller:
             # answer: the next cycle reads from the watch whether it was made.
             self.metrics.api_failed("patch", error)
             log.warning("%s %s/%s failed: %s", doing, namespace, name, failure(error))
-            return False
-        return True
+            return error
+        return None
 
     def _expressions(self, placement: PodPlacement) -> list[Raw]:
         node = self.cluster.nodes.get(placement.node)
