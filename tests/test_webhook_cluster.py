@@ -353,3 +353,44 @@ def test_a_gang_whose_place_is_taken_in_part_reserves_none_of_it() -> None:
                  demand=Demand(gpus=8), node_selector={"kubernetes.io/hostname": "gpu-node-b"}),
         reserve=False,
     ).outcome is Outcome.ADMIT  # fmt: skip
+
+
+def _foreign(name: str, node: str) -> ManagedPod:
+    """A bound GPU pod Apportion does not manage (its namespace is not opted in)."""
+    return ManagedPod(
+        namespace="not-opted-in", name=name, workload=f"foreign:not-opted-in/{name}", queue="",
+        demand=Demand(gpus=1), priority=0, created=0, gang_size=1, gated=False, node=node,
+        foreign=True,
+    )  # fmt: skip
+
+
+def test_an_admission_whose_devices_are_no_longer_free_is_left_out_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Was: silently left out of the books; and the devices its pods before the clash were
+    # placed on stayed taken for the pods after it. Reservations never clash, but a
+    # foreign pod bound since on its node is counted on the lowest free GPUs (which ones
+    # it has is unknown), and those may be the ones the admission was placed on.
+    cluster = fixture_cluster()
+    for name in ("llm-0", "llm-1"):
+        cluster.put_pod(replace(_member(name, gated=True), gang_size=2))
+    placement = tuple(PodPlacement(node="gpu-node-a", gpus=(i,)) for i in (1, 0))
+    gang = Workload(
+        name="gpu-team-a/llm", queue="team-a", namespace="gpu-team-a", demand=Demand(gpus=1),
+        pods=2, placement=placement, flavor="H100-80GB", started=1,
+    )  # fmt: skip
+    assert cluster.reserve(gang) is None
+    cluster.put_pod(_foreign("other", "gpu-node-a"))
+    # A pod bound where nobody placed it takes the lowest GPU free: llm-0's stays free.
+    cluster.put_pod(replace(WAITING, name="bound-0", workload="gpu-team-a/bound",
+                            demand=Demand(gpus=1), gated=False, node="gpu-node-a"))  # fmt: skip
+    with caplog.at_level("WARNING", logger="apportion.cluster"):
+        for _ in range(3):  # every cycle and every rebuild meets it again
+            held = {w.name: w.placement for w in cluster.snapshot().workloads}
+        cluster._current_allocator()
+    assert held == {"gpu-team-a/bound": (PodPlacement(node="gpu-node-a", gpus=(1,)),)}
+    assert [r.getMessage() for r in caplog.records] == [
+        "admission of gpu-team-a/llm left out of the books: the devices it was placed on are "
+        "gone from their node or held by pods Apportion does not manage; the placements on "
+        "its pods and the books disagree until it ends"
+    ]

@@ -146,6 +146,8 @@ class LiveCluster:
         """Pods carrying Apportion's gate that it never decided (``strays.may_be_stray``), as
         the API serves them: the controller releases or adopts them (``strays.py``)."""
         self._intents: dict[str, _Intent] = {}
+        self._warned: set[tuple[str, tuple[str, ...]]] = set()
+        """Admissions left out of a build for a clash, and with whom: warned of once."""
         self._leaving: dict[tuple[str, str, str], _Leaving] = {}
         """Standalone (no watch): pods being deleted (namespace, name, uid), kept until their
         grace period ends; one per uid, as two pods under one name each end on their own."""
@@ -718,10 +720,12 @@ class LiveCluster:
 
     def _build(self, view: _View, running_only: bool = False) -> Snapshot:
         """The snapshot of ``view``. Reads nothing else that changes: ``snapshot`` builds
-        it outside the lock, which the webhook's answers wait for (0.2 s at 20,000 pods)."""
+        it outside the lock, which the webhook's answers wait for (0.2 s at 20,000 pods).
+        An admission whose devices are not free is left out, with a warning."""
         nodes = view.nodes
         ledgers = {name: NodeLedger.of(node) for name, node in nodes.items()}
         workloads: list[Workload] = []
+        clashes: list[tuple[str, tuple[str, ...]]] = []
         grouped = view.groups
         # Intents first: their placements were chosen by the allocator and must stay put;
         # an admitted intent stands for its pods until they are all observed admitted.
@@ -739,13 +743,16 @@ class LiveCluster:
                     grouped[gang] = PodGroup(kept, admitted=True)
                 else:
                     del grouped[gang]
-            if intended.placement is not None:
-                placed = all(
-                    p.node in ledgers and ledgers[p.node].claim(p) for p in intended.placement
-                )
-                if not placed:
-                    continue
+            if intended.placement is not None and not _claim(ledgers, intended.placement):
+                # Not the controller's reservations, which hold only what is free: a node
+                # that lost the devices, or a foreign pod bound since and counted on them
+                # (which of its node's GPUs it has is unknown).
+                held = ((w.name, w.placement or ()) for w in workloads)
+                clashes.append((name, tuple(_sharing(intended.placement, held))))
+                continue
             workloads.append(intended)
+        if clashes:
+            self._left_out(clashes)
         for name in sorted(grouped):
             if running_only and not grouped[name].admitted:
                 continue
@@ -764,6 +771,27 @@ class LiveCluster:
         if view.telemetry is None:
             return snapshot
         return view.telemetry.apply(snapshot)
+
+    def _left_out(self, clashes: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Warn of admissions ``_build`` left out, with what holds their devices: once per
+        admission and holders, as every build (each cycle, each rebuild of the allocator)
+        meets them again until the admission ends."""
+        with self._lock:
+            self._warned = {c for c in self._warned if c[0] in self._intents}
+            for clash in clashes:
+                if clash in self._warned:
+                    continue
+                self._warned.add(clash)
+                name, holders = clash
+                log.warning(
+                    "admission of %s left out of the books: the devices it was placed on "
+                    "are %s; the placements on its pods and the books disagree until it ends",
+                    name,
+                    f"held by {', '.join(holders)}"
+                    if holders
+                    else "gone from their node or held by pods Apportion does not manage",
+                    extra={"workload": name},
+                )
 
 
 def _system(namespace: str) -> bool:
@@ -795,6 +823,23 @@ def _same_place(intent: _Intent, pod: ManagedPod) -> bool:
         and pod.placement in placement
         and (pod.node in (None, pod.placement.node))
     )
+
+
+def _claim(ledgers: dict[str, NodeLedger], placement: tuple[PodPlacement, ...]) -> bool:
+    """Mark every pod's placement taken in the ledgers, or (False) none of them: what an
+    admission left out does not hold stays free for the workloads after it."""
+    nodes = {p.node for p in placement}
+    if not nodes <= ledgers.keys():
+        return False
+    saved = {
+        n: (list(ledgers[n].free_whole), {k: list(v) for k, v in ledgers[n].free_slices.items()})
+        for n in nodes
+    }
+    if all(ledgers[p.node].claim(p) for p in placement):
+        return True
+    for n, (whole, slices) in saved.items():
+        ledgers[n].free_whole, ledgers[n].free_slices = whole, slices
+    return False
 
 
 def _sharing(
