@@ -14,7 +14,7 @@ gated). Per operation:
            brings it (``put_pod``): the webhook's path during a burst of pod creations
   wait     the same for a pod that must wait (its queue has higher priorities waiting):
            left to the controller, then its gated pod as the watch brings it
-  admit    the controller admitting a waiting workload (``note_admitted``), then its
+  admit    the controller admitting a waiting workload (``reserve``), then its
            released pod as the watch brings it, then the webhook's next answer
   finish   a running one-pod workload's pod deleted (it ended), then the webhook's next
            answer
@@ -154,7 +154,8 @@ def run(instance: instances.Instance, total: int, ops: int) -> dict[str, float]:
         placed = w.model_copy(
             update={"placement": decision.placement, "flavor": decision.flavor, "started": 1}
         )
-        cluster.note_admitted(placed)
+        refusal = cluster.reserve(placed)
+        assert refusal is None, refusal
         for pod in pods_of(placed, w.name.split("/")[1]):
             cluster.put_pod(replace(pod, gated=False))
         # The webhook's next answer, which must not pay for the admission (a dry run).

@@ -84,7 +84,9 @@ class IncrementalAllocator:
     def hold(self, workload: Workload) -> None:
         """Charge a workload that started elsewhere (a global decision) at its recorded
         placement, as if it had been running in the snapshot: a driver need not rebuild
-        the allocator after each global decision."""
+        the allocator after each global decision. A placement no longer free here raises
+        ``PlacementError`` and charges nothing: a driver can check that a decision taken on
+        an older state still stands, and keep the allocator either way."""
         if workload.name in self._admitted or workload.name in self._running:
             raise ValueError(f"workload {workload.name} is already admitted")
         c = self._compiled

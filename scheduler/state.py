@@ -658,28 +658,37 @@ class ClusterState:
         return Allocation(option, pods, workload.cpu_milli, workload.memory_mib)
 
     def apply_running(self, allocation: Allocation, name: str) -> None:
-        """Charge a running workload's recorded placement, checking it is possible."""
-        for pod in allocation.pods:
-            for g in pod.gpus:
-                layout = self.gpu_mig[g]
-                if pod.mig_start is not None:
-                    if layout is None or pod.mig_start not in layout:
-                        raise PlacementError(
-                            f"workload {name}: GPU {self.gpu_index[g]} on "
-                            f"{self.node_names[pod.node]} has no MIG slice at {pod.mig_start}"
-                        )
-                    if layout[pod.mig_start][1]:
-                        raise PlacementError(f"workload {name}: MIG slice used twice")
-                elif layout is not None:
-                    raise PlacementError(f"workload {name}: GPU is MIG-partitioned")
-            need = pod.milli if pod.milli is not None else MILLI_PER_GPU
-            if pod.mig_start is None and any(
-                self.gpu_healthy[g] and self.gpu_free_milli[g] < need for g in pod.gpus
-            ):
-                raise PlacementError(
-                    f"workload {name}: GPU capacity on {self.node_names[pod.node]} used twice"
-                )
-            self._take_pod(pod, allocation.cpu_milli, allocation.memory_mib)
+        """Charge a running workload's recorded placement, checking it is possible: all of
+        it, or (``PlacementError``) nothing, so that a caller may go on with this state."""
+        cpu, mem = allocation.cpu_milli, allocation.memory_mib
+        for i, pod in enumerate(allocation.pods):
+            clash = self._running_clash(pod, name)
+            if clash is not None:
+                for taken in reversed(allocation.pods[:i]):
+                    self._shift_pod(taken, cpu, mem, taking=False)
+                raise PlacementError(clash)
+            self._take_pod(pod, cpu, mem)
+
+    def _running_clash(self, pod: PodAlloc, name: str) -> str | None:
+        """Why ``pod`` of running workload ``name`` cannot be charged now, or None."""
+        for g in pod.gpus:
+            layout = self.gpu_mig[g]
+            if pod.mig_start is not None:
+                if layout is None or pod.mig_start not in layout:
+                    return (
+                        f"workload {name}: GPU {self.gpu_index[g]} on "
+                        f"{self.node_names[pod.node]} has no MIG slice at {pod.mig_start}"
+                    )
+                if layout[pod.mig_start][1]:
+                    return f"workload {name}: MIG slice used twice"
+            elif layout is not None:
+                return f"workload {name}: GPU is MIG-partitioned"
+        need = pod.milli if pod.milli is not None else MILLI_PER_GPU
+        if pod.mig_start is None and any(
+            self.gpu_healthy[g] and self.gpu_free_milli[g] < need for g in pod.gpus
+        ):
+            return f"workload {name}: GPU capacity on {self.node_names[pod.node]} used twice"
+        return None
 
     def placement_of(self, allocation: Allocation) -> tuple[PodPlacement, ...]:
         return tuple([self._pod_placement(pod) for pod in allocation.pods])

@@ -1,14 +1,16 @@
 """``IncrementalAllocator.hold``: charging a workload that started on another decision is
-the same as compiling a snapshot in which it runs."""
+the same as compiling a snapshot in which it runs; one whose placement is no longer free
+is refused whole."""
 
 from __future__ import annotations
 
 import pytest
-from builders import node, queue, snapshot, workload
+from builders import mig, node, queue, snapshot, workload
 
 from scheduler.incremental import IncrementalAllocator
 from scheduler.model import PodPlacement
 from scheduler.reasons import Outcome
+from scheduler.state import PlacementError
 
 A100 = "A100-80GB"
 
@@ -54,3 +56,51 @@ def test_hold_twice_is_an_error() -> None:
     online.hold(running)
     with pytest.raises(ValueError, match="already admitted"):
         online.hold(running)
+
+
+def _held(online: IncrementalAllocator) -> tuple[object, ...]:
+    """Everything a charge changes: GPU shares, MIG slices, CPU, memory, quota."""
+    state, book = online._compiled.state, online._compiled.book
+    slices = [[s for s, (_, taken) in (m or {}).items() if taken] for m in state.gpu_mig]
+    usage = {q: dict(a.usage) for q, a in book.accounts.items()}
+    return list(state.gpu_free_milli), slices, list(state.free_cpu), list(state.free_mem), usage
+
+
+@pytest.mark.parametrize(
+    ("ask", "placement"),
+    [
+        # The gang's first pod is free, its second lands on the GPU another holds.
+        ("gpus", ((0,), (2,))),
+        # Both pods on one GPU: each free alone, not together.
+        ("gpus", ((1,), (1,))),
+        ("mig", ((3, 1), (3, 0))),
+    ],
+    ids=["a-gpu-taken", "one-gpu-twice", "a-slice-taken"],
+)
+def test_a_hold_that_clashes_charges_nothing(
+    ask: str, placement: tuple[tuple[int, ...], ...]
+) -> None:
+    # Was: the pods before the clash stayed charged (devices, CPU, memory), and a driver
+    # had to throw the allocator away to check a global decision against it.
+    layout = mig(*(f"1g.10gb@{i}" for i in range(7)))
+    nodes = [node("n0", A100, 4, mig_layouts={3: layout}, cpu_milli=8000, memory_mib=65536)]
+    queues = [queue("q").quota(A100, 4).quota("mig-1g.10gb", 7)]
+    holder = workload("holder").queue("q").resources(1000, 1024)
+    holder = (
+        holder.gpus(1).running_on("n0", 2)
+        if ask == "gpus"
+        else holder.mig("1g.10gb").running_on("n0", 3, mig_start=0)
+    )
+    online = IncrementalAllocator(snapshot(nodes=nodes, queues=queues, workloads=[holder]))
+    before = _held(online)
+    gang = workload("gang").queue("q").resources(2000, 4096)
+    gang = gang.gpus(1) if ask == "gpus" else gang.mig("1g.10gb")
+    for pod in placement:
+        if ask == "gpus":
+            gang = gang.running_on("n0", *pod)
+        else:
+            gang = gang.running_on("n0", pod[0], mig_start=pod[1])
+    with pytest.raises(PlacementError):
+        online.hold(gang.build())
+    assert _held(online) == before
+    assert not online.holds("gang")

@@ -25,31 +25,27 @@ WAITING = ManagedPod(
 )  # fmt: skip
 
 
-def _admit(cluster: LiveCluster, order: str) -> None:
-    """What the controller does: decide, patch the pod, note the admission. The watch may
-    bring the patched pod after the note, before it (the controller posts an Event in
-    between, a round trip), or never (the pod was deleted first)."""
+def _admit(cluster: LiveCluster, seen: bool) -> None:
+    """What the controller does: decide, reserve the admission, patch the pod. The watch
+    brings the patched pod after (``seen``), or never (the pod was deleted first)."""
     cluster.put_pod(WAITING)
     snapshot = cluster.snapshot()
     verdict = next(v for v in decide(snapshot).workloads if v.workload == WAITING.workload)
     assert verdict.outcome is Outcome.ADMIT
-    admitted = replace(WAITING, gated=False, placement=verdict.placement[0])
     workload = next(w for w in snapshot.workloads if w.name == WAITING.workload)
-    noted = workload.model_copy(
+    reserved = workload.model_copy(
         update={"placement": verdict.placement, "flavor": verdict.flavor, "started": 1}
     )
-    if order == "seen first":
-        cluster.put_pod(admitted)
-    cluster.note_admitted(noted)
-    if order == "noted first":
-        cluster.put_pod(admitted)
+    assert cluster.reserve(reserved) is None
+    if seen:
+        cluster.put_pod(replace(WAITING, gated=False, placement=verdict.placement[0]))
 
 
 @pytest.mark.parametrize("gone", ["deleted", "missing from a relist"])
-@pytest.mark.parametrize("order", ["noted first", "seen first", "never seen admitted"])
-def test_a_deleted_admitted_pod_frees_its_gpus_at_once(order: str, gone: str) -> None:
+@pytest.mark.parametrize("seen", [True, False], ids=["seen admitted", "never seen admitted"])
+def test_a_deleted_admitted_pod_frees_its_gpus_at_once(seen: bool, gone: str) -> None:
     cluster = fixture_cluster()  # a frozen clock: intents never expire here
-    _admit(cluster, order)
+    _admit(cluster, seen)
     (held,) = cluster.snapshot().workloads
     assert held.name == WAITING.workload and held.placement is not None
     if gone == "deleted":
@@ -98,12 +94,12 @@ def test_a_running_gangs_replacements_wait_apart_and_its_members_keep_their_gpus
     assert (waiting.workload, waiting.reason, waiting.pods) == (again.name, "Pending", 1)
 
 
-@pytest.mark.parametrize("order", ["noted first", "seen first"])
-def test_admitted_replacements_join_their_gang_whichever_comes_first(order: str) -> None:
-    # Was (seen first): the watch brought the released replacement before the controller
-    # noted the admission; it had joined the gang by then, so the note's check for its
-    # pods ('llm replacements') found none, and the intent held the same GPUs a second
-    # time until it expired (a kubefake test saw it under load).
+def test_admitted_replacements_join_their_gang() -> None:
+    # Was: the watch could bring the released replacement before the controller noted
+    # the admission (after its patch); it had joined the gang by then, so the note's check
+    # for its pods ('llm replacements') found none, and the intent held the same GPUs a
+    # second time until it expired. Reserved before the patch, it is retired once the
+    # replacement is seen in the gang; reserved again, a stale decision is refused.
     cluster = fixture_cluster()
     cluster.put_pod(_member("llm-0", gated=False, placement="gpu-node-a:0"))
     cluster.put_pod(_member("llm-1", gated=False, placement="gpu-node-a:1"))
@@ -112,17 +108,16 @@ def test_admitted_replacements_join_their_gang_whichever_comes_first(order: str)
     again = next(w for w in snapshot.workloads if w.name == "gpu-team-a/llm replacements")
     verdict = next(v for v in decide(snapshot).workloads if v.workload == again.name)
     assert verdict.outcome is Outcome.ADMIT
-    released = _member("llm-2b", gated=False, placement=f"{verdict.placement[0].node}:"
-                       f"{verdict.placement[0].gpus[0]}")  # fmt: skip
-    noted = again.model_copy(update={"placement": verdict.placement, "started": 1})
-    if order == "seen first":
-        cluster.put_pod(released)
-    cluster.note_admitted(noted)
-    if order == "noted first":
-        cluster.put_pod(released)
+    reserved = again.model_copy(update={"placement": verdict.placement, "started": 1})
+    assert cluster.reserve(reserved) is None
+    (placement,) = verdict.placement
+    cluster.put_pod(
+        _member("llm-2b", gated=False, placement=f"{placement.node}:{placement.gpus[0]}")
+    )
     (gang,) = cluster.snapshot().workloads
     assert gang.name == "gpu-team-a/llm" and gang.placement is not None
     assert len(gang.placement) == 3
+    assert cluster.reserve(reserved) == "its pods no longer wait"
 
 
 def test_a_gangs_new_generation_waits_while_the_old_one_runs() -> None:
@@ -294,3 +289,108 @@ def test_a_standalone_clusters_running_workloads_outlast_the_intent_ttl() -> Non
     now[0] += 121
     held = [w.name for w in cluster.snapshot().workloads if w.placement is not None]
     assert held == [running.name]
+
+
+def _free(cluster: LiveCluster) -> tuple[object, ...]:
+    """What the webhook's live allocator has free: GPU shares, MIG slices, CPU, memory."""
+    state = cluster._current_allocator()._compiled.state
+    slices = [[s for s, (_, taken) in (m or {}).items() if not taken] for m in state.gpu_mig]
+    return list(state.gpu_free_milli), slices, list(state.free_cpu), list(state.free_mem)
+
+
+def test_an_admission_the_webhook_overtook_is_refused_and_decided_again() -> None:
+    # Was: the controller patched the pods, then noted the admission, while the webhook
+    # had admitted a pod at creation onto the same GPUs since the snapshot the decision
+    # was taken on: two workloads placed there, and the rebuild that clash forced left the
+    # controller's out of the books while its pods ran on them.
+    cluster = fixture_cluster()
+    cluster.put_pod(WAITING)
+    snapshot = cluster.snapshot()
+    verdict = next(v for v in decide(snapshot).workloads if v.workload == WAITING.workload)
+    serve = Workload(
+        name="gpu-team-a/serve", queue="team-a", namespace="gpu-team-a", demand=Demand(gpus=2)
+    )
+    at_creation = cluster.admit_now(serve, reserve=True)
+    assert at_creation.placement == verdict.placement  # the same best fit, given first
+    free, generation = _free(cluster), cluster.generation
+    workload = next(w for w in snapshot.workloads if w.name == WAITING.workload)
+    stale = workload.model_copy(
+        update={"placement": verdict.placement, "flavor": verdict.flavor, "started": 1}
+    )
+    refusal = cluster.reserve(stale)
+    assert refusal == "its place was taken since the decision, by gpu-team-a/serve"
+    assert _free(cluster) == free  # nothing charged
+    assert cluster.generation > generation  # the controller decides again
+    snapshot = cluster.snapshot()
+    verdict = next(v for v in decide(snapshot).workloads if v.workload == WAITING.workload)
+    assert verdict.outcome is Outcome.ADMIT
+    assert not set(verdict.placement[0].gpus) & set(at_creation.placement[0].gpus)
+    assert cluster.reserve(stale.model_copy(update={"placement": verdict.placement})) is None
+    held = {w.name: w.placement for w in cluster.snapshot().workloads}
+    assert held == {serve.name: at_creation.placement, WAITING.workload: verdict.placement}
+
+
+def test_a_gang_whose_place_is_taken_in_part_reserves_none_of_it() -> None:
+    cluster = fixture_cluster()
+    at_creation = cluster.admit_now(
+        Workload(name="gpu-team-a/serve", queue="team-a", namespace="gpu-team-a",
+                 demand=Demand(gpus=1)),
+        reserve=True,
+    )  # fmt: skip
+    (taken,) = at_creation.placement
+    for name in ("llm-0", "llm-1"):
+        cluster.put_pod(replace(_member(name, gated=True), gang_size=2))
+    free = _free(cluster)
+    elsewhere = PodPlacement(node="gpu-node-b", gpus=(0,))
+    gang = Workload(
+        name="gpu-team-a/llm", queue="team-a", namespace="gpu-team-a", demand=Demand(gpus=1),
+        pods=2, placement=(elsewhere, taken), flavor="H100-80GB", started=1,
+    )  # fmt: skip
+    assert cluster.reserve(gang) == "its place was taken since the decision, by gpu-team-a/serve"
+    assert _free(cluster) == free
+    assert cluster.admit_now(
+        Workload(name="gpu-team-a/next", queue="team-a", namespace="gpu-team-a",
+                 demand=Demand(gpus=8), node_selector={"kubernetes.io/hostname": "gpu-node-b"}),
+        reserve=False,
+    ).outcome is Outcome.ADMIT  # fmt: skip
+
+
+def _foreign(name: str, node: str) -> ManagedPod:
+    """A bound GPU pod Apportion does not manage (its namespace is not opted in)."""
+    return ManagedPod(
+        namespace="not-opted-in", name=name, workload=f"foreign:not-opted-in/{name}", queue="",
+        demand=Demand(gpus=1), priority=0, created=0, gang_size=1, gated=False, node=node,
+        foreign=True,
+    )  # fmt: skip
+
+
+def test_an_admission_whose_devices_are_no_longer_free_is_left_out_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Was: silently left out of the books; and the devices its pods before the clash were
+    # placed on stayed taken for the pods after it. Reservations never clash, but a
+    # foreign pod bound since on its node is counted on the lowest free GPUs (which ones
+    # it has is unknown), and those may be the ones the admission was placed on.
+    cluster = fixture_cluster()
+    for name in ("llm-0", "llm-1"):
+        cluster.put_pod(replace(_member(name, gated=True), gang_size=2))
+    placement = tuple(PodPlacement(node="gpu-node-a", gpus=(i,)) for i in (1, 0))
+    gang = Workload(
+        name="gpu-team-a/llm", queue="team-a", namespace="gpu-team-a", demand=Demand(gpus=1),
+        pods=2, placement=placement, flavor="H100-80GB", started=1,
+    )  # fmt: skip
+    assert cluster.reserve(gang) is None
+    cluster.put_pod(_foreign("other", "gpu-node-a"))
+    # A pod bound where nobody placed it takes the lowest GPU free: llm-0's stays free.
+    cluster.put_pod(replace(WAITING, name="bound-0", workload="gpu-team-a/bound",
+                            demand=Demand(gpus=1), gated=False, node="gpu-node-a"))  # fmt: skip
+    with caplog.at_level("WARNING", logger="apportion.cluster"):
+        for _ in range(3):  # every cycle and every rebuild meets it again
+            held = {w.name: w.placement for w in cluster.snapshot().workloads}
+        cluster._current_allocator()
+    assert held == {"gpu-team-a/bound": (PodPlacement(node="gpu-node-a", gpus=(1,)),)}
+    assert [r.getMessage() for r in caplog.records] == [
+        "admission of gpu-team-a/llm left out of the books: the devices it was placed on are "
+        "gone from their node or held by pods Apportion does not manage; the placements on "
+        "its pods and the books disagree until it ends"
+    ]

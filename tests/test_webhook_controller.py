@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from kubefake import Fake, running_fake
 from kubernetes.client.exceptions import ApiException
-from webhook_support import cpu_only_pod, free_host
+from webhook_support import answer, cpu_only_pod, free_host, mutated, review, vary
 
-from scheduler.model import PreemptionPolicy, Queue, Quota
+from scheduler.allocator import decide
+from scheduler.model import Decision, PreemptionPolicy, Queue, Quota, Snapshot
+from scheduler.reasons import Outcome
 from webhook import keys
 from webhook.admission import Admission
 from webhook.cluster import LiveCluster
@@ -25,7 +27,7 @@ from webhook.controller import Controller
 from webhook.kubeapi import UNANSWERED, KubeApi
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
-from webhook.pods import ANNOTATION_PLACEMENT
+from webhook.pods import ANNOTATION_PLACEMENT, parse_placement
 from webhook.queueview import pending_view, waiting_workloads
 from webhook.settings import AdmissionSettings, ControllerSettings
 from webhook.strays import StrayGates
@@ -87,9 +89,13 @@ def _controller_for(fake: Fake, queue: Queue) -> Controller:
 
 
 def _controller(
-    fake: Fake, identity: str = "replica-1", lead: bool = False, evict: bool = True
+    fake: Fake,
+    identity: str = "replica-1",
+    lead: bool = False,
+    evict: bool = True,
+    intent_ttl_s: float = 30,
 ) -> Controller:
-    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=intent_ttl_s)
     api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
     metrics = Metrics(cluster)
     elector = (
@@ -372,6 +378,91 @@ def test_a_restart_completes_a_gang_admission_recorded_but_not_yet_released(
         ]["nodeSelectorTerms"]
         pinned = {"key": keys.NODE_HOSTNAME, "operator": "In", "values": ["gpu-node-a"]}
         assert pinned in terms[0]["matchExpressions"]
+
+
+def _devices(fake: Fake, *names: str) -> dict[tuple[str, int], list[str]]:
+    """Which of ``names`` are placed on each GPU (node, index), by their annotations."""
+    placed: dict[tuple[str, int], list[str]] = {}
+    for name in names:
+        placement = parse_placement(_placement(fake, name))
+        assert placement is not None
+        for gpu in placement.gpus:
+            placed.setdefault((placement.node, gpu), []).append(name)
+    return placed
+
+
+def test_a_decision_the_webhook_overtook_is_not_carried_out_but_decided_again(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: the decision was taken on a snapshot, and while it was made the webhook
+    admitted a pod at creation onto the GPUs it chose; the controller patched its workload
+    onto them all the same: two pods placed on the same GPUs, and the controller's left
+    out of the books. It reserves first; refused, its pods stay gated and say why, and
+    the next cycle admits it where there is room."""
+    controller = _controller(fake)
+    overtaken: list[Any] = []
+
+    def overtaking(snapshot: Snapshot, **options: Any) -> Decision:
+        decision = decide(snapshot, **options)
+        late = next((v for v in decision.workloads if v.workload == "gpu-team-a/late"), None)
+        if late is not None and late.outcome is Outcome.ADMIT and not overtaken:
+            # Meanwhile a pod asking as much is created: the webhook admits it at once.
+            body = vary(
+                review("create-pod-gpu-1.mutate-create"),
+                name="early",
+                resources={"nvidia.com/gpu": "3"},
+            )
+            webhook = Admission(controller.cluster, AdmissionSettings())
+            fake.put_pod(mutated(body, answer(webhook.mutate, body))["request"]["object"])
+            overtaken.append(late.placement)
+        return decision
+
+    monkeypatch.setattr("webhook.controller.decide", overtaking)
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        _waiting_pod(fake, "late", gpus=3)
+        eventually(lambda: _released(fake, "late"))
+        (decided,) = overtaken
+        assert decided == (parse_placement(_placement(fake, "early")),)  # its GPUs went first
+        assert decided != (parse_placement(_placement(fake, "late")),)
+        shared = _devices(fake, "early", "late", "patched-gpu-1")
+        assert all(len(pods) == 1 for pods in shared.values()), shared
+        held = {w.name: w.placement for w in controller.cluster.snapshot().workloads}
+        for name in ("early", "late"):
+            assert held[f"gpu-team-a/{name}"] == (parse_placement(_placement(fake, name)),)
+    told = [
+        json.dumps(r.body)
+        for r in fake.requests_to(r".*/pods/late", "PATCH")
+        if "PlaceTaken" in json.dumps(r.body)
+    ]
+    assert len(told) == 1
+    assert (
+        "PlaceTaken: not admitted as decided: its place was taken since the decision, by "
+        "gpu-team-a/early; it is decided again in the next cycle"
+    ) in told[0]
+
+
+@pytest.mark.parametrize(
+    ("failure", "patches"), [(500, 2), ("lost", 1)], ids=["refused", "answer-lost"]
+)
+def test_an_admission_whose_patch_failed_holds_its_gpus_only_if_it_may_be_made(
+    fake: Fake, failure: int | str, patches: int
+) -> None:
+    """A refused patch recorded nothing: the reservation made for it is given back, and
+    the next cycle admits it (held, it would look admitted until the reservation expired,
+    intent_ttl_s: 30 s here). One whose answer was lost may have been made: it holds its
+    GPUs until the watch shows the pod, admitted where its annotation says, once."""
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        fake.fail(r".*/pods/solo", times=1, status=failure, method="PATCH")
+        _waiting_pod(fake, "solo", gpus=3)
+        eventually(lambda: _released(fake, "solo"))
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        held = {w.name: w.placement for w in controller.cluster.snapshot().workloads}
+        assert held["gpu-team-a/solo"] == (parse_placement(_placement(fake, "solo")),)
+        assert len(fake.requests_to(r".*/pods/solo", "PATCH")) == patches
 
 
 def test_a_running_gang_member_replaced_by_its_owner_is_admitted_alone(fake: Fake) -> None:
@@ -1073,8 +1164,10 @@ def test_a_victim_whose_eviction_answer_is_lost_and_that_ends_at_once_still_free
 def test_a_call_that_never_gets_an_answer_is_given_up(fake: Fake) -> None:
     # Was: only watches had a client-side timeout. A patch (or eviction, Event, Lease call)
     # whose network path died without a word was waited on for ever: the reconcile thread
-    # hung on it, and no pod was released again until the process restarted.
-    controller = _controller(fake)
+    # hung on it, and no pod was released again until the process restarted. The
+    # unanswered patch may have been made: its GPU stays reserved until the watch shows
+    # it was, or (it was not) the reservation expires and the next cycle admits it again.
+    controller = _controller(fake, intent_ttl_s=3)
     with synced(controller):
         eventually(lambda: _released(fake, "patched-gpu-1"))
         fake.fail(r".*/pods/unheard", times=1, status="stall", method="PATCH")

@@ -126,7 +126,9 @@ def test_the_controllers_admission_holds_its_devices_for_the_webhooks_next_answe
     built = cluster._allocator
     cluster.put_pod(WAITING)
     on_a = PodPlacement(node="gpu-node-a", gpus=tuple(range(8)))
-    cluster.note_admitted(_eight(WAITING.workload).model_copy(update={"placement": (on_a,)}))
+    assert (
+        cluster.reserve(_eight(WAITING.workload).model_copy(update={"placement": (on_a,)})) is None
+    )
     assert cluster._allocator is built  # held there, not rebuilt
     # gpu-node-b is the only other node with 8 whole H100 free: one more fits, not two.
     first = cluster.admit_now(_eight(f"{NAMESPACE}/one"), reserve=True)
@@ -170,16 +172,19 @@ def test_an_admitted_pod_bound_where_it_was_placed_keeps_the_webhooks_allocator(
     assert cluster._allocator is None
 
 
-def test_an_admission_that_clashes_with_the_webhooks_own_rebuilds_the_allocator() -> None:
+def test_a_reservation_that_clashes_with_an_admission_at_creation_changes_nothing() -> None:
     # The global decision was taken on a view older than an admission at creation: the
-    # same devices, twice. The rebuild settles it as the snapshot does.
+    # same devices, twice. Was: noted after the controller's patches, it threw the
+    # allocator away, and the rebuild kept one of the two silently. Now refused, whole,
+    # before any patch: the allocator stays as it was.
     cluster = fixture_cluster()
     at_creation = cluster.admit_now(_eight(f"{NAMESPACE}/serve"), reserve=True)
     assert at_creation.outcome is Outcome.ADMIT
     cluster.put_pod(WAITING)
+    built, free = cluster._allocator, _free_gpus(cluster)
     clash = _eight(WAITING.workload).model_copy(update={"placement": at_creation.placement})
-    cluster.note_admitted(clash)
-    assert cluster._allocator is None
+    assert cluster.reserve(clash) == f"its place was taken since the decision, by {NAMESPACE}/serve"
+    assert cluster._allocator is built and _free_gpus(cluster) == free
     held = [w for w in cluster.snapshot().workloads if w.placement is not None]
     assert [w.name for w in held] == [f"{NAMESPACE}/serve"]
 
@@ -249,7 +254,7 @@ def _gang_member(name: str, **update: Any) -> ManagedPod:
 def test_admitted_replacements_whose_pods_go_before_they_are_seen_give_their_gpus_back(
     gone: str,
 ) -> None:
-    # Was: the replacements' admission (held by the live allocator since note_admitted)
+    # Was: the replacements' admission (held by the live allocator since noted)
     # ended with the removal (its pod deleted, or the gang's last running member gone),
     # yet the removal kept the allocator: their GPU held, and charged, until a rebuild.
     cluster = fixture_cluster()
@@ -262,7 +267,7 @@ def test_admitted_replacements_whose_pods_go_before_they_are_seen_give_their_gpu
         demand=Demand(gpus=1), flavor="H100-80GB", started=1,
         placement=(PodPlacement(node="gpu-node-a", gpus=(1,)),),
     )  # fmt: skip
-    cluster.note_admitted(again)
+    assert cluster.reserve(again) is None
     assert _free_gpus(cluster) == free - 1
     cluster.remove_pod(NAMESPACE, gone)
     assert _free_gpus(cluster) == _rebuilt_free_gpus(cluster)
@@ -274,12 +279,13 @@ def test_admitted_replacements_whose_pods_go_before_they_are_seen_give_their_gpu
 # giving back what changed) or drops it for a rebuild. Kept, it must hold what a rebuild
 # (``_snapshot(running_only=True)``) would: the same devices taken, CPU and memory, quota.
 # The sequences follow what the cluster does: a placement once held stays; pods of an
-# admission standing are where it placed them; the controller notes an admission of pods it
-# recorded, for a workload with no admission standing; the webhook admits at creation a
-# one-pod workload whose pod is not there yet; in standalone mode one-pod workloads' pods
-# leave. Where two claims fall on one device (a global decision taken on an older view than
-# an admission at creation), what a rebuild holds hangs on their order: an allocator that
-# saw that is not compared. About 20 s; it found the replacements' GPUs never given back.
+# admission standing are where it placed them; the controller reserves an admission (also
+# on devices held since: refused, charging nothing) for a workload with no admission
+# standing; the webhook admits at creation a one-pod workload whose pod is not there yet; in
+# standalone mode one-pod workloads' pods leave. Where two claims fall on one device (a pod
+# put where an admission at creation placed another), what a rebuild holds hangs on their
+# order: an allocator that saw that is not compared. About 20 s; it found the replacements'
+# GPUs never given back.
 
 _WHOLE, _PAIR, _MIG = Demand(gpus=1), Demand(gpus=2), Demand(mig_profile="1g.10gb")
 _SLICE = "mig-1g.10gb"
@@ -291,7 +297,7 @@ _SHAPES = {  # per demand: where it may be placed, the flavor charged
 _PODS = {"a-0": "a", "a-1": "a", "b-0": "b", "f-0": None}
 """Gang a (two pods of one GPU), b (one pod of any shape), a foreign pod."""
 _STATES = ("waiting", "waiting", "recorded", "released", "running", "bound")
-_KINDS = ("put", "put", "put", "remove", "note", "admit", "host", "leave", "relist")
+_KINDS = ("put", "put", "put", "remove", "reserve", "admit", "host", "leave", "relist")
 
 
 def _demand_of(placement: PodPlacement) -> Demand:
@@ -364,14 +370,14 @@ def _a_step(draw: st.DrawFn, cluster: LiveCluster) -> str:
         return f"put {pod}"
     if kind == "remove":
         cluster.remove_pod(NAMESPACE, name)
-    elif kind == "note":
-        # A group the controller saw (waiting, or its record seen first), or one whose pods
-        # went meanwhile.
+    elif kind == "reserve":
+        # A group the controller saw (waiting, or admitted since), or one whose pods went
+        # meanwhile; refused where it no longer stands.
         workload = draw(st.sampled_from([*sorted(cluster.groups()), f"{NAMESPACE}/d"]))
         if workload not in cluster._intents:
             admitted = _an_admission(draw, cluster, workload)
-            cluster.note_admitted(admitted)
-            return f"note {admitted}"
+            refusal = cluster.reserve(admitted)
+            return f"reserve {admitted}: {refusal or 'held'}"
     elif kind == "admit":
         workload = f"{NAMESPACE}/" + draw(st.sampled_from(["b", "d"]))
         if not cluster.members(workload):

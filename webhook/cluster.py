@@ -7,10 +7,11 @@ node bindings, so a restart rebuilds everything from a list of the cluster.
 Two kinds of state meet here:
 - *observed* pods (from the API): bound or admitted pods hold capacity; gated pods wait;
 - *intents* the webhook made before the pod is observed (it answered "admit" or "wait" a
-  few milliseconds before the API server stores the pod), and the controller's admissions
-  until the watch shows the pods ungated. An intent holds its capacity until the pods
-  show up, until one of them is deleted, or until ``intent_ttl_s`` passes without them
-  (the create failed later in admission, e.g. another webhook denied it).
+  few milliseconds before the API server stores the pod), and the controller's admissions,
+  reserved before it patches the pods (``reserve``), until the watch shows them admitted.
+  An intent holds its capacity until the pods show up, until one of them is deleted, or
+  until ``intent_ttl_s`` passes without them (the create failed later in admission, e.g.
+  another webhook denied it).
 
 Bound pods that ask no GPU are kept apart (``hostpods``: node, CPU, memory per pod): their
 requests leave their node's allocatable, as foreign GPU pods' do.
@@ -34,6 +35,7 @@ from scheduler.catalog import Catalog, default_catalog
 from scheduler.incremental import IncrementalAllocator
 from scheduler.model import (
     Node,
+    PodPlacement,
     Queue,
     Quota,
     RepartitionPlan,
@@ -144,6 +146,8 @@ class LiveCluster:
         """Pods carrying Apportion's gate that it never decided (``strays.may_be_stray``), as
         the API serves them: the controller releases or adopts them (``strays.py``)."""
         self._intents: dict[str, _Intent] = {}
+        self._warned: set[tuple[str, tuple[str, ...]]] = set()
+        """Admissions left out of a build for a clash, and with whom: warned of once."""
         self._leaving: dict[tuple[str, str, str], _Leaving] = {}
         """Standalone (no watch): pods being deleted (namespace, name, uid), kept until their
         grace period ends; one per uid, as two pods under one name each end on their own."""
@@ -566,7 +570,8 @@ class LiveCluster:
             return decision
 
     def forget(self, workload: str) -> bool:
-        """Drop an intent (its pod was deleted before it was ever observed)."""
+        """Drop an intent: its pod was deleted before it was ever observed, or the
+        controller's patches recording its admission were refused (``reserve``)."""
         with self._lock:
             intent = self._intents.pop(workload, None)
             if intent is None:
@@ -577,28 +582,66 @@ class LiveCluster:
                     self._changed()
             return True
 
-    def note_admitted(self, workload: Workload) -> None:
-        """The controller admitted a waiting workload: hold its capacity until observed.
+    def reserve(self, workload: Workload) -> str | None:
+        """Hold the controller's admission of a waiting workload (its placement, flavor and
+        start set) before its pods are patched, until they are seen admitted; None once
+        held, else why it no longer stands as decided, with nothing held.
 
-        The watch may already have brought the patched pods (the controller posts an Event
-        between the patch and this note): then they hold the capacity and no intent is
-        kept, or it would outlive a pod deleted meanwhile by up to ``intent_ttl_s``."""
+        The global decision was taken on a snapshot up to seconds old, while the webhook
+        kept admitting pods at creation: its place may have been given away since. Held
+        first, the devices go to one of them, never to both; a refusal moves the
+        generation, so that the next cycle decides it again on the cluster as it is."""
         with self._lock:
-            self.admissions.record(workload.queue)
-            # Replacements released and watched have joined their gang's group already.
-            gang = replaced_gang(workload.name)
-            seen = self._index.group(workload.name) is not None or (
-                gang is not None and self._index.group(gang) is not None
-            )
-            self._intents[workload.name] = _Intent(
-                workload, self._clock() + self._intent_ttl_s, seen
-            )
-            self._retire_if_observed(workload.name)
-            if workload.name in self._intents and self._hold(workload):
+            self._expire_intents()
+            refusal = self._hold(workload)
+            if refusal is not None:
                 self.generation += 1
-            else:
-                # Retired at once: its pods, seen admitted, already hold their devices.
-                self._changed()
+                return refusal
+            self._intents[workload.name] = _Intent(
+                workload, self._clock() + self._intent_ttl_s, seen=True
+            )
+            self.generation += 1
+            return None
+
+    def _hold(self, workload: Workload) -> str | None:
+        """Charge ``workload`` to the live allocator where it was placed: None once done,
+        else why it cannot be, with nothing charged."""
+        if workload.queue not in self.queues:
+            return f"queue {workload.queue} no longer exists"
+        group = self._index.group(workload.name)
+        if group is None:
+            return "its pods no longer wait"
+        intent = self._intents.get(workload.name)
+        allocator = self._current_allocator()
+        if (
+            group.admitted
+            or allocator.holds(workload.name)
+            or (intent is not None and intent.workload.placement is not None)
+        ):
+            return "it is admitted already"
+        try:
+            allocator.hold(workload)
+        except PlacementError as error:
+            holders = _sharing(workload.placement or (), self._holdings(workload.name))
+            if holders:
+                return f"its place was taken since the decision, by {', '.join(holders)}"
+            return f"its place is no longer free ({error})"
+        return None
+
+    def _holdings(self, besides: str) -> list[tuple[str, tuple[PodPlacement, ...]]]:
+        """Where Apportion placed what holds devices, by workload (but ``besides``):
+        admissions not yet seen whole, and admitted pods' recorded placements."""
+        held = [
+            (name, i.workload.placement)
+            for name, i in self._intents.items()
+            if i.workload.placement is not None and name != besides
+        ]
+        held += [
+            (name, tuple(p.placement for p in group.pods if p.placement is not None))
+            for name, group in self._index.all_groups().items()
+            if group.admitted and name != besides
+        ]
+        return held
 
     def seed_running(self, workload: Workload) -> None:
         """Standalone: a workload the cluster file says runs. No watch will show its pods,
@@ -618,22 +661,6 @@ class LiveCluster:
             return False
         name, pods = held[0]
         return len(pods) == 1 and (self._allocator is None or self._allocator.release(name))
-
-    def _hold(self, workload: Workload) -> bool:
-        """Charge an admission of the controller's to the live allocator as the intent now
-        recorded stands for it, so that the webhook's next answer needs no rebuild (which
-        walks every pod). False where it cannot stand as recorded — its
-        devices taken meanwhile, its queue gone — and a rebuild must settle it."""
-        allocator = self._allocator
-        if allocator is None:
-            return True  # the next build reads the intent
-        if workload.queue not in self.queues or allocator.holds(workload.name):
-            return False
-        try:
-            allocator.hold(workload)
-        except PlacementError:
-            return False  # some of it charged before the clash: the rebuild starts afresh
-        return True
 
     # -- internals -----------------------------------------------------------------------
 
@@ -693,10 +720,12 @@ class LiveCluster:
 
     def _build(self, view: _View, running_only: bool = False) -> Snapshot:
         """The snapshot of ``view``. Reads nothing else that changes: ``snapshot`` builds
-        it outside the lock, which the webhook's answers wait for (0.2 s at 20,000 pods)."""
+        it outside the lock, which the webhook's answers wait for (0.2 s at 20,000 pods).
+        An admission whose devices are not free is left out, with a warning."""
         nodes = view.nodes
         ledgers = {name: NodeLedger.of(node) for name, node in nodes.items()}
         workloads: list[Workload] = []
+        clashes: list[tuple[str, tuple[str, ...]]] = []
         grouped = view.groups
         # Intents first: their placements were chosen by the allocator and must stay put;
         # an admitted intent stands for its pods until they are all observed admitted.
@@ -714,13 +743,16 @@ class LiveCluster:
                     grouped[gang] = PodGroup(kept, admitted=True)
                 else:
                     del grouped[gang]
-            if intended.placement is not None:
-                placed = all(
-                    p.node in ledgers and ledgers[p.node].claim(p) for p in intended.placement
-                )
-                if not placed:
-                    continue
+            if intended.placement is not None and not _claim(ledgers, intended.placement):
+                # Not the controller's reservations, which hold only what is free: a node
+                # that lost the devices, or a foreign pod bound since and counted on them
+                # (which of its node's GPUs it has is unknown).
+                held = ((w.name, w.placement or ()) for w in workloads)
+                clashes.append((name, tuple(_sharing(intended.placement, held))))
+                continue
             workloads.append(intended)
+        if clashes:
+            self._left_out(clashes)
         for name in sorted(grouped):
             if running_only and not grouped[name].admitted:
                 continue
@@ -739,6 +771,27 @@ class LiveCluster:
         if view.telemetry is None:
             return snapshot
         return view.telemetry.apply(snapshot)
+
+    def _left_out(self, clashes: list[tuple[str, tuple[str, ...]]]) -> None:
+        """Warn of admissions ``_build`` left out, with what holds their devices: once per
+        admission and holders, as every build (each cycle, each rebuild of the allocator)
+        meets them again until the admission ends."""
+        with self._lock:
+            self._warned = {c for c in self._warned if c[0] in self._intents}
+            for clash in clashes:
+                if clash in self._warned:
+                    continue
+                self._warned.add(clash)
+                name, holders = clash
+                log.warning(
+                    "admission of %s left out of the books: the devices it was placed on "
+                    "are %s; the placements on its pods and the books disagree until it ends",
+                    name,
+                    f"held by {', '.join(holders)}"
+                    if holders
+                    else "gone from their node or held by pods Apportion does not manage",
+                    extra={"workload": name},
+                )
 
 
 def _system(namespace: str) -> bool:
@@ -770,6 +823,36 @@ def _same_place(intent: _Intent, pod: ManagedPod) -> bool:
         and pod.placement in placement
         and (pod.node in (None, pod.placement.node))
     )
+
+
+def _claim(ledgers: dict[str, NodeLedger], placement: tuple[PodPlacement, ...]) -> bool:
+    """Mark every pod's placement taken in the ledgers, or (False) none of them: what an
+    admission left out does not hold stays free for the workloads after it."""
+    nodes = {p.node for p in placement}
+    if not nodes <= ledgers.keys():
+        return False
+    saved = {
+        n: (list(ledgers[n].free_whole), {k: list(v) for k, v in ledgers[n].free_slices.items()})
+        for n in nodes
+    }
+    if all(ledgers[p.node].claim(p) for p in placement):
+        return True
+    for n, (whole, slices) in saved.items():
+        ledgers[n].free_whole, ledgers[n].free_slices = whole, slices
+    return False
+
+
+def _sharing(
+    placement: Iterable[PodPlacement], holdings: Iterable[tuple[str, Iterable[PodPlacement]]]
+) -> list[str]:
+    """The holders, by name, placed on a device (a whole GPU, a MIG slice) ``placement``
+    is placed on too."""
+    devices = {d for p in placement for d in _devices(p)}
+    return sorted({name for name, held in holdings for p in held if devices & _devices(p)})
+
+
+def _devices(placement: PodPlacement) -> set[tuple[str, int, int | None]]:
+    return {(placement.node, gpu, placement.mig_start) for gpu in placement.gpus}
 
 
 def _left_to_the_controller(workload: Workload, message: str) -> WorkloadDecision:

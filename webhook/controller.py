@@ -9,9 +9,11 @@
    workloads after a burst of changes settles (debounce) and on a periodic tick — only
    on the replica holding the Lease, which its own thread renews; a cycle stops where it
    is once that replica may no longer hold it.
-3. Actions: admit = one JSONPatch per pod adding node affinity and removing the gate;
-   preempt = the Eviction API plus an Event naming the reason and the beneficiary, which
-   is nominated to the room its victims free (``preempting.py``).
+3. Actions: admit = the admission reserved in the live cluster (``LiveCluster.reserve``:
+   one whose place the webhook gave away since the decision waits for the next), then one
+   JSONPatch per pod adding node affinity and removing the gate; preempt = the Eviction
+   API plus an Event naming the reason and the beneficiary, which is nominated to the room
+   its victims free (``preempting.py``).
    Everything is recorded on the pods, so a restart rebuilds the same state from a list.
    Before each decision, the pods carrying Apportion's gate that it never decided
    (``strays.py``) are settled, with an Event: nothing else would ever remove that gate.
@@ -81,6 +83,10 @@ Raw = dict[str, Any]
 _UNDECIDED = frozenset({GANG_MIXED, QUEUE_UNKNOWN, QUEUE_CLOSED, GANG_RUNNING})
 """The reasons of waiting workloads no decision names that the controller writes on their
 pods (the webhook wrote the others at creation)."""
+
+PLACE_TAKEN = "PlaceTaken"
+"""The reason a workload waits whose admission no longer stood when the controller came to
+carry it out (``LiveCluster.reserve``): its place given to another since the decision."""
 
 REASON_REFRESH_S = 60.0
 """A waiting pod's reason whose numbers alone changed is written again at most this often.
@@ -448,8 +454,12 @@ class Controller:
     def _admit(
         self, workload: Workload, verdict: WorkloadDecision, members: list[ManagedPod]
     ) -> None:
-        """Record the decision on the pods, then remove their gates.
+        """Reserve the admission in the live cluster, record it on the pods, then remove
+        their gates.
 
+        Reserved first: the decision was taken on a snapshot while the webhook went on
+        admitting pods at creation, and the devices must go to one of them, never both. One
+        no longer free is not patched at all, and decided again in the next cycle.
         A pod's gate cannot be put back, so a gang's members get their placements first,
         still gated: an error or a restart between two members' patches then leaves a
         gang either not admitted at all or admitted on record, which the next cycle
@@ -457,8 +467,22 @@ class Controller:
         """
         if len(verdict.placement) != len(members):
             return
+        refusal = self.cluster.reserve(
+            workload.model_copy(
+                update={
+                    "placement": verdict.placement,
+                    "flavor": verdict.flavor,
+                    "started": int(self.cluster.now()),
+                }
+            )
+        )
+        if refusal is not None:
+            message = f"not admitted as decided: {refusal}; it is decided again in the next cycle"
+            log.info("%s %s", verdict.workload, message, extra={"workload": verdict.workload})
+            self._explain(PLACE_TAKEN, message, members)
+            return
         placed = list(zip(members, verdict.placement, strict=True))
-        for pod, placement in placed:
+        for i, (pod, placement) in enumerate(placed):
             raw = pod.raw or {}
             patch = set_metadata(
                 raw,
@@ -472,17 +496,21 @@ class Controller:
             )
             if len(members) == 1:  # one patch, all or nothing
                 patch = admit_gated(raw, self._expressions(placement)) + patch
-            if patch and not self._patch(pod, patch, "admitting"):
+            if not patch:
+                continue
+            try:
+                made = self._patch_answered(pod.namespace, pod.name, patch, "admitting")
+            except NotLeading:
+                self.cluster.forget(workload.name)  # not sent: its record is not whole
+                raise
+            if made is not True:
+                # Short of a whole record, it is not admitted (``observed.groups_of``), and
+                # holds nothing: unless the last patch, unanswered, may have completed it
+                # (the watch will tell, or the reservation expires).
+                if i < len(placed) - 1 or made is False:
+                    self.cluster.forget(workload.name)
                 return
-        self.cluster.note_admitted(
-            workload.model_copy(
-                update={
-                    "placement": verdict.placement,
-                    "flavor": verdict.flavor,
-                    "started": int(self.cluster.now()),
-                }
-            )
-        )
+        self.cluster.admissions.record(workload.queue)
         log.info("admitted %s", verdict.workload, extra={"workload": verdict.workload})
         if len(members) == 1:
             self._event(members[0].raw or {}, "Admitted", verdict.message)
