@@ -208,6 +208,32 @@ def test_a_one_pod_workload_that_ends_gives_its_devices_back_without_a_rebuild()
     assert [p.node for p in again.placement] == ["gpu-node-a"]
 
 
+def test_a_gangs_member_that_ends_gives_its_devices_back_without_a_rebuild() -> None:
+    # Each member of a gang ending rebuilt the allocator (0.2 s at 20,000 pods, under the
+    # lock): a gang of 64 finishing one pod at a time between answers cost 64 rebuilds.
+    cluster = fixture_cluster()
+    for node in ("gpu-node-a", "gpu-node-b"):
+        placement = PodPlacement(node=node, gpus=tuple(range(8)))
+        name = f"gang-{node[-1]}"
+        cluster.put_pod(
+            replace(WAITING, name=name, workload=f"{NAMESPACE}/gang", gang_size=2,
+                    gated=False, placement=placement)
+        )  # fmt: skip
+    assert (
+        cluster.admit_now(_eight(f"{NAMESPACE}/probe"), reserve=False).outcome is not Outcome.ADMIT
+    )
+    built = cluster._allocator
+    cluster.remove_pod(NAMESPACE, "gang-a")
+    assert cluster._allocator is built
+    again = cluster.admit_now(_eight(f"{NAMESPACE}/again"), reserve=True)
+    assert [p.node for p in again.placement] == ["gpu-node-a"]
+    # The member left runs on (node b taken, its quota charged), as a rebuild would say.
+    rebuilt = IncrementalAllocator(cluster._snapshot(running_only=True))
+    assert built is not None and _holds(built, exact=True) == _holds(rebuilt, exact=True)
+    cluster.remove_pod(NAMESPACE, "gang-b")
+    assert cluster._allocator is built
+
+
 def test_the_controllers_snapshot_is_built_outside_the_lock_the_webhook_answers_under() -> None:
     # It held the lock for all of its build: 0.2 s at 20,000 pods, every cycle, while
     # every admission review waited.

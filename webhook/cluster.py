@@ -653,14 +653,48 @@ class LiveCluster:
 
     def _gave_back(self, held: _Held, after: _Held) -> bool:
         """Whether the live allocator is as ``after`` says without a rebuild: nothing held
-        changed, or a one-pod workload's last pod ended (the common case: pods finish all
-        the time) and the allocator gave its devices back. A rebuild walks every pod."""
+        changed, or a workload's pods ended (the common case: pods finish all the time) and
+        the allocator gave their devices back — all of a workload's, or a gang's member's
+        while the rest run on where recorded. A rebuild walks every pod (0.2 s at 20,000);
+        a gang of 64 ending one pod at a time between the webhook's answers cost 64."""
         if held == after:
             return True
-        if after or len(held) != 1:
+        if len(held) != 1 or len(after) > 1:
             return False
         name, pods = held[0]
-        return len(pods) == 1 and (self._allocator is None or self._allocator.release(name))
+        if after and (after[0][0] != name or not set(after[0][1]) < set(pods)):
+            return False
+        allocator = self._allocator
+        if allocator is None:
+            return True
+        rest = self._as_placed(name) if after else None
+        if after and rest is None:
+            return False
+        if not allocator.release(name):
+            return False
+        if rest is None:
+            return True
+        try:
+            allocator.hold(rest)
+        except PlacementError:
+            return False
+        return True
+
+    def _as_placed(self, name: str) -> Workload | None:
+        """The running workload ``name`` as a build would make it of its pods, where every
+        one of them runs or is to run where its placement records: a pod bound elsewhere, or
+        never placed by Apportion, is placed by the build among the devices left."""
+        group = self._index.group(name)
+        if group is None or not group.admitted:
+            return None
+        pod = group.pods[0]
+        if pod.queue not in self.queues or any(
+            p.placement is None or p.node not in (None, p.placement.node) for p in group.pods
+        ):
+            return None
+        nodes = {p.placement.node for p in group.pods if p.placement is not None}
+        ledgers = {n: NodeLedger.of(self.nodes[n]) for n in nodes if n in self.nodes}
+        return workload_of(name, group, ledgers, self._clock())
 
     # -- internals -----------------------------------------------------------------------
 
