@@ -48,7 +48,7 @@ import instances  # the sibling module (benchmarks/ is not a package)
 from decide_bench import SEED
 
 from scheduler.incremental import IncrementalAllocator
-from scheduler.model import Workload
+from scheduler.model import Demand, Workload
 from scheduler.reasons import Outcome
 from webhook.cluster import LiveCluster
 from webhook.pods import ManagedPod
@@ -68,6 +68,19 @@ class Clock:
         return self.now
 
 
+def device_of(workload: Workload) -> Demand:
+    """What its pods ask as the watch reads them: the webhook turns a memory need into the
+    device it admitted (a MIG slice, or one whole GPU) at creation, else into the cheapest
+    that holds it (here: one GPU of its first model)."""
+    demand = workload.demand
+    if demand.gpu_memory_mib is None:
+        return demand
+    flavor = workload.flavor
+    if workload.placement and flavor and flavor.startswith("mig-"):
+        return Demand(mig_profile=flavor.removeprefix("mig-"), models=demand.models)
+    return Demand(gpus=1, models=(flavor,) if flavor else demand.models[:1])
+
+
 def pods_of(workload: Workload, name: str) -> list[ManagedPod]:
     """The pods of ``workload`` as the watch reads them: admitted where placed, else gated."""
     placement = workload.placement or ()
@@ -77,7 +90,7 @@ def pods_of(workload: Workload, name: str) -> list[ManagedPod]:
             name=f"{name}-{i}",
             workload=workload.name,
             queue=workload.queue,
-            demand=workload.demand,
+            demand=device_of(workload),
             priority=workload.priority,
             created=workload.created,
             gang_size=workload.pods,
@@ -89,6 +102,12 @@ def pods_of(workload: Workload, name: str) -> list[ManagedPod]:
     ]
 
 
+def managed(instance: instances.Instance) -> list[Workload]:
+    """(b)'s workloads the webhook would manage: not its time-sliced fractions, replicas
+    that are not devices Apportion hands out (``webhook/devices.py``)."""
+    return [w for w in instance.snapshot.workloads if w.demand.gpu_milli is None]
+
+
 def cache(instance: instances.Instance, total: int, clock: Clock) -> LiveCluster:
     """(b)'s nodes and queues, its running workloads' pods, and waiting pods up to ``total``."""
     snapshot = instance.snapshot
@@ -96,10 +115,10 @@ def cache(instance: instances.Instance, total: int, clock: Clock) -> LiveCluster
     cluster.replace_nodes(snapshot.nodes)
     cluster.replace_queues(snapshot.queues)
     pods: list[ManagedPod] = []
-    for w in snapshot.workloads:
+    for w in managed(instance):
         if w.placement is not None:
             pods += pods_of(w, w.name)
-    waiting = [w for w in snapshot.workloads if w.placement is None]
+    waiting = [w for w in managed(instance) if w.placement is None]
     copy = 0
     while len(pods) < total:
         w = waiting[copy % len(waiting)]
@@ -115,7 +134,7 @@ def arrivals(
 ) -> list[Workload]:
     """Single-pod workloads like (b)'s waiting ones, under new names, at ``priority`` (by
     default first in their queue; below every waiting one at -1)."""
-    singles = [w for w in instance.snapshot.workloads if w.placement is None and w.pods == 1]
+    singles = [w for w in managed(instance) if w.placement is None and w.pods == 1]
     return [
         singles[i % len(singles)].model_copy(
             update={"name": f"{NAMESPACE}/{tag}-{i}", "priority": priority}
@@ -179,9 +198,7 @@ def run(instance: instances.Instance, total: int, ops: int) -> dict[str, float]:
         for pod in pods_of(w, w.name.split("/")[1]):
             cluster.put_pod(pod)
     admitted = timed_each([w for w in waiting if w.name in probe], admit)
-    ending = [w for w in instance.snapshot.workloads if w.placement is not None and w.pods == 1][
-        :ops
-    ]
+    ending = [w for w in managed(instance) if w.placement is not None and w.pods == 1][:ops]
     after = iter(arrivals(instance, len(ending), "after"))
 
     def finish(w: Workload) -> None:
@@ -189,8 +206,12 @@ def run(instance: instances.Instance, total: int, ops: int) -> dict[str, float]:
         cluster.admit_now(next(after), reserve=False)
 
     finished = timed_each(ending, finish)
-    gangs = [w for w in instance.snapshot.workloads if w.pods > 1][:ops]
-    members = timed_each(gangs, lambda w: cluster.members(w.name) and None)
+    gangs = [w for w in managed(instance) if w.pods > 1][:ops]
+
+    def members_of(w: Workload) -> None:
+        cluster.members(w.name)
+
+    members = timed_each(gangs, members_of)
     # The controller snapshots the cache every cycle; admission reviews meanwhile.
     done = threading.Event()
 
@@ -232,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ops", type=int, default=200, help="operations of each kind")
     args = parser.parse_args(argv)
     instance = instances.synthetic_instance("b", nodes=1250, pending=5000, seed=SEED)
-    running = sum(w.pods for w in instance.snapshot.workloads if w.placement is not None)
+    running = sum(w.pods for w in managed(instance) if w.placement is not None)
     print("live_bench: LiveCluster on (b)'s cluster, medians per operation")
     base = run(instance, running + 500, args.ops)
     large = run(instance, args.pods, args.ops)
