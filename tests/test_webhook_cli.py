@@ -362,6 +362,41 @@ def test_all_namespaces_reads_the_variable_as_the_other_switches_do(
         _serve_settings(certs, monkeypatch, APPORTION_ALL_NAMESPACES="maybe")
 
 
+@pytest.mark.parametrize(
+    ("env", "field", "good", "bad"),
+    [("APPORTION_MODE", "mode", "shadow", "Shadow"),
+     ("APPORTION_ON_ALLOCATOR_FAILURE", "on_allocator_failure", "allow", "alow")],
+)  # fmt: skip
+def test_a_choice_from_the_environment_is_checked_as_its_flag_is(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: str,
+    field: str,
+    good: str,
+    bad: str,
+) -> None:
+    # Was: argparse checks the choices of a flag given, not of its default, so
+    # APPORTION_MODE=Shadow in a Deployment ran Apportion in enforce mode without a word.
+    certs = _certs(tmp_path)
+    assert getattr(_serve_settings(certs, monkeypatch, **{env: good}).admission, field) == good
+    with pytest.raises(CommandError, match=f"^{env}: '{bad}' is not "):
+        _serve_settings(certs, monkeypatch, **{env: bad})
+
+
+def test_a_log_level_is_named_when_it_is_none_of_the_levels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was: a traceback (ValueError: Unknown level: 'VERBOSE') once the settings were read.
+    result = _serve_with_a_certificate(tmp_path, "--log-level", "verbose")
+    assert result.returncode == 2
+    assert "argument --log-level: invalid choice: 'verbose'" in result.stderr
+    assert "Traceback" not in result.stderr
+    certs = _certs(tmp_path)
+    _serve_settings([*certs, "--log-level", "DEBUG"], monkeypatch)  # any case, as before
+    with pytest.raises(CommandError, match=r"^APPORTION_LOG_LEVEL: 'loud' is not debug or info"):
+        _serve_settings(certs, monkeypatch, APPORTION_LOG_LEVEL="loud")
+
+
 def test_the_api_timeout_must_be_shorter_than_the_lease(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

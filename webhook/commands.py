@@ -33,6 +33,10 @@ __all__ = ["queue_command", "serve_command"]
 
 Subparsers = Any
 
+MODES = ("enforce", "shadow")
+ON_ALLOCATOR_FAILURE = ("gate", "allow")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 def _env(name: str, default: str | None = None) -> str | None:
     """An environment setting; empty counts as unset (Deployments often template '')."""
@@ -103,13 +107,13 @@ def serve_command(sub: Subparsers) -> None:
     )
     add(
         "--mode",
-        choices=("enforce", "shadow"),
+        choices=MODES,
         default=_env("APPORTION_MODE", "enforce"),
         help="shadow: only annotate what Apportion would do [APPORTION_MODE]",
     )
     add(
         "--on-allocator-failure",
-        choices=("gate", "allow"),
+        choices=ON_ALLOCATOR_FAILURE,
         default=_env("APPORTION_ON_ALLOCATOR_FAILURE", "gate"),
         help="when the allocator cannot answer (default gate) [APPORTION_ON_ALLOCATOR_FAILURE]",
     )
@@ -143,10 +147,20 @@ def serve_command(sub: Subparsers) -> None:
     )
     add(
         "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
         default=_env("APPORTION_LOG_LEVEL", "info"),
-        help="debug, info, warning [APPORTION_LOG_LEVEL]",
+        help="debug, info, warning or error (default info) [APPORTION_LOG_LEVEL]",
     )
     parser.set_defaults(run=_run_serve)
+
+
+def _check_choice(env: str, value: str, choices: tuple[str, ...]) -> None:
+    """A flag's choices, checked on a value its variable gave: argparse checks those of a
+    flag given, never of a default, so APPORTION_MODE=Shadow ran in enforce mode unsaid and
+    APPORTION_LOG_LEVEL=verbose was a traceback."""
+    if value not in choices:
+        raise CommandError(f"{env}: {_env(env)!r} is not {' or '.join(choices)}")
 
 
 def _number(text: str) -> float:
@@ -224,6 +238,9 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
             "--cert-file and --key-file are required (the API server only calls webhooks "
             "over HTTPS); set APPORTION_CERT_FILE / APPORTION_KEY_FILE in a Deployment"
         )
+    _check_choice("APPORTION_MODE", args.mode, MODES)
+    _check_choice("APPORTION_ON_ALLOCATOR_FAILURE", args.on_allocator_failure, ON_ALLOCATOR_FAILURE)
+    _check_choice("APPORTION_LOG_LEVEL", args.log_level, LOG_LEVELS)
     for flag, path in (("--cert-file", args.cert_file), ("--key-file", args.key_file)):
         if not path.is_file():
             raise CommandError(f"{flag}: {path} does not exist or is not a file")
