@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -433,6 +436,37 @@ def test_queue_says_what_to_check_when_nothing_answers() -> None:
         _queue(["--url", url])
     assert str(raised.value).startswith(f"cannot read {url}/queues: ")
     assert "is `apportion serve` running there? (--url or APPORTION_URL)" in str(raised.value)
+
+
+def test_queue_says_when_the_certificate_names_another_host(tmp_path: Path) -> None:
+    # Was: "not signed by a CA this machine trusts: pass --ca-file", with the CA passed.
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("apportion-webhook.apportion-system.svc").configure_cert(context)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def handshake() -> None:
+            connection, _ = listener.accept()
+            with contextlib.suppress(ssl.SSLError, OSError):
+                context.wrap_socket(connection, server_side=True)
+            connection.close()
+
+        server = threading.Thread(target=handshake, daemon=True)
+        server.start()
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(CommandError) as raised:
+            _queue(["--url", url, "--ca-file", str(tmp_path / "ca.crt")])
+        server.join(timeout=10)
+    assert "certificate is not valid for '127.0.0.1'" in str(raised.value)
+    assert "does not name the host in --url" in str(raised.value)
+    assert "--ca-file" not in str(raised.value)
+
+
+def test_queue_names_a_url_that_is_not_one() -> None:
+    # Was: "cannot read localhost:8443/queues: <urlopen error unknown url type: localhost>".
+    with pytest.raises(CommandError, match=r"^--url 'localhost:8443': not a server URL; give"):
+        _queue(["--url", "localhost:8443"])
 
 
 def test_queue_prints_the_repartitions_that_would_admit_waiting_pods() -> None:

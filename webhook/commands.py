@@ -13,6 +13,7 @@ import os
 import signal
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +37,10 @@ Subparsers = Any
 MODES = ("enforce", "shadow")
 ON_ALLOCATOR_FAILURE = ("gate", "allow")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+
+X509_V_ERR_HOSTNAME_MISMATCH = 62
+X509_V_ERR_IP_ADDRESS_MISMATCH = 64
+"""OpenSSL's verify codes for a certificate valid, but for other names than the URL's."""
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -327,6 +332,12 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_queue(args: argparse.Namespace) -> int:
+    if urllib.parse.urlsplit(args.url).scheme not in ("https", "http"):
+        # Else urllib's "unknown url type: localhost" for --url localhost:8443.
+        raise CommandError(
+            f"--url {args.url!r}: not a server URL; give https://HOST:PORT "
+            "(default https://localhost:8443; also APPORTION_URL)"
+        )
     context = _client_context(args.ca_file)
     if args.insecure:
         context.check_hostname = False
@@ -365,6 +376,15 @@ def _client_context(ca_file: Path | None) -> ssl.SSLContext:
 def _queue_hint(error: Exception) -> str:
     """What to check after a failed ``/queues`` call, for the failures a user can fix."""
     reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, ssl.SSLCertVerificationError) and reason.verify_code in (
+        X509_V_ERR_HOSTNAME_MISMATCH,
+        X509_V_ERR_IP_ADDRESS_MISMATCH,
+    ):
+        # Signed by the CA given, but for other names: not a matter of --ca-file.
+        return (
+            "; the server's certificate does not name the host in --url: call the server by "
+            "a name its certificate holds (or --insecure to skip the check)"
+        )
     if isinstance(reason, ssl.SSLCertVerificationError):
         return (
             "; the server's certificate is not signed by a CA this machine trusts: pass "
