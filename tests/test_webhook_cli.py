@@ -144,6 +144,50 @@ def test_serve_names_a_kubeconfig_it_cannot_use(
     assert expected in result.stderr
 
 
+def test_serve_says_which_cluster_a_kubeconfig_names(tmp_path: Path) -> None:
+    # Was: nothing said it; with KUBECONFIG left set in the shell, the README's standalone
+    # try-out ran the controller on that cluster, seen only in its errors.
+    refused = free_port()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{refused}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    leaf = trustme.CA().issue_cert("localhost")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "APPORTION_CERT_FILE": str(tmp_path / "tls.crt"),
+        "APPORTION_KEY_FILE": str(tmp_path / "tls.key"),
+        "APPORTION_PORT": str(free_port()),
+        "APPORTION_PROBE_PORT": "0",
+    }
+    env.pop("APPORTION_CLUSTER", None)
+    process = subprocess.Popen(
+        [*APPORTION, "serve"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stderr is not None
+        messages = []
+        for line in process.stderr:
+            messages.append(json.loads(line)["msg"])
+            if messages[-1].startswith("serving https"):
+                break
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    said = f"cluster https://127.0.0.1:{refused} (kubeconfig {kubeconfig}): the controller runs"
+    assert said in messages, messages
+
+
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:
     ca = trustme.CA()
