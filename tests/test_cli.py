@@ -29,6 +29,13 @@ def test_demo_prints_tables_with_reasons_and_the_answering_path():
     assert "Traceback" not in out + result.stderr
 
 
+def test_version_is_printed():
+    from importlib.metadata import version
+
+    result = apportion("--version")
+    assert (result.returncode, result.stdout) == (0, f"apportion {version('apportion')}\n")
+
+
 def test_decide_json_is_a_decision():
     result = apportion("decide", "--default-cluster", "--workloads", "30", "--json", "--greedy")
     assert result.returncode == 0, result.stderr
