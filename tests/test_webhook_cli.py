@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import http.server
 import json
 import os
 import signal
@@ -505,6 +506,27 @@ def test_queue_says_when_the_certificate_names_another_host(tmp_path: Path) -> N
     assert "certificate is not valid for '127.0.0.1'" in str(raised.value)
     assert "does not name the host in --url" in str(raised.value)
     assert "--ca-file" not in str(raised.value)
+
+
+def test_queue_says_when_the_url_serves_no_queues() -> None:
+    # Was "HTTP Error 404: Not Found" alone, for --url http://localhost:8080 (the probe port).
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), NotFound) as probes:
+        threading.Thread(target=probes.handle_request, daemon=True).start()
+        url = f"http://127.0.0.1:{probes.server_address[1]}"
+        with pytest.raises(CommandError) as raised:
+            _queue(["--url", url])
+    assert str(raised.value) == (
+        f"cannot read {url}/queues: HTTP Error 404: Not Found; nothing serves /queues there: "
+        "--url is `apportion serve`'s HTTPS port (8443 unless APPORTION_PORT says otherwise), "
+        "not its plain-HTTP probe port"
+    )
 
 
 def test_queue_names_a_url_that_is_not_one() -> None:

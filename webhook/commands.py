@@ -375,6 +375,12 @@ def _client_context(ca_file: Path | None) -> ssl.SSLContext:
 
 def _queue_hint(error: Exception) -> str:
     """What to check after a failed ``/queues`` call, for the failures a user can fix."""
+    if isinstance(error, urllib.error.HTTPError) and error.code == 404:
+        # The probe port answers (its /readyz is what the README's try-out polls), not /queues.
+        return (
+            "; nothing serves /queues there: --url is `apportion serve`'s HTTPS port (8443 "
+            "unless APPORTION_PORT says otherwise), not its plain-HTTP probe port"
+        )
     reason = error.reason if isinstance(error, urllib.error.URLError) else error
     if isinstance(reason, ssl.SSLCertVerificationError) and reason.verify_code in (
         X509_V_ERR_HOSTNAME_MISMATCH,
