@@ -13,7 +13,7 @@ import io
 import signal
 import sys
 from collections.abc import Sequence
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, version
 
 __all__ = ["CommandError", "main", "stop_on_sigterm"]
 
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="apportion",
         description="GPU capacity scheduler and fair-share admission controller.",
     )
+    # What a bug report needs first; an error that a COMMAND is required, before.
+    parser.add_argument("--version", action="version", version=f"apportion {version('apportion')}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for entry in sorted(entry_points(group="apportion.commands"), key=lambda e: e.name):
         register = entry.load()

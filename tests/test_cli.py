@@ -29,6 +29,24 @@ def test_demo_prints_tables_with_reasons_and_the_answering_path():
     assert "Traceback" not in out + result.stderr
 
 
+def test_version_is_printed():
+    from importlib.metadata import version
+
+    result = apportion("--version")
+    assert (result.returncode, result.stdout) == (0, f"apportion {version('apportion')}\n")
+
+
+def test_commands_start_without_the_planners_plotting_and_lp_libraries():
+    # Was: every command (--help, catalog, queue too) imported matplotlib and scipy for
+    # `apportion plan`'s report and fluid bound, most of a second before anything ran.
+    code = (
+        "import sys; from scheduler.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('matplotlib', 'scipy') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
+
+
 def test_decide_json_is_a_decision():
     result = apportion("decide", "--default-cluster", "--workloads", "30", "--json", "--greedy")
     assert result.returncode == 0, result.stderr

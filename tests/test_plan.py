@@ -530,6 +530,50 @@ def test_idle_workers_simulate_ahead_without_changing_the_answer() -> None:
     assert records[1] == records[3]
 
 
+def test_each_simulation_tells_how_far_it_is() -> None:
+    """One simulation of a grown or repeated demand takes minutes, and the count of those
+    done stood still all that time: each simulation reports its share done as it runs,
+    from a worker process too."""
+    jobs = [job(f"j{i}", i * 10, 1000, 4, ("A100-80GB",)) for i in range(4)]
+    c = cluster()
+    slos = [parse_slo("p95_wait<=1100")]
+    for workers in (1, 2):
+        reports: list[tuple[str, float]] = []
+        settings = SearchSettings(levels=(0.5, 1, 1.5, 2), max_simulations=3, workers=workers)
+        record = search(
+            c, pools_of(c), jobs, slos, settings,
+            under_way=lambda label, done, seen=reports: seen.append((label, done)),
+        )  # fmt: skip
+        simulated = {r["key"] for r in record["candidates"] if r["evaluation"] is not None}
+        assert simulated
+        for key in simulated:
+            shares = [done for label, done in reports if label == key]
+            assert shares[0] < 1.0 and shares[-1] == 1.0, (workers, key, shares)
+
+
+def test_the_progress_line_shows_the_simulations_under_way(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from sim.plan.commands import _Progress
+
+    progress = _Progress(False, "candidates")
+    progress(0, 4)
+    progress.under_way("a", 0.35)
+    progress.under_way("b", 0.8)
+    progress.under_way("a", 1.0)
+    progress(1, 4)
+    progress.end()
+    progress.under_way("c", 0.1)  # a simulation looked ahead, until the search stops it
+    drawn = [line.rstrip() for line in capsys.readouterr().err.split("\r") if line]
+    assert drawn == [
+        "simulated 0/4 candidates (0 s)",
+        "simulated 0/4 candidates (0 s); under way: 35%",
+        "simulated 0/4 candidates (0 s); under way: 35%, 80%",
+        "simulated 0/4 candidates (0 s); under way: 80%",
+        "simulated 1/4 candidates (0 s); under way: 80%",
+    ]
+
+
 def test_shards_merge_to_the_single_run_answer(tmp_path: Path) -> None:
     trace, cluster_file = _write_inputs(tmp_path)
     common = [

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.server
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -139,6 +143,50 @@ def test_serve_names_a_kubeconfig_it_cannot_use(
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith(f"apportion serve: --kubeconfig {kubeconfig}: ")
     assert expected in result.stderr
+
+
+def test_serve_says_which_cluster_a_kubeconfig_names(tmp_path: Path) -> None:
+    # Was: nothing said it; with KUBECONFIG left set in the shell, the README's standalone
+    # try-out ran the controller on that cluster, seen only in its errors.
+    refused = free_port()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "clusters": [{"name": "c", "cluster": {"server": f"https://127.0.0.1:{refused}"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    leaf = trustme.CA().issue_cert("localhost")
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
+    leaf.private_key_pem.write_to_path(str(tmp_path / "tls.key"))
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(kubeconfig),
+        "APPORTION_CERT_FILE": str(tmp_path / "tls.crt"),
+        "APPORTION_KEY_FILE": str(tmp_path / "tls.key"),
+        "APPORTION_PORT": str(free_port()),
+        "APPORTION_PROBE_PORT": "0",
+    }
+    env.pop("APPORTION_CLUSTER", None)
+    process = subprocess.Popen(
+        [*APPORTION, "serve"], env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stderr is not None
+        messages = []
+        for line in process.stderr:
+            messages.append(json.loads(line)["msg"])
+            if messages[-1].startswith("serving https"):
+                break
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    said = f"cluster https://127.0.0.1:{refused} (kubeconfig {kubeconfig}): the controller runs"
+    assert said in messages, messages
 
 
 @pytest.fixture
@@ -362,6 +410,41 @@ def test_all_namespaces_reads_the_variable_as_the_other_switches_do(
         _serve_settings(certs, monkeypatch, APPORTION_ALL_NAMESPACES="maybe")
 
 
+@pytest.mark.parametrize(
+    ("env", "field", "good", "bad"),
+    [("APPORTION_MODE", "mode", "shadow", "Shadow"),
+     ("APPORTION_ON_ALLOCATOR_FAILURE", "on_allocator_failure", "allow", "alow")],
+)  # fmt: skip
+def test_a_choice_from_the_environment_is_checked_as_its_flag_is(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: str,
+    field: str,
+    good: str,
+    bad: str,
+) -> None:
+    # Was: argparse checks the choices of a flag given, not of its default, so
+    # APPORTION_MODE=Shadow in a Deployment ran Apportion in enforce mode without a word.
+    certs = _certs(tmp_path)
+    assert getattr(_serve_settings(certs, monkeypatch, **{env: good}).admission, field) == good
+    with pytest.raises(CommandError, match=f"^{env}: '{bad}' is not "):
+        _serve_settings(certs, monkeypatch, **{env: bad})
+
+
+def test_a_log_level_is_named_when_it_is_none_of_the_levels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was: a traceback (ValueError: Unknown level: 'VERBOSE') once the settings were read.
+    result = _serve_with_a_certificate(tmp_path, "--log-level", "verbose")
+    assert result.returncode == 2
+    assert "argument --log-level: invalid choice: 'verbose'" in result.stderr
+    assert "Traceback" not in result.stderr
+    certs = _certs(tmp_path)
+    _serve_settings([*certs, "--log-level", "DEBUG"], monkeypatch)  # any case, as before
+    with pytest.raises(CommandError, match=r"^APPORTION_LOG_LEVEL: 'loud' is not debug or info"):
+        _serve_settings(certs, monkeypatch, APPORTION_LOG_LEVEL="loud")
+
+
 def test_the_api_timeout_must_be_shorter_than_the_lease(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -398,6 +481,58 @@ def test_queue_says_what_to_check_when_nothing_answers() -> None:
         _queue(["--url", url])
     assert str(raised.value).startswith(f"cannot read {url}/queues: ")
     assert "is `apportion serve` running there? (--url or APPORTION_URL)" in str(raised.value)
+
+
+def test_queue_says_when_the_certificate_names_another_host(tmp_path: Path) -> None:
+    # Was: "not signed by a CA this machine trusts: pass --ca-file", with the CA passed.
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.crt"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("apportion-webhook.apportion-system.svc").configure_cert(context)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def handshake() -> None:
+            connection, _ = listener.accept()
+            with contextlib.suppress(ssl.SSLError, OSError):
+                context.wrap_socket(connection, server_side=True)
+            connection.close()
+
+        server = threading.Thread(target=handshake, daemon=True)
+        server.start()
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(CommandError) as raised:
+            _queue(["--url", url, "--ca-file", str(tmp_path / "ca.crt")])
+        server.join(timeout=10)
+    assert "certificate is not valid for '127.0.0.1'" in str(raised.value)
+    assert "does not name the host in --url" in str(raised.value)
+    assert "--ca-file" not in str(raised.value)
+
+
+def test_queue_says_when_the_url_serves_no_queues() -> None:
+    # Was "HTTP Error 404: Not Found" alone, for --url http://localhost:8080 (the probe port).
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with http.server.HTTPServer(("127.0.0.1", 0), NotFound) as probes:
+        threading.Thread(target=probes.handle_request, daemon=True).start()
+        url = f"http://127.0.0.1:{probes.server_address[1]}"
+        with pytest.raises(CommandError) as raised:
+            _queue(["--url", url])
+    assert str(raised.value) == (
+        f"cannot read {url}/queues: HTTP Error 404: Not Found; nothing serves /queues there: "
+        "--url is `apportion serve`'s HTTPS port (8443 unless APPORTION_PORT says otherwise), "
+        "not its plain-HTTP probe port"
+    )
+
+
+def test_queue_names_a_url_that_is_not_one() -> None:
+    # Was: "cannot read localhost:8443/queues: <urlopen error unknown url type: localhost>".
+    with pytest.raises(CommandError, match=r"^--url 'localhost:8443': not a server URL; give"):
+        _queue(["--url", "localhost:8443"])
 
 
 def test_queue_prints_the_repartitions_that_would_admit_waiting_pods() -> None:

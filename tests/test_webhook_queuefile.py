@@ -30,9 +30,16 @@ def test_a_list_or_a_mapping_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("- {name: a, quota: {H100: {nominal: -1}}}\n", "queues[0][quota][H100][nominal]"),
-        ("- {name: a, colour: blue}\n", "queues[0][colour]: Extra inputs are not permitted"),
+        ("- {name: a, quota: {H100: {nominal: -1}}}\n", "queues[0].quota.H100.nominal: -1 is"),
+        ("- {name: a, shade: blue}\n", "queues[0].shade: unknown field (Queue fields: name,"),
         ("queues: [\n", "line 2 column 1"),
+        # Was "Extra inputs are not permitted", where a snapshot's queue says what it meant.
+        ("- {name: a, quota: {H100: {nominl: 2}}}\n", "nominl: unknown field; did you mean 'n"),
+        # Was no queues, without a word: a mistyped key was looked past.
+        ("queue:\n  - {name: a}\n", "queue: unknown field; did you mean 'queues'?"),
+        # Was both kept, the second replacing the first where queues are looked up by name.
+        ("- {name: a}\n- {name: a, weight: 2}\n", "queues[1].name: 'a' is already used by"),
+        ("just text\n", "'just text' is not a list of queues or a mapping"),
     ],
 )
 def test_bad_files_say_where(tmp_path: Path, text: str, message: str) -> None:

@@ -13,6 +13,7 @@ import os
 import signal
 import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +33,14 @@ from webhook.settings import (
 __all__ = ["queue_command", "serve_command"]
 
 Subparsers = Any
+
+MODES = ("enforce", "shadow")
+ON_ALLOCATOR_FAILURE = ("gate", "allow")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+X509_V_ERR_HOSTNAME_MISMATCH = 62
+X509_V_ERR_IP_ADDRESS_MISMATCH = 64
+"""OpenSSL's verify codes for a certificate valid, but for other names than the URL's."""
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -103,13 +112,13 @@ def serve_command(sub: Subparsers) -> None:
     )
     add(
         "--mode",
-        choices=("enforce", "shadow"),
+        choices=MODES,
         default=_env("APPORTION_MODE", "enforce"),
         help="shadow: only annotate what Apportion would do [APPORTION_MODE]",
     )
     add(
         "--on-allocator-failure",
-        choices=("gate", "allow"),
+        choices=ON_ALLOCATOR_FAILURE,
         default=_env("APPORTION_ON_ALLOCATOR_FAILURE", "gate"),
         help="when the allocator cannot answer (default gate) [APPORTION_ON_ALLOCATOR_FAILURE]",
     )
@@ -143,10 +152,20 @@ def serve_command(sub: Subparsers) -> None:
     )
     add(
         "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
         default=_env("APPORTION_LOG_LEVEL", "info"),
-        help="debug, info, warning [APPORTION_LOG_LEVEL]",
+        help="debug, info, warning or error (default info) [APPORTION_LOG_LEVEL]",
     )
     parser.set_defaults(run=_run_serve)
+
+
+def _check_choice(env: str, value: str, choices: tuple[str, ...]) -> None:
+    """A flag's choices, checked on a value its variable gave: argparse checks those of a
+    flag given, never of a default, so APPORTION_MODE=Shadow ran in enforce mode unsaid and
+    APPORTION_LOG_LEVEL=verbose was a traceback."""
+    if value not in choices:
+        raise CommandError(f"{env}: {_env(env)!r} is not {' or '.join(choices)}")
 
 
 def _number(text: str) -> float:
@@ -224,6 +243,9 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
             "--cert-file and --key-file are required (the API server only calls webhooks "
             "over HTTPS); set APPORTION_CERT_FILE / APPORTION_KEY_FILE in a Deployment"
         )
+    _check_choice("APPORTION_MODE", args.mode, MODES)
+    _check_choice("APPORTION_ON_ALLOCATOR_FAILURE", args.on_allocator_failure, ON_ALLOCATOR_FAILURE)
+    _check_choice("APPORTION_LOG_LEVEL", args.log_level, LOG_LEVELS)
     for flag, path in (("--cert-file", args.cert_file), ("--key-file", args.key_file)):
         if not path.is_file():
             raise CommandError(f"{flag}: {path} does not exist or is not a file")
@@ -310,6 +332,12 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_queue(args: argparse.Namespace) -> int:
+    if urllib.parse.urlsplit(args.url).scheme not in ("https", "http"):
+        # Else urllib's "unknown url type: localhost" for --url localhost:8443.
+        raise CommandError(
+            f"--url {args.url!r}: not a server URL; give https://HOST:PORT "
+            "(default https://localhost:8443; also APPORTION_URL)"
+        )
     context = _client_context(args.ca_file)
     if args.insecure:
         context.check_hostname = False
@@ -347,7 +375,22 @@ def _client_context(ca_file: Path | None) -> ssl.SSLContext:
 
 def _queue_hint(error: Exception) -> str:
     """What to check after a failed ``/queues`` call, for the failures a user can fix."""
+    if isinstance(error, urllib.error.HTTPError) and error.code == 404:
+        # The probe port answers (its /readyz is what the README's try-out polls), not /queues.
+        return (
+            "; nothing serves /queues there: --url is `apportion serve`'s HTTPS port (8443 "
+            "unless APPORTION_PORT says otherwise), not its plain-HTTP probe port"
+        )
     reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, ssl.SSLCertVerificationError) and reason.verify_code in (
+        X509_V_ERR_HOSTNAME_MISMATCH,
+        X509_V_ERR_IP_ADDRESS_MISMATCH,
+    ):
+        # Signed by the CA given, but for other names: not a matter of --ca-file.
+        return (
+            "; the server's certificate does not name the host in --url: call the server by "
+            "a name its certificate holds (or --insecure to skip the check)"
+        )
     if isinstance(reason, ssl.SSLCertVerificationError):
         return (
             "; the server's certificate is not signed by a CA this machine trusts: pass "

@@ -8,9 +8,10 @@ import asyncio
 import logging
 from pathlib import Path
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from scheduler.loading import SnapshotError, parse_document
+from scheduler.fieldpaths import already_used, show
+from scheduler.loading import SnapshotError, parse_document, validation_problems
 from scheduler.model import Queue
 from scheduler.textfile import read_text
 from webhook.cluster import LiveCluster
@@ -19,7 +20,15 @@ __all__ = ["QueueFileError", "load_queue_file", "watch_queue_file"]
 
 log = logging.getLogger("apportion.queues")
 
-_QUEUES = TypeAdapter(list[Queue])
+
+class QueueFile(BaseModel):
+    """A queue file as a mapping (a bare list is its ``queues``), checked as one model so a
+    problem reads as a snapshot's does (``queues[0].quota.H100.nominl: unknown field; did
+    you mean 'nominal'?``) and a mistyped ``queues`` key is one, not no queues."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    queues: list[Queue] | None = None
 
 
 class QueueFileError(ValueError):
@@ -41,17 +50,21 @@ def load_queue_file(path: Path) -> list[Queue]:
         raise QueueFileError(f"cannot read {path}: {error.strerror}") from None
     except SnapshotError as error:
         raise QueueFileError(str(error)) from None
-    if isinstance(data, dict):
-        data = data.get("queues")
     if data is None:
         return []
+    if isinstance(data, list):
+        data = {"queues": data}
+    if not isinstance(data, dict):
+        raise QueueFileError(f"{path}: {show(data)} is not a list of queues or a mapping")
     try:
-        return _QUEUES.validate_python(data)
+        queues = QueueFile.model_validate(data).queues or []
     except ValidationError as error:
-        problems = "; ".join(
-            f"queues[{']['.join(str(p) for p in e['loc'])}]: {e['msg']}" for e in error.errors()
-        )
-        raise QueueFileError(f"{path}: {problems}") from None
+        problems = validation_problems(error, QueueFile)
+        raise QueueFileError(f"{path}: {'; '.join(problems)}") from None
+    problems = already_used("queues", [q.name for q in queues])
+    if problems:
+        raise QueueFileError(f"{path}: {'; '.join(problems)}")
+    return queues
 
 
 async def watch_queue_file(path: Path, cluster: LiveCluster, interval_s: float) -> None:

@@ -110,6 +110,10 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
     else:
         from webhook.leader import LeaderElector
 
+        # Which cluster, said first: KUBECONFIG left set in a shell turns a try-out meant
+        # to be standalone into a controller on that cluster.
+        source = f"kubeconfig {settings.kubeconfig}" if settings.kubeconfig else "in-cluster"
+        log.info("cluster %s (%s): the controller runs", api.api_client.configuration.host, source)
         elector = LeaderElector(
             api,
             settings.controller.lease_namespace,

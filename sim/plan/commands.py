@@ -18,6 +18,7 @@ import json
 import math
 import shlex
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -364,7 +365,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         record = search(
             setup.cluster, setup.pools, planned, slos, settings, sweep,
-            jobs if changed else None, setup.options, journal,
+            jobs if changed else None, setup.options, journal, sweep.under_way,
         )  # fmt: skip
         sweep.end()
         record["inputs"] = inputs
@@ -387,27 +388,56 @@ def _run(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """'simulated 4/24 candidates (7 s)' on one stderr line, redrawn as batches end."""
+    """'simulated 4/24 candidates (7 s)' on one stderr line, redrawn as batches end and, with
+    how far each simulation running is ('; under way: 35%, 80%'), as their workers report:
+    one simulation of a long or grown demand takes minutes, and the count alone stood
+    still for all of them."""
 
     def __init__(self, quiet: bool, what: str) -> None:
         self.quiet = quiet
         self.what = what
         self.started = time.perf_counter()
-        self.open = False
+        self.done = (0, 0)
+        self.running: dict[str, float] = {}
+        self.width = 0
+        """Characters of the line now on the terminal (0: none)."""
+        self.lock = threading.Lock()
+        """Workers' reports arrive on a thread of their own."""
 
     def __call__(self, done: int, total: int) -> None:
+        with self.lock:
+            self.done = (done, total)
+            self._draw()
+
+    def under_way(self, label: str, fraction: float) -> None:
+        """A simulation's share done, from its worker (1.0: it ended)."""
+        with self.lock:
+            if fraction >= 1.0:
+                self.running.pop(label, None)
+            else:
+                self.running[label] = fraction
+            self._draw()
+
+    def _draw(self) -> None:
         if self.quiet:
             return
+        done, total = self.done
         seconds = time.perf_counter() - self.started
-        sys.stderr.write(f"\rsimulated {done}/{total} {self.what} ({seconds:.0f} s)")
+        text = f"simulated {done}/{total} {self.what} ({seconds:.0f} s)"
+        if self.running:
+            text += "; under way: " + ", ".join(f"{f:.0%}" for f in self.running.values())
+        sys.stderr.write(f"\r{text}{' ' * max(0, self.width - len(text))}")
         sys.stderr.flush()
-        self.open = True
+        self.width = len(text)
 
     def end(self) -> None:
-        """Finish the line (before a result, or Ctrl-C's message)."""
-        if self.open:
-            sys.stderr.write("\n")
-            self.open = False
+        """Finish the line (before a result, or Ctrl-C's message), and draw no more: a
+        simulation looked ahead may still report until the search stops it."""
+        with self.lock:
+            self.quiet = True
+            if self.width:
+                sys.stderr.write("\n")
+                self.width = 0
 
 
 def _journal(args: argparse.Namespace, fingerprint: str, shard: tuple[int, int]) -> Journal | None:
@@ -506,10 +536,11 @@ def _quota_search(
             settings.options,
         )  # fmt: skip
 
-    def run(tasks: list[EvalTask]) -> list[dict[str, Any]]:
-        return evaluate_all(tasks, settings.workers, journal)
-
     progress = _Progress(quiet, "quota splits")
+
+    def run(tasks: list[EvalTask]) -> list[dict[str, Any]]:
+        return evaluate_all(tasks, settings.workers, journal, progress.under_way)
+
     try:
         return search_quotas(
             setup.cluster, setup.pools, row, planned, setup.slos, task, run, simulations, progress

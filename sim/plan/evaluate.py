@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from scheduler.catalog import MILLI_PER_GPU
@@ -19,6 +20,7 @@ from sim.job import Job
 from sim.plan.slo import Slo, percentile
 from sim.policies import PolicyOptions, make_policy
 from sim.policy import Phase
+from sim.pool import report
 
 __all__ = ["EvalTask", "evaluate", "slo_values"]
 
@@ -56,7 +58,9 @@ def slo_values(
 def evaluate(task: EvalTask) -> dict[str, Any]:
     """Simulate ``task.cluster`` and measure it (JSON-ready; no wall-clock times)."""
     policy = make_policy(task.policy, task.cluster, task.jobs, task.seed, task.options)
-    sim = run(task.cluster, task.jobs, policy, EngineSettings(samples=_BINS * 2))
+    # How far it is, for the progress line: one simulation of a long demand takes minutes.
+    progress = partial(report, task.label)
+    sim = run(task.cluster, task.jobs, policy, EngineSettings(samples=_BINS * 2), progress=progress)
     summary = sim.recorder.summary(sim)
     end = max(1, summary["end_s"])
     waits: list[tuple[str, int, float, float]] = []

@@ -6,20 +6,26 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
-
 __all__ = ["figures"]
+
+
+def _pyplot() -> Any:
+    """matplotlib's pyplot on Agg, imported when a report is drawn, not when this module is:
+    `apportion plan` registers with every command, and pyplot made each one, --help too,
+    a third of a second slower."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)
+    _pyplot().close(fig)
     return buffer.getvalue()
 
 
@@ -44,6 +50,7 @@ def figures(
 ) -> dict[str, bytes]:
     """name → PNG: waits and GPUs per queue (chosen cluster), utilization and fairness
     (chosen vs current), and the Pareto front."""
+    plt = _pyplot()
     out: dict[str, bytes] = {}
     if chosen is not None:
         ev = chosen["evaluation"]

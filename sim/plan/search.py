@@ -78,6 +78,8 @@ class SearchSettings:
 
 
 Progress = Callable[[int, int], None]
+UnderWay = Callable[[str, float], None]
+"""A simulation's label and the share of it done, as its worker reports it."""
 
 
 def search(
@@ -90,11 +92,12 @@ def search(
     today: Sequence[Job] | None = None,
     options: Sequence[Arrangement] = (),
     journal: Journal | None = None,
+    under_way: UnderWay | None = None,
 ) -> dict[str, Any]:
     """The sweep's record: every candidate with its cost, bound and (if run) evaluation.
     ``options``: other node shapes and MIG layouts per GPU model (``shapes``), tried
     around the best cluster the level grid finds; ``journal``: evaluations kept so far,
-    and where to keep new ones."""
+    and where to keep new ones; ``under_way``: how far each simulation running is."""
     base = sum(1 for p in pools if p.count)
     current = Candidate(
         tuple(p.count for p in pools), tuple((p.model, 1.0) for p in pools), base=base
@@ -153,7 +156,7 @@ def search(
     if progress:
         progress(done, budget)
     ahead_of = _Ahead()
-    with executor(settings.workers) as pool:
+    with executor(settings.workers, under_way) as pool:
 
         def task(c: Candidate) -> EvalTask:
             return EvalTask(
@@ -468,10 +471,13 @@ def _spread(rest: list[Candidate], n: int) -> list[Candidate]:
 
 
 def evaluate_all(
-    tasks: list[EvalTask], workers: int, journal: Journal | None = None
+    tasks: list[EvalTask],
+    workers: int,
+    journal: Journal | None = None,
+    under_way: UnderWay | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate ``tasks`` in a pool of ``workers`` processes (in this one for 1), through
-    ``journal`` as ``search`` does."""
-    with executor(min(workers, len(tasks))) as pool:
+    ``journal`` and telling ``under_way`` as ``search`` does."""
+    with executor(min(workers, len(tasks)), under_way) as pool:
         futures = [_launch(pool, t, journal) for t in tasks]
         return [f.result()[0] for f in futures]
