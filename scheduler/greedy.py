@@ -243,7 +243,7 @@ class Cycle:
                         entry,
                         Outcome.ADMIT,
                         reason,
-                        self.admit_message(entry, option, borrowing),
+                        self.admit_message(entry, option, result, borrowing),
                         option,
                         result,
                     )
@@ -499,7 +499,7 @@ class Cycle:
                 entry,
                 Outcome.ADMIT,
                 Reason.ADMITTED,
-                self.admit_message(entry, option, borrowing=False) + note,
+                self.admit_message(entry, option, allocation, borrowing=False) + note,
                 option,
                 allocation,
             )
@@ -515,8 +515,8 @@ class Cycle:
             entry,
             Outcome.PREEMPT,
             outcome_reason,
-            f"admitted on {_describe(option)} after evicting {len(victims)} workload(s) "
-            f"({freed:g} GPU-eq): {names}{note}",
+            f"admitted on {self._placed(option, allocation)} after evicting {len(victims)} "
+            f"workload(s) ({freed:g} GPU-eq): {names}{note}",
             option,
             allocation,
             victims,
@@ -638,7 +638,7 @@ class Cycle:
                             entry,
                             Outcome.ADMIT,
                             Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED,
-                            self.admit_message(entry, option, borrowing),
+                            self.admit_message(entry, option, result, borrowing),
                             option,
                             result,
                         )
@@ -846,7 +846,9 @@ class Cycle:
             failures.append((*result, option.flavor))
         return _most_telling(failures)
 
-    def admit_message(self, entry: Entry, option: Option, borrowing: bool) -> str:
+    def admit_message(
+        self, entry: Entry, option: Option, allocation: Allocation, borrowing: bool
+    ) -> str:
         w = entry.workload
         used = self.book.usage(w.queue, option.flavor)
         nominal = self.book.nominal(w.queue, option.flavor)
@@ -859,7 +861,14 @@ class Cycle:
             if borrowing
             else ""
         )
-        return f"admitted on {w.pods}× {_describe(option)}; {quota}{tail}"
+        return f"admitted on {w.pods}× {self._placed(option, allocation)}; {quota}{tail}"
+
+    def _placed(self, option: Option, allocation: Allocation) -> str:
+        """``option`` as admitted: a MIG profile several models have, on the one it got."""
+        if option.kind is not Kind.MIG or len(option.models) < 2:
+            return _describe(option)
+        models = sorted({self.state.gpu_model[g] for pod in allocation.pods for g in pod.gpus})
+        return f"MIG {option.profile} on {'/'.join(models)}"
 
     def _capacity_message(self, w: Workload, option: Option, pools: Sequence[int]) -> str:
         # Devices counted on the nodes the workload may use: with a node filter (its node

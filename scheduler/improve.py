@@ -320,7 +320,7 @@ def _commit(
             entry,
             Outcome.ADMIT,
             Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED,
-            f"{cycle.admit_message(entry, option, borrowing)}; {guaranteed:g} of its "
+            f"{cycle.admit_message(entry, option, allocation, borrowing)}; {guaranteed:g} of its "
             f"{entry.size:g} GPU-eq are within its queue's unused nominal quota: took back "
             f"{lent:g} GPU-eq lent in this decision to borrowing cohort mates ({names})",
             option,

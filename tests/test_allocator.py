@@ -459,6 +459,26 @@ def test_memory_need_takes_a_larger_free_slice_before_a_whole_gpu(path: str) -> 
 
 
 @both_paths
+def test_a_mig_admission_names_the_model_it_got(path: str) -> None:
+    # Was "MIG 3g.40gb on A100-80GB/H100-80GB" for a slice on an H100: the profile's
+    # models, not the one placed.
+    snap = snapshot(
+        nodes=[
+            node("a0", A100, 1, mig_layouts={0: mig("3g.40gb@4")}),
+            node("h0", H100, 1, mig_layouts={0: mig("3g.40gb@0")}),
+        ],
+        queues=[queue("team-a").quota("mig-3g.40gb", 2)],
+        workloads=[
+            workload("on-a100").mig("3g.40gb").queue("team-a").running_on("a0", 0, mig_start=4),
+            workload("w").mig("3g.40gb").queue("team-a"),
+        ],
+    )
+    d = outcome(PATHS[path](snap), "w")
+    assert d.placement == (pod("h0", 0, mig_start=0),)
+    assert d.message.startswith("admitted on 1× MIG 3g.40gb on H100-80GB;"), d.message
+
+
+@both_paths
 def test_fraction_on_shared_gpu_best_fit(path: str) -> None:
     # 300m goes to the shared GPU with the least room that still holds it (400m free).
     snap = snapshot(
