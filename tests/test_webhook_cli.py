@@ -24,7 +24,7 @@ import trustme
 from webhook_support import CLUSTER_FILE, free_port, review, vary
 
 from scheduler.cli import CommandError
-from webhook.settings import ServeSettings
+from webhook.settings import ControllerSettings, ServeSettings
 
 APPORTION = [sys.executable, "-m", "scheduler"]
 
@@ -319,6 +319,8 @@ def _certs(tmp_path: Path) -> list[str]:
          {"env": "0", "flag": "90"}, ("-5", "soon", "nan"), False),
         ("--api-timeout-s", "APPORTION_API_TIMEOUT_S", "api_timeout_s", 5,
          {"env": "2.5"}, ("0", "-1", "soon", "inf"), True),
+        ("--api-concurrency", "APPORTION_API_CONCURRENCY", "api_concurrency", 16,
+         {"env": "1", "flag": "64"}, ("0", "-3", "2.5", "many", "129"), True),
     ],
 )  # fmt: skip
 def test_a_controller_setting_comes_from_its_flag_or_the_environment(
@@ -451,6 +453,14 @@ def test_the_api_timeout_must_be_shorter_than_the_lease(
     # The leader stops acting this long before its Lease (15 s) could be taken over.
     with pytest.raises(CommandError, match="--api-timeout-s: the API timeout"):
         _serve_settings([*_certs(tmp_path), "--api-timeout-s", "15"], monkeypatch)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 129, 2.5, "16", True])
+def test_the_api_concurrency_is_a_whole_number_of_calls_up_to_the_limit(bad: object) -> None:
+    # Built in code (tests, benchmarks), not from a flag: the settings say what is wrong.
+    with pytest.raises(ValueError, match=r"the API concurrency \(.*\) must be"):
+        ControllerSettings(api_concurrency=bad)  # type: ignore[arg-type]
+    assert ControllerSettings(api_concurrency=128).api_concurrency == 128
 
 
 def _queue(argv: list[str]) -> int:
