@@ -30,7 +30,8 @@ class Workers:
     no call of a cycle outlives it."""
 
     def __init__(self, size: int, stop: threading.Event) -> None:
-        """``stop``: the controller is stopping; tasks not started yet are not."""
+        """``stop``: set when the controller stops; what has not started by then never
+        does, so that a stopping process does not wait for a whole cycle's calls."""
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="api")
         self._stop = stop
 
@@ -46,11 +47,12 @@ class Workers:
         self._pool.shutdown(wait=True)
 
     def each(self, tasks: Iterable[Task]) -> None:
-        """Run the tasks, in their order, at most ``size`` at once, and return once every
-        one has ended. A task that raises ``NotLeading`` (the Lease may be lost) ends there,
-        those not started yet are not, and ``NotLeading`` is raised here once those running
-        have ended: the cycle stops as it would have one call at a time. Any other error
-        ends its own task only, logged as ``_step`` logs a failed step."""
+        """Run the tasks, started in their order, at most ``size`` at once, and return
+        once every one has ended. A task that raises ``NotLeading`` (the Lease may be lost)
+        ends there, those not started yet are not, and ``NotLeading`` is raised here once
+        those running have ended: the cycle stops as it would have one call at a time. Any
+        other error ends its own task only, logged as ``Controller._step`` logs a failed
+        step."""
         not_leading = threading.Event()
 
         def run(what: str, task: Callable[[], object]) -> None:
@@ -69,7 +71,8 @@ class Workers:
 
     def later(self, what: str, call: Callable[[], object]) -> None:
         """A call no task waits for (an Event: best effort, read back by nothing), queued
-        behind the tasks given so far and made before the cycle ends."""
+        behind the tasks given so far (an ``each`` gives its tasks one by one, as the
+        first run) and made before the cycle ends."""
 
         def run() -> None:
             if self._stop.is_set():
