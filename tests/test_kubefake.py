@@ -668,6 +668,34 @@ def test_injected_failures(fake: Fake) -> None:
     assert all(r.at <= time.time() for r in fake.requests)
 
 
+def test_injected_latency_delays_every_matching_request_and_counts_those_in_flight(
+    fake: Fake, core: kubernetes.client.CoreV1Api
+) -> None:
+    latency = fake.add_latency("/api/v1/namespaces/[^/]+/pods/.*", 0.5, method="GET")
+    ready = threading.Barrier(4)
+    took: list[float] = []
+
+    def read() -> None:
+        ready.wait()
+        started = time.monotonic()
+        core.read_namespaced_pod("train-gpu-1", NS)
+        took.append(time.monotonic() - started)
+
+    for _ in range(2):  # every time, not a number of times
+        threads = [threading.Thread(target=read) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(took) == 8 and min(took) >= 0.5
+    assert (latency.peak, latency.in_flight) == (4, 0)
+    started = time.monotonic()
+    core.list_node()  # another path
+    core.patch_namespaced_pod("train-gpu-1", NS, {"metadata": {"labels": {"a": "b"}}})
+    assert time.monotonic() - started < 0.5
+    assert (latency.peak, latency.in_flight) == (4, 0)
+
+
 # ---- the patch functions on their own ------------------------------------------------------
 def test_strategic_merge_keys_and_directives() -> None:
     pod = {

@@ -24,7 +24,7 @@ import trustme
 from webhook_support import CLUSTER_FILE, free_port, review, vary
 
 from scheduler.cli import CommandError
-from webhook.settings import ServeSettings
+from webhook.settings import ControllerSettings, ServeSettings
 
 APPORTION = [sys.executable, "-m", "scheduler"]
 
@@ -319,6 +319,8 @@ def _certs(tmp_path: Path) -> list[str]:
          {"env": "0", "flag": "90"}, ("-5", "soon", "nan"), False),
         ("--api-timeout-s", "APPORTION_API_TIMEOUT_S", "api_timeout_s", 5,
          {"env": "2.5"}, ("0", "-1", "soon", "inf"), True),
+        ("--api-concurrency", "APPORTION_API_CONCURRENCY", "api_concurrency", 16,
+         {"env": "1", "flag": "64"}, ("0", "-3", "2.5", "many", "129"), True),
     ],
 )  # fmt: skip
 def test_a_controller_setting_comes_from_its_flag_or_the_environment(
@@ -453,6 +455,14 @@ def test_the_api_timeout_must_be_shorter_than_the_lease(
         _serve_settings([*_certs(tmp_path), "--api-timeout-s", "15"], monkeypatch)
 
 
+@pytest.mark.parametrize("bad", [0, -1, 129, 2.5, "16", True])
+def test_the_api_concurrency_is_a_whole_number_of_calls_up_to_the_limit(bad: object) -> None:
+    # Built in code (tests, benchmarks), not from a flag: the settings say what is wrong.
+    with pytest.raises(ValueError, match=r"the API concurrency \(.*\) must be"):
+        ControllerSettings(api_concurrency=bad)  # type: ignore[arg-type]
+    assert ControllerSettings(api_concurrency=128).api_concurrency == 128
+
+
 def _queue(argv: list[str]) -> int:
     """``apportion queue`` run in-process, as the console script parses it."""
     import argparse
@@ -551,6 +561,24 @@ def test_queue_prints_the_repartitions_that_would_admit_waiting_pods() -> None:
     ]
 
 
+def _kubeconfig(tmp_path: Path, server: str) -> Path:
+    """A kubeconfig naming ``server``, with a token."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    return kubeconfig
+
+
 def test_a_call_to_a_silent_api_server_gives_up_after_one_timeout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -567,24 +595,7 @@ def test_a_call_to_a_silent_api_server_gives_up_after_one_timeout(
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # accepts connections, never answers
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "c",
-                        "cluster": {"server": f"http://127.0.0.1:{silent.getsockname()[1]}"},
-                    }
-                ],
-                "users": [{"name": "u", "user": {"token": "t"}}],
-                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "x",
-            }
-        )
-    )
+    kubeconfig = _kubeconfig(tmp_path, f"http://127.0.0.1:{silent.getsockname()[1]}")
     certs = _certs(tmp_path)
     argv = [*certs, "--kubeconfig", str(kubeconfig), "--api-timeout-s", "0.5"]
     settings = _serve_settings(argv, monkeypatch)
@@ -595,3 +606,19 @@ def test_a_call_to_a_silent_api_server_gives_up_after_one_timeout(
         api.read_lease("apportion-system", "apportion-controller")
     assert time.monotonic() - started < 1.5  # one attempt; with retries, four (2 s)
     silent.close()
+
+
+def test_the_api_client_keeps_a_connection_for_each_thread_that_may_call_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client's default pool keeps 5 connections per CPU (10 on 2 cores): the
+    # controller's workers beyond that would open and close a connection per call.
+    from webhook.controller import OWN_CONNECTIONS
+    from webhook.runtime import _kube_api
+
+    kubeconfig = _kubeconfig(tmp_path, "http://127.0.0.1:9")
+    argv = [*_certs(tmp_path), "--kubeconfig", str(kubeconfig), "--api-concurrency", "40"]
+    api = _kube_api(_serve_settings(argv, monkeypatch))
+    assert api is not None
+    pools = api.api_client.rest_client.pool_manager
+    assert pools.connection_pool_kw["maxsize"] == 40 + OWN_CONNECTIONS

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from kubefake import Fake, running_fake
+from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from webhook_support import answer, cpu_only_pod, free_host, mutated, review, vary
 
@@ -23,7 +25,7 @@ from scheduler.reasons import Outcome
 from webhook import keys
 from webhook.admission import Admission
 from webhook.cluster import LiveCluster
-from webhook.controller import Controller
+from webhook.controller import OWN_CONNECTIONS, Controller
 from webhook.kubeapi import UNANSWERED, KubeApi
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
@@ -1926,3 +1928,175 @@ def test_a_gang_victim_a_disruption_budget_lets_go_one_pod_at_a_time_is_counted_
         preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
         assert sorted(e["involvedObject"]["name"] for e in preempted) == ["low-g-0", "low-g-1"]
         assert _preemptions(controller) == 1
+
+
+# ---- a cycle's calls, many workloads' at once (webhook/workers.py) -------------------------
+
+CALLS = r"/api/v1/namespaces/gpu-team-a/.+"
+"""The calls a cycle's workers make: pod patches and Events."""
+
+
+def _team(gpus: int) -> Queue:
+    return Queue(
+        name="team-a", namespaces=("gpu-team-a",), quota={"H100-80GB": Quota(nominal=gpus)}
+    )
+
+
+@contextmanager
+def _watching(fake: Fake, concurrency: int, queue: Queue) -> Iterator[Controller]:
+    """A controller whose informers have listed the cluster, and no reconcile loop: the
+    test runs each cycle itself (``reconcile_once``). Its client keeps a connection per
+    thread that may call at once, as ``apportion serve``'s does."""
+    settings = replace(SETTINGS, api_concurrency=concurrency)
+    configuration = fake.configuration()
+    configuration.connection_pool_maxsize = concurrency + OWN_CONNECTIONS
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(ApiClient(configuration), settings.api_timeout_s)
+    controller = Controller(api, cluster, settings, Metrics(cluster))
+    cluster.replace_queues([queue])
+    threads = [threading.Thread(target=i.run, daemon=True) for i in controller.informers]
+    for thread in threads:
+        thread.start()
+    try:
+        eventually(controller.synced)
+        yield controller
+    finally:
+        controller.stop()
+        for thread in threads:
+            thread.join(5)
+
+
+def _spare_nodes(fake: Fake, count: int) -> None:
+    """``count`` more nodes of 8 free H100s, as gpu-node-a is."""
+    for i in range(count):
+        node = copy.deepcopy(fake.get("nodes", "gpu-node-a"))
+        node["metadata"] = {
+            "name": f"spare-{i}",
+            "labels": {**node["metadata"]["labels"], keys.NODE_HOSTNAME: f"spare-{i}"},
+        }
+        fake.put_node(node)
+
+
+def _ungates(body: Any) -> bool:
+    return any(op["path"].startswith("/spec/schedulingGates") for op in body)
+
+
+def test_controller_connections_beside_its_workers_are_counted(fake: Fake) -> None:
+    controller = _controller(fake)
+    # A watch per informer, the Lease's renewals and the reconcile thread's own calls.
+    assert len(controller.informers) + 2 == OWN_CONNECTIONS
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_cycle_admits_many_workloads_at_once_each_one_s_calls_in_their_order(
+    fake: Fake, concurrency: int
+) -> None:
+    """Was: one call after another, 5–20 ms each against a real API server, so a cycle
+    admitting 1,000 workloads spent 10–40 s in calls. Now up to ``api_concurrency``
+    workloads' calls overlap (1: one at a time), each workload's in their order: a gang's
+    placements all recorded before any gate is removed, each Event after what it tells."""
+    _spare_nodes(fake, 4)
+    solo = [f"w-{i:02}" for i in range(20)]
+    gang = [f"gang-{i}" for i in range(3)]
+    for name in solo:
+        _waiting_pod(fake, name)
+    for name in gang:
+        _waiting_pod(fake, name, workload="gpu-team-a/gang", gang=3)
+    latency = fake.add_latency(CALLS, 0.05)
+    with _watching(fake, concurrency, _team(40)) as controller:
+        controller.reconcile_once()
+        assert _released(fake, *solo, *gang)
+        if concurrency == 1:
+            assert latency.peak == 1
+        else:
+            assert 1 < latency.peak <= concurrency
+        log = fake.requests_to(CALLS)
+        sent = {
+            (r.method, r.body["involvedObject"]["name"] if r.method == "POST" else r.path): i
+            for i, r in enumerate(log)
+        }
+        of_gang = [r for r in log if r.method == "PATCH" and r.path.split("/")[-1] in gang]
+        assert [_ungates(r.body) for r in of_gang] == [False] * 3 + [True] * 3
+        for name in solo + gang:  # every Event made before the cycle ended
+            assert (
+                sent[("PATCH", f"/api/v1/namespaces/gpu-team-a/pods/{name}")] < sent[("POST", name)]
+            )
+        assert [reason for _, reason, _ in _events_of(fake, "gang-0")] == ["Admitted"]
+
+
+def test_a_worker_that_may_no_longer_lead_stops_the_cycle(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``NotLeading`` in one worker ends its workload there; the workloads not started
+    are not, those started end, and the cycle stops as one call at a time would have:
+    no reason written, no reservation held for what was not patched."""
+    _spare_nodes(fake, 2)
+    solo = [f"w-{i:02}" for i in range(12)]
+    for name in solo:
+        _waiting_pod(fake, name, priority=10)
+    _waiting_pod(fake, "beyond-quota", gpus=4)  # the room left in its queue is 2 GPUs
+    fake.add_latency(CALLS, 0.05)
+    asked = 0
+    lock = threading.Lock()
+
+    def lease_lost_at_the_third_call() -> None:
+        nonlocal asked
+        with lock:
+            asked += 1
+            if asked == 3:
+                raise NotLeading
+
+    with _watching(fake, 2, _team(14)) as controller:
+        monkeypatch.setattr(controller, "_before_acting", lease_lost_at_the_third_call)
+        with pytest.raises(NotLeading):
+            controller.reconcile_once()
+        patched = {r.path.split("/")[-1] for r in fake.requests_to(CALLS, "PATCH")}
+        # Two before the third call; at most one more, started by the other worker
+        # before the first learnt it no longer leads.
+        assert 2 <= len(patched) <= 3 and patched <= set(solo)
+        held = {
+            w.name.split("/")[-1]
+            for w in controller.cluster.snapshot().workloads
+            if w.placement is not None and w.name.startswith("gpu-team-a/w-")
+        }
+        assert held == patched
+        controller.reconcile_once()  # leading again: the rest, then the reason
+        assert _released(fake, *solo)
+        reason = _pod(fake, "beyond-quota")["metadata"]["annotations"][keys.ANNOTATION_REASON]
+        assert reason.startswith("QuotaExhausted: ")
+
+
+@pytest.mark.parametrize("failure", ["refused", "raised"])
+def test_a_workload_whose_calls_fail_keeps_no_other_waiting(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, failure: str
+) -> None:
+    """An API error (counted, logged) or any other error (logged with its traceback, as a
+    failed step is) ends its own workload's calls only."""
+    _spare_nodes(fake, 2)
+    solo = [f"w-{i:02}" for i in range(12)]
+    for name in solo:
+        _waiting_pod(fake, name)
+    fake.add_latency(CALLS, 0.02)
+    with _watching(fake, 4, _team(16)) as controller:
+        if failure == "refused":
+            fake.fail(r".*/pods/w-03", times=1000, status=500, method="PATCH")
+        else:
+            patch_pod = controller.api.patch_pod
+
+            def broken(namespace: str, name: str, patch: list[dict[str, Any]]) -> Any:
+                if name == "w-03":
+                    raise RuntimeError("a bug")
+                return patch_pod(namespace, name, patch)
+
+            monkeypatch.setattr(controller.api, "patch_pod", broken)
+        controller.reconcile_once()
+        assert _released(fake, *(n for n in solo if n != "w-03"))
+        assert _gates(_pod(fake, "w-03"))
+        if failure == "refused":
+            assert api_failures(controller) == {("patch", "500"): 1}
+        else:
+            (logged,) = [r for r in caplog.records if r.levelname == "ERROR"]
+            assert logged.getMessage() == (
+                "admitting gpu-team-a/w-03 failed; retrying on the next change or tick"
+            )
+            assert logged.exc_info is not None and "a bug" in str(logged.exc_info[1])

@@ -24,6 +24,7 @@ from scheduler.loading import SnapshotError
 from webhook.dcgm import PrometheusSettings
 from webhook.queuefile import QueueFileError, load_queue_file
 from webhook.settings import (
+    MAX_API_CONCURRENCY,
     AdmissionSettings,
     ControllerSettings,
     ServerSettings,
@@ -151,6 +152,13 @@ def serve_command(sub: Subparsers) -> None:
         "this many seconds (default 5) [APPORTION_API_TIMEOUT_S]",
     )
     add(
+        "--api-concurrency",
+        type=_api_concurrency,
+        default=_env("APPORTION_API_CONCURRENCY", "16"),
+        help="how many workloads' API calls a controller cycle makes at once, 1 = one at a "
+        "time (default 16) [APPORTION_API_CONCURRENCY]",
+    )
+    add(
         "--log-level",
         type=str.lower,
         choices=LOG_LEVELS,
@@ -219,6 +227,18 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _api_concurrency(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_API_CONCURRENCY:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: must be between 1 and {MAX_API_CONCURRENCY} calls at once"
+        )
+    return value
+
+
 def queue_command(sub: Subparsers) -> None:
     parser = sub.add_parser(
         "queue",
@@ -265,6 +285,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
             identity=_env("POD_NAME", f"apportion-{os.getpid()}") or "apportion",
             stuck_after_s=args.stuck_after_s,
             api_timeout_s=args.api_timeout_s,
+            api_concurrency=args.api_concurrency,
         )
     except ValueError as error:
         raise CommandError(f"--api-timeout-s: {error}") from None

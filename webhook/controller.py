@@ -13,7 +13,9 @@
    one whose place the webhook gave away since the decision waits for the next), then one
    JSONPatch per pod adding node affinity and removing the gate; preempt = the Eviction
    API plus an Event naming the reason and the beneficiary, which is nominated to the room
-   its victims free (``preempting.py``).
+   its victims free (``preempting.py``). A cycle admits many workloads at once, and then
+   writes many waiting pods' reasons at once (``workers.py``), each workload's own calls
+   in their order.
    Everything is recorded on the pods, so a restart rebuilds the same state from a list.
    Before each decision, the pods carrying Apportion's gate that it never decided
    (``strays.py``) are settled, with an Event: nothing else would ever remove that gate.
@@ -30,6 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from kubernetes.client import ApiException
@@ -73,8 +76,9 @@ from webhook.replacing import StuckReplacer
 from webhook.settings import AdmissionSettings, ControllerSettings
 from webhook.strays import StrayGates, may_be_stray
 from webhook.stuck import StuckWatch, StuckWorkload
+from webhook.workers import Task, Workers
 
-__all__ = ["Controller"]
+__all__ = ["OWN_CONNECTIONS", "Controller"]
 
 log = logging.getLogger("apportion.controller")
 
@@ -87,6 +91,11 @@ pods (the webhook wrote the others at creation)."""
 PLACE_TAKEN = "PlaceTaken"
 """The reason a workload waits whose admission no longer stood when the controller came to
 carry it out (``LiveCluster.reserve``): its place given to another since the decision."""
+
+OWN_CONNECTIONS = 7
+"""The API connections the controller holds at once beside its workers'
+(``api_concurrency``): a watch per informer (Nodes, Pods, Namespaces, Jobs, Queues), the
+Lease's renewals, and the reconcile thread's own calls (evictions, Queue status)."""
 
 REASON_REFRESH_S = 60.0
 """A waiting pod's reason whose numbers alone changed is written again at most this often.
@@ -178,6 +187,9 @@ class Controller:
         """Pods whose gate this controller removed, until the watch shows it gone."""
         self._reason_written: dict[tuple[str, str, str], float] = {}
         """When this controller last wrote each waiting pod's reason (``_explain``)."""
+        self._lock = threading.Lock()
+        """Guards ``_released`` and ``_reason_written``: a cycle's workers write them at
+        once, each its own workload's pods."""
         self.stuck_reviews = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -355,9 +367,14 @@ class Controller:
             raise NotLeading
 
     def reconcile_once(self) -> Decision | None:
-        """One global decision over the waiting workloads, and its actions."""
-        self._complete_admissions()
-        self._explain_undecided()
+        """One global decision over the waiting workloads, and its actions: many workloads'
+        at once (``workers.py``), those of each phase ended before the next starts."""
+        with Workers(self.settings.api_concurrency, self._stop) as workers:
+            return self._reconcile(workers)
+
+    def _reconcile(self, workers: Workers) -> Decision | None:
+        workers.each(self._complete_admissions(workers))
+        workers.each(self._explain_undecided(workers))
         snapshot = self.cluster.snapshot()
         if not any(w.placement is None for w in snapshot.workloads):
             self.cluster.set_last_decisions(())
@@ -384,15 +401,27 @@ class Controller:
             if (members := pods.get(verdict.workload, [])) and all(p.gated for p in members)
         ]
         # Admissions first: the reasons of what waits are thousands of patches on a large
-        # cluster, and no admission should wait behind them.
-        for verdict, members in undecided:
-            if verdict.outcome is Outcome.ADMIT:
-                self._admit(workloads[verdict.workload], verdict, members)
+        # cluster, and no admission should wait behind them (their Events, queued as they
+        # are answered, come before the reasons too).
+        workers.each(
+            (
+                f"admitting {verdict.workload}",
+                partial(self._admit, workers, workloads[verdict.workload], verdict, members),
+            )
+            for verdict, members in undecided
+            if verdict.outcome is Outcome.ADMIT
+        )
         present = {p.identity for group in pods.values() for p in group}
-        self._reason_written = {i: t for i, t in self._reason_written.items() if i in present}
-        for verdict, members in undecided:
-            if verdict.outcome is not Outcome.ADMIT:
-                self._explain(verdict.reason.value, verdict.message, members)
+        with self._lock:
+            self._reason_written = {i: t for i, t in self._reason_written.items() if i in present}
+        workers.each(
+            (
+                f"updating the reason on {verdict.workload}",
+                partial(self._explain, workers, verdict.reason.value, verdict.message, members),
+            )
+            for verdict, members in undecided
+            if verdict.outcome is not Outcome.ADMIT
+        )
         return decision
 
     def _as_lived(self, verdict: WorkloadDecision) -> WorkloadDecision:
@@ -452,7 +481,11 @@ class Controller:
         return {name: sorted(g.pods, key=lambda p: p.name) for name, g in groups.items()}
 
     def _admit(
-        self, workload: Workload, verdict: WorkloadDecision, members: list[ManagedPod]
+        self,
+        workers: Workers,
+        workload: Workload,
+        verdict: WorkloadDecision,
+        members: list[ManagedPod],
     ) -> None:
         """Reserve the admission in the live cluster, record it on the pods, then remove
         their gates.
@@ -479,7 +512,7 @@ class Controller:
         if refusal is not None:
             message = f"not admitted as decided: {refusal}; it is decided again in the next cycle"
             log.info("%s %s", verdict.workload, message, extra={"workload": verdict.workload})
-            self._explain(PLACE_TAKEN, message, members)
+            self._explain(workers, PLACE_TAKEN, message, members)
             return
         placed = list(zip(members, verdict.placement, strict=True))
         for i, (pod, placement) in enumerate(placed):
@@ -513,27 +546,47 @@ class Controller:
         self.cluster.admissions.record(workload.queue)
         log.info("admitted %s", verdict.workload, extra={"workload": verdict.workload})
         if len(members) == 1:
-            self._event(members[0].raw or {}, "Admitted", verdict.message)
+            self._tell(workers, members[0].raw or {}, "Admitted", verdict.message)
             return
         for pod, placement in placed:
-            self._release(pod, placement, verdict.message)
+            self._release(workers, pod, placement, verdict.message)
 
-    def _complete_admissions(self) -> None:
-        """Remove the gates of admitted gangs' members that still carry them (an admission
-        an API error or a restart cut short), where their recorded placements say."""
+    def _complete_admissions(self, workers: Workers) -> list[Task]:
+        """Per admitted gang whose members still carry gates (an admission an API error or
+        a restart cut short), a task removing them where their recorded placements say."""
         groups = self.cluster.groups()
-        # Released but not yet seen so by the watch: nothing to do again.
-        self._released &= {p.identity for g in groups.values() for p in g.pods if p.gated}
-        for group in groups.values():
-            for pod in group.pods if group.admitted else ():
-                if pod.gated and pod.placement is not None and pod.identity not in self._released:
-                    self._release(pod, pod.placement, "admitted where recorded earlier")
+        with self._lock:
+            # Released but not yet seen so by the watch: nothing to do again.
+            self._released &= {p.identity for g in groups.values() for p in g.pods if p.gated}
+            released = set(self._released)
+        tasks: list[Task] = []
+        for name, group in groups.items():
+            left = [
+                (pod, pod.placement)
+                for pod in (group.pods if group.admitted else ())
+                if pod.gated and pod.placement is not None and pod.identity not in released
+            ]
+            if left:
+                tasks.append(
+                    (
+                        f"completing the admission of {name}",
+                        partial(self._release_all, workers, left),
+                    )
+                )
+        return tasks
 
-    def _release(self, pod: ManagedPod, placement: PodPlacement, message: str) -> None:
+    def _release_all(self, workers: Workers, pods: list[tuple[ManagedPod, PodPlacement]]) -> None:
+        for pod, placement in pods:
+            self._release(workers, pod, placement, "admitted where recorded earlier")
+
+    def _release(
+        self, workers: Workers, pod: ManagedPod, placement: PodPlacement, message: str
+    ) -> None:
         raw = pod.raw or {}
         if self._patch(pod, admit_gated(raw, self._expressions(placement)), "releasing"):
-            self._released.add(pod.identity)
-            self._event(raw, "Admitted", message)
+            with self._lock:
+                self._released.add(pod.identity)
+            self._tell(workers, raw, "Admitted", message)
 
     def _patch(self, pod: ManagedPod, patch: list[Raw], doing: str) -> bool:
         """Apply ``patch`` to ``pod``; False (logged) if the API refused or failed."""
@@ -564,7 +617,7 @@ class Controller:
             return [{"key": keys.NODE_HOSTNAME, "operator": "In", "values": [placement.node]}]
         return node_expressions([node])
 
-    def _explain_undecided(self) -> None:
+    def _explain_undecided(self, workers: Workers) -> list[Task]:
         """Workloads no decision names say why on their pods, as the queue view shows it
         (``queueview.waiting_reason``), or these would keep an older reason: gangs whose
         members ask differently (``gangs.mixed``), a queue gone or no longer taking them,
@@ -572,15 +625,24 @@ class Controller:
         Event too: a pod copied from a running one in its namespace waits so for as long
         as that runs."""
         groups, queues = self.cluster.groups_and_queues()
-        for group in groups.values():
+        tasks: list[Task] = []
+        for name, group in groups.items():
             if group.admitted:
                 continue
             reason, message = waiting_reason(group, queues)
             if reason in _UNDECIDED:
-                self._explain(reason, message, group.pods, tell=reason == GANG_RUNNING)
+                tell = reason == GANG_RUNNING
+                explain = partial(self._explain, workers, reason, message, group.pods, tell=tell)
+                tasks.append((f"updating the reason on {name}", explain))
+        return tasks
 
     def _explain(
-        self, reason: str, message: str, members: list[ManagedPod], tell: bool = False
+        self,
+        workers: Workers,
+        reason: str,
+        message: str,
+        members: list[ManagedPod],
+        tell: bool = False,
     ) -> None:
         """Keep the waiting pods' reason annotation current: at once where the reason
         changes, but where only its numbers do (queue usage, room left: on a busy cluster
@@ -598,16 +660,18 @@ class Controller:
             told = not tell or annotations.get(keys.ANNOTATION_TOLD) == uid
             current = str(annotations.get(keys.ANNOTATION_REASON))
             same_reason = told and current.startswith(f"{reason}: ")
-            written = self._reason_written.get(pod.identity)
+            with self._lock:
+                written = self._reason_written.get(pod.identity)
             if (told and current == text) or (
                 same_reason and written is not None and now - written < REASON_REFRESH_S
             ):
                 continue
             if not self._set_reason(pod, text, told_uid=uid if tell else None):
                 continue
-            self._reason_written[pod.identity] = now
+            with self._lock:
+                self._reason_written[pod.identity] = now
             if tell and not same_reason:
-                self._event(raw, reason, message)
+                self._tell(workers, raw, reason, message)
 
     def _set_reason(self, pod: ManagedPod, text: str, told_uid: str | None = None) -> bool:
         """Write the pod's reason annotation (and ``told_uid``: that the pod is told it);
@@ -624,6 +688,13 @@ class Controller:
         found = self.replacer.review(dict(self._node_problems))
         self.stuck_reviews += 1
         return found
+
+    def _tell(self, workers: Workers, pod: Raw, reason: str, message: str) -> None:
+        """An Event on an admitted or waiting pod, left to the cycle's workers
+        (``Workers.later``): best effort, and read back by nothing, so no admission waits
+        for one. Asked once the call it tells of was answered, it is made after it."""
+        name = (pod.get("metadata") or {}).get("name")
+        workers.later(f"the event {reason} on {name}", partial(self._event, pod, reason, message))
 
     def _event(self, pod: Raw, reason: str, message: str, event_type: str = "Normal") -> None:
         try:

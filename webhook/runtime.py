@@ -18,7 +18,7 @@ from scheduler.defaults import default_snapshot
 from scheduler.model import Queue
 from webhook.admission import Admission
 from webhook.cluster import LiveCluster
-from webhook.controller import Controller
+from webhook.controller import OWN_CONNECTIONS, Controller
 from webhook.dcgm import DcgmReader
 from webhook.kubeapi import KubeApi
 from webhook.metrics import Metrics
@@ -78,6 +78,10 @@ def _kube_api(settings: ServeSettings) -> KubeApi | None:
     # call three times, each with the whole timeout, so an answer could come long after the
     # leader's deadline. A failed call is retried by the next cycle or the informer's backoff.
     configuration.retries = False
+    # A connection kept open for each thread that may call at once: beyond the client's
+    # default pool (5 per CPU), urllib3 opens and closes a connection per call, and warns
+    # "Connection pool is full" each time.
+    configuration.connection_pool_maxsize = settings.controller.api_concurrency + OWN_CONNECTIONS
     return KubeApi(client.ApiClient(configuration), settings.controller.api_timeout_s)
 
 

@@ -1,6 +1,6 @@
 """An in-process fake kube-apiserver speaking the recorded v1.36 shapes (tests/README.md)."""
 
-from .fake import RECORDINGS, Failure, Fake, RequestRecord, running_fake
+from .fake import RECORDINGS, Failure, Fake, Latency, RequestRecord, running_fake
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .podrules import SPEC_FORBIDDEN, pod_update_errors
 from .status import ApiError
@@ -12,6 +12,7 @@ __all__ = [
     "ApiError",
     "Failure",
     "Fake",
+    "Latency",
     "PatchError",
     "RequestRecord",
     "ResourceType",

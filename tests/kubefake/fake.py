@@ -26,7 +26,7 @@ from .patch import json_patch, merge_patch, strategic_merge_patch
 from .server import Bookmark, make_app
 from .store import ResourceType, Store, Watcher, now
 
-__all__ = ["RECORDINGS", "Failure", "Fake", "RequestRecord", "running_fake"]
+__all__ = ["RECORDINGS", "Failure", "Fake", "Latency", "RequestRecord", "running_fake"]
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "fixtures" / "objects"
 
@@ -66,9 +66,29 @@ class Failure:
     delay_s: float = 1.0
 
     def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method) and bool(
-            re.fullmatch(self.path, path)
-        )
+        return _matches(self.method, self.path, method, path)
+
+
+@dataclass
+class Latency:
+    """Every request matching `method` and the `path` regex waits `delay_s` before it is
+    carried out, as over a real API server's round trip (5–20 ms), and is counted while in
+    flight: from its arrival until it is answered (a watch: until its stream ends), so a
+    test can see how many calls a client makes at once (`peak`)."""
+
+    path: str
+    delay_s: float
+    method: str | None = None
+    in_flight: int = 0
+    peak: int = 0
+    """The most matching requests in flight at once so far."""
+
+    def matches(self, method: str, path: str) -> bool:
+        return _matches(self.method, self.path, method, path)
+
+
+def _matches(wanted_method: str | None, pattern: str, method: str, path: str) -> bool:
+    return (wanted_method is None or wanted_method == method) and bool(re.fullmatch(pattern, path))
 
 
 class Fake:
@@ -86,6 +106,7 @@ class Fake:
         self.gone_as_http = gone_as_http
         self.requests: list[RequestRecord] = []
         self.failures: list[Failure] = []
+        self.latencies: list[Latency] = []
         self.evictions: list[dict] = []
         self.open_watches: set[Watcher] = set()
         self.stopping = False
@@ -218,6 +239,18 @@ class Fake:
         with self._lock:
             self.failures.append(failure)
         return failure
+
+    def add_latency(self, path: str, delay_s: float, *, method: str | None = None) -> Latency:
+        """Delay every request whose path fully matches regex `path` by `delay_s` from now
+        on (unlike a "slow" failure, not a number of times), and count those in flight."""
+        latency = Latency(path, delay_s, method)
+        with self._lock:
+            self.latencies.append(latency)
+        return latency
+
+    def latencies_for(self, method: str, path: str) -> list[Latency]:
+        with self._lock:
+            return [latency for latency in self.latencies if latency.matches(method, path)]
 
     def requests_to(self, path: str, method: str | None = None) -> list[RequestRecord]:
         with self._lock:

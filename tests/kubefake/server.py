@@ -104,34 +104,17 @@ def make_app(fake: Fake) -> web.Application:
         failure = fake.record_request(
             request.method, request.path, dict(request.query), content_type, body
         )
-        if failure == "drop":
-            assert request.transport is not None
-            request.transport.abort()
-            raise asyncio.CancelledError
-        if failure == "stall":  # until the client gives up and hangs up, or the fake stops
-            while not fake.stopping:
-                await asyncio.sleep(0.05)
-            assert request.transport is not None
-            request.transport.abort()
-            raise asyncio.CancelledError
-        if isinstance(failure, dict):
-            return _json(failure, failure["code"])
-        if isinstance(failure, float):
-            await asyncio.sleep(failure)
+        latencies = fake.latencies_for(request.method, request.path)
+        for latency in latencies:  # counted on the server's one loop: no lock needed
+            latency.in_flight += 1
+            latency.peak = max(latency.peak, latency.in_flight)
         try:
-            answer = await handler(request)
-        except st.ApiError as error:
-            answer = web.Response(
-                status=error.code,
-                text=_dumps(error.body),
-                content_type="application/json",
-                headers=error.headers,
-            )
-        if failure == "lost":  # carried out; the client never hears of it
-            assert request.transport is not None
-            request.transport.abort()
-            raise asyncio.CancelledError
-        return answer
+            if latencies:
+                await asyncio.sleep(max(latency.delay_s for latency in latencies))
+            return await _answer(fake, request, handler, failure)
+        finally:
+            for latency in latencies:
+                latency.in_flight -= 1
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         target = parse_path(fake, request.path)
@@ -158,6 +141,40 @@ def make_app(fake: Fake) -> web.Application:
     app = web.Application(middlewares=[record_and_inject], client_max_size=8 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app
+
+
+async def _answer(
+    fake: Fake, request: web.Request, handler: Any, failure: dict | str | float | None
+) -> web.StreamResponse:
+    """The handler's answer, or the injected failure instead of it (`Fake.fail`)."""
+    if failure == "drop":
+        assert request.transport is not None
+        request.transport.abort()
+        raise asyncio.CancelledError
+    if failure == "stall":  # until the client gives up and hangs up, or the fake stops
+        while not fake.stopping:
+            await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.abort()
+        raise asyncio.CancelledError
+    if isinstance(failure, dict):
+        return _json(failure, failure["code"])
+    if isinstance(failure, float):
+        await asyncio.sleep(failure)
+    try:
+        answer = await handler(request)
+    except st.ApiError as error:
+        answer = web.Response(
+            status=error.code,
+            text=_dumps(error.body),
+            content_type="application/json",
+            headers=error.headers,
+        )
+    if failure == "lost":  # carried out; the client never hears of it
+        assert request.transport is not None
+        request.transport.abort()
+        raise asyncio.CancelledError
+    return answer
 
 
 def _list(fake: Fake, request: web.Request, target: Target) -> web.Response:
