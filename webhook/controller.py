@@ -376,6 +376,7 @@ class Controller:
         workers.each(self._complete_admissions(workers))
         workers.each(self._explain_undecided(workers))
         snapshot = self.cluster.snapshot()
+        self.strays.tell_made()
         if not any(w.placement is None for w in snapshot.workloads):
             self.cluster.set_last_decisions(())
             self._report_queue_status(snapshot, None)

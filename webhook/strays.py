@@ -176,6 +176,13 @@ class StrayGates:
             elif policy is not None:  # opted in: Apportion's to decide
                 self._adopt(raw, identity)
 
+    def tell_made(self) -> None:
+        """Count and tell now the unanswered releases and adoptions the watch showed made:
+        a cycle calls it once its snapshot is taken, before it admits a pod adopted so, whose
+        Adopted Event must come before its Admitted one (the watch notes a pod here before
+        the cache has it)."""
+        self._judge_unanswered({raw_identity(raw) for raw in self.cluster.strays()})
+
     def _judge_unanswered(self, present: set[Identity]) -> None:
         """Count and tell the unanswered releases and adoptions the watch showed made; forget
         those of pods it showed deleted first, or no longer strays otherwise."""
