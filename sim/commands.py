@@ -13,7 +13,6 @@ import collections
 import math
 import re
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from sim.gavel import on_cluster as gavel_on_cluster
 from sim.outfiles import make_out, write_whole
 from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.pool import MAX_WORKERS, WORKERS_WHY, default_workers
+from sim.progress import ProgressLine
 from sim.trace import FORMATS, TraceError, load_trace
 
 __all__ = [
@@ -195,49 +195,36 @@ def _seeds(text: str) -> list[int]:
 
 
 class _Bar:
-    """Progress on stderr: a line per finished run, and one line redrawn at most ten times a
-    second for the runs under way (a bar for one, percentages for several)."""
+    """Progress on stderr: a line per finished run, and one line for the runs under way (a
+    bar for one, percentages for several), at the pace a terminal or a log wants
+    (``ProgressLine``)."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.last = 0.0
         self.running: dict[str, float] = {}
-        self.width = 0
-        """Characters of the redrawn line now on the terminal (0: none)."""
+        self.line = ProgressLine()
 
     def end_line(self) -> None:
         """End a drawn line, so what is printed next (a stop) has a line of its own, and
         draw nothing more (workers' last reports may still arrive)."""
         self.quiet = True
-        if self.width:
-            sys.stderr.write("\n")
-            self.width = 0
+        self.line.end()
 
     def __call__(self, label: str, fraction: float) -> None:
         if self.quiet:
             return
-        now = time.monotonic()
         if fraction >= 1.0:
             self.running.pop(label, None)
-            self._draw(f"{label:24.24s} [{'#' * 30}] 100%")
-            sys.stderr.write("\n")
-            self.width = 0
+            self.line.draw(f"{label:24.24s} [{'#' * 30}] 100%", now=True)
+            self.line.end()
         else:
             self.running[label] = fraction
-            if now - self.last < 0.1:
-                return
-        self.last = now
         if len(self.running) == 1:
             ((label, fraction),) = self.running.items()
             filled = int(30 * fraction)
-            self._draw(f"{label:24.24s} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}")
+            self.line.draw(f"{label:24.24s} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}")
         elif self.running:
-            self._draw("  ".join(f"{k} {f:4.0%}" for k, f in sorted(self.running.items())))
-        sys.stderr.flush()
-
-    def _draw(self, text: str) -> None:
-        sys.stderr.write(f"\r{text}{' ' * max(0, self.width - len(text))}")
-        self.width = len(text)
+            self.line.draw("  ".join(f"{k} {f:4.0%}" for k, f in sorted(self.running.items())))
 
 
 def _say_counts(title: str, counts: dict[str, int]) -> None:

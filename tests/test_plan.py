@@ -3,6 +3,7 @@ out by hand, monotonicity in the demand, and shard + merge."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
@@ -551,26 +552,51 @@ def test_each_simulation_tells_how_far_it_is() -> None:
             assert shares[0] < 1.0 and shares[-1] == 1.0, (workers, key, shares)
 
 
-def test_the_progress_line_shows_the_simulations_under_way(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_the_progress_line_shows_the_simulations_under_way() -> None:
     from sim.plan.commands import _Progress
+    from sim.progress import ProgressLine
 
+    clock = [0.0]
     progress = _Progress(False, "candidates")
+    stream = io.StringIO()
+    progress.line = ProgressLine(stream, terminal=True, clock=lambda: clock[0])
     progress(0, 4)
-    progress.under_way("a", 0.35)
-    progress.under_way("b", 0.8)
-    progress.under_way("a", 1.0)
-    progress(1, 4)
+    for label, fraction in (("a", 0.35), ("b", 0.8), ("a", 1.0)):
+        clock[0] += 1.0
+        progress.under_way(label, fraction)
+    progress.under_way("b", 0.9)  # within a tenth of a second of the last: not drawn
+    progress(1, 4)  # the count moved: drawn at once
     progress.end()
     progress.under_way("c", 0.1)  # a simulation looked ahead, until the search stops it
-    drawn = [line.rstrip() for line in capsys.readouterr().err.split("\r") if line]
+    drawn = [line.rstrip() for line in stream.getvalue().split("\r") if line]
     assert drawn == [
         "simulated 0/4 candidates (0 s)",
         "simulated 0/4 candidates (0 s); under way: 35%",
         "simulated 0/4 candidates (0 s); under way: 35%, 80%",
         "simulated 0/4 candidates (0 s); under way: 80%",
-        "simulated 1/4 candidates (0 s); under way: 80%",
+        "simulated 1/4 candidates (0 s); under way: 90%",
+    ]
+
+
+def test_progress_in_a_log_is_a_line_every_half_minute_and_at_each_count() -> None:
+    # Was: in a Job's log, every redraw (each worker report, several a second) went on
+    # one endless line of carriage returns.
+    from sim.progress import LOG_EVERY_S, ProgressLine
+
+    clock = [0.0]
+    stream = io.StringIO()
+    line = ProgressLine(stream, terminal=False, clock=lambda: clock[0])
+    line.draw("0/4, under way: 1%")
+    for second in range(1, 70):
+        clock[0] = float(second)
+        line.draw(f"0/4, under way: {second}%")
+    line.draw("1/4", now=True)
+    line.end()
+    assert stream.getvalue().splitlines() == [
+        "0/4, under way: 1%",
+        f"0/4, under way: {int(LOG_EVERY_S)}%",
+        f"0/4, under way: {int(2 * LOG_EVERY_S)}%",
+        "1/4",
     ]
 
 

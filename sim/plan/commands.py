@@ -61,6 +61,7 @@ from sim.plan.slo import Slo, SloError, check_queues, parse_slo
 from sim.plan.verdict import verdict
 from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.pool import MAX_WORKERS, WORKERS_WHY, default_workers
+from sim.progress import ProgressLine
 from sim.trace import NeedsThroughputs, TraceError, load_trace
 
 __all__ = ["plan_command"]
@@ -388,10 +389,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 class _Progress:
-    """'simulated 4/24 candidates (7 s)' on one stderr line, redrawn as batches end and, with
-    how far each simulation running is ('; under way: 35%, 80%'), as their workers report:
-    one simulation of a long or grown demand takes minutes, and the count alone stood
-    still for all of them."""
+    """'simulated 4/24 candidates (7 s)' on one stderr line, drawn again as batches end and,
+    with how far each simulation running is ('; under way: 35%, 80%'), as their workers
+    report, at the pace a terminal or a log wants (``ProgressLine``): one simulation of a
+    long or grown demand takes minutes, and the count alone stood still for all of them."""
 
     def __init__(self, quiet: bool, what: str) -> None:
         self.quiet = quiet
@@ -399,15 +400,14 @@ class _Progress:
         self.started = time.perf_counter()
         self.done = (0, 0)
         self.running: dict[str, float] = {}
-        self.width = 0
-        """Characters of the line now on the terminal (0: none)."""
+        self.line = ProgressLine()
         self.lock = threading.Lock()
         """Workers' reports arrive on a thread of their own."""
 
     def __call__(self, done: int, total: int) -> None:
         with self.lock:
             self.done = (done, total)
-            self._draw()
+            self._draw(now=True)
 
     def under_way(self, label: str, fraction: float) -> None:
         """A simulation's share done, from its worker (1.0: it ended)."""
@@ -416,9 +416,9 @@ class _Progress:
                 self.running.pop(label, None)
             else:
                 self.running[label] = fraction
-            self._draw()
+            self._draw(now=False)
 
-    def _draw(self) -> None:
+    def _draw(self, now: bool) -> None:
         if self.quiet:
             return
         done, total = self.done
@@ -426,18 +426,14 @@ class _Progress:
         text = f"simulated {done}/{total} {self.what} ({seconds:.0f} s)"
         if self.running:
             text += "; under way: " + ", ".join(f"{f:.0%}" for f in self.running.values())
-        sys.stderr.write(f"\r{text}{' ' * max(0, self.width - len(text))}")
-        sys.stderr.flush()
-        self.width = len(text)
+        self.line.draw(text, now=now)
 
     def end(self) -> None:
         """Finish the line (before a result, or Ctrl-C's message), and draw no more: a
         simulation looked ahead may still report until the search stops it."""
         with self.lock:
             self.quiet = True
-            if self.width:
-                sys.stderr.write("\n")
-                self.width = 0
+            self.line.end()
 
 
 def _journal(args: argparse.Namespace, fingerprint: str, shard: tuple[int, int]) -> Journal | None:
