@@ -591,10 +591,7 @@ class Controller:
 
     def _patch(self, pod: ManagedPod, patch: list[Raw], doing: str) -> bool:
         """Apply ``patch`` to ``pod``; False (logged) if the API refused or failed."""
-        return self._patch_pod(pod.namespace, pod.name, patch, doing)
-
-    def _patch_pod(self, namespace: str, name: str, patch: list[Raw], doing: str) -> bool:
-        return self._patch_answered(namespace, name, patch, doing) is True
+        return self._patch_answered(pod.namespace, pod.name, patch, doing) is True
 
     def _patch_answered(
         self, namespace: str, name: str, patch: list[Raw], doing: str
