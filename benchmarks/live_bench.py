@@ -18,6 +18,8 @@ gated). Per operation:
            released pod as the watch brings it, then the webhook's next answer
   finish   a running one-pod workload's pod deleted (it ended), then the webhook's next
            answer
+  host     a CPU-only pod landing on a GPU node (a data loader), the webhook's next
+           answer, the pod leaving and the next answer again
   members  a gang's members, as validating a gang pod asks them
   during   a pod created while another thread takes the controller's snapshot over and
            over (its p99, not its median: what the lock makes reviews wait for)
@@ -32,6 +34,7 @@ The last line is one JSON object with the medians at ``--pods`` in ms and the ra
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -51,6 +54,7 @@ from scheduler.incremental import IncrementalAllocator
 from scheduler.model import Demand, Workload
 from scheduler.reasons import Outcome
 from webhook.cluster import LiveCluster
+from webhook.hostpods import HostPod
 from webhook.pods import ManagedPod
 
 NAMESPACE = "bench"
@@ -206,6 +210,17 @@ def run(instance: instances.Instance, total: int, ops: int) -> dict[str, float]:
         cluster.admit_now(next(after), reserve=False)
 
     finished = timed_each(ending, finish)
+    gpu_nodes = itertools.cycle(n.name for n in instance.snapshot.nodes if n.gpus)
+    answers = iter(arrivals(instance, 2 * ops, "host"))
+
+    def host(w: Workload) -> None:
+        loader = HostPod(NAMESPACE, w.name.split("/")[1], next(gpu_nodes), 2000, 8192)
+        cluster.put_host_pod(loader)
+        cluster.admit_now(next(answers), reserve=False)
+        cluster.remove_pod(NAMESPACE, loader.name)
+        cluster.admit_now(next(answers), reserve=False)
+
+    hosted = timed_each(arrivals(instance, ops, "loader"), host)
     gangs = [w for w in managed(instance) if w.pods > 1][:ops]
 
     def members_of(w: Workload) -> None:
@@ -233,6 +248,7 @@ def run(instance: instances.Instance, total: int, ops: int) -> dict[str, float]:
         "wait_ms": statistics.median(waited),
         "admit_ms": statistics.median(admitted),
         "finish_ms": statistics.median(finished),
+        "host_ms": statistics.median(hosted),
         "members_ms": statistics.median(members),
         "during_p99_ms": during[min(len(during) - 1, math.ceil(0.99 * len(during)) - 1)],
     }
@@ -241,6 +257,7 @@ def run(instance: instances.Instance, total: int, ops: int) -> dict[str, float]:
         f"wait {figures['wait_ms']:8.3f} ms   "
         f"admit {figures['admit_ms']:8.3f} ms ({len(admitted)} admitted)   "
         f"finish {figures['finish_ms']:8.3f} ms   "
+        f"host {figures['host_ms']:8.3f} ms   "
         f"members {figures['members_ms']:8.3f} ms   "
         f"create while the controller snapshots: p99 {figures['during_p99_ms']:8.3f} ms"
     )
@@ -258,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     base = run(instance, running + 500, args.ops)
     large = run(instance, args.pods, args.ops)
     ratios: dict[str, float] = {}
-    for key in ("create_ms", "wait_ms", "admit_ms", "finish_ms", "members_ms"):
+    for key in ("create_ms", "wait_ms", "admit_ms", "finish_ms", "host_ms", "members_ms"):
         ratio = ratios[key.removesuffix("_ms") + "_ratio"] = round(large[key] / base[key], 2)
         ok = "PASS" if large[key] <= TARGET_MS else "MISS"
         print(

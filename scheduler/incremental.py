@@ -92,6 +92,16 @@ class IncrementalAllocator:
         c = self._compiled
         self._running[workload.name] = charge_running(workload, c.catalog, c.state, c.book)
 
+    def hold_outside(self, node: str, cpu_milli: int, memory_mib: int) -> bool:
+        """Pods outside the workloads now hold that much more of ``node`` (less when
+        negative), as ``Node.cpu_held_milli`` would say after a rebuild: a CPU-only pod came
+        to a GPU node or left it. False if the node is not in this allocator's snapshot."""
+        n = self._compiled.state.node_index.get(node)
+        if n is None:
+            return False
+        self._compiled.state.hold_outside(n, cpu_milli, memory_mib)
+        return True
+
     def release(self, name: str) -> bool:
         """Give back what a workload holds (admitted here, or running in the snapshot);
         False if this allocator does not know it."""

@@ -69,6 +69,9 @@ class ClusterState:
         self.node_cpu: list[int] = []
         self.node_mem: list[int] = []
         """Allocatable CPU milli and memory MiB per node (``UNTRACKED`` when not reported)."""
+        self.held_cpu: list[int] = []
+        self.held_mem: list[int] = []
+        """Per node: what pods outside the workloads hold of it (``Node.cpu_held_milli``)."""
         self.gpu_node: list[int] = []
         self.gpu_index: list[int] = []
         self.gpu_model: list[str] = []
@@ -126,6 +129,8 @@ class ClusterState:
             # Held by pods outside the workloads: not free, still the node's (never_hosts).
             held_cpu = 0 if node.cpu_milli is None else node.cpu_held_milli
             held_mem = 0 if node.memory_mib is None else node.memory_held_mib
+            self.held_cpu.append(held_cpu)
+            self.held_mem.append(held_mem)
             self.free_cpu.append(max(0, self.node_cpu[n] - held_cpu))
             self.free_mem.append(max(0, self.node_mem[n] - held_mem))
             gpus_here: dict[int, int] = {}
@@ -557,6 +562,22 @@ class ClusterState:
         if slot is None:
             return None
         return (0, 0), PodAlloc(slot[0], (slot[1],), mig_start=slot[2])
+
+    def hold_outside(self, n: int, cpu: int, mem: int) -> None:
+        """Pods outside the workloads hold ``cpu`` milli and ``mem`` MiB more of node ``n``
+        (less when negative): a CPU-only pod landed on a GPU node, or left it. Its free CPU
+        and memory move as compiling the changed node would set them, with what the
+        workloads hold still taken; a node that does not report them is left alone."""
+        if self.node_cpu[n] != UNTRACKED and cpu:
+            cap, old, new = self.node_cpu[n], self.held_cpu[n], self.held_cpu[n] + cpu
+            self.free_cpu[n] += max(0, cap - new) - max(0, cap - old)
+            self.held_cpu[n] = new
+        if self.node_mem[n] != UNTRACKED and mem:
+            cap, old, new = self.node_mem[n], self.held_mem[n], self.held_mem[n] + mem
+            self.free_mem[n] += max(0, cap - new) - max(0, cap - old)
+            self.held_mem[n] = new
+        if self.scorer is not None:
+            self.scorer.touch(n)
 
     # ------------------------------------------------------------ take/release
     def _set_milli(self, g: int, new: int) -> None:

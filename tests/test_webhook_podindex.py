@@ -395,7 +395,12 @@ def _a_step(draw: st.DrawFn, cluster: LiveCluster) -> str:
             cluster.admit_now(ask, reserve=reserve)
             return f"admit {ask} reserve={reserve}"
     elif kind == "host":
-        cluster.put_host_pod(HostPod(NAMESPACE, name, "gpu-node-a", 1000, 1024))
+        # Two of the larger hold more than the node's 96 CPU: what is free stays at 0.
+        node = draw(st.sampled_from(["gpu-node-a", "mig-node-c"]))
+        cpu = draw(st.sampled_from([1000, 60_000]))
+        host = HostPod(NAMESPACE, name, node, cpu, draw(st.sampled_from([1024, 700_000])))
+        cluster.put_host_pod(host)
+        return f"host {host}"
     elif kind == "leave":  # standalone; d-0 a pod of d never seen
         name = draw(st.sampled_from(["b-0", "d-0"]))
         grace = draw(st.sampled_from([0, 30]))

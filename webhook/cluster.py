@@ -47,7 +47,7 @@ from scheduler.reasons import Outcome, Reason
 from scheduler.state import PlacementError
 from scheduler.telemetry.report import TelemetryReport
 from webhook import keys
-from webhook.hostpods import HostPod, HostPods
+from webhook.hostpods import HostPod, HostPods, Moved
 from webhook.jobs import JobIndex
 from webhook.kubeobjects import NodeLedger
 from webhook.observed import (
@@ -307,8 +307,7 @@ class LiveCluster:
         with self._lock:
             self._observing = True
             key = (pod.namespace, pod.name)
-            if self._tracked(self.host_pods.remove(key)):
-                self._changed()
+            self._follow_host(self.host_pods.remove(key))
             before = self._index.get(key)
             if before is not None and _capacity_view(before) == _capacity_view(pod):
                 self._index.put(pod)
@@ -334,16 +333,18 @@ class LiveCluster:
                 self.generation += 1
 
     def put_host_pod(self, pod: HostPod) -> None:
-        """A bound pod that asks no GPU: what it requests leaves its node's allocatable.
+        """A bound pod that asks no GPU: what it requests is held on its node.
 
         Only a change to a tracked node's sums (a pod landing on or leaving a GPU node, or
-        its requests resized) rebuilds the incremental allocator, lazily at its next use;
-        status updates and pods on CPU-only nodes cost a dict lookup.
+        its requests resized) changes the incremental allocator, in place; status updates
+        and pods on CPU-only nodes cost a dict lookup.
         """
         with self._lock:
-            changed = self._index.pop(pod.key) is not None
-            if self._tracked(self.host_pods.put(pod)) or changed:
-                self._changed()
+            moved = self.host_pods.put(pod)
+            if self._index.pop(pod.key) is not None:
+                self._changed()  # a GPU pod's key, now a host pod's: what it held goes
+            else:
+                self._follow_host(moved)
 
     def remove_pod(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -351,21 +352,21 @@ class LiveCluster:
             pod = self._index.get(key)
             held = () if pod is None else self._held({pod.workload})
             self._index.pop(key)
-            changed = self._tracked(self.host_pods.remove(key))
-            if pod is not None:
-                # An admission not yet seen whole ends here: its pod is gone, not late.
-                ended = self._intents.pop(pod.workload, None) is not None
-                # A gang's replacements admitted but not yet seen end with their pods, or
-                # with the gang's last running member: what the allocator holds for them too.
-                replacements = replacements_of(pod.workload)
-                standing = replacements in self._intents
-                self._retire_if_observed(replacements)
-                ended |= standing and replacements not in self._intents
-                after = self._held({pod.workload})
-                changed |= ended or pod.foreign or not self._gave_back(held, after)
-            if changed:
+            self._follow_host(self.host_pods.remove(key))
+            if pod is None:
+                return
+            # An admission not yet seen whole ends here: its pod is gone, not late.
+            ended = self._intents.pop(pod.workload, None) is not None
+            # A gang's replacements admitted but not yet seen end with their pods, or with
+            # the gang's last running member: what the allocator holds for them too.
+            replacements = replacements_of(pod.workload)
+            standing = replacements in self._intents
+            self._retire_if_observed(replacements)
+            ended |= standing and replacements not in self._intents
+            after = self._held({pod.workload})
+            if ended or pod.foreign or not self._gave_back(held, after):
                 self._changed()
-            elif pod is not None:
+            else:
                 self.generation += 1
 
     def pod_leaving(
@@ -416,8 +417,20 @@ class LiveCluster:
         with self._lock:
             return list(self._strays.values())
 
-    def _tracked(self, nodes: set[str]) -> bool:
-        return any(n in self.nodes for n in nodes)
+    def _follow_host(self, moved: Moved) -> None:
+        """What host pods hold on tracked nodes moved: the live allocator follows in place,
+        as a rebuild (a walk over every pod, 0.2 s at 20,000) would have it, and the
+        controller sees a change. CPU-only pods come and go on GPU nodes all the time."""
+        tracked = {node: held for node, held in moved.items() if node in self.nodes}
+        if not tracked:
+            return
+        allocator = self._allocator
+        if allocator is None or all(
+            allocator.hold_outside(node, *held) for node, held in tracked.items()
+        ):
+            self.generation += 1
+        else:
+            self._changed()
 
     # -- queries -------------------------------------------------------------------------
 

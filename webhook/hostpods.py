@@ -74,12 +74,16 @@ def host_pod_of(pod: dict[str, Any]) -> HostPod | None:
     )
 
 
+Moved = dict[str, tuple[int, int]]
+"""Per node whose sums changed: by how much (CPU milli, memory MiB; negative when less)."""
+
+
 class HostPods:
     """The host pods by key, and their CPU and memory summed per node.
 
-    ``put``, ``remove`` and ``replace`` return the nodes whose sums changed, so the caller
-    rebuilds what depends on capacity only when a tracked node's changed: status-only
-    updates (most pod events) and pods on CPU-only nodes change nothing.
+    ``put``, ``remove`` and ``replace`` return how the sums moved, per node whose sums
+    changed, so the caller follows only a tracked node's change: status-only updates
+    (most pod events) and pods on CPU-only nodes change nothing.
     """
 
     def __init__(self) -> None:
@@ -89,31 +93,34 @@ class HostPods:
     def __len__(self) -> int:
         return len(self._pods)
 
-    def put(self, pod: HostPod) -> set[str]:
+    def put(self, pod: HostPod) -> Moved:
         before = self._pods.get(pod.key)
         if before == pod:
-            return set()
+            return {}
         self._pods[pod.key] = pod
+        moved: Moved = {}
         if before is not None:
-            self._add(before, -1)
-        self._add(pod, 1)
-        return {pod.node} | ({before.node} if before is not None else set())
+            _add_to(moved, before, -1)
+        _add_to(moved, pod, 1)
+        return self._apply(moved)
 
-    def remove(self, key: PodKey) -> set[str]:
+    def remove(self, key: PodKey) -> Moved:
         before = self._pods.pop(key, None)
         if before is None:
-            return set()
-        self._add(before, -1)
-        return {before.node}
+            return {}
+        moved: Moved = {}
+        _add_to(moved, before, -1)
+        return self._apply(moved)
 
-    def replace(self, pods: Iterable[HostPod]) -> set[str]:
+    def replace(self, pods: Iterable[HostPod]) -> Moved:
         """A full relist: the host pods are now exactly these."""
-        before = self._sums
-        self._pods = {p.key: p for p in pods}
-        self._sums = {}
+        moved: Moved = {}
         for pod in self._pods.values():
-            self._add(pod, 1)
-        return {n for n in before.keys() | self._sums.keys() if before.get(n) != self._sums.get(n)}
+            _add_to(moved, pod, -1)
+        self._pods = {p.key: p for p in pods}
+        for pod in self._pods.values():
+            _add_to(moved, pod, 1)
+        return self._apply(moved)
 
     def held(self, node: str) -> tuple[int, int]:
         """CPU milli and memory MiB the host pods on ``node`` request."""
@@ -129,10 +136,20 @@ class HostPods:
             result[name] = without_host(nodes[name], cpu, memory)
         return result
 
-    def _add(self, pod: HostPod, sign: int) -> None:
-        cpu, memory = self._sums.get(pod.node, (0, 0))
-        cpu, memory = cpu + sign * pod.cpu_milli, memory + sign * pod.memory_mib
-        if cpu or memory:
-            self._sums[pod.node] = (cpu, memory)
-        else:
-            self._sums.pop(pod.node, None)
+    def _apply(self, moved: Moved) -> Moved:
+        """Add ``moved`` to the sums; it, without the nodes whose sums did not change."""
+        for node, (cpu, memory) in list(moved.items()):
+            if not cpu and not memory:
+                del moved[node]
+                continue
+            was_cpu, was_memory = self._sums.get(node, (0, 0))
+            if was_cpu + cpu or was_memory + memory:
+                self._sums[node] = (was_cpu + cpu, was_memory + memory)
+            else:
+                self._sums.pop(node, None)
+        return moved
+
+
+def _add_to(moved: Moved, pod: HostPod, sign: int) -> None:
+    cpu, memory = moved.get(pod.node, (0, 0))
+    moved[pod.node] = (cpu + sign * pod.cpu_milli, memory + sign * pod.memory_mib)
