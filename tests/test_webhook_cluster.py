@@ -14,6 +14,7 @@ from webhook_support import CLUSTER_FILE, FIXTURES, fixture_cluster
 from scheduler.allocator import decide
 from scheduler.model import Demand, PodPlacement, Workload
 from scheduler.reasons import Outcome
+from scheduler.telemetry import HealthVerdict, IdleWorkload, TelemetrySettings, assess
 from webhook.cluster import LiveCluster
 from webhook.pods import ManagedPod, PodReader, parse_placement
 from webhook.queueview import waiting_workloads
@@ -394,3 +395,20 @@ def test_an_admission_whose_devices_are_no_longer_free_is_left_out_with_one_warn
         "gone from their node or held by pods Apportion does not manage; the placements on "
         "its pods and the books disagree until it ends"
     ]
+
+
+def test_gpu_metrics_marking_other_workloads_idle_keep_the_webhooks_allocator() -> None:
+    # Idle marks only order a preemption's victims, which the webhook's allocator never
+    # makes: a refresh that changed only them dropped it, and the next review rebuilt it.
+    cluster = fixture_cluster()
+    quiet = assess(cluster.snapshot(with_telemetry=False), [], TelemetrySettings())
+    cluster.set_telemetry(quiet)
+    built = cluster._current_allocator()
+    idle = IdleWorkload("gpu-team-a/train", "team-a", ("gpu-node-a/0",), util_milli=0)
+    generation = cluster.generation
+    cluster.set_telemetry(replace(quiet, idle=replace(quiet.idle, workloads=(idle,))))
+    assert cluster.generation > generation  # the global decision may evict it first now
+    assert cluster._allocator is built
+    broken = HealthVerdict("gpu-node-a", 0, since=0, until=600, reason="XID 79 at t=0")
+    cluster.set_telemetry(replace(quiet, unhealthy=(broken,)))
+    assert cluster._allocator is None  # a GPU out of capacity: rebuilt

@@ -263,11 +263,12 @@ class LiveCluster:
         with self._lock:
             before = self.telemetry
             self.telemetry = report
-            if before is None or (before.unhealthy, before.idle.names()) != (
-                report.unhealthy,
-                report.idle.names(),
-            ):
+            if before is None or before.unhealthy != report.unhealthy:
                 self._changed()
+            elif before.idle.names() != report.idle.names():
+                # Idle marks only order a preemption's victims, which the live allocator
+                # never makes: the global decision cares, the allocator need not be rebuilt.
+                self.generation += 1
 
     def pod_owner(self) -> dict[tuple[str, str], str]:
         """(namespace, pod) → workload, for attributing GPU metrics to workloads."""
