@@ -18,7 +18,6 @@ from scheduler.catalog import default_catalog
 from scheduler.cli import CommandError
 from scheduler.loading import SnapshotError, load_snapshot_text
 from scheduler.model import Decision, PodPlacement, Snapshot
-from scheduler.reasons import Outcome
 from scheduler.textfile import read_text
 
 __all__ = ["BUDGET_WHY", "MAX_BUDGET_MS", "catalog_command", "crds_command", "decide_command"]
@@ -214,14 +213,13 @@ def render_decision(snapshot: Snapshot, decision: Decision) -> str:
         ],
     )
     order = sorted(decision.workloads, key=lambda d: (-int(d.outcome), d.queue, d.position or 0))
-    outcome_names = {Outcome.ADMIT: "admit", Outcome.PREEMPT: "preempt", Outcome.PENDING: "wait"}
     workloads = _table(
         ["workload", "queue", "outcome", "#", "flavor", "where", "reason"],
         [
             [
                 d.workload,
                 d.queue,
-                outcome_names[d.outcome],
+                d.outcome.label,
                 d.position or "",
                 d.flavor or "",
                 _where(d.placement),

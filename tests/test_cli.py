@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scheduler.model import Decision
+
 FIXTURES = Path(__file__).parent / "fixtures" / "snapshots"
 
 
@@ -53,7 +55,13 @@ def test_decide_json_is_a_decision():
     data = json.loads(result.stdout)
     assert data["stats"]["path"] == "greedy"
     assert len(data["workloads"]) == 30
-    assert {w["outcome"] for w in data["workloads"]} <= {0, 1, 2}
+    # Was 0, 1 and 2 (the enum's order): the names the table and the shadow annotation use.
+    outcomes = {w["outcome"] for w in data["workloads"]}
+    assert "admit" in outcomes and outcomes <= {"admit", "preempt", "pending"}
+    assert Decision.model_validate(data).model_dump(mode="json") == data
+    table = apportion("decide", "--default-cluster", "--workloads", "30", "--greedy").stdout
+    rows = table.split("\n\n")[1].splitlines()[2:]
+    assert {row.split()[2] for row in rows} == outcomes
 
 
 def test_every_valid_fixture_decides():
