@@ -8,9 +8,12 @@ that must exist or be unique, GPU models and MIG geometry from the catalog, runn
 placements that must not overcommit) is checked here afterwards, and ``validate_snapshot``
 offers the same checks to snapshots built in code.
 
-``node_pools`` exists only in the file format: hundreds of identical nodes are written as a
-few pools and expanded here into plain ``Node`` objects, so the core never sees pools.
-Everything here is pure: text and data in, values out; callers read the files.
+``node_pools`` and ``namespaces`` exist only in the file format: hundreds of identical nodes
+are written as a few pools and expanded here into plain ``Node`` objects, so the core never
+sees pools; ``namespaces`` (the labels that opt namespaces in) make the same file a
+standalone cluster for ``apportion serve --cluster``, and the other commands read the file
+as the snapshot it also is. Everything here is pure: text and data in, values out; callers
+read the files.
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ from scheduler.model import (
 )
 
 __all__ = [
+    "Namespaces",
     "NodePool",
     "SnapshotError",
     "SnapshotFile",
+    "load_cluster_text",
     "load_snapshot_text",
     "parse_document",
     "snapshot_from_data",
@@ -92,10 +97,20 @@ class NodePool(BaseModel):
     """How many GPUs (lowest indices) get ``mig_layout``; all of them when omitted."""
 
 
+Namespaces = dict[str, dict[str, str]]
+"""Namespace → its labels, as on the Namespace objects of a cluster."""
+
+
 class SnapshotFile(Snapshot):
-    """The file format: a Snapshot plus ``node_pools``, appended after ``nodes``."""
+    """The file format: a Snapshot plus ``node_pools``, appended after ``nodes``, and the
+    ``namespaces`` a standalone webhook serves (one file for decide, simulate, plan and
+    serve)."""
 
     node_pools: tuple[NodePool, ...] = ()
+    namespaces: Namespaces = Field(default_factory=dict)
+    """Standalone serving: the labels of each namespace, which opt it in exactly as labels
+    on real Namespace objects do. What a decision or a simulation decides does not depend
+    on them."""
 
 
 def load_snapshot_text(text: str, source: str = "<input>") -> Snapshot:
@@ -103,8 +118,17 @@ def load_snapshot_text(text: str, source: str = "<input>") -> Snapshot:
     return snapshot_from_data(parse_document(text, source), source)
 
 
+def load_cluster_text(text: str, source: str = "<input>") -> tuple[Snapshot, Namespaces]:
+    """A cluster file's snapshot and the labels of its namespaces (``serve --cluster``)."""
+    return _from_data(parse_document(text, source), source)
+
+
 def snapshot_from_data(data: object, source: str = "<input>") -> Snapshot:
     """Build a checked Snapshot from parsed data; raise SnapshotError listing every problem."""
+    return _from_data(data, source)[0]
+
+
+def _from_data(data: object, source: str) -> tuple[Snapshot, Namespaces]:
     if data is None:
         raise SnapshotError([f"{source}: is empty; expected a mapping of snapshot fields"], source)
     if not isinstance(data, dict):
@@ -131,7 +155,7 @@ def snapshot_from_data(data: object, source: str = "<input>") -> Snapshot:
     problems += Checks(snapshot, catalog, pool_of_node).run()
     if problems:
         raise SnapshotError(problems, source)
-    return snapshot
+    return snapshot, parsed.namespaces
 
 
 # --- parsing -------------------------------------------------------------------------------

@@ -136,6 +136,23 @@ def test_a_gpu_model_the_cluster_lacks_exits_2_naming_it(tmp_path: Path) -> None
             assert "GPU model(s) uniform:2x4xT4 does not know: 'Z100' (job b)" in done.stderr
 
 
+def test_the_standalone_cluster_file_is_a_cluster(tmp_path: Path) -> None:
+    """The cluster file the README has users write for ``serve --cluster`` (a snapshot with
+    a ``namespaces`` map) was refused by simulate and plan: 'namespaces: unknown field'."""
+    cluster = ROOT / "tests" / "fixtures" / "webhook" / "cluster.yaml"
+    trace = tmp_path / "jobs.csv"
+    trace.write_text("name,queue,submit,runtime,gpus\na,team-a,0,60,8\nb,team-b,5,60,4\n")
+    for command in (
+        ["simulate", str(trace), "--policy", "fifo", "--quiet"],
+        ["plan", str(trace), "--max-simulations", "1", "--quota-simulations", "1", "--quiet"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "scheduler", *command, "--cluster", str(cluster)],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, (command[0], done.stderr)
+
+
 def test_jobs_the_cluster_can_never_run_are_named(tmp_path: Path) -> None:
     """A job no node can ever host (16 GPUs in a pod on 4-GPU nodes; a gang larger than the
     cluster) waited to the end, shown only in the wait count."""

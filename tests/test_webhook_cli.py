@@ -61,7 +61,10 @@ def test_serve_names_the_bad_field_of_a_cluster_file(tmp_path: Path) -> None:
     bad.write_text("queues:\n  - name: a\n    quota: {H100: {nominal: -1}}\nnamespaces: [oops]\n")
     result = _serve_with_a_certificate(tmp_path, "--cluster", str(bad))
     assert result.returncode == 2
-    assert "namespaces: must map a namespace to its labels" in result.stderr
+    # Every problem, each with its path, as a snapshot's: the namespaces were checked first
+    # and alone, so the quota's problem went unsaid.
+    assert "queues[0].quota.H100.nominal: -1 is negative" in result.stderr
+    assert "namespaces: a list is not a mapping" in result.stderr
     assert "Traceback" not in result.stderr
 
 
