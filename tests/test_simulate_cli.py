@@ -98,7 +98,7 @@ def test_bad_input_exits_2_with_a_named_cell(tmp_path: Path) -> None:
     skipped = simulate(str(trace), "--skip-bad-rows", "--json", "--cluster", "uniform:1x4xT4")
     assert skipped.returncode == 0, skipped.stderr
     assert json.loads(skipped.stdout)["trace"]["bad_rows_skipped"] == {
-        "submit: Input should be a valid integer, unable to parse string as an integer": 1
+        "column submit: is not a valid integer, unable to parse string as an integer": 1
     }
     assert "skipped 1 bad row(s)" in skipped.stderr
     no_queue = simulate(str(trace), "--skip-bad-rows")
