@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,7 +148,27 @@ def test_the_budget_is_shown_as_given_however_small():
         done = apportion("decide", "--default-cluster", "--workloads", "30", "--budget-ms",
                          budget_ms)  # fmt: skip
         assert done.returncode == 0, done.stderr
-        assert f" ms of {shown} ms budget; " in done.stdout.splitlines()[-1], budget_ms
+        footer = next(line for line in done.stdout.splitlines() if line.startswith("answered"))
+        assert f" ms of {shown} ms budget; " in footer, budget_ms
+
+
+def test_a_decision_over_its_budget_says_so_and_by_how_much():
+    """--workloads 20000 with a 1 s budget could take longer (a greedy cycle cannot stop
+    early) and said only '1834.2 ms of 1000 ms budget'. Any decision outlasts 1 µs."""
+    over = re.compile(
+        r"over budget by [0-9,]+\.[0-9] ms: a greedy cycle, which every decision runs, "
+        r"cannot be cut short"
+    )
+    args = ("decide", "--default-cluster", "--workloads", "30")
+    table = apportion(*args, "--budget-ms", "0.001")
+    assert table.returncode == 0, table.stderr
+    assert over.fullmatch(table.stdout.splitlines()[-1]), table.stdout.splitlines()[-2:]
+    as_json = apportion(*args, "--budget-ms", "0.001", "--json")
+    stats = json.loads(as_json.stdout)["stats"]  # stdout stays JSON; the news is on stderr
+    assert stats["wall_ms"] > stats["budget_ms"]
+    assert over.fullmatch(as_json.stderr.removeprefix("apportion decide: ").rstrip("\n"))
+    within = apportion(*args, "--budget-ms", "60000")
+    assert "over budget" not in within.stdout + within.stderr
 
 
 def test_a_gzipped_snapshot_is_read_through(tmp_path):
