@@ -244,9 +244,15 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
         assert done.returncode == 2 and message in done.stderr, (option, done.stderr)
     taken = tmp_path / "results"
     taken.write_text("not a directory")
-    done = simulate("demo", "--max-jobs", "5", "--out", str(taken), "--quiet")
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert f"--out {taken}: cannot create the directory: File exists" in done.stderr
+    # Was 'cannot create the directory: File exists' ('--out README.md'), and for a path
+    # inside a file 'Not a directory', which did not say which part is the file.
+    for out, problem in (
+        (taken, "is a file, not a directory (--out names a directory, made if missing)"),
+        (taken / "run-1", f"{taken} is a file, not a directory"),
+    ):
+        done = simulate("demo", "--max-jobs", "5", "--out", str(out), "--quiet")
+        assert done.returncode == 2
+        assert done.stderr == f"apportion simulate: --out {out}: {problem}\n"
 
 
 def test_a_seed_list_may_start_with_a_negative_seed() -> None:
