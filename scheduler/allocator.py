@@ -631,7 +631,9 @@ def _decide(
         wall_ms = round((clock() - started) * 1000.0, 3)
         return decision.model_copy(update={"stats": stats.model_copy(update={"wall_ms": wall_ms})})
 
-    if not use_ilp or not compiled.pending:
+    if not compiled.pending:
+        return answer(compiled, greedy, "greedy", "nothing pending")
+    if not use_ilp:
         return answer(compiled, greedy, "greedy", "greedy only")
     # Realizing the ILP's answer costs about one more greedy cycle: keep that in reserve.
     deadline = started + budget_ms / 1000.0 - 1.2 * greedy_s

@@ -622,11 +622,18 @@ def test_decide_reports_path_and_objectives() -> None:
     )
     greedy = decide(snap, use_ilp=False).stats
     assert (greedy.path, greedy.objective, greedy.greedy_objective) == ("greedy", 8.008, 8.008)
+    assert greedy.status == "greedy only"
     ilp = decide(snap, budget_ms=5000).stats
     assert (ilp.path, ilp.objective, ilp.greedy_objective) == ("ilp", 8.008, 8.008)
     assert ilp.variables > 0 and ilp.workload_classes == 1
-    nothing = decide(snapshot(nodes=snap.nodes, queues=snap.queues), budget_ms=5000).stats
-    assert (nothing.path, nothing.objective) == ("greedy", 0.016)
+    # Was 'greedy only' though the ILP was not turned off: there was nothing to decide.
+    for use_ilp in (True, False):
+        nothing = decide(snapshot(nodes=snap.nodes, queues=snap.queues), use_ilp=use_ilp).stats
+        assert (nothing.path, nothing.status, nothing.objective) == (
+            "greedy",
+            "nothing pending",
+            0.016,
+        )
 
 
 def test_the_wall_time_counts_building_the_decision(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -152,6 +152,15 @@ def test_the_budget_is_shown_as_given_however_small():
         assert f" ms of {shown} ms budget; " in footer, budget_ms
 
 
+def test_a_decision_with_nothing_pending_says_so(tmp_path):
+    # Was 'answered by: greedy (greedy only)', as if --greedy had been given.
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("nodes: [{name: n, gpus: [{index: 0, model: T4}]}]\n")
+    done = apportion("decide", str(empty))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("answered by: greedy (nothing pending); ")
+
+
 def test_a_decision_over_its_budget_says_so_and_by_how_much():
     """--workloads 20000 with a 1 s budget could take longer (a greedy cycle cannot stop
     early) and said only '1834.2 ms of 1000 ms budget'. Any decision outlasts 1 µs."""
