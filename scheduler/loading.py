@@ -8,9 +8,12 @@ that must exist or be unique, GPU models and MIG geometry from the catalog, runn
 placements that must not overcommit) is checked here afterwards, and ``validate_snapshot``
 offers the same checks to snapshots built in code.
 
-``node_pools`` exists only in the file format: hundreds of identical nodes are written as a
-few pools and expanded here into plain ``Node`` objects, so the core never sees pools.
-Everything here is pure: text and data in, values out; callers read the files.
+``node_pools`` and ``namespaces`` exist only in the file format: hundreds of identical nodes
+are written as a few pools and expanded here into plain ``Node`` objects, so the core never
+sees pools; ``namespaces`` (the labels that opt namespaces in) make the same file a
+standalone cluster for ``apportion serve --cluster``, and the other commands read the file
+as the snapshot it also is. Everything here is pure: text and data in, values out; callers
+read the files.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import types
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
@@ -40,9 +44,14 @@ from scheduler.model import (
 )
 
 __all__ = [
+    "FieldProblem",
+    "Namespaces",
     "NodePool",
     "SnapshotError",
     "SnapshotFile",
+    "booleans_as_numbers",
+    "field_problems",
+    "load_cluster_text",
     "load_snapshot_text",
     "parse_document",
     "snapshot_from_data",
@@ -92,10 +101,22 @@ class NodePool(BaseModel):
     """How many GPUs (lowest indices) get ``mig_layout``; all of them when omitted."""
 
 
+Namespaces = dict[str, dict[str, str]]
+"""Namespace → its labels, as on the Namespace objects of a cluster."""
+
+
 class SnapshotFile(Snapshot):
-    """The file format: a Snapshot plus ``node_pools``, appended after ``nodes``."""
+    """The file format: a Snapshot plus ``node_pools``, appended after ``nodes``, and the
+    ``namespaces`` a standalone webhook serves (one file for decide, simulate, plan and
+    serve)."""
+
+    model_config = ConfigDict(title="snapshot")
 
     node_pools: tuple[NodePool, ...] = ()
+    namespaces: Namespaces = Field(default_factory=dict)
+    """Standalone serving: the labels of each namespace, which opt it in exactly as labels
+    on real Namespace objects do. What a decision or a simulation decides does not depend
+    on them."""
 
 
 def load_snapshot_text(text: str, source: str = "<input>") -> Snapshot:
@@ -103,8 +124,17 @@ def load_snapshot_text(text: str, source: str = "<input>") -> Snapshot:
     return snapshot_from_data(parse_document(text, source), source)
 
 
+def load_cluster_text(text: str, source: str = "<input>") -> tuple[Snapshot, Namespaces]:
+    """A cluster file's snapshot and the labels of its namespaces (``serve --cluster``)."""
+    return _from_data(parse_document(text, source), source)
+
+
 def snapshot_from_data(data: object, source: str = "<input>") -> Snapshot:
     """Build a checked Snapshot from parsed data; raise SnapshotError listing every problem."""
+    return _from_data(data, source)[0]
+
+
+def _from_data(data: object, source: str) -> tuple[Snapshot, Namespaces]:
     if data is None:
         raise SnapshotError([f"{source}: is empty; expected a mapping of snapshot fields"], source)
     if not isinstance(data, dict):
@@ -117,7 +147,10 @@ def snapshot_from_data(data: object, source: str = "<input>") -> Snapshot:
     except ValidationError as error:
         raise SnapshotError(validation_problems(error), source) from None
     catalog, problems = checked_catalog(parsed)
-    problems = _booleans_as_numbers(data, SnapshotFile) + problems
+    problems = [
+        f"{join('', *p.loc)}: {p.text} (YAML reads yes, no, on and off as booleans)"
+        for p in booleans_as_numbers(data, SnapshotFile)
+    ] + problems
     nodes = list(parsed.nodes)
     pool_of_node: dict[int, int] = {}
     problems += already_used("node_pools", [pool.name for pool in parsed.node_pools])
@@ -131,7 +164,7 @@ def snapshot_from_data(data: object, source: str = "<input>") -> Snapshot:
     problems += Checks(snapshot, catalog, pool_of_node).run()
     if problems:
         raise SnapshotError(problems, source)
-    return snapshot
+    return snapshot, parsed.namespaces
 
 
 # --- parsing -------------------------------------------------------------------------------
@@ -206,34 +239,54 @@ def _yaml_problem(error: yaml.MarkedYAMLError, source: str) -> str:
     return f"{source}: {where}{message}"
 
 
+@dataclass(frozen=True, slots=True)
+class FieldProblem:
+    """One field's problem as people read it, for files of every kind (snapshots, queue
+    files, trace rows): where (``loc``), what is wrong with the value as written (``text``:
+    ``-1 is negative``), and the same without the value (``why``: ``is negative``), by
+    which alike problems are counted."""
+
+    loc: tuple[int | str, ...]
+    text: str
+    why: str
+
+
 def validation_problems(
     error: ValidationError, root: type[BaseModel] = SnapshotFile, prefix: str = ""
 ) -> list[str]:
     """pydantic's errors for ``root`` as ``path: value why`` lines, paths under ``prefix``."""
+    return [
+        f"{join(prefix, *p.loc) or '(top level)'}: {p.text}" for p in field_problems(error, root)
+    ]
+
+
+def field_problems(error: ValidationError, root: type[BaseModel]) -> list[FieldProblem]:
+    """pydantic's errors for data of ``root`` in our words, not pydantic's."""
     problems = []
     for item in error.errors(include_url=False):
         loc = tuple(item["loc"])
         kind, msg, value = item["type"], item["msg"], item.get("input")
-        path = join(prefix, *loc) or "(top level)"
         if kind == "missing":
-            problems.append(f"{path}: is required")
+            why = text = "is required"
         elif kind == "extra_forbidden":
-            problems.append(f"{path}: {_unknown_field(root, loc)}")
+            why = text = _unknown_field(root, loc)
         elif kind == "invalid_key":
-            problems.append(
-                f"{join(prefix, *loc[:-1]) or '(top level)'}: key {show(value)} is not a string"
-            )
+            loc = loc[:-1]
+            why = text = f"key {show(value)} is not a string"
         elif kind == "value_error":
-            msg = msg.removeprefix("Value error, ")
+            why = msg.removeprefix("Value error, ")
             scalar = not isinstance(value, Mapping | list | tuple)
-            problems.append(f"{path}: {show(value)} {msg}" if scalar else f"{path}: {msg}")
+            text = f"{show(value)} {why}" if scalar else why
         elif msg.startswith("Input should be "):
             wanted = msg.removeprefix("Input should be ")
             wanted = wanted.replace("valid tuple", "list").replace("valid dictionary", "mapping")
             hint = " (quote it in YAML)" if kind == "string_type" else ""
-            problems.append(f"{path}: {show(value)} is not {wanted}{hint}")
+            why = f"is not {wanted}{hint}"
+            text = f"{show(value)} {why}"
         else:
-            problems.append(f"{path}: {show(value)}: {msg[:1].lower()}{msg[1:]}")
+            why = f"{msg[:1].lower()}{msg[1:]}"
+            text = f"{show(value)}: {why}"
+        problems.append(FieldProblem(loc, text, why))
     return problems
 
 
@@ -242,7 +295,8 @@ def _unknown_field(root: type[BaseModel], loc: tuple[int | str, ...]) -> str:
     if owner is None:
         return "unknown field"
     fields = list(owner.model_fields)
-    label = "snapshot" if owner is SnapshotFile else owner.__name__
+    # A model may name itself for people (SnapshotFile: 'snapshot'), as pydantic's title.
+    label = owner.model_config.get("title") or owner.__name__
     return (
         f"unknown field{did_you_mean(str(loc[-1]), fields)} ({label} fields: {', '.join(fields)})"
     )
@@ -275,24 +329,24 @@ def _type_at(root: type[BaseModel], loc: Sequence[int | str]) -> object:
     return _unwrap(current)
 
 
-def _booleans_as_numbers(
+def booleans_as_numbers(
     data: object, root: type[BaseModel], loc: tuple[int | str, ...] = ()
-) -> list[str]:
-    """Numbers written as booleans in data ``root`` accepted. YAML reads yes, no, on, off,
-    true and false as booleans and pydantic takes them as 1 and 0, so ``gpus: yes`` would
-    quietly mean one GPU."""
+) -> list[FieldProblem]:
+    """Numbers written as booleans in data ``root`` accepted: pydantic takes true and false
+    as 1 and 0, so ``gpus: true`` would quietly mean one GPU (and YAML reads yes, no, on
+    and off as booleans too)."""
     if isinstance(data, bool):
         if _type_at(root, loc) not in (int, float):
             return []
-        why = "is a boolean, not a number (YAML reads yes, no, on and off as booleans)"
-        return [f"{join('', *loc)}: {show(data)} {why}"]
+        why = "is a boolean, not a number"
+        return [FieldProblem(loc, f"{show(data)} {why}", why)]
     if isinstance(data, dict):
         items: Iterable[tuple[int | str, object]] = data.items()
     elif isinstance(data, list):
         items = enumerate(data)
     else:
         return []
-    return [p for key, item in items for p in _booleans_as_numbers(item, root, (*loc, key))]
+    return [p for key, item in items for p in booleans_as_numbers(item, root, (*loc, key))]
 
 
 def _unwrap(annotation: object) -> object:

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog, catalog_with
 from scheduler.reasons import Outcome, Reason
@@ -371,10 +379,27 @@ class Snapshot(_Frozen):
         return catalog_with(extra, dict(self.prices))
 
 
+def _outcome(value: object) -> object:
+    """An outcome by its label; a number as written before labels (pydantic checks it)."""
+    if isinstance(value, str):
+        try:
+            return Outcome[value.upper()]
+        except KeyError:
+            labels = ", ".join(o.label for o in Outcome)
+            raise ValueError(f"is not an outcome ({labels})") from None
+    return value
+
+
+OutcomeLabel = Annotated[
+    Outcome, BeforeValidator(_outcome), PlainSerializer(lambda o: o.label, when_used="json")
+]
+"""An ``Outcome`` that JSON writes and reads by its label (``admit``), not its number."""
+
+
 class WorkloadDecision(_Frozen):
     workload: str
     queue: str
-    outcome: Outcome
+    outcome: OutcomeLabel
     reason: Reason
     message: str
     flavor: str | None = None

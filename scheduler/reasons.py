@@ -17,6 +17,12 @@ class Outcome(IntEnum):
     """Admitted once the listed victims are evicted."""
     ADMIT = 2
 
+    @property
+    def label(self) -> str:
+        """What people and JSON read (``pending``, ``preempt``, ``admit``): the decision's
+        table, its JSON and the shadow annotation say the same word; the order is for code."""
+        return self.name.lower()
+
 
 class Reason(StrEnum):
     # admitted

@@ -139,6 +139,7 @@ def load_gavel_jobs(
             arrival = row.number("arrival_time")
             if scale == 0:
                 raise row.error("scale_factor", "is 0")
+            row.pod_gpus("scale_factor", scale)
             if arrival < 0:
                 raise row.error("arrival_time", "is negative")
             rates = {

@@ -85,6 +85,7 @@ def load_helios_jobs(
                 raise row.error("node_num", "is 0 for a job with GPUs")
             if gpus % nodes:
                 raise row.error("gpu_num", f"does not divide evenly over node_num {nodes}")
+            per_pod = row.pod_gpus("gpu_num", gpus // nodes)
         except RowError as error:
             bad.record(error)
             continue
@@ -94,7 +95,7 @@ def load_helios_jobs(
             queue=vc,
             created=0,
             pods=nodes,
-            demand=Demand(gpus=gpus // nodes),
+            demand=Demand(gpus=per_pod),
             cpu_milli=cpus * 1000 // nodes,
         )
         parsed.append((submit, workload, duration))

@@ -12,6 +12,10 @@ Fields (CSV header names = JSON keys):
 This maps one to one onto ``Workload`` and ``Job``: queue, priority, demand and models
 as given; ``runtime`` is the work; ``throughput`` both makes the job faster or slower
 on each model and tells the allocator which models it prefers.
+
+A bad row is named as a snapshot's problems are (``scheduler.loading``), every problem of
+the row at once: ``jobs.csv line 4 column submit: '-5' is negative`` (``field`` in JSON
+Lines, where a column is a character's).
 """
 
 from __future__ import annotations
@@ -22,29 +26,32 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from scheduler.model import Demand, Workload
+from scheduler.fieldpaths import join, show
+from scheduler.loading import FieldProblem, booleans_as_numbers, field_problems
+from scheduler.model import Demand, NonNegative, Positive, Workload
 from sim.job import Job
-from sim.rows import BadRows, RowError, csv_rows, location
+from sim.rows import BadRows, RowError, csv_rows, location, pod_gpus
 
 __all__ = ["JOB_FIELDS", "JobRow", "job_csv", "load_job_csv", "load_job_jsonl"]
 
 
 class JobRow(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # title: what the list of fields is called when a field is unknown ('job fields: …').
+    model_config = ConfigDict(extra="forbid", frozen=True, title="job")
 
     name: Annotated[str, Field(min_length=1)]
     queue: Annotated[str, Field(min_length=1)] = "default"
-    submit: Annotated[int, Field(ge=0)]
+    submit: NonNegative
     runtime: Annotated[float, Field(gt=0, allow_inf_nan=False)]
-    gpus: Annotated[int, Field(ge=1)] | None = None
+    gpus: Positive | None = None
     gpu_milli: Annotated[int, Field(ge=1, le=999)] | None = None
     mig_profile: str | None = None
-    gpu_memory_mib: Annotated[int, Field(ge=1)] | None = None
-    pods: Annotated[int, Field(ge=1)] = 1
+    gpu_memory_mib: Positive | None = None
+    pods: Positive = 1
     priority: int = 0
     models: tuple[str, ...] = ()
-    cpu_milli: Annotated[int, Field(ge=0)] = 0
-    memory_mib: Annotated[int, Field(ge=0)] = 0
+    cpu_milli: NonNegative = 0
+    memory_mib: NonNegative = 0
     throughput: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
         default_factory=dict
     )
@@ -80,37 +87,51 @@ class JobRow(BaseModel):
 JOB_FIELDS = tuple(JobRow.model_fields)
 
 
-def _problem(error: ValidationError) -> tuple[str, str]:
-    first = error.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "(row)"
-    return field, first["msg"]
-
-
 def _build(
-    data: dict[str, object], source: str, line: int, bad: BadRows, seen: dict[str, int]
+    data: dict[str, object], source: str, line: int, noun: str, bad: BadRows, seen: dict[str, int]
 ) -> Job | None:
+    """The row's job; None (and the row to ``bad``) when it has problems. ``noun`` is what
+    a key is called in the file (column, field)."""
     where = f"{source} line {line}"
+    problems = booleans_as_numbers(data, JobRow)
     try:
         row = JobRow.model_validate(data)
         job = row.job()
     except ValidationError as error:
-        field, message = _problem(error)
-        if field == "(row)":  # a rule over several fields (Demand's exactly-one rule)
-            bad.record(RowError(f"{where}: {message.removeprefix('Value error, ')}", message))
-            return None
-        value = data.get(field.split(".")[0], "")
-        bad.record(RowError(f"{where} column {field}: {value!r} {message}", f"{field}: {message}"))
+        problems += field_problems(error, JobRow)
+    if problems:
+        bad.record(_row_error(where, noun, problems))
         return None
+    if row.gpus is not None:
+        try:
+            pod_gpus(row.gpus, f"{where} {noun} gpus", data["gpus"])
+        except RowError as error:
+            bad.record(error)
+            return None
     if job.name in seen:
         bad.record(
             RowError(
-                f"{where} column name: {job.name!r} repeats the name on line {seen[job.name]}",
-                "name: repeated",
+                f"{where} {noun} name: {show(job.name)} repeats the name on line {seen[job.name]}",
+                f"{noun} name: repeated",
             )
         )
         return None
     seen[job.name] = line
     return job
+
+
+def _row_error(where: str, noun: str, problems: list[FieldProblem]) -> RowError:
+    """Every problem of a row in one error, counted (skipped) under the first one's."""
+
+    def key(p: FieldProblem) -> str:
+        return f"{noun} {join('', *p.loc)}" if p.loc else ""  # no key: a rule over the row
+
+    said = "; ".join(f"{key(p)}: {p.text}" if p.loc else p.text for p in problems)
+    first = problems[0]
+    return RowError(
+        f"{where} {said}" if first.loc else f"{where}: {said}",
+        f"{key(first)}: {first.why}" if first.loc else first.why,
+    )
 
 
 def load_job_csv(text: str, source: str, bad: BadRows | None = None) -> tuple[Job, ...]:
@@ -136,7 +157,7 @@ def load_job_csv(text: str, source: str, bad: BadRows | None = None) -> tuple[Jo
                 data[key] = value
         if not data:
             continue
-        job = _build(data, source, row.line, bad, seen)
+        job = _build(data, source, row.line, "column", bad, seen)
         if job is not None:
             jobs.append(job)
     return tuple(jobs)
@@ -160,7 +181,7 @@ def load_job_jsonl(text: str, source: str, bad: BadRows | None = None) -> tuple[
         if not isinstance(data, dict):
             bad.record(RowError(f"{source} line {number}: not a JSON object", "not an object"))
             continue
-        job = _build(data, source, number, bad, seen)
+        job = _build(data, source, number, "field", bad, seen)
         if job is not None:
             jobs.append(job)
     return tuple(jobs)

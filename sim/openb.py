@@ -144,7 +144,7 @@ def _demand(row: Row) -> Demand | None:
     if not 1 <= milli <= MILLI_PER_GPU:
         raise row.error("gpu_milli", f"must be 1..{MILLI_PER_GPU} for a pod with GPUs")
     if milli == MILLI_PER_GPU:
-        return Demand(gpus=num_gpu, models=models)
+        return Demand(gpus=row.pod_gpus("num_gpu", num_gpu), models=models)
     if num_gpu == 1:
         return Demand(gpu_milli=milli, models=models)
     # A share of several GPUs has no Demand form; rounding it up would invent demand.

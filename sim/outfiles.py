@@ -18,6 +18,14 @@ __all__ = ["make_out", "write_whole"]
 def make_out(out: Path, flag: str = "--out") -> None:
     """Create the output directory before any work, so a path that is a file or cannot be
     written fails at once (exit 2), not after the whole run."""
+    # mkdir's own words ('File exists', 'Not a directory') do not say which part is a file.
+    file = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if file == out:
+        raise CommandError(
+            f"{flag} {out}: is a file, not a directory ({flag} names a directory, made if missing)"
+        )
+    if file is not None:
+        raise CommandError(f"{flag} {out}: {file} is a file, not a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:

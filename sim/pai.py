@@ -215,5 +215,5 @@ def _demand(row: Row, spec: str) -> Demand:
         milli = max(1, round(plan * MILLI_PER_GPU / 100))
         return Demand(gpu_milli=min(milli, MILLI_PER_GPU - 1), models=models)
     if plan % 100 == 0:
-        return Demand(gpus=int(plan // 100), models=models)
+        return Demand(gpus=row.pod_gpus("plan_gpu", int(plan // 100)), models=models)
     raise row.error("plan_gpu", "is more than one GPU but not whole GPUs")

@@ -27,9 +27,10 @@ import json
 from datetime import datetime
 from typing import Any
 
+from scheduler.consistency import MAX_NODE_GPUS
 from scheduler.model import Demand, Workload
 from sim.job import Job, from_origin
-from sim.rows import BadRows, RowError, location
+from sim.rows import TOO_MANY_GPUS, BadRows, RowError, location
 
 __all__ = ["load_philly_jobs"]
 
@@ -149,6 +150,8 @@ def _demand(detail: object, k: int) -> tuple[Demand, int]:
         gpus = server.get("gpus") if isinstance(server, dict) else None
         if not isinstance(gpus, list) or not gpus:
             raise _Bad(f"{field}[{i}].gpus", gpus, "lists no GPUs")
+        if len(gpus) > MAX_NODE_GPUS:
+            raise _Bad(f"{field}[{i}].gpus", len(gpus), f"is {TOO_MANY_GPUS}")
         counts.append(len(gpus))
     if len(set(counts)) == 1:
         return Demand(gpus=counts[0]), len(counts)

@@ -1,9 +1,10 @@
 """Reading trace rows: line numbers, errors that name the cell, and skipping bad rows.
 
-Every loader reports a bad value as ``file line N column C: 'value' problem`` — fixed at
-the row, not debugged in the simulator. With ``BadRows(skip=True)`` (the command's
-``--skip-bad-rows``) a bad row is dropped instead and counted under its reason
-(``column gpu_num: is not an integer``), and the run reports the counts.
+Every loader reports a bad value as ``file line N column C: 'value' problem``, worded as a
+snapshot's problems are (``scheduler.loading``) — fixed at the row, not debugged in the
+simulator. With ``BadRows(skip=True)`` (the command's ``--skip-bad-rows``) a bad row is
+dropped instead and counted under its reason (``column gpu_num: is not an integer``), and
+the run reports the counts.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["BadRows", "Row", "RowError", "csv_rows", "location"]
+from scheduler.consistency import MAX_NODE_GPUS
+from scheduler.fieldpaths import show
+
+__all__ = ["TOO_MANY_GPUS", "BadRows", "Row", "RowError", "csv_rows", "location", "pod_gpus"]
 
 _UNSIGNED = re.compile(r"[0-9]+")
 _NEGATIVE = re.compile(r"-[0-9]+")
@@ -28,6 +32,24 @@ class RowError(ValueError):
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+_NODE_BOUND = f"than a node can have ({MAX_NODE_GPUS})"
+TOO_MANY_GPUS = f"more GPUs in one pod {_NODE_BOUND}"
+"""A typo (GPUs in MiB, a count pasted twice), a bad row in every format as in snapshots:
+the pod would wait for ever, and its size overflows the fragmentation measure."""
+
+
+def pod_gpus(gpus: int, where: str, written: object) -> int:
+    """``gpus`` whole GPUs for one pod, read at ``where`` (file, line, column) from the value
+    ``written``, which may count several pods' GPUs; past ``MAX_NODE_GPUS``, a RowError."""
+    if gpus <= MAX_NODE_GPUS:
+        return gpus
+    if str(written).strip() == str(gpus):
+        raise RowError(f"{where}: {show(written)} is {TOO_MANY_GPUS}", TOO_MANY_GPUS)
+    raise RowError(
+        f"{where}: {show(written)} is {gpus} GPUs in one pod, more {_NODE_BOUND}", TOO_MANY_GPUS
+    )
 
 
 def location(text: str, offset: int) -> tuple[int, int]:
@@ -65,9 +87,15 @@ class Row:
     def error(self, column: str, problem: str) -> RowError:
         value = self.values.get(column, "")
         return RowError(
-            f"{self.source} line {self.line} column {column}: {value!r} {problem}",
-            f"column {column}: {problem}",
+            f"{self.where(column)}: {show(value)} {problem}", f"column {column}: {problem}"
         )
+
+    def where(self, column: str) -> str:
+        return f"{self.source} line {self.line} column {column}"
+
+    def pod_gpus(self, column: str, gpus: int) -> int:
+        """``gpus`` for one pod, read from ``column`` (``pod_gpus``)."""
+        return pod_gpus(gpus, self.where(column), self.values.get(column, ""))
 
     def text(self, column: str) -> str:
         value = self.values[column].strip()

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from scheduler.consistency import MAX_NODE_GPUS
 from scheduler.textfile import read_text
 from sim.job import Job
-from sim.rows import BadRows, RowError
+from sim.rows import BadRows
 
 __all__ = ["FORMATS", "NeedsThroughputs", "Trace", "TraceError", "detect_format", "load_trace"]
 
@@ -146,30 +145,10 @@ def load_trace(
         raise
     except ValueError as error:
         raise TraceError(str(error)) from None
-    try:
-        kept = [j for j in jobs if _fits_a_node(j, source, bad)]
-    except RowError as error:
-        raise TraceError(str(error)) from None
-    if not kept:
+    if not jobs:
         raise TraceError(_nothing_to_replay(source, bad, skipped))
-    ordered = tuple(sorted(kept, key=lambda j: (j.submit, j.name)))
+    ordered = tuple(sorted(jobs, key=lambda j: (j.submit, j.name)))
     return Trace(_from_zero(ordered), source, fmt, dict(sorted(bad.counts.items())), skipped)
-
-
-def _fits_a_node(job: Job, source: str, bad: BadRows) -> bool:
-    """A pod asking more GPUs than any node has is a typo (gpus in MiB, a count pasted
-    twice); every format is held to the bound snapshots are (``MAX_NODE_GPUS``)."""
-    gpus = job.workload.demand.gpus
-    if gpus is None or gpus <= MAX_NODE_GPUS:
-        return True
-    bad.record(
-        RowError(
-            f"{source}: job {job.name}: {gpus} GPUs in one pod; no node has more than "
-            f"{MAX_NODE_GPUS}",
-            f"more than {MAX_NODE_GPUS} GPUs in one pod",
-        )
-    )
-    return False
 
 
 def _nothing_to_replay(source: str, bad: BadRows, skipped: dict[str, int]) -> str:

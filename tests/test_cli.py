@@ -3,9 +3,12 @@
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+from scheduler.model import Decision
 
 FIXTURES = Path(__file__).parent / "fixtures" / "snapshots"
 
@@ -53,11 +56,20 @@ def test_decide_json_is_a_decision():
     data = json.loads(result.stdout)
     assert data["stats"]["path"] == "greedy"
     assert len(data["workloads"]) == 30
-    assert {w["outcome"] for w in data["workloads"]} <= {0, 1, 2}
+    # Was 0, 1 and 2 (the enum's order): the names the table and the shadow annotation use.
+    outcomes = {w["outcome"] for w in data["workloads"]}
+    assert "admit" in outcomes and outcomes <= {"admit", "preempt", "pending"}
+    assert Decision.model_validate(data).model_dump(mode="json") == data
+    table = apportion("decide", "--default-cluster", "--workloads", "30", "--greedy").stdout
+    rows = table.split("\n\n")[1].splitlines()[2:]
+    assert {row.split()[2] for row in rows} == outcomes
 
 
 def test_every_valid_fixture_decides():
+    # The standalone cluster file too (a snapshot with namespaces): it was 'namespaces:
+    # unknown field'.
     valid = sorted(p for p in FIXTURES.glob("*.yaml") if p.name != "broken.yaml")
+    valid.append(FIXTURES.parent / "webhook" / "cluster.yaml")
     assert valid, "no example snapshots found"
     for path in valid:
         result = apportion("decide", str(path))
@@ -136,7 +148,36 @@ def test_the_budget_is_shown_as_given_however_small():
         done = apportion("decide", "--default-cluster", "--workloads", "30", "--budget-ms",
                          budget_ms)  # fmt: skip
         assert done.returncode == 0, done.stderr
-        assert f" ms of {shown} ms budget; " in done.stdout.splitlines()[-1], budget_ms
+        footer = next(line for line in done.stdout.splitlines() if line.startswith("answered"))
+        assert f" ms of {shown} ms budget; " in footer, budget_ms
+
+
+def test_a_decision_with_nothing_pending_says_so(tmp_path):
+    # Was 'answered by: greedy (greedy only)', as if --greedy had been given.
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("nodes: [{name: n, gpus: [{index: 0, model: T4}]}]\n")
+    done = apportion("decide", str(empty))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].startswith("answered by: greedy (nothing pending); ")
+
+
+def test_a_decision_over_its_budget_says_so_and_by_how_much():
+    """--workloads 20000 with a 1 s budget could take longer (a greedy cycle cannot stop
+    early) and said only '1834.2 ms of 1000 ms budget'. Any decision outlasts 1 µs."""
+    over = re.compile(
+        r"over budget by [0-9,]+\.[0-9] ms: a greedy cycle, which every decision runs, "
+        r"cannot be cut short"
+    )
+    args = ("decide", "--default-cluster", "--workloads", "30")
+    table = apportion(*args, "--budget-ms", "0.001")
+    assert table.returncode == 0, table.stderr
+    assert over.fullmatch(table.stdout.splitlines()[-1]), table.stdout.splitlines()[-2:]
+    as_json = apportion(*args, "--budget-ms", "0.001", "--json")
+    stats = json.loads(as_json.stdout)["stats"]  # stdout stays JSON; the news is on stderr
+    assert stats["wall_ms"] > stats["budget_ms"]
+    assert over.fullmatch(as_json.stderr.removeprefix("apportion decide: ").rstrip("\n"))
+    within = apportion(*args, "--budget-ms", "60000")
+    assert "over budget" not in within.stdout + within.stderr
 
 
 def test_a_gzipped_snapshot_is_read_through(tmp_path):

@@ -15,6 +15,7 @@ from scheduler.allocator import decide
 from scheduler.catalog import default_catalog
 from scheduler.loading import (
     SnapshotError,
+    load_cluster_text,
     load_snapshot_text,
     snapshot_from_data,
     validate_snapshot,
@@ -116,7 +117,7 @@ def test_unknown_gpu_model_lists_the_known_ones() -> None:
          "memory_held_mib)"),
         ("node_pool: []",
          "node_pool: unknown field; did you mean 'node_pools'? (snapshot fields: gpu_models, "
-         "nodes, queues, workloads, now, prices, metrics, node_pools)"),
+         "nodes, queues, workloads, now, prices, metrics, node_pools, namespaces)"),
         ("queues: [{weight: 2}]", "queues[0].name: is required"),
         ("queues: [{name: a, weight: 0}]", "queues[0].weight: 0 must be greater than 0"),
         ("nodes: [{name: a, labels: {zone: 5}}]",
@@ -167,6 +168,42 @@ def test_all_pydantic_errors_are_reported_at_once() -> None:
         "queues[0].weight: -1 must be greater than 0",
         "now: -5 is negative",
     ]
+
+
+def test_a_cluster_file_is_a_snapshot_file_with_namespaces() -> None:
+    """``serve --cluster``'s file (README "Running it") is a snapshot plus the labels of its
+    namespaces; decide, simulate and plan refused it ('namespaces: unknown field')."""
+    text = (FIXTURES.parent / "webhook" / "cluster.yaml").read_text()
+    snapshot, namespaces = load_cluster_text(text, "cluster.yaml")
+    assert snapshot == load_snapshot_text(text, "cluster.yaml")
+    assert namespaces == {
+        "gpu-team-a": {"apportion.io/enabled": "true"},
+        "gpu-team-b": {"apportion.io/enabled": "true", "apportion.io/default-queue": "team-b"},
+        "not-opted-in": {},
+    }
+    assert load_cluster_text("nodes: []\n") == (Snapshot(), {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("namespaces: [team-a]", ["namespaces: a list is not a mapping"]),
+        ("namespaces: {team-a: [x]}", ["namespaces.team-a: a list is not a mapping"]),
+        (
+            "namespaces: {team-a: {apportion.io/enabled: true}}",
+            ['namespaces.team-a["apportion.io/enabled"]: true is not a valid string '
+             "(quote it in YAML)"],
+        ),
+        (
+            "namespace: {team-a: {}}",
+            ["namespace: unknown field; did you mean 'namespaces'? (snapshot fields: "
+             "gpu_models, nodes, queues, workloads, now, prices, metrics, node_pools, "
+             "namespaces)"],
+        ),
+    ],
+)  # fmt: skip
+def test_a_bad_namespaces_map_is_named(text: str, expected: list[str]) -> None:
+    assert problems_of(text) == expected
 
 
 # --- text: YAML and JSON -------------------------------------------------------------------

@@ -147,7 +147,8 @@ def test_plan_command_rejects_nonsense_numbers_before_the_sweep(tmp_path: Path) 
         (["--price", "T4=nan"], "--price 'T4=nan': a price is 0 or a positive number"),
         (["--levels", "1,nan"], "--levels '1,nan': give one or more finite, non-negative"),
         (["--levels", "inf"], "--levels 'inf': give one or more finite, non-negative"),
-        (["--out", str(taken)], f"--out {taken}: cannot create the directory: File exists"),
+        (["--out", str(taken)], f"--out {taken}: is a file, not a directory (--out names a "
+         "directory, made if missing)"),
         # Sizes past any real use ran for ever: a millionfold demand, a level of a thousand
         # times today's nodes (the largest candidate is always simulated), 3,200,000
         # candidates, a process per candidate; a horizon of 1e308 h was an OverflowError.

@@ -98,7 +98,7 @@ def test_bad_input_exits_2_with_a_named_cell(tmp_path: Path) -> None:
     skipped = simulate(str(trace), "--skip-bad-rows", "--json", "--cluster", "uniform:1x4xT4")
     assert skipped.returncode == 0, skipped.stderr
     assert json.loads(skipped.stdout)["trace"]["bad_rows_skipped"] == {
-        "submit: Input should be a valid integer, unable to parse string as an integer": 1
+        "column submit: is not a valid integer, unable to parse string as an integer": 1
     }
     assert "skipped 1 bad row(s)" in skipped.stderr
     no_queue = simulate(str(trace), "--skip-bad-rows")
@@ -134,6 +134,23 @@ def test_a_gpu_model_the_cluster_lacks_exits_2_naming_it(tmp_path: Path) -> None
             assert done.returncode == 2, done.stderr
             assert "Traceback" not in done.stderr
             assert "GPU model(s) uniform:2x4xT4 does not know: 'Z100' (job b)" in done.stderr
+
+
+def test_the_standalone_cluster_file_is_a_cluster(tmp_path: Path) -> None:
+    """The cluster file the README has users write for ``serve --cluster`` (a snapshot with
+    a ``namespaces`` map) was refused by simulate and plan: 'namespaces: unknown field'."""
+    cluster = ROOT / "tests" / "fixtures" / "webhook" / "cluster.yaml"
+    trace = tmp_path / "jobs.csv"
+    trace.write_text("name,queue,submit,runtime,gpus\na,team-a,0,60,8\nb,team-b,5,60,4\n")
+    for command in (
+        ["simulate", str(trace), "--policy", "fifo", "--quiet"],
+        ["plan", str(trace), "--max-simulations", "1", "--quota-simulations", "1", "--quiet"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "scheduler", *command, "--cluster", str(cluster)],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, (command[0], done.stderr)
 
 
 def test_jobs_the_cluster_can_never_run_are_named(tmp_path: Path) -> None:
@@ -227,9 +244,15 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
         assert done.returncode == 2 and message in done.stderr, (option, done.stderr)
     taken = tmp_path / "results"
     taken.write_text("not a directory")
-    done = simulate("demo", "--max-jobs", "5", "--out", str(taken), "--quiet")
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert f"--out {taken}: cannot create the directory: File exists" in done.stderr
+    # Was 'cannot create the directory: File exists' ('--out README.md'), and for a path
+    # inside a file 'Not a directory', which did not say which part is the file.
+    for out, problem in (
+        (taken, "is a file, not a directory (--out names a directory, made if missing)"),
+        (taken / "run-1", f"{taken} is a file, not a directory"),
+    ):
+        done = simulate("demo", "--max-jobs", "5", "--out", str(out), "--quiet")
+        assert done.returncode == 2
+        assert done.stderr == f"apportion simulate: --out {out}: {problem}\n"
 
 
 def test_a_seed_list_may_start_with_a_negative_seed() -> None:

@@ -348,22 +348,75 @@ def test_own_csv_round_trips_and_names_bad_cells() -> None:
         (j.workload, j.work, j.rates) for j in (a, b)
     ]
     broken = text + "c,team,x,20,1,,,,0\n"
-    with pytest.raises(RowError, match=r"jobs.csv line 4 column submit: 'x' Input should be"):
+    with pytest.raises(RowError, match=r"jobs.csv line 4 column submit: 'x' is not a valid int"):
         load_job_csv(broken, "jobs.csv")
     both = text + "d,team,1,20,1,500,,,0\n"
     with pytest.raises(RowError, match=r"jobs.csv line 4: .*give exactly one of gpus"):
         load_job_csv(both, "jobs.csv")
 
 
+CSV_HEADER = "name,queue,submit,runtime,gpus,gpu_milli,throughput\n"
+JOB_FIELDS = (
+    "job fields: name, queue, submit, runtime, gpus, gpu_milli, mig_profile, gpu_memory_mib, "
+    "pods, priority, models, cpu_milli, memory_mib, throughput, gpu_util"
+)
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ("a,q,-5,10,1,,", "jobs.csv line 2 column submit: '-5' is negative"),
+        ("a,q,0,10,0,,", "jobs.csv line 2 column gpus: '0' must be at least 1"),
+        ("a,q,0,10,,1500,",
+         "jobs.csv line 2 column gpu_milli: '1500' is not less than or equal to 999"),
+        # The value was the whole column ({'H100': '-1'}), not the rate that is wrong.
+        ("a,q,0,10,1,,H100=-1",
+         "jobs.csv line 2 column throughput.H100: '-1' is not greater than 0"),
+        # Every problem of the row, as a snapshot's.
+        ("a,q,-5,abc,0,,",
+         "jobs.csv line 2 column submit: '-5' is negative; column runtime: 'abc' is not a valid "
+         "number, unable to parse string as a number; column gpus: '0' must be at least 1"),
+        ("a,q,0,10,2000,,",
+         "jobs.csv line 2 column gpus: '2000' is more GPUs in one pod than a node can have (1024)"),
+    ],
+)  # fmt: skip
+def test_own_csv_names_each_bad_cell_as_snapshots_do(row: str, expected: str) -> None:
+    """Was pydantic's own words ('Input should be greater than or equal to 0')."""
+    with pytest.raises(RowError) as caught:
+        load_job_csv(CSV_HEADER + row + "\n", "jobs.csv")
+    assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"name": "a", "submit": 0, "runtime": 10, "gpu": 1}',
+         f"jobs.jsonl line 1 field gpu: unknown field; did you mean 'gpus'? ({JOB_FIELDS})"),
+        ('{"name": "a", "submit": 0, "runtime": 10, "gpus": 1, "models": "H100"}',
+         "jobs.jsonl line 1 field models: 'H100' is not a list"),
+        # true was taken as 1 GPU.
+        ('{"name": "a", "submit": 0, "runtime": 10, "gpus": true}',
+         "jobs.jsonl line 1 field gpus: true is a boolean, not a number"),
+        ('{"name": "a", "submit": 0, "runtime": 10, "gpus": 1, "gpu_milli": 5}',
+         "jobs.jsonl line 1: give exactly one of gpus, mig_profile, gpu_memory_mib, gpu_milli "
+         "(given: gpus, gpu_milli)"),
+    ],
+)  # fmt: skip
+def test_own_jsonl_names_each_bad_field_as_snapshots_do(line: str, expected: str) -> None:
+    with pytest.raises(RowError) as caught:
+        load_job_jsonl(line + "\n", "jobs.jsonl")
+    assert str(caught.value) == expected
+
+
 def test_own_format_rejects_infinite_and_nan_numbers() -> None:
     """``inf`` passes 'greater than 0' but is no runtime: it was read, then overflowed the
     engine's completion time (a traceback) instead of naming the cell."""
     header = "name,submit,runtime,gpus,throughput\n"
-    with pytest.raises(RowError, match=r"jobs.csv line 2 column runtime: 'inf' Input should be"):
+    with pytest.raises(RowError, match=r"jobs.csv line 2 column runtime: 'inf' is not a finite"):
         load_job_csv(header + "a,0,inf,1,\n", "jobs.csv")
-    with pytest.raises(RowError, match=r"jobs.csv line 2 column throughput.T4: .*finite"):
+    with pytest.raises(RowError, match=r"jobs.csv line 2 column throughput.T4: 'inf' is not a fin"):
         load_job_csv(header + "a,0,10,1,T4=inf\n", "jobs.csv")
-    with pytest.raises(RowError, match=r"jobs.jsonl line 1 column runtime: inf Input should be"):
+    with pytest.raises(RowError, match=r"jobs.jsonl line 1 field runtime: inf is not a finite"):
         load_job_jsonl('{"name": "a", "submit": 0, "runtime": Infinity, "gpus": 1}\n', "jobs.jsonl")
     jobs_table = "j1,i1,alice,Terminated,100,900\n"
     tasks = "j1,w,1,Terminated,100,1e400,600,29,50,V100\n"
@@ -383,8 +436,8 @@ def test_own_jsonl_and_skip_counts() -> None:
     (a,) = load_job_jsonl(text, "jobs.jsonl", bad)
     assert a.workload.demand == Demand(mig_profile="1g.10gb")
     assert bad.counts == {
-        "runtime: Input should be greater than 0": 1,
-        "name: repeated": 1,
+        "field runtime: is not greater than 0": 1,
+        "field name: repeated": 1,
         "not JSON": 1,
     }
     with pytest.raises(RowError, match=r"jobs.jsonl line 5 column 2: Expecting property name"):
@@ -511,11 +564,28 @@ def test_more_gpus_in_a_pod_than_any_node_has_is_a_bad_row(tmp_path: Path) -> No
         "name,queue,submit,runtime,gpus,pods,priority,models\n"
         "typo,q,0,100,9999999999,1,0,\nok,q,5,100,8,1,0,\n"
     )
-    with pytest.raises(TraceError, match=r"job typo: 9999999999 GPUs in one pod; no node has"):
+    with pytest.raises(TraceError) as caught:
         load_trace(trace)
+    # Was 'jobs.csv: job typo: …', found after loading: no line, no column.
+    assert str(caught.value) == (
+        f"{trace} line 2 column gpus: '9999999999' is more GPUs in one pod than a node can have "
+        "(1024)"
+    )
     kept = load_trace(trace, skip_bad_rows=True)
     assert [j.name for j in kept.jobs] == ["ok"]
-    assert kept.bad_rows == {"more than 1024 GPUs in one pod": 1}
+    assert kept.bad_rows == {"more GPUs in one pod than a node can have (1024)": 1}
+    # Every format says where; a count over several pods says how many in one.
+    helios = "1,u,vcA,4096,4,2,COMPLETED,2020-04-01 00:00:00,,,10,0\n"
+    with pytest.raises(RowError) as caught:
+        load_helios_jobs(HELIOS_HEADER + helios, "log.csv")
+    assert str(caught.value) == (
+        "log.csv line 2 column gpu_num: '4096' is 2048 GPUs in one pod, more than a node can "
+        "have (1024)"
+    )
+    openb = "p,1000,1024,2000,1000,,LS,Running,0,10,0\n"
+    header = (OPENB_TRACE_DIR / "openb_pod_list_default.csv").read_text().split("\n", 1)[0]
+    with pytest.raises(RowError, match=r"^p.csv line 2 column num_gpu: '2000' is more GPUs in"):
+        load_openb_jobs(header + "\n" + openb, "p.csv")
 
 
 def test_a_trace_with_no_job_to_replay_says_so(tmp_path: Path) -> None:

@@ -47,13 +47,15 @@ def test_serve_refuses_to_start_without_certificates() -> None:
     assert "Traceback" not in result.stderr
 
 
-def _serve_with_a_certificate(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _serve_with_a_certificate(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``apportion serve`` with a fresh certificate for localhost in ``tmp_path``."""
     leaf = trustme.CA().issue_cert("localhost")
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
     leaf.cert_chain_pems[0].write_to_path(str(cert))
     leaf.private_key_pem.write_to_path(str(key))
-    return _run("serve", "--cert-file", str(cert), "--key-file", str(key), *args)
+    return _run("serve", "--cert-file", str(cert), "--key-file", str(key), *args, env=env)
 
 
 def test_serve_names_the_bad_field_of_a_cluster_file(tmp_path: Path) -> None:
@@ -61,8 +63,28 @@ def test_serve_names_the_bad_field_of_a_cluster_file(tmp_path: Path) -> None:
     bad.write_text("queues:\n  - name: a\n    quota: {H100: {nominal: -1}}\nnamespaces: [oops]\n")
     result = _serve_with_a_certificate(tmp_path, "--cluster", str(bad))
     assert result.returncode == 2
-    assert "namespaces: must map a namespace to its labels" in result.stderr
+    # Every problem, each with its path, as a snapshot's: the namespaces were checked first
+    # and alone, so the quota's problem went unsaid.
+    assert "queues[0].quota.H100.nominal: -1 is negative" in result.stderr
+    assert "namespaces: a list is not a mapping" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_a_cluster_file_and_a_kubeconfig_together(tmp_path: Path) -> None:
+    """Was: the cluster file won and the kubeconfig given with it was silently not used. A
+    KUBECONFIG left in the environment still yields to a cluster file (README)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("{}\n")
+    said = (
+        "apportion serve: a cluster file (--cluster, APPORTION_CLUSTER) serves standalone and "
+        "--kubeconfig a live cluster: give one of them\n"
+    )
+    for args, env in (
+        (["--cluster", str(CLUSTER_FILE), "--kubeconfig", str(kubeconfig)], {}),
+        (["--kubeconfig", str(kubeconfig)], {"APPORTION_CLUSTER": str(CLUSTER_FILE)}),
+    ):
+        result = _serve_with_a_certificate(tmp_path, *args, env=env)
+        assert (result.returncode, result.stderr) == (2, said), args
 
 
 def test_serve_names_the_certificate_file_it_cannot_use(tmp_path: Path) -> None:

@@ -131,7 +131,7 @@ class Admission:
                     workload.name,
                 )
         if shadow:
-            text = f"{decision.outcome.name.lower()}: {decision.reason.value}: {decision.message}"
+            text = f"{decision.outcome.label}: {decision.reason.value}: {decision.message}"
             return Verdict(
                 allow(set_metadata(pod, "annotations", {keys.ANNOTATION_SHADOW: text})),
                 "shadow",

@@ -96,12 +96,13 @@ def serve_command(sub: Subparsers) -> None:
         "--cluster",
         type=Path,
         default=_env("APPORTION_CLUSTER"),
-        help="standalone: cluster file (snapshot + namespaces) [APPORTION_CLUSTER]",
+        help="standalone: cluster file (snapshot + namespaces); a KUBECONFIG in the "
+        "environment is then not used [APPORTION_CLUSTER]",
     )
+    # Read from KUBECONFIG in _settings, not here: only the flag conflicts with a cluster file.
     add(
         "--kubeconfig",
         type=Path,
-        default=_env("KUBECONFIG"),
         help="kubeconfig; in a pod the in-cluster config is used [KUBECONFIG]",
     )
     add(
@@ -269,11 +270,12 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
     for flag, path in (("--cert-file", args.cert_file), ("--key-file", args.key_file)):
         if not path.is_file():
             raise CommandError(f"{flag}: {path} does not exist or is not a file")
-    if args.cluster is None and args.kubeconfig is not None:
+    kubeconfig = _kubeconfig(args)
+    if kubeconfig is not None:
         # KUBECONFIG may list several files, as kubectl reads it; one must exist.
-        paths = [Path(p).expanduser() for p in str(args.kubeconfig).split(os.pathsep) if p]
+        paths = [Path(p).expanduser() for p in str(kubeconfig).split(os.pathsep) if p]
         if not any(path.is_file() for path in paths):
-            raise CommandError(f"--kubeconfig {args.kubeconfig}: does not exist or is not a file")
+            raise CommandError(f"--kubeconfig {kubeconfig}: does not exist or is not a file")
     trusted = set()
     namespace = _env("POD_NAMESPACE", "apportion-system") or "apportion-system"
     account = _env("APPORTION_SERVICE_ACCOUNT", "apportion") or "apportion"
@@ -305,10 +307,27 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         controller=controller,
         cluster_file=args.cluster,
         queues_file=args.queues,
-        kubeconfig=args.kubeconfig,
+        kubeconfig=kubeconfig,
         all_namespaces=args.all_namespaces or _switch_env("APPORTION_ALL_NAMESPACES"),
         prometheus=_prometheus(args.prometheus_url),
     )
+
+
+def _kubeconfig(args: argparse.Namespace) -> Path | None:
+    """The kubeconfig to watch a live cluster with; None with a cluster file (standalone).
+    --kubeconfig and a cluster file together are refused, as one of them would be ignored;
+    KUBECONFIG yields to a cluster file, as it is often only left set in a shell for kubectl
+    (README: the standalone try-out with a kubeconfig in the environment)."""
+    given: Path | None = args.kubeconfig
+    if args.cluster is not None and given is not None:
+        raise CommandError(
+            "a cluster file (--cluster, APPORTION_CLUSTER) serves standalone and "
+            "--kubeconfig a live cluster: give one of them"
+        )
+    if args.cluster is not None or given is not None:
+        return given
+    kubeconfig = _env("KUBECONFIG")
+    return Path(kubeconfig) if kubeconfig else None
 
 
 def _prometheus(url: str | None) -> PrometheusSettings | None:
