@@ -189,6 +189,11 @@ class Checks:
                         f"{where}.shared: true conflicts with mig: fractional "
                         "pods share whole GPUs, not MIG-partitioned ones"
                     )
+                if gpu.held:
+                    self.problems.append(
+                        f"{where}.held: true conflicts with mig: a pod holds a MIG GPU's "
+                        "slices, so mark the slices it holds (mig[i].held)"
+                    )
                 self.problems += layout_problems(model, gpu.mig, f"{where}.mig")
 
     def _flavor(self, flavor: str) -> tuple[str | None, str]:
@@ -373,6 +378,8 @@ class Checks:
             self._milli(owner, f"{path}.milli", gpu, what, key, pod.milli)
         elif gpu.mig is not None:
             self.problems.append(f"{where}: {what} is MIG-partitioned; it has no whole GPU to give")
+        elif gpu.held:
+            self.problems.append(f"{where}: {what} is held by a pod outside the workloads")
         elif (user := self.whole_users.get(key) or self.milli_users.get(key)) is not None:
             self.problems.append(f"{where}: {what} is already used by workload {user!r}")
         else:
@@ -403,6 +410,11 @@ class Checks:
                 f"{where}: the slice at {start} on {what} is "
                 f"{piece.profile}, not the workload's flavor {flavor}"
             )
+        if piece.held:
+            self.problems.append(
+                f"{where}: slice {piece.profile}@{start} on {what} is held by a pod outside "
+                "the workloads"
+            )
         if (user := self.slice_users.get((*key, start))) is not None:
             self.problems.append(
                 f"{where}: slice {piece.profile}@{start} on {what} is already "
@@ -417,6 +429,8 @@ class Checks:
             self.problems.append(
                 f"{where}: {milli} is on {what}, which is not shared (time-sliced)"
             )
+        if gpu.held:
+            self.problems.append(f"{where}: {what} is held whole by a pod outside the workloads")
         if key in self.whole_users:
             self.problems.append(
                 f"{where}: {what} is already used whole by workload {self.whole_users[key]!r}"

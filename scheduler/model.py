@@ -189,6 +189,9 @@ class MigSlice(_Frozen):
 
     profile: str
     start: NonNegative
+    held: bool = False
+    """Held by a pod outside the workloads (a GPU pod Apportion does not manage): not free,
+    still the GPU's, so no repartition is proposed while it runs (``Gpu.held``)."""
 
 
 class Gpu(_Frozen):
@@ -202,6 +205,11 @@ class Gpu(_Frozen):
     """None: not partitioned. A tuple: the configured MIG layout (may be empty)."""
     shared: bool = False
     """Time-sliced: the GPU may host fractional (milli-GPU) pods."""
+    held: bool = False
+    """Held whole by a pod outside the workloads (a GPU pod Apportion does not manage): not
+    free, yet still the node's, as ``Node.cpu_held_milli`` is for CPU. A node of 8 GPUs
+    with one held is a used node with 7 free, not an empty node of 7: the fragmentation
+    rule keeps it apart from the wholly free ones. A MIG GPU's slices say it per slice."""
 
 
 class Node(_Frozen):

@@ -75,13 +75,15 @@ class Pool:
     """Profile → sorted free instances (node, gpu, start)."""
 
     def fill_buckets(self) -> None:
-        """Bucket every node as entirely free, once its GPUs are counted."""
+        """Bucket every node by its free whole GPUs, once its GPUs are counted: all of them,
+        but those held outside the workloads (``Gpu.held``)."""
         self.max_size = max(self.node_size.values(), default=0)
         for n in self.nodes:
-            size = self.node_size[n]
-            if size:
-                self.buckets.setdefault((True, size), NodeSet()).add(n)
-                self.occupied |= _bit((True, size), self.max_size)
+            size, free = self.node_size[n], self.whole_free[n]
+            if free:
+                bucket = (free == size, free)
+                self.buckets.setdefault(bucket, NodeSet()).add(n)
+                self.occupied |= _bit(bucket, self.max_size)
 
     def move(self, n: int, delta: int) -> None:
         """Node ``n`` gained (or lost) ``delta`` free whole GPUs: change its bucket."""

@@ -170,15 +170,18 @@ class ClusterState:
                     pool.whole_free[n] = 0
                 if gpu.mig is not None:
                     gpu_free_milli(0)
-                    gpu_mig({s.start: [s.profile, False] for s in gpu.mig})
+                    gpu_mig({s.start: [s.profile, s.held] for s in gpu.mig})
                     if gpu.healthy:
                         for s in gpu.mig:
-                            pool.mig_free.setdefault(s.profile, []).append((n, g, s.start))
+                            if not s.held:
+                                pool.mig_free.setdefault(s.profile, []).append((n, g, s.start))
                 else:
                     gpu_mig(None)
-                    gpu_free_milli(MILLI_PER_GPU if gpu.healthy else 0)
+                    usable = gpu.healthy and not gpu.held
+                    gpu_free_milli(MILLI_PER_GPU if usable else 0)
                     if gpu.healthy:
-                        pool.node_size[n] += 1
+                        pool.node_size[n] += 1  # held or not: the node's (never_fits)
+                    if usable:
                         pool.whole_free[n] += 1
                         if gpu.shared:
                             pool.fractions.append((MILLI_PER_GPU, n, g))

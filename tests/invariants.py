@@ -294,8 +294,13 @@ def check_capacity(snapshot: Snapshot, decision: Decision) -> list[str]:
                     need = demand.gpu_memory_mib
                     if need is not None and (mp is None or mp.usable_memory_mib < need):
                         problems.append(f"{where}: slice {profile} too small for {need} MiB")
+                if any(s.held for s in gpu.mig or () if s.start == pod.mig_start):
+                    problems.append(f"{where}: slice {profile} is held outside the workloads")
                 slice_users.setdefault((pod.node, gpu.index, pod.mig_start), []).append(w.name)
                 continue
+            for gpu in gpus:
+                if gpu.held:
+                    problems.append(f"{where}: GPU {gpu.index} is held outside the workloads")
             for gpu in gpus:
                 if gpu.mig is not None:
                     problems.append(f"{where}: GPU {gpu.index} is MIG-partitioned, used whole")
@@ -398,6 +403,8 @@ def check_mig_layouts(snapshot: Snapshot, decision: Decision) -> list[str]:
             problems.append(f"{where}: GPU is unhealthy")
         if (plan.node, plan.gpu) in busy:
             problems.append(f"{where}: GPU is in use after the decision")
+        if gpu.held or any(s.held for s in gpu.mig or ()):
+            problems.append(f"{where}: a pod outside the workloads holds it")
         if plan.current != gpu.mig:
             problems.append(f"{where}: current {plan.current} differs from snapshot {gpu.mig}")
         proposed = {s.profile for s in plan.proposed}
@@ -556,6 +563,13 @@ class FreeCapacity:
     @classmethod
     def after(cls, snapshot: Snapshot, holders: Iterable[Holder]) -> FreeCapacity:
         free = cls(snapshot)
+        for node in snapshot.nodes:  # what pods outside the workloads hold is never free
+            for gpu in node.gpus:
+                if gpu.held:
+                    free.used_milli[(node.name, gpu.index)] = MILLI_PER_GPU
+                for piece in gpu.mig or ():
+                    if piece.held:
+                        free.used_slices.add((node.name, gpu.index, piece.start))
         for h in holders:
             free.take(h.pods, 1, h.workload)
         return free

@@ -138,11 +138,17 @@ def gpu_nodes(draw: st.DrawFn, count: int) -> list[Node]:
         for i in range(size):
             layout = None
             shared = False
+            # A pod outside the workloads (not Apportion's) holds some GPUs and slices.
+            held = draw(st.integers(0, 7)) == 0
             if model in MIG_MODELS and draw(st.integers(0, 2)) == 0:
-                layout = draw(st.sampled_from(LAYOUTS))
+                layout = tuple(
+                    s.model_copy(update={"held": draw(st.integers(0, 5)) == 0})
+                    for s in draw(st.sampled_from(LAYOUTS))
+                )
+                held = False
             if model in SHAREABLE:
                 shared = draw(st.booleans())
-            gpus.append(Gpu(index=i, model=model, mig=layout, shared=shared))
+            gpus.append(Gpu(index=i, model=model, mig=layout, shared=shared, held=held))
         labels = {"zone": draw(st.sampled_from(("a", "b"))), "rack": str(n)}
         taints = (Taint(key="dedicated", value="ml"),) if draw(st.integers(0, 5)) == 0 else ()
         # Half the nodes report CPU and memory, as kubelets do: small enough to bind.

@@ -758,3 +758,25 @@ def test_broken_fixture_reports_every_problem() -> None:
         "workloads[4].flavor: is required on a running workload (placement is set)",
         "workloads[4].placement[0].node: 'gpu-c' is not a node",
     ]
+
+
+def test_what_pods_outside_the_workloads_hold_is_not_a_running_workloads() -> None:
+    data = cluster(
+        workloads=[whole("w", "h100", 1), mig("m", 4, 4, "3g.40gb"), fraction("f", 300)]
+    )
+    data["nodes"][0]["gpus"][1]["held"] = True
+    data["nodes"][0]["gpus"][4]["mig"][3]["held"] = True
+    data["nodes"][0]["gpus"].append(
+        {"index": 5, "model": "H100-80GB", "mig": copy.deepcopy(BALANCED), "held": True}
+    )
+    data["nodes"][1]["gpus"][0]["held"] = True
+    assert problems_of(data) == [
+        "nodes[0].gpus[5].held: true conflicts with mig: a pod holds a MIG GPU's slices, so "
+        "mark the slices it holds (mig[i].held)",
+        "workloads[0].placement[0].gpus[0]: GPU 1 on node 'h100' is held by a pod outside the "
+        "workloads",
+        "workloads[1].placement[0].mig_start: slice 3g.40gb@4 on GPU 4 on node 'h100' is held "
+        "by a pod outside the workloads",
+        "workloads[2].placement[0].milli: GPU 0 on node 't4' is held whole by a pod outside "
+        "the workloads",
+    ]

@@ -5,7 +5,17 @@ from hypothesis import strategies as st
 
 from scheduler.catalog import default_catalog
 from scheduler.demand import Kind, Option
-from scheduler.model import Demand, Gpu, MigSlice, Node, Snapshot, Taint, Toleration, Workload
+from scheduler.model import (
+    Demand,
+    Gpu,
+    MigSlice,
+    Node,
+    PodPlacement,
+    Snapshot,
+    Taint,
+    Toleration,
+    Workload,
+)
 from scheduler.state import ClusterState
 
 CATALOG = default_catalog()
@@ -177,3 +187,28 @@ def test_whole_gpu_search_follows_the_rule_and_the_bucket_bits_stay_exact(
                 if nodes:
                     bits |= 1 << (free + (pool.max_size + 1) * entirely_free)
             assert pool.occupied == bits
+
+
+def test_a_gpu_held_outside_the_workloads_is_the_nodes_but_never_free() -> None:
+    # A pod Apportion does not manage holds GPU 0 of a: a used node with 7 free, filled
+    # before b is broken, and never on GPU 0; yet a's 8 still count for "can ever fit".
+    held = Node(
+        name="a", gpus=tuple(Gpu(index=i, model="H100-80GB", held=i == 0) for i in range(8))
+    )
+    state = state_of(held, node("b", 7))
+    pools = state.eligible_pools(anyone(), whole(1))
+    assert state.entirely_free_gpus() == 7  # b's; a is not entirely free
+    first = state.place(whole(1), 1, 0, 0, pools)
+    assert first is not None and state.placement_of(first)[0] == PodPlacement(node="a", gpus=(1,))
+    assert state.place(whole(8), 1, 0, 0, state.eligible_pools(anyone(), whole(8))) is None
+    assert not state.never_fits(whole(8), pools)
+
+
+def test_a_mig_slice_held_outside_the_workloads_is_never_given() -> None:
+    layout = (MigSlice(profile="3g.40gb", start=0, held=True), MigSlice(profile="3g.40gb", start=4))
+    state = state_of(Node(name="m", gpus=(Gpu(index=0, model="H100-80GB", mig=layout),)))
+    slice_of = Option("mig-3g.40gb", Kind.MIG, ("H100-80GB",), 1, profile="3g.40gb")
+    pools = state.eligible_pools(anyone(), slice_of)
+    taken = state.place(slice_of, 1, 0, 0, pools)
+    assert taken is not None and state.placement_of(taken)[0].mig_start == 4
+    assert state.place(slice_of, 1, 0, 0, pools) is None
