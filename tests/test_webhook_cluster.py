@@ -12,7 +12,7 @@ import pytest
 from webhook_support import CLUSTER_FILE, FIXTURES, fixture_cluster
 
 from scheduler.allocator import decide
-from scheduler.model import Demand, PodPlacement, Workload
+from scheduler.model import Demand, PodPlacement, Quota, Workload
 from scheduler.reasons import Outcome
 from scheduler.telemetry import HealthVerdict, IdleWorkload, TelemetrySettings, assess
 from webhook.cluster import LiveCluster
@@ -209,8 +209,45 @@ def test_a_foreign_pod_takes_every_device_it_holds_out_of_capacity(
     assert observed is not None and observed.foreign
     cluster.put_pod(observed)
     (node,) = [n for n in cluster.snapshot().nodes if n.name == "mig-node-c"]
-    assert sum(1 for g in node.gpus if g.mig is None) == whole
-    assert sum(len(g.mig or ()) for g in node.gpus) == slices
+    assert sum(1 for g in node.gpus if g.mig is None and not g.held) == whole
+    assert sum(1 for g in node.gpus for m in g.mig or () if not m.held) == slices
+
+
+def test_no_repartition_is_proposed_under_a_foreign_pods_mig_slices() -> None:
+    # Foreign pods' slices were taken out of the layout, so the MIG GPU they run on, its
+    # other slices free, looked idle: "repartition 5×1g.10gb → 3g.40gb@0 + 3g.40gb@4" was
+    # proposed for it, which would have destroyed their instances.
+    cluster = fixture_cluster()
+    for name, demand, node in [
+        ("slice-0", Demand(mig_profile="1g.10gb"), "mig-node-c"),
+        ("slice-1", Demand(mig_profile="1g.10gb"), "mig-node-c"),
+        *((f"whole-{n}", Demand(gpus=k), n) for n, k in _WHOLE_GPUS.items()),
+    ]:
+        pod = ManagedPod(
+            namespace="not-opted-in", name=name, workload=f"foreign:not-opted-in/{name}",
+            queue="", demand=demand, priority=0, created=0, gang_size=1, gated=False,
+            node=node, foreign=True,
+        )  # fmt: skip
+        cluster.put_pod(pod)
+    snapshot = cluster.snapshot()
+    queues = tuple(
+        q.model_copy(update={"quota": {**q.quota, "mig-3g.40gb": Quota(nominal=4)}})
+        for q in snapshot.queues
+    )
+    wants = Workload(
+        name="gpu-team-a/sliced", queue="team-a", namespace="gpu-team-a", pods=2,
+        demand=Demand(mig_profile="3g.40gb"),
+    )  # fmt: skip
+    decision = decide(
+        snapshot.model_copy(update={"queues": queues, "workloads": (*snapshot.workloads, wants)})
+    )
+    assert [(p.node, p.gpu) for p in decision.repartitions] == [("mig-node-c", 7)]
+    (node,) = [n for n in snapshot.nodes if n.name == "mig-node-c"]
+    assert sum(m.held for m in node.gpus[6].mig or ()) == 2  # both on GPU 6, lowest first
+
+
+_WHOLE_GPUS = {"gpu-node-a": 8, "gpu-node-b": 8, "mig-node-c": 6}
+"""Every whole GPU of the capture's cluster, per node: a repartition can only be of MIG GPUs."""
 
 
 _MIXED = (

@@ -194,7 +194,9 @@ def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake
     controller = _controller(fake)
     with synced(controller):
         snapshot = controller.cluster.snapshot()
-        free = {n.name: sum(1 for g in n.gpus if g.mig is None) for n in snapshot.nodes}
+        free = {
+            n.name: sum(1 for g in n.gpus if g.mig is None and not g.held) for n in snapshot.nodes
+        }
         # Recorded bound pods not decided by Apportion: train-gpu-1 (1), gated-gpu-2 (2) and
         # gang-train-1 (1) on gpu-node-a; train-gpu-8 (8) on gpu-node-b; gang-train-0 (1) on
         # mig-node-c (6 whole GPUs + 2 in MIG).
@@ -1430,12 +1432,12 @@ def test_pods_apportion_holds_keep_its_gate(fake: Fake) -> None:
     controller = _controller(fake)
     with synced(controller):
         eventually(lambda: not _gates(_pod(fake, "patched-gpu-1")))  # admitted by the queue
-        _waiting_pod(fake, "too-big", gpus=6)  # foreign pods leave no node 6
+        _waiting_pod(fake, "too-big", gpus=6)  # foreign pods leave no node 6 free
 
         def reason() -> str:
             return str(_pod(fake, "too-big")["metadata"]["annotations"].get(keys.ANNOTATION_REASON))
 
-        eventually(lambda: reason().startswith("NeverFits"))
+        eventually(lambda: reason().startswith("InsufficientCapacity"))
         fake.put_namespace("gpu-team-a")  # opted out
         eventually(lambda: not controller.cluster.policy("gpu-team-a").enabled)
         reviews = controller.stuck_reviews  # one per decision cycle

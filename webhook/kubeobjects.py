@@ -196,10 +196,14 @@ class NodeLedger:
         ledger = cls(node)
         for gpu in node.gpus:
             if gpu.mig is None:
-                ledger.free_whole.append(gpu.index)
+                if not gpu.held:
+                    ledger.free_whole.append(gpu.index)
             else:
                 for mig in gpu.mig:
-                    ledger.free_slices.setdefault(mig.profile, []).append((gpu.index, mig.start))
+                    if not mig.held:
+                        ledger.free_slices.setdefault(mig.profile, []).append(
+                            (gpu.index, mig.start)
+                        )
         return ledger
 
     def take_whole(self, count: int) -> PodPlacement | None:

@@ -27,8 +27,8 @@ __all__ = [
     "replaced_gang",
     "replacements_of",
     "waits_for_running",
+    "with_held",
     "without_closed_queues",
-    "without_devices",
     "without_host",
     "workload_of",
 ]
@@ -120,16 +120,23 @@ def groups_of(name: str, members: list[ManagedPod]) -> dict[str, PodGroup]:
     }
 
 
-def without_devices(node: Node, whole: set[int], slices: set[tuple[int, int]]) -> Node:
-    """The node without these whole GPUs and MIG slices (``(gpu, start)``)."""
+def with_held(node: Node, whole: set[int], slices: set[tuple[int, int]]) -> Node:
+    """The node with these whole GPUs and MIG slices (``(gpu, start)``) held by pods outside
+    the workloads (``Gpu.held``): not free, still the node's. Taken out of the node instead,
+    a MIG GPU whose every slice left was free looked idle, and a repartition was proposed
+    under a pod running on it."""
     gpus = []
     for gpu in node.gpus:
         if gpu.mig is None:
-            if gpu.index not in whole:
-                gpus.append(gpu)
+            gpus.append(gpu.model_copy(update={"held": True}) if gpu.index in whole else gpu)
+        elif any((gpu.index, m.start) in slices for m in gpu.mig):
+            layout = tuple(
+                m.model_copy(update={"held": True}) if (gpu.index, m.start) in slices else m
+                for m in gpu.mig
+            )
+            gpus.append(gpu.model_copy(update={"mig": layout}))
         else:
-            kept = tuple(m for m in gpu.mig if (gpu.index, m.start) not in slices)
-            gpus.append(gpu if len(kept) == len(gpu.mig) else gpu.model_copy(update={"mig": kept}))
+            gpus.append(gpu)
     return node.model_copy(update={"gpus": tuple(gpus)})
 
 
@@ -146,7 +153,8 @@ def without_host(node: Node, cpu_milli: int, memory_mib: int) -> Node:
 
 
 def nodes_less_foreign(nodes: dict[str, Node], pods: Iterable[ManagedPod]) -> dict[str, Node]:
-    """Nodes without the devices, CPU and memory foreign pods hold (not Apportion's to give)."""
+    """Nodes with the devices, CPU and memory foreign pods hold marked held (not Apportion's
+    to give)."""
     foreign = [p for p in pods if p.foreign and p.node in nodes]
     if not foreign:
         return nodes
@@ -170,7 +178,7 @@ def nodes_less_foreign(nodes: dict[str, Node], pods: Iterable[ManagedPod]) -> di
         slices = {(g.index, m.start) for g in node.gpus if g.mig is not None for m in g.mig} - {
             s for free in ledger.free_slices.values() for s in free
         }
-        result[name] = without_host(without_devices(node, whole, slices), *host[name])
+        result[name] = without_host(with_held(node, whole, slices), *host[name])
     return result
 
 
@@ -225,7 +233,7 @@ def without_closed_queues(
     nodes = dict(nodes)
     for name, (whole, slices) in held.items():
         if name in nodes:
-            nodes[name] = without_host(without_devices(nodes[name], whole, slices), *host[name])
+            nodes[name] = without_host(with_held(nodes[name], whole, slices), *host[name])
     return known, nodes
 
 
