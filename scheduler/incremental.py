@@ -11,6 +11,8 @@ already running in the snapshot the allocator was built from, so a driver that r
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from scheduler.compiled import Entry, charge_running, compile_snapshot
 from scheduler.fragmentation import FragmentationScore, ObservedMix
 from scheduler.greedy import Cycle, Verdict
@@ -100,6 +102,25 @@ class IncrementalAllocator:
         if n is None:
             return False
         self._compiled.state.hold_outside(n, cpu_milli, memory_mib)
+        return True
+
+    def take_held(self, node: str, whole: Iterable[int], slices: Iterable[tuple[int, int]]) -> bool:
+        """Pods outside the workloads now hold these whole GPUs and MIG slices ((GPU index,
+        start)) of ``node``, as ``Gpu.held`` and ``MigSlice.held`` would say after a
+        rebuild: a foreign GPU pod came. False, with nothing taken, if one is not free here
+        or the node is not in this allocator's snapshot."""
+        n = self._compiled.state.node_index.get(node)
+        return n is not None and self._compiled.state.take_held(n, whole, slices)
+
+    def give_back_held(
+        self, node: str, whole: Iterable[int], slices: Iterable[tuple[int, int]]
+    ) -> bool:
+        """These devices of ``node``, held by pods outside the workloads until now, are free:
+        a foreign GPU pod went. False if the node is not in this allocator's snapshot."""
+        n = self._compiled.state.node_index.get(node)
+        if n is None:
+            return False
+        self._compiled.state.give_back_held(n, whole, slices)
         return True
 
     def release(self, name: str) -> bool:

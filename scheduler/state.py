@@ -582,6 +582,49 @@ class ClusterState:
         if self.scorer is not None:
             self.scorer.touch(n)
 
+    def take_held(self, n: int, whole: Iterable[int], slices: Iterable[tuple[int, int]]) -> bool:
+        """Pods outside the workloads now hold these whole GPUs and MIG slices ((GPU index,
+        start)) of node ``n``: taken as compiling the node with them ``held`` would leave
+        them. False, with nothing taken, when one of them is not free here (a workload
+        holds it, it is unhealthy, or no such device)."""
+        pods = []
+        gpus = self.node_gpus[n]
+        for index in whole:
+            g = gpus.get(index)
+            if (
+                g is None
+                or not self.gpu_healthy[g]
+                or self.gpu_mig[g] is not None
+                or self.gpu_free_milli[g] != MILLI_PER_GPU
+            ):
+                return False
+            pods.append(PodAlloc(n, (g,)))
+        for index, start in slices:
+            g = gpus.get(index)
+            layout = None if g is None else self.gpu_mig[g]
+            if (
+                g is None
+                or layout is None
+                or not self.gpu_healthy[g]
+                or layout.get(start, [0, True])[1]
+            ):
+                return False
+            pods.append(PodAlloc(n, (g,), mig_start=start))
+        for pod in pods:
+            self._shift_pod(pod, 0, 0, taking=True)
+        return True
+
+    def give_back_held(
+        self, n: int, whole: Iterable[int], slices: Iterable[tuple[int, int]]
+    ) -> None:
+        """Pods outside the workloads no longer hold these whole GPUs and MIG slices of node
+        ``n`` (held until now): free again."""
+        gpus = self.node_gpus[n]
+        for index in whole:
+            self._shift_pod(PodAlloc(n, (gpus[index],)), 0, 0, taking=False)
+        for index, start in slices:
+            self._shift_pod(PodAlloc(n, (gpus[index],), mig_start=start), 0, 0, taking=False)
+
     # ------------------------------------------------------------ take/release
     def _set_milli(self, g: int, new: int) -> None:
         """Change a non-MIG GPU's free milli, keeping buckets and fraction lists in step."""

@@ -241,9 +241,10 @@ def test_no_repartition_is_proposed_under_a_foreign_pods_mig_slices() -> None:
     decision = decide(
         snapshot.model_copy(update={"queues": queues, "workloads": (*snapshot.workloads, wants)})
     )
-    assert [(p.node, p.gpu) for p in decision.repartitions] == [("mig-node-c", 7)]
     (node,) = [n for n in snapshot.nodes if n.name == "mig-node-c"]
-    assert sum(m.held for m in node.gpus[6].mig or ()) == 2  # both on GPU 6, lowest first
+    held = [g.index for g in node.gpus for m in g.mig or () if m.held]
+    assert held == [7, 7]  # both on the highest (Apportion places from the lowest)
+    assert [(p.node, p.gpu) for p in decision.repartitions] == [("mig-node-c", 6)]
 
 
 _WHOLE_GPUS = {"gpu-node-a": 8, "gpu-node-b": 8, "mig-node-c": 6}
@@ -407,12 +408,12 @@ def test_an_admission_whose_devices_are_no_longer_free_is_left_out_with_one_warn
 ) -> None:
     # Was: silently left out of the books; and the devices its pods before the clash were
     # placed on stayed taken for the pods after it. Reservations never clash, but a
-    # foreign pod bound since on its node is counted on the lowest free GPUs (which ones
-    # it has is unknown), and those may be the ones the admission was placed on.
+    # foreign pod bound since on its node is counted on the highest GPUs (which ones it
+    # has is unknown), and those may be the ones the admission was placed on.
     cluster = fixture_cluster()
     for name in ("llm-0", "llm-1"):
         cluster.put_pod(replace(_member(name, gated=True), gang_size=2))
-    placement = tuple(PodPlacement(node="gpu-node-a", gpus=(i,)) for i in (1, 0))
+    placement = tuple(PodPlacement(node="gpu-node-a", gpus=(i,)) for i in (0, 7))
     gang = Workload(
         name="gpu-team-a/llm", queue="team-a", namespace="gpu-team-a", demand=Demand(gpus=1),
         pods=2, placement=placement, flavor="H100-80GB", started=1,
@@ -426,7 +427,7 @@ def test_an_admission_whose_devices_are_no_longer_free_is_left_out_with_one_warn
         for _ in range(3):  # every cycle and every rebuild meets it again
             held = {w.name: w.placement for w in cluster.snapshot().workloads}
         cluster._current_allocator()
-    assert held == {"gpu-team-a/bound": (PodPlacement(node="gpu-node-a", gpus=(1,)),)}
+    assert held == {"gpu-team-a/bound": (PodPlacement(node="gpu-node-a", gpus=(0,)),)}
     assert [r.getMessage() for r in caplog.records] == [
         "admission of gpu-team-a/llm left out of the books: the devices it was placed on are "
         "gone from their node or held by pods Apportion does not manage; the placements on "

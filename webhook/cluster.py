@@ -51,7 +51,9 @@ from webhook.hostpods import HostPod, HostPods, Moved
 from webhook.jobs import JobIndex
 from webhook.kubeobjects import NodeLedger
 from webhook.observed import (
+    ForeignHold,
     PodGroup,
+    foreign_hold,
     nodes_less_foreign,
     replaced_gang,
     replacements_of,
@@ -314,6 +316,11 @@ class LiveCluster:
                 self._index.put(pod)
                 self.generation += 1 if before.raw is not pod.raw else 0
                 return
+            if pod.foreign and (before is None or before.foreign):
+                was = self._foreign_on({pod.node, None if before is None else before.node})
+                self._index.put(pod)
+                self._follow_foreign(was)
+                return
             touched = {pod.workload, *(() if before is None else (before.workload,))}
             held = self._held(touched)
             self._index.put(pod)
@@ -351,6 +358,11 @@ class LiveCluster:
         with self._lock:
             key = (namespace, name)
             pod = self._index.get(key)
+            if pod is not None and pod.foreign:
+                was = self._foreign_on({pod.node})
+                self._index.pop(key)
+                self._follow_foreign(was)
+                return
             held = () if pod is None else self._held({pod.workload})
             self._index.pop(key)
             self._follow_host(self.host_pods.remove(key))
@@ -365,7 +377,7 @@ class LiveCluster:
             self._retire_if_observed(replacements)
             ended |= standing and replacements not in self._intents
             after = self._held({pod.workload})
-            if ended or pod.foreign or not self._gave_back(held, after):
+            if ended or not self._gave_back(held, after):
                 self._changed()
             else:
                 self.generation += 1
@@ -417,6 +429,67 @@ class LiveCluster:
     def strays(self) -> list[dict[str, Any]]:
         with self._lock:
             return list(self._strays.values())
+
+    def _foreign_on(self, nodes: Iterable[str | None]) -> dict[str, ForeignHold]:
+        """What the foreign pods bound to each of these tracked nodes hold now."""
+        return {
+            node: foreign_hold(
+                self.nodes[node],
+                [p for p in self._index.on_node(node) if p.foreign and p.node == node],
+            )
+            for node in nodes
+            if node is not None and node in self.nodes
+        }
+
+    def _follow_foreign(self, was: dict[str, ForeignHold]) -> None:
+        """Foreign pods came to these nodes or left them (``was``: what they held before):
+        the live allocator takes or gives back the difference in place, as a rebuild
+        (0.08 s at 20,000 pods) would have it. A rebuild still when a device they now hold
+        is not free there, or one they gave back is where Apportion's pods are recorded or
+        may be placed anew (a build placed those around the foreign pods' devices)."""
+        allocator = self._allocator
+        for node, before in was.items():
+            if allocator is None:
+                break
+            after = self._foreign_on([node])[node]
+            gone_whole, gone_slices = before.whole - after.whole, before.slices - after.slices
+            if (
+                (gone_whole or gone_slices) and self._apportion_near(node, gone_whole, gone_slices)
+            ) or not allocator.take_held(
+                node, after.whole - before.whole, after.slices - before.slices
+            ):
+                self._changed()
+                return
+            allocator.give_back_held(node, gone_whole, gone_slices)
+            allocator.hold_outside(
+                node, after.cpu_milli - before.cpu_milli, after.memory_mib - before.memory_mib
+            )
+        self.generation += 1
+
+    def _apportion_near(
+        self, node: str, whole: frozenset[int], slices: frozenset[tuple[int, int]]
+    ) -> bool:
+        """Whether Apportion's pods or admissions on ``node`` are recorded on any of these
+        devices, or run there with none recorded (a build gives them the lowest free)."""
+
+        def on(placement: PodPlacement) -> bool:
+            if placement.node != node:
+                return False
+            if placement.mig_start is not None:
+                return (placement.gpus[0], placement.mig_start) in slices
+            return not whole.isdisjoint(placement.gpus)
+
+        for pod in self._index.on_node(node):
+            if pod.foreign:
+                continue
+            if pod.placement is None:
+                if pod.node == node:  # bound there, none recorded
+                    return True
+            elif on(pod.placement):
+                return True
+        return any(
+            on(p) for intent in self._intents.values() for p in intent.workload.placement or ()
+        )
 
     def _follow_host(self, moved: Moved) -> None:
         """What host pods hold on tracked nodes moved: the live allocator follows in place,

@@ -20,7 +20,9 @@ from webhook.pods import ManagedPod
 
 __all__ = [
     "GANG_RUNNING",
+    "ForeignHold",
     "PodGroup",
+    "foreign_hold",
     "groups_of",
     "nodes_less_foreign",
     "queue_refusals",
@@ -152,33 +154,61 @@ def without_host(node: Node, cpu_milli: int, memory_mib: int) -> Node:
     return node.model_copy(update=update) if update else node
 
 
+@dataclass(frozen=True, slots=True)
+class ForeignHold:
+    """What the foreign pods on one node hold: whole GPU indices, MIG slices (gpu, start),
+    CPU milli and memory MiB."""
+
+    whole: frozenset[int] = frozenset()
+    slices: frozenset[tuple[int, int]] = frozenset()
+    cpu_milli: int = 0
+    memory_mib: int = 0
+
+
+def foreign_hold(node: Node, pods: Iterable[ManagedPod]) -> ForeignHold:
+    """What these foreign pods on ``node`` hold. Which GPUs the device plugin gave them is
+    not recorded: the node's highest indices and slices, pod by pod in name order, so the
+    answer depends only on the pods, not on the order they came in, nor on Apportion's own
+    pods, which it places from the lowest (they meet only on a nearly full node)."""
+    whole = [g.index for g in node.gpus if g.mig is None]
+    slices: dict[str, list[tuple[int, int]]] = {}
+    for gpu in node.gpus:
+        for piece in gpu.mig or ():
+            slices.setdefault(piece.profile, []).append((gpu.index, piece.start))
+    held_whole: set[int] = set()
+    held_slices: set[tuple[int, int]] = set()
+    cpu = memory = 0
+    for pod in sorted(pods, key=lambda p: (p.namespace, p.name)):
+        profiles = [
+            *([pod.demand.mig_profile] if pod.demand.mig_profile else []),
+            *pod.extra_slices,
+        ]
+        if pod.demand.mig_profile is None and pod.demand.gpus:
+            count = min(pod.demand.gpus, len(whole))
+            held_whole.update(whole[len(whole) - count :])
+            del whole[len(whole) - count :]
+        for profile in profiles:
+            free = slices.get(profile)
+            if free:
+                held_slices.add(free.pop())
+        cpu, memory = cpu + pod.cpu_milli, memory + pod.memory_mib
+    return ForeignHold(frozenset(held_whole), frozenset(held_slices), cpu, memory)
+
+
 def nodes_less_foreign(nodes: dict[str, Node], pods: Iterable[ManagedPod]) -> dict[str, Node]:
     """Nodes with the devices, CPU and memory foreign pods hold marked held (not Apportion's
     to give)."""
-    foreign = [p for p in pods if p.foreign and p.node in nodes]
+    foreign: dict[str, list[ManagedPod]] = {}
+    for pod in pods:
+        if pod.foreign and pod.node in nodes:
+            foreign.setdefault(pod.node, []).append(pod)
     if not foreign:
         return nodes
-    ledgers: dict[str, NodeLedger] = {}
-    host: dict[str, tuple[int, int]] = {}
-    for pod in sorted(foreign, key=lambda p: (p.namespace, p.name)):
-        assert pod.node is not None
-        ledger = ledgers.setdefault(pod.node, NodeLedger.of(nodes[pod.node]))
-        if pod.demand.mig_profile is not None:
-            ledger.take_slice(pod.demand.mig_profile)
-        else:
-            ledger.take_whole(min(pod.demand.gpus or 0, len(ledger.free_whole)))
-        for profile in pod.extra_slices:
-            ledger.take_slice(profile)
-        cpu, memory = host.get(pod.node, (0, 0))
-        host[pod.node] = (cpu + pod.cpu_milli, memory + pod.memory_mib)
     result = dict(nodes)
-    for name, ledger in ledgers.items():
-        node = nodes[name]
-        whole = {g.index for g in node.gpus if g.mig is None} - set(ledger.free_whole)
-        slices = {(g.index, m.start) for g in node.gpus if g.mig is not None for m in g.mig} - {
-            s for free in ledger.free_slices.values() for s in free
-        }
-        result[name] = without_host(with_held(node, whole, slices), *host[name])
+    for name, here in foreign.items():
+        hold = foreign_hold(nodes[name], here)
+        held = with_held(nodes[name], set(hold.whole), set(hold.slices))
+        result[name] = without_host(held, hold.cpu_milli, hold.memory_mib)
     return result
 
 

@@ -25,7 +25,7 @@ Key = tuple[str, str]
 class PodIndex:
     """Pods by (namespace, name) and by workload annotation."""
 
-    __slots__ = ("_groups", "_members", "_stale", "_tops", "_waiting", "pods")
+    __slots__ = ("_by_node", "_groups", "_members", "_stale", "_tops", "_waiting", "pods")
 
     def __init__(self, pods: Iterable[ManagedPod] = ()) -> None:
         self.pods: dict[Key, ManagedPod] = {}
@@ -40,6 +40,8 @@ class PodIndex:
         """Per queue: how many workloads wait with each priority as their highest."""
         self._stale: set[str] = set()
         """Workloads whose pods changed since their groups and tops were worked out."""
+        self._by_node: dict[str, dict[Key, ManagedPod]] = {}
+        """Per node: the pods bound to it or placed on it."""
         for pod in pods:
             self.put(pod)
 
@@ -50,16 +52,32 @@ class PodIndex:
         key = (pod.namespace, pod.name)
         before = self.pods.get(key)
         self.pods[key] = pod
-        if before is not None and before.workload != pod.workload:
-            self._leave(key, before)
+        if before is not None:
+            if before.workload != pod.workload:
+                self._leave(key, before)
+            for node in _nodes_of(before):
+                self._off_node(node, key)
         self._members.setdefault(pod.workload, {})[key] = pod
         self._stale.add(pod.workload)
+        for node in _nodes_of(pod):
+            self._by_node.setdefault(node, {})[key] = pod
 
     def pop(self, key: Key) -> ManagedPod | None:
         pod = self.pods.pop(key, None)
         if pod is not None:
             self._leave(key, pod)
+            for node in _nodes_of(pod):
+                self._off_node(node, key)
         return pod
+
+    def on_node(self, node: str) -> list[ManagedPod]:
+        """The pods bound to ``node`` or placed on it."""
+        return list(self._by_node.get(node, {}).values())
+
+    def _off_node(self, node: str, key: Key) -> None:
+        here = self._by_node.get(node)
+        if here is not None and here.pop(key, None) is not None and not here:
+            del self._by_node[node]
 
     def _leave(self, key: Key, pod: ManagedPod) -> None:
         members = self._members.get(pod.workload)
@@ -121,3 +139,11 @@ class PodIndex:
             self._tops[workload] = tops
             for queue, priority in tops.items():
                 self._waiting.setdefault(queue, Counter())[priority] += 1
+
+
+def _nodes_of(pod: ManagedPod) -> set[str]:
+    """The nodes a pod is bound to or placed on (one, as a rule; none while it waits)."""
+    nodes = {pod.node} if pod.node is not None else set()
+    if pod.placement is not None:
+        nodes.add(pod.placement.node)
+    return nodes
