@@ -17,7 +17,7 @@ from webhook_support import fixture_cluster
 from scheduler.incremental import IncrementalAllocator
 from scheduler.model import Demand, PodPlacement, Snapshot, Workload
 from scheduler.reasons import Outcome
-from webhook.cluster import LiveCluster
+from webhook.cluster import PLACE_TAKEN, LiveCluster, Refusal
 from webhook.hostpods import HostPod
 from webhook.observed import PodGroup, groups_of, replaced_gang, replacements_of
 from webhook.podindex import PodIndex
@@ -183,7 +183,9 @@ def test_a_reservation_that_clashes_with_an_admission_at_creation_changes_nothin
     cluster.put_pod(WAITING)
     built, free = cluster._allocator, _free_gpus(cluster)
     clash = _eight(WAITING.workload).model_copy(update={"placement": at_creation.placement})
-    assert cluster.reserve(clash) == f"its place was taken since the decision, by {NAMESPACE}/serve"
+    assert cluster.reserve(clash) == Refusal(
+        PLACE_TAKEN, f"its place was taken since the decision, by {NAMESPACE}/serve"
+    )
     assert cluster._allocator is built and _free_gpus(cluster) == free
     held = [w for w in cluster.snapshot().workloads if w.placement is not None]
     assert [w.name for w in held] == [f"{NAMESPACE}/serve"]

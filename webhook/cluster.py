@@ -43,7 +43,7 @@ from scheduler.model import (
     Workload,
     WorkloadDecision,
 )
-from scheduler.reasons import Outcome, Reason
+from scheduler.reasons import QUOTA_REASONS, Outcome, Reason
 from scheduler.state import PlacementError
 from scheduler.telemetry.report import TelemetryReport
 from webhook import keys
@@ -67,9 +67,22 @@ from webhook.rates import AdmissionRates
 log = logging.getLogger("apportion.cluster")
 
 __all__ = [
+    "PLACE_TAKEN",
+    "QUOTA_TAKEN",
     "LiveCluster",
     "NamespacePolicy",
+    "Refusal",
 ]
+
+PLACE_TAKEN = "PlaceTaken"
+"""An admission the controller reserves no longer stands as decided: its devices, or its
+nodes' CPU or memory, were given to another since the decision (or its pods or queue are
+gone, or it is admitted already)."""
+
+QUOTA_TAKEN = "QuotaTaken"
+"""An admission the controller reserves would take its queue past its quota (nominal and
+borrowing limit) or its cohort past what its members lend: admissions since the decision
+used what it counted on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +98,15 @@ class NamespacePolicy:
             default_queue=labels.get(keys.NAMESPACE_DEFAULT_QUEUE) or None,
             shadow=labels.get(keys.NAMESPACE_MODE, "").lower() == "shadow",
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why ``LiveCluster.reserve`` held nothing: a reason (``PLACE_TAKEN``, ``QUOTA_TAKEN``)
+    and a message with the numbers, as the waiting pods say it."""
+
+    reason: str
+    message: str
 
 
 @dataclass(slots=True)
@@ -669,15 +691,18 @@ class LiveCluster:
                     self._changed()
             return True
 
-    def reserve(self, workload: Workload) -> str | None:
+    def reserve(self, workload: Workload) -> Refusal | None:
         """Hold the controller's admission of a waiting workload (its placement, flavor and
         start set) before its pods are patched, until they are seen admitted; None once
         held, else why it no longer stands as decided, with nothing held.
 
         The global decision was taken on a snapshot up to seconds old, while the webhook
-        kept admitting pods at creation: its place may have been given away since. Held
-        first, the devices go to one of them, never to both; a refusal moves the
-        generation, so that the next cycle decides it again on the cluster as it is."""
+        kept admitting pods at creation: its place, its queue's quota or its nodes' CPU and
+        memory may have been given away since. Checked and held first, they go to one of
+        them, never to both; a refusal moves the generation, so that the next cycle decides
+        it again on the cluster as it is. Nothing is counted as freed by the decision's
+        evictions: their victims hold what they hold until they are gone, and the workload
+        they make room for waits for that before it is admitted and reserved."""
         with self._lock:
             self._expire_intents()
             refusal = self._hold(workload)
@@ -690,14 +715,15 @@ class LiveCluster:
             self.generation += 1
             return None
 
-    def _hold(self, workload: Workload) -> str | None:
-        """Charge ``workload`` to the live allocator where it was placed: None once done,
-        else why it cannot be, with nothing charged."""
+    def _hold(self, workload: Workload) -> Refusal | None:
+        """Charge ``workload`` to the live allocator where it was placed, if it still fits
+        there (``IncrementalAllocator.hold_decided``): None once done, else why not, with
+        nothing charged."""
         if workload.queue not in self.queues:
-            return f"queue {workload.queue} no longer exists"
+            return Refusal(PLACE_TAKEN, f"queue {workload.queue} no longer exists")
         group = self._index.group(workload.name)
         if group is None:
-            return "its pods no longer wait"
+            return Refusal(PLACE_TAKEN, "its pods no longer wait")
         intent = self._intents.get(workload.name)
         allocator = self._current_allocator()
         if (
@@ -705,15 +731,24 @@ class LiveCluster:
             or allocator.holds(workload.name)
             or (intent is not None and intent.workload.placement is not None)
         ):
-            return "it is admitted already"
+            return Refusal(PLACE_TAKEN, "it is admitted already")
         try:
-            allocator.hold(workload)
+            overtaken = allocator.hold_decided(workload)
         except PlacementError as error:
             holders = _sharing(workload.placement or (), self._holdings(workload.name))
             if holders:
-                return f"its place was taken since the decision, by {', '.join(holders)}"
-            return f"its place is no longer free ({error})"
-        return None
+                return Refusal(
+                    PLACE_TAKEN,
+                    f"its place was taken since the decision, by {', '.join(holders)}",
+                )
+            return Refusal(PLACE_TAKEN, f"its place is no longer free ({error})")
+        if overtaken is None:
+            return None
+        if overtaken.reason in QUOTA_REASONS:
+            return Refusal(
+                QUOTA_TAKEN, f"its quota was taken since the decision: {overtaken.message}"
+            )
+        return Refusal(PLACE_TAKEN, f"its place was taken since the decision: {overtaken.message}")
 
     def _holdings(self, besides: str) -> list[tuple[str, tuple[PodPlacement, ...]]]:
         """Where Apportion placed what holds devices, by workload (but ``besides``):
