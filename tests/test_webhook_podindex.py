@@ -322,6 +322,27 @@ def test_admitted_replacements_whose_pods_go_before_they_are_seen_give_their_gpu
     assert _free_gpus(cluster) == _rebuilt_free_gpus(cluster)
 
 
+def test_admitted_replacements_seen_in_their_gang_give_their_gpus_back_with_it() -> None:
+    # Was: held apart under their own name, the replacements' GPU stayed held when their
+    # pod, seen joined to its gang, ended: the live allocator gave back the gang's own, and
+    # until a rebuild the webhook refused what fitted (and, reserved, quota it counted twice).
+    cluster = fixture_cluster()
+    on_a0, on_a1 = (PodPlacement(node="gpu-node-a", gpus=(i,)) for i in (0, 1))
+    cluster.put_pod(_gang_member("llm-0", gated=False, node="gpu-node-a", placement=on_a0))
+    cluster.put_pod(_gang_member("llm-1b", gated=True))  # llm-1 failed; its Job made llm-1b
+    free = _free_gpus(cluster)
+    again = Workload(
+        name=f"{NAMESPACE}/llm replacements", queue="team-a", namespace=NAMESPACE,
+        demand=Demand(gpus=1), flavor="H100-80GB", started=1, placement=(on_a1,),
+    )  # fmt: skip
+    assert cluster.reserve(again) is None
+    cluster.put_pod(_gang_member("llm-1b", gated=True, placement=on_a1))  # recorded
+    cluster.put_pod(_gang_member("llm-1b", gated=False, node="gpu-node-a", placement=on_a1))
+    assert _free_gpus(cluster) == _rebuilt_free_gpus(cluster) == free - 1
+    cluster.remove_pod(NAMESPACE, "llm-1b")
+    assert _free_gpus(cluster) == _rebuilt_free_gpus(cluster) == free
+
+
 # -- the live allocator against one built from scratch ---------------------------------------
 #
 # Every pod event, admission and relist either keeps the webhook's allocator (charging or

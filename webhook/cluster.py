@@ -352,6 +352,8 @@ class LiveCluster:
                     # The pod Apportion admitted shows up where it was placed: the allocator
                     # already holds it; the intent retires once every pod is seen admitted.
                     self._retire_if_observed(name)
+                    if name != pod.workload and name not in self._intents:
+                        self._rejoin(pod.workload, name)
                     self.generation += 1
                     return
             foreign = pod.foreign or (before is not None and before.foreign)
@@ -801,6 +803,23 @@ class LiveCluster:
         except PlacementError:
             return False
         return True
+
+    def _rejoin(self, gang: str, replacements: str) -> None:
+        """The gang's replacements, admitted apart, are all seen among its members: the
+        live allocator holds them under their own name, and would keep holding them when a
+        change to the gang gives back what it holds under the gang's (``_gave_back``). From
+        now on it holds the gang whole, as a rebuild does."""
+        allocator = self._allocator
+        if allocator is None:
+            return
+        whole = self._as_placed(gang)
+        if whole is None or not allocator.release(replacements) or not allocator.release(gang):
+            self._changed()
+            return
+        try:
+            allocator.hold(whole)
+        except PlacementError:
+            self._changed()
 
     def _as_placed(self, name: str) -> Workload | None:
         """The running workload ``name`` as a build would make it of its pods, where every
