@@ -17,7 +17,7 @@ from scheduler.reasons import Outcome, Reason
 from scheduler.telemetry import HealthVerdict, IdleWorkload, TelemetrySettings, assess
 from webhook.cluster import PLACE_TAKEN, QUOTA_TAKEN, LiveCluster, Refusal
 from webhook.pods import ManagedPod, PodReader, parse_placement
-from webhook.queueview import waiting_workloads
+from webhook.queueview import pending_view, waiting_workloads
 from webhook.standalone import load_cluster_file, seed_cluster
 
 WAITING = ManagedPod(
@@ -160,7 +160,6 @@ def test_a_pod_without_a_creation_time_waits_for_an_unknown_time() -> None:
     # Was: 'waiting 494,000h' (since 1970) in apportion queue, for a review without
     # metadata.creationTimestamp sent to a standalone server.
     from webhook.commands import _queue_table
-    from webhook.queueview import pending_view
 
     cluster = fixture_cluster()
     cluster.put_pod(replace(WAITING, created=0))
@@ -405,7 +404,9 @@ def _overtaken(
     admitted ``meanwhile`` at creation: the admission it reserves, and the one at creation."""
     cluster.put_pod(waiting)
     snapshot = cluster.snapshot()
-    verdict = next(v for v in decide(snapshot).workloads if v.workload == waiting.workload)
+    decision = decide(snapshot)
+    cluster.set_last_decisions(decision.workloads)  # as the controller records it
+    verdict = next(v for v in decision.workloads if v.workload == waiting.workload)
     assert verdict.outcome is Outcome.ADMIT
     at_creation = cluster.admit_now(meanwhile, reserve=True)
     assert at_creation.outcome is Outcome.ADMIT
@@ -440,6 +441,36 @@ def test_an_admission_whose_quota_the_webhook_used_since_is_refused_and_decided_
     assert cluster.generation > generation  # the controller decides again
     verdict = next(v for v in decide(cluster.snapshot()).workloads if v.workload == decided.name)
     assert (verdict.outcome, verdict.reason) == (Outcome.PENDING, Reason.QUOTA_EXHAUSTED)
+
+
+def test_the_queue_view_shows_an_admission_refused_since_the_decision_until_the_next() -> None:
+    # Was: the last decision's verdict, "Admitted: admitted on 1× 2 H100-80GB GPUs", for a
+    # workload whose pods stay gated until the next cycle decides it again.
+    cluster = fixture_cluster()
+    cluster.replace_queues([Queue(name="team-a", namespaces=("gpu-team-a",),
+                                  quota={"H100-80GB": Quota(nominal=4)})])  # fmt: skip
+    serve = Workload(
+        name="gpu-team-a/serve", queue="team-a", namespace="gpu-team-a", demand=Demand(gpus=3),
+        node_selector={"kubernetes.io/hostname": "gpu-node-b"},
+    )  # fmt: skip
+    decided, _ = _overtaken(cluster, WAITING, serve)
+    refusal = cluster.reserve(decided)
+    assert refusal is not None
+    (row,) = pending_view(cluster)["queues"]["team-a"]
+    assert (row["workload"], row["reason"], row["message"]) == (
+        WAITING.workload,
+        QUOTA_TAKEN,
+        "not admitted as decided: its quota was taken since the decision: queue team-a at "
+        "nominal H100-80GB quota 3/4; needs 2; it is decided again in the next cycle",
+    )
+    assert refusal.waiting_message == row["message"]  # what its pods say too
+    # The next decision says why it waits now.
+    cluster.set_last_decisions(decide(cluster.snapshot()).workloads)
+    (row,) = pending_view(cluster)["queues"]["team-a"]
+    assert (row["reason"], row["message"]) == (
+        "QuotaExhausted",
+        "queue team-a at nominal H100-80GB quota 3/4; needs 2",
+    )
 
 
 def test_an_admission_whose_nodes_cpu_the_webhook_used_since_is_refused() -> None:

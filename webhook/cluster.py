@@ -108,6 +108,11 @@ class Refusal:
     reason: str
     message: str
 
+    @property
+    def waiting_message(self) -> str:
+        """What its waiting pods say, and the queue view until the next decision."""
+        return f"not admitted as decided: {self.message}; it is decided again in the next cycle"
+
 
 @dataclass(slots=True)
 class _Intent:
@@ -185,6 +190,8 @@ class LiveCluster:
         self.telemetry: TelemetryReport | None = None
         """The last DCGM assessment (unhealthy GPUs, idle workloads, the metrics note)."""
         self._decisions: dict[str, WorkloadDecision] = {}
+        self._refused: dict[str, Refusal] = {}
+        """Admissions of the last decision ``reserve`` refused: they wait for the next."""
         self._repartitions: tuple[RepartitionPlan, ...] = ()
         self.admissions = AdmissionRates(clock)
         """Per queue, admissions over the last hour (the queue view's wait estimate)."""
@@ -609,11 +616,18 @@ class LiveCluster:
     ) -> None:
         with self._lock:
             self._decisions = {d.workload: d for d in decisions}
+            self._refused = {}
             self._repartitions = repartitions
 
     def last_decisions(self) -> dict[str, WorkloadDecision]:
         with self._lock:
             return dict(self._decisions)
+
+    def refused(self) -> dict[str, Refusal]:
+        """The last decision's admissions that no longer stood when reserved, by workload:
+        their verdict is not what their pods live until the next decision."""
+        with self._lock:
+            return dict(self._refused)
 
     def last_repartitions(self) -> tuple[RepartitionPlan, ...]:
         """The last global decision's MIG repartition proposals (never applied)."""
@@ -709,6 +723,7 @@ class LiveCluster:
             self._expire_intents()
             refusal = self._hold(workload)
             if refusal is not None:
+                self._refused[workload.name] = refusal
                 self.generation += 1
                 return refusal
             self._intents[workload.name] = _Intent(

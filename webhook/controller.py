@@ -507,9 +507,7 @@ class Controller:
             )
         )
         if refusal is not None:
-            message = (
-                f"not admitted as decided: {refusal.message}; it is decided again in the next cycle"
-            )
+            message = refusal.waiting_message
             log.info("%s %s", verdict.workload, message, extra={"workload": verdict.workload})
             self._explain(workers, refusal.reason, message, members)
             return
