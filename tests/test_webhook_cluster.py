@@ -434,8 +434,7 @@ def test_an_admission_whose_quota_the_webhook_used_since_is_refused_and_decided_
     free, generation = _free(cluster), cluster.generation
     assert cluster.reserve(decided) == Refusal(
         QUOTA_TAKEN,
-        "its quota was taken since the decision: queue team-a at nominal H100-80GB quota 3/4; "
-        "needs 2",
+        "its quota is no longer free: queue team-a at nominal H100-80GB quota 3/4; needs 2",
     )
     assert _free(cluster) == free  # nothing charged
     assert cluster.generation > generation  # the controller decides again
@@ -460,7 +459,7 @@ def test_the_queue_view_shows_an_admission_refused_since_the_decision_until_the_
     assert (row["workload"], row["reason"], row["message"]) == (
         WAITING.workload,
         QUOTA_TAKEN,
-        "not admitted as decided: its quota was taken since the decision: queue team-a at "
+        "not admitted as decided: its quota is no longer free: queue team-a at "
         "nominal H100-80GB quota 3/4; needs 2; it is decided again in the next cycle",
     )
     assert refusal.waiting_message == row["message"]  # what its pods say too
@@ -487,7 +486,7 @@ def test_an_admission_whose_nodes_cpu_the_webhook_used_since_is_refused() -> Non
     free = _free(cluster)
     assert cluster.reserve(decided) == Refusal(
         PLACE_TAKEN,
-        "its place was taken since the decision: node mig-node-c has 36 CPU free; its 1 pod(s) "
+        "its place is no longer free: node mig-node-c has 36 CPU free; its 1 pod(s) "
         "there ask 60 CPU",
     )
     assert _free(cluster) == free
@@ -504,6 +503,64 @@ def test_an_admission_the_webhook_left_room_for_is_held() -> None:
     assert cluster.reserve(decided) is None
     held = {w.name: w.placement for w in cluster.snapshot().workloads}
     assert held == {serve.name: at_creation.placement, decided.name: decided.placement}
+
+
+def test_an_admission_into_room_the_decisions_eviction_frees_waits_for_the_victim_to_end() -> None:
+    # The decision evicts v (team-b, borrowing) for team-a's reclaim, and gives the quota
+    # v's eviction frees in the cohort to c (team-c, on GPUs free all along). v holds it
+    # until it has ended: reserved now, c would take the cohort past what it lends.
+    cluster = fixture_cluster()
+    cluster.replace_queues([
+        Queue(name="team-a", cohort="lab", namespaces=("gpu-team-a",),
+              quota={"H100-80GB": Quota(nominal=12)}),
+        Queue(name="team-b", cohort="lab", namespaces=("gpu-team-b",),
+              quota={"H100-80GB": Quota(nominal=8)}),
+        Queue(name="team-c", cohort="lab", namespaces=("gpu-team-b",),
+              quota={"H100-80GB": Quota(nominal=0)}),
+    ])  # fmt: skip
+
+    def pod(workload: str, queue: str, gpus: int, node: str | None = None) -> ManagedPod:
+        namespace, name = workload.split("/")
+        return replace(
+            WAITING, namespace=namespace, name=f"{name}-0", workload=workload, queue=queue,
+            demand=Demand(gpus=gpus), gated=node is None, node=node,
+            placement=PodPlacement(node=node, gpus=tuple(range(gpus))) if node else None,
+        )  # fmt: skip
+
+    for running in (pod("gpu-team-b/v", "team-b", 8, "gpu-node-a"),
+                    pod("gpu-team-b/x", "team-b", 8, "gpu-node-b"),
+                    pod("gpu-team-a/y", "team-a", 4, "mig-node-c")):  # fmt: skip
+        cluster.put_pod(running)  # the cohort's 20 lendable GPUs all in use
+    cluster.put_pod(pod("gpu-team-a/a", "team-a", 6))
+    on_c = {"kubernetes.io/hostname": "mig-node-c"}
+    cluster.put_pod(replace(pod("gpu-team-b/c", "team-c", 2), node_selector=on_c))
+
+    def decided() -> dict[str, Workload]:
+        snapshot = cluster.snapshot()
+        verdicts = {v.workload: v for v in decide(snapshot).workloads}
+        return {
+            w.name: w.model_copy(update={"placement": v.placement, "flavor": v.flavor})
+            for w in snapshot.workloads
+            if (v := verdicts.get(w.name)) is not None and v.outcome is not Outcome.PENDING
+        }
+
+    admissions = decided()
+    (victim,) = decide(cluster.snapshot()).evictions
+    assert (victim.workload, victim.beneficiary) == ("gpu-team-b/v", "gpu-team-a/a")
+    c = admissions["gpu-team-b/c"]
+    assert c.placement == (PodPlacement(node="mig-node-c", gpus=(4, 5)),)  # free all along
+    free = _free(cluster)
+    assert cluster.reserve(c) == Refusal(
+        QUOTA_TAKEN,
+        "its quota is no longer free: queue team-c at 0/0 H100-80GB; cohort lab lends 0 more; "
+        "needs 2",
+    )
+    assert _free(cluster) == free
+    cluster.remove_pod("gpu-team-b", "v-0")  # v has ended
+    assert not decide(cluster.snapshot()).evictions
+    admissions = decided()
+    assert cluster.reserve(admissions["gpu-team-a/a"]) is None
+    assert cluster.reserve(admissions["gpu-team-b/c"]) is None
 
 
 def _foreign(name: str, node: str) -> ManagedPod:

@@ -513,7 +513,7 @@ def test_an_admission_whose_quota_the_webhook_used_meanwhile_waits_and_is_decide
         eventually(lambda: _told(fake, "late", "QuotaExhausted"))
         assert overtaken and _gates(_pod(fake, "late"))
         assert _told(fake, "late", "QuotaTaken") == [
-            "QuotaTaken: not admitted as decided: its quota was taken since the decision: "
+            "QuotaTaken: not admitted as decided: its quota is no longer free: "
             "queue team-a at nominal H100-80GB quota 3/4; needs 2; it is decided again in "
             "the next cycle"
         ]
@@ -539,7 +539,7 @@ def test_an_admission_whose_nodes_cpu_the_webhook_used_meanwhile_is_not_carried_
         eventually(lambda: _told(fake, "late", "InsufficientCapacity"))
         assert _gates(_pod(fake, "late"))
         assert _told(fake, "late", "PlaceTaken") == [
-            "PlaceTaken: not admitted as decided: its place was taken since the decision: "
+            "PlaceTaken: not admitted as decided: its place is no longer free: "
             "node mig-node-c has 35 CPU free; its 1 pod(s) there ask 60 CPU; it is decided "
             "again in the next cycle"
         ]

@@ -762,10 +762,8 @@ class LiveCluster:
         if overtaken is None:
             return None
         if overtaken.reason in QUOTA_REASONS:
-            return Refusal(
-                QUOTA_TAKEN, f"its quota was taken since the decision: {overtaken.message}"
-            )
-        return Refusal(PLACE_TAKEN, f"its place was taken since the decision: {overtaken.message}")
+            return Refusal(QUOTA_TAKEN, f"its quota is no longer free: {overtaken.message}")
+        return Refusal(PLACE_TAKEN, f"its place is no longer free: {overtaken.message}")
 
     def _holdings(self, besides: str) -> list[tuple[str, tuple[PodPlacement, ...]]]:
         """Where Apportion placed what holds devices, by workload (but ``besides``):
