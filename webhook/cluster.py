@@ -76,13 +76,13 @@ __all__ = [
 
 PLACE_TAKEN = "PlaceTaken"
 """An admission the controller reserves no longer stands as decided: its devices, or its
-nodes' CPU or memory, were given to another since the decision (or its pods or queue are
-gone, or it is admitted already)."""
+nodes' CPU or memory, are not free (given to another since the decision, or still held by
+a victim of the decision's evictions), or its pods or queue are gone, or it is admitted."""
 
 QUOTA_TAKEN = "QuotaTaken"
 """An admission the controller reserves would take its queue past its quota (nominal and
 borrowing limit) or its cohort past what its members lend: admissions since the decision
-used what it counted on."""
+used what it counted on, or a victim of the decision's evictions still holds it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -718,7 +718,8 @@ class LiveCluster:
         them, never to both; a refusal moves the generation, so that the next cycle decides
         it again on the cluster as it is. Nothing is counted as freed by the decision's
         evictions: their victims hold what they hold until they are gone, and the workload
-        they make room for waits for that before it is admitted and reserved."""
+        they make room for waits for that before it is admitted and reserved (as does one
+        the decision placed in that room: refused until then)."""
         with self._lock:
             self._expire_intents()
             refusal = self._hold(workload)

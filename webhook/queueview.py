@@ -2,9 +2,9 @@
 
 Served at ``/queues`` and printed by ``apportion queue``. Positions and reasons are the
 controller's last global decision (an admission of it that no longer stood when the
-controller reserved it says so until the next); the wait estimate is the position divided by the
-queue's admission rate over the last hour — honest about being a rate, and absent when
-the queue admitted nothing recently.
+controller reserved it says so until the next); the wait estimate is the position divided
+by the queue's admission rate over the last hour — honest about being a rate, and absent
+when the queue admitted nothing recently.
 """
 
 from __future__ import annotations
