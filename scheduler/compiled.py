@@ -11,9 +11,17 @@ from scheduler.model import Queue, Snapshot, Workload
 from scheduler.objective import segment_width
 from scheduler.preemption import Running
 from scheduler.quota import QuotaBook
-from scheduler.state import ClusterState
+from scheduler.state import Allocation, ClusterState
 
-__all__ = ["Alike", "Compiled", "Entry", "charge_running", "compile_snapshot"]
+__all__ = [
+    "Alike",
+    "Compiled",
+    "Entry",
+    "charge_quota",
+    "charge_running",
+    "compile_snapshot",
+    "recorded_allocation",
+]
 
 
 class Alike:
@@ -144,9 +152,30 @@ def charge_running(
     workload: Workload, catalog: Catalog, state: ClusterState, book: QuotaBook
 ) -> Running:
     """Charge a running workload's recorded placement to the state and its quota."""
-    option = _running_option(workload, catalog, state)
-    allocation = state.allocation_of(workload, option)
+    option, allocation = recorded_allocation(workload, catalog, state)
     state.apply_running(allocation, workload.name)
+    return charge_quota(workload, option, allocation, catalog, state, book)
+
+
+def recorded_allocation(
+    workload: Workload, catalog: Catalog, state: ClusterState
+) -> tuple[Option, Allocation]:
+    """The option a running workload holds and its recorded placement, not applied
+    (``PlacementError`` if the placement names a node or GPU the cluster lacks)."""
+    option = _running_option(workload, catalog, state)
+    return option, state.allocation_of(workload, option)
+
+
+def charge_quota(
+    workload: Workload,
+    option: Option,
+    allocation: Allocation,
+    catalog: Catalog,
+    state: ClusterState,
+    book: QuotaBook,
+) -> Running:
+    """Charge ``workload``, its ``allocation`` applied to the state, to its queue's quota:
+    the running workload it now is."""
     amount = option.quota_per_pod * workload.pods
     book.charge(workload.queue, option.flavor, amount)
     models = frozenset(state.gpu_model[g] for pod in allocation.pods for g in pod.gpus)

@@ -7,13 +7,22 @@ evictions are the controller's job). Admitted workloads are charged immediately 
 next request sees them; ``release`` undoes one when its pods go away — also one that was
 already running in the snapshot the allocator was built from, so a driver that rebuilds it
 (after a global decision, or a node failure) can keep releasing what finishes.
+``hold_decided`` charges a global decision's admission taken on an older state only where it
+still fits this one, checked as the decision checked it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from scheduler.compiled import Entry, charge_running, compile_snapshot
+from scheduler.compiled import (
+    Entry,
+    charge_quota,
+    charge_running,
+    compile_snapshot,
+    recorded_allocation,
+)
 from scheduler.fragmentation import FragmentationScore, ObservedMix
 from scheduler.greedy import Cycle, Verdict
 from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision, built
@@ -21,10 +30,19 @@ from scheduler.preemption import Running
 from scheduler.reasons import Outcome, Reason
 from scheduler.state import UNTRACKED
 
-__all__ = ["IncrementalAllocator"]
+__all__ = ["IncrementalAllocator", "Overtaken"]
 
 _ADMIT = Outcome.ADMIT
 """Read as a global on the request path: an enum member's read costs several times it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Overtaken:
+    """Why an admission decided on an older state no longer fits (``hold_decided``)."""
+
+    reason: Reason
+    """``NO_CAPACITY``: a node's CPU or memory; else the quota check's reason."""
+    message: str
 
 
 class IncrementalAllocator:
@@ -93,6 +111,33 @@ class IncrementalAllocator:
             raise ValueError(f"workload {workload.name} is already admitted")
         c = self._compiled
         self._running[workload.name] = charge_running(workload, c.catalog, c.state, c.book)
+
+    def hold_decided(self, workload: Workload) -> Overtaken | None:
+        """``hold`` for an admission a global decision took on an older state (the
+        controller's, while the webhook admitted at creation): charged only if it still
+        fits as the decision checked it, else why not (devices no longer free raise
+        ``PlacementError``), with nothing charged. Devices first, then its nodes' CPU and
+        memory, then its queue's quota (nominal, borrowing limit, the cohort's lending).
+
+        Nothing here is counted as freed by evictions: a decision that evicts admits its
+        beneficiary once the victims have ended (the controller gates it until then), and
+        until then they hold all they held, here as on their nodes."""
+        if workload.name in self._admitted or workload.name in self._running:
+            raise ValueError(f"workload {workload.name} is already admitted")
+        c = self._compiled
+        option, allocation = recorded_allocation(workload, c.catalog, c.state)
+        c.state.apply_running(allocation, workload.name)
+        short = c.state.overdrawn(allocation)
+        check = c.book.check(workload.queue, option.flavor, option.quota_per_pod * workload.pods)
+        if short is not None or not check.ok:
+            c.state.release(allocation)
+            if short is not None:
+                return Overtaken(Reason.NO_CAPACITY, short)
+            return Overtaken(check.reason, check.message)
+        self._running[workload.name] = charge_quota(
+            workload, option, allocation, c.catalog, c.state, c.book
+        )
+        return None
 
     def hold_outside(self, node: str, cpu_milli: int, memory_mib: int) -> bool:
         """Pods outside the workloads now hold that much more of ``node`` (less when

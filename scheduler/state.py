@@ -736,6 +736,29 @@ class ClusterState:
                 raise PlacementError(clash)
             self._take_pod(pod, cpu, mem)
 
+    def overdrawn(self, allocation: Allocation) -> str | None:
+        """Why ``allocation``, applied, leaves a node short of the CPU or memory its pods
+        ask, or None. ``place`` never does that; a placement chosen on an older state may.
+        A pod asking none of one fits any node, as the kube-scheduler counts it."""
+        cpu, mem = allocation.cpu_milli, allocation.memory_mib
+        count: dict[int, int] = {}
+        for pod in allocation.pods:
+            count[pod.node] = count.get(pod.node, 0) + 1
+        for n, pods in count.items():
+            free, asked = [], []
+            if cpu and self.free_cpu[n] < 0:
+                free.append(f"{max(0, self.free_cpu[n] + pods * cpu) / 1000:g} CPU")
+                asked.append(f"{pods * cpu / 1000:g} CPU")
+            if mem and self.free_mem[n] < 0:
+                free.append(f"{max(0, self.free_mem[n] + pods * mem) / 1024:g} GiB memory")
+                asked.append(f"{pods * mem / 1024:g} GiB")
+            if free:
+                return (
+                    f"node {self.node_names[n]} has {' and '.join(free)} free; its {pods} "
+                    f"pod(s) there ask {' and '.join(asked)}"
+                )
+        return None
+
     def _running_clash(self, pod: PodAlloc, name: str) -> str | None:
         """Why ``pod`` of running workload ``name`` cannot be charged now, or None."""
         for g in pod.gpus:

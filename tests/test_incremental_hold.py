@@ -1,15 +1,18 @@
 """``IncrementalAllocator.hold``: charging a workload that started on another decision is
 the same as compiling a snapshot in which it runs; one whose placement is no longer free
-is refused whole."""
+is refused whole. ``hold_decided``: an admission decided on an older state is refused, with
+its reason, where the queue's quota or the node's CPU or memory no longer allows it."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 from builders import mig, node, queue, snapshot, workload
 
-from scheduler.incremental import IncrementalAllocator
+from scheduler.incremental import IncrementalAllocator, Overtaken
 from scheduler.model import PodPlacement
-from scheduler.reasons import Outcome
+from scheduler.reasons import Outcome, Reason
 from scheduler.state import PlacementError
 
 A100 = "A100-80GB"
@@ -104,3 +107,98 @@ def test_a_hold_that_clashes_charges_nothing(
         online.hold(gang.build())
     assert _held(online) == before
     assert not online.holds("gang")
+
+
+# -- hold_decided: a global decision's admission, taken on an older state ----------------------
+
+
+@pytest.mark.parametrize(
+    ("queues", "meanwhile", "decided", "reason", "message"),
+    [
+        (
+            [queue("q").quota(A100, 4)],
+            workload("meanwhile").gpus(3).queue("q"),
+            workload("decided").gpus(2).queue("q").running_on("n1", 0, 1),
+            Reason.QUOTA_EXHAUSTED,
+            "queue q at nominal A100-80GB quota 3/4; needs 2",
+        ),
+        (
+            [queue("q", "lab").quota(A100, 2, borrowing_limit=1), queue("r", "lab").quota(A100, 6)],
+            workload("meanwhile").gpus(2).queue("q"),
+            workload("decided").gpus(2).queue("q").running_on("n1", 0, 1),
+            Reason.BORROWING_LIMIT,
+            "queue q at 2/2 A100-80GB (borrowing limit 1); needs 2",
+        ),
+        (
+            [queue("q", "lab").quota(A100, 2), queue("r", "lab").quota(A100, 6, lending_limit=1)],
+            workload("meanwhile").gpus(3).queue("q"),
+            workload("decided").gpus(1).queue("q").running_on("n1", 0),
+            Reason.COHORT_EXHAUSTED,
+            "queue q at 3/2 A100-80GB; cohort lab lends 0 more; needs 1",
+        ),
+        (
+            [queue("q").quota(A100, 8)],
+            workload("meanwhile").gpus(3).queue("q").resources(6000, 1024).selector(host="n1"),
+            workload("decided").gpus(1).queue("q").resources(3000, 1024).running_on("n1", 3),
+            Reason.NO_CAPACITY,
+            "node n1 has 2 CPU free; its 1 pod(s) there ask 3 CPU",
+        ),
+        (
+            [queue("q").quota(A100, 8)],
+            workload("meanwhile").gpus(1).queue("q").resources(0, 40960).selector(host="n1"),
+            workload("decided")
+            .gpus(1)
+            .queue("q")
+            .resources(2000, 8192)
+            .pods(2)
+            .running_on("n1", 2)
+            .running_on("n1", 3),
+            Reason.NO_CAPACITY,
+            "node n1 has 8 GiB memory free; its 2 pod(s) there ask 16 GiB",
+        ),
+    ],
+    ids=["quota", "borrowing-limit", "cohort-lending", "cpu", "memory"],
+)
+def test_a_decided_admission_that_no_longer_fits_is_refused_with_why_charging_nothing(
+    queues: list[Any],
+    meanwhile: Any,
+    decided: Any,
+    reason: Reason,
+    message: str,
+) -> None:
+    # Was: held wherever its devices were free: the webhook's admissions at creation while
+    # the decision was taken could have used the queue's quota (or the cohort's lendable
+    # room, or the node's CPU and memory), and the controller's pushed past them.
+    nodes = [
+        node("n0", A100, 4, cpu_milli=8000, memory_mib=49152),
+        node("n1", A100, 4, labels={"host": "n1"}, cpu_milli=8000, memory_mib=49152),
+    ]
+    online = IncrementalAllocator(snapshot(nodes=nodes, queues=queues))
+    admitted = online.decide(meanwhile.build())
+    assert admitted.outcome is Outcome.ADMIT
+    assert not {(p.node, g) for p in admitted.placement for g in p.gpus} & {
+        (p.node, g) for p in decided.build().placement or () for g in p.gpus
+    }  # its devices are free: only quota or the node's CPU or memory stand in the way
+    before = _held(online)
+    assert online.hold_decided(decided.flavor(A100).build()) == Overtaken(reason, message)
+    assert _held(online) == before
+    assert not online.holds("decided")
+    # Decided on the state as it is (the admission at creation gone), it is held.
+    assert online.release("meanwhile")
+    assert online.hold_decided(decided.flavor(A100).build()) is None
+    rebuilt = IncrementalAllocator(
+        snapshot(nodes=nodes, queues=queues, workloads=[decided.flavor(A100)])
+    )
+    assert _held(online) == _held(rebuilt)
+
+
+def test_a_decided_admission_on_devices_no_longer_free_raises_as_hold_does() -> None:
+    nodes = [node("n0", A100, 2)]
+    online = IncrementalAllocator(snapshot(nodes=nodes, queues=[queue("q").quota(A100, 2)]))
+    assert online.decide(workload("meanwhile").gpus(1).queue("q").build()).placement == (
+        PodPlacement(node="n0", gpus=(0,)),
+    )
+    before = _held(online)
+    with pytest.raises(PlacementError):
+        online.hold_decided(workload("decided").gpus(1).queue("q").running_on("n0", 0).build())
+    assert _held(online) == before

@@ -12,12 +12,12 @@ import pytest
 from webhook_support import CLUSTER_FILE, FIXTURES, fixture_cluster
 
 from scheduler.allocator import decide
-from scheduler.model import Demand, PodPlacement, Quota, Workload
-from scheduler.reasons import Outcome
+from scheduler.model import Demand, PodPlacement, Queue, Quota, Workload, WorkloadDecision
+from scheduler.reasons import Outcome, Reason
 from scheduler.telemetry import HealthVerdict, IdleWorkload, TelemetrySettings, assess
-from webhook.cluster import LiveCluster
+from webhook.cluster import PLACE_TAKEN, QUOTA_TAKEN, LiveCluster, Refusal
 from webhook.pods import ManagedPod, PodReader, parse_placement
-from webhook.queueview import waiting_workloads
+from webhook.queueview import pending_view, waiting_workloads
 from webhook.standalone import load_cluster_file, seed_cluster
 
 WAITING = ManagedPod(
@@ -118,7 +118,7 @@ def test_admitted_replacements_join_their_gang() -> None:
     (gang,) = cluster.snapshot().workloads
     assert gang.name == "gpu-team-a/llm" and gang.placement is not None
     assert len(gang.placement) == 3
-    assert cluster.reserve(reserved) == "its pods no longer wait"
+    assert cluster.reserve(reserved) == Refusal(PLACE_TAKEN, "its pods no longer wait")
 
 
 def test_a_gangs_new_generation_waits_while_the_old_one_runs() -> None:
@@ -160,7 +160,6 @@ def test_a_pod_without_a_creation_time_waits_for_an_unknown_time() -> None:
     # Was: 'waiting 494,000h' (since 1970) in apportion queue, for a review without
     # metadata.creationTimestamp sent to a standalone server.
     from webhook.commands import _queue_table
-    from webhook.queueview import pending_view
 
     cluster = fixture_cluster()
     cluster.put_pod(replace(WAITING, created=0))
@@ -357,7 +356,9 @@ def test_an_admission_the_webhook_overtook_is_refused_and_decided_again() -> Non
         update={"placement": verdict.placement, "flavor": verdict.flavor, "started": 1}
     )
     refusal = cluster.reserve(stale)
-    assert refusal == "its place was taken since the decision, by gpu-team-a/serve"
+    assert refusal == Refusal(
+        PLACE_TAKEN, "its place was taken since the decision, by gpu-team-a/serve"
+    )
     assert _free(cluster) == free  # nothing charged
     assert cluster.generation > generation  # the controller decides again
     snapshot = cluster.snapshot()
@@ -385,13 +386,181 @@ def test_a_gang_whose_place_is_taken_in_part_reserves_none_of_it() -> None:
         name="gpu-team-a/llm", queue="team-a", namespace="gpu-team-a", demand=Demand(gpus=1),
         pods=2, placement=(elsewhere, taken), flavor="H100-80GB", started=1,
     )  # fmt: skip
-    assert cluster.reserve(gang) == "its place was taken since the decision, by gpu-team-a/serve"
+    assert cluster.reserve(gang) == Refusal(
+        PLACE_TAKEN, "its place was taken since the decision, by gpu-team-a/serve"
+    )
     assert _free(cluster) == free
     assert cluster.admit_now(
         Workload(name="gpu-team-a/next", queue="team-a", namespace="gpu-team-a",
                  demand=Demand(gpus=8), node_selector={"kubernetes.io/hostname": "gpu-node-b"}),
         reserve=False,
     ).outcome is Outcome.ADMIT  # fmt: skip
+
+
+def _overtaken(
+    cluster: LiveCluster, waiting: ManagedPod, meanwhile: Workload
+) -> tuple[Workload, WorkloadDecision]:
+    """The controller's decision for ``waiting``, taken on a snapshot before the webhook
+    admitted ``meanwhile`` at creation: the admission it reserves, and the one at creation."""
+    cluster.put_pod(waiting)
+    snapshot = cluster.snapshot()
+    decision = decide(snapshot)
+    cluster.set_last_decisions(decision.workloads)  # as the controller records it
+    verdict = next(v for v in decision.workloads if v.workload == waiting.workload)
+    assert verdict.outcome is Outcome.ADMIT
+    at_creation = cluster.admit_now(meanwhile, reserve=True)
+    assert at_creation.outcome is Outcome.ADMIT
+    devices = {(p.node, g, p.mig_start) for p in verdict.placement for g in p.gpus}
+    assert not devices & {(p.node, g, p.mig_start) for p in at_creation.placement for g in p.gpus}
+    workload = next(w for w in snapshot.workloads if w.name == waiting.workload)
+    decided = workload.model_copy(
+        update={"placement": verdict.placement, "flavor": verdict.flavor, "started": 1}
+    )
+    return decided, at_creation
+
+
+def test_an_admission_whose_quota_the_webhook_used_since_is_refused_and_decided_again() -> None:
+    # Was: held wherever its devices were free. The webhook admitted a pod at creation
+    # while the decision was taken, on other GPUs, with the queue's last quota; the
+    # controller's admission then took team-a to 6/4.
+    cluster = fixture_cluster()
+    cluster.replace_queues([Queue(name="team-a", namespaces=("gpu-team-a",),
+                                  quota={"H100-80GB": Quota(nominal=4)})])  # fmt: skip
+    serve = Workload(
+        name="gpu-team-a/serve", queue="team-a", namespace="gpu-team-a", demand=Demand(gpus=3),
+        node_selector={"kubernetes.io/hostname": "gpu-node-b"},
+    )  # fmt: skip
+    decided, _ = _overtaken(cluster, WAITING, serve)
+    free, generation = _free(cluster), cluster.generation
+    assert cluster.reserve(decided) == Refusal(
+        QUOTA_TAKEN,
+        "its quota is no longer free: queue team-a at nominal H100-80GB quota 3/4; needs 2",
+    )
+    assert _free(cluster) == free  # nothing charged
+    assert cluster.generation > generation  # the controller decides again
+    verdict = next(v for v in decide(cluster.snapshot()).workloads if v.workload == decided.name)
+    assert (verdict.outcome, verdict.reason) == (Outcome.PENDING, Reason.QUOTA_EXHAUSTED)
+
+
+def test_the_queue_view_shows_an_admission_refused_since_the_decision_until_the_next() -> None:
+    # Was: the last decision's verdict, "Admitted: admitted on 1× 2 H100-80GB GPUs", for a
+    # workload whose pods stay gated until the next cycle decides it again.
+    cluster = fixture_cluster()
+    cluster.replace_queues([Queue(name="team-a", namespaces=("gpu-team-a",),
+                                  quota={"H100-80GB": Quota(nominal=4)})])  # fmt: skip
+    serve = Workload(
+        name="gpu-team-a/serve", queue="team-a", namespace="gpu-team-a", demand=Demand(gpus=3),
+        node_selector={"kubernetes.io/hostname": "gpu-node-b"},
+    )  # fmt: skip
+    decided, _ = _overtaken(cluster, WAITING, serve)
+    refusal = cluster.reserve(decided)
+    assert refusal is not None
+    (row,) = pending_view(cluster)["queues"]["team-a"]
+    assert (row["workload"], row["reason"], row["message"]) == (
+        WAITING.workload,
+        QUOTA_TAKEN,
+        "not admitted as decided: its quota is no longer free: queue team-a at "
+        "nominal H100-80GB quota 3/4; needs 2; it is decided again in the next cycle",
+    )
+    assert refusal.waiting_message == row["message"]  # what its pods say too
+    # The next decision says why it waits now.
+    cluster.set_last_decisions(decide(cluster.snapshot()).workloads)
+    (row,) = pending_view(cluster)["queues"]["team-a"]
+    assert (row["reason"], row["message"]) == (
+        "QuotaExhausted",
+        "queue team-a at nominal H100-80GB quota 3/4; needs 2",
+    )
+
+
+def test_an_admission_whose_nodes_cpu_the_webhook_used_since_is_refused() -> None:
+    # Was: held, its devices being free: with a MIG pod admitted at creation on the same
+    # node meanwhile, the two asked 120 of mig-node-c's 96 CPU.
+    cluster = fixture_cluster()
+    on_c = {"kubernetes.io/hostname": "mig-node-c"}
+    waiting = replace(WAITING, cpu_milli=60_000, node_selector=on_c)
+    notebook = Workload(
+        name="gpu-team-a/notebook", queue="team-a", namespace="gpu-team-a",
+        demand=Demand(mig_profile="1g.10gb"), cpu_milli=60_000,
+    )  # fmt: skip
+    decided, _ = _overtaken(cluster, waiting, notebook)
+    free = _free(cluster)
+    assert cluster.reserve(decided) == Refusal(
+        PLACE_TAKEN,
+        "its place is no longer free: node mig-node-c has 36 CPU free; its 1 pod(s) "
+        "there ask 60 CPU",
+    )
+    assert _free(cluster) == free
+
+
+def test_an_admission_the_webhook_left_room_for_is_held() -> None:
+    # The same race where quota and CPU suffice for both: held, as decided.
+    cluster = fixture_cluster()
+    serve = Workload(
+        name="gpu-team-a/serve", queue="team-a", namespace="gpu-team-a", demand=Demand(gpus=3),
+        node_selector={"kubernetes.io/hostname": "gpu-node-b"}, cpu_milli=30_000,
+    )  # fmt: skip
+    decided, at_creation = _overtaken(cluster, replace(WAITING, cpu_milli=60_000), serve)
+    assert cluster.reserve(decided) is None
+    held = {w.name: w.placement for w in cluster.snapshot().workloads}
+    assert held == {serve.name: at_creation.placement, decided.name: decided.placement}
+
+
+def test_an_admission_into_room_the_decisions_eviction_frees_waits_for_the_victim_to_end() -> None:
+    # The decision evicts v (team-b, borrowing) for team-a's reclaim, and gives the quota
+    # v's eviction frees in the cohort to c (team-c, on GPUs free all along). v holds it
+    # until it has ended: reserved now, c would take the cohort past what it lends.
+    cluster = fixture_cluster()
+    cluster.replace_queues([
+        Queue(name="team-a", cohort="lab", namespaces=("gpu-team-a",),
+              quota={"H100-80GB": Quota(nominal=12)}),
+        Queue(name="team-b", cohort="lab", namespaces=("gpu-team-b",),
+              quota={"H100-80GB": Quota(nominal=8)}),
+        Queue(name="team-c", cohort="lab", namespaces=("gpu-team-b",),
+              quota={"H100-80GB": Quota(nominal=0)}),
+    ])  # fmt: skip
+
+    def pod(workload: str, queue: str, gpus: int, node: str | None = None) -> ManagedPod:
+        namespace, name = workload.split("/")
+        return replace(
+            WAITING, namespace=namespace, name=f"{name}-0", workload=workload, queue=queue,
+            demand=Demand(gpus=gpus), gated=node is None, node=node,
+            placement=PodPlacement(node=node, gpus=tuple(range(gpus))) if node else None,
+        )  # fmt: skip
+
+    for running in (pod("gpu-team-b/v", "team-b", 8, "gpu-node-a"),
+                    pod("gpu-team-b/x", "team-b", 8, "gpu-node-b"),
+                    pod("gpu-team-a/y", "team-a", 4, "mig-node-c")):  # fmt: skip
+        cluster.put_pod(running)  # the cohort's 20 lendable GPUs all in use
+    cluster.put_pod(pod("gpu-team-a/a", "team-a", 6))
+    on_c = {"kubernetes.io/hostname": "mig-node-c"}
+    cluster.put_pod(replace(pod("gpu-team-b/c", "team-c", 2), node_selector=on_c))
+
+    def decided() -> dict[str, Workload]:
+        snapshot = cluster.snapshot()
+        verdicts = {v.workload: v for v in decide(snapshot).workloads}
+        return {
+            w.name: w.model_copy(update={"placement": v.placement, "flavor": v.flavor})
+            for w in snapshot.workloads
+            if (v := verdicts.get(w.name)) is not None and v.outcome is not Outcome.PENDING
+        }
+
+    admissions = decided()
+    (victim,) = decide(cluster.snapshot()).evictions
+    assert (victim.workload, victim.beneficiary) == ("gpu-team-b/v", "gpu-team-a/a")
+    c = admissions["gpu-team-b/c"]
+    assert c.placement == (PodPlacement(node="mig-node-c", gpus=(4, 5)),)  # free all along
+    free = _free(cluster)
+    assert cluster.reserve(c) == Refusal(
+        QUOTA_TAKEN,
+        "its quota is no longer free: queue team-c at 0/0 H100-80GB; cohort lab lends 0 more; "
+        "needs 2",
+    )
+    assert _free(cluster) == free
+    cluster.remove_pod("gpu-team-b", "v-0")  # v has ended
+    assert not decide(cluster.snapshot()).evictions
+    admissions = decided()
+    assert cluster.reserve(admissions["gpu-team-a/a"]) is None
+    assert cluster.reserve(admissions["gpu-team-b/c"]) is None
 
 
 def _foreign(name: str, node: str) -> ManagedPod:

@@ -124,9 +124,11 @@ def _waiting_pod(
     gang: int | None = None,
     queue: str = "team-a",
     spec: dict[str, Any] | None = None,
+    requests: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A pod as Apportion's mutating webhook leaves a waiting one (from the recording), in
-    ``queue``'s namespace; ``spec`` adds to its spec (node selector, affinity, tolerations)."""
+    ``queue``'s namespace; ``spec`` adds to its spec (node selector, affinity, tolerations),
+    ``requests`` to its container's (CPU, memory)."""
     pod = copy.deepcopy(fake.get("pods", "patched-gpu-1", "gpu-team-a"))
     metadata = pod["metadata"]
     for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
@@ -143,6 +145,7 @@ def _waiting_pod(
         metadata["labels"][keys.LABEL_GANG] = (workload or name).split("/")[-1]
     container = pod["spec"]["containers"][0]["resources"]
     container["limits"]["nvidia.com/gpu"] = container["requests"]["nvidia.com/gpu"] = str(gpus)
+    container["requests"].update(requests or {})
     pod["spec"]["priority"] = priority
     pod["spec"]["schedulingGates"] = [{"name": keys.GATE}]
     pod["spec"].pop("affinity", None)
@@ -444,6 +447,140 @@ def test_a_decision_the_webhook_overtook_is_not_carried_out_but_decided_again(
         "PlaceTaken: not admitted as decided: its place was taken since the decision, by "
         "gpu-team-a/early; it is decided again in the next cycle"
     ) in told[0]
+
+
+def _overtaking(
+    fake: Fake, controller: Controller, monkeypatch: pytest.MonkeyPatch, body: dict[str, Any]
+) -> list[Any]:
+    """While the controller decides, the webhook admits ``body``'s pod at creation, once: the
+    first time a decision admits gpu-team-a/late. Returns that decision's placement of it."""
+    decided: list[Any] = []
+
+    def overtaking(snapshot: Snapshot, **options: Any) -> Decision:
+        decision = decide(snapshot, **options)
+        late = next((v for v in decision.workloads if v.workload == "gpu-team-a/late"), None)
+        if late is not None and late.outcome is Outcome.ADMIT and not decided:
+            webhook = Admission(controller.cluster, AdmissionSettings())
+            pod = mutated(body, answer(webhook.mutate, body))["request"]["object"]
+            assert not _gates(pod)  # admitted at creation
+            fake.put_pod(pod)
+            decided.append(late.placement)
+        return decision
+
+    monkeypatch.setattr("webhook.controller.decide", overtaking)
+    return decided
+
+
+def _told(fake: Fake, name: str, reason: str) -> list[str]:
+    """The reasons written on pod ``name`` that start with ``reason``."""
+    written = []
+    for request in fake.requests_to(rf".*/pods/{name}", "PATCH"):
+        for op in request.body if isinstance(request.body, list) else ():
+            value = op.get("value")
+            texts = value.values() if isinstance(value, dict) else [value]
+            written += [t for t in texts if isinstance(t, str) and t.startswith(f"{reason}: ")]
+    return written
+
+
+def _held_gpus(controller: Controller, queue: str) -> int:
+    """Whole GPUs the queue's admitted and running workloads hold, as the cache sees it."""
+    return sum(
+        len(p.gpus)
+        for w in controller.cluster.snapshot().workloads
+        if w.queue == queue and w.placement is not None
+        for p in w.placement
+        if p.mig_start is None
+    )
+
+
+def test_an_admission_whose_quota_the_webhook_used_meanwhile_waits_and_is_decided_again(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: the reservation checked devices only. While the decision was taken, the
+    webhook admitted a pod at creation on other GPUs with the queue's last quota, and the
+    controller admitted its own all the same: team-a at 5 of its 4 GPUs. Refused now, its
+    pod stays gated and says why (``QuotaTaken``); it is admitted once quota frees up."""
+    queue = TEAM_A.model_copy(update={"quota": {"H100-80GB": Quota(nominal=4)}})
+    controller = _controller_for(fake, queue)
+    body = vary(review("create-pod-gpu-1.mutate-create"), name="early",
+                resources={"nvidia.com/gpu": "2"})  # fmt: skip
+    body["request"]["object"]["spec"]["nodeSelector"] = {keys.NODE_HOSTNAME: "gpu-node-a"}
+    overtaken = _overtaking(fake, controller, monkeypatch, body)
+    on_c = {"nodeSelector": {keys.NODE_HOSTNAME: "mig-node-c"}}
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))  # 1 of team-a's 4
+        _waiting_pod(fake, "late", gpus=2, spec=on_c)
+        eventually(lambda: _told(fake, "late", "QuotaExhausted"))
+        assert overtaken and _gates(_pod(fake, "late"))
+        assert _told(fake, "late", "QuotaTaken") == [
+            "QuotaTaken: not admitted as decided: its quota is no longer free: "
+            "queue team-a at nominal H100-80GB quota 3/4; needs 2; it is decided again in "
+            "the next cycle"
+        ]
+        assert _held_gpus(controller, "team-a") == 3
+        fake.delete_pod("gpu-team-a", "early")
+        eventually(lambda: _released(fake, "late"))
+        assert _held_gpus(controller, "team-a") == 3
+
+
+def test_an_admission_whose_nodes_cpu_the_webhook_used_meanwhile_is_not_carried_out(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same race on a node's CPU: a MIG pod admitted at creation on mig-node-c while
+    the decision placed a GPU pod there, each asking 60 of its 96 CPU."""
+    controller = _controller(fake)
+    body = vary(review("create-pod-mig-1g-10gb.mutate-create"), name="early",
+                resources={"nvidia.com/mig-1g.10gb": "1", "cpu": "60"})  # fmt: skip
+    _overtaking(fake, controller, monkeypatch, body)
+    on_c = {"nodeSelector": {keys.NODE_HOSTNAME: "mig-node-c"}}
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        _waiting_pod(fake, "late", gpus=1, spec=on_c, requests={"cpu": "60"})
+        eventually(lambda: _told(fake, "late", "InsufficientCapacity"))
+        assert _gates(_pod(fake, "late"))
+        assert _told(fake, "late", "PlaceTaken") == [
+            "PlaceTaken: not admitted as decided: its place is no longer free: "
+            "node mig-node-c has 35 CPU free; its 1 pod(s) there ask 60 CPU; it is decided "
+            "again in the next cycle"
+        ]
+        fake.delete_pod("gpu-team-a", "early")
+        eventually(lambda: _released(fake, "late"))
+
+
+def test_a_queue_reclaiming_its_lent_quota_is_admitted_once_its_victims_end() -> None:
+    """The reservation counts no room the decision's evictions free: the workload they make
+    room for waits, gated, until its victims have ended, and is reserved then, within its
+    quota and its cohort's. Here team-b borrowed team-a's nominal quota (of the 8 whole GPUs
+    the recorded cluster's foreign pods leave) and team-a takes it back."""
+    team_a = Queue(name="team-a", cohort="lab", namespaces=("gpu-team-a",),
+                   quota={"H100-80GB": Quota(nominal=5)})  # fmt: skip
+    team_b = Queue(name="team-b", cohort="lab", namespaces=("gpu-team-b",),
+                   quota={"H100-80GB": Quota(nominal=3)})  # fmt: skip
+    with running_fake(kubelet=False) as fake:
+        for namespace in ("gpu-team-a", "gpu-team-b"):
+            fake.put_namespace(namespace, {keys.NAMESPACE_ENABLED: "true"})
+        cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+        controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS,
+                                Metrics(cluster), queues=lambda: [team_a, team_b])  # fmt: skip
+        with synced(controller):
+            eventually(lambda: _released(fake, "patched-gpu-1"))  # team-a at 1
+            for name, gpus in (("b-1", 4), ("b-2", 3)):  # team-b at 7: 4 beyond its 3
+                _waiting_pod(fake, name, gpus=gpus, queue="team-b")
+                eventually(lambda name=name: not _gates(fake.get("pods", name, "gpu-team-b")))
+                placed = fake.get("pods", name, "gpu-team-b")["metadata"]["annotations"]
+                fake.bind("gpu-team-b", name, placed[ANNOTATION_PLACEMENT].split(":")[0])
+            assert _held_gpus(controller, "team-b") == 7
+            _waiting_pod(fake, "urgent", gpus=4)  # team-a at 5: its nominal quota
+            eventually(lambda: fake.evictions)
+            assert [e["name"] for e in fake.evictions] == ["b-1"]  # the node with room for 4
+            cycles = controller.cycles
+            eventually(lambda: controller.cycles >= cycles + 2)
+            assert _gates(_pod(fake, "urgent"))  # its victim still terminates
+            fake.finish_termination("gpu-team-b", "b-1")
+            eventually(lambda: _released(fake, "urgent"))
+            assert (_held_gpus(controller, "team-a"), _held_gpus(controller, "team-b")) == (5, 3)
+            assert not _told(fake, "urgent", "QuotaTaken")
+            assert not _told(fake, "urgent", "PlaceTaken")
 
 
 @pytest.mark.parametrize(

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from webhook_support import fixture_cluster
 
 from scheduler.incremental import IncrementalAllocator
-from scheduler.model import Demand, PodPlacement, Snapshot, Workload
+from scheduler.model import Demand, PodPlacement, Queue, Quota, Snapshot, Workload
+from scheduler.quota import UNLIMITED
 from scheduler.reasons import Outcome
-from webhook.cluster import LiveCluster
+from webhook.cluster import PLACE_TAKEN, LiveCluster, Refusal
 from webhook.hostpods import HostPod
 from webhook.observed import PodGroup, groups_of, replaced_gang, replacements_of
 from webhook.podindex import PodIndex
@@ -183,7 +184,9 @@ def test_a_reservation_that_clashes_with_an_admission_at_creation_changes_nothin
     cluster.put_pod(WAITING)
     built, free = cluster._allocator, _free_gpus(cluster)
     clash = _eight(WAITING.workload).model_copy(update={"placement": at_creation.placement})
-    assert cluster.reserve(clash) == f"its place was taken since the decision, by {NAMESPACE}/serve"
+    assert cluster.reserve(clash) == Refusal(
+        PLACE_TAKEN, f"its place was taken since the decision, by {NAMESPACE}/serve"
+    )
     assert cluster._allocator is built and _free_gpus(cluster) == free
     held = [w for w in cluster.snapshot().workloads if w.placement is not None]
     assert [w.name for w in held] == [f"{NAMESPACE}/serve"]
@@ -320,6 +323,27 @@ def test_admitted_replacements_whose_pods_go_before_they_are_seen_give_their_gpu
     assert _free_gpus(cluster) == _rebuilt_free_gpus(cluster)
 
 
+def test_admitted_replacements_seen_in_their_gang_give_their_gpus_back_with_it() -> None:
+    # Was: held apart under their own name, the replacements' GPU stayed held when their
+    # pod, seen joined to its gang, ended: the live allocator gave back the gang's own, and
+    # until a rebuild the webhook refused what fitted (and, reserved, quota it counted twice).
+    cluster = fixture_cluster()
+    on_a0, on_a1 = (PodPlacement(node="gpu-node-a", gpus=(i,)) for i in (0, 1))
+    cluster.put_pod(_gang_member("llm-0", gated=False, node="gpu-node-a", placement=on_a0))
+    cluster.put_pod(_gang_member("llm-1b", gated=True))  # llm-1 failed; its Job made llm-1b
+    free = _free_gpus(cluster)
+    again = Workload(
+        name=f"{NAMESPACE}/llm replacements", queue="team-a", namespace=NAMESPACE,
+        demand=Demand(gpus=1), flavor="H100-80GB", started=1, placement=(on_a1,),
+    )  # fmt: skip
+    assert cluster.reserve(again) is None
+    cluster.put_pod(_gang_member("llm-1b", gated=True, placement=on_a1))  # recorded
+    cluster.put_pod(_gang_member("llm-1b", gated=False, node="gpu-node-a", placement=on_a1))
+    assert _free_gpus(cluster) == _rebuilt_free_gpus(cluster) == free - 1
+    cluster.remove_pod(NAMESPACE, "llm-1b")
+    assert _free_gpus(cluster) == _rebuilt_free_gpus(cluster) == free
+
+
 # -- the live allocator against one built from scratch ---------------------------------------
 #
 # Every pod event, admission and relist either keeps the webhook's allocator (charging or
@@ -333,6 +357,13 @@ def test_admitted_replacements_whose_pods_go_before_they_are_seen_give_their_gpu
 # put where an admission at creation placed another), what a rebuild holds hangs on their
 # order: an allocator that saw that is not compared. About 20 s; it found the replacements'
 # GPUs never given back.
+#
+# Quotas are tight here (team-a's 2 H100 and 1 MIG slice, with a borrowing limit or a
+# cohort that lends 1 more) and pods may ask 40 of a node's 96 CPU and 400 of its 1056 GiB:
+# an admission, at creation or the controller's, never takes a queue, a cohort or a node
+# further past its limits than the pods observed took it (they may be past: quota lowered
+# while they run), on what a rebuild holds where the comparison trusts it. It found the
+# reservations checking devices only, and a gang's replacements held twice.
 
 _WHOLE, _PAIR, _MIG = Demand(gpus=1), Demand(gpus=2), Demand(mig_profile="1g.10gb")
 _SLICE = "mig-1g.10gb"
@@ -344,14 +375,33 @@ _SHAPES = {  # per demand: where it may be placed, the flavor charged
 _PODS = {"a-0": "a", "a-1": "a", "b-0": "b", "f-0": None}
 """Gang a (two pods of one GPU), b (one pod of any shape), a foreign pod."""
 _STATES = ("waiting", "waiting", "recorded", "released", "running", "bound")
-_KINDS = ("put", "put", "put", "remove", "reserve", "admit", "host", "leave", "relist")
+_KINDS = ("put", "put", "put", "remove", "reserve", "reserve", "admit", "host", "leave", "relist")
+_QUOTAS = {
+    "alone": [Queue(name="team-a", namespaces=(NAMESPACE,),
+                    quota={"H100-80GB": Quota(nominal=2), _SLICE: Quota(nominal=1)})],
+    "borrowing limit": [
+        Queue(name="team-a", cohort="lab", namespaces=(NAMESPACE,),
+              quota={"H100-80GB": Quota(nominal=2, borrowing_limit=1),
+                     _SLICE: Quota(nominal=1, borrowing_limit=0)}),
+        Queue(name="team-b", cohort="lab", quota={"H100-80GB": Quota(nominal=10)}),
+    ],
+    "cohort lends 1": [
+        Queue(name="team-a", cohort="lab", namespaces=(NAMESPACE,),
+              quota={"H100-80GB": Quota(nominal=2), _SLICE: Quota(nominal=1)}),
+        Queue(name="team-b", cohort="lab",
+              quota={"H100-80GB": Quota(nominal=10, lending_limit=1),
+                     _SLICE: Quota(nominal=4, lending_limit=1)}),
+    ],
+}  # fmt: skip
+_ASKS = [(0, 0), (40_000, 409_600)]
+"""CPU milli and memory MiB every pod of team-a asks: none, or 40 CPU and 400 GiB."""
 
 
 def _demand_of(placement: PodPlacement) -> Demand:
     return _MIG if placement.mig_start is not None else _PAIR if len(placement.gpus) > 1 else _WHOLE
 
 
-def _a_pod(draw: st.DrawFn, cluster: LiveCluster, name: str) -> ManagedPod:
+def _a_pod(draw: st.DrawFn, cluster: LiveCluster, name: str, ask: tuple[int, int]) -> ManagedPod:
     gang = _PODS[name]
     demand = _WHOLE if gang != "b" else draw(st.sampled_from(list(_SHAPES)))
     placement = draw(st.sampled_from(_SHAPES[demand][0]))
@@ -386,10 +436,13 @@ def _a_pod(draw: st.DrawFn, cluster: LiveCluster, name: str) -> ManagedPod:
         gated=state in ("waiting", "recorded"),
         node=placement.node if state in ("running", "bound") else None,
         placement=placement if state in ("recorded", "released", "running") else None,
+        cpu_milli=ask[0], memory_mib=ask[1],
     )  # fmt: skip
 
 
-def _an_admission(draw: st.DrawFn, cluster: LiveCluster, name: str) -> Workload:
+def _an_admission(
+    draw: st.DrawFn, cluster: LiveCluster, name: str, ask: tuple[int, int]
+) -> Workload:
     """The controller's admission of ``name``: where it recorded its pods, the rest free."""
     gang = replaced_gang(name)
     pods = [p for p in cluster.members(gang or name) if p.gated or gang is None]
@@ -404,15 +457,15 @@ def _an_admission(draw: st.DrawFn, cluster: LiveCluster, name: str) -> Workload:
     placement = [*recorded, *free, *places][:count]
     return Workload(
         name=name, queue="team-a", namespace=NAMESPACE, demand=demand, pods=count,
-        placement=tuple(placement), flavor=flavor, started=1,
+        placement=tuple(placement), flavor=flavor, started=1, cpu_milli=ask[0],
+        memory_mib=ask[1],
     )  # fmt: skip
 
 
-def _a_step(draw: st.DrawFn, cluster: LiveCluster) -> str:
-    kind = draw(st.sampled_from(_KINDS))
+def _a_step(draw: st.DrawFn, cluster: LiveCluster, kind: str, ask: tuple[int, int]) -> str:
     name = draw(st.sampled_from(["a-0", "a-1", *_PODS]))  # the gang's twice as often
     if kind == "put":
-        pod = _a_pod(draw, cluster, name)
+        pod = _a_pod(draw, cluster, name, ask)
         cluster.put_pod(pod)
         return f"put {pod}"
     if kind == "remove":
@@ -422,17 +475,18 @@ def _a_step(draw: st.DrawFn, cluster: LiveCluster) -> str:
         # meanwhile; refused where it no longer stands.
         workload = draw(st.sampled_from([*sorted(cluster.groups()), f"{NAMESPACE}/d"]))
         if workload not in cluster._intents:
-            admitted = _an_admission(draw, cluster, workload)
+            admitted = _an_admission(draw, cluster, workload, ask)
             refusal = cluster.reserve(admitted)
             return f"reserve {admitted}: {refusal or 'held'}"
     elif kind == "admit":
         workload = f"{NAMESPACE}/" + draw(st.sampled_from(["b", "d"]))
         if not cluster.members(workload):
-            ask = Workload(name=workload, queue="team-a", namespace=NAMESPACE,
-                           demand=draw(st.sampled_from(list(_SHAPES))))  # fmt: skip
+            arrival = Workload(name=workload, queue="team-a", namespace=NAMESPACE,
+                               demand=draw(st.sampled_from(list(_SHAPES))),
+                               cpu_milli=ask[0], memory_mib=ask[1])  # fmt: skip
             reserve = draw(st.booleans())
-            cluster.admit_now(ask, reserve=reserve)
-            return f"admit {ask} reserve={reserve}"
+            cluster.admit_now(arrival, reserve=reserve)
+            return f"admit {arrival} reserve={reserve}"
     elif kind == "host":
         # Two of the larger hold more than the node's 96 CPU: what is free stays at 0.
         node = draw(st.sampled_from(["gpu-node-a", "mig-node-c"]))
@@ -482,11 +536,32 @@ def _holds(allocator: IncrementalAllocator, exact: bool) -> tuple[object, ...]:
     return devices, state.free_cpu, state.free_mem, usage
 
 
+def _excess(snapshot: Snapshot) -> Counter[tuple[str, ...]]:
+    """How far what is held (as a rebuild holds it) is past each limit: per queue and flavor
+    its nominal quota plus borrowing limit, per cohort and flavor what its members lend, per
+    node its allocatable CPU and memory (limits not passed left out)."""
+    compiled = IncrementalAllocator(snapshot)._compiled
+    book, state = compiled.book, compiled.state
+    over: Counter[tuple[str, ...]] = Counter()
+    for name, account in book.accounts.items():
+        for flavor, used in account.usage.items():
+            limit = account.nominal.get(flavor, 0) + account.borrow_limit.get(flavor, UNLIMITED)
+            over["queue", name, flavor] = max(0, used - limit)
+        for flavor, drawn in account.drawn.items():
+            over["cohort", book.cohort(name), flavor] = max(0, drawn - account.lends.get(flavor, 0))
+    for n, node in enumerate(state.node_names):
+        over["cpu", node] = max(0, -state.free_cpu[n])
+        over["memory", node] = max(0, -state.free_mem[n])
+    return +over
+
+
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.data())
 def test_the_live_allocator_holds_what_one_built_from_scratch_would(data: st.DataObject) -> None:
     now = [1_764_091_500.0]
     cluster = fixture_cluster(lambda: now[0], intent_ttl_s=120.0)
+    cluster.replace_queues(data.draw(st.sampled_from(list(_QUOTAS.values()))))
+    ask = data.draw(st.sampled_from(_ASKS))
     cluster._current_allocator()
     steps: list[str] = []
     ambiguous: IncrementalAllocator | None = None
@@ -494,7 +569,18 @@ def test_the_live_allocator_holds_what_one_built_from_scratch_would(data: st.Dat
         if data.draw(st.integers(0, 9)) == 0:
             now[0] += 50  # admissions expire three such ticks on, leaving pods after one
             steps.append("tick")
-        steps.append(_a_step(data.draw, cluster))
+        kind = data.draw(st.sampled_from(_KINDS))
+        before = None
+        if kind in ("reserve", "admit"):
+            with cluster._lock:
+                cluster._expire_intents()  # the step's first move, and none of the admission's
+            snapshot = cluster._snapshot(running_only=True)
+            if cluster._allocator is not ambiguous and _unambiguous(cluster, snapshot):
+                before = _excess(snapshot)
+        steps.append(_a_step(data.draw, cluster, kind, ask))
+        if before is not None:
+            after = _excess(cluster._snapshot(running_only=True))
+            assert after - before == Counter(), "\n".join(steps)
         if data.draw(st.booleans()):
             cluster._current_allocator()  # a review: built now, or only later
         live = cluster._allocator

@@ -43,7 +43,7 @@ from scheduler.model import (
     Workload,
     WorkloadDecision,
 )
-from scheduler.reasons import Outcome, Reason
+from scheduler.reasons import QUOTA_REASONS, Outcome, Reason
 from scheduler.state import PlacementError
 from scheduler.telemetry.report import TelemetryReport
 from webhook import keys
@@ -67,9 +67,22 @@ from webhook.rates import AdmissionRates
 log = logging.getLogger("apportion.cluster")
 
 __all__ = [
+    "PLACE_TAKEN",
+    "QUOTA_TAKEN",
     "LiveCluster",
     "NamespacePolicy",
+    "Refusal",
 ]
+
+PLACE_TAKEN = "PlaceTaken"
+"""An admission the controller reserves no longer stands as decided: its devices, or its
+nodes' CPU or memory, are not free (given to another since the decision, or still held by
+a victim of the decision's evictions), or its pods or queue are gone, or it is admitted."""
+
+QUOTA_TAKEN = "QuotaTaken"
+"""An admission the controller reserves would take its queue past its quota (nominal and
+borrowing limit) or its cohort past what its members lend: admissions since the decision
+used what it counted on, or a victim of the decision's evictions still holds it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +98,20 @@ class NamespacePolicy:
             default_queue=labels.get(keys.NAMESPACE_DEFAULT_QUEUE) or None,
             shadow=labels.get(keys.NAMESPACE_MODE, "").lower() == "shadow",
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why ``LiveCluster.reserve`` held nothing: a reason (``PLACE_TAKEN``, ``QUOTA_TAKEN``)
+    and a message with the numbers, as the waiting pods say it."""
+
+    reason: str
+    message: str
+
+    @property
+    def waiting_message(self) -> str:
+        """What its waiting pods say, and the queue view until the next decision."""
+        return f"not admitted as decided: {self.message}; it is decided again in the next cycle"
 
 
 @dataclass(slots=True)
@@ -163,6 +190,8 @@ class LiveCluster:
         self.telemetry: TelemetryReport | None = None
         """The last DCGM assessment (unhealthy GPUs, idle workloads, the metrics note)."""
         self._decisions: dict[str, WorkloadDecision] = {}
+        self._refused: dict[str, Refusal] = {}
+        """Admissions of the last decision ``reserve`` refused: they wait for the next."""
         self._repartitions: tuple[RepartitionPlan, ...] = ()
         self.admissions = AdmissionRates(clock)
         """Per queue, admissions over the last hour (the queue view's wait estimate)."""
@@ -330,6 +359,8 @@ class LiveCluster:
                     # The pod Apportion admitted shows up where it was placed: the allocator
                     # already holds it; the intent retires once every pod is seen admitted.
                     self._retire_if_observed(name)
+                    if name != pod.workload and name not in self._intents:
+                        self._rejoin(pod.workload, name)
                     self.generation += 1
                     return
             foreign = pod.foreign or (before is not None and before.foreign)
@@ -585,11 +616,18 @@ class LiveCluster:
     ) -> None:
         with self._lock:
             self._decisions = {d.workload: d for d in decisions}
+            self._refused = {}
             self._repartitions = repartitions
 
     def last_decisions(self) -> dict[str, WorkloadDecision]:
         with self._lock:
             return dict(self._decisions)
+
+    def refused(self) -> dict[str, Refusal]:
+        """The last decision's admissions that no longer stood when reserved, by workload:
+        their verdict is not what their pods live until the next decision."""
+        with self._lock:
+            return dict(self._refused)
 
     def last_repartitions(self) -> tuple[RepartitionPlan, ...]:
         """The last global decision's MIG repartition proposals (never applied)."""
@@ -669,19 +707,24 @@ class LiveCluster:
                     self._changed()
             return True
 
-    def reserve(self, workload: Workload) -> str | None:
+    def reserve(self, workload: Workload) -> Refusal | None:
         """Hold the controller's admission of a waiting workload (its placement, flavor and
         start set) before its pods are patched, until they are seen admitted; None once
         held, else why it no longer stands as decided, with nothing held.
 
         The global decision was taken on a snapshot up to seconds old, while the webhook
-        kept admitting pods at creation: its place may have been given away since. Held
-        first, the devices go to one of them, never to both; a refusal moves the
-        generation, so that the next cycle decides it again on the cluster as it is."""
+        kept admitting pods at creation: its place, its queue's quota or its nodes' CPU and
+        memory may have been given away since. Checked and held first, they go to one of
+        them, never to both; a refusal moves the generation, so that the next cycle decides
+        it again on the cluster as it is. Nothing is counted as freed by the decision's
+        evictions: their victims hold what they hold until they are gone, and the workload
+        they make room for waits for that before it is admitted and reserved (as does one
+        the decision placed in that room: refused until then)."""
         with self._lock:
             self._expire_intents()
             refusal = self._hold(workload)
             if refusal is not None:
+                self._refused[workload.name] = refusal
                 self.generation += 1
                 return refusal
             self._intents[workload.name] = _Intent(
@@ -690,14 +733,15 @@ class LiveCluster:
             self.generation += 1
             return None
 
-    def _hold(self, workload: Workload) -> str | None:
-        """Charge ``workload`` to the live allocator where it was placed: None once done,
-        else why it cannot be, with nothing charged."""
+    def _hold(self, workload: Workload) -> Refusal | None:
+        """Charge ``workload`` to the live allocator where it was placed, if it still fits
+        there (``IncrementalAllocator.hold_decided``): None once done, else why not, with
+        nothing charged."""
         if workload.queue not in self.queues:
-            return f"queue {workload.queue} no longer exists"
+            return Refusal(PLACE_TAKEN, f"queue {workload.queue} no longer exists")
         group = self._index.group(workload.name)
         if group is None:
-            return "its pods no longer wait"
+            return Refusal(PLACE_TAKEN, "its pods no longer wait")
         intent = self._intents.get(workload.name)
         allocator = self._current_allocator()
         if (
@@ -705,15 +749,22 @@ class LiveCluster:
             or allocator.holds(workload.name)
             or (intent is not None and intent.workload.placement is not None)
         ):
-            return "it is admitted already"
+            return Refusal(PLACE_TAKEN, "it is admitted already")
         try:
-            allocator.hold(workload)
+            overtaken = allocator.hold_decided(workload)
         except PlacementError as error:
             holders = _sharing(workload.placement or (), self._holdings(workload.name))
             if holders:
-                return f"its place was taken since the decision, by {', '.join(holders)}"
-            return f"its place is no longer free ({error})"
-        return None
+                return Refusal(
+                    PLACE_TAKEN,
+                    f"its place was taken since the decision, by {', '.join(holders)}",
+                )
+            return Refusal(PLACE_TAKEN, f"its place is no longer free ({error})")
+        if overtaken is None:
+            return None
+        if overtaken.reason in QUOTA_REASONS:
+            return Refusal(QUOTA_TAKEN, f"its quota is no longer free: {overtaken.message}")
+        return Refusal(PLACE_TAKEN, f"its place is no longer free: {overtaken.message}")
 
     def _holdings(self, besides: str) -> list[tuple[str, tuple[PodPlacement, ...]]]:
         """Where Apportion placed what holds devices, by workload (but ``besides``):
@@ -766,6 +817,23 @@ class LiveCluster:
         except PlacementError:
             return False
         return True
+
+    def _rejoin(self, gang: str, replacements: str) -> None:
+        """The gang's replacements, admitted apart, are all seen among its members: the
+        live allocator holds them under their own name, and would keep holding them when a
+        change to the gang gives back what it holds under the gang's (``_gave_back``). From
+        now on it holds the gang whole, as a rebuild does."""
+        allocator = self._allocator
+        if allocator is None:
+            return
+        whole = self._as_placed(gang)
+        if whole is None or not allocator.release(replacements) or not allocator.release(gang):
+            self._changed()
+            return
+        try:
+            allocator.hold(whole)
+        except PlacementError:
+            self._changed()
 
     def _as_placed(self, name: str) -> Workload | None:
         """The running workload ``name`` as a build would make it of its pods, where every

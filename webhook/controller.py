@@ -88,10 +88,6 @@ _UNDECIDED = frozenset({GANG_MIXED, QUEUE_UNKNOWN, QUEUE_CLOSED, GANG_RUNNING})
 """The reasons of waiting workloads no decision names that the controller writes on their
 pods (the webhook wrote the others at creation)."""
 
-PLACE_TAKEN = "PlaceTaken"
-"""The reason a workload waits whose admission no longer stood when the controller came to
-carry it out (``LiveCluster.reserve``): its place given to another since the decision."""
-
 OWN_CONNECTIONS = 7
 """The API connections the controller holds at once beside its workers'
 (``api_concurrency``): a watch per informer (Nodes, Pods, Namespaces, Jobs, Queues), the
@@ -511,9 +507,9 @@ class Controller:
             )
         )
         if refusal is not None:
-            message = f"not admitted as decided: {refusal}; it is decided again in the next cycle"
+            message = refusal.waiting_message
             log.info("%s %s", verdict.workload, message, extra={"workload": verdict.workload})
-            self._explain(workers, PLACE_TAKEN, message, members)
+            self._explain(workers, refusal.reason, message, members)
             return
         placed = list(zip(members, verdict.placement, strict=True))
         for i, (pod, placement) in enumerate(placed):

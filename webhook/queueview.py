@@ -1,9 +1,10 @@
 """Queue visibility: who waits, in which position, why, and for about how long.
 
 Served at ``/queues`` and printed by ``apportion queue``. Positions and reasons are the
-controller's last global decision; the wait estimate is the position divided by the
-queue's admission rate over the last hour — honest about being a rate, and absent when
-the queue admitted nothing recently.
+controller's last global decision (an admission of it that no longer stood when the
+controller reserved it says so until the next); the wait estimate is the position divided
+by the queue's admission rate over the last hour — honest about being a rate, and absent
+when the queue admitted nothing recently.
 """
 
 from __future__ import annotations
@@ -114,13 +115,17 @@ def pending_view(
     that no queue is named and nothing waits in adds ``unknown_queue``, a message."""
     waiting = waiting_workloads(cluster)
     decisions = cluster.last_decisions()
+    refused = cluster.refused()
     now = cluster.now()
     out: dict[str, list[dict[str, Any]]] = {}
     for item in waiting:
         if queue is not None and item.queue != queue:
             continue
         decision = decisions.get(item.workload)
-        if decision is not None:
+        refusal = refused.get(item.workload)
+        if refusal is not None:  # admitted by the last decision, refused when reserved
+            reason, message = refusal.reason, refusal.waiting_message
+        elif decision is not None:
             reason, message = decision.reason.value, decision.message
         else:
             reason, message = item.reason, item.message
