@@ -715,8 +715,11 @@ class LiveCluster:
         The global decision was taken on a snapshot up to seconds old, while the webhook
         kept admitting pods at creation: its place, its queue's quota or its nodes' CPU and
         memory may have been given away since. Checked and held first, they go to one of
-        them, never to both; a refusal moves the generation, so that the next cycle decides
-        it again on the cluster as it is. Nothing is counted as freed by the decision's
+        them, never to both. A refusal leaves the generation: what overtook the decision
+        wakes the next cycle itself (the pod of an admission at creation seen, a queue
+        changed; at the latest the tick), or ends later (a victim still running: its end
+        wakes it); moved here, every cycle would decide the same and be refused the same,
+        twice a second. Nothing is counted as freed by the decision's
         evictions: their victims hold what they hold until they are gone, and the workload
         they make room for waits for that before it is admitted and reserved (as does one
         the decision placed in that room: refused until then)."""
@@ -725,7 +728,6 @@ class LiveCluster:
             refusal = self._hold(workload)
             if refusal is not None:
                 self._refused[workload.name] = refusal
-                self.generation += 1
                 return refusal
             self._intents[workload.name] = _Intent(
                 workload, self._clock() + self._intent_ttl_s, seen=True
