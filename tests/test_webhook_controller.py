@@ -2101,3 +2101,76 @@ def test_a_workload_whose_calls_fail_keeps_no_other_waiting(
                 "admitting gpu-team-a/w-03 failed; retrying on the next change or tick"
             )
             assert logged.exc_info is not None and "a bug" in str(logged.exc_info[1])
+
+
+def _in_flight_at_once(requests: list[Any], latency_s: float) -> int:
+    """The most of ``requests`` in flight at once (each answered ``latency_s`` after it
+    arrived), as seen at each one's arrival."""
+    return max(sum(1 for q in requests if q.at <= r.at < q.at + latency_s) for r in requests)
+
+
+def _bound(fake: Fake, controller: Controller, names: list[str]) -> None:
+    """Bind the admitted pods ``names`` where they were placed, as the kube-scheduler
+    does, and wait until the controller sees them running."""
+    for name in names:
+        fake.bind("gpu-team-a", name, _placement(fake, name).split(":")[0])
+    eventually(
+        lambda: all(
+            getattr(controller.cluster.pods.get(("gpu-team-a", n)), "node", None) for n in names
+        )
+    )
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_cycle_evicts_many_victims_at_once_and_nominates_once_every_one_is_answered(
+    fake: Fake, concurrency: int
+) -> None:
+    """Was: every eviction, then every nomination, one call after another. Now up to
+    ``api_concurrency`` victims are evicted at once, each victim's pods one after another;
+    each Preempted Event follows its eviction's answer; no beneficiary is nominated before
+    every eviction of the cycle is answered, nor its reason written before its nomination."""
+    _spare_nodes(fake, 2)
+    queue = _team(16).model_copy(
+        update={"preemption": PreemptionPolicy(within_queue="LowerPriority")}
+    )
+    solo = [f"low-{i:02}" for i in range(12)]
+    pair = ["pair-0", "pair-1"]
+    for name in solo:
+        _waiting_pod(fake, name)
+    for name in pair:
+        _waiting_pod(fake, name, gpus=2, workload="gpu-team-a/pair", gang=2)
+    with _watching(fake, concurrency, queue) as controller:
+        controller.reconcile_once()
+        _bound(fake, controller, solo + pair)
+        urgent = [f"urgent-{i}" for i in range(4)]
+        for name in urgent:  # all 16 GPUs of the queue's quota between them
+            _waiting_pod(fake, name, gpus=4, priority=1000)
+        eventually(lambda: all(("gpu-team-a", n) in controller.cluster.pods for n in urgent))
+        fake.add_latency(CALLS, 0.05)
+        decision = controller.reconcile_once()
+        assert decision is not None and len(decision.evictions) == len(solo) + 1
+        evicted = {r.path.split("/")[-2]: r for r in fake.requests_to(CALLS + "/eviction", "POST")}
+        assert sorted(evicted) == sorted(solo + pair)
+        answered = {name: r.at + 0.05 for name, r in evicted.items()}
+        at_once = _in_flight_at_once(list(evicted.values()), 0.05)
+        if concurrency == 1:
+            assert at_once == 1
+        else:
+            assert 1 < at_once <= concurrency
+        assert evicted["pair-1"].at >= answered["pair-0"] - 0.005  # one after the other
+        told = {
+            r.body["involvedObject"]["name"]: r
+            for r in fake.requests_to(CALLS, "POST")
+            if r.body.get("reason") == "Preempted"
+        }
+        assert sorted(told) == sorted(solo + pair)
+        assert all(told[name].at >= answered[name] - 0.005 for name in told)
+        patches = fake.requests_to(r"/api/v1/namespaces/gpu-team-a/pods/urgent-\d", "PATCH")
+        nominations = [r for r in patches if "nominated-until" in json.dumps(r.body)]
+        assert sorted(r.path.split("/")[-1] for r in nominations) == urgent
+        assert min(r.at for r in nominations) >= max(answered.values()) - 0.005
+        for name in urgent:
+            kinds = [
+                "nominated-until" in json.dumps(r.body) for r in patches if r.path.endswith(name)
+            ]
+            assert kinds == [True, False]  # nominated, then its reason
