@@ -33,6 +33,7 @@ from webhook.pods import ANNOTATION_PLACEMENT, parse_placement
 from webhook.queueview import pending_view, waiting_workloads
 from webhook.settings import AdmissionSettings, ControllerSettings
 from webhook.strays import StrayGates
+from webhook.workers import Workers
 
 SETTINGS = ControllerSettings(
     tick_s=0.3,
@@ -1558,6 +1559,12 @@ def _stray_gates(
     )
 
 
+def _settle(gates: StrayGates) -> None:
+    """One settling pass, its calls one at a time, in the order of the strays."""
+    with Workers(1, threading.Event()) as workers:
+        gates.settle(workers)
+
+
 def test_an_adoption_whose_answer_was_lost_is_not_made_again() -> None:
     """Was: an adoption patch that was made but whose answer was lost (a dropped
     connection) was made again at the next cycle while the watch had not yet shown the pod
@@ -1578,16 +1585,16 @@ def test_an_adoption_whose_answer_was_lost_is_not_made_again() -> None:
         gates = _stray_gates(  # the first patch made, its answer lost
             fake, cluster, lost=1, event=lambda raw, reason, *_: told.append(reason)
         )
-        gates.settle()
+        _settle(gates)
         adopted = _pod(fake, "copied")
         assert adopted["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD] == "gpu-team-a/copied"
-        gates.settle()
+        _settle(gates)
         assert _pod(fake, "copied")["spec"] == adopted["spec"]
         assert told == []  # not yet seen made
         gates.seen(adopted)  # the watch catches up
         cluster.put_stray("gpu-team-a", "copied", None)
-        gates.settle()
-        gates.settle()
+        _settle(gates)
+        _settle(gates)
         assert told == ["Adopted"]
 
 
@@ -1659,9 +1666,9 @@ def test_a_settling_pass_that_loses_the_lease_tells_no_more_refused_pods() -> No
             event=lambda raw, reason, *_: told.append(f"{raw['metadata']['name']} {reason}"),
         )
         with pytest.raises(NotLeading):
-            gates.settle()
+            _settle(gates)
         assert told == ["orphan-1 Refused"]
-        gates.settle()
+        _settle(gates)
         assert told == ["orphan-1 Refused", "orphan-2 Refused"]
 
 
@@ -1724,7 +1731,7 @@ def test_a_release_holds_only_on_the_pod_as_it_was_seen() -> None:
         cluster = LiveCluster(clock=time.time)
         cluster.put_namespace("elsewhere", {})  # the watch has not shown the opt-in yet
         cluster.put_stray("elsewhere", "copied", seen)  # nor the pod deleted
-        _stray_gates(fake, cluster).settle()
+        _settle(_stray_gates(fake, cluster))
         assert _gates(fake.get("pods", "copied", "elsewhere")) == [{"name": keys.GATE}]
 
 
@@ -1771,14 +1778,14 @@ def test_a_release_whose_answer_was_lost_counts_only_once_made() -> None:
             cluster,
             event=lambda raw, reason, *_: told.append(f"{raw['metadata']['name']} {reason}"),
         )
-        gates.settle()  # neither made, no answer
+        _settle(gates)  # neither made, no answer
         assert told == []
         gone = fake.get("pods", "deleted", "elsewhere")
         fake.delete_pod("elsewhere", "deleted")
         gates.seen(gone, gone=True)
         cluster.put_stray("elsewhere", "deleted", None)
-        gates.settle()  # kept asked again, and made
-        gates.settle()
+        _settle(gates)  # kept asked again, and made
+        _settle(gates)
         assert told == ["kept NotManaged"]
         assert _gates(fake.get("pods", "kept", "elsewhere")) == []
         released = {"outcome": "released"}
@@ -2174,3 +2181,23 @@ def test_a_cycle_evicts_many_victims_at_once_and_nominates_once_every_one_is_ans
                 "nominated-until" in json.dumps(r.body) for r in patches if r.path.endswith(name)
             ]
             assert kinds == [True, False]  # nominated, then its reason
+
+
+def test_gated_pods_apportion_never_decided_are_settled_many_at_once(fake: Fake) -> None:
+    """Was: one pod after another. Now up to ``api_concurrency`` pods' patches at once,
+    each pod's Event once its patch is answered, all before the cycle's decision."""
+    fake.put_namespace("elsewhere")  # not opted in: their gates are removed
+    names = [f"copied-{i}" for i in range(8)]
+    for name in names:
+        fake.put_pod(_gated_copy(fake, name, namespace="elsewhere"))
+    calls = r"/api/v1/namespaces/elsewhere/.+"
+    fake.add_latency(calls, 0.05)
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(lambda: len(fake.events("elsewhere")) == len(names))
+    patches = {r.path.split("/")[-1]: r for r in fake.requests_to(calls, "PATCH")}
+    assert sorted(patches) == names
+    assert 1 < _in_flight_at_once(list(patches.values()), 0.05) <= SETTINGS.api_concurrency
+    for r in fake.requests_to(calls, "POST"):
+        assert r.body["reason"] == "NotManaged"
+        assert r.at >= patches[r.body["involvedObject"]["name"]].at + 0.05 - 0.005

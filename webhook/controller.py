@@ -346,7 +346,7 @@ class Controller:
                 self._stop.wait(self.settings.debounce_s)
                 seen = self.cluster.generation
                 last_run = time.monotonic()
-                self._step(self.strays.settle, "settling gated pods Apportion never decided")
+                self._step(self.settle_strays, "settling gated pods Apportion never decided")
                 self._step(self.reconcile_once, "reconcile")
                 self._step(self.replace_stuck, "replacing stuck pods")
             self._stop.wait(min(0.2, self.settings.debounce_s))
@@ -369,6 +369,12 @@ class Controller:
     def _workers(self) -> Workers:
         """A step's API calls, many workloads' at once (``workers.py``)."""
         return Workers(self.settings.api_concurrency, self._stop)
+
+    def settle_strays(self) -> None:
+        """The gated pods Apportion never decided, settled (``strays.py``): a step of its
+        own, every call of it (Events too) made before the cycle's decision."""
+        with self._workers() as workers:
+            self.strays.settle(workers)
 
     def reconcile_once(self) -> Decision | None:
         """One global decision over the waiting workloads, and its actions: many workloads'
