@@ -696,7 +696,8 @@ class Controller:
     # -- admitted pods the kube-scheduler cannot place ----------------------------------------
 
     def replace_stuck(self) -> list[StuckWorkload]:
-        found = self.replacer.review(dict(self._node_problems))
+        with self._workers() as workers:
+            found = self.replacer.review(dict(self._node_problems), workers)
         self.stuck_reviews += 1
         return found
 
