@@ -1561,7 +1561,7 @@ def _stray_gates(
 
 def _settle(gates: StrayGates) -> None:
     """One settling pass, its calls one at a time, in the order of the strays."""
-    with Workers(1, threading.Event()) as workers:
+    with Workers(1, threading.Event(), leading=lambda: True) as workers:
         gates.settle(workers)
 
 
@@ -2201,3 +2201,91 @@ def test_gated_pods_apportion_never_decided_are_settled_many_at_once(fake: Fake)
     for r in fake.requests_to(calls, "POST"):
         assert r.body["reason"] == "NotManaged"
         assert r.at >= patches[r.body["involvedObject"]["name"]].at + 0.05 - 0.005
+
+
+def test_events_queued_before_the_lease_is_lost_are_dropped(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was: an Event queued behind the cycle's calls (``Workers.later``) was sent even once
+    the Lease was lost meanwhile: a replica that may no longer lead wrote to the cluster
+    while another could lead. Such Events are dropped now, counted and logged once."""
+    _spare_nodes(fake, 1)
+    solo = [f"w-{i}" for i in range(5)]
+    for name in solo:
+        _waiting_pod(fake, name)
+    fake.add_latency(CALLS, 0.05)
+    clock = [0.0]
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
+    metrics = Metrics(cluster)
+    lease = ("apportion-system", "apportion-controller", "replica-1", 15.0)
+    elector = LeaderElector(api, *lease, metrics, clock=lambda: clock[0])
+    assert elector.try_acquire_or_renew()  # no thread renews it: the test moves its clock
+    settings = replace(SETTINGS, api_concurrency=1)  # the Events queued behind every admission
+    controller = Controller(api, cluster, settings, metrics, elector=elector)
+    cluster.replace_queues([_team(8)])
+    threads = [threading.Thread(target=i.run, daemon=True) for i in controller.informers]
+    for thread in threads:
+        thread.start()
+    patch_pod = api.patch_pod
+    lost_at: list[float] = []
+
+    def then_the_lease_runs_out(namespace: str, name: str, patch: list[dict[str, Any]]) -> Any:
+        answer = patch_pod(namespace, name, patch)
+        if name == solo[-1]:
+            clock[0] += 60  # past the deadline: another replica may have the Lease now
+            lost_at.append(time.time())
+        return answer
+
+    monkeypatch.setattr(api, "patch_pod", then_the_lease_runs_out)
+    try:
+        eventually(controller.synced)
+        controller.reconcile_once()
+    finally:
+        controller.stop()
+        for thread in threads:
+            thread.join(5)
+    assert _released(fake, *solo)  # every admission made while it led
+    posted = fake.requests_to(r"/api/v1/namespaces/gpu-team-a/events", "POST")
+    assert [r.body["involvedObject"]["name"] for r in posted if r.at >= lost_at[0]] == []
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert dropped == [
+        "5 Event(s) dropped, queued before this replica lost the Lease: only the leader "
+        "writes to the cluster"
+    ]
+
+
+def test_an_adoption_seen_made_is_counted_but_not_told_once_the_lease_is_lost() -> None:
+    """Was: an adoption whose answer was lost, seen made by the watch, was told at once as
+    the cycle began (``StrayGates.tell_made``), whether or not this replica still led."""
+    with running_fake() as fake:
+        labels = {keys.NAMESPACE_ENABLED: "true", keys.NAMESPACE_DEFAULT_QUEUE: "team-a"}
+        fake.put_namespace("gpu-team-a", labels)
+        fake.put_pod(_undecided(fake, "copied"))
+        cluster = LiveCluster(clock=time.time)
+        cluster.put_namespace("gpu-team-a", labels)
+        cluster.replace_queues([TEAM_A])
+        cluster.put_stray("gpu-team-a", "copied", _pod(fake, "copied"))
+        leading, told = [True], []
+
+        def before_acting() -> None:
+            if not leading[0]:
+                raise NotLeading
+
+        gates = _stray_gates(  # the adoption made, its answer lost
+            fake,
+            cluster,
+            lost=1,
+            before_acting=before_acting,
+            event=lambda raw, reason, *_: told.append(reason),
+        )
+        _settle(gates)
+        gates.seen(_pod(fake, "copied"))  # the watch shows it adopted
+        cluster.put_stray("gpu-team-a", "copied", None)
+        leading[0] = False
+        with pytest.raises(NotLeading):
+            gates.tell_made()
+        assert told == []
+        adopted = {"outcome": "adopted"}
+        registry = gates.metrics.registry
+        assert registry.get_sample_value("apportion_strays_settled_total", adopted) == 1

@@ -80,7 +80,7 @@ class Run:
         )
 
     def cycle(self, *pods: ManagedPod, evict: bool = True) -> None:
-        with Workers(1, threading.Event()) as workers:
+        with Workers(1, threading.Event(), leading=lambda: True) as workers:
             evictions = [VICTIM] if evict else []
             self.preemptor.carry_out(workers, evictions, {LOW: list(pods)} if pods else {})
 

@@ -368,7 +368,7 @@ class Controller:
 
     def _workers(self) -> Workers:
         """A step's API calls, many workloads' at once (``workers.py``)."""
-        return Workers(self.settings.api_concurrency, self._stop)
+        return Workers(self.settings.api_concurrency, self._stop, leading=self._leading)
 
     def settle_strays(self) -> None:
         """The gated pods Apportion never decided, settled (``strays.py``): a step of its

@@ -191,7 +191,8 @@ class StrayGates:
         """Count and tell now the unanswered releases and adoptions the watch showed made:
         a cycle calls it once its snapshot is taken, before it admits a pod adopted so, whose
         Adopted Event must come before its Admitted one (the watch notes a pod here before
-        the cache has it): told at once, not queued."""
+        the cache has it): told at once, not queued, and each only once the Lease is
+        checked (a lost one stops the cycle, ``NotLeading``)."""
         self._judge_unanswered({raw_identity(raw) for raw in self.cluster.strays()}, None)
 
     def _judge_unanswered(self, present: set[Identity], workers: Workers | None) -> None:
@@ -205,9 +206,11 @@ class StrayGates:
             ]
             for identity, _, _ in judged:
                 del self._asked[identity]
-        for _, asked, made in judged:
-            if made:
-                self._done(asked, workers)
+        made = [asked for _, asked, was_made in judged if was_made]
+        for asked in made:
+            self._count(asked)
+        for asked in made:
+            self._tell(asked, workers)
 
     def _shadow(self, namespace: str, namespace_shadow: bool) -> str | None:
         """Why a pod of an opted-in namespace is not held, in shadow mode: there its pods
@@ -300,21 +303,29 @@ class StrayGates:
         if answer:
             with self._lock:
                 self._settled.add(identity)
-            self._done(asked, workers)
+            self._count(asked)
+            self._tell(asked, workers)
 
-    def _done(self, asked: _Asked, workers: Workers | None) -> None:
-        """Count and tell a release or adoption made: its Event queued behind the calls
-        under way (``workers``), or made at once (None)."""
+    def _count(self, asked: _Asked) -> None:
+        """A release or adoption made: counted, logged, and a released pod no longer
+        Apportion's to decide."""
         namespace, name, _ = raw_identity(asked.raw)
         self.metrics.strays_settled.labels(asked.outcome).inc()
         if asked.workload is None:
             self.cluster.remove_pod(namespace, name)  # not Apportion's to decide
         log.info("%s/%s: %s", namespace, name, asked.message)
+
+    def _tell(self, asked: _Asked, workers: Workers | None) -> None:
+        """Its Event, queued behind the calls under way (``workers``), or made at once
+        (None) once the Lease is checked: a replica that may no longer lead writes
+        nothing more."""
         tell = partial(self.event, asked.raw, asked.reason, asked.message, "Normal")
-        if workers is None:
-            tell()
-        else:
+        if workers is not None:
+            namespace, name, _ = raw_identity(asked.raw)
             workers.later(f"the event {asked.reason} on {namespace}/{name}", tell)
+            return
+        self.before_acting()
+        tell()
 
 
 def _task(doing: str, identity: Identity, call: Callable[[], object]) -> Task:
