@@ -36,6 +36,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -150,10 +151,18 @@ def _queue(case: str, sizes: dict[str, int]) -> Queue:
     )
 
 
-def _serve(connection: Connection, case: str, sizes: dict[str, int], latency_s: float) -> None:
-    """The API server's process: a fresh cluster, its port sent, then, once the cycle
-    has ended, what the server saw of it."""
+def _serve(
+    connection: Connection,
+    case: str,
+    sizes: dict[str, int],
+    latency_s: float,
+    prepare: Callable[[Fake], None] | None = None,
+) -> None:
+    """The API server's process: a fresh cluster (``prepare`` adds to it), its port sent,
+    then, once the cycle has ended, what the server saw of it."""
     fake = _cluster(case, sizes)
+    if prepare is not None:
+        prepare(fake)
     latency = fake.add_latency(CALLS, latency_s)
     fake.start()
     connection.send(fake.port)
