@@ -15,8 +15,10 @@ loop, ``--rate`` a second: each timed from when it was due, so a stalled server 
 hidden by fewer requests), webhook_load.py's mix in namespace ``load``: 70 % pods without
 GPUs, 30 % GPU pods (whole, MIG, memory needs), each its own uid and name.
 
-Per run, on a fresh cluster: ``--alone-s`` seconds with the controller synced and idle,
-then one ``reconcile_once``, with ``api_concurrency`` 1 and the default, alternating. The
+Per run, on a fresh cluster: the controller synced, its heap frozen as ``apportion serve``
+freezes it then (``runtime.freeze_long_lived``) or left as listed (``--heap``, both by
+default), ``--alone-s`` seconds with the controller idle, then one ``reconcile_once``, with
+each ``--concurrency`` (1 and the default), the variants alternating. The
 p50, p99 and max of the reviews due in each window, and the cyclic garbage collector's full
 collections during the cycle (each stops every thread, the event loop's too); medians of
 ``--runs``. The last line is one JSON object.
@@ -30,8 +32,10 @@ import contextlib
 import gc
 import json
 import multiprocessing
+import os
 import ssl
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -49,7 +53,7 @@ from controller_bench import (
     _queue,
     _serve,
 )
-from kubefake import Fake
+from kubefake import RECORDINGS, Fake
 from kubernetes import client
 from webhook_load import _bodies
 
@@ -59,7 +63,9 @@ from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.controller import OWN_CONNECTIONS, Controller
 from webhook.kubeapi import KubeApi
+from webhook.kubeobjects import node_from_object
 from webhook.metrics import Metrics
+from webhook.runtime import freeze_long_lived
 from webhook.server import Readiness, build_app
 from webhook.settings import AdmissionSettings, ControllerSettings
 
@@ -177,6 +183,30 @@ class _Pauses:
         gc.callbacks.remove(self._note)
 
 
+def _apart(connection: Connection, certificate: Path) -> None:
+    """The webhook in a process of its own (``--apart``): its own ``LiveCluster`` holding
+    the reviews' namespace, queue and two nodes, as the shared one does; serves until
+    told to stop. It shares the machine's cores with the cycle, not its GIL."""
+    recorded = json.loads((RECORDINGS / "nodelist.json").read_text())["items"]
+    template = next(n for n in recorded if n["metadata"]["name"] == "gpu-node-a")
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=ControllerSettings().intent_ttl_s)
+    for i in range(2):
+        node, _ = node_from_object(_node(template, f"load-{i}"), cluster.catalog)
+        assert node is not None
+        cluster.put_node(node)
+    cluster.put_namespace(LOAD, {keys.NAMESPACE_ENABLED: "true"})
+    cluster.replace_queues([_load_queue()])
+    freeze_long_lived()
+    webhook = _Webhook(cluster, Metrics(cluster), certificate)
+    connection.send(webhook.port)
+    connection.recv()
+    webhook.stop()
+
+
+def _load_queue() -> Queue:
+    return Queue(name=LOAD, namespaces=(LOAD,), quota={"H100-80GB": Quota(nominal=8)})
+
+
 def _percentiles(latencies: list[float]) -> dict[str, float]:
     ordered = sorted(latencies)
     at = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
@@ -188,7 +218,9 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
     }
 
 
-def _run(concurrency: int, args: argparse.Namespace, certificate: Path) -> dict[str, Any]:
+def _run(
+    concurrency: int, frozen: bool, args: argparse.Namespace, certificate: Path
+) -> dict[str, Any]:
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
     server = context.Process(
@@ -205,33 +237,46 @@ def _run(concurrency: int, args: argparse.Namespace, certificate: Path) -> dict[
     metrics = Metrics(cluster)
     api = KubeApi(client.ApiClient(configuration), settings.api_timeout_s)
     controller = Controller(api, cluster, settings, metrics)
-    load_queue = Queue(name=LOAD, namespaces=(LOAD,), quota={"H100-80GB": Quota(nominal=8)})
-    cluster.replace_queues([_queue("admit", SIZES), load_queue])
+    cluster.replace_queues([_queue("admit", SIZES), _load_queue()])
     informers = [threading.Thread(target=i.run, daemon=True) for i in controller.informers]
     for thread in informers:
         thread.start()
     while not controller.synced():
         time.sleep(0.05)
-    webhook = _Webhook(cluster, metrics, certificate)
+    if frozen:
+        freeze_long_lived()  # as apportion serve does once synced, before it is ready
+    if args.apart:
+        apart, theirs_apart = context.Pipe()
+        webhook_process = context.Process(target=_apart, args=(theirs_apart, certificate))
+        webhook_process.start()
+        webhook_port = apart.recv()
+    else:
+        webhook = _Webhook(cluster, metrics, certificate)
+        webhook_port = webhook.port
     pauses = _Pauses()
     bodies = [b.replace('"team-a"', f'"{LOAD}"') for b in _bodies("mutate")]
     stop, theirs_load = context.Pipe()
     generator = context.Process(
         target=_generate,
-        args=(theirs_load, f"https://127.0.0.1:{webhook.port}/mutate", args.rate, bodies),
+        args=(theirs_load, f"https://127.0.0.1:{webhook_port}/mutate", args.rate, bodies),
     )
     generator.start()
     time.sleep(2.0)  # connections open, the first requests answered
     alone = (time.time(), time.time() + args.alone_s)
     time.sleep(args.alone_s)
     ours.send("start")
-    during = (time.time(), 0.0)
+    load = os.getloadavg()[0]
+    during, cpu = (time.time(), 0.0), time.process_time()
     decision = controller.reconcile_once()
-    during = (during[0], time.time())
+    during, cpu = (during[0], time.time()), time.process_time() - cpu
     stop.send("stop")
     sent = stop.recv()
     generator.join()
-    webhook.stop()
+    if args.apart:
+        apart.send("stop")
+        webhook_process.join()
+    else:
+        webhook.stop()
     pauses.close()
     controller.stop(timeout_s=0)
     ours.send("done")
@@ -251,6 +296,8 @@ def _run(concurrency: int, args: argparse.Namespace, certificate: Path) -> dict[
         "alone": window(alone),
         "during": window(during),
         "cycle_s": during[1] - during[0],
+        "cpu_s": cpu,
+        "load": load,
         "peak": seen["peak"],
         "full_gc_ms": [ms for at, ms in pauses.full if during[0] <= at < during[1]],
     }
@@ -260,48 +307,85 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200.0, help="reviews a second")
     parser.add_argument("--alone-s", type=float, default=10.0, help="the idle window")
-    parser.add_argument("--runs", type=int, default=2, help="each (default 2: ~3 minutes)")
+    parser.add_argument(
+        "--concurrency", default=f"1,{DEFAULT}", help=f"api_concurrency values (1,{DEFAULT})"
+    )
+    parser.add_argument(
+        "--heap",
+        choices=("frozen", "listed", "both"),
+        default="both",
+        help="frozen once synced, as apportion serve does (runtime.freeze_long_lived); "
+        "listed: left to every full garbage collection, as before; both (default)",
+    )
+    parser.add_argument(
+        "--apart",
+        action="store_true",
+        help="the webhook in a process of its own, sharing the cores but not the GIL with "
+        "the cycle: what the machine, not the interpreter, costs the reviews",
+    )
+    parser.add_argument(
+        "--switch-interval-ms",
+        type=float,
+        default=None,
+        help="the interpreter's thread switch interval (sys.setswitchinterval; default: "
+        "Python's, 5 ms): how long a thread waiting for the GIL waits before it asks for it",
+    )
+    parser.add_argument("--runs", type=int, default=2, help="each (default 2: ~6 minutes)")
     args = parser.parse_args()
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1000)
+    heaps = {"frozen": [True], "listed": [False], "both": [False, True]}[args.heap]
+    variants = [(int(c), frozen) for frozen in heaps for c in args.concurrency.split(",")]
     print(
         f"webhook_during_cycle: /mutate at {args.rate:g}/s, alone for {args.alone_s:g} s and "
         f"during a cycle admitting {SIZES['workloads']:,} workloads and {SIZES['gangs']} gangs "
         f"(every call 10 ms late), in the same process; {GPUS_PER_NODE}-GPU nodes, namespace "
         f"{NAMESPACE} and {LOAD}"
+        + ("; the webhook in a process of its own (--apart)" if args.apart else "")
+        + f"; switch interval {sys.getswitchinterval() * 1000:g} ms"
     )
-    runs: dict[int, list[dict[str, Any]]] = {1: [], DEFAULT: []}
+    runs: dict[tuple[int, bool], list[dict[str, Any]]] = {v: [] for v in variants}
+
+    def label(concurrency: int, frozen: bool) -> str:
+        return f"api_concurrency {concurrency:>2}, heap {'frozen' if frozen else 'listed'}"
+
     with tempfile.TemporaryDirectory(prefix="apportion-bench-") as work:
         certificate = Path(work)
         leaf = trustme.CA().issue_cert("localhost", "127.0.0.1")
         leaf.cert_chain_pems[0].write_to_path(str(certificate / "tls.crt"))
         leaf.private_key_pem.write_to_path(str(certificate / "tls.key"))
         for _ in range(args.runs):
-            for concurrency, done in runs.items():
-                figures = _run(concurrency, args, certificate)
+            for (concurrency, frozen), done in runs.items():
+                figures = _run(concurrency, frozen, args, certificate)
                 done.append(figures)
                 alone, during = figures["alone"], figures["during"]
                 print(
-                    f"   api_concurrency {concurrency:>2}: alone p50 {alone['p50_ms']:5.1f} ms "
+                    f"   {label(concurrency, frozen)}: alone p50 {alone['p50_ms']:5.1f} ms "
                     f"p99 {alone['p99_ms']:6.1f} ms max {alone['max_ms']:6.1f} ms "
                     f"({alone['count']:,.0f}); during the cycle ({figures['cycle_s']:5.1f} s, "
-                    f"{figures['peak']} calls in flight at most) p50 {during['p50_ms']:5.1f} ms "
+                    f"{figures['peak']} calls in flight at most, this process's CPU "
+                    f"{figures['cpu_s']:4.1f} s, load average {figures['load']:.1f}) p50 "
+                    f"{during['p50_ms']:5.1f} ms "
                     f"p99 {during['p99_ms']:6.1f} ms max {during['max_ms']:6.1f} ms "
                     f"({during['count']:,.0f}); full garbage collections in the cycle: "
-                    + (", ".join(f"{ms:.0f} ms" for ms in figures["full_gc_ms"]) or "none")
+                    + (", ".join(f"{ms:.0f} ms" for ms in figures["full_gc_ms"]) or "none"),
+                    flush=True,
                 )
     summary: dict[str, float] = {}
-    for concurrency, done in runs.items():
+    for (concurrency, frozen), done in runs.items():
         medians = {
             f"{phase}_{key}": statistics.median(f[phase][key] for f in done)
             for phase in ("alone", "during")
             for key in ("p50_ms", "p99_ms", "max_ms")
         }
         print(
-            f"   median, api_concurrency {concurrency:>2}: p99 alone {medians['alone_p99_ms']:.1f}"
+            f"   median, {label(concurrency, frozen)}: p99 alone {medians['alone_p99_ms']:.1f}"
             f" ms, during the cycle {medians['during_p99_ms']:.1f} ms (p50 "
             f"{medians['alone_p50_ms']:.1f} → {medians['during_p50_ms']:.1f} ms, max "
             f"{medians['alone_max_ms']:.0f} → {medians['during_max_ms']:.0f} ms)"
         )
-        summary |= {f"c{concurrency}_{k}": round(v, 1) for k, v in medians.items()}
+        prefix = f"c{concurrency}_{'frozen' if frozen else 'listed'}"
+        summary |= {f"{prefix}_{k}": round(v, 1) for k, v in medians.items()}
     print(json.dumps(summary))
 
 
