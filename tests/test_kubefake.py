@@ -559,6 +559,62 @@ def test_events_are_stored(fake: Fake, core: kubernetes.client.CoreV1Api) -> Non
     assert event["metadata"]["name"].startswith("train-gpu-8.")
 
 
+def _event_body(pod: str) -> dict:
+    return {
+        "metadata": {"generateName": f"{pod}."},
+        "involvedObject": {"kind": "Pod", "name": pod, "namespace": NS},
+        "reason": "Admitted",
+        "message": "admitted",
+        "type": "Normal",
+    }
+
+
+def test_a_generated_name_that_is_taken_is_drawn_again(
+    fake: Fake, core: kubernetes.client.CoreV1Api
+) -> None:
+    """Was: 409 AlreadyExists, where kube-apiserver (RetryGenerateName, on by default
+    since v1.31, GA in v1.32) draws another name, up to 8 names in all."""
+    drawn = iter(["bcdfg", "bcdfg", "bcdfg", "hjklm"])
+    fake.store.name_suffix = lambda: next(drawn)
+    first = core.create_namespaced_event(NS, _event_body("train-gpu-8"))
+    second = core.create_namespaced_event(NS, _event_body("train-gpu-8"))
+    assert (first.metadata.name, second.metadata.name) == ("train-gpu-8.bcdfg", "train-gpu-8.hjklm")
+
+
+def test_a_generated_name_taken_eight_times_is_a_conflict_naming_the_last(
+    fake: Fake, core: kubernetes.client.CoreV1Api
+) -> None:
+    taken = [f"tkn{i}x" for i in range(8)]
+    for suffix in taken:
+        core.create_namespaced_event(NS, {**_event_body("x"), "metadata": {"name": f"x.{suffix}"}})
+    drawn = iter([*taken, "frees"])
+    fake.store.name_suffix = lambda: next(drawn)
+    with pytest.raises(ApiException) as conflict:
+        core.create_namespaced_event(NS, _event_body("x"))
+    assert status_of(conflict.value) == {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'events "x.tkn7x" already exists, the server was not able to generate a '
+        "unique name for the object",
+        "reason": "AlreadyExists",
+        "details": {"name": "x.tkn7x", "kind": "events", "retryAfterSeconds": 1},
+        "code": 409,
+    }
+    assert core.create_namespaced_event(NS, _event_body("x")).metadata.name == "x.frees"
+
+
+def test_generated_names_are_the_real_servers(
+    fake: Fake, core: kubernetes.client.CoreV1Api
+) -> None:
+    """Five characters of kube-apiserver's alphabet, after a generateName cut at 58."""
+    long = "p" * 70
+    name = core.create_namespaced_event(NS, _event_body(long)).metadata.name
+    assert name[:58] == long[:58] and len(name) == 63
+    assert set(name[58:]) <= set("bcdfghjklmnpqrstvwxz2456789")
+
+
 def test_lease_conflicts(fake: Fake) -> None:
     leases = kubernetes.client.CoordinationV1Api(fake.api_client())
     body = {

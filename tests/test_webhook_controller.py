@@ -33,6 +33,7 @@ from webhook.pods import ANNOTATION_PLACEMENT, parse_placement
 from webhook.queueview import pending_view, waiting_workloads
 from webhook.settings import AdmissionSettings, ControllerSettings
 from webhook.strays import StrayGates
+from webhook.workers import Workers
 
 SETTINGS = ControllerSettings(
     tick_s=0.3,
@@ -1697,6 +1698,12 @@ def _stray_gates(
     )
 
 
+def _settle(gates: StrayGates) -> None:
+    """One settling pass, its calls one at a time, in the order of the strays."""
+    with Workers(1, threading.Event(), leading=lambda: True) as workers:
+        gates.settle(workers)
+
+
 def test_an_adoption_whose_answer_was_lost_is_not_made_again() -> None:
     """Was: an adoption patch that was made but whose answer was lost (a dropped
     connection) was made again at the next cycle while the watch had not yet shown the pod
@@ -1717,16 +1724,16 @@ def test_an_adoption_whose_answer_was_lost_is_not_made_again() -> None:
         gates = _stray_gates(  # the first patch made, its answer lost
             fake, cluster, lost=1, event=lambda raw, reason, *_: told.append(reason)
         )
-        gates.settle()
+        _settle(gates)
         adopted = _pod(fake, "copied")
         assert adopted["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD] == "gpu-team-a/copied"
-        gates.settle()
+        _settle(gates)
         assert _pod(fake, "copied")["spec"] == adopted["spec"]
         assert told == []  # not yet seen made
         gates.seen(adopted)  # the watch catches up
         cluster.put_stray("gpu-team-a", "copied", None)
-        gates.settle()
-        gates.settle()
+        _settle(gates)
+        _settle(gates)
         assert told == ["Adopted"]
 
 
@@ -1798,9 +1805,9 @@ def test_a_settling_pass_that_loses_the_lease_tells_no_more_refused_pods() -> No
             event=lambda raw, reason, *_: told.append(f"{raw['metadata']['name']} {reason}"),
         )
         with pytest.raises(NotLeading):
-            gates.settle()
+            _settle(gates)
         assert told == ["orphan-1 Refused"]
-        gates.settle()
+        _settle(gates)
         assert told == ["orphan-1 Refused", "orphan-2 Refused"]
 
 
@@ -1863,7 +1870,7 @@ def test_a_release_holds_only_on_the_pod_as_it_was_seen() -> None:
         cluster = LiveCluster(clock=time.time)
         cluster.put_namespace("elsewhere", {})  # the watch has not shown the opt-in yet
         cluster.put_stray("elsewhere", "copied", seen)  # nor the pod deleted
-        _stray_gates(fake, cluster).settle()
+        _settle(_stray_gates(fake, cluster))
         assert _gates(fake.get("pods", "copied", "elsewhere")) == [{"name": keys.GATE}]
 
 
@@ -1910,14 +1917,14 @@ def test_a_release_whose_answer_was_lost_counts_only_once_made() -> None:
             cluster,
             event=lambda raw, reason, *_: told.append(f"{raw['metadata']['name']} {reason}"),
         )
-        gates.settle()  # neither made, no answer
+        _settle(gates)  # neither made, no answer
         assert told == []
         gone = fake.get("pods", "deleted", "elsewhere")
         fake.delete_pod("elsewhere", "deleted")
         gates.seen(gone, gone=True)
         cluster.put_stray("elsewhere", "deleted", None)
-        gates.settle()  # kept asked again, and made
-        gates.settle()
+        _settle(gates)  # kept asked again, and made
+        _settle(gates)
         assert told == ["kept NotManaged"]
         assert _gates(fake.get("pods", "kept", "elsewhere")) == []
         released = {"outcome": "released"}
@@ -2240,3 +2247,184 @@ def test_a_workload_whose_calls_fail_keeps_no_other_waiting(
                 "admitting gpu-team-a/w-03 failed; retrying on the next change or tick"
             )
             assert logged.exc_info is not None and "a bug" in str(logged.exc_info[1])
+
+
+def _in_flight_at_once(requests: list[Any], latency_s: float) -> int:
+    """The most of ``requests`` in flight at once (each answered ``latency_s`` after it
+    arrived), as seen at each one's arrival."""
+    return max(sum(1 for q in requests if q.at <= r.at < q.at + latency_s) for r in requests)
+
+
+def _bound(fake: Fake, controller: Controller, names: list[str]) -> None:
+    """Bind the admitted pods ``names`` where they were placed, as the kube-scheduler
+    does, and wait until the controller sees them running."""
+    for name in names:
+        fake.bind("gpu-team-a", name, _placement(fake, name).split(":")[0])
+    eventually(
+        lambda: all(
+            getattr(controller.cluster.pods.get(("gpu-team-a", n)), "node", None) for n in names
+        )
+    )
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_cycle_evicts_many_victims_at_once_and_nominates_once_every_one_is_answered(
+    fake: Fake, concurrency: int
+) -> None:
+    """Was: every eviction, then every nomination, one call after another. Now up to
+    ``api_concurrency`` victims are evicted at once, each victim's pods one after another;
+    each Preempted Event follows its eviction's answer; no beneficiary is nominated before
+    every eviction of the cycle is answered, nor its reason written before its nomination."""
+    _spare_nodes(fake, 2)
+    queue = _team(16).model_copy(
+        update={"preemption": PreemptionPolicy(within_queue="LowerPriority")}
+    )
+    solo = [f"low-{i:02}" for i in range(12)]
+    pair = ["pair-0", "pair-1"]
+    for name in solo:
+        _waiting_pod(fake, name)
+    for name in pair:
+        _waiting_pod(fake, name, gpus=2, workload="gpu-team-a/pair", gang=2)
+    with _watching(fake, concurrency, queue) as controller:
+        controller.reconcile_once()
+        _bound(fake, controller, solo + pair)
+        urgent = [f"urgent-{i}" for i in range(4)]
+        for name in urgent:  # all 16 GPUs of the queue's quota between them
+            _waiting_pod(fake, name, gpus=4, priority=1000)
+        eventually(lambda: all(("gpu-team-a", n) in controller.cluster.pods for n in urgent))
+        fake.add_latency(CALLS, 0.05)
+        decision = controller.reconcile_once()
+        assert decision is not None and len(decision.evictions) == len(solo) + 1
+        evicted = {r.path.split("/")[-2]: r for r in fake.requests_to(CALLS + "/eviction", "POST")}
+        assert sorted(evicted) == sorted(solo + pair)
+        answered = {name: r.at + 0.05 for name, r in evicted.items()}
+        at_once = _in_flight_at_once(list(evicted.values()), 0.05)
+        if concurrency == 1:
+            assert at_once == 1
+        else:
+            assert 1 < at_once <= concurrency
+        assert evicted["pair-1"].at >= answered["pair-0"] - 0.005  # one after the other
+        told = {
+            r.body["involvedObject"]["name"]: r
+            for r in fake.requests_to(CALLS, "POST")
+            if r.body.get("reason") == "Preempted"
+        }
+        assert sorted(told) == sorted(solo + pair)
+        assert all(told[name].at >= answered[name] - 0.005 for name in told)
+        patches = fake.requests_to(r"/api/v1/namespaces/gpu-team-a/pods/urgent-\d", "PATCH")
+        nominations = [r for r in patches if "nominated-until" in json.dumps(r.body)]
+        assert sorted(r.path.split("/")[-1] for r in nominations) == urgent
+        assert min(r.at for r in nominations) >= max(answered.values()) - 0.005
+        for name in urgent:
+            kinds = [
+                "nominated-until" in json.dumps(r.body) for r in patches if r.path.endswith(name)
+            ]
+            assert kinds == [True, False]  # nominated, then its reason
+
+
+def test_gated_pods_apportion_never_decided_are_settled_many_at_once(fake: Fake) -> None:
+    """Was: one pod after another. Now up to ``api_concurrency`` pods' patches at once,
+    each pod's Event once its patch is answered, all before the cycle's decision."""
+    fake.put_namespace("elsewhere")  # not opted in: their gates are removed
+    names = [f"copied-{i}" for i in range(8)]
+    for name in names:
+        fake.put_pod(_gated_copy(fake, name, namespace="elsewhere"))
+    calls = r"/api/v1/namespaces/elsewhere/.+"
+    fake.add_latency(calls, 0.05)
+    controller = _controller(fake)
+    with synced(controller):
+        eventually(lambda: len(fake.events("elsewhere")) == len(names))
+    patches = {r.path.split("/")[-1]: r for r in fake.requests_to(calls, "PATCH")}
+    assert sorted(patches) == names
+    assert 1 < _in_flight_at_once(list(patches.values()), 0.05) <= SETTINGS.api_concurrency
+    for r in fake.requests_to(calls, "POST"):
+        assert r.body["reason"] == "NotManaged"
+        assert r.at >= patches[r.body["involvedObject"]["name"]].at + 0.05 - 0.005
+
+
+def test_events_queued_before_the_lease_is_lost_are_dropped(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was: an Event queued behind the cycle's calls (``Workers.later``) was sent even once
+    the Lease was lost meanwhile: a replica that may no longer lead wrote to the cluster
+    while another could lead. Such Events are dropped now, counted and logged once."""
+    _spare_nodes(fake, 1)
+    solo = [f"w-{i}" for i in range(5)]
+    for name in solo:
+        _waiting_pod(fake, name)
+    fake.add_latency(CALLS, 0.05)
+    clock = [0.0]
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
+    metrics = Metrics(cluster)
+    lease = ("apportion-system", "apportion-controller", "replica-1", 15.0)
+    elector = LeaderElector(api, *lease, metrics, clock=lambda: clock[0])
+    assert elector.try_acquire_or_renew()  # no thread renews it: the test moves its clock
+    settings = replace(SETTINGS, api_concurrency=1)  # the Events queued behind every admission
+    controller = Controller(api, cluster, settings, metrics, elector=elector)
+    cluster.replace_queues([_team(8)])
+    threads = [threading.Thread(target=i.run, daemon=True) for i in controller.informers]
+    for thread in threads:
+        thread.start()
+    patch_pod = api.patch_pod
+    lost_at: list[float] = []
+
+    def then_the_lease_runs_out(namespace: str, name: str, patch: list[dict[str, Any]]) -> Any:
+        answer = patch_pod(namespace, name, patch)
+        if name == solo[-1]:
+            clock[0] += 60  # past the deadline: another replica may have the Lease now
+            lost_at.append(time.time())
+        return answer
+
+    monkeypatch.setattr(api, "patch_pod", then_the_lease_runs_out)
+    try:
+        eventually(controller.synced)
+        controller.reconcile_once()
+    finally:
+        controller.stop()
+        for thread in threads:
+            thread.join(5)
+    assert _released(fake, *solo)  # every admission made while it led
+    posted = fake.requests_to(r"/api/v1/namespaces/gpu-team-a/events", "POST")
+    assert [r.body["involvedObject"]["name"] for r in posted if r.at >= lost_at[0]] == []
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert dropped == [
+        "5 Event(s) dropped, queued before this replica lost the Lease: only the leader "
+        "writes to the cluster"
+    ]
+
+
+def test_an_adoption_seen_made_is_counted_but_not_told_once_the_lease_is_lost() -> None:
+    """Was: an adoption whose answer was lost, seen made by the watch, was told at once as
+    the cycle began (``StrayGates.tell_made``), whether or not this replica still led."""
+    with running_fake() as fake:
+        labels = {keys.NAMESPACE_ENABLED: "true", keys.NAMESPACE_DEFAULT_QUEUE: "team-a"}
+        fake.put_namespace("gpu-team-a", labels)
+        fake.put_pod(_undecided(fake, "copied"))
+        cluster = LiveCluster(clock=time.time)
+        cluster.put_namespace("gpu-team-a", labels)
+        cluster.replace_queues([TEAM_A])
+        cluster.put_stray("gpu-team-a", "copied", _pod(fake, "copied"))
+        leading, told = [True], []
+
+        def before_acting() -> None:
+            if not leading[0]:
+                raise NotLeading
+
+        gates = _stray_gates(  # the adoption made, its answer lost
+            fake,
+            cluster,
+            lost=1,
+            before_acting=before_acting,
+            event=lambda raw, reason, *_: told.append(reason),
+        )
+        _settle(gates)
+        gates.seen(_pod(fake, "copied"))  # the watch shows it adopted
+        cluster.put_stray("gpu-team-a", "copied", None)
+        leading[0] = False
+        with pytest.raises(NotLeading):
+            gates.tell_made()
+        assert told == []
+        adopted = {"outcome": "adopted"}
+        registry = gates.metrics.registry
+        assert registry.get_sample_value("apportion_strays_settled_total", adopted) == 1

@@ -4,6 +4,7 @@ told (Events) and counted (``apportion_preemptions_total``)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from kubernetes.client import ApiException
@@ -15,6 +16,7 @@ from webhook.cluster import LiveCluster
 from webhook.metrics import Metrics
 from webhook.pods import ManagedPod
 from webhook.preempting import LOST_EVICTION_S, Preemptor
+from webhook.workers import Workers
 
 LOW = "gpu-team-a/low"
 VICTIM = Eviction(
@@ -78,7 +80,9 @@ class Run:
         )
 
     def cycle(self, *pods: ManagedPod, evict: bool = True) -> None:
-        self.preemptor.carry_out([VICTIM] if evict else [], {LOW: list(pods)} if pods else {})
+        with Workers(1, threading.Event(), leading=lambda: True) as workers:
+            evictions = [VICTIM] if evict else []
+            self.preemptor.carry_out(workers, evictions, {LOW: list(pods)} if pods else {})
 
     @property
     def counted(self) -> float:

@@ -22,7 +22,14 @@ from typing import Any
 import kubernetes
 import pytest
 from kubefake import Fake, running_fake
-from test_webhook_controller import SETTINGS, TEAM_A, _waiting_pod, api_failures, eventually
+from test_webhook_controller import (
+    SETTINGS,
+    TEAM_A,
+    _in_flight_at_once,
+    _waiting_pod,
+    api_failures,
+    eventually,
+)
 
 from scheduler.model import Demand, PodPlacement
 from webhook import keys
@@ -366,6 +373,36 @@ def test_a_pod_pinned_to_a_cordoned_node_is_replaced_after_the_grace(fake: Fake)
         assert event["message"].startswith(f"admitted to node {node}, unschedulable for ")
         assert f"{node}: node is cordoned (spec.unschedulable)" in event["message"]
         assert _replaced(controller) == 1
+
+
+def test_many_stuck_workloads_are_replaced_at_once(fake: Fake) -> None:
+    """Was: one eviction after another. Now up to ``api_concurrency`` stuck workloads' at
+    once, each pod's Replaced Event once its eviction is answered."""
+    clock = Clock()
+    names = [f"train-{i}" for i in range(6)]
+    for name in names:
+        _job_pod(fake, name, name, gpus=1)
+    controller = _controller(fake, clock)
+    controller.start()
+    try:
+        nodes = set(_admitted(fake, *names).values())
+        for node in nodes:
+            _cordon(fake, node)
+        eventually(lambda: all(controller._node_problems.get(node) for node in nodes))
+        _reviews(controller)
+        fake.add_latency(rf"/api/v1/namespaces/{NAMESPACE}/.+", 0.05)
+        clock.offset = GRACE_S + 20
+        eventually(lambda: _replaced(controller) == len(names))
+        eventually(lambda: len(_events(fake, "Replaced")) == len(names))
+    finally:
+        controller.stop()
+    evictions = fake.requests_to(rf"/api/v1/namespaces/{NAMESPACE}/pods/[^/]+/eviction", "POST")
+    assert sorted(r.path.split("/")[-2] for r in evictions) == names
+    assert 1 < _in_flight_at_once(evictions, 0.05) <= SETTINGS.api_concurrency
+    evicted = {r.path.split("/")[-2]: r.at for r in evictions}
+    for event in fake.requests_to(rf"/api/v1/namespaces/{NAMESPACE}/events", "POST"):
+        if event.body["reason"] == "Replaced":
+            assert event.at >= evicted[event.body["involvedObject"]["name"]] + 0.05 - 0.005
 
 
 def test_a_replacement_whose_eviction_answer_is_lost_is_told_counted_and_backed_off(

@@ -13,9 +13,9 @@
    one whose place the webhook gave away since the decision waits for the next), then one
    JSONPatch per pod adding node affinity and removing the gate; preempt = the Eviction
    API plus an Event naming the reason and the beneficiary, which is nominated to the room
-   its victims free (``preempting.py``). A cycle admits many workloads at once, and then
-   writes many waiting pods' reasons at once (``workers.py``), each workload's own calls
-   in their order.
+   its victims free (``preempting.py``). A cycle evicts many victims at once, then
+   nominates, admits, and writes waiting pods' reasons, many workloads at once each time
+   (``workers.py``), each workload's own calls in their order.
    Everything is recorded on the pods, so a restart rebuilds the same state from a list.
    Before each decision, the pods carrying Apportion's gate that it never decided
    (``strays.py``) are settled, with an Event: nothing else would ever remove that gate.
@@ -342,7 +342,7 @@ class Controller:
                 self._stop.wait(self.settings.debounce_s)
                 seen = self.cluster.generation
                 last_run = time.monotonic()
-                self._step(self.strays.settle, "settling gated pods Apportion never decided")
+                self._step(self.settle_strays, "settling gated pods Apportion never decided")
                 self._step(self.reconcile_once, "reconcile")
                 self._step(self.replace_stuck, "replacing stuck pods")
             self._stop.wait(min(0.2, self.settings.debounce_s))
@@ -362,10 +362,22 @@ class Controller:
         if not self._leading():
             raise NotLeading
 
+    def _workers(self) -> Workers:
+        """A step's API calls, many workloads' at once (``workers.py``)."""
+        return Workers(self.settings.api_concurrency, self._stop, leading=self._leading)
+
+    def settle_strays(self) -> None:
+        """The gated pods Apportion never decided, settled (``strays.py``): a step of its
+        own, every call of it (Events too) made before the cycle's decision."""
+        with self._workers() as workers:
+            self.strays.settle(workers)
+
     def reconcile_once(self) -> Decision | None:
         """One global decision over the waiting workloads, and its actions: many workloads'
-        at once (``workers.py``), those of each phase ended before the next starts."""
-        with Workers(self.settings.api_concurrency, self._stop) as workers:
+        at once (``workers.py``), those of each phase ended before the next starts:
+        evictions, then nominations (``preempting.py``), admissions, waiting pods' reasons.
+        """
+        with self._workers() as workers:
             return self._reconcile(workers)
 
     def _reconcile(self, workers: Workers) -> Decision | None:
@@ -390,7 +402,8 @@ class Controller:
         self.cluster.set_last_decisions(verdicts, decision.repartitions)
         self._report_queue_status(snapshot, decision)
         pods = self._pods_by_workload()
-        self.preemptor.carry_out(decision.evictions if self.settings.evict else (), pods)
+        evictions = decision.evictions if self.settings.evict else ()
+        self.preemptor.carry_out(workers, evictions, pods)
         workloads = {w.name: w for w in snapshot.workloads}
         undecided = [
             (verdict, members)
@@ -679,7 +692,8 @@ class Controller:
     # -- admitted pods the kube-scheduler cannot place ----------------------------------------
 
     def replace_stuck(self) -> list[StuckWorkload]:
-        found = self.replacer.review(dict(self._node_problems))
+        with self._workers() as workers:
+            found = self.replacer.review(dict(self._node_problems), workers)
         self.stuck_reviews += 1
         return found
 

@@ -11,13 +11,26 @@ its beneficiary is nominated at once, and the eviction is told and counted once 
 victim is seen leaving or gone (or a repeated eviction answers 404). One whose victim is
 still seen running, not leaving, ``LOST_EVICTION_S`` later was not made: never counted,
 its victim not told, and made by a later cycle if a decision still needs it.
+
+Many victims are evicted at once (``workers.py``), as admissions are made, each victim's
+pods one after another. What that keeps of the order one call at a time had:
+- a beneficiary is nominated only once every eviction of the cycle is answered (whether it
+  is nominated depends on its victims' answers), and before the cycle's admissions and
+  waiting pods' reasons start (``Controller._reconcile``): its pods are never patched
+  before its victims' evictions are answered;
+- a victim is told (Event ``Preempted``) only once its eviction is answered, queued behind
+  it (``Workers.later``);
+- a lost Lease stops the evictions not started and every nomination; evictions made until
+  then are counted, and told by a later cycle once seen leaving (``_asked``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from kubernetes.client import ApiException
@@ -26,10 +39,10 @@ from scheduler.model import Eviction
 from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.kubeapi import UNANSWERED, KubeApi, failure
-from webhook.leader import NotLeading
 from webhook.metrics import Metrics
 from webhook.patches import set_metadata
 from webhook.pods import ManagedPod, rfc3339
+from webhook.workers import Workers
 
 __all__ = ["LOST_EVICTION_S", "NOMINATION_S", "Preemptor"]
 
@@ -60,6 +73,16 @@ class _Asked:
     """When it was asked (the cluster's clock)."""
 
 
+@dataclass(slots=True)
+class _Evicted:
+    """What one victim's eviction task did this cycle: written by that task only."""
+
+    made: set[Identity] = field(default_factory=set)
+    """Its pods whose eviction was made now (noted in ``_asked`` until told)."""
+    unanswered: bool = False
+    """Whether one of its pods' evictions got no answer."""
+
+
 class Preemptor:
     """Acts through the controller's own steps (``before_acting`` stops at a lost Lease,
     ``patch`` and ``event`` count their failures), as an admission does."""
@@ -83,38 +106,65 @@ class Preemptor:
         self._asked: dict[Identity, _Asked] = {}
         """Seen leaving or gone in a later cycle, these pods are that eviction's: told, and
         its victim counted."""
+        self._lock = threading.Lock()
+        """Guards ``_asked`` while a cycle's eviction tasks run, each its own victim's pods."""
         self._counted: set[Identity] = set()
         """The pods of victims whose eviction was counted, while they are seen (or asked):
         evicting the ones left counts nothing more."""
 
-    def carry_out(self, evictions: Iterable[Eviction], pods: dict[str, list[ManagedPod]]) -> None:
-        """Evict the decision's victims (``pods``: by workload); count the evictions that
-        start now and nominate the workloads they make room for (at once where one got no
-        answer); tell and count the pods evicted earlier once seen leaving or gone. A
-        workload still waiting for victims that terminate is nominated again where its
-        nomination is missing (the API refused that patch) or has run out (a
-        PodDisruptionBudget held a victim back)."""
+    def carry_out(
+        self,
+        workers: Workers,
+        evictions: Iterable[Eviction],
+        pods: dict[str, list[ManagedPod]],
+    ) -> None:
+        """Evict the decision's victims (``pods``: by workload), many at once; count the
+        evictions that start now and nominate the workloads they make room for (at once
+        where one got no answer), once every eviction is answered; tell and count the pods
+        evicted earlier once seen leaving or gone. A workload still waiting for victims
+        that terminate is nominated again where its nomination is missing (the API refused
+        that patch) or has run out (a PodDisruptionBudget held a victim back)."""
         evictions = list(evictions)
         now = self.cluster.now()
         nominate: set[str] = set()
-        for eviction, identities in self._settle_asked(pods, now):
+        for eviction, identities in self._settle_asked(workers, pods, now):
             if self._count(eviction, identities, pods):
                 nominate.add(eviction.beneficiary)
         present = {p.identity for group in pods.values() for p in group}
         self._counted &= present | self._asked.keys()
         for eviction in evictions:
-            made, unanswered = self._evict(eviction, pods, now)
-            if made and self._count(eviction, made, pods):
-                nominate.add(eviction.beneficiary)
-            if unanswered:  # its victim may end before the next cycle
+            members = pods.get(eviction.workload, [])
+            if any(p.terminating for p in members):
+                # Started before: counted by this replica, or by another leader.
+                self._counted.update(p.identity for p in members)
+        evicted = [(eviction, _Evicted()) for eviction in evictions]
+        try:
+            workers.each(
+                (
+                    f"evicting {eviction.workload}",
+                    partial(self._evict, eviction, pods.get(eviction.workload, []), now, outcome),
+                )
+                for eviction, outcome in evicted
+            )
+        finally:
+            # Counted even where the Lease was lost meanwhile: those evictions were made.
+            for eviction, outcome in evicted:
+                if outcome.made and self._count(eviction, outcome.made, pods):
+                    nominate.add(eviction.beneficiary)
+        for eviction, outcome in evicted:
+            for identity in sorted(outcome.made):
+                self._tell(workers, self._asked.pop(identity).pod, eviction)
+            if outcome.unanswered:  # its victim may end before the next cycle
                 nominate.add(eviction.beneficiary)
         for eviction in evictions:
             leaving = any(p.terminating for p in pods.get(eviction.workload, []))
             members = pods.get(eviction.beneficiary, [])
             if leaving and any(p.nominated_until <= now for p in members):
                 nominate.add(eviction.beneficiary)
-        for name in sorted(nominate):
-            self._nominate(pods.get(name, []))
+        workers.each(
+            (f"nominating {name}", partial(self._nominate, pods.get(name, [])))
+            for name in sorted(nominate)
+        )
 
     def _nominate(self, members: list[ManagedPod]) -> None:
         """Record on the pods of a workload victims are now evicted for that it goes first
@@ -128,7 +178,7 @@ class Preemptor:
                 self.patch(pod, patch, "nominating")
 
     def _settle_asked(
-        self, pods: dict[str, list[ManagedPod]], now: float
+        self, workers: Workers, pods: dict[str, list[ManagedPod]], now: float
     ) -> list[tuple[Eviction, set[Identity]]]:
         """Told now, the pods not yet told that are seen leaving or gone: their eviction
         was made. Returns those evictions with their pods, to be counted; forgets those
@@ -139,7 +189,7 @@ class Preemptor:
             pod = seen.get(identity)
             if pod is None or pod.terminating:
                 del self._asked[identity]
-                self._tell(asked.pod, asked.eviction)
+                self._tell(workers, asked.pod, asked.eviction)
                 workload = asked.eviction.workload
                 made.setdefault(workload, (asked.eviction, set()))[1].add(identity)
             elif not asked.made and now - asked.at > LOST_EVICTION_S:
@@ -166,52 +216,43 @@ class Preemptor:
         return not counted
 
     def _evict(
-        self, eviction: Eviction, pods: dict[str, list[ManagedPod]], now: float
-    ) -> tuple[set[Identity], bool]:
-        """Evict the workload's pods that are not already leaving. Returns the pods whose
-        eviction was made now (answered, or gone after one that got no answer: 404), told,
-        and whether one got no answer."""
-        members = pods.get(eviction.workload, [])
-        if any(p.terminating for p in members):
-            # Started before: counted by this replica, or by another leader.
-            self._counted.update(p.identity for p in members)
-        made: list[ManagedPod] = []
-        unanswered = False
-        try:
-            for pod in members:
-                if pod.terminating:
-                    continue
-                self.before_acting()
+        self, eviction: Eviction, members: list[ManagedPod], now: float, outcome: _Evicted
+    ) -> None:
+        """Evict the victim's pods that are not already leaving, one after another (a
+        worker's task). ``outcome`` gets those whose eviction was made now (answered, or
+        gone after one that got no answer: 404), noted as asked until ``carry_out`` tells
+        them, and whether one got no answer."""
+        for pod in members:
+            if pod.terminating:
+                continue
+            self.before_acting()
+            with self._lock:
                 asked = self._asked.pop(pod.identity, None)
-                try:
-                    self.api.evict_pod(pod.namespace, pod.name)
-                except (ApiException, *UNANSWERED) as error:
-                    if (
-                        isinstance(error, ApiException)
-                        and error.status == 404
-                        and asked is not None
-                    ):
-                        made.append(pod)  # the watch had not shown it leave yet
-                        continue
+            try:
+                self.api.evict_pod(pod.namespace, pod.name)
+            except (ApiException, *UNANSWERED) as error:
+                gone = isinstance(error, ApiException) and error.status == 404
+                if not (gone and asked is not None):  # else: the watch had not shown it leave
                     # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
                     self.metrics.api_failed("evict", error)
                     log.warning(
                         "evicting %s/%s failed: %s", pod.namespace, pod.name, failure(error)
                     )
                     if not isinstance(error, ApiException):
-                        asked, unanswered = _Asked(pod, eviction, made=False, at=now), True
+                        asked, outcome.unanswered = _Asked(pod, eviction, made=False, at=now), True
                     if asked is not None:
-                        self._asked[pod.identity] = asked
+                        with self._lock:
+                            self._asked[pod.identity] = asked
                     continue
-                made.append(pod)
-        except NotLeading:
-            for pod in made:
+            with self._lock:
                 self._asked[pod.identity] = _Asked(pod, eviction, made=True, at=now)
-            raise
-        for pod in made:
-            self._tell(pod, eviction)
-        return {p.identity for p in made}, unanswered
+            outcome.made.add(pod.identity)
 
-    def _tell(self, pod: ManagedPod, eviction: Eviction) -> None:
+    def _tell(self, workers: Workers, pod: ManagedPod, eviction: Eviction) -> None:
+        """The Event ``Preempted``, left to the cycle's workers behind the eviction it
+        tells of (``Workers.later``)."""
         message = f"{eviction.message} (for {eviction.beneficiary})"
-        self.event(pod.raw or {}, "Preempted", message, "Warning")
+        workers.later(
+            f"the event Preempted on {pod.name}",
+            partial(self.event, pod.raw or {}, "Preempted", message, "Warning"),
+        )

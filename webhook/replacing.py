@@ -1,12 +1,19 @@
 """Admitted pods the kube-scheduler cannot place (``stuck.py`` finds them): the controller's
 actions on them. A workload whose owner recreates its pods is evicted whole, for the webhook
 to decide afresh; one nobody would recreate, or any in shadow mode, is only reported
-(Event, reason annotation, ``apportion_stuck_pods``)."""
+(Event, reason annotation, ``apportion_stuck_pods``).
+
+Many workloads at once (``workers.py``): each stuck workload's calls are one task, its pods
+evicted (or reported) one after another; a pod's Event is queued once the call it tells
+of is answered. Pods reported stuck that were bound since are told so once those tasks
+have ended, as they were after them one call at a time."""
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from kubernetes.client import ApiException
@@ -23,6 +30,7 @@ from webhook.stuck import (
     recovered,
     reported_stuck,
 )
+from webhook.workers import Task, Workers
 
 __all__ = ["StuckReplacer"]
 
@@ -61,30 +69,50 @@ class StuckReplacer:
         self._unsure: set[tuple[str, str, str]] = set()
         """Of those, the pods the watch still showed at this review: evicted again, a 404
         (gone) means the first eviction was made."""
+        self._lock = threading.Lock()
+        """Guards ``_unanswered`` and ``watch`` while a review's tasks run, each its own
+        workload's."""
 
-    def review(self, node_problems: dict[str, str]) -> list[StuckWorkload]:
+    def review(self, node_problems: dict[str, str], workers: Workers) -> list[StuckWorkload]:
         """Evict stuck workloads whose owners recreate their pods; report the others once,
         and take the report back from those bound since. ``node_problems``: every Node by
         name, why new work must not land on it, or ''."""
         pods = self.cluster.managed_pods()
-        self._settle_unanswered(pods)
+        self._settle_unanswered(workers, pods)
         found = self.watch.review(pods, node_problems, self.cluster.now())
         reported: dict[str, int] = {}
+        tasks: list[Task] = []
         for workload in found:
             if workload.blocker or not self.evict:
-                self._report_stuck(workload)
+                tasks.append(
+                    (
+                        f"reporting {workload.workload}",
+                        partial(self._report_stuck, workers, workload),
+                    )
+                )
                 count = sum(1 for p in workload.pods if p.why)  # the pods it reports
                 reported[workload.queue] = reported.get(workload.queue, 0) + count
             else:
-                self._replace(workload)
-        for pod in recovered(pods):  # bound after all: the report no longer holds
-            self.set_reason(pod, f"bound to node {pod.node} after it was reported stuck")
+                tasks.append(
+                    (f"replacing {workload.workload}", partial(self._replace, workers, workload))
+                )
+        workers.each(tasks)
+        workers.each(  # bound after all: the report no longer holds
+            (
+                f"updating the reason on {pod.namespace}/{pod.name}",
+                partial(
+                    self.set_reason, pod, f"bound to node {pod.node} after it was reported stuck"
+                ),
+            )
+            for pod in recovered(pods)
+        )
         self.metrics.stuck_reported.clear()
         for queue, count in reported.items():
             self.metrics.stuck_reported.labels(queue).set(count)
         return found
 
-    def _replace(self, workload: StuckWorkload) -> None:
+    def _replace(self, workers: Workers, workload: StuckWorkload) -> None:
+        """Evict the workload's pods one after another (a worker's task)."""
         evicted = 0
         for stuck in workload.pods:
             pod = stuck.pod
@@ -96,21 +124,22 @@ class StuckReplacer:
                 if gone and pod.identity in self._unsure:
                     # Its unanswered eviction was made: the watch had not shown it leave.
                     evicted += 1
-                    self._tell_replaced(workload, stuck)
+                    self._tell_replaced(workers, workload, stuck)
                     continue
                 # 429: a PodDisruptionBudget forbids it now; the next cycle tries again.
                 # No answer: the next review sees whether it was made.
                 self.metrics.api_failed("evict", error)
                 log.warning("replacing %s/%s failed: %s", pod.namespace, pod.name, failure(error))
                 if not isinstance(error, ApiException):
-                    self._unanswered[pod.identity] = (workload, stuck)
+                    with self._lock:
+                        self._unanswered[pod.identity] = (workload, stuck)
                 continue
             evicted += 1
-            self._tell_replaced(workload, stuck)
+            self._tell_replaced(workers, workload, stuck)
         if evicted == len(workload.pods):
             self._count_replaced(workload)
 
-    def _settle_unanswered(self, pods: list[ManagedPod]) -> None:
+    def _settle_unanswered(self, workers: Workers, pods: list[ManagedPod]) -> None:
         """Evictions that got no answer, judged by what the watch shows since: a pod being
         deleted or gone was evicted (told now, and its workload counted if none of its
         pods is left); a pod still there was not, and the review finds it stuck again."""
@@ -118,7 +147,7 @@ class StuckReplacer:
         evicted: dict[str, StuckWorkload] = {}
         for identity, (workload, stuck) in self._unanswered.items():
             if identity not in staying:
-                self._tell_replaced(workload, stuck)
+                self._tell_replaced(workers, workload, stuck)
                 evicted[workload.workload] = workload
         self._unsure = {i for i in self._unanswered if i in staying}
         self._unanswered.clear()
@@ -126,22 +155,24 @@ class StuckReplacer:
             if not any(s.pod.identity in staying for s in workload.pods):
                 self._count_replaced(workload)
 
-    def _tell_replaced(self, workload: StuckWorkload, stuck: StuckPod) -> None:
+    def _tell_replaced(self, workers: Workers, workload: StuckWorkload, stuck: StuckPod) -> None:
         cause = stuck if stuck.why else workload.cause
         mate = "" if cause.pod.name == stuck.pod.name else f"its gang mate {cause.pod.name} is "
-        self.event(
-            stuck.pod.raw or {},
-            "Replaced",
+        message = (
             f"admitted to node {stuck.node}, {mate}unschedulable for {cause.stuck_s:.0f} s: "
             f"{cause.why}; evicted for its owner to create it again and Apportion to "
-            "decide afresh",
-            "Warning",
+            "decide afresh"
+        )
+        workers.later(
+            f"the event Replaced on {stuck.pod.name}",
+            partial(self.event, stuck.pod.raw or {}, "Replaced", message, "Warning"),
         )
 
     def _count_replaced(self, workload: StuckWorkload) -> None:
         """Every pod of ``workload`` evicted: its next pods get a doubled grace."""
         worst = workload.cause
-        self.watch.replaced(workload.workload, self.cluster.now())
+        with self._lock:
+            self.watch.replaced(workload.workload, self.cluster.now())
         self.metrics.stuck_replaced.labels(workload.queue).inc()
         log.warning(
             "replaced %s: admitted to %s, unschedulable for %.0f s: %s",
@@ -152,8 +183,9 @@ class StuckReplacer:
             extra={"workload": workload.workload},
         )
 
-    def _report_stuck(self, workload: StuckWorkload) -> None:
-        """One Event and the reason annotation, once: the annotation says it was done."""
+    def _report_stuck(self, workers: Workers, workload: StuckWorkload) -> None:
+        """One Event and the reason annotation, once: the annotation says it was done (a
+        worker's task)."""
         blocker = workload.blocker or "Apportion runs in shadow mode and evicts nothing"
         for stuck in workload.pods:
             raw = stuck.pod.raw or {}
@@ -164,4 +196,7 @@ class StuckReplacer:
                 f"{stuck.why}; {blocker}"
             )
             if self.set_reason(stuck.pod, f"{STUCK_REASON}: {message}"):
-                self.event(raw, STUCK_REASON, message, "Warning")
+                workers.later(
+                    f"the event {STUCK_REASON} on {stuck.pod.name}",
+                    partial(self.event, raw, STUCK_REASON, message, "Warning"),
+                )

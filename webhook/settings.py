@@ -83,9 +83,11 @@ class ControllerSettings:
     or pinned to a node that is gone, cordoned or not Ready) this long is replaced: its
     workload evicted for its owner to recreate, or, for a bare pod, reported. 0 = never."""
     api_concurrency: int = 16
-    """How many workloads' API calls a cycle makes at once (admissions, then waiting pods'
-    reasons; Events too), each workload's own in their order: at 5–20 ms a call, one at a
-    time, a cycle admitting 1,000 workloads spent 10–40 s in calls. 1 = one at a time."""
+    """How many workloads' API calls a cycle makes at once (gated pods Apportion never
+    decided settled, then evictions, nominations, admissions, waiting pods' reasons, then
+    stuck workloads replaced; Events too), each workload's own in their order: at 5–20 ms
+    a call, one at a time, a cycle admitting 1,000 workloads spent 10–40 s in calls.
+    1 = one at a time."""
 
     def __post_init__(self) -> None:
         if not 0 < self.api_timeout_s < self.lease_duration_s:

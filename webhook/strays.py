@@ -25,6 +25,12 @@ A release or an adoption whose answer was lost may or may not have been made: it
 counted and told once the watch shows it made (``StrayGates.seen``), never if the pod is
 deleted first; while the pod still shows as a stray, it is asked again (the patch tests
 the pod as seen, so one made already is not made twice).
+
+A pass settles many pods at once (``workers.py``): each pod is judged first, on the
+controller's thread, then its one call (a patch, or the Refused Event) is a worker's task;
+a pod's NotManaged or Adopted Event is queued once its patch is answered. Settling is a
+step of its own, ended (its Events too) before the cycle's decision, so an adopted pod is
+told Adopted before it can be told Admitted.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from webhook import keys
@@ -41,6 +48,7 @@ from webhook.cluster import LiveCluster
 from webhook.metrics import Metrics, StrayOutcome
 from webhook.patches import remove_gate, same_pod
 from webhook.pods import decided_workload, gate_names, not_managed, raw_identity
+from webhook.workers import Task, Workers
 
 __all__ = ["StrayGates", "may_be_stray"]
 
@@ -156,13 +164,15 @@ class StrayGates:
                 with self._lock:
                     self._made.setdefault(identity, False)
 
-    def settle(self) -> None:
-        """Release the strays Apportion does not manage and adopt the others."""
+    def settle(self, workers: Workers) -> None:
+        """Release the strays Apportion does not manage and adopt the others, many pods at
+        once (``workers``)."""
         strays = self.cluster.strays()
         present = {raw_identity(raw) for raw in strays}
-        self._judge_unanswered(present)
+        self._judge_unanswered(present, workers)
         self._settled &= present
         self._told = {pod: told for pod, told in self._told.items() if pod in present}
+        tasks: list[Task] = []
         for raw in strays:
             identity = raw_identity(raw)
             if identity in self._settled:
@@ -172,18 +182,20 @@ class StrayGates:
             if why is None and policy is not None:
                 why = self._shadow(identity[0], policy.shadow)
             if why is not None:
-                self._release(raw, identity, why)
-            elif policy is not None:  # opted in: Apportion's to decide
-                self._adopt(raw, identity)
+                tasks.append(self._release(workers, raw, identity, why))
+            elif policy is not None and (task := self._adopt(workers, raw, identity)):
+                tasks.append(task)  # opted in: Apportion's to decide
+        workers.each(tasks)
 
     def tell_made(self) -> None:
         """Count and tell now the unanswered releases and adoptions the watch showed made:
         a cycle calls it once its snapshot is taken, before it admits a pod adopted so, whose
         Adopted Event must come before its Admitted one (the watch notes a pod here before
-        the cache has it)."""
-        self._judge_unanswered({raw_identity(raw) for raw in self.cluster.strays()})
+        the cache has it): told at once, not queued, and each only once the Lease is
+        checked (a lost one stops the cycle, ``NotLeading``)."""
+        self._judge_unanswered({raw_identity(raw) for raw in self.cluster.strays()}, None)
 
-    def _judge_unanswered(self, present: set[Identity]) -> None:
+    def _judge_unanswered(self, present: set[Identity], workers: Workers | None) -> None:
         """Count and tell the unanswered releases and adoptions the watch showed made; forget
         those of pods it showed deleted first, or no longer strays otherwise."""
         with self._lock:
@@ -194,9 +206,11 @@ class StrayGates:
             ]
             for identity, _, _ in judged:
                 del self._asked[identity]
-        for _, asked, made in judged:
-            if made:
-                self._done(asked)
+        made = [asked for _, asked, was_made in judged if was_made]
+        for asked in made:
+            self._count(asked)
+        for asked in made:
+            self._tell(asked, workers)
 
     def _shadow(self, namespace: str, namespace_shadow: bool) -> str | None:
         """Why a pod of an opted-in namespace is not held, in shadow mode: there its pods
@@ -211,7 +225,7 @@ class StrayGates:
             )
         return None
 
-    def _release(self, raw: Raw, identity: Identity, why: str) -> None:
+    def _release(self, workers: Workers, raw: Raw, identity: Identity, why: str) -> Task:
         message = (
             f"Apportion does not manage this pod ({why}); its scheduling gate {keys.GATE} "
             "is removed"
@@ -219,10 +233,12 @@ class StrayGates:
         # Not one created since under its name, which its webhook may have decided.
         ungate = same_pod(raw) + remove_gate(raw)
         asked = _Asked(raw, "released", NOT_MANAGED, message)
-        self._ask(identity, ungate, "removing the gate of", asked)
+        doing = "removing the gate of"
+        return _task(doing, identity, partial(self._ask, workers, identity, ungate, doing, asked))
 
-    def _adopt(self, raw: Raw, identity: Identity) -> None:
-        namespace, name, _ = identity
+    def _adopt(self, workers: Workers, raw: Raw, identity: Identity) -> Task | None:
+        """The adoption's patch, or the Event telling why the pod keeps its gate, as a
+        task; None if that was told already."""
         verdict = self.adopt(raw)
         never = (
             "Apportion's webhook never decided this pod, created with its scheduling gate "
@@ -234,15 +250,9 @@ class StrayGates:
                 "so that it never runs outside Apportion's quotas: it joins its queue once "
                 "that is fixed, or delete it and create it again"
             )
-            if self._told.get(identity) != message:
-                # No patch before it checks the Lease: told without it, the pod would be
-                # told again by the next leader.
-                self.before_acting()
-                self._told[identity] = message
-                self.metrics.strays_settled.labels("refused").inc()
-                log.warning("%s/%s: %s", namespace, name, message)
-                self.event(raw, REFUSED, message, "Warning")
-            return
+            if self._told.get(identity) == message:
+                return None
+            return _task("telling", identity, partial(self._refuse, raw, identity, message))
         # Made twice (a lost answer), it would append the tolerations and AND the node
         # affinity twice.
         adoption = same_pod(raw, unchanged=True) + list(verdict.answer.patch)
@@ -251,11 +261,28 @@ class StrayGates:
             "fair-share order"
         )
         asked = _Asked(raw, "adopted", ADOPTED, message, verdict.workload)
-        self._ask(identity, adoption, "adopting", asked)
+        return _task(
+            "adopting", identity, partial(self._ask, workers, identity, adoption, "adopting", asked)
+        )
 
-    def _ask(self, identity: Identity, patch: list[Raw], doing: str, asked: _Asked) -> None:
-        """Patch the pod; count and tell it once made. Noted as asked before the patch is
-        sent: the watch may show it made before its answer comes, or instead of it."""
+    def _refuse(self, raw: Raw, identity: Identity, message: str) -> None:
+        """Tell the pod why it keeps the gate (a worker's task)."""
+        namespace, name, _ = identity
+        # No Event before it checks the Lease: told without it, the pod would be told again
+        # by the next leader.
+        self.before_acting()
+        with self._lock:
+            self._told[identity] = message
+        self.metrics.strays_settled.labels("refused").inc()
+        log.warning("%s/%s: %s", namespace, name, message)
+        self.event(raw, REFUSED, message, "Warning")
+
+    def _ask(
+        self, workers: Workers, identity: Identity, patch: list[Raw], doing: str, asked: _Asked
+    ) -> None:
+        """Patch the pod (a worker's task); count and tell it once made. Noted as asked
+        before the patch is sent: the watch may show it made before its answer comes, or
+        instead of it."""
         namespace, name, _ = identity
         with self._lock:
             earlier = self._asked.get(identity)
@@ -274,13 +301,33 @@ class StrayGates:
                     else:
                         self._asked[identity] = earlier
         if answer:
-            self._settled.add(identity)
-            self._done(asked)
+            with self._lock:
+                self._settled.add(identity)
+            self._count(asked)
+            self._tell(asked, workers)
 
-    def _done(self, asked: _Asked) -> None:
+    def _count(self, asked: _Asked) -> None:
+        """A release or adoption made: counted, logged, and a released pod no longer
+        Apportion's to decide."""
         namespace, name, _ = raw_identity(asked.raw)
         self.metrics.strays_settled.labels(asked.outcome).inc()
         if asked.workload is None:
             self.cluster.remove_pod(namespace, name)  # not Apportion's to decide
         log.info("%s/%s: %s", namespace, name, asked.message)
-        self.event(asked.raw, asked.reason, asked.message, "Normal")
+
+    def _tell(self, asked: _Asked, workers: Workers | None) -> None:
+        """Its Event, queued behind the calls under way (``workers``), or made at once
+        (None) once the Lease is checked: a replica that may no longer lead writes
+        nothing more."""
+        tell = partial(self.event, asked.raw, asked.reason, asked.message, "Normal")
+        if workers is not None:
+            namespace, name, _ = raw_identity(asked.raw)
+            workers.later(f"the event {asked.reason} on {namespace}/{name}", tell)
+            return
+        self.before_acting()
+        tell()
+
+
+def _task(doing: str, identity: Identity, call: Callable[[], object]) -> Task:
+    namespace, name, _ = identity
+    return f"{doing} {namespace}/{name}", call

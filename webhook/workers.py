@@ -29,11 +29,19 @@ class Workers:
     leaving the block waits for every call given, the Events left ``later`` included, so
     no call of a cycle outlives it."""
 
-    def __init__(self, size: int, stop: threading.Event) -> None:
+    def __init__(self, size: int, stop: threading.Event, *, leading: Callable[[], bool]) -> None:
         """``stop``: set when the controller stops; what has not started by then never
-        does, so that a stopping process does not wait for a whole cycle's calls."""
+        does, so that a stopping process does not wait for a whole cycle's calls.
+        ``leading``: whether this replica may still act (the Lease's deadline), asked
+        before each call left ``later``."""
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="api")
         self._stop = stop
+        self._leading = leading
+        self._lost = threading.Event()
+        """A task found the Lease lost: nothing left for later is made any more."""
+        self._lock = threading.Lock()
+        self.dropped = 0
+        """Calls left for later that were never made: the Lease was lost first."""
 
     def __enter__(self) -> Workers:
         return self
@@ -45,6 +53,12 @@ class Workers:
         traceback: TracebackType | None,
     ) -> None:
         self._pool.shutdown(wait=True)
+        if self.dropped:
+            log.warning(
+                "%d Event(s) dropped, queued before this replica lost the Lease: only the "
+                "leader writes to the cluster",
+                self.dropped,
+            )
 
     def each(self, tasks: Iterable[Task]) -> None:
         """Run the tasks, started in their order, at most ``size`` at once, and return
@@ -62,6 +76,7 @@ class Workers:
                 task()
             except NotLeading:
                 not_leading.set()
+                self._lost.set()
             except Exception:
                 log.exception("%s failed; retrying on the next change or tick", what)
 
@@ -72,10 +87,17 @@ class Workers:
     def later(self, what: str, call: Callable[[], object]) -> None:
         """A call no task waits for (an Event: best effort, read back by nothing), queued
         behind the tasks given so far (an ``each`` gives its tasks one by one, as the
-        first run) and made before the cycle ends."""
+        first run) and made before the cycle ends — unless the Lease is lost before it
+        starts: a replica that may no longer lead writes nothing more, and the call is
+        dropped (counted, and logged once as the cycle ends)."""
 
         def run() -> None:
             if self._stop.is_set():
+                return
+            if self._lost.is_set() or not self._leading():
+                with self._lock:
+                    self.dropped += 1
+                log.debug("%s dropped: this replica may no longer hold the Lease", what)
                 return
             try:
                 call()

@@ -17,6 +17,7 @@ __all__ = [
     "bad_request",
     "conflict",
     "expired",
+    "generate_name_conflict",
     "invalid",
     "not_found",
     "status",
@@ -72,6 +73,17 @@ def not_found(group: str, plural: str, name: str) -> ApiError:
 def already_exists(group: str, plural: str, name: str) -> ApiError:
     message = f'{_qualified(group, plural)} "{name}" already exists'
     return ApiError(status(409, "AlreadyExists", message, _details(name, group, plural)))
+
+
+def generate_name_conflict(group: str, plural: str, name: str) -> ApiError:
+    """What a create with ``generateName`` gets once every name the server drew was taken
+    (apimachinery's ``NewGenerateNameConflict``): the last name tried, retry after 1 s."""
+    message = (
+        f'{_qualified(group, plural)} "{name}" already exists, the server was not able to '
+        "generate a unique name for the object"
+    )
+    details = {**_details(name, group, plural), "retryAfterSeconds": 1}
+    return ApiError(status(409, "AlreadyExists", message, details))
 
 
 def conflict(group: str, plural: str, name: str) -> ApiError:

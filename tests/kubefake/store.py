@@ -8,6 +8,7 @@ lists of built-in types omit them) and are never mutated in place, so history sh
 from __future__ import annotations
 
 import copy
+import random
 import threading
 import uuid
 from collections.abc import Callable
@@ -29,6 +30,21 @@ STRATEGIC_PATCH = "application/strategic-merge-patch+json"
 
 def now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+NAME_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+"""What kube-apiserver draws a generated name's 5 random characters from (apimachinery's
+``util/rand``: no vowels, nor the digits that read as letters)."""
+MAX_GENERATE_NAME_BASE = 63 - 5
+"""A ``generateName`` longer than this is cut, so the name stays within 63 characters."""
+GENERATE_NAME_ATTEMPTS = 8
+"""How many names kube-apiserver tries for a ``generateName`` before it answers 409: one
+that collides with an existing object is drawn again (``RetryGenerateName``, KEP-4420:
+beta and on by default since v1.31, GA in v1.32)."""
+
+
+def random_suffix() -> str:
+    return "".join(random.choices(NAME_SUFFIX_ALPHABET, k=5))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +107,8 @@ class Store:
     lock: threading.RLock = field(default_factory=threading.RLock)
     # Called with (new, old) before a pod write is stored; raise ApiError to refuse.
     validators: dict[str, Callable[[dict, dict], None]] = field(default_factory=dict)
+    # Draws a generated name's suffix; a test replaces it to make names collide.
+    name_suffix: Callable[[], str] = random_suffix
 
     def __post_init__(self) -> None:
         for rtype in BUILTIN:
@@ -167,7 +185,7 @@ class Store:
             obj = {k: v for k, v in copy.deepcopy(body).items() if k not in ("apiVersion", "kind")}
             meta = obj.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
-                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+                meta["name"] = self._generated_name(rtype, namespace, meta["generateName"])
             if not meta.get("name"):
                 raise st.invalid(
                     rtype.kind,
@@ -193,6 +211,16 @@ class Store:
             self.objects[key] = obj
             self._record("ADDED", rtype, obj, None)
             return obj
+
+    def _generated_name(self, rtype: ResourceType, namespace: str | None, base: str) -> str:
+        """A name for ``generateName`` no object holds, drawn up to
+        ``GENERATE_NAME_ATTEMPTS`` times as kube-apiserver does; 409 after that."""
+        base = base[:MAX_GENERATE_NAME_BASE]
+        for _ in range(GENERATE_NAME_ATTEMPTS):
+            name = base + self.name_suffix()
+            if self._key(rtype, namespace, name) not in self.objects:
+                return name
+        raise st.generate_name_conflict(rtype.group, rtype.plural, name)
 
     def put(self, rtype: ResourceType, body: dict) -> dict:
         """Test-side create-or-replace: no validation, no preconditions."""
