@@ -37,6 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -191,11 +192,42 @@ def _serve(
     fake.stop()
 
 
-def _cycle(case: str, concurrency: int, args: argparse.Namespace) -> dict[str, float]:
-    sizes = {"workloads": args.workloads, "gangs": args.gangs, "victims": args.victims}
+@dataclass
+class Synced:
+    """A controller synced against kubefake, which serves from a process of its own."""
+
+    controller: Controller
+    cluster: LiveCluster
+    metrics: Metrics
+    server: multiprocessing.process.BaseProcess
+    ours: Connection
+    """The server's end: send "start" before the cycle; ``finish`` reads what it saw."""
+    informers: list[threading.Thread]
+
+    def finish(self) -> dict[str, Any]:
+        """Stop the controller and the server; what the server saw of the cycle."""
+        self.controller.stop(timeout_s=0)  # its informers end with the server's watches
+        self.ours.send("done")
+        seen: dict[str, Any] = self.ours.recv()
+        self.server.join()
+        for thread in self.informers:
+            thread.join()
+        return seen
+
+
+def synced(
+    case: str,
+    sizes: dict[str, int],
+    latency_s: float,
+    concurrency: int,
+    queues: list[Queue],
+    prepare: Callable[[Fake], None] | None = None,
+) -> Synced:
+    """kubefake's cluster for ``case`` (``_serve``) and a controller with ``concurrency``
+    workers on ``queues``, its first lists in."""
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
-    server = context.Process(target=_serve, args=(theirs, case, sizes, args.latency_ms / 1000))
+    server = context.Process(target=_serve, args=(theirs, case, sizes, latency_s, prepare))
     server.start()
     port = ours.recv()
     settings = ControllerSettings(api_concurrency=concurrency)
@@ -204,24 +236,26 @@ def _cycle(case: str, concurrency: int, args: argparse.Namespace) -> dict[str, f
     configuration.retries = False  # as apportion serve's client
     configuration.connection_pool_maxsize = concurrency + OWN_CONNECTIONS
     cluster = LiveCluster(clock=time.time, intent_ttl_s=settings.intent_ttl_s)
+    metrics = Metrics(cluster)
     api = KubeApi(client.ApiClient(configuration), settings.api_timeout_s)
-    controller = Controller(api, cluster, settings, Metrics(cluster))
-    cluster.replace_queues([_queue(case, sizes)])
+    controller = Controller(api, cluster, settings, metrics)
+    cluster.replace_queues(queues)
     informers = [threading.Thread(target=i.run, daemon=True) for i in controller.informers]
     for thread in informers:
         thread.start()
     while not controller.synced():
         time.sleep(0.05)
-    ours.send("start")
+    return Synced(controller, cluster, metrics, server, ours, informers)
+
+
+def _cycle(case: str, concurrency: int, args: argparse.Namespace) -> dict[str, float]:
+    sizes = {"workloads": args.workloads, "gangs": args.gangs, "victims": args.victims}
+    run = synced(case, sizes, args.latency_ms / 1000, concurrency, [_queue(case, sizes)])
+    run.ours.send("start")
     started, wall, cpu = time.perf_counter(), time.time(), time.process_time()
-    decision = controller.reconcile_once()
+    decision = run.controller.reconcile_once()
     took, cpu = time.perf_counter() - started, time.process_time() - cpu
-    controller.stop(timeout_s=0)  # its informers end with the server's watches
-    ours.send("done")
-    seen = ours.recv()
-    server.join()
-    for thread in informers:
-        thread.join()
+    seen = run.finish()
     assert decision is not None
     if case == "admit":
         admitted = sum(v.outcome is Outcome.ADMIT for v in decision.workloads)

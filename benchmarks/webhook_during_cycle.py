@@ -51,18 +51,15 @@ from controller_bench import (
     NAMESPACE,
     _node,
     _queue,
-    _serve,
+    synced,
 )
 from kubefake import RECORDINGS, Fake
-from kubernetes import client
 from webhook_load import _bodies
 
 from scheduler.model import Queue, Quota
 from webhook import keys
 from webhook.admission import Admission
 from webhook.cluster import LiveCluster
-from webhook.controller import OWN_CONNECTIONS, Controller
-from webhook.kubeapi import KubeApi
 from webhook.kubeobjects import node_from_object
 from webhook.metrics import Metrics
 from webhook.runtime import freeze_long_lived
@@ -221,28 +218,12 @@ def _percentiles(latencies: list[float]) -> dict[str, float]:
 def _run(
     concurrency: int, frozen: bool, args: argparse.Namespace, certificate: Path
 ) -> dict[str, Any]:
+    run = synced(
+        "admit", SIZES, 0.010, concurrency, [_queue("admit", SIZES), _load_queue()],
+        _with_load_namespace,
+    )  # fmt: skip
+    controller, cluster, metrics = run.controller, run.cluster, run.metrics
     context = multiprocessing.get_context("spawn")
-    ours, theirs = context.Pipe()
-    server = context.Process(
-        target=_serve, args=(theirs, "admit", SIZES, 0.010, _with_load_namespace)
-    )
-    server.start()
-    port = ours.recv()
-    settings = ControllerSettings(api_concurrency=concurrency)
-    configuration = client.Configuration()
-    configuration.host = f"http://127.0.0.1:{port}"
-    configuration.retries = False
-    configuration.connection_pool_maxsize = concurrency + OWN_CONNECTIONS
-    cluster = LiveCluster(clock=time.time, intent_ttl_s=settings.intent_ttl_s)
-    metrics = Metrics(cluster)
-    api = KubeApi(client.ApiClient(configuration), settings.api_timeout_s)
-    controller = Controller(api, cluster, settings, metrics)
-    cluster.replace_queues([_queue("admit", SIZES), _load_queue()])
-    informers = [threading.Thread(target=i.run, daemon=True) for i in controller.informers]
-    for thread in informers:
-        thread.start()
-    while not controller.synced():
-        time.sleep(0.05)
     if frozen:
         freeze_long_lived()  # as apportion serve does once synced, before it is ready
     if args.apart:
@@ -264,7 +245,7 @@ def _run(
     time.sleep(2.0)  # connections open, the first requests answered
     alone = (time.time(), time.time() + args.alone_s)
     time.sleep(args.alone_s)
-    ours.send("start")
+    run.ours.send("start")
     load = os.getloadavg()[0]
     during, cpu = (time.time(), 0.0), time.process_time()
     decision = controller.reconcile_once()
@@ -278,12 +259,7 @@ def _run(
     else:
         webhook.stop()
     pauses.close()
-    controller.stop(timeout_s=0)
-    ours.send("done")
-    seen = ours.recv()
-    server.join()
-    for thread in informers:
-        thread.join()
+    seen = run.finish()
     assert decision is not None
     failed = [s for _, _, s in sent if s != 200]
     if failed:

@@ -419,11 +419,9 @@ def _overtaken(
     return decided, at_creation
 
 
-def test_an_admission_whose_quota_the_webhook_used_since_is_refused_and_decided_again() -> None:
-    # Was: held wherever its devices were free. The webhook admitted a pod at creation
-    # while the decision was taken, on other GPUs, with the queue's last quota; the
-    # controller's admission then took team-a to 6/4.
-    cluster = fixture_cluster()
+def _quota_overtaken(cluster: LiveCluster) -> Workload:
+    """WAITING's admission (2 GPUs) decided with team-a at 0/4, then the webhook's of 3 GPUs
+    on other devices (node b) at creation."""
     cluster.replace_queues([Queue(name="team-a", namespaces=("gpu-team-a",),
                                   quota={"H100-80GB": Quota(nominal=4)})])  # fmt: skip
     serve = Workload(
@@ -431,6 +429,15 @@ def test_an_admission_whose_quota_the_webhook_used_since_is_refused_and_decided_
         node_selector={"kubernetes.io/hostname": "gpu-node-b"},
     )  # fmt: skip
     decided, _ = _overtaken(cluster, WAITING, serve)
+    return decided
+
+
+def test_an_admission_whose_quota_the_webhook_used_since_is_refused_and_decided_again() -> None:
+    # Was: held wherever its devices were free. The webhook admitted a pod at creation
+    # while the decision was taken, on other GPUs, with the queue's last quota; the
+    # controller's admission then took team-a to 6/4.
+    cluster = fixture_cluster()
+    decided = _quota_overtaken(cluster)
     free, generation = _free(cluster), cluster.generation
     assert cluster.reserve(decided) == Refusal(
         QUOTA_TAKEN,
@@ -446,13 +453,7 @@ def test_the_queue_view_shows_an_admission_refused_since_the_decision_until_the_
     # Was: the last decision's verdict, "Admitted: admitted on 1× 2 H100-80GB GPUs", for a
     # workload whose pods stay gated until the next cycle decides it again.
     cluster = fixture_cluster()
-    cluster.replace_queues([Queue(name="team-a", namespaces=("gpu-team-a",),
-                                  quota={"H100-80GB": Quota(nominal=4)})])  # fmt: skip
-    serve = Workload(
-        name="gpu-team-a/serve", queue="team-a", namespace="gpu-team-a", demand=Demand(gpus=3),
-        node_selector={"kubernetes.io/hostname": "gpu-node-b"},
-    )  # fmt: skip
-    decided, _ = _overtaken(cluster, WAITING, serve)
+    decided = _quota_overtaken(cluster)
     refusal = cluster.reserve(decided)
     assert refusal is not None
     (row,) = pending_view(cluster)["queues"]["team-a"]
