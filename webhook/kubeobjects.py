@@ -6,7 +6,8 @@ and allocatable ``nvidia.com/gpu`` (whole GPUs; those only in capacity are unhea
 ``nvidia.com/mig-<profile>`` (instances, mixed strategy). The API does not say which
 physical GPU or MIG slice a pod holds; the core needs indices, so ``NodeLedger`` assigns
 them consistently — lowest free first — which is exact for counting and for every
-decision the core makes.
+decision the core makes. (Foreign pods are counted from the highest, ``observed.foreign_hold``,
+so the two seldom meet.)
 """
 
 from __future__ import annotations
