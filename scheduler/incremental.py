@@ -116,8 +116,9 @@ class IncrementalAllocator:
         """``hold`` for an admission a global decision took on an older state (the
         controller's, while the webhook admitted at creation): charged only if it still
         fits as the decision checked it, else why not (devices no longer free raise
-        ``PlacementError``), with nothing charged. Devices first, then its nodes' CPU and
-        memory, then its queue's quota (nominal, borrowing limit, the cohort's lending).
+        ``PlacementError``; out of service since, ``NO_CAPACITY``), with nothing charged.
+        Devices first, then its nodes' CPU and memory, then its queue's quota (nominal,
+        borrowing limit, the cohort's lending).
 
         Nothing here is counted as freed by evictions: a decision that evicts admits its
         beneficiary once the victims have ended (the controller gates it until then), and
@@ -126,6 +127,12 @@ class IncrementalAllocator:
             raise ValueError(f"workload {workload.name} is already admitted")
         c = self._compiled
         option, allocation = recorded_allocation(workload, c.catalog, c.state)
+        state = c.state
+        for pod in allocation.pods:
+            for g in pod.gpus:
+                if not state.gpu_healthy[g]:  # charged to what runs there, never given
+                    where = f"GPU {state.gpu_index[g]} on node {state.node_names[pod.node]}"
+                    return Overtaken(Reason.NO_CAPACITY, f"{where} is out of service")
         c.state.apply_running(allocation, workload.name)
         short = c.state.overdrawn(allocation)
         check = c.book.check(workload.queue, option.flavor, option.quota_per_pod * workload.pods)

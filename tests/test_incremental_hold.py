@@ -202,3 +202,17 @@ def test_a_decided_admission_on_devices_no_longer_free_raises_as_hold_does() -> 
     with pytest.raises(PlacementError):
         online.hold_decided(workload("decided").gpus(1).queue("q").running_on("n0", 0).build())
     assert _held(online) == before
+
+
+def test_a_decided_admission_on_a_gpu_out_of_service_since_is_refused() -> None:
+    # Was: held there, as running pods' are kept on a GPU that fails under them; a new one
+    # must not be sent to it (an XID since the decision, or its device plugin gone).
+    nodes = [node("n0", A100, 2, unhealthy=[1])]
+    online = IncrementalAllocator(snapshot(nodes=nodes, queues=[queue("q").quota(A100, 2)]))
+    before = _held(online)
+    decided = workload("decided").gpus(1).queue("q").flavor(A100).running_on("n0", 1).build()
+    assert online.hold_decided(decided) == Overtaken(
+        Reason.NO_CAPACITY, "GPU 1 on node n0 is out of service"
+    )
+    assert _held(online) == before
+    assert not online.holds("decided")
