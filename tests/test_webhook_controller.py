@@ -524,6 +524,41 @@ def test_an_admission_whose_quota_the_webhook_used_meanwhile_waits_and_is_decide
         assert _held_gpus(controller, "team-a") == 3
 
 
+def test_a_queue_objects_status_counts_an_admission_refused_when_reserved_as_waiting(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: the status was written before the cycle's reservations, so the admission the
+    quota test above sees refused counted as admitted (``kubectl get queues``: 2 admitted,
+    0 pending) while its pod stayed gated, until the next cycle."""
+    from scheduler.crds import queue_object
+
+    fake.register_custom("apportion.io", "v1alpha1", "queues", "Queue")
+    fake.put(queue_object(TEAM_A.model_copy(update={"quota": {"H100-80GB": Quota(nominal=4)}})))
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+    body = vary(review("create-pod-gpu-1.mutate-create"), name="early",
+                resources={"nvidia.com/gpu": "2"})  # fmt: skip
+    body["request"]["object"]["spec"]["nodeSelector"] = {keys.NODE_HOSTNAME: "gpu-node-a"}
+    _overtaking(fake, controller, monkeypatch, body)
+    on_c = {"nodeSelector": {keys.NODE_HOSTNAME: "mig-node-c"}}
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))
+        _waiting_pod(fake, "late", gpus=2, spec=on_c)
+        eventually(lambda: _told(fake, "late", "QuotaTaken"))
+
+        def written() -> list[tuple[int, int]]:
+            return [
+                (s["admitted_workloads"], s["pending_workloads"])
+                for r in fake.requests_to(r".*/queues/team-a/status", "PATCH")
+                for s in [r.body[0]["value"]]
+            ]
+
+        # Written once the cycle's reservations are made: patched-gpu-1 admitted, late
+        # refused and waiting; late never counted as admitted (early never went).
+        eventually(lambda: (1, 1) in written())
+        assert (2, 0) not in written()
+
+
 def test_an_admission_whose_nodes_cpu_the_webhook_used_meanwhile_is_not_carried_out(
     fake: Fake, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -400,7 +400,6 @@ class Controller:
             for plan in decision.repartitions:
                 log.info("MIG repartition proposal (not applied): %s", plan.message)
         self.cluster.set_last_decisions(verdicts, decision.repartitions)
-        self._report_queue_status(snapshot, decision)
         pods = self._pods_by_workload()
         evictions = decision.evictions if self.settings.evict else ()
         self.preemptor.carry_out(workers, evictions, pods)
@@ -421,6 +420,7 @@ class Controller:
             for verdict, members in undecided
             if verdict.outcome is Outcome.ADMIT
         )
+        self._report_queue_status(snapshot, decision)  # its admissions reserved or refused
         present = {p.identity for group in pods.values() for p in group}
         with self._lock:
             self._reason_written = {i: t for i, t in self._reason_written.items() if i in present}
@@ -458,8 +458,10 @@ class Controller:
             if workload.placement is not None:
                 admitted[workload.queue] = admitted.get(workload.queue, 0) + 1
         pending: dict[str, int] = {}
+        refused = self.cluster.refused()  # they wait, gated, for the next decision
         for verdict in decision.workloads if decision is not None else ():
-            counts = admitted if verdict.outcome is Outcome.ADMIT else pending
+            admits = verdict.outcome is Outcome.ADMIT and verdict.workload not in refused
+            counts = admitted if admits else pending
             counts[verdict.queue] = counts.get(verdict.queue, 0) + 1
         for name, obj in self._queue_objects.items():
             if name not in book.accounts:
