@@ -10,6 +10,7 @@ and take out of the nodes what pods outside Apportion's decisions hold.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from scheduler.model import Demand, Node, PodPlacement, Queue, Workload, flavor_of_mig
@@ -122,7 +123,7 @@ def groups_of(name: str, members: list[ManagedPod]) -> dict[str, PodGroup]:
     }
 
 
-def with_held(node: Node, whole: set[int], slices: set[tuple[int, int]]) -> Node:
+def with_held(node: Node, whole: AbstractSet[int], slices: AbstractSet[tuple[int, int]]) -> Node:
     """The node with these whole GPUs and MIG slices (``(gpu, start)``) held by pods outside
     the workloads (``Gpu.held``): not free, still the node's. Taken out of the node instead,
     a MIG GPU whose every slice left was free looked idle, and a repartition was proposed
@@ -207,7 +208,7 @@ def nodes_less_foreign(nodes: dict[str, Node], pods: Iterable[ManagedPod]) -> di
     result = dict(nodes)
     for name, here in foreign.items():
         hold = foreign_hold(nodes[name], here)
-        held = with_held(nodes[name], set(hold.whole), set(hold.slices))
+        held = with_held(nodes[name], hold.whole, hold.slices)
         result[name] = without_host(held, hold.cpu_milli, hold.memory_mib)
     return result
 
