@@ -369,7 +369,7 @@ def test_a_pod_pinned_to_a_cordoned_node_is_replaced_after_the_grace(fake: Fake)
         clock.offset = GRACE_S + 20
         eventually(lambda: fake.evictions)
         assert [(e["name"], e["allowed"]) for e in fake.evictions] == [("train", True)]
-        (event,) = _events(fake, "Replaced")
+        (event,) = eventually(lambda: _events(fake, "Replaced"))  # queued after the eviction
         assert event["message"].startswith(f"admitted to node {node}, unschedulable for ")
         assert f"{node}: node is cordoned (spec.unschedulable)" in event["message"]
         assert _replaced(controller) == 1
@@ -416,7 +416,7 @@ def test_a_replacement_whose_eviction_answer_is_lost_is_told_counted_and_backed_
         fake.fail(r".*/pods/train/eviction", times=1, status="lost", method="POST")
         clock.offset = GRACE_S + 20
         eventually(lambda: _replaced(controller) == 1)
-        (event,) = _events(fake, "Replaced")
+        (event,) = eventually(lambda: _events(fake, "Replaced"))
         assert event["involvedObject"]["name"] == "train"
         assert event["message"].startswith(f"admitted to node {node}, unschedulable for ")
         assert controller.replacer.watch.grace_s(f"{NAMESPACE}/train") == 2 * GRACE_S
