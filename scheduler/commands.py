@@ -17,7 +17,7 @@ from scheduler.allocator import decide
 from scheduler.catalog import default_catalog
 from scheduler.cli import CommandError
 from scheduler.loading import SnapshotError, load_snapshot_text
-from scheduler.model import Decision, PodPlacement, Snapshot, SolverStats
+from scheduler.model import Decision, PodPlacement, Snapshot, SolverStats, WorkloadDecision
 from scheduler.textfile import read_text
 
 __all__ = ["BUDGET_WHY", "MAX_BUDGET_MS", "catalog_command", "crds_command", "decide_command"]
@@ -228,22 +228,7 @@ def render_decision(snapshot: Snapshot, decision: Decision) -> str:
         ],
     )
     order = sorted(decision.workloads, key=lambda d: (-int(d.outcome), d.queue, d.position or 0))
-    workloads = _table(
-        ["workload", "queue", "outcome", "#", "flavor", "where", "reason"],
-        [
-            [
-                d.workload,
-                d.queue,
-                d.outcome.label,
-                d.position or "",
-                d.flavor or "",
-                _where(d.placement),
-                d.message,
-            ]
-            for d in order
-        ],
-    )
-    parts = [summary, "", workloads]
+    parts = [summary, "", _workload_table(order) if order else _nothing_pending(snapshot)]
     if decision.evictions:
         parts += [
             "",
@@ -268,6 +253,32 @@ def render_decision(snapshot: Snapshot, decision: Decision) -> str:
     if over is not None:
         parts.append(over)
     return "\n".join(parts)
+
+
+def _workload_table(order: Sequence[WorkloadDecision]) -> str:
+    return _table(
+        ["workload", "queue", "outcome", "#", "flavor", "where", "reason"],
+        [
+            [
+                d.workload,
+                d.queue,
+                d.outcome.label,
+                d.position or "",
+                d.flavor or "",
+                _where(d.placement),
+                d.message,
+            ]
+            for d in order
+        ],
+    )
+
+
+def _nothing_pending(snapshot: Snapshot) -> str:
+    """Said instead of an empty table, which reads like a rendering fault."""
+    running = sum(1 for w in snapshot.workloads if w.running)
+    if running:
+        return f"nothing pending: all {running} workload(s) in the snapshot are running"
+    return "nothing pending: the snapshot has no workloads"
 
 
 def _run_catalog(args: argparse.Namespace) -> int:

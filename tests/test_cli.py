@@ -159,6 +159,19 @@ def test_a_decision_with_nothing_pending_says_so(tmp_path):
     done = apportion("decide", str(empty))
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].startswith("answered by: greedy (nothing pending); ")
+    # Not an empty workload table, which read like a rendering fault.
+    assert "nothing pending: the snapshot has no workloads" in done.stdout.splitlines()
+    assert "workload  queue  outcome" not in done.stdout
+    running = tmp_path / "running.yaml"
+    running.write_text(
+        "nodes: [{name: n, gpus: [{index: 0, model: T4}]}]\n"
+        "queues: [{name: q, quota: {T4: {nominal: 1}}}]\n"
+        "workloads: [{name: w, queue: q, demand: {gpus: 1}, flavor: T4,"
+        " placement: [{node: n, gpus: [0]}]}]\n"
+    )
+    done = apportion("decide", str(running))
+    assert done.returncode == 0, done.stderr
+    assert "nothing pending: all 1 workload(s) in the snapshot are running" in done.stdout
 
 
 def test_a_decision_over_its_budget_says_so_and_by_how_much():
