@@ -138,7 +138,7 @@ def load_job_csv(text: str, source: str, bad: BadRows | None = None) -> tuple[Jo
     bad = bad if bad is not None else BadRows()
     jobs: list[Job] = []
     seen: dict[str, int] = {}
-    for row in csv_rows(text, source, ("name", "submit", "runtime"), bad):
+    for row in csv_rows(text, source, ("name", "submit", "runtime"), bad, known=JOB_FIELDS):
         data: dict[str, object] = {}
         for key, raw in row.values.items():
             value = raw.strip()

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.consistency import MAX_NODE_GPUS
-from scheduler.fieldpaths import show
+from scheduler.fieldpaths import did_you_mean, show
 
 __all__ = ["TOO_MANY_GPUS", "BadRows", "Row", "RowError", "csv_rows", "location", "pod_gpus"]
 
@@ -130,10 +130,13 @@ def csv_rows(
     bad: BadRows | None = None,
     names: Sequence[str] | None = None,
     delimiter: str = ",",
+    known: Sequence[str] | None = None,
 ) -> Iterator[Row]:
     """Rows of CSV text as dicts, each with its line number. The header row names the
     columns unless ``names`` is given (files without a header, like PAI's tables). A row
-    with the wrong number of fields goes to ``bad`` (raised by default)."""
+    with the wrong number of fields goes to ``bad`` (raised by default). ``known``: every
+    column the format has; another in the header is the file's error, said once, rather
+    than every row's (which ``--skip-bad-rows`` would then skip, all of them)."""
     bad = bad if bad is not None else BadRows()
     # strict: a stray or unclosed quote is an error, not a silently merged field
     reader = csv.reader(
@@ -153,6 +156,12 @@ def csv_rows(
             raise ValueError(
                 f"{source} line 1: missing column(s) {', '.join(missing)}; "
                 f"found: {', '.join(header)}"
+            )
+        unknown = [c for c in header if c not in known] if known is not None else []
+        if unknown:
+            raise ValueError(
+                f"{source} line 1 column {unknown[0]}: unknown column"
+                f"{did_you_mean(unknown[0], known or ())} (columns: {', '.join(known or ())})"
             )
     else:
         header = list(names)

@@ -408,6 +408,19 @@ def test_own_jsonl_names_each_bad_field_as_snapshots_do(line: str, expected: str
     assert str(caught.value) == expected
 
 
+def test_own_csv_names_an_unknown_column_once_from_its_header() -> None:
+    """An unknown column was every row's error ('line 2 column bogus: unknown field'), so
+    ``--skip-bad-rows`` skipped every row and said 'no job to replay'."""
+    text = "name,submit,runtime,gpus,gpuz\na,0,10,1,x\nb,0,10,1,y\n"
+    for bad in (None, BadRows(skip=True)):
+        with pytest.raises(ValueError) as caught:
+            load_job_csv(text, "jobs.csv", bad)
+        assert str(caught.value) == (
+            "jobs.csv line 1 column gpuz: unknown column; did you mean 'gpus'? "
+            f"(columns{JOB_FIELDS.removeprefix('job fields')})"
+        )
+
+
 def test_own_format_rejects_infinite_and_nan_numbers() -> None:
     """``inf`` passes 'greater than 0' but is no runtime: it was read, then overflowed the
     engine's completion time (a traceback) instead of naming the cell."""
