@@ -280,7 +280,7 @@ def field_problems(error: ValidationError, root: type[BaseModel]) -> list[FieldP
         elif msg.startswith("Input should be "):
             wanted = msg.removeprefix("Input should be ")
             wanted = wanted.replace("valid tuple", "list").replace("valid dictionary", "mapping")
-            hint = " (quote it in YAML)" if kind == "string_type" else ""
+            hint = " (put it in quotes)" if kind == "string_type" else ""  # YAML, JSON, JSONL
             why = f"is not {wanted}{hint}"
             text = f"{show(value)} {why}"
         else:

@@ -121,10 +121,10 @@ def test_unknown_gpu_model_lists_the_known_ones() -> None:
         ("queues: [{weight: 2}]", "queues[0].name: is required"),
         ("queues: [{name: a, weight: 0}]", "queues[0].weight: 0 must be greater than 0"),
         ("nodes: [{name: a, labels: {zone: 5}}]",
-         "nodes[0].labels.zone: 5 is not a valid string (quote it in YAML)"),
+         "nodes[0].labels.zone: 5 is not a valid string (put it in quotes)"),
         ("nodes: [{name: a, labels: {nvidia.com/gpu.present: true}}]",
          'nodes[0].labels["nvidia.com/gpu.present"]: true is not a valid string '
-         "(quote it in YAML)"),
+         "(put it in quotes)"),
         ("nodes: [{name: a, taints: [{key: k, effect: Never}]}]",
          "nodes[0].taints[0].effect: 'Never' is not 'NoSchedule', 'PreferNoSchedule' or "
          "'NoExecute'"),
@@ -192,7 +192,7 @@ def test_a_cluster_file_is_a_snapshot_file_with_namespaces() -> None:
         (
             "namespaces: {team-a: {apportion.io/enabled: true}}",
             ['namespaces.team-a["apportion.io/enabled"]: true is not a valid string '
-             "(quote it in YAML)"],
+             "(put it in quotes)"],
         ),
         (
             "namespace: {team-a: {}}",

@@ -392,6 +392,9 @@ def test_own_csv_names_each_bad_cell_as_snapshots_do(row: str, expected: str) ->
     [
         ('{"name": "a", "submit": 0, "runtime": 10, "gpu": 1}',
          f"jobs.jsonl line 1 field gpu: unknown field; did you mean 'gpus'? ({JOB_FIELDS})"),
+        # Said '(quote it in YAML)' of a JSON Lines file.
+        ('{"name": 5, "submit": 0, "runtime": 10, "gpus": 1}',
+         "jobs.jsonl line 1 field name: 5 is not a valid string (put it in quotes)"),
         ('{"name": "a", "submit": 0, "runtime": 10, "gpus": 1, "models": "H100"}',
          "jobs.jsonl line 1 field models: 'H100' is not a list"),
         # true was taken as 1 GPU.
