@@ -23,7 +23,7 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from scheduler.compiled import Alike, Compiled, Entry
 from scheduler.demand import Kind, Option
@@ -38,39 +38,23 @@ from scheduler.preemption import (
     idle_borrowed_first,
     preference_order,
 )
-from scheduler.quota import format_amount
 from scheduler.reasons import Outcome, Reason
 from scheduler.state import Allocation
+from scheduler.verdicts import (
+    Failure,
+    Verdict,
+    admit_message,
+    capacity_message,
+    describe,
+    describe_demand,
+    eviction_reason,
+    for_another,
+    most_telling,
+    never_reclaims,
+    placed,
+)
 
-__all__ = ["Cycle", "CycleResult", "Verdict", "offer_freed_room", "run_cycle"]
-
-Failure = tuple[Reason, Callable[[], str]]
-"""Why an option was refused, and its message on demand."""
-
-
-@dataclass(slots=True)
-class Verdict:
-    """What the cycle decided for one pending workload."""
-
-    entry: Entry
-    outcome: Outcome
-    reason: Reason
-    message: str
-    option: Option | None = None
-    allocation: Allocation | None = None
-    victims: list[Running] = field(default_factory=list)
-    note: str = ""
-    """What happened to it earlier in this decision (taken back, the room it made given to
-    others): kept when ``message``, the why in numbers, is written again at the end."""
-
-    @property
-    def text(self) -> str:
-        return (
-            f"{self.message}; {self.note}"
-            if self.message and self.note
-            else self.message or self.note
-        )
-
+__all__ = ["Cycle", "CycleResult", "offer_freed_room", "run_cycle"]
 
 _Refusals = dict[tuple[Alike, tuple[bool, ...]], tuple[int, Verdict, Watch]]
 """A pass's refusals by shape and what of its own an attempt read: ``frees`` then, the
@@ -88,9 +72,10 @@ class Cycle:
     """Admission against one compiled snapshot; the incremental path reuses it per arrival.
 
     Its steps (``try_option``, ``remember``, ``record``, ``unadmit``/``readmit``,
-    ``fit_check``, ``note_freed``, ``admit_message``) are public because the improvement
-    phase (``scheduler.improve``) builds its moves from them, so a move is checked and
-    recorded exactly as the cycle's own admissions are.
+    ``fit_check``, ``note_freed``) are public because the improvement phase
+    (``scheduler.improve``) builds its moves from them, so a move is checked and recorded
+    exactly as the cycle's own admissions are; it words them as the cycle does
+    (``scheduler.verdicts``).
     """
 
     def __init__(self, compiled: Compiled, preempt: bool = True) -> None:
@@ -227,7 +212,7 @@ class Cycle:
                     entry,
                     Outcome.PENDING,
                     Reason.NEVER_FITS,
-                    f"no GPU model in the cluster can serve {_describe_demand(w)}",
+                    f"no GPU model in the cluster can serve {describe_demand(w)}",
                 )
             )
         failures: list[tuple[Reason, Callable[[], str], str]] = []
@@ -243,7 +228,7 @@ class Cycle:
                         entry,
                         Outcome.ADMIT,
                         reason,
-                        self.admit_message(entry, option, result, borrowing),
+                        admit_message(self.book, self.state, entry, option, result, borrowing),
                         option,
                         result,
                     )
@@ -255,7 +240,7 @@ class Cycle:
                 verdict = self._make_room(entry, option)
                 if verdict is not None:
                     return self.record(verdict)
-        reason, message = _most_telling(failures)
+        reason, message = most_telling(failures)
         return self.record(Verdict(entry, Outcome.PENDING, reason, message), watch)
 
     def _preference_order(self, w: Workload, options: list[Option]) -> list[Option]:
@@ -318,7 +303,10 @@ class Cycle:
         if not check.ok:
             return (
                 check.reason,
-                lambda: check.message + self._never_reclaims(w, option.flavor, amount),
+                lambda: (
+                    check.message
+                    + never_reclaims(self.queues[w.queue], self.book, w, option.flavor, amount)
+                ),
             )
         pools = self.state.eligible_pools(w, option)
         nodes = self.state.node_filter(w)
@@ -346,7 +334,7 @@ class Cycle:
                     )
                 return (
                     Reason.NEVER_FITS,
-                    lambda: f"no node{allowed} can ever host one pod of {_describe(option)}",
+                    lambda: f"no node{allowed} can ever host one pod of {describe(option)}",
                 )
             if self.state.never_hosts(pools, w.cpu_milli, w.memory_mib, nodes):
                 return (
@@ -357,7 +345,7 @@ class Cycle:
                         "for one pod"
                     ),
                 )
-            return (Reason.NO_CAPACITY, lambda: self._capacity_message(w, option, pools))
+            return (Reason.NO_CAPACITY, lambda: capacity_message(self.state, w, option, pools))
         self.book.charge(w.queue, option.flavor, amount)
         return allocation
 
@@ -499,13 +487,14 @@ class Cycle:
                 entry,
                 Outcome.ADMIT,
                 Reason.ADMITTED,
-                self.admit_message(entry, option, allocation, borrowing=False) + note,
+                admit_message(self.book, self.state, entry, option, allocation, borrowing=False)
+                + note,
                 option,
                 allocation,
             )
         outcome_reason = Reason.ADMITTED_BY_PRIORITY
         for victim in fresh:
-            why, text = self._eviction_reason(victim, w, option, amount)
+            why, text = eviction_reason(self.book, victim, w, option, amount)
             if why is Reason.PREEMPTED_RECLAIM:
                 outcome_reason = Reason.ADMITTED_BY_RECLAIM
             self._record_eviction(victim, w.name, why, text)
@@ -515,7 +504,7 @@ class Cycle:
             entry,
             Outcome.PREEMPT,
             outcome_reason,
-            f"admitted on {self._placed(option, allocation)} after evicting {len(victims)} "
+            f"admitted on {placed(self.state, option, allocation)} after evicting {len(victims)} "
             f"workload(s) ({freed:g} GPU-eq): {names}{note}",
             option,
             allocation,
@@ -554,18 +543,6 @@ class Cycle:
         ]
         return idle_borrowed_first(evictable, book) if policy.idle_borrowed_first else evictable
 
-    def _never_reclaims(self, w: Workload, flavor: str, amount: int) -> str:
-        """For a workload refused within its nominal quota (its cohort mates borrow it): that
-        its queue's policy never takes that back, when so; else nothing."""
-        queue = self.queues[w.queue]
-        if (
-            queue.cohort is None
-            or queue.preemption.reclaim_within_cohort != "Never"
-            or not self.book.within_nominal(w.queue, flavor, amount)
-        ):
-            return ""
-        return f"; queue {w.queue} never reclaims what it lends (reclaimWithinCohort: Never)"
-
     def _may_inherit(
         self, w: Workload, option: Option, reclaim: bool, policy: PreemptionPolicy, r: Running
     ) -> bool:
@@ -585,26 +562,6 @@ class Cycle:
             or book.usage(v.workload.queue, v.flavor) + v.amount
             > book.nominal(v.workload.queue, v.flavor)
             for v in victims
-        )
-
-    def _eviction_reason(
-        self, victim: Running, w: Workload, option: Option, amount: int
-    ) -> tuple[Reason, str]:
-        """Why ``victim`` is evicted for ``w`` (``amount``: what w was charged, if admitted).
-        w's name sits where ``_for_another`` finds it to name another."""
-        if victim.workload.queue == w.queue:
-            rank = (
-                f"priority {w.priority} > {victim.workload.priority}"
-                if w.priority > victim.workload.priority
-                else f"the same priority {w.priority}, created earlier"  # LowerOrNewerEqual
-            )
-            return Reason.PREEMPTED_PRIORITY, f"preempted by {w.name} ({rank}) in queue {w.queue}"
-        nominal = self.book.nominal(w.queue, option.flavor)
-        used = self.book.usage(w.queue, option.flavor) - amount
-        return Reason.PREEMPTED_RECLAIM, (
-            f"queue {victim.workload.queue} borrows {victim.flavor}; queue {w.queue} "
-            f"reclaims its nominal quota ({format_amount(option.flavor, used)}/"
-            f"{format_amount(option.flavor, nominal)} used) for {w.name}"
         )
 
     def _offer_to_higher_priority(self, w: Workload) -> list[str]:
@@ -638,7 +595,7 @@ class Cycle:
                             entry,
                             Outcome.ADMIT,
                             Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED,
-                            self.admit_message(entry, option, result, borrowing),
+                            admit_message(self.book, self.state, entry, option, result, borrowing),
                             option,
                             result,
                         )
@@ -663,7 +620,7 @@ class Cycle:
         amount = verdict.option.quota_per_pod * h.pods
         self._reassign(inherited, h, verdict.option, amount)
         for victim in victims:
-            why, text = self._eviction_reason(victim, h, verdict.option, amount)
+            why, text = eviction_reason(self.book, victim, h, verdict.option, amount)
             self._record_eviction(victim, name, why, text)
         everyone = victims + inherited
         if everyone:
@@ -682,7 +639,7 @@ class Cycle:
     def _reassign(self, inherited: list[Running], w: Workload, option: Option, amount: int) -> None:
         """Evictions made for an admission since taken back are now for ``w``."""
         for victim in inherited:
-            why, text = self._eviction_reason(victim, w, option, amount)
+            why, text = eviction_reason(self.book, victim, w, option, amount)
             self.evictions[self.eviction_at[id(victim)]] = (victim, w.name, why, text)
 
     def _record_eviction(self, victim: Running, name: str, why: Reason, text: str) -> None:
@@ -783,7 +740,7 @@ class Cycle:
                 for victim in new.victims:
                     at = self.eviction_at[id(victim)]
                     _, _, why, text = self.evictions[at]
-                    self.evictions[at] = (victim, o, why, _for_another(why, text, n, o))
+                    self.evictions[at] = (victim, o, why, for_another(why, text, n, o))
                 self.outcomes[n] = Verdict(
                     new.entry,
                     Outcome.PENDING,
@@ -844,61 +801,7 @@ class Cycle:
                 book.charge(w.queue, option.flavor, -option.quota_per_pod * w.pods)
                 return None
             failures.append((*result, option.flavor))
-        return _most_telling(failures)
-
-    def admit_message(
-        self, entry: Entry, option: Option, allocation: Allocation, borrowing: bool
-    ) -> str:
-        w = entry.workload
-        used = self.book.usage(w.queue, option.flavor)
-        nominal = self.book.nominal(w.queue, option.flavor)
-        quota = (
-            f"queue {w.queue} {format_amount(option.flavor, used)}/"
-            f"{format_amount(option.flavor, nominal)} {option.flavor}"
-        )
-        tail = (
-            f", borrowing {format_amount(option.flavor, used - nominal)} from its cohort"
-            if borrowing
-            else ""
-        )
-        return f"admitted on {w.pods}× {self._placed(option, allocation)}; {quota}{tail}"
-
-    def _placed(self, option: Option, allocation: Allocation) -> str:
-        """``option`` as admitted: a MIG profile several models have, on the one it got."""
-        if option.kind is not Kind.MIG or len(option.models) < 2:
-            return _describe(option)
-        models = sorted({self.state.gpu_model[g] for pod in allocation.pods for g in pod.gpus})
-        return f"MIG {option.profile} on {'/'.join(models)}"
-
-    def _capacity_message(self, w: Workload, option: Option, pools: Sequence[int]) -> str:
-        # Devices counted on the nodes the workload may use: with a node filter (its node
-        # affinity), those of its pools it allows.
-        nodes = self.state.node_filter(w)
-        if nodes is None:
-            room = self.state.capacity_bound(option, pools)
-        else:
-            room = self.state.hosted_room(option, 0, 0, pools, nodes)
-        block = self.state.max_block(option, pools, nodes)
-        unit = {
-            Kind.WHOLE: "free GPUs on one node",
-            Kind.FRACTION: "free milli-GPU on one GPU",
-            Kind.MIG: "free slice",
-        }[option.kind]
-        where = "" if nodes is None else " on the nodes its node selector and affinity allow"
-        message = (
-            f"needs {w.pods}× {_describe(option)}; room for {room} such pod(s) now{where} "
-            f"(largest block: {block} {unit})"
-        )
-        if room >= w.pods:
-            # The devices are there: what is missing is CPU or memory on their nodes.
-            hosted = self.state.hosted_room(option, w.cpu_milli, w.memory_mib, pools, nodes)
-            message = (
-                f"needs {w.pods}× {_describe(option)} with {w.cpu_milli / 1000:g} CPU and "
-                f"{w.memory_mib / 1024:g} GiB memory per pod; the free GPUs{where} would take "
-                f"{room} such pod(s), but the CPU and memory left on their nodes host only "
-                f"{hosted}"
-            )
-        return message
+        return most_telling(failures)
 
 
 Size = tuple[int, int, int, int]
@@ -940,62 +843,6 @@ def _within(small: Size, large: Size) -> bool:
         and small[2] <= large[2]
         and small[3] <= large[3]
     )
-
-
-def _for_another(why: Reason, text: str, was: str, now: str) -> str:
-    """An eviction's text (``Cycle._eviction_reason``) naming ``now`` as the beneficiary in
-    place of ``was``, alike (same queue and priority): the numbers stay as they were when
-    the victim was chosen."""
-    if why is Reason.PREEMPTED_RECLAIM:
-        return text.removesuffix(f" for {was}") + f" for {now}"
-    return text.replace(f"preempted by {was} (", f"preempted by {now} (", 1)
-
-
-def _describe(option: Option) -> str:
-    if option.kind is Kind.WHOLE:
-        return f"{option.per_pod} {option.flavor} GPU{'s' if option.per_pod > 1 else ''}"
-    if option.kind is Kind.FRACTION:
-        return f"{option.per_pod}m of a {option.flavor} GPU"
-    return f"MIG {option.profile} on {'/'.join(option.models)}"
-
-
-def _describe_demand(w: Workload) -> str:
-    d = w.demand
-    if d.gpus is not None:
-        what = f"{d.gpus} GPU(s)"
-    elif d.mig_profile is not None:
-        what = f"MIG {d.mig_profile}"
-    elif d.gpu_memory_mib is not None:
-        what = f"{d.gpu_memory_mib} MiB of GPU memory"
-    else:
-        what = f"{d.gpu_milli}m of a GPU"
-    models = f" of {', '.join(d.models)}" if d.models else ""
-    return what + models
-
-
-_TELLING = {
-    Reason.NO_CAPACITY: 0,
-    Reason.COHORT_EXHAUSTED: 1,
-    Reason.QUOTA_EXHAUSTED: 2,
-    Reason.BORROWING_LIMIT: 3,
-    Reason.NO_MATCHING_NODES: 4,
-    Reason.NO_QUOTA: 5,
-    Reason.NEVER_FITS: 6,
-}
-
-
-def _most_telling(failures: Sequence[tuple[Reason, Callable[[], str], str]]) -> tuple[Reason, str]:
-    """The failure closest to success (capacity, then quota, then impossibilities), and
-    which other options were tried — each (reason, message, flavor)."""
-    ranked = failures
-    if len(failures) > 1:
-        ranked = sorted(failures, key=lambda f: _TELLING.get(f[0], 9))
-    reason, explain, _ = ranked[0]
-    message = explain()
-    others = [f"{flavor} ({why})" for why, _, flavor in ranked[1:]]
-    if others:
-        message += "; also tried " + ", ".join(others)
-    return reason, message
 
 
 MAX_OFFERS = 100

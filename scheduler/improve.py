@@ -23,12 +23,13 @@ from dataclasses import replace
 
 from scheduler.compiled import Compiled, Entry
 from scheduler.demand import Option
-from scheduler.greedy import Cycle, Verdict, offer_freed_room
+from scheduler.greedy import Cycle, offer_freed_room
 from scheduler.objective import KEEP_WHOLE, PRIORITY, account_value
 from scheduler.preemption import Running, find_victims
 from scheduler.quota import QuotaBook, format_amount
 from scheduler.reasons import Outcome, Reason
 from scheduler.state import Allocation
+from scheduler.verdicts import Verdict, admit_message
 
 __all__ = ["MAX_ATTEMPTS", "MAX_MISSES", "improve"]
 
@@ -320,9 +321,10 @@ def _commit(
             entry,
             Outcome.ADMIT,
             Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED,
-            f"{cycle.admit_message(entry, option, allocation, borrowing)}; {guaranteed:g} of its "
-            f"{entry.size:g} GPU-eq are within its queue's unused nominal quota: took back "
-            f"{lent:g} GPU-eq lent in this decision to borrowing cohort mates ({names})",
+            f"{admit_message(book, cycle.state, entry, option, allocation, borrowing)}; "
+            f"{guaranteed:g} of its {entry.size:g} GPU-eq are within its queue's unused "
+            f"nominal quota: took back {lent:g} GPU-eq lent in this decision to borrowing "
+            f"cohort mates ({names})",
             option,
             allocation,
         )

@@ -1073,7 +1073,8 @@ def test_a_workload_alike_one_refused_in_the_pass_is_refused_alike_until_room_is
     freed since, or when that one's own attempt freed some (its preemption's room went to
     a higher priority, and some may be left); the copy watches what the first watches."""
     from scheduler.compiled import Entry, compile_snapshot
-    from scheduler.greedy import Cycle, Verdict
+    from scheduler.greedy import Cycle
+    from scheduler.verdicts import Verdict
 
     snap = snapshot(
         nodes=[node("h0", H100, 8)],
