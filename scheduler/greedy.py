@@ -7,7 +7,8 @@ The recipe (Kueue's cycle, with fair sharing):
      fit within their queue's nominal quota first, then the lowest weighted share after
      admission — and admit it on its first option that passes quota and placement;
   4. a head that does not fit may preempt (reclaim within the cohort, or lower priority
-     in its own queue) when its queue's policy allows; otherwise it waits with reasons;
+     in its own queue) when its queue's policy allows (``scheduler.making_room``);
+     otherwise it waits with reasons (``scheduler.verdicts``);
   5. rank what is left and explain each (``scheduler.decision``).
 Skipping a head that does not fit (rather than blocking its queue) is what makes the
 cycle work-conserving; taking queue heads in priority order is what keeps a lower
@@ -29,15 +30,10 @@ from scheduler.compiled import Alike, Compiled, Entry
 from scheduler.demand import Kind, Option
 from scheduler.freed import FreedRoom, Watch
 from scheduler.holdings import Holdings
-from scheduler.model import PreemptionPolicy, Workload
+from scheduler.making_room import Refused, make_room
+from scheduler.model import Workload
 from scheduler.objective import Admitted, evaluate
-from scheduler.preemption import (
-    Running,
-    candidates_for,
-    find_victims,
-    idle_borrowed_first,
-    preference_order,
-)
+from scheduler.preemption import Running
 from scheduler.reasons import Outcome, Reason
 from scheduler.state import Allocation
 from scheduler.verdicts import (
@@ -47,11 +43,9 @@ from scheduler.verdicts import (
     capacity_message,
     describe,
     describe_demand,
-    eviction_reason,
     for_another,
     most_telling,
     never_reclaims,
-    placed,
 )
 
 __all__ = ["Cycle", "CycleResult", "offer_freed_room", "run_cycle"]
@@ -71,11 +65,10 @@ class CycleResult:
 class Cycle:
     """Admission against one compiled snapshot; the incremental path reuses it per arrival.
 
-    Its steps (``try_option``, ``remember``, ``record``, ``unadmit``/``readmit``,
-    ``fit_check``, ``note_freed``) are public because the improvement phase
-    (``scheduler.improve``) builds its moves from them, so a move is checked and recorded
-    exactly as the cycle's own admissions are; it words them as the cycle does
-    (``scheduler.verdicts``).
+    Its steps (``try_option``, ``remember``, ``record``, ``fit_check``, ``note_freed``) are
+    public because making room (``scheduler.making_room``) and the improvement phase
+    (``scheduler.improve``) build on them and on its state, so a preemption or a move is
+    checked and recorded exactly as the cycle's own admissions are.
     """
 
     def __init__(self, compiled: Compiled, preempt: bool = True) -> None:
@@ -86,7 +79,8 @@ class Cycle:
         self.outcomes: dict[str, Verdict] = {}
         self.evictions: list[tuple[Running, str, Reason, str]] = []
         self.eviction_at: dict[int, int] = {}
-        """Each victim's position in ``evictions``, by its id (``_reassign`` rewrites it)."""
+        """Each victim's position in ``evictions``, by its id (``making_room._reassign``
+        rewrites it)."""
         self.running = Holdings()
         for victim in compiled.running:
             self.running.add(victim)
@@ -96,8 +90,9 @@ class Cycle:
         """How often evicted workloads were given back (room made that nobody used)."""
         self.candidates: dict[tuple[object, ...], tuple[int, int, list[Running]]] = {}
         """Per kind of preemptor: the running workloads its policy may evict, in order, with
-        ``given_back`` and the size of ``evicted`` when it was made (see ``_evictable``)."""
-        self.failed_preemption: dict[tuple[object, ...], _Refused] = {}
+        ``given_back`` and the size of ``evicted`` when it was made
+        (``making_room._evictable``)."""
+        self.failed_preemption: dict[tuple[object, ...], Refused] = {}
         """Per (queue, flavor, priority, shape, places): sizes that found no room to preempt
         in this pass (cleared when a pass offers freed room again)."""
         self.waiting: dict[str, list[Entry]] = {}
@@ -111,7 +106,8 @@ class Cycle:
         """Room freed in this cycle, and what each workload left waiting watches."""
         self.reclaimed: set[str] = set()
         """Workloads of this cycle whose borrowed room a cohort mate's guarantee took back
-        (``_offer_to_higher_priority`` does not hand them room to borrow again)."""
+        (``making_room._offer_to_higher_priority`` does not hand them room to borrow
+        again)."""
         self.capacity_changed = False
         """Set when a preemption or a take-back may have made room for work already left
         waiting: the cycle then offers it the capacity again (work conservation)."""
@@ -174,7 +170,7 @@ class Cycle:
         w = entry.workload
         # What of its own an attempt reads: whether the room it watches was freed since it
         # was left waiting, where a lower priority of its queue was admitted in this cycle
-        # (``_make_room`` takes those back only then).
+        # (``make_room`` takes those back only then).
         history = (
             tuple(self.freed.since_waiting(w, option) for option in entry.options)
             if self.lowest_admitted.get(w.queue, w.priority) < w.priority
@@ -237,7 +233,7 @@ class Cycle:
             watch[id(option)] = self.freed.watch(w, option, result[0])
         if self.preempt:
             for option in options:
-                verdict = self._make_room(entry, option)
+                verdict = make_room(self, entry, option)
                 if verdict is not None:
                     return self.record(verdict)
         reason, message = most_telling(failures)
@@ -367,317 +363,12 @@ class Cycle:
         )
         return admitted
 
-    def _make_room(self, entry: Entry, option: Option) -> Verdict | None:
-        """Admit by taking capacity back: first from cohort mates that borrowed it earlier in
-        this cycle (nothing has started: free to undo), then by evicting running workloads
-        the queue's preemption policy allows. None if neither makes it fit."""
-        w = entry.workload
-        amount = option.quota_per_pod * w.pods
-        reclaim = self.book.within_nominal(w.queue, option.flavor, amount)
-        policy = self.queues[w.queue].preemption
-        may_evict = policy.within_queue != "Never" or (
-            reclaim and policy.reclaim_within_cohort != "Never"
-        )
-        # Lower priorities of its own queue admitted earlier in this cycle (nothing has
-        # started: free to undo) whenever w did not fit then but may now.
-        take_back = self.lowest_admitted.get(
-            w.queue, w.priority
-        ) < w.priority and self.freed.since_waiting(w, option)
-        if not reclaim and not may_evict and not take_back:
-            return None
-        pools = self.state.eligible_pools(w, option)
-        if self.state.never_places(option, pools, w.cpu_milli, w.memory_mib):
-            return None
-        # A demand this one contains (same shape and places, no larger in any dimension)
-        # already found no room at this priority in this pass: neither will this one.
-        memo = (
-            w.queue, option.flavor, w.priority, option.kind, pools,
-            tuple(sorted(w.node_selector.items())), w.node_affinity,
-        )  # fmt: skip
-        size = (option.per_pod, w.pods, w.cpu_milli, w.memory_mib)
-        failed = self.failed_preemption.get(memo)
-        if failed is None:
-            failed = self.failed_preemption[memo] = _Refused()
-        elif failed.covers(size):
-            return None
-        undo: list[Running] = []
-        if take_back:
-            undo = [
-                r
-                for r in self.admissions.competing(w.queue, option.flavor, option.models)
-                if r.workload.priority < w.priority
-            ]
-        if reclaim:
-            for q in self.book.cohort_mates(w.queue):
-                if self.book.borrowing(q, option.flavor):
-                    undo += self.admissions.competing(q, option.flavor, option.models)
-        outcomes = self.outcomes
-        undo = [
-            r
-            for r in undo
-            if not outcomes[r.workload.name].victims
-            or self._may_inherit(w, option, reclaim, policy, r)
-        ]
-        evictable = self._evictable(w, option, reclaim, policy) if may_evict else []
-        if not undo and not evictable:
-            failed.add(size)
-            return None
-        room = find_victims(
-            self.state,
-            self.book,
-            w.queue,
-            undo,
-            evictable,
-            self.fit_check(entry, option, pools),
-            (option.flavor, amount),
-        )
-        if room is None:
-            failed.add(size)
-            return None
-        taken_back, victims = room
-        inherited: list[Running] = []
-        undone: list[Verdict] = []
-        for r in taken_back:
-            undone.append(self.outcomes[r.workload.name])
-            inherited += self.unadmit(r, w)
-        for victim in victims:  # find_victims evicted them from the state and the book
-            self.running.remove(victim)
-            self.evicted.add(id(victim))
-        # Room made for w goes first to what outranks it in its own queue and waits.
-        outranked_by = self._offer_to_higher_priority(w)
-        result = self.try_option(entry, option)
-        if not isinstance(result, Allocation):
-            why, explain = result[0], result[1]()
-            if not outranked_by:
-                # Nobody used the room: the victims keep running, and what was taken back
-                # is admitted again as it was.
-                for victim in victims:
-                    self.state.take(victim.allocation)
-                    self.book.charge(victim.workload.queue, victim.flavor, victim.amount)
-                    self.running.add(victim)
-                    self.evicted.discard(id(victim))
-                self.given_back += 1
-                for r, verdict in zip(taken_back, undone, strict=True):
-                    self.readmit(r, verdict)
-                return Verdict(entry, Outcome.PENDING, why, explain)
-            # The room went to workloads that outrank w: what was evicted, now or for an
-            # admission taken back, is evicted for the first of them.
-            self.note_freed(taken_back + victims)
-            self._credit_victims(outranked_by[0], victims, inherited)
-            return Verdict(
-                entry,
-                Outcome.PENDING,
-                why,
-                explain,
-                note=f"the room it made went to higher priority {', '.join(outranked_by)} "
-                "of its queue",
-            )
-        allocation = result
-        self.note_freed(taken_back + victims, (w.queue, allocation, amount))
-        self.remember(entry, option, allocation)
-        # What was evicted for an admission taken back now makes room for w.
-        self._reassign(inherited, w, option, amount)
-        fresh, victims = victims, victims + inherited
-        note = ""
-        if taken_back:
-            names = ", ".join(r.workload.name for r in taken_back)
-            note = f"; took back quota lent in this decision from {names}"
-        if not victims:
-            return Verdict(
-                entry,
-                Outcome.ADMIT,
-                Reason.ADMITTED,
-                admit_message(self.book, self.state, entry, option, allocation, borrowing=False)
-                + note,
-                option,
-                allocation,
-            )
-        outcome_reason = Reason.ADMITTED_BY_PRIORITY
-        for victim in fresh:
-            why, text = eviction_reason(self.book, victim, w, option, amount)
-            if why is Reason.PREEMPTED_RECLAIM:
-                outcome_reason = Reason.ADMITTED_BY_RECLAIM
-            self._record_eviction(victim, w.name, why, text)
-        names = ", ".join(v.workload.name for v in victims)
-        freed = sum(v.gpu_eq for v in victims)
-        return Verdict(
-            entry,
-            Outcome.PREEMPT,
-            outcome_reason,
-            f"admitted on {placed(self.state, option, allocation)} after evicting {len(victims)} "
-            f"workload(s) ({freed:g} GPU-eq): {names}{note}",
-            option,
-            allocation,
-            victims,
-        )
-
-    def _evictable(
-        self, w: Workload, option: Option, reclaim: bool, policy: PreemptionPolicy
-    ) -> list[Running]:
-        """Running workloads w may evict for ``option`` now, in the order they go. The
-        policy's choice is kept per kind of preemptor (a cycle asks thousands of times and
-        evicts rarely): evictions since only remove from it, keeping the order; evicted
-        workloads given back make it be chosen again. Whether a cohort mate still borrows
-        is judged on every call."""
-        own = (w.created, w.name) if policy.within_queue == "LowerOrNewerEqualPriority" else None
-        key = (w.queue, option.flavor, option.models, reclaim, w.priority, own)
-        cached = self.candidates.get(key)
-        evicted = self.evicted
-        if cached is None or cached[0] != self.given_back:
-            queues = (w.queue, *self.book.cohort_mates(w.queue)) if reclaim else (w.queue,)
-            nearby = [
-                victim
-                for q in queues
-                for victim in self.running.competing(q, option.flavor, option.models)
-            ]
-            found = candidates_for(w, option.flavor, option.models, reclaim, policy, nearby)
-            cached = self.candidates[key] = (self.given_back, len(evicted), preference_order(found))
-        elif cached[1] != len(evicted):
-            kept = [v for v in cached[2] if id(v) not in evicted]
-            cached = self.candidates[key] = (self.given_back, len(evicted), kept)
-        book = self.book
-        evictable = [
-            v
-            for v in cached[2]
-            if v.workload.queue == w.queue or book.borrowing(v.workload.queue, v.flavor)
-        ]
-        return idle_borrowed_first(evictable, book) if policy.idle_borrowed_first else evictable
-
-    def _may_inherit(
-        self, w: Workload, option: Option, reclaim: bool, policy: PreemptionPolicy, r: Running
-    ) -> bool:
-        """May w take back admission r, which evicted? What r evicted stays evicted, now for
-        w, so w's own policy must allow each of those evictions, judged as if they still ran:
-        a queue that may not reclaim must not end up with a cohort mate's workload evicted
-        for it."""
-        victims = self.outcomes[r.workload.name].victims
-        # An admission of w's own queue reclaimed with the queue's right: w, which outranks
-        # it there, takes its room as it would take room the reclaim freed
-        # (``_offer_to_higher_priority``).
-        own = r.workload.queue == w.queue
-        allowed = candidates_for(w, option.flavor, option.models, reclaim or own, policy, victims)
-        book = self.book
-        return len(allowed) == len(victims) and all(
-            v.workload.queue == w.queue
-            or book.usage(v.workload.queue, v.flavor) + v.amount
-            > book.nominal(v.workload.queue, v.flavor)
-            for v in victims
-        )
-
-    def _offer_to_higher_priority(self, w: Workload) -> list[str]:
-        """Admit waiting workloads of w's queue with a higher priority that fit now.
-
-        Not one whose borrowing a cohort mate's guarantee took back in this cycle, to borrow
-        again: its room would be reclaimed anew, and the mate's higher priorities would take
-        that room in turn — two queues handing the same GPUs back and forth until the passes
-        run out, leaving a workload within its nominal quota waiting."""
-        admitted = []
-        for entry in self.waiting.get(w.queue, ()):
-            h = entry.workload
-            verdict = self.outcomes.get(h.name)
-            if (
-                h.priority <= w.priority
-                or verdict is None
-                or verdict.outcome is not Outcome.PENDING
-            ):
-                continue
-            for option in entry.options:
-                if h.name in self.reclaimed and not self.book.within_nominal(
-                    h.queue, option.flavor, option.quota_per_pod * h.pods
-                ):
-                    continue
-                result = self.try_option(entry, option)
-                if isinstance(result, Allocation):
-                    self.remember(entry, option, result)
-                    borrowing = self.book.borrowing(h.queue, option.flavor)
-                    self.record(
-                        Verdict(
-                            entry,
-                            Outcome.ADMIT,
-                            Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED,
-                            admit_message(self.book, self.state, entry, option, result, borrowing),
-                            option,
-                            result,
-                        )
-                    )
-                    admitted.append(h.name)
-                    break
-        return admitted
-
     def note_freed(
         self, released: list[Running], reuse: tuple[str, Allocation, int] | None = None
     ) -> None:
         """``FreedRoom.note``; room left over is offered to what waits (``run_cycle``)."""
         if self.freed.note(released, reuse):
             self.capacity_changed = True
-
-    def _credit_victims(self, name: str, victims: list[Running], inherited: list[Running]) -> None:
-        """Record ``victims`` (evicted now) and ``inherited`` (evicted earlier for an admission
-        since taken back) as evicted for ``name``, admitted in this cycle with the room."""
-        verdict = self.outcomes[name]
-        assert verdict.option is not None and verdict.allocation is not None
-        h = verdict.entry.workload
-        amount = verdict.option.quota_per_pod * h.pods
-        self._reassign(inherited, h, verdict.option, amount)
-        for victim in victims:
-            why, text = eviction_reason(self.book, victim, h, verdict.option, amount)
-            self._record_eviction(victim, name, why, text)
-        everyone = victims + inherited
-        if everyone:
-            names = ", ".join(v.workload.name for v in everyone)
-            self.outcomes[name] = Verdict(
-                verdict.entry,
-                Outcome.PREEMPT,
-                Reason.ADMITTED_BY_PRIORITY,
-                f"{verdict.message}; room made by evicting {len(everyone)} workload(s) "
-                f"({sum(v.gpu_eq for v in everyone):g} GPU-eq): {names}",
-                verdict.option,
-                verdict.allocation,
-                everyone,
-            )
-
-    def _reassign(self, inherited: list[Running], w: Workload, option: Option, amount: int) -> None:
-        """Evictions made for an admission since taken back are now for ``w``."""
-        for victim in inherited:
-            why, text = eviction_reason(self.book, victim, w, option, amount)
-            self.evictions[self.eviction_at[id(victim)]] = (victim, w.name, why, text)
-
-    def _record_eviction(self, victim: Running, name: str, why: Reason, text: str) -> None:
-        self.eviction_at[id(victim)] = len(self.evictions)
-        self.evictions.append((victim, name, why, text))
-
-    def readmit(self, r: Running, verdict: Verdict) -> None:
-        """Give back an admission of this cycle that ``unadmit`` took, as it was."""
-        self.state.take(r.allocation)
-        self.book.charge(r.workload.queue, r.flavor, r.amount)
-        self.admissions.add(r)
-        self.outcomes[r.workload.name] = verdict
-
-    def unadmit(self, r: Running, beneficiary: Workload) -> list[Running]:
-        """Undo an admission of this cycle that ``find_victims`` took back from the state
-        and the book; the workload waits again (and is retried). Returns what was evicted
-        to admit it: those stay evicted, for the beneficiary."""
-        self.admissions.remove(r)
-        previous = self.outcomes[r.workload.name]
-        self.freed.forget(previous.entry)
-        self.capacity_changed = True
-        if r.workload.queue == beneficiary.queue:
-            reason = Reason.NO_CAPACITY
-            message = (
-                f"its place went to {beneficiary.name} (priority {beneficiary.priority} > "
-                f"{r.workload.priority}) of queue {beneficiary.queue}"
-            )
-        else:
-            self.reclaimed.add(r.workload.name)
-            reason = Reason.COHORT_EXHAUSTED
-            message = (
-                f"borrowed {r.flavor} taken back by {beneficiary.name}: queue "
-                f"{beneficiary.queue} is within its nominal quota"
-            )
-        self.outcomes[r.workload.name] = Verdict(
-            previous.entry, Outcome.PENDING, reason, "", note=message
-        )
-        return list(previous.victims)
 
     def fit_check(self, entry: Entry, option: Option, pools: tuple[int, ...]) -> Callable[[], bool]:
         """A check that the workload would pass quota and placement now (leaves no trace)."""
@@ -802,47 +493,6 @@ class Cycle:
                 return None
             failures.append((*result, option.flavor))
         return most_telling(failures)
-
-
-Size = tuple[int, int, int, int]
-"""A demand's size for the preemption memo: (per pod, pods, CPU milli, memory MiB)."""
-
-
-class _Refused:
-    """Sizes of one demand kind that found no room to preempt in this pass: any demand at
-    least as large in every dimension finds none either."""
-
-    __slots__ = ("minimal", "seen")
-
-    def __init__(self) -> None:
-        self.minimal: list[Size] = []
-        """Only the smallest failures rule out larger demands: the list stays short."""
-        self.seen: set[Size] = set()
-        """Every size known to fail: most demands repeat one exactly."""
-
-    def covers(self, size: Size) -> bool:
-        if size in self.seen:
-            return True
-        if any(_within(f, size) for f in self.minimal):
-            self.seen.add(size)
-            return True
-        return False
-
-    def add(self, size: Size) -> None:
-        self.minimal = [f for f in self.minimal if not _within(size, f)]
-        self.minimal.append(size)
-        self.seen.add(size)
-
-
-def _within(small: Size, large: Size) -> bool:
-    """Is ``small`` no larger than ``large`` in every dimension? (Spelled out: the memo
-    asks it thousands of times per cycle.)"""
-    return (
-        small[0] <= large[0]
-        and small[1] <= large[1]
-        and small[2] <= large[2]
-        and small[3] <= large[3]
-    )
 
 
 MAX_OFFERS = 100

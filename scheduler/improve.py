@@ -24,6 +24,7 @@ from dataclasses import replace
 from scheduler.compiled import Compiled, Entry
 from scheduler.demand import Option
 from scheduler.greedy import Cycle, offer_freed_room
+from scheduler.making_room import readmit, unadmit
 from scheduler.objective import KEEP_WHOLE, PRIORITY, account_value
 from scheduler.preemption import Running, find_victims
 from scheduler.quota import QuotaBook, format_amount
@@ -153,7 +154,7 @@ def _move(
     )
     if gain > 0.0:
         for r in taken:
-            cycle.unadmit(r, w)
+            unadmit(cycle, r, w)
         result = cycle.try_option(entry, option)
         if isinstance(result, Allocation):
             gain += KEEP_WHOLE * (state.entirely_free_gpus() - free_before)
@@ -167,7 +168,7 @@ def _move(
             state.release(result)
             book.charge(w.queue, option.flavor, -amount)
         for r, verdict in undone:
-            cycle.readmit(r, verdict)
+            readmit(cycle, r, verdict)
         return False
     _restore(cycle, taken)
     return False
