@@ -1,10 +1,11 @@
 """What the cycle decides for each workload, and the words it says why in.
 
-The words are apart from the cycle (``scheduler.greedy``) because its admissions,
-preemptions and the improvement phase all write them, and because they are worded on demand:
-most refusals are dropped unread, so a refusal carries its message as a function
-(``Failure``), called before the state changes. Each message gives the numbers behind its
-reason (quota used of nominal, room left, largest block) so a person can act on it.
+Apart from the cycle (``scheduler.greedy``) because more than the cycle writes them: making
+room (``scheduler.making_room``), the improvement phase (``scheduler.improve``) and the
+settling at the end (``scheduler.settle``) fill and word verdicts alike. Most refusals are
+dropped unread, so a refusal carries its message as a function (``Failure``), to call before
+the state changes. Each message gives the numbers behind its reason (quota used of nominal,
+room left, largest block) so a person can act on it.
 """
 
 from __future__ import annotations
