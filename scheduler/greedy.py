@@ -7,7 +7,8 @@ The recipe (Kueue's cycle, with fair sharing):
      fit within their queue's nominal quota first, then the lowest weighted share after
      admission — and admit it on its first option that passes quota and placement;
   4. a head that does not fit may preempt (reclaim within the cohort, or lower priority
-     in its own queue) when its queue's policy allows; otherwise it waits with reasons;
+     in its own queue) when its queue's policy allows (``scheduler.making_room``);
+     otherwise it waits with reasons (``scheduler.verdicts``);
   5. rank what is left and explain each (``scheduler.decision``).
 Skipping a head that does not fit (rather than blocking its queue) is what makes the
 cycle work-conserving; taking queue heads in priority order is what keeps a lower
@@ -23,54 +24,31 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from scheduler.compiled import Alike, Compiled, Entry
 from scheduler.demand import Kind, Option
 from scheduler.freed import FreedRoom, Watch
 from scheduler.holdings import Holdings
-from scheduler.model import PreemptionPolicy, Workload
+from scheduler.making_room import Refused, make_room
+from scheduler.model import Workload
 from scheduler.objective import Admitted, evaluate
-from scheduler.preemption import (
-    Running,
-    candidates_for,
-    find_victims,
-    idle_borrowed_first,
-    preference_order,
-)
-from scheduler.quota import format_amount
+from scheduler.preemption import Running
 from scheduler.reasons import Outcome, Reason
+from scheduler.settle import older_alike_first, settle_reasons
 from scheduler.state import Allocation
+from scheduler.verdicts import (
+    Failure,
+    Verdict,
+    admit_message,
+    capacity_message,
+    describe,
+    describe_demand,
+    most_telling,
+    never_reclaims,
+)
 
-__all__ = ["Cycle", "CycleResult", "Verdict", "offer_freed_room", "run_cycle"]
-
-Failure = tuple[Reason, Callable[[], str]]
-"""Why an option was refused, and its message on demand."""
-
-
-@dataclass(slots=True)
-class Verdict:
-    """What the cycle decided for one pending workload."""
-
-    entry: Entry
-    outcome: Outcome
-    reason: Reason
-    message: str
-    option: Option | None = None
-    allocation: Allocation | None = None
-    victims: list[Running] = field(default_factory=list)
-    note: str = ""
-    """What happened to it earlier in this decision (taken back, the room it made given to
-    others): kept when ``message``, the why in numbers, is written again at the end."""
-
-    @property
-    def text(self) -> str:
-        return (
-            f"{self.message}; {self.note}"
-            if self.message and self.note
-            else self.message or self.note
-        )
-
+__all__ = ["Cycle", "CycleResult", "offer_freed_room", "run_cycle"]
 
 _Refusals = dict[tuple[Alike, tuple[bool, ...]], tuple[int, Verdict, Watch]]
 """A pass's refusals by shape and what of its own an attempt read: ``frees`` then, the
@@ -87,10 +65,10 @@ class CycleResult:
 class Cycle:
     """Admission against one compiled snapshot; the incremental path reuses it per arrival.
 
-    Its steps (``try_option``, ``remember``, ``record``, ``unadmit``/``readmit``,
-    ``fit_check``, ``note_freed``, ``admit_message``) are public because the improvement
-    phase (``scheduler.improve``) builds its moves from them, so a move is checked and
-    recorded exactly as the cycle's own admissions are.
+    Its steps (``try_option``, ``remember``, ``record``, ``fit_check``, ``note_freed``) are
+    public because making room (``scheduler.making_room``) and the improvement phase
+    (``scheduler.improve``) build on them and on its state, so a preemption or a move is
+    checked and recorded exactly as the cycle's own admissions are.
     """
 
     def __init__(self, compiled: Compiled, preempt: bool = True) -> None:
@@ -101,7 +79,8 @@ class Cycle:
         self.outcomes: dict[str, Verdict] = {}
         self.evictions: list[tuple[Running, str, Reason, str]] = []
         self.eviction_at: dict[int, int] = {}
-        """Each victim's position in ``evictions``, by its id (``_reassign`` rewrites it)."""
+        """Each victim's position in ``evictions``, by its id (``making_room._reassign``
+        rewrites it)."""
         self.running = Holdings()
         for victim in compiled.running:
             self.running.add(victim)
@@ -111,8 +90,9 @@ class Cycle:
         """How often evicted workloads were given back (room made that nobody used)."""
         self.candidates: dict[tuple[object, ...], tuple[int, int, list[Running]]] = {}
         """Per kind of preemptor: the running workloads its policy may evict, in order, with
-        ``given_back`` and the size of ``evicted`` when it was made (see ``_evictable``)."""
-        self.failed_preemption: dict[tuple[object, ...], _Refused] = {}
+        ``given_back`` and the size of ``evicted`` when it was made
+        (``making_room._evictable``)."""
+        self.failed_preemption: dict[tuple[object, ...], Refused] = {}
         """Per (queue, flavor, priority, shape, places): sizes that found no room to preempt
         in this pass (cleared when a pass offers freed room again)."""
         self.waiting: dict[str, list[Entry]] = {}
@@ -126,7 +106,8 @@ class Cycle:
         """Room freed in this cycle, and what each workload left waiting watches."""
         self.reclaimed: set[str] = set()
         """Workloads of this cycle whose borrowed room a cohort mate's guarantee took back
-        (``_offer_to_higher_priority`` does not hand them room to borrow again)."""
+        (``making_room._offer_to_higher_priority`` does not hand them room to borrow
+        again)."""
         self.capacity_changed = False
         """Set when a preemption or a take-back may have made room for work already left
         waiting: the cycle then offers it the capacity again (work conservation)."""
@@ -185,11 +166,11 @@ class Cycle:
         and quota, and the preemptions it tried are remembered as failed
         (``failed_preemption``), so this one would be refused alike. On benchmarks/ (c)
         most of the 20,000 workloads are refused, most in a shape refused before. Its
-        reason's numbers are written again at the end (``settle_reasons``)."""
+        reason's numbers are written again at the end (``scheduler.settle``)."""
         w = entry.workload
         # What of its own an attempt reads: whether the room it watches was freed since it
         # was left waiting, where a lower priority of its queue was admitted in this cycle
-        # (``_make_room`` takes those back only then).
+        # (``make_room`` takes those back only then).
         history = (
             tuple(self.freed.since_waiting(w, option) for option in entry.options)
             if self.lowest_admitted.get(w.queue, w.priority) < w.priority
@@ -227,7 +208,7 @@ class Cycle:
                     entry,
                     Outcome.PENDING,
                     Reason.NEVER_FITS,
-                    f"no GPU model in the cluster can serve {_describe_demand(w)}",
+                    f"no GPU model in the cluster can serve {describe_demand(w)}",
                 )
             )
         failures: list[tuple[Reason, Callable[[], str], str]] = []
@@ -243,7 +224,7 @@ class Cycle:
                         entry,
                         Outcome.ADMIT,
                         reason,
-                        self.admit_message(entry, option, result, borrowing),
+                        admit_message(self.book, self.state, entry, option, result, borrowing),
                         option,
                         result,
                     )
@@ -252,10 +233,10 @@ class Cycle:
             watch[id(option)] = self.freed.watch(w, option, result[0])
         if self.preempt:
             for option in options:
-                verdict = self._make_room(entry, option)
+                verdict = make_room(self, entry, option)
                 if verdict is not None:
                     return self.record(verdict)
-        reason, message = _most_telling(failures)
+        reason, message = most_telling(failures)
         return self.record(Verdict(entry, Outcome.PENDING, reason, message), watch)
 
     def _preference_order(self, w: Workload, options: list[Option]) -> list[Option]:
@@ -318,7 +299,10 @@ class Cycle:
         if not check.ok:
             return (
                 check.reason,
-                lambda: check.message + self._never_reclaims(w, option.flavor, amount),
+                lambda: (
+                    check.message
+                    + never_reclaims(self.queues[w.queue], self.book, w, option.flavor, amount)
+                ),
             )
         pools = self.state.eligible_pools(w, option)
         nodes = self.state.node_filter(w)
@@ -346,7 +330,7 @@ class Cycle:
                     )
                 return (
                     Reason.NEVER_FITS,
-                    lambda: f"no node{allowed} can ever host one pod of {_describe(option)}",
+                    lambda: f"no node{allowed} can ever host one pod of {describe(option)}",
                 )
             if self.state.never_hosts(pools, w.cpu_milli, w.memory_mib, nodes):
                 return (
@@ -357,7 +341,7 @@ class Cycle:
                         "for one pod"
                     ),
                 )
-            return (Reason.NO_CAPACITY, lambda: self._capacity_message(w, option, pools))
+            return (Reason.NO_CAPACITY, lambda: capacity_message(self.state, w, option, pools))
         self.book.charge(w.queue, option.flavor, amount)
         return allocation
 
@@ -379,348 +363,12 @@ class Cycle:
         )
         return admitted
 
-    def _make_room(self, entry: Entry, option: Option) -> Verdict | None:
-        """Admit by taking capacity back: first from cohort mates that borrowed it earlier in
-        this cycle (nothing has started: free to undo), then by evicting running workloads
-        the queue's preemption policy allows. None if neither makes it fit."""
-        w = entry.workload
-        amount = option.quota_per_pod * w.pods
-        reclaim = self.book.within_nominal(w.queue, option.flavor, amount)
-        policy = self.queues[w.queue].preemption
-        may_evict = policy.within_queue != "Never" or (
-            reclaim and policy.reclaim_within_cohort != "Never"
-        )
-        # Lower priorities of its own queue admitted earlier in this cycle (nothing has
-        # started: free to undo) whenever w did not fit then but may now.
-        take_back = self.lowest_admitted.get(
-            w.queue, w.priority
-        ) < w.priority and self.freed.since_waiting(w, option)
-        if not reclaim and not may_evict and not take_back:
-            return None
-        pools = self.state.eligible_pools(w, option)
-        if self.state.never_places(option, pools, w.cpu_milli, w.memory_mib):
-            return None
-        # A demand this one contains (same shape and places, no larger in any dimension)
-        # already found no room at this priority in this pass: neither will this one.
-        memo = (
-            w.queue, option.flavor, w.priority, option.kind, pools,
-            tuple(sorted(w.node_selector.items())), w.node_affinity,
-        )  # fmt: skip
-        size = (option.per_pod, w.pods, w.cpu_milli, w.memory_mib)
-        failed = self.failed_preemption.get(memo)
-        if failed is None:
-            failed = self.failed_preemption[memo] = _Refused()
-        elif failed.covers(size):
-            return None
-        undo: list[Running] = []
-        if take_back:
-            undo = [
-                r
-                for r in self.admissions.competing(w.queue, option.flavor, option.models)
-                if r.workload.priority < w.priority
-            ]
-        if reclaim:
-            for q in self.book.cohort_mates(w.queue):
-                if self.book.borrowing(q, option.flavor):
-                    undo += self.admissions.competing(q, option.flavor, option.models)
-        outcomes = self.outcomes
-        undo = [
-            r
-            for r in undo
-            if not outcomes[r.workload.name].victims
-            or self._may_inherit(w, option, reclaim, policy, r)
-        ]
-        evictable = self._evictable(w, option, reclaim, policy) if may_evict else []
-        if not undo and not evictable:
-            failed.add(size)
-            return None
-        room = find_victims(
-            self.state,
-            self.book,
-            w.queue,
-            undo,
-            evictable,
-            self.fit_check(entry, option, pools),
-            (option.flavor, amount),
-        )
-        if room is None:
-            failed.add(size)
-            return None
-        taken_back, victims = room
-        inherited: list[Running] = []
-        undone: list[Verdict] = []
-        for r in taken_back:
-            undone.append(self.outcomes[r.workload.name])
-            inherited += self.unadmit(r, w)
-        for victim in victims:  # find_victims evicted them from the state and the book
-            self.running.remove(victim)
-            self.evicted.add(id(victim))
-        # Room made for w goes first to what outranks it in its own queue and waits.
-        outranked_by = self._offer_to_higher_priority(w)
-        result = self.try_option(entry, option)
-        if not isinstance(result, Allocation):
-            why, explain = result[0], result[1]()
-            if not outranked_by:
-                # Nobody used the room: the victims keep running, and what was taken back
-                # is admitted again as it was.
-                for victim in victims:
-                    self.state.take(victim.allocation)
-                    self.book.charge(victim.workload.queue, victim.flavor, victim.amount)
-                    self.running.add(victim)
-                    self.evicted.discard(id(victim))
-                self.given_back += 1
-                for r, verdict in zip(taken_back, undone, strict=True):
-                    self.readmit(r, verdict)
-                return Verdict(entry, Outcome.PENDING, why, explain)
-            # The room went to workloads that outrank w: what was evicted, now or for an
-            # admission taken back, is evicted for the first of them.
-            self.note_freed(taken_back + victims)
-            self._credit_victims(outranked_by[0], victims, inherited)
-            return Verdict(
-                entry,
-                Outcome.PENDING,
-                why,
-                explain,
-                note=f"the room it made went to higher priority {', '.join(outranked_by)} "
-                "of its queue",
-            )
-        allocation = result
-        self.note_freed(taken_back + victims, (w.queue, allocation, amount))
-        self.remember(entry, option, allocation)
-        # What was evicted for an admission taken back now makes room for w.
-        self._reassign(inherited, w, option, amount)
-        fresh, victims = victims, victims + inherited
-        note = ""
-        if taken_back:
-            names = ", ".join(r.workload.name for r in taken_back)
-            note = f"; took back quota lent in this decision from {names}"
-        if not victims:
-            return Verdict(
-                entry,
-                Outcome.ADMIT,
-                Reason.ADMITTED,
-                self.admit_message(entry, option, allocation, borrowing=False) + note,
-                option,
-                allocation,
-            )
-        outcome_reason = Reason.ADMITTED_BY_PRIORITY
-        for victim in fresh:
-            why, text = self._eviction_reason(victim, w, option, amount)
-            if why is Reason.PREEMPTED_RECLAIM:
-                outcome_reason = Reason.ADMITTED_BY_RECLAIM
-            self._record_eviction(victim, w.name, why, text)
-        names = ", ".join(v.workload.name for v in victims)
-        freed = sum(v.gpu_eq for v in victims)
-        return Verdict(
-            entry,
-            Outcome.PREEMPT,
-            outcome_reason,
-            f"admitted on {self._placed(option, allocation)} after evicting {len(victims)} "
-            f"workload(s) ({freed:g} GPU-eq): {names}{note}",
-            option,
-            allocation,
-            victims,
-        )
-
-    def _evictable(
-        self, w: Workload, option: Option, reclaim: bool, policy: PreemptionPolicy
-    ) -> list[Running]:
-        """Running workloads w may evict for ``option`` now, in the order they go. The
-        policy's choice is kept per kind of preemptor (a cycle asks thousands of times and
-        evicts rarely): evictions since only remove from it, keeping the order; evicted
-        workloads given back make it be chosen again. Whether a cohort mate still borrows
-        is judged on every call."""
-        own = (w.created, w.name) if policy.within_queue == "LowerOrNewerEqualPriority" else None
-        key = (w.queue, option.flavor, option.models, reclaim, w.priority, own)
-        cached = self.candidates.get(key)
-        evicted = self.evicted
-        if cached is None or cached[0] != self.given_back:
-            queues = (w.queue, *self.book.cohort_mates(w.queue)) if reclaim else (w.queue,)
-            nearby = [
-                victim
-                for q in queues
-                for victim in self.running.competing(q, option.flavor, option.models)
-            ]
-            found = candidates_for(w, option.flavor, option.models, reclaim, policy, nearby)
-            cached = self.candidates[key] = (self.given_back, len(evicted), preference_order(found))
-        elif cached[1] != len(evicted):
-            kept = [v for v in cached[2] if id(v) not in evicted]
-            cached = self.candidates[key] = (self.given_back, len(evicted), kept)
-        book = self.book
-        evictable = [
-            v
-            for v in cached[2]
-            if v.workload.queue == w.queue or book.borrowing(v.workload.queue, v.flavor)
-        ]
-        return idle_borrowed_first(evictable, book) if policy.idle_borrowed_first else evictable
-
-    def _never_reclaims(self, w: Workload, flavor: str, amount: int) -> str:
-        """For a workload refused within its nominal quota (its cohort mates borrow it): that
-        its queue's policy never takes that back, when so; else nothing."""
-        queue = self.queues[w.queue]
-        if (
-            queue.cohort is None
-            or queue.preemption.reclaim_within_cohort != "Never"
-            or not self.book.within_nominal(w.queue, flavor, amount)
-        ):
-            return ""
-        return f"; queue {w.queue} never reclaims what it lends (reclaimWithinCohort: Never)"
-
-    def _may_inherit(
-        self, w: Workload, option: Option, reclaim: bool, policy: PreemptionPolicy, r: Running
-    ) -> bool:
-        """May w take back admission r, which evicted? What r evicted stays evicted, now for
-        w, so w's own policy must allow each of those evictions, judged as if they still ran:
-        a queue that may not reclaim must not end up with a cohort mate's workload evicted
-        for it."""
-        victims = self.outcomes[r.workload.name].victims
-        # An admission of w's own queue reclaimed with the queue's right: w, which outranks
-        # it there, takes its room as it would take room the reclaim freed
-        # (``_offer_to_higher_priority``).
-        own = r.workload.queue == w.queue
-        allowed = candidates_for(w, option.flavor, option.models, reclaim or own, policy, victims)
-        book = self.book
-        return len(allowed) == len(victims) and all(
-            v.workload.queue == w.queue
-            or book.usage(v.workload.queue, v.flavor) + v.amount
-            > book.nominal(v.workload.queue, v.flavor)
-            for v in victims
-        )
-
-    def _eviction_reason(
-        self, victim: Running, w: Workload, option: Option, amount: int
-    ) -> tuple[Reason, str]:
-        """Why ``victim`` is evicted for ``w`` (``amount``: what w was charged, if admitted).
-        w's name sits where ``_for_another`` finds it to name another."""
-        if victim.workload.queue == w.queue:
-            rank = (
-                f"priority {w.priority} > {victim.workload.priority}"
-                if w.priority > victim.workload.priority
-                else f"the same priority {w.priority}, created earlier"  # LowerOrNewerEqual
-            )
-            return Reason.PREEMPTED_PRIORITY, f"preempted by {w.name} ({rank}) in queue {w.queue}"
-        nominal = self.book.nominal(w.queue, option.flavor)
-        used = self.book.usage(w.queue, option.flavor) - amount
-        return Reason.PREEMPTED_RECLAIM, (
-            f"queue {victim.workload.queue} borrows {victim.flavor}; queue {w.queue} "
-            f"reclaims its nominal quota ({format_amount(option.flavor, used)}/"
-            f"{format_amount(option.flavor, nominal)} used) for {w.name}"
-        )
-
-    def _offer_to_higher_priority(self, w: Workload) -> list[str]:
-        """Admit waiting workloads of w's queue with a higher priority that fit now.
-
-        Not one whose borrowing a cohort mate's guarantee took back in this cycle, to borrow
-        again: its room would be reclaimed anew, and the mate's higher priorities would take
-        that room in turn — two queues handing the same GPUs back and forth until the passes
-        run out, leaving a workload within its nominal quota waiting."""
-        admitted = []
-        for entry in self.waiting.get(w.queue, ()):
-            h = entry.workload
-            verdict = self.outcomes.get(h.name)
-            if (
-                h.priority <= w.priority
-                or verdict is None
-                or verdict.outcome is not Outcome.PENDING
-            ):
-                continue
-            for option in entry.options:
-                if h.name in self.reclaimed and not self.book.within_nominal(
-                    h.queue, option.flavor, option.quota_per_pod * h.pods
-                ):
-                    continue
-                result = self.try_option(entry, option)
-                if isinstance(result, Allocation):
-                    self.remember(entry, option, result)
-                    borrowing = self.book.borrowing(h.queue, option.flavor)
-                    self.record(
-                        Verdict(
-                            entry,
-                            Outcome.ADMIT,
-                            Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED,
-                            self.admit_message(entry, option, result, borrowing),
-                            option,
-                            result,
-                        )
-                    )
-                    admitted.append(h.name)
-                    break
-        return admitted
-
     def note_freed(
         self, released: list[Running], reuse: tuple[str, Allocation, int] | None = None
     ) -> None:
         """``FreedRoom.note``; room left over is offered to what waits (``run_cycle``)."""
         if self.freed.note(released, reuse):
             self.capacity_changed = True
-
-    def _credit_victims(self, name: str, victims: list[Running], inherited: list[Running]) -> None:
-        """Record ``victims`` (evicted now) and ``inherited`` (evicted earlier for an admission
-        since taken back) as evicted for ``name``, admitted in this cycle with the room."""
-        verdict = self.outcomes[name]
-        assert verdict.option is not None and verdict.allocation is not None
-        h = verdict.entry.workload
-        amount = verdict.option.quota_per_pod * h.pods
-        self._reassign(inherited, h, verdict.option, amount)
-        for victim in victims:
-            why, text = self._eviction_reason(victim, h, verdict.option, amount)
-            self._record_eviction(victim, name, why, text)
-        everyone = victims + inherited
-        if everyone:
-            names = ", ".join(v.workload.name for v in everyone)
-            self.outcomes[name] = Verdict(
-                verdict.entry,
-                Outcome.PREEMPT,
-                Reason.ADMITTED_BY_PRIORITY,
-                f"{verdict.message}; room made by evicting {len(everyone)} workload(s) "
-                f"({sum(v.gpu_eq for v in everyone):g} GPU-eq): {names}",
-                verdict.option,
-                verdict.allocation,
-                everyone,
-            )
-
-    def _reassign(self, inherited: list[Running], w: Workload, option: Option, amount: int) -> None:
-        """Evictions made for an admission since taken back are now for ``w``."""
-        for victim in inherited:
-            why, text = self._eviction_reason(victim, w, option, amount)
-            self.evictions[self.eviction_at[id(victim)]] = (victim, w.name, why, text)
-
-    def _record_eviction(self, victim: Running, name: str, why: Reason, text: str) -> None:
-        self.eviction_at[id(victim)] = len(self.evictions)
-        self.evictions.append((victim, name, why, text))
-
-    def readmit(self, r: Running, verdict: Verdict) -> None:
-        """Give back an admission of this cycle that ``unadmit`` took, as it was."""
-        self.state.take(r.allocation)
-        self.book.charge(r.workload.queue, r.flavor, r.amount)
-        self.admissions.add(r)
-        self.outcomes[r.workload.name] = verdict
-
-    def unadmit(self, r: Running, beneficiary: Workload) -> list[Running]:
-        """Undo an admission of this cycle that ``find_victims`` took back from the state
-        and the book; the workload waits again (and is retried). Returns what was evicted
-        to admit it: those stay evicted, for the beneficiary."""
-        self.admissions.remove(r)
-        previous = self.outcomes[r.workload.name]
-        self.freed.forget(previous.entry)
-        self.capacity_changed = True
-        if r.workload.queue == beneficiary.queue:
-            reason = Reason.NO_CAPACITY
-            message = (
-                f"its place went to {beneficiary.name} (priority {beneficiary.priority} > "
-                f"{r.workload.priority}) of queue {beneficiary.queue}"
-            )
-        else:
-            self.reclaimed.add(r.workload.name)
-            reason = Reason.COHORT_EXHAUSTED
-            message = (
-                f"borrowed {r.flavor} taken back by {beneficiary.name}: queue "
-                f"{beneficiary.queue} is within its nominal quota"
-            )
-        self.outcomes[r.workload.name] = Verdict(
-            previous.entry, Outcome.PENDING, reason, "", note=message
-        )
-        return list(previous.victims)
 
     def fit_check(self, entry: Entry, option: Option, pools: tuple[int, ...]) -> Callable[[], bool]:
         """A check that the workload would pass quota and placement now (leaves no trace)."""
@@ -738,264 +386,6 @@ class Cycle:
             return True
 
         return fits
-
-    def older_alike_first(self) -> None:
-        """Of alike workloads (``Entry.alike``), admit the older ones.
-
-        A take-back or the room a placement needs can leave an older workload waiting while
-        a newer one alike holds its place: on one node's GPUs a 7-GPU gang needs, the
-        improvement phase takes back the seven there, and the eighth, newest, stays on
-        another node. Nothing admitted in this cycle has started and alike workloads fit
-        each other's places exactly, so they trade: the older takes the newer's admission
-        (design §3.3: priority, then age) and nothing else changes: not capacity, quota,
-        nor the objective. An admission that evicted goes with its victims, now evicted for
-        the older: alike, it has the same rights to evict, and more by age."""
-        waiting: dict[Alike, list[Verdict]] = {}
-        for verdict in self.outcomes.values():
-            if verdict.outcome is Outcome.PENDING and verdict.entry.options:
-                waiting.setdefault(verdict.entry.alike, []).append(verdict)
-        if not waiting:
-            return
-        admitted: dict[Alike, list[Verdict]] = {}
-        for verdict in self.outcomes.values():
-            if verdict.outcome is not Outcome.PENDING:
-                key = verdict.entry.alike
-                if key in waiting:
-                    admitted.setdefault(key, []).append(verdict)
-        for key, newer in admitted.items():
-            older = waiting[key]
-            older.sort(key=lambda v: v.entry.order)
-            newer.sort(key=lambda v: v.entry.order, reverse=True)
-            for old, new in zip(older, newer, strict=False):
-                if old.entry.order > new.entry.order:
-                    break
-                o, n = old.entry.workload.name, new.entry.workload.name
-                self.outcomes[o] = Verdict(
-                    old.entry,
-                    new.outcome,
-                    new.reason,
-                    new.message,
-                    new.option,
-                    new.allocation,
-                    new.victims,
-                    note=f"in the place of {n}, alike and newer in its queue",
-                )
-                for victim in new.victims:
-                    at = self.eviction_at[id(victim)]
-                    _, _, why, text = self.evictions[at]
-                    self.evictions[at] = (victim, o, why, _for_another(why, text, n, o))
-                self.outcomes[n] = Verdict(
-                    new.entry,
-                    Outcome.PENDING,
-                    old.reason,
-                    old.message,
-                    note=f"its place went to {o}, alike and older in its queue",
-                )
-
-    # -- messages
-    def settle_reasons(self) -> None:
-        """Write every waiting workload's reason again on the state the decision ends with.
-
-        A reason is written when the cycle leaves a workload waiting. Admissions later in
-        the cycle take room and quota, and take-backs, evictions and the improvement phase
-        give some back, so it could read "queue m at 8/2" for a queue that ends at 3/2, or
-        "room for 1 such pod" where none is left (on benchmarks/ (b), over a tenth of the
-        reasons were behind). Each option is tried again, as the cycle tried it; what
-        happened on the way stays in the verdict's note."""
-        # Nothing changes the state meanwhile, so workloads alike (``Entry.alike``) fail
-        # alike: on benchmarks/ (d) the 695 waiting workloads come in 21 such shapes
-        # (settling them: 45 ms, now 6 ms).
-        told: dict[Alike, tuple[Reason, str] | None] = {}
-        for name, verdict in self.outcomes.items():
-            entry = verdict.entry
-            if verdict.outcome is not Outcome.PENDING or not entry.options:
-                continue
-            shape = entry.alike
-            if shape not in told:
-                told[shape] = self._refusal_now(entry)
-            now = told[shape]
-            if now is not None and (now[1] != verdict.message or now[0] is not verdict.reason):
-                self.outcomes[name] = Verdict(
-                    entry, Outcome.PENDING, now[0], now[1], note=verdict.note
-                )
-
-    def _refusal_now(self, entry: Entry) -> tuple[Reason, str] | None:
-        """Why ``entry`` is refused on the current state, trying its options as the cycle
-        did (within-nominal ones first; for ties the cycle broke by placement, which this
-        must not pay for again). None if it fits, which the offers of freed room rule out
-        unless they stopped at ``MAX_OFFERS``: then its reason stays as written."""
-        w = entry.workload
-        book = self.book
-        options = entry.options
-        if len(options) > 1:
-            options = tuple(
-                sorted(
-                    options,
-                    key=lambda o: (
-                        not book.within_nominal(w.queue, o.flavor, o.quota_per_pod * w.pods)
-                    ),
-                )
-            )
-        failures: list[tuple[Reason, Callable[[], str], str]] = []
-        for option in options:
-            result = self.try_option(entry, option)
-            if isinstance(result, Allocation):
-                self.state.release(result)
-                book.charge(w.queue, option.flavor, -option.quota_per_pod * w.pods)
-                return None
-            failures.append((*result, option.flavor))
-        return _most_telling(failures)
-
-    def admit_message(
-        self, entry: Entry, option: Option, allocation: Allocation, borrowing: bool
-    ) -> str:
-        w = entry.workload
-        used = self.book.usage(w.queue, option.flavor)
-        nominal = self.book.nominal(w.queue, option.flavor)
-        quota = (
-            f"queue {w.queue} {format_amount(option.flavor, used)}/"
-            f"{format_amount(option.flavor, nominal)} {option.flavor}"
-        )
-        tail = (
-            f", borrowing {format_amount(option.flavor, used - nominal)} from its cohort"
-            if borrowing
-            else ""
-        )
-        return f"admitted on {w.pods}× {self._placed(option, allocation)}; {quota}{tail}"
-
-    def _placed(self, option: Option, allocation: Allocation) -> str:
-        """``option`` as admitted: a MIG profile several models have, on the one it got."""
-        if option.kind is not Kind.MIG or len(option.models) < 2:
-            return _describe(option)
-        models = sorted({self.state.gpu_model[g] for pod in allocation.pods for g in pod.gpus})
-        return f"MIG {option.profile} on {'/'.join(models)}"
-
-    def _capacity_message(self, w: Workload, option: Option, pools: Sequence[int]) -> str:
-        # Devices counted on the nodes the workload may use: with a node filter (its node
-        # affinity), those of its pools it allows.
-        nodes = self.state.node_filter(w)
-        if nodes is None:
-            room = self.state.capacity_bound(option, pools)
-        else:
-            room = self.state.hosted_room(option, 0, 0, pools, nodes)
-        block = self.state.max_block(option, pools, nodes)
-        unit = {
-            Kind.WHOLE: "free GPUs on one node",
-            Kind.FRACTION: "free milli-GPU on one GPU",
-            Kind.MIG: "free slice",
-        }[option.kind]
-        where = "" if nodes is None else " on the nodes its node selector and affinity allow"
-        message = (
-            f"needs {w.pods}× {_describe(option)}; room for {room} such pod(s) now{where} "
-            f"(largest block: {block} {unit})"
-        )
-        if room >= w.pods:
-            # The devices are there: what is missing is CPU or memory on their nodes.
-            hosted = self.state.hosted_room(option, w.cpu_milli, w.memory_mib, pools, nodes)
-            message = (
-                f"needs {w.pods}× {_describe(option)} with {w.cpu_milli / 1000:g} CPU and "
-                f"{w.memory_mib / 1024:g} GiB memory per pod; the free GPUs{where} would take "
-                f"{room} such pod(s), but the CPU and memory left on their nodes host only "
-                f"{hosted}"
-            )
-        return message
-
-
-Size = tuple[int, int, int, int]
-"""A demand's size for the preemption memo: (per pod, pods, CPU milli, memory MiB)."""
-
-
-class _Refused:
-    """Sizes of one demand kind that found no room to preempt in this pass: any demand at
-    least as large in every dimension finds none either."""
-
-    __slots__ = ("minimal", "seen")
-
-    def __init__(self) -> None:
-        self.minimal: list[Size] = []
-        """Only the smallest failures rule out larger demands: the list stays short."""
-        self.seen: set[Size] = set()
-        """Every size known to fail: most demands repeat one exactly."""
-
-    def covers(self, size: Size) -> bool:
-        if size in self.seen:
-            return True
-        if any(_within(f, size) for f in self.minimal):
-            self.seen.add(size)
-            return True
-        return False
-
-    def add(self, size: Size) -> None:
-        self.minimal = [f for f in self.minimal if not _within(size, f)]
-        self.minimal.append(size)
-        self.seen.add(size)
-
-
-def _within(small: Size, large: Size) -> bool:
-    """Is ``small`` no larger than ``large`` in every dimension? (Spelled out: the memo
-    asks it thousands of times per cycle.)"""
-    return (
-        small[0] <= large[0]
-        and small[1] <= large[1]
-        and small[2] <= large[2]
-        and small[3] <= large[3]
-    )
-
-
-def _for_another(why: Reason, text: str, was: str, now: str) -> str:
-    """An eviction's text (``Cycle._eviction_reason``) naming ``now`` as the beneficiary in
-    place of ``was``, alike (same queue and priority): the numbers stay as they were when
-    the victim was chosen."""
-    if why is Reason.PREEMPTED_RECLAIM:
-        return text.removesuffix(f" for {was}") + f" for {now}"
-    return text.replace(f"preempted by {was} (", f"preempted by {now} (", 1)
-
-
-def _describe(option: Option) -> str:
-    if option.kind is Kind.WHOLE:
-        return f"{option.per_pod} {option.flavor} GPU{'s' if option.per_pod > 1 else ''}"
-    if option.kind is Kind.FRACTION:
-        return f"{option.per_pod}m of a {option.flavor} GPU"
-    return f"MIG {option.profile} on {'/'.join(option.models)}"
-
-
-def _describe_demand(w: Workload) -> str:
-    d = w.demand
-    if d.gpus is not None:
-        what = f"{d.gpus} GPU(s)"
-    elif d.mig_profile is not None:
-        what = f"MIG {d.mig_profile}"
-    elif d.gpu_memory_mib is not None:
-        what = f"{d.gpu_memory_mib} MiB of GPU memory"
-    else:
-        what = f"{d.gpu_milli}m of a GPU"
-    models = f" of {', '.join(d.models)}" if d.models else ""
-    return what + models
-
-
-_TELLING = {
-    Reason.NO_CAPACITY: 0,
-    Reason.COHORT_EXHAUSTED: 1,
-    Reason.QUOTA_EXHAUSTED: 2,
-    Reason.BORROWING_LIMIT: 3,
-    Reason.NO_MATCHING_NODES: 4,
-    Reason.NO_QUOTA: 5,
-    Reason.NEVER_FITS: 6,
-}
-
-
-def _most_telling(failures: Sequence[tuple[Reason, Callable[[], str], str]]) -> tuple[Reason, str]:
-    """The failure closest to success (capacity, then quota, then impossibilities), and
-    which other options were tried — each (reason, message, flavor)."""
-    ranked = failures
-    if len(failures) > 1:
-        ranked = sorted(failures, key=lambda f: _TELLING.get(f[0], 9))
-    reason, explain, _ = ranked[0]
-    message = explain()
-    others = [f"{flavor} ({why})" for why, _, flavor in ranked[1:]]
-    if others:
-        message += "; also tried " + ", ".join(others)
-    return reason, message
 
 
 MAX_OFFERS = 100
@@ -1019,8 +409,8 @@ def run_cycle(
     offer_freed_room(cycle)
     if improve is not None:
         improve(cycle)
-    cycle.older_alike_first()
-    cycle.settle_reasons()
+    older_alike_first(cycle)
+    settle_reasons(cycle)
     result = CycleResult(cycle.outcomes, cycle.evictions)
     result.objective = objective_of(compiled, result)
     return result

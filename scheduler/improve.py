@@ -23,12 +23,14 @@ from dataclasses import replace
 
 from scheduler.compiled import Compiled, Entry
 from scheduler.demand import Option
-from scheduler.greedy import Cycle, Verdict, offer_freed_room
+from scheduler.greedy import Cycle, offer_freed_room
+from scheduler.making_room import readmit, unadmit
 from scheduler.objective import KEEP_WHOLE, PRIORITY, account_value
 from scheduler.preemption import Running, find_victims
 from scheduler.quota import QuotaBook, format_amount
 from scheduler.reasons import Outcome, Reason
 from scheduler.state import Allocation
+from scheduler.verdicts import Verdict, admit_message
 
 __all__ = ["MAX_ATTEMPTS", "MAX_MISSES", "improve"]
 
@@ -152,7 +154,7 @@ def _move(
     )
     if gain > 0.0:
         for r in taken:
-            cycle.unadmit(r, w)
+            unadmit(cycle, r, w)
         result = cycle.try_option(entry, option)
         if isinstance(result, Allocation):
             gain += KEEP_WHOLE * (state.entirely_free_gpus() - free_before)
@@ -166,7 +168,7 @@ def _move(
             state.release(result)
             book.charge(w.queue, option.flavor, -amount)
         for r, verdict in undone:
-            cycle.readmit(r, verdict)
+            readmit(cycle, r, verdict)
         return False
     _restore(cycle, taken)
     return False
@@ -320,9 +322,10 @@ def _commit(
             entry,
             Outcome.ADMIT,
             Reason.ADMITTED_BORROWING if borrowing else Reason.ADMITTED,
-            f"{cycle.admit_message(entry, option, allocation, borrowing)}; {guaranteed:g} of its "
-            f"{entry.size:g} GPU-eq are within its queue's unused nominal quota: took back "
-            f"{lent:g} GPU-eq lent in this decision to borrowing cohort mates ({names})",
+            f"{admit_message(book, cycle.state, entry, option, allocation, borrowing)}; "
+            f"{guaranteed:g} of its {entry.size:g} GPU-eq are within its queue's unused "
+            f"nominal quota: took back {lent:g} GPU-eq lent in this decision to borrowing "
+            f"cohort mates ({names})",
             option,
             allocation,
         )

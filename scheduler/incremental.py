@@ -24,11 +24,12 @@ from scheduler.compiled import (
     recorded_allocation,
 )
 from scheduler.fragmentation import FragmentationScore, ObservedMix
-from scheduler.greedy import Cycle, Verdict
+from scheduler.greedy import Cycle
 from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision, built
 from scheduler.preemption import Running
 from scheduler.reasons import Outcome, Reason
 from scheduler.state import UNTRACKED
+from scheduler.verdicts import Verdict
 
 __all__ = ["IncrementalAllocator", "Overtaken"]
 

@@ -1073,7 +1073,8 @@ def test_a_workload_alike_one_refused_in_the_pass_is_refused_alike_until_room_is
     freed since, or when that one's own attempt freed some (its preemption's room went to
     a higher priority, and some may be left); the copy watches what the first watches."""
     from scheduler.compiled import Entry, compile_snapshot
-    from scheduler.greedy import Cycle, Verdict
+    from scheduler.greedy import Cycle
+    from scheduler.verdicts import Verdict
 
     snap = snapshot(
         nodes=[node("h0", H100, 8)],
@@ -1328,6 +1329,7 @@ def test_a_reclaiming_admission_traded_to_an_older_alike_names_it_in_the_evictio
     # ahead of o by hand, reclaiming from b; the trade gives o the admission and the victim.
     from scheduler.compiled import compile_snapshot
     from scheduler.greedy import Cycle
+    from scheduler.settle import older_alike_first
 
     snap = snapshot(
         nodes=[node("h0", H100, 2)],
@@ -1344,7 +1346,7 @@ def test_a_reclaiming_admission_traded_to_an_older_alike_names_it_in_the_evictio
     older, newer = compiled.pending
     assert cycle.admit_or_explain(newer).outcome is Outcome.PREEMPT
     assert cycle.admit_or_explain(older).outcome is Outcome.PENDING  # a at 1/1, b lends 0
-    cycle.older_alike_first()
+    older_alike_first(cycle)
     assert cycle.outcomes["o"].outcome is Outcome.PREEMPT
     assert cycle.outcomes["o"].text.endswith("in the place of n, alike and newer in its queue")
     assert cycle.outcomes["n"].outcome is Outcome.PENDING
