@@ -46,10 +46,10 @@ from scheduler.model import (
 from scheduler.reasons import QUOTA_REASONS, Outcome, Reason
 from scheduler.state import PlacementError
 from scheduler.telemetry.report import TelemetryReport
-from webhook import keys
 from webhook.hostpods import HostPod, HostPods, Moved
 from webhook.jobs import JobIndex
 from webhook.kubeobjects import NodeLedger
+from webhook.namespaces import NamespacePolicy, is_system
 from webhook.observed import (
     ForeignHold,
     PodGroup,
@@ -70,7 +70,6 @@ __all__ = [
     "PLACE_TAKEN",
     "QUOTA_TAKEN",
     "LiveCluster",
-    "NamespacePolicy",
     "Refusal",
 ]
 
@@ -83,21 +82,6 @@ QUOTA_TAKEN = "QuotaTaken"
 """An admission the controller reserves would take its queue past its quota (nominal and
 borrowing limit) or its cohort past what its members lend: admissions since the decision
 used what it counted on, or a victim of the decision's evictions still holds it."""
-
-
-@dataclass(frozen=True, slots=True)
-class NamespacePolicy:
-    enabled: bool = False
-    default_queue: str | None = None
-    shadow: bool = False
-
-    @classmethod
-    def from_labels(cls, labels: dict[str, str]) -> NamespacePolicy:
-        return cls(
-            enabled=labels.get(keys.NAMESPACE_ENABLED, "").lower() == "true",
-            default_queue=labels.get(keys.NAMESPACE_DEFAULT_QUEUE) or None,
-            shadow=labels.get(keys.NAMESPACE_MODE, "").lower() == "shadow",
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,7 +528,7 @@ class LiveCluster:
             known = self.namespaces.get(namespace)
         if known is not None:
             return known
-        return NamespacePolicy(enabled=self.all_namespaces and not _system(namespace))
+        return NamespacePolicy(enabled=self.all_namespaces and not is_system(namespace))
 
     def known_policy(self, namespace: str) -> NamespacePolicy | None:
         """The namespace's policy, or None while its Namespace has not been seen (a watch
@@ -983,12 +967,6 @@ class LiveCluster:
                     else "gone from their node or held by pods Apportion does not manage",
                     extra={"workload": name},
                 )
-
-
-def _system(namespace: str) -> bool:
-    return namespace in ("kube-system", "kube-public", "kube-node-lease") or namespace.startswith(
-        "openshift"
-    )
 
 
 _Held = tuple[tuple[str, tuple[tuple[tuple[str, str], tuple[object, ...]], ...]], ...]
