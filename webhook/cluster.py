@@ -55,14 +55,13 @@ from webhook.observed import (
     PodGroup,
     foreign_hold,
     nodes_less_foreign,
-    replaced_gang,
     replacements_of,
-    without_closed_queues,
     workload_of,
 )
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod, PodAsk, raw_identity
 from webhook.rates import AdmissionRates
+from webhook.snapshots import Clash, View, build, sharing
 
 log = logging.getLogger("apportion.cluster")
 
@@ -105,20 +104,6 @@ class _Intent:
     seen: bool = False
     """Its pods were observed when it was made (the controller's admissions): a list
     without them means they are gone, not late."""
-
-
-@dataclass(frozen=True, slots=True)
-class _View:
-    """What a snapshot is built from, taken under the lock (``LiveCluster._view``)."""
-
-    nodes: dict[str, Node]
-    """Less what foreign pods and pods asking no GPU hold."""
-    groups: dict[str, PodGroup]
-    """The caller's own (``PodIndex.all_groups``): building changes it."""
-    intents: list[Workload]
-    queues: dict[str, Queue]
-    now: float
-    telemetry: TelemetryReport | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -739,7 +724,7 @@ class LiveCluster:
         try:
             overtaken = allocator.hold_decided(workload)
         except PlacementError as error:
-            holders = _sharing(workload.placement or (), self._holdings(workload.name))
+            holders = sharing(workload.placement or (), self._holdings(workload.name))
             if holders:
                 return Refusal(
                     PLACE_TAKEN,
@@ -877,9 +862,9 @@ class LiveCluster:
         ):
             del self._intents[workload]
 
-    def _view(self, with_telemetry: bool) -> _View:
+    def _view(self, with_telemetry: bool) -> View:
         """What a snapshot is built from, as it is now (under the lock)."""
-        return _View(
+        return View(
             self.host_pods.less_held(nodes_less_foreign(self.nodes, self.pods.values())),
             self._index.all_groups(),
             [intent.workload for intent in self._intents.values()],
@@ -889,65 +874,21 @@ class LiveCluster:
         )
 
     def _snapshot(self, with_telemetry: bool = True, running_only: bool = False) -> Snapshot:
-        """``running_only``: without the waiting workloads (the incremental allocator's
-        view; at 20,000 mostly waiting pods building them was most of a rebuild)."""
+        """The snapshot as it is now (the lock held); ``running_only``: the incremental
+        allocator's (``snapshots.build``)."""
         return self._build(self._view(with_telemetry), running_only)
 
-    def _build(self, view: _View, running_only: bool = False) -> Snapshot:
-        """The snapshot of ``view``. Reads nothing else that changes: ``snapshot`` builds
-        it outside the lock, which the webhook's answers wait for (0.2 s at 20,000 pods).
-        An admission whose devices are not free is left out, with a warning."""
-        nodes = view.nodes
-        ledgers = {name: NodeLedger.of(node) for name, node in nodes.items()}
-        workloads: list[Workload] = []
-        clashes: list[tuple[str, tuple[str, ...]]] = []
-        grouped = view.groups
-        # Intents first: their placements were chosen by the allocator and must stay put;
-        # an admitted intent stands for its pods until they are all observed admitted.
-        for intended in view.intents:
-            name = intended.name
-            if intended.placement is None and (running_only or name in grouped):
-                continue
-            grouped.pop(name, None)
-            gang = replaced_gang(name)
-            if gang in grouped and intended.placement is not None:
-                # Replacements already seen where the intent placed them are its own.
-                taken = set(intended.placement)
-                kept = [p for p in grouped[gang].pods if p.placement not in taken]
-                if kept:
-                    grouped[gang] = PodGroup(kept, admitted=True)
-                else:
-                    del grouped[gang]
-            if intended.placement is not None and not _claim(ledgers, intended.placement):
-                # Not the controller's reservations, which hold only what is free: a node
-                # that lost the devices, or a foreign pod bound since and counted on them
-                # (which of its node's GPUs it has is unknown).
-                held = ((w.name, w.placement or ()) for w in workloads)
-                clashes.append((name, tuple(_sharing(intended.placement, held))))
-                continue
-            workloads.append(intended)
+    def _build(self, view: View, running_only: bool = False) -> Snapshot:
+        """The snapshot of ``view`` (``snapshots.build``), the lock held or not: ``snapshot``
+        builds it outside, as the webhook's answers wait for the lock (0.2 s at 20,000 pods).
+        An admission whose devices are not free is left out, with a warning (``_left_out``
+        takes the lock)."""
+        snapshot, clashes = build(view, self._base, running_only)
         if clashes:
             self._left_out(clashes)
-        for name in sorted(grouped):
-            if running_only and not grouped[name].admitted:
-                continue
-            workload = workload_of(name, grouped[name], ledgers, view.now)
-            if workload is not None:
-                workloads.append(workload)
-        workloads, nodes = without_closed_queues(workloads, nodes, view.queues)
-        snapshot = self._base.model_copy(
-            update={
-                "nodes": tuple(nodes[n] for n in sorted(nodes)),
-                "queues": tuple(view.queues[q] for q in sorted(view.queues)),
-                "workloads": tuple(workloads),
-                "now": int(view.now),
-            }
-        )
-        if view.telemetry is None:
-            return snapshot
-        return view.telemetry.apply(snapshot)
+        return snapshot
 
-    def _left_out(self, clashes: list[tuple[str, tuple[str, ...]]]) -> None:
+    def _left_out(self, clashes: list[Clash]) -> None:
         """Warn of admissions ``_build`` left out, with what holds their devices: once per
         admission and holders, as every build (each cycle, each rebuild of the allocator)
         meets them again until the admission ends."""
@@ -992,36 +933,6 @@ def _same_place(intent: _Intent, pod: ManagedPod) -> bool:
         and pod.placement in placement
         and (pod.node in (None, pod.placement.node))
     )
-
-
-def _claim(ledgers: dict[str, NodeLedger], placement: tuple[PodPlacement, ...]) -> bool:
-    """Mark every pod's placement taken in the ledgers, or (False) none of them: what an
-    admission left out does not hold stays free for the workloads after it."""
-    nodes = {p.node for p in placement}
-    if not nodes <= ledgers.keys():
-        return False
-    saved = {
-        n: (list(ledgers[n].free_whole), {k: list(v) for k, v in ledgers[n].free_slices.items()})
-        for n in nodes
-    }
-    if all(ledgers[p.node].claim(p) for p in placement):
-        return True
-    for n, (whole, slices) in saved.items():
-        ledgers[n].free_whole, ledgers[n].free_slices = whole, slices
-    return False
-
-
-def _sharing(
-    placement: Iterable[PodPlacement], holdings: Iterable[tuple[str, Iterable[PodPlacement]]]
-) -> list[str]:
-    """The holders, by name, placed on a device (a whole GPU, a MIG slice) ``placement``
-    is placed on too."""
-    devices = {d for p in placement for d in _devices(p)}
-    return sorted({name for name, held in holdings for p in held if devices & _devices(p)})
-
-
-def _devices(placement: PodPlacement) -> set[tuple[str, int, int | None]]:
-    return {(placement.node, gpu, placement.mig_start) for gpu in placement.gpus}
 
 
 def _left_to_the_controller(workload: Workload, message: str) -> WorkloadDecision:
