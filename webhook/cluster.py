@@ -43,10 +43,11 @@ from scheduler.model import (
     Workload,
     WorkloadDecision,
 )
-from scheduler.reasons import QUOTA_REASONS, Outcome, Reason
+from scheduler.reasons import Outcome, Reason
 from scheduler.state import PlacementError
 from scheduler.telemetry.report import TelemetryReport
 from webhook.hostpods import HostPod, HostPods, Moved
+from webhook.intents import Intent, Refusal, end_with, hold, placed_by, retire_if_observed
 from webhook.jobs import JobIndex
 from webhook.kubeobjects import NodeLedger
 from webhook.namespaces import NamespacePolicy, is_system
@@ -55,55 +56,16 @@ from webhook.observed import (
     PodGroup,
     foreign_hold,
     nodes_less_foreign,
-    replacements_of,
     workload_of,
 )
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod, PodAsk, raw_identity
 from webhook.rates import AdmissionRates
-from webhook.snapshots import Clash, View, build, sharing
+from webhook.snapshots import Clash, View, build
 
 log = logging.getLogger("apportion.cluster")
 
-__all__ = [
-    "PLACE_TAKEN",
-    "QUOTA_TAKEN",
-    "LiveCluster",
-    "Refusal",
-]
-
-PLACE_TAKEN = "PlaceTaken"
-"""An admission the controller reserves no longer stands as decided: its devices, or its
-nodes' CPU or memory, are not free (given to another since the decision, or still held by
-a victim of the decision's evictions), or its pods or queue are gone, or it is admitted."""
-
-QUOTA_TAKEN = "QuotaTaken"
-"""An admission the controller reserves would take its queue past its quota (nominal and
-borrowing limit) or its cohort past what its members lend: admissions since the decision
-used what it counted on, or a victim of the decision's evictions still holds it."""
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why ``LiveCluster.reserve`` held nothing: a reason (``PLACE_TAKEN``, ``QUOTA_TAKEN``)
-    and a message with the numbers, as the waiting pods say it."""
-
-    reason: str
-    message: str
-
-    @property
-    def waiting_message(self) -> str:
-        """What its waiting pods say, and the queue view until the next decision."""
-        return f"not admitted as decided: {self.message}; it is decided again in the next cycle"
-
-
-@dataclass(slots=True)
-class _Intent:
-    workload: Workload
-    expires: float
-    seen: bool = False
-    """Its pods were observed when it was made (the controller's admissions): a list
-    without them means they are gone, not late."""
+__all__ = ["LiveCluster"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,8 +105,8 @@ class LiveCluster:
         self._strays: dict[tuple[str, str], dict[str, Any]] = {}
         """Pods carrying Apportion's gate that it never decided (``strays.may_be_stray``), as
         the API serves them: the controller releases or adopts them (``strays.py``)."""
-        self._intents: dict[str, _Intent] = {}
-        self._warned: set[tuple[str, tuple[str, ...]]] = set()
+        self._intents: dict[str, Intent] = {}
+        self._warned: set[Clash] = set()
         """Admissions left out of a build for a clash, and with whom: warned of once."""
         self._leaving: dict[tuple[str, str, str], _Leaving] = {}
         """Standalone (no watch): pods being deleted (namespace, name, uid), kept until their
@@ -301,7 +263,8 @@ class LiveCluster:
             self._index = PodIndex(pods)
             self.host_pods.replace(host_pods)
             self._strays = {raw_identity(raw)[:2]: raw for raw in strays}
-            self._drop_observed_intents()
+            for name in list(self._intents):
+                retire_if_observed(self._intents, self._index, name)
             self._changed()
 
     def put_pod(self, pod: ManagedPod) -> None:
@@ -322,16 +285,15 @@ class LiveCluster:
             touched = {pod.workload, *(() if before is None else (before.workload,))}
             held = self._held(touched)
             self._index.put(pod)
-            for name in (pod.workload, replacements_of(pod.workload)):
-                intent = self._intents.get(name)
-                if intent is not None and _same_place(intent, pod):
-                    # The pod Apportion admitted shows up where it was placed: the allocator
-                    # already holds it; the intent retires once every pod is seen admitted.
-                    self._retire_if_observed(name)
-                    if name != pod.workload and name not in self._intents:
-                        self._rejoin(pod.workload, name)
-                    self.generation += 1
-                    return
+            name = placed_by(self._intents, pod)
+            if name is not None:
+                # The pod Apportion admitted shows up where it was placed: the allocator
+                # already holds it; the intent retires once every pod is seen admitted.
+                retire_if_observed(self._intents, self._index, name)
+                if name != pod.workload and name not in self._intents:
+                    self._rejoin(pod.workload, name)
+                self.generation += 1
+                return
             foreign = pod.foreign or (before is not None and before.foreign)
             if foreign or held != self._held(touched):
                 self._changed()
@@ -368,14 +330,7 @@ class LiveCluster:
             self._follow_host(self.host_pods.remove(key))
             if pod is None:
                 return
-            # An admission not yet seen whole ends here: its pod is gone, not late.
-            ended = self._intents.pop(pod.workload, None) is not None
-            # A gang's replacements admitted but not yet seen end with their pods, or with
-            # the gang's last running member: what the allocator holds for them too.
-            replacements = replacements_of(pod.workload)
-            standing = replacements in self._intents
-            self._retire_if_observed(replacements)
-            ended |= standing and replacements not in self._intents
+            ended = end_with(self._intents, self._index, pod.workload)
             after = self._held({pod.workload})
             if ended or not self._gave_back(held, after):
                 self._changed()
@@ -656,7 +611,7 @@ class LiveCluster:
                             "started": int(self._clock()),
                         }
                     )
-                    self._intents[workload.name] = _Intent(
+                    self._intents[workload.name] = Intent(
                         running, self._clock() + self._intent_ttl_s
                     )
                 else:
@@ -694,70 +649,28 @@ class LiveCluster:
         the decision placed in that room: refused until then)."""
         with self._lock:
             self._expire_intents()
-            refusal = self._hold(workload)
+            refusal = hold(
+                workload,
+                intents=self._intents,
+                queues=self.queues,
+                index=self._index,
+                allocator=self._current_allocator,
+            )
             if refusal is not None:
                 self._refused[workload.name] = refusal
                 return refusal
-            self._intents[workload.name] = _Intent(
+            self._intents[workload.name] = Intent(
                 workload, self._clock() + self._intent_ttl_s, seen=True
             )
             self.generation += 1
             return None
-
-    def _hold(self, workload: Workload) -> Refusal | None:
-        """Charge ``workload`` to the live allocator where it was placed, if it still fits
-        there (``IncrementalAllocator.hold_decided``): None once done, else why not, with
-        nothing charged."""
-        if workload.queue not in self.queues:
-            return Refusal(PLACE_TAKEN, f"queue {workload.queue} no longer exists")
-        group = self._index.group(workload.name)
-        if group is None:
-            return Refusal(PLACE_TAKEN, "its pods no longer wait")
-        intent = self._intents.get(workload.name)
-        allocator = self._current_allocator()
-        if (
-            group.admitted
-            or allocator.holds(workload.name)
-            or (intent is not None and intent.workload.placement is not None)
-        ):
-            return Refusal(PLACE_TAKEN, "it is admitted already")
-        try:
-            overtaken = allocator.hold_decided(workload)
-        except PlacementError as error:
-            holders = sharing(workload.placement or (), self._holdings(workload.name))
-            if holders:
-                return Refusal(
-                    PLACE_TAKEN,
-                    f"its place was taken since the decision, by {', '.join(holders)}",
-                )
-            return Refusal(PLACE_TAKEN, f"its place is no longer free ({error})")
-        if overtaken is None:
-            return None
-        if overtaken.reason in QUOTA_REASONS:
-            return Refusal(QUOTA_TAKEN, f"its quota is no longer free: {overtaken.message}")
-        return Refusal(PLACE_TAKEN, f"its place is no longer free: {overtaken.message}")
-
-    def _holdings(self, besides: str) -> list[tuple[str, tuple[PodPlacement, ...]]]:
-        """Where Apportion placed what holds devices, by workload (but ``besides``):
-        admissions not yet seen whole, and admitted pods' recorded placements."""
-        held = [
-            (name, i.workload.placement)
-            for name, i in self._intents.items()
-            if i.workload.placement is not None and name != besides
-        ]
-        held += [
-            (name, tuple(p.placement for p in group.pods if p.placement is not None))
-            for name, group in self._index.all_groups().items()
-            if group.admitted and name != besides
-        ]
-        return held
 
     def seed_running(self, workload: Workload) -> None:
         """Standalone: a workload the cluster file says runs. No watch will show its pods,
         so it holds its devices until a DELETE of one of them is reviewed (``forget``), not
         for ``intent_ttl_s`` like an admission whose pods are yet to show."""
         with self._lock:
-            self._intents[workload.name] = _Intent(workload, math.inf)
+            self._intents[workload.name] = Intent(workload, math.inf)
             self._changed()
 
     def _gave_back(self, held: _Held, after: _Held) -> bool:
@@ -842,26 +755,6 @@ class LiveCluster:
         if expired:
             self.generation += 1
 
-    def _drop_observed_intents(self) -> None:
-        for name in list(self._intents):
-            self._retire_if_observed(name)
-
-    def _retire_if_observed(self, workload: str) -> None:
-        """An intent ends when its pods are observed: all admitted, or (waiting) present;
-        or when the pods it was made for are no longer there, or (a gang's replacements)
-        no longer apart from the gang's running members."""
-        intent = self._intents.get(workload)
-        if intent is None:
-            return
-        group = self._index.group(workload)
-        if intent.workload.placement is None:
-            if group is not None:
-                del self._intents[workload]
-        elif (intent.seen and group is None) or (
-            group is not None and len(group.pods) >= intent.workload.pods and group.admitted
-        ):
-            del self._intents[workload]
-
     def _view(self, with_telemetry: bool) -> View:
         """What a snapshot is built from, as it is now (under the lock)."""
         return View(
@@ -924,15 +817,6 @@ def _holding(pod: ManagedPod) -> tuple[object, ...]:
     members, the kube-scheduler binding an admitted pod, change nothing it holds."""
     node = pod.node or (pod.placement.node if pod.placement else None)
     return (node, pod.placement, pod.demand, pod.extra_slices)
-
-
-def _same_place(intent: _Intent, pod: ManagedPod) -> bool:
-    placement = intent.workload.placement or ()
-    return (
-        pod.placement is not None
-        and pod.placement in placement
-        and (pod.node in (None, pod.placement.node))
-    )
 
 
 def _left_to_the_controller(workload: Workload, message: str) -> WorkloadDecision:
