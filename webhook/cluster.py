@@ -35,7 +35,6 @@ from scheduler.catalog import Catalog, default_catalog
 from scheduler.incremental import IncrementalAllocator
 from scheduler.model import (
     Node,
-    PodPlacement,
     Queue,
     Quota,
     RepartitionPlan,
@@ -44,20 +43,22 @@ from scheduler.model import (
     WorkloadDecision,
 )
 from scheduler.reasons import Outcome, Reason
-from scheduler.state import PlacementError
 from scheduler.telemetry.report import TelemetryReport
+from webhook.following import (
+    as_placed,
+    capacity_view,
+    follow_foreign,
+    follow_host,
+    foreign_on,
+    gave_back,
+    held_by,
+    rejoin,
+)
 from webhook.hostpods import HostPod, HostPods, Moved
 from webhook.intents import Intent, Refusal, end_with, hold, placed_by, retire_if_observed
 from webhook.jobs import JobIndex
-from webhook.kubeobjects import NodeLedger
 from webhook.namespaces import NamespacePolicy, is_system
-from webhook.observed import (
-    ForeignHold,
-    PodGroup,
-    foreign_hold,
-    nodes_less_foreign,
-    workload_of,
-)
+from webhook.observed import ForeignHold, PodGroup, nodes_less_foreign
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod, PodAsk, raw_identity
 from webhook.rates import AdmissionRates
@@ -273,17 +274,19 @@ class LiveCluster:
             key = (pod.namespace, pod.name)
             self._follow_host(self.host_pods.remove(key))
             before = self._index.get(key)
-            if before is not None and _capacity_view(before) == _capacity_view(pod):
+            if before is not None and capacity_view(before) == capacity_view(pod):
                 self._index.put(pod)
                 self.generation += 1 if before.raw is not pod.raw else 0
                 return
             if pod.foreign and (before is None or before.foreign):
-                was = self._foreign_on({pod.node, None if before is None else before.node})
+                was = foreign_on(
+                    self.nodes, self._index, {pod.node, None if before is None else before.node}
+                )
                 self._index.put(pod)
                 self._follow_foreign(was)
                 return
             touched = {pod.workload, *(() if before is None else (before.workload,))}
-            held = self._held(touched)
+            held = held_by(self._index, touched)
             self._index.put(pod)
             name = placed_by(self._intents, pod)
             if name is not None:
@@ -294,13 +297,11 @@ class LiveCluster:
                     self._rejoin(pod.workload, name)
                 self.generation += 1
                 return
+            # A pod that waits came, or changed: what runs is as it was, and so is the
+            # incremental allocator (rebuilding it costs a walk over every pod). Not so
+            # where a foreign pod, or what admitted pods hold, changed.
             foreign = pod.foreign or (before is not None and before.foreign)
-            if foreign or held != self._held(touched):
-                self._changed()
-            else:
-                # A pod that waits came, or changed: what runs is as it was, and so is the
-                # incremental allocator (rebuilding it costs a walk over every pod).
-                self.generation += 1
+            self._followed(not foreign and held == held_by(self._index, touched))
 
     def put_host_pod(self, pod: HostPod) -> None:
         """A bound pod that asks no GPU: what it requests is held on its node.
@@ -321,21 +322,18 @@ class LiveCluster:
             key = (namespace, name)
             pod = self._index.get(key)
             if pod is not None and pod.foreign:
-                was = self._foreign_on({pod.node})
+                was = foreign_on(self.nodes, self._index, {pod.node})
                 self._index.pop(key)
                 self._follow_foreign(was)
                 return
-            held = () if pod is None else self._held({pod.workload})
+            held = () if pod is None else held_by(self._index, {pod.workload})
             self._index.pop(key)
             self._follow_host(self.host_pods.remove(key))
             if pod is None:
                 return
             ended = end_with(self._intents, self._index, pod.workload)
-            after = self._held({pod.workload})
-            if ended or not self._gave_back(held, after):
-                self._changed()
-            else:
-                self.generation += 1
+            after = held_by(self._index, {pod.workload})
+            self._followed(not ended and gave_back(self._allocator, held, after, self._as_placed))
 
     def pod_leaving(
         self, namespace: str, name: str, *, uid: str, workload: str | None, grace_s: float
@@ -385,81 +383,27 @@ class LiveCluster:
         with self._lock:
             return list(self._strays.values())
 
-    def _foreign_on(self, nodes: Iterable[str | None]) -> dict[str, ForeignHold]:
-        """What the foreign pods bound to each of these tracked nodes hold now."""
-        return {
-            node: foreign_hold(
-                self.nodes[node],
-                [p for p in self._index.on_node(node) if p.foreign and p.node == node],
-            )
-            for node in nodes
-            if node is not None and node in self.nodes
-        }
-
-    def _follow_foreign(self, was: dict[str, ForeignHold]) -> None:
-        """Foreign pods came to these nodes or left them (``was``: what they held before):
-        the live allocator takes or gives back the difference in place, as a rebuild
-        (0.08 s at 20,000 pods) would have it. A rebuild still when a device they now hold
-        is not free there, or one they gave back is where Apportion's pods are recorded or
-        may be placed anew (a build placed those around the foreign pods' devices)."""
-        allocator = self._allocator
-        for node, before in was.items():
-            if allocator is None:
-                break
-            after = self._foreign_on([node])[node]
-            gone_whole, gone_slices = before.whole - after.whole, before.slices - after.slices
-            if (
-                (gone_whole or gone_slices) and self._apportion_near(node, gone_whole, gone_slices)
-            ) or not allocator.take_held(
-                node, after.whole - before.whole, after.slices - before.slices
-            ):
-                self._changed()
-                return
-            allocator.give_back_held(node, gone_whole, gone_slices)
-            allocator.hold_outside(
-                node, after.cpu_milli - before.cpu_milli, after.memory_mib - before.memory_mib
-            )
-        self.generation += 1
-
-    def _apportion_near(
-        self, node: str, whole: frozenset[int], slices: frozenset[tuple[int, int]]
-    ) -> bool:
-        """Whether Apportion's pods or admissions on ``node`` are recorded on any of these
-        devices, or run there with none recorded (a build gives them the lowest free)."""
-
-        def on(placement: PodPlacement) -> bool:
-            if placement.node != node:
-                return False
-            if placement.mig_start is not None:
-                return (placement.gpus[0], placement.mig_start) in slices
-            return not whole.isdisjoint(placement.gpus)
-
-        for pod in self._index.on_node(node):
-            if pod.foreign:
-                continue
-            if pod.placement is None:
-                if pod.node == node:  # bound there, none recorded
-                    return True
-            elif on(pod.placement):
-                return True
-        return any(
-            on(p) for intent in self._intents.values() for p in intent.workload.placement or ()
-        )
-
-    def _follow_host(self, moved: Moved) -> None:
-        """What host pods hold on tracked nodes moved: the live allocator follows in place,
-        as a rebuild (a walk over every pod, 0.2 s at 20,000) would have it, and the
-        controller sees a change. CPU-only pods come and go on GPU nodes all the time."""
-        tracked = {node: held for node, held in moved.items() if node in self.nodes}
-        if not tracked:
-            return
-        allocator = self._allocator
-        if allocator is None or all(
-            allocator.hold_outside(node, *held) for node, held in tracked.items()
-        ):
+    def _followed(self, in_place: bool) -> None:
+        """A change the live allocator followed in place (``following``), or, False, one it
+        is rebuilt for: the controller sees a change either way."""
+        if in_place:
             self.generation += 1
         else:
             self._changed()
+
+    def _follow_foreign(self, was: dict[str, ForeignHold]) -> None:
+        """Foreign pods came to these nodes or left them (``was``: what they held before)."""
+        allocator = self._allocator
+        self._followed(
+            allocator is None
+            or follow_foreign(allocator, was, self.nodes, self._index, self._intents)
+        )
+
+    def _follow_host(self, moved: Moved) -> None:
+        """What host pods hold moved: a change only on the nodes Apportion tracks."""
+        tracked = {node: held for node, held in moved.items() if node in self.nodes}
+        if tracked:
+            self._followed(follow_host(self._allocator, tracked))
 
     # -- queries -------------------------------------------------------------------------
 
@@ -507,16 +451,6 @@ class LiveCluster:
         """The pods observed under ``workload`` (its workload annotation)."""
         with self._lock:
             return self._index.members(workload)
-
-    def _held(self, workloads: Iterable[str]) -> _Held:
-        """What the pods of ``workloads`` hold, as the incremental allocator sees it: their
-        admitted groups' pods (a waiting group holds nothing)."""
-        return tuple(
-            (name, tuple(((p.namespace, p.name), _holding(p)) for p in group.pods))
-            for workload in sorted(workloads)
-            for name, group in self._index.groups(workload).items()
-            if group.admitted
-        )
 
     def groups(self) -> dict[str, PodGroup]:
         """The pods by the workload the allocator decides them as (``observed.groups_of``),
@@ -673,67 +607,18 @@ class LiveCluster:
             self._intents[workload.name] = Intent(workload, math.inf)
             self._changed()
 
-    def _gave_back(self, held: _Held, after: _Held) -> bool:
-        """Whether the live allocator is as ``after`` says without a rebuild: nothing held
-        changed, or a workload's pods ended (the common case: pods finish all the time) and
-        the allocator gave their devices back — all of a workload's, or a gang's member's
-        while the rest run on where recorded. A rebuild walks every pod (0.2 s at 20,000);
-        a gang of 64 ending one pod at a time between the webhook's answers cost 64."""
-        if held == after:
-            return True
-        if len(held) != 1 or len(after) > 1:
-            return False
-        name, pods = held[0]
-        if after and (after[0][0] != name or not set(after[0][1]) < set(pods)):
-            return False
-        allocator = self._allocator
-        if allocator is None:
-            return True
-        rest = self._as_placed(name) if after else None
-        if after and rest is None:
-            return False
-        if not allocator.release(name):
-            return False
-        if rest is None:
-            return True
-        try:
-            allocator.hold(rest)
-        except PlacementError:
-            return False
-        return True
-
     def _rejoin(self, gang: str, replacements: str) -> None:
-        """The gang's replacements, admitted apart, are all seen among its members: the
-        live allocator holds them under their own name, and would keep holding them when a
-        change to the gang gives back what it holds under the gang's (``_gave_back``). From
-        now on it holds the gang whole, as a rebuild does."""
+        """The gang's replacements, admitted apart, are all seen among its members: from
+        now on the live allocator holds the gang whole (``following.rejoin``), or is rebuilt."""
         allocator = self._allocator
-        if allocator is None:
-            return
-        whole = self._as_placed(gang)
-        if whole is None or not allocator.release(replacements) or not allocator.release(gang):
-            self._changed()
-            return
-        try:
-            allocator.hold(whole)
-        except PlacementError:
+        if allocator is not None and not rejoin(
+            allocator, gang, replacements, self._as_placed(gang)
+        ):
             self._changed()
 
     def _as_placed(self, name: str) -> Workload | None:
-        """The running workload ``name`` as a build would make it of its pods, where every
-        one of them runs or is to run where its placement records: a pod bound elsewhere, or
-        never placed by Apportion, is placed by the build among the devices left."""
-        group = self._index.group(name)
-        if group is None or not group.admitted:
-            return None
-        pod = group.pods[0]
-        if pod.queue not in self.queues or any(
-            p.placement is None or p.node not in (None, p.placement.node) for p in group.pods
-        ):
-            return None
-        nodes = {p.placement.node for p in group.pods if p.placement is not None}
-        ledgers = {n: NodeLedger.of(self.nodes[n]) for n in nodes if n in self.nodes}
-        return workload_of(name, group, ledgers, self._clock())
+        """``following.as_placed``, as the pods, queues and nodes are now."""
+        return as_placed(name, self._index, self.queues, self.nodes, self._clock())
 
     # -- internals -----------------------------------------------------------------------
 
@@ -801,22 +686,6 @@ class LiveCluster:
                     else "gone from their node or held by pods Apportion does not manage",
                     extra={"workload": name},
                 )
-
-
-_Held = tuple[tuple[str, tuple[tuple[tuple[str, str], tuple[object, ...]], ...]], ...]
-"""Per admitted group: its name, and each pod's key and ``_holding``."""
-
-
-def _capacity_view(pod: ManagedPod) -> tuple[object, ...]:
-    return (pod.gated, pod.node, pod.placement, pod.workload, pod.demand, pod.extra_slices)
-
-
-def _holding(pod: ManagedPod) -> tuple[object, ...]:
-    """What a pod of an admitted group holds (``observed.workload_of``): where it runs or is
-    placed. Not its gate, nor its binding where placed: the controller releasing a gang's
-    members, the kube-scheduler binding an admitted pod, change nothing it holds."""
-    node = pod.node or (pod.placement.node if pod.placement else None)
-    return (node, pod.placement, pod.demand, pod.extra_slices)
 
 
 def _left_to_the_controller(workload: Workload, message: str) -> WorkloadDecision:
