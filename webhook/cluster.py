@@ -62,7 +62,7 @@ from webhook.observed import ForeignHold, PodGroup, nodes_less_foreign
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod, PodAsk, raw_identity
 from webhook.rates import AdmissionRates
-from webhook.snapshots import Clash, View, build
+from webhook.snapshots import LeftOut, View, build
 
 log = logging.getLogger("apportion.cluster")
 
@@ -107,8 +107,7 @@ class LiveCluster:
         """Pods carrying Apportion's gate that it never decided (``strays.may_be_stray``), as
         the API serves them: the controller releases or adopts them (``strays.py``)."""
         self._intents: dict[str, Intent] = {}
-        self._warned: set[Clash] = set()
-        """Admissions left out of a build for a clash, and with whom: warned of once."""
+        self._left_out = LeftOut()
         self._leaving: dict[tuple[str, str, str], _Leaving] = {}
         """Standalone (no watch): pods being deleted (namespace, name, uid), kept until their
         grace period ends; one per uid, as two pods under one name each end on their own."""
@@ -659,33 +658,13 @@ class LiveCluster:
     def _build(self, view: View, running_only: bool = False) -> Snapshot:
         """The snapshot of ``view`` (``snapshots.build``), the lock held or not: ``snapshot``
         builds it outside, as the webhook's answers wait for the lock (0.2 s at 20,000 pods).
-        An admission whose devices are not free is left out, with a warning (``_left_out``
-        takes the lock)."""
+        An admission whose devices are not free is left out, with a warning (under the
+        lock, which it takes)."""
         snapshot, clashes = build(view, self._base, running_only)
         if clashes:
-            self._left_out(clashes)
+            with self._lock:
+                self._left_out.warn(clashes, self._intents)
         return snapshot
-
-    def _left_out(self, clashes: list[Clash]) -> None:
-        """Warn of admissions ``_build`` left out, with what holds their devices: once per
-        admission and holders, as every build (each cycle, each rebuild of the allocator)
-        meets them again until the admission ends."""
-        with self._lock:
-            self._warned = {c for c in self._warned if c[0] in self._intents}
-            for clash in clashes:
-                if clash in self._warned:
-                    continue
-                self._warned.add(clash)
-                name, holders = clash
-                log.warning(
-                    "admission of %s left out of the books: the devices it was placed on "
-                    "are %s; the placements on its pods and the books disagree until it ends",
-                    name,
-                    f"held by {', '.join(holders)}"
-                    if holders
-                    else "gone from their node or held by pods Apportion does not manage",
-                    extra={"workload": name},
-                )
 
 
 def _left_to_the_controller(workload: Workload, message: str) -> WorkloadDecision:

@@ -4,12 +4,13 @@ under its lock.
 The build reads nothing but the view, so the controller's snapshot is built outside the
 lock the webhook's answers wait for (0.2 s at 20,000 pods). Admissions not yet seen
 whole go in first, where they were placed; one whose devices are not free is left out and
-returned with those that hold them, for the caller to warn of.
+returned with those that hold them, for the caller to warn of (``LeftOut``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 from scheduler.model import Node, PodPlacement, Queue, Snapshot, Workload
@@ -17,7 +18,9 @@ from scheduler.telemetry.report import TelemetryReport
 from webhook.kubeobjects import NodeLedger
 from webhook.observed import PodGroup, replaced_gang, without_closed_queues, workload_of
 
-__all__ = ["Clash", "View", "build", "sharing"]
+log = logging.getLogger("apportion.cluster")
+
+__all__ = ["Clash", "LeftOut", "View", "build", "sharing"]
 
 Clash = tuple[str, tuple[str, ...]]
 """An admission left out of a build, and by name what holds its devices."""
@@ -119,3 +122,32 @@ def sharing(
 
 def _devices(placement: PodPlacement) -> set[tuple[str, int, int | None]]:
     return {(placement.node, gpu, placement.mig_start) for gpu in placement.gpus}
+
+
+class LeftOut:
+    """Admissions a build left out, with what holds their devices, warned of once per
+    admission and holders: every build (each cycle, each rebuild of the allocator) meets
+    them again until the admission ends. ``LiveCluster`` keeps one under its lock: ``warn``
+    expects its caller to hold it."""
+
+    def __init__(self) -> None:
+        self._warned: set[Clash] = set()
+
+    def warn(self, clashes: list[Clash], standing: Container[str]) -> None:
+        """Warn of ``clashes`` not warned of yet; ``standing``: the admissions not yet
+        ended, the others forgotten."""
+        self._warned = {c for c in self._warned if c[0] in standing}
+        for clash in clashes:
+            if clash in self._warned:
+                continue
+            self._warned.add(clash)
+            name, holders = clash
+            log.warning(
+                "admission of %s left out of the books: the devices it was placed on "
+                "are %s; the placements on its pods and the books disagree until it ends",
+                name,
+                f"held by {', '.join(holders)}"
+                if holders
+                else "gone from their node or held by pods Apportion does not manage",
+                extra={"workload": name},
+            )
