@@ -42,7 +42,7 @@ from scheduler.model import (
     Workload,
     WorkloadDecision,
 )
-from scheduler.reasons import Outcome, Reason
+from scheduler.reasons import Outcome
 from scheduler.telemetry.report import TelemetryReport
 from webhook.following import (
     as_placed,
@@ -55,7 +55,16 @@ from webhook.following import (
     rejoin,
 )
 from webhook.hostpods import HostPod, HostPods, Moved
-from webhook.intents import Intent, Refusal, end_with, hold, placed_by, retire_if_observed
+from webhook.intents import (
+    Intent,
+    Refusal,
+    already_admitted,
+    answer,
+    end_with,
+    hold,
+    placed_by,
+    retire_if_observed,
+)
 from webhook.jobs import JobIndex
 from webhook.namespaces import NamespacePolicy, is_system
 from webhook.observed import ForeignHold, PodGroup, nodes_less_foreign
@@ -503,37 +512,9 @@ class LiveCluster:
             self._expire_intents()
             held = self._intents.get(workload.name)
             if held is not None and held.workload.placement is not None:
-                # A retried create (the API server timed out on us and called again): the
-                # same answer, not a second admission.
-                return WorkloadDecision(
-                    workload=workload.name,
-                    queue=held.workload.queue,
-                    outcome=Outcome.ADMIT,
-                    reason=Reason.ADMITTED,
-                    message="already admitted by an earlier call for this pod",
-                    flavor=held.workload.flavor,
-                    placement=held.workload.placement,
-                )
+                return already_admitted(held.workload)
             allocator = self._current_allocator()
-            if allocator.holds(workload.name):
-                # The name of a pod observed holding GPUs: one recreated under its name (a
-                # StatefulSet's) before the old one is seen gone, or a create (dry run) of a
-                # pod that exists. Not an allocator failure: it waits for the old one.
-                return _left_to_the_controller(
-                    workload,
-                    f"a pod named {workload.name} still holds its GPUs (being deleted, or this "
-                    "one already exists); the controller decides this one once it is gone",
-                )
-            ahead = self._index.highest_waiting(workload.queue)
-            if ahead is not None and ahead > workload.priority:
-                # Not past a higher priority of its own queue: the controller's next cycle
-                # orders them (and may preempt for the one ahead).
-                return _left_to_the_controller(
-                    workload,
-                    f"queue {workload.queue} has waiting work of priority {ahead} > "
-                    f"{workload.priority}; the controller decides the order",
-                )
-            decision = allocator.decide(workload)
+            decision = answer(workload, allocator, self._index)
             if decision.outcome is Outcome.ADMIT:
                 if reserve:
                     self.admissions.record(workload.queue)
@@ -665,14 +646,3 @@ class LiveCluster:
             with self._lock:
                 self._left_out.warn(clashes, self._intents)
         return snapshot
-
-
-def _left_to_the_controller(workload: Workload, message: str) -> WorkloadDecision:
-    """Not decided at creation: the pod waits, gated, for the controller's next cycle."""
-    return WorkloadDecision(
-        workload=workload.name,
-        queue=workload.queue,
-        outcome=Outcome.PENDING,
-        reason=Reason.NOT_SELECTED,
-        message=message,
-    )

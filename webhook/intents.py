@@ -1,5 +1,5 @@
-"""Admissions made before their pods are observed ("intents"), and the controller's
-reservation of its own.
+"""Admissions made before their pods are observed ("intents"): the webhook's answer at
+creation, and the controller's reservation of its own.
 
 The webhook answers "admit" or "wait" a few milliseconds before the API server stores the
 pod; the controller reserves its admissions before it patches their pods. Each is kept by
@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from scheduler.incremental import IncrementalAllocator
-from scheduler.model import PodPlacement, Queue, Workload
-from scheduler.reasons import QUOTA_REASONS
+from scheduler.model import PodPlacement, Queue, Workload, WorkloadDecision
+from scheduler.reasons import QUOTA_REASONS, Outcome, Reason
 from scheduler.state import PlacementError
 from webhook.observed import replacements_of
 from webhook.podindex import PodIndex
@@ -27,6 +27,8 @@ __all__ = [
     "QUOTA_TAKEN",
     "Intent",
     "Refusal",
+    "already_admitted",
+    "answer",
     "end_with",
     "hold",
     "placed_by",
@@ -65,6 +67,57 @@ class Intent:
     seen: bool = False
     """Its pods were observed when it was made (the controller's admissions): a list
     without them means they are gone, not late."""
+
+
+def answer(
+    workload: Workload, allocator: IncrementalAllocator, index: PodIndex
+) -> WorkloadDecision:
+    """The webhook's answer at creation: the live allocator's decision (charged to it if
+    it admits), unless the controller's next cycle is to decide ``workload``."""
+    if allocator.holds(workload.name):
+        # The name of a pod observed holding GPUs: one recreated under its name (a
+        # StatefulSet's) before the old one is seen gone, or a create (dry run) of a
+        # pod that exists. Not an allocator failure: it waits for the old one.
+        return _left_to_the_controller(
+            workload,
+            f"a pod named {workload.name} still holds its GPUs (being deleted, or this "
+            "one already exists); the controller decides this one once it is gone",
+        )
+    ahead = index.highest_waiting(workload.queue)
+    if ahead is not None and ahead > workload.priority:
+        # Not past a higher priority of its own queue: the controller's next cycle
+        # orders them (and may preempt for the one ahead).
+        return _left_to_the_controller(
+            workload,
+            f"queue {workload.queue} has waiting work of priority {ahead} > "
+            f"{workload.priority}; the controller decides the order",
+        )
+    return allocator.decide(workload)
+
+
+def _left_to_the_controller(workload: Workload, message: str) -> WorkloadDecision:
+    """Not decided at creation: the pod waits, gated, for the controller's next cycle."""
+    return WorkloadDecision(
+        workload=workload.name,
+        queue=workload.queue,
+        outcome=Outcome.PENDING,
+        reason=Reason.NOT_SELECTED,
+        message=message,
+    )
+
+
+def already_admitted(admitted: Workload) -> WorkloadDecision:
+    """The answer to a retried create (the API server timed out on us and called again)
+    of a pod of ``admitted``: the same answer, not a second admission."""
+    return WorkloadDecision(
+        workload=admitted.name,
+        queue=admitted.queue,
+        outcome=Outcome.ADMIT,
+        reason=Reason.ADMITTED,
+        message="already admitted by an earlier call for this pod",
+        flavor=admitted.flavor,
+        placement=admitted.placement,
+    )
 
 
 def retire_if_observed(intents: dict[str, Intent], index: PodIndex, workload: str) -> None:
