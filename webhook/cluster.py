@@ -24,7 +24,6 @@ Thread safety: one lock; every public method holds it for microseconds to millis
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 from collections.abc import Callable, Iterable
@@ -36,7 +35,6 @@ from scheduler.incremental import IncrementalAllocator
 from scheduler.model import (
     Node,
     Queue,
-    Quota,
     RepartitionPlan,
     Snapshot,
     Workload,
@@ -70,10 +68,9 @@ from webhook.namespaces import NamespacePolicy, is_system
 from webhook.observed import ForeignHold, PodGroup, nodes_less_foreign
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod, PodAsk, raw_identity
+from webhook.queues import QueueSources
 from webhook.rates import AdmissionRates
 from webhook.snapshots import LeftOut, View, build
-
-log = logging.getLogger("apportion.cluster")
 
 __all__ = ["LiveCluster"]
 
@@ -106,7 +103,7 @@ class LiveCluster:
         self.all_namespaces = all_namespaces
         self.nodes: dict[str, Node] = {}
         self.queues: dict[str, Queue] = {}
-        self._queue_sources: dict[str, dict[str, Queue]] = {}
+        self._queue_sources = QueueSources(self.catalog)
         self.namespaces: dict[str, NamespacePolicy] = {}
         self._index = PodIndex()
         """Apportion's pods, by workload too: nothing on the webhook's path walks them all."""
@@ -195,39 +192,11 @@ class LiveCluster:
                 self._nodes_changed()
 
     def replace_queues(self, queues: Iterable[Queue], source: str = "file") -> None:
-        """The queues of one source (``file``: a mounted file; ``crd``: Queue objects).
-
-        Both may be in use while a cluster moves to the CRD; a Queue object wins over a
-        file entry of the same name.
-        """
+        """The queues of one source (``file``: a mounted file; ``crd``: Queue objects),
+        merged with the other's (``QueueSources.replace``)."""
         with self._lock:
-            self._queue_sources[source] = {q.name: self._by_flavor(q) for q in queues}
-            merged: dict[str, Queue] = {}
-            for name in ("file", "crd"):
-                merged.update(self._queue_sources.get(name, {}))
-            self.queues = merged
+            self.queues = self._queue_sources.replace(source, queues)
             self._changed()
-
-    def _by_flavor(self, queue: Queue) -> Queue:
-        """The queue with its quota keyed by the flavors workloads are charged to: a model
-        named by an alias or GFD product (``H100``) is its catalog name, so metrics and
-        status show one series per flavor. A key that names no model or MIG profile is a
-        typo that leaves the queue without that quota: warned, not fatal to the others."""
-        quota: dict[str, Quota] = {}
-        for key, value in queue.quota.items():
-            flavor = self.catalog.flavor(key)
-            if flavor is None:
-                log.warning(
-                    "queue %s: quota %r names no GPU model or MIG profile this cluster knows",
-                    queue.name,
-                    key,
-                )
-            elif flavor in quota:
-                log.warning("queue %s: quota %r repeats flavor %s", queue.name, key, flavor)
-            quota[flavor or key] = value
-        if list(quota) == list(queue.quota):
-            return queue
-        return queue.model_copy(update={"quota": quota})
 
     def set_telemetry(self, report: TelemetryReport) -> None:
         """New GPU metrics: unhealthy GPUs leave capacity, idle workloads are marked."""
