@@ -65,6 +65,7 @@ from webhook.intents import (
 )
 from webhook.jobs import JobIndex
 from webhook.namespaces import NamespacePolicy, is_system
+from webhook.nodeshapes import NodeShapes
 from webhook.observed import ForeignHold, PodGroup, nodes_less_foreign
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod, PodAsk, raw_identity
@@ -120,8 +121,7 @@ class LiveCluster:
         self.jobs = JobIndex()
         """Jobs' parallelism and JobSets: the size of a gang of Job pods."""
         self._allocator: IncrementalAllocator | None = None
-        self._largest: dict[str, int] | None = None
-        self._hosts: dict[str, frozenset[tuple[int | None, int | None]]] | None = None
+        self._shapes = NodeShapes()
         self._observing = False
         """True once a watch feeds pods: intents then expire when their pod never shows."""
         self.telemetry: TelemetryReport | None = None
@@ -142,8 +142,7 @@ class LiveCluster:
         self.generation += 1
 
     def _nodes_changed(self) -> None:
-        self._largest = None
-        self._hosts = None
+        self._shapes.forget()
         self._changed()
 
     def largest_nodes(self) -> dict[str, int]:
@@ -152,28 +151,14 @@ class LiveCluster:
         What "can this ever fit" checks need; recomputed only when nodes change.
         """
         with self._lock:
-            if self._largest is None:
-                largest: dict[str, int] = {}
-                for node in self.nodes.values():
-                    for model in {g.model for g in node.gpus}:
-                        whole = sum(1 for g in node.gpus if g.model == model and g.mig is None)
-                        largest[model] = max(largest.get(model, 0), whole)
-                self._largest = largest
-            return self._largest
+            return self._shapes.largest(self.nodes.values())
 
     def node_shapes(self) -> dict[str, frozenset[tuple[int | None, int | None]]]:
         """Per GPU model present: the (CPU milli, memory MiB) its nodes have allocatable,
         None where a node does not say. For "can this pod ever fit" checks; a cluster has
         few node shapes, so the answer is a handful of pairs per model."""
         with self._lock:
-            if self._hosts is None:
-                shapes: dict[str, set[tuple[int | None, int | None]]] = {}
-                for node in self.nodes.values():
-                    shape = (node.cpu_milli, node.memory_mib)
-                    for model in {g.model for g in node.gpus}:
-                        shapes.setdefault(model, set()).add(shape)
-                self._hosts = {m: frozenset(s) for m, s in shapes.items()}
-            return self._hosts
+            return self._shapes.hosts(self.nodes.values())
 
     def replace_nodes(self, nodes: Iterable[Node]) -> None:
         with self._lock:
