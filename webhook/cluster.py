@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from scheduler.catalog import Catalog, default_catalog
@@ -64,6 +63,7 @@ from webhook.intents import (
     retire_if_observed,
 )
 from webhook.jobs import JobIndex
+from webhook.leaving import Leaving
 from webhook.namespaces import NamespacePolicy, is_system
 from webhook.nodeshapes import NodeShapes
 from webhook.observed import ForeignHold, PodGroup, nodes_less_foreign
@@ -74,14 +74,6 @@ from webhook.rates import AdmissionRates
 from webhook.snapshots import LeftOut, View, build
 
 __all__ = ["LiveCluster"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Leaving:
-    """Standalone: a pod a DELETE was accepted for, holding what it holds until ``until``."""
-
-    workload: str | None
-    until: float
 
 
 class LiveCluster:
@@ -115,9 +107,8 @@ class LiveCluster:
         the API serves them: the controller releases or adopts them (``strays.py``)."""
         self._intents: dict[str, Intent] = {}
         self._left_out = LeftOut()
-        self._leaving: dict[tuple[str, str, str], _Leaving] = {}
-        """Standalone (no watch): pods being deleted (namespace, name, uid), kept until their
-        grace period ends; one per uid, as two pods under one name each end on their own."""
+        self._leaving = Leaving()
+        """Standalone (no watch): pods being deleted, kept until their grace period ends."""
         self.jobs = JobIndex()
         """Jobs' parallelism and JobSets: the size of a gang of Job pods."""
         self._allocator: IncrementalAllocator | None = None
@@ -307,27 +298,18 @@ class LiveCluster:
         then is gone; 0 means at once. A later DELETE of the same pod may shorten that,
         never lengthen it, as on the API server."""
         with self._lock:
-            key = (namespace, name, uid)
             until = self._clock() + max(grace_s, 0.0)
-            before = self._leaving.get(key)
-            if before is not None:
-                until = min(until, before.until)
-            self._leaving[key] = _Leaving(workload, until)
+            self._leaving.accepted((namespace, name, uid), workload, until)
             self._expire_leaving()
 
     def _expire_leaving(self) -> None:
-        now = self._clock()
-        for key, leaving in list(self._leaving.items()):
-            if leaving.until > now:
-                continue
-            del self._leaving[key]
-            namespace, name, uid = key
+        for (namespace, name, uid), workload in self._leaving.gone(self._clock()):
             pod = self.pods.get((namespace, name))
             if pod is not None and uid and pod.identity[2] not in ("", uid):
                 continue  # another pod under its name, recorded since: not the one that left
             self.remove_pod(namespace, name)
-            if leaving.workload is not None:
-                self.forget(leaving.workload)
+            if workload is not None:
+                self.forget(workload)
 
     def put_stray(self, namespace: str, name: str, pod: dict[str, Any] | None) -> None:
         """A pod carrying Apportion's gate that Apportion never decided (None: no longer,
