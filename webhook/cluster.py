@@ -6,20 +6,20 @@ node bindings, so a restart rebuilds everything from a list of the cluster.
 
 Two kinds of state meet here:
 - *observed* pods (from the API): bound or admitted pods hold capacity; gated pods wait;
-- *intents* the webhook made before the pod is observed (it answered "admit" or "wait" a
-  few milliseconds before the API server stores the pod), and the controller's admissions,
-  reserved before it patches the pods (``reserve``), until the watch shows them admitted.
-  An intent holds its capacity until the pods show up, until one of them is deleted, or
-  until ``intent_ttl_s`` passes without them (the create failed later in admission, e.g.
-  another webhook denied it).
+- *intents* (``intents``) the webhook made before the pod is observed (it answered "admit"
+  or "wait" a few milliseconds before the API server stores the pod), and the controller's
+  admissions, reserved before it patches the pods (``reserve``), until the watch shows
+  them admitted, one of them is deleted, or ``intent_ttl_s`` passes without them.
 
 Bound pods that ask no GPU are kept apart (``hostpods``: node, CPU, memory per pod): their
 requests leave their node's allocatable, as foreign GPU pods' do.
 
-The incremental allocator answers the webhook; it is rebuilt from ``snapshot()`` only when
-something it cannot track itself changed (nodes, queues, pods it did not admit, the CPU
-and memory pods asking no GPU hold on a tracked node).
-Thread safety: one lock; every public method holds it for microseconds to milliseconds.
+The incremental allocator answers the webhook; it is rebuilt from ``snapshot()``'s view
+(``snapshots``) only when something changed that it cannot follow in place (``following``).
+Thread safety: one lock; every public method holds it for microseconds to milliseconds,
+and what it calls on (``intents``, ``following``, ``LeftOut``, ``Leaving``, ``NodeShapes``,
+``QueueSources``) expects it held; the controller's snapshot alone is built outside it
+(``snapshots.build``).
 """
 
 from __future__ import annotations
@@ -31,14 +31,7 @@ from typing import Any
 
 from scheduler.catalog import Catalog, default_catalog
 from scheduler.incremental import IncrementalAllocator
-from scheduler.model import (
-    Node,
-    Queue,
-    RepartitionPlan,
-    Snapshot,
-    Workload,
-    WorkloadDecision,
-)
+from scheduler.model import Node, Queue, RepartitionPlan, Snapshot, Workload, WorkloadDecision
 from scheduler.reasons import Outcome
 from scheduler.telemetry.report import TelemetryReport
 from webhook.following import (
@@ -58,6 +51,7 @@ from webhook.intents import (
     already_admitted,
     answer,
     end_with,
+    expire,
     hold,
     placed_by,
     retire_if_observed,
@@ -547,12 +541,9 @@ class LiveCluster:
         self._expire_leaving()
         if not self._observing:
             return
-        now = self._clock()
-        expired = [name for name, i in self._intents.items() if i.expires <= now]
-        for name in expired:
-            intent = self._intents.pop(name)
-            if intent.workload.placement is not None:
-                self._allocator = None
+        expired = expire(self._intents, self._clock())
+        if any(intent.workload.placement is not None for intent in expired):
+            self._allocator = None
         if expired:
             self.generation += 1
 

@@ -30,6 +30,7 @@ __all__ = [
     "already_admitted",
     "answer",
     "end_with",
+    "expire",
     "hold",
     "placed_by",
     "retire_if_observed",
@@ -118,6 +119,13 @@ def already_admitted(admitted: Workload) -> WorkloadDecision:
         flavor=admitted.flavor,
         placement=admitted.placement,
     )
+
+
+def expire(intents: dict[str, Intent], now: float) -> list[Intent]:
+    """Drop the intents whose time to live passed by ``now`` without their pods (the create
+    failed later in admission, e.g. another webhook denied it): those dropped."""
+    expired = [name for name, i in intents.items() if i.expires <= now]
+    return [intents.pop(name) for name in expired]
 
 
 def retire_if_observed(intents: dict[str, Intent], index: PodIndex, workload: str) -> None:
