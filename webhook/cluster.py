@@ -24,7 +24,6 @@ and what it calls on (``intents``, ``following``, ``LeftOut``, ``Leaving``, ``No
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -45,17 +44,7 @@ from webhook.following import (
     rejoin,
 )
 from webhook.hostpods import HostPod, HostPods, Moved
-from webhook.intents import (
-    Intent,
-    Refusal,
-    already_admitted,
-    answer,
-    end_with,
-    expire,
-    hold,
-    placed_by,
-    retire_if_observed,
-)
+from webhook.intents import Intents, Refusal, already_admitted, answer
 from webhook.jobs import JobIndex
 from webhook.leaving import Leaving
 from webhook.namespaces import NamespacePolicy, is_system
@@ -86,7 +75,6 @@ class LiveCluster:
         self._clock = clock
         self._base = Snapshot(gpu_models=gpu_models, prices=dict(prices or {}))
         self.catalog: Catalog = self._base.catalog() if gpu_models or prices else default_catalog()
-        self._intent_ttl_s = intent_ttl_s
         self.all_namespaces = all_namespaces
         self.nodes: dict[str, Node] = {}
         self.queues: dict[str, Queue] = {}
@@ -99,7 +87,7 @@ class LiveCluster:
         self._strays: dict[tuple[str, str], dict[str, Any]] = {}
         """Pods carrying Apportion's gate that it never decided (``strays.may_be_stray``), as
         the API serves them: the controller releases or adopts them (``strays.py``)."""
-        self._intents: dict[str, Intent] = {}
+        self._intents = Intents(clock, intent_ttl_s)
         self._left_out = LeftOut()
         self._leaving = Leaving()
         """Standalone (no watch): pods being deleted, kept until their grace period ends."""
@@ -211,8 +199,7 @@ class LiveCluster:
             self._index = PodIndex(pods)
             self.host_pods.replace(host_pods)
             self._strays = {raw_identity(raw)[:2]: raw for raw in strays}
-            for name in list(self._intents):
-                retire_if_observed(self._intents, self._index, name)
+            self._intents.retire_observed(self._index)
             self._changed()
 
     def put_pod(self, pod: ManagedPod) -> None:
@@ -235,11 +222,11 @@ class LiveCluster:
             touched = {pod.workload, *(() if before is None else (before.workload,))}
             held = held_by(self._index, touched)
             self._index.put(pod)
-            name = placed_by(self._intents, pod)
+            name = self._intents.placed_by(pod)
             if name is not None:
                 # The pod Apportion admitted shows up where it was placed: the allocator
                 # already holds it; the intent retires once every pod is seen admitted.
-                retire_if_observed(self._intents, self._index, name)
+                self._intents.retire_if_observed(name, self._index)
                 if name != pod.workload and name not in self._intents:
                     self._rejoin(pod.workload, name)
                 self.generation += 1
@@ -278,7 +265,7 @@ class LiveCluster:
             self._follow_host(self.host_pods.remove(key))
             if pod is None:
                 return
-            ended = end_with(self._intents, self._index, pod.workload)
+            ended = self._intents.end_with(pod.workload, self._index)
             after = held_by(self._index, {pod.workload})
             self._followed(not ended and gave_back(self._allocator, held, after, self._as_placed))
 
@@ -448,16 +435,7 @@ class LiveCluster:
             if decision.outcome is Outcome.ADMIT:
                 if reserve:
                     self.admissions.record(workload.queue)
-                    running = workload.model_copy(
-                        update={
-                            "flavor": decision.flavor,
-                            "placement": decision.placement,
-                            "started": int(self._clock()),
-                        }
-                    )
-                    self._intents[workload.name] = Intent(
-                        running, self._clock() + self._intent_ttl_s
-                    )
+                    self._intents.admit(workload, decision)
                 else:
                     allocator.release(workload.name)
             return decision
@@ -466,7 +444,7 @@ class LiveCluster:
         """Drop an intent: its pod was deleted before it was ever observed, or the
         controller's patches recording its admission were refused (``reserve``)."""
         with self._lock:
-            intent = self._intents.pop(workload, None)
+            intent = self._intents.pop(workload)
             if intent is None:
                 return False
             if intent.workload.placement is not None:
@@ -493,19 +471,12 @@ class LiveCluster:
         the decision placed in that room: refused until then)."""
         with self._lock:
             self._expire_intents()
-            refusal = hold(
-                workload,
-                intents=self._intents,
-                queues=self.queues,
-                index=self._index,
-                allocator=self._current_allocator,
+            refusal = self._intents.reserve(
+                workload, self.queues, self._index, self._current_allocator
             )
             if refusal is not None:
                 self._refused[workload.name] = refusal
                 return refusal
-            self._intents[workload.name] = Intent(
-                workload, self._clock() + self._intent_ttl_s, seen=True
-            )
             self.generation += 1
             return None
 
@@ -514,7 +485,7 @@ class LiveCluster:
         so it holds its devices until a DELETE of one of them is reviewed (``forget``), not
         for ``intent_ttl_s`` like an admission whose pods are yet to show."""
         with self._lock:
-            self._intents[workload.name] = Intent(workload, math.inf)
+            self._intents.seed(workload)
             self._changed()
 
     def _rejoin(self, gang: str, replacements: str) -> None:
@@ -541,7 +512,7 @@ class LiveCluster:
         self._expire_leaving()
         if not self._observing:
             return
-        expired = expire(self._intents, self._clock())
+        expired = self._intents.expire()
         if any(intent.workload.placement is not None for intent in expired):
             self._allocator = None
         if expired:

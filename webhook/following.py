@@ -11,13 +11,13 @@ holds that lock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 from scheduler.incremental import IncrementalAllocator
 from scheduler.model import Node, PodPlacement, Queue, Workload
 from scheduler.state import PlacementError
 from webhook.hostpods import Moved
-from webhook.intents import Intent
+from webhook.intents import Intents
 from webhook.kubeobjects import NodeLedger
 from webhook.observed import ForeignHold, foreign_hold, workload_of
 from webhook.podindex import PodIndex
@@ -82,7 +82,7 @@ def follow_foreign(
     was: dict[str, ForeignHold],
     nodes: dict[str, Node],
     index: PodIndex,
-    intents: Mapping[str, Intent],
+    intents: Intents,
 ) -> bool:
     """Foreign pods came to these nodes or left them (``was``: what they held before):
     the live allocator takes or gives back the difference in place, as a rebuild
@@ -108,7 +108,7 @@ def follow_foreign(
 
 def _apportion_near(
     index: PodIndex,
-    intents: Mapping[str, Intent],
+    intents: Intents,
     node: str,
     whole: frozenset[int],
     slices: frozenset[tuple[int, int]],

@@ -4,13 +4,13 @@ creation, and the controller's reservation of its own.
 The webhook answers "admit" or "wait" a few milliseconds before the API server stores the
 pod; the controller reserves its admissions before it patches their pods. Each is kept by
 workload name until the watch shows its pods admitted (or present, for a "wait"), until
-one of them is deleted, or until its time to live passes without them. ``LiveCluster``
-keeps that dict under its lock: every function here expects its caller to hold the lock.
+one of them is deleted, or until its time to live passes without them (``Intents``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, ValuesView
 from dataclasses import dataclass
 
 from scheduler.incremental import IncrementalAllocator
@@ -26,14 +26,10 @@ __all__ = [
     "PLACE_TAKEN",
     "QUOTA_TAKEN",
     "Intent",
+    "Intents",
     "Refusal",
     "already_admitted",
     "answer",
-    "end_with",
-    "expire",
-    "hold",
-    "placed_by",
-    "retire_if_observed",
 ]
 
 PLACE_TAKEN = "PlaceTaken"
@@ -68,6 +64,173 @@ class Intent:
     seen: bool = False
     """Its pods were observed when it was made (the controller's admissions): a list
     without them means they are gone, not late."""
+
+
+class Intents:
+    """The intents, by workload name. ``LiveCluster`` keeps them under its lock: every
+    method expects its caller to hold it."""
+
+    def __init__(self, clock: Callable[[], float], ttl_s: float) -> None:
+        self._clock = clock
+        self._ttl_s = ttl_s
+        self._by_name: dict[str, Intent] = {}
+
+    def get(self, workload: str) -> Intent | None:
+        return self._by_name.get(workload)
+
+    def __contains__(self, workload: object) -> bool:
+        return workload in self._by_name
+
+    def values(self) -> ValuesView[Intent]:
+        return self._by_name.values()
+
+    def admit(self, workload: Workload, decision: WorkloadDecision) -> None:
+        """The webhook admitted ``workload`` at creation (``answer``): held where
+        ``decision`` placed it until its pods are seen, for the time to live at most."""
+        running = workload.model_copy(
+            update={
+                "flavor": decision.flavor,
+                "placement": decision.placement,
+                "started": int(self._clock()),
+            }
+        )
+        self._by_name[workload.name] = Intent(running, self._clock() + self._ttl_s)
+
+    def seed(self, workload: Workload) -> None:
+        """Standalone: ``workload`` runs, as the cluster file says; held until forgotten."""
+        self._by_name[workload.name] = Intent(workload, math.inf)
+
+    def pop(self, workload: str) -> Intent | None:
+        return self._by_name.pop(workload, None)
+
+    def expire(self) -> list[Intent]:
+        """Drop the intents whose time to live passed without their pods (the create
+        failed later in admission, e.g. another webhook denied it): those dropped."""
+        now = self._clock()
+        expired = [name for name, i in self._by_name.items() if i.expires <= now]
+        return [self._by_name.pop(name) for name in expired]
+
+    def retire_if_observed(self, workload: str, index: PodIndex) -> None:
+        """An intent ends when its pods are observed: all admitted, or (waiting) present;
+        or when the pods it was made for are no longer there, or (a gang's replacements)
+        no longer apart from the gang's running members."""
+        intent = self._by_name.get(workload)
+        if intent is None:
+            return
+        group = index.group(workload)
+        if intent.workload.placement is None:
+            if group is not None:
+                del self._by_name[workload]
+        elif (intent.seen and group is None) or (
+            group is not None and len(group.pods) >= intent.workload.pods and group.admitted
+        ):
+            del self._by_name[workload]
+
+    def retire_observed(self, index: PodIndex) -> None:
+        """``retire_if_observed`` for every intent: after a relist."""
+        for name in list(self._by_name):
+            self.retire_if_observed(name, index)
+
+    def placed_by(self, pod: ManagedPod) -> str | None:
+        """The intent, its workload's or its gang's replacements', that placed ``pod``
+        where it shows up (its recorded placement one of the intent's, bound there or not
+        yet), if one did."""
+        for name in (pod.workload, replacements_of(pod.workload)):
+            intent = self._by_name.get(name)
+            if intent is not None and _same_place(intent, pod):
+                return name
+        return None
+
+    def end_with(self, workload: str, index: PodIndex) -> bool:
+        """A pod of ``workload`` is gone (``index`` without it): whether an intent ended
+        with it, and with it what the live allocator holds for that intent."""
+        # An admission not yet seen whole ends here: its pod is gone, not late.
+        ended = self._by_name.pop(workload, None) is not None
+        # A gang's replacements admitted but not yet seen end with their pods, or with
+        # the gang's last running member: what the allocator holds for them too.
+        replacements = replacements_of(workload)
+        standing = replacements in self._by_name
+        self.retire_if_observed(replacements, index)
+        return ended or (standing and replacements not in self._by_name)
+
+    def reserve(
+        self,
+        workload: Workload,
+        queues: dict[str, Queue],
+        index: PodIndex,
+        allocator: Callable[[], IncrementalAllocator],
+    ) -> Refusal | None:
+        """Hold the controller's admission ``workload`` (``LiveCluster.reserve``): charged
+        to the live allocator (built by ``allocator`` once its pods are known to wait)
+        where it was placed, if it still fits there (``IncrementalAllocator.hold_decided``),
+        and kept until its pods are seen admitted; None once held, else why not, with
+        nothing held."""
+        refusal = self._hold(workload, queues, index, allocator)
+        if refusal is None:
+            self._by_name[workload.name] = Intent(workload, self._clock() + self._ttl_s, seen=True)
+        return refusal
+
+    def _hold(
+        self,
+        workload: Workload,
+        queues: dict[str, Queue],
+        index: PodIndex,
+        allocator: Callable[[], IncrementalAllocator],
+    ) -> Refusal | None:
+        if workload.queue not in queues:
+            return Refusal(PLACE_TAKEN, f"queue {workload.queue} no longer exists")
+        group = index.group(workload.name)
+        if group is None:
+            return Refusal(PLACE_TAKEN, "its pods no longer wait")
+        intent = self._by_name.get(workload.name)
+        live = allocator()
+        if (
+            group.admitted
+            or live.holds(workload.name)
+            or (intent is not None and intent.workload.placement is not None)
+        ):
+            return Refusal(PLACE_TAKEN, "it is admitted already")
+        try:
+            overtaken = live.hold_decided(workload)
+        except PlacementError as error:
+            holders = sharing(workload.placement or (), self._holdings(index, workload.name))
+            if holders:
+                return Refusal(
+                    PLACE_TAKEN,
+                    f"its place was taken since the decision, by {', '.join(holders)}",
+                )
+            return Refusal(PLACE_TAKEN, f"its place is no longer free ({error})")
+        if overtaken is None:
+            return None
+        if overtaken.reason in QUOTA_REASONS:
+            return Refusal(QUOTA_TAKEN, f"its quota is no longer free: {overtaken.message}")
+        return Refusal(PLACE_TAKEN, f"its place is no longer free: {overtaken.message}")
+
+    def _holdings(
+        self, index: PodIndex, besides: str
+    ) -> list[tuple[str, tuple[PodPlacement, ...]]]:
+        """Where Apportion placed what holds devices, by workload (but ``besides``):
+        admissions not yet seen whole, and admitted pods' recorded placements."""
+        held = [
+            (name, i.workload.placement)
+            for name, i in self._by_name.items()
+            if i.workload.placement is not None and name != besides
+        ]
+        held += [
+            (name, tuple(p.placement for p in group.pods if p.placement is not None))
+            for name, group in index.all_groups().items()
+            if group.admitted and name != besides
+        ]
+        return held
+
+
+def _same_place(intent: Intent, pod: ManagedPod) -> bool:
+    placement = intent.workload.placement or ()
+    return (
+        pod.placement is not None
+        and pod.placement in placement
+        and (pod.node in (None, pod.placement.node))
+    )
 
 
 def answer(
@@ -119,120 +282,3 @@ def already_admitted(admitted: Workload) -> WorkloadDecision:
         flavor=admitted.flavor,
         placement=admitted.placement,
     )
-
-
-def expire(intents: dict[str, Intent], now: float) -> list[Intent]:
-    """Drop the intents whose time to live passed by ``now`` without their pods (the create
-    failed later in admission, e.g. another webhook denied it): those dropped."""
-    expired = [name for name, i in intents.items() if i.expires <= now]
-    return [intents.pop(name) for name in expired]
-
-
-def retire_if_observed(intents: dict[str, Intent], index: PodIndex, workload: str) -> None:
-    """An intent ends when its pods are observed: all admitted, or (waiting) present;
-    or when the pods it was made for are no longer there, or (a gang's replacements)
-    no longer apart from the gang's running members."""
-    intent = intents.get(workload)
-    if intent is None:
-        return
-    group = index.group(workload)
-    if intent.workload.placement is None:
-        if group is not None:
-            del intents[workload]
-    elif (intent.seen and group is None) or (
-        group is not None and len(group.pods) >= intent.workload.pods and group.admitted
-    ):
-        del intents[workload]
-
-
-def placed_by(intents: dict[str, Intent], pod: ManagedPod) -> str | None:
-    """The intent, its workload's or its gang's replacements', that placed ``pod`` where
-    it shows up (its recorded placement one of the intent's, bound there or not yet), if
-    one did."""
-    for name in (pod.workload, replacements_of(pod.workload)):
-        intent = intents.get(name)
-        if intent is not None and _same_place(intent, pod):
-            return name
-    return None
-
-
-def _same_place(intent: Intent, pod: ManagedPod) -> bool:
-    placement = intent.workload.placement or ()
-    return (
-        pod.placement is not None
-        and pod.placement in placement
-        and (pod.node in (None, pod.placement.node))
-    )
-
-
-def end_with(intents: dict[str, Intent], index: PodIndex, workload: str) -> bool:
-    """A pod of ``workload`` is gone (``index`` without it): whether an intent ended with
-    it, and with it what the live allocator holds for that intent."""
-    # An admission not yet seen whole ends here: its pod is gone, not late.
-    ended = intents.pop(workload, None) is not None
-    # A gang's replacements admitted but not yet seen end with their pods, or with
-    # the gang's last running member: what the allocator holds for them too.
-    replacements = replacements_of(workload)
-    standing = replacements in intents
-    retire_if_observed(intents, index, replacements)
-    return ended or (standing and replacements not in intents)
-
-
-def hold(
-    workload: Workload,
-    *,
-    intents: dict[str, Intent],
-    queues: dict[str, Queue],
-    index: PodIndex,
-    allocator: Callable[[], IncrementalAllocator],
-) -> Refusal | None:
-    """Charge the controller's admission ``workload`` to the live allocator (built by
-    ``allocator`` once its pods are known to wait) where it was placed, if it still fits
-    there (``IncrementalAllocator.hold_decided``): None once done, else why not, with
-    nothing charged."""
-    if workload.queue not in queues:
-        return Refusal(PLACE_TAKEN, f"queue {workload.queue} no longer exists")
-    group = index.group(workload.name)
-    if group is None:
-        return Refusal(PLACE_TAKEN, "its pods no longer wait")
-    intent = intents.get(workload.name)
-    live = allocator()
-    if (
-        group.admitted
-        or live.holds(workload.name)
-        or (intent is not None and intent.workload.placement is not None)
-    ):
-        return Refusal(PLACE_TAKEN, "it is admitted already")
-    try:
-        overtaken = live.hold_decided(workload)
-    except PlacementError as error:
-        holders = sharing(workload.placement or (), _holdings(intents, index, workload.name))
-        if holders:
-            return Refusal(
-                PLACE_TAKEN,
-                f"its place was taken since the decision, by {', '.join(holders)}",
-            )
-        return Refusal(PLACE_TAKEN, f"its place is no longer free ({error})")
-    if overtaken is None:
-        return None
-    if overtaken.reason in QUOTA_REASONS:
-        return Refusal(QUOTA_TAKEN, f"its quota is no longer free: {overtaken.message}")
-    return Refusal(PLACE_TAKEN, f"its place is no longer free: {overtaken.message}")
-
-
-def _holdings(
-    intents: dict[str, Intent], index: PodIndex, besides: str
-) -> list[tuple[str, tuple[PodPlacement, ...]]]:
-    """Where Apportion placed what holds devices, by workload (but ``besides``):
-    admissions not yet seen whole, and admitted pods' recorded placements."""
-    held = [
-        (name, i.workload.placement)
-        for name, i in intents.items()
-        if i.workload.placement is not None and name != besides
-    ]
-    held += [
-        (name, tuple(p.placement for p in group.pods if p.placement is not None))
-        for name, group in index.all_groups().items()
-        if group.admitted and name != besides
-    ]
-    return held
