@@ -88,7 +88,9 @@ class LiveCluster:
         """Pods carrying Apportion's gate that it never decided (``strays.may_be_stray``), as
         the API serves them: the controller releases or adopts them (``strays.py``)."""
         self._intents = Intents(clock, intent_ttl_s)
+        """Admissions made before their pods are observed, until they are (``intents``)."""
         self._left_out = LeftOut()
+        """Admissions left out of a build for a clash, and with whom: warned of once."""
         self._leaving = Leaving()
         """Standalone (no watch): pods being deleted, kept until their grace period ends."""
         self.jobs = JobIndex()
