@@ -165,18 +165,6 @@ class Intents:
         where it was placed, if it still fits there (``IncrementalAllocator.hold_decided``),
         and kept until its pods are seen admitted; None once held, else why not, with
         nothing held."""
-        refusal = self._hold(workload, queues, index, allocator)
-        if refusal is None:
-            self._by_name[workload.name] = Intent(workload, self._clock() + self._ttl_s, seen=True)
-        return refusal
-
-    def _hold(
-        self,
-        workload: Workload,
-        queues: dict[str, Queue],
-        index: PodIndex,
-        allocator: Callable[[], IncrementalAllocator],
-    ) -> Refusal | None:
         if workload.queue not in queues:
             return Refusal(PLACE_TAKEN, f"queue {workload.queue} no longer exists")
         group = index.group(workload.name)
@@ -201,6 +189,7 @@ class Intents:
                 )
             return Refusal(PLACE_TAKEN, f"its place is no longer free ({error})")
         if overtaken is None:
+            self._by_name[workload.name] = Intent(workload, self._clock() + self._ttl_s, seen=True)
             return None
         if overtaken.reason in QUOTA_REASONS:
             return Refusal(QUOTA_TAKEN, f"its quota is no longer free: {overtaken.message}")
