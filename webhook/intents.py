@@ -226,7 +226,8 @@ def answer(
     workload: Workload, allocator: IncrementalAllocator, index: PodIndex
 ) -> WorkloadDecision:
     """The webhook's answer at creation: the live allocator's decision (charged to it if
-    it admits), unless the controller's next cycle is to decide ``workload``."""
+    it admits), unless the controller's next cycle is to decide ``workload``. Reads the
+    pods and changes the allocator ``LiveCluster`` guards: its caller holds that lock."""
     if allocator.holds(workload.name):
         # The name of a pod observed holding GPUs: one recreated under its name (a
         # StatefulSet's) before the old one is seen gone, or a create (dry run) of a
