@@ -15,7 +15,8 @@ from scheduler.allocator import decide
 from scheduler.model import Demand, PodPlacement, Queue, Quota, Workload, WorkloadDecision
 from scheduler.reasons import Outcome, Reason
 from scheduler.telemetry import HealthVerdict, IdleWorkload, TelemetrySettings, assess
-from webhook.cluster import PLACE_TAKEN, QUOTA_TAKEN, LiveCluster, Refusal
+from webhook.cluster import LiveCluster
+from webhook.intents import PLACE_TAKEN, QUOTA_TAKEN, Refusal
 from webhook.pods import ManagedPod, PodReader, parse_placement
 from webhook.queueview import pending_view, waiting_workloads
 from webhook.standalone import load_cluster_file, seed_cluster

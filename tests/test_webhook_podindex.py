@@ -18,8 +18,9 @@ from scheduler.incremental import IncrementalAllocator
 from scheduler.model import Demand, PodPlacement, Queue, Quota, Snapshot, Workload
 from scheduler.quota import UNLIMITED
 from scheduler.reasons import Outcome
-from webhook.cluster import PLACE_TAKEN, LiveCluster, Refusal
+from webhook.cluster import LiveCluster
 from webhook.hostpods import HostPod
+from webhook.intents import PLACE_TAKEN, Refusal
 from webhook.observed import PodGroup, groups_of, replaced_gang, replacements_of
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod

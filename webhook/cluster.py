@@ -6,143 +6,57 @@ node bindings, so a restart rebuilds everything from a list of the cluster.
 
 Two kinds of state meet here:
 - *observed* pods (from the API): bound or admitted pods hold capacity; gated pods wait;
-- *intents* the webhook made before the pod is observed (it answered "admit" or "wait" a
-  few milliseconds before the API server stores the pod), and the controller's admissions,
-  reserved before it patches the pods (``reserve``), until the watch shows them admitted.
-  An intent holds its capacity until the pods show up, until one of them is deleted, or
-  until ``intent_ttl_s`` passes without them (the create failed later in admission, e.g.
-  another webhook denied it).
+- *intents* (``intents``) the webhook made before the pod is observed (it answered "admit"
+  or "wait" a few milliseconds before the API server stores the pod), and the controller's
+  admissions, reserved before it patches the pods (``reserve``), until the watch shows
+  them admitted, one of them is deleted, or ``intent_ttl_s`` passes without them.
 
 Bound pods that ask no GPU are kept apart (``hostpods``: node, CPU, memory per pod): their
 requests leave their node's allocatable, as foreign GPU pods' do.
 
-The incremental allocator answers the webhook; it is rebuilt from ``snapshot()`` only when
-something it cannot track itself changed (nodes, queues, pods it did not admit, the CPU
-and memory pods asking no GPU hold on a tracked node).
-Thread safety: one lock; every public method holds it for microseconds to milliseconds.
+The incremental allocator answers the webhook; it is rebuilt from ``snapshot()``'s view
+(``snapshots``) only when something changed that it cannot follow in place (``following``).
+Thread safety: one lock; every public method holds it for microseconds to milliseconds,
+and what it calls on (``intents``, ``following``, ``LeftOut``, ``Leaving``, ``NodeShapes``,
+``QueueSources``) expects it held; the controller's snapshot alone is built outside it
+(``snapshots.build``).
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from scheduler.catalog import Catalog, default_catalog
 from scheduler.incremental import IncrementalAllocator
-from scheduler.model import (
-    Node,
-    PodPlacement,
-    Queue,
-    Quota,
-    RepartitionPlan,
-    Snapshot,
-    Workload,
-    WorkloadDecision,
-)
-from scheduler.reasons import QUOTA_REASONS, Outcome, Reason
-from scheduler.state import PlacementError
+from scheduler.model import Node, Queue, RepartitionPlan, Snapshot, Workload, WorkloadDecision
+from scheduler.reasons import Outcome
 from scheduler.telemetry.report import TelemetryReport
-from webhook import keys
-from webhook.hostpods import HostPod, HostPods, Moved
-from webhook.jobs import JobIndex
-from webhook.kubeobjects import NodeLedger
-from webhook.observed import (
-    ForeignHold,
-    PodGroup,
-    foreign_hold,
-    nodes_less_foreign,
-    replaced_gang,
-    replacements_of,
-    without_closed_queues,
-    workload_of,
+from webhook.following import (
+    as_placed,
+    capacity_view,
+    follow_foreign,
+    follow_host,
+    foreign_on,
+    gave_back,
+    held_by,
+    rejoin,
 )
+from webhook.hostpods import HostPod, HostPods, Moved
+from webhook.intents import Intents, Refusal, already_admitted, answer
+from webhook.jobs import JobIndex
+from webhook.leaving import Leaving
+from webhook.namespaces import NamespacePolicy, is_system
+from webhook.nodeshapes import NodeShapes
+from webhook.observed import ForeignHold, PodGroup, nodes_less_foreign
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod, PodAsk, raw_identity
+from webhook.queues import QueueSources
 from webhook.rates import AdmissionRates
+from webhook.snapshots import LeftOut, View, build
 
-log = logging.getLogger("apportion.cluster")
-
-__all__ = [
-    "PLACE_TAKEN",
-    "QUOTA_TAKEN",
-    "LiveCluster",
-    "NamespacePolicy",
-    "Refusal",
-]
-
-PLACE_TAKEN = "PlaceTaken"
-"""An admission the controller reserves no longer stands as decided: its devices, or its
-nodes' CPU or memory, are not free (given to another since the decision, or still held by
-a victim of the decision's evictions), or its pods or queue are gone, or it is admitted."""
-
-QUOTA_TAKEN = "QuotaTaken"
-"""An admission the controller reserves would take its queue past its quota (nominal and
-borrowing limit) or its cohort past what its members lend: admissions since the decision
-used what it counted on, or a victim of the decision's evictions still holds it."""
-
-
-@dataclass(frozen=True, slots=True)
-class NamespacePolicy:
-    enabled: bool = False
-    default_queue: str | None = None
-    shadow: bool = False
-
-    @classmethod
-    def from_labels(cls, labels: dict[str, str]) -> NamespacePolicy:
-        return cls(
-            enabled=labels.get(keys.NAMESPACE_ENABLED, "").lower() == "true",
-            default_queue=labels.get(keys.NAMESPACE_DEFAULT_QUEUE) or None,
-            shadow=labels.get(keys.NAMESPACE_MODE, "").lower() == "shadow",
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """Why ``LiveCluster.reserve`` held nothing: a reason (``PLACE_TAKEN``, ``QUOTA_TAKEN``)
-    and a message with the numbers, as the waiting pods say it."""
-
-    reason: str
-    message: str
-
-    @property
-    def waiting_message(self) -> str:
-        """What its waiting pods say, and the queue view until the next decision."""
-        return f"not admitted as decided: {self.message}; it is decided again in the next cycle"
-
-
-@dataclass(slots=True)
-class _Intent:
-    workload: Workload
-    expires: float
-    seen: bool = False
-    """Its pods were observed when it was made (the controller's admissions): a list
-    without them means they are gone, not late."""
-
-
-@dataclass(frozen=True, slots=True)
-class _View:
-    """What a snapshot is built from, taken under the lock (``LiveCluster._view``)."""
-
-    nodes: dict[str, Node]
-    """Less what foreign pods and pods asking no GPU hold."""
-    groups: dict[str, PodGroup]
-    """The caller's own (``PodIndex.all_groups``): building changes it."""
-    intents: list[Workload]
-    queues: dict[str, Queue]
-    now: float
-    telemetry: TelemetryReport | None
-
-
-@dataclass(frozen=True, slots=True)
-class _Leaving:
-    """Standalone: a pod a DELETE was accepted for, holding what it holds until ``until``."""
-
-    workload: str | None
-    until: float
+__all__ = ["LiveCluster"]
 
 
 class LiveCluster:
@@ -161,11 +75,10 @@ class LiveCluster:
         self._clock = clock
         self._base = Snapshot(gpu_models=gpu_models, prices=dict(prices or {}))
         self.catalog: Catalog = self._base.catalog() if gpu_models or prices else default_catalog()
-        self._intent_ttl_s = intent_ttl_s
         self.all_namespaces = all_namespaces
         self.nodes: dict[str, Node] = {}
         self.queues: dict[str, Queue] = {}
-        self._queue_sources: dict[str, dict[str, Queue]] = {}
+        self._queue_sources = QueueSources(self.catalog)
         self.namespaces: dict[str, NamespacePolicy] = {}
         self._index = PodIndex()
         """Apportion's pods, by workload too: nothing on the webhook's path walks them all."""
@@ -174,17 +87,16 @@ class LiveCluster:
         self._strays: dict[tuple[str, str], dict[str, Any]] = {}
         """Pods carrying Apportion's gate that it never decided (``strays.may_be_stray``), as
         the API serves them: the controller releases or adopts them (``strays.py``)."""
-        self._intents: dict[str, _Intent] = {}
-        self._warned: set[tuple[str, tuple[str, ...]]] = set()
+        self._intents = Intents(clock, intent_ttl_s)
+        """Admissions made before their pods are observed, until they are (``intents``)."""
+        self._left_out = LeftOut()
         """Admissions left out of a build for a clash, and with whom: warned of once."""
-        self._leaving: dict[tuple[str, str, str], _Leaving] = {}
-        """Standalone (no watch): pods being deleted (namespace, name, uid), kept until their
-        grace period ends; one per uid, as two pods under one name each end on their own."""
+        self._leaving = Leaving()
+        """Standalone (no watch): pods being deleted, kept until their grace period ends."""
         self.jobs = JobIndex()
         """Jobs' parallelism and JobSets: the size of a gang of Job pods."""
         self._allocator: IncrementalAllocator | None = None
-        self._largest: dict[str, int] | None = None
-        self._hosts: dict[str, frozenset[tuple[int | None, int | None]]] | None = None
+        self._shapes = NodeShapes()
         self._observing = False
         """True once a watch feeds pods: intents then expire when their pod never shows."""
         self.telemetry: TelemetryReport | None = None
@@ -205,8 +117,7 @@ class LiveCluster:
         self.generation += 1
 
     def _nodes_changed(self) -> None:
-        self._largest = None
-        self._hosts = None
+        self._shapes.forget()
         self._changed()
 
     def largest_nodes(self) -> dict[str, int]:
@@ -215,28 +126,14 @@ class LiveCluster:
         What "can this ever fit" checks need; recomputed only when nodes change.
         """
         with self._lock:
-            if self._largest is None:
-                largest: dict[str, int] = {}
-                for node in self.nodes.values():
-                    for model in {g.model for g in node.gpus}:
-                        whole = sum(1 for g in node.gpus if g.model == model and g.mig is None)
-                        largest[model] = max(largest.get(model, 0), whole)
-                self._largest = largest
-            return self._largest
+            return self._shapes.largest(self.nodes.values())
 
     def node_shapes(self) -> dict[str, frozenset[tuple[int | None, int | None]]]:
         """Per GPU model present: the (CPU milli, memory MiB) its nodes have allocatable,
         None where a node does not say. For "can this pod ever fit" checks; a cluster has
         few node shapes, so the answer is a handful of pairs per model."""
         with self._lock:
-            if self._hosts is None:
-                shapes: dict[str, set[tuple[int | None, int | None]]] = {}
-                for node in self.nodes.values():
-                    shape = (node.cpu_milli, node.memory_mib)
-                    for model in {g.model for g in node.gpus}:
-                        shapes.setdefault(model, set()).add(shape)
-                self._hosts = {m: frozenset(s) for m, s in shapes.items()}
-            return self._hosts
+            return self._shapes.hosts(self.nodes.values())
 
     def replace_nodes(self, nodes: Iterable[Node]) -> None:
         with self._lock:
@@ -255,39 +152,11 @@ class LiveCluster:
                 self._nodes_changed()
 
     def replace_queues(self, queues: Iterable[Queue], source: str = "file") -> None:
-        """The queues of one source (``file``: a mounted file; ``crd``: Queue objects).
-
-        Both may be in use while a cluster moves to the CRD; a Queue object wins over a
-        file entry of the same name.
-        """
+        """The queues of one source (``file``: a mounted file; ``crd``: Queue objects),
+        merged with the other's (``QueueSources.replace``)."""
         with self._lock:
-            self._queue_sources[source] = {q.name: self._by_flavor(q) for q in queues}
-            merged: dict[str, Queue] = {}
-            for name in ("file", "crd"):
-                merged.update(self._queue_sources.get(name, {}))
-            self.queues = merged
+            self.queues = self._queue_sources.replace(source, queues)
             self._changed()
-
-    def _by_flavor(self, queue: Queue) -> Queue:
-        """The queue with its quota keyed by the flavors workloads are charged to: a model
-        named by an alias or GFD product (``H100``) is its catalog name, so metrics and
-        status show one series per flavor. A key that names no model or MIG profile is a
-        typo that leaves the queue without that quota: warned, not fatal to the others."""
-        quota: dict[str, Quota] = {}
-        for key, value in queue.quota.items():
-            flavor = self.catalog.flavor(key)
-            if flavor is None:
-                log.warning(
-                    "queue %s: quota %r names no GPU model or MIG profile this cluster knows",
-                    queue.name,
-                    key,
-                )
-            elif flavor in quota:
-                log.warning("queue %s: quota %r repeats flavor %s", queue.name, key, flavor)
-            quota[flavor or key] = value
-        if list(quota) == list(queue.quota):
-            return queue
-        return queue.model_copy(update={"quota": quota})
 
     def set_telemetry(self, report: TelemetryReport) -> None:
         """New GPU metrics: unhealthy GPUs leave capacity, idle workloads are marked."""
@@ -332,7 +201,7 @@ class LiveCluster:
             self._index = PodIndex(pods)
             self.host_pods.replace(host_pods)
             self._strays = {raw_identity(raw)[:2]: raw for raw in strays}
-            self._drop_observed_intents()
+            self._intents.retire_observed(self._index)
             self._changed()
 
     def put_pod(self, pod: ManagedPod) -> None:
@@ -341,35 +210,34 @@ class LiveCluster:
             key = (pod.namespace, pod.name)
             self._follow_host(self.host_pods.remove(key))
             before = self._index.get(key)
-            if before is not None and _capacity_view(before) == _capacity_view(pod):
+            if before is not None and capacity_view(before) == capacity_view(pod):
                 self._index.put(pod)
                 self.generation += 1 if before.raw is not pod.raw else 0
                 return
             if pod.foreign and (before is None or before.foreign):
-                was = self._foreign_on({pod.node, None if before is None else before.node})
+                was = foreign_on(
+                    self.nodes, self._index, {pod.node, None if before is None else before.node}
+                )
                 self._index.put(pod)
                 self._follow_foreign(was)
                 return
             touched = {pod.workload, *(() if before is None else (before.workload,))}
-            held = self._held(touched)
+            held = held_by(self._index, touched)
             self._index.put(pod)
-            for name in (pod.workload, replacements_of(pod.workload)):
-                intent = self._intents.get(name)
-                if intent is not None and _same_place(intent, pod):
-                    # The pod Apportion admitted shows up where it was placed: the allocator
-                    # already holds it; the intent retires once every pod is seen admitted.
-                    self._retire_if_observed(name)
-                    if name != pod.workload and name not in self._intents:
-                        self._rejoin(pod.workload, name)
-                    self.generation += 1
-                    return
-            foreign = pod.foreign or (before is not None and before.foreign)
-            if foreign or held != self._held(touched):
-                self._changed()
-            else:
-                # A pod that waits came, or changed: what runs is as it was, and so is the
-                # incremental allocator (rebuilding it costs a walk over every pod).
+            name = self._intents.placed_by(pod)
+            if name is not None:
+                # The pod Apportion admitted shows up where it was placed: the allocator
+                # already holds it; the intent retires once every pod is seen admitted.
+                self._intents.retire_if_observed(name, self._index)
+                if name != pod.workload and name not in self._intents:
+                    self._rejoin(pod.workload, name)
                 self.generation += 1
+                return
+            # A pod that waits came, or changed: what runs is as it was, and so is the
+            # incremental allocator (rebuilding it costs a walk over every pod). Not so
+            # where a foreign pod, or what admitted pods hold, changed.
+            foreign = pod.foreign or (before is not None and before.foreign)
+            self._followed(not foreign and held == held_by(self._index, touched))
 
     def put_host_pod(self, pod: HostPod) -> None:
         """A bound pod that asks no GPU: what it requests is held on its node.
@@ -390,28 +258,18 @@ class LiveCluster:
             key = (namespace, name)
             pod = self._index.get(key)
             if pod is not None and pod.foreign:
-                was = self._foreign_on({pod.node})
+                was = foreign_on(self.nodes, self._index, {pod.node})
                 self._index.pop(key)
                 self._follow_foreign(was)
                 return
-            held = () if pod is None else self._held({pod.workload})
+            held = () if pod is None else held_by(self._index, {pod.workload})
             self._index.pop(key)
             self._follow_host(self.host_pods.remove(key))
             if pod is None:
                 return
-            # An admission not yet seen whole ends here: its pod is gone, not late.
-            ended = self._intents.pop(pod.workload, None) is not None
-            # A gang's replacements admitted but not yet seen end with their pods, or with
-            # the gang's last running member: what the allocator holds for them too.
-            replacements = replacements_of(pod.workload)
-            standing = replacements in self._intents
-            self._retire_if_observed(replacements)
-            ended |= standing and replacements not in self._intents
-            after = self._held({pod.workload})
-            if ended or not self._gave_back(held, after):
-                self._changed()
-            else:
-                self.generation += 1
+            ended = self._intents.end_with(pod.workload, self._index)
+            after = held_by(self._index, {pod.workload})
+            self._followed(not ended and gave_back(self._allocator, held, after, self._as_placed))
 
     def pod_leaving(
         self, namespace: str, name: str, *, uid: str, workload: str | None, grace_s: float
@@ -423,27 +281,18 @@ class LiveCluster:
         then is gone; 0 means at once. A later DELETE of the same pod may shorten that,
         never lengthen it, as on the API server."""
         with self._lock:
-            key = (namespace, name, uid)
             until = self._clock() + max(grace_s, 0.0)
-            before = self._leaving.get(key)
-            if before is not None:
-                until = min(until, before.until)
-            self._leaving[key] = _Leaving(workload, until)
+            self._leaving.accepted((namespace, name, uid), workload, until)
             self._expire_leaving()
 
     def _expire_leaving(self) -> None:
-        now = self._clock()
-        for key, leaving in list(self._leaving.items()):
-            if leaving.until > now:
-                continue
-            del self._leaving[key]
-            namespace, name, uid = key
+        for (namespace, name, uid), workload in self._leaving.gone(self._clock()):
             pod = self.pods.get((namespace, name))
             if pod is not None and uid and pod.identity[2] not in ("", uid):
                 continue  # another pod under its name, recorded since: not the one that left
             self.remove_pod(namespace, name)
-            if leaving.workload is not None:
-                self.forget(leaving.workload)
+            if workload is not None:
+                self.forget(workload)
 
     def put_stray(self, namespace: str, name: str, pod: dict[str, Any] | None) -> None:
         """A pod carrying Apportion's gate that Apportion never decided (None: no longer,
@@ -461,81 +310,27 @@ class LiveCluster:
         with self._lock:
             return list(self._strays.values())
 
-    def _foreign_on(self, nodes: Iterable[str | None]) -> dict[str, ForeignHold]:
-        """What the foreign pods bound to each of these tracked nodes hold now."""
-        return {
-            node: foreign_hold(
-                self.nodes[node],
-                [p for p in self._index.on_node(node) if p.foreign and p.node == node],
-            )
-            for node in nodes
-            if node is not None and node in self.nodes
-        }
-
-    def _follow_foreign(self, was: dict[str, ForeignHold]) -> None:
-        """Foreign pods came to these nodes or left them (``was``: what they held before):
-        the live allocator takes or gives back the difference in place, as a rebuild
-        (0.08 s at 20,000 pods) would have it. A rebuild still when a device they now hold
-        is not free there, or one they gave back is where Apportion's pods are recorded or
-        may be placed anew (a build placed those around the foreign pods' devices)."""
-        allocator = self._allocator
-        for node, before in was.items():
-            if allocator is None:
-                break
-            after = self._foreign_on([node])[node]
-            gone_whole, gone_slices = before.whole - after.whole, before.slices - after.slices
-            if (
-                (gone_whole or gone_slices) and self._apportion_near(node, gone_whole, gone_slices)
-            ) or not allocator.take_held(
-                node, after.whole - before.whole, after.slices - before.slices
-            ):
-                self._changed()
-                return
-            allocator.give_back_held(node, gone_whole, gone_slices)
-            allocator.hold_outside(
-                node, after.cpu_milli - before.cpu_milli, after.memory_mib - before.memory_mib
-            )
-        self.generation += 1
-
-    def _apportion_near(
-        self, node: str, whole: frozenset[int], slices: frozenset[tuple[int, int]]
-    ) -> bool:
-        """Whether Apportion's pods or admissions on ``node`` are recorded on any of these
-        devices, or run there with none recorded (a build gives them the lowest free)."""
-
-        def on(placement: PodPlacement) -> bool:
-            if placement.node != node:
-                return False
-            if placement.mig_start is not None:
-                return (placement.gpus[0], placement.mig_start) in slices
-            return not whole.isdisjoint(placement.gpus)
-
-        for pod in self._index.on_node(node):
-            if pod.foreign:
-                continue
-            if pod.placement is None:
-                if pod.node == node:  # bound there, none recorded
-                    return True
-            elif on(pod.placement):
-                return True
-        return any(
-            on(p) for intent in self._intents.values() for p in intent.workload.placement or ()
-        )
-
-    def _follow_host(self, moved: Moved) -> None:
-        """What host pods hold on tracked nodes moved: the live allocator follows in place,
-        as a rebuild (a walk over every pod, 0.2 s at 20,000) would have it, and the
-        controller sees a change. CPU-only pods come and go on GPU nodes all the time."""
-        tracked = {node: held for node, held in moved.items() if node in self.nodes}
-        if not tracked:
-            return
-        allocator = self._allocator
-        if allocator is None or all(
-            allocator.hold_outside(node, *held) for node, held in tracked.items()
-        ):
+    def _followed(self, in_place: bool) -> None:
+        """A change the live allocator followed in place (``following``), or, False, one it
+        is rebuilt for: the controller sees a change either way."""
+        if in_place:
             self.generation += 1
         else:
             self._changed()
+
+    def _follow_foreign(self, was: dict[str, ForeignHold]) -> None:
+        """Foreign pods came to these nodes or left them (``was``: what they held before)."""
+        allocator = self._allocator
+        self._followed(
+            allocator is None
+            or follow_foreign(allocator, was, self.nodes, self._index, self._intents)
+        )
+
+    def _follow_host(self, moved: Moved) -> None:
+        """What host pods hold moved: a change only on the nodes Apportion tracks."""
+        tracked = {node: held for node, held in moved.items() if node in self.nodes}
+        if tracked:
+            self._followed(follow_host(self._allocator, tracked))
 
     # -- queries -------------------------------------------------------------------------
 
@@ -544,7 +339,7 @@ class LiveCluster:
             known = self.namespaces.get(namespace)
         if known is not None:
             return known
-        return NamespacePolicy(enabled=self.all_namespaces and not _system(namespace))
+        return NamespacePolicy(enabled=self.all_namespaces and not is_system(namespace))
 
     def known_policy(self, namespace: str) -> NamespacePolicy | None:
         """The namespace's policy, or None while its Namespace has not been seen (a watch
@@ -583,16 +378,6 @@ class LiveCluster:
         """The pods observed under ``workload`` (its workload annotation)."""
         with self._lock:
             return self._index.members(workload)
-
-    def _held(self, workloads: Iterable[str]) -> _Held:
-        """What the pods of ``workloads`` hold, as the incremental allocator sees it: their
-        admitted groups' pods (a waiting group holds nothing)."""
-        return tuple(
-            (name, tuple(((p.namespace, p.name), _holding(p)) for p in group.pods))
-            for workload in sorted(workloads)
-            for name, group in self._index.groups(workload).items()
-            if group.admitted
-        )
 
     def groups(self) -> dict[str, PodGroup]:
         """The pods by the workload the allocator decides them as (``observed.groups_of``),
@@ -646,50 +431,13 @@ class LiveCluster:
             self._expire_intents()
             held = self._intents.get(workload.name)
             if held is not None and held.workload.placement is not None:
-                # A retried create (the API server timed out on us and called again): the
-                # same answer, not a second admission.
-                return WorkloadDecision(
-                    workload=workload.name,
-                    queue=held.workload.queue,
-                    outcome=Outcome.ADMIT,
-                    reason=Reason.ADMITTED,
-                    message="already admitted by an earlier call for this pod",
-                    flavor=held.workload.flavor,
-                    placement=held.workload.placement,
-                )
+                return already_admitted(held.workload)
             allocator = self._current_allocator()
-            if allocator.holds(workload.name):
-                # The name of a pod observed holding GPUs: one recreated under its name (a
-                # StatefulSet's) before the old one is seen gone, or a create (dry run) of a
-                # pod that exists. Not an allocator failure: it waits for the old one.
-                return _left_to_the_controller(
-                    workload,
-                    f"a pod named {workload.name} still holds its GPUs (being deleted, or this "
-                    "one already exists); the controller decides this one once it is gone",
-                )
-            ahead = self._index.highest_waiting(workload.queue)
-            if ahead is not None and ahead > workload.priority:
-                # Not past a higher priority of its own queue: the controller's next cycle
-                # orders them (and may preempt for the one ahead).
-                return _left_to_the_controller(
-                    workload,
-                    f"queue {workload.queue} has waiting work of priority {ahead} > "
-                    f"{workload.priority}; the controller decides the order",
-                )
-            decision = allocator.decide(workload)
+            decision = answer(workload, allocator, self._index)
             if decision.outcome is Outcome.ADMIT:
                 if reserve:
                     self.admissions.record(workload.queue)
-                    running = workload.model_copy(
-                        update={
-                            "flavor": decision.flavor,
-                            "placement": decision.placement,
-                            "started": int(self._clock()),
-                        }
-                    )
-                    self._intents[workload.name] = _Intent(
-                        running, self._clock() + self._intent_ttl_s
-                    )
+                    self._intents.admit(workload, decision)
                 else:
                     allocator.release(workload.name)
             return decision
@@ -698,7 +446,7 @@ class LiveCluster:
         """Drop an intent: its pod was deleted before it was ever observed, or the
         controller's patches recording its admission were refused (``reserve``)."""
         with self._lock:
-            intent = self._intents.pop(workload, None)
+            intent = self._intents.pop(workload)
             if intent is None:
                 return False
             if intent.workload.placement is not None:
@@ -725,133 +473,35 @@ class LiveCluster:
         the decision placed in that room: refused until then)."""
         with self._lock:
             self._expire_intents()
-            refusal = self._hold(workload)
+            refusal = self._intents.reserve(
+                workload, self.queues, self._index, self._current_allocator
+            )
             if refusal is not None:
                 self._refused[workload.name] = refusal
                 return refusal
-            self._intents[workload.name] = _Intent(
-                workload, self._clock() + self._intent_ttl_s, seen=True
-            )
             self.generation += 1
             return None
-
-    def _hold(self, workload: Workload) -> Refusal | None:
-        """Charge ``workload`` to the live allocator where it was placed, if it still fits
-        there (``IncrementalAllocator.hold_decided``): None once done, else why not, with
-        nothing charged."""
-        if workload.queue not in self.queues:
-            return Refusal(PLACE_TAKEN, f"queue {workload.queue} no longer exists")
-        group = self._index.group(workload.name)
-        if group is None:
-            return Refusal(PLACE_TAKEN, "its pods no longer wait")
-        intent = self._intents.get(workload.name)
-        allocator = self._current_allocator()
-        if (
-            group.admitted
-            or allocator.holds(workload.name)
-            or (intent is not None and intent.workload.placement is not None)
-        ):
-            return Refusal(PLACE_TAKEN, "it is admitted already")
-        try:
-            overtaken = allocator.hold_decided(workload)
-        except PlacementError as error:
-            holders = _sharing(workload.placement or (), self._holdings(workload.name))
-            if holders:
-                return Refusal(
-                    PLACE_TAKEN,
-                    f"its place was taken since the decision, by {', '.join(holders)}",
-                )
-            return Refusal(PLACE_TAKEN, f"its place is no longer free ({error})")
-        if overtaken is None:
-            return None
-        if overtaken.reason in QUOTA_REASONS:
-            return Refusal(QUOTA_TAKEN, f"its quota is no longer free: {overtaken.message}")
-        return Refusal(PLACE_TAKEN, f"its place is no longer free: {overtaken.message}")
-
-    def _holdings(self, besides: str) -> list[tuple[str, tuple[PodPlacement, ...]]]:
-        """Where Apportion placed what holds devices, by workload (but ``besides``):
-        admissions not yet seen whole, and admitted pods' recorded placements."""
-        held = [
-            (name, i.workload.placement)
-            for name, i in self._intents.items()
-            if i.workload.placement is not None and name != besides
-        ]
-        held += [
-            (name, tuple(p.placement for p in group.pods if p.placement is not None))
-            for name, group in self._index.all_groups().items()
-            if group.admitted and name != besides
-        ]
-        return held
 
     def seed_running(self, workload: Workload) -> None:
         """Standalone: a workload the cluster file says runs. No watch will show its pods,
         so it holds its devices until a DELETE of one of them is reviewed (``forget``), not
         for ``intent_ttl_s`` like an admission whose pods are yet to show."""
         with self._lock:
-            self._intents[workload.name] = _Intent(workload, math.inf)
+            self._intents.seed(workload)
             self._changed()
-
-    def _gave_back(self, held: _Held, after: _Held) -> bool:
-        """Whether the live allocator is as ``after`` says without a rebuild: nothing held
-        changed, or a workload's pods ended (the common case: pods finish all the time) and
-        the allocator gave their devices back — all of a workload's, or a gang's member's
-        while the rest run on where recorded. A rebuild walks every pod (0.2 s at 20,000);
-        a gang of 64 ending one pod at a time between the webhook's answers cost 64."""
-        if held == after:
-            return True
-        if len(held) != 1 or len(after) > 1:
-            return False
-        name, pods = held[0]
-        if after and (after[0][0] != name or not set(after[0][1]) < set(pods)):
-            return False
-        allocator = self._allocator
-        if allocator is None:
-            return True
-        rest = self._as_placed(name) if after else None
-        if after and rest is None:
-            return False
-        if not allocator.release(name):
-            return False
-        if rest is None:
-            return True
-        try:
-            allocator.hold(rest)
-        except PlacementError:
-            return False
-        return True
 
     def _rejoin(self, gang: str, replacements: str) -> None:
-        """The gang's replacements, admitted apart, are all seen among its members: the
-        live allocator holds them under their own name, and would keep holding them when a
-        change to the gang gives back what it holds under the gang's (``_gave_back``). From
-        now on it holds the gang whole, as a rebuild does."""
+        """The gang's replacements, admitted apart, are all seen among its members: from
+        now on the live allocator holds the gang whole (``following.rejoin``), or is rebuilt."""
         allocator = self._allocator
-        if allocator is None:
-            return
-        whole = self._as_placed(gang)
-        if whole is None or not allocator.release(replacements) or not allocator.release(gang):
-            self._changed()
-            return
-        try:
-            allocator.hold(whole)
-        except PlacementError:
+        if allocator is not None and not rejoin(
+            allocator, gang, replacements, self._as_placed(gang)
+        ):
             self._changed()
 
     def _as_placed(self, name: str) -> Workload | None:
-        """The running workload ``name`` as a build would make it of its pods, where every
-        one of them runs or is to run where its placement records: a pod bound elsewhere, or
-        never placed by Apportion, is placed by the build among the devices left."""
-        group = self._index.group(name)
-        if group is None or not group.admitted:
-            return None
-        pod = group.pods[0]
-        if pod.queue not in self.queues or any(
-            p.placement is None or p.node not in (None, p.placement.node) for p in group.pods
-        ):
-            return None
-        nodes = {p.placement.node for p in group.pods if p.placement is not None}
-        ledgers = {n: NodeLedger.of(self.nodes[n]) for n in nodes if n in self.nodes}
-        return workload_of(name, group, ledgers, self._clock())
+        """``following.as_placed``, as the pods, queues and nodes are now."""
+        return as_placed(name, self._index, self.queues, self.nodes, self._clock())
 
     # -- internals -----------------------------------------------------------------------
 
@@ -864,38 +514,15 @@ class LiveCluster:
         self._expire_leaving()
         if not self._observing:
             return
-        now = self._clock()
-        expired = [name for name, i in self._intents.items() if i.expires <= now]
-        for name in expired:
-            intent = self._intents.pop(name)
-            if intent.workload.placement is not None:
-                self._allocator = None
+        expired = self._intents.expire()
+        if any(intent.workload.placement is not None for intent in expired):
+            self._allocator = None
         if expired:
             self.generation += 1
 
-    def _drop_observed_intents(self) -> None:
-        for name in list(self._intents):
-            self._retire_if_observed(name)
-
-    def _retire_if_observed(self, workload: str) -> None:
-        """An intent ends when its pods are observed: all admitted, or (waiting) present;
-        or when the pods it was made for are no longer there, or (a gang's replacements)
-        no longer apart from the gang's running members."""
-        intent = self._intents.get(workload)
-        if intent is None:
-            return
-        group = self._index.group(workload)
-        if intent.workload.placement is None:
-            if group is not None:
-                del self._intents[workload]
-        elif (intent.seen and group is None) or (
-            group is not None and len(group.pods) >= intent.workload.pods and group.admitted
-        ):
-            del self._intents[workload]
-
-    def _view(self, with_telemetry: bool) -> _View:
+    def _view(self, with_telemetry: bool) -> View:
         """What a snapshot is built from, as it is now (under the lock)."""
-        return _View(
+        return View(
             self.host_pods.less_held(nodes_less_foreign(self.nodes, self.pods.values())),
             self._index.all_groups(),
             [intent.workload for intent in self._intents.values()],
@@ -905,153 +532,17 @@ class LiveCluster:
         )
 
     def _snapshot(self, with_telemetry: bool = True, running_only: bool = False) -> Snapshot:
-        """``running_only``: without the waiting workloads (the incremental allocator's
-        view; at 20,000 mostly waiting pods building them was most of a rebuild)."""
+        """The snapshot as it is now (the lock held); ``running_only``: the incremental
+        allocator's (``snapshots.build``)."""
         return self._build(self._view(with_telemetry), running_only)
 
-    def _build(self, view: _View, running_only: bool = False) -> Snapshot:
-        """The snapshot of ``view``. Reads nothing else that changes: ``snapshot`` builds
-        it outside the lock, which the webhook's answers wait for (0.2 s at 20,000 pods).
-        An admission whose devices are not free is left out, with a warning."""
-        nodes = view.nodes
-        ledgers = {name: NodeLedger.of(node) for name, node in nodes.items()}
-        workloads: list[Workload] = []
-        clashes: list[tuple[str, tuple[str, ...]]] = []
-        grouped = view.groups
-        # Intents first: their placements were chosen by the allocator and must stay put;
-        # an admitted intent stands for its pods until they are all observed admitted.
-        for intended in view.intents:
-            name = intended.name
-            if intended.placement is None and (running_only or name in grouped):
-                continue
-            grouped.pop(name, None)
-            gang = replaced_gang(name)
-            if gang in grouped and intended.placement is not None:
-                # Replacements already seen where the intent placed them are its own.
-                taken = set(intended.placement)
-                kept = [p for p in grouped[gang].pods if p.placement not in taken]
-                if kept:
-                    grouped[gang] = PodGroup(kept, admitted=True)
-                else:
-                    del grouped[gang]
-            if intended.placement is not None and not _claim(ledgers, intended.placement):
-                # Not the controller's reservations, which hold only what is free: a node
-                # that lost the devices, or a foreign pod bound since and counted on them
-                # (which of its node's GPUs it has is unknown).
-                held = ((w.name, w.placement or ()) for w in workloads)
-                clashes.append((name, tuple(_sharing(intended.placement, held))))
-                continue
-            workloads.append(intended)
+    def _build(self, view: View, running_only: bool = False) -> Snapshot:
+        """The snapshot of ``view`` (``snapshots.build``), the lock held or not: ``snapshot``
+        builds it outside, as the webhook's answers wait for the lock (0.2 s at 20,000 pods).
+        An admission whose devices are not free is left out, with a warning (under the
+        lock, which it takes)."""
+        snapshot, clashes = build(view, self._base, running_only)
         if clashes:
-            self._left_out(clashes)
-        for name in sorted(grouped):
-            if running_only and not grouped[name].admitted:
-                continue
-            workload = workload_of(name, grouped[name], ledgers, view.now)
-            if workload is not None:
-                workloads.append(workload)
-        workloads, nodes = without_closed_queues(workloads, nodes, view.queues)
-        snapshot = self._base.model_copy(
-            update={
-                "nodes": tuple(nodes[n] for n in sorted(nodes)),
-                "queues": tuple(view.queues[q] for q in sorted(view.queues)),
-                "workloads": tuple(workloads),
-                "now": int(view.now),
-            }
-        )
-        if view.telemetry is None:
-            return snapshot
-        return view.telemetry.apply(snapshot)
-
-    def _left_out(self, clashes: list[tuple[str, tuple[str, ...]]]) -> None:
-        """Warn of admissions ``_build`` left out, with what holds their devices: once per
-        admission and holders, as every build (each cycle, each rebuild of the allocator)
-        meets them again until the admission ends."""
-        with self._lock:
-            self._warned = {c for c in self._warned if c[0] in self._intents}
-            for clash in clashes:
-                if clash in self._warned:
-                    continue
-                self._warned.add(clash)
-                name, holders = clash
-                log.warning(
-                    "admission of %s left out of the books: the devices it was placed on "
-                    "are %s; the placements on its pods and the books disagree until it ends",
-                    name,
-                    f"held by {', '.join(holders)}"
-                    if holders
-                    else "gone from their node or held by pods Apportion does not manage",
-                    extra={"workload": name},
-                )
-
-
-def _system(namespace: str) -> bool:
-    return namespace in ("kube-system", "kube-public", "kube-node-lease") or namespace.startswith(
-        "openshift"
-    )
-
-
-_Held = tuple[tuple[str, tuple[tuple[tuple[str, str], tuple[object, ...]], ...]], ...]
-"""Per admitted group: its name, and each pod's key and ``_holding``."""
-
-
-def _capacity_view(pod: ManagedPod) -> tuple[object, ...]:
-    return (pod.gated, pod.node, pod.placement, pod.workload, pod.demand, pod.extra_slices)
-
-
-def _holding(pod: ManagedPod) -> tuple[object, ...]:
-    """What a pod of an admitted group holds (``observed.workload_of``): where it runs or is
-    placed. Not its gate, nor its binding where placed: the controller releasing a gang's
-    members, the kube-scheduler binding an admitted pod, change nothing it holds."""
-    node = pod.node or (pod.placement.node if pod.placement else None)
-    return (node, pod.placement, pod.demand, pod.extra_slices)
-
-
-def _same_place(intent: _Intent, pod: ManagedPod) -> bool:
-    placement = intent.workload.placement or ()
-    return (
-        pod.placement is not None
-        and pod.placement in placement
-        and (pod.node in (None, pod.placement.node))
-    )
-
-
-def _claim(ledgers: dict[str, NodeLedger], placement: tuple[PodPlacement, ...]) -> bool:
-    """Mark every pod's placement taken in the ledgers, or (False) none of them: what an
-    admission left out does not hold stays free for the workloads after it."""
-    nodes = {p.node for p in placement}
-    if not nodes <= ledgers.keys():
-        return False
-    saved = {
-        n: (list(ledgers[n].free_whole), {k: list(v) for k, v in ledgers[n].free_slices.items()})
-        for n in nodes
-    }
-    if all(ledgers[p.node].claim(p) for p in placement):
-        return True
-    for n, (whole, slices) in saved.items():
-        ledgers[n].free_whole, ledgers[n].free_slices = whole, slices
-    return False
-
-
-def _sharing(
-    placement: Iterable[PodPlacement], holdings: Iterable[tuple[str, Iterable[PodPlacement]]]
-) -> list[str]:
-    """The holders, by name, placed on a device (a whole GPU, a MIG slice) ``placement``
-    is placed on too."""
-    devices = {d for p in placement for d in _devices(p)}
-    return sorted({name for name, held in holdings for p in held if devices & _devices(p)})
-
-
-def _devices(placement: PodPlacement) -> set[tuple[str, int, int | None]]:
-    return {(placement.node, gpu, placement.mig_start) for gpu in placement.gpus}
-
-
-def _left_to_the_controller(workload: Workload, message: str) -> WorkloadDecision:
-    """Not decided at creation: the pod waits, gated, for the controller's next cycle."""
-    return WorkloadDecision(
-        workload=workload.name,
-        queue=workload.queue,
-        outcome=Outcome.PENDING,
-        reason=Reason.NOT_SELECTED,
-        message=message,
-    )
+            with self._lock:
+                self._left_out.warn(clashes, self._intents)
+        return snapshot

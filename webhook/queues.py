@@ -1,0 +1,57 @@
+"""The queues Apportion decides with: those of each source (a mounted file, Queue objects)
+merged, each quota keyed by the flavor workloads are charged to."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from scheduler.catalog import Catalog
+from scheduler.model import Queue, Quota
+
+log = logging.getLogger("apportion.cluster")
+
+__all__ = ["QueueSources"]
+
+
+class QueueSources:
+    """The queues of each source, by name. ``LiveCluster`` keeps one under its lock:
+    ``replace`` expects its caller to hold it."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+        self._sources: dict[str, dict[str, Queue]] = {}
+
+    def replace(self, source: str, queues: Iterable[Queue]) -> dict[str, Queue]:
+        """The queues of one source (``file``: a mounted file; ``crd``: Queue objects) are
+        now ``queues``: every source's, merged.
+
+        Both may be in use while a cluster moves to the CRD; a Queue object wins over a
+        file entry of the same name.
+        """
+        self._sources[source] = {q.name: self._by_flavor(q) for q in queues}
+        merged: dict[str, Queue] = {}
+        for name in ("file", "crd"):
+            merged.update(self._sources.get(name, {}))
+        return merged
+
+    def _by_flavor(self, queue: Queue) -> Queue:
+        """The queue with its quota keyed by the flavors workloads are charged to: a model
+        named by an alias or GFD product (``H100``) is its catalog name, so metrics and
+        status show one series per flavor. A key that names no model or MIG profile is a
+        typo that leaves the queue without that quota: warned, not fatal to the others."""
+        quota: dict[str, Quota] = {}
+        for key, value in queue.quota.items():
+            flavor = self._catalog.flavor(key)
+            if flavor is None:
+                log.warning(
+                    "queue %s: quota %r names no GPU model or MIG profile this cluster knows",
+                    queue.name,
+                    key,
+                )
+            elif flavor in quota:
+                log.warning("queue %s: quota %r repeats flavor %s", queue.name, key, flavor)
+            quota[flavor or key] = value
+        if list(quota) == list(queue.quota):
+            return queue
+        return queue.model_copy(update={"quota": quota})
