@@ -48,6 +48,14 @@ class Allocation:
     memory_mib: int
 
 
+def _hold(allocatable: list[int], held: list[int], free: list[int], n: int, more: int) -> None:
+    """``hold_outside`` for one resource (CPU or memory) of node ``n``."""
+    cap, old = allocatable[n], held[n]
+    if cap != UNTRACKED:
+        free[n] += max(0, cap - old - more) - max(0, cap - old)
+        held[n] = old + more
+
+
 class ClusterState(Capacity):
     """Free capacity of a snapshot's nodes, mutable, with apply/undo. A subclass, not a
     holder of a ``Capacity``: placement's hot loops read the compiled lists as its own."""
@@ -195,14 +203,10 @@ class ClusterState(Capacity):
         (less when negative): a CPU-only pod landed on a GPU node, or left it. Its free CPU
         and memory move as compiling the changed node would set them, with what the
         workloads hold still taken; a node that does not report them is left alone."""
-        if self.node_cpu[n] != UNTRACKED and cpu:
-            cap, old, new = self.node_cpu[n], self.held_cpu[n], self.held_cpu[n] + cpu
-            self.free_cpu[n] += max(0, cap - new) - max(0, cap - old)
-            self.held_cpu[n] = new
-        if self.node_mem[n] != UNTRACKED and mem:
-            cap, old, new = self.node_mem[n], self.held_mem[n], self.held_mem[n] + mem
-            self.free_mem[n] += max(0, cap - new) - max(0, cap - old)
-            self.held_mem[n] = new
+        if cpu:
+            _hold(self.node_cpu, self.held_cpu, self.free_cpu, n, cpu)
+        if mem:
+            _hold(self.node_mem, self.held_mem, self.free_mem, n, mem)
         if self.scorer is not None:
             self.scorer.touch(n)
 
