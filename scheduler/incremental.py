@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from scheduler.capacity import UNTRACKED
 from scheduler.compiled import (
     Entry,
     charge_quota,
@@ -28,7 +29,6 @@ from scheduler.greedy import Cycle
 from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision, built
 from scheduler.preemption import Running
 from scheduler.reasons import Outcome, Reason
-from scheduler.state import UNTRACKED
 from scheduler.verdicts import Verdict
 
 __all__ = ["IncrementalAllocator", "Overtaken"]

@@ -1,7 +1,7 @@
 """The domain at the edges: Snapshot in, Decision out (pydantic, immutable).
 
 These models validate files, CRDs and wire formats with field paths in their errors. The
-allocator compiles a Snapshot into plain arrays (``scheduler.state``) before it works; it
+allocator compiles a Snapshot into plain arrays (``scheduler.capacity``) before it works; it
 never loops over these objects in a hot path. Quantities are integers in base units:
 whole GPUs, MIG instances, milli-GPU, MiB, milli-CPU, seconds.
 """
