@@ -33,8 +33,9 @@ from dataclasses import dataclass
 import pulp
 
 from scheduler import collector
+from scheduler.aggregation import workload_classes
 from scheduler.catalog import MILLI_PER_GPU
-from scheduler.compiled import Alike, Compiled, Entry, compile_snapshot
+from scheduler.compiled import Compiled, compile_snapshot
 from scheduler.decision import to_decision
 from scheduler.demand import Kind, Option
 from scheduler.greedy import Cycle, CycleResult, run_cycle
@@ -55,32 +56,6 @@ phase is skipped, so the decision stays within its budget."""
 OPTION_RANK_PENALTY = 1e-4
 """Per GPU-eq and rank: among equal outcomes prefer the workload's earlier options. Small,
 so it cannot move the objective bound by more than a hundredth of a percent."""
-
-
-@dataclass(slots=True)
-class _Class:
-    members: list[Entry]
-    options: tuple[Option, ...]
-    pods: int
-    queue: str
-    tier: float
-
-
-def _classes(pending: list[Entry]) -> list[_Class]:
-    groups: dict[Alike, list[Entry]] = {}
-    for entry in sorted(pending, key=lambda e: e.order):
-        if entry.options:
-            groups.setdefault(entry.alike, []).append(entry)
-    return [
-        _Class(
-            members,
-            members[0].options,
-            members[0].workload.pods,
-            members[0].workload.queue,
-            members[0].tier,
-        )
-        for members in groups.values()
-    ]
 
 
 class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc]
@@ -274,7 +249,7 @@ def _solve_ilp(
     """Build and solve the class ILP; ``time_left()`` is the solver's share of the budget,
     read after the model is built so building counts against the budget too."""
     state, book = compiled.state, compiled.book
-    classes = _classes(compiled.pending)
+    classes = workload_classes(compiled.pending)
     if not classes:
         return None
     problem = pulp.LpProblem("apportion", pulp.LpMaximize)
