@@ -30,7 +30,6 @@ __all__ = [
     "epoch_seconds",
     "format_placement",
     "gate_names",
-    "grace_period_s",
     "held_back",
     "not_managed",
     "other_gates",
@@ -354,35 +353,6 @@ def raw_identity(pod: Mapping[str, Any]) -> tuple[str, str, str]:
         str(metadata.get("name", "")),
         str(metadata.get("uid") or ""),
     )
-
-
-DEFAULT_GRACE_S = 30
-"""Kubernetes' default ``terminationGracePeriodSeconds``."""
-
-
-def grace_period_s(pod: Mapping[str, Any], options: Mapping[str, Any] | None) -> int:
-    """How long a pod a DELETE was accepted for may still run (seconds), as that DELETE's
-    review says it: 0 for a pod that never ran (not bound) or has ended (Succeeded,
-    Failed); else the DeleteOptions' ``gracePeriodSeconds``, which the API server settles
-    before it calls the webhook (the pod's own grace, 0 for a force delete and for the
-    kubelet's last delete once the containers stopped); else the grace of a deletion under
-    way; else the pod's ``terminationGracePeriodSeconds``; else Kubernetes' 30 s."""
-    spec = pod.get("spec")
-    spec = spec if isinstance(spec, Mapping) else {}
-    status = pod.get("status")
-    phase = status.get("phase") if isinstance(status, Mapping) else None
-    if not spec.get("nodeName") or phase in ("Succeeded", "Failed"):
-        return 0
-    metadata = pod.get("metadata")
-    metadata = metadata if isinstance(metadata, Mapping) else {}
-    for value in (
-        (options or {}).get("gracePeriodSeconds"),
-        metadata.get("deletionGracePeriodSeconds"),
-        spec.get("terminationGracePeriodSeconds"),
-    ):
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return DEFAULT_GRACE_S
 
 
 def _positive(text: str | None) -> int | None:
