@@ -33,17 +33,22 @@ from dataclasses import dataclass
 import pulp
 
 from scheduler import collector
+from scheduler.aggregation import (
+    eviction_classes,
+    extra_pods,
+    free_blocks,
+    freeable_node_gpus,
+    workload_classes,
+)
 from scheduler.catalog import MILLI_PER_GPU
-from scheduler.compiled import Alike, Compiled, Entry, compile_snapshot
+from scheduler.compiled import Compiled, compile_snapshot
 from scheduler.decision import to_decision
-from scheduler.demand import Kind, Option
+from scheduler.demand import Kind
 from scheduler.greedy import Cycle, CycleResult, run_cycle
 from scheduler.improve import improve
 from scheduler.model import Decision, Snapshot, SolverStats
 from scheduler.objective import GUARANTEE, KEEP_WHOLE, MOVE, PRIORITY, SEGMENTS, borrow_slope
-from scheduler.preemption import Running
 from scheduler.reasons import Outcome
-from scheduler.state import ClusterState
 
 __all__ = ["decide"]
 
@@ -55,32 +60,6 @@ phase is skipped, so the decision stays within its budget."""
 OPTION_RANK_PENALTY = 1e-4
 """Per GPU-eq and rank: among equal outcomes prefer the workload's earlier options. Small,
 so it cannot move the objective bound by more than a hundredth of a percent."""
-
-
-@dataclass(slots=True)
-class _Class:
-    members: list[Entry]
-    options: tuple[Option, ...]
-    pods: int
-    queue: str
-    tier: float
-
-
-def _classes(pending: list[Entry]) -> list[_Class]:
-    groups: dict[Alike, list[Entry]] = {}
-    for entry in sorted(pending, key=lambda e: e.order):
-        if entry.options:
-            groups.setdefault(entry.alike, []).append(entry)
-    return [
-        _Class(
-            members,
-            members[0].options,
-            members[0].workload.pods,
-            members[0].workload.queue,
-            members[0].tier,
-        )
-        for members in groups.values()
-    ]
 
 
 class _WarmHiGHS(pulp.HiGHS):  # type: ignore[misc]
@@ -123,29 +102,6 @@ class _Solved:
     classes: int
 
 
-def _free_blocks(state: ClusterState, model: str) -> tuple[list[int], int, int, int]:
-    """Free capacity of ``model``'s non-MIG GPUs, from the pools' indexes: free whole GPUs
-    per node, free milli on shared GPUs, free milli in all, and free GPUs on used nodes."""
-    blocks: list[int] = []
-    used_node_gpus = 0
-    shared_milli = 0
-    partial_milli = 0
-    for pool in state.pools:
-        if pool.model != model:
-            continue
-        for (entirely_free, free), nodes in pool.buckets.items():
-            blocks.extend([free] * len(nodes))
-            if not entirely_free:
-                used_node_gpus += free * len(nodes)
-        for free_milli, _, _ in pool.fractions:
-            shared_milli += free_milli
-            if free_milli < MILLI_PER_GPU:
-                partial_milli += free_milli
-    # Only shared GPUs can be partly used; every other free GPU is in a bucket.
-    total_milli = MILLI_PER_GPU * sum(blocks) + partial_milli
-    return blocks, shared_milli, total_milli, used_node_gpus
-
-
 MIP_GAP = 0.005
 """Stop at a proven 0.5 % optimality gap: the last fraction of a percent costs seconds at
 10,000 GPUs and changes little once realized."""
@@ -159,122 +115,13 @@ MIN_SOLVE_S = 0.02
 """Below this much solver time the ILP cannot improve on greedy: skip it."""
 
 
-@dataclass(slots=True)
-class _Evictable:
-    """Running workloads that hold the same thing (queue, flavor, device shape, pods)."""
-
-    members: list[Running]
-    option: Option
-    queue: str
-    flavor: str
-    pods: int
-    amount: int
-    gpu_eq: float
-
-
-def _evictable(compiled: Compiled) -> list[_Evictable]:
-    """Running workloads some pending workload's queue policy could evict, grouped.
-
-    A relaxation: who may evict whom is checked per queue, not per preemptor, and the
-    room an eviction makes may go to any class. Every eviction the greedy cycle can make is
-    allowed here, so the ILP's optimum bounds greedy's objective from above."""
-    book = compiled.book
-    policies = {q.name: q.preemption for q in compiled.snapshot.queues}
-    top: dict[str, int] = {}
-    for entry in compiled.pending:
-        w = entry.workload
-        top[w.queue] = max(top.get(w.queue, w.priority), w.priority)
-    reclaimers: dict[str, list[tuple[str, int]]] = {}
-    """Per cohort: (queue, priority below which it may reclaim) for queues that may."""
-    for queue, priority in top.items():
-        reclaim_policy = policies[queue].reclaim_within_cohort
-        if reclaim_policy != "Never":
-            cohort = book.accounts[queue].cohort or ""
-            level = priority if reclaim_policy == "LowerPriority" else 1 << 62
-            reclaimers.setdefault(cohort, []).append((queue, level))
-    groups: dict[tuple[object, ...], _Evictable] = {}
-    for victim in compiled.running:
-        w = victim.workload
-        policy = policies[w.queue].within_queue
-        own = (
-            w.queue in top
-            and policy != "Never"
-            and (
-                top[w.queue] > w.priority
-                or (policy == "LowerOrNewerEqualPriority" and top[w.queue] == w.priority)
-            )
-        )
-        cohort = book.accounts[w.queue].cohort or ""
-        reclaim = any(
-            q != w.queue and level > w.priority for q, level in reclaimers.get(cohort, ())
-        )
-        if not own and not reclaim:
-            continue
-        option = victim.allocation.option
-        key = (w.queue, victim.flavor, option, w.pods)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = _Evictable(
-                [], option, w.queue, victim.flavor, w.pods, victim.amount, victim.gpu_eq
-            )
-        group.members.append(victim)
-    return list(groups.values())
-
-
-def _extra_pods(evictable: list[_Evictable]) -> Callable[[Option], int]:
-    """At most how many more pods of an option evictions could make room for: a freed GPU
-    completes at most one block of whole GPUs, a freed share adds its milli plus at most one
-    pod's worth of what its GPU had left, a freed slice one pod of its profile."""
-    gpus: dict[str, int] = {}
-    milli: dict[str, int] = {}
-    pieces: dict[str, int] = {}
-    slices: dict[str, int] = {}
-    for group in evictable:
-        option, held = group.option, len(group.members) * group.pods
-        model = option.models[0]
-        if option.kind is Kind.WHOLE:
-            gpus[model] = gpus.get(model, 0) + held * option.per_pod
-            milli[model] = milli.get(model, 0) + held * option.per_pod * MILLI_PER_GPU
-            pieces[model] = pieces.get(model, 0) + held * option.per_pod
-        elif option.kind is Kind.FRACTION:
-            gpus[model] = gpus.get(model, 0) + held
-            milli[model] = milli.get(model, 0) + held * option.per_pod
-            pieces[model] = pieces.get(model, 0) + held
-        else:
-            profile = option.profile or ""
-            slices[profile] = slices.get(profile, 0) + held
-
-    def extra(option: Option) -> int:
-        if option.kind is Kind.MIG:
-            return slices.get(option.profile or "", 0)
-        if option.kind is Kind.WHOLE:
-            return sum(gpus.get(m, 0) for m in option.models)
-        return sum(milli.get(m, 0) // option.per_pod + pieces.get(m, 0) for m in option.models)
-
-    return extra
-
-
-def _freeable_node_gpus(state: ClusterState, evictable: list[_Evictable]) -> int:
-    """GPUs of the nodes evictions could leave entirely free: evicting one pod may free a
-    whole node, so each node (per pool) that hosts an evictable pod counts in full."""
-    hosts = {
-        (state.gpu_node[g], state.gpu_pool[g])
-        for group in evictable
-        for victim in group.members
-        for pod in victim.allocation.pods
-        for g in pod.gpus
-        if pod.mig_start is None
-    }
-    return sum(state.pools[p].node_size.get(n, 0) for n, p in hosts)
-
-
 def _solve_ilp(
     compiled: Compiled, greedy: CycleResult, time_left: Callable[[], float]
 ) -> _Solved | None:
     """Build and solve the class ILP; ``time_left()`` is the solver's share of the budget,
     read after the model is built so building counts against the budget too."""
     state, book = compiled.state, compiled.book
-    classes = _classes(compiled.pending)
+    classes = workload_classes(compiled.pending)
     if not classes:
         return None
     problem = pulp.LpProblem("apportion", pulp.LpMaximize)
@@ -287,11 +134,11 @@ def _solve_ilp(
     mig_terms: dict[str, list[tuple[pulp.LpVariable, float]]] = {}
     quota_terms: dict[tuple[str, str], list[tuple[pulp.LpVariable, float]]] = {}
     gpu_terms: dict[tuple[str, str], list[tuple[pulp.LpVariable, float]]] = {}
-    evictable = _evictable(compiled)
+    evictable = eviction_classes(compiled)
     # Evictions may free quota of their flavors and devices of their models: a class's
     # bounds from today's free quota and capacity then grow by at most what they free.
     freeable_flavors = {group.flavor for group in evictable}
-    extra = _extra_pods(evictable)
+    extra = extra_pods(evictable)
     for ci, cls in enumerate(classes):
         n = len(cls.members)
         w = cls.members[0].workload
@@ -385,7 +232,7 @@ def _solve_ilp(
     start: dict[str, float] = {}
     fragment_vars: list[pulp.LpVariable] = []
     for model, terms in milli_terms.items():
-        blocks, shared_milli, total_milli, used_node_gpus = _free_blocks(state, model)
+        blocks, shared_milli, total_milli, used_node_gpus = free_blocks(state, model)
         freed = milli_freed.get(model, [])
         problem += affine(terms + minus(freed)) <= total_milli, f"milli_{model}"
         if model in frac_terms:
@@ -506,7 +353,7 @@ def _solve_ilp(
     slack = OPTION_RANK_PENALTY * sum(
         rank * min(count, len(classes[ci].members)) * classes[ci].members[0].size
         for ci, (rank, count) in admissible.items()
-    ) + KEEP_WHOLE * (state.entirely_free_gpus() + _freeable_node_gpus(state, evictable))
+    ) + KEEP_WHOLE * (state.entirely_free_gpus() + freeable_node_gpus(state, evictable))
 
     solve_s = time_left()
     if solve_s < MIN_SOLVE_S:

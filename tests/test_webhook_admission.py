@@ -21,7 +21,8 @@ from webhook_support import (
 
 from scheduler.model import Toleration
 from webhook import keys
-from webhook.pods import ANNOTATION_PLACEMENT, core_tolerations
+from webhook.nodeconstraints import core_tolerations
+from webhook.pods import ANNOTATION_PLACEMENT
 from webhook.queueview import waiting_workloads
 
 GPU_1 = "create-pod-gpu-1.mutate-create"

@@ -25,6 +25,8 @@ from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.devices import resource_of, wants_gpus
 from webhook.gangs import refusal
+from webhook.leaving import grace_period_s
+from webhook.nodeconstraints import core_tolerations
 from webhook.observed import queue_refusals
 from webhook.patches import (
     Patch,
@@ -41,11 +43,9 @@ from webhook.pods import (
     ANNOTATION_PLACEMENT,
     PodAsk,
     PodReader,
-    core_tolerations,
     decided_workload,
     format_placement,
     gate_names,
-    grace_period_s,
     held_back,
     not_managed,
     placed_by_others,

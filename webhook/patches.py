@@ -14,7 +14,8 @@ from typing import Any
 
 from scheduler.model import Node
 from webhook import keys
-from webhook.pods import affinity_parts, gate_names
+from webhook.nodeconstraints import affinity_parts
+from webhook.pods import gate_names
 
 __all__ = [
     "Patch",

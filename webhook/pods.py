@@ -13,13 +13,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from scheduler.catalog import Catalog, mig_resource_name
-from scheduler.fieldpaths import join
 from scheduler.model import Demand, NodeSelectorTerm, PodPlacement, Toleration
 from webhook import keys
 from webhook.devices import GpuAsk, gpu_ask_of, held_devices, wants_gpus
+from webhook.nodeconstraints import core_tolerations, required_affinity
 from webhook.quantities import pod_requests
 
 __all__ = [
@@ -27,21 +25,17 @@ __all__ = [
     "ManagedPod",
     "PodAsk",
     "PodReader",
-    "affinity_parts",
     "controller_owner",
-    "core_tolerations",
     "decided_workload",
     "epoch_seconds",
     "format_placement",
     "gate_names",
-    "grace_period_s",
     "held_back",
     "not_managed",
     "other_gates",
     "parse_placement",
     "placed_by_others",
     "raw_identity",
-    "required_affinity",
     "rfc3339",
 ]
 
@@ -361,35 +355,6 @@ def raw_identity(pod: Mapping[str, Any]) -> tuple[str, str, str]:
     )
 
 
-DEFAULT_GRACE_S = 30
-"""Kubernetes' default ``terminationGracePeriodSeconds``."""
-
-
-def grace_period_s(pod: Mapping[str, Any], options: Mapping[str, Any] | None) -> int:
-    """How long a pod a DELETE was accepted for may still run (seconds), as that DELETE's
-    review says it: 0 for a pod that never ran (not bound) or has ended (Succeeded,
-    Failed); else the DeleteOptions' ``gracePeriodSeconds``, which the API server settles
-    before it calls the webhook (the pod's own grace, 0 for a force delete and for the
-    kubelet's last delete once the containers stopped); else the grace of a deletion under
-    way; else the pod's ``terminationGracePeriodSeconds``; else Kubernetes' 30 s."""
-    spec = pod.get("spec")
-    spec = spec if isinstance(spec, Mapping) else {}
-    status = pod.get("status")
-    phase = status.get("phase") if isinstance(status, Mapping) else None
-    if not spec.get("nodeName") or phase in ("Succeeded", "Failed"):
-        return 0
-    metadata = pod.get("metadata")
-    metadata = metadata if isinstance(metadata, Mapping) else {}
-    for value in (
-        (options or {}).get("gracePeriodSeconds"),
-        metadata.get("deletionGracePeriodSeconds"),
-        spec.get("terminationGracePeriodSeconds"),
-    ):
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-    return DEFAULT_GRACE_S
-
-
 def _positive(text: str | None) -> int | None:
     return int(text) if text is not None and text.isdigit() and int(text) > 0 else None
 
@@ -403,77 +368,6 @@ def controller_owner(references: object) -> tuple[str, str] | None:
         if isinstance(ref, dict) and ref.get("controller") is True:
             return str(ref.get("kind", "")), str(ref.get("name", ""))
     return None
-
-
-_AFFINITY = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
-_REQUIREMENT_FIELDS = {"matchExpressions": "match_expressions", "matchFields": "match_fields"}
-
-
-def affinity_parts(spec: Mapping[str, Any]) -> tuple[Any, Any, Any]:
-    """``spec.affinity``, its ``nodeAffinity`` and that one's required part, as written
-    (None where a level is absent; the caller checks each one's type)."""
-    affinity = spec.get("affinity")
-    node = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
-    required = (
-        node.get("requiredDuringSchedulingIgnoredDuringExecution")
-        if isinstance(node, dict)
-        else None
-    )
-    return affinity, node, required
-
-
-def required_affinity(spec: dict[str, Any]) -> tuple[tuple[NodeSelectorTerm, ...], list[str]]:
-    """The pod's required node affinity as the core reads it, and what is wrong with it (the
-    API server validates a pod only after the mutating webhooks: a bad term reaches us)."""
-    _, _, required = affinity_parts(spec)
-    if required is None:
-        return (), []
-    terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
-    if not isinstance(terms, list):
-        return (), [f"{_AFFINITY}.nodeSelectorTerms: not a list"]
-    out: list[NodeSelectorTerm] = []
-    problems: list[str] = []
-    for i, term in enumerate(terms):
-        where = f"{_AFFINITY}.nodeSelectorTerms[{i}]"
-        if not isinstance(term, dict):
-            problems.append(f"{where}: not a mapping")
-            continue
-        data = {ours: term.get(theirs) or [] for theirs, ours in _REQUIREMENT_FIELDS.items()}
-        try:
-            out.append(NodeSelectorTerm.model_validate(data))
-        except ValidationError as error:
-            for e in error.errors():
-                loc = [_camel(part) for part in e["loc"]]
-                problems.append(f"{join(where, *loc)}: {e['msg'].removeprefix('Value error, ')}")
-    return tuple(out), problems
-
-
-def _camel(part: int | str) -> int | str:
-    if isinstance(part, int):
-        return part
-    head, *rest = part.split("_")
-    return head + "".join(word.title() for word in rest)
-
-
-def core_tolerations(tolerations: Iterable[dict[str, Any]]) -> tuple[Toleration, ...]:
-    """The tolerations the core models (NoExecute/NoSchedule/PreferNoSchedule,
-    Equal/Exists), as the core's type. An empty effect tolerates every effect, as in
-    Kubernetes; one the API server would refuse (a key that is not a string) is left out:
-    reading a pod never fails on it."""
-    out: list[Toleration] = []
-    for t in tolerations:
-        if t.get("operator", "Equal") not in ("Equal", "Exists") or t.get("effect") not in _EFFECTS:
-            continue
-        data = {k: t[k] for k in _TOLERATION_FIELDS if k in t and (k != "effect" or t[k])}
-        try:
-            out.append(Toleration.model_validate(data))
-        except ValidationError:
-            continue
-    return tuple(out)
-
-
-_TOLERATION_FIELDS = ("key", "operator", "value", "effect")
-_EFFECTS = (None, "", "NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
 class PodReader:
