@@ -354,7 +354,7 @@ def _train_stuck_on_a_cordoned_node(fake: Fake) -> Iterator[tuple[Controller, Cl
     try:
         node = _admitted(fake, "train")["train"]
         _cordon(fake, node)
-        eventually(lambda: controller._node_problems.get(node))
+        eventually(lambda: controller.watched.node_problems.get(node))
         _reviews(controller)
         yield controller, clock, node
     finally:
@@ -388,7 +388,7 @@ def test_many_stuck_workloads_are_replaced_at_once(fake: Fake) -> None:
         nodes = set(_admitted(fake, *names).values())
         for node in nodes:
             _cordon(fake, node)
-        eventually(lambda: all(controller._node_problems.get(node) for node in nodes))
+        eventually(lambda: all(controller.watched.node_problems.get(node) for node in nodes))
         _reviews(controller)
         fake.add_latency(rf"/api/v1/namespaces/{NAMESPACE}/.+", 0.05)
         clock.offset = GRACE_S + 20
@@ -482,7 +482,7 @@ def test_bound_running_and_unadmitted_pods_are_never_touched(fake: Fake) -> None
         _unschedulable(fake, "foreign")
         for node in set(nodes.values()):
             _cordon(fake, node)
-        eventually(lambda: all(controller._node_problems.get(n) for n in nodes.values()))
+        eventually(lambda: all(controller.watched.node_problems.get(n) for n in nodes.values()))
         _reviews(controller)
         before = {n: _pod(fake, n)["metadata"]["resourceVersion"] for n in ("runs", "half-0")}
         clock.offset = 10 * GRACE_S

@@ -40,7 +40,7 @@ from kubernetes.client import ApiException
 from scheduler.allocator import decide
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import compile_snapshot
-from scheduler.crds import QueueObjectError, QueueStatus, queue_from_object
+from scheduler.crds import QueueStatus
 from scheduler.model import (
     Decision,
     PodPlacement,
@@ -54,11 +54,8 @@ from webhook import keys
 from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.gangs import GANG_MIXED
-from webhook.hostpods import HostPod, host_pod_of
 from webhook.informer import Informer
-from webhook.jobs import job_row
 from webhook.kubeapi import UNANSWERED, KubeApi, Resource, failure
-from webhook.kubeobjects import node_from_object, node_problem
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
 from webhook.observed import GANG_RUNNING
@@ -66,16 +63,15 @@ from webhook.patches import admit_gated, node_expressions, set_metadata
 from webhook.pods import (
     ANNOTATION_PLACEMENT,
     ManagedPod,
-    PodReader,
     format_placement,
-    raw_identity,
 )
 from webhook.preempting import Preemptor
 from webhook.queueview import QUEUE_CLOSED, QUEUE_UNKNOWN, waiting_reason
 from webhook.replacing import StuckReplacer
 from webhook.settings import AdmissionSettings, ControllerSettings
-from webhook.strays import StrayGates, may_be_stray
+from webhook.strays import StrayGates
 from webhook.stuck import StuckWatch, StuckWorkload
+from webhook.watched import Watched
 from webhook.workers import Task, Workers
 
 __all__ = ["OWN_CONNECTIONS", "Controller"]
@@ -117,7 +113,6 @@ class Controller:
         self.cluster = cluster
         self.settings = settings
         self.metrics = metrics
-        self.reader = PodReader(cluster.catalog)
         self.elector = elector
         self._queues = queues
         self._stop = threading.Event()
@@ -140,17 +135,7 @@ class Controller:
                 failed=metrics.api_failed,
             )
 
-        self.informers = [
-            informer(api.nodes(), self._replace_nodes, self._node_event),
-            informer(api.pods(), self._replace_pods, self._pod_event),
-            informer(api.namespaces(), self._replace_namespaces, self._namespace_event),
-            informer(api.jobs(), self._replace_jobs, self._job_event),
-            informer(api.queues(), self._replace_queue_objects, self._queue_event, optional=True),
-        ]
-        self._queue_objects: dict[str, Raw] = {}
         self.cycles = 0
-        self._node_problems: dict[str, str] = {}
-        """Every Node by name: why new work must not land on it, or ''."""
         self.replacer = StuckReplacer(
             api,
             cluster,
@@ -179,6 +164,16 @@ class Controller:
             before_acting=self._before_acting,
             shadow=admission.mode == "shadow",
         )
+        self.watched = watched = Watched(cluster, self.strays)
+        self.informers = [
+            informer(api.nodes(), watched.replace_nodes, watched.node_event),
+            informer(api.pods(), watched.replace_pods, watched.pod_event),
+            informer(api.namespaces(), watched.replace_namespaces, watched.namespace_event),
+            informer(api.jobs(), watched.replace_jobs, watched.job_event),
+            informer(
+                api.queues(), watched.replace_queue_objects, watched.queue_event, optional=True
+            ),
+        ]
         self._released: set[tuple[str, str, str]] = set()
         """Pods whose gate this controller removed, until the watch shows it gone."""
         self._reason_written: dict[tuple[str, str, str], float] = {}
@@ -211,107 +206,6 @@ class Controller:
 
     def synced(self) -> bool:
         return all(i.synced.is_set() for i in self.informers)
-
-    # -- informer callbacks ----------------------------------------------------------------
-
-    def _replace_nodes(self, items: list[Raw]) -> None:
-        nodes = [n for n, _ in (node_from_object(o, self.cluster.catalog) for o in items) if n]
-        self._node_problems = {
-            str((o.get("metadata") or {}).get("name", "")): node_problem(o) for o in items
-        }
-        self.cluster.replace_nodes(nodes)
-
-    def _node_event(self, kind: str, obj: Raw) -> None:
-        name = str((obj.get("metadata") or {}).get("name", ""))
-        if kind == "DELETED":
-            self._node_problems.pop(name, None)
-        else:
-            self._node_problems[name] = node_problem(obj)
-        node, _ = node_from_object(obj, self.cluster.catalog)
-        if kind == "DELETED" or node is None:
-            self.cluster.remove_node(name)
-        else:
-            self.cluster.put_node(node)
-
-    def _replace_pods(self, items: list[Raw]) -> None:
-        pods: list[ManagedPod] = []
-        host_pods: list[HostPod] = []
-        for obj in items:
-            pod = self.reader.observed(obj)
-            if pod is not None:
-                pods.append(pod)
-            elif (host := host_pod_of(obj)) is not None:
-                host_pods.append(host)
-        self.strays.relisted(items)
-        self.cluster.replace_pods(pods, host_pods, [o for o in items if may_be_stray(o)])
-
-    def _pod_event(self, kind: str, obj: Raw) -> None:
-        namespace, name, _ = raw_identity(obj)
-        self.strays.seen(obj, gone=kind == "DELETED")
-        pod = None if kind == "DELETED" else self.reader.observed(obj)
-        host = None if kind == "DELETED" or pod is not None else host_pod_of(obj)
-        if pod is not None:
-            self.cluster.put_pod(pod)
-        elif host is not None:
-            self.cluster.put_host_pod(host)
-        else:
-            self.cluster.remove_pod(namespace, name)
-        stray = kind != "DELETED" and may_be_stray(obj)
-        self.cluster.put_stray(namespace, name, obj if stray else None)
-
-    def _replace_namespaces(self, items: list[Raw]) -> None:
-        self.cluster.replace_namespaces(
-            {
-                str((o.get("metadata") or {}).get("name", "")): dict(
-                    (o.get("metadata") or {}).get("labels") or {}
-                )
-                for o in items
-            }
-        )
-
-    def _namespace_event(self, kind: str, obj: Raw) -> None:
-        metadata = obj.get("metadata") or {}
-        name = str(metadata.get("name", ""))
-        if kind == "DELETED":
-            self.cluster.remove_namespace(name)
-        else:
-            self.cluster.put_namespace(name, dict(metadata.get("labels") or {}))
-
-    def _replace_jobs(self, items: list[Raw]) -> None:
-        self.cluster.jobs.replace([job_row(o) for o in items])
-
-    def _job_event(self, kind: str, obj: Raw) -> None:
-        namespace, name, parallelism, jobset = job_row(obj)
-        self.cluster.jobs.put(namespace, name, None if kind == "DELETED" else parallelism, jobset)
-
-    def _replace_queue_objects(self, items: list[Raw]) -> None:
-        self._queue_objects = {}
-        for obj in items:
-            self._remember_queue(obj)
-        self._publish_queues()
-
-    def _queue_event(self, kind: str, obj: Raw) -> None:
-        name = str((obj.get("metadata") or {}).get("name", ""))
-        if kind == "DELETED":
-            self._queue_objects.pop(name, None)
-        else:
-            self._remember_queue(obj)
-        self._publish_queues()
-
-    def _remember_queue(self, obj: Raw) -> None:
-        name = str((obj.get("metadata") or {}).get("name", ""))
-        try:
-            queue_from_object(obj)
-        except QueueObjectError as error:
-            # A broken Queue is reported and left out; the others keep working.
-            log.error("queue %s is invalid and ignored: %s", name, error)
-            self._queue_objects.pop(name, None)
-            return
-        self._queue_objects[name] = obj
-
-    def _publish_queues(self) -> None:
-        queues = [queue_from_object(o) for o in self._queue_objects.values()]
-        self.cluster.replace_queues(queues, source="crd")
 
     # -- the reconcile loop ------------------------------------------------------------------
 
@@ -449,7 +343,7 @@ class Controller:
 
     def _report_queue_status(self, snapshot: Snapshot, decision: Decision | None) -> None:
         """Queue objects show usage, waiting and admitted counts (``kubectl get queues``)."""
-        if not self._queue_objects:
+        if not self.watched.queue_objects:
             return
         book = compile_snapshot(snapshot, self.cluster.catalog).book
         models = {m.name for m in self.cluster.catalog.models}
@@ -463,7 +357,7 @@ class Controller:
             admits = verdict.outcome is Outcome.ADMIT and verdict.workload not in refused
             counts = admitted if admits else pending
             counts[verdict.queue] = counts.get(verdict.queue, 0) + 1
-        for name, obj in self._queue_objects.items():
+        for name, obj in self.watched.queue_objects.items():
             if name not in book.accounts:
                 continue
             usage = {
@@ -695,7 +589,7 @@ class Controller:
 
     def replace_stuck(self) -> list[StuckWorkload]:
         with self._workers() as workers:
-            found = self.replacer.review(dict(self._node_problems), workers)
+            found = self.replacer.review(dict(self.watched.node_problems), workers)
         self.stuck_reviews += 1
         return found
 
