@@ -53,12 +53,11 @@ from scheduler.reasons import Outcome
 from webhook import keys
 from webhook.admission import Admission
 from webhook.cluster import LiveCluster
-from webhook.gangs import GANG_MIXED
+from webhook.explaining import Explainer
 from webhook.informer import Informer
 from webhook.kubeapi import UNANSWERED, KubeApi, Resource, failure
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
-from webhook.observed import GANG_RUNNING
 from webhook.patches import admit_gated, node_expressions, set_metadata
 from webhook.pods import (
     ANNOTATION_PLACEMENT,
@@ -66,7 +65,6 @@ from webhook.pods import (
     format_placement,
 )
 from webhook.preempting import Preemptor
-from webhook.queueview import QUEUE_CLOSED, QUEUE_UNKNOWN, waiting_reason
 from webhook.replacing import StuckReplacer
 from webhook.settings import AdmissionSettings, ControllerSettings
 from webhook.strays import StrayGates
@@ -80,19 +78,10 @@ log = logging.getLogger("apportion.controller")
 
 Raw = dict[str, Any]
 
-_UNDECIDED = frozenset({GANG_MIXED, QUEUE_UNKNOWN, QUEUE_CLOSED, GANG_RUNNING})
-"""The reasons of waiting workloads no decision names that the controller writes on their
-pods (the webhook wrote the others at creation)."""
-
 OWN_CONNECTIONS = 7
 """The API connections the controller holds at once beside its workers'
 (``api_concurrency``): a watch per informer (Nodes, Pods, Namespaces, Jobs, Queues), the
 Lease's renewals, and the reconcile thread's own calls (evictions, Queue status)."""
-
-REASON_REFRESH_S = 60.0
-"""A waiting pod's reason whose numbers alone changed is written again at most this often.
-On benchmarks/ (b), 1,227 of 1,570 workloads waiting in two cycles a few admissions apart
-had new numbers under the same reason: a patch each, every cycle."""
 
 
 class Controller:
@@ -136,6 +125,7 @@ class Controller:
             )
 
         self.cycles = 0
+        self.explainer = Explainer(cluster, patch=self._patch, tell=self._tell)
         self.replacer = StuckReplacer(
             api,
             cluster,
@@ -143,7 +133,7 @@ class Controller:
             StuckWatch(settings.stuck_after_s),
             evict=settings.evict,
             before_acting=self._before_acting,
-            set_reason=self._set_reason,
+            set_reason=self.explainer.set_reason,
             event=self._event,
         )
         self.preemptor = Preemptor(
@@ -176,11 +166,9 @@ class Controller:
         ]
         self._released: set[tuple[str, str, str]] = set()
         """Pods whose gate this controller removed, until the watch shows it gone."""
-        self._reason_written: dict[tuple[str, str, str], float] = {}
-        """When this controller last wrote each waiting pod's reason (``_explain``)."""
         self._lock = threading.Lock()
-        """Guards ``_released`` and ``_reason_written``: a cycle's workers write them at
-        once, each its own workload's pods."""
+        """Guards ``_released``: a cycle's workers write it at once, each its own
+        workload's pods."""
         self.stuck_reviews = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -276,7 +264,7 @@ class Controller:
 
     def _reconcile(self, workers: Workers) -> Decision | None:
         workers.each(self._complete_admissions(workers))
-        workers.each(self._explain_undecided(workers))
+        workers.each(self.explainer.undecided(workers))
         snapshot = self.cluster.snapshot()
         self.strays.tell_made()
         if not any(w.placement is None for w in snapshot.workloads):
@@ -316,12 +304,13 @@ class Controller:
         )
         self._report_queue_status(snapshot, decision)  # its admissions reserved or refused
         present = {p.identity for group in pods.values() for p in group}
-        with self._lock:
-            self._reason_written = {i: t for i, t in self._reason_written.items() if i in present}
+        self.explainer.keep_only(present)
         workers.each(
             (
                 f"updating the reason on {verdict.workload}",
-                partial(self._explain, workers, verdict.reason.value, verdict.message, members),
+                partial(
+                    self.explainer.explain, workers, verdict.reason.value, verdict.message, members
+                ),
             )
             for verdict, members in undecided
             if verdict.outcome is not Outcome.ADMIT
@@ -418,7 +407,7 @@ class Controller:
         if refusal is not None:
             message = refusal.waiting_message
             log.info("%s %s", verdict.workload, message, extra={"workload": verdict.workload})
-            self._explain(workers, refusal.reason, message, members)
+            self.explainer.explain(workers, refusal.reason, message, members)
             return
         placed = list(zip(members, verdict.placement, strict=True))
         for i, (pod, placement) in enumerate(placed):
@@ -519,71 +508,6 @@ class Controller:
         if node is None:  # gone since the decision: pin by name, the scheduler will wait
             return [{"key": keys.NODE_HOSTNAME, "operator": "In", "values": [placement.node]}]
         return node_expressions([node])
-
-    def _explain_undecided(self, workers: Workers) -> list[Task]:
-        """Workloads no decision names say why on their pods, as the queue view shows it
-        (``queueview.waiting_reason``), or these would keep an older reason: gangs whose
-        members ask differently (``gangs.mixed``), a queue gone or no longer taking them,
-        and a running workload's new pods (``observed.waits_for_running``), told by an
-        Event too: a pod copied from a running one in its namespace waits so for as long
-        as that runs."""
-        groups, queues = self.cluster.groups_and_queues()
-        tasks: list[Task] = []
-        for name, group in groups.items():
-            if group.admitted:
-                continue
-            reason, message = waiting_reason(group, queues)
-            if reason in _UNDECIDED:
-                tell = reason == GANG_RUNNING
-                explain = partial(self._explain, workers, reason, message, group.pods, tell=tell)
-                tasks.append((f"updating the reason on {name}", explain))
-        return tasks
-
-    def _explain(
-        self,
-        workers: Workers,
-        reason: str,
-        message: str,
-        members: list[ManagedPod],
-        tell: bool = False,
-    ) -> None:
-        """Keep the waiting pods' reason annotation current: at once where the reason
-        changes, but where only its numbers do (queue usage, room left: on a busy cluster
-        most waiting pods' numbers change every cycle, a patch each) at most every
-        ``REASON_REFRESH_S``; ``apportion queue`` shows the numbers of the moment. With
-        ``tell``, an Event too where the reason is new, once: the annotations record that
-        the pod was told, across restarts and leaders (``keys.ANNOTATION_TOLD``: not a
-        copy of a pod that was told, which carries its reason)."""
-        text = f"{reason}: {message}"
-        now = self.cluster.now()
-        for pod in members:
-            raw = pod.raw or {}
-            annotations = (raw.get("metadata") or {}).get("annotations") or {}
-            uid = pod.identity[2]
-            told = not tell or annotations.get(keys.ANNOTATION_TOLD) == uid
-            current = str(annotations.get(keys.ANNOTATION_REASON))
-            same_reason = told and current.startswith(f"{reason}: ")
-            with self._lock:
-                written = self._reason_written.get(pod.identity)
-            if (told and current == text) or (
-                same_reason and written is not None and now - written < REASON_REFRESH_S
-            ):
-                continue
-            if not self._set_reason(pod, text, told_uid=uid if tell else None):
-                continue
-            with self._lock:
-                self._reason_written[pod.identity] = now
-            if tell and not same_reason:
-                self._tell(workers, raw, reason, message)
-
-    def _set_reason(self, pod: ManagedPod, text: str, told_uid: str | None = None) -> bool:
-        """Write the pod's reason annotation (and ``told_uid``: that the pod is told it);
-        False (logged) if the API refused."""
-        values = {keys.ANNOTATION_REASON: text}
-        if told_uid is not None:
-            values[keys.ANNOTATION_TOLD] = told_uid
-        patch = set_metadata(pod.raw or {}, "annotations", values)
-        return self._patch(pod, patch, "updating the reason on")
 
     # -- admitted pods the kube-scheduler cannot place ----------------------------------------
 
