@@ -43,26 +43,21 @@ from scheduler.compiled import compile_snapshot
 from scheduler.crds import QueueStatus
 from scheduler.model import (
     Decision,
-    PodPlacement,
     Queue,
     Snapshot,
-    Workload,
     WorkloadDecision,
 )
 from scheduler.reasons import Outcome
-from webhook import keys
 from webhook.admission import Admission
+from webhook.admitting import Admitter
 from webhook.cluster import LiveCluster
 from webhook.explaining import Explainer
 from webhook.informer import Informer
 from webhook.kubeapi import UNANSWERED, KubeApi, Resource, failure
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
-from webhook.patches import admit_gated, node_expressions, set_metadata
 from webhook.pods import (
-    ANNOTATION_PLACEMENT,
     ManagedPod,
-    format_placement,
 )
 from webhook.preempting import Preemptor
 from webhook.replacing import StuckReplacer
@@ -70,7 +65,7 @@ from webhook.settings import AdmissionSettings, ControllerSettings
 from webhook.strays import StrayGates
 from webhook.stuck import StuckWatch, StuckWorkload
 from webhook.watched import Watched
-from webhook.workers import Task, Workers
+from webhook.workers import Workers
 
 __all__ = ["OWN_CONNECTIONS", "Controller"]
 
@@ -164,11 +159,13 @@ class Controller:
                 api.queues(), watched.replace_queue_objects, watched.queue_event, optional=True
             ),
         ]
-        self._released: set[tuple[str, str, str]] = set()
-        """Pods whose gate this controller removed, until the watch shows it gone."""
-        self._lock = threading.Lock()
-        """Guards ``_released``: a cycle's workers write it at once, each its own
-        workload's pods."""
+        self.admitter = Admitter(
+            cluster,
+            patch=self._patch,
+            patch_answered=self._patch_answered,
+            explain=self.explainer.explain,
+            tell=self._tell,
+        )
         self.stuck_reviews = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -263,7 +260,7 @@ class Controller:
             return self._reconcile(workers)
 
     def _reconcile(self, workers: Workers) -> Decision | None:
-        workers.each(self._complete_admissions(workers))
+        workers.each(self.admitter.complete_admissions(workers))
         workers.each(self.explainer.undecided(workers))
         snapshot = self.cluster.snapshot()
         self.strays.tell_made()
@@ -297,7 +294,9 @@ class Controller:
         workers.each(
             (
                 f"admitting {verdict.workload}",
-                partial(self._admit, workers, workloads[verdict.workload], verdict, members),
+                partial(
+                    self.admitter.admit, workers, workloads[verdict.workload], verdict, members
+                ),
             )
             for verdict, members in undecided
             if verdict.outcome is Outcome.ADMIT
@@ -375,114 +374,6 @@ class Controller:
         groups = self.cluster.groups()
         return {name: sorted(g.pods, key=lambda p: p.name) for name, g in groups.items()}
 
-    def _admit(
-        self,
-        workers: Workers,
-        workload: Workload,
-        verdict: WorkloadDecision,
-        members: list[ManagedPod],
-    ) -> None:
-        """Reserve the admission in the live cluster, record it on the pods, then remove
-        their gates.
-
-        Reserved first: the decision was taken on a snapshot while the webhook went on
-        admitting pods at creation, and the devices must go to one of them, never both. One
-        no longer free is not patched at all, and decided again in the next cycle.
-        A pod's gate cannot be put back, so a gang's members get their placements first,
-        still gated: an error or a restart between two members' patches then leaves a
-        gang either not admitted at all or admitted on record, which the next cycle
-        completes (``_complete_admissions``), never half released.
-        """
-        if len(verdict.placement) != len(members):
-            return
-        refusal = self.cluster.reserve(
-            workload.model_copy(
-                update={
-                    "placement": verdict.placement,
-                    "flavor": verdict.flavor,
-                    "started": int(self.cluster.now()),
-                }
-            )
-        )
-        if refusal is not None:
-            message = refusal.waiting_message
-            log.info("%s %s", verdict.workload, message, extra={"workload": verdict.workload})
-            self.explainer.explain(workers, refusal.reason, message, members)
-            return
-        placed = list(zip(members, verdict.placement, strict=True))
-        for i, (pod, placement) in enumerate(placed):
-            raw = pod.raw or {}
-            patch = set_metadata(
-                raw,
-                "annotations",
-                {
-                    keys.ANNOTATION_WORKLOAD: pod.workload,
-                    keys.ANNOTATION_DECISION: "admitted",
-                    keys.ANNOTATION_REASON: f"{verdict.reason.value}: {verdict.message}",
-                    ANNOTATION_PLACEMENT: format_placement(placement),
-                },
-            )
-            if len(members) == 1:  # one patch, all or nothing
-                patch = admit_gated(raw, self._expressions(placement)) + patch
-            if not patch:
-                continue
-            try:
-                made = self._patch_answered(pod.namespace, pod.name, patch, "admitting")
-            except NotLeading:
-                self.cluster.forget(workload.name)  # not sent: its record is not whole
-                raise
-            if made is not True:
-                # Short of a whole record, it is not admitted (``observed.groups_of``), and
-                # holds nothing: unless the last patch, unanswered, may have completed it
-                # (the watch will tell, or the reservation expires).
-                if i < len(placed) - 1 or made is False:
-                    self.cluster.forget(workload.name)
-                return
-        self.cluster.admissions.record(workload.queue)
-        log.info("admitted %s", verdict.workload, extra={"workload": verdict.workload})
-        if len(members) == 1:
-            self._tell(workers, members[0].raw or {}, "Admitted", verdict.message)
-            return
-        for pod, placement in placed:
-            self._release(workers, pod, placement, verdict.message)
-
-    def _complete_admissions(self, workers: Workers) -> list[Task]:
-        """Per admitted gang whose members still carry gates (an admission an API error or
-        a restart cut short), a task removing them where their recorded placements say."""
-        groups = self.cluster.groups()
-        with self._lock:
-            # Released but not yet seen so by the watch: nothing to do again.
-            self._released &= {p.identity for g in groups.values() for p in g.pods if p.gated}
-            released = set(self._released)
-        tasks: list[Task] = []
-        for name, group in groups.items():
-            left = [
-                (pod, pod.placement)
-                for pod in (group.pods if group.admitted else ())
-                if pod.gated and pod.placement is not None and pod.identity not in released
-            ]
-            if left:
-                tasks.append(
-                    (
-                        f"completing the admission of {name}",
-                        partial(self._release_all, workers, left),
-                    )
-                )
-        return tasks
-
-    def _release_all(self, workers: Workers, pods: list[tuple[ManagedPod, PodPlacement]]) -> None:
-        for pod, placement in pods:
-            self._release(workers, pod, placement, "admitted where recorded earlier")
-
-    def _release(
-        self, workers: Workers, pod: ManagedPod, placement: PodPlacement, message: str
-    ) -> None:
-        raw = pod.raw or {}
-        if self._patch(pod, admit_gated(raw, self._expressions(placement)), "releasing"):
-            with self._lock:
-                self._released.add(pod.identity)
-            self._tell(workers, raw, "Admitted", message)
-
     def _patch(self, pod: ManagedPod, patch: list[Raw], doing: str) -> bool:
         """Apply ``patch`` to ``pod``; False (logged) if the API refused or failed."""
         return self._patch_answered(pod.namespace, pod.name, patch, doing) is True
@@ -502,12 +393,6 @@ class Controller:
             log.warning("%s %s/%s failed: %s", doing, namespace, name, failure(error))
             return False if isinstance(error, ApiException) else None
         return True
-
-    def _expressions(self, placement: PodPlacement) -> list[Raw]:
-        node = self.cluster.nodes.get(placement.node)
-        if node is None:  # gone since the decision: pin by name, the scheduler will wait
-            return [{"key": keys.NODE_HOSTNAME, "operator": "In", "values": [placement.node]}]
-        return node_expressions([node])
 
     # -- admitted pods the kube-scheduler cannot place ----------------------------------------
 
