@@ -2,20 +2,21 @@
 
 1. Informers list and watch Nodes, Pods, Namespaces and Jobs (list + watch from the
    listed resourceVersion; relist on 410 Gone; bounded exponential backoff on errors) and
-   feed ``LiveCluster``: GPU pods as ``ManagedPod``s, bound pods asking no GPU as
-   ``HostPod``s (their CPU and memory), pods carrying Apportion's gate that it never
-   decided as strays. Readiness turns true after every informer's first list.
+   feed ``LiveCluster`` (``watched.py``): GPU pods as ``ManagedPod``s, bound pods asking
+   no GPU as ``HostPod``s (their CPU and memory), pods carrying Apportion's gate that it
+   never decided as strays. Readiness turns true after every informer's first list.
 2. The reconcile loop runs the global decision (ILP with greedy fallback) over the waiting
    workloads after a burst of changes settles (debounce) and on a periodic tick — only
    on the replica holding the Lease, which its own thread renews; a cycle stops where it
    is once that replica may no longer hold it.
 3. Actions: admit = the admission reserved in the live cluster (``LiveCluster.reserve``:
    one whose place the webhook gave away since the decision waits for the next), then one
-   JSONPatch per pod adding node affinity and removing the gate; preempt = the Eviction
-   API plus an Event naming the reason and the beneficiary, which is nominated to the room
-   its victims free (``preempting.py``). A cycle evicts many victims at once, then
-   nominates, admits, and writes waiting pods' reasons, many workloads at once each time
-   (``workers.py``), each workload's own calls in their order.
+   JSONPatch per pod adding node affinity and removing the gate (``admitting.py``);
+   preempt = the Eviction API plus an Event naming the reason and the beneficiary, which
+   is nominated to the room its victims free (``preempting.py``). A cycle evicts many
+   victims at once, then nominates, admits, writes Queue objects' status
+   (``queuestatus.py``) and waiting pods' reasons (``explaining.py``), many workloads at
+   once each time (``workers.py``), each workload's own calls in their order.
    Everything is recorded on the pods, so a restart rebuilds the same state from a list.
    Before each decision, the pods carrying Apportion's gate that it never decided
    (``strays.py``) are settled, with an Event: nothing else would ever remove that gate.
@@ -38,15 +39,7 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from scheduler.allocator import decide
-from scheduler.catalog import MILLI_PER_GPU
-from scheduler.compiled import compile_snapshot
-from scheduler.crds import QueueStatus
-from scheduler.model import (
-    Decision,
-    Queue,
-    Snapshot,
-    WorkloadDecision,
-)
+from scheduler.model import Decision, Queue, Snapshot, WorkloadDecision
 from scheduler.reasons import Outcome
 from webhook.admission import Admission
 from webhook.admitting import Admitter
@@ -56,10 +49,9 @@ from webhook.informer import Informer
 from webhook.kubeapi import UNANSWERED, KubeApi, Resource, failure
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
-from webhook.pods import (
-    ManagedPod,
-)
+from webhook.pods import ManagedPod
 from webhook.preempting import Preemptor
+from webhook.queuestatus import queue_statuses
 from webhook.replacing import StuckReplacer
 from webhook.settings import AdmissionSettings, ControllerSettings
 from webhook.strays import StrayGates
@@ -234,13 +226,6 @@ class Controller:
         except Exception:
             log.exception("%s failed; retrying on the next change or tick", what)
 
-    def _before_acting(self) -> None:
-        """Stop the cycle where it is once another replica could take the Lease over
-        before what this one starts now is carried out; the next leader reads from the
-        cluster what was done."""
-        if not self._leading():
-            raise NotLeading
-
     def _workers(self) -> Workers:
         """A step's API calls, many workloads' at once (``workers.py``)."""
         return Workers(self.settings.api_concurrency, self._stop, leading=self._leading)
@@ -331,37 +316,8 @@ class Controller:
 
     def _report_queue_status(self, snapshot: Snapshot, decision: Decision | None) -> None:
         """Queue objects show usage, waiting and admitted counts (``kubectl get queues``)."""
-        if not self.watched.queue_objects:
-            return
-        book = compile_snapshot(snapshot, self.cluster.catalog).book
-        models = {m.name for m in self.cluster.catalog.models}
-        admitted: dict[str, int] = {}
-        for workload in snapshot.workloads:
-            if workload.placement is not None:
-                admitted[workload.queue] = admitted.get(workload.queue, 0) + 1
-        pending: dict[str, int] = {}
-        refused = self.cluster.refused()  # they wait, gated, for the next decision
-        for verdict in decision.workloads if decision is not None else ():
-            admits = verdict.outcome is Outcome.ADMIT and verdict.workload not in refused
-            counts = admitted if admits else pending
-            counts[verdict.queue] = counts.get(verdict.queue, 0) + 1
-        for name, obj in self.watched.queue_objects.items():
-            if name not in book.accounts:
-                continue
-            usage = {
-                flavor: amount // (MILLI_PER_GPU if flavor in models else 1)
-                for flavor, amount in sorted(book.accounts[name].usage.items())
-                if amount
-            }
-            status = QueueStatus(
-                pending_workloads=pending.get(name, 0),
-                admitted_workloads=admitted.get(name, 0),
-                usage=usage,
-                weighted_share=round(book.share(name), 4),
-                observed_generation=int((obj.get("metadata") or {}).get("generation") or 0),
-            ).model_dump(mode="json")
-            if obj.get("status") == status:  # as watched: a new object, or another leader's
-                continue
+        objects = self.watched.queue_objects
+        for name, status in queue_statuses(self.cluster, objects, snapshot, decision).items():
             self._before_acting()
             try:
                 self.api.patch_queue_status(name, status)
@@ -373,6 +329,15 @@ class Controller:
         """Pods by the workload the decision names (``LiveCluster.groups``)."""
         groups = self.cluster.groups()
         return {name: sorted(g.pods, key=lambda p: p.name) for name, g in groups.items()}
+
+    # -- the controller's own calls, which its collaborators act through too ------------
+
+    def _before_acting(self) -> None:
+        """Stop the cycle where it is once another replica could take the Lease over
+        before what this one starts now is carried out; the next leader reads from the
+        cluster what was done."""
+        if not self._leading():
+            raise NotLeading
 
     def _patch(self, pod: ManagedPod, patch: list[Raw], doing: str) -> bool:
         """Apply ``patch`` to ``pod``; False (logged) if the API refused or failed."""
@@ -394,14 +359,6 @@ class Controller:
             return False if isinstance(error, ApiException) else None
         return True
 
-    # -- admitted pods the kube-scheduler cannot place ----------------------------------------
-
-    def replace_stuck(self) -> list[StuckWorkload]:
-        with self._workers() as workers:
-            found = self.replacer.review(dict(self.watched.node_problems), workers)
-        self.stuck_reviews += 1
-        return found
-
     def _tell(self, workers: Workers, pod: Raw, reason: str, message: str) -> None:
         """An Event on an admitted or waiting pod, left to the cycle's workers
         (``Workers.later``): best effort, and read back by nothing, so no admission waits
@@ -415,3 +372,11 @@ class Controller:
         except (ApiException, *UNANSWERED) as error:  # best effort, even the connection
             self.metrics.api_failed("event", error)
             log.debug("event on %s failed: %s", (pod.get("metadata") or {}).get("name"), error)
+
+    # -- admitted pods the kube-scheduler cannot place ----------------------------------------
+
+    def replace_stuck(self) -> list[StuckWorkload]:
+        with self._workers() as workers:
+            found = self.replacer.review(dict(self.watched.node_problems), workers)
+        self.stuck_reviews += 1
+        return found
