@@ -215,6 +215,7 @@ def test_a_stuck_job_gang_is_evicted_whole_after_the_grace_and_not_before(fake: 
         eventually(lambda: _replaced(controller) == 1)
         allowed = [e["name"] for e in fake.evictions if e["allowed"]]
         assert sorted(allowed) == ["llm-0", "llm-1"]
+        eventually(lambda: len(_events(fake, "Replaced")) == 2)  # queued after the evictions
         events = {e["involvedObject"]["name"]: e for e in _events(fake, "Replaced")}
         assert sorted(events) == ["llm-0", "llm-1"]
         for name, event in events.items():
@@ -436,7 +437,8 @@ def test_an_unanswered_eviction_found_made_by_a_404_is_counted(fake: Fake) -> No
         fake.fail(r".*/pods/train/eviction", times=1, status=404, method="POST")
         clock.offset = GRACE_S + 20
         eventually(lambda: _replaced(controller) == 1)
-        assert [e["involvedObject"]["name"] for e in _events(fake, "Replaced")] == ["train"]
+        replaced = eventually(lambda: _events(fake, "Replaced"))  # queued after the eviction
+        assert [e["involvedObject"]["name"] for e in replaced] == ["train"]
         assert api_failures(controller) == {("evict", "unanswered"): 1}
 
 
