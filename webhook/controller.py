@@ -68,7 +68,8 @@ Raw = dict[str, Any]
 OWN_CONNECTIONS = 7
 """The API connections the controller holds at once beside its workers'
 (``api_concurrency``): a watch per informer (Nodes, Pods, Namespaces, Jobs, Queues), the
-Lease's renewals, and the reconcile thread's own calls (evictions, Queue status)."""
+Lease's renewals, and the reconcile thread's own calls (the Events
+``StrayGates.tell_made`` makes at once)."""
 
 
 class Controller:
@@ -251,7 +252,7 @@ class Controller:
         self.strays.tell_made()
         if not any(w.placement is None for w in snapshot.workloads):
             self.cluster.set_last_decisions(())
-            self._report_queue_status(snapshot, None)
+            self._report_queue_status(workers, snapshot, None)
             return None
         started = time.perf_counter()
         decision = decide(snapshot, budget_ms=self.settings.budget_ms)
@@ -286,7 +287,7 @@ class Controller:
             for verdict, members in undecided
             if verdict.outcome is Outcome.ADMIT
         )
-        self._report_queue_status(snapshot, decision)  # its admissions reserved or refused
+        self._report_queue_status(workers, snapshot, decision)  # admissions reserved or refused
         present = {p.identity for group in pods.values() for p in group}
         self.explainer.keep_only(present)
         workers.each(
@@ -314,16 +315,24 @@ class Controller:
         )
         return verdict.model_copy(update={"message": lead + verdict.message})
 
-    def _report_queue_status(self, snapshot: Snapshot, decision: Decision | None) -> None:
-        """Queue objects show usage, waiting and admitted counts (``kubectl get queues``)."""
+    def _report_queue_status(
+        self, workers: Workers, snapshot: Snapshot, decision: Decision | None
+    ) -> None:
+        """Queue objects show usage, waiting and admitted counts (``kubectl get queues``):
+        many Queues at once, ended before the cycle goes on."""
         objects = self.watched.queue_objects
-        for name, status in queue_statuses(self.cluster, objects, snapshot, decision).items():
-            self._before_acting()
-            try:
-                self.api.patch_queue_status(name, status)
-            except (ApiException, *UNANSWERED) as error:
-                self.metrics.api_failed("status", error)
-                log.warning("status of queue %s: %s", name, failure(error))
+        workers.each(
+            (f"the status of queue {name}", partial(self._patch_queue_status, name, status))
+            for name, status in queue_statuses(self.cluster, objects, snapshot, decision).items()
+        )
+
+    def _patch_queue_status(self, name: str, status: Raw) -> None:
+        self._before_acting()
+        try:
+            self.api.patch_queue_status(name, status)
+        except (ApiException, *UNANSWERED) as error:
+            self.metrics.api_failed("status", error)
+            log.warning("status of queue %s: %s", name, failure(error))
 
     def _pods_by_workload(self) -> dict[str, list[ManagedPod]]:
         """Pods by the workload the decision names (``LiveCluster.groups``)."""
