@@ -215,6 +215,7 @@ def test_a_stuck_job_gang_is_evicted_whole_after_the_grace_and_not_before(fake: 
         eventually(lambda: _replaced(controller) == 1)
         allowed = [e["name"] for e in fake.evictions if e["allowed"]]
         assert sorted(allowed) == ["llm-0", "llm-1"]
+        eventually(lambda: len(_events(fake, "Replaced")) == 2)  # queued after the evictions
         events = {e["involvedObject"]["name"]: e for e in _events(fake, "Replaced")}
         assert sorted(events) == ["llm-0", "llm-1"]
         for name, event in events.items():
@@ -354,7 +355,7 @@ def _train_stuck_on_a_cordoned_node(fake: Fake) -> Iterator[tuple[Controller, Cl
     try:
         node = _admitted(fake, "train")["train"]
         _cordon(fake, node)
-        eventually(lambda: controller._node_problems.get(node))
+        eventually(lambda: controller.watched.node_problems.get(node))
         _reviews(controller)
         yield controller, clock, node
     finally:
@@ -388,7 +389,7 @@ def test_many_stuck_workloads_are_replaced_at_once(fake: Fake) -> None:
         nodes = set(_admitted(fake, *names).values())
         for node in nodes:
             _cordon(fake, node)
-        eventually(lambda: all(controller._node_problems.get(node) for node in nodes))
+        eventually(lambda: all(controller.watched.node_problems.get(node) for node in nodes))
         _reviews(controller)
         fake.add_latency(rf"/api/v1/namespaces/{NAMESPACE}/.+", 0.05)
         clock.offset = GRACE_S + 20
@@ -436,7 +437,8 @@ def test_an_unanswered_eviction_found_made_by_a_404_is_counted(fake: Fake) -> No
         fake.fail(r".*/pods/train/eviction", times=1, status=404, method="POST")
         clock.offset = GRACE_S + 20
         eventually(lambda: _replaced(controller) == 1)
-        assert [e["involvedObject"]["name"] for e in _events(fake, "Replaced")] == ["train"]
+        replaced = eventually(lambda: _events(fake, "Replaced"))  # queued after the eviction
+        assert [e["involvedObject"]["name"] for e in replaced] == ["train"]
         assert api_failures(controller) == {("evict", "unanswered"): 1}
 
 
@@ -482,7 +484,7 @@ def test_bound_running_and_unadmitted_pods_are_never_touched(fake: Fake) -> None
         _unschedulable(fake, "foreign")
         for node in set(nodes.values()):
             _cordon(fake, node)
-        eventually(lambda: all(controller._node_problems.get(n) for n in nodes.values()))
+        eventually(lambda: all(controller.watched.node_problems.get(n) for n in nodes.values()))
         _reviews(controller)
         before = {n: _pod(fake, n)["metadata"]["resourceVersion"] for n in ("runs", "half-0")}
         clock.offset = 10 * GRACE_S

@@ -2,20 +2,21 @@
 
 1. Informers list and watch Nodes, Pods, Namespaces and Jobs (list + watch from the
    listed resourceVersion; relist on 410 Gone; bounded exponential backoff on errors) and
-   feed ``LiveCluster``: GPU pods as ``ManagedPod``s, bound pods asking no GPU as
-   ``HostPod``s (their CPU and memory), pods carrying Apportion's gate that it never
-   decided as strays. Readiness turns true after every informer's first list.
+   feed ``LiveCluster`` (``watched.py``): GPU pods as ``ManagedPod``s, bound pods asking
+   no GPU as ``HostPod``s (their CPU and memory), pods carrying Apportion's gate that it
+   never decided as strays. Readiness turns true after every informer's first list.
 2. The reconcile loop runs the global decision (ILP with greedy fallback) over the waiting
    workloads after a burst of changes settles (debounce) and on a periodic tick — only
    on the replica holding the Lease, which its own thread renews; a cycle stops where it
    is once that replica may no longer hold it.
 3. Actions: admit = the admission reserved in the live cluster (``LiveCluster.reserve``:
    one whose place the webhook gave away since the decision waits for the next), then one
-   JSONPatch per pod adding node affinity and removing the gate; preempt = the Eviction
-   API plus an Event naming the reason and the beneficiary, which is nominated to the room
-   its victims free (``preempting.py``). A cycle evicts many victims at once, then
-   nominates, admits, and writes waiting pods' reasons, many workloads at once each time
-   (``workers.py``), each workload's own calls in their order.
+   JSONPatch per pod adding node affinity and removing the gate (``admitting.py``);
+   preempt = the Eviction API plus an Event naming the reason and the beneficiary, which
+   is nominated to the room its victims free (``preempting.py``). A cycle evicts many
+   victims at once, then nominates, admits, writes Queue objects' status
+   (``queuestatus.py``) and waiting pods' reasons (``explaining.py``), many workloads at
+   once each time (``workers.py``), each workload's own calls in their order.
    Everything is recorded on the pods, so a restart rebuilds the same state from a list.
    Before each decision, the pods carrying Apportion's gate that it never decided
    (``strays.py``) are settled, with an Event: nothing else would ever remove that gate.
@@ -38,45 +39,25 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from scheduler.allocator import decide
-from scheduler.catalog import MILLI_PER_GPU
-from scheduler.compiled import compile_snapshot
-from scheduler.crds import QueueObjectError, QueueStatus, queue_from_object
-from scheduler.model import (
-    Decision,
-    PodPlacement,
-    Queue,
-    Snapshot,
-    Workload,
-    WorkloadDecision,
-)
+from scheduler.model import Decision, Queue, Snapshot, WorkloadDecision
 from scheduler.reasons import Outcome
-from webhook import keys
 from webhook.admission import Admission
+from webhook.admitting import Admitter
 from webhook.cluster import LiveCluster
-from webhook.gangs import GANG_MIXED
-from webhook.hostpods import HostPod, host_pod_of
+from webhook.explaining import Explainer
 from webhook.informer import Informer
-from webhook.jobs import job_row
 from webhook.kubeapi import UNANSWERED, KubeApi, Resource, failure
-from webhook.kubeobjects import node_from_object, node_problem
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
-from webhook.observed import GANG_RUNNING
-from webhook.patches import admit_gated, node_expressions, set_metadata
-from webhook.pods import (
-    ANNOTATION_PLACEMENT,
-    ManagedPod,
-    PodReader,
-    format_placement,
-    raw_identity,
-)
+from webhook.pods import ManagedPod
 from webhook.preempting import Preemptor
-from webhook.queueview import QUEUE_CLOSED, QUEUE_UNKNOWN, waiting_reason
+from webhook.queuestatus import queue_statuses
 from webhook.replacing import StuckReplacer
 from webhook.settings import AdmissionSettings, ControllerSettings
-from webhook.strays import StrayGates, may_be_stray
+from webhook.strays import StrayGates
 from webhook.stuck import StuckWatch, StuckWorkload
-from webhook.workers import Task, Workers
+from webhook.watched import Watched
+from webhook.workers import Workers
 
 __all__ = ["OWN_CONNECTIONS", "Controller"]
 
@@ -84,19 +65,11 @@ log = logging.getLogger("apportion.controller")
 
 Raw = dict[str, Any]
 
-_UNDECIDED = frozenset({GANG_MIXED, QUEUE_UNKNOWN, QUEUE_CLOSED, GANG_RUNNING})
-"""The reasons of waiting workloads no decision names that the controller writes on their
-pods (the webhook wrote the others at creation)."""
-
 OWN_CONNECTIONS = 7
 """The API connections the controller holds at once beside its workers'
 (``api_concurrency``): a watch per informer (Nodes, Pods, Namespaces, Jobs, Queues), the
-Lease's renewals, and the reconcile thread's own calls (evictions, Queue status)."""
-
-REASON_REFRESH_S = 60.0
-"""A waiting pod's reason whose numbers alone changed is written again at most this often.
-On benchmarks/ (b), 1,227 of 1,570 workloads waiting in two cycles a few admissions apart
-had new numbers under the same reason: a patch each, every cycle."""
+Lease's renewals, and the reconcile thread's own calls (the Events
+``StrayGates.tell_made`` makes at once)."""
 
 
 class Controller:
@@ -117,7 +90,6 @@ class Controller:
         self.cluster = cluster
         self.settings = settings
         self.metrics = metrics
-        self.reader = PodReader(cluster.catalog)
         self.elector = elector
         self._queues = queues
         self._stop = threading.Event()
@@ -140,17 +112,8 @@ class Controller:
                 failed=metrics.api_failed,
             )
 
-        self.informers = [
-            informer(api.nodes(), self._replace_nodes, self._node_event),
-            informer(api.pods(), self._replace_pods, self._pod_event),
-            informer(api.namespaces(), self._replace_namespaces, self._namespace_event),
-            informer(api.jobs(), self._replace_jobs, self._job_event),
-            informer(api.queues(), self._replace_queue_objects, self._queue_event, optional=True),
-        ]
-        self._queue_objects: dict[str, Raw] = {}
         self.cycles = 0
-        self._node_problems: dict[str, str] = {}
-        """Every Node by name: why new work must not land on it, or ''."""
+        self.explainer = Explainer(cluster, patch=self._patch, tell=self._tell)
         self.replacer = StuckReplacer(
             api,
             cluster,
@@ -158,7 +121,7 @@ class Controller:
             StuckWatch(settings.stuck_after_s),
             evict=settings.evict,
             before_acting=self._before_acting,
-            set_reason=self._set_reason,
+            set_reason=self.explainer.set_reason,
             event=self._event,
         )
         self.preemptor = Preemptor(
@@ -179,13 +142,23 @@ class Controller:
             before_acting=self._before_acting,
             shadow=admission.mode == "shadow",
         )
-        self._released: set[tuple[str, str, str]] = set()
-        """Pods whose gate this controller removed, until the watch shows it gone."""
-        self._reason_written: dict[tuple[str, str, str], float] = {}
-        """When this controller last wrote each waiting pod's reason (``_explain``)."""
-        self._lock = threading.Lock()
-        """Guards ``_released`` and ``_reason_written``: a cycle's workers write them at
-        once, each its own workload's pods."""
+        self.watched = watched = Watched(cluster, self.strays)
+        self.informers = [
+            informer(api.nodes(), watched.replace_nodes, watched.node_event),
+            informer(api.pods(), watched.replace_pods, watched.pod_event),
+            informer(api.namespaces(), watched.replace_namespaces, watched.namespace_event),
+            informer(api.jobs(), watched.replace_jobs, watched.job_event),
+            informer(
+                api.queues(), watched.replace_queue_objects, watched.queue_event, optional=True
+            ),
+        ]
+        self.admitter = Admitter(
+            cluster,
+            patch=self._patch,
+            patch_answered=self._patch_answered,
+            explain=self.explainer.explain,
+            tell=self._tell,
+        )
         self.stuck_reviews = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -211,107 +184,6 @@ class Controller:
 
     def synced(self) -> bool:
         return all(i.synced.is_set() for i in self.informers)
-
-    # -- informer callbacks ----------------------------------------------------------------
-
-    def _replace_nodes(self, items: list[Raw]) -> None:
-        nodes = [n for n, _ in (node_from_object(o, self.cluster.catalog) for o in items) if n]
-        self._node_problems = {
-            str((o.get("metadata") or {}).get("name", "")): node_problem(o) for o in items
-        }
-        self.cluster.replace_nodes(nodes)
-
-    def _node_event(self, kind: str, obj: Raw) -> None:
-        name = str((obj.get("metadata") or {}).get("name", ""))
-        if kind == "DELETED":
-            self._node_problems.pop(name, None)
-        else:
-            self._node_problems[name] = node_problem(obj)
-        node, _ = node_from_object(obj, self.cluster.catalog)
-        if kind == "DELETED" or node is None:
-            self.cluster.remove_node(name)
-        else:
-            self.cluster.put_node(node)
-
-    def _replace_pods(self, items: list[Raw]) -> None:
-        pods: list[ManagedPod] = []
-        host_pods: list[HostPod] = []
-        for obj in items:
-            pod = self.reader.observed(obj)
-            if pod is not None:
-                pods.append(pod)
-            elif (host := host_pod_of(obj)) is not None:
-                host_pods.append(host)
-        self.strays.relisted(items)
-        self.cluster.replace_pods(pods, host_pods, [o for o in items if may_be_stray(o)])
-
-    def _pod_event(self, kind: str, obj: Raw) -> None:
-        namespace, name, _ = raw_identity(obj)
-        self.strays.seen(obj, gone=kind == "DELETED")
-        pod = None if kind == "DELETED" else self.reader.observed(obj)
-        host = None if kind == "DELETED" or pod is not None else host_pod_of(obj)
-        if pod is not None:
-            self.cluster.put_pod(pod)
-        elif host is not None:
-            self.cluster.put_host_pod(host)
-        else:
-            self.cluster.remove_pod(namespace, name)
-        stray = kind != "DELETED" and may_be_stray(obj)
-        self.cluster.put_stray(namespace, name, obj if stray else None)
-
-    def _replace_namespaces(self, items: list[Raw]) -> None:
-        self.cluster.replace_namespaces(
-            {
-                str((o.get("metadata") or {}).get("name", "")): dict(
-                    (o.get("metadata") or {}).get("labels") or {}
-                )
-                for o in items
-            }
-        )
-
-    def _namespace_event(self, kind: str, obj: Raw) -> None:
-        metadata = obj.get("metadata") or {}
-        name = str(metadata.get("name", ""))
-        if kind == "DELETED":
-            self.cluster.remove_namespace(name)
-        else:
-            self.cluster.put_namespace(name, dict(metadata.get("labels") or {}))
-
-    def _replace_jobs(self, items: list[Raw]) -> None:
-        self.cluster.jobs.replace([job_row(o) for o in items])
-
-    def _job_event(self, kind: str, obj: Raw) -> None:
-        namespace, name, parallelism, jobset = job_row(obj)
-        self.cluster.jobs.put(namespace, name, None if kind == "DELETED" else parallelism, jobset)
-
-    def _replace_queue_objects(self, items: list[Raw]) -> None:
-        self._queue_objects = {}
-        for obj in items:
-            self._remember_queue(obj)
-        self._publish_queues()
-
-    def _queue_event(self, kind: str, obj: Raw) -> None:
-        name = str((obj.get("metadata") or {}).get("name", ""))
-        if kind == "DELETED":
-            self._queue_objects.pop(name, None)
-        else:
-            self._remember_queue(obj)
-        self._publish_queues()
-
-    def _remember_queue(self, obj: Raw) -> None:
-        name = str((obj.get("metadata") or {}).get("name", ""))
-        try:
-            queue_from_object(obj)
-        except QueueObjectError as error:
-            # A broken Queue is reported and left out; the others keep working.
-            log.error("queue %s is invalid and ignored: %s", name, error)
-            self._queue_objects.pop(name, None)
-            return
-        self._queue_objects[name] = obj
-
-    def _publish_queues(self) -> None:
-        queues = [queue_from_object(o) for o in self._queue_objects.values()]
-        self.cluster.replace_queues(queues, source="crd")
 
     # -- the reconcile loop ------------------------------------------------------------------
 
@@ -355,13 +227,6 @@ class Controller:
         except Exception:
             log.exception("%s failed; retrying on the next change or tick", what)
 
-    def _before_acting(self) -> None:
-        """Stop the cycle where it is once another replica could take the Lease over
-        before what this one starts now is carried out; the next leader reads from the
-        cluster what was done."""
-        if not self._leading():
-            raise NotLeading
-
     def _workers(self) -> Workers:
         """A step's API calls, many workloads' at once (``workers.py``)."""
         return Workers(self.settings.api_concurrency, self._stop, leading=self._leading)
@@ -381,13 +246,13 @@ class Controller:
             return self._reconcile(workers)
 
     def _reconcile(self, workers: Workers) -> Decision | None:
-        workers.each(self._complete_admissions(workers))
-        workers.each(self._explain_undecided(workers))
+        workers.each(self.admitter.complete_admissions(workers))
+        workers.each(self.explainer.undecided(workers))
         snapshot = self.cluster.snapshot()
         self.strays.tell_made()
         if not any(w.placement is None for w in snapshot.workloads):
             self.cluster.set_last_decisions(())
-            self._report_queue_status(snapshot, None)
+            self._report_queue_status(workers, snapshot, None)
             return None
         started = time.perf_counter()
         decision = decide(snapshot, budget_ms=self.settings.budget_ms)
@@ -415,19 +280,22 @@ class Controller:
         workers.each(
             (
                 f"admitting {verdict.workload}",
-                partial(self._admit, workers, workloads[verdict.workload], verdict, members),
+                partial(
+                    self.admitter.admit, workers, workloads[verdict.workload], verdict, members
+                ),
             )
             for verdict, members in undecided
             if verdict.outcome is Outcome.ADMIT
         )
-        self._report_queue_status(snapshot, decision)  # its admissions reserved or refused
+        self._report_queue_status(workers, snapshot, decision)  # admissions reserved or refused
         present = {p.identity for group in pods.values() for p in group}
-        with self._lock:
-            self._reason_written = {i: t for i, t in self._reason_written.items() if i in present}
+        self.explainer.keep_only(present)
         workers.each(
             (
                 f"updating the reason on {verdict.workload}",
-                partial(self._explain, workers, verdict.reason.value, verdict.message, members),
+                partial(
+                    self.explainer.explain, workers, verdict.reason.value, verdict.message, members
+                ),
             )
             for verdict, members in undecided
             if verdict.outcome is not Outcome.ADMIT
@@ -447,158 +315,38 @@ class Controller:
         )
         return verdict.model_copy(update={"message": lead + verdict.message})
 
-    def _report_queue_status(self, snapshot: Snapshot, decision: Decision | None) -> None:
-        """Queue objects show usage, waiting and admitted counts (``kubectl get queues``)."""
-        if not self._queue_objects:
-            return
-        book = compile_snapshot(snapshot, self.cluster.catalog).book
-        models = {m.name for m in self.cluster.catalog.models}
-        admitted: dict[str, int] = {}
-        for workload in snapshot.workloads:
-            if workload.placement is not None:
-                admitted[workload.queue] = admitted.get(workload.queue, 0) + 1
-        pending: dict[str, int] = {}
-        refused = self.cluster.refused()  # they wait, gated, for the next decision
-        for verdict in decision.workloads if decision is not None else ():
-            admits = verdict.outcome is Outcome.ADMIT and verdict.workload not in refused
-            counts = admitted if admits else pending
-            counts[verdict.queue] = counts.get(verdict.queue, 0) + 1
-        for name, obj in self._queue_objects.items():
-            if name not in book.accounts:
-                continue
-            usage = {
-                flavor: amount // (MILLI_PER_GPU if flavor in models else 1)
-                for flavor, amount in sorted(book.accounts[name].usage.items())
-                if amount
-            }
-            status = QueueStatus(
-                pending_workloads=pending.get(name, 0),
-                admitted_workloads=admitted.get(name, 0),
-                usage=usage,
-                weighted_share=round(book.share(name), 4),
-                observed_generation=int((obj.get("metadata") or {}).get("generation") or 0),
-            ).model_dump(mode="json")
-            if obj.get("status") == status:  # as watched: a new object, or another leader's
-                continue
-            self._before_acting()
-            try:
-                self.api.patch_queue_status(name, status)
-            except (ApiException, *UNANSWERED) as error:
-                self.metrics.api_failed("status", error)
-                log.warning("status of queue %s: %s", name, failure(error))
+    def _report_queue_status(
+        self, workers: Workers, snapshot: Snapshot, decision: Decision | None
+    ) -> None:
+        """Queue objects show usage, waiting and admitted counts (``kubectl get queues``):
+        many Queues at once, ended before the cycle goes on."""
+        objects = self.watched.queue_objects
+        workers.each(
+            (f"the status of queue {name}", partial(self._patch_queue_status, name, status))
+            for name, status in queue_statuses(self.cluster, objects, snapshot, decision).items()
+        )
+
+    def _patch_queue_status(self, name: str, status: Raw) -> None:
+        self._before_acting()
+        try:
+            self.api.patch_queue_status(name, status)
+        except (ApiException, *UNANSWERED) as error:
+            self.metrics.api_failed("status", error)
+            log.warning("status of queue %s: %s", name, failure(error))
 
     def _pods_by_workload(self) -> dict[str, list[ManagedPod]]:
         """Pods by the workload the decision names (``LiveCluster.groups``)."""
         groups = self.cluster.groups()
         return {name: sorted(g.pods, key=lambda p: p.name) for name, g in groups.items()}
 
-    def _admit(
-        self,
-        workers: Workers,
-        workload: Workload,
-        verdict: WorkloadDecision,
-        members: list[ManagedPod],
-    ) -> None:
-        """Reserve the admission in the live cluster, record it on the pods, then remove
-        their gates.
+    # -- the controller's own calls, which its collaborators act through too ------------
 
-        Reserved first: the decision was taken on a snapshot while the webhook went on
-        admitting pods at creation, and the devices must go to one of them, never both. One
-        no longer free is not patched at all, and decided again in the next cycle.
-        A pod's gate cannot be put back, so a gang's members get their placements first,
-        still gated: an error or a restart between two members' patches then leaves a
-        gang either not admitted at all or admitted on record, which the next cycle
-        completes (``_complete_admissions``), never half released.
-        """
-        if len(verdict.placement) != len(members):
-            return
-        refusal = self.cluster.reserve(
-            workload.model_copy(
-                update={
-                    "placement": verdict.placement,
-                    "flavor": verdict.flavor,
-                    "started": int(self.cluster.now()),
-                }
-            )
-        )
-        if refusal is not None:
-            message = refusal.waiting_message
-            log.info("%s %s", verdict.workload, message, extra={"workload": verdict.workload})
-            self._explain(workers, refusal.reason, message, members)
-            return
-        placed = list(zip(members, verdict.placement, strict=True))
-        for i, (pod, placement) in enumerate(placed):
-            raw = pod.raw or {}
-            patch = set_metadata(
-                raw,
-                "annotations",
-                {
-                    keys.ANNOTATION_WORKLOAD: pod.workload,
-                    keys.ANNOTATION_DECISION: "admitted",
-                    keys.ANNOTATION_REASON: f"{verdict.reason.value}: {verdict.message}",
-                    ANNOTATION_PLACEMENT: format_placement(placement),
-                },
-            )
-            if len(members) == 1:  # one patch, all or nothing
-                patch = admit_gated(raw, self._expressions(placement)) + patch
-            if not patch:
-                continue
-            try:
-                made = self._patch_answered(pod.namespace, pod.name, patch, "admitting")
-            except NotLeading:
-                self.cluster.forget(workload.name)  # not sent: its record is not whole
-                raise
-            if made is not True:
-                # Short of a whole record, it is not admitted (``observed.groups_of``), and
-                # holds nothing: unless the last patch, unanswered, may have completed it
-                # (the watch will tell, or the reservation expires).
-                if i < len(placed) - 1 or made is False:
-                    self.cluster.forget(workload.name)
-                return
-        self.cluster.admissions.record(workload.queue)
-        log.info("admitted %s", verdict.workload, extra={"workload": verdict.workload})
-        if len(members) == 1:
-            self._tell(workers, members[0].raw or {}, "Admitted", verdict.message)
-            return
-        for pod, placement in placed:
-            self._release(workers, pod, placement, verdict.message)
-
-    def _complete_admissions(self, workers: Workers) -> list[Task]:
-        """Per admitted gang whose members still carry gates (an admission an API error or
-        a restart cut short), a task removing them where their recorded placements say."""
-        groups = self.cluster.groups()
-        with self._lock:
-            # Released but not yet seen so by the watch: nothing to do again.
-            self._released &= {p.identity for g in groups.values() for p in g.pods if p.gated}
-            released = set(self._released)
-        tasks: list[Task] = []
-        for name, group in groups.items():
-            left = [
-                (pod, pod.placement)
-                for pod in (group.pods if group.admitted else ())
-                if pod.gated and pod.placement is not None and pod.identity not in released
-            ]
-            if left:
-                tasks.append(
-                    (
-                        f"completing the admission of {name}",
-                        partial(self._release_all, workers, left),
-                    )
-                )
-        return tasks
-
-    def _release_all(self, workers: Workers, pods: list[tuple[ManagedPod, PodPlacement]]) -> None:
-        for pod, placement in pods:
-            self._release(workers, pod, placement, "admitted where recorded earlier")
-
-    def _release(
-        self, workers: Workers, pod: ManagedPod, placement: PodPlacement, message: str
-    ) -> None:
-        raw = pod.raw or {}
-        if self._patch(pod, admit_gated(raw, self._expressions(placement)), "releasing"):
-            with self._lock:
-                self._released.add(pod.identity)
-            self._tell(workers, raw, "Admitted", message)
+    def _before_acting(self) -> None:
+        """Stop the cycle where it is once another replica could take the Lease over
+        before what this one starts now is carried out; the next leader reads from the
+        cluster what was done."""
+        if not self._leading():
+            raise NotLeading
 
     def _patch(self, pod: ManagedPod, patch: list[Raw], doing: str) -> bool:
         """Apply ``patch`` to ``pod``; False (logged) if the API refused or failed."""
@@ -620,85 +368,6 @@ class Controller:
             return False if isinstance(error, ApiException) else None
         return True
 
-    def _expressions(self, placement: PodPlacement) -> list[Raw]:
-        node = self.cluster.nodes.get(placement.node)
-        if node is None:  # gone since the decision: pin by name, the scheduler will wait
-            return [{"key": keys.NODE_HOSTNAME, "operator": "In", "values": [placement.node]}]
-        return node_expressions([node])
-
-    def _explain_undecided(self, workers: Workers) -> list[Task]:
-        """Workloads no decision names say why on their pods, as the queue view shows it
-        (``queueview.waiting_reason``), or these would keep an older reason: gangs whose
-        members ask differently (``gangs.mixed``), a queue gone or no longer taking them,
-        and a running workload's new pods (``observed.waits_for_running``), told by an
-        Event too: a pod copied from a running one in its namespace waits so for as long
-        as that runs."""
-        groups, queues = self.cluster.groups_and_queues()
-        tasks: list[Task] = []
-        for name, group in groups.items():
-            if group.admitted:
-                continue
-            reason, message = waiting_reason(group, queues)
-            if reason in _UNDECIDED:
-                tell = reason == GANG_RUNNING
-                explain = partial(self._explain, workers, reason, message, group.pods, tell=tell)
-                tasks.append((f"updating the reason on {name}", explain))
-        return tasks
-
-    def _explain(
-        self,
-        workers: Workers,
-        reason: str,
-        message: str,
-        members: list[ManagedPod],
-        tell: bool = False,
-    ) -> None:
-        """Keep the waiting pods' reason annotation current: at once where the reason
-        changes, but where only its numbers do (queue usage, room left: on a busy cluster
-        most waiting pods' numbers change every cycle, a patch each) at most every
-        ``REASON_REFRESH_S``; ``apportion queue`` shows the numbers of the moment. With
-        ``tell``, an Event too where the reason is new, once: the annotations record that
-        the pod was told, across restarts and leaders (``keys.ANNOTATION_TOLD``: not a
-        copy of a pod that was told, which carries its reason)."""
-        text = f"{reason}: {message}"
-        now = self.cluster.now()
-        for pod in members:
-            raw = pod.raw or {}
-            annotations = (raw.get("metadata") or {}).get("annotations") or {}
-            uid = pod.identity[2]
-            told = not tell or annotations.get(keys.ANNOTATION_TOLD) == uid
-            current = str(annotations.get(keys.ANNOTATION_REASON))
-            same_reason = told and current.startswith(f"{reason}: ")
-            with self._lock:
-                written = self._reason_written.get(pod.identity)
-            if (told and current == text) or (
-                same_reason and written is not None and now - written < REASON_REFRESH_S
-            ):
-                continue
-            if not self._set_reason(pod, text, told_uid=uid if tell else None):
-                continue
-            with self._lock:
-                self._reason_written[pod.identity] = now
-            if tell and not same_reason:
-                self._tell(workers, raw, reason, message)
-
-    def _set_reason(self, pod: ManagedPod, text: str, told_uid: str | None = None) -> bool:
-        """Write the pod's reason annotation (and ``told_uid``: that the pod is told it);
-        False (logged) if the API refused."""
-        values = {keys.ANNOTATION_REASON: text}
-        if told_uid is not None:
-            values[keys.ANNOTATION_TOLD] = told_uid
-        patch = set_metadata(pod.raw or {}, "annotations", values)
-        return self._patch(pod, patch, "updating the reason on")
-
-    # -- admitted pods the kube-scheduler cannot place ----------------------------------------
-
-    def replace_stuck(self) -> list[StuckWorkload]:
-        with self._workers() as workers:
-            found = self.replacer.review(dict(self._node_problems), workers)
-        self.stuck_reviews += 1
-        return found
-
     def _tell(self, workers: Workers, pod: Raw, reason: str, message: str) -> None:
         """An Event on an admitted or waiting pod, left to the cycle's workers
         (``Workers.later``): best effort, and read back by nothing, so no admission waits
@@ -712,3 +381,11 @@ class Controller:
         except (ApiException, *UNANSWERED) as error:  # best effort, even the connection
             self.metrics.api_failed("event", error)
             log.debug("event on %s failed: %s", (pod.get("metadata") or {}).get("name"), error)
+
+    # -- admitted pods the kube-scheduler cannot place ----------------------------------------
+
+    def replace_stuck(self) -> list[StuckWorkload]:
+        with self._workers() as workers:
+            found = self.replacer.review(dict(self.watched.node_problems), workers)
+        self.stuck_reviews += 1
+        return found

@@ -155,8 +155,12 @@ class KubeApi:
 
     # -- what the controller changes -------------------------------------------------------
 
-    def patch_pod(self, namespace: str, name: str, patch: list[Raw]) -> Raw:
-        """A JSONPatch (the only patch type that can remove one gate by index with a test)."""
+    def patch_pod(self, namespace: str, name: str, patch: list[Raw]) -> None:
+        """A JSONPatch (the only patch type that can remove one gate by index with a test).
+
+        The answer, the whole pod, is read to its end, which gives the connection back to
+        the pool, but not parsed: nothing reads it (the watch brings the pod). A refusal
+        still raises ``ApiException``, before the answer is returned."""
         response: Any = self.core.patch_namespaced_pod(
             name,
             namespace,
@@ -165,8 +169,7 @@ class KubeApi:
             _preload_content=False,
             _request_timeout=self.timeout_s,
         )
-        result: Raw = json.loads(response.data)
-        return result
+        response.read(decode_content=False)
 
     def patch_queue_status(self, name: str, status: Raw) -> None:
         """Set a Queue's whole status subresource (what ``kubectl get queues`` shows).
