@@ -1105,6 +1105,39 @@ def test_a_queue_deleted_and_created_again_gets_its_status(fake: Fake) -> None:
         eventually(lambda: status().get("usage") == {"H100-80GB": 2})
 
 
+def test_a_queue_created_while_statuses_are_written_ends_nothing(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Was: the reconcile thread iterated the Queue objects the watch thread adds to, so a
+    # Queue created meanwhile ended the status step ('dictionary changed size during
+    # iteration') and no Queue's status was written that cycle.
+    from scheduler.crds import queue_object
+    from webhook import queuestatus
+
+    fake.register_custom("apportion.io", "v1alpha1", "queues", "Queue")
+    fake.put(queue_object(TEAM_A.model_copy(update={"name": "crd-team"})))
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    controller = Controller(KubeApi(fake.api_client()), cluster, SETTINGS, Metrics(cluster))
+    real = queuestatus.QueueStatus
+    created = iter(range(1_000_000))
+
+    def status_as_a_queue_arrives(**fields: Any) -> Any:
+        arriving = TEAM_A.model_copy(update={"name": f"new-team-{next(created)}"})
+        controller.watched.queue_event("ADDED", queue_object(arriving))  # as the watch may
+        return real(**fields)
+
+    def status() -> dict[str, Any]:
+        got = fake.get("queues", "crd-team", group="apportion.io", version="v1alpha1")
+        return dict(got.get("status") or {})
+
+    with synced(controller):
+        monkeypatch.setattr(queuestatus, "QueueStatus", status_as_a_queue_arrives)
+        pod = _waiting_pod(fake, "runs", gpus=2)
+        pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
+        fake.put_pod(pod)
+        eventually(lambda: status().get("usage") == {"H100-80GB": 2})
+
+
 def test_a_queue_closed_to_a_namespace_while_its_pods_wait_releases_none_of_them(
     fake: Fake,
 ) -> None:

@@ -320,7 +320,8 @@ class Controller:
     ) -> None:
         """Queue objects show usage, waiting and admitted counts (``kubectl get queues``):
         many Queues at once, ended before the cycle goes on."""
-        objects = self.watched.queue_objects
+        # A copy, taken at once: the watch thread adds and removes Queues meanwhile.
+        objects = dict(self.watched.queue_objects)
         workers.each(
             (f"the status of queue {name}", partial(self._patch_queue_status, name, status))
             for name, status in queue_statuses(self.cluster, objects, snapshot, decision).items()
