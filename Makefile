@@ -2,7 +2,7 @@
 # project code creates or reuses .venv first.
 #
 #   make demo    replay the bundled demo trace (apportion vs fifo vs kueue) and plan its capacity, in out/demo
-#   make test    ruff, mypy (strict for scheduler, checked for webhook and sim), pytest — what CI runs (.ci/run)
+#   make test    ruff, mypy (strict for scheduler, checked for webhook, sim and benchmarks), pytest — what CI runs (.ci/run)
 #   make bench   time decide() on benchmark clusters
 #   make lint    ruff and mypy only
 #   make clean   caches and build output (keeps .venv; `make distclean` removes it too)
@@ -33,12 +33,12 @@ $(STAMP): pyproject.toml
 
 lint: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy scheduler webhook sim
+	$(BIN)/mypy scheduler webhook sim benchmarks
 
 # pytest exits 5 when it collected no tests; a suite that tests nothing must not pass.
 test: venv
 	$(BIN)/ruff check .
-	$(BIN)/mypy scheduler webhook sim
+	$(BIN)/mypy scheduler webhook sim benchmarks
 	@status=0; $(BIN)/pytest -q || status=$$?; \
 	if [ $$status -eq 5 ]; then \
 	  echo "make test: FAILED: pytest collected no tests (exit 5); a run that tests nothing is not a pass" >&2; \

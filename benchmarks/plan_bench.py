@@ -29,6 +29,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,7 +39,7 @@ from sim.plan.candidates import pools_of
 from sim.plan.commands import DEFAULT_SLOS
 from sim.plan.demand import grow
 from sim.plan.search import SearchSettings, search
-from sim.plan.shapes import arrangements
+from sim.plan.shapes import Arrangement, arrangements
 from sim.plan.slo import parse_slo
 from sim.plan.verdict import verdict
 from sim.trace import load_trace
@@ -61,11 +62,12 @@ def main() -> None:
     jobs = grow(trace.jobs, args.growth)
     cluster = load_cluster("default").with_queues({j.workload.queue for j in trace.jobs})
     slos = [parse_slo(s) for s in DEFAULT_SLOS]
-    pools, options = pools_of(cluster), ()
+    pools = pools_of(cluster)
+    options: tuple[Arrangement, ...] = ()
     if not args.no_shapes:
         pools, options = arrangements(cluster, pools, jobs)
     walls: dict[bool, list[float]] = {True: [], False: []}
-    records: dict[bool, dict] = {}
+    records: dict[bool, dict[str, Any]] = {}
     for _ in range(args.repeat):
         for look_ahead in (False, True):
             settings = SearchSettings(
@@ -137,7 +139,7 @@ def main() -> None:
     )
 
 
-def _comparable(record: dict) -> dict:
+def _comparable(record: dict[str, Any]) -> dict[str, Any]:
     """The record without what differs between runs of the same search anyway."""
     return {k: v for k, v in record.items() if k not in ("simulation_wall_s", "ahead")}
 

@@ -40,6 +40,7 @@ from sim.fill import fill
 from sim.job import Job
 from sim.openb import OPENB_TRACE_DIR, load_openb_pods_file
 from sim.policies import PolicyOptions, make_policy
+from sim.policies.core import ApportionPolicy
 from sim.pool import executor
 from sim.synthetic import uniform_jobs
 
@@ -135,7 +136,7 @@ def _replay(
         f"{delay.get('p50', 0):.0f}/{delay.get('p95', 0):.0f} s, Jain "
         f"{s['fairness']['jain_mean']:.3f}, preemptions {s['preemptions']}"
     )
-    if hasattr(policy, "decisions"):
+    if isinstance(policy, ApportionPolicy):
         print(f"    global decisions {policy.decisions:,} (ILP answered {policy.ilp_answers:,})")
     return wall
 
