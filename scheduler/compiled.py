@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option, OptionsByDemand
-from scheduler.model import Queue, Snapshot, Workload
+from scheduler.model import Gpu, Queue, Snapshot, Workload
 from scheduler.objective import segment_width
 from scheduler.preemption import Running
 from scheduler.quota import QuotaBook
@@ -20,6 +20,8 @@ __all__ = [
     "charge_quota",
     "charge_running",
     "compile_snapshot",
+    "pending_options",
+    "quota_book",
     "recorded_allocation",
 ]
 
@@ -103,8 +105,7 @@ def _gpu_eq(option: Option, catalog: Catalog) -> float:
 def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
     """Step 1–2: state and quota book with running workloads charged; pending entries."""
     state = ClusterState(snapshot, catalog)
-    model_flavors = frozenset(m.name for m in catalog.models)
-    book = QuotaBook(_keyed_by_flavor(snapshot.queues, catalog), model_flavors)
+    book = _uncharged_book(snapshot, catalog)
     running: list[Running] = []
     pending: list[Entry] = []
     options = OptionsByDemand(catalog, state.models_present)
@@ -137,6 +138,58 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
     return Compiled(snapshot, catalog, state, book, running, pending, headroom, widths, options)
 
 
+def quota_book(snapshot: Snapshot, catalog: Catalog) -> QuotaBook:
+    """``compile_snapshot``'s quota book, without the cluster state (what metrics and Queue
+    statuses read, at an eighth of the cost): each running workload charged to the flavor
+    its placement holds, read from the one GPU its first pod names. Placements are neither
+    applied nor checked (``PlacementError``): the book of a snapshot ``compile_snapshot``
+    accepts, as the live cluster's are (their build claims every device once)."""
+    book = _uncharged_book(snapshot, catalog)
+    nodes = {node.name: node for node in snapshot.nodes}  # the last of a name, as compiled
+    gpus: dict[str, dict[int, Gpu]] = {}
+    names: dict[str, str] = {}  # as written → catalog name
+    for workload in snapshot.workloads:
+        if workload.placement is None:  # waiting (``running`` costs a call per workload)
+            continue
+        first = workload.placement[0]
+        node = nodes.get(first.node)
+        on_node = gpus.get(first.node)
+        if on_node is None and node is not None:
+            on_node = gpus[first.node] = {gpu.index: gpu for gpu in node.gpus}
+        gpu = None if on_node is None else on_node.get(first.gpus[0])
+        model, profile = "", ""
+        if gpu is not None:
+            model = names.get(gpu.model, "")
+            if not model:
+                model = names[gpu.model] = catalog[gpu.model].name
+            if gpu.mig and first.mig_start is not None:
+                layout = {s.start: s.profile for s in gpu.mig}
+                profile = layout.get(first.mig_start, "")
+        option = _running_option(workload, catalog, model, profile)
+        book.charge(workload.queue, option.flavor, option.quota_per_pod * workload.pods)
+    return book
+
+
+def pending_options(
+    snapshot: Snapshot, catalog: Catalog
+) -> list[tuple[Workload, tuple[Option, ...]]]:
+    """``compile_snapshot``'s pending entries as (workload, options), without the cluster
+    state: options need only the models present, in the order the GPUs name them."""
+    names: dict[str, str] = {}
+    for node in snapshot.nodes:
+        for gpu in node.gpus:
+            if gpu.model not in names:
+                names[gpu.model] = catalog[gpu.model].name
+    options = OptionsByDemand(catalog, tuple(dict.fromkeys(names.values())))
+    return [(w, options(w)) for w in snapshot.workloads if w.placement is None]
+
+
+def _uncharged_book(snapshot: Snapshot, catalog: Catalog) -> QuotaBook:
+    """The queues' quota book, nothing charged yet."""
+    model_flavors = frozenset(m.name for m in catalog.models)
+    return QuotaBook(_keyed_by_flavor(snapshot.queues, catalog), model_flavors)
+
+
 def _keyed_by_flavor(queues: tuple[Queue, ...], catalog: Catalog) -> tuple[Queue, ...]:
     """The queues with quotas keyed by the flavors options charge (``H100-80GB``): a file
     or a Queue object may name a model by any of its names (``H100``, a GFD product)."""
@@ -162,7 +215,17 @@ def recorded_allocation(
 ) -> tuple[Option, Allocation]:
     """The option a running workload holds and its recorded placement, not applied
     (``PlacementError`` if the placement names a node or GPU the cluster lacks)."""
-    option = _running_option(workload, catalog, state)
+    assert workload.placement is not None
+    first = workload.placement[0]
+    node = state.node_index.get(first.node)
+    g = None if node is None else state.node_gpus[node].get(first.gpus[0])
+    model, profile = "", ""
+    if g is not None:
+        model = state.gpu_model[g]
+        layout = state.gpu_mig[g]
+        if layout and first.mig_start is not None:
+            profile = str(layout.get(first.mig_start, ("",))[0])
+    option = _running_option(workload, catalog, model, profile)
     return option, state.allocation_of(workload, option)
 
 
@@ -189,23 +252,19 @@ def charge_quota(
     )
 
 
-def _running_option(workload: Workload, catalog: Catalog, state: ClusterState) -> Option:
-    """The option a running workload holds, read from its placement."""
+def _running_option(workload: Workload, catalog: Catalog, model: str, profile: str) -> Option:
+    """The option a running workload holds, read from its placement: ``model`` and
+    ``profile`` are those of the GPU, and of its MIG slice, that its first pod names (""
+    where the cluster has none)."""
     assert workload.placement is not None
     first = workload.placement[0]
     # Charged to the flavor as quotas key it, however the workload names it.
     flavor = workload.flavor and (catalog.flavor(workload.flavor) or workload.flavor)
-    node = state.node_index.get(first.node)
-    model = ""
-    if node is not None and first.gpus and first.gpus[0] in state.node_gpus[node]:
-        model = state.gpu_model[state.node_gpus[node][first.gpus[0]]]
     if first.mig_start is not None:
-        profile = (
+        named = (
             workload.flavor[4:] if workload.flavor and workload.flavor.startswith("mig-") else ""
         )
-        if not profile and node is not None:
-            layout = state.gpu_mig[state.node_gpus[node][first.gpus[0]]]
-            profile = str(layout[first.mig_start][0]) if layout else ""
+        profile = named or profile
         return Option("mig-" + profile, Kind.MIG, (model,), 1, profile)
     if first.milli is not None:
         return Option(flavor or model, Kind.FRACTION, (model,), first.milli)

@@ -1,8 +1,9 @@
 """What ``/metrics`` exports (Prometheus text format), names shared with deploy/'s alerts.
 
 Request-path metrics are updated as requests are answered; queue gauges are computed
-from the live cluster at scrape time (one compile of the snapshot per scrape, not per
-request), so the admission path pays for a histogram observation and nothing else.
+from the live cluster at scrape time (one snapshot per scrape, not per request, and its
+quota book alone: not the whole state a cycle compiles), so the admission path pays for a
+histogram observation and nothing else.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from scheduler.catalog import MILLI_PER_GPU
-from scheduler.compiled import compile_snapshot
+from scheduler.compiled import pending_options, quota_book
 from webhook.cluster import LiveCluster
 from webhook.kubeapi import failure_code
 
@@ -132,7 +133,9 @@ class _QueueCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snapshot = self._cluster.snapshot()
         catalog = self._cluster.catalog
-        compiled = compile_snapshot(snapshot, catalog)
+        # The book and the options alone, not the whole state a cycle compiles: a scrape
+        # holds the GIL the webhook's answers wait for (benchmarks/scrape_bench.py).
+        book = quota_book(snapshot, catalog)
         models = {m.name for m in catalog.models}
         usage = GaugeMetricFamily(
             "apportion_queue_usage_gpus",
@@ -163,15 +166,14 @@ class _QueueCollector(Collector):
         # would charge to that flavor: a queue below nominal on H100 with H100 work waiting
         # is a broken guarantee; with only MIG work waiting, it is not.
         earliest: dict[str, dict[str, int]] = {}
-        for entry in compiled.pending:
-            workload = entry.workload
+        for workload, options in pending_options(snapshot, catalog):
             waiting.setdefault(workload.queue, []).append(workload.created)
             by_flavor = earliest.setdefault(workload.queue, {})
-            for option in entry.options:
+            for option in options:
                 known = by_flavor.get(option.flavor, workload.created)
                 by_flavor[option.flavor] = min(known, workload.created)
         for queue in snapshot.queues:
-            flavors = set(queue.quota) | set(compiled.book.accounts[queue.name].usage)
+            flavors = set(queue.quota) | set(book.accounts[queue.name].usage)
             by_flavor = earliest.get(queue.name, {})
             for flavor in sorted(flavors | set(by_flavor)):
                 since = by_flavor.get(flavor)
@@ -180,13 +182,9 @@ class _QueueCollector(Collector):
                 )
             for flavor in sorted(flavors):
                 unit = MILLI_PER_GPU if flavor in models else 1
-                usage.add_metric(
-                    [queue.name, flavor], compiled.book.usage(queue.name, flavor) / unit
-                )
-                nominal.add_metric(
-                    [queue.name, flavor], compiled.book.nominal(queue.name, flavor) / unit
-                )
-            share.add_metric([queue.name], compiled.book.share(queue.name))
+                usage.add_metric([queue.name, flavor], book.usage(queue.name, flavor) / unit)
+                nominal.add_metric([queue.name, flavor], book.nominal(queue.name, flavor) / unit)
+            share.add_metric([queue.name], book.share(queue.name))
             created = waiting.get(queue.name, [])
             pending.add_metric([queue.name], len(created))
             oldest.add_metric(

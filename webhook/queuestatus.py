@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from scheduler.catalog import MILLI_PER_GPU
-from scheduler.compiled import compile_snapshot
+from scheduler.compiled import quota_book
 from scheduler.crds import QueueStatus
 from scheduler.model import Decision, Snapshot
 from scheduler.reasons import Outcome
@@ -25,7 +25,7 @@ def queue_statuses(
     decision's admissions are reserved or refused: a refused one counts as waiting."""
     if not objects:
         return {}
-    book = compile_snapshot(snapshot, cluster.catalog).book
+    book = quota_book(snapshot, cluster.catalog)
     models = {m.name for m in cluster.catalog.models}
     admitted: dict[str, int] = {}
     for workload in snapshot.workloads:
