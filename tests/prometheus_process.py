@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
-__all__ = ["PrometheusProcess", "free_port", "require_prometheus"]
+__all__ = ["PrometheusProcess", "require_prometheus"]
 
 
 def require_prometheus() -> str:
@@ -34,13 +34,6 @@ def require_prometheus() -> str:
             pytest.fail(message + " — CI is set, so this is a failure, not a skip")
         pytest.skip(message)
     return binary
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class PrometheusProcess:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from builders import mig, node, queue, snapshot, workload
 from fake_dcgm import DcgmExporter, FakeGpu, FakeMig, exposition
-from prometheus_process import PrometheusProcess, free_port, require_prometheus
+from ports import refused_port
+from prometheus_process import PrometheusProcess, require_prometheus
 
 from scheduler.model import Snapshot
 from scheduler.telemetry import (
@@ -318,11 +319,12 @@ def test_frozen_exporter_gives_stale_metrics(reader: DcgmReader, exporter: DcgmE
 
 
 def test_prometheus_down_decides_on_allocation_data() -> None:
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    down = DcgmReader(PrometheusSettings(url=url, timeout_s=1), SETTINGS)
-    started = time.monotonic()
-    report = down.refresh(cluster())
-    down.close()
+    with refused_port() as port:
+        url = f"http://127.0.0.1:{port}"
+        down = DcgmReader(PrometheusSettings(url=url, timeout_s=1), SETTINGS)
+        started = time.monotonic()
+        report = down.refresh(cluster())
+        down.close()
     assert time.monotonic() - started < 3
     assert report.note.status == "missing"
     assert report.note.message == (

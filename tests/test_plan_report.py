@@ -248,13 +248,14 @@ def test_rightsizing_from_a_live_prometheus(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_prometheus_is_a_clear_error() -> None:
-    from prometheus_process import free_port
+    from ports import refused_port
 
-    done = subprocess.run(
-        [sys.executable, "-m", "scheduler", "plan", "demo", "--metrics-url",
-         f"http://127.0.0.1:{free_port()}", "--metrics-snapshot", str(FIXTURES / "running.yaml")],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )  # fmt: skip
+    with refused_port() as port:
+        done = subprocess.run(
+            [sys.executable, "-m", "scheduler", "plan", "demo", "--metrics-url",
+             f"http://127.0.0.1:{port}", "--metrics-snapshot", str(FIXTURES / "running.yaml")],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
     assert done.returncode == 2
     assert "cannot query Prometheus at http://127.0.0.1:" in done.stderr
     assert "Traceback" not in done.stderr

@@ -21,7 +21,8 @@ from pathlib import Path
 import jsonpatch
 import pytest
 import trustme
-from webhook_support import CLUSTER_FILE, free_port, review, vary
+from ports import free_port, refused_port
+from webhook_support import CLUSTER_FILE, review, vary
 
 from scheduler.cli import CommandError
 from webhook.settings import ControllerSettings, ServeSettings
@@ -508,8 +509,8 @@ def test_queue_names_a_ca_file_it_cannot_use(tmp_path: Path) -> None:
 
 
 def test_queue_says_what_to_check_when_nothing_answers() -> None:
-    url = f"https://localhost:{free_port()}"
-    with pytest.raises(CommandError) as raised:
+    with refused_port() as port, pytest.raises(CommandError) as raised:
+        url = f"https://localhost:{port}"
         _queue(["--url", url])
     assert str(raised.value).startswith(f"cannot read {url}/queues: ")
     assert "is `apportion serve` running there? (--url or APPORTION_URL)" in str(raised.value)

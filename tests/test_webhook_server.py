@@ -20,7 +20,8 @@ import pytest
 import trustme
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from webhook_support import ADMISSION, CLUSTER_FILE, free_port, review, vary
+from ports import free_port
+from webhook_support import ADMISSION, CLUSTER_FILE, review, vary
 
 from webhook import keys, runtime
 from webhook.cluster import LiveCluster

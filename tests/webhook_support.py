@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -119,14 +118,6 @@ def mutated(body: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
     body["request"]["object"] = jsonpatch.apply_patch(pod, patch_of(response))
     body["request"]["uid"] = str(uuid.uuid4())
     return body
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def cpu_only_pod(
