@@ -283,18 +283,18 @@ def _kind_flavor(demand: Demand, node: Node | None) -> str | None:
 
 class _Built:
     """What ``workload_of`` makes of one group under one name whatever the ledgers and the
-    clock (the workload its pods ask for, validated once; whether a waiting one is decided),
+    clock (whether a waiting one is decided; the workload its pods ask for, validated once),
     and its last answer with what that answer depends on. Builds outside the lock share it
-    (``snapshots.build``): each answer is stored whole, and any thread's is the one every
+    (``snapshots.build``): the answer is stored whole, and any thread's is the one every
     other would make."""
 
-    __slots__ = ("base", "decided", "first", "last", "nominated_until")
+    __slots__ = ("decided", "first", "last", "nominated_until")
 
     def __init__(self, name: str, group: PodGroup) -> None:
         pods = group.pods
         first = min(pods, key=lambda p: (p.created, p.name))
         self.first = first
-        self.base = Workload(
+        base = Workload(
             name=name,
             queue=first.queue,
             namespace=first.namespace,
@@ -310,21 +310,15 @@ class _Built:
         )
         self.decided = group.admitted or _decided(group, first)
         self.nominated_until = max(p.nominated_until for p in pods)
-        self.last: tuple[object, Workload] | None = None
+        self.last: tuple[object, Workload] = (_UNMADE, base)
 
     def waiting(self, pods: int, now: float) -> Workload | None:
         if not self.decided:
             return None
         nominated = self.nominated_until > now
-        last = self.last
-        if last is not None and last[0] == nominated:
-            return last[1]
         return self._answer(nominated, {"pods": pods, "nominated": nominated})
 
     def running(self, placements: tuple[PodPlacement, ...], flavor: str | None) -> Workload:
-        last = self.last
-        if last is not None and last[0] == (placements, flavor):
-            return last[1]
         update = {
             "pods": len(placements),
             "placement": placements,
@@ -334,9 +328,19 @@ class _Built:
         return self._answer((placements, flavor), update)
 
     def _answer(self, depends: object, update: dict[str, Any]) -> Workload:
-        workload = self.base.model_copy(update=update)
+        """The base with ``update``, made again only when what it ``depends`` on moved:
+        from the last answer, which differs from the base only in the fields ``update``
+        sets again (values and ``model_fields_set`` alike), so no base is kept beside it."""
+        made, workload = self.last
+        if made == depends:
+            return workload
+        workload = workload.model_copy(update=update)
         self.last = (depends, workload)
         return workload
+
+
+_UNMADE = object()
+"""What no answer depends on: the base, before its first answer."""
 
 
 def _decided(group: PodGroup, first: ManagedPod) -> bool:
