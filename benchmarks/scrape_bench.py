@@ -12,6 +12,8 @@ in ``live_bench``), medians of ``--runs`` (default 7) of:
   scrape     ``/metrics``' body (``generate_latest`` of the registry ``webhook.metrics``
              builds): what one scrape computes, its snapshot of the live cluster included
   snapshot   ``LiveCluster.snapshot()`` alone: the part of a scrape that is not the figures'
+             (each after a first, untimed, whose workloads the pod groups keep: what every
+             build but the first after a relist finds, ``observed.workload_of``)
   status     ``queue_statuses`` on that snapshot, every Queue object's status new
              (once per controller cycle; no decision, so no verdicts to count)
   book       ``quota_book`` and ``pending_options`` on that snapshot: the source both

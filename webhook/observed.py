@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from scheduler.model import Demand, Node, PodPlacement, Queue, Workload, flavor_of_mig
 from webhook import keys
@@ -48,6 +49,10 @@ class PodGroup:
     """For a running gang's replacements: the places its admitted members leave."""
     mixed: str | None = None
     """Why it is not decided: its gang's members ask differently (``gangs.mixed``)."""
+    built: dict[str, _Built] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """What ``workload_of`` made of it, by name. A group is a new object whenever its
+    workload's pods change (``PodIndex``), so an unchanged workload is not rebuilt by every
+    snapshot: 19,427 of them took 0.2 s a build at 32,000 GPUs."""
 
 
 GANG_RUNNING = "GangRunning"
@@ -276,57 +281,104 @@ def _kind_flavor(demand: Demand, node: Node | None) -> str | None:
     return node.gpus[0].model
 
 
+class _Built:
+    """What ``workload_of`` makes of one group under one name whatever the ledgers and the
+    clock (whether a waiting one is decided; the workload its pods ask for, validated once),
+    and its last answer with what that answer depends on. Builds outside the lock share it
+    (``snapshots.build``): the answer is stored whole, and any thread's is the one every
+    other would make."""
+
+    __slots__ = ("decided", "first", "last", "nominated_until")
+
+    def __init__(self, name: str, group: PodGroup) -> None:
+        pods = group.pods
+        first = min(pods, key=lambda p: (p.created, p.name))
+        self.first = first
+        base = Workload(
+            name=name,
+            queue=first.queue,
+            namespace=first.namespace,
+            priority=max(p.priority for p in pods),
+            created=first.created,
+            pods=max(first.gang_size, len(pods)),
+            demand=first.demand,
+            cpu_milli=first.cpu_milli,
+            memory_mib=first.memory_mib,
+            node_selector=first.node_selector,
+            node_affinity=first.node_affinity,
+            tolerations=first.tolerations,
+        )
+        self.decided = group.admitted or _decided(group, first)
+        self.nominated_until = max(p.nominated_until for p in pods)
+        self.last: tuple[object, Workload] = (_UNMADE, base)
+
+    def waiting(self, pods: int, now: float) -> Workload | None:
+        if not self.decided:
+            return None
+        nominated = self.nominated_until > now
+        return self._answer(nominated, {"pods": pods, "nominated": nominated})
+
+    def running(self, placements: tuple[PodPlacement, ...], flavor: str | None) -> Workload:
+        update = {
+            "pods": len(placements),
+            "placement": placements,
+            "flavor": flavor,
+            "started": self.first.created,
+        }
+        return self._answer((placements, flavor), update)
+
+    def _answer(self, depends: object, update: dict[str, Any]) -> Workload:
+        """The base with ``update``, made again only when what it ``depends`` on moved:
+        from the last answer, which differs from the base only in the fields ``update``
+        sets again (values and ``model_fields_set`` alike), so no base is kept beside it."""
+        made, workload = self.last
+        if made == depends:
+            return workload
+        workload = workload.model_copy(update=update)
+        self.last = (depends, workload)
+        return workload
+
+
+_UNMADE = object()
+"""What no answer depends on: the base, before its first answer."""
+
+
+def _decided(group: PodGroup, first: ManagedPod) -> bool:
+    """Whether a waiting group is decided as one workload."""
+    pods = group.pods
+    if group.mixed is not None:
+        return False  # pods × one ask would charge and place them wrongly
+    if group.places is None and len(pods) < first.gang_size:
+        return False  # an incomplete gang is reported, not decided
+    if group.places is not None and len(pods) > group.places:
+        return False  # a new generation while the old one runs: it waits for it to end
+    # Another controller holds it back: it could not run yet.
+    return not any(p.other_gates for p in pods)
+
+
 def workload_of(
     name: str, group: PodGroup, ledgers: dict[str, NodeLedger], now: float
 ) -> Workload | None:
     """A running workload (every pod admitted) or a waiting one (any pod not), nominated
     while one of its pods says so (``keys.ANNOTATION_NOMINATED``)."""
+    built = group.built.get(name)
+    if built is None:
+        built = group.built[name] = _Built(name, group)
     pods = group.pods
-    first = min(pods, key=lambda p: (p.created, p.name))
-    base = Workload(
-        name=name,
-        queue=first.queue,
-        namespace=first.namespace,
-        priority=max(p.priority for p in pods),
-        created=first.created,
-        pods=max(first.gang_size, len(pods)),
-        demand=first.demand,
-        cpu_milli=first.cpu_milli,
-        memory_mib=first.memory_mib,
-        node_selector=first.node_selector,
-        node_affinity=first.node_affinity,
-        tolerations=first.tolerations,
-    )
     if not group.admitted:
-        if group.mixed is not None:
-            return None  # pods × one ask would charge and place them wrongly
-        if group.places is None and len(pods) < first.gang_size:
-            return None  # an incomplete gang is reported, not decided
-        if group.places is not None and len(pods) > group.places:
-            return None  # a new generation while the old one runs: it waits for it to end
-        if any(p.other_gates for p in pods):
-            return None  # another controller holds it back: it could not run yet
-        nominated = any(p.nominated_until > now for p in pods)
-        return base.model_copy(update={"pods": len(pods), "nominated": nominated})
+        return built.waiting(len(pods), now)
     placements: list[PodPlacement] = []
     for pod in sorted(pods, key=lambda p: p.name):
         placement = _place(pod, ledgers)
         if placement is None:
             return None  # not bound yet and never placed by us: nothing to account
         placements.append(placement)
+    demand = built.first.demand
     ledger = ledgers.get(placements[0].node)
-    flavor = pods[0].flavor or _kind_flavor(first.demand, ledger.node if ledger else None)
-    demand = first.demand
+    flavor = pods[0].flavor or _kind_flavor(demand, ledger.node if ledger else None)
     if demand.gpu_memory_mib is not None or (demand.mig_profile is None and demand.gpus is None):
         return None
-    return base.model_copy(
-        update={
-            "pods": len(placements),
-            "placement": tuple(placements),
-            "flavor": flavor,
-            "started": first.created,
-        }
-    )
+    return built.running(tuple(placements), flavor)
 
 
 def _place(pod: ManagedPod, ledgers: dict[str, NodeLedger]) -> PodPlacement | None:
