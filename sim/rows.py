@@ -157,11 +157,11 @@ def csv_rows(
                 f"{source} line 1: missing column(s) {', '.join(missing)}; "
                 f"found: {', '.join(header)}"
             )
-        unknown = [c for c in header if c not in known] if known is not None else []
-        if unknown:
+        unknown = next((c for c in header if c not in known), None) if known else None
+        if known and unknown is not None:
             raise ValueError(
-                f"{source} line 1 column {unknown[0]}: unknown column"
-                f"{did_you_mean(unknown[0], known or ())} (columns: {', '.join(known or ())})"
+                f"{source} line 1 column {unknown}: unknown column"
+                f"{did_you_mean(unknown, known)} (columns: {', '.join(known)})"
             )
     else:
         header = list(names)
