@@ -11,11 +11,11 @@ import logging
 import threading
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 from scheduler.model import PodPlacement, Workload, WorkloadDecision
 from webhook import keys
 from webhook.cluster import LiveCluster
+from webhook.kubeapi import Raw
 from webhook.leader import NotLeading
 from webhook.patches import admit_gated, node_expressions, set_metadata
 from webhook.pods import ANNOTATION_PLACEMENT, ManagedPod, format_placement
@@ -24,8 +24,6 @@ from webhook.workers import Task, Workers
 __all__ = ["Admitter"]
 
 log = logging.getLogger("apportion.controller")
-
-Raw = dict[str, Any]
 
 
 class Admitter:

@@ -34,7 +34,6 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 from kubernetes.client import ApiException
 
@@ -46,7 +45,7 @@ from webhook.admitting import Admitter
 from webhook.cluster import LiveCluster
 from webhook.explaining import Explainer
 from webhook.informer import Informer
-from webhook.kubeapi import UNANSWERED, KubeApi, Resource, failure
+from webhook.kubeapi import UNANSWERED, KubeApi, Raw, Resource, failure
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
 from webhook.pods import ManagedPod
@@ -63,7 +62,6 @@ __all__ = ["OWN_CONNECTIONS", "Controller"]
 
 log = logging.getLogger("apportion.controller")
 
-Raw = dict[str, Any]
 
 OWN_CONNECTIONS = 7
 """The API connections the controller holds at once beside its workers'

@@ -8,11 +8,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.gangs import GANG_MIXED
+from webhook.kubeapi import Raw
 from webhook.observed import GANG_RUNNING
 from webhook.patches import set_metadata
 from webhook.pods import ManagedPod
@@ -21,7 +21,6 @@ from webhook.workers import Task, Workers
 
 __all__ = ["REASON_REFRESH_S", "Explainer"]
 
-Raw = dict[str, Any]
 Identity = tuple[str, str, str]
 
 _UNDECIDED = frozenset({GANG_MIXED, QUEUE_UNKNOWN, QUEUE_CLOSED, GANG_RUNNING})

@@ -11,19 +11,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from kubernetes.client import ApiException
 
-from webhook.kubeapi import KubeApi, Resource
+from webhook.kubeapi import KubeApi, Raw, Resource
 from webhook.metrics import ApiAction
 from webhook.settings import ControllerSettings
 
 __all__ = ["Informer"]
 
 log = logging.getLogger("apportion.controller")
-
-Raw = dict[str, Any]
 
 
 class Informer:

@@ -21,9 +21,10 @@ from urllib3.exceptions import HTTPError
 from scheduler.crds import GROUP, QUEUE_PLURAL, VERSION
 from webhook.settings import ControllerSettings
 
-__all__ = ["UNANSWERED", "KubeApi", "Listing", "Resource", "failure", "failure_code"]
+__all__ = ["UNANSWERED", "KubeApi", "Listing", "Raw", "Resource", "failure", "failure_code"]
 
 Raw = dict[str, Any]
+"""A Kubernetes object as the API sends it (decoded JSON), for every module that reads one."""
 
 UNANSWERED = (HTTPError, OSError)
 """What a call raises when no answer came (connection refused or reset, read timeout):

@@ -3,18 +3,15 @@ waiting and admitted workloads and weighted share, as of a cycle's snapshot and 
 
 from __future__ import annotations
 
-from typing import Any
-
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import quota_book
 from scheduler.crds import QueueStatus
 from scheduler.model import Decision, Snapshot
 from scheduler.reasons import Outcome
 from webhook.cluster import LiveCluster
+from webhook.kubeapi import Raw
 
 __all__ = ["queue_statuses"]
-
-Raw = dict[str, Any]
 
 
 def queue_statuses(

@@ -40,11 +40,11 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from webhook import keys
 from webhook.admission import Verdict
 from webhook.cluster import LiveCluster
+from webhook.kubeapi import Raw
 from webhook.metrics import Metrics, StrayOutcome
 from webhook.patches import remove_gate, same_pod
 from webhook.pods import decided_workload, gate_names, not_managed, raw_identity
@@ -54,7 +54,6 @@ __all__ = ["StrayGates", "may_be_stray"]
 
 log = logging.getLogger("apportion.controller")
 
-Raw = dict[str, Any]
 Identity = tuple[str, str, str]
 
 NOT_MANAGED = "NotManaged"

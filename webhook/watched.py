@@ -6,12 +6,12 @@ replaces a kind whole, a watch event one object; each runs on its informer's thr
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from scheduler.crds import QueueObjectError, queue_from_object
 from webhook.cluster import LiveCluster
 from webhook.hostpods import HostPod, host_pod_of
 from webhook.jobs import job_row
+from webhook.kubeapi import Raw
 from webhook.kubeobjects import node_from_object, node_problem
 from webhook.pods import ManagedPod, PodReader, raw_identity
 from webhook.strays import StrayGates, may_be_stray
@@ -19,8 +19,6 @@ from webhook.strays import StrayGates, may_be_stray
 __all__ = ["Watched"]
 
 log = logging.getLogger("apportion.controller")
-
-Raw = dict[str, Any]
 
 
 class Watched:
