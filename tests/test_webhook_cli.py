@@ -71,6 +71,18 @@ def test_serve_names_the_bad_field_of_a_cluster_file(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_serve_names_a_listen_address_that_does_not_resolve(tmp_path: Path) -> None:
+    # Was "cannot serve: [Errno -2] Name or service not known", naming nothing.
+    result = _serve_with_a_certificate(
+        tmp_path, "--cluster", str(CLUSTER_FILE), "--host", "no-such-host.invalid",
+        "--port", str(free_port()), "--probe-port", "0",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "cannot serve: " in result.stderr
+    assert "listen address 'no-such-host.invalid': " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_serve_refuses_a_cluster_file_and_a_kubeconfig_together(tmp_path: Path) -> None:
     """Was: the cluster file won and the kubeconfig given with it was silently not used. A
     KUBECONFIG left in the environment still yields to a cluster file (README)."""
