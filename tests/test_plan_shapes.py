@@ -84,7 +84,7 @@ def test_a_mig_layout_is_the_cheapest_answer() -> None:
 def test_no_answer_says_when_the_simulations_ran_out_before_any_other_shape() -> None:
     # The demand above with 2 simulations: today's cluster and the largest candidate miss,
     # and no MIG layout is tried. "No candidate meets every goal" alone read as final
-    # (make demo's plan, 4 simulations, said it; 24 find a layout that meets every goal).
+    # (the demo plan with 4 simulations said it; 8 find a layout that meets every goal).
     from sim.plan.report import build_report
 
     jobs = [job(f"big{i}", 0, 1000, 4, ("A100-80GB",)) for i in range(2)]

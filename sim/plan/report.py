@@ -132,8 +132,8 @@ def _shapes(row: dict[str, Any]) -> str:
 
 def _shapes_untried(record: dict[str, Any]) -> str:
     """Why "no candidate meets every goal" may not be the last word: the simulations ran
-    out before any other node shape or MIG layout was tried (``make demo``'s 4 do; with 24
-    the demo plan finds an A100 MIG layout that meets every goal)."""
+    out before any other node shape or MIG layout was tried (the demo plan's first 4 do;
+    with 8 it finds an A100 MIG layout that meets every goal)."""
     variants = any(p["today"] == 0 for p in record.get("pools", []))
     if not variants or any(r.get("shapes") for r in record["candidates"]):
         return ""
