@@ -48,7 +48,7 @@ test: venv
 
 demo: venv
 	$(BIN)/apportion simulate demo --policy apportion --compare fifo,kueue --out out/demo
-	$(BIN)/apportion plan demo --max-simulations 4 --out out/demo/plan
+	$(BIN)/apportion plan demo --max-simulations 8 --out out/demo/plan
 
 bench: venv
 	$(BIN)/python benchmarks/decide_bench.py

@@ -349,6 +349,19 @@ def _with_vc_quotas(cluster: Any, args: argparse.Namespace) -> Any:
     return Cluster(cluster.snapshot.model_copy(update={"queues": queues}), cluster.source)
 
 
+REPLAY_LEGEND = (
+    "done = jobs finished; wait = jobs still waiting at the end; JCT (end − submit) and "
+    "delay (first start − submit) in seconds, nearest-rank percentiles over the finished jobs",
+    "util = mean allocated share of healthy GPUs; Jain over allocation/fair share (1 = fair); "
+    "dev = Σ|allocation − fair share| / capacity; frag = share of free GPU capacity the "
+    "trace's typical job cannot use",
+    "preempt = evictions by the policy; lostGPUh = GPU-hours of work they threw away (since "
+    "the last checkpoint); idleGPUh = reserved-but-idle GPU-hours while work waited; "
+    "wall s = the run's wall-clock time",
+)
+"""What every column of the replay table means: a newcomer's `make demo` prints it."""
+
+
 def table(outcome: Outcome) -> str:
     """The comparison for people: one row per policy and seed."""
     result = outcome.result
@@ -399,10 +412,5 @@ def table(outcome: Outcome) -> str:
             f"{s['gpu_hours']['idle_reserved_while_waiting']:8.1f} "
             f"{outcome.wall_s.get(label, 0.0):7.1f}"
         )
-    lines.append(
-        "JCT and delay in seconds (nearest-rank percentiles); util = mean allocated share of "
-        "healthy GPUs; Jain over allocation/fair share (1 = fair); dev = Σ|allocation − fair "
-        "share| / capacity; frag = share of free GPU capacity the trace's typical job cannot "
-        "use; idleGPUh = reserved-but-idle GPU-hours while work waited"
-    )
+    lines.extend(REPLAY_LEGEND)
     return "\n".join(lines) + "\n"

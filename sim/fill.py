@@ -234,6 +234,10 @@ def fill(
     while next_grid < len(GRID):
         frag_at.append(round(100.0 * recorder.fragmented_share(), 4))
         next_grid += 1
+    if progress is not None:
+        # The end, as a replay reports it: the progress line then says the run finished
+        # and stops listing it (it stayed "under way" at 98-99 % until the last run ended).
+        progress(1.0)
     grid_alloc = [round(interpolate(xs, ys, g), 4) for g in GRID]
     return FillResult(
         policy=policy,

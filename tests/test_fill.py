@@ -57,6 +57,19 @@ def test_allocation_never_exceeds_what_arrived_or_the_cluster(policy: str) -> No
     assert len(result.fragmentation_pct) == len(result.arrived_pct)
 
 
+def test_a_run_reports_its_end_to_the_progress_line() -> None:
+    # It reported every 512th pod only, so the last report was 98-99 %: `apportion simulate
+    # --experiment fill` listed every finished run as under way until the whole set ended.
+    cluster = uniform_cluster(2, 4, "A100-80GB")
+    jobs = tuple(
+        Job(Workload(name=f"p{i}", queue="q", demand=Demand(gpus=1)), 1.0) for i in range(600)
+    )
+    reports: list[float] = []
+    fill(cluster, jobs, "best-fit", seed=0, progress=reports.append)
+    assert reports[-1] == 1.0
+    assert reports == sorted(reports)
+
+
 def test_random_leaves_more_unallocated_than_best_fit_on_openb() -> None:
     cluster, jobs = openb()
     seeds = (0, 1, 2)

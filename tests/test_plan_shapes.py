@@ -40,11 +40,17 @@ def mig_job(name: str, submit: int, runtime: int, profile: str) -> Job:
 
 
 def plan_with_shapes(
-    c: Cluster, jobs: list[Job], slos: list[str], levels: tuple[float, ...]
+    c: Cluster,
+    jobs: list[Job],
+    slos: list[str],
+    levels: tuple[float, ...],
+    max_simulations: int = 40,
 ) -> dict:
     parsed = [parse_slo(s) for s in slos]
     pools, options = arrangements(c, pools_of(c), jobs)
-    settings = SearchSettings(levels=levels, max_simulations=40, workers=1, policy=POLICY)
+    settings = SearchSettings(
+        levels=levels, max_simulations=max_simulations, workers=1, policy=POLICY
+    )
     record = search(c, pools, jobs, parsed, settings, options=options)
     record["inputs"] = {"budget_per_hour": None}
     record["verdict"] = verdict(record, parsed)
@@ -73,6 +79,27 @@ def test_a_mig_layout_is_the_cheapest_answer() -> None:
     # Today's shapes cannot run a notebook at all: the fluid bound prunes them.
     today = [r for r in record["candidates"] if not r["shapes"]]
     assert all(r["status"] == "pruned" or not r["evaluation"]["slo_met"][0] for r in today)
+
+
+def test_no_answer_says_when_the_simulations_ran_out_before_any_other_shape() -> None:
+    # The demand above with 2 simulations: today's cluster and the largest candidate miss,
+    # and no MIG layout is tried. "No candidate meets every goal" alone read as final
+    # (the demo plan with 4 simulations said it; 8 find a layout that meets every goal).
+    from sim.plan.report import build_report
+
+    jobs = [job(f"big{i}", 0, 1000, 4, ("A100-80GB",)) for i in range(2)]
+    jobs += [mig_job(f"nb{i}", 0, 1000, "1g.10gb") for i in range(8)]
+    inputs = {"command": "plan", "demand": "jobs", "cluster": "test", "levels": [0.5, 1, 2],
+              "policy": POLICY, "seed": 0, "shapes": True, "budget_per_hour": None}  # fmt: skip
+    slos = [parse_slo("p95_wait<=60")]
+    for simulations, ran_out in ((2, True), (40, False)):
+        record = plan_with_shapes(cluster(), jobs, ["p95_wait<=60"], (0.5, 1.0, 2.0), simulations)
+        record["inputs"] = inputs
+        summary = build_report(record, record["verdict"], slos, {}).summary
+        assert summary.startswith("No candidate meets" if ran_out else "Run "), summary
+        said = "simulations ran out before any other node shape or MIG layout was tried"
+        assert (said in summary) is ran_out, summary
+        assert ("a larger --max-simulations may find a cluster" in summary) is ran_out
 
 
 def test_mig_layouts_come_from_the_demand_and_are_valid() -> None:

@@ -42,6 +42,12 @@ def test_replay_demo_writes_results_and_plots(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[2].split()[:2] == ["apportion", "0"]
+    # Every column is explained under the table (done, wait, preempt, lostGPUh and wall s
+    # were not): `make demo` prints it to people who have not read the README yet.
+    header = done.stdout.splitlines()[1]
+    legend = done.stdout.split(header, 1)[1]
+    for column in set(header.split()) - {"policy", "seed", "p50", "p95", "p99", "s"}:
+        assert f"{column} " in legend, column
     result = json.loads((out / "results.json").read_text())
     assert [r["policy"] for r in result["runs"]] == ["apportion", "fifo", "kueue"]
     assert result["runs"][0]["summary"]["jobs"] == 60

@@ -71,6 +71,18 @@ def test_serve_names_the_bad_field_of_a_cluster_file(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_serve_names_a_listen_address_that_does_not_resolve(tmp_path: Path) -> None:
+    # Was "cannot serve: [Errno -2] Name or service not known", naming nothing.
+    result = _serve_with_a_certificate(
+        tmp_path, "--cluster", str(CLUSTER_FILE), "--host", "no-such-host.invalid",
+        "--port", str(free_port()), "--probe-port", "0",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "cannot serve: " in result.stderr
+    assert "listen address 'no-such-host.invalid': " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_serve_refuses_a_cluster_file_and_a_kubeconfig_together(tmp_path: Path) -> None:
     """Was: the cluster file won and the kubeconfig given with it was silently not used. A
     KUBECONFIG left in the environment still yields to a cluster file (README)."""
@@ -336,14 +348,14 @@ def _certs(tmp_path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("flag", "env", "field", "default", "good", "bad", "bad_by_flag"),
+    ("flag", "env", "field", "default", "good", "bad"),
     [
         ("--stuck-after-s", "APPORTION_STUCK_AFTER_S", "stuck_after_s", 300,
-         {"env": "0", "flag": "90"}, ("-5", "soon", "nan"), False),
+         {"env": "0", "flag": "90"}, ("-5", "soon", "nan")),
         ("--api-timeout-s", "APPORTION_API_TIMEOUT_S", "api_timeout_s", 5,
-         {"env": "2.5"}, ("0", "-1", "soon", "inf"), True),
+         {"env": "2.5"}, ("0", "-1", "soon", "inf")),
         ("--api-concurrency", "APPORTION_API_CONCURRENCY", "api_concurrency", 16,
-         {"env": "1", "flag": "64"}, ("0", "-3", "2.5", "many", "129"), True),
+         {"env": "1", "flag": "64"}, ("0", "-3", "2.5", "many", "129")),
     ],
 )  # fmt: skip
 def test_a_controller_setting_comes_from_its_flag_or_the_environment(
@@ -356,7 +368,6 @@ def test_a_controller_setting_comes_from_its_flag_or_the_environment(
     default: float,
     good: dict[str, str],
     bad: tuple[str, ...],
-    bad_by_flag: bool,
 ) -> None:
     certs = _certs(tmp_path)
     monkeypatch.delenv(env, raising=False)
@@ -368,14 +379,8 @@ def test_a_controller_setting_comes_from_its_flag_or_the_environment(
         parsed = _serve_settings([*certs, flag, good["flag"]], monkeypatch)
         assert getattr(parsed.controller, field) == float(good["flag"])
     for value in bad:
-        with pytest.raises(SystemExit) as exit_info:
-            if bad_by_flag:
-                _serve_settings([*certs, flag, value], monkeypatch)
-            else:
-                _serve_settings(certs, monkeypatch, **{env: value})
-        assert exit_info.value.code == 2
-        error = capsys.readouterr().err
-        assert f"argument {flag}: {value!r}" in error, error
+        for by_flag in (True, False):
+            _assert_refused(certs, monkeypatch, capsys, flag, env, value, by_flag=by_flag)
 
 
 @pytest.mark.parametrize(
@@ -403,14 +408,33 @@ def test_a_port_comes_from_its_flag_or_the_environment_and_a_bad_one_is_named(
     assert getattr(_serve_settings([*certs, flag, "9444"], monkeypatch).server, field) == 9444
     if off is not None:
         assert getattr(_serve_settings([*certs, flag, off], monkeypatch).server, field) is None
-    for value, by_flag in (("84a3", False), ("99999", True), ("-1", False)):
+    for value, by_flag in (("84a3", False), ("99999", True), ("-1", False), ("x", True)):
+        _assert_refused(certs, monkeypatch, capsys, flag, env, value, by_flag=by_flag)
+
+
+def _assert_refused(
+    certs: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flag: str,
+    env: str,
+    value: str,
+    *,
+    by_flag: bool,
+) -> None:
+    """A bad value is refused (exit code 2) naming where it came from: the flag given, or
+    the variable (it was "argument --port: '84a3'" for APPORTION_PORT=84a3, and a
+    Deployment that sets only the variable has no --port to look for)."""
+    if by_flag:
         with pytest.raises(SystemExit) as exit_info:
-            if by_flag:
-                _serve_settings([*certs, flag, value], monkeypatch)
-            else:
-                _serve_settings(certs, monkeypatch, **{env: value})
+            _serve_settings([*certs, flag, value], monkeypatch)
         assert exit_info.value.code == 2
         assert f"argument {flag}: {value!r}" in capsys.readouterr().err
+        return
+    with pytest.raises(CommandError) as refused:
+        _serve_settings(certs, monkeypatch, **{env: value})
+    assert str(refused.value).startswith(f"{env}: {value!r}"), refused.value
+    assert flag not in str(refused.value)
 
 
 def test_a_bad_port_variable_does_not_break_other_commands() -> None:

@@ -15,9 +15,10 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from scheduler.cli import CommandError
 from scheduler.loading import SnapshotError
@@ -34,6 +35,7 @@ from webhook.settings import (
 __all__ = ["queue_command", "serve_command"]
 
 Subparsers = Any
+T = TypeVar("T")
 
 MODES = ("enforce", "shadow")
 ON_ALLOCATOR_FAILURE = ("gate", "allow")
@@ -74,16 +76,17 @@ def serve_command(sub: Subparsers) -> None:
         default=_env("APPORTION_KEY_FILE"),
         help="TLS private key (PEM) [APPORTION_KEY_FILE]",
     )
+    # The numbers have no default here: a string default is parsed as if its flag had been
+    # given, so a bad APPORTION_PORT was refused as "argument --port", a flag the Deployment
+    # never set. _settings reads their variables (_flag_or_env) and names them.
     add(
         "--port",
         type=_port,
-        default=_env("APPORTION_PORT", "8443"),
         help="HTTPS port (default 8443) [APPORTION_PORT]",
     )
     add(
         "--probe-port",
         type=_probe_port,
-        default=_env("APPORTION_PROBE_PORT", "8080"),
         help="plain-HTTP port for /healthz /readyz /metrics, 0 = off (default 8080) "
         "[APPORTION_PROBE_PORT]",
     )
@@ -141,21 +144,18 @@ def serve_command(sub: Subparsers) -> None:
     add(
         "--stuck-after-s",
         type=_seconds,
-        default=_env("APPORTION_STUCK_AFTER_S", "300"),
         help="replace an admitted pod the kube-scheduler cannot place after this many "
         "seconds, 0 = never (default 300) [APPORTION_STUCK_AFTER_S]",
     )
     add(
         "--api-timeout-s",
         type=_positive_seconds,
-        default=_env("APPORTION_API_TIMEOUT_S", "5"),
         help="give up an API call (patch, eviction, Event, Lease) that got no answer after "
         "this many seconds (default 5) [APPORTION_API_TIMEOUT_S]",
     )
     add(
         "--api-concurrency",
         type=_api_concurrency,
-        default=_env("APPORTION_API_CONCURRENCY", "16"),
         help="how many workloads' API calls a controller cycle makes at once, 1 = one at a "
         "time (default 16) [APPORTION_API_CONCURRENCY]",
     )
@@ -195,9 +195,21 @@ def _switch_env(name: str) -> bool:
     raise CommandError(f"{name}: {_env(name)!r} is not true or false")
 
 
+def _flag_or_env(given: T | None, name: str, default: str, parse: Callable[[str], T]) -> T:
+    """A flag's value, else its variable's parsed the same way, a bad one named by the
+    variable (exit code 2). Parsed when ``serve`` runs, not when the parser is built, so a
+    bad APPORTION_PORT is no traceback for every other command."""
+    if given is not None:
+        return given
+    text = _env(name, default) or default
+    try:
+        return parse(text)
+    except argparse.ArgumentTypeError as error:
+        raise CommandError(f"{name}: {error}") from None
+
+
 def _port(text: str) -> int:
-    """A TCP port. Parsed by argparse, also from the environment's string default, so a bad
-    APPORTION_PORT is named (exit 2) by ``serve`` only, not a traceback for every command."""
+    """A TCP port."""
     try:
         value = int(text)
     except ValueError:
@@ -285,9 +297,15 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
             evict=args.mode != "shadow",
             lease_namespace=namespace,
             identity=_env("POD_NAME", f"apportion-{os.getpid()}") or "apportion",
-            stuck_after_s=args.stuck_after_s,
-            api_timeout_s=args.api_timeout_s,
-            api_concurrency=args.api_concurrency,
+            stuck_after_s=_flag_or_env(
+                args.stuck_after_s, "APPORTION_STUCK_AFTER_S", "300", _seconds
+            ),
+            api_timeout_s=_flag_or_env(
+                args.api_timeout_s, "APPORTION_API_TIMEOUT_S", "5", _positive_seconds
+            ),
+            api_concurrency=_flag_or_env(
+                args.api_concurrency, "APPORTION_API_CONCURRENCY", "16", _api_concurrency
+            ),
         )
     except ValueError as error:
         raise CommandError(f"--api-timeout-s: {error}") from None
@@ -296,8 +314,9 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
             cert_file=args.cert_file,
             key_file=args.key_file,
             host=args.host,
-            port=args.port,
-            probe_port=args.probe_port or None,
+            port=_flag_or_env(args.port, "APPORTION_PORT", "8443", _port),
+            probe_port=_flag_or_env(args.probe_port, "APPORTION_PROBE_PORT", "8080", _probe_port)
+            or None,
         ),
         admission=AdmissionSettings(
             mode=args.mode,

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -86,6 +87,15 @@ def _kube_api(settings: ServeSettings) -> KubeApi | None:
     return KubeApi(client.ApiClient(configuration), settings.controller.api_timeout_s)
 
 
+async def _listen(site: web.TCPSite, host: str) -> None:
+    """Start listening; a listen address that does not resolve is named (alone, "Name or
+    service not known" left the user to guess which name)."""
+    try:
+        await site.start()
+    except socket.gaierror as error:
+        raise OSError(f"listen address {host!r}: {error.strerror}") from None
+
+
 async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None = None) -> Server:
     cluster = LiveCluster(
         clock=time.time,
@@ -149,18 +159,18 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
     app = build_app(admission, metrics, readiness, settings.admission.max_body_bytes)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(
-        runner,
-        settings.server.host,
-        settings.server.port,
-        ssl_context=certificates.context,
-        backlog=1024,
-    ).start()
+    host = settings.server.host
+    await _listen(
+        web.TCPSite(
+            runner, host, settings.server.port, ssl_context=certificates.context, backlog=1024
+        ),
+        host,
+    )
     runners.append(runner)
     if settings.server.probe_port:
         probe = web.AppRunner(build_probe_app(metrics, readiness), access_log=None)
         await probe.setup()
-        await web.TCPSite(probe, settings.server.host, settings.server.probe_port).start()
+        await _listen(web.TCPSite(probe, host, settings.server.probe_port), host)
         runners.append(probe)
     tasks = [asyncio.create_task(certificates.watch(settings.server.cert_check_s))]
     if settings.queues_file is not None:

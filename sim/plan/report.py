@@ -130,6 +130,20 @@ def _shapes(row: dict[str, Any]) -> str:
     return "; ".join(f"{m} as {a}" for m, a in sorted(row.get("shapes", {}).items()))
 
 
+def _shapes_untried(record: dict[str, Any]) -> str:
+    """Why "no candidate meets every goal" may not be the last word: the simulations ran
+    out before any other node shape or MIG layout was tried (the demo plan's first 4 do;
+    with 8 it finds an A100 MIG layout that meets every goal)."""
+    variants = any(p["today"] == 0 for p in record.get("pools", []))
+    if not variants or any(r.get("shapes") for r in record["candidates"]):
+        return ""
+    return (
+        f" The {record['simulations']} simulations ran out before any other node shape or "
+        "MIG layout was tried; a larger --max-simulations may find a cluster that meets "
+        "every goal."
+    )
+
+
 def _pools_section(
     current: dict[str, Any] | None,
     chosen: dict[str, Any] | None,
@@ -350,6 +364,7 @@ def build_report(
         if verdict.get("cheapest_meeting_all"):
             r = by_key[verdict["cheapest_meeting_all"]]
             summary += f" Meeting every goal takes {_gpus(r)} at {_money(r['cost_per_hour'])}/h."
+        summary += _shapes_untried(record)
     else:
         summary = "No candidate was simulated."
     sections: list[Section] = []
