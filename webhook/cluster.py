@@ -46,6 +46,7 @@ from webhook.following import (
 from webhook.hostpods import HostPod, HostPods, Moved
 from webhook.intents import Intents, Refusal, already_admitted, answer
 from webhook.jobs import JobIndex
+from webhook.kubeobjects import FreeDevices
 from webhook.leaving import Leaving
 from webhook.namespaces import NamespacePolicy, is_system
 from webhook.nodeshapes import NodeShapes
@@ -97,6 +98,8 @@ class LiveCluster:
         """Jobs' parallelism and JobSets: the size of a gang of Job pods."""
         self._allocator: IncrementalAllocator | None = None
         self._shapes = NodeShapes()
+        self._free = FreeDevices()
+        """Per node, its free devices, kept for the next build (``snapshots.build``)."""
         self._observing = False
         """True once a watch feeds pods: intents then expire when their pod never shows."""
         self.telemetry: TelemetryReport | None = None
@@ -138,6 +141,7 @@ class LiveCluster:
     def replace_nodes(self, nodes: Iterable[Node]) -> None:
         with self._lock:
             self.nodes = {n.name: n for n in nodes}
+            self._free.keep_only(self.nodes)
             self._nodes_changed()
 
     def put_node(self, node: Node) -> None:
@@ -149,6 +153,7 @@ class LiveCluster:
     def remove_node(self, name: str) -> None:
         with self._lock:
             if self.nodes.pop(name, None) is not None:
+                self._free.keep_only(self.nodes)
                 self._nodes_changed()
 
     def replace_queues(self, queues: Iterable[Queue], source: str = "file") -> None:
@@ -529,6 +534,7 @@ class LiveCluster:
             dict(self.queues),
             self._clock(),
             self.telemetry if with_telemetry else None,
+            self._free,
         )
 
     def _snapshot(self, with_telemetry: bool = True, running_only: bool = False) -> Snapshot:

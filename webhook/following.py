@@ -18,7 +18,7 @@ from scheduler.model import Node, PodPlacement, Queue, Workload
 from scheduler.state import PlacementError
 from webhook.hostpods import Moved
 from webhook.intents import Intents
-from webhook.kubeobjects import NodeLedger
+from webhook.kubeobjects import Ledgers
 from webhook.observed import ForeignHold, foreign_hold, workload_of
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod
@@ -208,6 +208,4 @@ def as_placed(
         p.placement is None or p.node not in (None, p.placement.node) for p in group.pods
     ):
         return None
-    placed_on = {p.placement.node for p in group.pods if p.placement is not None}
-    ledgers = {n: NodeLedger.of(nodes[n]) for n in placed_on if n in nodes}
-    return workload_of(name, group, ledgers, now)
+    return workload_of(name, group, Ledgers(nodes), now)
