@@ -528,7 +528,7 @@ class LiveCluster:
     def _view(self, with_telemetry: bool) -> View:
         """What a snapshot is built from, as it is now (under the lock)."""
         return View(
-            self.host_pods.less_held(nodes_less_foreign(self.nodes, self.pods.values())),
+            self.host_pods.less_held(nodes_less_foreign(self.nodes, self._index.foreign())),
             self._index.all_groups(),
             [intent.workload for intent in self._intents.values()],
             dict(self.queues),

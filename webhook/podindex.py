@@ -28,6 +28,7 @@ class PodIndex:
     __slots__ = (
         "_all_groups",
         "_by_node",
+        "_foreign",
         "_groups",
         "_members",
         "_stale",
@@ -54,6 +55,9 @@ class PodIndex:
         """Workloads whose pods changed since their groups and tops were worked out."""
         self._by_node: dict[str, dict[Key, ManagedPod]] = {}
         """Per node: the pods bound to it or placed on it."""
+        self._foreign: dict[Key, ManagedPod] = {}
+        """The foreign pods (a few among tens of thousands: each snapshot's view reads
+        them under the cache's lock)."""
         for pod in pods:
             self.put(pod)
 
@@ -71,6 +75,10 @@ class PodIndex:
                 self._off_node(node, key)
         self._members.setdefault(pod.workload, {})[key] = pod
         self._stale.add(pod.workload)
+        if pod.foreign:
+            self._foreign[key] = pod
+        elif before is not None and before.foreign:
+            del self._foreign[key]
         for node in _nodes_of(pod):
             self._by_node.setdefault(node, {})[key] = pod
 
@@ -78,9 +86,15 @@ class PodIndex:
         pod = self.pods.pop(key, None)
         if pod is not None:
             self._leave(key, pod)
+            if pod.foreign:
+                del self._foreign[key]
             for node in _nodes_of(pod):
                 self._off_node(node, key)
         return pod
+
+    def foreign(self) -> list[ManagedPod]:
+        """The foreign pods: GPU pods of namespaces Apportion does not manage."""
+        return list(self._foreign.values())
 
     def on_node(self, node: str) -> list[ManagedPod]:
         """The pods bound to ``node`` or placed on it."""
