@@ -161,3 +161,16 @@ def test_devices_a_foreign_pod_comes_to_hold_are_not_given_by_the_next_build() -
     )
     built = cluster.snapshot().workloads
     assert [w.name for w in built] == [], "no device of gpu-node-a is left for b"
+
+
+def test_a_queue_leaves_out_only_the_waiting_workloads_it_does_not_take() -> None:
+    cluster = fixture_cluster()
+    quota = {"H100-80GB": Quota(nominal=8)}
+    taking = Queue(name="team-a", namespaces=("gpu-team-a",), max_priority=1000, quota=quota)
+    cluster.replace_queues([taking])
+    cluster.put_pod(_pod("high", priority=2000))  # above the queue's maximum
+    cluster.put_pod(_pod("low", priority=5))
+    cluster.put_pod(_pod("low-too", priority=5))
+    cluster.put_pod(_pod("other", namespace="gpu-team-b", workload="gpu-team-b/other", priority=5))
+    built = [w.name for w in cluster.snapshot().workloads]
+    assert built == ["gpu-team-a/low", "gpu-team-a/low-too"]
