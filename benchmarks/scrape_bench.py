@@ -33,7 +33,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +60,7 @@ def filled(instance: instances.Instance) -> LiveCluster:
     cluster = LiveCluster(clock=Clock())
     cluster.replace_nodes(snapshot.nodes)
     cluster.replace_queues(snapshot.queues)
-    # In their queue's namespace (``live_bench``'s own is open to none of them): a
-    # waiting pod a queue does not take is left out of the snapshot.
-    cluster.replace_pods(
-        [
-            replace(pod, namespace=w.namespace)
-            for w in managed(instance)
-            for pod in pods_of(w, w.name)
-        ]
-    )
+    cluster.replace_pods([pod for w in managed(instance) for pod in pods_of(w, w.name)])
     return cluster
 
 

@@ -87,6 +87,9 @@ def test_the_index_says_what_grouping_every_pod_from_scratch_says(
             index.put(step)
         everyone = list(index.pods.values())
         assert _shape(index.all_groups()) == _shape(workload_groups(everyone))
+        assert sorted(p.name for p in index.foreign()) == sorted(
+            p.name for p in everyone if p.foreign
+        )
         expected = _highest_waiting(everyone)
         for queue in ("team-a", "team-b"):
             assert index.highest_waiting(queue) == expected.get(queue)

@@ -15,6 +15,7 @@ from webhook_support import fixture_cluster
 
 from scheduler.model import Demand, PodPlacement, Queue, Quota, Snapshot, Workload
 from webhook.cluster import LiveCluster
+from webhook.kubeobjects import FreeDevices
 from webhook.pods import ManagedPod
 from webhook.snapshots import Clash, View, build
 
@@ -87,8 +88,10 @@ def _step(cluster: LiveCluster, now: list[float], step: tuple[str, Any]) -> None
 
 
 def _afresh(view: View) -> View:
-    """The same view with its groups made again, nothing of an earlier build kept with them."""
-    return replace(view, groups={name: replace(g) for name, g in view.groups.items()})
+    """The same view with its groups made again and its nodes' free devices worked out
+    again: nothing of an earlier build kept."""
+    groups = {name: replace(g) for name, g in view.groups.items()}
+    return replace(view, groups=groups, free=FreeDevices())
 
 
 def _as_built(built: tuple[Snapshot, list[Clash]]) -> tuple[str, object, list[Clash]]:
@@ -146,3 +149,28 @@ def test_a_pod_placed_on_no_record_is_given_the_devices_left_at_each_build() -> 
     assert _built(cluster, "b").placement == (PodPlacement(node="gpu-node-a", gpus=(1,)),)
     cluster.remove_pod("gpu-team-a", "a")
     assert _built(cluster, "b").placement == (on_a,)
+
+
+def test_devices_a_foreign_pod_comes_to_hold_are_not_given_by_the_next_build() -> None:
+    cluster = fixture_cluster()
+    cluster.put_pod(_pod("b", gated=False, node="gpu-node-a"))
+    assert _built(cluster, "b").placement == (PodPlacement(node="gpu-node-a", gpus=(0,)),)
+    foreign = _pod("f", namespace="elsewhere", workload="foreign:elsewhere/f", queue="")
+    cluster.put_pod(
+        replace(foreign, demand=Demand(gpus=8), gated=False, node="gpu-node-a", foreign=True)
+    )
+    built = cluster.snapshot().workloads
+    assert [w.name for w in built] == [], "no device of gpu-node-a is left for b"
+
+
+def test_a_queue_leaves_out_only_the_waiting_workloads_it_does_not_take() -> None:
+    cluster = fixture_cluster()
+    quota = {"H100-80GB": Quota(nominal=8)}
+    taking = Queue(name="team-a", namespaces=("gpu-team-a",), max_priority=1000, quota=quota)
+    cluster.replace_queues([taking])
+    cluster.put_pod(_pod("high", priority=2000))  # above the queue's maximum
+    cluster.put_pod(_pod("low", priority=5))
+    cluster.put_pod(_pod("low-too", priority=5))
+    cluster.put_pod(_pod("other", namespace="gpu-team-b", workload="gpu-team-b/other", priority=5))
+    built = [w.name for w in cluster.snapshot().workloads]
+    assert built == ["gpu-team-a/low", "gpu-team-a/low-too"]

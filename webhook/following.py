@@ -1,5 +1,8 @@
 """Changes the webhook's live allocator follows in place, as a rebuild would have them,
-instead of being rebuilt (a walk over every pod: 0.2 s at 20,000).
+instead of being rebuilt under the lock the webhook's answers wait for: a build of the
+running workloads, a walk over every pod group, and a new allocator from it, 0.05 s at
+20,000 pods ((b)'s cluster, ``benchmarks/live_bench.py``), and 0.2–0.3 s for the first
+after a relist, which works out every group and makes every running workload anew.
 
 Foreign GPU pods and pods asking no GPU come and go on GPU nodes, and Apportion's own pods
 end, all the time.
@@ -18,7 +21,7 @@ from scheduler.model import Node, PodPlacement, Queue, Workload
 from scheduler.state import PlacementError
 from webhook.hostpods import Moved
 from webhook.intents import Intents
-from webhook.kubeobjects import NodeLedger
+from webhook.kubeobjects import Ledgers
 from webhook.observed import ForeignHold, foreign_hold, workload_of
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod
@@ -85,10 +88,10 @@ def follow_foreign(
     intents: Intents,
 ) -> bool:
     """Foreign pods came to these nodes or left them (``was``: what they held before):
-    the live allocator takes or gives back the difference in place, as a rebuild
-    (0.08 s at 20,000 pods) would have it. A rebuild still when a device they now hold
-    is not free there, or one they gave back is where Apportion's pods are recorded or
-    may be placed anew (a build placed those around the foreign pods' devices)."""
+    the live allocator takes or gives back the difference in place, as a rebuild would
+    have it. A rebuild still when a device they now hold is not free there, or one they
+    gave back is where Apportion's pods are recorded or may be placed anew (a build placed
+    those around the foreign pods' devices)."""
     for node, before in was.items():
         after = foreign_on(nodes, index, [node])[node]
         gone_whole, gone_slices = before.whole - after.whole, before.slices - after.slices
@@ -136,8 +139,8 @@ def _apportion_near(
 
 def follow_host(allocator: IncrementalAllocator | None, tracked: Moved) -> bool:
     """What host pods hold on these tracked nodes moved: the live allocator follows in
-    place, as a rebuild (a walk over every pod, 0.2 s at 20,000) would have it. CPU-only
-    pods come and go on GPU nodes all the time."""
+    place, as a rebuild would have it. CPU-only pods come and go on GPU nodes all the
+    time."""
     return allocator is None or all(
         allocator.hold_outside(node, *held) for node, held in tracked.items()
     )
@@ -152,9 +155,8 @@ def gave_back(
     """Whether the live allocator is as ``after`` says without a rebuild: nothing held
     changed, or a workload's pods ended (the common case: pods finish all the time) and
     the allocator gave their devices back — all of a workload's, or a gang's member's
-    while the rest run on where recorded (``placed``: ``as_placed``). A rebuild walks every
-    pod (0.2 s at 20,000); a gang of 64 ending one pod at a time between the webhook's
-    answers cost 64."""
+    while the rest run on where recorded (``placed``: ``as_placed``). A gang of 64 ending
+    one pod at a time between the webhook's answers cost 64 rebuilds."""
     if held == after:
         return True
     if len(held) != 1 or len(after) > 1:
@@ -208,6 +210,4 @@ def as_placed(
         p.placement is None or p.node not in (None, p.placement.node) for p in group.pods
     ):
         return None
-    placed_on = {p.placement.node for p in group.pods if p.placement is not None}
-    ledgers = {n: NodeLedger.of(nodes[n]) for n in placed_on if n in nodes}
-    return workload_of(name, group, ledgers, now)
+    return workload_of(name, group, Ledgers(nodes), now)

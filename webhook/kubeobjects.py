@@ -13,6 +13,7 @@ so the two seldom meet.)
 from __future__ import annotations
 
 import re
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,16 @@ from scheduler.model import Gpu, MigSlice, Node, PodPlacement, Taint
 from webhook import keys
 from webhook.quantities import QuantityError, parse_bytes_mib, parse_cpu_milli
 
-__all__ = ["NodeLedger", "gpu_model_of", "node_from_object", "node_problem"]
+__all__ = [
+    "Free",
+    "FreeDevices",
+    "Ledgers",
+    "NodeLedger",
+    "free_on",
+    "gpu_model_of",
+    "node_from_object",
+    "node_problem",
+]
 
 _MIG_SINGLE = re.compile(r"^(?P<product>.+)-MIG-(?P<profile>\d+g\.\d+gb.*)$")
 
@@ -184,6 +194,50 @@ def node_problem(obj: dict[str, Any]) -> str:
     return ""
 
 
+Free = tuple[tuple[int, ...], dict[str, tuple[tuple[int, int], ...]]]
+"""A node's free whole GPU indices and, per MIG profile, its free slices (gpu, start)."""
+
+
+def free_on(node: Node) -> Free:
+    """What of ``node`` no pod outside the workloads holds (``Gpu.held``), lowest first."""
+    whole: list[int] = []
+    slices: dict[str, list[tuple[int, int]]] = {}
+    for gpu in node.gpus:
+        if gpu.mig is None:
+            if not gpu.held:
+                whole.append(gpu.index)
+        else:
+            for mig in gpu.mig:
+                if not mig.held:
+                    slices.setdefault(mig.profile, []).append((gpu.index, mig.start))
+    return tuple(whole), {profile: tuple(free) for profile, free in slices.items()}
+
+
+class FreeDevices:
+    """Per node, ``free_on`` kept for the next build while the node's GPUs are the same
+    tuple (a node changed, or with foreign pods' devices marked held anew, has new ones):
+    working it out for every node, MIG slice by slice, took 17 ms a snapshot at 4,000
+    nodes. ``LiveCluster`` keeps one for builds on any thread, under its lock or not: an
+    entry is stored whole and never changed, so any thread's is the one every other would
+    make; ``keep_only`` (the lock held) drops the nodes gone."""
+
+    __slots__ = ("_kept",)
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[tuple[Gpu, ...], Free]] = {}
+
+    def of(self, node: Node) -> Free:
+        kept = self._kept.get(node.name)
+        if kept is not None and kept[0] is node.gpus:
+            return kept[1]
+        free = free_on(node)
+        self._kept[node.name] = (node.gpus, free)
+        return free
+
+    def keep_only(self, names: Container[str]) -> None:
+        self._kept = {name: kept for name, kept in self._kept.items() if name in names}
+
+
 @dataclass(slots=True)
 class NodeLedger:
     """Which GPU indices and MIG slices of one node are taken, for building placements."""
@@ -193,19 +247,10 @@ class NodeLedger:
     free_slices: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, node: Node) -> NodeLedger:
-        ledger = cls(node)
-        for gpu in node.gpus:
-            if gpu.mig is None:
-                if not gpu.held:
-                    ledger.free_whole.append(gpu.index)
-            else:
-                for mig in gpu.mig:
-                    if not mig.held:
-                        ledger.free_slices.setdefault(mig.profile, []).append(
-                            (gpu.index, mig.start)
-                        )
-        return ledger
+    def of(cls, node: Node, free: Free) -> NodeLedger:
+        """The node's ledger, nothing taken yet (``free``: ``free_on(node)``)."""
+        whole, slices = free
+        return cls(node, list(whole), {profile: list(s) for profile, s in slices.items()})
 
     def take_whole(self, count: int) -> PodPlacement | None:
         if count > len(self.free_whole) or count <= 0:
@@ -233,3 +278,27 @@ class NodeLedger:
             return False
         self.free_whole = [i for i in self.free_whole if i not in placement.gpus]
         return True
+
+
+class Ledgers:
+    """A build's ledgers by node name, each made when first asked for: most nodes hold
+    none of Apportion's running pods or admissions (2,412 of 4,000 at (c)), and making
+    theirs cost more than placing every pod."""
+
+    __slots__ = ("_free", "_made", "_nodes")
+
+    def __init__(self, nodes: Mapping[str, Node], free: FreeDevices | None = None) -> None:
+        self._nodes = nodes
+        self._free = free
+        self._made: dict[str, NodeLedger] = {}
+
+    def get(self, name: str) -> NodeLedger | None:
+        """The ledger of node ``name``, None if it is not one of the build's nodes."""
+        ledger = self._made.get(name)
+        if ledger is None:
+            node = self._nodes.get(name)
+            if node is None:
+                return None
+            free = free_on(node) if self._free is None else self._free.of(node)
+            ledger = self._made[name] = NodeLedger.of(node, free)
+        return ledger

@@ -17,7 +17,7 @@ from typing import Any
 from scheduler.model import Demand, Node, PodPlacement, Queue, Workload, flavor_of_mig
 from webhook import keys
 from webhook.gangs import mixed
-from webhook.kubeobjects import NodeLedger
+from webhook.kubeobjects import Ledgers
 from webhook.pods import ManagedPod
 
 __all__ = [
@@ -243,14 +243,23 @@ def without_closed_queues(
     did not see) or no longer take them (``queue_refusals``): waiting ones are left out of
     decisions (the queue view says why); running ones of a queue that is gone keep their
     devices, which leave capacity like a foreign pod's."""
-    known = [
-        w
-        for w in workloads
-        if w.queue in queues
-        and (
-            w.placement is not None or not queue_refusals(queues[w.queue], w.namespace, w.priority)
-        )
-    ]
+    known = []
+    # Per queue, namespace and priority asked, whether the queue takes it, worked out once:
+    # a few hundred asks among 16,427 waiting workloads at (c).
+    takes: dict[tuple[str, str, int], bool] = {}
+    for w in workloads:
+        if w.placement is not None:
+            if w.queue in queues:
+                known.append(w)
+            continue
+        ask = (w.queue, w.namespace, w.priority)
+        taken = takes.get(ask)
+        if taken is None:
+            queue = queues.get(w.queue)
+            refused = queue is None or queue_refusals(queue, w.namespace, w.priority)
+            taken = takes[ask] = not refused
+        if taken:
+            known.append(w)
     if len(known) == len(workloads):
         return workloads, nodes
     held: dict[str, tuple[set[int], set[tuple[int, int]]]] = {}
@@ -356,9 +365,7 @@ def _decided(group: PodGroup, first: ManagedPod) -> bool:
     return not any(p.other_gates for p in pods)
 
 
-def workload_of(
-    name: str, group: PodGroup, ledgers: dict[str, NodeLedger], now: float
-) -> Workload | None:
+def workload_of(name: str, group: PodGroup, ledgers: Ledgers, now: float) -> Workload | None:
     """A running workload (every pod admitted) or a waiting one (any pod not), nominated
     while one of its pods says so (``keys.ANNOTATION_NOMINATED``)."""
     built = group.built.get(name)
@@ -381,11 +388,11 @@ def workload_of(
     return built.running(tuple(placements), flavor)
 
 
-def _place(pod: ManagedPod, ledgers: dict[str, NodeLedger]) -> PodPlacement | None:
+def _place(pod: ManagedPod, ledgers: Ledgers) -> PodPlacement | None:
     node = pod.node or (pod.placement.node if pod.placement else None)
-    if node is None or node not in ledgers:
+    ledger = None if node is None else ledgers.get(node)
+    if ledger is None:
         return None
-    ledger = ledgers[node]
     if pod.placement is not None and pod.placement.node == node and ledger.claim(pod.placement):
         return pod.placement
     if pod.demand.mig_profile is not None:

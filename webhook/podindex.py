@@ -25,7 +25,17 @@ Key = tuple[str, str]
 class PodIndex:
     """Pods by (namespace, name) and by workload annotation."""
 
-    __slots__ = ("_by_node", "_groups", "_members", "_stale", "_tops", "_waiting", "pods")
+    __slots__ = (
+        "_all_groups",
+        "_by_node",
+        "_foreign",
+        "_groups",
+        "_members",
+        "_stale",
+        "_tops",
+        "_waiting",
+        "pods",
+    )
 
     def __init__(self, pods: Iterable[ManagedPod] = ()) -> None:
         self.pods: dict[Key, ManagedPod] = {}
@@ -34,6 +44,9 @@ class PodIndex:
         """Per workload annotation: its pods."""
         self._groups: dict[str, dict[str, PodGroup]] = {}
         """Per workload annotation: the groups its pods form (``observed.groups_of``)."""
+        self._all_groups: dict[str, PodGroup] = {}
+        """Every group by name, ``_groups`` flattened: copied whole under the cache's lock
+        for each snapshot, where flattening ``_groups`` took 4 ms at 19,427 groups."""
         self._tops: dict[str, dict[str, int]] = {}
         """Per workload annotation: per queue, the highest priority it waits with."""
         self._waiting: dict[str, Counter[int]] = {}
@@ -42,6 +55,9 @@ class PodIndex:
         """Workloads whose pods changed since their groups and tops were worked out."""
         self._by_node: dict[str, dict[Key, ManagedPod]] = {}
         """Per node: the pods bound to it or placed on it."""
+        self._foreign: dict[Key, ManagedPod] = {}
+        """The foreign pods (a few among tens of thousands: each snapshot's view reads
+        them under the cache's lock)."""
         for pod in pods:
             self.put(pod)
 
@@ -59,6 +75,10 @@ class PodIndex:
                 self._off_node(node, key)
         self._members.setdefault(pod.workload, {})[key] = pod
         self._stale.add(pod.workload)
+        if pod.foreign:
+            self._foreign[key] = pod
+        elif before is not None and before.foreign:
+            del self._foreign[key]
         for node in _nodes_of(pod):
             self._by_node.setdefault(node, {})[key] = pod
 
@@ -66,9 +86,15 @@ class PodIndex:
         pod = self.pods.pop(key, None)
         if pod is not None:
             self._leave(key, pod)
+            if pod.foreign:
+                del self._foreign[key]
             for node in _nodes_of(pod):
                 self._off_node(node, key)
         return pod
+
+    def foreign(self) -> list[ManagedPod]:
+        """The foreign pods: GPU pods of namespaces Apportion does not manage."""
+        return list(self._foreign.values())
 
     def on_node(self, node: str) -> list[ManagedPod]:
         """The pods bound to ``node`` or placed on it."""
@@ -103,7 +129,7 @@ class PodIndex:
     def all_groups(self) -> dict[str, PodGroup]:
         """Every group, in a dict of the caller's own."""
         self._settle_all()
-        return {name: g for groups in self._groups.values() for name, g in groups.items()}
+        return dict(self._all_groups)
 
     def highest_waiting(self, queue: str) -> int | None:
         """The highest priority among the workloads waiting in ``queue`` for a decision:
@@ -125,11 +151,14 @@ class PodIndex:
             if not counts[priority]:
                 del counts[priority]
         members = [p for p in self._members.get(workload, {}).values() if not p.foreign]
-        if not members:
-            self._groups.pop(workload, None)
+        groups = groups_of(workload, members) if members else {}
+        for name, group in self._groups.pop(workload, {}).items():
+            if name not in groups and self._all_groups.get(name) is group:
+                del self._all_groups[name]
+        if not groups:
             return
-        groups = groups_of(workload, members)
         self._groups[workload] = groups
+        self._all_groups.update(groups)
         tops: dict[str, int] = {}
         for group in groups.values():
             for pod in () if group.admitted or group.mixed else group.pods:
