@@ -3,8 +3,10 @@ and GPU index, evictions, and MIG repartition proposals for what still waits."""
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from scheduler.catalog import MILLI_PER_GPU
-from scheduler.compiled import Compiled, Entry
+from scheduler.compiled import Compiled
 from scheduler.demand import Kind
 from scheduler.greedy import CycleResult
 from scheduler.mig import IdleGpu, MigDemand, plan_repartitions
@@ -31,7 +33,7 @@ def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> 
     decisions: list[WorkloadDecision] = []
     queue, waiting = "", 0
     # In queue order, a pending workload's position is the count of pending ones so far.
-    for entry in sorted(compiled.pending, key=_by_queue_then_order):
+    for entry in sorted(compiled.pending, key=attrgetter("queue_order")):
         o = result.outcomes[entry.workload.name]
         if entry.workload.queue != queue:
             queue, waiting = entry.workload.queue, 0
@@ -77,12 +79,6 @@ def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> 
         stats=stats,
         metrics=compiled.snapshot.metrics,
     )
-
-
-def _by_queue_then_order(entry: Entry) -> tuple[str, int, int, str]:
-    """(queue, ``Entry.order``) as one flat tuple: sorting 20,000 entries builds one each."""
-    w = entry.workload
-    return (w.queue, -w.priority, w.created, w.name)
 
 
 def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPlan]:
