@@ -83,8 +83,19 @@ def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> 
 
 def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPlan]:
     """Proposals for idle MIG-capable GPUs that would admit MIG work left waiting."""
+    # Waiting for want of slices: none free (NoCapacity), or none in today's layouts
+    # (NeverFits; its quota passed, as quota is checked before placement). Sorted once
+    # chosen: a few of the thousands waiting.
     waiting = sorted(
-        (v for v in result.outcomes.values() if v.outcome is Outcome.PENDING),
+        (
+            v
+            for v in result.outcomes.values()
+            if v.outcome is Outcome.PENDING
+            and v.reason in (Reason.NO_CAPACITY, Reason.NEVER_FITS)
+            and v.entry.options
+            and v.entry.options[0].kind is Kind.MIG
+            and v.entry.options[0].profile is not None
+        ),
         key=lambda v: (*v.entry.order, v.entry.workload.queue),
     )
     state, catalog = compiled.state, compiled.catalog
@@ -92,13 +103,8 @@ def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPl
     hosts_of_alike: dict[tuple[object, ...], frozenset[tuple[str, str]]] = {}
     """Alike waiting workloads (same pools, node filter, CPU and memory) share one answer."""
     for v in waiting:
-        # Waiting for want of slices: none free (NoCapacity), or none in today's layouts
-        # (NeverFits; its quota passed, as quota is checked before placement).
-        if v.reason not in (Reason.NO_CAPACITY, Reason.NEVER_FITS) or not v.entry.options:
-            continue
         option, w = v.entry.options[0], v.entry.workload
-        if option.kind is not Kind.MIG or option.profile is None:
-            continue
+        assert option.profile is not None  # chosen above
         pools, nodes = state.eligible_pools(w, option), state.node_filter(w)
         alike = (pools, nodes, w.cpu_milli, w.memory_mib)
         hosts = hosts_of_alike.get(alike)
