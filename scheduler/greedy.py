@@ -388,13 +388,8 @@ class Cycle:
         nodes = self.state.node_filter(w)
 
         def fits() -> bool:
-            if not self.book.check(w.queue, option.flavor, amount).ok:
-                return False
-            trial = self.state.place(option, w.pods, w.cpu_milli, w.memory_mib, pools, nodes)
-            if trial is None:
-                return False
-            self.state.release(trial)
-            return True
+            ok = self.book.check(w.queue, option.flavor, amount).ok
+            return ok and self.state.can_place(option, w, pools, nodes)
 
         return fits
 

@@ -113,6 +113,22 @@ class ClusterState(Capacity):
             allocation.pods.append(pod)
         return allocation
 
+    def can_place(
+        self, option: Option, w: Workload, pools: Sequence[int], nodes: frozenset[int] | None
+    ) -> bool:
+        """Would ``place`` place all of ``w``'s pods now? Leaves no trace. One pod (most fit
+        checks of making room) is looked up without being taken and given back."""
+        if w.pods == 1 and self.scorer is None:
+            return (
+                bool(pools)
+                and self._spot(option, w.cpu_milli, w.memory_mib, pools, nodes) is not None
+            )
+        trial = self.place(option, w.pods, w.cpu_milli, w.memory_mib, pools, nodes)
+        if trial is None:
+            return False
+        self.release(trial)
+        return True
+
     def _spot(
         self,
         option: Option,
