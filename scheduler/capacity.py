@@ -149,6 +149,8 @@ class Capacity:
                     gpu_free_milli(MILLI_PER_GPU if usable else 0)
                     if gpu.healthy:
                         pool.node_size[n] += 1  # held or not: the node's (never_fits)
+                        if gpu.shared:
+                            pool.time_shared = True  # found once, not by never_fits' scans
                     if usable:
                         pool.whole_free[n] += 1
                         if gpu.shared:
@@ -383,13 +385,7 @@ class Capacity:
                 self.pools[p].model in option.models and option.profile in profiles[p]
                 for p in pools
             )
-        return not any(
-            self.gpu_shared[g] and self.gpu_healthy[g] and self.gpu_mig[g] is None
-            for p in pools
-            for n in self.pools[p].nodes
-            for g in self.node_gpus[n].values()
-            if self.gpu_pool[g] == p
-        )
+        return not any(self.pools[p].time_shared for p in pools)
 
     def _mig_profiles(self) -> list[set[str]]:
         """Per pool: the MIG profiles its healthy GPUs are partitioned into (layouts do not

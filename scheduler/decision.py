@@ -3,8 +3,10 @@ and GPU index, evictions, and MIG repartition proposals for what still waits."""
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 from scheduler.catalog import MILLI_PER_GPU
-from scheduler.compiled import Compiled, Entry
+from scheduler.compiled import Compiled
 from scheduler.demand import Kind
 from scheduler.greedy import CycleResult
 from scheduler.mig import IdleGpu, MigDemand, plan_repartitions
@@ -31,7 +33,7 @@ def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> 
     decisions: list[WorkloadDecision] = []
     queue, waiting = "", 0
     # In queue order, a pending workload's position is the count of pending ones so far.
-    for entry in sorted(compiled.pending, key=_by_queue_then_order):
+    for entry in sorted(compiled.pending, key=attrgetter("queue_order")):
         o = result.outcomes[entry.workload.name]
         if entry.workload.queue != queue:
             queue, waiting = entry.workload.queue, 0
@@ -79,16 +81,21 @@ def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> 
     )
 
 
-def _by_queue_then_order(entry: Entry) -> tuple[str, int, int, str]:
-    """(queue, ``Entry.order``) as one flat tuple: sorting 20,000 entries builds one each."""
-    w = entry.workload
-    return (w.queue, -w.priority, w.created, w.name)
-
-
 def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPlan]:
     """Proposals for idle MIG-capable GPUs that would admit MIG work left waiting."""
+    # Waiting for want of slices: none free (NoCapacity), or none in today's layouts
+    # (NeverFits; its quota passed, as quota is checked before placement). Sorted once
+    # chosen: a few of the thousands waiting.
     waiting = sorted(
-        (v for v in result.outcomes.values() if v.outcome is Outcome.PENDING),
+        (
+            v
+            for v in result.outcomes.values()
+            if v.outcome is Outcome.PENDING
+            and v.reason in (Reason.NO_CAPACITY, Reason.NEVER_FITS)
+            and v.entry.options
+            and v.entry.options[0].kind is Kind.MIG
+            and v.entry.options[0].profile is not None
+        ),
         key=lambda v: (*v.entry.order, v.entry.workload.queue),
     )
     state, catalog = compiled.state, compiled.catalog
@@ -96,13 +103,8 @@ def _repartitions(compiled: Compiled, result: CycleResult) -> list[RepartitionPl
     hosts_of_alike: dict[tuple[object, ...], frozenset[tuple[str, str]]] = {}
     """Alike waiting workloads (same pools, node filter, CPU and memory) share one answer."""
     for v in waiting:
-        # Waiting for want of slices: none free (NoCapacity), or none in today's layouts
-        # (NeverFits; its quota passed, as quota is checked before placement).
-        if v.reason not in (Reason.NO_CAPACITY, Reason.NEVER_FITS) or not v.entry.options:
-            continue
         option, w = v.entry.options[0], v.entry.workload
-        if option.kind is not Kind.MIG or option.profile is None:
-            continue
+        assert option.profile is not None  # chosen above
         pools, nodes = state.eligible_pools(w, option), state.node_filter(w)
         alike = (pools, nodes, w.cpu_milli, w.memory_mib)
         hosts = hosts_of_alike.get(alike)

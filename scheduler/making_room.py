@@ -54,20 +54,21 @@ def make_room(cycle: Cycle, entry: Entry, option: Option) -> Verdict | None:
     if not reclaim and not may_evict and not take_back:
         return None
     pools = cycle.state.eligible_pools(w, option)
-    if cycle.state.never_places(option, pools, w.cpu_milli, w.memory_mib):
-        return None
     # A demand this one contains (same shape and places, no larger in any dimension)
-    # already found no room at this priority in this pass: neither will this one.
+    # already found no room at this priority in this pass: neither will this one. Asked
+    # first: it answers most calls, and more cheaply than never_places.
     memo = (
         w.queue, option.flavor, w.priority, option.kind, pools,
         tuple(sorted(w.node_selector.items())), w.node_affinity,
     )  # fmt: skip
     size = (option.per_pod, w.pods, w.cpu_milli, w.memory_mib)
     failed = cycle.failed_preemption.get(memo)
+    if failed is not None and failed.covers(size):
+        return None
+    if cycle.state.never_places(option, pools, w.cpu_milli, w.memory_mib):
+        return None
     if failed is None:
         failed = cycle.failed_preemption[memo] = Refused()
-    elif failed.covers(size):
-        return None
     undo: list[Running] = []
     if take_back:
         undo = [

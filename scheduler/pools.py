@@ -73,6 +73,8 @@ class Pool:
     """Sorted (free milli, node, gpu) of shared GPUs with free capacity."""
     mig_free: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
     """Profile → sorted free instances (node, gpu, start)."""
+    time_shared: bool = False
+    """Has a healthy time-shared GPU outside MIG: where a fraction could ever land."""
 
     def fill_buckets(self) -> None:
         """Bucket every node by its free whole GPUs, once its GPUs are counted: all of them,
