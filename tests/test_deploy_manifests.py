@@ -969,6 +969,10 @@ def test_containerfile_builds_a_wheel_and_runs_apportion_as_non_root():
     assert json.loads(ops["ENTRYPOINT"]) == ["apportion"]
     assert json.loads(ops["CMD"]) == ["serve"]
     assert "--no-index" in ops["RUN"] and "pip wheel" in dict(build)["RUN"]
+    # Mounted for the install, not copied: a copied directory stays in its layer, and so
+    # in the image, whatever a later step deletes.
+    assert not [arg for op, arg in final if op == "COPY" and "--from" in arg]
+    assert ops["RUN"].startswith("--mount=type=bind,from=build,")
     copied = [
         source
         for op, arg in steps
