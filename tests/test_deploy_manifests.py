@@ -322,11 +322,23 @@ def test_schema_validation_catches_mistakes(kind, path, value):
 # --- the webhook configurations: what they intercept, and what they never touch -------------
 
 
+MUTATE, VALIDATE, GATE = (
+    "mutate.pods.apportion.io",
+    "validate.pods.apportion.io",
+    "gate.pods.apportion.io",
+)
+
+
 def webhooks(objects: list[Obj]) -> dict[str, Obj]:
+    """Every webhook of Apportion's two configurations, by name."""
     found = {}
-    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
-        (hook,) = one(objects, kind, "apportion")["webhooks"]
-        found[kind] = hook
+    for kind, names in (
+        ("MutatingWebhookConfiguration", [MUTATE]),
+        ("ValidatingWebhookConfiguration", [VALIDATE, GATE]),
+    ):
+        hooks = one(objects, kind, "apportion")["webhooks"]
+        assert [h["name"] for h in hooks] == names
+        found.update((h["name"], h) for h in hooks)
     return found
 
 
@@ -350,11 +362,14 @@ def test_webhook_settings_follow_the_contract(name):
     container = pod_spec(one(objects, "Deployment", "apportion"))["containers"][0]
     container_port = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert container_port[https["targetPort"]] == 8443
-    for kind, path in (
-        ("MutatingWebhookConfiguration", "/mutate"),
-        ("ValidatingWebhookConfiguration", "/validate"),
+    for name, path, operations in (
+        (MUTATE, "/mutate", ["CREATE"]),
+        # Validation also guards Apportion's gate and decision annotations against user
+        # UPDATEs; the gate's removal alone fails closed (the third webhook).
+        (VALIDATE, "/validate", ["CREATE", "UPDATE"]),
+        (GATE, "/validate", ["UPDATE"]),
     ):
-        hook = hooks[kind]
+        hook = hooks[name]
         assert hook["clientConfig"]["service"] == {
             "name": "apportion-webhook",
             "namespace": NAMESPACE,
@@ -364,9 +379,6 @@ def test_webhook_settings_follow_the_contract(name):
         assert hook["sideEffects"] == "None"
         assert hook["admissionReviewVersions"] == ["v1"]
         assert hook["timeoutSeconds"] <= 5
-        # Mutation happens at CREATE only; validation also guards Apportion's gate and
-        # decision annotations against user UPDATEs.
-        operations = ["CREATE"] if path == "/mutate" else ["CREATE", "UPDATE"]
         assert hook["rules"] == [
             {
                 "operations": operations,
@@ -378,11 +390,14 @@ def test_webhook_settings_follow_the_contract(name):
         ]
         assert "caBundle" not in hook["clientConfig"], "the overlay's CA injector fills it"
     # Deliberate (deploy/README.md): a pod the mutating webhook missed would run ungated.
-    assert hooks["MutatingWebhookConfiguration"]["failurePolicy"] == "Fail"
-    assert hooks["ValidatingWebhookConfiguration"]["failurePolicy"] == "Ignore"
-    conditions = [h["matchConditions"] for h in hooks.values()]
+    assert hooks[MUTATE]["failurePolicy"] == "Fail"
+    assert hooks[VALIDATE]["failurePolicy"] == "Ignore"
+    assert hooks[GATE]["failurePolicy"] == "Fail"
+    conditions = hooks[MUTATE]["matchConditions"]
+    assert hooks[VALIDATE]["matchConditions"] == conditions
+    assert hooks[GATE]["matchConditions"][: len(conditions)] == conditions, "and two more"
     namespaces = [h["namespaceSelector"] for h in hooks.values()]
-    assert conditions[0] == conditions[1] and namespaces[0] == namespaces[1]
+    assert namespaces[0] == namespaces[1] == namespaces[2]
 
 
 def test_reinvocation_stays_never_while_a_second_mutation_would_admit_the_pod_again():
@@ -400,8 +415,7 @@ def test_reinvocation_stays_never_while_a_second_mutation_would_admit_the_pod_ag
 
     from webhook.metrics import Metrics
 
-    hook = one(overlay("kubernetes"), "MutatingWebhookConfiguration", "apportion")["webhooks"][0]
-    assert hook["reinvocationPolicy"] == "Never"
+    assert webhooks(overlay("kubernetes"))[MUTATE]["reinvocationPolicy"] == "Never"
     cluster = fixture_cluster()
     webhook = admission(cluster)
     registry = Metrics(cluster).registry
@@ -489,6 +503,7 @@ def _matches(conditions: list[Obj], request: Obj) -> bool:
     env = celpy.Environment()
     activation = {
         "object": celpy.json_to_cel(request["object"]),
+        "oldObject": celpy.json_to_cel(request.get("oldObject")),
         "request": celpy.json_to_cel(request),
     }
     results = []
@@ -502,8 +517,64 @@ def _matches(conditions: list[Obj], request: Obj) -> bool:
 
 @pytest.mark.parametrize(("case", "request_", "expected"), CASES, ids=[c[0] for c in CASES])
 def test_match_conditions_send_only_gpu_pods_outside_system_namespaces(case, request_, expected):
-    for kind, hook in webhooks(overlay("kubernetes")).items():
-        assert _matches(hook["matchConditions"], request_) is expected, (kind, case)
+    for name in (MUTATE, VALIDATE):
+        hook = webhooks(overlay("kubernetes"))[name]
+        assert _matches(hook["matchConditions"], request_) is expected, (name, case)
+
+
+UNGATE = _review("update-pod-ungate-add-nodeselector.validate-update.json")
+"""A captured PUT by a cluster user removing Apportion's gate from a gated GPU pod."""
+
+
+def _keeps_the_gate(request: Obj) -> Obj:
+    request = copy.deepcopy(request)
+    request["object"]["spec"]["schedulingGates"] = [{"name": "apportion.io/admission"}]
+    return request
+
+
+def _by(request: Obj, username: str) -> Obj:
+    request = copy.deepcopy(request)
+    request["userInfo"]["username"] = username
+    return request
+
+
+def _other_gate_removed(request: Obj) -> Obj:
+    request = copy.deepcopy(request)
+    request["oldObject"]["spec"]["schedulingGates"] = [{"name": "example.com/quota"}]
+    return request
+
+
+GATE_CASES = [
+    ("a user removes the gate", UNGATE, True),
+    ("Apportion removes its gate", _by(UNGATE, "own service account"), False),
+    ("an update that keeps the gate", _keeps_the_gate(UNGATE), False),
+    ("another gate removed", _other_gate_removed(UNGATE), False),
+    ("the gate removed from a CPU-only pod", _without_gpus(UNGATE), False),
+    ("the gate removed in kube-system", _in_namespace(UNGATE, "kube-system"), False),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "request_", "expected"), GATE_CASES, ids=[c[0] for c in GATE_CASES]
+)
+def test_only_the_removal_of_apportions_gate_by_others_fails_closed(case, request_, expected):
+    """The validating webhook fails open; while no replica answered, a user could remove
+    Apportion's gate from a waiting GPU pod and start it outside its queue, the breach the
+    mutating webhook fails closed against. The gate webhook fails closed on that update
+    alone, so no other update of a GPU pod (finalizers, labels) waits on Apportion, nor do
+    Apportion's own admissions. /validate refuses the captured update
+    (test_webhook_admission.py, test_only_apportion_may_remove_its_gate)."""
+    objects = overlay("kubernetes")
+    if request_["userInfo"]["username"] == "own service account":
+        deployment = one(objects, "Deployment", "apportion")
+        account = pod_spec(deployment)["serviceAccountName"]
+        namespace = deployment["metadata"]["namespace"]
+        request_ = _by(request_, f"system:serviceaccount:{namespace}:{account}")
+    from webhook import keys
+
+    conditions = webhooks(objects)[GATE]["matchConditions"]
+    assert f"'{keys.GATE}'" in conditions[2]["expression"], "the gate Apportion sets"
+    assert _matches(conditions, request_) is expected, case
 
 
 # --- the Deployment: safe to run, and what the webhook expects -------------------------------
@@ -898,6 +969,10 @@ def test_containerfile_builds_a_wheel_and_runs_apportion_as_non_root():
     assert json.loads(ops["ENTRYPOINT"]) == ["apportion"]
     assert json.loads(ops["CMD"]) == ["serve"]
     assert "--no-index" in ops["RUN"] and "pip wheel" in dict(build)["RUN"]
+    # Mounted for the install, not copied: a copied directory stays in its layer, and so
+    # in the image, whatever a later step deletes.
+    assert not [arg for op, arg in final if op == "COPY" and "--from" in arg]
+    assert ops["RUN"].startswith("--mount=type=bind,from=build,")
     copied = [
         source
         for op, arg in steps
