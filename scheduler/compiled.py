@@ -17,6 +17,7 @@ __all__ = [
     "Alike",
     "Compiled",
     "Entry",
+    "InAnyOrder",
     "charge_quota",
     "charge_running",
     "compile_snapshot",
@@ -89,6 +90,47 @@ class Entry:
                 )
             )
         return self._alike
+
+
+class InAnyOrder:
+    """``Entry.alike`` with the options in one fixed order (cheapest first), whatever order
+    the workload tries them in. A workload's throughput orders its options (fastest
+    first), not which it accepts: two alike but for that fit each other's places exactly
+    (``settle.older_alike_first``), though they are not one class for the ILP or the
+    cycle's refusals, which try options in order. Most workloads try theirs in the fixed
+    order already and keep their own ``alike``: its hash is worked out, a new key's is not."""
+
+    __slots__ = ("_fixed", "_keys")
+
+    def __init__(self) -> None:
+        self._fixed: dict[int, tuple[Option, ...]] = {}
+        """By ``id`` of an options tuple (entries share them, and keep them alive)."""
+        self._keys: dict[Alike, Alike] = {}
+
+    def __call__(self, entry: Entry) -> Alike:
+        options = entry.options
+        fixed = self._fixed.get(id(options))
+        if fixed is None:
+            ranked = tuple(sorted(options, key=_fixed_rank))
+            fixed = self._fixed[id(options)] = options if ranked == options else ranked
+        if fixed is options:
+            return entry.alike
+        key = self._keys.get(entry.alike)
+        if key is None:
+            queue, priority, _, *rest = entry.alike.key
+            key = self._keys[entry.alike] = Alike((queue, priority, fixed, *rest))
+        return key
+
+
+def _fixed_rank(option: Option) -> tuple[float, str, str, tuple[str, ...], int, str]:
+    return (
+        option.cost,
+        option.flavor,
+        option.kind.name,
+        option.models,
+        option.per_pod,
+        option.profile or "",
+    )
 
 
 @dataclass(slots=True)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from scheduler.compiled import Alike, Entry
+from scheduler.compiled import Alike, Entry, InAnyOrder
 from scheduler.reasons import Outcome, Reason
 from scheduler.state import Allocation
 from scheduler.verdicts import Verdict, for_another, most_telling
@@ -26,7 +26,7 @@ __all__ = ["older_alike_first", "settle_reasons"]
 
 
 def older_alike_first(cycle: Cycle) -> None:
-    """Of alike workloads (``Entry.alike``), admit the older ones.
+    """Of alike workloads (``Entry.alike``, options in any order), admit the older ones.
 
     A take-back or the room a placement needs can leave an older workload waiting while
     a newer one alike holds its place: on one node's GPUs a 7-GPU gang needs, the
@@ -35,17 +35,20 @@ def older_alike_first(cycle: Cycle) -> None:
     each other's places exactly, so they trade: the older takes the newer's admission
     (design §3.3: priority, then age) and nothing else changes: not capacity, quota,
     nor the objective. An admission that evicted goes with its victims, now evicted for
-    the older: alike, it has the same rights to evict, and more by age."""
+    the older: alike, it has the same rights to evict, and more by age. With the ILP's
+    hints a newer one whose throughput puts its options in another order was admitted
+    first, and the older, alike but for that order, waited."""
+    key_of = InAnyOrder()
     waiting: dict[Alike, list[Verdict]] = {}
     for verdict in cycle.outcomes.values():
         if verdict.outcome is Outcome.PENDING and verdict.entry.options:
-            waiting.setdefault(verdict.entry.alike, []).append(verdict)
+            waiting.setdefault(key_of(verdict.entry), []).append(verdict)
     if not waiting:
         return
     admitted: dict[Alike, list[Verdict]] = {}
     for verdict in cycle.outcomes.values():
         if verdict.outcome is not Outcome.PENDING:
-            key = verdict.entry.alike
+            key = key_of(verdict.entry)
             if key in waiting:
                 admitted.setdefault(key, []).append(verdict)
     for key, newer in admitted.items():

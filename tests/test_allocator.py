@@ -1357,6 +1357,25 @@ def test_a_reclaiming_admission_traded_to_an_older_alike_names_it_in_the_evictio
     )
 
 
+def test_regression_an_older_workload_alike_but_for_its_throughput_is_admitted_first() -> None:
+    # Found by the priority property on the ILP path: b's throughput puts H100 first among
+    # its options, a's price puts L40S first, so they were two classes to the ILP, which
+    # chose b; b was admitted ahead of a, alike but for that order and older by name, and
+    # the trade between alike workloads did not see them as alike.
+    snap = snapshot(
+        nodes=[node("h0", H100, 2), node("l0", L40S, 1)],
+        queues=[queue("q").quota(H100, 2)],
+        workloads=[
+            workload("a").gpus(1).pods(2).queue("q"),
+            workload("b").gpus(1).pods(2).queue("q").throughput(H100_80GB=3.0),
+        ],
+    )
+    for decision in (decide(snap, budget_ms=5000), decide(snap, use_ilp=False)):
+        assert outcome(decision, "a").outcome is Outcome.ADMIT, decision.stats.path
+        assert outcome(decision, "b").outcome is Outcome.PENDING
+        assert check_age_order(snap, decision) == []
+
+
 _DECIDE_IN_A_PROCESS = """
 from scheduler.allocator import decide
 from scheduler.defaults import demo_snapshot
