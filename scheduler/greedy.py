@@ -410,7 +410,7 @@ def run_cycle(
     phase run on the finished cycle before it is scored (``scheduler.improve``)."""
     cycle = Cycle(compiled)
     if hints is None:
-        cycle.run(compiled.pending, None)
+        cycle.run(compiled.in_queue_order, None)  # sorting it again is a pass over it
     else:
         first, rest = _hinted_first(compiled.pending, hints)
         cycle.run(first, hints)
