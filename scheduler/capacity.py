@@ -107,53 +107,56 @@ class Capacity:
             taints = tuple(sorted(node.taints, key=lambda t: (t.key, t.value, t.effect)))
             pool_labels = {k: v for k, v in node.labels.items() if k in self.pool_label_keys}
             labels_key = tuple(sorted(pool_labels.items()))
-            pools_here: dict[str, int] = {}  # model → pool, for this node
+            # Model → its pool, the pool and the node's GPU ids in it, for this node: set up
+            # when a node's first GPU of a model is met, not looked up per GPU.
+            pools_here: dict[str, tuple[int, Pool, list[int]]] = {}
             for gpu in node.gpus:
                 model = names.get(gpu.model)
                 if model is None:
                     model = names[gpu.model] = self.catalog[gpu.model].name
-                p = pools_here.get(model, -1)
-                if p < 0:
+                here = pools_here.get(model)
+                if here is None:
                     key = (model, labels_key, taints)
                     p = pool_of.get(key, -1)
                     if p < 0:
                         p = pool_of[key] = len(self.pools)
                         self.pools.append(Pool(model, pool_labels, taints))
-                    pools_here[model] = p
-                    node_pool_gpus[(n, p)] = []
-                pool = self.pools[p]
+                    pool = self.pools[p]
+                    ids: list[int] = []
+                    node_pool_gpus[(n, p)] = ids
+                    pool.nodes.append(n)  # its first GPU of the pool: n is new to it
+                    pool.node_size[n] = 0
+                    pool.whole_free[n] = 0
+                    here = pools_here[model] = (p, pool, ids)
+                p, pool, ids = here
+                healthy, shared, mig = gpu.healthy, gpu.shared, gpu.mig
                 gpu_node(n)
                 gpu_index(gpu.index)
                 gpu_model(model)
-                gpu_healthy(gpu.healthy)
-                gpu_shared(gpu.shared)
+                gpu_healthy(healthy)
+                gpu_shared(shared)
                 gpu_pool(p)
                 gpus_here[gpu.index] = g
-                node_pool_gpus[(n, p)].append(g)
-                plain = gpu.healthy and not gpu.shared and gpu.mig is None
-                whole_pool(p if plain else -1)
-                if not pool.nodes or pool.nodes[-1] != n:
-                    pool.nodes.append(n)
-                    pool.node_size[n] = 0
-                    pool.whole_free[n] = 0
-                if gpu.mig is not None:
+                ids.append(g)
+                whole_pool(p if healthy and not shared and mig is None else -1)
+                if mig is not None:
                     gpu_free_milli(0)
-                    gpu_mig({s.start: [s.profile, s.held] for s in gpu.mig})
-                    if gpu.healthy:
-                        for s in gpu.mig:
+                    gpu_mig({s.start: [s.profile, s.held] for s in mig})
+                    if healthy:
+                        for s in mig:
                             if not s.held:
                                 pool.mig_free.setdefault(s.profile, []).append((n, g, s.start))
                 else:
                     gpu_mig(None)
-                    usable = gpu.healthy and not gpu.held
+                    usable = healthy and not gpu.held
                     gpu_free_milli(MILLI_PER_GPU if usable else 0)
-                    if gpu.healthy:
+                    if healthy:
                         pool.node_size[n] += 1  # held or not: the node's (never_fits)
-                        if gpu.shared:
+                        if shared:
                             pool.time_shared = True  # found once, not by never_fits' scans
                     if usable:
                         pool.whole_free[n] += 1
-                        if gpu.shared:
+                        if shared:
                             pool.fractions.append((MILLI_PER_GPU, n, g))
                 g += 1
         for pool in self.pools:

@@ -4,6 +4,7 @@ pending workloads with their options resolved — everything the cycle and the I
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
 from scheduler.demand import Kind, Option, OptionsByDemand
@@ -57,7 +58,7 @@ class Entry:
     _alike: Alike | None = field(default=None, repr=False, compare=False)
     queue_order: tuple[str, int, int, str] = field(init=False, repr=False, compare=False)
     """(queue, ``order``): where it stands among all pending workloads, queue by queue. Set
-    once: a cycle sorts its 20,000 entries by it in each pass and for the Decision."""
+    once: each pass of a cycle sorts its entries by it (``Compiled.in_queue_order``)."""
 
     def __post_init__(self) -> None:
         w = self.workload
@@ -141,6 +142,9 @@ class Compiled:
     book: QuotaBook
     running: list[Running]
     pending: list[Entry]
+    in_queue_order: list[Entry]
+    """``pending`` by ``Entry.queue_order``, sorted once: the cycle's first pass and the
+    Decision walk it in that order (each sorting 20,000 entries was ~10 ms on (c))."""
     headroom: dict[tuple[str, str], float]
     widths: dict[tuple[str, str], float]
     options: OptionsByDemand
@@ -184,7 +188,10 @@ def compile_snapshot(snapshot: Snapshot, catalog: Catalog) -> Compiled:
             assert account.cohort is not None
             lendable = book.lendable(account.cohort, flavor) / unit
             widths[(name, flavor)] = segment_width(account.weight, lendable)
-    return Compiled(snapshot, catalog, state, book, running, pending, headroom, widths, options)
+    in_queue_order = sorted(pending, key=attrgetter("queue_order"))
+    return Compiled(
+        snapshot, catalog, state, book, running, pending, in_queue_order, headroom, widths, options
+    )
 
 
 def quota_book(snapshot: Snapshot, catalog: Catalog) -> QuotaBook:

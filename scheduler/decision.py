@@ -3,8 +3,6 @@ and GPU index, evictions, and MIG repartition proposals for what still waits."""
 
 from __future__ import annotations
 
-from operator import attrgetter
-
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.compiled import Compiled
 from scheduler.demand import Kind
@@ -33,7 +31,7 @@ def to_decision(compiled: Compiled, result: CycleResult, stats: SolverStats) -> 
     decisions: list[WorkloadDecision] = []
     queue, waiting = "", 0
     # In queue order, a pending workload's position is the count of pending ones so far.
-    for entry in sorted(compiled.pending, key=attrgetter("queue_order")):
+    for entry in compiled.in_queue_order:
         o = result.outcomes[entry.workload.name]
         if entry.workload.queue != queue:
             queue, waiting = entry.workload.queue, 0

