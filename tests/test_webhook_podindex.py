@@ -288,6 +288,35 @@ def test_the_controllers_snapshot_is_built_outside_the_lock_the_webhook_answers_
     assert free == [True]
 
 
+def test_a_relist_works_out_its_pod_groups_before_it_takes_the_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every workload is new after a relist: the first snapshot's view worked all their
+    # groups out under the lock, 0.1-0.25 s at 20,000 pods while admission reviews waited.
+    cluster = fixture_cluster()
+    free: list[bool] = []
+
+    def watched(workload: str, members: list[ManagedPod]) -> dict[str, PodGroup]:
+        def try_lock() -> None:
+            free.append(cluster._lock.acquire(blocking=False))
+            if free[-1]:
+                cluster._lock.release()
+
+        other = threading.Thread(target=try_lock)
+        other.start()
+        other.join()
+        return groups_of(workload, members)
+
+    monkeypatch.setattr("webhook.podindex.groups_of", watched)
+    gang = [_gang_member("llm-0"), _gang_member("llm-1")]
+    cluster.replace_pods([WAITING, *gang])
+    assert sorted(w.name for w in cluster.snapshot().workloads) == [
+        WAITING.workload,
+        f"{NAMESPACE}/llm",
+    ]
+    assert free == [True, True]  # one grouping per workload, neither under the lock
+
+
 def _free_gpus(cluster: LiveCluster) -> int:
     """Whole GPUs the webhook's live allocator has free (what its next answer sees)."""
     return sum(m == 1000 for m in cluster._current_allocator()._compiled.state.gpu_free_milli)

@@ -201,10 +201,14 @@ class LiveCluster:
         strays: Iterable[dict[str, Any]] = (),
     ) -> None:
         """A full relist: the observed pods are now exactly these (and the pods asking no
-        GPU, ``host_pods``, and the gated ones Apportion never decided, ``strays``)."""
+        GPU, ``host_pods``, and the gated ones Apportion never decided, ``strays``). The new
+        index is built and its groups worked out before the lock is taken: the webhook's
+        answers wait for it, and at 20,000 pods that is 0.1–0.25 s."""
+        index = PodIndex(pods)
+        index.settle()
         with self._lock:
             self._observing = True
-            self._index = PodIndex(pods)
+            self._index = index
             self.host_pods.replace(host_pods)
             self._strays = {raw_identity(raw)[:2]: raw for raw in strays}
             self._intents.retire_observed(self._index)
@@ -546,9 +550,9 @@ class LiveCluster:
     def _build(self, view: View, running_only: bool = False) -> Snapshot:
         """The snapshot of ``view`` (``snapshots.build``), the lock held or not: ``snapshot``
         builds it outside, as the webhook's answers wait for the lock (the first build after
-        a relist makes every workload: 0.35 s at 20,000 pods, ``snapshots``; its view, under
-        the lock, works out every pod group first: 0.1–0.25 s). An admission whose devices
-        are not free is left out, with a warning (under the lock, which it takes)."""
+        a relist makes every workload: 0.35 s at 20,000 pods, ``snapshots``). An admission
+        whose devices are not free is left out, with a warning (under the lock, which it
+        takes)."""
         snapshot, clashes = build(view, self._base, running_only)
         if clashes:
             with self._lock:

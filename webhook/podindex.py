@@ -128,18 +128,21 @@ class PodIndex:
 
     def all_groups(self) -> dict[str, PodGroup]:
         """Every group, in a dict of the caller's own."""
-        self._settle_all()
+        self.settle()
         return dict(self._all_groups)
 
     def highest_waiting(self, queue: str) -> int | None:
         """The highest priority among the workloads waiting in ``queue`` for a decision:
         those whose pods are all gated, of a gang that is not mixed, held back by no other
         gate."""
-        self._settle_all()
+        self.settle()
         priorities = self._waiting.get(queue)
         return max(priorities) if priorities else None
 
-    def _settle_all(self) -> None:
+    def settle(self) -> None:
+        """Work out every changed workload's groups and tops now: a relist's new index does
+        it before the cache's lock is taken (0.1–0.25 s at 20,000 pods, every workload new),
+        not in the first snapshot's view under it."""
         for workload in list(self._stale):
             self._settle(workload)
 
