@@ -7,6 +7,7 @@ controller's stand-in.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import threading
@@ -167,6 +168,47 @@ def test_selectors(fake: Fake, core: kubernetes.client.CoreV1Api) -> None:
     fake.put_namespace(NS, {"apportion.io/enabled": "true"})
     opted_in = core.list_namespace(label_selector="apportion.io/enabled=true")
     assert [n.metadata.name for n in opted_in.items] == [NS]
+
+
+def test_lists_in_pages_read_one_snapshot(fake: Fake, core: kubernetes.client.CoreV1Api) -> None:
+    """``limit`` and ``continue`` as kube-apiserver serves them from etcd: each page but the
+    last names the rest, all at the first page's resourceVersion, whatever changed since."""
+    whole = raw(core.list_pod_for_all_namespaces(_preload_content=False))
+    first = raw(core.list_pod_for_all_namespaces(limit=4, _preload_content=False))
+    assert first["metadata"]["resourceVersion"] == whole["metadata"]["resourceVersion"]
+    assert first["metadata"]["remainingItemCount"] == 2
+    token = first["metadata"]["continue"]
+    assert json.loads(base64.urlsafe_b64decode(token))["rv"] == 314
+    core.delete_namespaced_pod(whole["items"][-1]["metadata"]["name"], NS, grace_period_seconds=0)
+    now = raw(core.list_pod_for_all_namespaces(_preload_content=False))
+    assert len(now["items"]) == len(whole["items"]) - 1
+    rest = raw(core.list_pod_for_all_namespaces(limit=4, _continue=token, _preload_content=False))
+    assert rest["metadata"] == {"resourceVersion": "314"}  # the last page: no continue
+    assert first["items"] + rest["items"] == whole["items"]  # the deletion is not seen
+    selected = raw(
+        core.list_pod_for_all_namespaces(
+            limit=1, label_selector="apportion.io/gang=gang-train", _preload_content=False
+        )
+    )
+    assert "remainingItemCount" not in selected["metadata"]  # unknown under a selector
+    assert [p["metadata"]["name"] for p in selected["items"]] == ["gang-train-0-6lttv"]
+
+
+def test_a_list_continued_after_a_compaction_is_410(
+    fake: Fake, core: kubernetes.client.CoreV1Api
+) -> None:
+    token = core.list_pod_for_all_namespaces(limit=2).metadata._continue
+    fake.set_pod_phase(NS, "train-gpu-1", "Running")
+    fake.expire_history()
+    with pytest.raises(ApiException) as gone:
+        core.list_pod_for_all_namespaces(limit=2, _continue=token)
+    assert (gone.value.status, status_of(gone.value)["reason"]) == (410, "Expired")
+    assert status_of(gone.value)["message"].startswith(
+        "The provided continue parameter is too old to display a consistent list result."
+    )
+    with pytest.raises(ApiException) as bad:
+        core.list_pod_for_all_namespaces(limit=2, _continue="not-a-token")
+    assert bad.value.status == 400
 
 
 # ---- watch ---------------------------------------------------------------------------------

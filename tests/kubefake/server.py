@@ -178,17 +178,33 @@ async def _answer(
 
 
 def _list(fake: Fake, request: web.Request, target: Target) -> web.Response:
-    match_labels = label_selector(request.query.get("labelSelector"))
-    match_fields = field_selector(request.query.get("fieldSelector"), target.rtype.plural)
-    items, rv = fake.store.list(
-        target.rtype, target.namespace, lambda o: match_labels(o) and match_fields(o)
+    """A list, in pages when the client asks a ``limit`` (``Store.list_page``): each page
+    but the last carries ``metadata.continue``, and without selectors the count of the
+    items still to come (``remainingItemCount``), as kube-apiserver's."""
+    query = request.query
+    match_labels = label_selector(query.get("labelSelector"))
+    match_fields = field_selector(query.get("fieldSelector"), target.rtype.plural)
+    limit = query.get("limit", "0")
+    if not limit.isdigit():
+        raise st.bad_request(f"limit: Invalid value: {limit!r}: must be a non-negative integer")
+    items, rv, after, remaining = fake.store.list_page(
+        target.rtype,
+        target.namespace,
+        lambda o: match_labels(o) and match_fields(o),
+        int(limit),
+        query.get("continue") or None,
     )
     rtype = target.rtype
+    metadata: dict[str, Any] = {"resourceVersion": str(rv)}
+    if after is not None:
+        metadata["continue"] = after
+        if "labelSelector" not in query and "fieldSelector" not in query:
+            metadata["remainingItemCount"] = remaining
     return _json(
         {
             "apiVersion": rtype.api_version,
             "kind": rtype.kind + "List",
-            "metadata": {"resourceVersion": str(rv)},
+            "metadata": metadata,
             "items": [fake.store.list_item(rtype, obj) for obj in items],
         }
     )

@@ -16,6 +16,7 @@ __all__ = [
     "already_exists",
     "bad_request",
     "conflict",
+    "continue_expired",
     "expired",
     "generate_name_conflict",
     "invalid",
@@ -98,6 +99,19 @@ def conflict(group: str, plural: str, name: str) -> ApiError:
 def expired(requested: int, oldest: int) -> dict[str, Any]:
     """The 410 a watch from a compacted resourceVersion gets (as an ERROR event or HTTP 410)."""
     return status(410, "Expired", f"too old resource version: {requested} ({oldest})")
+
+
+def continue_expired() -> dict[str, Any]:
+    """The 410 a list continued after etcd compacted its resourceVersion away gets."""
+    return status(
+        410,
+        "Expired",
+        "The provided continue parameter is too old to display a consistent list result. You "
+        "can start a new list without the continue parameter, or use the continue token in "
+        "this response to retrieve the remainder of the results. Continuing with the provided "
+        "token results in an inconsistent list - objects that were created, modified, or "
+        "deleted between the time the first chunk was returned and now may show up in the list.",
+    )
 
 
 def bad_request(message: str) -> ApiError:

@@ -7,7 +7,9 @@ lists of built-in types omit them) and are never mutated in place, so history sh
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
 import random
 import threading
 import uuid
@@ -109,6 +111,9 @@ class Store:
     validators: dict[str, Callable[[dict, dict], None]] = field(default_factory=dict)
     # Draws a generated name's suffix; a test replaces it to make names collide.
     name_suffix: Callable[[], str] = random_suffix
+    # Paged lists still to be continued, by continue token: (the list's resourceVersion,
+    # its matching objects as they were then, where the next page starts).
+    pages: dict[str, tuple[int, list[dict], int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for rtype in BUILTIN:
@@ -154,6 +159,45 @@ class Store:
             ]
             items.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
             return items, self.rv
+
+    def list_page(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        match: Selector,
+        limit: int,
+        token: str | None,
+    ) -> tuple[list[dict], int, str | None, int]:
+        """One page of at most ``limit`` objects (all of them for 0), the list's
+        resourceVersion, the token continuing it (None after the last page) and how many
+        objects are left after the page.
+
+        As kube-apiserver reads etcd: a continued list is the same snapshot as its first
+        page, at its resourceVersion, until a compaction passes that version; then 410
+        Expired. A token that was never handed out is a 400."""
+        with self.lock:
+            if token is None:
+                items, rv = self.list(rtype, namespace, match)
+                start = 0
+            else:
+                kept = self.pages.get(token)
+                if kept is None:
+                    raise st.bad_request(f"continue key is not valid: {token!r}")
+                rv, items, start = kept
+                if rv < self.compacted:
+                    self.pages.pop(token)
+                    raise st.ApiError(st.continue_expired())
+            end = start + limit if limit > 0 else len(items)
+            if end >= len(items):
+                return items[start:], rv, None, 0
+            last = items[end - 1]["metadata"]
+            key = f"{last.get('namespace') or ''}/{last['name']}\x00"
+            after = base64.urlsafe_b64encode(
+                json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": key}).encode()
+            ).decode()
+            self.pages = {t: p for t, p in self.pages.items() if p[0] >= self.compacted}
+            self.pages[after] = (rv, items, end)
+            return items[start:end], rv, after, len(items) - end
 
     # ---- writes (all under the lock; every change gets the next resourceVersion) --------
     def _record(self, kind: str, rtype: ResourceType, obj: dict, old: dict | None) -> None:
