@@ -29,10 +29,12 @@ from webhook.controller import OWN_CONNECTIONS, Controller
 from webhook.kubeapi import UNANSWERED, KubeApi
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
-from webhook.pods import ANNOTATION_PLACEMENT, parse_placement
+from webhook.patches import admit_gated, remove_gate, same_pod, set_metadata
+from webhook.pods import ANNOTATION_PLACEMENT, controller_owner, kept, parse_placement, raw_identity
 from webhook.queueview import pending_view, waiting_workloads
 from webhook.settings import AdmissionSettings, ControllerSettings
 from webhook.strays import StrayGates
+from webhook.stuck import unschedulable
 from webhook.workers import Workers
 
 SETTINGS = ControllerSettings(
@@ -952,7 +954,126 @@ def test_recorded_objects_are_what_the_fake_serves() -> None:
         from kubefake import RECORDINGS
 
         recorded = json.loads((RECORDINGS / "nodelist.json").read_text())
-        assert listing.items == recorded["items"]
+        assert list(listing.items) == recorded["items"]
+
+
+def _recorded_pods() -> list[dict[str, Any]]:
+    """Every recorded pod, and one of them with node affinity, unschedulable, owned and
+    being deleted: the parts of a pod the controller reads."""
+    from kubefake import RECORDINGS
+
+    pods = json.loads((RECORDINGS / "podlist-gpu-team-a.json").read_text())["items"]
+    varied = copy.deepcopy(pods[0])
+    varied["metadata"]["deletionTimestamp"] = "2026-11-25T17:30:00Z"
+    varied["metadata"]["ownerReferences"] = [{"kind": "Job", "name": "j", "controller": True}]
+    zone = {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}
+    varied["spec"]["affinity"] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [zone]}]
+            }
+        }
+    }
+    varied["status"]["conditions"] = [
+        {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": "0/3 nodes are available",
+            "lastTransitionTime": "2026-11-25T17:29:00Z",
+        }
+    ]
+    return [*pods, varied]
+
+
+@pytest.mark.parametrize("pod", _recorded_pods(), ids=lambda p: p["metadata"]["name"])
+def test_what_is_kept_of_a_pod_reads_as_the_whole_pod(pod: dict[str, Any]) -> None:
+    """A GPU pod's containers, volumes and managed fields are not kept (most of its
+    memory); whatever the controller works out from what is kept is what it works out from
+    the whole pod."""
+    part = kept(pod)
+    assert "managedFields" in pod["metadata"]
+    assert "managedFields" not in part["metadata"] and "containers" not in part["spec"]
+    expressions = [{"key": keys.NODE_HOSTNAME, "operator": "In", "values": ["gpu-node-a"]}]
+    values = {keys.ANNOTATION_REASON: "waiting", keys.ANNOTATION_TOLD: "uid"}
+    for reading in (
+        raw_identity,
+        lambda p: admit_gated(p, expressions),
+        lambda p: set_metadata(p, "annotations", values),
+        lambda p: same_pod(p, unchanged=True),
+        lambda p: remove_gate(p),
+        unschedulable,
+        lambda p: controller_owner(p["metadata"].get("ownerReferences")),
+        lambda p: p["metadata"].get("deletionTimestamp"),
+    ):
+        assert reading(part) == reading(pod)
+
+
+def _lists(fake: Fake, path: str) -> list[dict[str, str]]:
+    """The queries of the list requests (not watches) made to ``path``."""
+    return [r.query for r in fake.requests_to(path, "GET") if "watch" not in r.query]
+
+
+def test_lists_are_read_page_by_page() -> None:
+    """Each page is asked for as the one before has been read, and together they are the
+    list one answer gives."""
+    with running_fake() as server:
+        whole = KubeApi(server.api_client(), list_page_size=0)
+        assert _lists(server, "/api/v1/pods") == []
+        expected = list(whole.list_all(whole.pods()).items)
+        assert _lists(server, "/api/v1/pods") == [{}]
+        paged = KubeApi(server.api_client(), list_page_size=4)
+        listing = paged.list_all(paged.pods())
+        assert listing.resource_version == "314"
+        assert len(_lists(server, "/api/v1/pods")) == 2  # the first page only, so far
+        assert list(listing.items) == expected
+        first, second = _lists(server, "/api/v1/pods")[1:]
+        assert first == {"limit": "4"}
+        assert second["limit"] == "4" and second["continue"]
+
+
+def test_a_list_that_fails_part_way_changes_nothing(fake: Fake) -> None:
+    controller = _controller(fake)
+    api = KubeApi(fake.api_client())
+    pods = list(api.list_all(api.pods()).items)
+    controller.watched.replace_pods(iter(pods))
+    before = dict(controller.cluster.pods)
+    assert ("gpu-team-a", "train-gpu-1") in before
+
+    def expired_after_one_page() -> Iterator[dict[str, Any]]:
+        yield from pods[:2]
+        raise ApiException(status=410, reason="Expired")
+
+    with pytest.raises(ApiException):
+        controller.watched.replace_pods(expired_after_one_page())
+    assert controller.cluster.pods == before
+
+
+def test_a_list_that_outlives_its_version_is_listed_again(fake: Fake) -> None:
+    """A list's pages read the version its first page read until etcd compacts it away:
+    the next page is then 410 Expired, and the informer lists again from the start."""
+
+    class CompactedBetweenPages(KubeApi):
+        compacted = False
+
+        def _list_page(self, resource: Any, after: str | None) -> dict[str, Any]:
+            if resource.kind == "Pod" and after is not None and not self.compacted:
+                self.compacted = True
+                fake.put_namespace("elsewhere")
+                fake.expire_history()
+            return super()._list_page(resource, after)
+
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = CompactedBetweenPages(fake.api_client(), SETTINGS.api_timeout_s, list_page_size=4)
+    controller = Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A])
+    with synced(controller):
+        pods = next(i for i in controller.informers if i.resource.kind == "Pod")
+        assert api.compacted
+        assert (pods.relists, pods.errors) == (1, 0)
+        first_pages = [q for q in _lists(fake, "/api/v1/pods") if "continue" not in q]
+        assert len(first_pages) == 2
+        listed = {("gpu-team-a", name) for name in ("train-gpu-1", "train-gpu-8")}
+        assert listed <= set(cluster.pods)  # on the second page
 
 
 def test_queues_come_from_queue_objects_and_report_status(fake: Fake) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 
 from kubernetes.client import ApiException
@@ -95,7 +95,7 @@ class Controller:
 
         def informer(
             resource: Resource,
-            replace: Callable[[list[Raw]], None],
+            replace: Callable[[Iterator[Raw]], None],
             apply: Callable[[str, Raw], None],
             optional: bool = False,
         ) -> Informer:

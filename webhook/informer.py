@@ -1,8 +1,11 @@
 """One informer: list a kind, then watch it from the listed resourceVersion.
 
-A watch that expires (410 Gone) relists at once; any other error backs off exponentially
-up to ``backoff_max_s`` and relists, so the cluster view is rebuilt from a list whatever
-went wrong. ``synced`` is set after the first list (the controller's readiness). A kind
+A list is read in pages (``KubeApi.list_all``): ``replace`` gets the objects as an iterator
+that fetches the next page as it goes, and must change nothing until it has read them all,
+since a page may fail. A watch that expires (410 Gone), or a list that outlived the version
+it reads, lists again at once; any other error backs off exponentially up to
+``backoff_max_s`` and relists, so the cluster view is rebuilt from a list whatever went
+wrong. ``synced`` is set after the first list (the controller's readiness). A kind
 that may not be installed (the Queue CRD) answers 404: that means none, not an error.
 """
 
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from kubernetes.client import ApiException
 
@@ -30,7 +33,7 @@ class Informer:
         self,
         api: KubeApi,
         resource: Resource,
-        replace: Callable[[list[Raw]], None],
+        replace: Callable[[Iterator[Raw]], None],
         apply: Callable[[str, Raw], None],
         settings: ControllerSettings,
         stop: threading.Event,
@@ -68,12 +71,12 @@ class Informer:
                     version = self._watch_once(version)
             except ApiException as error:
                 if error.status == 410:
-                    log.info("%s watch expired (410 Gone); relisting", self.resource.kind)
+                    log.info("%s %s expired (410 Gone); relisting", self.resource.kind, stage)
                     continue
                 if error.status == 404 and self.optional:
                     if not self.synced.is_set():
                         log.info("%s is not installed; looking again later", self.resource.kind)
-                        self._replace([])
+                        self._replace(iter(()))
                         self.synced.set()
                     self._stop.wait(self.settings.backoff_max_s)
                     continue

@@ -310,7 +310,8 @@ class ManagedPod:
     """Scheduling gates other than Apportion's: until they are gone the pod cannot run, so
     it is not decided (GPUs admitted to it would sit reserved and idle)."""
     raw: dict[str, Any] | None = field(default=None, compare=False)
-    """The pod object, for the controller's patches."""
+    """What the controller reads of the pod object (``kept``): for its patches, its Events,
+    its stuck watch."""
 
     @property
     def identity(self) -> tuple[str, str, str]:
@@ -323,6 +324,30 @@ class ManagedPod:
         """Being deleted (an eviction or a delete was accepted): a bound one still holds its
         devices until it is gone."""
         return bool(((self.raw or {}).get("metadata") or {}).get("deletionTimestamp"))
+
+
+KEPT_SPEC = ("schedulingGates", "affinity")
+KEPT_STATUS = ("conditions",)
+
+
+def kept(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What the controller keeps of a GPU pod it watches: the metadata but its managedFields
+    (uid, resourceVersion, annotations, owners, deletion: what its patches test and extend,
+    what its Events name), the spec its admission patches (``KEPT_SPEC``), the conditions
+    the stuck watch reads. The rest (containers, volumes, container statuses, managed
+    fields) was most of a pod's memory, held for every GPU pod in the cluster."""
+    metadata = pod.get("metadata")
+    spec = pod.get("spec")
+    status = pod.get("status")
+    return {
+        "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}
+        if isinstance(metadata, Mapping)
+        else {},
+        "spec": {k: spec[k] for k in KEPT_SPEC if k in spec} if isinstance(spec, Mapping) else {},
+        "status": {k: status[k] for k in KEPT_STATUS if k in status}
+        if isinstance(status, Mapping)
+        else {},
+    }
 
 
 def epoch_seconds(timestamp: object) -> int:
@@ -472,7 +497,7 @@ class PodReader:
                 foreign=True,
                 cpu_milli=ask.cpu_milli,
                 memory_mib=ask.memory_mib,
-                raw=pod,
+                raw=kept(pod),
             )
         if demand is None or demand.gpu_memory_mib is not None:
             return None  # Apportion turns a memory need into a device at creation
@@ -498,5 +523,5 @@ class PodReader:
             node_affinity=ask.node_affinity,
             tolerations=core_tolerations(ask.tolerations),
             other_gates=ask.other_gates,
-            raw=pod,
+            raw=kept(pod),
         )

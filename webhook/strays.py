@@ -148,20 +148,23 @@ class StrayGates:
             elif gone or (pod.get("metadata") or {}).get("deletionTimestamp"):
                 self._made[identity] = False
 
-    def relisted(self, pods: Iterable[Raw]) -> None:
-        """``seen`` for a relist: every pod it holds, and those it does not are gone."""
-        if not self._asked:
-            return
-        listed = {raw_identity(pod): pod for pod in pods}
+    def asked(self) -> frozenset[Identity]:
+        """The pods whose release or adoption is asked: what a relist must look for."""
         with self._lock:
-            asked = list(self._asked)
+            return frozenset(self._asked)
+
+    def relisted(self, asked: frozenset[Identity], pods: Iterable[Raw]) -> None:
+        """``seen`` for a relist, which looked for the pods ``asked`` (taken before it
+        began) and found ``pods`` of them: those it did not find are gone."""
+        listed = {raw_identity(pod): pod for pod in pods}
         for identity in asked:
             pod = listed.get(identity)
             if pod is not None:
                 self.seen(pod)
             else:
                 with self._lock:
-                    self._made.setdefault(identity, False)
+                    if identity in self._asked:  # not judged since the relist began
+                        self._made.setdefault(identity, False)
 
     def settle(self, workers: Workers) -> None:
         """Release the strays Apportion does not manage and adopt the others, many pods at

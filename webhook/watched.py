@@ -6,6 +6,7 @@ replaces a kind whole, a watch event one object; each runs on its informer's thr
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from scheduler.crds import QueueObjectError, queue_from_object
 from webhook.cluster import LiveCluster
@@ -34,7 +35,8 @@ class Watched:
         self.queue_objects: dict[str, Raw] = {}
         """The valid Queue objects by name, as watched (their status included)."""
 
-    def replace_nodes(self, items: list[Raw]) -> None:
+    def replace_nodes(self, listed: Iterable[Raw]) -> None:
+        items = list(listed)
         nodes = [n for n, _ in (node_from_object(o, self.cluster.catalog) for o in items) if n]
         self.node_problems = {
             str((o.get("metadata") or {}).get("name", "")): node_problem(o) for o in items
@@ -53,17 +55,26 @@ class Watched:
         else:
             self.cluster.put_node(node)
 
-    def replace_pods(self, items: list[Raw]) -> None:
+    def replace_pods(self, listed: Iterable[Raw]) -> None:
+        """In one pass: a large cluster's pods are listed page by page, and only what is
+        kept of each (``ManagedPod``, ``HostPod``, a possible stray) outlives its page."""
         pods: list[ManagedPod] = []
         host_pods: list[HostPod] = []
-        for obj in items:
+        strays: list[Raw] = []
+        asked = self.strays.asked()
+        answered: list[Raw] = []
+        for obj in listed:
             pod = self.reader.observed(obj)
             if pod is not None:
                 pods.append(pod)
             elif (host := host_pod_of(obj)) is not None:
                 host_pods.append(host)
-        self.strays.relisted(items)
-        self.cluster.replace_pods(pods, host_pods, [o for o in items if may_be_stray(o)])
+            if may_be_stray(obj):
+                strays.append(obj)
+            if asked and raw_identity(obj) in asked:
+                answered.append(obj)
+        self.strays.relisted(asked, answered)
+        self.cluster.replace_pods(pods, host_pods, strays)
 
     def pod_event(self, kind: str, obj: Raw) -> None:
         namespace, name, _ = raw_identity(obj)
@@ -79,7 +90,7 @@ class Watched:
         stray = kind != "DELETED" and may_be_stray(obj)
         self.cluster.put_stray(namespace, name, obj if stray else None)
 
-    def replace_namespaces(self, items: list[Raw]) -> None:
+    def replace_namespaces(self, items: Iterable[Raw]) -> None:
         self.cluster.replace_namespaces(
             {
                 str((o.get("metadata") or {}).get("name", "")): dict(
@@ -97,14 +108,15 @@ class Watched:
         else:
             self.cluster.put_namespace(name, dict(metadata.get("labels") or {}))
 
-    def replace_jobs(self, items: list[Raw]) -> None:
+    def replace_jobs(self, items: Iterable[Raw]) -> None:
         self.cluster.jobs.replace([job_row(o) for o in items])
 
     def job_event(self, kind: str, obj: Raw) -> None:
         namespace, name, parallelism, jobset = job_row(obj)
         self.cluster.jobs.put(namespace, name, None if kind == "DELETED" else parallelism, jobset)
 
-    def replace_queue_objects(self, items: list[Raw]) -> None:
+    def replace_queue_objects(self, listed: Iterable[Raw]) -> None:
+        items = list(listed)
         self.queue_objects = {}
         for obj in items:
             self._remember_queue(obj)
