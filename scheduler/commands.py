@@ -153,7 +153,7 @@ def _load(args: argparse.Namespace) -> Snapshot:
 
 def _run_decide(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.budget_ms) and args.budget_ms > 0):
-        raise CommandError(f"--budget-ms: {args.budget_ms} must be a finite number above 0")
+        raise CommandError(f"--budget-ms: {args.budget_ms:g} must be a finite number above 0")
     if args.budget_ms > MAX_BUDGET_MS:
         raise CommandError(
             f"--budget-ms: {args.budget_ms:g} ms; at most {MAX_BUDGET_MS:,.0f} ({BUDGET_WHY})"

@@ -109,7 +109,7 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
         # NaN and infinity were taken: 'of nan ms budget', and null in the JSON's stats.
         budget = apportion("decide", "--default-cluster", "--budget-ms", budget_ms)
         assert budget.returncode == 2 and budget.stdout == ""
-        assert f"--budget-ms: {float(budget_ms)} must be a finite number above 0" in budget.stderr
+        assert f"--budget-ms: {budget_ms} must be a finite number above 0" in budget.stderr
 
     binary = tmp_path / "snapshot.png"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n not text")
