@@ -9,6 +9,7 @@ import logging
 from collections.abc import Iterable
 
 from scheduler.crds import QueueObjectError, queue_from_object
+from scheduler.model import Node
 from webhook.cluster import LiveCluster
 from webhook.hostpods import HostPod, host_pod_of
 from webhook.jobs import job_row
@@ -36,11 +37,16 @@ class Watched:
         """The valid Queue objects by name, as watched (their status included)."""
 
     def replace_nodes(self, listed: Iterable[Raw]) -> None:
-        items = list(listed)
-        nodes = [n for n, _ in (node_from_object(o, self.cluster.catalog) for o in items) if n]
-        self.node_problems = {
-            str((o.get("metadata") or {}).get("name", "")): node_problem(o) for o in items
-        }
+        """In one pass, as ``replace_pods``: a Node object (its images, labels, managed
+        fields) is far larger than what is kept of it."""
+        nodes: list[Node] = []
+        problems: dict[str, str] = {}
+        for obj in listed:
+            node, _ = node_from_object(obj, self.cluster.catalog)
+            if node is not None:
+                nodes.append(node)
+            problems[str((obj.get("metadata") or {}).get("name", ""))] = node_problem(obj)
+        self.node_problems = problems
         self.cluster.replace_nodes(nodes)
 
     def node_event(self, kind: str, obj: Raw) -> None:
