@@ -75,7 +75,7 @@ class Watched:
                 pods.append(pod)
             elif (host := host_pod_of(obj)) is not None:
                 host_pods.append(host)
-            if may_be_stray(obj):
+            if pod is None and may_be_stray(obj):  # a pod read as a GPU pod is no stray
                 strays.append(obj)
             if asked and raw_identity(obj) in asked:
                 answered.append(obj)
@@ -93,7 +93,7 @@ class Watched:
             self.cluster.put_host_pod(host)
         else:
             self.cluster.remove_pod(namespace, name)
-        stray = kind != "DELETED" and may_be_stray(obj)
+        stray = kind != "DELETED" and pod is None and may_be_stray(obj)
         self.cluster.put_stray(namespace, name, obj if stray else None)
 
     def replace_namespaces(self, items: Iterable[Raw]) -> None:
