@@ -16,7 +16,8 @@ A fresh process per variant holds the instance's nodes and queues in a ``LiveClu
 and runs the controller's pod informer (the real ``kubernetes`` client) until it has
 listed; then lists again with its cache full (a relist), then takes a snapshot and
 decides it within the controller's budget. Per step, the process's resident memory after
-it (VmRSS) and its peak during it (VmHWM, reset before each step), in MiB:
+it (VmRSS) and its peak during it (VmHWM, reset before each step), in MiB; and how long
+the first list took, and its CPU in this process (the rest is the server's):
 
   paged       as ``apportion serve`` lists: pages of ``kubeapi.LIST_PAGE_SIZE``
   one answer  every list in one answer (the baseline: how a replica listed before)
@@ -53,6 +54,7 @@ from live_bench import managed, pods_of
 
 from scheduler.allocator import decide
 from scheduler.catalog import mig_resource_name
+from scheduler.collector import paused
 from scheduler.model import Node, Queue
 from webhook import keys
 from webhook.cluster import LiveCluster
@@ -214,14 +216,16 @@ def _replica(
     figures: dict[str, float] = {}
     _step()
     figures["start"] = _mib("VmRSS")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     threading.Thread(target=informer.run, daemon=True).start()
     informer.synced.wait()
     figures["list_s"] = time.perf_counter() - started
+    figures["list_cpu_s"] = time.process_time() - cpu
     figures["list_peak"] = _mib("VmHWM")
     _step()
     figures["listed"] = _mib("VmRSS")
-    controller.watched.replace_pods(api.list_all(api.pods()).items)
+    with paused():  # as the informer reads a list
+        controller.watched.replace_pods(api.list_all(api.pods()).items)
     figures["relist_peak"] = _mib("VmHWM")
     _step()
     figures["relisted"] = _mib("VmRSS")
@@ -259,7 +263,8 @@ def run(key: str, host_pods_per_node: int) -> dict[str, dict[str, float]]:
         replica.join()
         print(
             f"       {variant:<10}  start {f['start']:6,.0f}   list: peak {f['list_peak']:6,.0f}, "
-            f"after {f['listed']:6,.0f} ({f['list_s']:4.1f} s)   relist: peak "
+            f"after {f['listed']:6,.0f} ({f['list_s']:4.1f} s, CPU {f['list_cpu_s']:4.1f} s)   "
+            f"relist: peak "
             f"{f['relist_peak']:6,.0f}, after {f['relisted']:6,.0f}   decide: peak "
             f"{f['decide_peak']:6,.0f}   ({f['pods_kept']:,.0f} GPU pods kept, "
             f"{f['workloads']:,.0f} workloads decided)"

@@ -2,11 +2,15 @@
 
 A list is read in pages (``KubeApi.list_all``): ``replace`` gets the objects as an iterator
 that fetches the next page as it goes, and must change nothing until it has read them all,
-since a page may fail. A watch that expires (410 Gone), or a list that outlived the version
-it reads, lists again at once; any other error backs off exponentially up to
-``backoff_max_s`` and relists, so the cluster view is rebuilt from a list whatever went
-wrong. ``synced`` is set after the first list (the controller's readiness). A kind
-that may not be installed (the Queue CRD) answers 404: that means none, not an error.
+since a page may fail. The cyclic garbage collector is paused meanwhile: decoding and
+reading 57,742 pods makes millions of objects, and the collector's full passes over the
+growing heap, which freed nothing, were half of that list's CPU (9.5 s against 4.0).
+
+A watch that expires (410 Gone), or a list that outlived the version it reads, lists again
+at once; any other error backs off exponentially up to ``backoff_max_s`` and relists, so
+the cluster view is rebuilt from a list whatever went wrong. ``synced`` is set after the
+first list (the controller's readiness). A kind that may not be installed (the Queue CRD)
+answers 404: that means none, not an error.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable, Iterator
 
 from kubernetes.client import ApiException
 
+from scheduler.collector import paused
 from webhook.kubeapi import KubeApi, Raw, Resource
 from webhook.metrics import ApiAction
 from webhook.settings import ControllerSettings
@@ -61,7 +66,8 @@ class Informer:
             stage: ApiAction = "list"
             try:
                 listing = self.api.list_all(self.resource)
-                self._replace(listing.items)
+                with paused():  # the module says why
+                    self._replace(listing.items)
                 self.relists += 1
                 self.synced.set()
                 backoff = 0.5
