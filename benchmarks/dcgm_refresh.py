@@ -32,8 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from multiprocessing.connection import Connection
@@ -45,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fake_dcgm import DcgmExporter, FakeGpu, FakeMig
 from prometheus_process import PrometheusProcess
 
+from scheduler.collector import paused
 from scheduler.model import (
     Demand,
     Gpu,
@@ -224,7 +224,7 @@ def main() -> None:
                 gc.collect()
                 runs["full"].append(_timed(partial(full.refresh, now_snap, owners), pid))
                 gc.collect()
-                with _collector_paused():
+                with paused():  # as ``refresh`` runs its fetch
                     runs["fetch full"].append(_timed(full.fetch, pid))
                 runs["http full"].append(_timed(partial(_http_only, full, recorded_q), pid))
                 gc.collect()
@@ -282,16 +282,6 @@ _ROWS = {
     "raw": "baseline: refresh, raw PromQL, every query (no rules)",
     "http raw": "  of which HTTP round trips alone",
 }
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """As ``refresh`` runs its fetch: without the cyclic collector."""
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 if __name__ == "__main__":

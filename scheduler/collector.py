@@ -13,6 +13,7 @@ asked per decision, it took 6 ms of each of the simulator's 20 ms decisions.
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,6 +22,13 @@ __all__ = ["frozen_meanwhile", "paused"]
 _frozen_by_us = False
 """Whether ``frozen_meanwhile`` holds the frozen objects now (the process froze nothing
 else: it does nothing otherwise)."""
+
+
+_pausing = threading.Lock()
+_pauses = 0
+"""How many ``paused`` blocks run now, on any thread: the collector is off while any does."""
+_enabled_before = False
+"""Whether it was on when the first of them began (what the last restores)."""
 
 
 @contextmanager
@@ -33,17 +41,26 @@ def paused() -> Iterator[None]:
     32,000-GPU cycle: 120,000 objects) would then be scanned by the first young-generation
     pass after the collector is back on — 60–85 ms, for objects that hold no cycles.
     Freezing and unfreezing moves them to the oldest generation without a scan (list
-    splicing); only done when nothing else is frozen, which unfreezing would release."""
-    enabled = gc.isenabled()
-    gc.disable()
+    splicing); only done when nothing else is frozen, which unfreezing would release.
+
+    Blocks on several threads at once (a replica's decision, an informer reading a list, a
+    metrics refresh) keep it off until the last ends: the collector is the process's."""
+    global _pauses, _enabled_before
+    with _pausing:
+        if _pauses == 0:
+            _enabled_before = gc.isenabled()
+            gc.disable()
+        _pauses += 1
     try:
         yield
     finally:
-        if enabled:
-            if not _frozen_by_us and gc.get_freeze_count() == 0:
-                gc.freeze()
-                gc.unfreeze()
-            gc.enable()
+        with _pausing:
+            _pauses -= 1
+            if _pauses == 0 and _enabled_before:
+                if not _frozen_by_us and gc.get_freeze_count() == 0:
+                    gc.freeze()
+                    gc.unfreeze()
+                gc.enable()
 
 
 @contextmanager

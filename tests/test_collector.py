@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -66,3 +67,31 @@ def test_decisions_in_a_frozen_run_never_count_the_frozen_objects(
     with collector.paused():  # outside a run: asked, and nothing frozen is left behind
         pass
     assert len(counted) == asked + 1 and real() == 0
+
+
+def test_pauses_on_two_threads_keep_the_collector_off_until_both_end() -> None:
+    """A replica decides on one thread while an informer reads a list on another: the
+    first to end must not turn the collector back on under the other."""
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def first() -> None:
+        with collector.paused():
+            first_in.set()
+            second_in.wait()
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait()
+        with collector.paused():
+            second_in.set()
+            first_out.wait()
+            seen.append(gc.isenabled())
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert seen == [False]
+    assert gc.isenabled()

@@ -18,7 +18,6 @@ unreachable, slow or failing Prometheus gives a report whose note says "missing"
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import threading
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ import urllib3
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
+from scheduler.collector import paused
 from scheduler.model import Snapshot
 from scheduler.telemetry import (
     INFORMATIONAL,
@@ -309,17 +309,12 @@ class DcgmReader:
         with ``report.apply(snapshot)``. ``pod_owner`` maps (namespace, pod) → workload."""
         # Reading and judging 10,000s of rows makes 100,000s of small objects: pause the
         # cyclic collector meanwhile (restored as it was), as the allocator does for a decision.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
+        with paused():
             fetched = self.fetch()
             fetch_error = None
             if not fetched.results:
                 fetch_error = next(iter(fetched.failed.values()), "no queries")
             return self._judge(snapshot, fetched, fetch_error, pod_owner)
-        finally:
-            if collecting:
-                gc.enable()
 
     def _judge(
         self,
