@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import gc
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -1034,9 +1035,12 @@ def test_lists_are_read_page_by_page() -> None:
         assert second["limit"] == "4" and second["continue"]
 
 
-def test_the_garbage_collector_is_paused_while_a_list_is_read(fake: Fake) -> None:
+def test_the_garbage_collector_is_paused_while_a_list_is_read(
+    fake: Fake, caplog: pytest.LogCaptureFixture
+) -> None:
     """Reading a large list makes millions of objects; the collector's passes over them
-    freed nothing and took half the CPU. It is back on once the list is read."""
+    freed nothing and took half the CPU. It is back on once the list is read, and the log
+    says how large a list was read."""
     seen: list[bool] = []
     stop = threading.Event()
 
@@ -1046,9 +1050,12 @@ def test_the_garbage_collector_is_paused_while_a_list_is_read(fake: Fake) -> Non
         stop.set()  # no watch after the list
 
     api = KubeApi(fake.api_client(), list_page_size=1)
-    Informer(api, api.nodes(), replace, lambda kind, obj: None, SETTINGS, stop).run()
+    with caplog.at_level(logging.INFO, logger="apportion.controller"):
+        Informer(api, api.nodes(), replace, lambda kind, obj: None, SETTINGS, stop).run()
     assert seen == [False]
     assert gc.isenabled()
+    nodes = len(fake.store.list(fake.rtype("nodes"), None, lambda _: True)[0])
+    assert f"Node list read: {nodes} objects in " in caplog.text
 
 
 def test_a_list_that_fails_part_way_changes_nothing(fake: Fake) -> None:

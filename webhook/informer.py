@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from kubernetes.client import ApiException
@@ -65,9 +66,17 @@ class Informer:
         while not self._stop.is_set():
             stage: ApiAction = "list"
             try:
+                started = time.monotonic()
                 listing = self.api.list_all(self.resource)
+                read = _Counted(listing.items)
                 with paused():  # the module says why
-                    self._replace(listing.items)
+                    self._replace(read)
+                log.info(
+                    "%s list read: %d objects in %.1f s",
+                    self.resource.kind,
+                    read.count,
+                    time.monotonic() - started,
+                )
                 self.relists += 1
                 self.synced.set()
                 backoff = 0.5
@@ -113,3 +122,17 @@ class Informer:
                 self._apply(str(kind), obj)
                 version = str(new_version or version)
         return version
+
+
+class _Counted(Iterator[Raw]):
+    """A list's objects as the handler reads them, counted (for the log: how large a list
+    the replica read, and how long it took, is what sizing its memory and readiness asks)."""
+
+    def __init__(self, items: Iterator[Raw]) -> None:
+        self._items = items
+        self.count = 0
+
+    def __next__(self) -> Raw:
+        item = next(self._items)
+        self.count += 1
+        return item
