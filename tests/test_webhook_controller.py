@@ -968,6 +968,10 @@ def _recorded_pods() -> list[dict[str, Any]]:
     pods = json.loads((RECORDINGS / "podlist-gpu-team-a.json").read_text())["items"]
     varied = copy.deepcopy(pods[0])
     varied["metadata"]["deletionTimestamp"] = "2026-11-25T17:30:00Z"
+    varied["metadata"]["annotations"] = {
+        "kubectl.kubernetes.io/last-applied-configuration": json.dumps(varied["spec"]),
+        keys.ANNOTATION_REASON: "waiting",
+    }
     varied["metadata"]["ownerReferences"] = [{"kind": "Job", "name": "j", "controller": True}]
     zone = {"key": "topology.kubernetes.io/zone", "operator": "In", "values": ["a"]}
     varied["spec"]["affinity"] = {
@@ -997,6 +1001,7 @@ def test_what_is_kept_of_a_pod_reads_as_the_whole_pod(pod: dict[str, Any]) -> No
     part = kept(pod)
     assert "managedFields" in pod["metadata"]
     assert "managedFields" not in part["metadata"] and "containers" not in part["spec"]
+    assert not any(k.startswith("kubectl") for k in part["metadata"].get("annotations", ()))
     expressions = [{"key": keys.NODE_HOSTNAME, "operator": "In", "values": ["gpu-node-a"]}]
     values = {keys.ANNOTATION_REASON: "waiting", keys.ANNOTATION_TOLD: "uid"}
     for reading in (

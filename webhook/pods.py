@@ -331,16 +331,21 @@ KEPT_STATUS = ("conditions",)
 
 
 def kept(pod: Mapping[str, Any]) -> dict[str, Any]:
-    """What the controller keeps of a GPU pod it watches: the metadata but its managedFields
-    (uid, resourceVersion, annotations, owners, deletion: what its patches test and extend,
-    what its Events name), the spec its admission patches (``KEPT_SPEC``), the conditions
-    the stuck watch reads. The rest (containers, volumes, container statuses, managed
-    fields) was most of a pod's memory, held for every GPU pod in the cluster."""
+    """What the controller keeps of a GPU pod it watches: the metadata but its managed
+    fields and other tools' annotations (uid, resourceVersion, Apportion's annotations,
+    owners, deletion: what its patches test and extend, what its Events name), the spec its
+    admission patches (``KEPT_SPEC``), the conditions the stuck watch reads. The rest
+    (containers, volumes, container statuses, managed fields, kubectl's last applied
+    configuration) was most of a pod's memory, held for every GPU pod in the cluster."""
     metadata = pod.get("metadata")
     spec = pod.get("spec")
     status = pod.get("status")
     return {
-        "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}
+        "metadata": {
+            k: _own_annotations(v) if k == "annotations" else v
+            for k, v in metadata.items()
+            if k != "managedFields"
+        }
         if isinstance(metadata, Mapping)
         else {},
         "spec": {k: spec[k] for k in KEPT_SPEC if k in spec} if isinstance(spec, Mapping) else {},
@@ -348,6 +353,14 @@ def kept(pod: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(status, Mapping)
         else {},
     }
+
+
+def _own_annotations(annotations: object) -> object:
+    """Apportion's annotations; still a map when there are none of them, as a patch adding
+    one must know whether the pod has a map to add it to (``patches.set_metadata``)."""
+    if not isinstance(annotations, Mapping):
+        return annotations
+    return {k: v for k, v in annotations.items() if k.startswith(keys.PREFIX)}
 
 
 def epoch_seconds(timestamp: object) -> int:
