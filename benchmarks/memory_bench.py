@@ -87,8 +87,9 @@ def _template() -> dict[str, Any]:
     return pod
 
 
-def gpu_pod(template: dict[str, Any], pod: ManagedPod, serial: int) -> dict[str, Any]:
-    """``pod`` as the API serves it once Apportion's webhook has decided it."""
+def gpu_pod(template: dict[str, Any], pod: ManagedPod) -> dict[str, Any]:
+    """``pod`` as the API serves it once Apportion's webhook has decided it (its uid and
+    resourceVersion are the server's, ``_serve``)."""
     raw = copy.deepcopy(template)
     name = pod.name.replace("/", "-")
     workload = pod.workload.replace("/", "-")
@@ -106,8 +107,6 @@ def gpu_pod(template: dict[str, Any], pod: ManagedPod, serial: int) -> dict[str,
     metadata.update(
         name=name,
         namespace=pod.namespace,
-        uid=f"{serial:08x}-0000-4000-8000-000000000000",
-        resourceVersion=str(serial),
         creationTimestamp=rfc3339(pod.created),
         labels=labels,
         annotations=annotations,
@@ -133,15 +132,13 @@ def gpu_pod(template: dict[str, Any], pod: ManagedPod, serial: int) -> dict[str,
     return raw
 
 
-def host_pod(template: dict[str, Any], node: str, index: int, serial: int) -> dict[str, Any]:
+def host_pod(template: dict[str, Any], node: str, index: int) -> dict[str, Any]:
     """A pod asking no GPU, bound to ``node`` (a DaemonSet's)."""
     raw = copy.deepcopy(template)
     name = f"daemon-{index}-{node}"
     raw["metadata"].update(
         name=name,
         namespace="kube-system",
-        uid=f"{serial:08x}-0000-4000-8000-000000000000",
-        resourceVersion=str(serial),
         labels={"app": f"daemon-{index}"},
     )
     for part in ("requests", "limits"):
@@ -157,12 +154,12 @@ def _serve(connection: Connection, key: str, host_pods_per_node: int) -> None:
     instance = instances.synthetic_instance(key, nodes=nodes, pending=pending, seed=SEED)
     template = _template()
     raws = [
-        gpu_pod(template, pod, 0)
+        gpu_pod(template, pod)
         for workload in managed(instance)
         for pod in pods_of(workload, workload.name)
     ]
     raws += [
-        host_pod(template, node.name, i, 0)
+        host_pod(template, node.name, i)
         for node in instance.snapshot.nodes
         for i in range(host_pods_per_node)
     ]
