@@ -17,7 +17,7 @@ from manifests import DEPLOY, one, rendered
 
 README = DEPLOY / "README.md"
 MONITORING = DEPLOY / "monitoring"
-_ROW = re.compile(r"^\|\s*`(apportion_\w+)`\s*\|\s*(\w+)\s*\|([^|]*)\|", re.MULTILINE)
+_ROW = re.compile(r"^\|\s*`((?:apportion|process)_\w+)`\s*\|\s*(\w+)\s*\|([^|]*)\|", re.MULTILINE)
 _SUFFIXES = {"histogram": ("_bucket", "_count", "_sum"), "counter": (), "gauge": ()}
 # Labels Prometheus gives every series of a scrape target (the ServiceMonitor's), and
 # series that are not Apportion's own: the scrape's `up`, and the API server's count of
@@ -252,6 +252,18 @@ tests:
       # on a patch at minute 10, retried with success.
       - {series: 'apportion_api_failures_total{action="evict",code="429"}', values: '0x5 1+1x25'}
       - {series: 'apportion_api_failures_total{action="patch",code="409"}', values: '0x10 1x20'}
+      # Replica a holds 1.2 GB of its 2 GiB limit, past half; b 0.6 GB. Resident memory
+      # without a known limit (c: none set, or not Linux) is no alert.
+      - {series: 'process_resident_memory_bytes{job="apportion-webhook",instance="a:8080"}',
+         values: '1200000000x30'}
+      - {series: 'apportion_memory_limit_bytes{job="apportion-webhook",instance="a:8080"}',
+         values: '2147483648x30'}
+      - {series: 'process_resident_memory_bytes{job="apportion-webhook",instance="b:8080"}',
+         values: '600000000x30'}
+      - {series: 'apportion_memory_limit_bytes{job="apportion-webhook",instance="b:8080"}',
+         values: '2147483648x30'}
+      - {series: 'process_resident_memory_bytes{job="apportion-webhook",instance="c:8080"}',
+         values: '3000000000x30'}
       # /mutate: 100 reviews a minute, 10 of them errors; /validate: no errors.
       - series: 'apportion_admission_duration_seconds_count{endpoint="mutate",outcome="error"}'
         values: '0+10x30'
@@ -310,6 +322,13 @@ tests:
       - eval_time: 25m
         alertname: ApportionPodsStuck
         exp_alerts: [{exp_labels: {severity: warning, queue: team-a}}]
+      - eval_time: 10m
+        alertname: ApportionReplicaMemoryHigh
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: ApportionReplicaMemoryHigh
+        exp_alerts:
+          - exp_labels: {severity: warning, job: apportion-webhook, instance: "a:8080"}
       - eval_time: 15m
         alertname: ApportionApiFailures
         exp_alerts: []

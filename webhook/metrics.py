@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, Literal, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -37,11 +37,24 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class Metrics:
-    """One registry per server (tests build several side by side)."""
+    """One registry per server (tests build several side by side).
 
-    def __init__(self, cluster: LiveCluster) -> None:
+    ``memory_limit``: the replica's memory limit in bytes (``memorylimit.py``), exported
+    beside the process's resident memory for the alert on a replica nearing it; None (no
+    limit, or not known) exports no series.
+    """
+
+    def __init__(self, cluster: LiveCluster, memory_limit: int | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, CPU seconds, open fds
+        if memory_limit is not None:
+            Gauge(
+                "apportion_memory_limit_bytes",
+                "The replica's memory limit (its container's cgroup): at it, the replica is "
+                "killed.",
+                registry=r,
+            ).set(memory_limit)
         self.admission_seconds = Histogram(
             "apportion_admission_duration_seconds",
             "Time to answer an AdmissionReview, by endpoint and outcome.",

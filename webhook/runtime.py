@@ -23,6 +23,7 @@ from webhook.cluster import LiveCluster
 from webhook.controller import OWN_CONNECTIONS, Controller
 from webhook.dcgm import DcgmReader
 from webhook.kubeapi import KubeApi
+from webhook.memorylimit import memory_limit_bytes
 from webhook.metrics import Metrics
 from webhook.queuefile import QueueFileError, watch_queue_file
 from webhook.server import CertificateReloader, Readiness, build_app, build_probe_app
@@ -102,7 +103,7 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
         intent_ttl_s=settings.controller.intent_ttl_s,
         all_namespaces=settings.all_namespaces,
     )
-    metrics = Metrics(cluster)
+    metrics = Metrics(cluster, memory_limit_bytes())
     readiness = Readiness()
     api = None if settings.cluster_file is not None else _kube_api(settings)
     controller: Controller | None = None
