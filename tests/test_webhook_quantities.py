@@ -99,3 +99,16 @@ def test_a_limit_alone_counts_as_the_request_and_nothing_counts_as_zero() -> Non
         ]
     }
     assert pod_requests(spec) == (3000, 1024)
+
+
+def test_quantities_past_int64_are_kept_at_its_largest() -> None:
+    """The API server accepts ``1e999``; exact, it was a 1,000-digit integer that a
+    message's float division overflowed and ``str`` refused past 4,300 digits."""
+    largest = 2**63 - 1
+    assert parse_count("1e999") == parse_count("9" * 4000) == largest
+    assert parse_cpu_milli("1e999") == largest * 1000
+    assert parse_bytes_mib("1e999") == -(-largest // 2**20)
+    assert pod_requests({"containers": [{"resources": {"requests": {"cpu": "2E999"}}}]}) == (
+        largest * 1000,
+        0,
+    )

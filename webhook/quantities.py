@@ -23,6 +23,12 @@ _QUANTITY = re.compile(
 )
 
 
+_CEILING = Fraction(2**63 - 1)
+"""The largest value kept: the API server accepts quantities past int64 (``1e999``), which
+kube-scheduler counts in int64 and no node holds; as exact integers they would reach
+Apportion's messages and sums at thousands of digits."""
+
+
 class QuantityError(ValueError):
     """A Kubernetes quantity Apportion cannot use, with the reason."""
 
@@ -40,7 +46,7 @@ def _value(text: str, what: str) -> Fraction:
     else:
         scale = Fraction(_BINARY.get(suffix) or _DECIMAL.get(suffix) or 1)
     try:
-        return Fraction(match.group(1)) * scale
+        return min(Fraction(match.group(1)) * scale, _CEILING)
     except ValueError:  # more digits than Python converts (no API server sends them)
         raise QuantityError(f"{text!r} is not {what}") from None
 
