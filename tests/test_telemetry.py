@@ -185,12 +185,21 @@ def test_samples_merge_queries_per_device_row() -> None:
 
 
 def test_rows_naming_no_device_are_reported() -> None:
-    results = {"xid": answer(({"gpu": "0"}, 0), ({"Hostname": "a", "gpu": "x"}, 0))}
+    results = {
+        "xid": answer(
+            ({"gpu": "0"}, 0),
+            ({"Hostname": "a", "gpu": "x"}, 0),
+            ({"Hostname": "a", "gpu": "²"}, 0),  # a digit to str.isdigit, not to int()
+            ({"Hostname": "a", "gpu": "0", "GPU_I_ID": "²"}, 0),
+        )
+    }
     batch = samples_from_results(results, SETTINGS)
     assert batch.samples == ()
     assert batch.malformed == (
         "Hostname='' gpu='0' GPU_I_ID='': does not name a device",
         "Hostname='a' gpu='x' GPU_I_ID='': does not name a device",
+        "Hostname='a' gpu='²' GPU_I_ID='': does not name a device",
+        "Hostname='a' gpu='0' GPU_I_ID='²': does not name a device",
     )
     with pytest.raises(MetricsFormatError, match="bogus: not one of the queries"):
         samples_from_results({"bogus": answer()}, SETTINGS)

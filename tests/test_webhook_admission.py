@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from typing import Any
 
 import jsonpatch
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from webhook_support import (
+    FIXTURES,
     SERVICE_ACCOUNT,
     admission,
     answer,
@@ -22,7 +26,7 @@ from webhook_support import (
 from scheduler.model import Toleration
 from webhook import keys
 from webhook.nodeconstraints import core_tolerations
-from webhook.pods import ANNOTATION_PLACEMENT
+from webhook.pods import ANNOTATION_PLACEMENT, PodReader
 from webhook.queueview import waiting_workloads
 
 GPU_1 = "create-pod-gpu-1.mutate-create"
@@ -1241,3 +1245,66 @@ def test_a_gated_pod_the_webhook_never_decided_can_be_fixed_by_its_user(
         "Apportion: only Apportion may change the scheduling gate apportion.io/admission "
         "(user kubernetes-admin)"
     )
+
+
+# -- what users write is text: no value of it makes the webhook fail open ------------------
+# A request the webhook fails on is let through unmanaged (server.py): outside every quota.
+# Annotation and env values are any text to the API server; label values are checked by it.
+
+_LABEL_VALUE = st.text(st.sampled_from("abz09-_."), min_size=1, max_size=8).filter(
+    lambda v: v[0].isalnum() and v[-1].isalnum()
+)
+_USER_TEXT = st.text(max_size=12) | st.sampled_from(
+    ["\u00b2", "\u0661", "9" * 5000, " 3 ", "1e999", "-1", "0", "+2"]
+)
+
+
+@st.composite
+def _user_written(draw: st.DrawFn) -> dict[str, Any]:
+    """A captured 1-GPU pod as a gang, a Kueue pod group, a JobSet's or a PyTorchJob's, with
+    the texts Apportion reads of it drawn."""
+    labels: dict[str, str | None] = {}
+    annotations: dict[str, str | None] = {}
+    for label, size_key in (
+        (keys.LABEL_GANG, keys.ANNOTATION_GANG_SIZE),
+        (keys.KUEUE_GROUP_LABEL, keys.KUEUE_GROUP_TOTAL),
+        (keys.JOBSET_NAME, keys.JOBSET_REPLICAS),
+        (keys.PYTORCHJOB_NAME, None),
+    ):
+        if draw(st.booleans()):
+            labels[label] = draw(_LABEL_VALUE)
+        if size_key is not None and draw(st.booleans()):
+            annotations[size_key] = draw(_USER_TEXT)
+    for key in (keys.ANNOTATION_GPU_MEMORY, keys.ANNOTATION_GPU_MODELS):
+        if draw(st.booleans()):
+            annotations[key] = draw(_USER_TEXT)
+    body = vary(review(GPU_1), labels=labels, annotations=annotations)
+    container = body["request"]["object"]["spec"]["containers"][0]
+    if draw(st.booleans()):
+        container["env"] = [{"name": "WORLD_SIZE", "value": draw(_USER_TEXT)}]
+    return body
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=_user_written())
+def test_no_annotation_or_env_value_makes_the_webhook_fail(body: dict[str, Any]) -> None:
+    """Raised before: '²' is a digit to ``str.isdigit`` but not to ``int``, and ``int``
+    refuses 5,000 digits (gang sizes, Kueue's and JobSet's counts, WORLD_SIZE)."""
+    cluster = fixture_cluster()
+    for handler in (admission(cluster).mutate, admission(cluster).validate):
+        response = answer(handler, body)  # raises where the server would let the pod through
+        assert isinstance(response["allowed"], bool)
+    # The controller reads the same pod from its watch, in any namespace.
+    pod = body["request"]["object"]
+    PodReader(cluster.catalog).observed({**pod, "spec": {**pod["spec"], "nodeName": "gpu-a"}})
+
+
+def test_a_bound_pod_with_an_unreadable_count_is_still_read() -> None:
+    """In a namespace that never opted in, where no webhook checked it: raising here failed
+    the controller's whole pod list, again at every relist."""
+    pod = json.loads((FIXTURES / "objects" / "pod-bound-gpu-1.json").read_text())
+    pod["metadata"]["namespace"] = "not-opted-in"
+    pod["metadata"].setdefault("annotations", {})[keys.JOBSET_REPLICAS] = "\u00b2"
+    pod["metadata"]["labels"] = {keys.JOBSET_NAME: "js"}
+    observed = PodReader(fixture_cluster().catalog).observed(pod)
+    assert observed is not None and observed.namespace == "not-opted-in"

@@ -53,7 +53,7 @@ def gpu_model_of(product: str, catalog: Catalog) -> tuple[GpuModel | None, str |
 
 def _int(text: object) -> int:
     value = str(text).strip()
-    return int(value) if value.isdigit() else 0
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else 0
 
 
 def _cpu_milli(text: object) -> int | None:

@@ -225,17 +225,16 @@ def _gang(
         text = annotations.get(size_key)
         if text is None:
             return name, None, []
-        if not text.strip().isdigit() or int(text) < 1:
+        size = _positive(text)
+        if size is None:
             return (
                 name,
                 None,
                 [f"metadata.annotations[{size_key}]: {text!r} is not a positive whole number"],
             )
-        return name, int(text), []
+        return name, size, []
     if keys.PYTORCHJOB_NAME in labels:
-        world = _env(spec, "WORLD_SIZE")
-        size = int(world) if world is not None and world.isdigit() and int(world) > 0 else None
-        return labels[keys.PYTORCHJOB_NAME], size, []
+        return labels[keys.PYTORCHJOB_NAME], _positive(_env(spec, "WORLD_SIZE")), []
     if keys.JOBSET_NAME in labels:
         return labels[keys.JOBSET_NAME], None, []
     return None, None, []
@@ -394,7 +393,17 @@ def raw_identity(pod: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def _positive(text: str | None) -> int | None:
-    return int(text) if text is not None and text.isdigit() and int(text) > 0 else None
+    """A whole number of at least 1 written in ASCII digits (at most 18), else None.
+
+    Not ``str.isdigit`` alone: it also takes '²', which ``int`` refuses, and ``int`` refuses
+    more than 4,300 digits; a user's annotation must not make the webhook fail."""
+    if text is None:
+        return None
+    text = text.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        return None
+    value = int(text)
+    return value if value > 0 else None
 
 
 def controller_owner(references: object) -> tuple[str, str] | None:

@@ -305,6 +305,10 @@ def _read(name: str, rows: list[Any], names: SeriesLabels) -> Answer:
     return Answer(name, values, rows)
 
 
+def _is_index(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 9
+
+
 def merge_answers(
     answers: Iterable[Answer], settings: TelemetrySettings, carried: Iterable[Answer] = ()
 ) -> SampleBatch:
@@ -354,7 +358,8 @@ def merge_answers(
     malformed = []
     for k, device in rows:
         node, gpu, uuid, gi_id, gi_profile, namespace, pod, container = k
-        if not node or not gpu.isdigit() or (gi_id and not gi_id.isdigit()):
+        # ASCII digits: str.isdigit also takes '²', which int() refuses.
+        if not (node and _is_index(gpu)) or (gi_id and not _is_index(gi_id)):
             malformed.append(
                 f"{names.node}={node!r} {names.gpu}={gpu!r} {names.gi_id}={gi_id!r}: "
                 "does not name a device"
