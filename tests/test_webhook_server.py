@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import gzip
 import http.client
 import json
 import logging
@@ -209,6 +210,23 @@ def test_a_review_without_the_pod_it_is_about_gets_400(
 def test_oversized_bodies_are_refused(running: Running) -> None:
     status, _ = running.post("/validate", b" " * (8 * 1024 * 1024 + 10))
     assert status == 413
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_a_body_its_encoding_cannot_decode_gets_400(running: Running, encoding: str) -> None:
+    """It was a 500 and a traceback in the log."""
+    conn = running.connect()
+    headers = {"Content-Type": "application/json", "Content-Encoding": encoding}
+    conn.request("POST", "/mutate", body=b'{"kind": "AdmissionReview"}', headers=headers)
+    response = conn.getresponse()
+    text = response.read().decode()
+    assert response.status == 400, text
+    assert text.startswith(f"body not readable as '{encoding}': "), text
+    # The same body, encoded as it says, is read.
+    body = gzip.compress((ADMISSION / "create-pod-gpu-1.mutate-create.json").read_bytes())
+    conn = running.connect()
+    conn.request("POST", "/mutate", body=body, headers={**headers, "Content-Encoding": "gzip"})
+    assert conn.getresponse().status == 200
 
 
 def test_an_update_review_of_a_large_pod_is_read(running: Running) -> None:

@@ -62,6 +62,10 @@ def _review_handler(
         except web.HTTPRequestEntityTooLarge:
             metrics.bad_requests.labels(endpoint).inc()
             return web.Response(status=413, text=f"body over {max_body} bytes")
+        except web.RequestPayloadError as error:  # a body its Content-Encoding cannot decode
+            metrics.bad_requests.labels(endpoint).inc()
+            encoding = request.headers.get("Content-Encoding", "")
+            return web.Response(status=400, text=f"body not readable as {encoding!r}: {error}")
         try:
             review = parse_review(body)
         except ReviewError as error:
