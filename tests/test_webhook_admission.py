@@ -508,7 +508,7 @@ def test_generated_names_get_a_stable_workload_name_from_the_request() -> None:
     pod = _pod_after(body, answer(admission().mutate, body))
     uid = body["request"]["uid"]
     assert pod["metadata"]["annotations"][keys.ANNOTATION_WORKLOAD] == (
-        f"gpu-team-a/gang-train-0-{uid[:8]}"
+        f"gpu-team-a/gang-train-0-{uid.replace('-', '')[:12]}"
     )
 
 
@@ -1097,6 +1097,35 @@ def test_a_gang_member_asking_differently_from_its_members_is_refused(
         "differently in a gang of their own (apportion.io/gang, apportion.io/gang-size)"
     )
     assert create("llm-2")["allowed"]
+
+
+@pytest.mark.parametrize("gang_first", [True, False], ids=["gang-first", "pod-first"])
+def test_a_pod_named_like_a_gang_of_its_namespace_is_refused(gang_first: bool) -> None:
+    """Was: both were workload gpu-team-a/train. A pod after the gang was admitted as one of
+    its members (the gang, one pod too many, then never decided); a gang after the pod was
+    refused as asking differently from "its member train"."""
+    handler = admission()
+
+    def create(name: str, in_gang: bool) -> dict[str, Any]:
+        body = vary(
+            review(GPU_1), name=name,
+            labels={keys.LABEL_GANG: "train"} if in_gang else {},
+            annotations={keys.ANNOTATION_GANG_SIZE: "2"} if in_gang else {},
+        )  # fmt: skip
+        return answer(handler.validate, mutated(body, answer(handler.mutate, body)))
+
+    if gang_first:
+        assert create("train-0", True)["allowed"] and create("train-1", True)["allowed"]
+        denial, members = create("train", False), "train-0, train-1"
+    else:
+        assert create("train", False)["allowed"]
+        denial, members = create("train-0", True), "train-0"
+    assert denial["status"]["message"] == (
+        f"Apportion: workload gpu-team-a/train names both a gang (members: {members}) and the "
+        "pod train of its own: give the gang or the pod another name"
+    )
+    kept = {p.name for p in handler.cluster.members("gpu-team-a/train")}
+    assert kept == ({"train-0", "train-1"} if gang_first else {"train"})
 
 
 def test_only_the_leading_replica_admits_at_creation() -> None:

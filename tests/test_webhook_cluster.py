@@ -79,6 +79,7 @@ def _member(name: str, *, gated: bool, placement: str | None = None) -> ManagedP
         demand=Demand(gpus=1),
         gang_size=3,
         gated=gated,
+        in_gang=True,
         placement=parse_placement(placement) if placement else None,
     )
 
@@ -309,6 +310,22 @@ def test_a_gang_whose_members_ask_differently_is_never_decided(
     assert all(w.placement is not None for w in cluster.snapshot().workloads)
     (view,) = waiting_workloads(cluster)
     assert (view.workload, view.reason, view.message) == (waiting, "GangMixed", _MIXED.format(asks))
+
+
+def test_a_gang_and_a_pod_of_its_own_named_alike_are_never_decided() -> None:
+    """Created together, the validating webhook could not refuse either (``gangs.clash``):
+    decided as one workload, the pod was counted as a member of the gang."""
+    cluster = fixture_cluster()
+    for pod in (_member("llm-0", gated=True), _member("llm-1", gated=True)):
+        cluster.put_pod(pod)
+    cluster.put_pod(replace(_member("llm", gated=True), in_gang=False, gang_size=1))
+    (view,) = waiting_workloads(cluster)
+    assert (view.workload, view.reason, view.message) == (
+        "gpu-team-a/llm",
+        "GangMixed",
+        "workload gpu-team-a/llm names both a gang (members: llm-0, llm-1) and the pod llm of "
+        "its own: give the gang or the pod another name, and create them again",
+    )
 
 
 def test_a_standalone_clusters_running_workloads_outlast_the_intent_ttl() -> None:

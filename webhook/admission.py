@@ -24,7 +24,7 @@ from scheduler.reasons import Outcome, Reason
 from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.devices import resource_of, wants_gpus
-from webhook.gangs import refusal
+from webhook.gangs import clash, refusal
 from webhook.leaving import grace_period_s
 from webhook.nodeconstraints import core_tolerations
 from webhook.observed import queue_refusals
@@ -79,7 +79,6 @@ class Admission:
         settings: AdmissionSettings,
         *,
         standalone: bool = False,
-        uid_name: Callable[[str], str] = lambda uid: uid[:8],
         admits_now: Callable[[], bool] = lambda: True,
     ) -> None:
         self.cluster = cluster
@@ -87,7 +86,6 @@ class Admission:
         self.reader = PodReader(cluster.catalog)
         self.standalone = standalone
         """No watch feeds pods: the validating call records them, DELETE releases them."""
-        self._uid_name = uid_name
         self._admits_now = admits_now
         """Whether this replica may admit at creation. With several replicas only the one
         whose controller leads does: one writer, so two replicas never hand out the same
@@ -388,7 +386,22 @@ class Admission:
 
     def _refusals(self, ask: PodAsk, queue: str | None) -> list[str]:
         """Why the validating webhook refuses the pod (none if it does not)."""
-        return [*ask.problems, *self._queue_problems(ask, queue), *self._never_fits(ask)]
+        return [
+            *ask.problems,
+            *self._queue_problems(ask, queue),
+            *self._never_fits(ask),
+            *self._name_clash(ask),
+        ]
+
+    def _name_clash(self, ask: PodAsk) -> list[str]:
+        """A gang named like a pod of its own of the namespace, or such a pod named like a
+        gang (``gangs.clash``); a generated name is unique."""
+        workload = _own_name(ask)
+        if workload is None or ask.name is None:
+            return []
+        members = self.cluster.members(workload)
+        found = clash(workload, ask.gang is not None, ask.name, members) if members else None
+        return [found] if found else []
 
     def _queue_problems(self, ask: PodAsk, queue_name: str | None) -> list[str]:
         if queue_name is None:
@@ -446,12 +459,11 @@ class Admission:
         return []
 
     def _workload(self, ask: PodAsk, queue: str, uid: str) -> Workload:
-        if ask.gang is not None:
-            name = f"{ask.namespace}/{ask.gang}"
-        elif ask.name is not None:
-            name = f"{ask.namespace}/{ask.name}"
-        else:
-            name = f"{ask.namespace}/{ask.generate_name or 'pod-'}{self._uid_name(uid)}"
+        # A name not chosen yet (generateName) is the request's: 48 random bits of its uid,
+        # so that two of a namespace's pods alive at once do not share one (at 32 bits,
+        # one in a hundred among 10,000 pods of one generateName).
+        generated = f"{ask.namespace}/{ask.generate_name or 'pod-'}{uid.replace('-', '')[:12]}"
+        name = _own_name(ask) or generated
         demand = ask.demand
         assert demand is not None  # wants_gpus held and the ask has no problems
         tolerations = core_tolerations((*ask.tolerations, *self.settings.gpu_tolerations))
@@ -469,6 +481,16 @@ class Admission:
             cpu_milli=ask.cpu_milli,
             memory_mib=ask.memory_mib,
         )
+
+
+def _own_name(ask: PodAsk) -> str | None:
+    """The workload a pod belongs to by name: its gang's, else its own; None while the API
+    server has not chosen its name yet (generateName)."""
+    if ask.gang is not None:
+        return f"{ask.namespace}/{ask.gang}"
+    if ask.name is not None:
+        return f"{ask.namespace}/{ask.name}"
+    return None
 
 
 def _pod_create(req: AdmissionRequest) -> dict[str, Any] | None:

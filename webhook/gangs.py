@@ -10,6 +10,11 @@ validating webhook refuses a member that asks differently from the members alrea
 together, or while the webhook was down): they keep their gate with the reason
 ``GangMixed`` (``mixed``). Members being deleted are left out: a generation that leaves
 does not hold back the next.
+
+A gang's workload is named after the gang (``namespace/gang``) and a named pod's after the
+pod, so a pod called like a gang of its namespace would be decided as one of its members.
+The validating webhook refuses whichever comes second (``clash``); the controller decides
+neither if both are there (``mixed``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from webhook import keys
 from webhook.devices import resource_of
 from webhook.pods import ManagedPod
 
-__all__ = ["GANG_MIXED", "mixed", "refusal"]
+__all__ = ["GANG_MIXED", "clash", "mixed", "refusal"]
 
 GANG_MIXED = "GangMixed"
 """The reason a gang whose members ask differently waits (pods, queue view)."""
@@ -54,10 +59,35 @@ def _staying(pods: Iterable[ManagedPod]) -> list[ManagedPod]:
     return sorted((p for p in pods if not p.terminating), key=lambda p: (p.created, p.name))
 
 
+def _named_alike(workload: str, gang: Iterable[str], own: str) -> str:
+    members = ", ".join(sorted(gang)) or "none yet"
+    return (
+        f"workload {workload} names both a gang (members: {members}) and the pod {own} of its "
+        "own: give the gang or the pod another name"
+    )
+
+
+def clash(workload: str, in_gang: bool, name: str, members: Iterable[ManagedPod]) -> str | None:
+    """Why the validating webhook refuses a pod (``name``, a gang member or not) whose
+    ``workload`` is already another kind's: a pod of its own among a gang's members, or
+    a gang member beside a pod of its own (None if neither)."""
+    others = [m for m in _staying(members) if m.in_gang != in_gang and m.name != name]
+    if not others:
+        return None
+    if in_gang:
+        return _named_alike(workload, [name], others[0].name)
+    return _named_alike(workload, [m.name for m in others], name)
+
+
 def mixed(workload: str, pods: Iterable[ManagedPod]) -> str | None:
-    """Why the controller decides none of a gang's ``pods``: the first member and the
-    first that asks differently from it; None when they all ask alike."""
+    """Why the controller decides none of a gang's ``pods``: a pod of its own among them
+    (``clash``), or the first member and the first that asks differently from it; None when
+    they all ask alike."""
     staying = _staying(pods)
+    own = [p.name for p in staying if not p.in_gang]
+    if own and len(own) < len(staying):
+        gang = [p.name for p in staying if p.in_gang]
+        return f"{_named_alike(workload, gang, own[0])}, and create them again"
     for pod in staying[1:]:
         first = staying[0]
         if _ask(pod) != _ask(first):

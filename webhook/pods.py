@@ -287,6 +287,9 @@ class ManagedPod:
     gang_size: int
     gated: bool
     node: str | None = None
+    in_gang: bool = False
+    """Its workload is a gang's (Apportion's gang label, Kueue's pod group, a PyTorchJob, a
+    JobSet), not a pod's own: a gang and a pod of the same name must not be decided as one."""
     placement: PodPlacement | None = None
     flavor: str | None = None
     foreign: bool = False
@@ -537,6 +540,7 @@ class PodReader:
             gang_size=ask.gang_size or 1,
             gated=gated,
             node=node,
+            in_gang=ask.gang is not None,
             placement=parse_placement(placement_text) if placement_text else None,
             cpu_milli=ask.cpu_milli,
             memory_mib=ask.memory_mib,
