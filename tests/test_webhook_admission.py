@@ -624,6 +624,10 @@ def test_too_many_gpus_for_any_node_is_denied() -> None:
             "204800 MiB of GPU memory: no GPU in this cluster has that much",
         ),
         (
+            {"annotations": {keys.ANNOTATION_GPU_MODELS: "A100-80GB,L40S"}},
+            "no node in this cluster has A100-80GB/L40S GPUs (it has H100-80GB)",
+        ),
+        (
             {"annotations": {keys.ANNOTATION_GPU_MEMORY: "lots"}, "resources": {}},
             "'lots' is not a byte quantity like 18Gi or 20G",
         ),

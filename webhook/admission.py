@@ -429,6 +429,11 @@ class Admission:
             return []  # nothing synced yet: never deny on an empty view
         catalog = self.cluster.catalog
         models = [m for m in largest if not ask.models or m in ask.models]
+        if not models:
+            return [
+                f"no node in this cluster has {'/'.join(ask.models)} GPUs (it has "
+                f"{', '.join(sorted(largest))})"
+            ]
         gpu = ask.gpu
         if gpu.gpus:
             best = max((largest[m] for m in models), default=0)
