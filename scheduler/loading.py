@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode
+from yaml.nodes import Node as YamlNode
 
 from scheduler.catalog import Catalog
 from scheduler.consistency import MAX_NODE_GPUS, Checks, checked_catalog, validate_snapshot
@@ -65,6 +66,13 @@ _HOSTNAME_LABEL = "kubernetes.io/hostname"
 # A bound that keeps a typo (count: 1000000000) from expanding into a hang, far above any
 # real cluster.
 _MAX_POOL_NODES = 100_000
+MAX_CLUSTER_GPUS = 1_000_000
+"""GPUs in one snapshot, nodes and pools together: ten times the largest clusters built,
+and what pools within their own bounds (100,000 nodes × 1,024 GPUs) must not exhaust
+memory expanding into (250,000 GPUs take under 200 MB)."""
+MAX_EXPANDED_VALUES = 10_000_000
+"""Values a document may hold once its YAML aliases are expanded: each alias is one more
+copy for validation to walk, so 7 KB of nested aliases read as 100 million values."""
 
 
 class SnapshotError(ValueError):
@@ -152,6 +160,15 @@ def _from_data(data: object, source: str) -> tuple[Snapshot, Namespaces]:
         for p in booleans_as_numbers(data, SnapshotFile)
     ] + problems
     nodes = list(parsed.nodes)
+    gpus = sum(len(n.gpus) for n in nodes) + sum(
+        p.count * p.gpus_per_node for p in parsed.node_pools
+    )
+    if gpus > MAX_CLUSTER_GPUS:
+        where = "node_pools" if parsed.node_pools else "nodes"
+        raise SnapshotError(
+            [f"{where}: {gpus:,} GPUs in all (nodes and pools); at most {MAX_CLUSTER_GPUS:,}"],
+            source,
+        )
     pool_of_node: dict[int, int] = {}
     problems += already_used("node_pools", [pool.name for pool in parsed.node_pools])
     for p, pool in enumerate(parsed.node_pools):
@@ -175,7 +192,15 @@ class _DuplicateKeyError(Exception):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys (YAML keeps the last one silently)."""
+    """SafeLoader that rejects duplicate keys (YAML keeps the last one silently) and counts
+    the aliases it reads (``parse_document`` bounds what they expand to)."""
+
+    aliases = 0
+
+    def compose_node(self, parent: YamlNode | None, index: int) -> YamlNode | None:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[object] = set()
@@ -217,13 +242,53 @@ def parse_document(text: str, source: str) -> object:
             json_problem = f"{source}: line {error.lineno} column {error.colno}: {error.msg}"
         except _DuplicateKeyError:
             pass  # YAML reads JSON too and names the duplicate with its line
+        except (ValueError, RecursionError) as error:  # YAML would fail the same way, slower
+            raise SnapshotError([f"{source}: {_unreadable(error)}"], source) from None
+    loader = _Loader(text)
     try:
-        return yaml.load(text, Loader=_Loader)
+        data = loader.get_single_data()
     except yaml.MarkedYAMLError as error:
         problem = json_problem or _yaml_problem(error, source)
     except (yaml.YAMLError, ValueError, RecursionError) as error:
-        problem = json_problem or f"{source}: {error}"
+        problem = json_problem or f"{source}: {_unreadable(error)}"
+    else:
+        if loader.aliases and not _within(data, MAX_EXPANDED_VALUES):
+            problem = (
+                f"{source}: its {loader.aliases:,} YAML aliases expand it to more than "
+                f"{MAX_EXPANDED_VALUES:,} values"
+            )
+        else:
+            return data
+    finally:
+        loader.dispose()
     raise SnapshotError([problem], source)
+
+
+def _unreadable(error: ValueError | RecursionError | yaml.YAMLError) -> str:
+    """Python's words for a document it cannot hold, as a user reads them."""
+    if isinstance(error, RecursionError):
+        return "nested too deeply to read"
+    if "integer string conversion" in str(error):  # int() past 4,300 digits
+        return "a number has too many digits (more than 4,300)"
+    return str(error)
+
+
+def _within(data: object, limit: int) -> bool:
+    """Whether ``data``, walked as a tree (a value reached twice counted twice, as
+    validation walks it), holds at most ``limit`` values; stops once past it."""
+    stack = [data]
+    count = 0
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > limit:
+            return False
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return True
 
 
 def _yaml_problem(error: yaml.MarkedYAMLError, source: str) -> str:

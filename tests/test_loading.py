@@ -262,6 +262,37 @@ def test_unusable_text(text: str, expected: str) -> None:
     assert problems_of(text) == [expected]
 
 
+_ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{b}: &{b} [{', '.join([f'*{a}'] * 10)}]\n" for a, b in zip("abcdefg", "bcdefgh", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"now": ' + "[" * 100_000 + "]" * 100_000 + "}", "f.yaml: nested too deeply to read"),
+        ("now: " + "[" * 100_000 + "]" * 100_000, "f.yaml: nested too deeply to read"),
+        (
+            '{"now": ' + "9" * 5000 + "}",
+            "f.yaml: a number has too many digits (more than 4,300)",
+        ),
+        ("now: " + "9" * 5000, "f.yaml: a number has too many digits (more than 4,300)"),
+        (_ALIAS_BOMB, "f.yaml: its 70 YAML aliases expand it to more than 10,000,000 values"),
+        ("a: &x [*x]\n", "f.yaml: its 1 YAML aliases expand it to more than 10,000,000 values"),
+        (
+            "node_pools: [{name: p, count: 100000, gpu_model: T4, gpus_per_node: 1024}]",
+            "node_pools: 102,400,000 GPUs in all (nodes and pools); at most 1,000,000",
+        ),
+    ],
+    ids=["deep-json", "deep-yaml", "long-int-json", "long-int-yaml", "aliases", "recursive", "pools"],
+)
+def test_text_past_what_can_be_held_is_refused_before_it_is(text: str, expected: str) -> None:
+    """Each was a traceback (RecursionError, int() past 4,300 digits), or a long wait and
+    gigabytes: 7 KB of nested aliases read as 100 million values, pools within their own
+    bounds as 100 million GPUs."""
+    assert problems_of(text) == [expected]
+
+
 def test_yaml_flow_style_and_merge_keys_are_fine() -> None:
     assert load_snapshot_text("{now: 7}").now == 7
     text = (
