@@ -152,11 +152,12 @@ def _load(args: argparse.Namespace) -> Snapshot:
 
 
 def _run_decide(args: argparse.Namespace) -> int:
+    # ",.15g": -5 as -5 and 3,600,001 as itself (":g" read 3.6e+06, as if within the limit)
     if not (math.isfinite(args.budget_ms) and args.budget_ms > 0):
-        raise CommandError(f"--budget-ms: {args.budget_ms:g} must be a finite number above 0")
+        raise CommandError(f"--budget-ms: {args.budget_ms:,.15g} must be a finite number above 0")
     if args.budget_ms > MAX_BUDGET_MS:
         raise CommandError(
-            f"--budget-ms: {args.budget_ms:g} ms; at most {MAX_BUDGET_MS:,.0f} ({BUDGET_WHY})"
+            f"--budget-ms: {args.budget_ms:,.15g} ms; at most {MAX_BUDGET_MS:,.0f} ({BUDGET_WHY})"
         )
     snapshot = _load(args)
     decision = decide(snapshot, budget_ms=args.budget_ms, use_ilp=not args.greedy)

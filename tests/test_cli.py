@@ -132,7 +132,10 @@ def test_sizes_past_any_real_use_are_refused_before_the_work():
          "--workloads: 100,000,000 pending workloads; at most 20,000 (the largest instance "
          "the decision benchmark times; on the demo's 496 GPUs that decides in seconds)"),
         (["--budget-ms", "1e12"],
-         "--budget-ms: 1e+12 ms; at most 3,600,000 (an hour: the controller decides within "
+         "--budget-ms: 1,000,000,000,000 ms; at most 3,600,000 (an hour: the controller decides "
+         "within seconds, and the benchmark proves its bounds within two minutes)"),
+        (["--budget-ms", "3600001"],  # it read 3.6e+06, as if within the limit
+         "--budget-ms: 3,600,001 ms; at most 3,600,000 (an hour: the controller decides within "
          "seconds, and the benchmark proves its bounds within two minutes)"),
     ):  # fmt: skip
         done = apportion("decide", "--default-cluster", *args)
