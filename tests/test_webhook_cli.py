@@ -308,6 +308,9 @@ def test_queue_lists_what_waits_and_serve_stops_cleanly(
     result = _run("queue", "team-z", *url)
     assert (result.returncode, result.stdout) == (2, ""), result.stderr
     assert result.stderr == "apportion queue: no queue 'team-z' (queues: team-a, team-b)\n"
+    # A name as given, spaces and '&' too (a traceback: "URL can't contain control characters").
+    result = _run("queue", "team a&b", *url)
+    assert result.stderr == "apportion queue: no queue 'team a&b' (queues: team-a, team-b)\n"
     result = _run(
         "queue", "--url", f"https://localhost:{port}", "--ca-file", str(ca_file), "--json"
     )

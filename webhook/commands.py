@@ -401,7 +401,8 @@ def _run_queue(args: argparse.Namespace) -> int:
     if args.insecure:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    url = args.url.rstrip("/") + "/queues" + (f"?queue={args.queue}" if args.queue else "")
+    query = "?" + urllib.parse.urlencode({"queue": args.queue}) if args.queue else ""
+    url = args.url.rstrip("/") + "/queues" + query
     try:
         with urllib.request.urlopen(url, context=context, timeout=10) as response:
             data = json.load(response)
