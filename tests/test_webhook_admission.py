@@ -85,6 +85,19 @@ def test_a_pod_asking_zero_gpus_is_allowed_untouched(zero: str) -> None:
         assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
 
 
+@pytest.mark.parametrize("zero", ["0", "0Gi", "0.0", "", " "])
+def test_a_zero_or_empty_gpu_memory_need_asks_nothing(zero: str) -> None:
+    """As a GPU resource of 0: a chart templating the annotation for CPU-only runs. Was:
+    such a pod, asking no GPU, was refused ("'0' is zero")."""
+    body = vary(review(GPU_1), resources={}, annotations={keys.ANNOTATION_GPU_MEMORY: zero})
+    for handler in (admission().mutate, admission().validate):
+        assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
+    # Beside a GPU request it is no second ask ("use one or the other"): the GPU is asked.
+    body = vary(review(GPU_1), annotations={keys.ANNOTATION_GPU_MEMORY: zero})
+    pod = _pod_after(body, answer(admission().mutate, body))
+    assert pod["metadata"]["annotations"][keys.ANNOTATION_DECISION] == "admitted"
+
+
 @pytest.mark.parametrize("resource", ["nvidia.com/gpu.shared", "nvidia.com/mig-1g.10gb.shared"])
 def test_a_pod_asking_time_sliced_gpus_is_allowed_untouched(resource: str) -> None:
     """The device plugin's time-slicing with ``renameByDefault`` offers ``<name>.shared``,

@@ -72,7 +72,9 @@ def wants_gpus(pod: Any) -> bool:
     metadata = pod.get("metadata")
     if isinstance(metadata, dict):
         annotations = metadata.get("annotations")
-        if isinstance(annotations, dict) and keys.ANNOTATION_GPU_MEMORY in annotations:
+        if isinstance(annotations, dict) and _asks_memory(
+            annotations.get(keys.ANNOTATION_GPU_MEMORY)
+        ):
             return True
     spec = pod.get("spec")
     if not isinstance(spec, dict):
@@ -88,6 +90,12 @@ def wants_gpus(pod: Any) -> bool:
                     if _is_gpu_resource(name) and _nonzero(value):
                         return True
     return False
+
+
+def _asks_memory(value: object) -> bool:
+    """A GPU-memory annotation that asks for something: empty or zero (``0``, ``0Gi``) asks
+    for nothing, as a GPU resource of 0 does (charts template both for CPU-only runs)."""
+    return value is not None and str(value).strip() != "" and _nonzero(value)
 
 
 def _nonzero(value: object) -> bool:
@@ -255,7 +263,7 @@ def gpu_ask_of(
     first_gpu_container = requests.first_gpu_container
     memory_text = annotations.get(keys.ANNOTATION_GPU_MEMORY)
     memory_mib: int | None = None
-    if memory_text is not None:
+    if memory_text is not None and _asks_memory(memory_text):
         try:
             memory_mib = parse_bytes_mib(memory_text)
         except QuantityError as error:
