@@ -172,8 +172,8 @@ def make_room(cycle: Cycle, entry: Entry, option: Option) -> Verdict | None:
         entry,
         Outcome.PREEMPT,
         outcome_reason,
-        f"admitted on {placed(cycle.state, option, allocation)} after evicting {len(victims)} "
-        f"workload(s) ({freed:g} GPU-eq): {names}{note}",
+        f"admitted on {w.pods}× {placed(cycle.state, option, allocation)} after evicting "
+        f"{len(victims)} workload(s) ({freed:g} GPU-eq): {names}{note}",
         option,
         allocation,
         victims,

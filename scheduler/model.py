@@ -93,7 +93,7 @@ class Taint(_Frozen):
 
 class Toleration(_Frozen):
     key: str | None = None
-    """None with operator Exists tolerates every taint."""
+    """None or empty with operator Exists tolerates every taint (Kubernetes' empty key)."""
     operator: Literal["Equal", "Exists"] = "Equal"
     value: str = ""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
@@ -101,7 +101,7 @@ class Toleration(_Frozen):
     def tolerates(self, taint: Taint) -> bool:
         if self.effect is not None and self.effect != taint.effect:
             return False
-        if self.key is None:
+        if not self.key:
             return self.operator == "Exists"
         if self.key != taint.key:
             return False

@@ -37,6 +37,7 @@ from scheduler.model import (
     PodPlacement,
     Snapshot,
     Taint,
+    Toleration,
     WorkloadDecision,
 )
 from scheduler.reasons import Outcome, Reason
@@ -182,6 +183,17 @@ def test_node_selector_and_taints(path: str) -> None:
     assert (intolerant.outcome, intolerant.reason) == (Outcome.PENDING, Reason.NO_MATCHING_NODES)
     assert outcome(decision, "to-b").placement == (pod("b0", 0),)
     assert outcome(decision, "to-a").placement == (pod("a0", 0),)
+
+
+@pytest.mark.parametrize("key", [None, ""])
+def test_an_exists_toleration_without_a_key_tolerates_every_taint(key: str | None) -> None:
+    """Kubernetes: an empty key with Exists matches every taint (an empty one tolerated
+    nothing here). Without Exists it tolerates nothing."""
+    tainted = Taint(key="dedicated", value="ml")
+    assert Toleration(key=key, operator="Exists").tolerates(tainted)
+    assert Toleration(key=key, operator="Exists").tolerates(Taint(key="gpu", effect="NoExecute"))
+    assert not Toleration(key=key, operator="Equal", value="ml").tolerates(tainted)
+    assert not Toleration(key=key, operator="Exists", effect="NoExecute").tolerates(tainted)
 
 
 @both_paths

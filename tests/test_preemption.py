@@ -243,3 +243,24 @@ def test_giving_back_by_doubling_stops_where_one_at_a_time_stops(
     assert _give_back(items, evict, restore, fits) == expected
     assert out == set(items[expected:])
     assert checks <= 2 * max(1, len(items)).bit_length() + 1
+
+
+def test_a_gangs_preemption_says_how_many_pods_it_admits() -> None:
+    """Its admission said "admitted on 3× 1 …", its preemption "admitted on 1 …"."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 8)],
+        queues=[
+            queue("team-a", cohort="org").quota(H100, 8),
+            queue("team-b", cohort="org").quota(H100, 0),
+        ],
+        workloads=[
+            workload("b-1").gpus(4).queue("team-b").running_on("h0", 0, 1, 2, 3).started(10),
+            workload("b-2").gpus(2).queue("team-b").running_on("h0", 4, 5).started(20),
+            workload("a-job").gpus(1).pods(3).queue("team-a"),
+        ],
+    )
+    d = decide(snap, use_ilp=False).by_workload()["a-job"]
+    assert (d.outcome, d.victims) == (Outcome.PREEMPT, ("b-2",))
+    assert d.message.startswith(
+        "admitted on 3× 1 H100-80GB GPU after evicting 1 workload(s) (2 GPU-eq): b-2"
+    ), d.message

@@ -779,7 +779,7 @@ def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None
         assert _gates(_pod(fake, "urgent"))  # its room is not free yet
         assert _pod(fake, "urgent")["metadata"]["annotations"][keys.ANNOTATION_REASON] == (
             "AdmittedByPriorityPreemption: waits for the workloads it preempts to end, "
-            "then admitted on 4 H100-80GB GPUs after evicting 1 workload(s) (4 GPU-eq): "
+            "then admitted on 1× 4 H100-80GB GPUs after evicting 1 workload(s) (4 GPU-eq): "
             "gpu-team-a/low-a"
         )
         fake.finish_termination("gpu-team-a", "low-a")
@@ -883,7 +883,7 @@ def test_shadow_mode_never_evicts(fake: Fake) -> None:
         reason = _pod(fake, "urgent")["metadata"]["annotations"][keys.ANNOTATION_REASON]
         assert reason.startswith(
             "AdmittedByPriorityPreemption: waits: in shadow mode nothing is evicted; it would "
-            "be admitted on 4 H100-80GB GPUs after evicting 1 workload(s)"
+            "be admitted on 1× 4 H100-80GB GPUs after evicting 1 workload(s)"
         )
 
 
