@@ -45,15 +45,16 @@ class QuotaCheck(NamedTuple):
     ok: bool
     reason: Reason
     borrowing: bool = False
-    numbers: tuple[str, str, int, int, int, int, int] | None = None
-    """(queue, flavor, amount, used, nominal, borrowing limit or cohort spare, cohort)."""
+    numbers: tuple[str, str, int, int, int, int, int, int, int] | None = None
+    """(queue, flavor, amount, used, nominal, borrowing limit or cohort spare, standalone,
+    its own unused quota in the cohort's spare, its unused quota kept from lending)."""
     cohort: str = ""
 
     @property
     def message(self) -> str:
         if self.numbers is None:
             return ""
-        queue, flavor, amount, used, nominal, extra, standalone = self.numbers
+        queue, flavor, amount, used, nominal, extra, standalone, own, kept = self.numbers
         fmt = format_amount
         if self.reason is Reason.NO_QUOTA:
             return f"queue {queue} has no quota for {flavor}"
@@ -69,14 +70,15 @@ class QuotaCheck(NamedTuple):
             )
         spare, after = extra, used + amount
         # The pool holds the queue's own unused lendable quota too: say how much, or
-        # "lends 32 more" reads as 32 from the others when half of it is its own.
-        own = min(spare, max(0, nominal - used))
+        # "lends 32 more" reads as 32 from the others when half of it is its own. What its
+        # lending limit keeps out of the pool is its own besides.
         mine = f", {fmt(flavor, own)} of it {queue}'s own unused quota" if own else ""
+        keeps = f" ({fmt(flavor, kept)} unused that it does not lend)" if kept else ""
         beyond = ""
         if used < nominal < after:
             beyond = f" ({fmt(flavor, after - nominal)} beyond its nominal quota)"
         return (
-            f"queue {queue} at {fmt(flavor, used)}/{fmt(flavor, nominal)} {flavor}; "
+            f"queue {queue} at {fmt(flavor, used)}/{fmt(flavor, nominal)} {flavor}{keeps}; "
             f"cohort {self.cohort} lends {fmt(flavor, spare)} more{mine}; "
             f"needs {fmt(flavor, amount)}{beyond}"
         )
@@ -156,13 +158,15 @@ class QuotaBook:
         lendable = account.lends.get(flavor, 0)
         standalone = account.cohort.startswith("\0")
         if flavor not in account.nominal and (standalone or lendable == 0):
-            return QuotaCheck(False, Reason.NO_QUOTA, numbers=(queue, flavor, amount, 0, 0, 0, 0))
+            return QuotaCheck(
+                False, Reason.NO_QUOTA, numbers=(queue, flavor, amount, 0, 0, 0, 0, 0, 0)
+            )
         limit = account.borrow_limit.get(flavor, UNLIMITED)
         if after > nominal + limit:
             return QuotaCheck(
                 False,
                 Reason.BORROWING_LIMIT,
-                numbers=(queue, flavor, amount, used, nominal, limit, 0),
+                numbers=(queue, flavor, amount, used, nominal, limit, 0, 0, 0),
             )
         drawn = account.drawn.get(flavor, 0)
         kept = account.kept.get(flavor, 0)  # usage beyond what it keeps is drawn
@@ -174,12 +178,18 @@ class QuotaBook:
             if standalone or after <= nominal:
                 reason = Reason.QUOTA_EXHAUSTED
             spare = max(0, lendable - drawn)
+            # Of what it lends (nominal - kept), the part it does not draw on itself.
+            own = nominal - kept - (was if was > 0 else 0)
+            own = min(spare, own) if own > 0 else 0
             return QuotaCheck(
                 False,
                 reason,
-                numbers=(queue, flavor, amount, used, nominal, spare, standalone),
+                numbers=(
+                    queue, flavor, amount, used, nominal, spare, standalone, own,
+                    kept - used if kept > used else 0,
+                ),
                 cohort=account.cohort,
-            )
+            )  # fmt: skip
         return _OK_BORROWING if after > nominal else _OK
 
     def charge(self, queue: str, flavor: str, amount: int) -> None:

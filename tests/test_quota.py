@@ -56,6 +56,25 @@ def test_lending_limit_keeps_part_of_the_quota_home():
     assert not b.check("b", "H100-80GB", 7 * G).ok
 
 
+def test_a_queue_with_a_lending_limit_is_told_what_it_keeps_and_what_it_lends():
+    """Was "lends 10 more, 8 of it a's own": only 2 of its 8 are in the pool; the 6 it
+    keeps are its own besides, so it can take 16, not 10."""
+    b = book(
+        Queue(name="a", cohort="c", quota={"H100-80GB": Quota(nominal=8, lending_limit=2)}),
+        Queue(name="b", cohort="c", quota={"H100-80GB": Quota(nominal=8)}),
+    )
+    assert b.check("a", "H100-80GB", 16 * G).ok
+    assert b.check("a", "H100-80GB", 17 * G).message == (
+        "queue a at 0/8 H100-80GB (6 unused that it does not lend); cohort c lends 10 more, "
+        "2 of it a's own unused quota; needs 17 (9 beyond its nominal quota)"
+    )
+    b.charge("a", "H100-80GB", 7 * G)  # the 6 it keeps, and 1 of the 2 it lends
+    assert b.check("a", "H100-80GB", 10 * G).message == (
+        "queue a at 7/8 H100-80GB; cohort c lends 9 more, 1 of it a's own unused quota; "
+        "needs 10 (9 beyond its nominal quota)"
+    )
+
+
 def test_queue_under_nominal_is_blocked_when_its_quota_is_lent_out():
     b = book(
         Queue(name="a", cohort="c", quota={"H100-80GB": Quota(nominal=8)}),
