@@ -200,7 +200,8 @@ def _evictable(
             for victim in cycle.running.competing(q, option.flavor, option.models)
         ]
         found = candidates_for(w, option.flavor, option.models, reclaim, policy, nearby)
-        cached = cycle.candidates[key] = (cycle.given_back, len(evicted), preference_order(found))
+        ordered = preference_order(found, w.queue)
+        cached = cycle.candidates[key] = (cycle.given_back, len(evicted), ordered)
     elif cached[1] != len(evicted):
         kept = [v for v in cached[2] if id(v) not in evicted]
         cached = cycle.candidates[key] = (cycle.given_back, len(evicted), kept)

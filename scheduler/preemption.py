@@ -31,8 +31,9 @@ class Running:
     gpu_eq: float
     models: frozenset[str]
     rank: tuple[int, int, float, str] = field(init=False, repr=False, compare=False)
-    """Its place in ``preference_order`` (lowest priority, most recently started, smallest):
-    a field set once, since a cycle sorts candidates by it tens of thousands of times."""
+    """Its place among one queue's candidates (lowest priority, most recently started,
+    smallest; ``preference_order``): a field set once, since a cycle sorts candidates by it
+    tens of thousands of times."""
 
     def __post_init__(self) -> None:
         w = self.workload
@@ -85,9 +86,12 @@ def candidates_for(
 _order = attrgetter("rank")
 
 
-def preference_order(candidates: Iterable[Running]) -> list[Running]:
-    """Victims in the order they go: lowest priority, most recently started, smallest."""
-    return sorted(candidates, key=_order)
+def preference_order(candidates: Iterable[Running], preemptor_queue: str) -> list[Running]:
+    """Victims in the order they go, Kueue's: cohort mates' (borrowing what they hold)
+    before the preemptor's own queue's, so that a reclaim takes back lent quota before its
+    queue loses a lower priority of its own; then lowest priority, most recently started,
+    smallest."""
+    return sorted(candidates, key=lambda v: (v.workload.queue == preemptor_queue, v.rank))
 
 
 def idle_borrowed_first(candidates: Sequence[Running], book: QuotaBook) -> list[Running]:

@@ -9,6 +9,7 @@ oracle: the same cluster with every idle borrowed workload removed.
 
 from __future__ import annotations
 
+import pytest
 from builders import node, queue, snapshot, workload
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -264,3 +265,28 @@ def test_a_gangs_preemption_says_how_many_pods_it_admits() -> None:
     assert d.message.startswith(
         "admitted on 3× 1 H100-80GB GPU after evicting 1 workload(s) (2 GPU-eq): b-2"
     ), d.message
+
+
+@pytest.mark.parametrize("use_ilp", [False, True], ids=["greedy", "ilp"])
+def test_a_reclaim_takes_back_lent_quota_before_its_own_queues_lower_priority(
+    use_ilp: bool,
+) -> None:
+    """Kueue's order: cohort mates' workloads before the preemptor's own queue's. Was:
+    a-low went (lowest priority first), leaving team-a at 2/4 while team-b went on
+    borrowing 2 of its quota, and a-low to reclaim them at the next decision."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 4)],
+        queues=[
+            queue("team-a", cohort="org")
+            .quota(H100, 4)
+            .preemption(within_queue="LowerPriority", reclaim_within_cohort="Any"),
+            queue("team-b", cohort="org").quota(H100, 0),
+        ],
+        workloads=[
+            workload("a-low").gpus(2).queue("team-a").running_on("h0", 0, 1).started(10),
+            workload("b-1").gpus(2).queue("team-b").priority(5).running_on("h0", 2, 3).started(20),
+            workload("a-high").gpus(2).queue("team-a").priority(10).created(30),
+        ],
+    )
+    d = decide(snap, use_ilp=use_ilp).by_workload()["a-high"]
+    assert (d.outcome, d.victims) == (Outcome.PREEMPT, ("b-1",)), d.message
