@@ -244,8 +244,9 @@ def parse_document(text: str, source: str) -> object:
             pass  # YAML reads JSON too and names the duplicate with its line
         except (ValueError, RecursionError) as error:  # YAML would fail the same way, slower
             raise SnapshotError([f"{source}: {_unreadable(error)}"], source) from None
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # reads the text: a character YAML refuses raises here
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as error:
         problem = json_problem or _yaml_problem(error, source)
@@ -260,7 +261,8 @@ def parse_document(text: str, source: str) -> object:
         else:
             return data
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     raise SnapshotError([problem], source)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from scheduler.allocator import decide
@@ -314,6 +314,7 @@ def test_json_text_loads() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.text())
+@example("\x1f")  # YAML's reader refuses it as the loader is made, not as it loads
 def test_any_text_gives_a_snapshot_or_a_snapshot_error(text: str) -> None:
     try:
         load_snapshot_text(text)
