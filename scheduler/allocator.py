@@ -15,10 +15,12 @@ per queue), so the bound HiGHS proves on it bounds every decision: the Decision'
 the returned answer's distance to it, whichever path answered.
 
 The ILP's answer is then *realized* by the greedy cycle (placement down to GPU index and
-MIG slice, in fair-share and priority order, hinted workloads first): aggregation is a
-relaxation, and realization is where every hard constraint is enforced. Both answers are
-scored with the same objective; the better one is returned, so the ILP never makes a
-decision worse than greedy, and the Decision says which path answered.
+MIG slice, in fair-share and queue order, hinted workloads first with what is ahead of
+them in their queue): aggregation is a relaxation, and realization is where every hard
+constraint is enforced. Both answers are scored with the same objective; the ILP's is
+returned only when strictly better (on a tie greedy's, whose fair-share order the model's
+objective does not always decide), so the ILP never makes a decision worse than greedy,
+and the Decision says which path answered.
 
 This is the only module that imports PuLP.
 """
@@ -432,7 +434,7 @@ def decide(
 
     The greedy cycle always runs first (warm start and fallback). The ILP then gets what
     is left of ``budget_ms`` after reserving time to realize its answer; if it finds no
-    solution in time, or its realized answer scores lower, greedy's answer is returned.
+    solution in time, or its realized answer scores no higher, greedy's answer is returned.
     ``improve_phase``: run ``scheduler.improve`` on both cycles while the budget allows (off,
     the answer does not depend on the clock when ``use_ilp`` is off).
     """
@@ -503,8 +505,11 @@ def _decide(
         extra["gap_pct"] = _gap_pct(solved.bound, greedy.objective)
         return answer(compiled, greedy, "greedy", f"ILP: {solved.status}", **extra)
     realized = run_cycle(fresh, solved.hints, improve=improved(fresh, deadline + greedy_s))
-    if realized.objective >= greedy.objective:
+    # Greedy's answer on a tie: it shares spare capacity by Kueue's fair-share order, which
+    # the model's concave utility leaves undecided while queues borrow little of what the
+    # cohort lends (10 spare GPUs split 10:0 or 5:5 between equal queues score the same).
+    if realized.objective > greedy.objective:
         extra["gap_pct"] = _gap_pct(solved.bound, realized.objective)
         return answer(fresh, realized, "ilp", solved.status, **extra)
     extra["gap_pct"] = _gap_pct(solved.bound, greedy.objective)
-    return answer(compiled, greedy, "greedy", f"ILP ({solved.status}) realized lower", **extra)
+    return answer(compiled, greedy, "greedy", f"ILP ({solved.status}) realized no better", **extra)

@@ -15,7 +15,8 @@ cycle work-conserving; taking queue heads in priority order is what keeps a lowe
 priority from overtaking a higher one that fits.
 
 With ``hints`` (from the ILP) the workloads the ILP chose go first, on their hinted options,
-together with anything of their queue that outranks them; then the rest, in the same
+together with anything of their queue ahead of them in queue order (a higher priority, or
+an older one of theirs: the ILP may not reorder a queue); then the rest, in the same
 fair-share order.
 """
 
@@ -139,16 +140,10 @@ class Cycle:
         return (1, self.book.share(w.queue, home.flavor, amount))
 
     def run(self, entries: Sequence[Entry], hints: dict[str, int] | None) -> None:
-        """One pass over ``entries``. With ILP hints, hinted workloads go first among those of
-        the same queue and priority — never ahead of a higher priority."""
-        chosen = hints or {}
-
-        def hinted_first(e: Entry) -> tuple[str, int, bool, int, str]:
-            w = e.workload
-            return (w.queue, -w.priority, w.name not in chosen, w.created, w.name)
-
+        """One pass over ``entries``, each queue's in its order (priority, then age), heads
+        in fair-share order. With ILP hints, a hinted workload takes its hinted option."""
         per_queue: dict[str, deque[Entry]] = {}
-        for entry in sorted(entries, key=hinted_first if chosen else _in_queue_order):
+        for entry in sorted(entries, key=_in_queue_order):
             line = per_queue.get(entry.workload.queue)
             if line is None:  # not setdefault: it would build a deque for every entry
                 line = per_queue[entry.workload.queue] = deque()
@@ -456,19 +451,22 @@ def _hinted_first(
     pending: Sequence[Entry], hints: dict[str, int]
 ) -> tuple[list[Entry], list[Entry]]:
     """Split for realizing an ILP answer: the workloads it chose go first, and nominated ones
-    (which the model does not know), together with any workload of the same queue that
-    outranks one of them, so no priority is overtaken."""
-    lowest: dict[str, int] = {}
+    (which the model does not know), together with every workload of the same queue ahead
+    of one of them in queue order, so that no higher priority, nor an older workload of the
+    same priority, is overtaken (the model pays per GPU: it chose a newer 2-GPU workload
+    over an older 1-GPU one that fitted)."""
+    last: dict[str, tuple[str, int, int, str]] = {}
     for entry in pending:
         if entry.workload.name in hints or entry.workload.nominated:
-            queue, priority = entry.workload.queue, entry.workload.priority
-            lowest[queue] = min(lowest.get(queue, priority), priority)
+            queue, order = entry.workload.queue, entry.queue_order
+            if queue not in last or order > last[queue]:
+                last[queue] = order
     first: list[Entry] = []
     rest: list[Entry] = []
     for entry in pending:
         w = entry.workload
-        outranks = w.queue in lowest and w.priority > lowest[w.queue]
-        (first if w.name in hints or w.nominated or outranks else rest).append(entry)
+        ahead = w.queue in last and entry.queue_order < last[w.queue]
+        (first if w.name in hints or w.nominated or ahead else rest).append(entry)
     return first, rest
 
 

@@ -6,7 +6,7 @@ cohorts with random weights, quotas, borrowing/lending limits and preemption pol
 running workloads made consistent by admitting them with ``decide`` on a snapshot with
 nothing running and copying the admitted placements; then pending workloads of every
 demand kind. Every property runs on both paths: greedy (``use_ilp=False``) and the ILP
-(which may still answer greedy when the ILP realized lower — that is allowed).
+(which may still answer greedy when the ILP realized no better — that is allowed).
 
 The invariants live in ``tests/invariants.py`` and return violation strings, so a failure
 names the workload, GPU and numbers. Bugs these properties found are reduced to
