@@ -127,13 +127,16 @@ def capacity_message(state: ClusterState, w: Workload, option: Option, pools: Se
 
 def never_reclaims(queue: Queue, book: QuotaBook, w: Workload, flavor: str, amount: int) -> str:
     """For a workload refused within its nominal quota (its cohort mates borrow it): that
-    its queue's policy never takes that back, when so; else nothing."""
-    if (
-        queue.cohort is None
-        or queue.preemption.reclaim_within_cohort != "Never"
-        or not book.within_nominal(w.queue, flavor, amount)
-    ):
+    its queue's policy never takes that back, or only from lower priorities, when so; else
+    nothing."""
+    policy = queue.preemption.reclaim_within_cohort
+    if queue.cohort is None or policy == "Any" or not book.within_nominal(w.queue, flavor, amount):
         return ""
+    if policy == "LowerPriority":
+        return (
+            f"; queue {w.queue} reclaims what it lends only from priorities below {w.priority} "
+            "(reclaimWithinCohort: LowerPriority)"
+        )
     return f"; queue {w.queue} never reclaims what it lends (reclaimWithinCohort: Never)"
 
 

@@ -1085,6 +1085,29 @@ def test_regression_a_queue_that_never_reclaims_takes_back_no_admission_that_evi
 
 
 @both_paths
+def test_a_queue_that_reclaims_only_from_lower_priorities_says_so(path: str) -> None:
+    """Was only "queue a at 0/4 …; cohort c lends 0 more; needs 2", with b borrowing all
+    of a's quota at a higher priority than a's workload, which a's policy keeps."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 4)],
+        queues=[
+            queue("a", cohort="c").quota(H100, 4).preemption(reclaim_within_cohort="LowerPriority"),
+            queue("b", cohort="c").quota(H100, 0),
+        ],
+        workloads=[
+            workload("b1").gpus(4).queue("b").priority(100).running_on("h0", 0, 1, 2, 3),
+            workload("a1").gpus(2).queue("a"),
+        ],
+    )
+    waits = outcome(PATHS[path](snap), "a1")
+    assert (waits.outcome, waits.reason) == (Outcome.PENDING, Reason.QUOTA_EXHAUSTED)
+    assert waits.message == (
+        "queue a at 0/4 H100-80GB; cohort c lends 0 more; needs 2; queue a reclaims what it "
+        "lends only from priorities below 0 (reclaimWithinCohort: LowerPriority)"
+    )
+
+
+@both_paths
 def test_regression_room_made_later_goes_to_the_waiting_higher_priority(path: str) -> None:
     # Found by test_priority_order: p5 (q0, priority 10, 2 × 1 GPU) waits, p0 (q0, priority
     # 0) takes the one free GPU, then p1 (q2) evicts r0 and uses one of the two GPUs it
