@@ -23,14 +23,14 @@ the cluster has; one measured on none of them is left out and counted.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import replace
 
 from scheduler.catalog import Catalog
 from scheduler.model import Demand, Workload
 from sim.job import Job
-from sim.rows import BadRows, RowError, csv_rows
+from sim.jsontext import JsonProblem, parse
+from sim.rows import BadRows, RowError, csv_rows, location
 from sim.trace import Trace
 
 __all__ = [
@@ -72,11 +72,10 @@ Throughputs = Mapping[str, Mapping[tuple[str, int], float]]
 def load_throughputs(text: str, source: str) -> dict[str, dict[tuple[str, int], float]]:
     """Model name → (job_type, scale_factor) → steps per second running alone."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{source} line {error.lineno} column {error.colno}: {error.msg}"
-        ) from None
+        data = parse(text)
+    except JsonProblem as error:
+        line, column = location(text, error.offset)
+        raise ValueError(f"{source} line {line} column {column}: {error.problem}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected an object keyed by GPU type")
     out: dict[str, dict[tuple[str, int], float]] = {}

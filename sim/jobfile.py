@@ -20,7 +20,6 @@ Lines, where a column is a character's).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Annotated
 
@@ -30,6 +29,7 @@ from scheduler.fieldpaths import join, show
 from scheduler.loading import FieldProblem, booleans_as_numbers, field_problems
 from scheduler.model import Demand, NonNegative, Positive, Workload
 from sim.job import Job
+from sim.jsontext import JsonProblem, parse
 from sim.rows import BadRows, RowError, csv_rows, location, pod_gpus
 
 __all__ = ["JOB_FIELDS", "JobRow", "job_csv", "load_job_csv", "load_job_jsonl"]
@@ -173,10 +173,12 @@ def load_job_jsonl(text: str, source: str, bad: BadRows | None = None) -> tuple[
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
-        except json.JSONDecodeError as error:
-            _, column = location(text, start + error.pos)
-            bad.record(RowError(f"{source} line {number} column {column}: {error.msg}", "not JSON"))
+            data = parse(line)
+        except JsonProblem as error:
+            _, column = location(text, start + error.offset)
+            bad.record(
+                RowError(f"{source} line {number} column {column}: {error.problem}", error.reason)
+            )
             continue
         if not isinstance(data, dict):
             bad.record(RowError(f"{source} line {number}: not a JSON object", "not an object"))

@@ -23,13 +23,13 @@ attempts[0].start_time: 'yesterday' is not a time``.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 from scheduler.consistency import MAX_NODE_GPUS
 from scheduler.model import Demand, Workload
 from sim.job import Job, from_origin
+from sim.jsontext import JsonProblem, decode
 from sim.rows import TOO_MANY_GPUS, BadRows, RowError, location
 
 __all__ = ["load_philly_jobs"]
@@ -42,7 +42,6 @@ MAX_GPUS_PER_NODE = 8
 
 def _objects(text: str, source: str) -> list[tuple[int, Any]]:
     """The list's elements with their offsets, so errors can name a line."""
-    decoder = json.JSONDecoder()
     i = len(text) - len(text.lstrip())
     if not text[i : i + 1] == "[":
         raise ValueError(f"{source} line 1: expected a JSON list of jobs")
@@ -60,10 +59,10 @@ def _objects(text: str, source: str) -> list[tuple[int, Any]]:
                 raise ValueError(f"{source} line {line} column {column}: text after the list")
             return out
         try:
-            value, end = decoder.raw_decode(text, i)
-        except json.JSONDecodeError as error:
-            line, column = location(text, error.pos)
-            raise ValueError(f"{source} line {line} column {column}: {error.msg}") from None
+            value, end = decode(text, i)
+        except JsonProblem as error:
+            line, column = location(text, error.offset)
+            raise ValueError(f"{source} line {line} column {column}: {error.problem}") from None
         out.append((i, value))
         i = end
 

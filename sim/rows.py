@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from scheduler.consistency import MAX_NODE_GPUS
 from scheduler.fieldpaths import did_you_mean, show
+from sim.jsontext import MAX_INT_DIGITS
 
 __all__ = ["TOO_MANY_GPUS", "BadRows", "Row", "RowError", "csv_rows", "location", "pod_gpus"]
 
@@ -107,7 +108,10 @@ class Row:
         """A non-negative integer."""
         raw = self.values[column].strip()
         if _UNSIGNED.fullmatch(raw):
-            return int(raw)
+            digits = raw.lstrip("0") or "0"
+            if len(digits) > MAX_INT_DIGITS:  # int() refuses it, naming no cell
+                raise self.error(column, "is too large")
+            return int(digits)
         if _NEGATIVE.fullmatch(raw):
             raise self.error(column, "is negative")
         raise self.error(column, "is not an integer")

@@ -706,6 +706,24 @@ def test_merge_names_a_line_that_is_no_shards_record(tmp_path: Path) -> None:
     ) in stray.stderr
 
 
+def test_merge_names_json_too_deep_or_with_too_long_an_integer(tmp_path: Path) -> None:
+    """json's RecursionError and int()'s 4,300-digit ValueError were a traceback, in a
+    whole file and in a line of a log alike."""
+    deep = "[" * 100_000 + "]" * 100_000
+    for name, text, problem in (
+        ("deep.json", f'{{"now": {deep}}}', "line 1 column 108: arrays and objects nested "
+         "more than 100 deep"),
+        ("long.json", '{\n "now": ' + "1" * 5001 + "}", "line 2 column 9: an integer of "
+         "5,001 digits (at most 4,300)"),
+        ("deep.log", f'[pod/x] {{"now": {deep}}}\n', "line 1: not a shard's JSON (arrays and "
+         "objects nested more than 100 deep)"),
+    ):  # fmt: skip
+        (tmp_path / name).write_text(text)
+        done = _plan("merge", str(tmp_path / name))
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr == f"apportion plan: {tmp_path / name} {problem}\n"
+
+
 def test_a_merge_with_a_shard_missing_says_so_in_the_report(tmp_path: Path) -> None:
     """Said only on stderr (and not with --quiet): the report read "2 simulated over 2
     shards" when one shard's half of the sweep was never merged."""

@@ -305,3 +305,22 @@ def test_a_prometheus_error_answer_gives_prometheus_reason() -> None:
         server.shutdown()
     assert str(refused.value).startswith(f"Prometheus at {url} answered HTTP 503 to the ")
     assert str(refused.value).endswith(" query: too many queries")
+
+
+def test_a_metrics_export_too_deep_or_with_too_long_an_integer_is_named_where(
+    tmp_path: Path,
+) -> None:
+    """json's RecursionError and int()'s 4,300-digit ValueError were a traceback."""
+    from sim.plan.rightsizing import RightsizingError, rightsizing_rows
+
+    export = tmp_path / "m.json"
+    for text, problem in (
+        ('{"fb_used_peak":\n ' + "[" * 100_000 + "]" * 100_000 + "}",
+         "line 2 column 101: arrays and objects nested more than 100 deep"),
+        ('{"sampled_at":\n ' + "1" * 5001 + "}",
+         "line 2 column 2: an integer of 5,001 digits (at most 4,300)"),
+    ):  # fmt: skip
+        export.write_text(text)
+        with pytest.raises(RightsizingError) as refused:
+            rightsizing_rows(export, FIXTURES / "running.yaml")
+        assert str(refused.value) == f"{export} {problem}"

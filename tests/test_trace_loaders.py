@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from sim.cluster import ClusterError, load_cluster
 from sim.gavel import load_gavel_jobs, load_throughputs
 from sim.helios import helios_queues, load_helios_jobs
 from sim.jobfile import job_csv, load_job_csv, load_job_jsonl
-from sim.openb import OPENB_TRACE_DIR, load_openb_jobs
+from sim.openb import OPENB_TRACE_DIR, load_openb_jobs, load_openb_nodes
 from sim.pai import (
     GROUP_TAG_COLUMNS,
     JOB_COLUMNS,
@@ -619,3 +620,54 @@ def test_a_trace_with_no_job_to_replay_says_so(tmp_path: Path) -> None:
     )
     with pytest.raises(TraceError, match=r"no job to replay \(left out: 1 cpu-only job\)$"):
         load_trace(cpu_only)
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+"""Nesting past Python's recursion limit: json raised RecursionError (a traceback)."""
+LONG = "1" * 5001
+"""An integer int() refuses to read ('Exceeds the limit (4300 digits)'), naming no cell."""
+
+
+def test_json_too_deep_or_with_too_long_an_integer_is_named_where_it_is() -> None:
+    ok = '{"name": "a", "submit": 0, "runtime": 10, "gpus": 1}\n'
+    for value, problem, reason in (
+        (DEEP, "arrays and objects nested more than 100 deep", "nested too deep"),
+        (LONG, "an integer of 5,001 digits (at most 4,300)", "integer too long"),
+    ):
+        line = f'{{"name": "b", "submit": 0, "runtime": 10, "gpus": 1, "x": {value}}}\n'
+        column = line.index(value) + 1 + (99 if value is DEEP else 0)  # depth 101: its 100th [
+        with pytest.raises(RowError) as caught:
+            load_job_jsonl(ok + line, "jobs.jsonl")
+        assert str(caught.value) == f"jobs.jsonl line 2 column {column}: {problem}"
+        bad = BadRows(skip=True)
+        assert [j.name for j in load_job_jsonl(ok + line, "jobs.jsonl", bad)] == ["a"]
+        assert bad.counts == {reason: 1}
+        # Philly's log and Gavel's throughput table: the file's error, at its line.
+        log = json.dumps(PHILLY, indent=1).replace('"vc1"', value, 1)
+        line_no = log[: log.index(value)].count("\n") + 1
+        with pytest.raises(
+            ValueError, match=rf"^log line {line_no} column \d+: {re.escape(problem)}$"
+        ):
+            load_philly_jobs(log, "log")
+        table = json.dumps(THROUGHPUTS, indent=1).replace("10.0", value)
+        line_no = table[: table.index(value)].count("\n") + 1
+        with pytest.raises(
+            ValueError, match=rf"^tput.json line {line_no} column \d+: {re.escape(problem)}$"
+        ):
+            load_throughputs(table, "tput.json")
+
+
+def test_a_count_too_long_to_read_is_a_bad_row() -> None:
+    """int() refused it with no file, line or column, and --skip-bad-rows did not skip it."""
+    header = (OPENB_TRACE_DIR / "openb_pod_list_default.csv").read_text().split("\n", 1)[0]
+    pods = f"p0,1000,1024,1,1000,,LS,Running,{LONG},10,0\np1,1000,1024,1,1000,,LS,Running,0,10,0\n"
+    with pytest.raises(RowError) as caught:
+        load_openb_jobs(header + "\n" + pods, "p.csv")
+    assert str(caught.value) == f"p.csv line 2 column creation_time: '{LONG[:56]}... is too large"
+    bad = BadRows(skip=True)
+    jobs, _ = load_openb_jobs(header + "\n" + pods, "p.csv", bad)
+    assert [j.name for j in jobs] == ["p1"]
+    assert bad.counts == {"column creation_time: is too large": 1}
+    nodes = f"sn,cpu_milli,memory_mib,gpu,model\nn0,{LONG},1024,2,T4\n"
+    with pytest.raises(ValueError, match=r"^n.csv line 2 column cpu_milli: '1111.* is too large$"):
+        load_openb_nodes(nodes, "n.csv")

@@ -31,6 +31,7 @@ from sim.cluster import Cluster, ClusterError, load_cluster
 from sim.commands import DEMO_TRACE, float_option, int_option, values_may_start_with_minus
 from sim.experiments import dumps
 from sim.job import Job
+from sim.jsontext import JsonProblem, parse
 from sim.outfiles import make_out, write_whole
 from sim.plan.candidates import (
     LEVEL_WHY,
@@ -62,6 +63,7 @@ from sim.plan.verdict import verdict
 from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.pool import MAX_WORKERS, WORKERS_WHY, default_workers
 from sim.progress import ProgressLine
+from sim.rows import location
 from sim.trace import NeedsThroughputs, TraceError, load_trace
 
 __all__ = ["plan_command"]
@@ -624,9 +626,12 @@ def _read_shards(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
         except OSError as error:
             raise CommandError(f"cannot read {path}: {error.strerror}") from None
         try:
-            whole = json.loads(text)  # a plan.json (one process's or a shard's record)
-        except json.JSONDecodeError:
+            whole = parse(text)  # a plan.json (one process's or a shard's record)
+        except JsonProblem as error:
             whole = None
+            if error.reason != "not JSON":  # else lines of JSON, read below
+                at, column = location(text, error.offset)
+                raise CommandError(f"{path} line {at} column {column}: {error.problem}") from None
         if isinstance(whole, dict):
             records.append((str(path), _shard_record(whole, str(path))))
             continue
@@ -637,9 +642,11 @@ def _read_shards(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
             if not line.startswith("{"):
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CommandError(f"{path} line {n}: not a shard's JSON ({error.msg})") from None
+                record = parse(line)
+            except JsonProblem as error:
+                raise CommandError(
+                    f"{path} line {n}: not a shard's JSON ({error.problem})"
+                ) from None
             records.append((str(path), _shard_record(record, f"{path} line {n}")))
         if not text.strip():
             raise CommandError(f"{path}: empty")

@@ -29,6 +29,8 @@ from scheduler.telemetry import (
     samples_from_results,
 )
 from scheduler.textfile import read_text
+from sim.jsontext import JsonProblem, parse
+from sim.rows import location
 
 __all__ = ["RightsizingError", "query_prometheus", "rightsizing_rows"]
 
@@ -66,14 +68,15 @@ def rightsizing_rows(metrics: Path | dict[str, Any], snapshot_path: Path) -> lis
     """Rows of the report's right-sizing table from an export file (or the answers
     ``query_prometheus`` fetched) and the snapshot of the running workloads."""
     try:
-        payload = json.loads(read_text(metrics)) if isinstance(metrics, Path) else metrics
+        export = read_text(metrics) if isinstance(metrics, Path) else ""
+        payload = parse(export) if isinstance(metrics, Path) else metrics
         text = read_text(snapshot_path)
     except OSError as error:
         raise RightsizingError(f"cannot read {error.filename}: {error.strerror}") from None
-    except json.JSONDecodeError as error:
-        raise RightsizingError(
-            f"{metrics} line {error.lineno} column {error.colno}: not JSON ({error.msg})"
-        ) from None
+    except JsonProblem as error:
+        line, column = location(export, error.offset)
+        why = f"not JSON ({error.problem})" if error.reason == "not JSON" else error.problem
+        raise RightsizingError(f"{metrics} line {line} column {column}: {why}") from None
     if not isinstance(payload, dict):
         raise RightsizingError(f"{metrics}: expected an object of query name → answer")
     try:
