@@ -133,9 +133,9 @@ def load_gavel_jobs(
     for row in csv_rows(text, source, names, bad, names, delimiter="\t"):
         try:
             job_type = row.text("job_type")
-            steps = row.count("total_steps")
+            steps = row.count("total_steps", time=True)
             scale = row.count("scale_factor")
-            arrival = row.number("arrival_time")
+            arrival = row.number("arrival_time", time=True)
             if scale == 0:
                 raise row.error("scale_factor", "is 0")
             row.pod_gpus("scale_factor", scale)

@@ -73,7 +73,7 @@ def load_helios_jobs(
             nodes = row.count("node_num")
             cpus = row.count("cpu_num")
             submit = _time(row, "submit_time")
-            duration = row.count("duration")
+            duration = row.count("duration", time=True)
             vc = row.text("vc")
             if gpus == 0:
                 skipped["cpu-only job"] += 1

@@ -2,12 +2,13 @@
 
 Fields (CSV header names = JSON keys):
 
-- ``name`` (unique), ``queue``, ``submit`` (seconds), ``runtime`` (seconds at rate 1.0);
+- ``name`` (unique), ``queue``, ``submit`` (seconds), ``runtime`` (seconds at rate 1.0),
+  both at most 10^12 (``sim.rows.MAX_SECONDS``);
 - exactly one demand per pod: ``gpus``, ``gpu_milli`` (1–999), ``mig_profile``, or
   ``gpu_memory_mib``; ``pods`` (default 1; more = a gang);
 - optional: ``priority`` (0), ``models`` (acceptable GPU models; CSV ``A|B``),
   ``cpu_milli``, ``memory_mib``, ``throughput`` (work per second per model, relative to
-  1.0; CSV ``H100-80GB=2.1;A100-80GB=1``), ``gpu_util`` (0–1, measured use).
+  1.0, at least 1e-6; CSV ``H100-80GB=2.1;A100-80GB=1``), ``gpu_util`` (0–1, measured use).
 
 This maps one to one onto ``Workload`` and ``Job``: queue, priority, demand and models
 as given; ``runtime`` is the work; ``throughput`` both makes the job faster or slower
@@ -21,18 +22,48 @@ Lines, where a column is a character's).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from scheduler.fieldpaths import join, show
 from scheduler.loading import FieldProblem, booleans_as_numbers, field_problems
 from scheduler.model import Demand, NonNegative, Positive, Workload
 from sim.job import Job
 from sim.jsontext import JsonProblem, parse
-from sim.rows import BadRows, RowError, csv_rows, location, pod_gpus
+from sim.rows import (
+    MAX_SECONDS,
+    MIN_RATE,
+    TOO_LONG,
+    TOO_SLOW,
+    BadRows,
+    RowError,
+    csv_rows,
+    location,
+    pod_gpus,
+)
 
 __all__ = ["JOB_FIELDS", "JobRow", "job_csv", "load_job_csv", "load_job_jsonl"]
+
+_N = TypeVar("_N", int, float)
+
+
+def _within(value: _N) -> _N:
+    """A submit time or runtime past MAX_SECONDS: a bad row, not an overflow mid-run."""
+    if value > MAX_SECONDS:
+        raise ValueError(TOO_LONG)
+    return value
+
+
+def _fast_enough(rate: float) -> float:
+    """A rate below MIN_RATE: runtime ÷ rate could be no time the engine holds."""
+    if rate < MIN_RATE:
+        raise ValueError(TOO_SLOW)
+    return rate
+
+
+_Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False), AfterValidator(_within)]
+_Rate = Annotated[float, Field(gt=0, allow_inf_nan=False), AfterValidator(_fast_enough)]
 
 
 class JobRow(BaseModel):
@@ -41,8 +72,8 @@ class JobRow(BaseModel):
 
     name: Annotated[str, Field(min_length=1)]
     queue: Annotated[str, Field(min_length=1)] = "default"
-    submit: NonNegative
-    runtime: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    submit: Annotated[NonNegative, AfterValidator(_within)]
+    runtime: _Seconds
     gpus: Positive | None = None
     gpu_milli: Annotated[int, Field(ge=1, le=999)] | None = None
     mig_profile: str | None = None
@@ -52,9 +83,7 @@ class JobRow(BaseModel):
     models: tuple[str, ...] = ()
     cpu_milli: NonNegative = 0
     memory_mib: NonNegative = 0
-    throughput: dict[str, Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(
-        default_factory=dict
-    )
+    throughput: dict[str, _Rate] = Field(default_factory=dict)
     gpu_util: Annotated[float, Field(ge=0, le=1)] | None = None
 
     def job(self) -> Job:

@@ -170,7 +170,7 @@ def _pod(row: Row, queue: str, seen: dict[str, int]) -> Workload | None:
     name = _unique_name(row, "name", seen)
     cpu_milli = row.count("cpu_milli")
     memory_mib = row.count("memory_mib")
-    created = row.count("creation_time")
+    created = row.count("creation_time", time=True)
     qos = row.values["qos"].strip()
     if qos not in QOS_PRIORITY:
         raise row.error("qos", f"is not a known QoS class ({', '.join(QOS_PRIORITY)})")
@@ -222,11 +222,11 @@ def load_openb_jobs(
                 skipped["cpu-only pod"] += 1
                 continue
             began = (
-                row.count("scheduled_time")
+                row.count("scheduled_time", time=True)
                 if row.values["scheduled_time"].strip()
                 else workload.created
             )
-            ended = row.count("deletion_time")
+            ended = row.count("deletion_time", time=True)
             if ended < began:
                 raise row.error("deletion_time", f"is before the pod started ({began})")
         except RowError as error:

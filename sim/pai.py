@@ -143,8 +143,8 @@ def load_pai_jobs(
             if not row.values["start_time"].strip() or not row.values["end_time"].strip():
                 skipped["never ran"] += 1
                 continue
-            start = row.number("start_time")
-            end = row.number("end_time")
+            start = row.number("start_time", time=True)
+            end = row.number("end_time", time=True)
             if end < start:
                 raise row.error("end_time", f"is before start_time {start:g}")
             if end == start:

@@ -15,15 +15,29 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from scheduler.consistency import MAX_NODE_GPUS
 from scheduler.fieldpaths import did_you_mean, show
 from sim.jsontext import MAX_INT_DIGITS
 
-__all__ = ["TOO_MANY_GPUS", "BadRows", "Row", "RowError", "csv_rows", "location", "pod_gpus"]
+__all__ = [
+    "MAX_SECONDS",
+    "MIN_RATE",
+    "TOO_LONG",
+    "TOO_MANY_GPUS",
+    "TOO_SLOW",
+    "BadRows",
+    "Row",
+    "RowError",
+    "csv_rows",
+    "location",
+    "pod_gpus",
+]
 
 _UNSIGNED = re.compile(r"[0-9]+")
 _NEGATIVE = re.compile(r"-[0-9]+")
+_N = TypeVar("_N", int, float)
 _NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
 
@@ -34,6 +48,18 @@ class RowError(ValueError):
         super().__init__(message)
         self.reason = reason
 
+
+MAX_SECONDS = 10**12
+"""The latest time and the most work (seconds at rate 1.0, or Gavel's steps) a trace row may
+give: about 31,700 years of seconds, past any trace. Beyond it (1e308, a time written in
+nanoseconds) the replay's clock and integrals overflowed (an OverflowError mid-run) or
+printed 300-digit waits."""
+TOO_LONG = "is more than 10^12, the most a trace's times and work may be (31,700 years of seconds)"
+MIN_RATE = 1e-6
+"""The slowest throughput a job may have on a GPU model (work per second): MAX_SECONDS of
+work at it take 10^18 s, which the engine's integer clock still holds; 1e-320 made the
+time infinite."""
+TOO_SLOW = f"is below {MIN_RATE:g}, the slowest rate a job may have"
 
 _NODE_BOUND = f"than a node can have ({MAX_NODE_GPUS})"
 TOO_MANY_GPUS = f"more GPUs in one pod {_NODE_BOUND}"
@@ -104,26 +130,32 @@ class Row:
             raise self.error(column, "is empty")
         return value
 
-    def count(self, column: str) -> int:
-        """A non-negative integer."""
+    def count(self, column: str, time: bool = False) -> int:
+        """A non-negative integer; a ``time`` (or an amount of work) at most MAX_SECONDS."""
         raw = self.values[column].strip()
         if _UNSIGNED.fullmatch(raw):
             digits = raw.lstrip("0") or "0"
             if len(digits) > MAX_INT_DIGITS:  # int() refuses it, naming no cell
                 raise self.error(column, "is too large")
-            return int(digits)
+            return self._time(column, int(digits), time)
         if _NEGATIVE.fullmatch(raw):
             raise self.error(column, "is negative")
         raise self.error(column, "is not an integer")
 
-    def number(self, column: str) -> float:
-        """A finite decimal number (traces write times and plans as floats)."""
+    def number(self, column: str, time: bool = False) -> float:
+        """A finite decimal number (traces write times and plans as floats); a ``time`` (or
+        an amount of work) at most MAX_SECONDS."""
         raw = self.values[column].strip()
         if not _NUMBER.fullmatch(raw):
             raise self.error(column, "is not a number")
         value = float(raw)
         if not math.isfinite(value):  # 1e400 matches the pattern
             raise self.error(column, "is too large")
+        return self._time(column, value, time)
+
+    def _time(self, column: str, value: _N, time: bool) -> _N:
+        if time and value > MAX_SECONDS:
+            raise self.error(column, TOO_LONG)
         return value
 
 

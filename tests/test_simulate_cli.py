@@ -122,6 +122,36 @@ def test_bad_input_exits_2_with_a_named_cell(tmp_path: Path) -> None:
         assert "jobs-latin1.csv: not UTF-8 text (byte 0xe9 at offset 25)" in unreadable.stderr
 
 
+def test_times_past_any_clock_are_bad_rows_and_the_largest_allowed_replay(
+    tmp_path: Path,
+) -> None:
+    """A runtime of 1e308 passed the row's checks and overflowed the metrics' integrals
+    mid-run (simulate and plan: an OverflowError traceback). The largest allowed, 10^12 s of
+    work at the slowest rate, 10^-6, after a submit of 10^12, replays."""
+    trace = tmp_path / "x.csv"
+    trace.write_text("name,queue,submit,runtime,gpus\na,q,0,1e308,1\n")
+    cluster = ("--cluster", "uniform:1x2xH100-80GB")
+    for command in ("simulate", "plan"):
+        done = subprocess.run(
+            [sys.executable, "-m", "scheduler", command, str(trace), *cluster, "--quiet"],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr == (
+            f"apportion {command}: {trace} line 2 column runtime: '1e308' is more than 10^12, "
+            "the most a trace's times and work may be (31,700 years of seconds)\n"
+        )
+    trace.write_text(
+        "name,queue,submit,runtime,gpus,throughput\n"
+        "a,q,0,1e12,1,H100-80GB=1e-6\nb,q,1000000000000,1e12,1,\n"
+    )
+    done = simulate(str(trace), *cluster, "--policy", "fifo", "--compare", "apportion",
+                    "--json", "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for run in json.loads(done.stdout)["runs"]:
+        assert run["summary"]["jct_s"]["all"]["p99"] == 10**18, run["summary"]
+
+
 def test_a_gpu_model_the_cluster_lacks_exits_2_naming_it(tmp_path: Path) -> None:
     """A model in ``models`` or ``throughput`` that the catalog does not know stops the run
     before it starts, naming the model and a job (it was a KeyError traceback mid-run)."""

@@ -671,3 +671,49 @@ def test_a_count_too_long_to_read_is_a_bad_row() -> None:
     nodes = f"sn,cpu_milli,memory_mib,gpu,model\nn0,{LONG},1024,2,T4\n"
     with pytest.raises(ValueError, match=r"^n.csv line 2 column cpu_milli: '1111.* is too large$"):
         load_openb_nodes(nodes, "n.csv")
+
+
+def test_times_and_work_past_ten_to_the_twelve_are_bad_rows() -> None:
+    """Such rows passed and overflowed the replay (metrics' integrals, the sampling step,
+    runtime ÷ a tiny rate = inf) or printed 300-digit waits: in every format they are bad
+    rows, named at their cell. 10^12 itself (31,700 years) is still a time."""
+    too_long = (
+        "is more than 10^12, the most a trace's times and work may be (31,700 years of seconds)"
+    )
+    header = "name,queue,submit,runtime,gpus,throughput\n"
+    for row, cell, value in (
+        ("a,q,0,1e308,1,", "runtime", "'1e308'"),
+        (f"a,q,{'9' * 401},100,1,", "submit", f"'{'9' * 56}..."),
+        ("a,q,1000000000001,100,1,", "submit", "'1000000000001'"),
+    ):
+        with pytest.raises(RowError) as caught:
+            load_job_csv(header + row + "\n", "jobs.csv")
+        assert str(caught.value) == f"jobs.csv line 2 column {cell}: {value} {too_long}"
+    bad = BadRows(skip=True)
+    jobs = load_job_csv(header + "a,q,0,1e308,1,\nb,q,1000000000000,1e12,1,\n", "jobs.csv", bad)
+    assert [(j.name, j.submit, j.work) for j in jobs] == [("b", 10**12, 1e12)]
+    assert bad.counts == {f"column runtime: {too_long}": 1}
+    with pytest.raises(RowError) as caught:
+        load_job_jsonl('{"name": "a", "submit": 0, "runtime": 1e308, "gpus": 1}\n', "j.jsonl")
+    assert str(caught.value) == f"j.jsonl line 1 field runtime: 1e+308 {too_long}"
+    # A rate so small that runtime ÷ rate is infinite (1e306 ÷ 1e-5) or past any clock.
+    with pytest.raises(RowError) as caught:
+        load_job_csv(header + "a,q,0,100,1,H100-80GB=1e-7\n", "jobs.csv")
+    assert str(caught.value) == (
+        "jobs.csv line 2 column throughput.H100-80GB: '1e-7' is below 1e-06, the slowest rate "
+        "a job may have"
+    )
+    # The other formats' times and work.
+    openb_header = (OPENB_TRACE_DIR / "openb_pod_list_default.csv").read_text().split("\n")[0]
+    with pytest.raises(RowError, match=r"^p.csv line 2 column deletion_time: '1000000000000000"):
+        load_openb_jobs(openb_header + f"\np,1000,1024,1,1000,,LS,Running,0,{10**15},0\n", "p.csv")
+    helios = f"1,u,vcA,1,4,1,COMPLETED,2020-04-01 00:00:00,,,{10**13},0\n"
+    with pytest.raises(RowError, match=r"^log.csv line 2 column duration: .* is more than 10\^12"):
+        load_helios_jobs(HELIOS_HEADER + helios, "log.csv")
+    tasks = "j1,w,1,Terminated,100,1e300,600,29,50,V100\n"
+    with pytest.raises(RowError, match=r"line 1 column end_time: '1e300' is more than 10\^12"):
+        load_pai_jobs("j1,i1,alice,Terminated,100,900\n", tasks, "pai")
+    table = load_throughputs(json.dumps(THROUGHPUTS), "tput.json")
+    gavel = f"ResNet-18 (batch size 16)\tpython\t--steps\t1\t{10**13}\t0\t1\n"
+    with pytest.raises(RowError, match=r"^t.trace line 1 column total_steps: .* more than 10\^12"):
+        load_gavel_jobs(gavel, "t.trace", table)
