@@ -8,7 +8,8 @@ A trace is tab-separated, one job per line, in one of two forms:
   arrival_time, scale_factor.
 
 The throughput table (JSON) maps a GPU type (``v100``, ``p100``, ``k80``) to
-``"(job_type, scale_factor)"`` → ``{"null": steps per second running alone, …}``.
+``"(job_type, scale_factor)"`` → ``{"null": steps per second running alone, …}``; a rate
+is finite and at least ``MIN_RATE`` (1e-6), else the table is refused at its key.
 
 Mapping to a ``Job``: name ``job-<line>``; queue ``gavel`` (one tenant: the trace has no
 users; ``priority_weight`` and ``SLO`` have no quota equivalent and are not read);
@@ -23,14 +24,16 @@ the cluster has; one measured on none of them is left out and counted.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 
 from scheduler.catalog import Catalog
+from scheduler.fieldpaths import show
 from scheduler.model import Demand, Workload
 from sim.job import Job
 from sim.jsontext import JsonProblem, parse
-from sim.rows import BadRows, RowError, csv_rows, location
+from sim.rows import MIN_RATE, TOO_SLOW, BadRows, RowError, csv_rows, location
 from sim.trace import Trace
 
 __all__ = [
@@ -91,14 +94,28 @@ def load_throughputs(text: str, source: str) -> dict[str, dict[tuple[str, int], 
         for key, entry in jobs.items():
             parsed = _key(key)
             rate = entry.get("null") if isinstance(entry, dict) else None
-            if parsed is None or not isinstance(rate, int | float) or rate <= 0:
+            where = f"{source}: {gpu_type}[{key!r}]"
+            if parsed is None or isinstance(rate, bool) or not isinstance(rate, int | float):
                 raise ValueError(
-                    f'{source}: {gpu_type}[{key!r}]: expected a "(job type, scale)" key '
-                    'and a positive "null" rate'
+                    f'{where}: expected a "(job type, scale)" key and a positive "null" rate'
                 )
-            table[parsed] = float(rate)
+            table[parsed] = _rate(rate, f"{where}.null")
         out[model] = table
     return out
+
+
+def _rate(rate: float, where: str) -> float:
+    """Steps per second, finite and at least MIN_RATE: NaN passed 'rate <= 0' and failed
+    mid-run naming nothing, and 1e-320 made a job's time infinite (an OverflowError)."""
+    try:
+        value = float(rate)
+    except OverflowError:  # an integer of hundreds of digits
+        value = math.inf
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{where}: {show(rate)} is not a finite positive rate")
+    if value < MIN_RATE:
+        raise ValueError(f"{where}: {show(rate)} {TOO_SLOW}")
+    return value
 
 
 def _key(key: str) -> tuple[str, int] | None:

@@ -717,3 +717,27 @@ def test_times_and_work_past_ten_to_the_twelve_are_bad_rows() -> None:
     gavel = f"ResNet-18 (batch size 16)\tpython\t--steps\t1\t{10**13}\t0\t1\n"
     with pytest.raises(RowError, match=r"^t.trace line 1 column total_steps: .* more than 10\^12"):
         load_gavel_jobs(gavel, "t.trace", table)
+
+
+def test_a_gavel_rate_is_finite_and_not_below_the_slowest() -> None:
+    """NaN passed 'rate <= 0' and failed mid-run with 'cannot convert float NaN to integer';
+    1e-320 made a job's time infinite (an OverflowError in the engine)."""
+    where = "tput.json: v100[\"('ResNet-18 (batch size 16)', 1)\"].null"
+    for rate, problem in (
+        ("NaN", "nan is not a finite positive rate"),
+        ("Infinity", "inf is not a finite positive rate"),
+        ("0", "0 is not a finite positive rate"),
+        ("1" + "0" * 400, f"{'1' + '0' * 56}... is not a finite positive rate"),
+        ("1e-320", "1e-320 is below 1e-06, the slowest rate a job may have"),
+    ):
+        table = json.dumps(THROUGHPUTS).replace("10.0", rate)
+        with pytest.raises(ValueError) as caught:
+            load_throughputs(table, "tput.json")
+        assert str(caught.value) == f"{where}: {problem}"
+    table = json.dumps(THROUGHPUTS).replace("10.0", "true")
+    with pytest.raises(ValueError, match=r'expected a "\(job type, scale\)" key and a positive'):
+        load_throughputs(table, "tput.json")
+    assert load_throughputs(json.dumps(THROUGHPUTS).replace("10.0", "1e-6"), "t")["V100"] == {
+        ("ResNet-18 (batch size 16)", 1): 1e-6,
+        ("LM (batch size 20)", 2): 4.0,
+    }
