@@ -724,6 +724,46 @@ def test_merge_names_json_too_deep_or_with_too_long_an_integer(tmp_path: Path) -
         assert done.stderr == f"apportion plan: {tmp_path / name} {problem}\n"
 
 
+def test_merge_names_a_field_of_the_wrong_shape(tmp_path: Path) -> None:
+    """A record with the right keys and a wrong value ("shard": 1, "shards": "2",
+    "candidates": null, a candidate without its key, no "simulations") was a TypeError or
+    KeyError traceback deep in the merge."""
+    [log] = _shard_logs(tmp_path, "0/2")
+    record = json.loads(log.read_text())
+    simulated = next(i for i, c in enumerate(record["candidates"]) if c["evaluation"])
+
+    def without(key: str) -> dict[str, Any]:
+        return {k: v for k, v in record.items() if k != key}
+
+    def changed(index: int, field: str, value: object) -> dict[str, Any]:
+        candidates = [dict(c) for c in record["candidates"]]
+        candidates[index][field] = value
+        return {**record, "candidates": candidates}
+
+    for bad, problem in (
+        ({**record, "shard": 1}, "field shard: 1 is not a valid list"),
+        ({**record, "shards": "2"}, "field shards: '2' is not a valid integer"),
+        ({**record, "shard": [2, 2]}, "field shard: 2/2 is not one of 2 shards"),
+        ({**record, "candidates": None}, "field candidates: null is not a valid list"),
+        ({**record, "candidates": [{"x": 1}]},
+         "field candidates[0].key: is required; field candidates[0].status: is required; "
+         "field candidates[0].current: is required; field candidates[0].cost_per_hour: is "
+         "required; field candidates[0].counts: is required; and 1 more"),
+        (without("simulations"), "field simulations: is required"),
+        (changed(0, "counts", [1]), "field candidates[0].counts: does not give one count per "
+         "pool"),
+        (changed(simulated, "evaluation", {**record["candidates"][simulated]["evaluation"],
+                                           "slo_met": []}),
+         f"field candidates[{simulated}].evaluation: does not give one value per goal (1)"),
+    ):  # fmt: skip
+        log.write_text("starting the sweep\n" + json.dumps(bad) + "\n")
+        done = _plan("merge", str(log))
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr == (
+            f"apportion plan: {log} line 2: not a shard's record as plan writes it: {problem}\n"
+        )
+
+
 def test_a_merge_with_a_shard_missing_says_so_in_the_report(tmp_path: Path) -> None:
     """Said only on stderr (and not with --quiet): the report read "2 simulated over 2
     shards" when one shard's half of the sweep was never merged."""

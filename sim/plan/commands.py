@@ -26,12 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.cli import CommandError, stop_on_sigterm
-from scheduler.textfile import read_text
 from sim.cluster import Cluster, ClusterError, load_cluster
 from sim.commands import DEMO_TRACE, float_option, int_option, values_may_start_with_minus
 from sim.experiments import dumps
 from sim.job import Job
-from sim.jsontext import JsonProblem, parse
 from sim.outfiles import make_out, write_whole
 from sim.plan.candidates import (
     LEVEL_WHY,
@@ -58,12 +56,12 @@ from sim.plan.report import build_report
 from sim.plan.rightsizing import RightsizingError, query_prometheus, rightsizing_rows
 from sim.plan.search import SearchSettings, evaluate_all, search, violations
 from sim.plan.shapes import Arrangement, arrangements
+from sim.plan.shards import read_shards
 from sim.plan.slo import Slo, SloError, check_queues, parse_slo
 from sim.plan.verdict import verdict
 from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.pool import MAX_WORKERS, WORKERS_WHY, default_workers
 from sim.progress import ProgressLine
-from sim.rows import location
 from sim.trace import NeedsThroughputs, TraceError, load_trace
 
 __all__ = ["plan_command"]
@@ -613,55 +611,6 @@ def write_report(
     write_whole(out / "plan.json", dumps(record).encode())
 
 
-_SHARD_KEYS = ("fingerprint", "shard", "shards", "candidates")
-"""What every shard's record holds (``_run``); other JSON is no shard's output."""
-
-
-def _read_shards(paths: list[Path]) -> list[tuple[str, dict[str, Any]]]:
-    """Every shard record in these files, with where it was read (file, and line)."""
-    records = []
-    for path in paths:
-        try:
-            text = read_text(path)
-        except OSError as error:
-            raise CommandError(f"cannot read {path}: {error.strerror}") from None
-        try:
-            whole = parse(text)  # a plan.json (one process's or a shard's record)
-        except JsonProblem as error:
-            whole = None
-            if error.reason != "not JSON":  # else lines of JSON, read below
-                at, column = location(text, error.offset)
-                raise CommandError(f"{path} line {at} column {column}: {error.problem}") from None
-        if isinstance(whole, dict):
-            records.append((str(path), _shard_record(whole, str(path))))
-            continue
-        for n, line in enumerate(text.splitlines(), 1):
-            line = line.strip()
-            if line.startswith("[") and "] " in line and not line.startswith("[{"):
-                line = line.split("] ", 1)[1]  # kubectl logs --prefix
-            if not line.startswith("{"):
-                continue
-            try:
-                record = parse(line)
-            except JsonProblem as error:
-                raise CommandError(
-                    f"{path} line {n}: not a shard's JSON ({error.problem})"
-                ) from None
-            records.append((str(path), _shard_record(record, f"{path} line {n}")))
-        if not text.strip():
-            raise CommandError(f"{path}: empty")
-    return records
-
-
-def _shard_record(record: object, where: str) -> dict[str, Any]:
-    lacking = [k for k in _SHARD_KEYS if not isinstance(record, dict) or k not in record]
-    if not isinstance(record, dict) or lacking:
-        raise CommandError(
-            f"{where}: not a shard's record (it has no {', '.join(map(repr, lacking))})"
-        )
-    return record
-
-
 def _rank(row: dict[str, Any]) -> int:
     """Which shard's copy of a candidate to keep: simulated > decided > undecided."""
     return 2 if row["evaluation"] is not None else int(row["status"] != "undecided")
@@ -670,7 +619,7 @@ def _rank(row: dict[str, Any]) -> int:
 def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     if not paths:
         raise CommandError("plan merge: give the shard outputs (files of JSON lines)")
-    found = _read_shards(paths)
+    found = read_shards(paths)
     if not found:
         raise CommandError("plan merge: no shard records found in " + ", ".join(map(str, paths)))
     records = [r for _, r in found]
