@@ -764,6 +764,32 @@ def test_merge_names_a_field_of_the_wrong_shape(tmp_path: Path) -> None:
         )
 
 
+def test_an_arguments_file_is_read_as_utf_8_without_its_byte_order_mark(tmp_path: Path) -> None:
+    """argparse read @FILE in the locale's encoding: Latin-1 bytes were a UnicodeDecodeError
+    traceback, and a byte-order mark stayed part of the first argument (the trace)."""
+    trace = tmp_path / "jobs.csv"
+    trace.write_text("name,queue,submit,runtime,gpus\na,q,0,60,1\n")
+    args = tmp_path / "plan.args"
+    lines = [str(trace), "--cluster", "uniform:1x2xH100-80GB", "--max-simulations", "1",
+             "--workers", "1", "--json"]  # fmt: skip
+    args.write_bytes("\r\n".join(lines).encode("utf-8-sig"))
+    done = _plan(f"@{args}")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["inputs"]["replay"]["trace"] == str(trace)
+    args.write_bytes(f"{trace}\n--slo\nteam-\xe9:p95_wait<=1h\n".encode("latin-1"))
+    done = _plan(f"@{args}")
+    assert (done.returncode, done.stdout) == (2, ""), done.stderr
+    assert done.stderr.endswith(
+        f"apportion plan: error: cannot read {args}: not UTF-8 text (byte 0xe9 at offset "
+        f"{len(str(trace)) + 12})\n"
+    )
+    args.write_text(f"@{args}\n")  # argparse recursed to a RecursionError
+    done = _plan(f"@{args}")
+    assert done.returncode == 2 and done.stderr.endswith(
+        f"apportion plan: error: @{args}: read again from {args}, which it names\n"
+    )
+
+
 def test_a_merge_with_a_shard_missing_says_so_in_the_report(tmp_path: Path) -> None:
     """Said only on stderr (and not with --quiet): the report read "2 simulated over 2
     shards" when one shard's half of the sweep was never merged."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.cli import CommandError, stop_on_sigterm
+from scheduler.textfile import read_text
 from sim.cluster import Cluster, ClusterError, load_cluster
 from sim.commands import DEMO_TRACE, float_option, int_option, values_may_start_with_minus
 from sim.experiments import dumps
@@ -80,10 +81,11 @@ def plan_command(sub: Subparsers) -> None:
             "Sweep candidate clusters (the current node pools scaled per GPU model) through "
             "the simulator and report the cheapest one that meets every SLO, the cost-vs-SLO "
             "Pareto front, quota advice and right-sizing. 'apportion plan merge FILE...' joins "
-            "the outputs of --shard runs."
+            "the outputs of --shard runs. Arguments may come from a file, one per line: "
+            "'apportion plan @plan.args'."
         ),
-        fromfile_prefix_chars="@",
     )
+    _arguments_from_files(parser)
     parser.add_argument(
         "trace",
         nargs="*",
@@ -166,6 +168,38 @@ def plan_command(sub: Subparsers) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     values_may_start_with_minus(parser)
     parser.set_defaults(run=_run)
+
+
+def _arguments_from_files(parser: argparse.ArgumentParser) -> None:
+    """Read ``@FILE`` arguments (one per line, argparse's convention) as every file users
+    hand us is read (``read_text``): argparse's own reading (``fromfile_prefix_chars``)
+    opens the file in the locale's encoding, so one that is not UTF-8 was a
+    UnicodeDecodeError traceback, and a byte-order mark (a Windows editor's) stayed part
+    of the first argument (the trace '\ufefftrace.csv': no such file)."""
+    parse = parser.parse_known_args
+
+    def expand(args: Sequence[str], reading: tuple[str, ...]) -> list[str]:
+        out: list[str] = []
+        for arg in args:
+            if not arg.startswith("@"):
+                out.append(arg)
+                continue
+            name = arg[1:]
+            if name in reading:  # argparse recursed until a RecursionError
+                parser.error(f"{arg}: read again from {reading[-1]}, which it names")
+            try:
+                text = read_text(Path(name))
+            except OSError as error:
+                parser.error(f"cannot read {name}: {error.strerror}")
+            out += expand(text.splitlines(), (*reading, name))
+        return out
+
+    def parse_known_args(
+        args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        return parse(None if args is None else expand(args, ()), namespace)
+
+    parser.parse_known_args = parse_known_args  # type: ignore[method-assign, assignment]
 
 
 def _slos(texts: list[str]) -> list[Slo]:
