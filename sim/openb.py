@@ -114,7 +114,7 @@ def load_openb_nodes(text: str, source: str) -> tuple[tuple[CustomGpuModel, ...]
     nodes: list[Node] = []
     seen: dict[str, int] = {}
     for row in csv_rows(text, source, NODE_COLUMNS):
-        gpus = row.count("gpu")
+        gpus = row.node_gpus("gpu")
         cpu_milli = row.count("cpu_milli")
         memory_mib = row.count("memory_mib")
         if gpus == 0:

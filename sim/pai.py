@@ -79,7 +79,7 @@ def load_pai_machines(
         if name in seen:
             raise row.error("machine", f"repeats the machine on line {seen[name]}")
         seen[name] = row.line
-        gpus = row.count("cap_gpu")
+        gpus = row.node_gpus("cap_gpu")
         cpu = row.count("cap_cpu")
         mem = row.count("cap_mem")
         if row.values["gpu_type"].strip() == "CPU" or gpus == 0:

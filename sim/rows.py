@@ -120,6 +120,14 @@ class Row:
     def where(self, column: str) -> str:
         return f"{self.source} line {self.line} column {column}"
 
+    def node_gpus(self, column: str) -> int:
+        """A node's GPUs, at most ``MAX_NODE_GPUS`` as in snapshots and ``uniform:``: a
+        typo (100,000,000) built that many GPUs, until memory ran out."""
+        gpus = self.count(column)
+        if gpus > MAX_NODE_GPUS:
+            raise self.error(column, f"is more GPUs {_NODE_BOUND}")
+        return gpus
+
     def pod_gpus(self, column: str, gpus: int) -> int:
         """``gpus`` for one pod, read from ``column`` (``pod_gpus``)."""
         return pod_gpus(gpus, self.where(column), self.values.get(column, ""))

@@ -741,3 +741,21 @@ def test_a_gavel_rate_is_finite_and_not_below_the_slowest() -> None:
         ("ResNet-18 (batch size 16)", 1): 1e-6,
         ("LM (batch size 20)", 2): 4.0,
     }
+
+
+def test_a_node_list_node_has_at_most_as_many_gpus_as_any_node(tmp_path: Path) -> None:
+    """uniform:2x1025xT4 was refused, but an openb node list's 'gpu' or a PAI machine's
+    'cap_gpu' of 100,000,000 built that many GPUs, until memory ran out."""
+    nodes = tmp_path / "nodes.csv"
+    machines = tmp_path / "machines.csv"
+    for gpus in (1025, 100_000_000):
+        nodes.write_text(f"sn,cpu_milli,memory_mib,gpu,model\nn1,1000,1000,{gpus},T4\n")
+        machines.write_text(f"m1,T4,96,512,2\nm2,T4,96,512,{gpus}\n")
+        for path, where in ((nodes, "line 2 column gpu"), (machines, "line 2 column cap_gpu")):
+            with pytest.raises(ClusterError) as caught:
+                load_cluster(str(path))
+            assert str(caught.value) == (
+                f"{path} {where}: '{gpus}' is more GPUs than a node can have (1024)"
+            )
+    nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\nn1,1000,1000,1024,T4\n")
+    assert load_cluster(str(nodes)).gpu_count == 1024
