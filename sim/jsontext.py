@@ -3,10 +3,12 @@ shard records, metrics exports) with every problem at a character of the text.
 
 ``json`` answers two inputs with no position at all: nesting deeper than Python's
 recursion limit (``[[[…]]]`` 100,000 deep: a RecursionError) and an integer of more than
-4,300 digits (a ValueError from ``int``). Here both are a ``JsonProblem`` at their offset,
+4,300 digits (a ValueError from ``int``); and it keeps the last of a key given twice
+(``{"gpus": 1, "gpus": 2}``) without a word. Here each is a ``JsonProblem`` at its offset,
 as a syntax error is, so each reader names the file, line and column (and a row of JSON
-Lines is a bad row ``--skip-bad-rows`` can skip). Nesting is bounded (``MAX_DEPTH``) even
-where ``json`` would get through, as the checks that walk a value afterwards recurse too.
+Lines is a bad row ``--skip-bad-rows`` can skip); a duplicate key is refused as snapshots
+refuse it (``scheduler.loading``). Nesting is bounded (``MAX_DEPTH``) even where ``json``
+would get through, as the checks that walk a value afterwards recurse too.
 """
 
 from __future__ import annotations
@@ -21,10 +23,23 @@ MAX_DEPTH = 100
 MAX_INT_DIGITS = 4300
 """Python's own limit on reading an integer (``sys.get_int_max_str_digits``'s default)."""
 
-_DECODER = json.JSONDecoder()
+
+class _Repeated(Exception):
+    """A key given twice in one object (found again, with its place, by ``_located``)."""
+
+
+def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise _Repeated
+    return found
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique)
 # What the locator walks: strings (skipped whole, so brackets in them do not count),
 # numbers and brackets; anything else lies between them.
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|[\[\]{}]')
+_COLON = re.compile(r"[ \t\r\n]*:")
 
 
 class JsonProblem(ValueError):
@@ -51,12 +66,13 @@ def parse(text: str) -> object:
 def decode(text: str, start: int = 0) -> tuple[object, int]:
     """The JSON value at ``start`` and the offset after it (``JSONDecoder.raw_decode``),
     or JsonProblem: a syntax error, nesting past MAX_DEPTH, an integer past
-    MAX_INT_DIGITS."""
+    MAX_INT_DIGITS, a key given twice in one object."""
     try:
         value, end = _DECODER.raw_decode(text, start)
     except json.JSONDecodeError as error:
         raise JsonProblem(error.pos, error.msg, "not JSON") from None
-    except (RecursionError, ValueError) as error:  # too deep; an integer too long for int()
+    # Too deep; an integer too long for int(); a key twice.
+    except (RecursionError, ValueError, _Repeated) as error:
         located = _located(text, start, len(text))
         raise located or JsonProblem(start, str(error), "not JSON") from None
     # Only a value with that many brackets can nest that deep: most are not walked.
@@ -68,29 +84,36 @@ def decode(text: str, start: int = 0) -> tuple[object, int]:
 
 
 def _located(text: str, start: int, end: int) -> JsonProblem | None:
-    """The first nesting past MAX_DEPTH or integer past MAX_INT_DIGITS in the value at
-    ``start`` (json says neither where)."""
-    depth = 0
+    """The first nesting past MAX_DEPTH, integer past MAX_INT_DIGITS or key given twice in
+    the value at ``start`` (json says none of them where)."""
+    open_: list[set[str] | None] = []
+    """The arrays (None) and objects (their keys so far) the walk is in."""
     for token in _TOKEN.finditer(text, start, end):
         written = token.group()
         if written[0] in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
+            open_.append(set() if written[0] == "{" else None)
+            if len(open_) > MAX_DEPTH:
                 return JsonProblem(
                     token.start(),
                     f"arrays and objects nested more than {MAX_DEPTH} deep",
                     "nested too deep",
                 )
         elif written[0] in "]}":
-            depth -= 1
-        elif written[0] != '"' and written.lstrip("-").isdigit():  # an integer
+            open_.pop()
+        elif written[0] == '"':
+            keys = open_[-1] if open_ else None
+            if keys is not None and _COLON.match(text, token.end()):  # a key
+                key = json.loads(written)
+                if key in keys:
+                    return JsonProblem(token.start(), f"duplicate key {key!r}", "duplicate key")
+                keys.add(key)
+        elif written.lstrip("-").isdigit() and len(written.lstrip("-")) > MAX_INT_DIGITS:
             digits = len(written.lstrip("-"))
-            if digits > MAX_INT_DIGITS:
-                return JsonProblem(
-                    token.start(),
-                    f"an integer of {digits:,} digits (at most {MAX_INT_DIGITS:,})",
-                    "integer too long",
-                )
-        if depth <= 0:
+            return JsonProblem(
+                token.start(),
+                f"an integer of {digits:,} digits (at most {MAX_INT_DIGITS:,})",
+                "integer too long",
+            )
+        if not open_:
             return None  # the value ended
     return None

@@ -180,7 +180,8 @@ def csv_rows(
     columns unless ``names`` is given (files without a header, like PAI's tables). A row
     with the wrong number of fields goes to ``bad`` (raised by default). ``known``: every
     column the format has; another in the header is the file's error, said once, rather
-    than every row's (which ``--skip-bad-rows`` would then skip, all of them)."""
+    than every row's (which ``--skip-bad-rows`` would then skip, all of them); so is a
+    column named twice (which of the two is meant?)."""
     bad = bad if bad is not None else BadRows()
     # strict: a stray or unclosed quote is an error, not a silently merged field
     reader = csv.reader(
@@ -195,6 +196,13 @@ def csv_rows(
             ) from None
         except csv.Error as e:
             raise ValueError(f"{source} line {reader.line_num}: {e}") from None
+        first: dict[str, int] = {}
+        for field_no, name in enumerate(header, 1):
+            if name and first.setdefault(name, field_no) != field_no:  # the last one won
+                raise ValueError(
+                    f"{source} line 1 column {name}: named twice in the header (fields "
+                    f"{first[name]} and {field_no})"
+                )
         missing = [c for c in columns if c not in header]
         if missing:
             raise ValueError(

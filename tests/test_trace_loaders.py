@@ -759,3 +759,35 @@ def test_a_node_list_node_has_at_most_as_many_gpus_as_any_node(tmp_path: Path) -
             )
     nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\nn1,1000,1000,1024,T4\n")
     assert load_cluster(str(nodes)).gpu_count == 1024
+
+
+def test_a_column_or_key_given_twice_is_refused_where_it_repeats() -> None:
+    """The last of two 'gpus' columns or keys was taken without a word; snapshots refuse a
+    duplicate key."""
+    with pytest.raises(ValueError) as caught:
+        load_job_csv("name,queue,submit,runtime,gpus,gpus\na,q,0,100,1,2\n", "jobs.csv")
+    assert (
+        str(caught.value)
+        == "jobs.csv line 1 column gpus: named twice in the header (fields 5 and 6)"
+    )
+    header = (OPENB_TRACE_DIR / "openb_pod_list_default.csv").read_text().split("\n")[0]
+    with pytest.raises(ValueError, match=r"^p.csv line 1 column qos: named twice in the header"):
+        load_openb_jobs(header + ",qos\np,1000,1024,1,1000,,LS,Running,0,10,0,BE\n", "p.csv")
+    ok = '{"name": "a", "submit": 0, "runtime": 100, "gpus": 1}\n'
+    twice = '{"name": "b", "submit": 0, "runtime": 100, "gpus": 1, "gpus": 2}\n'
+    with pytest.raises(RowError) as caught:
+        load_job_jsonl(ok + twice, "jobs.jsonl")
+    assert (
+        str(caught.value)
+        == f"jobs.jsonl line 2 column {twice.rindex('gpus')}: duplicate key 'gpus'"
+    )
+    bad = BadRows(skip=True)
+    assert [j.name for j in load_job_jsonl(ok + twice, "jobs.jsonl", bad)] == ["a"]
+    assert bad.counts == {"duplicate key": 1}
+    # Every JSON file the simulator reads: an object nested anywhere, the key escaped.
+    log = json.dumps(PHILLY, indent=1).replace('"vc": "vc1"', '"vc": "vc1", "v\\u0063": "x"', 1)
+    with pytest.raises(ValueError, match=r"^log line \d+ column \d+: duplicate key 'vc'$"):
+        load_philly_jobs(log, "log")
+    table = json.dumps(THROUGHPUTS).replace('{"null": 10.0}', '{"null": 10.0, "null": 1.0}')
+    with pytest.raises(ValueError, match=r"^tput.json line 1 column \d+: duplicate key 'null'$"):
+        load_throughputs(table, "tput.json")
