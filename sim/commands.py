@@ -26,7 +26,7 @@ from sim.engine import EngineSettings
 from sim.experiments import Outcome, ReplaySettings, dumps, fill_experiment, replay_experiment
 from sim.fill import FILL_POLICIES
 from sim.gavel import on_cluster as gavel_on_cluster
-from sim.outfiles import make_out, write_whole
+from sim.outfiles import make_out, out_dir, write_whole
 from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.pool import MAX_WORKERS, WORKERS_WHY, default_workers
 from sim.progress import ProgressLine
@@ -66,7 +66,7 @@ def simulate_command(sub: Subparsers) -> None:
     parser.add_argument("--compare", default="", help="more policies, comma-separated")
     parser.add_argument("--experiment", choices=("replay", "fill"), default="replay")
     parser.add_argument("--seeds", default="0", help="seeds: '0,1,2' or a count like '10'")
-    parser.add_argument("--out", type=Path, help="write results.json and plots here")
+    parser.add_argument("--out", type=out_dir, help="write results.json and plots here")
     parser.add_argument("--json", action="store_true", help="print results.json to stdout")
     parser.add_argument("--plot-format", choices=("png", "svg"), default="png")
     parser.add_argument("--format", choices=FORMATS, help="trace format (default: detect)")

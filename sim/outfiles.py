@@ -7,12 +7,23 @@ writing (Ctrl-C, a Job's deadline) must leave the previous file or the new one.
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
 from scheduler.cli import CommandError
 
-__all__ = ["make_out", "write_whole"]
+__all__ = ["make_out", "out_dir", "write_whole"]
+
+
+def out_dir(text: str) -> Path:
+    """An argparse type for --out and --journal: a directory, never the empty path, which
+    ``Path`` reads as '.' (results and plots went into the current directory)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is an empty path; give a directory ('.' for the current one)"
+        )
+    return Path(text)
 
 
 def make_out(out: Path, flag: str = "--out") -> None:

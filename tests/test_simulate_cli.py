@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -289,6 +290,24 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
         done = simulate("demo", "--max-jobs", "5", "--out", str(out), "--quiet")
         assert done.returncode == 2
         assert done.stderr == f"apportion simulate: --out {out}: {problem}\n"
+
+
+def test_an_empty_out_is_refused_not_the_current_directory(tmp_path: Path) -> None:
+    """--out '' was Path(''), which is '.': results.json and the plots (plan's report and
+    journal) went into the current directory."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for command, flag in (("simulate", "--out"), ("plan", "--out"), ("plan", "--journal")):
+        done = subprocess.run(
+            [sys.executable, "-m", "scheduler", command, "demo", "--max-jobs", "5", flag, "",
+             "--quiet"],
+            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+        )  # fmt: skip
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr.endswith(
+            f"error: argument {flag}: '' is an empty path; give a directory ('.' for the "
+            "current one)\n"
+        )
+        assert list(tmp_path.iterdir()) == []
 
 
 def test_a_seed_list_may_start_with_a_negative_seed() -> None:

@@ -31,7 +31,7 @@ from sim.cluster import Cluster, ClusterError, load_cluster
 from sim.commands import DEMO_TRACE, float_option, int_option, values_may_start_with_minus
 from sim.experiments import dumps
 from sim.job import Job
-from sim.outfiles import make_out, write_whole
+from sim.outfiles import make_out, out_dir, write_whole
 from sim.plan.candidates import (
     LEVEL_WHY,
     MAX_CANDIDATES,
@@ -151,10 +151,10 @@ def plan_command(sub: Subparsers) -> None:
     parser.add_argument("--metrics-url", help="a live Prometheus to query instead of --metrics")
     parser.add_argument("--metrics-snapshot", type=Path, help="snapshot with running workloads")
     parser.add_argument("--shard", help="i/N: run the i-th of N shares of the sweep")
-    parser.add_argument("--out", type=Path, help="write plan.json, report.html, report.md here")
+    parser.add_argument("--out", type=out_dir, help="write plan.json, report.html, report.md here")
     parser.add_argument(
         "--journal",
-        type=Path,
+        type=out_dir,
         help="keep every simulation here as it completes (default: --out), so the same "
         "command run again after a stop resumes",
     )
