@@ -324,3 +324,27 @@ def test_a_metrics_export_too_deep_or_with_too_long_an_integer_is_named_where(
         with pytest.raises(RightsizingError) as refused:
             rightsizing_rows(export, FIXTURES / "running.yaml")
         assert str(refused.value) == f"{export} {problem}"
+
+
+def test_a_negative_metric_is_refused_at_its_row(tmp_path: Path) -> None:
+    """fb_used_peak -5 MiB was taken as a workload using nothing, and advice built on it."""
+    from sim.plan.rightsizing import RightsizingError, rightsizing_rows
+
+    export = json.loads((FIXTURES / "metrics.json").read_text())
+    export["fb_used_peak"]["data"]["result"][1]["value"][1] = "-5"
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(export))
+    with pytest.raises(RightsizingError) as refused:
+        rightsizing_rows(path, FIXTURES / "running.yaml")
+    assert str(refused.value) == (
+        f"{path}: fb_used_peak.data.result[1].value: '-5' is negative (a DCGM reading is "
+        "never below 0)"
+    )
+    # The answers of a live Prometheus, a result list alone.
+    answers = {"util_gr": [{"metric": {"Hostname": "n"}, "value": [1, "-0.5"]}]}
+    with pytest.raises(RightsizingError) as refused:
+        rightsizing_rows(answers, FIXTURES / "running.yaml")
+    assert str(refused.value) == (
+        "Prometheus' answers: util_gr[0].value: '-0.5' is negative (a DCGM reading is never "
+        "below 0)"
+    )

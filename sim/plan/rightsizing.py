@@ -64,6 +64,33 @@ def query_prometheus(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
     return out
 
 
+def _refuse_negatives(payload: dict[str, Any], source: str) -> None:
+    """No DCGM reading (memory, utilization, errors, temperature, power, a time) is below 0:
+    one is a broken export or recording rule, and the core took fb_used_peak -5 MiB as a
+    workload using nothing, advice built on it. Rows of another shape are left to the
+    core's reader, which names them."""
+    for name, answer in payload.items():
+        envelope = isinstance(answer, dict)
+        data = answer.get("data") if envelope else None
+        rows = (data.get("result") if isinstance(data, dict) else None) if envelope else answer
+        if not isinstance(rows, list):
+            continue
+        for i, row in enumerate(rows):
+            value = row.get("value") if isinstance(row, dict) else None
+            if not isinstance(value, list) or len(value) != 2:
+                continue
+            try:
+                negative = float(value[1]) < 0
+            except (TypeError, ValueError):
+                continue
+            if negative:
+                where = f"{name}.data.result[{i}]" if envelope else f"{name}[{i}]"
+                raise RightsizingError(
+                    f"{source}: {where}.value: {value[1]!r} is negative (a DCGM reading is "
+                    "never below 0)"
+                )
+
+
 def rightsizing_rows(metrics: Path | dict[str, Any], snapshot_path: Path) -> list[dict[str, Any]]:
     """Rows of the report's right-sizing table from an export file (or the answers
     ``query_prometheus`` fetched) and the snapshot of the running workloads."""
@@ -77,8 +104,10 @@ def rightsizing_rows(metrics: Path | dict[str, Any], snapshot_path: Path) -> lis
         line, column = location(export, error.offset)
         why = f"not JSON ({error.problem})" if error.reason == "not JSON" else error.problem
         raise RightsizingError(f"{metrics} line {line} column {column}: {why}") from None
+    source = str(metrics) if isinstance(metrics, Path) else "Prometheus' answers"
     if not isinstance(payload, dict):
-        raise RightsizingError(f"{metrics}: expected an object of query name → answer")
+        raise RightsizingError(f"{source}: expected an object of query name → answer")
+    _refuse_negatives(payload, source)
     try:
         snapshot = load_snapshot_text(text, source=str(snapshot_path))
     except SnapshotError as error:
@@ -87,7 +116,7 @@ def rightsizing_rows(metrics: Path | dict[str, Any], snapshot_path: Path) -> lis
     try:
         batch = samples_from_results(payload, settings)
     except MetricsFormatError as error:
-        raise RightsizingError(f"{metrics}: {error}") from None
+        raise RightsizingError(f"{source}: {error}") from None
     if snapshot.now == 0:
         stamps = [s.sampled_at for s in batch.samples if s.sampled_at is not None]
         snapshot = snapshot.model_copy(update={"now": max(stamps, default=0)})
