@@ -59,16 +59,22 @@ def simulate_command(sub: Subparsers) -> None:
     parser.add_argument(
         "--cluster",
         default="default",
-        help="'default' (embedded ~500-GPU cluster), a snapshot YAML/JSON, an openb node "
-        "list or PAI machine spec CSV, or uniform:NODESxGPUSxMODEL[:shared]",
+        help="'default' (embedded ~500-GPU cluster; the default), a snapshot YAML/JSON, an "
+        "openb node list or PAI machine spec CSV, or uniform:NODESxGPUSxMODEL[:shared]",
     )
     parser.add_argument("--policy", default="apportion", help="policy to run (default apportion)")
     parser.add_argument("--compare", default="", help="more policies, comma-separated")
-    parser.add_argument("--experiment", choices=("replay", "fill"), default="replay")
-    parser.add_argument("--seeds", default="0", help="seeds: '0,1,2' or a count like '10'")
+    parser.add_argument(
+        "--experiment", choices=("replay", "fill"), default="replay", help="(default replay)"
+    )
+    parser.add_argument(
+        "--seeds", default="0", help="seeds: '0,1,2' or a count like '10' (default 0)"
+    )
     parser.add_argument("--out", type=out_dir, help="write results.json and plots here")
     parser.add_argument("--json", action="store_true", help="print results.json to stdout")
-    parser.add_argument("--plot-format", choices=("png", "svg"), default="png")
+    parser.add_argument(
+        "--plot-format", choices=("png", "svg"), default="png", help="(default png)"
+    )
     parser.add_argument("--format", choices=FORMATS, help="trace format (default: detect)")
     parser.add_argument("--skip-bad-rows", action="store_true", help="skip and count bad rows")
     parser.add_argument("--throughputs", type=Path, help="Gavel throughput table (JSON)")
@@ -81,35 +87,44 @@ def simulate_command(sub: Subparsers) -> None:
         "--interval",
         type=int_option(0),
         default=0,
-        help="call the policy every N simulated s (0: per event)",
+        help="call the policy every N simulated s (default 0: at every event)",
     )
     parser.add_argument(
-        "--checkpoint", type=int_option(0), default=0, help="checkpoint interval s (0: none)"
+        "--checkpoint",
+        type=int_option(0),
+        default=0,
+        help="checkpoint interval s (default 0: none, a preempted job restarts)",
     )
     parser.add_argument(
-        "--tick", type=int_option(0), default=30, help="apportion: global decision period s"
+        "--tick",
+        type=int_option(0),
+        default=30,
+        help="apportion: global decision period, simulated s (default 30)",
     )
     parser.add_argument(
         "--budget-ms",
         type=float_option(positive=True, most=MAX_BUDGET_MS, why=BUDGET_WHY),
         default=2000.0,
-        help="apportion: ILP budget (at most an hour)",
+        help="apportion: ILP budget per decision, ms (default 2000, at most an hour)",
     )
     parser.add_argument(
         "--mtbf-hours",
         type=float_option(positive=False),
         default=0.0,
-        help="random node failures (0: none)",
+        help="mean time between random node failures, hours (default 0: none)",
     )
     parser.add_argument(
-        "--mttr", type=int_option(1), default=3600, help="repair time of a failure, s"
+        "--mttr",
+        type=int_option(1),
+        default=3600,
+        help="repair time of a failure, s (default 3600)",
     )
     parser.add_argument("--horizon", type=int_option(1), help="stop at this simulated time, s")
     parser.add_argument(
         "--workers",
         type=int_option(0, MAX_WORKERS, WORKERS_WHY),
         default=0,
-        help="runs (policy × seed) side by side in processes (0: one per core, at most 8)",
+        help="runs (policy × seed) side by side in processes (default 0: one per core, at most 8)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     values_may_start_with_minus(parser)

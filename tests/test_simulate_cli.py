@@ -416,3 +416,21 @@ def test_the_result_does_not_depend_on_the_workers(experiment: str) -> None:
     assert answers[0].stdout == answers[1].stdout
     runs = len(policies[1].split(",")) + 1
     assert len(json.loads(answers[0].stdout)["runs"]) == 2 * runs
+
+
+def test_every_option_with_a_default_says_it_in_its_help() -> None:
+    """plan --seed had no help at all, and simulate --help did not say --tick's 30 s or
+    --budget-ms's 2000 ms (nor --mttr's, --seeds'...)."""
+    import argparse
+
+    from sim.commands import simulate_command
+    from sim.plan.commands import plan_command
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    simulate_command(sub)
+    plan_command(sub)
+    for name, parser in sub.choices.items():
+        for action in parser._actions:
+            unsaid = (None, False, "", [], argparse.SUPPRESS)  # no default, or no value
+            if action.option_strings and action.default not in unsaid:
+                assert action.help and "default" in action.help, (name, action.option_strings)

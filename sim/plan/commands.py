@@ -92,7 +92,11 @@ def plan_command(sub: Subparsers) -> None:
         default=["demo"],
         help="trace file ('demo' for the bundled sample, the default), or: merge FILE...",
     )
-    parser.add_argument("--cluster", default="default", help="the current cluster (as simulate)")
+    parser.add_argument(
+        "--cluster",
+        default="default",
+        help="the current cluster, as simulate reads it (default: the embedded demo cluster)",
+    )
     parser.add_argument(
         "--slo",
         action="append",
@@ -138,14 +142,19 @@ def plan_command(sub: Subparsers) -> None:
         "--workers",
         type=int_option(0, MAX_WORKERS, WORKERS_WHY),
         default=0,
-        help="processes (0: one per core)",
+        help="processes (default 0: one per core)",
     )
     parser.add_argument(
         "--policy",
         default="apportion-greedy",
         help="policy to simulate (default apportion-greedy: production's paths without the ILP)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of --growth's copies and of the policy's random choices (default 0)",
+    )
     parser.add_argument("--max-jobs", type=int_option(1), help="plan on the first N jobs only")
     parser.add_argument("--metrics", type=Path, help="Prometheus export (JSON) for right-sizing")
     parser.add_argument("--metrics-url", help="a live Prometheus to query instead of --metrics")
