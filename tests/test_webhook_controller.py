@@ -724,9 +724,11 @@ def _free_gpus(fake: Fake, node: str) -> list[int]:
 
 
 def _fill_with_low_priority(fake: Fake) -> None:
-    """Low-priority work on every free GPU, admitted and bound."""
-    _waiting_pod(fake, "low-a", gpus=4, priority=0)
-    _waiting_pod(fake, "low-c", gpus=5, priority=0)
+    """Low-priority work on every free GPU, admitted and bound: 4 GPUs on gpu-node-a, 5 on
+    mig-node-c. At priority 1, above the recording's waiting 1-GPU pod (priority 0), which
+    by age would go first and leave no node room for the 5."""
+    _waiting_pod(fake, "low-a", gpus=4, priority=1)
+    _waiting_pod(fake, "low-c", gpus=5, priority=1)
     for name in ("low-a", "low-c"):
         eventually(lambda name=name: not _gates(_pod(fake, name)))
         pod = _pod(fake, name)
