@@ -5,8 +5,8 @@ settings and seed give the same run, byte for byte. At equal times completions c
 first (their capacity is free for what arrives at that instant), then recoveries,
 outages, metric changes, arrivals, and last the scheduling tick. After all events of one
 instant are applied the policy is called (every instant with ``interval`` = 0, otherwise
-every ``interval`` simulated seconds), and its evictions and starts are applied and
-checked against the cluster's occupancy.
+at 0, ``interval``, 2 × ``interval``, … simulated seconds while work waits), and its
+evictions and starts are applied and checked against the cluster's occupancy.
 
 A preempted or killed job goes back to the queue and keeps only the work done up to its
 last checkpoint (every ``checkpoint_s`` seconds of running; 0 = it restarts from zero).
@@ -191,13 +191,24 @@ class Simulation:
                     done += kind is _ARRIVE
                     self._apply(kind, payload)
             acted = False
-            if tick or self.settings.interval == 0:
+            # With an interval the policy is called on its grid (0, N, 2N, …) while work
+            # waits: by the tick queued for it, or here when work arrives on a grid instant
+            # (a queued tick always lies after the instant that queued it).
+            if tick or self.settings.interval == 0 or (self.pending and at % self._tick_s == 0):
                 acted = self._schedule()
-            # Tick while work waits and something can still change: events lie ahead, or
-            # the last call acted (work that can never run would otherwise tick forever).
-            # With nothing waiting, the next arrival is the next scheduling point.
+            # Tick while work waits and something can still change: events lie ahead, the
+            # last call acted, or no call has seen the latest changes yet (with an interval:
+            # a job arriving between ticks). Work that can never run would otherwise tick
+            # forever. With nothing waiting, the next arrival is the next scheduling point.
+            changes = self._changes
+            unseen = bool(changes.arrived or changes.released or changes.health_changed)
             events_ahead = bool(heap) or self._next_arrival < len(arrivals)
-            if self._ticking and not self._tick_queued and self.pending and (events_ahead or acted):
+            if (
+                self._ticking
+                and not self._tick_queued
+                and self.pending
+                and (events_ahead or acted or unseen)
+            ):
                 self._queue_tick()
             if self._progress is not None and time.monotonic() >= next_report:
                 # Arrivals and completions: the queue drains long after the last arrival.

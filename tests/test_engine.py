@@ -184,6 +184,20 @@ def test_interval_batches_scheduling_points() -> None:
     assert times(sim) == {"a": (60, 70), "b": (60, 70)}
 
 
+def test_interval_ticks_on_its_grid_while_work_waits() -> None:
+    """With --interval 30 the policy is called at 0, 30, 60, … while work waits. There was
+    no tick at 0 (a started at 30), and a job arriving on an idle cluster with nothing else
+    ahead (c at 95) never started: a tick was queued only if events lay ahead or the last
+    call acted, and no call had seen c."""
+    cluster = one_node(gpus=8)
+    jobs = (job("a", 0, 10), job("b", 30, 10), job("c", 95, 10))
+    sim = run(cluster, jobs, make_policy("fifo", cluster, jobs), EngineSettings(interval=30))
+    assert times(sim) == {"a": (0, 10), "b": (30, 40), "c": (120, 130)}
+    alone = (job("a", 5, 10),)
+    sim = run(cluster, alone, make_policy("fifo", cluster, alone), EngineSettings(interval=30))
+    assert times(sim) == {"a": (30, 40)}
+
+
 DEMO = "sim/traces/demo/demo-jobs.csv"
 
 
