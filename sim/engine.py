@@ -1,5 +1,10 @@
 """The discrete-event engine: a virtual clock, an event heap, and one policy.
 
+The recorder measures the state held since the last change just before each change (an
+arrival, a start or stop, a node's health, a running job's utilization), so a tick or a
+stale completion that changes nothing measures nothing, and a run ends at its last
+completion (at the horizon if that leaves work unfinished).
+
 Events are ordered by (time, priority, sequence number), SimPy's rule, so the same trace,
 settings and seed give the same run, byte for byte. At equal times completions come
 first (their capacity is free for what arrives at that instant), then recoveries,
@@ -61,7 +66,8 @@ class EngineSettings:
     checkpoint_s: int = 0
     """A preempted job keeps the work up to its last checkpoint; 0 = no checkpoints."""
     horizon: int | None = None
-    """Stop at this simulated time (jobs still waiting or running are reported)."""
+    """Stop at this simulated time: a run with work left then ends there (jobs still waiting
+    or running are reported); one that finishes before ends at its last completion."""
     samples: int = 200
     """Points on the utilization/fairness/fragmentation curves."""
 
@@ -168,7 +174,6 @@ class Simulation:
             at = cast(int, min(heap[0][0], arrival[0]) if heap else arrival[0])
             if horizon is not None and at > horizon:
                 break
-            self.recorder.advance(at, self)
             self.now = at
             tick = False
             while True:
@@ -210,11 +215,15 @@ class Simulation:
                 and (events_ahead or acted or unseen)
             ):
                 self._queue_tick()
+            if self._finished == len(self.states):
+                break  # the run ends at its last completion: what is left (ticks) is moot
             if self._progress is not None and time.monotonic() >= next_report:
                 # Arrivals and completions: the queue drains long after the last arrival.
                 self._progress(min(1.0, (done + self._finished) / total))
                 next_report = time.monotonic() + _PROGRESS_EVERY_S
-        self.recorder.finish(self.now if horizon is None else max(self.now, horizon), self)
+        # At its last change; at the horizon if that leaves work unfinished.
+        unfinished = self._finished < len(self.states)
+        self.recorder.finish(horizon if horizon is not None and unfinished else self.recorder.t)
         if self._progress is not None:
             self._progress(1.0)
         return self.recorder
@@ -222,6 +231,7 @@ class Simulation:
     def _apply(self, kind: _Kind, payload: object) -> None:
         if kind is _ARRIVE:
             assert isinstance(payload, int)
+            self.recorder.advance(self.now)
             s = self.states[payload]
             self.pending[s.name] = s
             self._changes.arrived.append(s)
@@ -240,6 +250,7 @@ class Simulation:
             assert isinstance(payload, str)
             self._down[payload] -= 1
             if not self._down[payload]:
+                self.recorder.advance(self.now)
                 del self._down[payload]
                 self.occupancy.set_node_health(payload, True)
                 self._nodes_cache = None
@@ -248,6 +259,8 @@ class Simulation:
         elif kind is _Kind.METRIC:
             assert isinstance(payload, Utilization)
             s = self.by_name[payload.job]
+            if s.phase is _RUNNING:
+                self.recorder.advance(self.now)
             self.recorder.on_util(s, payload.util)
             s.util = payload.util
 
@@ -258,6 +271,7 @@ class Simulation:
         self._push(outage.at + outage.duration, _Kind.RECOVER, node)
         if not first:
             return
+        self.recorder.advance(self.now)
         victims = [s for s in self.running.values() if any(p.node == node for p in s.placement)]
         for s in victims:
             self._stop(s, finished=False, outage=True)
@@ -320,6 +334,7 @@ class Simulation:
 
     # ---------------------------------------------------------- transitions
     def _start(self, s: JobState, placement: tuple, flavor: str | None) -> None:  # type: ignore[type-arg]
+        self.recorder.advance(self.now)
         job = s.job
         w = job.workload
         name = w.name
@@ -358,6 +373,7 @@ class Simulation:
         self.recorder.on_start(s, self)
 
     def _stop(self, s: JobState, finished: bool, outage: bool = False) -> None:
+        self.recorder.advance(self.now)
         w = s.job.workload
         self.occupancy.release(s.placement, w.cpu_milli, w.memory_mib)
         del self.running[s.name]

@@ -1,7 +1,9 @@
 """What a replay measures, recorded as the engine runs and summarized as plain JSON data.
 
 Integrals (GPU-seconds used, lost, reserved-but-idle) are exact: the engine calls
-``advance`` before the clock moves and the state is constant in between. Curves
+``advance`` before it changes what is measured, and the state is constant in between. A
+tick or a stale event that changes nothing calls nothing, so a run's measured span ends at
+its last change (or at the horizon). Curves
 (utilization, fairness, fragmentation, queue length) are sampled on a fixed grid of
 simulated times. Percentiles are nearest-rank (the value at rank ⌈p·n⌉), so a test can
 compute them by hand.
@@ -118,7 +120,10 @@ class Recorder:
         self.end = 0
 
     # ------------------------------------------------------------- callbacks
-    def advance(self, t: int, sim: Simulation) -> None:
+    def advance(self, t: int) -> None:
+        """Integrate the state held since the last change up to ``t``."""
+        if t == self.t:
+            return
         while self.next_sample < t and len(self.curve["t"]) < self.max_samples:
             self._sample(self.next_sample)
             self.next_sample += self.step
@@ -214,8 +219,9 @@ class Recorder:
         return float(frag.sum()) / total if total else 0.0
 
     # --------------------------------------------------------------- summary
-    def finish(self, t: int, sim: Simulation) -> None:
-        self.advance(t, sim)
+    def finish(self, t: int) -> None:
+        """End the run at ``t`` (at or after the last change)."""
+        self.advance(t)
         self.end = t
 
     def summary(self, sim: Simulation) -> dict[str, Any]:

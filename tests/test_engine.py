@@ -198,6 +198,31 @@ def test_interval_ticks_on_its_grid_while_work_waits() -> None:
     assert times(sim) == {"a": (30, 40)}
 
 
+def test_the_run_ends_at_its_last_change_not_at_a_tick_after_it() -> None:
+    """A tick queued while b waited (for 120) outlived b's end (110): the run ended at 120
+    and util read 520 / (8·120) GPU-s instead of 520 / (8·110)."""
+    cluster = one_node(gpus=8)
+    jobs = (job("a", 0, 100, 4), job("b", 1, 10, 8), job("c", 2, 10, 4))
+    for policy in ("apportion", "kueue"):
+        sim = run(cluster, jobs, make_policy(policy, cluster, jobs))
+        assert times(sim) == {"a": (0, 100), "b": (100, 110), "c": (2, 12)}, policy
+        s = sim.recorder.summary(sim)
+        assert s["end_s"] == 110, policy
+        assert s["utilization_mean"] == round(520 / 880, 6), policy
+        assert s["gpu_hours"]["capacity"] == round(880 / 3600, 6), policy
+    # x (16 GPUs) never runs: the last tick that finds it waiting changes nothing, and the
+    # run ends at b's end; with a horizon, x still waits there, and the run ends at it.
+    stuck = (*jobs, job("x", 3, 10, 16))
+    sim = run(cluster, stuck, make_policy("apportion", cluster, stuck))
+    assert sim.recorder.summary(sim)["end_s"] == 110
+    settings = EngineSettings(horizon=500)
+    sim = run(cluster, stuck, make_policy("apportion", cluster, stuck), settings)
+    assert sim.recorder.summary(sim)["end_s"] == 500
+    # A horizon past the last completion stops nothing: the run still ends at 110.
+    sim = run(cluster, jobs, make_policy("apportion", cluster, jobs), settings)
+    assert sim.recorder.summary(sim)["end_s"] == 110
+
+
 DEMO = "sim/traces/demo/demo-jobs.csv"
 
 
