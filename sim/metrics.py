@@ -227,6 +227,7 @@ class Recorder:
     def summary(self, sim: Simulation) -> dict[str, Any]:
         states = sim.states
         finished = [s for s in states if s.phase is Phase.DONE]
+        running = sum(s.phase is Phase.RUNNING for s in states)
         all_jct = [v for vs in self.jct.values() for v in vs]
         all_delay = [v for vs in self.delay.values() for v in vs]
 
@@ -242,8 +243,10 @@ class Recorder:
             "jobs": len(states),
             "finished": len(finished),
             "unfinished": {
-                "waiting": sum(s.phase is Phase.WAITING for s in states),
-                "running": sum(s.phase is Phase.RUNNING for s in states),
+                # Arrived and waiting: a job's phase is 'waiting' before it arrives too.
+                "waiting": self.waiting,
+                "running": running,
+                "not_arrived": len(states) - len(finished) - self.waiting - running,
             },
             "end_s": self.end,
             "jct_s": {

@@ -25,6 +25,7 @@ __all__ = ["Actions", "Context", "JobState", "Phase", "Policy", "Start"]
 
 class Phase(IntEnum):
     WAITING = 0
+    """Also before the job arrives (the engine's pending jobs are the ones that did)."""
     RUNNING = 1
     DONE = 2
 

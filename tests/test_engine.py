@@ -223,6 +223,18 @@ def test_the_run_ends_at_its_last_change_not_at_a_tick_after_it() -> None:
     assert sim.recorder.summary(sim)["end_s"] == 110
 
 
+def test_jobs_arriving_after_the_horizon_are_not_counted_as_waiting() -> None:
+    """b and c arrive after --horizon 100: they were counted as still waiting at the end
+    (a job's phase is 'waiting' from the start, before it arrives)."""
+    cluster = one_node(gpus=8)
+    jobs = (job("a", 0, 50), job("b", 200, 10), job("c", 300, 10))
+    settings = EngineSettings(horizon=100)
+    sim = run(cluster, jobs, make_policy("fifo", cluster, jobs), settings)
+    s = sim.recorder.summary(sim)
+    assert s["finished"] == 1 and s["end_s"] == 100
+    assert s["unfinished"] == {"waiting": 0, "running": 0, "not_arrived": 2}
+
+
 DEMO = "sim/traces/demo/demo-jobs.csv"
 
 
