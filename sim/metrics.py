@@ -103,6 +103,9 @@ class Recorder:
         self.idle_reserved = 0.0
         self.free_while_waiting = 0.0
         self.lost = 0.0
+        """Work the policy's evictions threw away (since the last checkpoint)."""
+        self.lost_outages = 0.0
+        """Work outage kills threw away: not the policy's doing, so kept apart."""
         self.preemptions = 0
         self.outage_kills = 0
         self.curve: dict[str, list[float]] = {
@@ -169,12 +172,12 @@ class Recorder:
                 )
             lists[0].append(s.end - w.created)
             lists[1].append(s.first_start - w.created)
+        elif outage:
+            self.lost_outages += lost_s * s.gpu_milli
+            self.outage_kills += 1
         else:
             self.lost += lost_s * s.gpu_milli
-            if outage:
-                self.outage_kills += 1
-            else:
-                self.preemptions += 1
+            self.preemptions += 1
 
     def on_util(self, s: JobState, util: float) -> None:
         if s.phase is Phase.RUNNING:
@@ -266,6 +269,7 @@ class Recorder:
                 "used": _r(self.used * gpu_h),
                 "capacity": _r(self.capacity_integral * gpu_h),
                 "lost_to_preemption": _r(self.lost * gpu_h),
+                "lost_to_outages": _r(self.lost_outages * gpu_h),
                 "idle_reserved_while_waiting": _r(self.idle_reserved * gpu_h),
                 "free_while_waiting": _r(self.free_while_waiting * gpu_h),
             },

@@ -155,9 +155,23 @@ def test_outage_kills_requeues_and_returns_capacity() -> None:
     assert times(sim) == {"x": (0, 200), "y": (0, 100), "z": (140, 150)}
     s = sim.recorder.summary(sim)
     assert s["outage_kills"] == 1 and s["preemptions"] == 0
-    assert s["gpu_hours"]["lost_to_preemption"] == round(40 / 3600, 6)
+    assert s["gpu_hours"]["lost_to_outages"] == round(40 / 3600, 6)
+    assert s["gpu_hours"]["lost_to_preemption"] == 0.0
     # Capacity while node-0 is down (40-140) is 1 GPU, else 2: 2·40 + 1·100 + 2·60 GPU-s.
     assert s["gpu_hours"]["capacity"] == round(300 / 3600, 6)
+
+
+def test_work_lost_to_an_outage_is_not_lost_to_preemption() -> None:
+    """An outage kill's lost work was added to lost_to_preemption (lostGPUh), which counts
+    what the policy's evictions threw away: 8 GPUs × 40 s read as preemption with none."""
+    cluster = uniform_cluster(1, 8, "H100-80GB")
+    trace = Trace((job("a", 0, 100, 8, "q1"),), "inline", "csv")
+    settings = ReplaySettings(outages=(Outage(40, "node-0", 10),))
+    s = replay_experiment(cluster, trace, ["fifo"], [0], settings).result["runs"][0]["summary"]
+    # Killed at 40 (no checkpoint), back at 50, runs again 50-150.
+    assert s["end_s"] == 150 and s["outage_kills"] == 1 and s["preemptions"] == 0
+    assert s["gpu_hours"]["lost_to_preemption"] == 0.0
+    assert s["gpu_hours"]["lost_to_outages"] == round(8 * 40 / 3600, 6)
 
 
 def test_throughput_table_speeds_a_job_up() -> None:
