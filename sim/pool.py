@@ -142,6 +142,7 @@ def _worker_init(queue: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _relay = queue
+    _last.clear()  # the main process's report times, copied by fork: none were made here
 
 
 def executor(workers: int, progress: Progress | None = None) -> Inline | WorkerPool:

@@ -434,3 +434,17 @@ def test_every_option_with_a_default_says_it_in_its_help() -> None:
             unsaid = (None, False, "", [], argparse.SUPPRESS)  # no default, or no value
             if action.option_strings and action.default not in unsaid:
                 assert action.help and "default" in action.help, (name, action.option_strings)
+
+
+def test_a_worker_reports_a_run_the_main_process_reported_just_before() -> None:
+    """A worker process inherits the main process's last report time per label: a run
+    reported in the main process (one worker) less than 0.1 s before a worker process
+    forked lost its first report there (plan's candidates are simulated again so)."""
+    from sim import pool
+
+    seen: list[tuple[str, float]] = []
+    with pool.executor(1, lambda label, done: seen.append((label, done))) as inline:
+        inline.submit(pool.report, "run", 0.5).result()
+    with pool.executor(2, lambda label, done: seen.append((label, done))) as workers:
+        workers.submit(pool.report, "run", 0.5).result()
+    assert seen == [("run", 0.5), ("run", 0.5)]
