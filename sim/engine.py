@@ -69,7 +69,8 @@ class EngineSettings:
     """Stop at this simulated time: a run with work left then ends there (jobs still waiting
     or running are reported); one that finishes before ends at its last completion."""
     samples: int = 200
-    """Points on the utilization/fairness/fragmentation curves."""
+    """About this many points on the utilization/fairness/fragmentation curves (up to ten
+    times as many on a run far longer than its trace suggests, thinned beyond that)."""
 
 
 @dataclass(slots=True)
@@ -255,7 +256,7 @@ class Simulation:
                 self.occupancy.set_node_health(payload, True)
                 self._nodes_cache = None
                 self._changes.health_changed = True
-                self.recorder.on_capacity(self)
+                self.recorder.on_capacity(payload)
         elif kind is _Kind.METRIC:
             assert isinstance(payload, Utilization)
             s = self.by_name[payload.job]
@@ -281,7 +282,7 @@ class Simulation:
         self.occupancy.set_node_health(node, False)
         self._nodes_cache = None
         self._changes.health_changed = True
-        self.recorder.on_capacity(self)
+        self.recorder.on_capacity(node)
 
     # ------------------------------------------------------------- policy
     def _schedule(self) -> bool:

@@ -3,12 +3,15 @@
 Integrals (GPU-seconds used, lost, reserved-but-idle) are exact: the engine calls
 ``advance`` before it changes what is measured, and the state is constant in between. A
 tick or a stale event that changes nothing calls nothing, so a run's measured span ends at
-its last change (or at the horizon). Curves
-(utilization, fairness, fragmentation, queue length) are sampled on a fixed grid of
-simulated times. Percentiles are nearest-rank (the value at rank ⌈p·n⌉), so a test can
-compute them by hand.
+its last change (or at the horizon). The means of Jain's index, the fair-share deviation
+and fragmentation are integrated the same way, over the whole run (time-weighted, exact).
+Curves (utilization, fairness, fragmentation, queue length) are sampled on a grid over the
+whole run: a step for about ``samples`` points over the run's length as the trace alone
+bounds it (the same for every policy and seed, so their curves line up), doubled — every
+other point dropped — whenever a longer run would pass ten times as many. Percentiles are
+nearest-rank (the value at rank ⌈p·n⌉), so a test can compute them by hand.
 
-Fairness: at each sample, the *weighted fair share* of each queue that has work (running
+Fairness: at each instant, the *weighted fair share* of each queue that has work (running
 or waiting) is the weighted max-min (water-filling) division of the healthy GPU capacity,
 capped at what the queue asks for. Jain's index is taken over allocation ÷ fair share;
 the deviation is Σ|allocation − fair share| ÷ capacity (0 = exactly fair).
@@ -23,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from scheduler.catalog import MILLI_PER_GPU
+from scheduler.model import PodPlacement
 from sim.cluster import Cluster
-from sim.fragmentation import fragmentation, mix_of
+from sim.fragmentation import TaskMix, fragmentation, mix_of
 from sim.job import Job
 from sim.occupancy import Occupancy
 from sim.policy import JobState, Phase
@@ -85,14 +89,17 @@ class Recorder:
     def __init__(
         self, cluster: Cluster, occupancy: Occupancy, jobs: Sequence[Job], samples: int, span: int
     ) -> None:
+        """``span``: the last arrival (the curves cover at least that long)."""
         self.occupancy = occupancy
         self.t = 0
-        self.step = max(1, math.ceil(max(1, span) / max(1, samples)))
+        self.capacity_milli = occupancy.healthy_capacity_milli()
+        length = max(span, _trace_length(jobs, self.capacity_milli))
+        self.step = max(1, math.ceil(length / max(1, samples)))
         self.next_sample = 0
         self.max_samples = 10 * max(1, samples)
         self.weight = {q.name: q.weight for q in cluster.snapshot.queues}
         self.mix = mix_of(jobs, occupancy.model_names)
-        self.capacity_milli = occupancy.healthy_capacity_milli()
+        self.fragmentation = _Fragmentation(occupancy, self.mix)
         self.alloc: dict[str, int] = {}
         self.waiting_demand: dict[str, int] = {}
         self.idle_rate = 0.0
@@ -102,6 +109,9 @@ class Recorder:
         self.capacity_integral = 0.0
         self.idle_reserved = 0.0
         self.free_while_waiting = 0.0
+        # time integrals of Jain's index, the deviation (milli-GPU) and fragmentation
+        self.jain_s = 0.0
+        self.deviation_s = 0.0
         self.lost = 0.0
         """Work the policy's evictions threw away (since the last checkpoint)."""
         self.lost_outages = 0.0
@@ -125,19 +135,23 @@ class Recorder:
     # ------------------------------------------------------------- callbacks
     def advance(self, t: int) -> None:
         """Integrate the state held since the last change up to ``t``."""
-        if t == self.t:
-            return
-        while self.next_sample < t and len(self.curve["t"]) < self.max_samples:
-            self._sample(self.next_sample)
-            self.next_sample += self.step
         dt = t - self.t
-        if dt > 0:
-            used = self.occupancy.allocated_milli
-            self.used += used * dt
-            self.capacity_integral += self.capacity_milli * dt
-            if self.waiting:
-                self.idle_reserved += self.idle_rate * dt
-                self.free_while_waiting += (self.capacity_milli - used) * dt
+        if dt <= 0:
+            return
+        if self.next_sample < t:
+            self._sample(t)
+        used = self.occupancy.allocated_milli
+        self.used += used * dt
+        self.capacity_integral += self.capacity_milli * dt
+        if self.waiting:
+            self.idle_reserved += self.idle_rate * dt
+            self.free_while_waiting += (self.capacity_milli - used) * dt
+            jain_index, deviation = self._fairness()
+            self.jain_s += jain_index * dt
+            self.deviation_s += deviation * dt
+        else:  # every queue has what it asks for: Jain 1, deviation 0
+            self.jain_s += dt
+        self.fragmentation.held(dt)
         self.t = t
 
     def on_arrive(self, s: JobState) -> None:
@@ -147,6 +161,7 @@ class Recorder:
         self._wait(s, +1)
 
     def on_start(self, s: JobState, sim: Simulation) -> None:
+        self.fragmentation.changed(s.placement)
         job = s.job
         q = job.workload.queue
         self.waiting -= 1  # ``_wait`` spelled out: once per start
@@ -158,6 +173,7 @@ class Recorder:
     def on_stop(
         self, s: JobState, sim: Simulation, finished: bool, outage: bool, lost_s: int
     ) -> None:
+        self.fragmentation.changed(s.placement)
         w = s.job.workload
         q = w.queue
         self.alloc[q] -= s.gpu_milli
@@ -184,8 +200,9 @@ class Recorder:
             old = 1.0 - (s.util if s.util is not None else 1.0)
             self.idle_rate += s.gpu_milli * ((1.0 - util) - old)
 
-    def on_capacity(self, sim: Simulation) -> None:
+    def on_capacity(self, node: str) -> None:
         self.capacity_milli = self.occupancy.healthy_capacity_milli()
+        self.fragmentation.health_changed(node)
 
     def _wait(self, s: JobState, sign: int) -> None:
         self.waiting += sign
@@ -194,12 +211,31 @@ class Recorder:
 
     # --------------------------------------------------------------- samples
     def _sample(self, t: int) -> None:
-        occ = self.occupancy
-        c = self.curve
-        c["t"].append(t)
+        """The grid's points before ``t``: all of them see the state held until ``t``."""
         cap = self.capacity_milli
-        c["utilization"].append(_r(occ.allocated_milli / cap) if cap else 0.0)
-        c["waiting"].append(self.waiting)
+        jain_index, deviation = self._fairness()
+        point = {
+            "utilization": _r(self.occupancy.allocated_milli / cap) if cap else 0.0,
+            "jain": _r(jain_index),
+            "share_deviation": _r(deviation),
+            "fragmentation": _r(self.fragmentation.share()),
+            "waiting": self.waiting,
+        }
+        c = self.curve
+        while self.next_sample < t:
+            if len(c["t"]) == self.max_samples:  # thinned: the curve covers the whole run
+                for values in c.values():
+                    del values[1::2]
+                self.step *= 2
+            c["t"].append(self.next_sample)
+            for key, value in point.items():
+                c[key].append(value)
+            self.next_sample += self.step
+
+    def _fairness(self) -> tuple[float, float]:
+        """Jain's index over allocation ÷ fair share, and Σ|allocation − fair share| ÷
+        capacity, now."""
+        cap = self.capacity_milli
         queues = sorted(set(self.alloc) | set(self.waiting_demand))
         demand = {
             q: float(self.alloc.get(q, 0) + max(0, self.waiting_demand.get(q, 0))) for q in queues
@@ -207,24 +243,21 @@ class Recorder:
         weight = {q: self.weight.get(q, 1.0) for q in queues}
         fair = fair_shares(float(cap), demand, weight)
         active = [q for q in queues if demand[q] > 0 and fair[q] > 0]
-        c["jain"].append(_r(jain([self.alloc.get(q, 0) / fair[q] for q in active])))
-        dev = sum(abs(self.alloc.get(q, 0) - fair[q]) for q in queues)
-        c["share_deviation"].append(_r(dev / cap) if cap else 0.0)
-        c["fragmentation"].append(_r(self.fragmented_share()))
+        jain_index = jain([self.alloc.get(q, 0) / fair[q] for q in active])
+        deviation = sum(abs(self.alloc.get(q, 0) - fair[q]) for q in queues)
+        return jain_index, deviation / cap if cap else 0.0
 
     def fragmented_share(self) -> float:
-        """Share of the free GPU capacity that the trace's typical task cannot use."""
-        occ = self.occupancy
-        free = occ.usable_free()
-        slots = np.where(occ.node_gpus >= 0, free[np.maximum(occ.node_gpus, 0)], -1)
-        frag = fragmentation(slots, occ.free_cpu, occ.free_mem, occ.node_model, self.mix)
-        total = float(np.maximum(slots, 0).sum())
-        return float(frag.sum()) / total if total else 0.0
+        """Share of the free GPU capacity that the trace's typical task cannot use, every
+        node measured now (the fill experiment changes the occupancy without telling)."""
+        self.fragmentation.changed_all()
+        return self.fragmentation.share()
 
     # --------------------------------------------------------------- summary
     def finish(self, t: int) -> None:
         """End the run at ``t`` (at or after the last change)."""
         self.advance(t)
+        self.fragmentation.flush()
         self.end = t
 
     def summary(self, sim: Simulation) -> dict[str, Any]:
@@ -276,16 +309,12 @@ class Recorder:
             "preemptions": self.preemptions,
             "outage_kills": self.outage_kills,
             "fairness": {
-                "jain_mean": _mean(curve["jain"]),
-                "share_deviation_mean": _mean(curve["share_deviation"]),
+                "jain_mean": _r(self.jain_s / self.end) if self.end else 1.0,
+                "share_deviation_mean": _r(self.deviation_s / self.end) if self.end else 0.0,
             },
-            "fragmentation_mean": _mean(curve["fragmentation"]),
+            "fragmentation_mean": _r(self.fragmentation.integral / self.end) if self.end else 0.0,
             "curves": curve,
         }
-
-
-def _mean(values: Sequence[float]) -> float:
-    return _r(sum(values) / len(values)) if values else 0.0
 
 
 def _natural(key: str) -> tuple[int, float | str]:
@@ -293,6 +322,151 @@ def _natural(key: str) -> tuple[int, float | str]:
         return (0, float(key))
     except ValueError:
         return (1, key)
+
+
+def _trace_length(jobs: Sequence[Job], capacity_milli: int) -> int:
+    """How long a run of these jobs lasts at least, as the trace alone tells: its longest
+    job from its arrival, and all its GPU-time over the cluster's capacity."""
+    longest = 0
+    work = 0
+    for job in jobs:
+        seconds = job.seconds_for(job.work, job.default_rate)
+        longest = max(longest, job.submit + seconds)
+        work += _demand_milli(job) * seconds
+    return max(longest, work // max(1, capacity_milli))
+
+
+class _Fragmentation:
+    """The share of free GPU capacity the trace's typical task cannot use (the FGD paper's
+    measure, ``sim.fragmentation``), kept per node and integrated over time.
+
+    Measuring the whole cluster at each change would cost a numpy pass over every node per
+    event. Instead a node is measured again only after it changed: its free GPUs, CPU and
+    memory are copied when the state that follows is first held, and the copies are
+    measured thousands at a time (a few numpy calls), each span held adding the share the
+    copies before it give × its seconds."""
+
+    def __init__(self, occupancy: Occupancy, mix: TaskMix) -> None:
+        self.occupancy = occupancy
+        self.mix = mix
+        nodes = len(occupancy.node_names)
+        self.frag = np.zeros(nodes)
+        """Fragmented milli-GPU per node, as last measured."""
+        self.free = np.zeros(nodes, dtype=np.int64)
+        """Usable free milli-GPU per node, as last measured."""
+        self.frag_sum = 0.0
+        self.free_sum = 0
+        self.integral = 0.0
+        """Share × seconds held."""
+        self.usable = occupancy.gpu_healthy & ~occupancy.gpu_mig
+        self.slot_gpu = np.maximum(occupancy.node_gpus, 0)
+        """Global GPU id per node and slot (GPU 0 in the slots that pad short nodes)."""
+        self._slots = list(self.slot_gpu)
+        self.dirty: set[int] = set(range(nodes))
+        self._nodes: list[int] = []
+        self._copies: list[tuple[np.ndarray, Any, Any]] = []
+        """Free milli in the GPU slots, CPU and memory of the nodes in ``_nodes``, copied
+        when changed, not yet measured."""
+        self._spans: list[tuple[int, int]] = []
+        """(copies before it, seconds) per span held, not yet integrated."""
+
+    def changed(self, placement: Sequence[PodPlacement]) -> None:
+        index = self.occupancy.node_index
+        for pod in placement:
+            self.dirty.add(index[pod.node])
+
+    def changed_all(self) -> None:
+        self.dirty.update(range(len(self.frag)))
+
+    def health_changed(self, node: str) -> None:
+        occ = self.occupancy
+        self.flush()  # the copies so far are of GPUs usable or not as before
+        self.usable = occ.gpu_healthy & ~occ.gpu_mig
+        self.dirty.add(occ.node_index[node])
+
+    def held(self, seconds: int) -> None:
+        """The current state was held for ``seconds``."""
+        if self.dirty:
+            self._copy()
+        self._spans.append((len(self._nodes), seconds))
+        if len(self._spans) >= _BATCH or len(self._nodes) >= _BATCH:
+            self.flush()
+
+    def share(self) -> float:
+        """The share now."""
+        if self.dirty:
+            self._copy()
+        self.flush()
+        return max(0.0, self.frag_sum) / self.free_sum if self.free_sum > 0 else 0.0
+
+    def _copy(self) -> None:
+        """Copy the free milli of the changed nodes' GPUs (masked when measured)."""
+        occ = self.occupancy
+        free, cpu, mem = occ.gpu_free, occ.free_cpu, occ.free_mem
+        if len(self.dirty) > 8:  # the whole cluster (at the start, for fill): one gather
+            nodes = sorted(self.dirty)
+            index = np.array(nodes, dtype=np.intp)
+            self._nodes.extend(nodes)
+            rows = free[self.slot_gpu[index]]
+            self._copies.extend(zip(rows, cpu[index], mem[index], strict=True))
+        else:  # a node or two after an event: a gather each costs less than building one
+            slots = self._slots
+            for n in self.dirty:
+                self._nodes.append(n)
+                self._copies.append((free[slots[n]], cpu[n], mem[n]))
+        self.dirty.clear()
+
+    def flush(self) -> None:
+        """Measure the copies and integrate the spans held, in order."""
+        if not self._spans and not self._nodes:
+            return
+        frag_sum, free_sum = np.array([self.frag_sum]), np.array([self.free_sum])
+        if self._nodes:
+            occ = self.occupancy
+            nodes = np.array(self._nodes, dtype=np.intp)
+            free_milli = np.stack([c[0] for c in self._copies])
+            free_cpu = np.array([c[1] for c in self._copies], dtype=np.int64)
+            free_mem = np.array([c[2] for c in self._copies], dtype=np.int64)
+            # As ``Occupancy.usable_free``: failed and MIG GPUs count 0; -1 pads short nodes.
+            slots = np.where(
+                occ.node_gpus[nodes] < 0,
+                -1,
+                np.where(self.usable[self.slot_gpu[nodes]], free_milli, 0),
+            )
+            frag = fragmentation(slots, free_cpu, free_mem, occ.node_model[nodes], self.mix)
+            free = np.maximum(slots, 0).sum(axis=1)
+            # Each copy replaces its node's value before it: the previous copy of the same
+            # node in this batch, or the value kept from before. The sums after each copy
+            # are then cumulative sums of the differences.
+            order = np.argsort(nodes, kind="stable")
+            ranked = nodes[order]
+            same = np.zeros(len(nodes), dtype=bool)  # as the copy ranked before it
+            same[1:] = ranked[1:] == ranked[:-1]
+            before = np.empty(len(nodes), dtype=np.intp)
+            before[order] = np.where(same, np.roll(order, 1), -1)
+            had = before >= 0
+            old_frag = np.where(had, frag[before], self.frag[nodes])
+            old_free = np.where(had, free[before], self.free[nodes])
+            frag_sum = np.concatenate((frag_sum, frag_sum[0] + np.cumsum(frag - old_frag)))
+            free_sum = np.concatenate((free_sum, free_sum[0] + np.cumsum(free - old_free)))
+            last = order[np.append(~same[1:], True)]  # each node's last copy
+            self.frag[nodes[last]] = frag[last]
+            self.free[nodes[last]] = free[last]
+        if self._spans:
+            upto = np.array([u for u, _ in self._spans], dtype=np.intp)
+            seconds = np.array([float(s) for _, s in self._spans])  # times may pass 2**63
+            held = free_sum[upto]
+            share = np.maximum(frag_sum[upto], 0.0) / np.maximum(held, 1)
+            self.integral += float(np.dot(np.where(held > 0, share, 0.0), seconds))
+        # Summed afresh: running sums of floats would drift over a million changes.
+        self.frag_sum, self.free_sum = float(self.frag.sum()), int(self.free.sum())
+        self._nodes = []
+        self._copies.clear()
+        self._spans.clear()
+
+
+_BATCH = 4096
+"""Node copies or spans held before they are measured together."""
 
 
 def _demand_milli(job: Job) -> int:

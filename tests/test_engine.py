@@ -249,6 +249,74 @@ def test_jobs_arriving_after_the_horizon_are_not_counted_as_waiting() -> None:
     assert s["unfinished"] == {"waiting": 0, "running": 0, "not_arrived": 2}
 
 
+def test_fairness_and_fragmentation_are_measured_over_the_whole_run() -> None:
+    """The curves, and the means taken over them, stopped after 10 × max(last arrival,
+    200) s: 2,000 samples over 0-1999 of a run that ends at 5,000 read Jain 0.75 and
+    deviation 0.50. Over the whole run: a (q1) runs 0-1000 while b (q2) waits, each
+    queue's fair share is 4 of 8 GPUs (Jain over 8/4 and 0/4 = 0.5, deviation 8/8 = 1);
+    b runs alone 1000-5000 (Jain 1, deviation 0)."""
+    cluster = one_node(gpus=8, queues=("q1", "q2"))
+    jobs = (job("a", 0, 1000, 8, "q1"), job("b", 0, 4000, 8, "q2"))
+    sim = run(cluster, jobs, make_policy("fifo", cluster, jobs))
+    s = sim.recorder.summary(sim)
+    assert s["end_s"] == 5000
+    assert s["fairness"] == {
+        "jain_mean": (1000 * 0.5 + 4000 * 1) / 5000,
+        "share_deviation_mean": 1000 * 1 / 5000,
+    }
+    # The node is full all along: nothing free, nothing fragmented.
+    assert s["fragmentation_mean"] == 0.0
+    curve = s["curves"]
+    assert curve["t"][0] == 0 and 4000 < curve["t"][-1] < 5000
+    assert len(curve["t"]) <= 10 * EngineSettings().samples
+    assert curve["jain"][0] == 0.5 and curve["jain"][-1] == 1.0
+
+
+def test_curves_are_thinned_to_cover_a_run_far_longer_than_the_trace() -> None:
+    """The trace alone suggests 10 s (a, 10 s on 8 GPUs), so the step is 5 s for 2 samples;
+    an outage from 5 s to 100,005 s stretches the run to 100,015 s. The curve keeps at most
+    20 points, doubling its step, and still reaches the end."""
+    cluster = one_node(gpus=8)
+    jobs = (job("a", 0, 10, 8),)
+    outage = [Outage(5, "node-0", 100_000)]
+    settings = EngineSettings(samples=2)
+    sim = run(cluster, jobs, make_policy("greedy", cluster, jobs), settings, outage)
+    s = sim.recorder.summary(sim)
+    assert s["end_s"] == 100_015
+    t = s["curves"]["t"]
+    step = 5 * 2**10  # 5 s doubled until 20 points of it reach past 100,015 s
+    assert t == list(range(0, 100_015, step)) and len(t) <= 20
+    # Utilization 1 until the outage, 0 while the node is down and after.
+    assert s["curves"]["utilization"] == [1.0] + [0.0] * (len(t) - 1)
+
+
+def test_the_fragmentation_mean_is_time_weighted_over_the_run() -> None:
+    """Two 4-GPU nodes; the trace's only shape is a 3-GPU pod, so a node with one GPU free
+    has it fragmented. a runs 0-100 on node-0 (1 of 5 free GPUs fragmented: 0.2); nothing
+    runs 100-500 (0); b and c run 500-1500 on one node each (2 of 2: 1.0); b alone runs
+    1500-2000 (0.2). The mean was over samples every 3 s (the arrival span / 200)."""
+    cluster = one_node(gpus=4, nodes=2)
+    jobs = (job("a", 0, 100, 3), job("b", 500, 1500, 3), job("c", 500, 1000, 3))
+    sim = run(cluster, jobs, make_policy("greedy", cluster, jobs))
+    s = sim.recorder.summary(sim)
+    assert times(sim) == {"a": (0, 100), "b": (500, 2000), "c": (500, 1500)}
+    assert s["fragmentation_mean"] == (100 * 0.2 + 1000 * 1.0 + 500 * 0.2) / 2000
+
+
+def test_the_fragmentation_mean_sees_cpu_as_it_was() -> None:
+    """One node of 4 GPUs and 8 CPUs; the only shape is 1 GPU with 4 CPUs. a alone (0-100):
+    3 GPUs and 4 CPUs free, the shape fits (0); with b (100-200) no CPU is left, so both
+    free GPUs are fragmented (1)."""
+    base = one_node(gpus=4)
+    node = base.snapshot.nodes[0].model_copy(update={"cpu_milli": 8000})
+    cluster = Cluster(base.snapshot.model_copy(update={"nodes": (node,)}), base.source)
+    jobs = (job("a", 0, 200, cpu_milli=4000), job("b", 100, 100, cpu_milli=4000))
+    sim = run(cluster, jobs, make_policy("greedy", cluster, jobs))
+    s = sim.recorder.summary(sim)
+    assert times(sim) == {"a": (0, 200), "b": (100, 200)}
+    assert s["fragmentation_mean"] == 0.5
+
+
 DEMO = "sim/traces/demo/demo-jobs.csv"
 
 
@@ -319,6 +387,51 @@ def test_conservation(jobs: tuple[Job, ...], policy: str, checkpoint: int) -> No
     assert s["gpu_hours"]["used"] <= s["gpu_hours"]["capacity"] + 1e-6
     assert all(0.0 <= u <= 1.0 for u in s["curves"]["utilization"])
     assert sim.occupancy.allocated_milli == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(jobs=traces(), batch=st.sampled_from((1, 3, 4096)))
+def test_the_means_are_those_of_the_whole_cluster_at_every_instant(
+    jobs: tuple[Job, ...], batch: int
+) -> None:
+    """Fragmentation is kept per node and measured in batches; the mean must be the one a
+    measure of the whole cluster after every change gives, whatever the batch size."""
+    import numpy as np
+
+    from sim import metrics
+    from sim.fragmentation import fragmentation
+
+    cluster = uniform_cluster(2, 4, A100, shared=True).with_queues(("x", "y"))
+    # One point on the curves: a point measures at once, the batches would stay short.
+    settings = EngineSettings(samples=1)
+    sim = Simulation(cluster, jobs, make_policy("greedy", cluster, jobs), settings)
+    recorder, occ = sim.recorder, sim.occupancy
+    held: list[tuple[float, float, float]] = []
+    advance = recorder.advance
+
+    def measured(t: int) -> None:
+        if t > recorder.t:
+            free = occ.usable_free()
+            slots = np.where(occ.node_gpus >= 0, free[np.maximum(occ.node_gpus, 0)], -1)
+            frag = fragmentation(slots, occ.free_cpu, occ.free_mem, occ.node_model, recorder.mix)
+            total = float(np.maximum(slots, 0).sum())
+            share = float(frag.sum()) / total if total else 0.0
+            held.append((t - recorder.t, share, recorder._fairness()[0]))
+        advance(t)
+
+    recorder.advance = measured  # type: ignore[method-assign]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(metrics, "_BATCH", batch)
+        sim.run()
+    s = recorder.summary(sim)
+    end = s["end_s"]
+    assert sum(dt for dt, _, _ in held) == end
+    assert s["fragmentation_mean"] == pytest.approx(
+        sum(dt * f for dt, f, _ in held) / end, abs=2e-6
+    )
+    assert s["fairness"]["jain_mean"] == pytest.approx(
+        sum(dt * j for dt, _, j in held) / end, abs=2e-6
+    )
 
 
 @pytest.mark.parametrize("policy", ["apportion", "apportion-greedy"])
