@@ -8,18 +8,21 @@ completion (at the horizon if that leaves work unfinished).
 Events are ordered by (time, priority, sequence number), SimPy's rule, so the same trace,
 settings and seed give the same run, byte for byte. At equal times completions come
 first (their capacity is free for what arrives at that instant), then recoveries,
-outages, metric changes, arrivals, and last the scheduling tick. After all events of one
-instant are applied the policy is called (every instant with ``interval`` = 0, otherwise
-at 0, ``interval``, 2 × ``interval``, … simulated seconds while work waits), and its
-evictions and starts are applied and checked against the cluster's occupancy.
+outages, metric changes, arrivals, the scheduling tick, and last the drawing of more
+random failures. After all events of one instant are applied the policy is called (every
+instant with ``interval`` = 0, otherwise at 0, ``interval``, 2 × ``interval``, …
+simulated seconds while work waits), and its evictions and starts are applied and checked
+against the cluster's occupancy.
 
 A preempted or killed job goes back to the queue and keeps only the work done up to its
 last checkpoint (every ``checkpoint_s`` seconds of running; 0 = it restarts from zero).
-A job's speed is its rate on the GPU models it got (``Job.rate_on``).
+A job's speed is its rate on the GPU models it got (``Job.rate_on``). Random node
+failures (``Failures``) are drawn as the run goes, over its whole length.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import math
 import time
@@ -32,13 +35,13 @@ from scheduler import collector
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.model import Gpu, Node
 from sim.cluster import Cluster
-from sim.events import Outage, Utilization
+from sim.events import MAX_OUTAGES, Outage, Utilization, random_outages
 from sim.job import Job
 from sim.metrics import Recorder
 from sim.occupancy import Occupancy, SimulationError
 from sim.policy import Actions, Context, JobState, Phase, Policy
 
-__all__ = ["EngineSettings", "Simulation", "run"]
+__all__ = ["EngineSettings", "Failures", "Simulation", "run"]
 
 
 class _Kind(IntEnum):
@@ -48,6 +51,8 @@ class _Kind(IntEnum):
     METRIC = 3
     ARRIVE = 4
     TICK = 5
+    FAILURES = 6
+    """Draw the next window of random failures."""
 
 
 # Enum members the event loop reads, as module globals: ``_Kind.ARRIVE`` goes through the
@@ -73,6 +78,25 @@ class EngineSettings:
     times as many on a run far longer than its trace suggests, thinned beyond that)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Failures:
+    """Random node failures: each node fails after an exponential time with mean ``mtbf_s``
+    and is back ``mttr_s`` later (``sim.events.random_outages``), over the whole run.
+
+    How long the run lasts is known only at its end, so they are drawn as it goes, a window
+    at a time: the trace's arrival span, or one failure and repair if longer, each window
+    with a seed of its own derived from ``seed``. Failures only kill running jobs, so a
+    window is drawn only while one runs; with none running the next is drawn at the next
+    start (exponential gaps have no memory). Work that can never run thus leaves the run
+    to end. Work killed over and over for ever would not: without a horizon, a job that
+    must run far longer than the time between failures to finish or reach a checkpoint is
+    refused up front, and a run that draws ``MAX_OUTAGES`` failures stops with an error."""
+
+    mtbf_s: float
+    mttr_s: int
+    seed: int
+
+
 @dataclass(slots=True)
 class _Pending:
     arrived: list[JobState] = field(default_factory=list)
@@ -92,6 +116,7 @@ class Simulation:
         outages: Sequence[Outage] = (),
         metrics: Sequence[Utilization] = (),
         progress: Callable[[float], None] | None = None,
+        failures: Failures | None = None,
     ) -> None:
         self.cluster = cluster
         self.policy = policy
@@ -136,11 +161,44 @@ class Simulation:
             min(x for x in (settings.interval, policy.tick_s) if x > 0) if (self._ticking) else 0
         )
         self._tick_queued = False
+        self.outages = 0
+        """Outages that began during the run, given or drawn."""
+        self._failures = failures
+        self._window = (
+            0 if failures is None else max(span + 1, math.ceil(failures.mtbf_s + failures.mttr_s))
+        )
+        self._windows = 0
+        self._drawn = 0
+        self._failures_paused = False
+        if failures is not None:
+            self._draw_failures()  # refused before any is drawn if the first window is too many
+            if settings.horizon is None:
+                _refuse_endless(jobs, settings.checkpoint_s, failures)
 
     # ------------------------------------------------------------------ heap
     def _push(self, at: int, kind: _Kind, payload: object) -> None:
         heapq.heappush(self.heap, (at, int(kind), self._seq, kind, payload))
         self._seq += 1
+
+    def _draw_failures(self) -> None:
+        """The next window of random failures, from now (ValueError past ``MAX_OUTAGES``)."""
+        f = self._failures
+        assert f is not None
+        nodes = [n.name for n in self.cluster.snapshot.nodes]
+        seed = _window_seed(f.seed, self._windows)
+        drawn = random_outages(nodes, self._window, f.mtbf_s, f.mttr_s, seed)
+        self._windows += 1
+        self._drawn += len(drawn)
+        if self._drawn >= MAX_OUTAGES:
+            raise ValueError(
+                f"a mean time between failures of {f.mtbf_s / 3600:g} h (--mtbf-hours) makes "
+                f"more than {MAX_OUTAGES:,} node failures by {self.now + self._window:,} s, "
+                "and the run goes on (each kills and requeues the jobs on its node): give a "
+                "longer mean time between failures, --checkpoint or --horizon"
+            )
+        for o in drawn:
+            self._push(self.now + o.at, _Kind.OUTAGE, replace(o, at=self.now + o.at))
+        self._push(self.now + self._window, _Kind.FAILURES, None)
 
     def _queue_tick(self) -> None:
         if self._ticking and not self._tick_queued:
@@ -257,6 +315,11 @@ class Simulation:
                 self._nodes_cache = None
                 self._changes.health_changed = True
                 self.recorder.on_capacity(payload)
+        elif kind is _Kind.FAILURES:
+            if self.running:
+                self._draw_failures()
+            else:
+                self._failures_paused = True  # drawn again at the next start
         elif kind is _Kind.METRIC:
             assert isinstance(payload, Utilization)
             s = self.by_name[payload.job]
@@ -266,6 +329,7 @@ class Simulation:
             s.util = payload.util
 
     def _outage(self, outage: Outage) -> None:
+        self.outages += 1
         node = outage.node
         first = node not in self._down
         self._down[node] = self._down.get(node, 0) + 1
@@ -336,6 +400,9 @@ class Simulation:
     # ---------------------------------------------------------- transitions
     def _start(self, s: JobState, placement: tuple, flavor: str | None) -> None:  # type: ignore[type-arg]
         self.recorder.advance(self.now)
+        if self._failures_paused:
+            self._failures_paused = False
+            self._draw_failures()
         job = s.job
         w = job.workload
         name = w.name
@@ -402,6 +469,29 @@ class Simulation:
         self.recorder.on_requeue(s)
 
 
+def _refuse_endless(jobs: Sequence[Job], checkpoint_s: int, failures: Failures) -> None:
+    """ValueError when the longest stretch a job must run unbroken (to its end, or to its
+    next checkpoint) would take about ``MAX_OUTAGES`` tries or more even on one node: each
+    try ends with a failure, and the run would not end before that many."""
+    longest = max((j.seconds_for(j.work, j.default_rate) for j in jobs), default=0)
+    stretch = min(longest, checkpoint_s) if checkpoint_s > 0 else longest
+    exponent = stretch / failures.mtbf_s  # a stretch is unbroken with chance e^-exponent
+    if exponent >= math.log(MAX_OUTAGES):
+        between = "between checkpoints" if stretch < longest else "without a checkpoint"
+        raise ValueError(
+            f"a job runs {stretch:,} s {between}: with a node failure every "
+            f"{failures.mtbf_s / 3600:g} h (--mtbf-hours) it would take about "
+            f"{math.exp(min(exponent, 700.0)):.1e} tries to get through, each ended by a "
+            f"failure, and at most {MAX_OUTAGES:,} are drawn: give a longer mean time between "
+            "failures, --checkpoint or --horizon"
+        )
+
+
+def _window_seed(seed: int, window: int) -> int:
+    """The seed of a window of random failures: the same for the same run seed and window."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{window}".encode()).digest()[:8], "big")
+
+
 def _catalog_rates(job: Job, cluster: Cluster) -> Job:
     """Rates keyed by catalog names (a trace may write an alias: ``H100``)."""
     if not job.rates:
@@ -421,8 +511,9 @@ def run(
     outages: Sequence[Outage] = (),
     metrics: Sequence[Utilization] = (),
     progress: Callable[[float], None] | None = None,
+    failures: Failures | None = None,
 ) -> Simulation:
     """Run to the end (or the horizon) and return the finished simulation."""
-    sim = Simulation(cluster, jobs, policy, settings, outages, metrics, progress)
+    sim = Simulation(cluster, jobs, policy, settings, outages, metrics, progress, failures)
     sim.run()
     return sim

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sim.cluster import Cluster
-from sim.engine import EngineSettings, Simulation
-from sim.events import Outage, random_outages
+from sim.engine import EngineSettings, Failures, Simulation
+from sim.events import Outage
 from sim.fill import FILL_POLICIES, fill
 from sim.job import Job
 from sim.policies import POLICY_NAMES, PolicyOptions, make_policy
@@ -38,7 +38,8 @@ class ReplaySettings:
     engine: EngineSettings = field(default_factory=EngineSettings)
     policy: PolicyOptions = field(default_factory=PolicyOptions)
     mtbf_hours: float = 0.0
-    """Random node failures with this mean time between failures per node (0 = none)."""
+    """Random node failures with this mean time between failures per node, over the whole
+    run (0 = none; ``sim.engine.Failures``)."""
     mttr_s: int = 3600
     outages: tuple[Outage, ...] = ()
 
@@ -111,27 +112,13 @@ def replay_experiment(
         "examples": [_described(j) for j in never[:5]],
     }
     outcome = Outcome(result)
-    span = max((j.submit for j in jobs), default=0) + 1
-    tasks = []
-    for name in policies:
-        for seed in seeds:
-            outages = list(settings.outages)
-            if settings.mtbf_hours > 0:
-                outages += random_outages(
-                    [n.name for n in cluster.snapshot.nodes],
-                    span,
-                    settings.mtbf_hours * 3600,
-                    settings.mttr_s,
-                    seed,
-                )
-            tasks.append((name, seed, tuple(outages)))
+    tasks = [(name, seed) for name in policies for seed in seeds]
     with executor(min(workers, len(tasks)), progress) as pool:
         futures = [
-            pool.submit(_replay_run, cluster, jobs, name, seed, settings, outages)
-            for name, seed, outages in tasks
+            pool.submit(_replay_run, cluster, jobs, name, seed, settings) for name, seed in tasks
         ]
         runs = []
-        for (name, seed, _), future in zip(tasks, futures, strict=True):
+        for (name, seed), future in zip(tasks, futures, strict=True):
             run, events, wall_s = future.result()
             outcome.wall_s[f"{name}/{seed}"] = wall_s
             outcome.events[f"{name}/{seed}"] = events
@@ -146,21 +133,30 @@ def _replay_run(
     name: str,
     seed: int,
     settings: ReplaySettings,
-    outages: tuple[Outage, ...],
 ) -> tuple[dict[str, Any], int, float]:
     """One policy and seed (in a worker process): the run's record, its events, its wall s."""
     policy = make_policy(name, cluster, jobs, seed, settings.policy)
     label = f"{name}/{seed}"
+    failures = None
+    if settings.mtbf_hours > 0:
+        failures = Failures(settings.mtbf_hours * 3600, settings.mttr_s, seed)
     started = time.perf_counter()
     sim = Simulation(
-        cluster, jobs, policy, settings.engine, list(outages), (), lambda f: report(label, f)
+        cluster,
+        jobs,
+        policy,
+        settings.engine,
+        settings.outages,
+        (),
+        lambda f: report(label, f),
+        failures,
     )
     sim.run()
     run = {
         "policy": name,
         "seed": seed,
         "tie_rule": policy.tie_rule,
-        "outages": len(outages),
+        "outages": sim.outages,
         "summary": sim.recorder.summary(sim),
     }
     return run, sim.events, time.perf_counter() - started

@@ -174,6 +174,50 @@ def test_work_lost_to_an_outage_is_not_lost_to_preemption() -> None:
     assert s["gpu_hours"]["lost_to_outages"] == round(8 * 40 / 3600, 6)
 
 
+def test_random_failures_are_drawn_over_the_whole_run() -> None:
+    """Failures were drawn up to the last arrival (+1 s): two 8-GPU jobs of an hour, both
+    at 0, on two nodes with a failure every 0.5 h per node saw none."""
+    cluster = uniform_cluster(2, 8, "H100-80GB")
+    trace = Trace((job("a", 0, 3600, 8, "q1"), job("b", 0, 3600, 8, "q1")), "inline", "csv")
+    settings = ReplaySettings(engine=EngineSettings(checkpoint_s=60), mtbf_hours=0.5, mttr_s=600)
+    runs = replay_experiment(cluster, trace, ["fifo"], [0, 1, 2], settings).result["runs"]
+    for one in runs:
+        s = one["summary"]
+        assert s["finished"] == 2, one["seed"]
+        # Each kill sets a job back (to its last checkpoint) and its node is out 600 s.
+        assert one["outages"] > 0 and s["outage_kills"] > 0, one["seed"]
+        assert s["end_s"] >= 3600 + 600, one["seed"]
+
+
+def test_random_failures_stop_with_the_work_they_could_hit() -> None:
+    """Failures are drawn as the run goes while jobs run: a job no node can ever host
+    keeps none coming (the run ends). A run that could not end is refused: up front when
+    a job must run an hour unbroken on nodes failing every 36 s (about e^100 tries), or
+    when it draws a million failures (here 100: a gang of two nodes that fails about
+    e^25 times before one try gets through)."""
+    cluster = one_node(gpus=8)
+    jobs = (job("a", 0, 100, 8), job("x", 0, 10, 16))
+    failures = engine.Failures(mtbf_s=1000.0, mttr_s=10, seed=0)
+    sim = run(cluster, jobs, make_policy("fifo", cluster, jobs), failures=failures)
+    assert sim.states[0].end >= 100 and sim.recorder.summary(sim)["unfinished"]["waiting"] == 1
+    hour = (job("a", 0, 3600, 8), job("b", 0, 3600, 8))
+    failures = engine.Failures(mtbf_s=36.0, mttr_s=600, seed=0)
+    with pytest.raises(ValueError, match=r"without a checkpoint: .* about 2\.7e\+43 tries"):
+        Simulation(cluster, hour, make_policy("fifo", cluster, hour), failures=failures)
+    # With a horizon the run ends there.
+    settings = EngineSettings(horizon=5000)
+    sim = run(cluster, hour, make_policy("fifo", cluster, hour), settings, failures=failures)
+    assert sim.recorder.summary(sim)["end_s"] == 5000 and sim.outages > 0
+    two = one_node(gpus=8, nodes=2)
+    gang = (job("g", 0, 100, 8, pods=2),)
+    failures = engine.Failures(mtbf_s=8.0, mttr_s=1, seed=0)
+    sim = Simulation(two, gang, make_policy("fifo", two, gang), failures=failures)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(engine, "MAX_OUTAGES", 100)
+        with pytest.raises(ValueError, match="more than 100 node failures by"):
+            sim.run()
+
+
 def test_throughput_table_speeds_a_job_up() -> None:
     cluster = one_node(gpus=1)
     jobs = (job("fast", 0, 100, rates=(("a100-80gb", 2.0),)),)  # resolved via the catalog
