@@ -208,9 +208,9 @@ def load_openb_jobs(
     text: str, source: str, bad: BadRows | None = None, queue: str = "default"
 ) -> tuple[tuple[Job, ...], dict[str, int]]:
     """The pods as replayable jobs: arrival at ``creation_time``, runtime from
-    ``scheduled_time`` (or, if never scheduled, ``creation_time``) to ``deletion_time``,
-    at least one second; and the count of CPU-only pods, skipped on purpose. Bad rows go
-    to ``bad``."""
+    ``scheduled_time`` (or, for a pod never scheduled, ``creation_time``) to
+    ``deletion_time``, at least one second; and the count of CPU-only pods, skipped on
+    purpose. Bad rows go to ``bad``."""
     bad = bad if bad is not None else BadRows()
     jobs: list[Job] = []
     seen: dict[str, int] = {}
@@ -221,6 +221,8 @@ def load_openb_jobs(
             if workload is None:
                 skipped["cpu-only pod"] += 1
                 continue
+            # A pod deleted while Pending is demand the cluster saw, not a job that never
+            # ran to leave out: replayed for as long as it waited, all the trace says.
             began = (
                 row.count("scheduled_time", time=True)
                 if row.values["scheduled_time"].strip()

@@ -13,6 +13,7 @@ from sim.openb import (
     OPENB_GPU_MODELS,
     OPENB_TRACE_DIR,
     QOS_PRIORITY,
+    load_openb_jobs,
     load_openb_nodes,
     load_openb_nodes_file,
     load_openb_pods,
@@ -244,3 +245,17 @@ def test_file_wrappers_name_the_path(tmp_path: Path) -> None:
     path.write_text(NODE_HEADER + "a,1000,1024,1,T4\nb,x,1024,1,T4\n")
     with pytest.raises(ValueError, match=rf"{path} line 3 column cpu_milli: 'x'"):
         load_openb_nodes_file(path)
+
+
+def test_a_pod_never_scheduled_is_replayed_for_as_long_as_it_waited() -> None:
+    """A pod deleted while Pending (no scheduled_time; 897 in the bundled list) is demand
+    the cluster saw: the replay runs it for deletion − creation, the only length the trace
+    gives, rather than leave it out as other formats' jobs that never ran."""
+    rows = (
+        "p0,1000,1024,1,1000,,LS,Succeeded,0,100,0\n"
+        "p1,1000,1024,1,1000,,BE,Pending,10,1010,\n"
+        "p2,1000,1024,0,0,,BE,Running,10,1010,10\n"
+    )
+    jobs, skipped = load_openb_jobs(POD_HEADER + rows, "t.csv")
+    assert [(j.name, j.submit, j.work) for j in jobs] == [("p0", 0, 100.0), ("p1", 10, 1000.0)]
+    assert skipped == {"cpu-only pod": 1}
