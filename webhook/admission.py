@@ -467,8 +467,9 @@ class Admission:
         # A name not chosen yet (generateName) is the request's: 48 random bits of its uid,
         # so that two of a namespace's pods alive at once do not share one (at 32 bits,
         # one in a hundred among 10,000 pods of one generateName).
-        generated = f"{ask.namespace}/{ask.generate_name or 'pod-'}{uid.replace('-', '')[:12]}"
-        name = _own_name(ask) or generated
+        name = _own_name(ask) or (
+            f"{ask.namespace}/{ask.generate_name or 'pod-'}{uid.replace('-', '')[:12]}"
+        )
         demand = ask.demand
         assert demand is not None  # wants_gpus held and the ask has no problems
         tolerations = core_tolerations((*ask.tolerations, *self.settings.gpu_tolerations))
