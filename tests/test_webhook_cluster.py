@@ -123,6 +123,33 @@ def test_admitted_replacements_join_their_gang() -> None:
     assert cluster.reserve(reserved) == Refusal(PLACE_TAKEN, "its pods no longer wait")
 
 
+def test_a_gang_whose_admission_is_not_yet_seen_whole_has_no_replacements_to_place() -> None:
+    # Was (found by the live-allocator property test): one member seen released before the
+    # other's record made the other "replacements", decided and reserved a second place
+    # while the gang's admission still held one for it; the live allocator and a rebuild
+    # then disagreed on which GPU was free.
+    cluster = fixture_cluster()
+    cluster.put_pod(replace(_member("llm-0", gated=True), gang_size=2))
+    cluster.put_pod(replace(_member("llm-1", gated=True), gang_size=2))
+    (gang,) = cluster.snapshot().workloads
+    placement = (parse_placement("gpu-node-a:0"), parse_placement("gpu-node-a:1"))
+    admitted = gang.model_copy(update={"placement": placement, "flavor": "H100-80GB", "started": 1})
+    assert cluster.reserve(admitted) is None
+    cluster.put_pod(replace(_member("llm-0", gated=False, placement="gpu-node-a:0"), gang_size=2))
+    assert "gpu-team-a/llm replacements" in cluster.groups()
+    (held,) = cluster.snapshot().workloads
+    assert held.name == "gpu-team-a/llm" and held.placement == placement
+    again = Workload(
+        name="gpu-team-a/llm replacements", queue="team-a", namespace="gpu-team-a",
+        demand=Demand(gpus=1), placement=(parse_placement("gpu-node-a:2"),),
+        flavor="H100-80GB", started=1,
+    )  # fmt: skip
+    assert cluster.reserve(again) == Refusal(
+        PLACE_TAKEN, "its gang's admission holds its places already"
+    )
+    assert cluster._current_allocator().holds("gpu-team-a/llm replacements") is False
+
+
 def test_a_gangs_new_generation_waits_while_the_old_one_runs() -> None:
     # A JobSet restarted: three new pods while two old ones still terminate. More than
     # the places the old leave: not decided until they are gone.

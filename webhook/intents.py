@@ -17,7 +17,7 @@ from scheduler.incremental import IncrementalAllocator
 from scheduler.model import PodPlacement, Queue, Workload, WorkloadDecision
 from scheduler.reasons import QUOTA_REASONS, Outcome, Reason
 from scheduler.state import PlacementError
-from webhook.observed import replacements_of
+from webhook.observed import replaced_gang, replacements_of
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod
 from webhook.snapshots import sharing
@@ -178,6 +178,11 @@ class Intents:
             or (intent is not None and intent.workload.placement is not None)
         ):
             return Refusal(PLACE_TAKEN, "it is admitted already")
+        gang = self._by_name.get(replaced_gang(workload.name) or "")
+        if gang is not None and gang.workload.placement is not None:
+            # The gang's own admission, not yet seen whole, holds a place for each of its
+            # pods, these too: placed again, they would hold two.
+            return Refusal(PLACE_TAKEN, "its gang's admission holds its places already")
         try:
             overtaken = live.hold_decided(workload)
         except PlacementError as error:

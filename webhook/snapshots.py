@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from scheduler.model import Node, PodPlacement, Queue, Snapshot, Workload
 from scheduler.telemetry.report import TelemetryReport
 from webhook.kubeobjects import FreeDevices, Ledgers, NodeLedger
-from webhook.observed import PodGroup, replaced_gang, without_closed_queues, workload_of
+from webhook.observed import (
+    PodGroup,
+    replaced_gang,
+    replacements_of,
+    without_closed_queues,
+    workload_of,
+)
 
 log = logging.getLogger("apportion.cluster")
 
@@ -65,6 +71,9 @@ def build(view: View, base: Snapshot, running_only: bool = False) -> tuple[Snaps
         if intended.placement is None and (running_only or name in grouped):
             continue
         grouped.pop(name, None)
+        if intended.placement is not None:
+            # The gang's pods that wait apart are among those its admission placed.
+            grouped.pop(replacements_of(name), None)
         gang = replaced_gang(name)
         if gang in grouped and intended.placement is not None:
             # Replacements already seen where the intent placed them are its own.
