@@ -9,6 +9,7 @@ the ``prometheus`` binary is missing, unless ``CI`` is set (then it fails).
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -306,6 +307,22 @@ def test_missing_series_make_the_note_partial(reader: DcgmReader, exporter: Dcgm
     assert report.gpus_fresh == 6
     assert "6/7 GPUs" in report.note.message
     assert "1 GPUs decided on allocation data alone" in report.note.message
+
+
+def test_a_negative_reading_fails_its_query_and_says_where(
+    reader: DcgmReader, exporter: DcgmExporter
+) -> None:
+    # A broken export: a GPU drawing -5 W. Read as it was, a peak of -5 MiB was a
+    # workload using nothing; now that query fails, and the note says which row and why.
+    until(reader, lambda r: r.note.status == "fresh")
+    exporter.change(lambda fleet: setattr(fleet[0], "power", -5.0))
+    report = until(reader, lambda r: r.note.status == "partial")
+    assert re.search(
+        r"queries failed: power \(power: Prometheus at \S+: unexpected answer: power: "
+        r"result\[\d+\]\.value: '-5' is negative \(a DCGM reading is never below 0\)\)$",
+        report.note.message,
+    ), report.note.message
+    assert report.gpus_fresh == 7  # the other queries still read every GPU
 
 
 def test_frozen_exporter_gives_stale_metrics(reader: DcgmReader, exporter: DcgmExporter) -> None:

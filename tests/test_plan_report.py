@@ -337,14 +337,13 @@ def test_a_negative_metric_is_refused_at_its_row(tmp_path: Path) -> None:
     with pytest.raises(RightsizingError) as refused:
         rightsizing_rows(path, FIXTURES / "running.yaml")
     assert str(refused.value) == (
-        f"{path}: fb_used_peak.data.result[1].value: '-5' is negative (a DCGM reading is "
-        "never below 0)"
+        f"{path}: fb_used_peak: result[1].value: '-5' is negative (a DCGM reading is never below 0)"
     )
     # The answers of a live Prometheus, a result list alone.
     answers = {"util_gr": [{"metric": {"Hostname": "n"}, "value": [1, "-0.5"]}]}
     with pytest.raises(RightsizingError) as refused:
         rightsizing_rows(answers, FIXTURES / "running.yaml")
     assert str(refused.value) == (
-        "Prometheus' answers: util_gr[0].value: '-0.5' is negative (a DCGM reading is never "
-        "below 0)"
+        "Prometheus' answers: util_gr: result[0].value: '-0.5' is negative (a DCGM reading is "
+        "never below 0)"
     )

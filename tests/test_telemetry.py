@@ -214,6 +214,10 @@ def test_rows_naming_no_device_are_reported() -> None:
         (["row"], "fb_used: result[0] has no 'metric' labels"),
         ([{"metric": {}, "value": [1, "many"]}], "fb_used: value 'many' is not a number"),
         ([{"metric": {}, "value": [1, None]}], "fb_used: value None is not a number"),
+        # A broken export: -5 MiB peak was read as a workload using nothing.
+        ([{"metric": {}, "value": [1, "3"]}, {"metric": {}, "value": [1, "NaN"]},
+          {"metric": {}, "value": [1, "-5"]}],
+         "fb_used: result[2].value: '-5' is negative (a DCGM reading is never below 0)"),
     ],
 )  # fmt: skip
 def test_reading_an_answer_names_the_bad_row(rows: list[object], message: str) -> None:
@@ -532,8 +536,9 @@ def test_metrics_note_says_how_fresh_and_what_fell_back() -> None:
     assert "5/7 GPUs" in some.note.message and "2 GPUs decided on allocation data alone" in (
         some.note.message
     )
-    failed = assess(snap, every, SETTINGS, failed_queries={"dbe": "timeout"})
-    assert (failed.note.status, "queries failed: dbe" in failed.note.message) == ("partial", True)
+    failed = assess(snap, every, SETTINGS, failed_queries={"power": "refused", "dbe": "timeout"})
+    assert failed.note.status == "partial"
+    assert failed.note.message.endswith("; queries failed: dbe, power (dbe: timeout)")
     old = assess(snap, [sample(0, at=NOW - 90)], SETTINGS)
     assert (old.note.status, old.note.age_s) == ("stale", 90)
     down = assess(snap, [], SETTINGS, fetch_error="connection refused")

@@ -257,6 +257,10 @@ class Answer:
 _PAIR = (list, tuple)
 
 
+class _NegativeReading(Exception):
+    """Raised by the hot loop; ``read_answer`` finds the row and names it."""
+
+
 def read_answer(name: str, payload: object, settings: TelemetrySettings) -> Answer:
     """One answer of ``queries(settings)`` (the envelope or its result list), read into
     per-device values. Raises MetricsFormatError for an answer of the wrong shape."""
@@ -266,6 +270,11 @@ def read_answer(name: str, payload: object, settings: TelemetrySettings) -> Answ
     rows = _result_list(payload, name)
     try:
         return _read(name, rows, settings.labels)
+    except _NegativeReading:
+        i, value = next((i, r["value"][1]) for i, r in enumerate(rows) if float(r["value"][1]) < 0)
+        raise MetricsFormatError(
+            f"{name}: result[{i}].value: {value!r} is negative (a DCGM reading is never below 0)"
+        ) from None
     except (LookupError, TypeError, AttributeError):
         parse_vector(rows, name)  # says which row has the wrong shape
         raise MetricsFormatError(f"{name}: unexpected answer") from None
@@ -292,6 +301,10 @@ def _read(name: str, rows: list[Any], names: SeriesLabels) -> Answer:
             raise MetricsFormatError(f"{name}: value {value[1]!r} is not a number") from None
         if not isfinite(number):
             continue  # NaN/Inf: no usable sample
+        if number < 0:
+            # A broken export or recording rule: -5 MiB peak read as a workload using
+            # nothing, and advice built on it.
+            raise _NegativeReading
         device = f"{labels.get(node, '')}\0{labels.get(gpu, '')}\0{labels.get(gi_id, '')}"
         converted = convert(number)
         values[device] = converted

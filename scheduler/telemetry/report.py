@@ -56,6 +56,13 @@ class TelemetryReport:
         return marked.model_copy(update={"metrics": self.note})
 
 
+def _failures(failed: Mapping[str, str]) -> str:
+    """The failed queries, and why the first failed: an operator reading "partial" learns
+    what to mend (a timeout, a broken export's negative reading) without the logs."""
+    first = min(failed)
+    return f"queries failed: {', '.join(sorted(failed))} ({first}: {failed[first]})"
+
+
 def _note(status: str, age: int | None, message: str) -> MetricsNote:
     return MetricsNote.model_validate({"status": status, "age_s": age, "message": message})
 
@@ -95,7 +102,7 @@ def assess(
     if fetch_error is not None or not times:
         why = fetch_error or "no dcgm-exporter series for any snapshot GPU"
         if fetch_error is None and failed:
-            why += f"; queries failed: {', '.join(sorted(failed))}"
+            why += f"; {_failures(failed)}"
         note = _note("missing", age, f"no GPU metrics ({why}); {fallback}")
     elif not fresh_gpus:
         note = _note(
@@ -109,7 +116,7 @@ def assess(
         if len(fresh_gpus) < total:
             parts.append(f"{total - len(fresh_gpus):,} GPUs {fallback}")
         if failed:
-            parts.append(f"queries failed: {', '.join(sorted(failed))}")
+            parts.append(_failures(failed))
         note = _note("partial", age, "; ".join(parts))
     else:
         note = _note("fresh", age, f"fresh GPU metrics for all {total:,} GPUs (newest {age} s old)")

@@ -64,33 +64,6 @@ def query_prometheus(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
     return out
 
 
-def _refuse_negatives(payload: dict[str, Any], source: str) -> None:
-    """No DCGM reading (memory, utilization, errors, temperature, power, a time) is below 0:
-    one is a broken export or recording rule, and the core took fb_used_peak -5 MiB as a
-    workload using nothing, advice built on it. Rows of another shape are left to the
-    core's reader, which names them."""
-    for name, answer in payload.items():
-        envelope = isinstance(answer, dict)
-        data = answer.get("data") if envelope else None
-        rows = (data.get("result") if isinstance(data, dict) else None) if envelope else answer
-        if not isinstance(rows, list):
-            continue
-        for i, row in enumerate(rows):
-            value = row.get("value") if isinstance(row, dict) else None
-            if not isinstance(value, list) or len(value) != 2:
-                continue
-            try:
-                negative = float(value[1]) < 0
-            except (TypeError, ValueError):
-                continue
-            if negative:
-                where = f"{name}.data.result[{i}]" if envelope else f"{name}[{i}]"
-                raise RightsizingError(
-                    f"{source}: {where}.value: {value[1]!r} is negative (a DCGM reading is "
-                    "never below 0)"
-                )
-
-
 def rightsizing_rows(metrics: Path | dict[str, Any], snapshot_path: Path) -> list[dict[str, Any]]:
     """Rows of the report's right-sizing table from an export file (or the answers
     ``query_prometheus`` fetched) and the snapshot of the running workloads."""
@@ -107,7 +80,6 @@ def rightsizing_rows(metrics: Path | dict[str, Any], snapshot_path: Path) -> lis
     source = str(metrics) if isinstance(metrics, Path) else "Prometheus' answers"
     if not isinstance(payload, dict):
         raise RightsizingError(f"{source}: expected an object of query name → answer")
-    _refuse_negatives(payload, source)
     try:
         snapshot = load_snapshot_text(text, source=str(snapshot_path))
     except SnapshotError as error:
