@@ -569,6 +569,46 @@ def test_shadow_mode_only_annotates() -> None:
     assert answer(admission(mode="shadow").validate, mutated(body, response))["allowed"] is True
 
 
+@pytest.mark.parametrize("where", ["global", "namespace"])
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"labels": {keys.LABEL_QUEUE: "nope"}},
+         "queue 'nope' does not exist (queues: team-a, team-b)"),
+        ({"resources": {"nvidia.com/gpu": "16"}},
+         "16 GPUs in one pod: the largest node in this cluster has 8 whole GPUs"),
+    ],
+)  # fmt: skip
+def test_shadow_mode_denies_nothing_and_notes_what_enforcing_would(
+    where: str, change: dict[str, Any], problem: str
+) -> None:
+    """Was: shadow mode, "pods run as if Apportion were not there", still denied a pod with
+    no queue or one asking more GPUs than any node has; a namespace opted in without a
+    default queue had its GPU pods rejected during the safe rollout."""
+    cluster = fixture_cluster()
+    if where == "namespace":
+        cluster.put_namespace(
+            "gpu-team-a", {keys.NAMESPACE_ENABLED: "true", keys.NAMESPACE_MODE: "shadow"}
+        )
+    shadow = admission(cluster, mode="shadow" if where == "global" else "enforce")
+    body = vary(review(GPU_1), **change)
+    response = answer(shadow.mutate, body)
+    assert patch_of(response) == [
+        {
+            "op": "add",
+            "path": "/metadata/annotations",
+            "value": {keys.ANNOTATION_SHADOW: f"deny: Refused: {problem}"},
+        }
+    ]
+    validated = answer(shadow.validate, mutated(body, response))
+    assert validated["allowed"] is True
+    assert validated["warnings"] == [f"Apportion (shadow mode) would deny this pod: {problem}"]
+    assert cluster.snapshot().workloads == ()
+    # Enforcing, the same pod is denied.
+    enforcing = admission(fixture_cluster())
+    assert answer(enforcing.validate, body)["status"]["message"] == f"Apportion: {problem}"
+
+
 def test_a_dry_run_decides_but_reserves_nothing() -> None:
     cluster = fixture_cluster()
     body = review("create-pod-dry-run.mutate-create-dryrun")

@@ -61,6 +61,9 @@ log = logging.getLogger("apportion.admission")
 ANNOTATION_REQUESTED_MEMORY = keys.PREFIX + "requested-gpu-memory"
 """Where a memory need moves once Apportion turned it into a device request."""
 
+SHADOW_REFUSED = "Refused"
+"""The shadow annotation's reason for a pod enforcing would deny (``deny: Refused: …``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -103,12 +106,18 @@ class Admission:
             return Verdict(allow(), "ignored")
         ask = self.reader.ask(pod, req.namespace)
         queue = self.cluster.queue_for(ask)
-        if self._refusals(ask, queue):
+        shadow = self.settings.mode == "shadow" or policy.shadow
+        if problems := self._refusals(ask, queue):
+            if shadow:  # let through, as if Apportion were not there; what it would do noted
+                text = f"deny: {SHADOW_REFUSED}: {'; '.join(problems)}"
+                return Verdict(
+                    allow(set_metadata(pod, "annotations", {keys.ANNOTATION_SHADOW: text})),
+                    "shadow",
+                )
             # The validating webhook denies it with the reason; nothing to decide here.
             return Verdict(allow(), "invalid")
         assert queue is not None
         workload = self._workload(ask, queue, req.uid)
-        shadow = self.settings.mode == "shadow" or policy.shadow
         decision: WorkloadDecision | None
         if ask.gang is not None:
             decision = _waiting(workload, Reason.NOT_SELECTED, self._gang_message(ask))
@@ -294,9 +303,13 @@ class Admission:
         ask = self.reader.ask(pod, req.namespace)
         queue = self.cluster.queue_for(ask)
         problems = self._refusals(ask, queue)
+        shadow = self.settings.mode == "shadow" or policy.shadow
+        if problems and shadow:
+            # Shadow mode denies nothing: the user is told what enforcing would do.
+            warning = "Apportion (shadow mode) would deny this pod: " + "; ".join(problems)
+            return Verdict(allow(warnings=(warning,)), "shadow")
         if problems:
             return Verdict(deny("Apportion: " + "; ".join(problems)), "denied")
-        shadow = self.settings.mode == "shadow" or policy.shadow
         if not shadow and decided_workload(pod) is None:
             if self.settings.on_allocator_failure == "allow":
                 # What the mutating call did when it could not decide: this call cannot
@@ -314,6 +327,9 @@ class Admission:
                 "denied",
             )
         if ask.gang is not None and (differs := self._gang_refusal(pod)) is not None:
+            if shadow:
+                warning = f"Apportion (shadow mode) would deny this pod: {differs}"
+                return Verdict(allow(warnings=(warning,)), "shadow")
             return Verdict(deny(f"Apportion: {differs}"), "denied")
         if self.standalone and not req.dry_run and not shadow:
             observed = self.reader.observed(pod)
