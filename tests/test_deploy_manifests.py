@@ -36,6 +36,8 @@ from manifests import (
     restricted_violations,
 )
 
+from webhook.namespaces import is_system
+
 FIXTURES = Path(__file__).parent / "fixtures" / "deploy"
 KUBERNETES_VERSION = "1.30.0"
 NAMESPACE = "apportion-system"
@@ -521,6 +523,28 @@ def test_match_conditions_send_only_gpu_pods_outside_system_namespaces(case, req
     for name in (MUTATE, VALIDATE):
         hook = webhooks(overlay("kubernetes"))[name]
         assert _matches(hook["matchConditions"], request_) is expected, (name, case)
+
+
+@pytest.mark.parametrize(
+    "namespace",
+    [
+        *SYSTEM_NAMESPACES,
+        "openshift-monitoring",
+        "openshiftlab",
+        "team-openshift-lab",
+        "gpu-team-a",
+    ],
+)
+def test_standalone_leaves_out_the_namespaces_the_webhook_configurations_do(namespace):
+    """Was: standalone (every namespace managed) managed apportion-system and left out
+    openshiftlab, a team's."""
+    conditions = [
+        c
+        for c in webhooks(overlay("kubernetes"))[MUTATE]["matchConditions"]
+        if c["name"] == "not-a-system-namespace"
+    ]
+    called = _matches(conditions, _in_namespace(GPU, namespace))
+    assert is_system(namespace) is not called
 
 
 UNGATE = _review("update-pod-ungate-add-nodeselector.validate-update.json")

@@ -503,6 +503,10 @@ def test_the_api_timeout_must_be_shorter_than_the_lease(
     # The leader stops acting this long before its Lease (15 s) could be taken over.
     with pytest.raises(CommandError, match="--api-timeout-s: the API timeout"):
         _serve_settings([*_certs(tmp_path), "--api-timeout-s", "15"], monkeypatch)
+    # Set by its variable, the variable is named (it named the flag nobody gave).
+    monkeypatch.setenv("APPORTION_API_TIMEOUT_S", "20")
+    with pytest.raises(CommandError, match=r"^APPORTION_API_TIMEOUT_S: the API timeout"):
+        _serve_settings(_certs(tmp_path), monkeypatch)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 129, 2.5, "16", True])

@@ -308,7 +308,8 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
             ),
         )
     except ValueError as error:
-        raise CommandError(f"--api-timeout-s: {error}") from None
+        source = "--api-timeout-s" if args.api_timeout_s is not None else "APPORTION_API_TIMEOUT_S"
+        raise CommandError(f"{source}: {error}") from None
     return ServeSettings(
         server=ServerSettings(
             cert_file=args.cert_file,

@@ -25,8 +25,15 @@ class NamespacePolicy:
         )
 
 
+SYSTEM_NAMESPACES = frozenset(
+    {"kube-system", "kube-public", "kube-node-lease", "openshift", "apportion-system"}
+)
+"""Never managed: the names the webhook configurations leave out (deploy/base/webhooks.yaml),
+and with them every ``openshift-*``."""
+
+
 def is_system(namespace: str) -> bool:
-    """The cluster's own namespaces: never managed, even where every namespace is."""
-    return namespace in ("kube-system", "kube-public", "kube-node-lease") or namespace.startswith(
-        "openshift"
-    )
+    """The cluster's own namespaces and Apportion's: never managed, even where every
+    namespace is (standalone). As the webhook configurations judge them: ``openshiftlab`` is
+    a team's, and the webhook's own pods ask no GPU."""
+    return namespace in SYSTEM_NAMESPACES or namespace.startswith("openshift-")

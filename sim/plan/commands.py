@@ -142,7 +142,7 @@ def plan_command(sub: Subparsers) -> None:
         "--workers",
         type=int_option(0, MAX_WORKERS, WORKERS_WHY),
         default=0,
-        help="processes (default 0: one per core)",
+        help="processes (default 0: one per core, at most 8)",
     )
     parser.add_argument(
         "--policy",
