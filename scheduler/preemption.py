@@ -181,12 +181,21 @@ def find_victims(
 
 def _undo_order(undo: Sequence[Running]) -> list[Running]:
     """Admissions of this cycle in the order they are taken back: lowest priority, then the
-    smallest (the least work undone), then the last in its queue's order (a queue admits in
-    (created, name) order within a priority), so of two alike the older keeps its place
-    (design §3.3). Nothing of them has started: ``preference_order`` cannot tell them apart."""
-    ordered = sorted(undo, key=_age, reverse=True)
-    ordered.sort(key=_undo_rank)  # stable: latest first within
-    return ordered
+    smallest (the least work undone); but within a queue and priority always the last in
+    its queue's order first (a queue admits in (created, name) order within a priority), so
+    the older keeps its place whatever the sizes (design §3.3): taking back an older 300m
+    before a newer 400m left the older waiting where it would fit in the newer's place.
+    Nothing of them has started: ``preference_order`` cannot tell them apart."""
+    newest_first = sorted(undo, key=_age, reverse=True)
+    ordered = sorted(newest_first, key=_undo_rank)  # stable: latest first within
+    # Each queue and priority keeps the places the sizes gave it, filled newest first.
+    by_group: dict[tuple[str, int], list[Running]] = {}
+    for r in newest_first:
+        by_group.setdefault((r.workload.queue, r.workload.priority), []).append(r)
+    if len(by_group) == len(ordered):
+        return ordered
+    turns = {group: iter(members) for group, members in by_group.items()}
+    return [next(turns[r.workload.queue, r.workload.priority]) for r in ordered]
 
 
 _age = attrgetter("workload.created", "workload.name")

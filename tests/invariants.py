@@ -798,6 +798,41 @@ def check_priority_order(snapshot: Snapshot, decision: Decision) -> list[str]:
     return problems
 
 
+def check_older_first(snapshot: Snapshot, decision: Decision) -> list[str]:
+    """No newly admitted W while an older workload of its queue and priority waits that W's
+    room would fit (its place freed, its quota given back), whatever their shapes: rule 3,
+    priority then age, comes before tidiness and fewest moves."""
+    catalog = snapshot.catalog()
+    holders = final_holders(snapshot, decision)
+    usage = final_usage(snapshot, decision)
+    by_name = {w.name: w for w in snapshot.workloads}
+    waiting = [by_name[d.workload] for d in decision.workloads if d.outcome is Outcome.PENDING]
+    problems = []
+    for h in holders:
+        w = h.workload
+        if not h.new:
+            continue
+        for old in waiting:
+            if (old.queue, old.priority) != (w.queue, w.priority) or (old.created, old.name) >= (
+                w.created,
+                w.name,
+            ):
+                continue
+            free = FreeCapacity.after(snapshot, holders)
+            free.release(h.pods, w)
+            freed = dict(usage)
+            key = (w.queue, h.flavor)
+            freed[key] = freed.get(key, 0) - amount_of(catalog, w, h.flavor)
+            if fitting_option(old, free, quota_book(snapshot, freed), flavor=h.flavor):
+                problems.append(
+                    f"{w.name} (created {w.created}) admitted on {h.flavor} in queue {w.queue} "
+                    f"while {old.name} (created {old.created}, {old.pods}× "
+                    f"{old.demand.model_dump(exclude_defaults=True)}), older, waits and would "
+                    "fit there"
+                )
+    return problems
+
+
 def check_age_order(snapshot: Snapshot, decision: Decision) -> list[str]:
     """Of alike workloads of a queue (same priority, demand, pods, CPU, memory and node
     constraints), no newer one is newly admitted while an older one waits: it would fit in

@@ -30,6 +30,7 @@ from invariants import (
     check_eviction_rights,
     check_guarantees,
     check_mig_layouts,
+    check_older_first,
     check_priority_order,
     check_quotas,
     check_reasons_current,
@@ -543,11 +544,15 @@ def test_work_conserving(path: str, snap: Snapshot) -> None:
 @given(snap=snapshots())
 def test_priority_within_queue(path: str, snap: Snapshot) -> None:
     """6. No lower priority admitted where a waiting higher priority of its queue would fit,
-    nor a newer one where an older one alike waits."""
+    nor a newer one where an older one of the same priority would fit, nor a newer one
+    where an older one alike waits (that one also where it would need the same evictions)."""
     decision = _decide(path, snap)
-    _assert_none(
-        snap, decision, [*check_priority_order(snap, decision), *check_age_order(snap, decision)]
-    )
+    problems = [
+        *check_priority_order(snap, decision),
+        *check_older_first(snap, decision),
+        *check_age_order(snap, decision),
+    ]
+    _assert_none(snap, decision, problems)
 
 
 @path_param
@@ -837,6 +842,41 @@ def test_checkers_flag_a_newer_alike_admitted_while_an_older_waits() -> None:
     )
     assert check_age_order(snap, swapped) == [
         "new (created 2) admitted in queue q while old (created 1), alike, waits"
+    ]
+
+
+def test_checkers_flag_a_newer_admitted_where_an_older_of_another_shape_would_fit() -> None:
+    snap = snapshot(
+        nodes=[node("t0", "T4", 1, shared=True)],
+        queues=[queue("q").quota("T4", 1)],
+        workloads=[
+            workload("old").milli(300, "T4").queue("q").created(1),
+            workload("new").milli(800, "T4").queue("q").created(2),
+        ],
+    )
+    decision = decide(snap, use_ilp=False)
+    assert [d.outcome for d in decision.workloads] == [Outcome.ADMIT, Outcome.PENDING]
+    assert check_older_first(snap, decision) == []
+    old, new = decision.workloads
+    (place,) = old.placement
+    swapped = decision.model_copy(
+        update={
+            "workloads": (
+                old.model_copy(update={"outcome": Outcome.PENDING, "placement": ()}),
+                new.model_copy(
+                    update={
+                        "outcome": Outcome.ADMIT,
+                        "flavor": "T4",
+                        "placement": (place.model_copy(update={"milli": 800}),),
+                    }
+                ),
+            )
+        }
+    )
+    assert check_older_first(snap, swapped) == [
+        "new (created 2) admitted on T4 in queue q while old (created 1, 1× {'gpu_milli': 300, "
+        "'models': ('T4',)}), "
+        "older, waits and would fit there"
     ]
 
 

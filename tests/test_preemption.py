@@ -290,3 +290,37 @@ def test_a_reclaim_takes_back_lent_quota_before_its_own_queues_lower_priority(
     )
     d = decide(snap, use_ilp=use_ilp).by_workload()["a-high"]
     assert (d.outcome, d.victims) == (Outcome.PREEMPT, ("b-1",)), d.message
+
+
+def test_a_take_back_leaves_the_older_of_a_queue_in_its_place_whatever_the_sizes() -> None:
+    """Was (found by the age-order property): q1 reclaiming its nominal quota took back q2's
+    older 300m (the smaller) and left its newer 400m admitted, where the older fitted.
+    Within a queue and priority the newest goes first."""
+    snap = Snapshot.model_validate(
+        {
+            "nodes": [{"name": "n1", "gpus": [{"index": 0, "model": "L40S", "shared": True}]}],
+            "queues": [
+                {"name": "q1", "cohort": "c0", "quota": {"L40S": {"nominal": 1}}},
+                {"name": "q2", "cohort": "c0", "quota": {}},
+            ],
+            "workloads": [
+                # Fits nowhere (an empty node-affinity term matches no node): q1's p5 is
+                # tried after q2's two are admitted, and reclaims what they borrow.
+                {"name": "p9", "queue": "q1", "demand": {"gpus": 1}, "node_affinity": [{}]},
+                {"name": "p5", "queue": "q1", "created": 1, "pods": 2,
+                 "demand": {"gpu_milli": 200}, "nominated": True},
+                {"name": "p7", "queue": "q2", "priority": 10, "demand": {"gpu_milli": 300},
+                 "nominated": True},
+                {"name": "p11", "queue": "q2", "priority": 10, "created": 1,
+                 "demand": {"gpu_milli": 400}, "nominated": True},
+            ],
+        }
+    )  # fmt: skip
+    outcomes = {d.workload: d for d in decide(snap, use_ilp=False).workloads}
+    assert {name: d.outcome for name, d in outcomes.items()} == {
+        "p9": Outcome.PENDING,
+        "p5": Outcome.ADMIT,
+        "p7": Outcome.ADMIT,
+        "p11": Outcome.PENDING,
+    }
+    assert outcomes["p5"].message.endswith("took back quota lent in this decision from p11")
