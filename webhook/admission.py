@@ -327,9 +327,7 @@ class Admission:
                 "denied",
             )
         if ask.gang is not None and (differs := self._gang_refusal(pod)) is not None:
-            if shadow:
-                warning = f"Apportion (shadow mode) would deny this pod: {differs}"
-                return Verdict(allow(warnings=(warning,)), "shadow")
+            # Never in shadow mode: its pods carry no decision, so none is a member.
             return Verdict(deny(f"Apportion: {differs}"), "denied")
         if self.standalone and not req.dry_run and not shadow:
             observed = self.reader.observed(pod)
