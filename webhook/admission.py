@@ -326,8 +326,7 @@ class Admission:
                 ),
                 "denied",
             )
-        # Shadow mode denies nothing, also where members decided before it differ.
-        if not shadow and ask.gang is not None and (differs := self._gang_refusal(pod)):
+        if ask.gang is not None and (differs := self._gang_refusal(pod)) is not None:
             return Verdict(deny(f"Apportion: {differs}"), "denied")
         if self.standalone and not req.dry_run and not shadow:
             observed = self.reader.observed(pod)
