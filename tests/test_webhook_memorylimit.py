@@ -46,7 +46,32 @@ def test_an_unreadable_limit_is_no_limit(tmp_path: Path, text: str) -> None:
 
 
 def test_no_cgroup_is_no_limit(tmp_path: Path) -> None:
-    assert memory_limit_bytes(tmp_path / "absent") is None
+    assert memory_limit_bytes(tmp_path / "absent", tmp_path / "no-proc") is None
+
+
+@pytest.mark.parametrize(
+    ("own", "relative"),
+    [
+        ("0::/kubepods/burstable/pod1/ctr\n", "kubepods/burstable/pod1/ctr/memory.max"),
+        # This project's own machine: v1 with named hierarchies, its memory cgroup nested.
+        ("9:name=systemd:/\n4:memory:/process_api/72eb\n1:cpu:/\n0::/\n",
+         "memory/process_api/72eb/memory.limit_in_bytes"),
+        ("5:cpu,memory:/kubepods/pod2/ctr\n", "memory/kubepods/pod2/ctr/memory.limit_in_bytes"),
+    ],
+)  # fmt: skip
+def test_without_a_cgroup_namespace_the_own_cgroups_limit_is_read(
+    tmp_path: Path, own: str, relative: str
+) -> None:
+    """Was: only the root's file was read, the host's (unlimited) where the container has
+    no cgroup namespace of its own, and the alert had no limit to divide by."""
+    root = _cgroup(tmp_path / "fs", relative, "2147483648\n")
+    _cgroup(tmp_path / "fs", "memory/memory.limit_in_bytes", "9223372036854771712\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text(own)
+    assert memory_limit_bytes(root, proc) == 2**31
+    # A path that climbs out of the mount is not followed.
+    proc.write_text("0::/../../etc\n")
+    assert memory_limit_bytes(root, proc) is None
 
 
 def _scrape(metrics: Metrics) -> dict[str, float]:
