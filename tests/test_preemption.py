@@ -324,3 +324,71 @@ def test_a_take_back_leaves_the_older_of_a_queue_in_its_place_whatever_the_sizes
         "p11": Outcome.PENDING,
     }
     assert outcomes["p5"].message.endswith("took back quota lent in this decision from p11")
+
+
+# ------------------------------------------------ policy boundaries (mutation audit)
+@pytest.mark.parametrize("use_ilp", [False, True], ids=["greedy", "ilp"])
+def test_lower_priority_reclaim_spares_an_equal_priority_borrower(use_ilp: bool) -> None:
+    """reclaim_within_cohort=LowerPriority takes back only from strictly lower priorities:
+    b-1 borrows all of team-a's GPUs at a-job's own priority, so a-job waits and nothing
+    is evicted (guards ``>=`` in ``candidates_for``)."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 4)],
+        queues=[
+            queue("team-a", cohort="org")
+            .quota(H100, 4)
+            .preemption(reclaim_within_cohort="LowerPriority"),
+            queue("team-b", cohort="org").quota(H100, 0),
+        ],
+        workloads=[
+            workload("b-1").gpus(4).queue("team-b").running_on("h0", 0, 1, 2, 3).started(10),
+            workload("a-job").gpus(2).queue("team-a"),
+        ],
+    )
+    decision = decide(snap, use_ilp=use_ilp)
+    d = decision.by_workload()["a-job"]
+    assert (d.outcome, d.victims, decision.evictions) == (Outcome.PENDING, (), ()), d.message
+
+
+@pytest.mark.parametrize("use_ilp", [False, True], ids=["greedy", "ilp"])
+def test_a_reclaim_never_takes_a_cohort_mate_below_its_nominal_quota(use_ilp: bool) -> None:
+    """team-b runs 4 GPUs on its nominal 2: b-1 or b-2 alone may go (team-b borrows what
+    it holds), but not both, and a-job needs all 4: it waits, nothing is evicted (guards
+    ``book.borrowing`` in ``find_victims``)."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 4)],
+        queues=[
+            queue("team-a", cohort="org").quota(H100, 4),
+            queue("team-b", cohort="org").quota(H100, 2),
+        ],
+        workloads=[
+            workload("b-1").gpus(2).queue("team-b").running_on("h0", 0, 1).started(10),
+            workload("b-2").gpus(2).queue("team-b").running_on("h0", 2, 3).started(20),
+            workload("a-job").gpus(4).queue("team-a").priority(10),
+        ],
+    )
+    decision = decide(snap, use_ilp=use_ilp)
+    d = decision.by_workload()["a-job"]
+    assert (d.outcome, d.victims, decision.evictions) == (Outcome.PENDING, (), ()), d.message
+
+
+@pytest.mark.parametrize("use_ilp", [False, True], ids=["greedy", "ilp"])
+def test_within_queue_never_spares_its_own_queue_while_reclaiming(use_ilp: bool) -> None:
+    """within_queue=Never holds when the queue also reclaims from its cohort: a-low (same
+    queue, lower priority) stays; only the borrower b-1 may go, and its 2 GPUs are not the
+    4 a-job needs, so a-job waits (guards the ``Never`` check in ``candidates_for``)."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 4)],
+        queues=[
+            queue("team-a", cohort="org").quota(H100, 8).preemption(within_queue="Never"),
+            queue("team-b", cohort="org").quota(H100, 0),
+        ],
+        workloads=[
+            workload("a-low").gpus(2).queue("team-a").running_on("h0", 0, 1).started(10),
+            workload("b-1").gpus(2).queue("team-b").running_on("h0", 2, 3).started(20),
+            workload("a-job").gpus(4).queue("team-a").priority(10),
+        ],
+    )
+    decision = decide(snap, use_ilp=use_ilp)
+    d = decision.by_workload()["a-job"]
+    assert (d.outcome, d.victims, decision.evictions) == (Outcome.PENDING, (), ()), d.message
