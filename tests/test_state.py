@@ -212,3 +212,72 @@ def test_a_mig_slice_held_outside_the_workloads_is_never_given() -> None:
     taken = state.place(slice_of, 1, 0, 0, pools)
     assert taken is not None and state.placement_of(taken)[0].mig_start == 4
     assert state.place(slice_of, 1, 0, 0, pools) is None
+
+
+# ------------------------------------------------------- boundaries (mutation audit)
+def test_a_gang_that_places_some_pods_but_not_all_holds_nothing() -> None:
+    """The fit count sees 2 free nodes for a 2-pod gang, but only one has the CPU: the
+    first pod is placed, the second finds no spot, and the first is given back."""
+    roomy = Node(name="a", cpu_milli=16000, gpus=(Gpu(index=0, model="H100-80GB"),))
+    short = Node(name="b", cpu_milli=1000, gpus=(Gpu(index=0, model="H100-80GB"),))
+    state = state_of(roomy, short)
+    pools = state.eligible_pools(anyone(), whole(1))
+    before = snapshot_free(state)
+    assert state.place(whole(1), 2, 8000, 0, pools) is None
+    assert snapshot_free(state) == before
+
+
+def test_a_pod_asking_exactly_the_nodes_free_cpu_is_placed() -> None:
+    """Free CPU equal to the request is enough, for a GPU share as for a MIG slice."""
+    shared = Node(name="t", cpu_milli=4000, gpus=(Gpu(index=0, model="H100-80GB", shared=True),))
+    share = Option("H100-80GB", Kind.FRACTION, ("H100-80GB",), 500)
+    state = state_of(shared)
+    got = state.place(share, 1, 4000, 0, state.eligible_pools(anyone(), share))
+    assert got is not None and state.placement_of(got) == (
+        PodPlacement(node="t", gpus=(0,), milli=500),
+    )
+    layout = (MigSlice(profile="3g.40gb", start=0), MigSlice(profile="3g.40gb", start=4))
+    sliced = Node(name="m", cpu_milli=4000, gpus=(Gpu(index=0, model="H100-80GB", mig=layout),))
+    slice_of = Option("mig-3g.40gb", Kind.MIG, ("H100-80GB",), 1, profile="3g.40gb")
+    state = state_of(sliced)
+    got = state.place(slice_of, 1, 4000, 0, state.eligible_pools(anyone(), slice_of))
+    assert got is not None and state.placement_of(got) == (
+        PodPlacement(node="m", gpus=(0,), mig_start=0),
+    )
+
+
+def test_a_mig_slice_is_searched_only_on_the_nodes_the_filter_allows() -> None:
+    """A selector first seen after compilation filters nodes (``node_filter``): the slice
+    goes to zone b's h1, though zone a's h0 comes first."""
+    layout = (MigSlice(profile="3g.40gb", start=0), MigSlice(profile="3g.40gb", start=4))
+    h0 = Node(name="h0", labels={"zone": "a"}, gpus=(Gpu(index=0, model="H100-80GB", mig=layout),))
+    h1 = Node(name="h1", labels={"zone": "b"}, gpus=(Gpu(index=0, model="H100-80GB", mig=layout),))
+    state = state_of(h0, h1)
+    picky = anyone().model_copy(update={"node_selector": {"zone": "b"}})
+    slice_of = Option("mig-3g.40gb", Kind.MIG, ("H100-80GB",), 1, profile="3g.40gb")
+    nodes = state.node_filter(picky)
+    assert nodes is not None
+    got = state.place(slice_of, 1, 0, 0, state.eligible_pools(picky, slice_of), nodes)
+    assert got is not None and state.placement_of(got) == (
+        PodPlacement(node="h1", gpus=(0,), mig_start=0),
+    )
+
+
+def test_take_held_refuses_an_unhealthy_gpu_and_takes_nothing() -> None:
+    """A pod outside the workloads cannot be said to hold a GPU out of service, whole or as
+    a MIG slice: False, and nothing is taken."""
+    layout = (MigSlice(profile="3g.40gb", start=0), MigSlice(profile="3g.40gb", start=4))
+    sick = Node(
+        name="s",
+        gpus=(
+            Gpu(index=0, model="H100-80GB", healthy=False),
+            Gpu(index=1, model="H100-80GB", healthy=False, mig=layout),
+            Gpu(index=2, model="H100-80GB"),
+        ),
+    )
+    state = state_of(sick)
+    before = snapshot_free(state)
+    assert state.take_held(0, [0], []) is False
+    assert state.take_held(0, [], [(1, 0)]) is False
+    assert state.take_held(0, [2, 0], []) is False
+    assert snapshot_free(state) == before
