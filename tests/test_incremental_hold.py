@@ -16,6 +16,7 @@ from scheduler.reasons import Outcome, Reason
 from scheduler.state import PlacementError
 
 A100 = "A100-80GB"
+H100 = "H100-80GB"
 
 
 def test_hold_equals_a_rebuild_and_releases() -> None:
@@ -216,3 +217,23 @@ def test_a_decided_admission_on_a_gpu_out_of_service_since_is_refused() -> None:
     )
     assert _held(online) == before
     assert not online.holds("decided")
+
+
+# -- take_held: devices held by pods outside the workloads ---------------------------------------
+
+
+def test_take_held_refuses_a_mig_slice_a_workload_holds() -> None:
+    """r runs on slice @0 of h0's GPU 0: a foreign pod cannot be said to hold it too. False,
+    nothing taken, and the other slice (@4) still goes to the next 3g.40gb request."""
+    nodes = [node("h0", H100, 1, mig_layouts={0: mig("3g.40gb@0", "3g.40gb@4")})]
+    queues = [queue("q").quota("mig-3g.40gb", 2)]
+    r = workload("r").mig("3g.40gb").queue("q").running_on("h0", 0, mig_start=0)
+    online = IncrementalAllocator(snapshot(nodes=nodes, queues=queues, workloads=[r]))
+    before = _held(online)
+    assert online.take_held("h0", [], [(0, 0)]) is False
+    assert _held(online) == before
+    d = online.decide(workload("next").mig("3g.40gb").queue("q").build())
+    assert (d.outcome, d.placement) == (
+        Outcome.ADMIT,
+        (PodPlacement(node="h0", gpus=(0,), mig_start=4),),
+    )
