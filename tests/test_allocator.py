@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from builders import mig, node, queue, snapshot, workload
+from builders import QueueBuilder, WorkloadBuilder, mig, node, queue, snapshot, workload
 from invariants import (
     check_age_order,
     check_all,
@@ -35,6 +35,7 @@ from scheduler.incremental import IncrementalAllocator
 from scheduler.model import (
     CustomGpuModel,
     Decision,
+    Node,
     PodPlacement,
     Snapshot,
     Taint,
@@ -1537,3 +1538,88 @@ def test_a_highs_failure_falls_back_to_cbc_and_never_becomes_the_decisions(
     assert "CBC: Optimal (HiGHS failed: RuntimeError: simulated HiGHS crash)" in stats.status
     assert stats.objective >= stats.greedy_objective
     assert check_all(snap, decision) + check_priority_order(snap, decision) == []
+
+
+# ------------------------------------------------------- boundaries (mutation audit)
+def test_a_pod_asking_exactly_a_nodes_allocatable_cpu_may_preempt_for_it() -> None:
+    """high asks 4 GPUs and 8 CPU, all of h0's: it can run there once low is gone, so it
+    preempts low (a request equal to the allocatable is not "never fits")."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 4, cpu_milli=8000)],
+        queues=[queue("team-a").quota(H100, 4)],
+        workloads=[
+            workload("low").gpus(4).queue("team-a").resources(8000, 0).running_on("h0", 0, 1, 2, 3),
+            workload("high").gpus(4).queue("team-a").priority(10).resources(8000, 0),
+        ],
+    )
+    d = outcome(decide(snap, use_ilp=False), "high")
+    assert (d.outcome, d.victims) == (Outcome.PREEMPT, ("low",)), d.message
+
+
+def _zoned_mig() -> tuple[list[Node], list[QueueBuilder], WorkloadBuilder]:
+    layout = mig("3g.40gb@0", "3g.40gb@4")
+    nodes = [
+        node("h0", H100, 1, labels={"zone": "a"}, mig_layouts={0: layout}),
+        node("h1", H100, 1, labels={"zone": "b"}, mig_layouts={0: layout}),
+    ]
+    in_b = {"match_expressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}
+    want = workload("w").mig("3g.40gb").queue("team-a").affinity(in_b)
+    return nodes, [queue("team-a").quota("mig-3g.40gb", 2)], want
+
+
+def test_a_mig_slice_goes_to_a_node_its_affinity_allows() -> None:
+    """Zone a's h0 comes first in the slot order; w's required affinity allows only zone b."""
+    nodes, queues, want = _zoned_mig()
+    greedy = outcome(
+        decide(snapshot(nodes=nodes, queues=queues, workloads=[want]), use_ilp=False), "w"
+    )
+    online = IncrementalAllocator(snapshot(nodes=nodes, queues=queues)).decide(want.build())
+    for d in (greedy, online):
+        assert (d.outcome, d.placement) == (Outcome.ADMIT, (pod("h1", 0, mig_start=0),)), d.message
+
+
+def _within_nominal_or_borrowed(ask: WorkloadBuilder) -> Snapshot:
+    return snapshot(
+        nodes=[node("h0", H100, 4), node("a0", A100, 4)],
+        queues=[
+            queue("team-a", cohort="org").quota(A100, 4).quota(H100, 0),
+            queue("team-b", cohort="org").quota(H100, 4),
+        ],
+        workloads=[ask.queue("team-a")],
+    )
+
+
+def test_an_option_within_nominal_quota_is_tried_before_a_borrowed_one() -> None:
+    """a1 lists H100 first, but team-a's quota is A100: it is admitted there, within its
+    nominal quota, not on H100 borrowed from team-b (greedy and incremental)."""
+    snap = _within_nominal_or_borrowed(workload("a1").gpus(2, H100, A100))
+    greedy = outcome(decide(snap, use_ilp=False), "a1")
+    online = IncrementalAllocator(snapshot(nodes=snap.nodes, queues=snap.queues)).decide(
+        snap.workloads[0]
+    )
+    for d in (greedy, online):
+        assert (d.outcome, d.flavor, d.placement) == (Outcome.ADMIT, A100, (pod("a0", 0, 1),))
+
+
+def test_a_memory_need_takes_a_slice_within_nominal_before_a_borrowed_cheaper_one() -> None:
+    """8 GiB fits a 1g.10gb slice (cheapest, but team-a borrows it from team-b) or the
+    2g.20gb slice team-a's nominal quota covers: within nominal comes first (greedy and
+    incremental)."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 1, mig_layouts={0: mig("2g.20gb@0", "1g.10gb@2")})],
+        queues=[
+            queue("team-a", cohort="org").quota("mig-2g.20gb", 2),
+            queue("team-b", cohort="org").quota("mig-1g.10gb", 2).quota("mig-1g.20gb", 2),
+        ],
+        workloads=[workload("a1").memory(8 * GIB).queue("team-a")],
+    )
+    greedy = outcome(decide(snap, use_ilp=False), "a1")
+    online = IncrementalAllocator(snapshot(nodes=snap.nodes, queues=snap.queues)).decide(
+        snap.workloads[0]
+    )
+    for d in (greedy, online):
+        assert (d.outcome, d.flavor, d.placement) == (
+            Outcome.ADMIT,
+            "mig-2g.20gb",
+            (pod("h0", 0, mig_start=0),),
+        ), d.message
