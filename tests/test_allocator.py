@@ -1623,3 +1623,77 @@ def test_a_memory_need_takes_a_slice_within_nominal_before_a_borrowed_cheaper_on
             "mig-2g.20gb",
             (pod("h0", 0, mig_start=0),),
         ), d.message
+
+
+def test_fair_share_measures_a_borrowing_head_on_the_flavor_its_queue_has_quota_for() -> None:
+    """No option of a1 fits within team-a's nominal quota (arun uses its 2 A100), so a1's
+    fair-share rank is measured on A100, the flavor team-a has quota for, not on H100
+    (listed first, nominal 0): b1 ranks first and takes 6 of the 8 H100, and a1 waits.
+    Measured on H100, a1 would go first and leave b1 too few."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 8), node("a0", A100, 2)],
+        queues=[
+            queue("a", cohort="c").quota(A100, 2).quota(H100, 0),
+            queue("b", cohort="c").quota(H100, 0).quota(A100, 0),
+            queue("l", cohort="c").quota(H100, 16).quota(A100, 6),
+        ],
+        workloads=[
+            workload("arun").gpus(2, A100).queue("a").running_on("a0", 0, 1),
+            workload("a1").gpus(4, H100, A100).queue("a"),
+            workload("b1").gpus(6, H100).queue("b"),
+        ],
+    )
+    decision = decide(snap, use_ilp=False)
+    assert {d.workload: d.outcome for d in decision.workloads} == {
+        "a1": Outcome.PENDING,
+        "b1": Outcome.ADMIT,
+    }
+
+
+def test_a_head_within_its_nominal_quota_goes_before_borrowing_heads() -> None:
+    """a1 fits team-a's nominal H100 quota (team-a borrows A100 elsewhere, and never
+    reclaims); b1 (weight 2) would borrow the same 4 H100. a1 goes first and is admitted
+    on its own quota: nothing is lent to b1 and taken back."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 4), node("a0", A100, 8)],
+        queues=[
+            queue("a", cohort="c").quota(H100, 4).preemption(reclaim_within_cohort="Never"),
+            queue("b", cohort="c", weight=2).quota(H100, 0),
+            queue("l", cohort="c").quota(A100, 8),
+        ],
+        workloads=[
+            workload("arun").gpus(8, A100).queue("a").running_on("a0", *range(8)),
+            workload("a1").gpus(4, H100).queue("a"),
+            workload("b1").gpus(4, H100).queue("b"),
+        ],
+    )
+    decision = decide(snap, use_ilp=False)
+    a1, b1 = outcome(decision, "a1"), outcome(decision, "b1")
+    assert (a1.outcome, a1.message) == (
+        Outcome.ADMIT,
+        "admitted on 1× 4 H100-80GB GPUs; queue a 4/4 H100-80GB",
+    )
+    assert (b1.outcome, b1.message) == (
+        Outcome.PENDING,
+        "queue b at 0/0 H100-80GB; cohort c lends 0 more; needs 4",
+    )
+
+
+def test_the_cpu_shortfall_message_counts_pods_the_free_gpus_take_exactly() -> None:
+    """The free GPUs take exactly w's one pod (room equal to its pods): the message says
+    the CPU left is what is missing."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 4, cpu_milli=8000)],
+        queues=[queue("team-a").quota(H100, 4)],
+        workloads=[
+            workload("r").gpus(2).queue("team-a").resources(6000, 0).running_on("h0", 0, 1),
+            workload("w").gpus(2).queue("team-a").resources(4000, 0),
+        ],
+    )
+    d = outcome(decide(snap, use_ilp=False), "w")
+    assert (d.outcome, d.reason, d.message) == (
+        Outcome.PENDING,
+        Reason.NO_CAPACITY,
+        "needs 1× 2 H100-80GB GPUs with 4 CPU and 0 GiB memory per pod; the free GPUs would "
+        "take 1 such pod(s), but the CPU and memory left on their nodes host only 0",
+    )
