@@ -135,3 +135,18 @@ def test_share_is_the_largest_borrowed_fraction_whatever_is_charged(
             lendable = b.lendable("c", flavor)
             expected = max(expected, borrowed / lendable if lendable else float(borrowed))
     assert b.share("a", extra_on, extra * G if extra_on else 0) == expected / weight
+
+
+def test_a_cohort_queue_has_no_quota_for_a_flavor_nobody_in_its_cohort_lends():
+    """a lists only A100 and its cohort lends no H100: "no quota", not a cohort that lends
+    0 more (the ``lendable == 0`` half of the NoQuotaForFlavor test)."""
+    b = book(
+        Queue(name="a", cohort="c", quota={"A100-80GB": Quota(nominal=8)}),
+        Queue(name="b", cohort="c", quota={"A100-80GB": Quota(nominal=8)}),
+    )
+    check = b.check("a", "H100-80GB", G)
+    assert (check.ok, check.reason, check.message) == (
+        False,
+        Reason.NO_QUOTA,
+        "queue a has no quota for H100-80GB",
+    )
