@@ -475,6 +475,17 @@ def test_no_plan_when_the_layout_would_not_change() -> None:
     assert plans == []
 
 
+def test_a_gpu_already_drafted_takes_a_pod_only_where_its_workload_may_run() -> None:
+    """x (anywhere) opens a draft on h0; y may run only on h1: it does not join h0's draft
+    but opens h1's."""
+    demands = [
+        MigDemand("x", "1g.10gb", 1),
+        MigDemand("y", "1g.10gb", 1, hosts=frozenset({("h1", H100.name)})),
+    ]
+    plans = plan_repartitions([idle("h0", 0), idle("h1", 0)], demands, CATALOG)
+    assert [(p.node, p.admits) for p in plans] == [("h0", ("x",)), ("h1", ("y",))]
+
+
 def test_demand_count_must_be_positive() -> None:
     with pytest.raises(ValueError, match="count must be at least 1"):
         MigDemand("w", "1g.10gb", 0)
