@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -341,10 +342,12 @@ class _Fragmentation:
     measure, ``sim.fragmentation``), kept per node and integrated over time.
 
     Measuring the whole cluster at each change would cost a numpy pass over every node per
-    event. Instead a node is measured again only after it changed: its free GPUs, CPU and
-    memory are copied when the state that follows is first held, and the copies are
-    measured thousands at a time (a few numpy calls), each span held adding the share the
-    copies before it give × its seconds."""
+    event. Instead a node is measured again only after it changed: when the state that
+    follows is first held, its free milli per GPU are read from the occupancy's own list
+    (``Occupancy.free_milli``, one ``itemgetter`` call per node: no numpy per event) with
+    its free CPU and memory, and these readings are measured thousands at a time (a few
+    numpy calls), each span held adding the share the readings before it give × its
+    seconds."""
 
     def __init__(self, occupancy: Occupancy, mix: TaskMix) -> None:
         self.occupancy = occupancy
@@ -361,14 +364,21 @@ class _Fragmentation:
         self.usable = occupancy.gpu_healthy & ~occupancy.gpu_mig
         self.slot_gpu = np.maximum(occupancy.node_gpus, 0)
         """Global GPU id per node and slot (GPU 0 in the slots that pad short nodes)."""
-        self._slots = list(self.slot_gpu)
+        self._read = [itemgetter(*row) for row in self.slot_gpu.tolist()]
+        """Per node: its slots' free milli out of ``Occupancy.free_milli`` (a tuple; a
+        plain int when nodes have one slot)."""
         self.dirty: set[int] = set(range(nodes))
         self._nodes: list[int] = []
-        self._copies: list[tuple[np.ndarray, Any, Any]] = []
-        """Free milli in the GPU slots, CPU and memory of the nodes in ``_nodes``, copied
-        when changed, not yet measured."""
-        self._spans: list[tuple[int, int]] = []
-        """(copies before it, seconds) per span held, not yet integrated."""
+        self._milli: list[int] = []
+        self._cpu: list[int] = []
+        self._mem: list[int] = []
+        """Free milli in the GPU slots (``slot_gpu``'s width per node, flat), CPU and
+        memory of the nodes in ``_nodes``, read when changed, not yet measured: flat lists
+        of numbers, each an array in one call."""
+        self._add_milli = self._milli.extend if self.slot_gpu.shape[1] > 1 else self._milli.append
+        self._upto: list[int] = []
+        self._seconds: list[int] = []
+        """Per span held, not yet integrated: the readings before it, and its seconds."""
 
     def changed(self, placement: Sequence[PodPlacement]) -> None:
         index = self.occupancy.node_index
@@ -380,53 +390,50 @@ class _Fragmentation:
 
     def health_changed(self, node: str) -> None:
         occ = self.occupancy
-        self.flush()  # the copies so far are of GPUs usable or not as before
+        self.flush()  # the readings so far are of GPUs usable or not as before
         self.usable = occ.gpu_healthy & ~occ.gpu_mig
         self.dirty.add(occ.node_index[node])
 
     def held(self, seconds: int) -> None:
         """The current state was held for ``seconds``."""
         if self.dirty:
-            self._copy()
-        self._spans.append((len(self._nodes), seconds))
-        if len(self._spans) >= _BATCH or len(self._nodes) >= _BATCH:
+            self._read_changed()
+        self._upto.append(len(self._nodes))
+        self._seconds.append(seconds)
+        if len(self._upto) >= _BATCH or len(self._nodes) >= _BATCH:
             self.flush()
 
     def share(self) -> float:
         """The share now."""
         if self.dirty:
-            self._copy()
+            self._read_changed()
         self.flush()
         return max(0.0, self.frag_sum) / self.free_sum if self.free_sum > 0 else 0.0
 
-    def _copy(self) -> None:
-        """Copy the free milli of the changed nodes' GPUs (masked when measured)."""
+    def _read_changed(self) -> None:
+        """Read the changed nodes' free milli per GPU slot, CPU and memory (masked when
+        measured)."""
         occ = self.occupancy
-        free, cpu, mem = occ.gpu_free, occ.free_cpu, occ.free_mem
-        if len(self.dirty) > 8:  # the whole cluster (at the start, for fill): one gather
-            nodes = sorted(self.dirty)
-            index = np.array(nodes, dtype=np.intp)
-            self._nodes.extend(nodes)
-            rows = free[self.slot_gpu[index]]
-            self._copies.extend(zip(rows, cpu[index], mem[index], strict=True))
-        else:  # a node or two after an event: a gather each costs less than building one
-            slots = self._slots
-            for n in self.dirty:
-                self._nodes.append(n)
-                self._copies.append((free[slots[n]], cpu[n], mem[n]))
+        free, cpu, mem, read = occ.free_milli, occ.free_cpu, occ.free_mem, self._read
+        add_milli = self._add_milli
+        for n in self.dirty:
+            add_milli(read[n](free))
+            self._cpu.append(cpu[n])
+            self._mem.append(mem[n])
+        self._nodes.extend(self.dirty)
         self.dirty.clear()
 
     def flush(self) -> None:
-        """Measure the copies and integrate the spans held, in order."""
-        if not self._spans and not self._nodes:
+        """Measure the readings and integrate the spans held, in order."""
+        if not self._upto and not self._nodes:
             return
         frag_sum, free_sum = np.array([self.frag_sum]), np.array([self.free_sum])
         if self._nodes:
             occ = self.occupancy
             nodes = np.array(self._nodes, dtype=np.intp)
-            free_milli = np.stack([c[0] for c in self._copies])
-            free_cpu = np.array([c[1] for c in self._copies], dtype=np.int64)
-            free_mem = np.array([c[2] for c in self._copies], dtype=np.int64)
+            free_milli = np.array(self._milli, dtype=np.int64).reshape(len(nodes), -1)
+            free_cpu = np.array(self._cpu, dtype=np.int64)
+            free_mem = np.array(self._mem, dtype=np.int64)
             # As ``Occupancy.usable_free``: failed and MIG GPUs count 0; -1 pads short nodes.
             slots = np.where(
                 occ.node_gpus[nodes] < 0,
@@ -435,12 +442,12 @@ class _Fragmentation:
             )
             frag = fragmentation(slots, free_cpu, free_mem, occ.node_model[nodes], self.mix)
             free = np.maximum(slots, 0).sum(axis=1)
-            # Each copy replaces its node's value before it: the previous copy of the same
-            # node in this batch, or the value kept from before. The sums after each copy
-            # are then cumulative sums of the differences.
+            # Each reading replaces its node's value before it: the previous reading of the
+            # same node in this batch, or the value kept from before. The sums after each
+            # reading are then cumulative sums of the differences.
             order = np.argsort(nodes, kind="stable")
             ranked = nodes[order]
-            same = np.zeros(len(nodes), dtype=bool)  # as the copy ranked before it
+            same = np.zeros(len(nodes), dtype=bool)  # as the reading ranked before it
             same[1:] = ranked[1:] == ranked[:-1]
             before = np.empty(len(nodes), dtype=np.intp)
             before[order] = np.where(same, np.roll(order, 1), -1)
@@ -449,24 +456,23 @@ class _Fragmentation:
             old_free = np.where(had, free[before], self.free[nodes])
             frag_sum = np.concatenate((frag_sum, frag_sum[0] + np.cumsum(frag - old_frag)))
             free_sum = np.concatenate((free_sum, free_sum[0] + np.cumsum(free - old_free)))
-            last = order[np.append(~same[1:], True)]  # each node's last copy
+            last = order[np.append(~same[1:], True)]  # each node's last reading
             self.frag[nodes[last]] = frag[last]
             self.free[nodes[last]] = free[last]
-        if self._spans:
-            upto = np.array([u for u, _ in self._spans], dtype=np.intp)
-            seconds = np.array([float(s) for _, s in self._spans])  # times may pass 2**63
+        if self._upto:
+            upto = np.array(self._upto, dtype=np.intp)
+            seconds = np.array(self._seconds, dtype=np.float64)  # times may pass 2**63
             held = free_sum[upto]
             share = np.maximum(frag_sum[upto], 0.0) / np.maximum(held, 1)
             self.integral += float(np.dot(np.where(held > 0, share, 0.0), seconds))
         # Summed afresh: running sums of floats would drift over a million changes.
         self.frag_sum, self.free_sum = float(self.frag.sum()), int(self.free.sum())
-        self._nodes = []
-        self._copies.clear()
-        self._spans.clear()
+        for pending in (self._nodes, self._milli, self._cpu, self._mem, self._upto, self._seconds):
+            pending.clear()
 
 
 _BATCH = 4096
-"""Node copies or spans held before they are measured together."""
+"""Node readings or spans held before they are measured together."""
 
 
 def _demand_milli(job: Job) -> int:

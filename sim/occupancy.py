@@ -83,11 +83,13 @@ class Occupancy:
         # the arrays). ``set_node_health`` keeps both.
         self._healthy: list[bool] = healthy
         self._mig: list[bool] = [g in self.mig_layout for g in range(len(gpu_node))]
-        self._free: list[int] = np.where(self.gpu_mig, 0, MILLI_PER_GPU).tolist()
+        self.free_milli: list[int] = np.where(self.gpu_mig, 0, MILLI_PER_GPU).tolist()
         """Free milli per GPU, the truth: every start and stop changes a few elements, and a
         list's cost a fraction of a numpy array's. ``gpu_free`` is its array, brought up
-        to date when read (the placement baselines read it once per pod)."""
-        self._free_array = np.array(self._free, dtype=np.int32)
+        to date when read (the placement baselines read it once per pod); the replay's
+        fragmentation reads the few elements an event changed straight from the list. The
+        same list for the whole run: changes are made in place."""
+        self._free_array = np.array(self.free_milli, dtype=np.int32)
         self._stale: set[int] = set()
         width = max((len(ids) for ids in per_node), default=0)
         self.node_gpus = np.full((len(nodes), max(1, width)), -1, dtype=np.int32)
@@ -125,7 +127,7 @@ class Occupancy:
         """Free milli per non-MIG GPU (a failed GPU keeps its number; ``usable_free`` masks it)."""
         if self._stale:
             ids = list(self._stale)
-            self._free_array[ids] = [self._free[g] for g in ids]
+            self._free_array[ids] = [self.free_milli[g] for g in ids]
             self._stale.clear()
         return self._free_array
 
@@ -180,7 +182,7 @@ class Occupancy:
                 if mig[g]:
                     raise SimulationError(f"{name}: GPU {index} on {pod.node} is partitioned")
                 need_milli[g] = need_milli.get(g, 0) + (pod.milli or MILLI_PER_GPU)
-        free = self._free
+        free = self.free_milli
         for g, milli in need_milli.items():
             if milli > free[g]:
                 raise SimulationError(
@@ -196,7 +198,7 @@ class Occupancy:
 
     def _shift(self, placement: Sequence[PodPlacement], cpu: int, mem: int, taking: bool) -> None:
         sign = -1 if taking else 1
-        free, stale = self._free, self._stale
+        free, stale = self.free_milli, self._stale
         for pod in placement:
             n = self.node_index[pod.node]
             at = self._gpu_at[n]
