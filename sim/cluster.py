@@ -20,6 +20,7 @@ from pathlib import Path
 from scheduler.catalog import Catalog
 from scheduler.consistency import MAX_NODE_GPUS
 from scheduler.demand import Option, OptionsByDemand
+from scheduler.fieldpaths import show
 from scheduler.loading import SnapshotError, load_snapshot_text
 from scheduler.model import (
     CustomGpuModel,
@@ -34,6 +35,7 @@ from scheduler.model import (
 from scheduler.state import ClusterState
 from scheduler.textfile import read_text
 from sim.job import Job
+from sim.rows import MAX_AMOUNT, TOO_MUCH_CPU, TOO_MUCH_MEMORY
 
 __all__ = ["SIM_COHORT", "Cluster", "ClusterError", "load_cluster", "uniform_cluster"]
 
@@ -229,9 +231,32 @@ def _load_cluster(spec: str) -> Cluster:
         snapshot = load_snapshot_text(text, source=spec)
     except SnapshotError as error:
         raise ClusterError(f"{spec} is not a valid cluster snapshot:\n{error}") from None
+    too_much = _past_max_amount(snapshot)
+    if too_much:
+        more = [f"… and {len(too_much) - 5} more"] if len(too_much) > 5 else []  # a pool's nodes
+        raise ClusterError(
+            f"{spec} is not a valid cluster snapshot:\n" + "\n".join(too_much[:5] + more)
+        )
     if snapshot.workloads:
         snapshot = snapshot.model_copy(update={"workloads": ()})
     return Cluster(snapshot, spec)
+
+
+def _past_max_amount(snapshot: Snapshot) -> list[str]:
+    """Nodes' CPU and memory past MAX_AMOUNT, as trace rows' are refused: the engine holds
+    them in int64 numpy arrays, which overflowed mid-run (a snapshot itself may say more:
+    the core holds them as Python integers)."""
+    problems = []
+    for node in snapshot.nodes:
+        for key, value, problem in (
+            ("cpu_milli", node.cpu_milli, TOO_MUCH_CPU),
+            ("cpu_held_milli", node.cpu_held_milli, TOO_MUCH_CPU),
+            ("memory_mib", node.memory_mib, TOO_MUCH_MEMORY),
+            ("memory_held_mib", node.memory_held_mib, TOO_MUCH_MEMORY),
+        ):
+            if value is not None and value > MAX_AMOUNT:
+                problems.append(f"node {node.name!r} {key}: {show(value)} {problem}")
+    return problems
 
 
 def _csv_cluster(text: str, source: str) -> Cluster:

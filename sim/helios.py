@@ -71,7 +71,7 @@ def load_helios_jobs(
                 raise row.error("job_id", f"repeats the job on line {seen[name]}")
             gpus = row.count("gpu_num")
             nodes = row.count("node_num")
-            cpus = row.count("cpu_num")
+            cpu_milli = row.amount("cpu_num", scale=1000, unit="cores")
             submit = _time(row, "submit_time")
             duration = row.count("duration", time=True)
             vc = row.text("vc")
@@ -96,7 +96,7 @@ def load_helios_jobs(
             created=0,
             pods=nodes,
             demand=Demand(gpus=per_pod),
-            cpu_milli=cpus * 1000 // nodes,
+            cpu_milli=cpu_milli // nodes,
         )
         parsed.append((submit, workload, duration))
     return from_origin(((t - _EPOCH).total_seconds(), w, d) for t, w, d in parsed), skipped

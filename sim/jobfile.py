@@ -7,8 +7,9 @@ Fields (CSV header names = JSON keys):
 - exactly one demand per pod: ``gpus``, ``gpu_milli`` (1–999), ``mig_profile``, or
   ``gpu_memory_mib``; ``pods`` (default 1; more = a gang);
 - optional: ``priority`` (0), ``models`` (acceptable GPU models; CSV ``A|B``),
-  ``cpu_milli``, ``memory_mib``, ``throughput`` (work per second per model, relative to
-  1.0, at least 1e-6; CSV ``H100-80GB=2.1;A100-80GB=1``), ``gpu_util`` (0–1, measured use).
+  ``cpu_milli``, ``memory_mib`` (each at most 10^12, ``sim.rows.MAX_AMOUNT``),
+  ``throughput`` (work per second per model, relative to 1.0, at least 1e-6; CSV
+  ``H100-80GB=2.1;A100-80GB=1``), ``gpu_util`` (0–1, measured use).
 
 This maps one to one onto ``Workload`` and ``Job``: queue, priority, demand and models
 as given; ``runtime`` is the work; ``throughput`` both makes the job faster or slower
@@ -32,9 +33,12 @@ from scheduler.model import Demand, NonNegative, Positive, Workload
 from sim.job import Job
 from sim.jsontext import JsonProblem, parse
 from sim.rows import (
+    MAX_AMOUNT,
     MAX_SECONDS,
     MIN_RATE,
     TOO_LONG,
+    TOO_MUCH_CPU,
+    TOO_MUCH_MEMORY,
     TOO_SLOW,
     BadRows,
     RowError,
@@ -53,6 +57,20 @@ def _within(value: _N) -> _N:
     if value > MAX_SECONDS:
         raise ValueError(TOO_LONG)
     return value
+
+
+def _cpu_within(milli: int) -> int:
+    """CPU past MAX_AMOUNT: a bad row, not an overflow of numpy's arrays mid-run."""
+    if milli > MAX_AMOUNT:
+        raise ValueError(TOO_MUCH_CPU)
+    return milli
+
+
+def _memory_within(mib: int) -> int:
+    """Memory past MAX_AMOUNT, as CPU."""
+    if mib > MAX_AMOUNT:
+        raise ValueError(TOO_MUCH_MEMORY)
+    return mib
 
 
 def _fast_enough(rate: float) -> float:
@@ -81,8 +99,8 @@ class JobRow(BaseModel):
     pods: Positive = 1
     priority: int = 0
     models: tuple[str, ...] = ()
-    cpu_milli: NonNegative = 0
-    memory_mib: NonNegative = 0
+    cpu_milli: Annotated[NonNegative, AfterValidator(_cpu_within)] = 0
+    memory_mib: Annotated[NonNegative, AfterValidator(_memory_within)] = 0
     throughput: dict[str, _Rate] = Field(default_factory=dict)
     gpu_util: Annotated[float, Field(ge=0, le=1)] | None = None
 

@@ -115,8 +115,8 @@ def load_openb_nodes(text: str, source: str) -> tuple[tuple[CustomGpuModel, ...]
     seen: dict[str, int] = {}
     for row in csv_rows(text, source, NODE_COLUMNS):
         gpus = row.node_gpus("gpu")
-        cpu_milli = row.count("cpu_milli")
-        memory_mib = row.count("memory_mib")
+        cpu_milli = row.amount("cpu_milli")
+        memory_mib = row.amount("memory_mib", memory=True)
         if gpus == 0:
             continue
         name = _unique_name(row, "sn", seen)
@@ -168,8 +168,8 @@ def _models(row: Row) -> tuple[str, ...]:
 
 def _pod(row: Row, queue: str, seen: dict[str, int]) -> Workload | None:
     name = _unique_name(row, "name", seen)
-    cpu_milli = row.count("cpu_milli")
-    memory_mib = row.count("memory_mib")
+    cpu_milli = row.amount("cpu_milli")
+    memory_mib = row.amount("memory_mib", memory=True)
     created = row.count("creation_time", time=True)
     qos = row.values["qos"].strip()
     if qos not in QOS_PRIORITY:

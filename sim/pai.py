@@ -80,8 +80,8 @@ def load_pai_machines(
             raise row.error("machine", f"repeats the machine on line {seen[name]}")
         seen[name] = row.line
         gpus = row.node_gpus("cap_gpu")
-        cpu = row.count("cap_cpu")
-        mem = row.count("cap_mem")
+        cpu_milli = row.amount("cap_cpu", scale=1000, unit="cores")
+        memory_mib = row.amount("cap_mem", memory=True, scale=1024, unit="GB")
         if row.values["gpu_type"].strip() == "CPU" or gpus == 0:
             continue
         model = _model(row, "gpu_type")
@@ -91,8 +91,8 @@ def load_pai_machines(
                 name=name,
                 labels={"nvidia.com/gpu.product": model, "kubernetes.io/hostname": name},
                 gpus=tuple(Gpu(index=i, model=model, shared=True) for i in range(gpus)),
-                cpu_milli=cpu * 1000,
-                memory_mib=mem * 1024,
+                cpu_milli=cpu_milli,
+                memory_mib=memory_mib,
             )
         )
     models = tuple(m for m in TRACE_GPU_MODELS if m.name in used)
@@ -155,8 +155,8 @@ def load_pai_jobs(
             user, inst = users[job_name]
             demand = _demand(row, specs.get(inst, ""))
             pods = _instances(row)
-            cpu = _amount(row, "plan_cpu")
-            mem = _amount(row, "plan_mem")
+            cpu_milli = _amount(row, "plan_cpu", 10, "% of a core")
+            memory_mib = _amount(row, "plan_mem", 1024, "GB", memory=True)
         except RowError as error:
             bad.record(error)
             continue
@@ -167,8 +167,8 @@ def load_pai_jobs(
             created=0,
             pods=pods,
             demand=demand,
-            cpu_milli=int(cpu * 10),
-            memory_mib=int(mem * 1024),
+            cpu_milli=cpu_milli,
+            memory_mib=memory_mib,
         )
         parsed.append((start, workload, end - start))
     return from_origin(parsed), skipped
@@ -188,14 +188,15 @@ def _instances(row: Row) -> int:
     return int(count)
 
 
-def _amount(row: Row, column: str) -> float:
-    """``plan_cpu`` or ``plan_mem``: empty means none asked for."""
+def _amount(row: Row, column: str, scale: int, unit: str, memory: bool = False) -> int:
+    """``plan_cpu`` (percent of a core) in milli-cores or ``plan_mem`` (GB) in MiB, at most
+    ``MAX_AMOUNT``: ``scale`` per ``unit``; empty means none asked for."""
     if not row.values[column].strip():
-        return 0.0
+        return 0
     value = row.number(column)
     if value < 0:
         raise row.error(column, "is negative")
-    return value
+    return int(row.at_most(column, value * scale, memory, unit))
 
 
 def _demand(row: Row, spec: str) -> Demand:

@@ -22,10 +22,13 @@ from scheduler.fieldpaths import did_you_mean, show
 from sim.jsontext import MAX_INT_DIGITS
 
 __all__ = [
+    "MAX_AMOUNT",
     "MAX_SECONDS",
     "MIN_RATE",
     "TOO_LONG",
     "TOO_MANY_GPUS",
+    "TOO_MUCH_CPU",
+    "TOO_MUCH_MEMORY",
     "TOO_SLOW",
     "BadRows",
     "Row",
@@ -60,6 +63,19 @@ MIN_RATE = 1e-6
 work at it take 10^18 s, which the engine's integer clock still holds; 1e-320 made the
 time infinite."""
 TOO_SLOW = f"is below {MIN_RATE:g}, the slowest rate a job may have"
+
+MAX_AMOUNT = 10**12
+"""The most CPU (milli-cores) or memory (MiB) a node or one pod may have: a billion cores,
+about an exabyte, past any machine. The occupancy, the fragmentation measure and the
+placement baselines hold them in int64 numpy arrays, which refused 20 digits and more (an
+OverflowError traceback mid-run); at most 10^12, their sums and differences stay well
+inside int64 too."""
+TOO_MUCH_CPU = (
+    "is more than 10^12 milli-cores (a billion cores), the most CPU a node or pod may have"
+)
+TOO_MUCH_MEMORY = (
+    "is more than 10^12 MiB (about an exabyte), the most memory a node or pod may have"
+)
 
 _NODE_BOUND = f"than a node can have ({MAX_NODE_GPUS})"
 TOO_MANY_GPUS = f"more GPUs in one pod {_NODE_BOUND}"
@@ -131,6 +147,21 @@ class Row:
     def pod_gpus(self, column: str, gpus: int) -> int:
         """``gpus`` for one pod, read from ``column`` (``pod_gpus``)."""
         return pod_gpus(gpus, self.where(column), self.values.get(column, ""))
+
+    def amount(self, column: str, memory: bool = False, scale: int = 1, unit: str = "") -> int:
+        """A non-negative integer amount of CPU in milli-cores (``memory``: MiB), at most
+        MAX_AMOUNT; a file that writes it in another ``unit`` (cores, GB) gives ``scale``
+        of these per unit."""
+        return self.at_most(column, self.count(column) * scale, memory, unit)
+
+    def at_most(self, column: str, value: _N, memory: bool, unit: str = "") -> _N:
+        """``value``, milli-cores (``memory``: MiB) read from ``column`` (written in
+        ``unit``, if another), when at most MAX_AMOUNT; past it a RowError: numpy's arrays
+        would overflow mid-run."""
+        if value <= MAX_AMOUNT:
+            return value
+        problem = TOO_MUCH_MEMORY if memory else TOO_MUCH_CPU
+        raise self.error(column, f"{unit} {problem}" if unit else problem)
 
     def text(self, column: str) -> str:
         value = self.values[column].strip()

@@ -153,6 +153,29 @@ def test_times_past_any_clock_are_bad_rows_and_the_largest_allowed_replay(
         assert run["summary"]["jct_s"]["all"]["p99"] == 10**18, run["summary"]
 
 
+def test_cpu_or_memory_past_int64_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """A job's cpu_milli or a node's memory_mib of 20 digits and more passed and overflowed
+    numpy's int64 arrays mid-run (simulate and plan: an OverflowError traceback)."""
+    trace = tmp_path / "x.csv"
+    trace.write_text(f"name,queue,submit,runtime,gpus,cpu_milli\na,q,0,10,1,{10**20}\n")
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text(f"sn,cpu_milli,memory_mib,gpu,model\nn1,64000,{'9' * 4300},2,T4\n")
+    for command, files, said in (
+        ("simulate", [str(trace), "--cluster", "uniform:1x2xT4"], f"{trace} line 2 column "
+         f"cpu_milli: '{10**20}' is more than 10^12 milli-cores (a billion cores), the most CPU"),
+        ("plan", [str(trace), "--cluster", "uniform:1x2xT4"], f"{trace} line 2 column "
+         f"cpu_milli: '{10**20}' is more than 10^12 milli-cores (a billion cores), the most CPU"),
+        ("simulate", ["demo", "--cluster", str(nodes)], f"{nodes} line 2 column memory_mib: "
+         f"'{'9' * 56}... is more than 10^12 MiB (about an exabyte), the most memory"),
+    ):  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "scheduler", command, *files, "--quiet"],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr == f"apportion {command}: {said} a node or pod may have\n"
+
+
 def test_a_gpu_model_the_cluster_lacks_exits_2_naming_it(tmp_path: Path) -> None:
     """A model in ``models`` or ``throughput`` that the catalog does not know stops the run
     before it starts, naming the model and a job (it was a KeyError traceback mid-run)."""

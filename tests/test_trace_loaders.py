@@ -719,6 +719,98 @@ def test_times_and_work_past_ten_to_the_twelve_are_bad_rows() -> None:
         load_gavel_jobs(gavel, "t.trace", table)
 
 
+def test_cpu_and_memory_past_ten_to_the_twelve_are_bad_rows(tmp_path: Path) -> None:
+    """A pod's or node's CPU or memory of 20 to 4,300 digits passed the rows' checks and
+    overflowed numpy's int64 arrays mid-run (an OverflowError traceback): in every format
+    it is a bad row named at its cell, and in a snapshot at its node. 10^12 itself (a
+    billion cores, about an exabyte) is still an amount."""
+    cpu = "is more than 10^12 milli-cores (a billion cores), the most CPU a node or pod may have"
+    memory = "is more than 10^12 MiB (about an exabyte), the most memory a node or pod may have"
+    big, huge = "1" + "0" * 20, "9" * 4300
+    shown = f"'{huge[:56]}..."
+    header = "name,queue,submit,runtime,gpus,cpu_milli,memory_mib\n"
+    for row, cell, value, problem in (
+        (f"a,q,0,10,1,{big},", "cpu_milli", f"'{big}'", cpu),
+        (f"a,q,0,10,1,,{huge}", "memory_mib", shown, memory),
+        ("a,q,0,10,1,1000000000001,", "cpu_milli", "'1000000000001'", cpu),
+    ):
+        with pytest.raises(RowError) as caught:
+            load_job_csv(header + row + "\n", "jobs.csv")
+        assert str(caught.value) == f"jobs.csv line 2 column {cell}: {value} {problem}"
+    bad = BadRows(skip=True)
+    jobs = load_job_csv(header + f"a,q,0,10,1,{big},\nb,q,0,10,1,{10**12},{10**12}\n", "j", bad)
+    assert [(j.name, j.workload.cpu_milli, j.workload.memory_mib) for j in jobs] == [
+        ("b", 10**12, 10**12)
+    ]
+    assert bad.counts == {f"column cpu_milli: {cpu}": 1}
+    with pytest.raises(RowError) as caught:
+        load_job_jsonl(
+            f'{{"name": "a", "submit": 0, "runtime": 10, "gpus": 1, "memory_mib": {huge}}}\n',
+            "j.jsonl",
+        )
+    assert str(caught.value) == f"j.jsonl line 1 field memory_mib: {huge[:57]}... {memory}"
+    # openb's pods and nodes.
+    pods = (OPENB_TRACE_DIR / "openb_pod_list_default.csv").read_text().split("\n")[0] + "\n"
+    for cells, cell, value, problem in (
+        (f"{big},1024", "cpu_milli", f"'{big}'", cpu),
+        (f"1000,{huge}", "memory_mib", shown, memory),
+    ):
+        with pytest.raises(RowError) as caught:
+            load_openb_jobs(pods + f"p,{cells},1,500,,LS,Running,0,10,0\n", "p.csv")
+        assert str(caught.value) == f"p.csv line 2 column {cell}: {value} {problem}"
+    for cells, cell, problem in (
+        (f"{big},1024", "cpu_milli", cpu),
+        (f"1,{big}", "memory_mib", memory),
+    ):
+        with pytest.raises(ValueError) as caught:
+            load_openb_nodes(f"sn,cpu_milli,memory_mib,gpu,model\nn0,{cells},2,T4\n", "n.csv")
+        assert str(caught.value) == f"n.csv line 2 column {cell}: '{big}' {problem}"
+    # Helios' cores, PAI's cores, percent of a core and GB: named as written, in their unit.
+    helios = f"1,u,vcA,1,{big},1,COMPLETED,2020-04-01 00:00:00,,,10,0\n"
+    with pytest.raises(RowError) as caught:
+        load_helios_jobs(HELIOS_HEADER + helios, "log.csv")
+    assert str(caught.value) == f"log.csv line 2 column cpu_num: '{big}' cores {cpu}"
+    jobs_table = "j1,i1,alice,Terminated,100,900\n"
+    for cells, cell, value, problem in (
+        ("1e308,29", "plan_cpu", "'1e308' % of a core", cpu),  # x 10 milli: infinite
+        ("100000000001,29", "plan_cpu", "'100000000001' % of a core", cpu),
+        (f"600,{big}", "plan_mem", f"'{big}' GB", memory),
+    ):
+        with pytest.raises(RowError) as caught:
+            load_pai_jobs(jobs_table, f"j1,w,1,Terminated,100,700,{cells},50,V100\n", "pai")
+        assert str(caught.value) == (
+            f"pai/pai_task_table.csv line 1 column {cell}: {value} {problem}"
+        )
+    for cells, cell, unit, problem in (
+        (f"{big},512", "cap_cpu", "cores", cpu),
+        (f"96,{big}", "cap_mem", "GB", memory),
+    ):
+        with pytest.raises(ValueError) as caught:
+            load_pai_machines(f"m1,T4,{cells},2\n", "m.csv")
+        assert str(caught.value) == f"m.csv line 1 column {cell}: '{big}' {unit} {problem}"
+    # A snapshot as the cluster: its nodes and its pools' nodes.
+    snapshot = tmp_path / "cluster.yaml"
+    snapshot.write_text(
+        f"nodes:\n- name: n1\n  cpu_milli: 4000\n  cpu_held_milli: {big}\n"
+        "  gpus: [{index: 0, model: T4}]\n"
+        "node_pools:\n- {name: p, count: 7, gpus_per_node: 1, gpu_model: T4, "
+        f"memory_mib: {big}}}\n"
+    )
+    with pytest.raises(ClusterError) as caught:
+        load_cluster(str(snapshot))
+    assert str(caught.value).split("\n") == [
+        f"{snapshot} is not a valid cluster snapshot:",
+        f"node 'n1' cpu_held_milli: {big} {cpu}",
+        *(f"node 'p-{n:03d}' memory_mib: {big} {memory}" for n in range(4)),
+        "… and 3 more",
+    ]
+    snapshot.write_text(
+        f"nodes:\n- {{name: n1, cpu_milli: {10**12}, memory_mib: {10**12}, gpus: [{{index: 0, "
+        "model: T4}]}\n"
+    )
+    assert load_cluster(str(snapshot)).snapshot.nodes[0].cpu_milli == 10**12
+
+
 def test_a_gavel_rate_is_finite_and_not_below_the_slowest() -> None:
     """NaN passed 'rate <= 0' and failed mid-run with 'cannot convert float NaN to integer';
     1e-320 made a job's time infinite (an OverflowError in the engine)."""
