@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from scheduler.catalog import MILLI_PER_GPU
-from scheduler.model import PodPlacement
 from sim.cluster import Cluster
 from sim.fragmentation import TaskMix, fragmentation, mix_of
 from sim.job import Job
@@ -162,7 +161,6 @@ class Recorder:
         self._wait(s, +1)
 
     def on_start(self, s: JobState, sim: Simulation) -> None:
-        self.fragmentation.changed(s.placement)
         job = s.job
         q = job.workload.queue
         self.waiting -= 1  # ``_wait`` spelled out: once per start
@@ -174,7 +172,6 @@ class Recorder:
     def on_stop(
         self, s: JobState, sim: Simulation, finished: bool, outage: bool, lost_s: int
     ) -> None:
-        self.fragmentation.changed(s.placement)
         w = s.job.workload
         q = w.queue
         self.alloc[q] -= s.gpu_milli
@@ -249,9 +246,9 @@ class Recorder:
         return jain_index, deviation / cap if cap else 0.0
 
     def fragmented_share(self) -> float:
-        """Share of the free GPU capacity that the trace's typical task cannot use, every
-        node measured now (the fill experiment changes the occupancy without telling)."""
-        self.fragmentation.changed_all()
+        """Share of the free GPU capacity that the trace's typical task cannot use, now
+        (the fill experiment changes the occupancy without the callbacks: the occupancy
+        itself records the nodes it changed)."""
         return self.fragmentation.share()
 
     # --------------------------------------------------------------- summary
@@ -342,12 +339,12 @@ class _Fragmentation:
     measure, ``sim.fragmentation``), kept per node and integrated over time.
 
     Measuring the whole cluster at each change would cost a numpy pass over every node per
-    event. Instead a node is measured again only after it changed: when the state that
-    follows is first held, its free milli per GPU are read from the occupancy's own list
-    (``Occupancy.free_milli``, one ``itemgetter`` call per node: no numpy per event) with
-    its free CPU and memory, and these readings are measured thousands at a time (a few
-    numpy calls), each span held adding the share the readings before it give × its
-    seconds."""
+    event. Instead a node is measured again only after it changed (``Occupancy.
+    changed_nodes``): when the state that follows is first held, its free milli per GPU are
+    read from the occupancy's own list (``Occupancy.free_milli``, one ``itemgetter`` call
+    per node: no numpy per event) with its free CPU and memory, and these readings are
+    measured thousands at a time (a few numpy calls), each span held adding the share the
+    readings before it give × its seconds."""
 
     def __init__(self, occupancy: Occupancy, mix: TaskMix) -> None:
         self.occupancy = occupancy
@@ -367,7 +364,10 @@ class _Fragmentation:
         self._read = [itemgetter(*row) for row in self.slot_gpu.tolist()]
         """Per node: its slots' free milli out of ``Occupancy.free_milli`` (a tuple; a
         plain int when nodes have one slot)."""
-        self.dirty: set[int] = set(range(nodes))
+        self.dirty = occupancy.changed_nodes
+        """The occupancy's own record of the nodes it changed, emptied when they are read;
+        every node at first."""
+        self.dirty.update(range(nodes))
         self._nodes: list[int] = []
         self._milli: list[int] = []
         self._cpu: list[int] = []
@@ -379,14 +379,6 @@ class _Fragmentation:
         self._upto: list[int] = []
         self._seconds: list[int] = []
         """Per span held, not yet integrated: the readings before it, and its seconds."""
-
-    def changed(self, placement: Sequence[PodPlacement]) -> None:
-        index = self.occupancy.node_index
-        for pod in placement:
-            self.dirty.add(index[pod.node])
-
-    def changed_all(self) -> None:
-        self.dirty.update(range(len(self.frag)))
 
     def health_changed(self, node: str) -> None:
         occ = self.occupancy

@@ -113,6 +113,10 @@ class Occupancy:
         )
         self.allocated_milli = 0
         """GPU capacity in use, in milli-GPU-equivalents (a MIG slice counts its share)."""
+        self.changed_nodes: set[int] = set()
+        """Nodes a start or stop changed since the replay's fragmentation measure last read
+        them (``sim.metrics``, which empties the set): found here, where each pod's node is
+        looked up anyway."""
 
     # ----------------------------------------------------------------- capacity
     @property
@@ -198,9 +202,10 @@ class Occupancy:
 
     def _shift(self, placement: Sequence[PodPlacement], cpu: int, mem: int, taking: bool) -> None:
         sign = -1 if taking else 1
-        free, stale = self.free_milli, self._stale
+        free, stale, changed = self.free_milli, self._stale, self.changed_nodes
         for pod in placement:
             n = self.node_index[pod.node]
+            changed.add(n)
             at = self._gpu_at[n]
             if cpu:  # adding zero to a numpy element still costs as much as adding
                 self.free_cpu[n] += sign * cpu

@@ -52,6 +52,22 @@ def test_cpu_counts_per_pod_and_nothing_changes_on_a_refusal() -> None:
     assert occ.allocated_milli == 0
 
 
+def test_the_nodes_a_start_or_stop_changed_are_recorded_and_a_refusal_records_none() -> None:
+    """What the replay's fragmentation measure reads again (and empties), also after the
+    fill experiment's starts, which no callback reports."""
+    occ = _occupancy()
+    assert occ.changed_nodes == set()
+    with pytest.raises(SimulationError):
+        occ.take("x", (PodPlacement(node="b", gpus=(0,)), PodPlacement(node="b", gpus=(0,))), 0, 0)
+    assert occ.changed_nodes == set()
+    pods = (PodPlacement(node="b", gpus=(0,)), PodPlacement(node="a", gpus=(1,)))
+    occ.take("x", pods, 0, 0)
+    assert occ.changed_nodes == {0, 1}
+    occ.changed_nodes.clear()
+    occ.release(pods[1:], 0, 0)
+    assert occ.changed_nodes == {0}
+
+
 def test_cpu_and_memory_held_outside_the_workloads_are_never_free() -> None:
     held = Node(
         name="a",
