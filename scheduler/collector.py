@@ -17,7 +17,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["frozen_meanwhile", "paused"]
+__all__ = ["YOUNG_THRESHOLD_IN_A_RUN", "frozen_meanwhile", "paused"]
+
+YOUNG_THRESHOLD_IN_A_RUN = 50_000
+"""Objects kept between the collector's young passes while ``frozen_meanwhile`` holds a long
+run's (700 by default). A replay's running jobs keep their decisions for hours of simulated
+time, and each young pass scanned the thousands kept since the last: the 1M-job greedy
+replay made 1,688 young, 153 middle and 11 full passes, 9.2–10.0 s of its 95 s at load
+average ~3, and freed nothing (a run makes no cyclic garbage: none found after 20,000 jobs
+of greedy, apportion and fgd with the collector off). With 50,000: 22, 2 and none, under
+1 s; its peak memory the same (2.24 GB)."""
 
 _frozen_by_us = False
 """Whether ``frozen_meanwhile`` holds the frozen objects now (the process froze nothing
@@ -67,16 +76,20 @@ def paused() -> Iterator[None]:
 def frozen_meanwhile() -> Iterator[None]:
     """Keep what exists now out of the collector's passes until the block ends (a long
     run's trace, states and compiled cluster live through it, and each full pass would
-    walk them all again). Not when the process has frozen objects of its own: unfreezing
-    at the end would hand theirs back too."""
+    walk them all again), and pass over what the run keeps less often
+    (``YOUNG_THRESHOLD_IN_A_RUN``); both undone at the end. Not when the process has
+    frozen objects of its own: unfreezing at the end would hand theirs back too."""
     global _frozen_by_us
     if _frozen_by_us or gc.get_freeze_count():
         yield
         return
     gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD_IN_A_RUN, *thresholds[1:])
     _frozen_by_us = True
     try:
         yield
     finally:
         _frozen_by_us = False
+        gc.set_threshold(*thresholds)
         gc.unfreeze()

@@ -22,14 +22,22 @@ def collector_restored() -> Iterator[None]:
 
 
 def test_a_long_run_freezes_what_exists_and_hands_it_back() -> None:
+    """...and passes over what it keeps less often while it lasts (the thresholds as they
+    were afterwards, also after an error)."""
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
     with collector.frozen_meanwhile():
         frozen = gc.get_freeze_count()
         assert frozen > 0
+        assert gc.get_threshold() == (collector.YOUNG_THRESHOLD_IN_A_RUN, *thresholds[1:])
         with collector.frozen_meanwhile():  # nested: nothing more, nothing handed back
             assert gc.get_freeze_count() == frozen
         assert gc.get_freeze_count() == frozen
-    assert gc.get_freeze_count() == 0
+        assert gc.get_threshold()[0] == collector.YOUNG_THRESHOLD_IN_A_RUN
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds
+    with pytest.raises(RuntimeError), collector.frozen_meanwhile():
+        raise RuntimeError
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == thresholds
 
 
 def test_what_the_process_froze_itself_stays_frozen() -> None:
