@@ -769,9 +769,27 @@ def _device_room(free: FreeCapacity, workload: Workload, option: Option, catalog
 
 
 # ---------------------------------------------------- property 6: priority in queue
+def _fits_in_place(
+    snapshot: Snapshot,
+    holders: list[Holder],
+    usage: dict[tuple[str, str], int],
+    holder: Holder,
+    waiting: Workload,
+) -> bool:
+    """Would ``waiting`` fit on the holder's flavor with the holder gone: its devices freed,
+    its quota given back?"""
+    w = holder.workload
+    free = FreeCapacity.after(snapshot, holders)
+    free.release(holder.pods, w)
+    freed = dict(usage)
+    key = (w.queue, holder.flavor)
+    freed[key] = freed.get(key, 0) - amount_of(snapshot.catalog(), w, holder.flavor)
+    book = quota_book(snapshot, freed)
+    return fitting_option(waiting, free, book, flavor=holder.flavor) is not None
+
+
 def check_priority_order(snapshot: Snapshot, decision: Decision) -> list[str]:
     """No newly admitted W while a same-queue higher-priority H waits that W's room would fit."""
-    catalog = snapshot.catalog()
     holders = final_holders(snapshot, decision)
     usage = final_usage(snapshot, decision)
     by_name = {w.name: w for w in snapshot.workloads}
@@ -783,13 +801,7 @@ def check_priority_order(snapshot: Snapshot, decision: Decision) -> list[str]:
         for high in waiting:
             if high.queue != w.queue or high.priority <= w.priority:
                 continue
-            free = FreeCapacity.after(snapshot, holders)
-            free.release(h.pods, w)
-            freed = dict(usage)
-            key = (w.queue, h.flavor)
-            freed[key] = freed.get(key, 0) - amount_of(catalog, w, h.flavor)
-            option = fitting_option(high, free, quota_book(snapshot, freed), flavor=h.flavor)
-            if option is not None:
+            if _fits_in_place(snapshot, holders, usage, h, high):
                 problems.append(
                     f"{w.name} (priority {w.priority}) admitted on {h.flavor} in queue {w.queue} "
                     f"while {high.name} (priority {high.priority}, {high.pods}× "
@@ -802,7 +814,6 @@ def check_older_first(snapshot: Snapshot, decision: Decision) -> list[str]:
     """No newly admitted W while an older workload of its queue and priority waits that W's
     room would fit (its place freed, its quota given back), whatever their shapes: rule 3,
     priority then age, comes before tidiness and fewest moves."""
-    catalog = snapshot.catalog()
     holders = final_holders(snapshot, decision)
     usage = final_usage(snapshot, decision)
     by_name = {w.name: w for w in snapshot.workloads}
@@ -818,12 +829,7 @@ def check_older_first(snapshot: Snapshot, decision: Decision) -> list[str]:
                 w.name,
             ):
                 continue
-            free = FreeCapacity.after(snapshot, holders)
-            free.release(h.pods, w)
-            freed = dict(usage)
-            key = (w.queue, h.flavor)
-            freed[key] = freed.get(key, 0) - amount_of(catalog, w, h.flavor)
-            if fitting_option(old, free, quota_book(snapshot, freed), flavor=h.flavor):
+            if _fits_in_place(snapshot, holders, usage, h, old):
                 problems.append(
                     f"{w.name} (created {w.created}) admitted on {h.flavor} in queue {w.queue} "
                     f"while {old.name} (created {old.created}, {old.pods}× "
