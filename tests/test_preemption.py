@@ -327,6 +327,12 @@ def test_a_take_back_leaves_the_older_of_a_queue_in_its_place_whatever_the_sizes
 
 
 # ------------------------------------------------ policy boundaries (mutation audit)
+def _waits_evicting_nothing(snap: Snapshot, use_ilp: bool) -> None:
+    decision = decide(snap, use_ilp=use_ilp)
+    d = decision.by_workload()["a-job"]
+    assert (d.outcome, d.victims, decision.evictions) == (Outcome.PENDING, (), ()), d.message
+
+
 @pytest.mark.parametrize("use_ilp", [False, True], ids=["greedy", "ilp"])
 def test_lower_priority_reclaim_spares_an_equal_priority_borrower(use_ilp: bool) -> None:
     """reclaim_within_cohort=LowerPriority takes back only from strictly lower priorities:
@@ -345,9 +351,7 @@ def test_lower_priority_reclaim_spares_an_equal_priority_borrower(use_ilp: bool)
             workload("a-job").gpus(2).queue("team-a"),
         ],
     )
-    decision = decide(snap, use_ilp=use_ilp)
-    d = decision.by_workload()["a-job"]
-    assert (d.outcome, d.victims, decision.evictions) == (Outcome.PENDING, (), ()), d.message
+    _waits_evicting_nothing(snap, use_ilp)
 
 
 @pytest.mark.parametrize("use_ilp", [False, True], ids=["greedy", "ilp"])
@@ -367,9 +371,7 @@ def test_a_reclaim_never_takes_a_cohort_mate_below_its_nominal_quota(use_ilp: bo
             workload("a-job").gpus(4).queue("team-a").priority(10),
         ],
     )
-    decision = decide(snap, use_ilp=use_ilp)
-    d = decision.by_workload()["a-job"]
-    assert (d.outcome, d.victims, decision.evictions) == (Outcome.PENDING, (), ()), d.message
+    _waits_evicting_nothing(snap, use_ilp)
 
 
 @pytest.mark.parametrize("use_ilp", [False, True], ids=["greedy", "ilp"])
@@ -389,6 +391,4 @@ def test_within_queue_never_spares_its_own_queue_while_reclaiming(use_ilp: bool)
             workload("a-job").gpus(4).queue("team-a").priority(10),
         ],
     )
-    decision = decide(snap, use_ilp=use_ilp)
-    d = decision.by_workload()["a-job"]
-    assert (d.outcome, d.victims, decision.evictions) == (Outcome.PENDING, (), ()), d.message
+    _waits_evicting_nothing(snap, use_ilp)
