@@ -26,6 +26,7 @@ from webhook.cluster import LiveCluster
 from webhook.devices import resource_of, wants_gpus
 from webhook.gangs import clash, refusal
 from webhook.leaving import grace_period_s
+from webhook.namespaces import NamespacePolicy
 from webhook.nodeconstraints import core_tolerations
 from webhook.observed import queue_refusals
 from webhook.patches import (
@@ -106,14 +107,10 @@ class Admission:
             return Verdict(allow(), "ignored")
         ask = self.reader.ask(pod, req.namespace)
         queue = self.cluster.queue_for(ask)
-        shadow = self.settings.mode == "shadow" or policy.shadow
+        shadow = self._shadow(policy)
         if problems := self._refusals(ask, queue):
             if shadow:  # let through, as if Apportion were not there; what it would do noted
-                text = f"deny: {SHADOW_REFUSED}: {'; '.join(problems)}"
-                return Verdict(
-                    allow(set_metadata(pod, "annotations", {keys.ANNOTATION_SHADOW: text})),
-                    "shadow",
-                )
+                return _shadow_note(pod, f"deny: {SHADOW_REFUSED}: {'; '.join(problems)}")
             # The validating webhook denies it with the reason; nothing to decide here.
             return Verdict(allow(), "invalid")
         assert queue is not None
@@ -139,11 +136,7 @@ class Admission:
                 )
         if shadow:
             text = f"{decision.outcome.label}: {decision.reason.value}: {decision.message}"
-            return Verdict(
-                allow(set_metadata(pod, "annotations", {keys.ANNOTATION_SHADOW: text})),
-                "shadow",
-                workload.name,
-            )
+            return _shadow_note(pod, text, workload.name)
         return self._apply(pod, ask, workload, decision)
 
     def adopt(self, pod: dict[str, Any]) -> Verdict:
@@ -168,6 +161,10 @@ class Admission:
         workload = self._workload(ask, queue, uid)
         waiting = _waiting(workload, Reason.NOT_SELECTED, "adopted; the controller decides it")
         return self._apply(pod, ask, workload, waiting)
+
+    def _shadow(self, policy: NamespacePolicy) -> bool:
+        """The whole webhook in shadow mode, or this namespace trying Apportion out."""
+        return self.settings.mode == "shadow" or policy.shadow
 
     def _decide(self, workload: Workload, *, reserve: bool) -> WorkloadDecision | None:
         """The incremental allocator's answer; on failure, the configured failure mode."""
@@ -303,7 +300,7 @@ class Admission:
         ask = self.reader.ask(pod, req.namespace)
         queue = self.cluster.queue_for(ask)
         problems = self._refusals(ask, queue)
-        shadow = self.settings.mode == "shadow" or policy.shadow
+        shadow = self._shadow(policy)
         if problems and shadow:
             # Shadow mode denies nothing: the user is told what enforcing would do.
             warning = "Apportion (shadow mode) would deny this pod: " + "; ".join(problems)
@@ -518,6 +515,13 @@ def _pod_create(req: AdmissionRequest) -> dict[str, Any] | None:
     if req.operation != "CREATE":
         return None
     return req.object
+
+
+def _shadow_note(pod: dict[str, Any], text: str, workload: str = "") -> Verdict:
+    """Shadow mode's answer: the pod goes through as if Apportion were not there, with
+    what enforcing would have done in its annotation."""
+    patch = set_metadata(pod, "annotations", {keys.ANNOTATION_SHADOW: text})
+    return Verdict(allow(patch), "shadow", workload)
 
 
 def _waiting(workload: Workload, reason: Reason, message: str) -> WorkloadDecision:
