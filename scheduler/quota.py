@@ -44,7 +44,6 @@ class QuotaCheck(NamedTuple):
 
     ok: bool
     reason: Reason
-    borrowing: bool = False
     numbers: tuple[str, str, int, int, int, int, int, int, int] | None = None
     """(queue, flavor, amount, used, nominal, borrowing limit or cohort spare, standalone,
     its own unused quota in the cohort's spare, its unused quota kept from lending)."""
@@ -85,7 +84,6 @@ class QuotaCheck(NamedTuple):
 
 
 _OK = QuotaCheck(True, Reason.ADMITTED)
-_OK_BORROWING = QuotaCheck(True, Reason.ADMITTED, borrowing=True)
 
 
 @dataclass(slots=True)
@@ -190,7 +188,7 @@ class QuotaBook:
                 ),
                 cohort=account.cohort,
             )  # fmt: skip
-        return _OK_BORROWING if after > nominal else _OK
+        return _OK
 
     def charge(self, queue: str, flavor: str, amount: int) -> None:
         """Add (or with a negative amount, remove) usage."""

@@ -35,8 +35,11 @@ def test_borrowing_from_cohort_within_limits():
         Queue(name="a", cohort="c", quota={"H100-80GB": Quota(nominal=8, borrowing_limit=4)}),
         Queue(name="b", cohort="c", quota={"H100-80GB": Quota(nominal=8)}),
     )
-    ok = b.check("a", "H100-80GB", 12 * G)
-    assert ok.ok and ok.borrowing
+    assert b.check("a", "H100-80GB", 12 * G).ok
+    b.charge("a", "H100-80GB", 12 * G)
+    assert b.borrowing("a", "H100-80GB")
+    b.charge("a", "H100-80GB", -12 * G)
+    assert not b.borrowing("a", "H100-80GB")
     over = b.check("a", "H100-80GB", 13 * G)
     assert over.reason is Reason.BORROWING_LIMIT and "borrowing limit 4" in over.message
 
