@@ -377,6 +377,21 @@ REPLAY_LEGEND = (
 """What every column of the replay table means: a newcomer's `make demo` prints it."""
 
 
+def _outages(runs: list[dict[str, Any]]) -> list[str]:
+    """A line per run that lost nodes (``--mtbf-hours``): its failures, the jobs they
+    killed and the work thrown away, which lostGPUh leaves out (it is the policy's)."""
+    lines = []
+    for run in runs:
+        s = run["summary"]
+        if run["outages"] or s["outage_kills"]:
+            lines.append(
+                f"outages {run['policy']}/{run['seed']}: {run['outages']} node failure(s) "
+                f"killed {s['outage_kills']} job(s), "
+                f"{s['gpu_hours']['lost_to_outages']:.1f} GPU-hours of work lost"
+            )
+    return lines
+
+
 def table(outcome: Outcome) -> str:
     """The comparison for people: one row per policy and seed."""
     result = outcome.result
@@ -427,5 +442,6 @@ def table(outcome: Outcome) -> str:
             f"{s['gpu_hours']['idle_reserved_while_waiting']:8.1f} "
             f"{outcome.wall_s.get(label, 0.0):7.1f}"
         )
+    lines.extend(_outages(result["runs"]))
     lines.extend(REPLAY_LEGEND)
     return "\n".join(lines) + "\n"

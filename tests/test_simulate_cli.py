@@ -471,3 +471,27 @@ def test_a_worker_reports_a_run_the_main_process_reported_just_before() -> None:
     with pool.executor(2, lambda label, done: seen.append((label, done))) as workers:
         workers.submit(pool.report, "run", 0.5).result()
     assert seen == [("run", 0.5), ("run", 0.5)]
+
+
+def test_work_lost_to_node_failures_is_in_the_table(tmp_path: Path) -> None:
+    """What node failures threw away was only in results.json (``lost_to_outages``): the
+    table's lostGPUh is the policy's preemptions', so a run with --mtbf-hours looked as
+    if it lost nothing."""
+    trace = tmp_path / "jobs.csv"
+    trace.write_text("name,queue,submit,runtime,gpus\n" + "".join(
+        f"j{i},team-a,{i * 60},36000,8\n" for i in range(8)
+    ))  # fmt: skip
+    out = tmp_path / "out"
+    done = simulate(
+        str(trace), "--policy", "fifo", "--mtbf-hours", "20", "--mttr", "600",
+        "--cluster", str(ROOT / "tests" / "fixtures" / "webhook" / "cluster.yaml"),
+        "--quiet", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run = json.loads((out / "results.json").read_text())["runs"][0]
+    lost = run["summary"]["gpu_hours"]["lost_to_outages"]
+    assert run["summary"]["outage_kills"] > 0 and lost > 0
+    assert (
+        f"outages fifo/0: {run['outages']} node failure(s) killed "
+        f"{run['summary']['outage_kills']} job(s), {lost:.1f} GPU-hours of work lost"
+    ) in done.stdout.splitlines()
