@@ -2,7 +2,7 @@
 # project code creates or reuses .venv first.
 #
 #   make demo    replay the bundled demo trace (apportion vs fifo vs kueue) and plan its capacity, in out/demo
-#   make test    ruff, mypy (strict for scheduler, checked for webhook, sim and benchmarks), pytest — what CI runs (.ci/run)
+#   make test    ruff (lint and format), mypy (strict for scheduler, checked for webhook, sim and benchmarks), pytest — what CI runs (.ci/run)
 #   make bench   time decide() on benchmark clusters
 #   make lint    ruff and mypy only
 #   make lock    re-pin constraints.txt to what .venv holds (after changing pyproject.toml's dependencies)
@@ -45,11 +45,13 @@ lock:
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy scheduler webhook sim benchmarks
 
 # pytest exits 5 when it collected no tests; a suite that tests nothing must not pass.
 test: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy scheduler webhook sim benchmarks
 	@status=0; $(BIN)/pytest -q || status=$$?; \
 	if [ $$status -eq 5 ]; then \

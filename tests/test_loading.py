@@ -62,13 +62,21 @@ def whole(name: str, node: str, *gpus: int, flavor: str = "H100-80GB") -> dict[s
 
 
 def mig(name: str, gpu: int, start: int, profile: str = "1g.10gb") -> dict[str, Any]:
-    return job(name, {"mig_profile": profile}, flavor=f"mig-{profile}",
-               placement=[{"node": "h100", "gpus": [gpu], "mig_start": start}])
+    return job(
+        name,
+        {"mig_profile": profile},
+        flavor=f"mig-{profile}",
+        placement=[{"node": "h100", "gpus": [gpu], "mig_start": start}],
+    )
 
 
 def fraction(name: str, milli: int, node: str = "t4", gpu: int = 0) -> dict[str, Any]:
-    return job(name, {"gpu_milli": milli}, flavor="T4",
-               placement=[{"node": node, "gpus": [gpu], "milli": milli}])
+    return job(
+        name,
+        {"gpu_milli": milli},
+        flavor="T4",
+        placement=[{"node": node, "gpus": [gpu], "milli": milli}],
+    )
 
 
 def problems_of(data: object) -> list[str]:
@@ -98,8 +106,9 @@ def test_demand_with_two_kinds() -> None:
 
 def test_unknown_gpu_model_lists_the_known_ones() -> None:
     nodes: list[dict[str, Any]] = [{"name": f"n{i}", "gpus": []} for i in range(3)]
-    nodes.append({"name": "n3", "gpus": [{"index": 0, "model": "T4"},
-                                         {"index": 1, "model": "H900"}]})
+    nodes.append(
+        {"name": "n3", "gpus": [{"index": 0, "model": "T4"}, {"index": 1, "model": "H900"}]}
+    )
     assert problems_of({"nodes": nodes}) == [
         f"nodes[3].gpus[1].model: 'H900' is not a known GPU model (known: {KNOWN})"
     ]
@@ -111,50 +120,76 @@ def test_unknown_gpu_model_lists_the_known_ones() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("nodes: [{name: a, gpu: []}]",
-         "nodes[0].gpu: unknown field; did you mean 'gpus'? "
-         "(Node fields: name, labels, taints, gpus, cpu_milli, memory_mib, cpu_held_milli, "
-         "memory_held_mib)"),
-        ("node_pool: []",
-         "node_pool: unknown field; did you mean 'node_pools'? (snapshot fields: gpu_models, "
-         "nodes, queues, workloads, now, prices, metrics, node_pools, namespaces)"),
+        (
+            "nodes: [{name: a, gpu: []}]",
+            "nodes[0].gpu: unknown field; did you mean 'gpus'? "
+            "(Node fields: name, labels, taints, gpus, cpu_milli, memory_mib, cpu_held_milli, "
+            "memory_held_mib)",
+        ),
+        (
+            "node_pool: []",
+            "node_pool: unknown field; did you mean 'node_pools'? (snapshot fields: gpu_models, "
+            "nodes, queues, workloads, now, prices, metrics, node_pools, namespaces)",
+        ),
         ("queues: [{weight: 2}]", "queues[0].name: is required"),
         ("queues: [{name: a, weight: 0}]", "queues[0].weight: 0 must be greater than 0"),
-        ("nodes: [{name: a, labels: {zone: 5}}]",
-         "nodes[0].labels.zone: 5 is not a valid string (put it in quotes)"),
-        ("nodes: [{name: a, labels: {nvidia.com/gpu.present: true}}]",
-         'nodes[0].labels["nvidia.com/gpu.present"]: true is not a valid string '
-         "(put it in quotes)"),
-        ("nodes: [{name: a, taints: [{key: k, effect: Never}]}]",
-         "nodes[0].taints[0].effect: 'Never' is not 'NoSchedule', 'PreferNoSchedule' or "
-         "'NoExecute'"),
-        ("nodes: [{name: a, gpus: [{index: 0, model: H100, mig: [{profile: 1g.10gb, "
-         "start: -1}]}]}]",
-         "nodes[0].gpus[0].mig[0].start: -1 is negative"),
+        (
+            "nodes: [{name: a, labels: {zone: 5}}]",
+            "nodes[0].labels.zone: 5 is not a valid string (put it in quotes)",
+        ),
+        (
+            "nodes: [{name: a, labels: {nvidia.com/gpu.present: true}}]",
+            'nodes[0].labels["nvidia.com/gpu.present"]: true is not a valid string '
+            "(put it in quotes)",
+        ),
+        (
+            "nodes: [{name: a, taints: [{key: k, effect: Never}]}]",
+            "nodes[0].taints[0].effect: 'Never' is not 'NoSchedule', 'PreferNoSchedule' or "
+            "'NoExecute'",
+        ),
+        (
+            "nodes: [{name: a, gpus: [{index: 0, model: H100, mig: [{profile: 1g.10gb, "
+            "start: -1}]}]}]",
+            "nodes[0].gpus[0].mig[0].start: -1 is negative",
+        ),
         ("now: soon", "now: 'soon' is not a valid integer, unable to parse string as an integer"),
         ("nodes: {a: 1}", "nodes: a mapping is not a list"),
-        ("workloads: [{name: w, queue: q, demand: {gpu_milli: 1000}}]",
-         "workloads[0].demand.gpu_milli: 1000 is not less than 1000"),
-        ("workloads: [{name: w, queue: q, pods: 0, demand: {gpus: 1}}]",
-         "workloads[0].pods: 0 must be at least 1"),
-        ("workloads: [{name: w, queue: q, created: 2024-01-01, demand: {gpus: 1}}]",
-         "workloads[0].created: '2024-01-01' is not a valid integer, unable to parse string "
-         "as an integer"),
+        (
+            "workloads: [{name: w, queue: q, demand: {gpu_milli: 1000}}]",
+            "workloads[0].demand.gpu_milli: 1000 is not less than 1000",
+        ),
+        (
+            "workloads: [{name: w, queue: q, pods: 0, demand: {gpus: 1}}]",
+            "workloads[0].pods: 0 must be at least 1",
+        ),
+        (
+            "workloads: [{name: w, queue: q, created: 2024-01-01, demand: {gpus: 1}}]",
+            "workloads[0].created: '2024-01-01' is not a valid integer, unable to parse string "
+            "as an integer",
+        ),
         ("1: 2", "(top level): key 1 is not a string"),
-        ("node_pools: [{name: p, count: -1, gpu_model: T4, gpus_per_node: 1}]",
-         "node_pools[0].count: -1 is negative"),
-        ("workloads: [{name: w, queue: q, demand: {gpus: 1}, node_affinity: "
-         "[{match_expressions: [{key: zone, operator: Near, values: [a]}]}]}]",
-         "workloads[0].node_affinity[0].match_expressions[0].operator: 'Near' is not 'In', "
-         "'NotIn', 'Exists', 'DoesNotExist', 'Gt' or 'Lt'"),
-        ("workloads: [{name: w, queue: q, demand: {gpus: 1}, node_affinity: "
-         "[{match_expressions: [{key: rack, operator: Gt, values: [x]}]}]}]",
-         "workloads[0].node_affinity[0].match_expressions[0]: operator Gt needs one integer "
-         "value (given ['x'])"),
-        ("workloads: [{name: w, queue: q, demand: {gpus: 1}, node_affinity: "
-         "[{match_fields: [{key: metadata.uid, operator: In, values: [a]}]}]}]",
-         "workloads[0].node_affinity[0]: match_fields select on metadata.name with In or NotIn "
-         "only (given metadata.uid In)"),
+        (
+            "node_pools: [{name: p, count: -1, gpu_model: T4, gpus_per_node: 1}]",
+            "node_pools[0].count: -1 is negative",
+        ),
+        (
+            "workloads: [{name: w, queue: q, demand: {gpus: 1}, node_affinity: "
+            "[{match_expressions: [{key: zone, operator: Near, values: [a]}]}]}]",
+            "workloads[0].node_affinity[0].match_expressions[0].operator: 'Near' is not 'In', "
+            "'NotIn', 'Exists', 'DoesNotExist', 'Gt' or 'Lt'",
+        ),
+        (
+            "workloads: [{name: w, queue: q, demand: {gpus: 1}, node_affinity: "
+            "[{match_expressions: [{key: rack, operator: Gt, values: [x]}]}]}]",
+            "workloads[0].node_affinity[0].match_expressions[0]: operator Gt needs one integer "
+            "value (given ['x'])",
+        ),
+        (
+            "workloads: [{name: w, queue: q, demand: {gpus: 1}, node_affinity: "
+            "[{match_fields: [{key: metadata.uid, operator: In, values: [a]}]}]}]",
+            "workloads[0].node_affinity[0]: match_fields select on metadata.name with In or NotIn "
+            "only (given metadata.uid In)",
+        ),
     ],
 )
 def test_pydantic_errors_name_path_and_value(text: str, expected: str) -> None:
@@ -233,9 +268,7 @@ def test_yaml_syntax_error_has_line_and_column() -> None:
 
 
 def test_json_syntax_error_has_line_and_column() -> None:
-    assert problems_of('{\n  "nodes": [\n  }\n') == [
-        "f.yaml: line 3 column 3: Expecting value"
-    ]
+    assert problems_of('{\n  "nodes": [\n  }\n') == ["f.yaml: line 3 column 3: Expecting value"]
 
 
 def test_duplicate_keys_are_errors_in_yaml_and_json() -> None:
@@ -308,7 +341,9 @@ def test_json_text_loads() -> None:
     snapshot = load_snapshot_text((FIXTURES / "custom-models.json").read_text(), "x.json")
     assert snapshot.now == 500
     assert [g.model for n in snapshot.nodes for g in n.gpus] == [
-        "P100", "Tesla-P100-PCIE-16GB", "T4"
+        "P100",
+        "Tesla-P100-PCIE-16GB",
+        "T4",
     ]
 
 
@@ -325,8 +360,10 @@ def test_any_text_gives_a_snapshot_or_a_snapshot_error(text: str) -> None:
 _SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
 _VALUES = st.recursive(
     _SCALARS,
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=8) | st.integers(), inner, max_size=3)
+    ),
     max_leaves=12,
 )
 _FIELDS = ("gpu_models", "nodes", "queues", "workloads", "now", "prices", "node_pools")
@@ -346,10 +383,17 @@ def test_any_data_gives_a_snapshot_or_a_snapshot_error(data: dict[str, object]) 
 
 def test_node_pools_expand_after_explicit_nodes() -> None:
     pool = {
-        "name": "gpu", "count": 3, "gpu_model": "H100", "gpus_per_node": 8,
-        "labels": {"team": "ml"}, "taints": [{"key": "dedicated", "value": "ml"}],
-        "cpu_milli": 96000, "memory_mib": 1000000,
-        "mig_layout": BALANCED, "mig_gpus": 2, "shared": True,
+        "name": "gpu",
+        "count": 3,
+        "gpu_model": "H100",
+        "gpus_per_node": 8,
+        "labels": {"team": "ml"},
+        "taints": [{"key": "dedicated", "value": "ml"}],
+        "cpu_milli": 96000,
+        "memory_mib": 1000000,
+        "mig_layout": BALANCED,
+        "mig_gpus": 2,
+        "shared": True,
     }
     snapshot = snapshot_from_data(cluster(node_pools=[pool]))
     assert [n.name for n in snapshot.nodes] == ["h100", "t4", "gpu-000", "gpu-001", "gpu-002"]
@@ -371,8 +415,13 @@ def test_node_pools_expand_after_explicit_nodes() -> None:
 
 
 def test_mig_layout_applies_to_every_gpu_by_default() -> None:
-    pool = {"name": "m", "count": 1, "gpu_model": "A100-80GB", "gpus_per_node": 4,
-            "mig_layout": [{"profile": "7g.80gb", "start": 0}]}
+    pool = {
+        "name": "m",
+        "count": 1,
+        "gpu_model": "A100-80GB",
+        "gpus_per_node": 4,
+        "mig_layout": [{"profile": "7g.80gb", "start": 0}],
+    }
     [node] = snapshot_from_data({"node_pools": [pool]}).nodes
     assert all(g.mig == (MigSlice(profile="7g.80gb", start=0),) for g in node.gpus)
 
@@ -384,8 +433,13 @@ def test_pool_names_widen_past_a_thousand_nodes() -> None:
 
 
 def test_pool_keeps_a_product_label_of_its_model() -> None:
-    pool = {"name": "p", "count": 1, "gpu_model": "H100-80GB", "gpus_per_node": 1,
-            "labels": {"nvidia.com/gpu.product": "NVIDIA-H100-PCIe"}}
+    pool = {
+        "name": "p",
+        "count": 1,
+        "gpu_model": "H100-80GB",
+        "gpus_per_node": 1,
+        "labels": {"nvidia.com/gpu.product": "NVIDIA-H100-PCIe"},
+    }
     [node] = snapshot_from_data({"node_pools": [pool]}).nodes
     assert node.labels["nvidia.com/gpu.product"] == "NVIDIA-H100-PCIe"
 
@@ -397,27 +451,47 @@ def _pool(**fields: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("pools", "expected"),
     [
-        ([_pool(gpu_model="H900")],
-         f"node_pools[0].gpu_model: 'H900' is not a known GPU model (known: {KNOWN})"),
+        (
+            [_pool(gpu_model="H900")],
+            f"node_pools[0].gpu_model: 'H900' is not a known GPU model (known: {KNOWN})",
+        ),
         ([_pool(mig_gpus=2)], "node_pools[0].mig_gpus: 2 needs a mig_layout to apply"),
-        ([_pool(mig_gpus=9, mig_layout=[])],
-         "node_pools[0].mig_gpus: 9 is more than gpus_per_node (8)"),
-        ([_pool(gpu_model="L40S", mig_layout=[])],
-         "node_pools[0].mig_layout: L40S does not support MIG (MIG-capable: A30, A100-40GB, "
-         "A100-80GB, H100-80GB, H100-NVL, H200, B200)"),
-        ([_pool(mig_layout=[{"profile": "3g.40gb", "start": 0},
-                            {"profile": "3g.40gb", "start": 2}])],
-         "node_pools[0].mig_layout[1].start: 2 is not a valid start for 3g.40gb on H100-80GB "
-         "(valid: 0, 4)"),
-        ([_pool(labels={"nvidia.com/gpu.product": "NVIDIA-L4"})],
-         'node_pools[0].labels["nvidia.com/gpu.product"]: \'NVIDIA-L4\' is not a product of '
-         "H100-80GB, the pool's gpu_model"),
-        ([_pool(labels={"kubernetes.io/hostname": "x"})],
-         'node_pools[0].labels["kubernetes.io/hostname"]: \'x\' is set per node from its name; '
-         "remove it"),
+        (
+            [_pool(mig_gpus=9, mig_layout=[])],
+            "node_pools[0].mig_gpus: 9 is more than gpus_per_node (8)",
+        ),
+        (
+            [_pool(gpu_model="L40S", mig_layout=[])],
+            "node_pools[0].mig_layout: L40S does not support MIG (MIG-capable: A30, A100-40GB, "
+            "A100-80GB, H100-80GB, H100-NVL, H200, B200)",
+        ),
+        (
+            [
+                _pool(
+                    mig_layout=[
+                        {"profile": "3g.40gb", "start": 0},
+                        {"profile": "3g.40gb", "start": 2},
+                    ]
+                )
+            ],
+            "node_pools[0].mig_layout[1].start: 2 is not a valid start for 3g.40gb on H100-80GB "
+            "(valid: 0, 4)",
+        ),
+        (
+            [_pool(labels={"nvidia.com/gpu.product": "NVIDIA-L4"})],
+            "node_pools[0].labels[\"nvidia.com/gpu.product\"]: 'NVIDIA-L4' is not a product of "
+            "H100-80GB, the pool's gpu_model",
+        ),
+        (
+            [_pool(labels={"kubernetes.io/hostname": "x"})],
+            "node_pools[0].labels[\"kubernetes.io/hostname\"]: 'x' is set per node from its name; "
+            "remove it",
+        ),
         ([_pool(), _pool(count=1)], "node_pools[1].name: 'p' is already used by node_pools[0]"),
-        ([_pool(name="h", count=1)],
-         "node_pools[0]: node name 'h-000' is already used by nodes[0]"),
+        (
+            [_pool(name="h", count=1)],
+            "node_pools[0]: node name 'h-000' is already used by nodes[0]",
+        ),
     ],
 )
 def test_pool_problems(pools: list[dict[str, Any]], expected: str) -> None:
@@ -448,61 +522,138 @@ def _mig_gpu(model: str, *slices: tuple[str, int]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        ({"nodes": [{"name": "a"}, {"name": "b"}, {"name": "a"}]},
-         ["nodes[2].name: node name 'a' is already used by nodes[0]"]),
-        (_gpu_node({"index": 0, "model": "T4"}, {"index": 0, "model": "T4"}),
-         ["nodes[0].gpus[1].index: 0 is already used by nodes[0].gpus[0]"]),
-        (_gpu_node(_mig_gpu("T4")),
-         ["nodes[0].gpus[0].mig: T4 does not support MIG (MIG-capable: A30, A100-40GB, "
-          "A100-80GB, H100-80GB, H100-NVL, H200, B200)"]),
-        (_gpu_node(_mig_gpu("A100-80GB", ("1g.5gb", 0))),
-         ["nodes[0].gpus[0].mig[0].profile: '1g.5gb' is not a MIG profile of A100-80GB "
-          "(profiles: 1g.10gb, 1g.10gb+me, 1g.20gb, 2g.20gb, 3g.40gb, 4g.40gb, 7g.80gb)"]),
-        (_gpu_node(_mig_gpu("H100", ("2g.20gb", 6))),
-         ["nodes[0].gpus[0].mig[0].start: 6 is not a valid start for 2g.20gb on H100-80GB "
-          "(valid: 0, 2, 4)"]),
-        (_gpu_node(_mig_gpu("H100", ("3g.40gb", 4), ("2g.20gb", 4))),
-         ["nodes[0].gpus[0].mig[1]: 2g.20gb@4 overlaps nodes[0].gpus[0].mig[0] (3g.40gb@4) "
-          "in memory slices"]),
-        (_gpu_node(_mig_gpu("H100", ("7g.80gb", 0), ("1g.10gb", 3))),
-         ["nodes[0].gpus[0].mig[1]: 1g.10gb@3 overlaps nodes[0].gpus[0].mig[0] (7g.80gb@0) "
-          "in memory slices",
-          "nodes[0].gpus[0].mig: compute slices sum to 8, more than the 7 of H100-80GB"]),
-        (_gpu_node(_mig_gpu("H100", ("1g.10gb+me", 0), ("1g.10gb", 1), ("1g.10gb+me", 2))),
-         ["nodes[0].gpus[0].mig[2].profile: '1g.10gb+me' is a second media-extension (+me) "
-          "instance; a GPU has one (first: nodes[0].gpus[0].mig[0])"]),
-        (_gpu_node(_mig_gpu("H100", ("4g.40gb", 0), ("4g.40gb", 0))),
-         ["nodes[0].gpus[0].mig[1].profile: '4g.40gb' appears more than 1 times, its maximum "
-          "on H100-80GB",
-          "nodes[0].gpus[0].mig[1]: 4g.40gb@0 overlaps nodes[0].gpus[0].mig[0] (4g.40gb@0) "
-          "in memory slices",
-          "nodes[0].gpus[0].mig: compute slices sum to 8, more than the 7 of H100-80GB"]),
-        (_gpu_node({**_mig_gpu("H100", ("7g.80gb", 0)), "shared": True}),
-         ["nodes[0].gpus[0].shared: true conflicts with mig: fractional pods share whole GPUs, "
-          "not MIG-partitioned ones"]),
+        (
+            {"nodes": [{"name": "a"}, {"name": "b"}, {"name": "a"}]},
+            ["nodes[2].name: node name 'a' is already used by nodes[0]"],
+        ),
+        (
+            _gpu_node({"index": 0, "model": "T4"}, {"index": 0, "model": "T4"}),
+            ["nodes[0].gpus[1].index: 0 is already used by nodes[0].gpus[0]"],
+        ),
+        (
+            _gpu_node(_mig_gpu("T4")),
+            [
+                "nodes[0].gpus[0].mig: T4 does not support MIG (MIG-capable: A30, A100-40GB, "
+                "A100-80GB, H100-80GB, H100-NVL, H200, B200)"
+            ],
+        ),
+        (
+            _gpu_node(_mig_gpu("A100-80GB", ("1g.5gb", 0))),
+            [
+                "nodes[0].gpus[0].mig[0].profile: '1g.5gb' is not a MIG profile of A100-80GB "
+                "(profiles: 1g.10gb, 1g.10gb+me, 1g.20gb, 2g.20gb, 3g.40gb, 4g.40gb, 7g.80gb)"
+            ],
+        ),
+        (
+            _gpu_node(_mig_gpu("H100", ("2g.20gb", 6))),
+            [
+                "nodes[0].gpus[0].mig[0].start: 6 is not a valid start for 2g.20gb on H100-80GB "
+                "(valid: 0, 2, 4)"
+            ],
+        ),
+        (
+            _gpu_node(_mig_gpu("H100", ("3g.40gb", 4), ("2g.20gb", 4))),
+            [
+                "nodes[0].gpus[0].mig[1]: 2g.20gb@4 overlaps nodes[0].gpus[0].mig[0] (3g.40gb@4) "
+                "in memory slices"
+            ],
+        ),
+        (
+            _gpu_node(_mig_gpu("H100", ("7g.80gb", 0), ("1g.10gb", 3))),
+            [
+                "nodes[0].gpus[0].mig[1]: 1g.10gb@3 overlaps nodes[0].gpus[0].mig[0] (7g.80gb@0) "
+                "in memory slices",
+                "nodes[0].gpus[0].mig: compute slices sum to 8, more than the 7 of H100-80GB",
+            ],
+        ),
+        (
+            _gpu_node(_mig_gpu("H100", ("1g.10gb+me", 0), ("1g.10gb", 1), ("1g.10gb+me", 2))),
+            [
+                "nodes[0].gpus[0].mig[2].profile: '1g.10gb+me' is a second media-extension (+me) "
+                "instance; a GPU has one (first: nodes[0].gpus[0].mig[0])"
+            ],
+        ),
+        (
+            _gpu_node(_mig_gpu("H100", ("4g.40gb", 0), ("4g.40gb", 0))),
+            [
+                "nodes[0].gpus[0].mig[1].profile: '4g.40gb' appears more than 1 times, its maximum "
+                "on H100-80GB",
+                "nodes[0].gpus[0].mig[1]: 4g.40gb@0 overlaps nodes[0].gpus[0].mig[0] (4g.40gb@0) "
+                "in memory slices",
+                "nodes[0].gpus[0].mig: compute slices sum to 8, more than the 7 of H100-80GB",
+            ],
+        ),
+        (
+            _gpu_node({**_mig_gpu("H100", ("7g.80gb", 0)), "shared": True}),
+            [
+                "nodes[0].gpus[0].shared: true conflicts with mig: fractional pods share whole "
+                "GPUs, "
+                "not MIG-partitioned ones"
+            ],
+        ),
         # One of the two prices was dropped without a word.
-        ({"prices": {"H100-80GB": 4.0, "T4": 0.3, "h100": 5.0}},
-         ["prices.h100: 'h100' is the same model as 'H100-80GB'"]),
-        ({"prices": {"H900": 1.0, "T4": -1.0}},
-         [f"prices.H900: 'H900' is not a known GPU model (known: {KNOWN})",
-          "prices.T4: -1.0 must be a finite number, 0 or more"]),
-        ({"gpu_models": [{"name": "P100", "memory_mib": 16384},
-                         {"name": "p100", "memory_mib": 16384}]},
-         ["gpu_models[1].name: 'p100' is already used by gpu_models[0]"]),
-        ({"gpu_models": [{"name": "H100", "memory_mib": 81920}]},
-         ["gpu_models[0].name: 'H100' already names the built-in H100-80GB; use 'H100-80GB' "
-          "to replace it, or another name"]),
-        ({"gpu_models": [{"name": "X1", "memory_mib": 1024, "products": ["NVIDIA-L4"],
-                          "relative_throughput": 0}]},
-         ["gpu_models[0].products[0]: 'NVIDIA-L4' is already a product of the built-in L4",
-          "gpu_models[0].relative_throughput: 0.0 must be a finite number greater than 0"]),
+        (
+            {"prices": {"H100-80GB": 4.0, "T4": 0.3, "h100": 5.0}},
+            ["prices.h100: 'h100' is the same model as 'H100-80GB'"],
+        ),
+        (
+            {"prices": {"H900": 1.0, "T4": -1.0}},
+            [
+                f"prices.H900: 'H900' is not a known GPU model (known: {KNOWN})",
+                "prices.T4: -1.0 must be a finite number, 0 or more",
+            ],
+        ),
+        (
+            {
+                "gpu_models": [
+                    {"name": "P100", "memory_mib": 16384},
+                    {"name": "p100", "memory_mib": 16384},
+                ]
+            },
+            ["gpu_models[1].name: 'p100' is already used by gpu_models[0]"],
+        ),
+        (
+            {"gpu_models": [{"name": "H100", "memory_mib": 81920}]},
+            [
+                "gpu_models[0].name: 'H100' already names the built-in H100-80GB; use 'H100-80GB' "
+                "to replace it, or another name"
+            ],
+        ),
+        (
+            {
+                "gpu_models": [
+                    {
+                        "name": "X1",
+                        "memory_mib": 1024,
+                        "products": ["NVIDIA-L4"],
+                        "relative_throughput": 0,
+                    }
+                ]
+            },
+            [
+                "gpu_models[0].products[0]: 'NVIDIA-L4' is already a product of the built-in L4",
+                "gpu_models[0].relative_throughput: 0.0 must be a finite number greater than 0",
+            ],
+        ),
         # Custom models whose names and products overlap once raised ValueError: a traceback.
-        ({"gpu_models": [{"name": "X1", "memory_mib": 1024, "products": ["p100"]},
-                         {"name": "P100", "memory_mib": 16384}]},
-         ["gpu_models[0].products[0]: 'p100' is the name of gpu_models[1]"]),
-        ({"gpu_models": [{"name": "X1", "memory_mib": 1024, "products": ["Tesla-X", "X1"]},
-                         {"name": "X2", "memory_mib": 1024, "products": ["tesla-x"]}]},
-         ["gpu_models[1].products[0]: 'tesla-x' is already a product of gpu_models[0]"]),
+        (
+            {
+                "gpu_models": [
+                    {"name": "X1", "memory_mib": 1024, "products": ["p100"]},
+                    {"name": "P100", "memory_mib": 16384},
+                ]
+            },
+            ["gpu_models[0].products[0]: 'p100' is the name of gpu_models[1]"],
+        ),
+        (
+            {
+                "gpu_models": [
+                    {"name": "X1", "memory_mib": 1024, "products": ["Tesla-X", "X1"]},
+                    {"name": "X2", "memory_mib": 1024, "products": ["tesla-x"]},
+                ]
+            },
+            ["gpu_models[1].products[0]: 'tesla-x' is already a product of gpu_models[0]"],
+        ),
     ],
 )
 def test_node_and_catalog_problems(data: dict[str, Any], expected: list[str]) -> None:
@@ -529,8 +680,10 @@ def test_valid_mig_layouts_pass() -> None:
 
 def test_a_replaced_builtin_model_and_custom_prices() -> None:
     data = {
-        "gpu_models": [{"name": "T4", "memory_mib": 15360, "price_per_hour": 0.1},
-                       {"name": "P100", "memory_mib": 16384, "products": ["Tesla-P100"]}],
+        "gpu_models": [
+            {"name": "T4", "memory_mib": 15360, "price_per_hour": 0.1},
+            {"name": "P100", "memory_mib": 16384, "products": ["Tesla-P100"]},
+        ],
         "prices": {"H100": 9.5},
         "nodes": [{"name": "n", "gpus": [{"index": 0, "model": "Tesla-P100"}]}],
     }
@@ -551,18 +704,28 @@ def _queue(**fields: Any) -> dict[str, Any]:
     ("queues", "expected"),
     [
         ([_queue(), _queue()], "queues[1].name: 'q' is already used by queues[0]"),
-        ([_queue(quota={"V100": {}})],
-         f"queues[0].quota.V100: 'V100' is not a known flavor (a GPU model: {KNOWN}; "
-         "or mig-<profile>)"),
-        ([_queue(quota={"mig-1g.10g": {}})],
-         "queues[0].quota[\"mig-1g.10g\"]: 'mig-1g.10g' is not a known flavor: no GPU model "
-         "has MIG profile '1g.10g'; did you mean '1g.10gb'?"),
-        ([_queue(quota={"H100": {"nominal": 1}, "h100-80gb": {"nominal": 2}})],
-         "queues[0].quota.h100-80gb: 'h100-80gb' is the same flavor as 'H100'"),
-        ([_queue(cohort=None, quota={"T4": {"nominal": 2, "borrowing_limit": 1}})],
-         "queues[0].quota.T4.borrowing_limit: 1 needs a cohort, and queue 'q' has none"),
-        ([_queue(quota={"T4": {"nominal": 2, "lending_limit": 3}})],
-         "queues[0].quota.T4.lending_limit: 3 is more than the nominal quota 2"),
+        (
+            [_queue(quota={"V100": {}})],
+            f"queues[0].quota.V100: 'V100' is not a known flavor (a GPU model: {KNOWN}; "
+            "or mig-<profile>)",
+        ),
+        (
+            [_queue(quota={"mig-1g.10g": {}})],
+            "queues[0].quota[\"mig-1g.10g\"]: 'mig-1g.10g' is not a known flavor: no GPU model "
+            "has MIG profile '1g.10g'; did you mean '1g.10gb'?",
+        ),
+        (
+            [_queue(quota={"H100": {"nominal": 1}, "h100-80gb": {"nominal": 2}})],
+            "queues[0].quota.h100-80gb: 'h100-80gb' is the same flavor as 'H100'",
+        ),
+        (
+            [_queue(cohort=None, quota={"T4": {"nominal": 2, "borrowing_limit": 1}})],
+            "queues[0].quota.T4.borrowing_limit: 1 needs a cohort, and queue 'q' has none",
+        ),
+        (
+            [_queue(quota={"T4": {"nominal": 2, "lending_limit": 3}})],
+            "queues[0].quota.T4.lending_limit: 3 is more than the nominal quota 2",
+        ),
         ([_queue(weight=float("inf"))], "queues[0].weight: inf is not a finite number"),
     ],
 )
@@ -573,20 +736,31 @@ def test_queue_problems(queues: list[dict[str, Any]], expected: str) -> None:
 def test_mig_and_alias_quota_flavors_are_known() -> None:
     quota = {"mig-1g.10gb": {"nominal": 7}, "mig-1g.5gb+me": {}, "A100": {}, "NVIDIA-L4": {}}
     assert snapshot_from_data({"queues": [_queue(quota=quota)]}).queues[0].quota.keys() == {
-        "mig-1g.10gb", "mig-1g.5gb+me", "A100", "NVIDIA-L4"
+        "mig-1g.10gb",
+        "mig-1g.5gb+me",
+        "A100",
+        "NVIDIA-L4",
     }
 
 
 @pytest.mark.parametrize(
     ("quota_key", "running_flavor"),
-    [("H100", "H100-80GB"), ("h100-80gb", "H100-80GB"), ("H100-80GB", "h100"),
-     ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe")],
+    [
+        ("H100", "H100-80GB"),
+        ("h100-80gb", "H100-80GB"),
+        ("H100-80GB", "h100"),
+        ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe"),
+    ],
 )
 def test_any_name_of_a_model_is_one_quota(quota_key: str, running_flavor: str) -> None:
     # The running workload holds team-a's whole nominal quota, however either side names
     # the model: the pending one must wait (it once got the quota again, or none at all).
-    data = cluster(workloads=[whole("r", "h100", 0, 1, 2, 3, flavor=running_flavor),
-                              job("w", {"gpus": 1, "models": ["H100-80GB"]})])
+    data = cluster(
+        workloads=[
+            whole("r", "h100", 0, 1, 2, 3, flavor=running_flavor),
+            job("w", {"gpus": 1, "models": ["H100-80GB"]}),
+        ]
+    )
     data["queues"] = [{"name": "team-a", "quota": {quota_key: {"nominal": 4}}}]
     data["nodes"][0]["gpus"].append({"index": 5, "model": "H100-80GB"})
     verdict = decide(snapshot_from_data(data), use_ilp=False).by_workload()["w"]
@@ -597,29 +771,56 @@ def test_any_name_of_a_model_is_one_quota(quota_key: str, running_flavor: str) -
 @pytest.mark.parametrize(
     ("workloads", "expected"),
     [
-        ([job("w", {"gpus": 1}), job("w", {"gpus": 2})],
-         ["workloads[1].name: 'w' is already used by workloads[0]"]),
-        ([job("w", {"gpus": 1}, queue="team-z")],
-         ["workloads[0].queue: 'team-z' is not a queue (queues: team-a, team-b)"]),
-        ([job("w", {"gpus": 1}, queue="team-b", priority=1000)],
-         ["workloads[0].priority: 1000 is above the max_priority 100 of queue 'team-b'"]),
-        ([job("w", {"gpus": 1, "models": ["H100", "V100"]})],
-         [f"workloads[0].demand.models[1]: 'V100' is not a known GPU model (known: {KNOWN})"]),
-        ([job("w", {"mig_profile": "1g.10g"})],
-         ["workloads[0].demand.mig_profile: '1g.10g' is not a MIG profile of any known GPU "
-          "model; did you mean '1g.10gb'?"]),
-        ([job("w", {"gpus": 1}, throughput={"V100": 1.0, "T4": 0})],
-         [f"workloads[0].throughput.V100: 'V100' is not a known GPU model (known: {KNOWN})",
-          "workloads[0].throughput.T4: 0.0 must be a finite number greater than 0"]),
+        (
+            [job("w", {"gpus": 1}), job("w", {"gpus": 2})],
+            ["workloads[1].name: 'w' is already used by workloads[0]"],
+        ),
+        (
+            [job("w", {"gpus": 1}, queue="team-z")],
+            ["workloads[0].queue: 'team-z' is not a queue (queues: team-a, team-b)"],
+        ),
+        (
+            [job("w", {"gpus": 1}, queue="team-b", priority=1000)],
+            ["workloads[0].priority: 1000 is above the max_priority 100 of queue 'team-b'"],
+        ),
+        (
+            [job("w", {"gpus": 1, "models": ["H100", "V100"]})],
+            [f"workloads[0].demand.models[1]: 'V100' is not a known GPU model (known: {KNOWN})"],
+        ),
+        (
+            [job("w", {"mig_profile": "1g.10g"})],
+            [
+                "workloads[0].demand.mig_profile: '1g.10g' is not a MIG profile of any known GPU "
+                "model; did you mean '1g.10gb'?"
+            ],
+        ),
+        (
+            [job("w", {"gpus": 1}, throughput={"V100": 1.0, "T4": 0})],
+            [
+                f"workloads[0].throughput.V100: 'V100' is not a known GPU model (known: {KNOWN})",
+                "workloads[0].throughput.T4: 0.0 must be a finite number greater than 0",
+            ],
+        ),
         # 10**12 GPUs in one pod once crashed the ILP (an IndexError in PuLP): a traceback.
-        ([job("w", {"gpus": 10**12})],
-         ["workloads[0].demand.gpus: 1000000000000 is more GPUs than a node can have (1024)"]),
-        ([job("w", {"gpus": 1}, throughput={"H100": 3.0, "NVIDIA-H100-80GB-HBM3": 1.0})],
-         ["workloads[0].throughput.NVIDIA-H100-80GB-HBM3: 'NVIDIA-H100-80GB-HBM3' is the same "
-          "model as 'H100'"]),
-        ([job("w", {"gpus": 1}, flavor="V100")],
-         [f"workloads[0].flavor: 'V100' is not a known flavor (a GPU model: {KNOWN}; "
-          "or mig-<profile>)"]),
+        (
+            [job("w", {"gpus": 10**12})],
+            ["workloads[0].demand.gpus: 1000000000000 is more GPUs than a node can have (1024)"],
+        ),
+        (
+            [job("w", {"gpus": 1}, throughput={"H100": 3.0, "NVIDIA-H100-80GB-HBM3": 1.0})],
+            [
+                "workloads[0].throughput.NVIDIA-H100-80GB-HBM3: 'NVIDIA-H100-80GB-HBM3' is the "
+                "same "
+                "model as 'H100'"
+            ],
+        ),
+        (
+            [job("w", {"gpus": 1}, flavor="V100")],
+            [
+                f"workloads[0].flavor: 'V100' is not a known flavor (a GPU model: {KNOWN}; "
+                "or mig-<profile>)"
+            ],
+        ),
     ],
 )
 def test_workload_problems(workloads: list[dict[str, Any]], expected: list[str]) -> None:
@@ -632,74 +833,159 @@ def test_workload_problems(workloads: list[dict[str, Any]], expected: list[str])
 @pytest.mark.parametrize(
     ("workloads", "expected"),
     [
-        ([{**whole("w", "h100", 0), "flavor": None}],
-         ["workloads[0].flavor: is required on a running workload (placement is set)"]),
-        ([{**whole("w", "h100", 0), "pods": 2}],
-         ["workloads[0].placement: 1 pod placements for 2 pods"]),
+        (
+            [{**whole("w", "h100", 0), "flavor": None}],
+            ["workloads[0].flavor: is required on a running workload (placement is set)"],
+        ),
+        (
+            [{**whole("w", "h100", 0), "pods": 2}],
+            ["workloads[0].placement: 1 pod placements for 2 pods"],
+        ),
         ([whole("w", "h200", 0)], ["workloads[0].placement[0].node: 'h200' is not a node"]),
-        ([whole("w", "h100", 0, 9)],
-         ["workloads[0].placement[0].gpus[1]: 9 is not a GPU index on node 'h100' "
-          "(indices: 0, 1, 2, 3, 4)"]),
-        ([whole("w", "h100", 1, 1)],
-         ["workloads[0].placement[0].gpus: [1, 1] lists a GPU twice",
-          "workloads[0].placement[0].gpus[1]: GPU 1 on node 'h100' is already used by "
-          "workload 'w'"]),
-        ([whole("a", "h100", 0, 1), whole("b", "h100", 1, 2)],
-         ["workloads[1].placement[0].gpus[0]: GPU 1 on node 'h100' is already used by "
-          "workload 'a'"]),
-        ([whole("w", "h100", 4)],
-         ["workloads[0].placement[0].gpus[0]: GPU 4 on node 'h100' is MIG-partitioned; it has "
-          "no whole GPU to give"]),
-        ([whole("w", "h100", 0, flavor="A100-80GB")],
-         ["workloads[0].placement[0].gpus[0]: GPU 0 on node 'h100' is a H100-80GB, not the "
-          "workload's flavor A100-80GB"]),
-        ([{**whole("w", "h100", 0), "demand": {"gpus": 2}}],
-         ["workloads[0].placement[0].gpus: 1 GPUs for a pod that needs 2"]),
-        ([{**whole("w", "h100", 0), "demand": {"gpus": 1, "models": ["A100-80GB"]}}],
-         ["workloads[0].flavor: 'H100-80GB' is not one of the demand's models (A100-80GB)",
-          ]),
-        ([mig("a", 4, 2, "2g.20gb"), mig("b", 4, 2, "2g.20gb")],
-         ["workloads[1].placement[0].mig_start: slice 2g.20gb@2 on GPU 4 on node 'h100' is "
-          "already used by workload 'a'"]),
-        ([mig("w", 4, 3)],
-         ["workloads[0].placement[0].mig_start: 3 is not the start of a MIG slice on GPU 4 on "
-          "node 'h100' (slices: 1g.10gb@0, 1g.10gb@1, 2g.20gb@2, 3g.40gb@4)"]),
-        ([mig("w", 4, 2)],
-         ["workloads[0].placement[0].mig_start: the slice at 2 on GPU 4 on node 'h100' is "
-          "2g.20gb, not the workload's flavor mig-1g.10gb"]),
-        ([mig("w", 0, 0)],
-         ["workloads[0].placement[0].mig_start: 0 is on GPU 0 on node 'h100', which is not "
-          "MIG-partitioned"]),
-        ([{**mig("w", 4, 0), "flavor": "mig-2g.20gb"}],
-         ["workloads[0].flavor: 'mig-2g.20gb' does not match the demand's MIG profile "
-          "('mig-1g.10gb')",
-          "workloads[0].placement[0].mig_start: the slice at 0 on GPU 4 on node 'h100' is "
-          "1g.10gb, not the workload's flavor mig-2g.20gb"]),
-        ([{**whole("w", "h100", 4), "flavor": "mig-1g.10gb"}],
-         ["workloads[0].flavor: 'mig-1g.10gb' is a MIG flavor, but the demand is not for a "
-          "MIG profile or GPU memory",
-          "workloads[0].placement[0].gpus[0]: GPU 4 on node 'h100' is MIG-partitioned; it has "
-          "no whole GPU to give"]),
-        ([{**mig("w", 4, 0), "demand": {"gpus": 1}, "flavor": "H100-80GB"}],
-         ["workloads[0].placement[0]: a MIG-slice placement, but the demand needs a whole-GPU "
-          "one"]),
-        ([fraction("a", 600), fraction("b", 300), fraction("c", 200)],
-         ["workloads[2].placement[0].milli: 200 takes GPU 0 on node 't4' to 1100 milli-GPU, "
-          "more than 1000"]),
-        ([{**fraction("w", 500, node="h100"), "flavor": "H100-80GB"}],
-         ["workloads[0].placement[0].milli: 500 is on GPU 0 on node 'h100', which is not "
-          "shared (time-sliced)"]),
-        ([whole("a", "t4", 0, flavor="T4"), fraction("b", 100)],
-         ["workloads[1].placement[0].milli: GPU 0 on node 't4' is already used whole by "
-          "workload 'a'"]),
-        ([fraction("a", 100), whole("b", "t4", 0, flavor="T4")],
-         ["workloads[1].placement[0].gpus[0]: GPU 0 on node 't4' is already used by "
-          "workload 'a'"]),
-        ([{**fraction("w", 100), "placement": [{"node": "t4", "gpus": [0], "milli": 0}]}],
-         ["workloads[0].placement[0].milli: 0 is not greater than or equal to 1"]),
-        ([{**fraction("w", 100),
-           "placement": [{"node": "t4", "gpus": [0], "milli": 100, "mig_start": 0}]}],
-         ["workloads[0].placement[0]: a pod sits on a MIG slice or on a GPU share, not both"]),
+        (
+            [whole("w", "h100", 0, 9)],
+            [
+                "workloads[0].placement[0].gpus[1]: 9 is not a GPU index on node 'h100' "
+                "(indices: 0, 1, 2, 3, 4)"
+            ],
+        ),
+        (
+            [whole("w", "h100", 1, 1)],
+            [
+                "workloads[0].placement[0].gpus: [1, 1] lists a GPU twice",
+                "workloads[0].placement[0].gpus[1]: GPU 1 on node 'h100' is already used by "
+                "workload 'w'",
+            ],
+        ),
+        (
+            [whole("a", "h100", 0, 1), whole("b", "h100", 1, 2)],
+            [
+                "workloads[1].placement[0].gpus[0]: GPU 1 on node 'h100' is already used by "
+                "workload 'a'"
+            ],
+        ),
+        (
+            [whole("w", "h100", 4)],
+            [
+                "workloads[0].placement[0].gpus[0]: GPU 4 on node 'h100' is MIG-partitioned; it "
+                "has "
+                "no whole GPU to give"
+            ],
+        ),
+        (
+            [whole("w", "h100", 0, flavor="A100-80GB")],
+            [
+                "workloads[0].placement[0].gpus[0]: GPU 0 on node 'h100' is a H100-80GB, not the "
+                "workload's flavor A100-80GB"
+            ],
+        ),
+        (
+            [{**whole("w", "h100", 0), "demand": {"gpus": 2}}],
+            ["workloads[0].placement[0].gpus: 1 GPUs for a pod that needs 2"],
+        ),
+        (
+            [{**whole("w", "h100", 0), "demand": {"gpus": 1, "models": ["A100-80GB"]}}],
+            [
+                "workloads[0].flavor: 'H100-80GB' is not one of the demand's models (A100-80GB)",
+            ],
+        ),
+        (
+            [mig("a", 4, 2, "2g.20gb"), mig("b", 4, 2, "2g.20gb")],
+            [
+                "workloads[1].placement[0].mig_start: slice 2g.20gb@2 on GPU 4 on node 'h100' is "
+                "already used by workload 'a'"
+            ],
+        ),
+        (
+            [mig("w", 4, 3)],
+            [
+                "workloads[0].placement[0].mig_start: 3 is not the start of a MIG slice on GPU 4 "
+                "on "
+                "node 'h100' (slices: 1g.10gb@0, 1g.10gb@1, 2g.20gb@2, 3g.40gb@4)"
+            ],
+        ),
+        (
+            [mig("w", 4, 2)],
+            [
+                "workloads[0].placement[0].mig_start: the slice at 2 on GPU 4 on node 'h100' is "
+                "2g.20gb, not the workload's flavor mig-1g.10gb"
+            ],
+        ),
+        (
+            [mig("w", 0, 0)],
+            [
+                "workloads[0].placement[0].mig_start: 0 is on GPU 0 on node 'h100', which is not "
+                "MIG-partitioned"
+            ],
+        ),
+        (
+            [{**mig("w", 4, 0), "flavor": "mig-2g.20gb"}],
+            [
+                "workloads[0].flavor: 'mig-2g.20gb' does not match the demand's MIG profile "
+                "('mig-1g.10gb')",
+                "workloads[0].placement[0].mig_start: the slice at 0 on GPU 4 on node 'h100' is "
+                "1g.10gb, not the workload's flavor mig-2g.20gb",
+            ],
+        ),
+        (
+            [{**whole("w", "h100", 4), "flavor": "mig-1g.10gb"}],
+            [
+                "workloads[0].flavor: 'mig-1g.10gb' is a MIG flavor, but the demand is not for a "
+                "MIG profile or GPU memory",
+                "workloads[0].placement[0].gpus[0]: GPU 4 on node 'h100' is MIG-partitioned; it "
+                "has "
+                "no whole GPU to give",
+            ],
+        ),
+        (
+            [{**mig("w", 4, 0), "demand": {"gpus": 1}, "flavor": "H100-80GB"}],
+            [
+                "workloads[0].placement[0]: a MIG-slice placement, but the demand needs a "
+                "whole-GPU "
+                "one"
+            ],
+        ),
+        (
+            [fraction("a", 600), fraction("b", 300), fraction("c", 200)],
+            [
+                "workloads[2].placement[0].milli: 200 takes GPU 0 on node 't4' to 1100 milli-GPU, "
+                "more than 1000"
+            ],
+        ),
+        (
+            [{**fraction("w", 500, node="h100"), "flavor": "H100-80GB"}],
+            [
+                "workloads[0].placement[0].milli: 500 is on GPU 0 on node 'h100', which is not "
+                "shared (time-sliced)"
+            ],
+        ),
+        (
+            [whole("a", "t4", 0, flavor="T4"), fraction("b", 100)],
+            [
+                "workloads[1].placement[0].milli: GPU 0 on node 't4' is already used whole by "
+                "workload 'a'"
+            ],
+        ),
+        (
+            [fraction("a", 100), whole("b", "t4", 0, flavor="T4")],
+            [
+                "workloads[1].placement[0].gpus[0]: GPU 0 on node 't4' is already used by "
+                "workload 'a'"
+            ],
+        ),
+        (
+            [{**fraction("w", 100), "placement": [{"node": "t4", "gpus": [0], "milli": 0}]}],
+            ["workloads[0].placement[0].milli: 0 is not greater than or equal to 1"],
+        ),
+        (
+            [
+                {
+                    **fraction("w", 100),
+                    "placement": [{"node": "t4", "gpus": [0], "milli": 100, "mig_start": 0}],
+                }
+            ],
+            ["workloads[0].placement[0]: a pod sits on a MIG slice or on a GPU share, not both"],
+        ),
     ],
 )
 def test_running_workload_problems(workloads: list[dict[str, Any]], expected: list[str]) -> None:
@@ -707,14 +993,29 @@ def test_running_workload_problems(workloads: list[dict[str, Any]], expected: li
 
 
 def test_consistent_running_workloads_pass() -> None:
-    memory_on_mig = job("nb", {"gpu_memory_mib": 9000}, flavor="mig-3g.40gb",
-                        placement=[{"node": "h100", "gpus": [4], "mig_start": 4}])
-    memory_whole = job("nb2", {"gpu_memory_mib": 30000}, flavor="H100",
-                       placement=[{"node": "h100", "gpus": [3]}])
-    gang = {**whole("g", "h100", 0), "pods": 2,
-            "placement": [{"node": "h100", "gpus": [0]}, {"node": "h100", "gpus": [1]}]}
-    workloads = [gang, mig("m", 4, 0), mig("m2", 4, 1), fraction("f1", 600),
-                 fraction("f2", 400), memory_on_mig, memory_whole]
+    memory_on_mig = job(
+        "nb",
+        {"gpu_memory_mib": 9000},
+        flavor="mig-3g.40gb",
+        placement=[{"node": "h100", "gpus": [4], "mig_start": 4}],
+    )
+    memory_whole = job(
+        "nb2", {"gpu_memory_mib": 30000}, flavor="H100", placement=[{"node": "h100", "gpus": [3]}]
+    )
+    gang = {
+        **whole("g", "h100", 0),
+        "pods": 2,
+        "placement": [{"node": "h100", "gpus": [0]}, {"node": "h100", "gpus": [1]}],
+    }
+    workloads = [
+        gang,
+        mig("m", 4, 0),
+        mig("m2", 4, 1),
+        fraction("f1", 600),
+        fraction("f2", 400),
+        memory_on_mig,
+        memory_whole,
+    ]
     snapshot = snapshot_from_data(cluster(workloads=workloads))
     assert [w.running for w in snapshot.workloads] == [True] * 7
 
@@ -738,8 +1039,7 @@ def test_validate_snapshot_on_a_snapshot_built_in_code() -> None:
     assert validate_snapshot(good) == []
     bad = good.model_copy(update={"queues": (Queue(name="q", quota={"L5": Quota()}),)})
     assert validate_snapshot(bad) == [
-        f"queues[0].quota.L5: 'L5' is not a known flavor (a GPU model: {KNOWN}; "
-        "or mig-<profile>)"
+        f"queues[0].quota.L5: 'L5' is not a known flavor (a GPU model: {KNOWN}; or mig-<profile>)"
     ]
 
 
@@ -751,7 +1051,10 @@ def test_small_cluster_fixture() -> None:
     assert [n.name for n in snapshot.nodes] == ["gpu-a", "t4-000", "t4-001"]
     assert sum(len(n.gpus) for n in snapshot.nodes) == 16
     assert [w.name for w in snapshot.workloads if w.running] == [
-        "train-1", "notebook-1", "infer-1", "infer-2"
+        "train-1",
+        "notebook-1",
+        "infer-1",
+        "infer-2",
     ]
     assert [w.name for w in snapshot.workloads if not w.running] == ["train-2", "notebook-2"]
     assert validate_snapshot(snapshot) == []
@@ -777,25 +1080,21 @@ def test_broken_fixture_reports_every_problem() -> None:
         "has MIG profile '9g.90gb'; did you mean '4g.90gb'?",
         f"queues[1].quota.V100: 'V100' is not a known flavor (a GPU model: {KNOWN}; "
         "or mig-<profile>)",
-        "queues[1].quota.A100-80GB.borrowing_limit: 2 needs a cohort, and queue 'team-b' "
-        "has none",
+        "queues[1].quota.A100-80GB.borrowing_limit: 2 needs a cohort, and queue 'team-b' has none",
         "workloads[2].name: 'w1' is already used by workloads[0]",
         "workloads[0].queue: 'team-z' is not a queue (queues: team-a, team-b)",
         f"workloads[0].demand.models[1]: 'H900' is not a known GPU model (known: {KNOWN})",
         "workloads[1].priority: 1000 is above the max_priority 100 of queue 'team-b'",
         "workloads[1].demand.mig_profile: '1g.7gb' is not a MIG profile of any known GPU "
         "model; did you mean '1g.6gb'?",
-        "workloads[3].placement[0].gpus[0]: GPU 0 on node 'gpu-a' is already used by "
-        "workload 'w1'",
+        "workloads[3].placement[0].gpus[0]: GPU 0 on node 'gpu-a' is already used by workload 'w1'",
         "workloads[4].flavor: is required on a running workload (placement is set)",
         "workloads[4].placement[0].node: 'gpu-c' is not a node",
     ]
 
 
 def test_what_pods_outside_the_workloads_hold_is_not_a_running_workloads() -> None:
-    data = cluster(
-        workloads=[whole("w", "h100", 1), mig("m", 4, 4, "3g.40gb"), fraction("f", 300)]
-    )
+    data = cluster(workloads=[whole("w", "h100", 1), mig("m", 4, 4, "3g.40gb"), fraction("f", 300)])
     data["nodes"][0]["gpus"][1]["held"] = True
     data["nodes"][0]["gpus"][4]["mig"][3]["held"] = True
     data["nodes"][0]["gpus"].append(
