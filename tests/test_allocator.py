@@ -1109,6 +1109,58 @@ def test_a_queue_that_reclaims_only_from_lower_priorities_says_so(path: str) -> 
 
 
 @both_paths
+def test_a_queue_that_reclaims_from_any_priority_says_nothing_of_its_policy(path: str) -> None:
+    """The same refusal within nominal quota under reclaimWithinCohort: Any: a1 would take
+    back b1's borrowing, but the room it needs is on h1, which d1 of a queue outside the
+    cohort fills, so it waits; its policy is not what holds it back, and its message does
+    not say it never reclaims (guards ``policy == "Any"`` in ``never_reclaims``)."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 4), node("h1", H100, 2, labels={"zone": "z1"})],
+        queues=[
+            queue("a", cohort="c").quota(H100, 4),
+            queue("b", cohort="c").quota(H100, 0),
+            queue("d").quota(H100, 2),
+        ],
+        workloads=[
+            workload("b1").gpus(4).queue("b").running_on("h0", 0, 1, 2, 3),
+            workload("d1").gpus(2).queue("d").running_on("h1", 0, 1),
+            workload("a1").gpus(2).queue("a").selector(zone="z1"),
+        ],
+    )
+    decision = PATHS[path](snap)
+    waits = outcome(decision, "a1")
+    assert (waits.outcome, waits.reason) == (Outcome.PENDING, Reason.QUOTA_EXHAUSTED)
+    assert waits.message == "queue a at 0/4 H100-80GB; cohort c lends 0 more; needs 2"
+    assert decision.evictions == ()
+
+
+@both_paths
+def test_a_refusal_names_the_option_closest_to_fitting_first(path: str) -> None:
+    """a1 may run on an A100 or an H100, both borrowed: the A100 option is refused by a's
+    borrowing limit (0), the H100 one because the cohort lends no more H100. The cohort's
+    quota is the nearer to lifting (``most_telling``: capacity, cohort, queue quota,
+    borrowing limit, …), so it is the reason, and the A100 comes after "also tried",
+    though it was tried first (guards the ranking and the sort of two failures)."""
+    snap = snapshot(
+        nodes=[node("a0", A100, 2), node("h0", H100, 2)],
+        queues=[
+            queue("a", cohort="c").quota(A100, 0, borrowing_limit=0).quota(H100, 0),
+            queue("b", cohort="c").quota(A100, 2).quota(H100, 2),
+        ],
+        workloads=[
+            workload("b1").gpus(2, H100).queue("b").running_on("h0", 0, 1),
+            workload("a1").gpus(1, A100, H100).queue("a"),
+        ],
+    )
+    waits = outcome(PATHS[path](snap), "a1")
+    assert (waits.outcome, waits.reason) == (Outcome.PENDING, Reason.COHORT_EXHAUSTED)
+    assert waits.message == (
+        "queue a at 0/0 H100-80GB; cohort c lends 0 more; needs 1; "
+        "also tried A100-80GB (BorrowingLimit)"
+    )
+
+
+@both_paths
 def test_regression_room_made_later_goes_to_the_waiting_higher_priority(path: str) -> None:
     # Found by test_priority_order: p5 (q0, priority 10, 2 × 1 GPU) waits, p0 (q0, priority
     # 0) takes the one free GPU, then p1 (q2) evicts r0 and uses one of the two GPUs it
