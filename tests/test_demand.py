@@ -64,6 +64,24 @@ def test_fraction_counts_milli_against_the_model_flavor():
     w = Workload(name="w", queue="q", demand=Demand(gpu_milli=250, models=("T4",)))
     (option,) = resolve_options(w, CATALOG, PRESENT)
     assert (option.flavor, option.kind, option.quota_per_pod) == ("T4", Kind.FRACTION, 250)
+    assert option.cost == CATALOG["T4"].price_per_hour * 250 / 1000  # a quarter of its price
+
+
+def test_a_memory_need_equal_to_a_gpus_memory_may_take_that_gpu():
+    # A T4 has 16 GiB: a need of exactly 16 GiB fits it; a MiB more does not.
+    assert options(gpu_memory_mib=16 * 1024, models=("T4",)) == [("T4", Kind.WHOLE, 1)]
+    assert options(gpu_memory_mib=16 * 1024 + 1, models=("T4",)) == []
+
+
+def test_a_slice_several_models_serve_costs_what_the_cheapest_asks():
+    # 3g.40gb is 3/7 of an A100 ($1.84/h) or of an H100 ($4.92/h): the A100's price ranks
+    # it, whichever model comes first in the workload's preference order.
+    for models in (("A100-80GB", "H100-80GB"), ("H100-80GB", "A100-80GB")):
+        w = Workload(name="w", queue="q", demand=Demand(gpu_memory_mib=30 * 1024, models=models))
+        by_flavor = {o.flavor: o for o in resolve_options(w, CATALOG, PRESENT)}
+        slice_ = by_flavor["mig-3g.40gb"]
+        assert slice_.models == models
+        assert slice_.cost == CATALOG["A100-80GB"].price_per_hour * 3 / 7
 
 
 def test_options_are_shared_by_workloads_that_ask_alike():
