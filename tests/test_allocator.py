@@ -1205,6 +1205,62 @@ def test_freed_room_is_offered_again_only_where_it_could_lift_the_refusal() -> N
     assert cycle.freed.woken() == [entry]
 
 
+def test_a_place_taken_again_frees_nothing_and_freed_room_is_offered_once() -> None:
+    """Room an admission takes again whole (a higher priority in a lower one's place: its
+    GPUs, its quota, its node's CPU) is no room: the cycle offers nothing again. Room freed
+    is offered to those it may help once; a later look finds nothing freed since."""
+    from scheduler.compiled import compile_snapshot
+    from scheduler.greedy import Cycle
+
+    snap = snapshot(
+        nodes=[node("h0", H100, 2, cpu_milli=8000)],
+        queues=[queue("a").quota(H100, 4)],
+        workloads=[
+            workload("a-run").gpus(2).queue("a").resources(8000, 0).running_on("h0", 0, 1),
+            workload("a-wait").gpus(2).queue("a"),
+        ],
+    )
+    compiled = compile_snapshot(snap, snap.catalog())
+    cycle = Cycle(compiled)
+    (entry,) = compiled.pending
+    assert cycle.admit_or_explain(entry).reason is Reason.NO_CAPACITY
+    (a_run,) = compiled.running
+    freed = cycle.freed
+    # Its place taken again whole: no GPU, quota or CPU left over.
+    assert not freed.note([a_run], ("a", a_run.allocation, a_run.amount))
+    assert freed.woken() == []
+    # Freed for good: offered once.
+    assert freed.note([a_run], None)
+    assert freed.woken() == [entry]
+    assert freed.woken() == []
+
+
+def test_what_a_waiting_workload_watches() -> None:
+    """Refused for capacity, a workload watches GPUs of its models only (quota allowed it);
+    one whose admission was taken back may fit anywhere until it is left waiting again."""
+    from scheduler.compiled import compile_snapshot
+    from scheduler.greedy import Cycle
+
+    snap = snapshot(
+        nodes=[node("h0", H100, 2)],
+        queues=[queue("a").quota(H100, 4)],
+        workloads=[
+            workload("a-run").gpus(2).queue("a").running_on("h0", 0, 1),
+            workload("a-wait").gpus(2).queue("a"),
+        ],
+    )
+    compiled = compile_snapshot(snap, snap.catalog())
+    cycle = Cycle(compiled)
+    (entry,) = compiled.pending
+    (option,) = entry.options
+    freed = cycle.freed
+    assert freed.watch(entry.workload, option, Reason.NO_CAPACITY) == (H100,)
+    freed.forget(entry)
+    assert freed.since_waiting(entry.workload, option)
+    freed.waits(entry, {id(option): (H100,)})
+    assert not freed.since_waiting(entry.workload, option)
+
+
 def test_a_workload_alike_one_refused_in_the_pass_is_refused_alike_until_room_is_freed() -> None:
     """A pass tries a workload alike (``Entry.alike``) one it refused only when room was
     freed since, or when that one's own attempt freed some (its preemption's room went to
