@@ -40,6 +40,20 @@ def test_measure_by_hand() -> None:
     assert frag.tolist() == [0.5 * 300 + 0.5 * 1300]
 
 
+def test_a_shape_runs_on_a_node_with_exactly_its_cpu_and_memory_free() -> None:
+    # A whole GPU with 8 CPUs and 1 GiB: the node has exactly that free, so the shape runs
+    # there and only the 300 milli on the partly used GPU are stranded for it. With a
+    # milli-CPU or a MiB less, it cannot run: all 1300 are.
+    mix = task_mix({(8000, 1024, 1, 1000, ()): 1.0}, [A100])
+
+    def frag(cpu: int, mem: int) -> list[float]:
+        free = np.array([[1000, 300]])
+        return fragmentation(free, np.array([cpu]), np.array([mem]), np.array([0]), mix).tolist()
+
+    assert frag(8000, 1024) == [300.0]
+    assert frag(7999, 1024) == frag(8000, 1023) == [1300.0]
+
+
 def test_mix_counts_pods_by_square_root_of_size() -> None:
     mix = ObservedMix([A100])
     mix.observe(workload("a").gpus(4).pods(2).build())
@@ -48,6 +62,30 @@ def test_mix_counts_pods_by_square_root_of_size() -> None:
     assert mix.counts == {(0, 0, 4, 1000, ()): 2 * 2.0, (0, 0, 1, 250, ()): 0.5}
     assert mix.pods == {(0, 0, 4, 1000, ()): 2, (0, 0, 1, 250, ()): 1}
     assert mix.mix.weight.tolist() == [0.5 / 4.5, 4.0 / 4.5]
+
+
+def test_mix_is_rebuilt_at_1_2_4_observations_then_every_64() -> None:
+    """The same requests give the same placements: the mix read between rebuilds is the
+    one built at the last rebuild (at 1, 2, 4, … observations, then every 64th)."""
+    mix = ObservedMix([A100])
+
+    def shapes() -> int:
+        return mix.mix.size
+
+    seen = []
+    for i in range(1, 9):
+        mix.observe(workload(f"w{i}").milli(100 * i).build())
+        seen.append(shapes())
+    assert seen == [1, 2, 2, 4, 4, 4, 4, 8]
+
+
+def test_mix_keeps_the_most_popular_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fragmentation_module, "TOP_SHAPES", 2)
+    mix = ObservedMix([A100])
+    for name, pods in (("rare", 1), ("common", 3), ("middling", 2)):
+        milli = {"rare": 100, "common": 300, "middling": 200}[name]
+        mix.observe(workload(name).milli(milli).pods(pods).build())
+    assert sorted(mix.mix.milli.tolist()) == [200, 300]
 
 
 def _cpu_cluster() -> Snapshot:
@@ -74,6 +112,38 @@ def test_aware_placement_keeps_cpu_for_the_common_shape() -> None:
     assert plain.placement[0].node == "n0"
     assert aware.placement[0].node == "n1"
     assert aware.outcome is Outcome.ADMIT
+
+
+def test_aware_placement_takes_a_node_with_exactly_the_cpu_the_pod_asks() -> None:
+    snap = snapshot(
+        nodes=[node("n0", A100, 2, cpu_milli=24000, memory_mib=1 << 20)],
+        queues=[queue("q").quota(A100, 2)],
+        workloads=[],
+    )
+    exact = _with_cpu(workload("exact").gpus(1).queue("q").build(), 24000)
+    answer = IncrementalAllocator(snap, fragmentation_aware=True).decide(exact)
+    assert answer.outcome is Outcome.ADMIT
+    assert answer.placement[0].node == "n0"
+
+
+def test_aware_placement_keeps_an_entirely_free_node_at_equal_growth() -> None:
+    """One-GPU pods only (and CPU to spare): taking a whole GPU strands nothing for them
+    anywhere, so the growth ties and best fit decides: a used node before an entirely free
+    one, though the free one would be left with the smaller remainder."""
+    snap = snapshot(
+        nodes=[
+            node("free", A100, 2, cpu_milli=64000, memory_mib=1 << 20),
+            node("used", A100, 4, cpu_milli=64000, memory_mib=1 << 20),
+        ],
+        queues=[queue("q").quota(A100, 6)],
+        workloads=[
+            workload("r").gpus(1).queue("q").running_on("used", 0),
+            *(workload(f"w{i}").gpus(1).queue("q") for i in range(3)),
+        ],
+    )
+    pod = workload("new").gpus(1).queue("q").build()
+    answer = IncrementalAllocator(snap, fragmentation_aware=True).decide(pod)
+    assert answer.placement[0].node == "used"
 
 
 @SETTINGS
