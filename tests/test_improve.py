@@ -214,3 +214,52 @@ def test_a_take_back_that_would_cut_into_nominal_is_searched_again_without_it() 
     )
     assert after.stats.objective > before.stats.objective
     assert not _problems(snap)
+
+
+def test_no_move_leaves_a_higher_priority_taken_back_where_a_lower_one_keeps_its_place() -> None:
+    """The needy gang needs all of h0, where b's b-hi (priority 5, H100 or A100) was
+    admitted; b's b-lo (priority 0, A100 only) holds a0. Taking b-hi back would leave it
+    waiting where b-lo holds room it fits in, so the move is not made, though the room left
+    would let b-hi take b-lo's place afterwards (guards ``_overtakes``: without it the
+    gang was admitted and b-lo waited)."""
+    snap = snapshot(
+        nodes=[node("h0", H100, 8), node("a0", "A100-80GB", 2)],
+        queues=[
+            queue("needy", cohort="org").quota(H100, 4),
+            queue("b", cohort="org").quota(H100, 0).quota("A100-80GB", 0),
+            queue("c", cohort="org").quota(H100, 8).quota("A100-80GB", 4),
+        ],
+        workloads=[
+            workload("needy-gang").gpus(8, H100).queue("needy"),
+            workload("b-hi").gpus(2, H100, "A100-80GB").queue("b").priority(5),
+            workload("b-lo").gpus(2, "A100-80GB").queue("b"),
+        ],
+    )
+    before = decide(snap, use_ilp=False, improve_phase=False)
+    after = decide(snap, use_ilp=False)
+    assert after.by_workload()["needy-gang"].outcome is Outcome.PENDING
+    assert after.workloads == before.workloads
+    assert not _problems(snap)
+
+
+def test_a_workload_wholly_beyond_its_queues_nominal_quota_is_no_candidate() -> None:
+    """The phase buys back guarantees only: a has no nominal quota, so its gang would only
+    borrow, and it is not moved in, though a share of the borrowing fairer by a's larger
+    weight would score higher (guards ``<= 0.0`` in ``_candidates``: with ``<`` it took back
+    b's eight borrowers for it)."""
+    snap = snapshot(
+        nodes=[node(f"h{i}", H100, 8) for i in range(3)],
+        queues=[
+            queue("a", cohort="org").quota(H100, 0).weight(1.5),
+            queue("b", cohort="org").quota(H100, 10),
+            queue("c", cohort="org").quota(H100, 8),
+        ],
+        workloads=[
+            workload("a-gang").gpus(8).queue("a"),
+            *(workload(f"b-{i:02d}").gpus(1).queue("b") for i in range(20)),
+        ],
+    )
+    before = decide(snap, use_ilp=False, improve_phase=False)
+    after = decide(snap, use_ilp=False)
+    assert before.by_workload()["a-gang"].outcome is Outcome.PENDING
+    assert after.workloads == before.workloads
