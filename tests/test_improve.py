@@ -263,3 +263,29 @@ def test_a_workload_wholly_beyond_its_queues_nominal_quota_is_no_candidate() -> 
     after = decide(snap, use_ilp=False)
     assert before.by_workload()["a-gang"].outcome is Outcome.PENDING
     assert after.workloads == before.workloads
+
+
+def test_no_move_that_the_priorities_it_takes_back_make_a_loss() -> None:
+    """Taking back eight of b's priority-5 borrowers (b's top tier: its b-lo, priority 0,
+    never fits) for the needy gang, 1 GPU-eq of it guaranteed: what it earns in quota value
+    does not make up for b's priority term it loses, so the objective would fall and the
+    gang waits (guards the sign of the taken-back priorities in ``_move``'s gain: added,
+    the move was made and the objective fell from 40.79 to 40.50)."""
+    snap = snapshot(
+        nodes=[node(f"h{i}", H100, 8) for i in range(4)],
+        queues=[
+            queue("needy", cohort="org").quota(H100, 1).weight(0.1),
+            queue("b", cohort="org").quota(H100, 8),
+            queue("c", cohort="org").quota(H100, 8),
+        ],
+        workloads=[
+            workload("gang").gpus(8).queue("needy"),
+            workload("b-lo").gpus(16).queue("b"),
+            *(workload(f"b-{i:02d}").gpus(1).queue("b").priority(5) for i in range(20)),
+        ],
+    )
+    before = decide(snap, use_ilp=False, improve_phase=False)
+    after = decide(snap, use_ilp=False)
+    assert after.by_workload()["gang"].outcome is Outcome.PENDING
+    assert after.workloads == before.workloads
+    assert after.stats.objective == before.stats.objective
