@@ -289,3 +289,34 @@ def test_no_move_that_the_priorities_it_takes_back_make_a_loss() -> None:
     assert after.by_workload()["gang"].outcome is Outcome.PENDING
     assert after.workloads == before.workloads
     assert after.stats.objective == before.stats.objective
+
+
+def test_a_take_back_may_leave_a_queue_exactly_at_its_nominal_quota() -> None:
+    """The gang's take-backs leave mate0 at 3/3 and mate1 at 2/2: at, not below, their
+    nominal quota, so the move stands by Kueue's rule and is not searched again the
+    stricter way, which finds no set here (guards ``<`` in ``_below_nominal``: with ``<=``
+    the gang waited; found by a hypothesis search over ``takeback_snapshots``)."""
+    snap = snapshot(
+        nodes=[node(f"n{i}", H100, 8) for i in range(3)],
+        queues=[
+            queue("needy", cohort="c").quota(H100, 1),
+            queue("mate0", cohort="c").quota(H100, 3).weight(0.5),
+            queue("mate1", cohort="c").quota(H100, 2).weight(0.5),
+            queue("lender", cohort="c").quota(H100, 11),
+        ],
+        workloads=[
+            workload("g0").gpus(6, H100).pods(2).queue("needy"),
+            workload("s00").gpus(1, H100).queue("mate0"),
+            workload("s01").gpus(1, H100).queue("mate1"),
+            workload("s02").gpus(2, H100).queue("mate0"),
+            workload("s03").gpus(1, H100).queue("mate0").priority(10),
+            *(workload(f"s0{i}").gpus(1, H100).queue("mate1") for i in (4, 5, 6)),
+            workload("s07").gpus(1, H100).queue("mate0").priority(10),
+        ],
+    )
+    by = decide(snap, use_ilp=False).by_workload()
+    assert by["g0"].outcome is Outcome.ADMIT
+    assert by["g0"].message.endswith("cohort mates (s05, s06, s02)")
+    assert by["s02"].message.endswith("(queue mate0 now at 3/3 H100-80GB)")
+    assert by["s05"].message.endswith("(queue mate1 now at 2/2 H100-80GB)")
+    assert not _problems(snap)
