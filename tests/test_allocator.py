@@ -1316,6 +1316,19 @@ def test_a_workload_alike_one_refused_in_the_pass_is_refused_alike_until_room_is
     assert tried == ["a-0", "a-1"]
     assert {cycle.outcomes[f"a-{i}"].reason for i in range(4)} == {Reason.BORROWING_LIMIT}
 
+    # Room freed after a-0's refusal, before a-1 comes: a-1 is tried again.
+    tried.clear()
+    frees_during.clear()
+    compiled = compile_snapshot(snap, snap.catalog())
+    cycle = Cycle(compiled)
+    admit_or_explain = cycle.admit_or_explain
+    cycle.admit_or_explain = counting  # type: ignore[method-assign]
+    refused: dict[object, object] = {}
+    cycle._admit_unless_refused_alike(compiled.pending[0], refused)  # type: ignore[arg-type]
+    cycle.freed.note([], None)
+    cycle._admit_unless_refused_alike(compiled.pending[1], refused)  # type: ignore[arg-type]
+    assert tried == ["a-0", "a-1"]
+
 
 def test_decide_leaves_the_garbage_collector_as_the_caller_had_it() -> None:
     """decide pauses the collector and, on the way out, moves what it allocated to the
