@@ -4,9 +4,12 @@ import gzip
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from terminal import sigint_as_in_a_terminal
 
 from scheduler.model import Decision
 
@@ -48,6 +51,51 @@ def test_commands_start_without_the_planners_plotting_and_lp_libraries():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert (result.returncode, result.stdout) == (0, "[]\n"), result.stderr
+
+
+def test_ctrl_c_while_the_commands_load_is_a_line_not_a_traceback():
+    """Loading the commands takes most of a second (numpy, PuLP, the kubernetes client);
+    Ctrl-C then was a KeyboardInterrupt traceback, or, landing inside numpy's import, an
+    AttributeError one (exit 1). The package itself imports none of it, so the handler is
+    set before the load begins."""
+    code = (
+        "import os, signal, sys; import scheduler.cli as cli; "
+        "assert 'numpy' not in sys.modules, 'import scheduler loads numpy'; "
+        "cli.build_parser = lambda: os.kill(os.getpid(), signal.SIGINT) or signal.pause(); "
+        "sys.exit(cli.main(['catalog']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=sigint_as_in_a_terminal,
+    )
+    assert (result.returncode, result.stderr) == (130, "apportion: interrupted\n")
+
+
+def test_the_command_gets_ctrl_c_as_usual_once_loaded(capsys):
+    from scheduler.cli import main
+
+    assert main(["catalog"]) == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert "H100" in capsys.readouterr().out
+
+
+def test_a_full_disk_under_stdout_is_a_line_not_a_traceback():
+    """``apportion catalog > FILE`` on a full disk was an OSError traceback (exit 1)."""
+    with open("/dev/full", "w") as full:  # Linux's device whose every write fails: ENOSPC
+        result = subprocess.run(
+            [sys.executable, "-m", "scheduler", "catalog"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert (result.returncode, result.stderr) == (
+        2,
+        "apportion catalog: cannot write the output: No space left on device\n",
+    )
 
 
 def test_decide_json_is_a_decision():
