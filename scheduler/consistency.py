@@ -52,6 +52,12 @@ def checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
         builtin = base.get(model.name)
         if i in repeated:
             continue
+        if key.startswith("mig-"):
+            problems.append(
+                f"{path}.name: {model.name!r} starts with 'mig-', which names MIG flavors "
+                "in quotas (mig-<profile>); choose another name"
+            )
+            continue
         if builtin is not None and builtin.name.lower() != key:
             problems.append(
                 f"{path}.name: {model.name!r} already names the built-in {builtin.name}; "
@@ -174,6 +180,12 @@ class Checks:
             self.problems.append(
                 f"{path}.gpus: {len(node.gpus)} GPUs, more than a node can have ({MAX_NODE_GPUS})"
             )
+        for j, gpu in enumerate(node.gpus if len(node.gpus) <= MAX_NODE_GPUS else ()):
+            if gpu.index >= MAX_NODE_GPUS:
+                self.problems.append(
+                    f"{path}.gpus[{j}].index: {gpu.index} is past the last index a node can "
+                    f"have ({MAX_NODE_GPUS - 1})"
+                )
         for j, k in repeats([gpu.index for gpu in node.gpus]):
             self.problems.append(
                 f"{path}.gpus[{j}].index: {node.gpus[j].index} is already used by {path}.gpus[{k}]"
@@ -216,8 +228,6 @@ class Checks:
         self.problems += already_used("queues", [q.name for q in self.snapshot.queues])
         for i, queue in enumerate(self.snapshot.queues):
             path = f"queues[{i}]"
-            if not math.isfinite(queue.weight):
-                self.problems.append(f"{path}.weight: {queue.weight} is not a finite number")
             flavors: dict[str, str] = {}
             for key, quota in queue.quota.items():
                 where = join(path, "quota", key)
@@ -259,12 +269,33 @@ class Checks:
                     f"max_priority {queue.max_priority} of queue {queue.name!r}"
                 )
             self._demand(workload, path)
+            self._times(workload, path)
             if workload.flavor is not None:
                 flavor, why = self._flavor(workload.flavor)
                 if flavor is None:
                     self.problems.append(f"{path}.flavor: {why}")
             if workload.placement is not None:
                 self._running(workload, path)
+
+    def _times(self, workload: Workload, path: str) -> None:
+        """A start only with a placement, after the creation; neither after ``now`` when the
+        snapshot gives it (without it, times are relative and ``now`` is 0)."""
+        started, created = workload.started, workload.created
+        if started is not None and workload.placement is None:
+            self.problems.append(
+                f"{path}.started: {started} is set, but the workload has no placement (a "
+                "running workload needs both; a waiting one has neither)"
+            )
+        if started is not None and started < created:
+            self.problems.append(
+                f"{path}.started: {started} is before the workload was created ({created})"
+            )
+        if "now" not in self.snapshot.model_fields_set:
+            return
+        now = self.snapshot.now
+        for field, value in (("created", created), ("started", started)):
+            if value is not None and value > now:
+                self.problems.append(f"{path}.{field}: {value} is after the snapshot's now ({now})")
 
     def _demand(self, workload: Workload, path: str) -> None:
         demand = workload.demand

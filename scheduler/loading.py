@@ -176,7 +176,11 @@ def _from_data(data: object, source: str) -> tuple[Snapshot, Namespaces]:
         for node in _expand_pool(pool, catalog):
             pool_of_node[len(nodes)] = p
             nodes.append(node)
-    fields = {name: getattr(parsed, name) for name in Snapshot.model_fields}
+    # Only the fields the file gives: whether it gave ``now`` is part of what it says.
+    fields = {
+        name: getattr(parsed, name)
+        for name in parsed.model_fields_set & Snapshot.model_fields.keys()
+    }
     snapshot = Snapshot.model_validate({**fields, "nodes": tuple(nodes)})
     problems += Checks(snapshot, catalog, pool_of_node).run()
     if problems:

@@ -8,6 +8,7 @@ whole GPUs, MIG instances, milli-GPU, MiB, milli-CPU, seconds.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -24,6 +25,10 @@ from scheduler.catalog import MILLI_PER_GPU, Catalog, catalog_with
 from scheduler.reasons import Outcome, Reason
 
 __all__ = [
+    "MAX_PODS",
+    "MAX_PRIORITY",
+    "MAX_QUOTA",
+    "MIN_PRIORITY",
     "NODE_NAME_FIELD",
     "CustomGpuModel",
     "Decision",
@@ -64,15 +69,69 @@ def _positive(value: int) -> int:
 
 
 def _positive_weight(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("is not a finite number")
     if not value > 0:
         raise ValueError("must be greater than 0")
+    if not MIN_WEIGHT <= value <= MAX_WEIGHT:
+        raise ValueError(
+            f"must be between {MIN_WEIGHT:g} and {MAX_WEIGHT:,.0f}: only weights' ratios "
+            "matter, and shares divided by a weight past these lose their precision"
+        )
     return value
 
+
+def _quota_amount(value: int) -> int:
+    if value > MAX_QUOTA:
+        raise ValueError(
+            f"is more than {MAX_QUOTA:,}, more than any cluster holds (at most "
+            "1,000,000 GPUs, 7 MIG instances each)"
+        )
+    return value
+
+
+def _priority(value: int) -> int:
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise ValueError(
+            f"is not a Kubernetes priority (a 32-bit integer, {MIN_PRIORITY} to {MAX_PRIORITY})"
+        )
+    return value
+
+
+def _pod_count(value: int) -> int:
+    if value > MAX_PODS:
+        raise ValueError(f"pods are more than {MAX_PODS:,}, more than any cluster has GPUs")
+    return value
+
+
+MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
+"""A queue's weight: far wider than any fair-share policy needs."""
+
+MAX_QUOTA = 10_000_000
+"""A quota amount (GPUs or MIG instances) no cluster can hold: a typo (10**30), which the
+ILP would take as a coefficient."""
+
+MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
+"""Kubernetes' priorities are 32-bit integers (a PriorityClass's value)."""
+
+MAX_PODS = 1_000_000
+"""More pods in one workload than the largest cluster has GPUs."""
 
 # The json_schema_extra bounds repeat the validators' rules for the generated CRD schemas
 # (scheduler/crds.py), so the API server rejects what these models would.
 NonNegative = Annotated[int, AfterValidator(_not_negative), Field(json_schema_extra={"minimum": 0})]
 Positive = Annotated[int, AfterValidator(_positive), Field(json_schema_extra={"minimum": 1})]
+QuotaAmount = Annotated[
+    int,
+    AfterValidator(_not_negative),
+    AfterValidator(_quota_amount),
+    Field(json_schema_extra={"minimum": 0, "maximum": MAX_QUOTA}),
+]
+Priority = Annotated[
+    int,
+    AfterValidator(_priority),
+    Field(json_schema_extra={"minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY}),
+]
 
 
 class _Frozen(BaseModel):
@@ -228,10 +287,10 @@ class Node(_Frozen):
 
 
 class Quota(_Frozen):
-    nominal: NonNegative = 0
-    borrowing_limit: NonNegative | None = None
+    nominal: QuotaAmount = 0
+    borrowing_limit: QuotaAmount | None = None
     """How much above nominal the queue may borrow from its cohort; None = unlimited."""
-    lending_limit: NonNegative | None = None
+    lending_limit: QuotaAmount | None = None
     """How much of its unused nominal quota the queue lends; None = all of it."""
 
 
@@ -252,14 +311,14 @@ class Queue(_Frozen):
     weight: Annotated[
         float,
         AfterValidator(_positive_weight),
-        Field(json_schema_extra={"exclusiveMinimum": 0}),
+        Field(json_schema_extra={"minimum": MIN_WEIGHT, "maximum": MAX_WEIGHT}),
     ] = 1.0
     quota: dict[str, Quota] = Field(default_factory=dict)
     """Per flavor: a GPU model name (whole GPUs) or ``mig-<profile>`` (instances)."""
     namespaces: tuple[str, ...] = ()
     """Namespaces allowed to use the queue; empty = any."""
     preemption: PreemptionPolicy = PreemptionPolicy()
-    max_priority: int | None = None
+    max_priority: Priority | None = None
 
 
 class Demand(_Frozen):
@@ -309,10 +368,10 @@ class Workload(_Frozen):
     name: str = Field(min_length=1)
     queue: str
     namespace: str = "default"
-    priority: int = 0
+    priority: Priority = 0
     created: NonNegative = 0
     """Creation time, seconds on the snapshot's clock; older first within a priority."""
-    pods: Positive = 1
+    pods: Annotated[Positive, AfterValidator(_pod_count)] = 1
     """A workload is admitted whole: with more than one pod it is a gang."""
     demand: Demand
     cpu_milli: NonNegative = 0

@@ -667,6 +667,53 @@ def test_a_node_has_at_most_1024_gpus() -> None:
     ]
 
 
+def test_a_gpu_index_is_one_a_node_can_have() -> None:
+    """An index of 10**30 was taken and shown in placements (n/gpu1000…0)."""
+    gpus = [{"index": 0, "model": "T4"}, {"index": 1024, "model": "T4"}]
+    assert problems_of({"nodes": [{"name": "n", "gpus": gpus}]}) == [
+        "nodes[0].gpus[1].index: 1024 is past the last index a node can have (1023)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        # A running workload's placement deleted but its start kept: it was decided again.
+        ({"started": 5}, "workloads[2].started: 5 is set, but the workload has no placement "
+         "(a running workload needs both; a waiting one has neither)"),
+        ({"created": 101}, "workloads[2].created: 101 is after the snapshot's now (100)"),
+    ],
+)  # fmt: skip
+def test_a_waiting_workloads_times_are_checked(fields: dict[str, Any], expected: str) -> None:
+    data = cluster(workloads=[whole("a", "h100", 0), whole("b", "h100", 1)], now=100)
+    data["workloads"].append(job("w", {"gpus": 1}, **fields))
+    assert problems_of(data) == [expected]
+
+
+def test_a_running_workloads_times_are_checked() -> None:
+    early = {**whole("a", "h100", 0), "created": 50, "started": 20}
+    late = {**whole("b", "h100", 1), "started": 200}
+    assert problems_of(cluster(workloads=[early, late], now=100)) == [
+        "workloads[0].started: 20 is before the workload was created (50)",
+        "workloads[1].started: 200 is after the snapshot's now (100)",
+    ]
+
+
+def test_times_are_relative_without_now() -> None:
+    """Without ``now`` a snapshot's times are its own (now is 0): nothing is "after" it."""
+    running = {**whole("a", "h100", 0), "created": 50, "started": 60}
+    assert snapshot_from_data(cluster(workloads=[running])).now == 0
+
+
+def test_a_custom_model_may_not_be_named_like_a_mig_flavor() -> None:
+    """A model 'mig-1g.10gb' made the quota key mig-1g.10gb mean two flavors."""
+    model = {"name": "mig-1g.10gb", "memory_mib": 1}
+    assert problems_of({"gpu_models": [model]}) == [
+        "gpu_models[0].name: 'mig-1g.10gb' starts with 'mig-', which names MIG flavors in "
+        "quotas (mig-<profile>); choose another name"
+    ]
+
+
 def test_valid_mig_layouts_pass() -> None:
     layouts = [
         [("4g.40gb", 0), ("3g.40gb", 4)],
@@ -731,6 +778,43 @@ def _queue(**fields: Any) -> dict[str, Any]:
 )
 def test_queue_problems(queues: list[dict[str, Any]], expected: str) -> None:
     assert problems_of({"queues": queues}) == [expected]
+
+
+KUBERNETES_PRIORITY = "is not a Kubernetes priority (a 32-bit integer, -2147483648 to 2147483647)"
+PAST_ANY_CLUSTER = "more than any cluster holds (at most 1,000,000 GPUs, 7 MIG instances each)"
+WEIGHTS = (
+    "must be between 1e-06 and 1,000,000: only weights' ratios matter, and shares divided "
+    "by a weight past these lose their precision"
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        # Sizes past any cluster were taken: a priority of 10**30 turned a 1.3 % gap into
+        # 88 % (the ILP's coefficients), a gang of 10**12 pods was "needs 4000000000000".
+        (
+            {"queues": [_queue(name="team-a")], "workloads": [job("w", {"gpus": 1},
+             priority=2**31)]},
+            [f"workloads[0].priority: 2147483648 {KUBERNETES_PRIORITY}"],
+        ),
+        (
+            {"queues": [_queue(name="team-a")], "workloads": [job("w", {"gpus": 1},
+             pods=10**6 + 1)]},
+            ["workloads[0].pods: 1000001 pods are more than 1,000,000, more than any cluster "
+             "has GPUs"],
+        ),
+        (
+            {"queues": [_queue(max_priority=-(2**31) - 1, quota={"T4": {"nominal": 10**30}})]},
+            [f"queues[0].quota.T4.nominal: {10**30} is more than 10,000,000, {PAST_ANY_CLUSTER}",
+             f"queues[0].max_priority: -2147483649 {KUBERNETES_PRIORITY}"],
+        ),
+        ({"queues": [_queue(weight=1e308)]}, [f"queues[0].weight: 1e+308 {WEIGHTS}"]),
+        ({"queues": [_queue(weight=1e-308)]}, [f"queues[0].weight: 1e-308 {WEIGHTS}"]),
+    ],
+)  # fmt: skip
+def test_sizes_past_any_cluster_are_refused(data: dict[str, Any], expected: list[str]) -> None:
+    assert problems_of(data) == expected
 
 
 def test_mig_and_alias_quota_flavors_are_known() -> None:

@@ -25,9 +25,11 @@ from webhook_support import (
 
 from scheduler.model import Toleration
 from webhook import keys
+from webhook.jobs import job_row
 from webhook.nodeconstraints import core_tolerations
 from webhook.pods import ANNOTATION_PLACEMENT, PodReader
 from webhook.queueview import waiting_workloads
+from webhook.review import parse_review
 
 GPU_1 = "create-pod-gpu-1.mutate-create"
 GPU_8 = "create-pod-gpu-8.mutate-create"
@@ -482,6 +484,28 @@ def test_a_gated_pod_carries_at_most_its_acceptable_models() -> None:
     products = _required_terms(pod)[0]["matchExpressions"]
     assert len(products) == 1 and products[0]["key"] == keys.NODE_PRODUCT
     assert "NVIDIA-H100-80GB-HBM3" in products[0]["values"]
+
+
+def test_sizes_past_any_cluster_are_refused_or_kept_in_range() -> None:
+    """The core takes at most 1,000,000 pods in a workload and 32-bit priorities: a gang
+    size of up to 18 digits, a recorded pod's priority past 32 bits, or a Job's
+    parallelism of millions made building the workload fail (the webhook let the pod
+    through unmanaged; the controller's snapshot failed with it)."""
+    huge = vary(
+        review("create-pod-gpu-8.validate-create"),
+        labels={keys.LABEL_GANG: "g"},
+        annotations={keys.ANNOTATION_GANG_SIZE: "2000000"},
+    )
+    assert _denial(huge).startswith(
+        f"Apportion: metadata.annotations[{keys.ANNOTATION_GANG_SIZE}]: '2000000' is not a "
+        "whole number from 1 to 1,000,000; "
+    )
+    body = vary(review(GPU_8), name="urgent")
+    body["request"]["object"]["spec"]["priority"] = 2**40
+    verdict = admission().mutate(parse_review(json.dumps(body).encode()))
+    assert verdict.outcome == "admitted", verdict
+    job = {"metadata": {"namespace": "ns", "name": "j"}, "spec": {"parallelism": 2_000_000}}
+    assert job_row(job) == ("ns", "j", None, None)
 
 
 def test_a_gang_is_always_gated_and_sized_from_its_job() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from scheduler.model import MAX_PODS
 from webhook import keys
 from webhook.pods import PodAsk
 
@@ -28,7 +29,7 @@ def job_row(obj: dict[str, Any]) -> JobRow:
     return (
         str(metadata.get("namespace", "")),
         str(metadata.get("name", "")),
-        parallelism if isinstance(parallelism, int) else None,
+        parallelism if isinstance(parallelism, int) and 0 <= parallelism <= MAX_PODS else None,
         jobset if isinstance(jobset, str) else None,
     )
 
@@ -90,4 +91,5 @@ class JobIndex:
             ]
             if ask.jobset_jobs is None or len(jobs) < ask.jobset_jobs:
                 return None  # not every Job of the JobSet is known yet
-            return sum(jobs)
+            total = sum(jobs)
+            return total if total <= MAX_PODS else None

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scheduler.catalog import Catalog, mig_resource_name
-from scheduler.model import Demand, NodeSelectorTerm, PodPlacement, Toleration
+from scheduler.model import (
+    MAX_PODS,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    Demand,
+    NodeSelectorTerm,
+    PodPlacement,
+    Toleration,
+)
 from webhook import keys
 from webhook.devices import GpuAsk, gpu_ask_of, held_devices, wants_gpus
 from webhook.nodeconstraints import core_tolerations, required_affinity
@@ -230,7 +238,10 @@ def _gang(
             return (
                 name,
                 None,
-                [f"metadata.annotations[{size_key}]: {text!r} is not a positive whole number"],
+                [
+                    f"metadata.annotations[{size_key}]: {text!r} is not a whole number "
+                    f"from 1 to {MAX_PODS:,}"
+                ],
             )
         return name, size, []
     if keys.PYTORCHJOB_NAME in labels:
@@ -396,17 +407,18 @@ def raw_identity(pod: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def _positive(text: str | None) -> int | None:
-    """A whole number of at least 1 written in ASCII digits (at most 18), else None.
+    """A whole number from 1 to ``MAX_PODS`` written in ASCII digits, else None.
 
     Not ``str.isdigit`` alone: it also takes '²', which ``int`` refuses, and ``int`` refuses
-    more than 4,300 digits; a user's annotation must not make the webhook fail."""
+    more than 4,300 digits; a user's annotation must not make the webhook fail, nor a
+    workload of more pods than the core takes (a count past any cluster)."""
     if text is None:
         return None
     text = text.strip()
     if not (text.isascii() and text.isdigit() and len(text) <= 18):
         return None
     value = int(text)
-    return value if value > 0 else None
+    return value if 0 < value <= MAX_PODS else None
 
 
 def controller_owner(references: object) -> tuple[str, str] | None:
@@ -444,6 +456,8 @@ class PodReader:
         priority = spec.get("priority", 0)
         if not isinstance(priority, int) or isinstance(priority, bool):
             priority = 0
+        # The API server keeps it within 32 bits; a recorded or hand-made pod may not.
+        priority = min(max(priority, MIN_PRIORITY), MAX_PRIORITY)
         name = metadata.get("name")
         generate_name = metadata.get("generateName")
         cpu_milli, memory_mib = pod_requests(spec)
