@@ -8,7 +8,14 @@ import math
 from collections.abc import Iterable, Mapping
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog, catalog_with, default_catalog
-from scheduler.fieldpaths import already_used, did_you_mean, join, repeats, unknown_model
+from scheduler.fieldpaths import (
+    already_used,
+    did_you_mean,
+    join,
+    not_a_mig_profile,
+    repeats,
+    unknown_model,
+)
 from scheduler.mig import layout_problems
 from scheduler.model import (
     Gpu,
@@ -311,9 +318,8 @@ class Checks:
                 )
         if demand.mig_profile is not None and demand.mig_profile not in self.profiles:
             self.problems.append(
-                f"{path}.demand.mig_profile: {demand.mig_profile!r} is not a "
-                "MIG profile of any known GPU model"
-                f"{did_you_mean(demand.mig_profile, self.profiles)}"
+                f"{path}.demand.mig_profile: {demand.mig_profile!r} "
+                f"{not_a_mig_profile(demand.mig_profile, self.profiles)}"
             )
         for name, speed in workload.throughput.items():
             where = join(path, "throughput", name)

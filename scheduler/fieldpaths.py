@@ -10,7 +10,15 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 from scheduler.catalog import Catalog
 
-__all__ = ["already_used", "did_you_mean", "join", "repeats", "show", "unknown_model"]
+__all__ = [
+    "already_used",
+    "did_you_mean",
+    "join",
+    "not_a_mig_profile",
+    "repeats",
+    "show",
+    "unknown_model",
+]
 
 _BARE_KEY = re.compile(r"[A-Za-z0-9_\-/+]+\Z")
 
@@ -61,3 +69,9 @@ def did_you_mean(name: str, options: Iterable[str]) -> str:
 
 def unknown_model(name: str, catalog: Catalog) -> str:
     return f"{name!r} is not a known GPU model (known: {', '.join(catalog.names())})"
+
+
+def not_a_mig_profile(name: str, profiles: Iterable[str]) -> str:
+    """Why ``name`` is no MIG profile (of ``profiles``, every model's), said after the
+    value: a snapshot's demand and a trace's cell word it alike."""
+    return f"is not a MIG profile of any known GPU model{did_you_mean(name, profiles)}"

@@ -4,8 +4,8 @@ Fields (CSV header names = JSON keys):
 
 - ``name`` (unique), ``queue``, ``submit`` (seconds), ``runtime`` (seconds at rate 1.0),
   both at most 10^12 (``sim.rows.MAX_SECONDS``);
-- exactly one demand per pod: ``gpus``, ``gpu_milli`` (1–999), ``mig_profile``, or
-  ``gpu_memory_mib``; ``pods`` (default 1; more = a gang);
+- exactly one demand per pod: ``gpus``, ``gpu_milli`` (1–999), ``mig_profile`` (one some
+  catalog GPU model has), or ``gpu_memory_mib``; ``pods`` (default 1; more = a gang);
 - optional: ``priority`` (0), ``models`` (acceptable GPU models; CSV ``A|B``),
   ``cpu_milli``, ``memory_mib`` (each at most 10^12, ``sim.rows.MAX_AMOUNT``),
   ``throughput`` (work per second per model, relative to 1.0, at least 1e-6; CSV
@@ -27,7 +27,8 @@ from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from scheduler.fieldpaths import join, show
+from scheduler.catalog import default_catalog
+from scheduler.fieldpaths import join, not_a_mig_profile, show
 from scheduler.loading import FieldProblem, booleans_as_numbers, field_problems
 from scheduler.model import Demand, NonNegative, Positive, Workload
 from sim.job import Job
@@ -73,6 +74,16 @@ def _memory_within(mib: int) -> int:
     return mib
 
 
+def _mig_profile(name: str) -> str:
+    """A profile no GPU model has: a bad row at its cell, as in a snapshot, not a job that
+    waits to the end of the run as one the cluster "can never run". A cluster file adds
+    GPU models without MIG, so the catalog's profiles are every cluster's."""
+    profiles = default_catalog().mig_profile_names()
+    if name not in profiles:
+        raise ValueError(not_a_mig_profile(name, profiles))
+    return name
+
+
 def _fast_enough(rate: float) -> float:
     """A rate below MIN_RATE: runtime ÷ rate could be no time the engine holds."""
     if rate < MIN_RATE:
@@ -94,7 +105,7 @@ class JobRow(BaseModel):
     runtime: _Seconds
     gpus: Positive | None = None
     gpu_milli: Annotated[int, Field(ge=1, le=999)] | None = None
-    mig_profile: str | None = None
+    mig_profile: Annotated[str, AfterValidator(_mig_profile)] | None = None
     gpu_memory_mib: Positive | None = None
     pods: Positive = 1
     priority: int = 0

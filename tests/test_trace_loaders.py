@@ -412,6 +412,22 @@ def test_own_jsonl_names_each_bad_field_as_snapshots_do(line: str, expected: str
     assert str(caught.value) == expected
 
 
+def test_an_unknown_mig_profile_is_named_at_its_cell_as_in_a_snapshot() -> None:
+    """'9g.99gb' became a job the cluster "can never run", replayed to the end (exit 0),
+    while the same typo in a snapshot is refused with the profile meant."""
+    said = "'9g.99gb' is not a MIG profile of any known GPU model; did you mean '7g.94gb'?"
+    text = "name,queue,submit,runtime,mig_profile\na,q,0,10,1g.10gb\nb,q,0,10,9g.99gb\n"
+    with pytest.raises(RowError) as caught:
+        load_job_csv(text, "jobs.csv")
+    assert str(caught.value) == f"jobs.csv line 3 column mig_profile: {said}"
+    bad = BadRows(skip=True)
+    assert [j.name for j in load_job_csv(text, "jobs.csv", bad)] == ["a"]
+    line = '{"name": "b", "submit": 0, "runtime": 10, "mig_profile": "9g.99gb"}\n'
+    with pytest.raises(RowError) as caught:
+        load_job_jsonl(line, "jobs.jsonl")
+    assert str(caught.value) == f"jobs.jsonl line 1 field mig_profile: {said}"
+
+
 def test_own_csv_names_an_unknown_column_once_from_its_header() -> None:
     """An unknown column was every row's error ('line 2 column bogus: unknown field'), so
     ``--skip-bad-rows`` skipped every row and said 'no job to replay'."""
