@@ -366,7 +366,8 @@ def _with_vc_quotas(cluster: Any, args: argparse.Namespace) -> Any:
 
 REPLAY_LEGEND = (
     "done = jobs finished; wait = jobs still waiting at the end; JCT (end − submit) and "
-    "delay (first start − submit) in seconds, nearest-rank percentiles over the finished jobs",
+    "delay (first start − submit) in seconds, nearest-rank percentiles over the finished jobs "
+    "(— when none finished)",
     "util = mean allocated share of healthy GPUs; Jain over allocation/fair share (1 = fair); "
     "dev = Σ|allocation − fair share| / capacity; frag = share of free GPU capacity the "
     "trace's typical job cannot use",
@@ -390,6 +391,13 @@ def _outages(runs: list[dict[str, Any]]) -> list[str]:
                 f"{s['gpu_hours']['lost_to_outages']:.1f} GPU-hours of work lost"
             )
     return lines
+
+
+def _seconds(stats: dict[str, float], percentile: str) -> str:
+    """A percentile's cell: '—' when no job finished (results.json: count 0), not 0, which
+    read as jobs that never waited."""
+    value = stats.get(percentile)
+    return f"{'—':>9s}" if value is None else f"{value:9.0f}"
 
 
 def table(outcome: Outcome) -> str:
@@ -432,10 +440,13 @@ def table(outcome: Outcome) -> str:
         jct = s["jct_s"]["all"]
         delay = s["queueing_delay_s"]["all"]
         label = f"{run['policy']}/{run['seed']}"
+        times = " ".join(
+            [_seconds(jct, p) for p in ("p50", "p95", "p99")]
+            + [_seconds(delay, p) for p in ("p50", "p95")]
+        )
         lines.append(
             f"{run['policy']:16s} {run['seed']:4d} {s['finished']:6d} "
-            f"{s['unfinished']['waiting']:5d} {jct.get('p50', 0):9.0f} {jct.get('p95', 0):9.0f} "
-            f"{jct.get('p99', 0):9.0f} {delay.get('p50', 0):9.0f} {delay.get('p95', 0):9.0f} "
+            f"{s['unfinished']['waiting']:5d} {times} "
             f"{s['utilization_mean']:5.2f} {s['fairness']['jain_mean']:5.2f} "
             f"{s['fairness']['share_deviation_mean']:5.2f} {s['fragmentation_mean']:5.2f} "
             f"{s['preemptions']:7d} {s['gpu_hours']['lost_to_preemption']:8.1f} "

@@ -232,6 +232,20 @@ def test_jobs_the_cluster_can_never_run_are_named(tmp_path: Path) -> None:
     assert result["runs"][0]["summary"]["unfinished"]["waiting"] == 2
 
 
+def test_percentiles_over_no_finished_job_are_a_dash_not_0(tmp_path: Path) -> None:
+    """With no job finished the table printed JCT and delay p50/p95/p99 as 0, read as "no
+    waiting" (results.json says count 0): a dash, the columns kept aligned."""
+    trace = tmp_path / "jobs.csv"
+    trace.write_text("name,queue,submit,runtime,gpus,models\nj1,team-a,0,100,1,B200\n")
+    done = simulate(str(trace), "--policy", "fifo", "--workers", "1", "--quiet")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("policy"))
+    row = lines[lines.index(header) + 1]
+    assert row.split()[:9] == ["fifo", "0", "0", "1", "—", "—", "—", "—", "—"]
+    assert len(row) == len(header)
+
+
 @pytest.mark.parametrize("workers", ["1", "2"], ids=["inline", "worker-processes"])
 @pytest.mark.parametrize(
     ("sent", "code", "how"),
