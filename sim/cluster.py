@@ -34,13 +34,17 @@ from scheduler.model import (
 )
 from scheduler.state import ClusterState
 from scheduler.textfile import read_text
-from sim.job import Job
+from sim.job import DEFAULT_QUEUE, Job
 from sim.rows import MAX_AMOUNT, TOO_MUCH_CPU, TOO_MUCH_MEMORY
 
 __all__ = ["SIM_COHORT", "Cluster", "ClusterError", "load_cluster", "uniform_cluster"]
 
 SIM_COHORT = "sim"
 """The cohort synthesized queues share."""
+_DEFAULT_FROM = (
+    "the queue of jobs the trace names no queue for: an empty or missing queue column or "
+    "key, every openb pod"
+)
 
 
 class ClusterError(ValueError):
@@ -124,10 +128,12 @@ class Cluster:
         if known:
             missing = [n for n in wanted if n not in known]
             if missing:
-                shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
+                # The user never wrote 'default': say where it came from.
+                said = [f"{n} ({_DEFAULT_FROM})" if n == DEFAULT_QUEUE else n for n in missing]
+                shown = ", ".join(said[:10]) + (" …" if len(missing) > 10 else "")
                 raise ClusterError(
                     f"{self.source}: the trace uses queue(s) the cluster does not define: "
-                    f"{shown} (the cluster has {', '.join(sorted(known))})"
+                    f"{shown}; the cluster has {', '.join(sorted(known))}"
                 )
             return self
         if not wanted:

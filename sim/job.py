@@ -15,7 +15,11 @@ from dataclasses import dataclass
 
 from scheduler.model import Workload
 
-__all__ = ["Job", "from_origin"]
+__all__ = ["DEFAULT_QUEUE", "Job", "from_origin"]
+
+DEFAULT_QUEUE = "default"
+"""The queue of a job whose trace names none: an empty or missing ``queue`` in our
+CSV/JSONL, every pod of an openb list."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,8 @@
 
 Fields (CSV header names = JSON keys):
 
-- ``name`` (unique), ``queue``, ``submit`` (seconds), ``runtime`` (seconds at rate 1.0),
-  both at most 10^12 (``sim.rows.MAX_SECONDS``);
+- ``name`` (unique), ``queue`` (empty or missing: ``default``), ``submit`` (seconds),
+  ``runtime`` (seconds at rate 1.0), both at most 10^12 (``sim.rows.MAX_SECONDS``);
 - exactly one demand per pod: ``gpus``, ``gpu_milli`` (1–999), ``mig_profile`` (one some
   catalog GPU model has), or ``gpu_memory_mib``; ``pods`` (default 1; more = a gang);
 - optional: ``priority`` (0), ``models`` (acceptable GPU models; CSV ``A|B``),
@@ -31,7 +31,7 @@ from scheduler.catalog import default_catalog
 from scheduler.fieldpaths import join, not_a_mig_profile, show
 from scheduler.loading import FieldProblem, booleans_as_numbers, field_problems
 from scheduler.model import Demand, NonNegative, Positive, Workload
-from sim.job import Job
+from sim.job import DEFAULT_QUEUE, Job
 from sim.jsontext import JsonProblem, parse
 from sim.rows import (
     MAX_AMOUNT,
@@ -100,7 +100,7 @@ class JobRow(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, title="job")
 
     name: Annotated[str, Field(min_length=1)]
-    queue: Annotated[str, Field(min_length=1)] = "default"
+    queue: Annotated[str, Field(min_length=1)] = DEFAULT_QUEUE
     submit: Annotated[NonNegative, AfterValidator(_within)]
     runtime: _Seconds
     gpus: Positive | None = None

@@ -24,7 +24,7 @@ from pathlib import Path
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.model import CustomGpuModel, Demand, Gpu, Node, Workload
 from scheduler.textfile import read_text
-from sim.job import Job
+from sim.job import DEFAULT_QUEUE, Job
 from sim.rows import BadRows, Row, RowError, csv_rows
 
 __all__ = [
@@ -189,7 +189,7 @@ def _pod(row: Row, queue: str, seen: dict[str, int]) -> Workload | None:
     )
 
 
-def load_openb_pods(text: str, source: str, queue: str = "default") -> tuple[Workload, ...]:
+def load_openb_pods(text: str, source: str, queue: str = DEFAULT_QUEUE) -> tuple[Workload, ...]:
     """One single-pod Workload in ``queue`` per pod with GPUs; CPU-only pods are skipped.
 
     ``pod_phase``, ``deletion_time`` and ``scheduled_time`` record what happened in
@@ -205,7 +205,7 @@ def load_openb_pods(text: str, source: str, queue: str = "default") -> tuple[Wor
 
 
 def load_openb_jobs(
-    text: str, source: str, bad: BadRows | None = None, queue: str = "default"
+    text: str, source: str, bad: BadRows | None = None, queue: str = DEFAULT_QUEUE
 ) -> tuple[tuple[Job, ...], dict[str, int]]:
     """The pods as replayable jobs: arrival at ``creation_time``, runtime from
     ``scheduled_time`` (or, for a pod never scheduled, ``creation_time``) to
@@ -245,6 +245,6 @@ def load_openb_nodes_file(
     return load_openb_nodes(read_text(Path(path)), str(path))
 
 
-def load_openb_pods_file(path: str | Path, queue: str = "default") -> tuple[Workload, ...]:
+def load_openb_pods_file(path: str | Path, queue: str = DEFAULT_QUEUE) -> tuple[Workload, ...]:
     """``load_openb_pods`` on a file; errors name the path as given."""
     return load_openb_pods(read_text(Path(path)), str(path), queue)

@@ -110,7 +110,12 @@ def test_bad_input_exits_2_with_a_named_cell(tmp_path: Path) -> None:
     assert "skipped 1 bad row(s)" in skipped.stderr
     no_queue = simulate(str(trace), "--skip-bad-rows")
     assert no_queue.returncode == 2
-    assert "the trace uses queue(s) the cluster does not define: default" in no_queue.stderr
+    # The user never wrote 'default': where it came from is said.
+    assert no_queue.stderr.endswith(
+        "the trace uses queue(s) the cluster does not define: default (the queue of jobs the "
+        "trace names no queue for: an empty or missing queue column or key, every openb pod); "
+        "the cluster has team-a, team-b, team-c, team-d, team-e, team-f\n"
+    )
     unknown = simulate("demo", "--policy", "magic")
     assert unknown.returncode == 2 and "unknown replay policy 'magic'" in unknown.stderr
     fill_kueue = simulate("demo", "--experiment", "fill", "--policy", "kueue")
