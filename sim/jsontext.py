@@ -70,7 +70,7 @@ def decode(text: str, start: int = 0) -> tuple[object, int]:
     try:
         value, end = _DECODER.raw_decode(text, start)
     except json.JSONDecodeError as error:
-        raise JsonProblem(error.pos, error.msg, "not JSON") from None
+        raise JsonProblem(error.pos, _whole(error.msg), "not JSON") from None
     # Too deep; an integer too long for int(); a key twice.
     except (RecursionError, ValueError, _Repeated) as error:
         located = _located(text, start, len(text))
@@ -81,6 +81,13 @@ def decode(text: str, start: int = 0) -> tuple[object, int]:
         if located is not None:
             raise located
     return value, end
+
+
+def _whole(message: str) -> str:
+    """json's message as a sentence of its own: a few end in 'at' ('Unterminated string
+    starting at'), which its ': line 2 column 14 (char 40)' completed; the readers give the
+    place themselves, and the sentence read cut off."""
+    return message.removesuffix(" at") + " here" if message.endswith(" at") else message
 
 
 def _located(text: str, start: int, end: int) -> JsonProblem | None:

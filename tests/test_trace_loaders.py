@@ -482,6 +482,19 @@ def test_own_jsonl_and_skip_counts() -> None:
         )
 
 
+def test_a_json_line_cut_short_is_named_in_a_whole_sentence() -> None:
+    """json's 'Unterminated string starting at' lost the ': line 1 column 14 (char 13)'
+    that ends it, and read cut off."""
+    ok = '{"name": "a", "submit": 0, "runtime": 10, "gpus": 1}\n'
+    for cut, problem in (
+        ('{"name":"b","que', "column 13: Unterminated string starting here"),
+        ('{"name":"b","que\n', "column 17: Invalid control character here"),
+    ):
+        with pytest.raises(RowError) as caught:
+            load_job_jsonl(ok + cut, "jobs.jsonl")
+        assert str(caught.value) == f"jobs.jsonl line 2 {problem}"
+
+
 def test_load_trace_detects_formats(tmp_path: Path) -> None:
     csv = tmp_path / "jobs.csv"
     csv.write_text("name,submit,runtime,gpus\na,0,1,1\n")
