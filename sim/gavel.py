@@ -70,15 +70,18 @@ GPU_TYPES = {"v100": "V100", "p100": "P100", "k80": "K80"}
 """Gavel's GPU type names → model names (custom models in ``sim.models``)."""
 
 Throughputs = Mapping[str, Mapping[tuple[str, int], float]]
+_TABLE = "expected Gavel's throughput table, a JSON object keyed by GPU type"
 
 
 def load_throughputs(text: str, source: str) -> dict[str, dict[tuple[str, int], float]]:
     """Model name → (job_type, scale_factor) → steps per second running alone."""
+    if not text.strip():
+        raise ValueError(f"{source}: empty, not JSON; {_TABLE}")
     try:
         data = parse(text)
     except JsonProblem as error:
         line, column = location(text, error.offset)
-        raise ValueError(f"{source} line {line} column {column}: {error.problem}") from None
+        raise ValueError(f"{source} line {line} column {column}: {error.said}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected an object keyed by GPU type")
     out: dict[str, dict[tuple[str, int], float]] = {}

@@ -52,6 +52,12 @@ class JsonProblem(ValueError):
         self.problem = problem
         self.reason = reason
 
+    @property
+    def said(self) -> str:
+        """The problem as a whole file's: a syntax error says the file is not JSON at all
+        ('not JSON (Expecting value)'), where 'Expecting value' alone did not."""
+        return f"not JSON ({self.problem})" if self.reason == "not JSON" else self.problem
+
 
 def parse(text: str) -> object:
     """The one JSON value ``text`` holds (``json.loads``), or JsonProblem."""

@@ -840,6 +840,23 @@ def test_cpu_and_memory_past_ten_to_the_twelve_are_bad_rows(tmp_path: Path) -> N
     assert load_cluster(str(snapshot)).snapshot.nodes[0].cpu_milli == 10**12
 
 
+def test_a_throughput_table_that_is_not_json_says_so() -> None:
+    """An empty table was 'line 1 column 1: Expecting value', which did not say the file is
+    not JSON at all."""
+    for text, said in (
+        ("", "tput.json: empty, not JSON; expected Gavel's throughput table, a JSON object "
+         "keyed by GPU type"),
+        ("\n", "tput.json: empty, not JSON; expected Gavel's throughput table, a JSON object "
+         "keyed by GPU type"),
+        ('{"v100": {', "tput.json line 1 column 11: not JSON (Expecting property name "
+         "enclosed in double quotes)"),
+        ("v100: 1\n", "tput.json line 1 column 1: not JSON (Expecting value)"),
+    ):  # fmt: skip
+        with pytest.raises(ValueError) as caught:
+            load_throughputs(text, "tput.json")
+        assert str(caught.value) == said
+
+
 def test_a_gavel_rate_is_finite_and_not_below_the_slowest() -> None:
     """NaN passed 'rate <= 0' and failed mid-run with 'cannot convert float NaN to integer';
     1e-320 made a job's time infinite (an OverflowError in the engine)."""
