@@ -198,6 +198,26 @@ class Row:
         return value
 
 
+def _csv_problem(
+    error: csv.Error, stopped: int, text: str, start: int, header: Sequence[str], delimiter: str
+) -> str:
+    """The csv module's error, at the line it ``stopped`` on. A field past its size limit
+    ('field larger than field limit (131072)') is named at the row's ``start`` line and,
+    when that line shows which, its column, with what the limit is."""
+    limit = csv.field_size_limit()
+    if not str(error).startswith("field larger than field limit"):
+        return f"line {stopped}: {error}"
+    lines = io.StringIO(text.removeprefix("\ufeff"), newline="").readlines()  # as the reader
+    cells = lines[start - 1].rstrip("\r\n").split(delimiter) if start <= len(lines) else []
+    # The first cell past the limit, or the one whose quote its line never closes.
+    at = next((k for k, c in enumerate(cells) if len(c) > limit or c.count('"') % 2), None)
+    column = f" column {header[at]}" if at is not None and at < len(header) else ""
+    return (
+        f"line {start}{column}: more than {limit:,} characters, the most Python's csv module "
+        "reads in one field (a quote left open runs on to it)"
+    )
+
+
 def csv_rows(
     text: str,
     source: str,
@@ -226,7 +246,8 @@ def csv_rows(
                 f"{source}: empty; expected a header row with {', '.join(columns)}"
             ) from None
         except csv.Error as e:
-            raise ValueError(f"{source} line {reader.line_num}: {e}") from None
+            where = _csv_problem(e, reader.line_num, text, 1, (), delimiter)
+            raise ValueError(f"{source} {where}") from None
         first: dict[str, int] = {}
         for field_no, name in enumerate(header, 1):
             if name and first.setdefault(name, field_no) != field_no:  # the last one won
@@ -249,12 +270,14 @@ def csv_rows(
     else:
         header = list(names)
     while True:
+        start = reader.line_num + 1  # the row's first line (a quoted field may span lines)
         try:
             fields = next(reader)
         except StopIteration:
             return
         except csv.Error as e:
-            raise ValueError(f"{source} line {reader.line_num}: {e}") from None
+            where = _csv_problem(e, reader.line_num, text, start, header, delimiter)
+            raise ValueError(f"{source} {where}") from None
         if not fields:  # blank line
             continue
         if len(fields) != len(header):

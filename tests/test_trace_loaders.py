@@ -412,6 +412,19 @@ def test_own_jsonl_names_each_bad_field_as_snapshots_do(line: str, expected: str
     assert str(caught.value) == expected
 
 
+def test_a_field_past_the_csv_modules_limit_is_named_at_its_column() -> None:
+    """Was 'line 2: field larger than field limit (131072)': which field, and whose limit?"""
+    limit = "more than 131,072 characters, the most Python's csv module reads in one field"
+    head = "name,queue,submit,runtime,gpus\na,q,0,10,1\n"
+    for rows, where in (
+        (f"{'x' * 200_000},q,0,10,1\n", "line 3 column name"),
+        ('b,"q,0,10,1\n' + "c,q,0,10,1\n" * 30_000, "line 3 column queue"),  # never closed
+    ):
+        with pytest.raises(ValueError) as caught:
+            load_job_csv(head + rows, "jobs.csv")
+        assert str(caught.value) == f"jobs.csv {where}: {limit} (a quote left open runs on to it)"
+
+
 def test_an_unknown_mig_profile_is_named_at_its_cell_as_in_a_snapshot() -> None:
     """'9g.99gb' became a job the cluster "can never run", replayed to the end (exit 0),
     while the same typo in a snapshot is refused with the profile meant."""
