@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from scheduler.catalog import default_catalog
 from scheduler.fieldpaths import join, not_a_mig_profile, show
@@ -51,6 +51,7 @@ from sim.rows import (
 __all__ = ["JOB_FIELDS", "JobRow", "job_csv", "load_job_csv", "load_job_jsonl"]
 
 _N = TypeVar("_N", int, float)
+_V = TypeVar("_V")
 
 
 def _within(value: _N) -> _N:
@@ -91,8 +92,18 @@ def _fast_enough(rate: float) -> float:
     return rate
 
 
-_Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False), AfterValidator(_within)]
-_Rate = Annotated[float, Field(gt=0, allow_inf_nan=False), AfterValidator(_fast_enough)]
+def _plain(value: _V) -> _V:
+    """A number written as text (every CSV cell) with a '_': Python reads '1_000' as 1000,
+    but no CSV writer writes one, so it is a typo or another field pasted in."""
+    if isinstance(value, str) and "_" in value:
+        raise ValueError(_NO_UNDERSCORE)
+    return value
+
+
+_NO_UNDERSCORE = "is not a number (a trace writes numbers without '_')"
+_PLAIN = BeforeValidator(_plain)
+_Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False), _PLAIN, AfterValidator(_within)]
+_Rate = Annotated[float, Field(gt=0, allow_inf_nan=False), _PLAIN, AfterValidator(_fast_enough)]
 
 
 class JobRow(BaseModel):
@@ -101,19 +112,19 @@ class JobRow(BaseModel):
 
     name: Annotated[str, Field(min_length=1)]
     queue: Annotated[str, Field(min_length=1)] = DEFAULT_QUEUE
-    submit: Annotated[NonNegative, AfterValidator(_within)]
+    submit: Annotated[NonNegative, _PLAIN, AfterValidator(_within)]
     runtime: _Seconds
-    gpus: Positive | None = None
-    gpu_milli: Annotated[int, Field(ge=1, le=999)] | None = None
+    gpus: Annotated[Positive, _PLAIN] | None = None
+    gpu_milli: Annotated[int, Field(ge=1, le=999), _PLAIN] | None = None
     mig_profile: Annotated[str, AfterValidator(_mig_profile)] | None = None
-    gpu_memory_mib: Positive | None = None
-    pods: Positive = 1
-    priority: int = 0
+    gpu_memory_mib: Annotated[Positive, _PLAIN] | None = None
+    pods: Annotated[Positive, _PLAIN] = 1
+    priority: Annotated[int, _PLAIN] = 0
     models: tuple[str, ...] = ()
-    cpu_milli: Annotated[NonNegative, AfterValidator(_cpu_within)] = 0
-    memory_mib: Annotated[NonNegative, AfterValidator(_memory_within)] = 0
+    cpu_milli: Annotated[NonNegative, _PLAIN, AfterValidator(_cpu_within)] = 0
+    memory_mib: Annotated[NonNegative, _PLAIN, AfterValidator(_memory_within)] = 0
     throughput: dict[str, _Rate] = Field(default_factory=dict)
-    gpu_util: Annotated[float, Field(ge=0, le=1)] | None = None
+    gpu_util: Annotated[float, Field(ge=0, le=1), _PLAIN] | None = None
 
     def job(self) -> Job:
         demand = Demand(

@@ -379,6 +379,13 @@ JOB_FIELDS = (
          "number, unable to parse string as a number; column gpus: '0' must be at least 1"),
         ("a,q,0,10,2000,,",
          "jobs.csv line 2 column gpus: '2000' is more GPUs in one pod than a node can have (1024)"),
+        # Python reads '1_000' as 1000; no CSV writer writes it.
+        ("a,q,0,1_000,1,,",
+         "jobs.csv line 2 column runtime: '1_000' is not a number (a trace writes numbers "
+         "without '_')"),
+        ("a,q,0,10,1,,T4=1_0",
+         "jobs.csv line 2 column throughput.T4: '1_0' is not a number (a trace writes numbers "
+         "without '_')"),
     ],
 )  # fmt: skip
 def test_own_csv_names_each_bad_cell_as_snapshots_do(row: str, expected: str) -> None:
