@@ -26,6 +26,7 @@ from sim.engine import EngineSettings
 from sim.experiments import Outcome, ReplaySettings, dumps, fill_experiment, replay_experiment
 from sim.fill import FILL_POLICIES
 from sim.gavel import on_cluster as gavel_on_cluster
+from sim.jsontext import MAX_INT_DIGITS
 from sim.outfiles import make_out, out_dir, write_whole
 from sim.policies import POLICY_NAMES, PolicyOptions
 from sim.pool import MAX_WORKERS, WORKERS_WHY, default_workers
@@ -67,9 +68,7 @@ def simulate_command(sub: Subparsers) -> None:
     parser.add_argument(
         "--experiment", choices=("replay", "fill"), default="replay", help="(default replay)"
     )
-    parser.add_argument(
-        "--seeds", default="0", help="seeds: '0,1,2' or a count like '10' (default 0)"
-    )
+    parser.add_argument("--seeds", default="1", help=f"seeds: {SEEDS_HELP} (default 1: seed 0)")
     parser.add_argument("--out", type=out_dir, help="write results.json and plots here")
     parser.add_argument("--json", action="store_true", help="print results.json to stdout")
     parser.add_argument(
@@ -188,20 +187,41 @@ MAX_SEEDS = 1000
 """Runs per policy: far above what a mean needs (the fill's 10), below a typo's hours."""
 
 
+_SEEDS = re.compile(r"([0-9]+)(?:-([0-9]+))?")
+"""A list item: a seed, or an inclusive range of them (``100-109``)."""
+SEEDS_HELP = "a count N (seeds 0 to N-1), or seeds and ranges like '0,3' or '100-109'"
+
+
 def _seeds(text: str) -> list[int]:
-    try:
-        if "," not in text and text.strip().isdigit() and int(text) > 1:
-            count = int(text)
-            if count > MAX_SEEDS:
-                raise CommandError(f"--seeds: {count:,} seeds; at most {MAX_SEEDS:,} (a run each)")
-            return list(range(count))
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except (ValueError, OverflowError):  # OverflowError: a count too large for a range
-        raise CommandError(f"--seeds: {text!r} is not a list of integers or a count") from None
-    if not seeds:
-        raise CommandError(f"--seeds: {text!r} names no seed")
-    if len(seeds) > MAX_SEEDS:
-        raise CommandError(f"--seeds: {len(seeds):,} seeds; at most {MAX_SEEDS:,} (a run each)")
+    """A bare integer is a count; anything else a list (``7-7`` for seed 7 alone). Seeds are
+    0 or more: Python's random takes -1 and 1 as the same seed, two runs averaged as two."""
+    items = [item.strip() for item in text.split(",")]
+    matches = [_SEEDS.fullmatch(item) for item in items]
+    if "" in items:
+        raise CommandError(f"--seeds: {text!r} has an empty item ({SEEDS_HELP})")
+    negative = next((i for i in items if re.fullmatch(r"-[0-9]+(-[0-9]+)?", i)), None)
+    if negative is not None:
+        raise CommandError(
+            f"--seeds: {negative} is negative; seeds are 0 or more (Python's random takes -1 "
+            "and 1 as the same seed)"
+        )
+    if not all(matches):
+        raise CommandError(f"--seeds: {text!r} is not a list of integers or a count")
+    seeds: list[int] = []
+    for match in filter(None, matches):
+        if max(len(match[1]), len(match[2] or "")) > MAX_INT_DIGITS:  # int() refuses it
+            raise CommandError(f"--seeds: a number of more than {MAX_INT_DIGITS:,} digits")
+        first, last = int(match[1]), int(match[2] or match[1])
+        if len(items) == 1 and match[2] is None:  # a count
+            first, last = 0, first - 1
+            if last < 0:
+                raise CommandError(f"--seeds: {text!r} is a count of no seed ({SEEDS_HELP})")
+        if last < first:
+            raise CommandError(f"--seeds: {match[0]} is an empty range (from {first} to {last})")
+        if len(seeds) + last - first + 1 > MAX_SEEDS:
+            total = len(seeds) + last - first + 1
+            raise CommandError(f"--seeds: {total:,} seeds; at most {MAX_SEEDS:,} (a run each)")
+        seeds.extend(range(first, last + 1))
     repeated = sorted(s for s, n in collections.Counter(seeds).items() if n > 1)
     if repeated:
         # The same seed twice is the same run twice: a typo, and a mean over copies.

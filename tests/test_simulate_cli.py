@@ -314,7 +314,8 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
          "within seconds, and the benchmark proves its bounds within two minutes)"),
         ("--workers", "100000", "argument --workers: '100000': at most 256 (a process per core "
          "of the largest common servers; each holds a whole replay)"),
-        ("--seeds", ",", "--seeds: ',' names no seed"),
+        ("--seeds", ",", "--seeds: ',' has an empty item"),
+        ("--seeds", "0", "--seeds: '0' is a count of no seed"),
         ("--seeds", "9" * 30, f"--seeds: {int('9' * 30):,} seeds; at most 1,000 (a run each)"),
         ("--seeds", "2,0,2", "--seeds: 2 given more than once"),  # the same run twice
         ("--seeds", "1e3", "--seeds: '1e3' is not a list of integers or a count"),
@@ -352,13 +353,31 @@ def test_an_empty_out_is_refused_not_the_current_directory(tmp_path: Path) -> No
         assert list(tmp_path.iterdir()) == []
 
 
-def test_a_seed_list_may_start_with_a_negative_seed() -> None:
-    """'--seeds -1,2' was read as a flag ('expected one argument'), though '--seeds -1' and
-    '--seeds 2,-1' ran: a seed is any integer, wherever it stands in the list."""
-    done = simulate("demo", "--max-jobs", "5", "--policy", "fifo", "--seeds", "-1,2", "--json",
+def test_seeds_are_a_count_or_a_list_of_seeds_and_ranges() -> None:
+    """'--seeds 1' ran seed 1 but '--seeds 2' seeds 0 and 1; '1,,2' skipped the empty item
+    without a word; '-1' ran, the same run as seed 1 (Python's random takes the absolute
+    value), so '-1,1' averaged one run as two. A bare integer is now always a count, a
+    list names seeds and inclusive ranges, and a seed is 0 or more."""
+    from sim.commands import _seeds
+
+    assert _seeds("1") == [0] and _seeds("3") == [0, 1, 2]
+    assert _seeds("5,2") == [5, 2] and _seeds("7-7") == [7] and _seeds("0,10-12") == [0, 10, 11, 12]
+    done = simulate("demo", "--max-jobs", "5", "--policy", "fifo", "--seeds", "1", "--json",
                     "--quiet")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert [run["seed"] for run in json.loads(done.stdout)["runs"]] == [-1, 2]
+    assert [run["seed"] for run in json.loads(done.stdout)["runs"]] == [0]
+    # A list that starts with '-' is read as the value, not a flag, and refused as negative.
+    for value, said in (
+        ("-1,2", "-1 is negative; seeds are 0 or more (Python's random takes -1 and 1 as the "
+         "same seed)"),
+        ("2,-1", "-1 is negative"),
+        ("1,,2", "'1,,2' has an empty item (a count N (seeds 0 to N-1), or seeds and ranges "
+         "like '0,3' or '100-109')"),
+        ("5-3", "5-3 is an empty range (from 5 to 3)"),
+    ):  # fmt: skip
+        done = simulate("demo", "--max-jobs", "5", "--seeds", value, "--quiet")
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr.startswith(f"apportion simulate: --seeds: {said}"), done.stderr
 
 
 def test_failures_past_any_study_are_refused_before_they_are_drawn() -> None:
