@@ -215,7 +215,10 @@ def _seeds(text: str) -> list[int]:
         if len(items) == 1 and match[2] is None:  # a count
             first, last = 0, first - 1
             if last < 0:
-                raise CommandError(f"--seeds: {text!r} is a count of no seed ({SEEDS_HELP})")
+                raise CommandError(
+                    f"--seeds: {text!r} is a count of no seed (seed 0 alone: --seeds 1; "
+                    f"{SEEDS_HELP})"
+                )
         if last < first:
             raise CommandError(f"--seeds: {match[0]} is an empty range (from {first} to {last})")
         if len(seeds) + last - first + 1 > MAX_SEEDS:

@@ -80,7 +80,7 @@ def test_fill_on_the_openb_csvs(tmp_path: Path) -> None:
         "--compare",
         "apportion",
         "--seeds",
-        "0",
+        "1",
         "--out",
         str(tmp_path),
         "--plot-format",
@@ -315,7 +315,7 @@ def test_nonsense_options_exit_2_before_the_run(tmp_path: Path) -> None:
         ("--workers", "100000", "argument --workers: '100000': at most 256 (a process per core "
          "of the largest common servers; each holds a whole replay)"),
         ("--seeds", ",", "--seeds: ',' has an empty item"),
-        ("--seeds", "0", "--seeds: '0' is a count of no seed"),
+        ("--seeds", "0", "--seeds: '0' is a count of no seed (seed 0 alone: --seeds 1;"),
         ("--seeds", "9" * 30, f"--seeds: {int('9' * 30):,} seeds; at most 1,000 (a run each)"),
         ("--seeds", "2,0,2", "--seeds: 2 given more than once"),  # the same run twice
         ("--seeds", "1e3", "--seeds: '1e3' is not a list of integers or a count"),
