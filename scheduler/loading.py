@@ -35,7 +35,9 @@ from scheduler.consistency import MAX_NODE_GPUS, Checks, checked_catalog, valida
 from scheduler.fieldpaths import already_used, did_you_mean, join, show, unknown_model
 from scheduler.mig import layout_problems
 from scheduler.model import (
+    CpuMilli,
     Gpu,
+    MemoryMib,
     MigSlice,
     Node,
     NonNegative,
@@ -99,8 +101,8 @@ class NodePool(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     """Added to the generated GFD and hostname labels."""
     taints: tuple[Taint, ...] = ()
-    cpu_milli: NonNegative | None = None
-    memory_mib: NonNegative | None = None
+    cpu_milli: CpuMilli | None = None
+    memory_mib: MemoryMib | None = None
     shared: bool = False
     """Time-slice the GPUs that have no MIG layout."""
     mig_layout: tuple[MigSlice, ...] | None = None

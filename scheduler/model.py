@@ -25,16 +25,21 @@ from scheduler.catalog import MILLI_PER_GPU, Catalog, catalog_with
 from scheduler.reasons import Outcome, Reason
 
 __all__ = [
+    "MAX_AMOUNT",
     "MAX_PODS",
     "MAX_PRIORITY",
     "MAX_QUOTA",
     "MIN_PRIORITY",
     "NODE_NAME_FIELD",
+    "TOO_MUCH_CPU",
+    "TOO_MUCH_MEMORY",
+    "CpuMilli",
     "CustomGpuModel",
     "Decision",
     "Demand",
     "Eviction",
     "Gpu",
+    "MemoryMib",
     "MetricsNote",
     "MigSlice",
     "Node",
@@ -117,6 +122,31 @@ MIN_PRIORITY, MAX_PRIORITY = -(2**31), 2**31 - 1
 MAX_PODS = 1_000_000
 """More pods in one workload than the largest cluster has GPUs."""
 
+MAX_AMOUNT = 10**12
+"""The most CPU (milli-cores) or memory (MiB) a node or one pod may have: a billion cores,
+about an exabyte, past any machine. The simulator holds them in int64 numpy arrays, which
+refused 20 digits and more (an OverflowError traceback mid-run); at most 10^12, their sums
+and differences stay well inside int64 too."""
+TOO_MUCH_CPU = (
+    "is more than 10^12 milli-cores (a billion cores), the most CPU a node or pod may have"
+)
+TOO_MUCH_MEMORY = (
+    "is more than 10^12 MiB (about an exabyte), the most memory a node or pod may have"
+)
+
+
+def _cpu_within(milli: int) -> int:
+    if milli > MAX_AMOUNT:
+        raise ValueError(TOO_MUCH_CPU)
+    return milli
+
+
+def _memory_within(mib: int) -> int:
+    if mib > MAX_AMOUNT:
+        raise ValueError(TOO_MUCH_MEMORY)
+    return mib
+
+
 # The json_schema_extra bounds repeat the validators' rules for the generated CRD schemas
 # (scheduler/crds.py), so the API server rejects what these models would.
 NonNegative = Annotated[int, AfterValidator(_not_negative), Field(json_schema_extra={"minimum": 0})]
@@ -126,6 +156,18 @@ QuotaAmount = Annotated[
     AfterValidator(_not_negative),
     AfterValidator(_quota_amount),
     Field(json_schema_extra={"minimum": 0, "maximum": MAX_QUOTA}),
+]
+CpuMilli = Annotated[
+    int,
+    AfterValidator(_not_negative),
+    AfterValidator(_cpu_within),
+    Field(json_schema_extra={"minimum": 0, "maximum": MAX_AMOUNT}),
+]
+MemoryMib = Annotated[
+    int,
+    AfterValidator(_not_negative),
+    AfterValidator(_memory_within),
+    Field(json_schema_extra={"minimum": 0, "maximum": MAX_AMOUNT}),
 ]
 Priority = Annotated[
     int,
@@ -276,14 +318,14 @@ class Node(_Frozen):
     labels: dict[str, str] = Field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
     gpus: tuple[Gpu, ...] = ()
-    cpu_milli: NonNegative | None = None
+    cpu_milli: CpuMilli | None = None
     """Allocatable CPU; None = not tracked (GPUs are the scarce resource)."""
-    memory_mib: NonNegative | None = None
-    cpu_held_milli: NonNegative = 0
+    memory_mib: MemoryMib | None = None
+    cpu_held_milli: CpuMilli = 0
     """CPU that pods outside the workloads request here (pods asking no GPU, GPU pods not
     Apportion's): not free now, but the node has it, so a pod needing it waits for capacity
     rather than never fitting."""
-    memory_held_mib: NonNegative = 0
+    memory_held_mib: MemoryMib = 0
 
 
 class Quota(_Frozen):
@@ -374,8 +416,8 @@ class Workload(_Frozen):
     pods: Annotated[Positive, AfterValidator(_pod_count)] = 1
     """A workload is admitted whole: with more than one pod it is a gang."""
     demand: Demand
-    cpu_milli: NonNegative = 0
-    memory_mib: NonNegative = 0
+    cpu_milli: CpuMilli = 0
+    memory_mib: MemoryMib = 0
     node_selector: dict[str, str] = Field(default_factory=dict)
     node_affinity: tuple[NodeSelectorTerm, ...] = ()
     """Required node affinity (``requiredDuringSchedulingIgnoredDuringExecution``): a node

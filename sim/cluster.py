@@ -20,8 +20,7 @@ from pathlib import Path
 from scheduler.catalog import Catalog
 from scheduler.consistency import MAX_NODE_GPUS
 from scheduler.demand import Option, OptionsByDemand
-from scheduler.fieldpaths import show
-from scheduler.loading import SnapshotError, parse_document, snapshot_from_data
+from scheduler.loading import SnapshotError, load_snapshot_text
 from scheduler.model import (
     CustomGpuModel,
     Gpu,
@@ -35,7 +34,6 @@ from scheduler.model import (
 from scheduler.state import ClusterState
 from scheduler.textfile import read_text
 from sim.job import DEFAULT_QUEUE, Job
-from sim.rows import MAX_AMOUNT, TOO_MUCH_CPU, TOO_MUCH_MEMORY
 
 __all__ = ["SIM_COHORT", "Cluster", "ClusterError", "load_cluster", "uniform_cluster"]
 
@@ -234,47 +232,12 @@ def _load_cluster(spec: str) -> Cluster:
     if path.suffix.lower() == ".csv":
         return _csv_cluster(text, spec)
     try:
-        data = parse_document(text, spec)
-        snapshot = snapshot_from_data(data, spec)
+        snapshot = load_snapshot_text(text, source=spec)
     except SnapshotError as error:
         raise ClusterError(f"{spec} is not a valid cluster snapshot:\n{error}") from None
-    fields = data if isinstance(data, dict) else {}  # a snapshot is a mapping
-    too_much = _past_max_amount(snapshot, len(fields.get("nodes") or ()), fields.get("node_pools"))
-    if too_much:
-        more = [f"… and {len(too_much) - 5} more"] if len(too_much) > 5 else []
-        raise ClusterError(
-            f"{spec} is not a valid cluster snapshot:\n" + "\n".join(too_much[:5] + more)
-        )
     if snapshot.workloads:
         snapshot = snapshot.model_copy(update={"workloads": ()})
     return Cluster(snapshot, spec)
-
-
-def _past_max_amount(snapshot: Snapshot, listed: int, pools: object) -> list[str]:
-    """Nodes' CPU and memory past MAX_AMOUNT, as trace rows' are refused: the engine holds
-    them in int64 numpy arrays, which overflowed mid-run (a snapshot itself may say more:
-    the core holds them as Python integers). Named at the file's field: ``nodes[0]`` for
-    the ``listed`` nodes, then the nodes ``node_pools`` (the file's list) expanded to, each
-    pool's field once, at its first node."""
-    named = {i: f"nodes[{i}]" for i in range(listed)}
-    first = listed
-    for p, pool in enumerate(pools if isinstance(pools, list) else ()):
-        named[first] = f"node_pools[{p}]"
-        first += int(pool.get("count") or 0) if isinstance(pool, dict) else 0
-    problems = []
-    for i, where in named.items():
-        if i >= len(snapshot.nodes):
-            break  # pools of no node at the end
-        node = snapshot.nodes[i]
-        for key, value, problem in (
-            ("cpu_milli", node.cpu_milli, TOO_MUCH_CPU),
-            ("cpu_held_milli", node.cpu_held_milli, TOO_MUCH_CPU),
-            ("memory_mib", node.memory_mib, TOO_MUCH_MEMORY),
-            ("memory_held_mib", node.memory_held_mib, TOO_MUCH_MEMORY),
-        ):
-            if value is not None and value > MAX_AMOUNT:
-                problems.append(f"{where}.{key}: {show(value)} {problem}")
-    return problems
 
 
 def _csv_cluster(text: str, source: str) -> Cluster:

@@ -7,7 +7,7 @@ Fields (CSV header names = JSON keys):
 - exactly one demand per pod: ``gpus``, ``gpu_milli`` (1–999), ``mig_profile`` (one some
   catalog GPU model has), or ``gpu_memory_mib``; ``pods`` (default 1; more = a gang);
 - optional: ``priority`` (0), ``models`` (acceptable GPU models; CSV ``A|B``),
-  ``cpu_milli``, ``memory_mib`` (each at most 10^12, ``sim.rows.MAX_AMOUNT``),
+  ``cpu_milli``, ``memory_mib`` (each at most 10^12, ``scheduler.model.MAX_AMOUNT``),
   ``throughput`` (work per second per model, relative to 1.0, at least 1e-6; CSV
   ``H100-80GB=2.1;A100-80GB=1``), ``gpu_util`` (0–1, measured use).
 
@@ -30,16 +30,13 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from scheduler.catalog import default_catalog
 from scheduler.fieldpaths import join, not_a_mig_profile, show
 from scheduler.loading import FieldProblem, booleans_as_numbers, field_problems
-from scheduler.model import Demand, NonNegative, Positive, Workload
+from scheduler.model import CpuMilli, Demand, MemoryMib, NonNegative, Positive, Workload
 from sim.job import DEFAULT_QUEUE, Job
 from sim.jsontext import JsonProblem, parse
 from sim.rows import (
-    MAX_AMOUNT,
     MAX_SECONDS,
     MIN_RATE,
     TOO_LONG,
-    TOO_MUCH_CPU,
-    TOO_MUCH_MEMORY,
     TOO_SLOW,
     BadRows,
     RowError,
@@ -59,20 +56,6 @@ def _within(value: _N) -> _N:
     if value > MAX_SECONDS:
         raise ValueError(TOO_LONG)
     return value
-
-
-def _cpu_within(milli: int) -> int:
-    """CPU past MAX_AMOUNT: a bad row, not an overflow of numpy's arrays mid-run."""
-    if milli > MAX_AMOUNT:
-        raise ValueError(TOO_MUCH_CPU)
-    return milli
-
-
-def _memory_within(mib: int) -> int:
-    """Memory past MAX_AMOUNT, as CPU."""
-    if mib > MAX_AMOUNT:
-        raise ValueError(TOO_MUCH_MEMORY)
-    return mib
 
 
 def _mig_profile(name: str) -> str:
@@ -121,8 +104,8 @@ class JobRow(BaseModel):
     pods: Annotated[Positive, _PLAIN] = 1
     priority: Annotated[int, _PLAIN] = 0
     models: tuple[str, ...] = ()
-    cpu_milli: Annotated[NonNegative, _PLAIN, AfterValidator(_cpu_within)] = 0
-    memory_mib: Annotated[NonNegative, _PLAIN, AfterValidator(_memory_within)] = 0
+    cpu_milli: Annotated[CpuMilli, _PLAIN] = 0
+    memory_mib: Annotated[MemoryMib, _PLAIN] = 0
     throughput: dict[str, _Rate] = Field(default_factory=dict)
     gpu_util: Annotated[float, Field(ge=0, le=1), _PLAIN] | None = None
 

@@ -19,16 +19,14 @@ from typing import TypeVar
 
 from scheduler.consistency import MAX_NODE_GPUS
 from scheduler.fieldpaths import did_you_mean, show
+from scheduler.model import MAX_AMOUNT, TOO_MUCH_CPU, TOO_MUCH_MEMORY
 from sim.jsontext import MAX_INT_DIGITS
 
 __all__ = [
-    "MAX_AMOUNT",
     "MAX_SECONDS",
     "MIN_RATE",
     "TOO_LONG",
     "TOO_MANY_GPUS",
-    "TOO_MUCH_CPU",
-    "TOO_MUCH_MEMORY",
     "TOO_SLOW",
     "BadRows",
     "Row",
@@ -63,19 +61,6 @@ MIN_RATE = 1e-6
 work at it take 10^18 s, which the engine's integer clock still holds; 1e-320 made the
 time infinite."""
 TOO_SLOW = f"is below {MIN_RATE:g}, the slowest rate a job may have"
-
-MAX_AMOUNT = 10**12
-"""The most CPU (milli-cores) or memory (MiB) a node or one pod may have: a billion cores,
-about an exabyte, past any machine. The occupancy, the fragmentation measure and the
-placement baselines hold them in int64 numpy arrays, which refused 20 digits and more (an
-OverflowError traceback mid-run); at most 10^12, their sums and differences stay well
-inside int64 too."""
-TOO_MUCH_CPU = (
-    "is more than 10^12 milli-cores (a billion cores), the most CPU a node or pod may have"
-)
-TOO_MUCH_MEMORY = (
-    "is more than 10^12 MiB (about an exabyte), the most memory a node or pod may have"
-)
 
 _NODE_BOUND = f"than a node can have ({MAX_NODE_GPUS})"
 TOO_MANY_GPUS = f"more GPUs in one pod {_NODE_BOUND}"

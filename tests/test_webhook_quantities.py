@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from scheduler.model import MAX_AMOUNT
 from webhook.quantities import (
     QuantityError,
     parse_bytes_mib,
@@ -103,12 +104,24 @@ def test_a_limit_alone_counts_as_the_request_and_nothing_counts_as_zero() -> Non
 
 def test_quantities_past_int64_are_kept_at_its_largest() -> None:
     """The API server accepts ``1e999``; exact, it was a 1,000-digit integer that a
-    message's float division overflowed and ``str`` refused past 4,300 digits."""
+    message's float division overflowed and ``str`` refused past 4,300 digits. CPU and
+    memory stop at the most the core takes (10^12 milli-cores or MiB): past it, a pod's
+    workload could not be built, which failed its admission and the controller's
+    snapshot; no node has as much, so such a pod still never fits."""
     largest = 2**63 - 1
     assert parse_count("1e999") == parse_count("9" * 4000) == largest
-    assert parse_cpu_milli("1e999") == largest * 1000
-    assert parse_bytes_mib("1e999") == -(-largest // 2**20)
+    assert parse_cpu_milli("1e999") == parse_cpu_milli("1e9") == MAX_AMOUNT
+    assert parse_cpu_milli("999999999") == MAX_AMOUNT - 1000
+    assert parse_bytes_mib("1e999") == parse_bytes_mib("2Ei") == MAX_AMOUNT
     assert pod_requests({"containers": [{"resources": {"requests": {"cpu": "2E999"}}}]}) == (
-        largest * 1000,
+        MAX_AMOUNT,
         0,
     )
+
+
+def test_the_exbi_suffix_is_not_an_exponent() -> None:
+    """``1Ei`` was read as an exponent ('E' then 'i'): a ValueError, not a QuantityError,
+    so a pod asking 1Ei of memory failed its admission."""
+    assert parse_count("1Ei") == 2**60
+    assert parse_bytes_mib("1Ei") == MAX_AMOUNT  # 2^40 MiB, past the most a pod may ask
+    assert parse_count("1E3") == parse_count("1e3") == 1000

@@ -1,7 +1,9 @@
 """Kubernetes resource quantities, and what a pod asks of its node besides GPUs.
 
 Quantities arrive as the API server serialises them (``18Gi``, ``20G``, ``500m``, ``1.5``)
-and become integers in base units (MiB, milli-CPU), rounded up, never floats. A pod's CPU
+and become integers in base units (MiB, milli-CPU), rounded up, never floats, and at most
+``MAX_AMOUNT`` (a billion cores, an exabyte: what the core takes; no node has more, so a
+request past it never fits either way). A pod's CPU
 and memory are what kube-scheduler counts it for, so the allocator only picks nodes that
 still have them (the same rule, reimplemented: requests, not limits).
 """
@@ -13,6 +15,8 @@ import re
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any
+
+from scheduler.model import MAX_AMOUNT
 
 __all__ = ["QuantityError", "parse_bytes_mib", "parse_count", "parse_cpu_milli", "pod_requests"]
 
@@ -41,7 +45,7 @@ def _value(text: str, what: str) -> Fraction:
     suffix: str = match.group(2) or ""
     if suffix == "m":
         scale = Fraction(1, 1000)
-    elif suffix[:1] in ("e", "E") and len(suffix) > 1:
+    elif suffix[:1] in ("e", "E") and len(suffix) > 1 and suffix != "Ei":
         scale = Fraction(10) ** int(suffix[1:])
     else:
         scale = Fraction(_BINARY.get(suffix) or _DECIMAL.get(suffix) or 1)
@@ -80,13 +84,13 @@ def parse_bytes_mib(text: str) -> int:
     mib = -(-_scaled(text, 1, "a byte quantity like 18Gi or 20G") // 2**20)
     if mib <= 0:
         raise QuantityError(f"{text!r} is zero")
-    return mib
+    return min(mib, MAX_AMOUNT)
 
 
 @lru_cache(maxsize=PARSED_KEPT)
 def parse_cpu_milli(text: str) -> int:
     """A CPU quantity (``2``, ``1.5``, ``500m``) in milli-CPU, rounded up."""
-    return _scaled(text, 1000, "a CPU quantity like 2, 1.5 or 500m")
+    return min(_scaled(text, 1000, "a CPU quantity like 2, 1.5 or 500m"), MAX_AMOUNT)
 
 
 def _container_requests(container: Any) -> tuple[int, int]:
