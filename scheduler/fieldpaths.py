@@ -14,6 +14,7 @@ __all__ = [
     "already_used",
     "did_you_mean",
     "join",
+    "json_sentence",
     "not_a_mig_profile",
     "repeats",
     "show",
@@ -75,3 +76,10 @@ def not_a_mig_profile(name: str, profiles: Iterable[str]) -> str:
     """Why ``name`` is no MIG profile (of ``profiles``, every model's), said after the
     value: a snapshot's demand and a trace's cell word it alike."""
     return f"is not a MIG profile of any known GPU model{did_you_mean(name, profiles)}"
+
+
+def json_sentence(message: str) -> str:
+    """json's message as a sentence of its own: a few end in 'at' ('Unterminated string
+    starting at'), which its ': line 2 column 14 (char 40)' completed; the readers give the
+    place themselves, and the sentence read cut off."""
+    return message.removesuffix(" at") + " here" if message.endswith(" at") else message

@@ -32,7 +32,14 @@ from yaml.nodes import Node as YamlNode
 
 from scheduler.catalog import Catalog
 from scheduler.consistency import MAX_NODE_GPUS, Checks, checked_catalog, validate_snapshot
-from scheduler.fieldpaths import already_used, did_you_mean, join, show, unknown_model
+from scheduler.fieldpaths import (
+    already_used,
+    did_you_mean,
+    join,
+    json_sentence,
+    show,
+    unknown_model,
+)
 from scheduler.mig import layout_problems
 from scheduler.model import (
     CpuMilli,
@@ -245,7 +252,9 @@ def parse_document(text: str, source: str) -> object:
         try:
             return json.loads(text, object_pairs_hook=_no_duplicates)
         except json.JSONDecodeError as error:
-            json_problem = f"{source}: line {error.lineno} column {error.colno}: {error.msg}"
+            json_problem = (
+                f"{source}: line {error.lineno} column {error.colno}: {json_sentence(error.msg)}"
+            )
         except _DuplicateKeyError:
             pass  # YAML reads JSON too and names the duplicate with its line
         except (ValueError, RecursionError) as error:  # YAML would fail the same way, slower

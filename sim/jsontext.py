@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import re
 
+from scheduler.fieldpaths import json_sentence
+
 __all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "JsonProblem", "decode", "parse"]
 
 MAX_DEPTH = 100
@@ -76,7 +78,7 @@ def decode(text: str, start: int = 0) -> tuple[object, int]:
     try:
         value, end = _DECODER.raw_decode(text, start)
     except json.JSONDecodeError as error:
-        raise JsonProblem(error.pos, _whole(error.msg), "not JSON") from None
+        raise JsonProblem(error.pos, json_sentence(error.msg), "not JSON") from None
     # Too deep; an integer too long for int(); a key twice.
     except (RecursionError, ValueError, _Repeated) as error:
         located = _located(text, start, len(text))
@@ -87,13 +89,6 @@ def decode(text: str, start: int = 0) -> tuple[object, int]:
         if located is not None:
             raise located
     return value, end
-
-
-def _whole(message: str) -> str:
-    """json's message as a sentence of its own: a few end in 'at' ('Unterminated string
-    starting at'), which its ': line 2 column 14 (char 40)' completed; the readers give the
-    place themselves, and the sentence read cut off."""
-    return message.removesuffix(" at") + " here" if message.endswith(" at") else message
 
 
 def _located(text: str, start: int, end: int) -> JsonProblem | None:

@@ -269,6 +269,10 @@ def test_yaml_syntax_error_has_line_and_column() -> None:
 
 def test_json_syntax_error_has_line_and_column() -> None:
     assert problems_of('{\n  "nodes": [\n  }\n') == ["f.yaml: line 3 column 3: Expecting value"]
+    # json's own sentence ended "starting at", which its place after it completed.
+    assert problems_of('{"nodes": [{"name": "a') == [
+        "f.yaml: line 1 column 21: Unterminated string starting here"
+    ]
 
 
 def test_duplicate_keys_are_errors_in_yaml_and_json() -> None:
