@@ -18,7 +18,7 @@ from scheduler.catalog import default_catalog
 from scheduler.cli import CommandError
 from scheduler.loading import SnapshotError, load_snapshot_text
 from scheduler.model import Decision, PodPlacement, Snapshot, SolverStats, WorkloadDecision
-from scheduler.textfile import read_text
+from scheduler.textfile import given_path, read_text
 
 __all__ = ["BUDGET_WHY", "MAX_BUDGET_MS", "catalog_command", "crds_command", "decide_command"]
 
@@ -49,7 +49,9 @@ def decide_command(sub: Subparsers) -> None:
             "what each pending workload gets, with reasons."
         ),
     )
-    parser.add_argument("snapshot", nargs="?", type=Path, help="snapshot file (.yaml/.json)")
+    parser.add_argument(
+        "snapshot", nargs="?", type=given_path(), help="snapshot file (.yaml/.json)"
+    )
     parser.add_argument(
         "--default-cluster",
         action="store_true",
@@ -91,7 +93,9 @@ def crds_command(sub: Subparsers) -> None:
         ),
     )
     parser.add_argument(
-        "--output-dir", type=Path, help="write <plural>.<group>.yaml files here instead"
+        "--output-dir",
+        type=given_path("directory"),
+        help="write <plural>.<group>.yaml files here instead",
     )
     parser.set_defaults(run=_run_crds)
 

@@ -11,14 +11,31 @@ replay it.
 
 from __future__ import annotations
 
+import argparse
 import errno
 import gzip
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["read_text"]
+__all__ = ["given_path", "read_text"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
+
+
+def given_path(kind: str = "file") -> Callable[[str], Path]:
+    """An argparse type for a path users give: never the empty path, which ``Path`` reads as
+    '.' (``decide ''`` said "cannot read .: Is a directory"; ``crds --output-dir ''`` wrote
+    into the current directory)."""
+    hint = " ('.' for the current one)" if kind == "directory" else ""
+
+    def path(text: str) -> Path:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{text!r} is an empty path; give a {kind}{hint}")
+        return Path(text)
+
+    path.__name__ = kind  # argparse names the type in its own errors
+    return path
 
 
 def read_text(path: Path) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from scheduler.cli import CommandError, stop_on_sigterm
 from scheduler.commands import BUDGET_WHY, MAX_BUDGET_MS
-from scheduler.textfile import read_text
+from scheduler.textfile import given_path, read_text
 from sim.cluster import ClusterError, load_cluster
 from sim.engine import EngineSettings
 from sim.experiments import Outcome, ReplaySettings, dumps, fill_experiment, replay_experiment
@@ -76,9 +76,11 @@ def simulate_command(sub: Subparsers) -> None:
     )
     parser.add_argument("--format", choices=FORMATS, help="trace format (default: detect)")
     parser.add_argument("--skip-bad-rows", action="store_true", help="skip and count bad rows")
-    parser.add_argument("--throughputs", type=Path, help="Gavel throughput table (JSON)")
+    parser.add_argument("--throughputs", type=given_path(), help="Gavel throughput table (JSON)")
     parser.add_argument(
-        "--vc-quotas", type=Path, help="Helios cluster_gpu_number.csv: per-VC GPUs as quotas"
+        "--vc-quotas",
+        type=given_path(),
+        help="Helios cluster_gpu_number.csv: per-VC GPUs as quotas",
     )
     parser.add_argument("--vc-date", help="day of the VC table to use (default: the first)")
     parser.add_argument("--max-jobs", type=int_option(1), help="replay only the first N jobs")
@@ -286,6 +288,8 @@ def _run(args: argparse.Namespace) -> int:
     seeds = _seeds(args.seeds)
     if args.vc_date is not None and args.vc_quotas is None:  # else ignored without a word
         raise CommandError("--vc-date: needs --vc-quotas (the day of its table)")
+    if not args.trace.strip():  # Path('') is '.', a directory read as a PAI trace
+        raise CommandError(f"trace {args.trace!r} is an empty path; give a file or 'demo'")
     trace_path = DEMO_TRACE if args.trace == "demo" else Path(args.trace)
     try:
         cluster = load_cluster(args.cluster)

@@ -130,6 +130,26 @@ def test_broken_fixture_lists_every_problem():
     assert "workloads[4].placement[0].node: 'gpu-c' is not a node" in result.stderr
 
 
+def test_an_empty_path_is_named_as_such():
+    """``Path('')`` is '.': ``decide ''`` said "cannot read .: Is a directory", ``simulate
+    --cluster ''`` "cannot read cluster : Is a directory", ``simulate ''`` looked for a PAI
+    trace in the current directory, and ``crds --output-dir ''`` wrote there."""
+    for args, message in (
+        (["decide", ""], "apportion decide: error: argument snapshot: '' is an empty path; "
+         "give a file"),
+        (["crds", "--output-dir", " "], "apportion crds: error: argument --output-dir: ' ' is "
+         "an empty path; give a directory ('.' for the current one)"),
+        (["serve", "--queues", ""], "apportion serve: error: argument --queues: '' is an "
+         "empty path; give a file"),
+        (["simulate", ""], "apportion simulate: trace '' is an empty path; give a file or "
+         "'demo'"),
+        (["simulate", "demo", "--cluster", "", "--quiet"], "apportion simulate: cluster '' is "
+         "an empty path; give a file, default or uniform:NODESxGPUSxMODEL"),
+    ):  # fmt: skip
+        result = apportion(*args)
+        assert (result.returncode, result.stderr.splitlines()[-1]) == (2, message), args
+
+
 def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("queues:\n- name: a\n  quota: {H100: {nominal: -1}}\n")

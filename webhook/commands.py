@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from scheduler.cli import CommandError
 from scheduler.loading import SnapshotError
+from scheduler.textfile import given_path
 from webhook.dcgm import PrometheusSettings
 from webhook.queuefile import QueueFileError, load_queue_file
 from webhook.settings import (
@@ -66,13 +67,13 @@ def serve_command(sub: Subparsers) -> None:
     add = parser.add_argument
     add(
         "--cert-file",
-        type=Path,
+        type=given_path(),
         default=_env("APPORTION_CERT_FILE"),
         help="TLS certificate (PEM), reloaded when it changes [APPORTION_CERT_FILE]",
     )
     add(
         "--key-file",
-        type=Path,
+        type=given_path(),
         default=_env("APPORTION_KEY_FILE"),
         help="TLS private key (PEM) [APPORTION_KEY_FILE]",
     )
@@ -97,7 +98,7 @@ def serve_command(sub: Subparsers) -> None:
     )
     add(
         "--cluster",
-        type=Path,
+        type=given_path(),
         default=_env("APPORTION_CLUSTER"),
         help="standalone: cluster file (snapshot + namespaces); a KUBECONFIG in the "
         "environment is then not used [APPORTION_CLUSTER]",
@@ -105,12 +106,12 @@ def serve_command(sub: Subparsers) -> None:
     # Read from KUBECONFIG in _settings, not here: only the flag conflicts with a cluster file.
     add(
         "--kubeconfig",
-        type=Path,
+        type=given_path(),
         help="kubeconfig; in a pod the in-cluster config is used [KUBECONFIG]",
     )
     add(
         "--queues",
-        type=Path,
+        type=given_path(),
         default=_env("APPORTION_QUEUES"),
         help="queues YAML (a list, or {queues: [...]}) when not from a cluster file "
         "[APPORTION_QUEUES]",
@@ -264,7 +265,9 @@ def queue_command(sub: Subparsers) -> None:
         default=_env("APPORTION_URL", "https://localhost:8443"),
         help="the server (default https://localhost:8443) [APPORTION_URL]",
     )
-    parser.add_argument("--ca-file", type=Path, help="CA that signed the server certificate")
+    parser.add_argument(
+        "--ca-file", type=given_path(), help="CA that signed the server certificate"
+    )
     parser.add_argument("--insecure", action="store_true", help="do not verify the certificate")
     parser.add_argument("--json", action="store_true", help="print the JSON as served")
     parser.set_defaults(run=_run_queue)
