@@ -163,13 +163,21 @@ def test_serve_help_names_every_prometheus_variable_it_reads() -> None:
 
 @pytest.mark.parametrize(
     ("content", "expected"),
-    [(None, "does not exist"), ("clusters: [\n", "kubeconfig"), ("{}\n", "kubeconfig")],
+    [
+        (None, "does not exist"),
+        ("clusters: [\n", "kubeconfig"),
+        ("{}\n", "kubeconfig"),
+        # Was Python's "'utf-8' codec can't decode byte 0xb3 in position 0".
+        (b"\xb3\x00", "not a usable kubeconfig: not UTF-8 text (byte 0xb3 at offset 0)"),
+    ],
 )
 def test_serve_names_a_kubeconfig_it_cannot_use(
-    tmp_path: Path, content: str | None, expected: str
+    tmp_path: Path, content: str | bytes | None, expected: str
 ) -> None:
     kubeconfig = tmp_path / "kubeconfig"
-    if content is not None:
+    if isinstance(content, bytes):
+        kubeconfig.write_bytes(content)
+    elif content is not None:
         kubeconfig.write_text(content)
     result = _serve_with_a_certificate(
         tmp_path, "--kubeconfig", str(kubeconfig), "--port", str(free_port()), "--probe-port", "0"

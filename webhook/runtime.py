@@ -69,6 +69,9 @@ def _kube_api(settings: ServeSettings) -> KubeApi | None:
             config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=str(settings.kubeconfig), client_configuration=configuration
             )
+        except UnicodeDecodeError as error:  # a ValueError, in Python's words
+            where = f"byte 0x{error.object[error.start]:02x} at offset {error.start}"
+            raise KubeconfigError(f"not a usable kubeconfig: not UTF-8 text ({where})") from None
         except (config.ConfigException, yaml.YAMLError, OSError, ValueError) as error:
             reason = " ".join(str(error).split()) or type(error).__name__
             raise KubeconfigError(f"not a usable kubeconfig: {reason}") from None
