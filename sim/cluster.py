@@ -198,8 +198,7 @@ def load_cluster(spec: str) -> Cluster:
 def _load_cluster(spec: str) -> Cluster:
     if not spec.strip():  # Path('') is '.': "cannot read cluster : Is a directory"
         raise ClusterError(
-            f"cluster {spec!r} is an empty path; give a file, default or "
-            "uniform:NODESxGPUSxMODEL"
+            f"cluster {spec!r} is an empty path; give a file, default or uniform:NODESxGPUSxMODEL"
         )
     if spec == "default":
         from scheduler.defaults import default_snapshot
