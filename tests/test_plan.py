@@ -90,6 +90,13 @@ def test_slo_forms() -> None:
         ("Team A:p95_wait<=3m", "'Team A' is not a queue name", "^^^^^^"),
         ("priority>>1:p95_wait<=3m", "a priority selector is priority>=N", "^^^^^^^^^^^"),
         ("utilization>=170%", "between 0 and 100 %", "             ^^^^"),
+        # A bare number is a fraction: 70 is in range as a percentage.
+        (
+            "utilization>=70",
+            "a bare number is a fraction of 1: did you mean 70% (or 0.7)?",
+            "             ^^",
+        ),
+        ("utilization>=170", "between 0 and 100 %", "             ^^^"),
         ("team-a:utilization>=50%", "whole cluster: no selector", "^^^^^^"),
         ("p95_wait 30m", "expected <=, <, >= or >", "        ^"),
         ("p95_wait<=soon", "'soon' is not a number", "          ^^^^"),

@@ -170,6 +170,15 @@ def parse_slo(text: str) -> Slo:
             number /= 100
         elif unit:
             raise _fail(text, u_start, u_start + len(unit), "utilization is a % or a fraction")
+        if not unit and 1 < number <= 100:
+            # A bare number is a fraction: 'utilization>=70' said "must be between 0 and
+            # 100 %" of a value that is.
+            raise _fail(
+                text,
+                v_start,
+                len(text),
+                f"a bare number is a fraction of 1: did you mean {value}% (or {number / 100:g})?",
+            )
         if not 0 < number <= 1:
             raise _fail(text, v_start, len(text), "utilization must be between 0 and 100 %")
     else:
