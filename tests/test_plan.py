@@ -773,7 +773,8 @@ def test_merge_names_a_field_of_the_wrong_shape(tmp_path: Path) -> None:
 
 def test_an_arguments_file_is_read_as_utf_8_without_its_byte_order_mark(tmp_path: Path) -> None:
     """argparse read @FILE in the locale's encoding: Latin-1 bytes were a UnicodeDecodeError
-    traceback, and a byte-order mark stayed part of the first argument (the trace)."""
+    traceback, and a byte-order mark stayed part of the first argument (the trace). Blank
+    lines are skipped; a file of none is refused."""
     trace = tmp_path / "jobs.csv"
     trace.write_text("name,queue,submit,runtime,gpus\na,q,0,60,1\n")
     args = tmp_path / "plan.args"
@@ -790,6 +791,19 @@ def test_an_arguments_file_is_read_as_utf_8_without_its_byte_order_mark(tmp_path
         f"apportion plan: error: cannot read {args}: not UTF-8 text (byte 0xe9 at offset "
         f"{len(str(trace)) + 12})\n"
     )
+    # A blank line was an empty argument ("one trace expected, got 2: jobs.csv "); an
+    # empty file ran the whole default plan.
+    args.write_text("\n".join(["", *lines[:-1], "  ", "--json", ""]) + "\n")
+    done = _plan(f"@{args}")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["inputs"]["replay"]["trace"] == str(trace)
+    for empty in ("", "\n \n"):
+        args.write_text(empty)
+        done = _plan(f"@{args}")
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        assert done.stderr.endswith(
+            f"apportion plan: error: @{args}: no arguments in it (one per line)\n"
+        )
     args.write_text(f"@{args}\n")  # argparse recursed to a RecursionError
     done = _plan(f"@{args}")
     assert done.returncode == 2 and done.stderr.endswith(

@@ -81,8 +81,8 @@ def plan_command(sub: Subparsers) -> None:
             "Sweep candidate clusters (the current node pools scaled per GPU model) through "
             "the simulator and report the cheapest one that meets every SLO, the cost-vs-SLO "
             "Pareto front, quota advice and right-sizing. 'apportion plan merge FILE...' joins "
-            "the outputs of --shard runs. Arguments may come from a file, one per line: "
-            "'apportion plan @plan.args'."
+            "the outputs of --shard runs. Arguments may come from a file, one per line (blank "
+            "lines skipped): 'apportion plan @plan.args'."
         ),
     )
     _arguments_from_files(parser)
@@ -184,7 +184,9 @@ def _arguments_from_files(parser: argparse.ArgumentParser) -> None:
     hand us is read (``read_text``): argparse's own reading (``fromfile_prefix_chars``)
     opens the file in the locale's encoding, so one that is not UTF-8 was a
     UnicodeDecodeError traceback, and a byte-order mark (a Windows editor's) stayed part
-    of the first argument (the trace '\ufefftrace.csv': no such file)."""
+    of the first argument (the trace '\ufefftrace.csv': no such file). Blank lines are
+    skipped (argparse made each an empty argument: "one trace expected, got 2"), and a file
+    with no argument in it is refused (it ran the whole default plan)."""
     parse = parser.parse_known_args
 
     def expand(args: Sequence[str], reading: tuple[str, ...]) -> list[str]:
@@ -200,7 +202,10 @@ def _arguments_from_files(parser: argparse.ArgumentParser) -> None:
                 text = read_text(Path(name))
             except OSError as error:
                 parser.error(f"cannot read {name}: {error.strerror}")
-            out += expand(text.splitlines(), (*reading, name))
+            lines = [line for line in text.splitlines() if line.strip()]
+            if not lines:
+                parser.error(f"{arg}: no arguments in it (one per line)")
+            out += expand(lines, (*reading, name))
         return out
 
     def parse_known_args(
