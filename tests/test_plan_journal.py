@@ -85,6 +85,50 @@ def test_a_line_cut_short_by_a_crash_is_simulated_again(tmp_path: Path) -> None:
         Journal(path, "f")
 
 
+def test_blank_lines_in_a_journal_are_skipped(tmp_path: Path) -> None:
+    """A blank line before the header made the journal "not a plan journal: starting it
+    afresh", and every simulation kept in it was thrown away."""
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, "f")
+    journal.keep(_task("a"), {"n": 1}, 1.0)
+    journal.close()
+    header, entry = path.read_text().splitlines()
+    path.write_text(f"\n{header}\n\n  \n{entry}\n\n")
+    again = Journal(path, "f")
+    assert (again.note, again.resumed, again.kept(_task("a"))) == (None, 1, ({"n": 1}, 1.0))
+    again.keep(_task("b"), {"n": 2}, 1.0)
+    again.close()
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    assert [json.loads(line).get("task") for line in lines] == [
+        None, "a", "b",
+    ]  # fmt: skip
+
+
+def test_a_journal_that_cannot_be_read_is_refused_by_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """plan-journal.jsonl a directory (or a file we may not read) was an IsADirectoryError
+    (PermissionError) traceback."""
+    trace, cluster_file = _write_inputs(tmp_path)
+    where = tmp_path / "j"
+    (where / "plan-journal.jsonl").mkdir(parents=True)
+    args = ["plan", str(trace), "--cluster", str(cluster_file), "--max-simulations", "1",
+            "--workers", "1", "--no-shapes", "--quiet", "--journal", str(where)]  # fmt: skip
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"apportion plan: cannot read {where / 'plan-journal.jsonl'}: Is a directory\n"
+    )
+    if os.geteuid() == 0:
+        return  # root reads a file of mode 000
+    (where / "plan-journal.jsonl").rmdir()
+    (where / "plan-journal.jsonl").write_text("{}\n")
+    (where / "plan-journal.jsonl").chmod(0)
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        f"apportion plan: cannot read {where / 'plan-journal.jsonl'}: Permission denied\n"
+    )
+
+
 def test_shards_keep_their_own_journals() -> None:
     assert journal_name((0, 1)) == "plan-journal.jsonl"
     assert journal_name((3, 8)) == "plan-journal.shard-3-of-8.jsonl"

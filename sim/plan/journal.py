@@ -15,7 +15,9 @@ an uninterrupted one.
 
 A journal written for other inputs (or by another version) is not reused: the run says so
 in one line and starts it afresh, as it overwrites the plan.json beside it. A last line cut
-short by a crash is dropped; any other line that is not an entry stops the run (exit 2).
+short by a crash is dropped, blank lines are skipped; any other line that is not an entry
+stops the run (exit 2), as does a journal that cannot be read or written (a directory of
+its name, no permission).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import os
 import threading
@@ -77,15 +80,20 @@ class Journal:
         self._kept: dict[tuple[str, str], tuple[dict[str, Any], float]] = {}
         self._lock = threading.Lock()
         header = {"journal": _KIND, "fingerprint": fingerprint, "apportion": code_version()}
-        good = self._read(header) if path.exists() else 0
-        if good:
-            self.resumed = len(self._kept)
-            with open(path, "r+b") as f:  # drop a last line cut short
-                f.truncate(good)
-        else:
-            self.resumed = 0
-            write_whole(path, (json.dumps(header, sort_keys=True) + "\n").encode())
-        self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        try:  # a directory or a file we may not read: the file, not a traceback
+            good = self._read(header) if path.exists() else 0
+        except OSError as error:
+            raise CommandError(f"cannot read {path}: {error.strerror}") from None
+        self.resumed = len(self._kept) if good else 0
+        try:
+            if good:
+                with open(path, "r+b") as f:  # drop a last line cut short
+                    f.truncate(good)
+            else:
+                write_whole(path, (json.dumps(header, sort_keys=True) + "\n").encode())
+            self._file: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close)
+        except OSError as error:
+            raise CommandError(f"cannot write {path}: {error.strerror}") from None
         self._good = path.stat().st_size
         """Bytes of whole lines on disk: where a line the disk could not hold is cut."""
         self._written = len(self._kept)
@@ -97,9 +105,13 @@ class Journal:
         0 (and ``note`` says why) when it belongs to another run."""
         # One write per line, newline last: text after the last newline is a line cut short.
         whole = self.path.read_bytes().rpartition(b"\n")[0]
-        lines = whole.split(b"\n") if whole else [b""]
+        lines = whole.split(b"\n") if whole else []
+        ends = list(itertools.accumulate(len(line) + 1 for line in lines))
+        # Blank lines (an editor's, a newline before the header) are skipped: one first
+        # made the journal "not a plan journal" and its simulations were thrown away.
+        filled = [i for i, line in enumerate(lines) if line.strip()]
         try:
-            first = json.loads(lines[0])
+            first = json.loads(lines[filled[0]]) if filled else None
         except ValueError:
             first = None
         if first != header:
@@ -112,19 +124,20 @@ class Journal:
             else:
                 self.note = f"{self.path} is not a plan journal: starting it afresh"
             return 0
-        good = len(lines[0]) + 1
-        for n, line in enumerate(lines[1:], 2):
+        good = ends[filled[0]]
+        for i in filled[1:]:
             try:
-                entry = json.loads(line)
+                entry = json.loads(lines[i])
                 key = (entry["task"], entry["cluster"])
                 self._kept[key] = (entry["evaluation"], float(entry["wall_s"]))
             except (ValueError, KeyError, TypeError):
-                if n == len(lines):
+                if i == filled[-1]:
                     break  # garbage a crash left at the end: simulated again
                 raise CommandError(
-                    f"{self.path} line {n}: not a journal entry; remove the file to start afresh"
+                    f"{self.path} line {i + 1}: not a journal entry; remove the file to start "
+                    "afresh"
                 ) from None
-            good += len(line) + 1
+            good = ends[i]
         return good
 
     def __len__(self) -> int:
