@@ -181,6 +181,44 @@ def test_plan_command_rejects_nonsense_numbers_before_the_sweep(tmp_path: Path) 
         assert message in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_price_past_any_gpu_or_given_twice_is_refused(tmp_path: Path) -> None:
+    """--price T4=1e308 made every cost inf and NaN ('$inf/h, −$nan/month'), and plan.json
+    a bare Infinity token; of --price T4=3 --price T4=4 the last won without a word; a
+    cluster file's own price past any GPU's went through as well."""
+    trace, _ = _write_inputs(tmp_path)
+    priced = tmp_path / "priced.yaml"
+    priced.write_text(CLUSTER + "prices: {A100-80GB: 1.0e+300}\n")
+    why = ("at most $1,000 per GPU-hour (the catalog's dearest GPU lists at $9/h: a larger "
+           "price is likely per node or month)")  # fmt: skip
+    for args, message in (
+        (["--price", "T4=1e308"], f"--price 'T4=1e308': {why}"),
+        (["--price", "T4=3", "--price", "T4=4"], "--price 'T4=4': T4 is priced twice (also "
+         "'T4=3')"),
+        (["--price", "T4=3", "--price", "NVIDIA-T4=4"], "--price 'NVIDIA-T4=4': T4 is priced "
+         "twice (also 'T4=3')"),
+        (["--cluster", str(priced)], f"{priced}: prices: A100-80GB: 1e+300: {why}"),
+    ):  # fmt: skip
+        done = _plan(str(trace), "--max-simulations", "1", "--workers", "1", "--no-shapes",
+                     *args)  # fmt: skip
+        assert (done.returncode, done.stdout) == (2, ""), (args, done.stderr)
+        assert done.stderr == f"apportion plan: {message}\n"
+
+
+def test_no_nan_or_infinity_reaches_plan_json() -> None:
+    """json.dumps writes a bare NaN or Infinity, which JSON does not have: named, not written."""
+    from scheduler.cli import CommandError
+    from sim.plan.commands import _json
+
+    assert _json({"a": [1.0, 2]}) == '{\n "a": [\n  1.0,\n  2\n ]\n}\n'
+    for compact in (False, True):
+        with pytest.raises(CommandError) as refused:
+            _json({"candidates": [{"cost_per_hour": 1.0}, {"cost_per_hour": math.inf}]}, compact)
+        assert str(refused.value) == (
+            "the plan's record holds inf at candidates[1].cost_per_hour, which JSON cannot "
+            "carry; nothing written (a bug: please report it with the command that gave it)"
+        )
+
+
 # ----------------------------------------------------------------------- fluid bound
 def test_fluid_bound_by_hand() -> None:
     c = cluster()

@@ -20,7 +20,7 @@ import shlex
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from scheduler.cli import CommandError, stop_on_sigterm
 from scheduler.textfile import read_text
 from sim.cluster import Cluster, ClusterError, load_cluster
 from sim.commands import DEMO_TRACE, float_option, int_option, values_may_start_with_minus
-from sim.experiments import dumps
 from sim.job import Job
 from sim.outfiles import make_out, out_dir, write_whole
 from sim.plan.candidates import (
@@ -254,17 +253,44 @@ def _levels(text: str) -> tuple[float, ...]:
     return levels
 
 
-def _prices(items: list[str]) -> dict[str, float]:
-    out = {}
+MAX_PRICE = 1000.0
+"""$ per GPU-hour: the catalog's dearest GPU (B200) lists at $9/h. A price a hundred times
+that is in another unit (per node, per month), and 1e308 made every cost inf and NaN."""
+PRICE_WHY = "the catalog's dearest GPU lists at $9/h: a larger price is likely per node or month"
+
+
+def _price_problem(price: float) -> str | None:
+    """Why a $/GPU-hour price cannot be planned with, or None."""
+    if not math.isfinite(price) or price < 0:
+        return "a price is 0 or a positive number"
+    if price > MAX_PRICE:
+        return f"at most ${MAX_PRICE:,.0f} per GPU-hour ({PRICE_WHY})"
+    return None
+
+
+def _prices(items: list[str], cluster: Cluster) -> dict[str, float]:
+    out: dict[str, float] = {}
+    given: dict[str, str] = {}
+    """The catalog's name of each model priced → the --price that priced it."""
     for item in items:
         name, _, value = item.partition("=")
         try:
             price = float(value)
         except ValueError:
             raise CommandError(f"--price {item!r}: expected MODEL=DOLLARS_PER_HOUR") from None
-        if not math.isfinite(price) or price < 0:
-            raise CommandError(f"--price {item!r}: a price is 0 or a positive number")
+        problem = _price_problem(price)
+        if problem is not None:
+            raise CommandError(f"--price {item!r}: {problem}")
+        model = cluster.catalog.get(name.strip())
+        known = model.name if model is not None else name.strip()
+        if known in given:  # the last one won without a word
+            raise CommandError(f"--price {item!r}: {known} is priced twice (also {given[known]!r})")
+        given[known] = item
         out[name.strip()] = price
+    for name, price in cluster.snapshot.prices.items():  # a cluster file's own prices
+        problem = _price_problem(price)
+        if problem is not None and name not in out:
+            raise CommandError(f"{cluster.source}: prices: {name}: {price:g}: {problem}")
     return out
 
 
@@ -292,10 +318,10 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
     if args.policy not in POLICY_NAMES:
         raise CommandError(f"unknown policy {args.policy!r}; known: {', '.join(POLICY_NAMES)}")
     slos = _slos(args.slo or list(DEFAULT_SLOS))
-    prices = _prices(args.price)
     trace_path = DEMO_TRACE if args.trace[0] == "demo" else Path(args.trace[0])
     try:
         cluster = load_cluster(args.cluster)
+        prices = _prices(args.price, cluster)
         if prices:
             try:
                 cluster.catalog.with_prices(prices)
@@ -618,14 +644,50 @@ def _fingerprint(inputs: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(same, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _json(record: dict[str, Any], compact: bool = False) -> str:
+    """The record as canonical JSON (``sim.experiments.dumps``'s text; ``compact``: one
+    line), never with a bare NaN or Infinity, which JSON does not have and other readers
+    refuse: a value that is not finite is named, and nothing is written."""
+    try:
+        if compact:
+            return json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
+        text = json.dumps(record, sort_keys=True, indent=1, separators=(",", ": "), allow_nan=False)
+    except ValueError:
+        where, value = _not_finite(record, "") or ("?", math.nan)
+        raise CommandError(
+            f"the plan's record holds {value} at {where}, which JSON cannot carry; nothing "
+            "written (a bug: please report it with the command that gave it)"
+        ) from None
+    return text + "\n"
+
+
+def _not_finite(value: object, path: str) -> tuple[str, float] | None:
+    """Where in ``value`` the first float that is not finite is, and it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "the top", value
+    if isinstance(value, dict):
+        items: Iterable[tuple[str, object]] = (
+            (f"{path}.{k}" if path else str(k), v) for k, v in value.items()
+        )
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for where, inner in items:
+        found = _not_finite(inner, where)
+        if found is not None:
+            return found
+    return None
+
+
 def _finish(args: argparse.Namespace, record: dict[str, Any], slos: list[Slo]) -> int:
     if args.shard and args.shard != "0/1" and args.out is None:
-        sys.stdout.write(json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n")
+        sys.stdout.write(_json(record, compact=True))
         return 0
     answer = verdict(record, slos)
     record["verdict"] = answer
     if args.json:
-        sys.stdout.write(dumps(record))
+        sys.stdout.write(_json(record))
     if args.out is not None:
         try:
             write_report(args.out, record, answer, slos)
@@ -656,7 +718,7 @@ def write_report(
         write_whole(out / "plots" / f"{name}.png", data)
     write_whole(out / "report.html", report.html().encode())
     write_whole(out / "report.md", report.markdown().encode())
-    write_whole(out / "plan.json", dumps(record).encode())
+    write_whole(out / "plan.json", _json(record).encode())
 
 
 def _rank(row: dict[str, Any]) -> int:
