@@ -547,6 +547,27 @@ def test_a_trace_past_the_planned_jobs_limit_is_refused_as_it_stands(tmp_path: P
     assert plan(str(trace), "--max-jobs", "2").returncode != 2
 
 
+def test_a_growth_or_horizon_that_leaves_no_job_is_refused(tmp_path: Path) -> None:
+    """--growth 1e-300 planned for '0 jobs' and reported on zero demand (utilization 0 %);
+    a horizon shorter than a second did the same."""
+    trace, cluster_file = _write_inputs(tmp_path)
+    for args, message in (
+        (["--growth", "1e-300"], "--growth 1e-300 leaves no job of the trace's 4 to plan "
+         "(below 1, --growth keeps about that share of the jobs, drawn with --seed)"),
+        (["--horizon-hours", "1e-9"], "--horizon-hours 1e-09 leaves no job of the trace's 4 "
+         "to plan (the plan keeps the jobs that arrive in its first 0 s)"),
+    ):  # fmt: skip
+        done = _plan(str(trace), "--cluster", str(cluster_file), "--max-simulations", "1",
+                     "--workers", "1", "--no-shapes", *args)  # fmt: skip
+        assert (done.returncode, done.stdout) == (2, ""), (args, done.stderr)
+        assert done.stderr == f"apportion plan: {message}\n"
+    # Shrinking demand is a plan too: half the jobs, drawn with the seed.
+    done = _plan(str(trace), "--cluster", str(cluster_file), "--max-simulations", "1",
+                 "--workers", "1", "--no-shapes", "--growth", "0.5", "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "jobs, grown ×0.5: " in json.loads(done.stdout)["inputs"]["demand"]
+
+
 def test_the_answer_does_not_depend_on_the_workers(tmp_path: Path) -> None:
     """Bisection simulated one candidate per worker at each step, so the same command
     recommended other clusters on machines with other core counts."""

@@ -107,7 +107,8 @@ def plan_command(sub: Subparsers) -> None:
         "--growth",
         type=float_option(positive=True, most=MAX_GROWTH, why=GROWTH_WHY),
         default=1.0,
-        help="demand growth factor (default 1, at most 100)",
+        help="demand growth factor (default 1, at most 100; below 1 keeps about that share "
+        "of the jobs)",
     )
     parser.add_argument(
         "--horizon-hours",
@@ -358,6 +359,14 @@ def _setup(args: argparse.Namespace, hints: list[str] | None = None) -> _Setup:
         planned = grow(jobs, args.growth, horizon_s, args.seed)
     except ValueError as error:
         raise CommandError(f"--growth: {error}") from None
+    if jobs and not planned:  # else a plan for no demand: '0 jobs planned', utilization 0 %
+        if args.growth < 1:
+            what = f"--growth {args.growth:g}"
+            why = "below 1, --growth keeps about that share of the jobs, drawn with --seed"
+        else:
+            what = f"--horizon-hours {args.horizon_hours:g}"
+            why = f"the plan keeps the jobs that arrive in its first {horizon_s:,} s"
+        raise CommandError(f"{what} leaves no job of the trace's {len(jobs):,} to plan ({why})")
     settings = SearchSettings(
         levels=_levels(args.levels),
         max_simulations=args.max_simulations,

@@ -2,8 +2,10 @@
 
 Growth adds copies of jobs (every job ``floor(g)`` times, plus a seeded random
 ``g − floor(g)`` share once more), each copy arriving a few seeded seconds after its
-original: more of the same work at the same times of day. A horizon longer than the
-trace repeats it, shifted by its span, so a week can be planned from a day's trace.
+original: more of the same work at the same times of day; below 1 that share of the jobs
+is kept (none may be: the planner refuses a demand grown to nothing). A horizon longer
+than the trace repeats it, shifted by its span, so a week can be planned from a day's
+trace; a shorter one keeps the jobs that arrive within it.
 """
 
 from __future__ import annotations
