@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from html import escape as html_escape
 from pathlib import Path
 
@@ -259,6 +261,67 @@ def test_an_unreachable_prometheus_is_a_clear_error() -> None:
     assert done.returncode == 2
     assert "cannot query Prometheus at http://127.0.0.1:" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_metrics_url_that_is_no_http_url_is_refused_up_front() -> None:
+    """urllib's ValueError ('unknown url type', 'Invalid IPv6 URL') was a traceback, after
+    the trace was loaded; the check is serve's --prometheus-url one, and a few more."""
+    for url, problem in (
+        ("notaurl", "must start with http:// or https://"),
+        ("http://[::1", "an IPv6 address is written in brackets, both of them: "
+         "http://[::1]:9090"),
+        ("http://prometheus:90x0", "port '90x0' is not a number from 0 to 65535"),
+        ("https://", "names no host"),
+    ):  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "scheduler", "plan", "no-such-trace.csv", "--metrics-url",
+             url, "--metrics-snapshot", str(FIXTURES / "running.yaml"), "--quiet"],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+        assert (done.returncode, done.stdout) == (2, ""), (url, done.stderr)
+        assert done.stderr.endswith(
+            f"apportion plan: error: argument --metrics-url: {url!r}: {problem}\n"
+        )
+
+
+def _answering(body: bytes) -> Iterator[str]:
+    """A stand-in Prometheus answering every query with ``body``; its URL."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+
+
+def test_a_live_answer_too_deep_is_refused_as_an_export_is() -> None:
+    """The export file was read with the guarded parser, a live Prometheus's answers with
+    json.loads: JSON nested 100,000 deep was a RecursionError traceback."""
+    from sim.plan.rightsizing import RightsizingError, query_prometheus
+
+    deep = b'{"status": "success", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    for body, problem in (
+        (deep, "line 1 column 130: arrays and objects nested more than 100 deep"),
+        (b"<html>proxy</html>", "line 1 column 1: not JSON (Expecting value)"),
+        (b"\xff", "is not JSON (not UTF-8 text)"),
+    ):
+        with contextmanager(_answering)(body) as url, pytest.raises(RightsizingError) as refused:
+            query_prometheus(url)
+        assert str(refused.value) == f"Prometheus at {url}: the util_gr answer {problem}"
 
 
 def test_a_metrics_snapshot_without_metrics_is_refused() -> None:

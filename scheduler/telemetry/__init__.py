@@ -29,6 +29,7 @@ from scheduler.telemetry.promql import (
     read_answer,
     recording_rules,
     samples_from_results,
+    url_problem,
 )
 from scheduler.telemetry.report import TelemetryReport, assess
 from scheduler.telemetry.rightsizing import ClassUsage, assess_rightsizing
@@ -69,4 +70,5 @@ __all__ = [
     "read_answer",
     "recording_rules",
     "samples_from_results",
+    "url_problem",
 ]

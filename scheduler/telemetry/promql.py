@@ -42,6 +42,7 @@ __all__ = [
     "read_answer",
     "recording_rules",
     "samples_from_results",
+    "url_problem",
 ]
 
 
@@ -192,6 +193,23 @@ def _result_list(payload: object, query: str) -> list[Any]:
     if not isinstance(payload, list):
         raise MetricsFormatError(f"{query}: result is {type(payload).__name__}, not a list")
     return payload
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a Prometheus base URL (``/api/v1/query`` is appended), or None.
+    Every driver that takes one checks it with this, before the first query."""
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    host = url.split("://", 1)[1].split("/", 1)[0].rpartition("@")[2]
+    if not host or host.startswith(":"):
+        return "names no host"
+    if host.startswith("[") != ("]" in host):  # urllib: 'Invalid IPv6 URL', a traceback
+        return "an IPv6 address is written in brackets, both of them: http://[::1]:9090"
+    tail = host.rsplit("]", 1)[1] if host.startswith("[") else host
+    port = tail.partition(":")[2]
+    if port and not (port.isascii() and port.isdigit() and int(port) <= 65_535):
+        return f"port {port!r} is not a number from 0 to 65535"
+    return None
 
 
 def error_text(body: bytes) -> str:

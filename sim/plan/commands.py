@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.cli import CommandError, stop_on_sigterm
+from scheduler.telemetry import url_problem
 from scheduler.textfile import read_text
 from sim.cluster import Cluster, ClusterError, load_cluster
 from sim.commands import DEMO_TRACE, float_option, int_option, values_may_start_with_minus
@@ -157,7 +158,11 @@ def plan_command(sub: Subparsers) -> None:
     )
     parser.add_argument("--max-jobs", type=int_option(1), help="plan on the first N jobs only")
     parser.add_argument("--metrics", type=Path, help="Prometheus export (JSON) for right-sizing")
-    parser.add_argument("--metrics-url", help="a live Prometheus to query instead of --metrics")
+    parser.add_argument(
+        "--metrics-url",
+        type=_prometheus_url,
+        help="a live Prometheus to query instead of --metrics (http:// or https://)",
+    )
     parser.add_argument("--metrics-snapshot", type=Path, help="snapshot with running workloads")
     parser.add_argument("--shard", help="i/N: run the i-th of N shares of the sweep")
     parser.add_argument("--out", type=out_dir, help="write plan.json, report.html, report.md here")
@@ -214,6 +219,16 @@ def _arguments_from_files(parser: argparse.ArgumentParser) -> None:
         return parse(None if args is None else expand(args, ()), namespace)
 
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign, assignment]
+
+
+def _prometheus_url(text: str) -> str:
+    """--metrics-url, checked as serve checks --prometheus-url (``url_problem``), before any
+    other work: urllib's ValueError ('unknown url type', 'Invalid IPv6 URL') was a traceback
+    after the trace was loaded."""
+    problem = url_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
+    return text
 
 
 def _slos(texts: list[str]) -> list[Slo]:

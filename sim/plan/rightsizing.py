@@ -11,7 +11,6 @@ queries against a live server (plain HTTP GETs of ``/api/v1/query``). The rules 
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,6 +26,7 @@ from scheduler.telemetry import (
     join_samples,
     queries,
     samples_from_results,
+    url_problem,
 )
 from scheduler.textfile import read_text
 from sim.jsontext import JsonProblem, parse
@@ -42,13 +42,16 @@ class RightsizingError(ValueError):
 def query_prometheus(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
     """Run Apportion's DCGM queries against a live Prometheus: the same object an export
     file holds (one instant-query answer per query name)."""
+    problem = url_problem(url)
+    if problem is not None:  # urllib's ValueError was a traceback
+        raise RightsizingError(f"--metrics-url {url!r}: {problem}")
     out: dict[str, Any] = {}
     base = url.rstrip("/")
     for q in queries(TelemetrySettings()):
         address = f"{base}/api/v1/query?{urllib.parse.urlencode({'query': q.promql})}"
         try:
             with urllib.request.urlopen(address, timeout=timeout_s) as answer:
-                out[q.name] = json.loads(answer.read())
+                body = answer.read()
         except urllib.error.HTTPError as error:
             raise RightsizingError(
                 f"Prometheus at {url} answered HTTP {error.code} to the {q.name} query: "
@@ -57,9 +60,22 @@ def query_prometheus(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
         except (urllib.error.URLError, TimeoutError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise RightsizingError(f"cannot query Prometheus at {url}: {reason}") from None
-        except json.JSONDecodeError:
+        except ValueError as error:  # http.client's InvalidURL, past url_problem's checks
+            raise RightsizingError(f"cannot query Prometheus at {url}: {error}") from None
+        # As an export file is read (``parse``): JSON nested 100,000 deep was a
+        # RecursionError traceback here, refused there.
+        try:
+            text = body.decode("utf-8")
+            out[q.name] = parse(text)
+        except UnicodeDecodeError:
             raise RightsizingError(
-                f"Prometheus at {url}: the {q.name} answer is not JSON"
+                f"Prometheus at {url}: the {q.name} answer is not JSON (not UTF-8 text)"
+            ) from None
+        except JsonProblem as error:
+            line, column = location(text, error.offset)
+            why = f"not JSON ({error.problem})" if error.reason == "not JSON" else error.problem
+            raise RightsizingError(
+                f"Prometheus at {url}: the {q.name} answer line {line} column {column}: {why}"
             ) from None
     return out
 
