@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from html import escape as html_escape
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -322,6 +323,42 @@ def test_a_live_answer_too_deep_is_refused_as_an_export_is() -> None:
         with contextmanager(_answering)(body) as url, pytest.raises(RightsizingError) as refused:
             query_prometheus(url)
         assert str(refused.value) == f"Prometheus at {url}: the util_gr answer {problem}"
+
+
+def test_a_metric_out_of_its_range_or_an_export_of_no_query_is_refused(tmp_path: Path) -> None:
+    """A GPU-utilization ratio of 250 (the metric is 0-1) was 'busy 25000 %', a
+    framebuffer peak of 1e308 MiB was taken as used, and an export of none of the queries
+    ({}) gave 'No metrics given' though --metrics was given."""
+    from sim.plan.rightsizing import RightsizingError, rightsizing_rows
+
+    path = tmp_path / "m.json"
+    fixture = json.loads((FIXTURES / "metrics.json").read_text())
+
+    def changed(query: str, row: int, value: str) -> dict[str, Any]:
+        export = json.loads(json.dumps(fixture))
+        export[query]["data"]["result"][row]["value"][1] = value
+        return export
+
+    gpu_util = {"util_gpu": {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"Hostname": "gpu-a", "gpu": "0"}, "value": [1, "150"]}]}}}  # fmt: skip
+    for export, problem in (
+        (changed("util_gr", 2, "250"), "util_gr: result[2].value: '250' is more than 1 "
+         "(util_gr is a ratio from 0 to 1)"),
+        (gpu_util, "util_gpu: result[0].value: '150' is more than 100 (util_gpu is a "
+         "percentage from 0 to 100)"),
+        (changed("fb_used_peak", 1, "1e308"), "fb_used_peak: 1e+308 MiB on gpu-a GPU 1 is "
+         "more than its H100-80GB's 81,920 MiB (a reading in bytes, or of another GPU?)"),
+        ({}, "none of Apportion's queries in it (util_gr, util_gpu, fb_used, fb_used_peak, "
+         "fb_free, xid, dbe, row_remap_failure, temperature, power, sampled_at): an export "
+         "maps each query name to Prometheus' answer to it"),
+    ):  # fmt: skip
+        path.write_text(json.dumps(export))
+        with pytest.raises(RightsizingError) as refused:
+            rightsizing_rows(path, FIXTURES / "running.yaml")
+        assert str(refused.value) == f"{path}: {problem}"
+    # The bounds themselves are readings.
+    path.write_text(json.dumps(changed("util_gr", 2, "1")))
+    assert rightsizing_rows(path, FIXTURES / "running.yaml")
 
 
 def test_a_metrics_snapshot_without_metrics_is_refused() -> None:

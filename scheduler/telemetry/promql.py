@@ -275,8 +275,16 @@ class Answer:
 _PAIR = (list, tuple)
 
 
+_MOST: dict[str, tuple[float, str]] = {
+    "util_gr": (1.0, "a ratio from 0 to 1"),
+    "util_gpu": (100.0, "a percentage from 0 to 100"),
+}
+"""Readings with an upper bound by their unit: a ratio of 250 was 'busy 25000 %'."""
+
+
 class _NegativeReading(Exception):
-    """Raised by the hot loop; ``read_answer`` finds the row and names it."""
+    """Raised by the hot loop (a reading below 0, or past its ``_MOST``); ``read_answer``
+    finds the row and names it."""
 
 
 def read_answer(name: str, payload: object, settings: TelemetrySettings) -> Answer:
@@ -289,10 +297,17 @@ def read_answer(name: str, payload: object, settings: TelemetrySettings) -> Answ
     try:
         return _read(name, rows, settings.labels)
     except _NegativeReading:
-        i, value = next((i, r["value"][1]) for i, r in enumerate(rows) if float(r["value"][1]) < 0)
-        raise MetricsFormatError(
-            f"{name}: result[{i}].value: {value!r} is negative (a DCGM reading is never below 0)"
-        ) from None
+        most, unit = _MOST.get(name, (math.inf, ""))
+        i, value = next(
+            (i, r["value"][1])
+            for i, r in enumerate(rows)
+            if not 0 <= float(r["value"][1]) <= most and math.isfinite(float(r["value"][1]))
+        )
+        if float(value) < 0:
+            why = "is negative (a DCGM reading is never below 0)"
+        else:
+            why = f"is more than {most:g} ({name} is {unit})"
+        raise MetricsFormatError(f"{name}: result[{i}].value: {value!r} {why}") from None
     except (LookupError, TypeError, AttributeError):
         parse_vector(rows, name)  # says which row has the wrong shape
         raise MetricsFormatError(f"{name}: unexpected answer") from None
@@ -308,6 +323,7 @@ def _read(name: str, rows: list[Any], names: SeriesLabels) -> Answer:
     keys: dict[_Device, list[_KeyTuple]] = {}
     by_key: dict[_KeyTuple, int] = {}
     isfinite = math.isfinite
+    most = _MOST.get(name, (math.inf, ""))[0]
     for row in rows:
         labels = row["metric"]
         value = row["value"]
@@ -319,9 +335,9 @@ def _read(name: str, rows: list[Any], names: SeriesLabels) -> Answer:
             raise MetricsFormatError(f"{name}: value {value[1]!r} is not a number") from None
         if not isfinite(number):
             continue  # NaN/Inf: no usable sample
-        if number < 0:
+        if number < 0 or number > most:
             # A broken export or recording rule: -5 MiB peak read as a workload using
-            # nothing, and advice built on it.
+            # nothing, and advice built on it; a utilization ratio of 250.
             raise _NegativeReading
         device = f"{labels.get(node, '')}\0{labels.get(gpu, '')}\0{labels.get(gi_id, '')}"
         converted = convert(number)

@@ -17,8 +17,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from scheduler.catalog import Catalog
 from scheduler.loading import SnapshotError, load_snapshot_text
+from scheduler.model import Snapshot
 from scheduler.telemetry import (
+    JoinedRow,
     MetricsFormatError,
     TelemetrySettings,
     assess_rightsizing,
@@ -80,6 +83,25 @@ def query_prometheus(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
     return out
 
 
+def _check_memory(source: str, snapshot: Snapshot, rows: list[JoinedRow], catalog: Catalog) -> None:
+    """Refuse a framebuffer reading past its GPU's memory (1e308 MiB was 'used' as is).
+    Refused, not clamped: such a reading is in another unit or of another device, and
+    clamped to the GPU it would read as a workload that needs all of it."""
+    models = {(n.name, g.index): g.model for n in snapshot.nodes for g in n.gpus}
+    for row in rows:
+        model = catalog.get(models.get((row.node, row.gpu), ""))
+        if model is None:
+            continue
+        for name, used in (("fb_used_peak", row.sample.fb_used_peak_mib),
+                           ("fb_used", row.sample.fb_used_mib)):  # fmt: skip
+            if used is not None and used > model.memory_mib:
+                raise RightsizingError(
+                    f"{source}: {name}: {used:g} MiB on {row.node} GPU {row.gpu} is more than "
+                    f"its {model.name}'s {model.memory_mib:,} MiB (a reading in bytes, or of "
+                    "another GPU?)"
+                )
+
+
 def rightsizing_rows(metrics: Path | dict[str, Any], snapshot_path: Path) -> list[dict[str, Any]]:
     """Rows of the report's right-sizing table from an export file (or the answers
     ``query_prometheus`` fetched) and the snapshot of the running workloads."""
@@ -101,6 +123,12 @@ def rightsizing_rows(metrics: Path | dict[str, Any], snapshot_path: Path) -> lis
     except SnapshotError as error:
         raise RightsizingError(str(error)) from None
     settings = TelemetrySettings()
+    names = [q.name for q in queries(settings)]
+    if not any(name in payload for name in names):  # else "No metrics given" in the report
+        raise RightsizingError(
+            f"{source}: none of Apportion's queries in it ({', '.join(names)}): an export maps "
+            "each query name to Prometheus' answer to it"
+        )
     try:
         batch = samples_from_results(payload, settings)
     except MetricsFormatError as error:
@@ -110,6 +138,7 @@ def rightsizing_rows(metrics: Path | dict[str, Any], snapshot_path: Path) -> lis
         snapshot = snapshot.model_copy(update={"now": max(stamps, default=0)})
     joined = join_samples(snapshot, batch.samples)
     catalog = snapshot.catalog()
+    _check_memory(source, snapshot, joined.rows, catalog)
     rows = []
     for c in assess_rightsizing(snapshot, joined.rows, settings):
         per_gpu = ""
