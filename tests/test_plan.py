@@ -872,13 +872,54 @@ def test_an_arguments_file_is_read_as_utf_8_without_its_byte_order_mark(tmp_path
 
 def test_a_merge_with_a_shard_missing_says_so_in_the_report(tmp_path: Path) -> None:
     """Said only on stderr (and not with --quiet): the report read "2 simulated over 2
-    shards" when one shard's half of the sweep was never merged."""
+    shards" when one shard's half of the sweep was never merged, and the answer printed
+    read complete, with exit code 0. Now the merge is refused unless --partial, and then
+    the answer and the report say it is partial."""
     [first] = _shard_logs(tmp_path, "0/2")
     out = tmp_path / "out"
-    merged = _plan("merge", str(first), "--quiet", "--workers", "1", "--out", str(out))
+    refused = _plan("merge", str(first), "--workers", "1", "--out", str(out))
+    assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
+    assert refused.stderr == (
+        "apportion plan: plan merge: shard(s) 1 of 2 missing: their candidates were not "
+        "simulated, so the answer may not be the cheapest; merge every shard, or give "
+        "--partial to merge these (the answer and the report say it is partial)\n"
+    )
+    assert not out.exists()
+    merged = _plan("merge", str(first), "--partial", "--workers", "1", "--out", str(out))
     assert merged.returncode == 0, merged.stderr
+    partial = (
+        "Partial sweep: shard 1 of 2 missing, its candidates not simulated (a cheaper cluster "
+        "may meet every goal). "
+    )
+    assert merged.stdout.splitlines()[-1].startswith(partial)
     report = (out / "report.md").read_text()
+    assert report.splitlines()[2].startswith(partial)
     assert " over 2 shards; shard 1 of 2 missing: its candidates were not simulated\n" in report
+
+
+def test_merge_refuses_the_sweeps_flags_and_inputs_that_are_no_directory(tmp_path: Path) -> None:
+    """plan merge ignored --slo, --growth, --shard, ... without a word (it replays the
+    shards' recorded inputs), and took an --inputs that did not exist or was a file."""
+    [log] = _shard_logs(tmp_path, "0/1")
+    takes = ("--out, --journal, --inputs, --partial, --quota-simulations, --max-simulations, "
+             "--workers, --json, --quiet")  # fmt: skip
+    for args, message in (
+        (["--slo", "p95_wait<=1h"], f"plan merge: --slo is a sweep flag; the merge uses the "
+         f"inputs the shards recorded (it takes {takes})"),
+        (["--growth", "1.3", "--shard", "0/2"], "plan merge: --growth, --shard are sweep "
+         f"flags; the merge uses the inputs the shards recorded (it takes {takes})"),
+        (["--inputs", str(tmp_path / "nope")], f"--inputs {tmp_path / 'nope'}: no such "
+         "directory (the one holding the shards' trace and cluster files)"),
+        (["--inputs", str(log)], f"--inputs {log}: is not a directory (the one holding the "
+         "shards' trace and cluster files)"),
+    ):  # fmt: skip
+        done = _plan("merge", str(log), "--workers", "1", *args)
+        assert (done.returncode, done.stdout) == (2, ""), (args, done.stderr)
+        assert done.stderr == f"apportion plan: {message}\n"
+    done = _plan(str(tmp_path / "trace.csv"), "--partial", "--max-simulations", "1")
+    assert done.stderr == (
+        "apportion plan: --partial is for 'plan merge' (shards missing); a sweep runs whole\n"
+    )
 
 
 def test_a_gavel_trace_is_refused_with_what_to_do(tmp_path: Path) -> None:

@@ -178,6 +178,12 @@ def plan_command(sub: Subparsers) -> None:
         help="plan merge: a directory holding the shards' trace and cluster files (found by "
         "file name) when they are not at the paths the shards read, to simulate quota splits",
     )
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="plan merge: merge the shards given though some of the sweep's are missing (the "
+        "answer and the report say which)",
+    )
     parser.add_argument("--json", action="store_true", help="print the sweep record to stdout")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
     values_may_start_with_minus(parser)
@@ -449,6 +455,8 @@ def _run(args: argparse.Namespace) -> int:
             "--inputs is for 'plan merge' (where the shards' trace and cluster files are); "
             "a sweep reads its TRACE and --cluster"
         )
+    if args.partial:
+        raise CommandError("--partial is for 'plan merge' (shards missing); a sweep runs whole")
     rightsizing = _rightsizing(args)
     hints = _hints(rightsizing)
     setup = _setup(args, hints)
@@ -750,7 +758,38 @@ def _rank(row: dict[str, Any]) -> int:
     return 2 if row["evaluation"] is not None else int(row["status"] != "undecided")
 
 
+_MERGE_FLAGS = ("out", "journal", "inputs", "partial", "quota_simulations", "max_simulations",
+                "workers", "json", "quiet")  # fmt: skip
+"""What 'plan merge' reads of its arguments: the rest are the sweep's, which the merge
+takes from the shards' records (``_REPLAY``), so it would ignore them without a word."""
+
+
+def _check_merge_flags(args: argparse.Namespace) -> None:
+    """Refuse a sweep flag given to 'plan merge' (as a sweep refuses --inputs), and an
+    --inputs that is no directory (it was read only when quota splits were)."""
+    parser = argparse.ArgumentParser()
+    plan_command(parser.add_subparsers())
+    defaults = vars(parser.parse_args(["plan"]))
+    given = [
+        key for key, default in defaults.items()
+        if key not in (*_MERGE_FLAGS, "trace", "run") and getattr(args, key) != default
+    ]  # fmt: skip
+    if given:
+        flags = ", ".join("--" + key.replace("_", "-") for key in given)
+        takes = ", ".join("--" + key.replace("_", "-") for key in _MERGE_FLAGS)
+        raise CommandError(
+            f"plan merge: {flags} {'is a sweep flag' if len(given) == 1 else 'are sweep flags'}"
+            f"; the merge uses the inputs the shards recorded (it takes {takes})"
+        )
+    if args.inputs is not None and not args.inputs.is_dir():
+        what = "is not a directory" if args.inputs.exists() else "no such directory"
+        raise CommandError(
+            f"--inputs {args.inputs}: {what} (the one holding the shards' trace and cluster files)"
+        )
+
+
 def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
+    _check_merge_flags(args)
     if not paths:
         raise CommandError("plan merge: give the shard outputs (files of JSON lines)")
     found = read_shards(paths)
@@ -775,6 +814,12 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
     missing = sorted(set(range(total)) - set(seen))
     if len(seen) != len(set(seen)):
         raise CommandError(f"plan merge: shard(s) given twice: {seen}")
+    if missing and not args.partial:  # the answer read complete, and exit 0
+        raise CommandError(
+            f"plan merge: shard(s) {', '.join(map(str, missing))} of {total} missing: their "
+            "candidates were not simulated, so the answer may not be the cheapest; merge every "
+            "shard, or give --partial to merge these (the answer and the report say it is partial)"
+        )
     if args.out is not None:  # after the shards are read, as for a sweep's inputs
         make_out(args.out)
     merged = dict(records[0])
@@ -796,7 +841,10 @@ def _merge(args: argparse.Namespace, paths: list[Path]) -> int:
         k: sum(r.get("ahead", {}).get(k, 0) for r in records) for k in ("simulated", "used")
     }
     if missing and not args.quiet:
-        sys.stderr.write(f"plan merge: shard(s) {missing} of {total} missing; merging the rest\n")
+        sys.stderr.write(
+            f"plan merge: shard(s) {', '.join(map(str, missing))} of {total} missing; merging "
+            "the rest (--partial)\n"
+        )
     merged["monotonicity"] = {
         "spot_checked": [
             k for r in records for k in r.get("monotonicity", {}).get("spot_checked", [])

@@ -367,6 +367,14 @@ def build_report(
         summary += _shapes_untried(record)
     else:
         summary = "No candidate was simulated."
+    missing = record.get("missing_shards") or []
+    if missing:  # first: an answer from part of the sweep reads complete otherwise
+        which = ", ".join(str(i) for i in missing)
+        summary = (
+            f"Partial sweep: shard{'s' if len(missing) > 1 else ''} {which} of "
+            f"{record['shards']} missing, {'their' if len(missing) > 1 else 'its'} candidates "
+            f"not simulated (a cheaper cluster may meet every goal). {summary}"
+        )
     sections: list[Section] = []
 
     slo_rows = []
