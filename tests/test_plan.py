@@ -6,11 +6,13 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -643,6 +645,53 @@ def test_the_progress_line_shows_the_simulations_under_way() -> None:
         "simulated 0/4 candidates (0 s); under way: 80%",
         "simulated 1/4 candidates (0 s); under way: 90%",
     ]
+
+
+def test_the_fluid_bound_shows_its_progress(tmp_path: Path) -> None:
+    """A year of the demo's demand (about a million jobs) spent 40 s and more in the fluid
+    bound's windows before the first simulation, with nothing on stderr."""
+    c = cluster()
+    jobs = [job(f"j{i}", i * 10, 1000, 4, ("A100-80GB",)) for i in range(25_000)]
+    seen: list[tuple[int, int]] = []
+    fluid_demand(jobs, c, [parse_slo("p95_wait<=1h"), parse_slo("p50_wait<=1h")], (),
+                 lambda done, total: seen.append((done, total)))  # fmt: skip
+    total = 25_000 * 5  # the jobs once, then per goal its scope and its windows
+    assert seen[0] == (0, total) and seen[-1] == (total, total)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) >= 7
+    # On stderr, in a log: at the start and at the end (a terminal redraws it as it goes).
+    trace, cluster_file = _write_inputs(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler", "plan", str(trace), "--cluster", str(cluster_file),
+         "--max-simulations", "1", "--workers", "1", "--no-shapes"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "bounding the demand (4 jobs): 0% (0 s)"
+    assert re.fullmatch(r"bounding the demand \(4 jobs\): 100% \(\d+ s\)", lines[1])
+    assert lines[2].startswith("simulated 0/1 candidates")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_window_counts_match_a_job_by_job_count(seed: int) -> None:
+    """``_inside`` counts per block; a mask per window, as it replaced, says the same."""
+    from sim.plan.fluid import _BLOCK, _inside
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 3 * _BLOCK))
+    n_starts, n_ends = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+    after = rng.integers(0, n_starts + 1, n)
+    before = rng.integers(0, n_ends + 1, n)
+    need = np.sort(rng.exponential(100.0, n))[::-1]
+    drop = int(rng.integers(0, n // 2 + 2))
+    count, total, first = _inside(after, before, need, n_starts, n_ends, drop)
+    for i in range(n_starts):
+        for k in range(n_ends):
+            inside = (after > i) & (before <= k)
+            assert count[i, k] == inside.sum()
+            assert total[i, k] == pytest.approx(need[inside].sum(), rel=1e-12, abs=1e-9)
+            head = need[inside][:drop].sum() if inside.sum() > drop else 0.0
+            assert first[i, k] == pytest.approx(head, rel=1e-12, abs=1e-9)
 
 
 def test_progress_in_a_log_is_a_line_every_half_minute_and_at_each_count() -> None:

@@ -34,7 +34,7 @@ scipy's ``linprog`` (HiGHS) solves the LP: a few hundred variables, about a mill
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +49,10 @@ __all__ = ["FluidBound", "FluidDemand", "Window", "allowed", "fluid_bound", "flu
 _WINDOW_EDGES = 48
 """Window starts and ends per goal (quantiles of arrivals and deadlines): any window is a
 valid test, so fewer only loosens the bound; 48 × 48 keeps a demand's windows ≈ 0.1 s."""
+
+
+_REPORT_EVERY = 10_000
+"""Jobs between two ``progress`` reports."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +114,12 @@ def fluid_demand(
     cluster: Cluster,
     slos: Sequence[Slo],
     flavors: Sequence[str] = (),
+    progress: Callable[[int, int], None] | None = None,
 ) -> FluidDemand:
     """The demand as classes × resources, for the cluster's catalog (any candidate);
     ``flavors``: quota flavors candidates may have that the cluster lacks (a new MIG
-    layout's profiles)."""
+    layout's profiles); ``progress(done, total)``: how far it is, in job passes (a year
+    of a demand is hundreds of thousands of jobs: tens of seconds)."""
     cat = cluster.catalog
     capacity = {**{f: 1 for f in flavors}, **cluster.capacity()}
     mig = {f: c for f, c in capacity.items() if f.startswith("mig-")}
@@ -124,7 +130,10 @@ def fluid_demand(
     rows: list[tuple[float, float, str, dict[str, float]]] = []
     earliest_end = 0.0
     upper = 0.0
-    for job in jobs:
+    passes = len(jobs) * (1 + 2 * len(waits))  # the jobs, then per goal its scope and windows
+    for n, job in enumerate(jobs):
+        if progress is not None and n % _REPORT_EVERY == 0:
+            progress(n, passes)
         allowed_ = allowed(job, models, mig, cat)
         seconds = {}
         runtime = math.inf
@@ -145,7 +154,9 @@ def fluid_demand(
     # Per goal, the smallest ⌈p · n⌉ jobs of its scope must start in time (the rest may
     # miss it); the bound keeps the union of those.
     chosen: set[int] = set()
-    for slo in waits:
+    for g, slo in enumerate(waits):
+        if progress is not None:
+            progress(len(jobs) * (1 + g), passes)
         scope = [
             i for i, j in enumerate(jobs) if slo.selects(j.workload.queue, j.workload.priority)
         ]
@@ -166,7 +177,15 @@ def fluid_demand(
     for i, (key, total) in enumerate(sorted(classes.items())):
         cols = [index[r] for r in key.split("|")[0].split(",") if r in index]
         need[i, cols] = total[cols]
-    windows = [w for slo in waits for w in _windows(slo, jobs, rows, set(resources)) if w.rate > 0]
+    windows: list[Window] = []
+    columns = _Columns.of(jobs, rows, set(resources)) if waits else None
+    for g, slo in enumerate(waits):
+        if progress is not None:
+            progress(len(jobs) * (1 + len(waits) + g), passes)
+        assert columns is not None
+        windows += [w for w in _windows(slo, jobs, columns) if w.rate > 0]
+    if progress is not None:
+        progress(passes, passes)
     util = [s for s in slos if s.metric == "utilization"]
     return FluidDemand(
         resources,
@@ -210,49 +229,137 @@ def _class_key(job: Job, seconds: dict[str, float]) -> str:
     )
 
 
-def _windows(
-    slo: Slo,
-    jobs: Sequence[Job],
-    rows: Sequence[tuple[float, float, str, dict[str, float]]],
-    resources: set[str],
-) -> list[Window]:
+@dataclass(frozen=True)
+class _Columns:
+    """What the window tests read of every job, as arrays (built once for all goals: a
+    year of a demand is a million jobs, and reading them job by job per goal was most of
+    the windows' time)."""
+
+    submit: np.ndarray
+    slowest: np.ndarray
+    """Run time on the slowest resource it may use."""
+    smallest: np.ndarray
+    """GPU-seconds on the cheapest resource it may use."""
+    usable: np.ndarray
+    """Whether it may use any resource at all."""
+    kind: np.ndarray
+    """Index in ``sets`` of the resources it may use."""
+    sets: tuple[frozenset[str], ...]
+
+    @classmethod
+    def of(
+        cls,
+        jobs: Sequence[Job],
+        rows: Sequence[tuple[float, float, str, dict[str, float]]],
+        resources: set[str],
+    ) -> _Columns:
+        kinds: dict[frozenset[str], int] = {}
+        by_key: dict[str, int] = {}
+        kind = np.empty(len(rows), dtype=np.int64)
+        for n, (_, _, key, seconds) in enumerate(rows):
+            k = by_key.get(key)
+            if k is None:  # one per class: the class key names the resources it may use
+                group = frozenset(r for r in seconds if r in resources)
+                k = by_key[key] = kinds.setdefault(group, len(kinds))
+            kind[n] = k
+        return cls(
+            np.array([j.submit for j in jobs], dtype=float),
+            np.array([r[1] for r in rows], dtype=float),
+            np.array([r[0] for r in rows], dtype=float),
+            np.array([bool(r[3]) for r in rows], dtype=bool),
+            kind,
+            tuple(kinds),
+        )
+
+
+def _windows(slo: Slo, jobs: Sequence[Job], columns: _Columns) -> list[Window]:
     """The goal's worst window per resource set (see the module docstring)."""
-    scope = [
-        i
-        for i, j in enumerate(jobs)
-        if slo.selects(j.workload.queue, j.workload.priority) and rows[i][3]
-    ]
-    if not scope:
+    picked = np.fromiter(
+        (slo.selects(j.workload.queue, j.workload.priority) for j in jobs), bool, len(jobs)
+    )
+    scope = np.flatnonzero(picked & columns.usable)
+    if not len(scope):
         return []
     drop = len(scope) - math.ceil(int(slo.metric[1:3]) / 100 * len(scope))
-    # Largest first, so 'drop the window's m largest' is 'skip its first m'.
-    scope.sort(key=lambda i: -rows[i][0])
-    arrive = np.array([jobs[i].submit for i in scope], dtype=float)
-    due = np.array([jobs[i].submit + slo.target + rows[i][1] for i in scope], dtype=float)
-    need = np.array([rows[i][0] for i in scope])
-    sets = [frozenset(r for r in rows[i][3] if r in resources) for i in scope]
+    # Largest first, so 'drop the window's m largest' is 'skip its first m' (ties in
+    # the trace's order).
+    scope = scope[np.argsort(-columns.smallest[scope], kind="stable")]
+    arrive = columns.submit[scope]
+    due = arrive + slo.target + columns.slowest[scope]
+    need = columns.smallest[scope]
+    kind = columns.kind[scope]
+    sets = [columns.sets[k] for k in np.unique(kind)]
     starts = np.unique(np.quantile(arrive, np.linspace(0, 1, _WINDOW_EDGES)))
     ends = np.unique(np.quantile(due, np.linspace(0, 1, _WINDOW_EDGES)))
+    # Window [starts[i], ends[k]] holds job j iff i < after[j] and k >= before[j].
+    after_all = np.searchsorted(starts, arrive, side="right")
+    before_all = np.searchsorted(ends, due, side="left")
+    length = ends[None, :] - starts[:, None]
+    ok = length > 0
     out = []
     for group in sorted(set(sets) | {frozenset().union(*sets)}, key=sorted):
         if not group:
             continue
-        member = np.array([s <= group for s in sets])
+        inside = [k for k, s in enumerate(columns.sets) if s <= group]
+        member = np.isin(kind, inside)
+        count, total, first = _inside(
+            after_all[member], before_all[member], need[member], len(starts), len(ends), drop
+        )
+        # The window's jobs but its `drop` largest (none when it holds no more than those).
+        kept = np.where(count > drop, total - first, 0.0)
+        rate = np.where(ok, kept / np.where(ok, length, 1.0), 0.0)
         best = (0.0, 0.0, 0.0)
-        for t1 in starts:
-            # [end, job]: the job lies inside [t1, end] and may use only this group.
-            inside = member & (arrive >= t1) & (due[None, :] <= ends[:, None])
-            kept = inside & (np.cumsum(inside, axis=1) > drop)
-            length = ends - t1
-            ok = length > 0
-            if not ok.any():
+        for i, t1 in enumerate(starts):
+            if not ok[i].any():
                 continue
-            rate = np.where(ok, (kept * need).sum(axis=1) / np.where(ok, length, 1.0), 0.0)
-            k = int(np.argmax(rate))
-            if rate[k] > best[0]:
-                best = (float(rate[k]), float(t1), float(ends[k]))
+            k = int(np.argmax(rate[i]))
+            if rate[i, k] > best[0]:
+                best = (float(rate[i, k]), float(t1), float(ends[k]))
         out.append(Window(slo.text, tuple(sorted(group)), best[1], best[2], best[0]))
     return out
+
+
+_BLOCK = 512
+"""Jobs per block of ``_inside``'s running counts: a window's `drop`-th job is found by
+its block's count, then among that block's jobs alone."""
+
+
+def _inside(
+    after: np.ndarray, before: np.ndarray, need: np.ndarray, n_starts: int, n_ends: int, drop: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per window (start i, end k): how many of the jobs (in order) lie inside, their need,
+    and the need of the first ``drop`` of them (the largest: the ones a percentile goal may
+    miss). A job lies inside when ``i < after`` and ``k >= before``.
+
+    Counted per block of ``_BLOCK`` jobs, as running 2-D sums over (after, before) cells:
+    each window's `drop`-th job is in the first block whose running count reaches ``drop``,
+    and only that block is looked at job by job. Masking every job for every window (what
+    this replaced) took 40 s for a year of the demo's demand (600,000 jobs)."""
+    n = len(after)
+    blocks = max(1, -(-n // _BLOCK))
+    cells = (n_starts + 1) * (n_ends + 1)
+    index = (np.arange(n) // _BLOCK) * cells + after * (n_ends + 1) + before
+    shape = (blocks, n_starts + 1, n_ends + 1)
+    hist = np.bincount(index, minlength=blocks * cells).reshape(shape)
+    mass = np.bincount(index, weights=need, minlength=blocks * cells).reshape(shape)
+
+    def windows(h: np.ndarray) -> np.ndarray:
+        h = np.cumsum(h[:, ::-1, :], axis=1)[:, ::-1, :]  # after >= a
+        return np.cumsum(h, axis=2)[:, 1:, :n_ends]  # after > i, before <= k
+
+    counts = np.cumsum(windows(hist), axis=0)  # [b, i, k]: in blocks 0..b
+    sums = np.cumsum(windows(mass), axis=0)
+    first = np.zeros((n_starts, n_ends))
+    if drop:
+        for i, k in zip(*np.nonzero(counts[-1] > drop), strict=True):
+            b = int(np.searchsorted(counts[:, i, k], drop))  # the block of the drop-th job
+            taken = int(counts[b - 1, i, k]) if b else 0
+            lo, hi = b * _BLOCK, (b + 1) * _BLOCK
+            inside = (after[lo:hi] > i) & (before[lo:hi] <= k)
+            first[i, k] = (sums[b - 1, i, k] if b else 0.0) + need[lo:hi][inside][
+                : drop - taken
+            ].sum()
+    return counts[-1], sums[-1], first
 
 
 @dataclass(frozen=True, slots=True)

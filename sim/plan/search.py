@@ -93,11 +93,14 @@ def search(
     options: Sequence[Arrangement] = (),
     journal: Journal | None = None,
     under_way: UnderWay | None = None,
+    bounding: Progress | None = None,
 ) -> dict[str, Any]:
     """The sweep's record: every candidate with its cost, bound and (if run) evaluation.
     ``options``: other node shapes and MIG layouts per GPU model (``shapes``), tried
     around the best cluster the level grid finds; ``journal``: evaluations kept so far,
-    and where to keep new ones; ``under_way``: how far each simulation running is."""
+    and where to keep new ones; ``under_way``: how far each simulation running is;
+    ``bounding``: how far the fluid bound's pass over the demand is (before the first
+    simulation)."""
     base = sum(1 for p in pools if p.count)
     current = Candidate(
         tuple(p.count for p in pools), tuple((p.model, 1.0) for p in pools), base=base
@@ -106,7 +109,7 @@ def search(
     if current.counts not in {c.counts for c in grid}:
         grid.append(current)
     flavors = sorted({f for p in pools for f in p.node_capacity})
-    demand = fluid_demand(jobs, cluster, slos, flavors)
+    demand = fluid_demand(jobs, cluster, slos, flavors, bounding)
     rows: dict[str, dict[str, Any]] = {}
 
     def add(cand: Candidate) -> None:
