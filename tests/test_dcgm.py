@@ -442,8 +442,12 @@ def test_settings_from_env_and_their_errors() -> None:
         PrometheusSettings.from_env({"APPORTION_PROMETHEUS_RECORDING_RULES": "maybe"})
     with pytest.raises(ValueError, match="informational_every: 0 must be at least 1"):
         PrometheusSettings.from_env({"APPORTION_PROMETHEUS_INFORMATIONAL_EVERY": "0"})
-    with pytest.raises(ValueError, match="url: 'prom:9090' must start with http"):
+    with pytest.raises(ValueError, match="url: 'prom:9090': must start with http"):
         PrometheusSettings(url="prom:9090")
+    # The planner's rule (scheduler.telemetry.url_problem): urllib's 'Invalid IPv6 URL'
+    # was a traceback at the first refresh.
+    with pytest.raises(ValueError, match=r"url: 'http://\[::1:9090': an IPv6 address is"):
+        PrometheusSettings(url="http://[::1:9090")
 
 
 def _label_names(line: str) -> list[str]:

@@ -46,6 +46,7 @@ from scheduler.telemetry import (
     merge_answers,
     queries,
     read_answer,
+    url_problem,
 )
 from scheduler.textfile import read_text
 
@@ -86,8 +87,8 @@ class PrometheusSettings:
 
     def __post_init__(self) -> None:
         problems = []
-        if not self.url.startswith(("http://", "https://")):
-            problems.append(f"url: {self.url!r} must start with http:// or https://")
+        if (why := url_problem(self.url)) is not None:
+            problems.append(f"url: {self.url!r}: {why}")
         if self.timeout_s <= 0:
             problems.append(f"timeout_s: {self.timeout_s} must be positive")
         if self.refresh_interval_s <= 0:
