@@ -27,11 +27,35 @@ from scheduler.model import (
     flavor_of_mig,
 )
 
-__all__ = ["MAX_NODE_GPUS", "Checks", "checked_catalog", "validate_snapshot"]
+__all__ = [
+    "MAX_NODE_GPUS",
+    "MAX_PRICE",
+    "Checks",
+    "checked_catalog",
+    "price_problem",
+    "validate_snapshot",
+]
 
 MAX_NODE_GPUS = 1024
 """More GPUs than any node has, or than a pod can ask for: a bound far above real clusters
 that catches typos (gpus: 80000000 for 80 GB), which the ILP would take as coefficients."""
+
+
+MAX_PRICE = 1000.0
+"""$ per GPU-hour: the catalog's dearest GPU (B200) lists at $9/h. A price a hundred times
+that is in another unit (per node, per month), and 1e308 made every cost inf and NaN."""
+
+
+def price_problem(price: float) -> str | None:
+    """Why a $/GPU-hour price cannot be used, or None."""
+    if not (math.isfinite(price) and price >= 0):
+        return "must be a finite number, 0 or more"
+    if price > MAX_PRICE:
+        return (
+            f"is more than ${MAX_PRICE:,.0f} per GPU-hour (the catalog's dearest GPU lists at "
+            "$9/h: a larger price is likely per node or per month)"
+        )
+    return None
 
 
 def validate_snapshot(snapshot: Snapshot) -> list[str]:
@@ -98,10 +122,8 @@ def checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
                 f"{path}.relative_throughput: {model.relative_throughput} must be "
                 "a finite number greater than 0"
             )
-        if not (math.isfinite(model.price_per_hour) and model.price_per_hour >= 0):
-            problems.append(
-                f"{path}.price_per_hour: {model.price_per_hour} must be a finite number, 0 or more"
-            )
+        if (why := price_problem(model.price_per_hour)) is not None:
+            problems.append(f"{path}.price_per_hour: {model.price_per_hour:g} {why}")
         if clash:
             continue  # adding it would make a product label ambiguous
         products.update((product.lower(), i) for product in model.products)
@@ -120,8 +142,8 @@ def checked_catalog(snapshot: Snapshot) -> tuple[Catalog, list[str]]:
         path = join("prices", name)
         if catalog.get(name) is None:
             problems.append(f"{path}: {unknown_model(name, catalog)}")
-        elif not (math.isfinite(price) and price >= 0):
-            problems.append(f"{path}: {price} must be a finite number, 0 or more")
+        elif (why := price_problem(price)) is not None:
+            problems.append(f"{path}: {price:g} {why}")
         else:
             prices[name] = price
     problems += _named_twice("prices", snapshot.prices, catalog)

@@ -604,7 +604,21 @@ def _mig_gpu(model: str, *slices: tuple[str, int]) -> dict[str, Any]:
             {"prices": {"H900": 1.0, "T4": -1.0}},
             [
                 f"prices.H900: 'H900' is not a known GPU model (known: {KNOWN})",
-                "prices.T4: -1.0 must be a finite number, 0 or more",
+                "prices.T4: -1 must be a finite number, 0 or more",
+            ],
+        ),
+        # 1e308 made every cost of a capacity plan inf and NaN.
+        (
+            {
+                "gpu_models": [{"name": "G1", "memory_mib": 1024, "price_per_hour": 2000}],
+                "prices": {"T4": 1e308},
+            },
+            [
+                "gpu_models[0].price_per_hour: 2000 is more than $1,000 per GPU-hour (the "
+                "catalog's dearest GPU lists at $9/h: a larger price is likely per node or "
+                "per month)",
+                "prices.T4: 1e+308 is more than $1,000 per GPU-hour (the catalog's dearest GPU "
+                "lists at $9/h: a larger price is likely per node or per month)",
             ],
         ),
         (

@@ -153,7 +153,7 @@ def test_plan_command_rejects_nonsense_numbers_before_the_sweep(tmp_path: Path) 
         (["--horizon-hours", "-1"], "argument --horizon-hours: '-1': must be a positive number"),
         (["--max-jobs", "-5"], "argument --max-jobs: '-5': must be 1 or more"),
         (["--workers", "-1"], "argument --workers: '-1': must be 0 or more"),
-        (["--price", "T4=nan"], "--price 'T4=nan': a price is 0 or a positive number"),
+        (["--price", "T4=nan"], "--price 'T4=nan': nan must be a finite number, 0 or more"),
         (["--levels", "1,nan"], "--levels '1,nan': give one or more finite, non-negative"),
         (["--levels", "inf"], "--levels 'inf': give one or more finite, non-negative"),
         (["--out", str(taken)], f"--out {taken}: is a file, not a directory (--out names a "
@@ -190,15 +190,16 @@ def test_a_price_past_any_gpu_or_given_twice_is_refused(tmp_path: Path) -> None:
     trace, _ = _write_inputs(tmp_path)
     priced = tmp_path / "priced.yaml"
     priced.write_text(CLUSTER + "prices: {A100-80GB: 1.0e+300}\n")
-    why = ("at most $1,000 per GPU-hour (the catalog's dearest GPU lists at $9/h: a larger "
-           "price is likely per node or month)")  # fmt: skip
+    why = ("is more than $1,000 per GPU-hour (the catalog's dearest GPU lists at $9/h: a "
+           "larger price is likely per node or per month)")  # fmt: skip
     for args, message in (
-        (["--price", "T4=1e308"], f"--price 'T4=1e308': {why}"),
+        (["--price", "T4=1e308"], f"--price 'T4=1e308': 1e+308 {why}"),
         (["--price", "T4=3", "--price", "T4=4"], "--price 'T4=4': T4 is priced twice (also "
          "'T4=3')"),
         (["--price", "T4=3", "--price", "NVIDIA-T4=4"], "--price 'NVIDIA-T4=4': T4 is priced "
          "twice (also 'T4=3')"),
-        (["--cluster", str(priced)], f"{priced}: prices: A100-80GB: 1e+300: {why}"),
+        (["--cluster", str(priced)], f"{priced} is not a valid cluster snapshot:\n"
+         f"prices.A100-80GB: 1e+300 {why}"),
     ):  # fmt: skip
         done = _plan(str(trace), "--max-simulations", "1", "--workers", "1", "--no-shapes",
                      *args)  # fmt: skip

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.cli import CommandError, stop_on_sigterm
+from scheduler.consistency import price_problem
 from scheduler.telemetry import url_problem
 from scheduler.textfile import read_text
 from sim.cluster import Cluster, ClusterError, load_cluster
@@ -275,21 +276,6 @@ def _levels(text: str) -> tuple[float, ...]:
     return levels
 
 
-MAX_PRICE = 1000.0
-"""$ per GPU-hour: the catalog's dearest GPU (B200) lists at $9/h. A price a hundred times
-that is in another unit (per node, per month), and 1e308 made every cost inf and NaN."""
-PRICE_WHY = "the catalog's dearest GPU lists at $9/h: a larger price is likely per node or month"
-
-
-def _price_problem(price: float) -> str | None:
-    """Why a $/GPU-hour price cannot be planned with, or None."""
-    if not math.isfinite(price) or price < 0:
-        return "a price is 0 or a positive number"
-    if price > MAX_PRICE:
-        return f"at most ${MAX_PRICE:,.0f} per GPU-hour ({PRICE_WHY})"
-    return None
-
-
 def _prices(items: list[str], cluster: Cluster) -> dict[str, float]:
     out: dict[str, float] = {}
     given: dict[str, str] = {}
@@ -300,19 +286,15 @@ def _prices(items: list[str], cluster: Cluster) -> dict[str, float]:
             price = float(value)
         except ValueError:
             raise CommandError(f"--price {item!r}: expected MODEL=DOLLARS_PER_HOUR") from None
-        problem = _price_problem(price)
+        problem = price_problem(price)
         if problem is not None:
-            raise CommandError(f"--price {item!r}: {problem}")
+            raise CommandError(f"--price {item!r}: {price:g} {problem}")
         model = cluster.catalog.get(name.strip())
         known = model.name if model is not None else name.strip()
         if known in given:  # the last one won without a word
             raise CommandError(f"--price {item!r}: {known} is priced twice (also {given[known]!r})")
         given[known] = item
         out[name.strip()] = price
-    for name, price in cluster.snapshot.prices.items():  # a cluster file's own prices
-        problem = _price_problem(price)
-        if problem is not None and name not in out:
-            raise CommandError(f"{cluster.source}: prices: {name}: {price:g}: {problem}")
     return out
 
 
