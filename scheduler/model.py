@@ -109,8 +109,8 @@ def _pod_count(value: int) -> int:
     return value
 
 
-MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
-"""A queue's weight: far wider than any fair-share policy needs."""
+MIN_WEIGHT, MAX_WEIGHT = 0.001, 1000
+"""A queue's weight: far wider than any fair-share policy needs (a ratio of a million)."""
 
 MAX_QUOTA = 10_000_000
 """A quota amount (GPUs or MIG instances) no cluster can hold: a typo (10**30), which the

@@ -75,10 +75,15 @@ def test_ctrl_c_while_the_commands_load_is_a_line_not_a_traceback():
 
 
 def test_the_command_gets_ctrl_c_as_usual_once_loaded(capsys):
+    """As a terminal starts it (a background run of the suite ignores SIGINT)."""
     from scheduler.cli import main
 
-    assert main(["catalog"]) == 0
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert main(["catalog"]) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert "H100" in capsys.readouterr().out
 
 

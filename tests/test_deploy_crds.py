@@ -155,7 +155,7 @@ def test_conversion_refuses_what_a_crd_cannot_express():
 def test_bounds_of_the_models_reach_the_schema():
     spec = queue_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     weight = spec["properties"]["weight"]
-    assert (weight["minimum"], weight["maximum"]) == (1e-6, 1e6)
+    assert (weight["minimum"], weight["maximum"]) == (0.001, 1000)
     quota = spec["properties"]["quota"]["additionalProperties"]["properties"]
     assert (quota["nominal"]["minimum"], quota["nominal"]["maximum"]) == (0, 10_000_000)
     assert quota["borrowing_limit"]["nullable"] is True

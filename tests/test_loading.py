@@ -801,7 +801,7 @@ def test_queue_problems(queues: list[dict[str, Any]], expected: str) -> None:
 KUBERNETES_PRIORITY = "is not a Kubernetes priority (a 32-bit integer, -2147483648 to 2147483647)"
 PAST_ANY_CLUSTER = "more than any cluster holds (at most 1,000,000 GPUs, 7 MIG instances each)"
 WEIGHTS = (
-    "must be between 1e-06 and 1,000,000: only weights' ratios matter, and shares divided "
+    "must be between 0.001 and 1,000: only weights' ratios matter, and shares divided "
     "by a weight past these lose their precision"
 )
 
