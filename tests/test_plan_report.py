@@ -285,14 +285,15 @@ def test_a_metrics_url_that_is_no_http_url_is_refused_up_front() -> None:
         )
 
 
-def _answering(body: bytes) -> Iterator[str]:
+@contextmanager
+def _answering(body: bytes, status: int = 200) -> Iterator[str]:
     """A stand-in Prometheus answering every query with ``body``; its URL."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Answer(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -320,7 +321,7 @@ def test_a_live_answer_too_deep_is_refused_as_an_export_is() -> None:
         (b"<html>proxy</html>", "line 1 column 1: not JSON (Expecting value)"),
         (b"\xff", "is not JSON (not UTF-8 text)"),
     ):
-        with contextmanager(_answering)(body) as url, pytest.raises(RightsizingError) as refused:
+        with _answering(body) as url, pytest.raises(RightsizingError) as refused:
             query_prometheus(url)
         assert str(refused.value) == f"Prometheus at {url}: the util_gr answer {problem}"
 
@@ -378,31 +379,11 @@ def test_a_metrics_snapshot_without_metrics_is_refused() -> None:
 
 def test_a_prometheus_error_answer_gives_prometheus_reason() -> None:
     """'answered 503 to the util_gr query' hid why: Prometheus' envelope says it."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from sim.plan.rightsizing import RightsizingError, query_prometheus
 
-    class Busy(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b'{"status":"error","errorType":"unavailable","error":"too many queries"}'
-            self.send_response(503)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Busy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        with pytest.raises(RightsizingError) as refused:
-            query_prometheus(url)
-    finally:
-        server.shutdown()
+    body = b'{"status":"error","errorType":"unavailable","error":"too many queries"}'
+    with _answering(body, status=503) as url, pytest.raises(RightsizingError) as refused:
+        query_prometheus(url)
     assert str(refused.value).startswith(f"Prometheus at {url} answered HTTP 503 to the ")
     assert str(refused.value).endswith(" query: too many queries")
 
