@@ -11,7 +11,7 @@ from invariants import (
 )
 
 from scheduler.allocator import decide
-from scheduler.model import Snapshot
+from scheduler.model import Decision, Snapshot
 from scheduler.reasons import Outcome, Reason
 
 H100 = "H100-80GB"
@@ -216,6 +216,16 @@ def test_a_take_back_that_would_cut_into_nominal_is_searched_again_without_it() 
     assert not _problems(snap)
 
 
+def _unmoved(snap: Snapshot, waiting: str) -> tuple[Decision, Decision]:
+    """The decision without the phase and with it, which changes nothing: ``waiting``
+    waits in both."""
+    before = decide(snap, use_ilp=False, improve_phase=False)
+    after = decide(snap, use_ilp=False)
+    assert before.by_workload()[waiting].outcome is Outcome.PENDING
+    assert after.workloads == before.workloads
+    return before, after
+
+
 def test_no_move_leaves_a_higher_priority_taken_back_where_a_lower_one_keeps_its_place() -> None:
     """The needy gang needs all of h0, where b's b-hi (priority 5, H100 or A100) was
     admitted; b's b-lo (priority 0, A100 only) holds a0. Taking b-hi back would leave it
@@ -235,10 +245,7 @@ def test_no_move_leaves_a_higher_priority_taken_back_where_a_lower_one_keeps_its
             workload("b-lo").gpus(2, "A100-80GB").queue("b"),
         ],
     )
-    before = decide(snap, use_ilp=False, improve_phase=False)
-    after = decide(snap, use_ilp=False)
-    assert after.by_workload()["needy-gang"].outcome is Outcome.PENDING
-    assert after.workloads == before.workloads
+    _unmoved(snap, "needy-gang")
     assert not _problems(snap)
 
 
@@ -259,10 +266,7 @@ def test_a_workload_wholly_beyond_its_queues_nominal_quota_is_no_candidate() -> 
             *(workload(f"b-{i:02d}").gpus(1).queue("b") for i in range(20)),
         ],
     )
-    before = decide(snap, use_ilp=False, improve_phase=False)
-    after = decide(snap, use_ilp=False)
-    assert before.by_workload()["a-gang"].outcome is Outcome.PENDING
-    assert after.workloads == before.workloads
+    _unmoved(snap, "a-gang")
 
 
 def test_no_move_that_the_priorities_it_takes_back_make_a_loss() -> None:
@@ -284,10 +288,7 @@ def test_no_move_that_the_priorities_it_takes_back_make_a_loss() -> None:
             *(workload(f"b-{i:02d}").gpus(1).queue("b").priority(5) for i in range(20)),
         ],
     )
-    before = decide(snap, use_ilp=False, improve_phase=False)
-    after = decide(snap, use_ilp=False)
-    assert after.by_workload()["gang"].outcome is Outcome.PENDING
-    assert after.workloads == before.workloads
+    before, after = _unmoved(snap, "gang")
     assert after.stats.objective == before.stats.objective
 
 
