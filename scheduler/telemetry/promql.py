@@ -282,7 +282,7 @@ _MOST: dict[str, tuple[float, str]] = {
 """Readings with an upper bound by their unit: a ratio of 250 was 'busy 25000 %'."""
 
 
-class _NegativeReading(Exception):
+class _OutOfRange(Exception):
     """Raised by the hot loop (a reading below 0, or past its ``_MOST``); ``read_answer``
     finds the row and names it."""
 
@@ -296,7 +296,7 @@ def read_answer(name: str, payload: object, settings: TelemetrySettings) -> Answ
     rows = _result_list(payload, name)
     try:
         return _read(name, rows, settings.labels)
-    except _NegativeReading:
+    except _OutOfRange:
         most, unit = _MOST.get(name, (math.inf, ""))
         i, value = next(
             (i, r["value"][1])
@@ -338,7 +338,7 @@ def _read(name: str, rows: list[Any], names: SeriesLabels) -> Answer:
         if number < 0 or number > most:
             # A broken export or recording rule: -5 MiB peak read as a workload using
             # nothing, and advice built on it; a utilization ratio of 250.
-            raise _NegativeReading
+            raise _OutOfRange
         device = f"{labels.get(node, '')}\0{labels.get(gpu, '')}\0{labels.get(gi_id, '')}"
         converted = convert(number)
         values[device] = converted
