@@ -23,7 +23,14 @@ from scheduler.commands import BUDGET_WHY, MAX_BUDGET_MS
 from scheduler.textfile import given_path, read_text
 from sim.cluster import ClusterError, load_cluster
 from sim.engine import EngineSettings
-from sim.experiments import Outcome, ReplaySettings, dumps, fill_experiment, replay_experiment
+from sim.experiments import (
+    NotFiniteError,
+    Outcome,
+    ReplaySettings,
+    dumps,
+    fill_experiment,
+    replay_experiment,
+)
 from sim.fill import FILL_POLICIES
 from sim.gavel import on_cluster as gavel_on_cluster
 from sim.jsontext import MAX_INT_DIGITS
@@ -347,7 +354,13 @@ def _run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         bar.end_line()
         raise
-    text = dumps(outcome.result)
+    try:
+        text = dumps(outcome.result)
+    except NotFiniteError as error:
+        raise CommandError(
+            f"the results {error}; nothing written (a bug: please report it with the "
+            "command that gave it)"
+        ) from None
     if args.out is not None:
         _write_out(args.out, outcome.result, text, args.plot_format)
     if args.json:

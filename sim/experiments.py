@@ -12,9 +12,10 @@ JSON (``dumps``); timings are returned beside them for the console.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,9 +53,41 @@ class Outcome:
     events: dict[str, int] = field(default_factory=dict)
 
 
-def dumps(result: dict[str, Any]) -> str:
-    """The canonical JSON text: sorted keys, fixed separators, a final newline."""
-    return json.dumps(result, sort_keys=True, indent=1, separators=(",", ": ")) + "\n"
+class NotFiniteError(ValueError):
+    """A record holds NaN or an infinity, which JSON does not have (``json.dumps`` writes a
+    bare NaN or Infinity that other readers refuse): where, and the value."""
+
+
+def dumps(result: dict[str, Any], compact: bool = False) -> str:
+    """The canonical JSON text: sorted keys, fixed separators (``compact``: one line), a
+    final newline; strict JSON (``NotFiniteError`` names a value that is not finite)."""
+    layout: dict[str, Any] = (
+        {"separators": (",", ":")} if compact else {"indent": 1, "separators": (",", ": ")}
+    )
+    try:
+        return json.dumps(result, sort_keys=True, allow_nan=False, **layout) + "\n"
+    except ValueError:
+        where, value = _not_finite(result, "") or ("?", math.nan)
+        raise NotFiniteError(f"holds {value} at {where}, which JSON cannot carry") from None
+
+
+def _not_finite(value: object, path: str) -> tuple[str, float] | None:
+    """Where in ``value`` the first float that is not finite is, and it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path or "the top", value
+    if isinstance(value, dict):
+        items: Iterable[tuple[str, object]] = (
+            (f"{path}.{k}" if path else str(k), v) for k, v in value.items()
+        )
+    elif isinstance(value, list | tuple):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for where, inner in items:
+        found = _not_finite(inner, where)
+        if found is not None:
+            return found
+    return None
 
 
 def _header(

@@ -3,6 +3,7 @@ conservation properties over random small traces."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
@@ -14,7 +15,7 @@ from sim import engine
 from sim.cluster import Cluster, uniform_cluster
 from sim.engine import EngineSettings, Simulation, run
 from sim.events import Outage, Utilization
-from sim.experiments import ReplaySettings, dumps, replay_experiment
+from sim.experiments import NotFiniteError, ReplaySettings, dumps, replay_experiment
 from sim.job import Job
 from sim.jobfile import load_job_csv
 from sim.policies import make_policy
@@ -384,6 +385,14 @@ def test_same_inputs_and_seed_give_identical_json() -> None:
     assert texts[0] == texts[1]
     other = dumps(replay_experiment(cluster, trace, ["random"], [4], settings).result)
     assert other != texts[0]
+
+
+def test_results_are_strict_json() -> None:
+    """json.dumps writes a bare NaN or Infinity, which JSON does not have and other readers
+    refuse: results.json (and plan.json, which uses the same text) names it instead."""
+    assert dumps({"b": [1.0, 2], "a": None}, compact=True) == '{"a":null,"b":[1.0,2]}\n'
+    with pytest.raises(NotFiniteError, match=r"holds nan at runs\[1\]\.jain, which JSON"):
+        dumps({"runs": [{"jain": 1.0}, {"jain": math.nan}]})
 
 
 POLICIES = ("greedy", "apportion-greedy", "fifo", "kueue", "drf", "best-fit", "fgd", "random")

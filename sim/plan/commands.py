@@ -20,7 +20,7 @@ import shlex
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from scheduler.telemetry import url_problem
 from scheduler.textfile import read_text
 from sim.cluster import Cluster, ClusterError, load_cluster
 from sim.commands import DEMO_TRACE, float_option, int_option, values_may_start_with_minus
+from sim.experiments import NotFiniteError, dumps
 from sim.job import Job
 from sim.outfiles import make_out, out_dir, write_whole
 from sim.plan.candidates import (
@@ -673,39 +674,15 @@ def _fingerprint(inputs: dict[str, Any]) -> str:
 
 
 def _json(record: dict[str, Any], compact: bool = False) -> str:
-    """The record as canonical JSON (``sim.experiments.dumps``'s text; ``compact``: one
-    line), never with a bare NaN or Infinity, which JSON does not have and other readers
-    refuse: a value that is not finite is named, and nothing is written."""
+    """The record as ``dumps`` writes it: a value that is not finite is named, and nothing
+    is written."""
     try:
-        if compact:
-            return json.dumps(record, sort_keys=True, separators=(",", ":"), allow_nan=False) + "\n"
-        text = json.dumps(record, sort_keys=True, indent=1, separators=(",", ": "), allow_nan=False)
-    except ValueError:
-        where, value = _not_finite(record, "") or ("?", math.nan)
+        return dumps(record, compact)
+    except NotFiniteError as error:
         raise CommandError(
-            f"the plan's record holds {value} at {where}, which JSON cannot carry; nothing "
-            "written (a bug: please report it with the command that gave it)"
+            f"the plan's record {error}; nothing written (a bug: please report it with the "
+            "command that gave it)"
         ) from None
-    return text + "\n"
-
-
-def _not_finite(value: object, path: str) -> tuple[str, float] | None:
-    """Where in ``value`` the first float that is not finite is, and it."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return path or "the top", value
-    if isinstance(value, dict):
-        items: Iterable[tuple[str, object]] = (
-            (f"{path}.{k}" if path else str(k), v) for k, v in value.items()
-        )
-    elif isinstance(value, list | tuple):
-        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
-    else:
-        return None
-    for where, inner in items:
-        found = _not_finite(inner, where)
-        if found is not None:
-            return found
-    return None
 
 
 def _finish(args: argparse.Namespace, record: dict[str, Any], slos: list[Slo]) -> int:
