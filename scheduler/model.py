@@ -9,6 +9,7 @@ whole GPUs, MIG instances, milli-GPU, MiB, milli-CPU, seconds.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -86,13 +87,15 @@ def _positive_weight(value: float) -> float:
     return value
 
 
-def _quota_amount(value: int) -> int:
-    if value > MAX_QUOTA:
-        raise ValueError(
-            f"is more than {MAX_QUOTA:,}, more than any cluster holds (at most "
-            "1,000,000 GPUs, 7 MIG instances each)"
-        )
-    return value
+def _at_most(limit: int, problem: str) -> Callable[[int], int]:
+    """A validator refusing values past ``limit``, with the ``problem`` to say."""
+
+    def check(value: int) -> int:
+        if value > limit:
+            raise ValueError(problem)
+        return value
+
+    return check
 
 
 def _priority(value: int) -> int:
@@ -100,12 +103,6 @@ def _priority(value: int) -> int:
         raise ValueError(
             f"is not a Kubernetes priority (a 32-bit integer, {MIN_PRIORITY} to {MAX_PRIORITY})"
         )
-    return value
-
-
-def _pod_count(value: int) -> int:
-    if value > MAX_PODS:
-        raise ValueError(f"pods are more than {MAX_PODS:,}, more than any cluster has GPUs")
     return value
 
 
@@ -135,18 +132,6 @@ TOO_MUCH_MEMORY = (
 )
 
 
-def _cpu_within(milli: int) -> int:
-    if milli > MAX_AMOUNT:
-        raise ValueError(TOO_MUCH_CPU)
-    return milli
-
-
-def _memory_within(mib: int) -> int:
-    if mib > MAX_AMOUNT:
-        raise ValueError(TOO_MUCH_MEMORY)
-    return mib
-
-
 # The json_schema_extra bounds repeat the validators' rules for the generated CRD schemas
 # (scheduler/crds.py), so the API server rejects what these models would.
 NonNegative = Annotated[int, AfterValidator(_not_negative), Field(json_schema_extra={"minimum": 0})]
@@ -154,19 +139,25 @@ Positive = Annotated[int, AfterValidator(_positive), Field(json_schema_extra={"m
 QuotaAmount = Annotated[
     int,
     AfterValidator(_not_negative),
-    AfterValidator(_quota_amount),
+    AfterValidator(
+        _at_most(
+            MAX_QUOTA,
+            f"is more than {MAX_QUOTA:,}, more than any cluster holds (at most 1,000,000 "
+            "GPUs, 7 MIG instances each)",
+        )
+    ),
     Field(json_schema_extra={"minimum": 0, "maximum": MAX_QUOTA}),
 ]
 CpuMilli = Annotated[
     int,
     AfterValidator(_not_negative),
-    AfterValidator(_cpu_within),
+    AfterValidator(_at_most(MAX_AMOUNT, TOO_MUCH_CPU)),
     Field(json_schema_extra={"minimum": 0, "maximum": MAX_AMOUNT}),
 ]
 MemoryMib = Annotated[
     int,
     AfterValidator(_not_negative),
-    AfterValidator(_memory_within),
+    AfterValidator(_at_most(MAX_AMOUNT, TOO_MUCH_MEMORY)),
     Field(json_schema_extra={"minimum": 0, "maximum": MAX_AMOUNT}),
 ]
 Priority = Annotated[
@@ -413,7 +404,12 @@ class Workload(_Frozen):
     priority: Priority = 0
     created: NonNegative = 0
     """Creation time, seconds on the snapshot's clock; older first within a priority."""
-    pods: Annotated[Positive, AfterValidator(_pod_count)] = 1
+    pods: Annotated[
+        Positive,
+        AfterValidator(
+            _at_most(MAX_PODS, f"pods are more than {MAX_PODS:,}, more than any cluster has GPUs")
+        ),
+    ] = 1
     """A workload is admitted whole: with more than one pod it is a gang."""
     demand: Demand
     cpu_milli: CpuMilli = 0
