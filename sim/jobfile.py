@@ -23,6 +23,7 @@ Lines, where a column is a character's).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cache
 from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -58,11 +59,17 @@ def _within(value: _N) -> _N:
     return value
 
 
+@cache
+def _catalog_profiles() -> frozenset[str]:
+    """Every catalog model's MIG profiles, once (not a new set per row)."""
+    return frozenset(default_catalog().mig_profile_names())
+
+
 def _mig_profile(name: str) -> str:
     """A profile no GPU model has: a bad row at its cell, as in a snapshot, not a job that
     waits to the end of the run as one the cluster "can never run". A cluster file adds
     GPU models without MIG, so the catalog's profiles are every cluster's."""
-    profiles = default_catalog().mig_profile_names()
+    profiles = _catalog_profiles()
     if name not in profiles:
         raise ValueError(not_a_mig_profile(name, profiles))
     return name

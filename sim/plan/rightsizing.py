@@ -76,9 +76,9 @@ def query_prometheus(url: str, timeout_s: float = 10.0) -> dict[str, Any]:
             ) from None
         except JsonProblem as error:
             line, column = location(text, error.offset)
-            why = f"not JSON ({error.problem})" if error.reason == "not JSON" else error.problem
             raise RightsizingError(
-                f"Prometheus at {url}: the {q.name} answer line {line} column {column}: {why}"
+                f"Prometheus at {url}: the {q.name} answer line {line} column {column}: "
+                f"{error.said}"
             ) from None
     return out
 
@@ -113,8 +113,7 @@ def rightsizing_rows(metrics: Path | dict[str, Any], snapshot_path: Path) -> lis
         raise RightsizingError(f"cannot read {error.filename}: {error.strerror}") from None
     except JsonProblem as error:
         line, column = location(export, error.offset)
-        why = f"not JSON ({error.problem})" if error.reason == "not JSON" else error.problem
-        raise RightsizingError(f"{metrics} line {line} column {column}: {why}") from None
+        raise RightsizingError(f"{metrics} line {line} column {column}: {error.said}") from None
     source = str(metrics) if isinstance(metrics, Path) else "Prometheus' answers"
     if not isinstance(payload, dict):
         raise RightsizingError(f"{source}: expected an object of query name → answer")
