@@ -292,15 +292,16 @@ def test_a_reclaim_takes_back_lent_quota_before_its_own_queues_lower_priority(
     assert (d.outcome, d.victims) == (Outcome.PREEMPT, ("b-1",)), d.message
 
 
-def _q1_reclaims_from(queues: list[str], borrowers: list[dict[str, object]]) -> Snapshot:
-    """One shared L40S; q1 (nominal 1) reclaims 400m for p5 from ``borrowers`` of the
-    cohort mates ``queues``, admitted earlier in the same decision."""
+def _q1_reclaims_from(p11_queue: str) -> Snapshot:
+    """One shared L40S; q1 (nominal 1) reclaims 400m for p5 from two borrowers of priority
+    10 admitted earlier in the same decision: q2's older p7 (300m) and ``p11_queue``'s
+    newer p11 (400m)."""
     return Snapshot.model_validate(
         {
             "nodes": [{"name": "n1", "gpus": [{"index": 0, "model": "L40S", "shared": True}]}],
             "queues": [
                 {"name": "q1", "cohort": "c0", "quota": {"L40S": {"nominal": 1}}},
-                *({"name": q, "cohort": "c0", "quota": {}} for q in queues),
+                *({"name": q, "cohort": "c0", "quota": {}} for q in sorted({"q2", p11_queue})),
             ],
             "workloads": [
                 # Fits nowhere (an empty node-affinity term matches no node): q1's p5 is
@@ -308,7 +309,10 @@ def _q1_reclaims_from(queues: list[str], borrowers: list[dict[str, object]]) -> 
                 {"name": "p9", "queue": "q1", "demand": {"gpus": 1}, "node_affinity": [{}]},
                 {"name": "p5", "queue": "q1", "created": 1, "pods": 2,
                  "demand": {"gpu_milli": 200}, "nominated": True},
-                *borrowers,
+                {"name": "p7", "queue": "q2", "priority": 10, "demand": {"gpu_milli": 300},
+                 "nominated": True},
+                {"name": "p11", "queue": p11_queue, "priority": 10, "created": 1,
+                 "demand": {"gpu_milli": 400}, "nominated": True},
             ],
         }
     )  # fmt: skip
@@ -318,15 +322,7 @@ def test_a_take_back_leaves_the_older_of_a_queue_in_its_place_whatever_the_sizes
     """Was (found by the age-order property): q1 reclaiming its nominal quota took back q2's
     older 300m (the smaller) and left its newer 400m admitted, where the older fitted.
     Within a queue and priority the newest goes first."""
-    snap = _q1_reclaims_from(
-        ["q2"],
-        [
-            {"name": "p7", "queue": "q2", "priority": 10, "demand": {"gpu_milli": 300},
-             "nominated": True},
-            {"name": "p11", "queue": "q2", "priority": 10, "created": 1,
-             "demand": {"gpu_milli": 400}, "nominated": True},
-        ],
-    )  # fmt: skip
+    snap = _q1_reclaims_from("q2")
     outcomes = {d.workload: d for d in decide(snap, use_ilp=False).workloads}
     assert {name: d.outcome for name, d in outcomes.items()} == {
         "p9": Outcome.PENDING,
@@ -343,15 +339,7 @@ def test_a_take_back_across_queues_takes_the_smallest_of_a_priority_first(use_il
     back order's size rule holds between them: q2's older 300m (the least work undone)
     goes, q3's newer 400m stays (guards the size in ``_undo_rank``: by age alone, the
     newer 400m went)."""
-    snap = _q1_reclaims_from(
-        ["q2", "q3"],
-        [
-            {"name": "p7", "queue": "q2", "priority": 10, "demand": {"gpu_milli": 300},
-             "nominated": True},
-            {"name": "p11", "queue": "q3", "priority": 10, "created": 1,
-             "demand": {"gpu_milli": 400}, "nominated": True},
-        ],
-    )  # fmt: skip
+    snap = _q1_reclaims_from("q3")
     outcomes = {d.workload: d for d in decide(snap, use_ilp=use_ilp).workloads}
     assert {name: d.outcome for name, d in outcomes.items()} == {
         "p9": Outcome.PENDING,
