@@ -32,6 +32,7 @@ __all__ = [
     "MAX_PRICE",
     "Checks",
     "checked_catalog",
+    "ineffective_limits",
     "price_problem",
     "validate_snapshot",
 ]
@@ -56,6 +57,27 @@ def price_problem(price: float) -> str | None:
             "$9/h: a larger price is likely per node or per month)"
         )
     return None
+
+
+def ineffective_limits(queue: Queue, path: str) -> list[str]:
+    """The borrowing and lending limits of a queue's quota that cannot take effect: without
+    a cohort there is nobody to borrow from or lend to, and a queue lends at most its
+    nominal quota. A snapshot refuses them; a served queue is kept, warned about."""
+    problems = []
+    for key, quota in queue.quota.items():
+        where = join(path, "quota", key)
+        for limit in ("borrowing_limit", "lending_limit"):
+            value = getattr(quota, limit)
+            if value is not None and queue.cohort is None:
+                problems.append(
+                    f"{where}.{limit}: {value} needs a cohort, and queue {queue.name!r} has none"
+                )
+        if quota.lending_limit is not None and quota.lending_limit > quota.nominal:
+            problems.append(
+                f"{where}.lending_limit: {quota.lending_limit} is more "
+                f"than the nominal quota {quota.nominal}"
+            )
+    return problems
 
 
 def validate_snapshot(snapshot: Snapshot) -> list[str]:
@@ -258,7 +280,7 @@ class Checks:
         for i, queue in enumerate(self.snapshot.queues):
             path = f"queues[{i}]"
             flavors: dict[str, str] = {}
-            for key, quota in queue.quota.items():
+            for key in queue.quota:
                 where = join(path, "quota", key)
                 flavor, why = self._flavor(key)
                 if flavor is None:
@@ -269,18 +291,7 @@ class Checks:
                     )
                 else:
                     flavors[flavor] = key
-                for limit in ("borrowing_limit", "lending_limit"):
-                    value = getattr(quota, limit)
-                    if value is not None and queue.cohort is None:
-                        self.problems.append(
-                            f"{where}.{limit}: {value} needs a cohort, and "
-                            f"queue {queue.name!r} has none"
-                        )
-                if quota.lending_limit is not None and quota.lending_limit > quota.nominal:
-                    self.problems.append(
-                        f"{where}.lending_limit: {quota.lending_limit} is more "
-                        f"than the nominal quota {quota.nominal}"
-                    )
+            self.problems += ineffective_limits(queue, path)
 
     def _workloads(self) -> None:
         self.problems += already_used("workloads", [w.name for w in self.snapshot.workloads])

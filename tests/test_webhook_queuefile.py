@@ -93,3 +93,26 @@ def test_quota_keys_are_flavors_and_typos_are_warned(
     assert caplog.messages == [
         "queue a: quota 'H10O' names no GPU model or MIG profile this cluster knows"
     ]
+
+
+def test_limits_that_cannot_take_effect_are_warned_once_and_the_queue_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Was silent: a snapshot refuses these, but a served queue took them without a word
+    # (refusing it would drop a queue from a running cluster on an upgrade).
+    path = tmp_path / "queues.yaml"
+    path.write_text(
+        "- {name: a, quota: {H100: {nominal: 8, borrowing_limit: 4}}}\n"
+        "- {name: b, cohort: lab, quota: {T4: {nominal: 2, lending_limit: 3}}}\n"
+    )
+    cluster = LiveCluster(clock=time.time)
+    with caplog.at_level("WARNING", logger="apportion.cluster"):
+        cluster.replace_queues(load_queue_file(path))
+        cluster.replace_queues(load_queue_file(path))  # the same again: no new warnings
+    assert sorted(cluster.queues) == ["a", "b"]
+    assert caplog.messages == [
+        "queue a: quota.H100.borrowing_limit: 4 needs a cohort, and queue 'a' has none; "
+        "the limit has no effect",
+        "queue b: quota.T4.lending_limit: 3 is more than the nominal quota 2; "
+        "the limit has no effect",
+    ]

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable
 
 from scheduler.catalog import Catalog
+from scheduler.consistency import ineffective_limits
 from scheduler.model import Queue, Quota
 
 log = logging.getLogger("apportion.cluster")
@@ -21,6 +22,8 @@ class QueueSources:
     def __init__(self, catalog: Catalog) -> None:
         self._catalog = catalog
         self._sources: dict[str, dict[str, Queue]] = {}
+        self._given: dict[str, dict[str, Queue]] = {}
+        """Each source's queues as given (before ``_by_flavor``), by name."""
 
     def replace(self, source: str, queues: Iterable[Queue]) -> dict[str, Queue]:
         """The queues of one source (``file``: a mounted file; ``crd``: Queue objects) are
@@ -29,7 +32,14 @@ class QueueSources:
         Both may be in use while a cluster moves to the CRD; a Queue object wins over a
         file entry of the same name.
         """
-        self._sources[source] = {q.name: self._by_flavor(q) for q in queues}
+        before, kept = self._given.get(source, {}), self._sources.get(source, {})
+        given = self._given[source] = {q.name: q for q in queues}
+        # A queue as it was given last time is kept as converted then: every Queue event
+        # republishes every object, and its warnings would repeat with each.
+        self._sources[source] = {
+            name: kept[name] if before.get(name) == queue else self._by_flavor(queue)
+            for name, queue in given.items()
+        }
         merged: dict[str, Queue] = {}
         for name in ("file", "crd"):
             merged.update(self._sources.get(name, {}))
@@ -39,7 +49,11 @@ class QueueSources:
         """The queue with its quota keyed by the flavors workloads are charged to: a model
         named by an alias or GFD product (``H100``) is its catalog name, so metrics and
         status show one series per flavor. A key that names no model or MIG profile is a
-        typo that leaves the queue without that quota: warned, not fatal to the others."""
+        typo that leaves the queue without that quota: warned, not fatal to the others. So
+        is a limit that cannot take effect (a snapshot refuses it): a queue served before
+        this check must not drop out of a running cluster on an upgrade."""
+        for problem in ineffective_limits(queue, ""):
+            log.warning("queue %s: %s; the limit has no effect", queue.name, problem)
         quota: dict[str, Quota] = {}
         for key, value in queue.quota.items():
             flavor = self._catalog.flavor(key)
