@@ -15,9 +15,10 @@ from scheduler.allocator import decide
 from scheduler.model import Demand, PodPlacement, Queue, Quota, Workload, WorkloadDecision
 from scheduler.reasons import Outcome, Reason
 from scheduler.telemetry import HealthVerdict, IdleWorkload, TelemetrySettings, assess
+from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.intents import PLACE_TAKEN, QUOTA_TAKEN, Refusal
-from webhook.pods import ManagedPod, PodReader, parse_placement
+from webhook.pods import ANNOTATION_PLACEMENT, ManagedPod, PodReader, parse_placement, rfc3339
 from webhook.queueview import pending_view, waiting_workloads
 from webhook.standalone import load_cluster_file, seed_cluster
 
@@ -670,3 +671,37 @@ def test_gpu_metrics_marking_other_workloads_idle_keep_the_webhooks_allocator() 
     broken = HealthVerdict("gpu-node-a", 0, since=0, until=600, reason="XID 79 at t=0")
     cluster.set_telemetry(replace(quiet, unhealthy=(broken,)))
     assert cluster._allocator is None  # a GPU out of capacity: rebuilt
+
+
+def test_a_running_workload_started_when_its_last_pod_did_not_when_it_was_created() -> None:
+    # Was its pods' creation: a pod gated for 110 minutes, then running for 10 while it
+    # loaded its model, had "run" two hours and was judged idle over a one-hour window (the
+    # first victim where idle borrowers go first); and preemption's "most recently started
+    # first" read it as old.
+    now = 1_764_091_500
+    cluster = fixture_cluster(clock=float(now))
+    created = now - 120 * 60
+    pod = json.loads((FIXTURES / "objects" / "pod-bound-gpu-1.json").read_text())
+    pod["metadata"]["creationTimestamp"] = rfc3339(created)
+    namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+    pod["metadata"]["labels"] = {keys.LABEL_QUEUE: "team-a"}
+    pod["metadata"]["annotations"] = {
+        keys.ANNOTATION_WORKLOAD: f"{namespace}/{name}",
+        ANNOTATION_PLACEMENT: f"{pod['spec']['nodeName']}:0",
+    }
+    pod["status"] = {"phase": "Running", "startTime": rfc3339(now - 10 * 60)}
+    reader = PodReader(cluster.catalog)
+    observed = reader.observed(pod)
+    assert observed is not None
+    assert (observed.created, observed.started) == (created, now - 10 * 60)
+    cluster.put_pod(observed)
+    (running,) = cluster.snapshot().workloads
+    assert running.started == now - 10 * 60
+    # Bound but not yet taken by its kubelet (or a start time nobody can read): it starts now.
+    for status in ({"phase": "Pending"}, {"phase": "Running", "startTime": "yesterday"}):
+        pod["status"] = status
+        fresh = reader.observed(pod)
+        assert fresh is not None and fresh.started is None
+        cluster.put_pod(fresh)
+        (running,) = cluster.snapshot().workloads
+        assert running.started == now

@@ -327,14 +327,16 @@ class _Built:
         nominated = self.nominated_until > now
         return self._answer(nominated, {"pods": pods, "nominated": nominated})
 
-    def running(self, placements: tuple[PodPlacement, ...], flavor: str | None) -> Workload:
+    def running(
+        self, placements: tuple[PodPlacement, ...], flavor: str | None, started: int
+    ) -> Workload:
         update = {
             "pods": len(placements),
             "placement": placements,
             "flavor": flavor,
-            "started": self.first.created,
+            "started": started,
         }
-        return self._answer((placements, flavor), update)
+        return self._answer((placements, flavor, started), update)
 
     def _answer(self, depends: object, update: dict[str, Any]) -> Workload:
         """The base with ``update``, made again only when what it ``depends`` on moved:
@@ -385,7 +387,15 @@ def workload_of(name: str, group: PodGroup, ledgers: Ledgers, now: float) -> Wor
     flavor = pods[0].flavor or _kind_flavor(demand, ledger.node if ledger else None)
     if demand.gpu_memory_mib is not None or (demand.mig_profile is None and demand.gpus is None):
         return None
-    return built.running(tuple(placements), flavor)
+    return built.running(tuple(placements), flavor, _started(pods, now))
+
+
+def _started(pods: list[ManagedPod], now: float) -> int:
+    """When the workload's last pod started: since then all its devices run it. A pod not
+    started yet (admitted, not yet taken by its kubelet) starts it now. This, not the pods'
+    creation, is how long it has run: idleness judges only what ran a whole window, and
+    preemption takes the most recently started first."""
+    return max(int(now) if p.started is None else p.started for p in pods)
 
 
 def _place(pod: ManagedPod, ledgers: Ledgers) -> PodPlacement | None:

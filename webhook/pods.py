@@ -298,6 +298,9 @@ class ManagedPod:
     gang_size: int
     gated: bool
     node: str | None = None
+    started: int | None = None
+    """When the kubelet took the pod to start it (``status.startTime``, epoch seconds); None
+    before. Not its creation: a pod may wait gated for hours before its GPUs are its own."""
     in_gang: bool = False
     """Its workload is a gang's (Apportion's gang label, Kueue's pod group, a PyTorchJob, a
     JobSet), not a pod's own: a gang and a pod of the same name must not be decided as one."""
@@ -554,6 +557,7 @@ class PodReader:
             gang_size=ask.gang_size or 1,
             gated=gated,
             node=node,
+            started=epoch_seconds((pod.get("status") or {}).get("startTime")) or None,
             in_gang=ask.gang is not None,
             placement=parse_placement(placement_text) if placement_text else None,
             cpu_milli=ask.cpu_milli,
