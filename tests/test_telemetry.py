@@ -525,6 +525,24 @@ def test_rightsizing_without_busy_time_holds_memory_and_says_so() -> None:
     )
 
 
+def test_rightsizing_holds_the_busy_time_its_devices_report_when_one_does_not() -> None:
+    """Was: one device without busy time dropped the others' from the class: two devices
+    90 % busy were 'memory only' and got a 1g.10gb slice, under a message saying both."""
+    busy = [sample(0, util_milli=900, fb_used_peak_mib=6_000), sample(1, fb_used_peak_mib=6_000)]
+    [usage] = assess(cluster(), busy, SETTINGS).rightsizing
+    assert usage.fits is None
+    assert usage.message.endswith(
+        "90.0 % busy; 1g.10gb on H100-80GB would hold its memory but not its compute"
+    )
+    quiet = [sample(0, util_milli=20, fb_used_peak_mib=6_000), sample(1, fb_used_peak_mib=6_000)]
+    [usage] = assess(cluster(), quiet, SETTINGS).rightsizing
+    assert usage.fits == "1g.10gb on H100-80GB"
+    assert usage.message.endswith(
+        "would hold the peak + 10 % and its compute at its busy time + 10 % (reported by 1 of "
+        "2 devices)"
+    )
+
+
 # --------------------------------------------------------------------- the note
 def test_metrics_note_says_how_fresh_and_what_fell_back() -> None:
     snap = cluster()

@@ -141,9 +141,11 @@ def assess_rightsizing(
         util = sum(utils) // len(utils) if utils else None
         headroom = settings.rightsizing_headroom_pct
         need = peak + peak * headroom // 100
+        # The busiest device that reports its busy time sets the compute to hold: a device
+        # that does not report cannot take away what the others show (90 % busy beside a
+        # silent device once read as "memory only" and suggested a 1g.10gb slice).
         kept_busy = [d[4] for d in devices if d[4] is not None]
-        reported = len(kept_busy) == len(devices)
-        compute = max(kept_busy) * (1 + headroom / 100) if reported else 0.0  # else memory only
+        compute = max(kept_busy) * (1 + headroom / 100) if kept_busy else 0.0  # else memory only
         fits = _smaller_and_cheaper(_suggest(catalog, present, need, compute), requested, price)
         message = (
             f"{queue} on {flavor}: {len(names)} workloads, {len(devices)} devices; peak "
@@ -153,11 +155,12 @@ def assess_rightsizing(
             message += f", {util / 10:.1f} % busy"
         if fits is not None:
             message += f"; {fits} would hold the peak + {headroom} %"
-            message += (
-                f" and its compute at its busy time + {headroom} %"
-                if reported
-                else " (memory only: busy time not reported)"
-            )
+            if not kept_busy:
+                message += " (memory only: busy time not reported)"
+            else:
+                message += f" and its compute at its busy time + {headroom} %"
+                if len(kept_busy) < len(devices):
+                    message += f" (reported by {len(kept_busy)} of {len(devices)} devices)"
         elif compute:
             memory_only = _smaller_and_cheaper(
                 _suggest(catalog, present, need, 0.0), requested, price
