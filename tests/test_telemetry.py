@@ -275,7 +275,7 @@ def test_join_maps_whole_gpus_mig_slices_and_pods() -> None:
         sample(4, profile="3g.40gb", gi=1),  # the only 3g slice: start 0, free
         sample(4, profile="1g.10gb", gi=13, pod="nb-1"),  # two 1g slices: the pod decides
         sample(4, profile="1g.10gb", gi=14),  # two 1g slices, no pod: start unknown
-        sample(4, profile="7g.80gb", gi=0),  # not in the layout: unknown
+        sample(4, profile="7g.80gb", gi=0),  # not in the layout: the GPU's, no slice
         sample(9),  # no GPU 9: unknown
         sample(0, "gpu-z"),  # no node gpu-z: unknown
         sample(1, pod="stranger"),  # pod of no workload
@@ -287,11 +287,26 @@ def test_join_maps_whole_gpus_mig_slices_and_pods() -> None:
         ("gpu-a", 4, 0, None),
         ("gpu-a", 4, 5, "nb-1"),
         ("gpu-a", 4, None, None),
+        ("gpu-a", 4, None, None),
         ("gpu-a", 1, None, None),
     ]
     assert len(joined.unknown) == 3
-    assert "no 7g.80gb slice (layout: 3g.40gb@0, 1g.10gb@4, 1g.10gb@5)" in joined.unknown[0]
+    assert joined.unknown[0].endswith(
+        "no 7g.80gb slice (layout: 3g.40gb@0, 1g.10gb@4, 1g.10gb@5); joined to the GPU"
+    )
     assert joined.unmatched_pods == ["gpu-a GPU 1 pod default/stranger: no running workload"]
+
+
+def test_a_mig_row_its_gpus_layout_lacks_still_counts_for_the_gpu_and_its_pod() -> None:
+    """Was dropped: the snapshot's layout (the live one is inferred from the node's MIG
+    resources) need not have the exporter's profile on that GPU, and an XID 79 reported
+    on the instance's row never took the GPU out; its pod's workload lost the device."""
+    rows = [sample(4, profile="7g.80gb", gi=0, pod="nb-1", xid=79)]
+    report = assess(cluster(), rows, SETTINGS)
+    assert [(v.node, v.gpu, v.reason.split(" at ")[0]) for v in report.unhealthy] == [
+        ("gpu-a", 4, "XID 79 on MIG 7g.80gb (GI 0)")
+    ]
+    assert [(r.gpu, r.mig_start, r.workload) for r in report.devices] == [(4, None, "nb-1")]
 
 
 def test_join_falls_back_to_learned_uuids_and_pod_owner_map() -> None:

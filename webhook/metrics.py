@@ -244,7 +244,8 @@ def _telemetry_metrics(cluster: LiveCluster) -> Iterator[GaugeMetricFamily]:
     for queue, count in sorted(report.idle.per_queue.items()):
         idle.add_metric([queue], count)
     unknown = GaugeMetricFamily(
-        "apportion_gpu_metrics_unknown_gpus", "GPU series that match no known node and GPU."
+        "apportion_gpu_metrics_unknown_gpus",
+        "GPU series that match no known node and GPU, or a MIG slice its GPU's layout lacks.",
     )
     unknown.add_metric([], len(report.unknown))
     yield from (status, age, idle, unknown)

@@ -39,7 +39,8 @@ class JoinedRow:
 class Joined:
     rows: list[JoinedRow] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
-    """Rows that name no snapshot GPU (or a MIG profile the GPU's layout lacks): ignored."""
+    """Rows that name no snapshot GPU (ignored), or a MIG profile the GPU's layout lacks
+    (joined to the GPU without a slice: its XIDs count, its pod labels name its workload)."""
     unmatched_pods: list[str] = field(default_factory=list)
     """Rows whose pod labels name no workload: joined to the GPU, not to a workload."""
     uuids: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -90,12 +91,13 @@ def join_samples(
         if key.is_mig:
             starts = tuple(s.start for s in gpu.mig or () if s.profile == key.gi_profile)
             if not starts:
+                # Still its GPU's row: an XID is the whole GPU's, and its pod labels still
+                # name its workload; only which slice it is cannot be told.
                 layout = ", ".join(f"{s.profile}@{s.start}" for s in gpu.mig or ()) or "none"
                 joined.unknown.append(
                     f"{key.describe()}: the snapshot's MIG layout of that GPU has no "
-                    f"{key.gi_profile or 'such'} slice (layout: {layout})"
+                    f"{key.gi_profile or 'such'} slice (layout: {layout}); joined to the GPU"
                 )
-                continue
         owner: Workload | None = None
         if key.pod:
             name = owners.get((key.namespace, key.pod))
