@@ -6,6 +6,8 @@ Hostname, namespace/pod/container). Expected values are worked out by hand.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from builders import mig, node, queue, snapshot, workload
 from hypothesis import given, settings
@@ -393,6 +395,47 @@ def test_unhealthy_gpus_are_never_offered() -> None:
     assert decision.by_workload()["w"].outcome is Outcome.PENDING
     assert decide(snap, use_ilp=False).by_workload()["w"].outcome is Outcome.ADMIT
     assert decision.metrics == report.note
+
+
+LIVE = dataclasses.replace(SETTINGS, indices_name_devices=False)
+
+
+def test_on_a_live_cluster_metrics_take_out_only_gpus_beyond_those_already_out() -> None:
+    """Was: the device plugin withholds a GPU with XID 79 (the node's snapshot marks its
+    last index out, not knowing which) and DCGM names it by its NVML index, 3: one broken
+    GPU took two out of capacity, for good while its row-remap failure was reported."""
+    snap = snapshot(nodes=[node("gpu-a", H100, 8, unhealthy=[7])], now=NOW)
+
+    def out(rows: list[DeviceSample], settings: TelemetrySettings) -> list[int]:
+        (gpu_a,) = assess(snap, rows, settings).apply(snap).nodes
+        return [g.index for g in gpu_a.gpus if not g.healthy]
+
+    one, two = [sample(3, xid=79)], [sample(3, xid=79), sample(5, row_remap_failure=True)]
+    assert (out(one, LIVE), out(two, LIVE)) == ([7], [3, 7])
+    assert (out(one, SETTINGS), out(two, SETTINGS)) == ([3, 7], [3, 5, 7])  # indices NVML's
+
+
+def test_on_a_live_cluster_a_row_without_pod_labels_is_a_workloads_only_on_a_node_it_fills() -> (
+    None
+):
+    """Was joined by Apportion's placement, whose indices are not the devices the kubelet
+    gave: an idle GPU's row made a busy workload idle (the first victim where idle borrowers
+    go first). On a node the workload holds whole, every device is its own."""
+    snap = snapshot(
+        nodes=[node("gpu-a", H100, 2), node("gpu-b", H100, 2)],
+        queues=[queue("team-a").quota(H100, 3)],
+        workloads=[
+            workload("half").gpus(1).queue("team-a").running_on("gpu-a", 0).started(0),
+            workload("whole").gpus(2).queue("team-a").running_on("gpu-b", 0, 1).started(0),
+        ],
+        now=NOW,
+    )
+    rows = [sample(0), sample(1), sample(0, "gpu-b"), sample(1, "gpu-b")]
+    live = [(r.node, r.gpu, r.workload) for r in assess(snap, rows, LIVE).devices]
+    assert live == [("gpu-a", 0, None), ("gpu-a", 1, None), ("gpu-b", 0, "whole"),
+                    ("gpu-b", 1, "whole")]  # fmt: skip
+    named = [r.workload for r in assess(snap, rows, SETTINGS).devices]
+    assert named == ["half", None, "whole", "whole"]
 
 
 # --------------------------------------------------------------------- idleness

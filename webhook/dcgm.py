@@ -162,7 +162,8 @@ class DcgmReader:
         telemetry: TelemetrySettings | None = None,
     ) -> None:
         self.prometheus = prometheus or PrometheusSettings()
-        self.telemetry = telemetry or TelemetrySettings()
+        # A live cluster's snapshot numbers a node's GPUs itself (``kubeobjects``).
+        self.telemetry = telemetry or TelemetrySettings(indices_name_devices=False)
         self.queries: tuple[MetricQuery, ...] = queries(self.telemetry)
         session = requests.Session()
         session.verify = self.prometheus.ca_file or True

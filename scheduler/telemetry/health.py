@@ -110,10 +110,19 @@ def assess_health(
     return verdicts, HealthState(last_xid, last_dbe, kept)
 
 
-def apply_health(snapshot: Snapshot, verdicts: Iterable[HealthVerdict]) -> Snapshot:
+def apply_health(
+    snapshot: Snapshot, verdicts: Iterable[HealthVerdict], indices_name_devices: bool = True
+) -> Snapshot:
     """The snapshot with these GPUs unhealthy (and their reasons). GPUs the snapshot already
-    marks unhealthy stay so: metrics only ever take capacity out, never put it back."""
+    marks unhealthy stay so: metrics only ever take capacity out, never put it back.
+
+    Unless ``indices_name_devices`` (``TelemetrySettings``), a node's GPUs are only counted:
+    the GPU its device plugin withholds and the one DCGM names broken are most likely the
+    same device (both follow the driver's XIDs) at two different indices, so metrics take
+    out only as many more of a kind (whole GPUs, MIG GPUs) as they name beyond those out."""
     bad = {(v.node, v.gpu): v.reason for v in verdicts}
+    if not indices_name_devices:
+        bad = _beyond_those_out(snapshot, bad)
     if not bad:
         return snapshot
     nodes = []
@@ -126,3 +135,22 @@ def apply_health(snapshot: Snapshot, verdicts: Iterable[HealthVerdict]) -> Snaps
         )
         nodes.append(n if gpus == n.gpus else n.model_copy(update={"gpus": gpus}))
     return snapshot.model_copy(update={"nodes": tuple(nodes)})
+
+
+def _beyond_those_out(
+    snapshot: Snapshot, bad: dict[tuple[str, int], str]
+) -> dict[tuple[str, int], str]:
+    """Of the GPUs metrics name, those to take out when a node's indices only count them:
+    per node and kind, as many healthy ones as they name beyond the GPUs already out."""
+    named_nodes = {node for node, _ in bad}
+    out: dict[tuple[str, int], str] = {}
+    for node in snapshot.nodes:
+        if node.name not in named_nodes:
+            continue
+        for mig in (False, True):
+            gpus = [g for g in node.gpus if (g.mig is not None) == mig]
+            named = [g for g in gpus if (node.name, g.index) in bad]
+            more = len(named) - sum(not g.healthy for g in gpus)
+            for gpu in [g for g in named if g.healthy][: max(0, more)]:
+                out[(node.name, gpu.index)] = bad[(node.name, gpu.index)]
+    return out

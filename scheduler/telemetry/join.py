@@ -10,7 +10,8 @@ so it is never used as one.
 Workloads are found by the pod labels (the kubelet's pod-resources view of who holds the
 device, which the snapshot's placement indices need not match): the caller's pod → workload
 map, else a workload named like the pod in its namespace. Rows without pod labels fall back
-to the snapshot's placement when one workload holds the device.
+to the snapshot's placement when one workload holds the device: on a live cluster, whose
+indices only count a node's GPUs, only when it holds the whole node.
 """
 
 from __future__ import annotations
@@ -47,9 +48,13 @@ class Joined:
     """Physical GPU UUID → (node, index), learned from rows joined by node and index."""
 
 
-def _holders(snapshot: Snapshot) -> dict[tuple[str, int], list[tuple[Workload, int | None]]]:
-    """(node, GPU index) → running workloads on it, with their MIG start (None: whole/share)."""
-    held: dict[tuple[str, int], list[tuple[Workload, int | None]]] = {}
+_Holder = tuple[Workload, int | None]
+"""A running workload on a GPU, with its MIG start (None: whole or a share)."""
+
+
+def _holders(snapshot: Snapshot) -> dict[tuple[str, int], list[_Holder]]:
+    """(node, GPU index) → running workloads on it."""
+    held: dict[tuple[str, int], list[_Holder]] = {}
     for w in snapshot.workloads:
         for pod in w.placement or ():
             for g in pod.gpus:
@@ -57,22 +62,40 @@ def _holders(snapshot: Snapshot) -> dict[tuple[str, int], list[tuple[Workload, i
     return held
 
 
+def _held_whole(snapshot: Snapshot, held: Mapping[tuple[str, int], list[_Holder]]) -> set[str]:
+    """Nodes one running workload holds whole: each GPU its own, none in MIG slices, none
+    held by anything else. Any of their devices is that workload's, whichever the kubelet
+    gave it."""
+    whole = set()
+    for node in snapshot.nodes:
+        holders = [held.get((node.name, g.index), []) for g in node.gpus]
+        names = {w.name for on_gpu in holders for w, _ in on_gpu}
+        if len(names) == 1 and all(len(h) == 1 and h[0][1] is None for h in holders):
+            whole.add(node.name)
+    return whole
+
+
 def join_samples(
     snapshot: Snapshot,
     samples: Iterable[DeviceSample],
     known_uuids: Mapping[str, tuple[str, int]] | None = None,
     pod_owner: Mapping[tuple[str, str], str] | None = None,
+    indices_name_devices: bool = True,
 ) -> Joined:
     """Place every sample row on a snapshot GPU and, when it can, on a workload.
 
     ``pod_owner`` maps (namespace, pod) → workload name (gang pods usually carry their own
-    names); ``known_uuids`` carries UUIDs learned in earlier refreshes."""
+    names); ``known_uuids`` carries UUIDs learned in earlier refreshes. Unless
+    ``indices_name_devices`` (``TelemetrySettings``), a row without pod labels is a
+    workload's only where it holds its node whole: its placement's indices are not the
+    devices the kubelet gave it."""
     gpus: dict[tuple[str, int], Gpu] = {
         (n.name, g.index): g for n in snapshot.nodes for g in n.gpus
     }
     workloads = {(w.namespace, w.name): w for w in snapshot.workloads if w.running}
     by_name = {w.name: w for w in snapshot.workloads}
     held = _holders(snapshot)
+    held_whole = None if indices_name_devices else _held_whole(snapshot, held)
     owners = pod_owner or {}
     joined = Joined(uuids=dict(known_uuids or {}))
     for sample in samples:
@@ -110,7 +133,7 @@ def join_samples(
             # Several slices of this profile: the owner's placement says which one.
             mine = [s for w, s in here if w.name == owner.name and s in starts]
             mig_start = mine[0] if len(mine) == 1 else None
-        if owner is None and not key.pod:
+        if owner is None and not key.pod and (held_whole is None or where[0] in held_whole):
             if key.is_mig:
                 candidates = [w for w, s in here if s is not None and s == mig_start]
             else:

@@ -49,10 +49,13 @@ class TelemetryReport:
     unmatched_pods: tuple[str, ...] = ()
     malformed: tuple[str, ...] = ()
     failed_queries: Mapping[str, str] = field(default_factory=dict)
+    indices_name_devices: bool = True
+    """As the settings it was judged with said (``TelemetrySettings``)."""
 
     def apply(self, snapshot: Snapshot) -> Snapshot:
         """The snapshot with unhealthy GPUs out, idle workloads marked, and the note."""
-        marked = mark_idle(apply_health(snapshot, self.unhealthy), self.idle.names())
+        healthy = apply_health(snapshot, self.unhealthy, self.indices_name_devices)
+        marked = mark_idle(healthy, self.idle.names())
         return marked.model_copy(update={"metrics": self.note})
 
 
@@ -83,7 +86,9 @@ def assess(
     (query name → error) when others answered."""
     batch = samples if isinstance(samples, SampleBatch) else SampleBatch(tuple(samples))
     now = snapshot.now
-    joined = join_samples(snapshot, batch.samples, known_uuids, pod_owner)
+    joined = join_samples(
+        snapshot, batch.samples, known_uuids, pod_owner, settings.indices_name_devices
+    )
     unhealthy, next_state = assess_health(joined.rows, state or HealthState(), now, settings)
     idle = assess_idleness(snapshot, joined.rows, settings)
     sizing = assess_rightsizing(snapshot, joined.rows, settings)
@@ -136,4 +141,5 @@ def assess(
         unmatched_pods=tuple(joined.unmatched_pods),
         malformed=batch.malformed,
         failed_queries=failed,
+        indices_name_devices=settings.indices_name_devices,
     )

@@ -76,6 +76,13 @@ class TelemetrySettings:
     series_selector: str = ""
     """Label matchers added to every metric selector, e.g. ``job="dcgm-exporter"`` when other
     jobs export the same names; empty: all series."""
+    indices_name_devices: bool = True
+    """Whether a snapshot GPU's index is the device's NVML index, as in a snapshot written
+    from the nodes. On a live cluster it is not: a Node object only counts its GPUs, so
+    Apportion numbers them itself, and the kubelet picks the device a pod gets. Then a row
+    without pod labels names a workload only on a node that workload holds whole, and
+    metrics take a node's GPUs out only beyond those the snapshot already has out (the
+    device plugin withholds a broken GPU too, at an index of Apportion's choosing)."""
 
     def __post_init__(self) -> None:
         problems = []
