@@ -356,6 +356,26 @@ def test_fatal_xid_takes_gpu_out_until_the_quiet_period_passes() -> None:
     assert changed.unhealthy[0].reason.startswith("XID 48")
 
 
+@pytest.mark.parametrize("xid_query", ["answered", "failed"])
+def test_an_xid_series_gone_and_back_is_a_new_event_unless_its_query_failed(
+    xid_query: str,
+) -> None:
+    """Was remembered for good: DCGM 4.5's exporter writes no XID series until an XID, and
+    none again after the GPU's reset, so the same code after a reset was the old one and
+    the broken GPU stayed in. A failed XID query says nothing of any series: forgetting
+    then would take every GPU still showing an old fatal code out again."""
+    snap = cluster()
+    first = _health(snap, [sample(2, xid=79)])
+    failed = {"xid": "timeout"} if xid_query == "failed" else {}
+    reset = assess(snap.model_copy(update={"now": NOW + 700}), [sample(2, at=NOW + 700)],
+                   SETTINGS, first.health_state, failed_queries=failed)  # fmt: skip
+    assert reset.unhealthy == ()
+    again = _health(snap.model_copy(update={"now": NOW + 760}), [sample(2, xid=79, at=NOW + 760)],
+                    reset.health_state)  # fmt: skip
+    expected = [(2, NOW + 760)] if xid_query == "answered" else []
+    assert [(v.gpu, v.since) for v in again.unhealthy] == expected
+
+
 def test_xid_on_a_mig_instance_takes_its_gpu_out() -> None:
     report = _health(cluster(), [sample(4, profile="1g.10gb", gi=13, pod="nb-1", xid=94)])
     assert [(v.gpu, v.reason.split(" at ")[0]) for v in report.unhealthy] == [

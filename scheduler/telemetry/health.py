@@ -59,9 +59,19 @@ class HealthVerdict:
 
 
 def assess_health(
-    rows: Iterable[JoinedRow], state: HealthState, now: int, settings: TelemetrySettings
+    rows: Iterable[JoinedRow],
+    state: HealthState,
+    now: int,
+    settings: TelemetrySettings,
+    xid_answered: bool = True,
 ) -> tuple[list[HealthVerdict], HealthState]:
-    """Unhealthy GPUs at ``now`` and the state for the next refresh."""
+    """Unhealthy GPUs at ``now`` and the state for the next refresh.
+
+    A fresh row without an XID, when the XID query answered, is a device whose exporter
+    writes no XID series now (DCGM 4.5 reports none until an XID, and none again after a
+    reset): its last code is forgotten, so the same code showing again is a new event, not
+    the old one. A failed XID query forgets nothing: every GPU showing an old fatal code
+    would be taken out again when it answers."""
     last_xid = dict(state.last_xid)
     last_dbe = dict(state.last_dbe)
     events = dict(state.events)
@@ -77,8 +87,10 @@ def assess_health(
         if at is None or now - at > settings.staleness_s:
             continue
         gpu = (row.node, row.gpu)
-        if s.xid is not None:
-            rid: RowId = (row.node, row.gpu, s.key.gi_id, s.key.gi_profile)
+        rid: RowId = (row.node, row.gpu, s.key.gi_id, s.key.gi_profile)
+        if s.xid is None and xid_answered:
+            last_xid.pop(rid, None)
+        elif s.xid is not None:
             before = last_xid.get(rid)
             last_xid[rid] = s.xid
             if s.xid in settings.fatal_xids and before != s.xid:

@@ -89,7 +89,10 @@ def assess(
     joined = join_samples(
         snapshot, batch.samples, known_uuids, pod_owner, settings.indices_name_devices
     )
-    unhealthy, next_state = assess_health(joined.rows, state or HealthState(), now, settings)
+    failed = dict(failed_queries or {})
+    unhealthy, next_state = assess_health(
+        joined.rows, state or HealthState(), now, settings, xid_answered="xid" not in failed
+    )
     idle = assess_idleness(snapshot, joined.rows, settings)
     sizing = assess_rightsizing(snapshot, joined.rows, settings)
     total = sum(len(n.gpus) for n in snapshot.nodes)
@@ -102,7 +105,6 @@ def assess(
     }
     age = max(0, now - max(times)) if times else None
     oldest = max(0, now - min(fresh_times)) if fresh_times else None
-    failed = dict(failed_queries or {})
     fallback = "decided on allocation data alone"
     if fetch_error is not None or not times:
         why = fetch_error or "no dcgm-exporter series for any snapshot GPU"
