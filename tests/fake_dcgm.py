@@ -39,7 +39,8 @@ class FakeMig:
     """DCGM_FI_PROF_GR_ENGINE_ACTIVE, a ratio 0–1."""
     fb_used: int = 0
     fb_free: int = 9_000
-    xid: int = 0
+    xid: int | None = 0
+    """None: no DCGM_FI_DEV_XID_ERRORS series (dcgm-exporter 4.5.3–4.8.2 before any XID)."""
     pod: str = ""
     namespace: str = ""
     container: str = ""
@@ -54,7 +55,8 @@ class FakeGpu:
     """DCGM_FI_PROF_GR_ENGINE_ACTIVE (ratio 0–1); GPU_UTIL is served as the same in percent."""
     fb_used: int = 0
     fb_free: int = 81_000
-    xid: int = 0
+    xid: int | None = 0
+    """None: no DCGM_FI_DEV_XID_ERRORS series (dcgm-exporter 4.5.3–4.8.2 before any XID)."""
     row_remap_failure: int = 0
     temp: int = 34
     power: float = 71.5
@@ -130,10 +132,10 @@ def exposition(gpus: Iterable[FakeGpu], timestamp_ms: int | None = None) -> str:
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} {kind}")
         for gpu in gpus:
-            lines.append(f"{name}{_labels(gpu, None)} {whole(gpu)}{suffix}")
+            rows = [(None, whole(gpu))]
             if per_mig is not None:
-                for m in gpu.mig:
-                    lines.append(f"{name}{_labels(gpu, m)} {per_mig(m)}{suffix}")
+                rows += [(m, per_mig(m)) for m in gpu.mig]
+            lines += [f"{name}{_labels(gpu, m)} {v}{suffix}" for m, v in rows if v is not None]
     return "\n".join(lines) + "\n"
 
 

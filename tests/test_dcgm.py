@@ -278,6 +278,34 @@ def test_fatal_xid_excludes_the_gpu_then_it_recovers(
     assert again.unhealthy[0].since > verdict.since
 
 
+def test_without_xid_series_rows_are_still_named_timed_and_judged(
+    reader: DcgmReader, exporter: DcgmExporter
+) -> None:
+    """dcgm-exporter 4.5.3–4.8.2 emits no DCGM_FI_DEV_XID_ERRORS until an XID happens
+    (NVIDIA/dcgm-exporter #646, #700). Named and timed by that series alone, no row had a
+    sample time or a pod: a failed row remap stayed in capacity, idleness was off and the
+    note said 'no GPU metrics'."""
+    until(reader, lambda r: r.note.status == "fresh")
+
+    def no_xid_and_a_failed_remap(fleet: list[FakeGpu]) -> None:
+        for gpu in fleet:
+            gpu.xid = None
+            for instance in gpu.mig:
+                instance.xid = None
+        fleet[2].row_remap_failure = 1
+
+    exporter.change(no_xid_and_a_failed_remap)
+    report = until(
+        reader, lambda r: bool(r.unhealthy) and all(d.sample.xid is None for d in r.devices)
+    )
+    assert [(v.node, v.gpu) for v in report.unhealthy] == [("gpu-a", 2)]
+    assert report.unhealthy[0].reason.startswith("row remapping failed at t=")
+    assert (report.note.status, report.gpus_fresh) == ("fresh", 7)
+    placed = {(r.node, r.gpu, r.sample.key.gi_profile, r.workload) for r in report.devices}
+    assert {("gpu-a", 0, "", "train"), ("gpu-a", 4, "1g.10gb", "nb-1"),
+            ("gpu-b", 0, "", "infer")} <= placed  # fmt: skip
+
+
 def test_idle_workloads_are_found_over_the_window(
     reader: DcgmReader, exporter: DcgmExporter
 ) -> None:

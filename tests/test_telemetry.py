@@ -111,15 +111,51 @@ def test_one_query_per_metric_grouped_by_device_labels() -> None:
     # The identity query keeps whose device it is; the others only which device it is.
     full = "max by (Hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, namespace, pod, container)"
     device = "max by (Hostname, gpu, GPU_I_ID)"
-    assert [q.name for q in qs if q.promql.startswith(full)] == ["xid"]
-    assert all(q.promql.startswith(device) for q in qs if q.name != "xid")
+    assert [q.name for q in qs if q.promql.startswith(full)] == ["sampled_at"]
+    assert all(q.promql.startswith(device) for q in qs if q.name != "sampled_at")
     assert qs[0].promql == f"{device} (avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE[10m]))"
     old = TelemetrySettings(labels=SeriesLabels(pod="pod_name", namespace="pod_namespace"))
-    assert "pod_namespace, pod_name" in queries(old)[5].promql
+    assert "pod_namespace, pod_name" in queries(old)[-1].promql
     job = TelemetrySettings(series_selector='job="dcgm"')
     util = queries(job)[0].promql
     assert 'avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE{job="dcgm"}[1h])' in util
-    assert queries(job)[-1].promql.endswith('(timestamp(DCGM_FI_DEV_XID_ERRORS{job="dcgm"}))')
+    assert queries(job)[-1].promql == (
+        f'{full} (timestamp(DCGM_FI_DEV_XID_ERRORS{{job="dcgm"}}) '
+        'or timestamp(DCGM_FI_PROF_GR_ENGINE_ACTIVE{job="dcgm"}) '
+        'or timestamp(DCGM_FI_DEV_FB_USED{job="dcgm"}))'
+    )
+
+
+def test_rows_are_named_and_timed_without_an_xid_series() -> None:
+    """dcgm-exporter 4.5.3–4.8.2 emits no DCGM_FI_DEV_XID_ERRORS until an XID happens. Named
+    and timed by that series alone, every GPU had no sample time (a failed row remap stayed
+    in capacity, idleness was off) and no pod; the sample-time query falls back to other
+    series, names the rows, and a missing XID is no XID."""
+    whole = series(0, namespace="default", pod="train-0", container="main")
+    instance = series(4, GPU_I_PROFILE="1g.10gb", GPU_I_ID="13", namespace="default", pod="nb-1")
+    batch = samples_from_results(
+        {
+            "sampled_at": answer((whole, NOW - 2), (instance, NOW - 2)),
+            "util_gr": answer((series(0), 0.01), (series(4, GPU_I_ID="13"), 0.5)),
+            "row_remap_failure": answer((series(0), 1)),
+        },
+        SETTINGS,
+    )
+    assert batch.samples == (
+        DeviceSample(
+            DeviceKey("gpu-a", 0, "GPU-gpu-a-0", None, "", "default", "train-0", "main"),
+            util_milli=10,
+            util_source="DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+            row_remap_failure=True,
+            sampled_at=NOW - 2,
+        ),
+        DeviceSample(
+            DeviceKey("gpu-a", 4, "GPU-gpu-a-4", 13, "1g.10gb", "default", "nb-1"),
+            util_milli=500,
+            util_source="DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+            sampled_at=NOW - 2,
+        ),
+    )
 
 
 def test_settings_reject_nonsense_with_every_problem() -> None:
@@ -265,7 +301,7 @@ def test_recording_rules_record_each_query() -> None:
     qs = queries(SETTINGS)
     assert list(rules) == [q.record for q in qs] and len(set(rules)) == len(qs)
     assert rules["apportion:dcgm_gr_engine_active:avg_over_time_10m"] == qs[0].promql
-    assert rules["apportion:dcgm_xid_errors:timestamp"] == qs[-1].promql
+    assert rules["apportion:dcgm_sample:timestamp"] == qs[-1].promql
     assert all(name.startswith("apportion:dcgm_") for name in rules)
 
 
@@ -662,7 +698,9 @@ def test_device_answers_join_the_identity_rows() -> None:
         {"metric": {"Hostname": "n", "gpu": "1", "GPU_I_ID": "7"}, "value": [1.0, "256"]},
         {"metric": {"Hostname": "n", "gpu": "2"}, "value": [1.0, "128"]},
     ]
-    batch = samples_from_results({"fb_used": used, "xid": identity}, SETTINGS)
+    batch = samples_from_results(
+        {"fb_used": used, "sampled_at": identity, "xid": identity}, SETTINGS
+    )
     got = {(s.key.gpu, s.key.uuid, s.key.gi_profile, s.key.pod): (s.fb_used_mib, s.xid)
            for s in batch.samples}  # fmt: skip
     assert got == {

@@ -11,7 +11,8 @@ Metric names, units and labels are dcgm-exporter's (facts §3.1–3.2):
 - ``DCGM_FI_DEV_XID_ERRORS`` (the last XID code), ``DCGM_FI_DEV_ECC_DBE_VOL_TOTAL``
   (counter), ``DCGM_FI_DEV_ROW_REMAP_FAILURE`` (boolean);
 - ``DCGM_FI_DEV_GPU_TEMP`` (°C), ``DCGM_FI_DEV_POWER_USAGE`` (W);
-- the sample time: ``timestamp()`` of each row's XID sample, for staleness.
+- the sample time: ``timestamp()`` of each row's XID sample, else its GR_ENGINE_ACTIVE or
+  FB_USED sample, for staleness; this query also names each row (``IDENTITY``).
 
 The parsing is pure, so the simulator and planner can read an exported file of the same
 JSON (``{"status": "success", "data": {"resultType": "vector", "result": [...]}}``).
@@ -98,10 +99,24 @@ INFORMATIONAL = frozenset({"fb_used", "fb_free", "temperature", "power"})
 the window's peak, ``fb_used_peak``). The reader may ask for them every few refreshes only
 (``PrometheusSettings.informational_every``) and carry the last answers in between."""
 
-IDENTITY = "xid"
+IDENTITY = "sampled_at"
 """The query that keeps every identifying label (UUID, MIG profile, pod); the others keep
-only the device labels and are joined to it. XID_ERRORS is on every row, whole GPU and MIG
-instance alike (facts §3.3)."""
+only the device labels and are joined to it. It is the sample-time query, whose series are on
+every row whatever the exporter emits (``_SAMPLE_TIME_METRICS``); XID_ERRORS alone, the
+identity once, is missing on every row of some exporters until an XID happens."""
+
+_SAMPLE_TIME_METRICS = (
+    "DCGM_FI_DEV_XID_ERRORS",
+    "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+    "DCGM_FI_DEV_FB_USED",
+)
+"""Whose sample time says how fresh a row is, the first a row has (``or``): XID_ERRORS is on
+every row, whole GPU and MIG instance (facts §3.3), where the exporter emits it, but
+dcgm-exporter 4.5.3–4.8.2 emits none until an XID happens (NVIDIA/dcgm-exporter #646, #700:
+DCGM 4.5 answers N/A for 'no XID yet'); GR_ENGINE_ACTIVE is on every row with profiling
+metrics on, FB_USED on every row of those newer exporters. A device without XID_ERRORS has
+had no XID. (One ``timestamp()`` over a ``__name__`` regex would be cheaper, but Prometheus
+refuses it: the series differ only in their name once it is dropped.)"""
 
 
 def queries(settings: TelemetrySettings) -> tuple[MetricQuery, ...]:
@@ -116,15 +131,15 @@ def queries(settings: TelemetrySettings) -> tuple[MetricQuery, ...]:
         # apportion:dcgm_gr_engine_active:avg_over_time_1h; "max" is the max by device.
         short = metric.removeprefix("DCGM_FI_").removeprefix("DEV_").removeprefix("PROF_")
         selector = metric + matchers
-        if function == "timestamp":
-            expr, operation = f"timestamp({selector})", "timestamp"
-        elif function:
+        if function:
             expr, operation = f"{function}({selector}[{window}])", f"{function}_{window}"
         else:
             expr, operation = selector, "max"
-        by = full if name == IDENTITY else device
         record = f"apportion:dcgm_{short.lower()}:{operation}"
-        return MetricQuery(name, f"max by ({by}) ({expr})", unit, record)
+        return MetricQuery(name, f"max by ({device}) ({expr})", unit, record)
+
+    # An ``or`` of three metrics: the first one a row has (they are scraped together).
+    sample_time = " or ".join(f"timestamp({m}{matchers})" for m in _SAMPLE_TIME_METRICS)
 
     return (
         q("util_gr", "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "ratio", "avg_over_time"),
@@ -132,14 +147,17 @@ def queries(settings: TelemetrySettings) -> tuple[MetricQuery, ...]:
         q("fb_used", "DCGM_FI_DEV_FB_USED", "MiB"),
         q("fb_used_peak", "DCGM_FI_DEV_FB_USED", "MiB", "max_over_time"),
         q("fb_free", "DCGM_FI_DEV_FB_FREE", "MiB"),
-        q(IDENTITY, "DCGM_FI_DEV_XID_ERRORS", "last XID code"),
+        q("xid", "DCGM_FI_DEV_XID_ERRORS", "last XID code"),
         q("dbe", "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL", "errors"),
         q("row_remap_failure", "DCGM_FI_DEV_ROW_REMAP_FAILURE", "boolean"),
         q("temperature", "DCGM_FI_DEV_GPU_TEMP", "°C"),
         q("power", "DCGM_FI_DEV_POWER_USAGE", "W"),
-        # One metric keeps this cheap (an ``or`` of four metrics cost Prometheus ~1 s at
-        # 10k GPUs).
-        q("sampled_at", "DCGM_FI_DEV_XID_ERRORS", "seconds since the epoch", "timestamp"),
+        MetricQuery(
+            IDENTITY,
+            f"max by ({full}) ({sample_time})",
+            "seconds since the epoch",
+            "apportion:dcgm_sample:timestamp",
+        ),
     )
 
 
@@ -268,8 +286,6 @@ class Answer:
     """The raw rows, for the labels of devices the identity query did not report."""
     keys: dict[_Device, list[_KeyTuple]] | None = None
     """Identity answer only: every full row key of a device (several when time-sliced)."""
-    by_key: dict[_KeyTuple, int] | None = None
-    """Identity answer only: full row key → value."""
 
 
 _PAIR = (list, tuple)
@@ -321,7 +337,7 @@ def _read(name: str, rows: list[Any], names: SeriesLabels) -> Answer:
     identity = name == IDENTITY
     values: dict[_Device, int] = {}
     keys: dict[_Device, list[_KeyTuple]] = {}
-    by_key: dict[_KeyTuple, int] = {}
+    seen: set[_KeyTuple] = set()
     isfinite = math.isfinite
     most = _MOST.get(name, (math.inf, ""))[0]
     for row in rows:
@@ -341,14 +357,18 @@ def _read(name: str, rows: list[Any], names: SeriesLabels) -> Answer:
             raise _OutOfRange
         device = f"{labels.get(node, '')}\0{labels.get(gpu, '')}\0{labels.get(gi_id, '')}"
         converted = convert(number)
-        values[device] = converted
         if identity:
+            # A device's rows (time-sliced copies) are as fresh as the newest of them.
+            if converted > values.get(device, -1):
+                values[device] = converted
             key = _key(labels, names)
-            if key not in by_key:
+            if key not in seen:
+                seen.add(key)
                 keys.setdefault(device, []).append(key)
-            by_key[key] = converted
+        else:
+            values[device] = converted
     if identity:
-        return Answer(name, values, rows, keys, by_key)
+        return Answer(name, values, rows, keys)
     return Answer(name, values, rows)
 
 
@@ -361,9 +381,11 @@ def merge_answers(
 ) -> SampleBatch:
     """One sample per device row from the answers of one refresh (``read_answer``).
 
-    The identity answer names each device's rows (UUID, profile, pod); the other answers
-    carry device labels only and are joined to those rows. A device the identity answer
-    did not report gets one row with the labels of the first answer that did. ``carried``
+    The identity answer (the sample times) names each device's rows (UUID, profile, pod);
+    the other answers carry device labels only and are joined to those rows. A device the
+    identity answer did not report gets one row with the labels of the first answer that
+    did. A device without an XID row gets ``xid`` None, no event: some exporters emit the
+    series only once an XID happened. ``carried``
     answers come from an earlier refresh (``INFORMATIONAL`` queries not asked every time):
     they fill the fields of rows this refresh names, never add rows, and never replace an
     answer of this refresh."""
@@ -398,9 +420,8 @@ def merge_answers(
 
     util_gr, util_gpu = column("util_gr"), column("util_gpu")
     fb_used, fb_peak, fb_free = column("fb_used"), column("fb_used_peak"), column("fb_free")
-    dbe, remap = column("dbe"), column("row_remap_failure")
-    temp, power, sampled = column("temperature"), column("power"), column("sampled_at")
-    xid = identity.by_key if identity is not None and identity.by_key is not None else {}
+    xid, dbe, remap = column("xid"), column("dbe"), column("row_remap_failure")
+    temp, power, sampled = column("temperature"), column("power"), column(IDENTITY)
     samples = []
     malformed = []
     for k, device in rows:
@@ -434,7 +455,7 @@ def merge_answers(
                 fb_used.get(device),
                 fb_peak.get(device),
                 fb_free.get(device),
-                xid.get(k),
+                xid.get(device),
                 dbe.get(device),
                 None if failed is None else failed != 0,
                 temp.get(device),
