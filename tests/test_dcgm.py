@@ -9,7 +9,6 @@ the ``prometheus`` binary is missing, unless ``CI`` is set (then it fails).
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -337,20 +336,24 @@ def test_missing_series_make_the_note_partial(reader: DcgmReader, exporter: Dcgm
     assert "1 GPUs decided on allocation data alone" in report.note.message
 
 
-def test_a_negative_reading_fails_its_query_and_says_where(
+def test_a_negative_reading_is_left_out_and_said_where(
     reader: DcgmReader, exporter: DcgmExporter
 ) -> None:
-    # A broken export: a GPU drawing -5 W. Read as it was, a peak of -5 MiB was a
-    # workload using nothing; now that query fails, and the note says which row and why.
+    # A broken export: a GPU drawing -5 W. Read as it was, a peak of -5 MiB was a workload
+    # using nothing; then the whole query failed, every GPU's reading with it. Now that row
+    # is left out, and the report says which device and why.
     until(reader, lambda r: r.note.status == "fresh")
     exporter.change(lambda fleet: setattr(fleet[0], "power", -5.0))
-    report = until(reader, lambda r: r.note.status == "partial")
-    assert re.search(
-        r"queries failed: power \(power: Prometheus at \S+: unexpected answer: power: "
-        r"result\[\d+\]\.value: '-5' is negative \(a DCGM reading is never below 0\)\)$",
-        report.note.message,
-    ), report.note.message
-    assert report.gpus_fresh == 7  # the other queries still read every GPU
+    report = until(reader, lambda r: bool(r.malformed))
+    assert report.malformed == (
+        "power: Hostname='gpu-a' gpu='0' GPU_I_ID='': '-5' is negative (a DCGM reading is "
+        "never below 0)",
+    )
+    assert (report.note.status, report.failed_queries, report.gpus_fresh) == ("fresh", {}, 7)
+    power = {(r.node, r.gpu): r.sample.power_mw for r in report.devices if not r.sample.key.is_mig}
+    assert power == {("gpu-a", 0): None, ("gpu-a", 1): 71_500, ("gpu-a", 2): 71_500,
+                     ("gpu-a", 3): 71_500, ("gpu-a", 4): 71_500, ("gpu-b", 0): 71_500,
+                     ("gpu-b", 1): 71_500}  # fmt: skip
 
 
 def test_frozen_exporter_gives_stale_metrics(reader: DcgmReader, exporter: DcgmExporter) -> None:

@@ -252,10 +252,6 @@ def test_rows_naming_no_device_are_reported() -> None:
         (["row"], "fb_used: result[0] has no 'metric' labels"),
         ([{"metric": {}, "value": [1, "many"]}], "fb_used: value 'many' is not a number"),
         ([{"metric": {}, "value": [1, None]}], "fb_used: value None is not a number"),
-        # A broken export: -5 MiB peak was read as a workload using nothing.
-        ([{"metric": {}, "value": [1, "3"]}, {"metric": {}, "value": [1, "NaN"]},
-          {"metric": {}, "value": [1, "-5"]}],
-         "fb_used: result[2].value: '-5' is negative (a DCGM reading is never below 0)"),
     ],
 )  # fmt: skip
 def test_reading_an_answer_names_the_bad_row(rows: list[object], message: str) -> None:
@@ -264,6 +260,36 @@ def test_reading_an_answer_names_the_bad_row(rows: list[object], message: str) -
     with pytest.raises(MetricsFormatError) as err:
         read_answer("fb_used", rows, SETTINGS)
     assert str(err.value).startswith(message)
+
+
+def test_a_reading_no_device_gives_leaves_out_its_row_only() -> None:
+    """One GPU_UTIL spike of 4294967295 (NVIDIA/DCGM #199), averaged over the window, refused
+    the whole fleet's answer: every GPU lost its utilization. The live reader leaves out that
+    row and says which device it is; an export file is still refused at it."""
+    results = {
+        "sampled_at": answer((series(0), NOW), (series(1), NOW), (series(2), NOW)),
+        "util_gpu": answer((series(0), 3), (series(1), 4294967295 / 240), (series(2), "NaN")),
+        "fb_used_peak": answer((series(0), 10), (series(2), -5)),
+    }
+    answers = [read_answer(name, payload, SETTINGS) for name, payload in results.items()]
+    batch = merge_answers(answers, SETTINGS)
+    assert [(s.key.gpu, s.util_milli, s.fb_used_peak_mib) for s in batch.samples] == [
+        (0, 30, 10),
+        (1, None, None),
+        (2, None, None),
+    ]
+    assert batch.malformed == (
+        "util_gpu: Hostname='gpu-a' gpu='1' GPU_I_ID='': '17895697.0625' is more than 100 "
+        "(util_gpu is a percentage from 0 to 100)",
+        "fb_used_peak: Hostname='gpu-a' gpu='2' GPU_I_ID='': '-5' is negative (a DCGM reading "
+        "is never below 0)",
+    )
+    with pytest.raises(MetricsFormatError) as refused:
+        samples_from_results(results, SETTINGS)
+    assert str(refused.value) == (
+        "util_gpu: result[1].value: '17895697.0625' is more than 100 (util_gpu is a percentage "
+        "from 0 to 100)"
+    )
 
 
 @settings(max_examples=25, deadline=None)

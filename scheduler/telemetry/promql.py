@@ -286,6 +286,12 @@ class Answer:
     """The raw rows, for the labels of devices the identity query did not report."""
     keys: dict[_Device, list[_KeyTuple]] | None = None
     """Identity answer only: every full row key of a device (several when time-sliced)."""
+    out_of_range: tuple[int, ...] = ()
+    """Rows (indices into ``rows``) whose reading no device gives, below 0 or past its
+    ``_MOST``: left out of ``values``. One such row (GPU_UTIL's 4294967295 spike, NVIDIA/DCGM
+    #199, averaged into 17,895,697 %) refused the whole fleet's answer; now the merge reports
+    it (``SampleBatch.malformed``) and an export file is refused at it
+    (``samples_from_results``)."""
 
 
 _PAIR = (list, tuple)
@@ -298,9 +304,16 @@ _MOST: dict[str, tuple[float, str]] = {
 """Readings with an upper bound by their unit: a ratio of 250 was 'busy 25000 %'."""
 
 
-class _OutOfRange(Exception):
-    """Raised by the hot loop (a reading below 0, or past its ``_MOST``); ``read_answer``
-    finds the row and names it."""
+def _out_of_range(name: str, value: str | float) -> str:
+    """Why a reading ``_read`` left out cannot be: ``'-5' is negative (…)``."""
+    if float(value) < 0:
+        return f"{value!r} is negative (a DCGM reading is never below 0)"
+    most, unit = _MOST[name]
+    return f"{value!r} is more than {most:g} ({name} is {unit})"
+
+
+def _device_text(names: SeriesLabels, node: object, gpu: object, gi_id: object) -> str:
+    return f"{names.node}={node!r} {names.gpu}={gpu!r} {names.gi_id}={gi_id!r}"
 
 
 def read_answer(name: str, payload: object, settings: TelemetrySettings) -> Answer:
@@ -312,18 +325,6 @@ def read_answer(name: str, payload: object, settings: TelemetrySettings) -> Answ
     rows = _result_list(payload, name)
     try:
         return _read(name, rows, settings.labels)
-    except _OutOfRange:
-        most, unit = _MOST.get(name, (math.inf, ""))
-        i, value = next(
-            (i, r["value"][1])
-            for i, r in enumerate(rows)
-            if not 0 <= float(r["value"][1]) <= most and math.isfinite(float(r["value"][1]))
-        )
-        if float(value) < 0:
-            why = "is negative (a DCGM reading is never below 0)"
-        else:
-            why = f"is more than {most:g} ({name} is {unit})"
-        raise MetricsFormatError(f"{name}: result[{i}].value: {value!r} {why}") from None
     except (LookupError, TypeError, AttributeError):
         parse_vector(rows, name)  # says which row has the wrong shape
         raise MetricsFormatError(f"{name}: unexpected answer") from None
@@ -331,13 +332,15 @@ def read_answer(name: str, payload: object, settings: TelemetrySettings) -> Answ
 
 def _read(name: str, rows: list[Any], names: SeriesLabels) -> Answer:
     # The hot loop of a refresh (100,000s of rows): plain dict lookups on concrete types;
-    # anything of the wrong shape raises, and read_answer then finds and names the row.
+    # anything of the wrong shape raises, and read_answer then finds and names the row; a
+    # reading no device gives is left out and noted (Answer.out_of_range).
     convert = _CONVERT[name]
     node, gpu, gi_id = names.device()
     identity = name == IDENTITY
     values: dict[_Device, int] = {}
     keys: dict[_Device, list[_KeyTuple]] = {}
     seen: set[_KeyTuple] = set()
+    out_of_range: list[Any] = []
     isfinite = math.isfinite
     most = _MOST.get(name, (math.inf, ""))[0]
     for row in rows:
@@ -354,7 +357,8 @@ def _read(name: str, rows: list[Any], names: SeriesLabels) -> Answer:
         if number < 0 or number > most:
             # A broken export or recording rule: -5 MiB peak read as a workload using
             # nothing, and advice built on it; a utilization ratio of 250.
-            raise _OutOfRange
+            out_of_range.append(row)
+            continue
         device = f"{labels.get(node, '')}\0{labels.get(gpu, '')}\0{labels.get(gi_id, '')}"
         converted = convert(number)
         if identity:
@@ -367,9 +371,11 @@ def _read(name: str, rows: list[Any], names: SeriesLabels) -> Answer:
                 keys.setdefault(device, []).append(key)
         else:
             values[device] = converted
-    if identity:
-        return Answer(name, values, rows, keys)
-    return Answer(name, values, rows)
+    bad: tuple[int, ...] = ()
+    if out_of_range:  # rare: where they are, for the message
+        ids = {id(row) for row in out_of_range}
+        bad = tuple(i for i, row in enumerate(rows) if id(row) in ids)
+    return Answer(name, values, rows, keys if identity else None, bad)
 
 
 def _is_index(text: str) -> bool:
@@ -392,6 +398,7 @@ def merge_answers(
     names = settings.labels
     node_label, gpu_label, gi_label = names.device()
     by_name = {a.name: a for a in answers}
+    current = list(by_name.values())
     identity = by_name.get(IDENTITY)
     others = [a for a in by_name.values() if a.name != IDENTITY]
     for old in carried:
@@ -424,14 +431,16 @@ def merge_answers(
     temp, power, sampled = column("temperature"), column("power"), column(IDENTITY)
     samples = []
     malformed = []
+    for answer in current:  # carried answers' were reported when they were read
+        for i in answer.out_of_range:
+            labels, value = answer.rows[i]["metric"], answer.rows[i]["value"][1]
+            where = _device_text(names, *(labels.get(n, "") for n in names.device()))
+            malformed.append(f"{answer.name}: {where}: {_out_of_range(answer.name, value)}")
     for k, device in rows:
         node, gpu, uuid, gi_id, gi_profile, namespace, pod, container = k
         # ASCII digits: str.isdigit also takes '²', which int() refuses.
         if not (node and _is_index(gpu)) or (gi_id and not _is_index(gi_id)):
-            malformed.append(
-                f"{names.node}={node!r} {names.gpu}={gpu!r} {names.gi_id}={gi_id!r}: "
-                "does not name a device"
-            )
+            malformed.append(f"{_device_text(names, node, gpu, gi_id)}: does not name a device")
             continue
         util = util_gr.get(device)
         source = "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
@@ -467,8 +476,19 @@ def merge_answers(
 
 
 def samples_from_results(results: Mapping[str, object], settings: TelemetrySettings) -> SampleBatch:
-    """Merge the answers of ``queries(settings)`` (by query name) into one sample per row.
+    """Merge the answers of ``queries(settings)`` (by query name) into one sample per row:
+    how an export file is read (the planner's right-sizing).
 
     A query missing from ``results`` (it failed, or the metric is not exported) leaves its
-    field None. Raises MetricsFormatError for an answer of the wrong shape."""
-    return merge_answers((read_answer(n, p, settings) for n, p in results.items()), settings)
+    field None. Raises MetricsFormatError for an answer of the wrong shape, and at the first
+    reading no device gives, naming its row: unlike the live reader, which leaves such a
+    row out and goes on (the next refresh comes regardless), a file is read once, for advice
+    that outlives it, and can be fixed and read again."""
+    answers = []
+    for name, payload in results.items():
+        answer = read_answer(name, payload, settings)
+        for i in answer.out_of_range[:1]:
+            value = answer.rows[i]["value"][1]
+            raise MetricsFormatError(f"{name}: result[{i}].value: {_out_of_range(name, value)}")
+        answers.append(answer)
+    return merge_answers(answers, settings)
