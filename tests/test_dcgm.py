@@ -228,6 +228,26 @@ def test_rules_for_another_window_fall_back_to_the_raw_promql(
     assert (whole.util_milli, whole.fb_used_peak_mib) == (600, 20_000)
 
 
+def test_a_reader_with_a_series_selector_never_reads_the_default_rules(
+    prometheus: PrometheusProcess,
+) -> None:
+    """The module's rules are the defaults' (no selector). Named by metric, operation and
+    window alone, they answered a reader whose selector they ignore; rules for other
+    settings are named apart, so this reader runs its own PromQL for every query."""
+    usual = DcgmReader(PrometheusSettings(url=prometheus.url, timeout_s=5), SETTINGS)
+    deadline = time.monotonic() + 15
+    while "xid" not in usual.fetch().recorded:  # the default rules have been evaluated
+        assert time.monotonic() < deadline, "no recorded series"
+        time.sleep(0.3)
+    usual.close()
+    other = dataclasses.replace(SETTINGS, series_selector='job="dcgm"')
+    reader = DcgmReader(PrometheusSettings(url=prometheus.url, timeout_s=5), other)
+    report = until(reader, lambda r: r.note.status == "fresh")
+    fetched = reader.fetch()
+    reader.close()
+    assert (fetched.recorded, report.gpus_fresh) == (set(), 7)
+
+
 def test_informational_gauges_are_read_every_nth_refresh(prometheus: PrometheusProcess) -> None:
     """Temperature, power and framebuffer now feed no rule: asked at every 3rd refresh
     here, their last answers fill the rows in between; everything else is asked each time."""

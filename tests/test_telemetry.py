@@ -6,7 +6,7 @@ Hostname, namespace/pod/container). Expected values are worked out by hand.
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import replace
 
 import pytest
 from builders import mig, node, queue, snapshot, workload
@@ -331,6 +331,34 @@ def test_recording_rules_record_each_query() -> None:
     assert all(name.startswith("apportion:dcgm_") for name in rules)
 
 
+def test_rules_for_other_labels_or_a_selector_are_named_apart() -> None:
+    """Rule names held metric, operation and window only: a reader with other label names
+    or a series_selector read the default rules' rows, whose labels it cannot read (an XID
+    79 missed) or which its selector would have left out. A rule whose expression is not
+    the defaults' now adds a digest of it; the defaults keep their names."""
+    plain = [q.record for q in queries(SETTINGS)]
+    assert plain == [
+        "apportion:dcgm_gr_engine_active:avg_over_time_10m",
+        "apportion:dcgm_gpu_util:avg_over_time_10m",
+        "apportion:dcgm_fb_used:max", "apportion:dcgm_fb_used:max_over_time_10m",
+        "apportion:dcgm_fb_free:max", "apportion:dcgm_xid_errors:max",
+        "apportion:dcgm_ecc_dbe_vol_total:max", "apportion:dcgm_row_remap_failure:max",
+        "apportion:dcgm_gpu_temp:max", "apportion:dcgm_power_usage:max",
+        "apportion:dcgm_sample:timestamp",
+    ]  # fmt: skip
+    # Only the identity query names the UUID label: only its rule is another.
+    uuid = replace(SETTINGS, labels=SeriesLabels(uuid="gpu_uuid"))
+    renamed = [*plain[:-1], "apportion:dcgm_sample:timestamp_41b1fae0"]
+    assert [q.record for q in queries(uuid)] == renamed
+    for other in (
+        replace(SETTINGS, labels=SeriesLabels(node="node", pod="pod_name")),
+        replace(SETTINGS, series_selector='job="dcgm-exporter"'),
+    ):
+        records = [q.record for q in queries(other)]
+        assert [r.rsplit("_", 1)[0] for r in records] == plain
+        assert set(records).isdisjoint(plain) and len(set(records)) == len(plain)
+
+
 # --------------------------------------------------------------------- join
 def test_join_maps_whole_gpus_mig_slices_and_pods() -> None:
     snap = cluster()
@@ -479,7 +507,7 @@ def test_unhealthy_gpus_are_never_offered() -> None:
     assert decision.metrics == report.note
 
 
-LIVE = dataclasses.replace(SETTINGS, indices_name_devices=False)
+LIVE = replace(SETTINGS, indices_name_devices=False)
 
 
 def test_on_a_live_cluster_metrics_take_out_only_gpus_beyond_those_already_out() -> None:

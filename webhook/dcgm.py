@@ -257,7 +257,7 @@ class DcgmReader:
         is most of the parsing, and it overlaps the other queries still in Prometheus).
 
         The query asks for its recording rule's series first and runs the raw PromQL only
-        when that series is absent (rules not deployed, or rendered for another window)."""
+        when that series is absent (rules not deployed, or rendered for other settings)."""
         try:
             if query.record and self.prometheus.recording_rules:
                 recorded = read_answer(query.name, self._get(query.record, headers), self.telemetry)

@@ -20,10 +20,11 @@ JSON (``{"status": "success", "data": {"resultType": "vector", "result": [...]}}
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from scheduler.telemetry.samples import DeviceKey, DeviceSample
@@ -120,7 +121,28 @@ refuses it: the series differ only in their name once it is dropped.)"""
 
 
 def queries(settings: TelemetrySettings) -> tuple[MetricQuery, ...]:
-    """The instant queries of one refresh, in a fixed order."""
+    """The instant queries of one refresh, in a fixed order.
+
+    A recording rule's name says all its expression bakes in. The windowed ones name their
+    window; a query whose expression is not the one of dcgm-exporter's label names and no
+    ``series_selector`` adds a digest of it (``apportion:dcgm_xid_errors:max_1a2b3c4d``).
+    With one name for all, a reader with other label names read the default rules' rows,
+    whose labels it cannot read (an XID 79 missed), or rows its selector would have left
+    out. The defaults' names stay as deployed."""
+    built = _queries(settings)
+    usual = _queries(replace(settings, labels=SeriesLabels(), series_selector=""))
+    return tuple(
+        q if q.promql == default.promql else replace(q, record=f"{q.record}_{_digest(q.promql)}")
+        for q, default in zip(built, usual, strict=True)
+    )
+
+
+def _digest(promql: str) -> str:
+    """Eight hex digits of the expression's SHA-256: the same in every process and release."""
+    return hashlib.sha256(promql.encode()).hexdigest()[:8]
+
+
+def _queries(settings: TelemetrySettings) -> tuple[MetricQuery, ...]:
     full = ", ".join(settings.labels.grouping())
     device = ", ".join(settings.labels.device())
     window = _duration(settings.idle_window_s)
@@ -167,9 +189,10 @@ def recording_rules(settings: TelemetrySettings) -> tuple[tuple[str, str], ...]:
     What a refresh costs Prometheus is the ``max by`` (and, for the windowed queries, the
     window) over every GPU, not the lookup: at 10,000 GPUs a recorded series is read ~5×
     faster, and the windowed ones gain more the longer the window. The window, the label
-    names and the series selector are part of the rules, so they must be rendered for the
-    settings the reader runs with: ``deploy/monitoring/dcgm-recording-rules.yaml`` holds
-    them for the defaults."""
+    names and the series selector are part of the rules, and of their names (``queries``),
+    so they must be rendered for the settings the reader runs with (a reader never reads
+    rules rendered for other settings: it runs the raw PromQL):
+    ``deploy/monitoring/dcgm-recording-rules.yaml`` holds them for the defaults."""
     return tuple((q.record, q.promql) for q in queries(settings))
 
 
