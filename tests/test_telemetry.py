@@ -109,13 +109,18 @@ def test_one_query_per_metric_grouped_by_device_labels() -> None:
         "row_remap_failure", "temperature", "power", "sampled_at",
     ]  # fmt: skip
     # The identity query keeps whose device it is; the others only which device it is.
-    full = "max by (Hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, namespace, pod, container)"
+    full = (
+        "max by (Hostname, gpu, UUID, GPU_I_ID, GPU_I_PROFILE, namespace, pod, container, "
+        "exported_namespace, exported_pod, exported_container)"
+    )
     device = "max by (Hostname, gpu, GPU_I_ID)"
     assert [q.name for q in qs if q.promql.startswith(full)] == ["sampled_at"]
     assert all(q.promql.startswith(device) for q in qs if q.name != "sampled_at")
     assert qs[0].promql == f"{device} (avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE[10m]))"
     old = TelemetrySettings(labels=SeriesLabels(pod="pod_name", namespace="pod_namespace"))
-    assert "pod_namespace, pod_name" in queries(old)[-1].promql
+    assert "pod_namespace, pod_name, container, exported_pod_namespace, exported_pod_name" in (
+        queries(old)[-1].promql
+    )
     job = TelemetrySettings(series_selector='job="dcgm"')
     util = queries(job)[0].promql
     assert 'avg_over_time(DCGM_FI_PROF_GR_ENGINE_ACTIVE{job="dcgm"}[1h])' in util
@@ -220,6 +225,29 @@ def test_samples_merge_queries_per_device_row() -> None:
     instance = got[DeviceKey("gpu-a", 4, "GPU-gpu-a-4", 13, "1g.10gb", "default", "nb-1")]
     assert (instance.util_milli, instance.xid, instance.sampled_at) == (20, 79, None)  # NaN
     assert batch.malformed == ()
+
+
+def test_the_exporters_pod_labels_win_over_the_targets() -> None:
+    """Scraped with honor_labels false (the usual ServiceMonitor), the exporter's pod labels
+    clash with the target's: Prometheus renames them exported_pod, … and puts the exporter's
+    own pod in pod. Read as they were, every row was the exporter pod's and no workload was
+    ever attributed. An unallocated GPU (the exporter's pod label empty, so dropped) keeps
+    the target's."""
+    target = {
+        "namespace": "gpu-operator",
+        "pod": "nvidia-dcgm-exporter-7xk2p",
+        "container": "nvidia-dcgm-exporter",
+    }
+    owned = series(
+        0, **target, exported_namespace="default", exported_pod="train-0", exported_container="main"
+    )
+    batch = samples_from_results(
+        {"sampled_at": answer((owned, NOW), (series(1, **target), NOW))}, SETTINGS
+    )
+    assert [s.key for s in batch.samples] == [
+        DeviceKey("gpu-a", 0, "GPU-gpu-a-0", None, "", "default", "train-0", "main"),
+        DeviceKey("gpu-a", 1, "GPU-gpu-a-1", None, "", *target.values()),
+    ]
 
 
 def test_rows_naming_no_device_are_reported() -> None:
@@ -348,7 +376,7 @@ def test_rules_for_other_labels_or_a_selector_are_named_apart() -> None:
     ]  # fmt: skip
     # Only the identity query names the UUID label: only its rule is another.
     uuid = replace(SETTINGS, labels=SeriesLabels(uuid="gpu_uuid"))
-    renamed = [*plain[:-1], "apportion:dcgm_sample:timestamp_41b1fae0"]
+    renamed = [*plain[:-1], "apportion:dcgm_sample:timestamp_cb82b65b"]
     assert [q.record for q in queries(uuid)] == renamed
     for other in (
         replace(SETTINGS, labels=SeriesLabels(node="node", pod="pod_name")),

@@ -143,7 +143,8 @@ def _digest(promql: str) -> str:
 
 
 def _queries(settings: TelemetrySettings) -> tuple[MetricQuery, ...]:
-    full = ", ".join(settings.labels.grouping())
+    names = settings.labels
+    full = ", ".join((*names.grouping(), *(_EXPORTED + n for n in _owner(names))))
     device = ", ".join(settings.labels.device())
     window = _duration(settings.idle_window_s)
     matchers = f"{{{settings.series_selector}}}" if settings.series_selector else ""
@@ -277,17 +278,32 @@ _Device = str
 a tuple: its hash is kept, so each of a refresh's ~100,000 lookups by it costs half)."""
 
 
+_EXPORTED = "exported_"
+"""What Prometheus prefixes a scraped label with when the target has a label of that name
+(``honor_labels: false``, the usual ServiceMonitor): the exporter's ``pod``, ``namespace``
+and ``container`` become ``exported_pod``, …, and ``pod`` is the exporter's own pod. Read
+as they were, no workload was ever attributed. The identity query keeps them, and where a
+row has one, it is the exporter's label and wins (Prometheus drops empty labels, so an
+unallocated GPU's row keeps the exporter pod's own labels: a pod with no workload)."""
+
+
+def _owner(names: SeriesLabels) -> tuple[str, str, str]:
+    """The labels a Kubernetes target has too: whose device it is."""
+    return (names.namespace, names.pod, names.container)
+
+
 def _key(labels: Mapping[str, Any], names: SeriesLabels) -> _KeyTuple:
     get = labels.get
+    namespace, pod, container = _owner(names)
     key = (
         get(names.node, ""),
         get(names.gpu, ""),
         get(names.uuid, ""),
         get(names.gi_id, ""),
         get(names.gi_profile, ""),
-        get(names.namespace, ""),
-        get(names.pod, ""),
-        get(names.container, ""),
+        get(_EXPORTED + namespace) or get(namespace, ""),
+        get(_EXPORTED + pod) or get(pod, ""),
+        get(_EXPORTED + container) or get(container, ""),
     )
     for value in key:
         if type(value) is not str:  # label values are strings; a hand-made file may differ
