@@ -42,16 +42,29 @@ A100_NODE = 4 * 1.84
 L4_NODE = 4 * 0.80
 
 
-def cluster() -> Cluster:
-    return Cluster(load_snapshot_text(CLUSTER, source="test"), "test").with_queues({"q"})
+def cluster(queues: tuple[str, ...] = ("q",)) -> Cluster:
+    return Cluster(load_snapshot_text(CLUSTER, source="test"), "test").with_queues(queues)
 
 
-def job(name: str, submit: int, runtime: int, gpus: int, models: tuple[str, ...] = ()) -> Job:
+def job(
+    name: str,
+    submit: int,
+    runtime: int,
+    gpus: int,
+    models: tuple[str, ...] = (),
+    *,
+    pods: int = 1,
+    queue: str = "q",
+    priority: int = 0,
+) -> Job:
+    """``pods`` pods of ``gpus`` GPUs each (a gang when more than one)."""
     w = Workload(
         name=name,
-        queue="q",
+        queue=queue,
         created=submit,
+        priority=priority,
         demand=Demand(gpus=gpus, models=models),
+        pods=pods,
         cpu_milli=1000,
         memory_mib=1024,
     )

@@ -43,14 +43,21 @@ from sim.cluster import Cluster
 from sim.job import Job
 from sim.plan.candidates import Candidate, Pool, build_cluster, candidate_grid
 from sim.plan.evaluate import EvalTask, evaluate
-from sim.plan.fluid import fluid_bound, fluid_demand
+from sim.plan.fluid import FluidBound, FluidDemand, fluid_bound, fluid_demand
 from sim.plan.journal import Journal
 from sim.plan.shapes import Arrangement, neighbours
 from sim.plan.slo import Slo
 from sim.policies import PolicyOptions
 from sim.pool import WorkerPool, executor
 
-__all__ = ["PROBES", "SearchSettings", "evaluate_all", "search", "violations"]
+__all__ = [
+    "PROBES",
+    "SearchSettings",
+    "candidate_bound",
+    "evaluate_all",
+    "search",
+    "violations",
+]
 
 PROBES = 1
 """Candidates each bisection step simulates. Not the number of workers: the same inputs must
@@ -113,11 +120,7 @@ def search(
     rows: dict[str, dict[str, Any]] = {}
 
     def add(cand: Candidate) -> None:
-        largest: dict[str, int] = {}
-        for c, p in zip(cand.counts, pools, strict=True):
-            if c:
-                largest[p.model] = max(largest.get(p.model, 0), p.gpus_per_node)
-        bound = fluid_bound(demand, cand.capacity(pools), cand.gpus(pools), largest)
+        bound = candidate_bound(demand, pools, cand)
         rows[cand.key()] = {
             "key": cand.key(),
             "counts": list(cand.counts),
@@ -304,6 +307,16 @@ def search(
         "ahead": {"simulated": ahead_of.launched, "used": ahead_of.used},
         **extra,
     }
+
+
+def candidate_bound(demand: FluidDemand, pools: Sequence[Pool], cand: Candidate) -> FluidBound:
+    """The fluid bound of ``cand``: its capacity, GPUs and, per GPU model, its largest
+    node in use (the pods that fit no node)."""
+    largest: dict[str, int] = {}
+    for c, p in zip(cand.counts, pools, strict=True):
+        if c:
+            largest[p.model] = max(largest.get(p.model, 0), p.gpus_per_node)
+    return fluid_bound(demand, cand.capacity(pools), cand.gpus(pools), largest)
 
 
 def _best_cost(mine: list[Candidate], rows: dict[str, Any]) -> float:
