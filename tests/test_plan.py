@@ -23,8 +23,9 @@ from sim.cluster import Cluster
 from sim.job import Job
 from sim.plan.candidates import Candidate, build_cluster, candidate_grid, pools_of
 from sim.plan.demand import grow
+from sim.plan.evaluate import EvalTask, evaluate
 from sim.plan.fluid import fluid_bound, fluid_demand
-from sim.plan.search import SearchSettings, search
+from sim.plan.search import SearchSettings, candidate_bound, search
 from sim.plan.slo import SloError, parse_slo
 from sim.plan.verdict import verdict
 
@@ -275,6 +276,36 @@ def test_fluid_bound_keeps_only_the_jobs_a_goal_covers() -> None:
     assert fluid_bound(demand, {"A100-80GB": 4, "L4": 8}, 12).load == 0.0
 
 
+def test_the_jobs_that_start_in_time_are_the_schedules_choice() -> None:
+    """The LP kept the smallest ⌈p · n⌉ jobs of each goal's scope, due by the longest of
+    those alone, and the union over goals: all three pruned a cluster that meets its goals
+    (hypothesis found them, tests/test_plan_soundness.py)."""
+    a100 = ("A100-80GB",)
+
+    def pruned_yet_met(jobs: list[Job], slos: list[str]) -> tuple[bool, list[bool]]:
+        c = cluster()
+        pools = pools_of(c)
+        parsed = [parse_slo(s) for s in slos]
+        one_a100 = Candidate((1, 0))
+        bound = candidate_bound(fluid_demand(jobs, c, parsed), pools, one_a100)
+        task = EvalTask("1-0", build_cluster(c, pools, one_a100), tuple(jobs), tuple(parsed))
+        return bound.pruned, evaluate(task)["slo_met"]
+
+    # On 4 A100s at t=0: two 1-GPU jobs of 1000 s start at once, the two 4-GPU jobs of
+    # 100 s wait; half the jobs waited 0 s. The LP kept the 4-GPU jobs (800 GPU-s, the
+    # smallest) due by 100 s: 2× the GPU-time.
+    jobs = [job(f"b{i}", 0, 1000, 1, a100) for i in range(2)]
+    jobs += [job(f"c{i}", 0, 100, 4, a100) for i in range(2)]
+    assert pruned_yet_met(jobs, ["p50_wait<=0"]) == (False, [True])
+    # The priority-1000 job starts at once, so half the jobs waited 0 s: one job meets
+    # both goals. The union kept both jobs (5,000 GPU-s by 1000 s: 1.25×).
+    jobs = [job("x", 0, 1000, 1, a100), job("y", 0, 1000, 4, a100, priority=1000)]
+    assert pruned_yet_met(jobs, ["p50_wait<=0", "priority>=1000:p99_wait<=0"]) == (
+        False,
+        [True, True],
+    )
+
+
 def test_growth_copies_jobs_and_the_horizon_repeats_the_trace() -> None:
     jobs = [job(f"j{i}", i * 100, 60, 1) for i in range(10)]  # span 901 s
     assert grow(jobs) == tuple(jobs)
@@ -382,7 +413,6 @@ def test_per_queue_gpu_hours_count_only_the_time_jobs_ran() -> None:
     up to 3,371 GPU-hours of the 1,945 the replay used."""
     from sim.cluster import load_cluster
     from sim.commands import DEMO_TRACE
-    from sim.plan.evaluate import EvalTask, evaluate
     from sim.trace import load_trace
 
     jobs = load_trace(DEMO_TRACE).jobs[:150]

@@ -7,9 +7,12 @@ Three necessary conditions, each cheap next to a simulation:
   it all ran on resource ``r`` (a GPU model, at the job's rate there, or a MIG flavor).
   Minimise λ subject to Σ_r x[c, r] = 1 and Σ_c G[c, r] x[c, r] ≤ λ · capacity[r] · H,
   x ≥ 0. The wait SLOs say a share ``f`` of the jobs must start within ``D`` of arriving,
-  so that share must finish by H = last arrival + D + its longest run; keeping only the
-  smallest ``⌈f · n⌉`` jobs of each goal's scope keeps the test necessary (mean goals and
-  JCT goals are not used). λ > 1: no schedule can meet the SLOs.
+  so those must finish by H = last arrival + D + the longest run of any job in a goal's
+  scope. Which jobs is the schedule's choice, so the test keeps, per class, only its
+  smallest jobs but the n − ⌈f · n⌉ a goal may miss (those may all be of one class), and
+  per class the most any goal needs (one job may serve several goals): the smallest
+  ``⌈f · n⌉`` of a scope was not necessary, as larger jobs may use other GPUs or run
+  longer (mean goals and JCT goals are not used). λ > 1: no schedule can meet the SLOs.
 - **Enough capacity in every time window** (per goal). A job a wait goal keeps must run
   inside [arrival, arrival + D + its slowest run]; for any window [t1, t2], the jobs whose
   whole interval lies inside need their GPU-time (on their cheapest allowed resource)
@@ -151,20 +154,29 @@ def fluid_demand(
         rows.append(
             (min(seconds.values(), default=0.0), slowest, _class_key(job, seconds), seconds)
         )
-    # Per goal, the smallest ⌈p · n⌉ jobs of its scope must start in time (the rest may
-    # miss it); the bound keeps the union of those.
-    chosen: set[int] = set()
+    # Per class, how many of its jobs some goal needs in time (see _kept).
+    wanted: dict[str, int] = {}
+    members: dict[str, list[int]] = {}
     for g, slo in enumerate(waits):
         if progress is not None:
             progress(len(jobs) * (1 + g), passes)
         scope = [
             i for i, j in enumerate(jobs) if slo.selects(j.workload.queue, j.workload.priority)
         ]
-        scope.sort(key=lambda i: rows[i][0])
-        chosen.update(scope[: math.ceil(int(slo.metric[1:3]) / 100 * len(scope))])
-    kept = [rows[i] for i in sorted(chosen)]
+        drop = len(scope) - math.ceil(int(slo.metric[1:3]) / 100 * len(scope))
+        per_class: dict[str, list[int]] = {}
+        for i in scope:
+            per_class.setdefault(rows[i][2], []).append(i)
+        for key, of_class in per_class.items():
+            wanted[key] = max(wanted.get(key, 0), len(of_class) - drop)
+            members.setdefault(key, []).extend(of_class)
+    kept = [rows[i] for i in _kept(rows, wanted, members)]
     last = max((j.submit for j in jobs), default=0)
-    longest = max((r[1] for r in kept if math.isfinite(r[1])), default=0.0)
+    # Any of them may be the ones that start in time, the longest too.
+    longest = max(
+        (rows[i][1] for group in members.values() for i in group if math.isfinite(rows[i][1])),
+        default=0.0,
+    )
     resources = tuple(sorted(set(models) | set(mig)))
     index = {r: i for i, r in enumerate(resources)}
     classes: dict[str, np.ndarray] = {}
@@ -198,6 +210,23 @@ def fluid_demand(
         tuple(int(k.rsplit("|", 1)[1]) for k in sorted(classes)),
         tuple(windows),
     )
+
+
+def _kept(
+    rows: Sequence[tuple[float, float, str, dict[str, float]]],
+    wanted: dict[str, int],
+    members: dict[str, list[int]],
+) -> list[int]:
+    """The jobs the LP keeps: per class, its ``wanted`` smallest. A goal over n jobs may
+    miss n − ⌈p · n⌉ of them, all of one class as well, so from each class it needs all
+    its jobs in scope but that many; which ones is the schedule's choice, so the smallest
+    of the class (not of the scope: a larger job may use other GPUs, run longer, or serve
+    two goals at once). The class keeps the most any goal needs, not their sum: one job
+    may count for several goals."""
+    kept: list[int] = []
+    for key, group in members.items():
+        kept += sorted(set(group), key=lambda i: rows[i][0])[: max(0, wanted[key])]
+    return sorted(kept)
 
 
 def _held(job: Job, resource: str, units: float, cat: Catalog) -> float:
