@@ -306,6 +306,32 @@ def test_the_jobs_that_start_in_time_are_the_schedules_choice() -> None:
     )
 
 
+def test_a_job_that_may_be_evicted_is_left_out_of_the_bound() -> None:
+    """A job that starts in time may be evicted and finish late, and its evicted run is
+    GPU-time the demand does not count: the bound pruned both clusters below, which meet
+    their goals (hypothesis found it, tests/test_plan_soundness.py)."""
+    a100 = ("A100-80GB",)
+    c = cluster()
+    pools = pools_of(c)
+
+    def bound_and_simulation(jobs: list[Job], slo: str, counts: tuple[int, int]) -> tuple:
+        cand = Candidate(counts)
+        parsed = (parse_slo(slo),)
+        bound = candidate_bound(fluid_demand(jobs, c, parsed), pools, cand)
+        task = EvalTask(cand.key(), build_cluster(c, pools, cand), tuple(jobs), parsed)
+        result = evaluate(task)
+        return bound.pruned, result["slo_met"], result["summary"]["preemptions"]
+
+    # On 4 A100s: the priority-1000 job evicts the other at once; both started at once.
+    jobs = [job("l", 0, 1000, 4, a100), job("h", 100, 1000, 4, a100, priority=1000)]
+    assert bound_and_simulation(jobs, "p99_wait<=120", (1, 0)) == (False, [True], 1)
+    # 4 A100s and 4 L4s: the L4s busy for 10,000 s, the A100s for 8,000 with 5,000 s of
+    # work (60,040 GPU-s of work: 75 %), but the evicted run held them 2,000 s more.
+    jobs = [job("z", 0, 10_000, 4, ("L4",)), job("l", 0, 5000, 4, a100)]
+    jobs.append(job("h", 2000, 10, 4, a100, priority=1000))
+    assert bound_and_simulation(jobs, "utilization>=80%", (1, 1)) == (False, [True], 1)
+
+
 def test_growth_copies_jobs_and_the_horizon_repeats_the_trace() -> None:
     jobs = [job(f"j{i}", i * 100, 60, 1) for i in range(10)]  # span 901 s
     assert grow(jobs) == tuple(jobs)

@@ -29,6 +29,11 @@ Three necessary conditions, each cheap next to a simulation:
   share of the GPU's compute, as the simulator counts it) must reach ``u`` × the
   candidate's GPUs × the earliest possible end of the replay.
 
+A job another job may evict (a higher priority of its queue, a cohort mate reclaiming,
+as the queues' preemption policies allow) can start in time and finish late, and its
+evicted runs are GPU-time the demand does not count: the wait tests leave such jobs out,
+and the utilization test holds only when no job may be evicted.
+
 The bound ignores fragmentation, gangs, quotas and queueing, so passing it proves
 nothing; failing it proves infeasibility. It is the pruning step the planner reports.
 scipy's ``linprog`` (HiGHS) solves the LP: a few hundred variables, about a millisecond.
@@ -43,6 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
+from scheduler.model import PreemptionPolicy, Queue
 from sim.cluster import Cluster
 from sim.job import Job
 from sim.plan.slo import Slo
@@ -154,7 +160,9 @@ def fluid_demand(
         rows.append(
             (min(seconds.values(), default=0.0), slowest, _class_key(job, seconds), seconds)
         )
-    # Per class, how many of its jobs some goal needs in time (see _kept).
+    evictable = _evictable(jobs, cluster.snapshot.queues)
+    # Per class, how many of its jobs some goal needs in time (see _kept), among the jobs
+    # of any goal's scope that nothing may evict.
     wanted: dict[str, int] = {}
     members: dict[str, list[int]] = {}
     for g, slo in enumerate(waits):
@@ -166,7 +174,8 @@ def fluid_demand(
         drop = len(scope) - math.ceil(int(slo.metric[1:3]) / 100 * len(scope))
         per_class: dict[str, list[int]] = {}
         for i in scope:
-            per_class.setdefault(rows[i][2], []).append(i)
+            if not evictable[i]:
+                per_class.setdefault(rows[i][2], []).append(i)
         for key, of_class in per_class.items():
             wanted[key] = max(wanted.get(key, 0), len(of_class) - drop)
             members.setdefault(key, []).extend(of_class)
@@ -190,7 +199,7 @@ def fluid_demand(
         cols = [index[r] for r in key.split("|")[0].split(",") if r in index]
         need[i, cols] = total[cols]
     windows: list[Window] = []
-    columns = _Columns.of(jobs, rows, set(resources)) if waits else None
+    columns = _Columns.of(jobs, rows, set(resources), evictable) if waits else None
     for g, slo in enumerate(waits):
         if progress is not None:
             progress(len(jobs) * (1 + len(waits) + g), passes)
@@ -198,7 +207,9 @@ def fluid_demand(
         windows += [w for w in _windows(slo, jobs, columns) if w.rate > 0]
     if progress is not None:
         progress(passes, passes)
-    util = [s for s in slos if s.metric == "utilization"]
+    # An evicted run holds GPUs for work done again later: utilization past the demand's
+    # own GPU-time, so the utilization test holds only where nothing may be evicted.
+    util = [s for s in slos if s.metric == "utilization" and not evictable.any()]
     return FluidDemand(
         resources,
         need,
@@ -227,6 +238,54 @@ def _kept(
     for key, group in members.items():
         kept += sorted(set(group), key=lambda i: rows[i][0])[: max(0, wanted[key])]
     return sorted(kept)
+
+
+def _evictable(jobs: Sequence[Job], queues: Sequence[Queue]) -> np.ndarray:
+    """Per job, whether another job of the demand may evict it under its queues'
+    preemption policies (within its queue, or reclaiming in its cohort as if its queue
+    borrowed: quotas are each candidate's). Such a job can start in time and still finish
+    late, so the wait tests leave it out: it may meet a goal and need no GPU-time for it."""
+    by_name = {q.name: q for q in queues}
+    top: dict[str, int] = {}
+    oldest: dict[tuple[str, int], tuple[int, str]] = {}
+    for job in jobs:
+        w = job.workload
+        top[w.queue] = max(top.get(w.queue, w.priority), w.priority)
+        key = (w.queue, w.priority)
+        oldest[key] = min(oldest.get(key, (w.created, w.name)), (w.created, w.name))
+    # Per queue: whether a cohort mate with jobs may reclaim from it at any priority, and
+    # the highest priority of the mates that reclaim only from lower priorities.
+    reclaim_any: dict[str, bool] = {}
+    reclaim_above: dict[str, int | None] = {}
+    for name in top:
+        queue = by_name.get(name)
+        mates = [
+            by_name[m]
+            for m in top
+            if m != name and queue is not None and queue.cohort is not None
+            and m in by_name and by_name[m].cohort == queue.cohort
+        ]  # fmt: skip
+        reclaim_any[name] = any(m.preemption.reclaim_within_cohort == "Any" for m in mates)
+        reclaim_above[name] = max(
+            (top[m.name] for m in mates if m.preemption.reclaim_within_cohort == "LowerPriority"),
+            default=None,
+        )
+    out = np.zeros(len(jobs), dtype=bool)
+    for n, job in enumerate(jobs):
+        w = job.workload
+        queue = by_name.get(w.queue)
+        within = (queue.preemption if queue is not None else PreemptionPolicy()).within_queue
+        above = reclaim_above[w.queue]
+        out[n] = (
+            (within != "Never" and top[w.queue] > w.priority)
+            or (
+                within == "LowerOrNewerEqualPriority"
+                and oldest[(w.queue, w.priority)] < (w.created, w.name)
+            )
+            or reclaim_any[w.queue]
+            or (above is not None and above > w.priority)
+        )
+    return out
 
 
 def _held(job: Job, resource: str, units: float, cat: Catalog) -> float:
@@ -271,6 +330,8 @@ class _Columns:
     """GPU-seconds on the cheapest resource it may use."""
     usable: np.ndarray
     """Whether it may use any resource at all."""
+    evictable: np.ndarray
+    """Whether another job may evict it (``_evictable``)."""
     kind: np.ndarray
     """Index in ``sets`` of the resources it may use."""
     sets: tuple[frozenset[str], ...]
@@ -281,6 +342,7 @@ class _Columns:
         jobs: Sequence[Job],
         rows: Sequence[tuple[float, float, str, dict[str, float]]],
         resources: set[str],
+        evictable: np.ndarray,
     ) -> _Columns:
         kinds: dict[frozenset[str], int] = {}
         by_key: dict[str, int] = {}
@@ -296,6 +358,7 @@ class _Columns:
             np.array([r[1] for r in rows], dtype=float),
             np.array([r[0] for r in rows], dtype=float),
             np.array([bool(r[3]) for r in rows], dtype=bool),
+            evictable,
             kind,
             tuple(kinds),
         )
@@ -310,6 +373,11 @@ def _windows(slo: Slo, jobs: Sequence[Job], columns: _Columns) -> list[Window]:
     if not len(scope):
         return []
     drop = len(scope) - math.ceil(int(slo.metric[1:3]) / 100 * len(scope))
+    # A job that may be evicted may meet the goal at no cost in GPU-time: it is in no
+    # window, and the goal may still miss `drop` of the others.
+    scope = scope[~columns.evictable[scope]]
+    if not len(scope):
+        return []
     # Largest first, so 'drop the window's m largest' is 'skip its first m' (ties in
     # the trace's order).
     scope = scope[np.argsort(-columns.smallest[scope], kind="stable")]
