@@ -279,7 +279,7 @@ def test_fluid_bound_keeps_only_the_jobs_a_goal_covers() -> None:
 def test_the_jobs_that_start_in_time_are_the_schedules_choice() -> None:
     """The LP kept the smallest ⌈p · n⌉ jobs of each goal's scope, due by the longest of
     those alone, and the union over goals: all three pruned a cluster that meets its goals
-    (hypothesis found them, tests/test_plan_soundness.py)."""
+    (tests/test_plan_soundness.py checks the bound against simulations at random)."""
     a100 = ("A100-80GB",)
 
     def pruned_yet_met(jobs: list[Job], slos: list[str]) -> tuple[bool, list[bool]]:
@@ -309,7 +309,7 @@ def test_the_jobs_that_start_in_time_are_the_schedules_choice() -> None:
 def test_a_job_that_may_be_evicted_is_left_out_of_the_bound() -> None:
     """A job that starts in time may be evicted and finish late, and its evicted run is
     GPU-time the demand does not count: the bound pruned both clusters below, which meet
-    their goals (hypothesis found it, tests/test_plan_soundness.py)."""
+    their goals (tests/test_plan_soundness.py has the cases found at random)."""
     a100 = ("A100-80GB",)
     c = cluster()
     pools = pools_of(c)
