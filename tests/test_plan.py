@@ -26,7 +26,7 @@ from sim.plan.demand import grow
 from sim.plan.evaluate import EvalTask, evaluate
 from sim.plan.fluid import fluid_bound, fluid_demand
 from sim.plan.search import SearchSettings, candidate_bound, search
-from sim.plan.slo import SloError, parse_slo
+from sim.plan.slo import SloError, goal_ratios, parse_slo, shown
 from sim.plan.verdict import verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,6 +274,25 @@ def test_fluid_bound_keeps_only_the_jobs_a_goal_covers() -> None:
     # A mean goal promises nothing about one job: nothing is kept, nothing pruned.
     demand = fluid_demand(jobs, c, [parse_slo("mean_wait<=0")])
     assert fluid_bound(demand, {"A100-80GB": 4, "L4": 8}, 12).load == 0.0
+
+
+def test_a_job_that_never_starts_misses_every_goal_on_its_waits() -> None:
+    """Was counted with the wait it had when the replay ended: a gang of 3 pods of 4 GPUs
+    arriving last on one 4-GPU node waited "100 s", so the node met p99 wait <= 10 min and
+    could be recommended for a demand it can never run. A utilization goal, or one on
+    another queue's jobs, is not its to miss."""
+    c = cluster(("q", "r"))
+    jobs = [job("first", 0, 100, 1, queue="r"), job("gang", 100, 600, 4, pods=3)]
+    slos = tuple(parse_slo(t) for t in ("p99_wait<=600", "r:p99_wait<=600", "utilization>=1%"))
+    one_node = build_cluster(c, pools_of(c), Candidate((1, 0)))
+    result = evaluate(EvalTask("1-0", one_node, tuple(jobs), slos))
+    assert result["slo_values"][0] == 0.0  # its wait when the replay ended: a lower bound
+    assert (result["slo_met"], result["slo_never_started"]) == ([False, True, True], [1, 0, 0])
+    assert [shown(slo, result, i) for i, slo in enumerate(slos[:2])] == [
+        "0 s, 1 job never started",
+        "0 s",
+    ]
+    assert goal_ratios(slos, result)[:2] == [math.inf, 1 / 601]  # ranks it as far as can be
 
 
 def test_the_jobs_that_start_in_time_are_the_schedules_choice() -> None:

@@ -1,8 +1,11 @@
 """One candidate through the simulator: the numbers the SLOs, plots and advice need.
 
 Runs in a worker process (``search``), so its input and output are plain, picklable
-values. A job that never started counts with the wait it had when the replay ended (a
-lower bound), so a cluster too small to run a job never looks like it meets a goal.
+values. A job that never started had nothing left to wait for: the replay ends when no
+event is left, so it could never start on this cluster. Its wait counts as it stood when
+the replay ended (a lower bound, to rank options by), and every goal on waits or
+completion times that covers it is missed, however small that wait was (a gang arriving
+last, too large for the cluster, waited "100 s" and a cluster that never ran it met p99).
 """
 
 from __future__ import annotations
@@ -64,12 +67,19 @@ def evaluate(task: EvalTask) -> dict[str, Any]:
     summary = sim.recorder.summary(sim)
     end = max(1, summary["end_s"])
     waits: list[tuple[str, int, float, float]] = []
+    never: list[tuple[str, int]] = []
     for s in sim.states:
         w = s.job.workload
+        if s.first_start < 0:
+            never.append((w.queue, w.priority))
         started = s.first_start if s.first_start >= 0 else end
         finished = s.end if s.phase is Phase.DONE else end
         waits.append((w.queue, w.priority, float(started - w.created), float(finished - w.created)))
     values = slo_values(task.slos, waits, summary["utilization_mean"])
+    never_started = [
+        0 if slo.metric == "utilization" else sum(slo.selects(q, p) for q, p in never)
+        for slo in task.slos
+    ]
     queues = sorted({q.name for q in task.cluster.snapshot.queues})
     # Each goal per queue (None: no job of the queue in its scope): which queue binds.
     by_queue = [
@@ -81,7 +91,10 @@ def evaluate(task: EvalTask) -> dict[str, Any]:
     return {
         "label": task.label,
         "slo_values": values,
-        "slo_met": [slo.met(v) for slo, v in zip(task.slos, values, strict=True)],
+        "slo_met": [
+            slo.met(v) and not n for slo, v, n in zip(task.slos, values, never_started, strict=True)
+        ],
+        "slo_never_started": never_started,
         "slo_by_queue": by_queue,
         "summary": {k: v for k, v in summary.items() if k != "curves"},
         "curves": {

@@ -28,7 +28,7 @@ from sim.job import Job
 from sim.plan.candidates import Candidate, Pool, build_cluster
 from sim.plan.evaluate import EvalTask
 from sim.plan.fluid import allowed
-from sim.plan.slo import Slo
+from sim.plan.slo import Slo, goal_ratios
 
 __all__ = ["STRATEGIES", "demand_shares", "search_quotas"]
 
@@ -106,8 +106,8 @@ def _slo_shares(
 ) -> tuple[Shares, str] | None:
     """``start`` with more for the queue that binds the worst goal, or None."""
     ratios = [
-        (slo.ratio(v), i)
-        for i, (slo, v) in enumerate(zip(slos, evaluation["slo_values"], strict=True))
+        (ratio, i)
+        for i, (slo, ratio) in enumerate(zip(slos, goal_ratios(slos, evaluation), strict=True))
         if slo.metric != "utilization"
     ]
     if not ratios:
@@ -147,7 +147,7 @@ def _summary(
     name: str, cluster: Cluster, evaluation: dict[str, Any], slos: Sequence[Slo], note: str = ""
 ) -> dict[str, Any]:
     queues = {q: v for q, v in evaluation["queues"].items() if not q.startswith("_")}
-    ratios = [s.ratio(v) for s, v in zip(slos, evaluation["slo_values"], strict=True)]
+    ratios = goal_ratios(slos, evaluation)
     return {
         "strategy": name,
         "describe": _DESCRIBE[name] + (f" ({note})" if note else ""),
@@ -157,6 +157,7 @@ def _summary(
         },
         "slo_values": evaluation["slo_values"],
         "slo_met": evaluation["slo_met"],
+        "slo_never_started": evaluation["slo_never_started"],
         "worst_ratio": max(ratios, default=0.0) if all(r < 1e300 for r in ratios) else None,
         "queues": {q: {k: v[k] for k in _QUEUE_FIELDS} for q, v in sorted(queues.items())},
         "borrowed_gpu_hours": round(sum(v["borrowed_gpu_hours"] for v in queues.values()), 3),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sim.plan.candidates import HOURS_PER_MONTH
-from sim.plan.slo import Slo
+from sim.plan.slo import Slo, shown
 
 __all__ = ["Report", "build_report"]
 
@@ -217,8 +217,8 @@ def _quota_sections(
     chosen = next(s for s in tried if s["strategy"] == found["chosen"])
     met = all(chosen["slo_met"])
     missed = [
-        f"{s.text} (reaches {s.show(v)})"
-        for s, v, ok in zip(slos, chosen["slo_values"], chosen["slo_met"], strict=True)
+        f"{s.text} (reaches {shown(s, chosen, i)})"
+        for i, (s, ok) in enumerate(zip(slos, chosen["slo_met"], strict=True))
         if not ok
     ]
     sec.paragraphs.append(
@@ -354,11 +354,7 @@ def build_report(
             + (f", with {_shapes(chosen)}" if _shapes(chosen) else "")
             + f" ({_money(chosen['cost_per_hour'])}/h); "
             f"the goal that binds is {b.get('slo', '?')}"
-            + (
-                f" (reaches {next(s for s in slos if s.text == b['slo']).show(b['value'])})"
-                if b.get("value") is not None
-                else ""
-            )
+            + (f" (reaches {b['shown']})" if b.get("value") is not None else "")
             + "."
         )
         if verdict.get("cheapest_meeting_all"):
@@ -384,8 +380,8 @@ def build_report(
             if row is None or row["evaluation"] is None:
                 cells.append("—")
                 continue
-            v = row["evaluation"]["slo_values"][i]
-            cells.append(("✓ " if slo.met(v) else "✗ ") + slo.show(v))
+            met = row["evaluation"]["slo_met"][i]
+            cells.append(("✓ " if met else "✗ ") + shown(slo, row["evaluation"], i))
         slo_rows.append(tuple(cells))
     sec = Section("SLO attainment")
     other = "recommended" if verdict.get("recommended") else "closest option"

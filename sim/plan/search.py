@@ -46,7 +46,7 @@ from sim.plan.evaluate import EvalTask, evaluate
 from sim.plan.fluid import FluidBound, FluidDemand, fluid_bound, fluid_demand
 from sim.plan.journal import Journal
 from sim.plan.shapes import Arrangement, neighbours
-from sim.plan.slo import Slo
+from sim.plan.slo import Slo, goal_ratios
 from sim.policies import PolicyOptions
 from sim.pool import WorkerPool, executor
 
@@ -337,8 +337,7 @@ def _reference(
 
     def rank(c: Candidate) -> tuple[bool, float, float]:
         row = rows[c.key()]
-        values = row["evaluation"]["slo_values"]
-        worst = max((s.ratio(v) for s, v in zip(slos, values, strict=True)), default=0.0)
+        worst = max(goal_ratios(slos, row["evaluation"]), default=0.0)
         return (row["status"] != "meets", worst if row["status"] != "meets" else 0.0,
                 row["cost_per_hour"])  # fmt: skip
 

@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Slo", "SloError", "check_queues", "format_duration", "parse_slo", "percentile"]
+__all__ = [
+    "Slo",
+    "SloError",
+    "check_queues",
+    "format_duration",
+    "goal_ratios",
+    "parse_slo",
+    "percentile",
+    "shown",
+]
 
 _STATS = ("p50", "p90", "p95", "p99", "mean")
 _QUANTITIES = ("wait", "jct")
@@ -210,3 +220,21 @@ def percentile(values: Sequence[float], stat: str) -> float | None:
     v = sorted(values)
     p = int(stat[1:])
     return float(v[max(0, math.ceil(p / 100 * len(v)) - 1)])
+
+
+def goal_ratios(slos: Sequence[Slo], evaluation: Mapping[str, Any]) -> list[float]:
+    """Each goal's ``Slo.ratio`` on one evaluation; infinite for a goal that covers a job
+    which never started: that cluster never runs it (``evaluate``), however short the wait
+    it had when the replay ended."""
+    never = evaluation.get("slo_never_started") or [0] * len(slos)
+    values = evaluation["slo_values"]
+    return [math.inf if n else s.ratio(v) for s, v, n in zip(slos, values, never, strict=True)]
+
+
+def shown(slo: Slo, evaluation: Mapping[str, Any], i: int) -> str:
+    """Goal ``i``'s measured value as a report shows it, with the jobs that never started."""
+    never = (evaluation.get("slo_never_started") or [0] * (i + 1))[i]
+    value = slo.show(evaluation["slo_values"][i])
+    if not never:
+        return value
+    return f"{value}, {never:,} job{'s' if never > 1 else ''} never started"

@@ -11,13 +11,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sim.plan.slo import Slo
+from sim.plan.slo import Slo, goal_ratios, shown
 
 __all__ = ["verdict"]
 
 
-def _worst(slos: Sequence[Slo], values: Sequence[float | None]) -> float:
-    return max((s.ratio(v) for s, v in zip(slos, values, strict=True)), default=0.0)
+def _worst(slos: Sequence[Slo], evaluation: dict[str, Any]) -> float:
+    return max(goal_ratios(slos, evaluation), default=0.0)
 
 
 def verdict(record: dict[str, Any], slos: Sequence[Slo]) -> dict[str, Any]:
@@ -51,24 +51,23 @@ def verdict(record: dict[str, Any], slos: Sequence[Slo]) -> dict[str, Any]:
         elif pool:
             best = min(
                 pool,
-                key=lambda r: (_worst(slos, r["evaluation"]["slo_values"]), r["cost_per_hour"]),
+                key=lambda r: (_worst(slos, r["evaluation"]), r["cost_per_hour"]),
             )
             out["closest"] = best["key"]
             values = best["evaluation"]["slo_values"]
-            ratios = [s.ratio(v) for s, v in zip(slos, values, strict=True)]
+            ratios = goal_ratios(slos, best["evaluation"])
             bind = max(range(len(slos)), key=lambda i: ratios[i]) if slos else None
             if bind is not None:
                 out["binding"] = {
                     "slo": slos[bind].text,
                     "value": values[bind],
                     "ratio": ratios[bind] if math.isfinite(ratios[bind]) else None,
+                    "shown": shown(slos[bind], best["evaluation"], bind),
                 }
             if meets and budget is not None:
                 out["cheapest_meeting_all"] = meets[0]["key"]
     # Pareto front: cost vs the worst goal ratio, among simulated candidates.
-    points = sorted(
-        (r["cost_per_hour"], _worst(slos, r["evaluation"]["slo_values"]), r["key"]) for r in rows
-    )
+    points = sorted((r["cost_per_hour"], _worst(slos, r["evaluation"]), r["key"]) for r in rows)
     front = []
     best_ratio = math.inf
     for _, ratio, key in points:
@@ -76,9 +75,7 @@ def verdict(record: dict[str, Any], slos: Sequence[Slo]) -> dict[str, Any]:
             front.append(key)
             best_ratio = ratio
     out["pareto"] = front
-    out["worst_ratio"] = {
-        r["key"]: _finite(_worst(slos, r["evaluation"]["slo_values"])) for r in rows
-    }
+    out["worst_ratio"] = {r["key"]: _finite(_worst(slos, r["evaluation"])) for r in rows}
     if current is not None and current["evaluation"] is not None:
         out["nothing_changes"] = _nothing_changes(record, current, slos)
     chosen = out.get("recommended") or out.get("closest")
@@ -96,13 +93,13 @@ def _nothing_changes(
 ) -> list[str]:
     """Sentences: each goal on the current cluster, from today's demand to the planned one."""
     today = record.get("today")
-    now = current["evaluation"]["slo_values"]
+    now = current["evaluation"]
     lines = []
     for i, slo in enumerate(slos):
-        after = slo.show(now[i])
-        verdict_ = "meets" if slo.met(now[i]) else "misses"
+        after = shown(slo, now, i)
+        verdict_ = "meets" if now["slo_met"][i] else "misses"
         if today is not None:
-            before = slo.show(today["slo_values"][i])
+            before = shown(slo, today, i)
             lines.append(
                 f"{slo.scope}: {slo.metric} goes from {before} today to {after} with the "
                 f"planned demand ({verdict_} {slo.show_target()})"
