@@ -22,11 +22,12 @@ from prometheus_process import PrometheusProcess, require_prometheus
 from scheduler.model import Snapshot
 from scheduler.telemetry import (
     INFORMATIONAL,
+    SeriesLabels,
     TelemetryReport,
     TelemetrySettings,
     recording_rules,
 )
-from webhook.dcgm import DcgmReader, PrometheusSettings
+from webhook.dcgm import DcgmReader, PrometheusSettings, telemetry_from_env
 
 H100 = "H100-80GB"
 SETTINGS = TelemetrySettings(
@@ -574,3 +575,43 @@ def test_the_webhook_decides_with_gpu_metrics(reader: DcgmReader, exporter: Dcgm
     text = generate_latest(Metrics(live).registry).decode()
     assert 'apportion_gpu_metrics_status{status="fresh"} 1.0' in text
     assert 'apportion_unhealthy_gpus{node="gpu-a",reason="XID 79 at t=' in text
+
+
+def test_gpu_metrics_rules_from_env_and_their_errors() -> None:
+    """Was: ``apportion serve`` always judged with the defaults, so a site could neither
+    choose its fatal XIDs nor name its relabelled node or pod labels, as the README said."""
+    tuned = telemetry_from_env(
+        {
+            "APPORTION_DCGM_FATAL_XIDS": "48, 79,119",
+            "APPORTION_DCGM_QUIET_PERIOD_S": "900",
+            "APPORTION_DCGM_IDLE_THRESHOLD_PCT": "2.5%",
+            "APPORTION_DCGM_IDLE_WINDOW_S": "1800",
+            "APPORTION_DCGM_STALENESS_S": "90",
+            "APPORTION_DCGM_SERIES_SELECTOR": 'job="dcgm-exporter", cluster=~"gpu-.*"',
+            "APPORTION_DCGM_LABELS": "node=node, pod=pod_name",
+        }
+    )
+    assert tuned == TelemetrySettings(
+        fatal_xids=frozenset({48, 79, 119}),
+        quiet_period_s=900,
+        idle_threshold_milli=25,
+        idle_window_s=1800,
+        staleness_s=90,
+        series_selector='job="dcgm-exporter", cluster=~"gpu-.*"',
+        labels=SeriesLabels(node="node", pod="pod_name"),
+        indices_name_devices=False,
+    )
+    assert telemetry_from_env({}) == TelemetrySettings(indices_name_devices=False)
+    for env, message in [
+        ({"APPORTION_DCGM_FATAL_XIDS": "79,x"}, "'79,x': 'x' is not an XID code (e.g. 48,79,94)"),
+        ({"APPORTION_DCGM_FATAL_XIDS": ", ,"}, "', ,': names no XID code"),
+        ({"APPORTION_DCGM_QUIET_PERIOD_S": "10m"}, "'10m' is not a whole number of seconds"),
+        ({"APPORTION_DCGM_IDLE_THRESHOLD_PCT": "0"}, "'0' is not a percentage of the time"),
+        ({"APPORTION_DCGM_IDLE_THRESHOLD_PCT": "nan"}, "'nan' is not a percentage of the time"),
+        ({"APPORTION_DCGM_SERIES_SELECTOR": 'job="a"} or up{'}, "is not a list of PromQL label"),
+        ({"APPORTION_DCGM_LABELS": "pod=pod-name"}, "'pod=pod-name': 'pod-name' is not a Prom"),
+        ({"APPORTION_DCGM_LABELS": ","}, "',' names no label (e.g. node=node)"),
+    ]:
+        with pytest.raises(ValueError) as error:
+            telemetry_from_env(env)
+        assert str(error.value).startswith(next(iter(env))) and message in str(error.value)

@@ -149,16 +149,28 @@ def test_serve_help_names_the_variable_of_every_flag_that_has_one() -> None:
     assert variables and not {v for v in variables if f"[{v}]" not in help_text}
 
 
-def test_serve_help_names_every_prometheus_variable_it_reads() -> None:
+def test_serve_help_names_every_prometheus_and_dcgm_variable_it_reads() -> None:
     # Was: the help named four of the nine APPORTION_PROMETHEUS_* variables from_env reads.
     import re
 
     source = (Path(__file__).parents[1] / "webhook" / "dcgm.py").read_text()
-    variables = set(re.findall(r'"APPORTION_PROMETHEUS_([A-Z_]+)"', source)) - {"URL"}
+    variables = set(re.findall(r'"APPORTION_(?:PROMETHEUS|DCGM)_([A-Z_]+)"', source)) - {"URL"}
     result = _run("serve", "--help")
     help_text = " ".join(result.stdout.split())
-    assert len(variables) == 8
+    assert len(variables) == 15
     assert {v for v in variables if f"_{v}" not in help_text} == set()
+
+
+def test_serve_refuses_a_gpu_metrics_setting_it_cannot_use(tmp_path: Path) -> None:
+    result = _run(
+        "serve", *_certs(tmp_path), "--cluster", str(CLUSTER_FILE),
+        "--prometheus-url", "http://127.0.0.1:9090", env={"APPORTION_DCGM_LABELS": "nod=node"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "apportion serve: GPU metrics settings: APPORTION_DCGM_LABELS: 'nod' is not one of "
+        "node, gpu, uuid, gi_id, gi_profile, namespace, pod, container; did you mean 'node'?"
+    )
 
 
 @pytest.mark.parametrize(

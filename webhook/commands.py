@@ -22,8 +22,9 @@ from typing import Any, TypeVar
 
 from scheduler.cli import CommandError
 from scheduler.loading import SnapshotError
+from scheduler.telemetry import TelemetrySettings
 from scheduler.textfile import given_path
-from webhook.dcgm import PrometheusSettings
+from webhook.dcgm import PrometheusSettings, telemetry_from_env
 from webhook.queuefile import QueueFileError, load_queue_file
 from webhook.settings import (
     MAX_API_CONCURRENCY,
@@ -139,8 +140,9 @@ def serve_command(sub: Subparsers) -> None:
         default=_env("APPORTION_PROMETHEUS_URL"),
         help="Prometheus with dcgm-exporter series: GPU health and idleness in decisions "
         "(also APPORTION_PROMETHEUS_TOKEN_FILE, _CA_FILE, _TIMEOUT_S, _REFRESH_S, _RETRIES, "
-        "_PARALLEL_QUERIES, _INFORMATIONAL_EVERY, _RECORDING_RULES) "
-        "[APPORTION_PROMETHEUS_URL]",
+        "_PARALLEL_QUERIES, _INFORMATIONAL_EVERY, _RECORDING_RULES; how to judge them: "
+        "APPORTION_DCGM_FATAL_XIDS, _QUIET_PERIOD_S, _IDLE_THRESHOLD_PCT, _IDLE_WINDOW_S, "
+        "_STALENESS_S, _SERIES_SELECTOR, _LABELS) [APPORTION_PROMETHEUS_URL]",
     )
     add(
         "--stuck-after-s",
@@ -333,6 +335,7 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
         kubeconfig=kubeconfig,
         all_namespaces=args.all_namespaces or _switch_env("APPORTION_ALL_NAMESPACES"),
         prometheus=_prometheus(args.prometheus_url),
+        telemetry=_telemetry() if args.prometheus_url else None,
     )
 
 
@@ -360,6 +363,13 @@ def _prometheus(url: str | None) -> PrometheusSettings | None:
         return replace(PrometheusSettings.from_env(), url=url)
     except ValueError as error:
         raise CommandError(f"Prometheus settings: {error}") from None
+
+
+def _telemetry() -> TelemetrySettings:
+    try:
+        return telemetry_from_env()
+    except ValueError as error:
+        raise CommandError(f"GPU metrics settings: {error}") from None
 
 
 def _run_serve(args: argparse.Namespace) -> int:

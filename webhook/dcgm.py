@@ -18,12 +18,16 @@ unreachable, slow or failing Prometheus gives a report whose note says "missing"
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 import os
+import re
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import requests
@@ -32,6 +36,7 @@ from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from scheduler.collector import paused
+from scheduler.fieldpaths import did_you_mean
 from scheduler.model import Snapshot
 from scheduler.telemetry import (
     INFORMATIONAL,
@@ -39,6 +44,7 @@ from scheduler.telemetry import (
     HealthState,
     MetricQuery,
     MetricsFormatError,
+    SeriesLabels,
     TelemetryReport,
     TelemetrySettings,
     assess,
@@ -50,7 +56,7 @@ from scheduler.telemetry import (
 )
 from scheduler.textfile import read_text
 
-__all__ = ["DcgmReader", "PrometheusSettings"]
+__all__ = ["DcgmReader", "PrometheusSettings", "telemetry_from_env"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,81 @@ class PrometheusSettings:
         return cls(**values)  # type: ignore[arg-type]
 
 
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_MATCHER = r'\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=~|!~|!=|=)\s*"(?:[^"\\]|\\.)*"\s*'
+_SELECTOR = re.compile(rf"{_MATCHER}(,{_MATCHER})*\Z")
+
+
+def telemetry_from_env(environ: Mapping[str, str] | None = None) -> TelemetrySettings:
+    """The GPU-metrics rules ``apportion serve`` judges with, from ``APPORTION_DCGM_FATAL_XIDS``
+    (codes, comma-separated), ``…_QUIET_PERIOD_S``, ``…_IDLE_THRESHOLD_PCT`` (5 = 5 % busy),
+    ``…_IDLE_WINDOW_S``, ``…_STALENESS_S``, ``…_SERIES_SELECTOR`` (PromQL matchers,
+    ``job="dcgm-exporter"``) and ``…_LABELS`` (``node=node,pod=pod_name``: the label each
+    of ``SeriesLabels``' fields reads); unset ones keep their defaults. A live cluster's
+    snapshot only counts a node's GPUs (``TelemetrySettings.indices_name_devices``).
+    Raises ValueError naming the variable and why."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {"indices_name_devices": False}
+    for key, name in (
+        ("APPORTION_DCGM_QUIET_PERIOD_S", "quiet_period_s"),
+        ("APPORTION_DCGM_IDLE_WINDOW_S", "idle_window_s"),
+        ("APPORTION_DCGM_STALENESS_S", "staleness_s"),
+    ):
+        if text := env.get(key):
+            if not (text.isascii() and text.isdigit() and 0 < int(text) <= 10**9):
+                raise ValueError(f"{key}: {text!r} is not a whole number of seconds, 1 or more")
+            values[name] = int(text)
+    if text := env.get("APPORTION_DCGM_FATAL_XIDS"):
+        codes = [c for c in re.split(r"[,\s]+", text) if c]
+        bad = [c for c in codes if not (c.isascii() and c.isdigit() and 0 < int(c) < 10**6)]
+        if bad or not codes:
+            why = f"{bad[0]!r} is not an XID code" if bad else "names no XID code"
+            raise ValueError(f"APPORTION_DCGM_FATAL_XIDS: {text!r}: {why} (e.g. 48,79,94)")
+        values["fatal_xids"] = frozenset(int(c) for c in codes)
+    if text := env.get("APPORTION_DCGM_IDLE_THRESHOLD_PCT"):
+        try:
+            percent = float(text.removesuffix("%"))
+        except ValueError:
+            percent = math.nan
+        if not 0.1 <= percent <= 100:
+            raise ValueError(
+                f"APPORTION_DCGM_IDLE_THRESHOLD_PCT: {text!r} is not a percentage of the "
+                "time busy from 0.1 to 100"
+            )
+        values["idle_threshold_milli"] = round(percent * 10)
+    if text := env.get("APPORTION_DCGM_SERIES_SELECTOR"):
+        if not _SELECTOR.match(text):
+            raise ValueError(
+                f"APPORTION_DCGM_SERIES_SELECTOR: {text!r} is not a list of PromQL label "
+                'matchers (e.g. job="dcgm-exporter",cluster=~"gpu-.*")'
+            )
+        values["series_selector"] = text.strip()
+    if text := env.get("APPORTION_DCGM_LABELS"):
+        values["labels"] = _series_labels(text)
+    return TelemetrySettings(**values)
+
+
+def _series_labels(text: str) -> SeriesLabels:
+    """``APPORTION_DCGM_LABELS``: ``field=label`` pairs over the defaults."""
+    fields = [f.name for f in dataclasses.fields(SeriesLabels)]
+    given: dict[str, str] = {}
+    for pair in (p.strip() for p in text.split(",") if p.strip()):
+        field_name, _, label = (part.strip() for part in pair.partition("="))
+        if field_name not in fields:
+            raise ValueError(
+                f"APPORTION_DCGM_LABELS: {field_name!r} is not one of {', '.join(fields)}"
+                f"{did_you_mean(field_name, fields)}"
+            )
+        if not _LABEL_NAME.match(label):
+            raise ValueError(
+                f"APPORTION_DCGM_LABELS: {pair!r}: {label!r} is not a Prometheus label name"
+            )
+        given[field_name] = label
+    if not given:
+        raise ValueError(f"APPORTION_DCGM_LABELS: {text!r} names no label (e.g. node=node)")
+    return SeriesLabels(**given)
+
+
 def _switch(text: str) -> bool:
     value = text.strip().lower()
     if value in ("true", "1", "yes", "on"):
@@ -162,8 +243,7 @@ class DcgmReader:
         telemetry: TelemetrySettings | None = None,
     ) -> None:
         self.prometheus = prometheus or PrometheusSettings()
-        # A live cluster's snapshot numbers a node's GPUs itself (``kubeobjects``).
-        self.telemetry = telemetry or TelemetrySettings(indices_name_devices=False)
+        self.telemetry = telemetry or telemetry_from_env({})
         self.queries: tuple[MetricQuery, ...] = queries(self.telemetry)
         session = requests.Session()
         session.verify = self.prometheus.ca_file or True

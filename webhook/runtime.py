@@ -184,7 +184,7 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
             )
         )
     if settings.prometheus is not None:
-        reader = DcgmReader(settings.prometheus)
+        reader = DcgmReader(settings.prometheus, settings.telemetry)
         tasks.append(asyncio.create_task(_refresh_gpu_metrics(reader, cluster)))
     if controller is not None:
         tasks.append(asyncio.create_task(_track_sync(controller, readiness, metrics)))

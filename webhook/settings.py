@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from scheduler.telemetry import TelemetrySettings
     from webhook.dcgm import PrometheusSettings
 
 __all__ = [
@@ -129,3 +130,5 @@ class ServeSettings:
     """Manage every namespace except system ones (standalone demos)."""
     prometheus: PrometheusSettings | None = None
     """Where dcgm-exporter's series are (GPU health, idleness); None: decide without."""
+    telemetry: TelemetrySettings | None = None
+    """How to judge them (``dcgm.telemetry_from_env``); None: the live defaults."""
