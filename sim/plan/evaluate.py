@@ -1,11 +1,11 @@
 """One candidate through the simulator: the numbers the SLOs, plots and advice need.
 
 Runs in a worker process (``search``), so its input and output are plain, picklable
-values. A job that never started had nothing left to wait for: the replay ends when no
-event is left, so it could never start on this cluster. Its wait counts as it stood when
-the replay ended (a lower bound, to rank options by), and every goal on waits or
-completion times that covers it is missed, however small that wait was (a gang arriving
-last, too large for the cluster, waited "100 s" and a cluster that never ran it met p99).
+values. A job that never started could not: the replay ends when no event is left. Its
+wait ranks above every started job's, as an endless wait would, so a goal misses where its
+percentile (or mean) rests on such a job, however short the wait it had when the replay
+ended (a gang arriving last, too large for the cluster, "waited 0 s", and a cluster that
+never ran it met p99). That wait is still what the value shows, to rank options by.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from scheduler.model import flavor_of_mig
 from sim.cluster import Cluster
 from sim.engine import EngineSettings, run
 from sim.job import Job
-from sim.plan.slo import Slo, percentile
+from sim.plan.slo import Slo, nearest_rank, percentile
 from sim.policies import PolicyOptions, make_policy
 from sim.policy import Phase
 from sim.pool import report
@@ -41,21 +41,40 @@ class EvalTask:
     options: PolicyOptions = field(default_factory=PolicyOptions)
 
 
+Wait = tuple[str, int, float, float, bool]
+"""(queue, priority, wait_s, jct_s, never started) of one job."""
+
+
 def slo_values(
-    slos: Sequence[Slo], waits: Sequence[tuple[str, int, float, float]], utilization: float
-) -> list[float | None]:
-    """Each SLO's measured value; ``waits`` rows are (queue, priority, wait_s, jct_s)."""
-    out: list[float | None] = []
+    slos: Sequence[Slo], waits: Sequence[Wait], utilization: float
+) -> tuple[list[float | None], list[int]]:
+    """Each SLO's measured value, and the jobs in its scope that never started where that
+    value rests on them (else 0: a p95 is met with 1 % of jobs never started)."""
+    values: list[float | None] = []
+    never: list[int] = []
     for slo in slos:
         if slo.metric == "utilization":
-            out.append(utilization)
+            values.append(utilization)
+            never.append(0)
             continue
         stat, quantity = slo.metric.split("_")
-        values = [
-            row[2] if quantity == "wait" else row[3] for row in waits if slo.selects(row[0], row[1])
-        ]
-        out.append(percentile(values, stat))
-    return out
+        rows = sorted(
+            (row[4], row[2] if quantity == "wait" else row[3])
+            for row in waits
+            if slo.selects(row[0], row[1])
+        )  # the jobs that never started last, as endless waits would be
+        stranded = sum(unstarted for unstarted, _ in rows)
+        if not rows:
+            values.append(None)
+            never.append(0)
+        elif stat == "mean":
+            values.append(sum(v for _, v in rows) / len(rows))
+            never.append(stranded)
+        else:
+            unstarted, value = rows[nearest_rank(len(rows), stat)]
+            values.append(float(value))
+            never.append(stranded if unstarted else 0)
+    return values, never
 
 
 def evaluate(task: EvalTask) -> dict[str, Any]:
@@ -66,24 +85,20 @@ def evaluate(task: EvalTask) -> dict[str, Any]:
     sim = run(task.cluster, task.jobs, policy, EngineSettings(samples=_BINS * 2), progress=progress)
     summary = sim.recorder.summary(sim)
     end = max(1, summary["end_s"])
-    waits: list[tuple[str, int, float, float]] = []
-    never: list[tuple[str, int]] = []
+    waits: list[Wait] = []
     for s in sim.states:
         w = s.job.workload
-        if s.first_start < 0:
-            never.append((w.queue, w.priority))
         started = s.first_start if s.first_start >= 0 else end
         finished = s.end if s.phase is Phase.DONE else end
-        waits.append((w.queue, w.priority, float(started - w.created), float(finished - w.created)))
-    values = slo_values(task.slos, waits, summary["utilization_mean"])
-    never_started = [
-        0 if slo.metric == "utilization" else sum(slo.selects(q, p) for q, p in never)
-        for slo in task.slos
-    ]
+        waits.append(
+            (w.queue, w.priority, float(started - w.created), float(finished - w.created),
+             s.first_start < 0)
+        )  # fmt: skip
+    values, never_started = slo_values(task.slos, waits, summary["utilization_mean"])
     queues = sorted({q.name for q in task.cluster.snapshot.queues})
     # Each goal per queue (None: no job of the queue in its scope): which queue binds.
     by_queue = [
-        {q: slo_values([slo], [w for w in waits if w[0] == q], 0.0)[0] for q in queues}
+        {q: slo_values([slo], [w for w in waits if w[0] == q], 0.0)[0][0] for q in queues}
         if slo.metric != "utilization"
         else {}
         for slo in task.slos

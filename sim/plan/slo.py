@@ -22,6 +22,7 @@ __all__ = [
     "check_queues",
     "format_duration",
     "goal_ratios",
+    "nearest_rank",
     "parse_slo",
     "percentile",
     "shown",
@@ -217,15 +218,18 @@ def percentile(values: Sequence[float], stat: str) -> float | None:
         return None
     if stat == "mean":
         return sum(values) / len(values)
-    v = sorted(values)
-    p = int(stat[1:])
-    return float(v[max(0, math.ceil(p / 100 * len(v)) - 1)])
+    return float(sorted(values)[nearest_rank(len(values), stat)])
+
+
+def nearest_rank(count: int, stat: str) -> int:
+    """Where percentile ``stat`` (``p95``) lies among ``count`` sorted values (0-based)."""
+    return max(0, math.ceil(int(stat[1:]) / 100 * count) - 1)
 
 
 def goal_ratios(slos: Sequence[Slo], evaluation: Mapping[str, Any]) -> list[float]:
-    """Each goal's ``Slo.ratio`` on one evaluation; infinite for a goal that covers a job
-    which never started: that cluster never runs it (``evaluate``), however short the wait
-    it had when the replay ended."""
+    """Each goal's ``Slo.ratio`` on one evaluation; infinite for a goal whose value rests on
+    jobs that never started: that cluster never runs them (``evaluate``), however short the
+    wait they had when the replay ended."""
     never = evaluation.get("slo_never_started") or [0] * len(slos)
     values = evaluation["slo_values"]
     return [math.inf if n else s.ratio(v) for s, v, n in zip(slos, values, never, strict=True)]
