@@ -18,7 +18,15 @@ from pathlib import Path
 import kubernetes
 import pytest
 import urllib3
-from kubefake import SPEC_FORBIDDEN, ApiError, Fake, json_patch, running_fake, strategic_merge_patch
+from kubefake import (
+    SPEC_FORBIDDEN,
+    WRITES,
+    ApiError,
+    Fake,
+    json_patch,
+    running_fake,
+    strategic_merge_patch,
+)
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch import Watch
 
@@ -764,6 +772,56 @@ def test_injected_failures(fake: Fake) -> None:
         ("GET", "/api/v1/nodes")
     ] * 3
     assert all(r.at <= time.time() for r in fake.requests)
+
+
+def test_one_clients_writes_fail_after_its_first_few_as_a_killed_process_makes_no_more(
+    fake: Fake,
+) -> None:
+    """A process killed after its 2nd write: its later writes change nothing, whatever the
+    method; its reads and another client's writes are carried out as usual."""
+
+    def client(name: str) -> kubernetes.client.CoreV1Api:
+        api_client = fake.api_client()
+        api_client.user_agent = name
+        return kubernetes.client.CoreV1Api(api_client)
+
+    killed, other = client("killed"), client("other")
+    cut = fake.fail(".*", method=WRITES, after=2, times=10**9, status=503, client="killed")
+
+    def label(core: kubernetes.client.CoreV1Api, value: str) -> None:
+        core.patch_namespaced_pod("train-gpu-1", NS, {"metadata": {"labels": {"by": value}}})
+
+    label(killed, "first")
+    killed.read_namespaced_pod("train-gpu-1", NS)  # a read: not counted
+    killed.create_namespaced_pod_eviction(
+        "gang-train-0-6lttv", NS, {"metadata": {"name": "gang-train-0-6lttv"}}
+    )
+    for write in (
+        lambda: label(killed, "third"),
+        lambda: killed.delete_namespaced_pod("train-gpu-8", NS),
+        lambda: killed.create_namespaced_pod_eviction(
+            "gated-gpu-2", NS, {"metadata": {"name": "gated-gpu-2"}}
+        ),
+    ):
+        with pytest.raises(ApiException) as refused:
+            write()
+        assert refused.value.status == 503
+    assert killed.read_namespaced_pod("train-gpu-1", NS).metadata.labels["by"] == "first"
+    label(other, "other")
+    assert other.read_namespaced_pod("train-gpu-1", NS).metadata.labels["by"] == "other"
+    assert [e["name"] for e in fake.evictions] == ["gang-train-0-6lttv"]
+    assert (cut.after, cut.times) == (0, 10**9 - 3)
+    assert [(r.client, r.method) for r in fake.requests] == [
+        ("killed", "PATCH"),
+        ("killed", "GET"),
+        ("killed", "POST"),
+        ("killed", "PATCH"),
+        ("killed", "DELETE"),
+        ("killed", "POST"),
+        ("killed", "GET"),
+        ("other", "PATCH"),
+        ("other", "GET"),
+    ]
 
 
 def test_injected_latency_delays_every_matching_request_and_counts_those_in_flight(

@@ -1,6 +1,6 @@
 """An in-process fake kube-apiserver speaking the recorded v1.36 shapes (tests/README.md)."""
 
-from .fake import RECORDINGS, Failure, Fake, Latency, RequestRecord, running_fake
+from .fake import RECORDINGS, WRITES, Failure, Fake, Latency, RequestRecord, running_fake
 from .patch import PatchError, json_patch, merge_patch, strategic_merge_patch
 from .podrules import SPEC_FORBIDDEN, pod_update_errors
 from .status import ApiError
@@ -9,6 +9,7 @@ from .store import ResourceType, Store
 __all__ = [
     "RECORDINGS",
     "SPEC_FORBIDDEN",
+    "WRITES",
     "ApiError",
     "Failure",
     "Fake",

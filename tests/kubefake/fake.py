@@ -26,7 +26,16 @@ from .patch import json_patch, merge_patch, strategic_merge_patch
 from .server import Bookmark, make_app
 from .store import ResourceType, Store, Watcher, now
 
-__all__ = ["RECORDINGS", "Failure", "Fake", "Latency", "RequestRecord", "running_fake"]
+__all__ = [
+    "RECORDINGS",
+    "WRITES",
+    "Failure",
+    "Fake",
+    "Latency",
+    "Methods",
+    "RequestRecord",
+    "running_fake",
+]
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "fixtures" / "objects"
 
@@ -47,13 +56,23 @@ class RequestRecord:
     query: dict[str, str]
     content_type: str | None
     body: Any
+    client: str | None = None
+    """Who sent it: its User-Agent (``ApiClient.user_agent``), one per process in a test."""
     at: float = field(default_factory=time.time)
     """When it arrived (wall clock, as a Lease's renewTime)."""
 
 
+Methods = str | tuple[str, ...] | None
+"""The methods a failure or latency applies to: one, any of several, or None for every one."""
+
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+"""Every method that changes something (creates, evictions and bindings are POSTs)."""
+
+
 @dataclass
 class Failure:
-    """The next `times` requests matching `method` and the `path` regex fail."""
+    """The next `times` requests matching `method`, the `path` regex and `client` fail,
+    once the first `after` of them have been carried out as usual."""
 
     path: str
     times: int
@@ -61,12 +80,16 @@ class Failure:
     # "stall" (keep it open, never answer: a network path that died without a word) or
     # "lost" (carry the request out, then close the connection: the answer lost on its way)
     # or "slow" (carry it out and answer after `delay_s`: a slow server or network)
-    method: str | None = None
+    method: Methods = None
     message: str = "kubefake: injected failure"
     delay_s: float = 1.0
+    after: int = 0
+    """Matching requests still to let through before the failures start."""
+    client: str | None = None
+    """Only requests of this User-Agent (None: anyone's)."""
 
-    def matches(self, method: str, path: str) -> bool:
-        return _matches(self.method, self.path, method, path)
+    def matches(self, method: str, path: str, client: str | None) -> bool:
+        return self.client in (None, client) and _matches(self.method, self.path, method, path)
 
 
 @dataclass
@@ -78,7 +101,7 @@ class Latency:
 
     path: str
     delay_s: float
-    method: str | None = None
+    method: Methods = None
     in_flight: int = 0
     peak: int = 0
     """The most matching requests in flight at once so far."""
@@ -87,8 +110,9 @@ class Latency:
         return _matches(self.method, self.path, method, path)
 
 
-def _matches(wanted_method: str | None, pattern: str, method: str, path: str) -> bool:
-    return (wanted_method is None or wanted_method == method) and bool(re.fullmatch(pattern, path))
+def _matches(wanted: Methods, pattern: str, method: str, path: str) -> bool:
+    methods = (wanted,) if isinstance(wanted, str) else wanted
+    return (methods is None or method in methods) and bool(re.fullmatch(pattern, path))
 
 
 class Fake:
@@ -205,14 +229,23 @@ class Fake:
 
     # ---- request log and failure injection ----------------------------------------------
     def record_request(
-        self, method: str, path: str, query: dict[str, str], content_type: str | None, body: Any
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str],
+        content_type: str | None,
+        body: Any,
+        client: str | None = None,
     ) -> dict | str | float | None:
         """Log the request; return an injected failure (Status body, "drop", "stall",
         "lost", or the seconds to wait before answering) if one fires."""
         with self._lock:
-            self.requests.append(RequestRecord(method, path, query, content_type, body))
+            self.requests.append(RequestRecord(method, path, query, content_type, body, client))
             for failure in self.failures:
-                if failure.times > 0 and failure.matches(method, path):
+                if failure.times > 0 and failure.matches(method, path, client):
+                    if failure.after > 0:
+                        failure.after -= 1
+                        continue
                     failure.times -= 1
                     if failure.status == "slow":
                         return failure.delay_s
@@ -230,17 +263,21 @@ class Fake:
         *,
         times: int = 1,
         status: int | str = 500,
-        method: str | None = None,
+        method: Methods = None,
         delay_s: float = 1.0,
+        after: int = 0,
+        client: str | None = None,
     ) -> Failure:
         """Make the next `times` requests whose path fully matches regex `path` fail (or,
-        with status "slow", answer after `delay_s`)."""
-        failure = Failure(path, times, status, method, delay_s=delay_s)
+        with status "slow", answer after `delay_s`), once `after` of them went through as
+        usual; `client`: only those of that User-Agent. A process killed after its Nth
+        write: ``fail(".*", method=WRITES, after=N, times=10**9, status=503, client=...)``."""
+        failure = Failure(path, times, status, method, delay_s=delay_s, after=after, client=client)
         with self._lock:
             self.failures.append(failure)
         return failure
 
-    def add_latency(self, path: str, delay_s: float, *, method: str | None = None) -> Latency:
+    def add_latency(self, path: str, delay_s: float, *, method: Methods = None) -> Latency:
         """Delay every request whose path fully matches regex `path` by `delay_s` from now
         on (unlike a "slow" failure, not a number of times), and count those in flight."""
         latency = Latency(path, delay_s, method)

@@ -102,7 +102,12 @@ def make_app(fake: Fake) -> web.Application:
             body = raw.decode(errors="replace")
         content_type = request.headers.get("Content-Type")
         failure = fake.record_request(
-            request.method, request.path, dict(request.query), content_type, body
+            request.method,
+            request.path,
+            dict(request.query),
+            content_type,
+            body,
+            request.headers.get("User-Agent"),
         )
         latencies = fake.latencies_for(request.method, request.path)
         for latency in latencies:  # counted on the server's one loop: no lock needed
