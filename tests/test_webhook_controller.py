@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from controller_support import SETTINGS, TEAM_A, eventually, gates_of, waiting_pod
 from kubefake import Fake, running_fake
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
@@ -35,28 +36,13 @@ from webhook.metrics import Metrics
 from webhook.patches import admit_gated, remove_gate, same_pod, set_metadata
 from webhook.pods import ANNOTATION_PLACEMENT, controller_owner, kept, parse_placement, raw_identity
 from webhook.queueview import pending_view, waiting_workloads
-from webhook.settings import AdmissionSettings, ControllerSettings
+from webhook.settings import AdmissionSettings
 from webhook.strays import StrayGates
 from webhook.stuck import unschedulable
 from webhook.workers import Workers
 
-SETTINGS = ControllerSettings(
-    tick_s=0.3,
-    debounce_s=0.05,
-    lease_duration_s=1.0,
-    watch_timeout_s=2,
-    api_timeout_s=0.5,
-    backoff_max_s=0.5,
-    lease_namespace="apportion-system",
-)
 PATCHED = ("gpu-team-a", "patched-gpu-1")
 """The recorded pod carrying Apportion's gate that its webhook never decided."""
-TEAM_A = Queue(
-    name="team-a",
-    namespaces=("gpu-team-a",),
-    quota={"H100-80GB": Quota(nominal=24), "mig-1g.10gb": Quota(nominal=14)},
-    preemption=PreemptionPolicy(within_queue="LowerPriority"),
-)
 
 
 @contextmanager
@@ -68,17 +54,6 @@ def synced(controller: Controller) -> Iterator[Controller]:
         yield controller
     finally:
         controller.stop()
-
-
-def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout}s: {check}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -121,55 +96,12 @@ def _controller(
     )
 
 
-def _waiting_pod(
-    fake: Fake,
-    name: str,
-    gpus: int = 1,
-    priority: int = 0,
-    workload: str | None = None,
-    gang: int | None = None,
-    queue: str = "team-a",
-    spec: dict[str, Any] | None = None,
-    requests: dict[str, str] | None = None,
-) -> dict[str, Any]:
-    """A pod as Apportion's mutating webhook leaves a waiting one (from the recording), in
-    ``queue``'s namespace; ``spec`` adds to its spec (node selector, affinity, tolerations),
-    ``requests`` to its container's (CPU, memory)."""
-    pod = copy.deepcopy(fake.get("pods", "patched-gpu-1", "gpu-team-a"))
-    metadata = pod["metadata"]
-    for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
-        metadata.pop(key, None)
-    namespace = f"gpu-{queue}"
-    metadata["name"], metadata["namespace"] = name, namespace
-    metadata["labels"][keys.LABEL_QUEUE] = queue
-    metadata["annotations"] = {
-        keys.ANNOTATION_WORKLOAD: workload or f"{namespace}/{name}",
-        keys.ANNOTATION_DECISION: "pending",
-    }
-    if gang is not None:
-        metadata["annotations"][keys.ANNOTATION_GANG_SIZE] = str(gang)
-        metadata["labels"][keys.LABEL_GANG] = (workload or name).split("/")[-1]
-    container = pod["spec"]["containers"][0]["resources"]
-    container["limits"]["nvidia.com/gpu"] = container["requests"]["nvidia.com/gpu"] = str(gpus)
-    container["requests"].update(requests or {})
-    pod["spec"]["priority"] = priority
-    pod["spec"]["schedulingGates"] = [{"name": keys.GATE}]
-    pod["spec"].pop("affinity", None)
-    pod["spec"].update(spec or {})
-    pod["status"] = {"phase": "Pending"}
-    return fake.put_pod(pod)
-
-
 def _pod(fake: Fake, name: str) -> dict[str, Any]:
     return fake.get("pods", name, "gpu-team-a")
 
 
-def _gates(pod: dict[str, Any]) -> list[dict[str, Any]]:
-    return pod["spec"].get("schedulingGates") or []
-
-
 def _released(fake: Fake, *names: str) -> bool:
-    return not any(_gates(_pod(fake, name)) for name in names)
+    return not any(gates_of(_pod(fake, name)) for name in names)
 
 
 def _placement(fake: Fake, name: str) -> str:
@@ -218,7 +150,7 @@ def test_the_recorded_cluster_syncs_and_foreign_pods_are_not_capacity(fake: Fake
             "mig-node-c": (95_000, (1056 - 4) * 1024),
         }
         # patched-gpu-1 carries Apportion's gate (an early capture): it is ours to release.
-        eventually(lambda: not _gates(_pod(fake, "patched-gpu-1")))
+        eventually(lambda: not gates_of(_pod(fake, "patched-gpu-1")))
         pod = _pod(fake, "patched-gpu-1")
         placement = pod["metadata"]["annotations"][ANNOTATION_PLACEMENT]
         node = placement.split(":")[0]
@@ -250,8 +182,8 @@ def test_a_waiting_pod_goes_only_where_its_selector_affinity_and_tolerations_let
     tolerate = [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]
     controller = _controller(fake)
     with synced(controller):
-        _waiting_pod(fake, "on-c", spec={"nodeSelector": {keys.NODE_HOSTNAME: "mig-node-c"}})
-        _waiting_pod(
+        waiting_pod(fake, "on-c", spec={"nodeSelector": {keys.NODE_HOSTNAME: "mig-node-c"}})
+        waiting_pod(
             fake,
             "tolerant",
             spec={
@@ -261,7 +193,7 @@ def test_a_waiting_pod_goes_only_where_its_selector_affinity_and_tolerations_let
                 "tolerations": tolerate,
             },
         )
-        _waiting_pod(
+        waiting_pod(
             fake,
             "intolerant",
             spec={
@@ -277,7 +209,7 @@ def test_a_waiting_pod_goes_only_where_its_selector_affinity_and_tolerations_let
             lambda: controller.cluster.last_decisions().get("gpu-team-a/intolerant")
         )
         assert verdict.reason.value == "NoMatchingNodes", verdict
-        assert _gates(_pod(fake, "intolerant"))
+        assert gates_of(_pod(fake, "intolerant"))
 
 
 def test_a_pod_another_controller_holds_back_is_decided_once_its_gate_is_gone(
@@ -286,7 +218,7 @@ def test_a_pod_another_controller_holds_back_is_decided_once_its_gate_is_gone(
     controller = _controller(fake)
     with synced(controller):
         held = [{"name": "example.com/hold"}, {"name": keys.GATE}]
-        _waiting_pod(fake, "held", spec={"schedulingGates": held})
+        waiting_pod(fake, "held", spec={"schedulingGates": held})
         view = eventually(
             lambda: {w.workload: w for w in waiting_workloads(controller.cluster)}.get(
                 "gpu-team-a/held"
@@ -296,7 +228,7 @@ def test_a_pod_another_controller_holds_back_is_decided_once_its_gate_is_gone(
         assert "example.com/hold" in view.message
         time.sleep(1.0)  # several cycles: not admitted while held
         pod = _pod(fake, "held")
-        assert _gates(pod) == held
+        assert gates_of(pod) == held
         assert ANNOTATION_PLACEMENT not in pod["metadata"]["annotations"]
         # The other controller lets it go: Apportion decides and releases it.
         pod["spec"]["schedulingGates"] = [{"name": keys.GATE}]
@@ -307,12 +239,12 @@ def test_a_pod_another_controller_holds_back_is_decided_once_its_gate_is_gone(
 def test_a_gang_is_admitted_all_together_once_complete(fake: Fake) -> None:
     controller = _controller(fake)
     with synced(controller):
-        _waiting_pod(fake, "llm-0", gpus=2, workload="gpu-team-a/llm", gang=2)
+        waiting_pod(fake, "llm-0", gpus=2, workload="gpu-team-a/llm", gang=2)
         time.sleep(1.0)  # several cycles: an incomplete gang is never admitted
-        assert _gates(_pod(fake, "llm-0"))
+        assert gates_of(_pod(fake, "llm-0"))
         view = {w.workload: w for w in waiting_workloads(controller.cluster)}
         assert view["gpu-team-a/llm"].reason == "GangIncomplete"
-        _waiting_pod(fake, "llm-1", gpus=2, workload="gpu-team-a/llm", gang=2)
+        waiting_pod(fake, "llm-1", gpus=2, workload="gpu-team-a/llm", gang=2)
         eventually(lambda: _released(fake, "llm-0", "llm-1"))
         assert _placement(fake, "llm-0") != _placement(fake, "llm-1")
 
@@ -324,8 +256,8 @@ def test_a_gang_whose_members_ask_differently_stays_gated_and_says_why(fake: Fak
     controller never decides such a gang; its pods keep the gate and say why."""
     controller = _controller(fake)
     with synced(controller):
-        _waiting_pod(fake, "llm-leader", gpus=1, workload="gpu-team-a/llm", gang=2)
-        _waiting_pod(fake, "llm-worker", gpus=2, workload="gpu-team-a/llm", gang=2)
+        waiting_pod(fake, "llm-leader", gpus=1, workload="gpu-team-a/llm", gang=2)
+        waiting_pod(fake, "llm-worker", gpus=2, workload="gpu-team-a/llm", gang=2)
 
         def reason(name: str) -> str:
             return str(_pod(fake, name)["metadata"]["annotations"].get(keys.ANNOTATION_REASON))
@@ -343,7 +275,7 @@ def test_a_gang_whose_members_ask_differently_stays_gated_and_says_why(fake: Fak
         reviews = controller.stuck_reviews  # one per decision cycle
         eventually(lambda: controller.stuck_reviews >= reviews + 3)
         for name in members:
-            assert _gates(_pod(fake, name)) == [{"name": keys.GATE}]
+            assert gates_of(_pod(fake, name)) == [{"name": keys.GATE}]
             assert ANNOTATION_PLACEMENT not in _pod(fake, name)["metadata"]["annotations"]
         assert "gpu-team-a/llm" not in {w.name for w in controller.cluster.snapshot().workloads}
         view = pending_view(controller.cluster)["queues"]["team-a"]
@@ -356,10 +288,10 @@ def test_a_gang_admission_cut_short_by_api_errors_is_carried_out_whole(fake: Fak
     controller = _controller(fake)
     with synced(controller):
         fake.fail(r".*/pods/llm-1", times=2, status=500, method="PATCH")
-        _waiting_pod(fake, "llm-0", gpus=2, workload="gpu-team-a/llm", gang=2)
-        _waiting_pod(fake, "llm-1", gpus=2, workload="gpu-team-a/llm", gang=2)
+        waiting_pod(fake, "llm-0", gpus=2, workload="gpu-team-a/llm", gang=2)
+        waiting_pod(fake, "llm-1", gpus=2, workload="gpu-team-a/llm", gang=2)
         eventually(lambda: len(fake.requests_to(r".*/pods/llm-1", "PATCH")) >= 2)
-        assert _gates(_pod(fake, "llm-0"))  # recorded, but not released alone
+        assert gates_of(_pod(fake, "llm-0"))  # recorded, but not released alone
         eventually(lambda: _released(fake, "llm-0", "llm-1"))
         assert len(fake.requests_to(r".*/pods/llm-1", "PATCH")) >= 3  # two failed
         assert _placement(fake, "llm-0") != _placement(fake, "llm-1")
@@ -373,7 +305,7 @@ def test_a_restart_completes_a_gang_admission_recorded_but_not_yet_released(
     free = _free_gpus(fake, "gpu-node-a")
     recorded = {"llm-0": f"gpu-node-a:{free[0]}", "llm-1": f"gpu-node-a:{free[1]}"}
     for name, placement in recorded.items():
-        pod = _waiting_pod(fake, name, gpus=1, workload="gpu-team-a/llm", gang=2)
+        pod = waiting_pod(fake, name, gpus=1, workload="gpu-team-a/llm", gang=2)
         pod["metadata"]["annotations"][keys.ANNOTATION_DECISION] = "admitted"
         pod["metadata"]["annotations"][ANNOTATION_PLACEMENT] = placement
         if name == "llm-0":
@@ -383,7 +315,7 @@ def test_a_restart_completes_a_gang_admission_recorded_but_not_yet_released(
     with synced(controller):
         held = {w.name: w for w in controller.cluster.snapshot().workloads}["gpu-team-a/llm"]
         assert held.placement is not None and len(held.placement) == 2
-        eventually(lambda: not _gates(_pod(fake, "llm-1")))
+        eventually(lambda: not gates_of(_pod(fake, "llm-1")))
         llm_1 = _pod(fake, "llm-1")
         assert llm_1["metadata"]["annotations"][ANNOTATION_PLACEMENT] == recorded["llm-1"]
         terms = llm_1["spec"]["affinity"]["nodeAffinity"][
@@ -433,7 +365,7 @@ def test_a_decision_the_webhook_overtook_is_not_carried_out_but_decided_again(
     monkeypatch.setattr("webhook.controller.decide", overtaking)
     with synced(controller):
         eventually(lambda: _released(fake, "patched-gpu-1"))
-        _waiting_pod(fake, "late", gpus=3)
+        waiting_pod(fake, "late", gpus=3)
         eventually(lambda: _released(fake, "late"))
         (decided,) = overtaken
         assert decided == (parse_placement(_placement(fake, "early")),)  # its GPUs went first
@@ -468,7 +400,7 @@ def _overtaking(
         if late is not None and late.outcome is Outcome.ADMIT and not decided:
             webhook = Admission(controller.cluster, AdmissionSettings())
             pod = mutated(body, answer(webhook.mutate, body))["request"]["object"]
-            assert not _gates(pod)  # admitted at creation
+            assert not gates_of(pod)  # admitted at creation
             fake.put_pod(pod)
             decided.append(late.placement)
         return decision
@@ -515,9 +447,9 @@ def test_an_admission_whose_quota_the_webhook_used_meanwhile_waits_and_is_decide
     on_c = {"nodeSelector": {keys.NODE_HOSTNAME: "mig-node-c"}}
     with synced(controller):
         eventually(lambda: _released(fake, "patched-gpu-1"))  # 1 of team-a's 4
-        _waiting_pod(fake, "late", gpus=2, spec=on_c)
+        waiting_pod(fake, "late", gpus=2, spec=on_c)
         eventually(lambda: _told(fake, "late", "QuotaExhausted"))
-        assert overtaken and _gates(_pod(fake, "late"))
+        assert overtaken and gates_of(_pod(fake, "late"))
         assert _told(fake, "late", "QuotaTaken") == [
             "QuotaTaken: not admitted as decided: its quota is no longer free: "
             "queue team-a at nominal H100-80GB quota 3/4; needs 2; it is decided again in "
@@ -548,7 +480,7 @@ def test_a_queue_objects_status_counts_an_admission_refused_when_reserved_as_wai
     on_c = {"nodeSelector": {keys.NODE_HOSTNAME: "mig-node-c"}}
     with synced(controller):
         eventually(lambda: _released(fake, "patched-gpu-1"))
-        _waiting_pod(fake, "late", gpus=2, spec=on_c)
+        waiting_pod(fake, "late", gpus=2, spec=on_c)
         eventually(lambda: _told(fake, "late", "QuotaTaken"))
 
         def written() -> list[tuple[int, int]]:
@@ -576,9 +508,9 @@ def test_an_admission_whose_nodes_cpu_the_webhook_used_meanwhile_is_not_carried_
     on_c = {"nodeSelector": {keys.NODE_HOSTNAME: "mig-node-c"}}
     with synced(controller):
         eventually(lambda: _released(fake, "patched-gpu-1"))
-        _waiting_pod(fake, "late", gpus=1, spec=on_c, requests={"cpu": "60"})
+        waiting_pod(fake, "late", gpus=1, spec=on_c, requests={"cpu": "60"})
         eventually(lambda: _told(fake, "late", "InsufficientCapacity"))
-        assert _gates(_pod(fake, "late"))
+        assert gates_of(_pod(fake, "late"))
         assert _told(fake, "late", "PlaceTaken") == [
             "PlaceTaken: not admitted as decided: its place is no longer free: "
             "node mig-node-c has 35 CPU free; its 1 pod(s) there ask 60 CPU; it is decided "
@@ -606,17 +538,17 @@ def test_a_queue_reclaiming_its_lent_quota_is_admitted_once_its_victims_end() ->
         with synced(controller):
             eventually(lambda: _released(fake, "patched-gpu-1"))  # team-a at 1
             for name, gpus in (("b-1", 4), ("b-2", 3)):  # team-b at 7: 4 beyond its 3
-                _waiting_pod(fake, name, gpus=gpus, queue="team-b")
-                eventually(lambda name=name: not _gates(fake.get("pods", name, "gpu-team-b")))
+                waiting_pod(fake, name, gpus=gpus, queue="team-b")
+                eventually(lambda name=name: not gates_of(fake.get("pods", name, "gpu-team-b")))
                 placed = fake.get("pods", name, "gpu-team-b")["metadata"]["annotations"]
                 fake.bind("gpu-team-b", name, placed[ANNOTATION_PLACEMENT].split(":")[0])
             assert _held_gpus(controller, "team-b") == 7
-            _waiting_pod(fake, "urgent", gpus=4)  # team-a at 5: its nominal quota
+            waiting_pod(fake, "urgent", gpus=4)  # team-a at 5: its nominal quota
             eventually(lambda: fake.evictions)
             assert [e["name"] for e in fake.evictions] == ["b-1"]  # the node with room for 4
             cycles = controller.cycles
             eventually(lambda: controller.cycles >= cycles + 2)
-            assert _gates(_pod(fake, "urgent"))  # its victim still terminates
+            assert gates_of(_pod(fake, "urgent"))  # its victim still terminates
             fake.finish_termination("gpu-team-b", "b-1")
             eventually(lambda: _released(fake, "urgent"))
             assert (_held_gpus(controller, "team-a"), _held_gpus(controller, "team-b")) == (5, 3)
@@ -638,7 +570,7 @@ def test_an_admission_whose_patch_failed_holds_its_gpus_only_if_it_may_be_made(
     with synced(controller):
         eventually(lambda: _released(fake, "patched-gpu-1"))
         fake.fail(r".*/pods/solo", times=1, status=failure, method="PATCH")
-        _waiting_pod(fake, "solo", gpus=3)
+        waiting_pod(fake, "solo", gpus=3)
         eventually(lambda: _released(fake, "solo"))
         reviews = controller.stuck_reviews  # one per decision cycle
         eventually(lambda: controller.stuck_reviews >= reviews + 3)
@@ -654,11 +586,11 @@ def test_a_running_gang_member_replaced_by_its_owner_is_admitted_alone(fake: Fak
     controller = _controller(fake)
     with synced(controller):
         for name in ("llm-0", "llm-1"):
-            _waiting_pod(fake, name, gpus=2, workload="gpu-team-a/llm", gang=2)
+            waiting_pod(fake, name, gpus=2, workload="gpu-team-a/llm", gang=2)
         eventually(lambda: _released(fake, "llm-0", "llm-1"))
         running = _placement(fake, "llm-0")
         fake.delete_pod("gpu-team-a", "llm-1")
-        _waiting_pod(fake, "llm-1-again", gpus=2, workload="gpu-team-a/llm", gang=2)
+        waiting_pod(fake, "llm-1-again", gpus=2, workload="gpu-team-a/llm", gang=2)
         eventually(lambda: _released(fake, "llm-1-again"))
         assert _placement(fake, "llm-0") == running
         again = _placement(fake, "llm-1-again")
@@ -683,9 +615,9 @@ def test_a_copy_of_a_running_pod_is_told_once_why_it_waits_and_what_to_do(fake: 
     why on its reason, and one Event says so and what to do, also after a restart."""
     first = _controller(fake)
     with synced(first):
-        _waiting_pod(fake, "train", gpus=1)
+        waiting_pod(fake, "train", gpus=1)
         eventually(lambda: _released(fake, "train"))
-        _waiting_pod(fake, "train-copy", gpus=1, workload="gpu-team-a/train")
+        waiting_pod(fake, "train-copy", gpus=1, workload="gpu-team-a/train")
         events = eventually(lambda: _events_of(fake, "train-copy"))
         reviews = first.stuck_reviews  # one per decision cycle
         eventually(lambda: first.stuck_reviews >= reviews + 3)
@@ -703,7 +635,7 @@ def test_a_copy_of_a_running_pod_is_told_once_why_it_waits_and_what_to_do(fake: 
         reviews = second.stuck_reviews
         eventually(lambda: second.stuck_reviews >= reviews + 3)
         assert _events_of(fake, "train-copy") == events
-        assert _gates(_pod(fake, "train-copy"))
+        assert gates_of(_pod(fake, "train-copy"))
         fake.delete_pod("gpu-team-a", "train")
         eventually(lambda: _released(fake, "train-copy"))
 
@@ -727,10 +659,10 @@ def _fill_with_low_priority(fake: Fake) -> None:
     """Low-priority work on every free GPU, admitted and bound: 4 GPUs on gpu-node-a, 5 on
     mig-node-c. At priority 1, above the recording's waiting 1-GPU pod (priority 0), which
     by age would go first and leave no node room for the 5."""
-    _waiting_pod(fake, "low-a", gpus=4, priority=1)
-    _waiting_pod(fake, "low-c", gpus=5, priority=1)
+    waiting_pod(fake, "low-a", gpus=4, priority=1)
+    waiting_pod(fake, "low-c", gpus=5, priority=1)
     for name in ("low-a", "low-c"):
-        eventually(lambda name=name: not _gates(_pod(fake, name)))
+        eventually(lambda name=name: not gates_of(_pod(fake, name)))
         pod = _pod(fake, name)
         fake.bind(
             "gpu-team-a", name, pod["metadata"]["annotations"][ANNOTATION_PLACEMENT].split(":")[0]
@@ -741,14 +673,14 @@ def test_preemption_evicts_with_a_reason_event_then_admits(fake: Fake) -> None:
     controller = _controller(fake)
     with synced(controller):
         _fill_with_low_priority(fake)
-        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        waiting_pod(fake, "urgent", gpus=4, priority=1000)
         eventually(lambda: fake.evictions)
         eventually(lambda: [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"])
         evicted = {e["name"] for e in fake.evictions if e["allowed"]}
         assert evicted == {"low-a"}
         preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
         assert "gpu-team-a/urgent" in preempted[0]["message"]
-        eventually(lambda: not _gates(_pod(fake, "urgent")))
+        eventually(lambda: not gates_of(_pod(fake, "urgent")))
 
 
 @contextmanager
@@ -767,7 +699,7 @@ def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None
     # A kubelet gives an evicted pod its grace period (30 s by default); every decision
     # meanwhile still sees it running and names it as the victim again.
     with _filled_without_kubelet() as (fake, controller):
-        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        waiting_pod(fake, "urgent", gpus=4, priority=1000)
         eventually(lambda: fake.evictions)
         cycles = controller.cycles
         eventually(lambda: controller.cycles >= cycles + 3)
@@ -778,7 +710,7 @@ def test_a_victim_is_evicted_told_and_counted_once_while_it_terminates() -> None
             "apportion_preemptions_total", {"queue": "team-a"}
         )
         assert counted == 1
-        assert _gates(_pod(fake, "urgent"))  # its room is not free yet
+        assert gates_of(_pod(fake, "urgent"))  # its room is not free yet
         assert _pod(fake, "urgent")["metadata"]["annotations"][keys.ANNOTATION_REASON] == (
             "AdmittedByPriorityPreemption: waits for the workloads it preempts to end, "
             "then admitted on 1× 4 H100-80GB GPUs after evicting 1 workload(s) (4 GPU-eq): "
@@ -804,9 +736,9 @@ def test_a_waiting_pods_numbers_alone_are_rewritten_at_most_once_a_minute(fake: 
 
     with synced(controller):
         eventually(lambda: _released(fake, "patched-gpu-1"))
-        _waiting_pod(fake, "big", gpus=6)
+        waiting_pod(fake, "big", gpus=6)
         first = eventually(lambda: reason().startswith("QuotaExhausted") and reason())
-        _waiting_pod(fake, "one", gpus=1)
+        waiting_pod(fake, "one", gpus=1)
         eventually(lambda: _released(fake, "one"))
         cycles = controller.cycles
         eventually(lambda: controller.cycles >= cycles + 3)
@@ -824,7 +756,7 @@ def test_a_nomination_the_api_refused_is_made_again_while_the_victims_terminate(
     # queue's head ranking alike could take the room (and urgent preempt again).
     with _filled_without_kubelet() as (fake, controller):
         refused = fake.fail(r".*/pods/urgent", times=1000, status=500, method="PATCH")
-        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        waiting_pod(fake, "urgent", gpus=4, priority=1000)
         eventually(lambda: fake.evictions)
         cycles = controller.cycles
         eventually(lambda: controller.cycles >= cycles + 2)
@@ -856,12 +788,12 @@ def test_the_room_a_preemption_frees_goes_to_the_workload_it_was_made_for() -> N
         first = controller_of(fake)
         with synced(first):
             _fill_with_low_priority(fake)
-            _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+            waiting_pod(fake, "urgent", gpus=4, priority=1000)
             # Nominated after its victim's eviction (and Event) in the same cycle.
             eventually(
                 lambda: keys.ANNOTATION_NOMINATED in _pod(fake, "urgent")["metadata"]["annotations"]
             )
-        _waiting_pod(fake, "c0", gpus=4, queue="team-0")
+        waiting_pod(fake, "c0", gpus=4, queue="team-0")
         second = controller_of(fake)
         with synced(second):
             eventually(lambda: second.cycles >= 2)
@@ -870,18 +802,18 @@ def test_the_room_a_preemption_frees_goes_to_the_workload_it_was_made_for() -> N
             cycles = second.cycles
             eventually(lambda: second.cycles >= cycles + 3)
             assert [e["name"] for e in fake.evictions] == ["low-a"]
-            assert _gates(fake.get("pods", "c0", "gpu-team-0"))
+            assert gates_of(fake.get("pods", "c0", "gpu-team-0"))
 
 
 def test_shadow_mode_never_evicts(fake: Fake) -> None:
     controller = _controller(fake, evict=False)
     with synced(controller):
         _fill_with_low_priority(fake)
-        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        waiting_pod(fake, "urgent", gpus=4, priority=1000)
         eventually(lambda: controller.cycles >= 3)
         time.sleep(1.0)
         assert fake.evictions == []
-        assert _gates(_pod(fake, "urgent"))
+        assert gates_of(_pod(fake, "urgent"))
         reason = _pod(fake, "urgent")["metadata"]["annotations"][keys.ANNOTATION_REASON]
         assert reason.startswith(
             "AdmittedByPriorityPreemption: waits: in shadow mode nothing is evicted; it would "
@@ -893,8 +825,8 @@ def test_a_restart_rebuilds_from_the_cluster_and_admits_nothing_twice(fake: Fake
     first = _controller(fake)
     first.start()
     eventually(first.synced)
-    _waiting_pod(fake, "once", gpus=3)
-    eventually(lambda: not _gates(_pod(fake, "once")))
+    waiting_pod(fake, "once", gpus=3)
+    eventually(lambda: not gates_of(_pod(fake, "once")))
     first.stop()
     before = _pod(fake, "once")
     patches = len(fake.requests_to(r".*/pods/once", "PATCH"))
@@ -917,14 +849,14 @@ def test_watch_expiry_relists_and_errors_back_off(fake: Fake) -> None:
         # Quiet cluster (the recorded gated pod admitted and seen), then compaction: other
         # kinds move the global resourceVersion past the pod watch's, so its next
         # reconnect gets 410 Gone and the informer relists.
-        eventually(lambda: not _gates(_pod(fake, "patched-gpu-1")))
+        eventually(lambda: not gates_of(_pod(fake, "patched-gpu-1")))
         eventually(lambda: controller.cluster.pods[("gpu-team-a", "patched-gpu-1")].gated is False)
         lists = pods.relists
         fake.put_namespace("elsewhere")
         fake.expire_history()
         eventually(lambda: pods.relists > lists, timeout=20)
-        _waiting_pod(fake, "after-expiry", gpus=1)
-        eventually(lambda: not _gates(_pod(fake, "after-expiry")))
+        waiting_pod(fake, "after-expiry", gpus=1)
+        eventually(lambda: not gates_of(_pod(fake, "after-expiry")))
 
 
 def test_only_the_lease_holder_acts(fake: Fake) -> None:
@@ -942,8 +874,8 @@ def test_only_the_lease_holder_acts(fake: Fake) -> None:
         leader.stop()
         # The lease expires (1 s) and the follower takes over, then admits.
         eventually(lambda: follower.elector is not None and follower.elector.leading, 10)
-        _waiting_pod(fake, "failover", gpus=1)
-        eventually(lambda: not _gates(_pod(fake, "failover")))
+        waiting_pod(fake, "failover", gpus=1)
+        eventually(lambda: not gates_of(_pod(fake, "failover")))
         lease = fake.get(
             "leases", "apportion-controller", "apportion-system", group="coordination.k8s.io"
         )
@@ -1129,10 +1061,10 @@ def test_queues_come_from_queue_objects_and_report_status(fake: Fake) -> None:
     fake.fail(r".*/queues/crd-team/status", times=1, status=500, method="PATCH")
     with synced(controller):
         assert sorted(cluster.queues) == ["crd-team"]  # the broken one is reported, left out
-        pod = _waiting_pod(fake, "via-crd", gpus=2)
+        pod = waiting_pod(fake, "via-crd", gpus=2)
         pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
         fake.put_pod(pod)
-        eventually(lambda: not _gates(_pod(fake, "via-crd")))
+        eventually(lambda: not gates_of(_pod(fake, "via-crd")))
 
         def status() -> dict[str, Any]:
             queue = fake.get("queues", "crd-team", group="apportion.io", version="v1alpha1")
@@ -1189,7 +1121,7 @@ def test_cpu_only_pods_on_gpu_nodes_hold_their_cpu_until_they_go(fake: Fake) -> 
 
         eventually(lambda: reason().startswith("InsufficientCapacity:"))
         assert "the CPU and memory left on their nodes host only 0" in reason()
-        assert _gates(_pod(fake, "patched-gpu-1"))
+        assert gates_of(_pod(fake, "patched-gpu-1"))
         # A relist (watch history compacted) keeps what the CPU-only pods hold.
         lists = pods.relists
         fake.put_namespace("elsewhere")
@@ -1198,7 +1130,7 @@ def test_cpu_only_pods_on_gpu_nodes_hold_their_cpu_until_they_go(fake: Fake) -> 
         assert free("mig-node-c") == (500, (1056 - 4 - 1) * gib)
         # Deleted: its CPU comes back and the waiting pod is admitted there.
         fake.delete_pod("gpu-team-a", "loader-c")
-        eventually(lambda: not _gates(_pod(fake, "patched-gpu-1")))
+        eventually(lambda: not gates_of(_pod(fake, "patched-gpu-1")))
         placement = _pod(fake, "patched-gpu-1")["metadata"]["annotations"][ANNOTATION_PLACEMENT]
         assert placement.startswith("mig-node-c:")
         # Finished: a terminal pod holds nothing.
@@ -1223,7 +1155,7 @@ def test_a_queue_s_usage_falls_back_to_nothing_when_its_workloads_end(fake: Fake
         return got
 
     with synced(controller):
-        pod = _waiting_pod(fake, "ends", gpus=2)
+        pod = waiting_pod(fake, "ends", gpus=2)
         pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
         fake.put_pod(pod)
         eventually(lambda: status().get("usage") == {"H100-80GB": 2})
@@ -1249,7 +1181,7 @@ def test_a_queue_deleted_and_created_again_gets_its_status(fake: Fake) -> None:
         return dict(got.get("status") or {})
 
     with synced(controller):
-        pod = _waiting_pod(fake, "runs", gpus=2)
+        pod = waiting_pod(fake, "runs", gpus=2)
         pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
         fake.put_pod(pod)
         eventually(lambda: status().get("usage") == {"H100-80GB": 2})
@@ -1286,7 +1218,7 @@ def test_a_queue_created_while_statuses_are_written_ends_nothing(
 
     with synced(controller):
         monkeypatch.setattr(queuestatus, "QueueStatus", status_as_a_queue_arrives)
-        pod = _waiting_pod(fake, "runs", gpus=2)
+        pod = waiting_pod(fake, "runs", gpus=2)
         pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
         fake.put_pod(pod)
         eventually(lambda: status().get("usage") == {"H100-80GB": 2})
@@ -1308,13 +1240,13 @@ def test_a_queue_closed_to_a_namespace_while_its_pods_wait_releases_none_of_them
     with synced(controller):
         fake.put(queue_object(open_queue.model_copy(update={"namespaces": ("gpu-team-b",)})))
         eventually(lambda: cluster.queues["crd-team"].namespaces == ("gpu-team-b",))
-        pod = _waiting_pod(fake, "shut-out", gpus=1)
+        pod = waiting_pod(fake, "shut-out", gpus=1)
         pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
         fake.put_pod(pod)
         eventually(lambda: ("gpu-team-a", "shut-out") in cluster.pods)
         reviews = controller.stuck_reviews  # one per decision cycle
         eventually(lambda: controller.stuck_reviews >= reviews + 3)
-        assert _gates(_pod(fake, "shut-out"))
+        assert gates_of(_pod(fake, "shut-out"))
         view = {w.workload: w for w in waiting_workloads(cluster)}["gpu-team-a/shut-out"]
         assert (view.reason, view.message) == (
             "QueueClosed",
@@ -1334,11 +1266,11 @@ def test_running_pods_keep_their_quota_while_their_node_reports_no_allocatable_g
     small = TEAM_A.model_copy(update={"quota": {"H100-80GB": Quota(nominal=5)}})
     controller = _controller_for(fake, small)
     with synced(controller):
-        _waiting_pod(fake, "runs", gpus=4)
+        waiting_pod(fake, "runs", gpus=4)
         eventually(lambda: _released(fake, "runs", "patched-gpu-1"))
         node = _placement(fake, "runs").split(":")[0]
         fake.bind("gpu-team-a", "runs", node)
-        _waiting_pod(fake, "over-quota", gpus=2)
+        waiting_pod(fake, "over-quota", gpus=2)
         eventually(lambda: "gpu-team-a/over-quota" in controller.cluster.last_decisions())
         before = controller.cluster.nodes[node]
         restarting = copy.deepcopy(fake.get("nodes", node))
@@ -1347,7 +1279,7 @@ def test_running_pods_keep_their_quota_while_their_node_reports_no_allocatable_g
         eventually(lambda: controller.cluster.nodes[node] != before)
         reviews = controller.stuck_reviews  # one per decision cycle
         eventually(lambda: controller.stuck_reviews >= reviews + 3)
-        assert _gates(_pod(fake, "over-quota"))
+        assert gates_of(_pod(fake, "over-quota"))
         usage = {w.name: w.placement for w in controller.cluster.snapshot().workloads}
         assert usage["gpu-team-a/runs"] is not None
 
@@ -1362,7 +1294,7 @@ def test_a_leader_that_cannot_reach_the_api_server_steps_down_and_comes_back(fak
         fake.fail(r".*/leases/apportion-controller", times=8, status="drop")
         eventually(lambda: controller.elector is not None and not controller.elector.leading)
         eventually(lambda: controller.elector is not None and controller.elector.leading)
-        _waiting_pod(fake, "after-outage", gpus=1)
+        waiting_pod(fake, "after-outage", gpus=1)
         eventually(lambda: _released(fake, "after-outage"))
 
 
@@ -1375,8 +1307,8 @@ def test_failed_api_calls_are_counted_by_action_and_code(fake: Fake) -> None:
         assert api_failures(controller) == {}
         fake.fail(r".*/pods/forbidden", times=1000, status=403, method="PATCH")
         fake.fail(r"/api/v1/namespaces/gpu-team-a/events", times=1, status="drop", method="POST")
-        _waiting_pod(fake, "forbidden", gpus=1, priority=100)
-        _waiting_pod(fake, "allowed", gpus=1)
+        waiting_pod(fake, "forbidden", gpus=1, priority=100)
+        waiting_pod(fake, "allowed", gpus=1)
         eventually(lambda: _released(fake, "allowed"))
         fake.fail(r".*/leases/apportion-controller", times=1, status=503)
         eventually(lambda: api_failures(controller).get(("lease", "503")) == 1)
@@ -1404,7 +1336,7 @@ def test_a_preemption_whose_event_is_lost_is_still_counted_and_nominated(fake: F
         told = {"low-a", "low-c"}
         eventually(lambda: told <= {e["involvedObject"]["name"] for e in fake.events()})
         fake.fail(r"/api/v1/namespaces/gpu-team-a/events", times=1, status="drop", method="POST")
-        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        waiting_pod(fake, "urgent", gpus=4, priority=1000)
         eventually(lambda: fake.evictions)
         annotations = lambda: _pod(fake, "urgent")["metadata"]["annotations"]  # noqa: E731
         eventually(lambda: keys.ANNOTATION_NOMINATED in annotations())
@@ -1422,7 +1354,7 @@ def test_a_watch_whose_connection_went_silent_is_given_up(fake: Fake) -> None:
     with synced(controller):
         fake.fail(r"/api/v1/pods", times=1, status="stall", method="GET")
         eventually(lambda: fake.failures[-1].times == 0)  # the next watch went silent
-        _waiting_pod(fake, "after-silence", gpus=1)
+        waiting_pod(fake, "after-silence", gpus=1)
         eventually(lambda: _released(fake, "after-silence"), timeout=30)
 
 
@@ -1435,7 +1367,7 @@ def test_the_queue_view_shows_the_mig_repartition_that_would_admit_a_waiting_pod
     controller = _controller_for(fake, queue)
     cluster = controller.cluster
     with synced(controller):
-        pod = _waiting_pod(fake, "wants-3g")
+        pod = waiting_pod(fake, "wants-3g")
         resources = pod["spec"]["containers"][0]["resources"]
         for part in ("limits", "requests"):
             del resources[part]["nvidia.com/gpu"]
@@ -1461,11 +1393,11 @@ def test_a_pod_whose_patch_gets_no_answer_keeps_no_other_waiting(fake: Fake) -> 
     with synced(controller):
         eventually(lambda: _released(fake, "patched-gpu-1"))
         fake.fail(r".*/pods/first", times=1000, status="drop", method="PATCH")
-        _waiting_pod(fake, "first", gpus=1, priority=100)
+        waiting_pod(fake, "first", gpus=1, priority=100)
         eventually(lambda: fake.requests_to(r".*/pods/first", "PATCH"))
-        _waiting_pod(fake, "second", gpus=1)
+        waiting_pod(fake, "second", gpus=1)
         eventually(lambda: _released(fake, "second"))
-        assert _gates(_pod(fake, "first"))
+        assert gates_of(_pod(fake, "first"))
 
 
 def test_a_preemption_whose_eviction_answer_is_lost_is_nominated_and_counted_once() -> None:
@@ -1475,7 +1407,7 @@ def test_a_preemption_whose_eviction_answer_is_lost_is_nominated_and_counted_onc
     # take the room it made.
     with _filled_without_kubelet() as (fake, controller):
         fake.fail(r".*/pods/low-a/eviction", times=1, status="lost", method="POST")
-        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        waiting_pod(fake, "urgent", gpus=4, priority=1000)
         annotations = lambda: _pod(fake, "urgent")["metadata"]["annotations"]  # noqa: E731
         eventually(lambda: keys.ANNOTATION_NOMINATED in annotations())
         cycles = controller.cycles
@@ -1509,14 +1441,14 @@ def test_a_victim_whose_eviction_answer_is_lost_and_that_ends_at_once_still_free
     )
     with synced(controller):
         _fill_with_low_priority(fake)
-        _waiting_pod(fake, "c0", gpus=4, queue="team-0")
+        waiting_pod(fake, "c0", gpus=4, queue="team-0")
         fake.fail(r".*/pods/low-a/eviction", times=1, status="lost", method="POST")
-        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        waiting_pod(fake, "urgent", gpus=4, priority=1000)
         eventually(lambda: _released(fake, "urgent"))
         reviews = controller.stuck_reviews  # one per decision cycle
         eventually(lambda: controller.stuck_reviews >= reviews + 3)
         assert [e["name"] for e in fake.evictions] == ["low-a"]
-        assert _gates(fake.get("pods", "c0", "gpu-team-0"))
+        assert gates_of(fake.get("pods", "c0", "gpu-team-0"))
         preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
         assert [e["involvedObject"]["name"] for e in preempted] == ["low-a"]
         counted = controller.metrics.registry.get_sample_value(
@@ -1535,9 +1467,9 @@ def test_a_call_that_never_gets_an_answer_is_given_up(fake: Fake) -> None:
     with synced(controller):
         eventually(lambda: _released(fake, "patched-gpu-1"))
         fake.fail(r".*/pods/unheard", times=1, status="stall", method="PATCH")
-        _waiting_pod(fake, "unheard", gpus=1)
+        waiting_pod(fake, "unheard", gpus=1)
         eventually(lambda: fake.failures[-1].times == 0)
-        _waiting_pod(fake, "after-silence", gpus=1)
+        waiting_pod(fake, "after-silence", gpus=1)
         eventually(lambda: _released(fake, "after-silence", "unheard"), timeout=30)
 
 
@@ -1565,10 +1497,10 @@ def test_a_leader_acts_only_while_no_other_replica_can_have_taken_its_lease(fake
     with synced(controller):
         eventually(lambda: controller.elector is not None and controller.elector.leading)
         for name in slow:
-            _waiting_pod(fake, name)
+            waiting_pod(fake, name)
         eventually(lambda: _released(fake, *slow), timeout=30)  # renewed all along
         for name in late:
-            _waiting_pod(fake, name)
+            waiting_pod(fake, name)
         eventually(lambda: fake.requests_to(r".*/pods/late-.*", "PATCH"))
         cut = time.time()  # from now on the Lease cannot be renewed
         fake.fail(r".*/leases/apportion-controller", times=1000, status="stall")
@@ -1640,7 +1572,7 @@ def test_running_mig_pods_keep_their_quota_while_their_node_offers_no_instances(
     small = TEAM_A.model_copy(update={"quota": {"mig-1g.10gb": Quota(nominal=2)}})
     controller = _controller_for(fake, small)
     with synced(controller):
-        pod = _waiting_pod(fake, "slice")
+        pod = waiting_pod(fake, "slice")
         resources = pod["spec"]["containers"][0]["resources"]
         for part in ("limits", "requests"):
             del resources[part]["nvidia.com/gpu"]
@@ -1767,7 +1699,7 @@ def test_apportions_gate_is_removed_from_a_pod_it_does_not_manage(
     controller = _controller(fake)
     with synced(controller):
         eventually(
-            lambda: _gates(fake.get("pods", name, namespace)) == [{"name": "example.com/hold"}]
+            lambda: gates_of(fake.get("pods", name, namespace)) == [{"name": "example.com/hold"}]
         )
         events = eventually(
             lambda: [e for e in fake.events(namespace) if e["reason"] == "NotManaged"]
@@ -1791,8 +1723,8 @@ def test_pods_apportion_holds_keep_its_gate(fake: Fake) -> None:
     fake.put_pod(_gated_copy(fake, "unseen", namespace="gpu-team-new"))
     controller = _controller(fake)
     with synced(controller):
-        eventually(lambda: not _gates(_pod(fake, "patched-gpu-1")))  # admitted by the queue
-        _waiting_pod(fake, "too-big", gpus=6)  # foreign pods leave no node 6 free
+        eventually(lambda: not gates_of(_pod(fake, "patched-gpu-1")))  # admitted by the queue
+        waiting_pod(fake, "too-big", gpus=6)  # foreign pods leave no node 6 free
 
         def reason() -> str:
             return str(_pod(fake, "too-big")["metadata"]["annotations"].get(keys.ANNOTATION_REASON))
@@ -1802,8 +1734,8 @@ def test_pods_apportion_holds_keep_its_gate(fake: Fake) -> None:
         eventually(lambda: not controller.cluster.policy("gpu-team-a").enabled)
         reviews = controller.stuck_reviews  # one per decision cycle
         eventually(lambda: controller.stuck_reviews >= reviews + 3)
-        assert _gates(_pod(fake, "too-big")) == [{"name": keys.GATE}]
-        assert _gates(fake.get("pods", "unseen", "gpu-team-new")) == [{"name": keys.GATE}]
+        assert gates_of(_pod(fake, "too-big")) == [{"name": keys.GATE}]
+        assert gates_of(fake.get("pods", "unseen", "gpu-team-new")) == [{"name": keys.GATE}]
         assert not [e for e in fake.events() if e["reason"] == "NotManaged"]
 
 
@@ -1881,7 +1813,7 @@ def test_a_pod_copied_with_another_namespace_s_decision_is_adopted_as_its_own(
     shared = TEAM_A.model_copy(update={"namespaces": ("gpu-team-a", "gpu-team-c")})
     controller = _controller_for(fake, shared)
     with synced(controller):
-        eventually(lambda: not _gates(fake.get("pods", "copied", "gpu-team-c")))
+        eventually(lambda: not gates_of(fake.get("pods", "copied", "gpu-team-c")))
         copied = fake.get("pods", "copied", "gpu-team-c")["metadata"]["annotations"]
         assert copied[keys.ANNOTATION_WORKLOAD] == "gpu-team-c/copied"
         events = eventually(lambda: fake.events("gpu-team-c"))
@@ -1985,7 +1917,7 @@ def test_a_gated_pod_its_webhook_would_refuse_keeps_the_gate_and_is_told_why_onc
                 "it joins its queue once that is fixed, or delete it and create it again",
             )
         ]
-        assert _gates(_pod(fake, "orphan")) == [{"name": keys.GATE}]
+        assert gates_of(_pod(fake, "orphan")) == [{"name": keys.GATE}]
         # The recorded patched-gpu-1 too: its queue team-a does not exist here.
         assert strays_settled(controller) == {"refused": 2}
         fake.put(queue_object(TEAM_A.model_copy(update={"name": "crd-team"})))
@@ -2093,7 +2025,7 @@ def test_a_release_holds_only_on_the_pod_as_it_was_seen() -> None:
         cluster.put_namespace("elsewhere", {})  # the watch has not shown the opt-in yet
         cluster.put_stray("elsewhere", "copied", seen)  # nor the pod deleted
         _settle(_stray_gates(fake, cluster))
-        assert _gates(fake.get("pods", "copied", "elsewhere")) == [{"name": keys.GATE}]
+        assert gates_of(fake.get("pods", "copied", "elsewhere")) == [{"name": keys.GATE}]
 
 
 def test_a_release_or_adoption_whose_answer_was_lost_is_counted_and_told_once_seen_made(
@@ -2113,7 +2045,7 @@ def test_a_release_or_adoption_whose_answer_was_lost_is_counted_and_told_once_se
         reviews = controller.stuck_reviews  # one per decision cycle
         eventually(lambda: controller.stuck_reviews >= reviews + 3)
         assert strays_settled(controller) == {"released": 1, "adopted": 1}
-        assert _gates(fake.get("pods", "stray", "elsewhere")) == []
+        assert gates_of(fake.get("pods", "stray", "elsewhere")) == []
         assert [e["reason"] for e in fake.events("elsewhere")] == ["NotManaged"]
         assert [reason for _, reason, _ in _events_of(fake, "patched-gpu-1")] == [
             "Adopted",
@@ -2148,7 +2080,7 @@ def test_a_release_whose_answer_was_lost_counts_only_once_made() -> None:
         _settle(gates)  # kept asked again, and made
         _settle(gates)
         assert told == ["kept NotManaged"]
-        assert _gates(fake.get("pods", "kept", "elsewhere")) == []
+        assert gates_of(fake.get("pods", "kept", "elsewhere")) == []
         released = {"outcome": "released"}
         registry = gates.metrics.registry
         assert registry.get_sample_value("apportion_strays_settled_total", released) == 1
@@ -2162,9 +2094,9 @@ def test_a_copy_of_a_pod_told_why_it_waits_is_told_too(fake: Fake, first_copy: s
     (``keys.ANNOTATION_TOLD``: its uid)."""
     controller = _controller(fake)
     with synced(controller):
-        _waiting_pod(fake, "train", gpus=1)
+        waiting_pod(fake, "train", gpus=1)
         eventually(lambda: _released(fake, "train"))
-        _waiting_pod(fake, "first-copy", gpus=1, workload="gpu-team-a/train")
+        waiting_pod(fake, "first-copy", gpus=1, workload="gpu-team-a/train")
         (told,) = eventually(lambda: _events_of(fake, "first-copy"))
         copied = copy.deepcopy(_pod(fake, "first-copy"))
         for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
@@ -2200,7 +2132,7 @@ def test_a_copy_of_a_running_pod_whose_queue_is_gone_or_closed_says_so_first(fak
         return str(_pod(fake, name)["metadata"]["annotations"].get(keys.ANNOTATION_REASON))
 
     def waiting(name: str, priority: int = 0) -> None:
-        pod = _waiting_pod(fake, name, gpus=1, priority=priority, workload="gpu-team-a/train")
+        pod = waiting_pod(fake, name, gpus=1, priority=priority, workload="gpu-team-a/train")
         pod["metadata"]["labels"][keys.LABEL_QUEUE] = "crd-team"
         fake.put_pod(pod)
 
@@ -2251,7 +2183,7 @@ def test_an_eviction_whose_answer_was_lost_and_that_was_not_made_is_never_counte
     with synced(controller):
         _fill_with_low_priority(fake)
         fake.fail(r".*/pods/low-a/eviction", times=1000, status="drop", method="POST")
-        _waiting_pod(fake, "urgent", gpus=4, priority=1000)
+        waiting_pod(fake, "urgent", gpus=4, priority=1000)
         eventually(lambda: fake.requests_to(r".*/pods/low-a/eviction", "POST"))
         fake.delete_pod("gpu-team-a", "urgent")
         reviews = controller.stuck_reviews  # one per decision cycle
@@ -2279,13 +2211,13 @@ def test_a_gang_victim_a_disruption_budget_lets_go_one_pod_at_a_time_is_counted_
     with synced(controller):
         eventually(lambda: _released(fake, "patched-gpu-1"))
         for member in ("low-g-0", "low-g-1"):
-            _waiting_pod(fake, member, gpus=3, workload="gpu-team-a/low-g", gang=2)
+            waiting_pod(fake, member, gpus=3, workload="gpu-team-a/low-g", gang=2)
         eventually(lambda: _released(fake, "low-g-0", "low-g-1"))
         for member in ("low-g-0", "low-g-1"):
             fake.bind("gpu-team-a", member, _placement(fake, member).split(":")[0])
         fake.block_evictions("gpu-team-a", "low-g-0")
         for member in ("urgent-0", "urgent-1"):  # the room of both low-g pods
-            _waiting_pod(fake, member, gpus=3, priority=1000, workload="gpu-team-a/urgent", gang=2)
+            waiting_pod(fake, member, gpus=3, priority=1000, workload="gpu-team-a/urgent", gang=2)
         eventually(lambda: [e for e in fake.evictions if e["allowed"]])
         eventually(lambda: ("gpu-team-a", "low-g-1") not in controller.cluster.pods)
         eventually(lambda: len(fake.evictions) >= 3)  # low-g-0 refused again, low-g-1 gone
@@ -2368,9 +2300,9 @@ def test_a_cycle_admits_many_workloads_at_once_each_one_s_calls_in_their_order(
     solo = [f"w-{i:02}" for i in range(20)]
     gang = [f"gang-{i}" for i in range(3)]
     for name in solo:
-        _waiting_pod(fake, name)
+        waiting_pod(fake, name)
     for name in gang:
-        _waiting_pod(fake, name, workload="gpu-team-a/gang", gang=3)
+        waiting_pod(fake, name, workload="gpu-team-a/gang", gang=3)
     latency = fake.add_latency(CALLS, 0.05)
     with _watching(fake, concurrency, _team(40)) as controller:
         controller.reconcile_once()
@@ -2402,8 +2334,8 @@ def test_a_worker_that_may_no_longer_lead_stops_the_cycle(
     _spare_nodes(fake, 2)
     solo = [f"w-{i:02}" for i in range(12)]
     for name in solo:
-        _waiting_pod(fake, name, priority=10)
-    _waiting_pod(fake, "beyond-quota", gpus=4)  # the room left in its queue is 2 GPUs
+        waiting_pod(fake, name, priority=10)
+    waiting_pod(fake, "beyond-quota", gpus=4)  # the room left in its queue is 2 GPUs
     fake.add_latency(CALLS, 0.05)
     asked = 0
     lock = threading.Lock()
@@ -2444,7 +2376,7 @@ def test_a_workload_whose_calls_fail_keeps_no_other_waiting(
     _spare_nodes(fake, 2)
     solo = [f"w-{i:02}" for i in range(12)]
     for name in solo:
-        _waiting_pod(fake, name)
+        waiting_pod(fake, name)
     fake.add_latency(CALLS, 0.02)
     with _watching(fake, 4, _team(16)) as controller:
         if failure == "refused":
@@ -2460,7 +2392,7 @@ def test_a_workload_whose_calls_fail_keeps_no_other_waiting(
             monkeypatch.setattr(controller.api, "patch_pod", broken)
         controller.reconcile_once()
         assert _released(fake, *(n for n in solo if n != "w-03"))
-        assert _gates(_pod(fake, "w-03"))
+        assert gates_of(_pod(fake, "w-03"))
         if failure == "refused":
             assert api_failures(controller) == {("patch", "500"): 1}
         else:
@@ -2504,15 +2436,15 @@ def test_a_cycle_evicts_many_victims_at_once_and_nominates_once_every_one_is_ans
     solo = [f"low-{i:02}" for i in range(12)]
     pair = ["pair-0", "pair-1"]
     for name in solo:
-        _waiting_pod(fake, name)
+        waiting_pod(fake, name)
     for name in pair:
-        _waiting_pod(fake, name, gpus=2, workload="gpu-team-a/pair", gang=2)
+        waiting_pod(fake, name, gpus=2, workload="gpu-team-a/pair", gang=2)
     with _watching(fake, concurrency, queue) as controller:
         controller.reconcile_once()
         _bound(fake, controller, solo + pair)
         urgent = [f"urgent-{i}" for i in range(4)]
         for name in urgent:  # all 16 GPUs of the queue's quota between them
-            _waiting_pod(fake, name, gpus=4, priority=1000)
+            waiting_pod(fake, name, gpus=4, priority=1000)
         eventually(lambda: all(("gpu-team-a", n) in controller.cluster.pods for n in urgent))
         fake.add_latency(CALLS, 0.05)
         decision = controller.reconcile_once()
@@ -2573,7 +2505,7 @@ def test_events_queued_before_the_lease_is_lost_are_dropped(
     _spare_nodes(fake, 1)
     solo = [f"w-{i}" for i in range(5)]
     for name in solo:
-        _waiting_pod(fake, name)
+        waiting_pod(fake, name)
     fake.add_latency(CALLS, 0.05)
     clock = [0.0]
     cluster = LiveCluster(clock=time.time, intent_ttl_s=30)

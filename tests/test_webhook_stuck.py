@@ -21,15 +21,9 @@ from typing import Any
 
 import kubernetes
 import pytest
+from controller_support import SETTINGS, TEAM_A, eventually, waiting_pod
 from kubefake import Fake, running_fake
-from test_webhook_controller import (
-    SETTINGS,
-    TEAM_A,
-    _in_flight_at_once,
-    _waiting_pod,
-    api_failures,
-    eventually,
-)
+from test_webhook_controller import _in_flight_at_once, api_failures
 
 from scheduler.model import Demand, PodPlacement
 from webhook import keys
@@ -84,9 +78,9 @@ def _job_pod(fake: Fake, name: str, job: str, gpus: int = 1, gang: int | None = 
     """A gated pod of a Job as the Job controller creates it and Apportion's webhook gates
     it: owner reference and tracking finalizer as in the recorded Job pods, and the
     ``SchedulingGated`` condition the API server set an hour ago at creation. Created
-    before the controller starts (it replaces the bare pod ``_waiting_pod`` puts)."""
+    before the controller starts (it replaces the bare pod ``waiting_pod`` puts)."""
     pod = copy.deepcopy(
-        _waiting_pod(fake, name, gpus=gpus, workload=f"{NAMESPACE}/{job}", gang=gang)
+        waiting_pod(fake, name, gpus=gpus, workload=f"{NAMESPACE}/{job}", gang=gang)
     )
     for key in ("uid", "resourceVersion", "creationTimestamp"):
         pod["metadata"].pop(key, None)
@@ -268,7 +262,7 @@ def _reported_notebook(fake: Fake, controller: Controller, clock: Clock) -> str:
 
 def test_a_bare_pod_is_not_deleted_but_reported_once(fake: Fake) -> None:
     clock = Clock()
-    _waiting_pod(fake, "notebook", gpus=1)
+    waiting_pod(fake, "notebook", gpus=1)
     controller = _controller(fake, clock)
     controller.start()
     try:
@@ -299,7 +293,7 @@ def test_a_replica_that_loses_the_lease_no_longer_reports_stuck_pods(fake: Fake)
     # Was: only the leader reviews stuck pods, and a replica that lost the Lease kept its
     # last report on /metrics: ApportionPodsStuck fired on for pods long since gone.
     clock = Clock()
-    _waiting_pod(fake, "notebook", gpus=1)
+    waiting_pod(fake, "notebook", gpus=1)
     cluster = LiveCluster(clock=clock, intent_ttl_s=30)
     api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
     metrics = Metrics(cluster)
@@ -324,7 +318,7 @@ def test_a_reported_pod_bound_later_says_so(fake: Fake) -> None:
     """The report is taken back when the kube-scheduler binds the pod after all (its node
     was uncordoned, or room was made on it): the reason no longer says it is stuck."""
     clock = Clock()
-    _waiting_pod(fake, "notebook", gpus=1)
+    waiting_pod(fake, "notebook", gpus=1)
     controller = _controller(fake, clock)
     controller.start()
     try:
@@ -477,7 +471,7 @@ def test_bound_running_and_unadmitted_pods_are_never_touched(fake: Fake) -> None
             fake.set_pod_phase(NAMESPACE, name, "Running")
         _unschedulable(fake, "half-1")
         # Not Apportion's: ungated, no placement, unschedulable.
-        foreign = _waiting_pod(fake, "foreign", gpus=1)
+        foreign = waiting_pod(fake, "foreign", gpus=1)
         foreign["metadata"].pop("resourceVersion", None)
         foreign["spec"].pop("schedulingGates")
         fake.put_pod(foreign)
