@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ANNOTATION_DECISION",
+    "ANNOTATION_EVICTED_FOR",
     "ANNOTATION_GANG_SIZE",
     "ANNOTATION_GPU_MEMORY",
     "ANNOTATION_GPU_MODELS",
@@ -76,6 +77,11 @@ ANNOTATION_SHADOW = PREFIX + "shadow-decision"
 ANNOTATION_NOMINATED = PREFIX + "nominated-until"
 """On a waiting pod victims were evicted for: until when (RFC 3339) its workload goes first
 to the room they free."""
+ANNOTATION_EVICTED_FOR = PREFIX + "evicted-for"
+"""On the running pods of a workload of several pods whose eviction starts (written on each
+before the first is evicted): until when (RFC 3339), why (``PreemptedByHigherPriority``,
+``PreemptedToReclaimQuota``) and for which workload, space-separated. While one of its
+pods carries it unexpired, every cycle evicts the rest, whoever started it."""
 ANNOTATION_TOLD = PREFIX + "told"
 """On a waiting pod an Event told why it waits (its reason): that pod's uid. A pod copied
 from it carries its reason too, and is told all the same."""
@@ -86,6 +92,7 @@ DECISION_KEYS = frozenset(
         ANNOTATION_DECISION,
         ANNOTATION_REASON,
         ANNOTATION_NOMINATED,
+        ANNOTATION_EVICTED_FOR,
         ANNOTATION_TOLD,
     }
 )

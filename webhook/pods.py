@@ -9,6 +9,7 @@ demand (``devices``), queue, gang and priority — or into problems a user can a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from scheduler.model import (
     PodPlacement,
     Toleration,
 )
+from scheduler.reasons import Reason
 from webhook import keys
 from webhook.devices import GpuAsk, gpu_ask_of, held_devices, wants_gpus
 from webhook.nodeconstraints import core_tolerations, required_affinity
@@ -30,6 +32,7 @@ from webhook.quantities import pod_requests
 
 __all__ = [
     "ANNOTATION_PLACEMENT",
+    "EvictionMark",
     "ManagedPod",
     "PodAsk",
     "PodReader",
@@ -41,6 +44,7 @@ __all__ = [
     "held_back",
     "not_managed",
     "other_gates",
+    "parse_eviction_mark",
     "parse_placement",
     "placed_by_others",
     "raw_identity",
@@ -285,6 +289,43 @@ ANNOTATION_PLACEMENT = keys.PREFIX + "placement"
 
 
 @dataclass(frozen=True, slots=True)
+class EvictionMark:
+    """``keys.ANNOTATION_EVICTED_FOR`` on a running pod: its workload's eviction started,
+    for ``beneficiary``, and is to be completed until ``until`` (epoch seconds)."""
+
+    beneficiary: str
+    reason: Reason
+    until: int
+
+    def text(self) -> str:
+        """The annotation's value: ``2026-11-25T17:35:04Z PreemptedByHigherPriority
+        gpu-team-a/urgent``."""
+        return f"{rfc3339(self.until)} {self.reason.value} {self.beneficiary}"
+
+
+_EVICTION_REASONS = frozenset({Reason.PREEMPTED_PRIORITY.value, Reason.PREEMPTED_RECLAIM.value})
+_STAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+
+
+def parse_eviction_mark(text: str | None) -> EvictionMark | None:
+    """``EvictionMark.text`` read back; None for anything else (a mark Apportion did not
+    write is no reason to evict a workload)."""
+    if text is None:
+        return None
+    parts = text.split(" ", 2)
+    if len(parts) != 3:
+        return None
+    stamp, reason, beneficiary = parts
+    if not _STAMP.fullmatch(stamp) or reason not in _EVICTION_REASONS:
+        return None
+    namespace, slash, name = beneficiary.partition("/")
+    if not (slash and namespace and name.strip()) or beneficiary != beneficiary.strip():
+        return None
+    until = epoch_seconds(stamp)
+    return EvictionMark(beneficiary, Reason(reason), until) if until else None
+
+
+@dataclass(frozen=True, slots=True)
 class ManagedPod:
     """One pod of a managed workload as observed in the API: waiting (gated) or admitted."""
 
@@ -317,6 +358,8 @@ class ManagedPod:
     """Its CPU and memory requests (``quantities.pod_requests``)."""
     nominated_until: int = 0
     """Epoch seconds until which its workload goes first (``keys.ANNOTATION_NOMINATED``)."""
+    evicted_for: EvictionMark | None = None
+    """Its workload's eviction started (``keys.ANNOTATION_EVICTED_FOR``), expired or not."""
     node_selector: dict[str, str] = field(default_factory=dict)
     node_affinity: tuple[NodeSelectorTerm, ...] = ()
     tolerations: tuple[Toleration, ...] = ()
@@ -563,6 +606,7 @@ class PodReader:
             cpu_milli=ask.cpu_milli,
             memory_mib=ask.memory_mib,
             nominated_until=epoch_seconds(annotations.get(keys.ANNOTATION_NOMINATED)),
+            evicted_for=parse_eviction_mark(annotations.get(keys.ANNOTATION_EVICTED_FOR)),
             node_selector=ask.node_selector,
             node_affinity=ask.node_affinity,
             tolerations=core_tolerations(ask.tolerations),
