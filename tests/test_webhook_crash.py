@@ -12,13 +12,12 @@ pod gated with a reason, leave what A released where A placed it, untouched, and
 workload as one replica that never crashed does (admitted, evicted, or waiting for the
 same reason).
 
-One gap is known, not fixed, and counted: where A died between the evictions of a gang
-victim's pods, B does not complete that eviction. Nothing records it before it starts;
-once the first pods have ended, B sees a gang whose members ended (which keeps running,
-for its owner to replace them): it may admit the beneficiary beside the rest, or evict
-another running workload in their place
-(``test_a_gang_victims_eviction_a_dead_replica_started_is_completed_by_the_next``, xfail).
-Then only the waiting workloads' ends are compared with the clean run's.
+Where A died between the evictions of a gang victim's pods, B completes that eviction:
+A marked every pod of it before the first eviction (``evicted-for``), and B evicts the
+rest, whatever its own decision would pick
+(``test_a_gang_victims_eviction_a_dead_replica_started_is_completed_by_the_next``; before
+the mark B saw a gang whose member ended, kept running, and might evict another workload
+in its place). Every workload's end is compared with the clean run's.
 
 Writes counted: every POST, PUT, PATCH and DELETE A sends (``kubefake.WRITES``): pod
 patches (placements, releases, reasons, nominations), evictions and Events. An Event
@@ -41,7 +40,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, replace
 
-import pytest
 from controller_support import SETTINGS, TEAM_A, eventually, gates_of, waiting_pod
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -518,11 +516,7 @@ def crash_and_restart(scenario: Scenario, where: str, pick: int) -> None:
         REACHED[kind] += 1
     assert _violations(scenario, crash.after) == []
     assert _admitted_twice(crash, scenario) == []
-    outcomes, clean_outcomes = _outcomes(scenario, crash.after), _outcomes(scenario, clean.pods)
-    if _victims_cut_in_part(scenario, crash):  # the known gap: only the waiting ones compare
-        for ask in scenario.running:
-            del outcomes[ask.name], clean_outcomes[ask.name]
-    assert outcomes == clean_outcomes
+    assert _outcomes(scenario, crash.after) == _outcomes(scenario, clean.pods)
 
 
 def test_a_replica_killed_at_any_write_leaves_nothing_a_restart_does_not_complete() -> None:
@@ -531,19 +525,14 @@ def test_a_replica_killed_at_any_write_leaves_nothing_a_restart_does_not_complet
     assert REACHED["mid-gang"] and REACHED["victim evicted, its room not given yet"], REACHED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed: a gang victim's eviction cut short by a crash is not completed, and "
-    "the restarted replica may evict another workload in its place",
-)
 def test_a_gang_victims_eviction_a_dead_replica_started_is_completed_by_the_next() -> None:
-    """What the property found, and what should happen. r1 (two pods of 2 GPUs) is to be
-    evicted for gang w0 (two pods of 2 GPUs; quota 6, 5 in use with r0's 1). A dies once
-    r1-0's eviction has landed, and r1-0 ends at once. B sees r1 as a gang whose member
-    ended (kept running, for its owner to replace it): 3 GPUs in use, w0 needs 4, so B
-    evicts r0, which no clean run touches, and r1-1 runs on without its peer. B should
-    complete r1's eviction instead, as a clean run does; nothing records it before it
-    starts (as a gang's placements are recorded before any gate is removed)."""
+    """What the property found. r1 (two pods of 2 GPUs) is to be evicted for gang w0 (two
+    pods of 2 GPUs; quota 6, 5 in use with r0's 1). A dies once r1-0's eviction has
+    landed, and r1-0 ends at once. Was: B saw r1 as a gang whose member ended (kept
+    running, for its owner to replace it): 3 GPUs in use, w0 needs 4, so B evicted r0,
+    which no clean run touches, and r1-1 ran on without its peer; nothing recorded r1's
+    eviction before it started. A marks both r1 pods first (``evicted-for``), and B
+    completes r1's eviction, as a clean run does."""
     scenario = Scenario(
         waiting=(Ask("w0", pods=2, gpus=2, mig=False, priority=5),),
         running=(
@@ -554,9 +543,16 @@ def test_a_gang_victims_eviction_a_dead_replica_started_is_completed_by_the_next
         mig_quota=2,
     )
     clean = _clean_run(scenario)
-    assert clean.writes[0] == ("POST", f"/api/v1/namespaces/{NAMESPACE}/pods/r1-0/eviction")
-    crash = _crash_run(scenario, 1)
+    pods = f"/api/v1/namespaces/{NAMESPACE}/pods"
+    assert clean.writes[:3] == [
+        ("PATCH", f"{pods}/r1-0"),  # the marks, before any eviction
+        ("PATCH", f"{pods}/r1-1"),
+        ("POST", f"{pods}/r1-0/eviction"),
+    ]
+    crash = _crash_run(scenario, 3)
     assert _victims_cut_in_part(scenario, crash) == {"r1"}
+    evicted = [w for w in crash.written_by_b if w[1].endswith("/eviction")]
+    assert evicted == [("POST", f"{pods}/r1-1/eviction")]
     assert _violations(scenario, crash.after) == []
     assert (
         _outcomes(scenario, crash.after)
@@ -567,3 +563,42 @@ def test_a_gang_victims_eviction_a_dead_replica_started_is_completed_by_the_next
             "r1": "evicted",
         }
     )
+
+
+def test_a_gang_victim_a_disruption_budget_lets_go_one_pod_at_a_time_is_completed() -> None:
+    """The same scenario without a crash: a PodDisruptionBudget refuses r1-1's eviction
+    (429) while r1-0's is made and r1-0 ends at once. Was: the next cycles saw r1 as a gang
+    of one pod, 3 GPUs in use, and evicted r0 for w0. r1's marks make its eviction one
+    under way: every cycle evicts r1-1 again, none evicts r0, and w0 waits for r1-1."""
+    scenario = Scenario(
+        waiting=(Ask("w0", pods=2, gpus=2, mig=False, priority=5),),
+        running=(
+            Ask("r0", pods=1, gpus=1, mig=False, priority=0),
+            Ask("r1", pods=2, gpus=2, mig=False, priority=0),
+        ),
+        quota=6,
+        mig_quota=2,
+    )
+    with running_fake() as fake:
+        _seed(fake, scenario)
+        fake.block_evictions(NAMESPACE, "r1-1")
+        controller = _replica(fake, "one", scenario)
+        controller.start()
+        try:
+            eventually(controller.synced)
+            eventually(lambda: len([e for e in fake.evictions if e["name"] == "r1-1"]) >= 3)
+            reason = _pods(fake, scenario)["w0-0"].reason or ""
+            assert reason.startswith(
+                "AdmittedByPriorityPreemption: waits for the workloads it preempts to end"
+            ), reason
+            verdict = controller.cluster.last_decisions()[f"{NAMESPACE}/w0"]
+            assert verdict.victims == (f"{NAMESPACE}/r1",)
+            assert verdict.message.endswith(f"it preempts is under way: {NAMESPACE}/r1"), verdict
+            fake.allow_evictions()
+            eventually(lambda: _quiet(fake, controller, "one"))
+        finally:
+            _stop(fake, controller)
+        assert {e["name"] for e in fake.evictions} == {"r1-0", "r1-1"}
+        pods = _pods(fake, scenario)
+    assert _violations(scenario, pods) == []
+    assert _outcomes(scenario, pods) == {"w0": "admitted", "r0": "admitted", "r1": "evicted"}

@@ -5,6 +5,7 @@ told (Events) and counted (``apportion_preemptions_total``)."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any
 
 from kubernetes.client import ApiException
@@ -12,10 +13,11 @@ from urllib3.exceptions import ProtocolError
 
 from scheduler.model import Demand, Eviction
 from scheduler.reasons import Reason
+from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.metrics import Metrics
-from webhook.pods import ManagedPod
-from webhook.preempting import LOST_EVICTION_S, Preemptor
+from webhook.pods import EvictionMark, ManagedPod, parse_eviction_mark
+from webhook.preempting import LOST_EVICTION_S, NOMINATION_S, Preemptor, under_way
 from webhook.workers import Workers
 
 LOW = "gpu-team-a/low"
@@ -70,6 +72,7 @@ class Run:
         cluster = LiveCluster(clock=lambda: self.now)
         self.metrics = Metrics(cluster)
         self.told: list[str] = []
+        self.marks: list[Any] = []
         self.preemptor = Preemptor(
             api,  # type: ignore[arg-type]
             cluster,
@@ -126,3 +129,107 @@ def test_an_eviction_without_an_answer_not_seen_made_in_time_is_never_counted() 
     run.cycle(_pod("low-0"), _pod("low-1"), evict=False)
     run.cycle(evict=False)  # both ended on their own
     assert (run.told, run.counted) == ([], 0)
+
+
+# ---- a victim of several pods is marked before its first eviction (evicted-for) -----------
+
+
+class Ordered(ScriptedApi):
+    """A scripted API that also logs each eviction, in one log with the marks."""
+
+    def __init__(self, log: list[tuple[str, str]], **answers: list[str | int]) -> None:
+        super().__init__(**answers)
+        self.log = log
+
+    def evict_pod(self, namespace: str, name: str) -> None:
+        self.log.append(("evict", name))
+        super().evict_pod(namespace, name)
+
+
+def _marking(log: list[tuple[str, str]], refuse: frozenset[str] = frozenset()) -> Run:
+    """A run whose pod patches are logged (the mark's value) and refused for ``refuse``."""
+    run = Run(Ordered(log, low_0=["made"] * 3, low_1=["made"] * 3))
+
+    def patch(pod: ManagedPod, operations: list[dict[str, Any]], doing: str) -> bool:
+        log.append(("mark", pod.name))
+        run.marks.extend(op["value"] for op in operations)
+        return pod.name not in refuse
+
+    run.preemptor.patch = patch
+    return run
+
+
+def _mark_value(value: Any) -> EvictionMark | None:
+    text = value.get(keys.ANNOTATION_EVICTED_FOR) if isinstance(value, dict) else value
+    return parse_eviction_mark(text)
+
+
+def test_every_pod_of_a_gang_victim_is_marked_before_its_first_eviction() -> None:
+    log: list[tuple[str, str]] = []
+    run = _marking(log)
+    run.cycle(_pod("low-0"), _pod("low-1"))
+    assert log == [("mark", "low-0"), ("mark", "low-1"), ("evict", "low-0"), ("evict", "low-1")]
+    until = int(run.now) + NOMINATION_S
+    expected = EvictionMark("gpu-team-a/urgent", Reason.PREEMPTED_PRIORITY, until)
+    assert [_mark_value(v) for v in run.marks] == [expected, expected]
+    assert (run.told, run.counted) == (["low-0", "low-1"], 1)
+
+
+def test_a_mark_the_api_refused_evicts_none_of_its_victim_this_cycle() -> None:
+    log: list[tuple[str, str]] = []
+    run = _marking(log, refuse=frozenset({"low-1"}))
+    run.cycle(_pod("low-0"), _pod("low-1"))
+    assert log == [("mark", "low-0"), ("mark", "low-1")]
+    assert (run.told, run.counted) == ([], 0)
+
+
+def test_a_one_pod_victim_and_pods_already_marked_or_leaving_are_not_marked() -> None:
+    log: list[tuple[str, str]] = []
+    run = _marking(log)
+    run.cycle(_pod("low-0"))  # one pod: it cannot be left half evicted
+    marked = replace(
+        _pod("low-1"),
+        evicted_for=EvictionMark("gpu-team-a/urgent", Reason.PREEMPTED_PRIORITY, 2_000_000),
+    )
+    run.cycle(_pod("low-0", leaving=True), marked)
+    assert log == [("evict", "low-0"), ("evict", "low-1")]
+
+
+def _waiting(name: str, workload: str) -> ManagedPod:
+    return replace(_pod(name, workload), gated=True, node=None)
+
+
+def test_a_running_workload_marked_until_later_for_a_waiting_one_is_a_victim_under_way() -> None:
+    now = 1_000_000.0
+    mark = EvictionMark("gpu-team-a/urgent", Reason.PREEMPTED_RECLAIM, int(now) + 10)
+    marked = replace(_pod("low-1"), evicted_for=mark)
+    urgent = [_waiting("urgent-0", "gpu-team-a/urgent")]
+    (eviction,) = under_way({LOW: [marked], "gpu-team-a/urgent": urgent}, now)
+    assert (eviction.workload, eviction.beneficiary, eviction.reason) == (
+        LOW,
+        "gpu-team-a/urgent",
+        Reason.PREEMPTED_RECLAIM,
+    )
+    expired = replace(marked, evicted_for=replace(mark, until=int(now)))
+    assert under_way({LOW: [expired], "gpu-team-a/urgent": urgent}, now) == []
+    assert under_way({LOW: [marked]}, now) == []  # its beneficiary is gone
+    admitted = [replace(urgent[0], gated=False)]
+    assert under_way({LOW: [marked], "gpu-team-a/urgent": admitted}, now) == []
+    waiting_again = replace(marked, gated=True)  # not running: moot
+    assert under_way({LOW: [waiting_again], "gpu-team-a/urgent": urgent}, now) == []
+
+
+def test_only_a_mark_apportion_writes_is_read() -> None:
+    mark = EvictionMark("gpu-team-a/urgent replacements", Reason.PREEMPTED_PRIORITY, 1_800_000)
+    assert parse_eviction_mark(mark.text()) == mark
+    for text in (
+        "",
+        "2027-01-01T00:00:00Z PreemptedByHigherPriority",
+        "2027-01-01T00:00:00Z Admitted gpu-team-a/urgent",
+        "2027-01-01 PreemptedByHigherPriority gpu-team-a/urgent",
+        "2027-01-01T00:00:00+00:00 PreemptedByHigherPriority gpu-team-a/urgent",
+        "2027-13-01T00:00:00Z PreemptedByHigherPriority gpu-team-a/urgent",
+        "2027-01-01T00:00:00Z PreemptedByHigherPriority urgent",
+        "2027-01-01T00:00:00Z PreemptedByHigherPriority gpu-team-a/urgent ",
+    ):
+        assert parse_eviction_mark(text) is None, text

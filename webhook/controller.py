@@ -13,7 +13,9 @@
    one whose place the webhook gave away since the decision waits for the next), then one
    JSONPatch per pod adding node affinity and removing the gate (``admitting.py``);
    preempt = the Eviction API plus an Event naming the reason and the beneficiary, which
-   is nominated to the room its victims free (``preempting.py``). A cycle evicts many
+   is nominated to the room its victims free (``preempting.py``); a victim of several pods
+   is marked on them before its first eviction, and while marked every cycle evicts the
+   rest of it and decides as if it were gone (``preempting.under_way``). A cycle evicts many
    victims at once, then nominates, admits, writes Queue objects' status
    (``queuestatus.py``) and waiting pods' reasons (``explaining.py``), many workloads at
    once each time (``workers.py``), each workload's own calls in their order.
@@ -38,8 +40,8 @@ from functools import partial
 from kubernetes.client import ApiException
 
 from scheduler.allocator import decide
-from scheduler.model import Decision, Queue, Snapshot, WorkloadDecision
-from scheduler.reasons import Outcome
+from scheduler.model import Decision, Eviction, Queue, Snapshot, WorkloadDecision
+from scheduler.reasons import Outcome, Reason
 from webhook.admission import Admission
 from webhook.admitting import Admitter
 from webhook.cluster import LiveCluster
@@ -49,7 +51,7 @@ from webhook.kubeapi import UNANSWERED, KubeApi, Raw, Resource, failure
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
 from webhook.pods import ManagedPod
-from webhook.preempting import Preemptor
+from webhook.preempting import Preemptor, under_way
 from webhook.queuestatus import queue_statuses
 from webhook.replacing import StuckReplacer
 from webhook.settings import AdmissionSettings, ControllerSettings
@@ -246,6 +248,11 @@ class Controller:
     def _reconcile(self, workers: Workers) -> Decision | None:
         workers.each(self.admitter.complete_admissions(workers))
         workers.each(self.explainer.undecided(workers))
+        # The victims in progress, read before the snapshot: seen later, one may have ended.
+        under = []
+        if self.settings.evict:  # the groups' pods as they are, unsorted: only marks are read
+            groups = self.cluster.groups()
+            under = under_way({n: g.pods for n, g in groups.items()}, self.cluster.now())
         snapshot = self.cluster.snapshot()
         self.strays.tell_made()
         if not any(w.placement is None for w in snapshot.workloads):
@@ -253,18 +260,18 @@ class Controller:
             self._report_queue_status(workers, snapshot, None)
             return None
         started = time.perf_counter()
-        decision = decide(snapshot, budget_ms=self.settings.budget_ms)
+        decision = decide(_as_ended(snapshot, under), budget_ms=self.settings.budget_ms)
         self.cycles += 1
         self.metrics.allocator_seconds.labels(decision.stats.path).observe(
             time.perf_counter() - started
         )
-        verdicts = [self._as_lived(v) for v in decision.workloads]
+        verdicts = [self._as_lived(_awaiting(v, under)) for v in decision.workloads]
         if decision.repartitions != self.cluster.last_repartitions():
             for plan in decision.repartitions:
                 log.info("MIG repartition proposal (not applied): %s", plan.message)
         self.cluster.set_last_decisions(verdicts, decision.repartitions)
         pods = self._pods_by_workload()
-        evictions = decision.evictions if self.settings.evict else ()
+        evictions = [*under, *decision.evictions] if self.settings.evict else []
         self.preemptor.carry_out(workers, evictions, pods)
         workloads = {w.name: w for w in snapshot.workloads}
         undecided = [
@@ -285,7 +292,8 @@ class Controller:
             for verdict, members in undecided
             if verdict.outcome is Outcome.ADMIT
         )
-        self._report_queue_status(workers, snapshot, decision)  # admissions reserved or refused
+        lived = decision.model_copy(update={"workloads": tuple(verdicts)})
+        self._report_queue_status(workers, snapshot, lived)  # admissions reserved or refused
         present = {p.identity for group in pods.values() for p in group}
         self.explainer.keep_only(present)
         workers.each(
@@ -388,3 +396,55 @@ class Controller:
             found = self.replacer.review(dict(self.watched.node_problems), workers)
         self.stuck_reviews += 1
         return found
+
+
+def _as_ended(snapshot: Snapshot, under: list[Eviction]) -> Snapshot:
+    """The snapshot the decision takes: the victims in progress (``preempting.under_way``)
+    as if already gone, their beneficiaries nominated to the room they free. The decision
+    then picks no other victim in their place (seen running, a gang whose first pods have
+    ended is a smaller workload, and the decision may evict another one instead), and
+    gives their room to no other waiting workload. What it admits into that room is not
+    admitted while they still run: their beneficiaries wait for them (``_awaiting``), and a
+    reservation is checked against the live cluster, where they still hold what they hold
+    (``LiveCluster.reserve``)."""
+    if not under:
+        return snapshot
+    victims = {e.workload for e in under}
+    beneficiaries = {e.beneficiary for e in under}
+    workloads = tuple(
+        w.model_copy(update={"nominated": True})
+        if w.name in beneficiaries and w.placement is None and not w.nominated
+        else w
+        for w in snapshot.workloads
+        if w.name not in victims or w.placement is None
+    )
+    return snapshot.model_copy(update={"workloads": workloads})
+
+
+_ADMITTED_FOR = {
+    Reason.PREEMPTED_PRIORITY: Reason.ADMITTED_BY_PRIORITY,
+    Reason.PREEMPTED_RECLAIM: Reason.ADMITTED_BY_RECLAIM,
+}
+
+
+def _awaiting(verdict: WorkloadDecision, under: list[Eviction]) -> WorkloadDecision:
+    """A beneficiary of victims in progress the decision admits (their room counted free,
+    ``_as_ended``) as it lives it: it preempts them, and waits for them to end."""
+    if verdict.outcome is not Outcome.ADMIT:
+        return verdict
+    mine = [e for e in under if e.beneficiary == verdict.workload]
+    if not mine:
+        return verdict
+    victims = tuple(sorted({e.workload for e in mine}))
+    message = (
+        f"{verdict.message}; the eviction of {len(victims)} workload(s) it preempts is "
+        f"under way: {', '.join(victims)}"
+    )
+    return verdict.model_copy(
+        update={
+            "outcome": Outcome.PREEMPT,
+            "reason": _ADMITTED_FOR[mine[0].reason],
+            "message": message,
+            "victims": victims,
+        }
+    )

@@ -22,6 +22,18 @@ pods one after another. What that keeps of the order one call at a time had:
   it (``Workers.later``);
 - a lost Lease stops the evictions not started and every nomination; evictions made until
   then are counted, and told by a later cycle once seen leaving (``_asked``).
+
+A victim of several pods cannot be evicted at once: a replica may die (or lose the Lease)
+between two of its pods' evictions, and a PodDisruptionBudget may let them go one at a
+time. Left so, a gang whose member ended runs on (its owner replaces the member), and
+the next decision sees a smaller workload and may evict another in its place. So before
+the first of its pods is evicted, each of its pods to evict is marked
+(``keys.ANNOTATION_EVICTED_FOR``: for whom, why, until ``NOMINATION_S`` from now), every
+mark answered before any eviction (one refused or unanswered: none of that victim's pods
+is evicted this cycle). A running workload one of whose pods carries an unexpired mark,
+for a workload that still waits, is a victim in progress (``under_way``), whoever started
+it: every cycle evicts the rest of it, whatever the decision, and the decision sees it as
+gone (``Controller._reconcile``). A one-pod victim goes whole or not at all: no mark.
 """
 
 from __future__ import annotations
@@ -36,15 +48,16 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from scheduler.model import Eviction
+from scheduler.reasons import Reason
 from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.kubeapi import UNANSWERED, KubeApi, failure
 from webhook.metrics import Metrics
 from webhook.patches import set_metadata
-from webhook.pods import ManagedPod, rfc3339
+from webhook.pods import EvictionMark, ManagedPod, rfc3339
 from webhook.workers import Workers
 
-__all__ = ["LOST_EVICTION_S", "NOMINATION_S", "Preemptor"]
+__all__ = ["LOST_EVICTION_S", "NOMINATION_S", "Preemptor", "under_way"]
 
 log = logging.getLogger("apportion.controller")
 
@@ -81,6 +94,40 @@ class _Evicted:
     """Its pods whose eviction was made now (noted in ``_asked`` until told)."""
     unanswered: bool = False
     """Whether one of its pods' evictions got no answer."""
+
+
+UNDER_WAY = "evicted with the rest of its workload, whose eviction started in an earlier cycle"
+"""The message of a victim in progress's Event (``under_way``): the decision that chose it
+may have been another replica's."""
+
+
+def under_way(pods: dict[str, list[ManagedPod]], now: float) -> list[Eviction]:
+    """The victims in progress among the workloads (``pods``: by the name the decision
+    names them): running, one of their pods marked (``keys.ANNOTATION_EVICTED_FOR``) until
+    after ``now``, for a workload whose pods all still wait. Each with the mark that ends
+    last. Expired marks, marks on a workload no longer running and marks for a workload
+    admitted or gone are moot."""
+    found = []
+    for name, members in sorted(pods.items()):
+        if not members or any(p.gated for p in members):
+            continue
+        marks = [p.evicted_for for p in members if p.evicted_for and p.evicted_for.until > now]
+        if not marks:
+            continue
+        mark = max(marks, key=lambda m: (m.until, m.beneficiary))
+        beneficiary = pods.get(mark.beneficiary)
+        if not beneficiary or not all(p.gated for p in beneficiary):
+            continue
+        found.append(
+            Eviction(
+                workload=name,
+                queue=members[0].queue,
+                beneficiary=mark.beneficiary,
+                reason=mark.reason,
+                message=UNDER_WAY,
+            )
+        )
+    return found
 
 
 class Preemptor:
@@ -221,7 +268,10 @@ class Preemptor:
         """Evict the victim's pods that are not already leaving, one after another (a
         worker's task). ``outcome`` gets those whose eviction was made now (answered, or
         gone after one that got no answer: 404), noted as asked until ``carry_out`` tells
-        them, and whether one got no answer."""
+        them, and whether one got no answer. A victim of several pods is marked first, each
+        pod to evict (``_mark``): if one mark is not made, none is evicted."""
+        if not self._mark(eviction, members, now):
+            return
         for pod in members:
             if pod.terminating:
                 continue
@@ -247,6 +297,31 @@ class Preemptor:
             with self._lock:
                 self._asked[pod.identity] = _Asked(pod, eviction, made=True, at=now)
             outcome.made.add(pod.identity)
+
+    def _mark(self, eviction: Eviction, members: list[ManagedPod], now: float) -> bool:
+        """Mark the pods of a victim of several pods that are not leaving yet as evicted for
+        its beneficiary (``keys.ANNOTATION_EVICTED_FOR``), where they do not say so already
+        (unexpired); True once every mark is made. A one-pod victim is not marked: it cannot
+        be left half evicted."""
+        if len(members) < 2:
+            return True
+        reason = eviction.reason
+        if reason not in (Reason.PREEMPTED_PRIORITY, Reason.PREEMPTED_RECLAIM):
+            reason = Reason.PREEMPTED_PRIORITY
+        mark = EvictionMark(eviction.beneficiary, reason, int(now) + NOMINATION_S)
+        for pod in members:
+            current = pod.evicted_for
+            if pod.terminating or (
+                current is not None
+                and current.beneficiary == mark.beneficiary
+                and current.until > now
+            ):
+                continue
+            annotations = {keys.ANNOTATION_EVICTED_FOR: mark.text()}
+            patch = set_metadata(pod.raw or {}, "annotations", annotations)
+            if patch and not self.patch(pod, patch, "marking for eviction"):
+                return False
+        return True
 
     def _tell(self, workers: Workers, pod: ManagedPod, eviction: Eviction) -> None:
         """The Event ``Preempted``, left to the cycle's workers behind the eviction it
