@@ -39,9 +39,10 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
+from typing import Any
 
 from controller_support import SETTINGS, TEAM_A, eventually, gates_of, waiting_pod
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from kubefake import WRITES, Fake, running_fake
 
@@ -162,16 +163,20 @@ def _seed(fake: Fake, scenario: Scenario) -> None:
     """The scenario's pods in the recorded cluster: waiting ones as the webhook leaves
     them, running ones admitted, bound and placed first fit on the free whole GPUs."""
     fake.put_namespace(NAMESPACE, {keys.NAMESPACE_ENABLED: "true"})
+
+    def pod_of(ask: Ask, name: str) -> dict[str, Any]:
+        return waiting_pod(
+            fake,
+            name,
+            gpus=ask.gpus,
+            priority=ask.priority,
+            workload=f"{NAMESPACE}/{ask.name}",
+            gang=ask.pods if ask.pods > 1 else None,
+        )
+
     for ask in scenario.waiting:
         for name in ask.pod_names():
-            pod = waiting_pod(
-                fake,
-                name,
-                gpus=ask.gpus,
-                priority=ask.priority,
-                workload=f"{NAMESPACE}/{ask.name}",
-                gang=ask.pods if ask.pods > 1 else None,
-            )
+            pod = pod_of(ask, name)
             if ask.mig:
                 resources = pod["spec"]["containers"][0]["resources"]
                 for part in ("limits", "requests"):
@@ -181,14 +186,7 @@ def _seed(fake: Fake, scenario: Scenario) -> None:
     placements = running_placements(scenario)
     for ask in scenario.running:
         for name in ask.pod_names():
-            pod = waiting_pod(
-                fake,
-                name,
-                gpus=ask.gpus,
-                priority=ask.priority,
-                workload=f"{NAMESPACE}/{ask.name}",
-                gang=ask.pods if ask.pods > 1 else None,
-            )
+            pod = pod_of(ask, name)
             pod["metadata"]["annotations"] |= {
                 keys.ANNOTATION_DECISION: "admitted",
                 ANNOTATION_PLACEMENT: placements[name],
@@ -506,6 +504,26 @@ REACHED: Counter[str] = Counter()
     scenario=scenarios(),
     where=st.sampled_from([ANYWHERE, WITHIN_A_GANG, AFTER_AN_EVICTION]),
     pick=st.integers(0, 1000),
+)
+# The two cuts the test below requires, reached in every run (drawn, they were missed in
+# about one run of five): a gang half admitted, a victim's room freed and not yet given.
+@example(
+    scenario=Scenario((Ask("w0", pods=2, gpus=1, mig=False, priority=5),), (), 6, 2),
+    where=WITHIN_A_GANG,
+    pick=0,
+)
+@example(
+    scenario=Scenario(
+        (Ask("w0", pods=2, gpus=2, mig=False, priority=5),),
+        (
+            Ask("r0", pods=1, gpus=1, mig=False, priority=0),
+            Ask("r1", pods=2, gpus=2, mig=False, priority=0),
+        ),
+        6,
+        2,
+    ),
+    where=AFTER_AN_EVICTION,
+    pick=0,
 )
 def crash_and_restart(scenario: Scenario, where: str, pick: int) -> None:
     clean = _clean_run(scenario)
