@@ -195,6 +195,24 @@ def test_a_one_pod_victim_and_pods_already_marked_or_leaving_are_not_marked() ->
     assert log == [("evict", "low-0"), ("evict", "low-1")]
 
 
+def test_a_mark_half_run_out_is_made_again_while_its_eviction_goes_on() -> None:
+    """Was made once: a PodDisruptionBudget holding a pod back past NOMINATION_S let the
+    mark run out, and the decision could pick another victim in its place."""
+    log: list[tuple[str, str]] = []
+    run = _marking(log)
+    late = int(run.now) + NOMINATION_S // 2 - 1
+    run.cycle(*(
+        replace(_pod(name), evicted_for=EvictionMark(
+            "gpu-team-a/urgent", Reason.PREEMPTED_PRIORITY, late + 2 * (name == "low-1")))
+        for name in ("low-0", "low-1")
+    ))  # fmt: skip
+    assert log == [("mark", "low-0"), ("evict", "low-0"), ("evict", "low-1")]
+    renewed = EvictionMark(
+        "gpu-team-a/urgent", Reason.PREEMPTED_PRIORITY, int(run.now) + NOMINATION_S
+    )
+    assert [_mark_value(v) for v in run.marks] == [renewed]
+
+
 def _waiting(name: str, workload: str) -> ManagedPod:
     return replace(_pod(name, workload), gated=True, node=None)
 

@@ -301,8 +301,10 @@ class Preemptor:
     def _mark(self, eviction: Eviction, members: list[ManagedPod], now: float) -> bool:
         """Mark the pods of a victim of several pods that are not leaving yet as evicted for
         its beneficiary (``keys.ANNOTATION_EVICTED_FOR``), where they do not say so already
-        (unexpired); True once every mark is made. A one-pod victim is not marked: it cannot
-        be left half evicted."""
+        for more than half of ``NOMINATION_S``; True once every mark is made. So a victim a
+        PodDisruptionBudget holds back keeps its mark as long as its eviction goes on (a
+        mark run out would let the decision pick another victim in its place). A one-pod
+        victim is not marked: it cannot be left half evicted."""
         if len(members) < 2:
             return True
         reason = eviction.reason
@@ -314,7 +316,7 @@ class Preemptor:
             if pod.terminating or (
                 current is not None
                 and current.beneficiary == mark.beneficiary
-                and current.until > now
+                and current.until > now + NOMINATION_S / 2
             ):
                 continue
             annotations = {keys.ANNOTATION_EVICTED_FOR: mark.text()}
