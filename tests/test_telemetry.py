@@ -553,6 +553,24 @@ def test_on_a_live_cluster_metrics_take_out_only_gpus_beyond_those_already_out()
     assert (out(one, SETTINGS), out(two, SETTINGS)) == ([3, 7], [3, 5, 7])  # indices NVML's
 
 
+def test_on_a_live_cluster_a_rows_gpu_is_found_by_its_kind_and_rank() -> None:
+    """Was by NVML index: with NVML GPU 0 in MIG and the node's snapshot numbering its whole
+    GPUs first (0-6, the MIG GPU 7), an XID on whole GPU 7 took out the MIG GPU and one on
+    GPU 0's instance a whole GPU (or was dropped: that GPU has no MIG layout)."""
+    sevens = mig(*(f"1g.10gb@{i}" for i in range(7)))
+    snap = snapshot(nodes=[node("gpu-a", H100, 8, mig_layouts={7: sevens})], now=NOW)
+    rows = [sample(0), sample(0, profile="1g.10gb", gi=7, xid=79)]
+    rows += [sample(g, xid=79 if g == 7 else 0) for g in range(1, 8)]
+    report = assess(snap, rows, LIVE)
+    assert [(v.gpu, v.reason.split(" at ")[0]) for v in report.unhealthy] == [
+        (6, "XID 79"),
+        (7, "XID 79 on MIG 1g.10gb (GI 7)"),
+    ]
+    assert report.unknown == ()
+    by_index = assess(snap, rows, SETTINGS)
+    assert [v.gpu for v in by_index.unhealthy] == [0, 7]  # a snapshot file's indices are NVML's
+
+
 def test_on_a_live_cluster_a_row_without_pod_labels_is_a_workloads_only_on_a_node_it_fills() -> (
     None
 ):

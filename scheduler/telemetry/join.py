@@ -75,6 +75,36 @@ def _held_whole(snapshot: Snapshot, held: Mapping[tuple[str, int], list[_Holder]
     return whole
 
 
+def _by_kind_and_rank(
+    snapshot: Snapshot, samples: list[DeviceSample]
+) -> dict[tuple[str, int], int]:
+    """(node, NVML index) → the snapshot's index, where a node's indices only count its GPUs
+    and DCGM's kinds disagree with the snapshot's at some index: the k-th whole GPU DCGM
+    reports on such a node is the node's k-th whole GPU, the k-th MIG GPU (one with MIG
+    instance rows) its k-th MIG GPU. By index alone, a node whose NVML GPU 0 is in MIG and
+    whose snapshot numbers its whole GPUs first had each kind's XIDs charged to the other
+    kind. Where the kinds agree, the index is kept (absent from the map)."""
+    mig: dict[tuple[str, int], bool] = {}
+    for sample in samples:
+        where = (sample.key.node, sample.key.gpu)
+        mig[where] = mig.get(where, False) or sample.key.is_mig
+    reported: dict[str, list[tuple[int, bool]]] = {}
+    for (name, index), in_mig in sorted(mig.items()):
+        reported.setdefault(name, []).append((index, in_mig))
+    ranked: dict[tuple[str, int], int] = {}
+    for node in snapshot.nodes:
+        seen = reported.get(node.name, [])
+        kinds = {g.index: g.mig is not None for g in node.gpus}
+        if all(kinds.get(index) == in_mig for index, in_mig in seen):
+            continue
+        for kind in (False, True):
+            own = sorted(index for index, in_mig in kinds.items() if in_mig == kind)
+            theirs = [index for index, in_mig in seen if in_mig == kind]
+            for nvml, index in zip(theirs, own, strict=False):
+                ranked[(node.name, nvml)] = index
+    return ranked
+
+
 def join_samples(
     snapshot: Snapshot,
     samples: Iterable[DeviceSample],
@@ -86,9 +116,10 @@ def join_samples(
 
     ``pod_owner`` maps (namespace, pod) → workload name (gang pods usually carry their own
     names); ``known_uuids`` carries UUIDs learned in earlier refreshes. Unless
-    ``indices_name_devices`` (``TelemetrySettings``), a row without pod labels is a
-    workload's only where it holds its node whole: its placement's indices are not the
-    devices the kubelet gave it."""
+    ``indices_name_devices`` (``TelemetrySettings``), a row's GPU is found by its kind and
+    rank on its node (``_by_kind_and_rank``), and a row without pod labels is a workload's
+    only where it holds its node whole: its placement's indices are not the devices the
+    kubelet gave it."""
     gpus: dict[tuple[str, int], Gpu] = {
         (n.name, g.index): g for n in snapshot.nodes for g in n.gpus
     }
@@ -96,11 +127,15 @@ def join_samples(
     by_name = {w.name: w for w in snapshot.workloads}
     held = _holders(snapshot)
     held_whole = None if indices_name_devices else _held_whole(snapshot, held)
+    ranked = None
+    if not indices_name_devices:
+        samples = list(samples)
+        ranked = _by_kind_and_rank(snapshot, samples)
     owners = pod_owner or {}
     joined = Joined(uuids=dict(known_uuids or {}))
     for sample in samples:
         key = sample.key
-        where = (key.node, key.gpu)
+        where = (key.node, key.gpu if ranked is None else ranked.get((key.node, key.gpu), key.gpu))
         gpu = gpus.get(where)
         if gpu is not None and key.uuid:
             joined.uuids[key.uuid] = where
