@@ -491,6 +491,18 @@ def _victims_cut_in_part(scenario: Scenario, crash: CrashRun) -> set[str]:
     }
 
 
+GANG_VICTIM = Scenario(
+    waiting=(Ask("w0", pods=2, gpus=2, mig=False, priority=5),),
+    running=(
+        Ask("r0", pods=1, gpus=1, mig=False, priority=0),
+        Ask("r1", pods=2, gpus=2, mig=False, priority=0),
+    ),
+    quota=6,
+    mig_quota=2,
+)
+"""A gang victim of two pods (r1) for a gang of a higher priority (w0), beside a smaller
+workload (r0) that no clean run evicts: the half-evicted victim the property found."""
+
 REACHED: Counter[str] = Counter()
 """What the crashes interrupted, over the property's examples."""
 
@@ -513,15 +525,7 @@ REACHED: Counter[str] = Counter()
     pick=0,
 )
 @example(
-    scenario=Scenario(
-        (Ask("w0", pods=2, gpus=2, mig=False, priority=5),),
-        (
-            Ask("r0", pods=1, gpus=1, mig=False, priority=0),
-            Ask("r1", pods=2, gpus=2, mig=False, priority=0),
-        ),
-        6,
-        2,
-    ),
+    scenario=GANG_VICTIM,
     where=AFTER_AN_EVICTION,
     pick=0,
 )
@@ -551,15 +555,7 @@ def test_a_gang_victims_eviction_a_dead_replica_started_is_completed_by_the_next
     which no clean run touches, and r1-1 ran on without its peer; nothing recorded r1's
     eviction before it started. A marks both r1 pods first (``evicted-for``), and B
     completes r1's eviction, as a clean run does."""
-    scenario = Scenario(
-        waiting=(Ask("w0", pods=2, gpus=2, mig=False, priority=5),),
-        running=(
-            Ask("r0", pods=1, gpus=1, mig=False, priority=0),
-            Ask("r1", pods=2, gpus=2, mig=False, priority=0),
-        ),
-        quota=6,
-        mig_quota=2,
-    )
+    scenario = GANG_VICTIM
     clean = _clean_run(scenario)
     pods = f"/api/v1/namespaces/{NAMESPACE}/pods"
     assert clean.writes[:3] == [
@@ -588,15 +584,7 @@ def test_a_gang_victim_a_disruption_budget_lets_go_one_pod_at_a_time_is_complete
     (429) while r1-0's is made and r1-0 ends at once. Was: the next cycles saw r1 as a gang
     of one pod, 3 GPUs in use, and evicted r0 for w0. r1's marks make its eviction one
     under way: every cycle evicts r1-1 again, none evicts r0, and w0 waits for r1-1."""
-    scenario = Scenario(
-        waiting=(Ask("w0", pods=2, gpus=2, mig=False, priority=5),),
-        running=(
-            Ask("r0", pods=1, gpus=1, mig=False, priority=0),
-            Ask("r1", pods=2, gpus=2, mig=False, priority=0),
-        ),
-        quota=6,
-        mig_quota=2,
-    )
+    scenario = GANG_VICTIM
     with running_fake() as fake:
         _seed(fake, scenario)
         fake.block_evictions(NAMESPACE, "r1-1")
