@@ -38,6 +38,7 @@ import re
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -285,18 +286,23 @@ class CleanRun:
     pods: Pods
 
 
+def _run(fake: Fake, scenario: Scenario, name: str, stop: Callable[[], bool] | None = None) -> None:
+    """Replica ``name`` from its start until it is quiet (or ``stop`` says so), stopped."""
+    controller = _replica(fake, name, scenario)
+    controller.start()
+    try:
+        eventually(controller.synced)
+        eventually(lambda: (stop is not None and stop()) or _quiet(fake, controller, name))
+    finally:
+        _stop(fake, controller)
+
+
 @functools.lru_cache(maxsize=16)
 def _clean_run(scenario: Scenario) -> CleanRun:
     """What one replica that never crashes leaves, and the writes it makes on the way."""
     with running_fake() as fake:
         _seed(fake, scenario)
-        controller = _replica(fake, "clean", scenario)
-        controller.start()
-        try:
-            eventually(controller.synced)
-            eventually(lambda: _quiet(fake, controller, "clean"))
-        finally:
-            _stop(fake, controller)
+        _run(fake, scenario, "clean")
         return CleanRun(_writes(fake, "clean"), _pods(fake, scenario))
 
 
@@ -315,21 +321,9 @@ def _crash_run(scenario: Scenario, k: int) -> CrashRun:
     with running_fake() as fake:
         _seed(fake, scenario)
         killed = fake.fail(".*", method=WRITES, after=k, times=FOREVER, status=503, client="a")
-        a = _replica(fake, "a", scenario)
-        a.start()
-        try:
-            eventually(a.synced)
-            eventually(lambda: killed.times < FOREVER or _quiet(fake, a, "a"))
-        finally:
-            _stop(fake, a)
+        _run(fake, scenario, "a", stop=lambda: killed.times < FOREVER)
         at_crash = _pods(fake, scenario)
-        b = _replica(fake, "b", scenario)
-        b.start()
-        try:
-            eventually(b.synced)
-            eventually(lambda: _quiet(fake, b, "b"))
-        finally:
-            _stop(fake, b)
+        _run(fake, scenario, "b")
         return CrashRun(killed.times < FOREVER, at_crash, _pods(fake, scenario), _writes(fake, "b"))
 
 
