@@ -119,6 +119,14 @@ def test_a_pruned_candidate_misses_a_goal_when_simulated() -> None:
         texts=["utilization>=35%"],
         one_queue=False,
     )
+    # An A100-only job on a cluster of L4 nodes never runs, and the replay ends when it
+    # arrives (t=60): the two L4s were busy 25 % of the time, where the bound counted up to
+    # that job's end (t=113) and said at most 20 % (hypothesis found it).
+    @example(
+        rows=[(0, 60, 1, 2, (), "q", 0), (53, 60, 1, 1, ("A100-80GB",), "q", 0)],
+        texts=["utilization>=20%"],
+        one_queue=True,
+    )
     def check(rows: list[Row], texts: list[str], one_queue: bool) -> None:
         c, jobs = _demand(rows, one_queue)
         slos = tuple(parse_slo(t) for t in texts)

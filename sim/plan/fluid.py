@@ -27,7 +27,8 @@ Three necessary conditions, each cheap next to a simulation:
 - **Enough work to keep it busy**: with a utilization goal ``u``, the most GPU-time the
   demand could hold (every job on its slowest allowed resource, a MIG instance as its
   share of the GPU's compute, as the simulator counts it) must reach ``u`` × the
-  candidate's GPUs × the earliest possible end of the replay.
+  candidate's GPUs × the earliest possible end of its replay (the last arrival, and the
+  fastest end of each job it can run: one it cannot run ends nothing).
 
 A job another job may evict (a higher priority of its queue, a cohort mate reclaiming,
 as the queues' preemption policies allow) can start in time and finish late, and its
@@ -85,7 +86,12 @@ class FluidDemand:
     need_upper: float
     """GPU-seconds of the demand on its slowest allowed resources (utilization test)."""
     horizon_s: float
-    earliest_end_s: float
+    last_arrival_s: float
+    ends: tuple[tuple[frozenset[str], int, float], ...]
+    """Per kind of job (the resources it may use, whole GPUs per pod): the latest arrival
+    plus fastest run among them. A candidate's replay lasts at least until the last
+    arrival and the end of every job it can run (``earliest_end``): a job it cannot run
+    (no node of a model it may use, or none large enough) ends nothing."""
     utilization: float | None
     classes: tuple[str, ...]
     pod_gpus: tuple[int, ...] = ()
@@ -137,7 +143,7 @@ def fluid_demand(
     waits = [s for s in slos if s.metric.endswith("_wait") and not s.metric.startswith("mean")]
     max_wait = max((s.target for s in waits), default=0.0)
     rows: list[tuple[float, float, str, dict[str, float]]] = []
-    earliest_end = 0.0
+    ends: dict[tuple[frozenset[str], int], float] = {}
     upper = 0.0
     passes = len(jobs) * (1 + 2 * len(waits))  # the jobs, then per goal its scope and windows
     for n, job in enumerate(jobs):
@@ -155,7 +161,8 @@ def fluid_demand(
             slowest = max(slowest, job.work / rate)
             held = max(held, _held(job, r, gpus, cat) * job.work / rate)
         if seconds:
-            earliest_end = max(earliest_end, job.submit + runtime)
+            kind = (frozenset(seconds), job.workload.demand.gpus or 0)
+            ends[kind] = max(ends.get(kind, 0.0), job.submit + runtime)
         upper += held
         rows.append(
             (min(seconds.values(), default=0.0), slowest, _class_key(job, seconds), seconds)
@@ -215,11 +222,37 @@ def fluid_demand(
         need,
         upper,
         float(last + max_wait + longest),
-        float(earliest_end),
+        float(last),
+        tuple((kind, pod, end) for (kind, pod), end in sorted(ends.items(), key=_by_names)),
         max((s.target for s in util), default=None),
         tuple(sorted(classes)),
         tuple(int(k.rsplit("|", 1)[1]) for k in sorted(classes)),
         tuple(windows),
+    )
+
+
+def _by_names(item: tuple[tuple[frozenset[str], int], float]) -> tuple[list[str], int]:
+    (resources, pod_gpus), _ = item
+    return sorted(resources), pod_gpus
+
+
+def earliest_end(
+    demand: FluidDemand, capacity: dict[str, int], largest_node: dict[str, int] | None
+) -> float:
+    """The earliest a candidate's replay can end: its last arrival, and the fastest end of
+    each job it can run. Was every job's: where an A100-only job cannot run, the replay
+    ended when it arrived, and the test pruned a cluster busier than it said."""
+
+    def runs(resources: frozenset[str], pod_gpus: int) -> bool:
+        return any(
+            capacity.get(r, 0) > 0
+            and (largest_node is None or r.startswith("mig-") or largest_node.get(r, 0) >= pod_gpus)
+            for r in resources
+        )
+
+    return max(
+        [demand.last_arrival_s]
+        + [end for resources, pod_gpus, end in demand.ends if runs(resources, pod_gpus)]
     )
 
 
@@ -533,7 +566,7 @@ def fluid_bound(
                 )
     busy = None
     if demand.utilization is not None:
-        denominator = gpus * max(1.0, demand.earliest_end_s)
+        denominator = gpus * max(1.0, earliest_end(demand, capacity, largest_node))
         busy = demand.need_upper / denominator if denominator else math.inf
         if busy < demand.utilization and not reason:
             reason = (
