@@ -587,7 +587,7 @@ def test_gpu_metrics_rules_from_env_and_their_errors() -> None:
             "APPORTION_DCGM_IDLE_THRESHOLD_PCT": "2.5%",
             "APPORTION_DCGM_IDLE_WINDOW_S": "1800",
             "APPORTION_DCGM_STALENESS_S": "90",
-            "APPORTION_DCGM_SERIES_SELECTOR": 'job="dcgm-exporter", cluster=~"gpu-.*"',
+            "APPORTION_DCGM_SERIES_SELECTOR": "job=\"dcgm-exporter\", cluster=~'gpu-.*'",
             "APPORTION_DCGM_LABELS": "node=node, pod=pod_name",
         }
     )
@@ -597,7 +597,7 @@ def test_gpu_metrics_rules_from_env_and_their_errors() -> None:
         idle_threshold_milli=25,
         idle_window_s=1800,
         staleness_s=90,
-        series_selector='job="dcgm-exporter", cluster=~"gpu-.*"',
+        series_selector="job=\"dcgm-exporter\", cluster=~'gpu-.*'",
         labels=SeriesLabels(node="node", pod="pod_name"),
         indices_name_devices=False,
     )
