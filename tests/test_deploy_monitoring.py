@@ -446,6 +446,7 @@ ONE_REPLICA = {
     'apportion_gpu_metrics_status{status="stale"}': 0,
     "apportion_gpu_metrics_age_seconds": 30,
     "apportion_gpu_metrics_unknown_gpus": 0,
+    "apportion_gpu_metrics_unmatched_pods": 0,
 }
 REPLICATED = {name.partition("{")[0] for name in ONE_REPLICA}
 # What each expression shows for ONE_REPLICA, in the order of the panel's targets: the same
@@ -461,7 +462,7 @@ ONE_ANSWER = {
     "panel 'Idle allocated GPUs'": [['{queue="team-a"} 1']],
     "panel 'Unhealthy GPUs'": [["{} 2"]],
     "panel 'Unhealthy GPUs by node'": [['{node="gpu-a"} 2']],
-    "panel 'GPU metrics'": [['{status="fresh"} 1'], ["{} 0"]],
+    "panel 'GPU metrics'": [['{status="fresh"} 1'], ["{} 0"], ["{} 0"]],
     "panel 'GPU metrics age'": [["{} 30"]],
     "alert ApportionQueueStarving": [['{queue="team-a",flavor="H100-80GB"} 2000']],
     "alert ApportionUnhealthyGpus": [['{node="gpu-a"} 2']],

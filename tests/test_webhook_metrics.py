@@ -6,6 +6,7 @@ from __future__ import annotations
 from webhook_support import fixture_cluster
 
 from scheduler.model import Demand
+from scheduler.telemetry import DeviceKey, DeviceSample, TelemetrySettings, assess
 from webhook.metrics import Metrics
 from webhook.pods import ManagedPod
 
@@ -41,3 +42,17 @@ def test_oldest_pending_is_per_flavor_the_waiting_work_could_use() -> None:
     for flavor in ("H100-80GB", "mig-1g.10gb"):  # the same flavor names as usage and quota
         labels = {"queue": "team-a", "flavor": flavor}
         assert registry.get_sample_value("apportion_queue_nominal_gpus", labels) is not None
+
+
+def test_gpu_series_whose_pods_are_no_workloads_are_counted() -> None:
+    """Was only in the report: a scrape that renamed the exporter's pod labels (and kept no
+    exported_ ones) attributed nothing, while the note said the metrics were fresh."""
+    cluster = fixture_cluster()
+    rows = [
+        DeviceSample(DeviceKey("gpu-node-a", g, f"GPU-{g}", None, "", "monitoring", "exporter"),
+                     sampled_at=NOW)
+        for g in range(2)
+    ]  # fmt: skip
+    cluster.set_telemetry(assess(cluster.snapshot(with_telemetry=False), rows, TelemetrySettings()))
+    registry = Metrics(cluster).registry
+    assert registry.get_sample_value("apportion_gpu_metrics_unmatched_pods") == 2

@@ -248,4 +248,11 @@ def _telemetry_metrics(cluster: LiveCluster) -> Iterator[GaugeMetricFamily]:
         "GPU series that match no known node and GPU, or a MIG slice its GPU's layout lacks.",
     )
     unknown.add_metric([], len(report.unknown))
-    yield from (status, age, idle, unknown)
+    unmatched = GaugeMetricFamily(
+        "apportion_gpu_metrics_unmatched_pods",
+        "GPU series whose pod labels name no running workload: not attributed (idleness and "
+        "right-sizing go without them). Every row, on a scrape that renames the exporter's "
+        "pod labels without keeping exported_ ones.",
+    )
+    unmatched.add_metric([], len(report.unmatched_pods))
+    yield from (status, age, idle, unknown, unmatched)
