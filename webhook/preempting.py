@@ -48,7 +48,6 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from scheduler.model import Eviction
-from scheduler.reasons import Reason
 from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.kubeapi import UNANSWERED, KubeApi, failure
@@ -307,10 +306,7 @@ class Preemptor:
         victim is not marked: it cannot be left half evicted."""
         if len(members) < 2:
             return True
-        reason = eviction.reason
-        if reason not in (Reason.PREEMPTED_PRIORITY, Reason.PREEMPTED_RECLAIM):
-            reason = Reason.PREEMPTED_PRIORITY
-        mark = EvictionMark(eviction.beneficiary, reason, int(now) + NOMINATION_S)
+        mark = EvictionMark(eviction.beneficiary, eviction.reason, int(now) + NOMINATION_S)
         for pod in members:
             current = pod.evicted_for
             if pod.terminating or (
