@@ -90,7 +90,7 @@ class FluidDemand:
     ends: tuple[tuple[frozenset[str], int, float], ...]
     """Per kind of job (the resources it may use, whole GPUs per pod): the latest arrival
     plus fastest run among them. A candidate's replay lasts at least until the last
-    arrival and the end of every job it can run (``earliest_end``): a job it cannot run
+    arrival and the end of every job it can run (``_earliest_end``): a job it cannot run
     (no node of a model it may use, or none large enough) ends nothing."""
     utilization: float | None
     classes: tuple[str, ...]
@@ -236,7 +236,7 @@ def _by_names(item: tuple[tuple[frozenset[str], int], float]) -> tuple[list[str]
     return sorted(resources), pod_gpus
 
 
-def earliest_end(
+def _earliest_end(
     demand: FluidDemand, capacity: dict[str, int], largest_node: dict[str, int] | None
 ) -> float:
     """The earliest a candidate's replay can end: its last arrival, and the fastest end of
@@ -566,7 +566,7 @@ def fluid_bound(
                 )
     busy = None
     if demand.utilization is not None:
-        denominator = gpus * max(1.0, earliest_end(demand, capacity, largest_node))
+        denominator = gpus * max(1.0, _earliest_end(demand, capacity, largest_node))
         busy = demand.need_upper / denominator if denominator else math.inf
         if busy < demand.utilization and not reason:
             reason = (

@@ -230,15 +230,23 @@ def goal_ratios(slos: Sequence[Slo], evaluation: Mapping[str, Any]) -> list[floa
     """Each goal's ``Slo.ratio`` on one evaluation; infinite for a goal whose value rests on
     jobs that never started: that cluster never runs them (``evaluate``), however short the
     wait they had when the replay ended."""
-    never = evaluation.get("slo_never_started") or [0] * len(slos)
-    values = evaluation["slo_values"]
-    return [math.inf if n else s.ratio(v) for s, v, n in zip(slos, values, never, strict=True)]
+    return [
+        math.inf if _never_started(evaluation, i) else s.ratio(v)
+        for i, (s, v) in enumerate(zip(slos, evaluation["slo_values"], strict=True))
+    ]
 
 
 def shown(slo: Slo, evaluation: Mapping[str, Any], i: int) -> str:
     """Goal ``i``'s measured value as a report shows it, with the jobs that never started."""
-    never = (evaluation.get("slo_never_started") or [0] * (i + 1))[i]
+    never = _never_started(evaluation, i)
     value = slo.show(evaluation["slo_values"][i])
     if not never:
         return value
     return f"{value}, {never:,} job{'s' if never > 1 else ''} never started"
+
+
+def _never_started(evaluation: Mapping[str, Any], i: int) -> int:
+    """The jobs that never started goal ``i``'s value rests on; 0 in a ``plan.json`` written
+    before they were recorded (``plan merge`` renders such a record again)."""
+    never = evaluation.get("slo_never_started")
+    return int(never[i]) if never else 0
