@@ -77,18 +77,27 @@ def test_changes_are_picked_up_and_bad_edits_ignored(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def _served(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, text: str, times: int = 1
+) -> LiveCluster:
+    """A live cluster given the queues of a file holding ``text``, ``times`` over, with the
+    warnings logged meanwhile in ``caplog``."""
+    path = tmp_path / "queues.yaml"
+    path.write_text(text)
+    cluster = LiveCluster(clock=time.time)
+    with caplog.at_level("WARNING", logger="apportion.cluster"):
+        for _ in range(times):
+            cluster.replace_queues(load_queue_file(path))
+    return cluster
+
+
 def test_quota_keys_are_flavors_and_typos_are_warned(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A quota named by an alias ("H100") was kept as written: metrics and Queue status
     # showed an "H100" series at 0/8 beside the real "H100-80GB" one; a typo said nothing.
-    path = tmp_path / "queues.yaml"
-    path.write_text(
-        "- {name: a, quota: {H100: {nominal: 8}, mig-1g.10gb: {nominal: 7}, H10O: {nominal: 2}}}\n"
-    )
-    cluster = LiveCluster(clock=time.time)
-    with caplog.at_level("WARNING", logger="apportion.cluster"):
-        cluster.replace_queues(load_queue_file(path))
+    text = "- {name: a, quota: {H100: {nominal: 8}, mig-1g.10gb: {nominal: 7}, H10O: {nominal: 2}}}"
+    cluster = _served(tmp_path, caplog, text + "\n")
     assert list(cluster.queues["a"].quota) == ["H100-80GB", "mig-1g.10gb", "H10O"]
     assert caplog.messages == [
         "queue a: quota 'H10O' names no GPU model or MIG profile this cluster knows"
@@ -100,15 +109,13 @@ def test_limits_that_cannot_take_effect_are_warned_once_and_the_queue_kept(
 ) -> None:
     # Was silent: a snapshot refuses these, but a served queue took them without a word
     # (refusing it would drop a queue from a running cluster on an upgrade).
-    path = tmp_path / "queues.yaml"
-    path.write_text(
+    cluster = _served(
+        tmp_path,
+        caplog,
         "- {name: a, quota: {H100: {nominal: 8, borrowing_limit: 4}}}\n"
-        "- {name: b, cohort: lab, quota: {T4: {nominal: 2, lending_limit: 3}}}\n"
+        "- {name: b, cohort: lab, quota: {T4: {nominal: 2, lending_limit: 3}}}\n",
+        times=2,  # the same again: no new warnings
     )
-    cluster = LiveCluster(clock=time.time)
-    with caplog.at_level("WARNING", logger="apportion.cluster"):
-        cluster.replace_queues(load_queue_file(path))
-        cluster.replace_queues(load_queue_file(path))  # the same again: no new warnings
     assert sorted(cluster.queues) == ["a", "b"]
     assert caplog.messages == [
         "queue a: quota.H100.borrowing_limit: 4 needs a cohort, and queue 'a' has none; "
