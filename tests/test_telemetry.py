@@ -621,6 +621,31 @@ def test_a_device_without_metrics_makes_a_workload_unknown_not_idle() -> None:
     assert stale.idle.workloads == ()
 
 
+def test_a_workload_on_two_slices_of_one_profile_on_one_gpu_can_be_idle() -> None:
+    """Each of its two 1g.10gb slices on GPU 4 reports under its pod's labels; neither row
+    can tell which slice it is (the workload holds both). Both named "gpu-a/4 mig 1g.10gb@?",
+    they counted as one device of the two expected, and the workload was "unknown"."""
+    base = cluster()
+    pair = workload("nb-2").mig("1g.10gb").pods(2).queue("team-a").started(0)
+    pair = pair.running_on("gpu-a", 4, mig_start=4).running_on("gpu-a", 4, mig_start=5)
+    snap = base.model_copy(update={"workloads": (pair.build(),)})
+    rows = [
+        sample(4, profile="1g.10gb", gi=13, pod="nb-2-0", util_milli=10),
+        sample(4, profile="1g.10gb", gi=14, pod="nb-2-1", util_milli=20),
+    ]
+    report = assess(
+        snap,
+        rows,
+        SETTINGS,
+        pod_owner={("default", "nb-2-0"): "nb-2", ("default", "nb-2-1"): "nb-2"},
+    )
+    assert report.idle.unknown == ()
+    assert [(w.workload, w.devices, w.util_milli) for w in report.idle.workloads] == [
+        ("nb-2", ("gpu-a/4 mig 1g.10gb GI 13", "gpu-a/4 mig 1g.10gb GI 14"), 20)
+    ]
+    assert report.idle.per_queue == {"team-a": 2}
+
+
 # --------------------------------------------------------------------- right-sizing
 def test_rightsizing_names_the_cheapest_mig_slice_that_holds_the_peak() -> None:
     rows = [

@@ -26,7 +26,8 @@ class IdleWorkload:
     workload: str
     queue: str
     devices: tuple[str, ...]
-    """Its devices, e.g. ``gpu-a/3`` or ``gpu-a/2 mig 3g.40gb@4``."""
+    """Its devices, e.g. ``gpu-a/3``, ``gpu-a/2 mig 3g.40gb@4``, or ``gpu-a/2 mig 1g.10gb GI 13``
+    where the slice's start cannot be told."""
     util_milli: int
     """The busiest of its devices, per-mille over the window."""
 
@@ -46,10 +47,14 @@ class IdleReport:
 
 
 def _device(row: JoinedRow) -> str:
-    if row.sample.key.is_mig:
-        start = "?" if row.mig_start is None else str(row.mig_start)
-        return f"{row.node}/{row.gpu} mig {row.sample.key.gi_profile}@{start}"
-    return f"{row.node}/{row.gpu}"
+    """A name per device: a MIG slice whose start cannot be told (a workload holding two
+    slices of its profile on the GPU) is named by its GPU instance, so the two stay two."""
+    key = row.sample.key
+    if not key.is_mig:
+        return f"{row.node}/{row.gpu}"
+    if row.mig_start is None:
+        return f"{row.node}/{row.gpu} mig {key.gi_profile} GI {key.gi_id}"
+    return f"{row.node}/{row.gpu} mig {key.gi_profile}@{row.mig_start}"
 
 
 def assess_idleness(
