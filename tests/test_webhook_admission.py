@@ -423,7 +423,9 @@ def test_an_init_container_asking_another_kind_of_gpu_device_is_refused_naming_i
     body = _with_init(vary(review(f"{fixture}.mutate-create")), "1", sidecar=sidecar,
                       resource=resource)  # fmt: skip
     response = answer(handler.mutate, body)
-    assert response == {"uid": body["request"]["uid"], "allowed": True}
+    assert patch_of(response) == [
+        {"op": "add", "path": "/spec/schedulingGates", "value": [{"name": keys.GATE}]}
+    ]  # held, never decided, should the validating call fail
     denied = answer(handler.validate, mutated(body, response))
     assert denied["allowed"] is False
     assert denied["status"]["message"] == f"Apportion: {message}"
@@ -511,8 +513,12 @@ def test_sizes_past_any_cluster_are_refused_or_kept_in_range() -> None:
 def test_a_gang_is_always_gated_and_sized_from_its_job() -> None:
     cluster = fixture_cluster()
     body = review("job-controller-creates-pods.mutate-create")
-    # Without a size the pod is not decided and the validating call says what to add.
-    assert "patch" not in answer(admission(cluster).mutate, body)
+    # Without a size the pod is gated but not decided, and the validating call says what to
+    # add.
+    undecided = _pod_after(body, answer(admission(cluster).mutate, body))
+    assert _gated(undecided) and keys.ANNOTATION_WORKLOAD not in undecided["metadata"].get(
+        "annotations", {}
+    )
     denial = answer(
         admission(cluster).validate, review("job-controller-creates-pods.validate-create")
     )
@@ -1224,21 +1230,47 @@ def test_only_the_leading_replica_admits_at_creation() -> None:
     assert follower.cluster.snapshot().workloads == ()  # nothing reserved here
 
 
-def test_a_placement_or_nomination_a_user_wrote_on_a_waiting_pod_is_removed() -> None:
-    # A gated pod with a placement is one Apportion admitted (a gang's members are placed
-    # before their gates come off), a nominated one goes first: only Apportion writes them.
-    from webhook.admission import Admission
+_COPIED = {
+    ANNOTATION_PLACEMENT: "gpu-node-a:0",
+    keys.ANNOTATION_NOMINATED: "2099-01-01T00:00:00Z",
+    keys.ANNOTATION_EVICTED_FOR: "2099-01-01T00:00:00Z PreemptedByHigherPriority gpu-team-a/urgent",
+    keys.ANNOTATION_TOLD: "0f3c1b2a-0000-4000-8000-000000000000",
+    keys.ANNOTATION_WORKLOAD: "gpu-team-a/victim",
+    keys.ANNOTATION_DECISION: "admitted",
+    keys.ANNOTATION_REASON: "Admitted: copied",
+}
+"""What a pod copied from a running victim (``kubectl get -o yaml``) carries of Apportion's."""
+
+
+def test_every_key_only_apportion_writes_is_removed_from_a_pod_created_with_it() -> None:
+    """A gated pod with a placement is one Apportion admitted (a gang's members are placed
+    before their gates come off), a nominated one goes first, a marked one is evicted for
+    another workload (was: the eviction mark survived creation, and the copy of a victim
+    was evicted once it ran): each is removed unless the answer writes it anew, whatever
+    answer the pod gets (waiting, refused, shadow)."""
+    from webhook.admission import APPORTION_ONLY, Admission
     from webhook.settings import AdmissionSettings
 
+    assert _COPIED.keys() | {keys.LABEL_MANAGED} == APPORTION_ONLY  # a key added is added here
     follower = Admission(fixture_cluster(), AdmissionSettings(), admits_now=lambda: False)
-    forged = {
-        ANNOTATION_PLACEMENT: "gpu-node-a:0",
-        keys.ANNOTATION_NOMINATED: "2099-01-01T00:00:00Z",
-    }
-    body = vary(review(GPU_1), annotations=forged)
+    body = vary(review(GPU_1), name="copy-of-victim", annotations=dict(_COPIED))
     pod = _pod_after(body, answer(follower.mutate, body))
     assert _gated(pod)
-    assert not forged.keys() & pod["metadata"]["annotations"].keys()
+    annotations = pod["metadata"]["annotations"]
+    assert {k: annotations[k] for k in _COPIED.keys() & annotations.keys()} == {
+        keys.ANNOTATION_WORKLOAD: "gpu-team-a/copy-of-victim",
+        keys.ANNOTATION_DECISION: "pending",
+        keys.ANNOTATION_REASON: annotations[keys.ANNOTATION_REASON],
+    }
+    assert not annotations[keys.ANNOTATION_REASON].startswith("Admitted")
+    assert PodReader(fixture_cluster().catalog).observed(pod).evicted_for is None  # type: ignore[union-attr]
+    refused = vary(body, labels={keys.LABEL_QUEUE: "nope"})
+    for handler, changed in (
+        (admission().mutate, refused),
+        (admission(mode="shadow").mutate, body),
+    ):
+        pod = _pod_after(changed, answer(handler, changed))
+        assert not _COPIED.keys() & pod["metadata"]["annotations"].keys()
 
 
 def test_an_arrival_does_not_pass_higher_priority_work_of_its_queue() -> None:
@@ -1262,6 +1294,43 @@ def test_an_arrival_does_not_pass_higher_priority_work_of_its_queue() -> None:
     body["request"]["object"]["spec"]["priority"] = 900
     urgent = _pod_after(body, answer(admission(cluster).mutate, body))
     assert urgent["metadata"]["annotations"][keys.ANNOTATION_DECISION] == "admitted"
+
+
+def test_a_pod_the_validating_webhook_refuses_is_gated_and_told_by_the_controller() -> None:
+    """Was: left untouched by the mutating webhook, for the validating one to deny; but that
+    one's failurePolicy is Ignore, and a pod whose validating call failed ran outside every
+    queue. Now gated with nothing of a decision (a workload copied from a pod of its
+    namespace removed): the controller keeps such a pod gated, tells why, and takes it into
+    its queue once the reason is gone (``strays.py``)."""
+    from webhook.strays import may_be_stray
+
+    cluster = fixture_cluster()
+    body = vary(
+        review(GPU_8),
+        name="typo",
+        labels={keys.LABEL_QUEUE: "team-aa"},
+        annotations={keys.ANNOTATION_WORKLOAD: "gpu-team-a/other"},
+    )
+    response = answer(admission(cluster).mutate, body)
+    pod = _pod_after(body, response)
+    assert _gated(pod)
+    assert not {k for k in pod["metadata"]["annotations"] if k.startswith(keys.PREFIX)}
+    assert keys.LABEL_MANAGED not in pod["metadata"]["labels"]
+    assert "affinity" not in pod["spec"]
+    denial = answer(admission(cluster).validate, mutated(body, response))
+    assert denial["status"]["message"] == (
+        "Apportion: queue 'team-aa' does not exist (queues: team-a, team-b)"
+    )
+    # Past a failed validating call, the controller finds it gated and never decided.
+    pod["metadata"]["uid"] = "typo-uid"
+    assert may_be_stray(pod)
+    refused = admission(cluster).adopt(pod)
+    assert (refused.answer.allowed, refused.answer.message) == (
+        False,
+        "queue 'team-aa' does not exist (queues: team-a, team-b)",
+    )
+    pod["metadata"]["labels"][keys.LABEL_QUEUE] = "team-a"  # its user fixes it
+    assert admission(cluster).adopt(pod).outcome == "gated"
 
 
 # -- gated pods the webhook never saw (adopted by the controller) ----------------------------

@@ -1794,7 +1794,7 @@ def test_a_gated_pod_its_webhook_never_decided_joins_its_queue(fake: Fake) -> No
         assert events[0] == (
             "Normal",
             "Adopted",
-            f"Apportion's webhook never decided this pod, created with its scheduling gate "
+            f"Apportion's webhook never decided this pod, which carries its gate "
             f"{keys.GATE}: it waits in its queue as workload gpu-team-a/copied, decided in "
             "fair-share order",
         )
@@ -1911,7 +1911,7 @@ def test_a_gated_pod_its_webhook_would_refuse_keeps_the_gate_and_is_told_why_onc
             (
                 "Warning",
                 "Refused",
-                "Apportion's webhook never decided this pod, created with its scheduling gate "
+                "Apportion's webhook never decided this pod, which carries its gate "
                 f"{keys.GATE}, and would refuse it: queue 'crd-team' does not exist (queues: "
                 "none). It keeps that gate, so that it never runs outside Apportion's quotas: "
                 "it joins its queue once that is fixed, or delete it and create it again",

@@ -14,7 +14,7 @@ shell around them. Rules that keep clusters safe:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,12 @@ log = logging.getLogger("apportion.admission")
 
 ANNOTATION_REQUESTED_MEMORY = keys.PREFIX + "requested-gpu-memory"
 """Where a memory need moves once Apportion turned it into a device request."""
+
+APPORTION_ONLY = keys.DECISION_KEYS | {ANNOTATION_PLACEMENT}
+"""The labels and annotations only Apportion writes: users may not change them on a pod it
+decided, and a pod created with them has them only copied (``kubectl get -o yaml``,
+``kubectl debug --copy-to``): the mutating webhook removes them. A key Apportion's
+controller adds joins ``keys.DECISION_KEYS``, and is guarded and removed so."""
 
 SHADOW_REFUSED = "Refused"
 """The shadow annotation's reason for a pod enforcing would deny (``deny: Refused: …``)."""
@@ -111,8 +117,10 @@ class Admission:
         if problems := self._refusals(ask, queue):
             if shadow:  # let through, as if Apportion were not there; what it would do noted
                 return _shadow_note(pod, f"deny: {SHADOW_REFUSED}: {'; '.join(problems)}")
-            # The validating webhook denies it with the reason; nothing to decide here.
-            return Verdict(allow(), "invalid")
+            # The validating webhook denies it with the reason. Its call may fail (its
+            # failurePolicy is Ignore): gated, undecided, the pod can never run outside every
+            # queue; the controller keeps it so and tells why (``strays.py``).
+            return Verdict(allow(_copied_removed(pod) + add_gate(pod)), "invalid")
         assert queue is not None
         workload = self._workload(ask, queue, req.uid)
         decision: WorkloadDecision | None
@@ -130,7 +138,10 @@ class Admission:
             decision = self._decide(workload, reserve=not (req.dry_run or shadow))
             if decision is None:
                 return Verdict(
-                    allow(warnings=("Apportion could not decide; the pod runs unmanaged",)),
+                    allow(
+                        _copied_removed(pod),
+                        warnings=("Apportion could not decide; the pod runs unmanaged",),
+                    ),
                     "error",
                     workload.name,
                 )
@@ -205,17 +216,12 @@ class Admission:
             annotations[keys.ANNOTATION_GANG_SIZE] = str(workload.pods)
         if admitted and decision.placement:
             annotations[ANNOTATION_PLACEMENT] = format_placement(decision.placement[0])
-        # Only Apportion places and nominates: a gated pod with a placement is an admitted
-        # one, and a nominated one goes first.
-        present = (pod.get("metadata") or {}).get("annotations") or {}
-        for key in (ANNOTATION_PLACEMENT, keys.ANNOTATION_NOMINATED):
-            if key in present and key not in annotations:
-                patch.append({"op": "remove", "path": "/metadata/annotations/" + escape(key)})
         labels = {keys.LABEL_MANAGED: "true", keys.LABEL_QUEUE: workload.queue}
         if ask.gang is not None:
             # Recorded in Apportion's own keys whatever named the gang (Kueue's labels, a
             # PyTorchJob, a JobSet), so the controller reads every gang the same way.
             labels[keys.LABEL_GANG] = ask.gang
+        patch += _copied_removed(pod, keep=annotations.keys() | labels.keys())
         patch += set_metadata(pod, "labels", labels)
         patch += set_metadata(pod, "annotations", annotations)
         patch += add_tolerations(pod, self.settings.gpu_tolerations)
@@ -517,10 +523,23 @@ def _pod_create(req: AdmissionRequest) -> dict[str, Any] | None:
     return req.object
 
 
+def _copied_removed(pod: dict[str, Any], keep: Iterable[str] = ()) -> Patch:
+    """``APPORTION_ONLY`` keys the pod was created with, but those the answer sets (``keep``)
+    removed: only copied (a waiting pod's placement would read as an admission, a
+    nomination would go first, a victim's eviction mark would have this pod evicted)."""
+    metadata = pod.get("metadata") or {}
+    kept = set(keep)
+    return [
+        {"op": "remove", "path": f"/metadata/{part}/{escape(key)}"}
+        for part in ("labels", "annotations")
+        for key in sorted(APPORTION_ONLY & (metadata.get(part) or {}).keys() - kept)
+    ]
+
+
 def _shadow_note(pod: dict[str, Any], text: str, workload: str = "") -> Verdict:
     """Shadow mode's answer: the pod goes through as if Apportion were not there, with
     what enforcing would have done in its annotation."""
-    patch = set_metadata(pod, "annotations", {keys.ANNOTATION_SHADOW: text})
+    patch = _copied_removed(pod) + set_metadata(pod, "annotations", {keys.ANNOTATION_SHADOW: text})
     return Verdict(allow(patch), "shadow", workload)
 
 
@@ -542,7 +561,7 @@ def _decision_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         return keys.GATE in gate_names(pod.get("spec") or {})
 
     metadata = old.get("metadata") or {}
-    guarded = keys.DECISION_KEYS | {ANNOTATION_PLACEMENT}
+    guarded = APPORTION_ONLY
     if decided_workload(old) is not None:
         # Checked and decided: only then Apportion's. A gated pod it never decided (a
         # stray, ``strays.py``, also one copied with a decision of another namespace) is

@@ -1,8 +1,10 @@
 """Pods that carry Apportion's gate but that Apportion never decided ("strays").
 
 A pod created with ``apportion.io/admission`` (a manifest copied from a waiting pod) that
-the webhook never saw has no recorded decision (``pods.decided_workload``: none, or a copied
-one naming another namespace), and nobody else removes that gate: it would wait for ever.
+the webhook never saw, or one the webhook gated as it would refuse it (so that it never runs
+outside every quota should the validating call fail), has no recorded decision
+(``pods.decided_workload``: none, or a copied one naming another namespace), and nobody
+else removes that gate: it would wait for ever.
 The controller's informer keeps such pods apart (``LiveCluster.put_stray``); at every cycle
 the leader settles each one by its namespace's labels of the moment:
 - Apportion does not manage it (it asks no GPU, a DaemonSet chooses its node, or its
@@ -242,10 +244,7 @@ class StrayGates:
         """The adoption's patch, or the Event telling why the pod keeps its gate, as a
         task; None if that was told already."""
         verdict = self.adopt(raw)
-        never = (
-            "Apportion's webhook never decided this pod, created with its scheduling gate "
-            f"{keys.GATE}"
-        )
+        never = f"Apportion's webhook never decided this pod, which carries its gate {keys.GATE}"
         if not verdict.answer.allowed:
             message = (
                 f"{never}, and would refuse it: {verdict.answer.message}. It keeps that gate, "
