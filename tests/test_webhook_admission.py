@@ -757,15 +757,27 @@ def test_priority_above_the_queue_maximum_is_denied() -> None:
 @pytest.mark.parametrize(
     "copied", [None, "gpu-team-b/train-gpu-1"], ids=["no-decision", "another-namespace-s"]
 )
-def test_a_gpu_pod_the_mutating_webhook_never_saw_is_refused_with_503(copied: str | None) -> None:
+def test_a_gpu_pod_the_mutating_webhook_did_not_decide_is_refused_naming_why(
+    copied: str | None,
+) -> None:
     """Also one carrying the workload annotation of a pod of another namespace it was copied
-    from (was: taken for decided, and let through unmanaged)."""
+    from (was: taken for decided, and let through unmanaged). The mutating call fails
+    closed, so no outage leads here: a mutating webhook called after Apportion's added the
+    GPU, or the namespace opted in between the two calls. Was: 503 "outage or timeout;
+    create it again", which clients retry as a passing fault, the same way for ever in the
+    first case."""
     body = review("create-pod-gpu-1.validate-create")
     if copied is not None:
         body = vary(body, annotations={keys.ANNOTATION_WORKLOAD: copied})
     response = answer(admission().validate, body)
     assert response["allowed"] is False
-    assert response["status"]["code"] == 503
+    assert response["status"] == {
+        "code": 403,
+        "message": "Apportion: its mutating webhook did not decide this GPU pod: it saw no "
+        "GPU request (a mutating webhook called after it added one: name that webhook's "
+        "configuration to sort before apportion's, or ask for the GPU in the pod) or a "
+        "namespace not opted in yet (create the pod again)",
+    }
 
 
 def test_only_apportion_may_remove_its_gate() -> None:

@@ -68,6 +68,17 @@ decided, and a pod created with them has them only copied (``kubectl get -o yaml
 ``kubectl debug --copy-to``): the mutating webhook removes them. A key Apportion's
 controller adds joins ``keys.DECISION_KEYS``, and is guarded and removed so."""
 
+NOT_DECIDED = (
+    "Apportion: its mutating webhook did not decide this GPU pod: it saw no GPU request (a "
+    "mutating webhook called after it added one: name that webhook's configuration to sort "
+    "before apportion's, or ask for the GPU in the pod) or a namespace not opted in yet "
+    "(create the pod again)"
+)
+"""The validating webhook's refusal of a GPU pod of an opted-in namespace that the
+mutating one left undecided. Not an outage (that call fails closed: the create fails
+before this one), so not a 503: clients retry a 503 as a passing fault, and where a
+later webhook adds the GPU every retry is refused the same way."""
+
 SHADOW_REFUSED = "Refused"
 """The shadow annotation's reason for a pod enforcing would deny (``deny: Refused: …``)."""
 
@@ -321,14 +332,7 @@ class Admission:
                     allow(warnings=("Apportion did not decide this pod; it runs unmanaged",)),
                     "allowed",
                 )
-            return Verdict(
-                deny(
-                    "Apportion: this GPU pod was not processed by Apportion's mutating webhook "
-                    "(outage or timeout); create it again",
-                    code=503,
-                ),
-                "denied",
-            )
+            return Verdict(deny(NOT_DECIDED), "denied")
         if ask.gang is not None and (differs := self._gang_refusal(pod)) is not None:
             return Verdict(deny(f"Apportion: {differs}"), "denied")
         if self.standalone and not req.dry_run and not shadow:
