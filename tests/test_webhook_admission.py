@@ -228,6 +228,40 @@ def test_a_pods_required_node_affinity_decides_where_it_is_pinned() -> None:
     assert reason.startswith("NoMatchingNodes: "), reason
 
 
+@pytest.mark.parametrize("empty", [{}, {"matchExpressions": []}, {"matchFields": None}])
+@pytest.mark.parametrize("leads", [True, False], ids=["admitted", "gated"])
+def test_an_empty_node_selector_term_still_matches_no_node(
+    empty: dict[str, Any], leads: bool
+) -> None:
+    """Kubernetes: an empty term matches no node; ORed with one allowing gpu-node-b, the pod
+    may go to gpu-node-b only. Was: Apportion's expressions (its placement, or a waiting
+    pod's GPU products) were added to the empty term too, which then matched other nodes,
+    and the pod could run where its user did not allow it."""
+    from webhook.admission import Admission
+    from webhook.settings import AdmissionSettings
+
+    on_b = {"key": keys.NODE_HOSTNAME, "operator": "In", "values": ["gpu-node-b"]}
+    picky = vary(review(GPU_1), annotations={keys.ANNOTATION_GPU_MODELS: "H100"})
+    body = _with_affinity(picky, dict(empty), {"matchExpressions": [on_b]})
+    handler = Admission(fixture_cluster(), AdmissionSettings(), admits_now=lambda: leads)
+    pod = _pod_after(body, answer(handler.mutate, body))
+    assert _gated(pod) is not leads
+    first, second = _required_terms(pod)
+    assert first == empty
+    assert on_b in second["matchExpressions"] and len(second["matchExpressions"]) > 1
+    if leads:
+        assert pod["metadata"]["annotations"][ANNOTATION_PLACEMENT].startswith("gpu-node-b:")
+
+
+def test_an_affinity_the_api_server_refuses_is_not_made_valid() -> None:
+    """``nodeSelectorTerms: []`` is refused by the API server ("must have at least one node
+    selector term"). Was: replaced by Apportion's term, so the pod was created, pinned where
+    its user never asked."""
+    body = _with_affinity(review(GPU_1))
+    patch = patch_of(answer(admission().mutate, body))
+    assert patch and not [op for op in patch if op["path"].startswith("/spec/affinity")]
+
+
 def test_a_pod_another_controller_holds_back_is_gated_not_admitted() -> None:
     # Was: admitted (placement, quota charged) while another party's gate kept it from
     # running: GPUs reserved and idle for as long as that gate stays.

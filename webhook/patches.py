@@ -81,12 +81,20 @@ def require_nodes(pod: Mapping[str, Any], expressions: list[dict[str, Any]]) -> 
     """AND ``expressions`` into the pod's required node affinity.
 
     Terms of ``nodeSelectorTerms`` are ORed, so the narrowing that the API server accepts
-    on a gated pod is: the same expressions appended to *every* existing term. A pod
-    without required node affinity gets one term.
+    on a gated pod is: the same expressions appended to *every* existing term but an empty
+    one, which matches no node (given expressions, it would match some). A pod without
+    required node affinity gets one term. An affinity the API server refuses (a level that
+    is not an object, no terms) is left as it is: made valid, the pod would run with a
+    constraint its user never wrote instead of being refused.
     """
     if not expressions:
         return []
     affinity, node_affinity, required = affinity_parts(pod.get("spec") or {})
+    if any(
+        part is not None and not isinstance(part, dict)
+        for part in (affinity, node_affinity, required)
+    ):
+        return []
     terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
     term = {"matchExpressions": expressions}
     if not isinstance(affinity, dict):
@@ -114,11 +122,17 @@ def require_nodes(pod: Mapping[str, Any], expressions: list[dict[str, Any]]) -> 
             }
         ]
     base = "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution"
-    if not isinstance(required, dict) or not isinstance(terms, list) or not terms:
+    if not isinstance(required, dict):
         return [{"op": "add", "path": base, "value": {"nodeSelectorTerms": [term]}}]
+    if not isinstance(terms, list) or not terms:
+        return []
     patch: Patch = []
     for index, existing in enumerate(terms):
-        exprs = existing.get("matchExpressions") if isinstance(existing, dict) else None
+        if not isinstance(existing, dict) or not (
+            existing.get("matchExpressions") or existing.get("matchFields")
+        ):
+            continue  # matches no node, and must go on matching none
+        exprs = existing.get("matchExpressions")
         path = f"{base}/nodeSelectorTerms/{index}/matchExpressions"
         if not isinstance(exprs, list):
             patch.append({"op": "add", "path": path, "value": list(expressions)})
