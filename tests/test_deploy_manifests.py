@@ -355,6 +355,19 @@ def test_webhooks_are_opt_in_and_exclude_system_namespaces_by_name(name):
         assert set(SYSTEM_NAMESPACES) <= set(excluded["values"])
 
 
+@pytest.mark.parametrize("value", ["true", "True", "TRUE", "yes", " true"])
+def test_a_namespace_is_opted_in_exactly_as_the_webhook_configurations_match_it(value):
+    """The API server sends a namespace's pods only where its label equals the selector's
+    value, byte for byte. Was: Apportion read the label ignoring case, so it took a
+    namespace labelled ``True`` for opted in (its controller adopted that namespace's
+    gated pods) while the API server sent the webhooks none of its pods."""
+    from webhook.namespaces import NamespacePolicy
+
+    for hook in webhooks(overlay(OVERLAYS[0])).values():
+        ((key, matched),) = hook["namespaceSelector"]["matchLabels"].items()
+        assert NamespacePolicy.from_labels({key: value}).enabled is (value == matched)
+
+
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_webhook_settings_follow_the_contract(name):
     objects = overlay(name)

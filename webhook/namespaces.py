@@ -19,7 +19,9 @@ class NamespacePolicy:
     @classmethod
     def from_labels(cls, labels: dict[str, str]) -> NamespacePolicy:
         return cls(
-            enabled=labels.get(keys.NAMESPACE_ENABLED, "").lower() == "true",
+            # As the webhook configurations' namespaceSelector matches it: exactly. A
+            # namespace they send no pod of is not Apportion's either.
+            enabled=labels.get(keys.NAMESPACE_ENABLED) == "true",
             default_queue=labels.get(keys.NAMESPACE_DEFAULT_QUEUE) or None,
             shadow=labels.get(keys.NAMESPACE_MODE, "").lower() == "shadow",
         )
