@@ -566,6 +566,13 @@ def test_a_gang_is_always_gated_and_sized_from_its_job() -> None:
     assert annotations[keys.ANNOTATION_WORKLOAD] == "gpu-team-a/gang-train"
     assert annotations[keys.ANNOTATION_GANG_SIZE] == "2"
     assert annotations[keys.ANNOTATION_DECISION] == "pending"
+    assert annotations[keys.ANNOTATION_REASON] == (
+        "NotSelectedByOptimizer: gang gang-train of 2 pods: admitted all together by the "
+        "controller once every member exists"
+    )
+    cluster.jobs.put("gpu-team-a", "gang-train", 1)  # was: 'of 1 pods'
+    pod = _pod_after(body, answer(admission(cluster).mutate, body))
+    assert "gang gang-train of 1 pod: " in pod["metadata"]["annotations"][keys.ANNOTATION_REASON]
 
 
 def test_kueue_pod_group_labels_are_accepted() -> None:
@@ -747,6 +754,11 @@ def test_too_many_gpus_for_any_node_is_denied() -> None:
         (
             {"annotations": {keys.ANNOTATION_GPU_MEMORY: "lots"}, "resources": {}},
             "'lots' is not a byte quantity like 18Gi or 20G",
+        ),
+        (  # was: '9223372036854775807 GPUs in one pod'
+            {"resources": {"nvidia.com/gpu": "99999999999999999999"}},
+            "spec.containers[main].resources.limits.nvidia.com/gpu: '99999999999999999999' is "
+            "more devices than Kubernetes counts (at most 2^63 - 1)",
         ),
     ],
 )
@@ -1522,6 +1534,26 @@ def test_no_annotation_or_env_value_makes_the_webhook_fail(body: dict[str, Any])
     # The controller reads the same pod from its watch, in any namespace.
     pod = body["request"]["object"]
     PodReader(cluster.catalog).observed({**pod, "spec": {**pod["spec"], "nodeName": "gpu-a"}})
+
+
+@pytest.mark.parametrize("gates", [{"name": keys.GATE}, "x"])
+@pytest.mark.parametrize("leads", [True, False], ids=["admitted", "gated"])
+def test_scheduling_gates_the_api_server_refuses_make_no_handler_fail(
+    gates: Any, leads: bool
+) -> None:
+    """The mutating call comes before the API server validates the pod. Was: a map there
+    raised in an admission (KeyError), and the server let the pod through with "allowed";
+    a waiting pod's was replaced by Apportion's gate, made valid. Left for the API server
+    to refuse."""
+    from webhook.admission import Admission
+    from webhook.settings import AdmissionSettings
+
+    handler = Admission(fixture_cluster(), AdmissionSettings(), admits_now=lambda: leads)
+    body = vary(review(GPU_1))
+    body["request"]["object"]["spec"]["schedulingGates"] = gates
+    response = answer(handler.mutate, body)
+    assert response["allowed"] is True
+    assert not [op for op in patch_of(response) if "schedulingGates" in op["path"]]
 
 
 def test_a_bound_pod_with_an_unreadable_count_is_still_read() -> None:

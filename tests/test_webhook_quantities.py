@@ -107,9 +107,13 @@ def test_quantities_past_int64_are_kept_at_its_largest() -> None:
     message's float division overflowed and ``str`` refused past 4,300 digits. CPU and
     memory stop at the most the core takes (10^12 milli-cores or MiB): past it, a pod's
     workload could not be built, which failed its admission and the controller's
-    snapshot; no node has as much, so such a pod still never fits."""
-    largest = 2**63 - 1
-    assert parse_count("1e999") == parse_count("9" * 4000) == largest
+    snapshot; no node has as much, so such a pod still never fits. A device count is
+    refused there instead: kept at 2^63 - 1, 10^20 GPUs were reported as
+    '9223372036854775807 GPUs in one pod'."""
+    assert parse_count(str(2**63 - 2)) == 2**63 - 2
+    for count in ("1e999", "9" * 4000, "99999999999999999999", str(2**63 - 1)):
+        with pytest.raises(QuantityError, match=r"is more devices than Kubernetes counts"):
+            parse_count(count)
     assert parse_cpu_milli("1e999") == parse_cpu_milli("1e9") == MAX_AMOUNT
     assert parse_cpu_milli("999999999") == MAX_AMOUNT - 1000
     assert parse_bytes_mib("1e999") == parse_bytes_mib("2Ei") == MAX_AMOUNT

@@ -207,6 +207,36 @@ def test_a_review_without_the_pod_it_is_about_gets_400(
     assert (status, data.decode()) == (400, f"not an AdmissionReview v1: {text}")
 
 
+GPU_CREATE = "create-pod-gpu-1.mutate-create"
+UPDATE = "update-pod-ungate-add-nodeselector.validate-update"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "name", "change", "text"),
+    [
+        ("/mutate", GPU_CREATE, {"metadata": None}, "request.object.metadata is missing"),
+        ("/mutate", GPU_CREATE, {"metadata": "x"},
+         "request.object.metadata: expected object, got str"),
+        ("/validate", UPDATE, {"labels": ["a"]},
+         "request.object.metadata.labels: expected a map of strings"),
+        ("/mutate", GPU_CREATE, {"annotations": {"a": 1}},
+         "request.object.metadata.annotations: expected a map of strings"),
+        ("/mutate", GPU_CREATE, {"spec": "x"}, "request.object.spec: expected object, got str"),
+    ],
+)  # fmt: skip
+def test_an_object_the_api_server_never_sends_gets_400_naming_the_field(
+    running: Running, endpoint: str, name: str, change: dict[str, Any], text: str
+) -> None:
+    """Was: the handlers raised on it (no metadata, labels a list), and the server answered
+    "allowed" as it does after any exception, for a GPU pod letting it through unmanaged."""
+    body = review(name)
+    pod = body["request"]["object"]
+    for key, value in change.items():
+        (pod if key in ("metadata", "spec") else pod["metadata"])[key] = value
+    status, data = running.post(endpoint, json.dumps(body).encode())
+    assert (status, data.decode()) == (400, f"not an AdmissionReview v1: {text}")
+
+
 def test_oversized_bodies_are_refused(running: Running) -> None:
     status, _ = running.post("/validate", b" " * (8 * 1024 * 1024 + 10))
     assert status == 413
@@ -387,6 +417,8 @@ def test_no_malformed_review_produces_a_5xx(running: Running, case: tuple[str, b
     if status == 200:
         response = _response(data)
         assert isinstance(response["allowed"], bool)
+        # Not the answer after an exception ("allowed": a GPU pod let through unmanaged).
+        assert not any("failed on this request" in w for w in response.get("warnings", ()))
     assert running.get("/healthz") == (200, b"ok")
 
 

@@ -290,8 +290,8 @@ class Admission:
     def _gang_message(self, ask: PodAsk) -> str:
         size = self.cluster.jobs.gang_size(ask)
         return (
-            f"gang {ask.gang} of {size} pods: admitted all together by the controller once "
-            "every member exists"
+            f"gang {ask.gang} of {size} pod{'' if size == 1 else 's'}: admitted all together "
+            "by the controller once every member exists"
         )
 
     # -- /validate -----------------------------------------------------------------------

@@ -58,7 +58,9 @@ def add_gate(pod: Mapping[str, Any]) -> Patch:
     """The scheduling gate, unless the pod already carries it."""
     gates = (pod.get("spec") or {}).get("schedulingGates")
     gate = {"name": keys.GATE}
-    if not isinstance(gates, list) or not gates:
+    if gates is not None and not isinstance(gates, list):
+        return []  # the API server refuses it: never made valid here
+    if not gates:
         return [{"op": "add", "path": "/spec/schedulingGates", "value": [gate]}]
     if keys.GATE in gate_names(pod.get("spec") or {}):
         return []
@@ -158,7 +160,8 @@ def node_expressions(nodes: Iterable[Node]) -> list[dict[str, Any]]:
 
 def remove_gate(pod: Mapping[str, Any]) -> Patch:
     """Apportion's gate removed; ``test`` guards against a stale view of the gates."""
-    gates = (pod.get("spec") or {}).get("schedulingGates") or []
+    gates = (pod.get("spec") or {}).get("schedulingGates")
+    gates = gates if isinstance(gates, list) else []
     patch: Patch = []
     for index in reversed(range(len(gates))):
         if isinstance(gates[index], dict) and gates[index].get("name") == keys.GATE:

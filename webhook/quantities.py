@@ -73,6 +73,8 @@ def parse_count(text: str) -> int:
     value = _value(text, "a whole number of devices")
     if value.denominator != 1:
         raise QuantityError(f"{text!r} is not a whole number of devices")
+    if value >= _CEILING:  # kept at the ceiling: a count it would misreport
+        raise QuantityError(f"{text!r} is more devices than Kubernetes counts (at most 2^63 - 1)")
     return value.numerator
 
 

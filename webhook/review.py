@@ -66,6 +66,28 @@ def _field(data: dict[str, Any], key: str, kind: type, path: str, required: bool
     return value
 
 
+def _check_object(value: object, where: str) -> None:
+    """What every handler reads of an object without checking its type, as the API server
+    always sends it: an object with ``metadata``, its labels and annotations maps of
+    strings, and ``spec`` an object where there is one."""
+    if not isinstance(value, dict):
+        raise ReviewError(f"{where}: expected object, got {type(value).__name__}")
+    metadata = value.get("metadata")
+    if metadata is None:
+        raise ReviewError(f"{where}.metadata is missing")
+    if not isinstance(metadata, dict):
+        raise ReviewError(f"{where}.metadata: expected object, got {type(metadata).__name__}")
+    for part in ("labels", "annotations"):
+        values = metadata.get(part)
+        if values is not None and not (
+            isinstance(values, dict) and all(isinstance(v, str) for v in values.values())
+        ):
+            raise ReviewError(f"{where}.metadata.{part}: expected a map of strings")
+    spec = value.get("spec")
+    if spec is not None and not isinstance(spec, dict):
+        raise ReviewError(f"{where}.spec: expected object, got {type(spec).__name__}")
+
+
 def parse_review(body: bytes) -> AdmissionRequest:
     """The request inside an AdmissionReview body, or a ReviewError naming what is wrong."""
     try:
@@ -87,10 +109,9 @@ def parse_review(body: bytes) -> AdmissionRequest:
     groups: list[Any] = raw_groups if isinstance(raw_groups, list) else []
     obj = request.get("object")
     old = request.get("oldObject")
-    if obj is not None and not isinstance(obj, dict):
-        raise ReviewError(f"request.object: expected object, got {type(obj).__name__}")
-    if old is not None and not isinstance(old, dict):
-        raise ReviewError(f"request.oldObject: expected object, got {type(old).__name__}")
+    for where, value in (("request.object", obj), ("request.oldObject", old)):
+        if value is not None:
+            _check_object(value, where)
     operation = _field(request, "operation", str, "request")
     # What a review is about: compared with nothing, an update would read as everything
     # removed (Apportion's gate and labels among them) and be refused for it.
