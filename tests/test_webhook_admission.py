@@ -680,6 +680,66 @@ def test_shadow_mode_denies_nothing_and_notes_what_enforcing_would(
     assert answer(enforcing.validate, body)["status"]["message"] == f"Apportion: {problem}"
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"resources": {"nvidia.com/mig-9g.99gb": "1"}},
+        {"labels": {keys.LABEL_QUEUE: None}, "annotations": {keys.ANNOTATION_GPU_MODELS: "Nope"}},
+    ],
+)
+def test_a_shadow_mode_warning_is_short_and_its_annotation_whole(change: dict[str, Any]) -> None:
+    """Kubernetes advises warnings of at most 120 characters; the API server may cut one
+    past 256. Was: 326 to 1,084 characters (every MIG resource of the catalog listed)."""
+    cluster = fixture_cluster()
+    shadow = admission(cluster, mode="shadow")
+    body = vary(review(GPU_1), **change)
+    response = answer(shadow.mutate, body)
+    noted = _pod_after(body, response)["metadata"]["annotations"][keys.ANNOTATION_SHADOW]
+    whole = noted.removeprefix("deny: Refused: ")
+    [warning] = answer(shadow.validate, mutated(body, response))["warnings"]
+    assert len(warning) <= 120
+    assert warning.startswith("Apportion (shadow mode) would deny this pod: ")
+    assert warning.endswith(f"… (see annotation {keys.ANNOTATION_SHADOW})")
+    assert answer(admission(fixture_cluster()).validate, body)["status"]["message"] == (
+        f"Apportion: {whole}"
+    )
+
+
+def test_an_unknown_mig_profile_is_refused_naming_the_nearest_known() -> None:
+    """Was: every MIG resource of the catalog named, some 1,050 characters."""
+    body = vary(review(GPU_1), resources={"nvidia.com/mig-1g.10gbb": "1"})
+    assert _denial(body) == (
+        "Apportion: nvidia.com/mig-1g.10gbb is not a MIG profile of any GPU model Apportion "
+        "knows (did you mean nvidia.com/mig-1g.10gb or nvidia.com/mig-2g.10gb? 'apportion "
+        "catalog' lists them)"
+    )
+
+
+def test_the_rightsizing_warning_is_short() -> None:
+    """Was: the report's whole message, past 200 characters."""
+    from types import SimpleNamespace
+
+    from scheduler.telemetry.rightsizing import ClassUsage
+
+    usage = ClassUsage(
+        queue="team-a", flavor="H100-80GB", workloads=12, devices=96, requested_mib=81_559,
+        used_peak_mib=9_000, used_mean_mib=7_000, util_mean_milli=123,
+        fits="1g.10gb on H100-80GB",
+        message="team-a on H100-80GB: 12 workloads, 96 devices; peak 9,000 MiB (mean 7,000) of "
+        "81,559 MiB offered, 12.3 % busy; 1g.10gb on H100-80GB would hold the peak + 10 % and "
+        "its compute at its busy time + 10 % (reported by 95 of 96 devices)",
+    )  # fmt: skip
+    cluster = fixture_cluster()
+    cluster.telemetry = SimpleNamespace(rightsizing=(usage,))  # type: ignore[assignment]
+    body = review(GPU_1)
+    admitted = mutated(body, answer(admission(cluster).mutate, body))
+    validated = answer(admission(cluster).validate, admitted)
+    assert validated["warnings"] == [
+        "Apportion: team-a on H100-80GB peaks at 9,000 of 81,559 MiB; 1g.10gb on H100-80GB "
+        "would hold it"
+    ]
+
+
 def test_a_dry_run_decides_but_reserves_nothing() -> None:
     cluster = fixture_cluster()
     body = review("create-pod-dry-run.mutate-create-dryrun")

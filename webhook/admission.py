@@ -79,6 +79,10 @@ mutating one left undecided. Not an outage (that call fails closed: the create f
 before this one), so not a 503: clients retry a 503 as a passing fault, and where a
 later webhook adds the GPU every retry is refused the same way."""
 
+WARNING_CHARS = 120
+"""The longest warning: Kubernetes advises at most 120 characters, and the API server may
+cut one past 256 (and drops them past 4,096 in all)."""
+
 SHADOW_REFUSED = "Refused"
 """The shadow annotation's reason for a pod enforcing would deny (``deny: Refused: …``)."""
 
@@ -319,8 +323,12 @@ class Admission:
         problems = self._refusals(ask, queue)
         shadow = self._shadow(policy)
         if problems and shadow:
-            # Shadow mode denies nothing: the user is told what enforcing would do.
-            warning = "Apportion (shadow mode) would deny this pod: " + "; ".join(problems)
+            # Shadow mode denies nothing: the user is told what enforcing would do, in
+            # full in the annotation the mutating call wrote.
+            warning = _warning(
+                "Apportion (shadow mode) would deny this pod: " + "; ".join(problems),
+                f"annotation {keys.ANNOTATION_SHADOW}",
+            )
             return Verdict(allow(warnings=(warning,)), "shadow")
         if problems:
             return Verdict(deny("Apportion: " + "; ".join(problems)), "denied")
@@ -352,12 +360,16 @@ class Admission:
 
     def _rightsizing(self, ask: PodAsk, queue: str | None) -> list[str]:
         """Soft advice from GPU metrics: this queue's workloads on these GPUs use far less
-        memory than the GPUs offer (a warning the user sees; never a denial)."""
+        memory than the GPUs offer (a warning the user sees; never a denial). Its numbers
+        in short: the report's message says more than a warning keeps."""
         report = self.cluster.telemetry
         if report is None or not ask.gpu.gpus:
             return []
         return [
-            f"Apportion: {usage.message}"
+            _warning(
+                f"Apportion: {usage.queue} on {usage.flavor} peaks at {usage.used_peak_mib:,} "
+                f"of {usage.requested_mib:,} MiB; {usage.fits} would hold it"
+            )
             for usage in report.rightsizing
             if usage.queue == queue
             and usage.fits is not None
@@ -525,6 +537,17 @@ def _pod_create(req: AdmissionRequest) -> dict[str, Any] | None:
     if req.operation != "CREATE":
         return None
     return req.object
+
+
+def _warning(text: str, whole: str | None = None) -> str:
+    """``text`` as a warning: cut to ``WARNING_CHARS`` (at a word unless that drops a long
+    one, a field path), saying where it is ``whole``."""
+    if len(text) <= WARNING_CHARS:
+        return text
+    tail = f"… (see {whole})" if whole else "…"
+    head = text[: WARNING_CHARS - len(tail)]
+    word = head.rsplit(" ", 1)[0]
+    return (word if len(word) * 4 > len(head) * 3 else head) + tail
 
 
 def _copied_removed(pod: dict[str, Any], keep: Iterable[str] = ()) -> Patch:

@@ -12,6 +12,7 @@ every request, so it must be cheap.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from difflib import get_close_matches
 from typing import Any
 
 from scheduler.catalog import mig_resource_name
@@ -287,9 +288,13 @@ def gpu_ask_of(
         return GpuAsk(gpus=amount, container=container), []
     profile = mig_profiles.get(resource)
     if profile is None:
-        known = ", ".join(sorted(mig_profiles))
+        # The catalog's MIG resources are some sixty: named all, the message ran past a
+        # thousand characters (a shadow-mode warning of that, cut by the API server).
+        close = get_close_matches(resource, sorted(mig_profiles), n=2)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
         return GpuAsk(), [
-            f"{resource} is not a MIG profile of any GPU model Apportion knows (known: {known})"
+            f"{resource} is not a MIG profile of any GPU model Apportion knows ({hint}"
+            "'apportion catalog' lists them)"
         ]
     if amount != 1:
         return GpuAsk(), [
