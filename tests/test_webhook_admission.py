@@ -160,6 +160,40 @@ def test_a_pod_whose_node_is_already_chosen_is_allowed_untouched(shape: Any) -> 
         assert answer(handler, body) == {"uid": body["request"]["uid"], "allowed": True}
 
 
+def test_a_gpu_pod_created_on_its_node_is_refused() -> None:
+    """A pod created with spec.nodeName skips the scheduler: no gate can hold it (the API
+    server refuses one beside a node name), so it ran outside its queue, never charged.
+    Refused by the mutating call, which fails closed, and by the validating one; the
+    kubelet's mirror of a static pod stays untouched (above), and so does such a pod that
+    asks no GPU or whose namespace did not opt in."""
+    why = (
+        "Apportion: spec.nodeName 'gpu-node-b': a GPU pod placed on its node at creation "
+        "skips its queue and quota; ask for the node with the nodeSelector "
+        "kubernetes.io/hostname instead"
+    )
+    for name, handler in (
+        (GPU_1, admission().mutate),
+        ("create-pod-gpu-1.validate-create", admission().validate),
+    ):
+        body = vary(review(name))
+        body["request"]["object"]["spec"]["nodeName"] = "gpu-node-b"
+        assert answer(handler, body)["status"] == {"code": 403, "message": why}
+        for untouched in (vary(body, resources={}), vary(body, namespace="not-opted-in")):
+            assert answer(handler, untouched) == {
+                "uid": untouched["request"]["uid"],
+                "allowed": True,
+            }
+    # Shadow mode: let through, with what enforcing would do noted and warned.
+    body = vary(review(GPU_1))
+    body["request"]["object"]["spec"]["nodeName"] = "gpu-node-b"
+    shadow = admission(mode="shadow")
+    response = answer(shadow.mutate, body)
+    noted = _pod_after(body, response)["metadata"]["annotations"][keys.ANNOTATION_SHADOW]
+    assert noted == f"deny: Refused: {why.removeprefix('Apportion: ')}"
+    [warning] = answer(shadow.validate, mutated(body, response))["warnings"]
+    assert warning.startswith("Apportion (shadow mode) would deny this pod: spec.nodeName")
+
+
 def test_a_namespace_that_did_not_opt_in_is_not_managed() -> None:
     body = vary(review(GPU_8), namespace="not-opted-in")
     assert answer(admission().mutate, body) == {"uid": body["request"]["uid"], "allowed": True}

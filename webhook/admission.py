@@ -3,8 +3,10 @@
 Pure functions of a parsed request and the live cluster; the aiohttp server is a thin
 shell around them. Rules that keep clusters safe:
 - anything Apportion does not manage (not a Pod CREATE, no GPU request, namespace not
-  opted in, a node someone else chose) is allowed untouched, with no patch, before any
-  expensive work;
+  opted in, a DaemonSet's pod or a static pod's mirror) is allowed untouched, with no
+  patch, before any expensive work;
+- a GPU pod it manages that names its node (``spec.nodeName``) is refused: no gate can
+  hold it, and it would run outside its queue;
 - resources are fixed at CREATE, so the device (whole GPUs or a MIG profile) is chosen
   here even when the pod must wait;
 - a pod created without the gate can never be gated later, so "wait" is decided here too;
@@ -83,6 +85,9 @@ WARNING_CHARS = 120
 """The longest warning: Kubernetes advises at most 120 characters, and the API server may
 cut one past 256 (and drops them past 4,096 in all)."""
 
+MIRROR = "kubernetes.io/config.mirror"
+"""The annotation on a static pod's mirror, which the kubelet creates bound to its node."""
+
 SHADOW_REFUSED = "Refused"
 """The shadow annotation's reason for a pod enforcing would deny (``deny: Refused: …``)."""
 
@@ -121,14 +126,21 @@ class Admission:
 
     def mutate(self, req: AdmissionRequest) -> Verdict:
         pod = _pod_create(req)
-        if pod is None or not wants_gpus(pod) or placed_by_others(pod):
+        named = _named_node(pod) if pod is not None else None
+        if pod is None or not wants_gpus(pod) or (named is None and placed_by_others(pod)):
             return Verdict(allow(), "ignored")
         policy = self.cluster.policy(req.namespace)
         if not policy.enabled:
             return Verdict(allow(), "ignored")
+        shadow = self._shadow(policy)
+        if named is not None:
+            if shadow:
+                return _shadow_note(pod, f"deny: {SHADOW_REFUSED}: {named}")
+            # No gate can hold it (the API server refuses one beside a node name), and the
+            # validating call fails open: refused here, where a failed call fails closed.
+            return Verdict(deny(f"Apportion: {named}"), "denied")
         ask = self.reader.ask(pod, req.namespace)
         queue = self.cluster.queue_for(ask)
-        shadow = self._shadow(policy)
         if problems := self._refusals(ask, queue):
             if shadow:  # let through, as if Apportion were not there; what it would do noted
                 return _shadow_note(pod, f"deny: {SHADOW_REFUSED}: {'; '.join(problems)}")
@@ -313,25 +325,19 @@ class Admission:
 
     def _validate_create(self, req: AdmissionRequest) -> Verdict:
         pod = req.object
-        if pod is None or not wants_gpus(pod) or placed_by_others(pod):
+        named = _named_node(pod) if pod is not None else None
+        if pod is None or not wants_gpus(pod) or (named is None and placed_by_others(pod)):
             return Verdict(allow(), "ignored")
         policy = self.cluster.policy(req.namespace)
         if not policy.enabled:
             return Verdict(allow(), "ignored")
+        shadow = self._shadow(policy)
+        if named is not None:  # refused by the mutating call: one a later webhook placed
+            return _refused([named], shadow=shadow)
         ask = self.reader.ask(pod, req.namespace)
         queue = self.cluster.queue_for(ask)
-        problems = self._refusals(ask, queue)
-        shadow = self._shadow(policy)
-        if problems and shadow:
-            # Shadow mode denies nothing: the user is told what enforcing would do, in
-            # full in the annotation the mutating call wrote.
-            warning = _warning(
-                "Apportion (shadow mode) would deny this pod: " + "; ".join(problems),
-                f"annotation {keys.ANNOTATION_SHADOW}",
-            )
-            return Verdict(allow(warnings=(warning,)), "shadow")
-        if problems:
-            return Verdict(deny("Apportion: " + "; ".join(problems)), "denied")
+        if problems := self._refusals(ask, queue):
+            return _refused(problems, shadow=shadow)
         if not shadow and decided_workload(pod) is None:
             if self.settings.on_allocator_failure == "allow":
                 # What the mutating call did when it could not decide: this call cannot
@@ -529,6 +535,33 @@ def _own_name(ask: PodAsk) -> str | None:
     if ask.name is not None:
         return f"{ask.namespace}/{ask.name}"
     return None
+
+
+def _refused(problems: list[str], *, shadow: bool) -> Verdict:
+    """The validating call's refusal; in shadow mode, the user warned what enforcing would
+    do (in full in the annotation the mutating call wrote)."""
+    if shadow:
+        warning = _warning(
+            "Apportion (shadow mode) would deny this pod: " + "; ".join(problems),
+            f"annotation {keys.ANNOTATION_SHADOW}",
+        )
+        return Verdict(allow(warnings=(warning,)), "shadow")
+    return Verdict(deny("Apportion: " + "; ".join(problems)), "denied")
+
+
+def _named_node(pod: dict[str, Any]) -> str | None:
+    """Why a GPU pod created with ``spec.nodeName`` is refused: it skips the scheduler, so
+    no gate can hold it (the API server refuses one beside a node name) and no queue is
+    charged for it, as Kueue's pods, always gated, cannot be created so either. None for
+    a DaemonSet's pod (its node chosen by affinity) and a static pod's mirror, the kubelet's
+    record of a pod it runs already."""
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not node or MIRROR in ((pod.get("metadata") or {}).get("annotations") or {}):
+        return None
+    return (
+        f"spec.nodeName {node!r}: a GPU pod placed on its node at creation skips its queue "
+        f"and quota; ask for the node with the nodeSelector {keys.NODE_HOSTNAME} instead"
+    )
 
 
 def _pod_create(req: AdmissionRequest) -> dict[str, Any] | None:
