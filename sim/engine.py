@@ -407,7 +407,7 @@ class Simulation:
         w = job.workload
         name = w.name
         occ = self.occupancy
-        occ.take(name, placement, w.cpu_milli, w.memory_mib)
+        occ.start(w, placement)
         del self.pending[name]
         self.running[name] = s
         now = self.now

@@ -225,8 +225,7 @@ def fill(
         if placement is None:
             dropped += 1
         else:
-            w = job.workload
-            occ.take(job.name, placement, w.cpu_milli, w.memory_mib)
+            occ.start(job.workload, placement)
         xs.append(100.0 * arrived / capacity)
         ys.append(100.0 * occ.allocated_milli / capacity)
         if progress is not None and i % 512 == 0:

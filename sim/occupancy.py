@@ -1,9 +1,11 @@
 """The simulated cluster's ground truth: which GPU capacity is taken, as numpy arrays.
 
 The engine owns one ``Occupancy`` and applies every policy's starts and stops to it,
-checking each against what is free — a policy that double-books a GPU is a bug the
-simulation reports, never a result it records. The placement baselines (best-fit, FGD,
-…) score nodes straight from these arrays, vectorized over all nodes at once.
+checking each against what is free and against the cluster's rules — a policy that
+double-books a GPU, puts a share on a GPU that is not shared, or places other devices
+than the demand asks is a bug the simulation reports, never a result it records. The
+placement baselines (best-fit, FGD, …) score nodes straight from these arrays, vectorized
+over all nodes at once.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
-from scheduler.model import Node, PodPlacement
+from scheduler.demand import Kind, Option, OptionsByDemand
+from scheduler.model import Demand, Node, PodPlacement, Workload
+from scheduler.verdicts import describe, describe_demand
 
 __all__ = ["Occupancy", "SimulationError"]
 
@@ -41,6 +45,8 @@ class Occupancy:
         self.gpu_id: dict[tuple[int, int], int] = {}
         self.mig_layout: dict[int, dict[int, float]] = {}
         """MIG GPU → slice start → the slice's GPU-equivalents (compute share)."""
+        self.mig_profile: dict[int, dict[int, str]] = {}
+        """MIG GPU → slice start → the slice's profile."""
         self.mig_used: dict[int, set[int]] = {}
         per_node: list[list[int]] = []
         self._gpu_at: list[dict[int, int]] = []
@@ -66,6 +72,7 @@ class Occupancy:
                     self.mig_layout[g] = {
                         s.start: _mig_share(catalog, model.name, s.profile) for s in gpu.mig
                     }
+                    self.mig_profile[g] = {s.start: s.profile for s in gpu.mig}
                     self.mig_used[g] = set()
                 ids.append(g)
             per_node.append(ids)
@@ -83,6 +90,14 @@ class Occupancy:
         # the arrays). ``set_node_health`` keeps both.
         self._healthy: list[bool] = healthy
         self._mig: list[bool] = [g in self.mig_layout for g in range(len(gpu_node))]
+        self._shared: list[bool] = shared
+        self._model: list[str] = [self.model_names[m] for m in gpu_model]
+        self.catalog = catalog
+        self.options = OptionsByDemand(catalog, tuple(self.model_names))
+        """The core's options for a workload's demand (``scheduler.demand``), best first."""
+        self._serving: dict[Demand, dict[str, tuple[Option, ...]]] = {}
+        """Demand → GPU model → the options that model serves (their set does not depend
+        on the workload's throughput table, which only orders them)."""
         self.free_milli: list[int] = np.where(self.gpu_mig, 0, MILLI_PER_GPU).tolist()
         """Free milli per GPU, the truth: every start and stop changes a few elements, and a
         list's cost a fraction of a numpy array's. ``gpu_free`` is its array, brought up
@@ -95,6 +110,10 @@ class Occupancy:
         self.node_gpus = np.full((len(nodes), max(1, width)), -1, dtype=np.int32)
         for n, ids in enumerate(per_node):
             self.node_gpus[n, : len(ids)] = ids
+        self.node_shared = np.where(
+            self.node_gpus >= 0, self.gpu_shared[np.maximum(self.node_gpus, 0)], False
+        )
+        """[N, W]: the GPU in each slot is time-shared (may host fractional pods)."""
         self.node_model = np.array(
             [self.gpu_model[ids[0]] if ids else -1 for ids in per_node], dtype=np.int32
         )
@@ -140,8 +159,19 @@ class Occupancy:
         return np.where(self.gpu_healthy & ~self.gpu_mig, self.gpu_free, 0)
 
     # ----------------------------------------------------------------- changes
+    def start(self, w: Workload, placement: Sequence[PodPlacement]) -> None:
+        """Charge a workload's start, or raise ``SimulationError`` without changing
+        anything: one pod per pod of the workload, each on devices its demand asks for (the
+        core's options: whole GPUs, a share of a shared GPU, a slice of the profile) of a
+        model it accepts, and all of it free. The engine and the fill experiment start
+        every workload here, so no policy can run what the cluster would refuse."""
+        self._check(w.name, placement, w.cpu_milli, w.memory_mib)
+        self._obeys(w, placement)
+        self._shift(placement, w.cpu_milli, w.memory_mib, taking=True)
+
     def take(self, name: str, placement: Sequence[PodPlacement], cpu: int, mem: int) -> None:
-        """Charge a placement, or raise ``SimulationError`` without changing anything."""
+        """Charge a placement that fits, whatever it is for (a policy trying pods of a gang
+        one by one), or raise ``SimulationError`` without changing anything."""
         self._check(name, placement, cpu, mem)
         self._shift(placement, cpu, mem, taking=True)
 
@@ -199,6 +229,62 @@ class Occupancy:
         for n, pods in need_cpu.items():
             if self.free_cpu[n] < cpu * pods or self.free_mem[n] < mem * pods:
                 raise SimulationError(f"{name}: not enough CPU or memory on {self.node_names[n]}")
+
+    def serving(self, demand_of: Workload) -> dict[str, tuple[Option, ...]]:
+        """GPU model → the core's options for the workload's demand that model serves."""
+        d = demand_of.demand
+        serving = self._serving.get(d)
+        if serving is None:
+            found: dict[str, list[Option]] = {}
+            for option in self.options(demand_of):
+                for model in option.models:
+                    found.setdefault(model, []).append(option)
+            serving = self._serving[d] = {m: tuple(o) for m, o in found.items()}
+        return serving
+
+    def _obeys(self, w: Workload, placement: Sequence[PodPlacement]) -> None:
+        """Raise ``SimulationError`` unless every pod is what the workload's demand asks
+        (``_check`` found its node and GPUs)."""
+        if len(placement) != w.pods:
+            raise SimulationError(f"{w.name}: {len(placement)} pod(s) placed, it has {w.pods}")
+        serving = self.serving(w)
+        for k, pod in enumerate(placement):
+            at = self._gpu_at[self.node_index[pod.node]]
+            gpus = [at[i] for i in pod.gpus]
+            models = {self._model[g] for g in gpus}
+            options = serving.get(self._model[gpus[0]], ()) if len(models) == 1 else ()
+            if not options:
+                accepted = ", ".join(serving) or "none of the cluster's"
+                raise SimulationError(
+                    f"{w.name}: pod {k} is on {'/'.join(sorted(models))} GPU(s) on {pod.node}; "
+                    f"{describe_demand(w)} accepts {accepted}"
+                )
+            if not any(self._is(option, pod, gpus) for option in options):
+                raise SimulationError(
+                    f"{w.name}: pod {k} takes {self._pod(pod, gpus)}; it asks "
+                    + " or ".join(describe(o) for o in options)
+                )
+
+    def _is(self, option: Option, pod: PodPlacement, gpus: list[int]) -> bool:
+        """Is the pod one of this option (``_check`` refused any other mix of MIG and not)?"""
+        if option.kind is Kind.MIG:
+            return pod.mig_start is not None and (
+                self.mig_profile[gpus[0]][pod.mig_start] == option.profile
+            )
+        if option.kind is Kind.FRACTION:
+            return pod.milli == option.per_pod and self._shared[gpus[0]]
+        return pod.mig_start is None and pod.milli is None and len(gpus) == option.per_pod
+
+    def _pod(self, pod: PodPlacement, gpus: list[int]) -> str:
+        """A pod's devices, as an error names them."""
+        index = pod.gpus[0]
+        if pod.mig_start is not None:
+            profile = self.mig_profile[gpus[0]][pod.mig_start]
+            return f"MIG slice {pod.mig_start} ({profile}) of GPU {index} on {pod.node}"
+        if pod.milli is not None:
+            shared = "" if self._shared[gpus[0]] else ", which is not shared (time-sliced)"
+            return f"{pod.milli}m of GPU {index} on {pod.node}{shared}"
+        return f"{len(gpus)} whole GPU(s) on {pod.node}"
 
     def _shift(self, placement: Sequence[PodPlacement], cpu: int, mem: int, taking: bool) -> None:
         sign = -1 if taking else 1

@@ -78,3 +78,24 @@ def test_random_leaves_more_unallocated_than_best_fit_on_openb() -> None:
     assert sum(random_) / 3 >= sum(best) / 3
     for value in (*random_, *best):
         assert 0.0 < value < 30.0
+
+
+@pytest.mark.parametrize("policy", sorted(FILL_POLICIES))
+def test_no_policy_fills_gpus_that_are_not_shared_with_shares(policy: str) -> None:
+    """The baselines put the trace's shares on GPUs that are not time-shared: on openb's
+    list without ``:shared``, best-fit left 4.72 % unallocated against apportion's 31.00."""
+    cluster = uniform_cluster(2, 2, "A100-80GB")
+    jobs = tuple(
+        Job(
+            Workload(
+                name=f"p{i}", queue="q", demand=Demand(gpus=1) if i % 2 else Demand(gpu_milli=500)
+            ),
+            1.0,
+        )
+        for i in range(4)
+    )
+    stream = fill_stream(jobs, 4000, seed=0)
+    shares = sum(j.workload.demand.gpu_milli is not None for j in stream)
+    result = fill(cluster, jobs, policy, seed=0)
+    assert result.dropped == shares > 0
+    assert result.allocated_pct[-1] == 25.0 * (len(stream) - shares)  # whole GPUs, all placed

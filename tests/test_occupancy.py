@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from scheduler.catalog import default_catalog
-from scheduler.model import Gpu, Node, PodPlacement
+from scheduler.model import Demand, Gpu, MigSlice, Node, PodPlacement, Workload
 from sim.occupancy import Occupancy, SimulationError
 
 A100 = "A100-80GB"
@@ -85,3 +85,103 @@ def test_cpu_and_memory_held_outside_the_workloads_are_never_free() -> None:
     )
     with pytest.raises(SimulationError, match="not enough CPU or memory on a"):
         occ.take("x", (PodPlacement(node="a", gpus=(0,)),), 2000, 0)
+
+
+def _rules_occupancy() -> Occupancy:
+    """Two time-shared A100s (s), two that are not (x), a partitioned A100 (m: 1g.10gb at
+    0, 3g.40gb at 4) and an L4 (l)."""
+    mig = (MigSlice(profile="1g.10gb", start=0), MigSlice(profile="3g.40gb", start=4))
+    nodes = (
+        Node(name="s", gpus=tuple(Gpu(index=i, model=A100, shared=True) for i in range(2))),
+        Node(name="x", gpus=tuple(Gpu(index=i, model=A100) for i in range(2))),
+        Node(name="m", gpus=(Gpu(index=0, model=A100, mig=mig),)),
+        Node(name="l", gpus=(Gpu(index=0, model="L4"),)),
+    )
+    return Occupancy(nodes, default_catalog())
+
+
+@pytest.mark.parametrize(
+    ("demand", "pods", "placement", "why"),
+    [
+        (
+            Demand(gpu_milli=500),
+            1,
+            (PodPlacement(node="x", gpus=(0,), milli=500),),
+            "pod 0 takes 500m of GPU 0 on x, which is not shared \\(time-sliced\\); "
+            "it asks 500m of a A100-80GB GPU",
+        ),
+        (
+            Demand(gpu_milli=500),
+            1,
+            (PodPlacement(node="s", gpus=(0,), milli=300),),
+            "pod 0 takes 300m of GPU 0 on s; it asks 500m",
+        ),
+        (
+            Demand(gpu_milli=500),
+            1,
+            (PodPlacement(node="s", gpus=(0,)),),
+            "pod 0 takes 1 whole GPU\\(s\\) on s; it asks 500m",
+        ),
+        (
+            Demand(gpus=2),
+            1,
+            (PodPlacement(node="x", gpus=(0,)),),
+            "pod 0 takes 1 whole GPU\\(s\\) on x; it asks 2 A100-80GB GPUs",
+        ),
+        (Demand(gpus=1), 2, (PodPlacement(node="x", gpus=(0,)),), "1 pod\\(s\\) placed, it has 2"),
+        (
+            Demand(gpus=1, models=("L4",)),
+            1,
+            (PodPlacement(node="x", gpus=(0,)),),
+            "pod 0 is on A100-80GB GPU\\(s\\) on x; 1 GPU\\(s\\) of L4 accepts L4",
+        ),
+        (
+            Demand(mig_profile="3g.40gb"),
+            1,
+            (PodPlacement(node="m", gpus=(0,), mig_start=0),),
+            "pod 0 takes MIG slice 0 \\(1g.10gb\\) of GPU 0 on m; it asks MIG 3g.40gb on A100-80GB",
+        ),
+        (
+            Demand(mig_profile="1g.10gb"),
+            1,
+            (PodPlacement(node="l", gpus=(0,)),),
+            "pod 0 is on L4 GPU\\(s\\) on l; MIG 1g.10gb accepts A100-80GB",
+        ),
+        (
+            Demand(gpu_memory_mib=20_000),  # 1g.10gb holds 10 GB
+            1,
+            (PodPlacement(node="m", gpus=(0,), mig_start=0),),
+            "pod 0 takes MIG slice 0 \\(1g.10gb\\) of GPU 0 on m; it asks MIG 3g.40gb on "
+            "A100-80GB or",
+        ),
+    ],
+)
+def test_a_start_must_be_what_the_demand_asks_and_a_refusal_changes_nothing(
+    demand: Demand, pods: int, placement: tuple[PodPlacement, ...], why: str
+) -> None:
+    """The engine's check was of free capacity only: the placement baselines ran shares on
+    GPUs that are not shared (and any placement a policy made up would have run)."""
+    occ = _rules_occupancy()
+    w = Workload(name="w", queue="q", demand=demand, pods=pods)
+    with pytest.raises(SimulationError, match=f"^w: {why}"):
+        occ.start(w, placement)
+    assert occ.allocated_milli == 0 and occ.changed_nodes == set()
+    assert occ.mig_used == {4: set()}
+
+
+@pytest.mark.parametrize(
+    ("demand", "placement", "milli"),
+    [
+        (Demand(gpu_milli=500), PodPlacement(node="s", gpus=(1,), milli=500), 500),
+        (Demand(gpus=1), PodPlacement(node="s", gpus=(0,)), 1000),  # a whole shared GPU too
+        (Demand(gpus=2, models=(A100,)), PodPlacement(node="x", gpus=(0, 1)), 2000),
+        (Demand(mig_profile="3g.40gb"), PodPlacement(node="m", gpus=(0,), mig_start=4), 429),
+        (Demand(gpu_memory_mib=20_000), PodPlacement(node="l", gpus=(0,)), 1000),
+    ],
+)
+def test_a_start_the_demand_asks_for_is_charged(
+    demand: Demand, placement: PodPlacement, milli: int
+) -> None:
+    occ = _rules_occupancy()
+    occ.start(Workload(name="w", queue="q", demand=demand), (placement,))
+    assert occ.allocated_milli == milli

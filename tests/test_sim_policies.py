@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scheduler.model import Demand, PodPlacement, Workload
-from sim.cluster import uniform_cluster
+from scheduler.catalog import default_catalog
+from scheduler.model import Demand, Gpu, MigSlice, Node, PodPlacement, Snapshot, Workload
+from sim.cluster import Cluster, uniform_cluster
 from sim.engine import run
 from sim.fragmentation import fragmentation, mix_of
 from sim.job import Job
@@ -130,3 +131,67 @@ def test_every_policy_name_builds() -> None:
         assert sim.states[0].end == 1, name
     with pytest.raises(ValueError, match="unknown policy 'nope'"):
         make_policy("nope", cluster, jobs)
+
+
+BASELINES = ("random", "best-fit", "dot-product", "gpu-packing", "gpu-clustering", "fgd")
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_no_baseline_puts_a_share_on_a_gpu_that_is_not_shared(name: str) -> None:
+    """Node a is not shared and half used (every baseline's favourite: fuller, or first);
+    only node b's GPUs take shares."""
+    nodes = (
+        Node(name="a", gpus=tuple(Gpu(index=i, model=A100) for i in range(2))),
+        Node(name="b", gpus=tuple(Gpu(index=i, model=A100, shared=True) for i in range(2))),
+    )
+    occ = Occupancy(nodes, default_catalog())
+    occ.take("held", (PodPlacement(node="a", gpus=(0,)),), 0, 0)
+    pod = job("p", 0, 1, Demand(gpu_milli=300))
+    placer = PLACERS[name](0)
+    if isinstance(placer, FgdPlacer):
+        placer.mix = mix_of((pod,), occ.model_names)
+    (placed,) = placer.place(occ, pod) or ()
+    assert (placed.node, placed.milli) == ("b", 300)
+
+
+@pytest.mark.parametrize("name", POLICY_NAMES)
+def test_shares_wait_on_a_cluster_without_shared_gpus(name: str) -> None:
+    """The audit's case: two 500m pods on one H100 that is not time-shared can never run
+    (the header says so); the placement baselines ran both on it, utilization 1."""
+    cluster = uniform_cluster(1, 1, "H100-80GB").with_queues(("q",))
+    jobs = (job("s1", 0, 100, Demand(gpu_milli=500)), job("s2", 0, 100, Demand(gpu_milli=500)))
+    assert cluster.never_fitting(jobs) == list(jobs)
+    sim = run(cluster, jobs, make_policy(name, cluster, jobs))
+    assert sim.recorder.summary(sim)["unfinished"]["waiting"] == 2
+
+
+def test_every_policy_places_mig_and_memory_demands_as_the_core_does() -> None:
+    """The placement baselines placed neither (those jobs waited, left out of JCT, while the
+    core's policies ran them). A 1g.10gb slice; a 20 GB memory need on its cheapest device,
+    the 3g.40gb slice ($0.79/h), then, that taken, the L4 ($0.80/h)."""
+    mig = (
+        MigSlice(profile="1g.10gb", start=0),
+        MigSlice(profile="1g.10gb", start=1),
+        MigSlice(profile="3g.40gb", start=4),
+    )
+    nodes = (
+        Node(name="m", gpus=(Gpu(index=0, model=A100, mig=mig),)),
+        Node(name="l", gpus=(Gpu(index=0, model="L4"),)),
+    )
+    cluster = Cluster(Snapshot(nodes=nodes), "test").with_queues(("q",))
+    jobs = (
+        job("mig", 0, 100, Demand(mig_profile="1g.10gb")),
+        job("mem", 1, 100, Demand(gpu_memory_mib=20_000)),
+        job("mem2", 2, 100, Demand(gpu_memory_mib=20_000)),
+    )
+    core = {"mig": ("m", 0), "mem": ("m", 4), "mem2": ("l", None)}
+    for name in POLICY_NAMES:
+        sim = run(cluster, jobs, make_policy(name, cluster, jobs))
+        got = {
+            s.name: (s.last_placement[0].node, s.last_placement[0].mig_start) for s in sim.states
+        }
+        if name == "random":  # any free 1g.10gb slice
+            assert got["mig"] in {("m", 0), ("m", 1)}
+            got["mig"] = core["mig"]
+        assert got == core, name
+        assert [s.first_start for s in sim.states] == [0, 1, 2], name

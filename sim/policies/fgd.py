@@ -37,6 +37,8 @@ class FgdPlacer(Placer):
     def place_pod(self, occ: Occupancy, req: Request) -> PodPlacement | None:
         if self.mix is None:
             raise ValueError("fgd needs the target workload (a TaskMix) before placing")
+        if req.profile is not None:
+            return self.place_slice(occ, req)
         slots = self.slots(occ)
         ok = self.feasible(occ, slots, req)
         nodes = np.flatnonzero(ok)
@@ -46,14 +48,16 @@ class FgdPlacer(Placer):
         mem = occ.free_mem[nodes]
         model = occ.node_model[nodes].astype(np.int64)
         S = slots[nodes]
-        key = np.concatenate([S.astype(np.int64), cpu[:, None], mem[:, None], model[:, None]], 1)
-        first, inverse = distinct_rows(key)
+        columns = [S.astype(np.int64), cpu[:, None], mem[:, None], model[:, None]]
+        if req.shared:
+            columns.append(occ.node_shared[nodes])  # which GPUs may take the share
+        first, inverse = distinct_rows(np.concatenate(columns, 1))
         U = S[first]
         ucpu, umem, umodel = cpu[first], mem[first], model[first]
         before = fragmentation(U, ucpu, umem, umodel, self.mix)
         if req.shared:
             # Candidates: the first GPU of each distinct free amount that fits, per state.
-            fits = req.milli <= U
+            fits = (req.milli <= U) & occ.node_shared[nodes[first]]
             first_of_value = np.ones_like(fits)
             for j in range(1, U.shape[1]):
                 first_of_value[:, j] = (U[:, :j] != U[:, j : j + 1]).all(axis=1)

@@ -2,11 +2,15 @@
 
 Each ``Placer`` picks a node (and GPUs on it) for one pod, or None when no node fits.
 Feasibility is the paper's: a whole-GPU pod needs that many entirely free GPUs on one
-node, a shared pod one GPU with enough free milli; CPU and memory must fit; the demand's
-GPU models restrict the node's model. Ties between equal scores go to the lowest node
-index (the cluster file's order, which for openb is node-name order) and, on a node, to
-the lowest GPU index — the tie rule FGD's published numbers rely on; ``random`` draws
-from a seeded generator instead.
+node, a shared pod one time-shared GPU with enough free milli; CPU and memory must fit;
+the demand's GPU models restrict the node's model. Demands the paper has none of go
+through the core's options (``scheduler.demand``), tried cheapest first: a MIG profile
+needs a free slice of it, a GPU-memory need the cheapest device that holds it (a slice
+or a whole GPU); slices go to the lowest node, GPU and slice start (``random``: any free
+one), as the baselines score GPU shares, which a slice does not change. Ties between
+equal scores go to the lowest node index (the cluster file's order, which for openb is
+node-name order) and, on a node, to the lowest GPU index — the tie rule FGD's published
+numbers rely on; ``random`` draws from a seeded generator instead.
 
 - ``random``: a uniformly random feasible node and GPU.
 - ``best-fit``: the node left with the least resources, the sum of its free GPU and CPU
@@ -30,12 +34,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from scheduler.catalog import MILLI_PER_GPU
+from scheduler.demand import Kind
 from scheduler.model import PodPlacement
 from sim.job import Job
 from sim.occupancy import UNTRACKED, Occupancy
 from sim.policy import Actions, Context, JobState, Start
 
-__all__ = ["PLACERS", "PlacementPolicy", "Placer", "Request", "request_of"]
+__all__ = ["PLACERS", "PlacementPolicy", "Placer", "Request", "requests_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,22 +53,40 @@ class Request:
     cpu: int
     mem: int
     models: frozenset[str]
-    """Empty = any model."""
+    """The GPU models (catalog names) that may serve it."""
+    profile: str | None = None
+    """A slice of this MIG profile (``gpus`` 1) instead of GPUs or a share."""
 
     @property
     def shared(self) -> bool:
-        return self.milli < MILLI_PER_GPU
+        return self.profile is None and self.milli < MILLI_PER_GPU
 
 
-def request_of(job: Job) -> Request | None:
-    """The pod request, or None for demands the baselines cannot place (MIG, memory)."""
+def requests_of(occ: Occupancy, job: Job) -> tuple[Request, ...]:
+    """The pod requests to try in turn, from the core's options for the demand: whole GPUs
+    or a share of one on any model it accepts (the paper's rule: one request), else each
+    option, cheapest first (a MIG slice, or a whole GPU holding a memory need). None when
+    no model of the cluster serves it."""
     w = job.workload
     d = w.demand
-    if d.gpus is not None:
-        return Request(d.gpus, MILLI_PER_GPU, w.cpu_milli, w.memory_mib, frozenset(d.models))
-    if d.gpu_milli is not None:
-        return Request(1, d.gpu_milli, w.cpu_milli, w.memory_mib, frozenset(d.models))
-    return None
+    options = occ.options(w)
+    if not options:
+        return ()
+    if d.gpus is not None or d.gpu_milli is not None:
+        models = frozenset(m for o in options for m in o.models)
+        milli = MILLI_PER_GPU if d.gpu_milli is None else d.gpu_milli
+        return (Request(d.gpus or 1, milli, w.cpu_milli, w.memory_mib, models),)
+    return tuple(
+        Request(
+            o.per_pod if o.kind is Kind.WHOLE else 1,
+            MILLI_PER_GPU,
+            w.cpu_milli,
+            w.memory_mib,
+            frozenset(o.models),
+            o.profile if o.kind is Kind.MIG else None,
+        )
+        for o in options
+    )
 
 
 class Placer:
@@ -78,9 +101,14 @@ class Placer:
 
     # -- the gang loop
     def place(self, occ: Occupancy, job: Job) -> tuple[PodPlacement, ...] | None:
-        req = request_of(job)
-        if req is None:
-            return None
+        """The first of the job's requests (``requests_of``) that all its pods fit."""
+        for req in requests_of(occ, job):
+            placement = self._gang(occ, job, req)
+            if placement is not None:
+                return placement
+        return None
+
+    def _gang(self, occ: Occupancy, job: Job, req: Request) -> tuple[PodPlacement, ...] | None:
         placed: list[PodPlacement] = []
         for _ in range(job.workload.pods):
             pod = self.place_pod(occ, req)
@@ -95,12 +123,38 @@ class Placer:
         return tuple(placed)
 
     def place_pod(self, occ: Occupancy, req: Request) -> PodPlacement | None:
+        if req.profile is not None:
+            return self.place_slice(occ, req)
         slots = self.slots(occ)
         ok = self.feasible(occ, slots, req)
         if not ok.any():
             return None
         n = self.choose_node(occ, slots, ok, req)
         return self.pod_on(occ, slots, n, req)
+
+    def place_slice(self, occ: Occupancy, req: Request) -> PodPlacement | None:
+        """A free slice of the profile on a healthy GPU of an accepted model, on a node with
+        the CPU and memory for the pod (``choose_slice`` picks among them)."""
+        room = (occ.free_cpu >= req.cpu) & (occ.free_mem >= req.mem)
+        free = [
+            (g, start)
+            for g, profiles in occ.mig_profile.items()
+            if occ.gpu_healthy[g]
+            and room[occ.gpu_node[g]]
+            and occ.model_names[occ.gpu_model[g]] in req.models
+            for start in sorted(profiles)
+            if profiles[start] == req.profile and start not in occ.mig_used[g]
+        ]
+        if not free:
+            return None
+        g, start = self.choose_slice(free)
+        return PodPlacement(
+            node=occ.node_names[occ.gpu_node[g]], gpus=(int(occ.gpu_index[g]),), mig_start=start
+        )
+
+    def choose_slice(self, free: list[tuple[int, int]]) -> tuple[int, int]:
+        """(GPU, slice start) among the free ones, in node, GPU and start order: the first."""
+        return free[0]
 
     def placed(self, job: Job, placement: tuple[PodPlacement, ...], occ: Occupancy) -> None:
         """Told after the placement was applied (for placers that remember pods)."""
@@ -123,13 +177,19 @@ class Placer:
             self._model_ids[models] = mask
         return mask[occ.node_model]
 
+    @staticmethod
+    def open_slots(occ: Occupancy, slots: np.ndarray, req: Request) -> np.ndarray:
+        """[N, W]: where one of the pod's GPUs may go: an entirely free GPU (shared or not,
+        as in the core) for whole GPUs, enough free milli on a time-shared GPU for a share."""
+        result: np.ndarray = (
+            (slots >= req.milli) & occ.node_shared if req.shared else slots == MILLI_PER_GPU
+        )
+        return result
+
     def feasible(self, occ: Occupancy, slots: np.ndarray, req: Request) -> np.ndarray:
         ok = (occ.free_cpu >= req.cpu) & (occ.free_mem >= req.mem)
         ok &= self.model_mask(occ, req.models)
-        if req.shared:
-            ok &= slots.max(axis=1) >= req.milli
-        else:
-            ok &= (slots == MILLI_PER_GPU).sum(axis=1) >= req.gpus
+        ok &= self.open_slots(occ, slots, req).sum(axis=1) >= req.gpus
         return ok
 
     def choose_node(self, occ: Occupancy, slots: np.ndarray, ok: np.ndarray, req: Request) -> int:
@@ -139,7 +199,7 @@ class Placer:
         row = slots[n]
         indices = occ.node_gpus[n]
         if req.shared:
-            j = self.choose_gpu(row, req)
+            j = self.choose_gpu(row, (row >= req.milli) & occ.node_shared[n])
             return PodPlacement(
                 node=occ.node_names[n], gpus=(int(occ.gpu_index[indices[j]]),), milli=req.milli
             )
@@ -148,10 +208,9 @@ class Placer:
             node=occ.node_names[n], gpus=tuple(int(occ.gpu_index[indices[j]]) for j in free)
         )
 
-    def choose_gpu(self, row: np.ndarray, req: Request) -> int:
+    def choose_gpu(self, row: np.ndarray, fits: np.ndarray) -> int:
         """Best fit on the node: the GPU with the least free milli that still fits."""
-        fits = np.where(row >= req.milli, row, 1 << 30)
-        return int(np.argmin(fits))
+        return int(np.argmin(np.where(fits, row, 1 << 30)))
 
 
 def _capacity_share(occ: Occupancy, slots: np.ndarray, req: Request) -> tuple[np.ndarray, ...]:
@@ -174,9 +233,12 @@ class RandomPlacer(Placer):
         nodes = np.flatnonzero(ok)
         return int(nodes[self.rng.randrange(len(nodes))])
 
-    def choose_gpu(self, row: np.ndarray, req: Request) -> int:
-        fits = np.flatnonzero(row >= req.milli)
-        return int(fits[self.rng.randrange(len(fits))])
+    def choose_gpu(self, row: np.ndarray, fits: np.ndarray) -> int:
+        where = np.flatnonzero(fits)
+        return int(where[self.rng.randrange(len(where))])
+
+    def choose_slice(self, free: list[tuple[int, int]]) -> tuple[int, int]:
+        return free[self.rng.randrange(len(free))]
 
     def pod_on(self, occ: Occupancy, slots: np.ndarray, n: int, req: Request) -> PodPlacement:
         if req.shared:
@@ -219,7 +281,7 @@ class GpuPackingPlacer(Placer):
         used_node = ((slots < MILLI_PER_GPU) & real).any(axis=1)
         cls = np.where(used_node, 1, 2)
         if req.shared:
-            partial = ((slots >= req.milli) & (slots < MILLI_PER_GPU)).any(axis=1)
+            partial = (self.open_slots(occ, slots, req) & (slots < MILLI_PER_GPU)).any(axis=1)
             cls = np.where(partial, 0, cls)
         return cls
 
@@ -257,11 +319,10 @@ class GpuClusteringPlacer(GpuPackingPlacer):
     def _count(
         self, job: Job, placement: tuple[PodPlacement, ...], occ: Occupancy, sign: int
     ) -> None:
-        req = request_of(job)
-        if req is None:
-            return
-        per = self.kinds.setdefault(req.milli, {})
         for pod in placement:
+            if pod.mig_start is not None:
+                continue  # a slice is no share of a GPU: no kind to cluster
+            per = self.kinds.setdefault(pod.milli or MILLI_PER_GPU, {})
             n = occ.node_index[pod.node]
             per[n] = per.get(n, 0) + sign
             if per[n] <= 0:
@@ -305,7 +366,7 @@ class PlacementPolicy:
         # before returning: the engine applies (and checks) them.
         try:
             for s in sorted(candidates, key=lambda s: (s.job.workload.created, s.name)):
-                key = (request_of(s.job), s.job.workload.pods)
+                key = (requests_of(occ, s.job), s.job.workload.pods)
                 if key in self.failed:
                     continue
                 placement = self.placer.place(occ, s.job)
