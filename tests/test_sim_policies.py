@@ -195,3 +195,19 @@ def test_every_policy_places_mig_and_memory_demands_as_the_core_does() -> None:
             got["mig"] = core["mig"]
         assert got == core, name
         assert [s.first_start for s in sim.states] == [0, 1, 2], name
+
+
+def test_a_job_that_can_never_fit_blocks_neither_fifo_nor_a_drf_tenant() -> None:
+    """The audit's case: a 16-GPU pod on an 8-GPU node (the header names it) kept fifo's
+    queue, and its tenant's in drf, waiting for the whole run: nothing finished."""
+    cluster = uniform_cluster(1, 8, "H100-80GB").with_queues(("q",))
+    jobs = (
+        job("big", 0, 10, Demand(gpus=16)),
+        job("a", 1, 100, Demand(gpus=1)),
+        job("b", 2, 100, Demand(gpus=8)),
+    )
+    assert cluster.never_fitting(jobs) == [jobs[0]]
+    for name in ("fifo", "drf"):
+        sim = run(cluster, jobs, make_policy(name, cluster, jobs))
+        # a job that could fit later still blocks strict fifo: b (8 GPUs) waits for a.
+        assert starts(sim) == {"big": -1, "a": 1, "b": 101}, name

@@ -63,9 +63,9 @@ def make_policy(
     if name == "greedy":
         return GreedyPolicy(cluster)
     if name == "fifo":
-        return FifoPolicy(cluster)
+        return FifoPolicy(cluster, jobs)
     if name == "drf":
-        return DrfPolicy(cluster)
+        return DrfPolicy(cluster, jobs)
     if name == "kueue":
         return KueuePolicy(cluster)
     if name in PLACERS:

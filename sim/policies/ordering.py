@@ -1,10 +1,14 @@
 """Baselines that differ from Apportion in *which* job goes next: ``fifo`` and ``drf``.
 
 Both ignore quotas (every job is mapped into one queue that owns the cluster) and place
-through the core's online path, so the comparison isolates the ordering rule.
+through the core's online path, so the comparison isolates the ordering rule. Both leave
+aside the jobs the cluster can never run, even empty (``Cluster.never_fitting``, which the
+replay's header counts): waiting for capacity that never comes, such a job would block
+every job behind it for the whole run.
 
 - ``fifo``: strict first come, first served across the whole cluster: the oldest waiting
-  job must start before any younger one (head-of-line blocking, no backfill).
+  job that could ever run must start before any younger one (head-of-line blocking, no
+  backfill).
 - ``drf``: Dominant Resource Fairness (Ghodsi et al., NSDI'11) across tenants (the trace's
   queues): repeatedly offer the head of the tenant with the lowest dominant share — its
   largest share of any resource (GPUs of each model, CPU, memory), divided by its weight —
@@ -14,9 +18,11 @@ through the core's online path, so the comparison isolates the ordering rule.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 
 from scheduler.catalog import MILLI_PER_GPU
 from sim.cluster import Cluster
+from sim.job import Job
 from sim.occupancy import UNTRACKED
 from sim.policies.online import CoreMirror, ShapeMemo
 from sim.policy import Actions, Context, JobState
@@ -28,13 +34,19 @@ def _arrival(s: JobState) -> tuple[int, str]:
     return (s.job.workload.created, s.job.workload.name)
 
 
+def _never_fitting(cluster: Cluster, jobs: Sequence[Job]) -> frozenset[str]:
+    """Names of the jobs the cluster can never run, even empty."""
+    return frozenset(j.name for j in cluster.never_fitting(jobs))
+
+
 class FifoPolicy:
     name = "fifo"
     tie_rule = "arrival time, then name; placement by the core's best-fit (lowest node index)"
     tick_s = 0
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, jobs: Sequence[Job]) -> None:
         self.mirror = CoreMirror(cluster, one_queue=True)
+        self.never = _never_fitting(cluster, jobs)
 
     def schedule(self, ctx: Context) -> Actions:
         freed = self.mirror.follow(ctx)
@@ -42,6 +54,8 @@ class FifoPolicy:
             return Actions()
         actions = Actions()
         for s in sorted(ctx.pending.values(), key=_arrival):
+            if s.name in self.never:
+                continue
             start = self.mirror.admit(s)
             if start is None:
                 break
@@ -57,8 +71,9 @@ class DrfPolicy:
     )
     tick_s = 0
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, jobs: Sequence[Job]) -> None:
         self.mirror = CoreMirror(cluster, one_queue=True)
+        self.never = _never_fitting(cluster, jobs)
         self.memo = ShapeMemo()
         self.weight = {q.name: q.weight for q in cluster.snapshot.queues}
         nodes = cluster.snapshot.nodes
@@ -99,7 +114,8 @@ class DrfPolicy:
             ctx.pending.values(),
             key=lambda s: (-s.job.workload.priority, s.job.workload.created, s.name),
         ):
-            waiting.setdefault(s.job.workload.queue, []).append(s)
+            if s.name not in self.never:
+                waiting.setdefault(s.job.workload.queue, []).append(s)
         heads = {q: 0 for q in waiting}
         heap = [(self._share(usage.get(q, {}), q), q) for q in waiting]
         heapq.heapify(heap)
