@@ -26,7 +26,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from scheduler.catalog import MILLI_PER_GPU
 from scheduler.model import PodPlacement, Workload
 from scheduler.reasons import Outcome
 from sim.cluster import Cluster
@@ -149,28 +148,18 @@ class FillResult:
         }
 
 
-def _request_milli(job: Job) -> int:
-    d = job.workload.demand
-    if d.gpus is not None:
-        return d.gpus * MILLI_PER_GPU * job.workload.pods
-    if d.gpu_milli is not None:
-        return d.gpu_milli * job.workload.pods
-    return MILLI_PER_GPU * job.workload.pods
-
-
-def fill_stream(
-    jobs: Sequence[Job], capacity_milli: int, seed: int, target: float = 1.3
-) -> list[Job]:
-    """The shuffled pods plus uniform draws with replacement up to ``target`` × capacity.
-    Repeated pods get a ``#k`` suffix so every name is unique."""
+def fill_stream(jobs: Sequence[Job], occ: Occupancy, seed: int, target: float = 1.3) -> list[Job]:
+    """The shuffled pods plus uniform draws with replacement up to ``target`` × the
+    cluster's capacity, each pod's request its ``Occupancy.demand_milli``. Repeated pods
+    get a ``#k`` suffix so every name is unique."""
     rng = random.Random(seed)
     order = list(jobs)
     rng.shuffle(order)
-    limit = target * capacity_milli
+    limit = target * occ.healthy_capacity_milli()
     out: list[Job] = []
     total = 0
     for job in order:
-        need = _request_milli(job)
+        need = occ.demand_milli(job.workload)
         if total + need > limit:
             return out
         out.append(job)
@@ -178,7 +167,7 @@ def fill_stream(
     seen: dict[str, int] = {}
     while order:
         job = order[rng.randrange(len(order))]
-        need = _request_milli(job)
+        need = occ.demand_milli(job.workload)
         if total + need > limit:
             break
         k = seen.get(job.name, 0) + 1
@@ -208,7 +197,7 @@ def fill(
     capacity = occ.healthy_capacity_milli()
     mix = mix_of(jobs, occ.model_names)
     placer = FILL_POLICIES[policy](cluster, seed, mix)
-    stream = fill_stream(jobs, capacity, seed)
+    stream = fill_stream(jobs, occ, seed)
     recorder = Recorder(cluster, occ, jobs, 1, 1)
     arrived = 0
     xs: list[float] = [0.0]
@@ -220,7 +209,7 @@ def fill(
         while next_grid < len(GRID) and 100.0 * arrived / capacity >= GRID[next_grid]:
             frag_at.append(round(100.0 * recorder.fragmented_share(), 4))
             next_grid += 1
-        arrived += _request_milli(job)
+        arrived += occ.demand_milli(job.workload)
         placement = placer.place(occ, job)
         if placement is None:
             dropped += 1

@@ -93,7 +93,9 @@ class Recorder:
         self.occupancy = occupancy
         self.t = 0
         self.capacity_milli = occupancy.healthy_capacity_milli()
-        length = max(span, _trace_length(jobs, self.capacity_milli))
+        self.demand_milli = occupancy.demand_milli
+        """What a waiting job asks, measured as a running one holds (``Occupancy``)."""
+        length = max(span, _trace_length(jobs, occupancy))
         self.step = max(1, math.ceil(length / max(1, samples)))
         self.next_sample = 0
         self.max_samples = 10 * max(1, samples)
@@ -164,7 +166,7 @@ class Recorder:
         job = s.job
         q = job.workload.queue
         self.waiting -= 1  # ``_wait`` spelled out: once per start
-        self.waiting_demand[q] = self.waiting_demand.get(q, 0) - _demand_milli(job)
+        self.waiting_demand[q] = self.waiting_demand.get(q, 0) - self.demand_milli(job.workload)
         milli = s.gpu_milli
         self.alloc[q] = self.alloc.get(q, 0) + milli
         self.idle_rate += milli * (1.0 - (s.util if s.util is not None else 1.0))
@@ -205,7 +207,9 @@ class Recorder:
     def _wait(self, s: JobState, sign: int) -> None:
         self.waiting += sign
         q = s.job.workload.queue
-        self.waiting_demand[q] = self.waiting_demand.get(q, 0) + sign * _demand_milli(s.job)
+        self.waiting_demand[q] = self.waiting_demand.get(q, 0) + sign * self.demand_milli(
+            s.job.workload
+        )
 
     # --------------------------------------------------------------- samples
     def _sample(self, t: int) -> None:
@@ -322,7 +326,7 @@ def _natural(key: str) -> tuple[int, float | str]:
         return (1, key)
 
 
-def _trace_length(jobs: Sequence[Job], capacity_milli: int) -> int:
+def _trace_length(jobs: Sequence[Job], occupancy: Occupancy) -> int:
     """How long a run of these jobs lasts at least, as the trace alone tells: its longest
     job from its arrival, and all its GPU-time over the cluster's capacity."""
     longest = 0
@@ -330,8 +334,8 @@ def _trace_length(jobs: Sequence[Job], capacity_milli: int) -> int:
     for job in jobs:
         seconds = job.seconds_for(job.work, job.default_rate)
         longest = max(longest, job.submit + seconds)
-        work += _demand_milli(job) * seconds
-    return max(longest, work // max(1, capacity_milli))
+        work += occupancy.demand_milli(job.workload) * seconds
+    return max(longest, work // max(1, occupancy.healthy_capacity_milli()))
 
 
 class _Fragmentation:
@@ -465,13 +469,3 @@ class _Fragmentation:
 
 _BATCH = 4096
 """Node readings or spans held before they are measured together."""
-
-
-def _demand_milli(job: Job) -> int:
-    d = job.workload.demand
-    pods = job.workload.pods
-    if d.gpus is not None:
-        return d.gpus * MILLI_PER_GPU * pods
-    if d.gpu_milli is not None:
-        return d.gpu_milli * pods
-    return MILLI_PER_GPU * pods  # MIG or memory-based: at most one GPU per pod

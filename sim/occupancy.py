@@ -242,6 +242,20 @@ class Occupancy:
             serving = self._serving[d] = {m: tuple(o) for m, o in found.items()}
         return serving
 
+    def demand_milli(self, w: Workload) -> int:
+        """The GPU capacity a workload asks, in milli-GPU-equivalents: a MIG slice or a
+        memory need its first (best) option's compute share, as the same slice is charged
+        when it runs (``allocated_milli``); 1,000 per pod when no model here serves it."""
+        d = w.demand
+        if d.gpus is not None:
+            return d.gpus * MILLI_PER_GPU * w.pods
+        if d.gpu_milli is not None:
+            return d.gpu_milli * w.pods
+        options = self.options(w)
+        if not options:
+            return MILLI_PER_GPU * w.pods
+        return round(options[0].gpu_equivalents_per_pod(self.catalog) * MILLI_PER_GPU) * w.pods
+
     def _obeys(self, w: Workload, placement: Sequence[PodPlacement]) -> None:
         """Raise ``SimulationError`` unless every pod is what the workload's demand asks
         (``_check`` found its node and GPUs)."""

@@ -9,8 +9,9 @@ import pytest
 
 from scheduler.model import Demand, Workload
 from sim.cluster import Cluster, load_cluster, uniform_cluster
-from sim.fill import FILL_POLICIES, _request_milli, fill, fill_stream
+from sim.fill import FILL_POLICIES, fill, fill_stream
 from sim.job import Job
+from sim.occupancy import Occupancy
 from sim.openb import OPENB_TRACE_DIR, load_openb_pods_file
 
 
@@ -26,14 +27,16 @@ def test_stream_reaches_but_never_passes_130_percent() -> None:
         Job(Workload(name=f"p{i}", queue="q", demand=Demand(gpus=1 + i % 2)), 1.0)
         for i in range(10)
     )
+    cluster = uniform_cluster(1, 20, "A100-80GB")
+    occ = Occupancy(cluster.snapshot.nodes, cluster.catalog)
     capacity = 20_000  # 20 GPUs in milli
-    stream = fill_stream(jobs, capacity, seed=7)
-    total = sum(_request_milli(j) for j in stream)
+    stream = fill_stream(jobs, occ, seed=7)
+    total = sum(1000 * (j.workload.demand.gpus or 0) for j in stream)
     assert total <= 1.3 * capacity < total + 2000
     assert len({j.name for j in stream}) == len(stream)  # resampled pods renamed
     assert sorted(j.name for j in stream[:10]) == sorted(j.name for j in jobs)
-    assert fill_stream(jobs, capacity, seed=7) == stream
-    assert fill_stream(jobs, capacity, seed=8) != stream
+    assert fill_stream(jobs, occ, seed=7) == stream
+    assert fill_stream(jobs, occ, seed=8) != stream
 
 
 @pytest.mark.parametrize("policy", sorted(FILL_POLICIES))
@@ -94,7 +97,7 @@ def test_no_policy_fills_gpus_that_are_not_shared_with_shares(policy: str) -> No
         )
         for i in range(4)
     )
-    stream = fill_stream(jobs, 4000, seed=0)
+    stream = fill_stream(jobs, Occupancy(cluster.snapshot.nodes, cluster.catalog), seed=0)
     shares = sum(j.workload.demand.gpu_milli is not None for j in stream)
     result = fill(cluster, jobs, policy, seed=0)
     assert result.dropped == shares > 0

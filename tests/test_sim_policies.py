@@ -211,3 +211,42 @@ def test_a_job_that_can_never_fit_blocks_neither_fifo_nor_a_drf_tenant() -> None
         sim = run(cluster, jobs, make_policy(name, cluster, jobs))
         # a job that could fit later still blocks strict fifo: b (8 GPUs) waits for a.
         assert starts(sim) == {"big": -1, "a": 1, "b": 101}, name
+
+
+def _mig_gpu(name: str, slices: int) -> Node:
+    """An A100 partitioned into ``slices`` 1g.10gb slices (1/7 of its compute each)."""
+    layout = tuple(MigSlice(profile="1g.10gb", start=i) for i in range(slices))
+    return Node(name=name, gpus=(Gpu(index=0, model=A100, mig=layout),))
+
+
+def test_drf_charges_a_running_slice_as_it_charged_its_start() -> None:
+    """x holds 4 of 7 slices (dominant share 4/7), y 1 of 2 whole GPUs (1/2): when z's GPU
+    frees, y goes first. DRF charged a running slice its compute share (143 of the
+    profile's 7,000) but a start 1,000: x read as 0.08 and went first."""
+    nodes = (
+        Node(name="w", gpus=tuple(Gpu(index=i, model=A100) for i in range(2))),
+        _mig_gpu("m", 7),
+    )
+    cluster = Cluster(Snapshot(nodes=nodes), "test").with_queues(("x", "y", "z"))
+    jobs = (
+        job("z1", 0, 50, Demand(gpus=1), "z"),
+        job("y1", 0, 1000, Demand(gpus=1), "y"),
+        *(job(f"m{i}", 0, 1000, Demand(mig_profile="1g.10gb"), "x") for i in range(4)),
+        job("xw", 10, 100, Demand(gpus=1), "x"),
+        job("yw", 11, 100, Demand(gpus=1), "y"),
+    )
+    sim = run(cluster, jobs, make_policy("drf", cluster, jobs))
+    assert (starts(sim)["yw"], starts(sim)["xw"]) == (50, 150)
+
+
+def test_a_waiting_slice_asks_what_it_holds_once_running() -> None:
+    """One 1g.10gb slice on a cluster of one GPU (1,000 milli): m1 holds 143 and m2 waits
+    for it. Its demand was counted 1,000 while waiting, so x's fair share was the whole GPU
+    and the deviation |143 − 1,000| / 1,000; as 143, x's fair share is 286: 0.143, over
+    half the run (m2 runs alone after)."""
+    cluster = Cluster(Snapshot(nodes=(_mig_gpu("m", 1),)), "test").with_queues(("x",))
+    jobs = tuple(job(f"m{i}", 0, 100, Demand(mig_profile="1g.10gb"), "x") for i in (1, 2))
+    sim = run(cluster, jobs, make_policy("greedy", cluster, jobs))
+    assert sim.states[0].gpu_milli == sim.occupancy.demand_milli(jobs[1].workload) == 143
+    fairness = sim.recorder.summary(sim)["fairness"]
+    assert fairness["share_deviation_mean"] == round(0.143 * 100 / 200, 6)

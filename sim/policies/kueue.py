@@ -24,7 +24,7 @@ from scheduler.incremental import IncrementalAllocator
 from scheduler.model import Snapshot, Workload
 from scheduler.reasons import Outcome
 from sim.cluster import Cluster
-from sim.policies.online import CoreMirror, ShapeMemo
+from sim.policies.online import CoreMirror, ShapeMemo, quota_amount
 from sim.policy import Actions, Context, JobState, Start
 
 __all__ = ["KueuePolicy"]
@@ -35,9 +35,7 @@ MAX_VICTIM_TRIALS = 3
 
 def _amount(s: JobState) -> int:
     """Quota a running job is charged, in its flavor's base unit."""
-    if s.flavor is not None and s.flavor.startswith("mig-"):
-        return len(s.placement)
-    return sum((p.milli or MILLI_PER_GPU) * len(p.gpus) for p in s.placement)
+    return quota_amount(s.flavor, s.placement)
 
 
 class KueuePolicy:
@@ -139,7 +137,7 @@ class KueuePolicy:
                 self._starts[start.job] = start
                 if start.flavor is not None:
                     key = (w.queue, start.flavor)
-                    usage[key] = usage.get(key, 0) + _placed_amount(start)
+                    usage[key] = usage.get(key, 0) + quota_amount(start.flavor, start.placement)
         return actions
 
     # ---------------------------------------------------------- preemption
@@ -241,9 +239,3 @@ class KueuePolicy:
             return None
         self.mirror.allocator = trial
         return Start(s.name, d.placement, d.flavor)
-
-
-def _placed_amount(start: Start) -> int:
-    if start.flavor is not None and start.flavor.startswith("mig-"):
-        return len(start.placement)
-    return sum((p.milli or MILLI_PER_GPU) * len(p.gpus) for p in start.placement)

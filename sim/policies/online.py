@@ -14,16 +14,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from scheduler.catalog import MILLI_PER_GPU
 from scheduler.incremental import IncrementalAllocator
-from scheduler.model import Snapshot, Workload, WorkloadDecision
+from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision
 from scheduler.reasons import Outcome
 from sim.cluster import Cluster
 from sim.policy import Context, JobState, Start
 
-__all__ = ["ONE_QUEUE", "CoreMirror", "ShapeMemo", "shape_of"]
+__all__ = ["ONE_QUEUE", "CoreMirror", "ShapeMemo", "quota_amount", "shape_of"]
 
 ONE_QUEUE = "all"
 """The queue every workload is mapped to by policies that ignore quotas."""
+
+
+def quota_amount(flavor: str | None, placement: tuple[PodPlacement, ...]) -> int:
+    """What a placement holds of its flavor, in the quota book's base unit: instances for
+    a MIG flavor, milli-GPU for a GPU model (``scheduler.quota``)."""
+    if flavor is not None and flavor.startswith("mig-"):
+        return len(placement)
+    return sum((p.milli or MILLI_PER_GPU) * len(p.gpus) for p in placement)
 
 
 def shape_of(w: Workload) -> tuple[object, ...]:

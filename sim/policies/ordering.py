@@ -11,7 +11,8 @@ every job behind it for the whole run.
   backfill).
 - ``drf``: Dominant Resource Fairness (Ghodsi et al., NSDI'11) across tenants (the trace's
   queues): repeatedly offer the head of the tenant with the lowest dominant share — its
-  largest share of any resource (GPUs of each model, CPU, memory), divided by its weight —
+  largest share of any resource (GPUs of each model, slices of each MIG profile, CPU,
+  memory), divided by its weight —
   skipping a tenant for the rest of the round once its head does not fit.
 """
 
@@ -21,10 +22,11 @@ import heapq
 from collections.abc import Sequence
 
 from scheduler.catalog import MILLI_PER_GPU
+from scheduler.model import PodPlacement, Workload
 from sim.cluster import Cluster
 from sim.job import Job
 from sim.occupancy import UNTRACKED
-from sim.policies.online import CoreMirror, ShapeMemo
+from sim.policies.online import CoreMirror, ShapeMemo, quota_amount
 from sim.policy import Actions, Context, JobState
 
 __all__ = ["DrfPolicy", "FifoPolicy"]
@@ -77,8 +79,10 @@ class DrfPolicy:
         self.memo = ShapeMemo()
         self.weight = {q.name: q.weight for q in cluster.snapshot.queues}
         nodes = cluster.snapshot.nodes
+        # In the quota book's units (``quota_amount``): milli-GPU, or MIG instances.
         self.capacity: dict[str, float] = {
-            f: float(c * MILLI_PER_GPU) for f, c in cluster.capacity().items()
+            f: float(c if f.startswith("mig-") else c * MILLI_PER_GPU)
+            for f, c in cluster.capacity().items()
         }
         cpu = [n.cpu_milli for n in nodes if n.cpu_milli is not None]
         mem = [n.memory_mib for n in nodes if n.memory_mib is not None]
@@ -88,16 +92,24 @@ class DrfPolicy:
     def _usage(self, ctx: Context) -> dict[str, dict[str, float]]:
         usage: dict[str, dict[str, float]] = {}
         for s in ctx.running.values():
-            self._charge(usage, s, +1)
+            self._charge(usage, s.job.workload, s.flavor, s.placement)
         return usage
 
-    def _charge(self, usage: dict[str, dict[str, float]], s: JobState, sign: int) -> None:
-        w = s.job.workload
+    @staticmethod
+    def _charge(
+        usage: dict[str, dict[str, float]],
+        w: Workload,
+        flavor: str | None,
+        placement: tuple[PodPlacement, ...],
+    ) -> dict[str, float]:
+        """Add what a job holds to its tenant's usage (the same for a job running and one
+        started in this call); the tenant's usage."""
         u = usage.setdefault(w.queue, {})
-        if s.flavor is not None:
-            u[s.flavor] = u.get(s.flavor, 0.0) + sign * s.gpu_milli
-        u["cpu"] = u.get("cpu", 0.0) + sign * w.cpu_milli * w.pods
-        u["memory"] = u.get("memory", 0.0) + sign * w.memory_mib * w.pods
+        if flavor is not None:
+            u[flavor] = u.get(flavor, 0.0) + quota_amount(flavor, placement)
+        u["cpu"] = u.get("cpu", 0.0) + w.cpu_milli * w.pods
+        u["memory"] = u.get("memory", 0.0) + w.memory_mib * w.pods
+        return u
 
     def _share(self, u: dict[str, float], queue: str) -> float:
         dominant = max((v / self.capacity.get(k, 1.0) for k, v in u.items()), default=0.0)
@@ -136,13 +148,7 @@ class DrfPolicy:
                 continue  # this tenant's head waits: skip the tenant for this round
             actions.starts.append(start)
             heads[q] += 1
-            u = usage.setdefault(q, {})
-            w = s.job.workload
-            milli = sum((p.milli or MILLI_PER_GPU) * len(p.gpus) for p in start.placement)
-            if start.flavor is not None:
-                u[start.flavor] = u.get(start.flavor, 0.0) + milli
-            u["cpu"] = u.get("cpu", 0.0) + w.cpu_milli * w.pods
-            u["memory"] = u.get("memory", 0.0) + w.memory_mib * w.pods
+            u = self._charge(usage, s.job.workload, start.flavor, start.placement)
             if heads[q] < len(jobs):
                 heapq.heappush(heap, (self._share(u, q), q))
         return actions
