@@ -460,6 +460,18 @@ def table(outcome: Outcome) -> str:
             f"{never['jobs']} job(s) can never run on this cluster, even empty, and stay "
             f"waiting (e.g. {'; '.join(never['examples'][:3])})"
         )
+    stuck = result.get("never_admitted", {})
+    if stuck.get("jobs"):
+        left = [
+            f"{r['policy']}/{r['seed']} {r['never_admitted_waiting']}"
+            for r in result["runs"]
+            if r["never_admitted_waiting"]
+        ]
+        lines.append(
+            f"{stuck['jobs']} job(s) their queues' quotas can never admit, even on an empty "
+            f"cluster (e.g. {stuck['examples'][0]}); left waiting by "
+            f"{', '.join(left) or 'no policy'}"
+        )
     if result["experiment"] == "fill":
         lines.append(f"{'policy':16s} {'unalloc@100%':>14s} {'unalloc@130%':>14s}  tie rule")
         for name, s in result["summary"].items():

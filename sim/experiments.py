@@ -25,6 +25,7 @@ from sim.events import Outage
 from sim.fill import FILL_POLICIES, fill
 from sim.job import Job
 from sim.policies import POLICY_NAMES, PolicyOptions, make_policy
+from sim.policies.online import never_admitted
 from sim.pool import executor, report
 from sim.trace import Trace
 
@@ -144,11 +145,19 @@ def replay_experiment(
         "jobs": len(never),
         "examples": [_described(j) for j in never[:5]],
     }
+    stuck = never_admitted(cluster, jobs, never)
+    result["never_admitted"] = {
+        "jobs": len(stuck),
+        "names": [j.name for j, _ in stuck],
+        "examples": [f"{j.name} ({d.reason.value}: {d.message})" for j, d in stuck[:3]],
+    }
+    stuck_names = tuple(j.name for j, _ in stuck)
     outcome = Outcome(result)
     tasks = [(name, seed) for name in policies for seed in seeds]
     with executor(min(workers, len(tasks)), progress) as pool:
         futures = [
-            pool.submit(_replay_run, cluster, jobs, name, seed, settings) for name, seed in tasks
+            pool.submit(_replay_run, cluster, jobs, name, seed, settings, stuck_names)
+            for name, seed in tasks
         ]
         runs = []
         for (name, seed), future in zip(tasks, futures, strict=True):
@@ -166,8 +175,10 @@ def _replay_run(
     name: str,
     seed: int,
     settings: ReplaySettings,
+    never_admitted: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], int, float]:
-    """One policy and seed (in a worker process): the run's record, its events, its wall s."""
+    """One policy and seed (in a worker process): the run's record, its events, its wall s;
+    ``never_admitted``: the jobs quotas can never admit, counted where left waiting."""
     policy = make_policy(name, cluster, jobs, seed, settings.policy)
     label = f"{name}/{seed}"
     failures = None
@@ -190,6 +201,7 @@ def _replay_run(
         "seed": seed,
         "tie_rule": policy.tie_rule,
         "outages": sim.outages,
+        "never_admitted_waiting": sum(name in sim.pending for name in never_admitted),
         "summary": sim.recorder.summary(sim),
     }
     return run, sim.events, time.perf_counter() - started

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.model import Demand, PodPlacement, Workload
+from scheduler.model import Demand, PodPlacement, Queue, Quota, Workload
 from sim import engine
 from sim.cluster import Cluster, uniform_cluster
+from sim.commands import table
 from sim.engine import EngineSettings, Simulation, run
 from sim.events import Outage, Utilization
 from sim.experiments import NotFiniteError, ReplaySettings, dumps, replay_experiment
@@ -573,3 +574,23 @@ def test_progress_is_reported_by_the_clock_over_arrivals_and_completions(
     # The last arrival is at t=39 and jobs run 30 s: after every arrival, half the work
     # (the completions) is still to come.
     assert any(0.5 < r < 1.0 for r in between), reports
+
+
+def test_jobs_quotas_can_never_admit_are_named_and_counted_per_run() -> None:
+    """A gang of 8 GPUs in a queue that may hold 4 (nominal 4, borrowing limit 0) waited
+    through kueue's whole run without a word, left out of JCT; fifo ignores quotas and ran
+    it. They are named with the core's reason, and each run counts those it left waiting."""
+    cluster = uniform_cluster(1, 8, A100)
+    quota = {A100: Quota(nominal=4, borrowing_limit=0)}
+    queues = (Queue(name="a", cohort="c", quota=quota), Queue(name="b", cohort="c", quota=quota))
+    cluster = Cluster(cluster.snapshot.model_copy(update={"queues": queues}), cluster.source)
+    jobs = (job("gang", 0, 100, 4, "a", pods=2), job("one", 0, 100, 1, "a"))
+    outcome = replay_experiment(cluster, Trace(jobs, "inline", "csv"), ["kueue", "fifo"], [0])
+    why = "gang (BorrowingLimit: queue a at 0/4 A100-80GB (borrowing limit 0); needs 8)"
+    assert outcome.result["never_admitted"] == {"jobs": 1, "names": ["gang"], "examples": [why]}
+    assert [r["never_admitted_waiting"] for r in outcome.result["runs"]] == [1, 0]
+    assert [r["summary"]["finished"] for r in outcome.result["runs"]] == [1, 2]
+    assert (
+        f"1 job(s) their queues' quotas can never admit, even on an empty cluster (e.g. {why}); "
+        "left waiting by kueue/0 1\n"
+    ) in table(outcome)

@@ -17,11 +17,12 @@ from collections.abc import Iterable
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.incremental import IncrementalAllocator
 from scheduler.model import PodPlacement, Snapshot, Workload, WorkloadDecision
-from scheduler.reasons import Outcome
+from scheduler.reasons import QUOTA_REASONS, Outcome
 from sim.cluster import Cluster
+from sim.job import Job
 from sim.policy import Context, JobState, Start
 
-__all__ = ["ONE_QUEUE", "CoreMirror", "ShapeMemo", "quota_amount", "shape_of"]
+__all__ = ["ONE_QUEUE", "CoreMirror", "ShapeMemo", "never_admitted", "quota_amount", "shape_of"]
 
 ONE_QUEUE = "all"
 """The queue every workload is mapped to by policies that ignore quotas."""
@@ -142,3 +143,38 @@ class CoreMirror:
         if self.one_queue:
             running = Workload.model_construct(**{**running.__dict__, "queue": ONE_QUEUE})
         self.allocator.hold(running)
+
+
+def never_admitted(
+    cluster: Cluster, jobs: Iterable[Job], never_fit: Iterable[Job] = ()
+) -> list[tuple[Job, WorkloadDecision]]:
+    """Jobs (other than ``never_fit``) their queues' quotas can never admit, each with the
+    core's decision saying why: on the empty cluster its online path refuses them for quota
+    (a gang larger than its cohort's quota, a flavor its queue has none of), and usage only
+    adds to an empty book. The policies that keep quotas leave them waiting for the run."""
+    snap = cluster.snapshot
+    allocator = IncrementalAllocator(
+        Snapshot.model_construct(
+            gpu_models=snap.gpu_models,
+            nodes=snap.nodes,
+            queues=snap.queues,
+            workloads=(),
+            now=0,
+            prices=snap.prices,
+        )
+    )
+    skip = {j.name for j in never_fit}
+    refused: dict[tuple[object, ...], WorkloadDecision | None] = {}
+    found = []
+    for job in jobs:
+        w = job.workload
+        key = shape_of(w)
+        if key not in refused:
+            d = allocator.decide(w)
+            if d.outcome is Outcome.ADMIT:
+                allocator.release(w.name)  # the cluster stays empty for the next shape
+            refused[key] = d if d.reason in QUOTA_REASONS else None
+        decision = refused[key]
+        if decision is not None and job.name not in skip:
+            found.append((job, decision))
+    return found
