@@ -11,16 +11,20 @@ over all nodes at once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NoReturn
 
 import numpy as np
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog
-from scheduler.demand import Kind, Option, OptionsByDemand
+from scheduler.demand import Kind, OptionsByDemand
 from scheduler.model import Demand, Node, PodPlacement, Workload
 from scheduler.verdicts import describe, describe_demand
 
 __all__ = ["Occupancy", "SimulationError"]
 
+_WHOLE, _MIG, _FRACTION = int(Kind.WHOLE), int(Kind.MIG), int(Kind.FRACTION)
+"""Kinds of device as plain ints: an enum member's hash is a Python call, and every start
+looks its pods up by kind."""
 UNTRACKED = 1 << 60
 """Free CPU/memory of a node whose allocatable is not tracked: never the constraint."""
 
@@ -92,12 +96,15 @@ class Occupancy:
         self._mig: list[bool] = [g in self.mig_layout for g in range(len(gpu_node))]
         self._shared: list[bool] = shared
         self._model: list[str] = [self.model_names[m] for m in gpu_model]
+        self._mixed: list[bool] = [len({gpu_model[g] for g in ids}) > 1 for ids in per_node]
+        """Per node: it has GPUs of more than one model (a pod's may differ)."""
         self.catalog = catalog
         self.options = OptionsByDemand(catalog, tuple(self.model_names))
         """The core's options for a workload's demand (``scheduler.demand``), best first."""
-        self._serving: dict[Demand, dict[str, tuple[Option, ...]]] = {}
-        """Demand → GPU model → the options that model serves (their set does not depend
-        on the workload's throughput table, which only orders them)."""
+        self._accepted: dict[Demand, frozenset[tuple[str, int, int | str | None]]] = {}
+        """Demand → the (GPU model, kind, GPUs per pod, milli or MIG profile) its pods may
+        take: the core's options, whose set does not depend on the workload's throughput
+        table (which only orders them)."""
         self.free_milli: list[int] = np.where(self.gpu_mig, 0, MILLI_PER_GPU).tolist()
         """Free milli per GPU, the truth: every start and stop changes a few elements, and a
         list's cost a fraction of a numpy array's. ``gpu_free`` is its array, brought up
@@ -230,18 +237,6 @@ class Occupancy:
             if self.free_cpu[n] < cpu * pods or self.free_mem[n] < mem * pods:
                 raise SimulationError(f"{name}: not enough CPU or memory on {self.node_names[n]}")
 
-    def serving(self, demand_of: Workload) -> dict[str, tuple[Option, ...]]:
-        """GPU model → the core's options for the workload's demand that model serves."""
-        d = demand_of.demand
-        serving = self._serving.get(d)
-        if serving is None:
-            found: dict[str, list[Option]] = {}
-            for option in self.options(demand_of):
-                for model in option.models:
-                    found.setdefault(model, []).append(option)
-            serving = self._serving[d] = {m: tuple(o) for m, o in found.items()}
-        return serving
-
     def demand_milli(self, w: Workload) -> int:
         """The GPU capacity a workload asks, in milli-GPU-equivalents: a MIG slice or a
         memory need its first (best) option's compute share, as the same slice is charged
@@ -258,36 +253,69 @@ class Occupancy:
 
     def _obeys(self, w: Workload, placement: Sequence[PodPlacement]) -> None:
         """Raise ``SimulationError`` unless every pod is what the workload's demand asks
-        (``_check`` found its node and GPUs)."""
+        (``_check`` found its node and GPUs): a set lookup per pod, as every start is
+        checked; a refusal is worded apart."""
+        accepted = self._accepted_for(w)
+        if len(placement) != w.pods or not all(
+            self._signature(pod) in accepted for pod in placement
+        ):
+            self._refuse(w, placement, accepted)
+
+    def _accepted_for(self, w: Workload) -> frozenset[tuple[str, int, int | str | None]]:
+        accepted = self._accepted.get(w.demand)
+        if accepted is None:
+            accepted = self._accepted[w.demand] = frozenset(
+                (model, int(o.kind), o.profile if o.kind is Kind.MIG else o.per_pod)
+                for o in self.options(w)
+                for model in o.models
+            )
+        return accepted
+
+    def _signature(self, pod: PodPlacement) -> tuple[str, int, int | str | None] | None:
+        """(GPU model, kind, GPUs or milli or MIG profile) of what a pod takes, as
+        ``_accepted`` lists a demand's; None for a share of a GPU that is not shared, or
+        GPUs of two models."""
+        n = self.node_index[pod.node]
+        at = self._gpu_at[n]
+        g = at[pod.gpus[0]]
+        model = self._model[g]
+        if pod.mig_start is not None:
+            return (model, _MIG, self.mig_profile[g][pod.mig_start])
+        if pod.milli is not None:
+            return (model, _FRACTION, pod.milli) if self._shared[g] else None
+        if self._mixed[n] and any(self._model[at[i]] != model for i in pod.gpus):
+            return None
+        return (model, _WHOLE, len(pod.gpus))
+
+    def _refuse(
+        self,
+        w: Workload,
+        placement: Sequence[PodPlacement],
+        accepted: frozenset[tuple[str, int, int | str | None]],
+    ) -> NoReturn:
+        """Raise ``SimulationError`` naming the first pod that is not what the workload's
+        demand asks, and what it asks (``_obeys`` found one)."""
         if len(placement) != w.pods:
             raise SimulationError(f"{w.name}: {len(placement)} pod(s) placed, it has {w.pods}")
-        serving = self.serving(w)
+        options = self.options(w)
         for k, pod in enumerate(placement):
+            if self._signature(pod) in accepted:
+                continue
             at = self._gpu_at[self.node_index[pod.node]]
             gpus = [at[i] for i in pod.gpus]
             models = {self._model[g] for g in gpus}
-            options = serving.get(self._model[gpus[0]], ()) if len(models) == 1 else ()
-            if not options:
-                accepted = ", ".join(serving) or "none of the cluster's"
+            mine = [o for o in options if models <= set(o.models)]
+            if not mine:
+                served = ", ".join(dict.fromkeys(m for o in options for m in o.models))
                 raise SimulationError(
                     f"{w.name}: pod {k} is on {'/'.join(sorted(models))} GPU(s) on {pod.node}; "
-                    f"{describe_demand(w)} accepts {accepted}"
+                    f"{describe_demand(w)} accepts {served or 'none of the cluster models'}"
                 )
-            if not any(self._is(option, pod, gpus) for option in options):
-                raise SimulationError(
-                    f"{w.name}: pod {k} takes {self._pod(pod, gpus)}; it asks "
-                    + " or ".join(describe(o) for o in options)
-                )
-
-    def _is(self, option: Option, pod: PodPlacement, gpus: list[int]) -> bool:
-        """Is the pod one of this option (``_check`` refused any other mix of MIG and not)?"""
-        if option.kind is Kind.MIG:
-            return pod.mig_start is not None and (
-                self.mig_profile[gpus[0]][pod.mig_start] == option.profile
+            raise SimulationError(
+                f"{w.name}: pod {k} takes {self._pod(pod, gpus)}; it asks "
+                + " or ".join(describe(o) for o in mine)
             )
-        if option.kind is Kind.FRACTION:
-            return pod.milli == option.per_pod and self._shared[gpus[0]]
-        return pod.mig_start is None and pod.milli is None and len(gpus) == option.per_pod
+        raise AssertionError(f"{w.name}: refused, yet every pod is what it asks")
 
     def _pod(self, pod: PodPlacement, gpus: list[int]) -> str:
         """A pod's devices, as an error names them."""

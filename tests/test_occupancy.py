@@ -89,13 +89,14 @@ def test_cpu_and_memory_held_outside_the_workloads_are_never_free() -> None:
 
 def _rules_occupancy() -> Occupancy:
     """Two time-shared A100s (s), two that are not (x), a partitioned A100 (m: 1g.10gb at
-    0, 3g.40gb at 4) and an L4 (l)."""
+    0, 3g.40gb at 4), an L4 (l), and an A100 beside an L4 (mix)."""
     mig = (MigSlice(profile="1g.10gb", start=0), MigSlice(profile="3g.40gb", start=4))
     nodes = (
         Node(name="s", gpus=tuple(Gpu(index=i, model=A100, shared=True) for i in range(2))),
         Node(name="x", gpus=tuple(Gpu(index=i, model=A100) for i in range(2))),
         Node(name="m", gpus=(Gpu(index=0, model=A100, mig=mig),)),
         Node(name="l", gpus=(Gpu(index=0, model="L4"),)),
+        Node(name="mix", gpus=(Gpu(index=0, model=A100), Gpu(index=1, model="L4"))),
     )
     return Occupancy(nodes, default_catalog())
 
@@ -129,6 +130,12 @@ def _rules_occupancy() -> Occupancy:
             "pod 0 takes 1 whole GPU\\(s\\) on x; it asks 2 A100-80GB GPUs",
         ),
         (Demand(gpus=1), 2, (PodPlacement(node="x", gpus=(0,)),), "1 pod\\(s\\) placed, it has 2"),
+        (
+            Demand(gpus=2),
+            1,
+            (PodPlacement(node="mix", gpus=(0, 1)),),
+            "pod 0 is on A100-80GB/L4 GPU\\(s\\) on mix; 2 GPU\\(s\\) accepts L4, A100-80GB",
+        ),
         (
             Demand(gpus=1, models=("L4",)),
             1,
