@@ -65,7 +65,7 @@ class Request:
 def requests_of(occ: Occupancy, job: Job) -> tuple[Request, ...]:
     """The pod requests to try in turn, from the core's options for the demand: whole GPUs
     or a share of one on any model it accepts (the paper's rule: one request), else each
-    option, cheapest first (a MIG slice, or a whole GPU holding a memory need). None when
+    option, cheapest first (a MIG slice, or a whole GPU holding a memory need); none when
     no model of the cluster serves it."""
     w = job.workload
     d = w.demand
