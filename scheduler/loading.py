@@ -19,6 +19,7 @@ read the files.
 from __future__ import annotations
 
 import json
+import re
 import types
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,8 +27,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from yaml.constructor import ConstructorError
-from yaml.nodes import MappingNode
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from yaml.nodes import Node as YamlNode
 
 from scheduler.catalog import Catalog
@@ -204,16 +205,41 @@ class _DuplicateKeyError(Exception):
     pass
 
 
+_TAG = "tag:yaml.org,2002:"
+_INT, _FLOAT = _TAG + "int", _TAG + "float"
+_YAML11_NUMBER = "tag:apportion.io,2024:yaml11-number"
+"""The tag of a plain scalar that YAML 1.1 reads as a number, and YAML 1.2 as text or
+another number: ``parse_document`` refuses it, with its path."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys (YAML keeps the last one silently) and counts
-    the aliases it reads (``parse_document`` bounds what they expand to)."""
+    """SafeLoader that reads numbers as YAML 1.2 does, rejects duplicate keys (YAML keeps the
+    last one silently) and counts the aliases it reads (``parse_document`` bounds what they
+    expand to).
+
+    PyYAML reads YAML 1.1, where ``1:30`` is 90 (base 60), ``017`` is 15 (octal) and
+    ``1_000`` is 1000: a count, a time or a weight written so was quietly another number.
+    Numbers here are those of the 1.2 core schema (JSON's, and current YAML tools'):
+    decimal, ``0o`` octal or ``0x`` hex. A plain value that YAML 1.1 reads as another
+    number than 1.2 does is refused, with its path: read either way, it means something
+    else to someone (kubectl reads YAML 1.1). ``yes``, ``no``, ``on`` and ``off`` stay
+    booleans, as YAML 1.1 and kubectl read them, so they mean the same to both: refused
+    where a number or a text is wanted, never quietly the text ``"no"``."""
 
     aliases = 0
+    yaml11_numbers = 0
 
     def compose_node(self, parent: YamlNode | None, index: int) -> YamlNode | None:
         if self.check_event(yaml.AliasEvent):
             self.aliases += 1
         return super().compose_node(parent, index)
+
+    def resolve(self, kind: type[YamlNode], value: str, implicit: tuple[bool, bool]) -> str:
+        tag: str = super().resolve(kind, value, implicit)  # type: ignore[no-untyped-call]
+        if kind is ScalarNode and implicit[0] and _yaml11_differs(value, tag):
+            self.yaml11_numbers += 1
+            return _YAML11_NUMBER
+        return tag
 
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         seen: set[object] = set()
@@ -230,12 +256,73 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-# Times are integer seconds here; an unquoted date must stay a string for pydantic to name,
-# not become a datetime (or a ValueError for a date like 2024-13-01).
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+def _yaml12_int(value: str) -> int:
+    """A 1.2 core integer: decimal (with leading zeros too), ``0o`` octal or ``0x`` hex
+    (PyYAML's constructor reads a leading 0 as octal, and ``08`` fails)."""
+    if value.startswith(("0o", "0x")):
+        return int(value[2:], 8 if value[1] == "o" else 16)
+    return int(value)
+
+
+_INT_12 = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
+"""The 1.2 core schema's integers."""
+# The YAML 1.2 core schema's plain scalars (its spec's section 10.3.2), YAML 1.1's
+# booleans (see _Loader) and the merge key ('<<') files use with anchors, each with the
+# characters it may start with. No timestamps: times are integer seconds here, and an
+# unquoted date stays a string for pydantic to name.
+_CORE = (
+    (_TAG + "null", r"^(?:~|null|Null|NULL|)$", ("~", "n", "N", "")),
+    (
+        _TAG + "bool",
+        r"^(?:true|True|TRUE|false|False|FALSE|yes|Yes|YES|no|No|NO|on|On|ON|off|Off|OFF)$",
+        tuple("tTfFyYnNoO"),
+    ),
+    (_INT, _INT_12.pattern, tuple("-+0123456789")),
+    (
+        _FLOAT,
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        tuple("-+.0123456789"),
+    ),
+    (_TAG + "merge", r"^(?:<<)$", ("<",)),
+)
+_Loader.yaml_implicit_resolvers = {}
+for _tag, _pattern, _firsts in _CORE:
+    for _first in _firsts:
+        _Loader.yaml_implicit_resolvers.setdefault(_first, []).append((_tag, re.compile(_pattern)))
+_Loader.add_constructor(_INT, lambda _, node: _yaml12_int(node.value))
+_YAML11 = {
+    first: [(tag, rx) for tag, rx in resolvers if tag in (_INT, _FLOAT)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_NUMBERS = SafeConstructor()
+"""PyYAML's YAML 1.1 number constructors, to tell what a 1.1 reader makes of a value."""
+
+
+def _yaml11_number(value: str) -> int | float | None:
+    """The number YAML 1.1 (PyYAML) reads a plain scalar as; None for anything else."""
+    for tag, pattern in _YAML11.get(value[:1], []):
+        if pattern.match(value):
+            node = ScalarNode(tag, value)
+            number: int | float
+            if tag == _INT:
+                number = _NUMBERS.construct_yaml_int(node)
+            else:
+                number = _NUMBERS.construct_yaml_float(node)
+            return number
+    return None
+
+
+def _yaml11_differs(value: str, tag: str) -> bool:
+    """Whether YAML 1.1 reads the plain scalar ``value`` as a number other than what the
+    1.2 core schema (``tag``) reads."""
+    yaml11 = _yaml11_number(value)
+    if yaml11 is None:
+        return False
+    if tag == _INT:
+        return yaml11 != _yaml12_int(value)
+    # A float is written the same way but for '_' and ':', with which 1.2 reads it as text.
+    return tag != _FLOAT
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -260,25 +347,80 @@ def parse_document(text: str, source: str) -> object:
         except (ValueError, RecursionError) as error:  # YAML would fail the same way, slower
             raise SnapshotError([f"{source}: {_unreadable(error)}"], source) from None
     loader = None
+    problems: list[str] = []
     try:
         loader = _Loader(text)  # reads the text: a character YAML refuses raises here
-        data = loader.get_single_data()
+        node = loader.get_single_node()
+        if loader.yaml11_numbers:
+            assert node is not None
+            problems = _yaml11_problems(node, source)
+        else:
+            data = None if node is None else loader.construct_document(node)
     except yaml.MarkedYAMLError as error:
-        problem = json_problem or _yaml_problem(error, source)
+        problems = [json_problem or _yaml_problem(error, source)]
     except (yaml.YAMLError, ValueError, RecursionError) as error:
-        problem = json_problem or f"{source}: {_unreadable(error)}"
+        problems = [json_problem or f"{source}: {_unreadable(error)}"]
     else:
-        if loader.aliases and not _within(data, MAX_EXPANDED_VALUES):
-            problem = (
+        if not problems and loader.aliases and not _within(data, MAX_EXPANDED_VALUES):
+            problems = [
                 f"{source}: its {loader.aliases:,} YAML aliases expand it to more than "
                 f"{MAX_EXPANDED_VALUES:,} values"
-            )
-        else:
+            ]
+        elif not problems:
             return data
     finally:
         if loader is not None:
             loader.dispose()
-    raise SnapshotError([problem], source)
+    raise SnapshotError(problems, source)
+
+
+def _yaml11_problems(root: YamlNode, source: str) -> list[str]:
+    """Every plain value YAML 1.1 reads as another number than 1.2 does, by line, column and
+    path, in the order of the text (each once, however many aliases name it)."""
+    found: list[tuple[ScalarNode, tuple[int | str, ...]]] = []
+    seen: set[int] = set()
+    stack: list[tuple[YamlNode, tuple[int | str, ...]]] = [(root, ())]
+    while stack:
+        node, loc = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        # Children pushed last first: a node aliases name is found where it is written.
+        if isinstance(node, MappingNode):
+            for key, value in reversed(node.value):
+                merged = key.tag == _TAG + "merge"  # its entries are this mapping's
+                stack.append((value, loc if merged else (*loc, str(key.value))))
+                stack.append((key, loc))
+        elif isinstance(node, SequenceNode):
+            stack.extend((item, (*loc, i)) for i, item in reversed(list(enumerate(node.value))))
+        elif isinstance(node, ScalarNode) and node.tag == _YAML11_NUMBER:
+            found.append((node, loc))
+    return [_yaml11_problem(node, loc, source) for node, loc in found]
+
+
+def _yaml11_problem(node: ScalarNode, loc: tuple[int | str, ...], source: str) -> str:
+    value = node.value
+    yaml11 = show(_yaml11_number(value))
+    if ":" in value:
+        how = "base 60"
+    elif "_" in value:
+        how = "'_' left out"
+    elif "b" in value or "x" in value:
+        how = "binary" if "b" in value else "hex"
+    else:
+        how = "octal"
+    if _INT_12.match(value):
+        yaml12 = show(_yaml12_int(value))
+        write = f"{yaml11} or {yaml12}, whichever you mean, without the leading 0"
+    else:
+        yaml12 = "text"
+        write = f"{yaml11}, or quote it for text"
+    mark = node.start_mark
+    return (
+        f"{source}: line {mark.line + 1} column {mark.column + 1}: "
+        f"{join('', *loc) or '(top level)'}: {value} is {yaml11} in YAML 1.1 ({how}) but "
+        f"{yaml12} in YAML 1.2, which Apportion reads: write {write}"
+    )
 
 
 def _unreadable(error: ValueError | RecursionError | yaml.YAMLError) -> str:

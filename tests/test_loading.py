@@ -260,6 +260,76 @@ def test_numbers_written_as_yes_or_no_are_refused() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("written", "expected"),
+    [
+        ("1:30", "1:30 is 90 in YAML 1.1 (base 60) but text in YAML 1.2, which Apportion "
+                 "reads: write 90, or quote it for text"),
+        ("017", "017 is 15 in YAML 1.1 (octal) but 17 in YAML 1.2, which Apportion reads: "
+                "write 15 or 17, whichever you mean, without the leading 0"),
+        ("1_000", "1_000 is 1000 in YAML 1.1 ('_' left out) but text in YAML 1.2, which "
+                  "Apportion reads: write 1000, or quote it for text"),
+        ("0b101", "0b101 is 5 in YAML 1.1 (binary) but text in YAML 1.2, which Apportion "
+                  "reads: write 5, or quote it for text"),
+        ("-0x10", "-0x10 is -16 in YAML 1.1 (hex) but text in YAML 1.2, which Apportion "
+                  "reads: write -16, or quote it for text"),
+        ("1_0.5", "1_0.5 is 10.5 in YAML 1.1 ('_' left out) but text in YAML 1.2, which "
+                  "Apportion reads: write 10.5, or quote it for text"),
+    ],
+)  # fmt: skip
+def test_numbers_yaml_1_1_reads_otherwise_are_refused(written: str, expected: str) -> None:
+    # PyYAML read YAML 1.1: `now: 1:30` was 90 and `nominal: 010` was 8, without a word.
+    text = f"now: 5\nqueues:\n  - name: q\n    quota: {{H100: {{nominal: {written}}}}}\n"
+    assert problems_of(text) == [
+        f"f.yaml: line 4 column 29: queues[0].quota.H100.nominal: {expected}"
+    ]
+
+
+def test_every_yaml_1_1_number_is_named_once_by_its_path() -> None:
+    # An anchor's value is named where it is written, once; a merge key's entries belong
+    # to the mapping they are merged into.
+    text = (
+        "now: 1:30\n"
+        "defaults: &q {weight: 017}\n"
+        "queues:\n"
+        "  - {<<: *q, name: a}\n"
+        "  - {<<: *q, name: b}\n"
+    )
+    problems = problems_of(text)
+    assert [p.split(": ")[1] for p in problems] == ["line 1 column 6", "line 2 column 23"]
+    assert problems[1].startswith("f.yaml: line 2 column 23: defaults.weight: 017 is 15")
+
+
+def test_numbers_read_as_yaml_1_2_reads_them() -> None:
+    # 0o is octal and 1e3 a number in YAML 1.2 (text in 1.1); a leading 0 YAML 1.1 reads
+    # no otherwise (08 is not octal) is decimal; quoted, each is text (a label here).
+    snapshot = load_snapshot_text(
+        "now: 0o17\n"
+        "nodes: [{name: n, labels: {a: '1:30', b: '017'}, cpu_milli: 08,"
+        " memory_mib: 0x10}]\n"
+        "queues: [{name: q, weight: 1.5e+2}]\n"
+        "prices: {H100: 2e0}\n",
+        "f.yaml",
+    )
+    assert snapshot.now == 15
+    assert snapshot.nodes[0].labels == {"a": "1:30", "b": "017"}
+    assert (snapshot.nodes[0].cpu_milli, snapshot.nodes[0].memory_mib) == (8, 16)
+    assert snapshot.queues[0].weight == 150.0
+    assert snapshot.prices == {"H100": 2.0}
+
+
+def test_yes_no_on_and_off_stay_booleans() -> None:
+    # As kubectl (YAML 1.1) reads them: refused as text, never quietly the text "no".
+    snapshot = load_snapshot_text(
+        "nodes: [{name: n, gpus: [{index: 0, model: H100, shared: yes, healthy: on}]}]\n",
+        "f.yaml",
+    )
+    assert (snapshot.nodes[0].gpus[0].shared, snapshot.nodes[0].gpus[0].healthy) == (True, True)
+    assert problems_of("queues: [{name: q, namespaces: [no]}]\n") == [
+        "queues[0].namespaces[0]: false is not a valid string (put it in quotes)"
+    ]
+
+
 def test_yaml_syntax_error_has_line_and_column() -> None:
     text = "nodes:\n  - name: a\n   bad: 1\n"
     [problem] = problems_of(text)

@@ -40,6 +40,13 @@ def test_a_list_or_a_mapping_loads(tmp_path: Path) -> None:
         # Was both kept, the second replacing the first where queues are looked up by name.
         ("- {name: a}\n- {name: a, weight: 2}\n", "queues[1].name: 'a' is already used by"),
         ("just text\n", "'just text' is not a list of queues or a mapping"),
+        # Were 90 and 8 (YAML 1.1's base 60 and octal), without a word.
+        (
+            "- {name: a, quota: {H100: {nominal: 1:30}}}\n",
+            "line 1 column 37: [0].quota.H100.nominal: 1:30 is 90 in YAML 1.1 (base 60) but "
+            "text in YAML 1.2",
+        ),
+        ("- {name: a, weight: 010}\n", "[0].weight: 010 is 8 in YAML 1.1 (octal) but 10"),
     ],
 )
 def test_bad_files_say_where(tmp_path: Path, text: str, message: str) -> None:
