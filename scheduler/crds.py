@@ -23,10 +23,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from scheduler.fieldpaths import show
-from scheduler.loading import validation_problems
+from scheduler.loading import problem_lines, validated
 from scheduler.model import NonNegative, Queue
 
 __all__ = [
@@ -320,10 +320,10 @@ def queue_from_object(obj: Mapping[str, Any]) -> Queue:
     if problems:
         raise QueueObjectError(name, problems)
     assert isinstance(spec, Mapping)
-    try:
-        return Queue.model_validate({**spec, "name": name})
-    except ValidationError as error:
-        raise QueueObjectError(name, validation_problems(error, Queue, "spec")) from None
+    queue, found = validated(Queue, {**spec, "name": name}, yaml=False)
+    if queue is None:
+        raise QueueObjectError(name, problem_lines(found, "spec"))
+    return queue
 
 
 def queue_object(queue: Queue) -> dict[str, Any]:

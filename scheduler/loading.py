@@ -23,7 +23,7 @@ import re
 import types
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -60,14 +60,15 @@ __all__ = [
     "NodePool",
     "SnapshotError",
     "SnapshotFile",
-    "booleans_as_numbers",
     "field_problems",
     "load_cluster_text",
     "load_snapshot_text",
+    "loose_numbers",
     "parse_document",
+    "problem_lines",
     "snapshot_from_data",
     "validate_snapshot",
-    "validation_problems",
+    "validated",
 ]
 
 _PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -160,15 +161,10 @@ def _from_data(data: object, source: str) -> tuple[Snapshot, Namespaces]:
             [f"{source}: the top level must be a mapping of snapshot fields, not {show(data)}"],
             source,
         )
-    try:
-        parsed = SnapshotFile.model_validate(data)
-    except ValidationError as error:
-        raise SnapshotError(validation_problems(error), source) from None
+    parsed, found = validated(SnapshotFile, data)
+    if parsed is None:
+        raise SnapshotError(problem_lines(found), source)
     catalog, problems = checked_catalog(parsed)
-    problems = [
-        f"{join('', *p.loc)}: {p.text} (YAML reads yes, no, on and off as booleans)"
-        for p in booleans_as_numbers(data, SnapshotFile)
-    ] + problems
     nodes = list(parsed.nodes)
     gpus = sum(len(n.gpus) for n in nodes) + sum(
         p.count * p.gpus_per_node for p in parsed.node_pools
@@ -475,13 +471,27 @@ class FieldProblem:
     why: str
 
 
-def validation_problems(
-    error: ValidationError, root: type[BaseModel] = SnapshotFile, prefix: str = ""
-) -> list[str]:
-    """pydantic's errors for ``root`` as ``path: value why`` lines, paths under ``prefix``."""
-    return [
-        f"{join(prefix, *p.loc) or '(top level)'}: {p.text}" for p in field_problems(error, root)
-    ]
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def validated(
+    root: type[_M], data: object, yaml: bool = True
+) -> tuple[_M | None, list[FieldProblem]]:
+    """``data`` as a ``root``, or None and every problem: pydantic's, and the numbers it
+    would take though they were not written as numbers of their kind (``loose_numbers``),
+    one problem per field. ``yaml``: the data was YAML, whose booleans a hint spells."""
+    loose = loose_numbers(data, root, yaml)
+    try:
+        model = root.model_validate(data)
+    except ValidationError as error:
+        named = {p.loc for p in loose}
+        return None, loose + [p for p in field_problems(error, root) if p.loc not in named]
+    return (None, loose) if loose else (model, [])
+
+
+def problem_lines(problems: Iterable[FieldProblem], prefix: str = "") -> list[str]:
+    """Problems as ``path: value why`` lines, paths under ``prefix``."""
+    return [f"{join(prefix, *p.loc) or '(top level)'}: {p.text}" for p in problems]
 
 
 def field_problems(error: ValidationError, root: type[BaseModel]) -> list[FieldProblem]:
@@ -553,24 +563,60 @@ def _type_at(root: type[BaseModel], loc: Sequence[int | str]) -> object:
     return _unwrap(current)
 
 
-def booleans_as_numbers(
-    data: object, root: type[BaseModel], loc: tuple[int | str, ...] = ()
-) -> list[FieldProblem]:
-    """Numbers written as booleans in data ``root`` accepted: pydantic takes true and false
-    as 1 and 0, so ``gpus: true`` would quietly mean one GPU (and YAML reads yes, no, on
-    and off as booleans too)."""
-    if isinstance(data, bool):
-        if _type_at(root, loc) not in (int, float):
-            return []
-        why = "is a boolean, not a number"
-        return [FieldProblem(loc, f"{show(data)} {why}", why)]
-    if isinstance(data, dict):
-        items: Iterable[tuple[int | str, object]] = data.items()
-    elif isinstance(data, list):
-        items = enumerate(data)
-    else:
-        return []
-    return [p for key, item in items for p in booleans_as_numbers(item, root, (*loc, key))]
+_YAML_BOOLEANS = " (YAML reads yes, no, on and off as booleans)"
+_NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+"""A number, as text: written in quotes, it would be one without them."""
+
+
+def loose_numbers(data: object, root: type[BaseModel], yaml: bool = False) -> list[FieldProblem]:
+    """Numbers in data for ``root`` that pydantic would take though they are not written as
+    numbers of their kind: true and false (its 1 and 0: ``gpus: true`` was one GPU), text
+    (``"2"``: a count in quotes is not one, and ``"1_000"`` was 1000) and, where an integer
+    is wanted, a float (``2.0``; ``1e3`` in YAML 1.2). ``yaml``: the data was YAML, whose
+    booleans are spelt yes, no, on and off too."""
+    problems: list[FieldProblem] = []
+    _loose_numbers(data, root, (), problems, yaml)
+    return problems
+
+
+def _loose_numbers(
+    data: object,
+    annotation: object,
+    loc: tuple[int | str, ...],
+    problems: list[FieldProblem],
+    yaml: bool,
+) -> None:
+    kind = _unwrap(annotation)
+    if kind in (int, float):
+        why = _loose_number(data, kind, yaml)
+        if why is not None:
+            problems.append(FieldProblem(loc, f"{show(data)} {why}", why))
+    elif isinstance(kind, type) and issubclass(kind, BaseModel):
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = kind.model_fields.get(key) if isinstance(key, str) else None
+                if field is not None:
+                    _loose_numbers(value, field.annotation, (*loc, key), problems, yaml)
+    elif get_origin(kind) in (tuple, list) and get_args(kind) and isinstance(data, list):
+        for i, item in enumerate(data):
+            _loose_numbers(item, get_args(kind)[0], (*loc, i), problems, yaml)
+    elif get_origin(kind) is dict and len(get_args(kind)) == 2 and isinstance(data, dict):
+        for key, value in data.items():
+            _loose_numbers(value, get_args(kind)[1], (*loc, key), problems, yaml)
+
+
+def _loose_number(value: object, kind: object, yaml: bool) -> str | None:
+    """Why ``value`` is not a number of ``kind`` as written; None when it is one, or is no
+    number at all (pydantic names that)."""
+    if isinstance(value, bool):
+        return "is a boolean, not a number" + (_YAML_BOOLEANS if yaml else "")
+    if isinstance(value, str):
+        quoted = _NUMBER_TEXT.fullmatch(value.strip())
+        return "is text, not a number" + (" (write it without quotes)" if quoted else "")
+    if kind is int and isinstance(value, float):
+        whole = value.is_integer()
+        return "is not an integer" + (f" (write {value:.0f})" if whole else "")
+    return None
 
 
 def _unwrap(annotation: object) -> object:

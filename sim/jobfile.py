@@ -30,7 +30,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from scheduler.catalog import default_catalog
 from scheduler.fieldpaths import join, not_a_mig_profile, show
-from scheduler.loading import FieldProblem, booleans_as_numbers, field_problems
+from scheduler.loading import FieldProblem, field_problems, validated
 from scheduler.model import CpuMilli, Demand, MemoryMib, NonNegative, Positive, Workload
 from sim.job import DEFAULT_QUEUE, Job
 from sim.jsontext import JsonProblem, parse
@@ -152,18 +152,24 @@ def _build(
     """The row's job; None (and the row to ``bad``) when it has problems. ``noun`` is what
     a key is called in the file (column, field)."""
     where = f"{source} line {line}"
-    problems = booleans_as_numbers(data, JobRow)
+    job = None
+    problems: list[FieldProblem] = []
     try:
-        row = JobRow.model_validate(data)
-        job = row.job()
+        if noun == "field":  # JSON: a number is one as written (a CSV cell is always text)
+            row, problems = validated(JobRow, data, yaml=False)
+        else:
+            row = JobRow.model_validate(data)
+        if row is not None:
+            job = row.job()
     except ValidationError as error:
         problems += field_problems(error, JobRow)
-    if problems:
+    if job is None:
         bad.record(_row_error(where, noun, problems))
         return None
-    if row.gpus is not None:
+    gpus = job.workload.demand.gpus
+    if gpus is not None:
         try:
-            pod_gpus(row.gpus, f"{where} {noun} gpus", data["gpus"])
+            pod_gpus(gpus, f"{where} {noun} gpus", data["gpus"])
         except RowError as error:
             bad.record(error)
             return None

@@ -269,6 +269,9 @@ def _obj(spec: Any, **top: Any) -> dict[str, Any]:
         (_obj([]), "spec: a list is not a mapping"),
         ({"metadata": {}}, "metadata.name: null is not a queue name"),
         ("queue", "(top level): 'queue' is not a mapping"),
+        # Were 4 and 1.0: the API server refuses both for the schema's integer and number.
+        (_obj({"quota": {"H100": {"nominal": "4"}}}), "spec.quota.H100.nominal: '4' is text,"),
+        (_obj({"weight": True}), "spec.weight: true is a boolean, not a number"),
     ],
 )
 def test_queue_from_object_names_the_field(obj, message):

@@ -408,6 +408,14 @@ def test_own_csv_names_each_bad_cell_as_snapshots_do(row: str, expected: str) ->
         # true was taken as 1 GPU.
         ('{"name": "a", "submit": 0, "runtime": 10, "gpus": true}',
          "jobs.jsonl line 1 field gpus: true is a boolean, not a number"),
+        # "2" was 2 GPUs, 2.0 too, and "1_000" a thousand seconds: a JSON number is one as
+        # written (a CSV cell is always text).
+        ('{"name": "a", "submit": 0, "runtime": 10, "gpus": "2"}',
+         "jobs.jsonl line 1 field gpus: '2' is text, not a number (write it without quotes)"),
+        ('{"name": "a", "submit": 0, "runtime": 10, "gpus": 2.0}',
+         "jobs.jsonl line 1 field gpus: 2.0 is not an integer (write 2)"),
+        ('{"name": "a", "submit": 0, "runtime": "1_000", "gpus": 1}',
+         "jobs.jsonl line 1 field runtime: '1_000' is text, not a number"),
         ('{"name": "a", "submit": 0, "runtime": 10, "gpus": 1, "gpu_milli": 5}',
          "jobs.jsonl line 1: give exactly one of gpus, mig_profile, gpu_memory_mib, gpu_milli "
          "(given: gpus, gpu_milli)"),

@@ -47,6 +47,15 @@ def test_a_list_or_a_mapping_loads(tmp_path: Path) -> None:
             "text in YAML 1.2",
         ),
         ("- {name: a, weight: 010}\n", "[0].weight: 010 is 8 in YAML 1.1 (octal) but 10"),
+        # Were a weight of 1 and a nominal quota of 4, as a snapshot's queue refuses them.
+        (
+            "- {name: a, weight: on}\n",
+            "queues[0].weight: true is a boolean, not a number (YAML reads yes, no, on and off",
+        ),
+        (
+            "- {name: a, quota: {H100: {nominal: '4'}}}\n",
+            "queues[0].quota.H100.nominal: '4' is text, not a number (write it without quotes)",
+        ),
     ],
 )
 def test_bad_files_say_where(tmp_path: Path, text: str, message: str) -> None:

@@ -8,10 +8,10 @@ import asyncio
 import logging
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from scheduler.fieldpaths import already_used, show
-from scheduler.loading import SnapshotError, parse_document, validation_problems
+from scheduler.loading import SnapshotError, parse_document, problem_lines, validated
 from scheduler.model import Queue
 from scheduler.textfile import read_text
 from webhook.cluster import LiveCluster
@@ -56,11 +56,10 @@ def load_queue_file(path: Path) -> list[Queue]:
         data = {"queues": data}
     if not isinstance(data, dict):
         raise QueueFileError(f"{path}: {show(data)} is not a list of queues or a mapping")
-    try:
-        queues = QueueFile.model_validate(data).queues or []
-    except ValidationError as error:
-        problems = validation_problems(error, QueueFile)
-        raise QueueFileError(f"{path}: {'; '.join(problems)}") from None
+    parsed, found = validated(QueueFile, data)
+    if parsed is None:
+        raise QueueFileError(f"{path}: {'; '.join(problem_lines(found))}")
+    queues = parsed.queues or []
     problems = already_used("queues", [q.name for q in queues])
     if problems:
         raise QueueFileError(f"{path}: {'; '.join(problems)}")
