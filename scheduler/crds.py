@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scheduler.fieldpaths import show
 from scheduler.loading import problem_lines, validated
 from scheduler.model import NonNegative, Queue
+from scheduler.names import queue_problems
 
 __all__ = [
     "API_VERSION",
@@ -323,6 +324,9 @@ def queue_from_object(obj: Mapping[str, Any]) -> Queue:
     queue, found = validated(Queue, {**spec, "name": name}, yaml=False)
     if queue is None:
         raise QueueObjectError(name, problem_lines(found, "spec"))
+    problems = queue_problems(queue, "spec", name_at="metadata.name")
+    if problems:
+        raise QueueObjectError(name, problems)
     return queue
 
 

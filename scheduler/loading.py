@@ -53,6 +53,7 @@ from scheduler.model import (
     Snapshot,
     Taint,
 )
+from scheduler.names import MAX_SUBDOMAIN, namespace_name, node_name, queue_problems
 
 __all__ = [
     "FieldProblem",
@@ -175,6 +176,7 @@ def _from_data(data: object, source: str) -> tuple[Snapshot, Namespaces]:
             [f"{where}: {gpus:,} GPUs in all (nodes and pools); at most {MAX_CLUSTER_GPUS:,}"],
             source,
         )
+    problems += _name_problems(parsed)
     pool_of_node: dict[int, int] = {}
     problems += already_used("node_pools", [pool.name for pool in parsed.node_pools])
     for p, pool in enumerate(parsed.node_pools):
@@ -192,6 +194,37 @@ def _from_data(data: object, source: str) -> tuple[Snapshot, Namespaces]:
     if problems:
         raise SnapshotError(problems, source)
     return snapshot, parsed.namespaces
+
+
+def _name_problems(parsed: SnapshotFile) -> list[str]:
+    """Names the file's cluster must have as Kubernetes has them (``scheduler.names``): its
+    nodes (a pool's with ``-000`` … appended), queues, cohorts and namespaces. The core
+    compares names as given, so a trace's tenant may name a simulated queue ``vc EwI``;
+    a file describes a cluster, where such names are refused."""
+    problems = [
+        f"nodes[{i}].name: {show(node.name)} {why}"
+        for i, node in enumerate(parsed.nodes)
+        if (why := node_name(node.name))
+    ]
+    suffix = len(f"-{_MAX_POOL_NODES - 1}")
+    problems += [
+        f"node_pools[{p}].name: {show(pool.name)} {why}"
+        for p, pool in enumerate(parsed.node_pools)
+        if (why := node_name(pool.name, MAX_SUBDOMAIN - suffix))
+    ]
+    for i, queue in enumerate(parsed.queues):
+        problems += queue_problems(queue, f"queues[{i}]")
+    problems += [
+        f"workloads[{i}].namespace: {show(w.namespace)} {why}"
+        for i, w in enumerate(parsed.workloads)
+        if (why := namespace_name(w.namespace))
+    ]
+    problems += [
+        f"{join('namespaces', name)}: {show(name)} {why}"
+        for name in parsed.namespaces
+        if (why := namespace_name(name))
+    ]
+    return problems
 
 
 # --- parsing -------------------------------------------------------------------------------

@@ -212,7 +212,8 @@ def test_the_schema_rejects_bad_queues(change, field):
         queue_from_object(obj)
 
 
-_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
+# DNS-1123 labels: names of namespaces, and of queues and cohorts too (scheduler/names.py).
+_names = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True)
 _limits = st.none() | st.integers(0, 64)
 _queues = st.builds(
     Queue,
@@ -272,6 +273,9 @@ def _obj(spec: Any, **top: Any) -> dict[str, Any]:
         # Were 4 and 1.0: the API server refuses both for the schema's integer and number.
         (_obj({"quota": {"H100": {"nominal": "4"}}}), "spec.quota.H100.nominal: '4' is text,"),
         (_obj({"weight": True}), "spec.weight: true is a boolean, not a number"),
+        # A cohort Kueue would refuse; a name the API server takes but no pod's label can.
+        (_obj({"cohort": "Lab"}), "spec.cohort: 'Lab' is not a cohort name (as Kueue's,"),
+        (_obj({}, metadata={"name": "q" * 64}), "metadata.name: 'qqq"),  # 64 characters
     ],
 )
 def test_queue_from_object_names_the_field(obj, message):

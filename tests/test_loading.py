@@ -240,6 +240,64 @@ def test_a_bad_namespaces_map_is_named(text: str, expected: list[str]) -> None:
     assert problems_of(text) == expected
 
 
+NAMESPACE = (
+    "is not a namespace name (a DNS-1123 label: at most 63 lowercase letters, digits and "
+    "'-', beginning and ending with a letter or digit)"
+)
+SUBDOMAIN = (
+    "a DNS-1123 subdomain: at most {} lowercase letters, digits, '-' and '.', beginning "
+    "and ending with a letter or digit"
+)
+QUEUE = (
+    "a queue name (pods name their queue in the label apportion.io/queue, whose values are "
+    "at most 63 letters, digits, '-', '_' and '.', beginning and ending with a letter or "
+    "digit)"
+)
+
+
+def test_names_kubernetes_would_refuse_are_refused() -> None:
+    # Each was taken as written: a cluster no API server would hold, a queue no pod's
+    # label can name.
+    text = (
+        "nodes: [{name: GPU_a}, {name: " + "n" * 254 + "}]\n"
+        "node_pools: [{name: T4 pool, count: 1, gpu_model: T4, gpus_per_node: 1}]\n"
+        "queues:\n"
+        "  - {name: team a, cohort: Lab_1, namespaces: [Team-A, '']}\n"
+        "  - {name: " + "q" * 64 + ", cohort: ''}\n"
+        "workloads: [{name: w, queue: team a, namespace: -ns-, demand: {gpus: 1}}]\n"
+        "namespaces: {" + "x" * 64 + ": {}}\n"
+    )
+    long_node = "'" + "n" * 56 + "..."
+    assert problems_of(text) == [
+        f"nodes[0].name: 'GPU_a' is not a node name ({SUBDOMAIN.format(253)})",
+        f"nodes[1].name: {long_node} is 254 characters long, not a node name "
+        f"({SUBDOMAIN.format(253)})",
+        # Its nodes are named T4 pool-0, …: a node name with 6 characters more.
+        f"node_pools[0].name: 'T4 pool' is not a node name ({SUBDOMAIN.format(247)})",
+        f"queues[0].name: 'team a' is not {QUEUE}",
+        f"queues[0].cohort: 'Lab_1' is not a cohort name (as Kueue's, {SUBDOMAIN.format(253)})",
+        f"queues[0].namespaces[0]: 'Team-A' {NAMESPACE}",
+        f"queues[0].namespaces[1]: '' {NAMESPACE}",
+        f"queues[1].name: '{'q' * 56}... is 64 characters long, not {QUEUE}",
+        f"queues[1].cohort: '' is not a cohort name (as Kueue's, {SUBDOMAIN.format(253)})",
+        f"workloads[0].namespace: '-ns-' {NAMESPACE}",
+        f"namespaces.{'x' * 64}: '{'x' * 56}... is 64 characters long, not "
+        + NAMESPACE.removeprefix("is not "),
+    ]
+
+
+def test_names_kubernetes_accepts_load() -> None:
+    # A queue name is a label value (a trace's tenant, vcEwI, may name one); a node name
+    # is a subdomain, dots and all.
+    snapshot = load_snapshot_text(
+        "nodes: [{name: gpu-a.rack-1.example}]\n"
+        "queues: [{name: vcEwI_2.x, cohort: lab.research, namespaces: [team-a]}]\n"
+        "namespaces: {" + "x" * 63 + ": {}}\n",
+        "f.yaml",
+    )
+    assert [q.name for q in snapshot.queues] == ["vcEwI_2.x"]
+
+
 # --- text: YAML and JSON -------------------------------------------------------------------
 
 

@@ -52,6 +52,9 @@ def test_a_list_or_a_mapping_loads(tmp_path: Path) -> None:
             "- {name: a, weight: on}\n",
             "queues[0].weight: true is a boolean, not a number (YAML reads yes, no, on and off",
         ),
+        # Names Kubernetes refuses: a namespace no cluster has, a queue no pod's label names.
+        ("- {name: a, namespaces: [Team-A]}\n", "queues[0].namespaces[0]: 'Team-A' is not a n"),
+        ("- {name: team a}\n", "queues[0].name: 'team a' is not a queue name (pods name"),
         (
             "- {name: a, quota: {H100: {nominal: '4'}}}\n",
             "queues[0].quota.H100.nominal: '4' is text, not a number (write it without quotes)",

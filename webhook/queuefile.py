@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from scheduler.fieldpaths import already_used, show
 from scheduler.loading import SnapshotError, parse_document, problem_lines, validated
 from scheduler.model import Queue
+from scheduler.names import queue_problems
 from scheduler.textfile import read_text
 from webhook.cluster import LiveCluster
 
@@ -60,7 +61,8 @@ def load_queue_file(path: Path) -> list[Queue]:
     if parsed is None:
         raise QueueFileError(f"{path}: {'; '.join(problem_lines(found))}")
     queues = parsed.queues or []
-    problems = already_used("queues", [q.name for q in queues])
+    problems = [p for i, q in enumerate(queues) for p in queue_problems(q, f"queues[{i}]")]
+    problems += already_used("queues", [q.name for q in queues])
     if problems:
         raise QueueFileError(f"{path}: {'; '.join(problems)}")
     return queues
