@@ -20,7 +20,15 @@ from scheduler.loading import SnapshotError, load_snapshot_text
 from scheduler.model import Decision, PodPlacement, Snapshot, SolverStats, WorkloadDecision
 from scheduler.textfile import given_path, read_text
 
-__all__ = ["BUDGET_WHY", "MAX_BUDGET_MS", "catalog_command", "crds_command", "decide_command"]
+__all__ = [
+    "BUDGET_WHY",
+    "MAX_BUDGET_MS",
+    "SAME_SEED",
+    "catalog_command",
+    "crds_command",
+    "decide_command",
+    "seed",
+]
 
 Subparsers = Any  # argparse's _SubParsersAction is private
 
@@ -61,7 +69,9 @@ def decide_command(sub: Subparsers) -> None:
     parser.add_argument(
         "--workloads", type=int, help="demo: pending workloads (default 120, at most 20,000)"
     )
-    parser.add_argument("--seed", type=int, help="demo: seed of the pending queue (default 0)")
+    parser.add_argument(
+        "--seed", type=seed, help="demo: seed of the pending queue (0 or more, default 0)"
+    )
     parser.add_argument("--json", action="store_true", help="print the Decision as JSON")
     parser.add_argument(
         "--budget-ms",
@@ -120,6 +130,21 @@ def _run_crds(args: argparse.Namespace) -> int:
             raise CommandError(f"cannot write {out / name}: {error.strerror}") from None
         print(f"wrote {out / name}")
     return 0
+
+
+SAME_SEED = "seeds are 0 or more (Python's random takes -1 and 1 as the same seed)"
+
+
+def seed(text: str) -> int:
+    """An argparse type: a seed, 0 or more. ``random.Random(-1)`` draws as ``Random(1)``
+    does, so a negative seed repeated another's run as if it were a new one."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative; {SAME_SEED}")
+    return value
 
 
 def _load(args: argparse.Namespace) -> Snapshot:

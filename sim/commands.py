@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.cli import CommandError, stop_on_sigterm
-from scheduler.commands import BUDGET_WHY, MAX_BUDGET_MS
+from scheduler.commands import BUDGET_WHY, MAX_BUDGET_MS, SAME_SEED
 from scheduler.textfile import given_path, read_text
 from sim.cluster import ClusterError, load_cluster
 from sim.engine import EngineSettings
@@ -210,10 +210,7 @@ def _seeds(text: str) -> list[int]:
         raise CommandError(f"--seeds: {text!r} has an empty item ({SEEDS_HELP})")
     negative = next((i for i in items if re.fullmatch(r"-[0-9]+(-[0-9]+)?", i)), None)
     if negative is not None:
-        raise CommandError(
-            f"--seeds: {negative} is negative; seeds are 0 or more (Python's random takes -1 "
-            "and 1 as the same seed)"
-        )
+        raise CommandError(f"--seeds: {negative} is negative; {SAME_SEED}")
     if not all(matches):
         raise CommandError(f"--seeds: {text!r} is not a list of integers or a count")
     seeds: list[int] = []

@@ -216,6 +216,17 @@ def test_sizes_past_any_real_use_are_refused_before_the_work():
         assert done.stderr == f"apportion decide: {message}\n"
 
 
+def test_a_negative_seed_is_refused():
+    """--seed -1 drew the pending queue --seed 1 draws (random.Random(-1) is Random(1)): two
+    runs taken as different were the same."""
+    done = apportion("decide", "--default-cluster", "--seed", "-1")
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.splitlines()[-1] == (
+        "apportion decide: error: argument --seed: '-1' is negative; seeds are 0 or more "
+        "(Python's random takes -1 and 1 as the same seed)"
+    )
+
+
 def test_the_budget_is_shown_as_given_however_small():
     """--budget-ms 0.001 said 'of 0 ms budget'. A budget under a millisecond is a real
     choice (greedy's answer, no time for the ILP or the improvement phase), so it is shown

@@ -576,6 +576,17 @@ def test_a_negative_level_is_refused_for_what_it_is() -> None:
         )
 
 
+def test_a_negative_seed_is_refused() -> None:
+    """--seed -1 grew the demand and drew the policy's choices as --seed 1 does
+    (random.Random(-1) is Random(1)), as simulate's --seeds refuses."""
+    done = _plan("demo", "--seed", "-1", "--max-jobs", "5", "--max-simulations", "1")
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        "apportion plan: error: argument --seed: '-1' is negative; seeds are 0 or more "
+        "(Python's random takes -1 and 1 as the same seed)"
+    )
+
+
 def test_bad_inputs_leave_no_out_directory_behind(tmp_path: Path) -> None:
     """A mistyped trace (or shard file) left --out DIR behind, empty: it was made before the
     inputs were read."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.cli import CommandError, stop_on_sigterm
+from scheduler.commands import seed
 from scheduler.consistency import price_problem
 from scheduler.telemetry import url_problem
 from scheduler.textfile import read_text
@@ -154,9 +155,9 @@ def plan_command(sub: Subparsers) -> None:
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=0,
-        help="seed of --growth's copies and of the policy's random choices (default 0)",
+        help="seed of --growth's copies and of the policy's random choices (0 or more, default 0)",
     )
     parser.add_argument("--max-jobs", type=int_option(1), help="plan on the first N jobs only")
     parser.add_argument("--metrics", type=Path, help="Prometheus export (JSON) for right-sizing")
