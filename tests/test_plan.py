@@ -95,6 +95,8 @@ def test_slo_forms() -> None:
     assert parse_slo("utilization>=70%").target == pytest.approx(0.7)
     assert parse_slo("mean_jct<2h").target == 7200
     assert parse_slo("p50_wait<=90").target == 90
+    # Any queue name a pod's label can carry: a trace's tenant vcEwI was refused as none.
+    assert parse_slo("vcEwI:p95_wait<=1h").queue == "vcEwI"
 
 
 @pytest.mark.parametrize(
@@ -116,8 +118,19 @@ def test_slo_forms() -> None:
         ("team-a:utilization>=50%", "whole cluster: no selector", "^^^^^^"),
         ("p95_wait 30m", "expected <=, <, >= or >", "        ^"),
         ("p95_wait<=soon", "'soon' is not a number", "          ^^^^"),
+        # A priority past 32 bits selected no job (a goal met whatever the cluster); one of
+        # 5,000 digits was a ValueError traceback.
+        ("priority>=3000000000:p95_wait<=5m", "'3000000000' is not a Kubernetes priority",
+         "          ^^^^^^^^^^"),
+        ("priority<" + "9" * 5000 + ":p95_wait<=5m", "is not a Kubernetes priority",
+         " " * 9 + "^" * 5000),
+        # 1e400 seconds were infinite: a goal any cluster meets.
+        ("p95_wait<=" + "9" * 400 + "m", "is more than 10^12 s (31,700 years)",
+         " " * 10 + "^" * 401),
+        # Python's \d took any script's digits: '٣m' was 3 minutes.
+        ("p95_wait<=\u0663m", "is not a number with a unit", "          ^^"),
     ],
-)
+)  # fmt: skip
 def test_slo_errors_point_at_the_text(text: str, why: str, caret: str) -> None:
     with pytest.raises(SloError) as info:
         parse_slo(text)

@@ -1,7 +1,8 @@
 """Service-level objectives as the user writes them, e.g. ``team-a:p95_wait<=30m``.
 
-Grammar: ``[SELECTOR:]METRIC OP VALUE``. SELECTOR is a queue name or ``priority>=N``
-(also ``>``, ``<=``, ``<``, ``=``); none means every job. METRIC is ``p50|p90|p95|p99|mean``
+Grammar: ``[SELECTOR:]METRIC OP VALUE``. SELECTOR is a queue name (``scheduler.names``)
+or ``priority>=N`` (also ``>``, ``<=``, ``<``, ``=``; N a Kubernetes priority); none means
+every job. METRIC is ``p50|p90|p95|p99|mean``
 followed by ``_wait`` (queueing delay) or ``_jct`` (completion time), or ``utilization``
 (whole cluster, no selector). VALUE is a duration (``90s``, ``30m``, ``2h``, ``1d``; a
 bare number is seconds) or, for utilization, ``70%`` or ``0.7``. A malformed expression
@@ -15,6 +16,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from scheduler.fieldpaths import show
+from scheduler.model import MAX_PRIORITY, MIN_PRIORITY
+from scheduler.names import queue_name
+from sim.rows import MAX_SECONDS
 
 __all__ = [
     "Slo",
@@ -31,10 +37,10 @@ __all__ = [
 _STATS = ("p50", "p90", "p95", "p99", "mean")
 _QUANTITIES = ("wait", "jct")
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-_SELECTOR = re.compile(r"priority\s*(>=|<=|==|=|>|<)\s*(-?\d+)")
-_QUEUE = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+# ASCII digits: Python's \d and int() take any script's ('٣m' was 3 minutes).
+_SELECTOR = re.compile(r"priority\s*(>=|<=|==|=|>|<)\s*(-?[0-9]+)")
 _BODY = re.compile(r"\s*([A-Za-z0-9_]+)\s*(<=|>=|<|>|=)?\s*(.*?)\s*")
-_VALUE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z%]*)")
+_VALUE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*([a-z%]*)")
 
 
 class SloError(ValueError):
@@ -138,12 +144,26 @@ def parse_slo(text: str) -> Slo:
         m = _SELECTOR.fullmatch(sel)
         if m:
             op = "=" if m[1] == "==" else m[1]
+            digits = m[2].lstrip("-").lstrip("0")  # int() of 4,301 digits is a ValueError
+            if (
+                len(digits) > len(str(MAX_PRIORITY))
+                or not MIN_PRIORITY <= int(m[2]) <= MAX_PRIORITY
+            ):
+                start = lead + m.start(2)
+                raise _fail(
+                    text,
+                    start,
+                    start + len(m[2]),
+                    f"{show(m[2])} is not a Kubernetes priority (a 32-bit integer, "
+                    f"{MIN_PRIORITY} to {MAX_PRIORITY}): it would select no job, and the goal "
+                    "be met whatever the cluster",
+                )
             priority = (op, int(m[2]))
         elif sel.startswith("priority"):
             raise _fail(
                 text, lead, lead + len(sel), "a priority selector is priority>=N (or >, <=, <, =)"
             )
-        elif _QUEUE.fullmatch(sel):
+        elif queue_name(sel) is None:
             queue = sel
         else:
             raise _fail(text, lead, lead + len(sel), f"{sel!r} is not a queue name or priority>=N")
@@ -196,6 +216,14 @@ def parse_slo(text: str) -> Slo:
         if unit and unit not in _UNITS:
             raise _fail(text, u_start, u_start + len(unit), f"unknown unit {unit!r} (s, m, h, d)")
         number *= _UNITS.get(unit, 1)
+        if number > MAX_SECONDS:  # 1e400 is infinite: a goal any cluster meets
+            raise _fail(
+                text,
+                v_start,
+                len(text),
+                f"{show(value)} is more than 10^12 s (31,700 years): the goal would be met "
+                "whatever the cluster",
+            )
     return Slo(text, metric, op, number, queue, priority)
 
 
