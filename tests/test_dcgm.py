@@ -492,8 +492,22 @@ def test_settings_from_env_and_their_errors() -> None:
         PrometheusSettings.from_env({"APPORTION_PROMETHEUS_PARALLEL_QUERIES": "2.5"})
     with pytest.raises(ValueError, match="RECORDING_RULES: 'maybe' is not true or false"):
         PrometheusSettings.from_env({"APPORTION_PROMETHEUS_RECORDING_RULES": "maybe"})
-    with pytest.raises(ValueError, match="informational_every: 0 must be at least 1"):
+    # Named by its variable (was the field's name, informational_every, which no
+    # Deployment sets).
+    with pytest.raises(ValueError, match=r"^APPORTION_PROMETHEUS_INFORMATIONAL_EVERY: 0 must be"):
         PrometheusSettings.from_env({"APPORTION_PROMETHEUS_INFORMATIONAL_EVERY": "0"})
+    # Were taken: every query then failed (NaN, 'timestamp out of range'), and a refresh
+    # every infinity never came.
+    for key, value, shown in (
+        ("TIMEOUT_S", "nan", "nan"),
+        ("TIMEOUT_S", "1e308", "1e+308"),
+        ("REFRESH_S", "inf", "inf"),
+    ):
+        with pytest.raises(ValueError) as caught:
+            PrometheusSettings.from_env({f"APPORTION_PROMETHEUS_{key}": value})
+        assert str(caught.value) == (
+            f"APPORTION_PROMETHEUS_{key}: {shown} must be above 0 and at most 86400 (a day)"
+        )
     with pytest.raises(ValueError, match="url: 'prom:9090': must start with http"):
         PrometheusSettings(url="prom:9090")
     # The planner's rule (scheduler.telemetry.url_problem): urllib's 'Invalid IPv6 URL'

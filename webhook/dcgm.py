@@ -23,7 +23,7 @@ import math
 import os
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +56,12 @@ from scheduler.telemetry import (
 )
 from scheduler.textfile import read_text
 
-__all__ = ["DcgmReader", "PrometheusSettings", "telemetry_from_env"]
+__all__ = ["MAX_PROMETHEUS_S", "DcgmReader", "PrometheusSettings", "telemetry_from_env"]
+
+
+MAX_PROMETHEUS_S = 86_400
+"""The longest query timeout or refresh interval: a day, past any use (a socket's timeout
+past about 10^11 s is an OverflowError at every query)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +100,14 @@ class PrometheusSettings:
         problems = []
         if (why := url_problem(self.url)) is not None:
             problems.append(f"url: {self.url!r}: {why}")
-        if self.timeout_s <= 0:
-            problems.append(f"timeout_s: {self.timeout_s} must be positive")
-        if self.refresh_interval_s <= 0:
-            problems.append(f"refresh_interval_s: {self.refresh_interval_s} must be positive")
+        # NaN, infinity and 1e308 passed 'positive': every query then failed ('Invalid
+        # value NaN', 'timestamp out of range'), and a refresh every infinity never came.
+        for name, seconds in (
+            ("timeout_s", self.timeout_s),
+            ("refresh_interval_s", self.refresh_interval_s),
+        ):
+            if not 0 < seconds <= MAX_PROMETHEUS_S:
+                problems.append(f"{name}: {seconds:g} must be above 0 and at most 86400 (a day)")
         if self.retries < 0:
             problems.append(f"retries: {self.retries} is negative")
         if self.informational_every < 1:
@@ -116,7 +125,7 @@ class PrometheusSettings:
         their defaults."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
-        for key, name, kind in (
+        fields: tuple[tuple[str, str, Callable[[str], object]], ...] = (
             ("APPORTION_PROMETHEUS_URL", "url", str),
             ("APPORTION_PROMETHEUS_TOKEN_FILE", "bearer_token_file", str),
             ("APPORTION_PROMETHEUS_CA_FILE", "ca_file", str),
@@ -126,7 +135,8 @@ class PrometheusSettings:
             ("APPORTION_PROMETHEUS_PARALLEL_QUERIES", "parallel_queries", int),
             ("APPORTION_PROMETHEUS_INFORMATIONAL_EVERY", "informational_every", int),
             ("APPORTION_PROMETHEUS_RECORDING_RULES", "recording_rules", _switch),
-        ):
+        )
+        for key, name, kind in fields:
             if env.get(key):
                 try:
                     values[name] = kind(env[key])
@@ -137,7 +147,15 @@ class PrometheusSettings:
                         else ("is not a whole number" if kind is int else "is not a number")
                     )
                     raise ValueError(f"{key}: {env[key]!r} {what}") from None
-        return cls(**values)  # type: ignore[arg-type]
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except ValueError as error:  # each problem names its field: name its variable
+            variables = {name: key for key, name, _ in fields}
+            said = [
+                f"{variables.get(field, field)}:{why}"
+                for field, _, why in (p.partition(":") for p in str(error).split("; "))
+            ]
+            raise ValueError("; ".join(said)) from None
 
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
