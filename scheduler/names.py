@@ -22,6 +22,7 @@ __all__ = [
     "node_name",
     "queue_name",
     "queue_problems",
+    "service_account_name",
 ]
 
 MAX_LABEL = 63
@@ -66,6 +67,12 @@ def node_name(name: str, most: int = MAX_SUBDOMAIN) -> str | None:
 def cohort_name(name: str) -> str | None:
     return _check(
         name, _DNS_SUBDOMAIN, MAX_SUBDOMAIN, f"a cohort name (as Kueue's, {_SUBDOMAIN_RULE})"
+    )
+
+
+def service_account_name(name: str) -> str | None:
+    return _check(
+        name, _DNS_SUBDOMAIN, MAX_SUBDOMAIN, f"a service account name ({_SUBDOMAIN_RULE})"
     )
 
 

@@ -517,6 +517,25 @@ def test_a_log_level_is_named_when_it_is_none_of_the_levels(
         _serve_settings(certs, monkeypatch, APPORTION_LOG_LEVEL="loud")
 
 
+def test_the_namespace_and_service_account_are_names_a_cluster_has(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Were taken: the trusted user system:serviceaccount:apportion-system:apportion\x20 was
+    # no one, so the validating webhook refused Apportion's own changes; a namespace no
+    # cluster has was the Lease's, refused at every renewal.
+    certs = _certs(tmp_path)
+    settings = _serve_settings(certs, monkeypatch, POD_NAMESPACE="gpu-ops")
+    assert settings.admission.trusted_users == {"system:serviceaccount:gpu-ops:apportion"}
+    with pytest.raises(CommandError) as refused:
+        _serve_settings(certs, monkeypatch, APPORTION_SERVICE_ACCOUNT="apportion ")
+    assert str(refused.value).startswith(
+        "APPORTION_SERVICE_ACCOUNT: 'apportion ' is not a service account name (a DNS-1123 "
+        "subdomain:"
+    )
+    with pytest.raises(CommandError, match=r"^POD_NAMESPACE: 'Apportion' is not a namespace name"):
+        _serve_settings(certs, monkeypatch, POD_NAMESPACE="Apportion")
+
+
 def test_the_api_timeout_must_be_shorter_than_the_lease(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

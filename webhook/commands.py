@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from scheduler.cli import CommandError
 from scheduler.loading import SnapshotError
+from scheduler.names import namespace_name, service_account_name
 from scheduler.telemetry import TelemetrySettings
 from scheduler.textfile import given_path
 from webhook.dcgm import PrometheusSettings, telemetry_from_env
@@ -296,6 +297,14 @@ def _settings(args: argparse.Namespace) -> ServeSettings:
     trusted = set()
     namespace = _env("POD_NAMESPACE", "apportion-system") or "apportion-system"
     account = _env("APPORTION_SERVICE_ACCOUNT", "apportion") or "apportion"
+    # A name no cluster has (a typo, 'apportion ' from a quoted value) trusted no one: the
+    # validating webhook refused Apportion's own changes, and the Lease was never taken.
+    for variable, name, why in (
+        ("POD_NAMESPACE", namespace, namespace_name(namespace)),
+        ("APPORTION_SERVICE_ACCOUNT", account, service_account_name(account)),
+    ):
+        if why is not None:
+            raise CommandError(f"{variable}: {name!r} {why}")
     trusted.add(f"system:serviceaccount:{namespace}:{account}")
     try:
         controller = ControllerSettings(
