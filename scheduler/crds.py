@@ -321,7 +321,7 @@ def queue_from_object(obj: Mapping[str, Any]) -> Queue:
     if problems:
         raise QueueObjectError(name, problems)
     assert isinstance(spec, Mapping)
-    queue, found = validated(Queue, {**spec, "name": name}, yaml=False)
+    queue, found = validated(Queue, {**spec, "name": name}, from_yaml=False)
     if queue is None:
         raise QueueObjectError(name, problem_lines(found, "spec"))
     problems = queue_problems(queue, "spec", name_at="metadata.name")

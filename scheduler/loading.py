@@ -64,7 +64,6 @@ __all__ = [
     "field_problems",
     "load_cluster_text",
     "load_snapshot_text",
-    "loose_numbers",
     "parse_document",
     "problem_lines",
     "snapshot_from_data",
@@ -199,7 +198,7 @@ def _from_data(data: object, source: str) -> tuple[Snapshot, Namespaces]:
 def _name_problems(parsed: SnapshotFile) -> list[str]:
     """Names the file's cluster must have as Kubernetes has them (``scheduler.names``): its
     nodes (a pool's with ``-000`` … appended), queues, cohorts and namespaces. The core
-    compares names as given, so a trace's tenant may name a simulated queue ``vc EwI``;
+    compares names as given, so a trace's tenant (``user 7``) may name a simulated queue;
     a file describes a cluster, where such names are refused."""
     problems = [
         f"nodes[{i}].name: {show(node.name)} {why}"
@@ -508,12 +507,12 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 def validated(
-    root: type[_M], data: object, yaml: bool = True
+    root: type[_M], data: object, from_yaml: bool = True
 ) -> tuple[_M | None, list[FieldProblem]]:
     """``data`` as a ``root``, or None and every problem: pydantic's, and the numbers it
-    would take though they were not written as numbers of their kind (``loose_numbers``),
-    one problem per field. ``yaml``: the data was YAML, whose booleans a hint spells."""
-    loose = loose_numbers(data, root, yaml)
+    would take though they were not written as numbers of their kind (``_loose_numbers``),
+    one problem per field. ``from_yaml``: the data was YAML, whose booleans a hint spells."""
+    loose = _loose_numbers(data, root, from_yaml)
     try:
         model = root.model_validate(data)
     except ValidationError as error:
@@ -601,27 +600,27 @@ _NUMBER_TEXT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)
 """A number, as text: written in quotes, it would be one without them."""
 
 
-def loose_numbers(data: object, root: type[BaseModel], yaml: bool = False) -> list[FieldProblem]:
+def _loose_numbers(data: object, root: type[BaseModel], from_yaml: bool) -> list[FieldProblem]:
     """Numbers in data for ``root`` that pydantic would take though they are not written as
     numbers of their kind: true and false (its 1 and 0: ``gpus: true`` was one GPU), text
     (``"2"``: a count in quotes is not one, and ``"1_000"`` was 1000) and, where an integer
-    is wanted, a float (``2.0``; ``1e3`` in YAML 1.2). ``yaml``: the data was YAML, whose
-    booleans are spelt yes, no, on and off too."""
+    is wanted, a float (``2.0``; ``1e3`` in YAML 1.2). ``from_yaml``: the data was YAML,
+    whose booleans are spelt yes, no, on and off too."""
     problems: list[FieldProblem] = []
-    _loose_numbers(data, root, (), problems, yaml)
+    _walk_numbers(data, root, (), problems, from_yaml)
     return problems
 
 
-def _loose_numbers(
+def _walk_numbers(
     data: object,
     annotation: object,
     loc: tuple[int | str, ...],
     problems: list[FieldProblem],
-    yaml: bool,
+    from_yaml: bool,
 ) -> None:
     kind = _unwrap(annotation)
     if kind in (int, float):
-        why = _loose_number(data, kind, yaml)
+        why = _loose_number(data, kind, from_yaml)
         if why is not None:
             problems.append(FieldProblem(loc, f"{show(data)} {why}", why))
     elif isinstance(kind, type) and issubclass(kind, BaseModel):
@@ -629,20 +628,20 @@ def _loose_numbers(
             for key, value in data.items():
                 field = kind.model_fields.get(key) if isinstance(key, str) else None
                 if field is not None:
-                    _loose_numbers(value, field.annotation, (*loc, key), problems, yaml)
+                    _walk_numbers(value, field.annotation, (*loc, key), problems, from_yaml)
     elif get_origin(kind) in (tuple, list) and get_args(kind) and isinstance(data, list):
         for i, item in enumerate(data):
-            _loose_numbers(item, get_args(kind)[0], (*loc, i), problems, yaml)
+            _walk_numbers(item, get_args(kind)[0], (*loc, i), problems, from_yaml)
     elif get_origin(kind) is dict and len(get_args(kind)) == 2 and isinstance(data, dict):
         for key, value in data.items():
-            _loose_numbers(value, get_args(kind)[1], (*loc, key), problems, yaml)
+            _walk_numbers(value, get_args(kind)[1], (*loc, key), problems, from_yaml)
 
 
-def _loose_number(value: object, kind: object, yaml: bool) -> str | None:
+def _loose_number(value: object, kind: object, from_yaml: bool) -> str | None:
     """Why ``value`` is not a number of ``kind`` as written; None when it is one, or is no
     number at all (pydantic names that)."""
     if isinstance(value, bool):
-        return "is a boolean, not a number" + (_YAML_BOOLEANS if yaml else "")
+        return "is a boolean, not a number" + (_YAML_BOOLEANS if from_yaml else "")
     if isinstance(value, str):
         quoted = _NUMBER_TEXT.fullmatch(value.strip())
         return "is text, not a number" + (" (write it without quotes)" if quoted else "")

@@ -156,7 +156,7 @@ def _build(
     problems: list[FieldProblem] = []
     try:
         if noun == "field":  # JSON: a number is one as written (a CSV cell is always text)
-            row, problems = validated(JobRow, data, yaml=False)
+            row, problems = validated(JobRow, data, from_yaml=False)
         else:
             row = JobRow.model_validate(data)
         if row is not None:
