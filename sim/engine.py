@@ -10,9 +10,10 @@ settings and seed give the same run, byte for byte. At equal times completions c
 first (their capacity is free for what arrives at that instant), then recoveries,
 outages, metric changes, arrivals, the scheduling tick, and last the drawing of more
 random failures. After all events of one instant are applied the policy is called (every
-instant with ``interval`` = 0, otherwise at 0, ``interval``, 2 × ``interval``, …
-simulated seconds while work waits), and its evictions and starts are applied and checked
-against the cluster's occupancy.
+instant with ``interval`` = 0, and also every ``Policy.tick_s`` seconds while work waits
+for a policy that asks; otherwise at 0, ``interval``, 2 × ``interval``, … simulated
+seconds while work waits, the same grid for every policy), and its evictions and starts
+are applied and checked against the cluster's occupancy.
 
 A preempted or killed job goes back to the queue and keeps only the work done up to its
 last checkpoint (every ``checkpoint_s`` seconds of running; 0 = it restarts from zero).
@@ -67,7 +68,8 @@ _PROGRESS_EVERY_S = 0.25
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     interval: int = 0
-    """Call the policy every this many simulated seconds; 0 = after every event instant."""
+    """Call the policy every this many simulated seconds, and only then, whatever its own
+    ``tick_s``; 0 = after every event instant (and every ``tick_s`` while work waits)."""
     checkpoint_s: int = 0
     """A preempted job keeps the work up to its last checkpoint; 0 = no checkpoints."""
     horizon: int | None = None
@@ -156,10 +158,11 @@ class Simulation:
             self._push(m.at, _Kind.METRIC, m)
         span = max((j.submit for j in jobs), default=0)
         self.recorder = Recorder(cluster, self.occupancy, jobs, settings.samples, span)
-        self._ticking = settings.interval > 0 or policy.tick_s > 0
-        self._tick_s = (
-            min(x for x in (settings.interval, policy.tick_s) if x > 0) if (self._ticking) else 0
-        )
+        # One calling grid for every policy: with an interval, its grid alone (a policy's
+        # own period cannot call it more often than the others); without, every event
+        # instant, plus the policy's own period (apportion's periodic decision).
+        self._tick_s = settings.interval or policy.tick_s
+        self._ticking = self._tick_s > 0
         self._tick_queued = False
         self.outages = 0
         """Outages that began during the run, given or drawn."""

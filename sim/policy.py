@@ -118,6 +118,7 @@ class Policy(Protocol):
     tie_rule: str
     """How the policy breaks ties between equally good choices (stated in every report)."""
     tick_s: int
-    """Also call me every this many simulated seconds while work waits (0 = only on events)."""
+    """Also call me every this many simulated seconds while work waits (0 = only on events);
+    with the engine's ``interval`` set, every policy is called on its grid alone."""
 
     def schedule(self, ctx: Context) -> Actions: ...

@@ -258,6 +258,16 @@ def test_interval_ticks_on_its_grid_while_work_waits() -> None:
     assert times(sim) == {"a": (30, 40)}
 
 
+@pytest.mark.parametrize("policy", ["apportion", "apportion-greedy", "fifo", "kueue", "best-fit"])
+def test_interval_is_every_policys_one_calling_grid(policy: str) -> None:
+    """--interval 60 was min(60, --tick 30) for apportion alone: called at 30, it started b
+    as soon as a ended (20), while every other policy waited for 60."""
+    cluster = one_node(gpus=1)
+    jobs = (job("a", 0, 20), job("b", 0, 10))
+    sim = run(cluster, jobs, make_policy(policy, cluster, jobs), EngineSettings(interval=60))
+    assert times(sim) == {"a": (0, 20), "b": (60, 70)}
+
+
 def test_the_run_ends_at_its_last_change_not_at_a_tick_after_it() -> None:
     """A tick queued while b waited (for 120) outlived b's end (110): the run ended at 120
     and util read 520 / (8·120) GPU-s instead of 520 / (8·110)."""
