@@ -107,7 +107,8 @@ def simulate_command(sub: Subparsers) -> None:
         "--tick",
         type=int_option(0),
         default=30,
-        help="apportion: global decision period, simulated s (default 30)",
+        help="apportion: also called every N simulated s while work waits, without "
+        "--interval (default 30)",
     )
     parser.add_argument(
         "--budget-ms",

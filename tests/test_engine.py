@@ -499,6 +499,35 @@ def test_the_means_are_those_of_the_whole_cluster_at_every_instant(
 
 
 @pytest.mark.parametrize("policy", ["apportion", "apportion-greedy"])
+def test_apportion_decides_when_capacity_frees_as_the_controller_does(policy: str) -> None:
+    """The controller decides after every change (webhook/controller.py): b1 reclaims qb's
+    GPU from a1 when it arrives, and a1 runs again as soon as b1 ends, as under kueue. The
+    simulated controller decided at most every --tick (30 s) on a grid: b1 waited for 30,
+    and the two GPUs b1 freed at 40 sat idle until 60 (a1 ended at 160)."""
+    cluster = one_node(gpus=2, queues=("qa", "qb"))
+    jobs = (job("a1", 0, 100, 2, "qa"), job("b1", 10, 10, 1, "qb"))
+    for name in (policy, "kueue"):
+        sim = run(cluster, jobs, make_policy(name, cluster, jobs))
+        assert times(sim) == {"a1": (0, 120), "b1": (10, 20)}, name
+
+
+@pytest.mark.parametrize("policy", ["apportion", "apportion-greedy"])
+def test_apportion_decides_after_the_webhooks_admissions(policy: str) -> None:
+    """As in production the webhook admits an arrival that fits at once (low2) and the
+    controller's decision that follows sees it running: here it makes room for hi, and
+    evicting what was admitted this very instant leaves it waiting, never started."""
+    cluster = one_node(gpus=2)
+    jobs = (
+        job("low", 0, 100),
+        job("low2", 5, 100),
+        job("hi", 5, 10, 2, priority=10),
+    )
+    sim = run(cluster, jobs, make_policy(policy, cluster, jobs))
+    assert times(sim) == {"low": (0, 115), "low2": (15, 115), "hi": (5, 15)}
+    assert {s.name: s.preemptions for s in sim.states} == {"low": 1, "low2": 0, "hi": 0}
+
+
+@pytest.mark.parametrize("policy", ["apportion", "apportion-greedy"])
 def test_regression_a_decision_between_ticks_does_not_skip_the_next(policy: str) -> None:
     # Found by test_conservation: a global decision at a release (t=181) made the tick at
     # t=210 look early (29 s < 30 s); with no event left, j0 waited forever.

@@ -43,7 +43,8 @@ POLICY_NAMES: tuple[str, ...] = (
 @dataclass(frozen=True, slots=True)
 class PolicyOptions:
     tick_s: int = 30
-    """apportion: at most one global decision per this many simulated seconds."""
+    """apportion: also called every this many simulated seconds while work waits (without
+    the engine's interval), to decide again after its own decision's actions."""
     budget_ms: float = 2000.0
     """apportion: the decision's budget (measured on an injected clock; see core.py)."""
 

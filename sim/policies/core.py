@@ -4,10 +4,14 @@
 each arrival is admitted if quota and placement allow, and when capacity frees the
 waiting workloads are offered it again, higher priority then older first. No preemption.
 
-``apportion`` adds the controller (design.md §4): the same online path for arrivals, and
-a global ``scheduler.decide`` — the ILP with its greedy fallback, fair-share order,
-reclaim and preemption — over everything waiting, at most every ``tick_s`` simulated
-seconds while something waits and something changed. ``apportion-greedy`` is the same
+``apportion`` adds the controller (design.md §4): the same online path for arrivals first,
+as the webhook admits at creation, then, while something waits, a global
+``scheduler.decide`` — the ILP with its greedy fallback, fair-share order, reclaim and
+preemption — over everything waiting, at every call that follows a change (an arrival,
+a release, a node's health, its own last decision's starts and evictions), as the
+controller decides after every change. The engine also calls it every ``tick_s``
+simulated seconds while work waits (the controller's periodic tick), so a decision that
+acted is followed by another even when no event comes. ``apportion-greedy`` is the same
 controller with the ILP switched off (``decide(use_ilp=False)``).
 
 The decision's solver budget is wall-clock time; a simulation that must be reproducible
@@ -20,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from scheduler.allocator import decide
-from scheduler.model import Snapshot
+from scheduler.model import Snapshot, Workload
 from scheduler.reasons import Outcome
 from sim.cluster import Cluster
 from sim.policies.online import CoreMirror, ShapeMemo
@@ -83,8 +87,9 @@ class GreedyPolicy:
 
 class ApportionPolicy:
     tie_rule = (
-        "arrivals: core best-fit (as greedy); every tick: scheduler.decide — fair-share order, "
-        "priority, age, name; ILP answer realized by the greedy cycle, lowest node index on ties"
+        "arrivals: core best-fit (as greedy); then after every change: scheduler.decide — "
+        "fair-share order, priority, age, name; ILP answer realized by the greedy cycle, "
+        "lowest node index on ties"
     )
 
     def __init__(
@@ -103,7 +108,6 @@ class ApportionPolicy:
         self.cluster = cluster
         self.mirror = CoreMirror(cluster)
         self.memo = ShapeMemo()
-        self.last_global = -(1 << 62)
         self.changed = True
         self.stale = False
         self.decisions = 0
@@ -118,21 +122,21 @@ class ApportionPolicy:
             self.memo.clear()
         elif self.mirror.follow(ctx):
             self.memo.clear()
-        # A global decision can only help if capacity changed or new work is left waiting.
-        self.changed |= bool(ctx.released or ctx.health_changed)
-        due = ctx.now - self.last_global >= self.tick_s
-        if ctx.pending and self.changed and due:
-            return self._global(ctx)
-        # Between global decisions: the webhook's online path for what just arrived.
+        # As the controller: a global decision after every change (the debounce collapses a
+        # burst into one; the engine applies all of an instant's events before calling),
+        # and none without one: the core reads no clock, so it would repeat the last.
+        self.changed |= bool(ctx.arrived or ctx.released or ctx.health_changed)
+        # First the webhook's online path, at creation, for what just arrived.
         starts = []
         for s in _in_queue_order(ctx.arrived):
             w = s.job.workload
             start = None if self.memo.known_to_fail(w) else self.mirror.admit(s)
             if start is None:
                 self.memo.add(w)
-                self.changed = True
             else:
                 starts.append(start)
+        if self.changed and len(ctx.pending) > len(starts):
+            return self._global(ctx, starts)
         return Actions(starts=starts)
 
     def _catch_up(self, ctx: Context) -> None:
@@ -151,21 +155,34 @@ class ApportionPolicy:
                 self.mirror.hold(s.running)
         self.mirror.follow(ctx)
 
-    def _global(self, ctx: Context) -> Actions:
-        # On the engine's tick grid: a decision made between ticks (at a release) must not
-        # make the next tick look early, or, with no event left, nothing ever decides again.
-        self.last_global = ctx.now - ctx.now % self.tick_s if self.tick_s else ctx.now
+    def _global(self, ctx: Context, admitted: list[Start]) -> Actions:
+        """``scheduler.decide`` over everything waiting, with what the online path just
+        ``admitted`` running: the controller sees the webhook's admissions made."""
         self.changed = False
         snap = self.cluster.snapshot
         running = []
         for s in ctx.running.values():
             assert s.running is not None
             running.append(s.running)
+        online = {a.job: a for a in admitted}
+        for a in admitted:
+            w = ctx.pending[a.job].job.workload
+            running.append(
+                Workload.model_construct(
+                    **{
+                        **w.__dict__,
+                        "placement": a.placement,
+                        "flavor": a.flavor,
+                        "started": ctx.now,
+                    }
+                )
+            )
+        waiting = (s.job.workload for s in ctx.pending.values() if s.name not in online)
         snapshot = Snapshot.model_construct(
             gpu_models=snap.gpu_models,
             nodes=ctx.nodes(),
             queues=snap.queues,
-            workloads=(*running, *(s.job.workload for s in ctx.pending.values())),
+            workloads=(*running, *waiting),
             now=ctx.now,
             prices=snap.prices,
         )
@@ -174,12 +191,21 @@ class ApportionPolicy:
         )
         self.decisions += 1
         self.ilp_answers += decision.stats.path == "ilp"
-        actions = Actions(
-            evictions=[(e.workload, e.reason.value) for e in decision.evictions],
-        )
+        actions = Actions()
+        evicted = []
+        for e in decision.evictions:
+            evicted.append(e.workload)
+            # Evicting what the webhook admitted this instant: it is simply not started.
+            if online.pop(e.workload, None) is None:
+                actions.evictions.append((e.workload, e.reason.value))
+        actions.starts.extend(online.values())
+        started = []
         for d in decision.workloads:
             if d.outcome in (Outcome.ADMIT, Outcome.PREEMPT) and d.placement:
                 actions.starts.append(Start(d.workload, d.placement, d.flavor))
-        self.stale = bool(actions.starts or actions.evictions)
-        self.applied = ([name for name, _ in actions.evictions], [a.job for a in actions.starts])
+                started.append(d.workload)
+        self.stale = bool(started or evicted)
+        # Its own admissions and evictions are changes too: the controller decides again.
+        self.changed = self.stale
+        self.applied = (evicted, started)
         return actions
