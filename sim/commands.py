@@ -403,12 +403,14 @@ def _with_vc_quotas(cluster: Any, args: argparse.Namespace) -> Any:
 
 
 REPLAY_LEGEND = (
-    "done = jobs finished; wait = jobs still waiting at the end; JCT (end − submit) and "
-    "delay (first start − submit) in seconds, nearest-rank percentiles over the finished jobs "
-    "(— when none finished)",
-    "util = mean allocated share of healthy GPUs; Jain over allocation/fair share (1 = fair); "
-    "dev = Σ|allocation − fair share| / capacity; frag = share of free GPU capacity the "
-    "trace's typical job cannot use",
+    "done = jobs finished; wait = jobs still waiting at the end; run = still running at the "
+    "end; later = arriving after --horizon (done + wait + run + later = the trace's jobs); "
+    "JCT (end − submit) and delay (first start − submit) in seconds, nearest-rank percentiles "
+    "over the finished jobs (— when none finished)",
+    "util = mean allocated share of healthy GPUs, work that evictions and node failures later "
+    "threw away included; good = goodput, the same for the work kept alone: compare policies "
+    "by good; Jain over allocation/fair share (1 = fair); dev = Σ|allocation − fair share| / "
+    "capacity; frag = share of free GPU capacity the trace's typical job cannot use",
     "preempt = evictions by the policy; lostGPUh = GPU-hours of work they threw away (since "
     "the last checkpoint); idleGPUh = reserved-but-idle GPU-hours while work waited; "
     "wall s = the run's wall-clock time",
@@ -480,8 +482,9 @@ def table(outcome: Outcome) -> str:
             )
         return "\n".join(lines) + "\n"
     head = (
-        f"{'policy':16s} {'seed':>4s} {'done':>6s} {'wait':>5s} {'JCT p50':>9s} {'p95':>9s} "
-        f"{'p99':>9s} {'delay p50':>9s} {'p95':>9s} {'util':>5s} {'Jain':>5s} {'dev':>5s} "
+        f"{'policy':16s} {'seed':>4s} {'done':>6s} {'wait':>5s} {'run':>5s} {'later':>5s} "
+        f"{'JCT p50':>9s} {'p95':>9s} {'p99':>9s} {'delay p50':>9s} {'p95':>9s} {'util':>5s} "
+        f"{'good':>5s} {'Jain':>5s} {'dev':>5s} "
         f"{'frag':>5s} {'preempt':>7s} {'lostGPUh':>8s} {'idleGPUh':>8s} {'wall s':>7s}"
     )
     lines.append(head)
@@ -494,10 +497,12 @@ def table(outcome: Outcome) -> str:
             [_seconds(jct, p) for p in ("p50", "p95", "p99")]
             + [_seconds(delay, p) for p in ("p50", "p95")]
         )
+        left = s["unfinished"]
         lines.append(
             f"{run['policy']:16s} {run['seed']:4d} {s['finished']:6d} "
-            f"{s['unfinished']['waiting']:5d} {times} "
-            f"{s['utilization_mean']:5.2f} {s['fairness']['jain_mean']:5.2f} "
+            f"{left['waiting']:5d} {left['running']:5d} {left['not_arrived']:5d} {times} "
+            f"{s['utilization_mean']:5.2f} {s['goodput_mean']:5.2f} "
+            f"{s['fairness']['jain_mean']:5.2f} "
             f"{s['fairness']['share_deviation_mean']:5.2f} {s['fragmentation_mean']:5.2f} "
             f"{s['preemptions']:7d} {s['gpu_hours']['lost_to_preemption']:8.1f} "
             f"{s['gpu_hours']['idle_reserved_while_waiting']:8.1f} "

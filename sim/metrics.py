@@ -1,6 +1,6 @@
 """What a replay measures, recorded as the engine runs and summarized as plain JSON data.
 
-Integrals (GPU-seconds used, lost, reserved-but-idle) are exact: the engine calls
+Integrals (GPU-seconds used, lost, kept, reserved-but-idle) are exact: the engine calls
 ``advance`` before it changes what is measured, and the state is constant in between. A
 tick or a stale event that changes nothing calls nothing, so a run's measured span ends at
 its last change (or at the horizon). The means of Jain's index, the fair-share deviation
@@ -276,6 +276,7 @@ class Recorder:
             return {k: percentiles(out[k]) for k in sorted(out, key=_natural)}
 
         gpu_h = 1.0 / (MILLI_PER_GPU * 3600.0)
+        kept = self.used - self.lost - self.lost_outages
         curve = self.curve
         return {
             "jobs": len(states),
@@ -300,8 +301,12 @@ class Recorder:
             "utilization_mean": _r(self.used / self.capacity_integral)
             if self.capacity_integral
             else 0.0,
+            # Allocation a preemption or node failure threw away later lifts utilization
+            # but did no work: goodput counts only the work kept.
+            "goodput_mean": _r(kept / self.capacity_integral) if self.capacity_integral else 0.0,
             "gpu_hours": {
                 "used": _r(self.used * gpu_h),
+                "kept": _r(kept * gpu_h),
                 "capacity": _r(self.capacity_integral * gpu_h),
                 "lost_to_preemption": _r(self.lost * gpu_h),
                 "lost_to_outages": _r(self.lost_outages * gpu_h),

@@ -237,6 +237,33 @@ def test_jobs_the_cluster_can_never_run_are_named(tmp_path: Path) -> None:
     assert result["runs"][0]["summary"]["unfinished"]["waiting"] == 2
 
 
+def test_the_tables_job_counts_add_up_and_goodput_is_beside_util(tmp_path: Path) -> None:
+    """The table showed done and wait alone: a job still running at --horizon or arriving
+    after it was in neither (1 + 1 of 4 jobs here). And util counted the 100 GPU-s of a's
+    first run, which b's reclaim threw away (util 0.95: 190 of 200 GPU-s), with no figure
+    for the work kept (90 GPU-s: 0.45)."""
+    trace = tmp_path / "jobs.csv"
+    trace.write_text(
+        "name,queue,submit,runtime,gpus\n"
+        "a,qa,0,1000,2\nb,qb,50,10,1\nc,qb,60,200,1\nd,qa,500,10,1\n"
+    )
+    done = simulate(
+        str(trace), "--policy", "kueue", "--cluster", "uniform:1x2xH100-80GB", "--horizon",
+        "100", "--workers", "1", "--quiet",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("policy"))
+    row = lines[lines.index(header) + 1]
+
+    def cell(column: str) -> str:  # right-aligned: a cell ends where its heading does
+        return row[: header.index(f" {column} ") + len(column) + 1].split()[-1]
+
+    counts = {c: cell(c) for c in ("done", "wait", "run", "later")}
+    assert counts == {"done": "1", "wait": "1", "run": "1", "later": "1"}
+    assert (cell("util"), cell("good")) == ("0.95", "0.45")
+
+
 def test_percentiles_over_no_finished_job_are_a_dash_not_0(tmp_path: Path) -> None:
     """With no job finished the table printed JCT and delay p50/p95/p99 as 0, read as "no
     waiting" (results.json says count 0): a dash, the columns kept aligned."""
@@ -247,7 +274,7 @@ def test_percentiles_over_no_finished_job_are_a_dash_not_0(tmp_path: Path) -> No
     lines = done.stdout.splitlines()
     header = next(line for line in lines if line.startswith("policy"))
     row = lines[lines.index(header) + 1]
-    assert row.split()[:9] == ["fifo", "0", "0", "1", "—", "—", "—", "—", "—"]
+    assert row.split()[:11] == ["fifo", "0", "0", "1", "0", "0", "—", "—", "—", "—", "—"]
     assert len(row) == len(header)
 
 
