@@ -417,6 +417,11 @@ REPLAY_LEGEND = (
 )
 """What every column of the replay table means: a newcomer's `make demo` prints it."""
 
+FILL_LEGEND = (
+    "unalloc@N% = unallocated share of GPU capacity once N % of it has arrived, in %: mean "
+    "± population standard deviation over the seeds (0 with one seed)"
+)
+
 
 def _outages(runs: list[dict[str, Any]]) -> list[str]:
     """A line per run that lost nodes (``--mtbf-hours``): its failures, the jobs they
@@ -477,9 +482,10 @@ def table(outcome: Outcome) -> str:
         for name, s in result["summary"].items():
             a, b = s["unallocated_pct_at_100"], s["unallocated_pct_at_130"]
             lines.append(
-                f"{name:16s} {a['mean']:7.2f} ±{a['std']:5.2f} {b['mean']:7.2f} ±{b['std']:5.2f}"
-                f"  {s['tie_rule']}"
+                f"{name:16s} {a['mean']:7.2f} ±{a['pstdev']:5.2f} {b['mean']:7.2f} "
+                f"±{b['pstdev']:5.2f}  {s['tie_rule']}"
             )
+        lines.append(FILL_LEGEND)
         return "\n".join(lines) + "\n"
     head = (
         f"{'policy':16s} {'seed':>4s} {'done':>6s} {'wait':>5s} {'run':>5s} {'later':>5s} "

@@ -260,7 +260,8 @@ def fill_experiment(
             values = [r[key] for r in mine]
             summary[name][key] = {
                 "mean": round(statistics.fmean(values), 4),
-                "std": round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0,
+                # The spread of these seeds' results themselves: population stdev.
+                "pstdev": round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0,
             }
     result["summary"] = summary
     return outcome

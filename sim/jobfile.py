@@ -6,6 +6,8 @@ Fields (CSV header names = JSON keys):
   ``runtime`` (seconds at rate 1.0), both at most 10^12 (``sim.rows.MAX_SECONDS``);
 - exactly one demand per pod: ``gpus``, ``gpu_milli`` (1–999), ``mig_profile`` (one some
   catalog GPU model has), or ``gpu_memory_mib``; ``pods`` (default 1; more = a gang);
+  ``gpus`` 0 and no other demand is a CPU-only job, which Apportion does not schedule:
+  left out and counted (``CPU_ONLY``), as the public traces' are;
 - optional: ``priority`` (0), ``models`` (acceptable GPU models; CSV ``A|B``),
   ``cpu_milli``, ``memory_mib`` (each at most 10^12, ``scheduler.model.MAX_AMOUNT``),
   ``throughput`` (work per second per model, relative to 1.0, at least 1e-6; CSV
@@ -46,7 +48,11 @@ from sim.rows import (
     pod_gpus,
 )
 
-__all__ = ["JOB_FIELDS", "JobRow", "job_csv", "load_job_csv", "load_job_jsonl"]
+__all__ = ["CPU_ONLY", "JOB_FIELDS", "JobRow", "job_csv", "load_job_csv", "load_job_jsonl"]
+
+CPU_ONLY = "cpu-only job"
+"""What a row with ``gpus`` 0 and no other GPU demand is counted as, left out."""
+_GPU_DEMANDS = ("gpu_milli", "mig_profile", "gpu_memory_mib")
 
 _N = TypeVar("_N", int, float)
 _V = TypeVar("_V")
@@ -146,11 +152,29 @@ class JobRow(BaseModel):
 JOB_FIELDS = tuple(JobRow.model_fields)
 
 
+def _cpu_only(data: dict[str, object]) -> bool:
+    """``gpus`` 0 (``0`` in a CSV cell, a JSON integer 0) and no other GPU demand."""
+    gpus = data.get("gpus")
+    if isinstance(gpus, bool) or not str(gpus).strip() or str(gpus).strip("0 "):
+        return False
+    return all(data.get(k) is None for k in _GPU_DEMANDS)
+
+
 def _build(
-    data: dict[str, object], source: str, line: int, noun: str, bad: BadRows, seen: dict[str, int]
+    data: dict[str, object],
+    source: str,
+    line: int,
+    noun: str,
+    bad: BadRows,
+    seen: dict[str, int],
+    skipped: dict[str, int],
 ) -> Job | None:
-    """The row's job; None (and the row to ``bad``) when it has problems. ``noun`` is what
-    a key is called in the file (column, field)."""
+    """The row's job; None (and the row to ``bad``) when it has problems, or to ``skipped``
+    when it is a CPU-only job. ``noun`` is what a key is called in the file (column,
+    field)."""
+    cpu_only = _cpu_only(data)
+    if cpu_only:  # checked as a 1-GPU job: its other cells must be right too
+        data = {**data, "gpus": 1}
     where = f"{source} line {line}"
     job = None
     problems: list[FieldProblem] = []
@@ -165,6 +189,9 @@ def _build(
         problems += field_problems(error, JobRow)
     if job is None:
         bad.record(_row_error(where, noun, problems))
+        return None
+    if cpu_only:
+        skipped[CPU_ONLY] = skipped.get(CPU_ONLY, 0) + 1
         return None
     gpus = job.workload.demand.gpus
     if gpus is not None:
@@ -199,8 +226,12 @@ def _row_error(where: str, noun: str, problems: list[FieldProblem]) -> RowError:
     )
 
 
-def load_job_csv(text: str, source: str, bad: BadRows | None = None) -> tuple[Job, ...]:
+def load_job_csv(
+    text: str, source: str, bad: BadRows | None = None, skipped: dict[str, int] | None = None
+) -> tuple[Job, ...]:
+    """The file's jobs; CPU-only rows are counted in ``skipped`` (by reason)."""
     bad = bad if bad is not None else BadRows()
+    skipped = skipped if skipped is not None else {}
     jobs: list[Job] = []
     seen: dict[str, int] = {}
     for row in csv_rows(text, source, ("name", "submit", "runtime"), bad, known=JOB_FIELDS):
@@ -222,14 +253,18 @@ def load_job_csv(text: str, source: str, bad: BadRows | None = None) -> tuple[Jo
                 data[key] = value
         if not data:
             continue
-        job = _build(data, source, row.line, "column", bad, seen)
+        job = _build(data, source, row.line, "column", bad, seen, skipped)
         if job is not None:
             jobs.append(job)
     return tuple(jobs)
 
 
-def load_job_jsonl(text: str, source: str, bad: BadRows | None = None) -> tuple[Job, ...]:
+def load_job_jsonl(
+    text: str, source: str, bad: BadRows | None = None, skipped: dict[str, int] | None = None
+) -> tuple[Job, ...]:
+    """The file's jobs, as ``load_job_csv``."""
     bad = bad if bad is not None else BadRows()
+    skipped = skipped if skipped is not None else {}
     jobs: list[Job] = []
     seen: dict[str, int] = {}
     offset = 0
@@ -248,7 +283,7 @@ def load_job_jsonl(text: str, source: str, bad: BadRows | None = None) -> tuple[
         if not isinstance(data, dict):
             bad.record(RowError(f"{source} line {number}: not a JSON object", "not an object"))
             continue
-        job = _build(data, source, number, "field", bad, seen)
+        job = _build(data, source, number, "field", bad, seen, skipped)
         if job is not None:
             jobs.append(job)
     return tuple(jobs)

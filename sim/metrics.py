@@ -91,13 +91,17 @@ class Recorder:
     ) -> None:
         """``span``: the last arrival (the curves cover at least that long)."""
         self.occupancy = occupancy
-        self.t = 0
+        # From the first arrival: a trace's times start at 0, but a filter after loading
+        # (Gavel's GPU types) may drop its first jobs, and the empty cluster before the
+        # first one kept read as idle capacity.
+        self.start = min((j.submit for j in jobs), default=0)
+        self.t = self.start
         self.capacity_milli = occupancy.healthy_capacity_milli()
         self.demand_milli = occupancy.demand_milli
         """What a waiting job asks, measured as a running one holds (``Occupancy``)."""
         length = max(span, _trace_length(jobs, occupancy))
         self.step = max(1, math.ceil(length / max(1, samples)))
-        self.next_sample = 0
+        self.next_sample = self.start
         self.max_samples = 10 * max(1, samples)
         self.weight = {q.name: q.weight for q in cluster.snapshot.queues}
         self.mix = mix_of(jobs, occupancy.model_names)
@@ -278,6 +282,7 @@ class Recorder:
         gpu_h = 1.0 / (MILLI_PER_GPU * 3600.0)
         kept = self.used - self.lost - self.lost_outages
         curve = self.curve
+        span = max(0, self.end - self.start)
         return {
             "jobs": len(states),
             "finished": len(finished),
@@ -316,10 +321,10 @@ class Recorder:
             "preemptions": self.preemptions,
             "outage_kills": self.outage_kills,
             "fairness": {
-                "jain_mean": _r(self.jain_s / self.end) if self.end else 1.0,
-                "share_deviation_mean": _r(self.deviation_s / self.end) if self.end else 0.0,
+                "jain_mean": _r(self.jain_s / span) if span else 1.0,
+                "share_deviation_mean": _r(self.deviation_s / span) if span else 0.0,
             },
-            "fragmentation_mean": _r(self.fragmentation.integral / self.end) if self.end else 0.0,
+            "fragmentation_mean": _r(self.fragmentation.integral / span) if span else 0.0,
             "curves": curve,
         }
 

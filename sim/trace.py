@@ -136,11 +136,11 @@ def load_trace(
         elif fmt == "csv":
             from sim.jobfile import load_job_csv
 
-            jobs = load_job_csv(_read(path), source, bad)
+            jobs = load_job_csv(_read(path), source, bad, skipped)
         else:
             from sim.jobfile import load_job_jsonl
 
-            jobs = load_job_jsonl(_read(path), source, bad)
+            jobs = load_job_jsonl(_read(path), source, bad, skipped)
     except TraceError:
         raise
     except ValueError as error:

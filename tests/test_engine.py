@@ -511,6 +511,20 @@ def test_apportion_decides_when_capacity_frees_as_the_controller_does(policy: st
         assert times(sim) == {"a1": (0, 120), "b1": (10, 20)}, name
 
 
+def test_utilization_is_integrated_from_the_first_arrival() -> None:
+    """A filter after loading (Gavel's GPU types not in the cluster) can drop a trace's
+    first jobs: integrated from 0, the empty cluster before the first job kept (100 s)
+    read as idle, util 0.33 for a GPU busy from a's arrival to its end."""
+    cluster = one_node(gpus=1)
+    jobs = (job("a", 100, 50),)
+    sim = run(cluster, jobs, make_policy("fifo", cluster, jobs))
+    s = sim.recorder.summary(sim)
+    assert s["utilization_mean"] == s["goodput_mean"] == 1.0
+    assert s["gpu_hours"]["capacity"] == round(50 / 3600, 6)
+    assert s["curves"]["t"][0] == 100 and s["curves"]["utilization"][0] == 1.0
+    assert s["fairness"]["jain_mean"] == 1.0 and s["fragmentation_mean"] == 0.0
+
+
 def test_goodput_leaves_out_the_work_evictions_threw_away() -> None:
     """util counts a1's first run (0-10 on 2 GPUs), which b1's reclaim threw away, so kueue
     read 230 of 240 GPU-s (0.958) with nothing saying 20 were lost: goodput is 210 / 240."""

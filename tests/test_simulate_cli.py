@@ -93,6 +93,9 @@ def test_fill_on_the_openb_csvs(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "results.json").read_text())
     assert set(result["summary"]) == {"best-fit", "apportion"}
     assert (tmp_path / "fill-allocated.svg").exists()
+    # The ± was an unlabelled population standard deviation ("std" in results.json).
+    assert "± population standard deviation over the seeds" in done.stdout
+    assert set(result["summary"]["apportion"]["unallocated_pct_at_100"]) == {"mean", "pstdev"}
 
 
 def test_bad_input_exits_2_with_a_named_cell(tmp_path: Path) -> None:
@@ -262,6 +265,34 @@ def test_the_tables_job_counts_add_up_and_goodput_is_beside_util(tmp_path: Path)
     counts = {c: cell(c) for c in ("done", "wait", "run", "later")}
     assert counts == {"done": "1", "wait": "1", "run": "1", "later": "1"}
     assert (cell("util"), cell("good")) == ("0.95", "0.45")
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("jobs.csv", "name,submit,runtime,gpus\nj1,0,10,1\ncpu,5,10,0\n"),
+        ("jobs.jsonl", '{"name": "j1", "submit": 0, "runtime": 10, "gpus": 1}\n'
+         '{"name": "cpu", "submit": 5, "runtime": 10, "gpus": 0}\n'),
+    ],
+    ids=["csv", "jsonl"],
+)  # fmt: skip
+def test_a_cpu_only_job_of_our_format_is_left_out_and_counted(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    """A row with gpus 0 stopped the run as a bad row ('should be greater than 0'), while
+    the README says CPU-only jobs are left out and counted, as every public trace's are."""
+    trace = tmp_path / name
+    trace.write_text(text)
+    cluster = ("--cluster", "uniform:1x1xT4")
+    done = simulate(str(trace), *cluster, "--policy", "fifo", "--workers", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "left out 1 job(s) of the trace:\n         1  cpu-only job\n" in done.stderr
+    result = json.loads(done.stdout)
+    assert result["trace"]["jobs"] == 1 and result["trace"]["left_out"] == {"cpu-only job": 1}
+    trace.write_text(text.splitlines(keepends=True)[-1] if name.endswith("l") else
+                     "name,submit,runtime,gpus\ncpu,5,10,0\n")  # fmt: skip
+    alone = simulate(str(trace), *cluster, "--policy", "fifo", "--quiet")
+    assert alone.returncode == 2 and "cpu-only job" in alone.stderr, alone.stderr
 
 
 def test_percentiles_over_no_finished_job_are_a_dash_not_0(tmp_path: Path) -> None:

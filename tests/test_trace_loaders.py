@@ -367,16 +367,18 @@ JOB_FIELDS = (
     ("row", "expected"),
     [
         ("a,q,-5,10,1,,", "jobs.csv line 2 column submit: '-5' is negative"),
-        ("a,q,0,10,0,,", "jobs.csv line 2 column gpus: '0' must be at least 1"),
+        ("a,q,0,10,-1,,", "jobs.csv line 2 column gpus: '-1' must be at least 1"),
         ("a,q,0,10,,1500,",
          "jobs.csv line 2 column gpu_milli: '1500' is not less than or equal to 999"),
         # The value was the whole column ({'H100': '-1'}), not the rate that is wrong.
         ("a,q,0,10,1,,H100=-1",
          "jobs.csv line 2 column throughput.H100: '-1' is not greater than 0"),
         # Every problem of the row, as a snapshot's.
-        ("a,q,-5,abc,0,,",
+        ("a,q,-5,abc,-1,,",
          "jobs.csv line 2 column submit: '-5' is negative; column runtime: 'abc' is not a valid "
-         "number, unable to parse string as a number; column gpus: '0' must be at least 1"),
+         "number, unable to parse string as a number; column gpus: '-1' must be at least 1"),
+        # A CPU-only row (gpus 0) is left out, but not unchecked.
+        ("a,q,-5,10,0,,", "jobs.csv line 2 column submit: '-5' is negative"),
         ("a,q,0,10,2000,,",
          "jobs.csv line 2 column gpus: '2000' is more GPUs in one pod than a node can have (1024)"),
         # Python reads '1_000' as 1000; no CSV writer writes it.
