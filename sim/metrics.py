@@ -292,6 +292,7 @@ class Recorder:
                 "running": running,
                 "not_arrived": len(states) - len(finished) - self.waiting - running,
             },
+            "start_s": self.start,
             "end_s": self.end,
             "jct_s": {
                 "all": percentiles(all_jct),

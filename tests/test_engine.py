@@ -488,7 +488,7 @@ def test_the_means_are_those_of_the_whole_cluster_at_every_instant(
         patch.setattr(metrics, "_BATCH", batch)
         sim.run()
     s = recorder.summary(sim)
-    end = s["end_s"]
+    end = s["end_s"] - s["start_s"]  # measured from the first arrival
     assert sum(dt for dt, _, _ in held) == end
     assert s["fragmentation_mean"] == pytest.approx(
         sum(dt * f for dt, f, _ in held) / end, abs=2e-6
@@ -520,6 +520,7 @@ def test_utilization_is_integrated_from_the_first_arrival() -> None:
     sim = run(cluster, jobs, make_policy("fifo", cluster, jobs))
     s = sim.recorder.summary(sim)
     assert s["utilization_mean"] == s["goodput_mean"] == 1.0
+    assert (s["start_s"], s["end_s"]) == (100, 150)
     assert s["gpu_hours"]["capacity"] == round(50 / 3600, 6)
     assert s["curves"]["t"][0] == 100 and s["curves"]["utilization"][0] == 1.0
     assert s["fairness"]["jain_mean"] == 1.0 and s["fragmentation_mean"] == 0.0
