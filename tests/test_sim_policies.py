@@ -42,8 +42,9 @@ def test_kueue_reclaims_lent_quota_greedy_waits() -> None:
     greedy = run(cluster, jobs, make_policy("greedy", cluster, jobs))
     assert starts(greedy)["a-small"] == 1000
     apportion = run(cluster, jobs, make_policy("apportion", cluster, jobs))
-    # The core's global decision reclaims too, at its next tick (every 30 s; one ran at 0).
-    assert starts(apportion)["a-small"] == 30
+    # The core's global decision reclaims too, at once, as the controller decides after
+    # every change.
+    assert starts(apportion)["a-small"] == 10
 
 
 def test_drf_alternates_tenants_fifo_does_not() -> None:

@@ -27,7 +27,8 @@ Three necessary conditions, each cheap next to a simulation:
 - **Enough work to keep it busy**: with a utilization goal ``u``, the most GPU-time the
   demand could hold (every job on its slowest allowed resource, a MIG instance as its
   share of the GPU's compute, as the simulator counts it) must reach ``u`` × the
-  candidate's GPUs × the earliest possible end of its replay (the last arrival, and the
+  candidate's GPUs × the shortest its replay can be, from the first arrival (where the
+  simulator measures from) to the earliest possible end (the last arrival, and the
   fastest end of each job it can run: one it cannot run ends nothing).
 
 A job another job may evict (a higher priority of its queue, a cohort mate reclaiming,
@@ -97,6 +98,8 @@ class FluidDemand:
     pod_gpus: tuple[int, ...] = ()
     """Per class: whole GPUs one pod needs on one node (0: a share or a MIG slice)."""
     windows: tuple[Window, ...] = ()
+    first_arrival_s: float = 0.0
+    """Where a replay's utilization is measured from (``sim.metrics.Recorder``)."""
 
 
 def allowed(
@@ -228,6 +231,7 @@ def fluid_demand(
         tuple(sorted(classes)),
         tuple(int(k.rsplit("|", 1)[1]) for k in sorted(classes)),
         tuple(windows),
+        float(min((j.submit for j in jobs), default=0)),
     )
 
 
@@ -566,7 +570,8 @@ def fluid_bound(
                 )
     busy = None
     if demand.utilization is not None:
-        denominator = gpus * max(1.0, _earliest_end(demand, capacity, largest_node))
+        span = _earliest_end(demand, capacity, largest_node) - demand.first_arrival_s
+        denominator = gpus * max(1.0, span)
         busy = demand.need_upper / denominator if denominator else math.inf
         if busy < demand.utilization and not reason:
             reason = (
