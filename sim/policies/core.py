@@ -158,7 +158,6 @@ class ApportionPolicy:
     def _global(self, ctx: Context, admitted: list[Start]) -> Actions:
         """``scheduler.decide`` over everything waiting, with what the online path just
         ``admitted`` running: the controller sees the webhook's admissions made."""
-        self.changed = False
         snap = self.cluster.snapshot
         running = []
         for s in ctx.running.values():
