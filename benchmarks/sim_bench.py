@@ -5,7 +5,7 @@
 
   a  fill (the FGD paper's protocol) on the openb default pod list, 10 seeds, the six FGD
      baselines plus apportion (the core's online path, fragmentation-aware against the
-     mix of pods it has seen): unallocated GPU % at 100 % and 130 % arrived, mean and std.
+     mix of pods it has seen): unallocated GPU % at 100 % and 130 % arrived, mean and pstdev.
                                                   target ≤ 2 min; apportion@100 < 4.77
   b  replay of a synthetic 1,000,000-job trace on 1,250 × 8 = 10,000 GPUs, greedy
      (the core's online path), every event a scheduling point.     target ≤ 60 s
@@ -91,8 +91,8 @@ def bench_fill(seeds: int, processes: int) -> dict[str, object]:
         f"{pods:,} placements in {wall:.1f} s ({pods / wall:,.0f} pods/s)"
     )
     print(
-        f"    {'policy':16s} {'unalloc@100% mean ± std':>24s} {'published':>9s} "
-        f"{'unalloc@130% mean ± std':>24s}"
+        f"    {'policy':16s} {'unalloc@100% mean ± pstdev':>24s} {'published':>9s} "
+        f"{'unalloc@130% mean ± pstdev':>24s}"
     )
     at_100: dict[str, float] = {}
     at_130: dict[str, float] = {}
