@@ -40,6 +40,11 @@ class MigPlacement:
         return ((1 << self.size) - 1) << self.start
 
 
+_USABLE_SHARE = 975
+"""Per mille of a nominal memory size a process can use where no capture says: the captured
+MIG profiles report about 2.5 % under their name's GB."""
+
+
 @dataclass(frozen=True, slots=True)
 class MigProfile:
     name: str
@@ -50,7 +55,7 @@ class MigProfile:
     placements: tuple[MigPlacement, ...]
     usable_memory_mib: int
     """Memory a process can use: the reported size where a real capture exists, otherwise
-    the nominal size less the same 2.5% the captures show."""
+    the nominal size less the same 2.5% the captures show (``_USABLE_SHARE``)."""
     inferred: bool
     """True when the facts sheet marks this profile's placements as not seen on hardware."""
 
@@ -75,6 +80,16 @@ class GpuModel:
     mig_profiles: tuple[MigProfile, ...] = field(default=())
     mig_inferred: bool = False
     """True when any of this model's MIG placements are inferred rather than observed."""
+    usable_memory_mib: int = 0
+    """Memory a process can use on one whole GPU: what a real node reports (GFD's
+    ``nvidia.com/gpu.memory``) where a capture exists, else the nominal size less 2.5 %, as
+    for MIG profiles (0 given: that). Memory needs are fitted to it, never to the name's GB:
+    an H100 "80GB" holds 79.6 GiB."""
+
+    def __post_init__(self) -> None:
+        if not self.usable_memory_mib:
+            usable = self.memory_mib * _USABLE_SHARE // 1000
+            object.__setattr__(self, "usable_memory_mib", usable)
 
     @property
     def mig_capable(self) -> bool:
@@ -134,6 +149,10 @@ _MODELS: tuple[tuple[str, int, float, float, tuple[str, ...], tuple[str, ...], s
 )
 
 
+_USABLE_MIB = {"H100-80GB": 81559}
+"""Whole-GPU memory a real node reports (``nvidia.com/gpu.memory``, tests/fixtures/objects)."""
+
+
 def _load_mig_facts() -> dict[str, dict[str, object]]:
     text = resources.files("scheduler").joinpath("data/mig-profiles.json").read_text()
     data: dict[str, dict[str, object]] = json.loads(text)
@@ -149,7 +168,11 @@ def _profiles_from_facts(entry: dict[str, object]) -> tuple[MigProfile, ...]:
         nominal_mib = int(raw["memory_gb"]) * 1024
         # A "+me" variant is the same slice as its plain profile: same usable memory.
         reported = raw.get("reported_memory_gib") or captured.get(str(raw["name"]).split("+")[0])
-        usable = int(float(reported) * 1024) if reported is not None else nominal_mib * 975 // 1000
+        usable = (
+            int(float(reported) * 1024)
+            if reported is not None
+            else nominal_mib * _USABLE_SHARE // 1000
+        )
         profiles.append(
             MigProfile(
                 name=str(raw["name"]),
@@ -239,10 +262,21 @@ def default_catalog() -> Catalog:
                     mig_memory_slices=int(str(entry["memory_slices"])),
                     mig_profiles=profiles,
                     mig_inferred=any(p.inferred for p in profiles),
+                    usable_memory_mib=_USABLE_MIB.get(name, 0),
                 )
             )
         else:
-            models.append(GpuModel(name, mem_gib * 1024, throughput, price, products, aliases))
+            models.append(
+                GpuModel(
+                    name,
+                    mem_gib * 1024,
+                    throughput,
+                    price,
+                    products,
+                    aliases,
+                    usable_memory_mib=_USABLE_MIB.get(name, 0),
+                )
+            )
     return Catalog(tuple(models))
 
 

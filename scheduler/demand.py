@@ -129,10 +129,11 @@ class OptionsByDemand:
 
 
 def _memory_options(models: list[GpuModel], need_mib: int) -> list[Option]:
-    """Every MIG profile that holds the need and every whole GPU with enough memory,
-    cheapest first: the need waits for none while a dearer device that holds it is free
-    (an 18 GiB pod once got a whole H100 at $4.92/h while 2g.20gb slices at $1.41 were
-    free, because only the smallest profile, 1g.20gb, was an option)."""
+    """Every MIG profile that holds the need and every whole GPU whose usable memory does
+    (an 80 GiB need does not fit an H100's 79.6), cheapest first: the need waits for none
+    while a dearer device that holds it is free (an 18 GiB pod once got a whole H100 at
+    $4.92/h while 2g.20gb slices at $1.41 were free, because only the smallest profile,
+    1g.20gb, was an option)."""
     by_flavor: dict[str, Option] = {}
     for model in models:
         for profile in fitting_profiles(model, need_mib):
@@ -150,7 +151,7 @@ def _memory_options(models: list[GpuModel], need_mib: int) -> list[Option]:
                     profile.name,
                     min(cost, known.cost),
                 )
-        if model.memory_mib >= need_mib:
+        if model.usable_memory_mib >= need_mib:
             by_flavor.setdefault(
                 model.name,
                 Option(model.name, Kind.WHOLE, (model.name,), 1, cost=model.price_per_hour),

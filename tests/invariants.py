@@ -324,7 +324,7 @@ def check_capacity(snapshot: Snapshot, decision: Decision) -> list[str]:
                     elif len(pod.gpus) != want:
                         problems.append(f"{where}: {len(pod.gpus)} GPUs for {want} per pod")
                     need = demand.gpu_memory_mib
-                    if need is not None and catalog[gpus[0].model].memory_mib < need:
+                    if need is not None and catalog[gpus[0].model].usable_memory_mib < need:
                         problems.append(f"{where}: {model} too small for {need} MiB")
                 for gpu in gpus:
                     whole_users.setdefault((pod.node, gpu.index), []).append(w.name)
@@ -544,7 +544,7 @@ def options_of(workload: Workload, catalog: Catalog, present: Sequence[GpuModel]
             known = out.get(flavor)
             serving = (known.models if known else frozenset()) | {m.name}
             out[flavor] = Option(flavor, serving, profile=p.name)
-        if m.memory_mib >= d.gpu_memory_mib:
+        if m.usable_memory_mib >= d.gpu_memory_mib:
             out.setdefault(m.name, Option(m.name, frozenset({m.name}), gpus=1))
     return list(out.values())
 

@@ -91,6 +91,15 @@ def test_usable_memory_comes_from_real_captures():
     )
 
 
+def test_a_whole_gpus_usable_memory_is_what_a_node_reports_else_a_little_under_its_name():
+    catalog = default_catalog()
+    assert catalog["H100-80GB"].usable_memory_mib == 81559  # GFD's nvidia.com/gpu.memory
+    assert catalog["L40S"].usable_memory_mib == 48 * 1024 * 975 // 1000
+    extra = catalog_with((("P100", 16384, 0.1, 0.5, ("Tesla-P100-PCIE-16GB",)),), {})
+    assert extra["P100"].usable_memory_mib == 16384 * 975 // 1000
+    assert catalog.with_prices({"H100": 9.0})["H100"].usable_memory_mib == 81559
+
+
 def test_lookup_by_alias_and_gfd_product_label():
     catalog = default_catalog()
     assert catalog["H100"].name == "H100-80GB"

@@ -67,10 +67,20 @@ def test_fraction_counts_milli_against_the_model_flavor():
     assert option.cost == CATALOG["T4"].price_per_hour * 250 / 1000  # a quarter of its price
 
 
-def test_a_memory_need_equal_to_a_gpus_memory_may_take_that_gpu():
-    # A T4 has 16 GiB: a need of exactly 16 GiB fits it; a MiB more does not.
-    assert options(gpu_memory_mib=16 * 1024, models=("T4",)) == [("T4", Kind.WHOLE, 1)]
-    assert options(gpu_memory_mib=16 * 1024 + 1, models=("T4",)) == []
+def test_a_memory_need_equal_to_a_gpus_usable_memory_may_take_that_gpu():
+    # A T4 "16 GB" holds what a process can use of it: a need of exactly that fits, a MiB
+    # more does not.
+    usable = CATALOG["T4"].usable_memory_mib
+    assert usable < 16 * 1024
+    assert options(gpu_memory_mib=usable, models=("T4",)) == [("T4", Kind.WHOLE, 1)]
+    assert options(gpu_memory_mib=usable + 1, models=("T4",)) == []
+
+
+def test_a_memory_need_of_a_gpus_nominal_size_does_not_fit_it():
+    # An H100 "80GB" reports 81,559 MiB (79.6 GiB): an 80 GiB need fits neither it nor its
+    # 7g.80gb slice (79.25 GiB).
+    assert options(gpu_memory_mib=80 * 1024, models=("H100-80GB",)) == []
+    assert options(gpu_memory_mib=81559, models=("H100-80GB",)) == [("H100-80GB", Kind.WHOLE, 1)]
 
 
 def test_a_slice_several_models_serve_costs_what_the_cheapest_asks():
