@@ -14,9 +14,9 @@ from enum import IntEnum
 
 from scheduler.catalog import MILLI_PER_GPU, Catalog, GpuModel
 from scheduler.mig import fitting_profiles
-from scheduler.model import Workload, flavor_of_mig
+from scheduler.model import Demand, Workload, flavor_of_mig
 
-__all__ = ["Kind", "Option", "OptionsByDemand", "resolve_options"]
+__all__ = ["Kind", "Option", "OptionsByDemand", "demand_options", "resolve_options"]
 
 
 class Kind(IntEnum):
@@ -56,15 +56,17 @@ class Option:
         return profile.compute_slices / model.mig_compute_slices
 
 
-def _acceptable(workload: Workload, catalog: Catalog, present: tuple[str, ...]) -> list[GpuModel]:
+def _acceptable(
+    demand: Demand, throughput: dict[str, float], catalog: Catalog, present: tuple[str, ...]
+) -> list[GpuModel]:
     """Acceptable models in preference order; 'any' means the cluster's models, cheapest first."""
-    if workload.demand.models:
+    if demand.models:
         # Models the cluster does not have cannot serve it; they are not options.
-        models = [catalog[n] for n in workload.demand.models if catalog[n].name in present]
+        models = [catalog[n] for n in demand.models if catalog[n].name in present]
     else:
         models = sorted((catalog[name] for name in present), key=lambda m: m.price_per_hour)
-    if workload.throughput:
-        speed = {catalog[name].name: rate for name, rate in workload.throughput.items()}
+    if throughput:
+        speed = {catalog[name].name: rate for name, rate in throughput.items()}
         # Fastest first; models without a measured rate keep their order after the rest.
         models = sorted(models, key=lambda m: -speed.get(m.name, 0.0))
     return models
@@ -74,8 +76,17 @@ def resolve_options(
     workload: Workload, catalog: Catalog, present: tuple[str, ...]
 ) -> tuple[Option, ...]:
     """Options for a workload, best first. ``present`` = catalog names of models in the cluster."""
-    demand = workload.demand
-    models = _acceptable(workload, catalog, present)
+    return demand_options(workload.demand, catalog, present, workload.throughput)
+
+
+def demand_options(
+    demand: Demand,
+    catalog: Catalog,
+    present: tuple[str, ...],
+    throughput: dict[str, float] | None = None,
+) -> tuple[Option, ...]:
+    """``resolve_options`` of a demand not yet a workload's (a pod's, checked at its door)."""
+    models = _acceptable(demand, throughput or {}, catalog, present)
     options: list[Option] = []
     if demand.gpus is not None:
         options = [

@@ -23,13 +23,19 @@ from webhook_support import (
     vary,
 )
 
-from scheduler.model import Toleration
+from scheduler.catalog import default_catalog
+from scheduler.model import Node, Toleration
 from webhook import keys
+from webhook.admission import Admission
+from webhook.cluster import LiveCluster
 from webhook.jobs import job_row
+from webhook.kubeobjects import node_from_object
 from webhook.nodeconstraints import core_tolerations
 from webhook.pods import ANNOTATION_PLACEMENT, PodReader
+from webhook.quantities import parse_bytes_mib
 from webhook.queueview import waiting_workloads
 from webhook.review import parse_review
+from webhook.settings import AdmissionSettings
 
 GPU_1 = "create-pod-gpu-1.mutate-create"
 GPU_8 = "create-pod-gpu-8.mutate-create"
@@ -655,6 +661,105 @@ def test_a_memory_need_no_free_slice_holds_becomes_a_whole_gpu() -> None:
     assert pod["metadata"]["annotations"][keys.ANNOTATION_DECISION] == "admitted"
 
 
+def _follower(cluster: LiveCluster | None = None) -> Admission:
+    """A replica that does not lead: every pod it answers waits for the controller."""
+    return Admission(cluster or fixture_cluster(), AdmissionSettings(), admits_now=lambda: False)
+
+
+def _needing(need: str, **change: Any) -> dict[str, Any]:
+    """A pod of queue team-a asking only ``need`` of GPU memory."""
+    annotations = {keys.ANNOTATION_GPU_MEMORY: need, **change.pop("annotations", {})}
+    return vary(review(GPU_1), resources={}, annotations=annotations, **change)
+
+
+def _gpu_limits(pod: dict[str, Any]) -> dict[str, str]:
+    limits = pod["spec"]["containers"][0]["resources"]["limits"]
+    return {k: v for k, v in limits.items() if k.startswith("nvidia.com/")}
+
+
+@pytest.mark.parametrize(
+    ("need", "device"),
+    [
+        ("9Gi", "nvidia.com/mig-1g.10gb"),  # a 1g.10gb slice: mig-node-c has 14
+        # No node has a 1g.20gb or a 3g.40gb slice, and team-a has no quota for them: was
+        # rewritten to those, a resource no node offers, and waited until deleted.
+        ("18Gi", "nvidia.com/gpu"),
+        ("30Gi", "nvidia.com/gpu"),
+    ],
+)
+def test_a_waiting_memory_need_asks_a_device_some_node_has(need: str, device: str) -> None:
+    body = _needing(need)
+    pod = _pod_after(body, answer(_follower().mutate, body))
+    assert _gated(pod)
+    assert _gpu_limits(pod) == {device: "1"}
+    # The leader decides the same when the pod must wait (a gang member, here).
+    gang = _needing(
+        need, labels={keys.LABEL_GANG: "g"}, annotations={keys.ANNOTATION_GANG_SIZE: "2"}
+    )
+    gated = _pod_after(gang, answer(admission().mutate, gang))
+    assert _gated(gated) and _gpu_limits(gated) == {device: "1"}
+
+
+def test_a_waiting_memory_need_takes_its_queues_own_quota_before_borrowed() -> None:
+    # team-b has H100 quota only: a 1g.10gb slice would borrow team-a's, a whole GPU not.
+    body = _needing("9Gi", namespace="gpu-team-b", labels={keys.LABEL_QUEUE: None})
+    pod = _pod_after(body, answer(_follower().mutate, body))
+    assert pod["metadata"]["labels"][keys.LABEL_QUEUE] == "team-b"
+    assert _gpu_limits(pod) == {"nvidia.com/gpu": "1"}
+
+
+def test_a_waiting_memory_need_asks_a_device_on_a_node_it_may_use() -> None:
+    # Only mig-node-c has 1g.10gb slices; a pod held to gpu-node-a asks a whole GPU.
+    body = _needing("9Gi")
+    body["request"]["object"]["spec"]["nodeSelector"] = {keys.NODE_HOSTNAME: "gpu-node-a"}
+    pod = _pod_after(body, answer(_follower().mutate, body))
+    assert _gpu_limits(pod) == {"nvidia.com/gpu": "1"}
+
+
+def test_a_waiting_memory_need_asks_what_its_queue_can_be_charged_for() -> None:
+    # A team-a of its own with whole H100s only: a 1g.10gb slice could never be charged.
+    cluster = fixture_cluster()
+    alone = cluster.queues["team-a"].model_copy(
+        update={"quota": {"H100-80GB": cluster.queues["team-a"].quota["H100-80GB"]}, "cohort": None}
+    )
+    cluster.replace_queues([alone, cluster.queues["team-b"]])
+    body = _needing("9Gi")
+    pod = _pod_after(body, answer(_follower(cluster).mutate, body))
+    assert _gpu_limits(pod) == {"nvidia.com/gpu": "1"}
+
+
+@pytest.mark.parametrize("need", ["80Gi", "79.7Gi"])
+def test_a_memory_need_past_any_devices_usable_memory_is_refused(need: str) -> None:
+    # An H100 "80GB" reports 81,559 MiB usable (79.65 GiB): was admitted onto one.
+    assert _denial(_needing(need)) == (
+        f"Apportion: {parse_bytes_mib(need)} MiB of GPU memory: no GPU or MIG slice on this "
+        "cluster's nodes holds that much (the largest: a whole H100-80GB, 81559 MiB usable)"
+    )
+
+
+def _object_node(name: str, **labels: str) -> Node:
+    """A node of the capture (8 whole H100) as the watch reads it, with labels changed."""
+    obj = json.loads((FIXTURES / "objects" / "node-gpu-node-a-8xH100.json").read_text())
+    obj["metadata"]["name"] = name
+    obj["metadata"]["labels"] |= {keys.NODE_HOSTNAME: name, **labels}
+    node, why = node_from_object(obj, default_catalog())
+    assert node is not None, why
+    return node
+
+
+def test_a_whole_gpus_usable_memory_is_what_its_node_reports() -> None:
+    cluster = fixture_cluster()
+    cluster.replace_nodes([_object_node("small", **{"nvidia.com/gpu.memory": "40960"})])
+    response = answer(admission(cluster).validate, _needing("41Gi"))
+    assert response["status"]["message"] == (
+        "Apportion: 41984 MiB of GPU memory: no GPU or MIG slice on this cluster's nodes "
+        "holds that much (the largest: a whole H100-80GB, 40960 MiB usable)"
+    )
+    body = _needing("40Gi")
+    pod = _pod_after(body, answer(_follower(cluster).mutate, body))
+    assert _gpu_limits(pod) == {"nvidia.com/gpu": "1"}
+
+
 # -- modes ----------------------------------------------------------------------------------
 
 
@@ -839,7 +944,8 @@ def test_too_many_gpus_for_any_node_is_denied() -> None:
         ),
         (
             {"annotations": {keys.ANNOTATION_GPU_MEMORY: "200Gi"}, "resources": {}},
-            "204800 MiB of GPU memory: no GPU in this cluster has that much",
+            "204800 MiB of GPU memory: no GPU or MIG slice on this cluster's nodes holds that "
+            "much (the largest: a whole H100-80GB, 81559 MiB usable)",
         ),
         (
             {"annotations": {keys.ANNOTATION_GPU_MODELS: "A100-80GB,L40S"}},

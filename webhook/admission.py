@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.demand import Kind, resolve_options
-from scheduler.model import Demand, Workload, WorkloadDecision
+from scheduler.compiled import quota_book
+from scheduler.demand import Kind, Option, demand_options
+from scheduler.model import Demand, Snapshot, Workload, WorkloadDecision
+from scheduler.quota import QuotaBook
 from scheduler.reasons import Outcome, Reason
 from webhook import keys
 from webhook.cluster import LiveCluster
@@ -265,7 +267,8 @@ class Admission:
         return Verdict(allow(patch), "gated", workload.name)
 
     def _device_for(self, workload: Workload, decision: WorkloadDecision) -> Demand | None:
-        """The concrete device of a memory need: what was admitted, else the cheapest option."""
+        """The concrete device of a memory need: what was admitted, else the one it waits for
+        (``_waiting_device``)."""
         demand = workload.demand
         if demand.gpu_memory_mib is None:
             return demand
@@ -276,17 +279,61 @@ class Admission:
                 model = node.gpus[0].model if node and node.gpus else None
                 return Demand(mig_profile=profile, models=(model,) if model else ())
             return Demand(gpus=1, models=(decision.flavor,))
-        options = self._memory_options(workload)
-        if not options:
+        option = self._waiting_device(workload)
+        if option is None:
             return None
-        option = options[0]
         if option.kind is Kind.MIG:
             return Demand(mig_profile=option.profile, models=option.models)
         return Demand(gpus=1, models=option.models)
 
-    def _memory_options(self, workload: Workload) -> list[Any]:
+    def _waiting_device(self, workload: Workload) -> Option | None:
+        """The device a memory need that must wait asks for. Resources are fixed at creation
+        and Apportion never repartitions a GPU itself, so it is one a node has (in use or
+        not: ``_offered``), chosen as the decision core would on an idle cluster: on a node
+        the pod may use, charged to quota its queue has or can borrow, within its nominal
+        quota before borrowed, then the cheapest. Every replica, leading or not, answers
+        alike."""
+        need = workload.demand.gpu_memory_mib
+        assert need is not None
+        offers = self.cluster.offers()
+        queue = workload.queue
+        book = self._idle_book(queue)
+        ranked: list[tuple[bool, bool, bool, int]] = []
+        options = self._offered(workload.demand)
+        for i, option in enumerate(options):
+            amount = option.quota_per_pod * workload.pods
+            ranked.append(
+                (
+                    not any(offer.may_host(workload) for offer in offers.where(option, need)),
+                    not book.check(queue, option.flavor, amount).ok,
+                    not book.within_nominal(queue, option.flavor, amount),
+                    i,
+                )
+            )
+        return options[min(ranked)[-1]] if ranked else None
+
+    def _idle_book(self, queue: str) -> QuotaBook:
+        """The quota book of ``queue``'s cohort with nothing charged: what it can ever get."""
+        queues = self.cluster.queues
+        cohort = queues[queue].cohort
+        mates = tuple(
+            q for q in queues.values() if q.name == queue or (cohort and q.cohort == cohort)
+        )
+        return quota_book(Snapshot(queues=mates), self.cluster.catalog)
+
+    def _offered(self, demand: Demand) -> list[Option]:
+        """The options of a memory need (cheapest first) that some node has a device for: a
+        MIG profile in its layouts, or a whole GPU whose usable memory holds the need
+        (``nodeshapes.usable_memory``)."""
+        need = demand.gpu_memory_mib
+        assert need is not None
         present = tuple(sorted(self.cluster.largest_nodes()))
-        options = list(resolve_options(workload, self.cluster.catalog, present))
+        offers = self.cluster.offers()
+        options = [
+            option
+            for option in demand_options(demand, self.cluster.catalog, present)
+            if offers.has(option, need)
+        ]
         if not self.settings.whole_gpu_fallback:
             mig = [o for o in options if o.kind is Kind.MIG]
             options = mig or options
@@ -484,10 +531,10 @@ class Admission:
         elif gpu.mig_profile is not None:
             if not any(catalog[m].mig_profile(gpu.mig_profile) is not None for m in models):
                 return [f"no GPU in this cluster can hold a MIG {gpu.mig_profile} instance"]
-        elif gpu.memory_mib is not None and not any(
-            catalog[m].memory_mib >= gpu.memory_mib for m in models
+        elif gpu.memory_mib is not None and not self._offered(
+            Demand(gpu_memory_mib=gpu.memory_mib, models=ask.models)
         ):
-            return [f"{gpu.memory_mib} MiB of GPU memory: no GPU in this cluster has that much"]
+            return [self._memory_refusal(gpu.memory_mib, models)]
         shapes = self.cluster.node_shapes()
         if (ask.cpu_milli or ask.memory_mib) and not any(
             (cpu is None or cpu >= ask.cpu_milli) and (memory is None or memory >= ask.memory_mib)
@@ -500,6 +547,27 @@ class Admission:
                 f"pod: no node{where} in this cluster has that much allocatable"
             ]
         return []
+
+    def _memory_refusal(self, need: int, models: list[str]) -> str:
+        """Why no device holds a memory need, with the largest one the nodes have."""
+        largest = self.cluster.offers().largest
+        sizes: list[tuple[int, str]] = []
+        for name in models:
+            memory, profiles = largest.get(name, (0, frozenset()))
+            if memory:
+                sizes.append((memory, f"a whole {name}"))
+            model = self.cluster.catalog[name]
+            sizes += [
+                (profile.usable_memory_mib, f"a {profile.name} slice of {name}")
+                for p in profiles
+                if (profile := model.mig_profile(p)) is not None
+            ]
+        most = max(sizes, default=None)
+        largest_one = f" (the largest: {most[1]}, {most[0]} MiB usable)" if most else ""
+        return (
+            f"{need} MiB of GPU memory: no GPU or MIG slice on this cluster's nodes holds that "
+            f"much{largest_one}"
+        )
 
     def _workload(self, ask: PodAsk, queue: str, uid: str) -> Workload:
         # A name not chosen yet (generateName) is the request's: 48 random bits of its uid,

@@ -50,7 +50,7 @@ from webhook.jobs import JobIndex
 from webhook.kubeobjects import FreeDevices
 from webhook.leaving import Leaving
 from webhook.namespaces import NamespacePolicy, is_system
-from webhook.nodeshapes import NodeShapes
+from webhook.nodeshapes import NodeShapes, Offers
 from webhook.observed import ForeignHold, PodGroup, nodes_less_foreign
 from webhook.podindex import PodIndex
 from webhook.pods import ManagedPod, PodAsk, raw_identity
@@ -138,6 +138,12 @@ class LiveCluster:
         few node shapes, so the answer is a handful of pairs per model."""
         with self._lock:
             return self._shapes.hosts(self.nodes.values())
+
+    def offers(self) -> Offers:
+        """Per node and GPU model, its devices whatever is in use (``NodeShapes.offers``):
+        what a device chosen at creation must be one of."""
+        with self._lock:
+            return self._shapes.offers(self.nodes.values(), self.catalog)
 
     def replace_nodes(self, nodes: Iterable[Node]) -> None:
         with self._lock:

@@ -32,6 +32,7 @@ __all__ = [
     "NAMESPACE_DEFAULT_QUEUE",
     "NAMESPACE_ENABLED",
     "NAMESPACE_MODE",
+    "NODE_GPU_MEMORY",
     "NODE_HOSTNAME",
     "NODE_PRODUCT",
     "PREFIX",
@@ -108,4 +109,6 @@ SHARED_SUFFIX = ".shared"
 """Time-slicing with ``renameByDefault`` offers ``nvidia.com/gpu.shared`` and
 ``nvidia.com/mig-<profile>.shared``: replicas, not devices Apportion hands out."""
 NODE_PRODUCT = "nvidia.com/gpu.product"
+NODE_GPU_MEMORY = "nvidia.com/gpu.memory"
+"""GFD's usable memory of one GPU, in MiB (of one MIG device under the single strategy)."""
 NODE_HOSTNAME = "kubernetes.io/hostname"

@@ -1,4 +1,6 @@
-"""What one node of each GPU model can ever hold: what "can this pod ever fit" checks need.
+"""What one node of each GPU model can ever hold: what "can this pod ever fit" checks need,
+and what devices the nodes have, whatever is in use: a device chosen at
+creation is fixed for the pod's life, and a waiting pod's node affinity can only narrow.
 
 A cluster has few node shapes, so each answer is a handful of numbers per model, worked out
 again only when the nodes change.
@@ -6,14 +8,83 @@ again only when the nodes change.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
-from scheduler.model import Node
+from scheduler.catalog import Catalog
+from scheduler.demand import Kind, Option
+from scheduler.model import Node, Workload
+from scheduler.pools import tolerated
+from webhook import keys
 
-__all__ = ["NodeShapes"]
+__all__ = ["NodeShapes", "Offer", "Offers"]
 
 HostShape = tuple[int | None, int | None]
 """A node's allocatable (CPU milli, memory MiB), None where it does not say."""
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """The devices one node has of one GPU model, in use or not."""
+
+    node: Node
+    model: str
+    whole: int
+    """GPUs not partitioned (MIG off)."""
+    whole_memory_mib: int
+    """Usable memory of one of them (``usable_memory``)."""
+    profiles: frozenset[str]
+    """MIG profiles in its GPUs' layouts."""
+
+    def holds(self, option: Option, need_mib: int) -> bool:
+        """Whether a device of this memory-need option is here, and holds the need."""
+        if option.kind is Kind.MIG:
+            return option.profile in self.profiles
+        return self.whole >= option.per_pod and self.whole_memory_mib >= need_mib
+
+    def may_host(self, workload: Workload) -> bool:
+        """Whether the workload's pods may land here, as the core reads their node selector,
+        required affinity and tolerations (``Capacity``), with the CPU and memory one needs
+        allocatable."""
+        node = self.node
+        labels = node.labels
+        return (
+            all(labels.get(k) == v for k, v in workload.node_selector.items())
+            and (
+                not workload.node_affinity
+                or any(term.matches(node.name, labels) for term in workload.node_affinity)
+            )
+            and tolerated(node.taints, workload.tolerations)
+            and (node.cpu_milli is None or node.cpu_milli >= workload.cpu_milli)
+            and (node.memory_mib is None or node.memory_mib >= workload.memory_mib)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Offers:
+    nodes: tuple[Offer, ...]
+    largest: dict[str, tuple[int, frozenset[str]]]
+    """Per GPU model: the most usable memory of one of its whole GPUs on any node (0: none
+    has one) and every MIG profile its nodes have: a node-free answer to "is it offered"."""
+
+    def has(self, option: Option, need_mib: int) -> bool:
+        """Whether some node has a device of this memory-need option that holds the need."""
+        for model in option.models:
+            memory, profiles = self.largest.get(model, (0, frozenset()))
+            if option.profile in profiles if option.kind is Kind.MIG else memory >= need_mib:
+                return True
+        return False
+
+    def where(self, option: Option, need_mib: int) -> Iterator[Offer]:
+        """The nodes that have a device of this option holding the need."""
+        return (o for o in self.nodes if o.model in option.models and o.holds(option, need_mib))
+
+
+def usable_memory(node: Node, model: str, catalog: Catalog) -> int:
+    """Usable MiB of one whole GPU of ``node``: its GFD label ``nvidia.com/gpu.memory``
+    where it says, else the catalog's figure for the model."""
+    label = node.labels.get(keys.NODE_GPU_MEMORY, "")
+    return int(label) if label.isascii() and label.isdigit() else catalog[model].usable_memory_mib
 
 
 class NodeShapes:
@@ -23,11 +94,13 @@ class NodeShapes:
     def __init__(self) -> None:
         self._largest: dict[str, int] | None = None
         self._hosts: dict[str, frozenset[HostShape]] | None = None
+        self._offers: Offers | None = None
 
     def forget(self) -> None:
         """The nodes changed."""
         self._largest = None
         self._hosts = None
+        self._offers = None
 
     def largest(self, nodes: Iterable[Node]) -> dict[str, int]:
         """Per GPU model present: the most whole GPUs one node has (0 for all-MIG models)."""
@@ -50,3 +123,22 @@ class NodeShapes:
                     shapes.setdefault(model, set()).add(shape)
             self._hosts = {m: frozenset(s) for m, s in shapes.items()}
         return self._hosts
+
+    def offers(self, nodes: Iterable[Node], catalog: Catalog) -> Offers:
+        """Per node and GPU model: its devices, whatever is in use or out of service (a
+        cordon or a device plugin restarting passes; what a node is partitioned into is
+        what it offers until its administrator changes it)."""
+        if self._offers is None:
+            found: list[Offer] = []
+            largest: dict[str, tuple[int, frozenset[str]]] = {}
+            for node in nodes:
+                for model in dict.fromkeys(g.model for g in node.gpus):
+                    gpus = [g for g in node.gpus if g.model == model]
+                    profiles = frozenset(s.profile for g in gpus for s in g.mig or ())
+                    whole = sum(1 for g in gpus if g.mig is None)
+                    memory = usable_memory(node, model, catalog)
+                    found.append(Offer(node, model, whole, memory, profiles))
+                    most, known = largest.get(model, (0, frozenset()))
+                    largest[model] = (max(most, memory if whole else 0), known | profiles)
+            self._offers = Offers(tuple(found), largest)
+        return self._offers
