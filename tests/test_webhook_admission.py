@@ -30,7 +30,8 @@ from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.jobs import job_row
 from webhook.kubeobjects import node_from_object
-from webhook.nodeconstraints import core_tolerations
+from webhook.nodeconstraints import core_tolerations, required_affinity
+from webhook.patches import admit_gated, node_expressions
 from webhook.pods import ANNOTATION_PLACEMENT, PodReader
 from webhook.quantities import parse_bytes_mib
 from webhook.queueview import waiting_workloads
@@ -560,6 +561,34 @@ def test_a_gated_pod_carries_at_most_its_acceptable_models() -> None:
     products = _required_terms(pod)[0]["matchExpressions"]
     assert len(products) == 1 and products[0]["key"] == keys.NODE_PRODUCT
     assert "NVIDIA-H100-80GB-HBM3" in products[0]["values"]
+
+
+@pytest.mark.parametrize(
+    "product",
+    [
+        "NVIDIA-H100-80GB-HBM3-SHARED",  # time-slicing without rename (GFD appends -SHARED)
+        "nvidia-h100-80gb-hbm3",  # the catalog reads products in any case; nodes may too
+    ],
+)
+def test_a_gated_pod_is_pinned_to_the_product_labels_its_models_nodes_carry(
+    product: str,
+) -> None:
+    # Was pinned to the catalog's spellings only: the controller's admission then added the
+    # node's own value, no node had both, and the pod never ran.
+    cluster = fixture_cluster()
+    node = _object_node("odd", **{keys.NODE_PRODUCT: product})
+    cluster.replace_nodes([node])
+    body = vary(review(GPU_1), annotations={keys.ANNOTATION_GPU_MODELS: "H100"})
+    pod = _pod_after(body, answer(_follower(cluster).mutate, body))
+    (pin,) = _required_terms(pod)[0]["matchExpressions"]
+    assert pin["key"] == keys.NODE_PRODUCT
+    # And every GFD spelling of the model, time-sliced or not, for nodes that join later:
+    # a gated pod's affinity can only be narrowed.
+    h100 = default_catalog()["H100"].products
+    assert pin["values"] == sorted({product, *h100, *(p + "-SHARED" for p in h100)})
+    released = jsonpatch.apply_patch(pod, admit_gated(pod, node_expressions([node])))
+    terms, problems = required_affinity(released["spec"])
+    assert not problems and any(t.matches(node.name, node.labels) for t in terms)
 
 
 def test_sizes_past_any_cluster_are_refused_or_kept_in_range() -> None:

@@ -29,6 +29,7 @@ from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.devices import resource_of, wants_gpus
 from webhook.gangs import clash, refusal
+from webhook.kubeobjects import SHARED_PRODUCT_SUFFIX
 from webhook.leaving import grace_period_s
 from webhook.namespaces import NamespacePolicy
 from webhook.nodeconstraints import core_tolerations
@@ -344,11 +345,19 @@ class Admission:
         return node_expressions([n for name, n in self.cluster.nodes.items() if name in nodes])
 
     def _products_expression(self, models: tuple[str, ...]) -> dict[str, Any]:
-        products: list[str] = []
+        """A waiting pod's pin to its acceptable models: the product labels their nodes carry
+        (GFD appends ``-SHARED`` under time-slicing; spellings differ in case), and the
+        catalog's GFD spellings with and without ``-SHARED`` for nodes that join later. A
+        gated pod's affinity can only be narrowed, and the controller's admission adds the
+        chosen node's own value: one missing here would keep the pod off that node."""
+        present = self.cluster.offers().products
+        products: set[str] = set()
         for name in models:
             model = self.cluster.catalog[name]
-            products += [p for p in model.products if p not in products]
-        return {"key": keys.NODE_PRODUCT, "operator": "In", "values": products}
+            products |= present.get(model.name, frozenset())
+            products.update(model.products)
+            products.update(p + SHARED_PRODUCT_SUFFIX for p in model.products)
+        return {"key": keys.NODE_PRODUCT, "operator": "In", "values": sorted(products)}
 
     def _gang_message(self, ask: PodAsk) -> str:
         size = self.cluster.jobs.gang_size(ask)

@@ -140,8 +140,9 @@ class LiveCluster:
             return self._shapes.hosts(self.nodes.values())
 
     def offers(self) -> Offers:
-        """Per node and GPU model, its devices whatever is in use (``NodeShapes.offers``):
-        what a device chosen at creation must be one of."""
+        """Per node and GPU model, its devices whatever is in use, and the product labels
+        the nodes carry (``NodeShapes.offers``): what a device or a product pin chosen at
+        creation must name."""
         with self._lock:
             return self._shapes.offers(self.nodes.values(), self.catalog)
 

@@ -24,6 +24,7 @@ from webhook import keys
 from webhook.quantities import QuantityError, parse_bytes_mib, parse_cpu_milli
 
 __all__ = [
+    "SHARED_PRODUCT_SUFFIX",
     "Free",
     "FreeDevices",
     "Ledgers",
@@ -34,6 +35,9 @@ __all__ = [
     "node_problem",
 ]
 
+SHARED_PRODUCT_SUFFIX = "-SHARED"
+"""What GFD appends to a product label under time-slicing or MPS without renaming."""
+
 _MIG_SINGLE = re.compile(r"^(?P<product>.+)-MIG-(?P<profile>\d+g\.\d+gb.*)$")
 
 
@@ -43,7 +47,7 @@ def gpu_model_of(product: str, catalog: Catalog) -> tuple[GpuModel | None, str |
     GFD appends ``-SHARED`` for time-sliced GPUs and ``-MIG-<profile>`` under the single
     MIG strategy; both name the same hardware.
     """
-    name = product.removesuffix("-SHARED")
+    name = product.removesuffix(SHARED_PRODUCT_SUFFIX)
     match = _MIG_SINGLE.match(name)
     if match is not None:
         model = catalog.get(match["product"])

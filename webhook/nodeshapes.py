@@ -1,5 +1,5 @@
 """What one node of each GPU model can ever hold: what "can this pod ever fit" checks need,
-and what devices the nodes have, whatever is in use: a device chosen at
+and what devices and product labels the nodes have, whatever is in use: a device chosen at
 creation is fixed for the pod's life, and a waiting pod's node affinity can only narrow.
 
 A cluster has few node shapes, so each answer is a handful of numbers per model, worked out
@@ -63,6 +63,8 @@ class Offer:
 @dataclass(frozen=True, slots=True)
 class Offers:
     nodes: tuple[Offer, ...]
+    products: dict[str, frozenset[str]]
+    """Per GPU model: the ``nvidia.com/gpu.product`` values its nodes carry."""
     largest: dict[str, tuple[int, frozenset[str]]]
     """Per GPU model: the most usable memory of one of its whole GPUs on any node (0: none
     has one) and every MIG profile its nodes have: a node-free answer to "is it offered"."""
@@ -127,11 +129,13 @@ class NodeShapes:
     def offers(self, nodes: Iterable[Node], catalog: Catalog) -> Offers:
         """Per node and GPU model: its devices, whatever is in use or out of service (a
         cordon or a device plugin restarting passes; what a node is partitioned into is
-        what it offers until its administrator changes it)."""
+        what it offers until its administrator changes it), and the product labels."""
         if self._offers is None:
             found: list[Offer] = []
+            products: dict[str, set[str]] = {}
             largest: dict[str, tuple[int, frozenset[str]]] = {}
             for node in nodes:
+                product = node.labels.get(keys.NODE_PRODUCT)
                 for model in dict.fromkeys(g.model for g in node.gpus):
                     gpus = [g for g in node.gpus if g.model == model]
                     profiles = frozenset(s.profile for g in gpus for s in g.mig or ())
@@ -140,5 +144,9 @@ class NodeShapes:
                     found.append(Offer(node, model, whole, memory, profiles))
                     most, known = largest.get(model, (0, frozenset()))
                     largest[model] = (max(most, memory if whole else 0), known | profiles)
-            self._offers = Offers(tuple(found), largest)
+                    if product is not None:
+                        products.setdefault(model, set()).add(product)
+            self._offers = Offers(
+                tuple(found), {m: frozenset(p) for m, p in products.items()}, largest
+            )
         return self._offers
