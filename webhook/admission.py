@@ -350,7 +350,7 @@ class Admission:
         catalog's GFD spellings with and without ``-SHARED`` for nodes that join later. A
         gated pod's affinity can only be narrowed, and the controller's admission adds the
         chosen node's own value: one missing here would keep the pod off that node."""
-        present = self.cluster.offers().products
+        present = self.cluster.products()
         products: set[str] = set()
         for name in models:
             model = self.cluster.catalog[name]

@@ -140,11 +140,16 @@ class LiveCluster:
             return self._shapes.hosts(self.nodes.values())
 
     def offers(self) -> Offers:
-        """Per node and GPU model, its devices whatever is in use, and the product labels
-        the nodes carry (``NodeShapes.offers``): what a device or a product pin chosen at
-        creation must name."""
+        """Per node and GPU model, its devices whatever is in use (``NodeShapes.offers``):
+        what a device chosen at creation must be one of."""
         with self._lock:
             return self._shapes.offers(self.nodes.values(), self.catalog)
+
+    def products(self) -> dict[str, frozenset[str]]:
+        """Per GPU model present, the product labels its nodes carry: what a waiting pod's
+        pin to its models must name."""
+        with self._lock:
+            return self._shapes.products(self.nodes.values())
 
     def replace_nodes(self, nodes: Iterable[Node]) -> None:
         with self._lock:

@@ -62,9 +62,9 @@ class Offer:
 
 @dataclass(frozen=True, slots=True)
 class Offers:
+    """What the nodes have, whatever is in use (``NodeShapes.offers``)."""
+
     nodes: tuple[Offer, ...]
-    products: dict[str, frozenset[str]]
-    """Per GPU model: the ``nvidia.com/gpu.product`` values its nodes carry."""
     largest: dict[str, tuple[int, frozenset[str]]]
     """Per GPU model: the most usable memory of one of its whole GPUs on any node (0: none
     has one) and every MIG profile its nodes have: a node-free answer to "is it offered"."""
@@ -97,12 +97,14 @@ class NodeShapes:
         self._largest: dict[str, int] | None = None
         self._hosts: dict[str, frozenset[HostShape]] | None = None
         self._offers: Offers | None = None
+        self._products: dict[str, frozenset[str]] | None = None
 
     def forget(self) -> None:
         """The nodes changed."""
         self._largest = None
         self._hosts = None
         self._offers = None
+        self._products = None
 
     def largest(self, nodes: Iterable[Node]) -> dict[str, int]:
         """Per GPU model present: the most whole GPUs one node has (0 for all-MIG models)."""
@@ -129,24 +131,37 @@ class NodeShapes:
     def offers(self, nodes: Iterable[Node], catalog: Catalog) -> Offers:
         """Per node and GPU model: its devices, whatever is in use or out of service (a
         cordon or a device plugin restarting passes; what a node is partitioned into is
-        what it offers until its administrator changes it), and the product labels."""
+        what it offers until its administrator changes it)."""
         if self._offers is None:
             found: list[Offer] = []
-            products: dict[str, set[str]] = {}
             largest: dict[str, tuple[int, frozenset[str]]] = {}
             for node in nodes:
-                product = node.labels.get(keys.NODE_PRODUCT)
-                for model in dict.fromkeys(g.model for g in node.gpus):
-                    gpus = [g for g in node.gpus if g.model == model]
-                    profiles = frozenset(s.profile for g in gpus for s in g.mig or ())
-                    whole = sum(1 for g in gpus if g.mig is None)
+                devices: dict[str, tuple[list[int], set[str]]] = {}
+                for gpu in node.gpus:
+                    whole, profiles = devices.setdefault(gpu.model, ([0], set()))
+                    if gpu.mig is None:
+                        whole[0] += 1
+                    else:
+                        profiles.update(s.profile for s in gpu.mig)
+                for model, (whole, profiles) in devices.items():
                     memory = usable_memory(node, model, catalog)
-                    found.append(Offer(node, model, whole, memory, profiles))
+                    offer = Offer(node, model, whole[0], memory, frozenset(profiles))
+                    found.append(offer)
                     most, known = largest.get(model, (0, frozenset()))
-                    largest[model] = (max(most, memory if whole else 0), known | profiles)
-                    if product is not None:
-                        products.setdefault(model, set()).add(product)
-            self._offers = Offers(
-                tuple(found), {m: frozenset(p) for m, p in products.items()}, largest
-            )
+                    size = memory if whole[0] else 0
+                    if size > most or not offer.profiles <= known:
+                        largest[model] = (max(most, size), known | offer.profiles)
+            self._offers = Offers(tuple(found), largest)
         return self._offers
+
+    def products(self, nodes: Iterable[Node]) -> dict[str, frozenset[str]]:
+        """Per GPU model present: the ``nvidia.com/gpu.product`` values its nodes carry."""
+        if self._products is None:
+            found: dict[str, set[str]] = {}
+            for node in nodes:
+                product = node.labels.get(keys.NODE_PRODUCT)
+                if product is not None:
+                    for model in {g.model for g in node.gpus}:
+                        found.setdefault(model, set()).add(product)
+            self._products = {m: frozenset(p) for m, p in found.items()}
+        return self._products
