@@ -3,11 +3,11 @@
 Nodes carry what GPU Feature Discovery and the NVIDIA device plugin publish (see
 tests/fixtures/objects): ``nvidia.com/gpu.product`` and ``nvidia.com/gpu.count`` labels,
 and allocatable ``nvidia.com/gpu`` (whole GPUs; those only in capacity are unhealthy) plus
-``nvidia.com/mig-<profile>`` (instances, mixed strategy). The API does not say which
-physical GPU or MIG slice a pod holds; the core needs indices, so ``NodeLedger`` assigns
-them consistently — lowest free first — which is exact for counting and for every
-decision the core makes. (Foreign pods are counted from the highest, ``observed.foreign_hold``,
-so the two seldom meet.)
+``nvidia.com/mig-<profile>`` (instances, mixed strategy; a node under the single strategy is
+left out, ``_single_strategy``). The API does not say which physical GPU or MIG slice a pod
+holds; the core needs indices, so ``NodeLedger`` assigns them consistently — lowest free
+first — which is exact for counting and for every decision the core makes. (Foreign pods
+are counted from the highest, ``observed.foreign_hold``, so the two seldom meet.)
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ __all__ = [
     "Ledgers",
     "NodeLedger",
     "free_on",
-    "gpu_model_of",
     "node_from_object",
     "node_problem",
 ]
@@ -38,21 +37,24 @@ __all__ = [
 SHARED_PRODUCT_SUFFIX = "-SHARED"
 """What GFD appends to a product label under time-slicing or MPS without renaming."""
 
-_MIG_SINGLE = re.compile(r"^(?P<product>.+)-MIG-(?P<profile>\d+g\.\d+gb.*)$")
+_MIG_SINGLE = re.compile(r"-MIG-(\d+g\.\d+gb.*|INVALID)$")
+"""GFD's product label suffix under the device plugin's single MIG strategy."""
 
 
-def gpu_model_of(product: str, catalog: Catalog) -> tuple[GpuModel | None, str | None]:
-    """The catalog model for a GFD product label, and the MIG profile of a single-strategy node.
-
-    GFD appends ``-SHARED`` for time-sliced GPUs and ``-MIG-<profile>`` under the single
-    MIG strategy; both name the same hardware.
-    """
-    name = product.removesuffix(SHARED_PRODUCT_SUFFIX)
-    match = _MIG_SINGLE.match(name)
-    if match is not None:
-        model = catalog.get(match["product"])
-        return model, match["profile"] if model is not None else None
-    return catalog.get(name), None
+def _single_strategy(name: str, product: str) -> str:
+    """Why a node under the device plugin's single MIG strategy is left out, or ''. It
+    offers every MIG device as ``nvidia.com/gpu``, which a pod cannot tell from a whole GPU
+    elsewhere (its request, fixed at creation, would mean a slice on one node and a GPU on
+    another), and GFD's ``nvidia.com/gpu.count`` counts MIG devices: modelled as whole
+    GPUs it was over-counted (56 GPUs for an 8-GPU node in all-1g.10gb)."""
+    if _MIG_SINGLE.search(product.removesuffix(SHARED_PRODUCT_SUFFIX)) is None:
+        return ""
+    return (
+        f"node {name} uses the NVIDIA device plugin's single MIG strategy "
+        f"({keys.NODE_PRODUCT}={product}): each MIG device is offered as {keys.GPU_RESOURCE}, "
+        "which Apportion cannot tell from a whole GPU; left out of its capacity (the mixed "
+        "strategy is supported)"
+    )
 
 
 def _int(text: object) -> int:
@@ -87,16 +89,19 @@ def _layout(model: GpuModel, instances: list[MigProfile], gpus: int) -> list[tup
 
 
 def node_from_object(obj: dict[str, Any], catalog: Catalog) -> tuple[Node | None, str]:
-    """The core's view of a Node object; ``None`` with the reason when it has no GPUs we know."""
+    """The core's view of a Node object; ``None`` with the reason when Apportion counts no
+    GPUs of it ('' for a node without GPUs, nothing worth saying)."""
     metadata = obj.get("metadata") or {}
     name = str(metadata.get("name") or "")
     labels = {str(k): str(v) for k, v in (metadata.get("labels") or {}).items()}
     product = labels.get(keys.NODE_PRODUCT)
     if product is None:
-        return None, f"node {name} has no {keys.NODE_PRODUCT} label"
-    model, single_profile = gpu_model_of(product, catalog)
+        return None, ""
+    if why := _single_strategy(name, product):
+        return None, why
+    model = catalog.get(product.removesuffix(SHARED_PRODUCT_SUFFIX))
     if model is None:
-        return None, f"node {name}: GPU product {product!r} is not in the catalog"
+        return None, f"node {name}: GPU product {product!r} is not in the catalog; left out"
     status = obj.get("status") or {}
     allocatable = status.get("allocatable") or status.get("capacity") or {}
     capacity = status.get("capacity") or {}
@@ -113,17 +118,10 @@ def node_from_object(obj: dict[str, Any], catalog: Catalog) -> tuple[Node | None
     instances: list[MigProfile] = []
     withheld_mig: dict[str, int] = {}
     """MIG profile → instances present but not offered."""
-    if single_profile is not None:
-        profile = model.mig_profile(single_profile)
-        if profile is not None:
-            instances = [profile] * present
-            withheld_mig[profile.name] = present - whole
-        whole = present = 0
-    else:
-        for profile in model.mig_profiles:
-            usable, there = offered(mig_resource_name(profile.name))
-            instances += [profile] * there
-            withheld_mig[profile.name] = there - usable
+    for profile in model.mig_profiles:
+        usable, there = offered(mig_resource_name(profile.name))
+        instances += [profile] * there
+        withheld_mig[profile.name] = there - usable
     per_gpu = model.mig_compute_slices or 1
     mig_gpus = _int(labels.get("nvidia.com/gpu.count", 0)) - present
     if instances and mig_gpus <= 0:

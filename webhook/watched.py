@@ -33,6 +33,8 @@ class Watched:
         self.reader = PodReader(cluster.catalog)
         self.node_problems: dict[str, str] = {}
         """Every Node by name: why new work must not land on it, or ''."""
+        self.left_out: dict[str, str] = {}
+        """GPU Nodes Apportion counts no GPUs of, by name, with why: warned of once each."""
         self.queue_objects: dict[str, Raw] = {}
         """The valid Queue objects by name, as watched (their status included)."""
 
@@ -42,10 +44,13 @@ class Watched:
         nodes: list[Node] = []
         problems: dict[str, str] = {}
         for obj in listed:
-            node, _ = node_from_object(obj, self.cluster.catalog)
+            name = str((obj.get("metadata") or {}).get("name", ""))
+            node, why = node_from_object(obj, self.cluster.catalog)
             if node is not None:
                 nodes.append(node)
-            problems[str((obj.get("metadata") or {}).get("name", ""))] = node_problem(obj)
+            self._leave_out(name, why)
+            problems[name] = node_problem(obj)
+        self.left_out = {name: why for name, why in self.left_out.items() if name in problems}
         self.node_problems = problems
         self.cluster.replace_nodes(nodes)
 
@@ -55,11 +60,21 @@ class Watched:
             self.node_problems.pop(name, None)
         else:
             self.node_problems[name] = node_problem(obj)
-        node, _ = node_from_object(obj, self.cluster.catalog)
+        node, why = node_from_object(obj, self.cluster.catalog)
+        self._leave_out(name, "" if kind == "DELETED" else why)
         if kind == "DELETED" or node is None:
             self.cluster.remove_node(name)
         else:
             self.cluster.put_node(node)
+
+    def _leave_out(self, name: str, why: str) -> None:
+        """Record why a GPU node's GPUs are not counted (``node_from_object``), with a
+        warning the first time: its updates (a label, a heartbeat condition) come often."""
+        if not why:
+            self.left_out.pop(name, None)
+        elif self.left_out.get(name) != why:
+            self.left_out[name] = why
+            log.warning("%s", why, extra={"node": name})
 
     def replace_pods(self, listed: Iterable[Raw]) -> None:
         """In one pass: a large cluster's pods are listed page by page, and only what is
