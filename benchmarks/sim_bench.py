@@ -6,6 +6,8 @@
   a  fill (the FGD paper's protocol) on the openb default pod list, 10 seeds, the six FGD
      baselines plus apportion (the core's online path, fragmentation-aware against the
      mix of pods it has seen): unallocated GPU % at 100 % and 130 % arrived, mean and pstdev.
+     Every pod of the list, as the paper's simulator (its 1,088 CPU-only pods too);
+     ``--gpu-pods-only`` leaves those out, as this benchmark did before.
                                                   target ≤ 2 min; apportion@100 < 4.77
   b  replay of a synthetic 1,000,000-job trace on 1,250 × 8 = 10,000 GPUs, greedy
      (the core's online path), every event a scheduling point.     target ≤ 60 s
@@ -39,11 +41,12 @@ from sim.cluster import Cluster, load_cluster, uniform_cluster
 from sim.engine import EngineSettings, Simulation
 from sim.fill import fill
 from sim.job import Job
-from sim.openb import OPENB_TRACE_DIR, load_openb_pods_file
+from sim.openb import OPENB_TRACE_DIR
 from sim.policies import PolicyOptions, make_policy
 from sim.policies.core import ApportionPolicy
 from sim.pool import executor
 from sim.synthetic import uniform_jobs
+from sim.trace import Trace, load_trace
 
 FILL_POLICIES = (
     "random",
@@ -66,28 +69,29 @@ PUBLISHED_AT_100 = {
 
 
 @cache
-def _openb() -> tuple[Cluster, tuple[Job, ...]]:
+def _openb() -> tuple[Cluster, Trace]:
     cluster = load_cluster(str(OPENB_TRACE_DIR / "openb_node_list_gpu_node.csv"))
-    pods = load_openb_pods_file(OPENB_TRACE_DIR / "openb_pod_list_default.csv")
-    return cluster, tuple(Job(w, 1.0) for w in pods)
+    return cluster, load_trace(OPENB_TRACE_DIR / "openb_pod_list_default.csv")
 
 
-def _fill_one(task: tuple[str, int]) -> tuple[str, int, float, float, int]:
-    policy, seed = task
-    cluster, jobs = _openb()
-    result = fill(cluster, jobs, policy, seed)
+def _fill_one(task: tuple[str, int, bool]) -> tuple[str, int, float, float, int]:
+    policy, seed, gpu_only = task
+    cluster, trace = _openb()
+    extra = [p for p in trace.fill_only if isinstance(p, Job) or not gpu_only]
+    result = fill(cluster, trace.jobs, policy, seed, None, extra)
     return policy, seed, result.unallocated_at_100, result.unallocated_at_130, result.pods
 
 
-def bench_fill(seeds: int, processes: int) -> dict[str, object]:
-    tasks = [(p, s) for p in FILL_POLICIES for s in range(seeds)]
+def bench_fill(seeds: int, processes: int, gpu_only: bool) -> dict[str, object]:
+    tasks = [(p, s, gpu_only) for p in FILL_POLICIES for s in range(seeds)]
     started = time.perf_counter()
     with executor(processes) as pool:  # the pool `simulate --workers` uses: Ctrl-C stops it
         results = [f.result() for f in [pool.submit(_fill_one, t) for t in tasks]]
     wall = time.perf_counter() - started
     pods = sum(r[4] for r in results)
     print(
-        f"(a) fill: openb default list, {seeds} seeds × {len(FILL_POLICIES)} policies, "
+        f"(a) fill: openb default list{', GPU pods only' if gpu_only else ''}, {seeds} seeds "
+        f"× {len(FILL_POLICIES)} policies, "
         f"{pods:,} placements in {wall:.1f} s ({pods / wall:,.0f} pods/s)"
     )
     print(
@@ -151,6 +155,11 @@ def main() -> None:
     parser.add_argument("--only", default="a,b,c")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--gpu-pods-only",
+        action="store_true",
+        help="fill without the pod list's CPU-only pods (the paper places them)",
+    )
     parser.add_argument("--replay-1m-jobs", type=int, default=1_000_000)
     parser.add_argument("--replay-100k-jobs", type=int, default=100_000)
     args = parser.parse_args()
@@ -163,7 +172,7 @@ def main() -> None:
         "replay_100k_apportion_wall_s": None,
     }
     if "a" in only:
-        out.update(bench_fill(args.seeds, args.processes))
+        out.update(bench_fill(args.seeds, args.processes, args.gpu_pods_only))
     if "b" in only:
         jobs = uniform_jobs(args.replay_1m_jobs, 10_000, seed=0)
         wall = _replay("(b) replay", uniform_cluster(1250, 8, "A100-80GB"), jobs, "greedy")

@@ -330,8 +330,12 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         _say_counts("skipped {} bad row(s)", trace.bad_rows)
         # What the format says Apportion does not schedule (CPU-only jobs, jobs that never
-        # ran): said here too, not only in results.json's left_out.
-        _say_counts("left out {} job(s) of the trace", trace.skipped)
+        # ran): said here too, not only in results.json's left_out. The fill places them
+        # where the format gives them (openb's pod list is the fill's whole stream).
+        if args.experiment == "fill" and trace.fill_only:
+            _say_counts("placing {} pod(s) a replay leaves out", trace.skipped)
+        else:
+            _say_counts("left out {} job(s) of the trace", trace.skipped)
     bar = _Bar(args.quiet)
     workers = args.workers or default_workers()
     try:

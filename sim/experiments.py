@@ -207,12 +207,14 @@ def _replay_run(
     return run, sim.events, time.perf_counter() - started
 
 
-def _fill_run(
-    cluster: Cluster, jobs: tuple[Job, ...], name: str, seed: int
-) -> tuple[dict[str, Any], float]:
+def _fill_run(cluster: Cluster, trace: Trace, name: str, seed: int) -> tuple[dict[str, Any], float]:
     """One fill policy and seed (in a worker process): the run's record and its wall s."""
     started = time.perf_counter()
-    run = fill(cluster, jobs, name, seed, lambda f: report(f"{name}/{seed}", f))
+
+    def progress(fraction: float) -> None:
+        report(f"{name}/{seed}", fraction)
+
+    run = fill(cluster, trace.jobs, name, seed, progress, trace.fill_only)
     return run.to_json(), time.perf_counter() - started
 
 
@@ -236,17 +238,18 @@ def fill_experiment(
             raise ValueError(
                 f"policy {name!r} has no fill variant; fill compares {', '.join(FILL_POLICIES)}"
             )
-    cluster.check_models(trace.jobs)
+    cluster.check_models([*trace.jobs, *(p for p in trace.fill_only if isinstance(p, Job))])
     result = _header("fill", cluster, trace, seeds)
     result["protocol"] = (
         "FGD (ATC'23): shuffle with the seed, resample with replacement to 130% of GPU "
-        "capacity, place one pod at a time, no departures, drop what does not fit; "
+        "capacity, place one pod at a time, no departures, drop what does not fit; every "
+        "pod of the trace, also those a replay leaves out (CPU-only, never scheduled); "
         "apportion uses the core's online path (no look-ahead)"
     )
     outcome = Outcome(result)
     tasks = [(name, seed) for name in policies for seed in seeds]
     with executor(min(workers, len(tasks)), progress) as pool:
-        futures = [pool.submit(_fill_run, cluster, trace.jobs, n, s) for n, s in tasks]
+        futures = [pool.submit(_fill_run, cluster, trace, n, s) for n, s in tasks]
         runs = []
         for (name, seed), future in zip(tasks, futures, strict=True):
             run, outcome.wall_s[f"{name}/{seed}"] = future.result()

@@ -4,6 +4,10 @@ Protocol (Weng et al., ATC'23; the repository's trace README): shuffle the pods 
 seed, append pods drawn uniformly with replacement until the summed GPU request would
 pass 130 % of the cluster's GPU capacity, then place them one at a time in that order —
 no departures, no queue, no retries, no preemption; a pod that fits nowhere is dropped.
+The pods are all of the trace's, CPU-only ones too (``HostPod``: the paper's simulator
+draws from its whole pod list, which for openb's default list is 1,088 CPU-only pods of
+8,152): they ask no GPU, so they add nothing to the arrived request, but the CPU and
+memory they take can leave a node's free GPUs unusable.
 After every pod the arrived request (failed pods included) and the allocated GPU milli
 are recorded, both as % of capacity. The headline is the unallocated GPU % (100 −
 allocated) when 100 % has arrived, linearly interpolated between the two pods around it,
@@ -13,15 +17,20 @@ Apportion runs here through the core's online entry point (``IncrementalAllocato
 fragmentation-aware: it learns the workload mix from the pods it has been asked about,
 and counts a hole on a shared GPU partly as what those pods would leave of it),
 one pod at a time with no look-ahead, exactly as the baselines do; its queue owns the
-whole cluster, so only placement can refuse a pod. CPU-only pods are not part of the
-stream (the openb loader skips them): Apportion schedules GPUs.
+whole cluster, so only placement can refuse a pod. Apportion does not place pods asking
+no GPU (the kube-scheduler does; the webhook holds what they take, ``hold_outside``): in
+its runs they go where best-fit would put them, as a kube-scheduler scoring by most
+allocated would. Each baseline places them by its own rule for a request of no GPUs.
+FGD's target workload leaves them out: as the paper counts them (every free GPU a
+fragment for a task asking none), they add the same to every node's growth.
 """
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,12 +39,12 @@ from scheduler.model import PodPlacement, Workload
 from scheduler.reasons import Outcome
 from sim.cluster import Cluster
 from sim.fragmentation import TaskMix, mix_of
-from sim.job import Job
+from sim.job import HostPod, Job
 from sim.metrics import Recorder
 from sim.occupancy import Occupancy
 from sim.policies.fgd import FgdPlacer
 from sim.policies.online import CoreMirror
-from sim.policies.placement import PLACERS, Placer
+from sim.policies.placement import PLACERS, BestFitPlacer, Placer
 
 __all__ = [
     "FILL_POLICIES",
@@ -56,6 +65,8 @@ class FillPlacer(Protocol):
 
     def place(self, occ: Occupancy, job: Job) -> tuple[PodPlacement, ...] | None: ...
 
+    def host_node(self, occ: Occupancy, pod: HostPod) -> int | None: ...
+
 
 class OnlinePlacer:
     """The core's online path as a fill policy: ``IncrementalAllocator.decide`` per pod,
@@ -65,7 +76,8 @@ class OnlinePlacer:
         "core, fragmentation-aware: least growth of expected fragmentation against the mix "
         "of pods seen so far (no look-ahead; a hole counts partly as what the shared pods "
         "seen would leave of it), then used nodes before whole free nodes, smallest "
-        "remainder, lowest node index, lowest GPU index"
+        "remainder, lowest node index, lowest GPU index; pods asking no GPU where best-fit "
+        "puts them (the kube-scheduler places those)"
     )
 
     def __init__(self, cluster: Cluster, name: str = "apportion") -> None:
@@ -75,11 +87,21 @@ class OnlinePlacer:
         from scheduler.incremental import IncrementalAllocator
 
         self.mirror.allocator = IncrementalAllocator(snap, fragmentation_aware=True)
+        self.hosts = BestFitPlacer()
 
     def place(self, occ: Occupancy, job: Job) -> tuple[PodPlacement, ...] | None:
         assert self.mirror.allocator is not None
         d = self.mirror.allocator.decide(self.mirror.workload(job.workload))
         return d.placement if d.outcome is Outcome.ADMIT else None
+
+    def host_node(self, occ: Occupancy, pod: HostPod) -> int | None:
+        """Best-fit's node; the allocator holds what the pod takes there, as the webhook's
+        live cluster does for a CPU-only pod bound to a GPU node."""
+        assert self.mirror.allocator is not None
+        n = self.hosts.host_node(occ, pod.cpu_milli, pod.memory_mib)
+        if n is not None:
+            self.mirror.allocator.hold_outside(occ.node_names[n], pod.cpu_milli, pod.memory_mib)
+        return n
 
 
 def _placer(name: str) -> Callable[[Cluster, int, TaskMix], FillPlacer]:
@@ -106,6 +128,9 @@ class _Committing:
             self.placer.placed(job, placement, occ)
         return placement
 
+    def host_node(self, occ: Occupancy, pod: HostPod) -> int | None:
+        return self.placer.host_node(occ, pod.cpu_milli, pod.memory_mib)
+
 
 FILL_POLICIES: dict[str, Callable[[Cluster, int, TaskMix], FillPlacer]] = {
     "apportion": lambda cluster, seed, mix: OnlinePlacer(cluster),
@@ -122,7 +147,10 @@ class FillResult:
     seed: int
     tie_rule: str
     pods: int
+    cpu_only_pods: int
+    """Of ``pods``, those asking no GPU."""
     dropped: int
+    """Pods that fit nowhere, CPU-only ones included."""
     arrived_pct: list[float]
     """On ``GRID``."""
     allocated_pct: list[float]
@@ -137,6 +165,7 @@ class FillResult:
             "seed": self.seed,
             "tie_rule": self.tie_rule,
             "pods": self.pods,
+            "cpu_only_pods": self.cpu_only_pods,
             "dropped": self.dropped,
             "unallocated_pct_at_100": self.unallocated_at_100,
             "unallocated_pct_at_130": self.unallocated_at_130,
@@ -148,18 +177,25 @@ class FillResult:
         }
 
 
-def fill_stream(jobs: Sequence[Job], occ: Occupancy, seed: int, target: float = 1.3) -> list[Job]:
+def _request_milli(occ: Occupancy, pod: Job | HostPod) -> int:
+    """A pod's GPU request (``Occupancy.demand_milli``); none for a pod asking no GPU."""
+    return 0 if isinstance(pod, HostPod) else occ.demand_milli(pod.workload)
+
+
+def fill_stream(
+    jobs: Sequence[Job | HostPod], occ: Occupancy, seed: int, target: float = 1.3
+) -> list[Job | HostPod]:
     """The shuffled pods plus uniform draws with replacement up to ``target`` × the
-    cluster's capacity, each pod's request its ``Occupancy.demand_milli``. Repeated pods
-    get a ``#k`` suffix so every name is unique."""
+    cluster's capacity, each pod's request its ``Occupancy.demand_milli`` (none for a
+    ``HostPod``). Repeated pods get a ``#k`` suffix so every name is unique."""
     rng = random.Random(seed)
     order = list(jobs)
     rng.shuffle(order)
     limit = target * occ.healthy_capacity_milli()
-    out: list[Job] = []
+    out: list[Job | HostPod] = []
     total = 0
     for job in order:
-        need = occ.demand_milli(job.workload)
+        need = _request_milli(occ, job)
         if total + need > limit:
             return out
         out.append(job)
@@ -167,15 +203,21 @@ def fill_stream(jobs: Sequence[Job], occ: Occupancy, seed: int, target: float = 
     seen: dict[str, int] = {}
     while order:
         job = order[rng.randrange(len(order))]
-        need = occ.demand_milli(job.workload)
+        need = _request_milli(occ, job)
         if total + need > limit:
             break
         k = seen.get(job.name, 0) + 1
         seen[job.name] = k
-        w = Workload.model_construct(**{**job.workload.__dict__, "name": f"{job.name}#{k}"})
-        out.append(Job(w, job.work, job.rates, job.default_rate, job.gpu_util))
+        out.append(_renamed(job, f"{job.name}#{k}"))
         total += need
     return out
+
+
+def _renamed(job: Job | HostPod, name: str) -> Job | HostPod:
+    if isinstance(job, HostPod):
+        return replace(job, name=name)
+    w = Workload.model_construct(**{**job.workload.__dict__, "name": name})
+    return Job(w, job.work, job.rates, job.default_rate, job.gpu_util)
 
 
 def interpolate(xs: Sequence[float], ys: Sequence[float], at: float) -> float:
@@ -189,16 +231,22 @@ def fill(
     policy: str,
     seed: int,
     progress: Callable[[float], None] | None = None,
+    fill_only: Sequence[Job | HostPod] = (),
 ) -> FillResult:
-    """Run the fill protocol once for one policy and seed."""
+    """Run the fill protocol once for one policy and seed; ``fill_only`` (``Trace``'s: pods
+    a replay leaves out, CPU-only ones among them) join ``jobs`` in arrival order before
+    the shuffle."""
     if policy not in FILL_POLICIES:
         raise ValueError(f"unknown fill policy {policy!r}; known: {', '.join(FILL_POLICIES)}")
     occ = Occupancy(cluster.snapshot.nodes, cluster.catalog)
     capacity = occ.healthy_capacity_milli()
-    mix = mix_of(jobs, occ.model_names)
+    # Merged, each keeping its own order: without fill-only pods, the jobs' order as given.
+    pods = list(heapq.merge(jobs, fill_only, key=lambda p: (p.submit, p.name)))
+    gpu_pods = [p for p in pods if isinstance(p, Job)]
+    mix = mix_of(gpu_pods, occ.model_names)
     placer = FILL_POLICIES[policy](cluster, seed, mix)
-    stream = fill_stream(jobs, occ, seed)
-    recorder = Recorder(cluster, occ, jobs, 1, 1)
+    stream = fill_stream(pods, occ, seed)
+    recorder = Recorder(cluster, occ, gpu_pods, 1, 1)
     arrived = 0
     xs: list[float] = [0.0]
     ys: list[float] = [0.0]
@@ -209,6 +257,13 @@ def fill(
         while next_grid < len(GRID) and 100.0 * arrived / capacity >= GRID[next_grid]:
             frag_at.append(round(100.0 * recorder.fragmented_share(), 4))
             next_grid += 1
+        if isinstance(job, HostPod):
+            n = placer.host_node(occ, job)
+            if n is None:
+                dropped += 1
+            else:
+                occ.take_host(job.name, n, job.cpu_milli, job.memory_mib)
+            continue
         arrived += occ.demand_milli(job.workload)
         placement = placer.place(occ, job)
         if placement is None:
@@ -232,6 +287,7 @@ def fill(
         seed=seed,
         tie_rule=placer.tie_rule,
         pods=len(stream),
+        cpu_only_pods=sum(isinstance(p, HostPod) for p in stream),
         dropped=dropped,
         arrived_pct=[float(g) for g in GRID],
         allocated_pct=grid_alloc,

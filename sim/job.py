@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from scheduler.model import Workload
 
-__all__ = ["DEFAULT_QUEUE", "Job", "from_origin"]
+__all__ = ["DEFAULT_QUEUE", "HostPod", "Job", "from_origin"]
 
 DEFAULT_QUEUE = "default"
 """The queue of a job whose trace names none: an empty or missing ``queue`` in our
@@ -53,6 +53,19 @@ class Job:
         if work <= 0:
             return 0
         return max(1, math.ceil(work / rate - 1e-9))
+
+
+@dataclass(frozen=True, slots=True)
+class HostPod:
+    """A pod asking no GPU, on the trace's GPU nodes (openb's CPU-only pods). Replays leave
+    it out; the fill experiment places it, as the FGD paper's simulator does, since the CPU
+    and memory it takes can leave a node's free GPUs unusable."""
+
+    name: str
+    submit: int
+    """Arrival, on the same clock as the jobs' (the order before the fill's shuffle)."""
+    cpu_milli: int
+    memory_mib: int
 
 
 def from_origin(parsed: Iterable[tuple[float, Workload, float]]) -> tuple[Job, ...]:

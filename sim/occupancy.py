@@ -185,6 +185,15 @@ class Occupancy:
     def release(self, placement: Sequence[PodPlacement], cpu: int, mem: int) -> None:
         self._shift(placement, cpu, mem, taking=False)
 
+    def take_host(self, name: str, n: int, cpu: int, mem: int) -> None:
+        """Charge node ``n`` the CPU and memory of a pod asking no GPU (the fill's CPU-only
+        pods), or raise ``SimulationError`` without changing anything."""
+        if self.free_cpu[n] < cpu or self.free_mem[n] < mem:
+            raise SimulationError(f"{name}: not enough CPU or memory on {self.node_names[n]}")
+        self.free_cpu[n] -= cpu
+        self.free_mem[n] -= mem
+        self.changed_nodes.add(n)
+
     def set_node_health(self, node: str, healthy: bool) -> None:
         n = self.node_index[node]
         ids = self.node_gpus[n]

@@ -15,6 +15,10 @@ Mapping to Apportion's domain:
   come back as ``CustomGpuModel`` entries (``OPENB_GPU_MODELS``) to add to the Snapshot.
 - Each pod with GPUs becomes a one-pod ``Workload``; CPU-only pods are skipped. ``qos``
   becomes the priority (``QOS_PRIORITY``).
+- As replayable jobs (``load_openb_jobs``), a pod never scheduled (deleted while
+  ``Pending``) is left out and counted, as other formats leave out jobs that never ran; it
+  and the CPU-only pods stay in what the fill experiment places (``fill_only``), which is
+  the whole list.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 from scheduler.catalog import MILLI_PER_GPU
 from scheduler.model import CustomGpuModel, Demand, Gpu, Node, Workload
 from scheduler.textfile import read_text
-from sim.job import DEFAULT_QUEUE, Job
+from sim.job import DEFAULT_QUEUE, HostPod, Job
 from sim.rows import BadRows, Row, RowError, csv_rows
 
 __all__ = [
@@ -205,29 +209,38 @@ def load_openb_pods(text: str, source: str, queue: str = DEFAULT_QUEUE) -> tuple
 
 
 def load_openb_jobs(
-    text: str, source: str, bad: BadRows | None = None, queue: str = DEFAULT_QUEUE
+    text: str,
+    source: str,
+    bad: BadRows | None = None,
+    queue: str = DEFAULT_QUEUE,
+    fill_only: list[Job | HostPod] | None = None,
 ) -> tuple[tuple[Job, ...], dict[str, int]]:
     """The pods as replayable jobs: arrival at ``creation_time``, runtime from
-    ``scheduled_time`` (or, for a pod never scheduled, ``creation_time``) to
-    ``deletion_time``, at least one second; and the count of CPU-only pods, skipped on
-    purpose. Bad rows go to ``bad``."""
+    ``scheduled_time`` to ``deletion_time``, at least one second; and the counts of pods
+    left out on purpose (CPU-only; never scheduled, which has no runtime). Those are
+    appended to ``fill_only`` in file order (the fill places them). Bad rows go to
+    ``bad``."""
     bad = bad if bad is not None else BadRows()
     jobs: list[Job] = []
     seen: dict[str, int] = {}
-    skipped = {"cpu-only pod": 0}
+    skipped = {"cpu-only pod": 0, "never ran": 0}
+    extra: list[Job | HostPod] = [] if fill_only is None else fill_only
     for row in csv_rows(text, source, POD_COLUMNS, bad):
         try:
             workload = _pod(row, queue, seen)
             if workload is None:
                 skipped["cpu-only pod"] += 1
+                created = row.count("creation_time", time=True)
+                cpu_milli = row.amount("cpu_milli")
+                memory_mib = row.amount("memory_mib", memory=True)
+                extra.append(HostPod(row.text("name"), created, cpu_milli, memory_mib))
                 continue
-            # A pod deleted while Pending is demand the cluster saw, not a job that never
-            # ran to leave out: replayed for as long as it waited, all the trace says.
-            began = (
-                row.count("scheduled_time", time=True)
-                if row.values["scheduled_time"].strip()
-                else workload.created
-            )
+            # Deleted while Pending: demand the cluster saw, with no runtime to replay.
+            if not row.values["scheduled_time"].strip():
+                skipped["never ran"] += 1
+                extra.append(Job(workload, 1.0))
+                continue
+            began = row.count("scheduled_time", time=True)
             ended = row.count("deletion_time", time=True)
             if ended < began:
                 raise row.error("deletion_time", f"is before the pod started ({began})")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from scheduler.textfile import read_text
-from sim.job import Job
+from sim.job import HostPod, Job
 from sim.rows import BadRows
 
 __all__ = ["FORMATS", "NeedsThroughputs", "Trace", "TraceError", "detect_format", "load_trace"]
@@ -39,6 +39,9 @@ class Trace:
     """Bad rows skipped (``--skip-bad-rows``), per reason."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Rows left out on purpose (CPU-only jobs, jobs that never ran), per reason."""
+    fill_only: tuple[Job | HostPod, ...] = ()
+    """Pods the replay leaves out but the fill experiment places, as the FGD paper's
+    simulator does with the whole pod list (openb's CPU-only and never-scheduled pods)."""
 
 
 def _read(path: Path) -> str:
@@ -93,12 +96,13 @@ def load_trace(
         raise TraceError(f"unknown trace format {fmt!r}; known: {', '.join(FORMATS)}")
     bad = BadRows(skip=skip_bad_rows)
     skipped: dict[str, int] = {}
+    fill_only: list[Job | HostPod] = []
     source = str(path)
     try:
         if fmt == "openb":
             from sim.openb import load_openb_jobs
 
-            jobs, skipped = load_openb_jobs(_read(path), source, bad)
+            jobs, skipped = load_openb_jobs(_read(path), source, bad, fill_only=fill_only)
         elif fmt == "helios":
             from sim.helios import load_helios_jobs
 
@@ -148,7 +152,15 @@ def load_trace(
     if not jobs:
         raise TraceError(_nothing_to_replay(source, bad, skipped))
     ordered = tuple(sorted(jobs, key=lambda j: (j.submit, j.name)))
-    return Trace(_from_zero(ordered), source, fmt, dict(sorted(bad.counts.items())), skipped)
+    origin = ordered[0].submit if ordered else 0
+    return Trace(
+        _from_zero(ordered, origin),
+        source,
+        fmt,
+        dict(sorted(bad.counts.items())),
+        skipped,
+        _fill_from_zero(fill_only, origin),
+    )
 
 
 def _nothing_to_replay(source: str, bad: BadRows, skipped: dict[str, int]) -> str:
@@ -157,15 +169,26 @@ def _nothing_to_replay(source: str, bad: BadRows, skipped: dict[str, int]) -> st
     return f"{source}: no job to replay" + (f" (left out: {why})" if why else "")
 
 
-def _from_zero(jobs: tuple[Job, ...]) -> tuple[Job, ...]:
-    """Arrivals as seconds after the earliest one (sorted ``jobs``). Formats that give
+def _from_zero(jobs: tuple[Job, ...], origin: int) -> tuple[Job, ...]:
+    """Arrivals as seconds after ``origin``, the earliest replayed one. Formats that give
     submit times as they are (our CSV/JSONL, openb, Gavel) would otherwise replay an
     export with Unix times from 0: 54 years of an empty cluster in every integral and
     every sampled curve (utilization 0.00 for a full cluster)."""
-    origin = jobs[0].submit if jobs else 0
     if origin == 0:
         return jobs
     return tuple(
         replace(j, workload=j.workload.model_copy(update={"created": j.submit - origin}))
         for j in jobs
     )
+
+
+def _fill_from_zero(pods: list[Job | HostPod], origin: int) -> tuple[Job | HostPod, ...]:
+    """The fill-only pods in arrival order on the replay's clock: a job arriving before
+    ``origin`` at 0 (a job's arrival is never negative), a CPU-only pod as it is."""
+    out: list[Job | HostPod] = []
+    for p in sorted(pods, key=lambda p: (p.submit, p.name)):
+        if isinstance(p, HostPod):
+            out.append(replace(p, submit=p.submit - origin))
+        else:
+            out.extend(_from_zero((p,), min(origin, p.submit)))
+    return tuple(out)

@@ -9,6 +9,7 @@ import pytest
 
 from scheduler.catalog import catalog_with, default_catalog
 from scheduler.model import Demand, Gpu, Node, Workload
+from sim.job import HostPod, Job
 from sim.openb import (
     OPENB_GPU_MODELS,
     OPENB_TRACE_DIR,
@@ -247,15 +248,18 @@ def test_file_wrappers_name_the_path(tmp_path: Path) -> None:
         load_openb_nodes_file(path)
 
 
-def test_a_pod_never_scheduled_is_replayed_for_as_long_as_it_waited() -> None:
-    """A pod deleted while Pending (no scheduled_time; 897 in the bundled list) is demand
-    the cluster saw: the replay runs it for deletion − creation, the only length the trace
-    gives, rather than leave it out as other formats' jobs that never ran."""
+def test_a_pod_never_scheduled_is_left_out_of_the_replay_and_kept_for_the_fill() -> None:
+    """A pod deleted while Pending (no scheduled_time; 861 GPU pods in the bundled list)
+    never ran: left out and counted, as other formats' jobs that never ran (it was replayed
+    as running for as long as it waited). It and the CPU-only pods are the fill's still."""
     rows = (
         "p0,1000,1024,1,1000,,LS,Succeeded,0,100,0\n"
         "p1,1000,1024,1,1000,,BE,Pending,10,1010,\n"
-        "p2,1000,1024,0,0,,BE,Running,10,1010,10\n"
+        "p2,3000,2048,0,0,,BE,Running,10,1010,10\n"
     )
-    jobs, skipped = load_openb_jobs(POD_HEADER + rows, "t.csv")
-    assert [(j.name, j.submit, j.work) for j in jobs] == [("p0", 0, 100.0), ("p1", 10, 1000.0)]
-    assert skipped == {"cpu-only pod": 1}
+    fill_only: list[Job | HostPod] = []
+    jobs, skipped = load_openb_jobs(POD_HEADER + rows, "t.csv", fill_only=fill_only)
+    assert [(j.name, j.submit, j.work) for j in jobs] == [("p0", 0, 100.0)]
+    assert skipped == {"cpu-only pod": 1, "never ran": 1}
+    assert [p.name for p in fill_only] == ["p1", "p2"]
+    assert fill_only[1] == HostPod("p2", 10, 3000, 2048)

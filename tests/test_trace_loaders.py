@@ -83,10 +83,12 @@ def test_helios_vc_table_real_file() -> None:
 def test_openb_jobs_real_file() -> None:
     path = OPENB_TRACE_DIR / "openb_pod_list_default.csv"
     jobs, skipped = load_openb_jobs(path.read_text(), str(path))
-    assert len(jobs) == 7064
-    # 8,152 rows: the CPU-only pods were left out without a count (left_out was {}).
-    assert skipped == {"cpu-only pod": 1088}
-    assert load_trace(path).skipped == skipped
+    assert len(jobs) == 6203
+    # 8,152 rows: the CPU-only pods were left out without a count (left_out was {}); the
+    # 861 GPU pods never scheduled were replayed as running for as long as they waited.
+    assert skipped == {"cpu-only pod": 1088, "never ran": 861}
+    trace = load_trace(path)
+    assert trace.skipped == skipped and len(trace.fill_only) == 1088 + 861
     first = jobs[0]
     # openb-pod-0000: created 0, scheduled 0, deleted 12537496.
     assert (first.name, first.submit, first.work) == ("openb-pod-0000", 0, 12537496.0)

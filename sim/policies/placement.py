@@ -122,6 +122,14 @@ class Placer:
             occ.release((p,), req.cpu, req.mem)
         return tuple(placed)
 
+    def host_node(self, occ: Occupancy, cpu: int, mem: int) -> int | None:
+        """The node for a pod asking no GPU (the fill's CPU-only pods), by this policy's own
+        node choice for a request of no GPUs; None when no node has the CPU and memory."""
+        req = Request(0, MILLI_PER_GPU, cpu, mem, frozenset())
+        slots = self.slots(occ)
+        ok = self.feasible(occ, slots, req)
+        return self.choose_node(occ, slots, ok, req) if ok.any() else None
+
     def place_pod(self, occ: Occupancy, req: Request) -> PodPlacement | None:
         if req.profile is not None:
             return self.place_slice(occ, req)
