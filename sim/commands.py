@@ -336,6 +336,11 @@ def _run(args: argparse.Namespace) -> int:
             _say_counts("placing {} pod(s) a replay leaves out", trace.skipped)
         else:
             _say_counts("left out {} job(s) of the trace", trace.skipped)
+        if trace.still_running:
+            sys.stderr.write(
+                f"kept {trace.still_running} job(s) still running when the trace was taken, "
+                "replayed until the latest time it records\n"
+            )
     bar = _Bar(args.quiet)
     workers = args.workers or default_workers()
     try:

@@ -102,6 +102,7 @@ def _header(
             "jobs": len(trace.jobs),
             "bad_rows_skipped": trace.bad_rows,
             "left_out": trace.skipped,
+            "still_running_cut_at_end": trace.still_running,
         },
         "cluster": {
             "source": cluster.source,

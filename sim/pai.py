@@ -15,12 +15,17 @@ Mapping of a task (``pai_task_table`` row) to a ``Job``:
 - per pod ``plan_gpu`` percent of a GPU: below 100 a share (``gpu_milli`` = 10 ×
   plan_gpu), a multiple of 100 that many whole GPUs, anything else (150) a bad row;
 - queue = the job's ``user`` (``pai_job_table``); priority 0;
-- arrival = the task's ``start_time``, work = ``end_time − start_time`` seconds (PAI
-  records no separate submission time for tasks), both relative to the earliest start;
+- arrival = the job's ``start_time`` in ``pai_job_table``, its submission (the trace's
+  README: the gap to a task's ``start_time``, its launch, is the scheduling latency PAI
+  gave it), relative to the earliest; work = the task's ``end_time − start_time`` seconds;
+  a task launched before its job's submission is a bad row;
+- a task launched but not ended (empty ``end_time``: still running when the trace was
+  taken) is kept and runs until the latest time a GPU task of the table records, the
+  trace's end, and counted (``still_running``), as openb's pods running at its end are;
 - GPU model constraint = the instance's ``gpu_type_spec`` from ``pai_group_tag_table``
   when the user asked for one (empty = any model);
 - ``plan_cpu`` (percent of a core) → ``cpu_milli`` = 10 × plan_cpu, ``plan_mem`` GB → MiB.
-Tasks without GPUs, or that never ran (empty times), are skipped and counted.
+Tasks without GPUs, or that never ran (no ``start_time``), are skipped and counted.
 """
 
 from __future__ import annotations
@@ -105,14 +110,21 @@ def load_pai_jobs(
     source: str,
     group_text: str = "",
     bad: BadRows | None = None,
-) -> tuple[tuple[Job, ...], dict[str, int]]:
-    """Jobs from the task table joined with the job table (user) and, if given, the
-    group-tag table (GPU type asked for); and counts of tasks skipped on purpose."""
+) -> tuple[tuple[Job, ...], dict[str, int], int]:
+    """Jobs from the task table joined with the job table (user, submission) and, if given,
+    the group-tag table (GPU type asked for); counts of tasks skipped on purpose; and how
+    many were still running at the trace's end (kept, cut there)."""
     bad = bad if bad is not None else BadRows()
-    users: dict[str, tuple[str, str]] = {}
+    submitted: dict[str, tuple[str, str, float, int]] = {}
+    """job_name → user, inst_id, submission time, line."""
     for row in csv_rows(job_text, f"{source}/pai_job_table.csv", JOB_COLUMNS, bad, JOB_COLUMNS):
         try:
-            users[row.text("job_name")] = (row.text("user"), row.values["inst_id"].strip())
+            submitted[row.text("job_name")] = (
+                row.text("user"),
+                row.values["inst_id"].strip(),
+                row.number("start_time", time=True),
+                row.line,
+            )
         except RowError as error:
             bad.record(error)
     specs: dict[str, str] = {}
@@ -128,7 +140,9 @@ def load_pai_jobs(
             if spec:
                 specs[row.values["inst_id"].strip()] = spec
     skipped = {"no GPU": 0, "never ran": 0, "zero duration": 0}
-    parsed: list[tuple[float, Workload, float]] = []
+    parsed: list[tuple[float, Workload, float, float | None]] = []
+    """Submission, workload, launch, end (None: still running)."""
+    latest = 0.0
     seen: dict[str, int] = {}
     tasks = f"{source}/pai_task_table.csv"
     for row in csv_rows(task_text, tasks, TASK_COLUMNS, bad, TASK_COLUMNS):
@@ -140,19 +154,24 @@ def load_pai_jobs(
             if not row.values["plan_gpu"].strip() or row.number("plan_gpu") == 0:
                 skipped["no GPU"] += 1
                 continue
-            if not row.values["start_time"].strip() or not row.values["end_time"].strip():
+            if not row.values["start_time"].strip():
                 skipped["never ran"] += 1
                 continue
             start = row.number("start_time", time=True)
-            end = row.number("end_time", time=True)
-            if end < start:
+            end = row.number("end_time", time=True) if row.values["end_time"].strip() else None
+            if end is not None and end < start:
                 raise row.error("end_time", f"is before start_time {start:g}")
             if end == start:
                 skipped["zero duration"] += 1
                 continue
-            if job_name not in users:
+            if job_name not in submitted:
                 raise row.error("job_name", "is not in the job table")
-            user, inst = users[job_name]
+            user, inst, submit, line = submitted[job_name]
+            if start < submit:
+                raise row.error(
+                    "start_time",
+                    f"is before its job's submission ({submit:g}, pai_job_table.csv line {line})",
+                )
             demand = _demand(row, specs.get(inst, ""))
             pods = _instances(row)
             cpu_milli = _amount(row, "plan_cpu", 10, "% of a core")
@@ -170,8 +189,11 @@ def load_pai_jobs(
             cpu_milli=cpu_milli,
             memory_mib=memory_mib,
         )
-        parsed.append((start, workload, end - start))
-    return from_origin(parsed), skipped
+        parsed.append((submit, workload, start, end))
+        latest = max(latest, start if end is None else end)
+    still_running = sum(end is None for *_, end in parsed)
+    runs = [(t, w, (latest if end is None else end) - start) for t, w, start, end in parsed]
+    return from_origin(runs), skipped, still_running
 
 
 def _instances(row: Row) -> int:

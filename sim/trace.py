@@ -39,6 +39,9 @@ class Trace:
     """Bad rows skipped (``--skip-bad-rows``), per reason."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Rows left out on purpose (CPU-only jobs, jobs that never ran), per reason."""
+    still_running: int = 0
+    """Jobs still running when the trace was taken (PAI, Philly), kept and replayed until
+    the latest time the trace records."""
     fill_only: tuple[Job | HostPod, ...] = ()
     """Pods the replay leaves out but the fill experiment places, as the FGD paper's
     simulator does with the whole pod list (openb's CPU-only and never-scheduled pods)."""
@@ -97,6 +100,7 @@ def load_trace(
     bad = BadRows(skip=skip_bad_rows)
     skipped: dict[str, int] = {}
     fill_only: list[Job | HostPod] = []
+    still_running = 0
     source = str(path)
     try:
         if fmt == "openb":
@@ -110,7 +114,7 @@ def load_trace(
         elif fmt == "philly":
             from sim.philly import load_philly_jobs
 
-            jobs, skipped = load_philly_jobs(_read(path), source, bad)
+            jobs, skipped, still_running = load_philly_jobs(_read(path), source, bad)
         elif fmt == "pai":
             from sim.pai import load_pai_jobs
 
@@ -120,7 +124,7 @@ def load_trace(
                     "and pai_task_table.csv (and optionally pai_group_tag_table.csv)"
                 )
             group = path / "pai_group_tag_table.csv"
-            jobs, skipped = load_pai_jobs(
+            jobs, skipped, still_running = load_pai_jobs(
                 _read(path / "pai_job_table.csv"),
                 _read(path / "pai_task_table.csv"),
                 source,
@@ -159,6 +163,7 @@ def load_trace(
         fmt,
         dict(sorted(bad.counts.items())),
         skipped,
+        still_running,
         _fill_from_zero(fill_only, origin),
     )
 

@@ -106,7 +106,7 @@ def test_pai_jobs_from_schema_rows() -> None:
         "j2,evaluator,1,Failed,60,60,100,4,100,T4\n"  # zero duration: left out
     )
     groups = "i1,alice,V100,g1,ctr\ni2,bob,,g2,bert\n"
-    jobs, skipped = load_pai_jobs(jobs_table, tasks, "pai", groups)
+    jobs, skipped, _ = load_pai_jobs(jobs_table, tasks, "pai", groups)
     assert skipped == {"no GPU": 1, "never ran": 0, "zero duration": 1}
     by_name = {j.name: j for j in jobs}
     worker = by_name["j1/worker"]
@@ -120,6 +120,43 @@ def test_pai_jobs_from_schema_rows() -> None:
     assert (tf.submit, tf.work) == (0, 20.0)
 
 
+def test_pai_arrival_is_the_jobs_submission_and_a_running_task_runs_to_the_end() -> None:
+    """pai_job_table.start_time is the job's submission (the trace's README; the task's
+    start_time is its launch): the arrival was the launch, which erased PAI's own wait and
+    put job A, submitted first, after job B. A task launched but not ended was still
+    running when the trace was taken: it was counted as never ran."""
+    jobs_table = (
+        "jobA,iA,u1,Terminated,1000.0,1600.0\n"
+        "jobB,iB,u1,Terminated,1100.0,1200.0\n"
+        "jobC,iC,u1,Running,1150.0,\n"
+    )
+    tasks = (
+        "jobA,worker,1.0,Terminated,1500.0,1600.0,600.0,29.0,100.0,V100\n"
+        "jobB,worker,1.0,Terminated,1100.0,1200.0,600.0,29.0,100.0,V100\n"
+        "jobC,worker,1.0,Running,1150.0,,600.0,29.0,100.0,V100\n"
+    )
+    jobs, skipped, still_running = load_pai_jobs(jobs_table, tasks, "pai")
+    assert [(j.name, j.submit, j.work) for j in jobs] == [
+        ("jobA/worker", 0, 100.0),
+        ("jobB/worker", 100, 100.0),
+        ("jobC/worker", 150, 450.0),  # until 1600, the latest time a task records
+    ]
+    assert skipped == {"no GPU": 0, "never ran": 0, "zero duration": 0}
+    assert still_running == 1
+
+
+def test_pai_a_task_launched_before_its_job_was_submitted_is_named() -> None:
+    tasks = "j1,w,1,Terminated,90,700,600,29,50,V100\n"
+    with pytest.raises(RowError) as caught:
+        load_pai_jobs("j1,i1,alice,Terminated,100,900\n", tasks, "pai")
+    assert str(caught.value) == (
+        "pai/pai_task_table.csv line 1 column start_time: '90' is before its job's "
+        "submission (100, pai_job_table.csv line 1)"
+    )
+    with pytest.raises(RowError, match=r"^pai/pai_job_table.csv line 1 column start_time: ''"):
+        load_pai_jobs("j1,i1,alice,Terminated,,900\n", tasks, "pai")
+
+
 def test_pai_task_rows_as_the_trace_writes_them() -> None:
     """The published task table writes every number as a float, inst_num too (the
     trace README's example row: ``4f05…,tensorflow,1.0,Terminated,1739162.0,…``)."""
@@ -128,7 +165,7 @@ def test_pai_task_rows_as_the_trace_writes_them() -> None:
         "4f05,tensorflow,1.0,Terminated,1739162.0,1739200.0,600.0,29.296875,50.0,MISC\n"
         "4f05,worker,2.0,Terminated,1739162.0,1739262.0,600.0,29.296875,100.0,MISC\n"
     )
-    jobs, _ = load_pai_jobs(jobs_table, tasks, "pai")
+    jobs, _, _ = load_pai_jobs(jobs_table, tasks, "pai")
     by_name = {j.name: j for j in jobs}
     assert by_name["4f05/tensorflow"].workload.pods == 1
     assert by_name["4f05/worker"].workload.pods == 2
@@ -144,7 +181,7 @@ def test_pai_bad_rows_are_named_or_counted() -> None:
     with pytest.raises(RowError, match=r"pai/pai_task_table.csv line 1 column plan_gpu: '150'"):
         load_pai_jobs(jobs_table, tasks, "pai")
     bad = BadRows(skip=True)
-    jobs, _ = load_pai_jobs(jobs_table, tasks, "pai", bad=bad)
+    jobs, _, _ = load_pai_jobs(jobs_table, tasks, "pai", bad=bad)
     assert jobs == ()
     assert bad.counts == {
         "column plan_gpu: is more than one GPU but not whole GPUs": 1,
@@ -262,14 +299,64 @@ def test_philly_jobs_from_schema_rows() -> None:
         ],
     }
     log = json.dumps([*PHILLY, instant], indent=1)
-    jobs, skipped = load_philly_jobs(log, "cluster_job_log")
-    assert skipped == {"never ran": 1, "zero duration": 1}
+    jobs, skipped, _ = load_philly_jobs(log, "cluster_job_log")
+    assert skipped == {"never ran": 1, "last attempt's start not recorded": 0, "zero duration": 1}
     one, three = sorted(jobs, key=lambda j: j.name)
     # The last attempt counts: 2 servers × 2 GPUs for an hour; submitted 30 min after job 3.
     assert one.workload.queue == "vc1" and one.workload.pods == 2
     assert one.workload.demand == Demand(gpus=2)
     assert (one.submit, one.work) == (1800, 3600.0)
     assert (three.submit, three.work, three.workload.demand) == (0, 100.0, Demand(gpus=1))
+
+
+def philly_job(jobid: str, submitted: str, start: str, end: str | None) -> dict[str, object]:
+    attempt = {"start_time": start, "end_time": end, "detail": [{"ip": "m1", "gpus": ["g0"]}]}
+    return {"jobid": jobid, "vc": "v", "submitted_time": submitted, "attempts": [attempt]}
+
+
+def test_philly_a_job_still_running_is_kept_until_the_logs_latest_time(tmp_path: Path) -> None:
+    """Its last attempt's end_time None: still running when the trace was taken (the
+    trace's README). It was counted as never ran."""
+    log = json.dumps(
+        [
+            philly_job("a", "2017-10-07 01:11:39", "2017-10-07 01:12:09", None),
+            philly_job("b", "2017-10-07 02:00:00", "2017-10-07 02:00:00", "2017-10-07 03:00:00"),
+        ]
+    )
+    jobs, skipped, still_running = load_philly_jobs(log, "log")
+    assert [(j.name, j.submit, j.work) for j in jobs] == [("a", 0, 6471.0), ("b", 2901, 3600.0)]
+    assert (skipped["never ran"], still_running) == (0, 1)
+    (tmp_path / "cluster_job_log").write_text(log)
+    assert load_trace(tmp_path / "cluster_job_log").still_running == 1
+
+
+def test_philly_times_are_pacific_time_over_the_change_from_pdt_to_pst() -> None:
+    """The trace's other tables are stamped PDT/PST. On 2017-11-05 the clocks went back at
+    02:00: from 00:30 to 03:00 is 3.5 hours (it read 2.5), and an end at 01:10 after a start
+    at 01:40 is the second 01:10, 30 minutes later (it stopped the run: end before start)."""
+    log = json.dumps(
+        [
+            philly_job("over", "2017-11-05 00:30:00", "2017-11-05 00:30:00", "2017-11-05 03:00:00"),
+            philly_job("back", "2017-11-05 01:30:00", "2017-11-05 01:40:00", "2017-11-05 01:10:00"),
+            philly_job("pst", "2017-11-05 02:30:00", "2017-11-05 02:30:00", "2017-11-05 02:40:00"),
+        ]
+    )
+    jobs, _, _ = load_philly_jobs(log, "log")
+    assert [(j.name, j.submit, j.work) for j in jobs] == [
+        ("over", 0, 12600.0),
+        ("back", 3600, 1800.0),
+        ("pst", 10800, 600.0),  # 02:30 PST is three hours after 00:30 PDT
+    ]
+    # An end before its start on any reading is a bad row at its line, never a traceback.
+    bad = json.dumps(
+        [philly_job("x", "2017-11-05 04:00:00", "2017-11-05 04:00:00", "2017-11-05 03:00:00")],
+        indent=1,
+    )
+    with pytest.raises(RowError, match=r"^log line 2 column 2 \(jobid x\) field attempts\[0\]"):
+        load_philly_jobs(bad, "log")
+    skip = BadRows(skip=True)
+    assert load_philly_jobs(bad, "log", skip)[0] == ()
+    assert skip.counts == {"attempts[0].end_time: is before start": 1}
 
 
 def test_philly_bad_job_names_line_column_and_field() -> None:
@@ -284,7 +371,7 @@ def test_philly_bad_job_names_line_column_and_field() -> None:
         "'yesterday' is not a time" in str(caught.value)
     )
     bad = BadRows(skip=True)
-    jobs, _ = load_philly_jobs(text, "log", bad)
+    jobs, _, _ = load_philly_jobs(text, "log", bad)
     assert len(jobs) == 1 and bad.total == 1
     # Text after the list was ignored without a word: two logs concatenated replayed one.
     twice = json.dumps(PHILLY) + "\n" + json.dumps(PHILLY) + "\n"
