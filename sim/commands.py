@@ -421,7 +421,8 @@ REPLAY_LEGEND = (
     "by good; Jain over allocation/fair share (1 = fair); dev = Σ|allocation − fair share| / "
     "capacity; frag = share of free GPU capacity the trace's typical job cannot use",
     "preempt = evictions by the policy; lostGPUh = GPU-hours of work they threw away (since "
-    "the last checkpoint); idleGPUh = reserved-but-idle GPU-hours while work waited; "
+    "the last checkpoint); idleGPUh = reserved-but-idle GPU-hours while work waited (from "
+    "our CSV/JSONL's gpu_util: 0 on public traces, whose utilization no loader reads); "
     "wall s = the run's wall-clock time",
 )
 """What every column of the replay table means: a newcomer's `make demo` prints it."""

@@ -32,8 +32,10 @@ class Job:
     """Per GPU model (catalog name): work per second. Missing models run at ``default_rate``."""
     default_rate: float = 1.0
     gpu_util: float | None = None
-    """Average GPU utilization 0..1 when the trace measured it (PAI's sensor table): the
-    rest of its allocation is reserved but idle."""
+    """Average GPU utilization 0..1 when the trace gives it, the rest of its allocation
+    reserved but idle. Only our own CSV/JSONL does (``gpu_util``): no public trace's loader
+    reads utilization (PAI's sensor table, Philly's ``cluster_gpu_util``: hundreds of MB,
+    not bundled), so idle-but-reserved GPU-hours are 0 on those traces."""
 
     @property
     def name(self) -> str:
