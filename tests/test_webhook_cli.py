@@ -245,7 +245,7 @@ def test_serve_says_which_cluster_a_kubeconfig_names(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:
+def served(tmp_path: Path) -> Iterator[tuple[int, int, Path, subprocess.Popen[str]]]:
     ca = trustme.CA()
     leaf = ca.issue_cert("localhost", "127.0.0.1")
     leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "tls.crt"))
@@ -274,16 +274,16 @@ def served(tmp_path: Path) -> Iterator[tuple[int, Path, subprocess.Popen[str]]]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(process.communicate()[1]) from None
             time.sleep(0.1)
-    yield port, tmp_path / "ca.crt", process
+    yield port, probe, tmp_path / "ca.crt", process
     if process.poll() is None:
         process.kill()
         process.communicate()
 
 
 def test_queue_lists_what_waits_and_serve_stops_cleanly(
-    served: tuple[int, Path, subprocess.Popen[str]],
+    served: tuple[int, int, Path, subprocess.Popen[str]],
 ) -> None:
-    port, ca_file, process = served
+    port, probe, ca_file, process = served
     context = ssl.create_default_context(cafile=str(ca_file))
     for index in range(3):  # the third 8-GPU pod exceeds the cohort's quota: it waits
         body = vary(review("create-pod-gpu-8.mutate-create"), name=f"big-{index}")
@@ -314,15 +314,13 @@ def test_queue_lists_what_waits_and_serve_stops_cleanly(
     )
     urllib.request.urlopen(request, context=context, timeout=10).close()
 
-    result = _run(
-        "queue", "team-a", "--url", f"https://localhost:{port}", "--ca-file", str(ca_file)
-    )
+    url = ["--url", f"http://127.0.0.1:{probe}"]
+    result = _run("queue", "team-a", *url)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "team-a: 1 waiting"
     assert "gpu-team-a/waiting" in lines[1] and "pods 1/1" in lines[1]
     # A queue with nothing waiting, and a name no queue has (it said "team-z: 0 waiting").
-    url = ["--url", f"https://localhost:{port}", "--ca-file", str(ca_file)]
     result = _run("queue", "team-b", *url)
     assert (result.returncode, result.stdout) == (0, "team-b: 0 waiting\n"), result.stderr
     result = _run("queue", "team-z", *url)
@@ -331,12 +329,15 @@ def test_queue_lists_what_waits_and_serve_stops_cleanly(
     # A name as given, spaces and '&' too (a traceback: "URL can't contain control characters").
     result = _run("queue", "team a&b", *url)
     assert result.stderr == "apportion queue: no queue 'team a&b' (queues: team-a, team-b)\n"
-    result = _run(
-        "queue", "--url", f"https://localhost:{port}", "--ca-file", str(ca_file), "--json"
-    )
+    result = _run("queue", *url, "--json")
     assert json.loads(result.stdout)["queues"]["team-a"][0]["workload"] == "gpu-team-a/waiting"
+    # The HTTPS port, which every pod may reach, does not serve it (it did).
+    https = ["--url", f"https://localhost:{port}"]
+    result = _run("queue", *https, "--ca-file", str(ca_file))
+    assert result.returncode == 2 and "HTTP Error 404" in result.stderr
+    assert "nothing serves /queues there" in result.stderr
     # An unverifiable server is an error with a message, not a traceback.
-    result = _run("queue", "--url", f"https://localhost:{port}")
+    result = _run("queue", *https)
     assert result.returncode == 2 and "CERTIFICATE_VERIFY_FAILED" in result.stderr
     assert "pass --ca-file with the CA that signed it" in result.stderr
 
@@ -612,7 +613,7 @@ def test_queue_says_when_the_certificate_names_another_host(tmp_path: Path) -> N
 
 
 def test_queue_says_when_the_url_serves_no_queues() -> None:
-    # Was "HTTP Error 404: Not Found" alone, for --url http://localhost:8080 (the probe port).
+    # Was "HTTP Error 404: Not Found" alone, for --url https://localhost:8443 (the webhook's).
     class NotFound(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_error(404)
@@ -627,8 +628,8 @@ def test_queue_says_when_the_url_serves_no_queues() -> None:
             _queue(["--url", url])
     assert str(raised.value) == (
         f"cannot read {url}/queues: HTTP Error 404: Not Found; nothing serves /queues there: "
-        "--url is `apportion serve`'s HTTPS port (8443 unless APPORTION_PORT says otherwise), "
-        "not its plain-HTTP probe port"
+        "--url is `apportion serve`'s plain-HTTP probe port (8080 unless APPORTION_PROBE_PORT "
+        "says otherwise; its HTTPS port only when that is 0), not the port the API server calls"
     )
 
 

@@ -19,12 +19,13 @@ from typing import Any
 import jsonpatch
 import pytest
 import trustme
+from controller_support import eventually
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ports import free_port
-from webhook_support import ADMISSION, CLUSTER_FILE, review, vary
+from webhook_support import ADMISSION, CLUSTER_FILE, admission, fixture_cluster, review, vary
 
-from webhook import keys, runtime
+from webhook import keys, runtime, server
 from webhook.cluster import LiveCluster
 from webhook.metrics import Metrics
 from webhook.queueview import STANDALONE
@@ -36,7 +37,7 @@ from webhook.settings import ServerSettings, ServeSettings
 class Running:
     """``apportion serve`` (standalone) on loopback, in a thread with its own event loop."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, probe: bool = True) -> None:
         self.ca = trustme.CA()
         self.cert_file = tmp / "tls.crt"
         self.key_file = tmp / "tls.key"
@@ -52,7 +53,7 @@ class Running:
                 key_file=self.key_file,
                 host="127.0.0.1",
                 port=self.port,
-                probe_port=self.probe_port,
+                probe_port=self.probe_port if probe else None,
                 cert_check_s=0.1,
             ),
             cluster_file=CLUSTER_FILE,
@@ -275,18 +276,109 @@ def test_an_update_review_of_a_large_pod_is_read(running: Running) -> None:
     assert json.loads(answer)["response"]["uid"] == body["request"]["uid"]
 
 
-def test_probes_and_metrics_on_both_ports(running: Running) -> None:
+def test_probes_on_both_ports_metrics_and_queues_on_the_probe_port_only(running: Running) -> None:
     running.post("/mutate", (ADMISSION / "create-pod-gpu-1.mutate-create.json").read_bytes())
     for plain in (False, True):
         assert running.get("/healthz", plain) == (200, b"ok")
         assert running.get("/readyz", plain) == (200, b"ready")
-        status, text = running.get("/metrics", plain)
+    # Every pod may reach the HTTPS port (the API server's): it served both, each a worker
+    # thread's time (/queues the event loop's), and /queues every namespace's waiting pods.
+    assert running.get("/metrics")[0] == running.get("/queues")[0] == 404
+    status, text = running.get("/metrics", plain=True)
+    assert status == 200
+    _a_scrape(text.decode())
+    assert running.get("/queues", plain=True)[0] == 200
+
+
+def _a_scrape(metrics: str) -> None:
+    assert 'apportion_admission_duration_seconds_bucket{endpoint="mutate"' in metrics
+    assert 'apportion_queue_nominal_gpus{flavor="H100-80GB",queue="team-a"} 12.0' in metrics
+    assert "apportion_decisions_total" in metrics
+    assert "apportion_cluster_synced 1.0" in metrics
+
+
+def test_without_a_probe_port_metrics_and_queues_are_on_the_https_port(tmp_path: Path) -> None:
+    alone = Running(tmp_path, probe=False)
+    try:
+        alone.post("/mutate", (ADMISSION / "create-pod-gpu-1.mutate-create.json").read_bytes())
+        status, text = alone.get("/metrics")
         assert status == 200
-        metrics = text.decode()
-        assert 'apportion_admission_duration_seconds_bucket{endpoint="mutate"' in metrics
-        assert 'apportion_queue_nominal_gpus{flavor="H100-80GB",queue="team-a"} 12.0' in metrics
-        assert "apportion_decisions_total" in metrics
-        assert "apportion_cluster_synced 1.0" in metrics
+        _a_scrape(text.decode())
+        status, data = alone.get("/queues?queue=team-a")
+        assert (status, json.loads(data)) == (200, {"queues": {"team-a": []}, "repartitions": []})
+    finally:
+        alone.close()
+
+
+def test_the_queue_view_is_worked_out_off_the_event_loop_once_for_many_clients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worked out on the loop, a view (0.15–0.3 s at 20,000 pods) held every review behind
+    it, and each client polling /queues cost one: 24 took /mutate past its timeout."""
+    alone = Running(tmp_path)
+    started, release = threading.Event(), threading.Event()
+    threads: list[threading.Thread] = []
+    real = server.queue_view
+
+    def slow(cluster: LiveCluster, controlled: bool = True) -> Any:
+        threads.append(threading.current_thread())
+        started.set()
+        release.wait(10)
+        return real(cluster, controlled)
+
+    monkeypatch.setattr(server, "queue_view", slow)
+    answers: list[tuple[int, bytes]] = []
+    clients = [
+        threading.Thread(target=lambda: answers.append(alone.get("/queues", plain=True)))
+        for _ in range(8)
+    ]
+    try:
+        for client in clients:
+            client.start()
+        assert started.wait(10)
+        status, data = alone.post(
+            "/mutate", json.dumps(review("create-pod-gpu-1.mutate-create")).encode()
+        )
+        assert status == 200 and _response(data)["allowed"]
+        assert not release.is_set(), "answered only once the view was done"
+    finally:
+        release.set()
+        for client in clients:
+            client.join(10)
+        alone.close()
+    assert len(answers) == 8 and len(set(answers)) == 1 and answers[0][0] == 200
+    assert json.loads(answers[0][1]) == {"queues": {}, "repartitions": []}
+    assert len(threads) == 1 and threads[0] is not alone.thread
+
+
+def test_a_queue_view_is_served_until_it_is_older_than_its_max_age() -> None:
+    now = [0.0]
+    computed: list[float] = []
+    real = server.queue_view
+
+    def counted(cluster: LiveCluster, controlled: bool = True) -> Any:
+        computed.append(now[0])
+        if now[0] == 2.0:
+            raise RuntimeError("the view failed")
+        return real(cluster, controlled)
+
+    views = server.QueueViews(admission(fixture_cluster()), max_age_s=2.0, clock=lambda: now[0])
+
+    async def run() -> None:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(server, "queue_view", counted)
+            assert json.loads(await views.body("team-a"))["queues"] == {"team-a": []}
+            now[0] = 1.9
+            assert json.loads(await views.body(None))["queues"] == {}
+            assert computed == [0.0]  # younger than 2 s: the same view
+            now[0] = 2.0
+            with pytest.raises(RuntimeError, match="the view failed"):
+                await views.body(None)
+            now[0] = 2.1  # one that failed is worked out again at the next request
+            await views.body(None)
+            assert computed == [0.0, 2.0, 2.1]
+
+    asyncio.run(run())
 
 
 def _decisions(running: Running) -> float:
@@ -314,13 +406,18 @@ def test_a_dry_run_is_answered_but_not_counted_as_a_decision(running: Running) -
 def test_queues_endpoint_lists_waiting_pods(running: Running) -> None:
     for index in range(4):
         body = vary(review("create-pod-gpu-8.mutate-create"), name=f"q-{index}")
-        status, data = running.post("/mutate", json.dumps(body).encode())
+        _, data = running.post("/mutate", json.dumps(body).encode())
         patched = _apply(body, _response(data))
         validate = {**body, "request": {**body["request"], "object": patched}}
         running.post("/validate", json.dumps(validate).encode())
-    status, data = running.get("/queues?queue=team-a")
-    assert status == 200
-    waiting = json.loads(data)["queues"]["team-a"]
+
+    def listed() -> list[dict[str, Any]]:  # a view up to QUEUE_VIEW_MAX_AGE_S old is served
+        status, data = running.get("/queues?queue=team-a", plain=True)
+        assert status == 200
+        waiting: list[dict[str, Any]] = json.loads(data)["queues"]["team-a"]
+        return waiting if waiting and waiting[-1]["workload"] == "gpu-team-a/q-3" else []
+
+    waiting = eventually(listed, timeout=2 * server.QUEUE_VIEW_MAX_AGE_S + 5)
     assert [w["workload"] for w in waiting][-1] == "gpu-team-a/q-3"
     assert waiting[-1]["position"] == len(waiting)
     assert waiting[-1]["reason"] == "Pending"

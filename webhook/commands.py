@@ -59,8 +59,9 @@ def serve_command(sub: Subparsers) -> None:
         "serve",
         help="run the admission webhook (and the controller) over HTTPS",
         description=(
-            "Serve /mutate and /validate (AdmissionReview v1) over TLS, with /healthz, "
-            "/readyz, /metrics and /queues. With a kubeconfig (or in a pod) it watches the "
+            "Serve /mutate and /validate (AdmissionReview v1) over TLS, with /healthz and "
+            "/readyz; /metrics and /queues on the plain-HTTP probe port (on the HTTPS one "
+            "when the probe port is 0). With a kubeconfig (or in a pod) it watches the "
             "cluster and runs the controller; with --cluster FILE, or with neither, it runs "
             "standalone on a file or the embedded default cluster. Every flag can be set by "
             "the environment variable shown."
@@ -260,13 +261,17 @@ def queue_command(sub: Subparsers) -> None:
     parser = sub.add_parser(
         "queue",
         help="list waiting workloads with position, reason and estimated wait",
-        description="Ask a running `apportion serve` for its waiting workloads (/queues).",
+        description=(
+            "Ask a running `apportion serve` for its waiting workloads (/queues, on its "
+            "plain-HTTP probe port: from outside the cluster, `kubectl -n apportion-system "
+            "port-forward svc/apportion-webhook 8080`)."
+        ),
     )
     parser.add_argument("queue", nargs="?", help="only this queue")
     parser.add_argument(
         "--url",
-        default=_env("APPORTION_URL", "https://localhost:8443"),
-        help="the server (default https://localhost:8443) [APPORTION_URL]",
+        default=_env("APPORTION_URL", "http://localhost:8080"),
+        help="the server's probe port (default http://localhost:8080) [APPORTION_URL]",
     )
     parser.add_argument(
         "--ca-file", type=given_path(), help="CA that signed the server certificate"
@@ -417,8 +422,8 @@ def _run_queue(args: argparse.Namespace) -> int:
     if urllib.parse.urlsplit(args.url).scheme not in ("https", "http"):
         # Else urllib's "unknown url type: localhost" for --url localhost:8443.
         raise CommandError(
-            f"--url {args.url!r}: not a server URL; give https://HOST:PORT "
-            "(default https://localhost:8443; also APPORTION_URL)"
+            f"--url {args.url!r}: not a server URL; give http://HOST:PORT "
+            "(default http://localhost:8080; also APPORTION_URL)"
         )
     context = _client_context(args.ca_file)
     if args.insecure:
@@ -459,10 +464,11 @@ def _client_context(ca_file: Path | None) -> ssl.SSLContext:
 def _queue_hint(error: Exception) -> str:
     """What to check after a failed ``/queues`` call, for the failures a user can fix."""
     if isinstance(error, urllib.error.HTTPError) and error.code == 404:
-        # The probe port answers (its /readyz is what the README's try-out polls), not /queues.
+        # The HTTPS port answers (the API server's), not /queues: everyone may reach it.
         return (
-            "; nothing serves /queues there: --url is `apportion serve`'s HTTPS port (8443 "
-            "unless APPORTION_PORT says otherwise), not its plain-HTTP probe port"
+            "; nothing serves /queues there: --url is `apportion serve`'s plain-HTTP probe "
+            "port (8080 unless APPORTION_PROBE_PORT says otherwise; its HTTPS port only when "
+            "that is 0), not the port the API server calls"
         )
     reason = error.reason if isinstance(error, urllib.error.URLError) else error
     if isinstance(reason, ssl.SSLCertVerificationError) and reason.verify_code in (

@@ -21,8 +21,10 @@ from webhook.pods import ManagedPod, held_back
 __all__ = [
     "QUEUE_CLOSED",
     "QUEUE_UNKNOWN",
+    "QueueView",
     "Waiting",
     "pending_view",
+    "queue_view",
     "waiting_reason",
     "waiting_workloads",
 ]
@@ -113,14 +115,47 @@ def pending_view(
     ``controlled``: a controller releases gated pods (not standalone): else no wait is
     estimated, and a pod waiting for the controller is told none will come. A ``queue``
     that no queue is named and nothing waits in adds ``unknown_queue``, a message."""
+    return queue_view(cluster, controlled).of(queue)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueView:
+    """Every queue's waiting workloads, worked out once (``queue_view``: 0.15–0.3 s at
+    20,000 pods) and served for one queue or all (``of``) as often as asked."""
+
+    queues: dict[str, list[dict[str, Any]]]
+    """Per queue with workloads waiting: its rows, in queue order."""
+    known: tuple[str, ...]
+    """The queues' names."""
+    repartitions: tuple[dict[str, Any], ...]
+    """The last global decision's MIG repartition proposals, as served."""
+
+    def of(self, queue: str | None) -> dict[str, Any]:
+        """The view of one queue, or of all (None): see ``pending_view``."""
+        if queue is None:
+            return {"queues": self.queues, "repartitions": list(self.repartitions)}
+        rows = self.queues.get(queue)
+        if rows is None and queue not in self.known:
+            # A typo: not "0 waiting" (a deleted queue's pods are listed above).
+            return {
+                "queues": {},
+                "repartitions": [],
+                "unknown_queue": f"no queue {queue!r} (queues: {', '.join(self.known) or 'none'})",
+            }
+        listed = {row["workload"] for row in rows or ()}
+        plans = [plan for plan in self.repartitions if listed.intersection(plan["admits"])]
+        return {"queues": {queue: rows or []}, "repartitions": plans}
+
+
+def queue_view(cluster: LiveCluster, controlled: bool = True) -> QueueView:
+    """Every queue's view (``pending_view``); the cluster's lock is held only to copy what
+    it reads."""
     waiting = waiting_workloads(cluster)
     decisions = cluster.last_decisions()
     refused = cluster.refused()
     now = cluster.now()
     out: dict[str, list[dict[str, Any]]] = {}
     for item in waiting:
-        if queue is not None and item.queue != queue:
-            continue
         decision = decisions.get(item.workload)
         refusal = refused.get(item.workload)
         if refusal is not None:  # admitted by the last decision, refused when reserved
@@ -152,20 +187,5 @@ def pending_view(
         for rank, row in enumerate(items, start=1):
             row["position"] = row["position"] or rank
             row["estimated_wait_s"] = round(row["position"] / rate) if rate > 0 else None
-    unknown = None
-    if queue is not None and queue not in out:
-        known = cluster.queue_names()
-        if queue in known:
-            out[queue] = []
-        else:  # a typo: not "0 waiting" (a deleted queue's pods are listed above)
-            unknown = f"no queue {queue!r} (queues: {', '.join(known) or 'none'})"
-    listed = {row["workload"] for items in out.values() for row in items}
-    plans = [
-        plan.model_dump(mode="json")
-        for plan in cluster.last_repartitions()
-        if queue is None or listed.intersection(plan.admits)
-    ]
-    view: dict[str, Any] = {"queues": out, "repartitions": plans}
-    if unknown is not None:
-        view["unknown_queue"] = unknown
-    return view
+    plans = tuple(plan.model_dump(mode="json") for plan in cluster.last_repartitions())
+    return QueueView(out, tuple(cluster.queue_names()), plans)

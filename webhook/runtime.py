@@ -26,7 +26,13 @@ from webhook.kubeapi import KubeApi
 from webhook.memorylimit import memory_limit_bytes
 from webhook.metrics import Metrics
 from webhook.queuefile import QueueFileError, watch_queue_file
-from webhook.server import CertificateReloader, Readiness, build_app, build_probe_app
+from webhook.server import (
+    CertificateReloader,
+    QueueViews,
+    Readiness,
+    build_app,
+    build_probe_app,
+)
 from webhook.settings import ServeSettings
 from webhook.standalone import load_cluster_file, seed_cluster
 
@@ -160,7 +166,14 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
     assert settings.server.cert_file is not None and settings.server.key_file is not None
     certificates = CertificateReloader(settings.server.cert_file, settings.server.key_file)
     runners = []
-    app = build_app(admission, metrics, readiness, settings.admission.max_body_bytes)
+    views = QueueViews(admission)
+    app = build_app(
+        admission,
+        metrics,
+        readiness,
+        settings.admission.max_body_bytes,
+        views=None if settings.server.probe_port else views,
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host = settings.server.host
@@ -172,7 +185,7 @@ async def start_server(settings: ServeSettings, queues: Sequence[Queue] | None =
     )
     runners.append(runner)
     if settings.server.probe_port:
-        probe = web.AppRunner(build_probe_app(metrics, readiness), access_log=None)
+        probe = web.AppRunner(build_probe_app(metrics, readiness, views), access_log=None)
         await probe.setup()
         await _listen(web.TCPSite(probe, host, settings.server.probe_port), host)
         runners.append(probe)

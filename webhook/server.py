@@ -22,10 +22,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook.admission import Admission, Verdict
 from webhook.metrics import Metrics
-from webhook.queueview import pending_view
+from webhook.queueview import QueueView, queue_view
 from webhook.review import ReviewError, allow, parse_review, review_response
 
-__all__ = ["CertificateError", "CertificateReloader", "Readiness", "build_app", "build_probe_app"]
+__all__ = [
+    "QUEUE_VIEW_MAX_AGE_S",
+    "CertificateError",
+    "CertificateReloader",
+    "QueueViews",
+    "Readiness",
+    "build_app",
+    "build_probe_app",
+]
 
 log = logging.getLogger("apportion.server")
 
@@ -101,7 +109,66 @@ def _review_handler(
     return handle
 
 
-def _probes(app: web.Application, readiness: Readiness, metrics: Metrics) -> None:
+QUEUE_VIEW_MAX_AGE_S = 2.0
+"""How old a queue view /queues may serve: however many clients poll, it is worked out at
+most once in that time."""
+
+
+class QueueViews:
+    """The queue view /queues serves, worked out and written as JSON on worker threads: on
+    the event loop that answers /mutate and /validate, its 0.15–0.3 s at 20,000 pods (and
+    7–11 ms per answer for 3 MB of JSON) held every review behind it: 4 clients polling
+    took /mutate's median from 0.7 ms to 0.8 s, 24 past the API server's timeout. A request
+    takes the view under way, or the last one if it is younger than ``max_age_s``, else
+    starts a new one; each queue's answer is written once per view."""
+
+    def __init__(
+        self,
+        admission: Admission,
+        max_age_s: float = QUEUE_VIEW_MAX_AGE_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._admission = admission
+        self._max_age_s = max_age_s
+        self._clock = clock
+        self._view: asyncio.Future[QueueView] | None = None
+        self._started = 0.0
+        self._bodies: dict[str | None, asyncio.Future[bytes]] = {}
+        """Per queue asked (None: all), the view's answer, written or being written."""
+
+    def _compute(self) -> QueueView:
+        admission = self._admission
+        return queue_view(admission.cluster, controlled=not admission.standalone)
+
+    def _current(self) -> asyncio.Future[QueueView]:
+        view = self._view
+        if view is None or (
+            view.done()
+            and (view.exception() is not None or self._clock() - self._started >= self._max_age_s)
+        ):
+            self._started = self._clock()
+            view = self._view = asyncio.get_running_loop().run_in_executor(None, self._compute)
+            self._bodies = {}
+        return view
+
+    async def body(self, queue: str | None) -> bytes:
+        """The JSON answer for ``queue`` (None: every queue), ``pending_view``'s."""
+        view = self._current()
+        body = self._bodies.get(queue)
+        if body is None:
+            body = self._bodies[queue] = asyncio.ensure_future(_written(view, queue))
+        # Shielded: a client that hangs up does not cancel what the others wait for.
+        return await asyncio.shield(body)
+
+
+async def _written(view: asyncio.Future[QueueView], queue: str | None) -> bytes:
+    done = await view
+    return await asyncio.get_running_loop().run_in_executor(
+        None, lambda: orjson.dumps(done.of(queue))
+    )
+
+
+def _probes(app: web.Application, readiness: Readiness) -> None:
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok")
 
@@ -110,43 +177,56 @@ def _probes(app: web.Application, readiness: Readiness, metrics: Metrics) -> Non
             return web.Response(text="ready")
         return web.Response(status=503, text=f"not ready: {readiness.reason}")
 
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+
+def _reads(app: web.Application, metrics: Metrics, views: QueueViews) -> None:
+    """/metrics and /queues: what they tell (every queue's waiting workloads, by name and
+    namespace) is for the monitoring stack and the platform team, and each costs a worker
+    thread's time."""
+
     async def metrics_endpoint(_: web.Request) -> web.Response:
         body = await asyncio.get_running_loop().run_in_executor(
             None, generate_latest, metrics.registry
         )
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    async def queues(request: web.Request) -> web.Response:
+        body = await views.body(request.query.get("queue"))
+        return web.Response(body=body, content_type="application/json")
+
     app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/queues", queues)
 
 
 def build_app(
-    admission: Admission, metrics: Metrics, readiness: Readiness, max_body: int
+    admission: Admission,
+    metrics: Metrics,
+    readiness: Readiness,
+    max_body: int,
+    views: QueueViews | None = None,
 ) -> web.Application:
-    """The HTTPS application: /mutate, /validate, /queues and the probes."""
+    """The HTTPS application: /mutate, /validate and the probes; with ``views`` (no probe
+    port: everything on one) /metrics and /queues too."""
     # aiohttp refuses larger bodies itself (413) before our handler reads them.
     app = web.Application(client_max_size=max_body)
     app.router.add_post("/mutate", _review_handler("mutate", admission.mutate, metrics, max_body))
     app.router.add_post(
         "/validate", _review_handler("validate", admission.validate, metrics, max_body)
     )
-
-    async def queues(request: web.Request) -> web.Response:
-        view = pending_view(
-            admission.cluster, request.query.get("queue"), controlled=not admission.standalone
-        )
-        return _json(view)
-
-    app.router.add_get("/queues", queues)
-    _probes(app, readiness, metrics)
+    _probes(app, readiness)
+    if views is not None:
+        _reads(app, metrics, views)
     return app
 
 
-def build_probe_app(metrics: Metrics, readiness: Readiness) -> web.Application:
-    """Plain HTTP for kubelet probes and Prometheus scrapes (no certificates needed)."""
+def build_probe_app(metrics: Metrics, readiness: Readiness, views: QueueViews) -> web.Application:
+    """Plain HTTP for kubelet probes, Prometheus scrapes and /queues (no certificates
+    needed), on the port the NetworkPolicy opens to the monitoring namespaces only."""
     app = web.Application()
-    _probes(app, readiness, metrics)
+    _probes(app, readiness)
+    _reads(app, metrics, views)
     return app
 
 
