@@ -165,6 +165,17 @@ class Capacity:
                 free.sort()
             pool.fill_buckets()
 
+    def relabel(self, n: int, labels: dict[str, str]) -> bool:
+        """Node ``n``'s labels are now ``labels``, as compiling it with them would read
+        them; False, with nothing changed, where a label the pools key on changed (its GPUs
+        would belong to another pool)."""
+        before = self.node_labels[n]
+        if any(before.get(k) != labels.get(k) for k in self.pool_label_keys):
+            return False
+        self.node_labels[n] = labels
+        self._node_filter_cache.clear()  # the other caches read pools and node sets only
+        return True
+
     # ------------------------------------------------------------- eligibility
     def eligible_pools(self, workload: Workload, option: Option) -> tuple[int, ...]:
         """Pools whose model serves the option and whose nodes the workload may land on."""

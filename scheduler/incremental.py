@@ -157,6 +157,22 @@ class IncrementalAllocator:
         self._compiled.state.hold_outside(n, cpu_milli, memory_mib)
         return True
 
+    def relabel(self, node: str, labels: dict[str, str]) -> bool:
+        """``node``'s labels are now ``labels`` (GPU feature discovery, a MIG or driver
+        state, a team's own), as a rebuild would compile them. False, with nothing changed,
+        where a label its pools key on changed, or the node is not in this allocator's
+        snapshot."""
+        n = self._compiled.state.node_index.get(node)
+        return n is not None and self._compiled.state.relabel(n, labels)
+
+    def resize(self, node: str, cpu_milli: int | None, memory_mib: int | None) -> bool:
+        """``node``'s allocatable CPU and memory are now these (``Node.cpu_milli``,
+        ``memory_mib``), as a rebuild would compile them. False, with nothing changed,
+        where one is reported now and was not (or the other way), or the node is not in
+        this allocator's snapshot."""
+        n = self._compiled.state.node_index.get(node)
+        return n is not None and self._compiled.state.resize(n, cpu_milli, memory_mib)
+
     def take_held(self, node: str, whole: Iterable[int], slices: Iterable[tuple[int, int]]) -> bool:
         """Pods outside the workloads now hold these whole GPUs and MIG slices ((GPU index,
         start)) of ``node``, as ``Gpu.held`` and ``MigSlice.held`` would say after a

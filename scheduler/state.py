@@ -226,6 +226,28 @@ class ClusterState(Capacity):
         if self.scorer is not None:
             self.scorer.touch(n)
 
+    def resize(self, n: int, cpu: int | None, mem: int | None) -> bool:
+        """Node ``n``'s allocatable CPU milli and memory MiB are now these (None: not
+        reported), its free CPU and memory moved as compiling it so would set them; False,
+        with nothing changed, where one is reported now and was not, or the other way."""
+        new = (UNTRACKED if cpu is None else cpu, UNTRACKED if mem is None else mem)
+        old = (self.node_cpu[n], self.node_mem[n])
+        if any((a == UNTRACKED) != (b == UNTRACKED) for a, b in zip(old, new, strict=True)):
+            return False
+        if new == old:
+            return True
+        for allocatable, held, free, size in (
+            (self.node_cpu, self.held_cpu, self.free_cpu, new[0]),
+            (self.node_mem, self.held_mem, self.free_mem, new[1]),
+        ):
+            if size != UNTRACKED:
+                free[n] += max(0, size - held[n]) - max(0, allocatable[n] - held[n])
+                allocatable[n] = size
+        self._never_hosts_cache.clear()
+        if self.scorer is not None:
+            self.scorer.touch(n)
+        return True
+
     def take_held(self, n: int, whole: Iterable[int], slices: Iterable[tuple[int, int]]) -> bool:
         """Pods outside the workloads now hold these whole GPUs and MIG slices ((GPU index,
         start)) of node ``n``: taken as compiling the node with them ``held`` would leave

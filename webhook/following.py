@@ -32,6 +32,7 @@ __all__ = [
     "capacity_view",
     "follow_foreign",
     "follow_host",
+    "follow_node",
     "foreign_on",
     "gave_back",
     "held_by",
@@ -135,6 +136,24 @@ def _apportion_near(
         elif on(pod.placement):
             return True
     return any(on(p) for intent in intents.values() for p in intent.workload.placement or ())
+
+
+def follow_node(allocator: IncrementalAllocator | None, before: Node, after: Node) -> bool:
+    """A node changed in its labels or its allocatable CPU and memory alone (GPU feature
+    discovery's passes, a MIG or driver state label, a team's own labels, a kubelet's
+    reservations): the live allocator follows in place, as a rebuild would compile it. Not
+    where its GPUs or taints changed (a cordon, a drain, a MIG reconfiguration): they move
+    to other pools, or out of service, and a build decides that."""
+    if _devices_and_taints(before) != _devices_and_taints(after):
+        return False
+    return allocator is None or (
+        allocator.relabel(after.name, after.labels)
+        and allocator.resize(after.name, after.cpu_milli, after.memory_mib)
+    )
+
+
+def _devices_and_taints(node: Node) -> tuple[object, ...]:
+    return (node.gpus, node.taints, node.cpu_held_milli, node.memory_held_mib)
 
 
 def follow_host(allocator: IncrementalAllocator | None, tracked: Moved) -> bool:
