@@ -287,9 +287,50 @@ def test_a_node_relabelled_or_resized_keeps_the_webhooks_allocator() -> None:
     # Placed on the rack's one node while it had the CPU, then not (resized to 2 CPU).
     assert decision.outcome is not Outcome.ADMIT
     assert cluster.node_shapes()["H100-80GB"] == {(96000, 1081344), (2000, 1081344)}
-    # Its taints or GPUs are another matter (a cordon, a MIG reconfiguration): rebuilt.
+    # Its taints or GPUs are another matter (a cordon, a MIG reconfiguration): built anew,
+    # on the node watch's thread rather than at the next review.
     taint = Taint(key="example.com/maintenance")
     cluster.put_node(relabelled.model_copy(update={"taints": (taint,)}))
+    assert cluster._allocator not in (None, built)
+    rebuilt = IncrementalAllocator(cluster._snapshot(running_only=True))
+    assert _holds(cluster._allocator, exact=True) == _holds(rebuilt, exact=True)
+    assert _nodes_as_compiled(cluster._allocator) == _nodes_as_compiled(rebuilt)
+
+
+def test_a_node_change_builds_the_allocator_outside_the_lock_kept_if_nothing_changed_since(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cordon or a taint dropped the allocator, and the next review rebuilt it under the
+    lock, on the event loop. Built by the node watch instead, outside the lock, it must not
+    be kept when a pod changed while it was built."""
+    cluster = fixture_cluster()
+    cluster._current_allocator()
+    build = cluster._build
+    during: list[ManagedPod] = []
+
+    def watched(view: Any, running_only: bool = False) -> Any:
+        free: list[bool] = []
+
+        def try_lock() -> None:  # another thread: the event loop's
+            free.append(cluster._lock.acquire(blocking=False))
+            if free[0]:
+                cluster._lock.release()
+
+        other = threading.Thread(target=try_lock)
+        other.start()
+        other.join()
+        assert free == [True], "built under the lock"
+        for pod in during:
+            cluster.put_pod(pod)  # the pod watch, meanwhile
+        return build(view, running_only)
+
+    monkeypatch.setattr(cluster, "_build", watched)
+    node = cluster.nodes["gpu-node-a"]
+    cordoned = tuple(g.model_copy(update={"healthy": False}) for g in node.gpus)
+    cluster.put_node(node.model_copy(update={"gpus": cordoned}))
+    assert cluster._allocator is not None
+    during.append(replace(WAITING, gated=False, node="gpu-node-b"))  # it holds 8 GPUs there
+    cluster.put_node(node)
     assert cluster._allocator is None
 
 

@@ -18,9 +18,10 @@ The incremental allocator answers the webhook; it is rebuilt from ``snapshot()``
 (``snapshots``) only when something changed that it cannot follow in place (``following``).
 Thread safety: one lock; every public method holds it for microseconds to milliseconds,
 and what it calls on (``intents``, ``following``, ``LeftOut``, ``Leaving``, ``NodeShapes``,
-``QueueSources``) expects it held; the controller's snapshot alone is built outside it
-(``snapshots.build``: what builds keep for the next, the pod groups' workloads and
-``FreeDevices``, any thread may read and store).
+``QueueSources``) expects it held; the controller's snapshot, and the allocator a node
+change drops (``_prebuild``), are built outside it (``snapshots.build``: what builds keep
+for the next, the pod groups' workloads and ``FreeDevices``, any thread may read and
+store).
 """
 
 from __future__ import annotations
@@ -160,26 +161,30 @@ class LiveCluster:
 
     def put_node(self, node: Node) -> None:
         """A node added or changed. A change in labels or allocatable CPU and memory alone
-        is followed in place (``following.follow_node``): dropped, the allocator was rebuilt
-        under the lock at the next review (78 ms median, 219 ms at most at 1,250 nodes and
-        20,000 pods), for any label of any node."""
+        is followed in place (``following.follow_node``); any other is built anew here
+        (``_prebuild``). Dropped, the allocator was rebuilt under the lock at the next
+        review (78 ms median, 219 ms at most at 1,250 nodes and 20,000 pods), for any label
+        of any node."""
         with self._lock:
             before = self.nodes.get(node.name)
             if before == node:
                 return
             self.nodes[node.name] = node
-            if before is None or not follow_node(self._allocator, before, node):
-                self._nodes_changed()
+            if before is not None and follow_node(self._allocator, before, node):
+                if (before.cpu_milli, before.memory_mib) != (node.cpu_milli, node.memory_mib):
+                    self._shapes.forget()
+                self.generation += 1  # the global decision reads them
                 return
-            if (before.cpu_milli, before.memory_mib) != (node.cpu_milli, node.memory_mib):
-                self._shapes.forget()
-            self.generation += 1  # the global decision reads them
+            self._nodes_changed()
+        self._prebuild()
 
     def remove_node(self, name: str) -> None:
         with self._lock:
-            if self.nodes.pop(name, None) is not None:
-                self._free.keep_only(self.nodes)
-                self._nodes_changed()
+            if self.nodes.pop(name, None) is None:
+                return
+            self._free.keep_only(self.nodes)
+            self._nodes_changed()
+        self._prebuild()
 
     def replace_queues(self, queues: Iterable[Queue], source: str = "file") -> None:
         """The queues of one source (``file``: a mounted file; ``crd``: Queue objects),
@@ -538,6 +543,23 @@ class LiveCluster:
         return as_placed(name, self._index, self.queues, self.nodes, self._clock())
 
     # -- internals -----------------------------------------------------------------------
+
+    def _prebuild(self) -> None:
+        """The allocator a node change dropped, built on the caller's thread (the node
+        watch's) from a view taken under the lock, not at the next review under it: a
+        cordon, a taint or a MIG reconfiguration cost the webhook's next answer a build. It
+        is kept only if nothing changed meanwhile; else the next review builds it, as
+        before."""
+        with self._lock:
+            self._expire_intents()
+            if self._allocator is not None:
+                return
+            generation = self.generation
+            view = self._view(with_telemetry=True)
+        allocator = IncrementalAllocator(self._build(view, running_only=True))
+        with self._lock:
+            if self._allocator is None and self.generation == generation:
+                self._allocator = allocator
 
     def _current_allocator(self) -> IncrementalAllocator:
         if self._allocator is None:
