@@ -287,6 +287,20 @@ def test_a_node_relabelled_or_resized_keeps_the_webhooks_allocator() -> None:
     # Placed on the rack's one node while it had the CPU, then not (resized to 2 CPU).
     assert decision.outcome is not Outcome.ADMIT
     assert cluster.node_shapes()["H100-80GB"] == {(96000, 1081344), (2000, 1081344)}
+    # What a waiting pod is pinned to and a memory need may ask follows the labels too: the
+    # offers kept the node as it was (a selector on the rack matched none of them), the
+    # products its old product label.
+    resized = cluster.nodes["gpu-node-b"]
+    on_rack = on_rack.model_copy(update={"cpu_milli": 0})
+    assert {o.node.name for o in cluster.offers().nodes if o.may_host(on_rack)} == {"gpu-node-b"}
+    assert "NVIDIA-H100-80GB-HBM3-SHARED" not in cluster.products()["H100-80GB"]
+    shared = {**resized.labels, "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3-SHARED"}
+    cluster.put_node(resized.model_copy(update={"labels": shared}))
+    assert cluster._allocator is built
+    assert "NVIDIA-H100-80GB-HBM3-SHARED" in cluster.products()["H100-80GB"]
+    unracked = {k: v for k, v in shared.items() if k != "example.com/rack"}
+    cluster.put_node(resized.model_copy(update={"labels": unracked}))
+    assert not [o for o in cluster.offers().nodes if o.may_host(on_rack)]
     # Its taints or GPUs are another matter (a cordon, a MIG reconfiguration): built anew,
     # on the node watch's thread rather than at the next review.
     taint = Taint(key="example.com/maintenance")

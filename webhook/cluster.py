@@ -173,6 +173,8 @@ class LiveCluster:
             if before is not None and follow_node(self._allocator, before, node):
                 if (before.cpu_milli, before.memory_mib) != (node.cpu_milli, node.memory_mib):
                     self._shapes.forget()
+                elif before.labels != node.labels:
+                    self._shapes.relabelled(before, node)
                 self.generation += 1  # the global decision reads them
                 return
             self._nodes_changed()

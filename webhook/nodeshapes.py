@@ -106,6 +106,14 @@ class NodeShapes:
         self._offers = None
         self._products = None
 
+    def relabelled(self, before: Node, after: Node) -> None:
+        """A node's labels changed, its GPUs did not (``LiveCluster.put_node`` follows it in
+        place): the offers read every label (a pod's selector may name any), the products
+        one."""
+        self._offers = None
+        if before.labels.get(keys.NODE_PRODUCT) != after.labels.get(keys.NODE_PRODUCT):
+            self._products = None
+
     def largest(self, nodes: Iterable[Node]) -> dict[str, int]:
         """Per GPU model present: the most whole GPUs one node has (0 for all-MIG models)."""
         if self._largest is None:
