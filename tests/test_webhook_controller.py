@@ -325,6 +325,33 @@ def test_a_restart_completes_a_gang_admission_recorded_but_not_yet_released(
         assert pinned in terms[0]["matchExpressions"]
 
 
+def test_a_gang_recorded_in_part_whose_unrecorded_member_went_is_not_released(
+    fake: Fake,
+) -> None:
+    """Was: a controller recorded llm-0's placement and died before llm-1's, and llm-1 was
+    then deleted (by its user, or its Job replacing it). Every pod left had a placement,
+    so the record read as whole and the next controller released llm-0 alone: a gang of
+    two running as one. A record is whole only with a pod for each of the gang's places."""
+    free = _free_gpus(fake, "gpu-node-a")
+    pod = waiting_pod(fake, "llm-0", gpus=1, workload="gpu-team-a/llm", gang=2)
+    pod["metadata"]["annotations"] |= {
+        keys.ANNOTATION_DECISION: "admitted",
+        keys.ANNOTATION_REASON: "Admitted: admitted on 2× 1 H100-80GB GPUs",
+        ANNOTATION_PLACEMENT: f"gpu-node-a:{free[0]}",
+    }
+    fake.put_pod(pod)
+    controller = _controller(fake, "replica-2")
+    with synced(controller):
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert gates_of(_pod(fake, "llm-0"))
+        view = {w.workload: w for w in waiting_workloads(controller.cluster)}
+        assert view["gpu-team-a/llm"].reason == "GangIncomplete"
+        waiting_pod(fake, "llm-1", gpus=1, workload="gpu-team-a/llm", gang=2)
+        eventually(lambda: _released(fake, "llm-0", "llm-1"))
+        assert _placement(fake, "llm-0") != _placement(fake, "llm-1")
+
+
 def _devices(fake: Fake, *names: str) -> dict[tuple[str, int], list[str]]:
     """Which of ``names`` are placed on each GPU (node, index), by their annotations."""
     placed: dict[tuple[str, int], list[str]] = {}

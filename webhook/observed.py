@@ -107,16 +107,19 @@ def groups_of(name: str, members: list[ManagedPod]) -> dict[str, PodGroup]:
 
     The controller admits a gang by recording every member's placement, then removing the
     gates: gated pods hold their placements only once the record is whole (every pod has
-    one), so an admission cut short midway is decided again, never half released.
+    one, and a pod is there for each of the gang's places), so an admission cut short
+    midway is decided again, never half released. A record made in part, then a member
+    without one deleted, is not whole: its members left would be released as a gang of
+    fewer pods.
 
     The waiting pods of a gang whose members ask differently (``gangs.mixed``, running
     ones included) are not decided: the group says why."""
-    recorded = all(p.placement is not None or not p.gated for p in members)
+    size = max(p.gang_size for p in members)
+    recorded = len(members) >= size and all(p.placement is not None or not p.gated for p in members)
     held = [p for p in members if not p.gated or (recorded and p.placement is not None)]
     why = mixed(name, members) if len(held) < len(members) else None
     if len(held) in (0, len(members)):
         return {name: PodGroup(members, admitted=bool(held), mixed=why)}
-    size = max(p.gang_size for p in members)
     return {
         name: PodGroup(held, admitted=True),
         replacements_of(name): PodGroup(
