@@ -331,7 +331,8 @@ def test_a_gang_recorded_in_part_whose_unrecorded_member_went_is_not_released(
     """Was: a controller recorded llm-0's placement and died before llm-1's, and llm-1 was
     then deleted (by its user, or its Job replacing it). Every pod left had a placement,
     so the record read as whole and the next controller released llm-0 alone: a gang of
-    two running as one. A record is whole only with a pod for each of the gang's places."""
+    two running as one. A record is whole only with a pod for each of the gang's places;
+    and llm-0, waiting, says so, not that it was admitted."""
     free = _free_gpus(fake, "gpu-node-a")
     pod = waiting_pod(fake, "llm-0", gpus=1, workload="gpu-team-a/llm", gang=2)
     pod["metadata"]["annotations"] |= {
@@ -347,6 +348,12 @@ def test_a_gang_recorded_in_part_whose_unrecorded_member_went_is_not_released(
         assert gates_of(_pod(fake, "llm-0"))
         view = {w.workload: w for w in waiting_workloads(controller.cluster)}
         assert view["gpu-team-a/llm"].reason == "GangIncomplete"
+        annotations = _pod(fake, "llm-0")["metadata"]["annotations"]
+        assert ANNOTATION_PLACEMENT not in annotations
+        assert (annotations[keys.ANNOTATION_DECISION], annotations[keys.ANNOTATION_REASON]) == (
+            "pending",
+            "GangIncomplete: 1 of 2 pods exist; the gang waits for all",
+        )
         waiting_pod(fake, "llm-1", gpus=1, workload="gpu-team-a/llm", gang=2)
         eventually(lambda: _released(fake, "llm-0", "llm-1"))
         assert _placement(fake, "llm-0") != _placement(fake, "llm-1")

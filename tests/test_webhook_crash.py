@@ -8,7 +8,9 @@ and is killed there: the fake refuses every later write of A's (``Fake.fail(...,
 client=...)``), then A is stopped. Replica B, a fresh ``LiveCluster`` as a restarted
 process has, runs until quiet. What B leaves must keep every gang whole, give no device
 twice nor one Apportion does not own, keep the queue within its quota, leave every waiting
-pod gated with a reason, leave what A released where A placed it, untouched, and end each
+pod gated with a reason and saying it waits (not ``decision: admitted``, nor a placement:
+``test_a_gang_a_dead_replica_admitted_in_part_that_then_waits_says_it_waits``), leave
+what A released where A placed it, untouched, and end each
 workload as one replica that never crashed does (admitted, evicted, or waiting for the
 same reason).
 
@@ -32,6 +34,7 @@ an example replays as it ran.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import re
@@ -48,6 +51,7 @@ from hypothesis import strategies as st
 from kubefake import WRITES, Fake, running_fake
 
 from scheduler.model import Quota
+from scheduler.reasons import Reason
 from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.controller import Controller
@@ -249,12 +253,13 @@ def _stop(fake: Fake, controller: Controller) -> None:
 @dataclass(frozen=True)
 class PodRecord:
     """What the cluster says of one pod: its workload, whether it still carries a gate,
-    where Apportion placed it and why it waits."""
+    where Apportion placed it, why it waits and what it was decided."""
 
     workload: str
     gated: bool
     placement: str | None
     reason: str | None
+    decision: str | None
 
 
 Pods = dict[str, PodRecord]
@@ -275,6 +280,7 @@ def _pods(fake: Fake, scenario: Scenario) -> Pods:
             bool(gates_of(pod)),
             annotations.get(ANNOTATION_PLACEMENT),
             annotations.get(keys.ANNOTATION_REASON),
+            annotations.get(keys.ANNOTATION_DECISION),
         )
     return records
 
@@ -350,10 +356,16 @@ def _claims(placement: str) -> list[Device]:
     return [(parsed.node, gpu, None) for gpu in parsed.gpus]
 
 
+ADMITTED_NOW = {Reason.ADMITTED.value, Reason.ADMITTED_BORROWING.value}
+"""The reasons of an admission made at once, which a waiting pod must not show (one that
+waits for its victims says ``AdmittedByPriorityPreemption: waits …``)."""
+
+
 def _violations(scenario: Scenario, pods: Pods) -> list[str]:
     """What a platform engineer relies on, broken: a gang partly released, a released pod
     without its placement, a device given twice or not Apportion's to give, the queue
-    past its quota, a waiting pod without its reason."""
+    past its quota, a waiting pod without its reason or saying it was admitted (its
+    decision, a placement, or an admission's reason)."""
     problems = []
     for workload, members in sorted(_members(pods).items()):
         released = sorted(n for n, p in members.items() if not p.gated)
@@ -365,6 +377,9 @@ def _violations(scenario: Scenario, pods: Pods) -> list[str]:
         if pod.gated:
             if not pod.reason:
                 problems.append(f"{name} waits without a reason")
+            claims = (pod.reason or "").split(":")[0] in ADMITTED_NOW
+            if pod.decision == "admitted" or pod.placement is not None or claims:
+                problems.append(f"{name} waits, yet says it was admitted: {pod}")
             continue
         if pod.placement is None:
             problems.append(f"{name} released without a placement")
@@ -571,6 +586,53 @@ def test_a_gang_victims_eviction_a_dead_replica_started_is_completed_by_the_next
             "r1": "evicted",
         }
     )
+
+
+def test_a_gang_a_dead_replica_admitted_in_part_that_then_waits_says_it_waits() -> None:
+    """A records w0-0's admission (decision, reason, placement: still gated) and dies
+    before w0-1's. Meanwhile the webhook admits n0 at creation onto the GPUs A recorded
+    for w0-0 (nothing holds them: w0's record is not whole), and w0 no longer fits its
+    queue's quota. Was: B left w0 waiting, and wrote w0-0's reason, but w0-0 went on
+    saying ``decision: admitted`` and its placement, on n0's GPUs. It says it waits."""
+    scenario = Scenario((Ask("w0", pods=2, gpus=2, mig=False, priority=5),), (), 4, 2)
+    with running_fake() as fake:
+        _seed(fake, scenario)
+        killed = fake.fail(".*", method=WRITES, after=1, times=FOREVER, status=503, client="a")
+        _run(fake, scenario, "a", stop=lambda: killed.times < FOREVER)
+        recorded = _pods(fake, scenario)["w0-0"]
+        assert recorded.gated and recorded.decision == "admitted" and recorded.placement
+        _admitted_at_creation(fake, "n0", like="w0-1", placement=recorded.placement)
+        _run(fake, scenario, "b")
+        pods = _pods(fake, scenario)
+    assert _violations(scenario, pods) == []
+    quota = "QuotaExhausted: queue team-a at nominal H100-80GB quota 2/4; needs 4"
+    for name in ("w0-0", "w0-1"):
+        assert (pods[name].gated, pods[name].decision, pods[name].placement) == (
+            True,
+            "pending",
+            None,
+        )
+        assert pods[name].reason == quota
+
+
+def _admitted_at_creation(fake: Fake, name: str, like: str, placement: str) -> None:
+    """A pod of its own, ``like`` that pod's ask, admitted by the webhook at creation on
+    ``placement``, bound and running."""
+    pod = copy.deepcopy(fake.get("pods", like, NAMESPACE))
+    metadata = pod["metadata"]
+    for key in ("uid", "resourceVersion", "creationTimestamp", "managedFields"):
+        metadata.pop(key, None)
+    metadata["name"] = name
+    metadata["labels"].pop(keys.LABEL_GANG, None)
+    metadata["annotations"] = {
+        keys.ANNOTATION_WORKLOAD: f"{NAMESPACE}/{name}",
+        keys.ANNOTATION_DECISION: "admitted",
+        ANNOTATION_PLACEMENT: placement,
+    }
+    pod["spec"]["schedulingGates"] = []
+    fake.put_pod(pod)
+    fake.bind(NAMESPACE, name, placement.split(":")[0])
+    fake.set_pod_phase(NAMESPACE, name, "Running")
 
 
 def test_a_gang_victim_a_disruption_budget_lets_go_one_pod_at_a_time_is_completed() -> None:

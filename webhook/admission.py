@@ -38,9 +38,9 @@ from webhook.patches import (
     Patch,
     add_gate,
     add_tolerations,
-    escape,
     node_expressions,
     remove_gate,
+    remove_metadata,
     require_nodes,
     set_gpu_resource,
     set_metadata,
@@ -236,12 +236,7 @@ class Admission:
             resource, count = resource_of(demand)
             patch += set_gpu_resource(pod, ask.gpu.container, resource, count)
             annotations[ANNOTATION_REQUESTED_MEMORY] = ask.annotations[keys.ANNOTATION_GPU_MEMORY]
-            patch.append(
-                {
-                    "op": "remove",
-                    "path": "/metadata/annotations/" + escape(keys.ANNOTATION_GPU_MEMORY),
-                }
-            )
+            patch += remove_metadata(pod, "annotations", [keys.ANNOTATION_GPU_MEMORY])
         if ask.gang is not None:
             annotations[keys.ANNOTATION_GANG_SIZE] = str(workload.pods)
         if admitted and decision.placement:
@@ -667,9 +662,11 @@ def _copied_removed(pod: dict[str, Any], keep: Iterable[str] = ()) -> Patch:
     metadata = pod.get("metadata") or {}
     kept = set(keep)
     return [
-        {"op": "remove", "path": f"/metadata/{part}/{escape(key)}"}
+        operation
         for part in ("labels", "annotations")
-        for key in sorted(APPORTION_ONLY & (metadata.get(part) or {}).keys() - kept)
+        for operation in remove_metadata(
+            pod, part, sorted(APPORTION_ONLY & (metadata.get(part) or {}).keys() - kept)
+        )
     ]
 
 

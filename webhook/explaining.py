@@ -1,7 +1,9 @@
 """Why a waiting pod waits, written on it (``keys.ANNOTATION_REASON``) by the controller:
 the reason its workload's verdict gives, or for a workload no decision names the queue
 view's (``queueview.waiting_reason``); a running workload's new pods told by an Event too.
-Many workloads at once (``workers.py``), each workload's pods one after another."""
+A waiting pod that says it was admitted (a gang's admission recorded in part, then decided
+otherwise) is told it waits, its record undone. Many workloads at once (``workers.py``),
+each workload's pods one after another."""
 
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ from webhook.cluster import LiveCluster
 from webhook.gangs import GANG_MIXED
 from webhook.kubeapi import Raw
 from webhook.observed import GANG_RUNNING
-from webhook.patches import set_metadata
-from webhook.pods import ManagedPod
-from webhook.queueview import QUEUE_CLOSED, QUEUE_UNKNOWN, waiting_reason
+from webhook.patches import remove_metadata, set_metadata
+from webhook.pods import ANNOTATION_PLACEMENT, ManagedPod
+from webhook.queueview import PENDING, QUEUE_CLOSED, QUEUE_UNKNOWN, waiting_reason
 from webhook.workers import Task, Workers
 
 __all__ = ["REASON_REFRESH_S", "Explainer"]
@@ -59,14 +61,18 @@ class Explainer:
         members ask differently (``gangs.mixed``), a queue gone or no longer taking them,
         and a running workload's new pods (``observed.waits_for_running``), told by an
         Event too: a pod copied from a running one in its namespace waits so for as long
-        as that runs."""
+        as that runs. So do the pods of any other workload no decision names that say
+        they were admitted (a gang whose admission was recorded in part, then a member
+        deleted: ``GangIncomplete``)."""
         groups, queues = self.cluster.groups_and_queues()
         tasks: list[Task] = []
         for name, group in groups.items():
             if group.admitted:
                 continue
             reason, message = waiting_reason(group, queues)
-            if reason in _UNDECIDED:
+            if reason in _UNDECIDED or (
+                reason != PENDING and any(_claims_admission(p) for p in group.pods)
+            ):
                 tell = reason == GANG_RUNNING
                 explain = partial(self.explain, workers, reason, message, group.pods, tell=tell)
                 tasks.append((f"updating the reason on {name}", explain))
@@ -91,7 +97,11 @@ class Explainer:
         ``REASON_REFRESH_S``; ``apportion queue`` shows the numbers of the moment. With
         ``tell``, an Event too where the reason is new, once: the annotations record that
         the pod was told, across restarts and leaders (``keys.ANNOTATION_TOLD``: not a
-        copy of a pod that was told, which carries its reason)."""
+        copy of a pod that was told, which carries its reason).
+
+        A pod that says it was admitted (``_claims_admission``) is told at once, its
+        decision ``pending`` again and its placement gone: a gang's admission recorded on
+        some members, then cut short, is decided again, and may wait."""
         text = f"{reason}: {message}"
         now = self.cluster.now()
         for pod in members:
@@ -101,24 +111,41 @@ class Explainer:
             told = not tell or annotations.get(keys.ANNOTATION_TOLD) == uid
             current = str(annotations.get(keys.ANNOTATION_REASON))
             same_reason = told and current.startswith(f"{reason}: ")
+            claims = _claims_admission(pod)
             with self._lock:
                 written = self._reason_written.get(pod.identity)
-            if (told and current == text) or (
-                same_reason and written is not None and now - written < REASON_REFRESH_S
+            if not claims and (
+                (told and current == text)
+                or (same_reason and written is not None and now - written < REASON_REFRESH_S)
             ):
                 continue
-            if not self.set_reason(pod, text, told_uid=uid if tell else None):
+            if not self.set_reason(pod, text, told_uid=uid if tell else None, waits=claims):
                 continue
             with self._lock:
                 self._reason_written[pod.identity] = now
             if tell and not same_reason:
                 self.tell(workers, raw, reason, message)
 
-    def set_reason(self, pod: ManagedPod, text: str, told_uid: str | None = None) -> bool:
-        """Write the pod's reason annotation (and ``told_uid``: that the pod is told it);
-        False (logged) if the API refused."""
+    def set_reason(
+        self, pod: ManagedPod, text: str, told_uid: str | None = None, waits: bool = False
+    ) -> bool:
+        """Write the pod's reason annotation (and ``told_uid``: that the pod is told it;
+        ``waits``: its decision ``pending``, its placement removed); False (logged) if the
+        API refused."""
+        raw = pod.raw or {}
         values = {keys.ANNOTATION_REASON: text}
         if told_uid is not None:
             values[keys.ANNOTATION_TOLD] = told_uid
-        patch = set_metadata(pod.raw or {}, "annotations", values)
+        if waits:
+            values[keys.ANNOTATION_DECISION] = "pending"
+        patch = set_metadata(raw, "annotations", values)
+        if waits:
+            patch += remove_metadata(raw, "annotations", [ANNOTATION_PLACEMENT])
         return self.patch(pod, patch, "updating the reason on")
+
+
+def _claims_admission(pod: ManagedPod) -> bool:
+    """Whether a waiting pod says it was admitted: its decision ``admitted``, or a
+    placement, which only an admission records (``admitting.py``)."""
+    annotations = ((pod.raw or {}).get("metadata") or {}).get("annotations") or {}
+    return pod.placement is not None or annotations.get(keys.ANNOTATION_DECISION) == "admitted"

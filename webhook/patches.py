@@ -3,8 +3,9 @@
 At CREATE anything goes. On a gated pod afterwards only *additions* are accepted
 (tests/fixtures and the gated-pod rules recorded on kube-apiserver v1.36): a new
 matchExpression in each existing nodeSelectorTerm, new nodeSelector keys, labels,
-annotations, tolerations, and deleting the gate — so every builder here adds, and the
-admission patch is built so that it can only narrow what the pod already says.
+annotations, tolerations, and deleting the gate — so every builder of the spec here adds,
+and the admission patch is built so that it can only narrow what the pod already says.
+Labels and annotations are metadata, which any pod may change (``remove_metadata``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "escape",
     "node_expressions",
     "remove_gate",
+    "remove_metadata",
     "require_nodes",
     "same_pod",
     "set_gpu_resource",
@@ -51,6 +53,16 @@ def set_metadata(pod: Mapping[str, Any], field: str, values: Mapping[str, str]) 
         {"op": "add", "path": f"/metadata/{field}/{escape(k)}", "value": v}
         for k, v in values.items()
         if current.get(k) != v
+    ]
+
+
+def remove_metadata(pod: Mapping[str, Any], field: str, names: Iterable[str]) -> Patch:
+    """Remove those labels/annotations the pod has."""
+    current = (pod.get("metadata") or {}).get(field)
+    if not isinstance(current, dict):
+        return []
+    return [
+        {"op": "remove", "path": f"/metadata/{field}/{escape(k)}"} for k in names if k in current
     ]
 
 

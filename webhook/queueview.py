@@ -19,6 +19,7 @@ from webhook.observed import GANG_RUNNING, PodGroup, queue_refusals, waits_for_r
 from webhook.pods import ManagedPod, held_back
 
 __all__ = [
+    "PENDING",
     "QUEUE_CLOSED",
     "QUEUE_UNKNOWN",
     "QueueView",
@@ -31,6 +32,8 @@ __all__ = [
 
 
 STANDALONE = "no controller runs here (standalone): a gated pod is never released"
+PENDING = "Pending"
+"""The reason a waiting workload the controller decides shows until its next decision."""
 QUEUE_UNKNOWN = "QueueUnknown"
 QUEUE_CLOSED = "QueueClosed"
 
@@ -80,7 +83,7 @@ def waiting_reason(group: PodGroup, queues: dict[str, Queue]) -> tuple[str, str]
     """Why a group with pods waiting waits as the cluster itself shows it, the first that
     holds of: its gang's members ask differently, its queue is gone or does not take it,
     its gang is incomplete, another controller's gates hold it, the workload it belongs to
-    still runs; else it waits for the controller's next decision ("Pending")."""
+    still runs; else it waits for the controller's next decision (``PENDING``)."""
     pods = group.pods
     first, size, priority = _shape(group)
     queue = queues.get(first.queue)
@@ -96,7 +99,7 @@ def waiting_reason(group: PodGroup, queues: dict[str, Queue]) -> tuple[str, str]
         return "OtherGates", held_back(gates)
     if (running := waits_for_running(group)) is not None:
         return GANG_RUNNING, running
-    return "Pending", "waiting for the controller's next decision"
+    return PENDING, "waiting for the controller's next decision"
 
 
 def _shape(group: PodGroup) -> tuple[ManagedPod, int, int]:
@@ -164,7 +167,7 @@ def queue_view(cluster: LiveCluster, controlled: bool = True) -> QueueView:
             reason, message = decision.reason.value, decision.message
         else:
             reason, message = item.reason, item.message
-            if not controlled and reason == "Pending":
+            if not controlled and reason == PENDING:
                 message = STANDALONE
         out.setdefault(item.queue, []).append(
             {
