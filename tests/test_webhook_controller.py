@@ -580,6 +580,15 @@ def test_a_queue_reclaiming_its_lent_quota_is_admitted_once_its_victims_end() ->
             waiting_pod(fake, "urgent", gpus=4)  # team-a at 5: its nominal quota
             eventually(lambda: fake.evictions)
             assert [e["name"] for e in fake.evictions] == ["b-1"]  # the node with room for 4
+            told = eventually(
+                lambda: [
+                    e["message"] for e in fake.events("gpu-team-b") if e["reason"] == "Preempted"
+                ]
+            )
+            assert told == [
+                "PreemptedToReclaimQuota: queue team-b borrows H100-80GB; queue team-a reclaims "
+                "its nominal quota (1/5 used) for gpu-team-a/urgent"
+            ]
             cycles = controller.cycles
             eventually(lambda: controller.cycles >= cycles + 2)
             assert gates_of(_pod(fake, "urgent"))  # its victim still terminates
@@ -713,7 +722,13 @@ def test_preemption_evicts_with_a_reason_event_then_admits(fake: Fake) -> None:
         evicted = {e["name"] for e in fake.evictions if e["allowed"]}
         assert evicted == {"low-a"}
         preempted = [e for e in fake.events("gpu-team-a") if e["reason"] == "Preempted"]
-        assert "gpu-team-a/urgent" in preempted[0]["message"]
+        assert [(e["type"], e["message"]) for e in preempted] == [
+            (
+                "Warning",
+                "PreemptedByHigherPriority: preempted by gpu-team-a/urgent (priority 1000 > 1) "
+                "in queue team-a",
+            )
+        ]
         eventually(lambda: not gates_of(_pod(fake, "urgent")))
 
 

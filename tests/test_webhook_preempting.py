@@ -17,7 +17,7 @@ from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.metrics import Metrics
 from webhook.pods import EvictionMark, ManagedPod, parse_eviction_mark
-from webhook.preempting import LOST_EVICTION_S, NOMINATION_S, Preemptor, under_way
+from webhook.preempting import LOST_EVICTION_S, NOMINATION_S, Preemptor, told, under_way
 from webhook.workers import Workers
 
 LOW = "gpu-team-a/low"
@@ -26,8 +26,13 @@ VICTIM = Eviction(
     queue="team-a",
     beneficiary="gpu-team-a/urgent",
     reason=Reason.PREEMPTED_PRIORITY,
-    message="evicted for a higher priority",
+    message="preempted by gpu-team-a/urgent (priority 1000 > 0) in queue team-a",
 )
+TOLD = (
+    "PreemptedByHigherPriority: preempted by gpu-team-a/urgent (priority 1000 > 0) in queue team-a"
+)
+"""What VICTIM's pods are told: the machine reason, the core's message with its numbers,
+naming whom they make room for."""
 
 
 class ScriptedApi:
@@ -72,6 +77,8 @@ class Run:
         cluster = LiveCluster(clock=lambda: self.now)
         self.metrics = Metrics(cluster)
         self.told: list[str] = []
+        self.events: list[tuple[str, str, str, str]] = []
+        """(pod, reason, message, type) of each Event."""
         self.marks: list[Any] = []
         self.preemptor = Preemptor(
             api,  # type: ignore[arg-type]
@@ -79,12 +86,16 @@ class Run:
             self.metrics,
             before_acting=lambda: None,
             patch=lambda *_: True,
-            event=lambda raw, reason, *_: self.told.append(raw["metadata"]["name"]),
+            event=self._event,
         )
 
-    def cycle(self, *pods: ManagedPod, evict: bool = True) -> None:
+    def _event(self, raw: dict[str, Any], reason: str, message: str, kind: str) -> None:
+        self.told.append(raw["metadata"]["name"])
+        self.events.append((raw["metadata"]["name"], reason, message, kind))
+
+    def cycle(self, *pods: ManagedPod, evict: bool = True, eviction: Eviction = VICTIM) -> None:
         with Workers(1, threading.Event(), leading=lambda: True) as workers:
-            evictions = [VICTIM] if evict else []
+            evictions = [eviction] if evict else []
             self.preemptor.carry_out(workers, evictions, {LOW: list(pods)} if pods else {})
 
     @property
@@ -211,6 +222,41 @@ def test_a_mark_half_run_out_is_made_again_while_its_eviction_goes_on() -> None:
         "gpu-team-a/urgent", Reason.PREEMPTED_PRIORITY, int(run.now) + NOMINATION_S
     )
     assert [_mark_value(v) for v in run.marks] == [renewed]
+
+
+def test_each_pod_of_a_victim_is_told_why_and_for_whom_also_by_a_later_cycle() -> None:
+    """Was: a victim's Event said the core's message and "(for <beneficiary>)" after it,
+    without the reason; a gang victim's pod evicted in a later cycle (a disruption budget
+    held it back, or the replica that started died) was told only "evicted with the rest
+    of its workload, whose eviction started in an earlier cycle". Each pod is told the
+    decision's reason and message (``preempting.told``), which the marks record on the
+    pods' reason for whichever cycle evicts the rest."""
+    run = Run(ScriptedApi(low_0=["made"], low_1=[429, "made"]))
+    written: dict[str, dict[str, str]] = {}
+
+    def patch(pod: ManagedPod, operations: list[dict[str, Any]], doing: str) -> bool:
+        (operation,) = operations  # the pod has no annotations: added as a whole map
+        written[pod.name] = operation["value"]
+        return True
+
+    run.preemptor.patch = patch
+    run.cycle(_pod("low-0"), _pod("low-1"))
+    assert {name: value[keys.ANNOTATION_REASON] for name, value in written.items()} == {
+        "low-0": TOLD,
+        "low-1": TOLD,
+    }
+    assert run.events == [("low-0", "Preempted", TOLD, "Warning")]
+    # The next cycle, maybe another replica's: low-0 gone, low-1 marked, urgent waiting.
+    low_1 = _pod("low-1")
+    assert low_1.raw is not None
+    low_1.raw["metadata"]["annotations"] = written["low-1"]
+    marked = replace(low_1, evicted_for=_mark_value(written["low-1"]))
+    pods = {LOW: [marked], "gpu-team-a/urgent": [_waiting("urgent-0", "gpu-team-a/urgent")]}
+    (eviction,) = under_way(pods, run.now)
+    assert eviction == VICTIM
+    run.cycle(marked, eviction=eviction)
+    assert run.events[1:] == [("low-1", "Preempted", TOLD, "Warning")]
+    assert told(eviction) == TOLD
 
 
 def _waiting(name: str, workload: str) -> ManagedPod:

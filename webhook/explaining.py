@@ -106,7 +106,7 @@ class Explainer:
         now = self.cluster.now()
         for pod in members:
             raw = pod.raw or {}
-            annotations = (raw.get("metadata") or {}).get("annotations") or {}
+            annotations = pod.annotations
             uid = pod.identity[2]
             told = not tell or annotations.get(keys.ANNOTATION_TOLD) == uid
             current = str(annotations.get(keys.ANNOTATION_REASON))
@@ -147,5 +147,4 @@ class Explainer:
 def _claims_admission(pod: ManagedPod) -> bool:
     """Whether a waiting pod says it was admitted: its decision ``admitted``, or a
     placement, which only an admission records (``admitting.py``)."""
-    annotations = ((pod.raw or {}).get("metadata") or {}).get("annotations") or {}
-    return pod.placement is not None or annotations.get(keys.ANNOTATION_DECISION) == "admitted"
+    return pod.placement is not None or pod.annotations.get(keys.ANNOTATION_DECISION) == "admitted"

@@ -379,6 +379,12 @@ class ManagedPod:
         return self.namespace, self.name, uid
 
     @property
+    def annotations(self) -> Mapping[str, Any]:
+        """Its annotations as last seen: Apportion's only (``kept``)."""
+        annotations = ((self.raw or {}).get("metadata") or {}).get("annotations")
+        return annotations if isinstance(annotations, Mapping) else {}
+
+    @property
     def terminating(self) -> bool:
         """Being deleted (an eviction or a delete was accepted): a bound one still holds its
         devices until it is gone."""

@@ -28,12 +28,14 @@ between two of its pods' evictions, and a PodDisruptionBudget may let them go on
 time. Left so, a gang whose member ended runs on (its owner replaces the member), and
 the next decision sees a smaller workload and may evict another in its place. So before
 the first of its pods is evicted, each of its pods to evict is marked
-(``keys.ANNOTATION_EVICTED_FOR``: for whom, why, until ``NOMINATION_S`` from now), every
-mark answered before any eviction (one refused or unanswered: none of that victim's pods
-is evicted this cycle). A running workload one of whose pods carries an unexpired mark,
-for a workload that still waits, is a victim in progress (``under_way``), whoever started
-it: every cycle evicts the rest of it, whatever the decision, and the decision sees it as
-gone (``Controller._reconcile``). A one-pod victim goes whole or not at all: no mark.
+(``keys.ANNOTATION_EVICTED_FOR``: for whom, why, until ``NOMINATION_S`` from now; its
+reason annotation the decision's message, which the rest of its pods are told with, by
+whichever replica evicts them), every mark answered before any eviction (one refused or
+unanswered: none of that victim's pods is evicted this cycle). A running workload one of
+whose pods carries an unexpired mark, for a workload that still waits, is a victim in
+progress (``under_way``), whoever started it: every cycle evicts the rest of it, whatever
+the decision, and the decision sees it as gone (``Controller._reconcile``). A one-pod
+victim goes whole or not at all: no mark.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from webhook.patches import set_metadata
 from webhook.pods import EvictionMark, ManagedPod, rfc3339
 from webhook.workers import Workers
 
-__all__ = ["LOST_EVICTION_S", "NOMINATION_S", "Preemptor", "under_way"]
+__all__ = ["LOST_EVICTION_S", "NOMINATION_S", "Preemptor", "told", "under_way"]
 
 log = logging.getLogger("apportion.controller")
 
@@ -95,35 +97,47 @@ class _Evicted:
     """Whether one of its pods' evictions got no answer."""
 
 
-UNDER_WAY = "evicted with the rest of its workload, whose eviction started in an earlier cycle"
-"""The message of a victim in progress's Event (``under_way``): the decision that chose it
-may have been another replica's."""
+def told(eviction: Eviction) -> str:
+    """What a victim is told, on its pods' reason (a victim of several pods, with its
+    mark) and in its Event alike: why, with the numbers of the decision that chose it, and
+    for whom (the core's message names the beneficiary), as an admission's reason reads."""
+    return f"{eviction.reason.value}: {eviction.message}"
 
 
 def under_way(pods: dict[str, list[ManagedPod]], now: float) -> list[Eviction]:
     """The victims in progress among the workloads (``pods``: by the name the decision
     names them): running, one of their pods marked (``keys.ANNOTATION_EVICTED_FOR``) until
     after ``now``, for a workload whose pods all still wait. Each with the mark that ends
-    last. Expired marks, marks on a workload no longer running and marks for a workload
-    admitted or gone are moot."""
+    last, and the message its pod's reason records (``told``: the decision that chose it
+    may have been another replica's). Expired marks, marks on a workload no longer running
+    and marks for a workload admitted or gone are moot."""
     found = []
     for name, members in sorted(pods.items()):
         if not members or any(p.gated for p in members):
             continue
-        marks = [p.evicted_for for p in members if p.evicted_for and p.evicted_for.until > now]
-        if not marks:
+        marked = [
+            (p.evicted_for, p) for p in members if p.evicted_for and p.evicted_for.until > now
+        ]
+        if not marked:
             continue
-        mark = max(marks, key=lambda m: (m.until, m.beneficiary))
+        mark, pod = max(marked, key=lambda m: (m[0].until, m[0].beneficiary))
         beneficiary = pods.get(mark.beneficiary)
         if not beneficiary or not all(p.gated for p in beneficiary):
             continue
+        reason = str(pod.annotations.get(keys.ANNOTATION_REASON, ""))
+        message = reason.removeprefix(f"{mark.reason.value}: ")
+        if message == reason:  # a mark made before its reason was recorded beside it
+            message = (
+                f"evicted for {mark.beneficiary} with the rest of its workload, whose "
+                "eviction started earlier"
+            )
         found.append(
             Eviction(
                 workload=name,
                 queue=members[0].queue,
                 beneficiary=mark.beneficiary,
                 reason=mark.reason,
-                message=UNDER_WAY,
+                message=message,
             )
         )
     return found
@@ -299,11 +313,12 @@ class Preemptor:
 
     def _mark(self, eviction: Eviction, members: list[ManagedPod], now: float) -> bool:
         """Mark the pods of a victim of several pods that are not leaving yet as evicted for
-        its beneficiary (``keys.ANNOTATION_EVICTED_FOR``), where they do not say so already
-        for more than half of ``NOMINATION_S``; True once every mark is made. So a victim a
-        PodDisruptionBudget holds back keeps its mark as long as its eviction goes on (a
-        mark run out would let the decision pick another victim in its place). A one-pod
-        victim is not marked: it cannot be left half evicted."""
+        its beneficiary (``keys.ANNOTATION_EVICTED_FOR``), their reason saying why
+        (``told``), where they do not say so already for more than half of
+        ``NOMINATION_S``; True once every mark is made. So a victim a PodDisruptionBudget
+        holds back keeps its mark as long as its eviction goes on (a mark run out would let
+        the decision pick another victim in its place). A one-pod victim is not marked: it
+        cannot be left half evicted."""
         if len(members) < 2:
             return True
         mark = EvictionMark(eviction.beneficiary, eviction.reason, int(now) + NOMINATION_S)
@@ -315,17 +330,19 @@ class Preemptor:
                 and current.until > now + NOMINATION_S / 2
             ):
                 continue
-            annotations = {keys.ANNOTATION_EVICTED_FOR: mark.text()}
+            annotations = {
+                keys.ANNOTATION_EVICTED_FOR: mark.text(),
+                keys.ANNOTATION_REASON: told(eviction),
+            }
             patch = set_metadata(pod.raw or {}, "annotations", annotations)
             if patch and not self.patch(pod, patch, "marking for eviction"):
                 return False
         return True
 
     def _tell(self, workers: Workers, pod: ManagedPod, eviction: Eviction) -> None:
-        """The Event ``Preempted``, left to the cycle's workers behind the eviction it
-        tells of (``Workers.later``)."""
-        message = f"{eviction.message} (for {eviction.beneficiary})"
+        """The Event ``Preempted`` (``told``), left to the cycle's workers behind the
+        eviction it tells of (``Workers.later``)."""
         workers.later(
             f"the event Preempted on {pod.name}",
-            partial(self.event, pod.raw or {}, "Preempted", message, "Warning"),
+            partial(self.event, pod.raw or {}, "Preempted", told(eviction), "Warning"),
         )

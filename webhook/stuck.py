@@ -87,8 +87,7 @@ def unschedulable(pod: Mapping[str, Any]) -> tuple[str, int] | None:
 
 def reported_stuck(pod: ManagedPod) -> bool:
     """Does its reason annotation carry the stuck report (``_report_stuck``, once per pod)?"""
-    annotations = ((pod.raw or {}).get("metadata") or {}).get("annotations") or {}
-    return str(annotations.get(keys.ANNOTATION_REASON, "")).startswith(f"{STUCK_REASON}:")
+    return str(pod.annotations.get(keys.ANNOTATION_REASON, "")).startswith(f"{STUCK_REASON}:")
 
 
 def recovered(pods: Iterable[ManagedPod]) -> list[ManagedPod]:
