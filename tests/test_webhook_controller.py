@@ -2280,6 +2280,57 @@ def test_a_gang_victim_a_disruption_budget_lets_go_one_pod_at_a_time_is_counted_
         assert _preemptions(controller) == 1
 
 
+def test_a_gang_member_recreated_while_the_gang_is_evicted_waits_for_it_to_end(
+    fake: Fake,
+) -> None:
+    """Was: low-g (2 pods × 2 GPUs) is evicted for urgent; a disruption budget holds
+    low-g-0 back while low-g-1 ends, and low-g's Job recreates low-g-1 as low-g-1b. That
+    member was decided alone as low-g's replacement, in the room the decision counted free
+    for low-g's end, and admitted (the queue at 5 of 7); then, part of low-g again, it was
+    marked and evicted with the rest of it. It waits, saying for whom its gang is preempted,
+    and is decided with the gang once low-g has ended."""
+    queue = TEAM_A.model_copy(update={"quota": {"H100-80GB": Quota(nominal=7)}})
+    controller = _controller_for(fake, queue)
+    with synced(controller):
+        eventually(lambda: _released(fake, "patched-gpu-1"))  # team-a at 1
+        for member in ("low-g-0", "low-g-1"):
+            waiting_pod(fake, member, gpus=2, workload="gpu-team-a/low-g", gang=2)
+        eventually(lambda: _released(fake, "low-g-0", "low-g-1"))  # at 5
+        for member in ("low-g-0", "low-g-1"):
+            fake.bind("gpu-team-a", member, _placement(fake, member).split(":")[0])
+        fake.block_evictions("gpu-team-a", "low-g-0")
+        for member in ("urgent-0", "urgent-1"):  # 4 more: past the quota of 7
+            waiting_pod(fake, member, gpus=2, priority=1000, workload="gpu-team-a/urgent", gang=2)
+        eventually(lambda: ("gpu-team-a", "low-g-1") not in controller.cluster.pods)
+        waiting_pod(fake, "low-g-1b", gpus=2, workload="gpu-team-a/low-g", gang=2)
+        expected = (
+            "PreemptedByHigherPriority: gang gpu-team-a/low-g is being preempted for "
+            "gpu-team-a/urgent: preempted by gpu-team-a/urgent (priority 1000 > 0) in queue "
+            "team-a. Its new pods wait until its running pods have ended, then are decided "
+            "with the gang"
+        )
+
+        def reason() -> object:
+            return _pod(fake, "low-g-1b")["metadata"]["annotations"].get(keys.ANNOTATION_REASON)
+
+        eventually(lambda: reason() == expected)
+        reviews = controller.stuck_reviews  # one per decision cycle
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert gates_of(_pod(fake, "low-g-1b"))
+        view = pending_view(controller.cluster)["queues"]["team-a"]
+        assert {r["workload"]: (r["reason"], r["message"]) for r in view}[
+            "gpu-team-a/low-g replacements"
+        ] == tuple(expected.split(": ", 1))
+        fake.allow_evictions()
+        eventually(lambda: _released(fake, "urgent-0", "urgent-1"))
+        reviews = controller.stuck_reviews
+        eventually(lambda: controller.stuck_reviews >= reviews + 3)
+        assert gates_of(_pod(fake, "low-g-1b"))
+        assert {e["name"] for e in fake.evictions} == {"low-g-0", "low-g-1"}
+        view = {w.workload: w for w in waiting_workloads(controller.cluster)}
+        assert view["gpu-team-a/low-g"].reason == "GangIncomplete"
+
+
 # ---- a cycle's calls, many workloads' at once (webhook/workers.py) -------------------------
 
 CALLS = r"/api/v1/namespaces/gpu-team-a/.+"

@@ -15,7 +15,8 @@
    preempt = the Eviction API plus an Event naming the reason and the beneficiary, which
    is nominated to the room its victims free (``preempting.py``); a victim of several pods
    is marked on them before its first eviction, and while marked every cycle evicts the
-   rest of it and decides as if it were gone (``preempting.under_way``). A cycle evicts many
+   rest of it and decides as if it were gone (``preempting.under_way``), its members
+   recreated meanwhile waiting for it to end. A cycle evicts many
    victims at once, then nominates, admits, writes Queue objects' status
    (``queuestatus.py``) and waiting pods' reasons (``explaining.py``), many workloads at
    once each time (``workers.py``), each workload's own calls in their order.
@@ -40,7 +41,7 @@ from functools import partial
 from kubernetes.client import ApiException
 
 from scheduler.allocator import decide
-from scheduler.model import Decision, Eviction, Queue, Snapshot, WorkloadDecision
+from scheduler.model import Decision, Eviction, Queue, Snapshot, Workload, WorkloadDecision
 from scheduler.reasons import Outcome, Reason
 from webhook.admission import Admission
 from webhook.admitting import Admitter
@@ -50,6 +51,7 @@ from webhook.informer import Informer
 from webhook.kubeapi import UNANSWERED, KubeApi, Raw, Resource, failure
 from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
+from webhook.observed import replaced_gang
 from webhook.pods import ManagedPod
 from webhook.preempting import Preemptor, under_way
 from webhook.queuestatus import queue_statuses
@@ -266,12 +268,13 @@ class Controller:
             time.perf_counter() - started
         )
         verdicts = [self._as_lived(_awaiting(v, under)) for v in decision.workloads]
+        verdicts = _with_their_gang(verdicts, under, snapshot)
+        evictions = [*under, *decision.evictions] if self.settings.evict else []
         if decision.repartitions != self.cluster.last_repartitions():
             for plan in decision.repartitions:
                 log.info("MIG repartition proposal (not applied): %s", plan.message)
         self.cluster.set_last_decisions(verdicts, decision.repartitions)
         pods = self._pods_by_workload()
-        evictions = [*under, *decision.evictions] if self.settings.evict else []
         self.preemptor.carry_out(workers, evictions, pods)
         workloads = {w.name: w for w in snapshot.workloads}
         undecided = [
@@ -406,19 +409,49 @@ def _as_ended(snapshot: Snapshot, under: list[Eviction]) -> Snapshot:
     gives their room to no other waiting workload. What it admits into that room is not
     admitted while they still run: their beneficiaries wait for them (``_awaiting``), and a
     reservation is checked against the live cluster, where they still hold what they hold
-    (``LiveCluster.reserve``)."""
+    (``LiveCluster.reserve``). A victim's replacements waiting (members its owner
+    recreated) go with it: they wait for it to end (``_with_their_gang``)."""
     if not under:
         return snapshot
     victims = {e.workload for e in under}
     beneficiaries = {e.beneficiary for e in under}
+
+    def gone(w: Workload) -> bool:
+        """A victim running, or its replacements waiting: they go with it."""
+        return (w.name if w.placement is not None else replaced_gang(w.name)) in victims
+
     workloads = tuple(
         w.model_copy(update={"nominated": True})
         if w.name in beneficiaries and w.placement is None and not w.nominated
         else w
         for w in snapshot.workloads
-        if w.name not in victims or w.placement is None
+        if not gone(w)
     )
     return snapshot.model_copy(update={"workloads": workloads})
+
+
+def _with_their_gang(
+    verdicts: list[WorkloadDecision], under: list[Eviction], snapshot: Snapshot
+) -> list[WorkloadDecision]:
+    """The verdicts, with one for each victim in progress's replacements waiting (members
+    its owner recreated meanwhile, ``observed.groups_of``), which the decision does not
+    take (``_as_ended``): they wait for its running pods to end, and are then decided with
+    it. Admitted alone, they took room its beneficiary waits for, or any, and were evicted
+    with the rest of it, which they join."""
+    evicted = {e.workload: e for e in under}
+    return verdicts + [
+        WorkloadDecision(
+            workload=w.name,
+            queue=w.queue,
+            outcome=Outcome.PENDING,
+            reason=eviction.reason,
+            message=f"gang {eviction.workload} is being preempted for {eviction.beneficiary}: "
+            f"{eviction.message}. Its new pods wait until its running pods have ended, then "
+            "are decided with the gang",
+        )
+        for w in snapshot.workloads
+        if w.placement is None and (eviction := evicted.get(replaced_gang(w.name) or ""))
+    ]
 
 
 _ADMITTED_FOR = {
