@@ -1506,6 +1506,53 @@ def test_a_victim_whose_eviction_answer_is_lost_and_that_ends_at_once_still_free
         assert counted == 1
 
 
+def test_a_nomination_the_watch_has_not_shown_yet_keeps_the_room_for_its_workload(
+    fake: Fake,
+) -> None:
+    """What made the test above fail under load: low-a, gone as soon as evicted, is seen
+    gone before urgent's nomination, patched once the eviction's answer was lost; a cycle
+    between the two, on a watch lagging the debounce, gave low-a's room to c0 (team-0's
+    head, ranking alike) and urgent evicted low-c as well. A nomination counts from when
+    this replica made it. Here the watch shows urgent's nomination only once three cycles
+    have run without it."""
+    team_0 = Queue(name="team-0", namespaces=("gpu-team-0",), quota={"H100-80GB": Quota(nominal=4)})
+    fake.put_namespace("gpu-team-0", {keys.NAMESPACE_ENABLED: "true"})
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
+    controller = Controller(
+        api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A, team_0]
+    )
+    (pods,) = [i for i in controller.informers if i.resource.kind == "Pod"]
+    apply, shown = pods._apply, threading.Event()
+
+    def lagging(kind: str, pod: dict[str, Any]) -> None:
+        metadata = pod["metadata"]
+        if metadata["name"] == "urgent" and keys.ANNOTATION_NOMINATED in metadata["annotations"]:
+            shown.wait(30)  # and every event after it
+        apply(kind, pod)
+
+    pods._apply = lagging
+    try:
+        with synced(controller):
+            _fill_with_low_priority(fake)
+            waiting_pod(fake, "c0", gpus=4, queue="team-0")
+            fake.fail(r".*/pods/low-a/eviction", times=1, status="lost", method="POST")
+            waiting_pod(fake, "urgent", gpus=4, priority=1000)
+            eventually(lambda: fake.evictions)
+            eventually(lambda: ("gpu-team-a", "low-a") not in controller.cluster.pods)
+            cycles = controller.cycles
+            eventually(lambda: controller.cycles >= cycles + 3)
+            assert _released(fake, "urgent")
+            assert gates_of(fake.get("pods", "c0", "gpu-team-0"))
+            shown.set()
+            reviews = controller.stuck_reviews  # one per decision cycle
+            eventually(lambda: controller.stuck_reviews >= reviews + 3)
+            assert [e["name"] for e in fake.evictions] == ["low-a"]
+            assert gates_of(fake.get("pods", "c0", "gpu-team-0"))
+    finally:
+        shown.set()
+
+
 def test_a_call_that_never_gets_an_answer_is_given_up(fake: Fake) -> None:
     # Was: only watches had a client-side timeout. A patch (or eviction, Event, Lease call)
     # whose network path died without a word was waited on for ever: the reconcile thread

@@ -261,8 +261,9 @@ class Controller:
             self.cluster.set_last_decisions(())
             self._report_queue_status(workers, snapshot, None)
             return None
+        nominated = self.preemptor.unseen_nominations(snapshot.workloads, self.cluster.now())
         started = time.perf_counter()
-        decision = decide(_as_ended(snapshot, under), budget_ms=self.settings.budget_ms)
+        decision = decide(_as_ended(snapshot, under, nominated), budget_ms=self.settings.budget_ms)
         self.cycles += 1
         self.metrics.allocator_seconds.labels(decision.stats.path).observe(
             time.perf_counter() - started
@@ -401,9 +402,11 @@ class Controller:
         return found
 
 
-def _as_ended(snapshot: Snapshot, under: list[Eviction]) -> Snapshot:
+def _as_ended(snapshot: Snapshot, under: list[Eviction], nominated: set[str]) -> Snapshot:
     """The snapshot the decision takes: the victims in progress (``preempting.under_way``)
-    as if already gone, their beneficiaries nominated to the room they free. The decision
+    as if already gone, their beneficiaries nominated to the room they free, as are the
+    workloads this replica nominated that the watch does not show so yet
+    (``Preemptor.unseen_nominations``). The decision
     then picks no other victim in their place (seen running, a gang whose first pods have
     ended is a smaller workload, and the decision may evict another one instead), and
     gives their room to no other waiting workload. What it admits into that room is not
@@ -411,10 +414,10 @@ def _as_ended(snapshot: Snapshot, under: list[Eviction]) -> Snapshot:
     reservation is checked against the live cluster, where they still hold what they hold
     (``LiveCluster.reserve``). A victim's replacements waiting (members its owner
     recreated) go with it: they wait for it to end (``_with_their_gang``)."""
-    if not under:
+    if not under and not nominated:
         return snapshot
     victims = {e.workload for e in under}
-    beneficiaries = {e.beneficiary for e in under}
+    beneficiaries = nominated | {e.beneficiary for e in under}
 
     def gone(w: Workload) -> bool:
         """A victim running, or its replacements waiting: they go with it."""

@@ -49,7 +49,7 @@ from typing import Any
 
 from kubernetes.client import ApiException
 
-from scheduler.model import Eviction
+from scheduler.model import Eviction, Workload
 from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.kubeapi import UNANSWERED, KubeApi, failure
@@ -171,6 +171,9 @@ class Preemptor:
         self._counted: set[Identity] = set()
         """The pods of victims whose eviction was counted, while they are seen (or asked):
         evicting the ones left counts nothing more."""
+        self._nominated: dict[str, int] = {}
+        """The workloads this replica nominated, until when, while the watch does not show
+        it on their pods (``unseen_nominations``)."""
 
     def carry_out(
         self,
@@ -222,20 +225,41 @@ class Preemptor:
             if leaving and any(p.nominated_until <= now for p in members):
                 nominate.add(eviction.beneficiary)
         workers.each(
-            (f"nominating {name}", partial(self._nominate, pods.get(name, [])))
+            (f"nominating {name}", partial(self._nominate, name, pods.get(name, [])))
             for name in sorted(nominate)
         )
 
-    def _nominate(self, members: list[ManagedPod]) -> None:
+    def _nominate(self, name: str, members: list[ManagedPod]) -> None:
         """Record on the pods of a workload victims are now evicted for that it goes first
         to the room they free (``Workload.nominated``), so a restart keeps it too: in the
         cycle after the victims are gone, another queue's head that ranks alike would take
-        the room and leave it to preempt again."""
-        stamp = rfc3339(self.cluster.now() + NOMINATION_S)
+        the room and leave it to preempt again. Kept here too, until the watch shows it
+        (``unseen_nominations``)."""
+        until = int(self.cluster.now()) + NOMINATION_S
+        made = False
         for pod in members:
-            patch = set_metadata(pod.raw or {}, "annotations", {keys.ANNOTATION_NOMINATED: stamp})
-            if patch:
-                self.patch(pod, patch, "nominating")
+            values = {keys.ANNOTATION_NOMINATED: rfc3339(until)}
+            patch = set_metadata(pod.raw or {}, "annotations", values)
+            made |= bool(patch) and self.patch(pod, patch, "nominating")
+        if made:
+            with self._lock:
+                self._nominated[name] = until
+
+    def unseen_nominations(self, workloads: Iterable[Workload], now: float) -> set[str]:
+        """The waiting ``workloads`` this replica nominated that their pods, as the watch
+        shows them, do not say are nominated yet. A victim that ends at once (gone while
+        its eviction's answer was lost) is seen gone before its beneficiary's nomination,
+        patched after that answer: a cycle between the two gave its room to another
+        queue's head ranking alike. Those seen nominated, no longer waiting, or run out are
+        forgotten."""
+        waiting = {w.name for w in workloads if w.placement is None and not w.nominated}
+        with self._lock:
+            self._nominated = {
+                name: until
+                for name, until in self._nominated.items()
+                if name in waiting and until > now
+            }
+            return set(self._nominated)
 
     def _settle_asked(
         self, workers: Workers, pods: dict[str, list[ManagedPod]], now: float
