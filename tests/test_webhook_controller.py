@@ -1472,6 +1472,16 @@ def test_a_preemption_whose_eviction_answer_is_lost_is_nominated_and_counted_onc
         eventually(lambda: _released(fake, "urgent"))
 
 
+def _with_team_0(fake: Fake) -> Controller:
+    """A controller of team-a and team-0, a second queue whose head (c0, 4 GPUs) ranks
+    alike with team-a's and takes any room left unclaimed."""
+    team_0 = Queue(name="team-0", namespaces=("gpu-team-0",), quota={"H100-80GB": Quota(nominal=4)})
+    fake.put_namespace("gpu-team-0", {keys.NAMESPACE_ENABLED: "true"})
+    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
+    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
+    return Controller(api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A, team_0])
+
+
 def test_a_victim_whose_eviction_answer_is_lost_and_that_ends_at_once_still_frees_its_room(
     fake: Fake,
 ) -> None:
@@ -1481,13 +1491,7 @@ def test_a_victim_whose_eviction_answer_is_lost_and_that_ends_at_once_still_free
     # and its beneficiary not nominated, so another queue's head ranking alike (c0) took
     # the room, and urgent evicted low-c as well. An eviction that got no answer counts as
     # made: counted and its beneficiary nominated at once, its victim told once seen gone.
-    team_0 = Queue(name="team-0", namespaces=("gpu-team-0",), quota={"H100-80GB": Quota(nominal=4)})
-    fake.put_namespace("gpu-team-0", {keys.NAMESPACE_ENABLED: "true"})
-    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
-    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
-    controller = Controller(
-        api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A, team_0]
-    )
+    controller = _with_team_0(fake)
     with synced(controller):
         _fill_with_low_priority(fake)
         waiting_pod(fake, "c0", gpus=4, queue="team-0")
@@ -1515,13 +1519,7 @@ def test_a_nomination_the_watch_has_not_shown_yet_keeps_the_room_for_its_workloa
     head, ranking alike) and urgent evicted low-c as well. A nomination counts from when
     this replica made it. Here the watch shows urgent's nomination only once three cycles
     have run without it."""
-    team_0 = Queue(name="team-0", namespaces=("gpu-team-0",), quota={"H100-80GB": Quota(nominal=4)})
-    fake.put_namespace("gpu-team-0", {keys.NAMESPACE_ENABLED: "true"})
-    cluster = LiveCluster(clock=time.time, intent_ttl_s=30)
-    api = KubeApi(fake.api_client(), SETTINGS.api_timeout_s)
-    controller = Controller(
-        api, cluster, SETTINGS, Metrics(cluster), queues=lambda: [TEAM_A, team_0]
-    )
+    controller = _with_team_0(fake)
     (pods,) = [i for i in controller.informers if i.resource.kind == "Pod"]
     apply, shown = pods._apply, threading.Event()
 
