@@ -83,13 +83,15 @@ class GpuModel:
     usable_memory_mib: int = 0
     """Memory a process can use on one whole GPU: what a real node reports (GFD's
     ``nvidia.com/gpu.memory``) where a capture exists, else the nominal size less 2.5 %, as
-    for MIG profiles (0 given: that). Memory needs are fitted to it, never to the name's GB:
-    an H100 "80GB" holds 79.6 GiB."""
+    for MIG profiles, and never less than its largest MIG profile holds, which is the whole
+    GPU's memory (0 given: that). Memory needs are fitted to it, never to the name's GB: an
+    H100 "80GB" holds 79.6 GiB."""
 
     def __post_init__(self) -> None:
         if not self.usable_memory_mib:
             usable = self.memory_mib * _USABLE_SHARE // 1000
-            object.__setattr__(self, "usable_memory_mib", usable)
+            largest = max((p.usable_memory_mib for p in self.mig_profiles), default=0)
+            object.__setattr__(self, "usable_memory_mib", max(usable, largest))
 
     @property
     def mig_capable(self) -> bool:
@@ -149,8 +151,9 @@ _MODELS: tuple[tuple[str, int, float, float, tuple[str, ...], tuple[str, ...], s
 )
 
 
-_USABLE_MIB = {"H100-80GB": 81559}
-"""Whole-GPU memory a real node reports (``nvidia.com/gpu.memory``, tests/fixtures/objects)."""
+_USABLE_MIB = {"H100-80GB": 81559, "T4": 15360}
+"""Whole-GPU memory a real node reports (``nvidia.com/gpu.memory``): an H100's in
+tests/fixtures/objects, a T4's as nvidia-smi reports it (the facts sheet's label example)."""
 
 
 def _load_mig_facts() -> dict[str, dict[str, object]]:

@@ -98,6 +98,13 @@ def test_a_whole_gpus_usable_memory_is_what_a_node_reports_else_a_little_under_i
     extra = catalog_with((("P100", 16384, 0.1, 0.5, ("Tesla-P100-PCIE-16GB",)),), {})
     assert extra["P100"].usable_memory_mib == 16384 * 975 // 1000
     assert catalog.with_prices({"H100": 9.0})["H100"].usable_memory_mib == 81559
+    assert catalog["T4"].usable_memory_mib == 15360  # as nvidia-smi reports a T4: under 2.5 %
+    # Never less than its largest MIG profile, which is the whole GPU: 2.5 % under 40 GB
+    # (39,936 MiB) left a 40,200 MiB need only the 7g.40gb slice of an A100-40GB, so it
+    # could never run on one with MIG off.
+    for name in ("A100-40GB", "A30"):
+        largest = max(p.usable_memory_mib for p in catalog[name].mig_profiles)
+        assert catalog[name].usable_memory_mib == largest > catalog[name].memory_mib * 975 // 1000
 
 
 def test_lookup_by_alias_and_gfd_product_label():
