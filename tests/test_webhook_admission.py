@@ -787,6 +787,15 @@ def test_a_whole_gpus_usable_memory_is_what_its_node_reports() -> None:
     body = _needing("40Gi")
     pod = _pod_after(body, answer(_follower(cluster).mutate, body))
     assert _gpu_limits(pod) == {"nvidia.com/gpu": "1"}
+    # A label above the catalog's figure, which the decision core fits needs to, is not
+    # believed: offered on its word, 80 GB of an 81,920 MiB label would be refused by the
+    # core as it is here, and the refusal named the label's 81920.
+    cluster.replace_nodes([_object_node("big", **{"nvidia.com/gpu.memory": "90000"})])
+    response = answer(admission(cluster).validate, _needing("80Gi"))
+    assert response["status"]["message"] == (
+        "Apportion: 81920 MiB of GPU memory: no GPU or MIG slice on this cluster's nodes "
+        "holds that much (the largest: a whole H100-80GB, 81559 MiB usable)"
+    )
 
 
 # -- modes ----------------------------------------------------------------------------------

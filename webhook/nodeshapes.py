@@ -83,10 +83,14 @@ class Offers:
 
 
 def usable_memory(node: Node, model: str, catalog: Catalog) -> int:
-    """Usable MiB of one whole GPU of ``node``: its GFD label ``nvidia.com/gpu.memory``
-    where it says, else the catalog's figure for the model."""
+    """Usable MiB of one whole GPU of ``node``: the catalog's figure for the model, which
+    the decision core fits memory needs to, or its GFD label ``nvidia.com/gpu.memory`` where
+    that says less. Never more than the catalog's: a need the label holds but the core's
+    figure does not would be offered here and never placed (an A100-80GB node says 81,920
+    MiB, the catalog 79,872)."""
+    usable = catalog[model].usable_memory_mib
     label = node.labels.get(keys.NODE_GPU_MEMORY, "")
-    return int(label) if label.isascii() and label.isdigit() else catalog[model].usable_memory_mib
+    return min(int(label), usable) if label.isascii() and label.isdigit() else usable
 
 
 class NodeShapes:
