@@ -172,7 +172,8 @@ def test_a_gpu_pod_created_on_its_node_is_refused() -> None:
     server refuses one beside a node name), so it ran outside its queue, never charged.
     Refused by the mutating call, which fails closed, and by the validating one; the
     kubelet's mirror of a static pod stays untouched (above), and so does such a pod that
-    asks no GPU or whose namespace did not opt in."""
+    asks no GPU, whose namespace did not opt in, or a DaemonSet's (its controller may name
+    the node)."""
     why = (
         "Apportion: spec.nodeName 'gpu-node-b': a GPU pod placed on its node at creation "
         "skips its queue and quota; ask for the node with the nodeSelector "
@@ -185,7 +186,16 @@ def test_a_gpu_pod_created_on_its_node_is_refused() -> None:
         body = vary(review(name))
         body["request"]["object"]["spec"]["nodeName"] = "gpu-node-b"
         assert answer(handler, body)["status"] == {"code": 403, "message": why}
-        for untouched in (vary(body, resources={}), vary(body, namespace="not-opted-in")):
+        daemonset = copy.deepcopy(body)  # a DaemonSet controller may name the node itself
+        daemonset["request"]["object"]["metadata"]["ownerReferences"] = [
+            {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": "u",
+             "controller": True}
+        ]  # fmt: skip
+        for untouched in (
+            vary(body, resources={}),
+            vary(body, namespace="not-opted-in"),
+            daemonset,
+        ):
             assert answer(handler, untouched) == {
                 "uid": untouched["request"]["uid"],
                 "allowed": True,

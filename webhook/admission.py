@@ -49,6 +49,7 @@ from webhook.pods import (
     ANNOTATION_PLACEMENT,
     PodAsk,
     PodReader,
+    daemonset_pod,
     decided_workload,
     format_placement,
     gate_names,
@@ -628,7 +629,8 @@ def _named_node(pod: dict[str, Any]) -> str | None:
     a DaemonSet's pod (its node chosen by affinity) and a static pod's mirror, the kubelet's
     record of a pod it runs already."""
     node = (pod.get("spec") or {}).get("nodeName")
-    if not node or MIRROR in ((pod.get("metadata") or {}).get("annotations") or {}):
+    mirror = MIRROR in ((pod.get("metadata") or {}).get("annotations") or {})
+    if not node or mirror or daemonset_pod(pod):
         return None
     return (
         f"spec.nodeName {node!r}: a GPU pod placed on its node at creation skips its queue "

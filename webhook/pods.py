@@ -37,6 +37,7 @@ __all__ = [
     "PodAsk",
     "PodReader",
     "controller_owner",
+    "daemonset_pod",
     "decided_workload",
     "epoch_seconds",
     "format_placement",
@@ -122,10 +123,10 @@ def placed_by_others(pod: Mapping[str, Any]) -> bool:
     ``spec.nodeName`` (a static pod's mirror, a pod that bypasses the scheduler: the API
     server refuses a gate on it) or a DaemonSet's (pinned to its node by affinity)."""
     spec = pod.get("spec")
-    return bool(isinstance(spec, dict) and spec.get("nodeName")) or _daemonset_pod(pod)
+    return bool(isinstance(spec, dict) and spec.get("nodeName")) or daemonset_pod(pod)
 
 
-def _daemonset_pod(pod: Mapping[str, Any]) -> bool:
+def daemonset_pod(pod: Mapping[str, Any]) -> bool:
     metadata = pod.get("metadata")
     owner = (
         controller_owner(metadata.get("ownerReferences")) if isinstance(metadata, dict) else None
@@ -145,7 +146,7 @@ def not_managed(pod: Mapping[str, Any], namespace_enabled: bool | None) -> str |
     not all at once by a label change."""
     if not wants_gpus(pod):
         return "it asks for no GPU"
-    if _daemonset_pod(pod):
+    if daemonset_pod(pod):
         return "a DaemonSet's pod: its DaemonSet chooses its node"
     metadata = pod.get("metadata")
     metadata = metadata if isinstance(metadata, Mapping) else {}
