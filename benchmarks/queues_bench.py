@@ -1,6 +1,6 @@
 """/mutate's latency while clients poll /queues, on a cache of tens of thousands of pods.
 
-    .venv/bin/python benchmarks/queues_bench.py [--pods 20000] [--pollers 4 24] [--reviews 40]
+    .venv/bin/python benchmarks/queues_bench.py [--pods 20000] [--pollers 4 16] [--reviews 40]
 
 ``apportion serve`` answers /mutate and /validate on one event loop, and the API server
 gives up on a mutating call after 5 s (failurePolicy Fail: the pod is refused). The queue
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=20_000, help="pods cached (default 20,000)")
     parser.add_argument(
-        "--pollers", type=int, nargs="+", default=[4, 24], help="clients polling /queues"
+        "--pollers", type=int, nargs="+", default=[4, 16], help="clients polling /queues"
     )
     parser.add_argument("--reviews", type=int, default=40, help="/mutate reviews per run")
     parser.add_argument(

@@ -274,9 +274,14 @@ def queue_command(sub: Subparsers) -> None:
         help="the server's probe port (default http://localhost:8080) [APPORTION_URL]",
     )
     parser.add_argument(
-        "--ca-file", type=given_path(), help="CA that signed the server certificate"
+        "--ca-file",
+        type=given_path(),
+        help="CA that signed the server certificate (an https:// URL: a server without a "
+        "probe port serves /queues on its HTTPS port)",
     )
-    parser.add_argument("--insecure", action="store_true", help="do not verify the certificate")
+    parser.add_argument(
+        "--insecure", action="store_true", help="do not verify an https:// URL's certificate"
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON as served")
     parser.set_defaults(run=_run_queue)
 
@@ -420,7 +425,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 def _run_queue(args: argparse.Namespace) -> int:
     if urllib.parse.urlsplit(args.url).scheme not in ("https", "http"):
-        # Else urllib's "unknown url type: localhost" for --url localhost:8443.
+        # Else urllib's "unknown url type: localhost" for --url localhost:8080.
         raise CommandError(
             f"--url {args.url!r}: not a server URL; give http://HOST:PORT "
             "(default http://localhost:8080; also APPORTION_URL)"
