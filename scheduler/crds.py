@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from scheduler.fieldpaths import show
 from scheduler.loading import problem_lines, validated
 from scheduler.model import NonNegative, Queue
-from scheduler.names import queue_problems
+from scheduler.names import COHORT_SCHEMA, NAMESPACE_SCHEMA, queue_problems
 
 __all__ = [
     "API_VERSION",
@@ -215,6 +215,10 @@ def queue_crd() -> dict[str, Any]:
         "file, without its name (metadata.name is the queue's name).",
         **structural_schema(Queue, omit=("name",)),
     }
+    # The name rules the controller checks (scheduler/names.py), stated where the API server
+    # checks them too: a bad cohort or namespace is refused at `kubectl apply`.
+    spec["properties"]["cohort"].update(COHORT_SCHEMA)
+    spec["properties"]["namespaces"]["items"].update(NAMESPACE_SCHEMA)
     status = structural_schema(QueueStatus)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -15,8 +15,10 @@ from scheduler.fieldpaths import show
 from scheduler.model import Queue
 
 __all__ = [
+    "COHORT_SCHEMA",
     "MAX_LABEL",
     "MAX_SUBDOMAIN",
+    "NAMESPACE_SCHEMA",
     "cohort_name",
     "namespace_name",
     "node_name",
@@ -32,6 +34,11 @@ MAX_SUBDOMAIN = 253
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+NAMESPACE_SCHEMA = {"maxLength": MAX_LABEL, "pattern": f"^{_DNS_LABEL.pattern}$"}
+"""The namespace rule as an OpenAPI schema states it (the Queue CRD), so that the API server
+refuses what the controller would refuse, at ``kubectl apply``."""
+COHORT_SCHEMA = {"maxLength": MAX_SUBDOMAIN, "pattern": f"^{_DNS_SUBDOMAIN.pattern}$"}
+"""The cohort rule as an OpenAPI schema states it (the Queue CRD)."""
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
 _SUBDOMAIN_RULE = (

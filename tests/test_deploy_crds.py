@@ -201,6 +201,11 @@ def test_the_configmap_example_holds_the_same_queues():
         ({"preemption": {"within_queue": "Sometimes"}}, "within_queue"),
         ({"cohortt": "x"}, "cohortt"),
         ({"namespaces": "team-a"}, "namespaces"),
+        # The name rules the controller checks, at `kubectl apply` too.
+        ({"cohort": "Lab_1"}, "cohort"),
+        ({"cohort": "a" * 254}, "cohort"),
+        ({"namespaces": ["team-a", "BAD_NS"]}, "namespaces"),
+        ({"namespaces": ["n" * 64]}, "namespaces"),
     ],
 )
 def test_the_schema_rejects_bad_queues(change, field):
