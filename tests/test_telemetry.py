@@ -474,6 +474,14 @@ def test_fatal_xid_takes_gpu_out_until_the_quiet_period_passes() -> None:
     assert changed.unhealthy[0].reason.startswith("XID 48")
 
 
+def test_the_drivers_gpu_reset_required_takes_a_gpu_out_by_default() -> None:
+    """XID 154: the driver's recovery action became "GPU Reset Required" (after a GSP
+    timeout, 119, say, which the gauge showed for less than a refresh). Not in the default
+    list, a GPU that cannot run anything until reset stayed in capacity."""
+    report = _health(cluster(), [sample(2, xid=154, at=NOW - 10)])
+    assert [(v.gpu, v.reason.split(" at ")[0]) for v in report.unhealthy] == [(2, "XID 154")]
+
+
 @pytest.mark.parametrize("xid_query", ["answered", "failed"])
 def test_an_xid_series_gone_and_back_is_a_new_event_unless_its_query_failed(
     xid_query: str,

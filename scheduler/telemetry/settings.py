@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 
 __all__ = ["DEFAULT_FATAL_XIDS", "SeriesLabels", "TelemetrySettings"]
 
-DEFAULT_FATAL_XIDS = frozenset({48, 63, 64, 74, 79, 94, 95})
+DEFAULT_FATAL_XIDS = frozenset({48, 63, 64, 74, 79, 94, 95, 154})
 """XID codes that take a GPU out of capacity by default (the project's chosen list).
 Configurable: which XIDs a site treats as fatal is policy, and NVIDIA's XID catalog is the
-reference for what each code means."""
+reference for what each code means. 154 is the driver saying so itself ("GPU recovery
+action changed … to GPU Reset Required", or node reboot): it follows a fault whose own
+code, 62 or 119/120 from the GSP for one, the exporter's last-XID gauge may never show."""
 
 
 @dataclass(frozen=True, slots=True)
