@@ -49,7 +49,7 @@ from webhook_support import review
 from webhook.admission import Admission
 from webhook.cluster import LiveCluster
 from webhook.metrics import Metrics
-from webhook.queueview import QueueView, pending_view
+from webhook.queueview import QueueView, queue_view
 from webhook.server import QueueViews, Readiness, build_app, build_probe_app
 from webhook.settings import AdmissionSettings
 
@@ -58,7 +58,7 @@ def _on_the_loop(cluster: LiveCluster) -> web.Application:
     """/queues as it was served: the view worked out and written per request, on the loop."""
 
     async def queues(request: web.Request) -> web.Response:
-        view = pending_view(cluster, request.query.get("queue"))
+        view = queue_view(cluster).of(request.query.get("queue"))
         return web.Response(body=orjson.dumps(view), content_type="application/json")
 
     app = web.Application()

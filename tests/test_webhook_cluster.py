@@ -19,7 +19,7 @@ from webhook import keys
 from webhook.cluster import LiveCluster
 from webhook.intents import PLACE_TAKEN, QUOTA_TAKEN, Refusal
 from webhook.pods import ANNOTATION_PLACEMENT, ManagedPod, PodReader, parse_placement, rfc3339
-from webhook.queueview import pending_view, waiting_workloads
+from webhook.queueview import queue_view, waiting_workloads
 from webhook.standalone import load_cluster_file, seed_cluster
 
 WAITING = ManagedPod(
@@ -193,9 +193,9 @@ def test_a_pod_without_a_creation_time_waits_for_an_unknown_time() -> None:
 
     cluster = fixture_cluster()
     cluster.put_pod(replace(WAITING, created=0))
-    (row,) = pending_view(cluster)["queues"]["team-a"]
+    (row,) = queue_view(cluster).of(None)["queues"]["team-a"]
     assert row["waiting_s"] is None
-    assert "waiting unknown" in _queue_table(pending_view(cluster))
+    assert "waiting unknown" in _queue_table(queue_view(cluster).of(None))
 
 
 def _bound_foreign(change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
@@ -502,7 +502,7 @@ def test_the_queue_view_shows_an_admission_refused_since_the_decision_until_the_
     decided = _quota_overtaken(cluster)
     refusal = cluster.reserve(decided)
     assert refusal is not None
-    (row,) = pending_view(cluster)["queues"]["team-a"]
+    (row,) = queue_view(cluster).of(None)["queues"]["team-a"]
     assert (row["workload"], row["reason"], row["message"]) == (
         WAITING.workload,
         QUOTA_TAKEN,
@@ -512,7 +512,7 @@ def test_the_queue_view_shows_an_admission_refused_since_the_decision_until_the_
     assert refusal.waiting_message == row["message"]  # what its pods say too
     # The next decision says why it waits now.
     cluster.set_last_decisions(decide(cluster.snapshot()).workloads)
-    (row,) = pending_view(cluster)["queues"]["team-a"]
+    (row,) = queue_view(cluster).of(None)["queues"]["team-a"]
     assert (row["reason"], row["message"]) == (
         "QuotaExhausted",
         "queue team-a at nominal H100-80GB quota 3/4; needs 2",

@@ -35,7 +35,7 @@ from webhook.leader import LeaderElector, NotLeading
 from webhook.metrics import Metrics
 from webhook.patches import admit_gated, remove_gate, same_pod, set_metadata
 from webhook.pods import ANNOTATION_PLACEMENT, controller_owner, kept, parse_placement, raw_identity
-from webhook.queueview import pending_view, waiting_workloads
+from webhook.queueview import queue_view, waiting_workloads
 from webhook.settings import AdmissionSettings
 from webhook.strays import StrayGates
 from webhook.stuck import unschedulable
@@ -278,7 +278,7 @@ def test_a_gang_whose_members_ask_differently_stays_gated_and_says_why(fake: Fak
             assert gates_of(_pod(fake, name)) == [{"name": keys.GATE}]
             assert ANNOTATION_PLACEMENT not in _pod(fake, name)["metadata"]["annotations"]
         assert "gpu-team-a/llm" not in {w.name for w in controller.cluster.snapshot().workloads}
-        view = pending_view(controller.cluster)["queues"]["team-a"]
+        view = queue_view(controller.cluster).of(None)["queues"]["team-a"]
         assert [(r["workload"], r["reason"]) for r in view] == [("gpu-team-a/llm", "GangMixed")]
 
 
@@ -1422,16 +1422,16 @@ def test_the_queue_view_shows_the_mig_repartition_that_would_admit_a_waiting_pod
             del resources[part]["nvidia.com/gpu"]
             resources[part]["nvidia.com/mig-3g.40gb"] = "1"
         fake.put_pod(pod)
-        (plan,) = eventually(lambda: pending_view(cluster)["repartitions"])
+        (plan,) = eventually(lambda: queue_view(cluster).of(None)["repartitions"])
     assert plan["admits"] == ["gpu-team-a/wants-3g"]
     assert "3g.40gb" in plan["message"] and plan["message"].startswith("node ")
-    rows = pending_view(cluster, "team-a")["queues"]["team-a"]
+    rows = queue_view(cluster).of("team-a")["queues"]["team-a"]
     (row,) = [r for r in rows if r["workload"] == "gpu-team-a/wants-3g"]
     assert (row["reason"], row["message"]) == (
         "NeverFits",
         "no H100-80GB GPU has a 3g.40gb slice in its MIG layout",
     )
-    assert pending_view(cluster, "team-b")["repartitions"] == []
+    assert queue_view(cluster).of("team-b")["repartitions"] == []
 
 
 def test_a_pod_whose_patch_gets_no_answer_keeps_no_other_waiting(fake: Fake) -> None:
@@ -2362,7 +2362,7 @@ def test_a_gang_member_recreated_while_the_gang_is_evicted_waits_for_it_to_end(
         reviews = controller.stuck_reviews  # one per decision cycle
         eventually(lambda: controller.stuck_reviews >= reviews + 3)
         assert gates_of(_pod(fake, "low-g-1b"))
-        view = pending_view(controller.cluster)["queues"]["team-a"]
+        view = queue_view(controller.cluster).of(None)["queues"]["team-a"]
         assert {r["workload"]: (r["reason"], r["message"]) for r in view}[
             "gpu-team-a/low-g replacements"
         ] == tuple(expected.split(": ", 1))

@@ -24,7 +24,6 @@ __all__ = [
     "QUEUE_UNKNOWN",
     "QueueView",
     "Waiting",
-    "pending_view",
     "queue_view",
     "waiting_reason",
     "waiting_workloads",
@@ -110,17 +109,6 @@ def _shape(group: PodGroup) -> tuple[ManagedPod, int, int]:
     return first, size, max(p.priority for p in pods)
 
 
-def pending_view(
-    cluster: LiveCluster, queue: str | None = None, controlled: bool = True
-) -> dict[str, Any]:
-    """``{"queues": {name: [workload, …]}, "repartitions": [plan, …]}``: the waiting
-    workloads in queue order, and the MIG repartitions that would admit some of them.
-    ``controlled``: a controller releases gated pods (not standalone): else no wait is
-    estimated, and a pod waiting for the controller is told none will come. A ``queue``
-    that no queue is named and nothing waits in adds ``unknown_queue``, a message."""
-    return queue_view(cluster, controlled).of(queue)
-
-
 @dataclass(frozen=True, slots=True)
 class QueueView:
     """Every queue's waiting workloads, worked out once (``queue_view``: 0.15–0.3 s at
@@ -134,7 +122,10 @@ class QueueView:
     """The last global decision's MIG repartition proposals, as served."""
 
     def of(self, queue: str | None) -> dict[str, Any]:
-        """The view of one queue, or of all (None): see ``pending_view``."""
+        """``{"queues": {name: [workload, …]}, "repartitions": [plan, …]}`` for one
+        queue, or all (None): the waiting workloads in queue order, and the MIG
+        repartitions that would admit some of them. A ``queue`` that no queue is named and
+        nothing waits in adds ``unknown_queue``, a message."""
         if queue is None:
             return {"queues": self.queues, "repartitions": list(self.repartitions)}
         rows = self.queues.get(queue)
@@ -151,8 +142,9 @@ class QueueView:
 
 
 def queue_view(cluster: LiveCluster, controlled: bool = True) -> QueueView:
-    """Every queue's view (``pending_view``); the cluster's lock is held only to copy what
-    it reads."""
+    """Every queue's view (``QueueView.of``); the cluster's lock is held only to copy what
+    it reads. ``controlled``: a controller releases gated pods (not standalone): else no
+    wait is estimated, and a pod waiting for the controller is told none will come."""
     waiting = waiting_workloads(cluster)
     decisions = cluster.last_decisions()
     refused = cluster.refused()

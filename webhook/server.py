@@ -152,7 +152,7 @@ class QueueViews:
         return view
 
     async def body(self, queue: str | None) -> bytes:
-        """The JSON answer for ``queue`` (None: every queue), ``pending_view``'s."""
+        """The JSON answer for ``queue`` (None: every queue), ``QueueView.of``'s."""
         view = self._current()
         body = self._bodies.get(queue)
         if body is None:
